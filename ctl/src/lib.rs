@@ -1,1 +1,3 @@
-
+//! `yardctl`'s library half: the control-socket protocol and a client for
+//! it. The daemon depends on this crate for the same types.
+pub mod proto;

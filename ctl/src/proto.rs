@@ -1,0 +1,129 @@
+//! The control-socket protocol between `switchyard run` and `yardctl`.
+//!
+//! One request per connection: the client writes one JSON object and a
+//! newline, the daemon answers with one JSON object and a newline, then
+//! closes. The JSON printed by `yardctl -o json` is exactly the response
+//! payload, so scripts and tests read the same shapes the daemon sends.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Where both sides look for the socket unless told otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/switchyard/control.sock";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Stats,
+    Flows,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    Status(StatusReport),
+    Stats(StatsReport),
+    Flows(FlowsReport),
+    Error { message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub uptime_secs: u64,
+    pub config_path: String,
+    pub config_generation: u64,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub workers: Vec<WorkerStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    pub ifindex: u32,
+    /// `native` or `generic`.
+    pub xdp_mode: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub queue: u32,
+    pub core: Option<usize>,
+    /// `zero-copy` or `copy`, per interface socket, in interface order.
+    pub afxdp_modes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows created (forward direction, client to VIP).
+    pub flows: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListenerStats {
+    /// `namespace/gateway/listener`.
+    pub listener: String,
+    pub protocol: String,
+    /// `address:port`.
+    pub vip: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackendStats {
+    pub listener: String,
+    /// `address:port`.
+    pub backend: String,
+    pub service: String,
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub queue: u32,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Drops by named reason; reasons with a zero count are omitted.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Packets and bytes count both directions of a flow: client to backend and
+/// the backend's replies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub listeners: Vec<ListenerStats>,
+    pub backends: Vec<BackendStats>,
+    pub workers: Vec<WorkerStats>,
+    /// Sum of the workers' drops.
+    pub drops: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlowInfo {
+    pub protocol: String,
+    /// `address:port` of the client as the backend sees it (preserved).
+    pub client: String,
+    pub vip: String,
+    pub backend: String,
+    pub listener: String,
+    /// Both directions.
+    pub packets: u64,
+    pub bytes: u64,
+    pub age_secs: f64,
+    pub idle_secs: f64,
+    /// Queues of the workers that saw the flow, in either direction.
+    pub workers: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlowsReport {
+    pub flows: Vec<FlowInfo>,
+}

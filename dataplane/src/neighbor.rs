@@ -1,0 +1,1 @@
+//! Next-hop resolution from the kernel tables.

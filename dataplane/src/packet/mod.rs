@@ -1,0 +1,1 @@
+//! Packet views and rewrites over byte slices.
