@@ -1,1 +1,197 @@
-fn main() {}
+//! `yardctl`: inspect a running Switchyard appliance.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{presets, Cell, CellAlignment, Table};
+use yardctl::client;
+use yardctl::proto::{
+    FlowsReport, Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "yardctl",
+    version,
+    about = "Inspect a running Switchyard appliance"
+)]
+struct Cli {
+    /// Control socket of the daemon (`switchyard run --control-socket`).
+    #[arg(long, global = true, default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Version, uptime, interfaces, workers and config generation.
+    Status,
+    /// Packets, bytes and flows per listener and backend; drops by reason per worker.
+    Stats,
+    /// Flows tracked by the workers, both directions merged.
+    Flows,
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("yardctl: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let request = match cli.command {
+        Command::Status => Request::Status,
+        Command::Stats => Request::Stats,
+        Command::Flows => Request::Flows,
+    };
+    let response = client::request(&cli.control_socket, &request)?;
+    if cli.output == Output::Json {
+        let json = match &response {
+            Response::Status(r) => serde_json::to_string_pretty(r),
+            Response::Stats(r) => serde_json::to_string_pretty(r),
+            Response::Flows(r) => serde_json::to_string_pretty(r),
+            Response::Error { message } => bail!("{message}"),
+        }?;
+        println!("{json}");
+        return Ok(());
+    }
+    match response {
+        Response::Status(r) => print_status(&r),
+        Response::Stats(r) => print_stats(&r),
+        Response::Flows(r) => print_flows(&r),
+        Response::Error { message } => bail!("{message}"),
+    }
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(header.to_vec());
+    table
+}
+
+fn right_align(table: &mut Table, from_column: usize) {
+    let count = table.column_count();
+    for index in from_column..count {
+        if let Some(column) = table.column_mut(index) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+}
+
+fn print_status(r: &StatusReport) {
+    println!("switchyard {}  up {}s", r.version, r.uptime_secs);
+    println!(
+        "config     {} (generation {})",
+        r.config_path, r.config_generation
+    );
+    let mut interfaces = table(&["INTERFACE", "IFINDEX", "XDP"]);
+    for i in &r.interfaces {
+        interfaces.add_row(vec![
+            i.name.clone(),
+            i.ifindex.to_string(),
+            i.xdp_mode.clone(),
+        ]);
+    }
+    println!("\n{interfaces}");
+    let mut workers = table(&["QUEUE", "CORE", "AF_XDP"]);
+    for w in &r.workers {
+        workers.add_row(vec![
+            w.queue.to_string(),
+            w.core.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            w.afxdp_modes.join(","),
+        ]);
+    }
+    println!("\n{workers}");
+}
+
+fn print_stats(r: &StatsReport) {
+    let mut listeners = table(&["LISTENER", "PROTO", "VIP", "FLOWS", "PACKETS", "BYTES"]);
+    for l in &r.listeners {
+        listeners.add_row(vec![
+            l.listener.clone(),
+            l.protocol.clone(),
+            l.vip.clone(),
+            l.counters.flows.to_string(),
+            l.counters.packets.to_string(),
+            l.counters.bytes.to_string(),
+        ]);
+    }
+    right_align(&mut listeners, 3);
+    println!("{listeners}");
+    let mut backends = table(&[
+        "LISTENER", "BACKEND", "SERVICE", "FLOWS", "PACKETS", "BYTES",
+    ]);
+    for b in &r.backends {
+        backends.add_row(vec![
+            b.listener.clone(),
+            b.backend.clone(),
+            b.service.clone(),
+            b.counters.flows.to_string(),
+            b.counters.packets.to_string(),
+            b.counters.bytes.to_string(),
+        ]);
+    }
+    right_align(&mut backends, 3);
+    println!("\n{backends}");
+    let mut workers = table(&[
+        "WORKER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS",
+    ]);
+    for w in &r.workers {
+        workers.add_row(vec![
+            Cell::new(format!("queue {}", w.queue)),
+            Cell::new(w.rx_packets),
+            Cell::new(w.rx_bytes),
+            Cell::new(w.tx_packets),
+            Cell::new(w.tx_bytes),
+            Cell::new(w.drops.values().sum::<u64>()),
+        ]);
+    }
+    right_align(&mut workers, 1);
+    println!("\n{workers}");
+    if r.drops.is_empty() {
+        println!("\nno drops");
+    } else {
+        let mut drops = table(&["DROP REASON", "PACKETS"]);
+        for (reason, count) in &r.drops {
+            drops.add_row(vec![reason.clone(), count.to_string()]);
+        }
+        right_align(&mut drops, 1);
+        println!("\n{drops}");
+    }
+}
+
+fn print_flows(r: &FlowsReport) {
+    let mut flows = table(&[
+        "PROTO", "CLIENT", "VIP", "BACKEND", "PACKETS", "BYTES", "AGE", "IDLE",
+    ]);
+    for f in &r.flows {
+        flows.add_row(vec![
+            f.protocol.clone(),
+            f.client.clone(),
+            f.vip.clone(),
+            f.backend.clone(),
+            f.packets.to_string(),
+            f.bytes.to_string(),
+            format!("{:.1}s", f.age_secs),
+            format!("{:.1}s", f.idle_secs),
+        ]);
+    }
+    right_align(&mut flows, 4);
+    println!("{flows}");
+    println!("{} flows", r.flows.len());
+}

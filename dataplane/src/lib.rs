@@ -1,5 +1,12 @@
 //! The Switchyard appliance: AF_XDP workers that decide, rewrite and forward
 //! packets for VIP listeners, and the control plane around them.
 
+pub mod afxdp;
+pub mod control;
+pub mod drop_reason;
+pub mod flow;
+pub mod interfaces;
+pub mod io;
 pub mod neighbor;
 pub mod packet;
+pub mod worker;

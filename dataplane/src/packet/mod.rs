@@ -1,1 +1,24 @@
-//! Packet views and rewrites over byte slices.
+//! Packet views and rewrites over byte slices. This module owns the wire
+//! format of what a worker handles: it parses an Ethernet II frame (at most
+//! one 802.1Q/802.1ad tag) carrying IPv4 TCP or UDP into a [`FlowKey`] and the
+//! offsets of its headers ([`parse()`]), replays a per-flow NAT [`Rewrite`] on
+//! the frame in place with incremental checksum updates ([`apply`]), and
+//! hashes a 5-tuple the same way on every node ([`flow_hash`]). It is pure:
+//! no I/O, no clocks, no configuration. It must never allocate, make a
+//! syscall or panic on packet bytes; a frame it cannot handle comes back as a
+//! [`ParseError`], which the worker counts by name and drops.
+
+pub mod checksum;
+mod hash;
+mod parse;
+mod rewrite;
+mod wire;
+
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod testutil;
+
+pub use hash::flow_hash;
+pub use parse::{parse, FlowKey, ParseError, Parsed};
+pub use rewrite::{apply, Rewrite};

@@ -1,0 +1,50 @@
+# Switchyard. `make demo` and `make test` are all a new machine needs: both
+# install missing system packages, build, and run.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+RELEASE := target/release
+
+# What the build and the tests need from Debian (see ENVIRONMENT notes in the
+# README): clang/llvm/libbpf for the XDP program, libelf/zlib/m4/pkg-config
+# for libxdp (built from source by xsk-rs), iproute2 for the namespace tests.
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2
+
+.PHONY: deps build demo test lint unit e2e bench fuzz soak clean
+
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup) first"; exit 1; }
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	$(RELEASE)/yard-demo --switchyard $(RELEASE)/switchyard --yardctl $(RELEASE)/yardctl --config config/examples/demo.yaml
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Unit tests and end-to-end tests share the release build the e2e tests run.
+test: build lint
+	$(CARGO) test --release --workspace -- --test-threads 2
+
+bench: build
+	$(CARGO) run --release -p switchyard-perf --bin yard-bench
+
+# Property tests of everything that reads packet bytes or config input, with
+# many more cases than `make test` runs.
+fuzz: deps
+	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane -- --test-threads 2 proptest
+	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config -- --test-threads 2 proptest
+
+clean:
+	$(CARGO) clean

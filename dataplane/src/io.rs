@@ -1,0 +1,75 @@
+//! The seam between packet I/O and packet logic: the worker sees frames as
+//! byte slices on numbered ports and answers with a verdict per frame, so the
+//! same worker runs on AF_XDP sockets and on in-memory frames in tests.
+
+/// What to do with one received frame after the worker looked at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) frame out of this port.
+    Transmit(usize),
+    Drop,
+}
+
+/// Per-batch I/O counters, so the worker can count rx/tx without knowing
+/// how the frames moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub received: usize,
+    pub received_bytes: usize,
+    pub transmitted: usize,
+    pub transmitted_bytes: usize,
+    /// Frames the worker wanted sent but the tx ring had no room for.
+    pub tx_ring_full: usize,
+}
+
+pub trait PacketIo {
+    /// Receives up to one batch from every port, hands each frame to
+    /// `handle` (port it arrived on, its bytes) and carries out the verdicts.
+    /// Never blocks.
+    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome;
+
+    /// Blocks until a port may have frames or `timeout_ms` passes; called
+    /// only when the last batch was empty, so idle workers sleep instead of
+    /// spinning and busy ones never make this syscall.
+    fn wait(&mut self, timeout_ms: i32);
+}
+
+/// Frames in memory: what the unit tests and benchmarks feed the worker.
+#[derive(Debug, Default)]
+pub struct MemoryIo {
+    /// (port, frame) waiting to be received.
+    pub rx: std::collections::VecDeque<(usize, Vec<u8>)>,
+    /// (port, frame) the worker transmitted.
+    pub tx: Vec<(usize, Vec<u8>)>,
+    pub batch_size: usize,
+}
+
+impl MemoryIo {
+    pub fn new(batch_size: usize) -> Self {
+        Self {
+            batch_size,
+            ..Self::default()
+        }
+    }
+}
+
+impl PacketIo for MemoryIo {
+    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        for _ in 0..self.batch_size {
+            let Some((port, mut frame)) = self.rx.pop_front() else {
+                break;
+            };
+            outcome.received += 1;
+            outcome.received_bytes += frame.len();
+            if let Verdict::Transmit(out) = handle(port, &mut frame) {
+                outcome.transmitted += 1;
+                outcome.transmitted_bytes += frame.len();
+                self.tx.push((out, frame));
+            }
+        }
+        outcome
+    }
+
+    fn wait(&mut self, _timeout_ms: i32) {}
+}

@@ -1,1 +1,0 @@
-//! Next-hop resolution from the kernel tables.

@@ -1,0 +1,539 @@
+//! One pass over a frame's headers: Ethernet II, at most one VLAN tag, IPv4,
+//! then TCP or UDP. Each header is length-checked once and then read through
+//! fixed-size views (see `wire`); the result is the flow's 5-tuple plus the
+//! offsets [`apply`](super::apply) needs, so no packet is parsed twice.
+//!
+//! What is deliberately not checked: the IPv4 header checksum and the L4
+//! checksum. Verifying them costs a pass over the bytes per packet, and the
+//! incremental update in `apply` preserves an error (RFC 1624 §2), so the
+//! receiving host still drops a corrupted packet, as it would without us.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use super::wire::{ethernet, ipv4, read_u16, read_u32, tcp, udp, vlan};
+
+/// Why a frame cannot be handled; each maps to a named drop counter.
+///
+/// The split between [`Truncated`](Self::Truncated) and the header errors:
+/// `Truncated` means bytes are missing from the frame (it ends before the
+/// Ethernet, VLAN or IPv4 header, or before the end of the IPv4 packet that
+/// `total_length` announces). Once the whole IPv4 packet is present, an L4
+/// header that does not fit in it is [`BadL4Header`](Self::BadL4Header): the
+/// sender built an inconsistent packet, nothing was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParseError {
+    /// Shorter than its headers say.
+    Truncated,
+    /// EtherType is not IPv4 (ARP, IPv6, LLDP, ...), also behind one VLAN
+    /// tag; a second tag (QinQ) counts here too, as only one is supported.
+    NotIpv4,
+    /// IPv4 version, IHL and total length are inconsistent.
+    BadIpHeader,
+    /// An IPv4 fragment: only the first carries L4 ports, and matching the
+    /// rest would need reassembly state (RFC 791 §2.3).
+    Fragment,
+    /// Neither TCP nor UDP.
+    UnsupportedProtocol,
+    /// TCP data offset or UDP length inconsistent with the IPv4 payload.
+    BadL4Header,
+}
+
+impl ParseError {
+    /// Every reason, in declaration order: `ALL[e as usize] == e`, so a
+    /// `[u64; 6]` of counters can be indexed by `e as usize`.
+    pub const ALL: [ParseError; 6] = [
+        ParseError::Truncated,
+        ParseError::NotIpv4,
+        ParseError::BadIpHeader,
+        ParseError::Fragment,
+        ParseError::UnsupportedProtocol,
+        ParseError::BadL4Header,
+    ];
+
+    /// The drop counter's name, snake_case, stable across releases.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ParseError::Truncated => "truncated",
+            ParseError::NotIpv4 => "not_ipv4",
+            ParseError::BadIpHeader => "bad_ip_header",
+            ParseError::Fragment => "fragment",
+            ParseError::UnsupportedProtocol => "unsupported_protocol",
+            ParseError::BadL4Header => "bad_l4_header",
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The 5-tuple of a packet, as it appears on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// IP protocol number: 6 (TCP) or 17 (UDP) when built by [`parse`].
+    pub protocol: u8,
+}
+
+/// Offsets found by one parse, so rewrite never re-parses.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed {
+    pub key: FlowKey,
+    /// Start of the IPv4 header: 14, or 18 behind a VLAN tag.
+    pub l3_offset: usize,
+    /// Start of the TCP/UDP header, after any IPv4 options.
+    pub l4_offset: usize,
+    /// TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for UDP.
+    pub tcp_flags: u8,
+    /// IPv4 total length; the frame may carry Ethernet padding beyond
+    /// `l3_offset + ip_total_len`, which belongs to no header.
+    pub ip_total_len: usize,
+}
+
+/// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
+/// carrying an unfragmented IPv4 TCP or UDP packet.
+pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let eth: &[u8; ethernet::HEADER_LEN] = frame.first_chunk().ok_or(ParseError::Truncated)?;
+    let mut ethertype = read_u16::<{ ethernet::ETHERTYPE }, _>(eth);
+    let mut l3_offset = ethernet::HEADER_LEN;
+    if ethertype == ethernet::TYPE_DOT1Q || ethertype == ethernet::TYPE_DOT1AD {
+        let tag: &[u8; vlan::TAG_LEN] = tail(frame, l3_offset)
+            .first_chunk()
+            .ok_or(ParseError::Truncated)?;
+        ethertype = read_u16::<{ vlan::INNER_ETHERTYPE }, _>(tag);
+        l3_offset += vlan::TAG_LEN;
+    }
+    if ethertype != ethernet::TYPE_IPV4 {
+        return Err(ParseError::NotIpv4);
+    }
+
+    let l3 = tail(frame, l3_offset);
+    let ip: &[u8; ipv4::MIN_HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
+    let version_ihl = ip[ipv4::VERSION_IHL];
+    let header_len = usize::from(version_ihl & 0x0f) * 4;
+    let total_len = usize::from(read_u16::<{ ipv4::TOTAL_LEN }, _>(ip));
+    if version_ihl >> 4 != ipv4::VERSION
+        || header_len < ipv4::MIN_HEADER_LEN
+        || total_len < header_len
+    {
+        return Err(ParseError::BadIpHeader);
+    }
+    // Bounding the packet by total_length, not by the frame, drops the
+    // Ethernet padding a short packet is sent with (RFC 894).
+    let packet = l3.get(..total_len).ok_or(ParseError::Truncated)?;
+    if read_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(ip)
+        & (ipv4::MORE_FRAGMENTS | ipv4::FRAGMENT_OFFSET_MASK)
+        != 0
+    {
+        return Err(ParseError::Fragment);
+    }
+
+    let protocol = ip[ipv4::PROTOCOL];
+    let l4 = tail(packet, header_len);
+    let (src_port, dst_port, tcp_flags) = match protocol {
+        ipv4::PROTOCOL_TCP => parse_tcp(l4)?,
+        ipv4::PROTOCOL_UDP => parse_udp(l4)?,
+        _ => return Err(ParseError::UnsupportedProtocol),
+    };
+
+    Ok(Parsed {
+        key: FlowKey {
+            src: Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(ip)),
+            dst: Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(ip)),
+            src_port,
+            dst_port,
+            protocol,
+        },
+        l3_offset,
+        l4_offset: l3_offset + header_len,
+        tcp_flags,
+        ip_total_len: total_len,
+    })
+}
+
+/// `bytes[at..]`, or empty when `at` is past the end, so the next
+/// `first_chunk` reports the shortfall.
+#[inline(always)]
+fn tail(bytes: &[u8], at: usize) -> &[u8] {
+    bytes.get(at..).unwrap_or_default()
+}
+
+/// Ports and flags of a TCP segment that spans all of `l4`.
+#[inline(always)]
+fn parse_tcp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
+    let hdr: &[u8; tcp::MIN_HEADER_LEN] = l4.first_chunk().ok_or(ParseError::BadL4Header)?;
+    let header_len = usize::from(hdr[tcp::DATA_OFFSET] >> 4) * 4;
+    if header_len < tcp::MIN_HEADER_LEN || header_len > l4.len() {
+        return Err(ParseError::BadL4Header);
+    }
+    Ok((
+        read_u16::<{ tcp::SRC_PORT }, _>(hdr),
+        read_u16::<{ tcp::DST_PORT }, _>(hdr),
+        hdr[tcp::FLAGS],
+    ))
+}
+
+/// Ports of a UDP datagram that spans all of `l4`. The length field must fit
+/// the IPv4 payload and cover the header (RFC 768); 0 is not the IPv6
+/// jumbogram escape here (RFC 2675 is IPv6 only).
+#[inline(always)]
+fn parse_udp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
+    let hdr: &[u8; udp::HEADER_LEN] = l4.first_chunk().ok_or(ParseError::BadL4Header)?;
+    let length = usize::from(read_u16::<{ udp::LENGTH }, _>(hdr));
+    if length < udp::HEADER_LEN || length > l4.len() {
+        return Err(ParseError::BadL4Header);
+    }
+    Ok((
+        read_u16::<{ udp::SRC_PORT }, _>(hdr),
+        read_u16::<{ udp::DST_PORT }, _>(hdr),
+        0,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::fixtures::*;
+    use crate::packet::testutil::{arb_frame_spec, mutated};
+    use proptest::prelude::*;
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const SYN: u8 = 0x02;
+
+    fn with_byte(frame: &[u8], at: usize, value: u8) -> Vec<u8> {
+        let mut frame = frame.to_vec();
+        frame[at] = value;
+        frame
+    }
+
+    fn with_u16(frame: &[u8], at: usize, value: u16) -> Vec<u8> {
+        let mut frame = frame.to_vec();
+        frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
+        frame
+    }
+
+    #[test]
+    fn tcp_without_ip_options_has_l4_right_after_the_20_byte_header() {
+        let parsed = parse(&TCP_SYN).unwrap();
+        assert_eq!(
+            parsed.key,
+            FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                src_port: 40000,
+                dst_port: 80,
+                protocol: 6
+            }
+        );
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (14, 34));
+        assert_eq!(parsed.ip_total_len, TCP_SYN.len() - 14);
+        assert_eq!(parsed.tcp_flags, SYN);
+    }
+
+    #[test]
+    fn tcp_with_ip_options_has_l4_after_the_options() {
+        let parsed = parse(&TCP_SYN_IP_OPTIONS).unwrap();
+        assert_eq!(parsed.key, parse(&TCP_SYN).unwrap().key);
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (14, 38));
+        assert_eq!(parsed.ip_total_len, TCP_SYN_IP_OPTIONS.len() - 14);
+    }
+
+    #[test]
+    fn udp_key_comes_from_the_headers_and_has_no_tcp_flags() {
+        let parsed = parse(&UDP_DNS).unwrap();
+        assert_eq!(
+            parsed.key,
+            FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                src_port: 53000,
+                dst_port: 53,
+                protocol: 17
+            }
+        );
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (14, 34));
+        assert_eq!(parsed.tcp_flags, 0);
+    }
+
+    #[test]
+    fn tcp_flags_are_the_whole_flags_byte() {
+        assert_eq!(parse(&TCP_SYN_ACK).unwrap().tcp_flags, 0x12);
+        let all_flags = with_byte(&TCP_SYN, 34 + 13, 0xff);
+        assert_eq!(parse(&all_flags).unwrap().tcp_flags, 0xff);
+    }
+
+    #[test]
+    fn dot1q_tag_moves_ipv4_to_offset_18() {
+        let parsed = parse(&TCP_SYN_DOT1Q).unwrap();
+        assert_eq!(parsed.key, parse(&TCP_SYN).unwrap().key);
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (18, 38));
+    }
+
+    #[test]
+    fn dot1ad_tag_is_accepted_like_dot1q() {
+        let parsed = parse(&TCP_SYN_QINQ_OUTER).unwrap();
+        assert_eq!(parsed.key, parse(&TCP_SYN).unwrap().key);
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (18, 38));
+    }
+
+    #[test]
+    fn second_vlan_tag_is_not_ipv4() {
+        let mut double = TCP_SYN_QINQ_OUTER[..16].to_vec();
+        double.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+        double.extend_from_slice(&TCP_SYN_QINQ_OUTER[16..]);
+        assert_eq!(parse(&double).unwrap_err(), ParseError::NotIpv4);
+    }
+
+    #[test]
+    fn arp_is_not_ipv4() {
+        assert_eq!(parse(&ARP_REQUEST).unwrap_err(), ParseError::NotIpv4);
+    }
+
+    #[test]
+    fn ipv6_is_not_ipv4() {
+        assert_eq!(parse(&IPV6_UDP).unwrap_err(), ParseError::NotIpv4);
+    }
+
+    #[test]
+    fn first_fragment_is_a_fragment_although_it_has_ports() {
+        assert_eq!(
+            parse(&TCP_FIRST_FRAGMENT).unwrap_err(),
+            ParseError::Fragment
+        );
+    }
+
+    #[test]
+    fn later_fragment_is_a_fragment() {
+        assert_eq!(
+            parse(&UDP_LATER_FRAGMENT).unwrap_err(),
+            ParseError::Fragment
+        );
+    }
+
+    #[test]
+    fn dont_fragment_flag_alone_is_not_a_fragment() {
+        assert_eq!(TCP_SYN[20], 0x40, "fixture has DF set");
+        assert!(parse(&TCP_SYN).is_ok());
+        // The reserved bit (RFC 791 §3.1) is not a fragment either.
+        assert!(parse(&with_byte(&TCP_SYN, 20, 0x80)).is_ok());
+    }
+
+    #[test]
+    fn icmp_is_unsupported_protocol() {
+        assert_eq!(
+            parse(&ICMP_ECHO).unwrap_err(),
+            ParseError::UnsupportedProtocol
+        );
+    }
+
+    #[test]
+    fn every_truncation_of_a_valid_frame_is_truncated() {
+        for frame in [
+            &TCP_SYN[..],
+            &TCP_SYN_IP_OPTIONS,
+            &TCP_SYN_DOT1Q,
+            &TCP_SYN_QINQ_OUTER,
+            &UDP_DNS,
+            &UDP_NO_CHECKSUM,
+        ] {
+            assert!(parse(frame).is_ok());
+            for len in 0..frame.len() {
+                assert_eq!(
+                    parse(&frame[..len]).unwrap_err(),
+                    ParseError::Truncated,
+                    "len {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_after_a_short_ip_packet_is_ignored() {
+        let parsed = parse(&UDP_SHORT_PADDED).unwrap();
+        assert_eq!(parsed.ip_total_len, 30);
+        assert_eq!(parsed.key.dst_port, 53);
+        let ip_end = parsed.l3_offset + parsed.ip_total_len;
+        assert_eq!(ip_end, UDP_SHORT_PADDED.len() - 16);
+        for len in ip_end..UDP_SHORT_PADDED.len() {
+            assert_eq!(parse(&UDP_SHORT_PADDED[..len]).unwrap().key, parsed.key);
+        }
+        for len in 0..ip_end {
+            assert_eq!(
+                parse(&UDP_SHORT_PADDED[..len]).unwrap_err(),
+                ParseError::Truncated
+            );
+        }
+    }
+
+    #[test]
+    fn ip_version_other_than_4_is_bad_ip_header() {
+        let v6_in_v4_frame = with_byte(&TCP_SYN, 14, 0x65);
+        assert_eq!(parse(&v6_in_v4_frame).unwrap_err(), ParseError::BadIpHeader);
+    }
+
+    #[test]
+    fn ihl_below_5_is_bad_ip_header() {
+        for ihl in 0..5 {
+            let frame = with_byte(&TCP_SYN, 14, 0x40 | ihl);
+            assert_eq!(
+                parse(&frame).unwrap_err(),
+                ParseError::BadIpHeader,
+                "ihl {ihl}"
+            );
+        }
+    }
+
+    #[test]
+    fn total_length_shorter_than_the_ip_header_is_bad_ip_header() {
+        let frame = with_u16(&TCP_SYN_IP_OPTIONS, 16, 23);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadIpHeader);
+    }
+
+    #[test]
+    fn total_length_beyond_the_frame_is_truncated() {
+        let frame = with_u16(&TCP_SYN, 16, (TCP_SYN.len() - 14 + 1) as u16);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::Truncated);
+    }
+
+    #[test]
+    fn ip_payload_shorter_than_a_tcp_header_is_bad_l4_header() {
+        // 20 bytes of IPv4 header, 19 of TCP: all present, but too few.
+        let frame = with_u16(&TCP_SYN, 16, 20 + 19);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadL4Header);
+    }
+
+    #[test]
+    fn tcp_data_offset_below_5_is_bad_l4_header() {
+        let frame = with_byte(&TCP_SYN, 34 + 12, 0x40);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadL4Header);
+    }
+
+    #[test]
+    fn tcp_data_offset_beyond_the_ip_payload_is_bad_l4_header() {
+        let frame = with_byte(&TCP_SYN, 34 + 12, 0x70);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadL4Header);
+    }
+
+    #[test]
+    fn udp_length_beyond_the_ip_payload_is_bad_l4_header() {
+        let frame = with_u16(&UDP_DNS, 34 + 4, (UDP_DNS.len() - 34 + 1) as u16);
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadL4Header);
+    }
+
+    #[test]
+    fn udp_length_below_8_is_bad_l4_header() {
+        for length in [0, 7] {
+            let frame = with_u16(&UDP_DNS, 34 + 4, length);
+            assert_eq!(
+                parse(&frame).unwrap_err(),
+                ParseError::BadL4Header,
+                "length {length}"
+            );
+        }
+    }
+
+    #[test]
+    fn udp_length_shorter_than_the_ip_payload_is_accepted() {
+        // Linux trims to the UDP length (udp_rcv); so do we, by not caring.
+        let frame = with_u16(&UDP_DNS, 34 + 4, 8);
+        assert!(parse(&frame).is_ok());
+    }
+
+    #[test]
+    fn parse_error_names_are_distinct_snake_case_and_all_is_in_order() {
+        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.name()).collect();
+        for (i, (error, name)) in ParseError::ALL.iter().zip(&names).enumerate() {
+            assert_eq!(*error as usize, i);
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert_eq!(error.to_string(), *name);
+        }
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+    }
+
+    /// Asserts what must hold of any successful parse, whatever the bytes.
+    fn assert_consistent(frame: &[u8], parsed: &Parsed) {
+        assert!(parsed.l3_offset == 14 || parsed.l3_offset == 18);
+        assert!(parsed.l4_offset >= parsed.l3_offset + 20);
+        assert!(parsed.l4_offset + 8 <= parsed.l3_offset + parsed.ip_total_len);
+        assert!(parsed.l3_offset + parsed.ip_total_len <= frame.len());
+        assert!(parsed.key.protocol == 6 || parsed.key.protocol == 17);
+    }
+
+    /// The same frame as etherparse sees it: (key, l3 offset, l4 offset).
+    fn etherparse_view(frame: &[u8]) -> Option<(FlowKey, usize, usize)> {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let sliced = SlicedPacket::from_ethernet(frame).ok()?;
+        let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+            return None;
+        };
+        let header = ip.header();
+        let l3_offset = header.slice().as_ptr() as usize - frame.as_ptr() as usize;
+        let l4_offset = l3_offset + header.slice().len();
+        let (src_port, dst_port) = match sliced.transport.as_ref()? {
+            TransportSlice::Tcp(t) => (t.source_port(), t.destination_port()),
+            TransportSlice::Udp(u) => (u.source_port(), u.destination_port()),
+            _ => return None,
+        };
+        let key = FlowKey {
+            src: header.source_addr(),
+            dst: header.destination_addr(),
+            src_port,
+            dst_port,
+            protocol: header.protocol().0,
+        };
+        Some((key, l3_offset, l4_offset))
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(frame in prop::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(parsed) = parse(&frame) {
+                assert_consistent(&frame, &parsed);
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_mutated_valid_frames(frame in mutated(arb_frame_spec())) {
+            if let Ok(parsed) = parse(&frame) {
+                assert_consistent(&frame, &parsed);
+            }
+        }
+
+        #[test]
+        fn parse_agrees_with_etherparse_on_valid_frames(spec in arb_frame_spec()) {
+            let frame = spec.build();
+            let parsed = parse(&frame).unwrap();
+            prop_assert_eq!(parsed.key, spec.key());
+            prop_assert_eq!(parsed.ip_total_len, spec.ip_total_len());
+            prop_assert_eq!(
+                etherparse_view(&frame),
+                Some((parsed.key, parsed.l3_offset, parsed.l4_offset))
+            );
+        }
+
+        /// Whatever we accept, etherparse reads the same way.
+        #[test]
+        fn accepted_mutated_frames_read_the_same_in_etherparse(frame in mutated(arb_frame_spec())) {
+            if let Ok(parsed) = parse(&frame) {
+                prop_assert_eq!(
+                    etherparse_view(&frame),
+                    Some((parsed.key, parsed.l3_offset, parsed.l4_offset))
+                );
+            }
+        }
+    }
+}

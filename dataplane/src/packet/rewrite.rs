@@ -1,0 +1,441 @@
+//! Two-arm NAT in place: new MACs, IPv4 addresses and L4 ports, with the
+//! IPv4 header checksum and the TCP/UDP checksum updated incrementally
+//! (RFC 1624) rather than recomputed, so the cost does not grow with the
+//! payload. The frame's length and every other byte stay as they were.
+
+use std::net::Ipv4Addr;
+
+use super::checksum::{adjust, diff_u16, diff_u32};
+use super::parse::Parsed;
+use super::wire::{
+    ethernet, ipv4, read_u16, read_u32, tcp, udp, write_bytes, write_u16, write_u32,
+};
+
+/// A rewrite computed once per flow and replayed on each of its packets;
+/// plain data so the XDP flow cache can later replay the same action.
+///
+/// Every field is written, changed or not: a forward DNAT carries the
+/// client's address and port through as `ip_src`/`src_port`, a reply SNAT
+/// carries the client's through as `ip_dst`/`dst_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    pub eth_src: [u8; 6],
+    pub eth_dst: [u8; 6],
+    pub ip_src: Ipv4Addr,
+    pub ip_dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// Applies `rewrite` to the frame `parsed` described: MACs, IPv4 addresses
+/// and L4 ports, with incremental updates of the IPv4 header checksum and of
+/// the TCP/UDP checksum, whose pseudo-header covers the addresses.
+///
+/// `parsed` must come from [`parse`](super::parse()) of this same frame. If
+/// its offsets do not fit the frame, or its protocol is neither TCP nor UDP,
+/// the frame is left untouched rather than half-rewritten.
+///
+/// TTL is left as received. To the client the appliance *is* the VIP, an
+/// endpoint rather than a router hop (Katran's encapsulation leaves the
+/// client's TTL alone too), and a hop that decrements owes an ICMP Time
+/// Exceeded when it reaches zero (RFC 1812 §5.3.1), which the dataplane does
+/// not send. The loop TTL guards against cannot form here as long as config
+/// rejects a backend that is itself a VIP. Keeping TTL also keeps the action
+/// a pure function of the flow, which the XDP cache replays byte for byte.
+pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) {
+    if let Some(headers) = Headers::split(frame, parsed) {
+        headers.rewrite(rewrite);
+    }
+}
+
+/// Mutable views of the headers a rewrite touches, each checked once.
+struct Headers<'a> {
+    eth: &'a mut [u8; ethernet::HEADER_LEN],
+    ip: &'a mut [u8; ipv4::MIN_HEADER_LEN],
+    l4: L4<'a>,
+}
+
+enum L4<'a> {
+    Tcp(&'a mut [u8; tcp::MIN_HEADER_LEN]),
+    Udp(&'a mut [u8; udp::HEADER_LEN]),
+}
+
+impl<'a> Headers<'a> {
+    /// Borrows every header before anything is written, so a `parsed` that
+    /// does not fit the frame (a caller bug) changes nothing.
+    fn split(frame: &'a mut [u8], parsed: &Parsed) -> Option<Self> {
+        let ip_header_len = parsed.l4_offset.checked_sub(parsed.l3_offset)?;
+        let (l2, rest) = frame.split_at_mut_checked(parsed.l3_offset)?;
+        let (l3, l4) = rest.split_at_mut_checked(ip_header_len)?;
+        let l4 = match parsed.key.protocol {
+            ipv4::PROTOCOL_TCP => L4::Tcp(l4.first_chunk_mut()?),
+            ipv4::PROTOCOL_UDP => L4::Udp(l4.first_chunk_mut()?),
+            _ => return None,
+        };
+        Some(Headers {
+            eth: l2.first_chunk_mut()?,
+            ip: l3.first_chunk_mut()?,
+            l4,
+        })
+    }
+
+    fn rewrite(self, rewrite: &Rewrite) {
+        let Headers { eth, ip, l4 } = self;
+        write_bytes::<{ ethernet::DST }, 6, _>(eth, rewrite.eth_dst);
+        write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
+
+        let (ip_src, ip_dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
+        // The addresses are covered by both checksums: the IPv4 header's and,
+        // through the pseudo-header, the TCP/UDP one (RFC 9293 §3.1, RFC 768).
+        let addr_diff = diff_u32(read_u32::<{ ipv4::SRC }, _>(ip), ip_src)
+            + diff_u32(read_u32::<{ ipv4::DST }, _>(ip), ip_dst);
+        let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
+        write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
+        write_u32::<{ ipv4::SRC }, _>(ip, ip_src);
+        write_u32::<{ ipv4::DST }, _>(ip, ip_dst);
+
+        match l4 {
+            L4::Tcp(hdr) => {
+                let diff = addr_diff
+                    + diff_u16(read_u16::<{ tcp::SRC_PORT }, _>(hdr), rewrite.src_port)
+                    + diff_u16(read_u16::<{ tcp::DST_PORT }, _>(hdr), rewrite.dst_port);
+                let checksum = read_u16::<{ tcp::CHECKSUM }, _>(hdr);
+                write_u16::<{ tcp::CHECKSUM }, _>(hdr, adjust(checksum, diff));
+                write_u16::<{ tcp::SRC_PORT }, _>(hdr, rewrite.src_port);
+                write_u16::<{ tcp::DST_PORT }, _>(hdr, rewrite.dst_port);
+            }
+            L4::Udp(hdr) => {
+                let checksum = read_u16::<{ udp::CHECKSUM }, _>(hdr);
+                // 0 means the sender computed no checksum (RFC 768); filling
+                // one in would need the whole payload, so "none" stays none.
+                if checksum != 0 {
+                    let diff = addr_diff
+                        + diff_u16(read_u16::<{ udp::SRC_PORT }, _>(hdr), rewrite.src_port)
+                        + diff_u16(read_u16::<{ udp::DST_PORT }, _>(hdr), rewrite.dst_port);
+                    let updated = adjust(checksum, diff);
+                    // A computed 0 is sent as all ones, or it would read as none.
+                    let updated = if updated == 0 { 0xffff } else { updated };
+                    write_u16::<{ udp::CHECKSUM }, _>(hdr, updated);
+                }
+                write_u16::<{ udp::SRC_PORT }, _>(hdr, rewrite.src_port);
+                write_u16::<{ udp::DST_PORT }, _>(hdr, rewrite.dst_port);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::fixtures::*;
+    use crate::packet::parse::{parse, FlowKey};
+    use crate::packet::testutil::{
+        arb_frame_spec, arb_rewrite, assert_checksums_verify, mutated, FrameSpec, L4Spec,
+    };
+    use proptest::prelude::*;
+
+    const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
+    const LB_CLIENT_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
+    const LB_BACKEND_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x2b];
+    const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbe];
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+
+    fn parse_and_apply(frame: &mut [u8], rewrite: &Rewrite) {
+        let parsed = parse(frame).unwrap();
+        apply(frame, &parsed, rewrite);
+    }
+
+    /// The rewrite that puts `frame` back as it was.
+    fn inverse_of(frame: &[u8]) -> Rewrite {
+        let key = parse(frame).unwrap().key;
+        Rewrite {
+            eth_dst: frame[0..6].try_into().unwrap(),
+            eth_src: frame[6..12].try_into().unwrap(),
+            ip_src: key.src,
+            ip_dst: key.dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+        }
+    }
+
+    /// One row of the fixture table: `rewrite` turns `input` into exactly
+    /// `expected`, whose checksums verify from scratch, and its inverse
+    /// turns it back into exactly `input`.
+    fn assert_rewrites(input: &[u8], rewrite: Rewrite, expected: &[u8]) {
+        let mut frame = input.to_vec();
+        apply(&mut frame, &parse(input).unwrap(), &rewrite);
+        assert_eq!(frame, expected);
+        let parsed = parse(&frame).unwrap();
+        assert_eq!(
+            parsed.key,
+            FlowKey {
+                src: rewrite.ip_src,
+                dst: rewrite.ip_dst,
+                src_port: rewrite.src_port,
+                dst_port: rewrite.dst_port,
+                protocol: parsed.key.protocol,
+            }
+        );
+        assert_checksums_verify(&frame, &parsed);
+
+        apply(&mut frame, &parsed, &inverse_of(input));
+        assert_eq!(frame, input);
+    }
+
+    #[test]
+    fn forward_dnat_sends_vip_port_80_to_backend_port_8080() {
+        let to_backend = Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: BACKEND,
+            src_port: 40000,
+            dst_port: 8080,
+        };
+        assert_rewrites(&TCP_SYN, to_backend, &TCP_SYN_DNAT);
+    }
+
+    #[test]
+    fn reply_snat_sends_backend_port_8080_back_as_vip_port_80() {
+        let to_client = Rewrite {
+            eth_src: LB_CLIENT_ARM_MAC,
+            eth_dst: CLIENT_MAC,
+            ip_src: VIP,
+            ip_dst: CLIENT,
+            src_port: 80,
+            dst_port: 40000,
+        };
+        assert_rewrites(&TCP_SYN_ACK, to_client, &TCP_SYN_ACK_SNAT);
+    }
+
+    #[test]
+    fn udp_dnat_updates_the_udp_checksum() {
+        let to_backend = Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: BACKEND,
+            src_port: 53000,
+            dst_port: 5353,
+        };
+        assert_rewrites(&UDP_DNS, to_backend, &UDP_DNS_DNAT);
+    }
+
+    #[test]
+    fn udp_checksum_zero_stays_zero() {
+        let to_backend = Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: BACKEND,
+            src_port: 53000,
+            dst_port: 5353,
+        };
+        assert_rewrites(&UDP_NO_CHECKSUM, to_backend, &UDP_NO_CHECKSUM_DNAT);
+        assert_eq!(UDP_NO_CHECKSUM_DNAT[40..42], [0, 0]);
+    }
+
+    #[test]
+    fn udp_checksum_that_updates_to_zero_is_sent_as_ffff() {
+        let spec = FrameSpec {
+            eth_dst: LB_CLIENT_ARM_MAC,
+            eth_src: CLIENT_MAC,
+            vlan: None,
+            ip_src: CLIENT,
+            ip_dst: VIP,
+            ttl: 64,
+            ident: 1,
+            dont_fragment: false,
+            ip_options: vec![],
+            src_port: 53000,
+            dst_port: 53,
+            l4: L4Spec::Udp { checksum: true },
+            payload: b"switchyard".to_vec(),
+            padding: 0,
+        };
+        // The one destination port whose datagram sums to all ones, so
+        // the computed checksum is 0 (the builder writes it as 0xffff).
+        let zero_port = (0..=u16::MAX)
+            .find(|&port| {
+                let frame = FrameSpec {
+                    dst_port: port,
+                    ..spec.clone()
+                }
+                .build();
+                frame[40..42] == [0xff, 0xff]
+            })
+            .unwrap();
+        assert_ne!(
+            zero_port, spec.dst_port,
+            "the rewrite must change the checksum"
+        );
+        let rewrite = Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: VIP,
+            src_port: 53000,
+            dst_port: zero_port,
+        };
+        let mut frame = spec.build();
+        parse_and_apply(&mut frame, &rewrite);
+        assert_eq!(frame[40..42], [0xff, 0xff]);
+        assert_eq!(frame, spec.rewritten(&rewrite).build());
+    }
+
+    #[test]
+    fn only_macs_addresses_ports_and_checksums_change_and_ttl_is_kept() {
+        // Behind a VLAN tag and IPv4 options, so offsets come from `parsed`.
+        let input = {
+            let mut frame = TCP_SYN_DOT1Q[..18].to_vec();
+            frame.extend_from_slice(&TCP_SYN_IP_OPTIONS[14..]);
+            frame
+        };
+        let parsed = parse(&input).unwrap();
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (18, 42));
+        let rewrite = Rewrite {
+            eth_src: [0xaa; 6],
+            eth_dst: [0xbb; 6],
+            ip_src: Ipv4Addr::new(1, 2, 3, 4),
+            ip_dst: Ipv4Addr::new(5, 6, 7, 8),
+            src_port: 1111,
+            dst_port: 2222,
+        };
+        let mut frame = input.clone();
+        apply(&mut frame, &parsed, &rewrite);
+
+        let (l3, l4) = (parsed.l3_offset, parsed.l4_offset);
+        let may_change = |at: usize| {
+            at < 12
+                || (l3 + 10..l3 + 20).contains(&at)
+                || (l4..l4 + 4).contains(&at)
+                || (l4 + 16..l4 + 18).contains(&at)
+        };
+        for (at, (before, after)) in input.iter().zip(&frame).enumerate() {
+            if !may_change(at) {
+                assert_eq!(before, after, "byte {at} changed");
+            }
+        }
+        assert_eq!(frame[l3 + 8], 64, "TTL");
+        assert_checksums_verify(&frame, &parse(&frame).unwrap());
+    }
+
+    #[test]
+    fn identity_rewrite_leaves_the_frame_unchanged() {
+        for input in [
+            &TCP_SYN[..],
+            &TCP_SYN_ACK,
+            &UDP_DNS,
+            &UDP_NO_CHECKSUM,
+            &UDP_SHORT_PADDED,
+        ] {
+            let mut frame = input.to_vec();
+            apply(&mut frame, &parse(input).unwrap(), &inverse_of(input));
+            assert_eq!(frame, input);
+        }
+    }
+
+    #[test]
+    fn parsed_that_does_not_fit_the_frame_leaves_it_untouched() {
+        let parsed = parse(&TCP_SYN).unwrap();
+        let rewrite = inverse_of(&TCP_SYN_DNAT);
+        let misfits = [
+            Parsed {
+                l4_offset: TCP_SYN.len() - 19,
+                ..parsed
+            },
+            Parsed {
+                l3_offset: parsed.l4_offset + 1,
+                ..parsed
+            },
+            Parsed {
+                l3_offset: usize::MAX,
+                l4_offset: usize::MAX,
+                ..parsed
+            },
+            Parsed {
+                key: FlowKey {
+                    protocol: 1,
+                    ..parsed.key
+                },
+                ..parsed
+            },
+        ];
+        for misfit in misfits {
+            let mut frame = TCP_SYN.to_vec();
+            apply(&mut frame, &misfit, &rewrite);
+            assert_eq!(frame, TCP_SYN, "{misfit:?}");
+        }
+        let mut short = TCP_SYN[..30].to_vec();
+        apply(&mut short, &parsed, &rewrite);
+        assert_eq!(short, TCP_SYN[..30]);
+    }
+
+    proptest! {
+        #[test]
+        fn apply_equals_a_from_scratch_build_of_the_rewritten_frame(
+            spec in arb_frame_spec(),
+            rewrite in arb_rewrite(),
+        ) {
+            let mut frame = spec.build();
+            parse_and_apply(&mut frame, &rewrite);
+            prop_assert_eq!(&frame, &spec.rewritten(&rewrite).build());
+            assert_checksums_verify(&frame, &parse(&frame).unwrap());
+        }
+
+        #[test]
+        fn apply_then_inverse_restores_the_original_frame(
+            spec in arb_frame_spec(),
+            rewrite in arb_rewrite(),
+        ) {
+            let original = spec.build();
+            let mut frame = original.clone();
+            parse_and_apply(&mut frame, &rewrite);
+            parse_and_apply(&mut frame, &inverse_of(&original));
+            prop_assert_eq!(frame, original);
+        }
+
+        /// Whatever parse accepts, apply rewrites without panicking, and the
+        /// result parses to the rewritten key.
+        #[test]
+        fn apply_on_any_accepted_frame_yields_the_rewritten_key(
+            frame in mutated(arb_frame_spec()),
+            rewrite in arb_rewrite(),
+        ) {
+            let Ok(parsed) = parse(&frame) else { return Ok(()) };
+            let mut frame = frame;
+            apply(&mut frame, &parsed, &rewrite);
+            let reparsed = parse(&frame).unwrap();
+            prop_assert_eq!(
+                (reparsed.key.src, reparsed.key.dst, reparsed.key.src_port, reparsed.key.dst_port),
+                (rewrite.ip_src, rewrite.ip_dst, rewrite.src_port, rewrite.dst_port)
+            );
+        }
+
+        #[test]
+        fn apply_never_panics_on_arbitrary_offsets(
+            mut frame in prop::collection::vec(any::<u8>(), 0..80),
+            l3_offset in 0usize..90,
+            l4_offset in 0usize..90,
+            protocol in prop::sample::select(vec![6u8, 17, 1]),
+            rewrite in arb_rewrite(),
+        ) {
+            let parsed = Parsed {
+                key: FlowKey {
+                    src: Ipv4Addr::UNSPECIFIED,
+                    dst: Ipv4Addr::UNSPECIFIED,
+                    src_port: 0,
+                    dst_port: 0,
+                    protocol,
+                },
+                l3_offset,
+                l4_offset,
+                tcp_flags: 0,
+                ip_total_len: 0,
+            };
+            apply(&mut frame, &parsed, &rewrite);
+        }
+    }
+}

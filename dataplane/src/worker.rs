@@ -1,0 +1,424 @@
+//! One worker per queue: takes a batch from its AF_XDP ports, decides each
+//! packet (flow table hit, or a new decision from the snapshot), rewrites it
+//! in place and hands it back for transmission. The worker owns its flow
+//! table and counters outright; the control thread only ever talks to it
+//! through a channel it polls between batches, so nothing on the packet path
+//! is locked or shared for writing.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{Receiver, Sender};
+use switchyard_config::snapshot::{BackendOwner, Endpoint, Protocol, ServiceKey, Slot, Snapshot};
+
+use crate::drop_reason::DropReason;
+use crate::flow::{Direction, FlowEntry, FlowTable, FlowTimeouts};
+use crate::io::{PacketIo, Verdict};
+use crate::neighbor::{L2Table, Neighbors, Unresolved};
+use crate::packet::{self, FlowKey, Parsed, Rewrite};
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// How long an idle worker sleeps in poll(): also the worst-case latency of
+/// a control request to an idle worker.
+const IDLE_POLL_MS: i32 = 50;
+const DRAIN_BATCHES: usize = 64;
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+}
+
+impl Counters {
+    fn count(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// A copy of one worker's counters, taken between batches.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    pub queue: u32,
+    /// Generation of the snapshot the listener/backend counters index.
+    pub generation: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+    pub listeners: Vec<Counters>,
+    /// Per listener, per backend index of that listener.
+    pub backends: Vec<Vec<Counters>>,
+}
+
+/// One tracked 5-tuple as the control thread sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRecord {
+    pub queue: u32,
+    pub key: FlowKey,
+    pub entry: FlowEntry,
+}
+
+pub enum WorkerRequest {
+    Stats(Sender<WorkerStats>),
+    Flows(Sender<Vec<FlowRecord>>),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSettings {
+    pub flow_capacity: usize,
+    pub timeouts: FlowTimeouts,
+    /// Mixed into the 5-tuple hash; nodes behind one ECMP group must agree.
+    pub hash_seed: u32,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            flow_capacity: 65536,
+            timeouts: FlowTimeouts::default(),
+            hash_seed: 0,
+        }
+    }
+}
+
+pub struct Worker {
+    queue: u32,
+    /// Port index (as `PacketIo` numbers them) to interface index.
+    port_ifindexes: Vec<u32>,
+    config: Arc<ArcSwap<Snapshot>>,
+    neighbors: Neighbors,
+    control: Receiver<WorkerRequest>,
+    stop: Arc<AtomicBool>,
+    epoch: Instant,
+    settings: WorkerSettings,
+    flows: FlowTable,
+    stats: WorkerStats,
+}
+
+impl Worker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        queue: u32,
+        port_ifindexes: Vec<u32>,
+        config: Arc<ArcSwap<Snapshot>>,
+        neighbors: Neighbors,
+        control: Receiver<WorkerRequest>,
+        stop: Arc<AtomicBool>,
+        epoch: Instant,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            queue,
+            port_ifindexes,
+            config,
+            neighbors,
+            control,
+            stop,
+            epoch,
+            flows: FlowTable::new(settings.flow_capacity, settings.timeouts),
+            settings,
+            stats: WorkerStats {
+                queue,
+                ..WorkerStats::default()
+            },
+        }
+    }
+
+    pub fn run(mut self, io: &mut dyn PacketIo) {
+        let mut last_expire = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let received = self.run_once(io);
+            self.serve_control();
+            let now = self.now_ns();
+            if now.saturating_sub(last_expire) > EXPIRE_EVERY.as_nanos() as u64 {
+                self.flows.expire(now);
+                last_expire = now;
+            }
+            if received == 0 {
+                io.wait(IDLE_POLL_MS);
+            }
+        }
+        // XDP is already detached when stop is set: finish what the rings
+        // still hold, bounded so a flood cannot keep shutdown waiting.
+        for _ in 0..DRAIN_BATCHES {
+            if self.run_once(io) == 0 {
+                break;
+            }
+        }
+    }
+
+    /// One batch; returns the number of frames received.
+    pub fn run_once(&mut self, io: &mut dyn PacketIo) -> usize {
+        let snapshot = self.config.load_full();
+        let l2 = self.neighbors.table();
+        self.fit_counters(&snapshot);
+        let now = self.now_ns();
+        let outcome =
+            io.run_batch(&mut |port, frame| self.handle(&snapshot, &l2, now, port, frame));
+        self.stats.rx_packets += outcome.received as u64;
+        self.stats.rx_bytes += outcome.received_bytes as u64;
+        self.stats.tx_packets += outcome.transmitted as u64;
+        self.stats.tx_bytes += outcome.transmitted_bytes as u64;
+        self.stats.drops[DropReason::TxRingFull as usize] += outcome.tx_ring_full as u64;
+        outcome.received
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Listener/backend counters index the snapshot, so a new generation
+    /// starts them afresh (allocation only on config change).
+    fn fit_counters(&mut self, snapshot: &Snapshot) {
+        if self.stats.generation == snapshot.generation && !self.stats.listeners.is_empty() {
+            return;
+        }
+        self.stats.generation = snapshot.generation;
+        self.stats.listeners = vec![Counters::default(); snapshot.listeners.len()];
+        self.stats.backends = snapshot
+            .listeners
+            .iter()
+            .map(|l| vec![Counters::default(); l.backends.len()])
+            .collect();
+    }
+
+    /// Answers queued control requests; `run` calls it between batches.
+    pub fn serve_control(&mut self) {
+        while let Ok(request) = self.control.try_recv() {
+            // A requester that gave up has dropped its receiver; nothing to do.
+            let _ = match request {
+                WorkerRequest::Stats(reply) => reply.send(self.stats.clone()).map_err(drop),
+                WorkerRequest::Flows(reply) => reply
+                    .send(
+                        self.flows
+                            .iter()
+                            .map(|(key, entry)| FlowRecord {
+                                queue: self.queue,
+                                key: *key,
+                                entry: *entry,
+                            })
+                            .collect(),
+                    )
+                    .map_err(drop),
+            };
+        }
+    }
+
+    fn drop_packet(&mut self, reason: DropReason) -> Verdict {
+        self.stats.drops[reason as usize] += 1;
+        Verdict::Drop
+    }
+
+    fn handle(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        port: usize,
+        frame: &mut [u8],
+    ) -> Verdict {
+        let _ = port;
+        let parsed = match packet::parse(frame) {
+            Ok(parsed) => parsed,
+            Err(error) => return self.drop_packet(error.into()),
+        };
+        let bytes = frame.len() as u64;
+        let key = parsed.key;
+        if let Some(entry) = self.flows.get_mut(&key, now) {
+            if entry.generation == snapshot.generation {
+                if entry.l2_version != l2.version() {
+                    match next_hop(l2, &self.port_ifindexes, entry.rewrite.ip_dst) {
+                        Ok((egress, hop)) => {
+                            entry.egress_port = egress;
+                            entry.rewrite.eth_src = hop.src_mac;
+                            entry.rewrite.eth_dst = hop.dst_mac;
+                            entry.l2_version = l2.version();
+                        }
+                        Err(reason) => {
+                            let target = entry.rewrite.ip_dst;
+                            self.neighbors.request(target);
+                            return self.drop_packet(reason);
+                        }
+                    }
+                }
+                entry.last_seen_ns = now;
+                entry.packets += 1;
+                entry.bytes += bytes;
+                entry.closing |= parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+                packet::apply(frame, &parsed, &entry.rewrite);
+                let (listener, backend, egress) = (
+                    entry.listener as usize,
+                    entry.backend as usize,
+                    entry.egress_port,
+                );
+                self.count(listener, backend, bytes);
+                return Verdict::Transmit(egress);
+            }
+        }
+        match self.decide(snapshot, l2, now, &parsed, bytes) {
+            Ok(entry) => {
+                packet::apply(frame, &parsed, &entry.rewrite);
+                let (listener, backend) = (entry.listener as usize, entry.backend as usize);
+                if entry.direction == Direction::ToBackend {
+                    self.stats.listeners[listener].flows += 1;
+                    self.stats.backends[listener][backend].flows += 1;
+                }
+                self.count(listener, backend, bytes);
+                // A full table still forwards: the decision is a pure function
+                // of the snapshot, so the next packet decides the same way.
+                self.flows.insert(key, entry);
+                Verdict::Transmit(entry.egress_port)
+            }
+            Err(reason) => self.drop_packet(reason),
+        }
+    }
+
+    fn count(&mut self, listener: usize, backend: usize, bytes: u64) {
+        if let Some(c) = self.stats.listeners.get_mut(listener) {
+            c.count(bytes);
+        }
+        if let Some(c) = self
+            .stats
+            .backends
+            .get_mut(listener)
+            .and_then(|b| b.get_mut(backend))
+        {
+            c.count(bytes);
+        }
+    }
+
+    /// The first packet of a 5-tuple: a client reaching a VIP, or a backend
+    /// answering one.
+    fn decide(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        parsed: &Parsed,
+        bytes: u64,
+    ) -> Result<FlowEntry, DropReason> {
+        let key = &parsed.key;
+        let protocol =
+            Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
+        let destination = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(key.dst),
+                port: key.dst_port,
+            },
+            protocol,
+        };
+        let source = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(key.src),
+                port: key.src_port,
+            },
+            protocol,
+        };
+        let (direction, listener_index, backend_index, new_src, new_dst) = if let Some(index) =
+            snapshot.listener_for_vip(&destination)
+        {
+            let listener = &snapshot.listeners[index as usize];
+            let slot =
+                packet::flow_hash(key, self.settings.hash_seed) as usize % listener.slots.len();
+            let Slot::Backend(backend) = listener.slots[slot] else {
+                return Err(DropReason::BackendUnavailable);
+            };
+            let endpoint = listener.backends[backend as usize].endpoint;
+            let IpAddr::V4(address) = endpoint.address else {
+                return Err(DropReason::UnsupportedAddressFamily);
+            };
+            // Two-arm NAT: only the destination changes, so the backend
+            // sees the client's real address.
+            (
+                Direction::ToBackend,
+                index,
+                backend,
+                (key.src, key.src_port),
+                (address, endpoint.port),
+            )
+        } else {
+            // Reverse translation is derived from the snapshot wherever an
+            // endpoint belongs to exactly one listener, so it does not
+            // matter which worker saw the flow's first packet (RSS is not
+            // symmetric). An endpoint behind several VIPs cannot be
+            // reversed from the packet alone; such replies need a flow on
+            // this worker, which only exists when both directions share a
+            // queue. Cross-queue state for that case is future work.
+            match snapshot.owner_of_backend(&source) {
+                Some(BackendOwner::Unique(index)) => {
+                    let listener = &snapshot.listeners[index as usize];
+                    let backend = listener
+                        .backends
+                        .iter()
+                        .position(|b| b.endpoint == source.endpoint)
+                        .ok_or(DropReason::NotAService)? as u32;
+                    let IpAddr::V4(vip) = listener.address else {
+                        return Err(DropReason::UnsupportedAddressFamily);
+                    };
+                    (
+                        Direction::ToClient,
+                        index,
+                        backend,
+                        (vip, listener.port),
+                        (key.dst, key.dst_port),
+                    )
+                }
+                Some(BackendOwner::Shared) => return Err(DropReason::ReplyListenerAmbiguous),
+                None => return Err(DropReason::NotAService),
+            }
+        };
+        let (egress_port, hop) =
+            next_hop(l2, &self.port_ifindexes, new_dst.0).inspect_err(|_| {
+                self.neighbors.request(new_dst.0);
+            })?;
+        Ok(FlowEntry {
+            rewrite: Rewrite {
+                eth_src: hop.src_mac,
+                eth_dst: hop.dst_mac,
+                ip_src: new_src.0,
+                ip_dst: new_dst.0,
+                src_port: new_src.1,
+                dst_port: new_dst.1,
+            },
+            egress_port,
+            direction,
+            listener: listener_index,
+            backend: backend_index,
+            generation: snapshot.generation,
+            l2_version: l2.version(),
+            created_ns: now,
+            last_seen_ns: now,
+            packets: 1,
+            bytes,
+            closing: parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0,
+        })
+    }
+}
+
+/// Egress port and L2 header for a packet to `destination`.
+fn next_hop(
+    l2: &L2Table,
+    port_ifindexes: &[u32],
+    destination: Ipv4Addr,
+) -> Result<(usize, crate::neighbor::NextHop), DropReason> {
+    let hop = l2
+        .resolve(destination)
+        .map_err(|unresolved| match unresolved {
+            Unresolved::NoRoute => DropReason::NoRoute,
+            Unresolved::NoNeighbour { .. } => DropReason::NeighbourUnresolved,
+        })?;
+    let port = port_ifindexes
+        .iter()
+        .position(|&ifindex| ifindex == hop.ifindex)
+        .ok_or(DropReason::EgressNotOwned)?;
+    Ok((port, hop))
+}

@@ -1,0 +1,406 @@
+//! The worker over in-memory frames: the decisions, rewrites and counters of
+//! the packet path, without sockets.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel;
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use switchyard_config::snapshot::{
+    Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
+};
+use switchyard_dataplane::io::MemoryIo;
+use switchyard_dataplane::neighbor::{
+    L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
+};
+use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
+const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+const UNRESOLVED_BE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
+
+const LB_CLIENT_SIDE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const LB_BACKEND_SIDE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 10];
+const BE1_MAC: [u8; 6] = [2, 0, 0, 0, 2, 21];
+const BE2_MAC: [u8; 6] = [2, 0, 0, 0, 2, 22];
+
+/// Two-arm LB: ifindex 10 faces clients (port 0), 20 faces backends (port 1).
+fn l2_table() -> L2Table {
+    let route = |dst: Ipv4Addr, ifindex| RouteEntry {
+        dst,
+        prefix_len: 24,
+        metric: 0,
+        action: RouteAction::Forward {
+            ifindex,
+            gateway: None,
+        },
+    };
+    let neighbour = |ip, ifindex, mac| NeighbourEntry {
+        ifindex,
+        ip,
+        mac: Some(mac),
+        state: NeighbourState::Reachable,
+    };
+    L2Table::new(
+        &[10, 20],
+        &[
+            LinkEntry {
+                ifindex: 10,
+                mac: LB_CLIENT_SIDE_MAC,
+            },
+            LinkEntry {
+                ifindex: 20,
+                mac: LB_BACKEND_SIDE_MAC,
+            },
+        ],
+        &[
+            route(Ipv4Addr::new(198, 18, 1, 0), 10),
+            route(Ipv4Addr::new(198, 18, 2, 0), 20),
+        ],
+        &[
+            neighbour(CLIENT, 10, CLIENT_MAC),
+            neighbour(BE1, 20, BE1_MAC),
+            neighbour(BE2, 20, BE2_MAC),
+        ],
+    )
+}
+
+fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u16)]) -> Listener {
+    let endpoints: Vec<Endpoint> = backends
+        .iter()
+        .map(|&(a, p)| Endpoint {
+            address: IpAddr::V4(a),
+            port: p,
+        })
+        .collect();
+    Listener {
+        name: ListenerName {
+            namespace: "demo".into(),
+            gateway: "edge".into(),
+            listener: name.into(),
+        },
+        route: format!("demo/{name}"),
+        address: IpAddr::V4(VIP),
+        port,
+        protocol,
+        groups: vec![BackendGroup {
+            service: "demo/echo".into(),
+            weight: 1,
+            endpoints: endpoints.clone(),
+        }],
+        backends: endpoints
+            .iter()
+            .map(|&endpoint| Backend {
+                endpoint,
+                group: 0,
+                effective_weight: 1.0 / endpoints.len() as f64,
+            })
+            .collect(),
+        slots: (0..endpoints.len() as u32).map(Slot::Backend).collect(),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut unavailable = listener("dead", Protocol::Tcp, 81, &[]);
+    unavailable.slots = vec![Slot::Unavailable];
+    Snapshot::new(
+        1,
+        vec![
+            listener("tcp", Protocol::Tcp, 80, &[(BE1, 8080), (BE2, 8080)]),
+            listener("udp", Protocol::Udp, 53, &[(BE1, 5353), (BE2, 5353)]),
+            unavailable,
+            listener("unresolved", Protocol::Tcp, 82, &[(UNRESOLVED_BE, 8080)]),
+        ],
+    )
+}
+
+struct Harness {
+    worker: Worker,
+    io: MemoryIo,
+    requests: channel::Sender<WorkerRequest>,
+    neighbors: Neighbors,
+}
+
+fn harness() -> Harness {
+    let neighbors = Neighbors::fixed(l2_table());
+    let (requests, control) = channel::bounded(4);
+    let worker = Worker::new(
+        0,
+        vec![10, 20],
+        Arc::new(ArcSwap::from_pointee(snapshot())),
+        neighbors.clone(),
+        control,
+        Arc::new(AtomicBool::new(false)),
+        Instant::now(),
+        WorkerSettings::default(),
+    );
+    Harness {
+        worker,
+        io: MemoryIo::new(64),
+        requests,
+        neighbors,
+    }
+}
+
+impl Harness {
+    /// Feeds one frame on `port`; returns (egress port, frame) if sent.
+    fn send(&mut self, port: usize, frame: Vec<u8>) -> Option<(usize, Vec<u8>)> {
+        self.io.rx.push_back((port, frame));
+        self.worker.run_once(&mut self.io);
+        self.io.tx.pop()
+    }
+
+    fn stats(&mut self) -> WorkerStats {
+        let (reply, answer) = channel::bounded(1);
+        self.requests.send(WorkerRequest::Stats(reply)).unwrap();
+        self.worker.serve_control();
+        answer.recv().unwrap()
+    }
+
+    fn drops(&mut self, reason: &str) -> u64 {
+        let stats = self.stats();
+        switchyard_dataplane::drop_reason::DropReason::ALL
+            .iter()
+            .find(|r| r.name() == reason)
+            .map(|r| stats.drops[*r as usize])
+            .unwrap()
+    }
+}
+
+fn tcp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 1000, 65535)
+        .syn();
+    let mut frame = Vec::new();
+    builder.write(&mut frame, payload).unwrap();
+    frame
+}
+
+fn udp_frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .udp(src.1, dst.1);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, payload).unwrap();
+    frame
+}
+
+/// What a receiving host would check: addresses, ports, and checksums
+/// recomputed from scratch.
+struct Seen {
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Seen {
+    let packet = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = packet.link else {
+        panic!("not ethernet")
+    };
+    let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else {
+        panic!("not ipv4")
+    };
+    let header = ip.header().to_header();
+    assert_eq!(
+        header.header_checksum,
+        header.calc_header_checksum(),
+        "IPv4 header checksum"
+    );
+    let (src_port, dst_port, payload) = match packet.transport.expect("transport") {
+        TransportSlice::Tcp(tcp) => {
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv4(&header, tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "TCP checksum");
+            (
+                tcp.source_port(),
+                tcp.destination_port(),
+                tcp.payload().to_vec(),
+            )
+        }
+        TransportSlice::Udp(udp) => {
+            let expected = udp
+                .to_header()
+                .calc_checksum_ipv4(&header, udp.payload())
+                .unwrap();
+            assert_eq!(udp.checksum(), expected, "UDP checksum");
+            (
+                udp.source_port(),
+                udp.destination_port(),
+                udp.payload().to_vec(),
+            )
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    Seen {
+        eth_src: eth.source(),
+        eth_dst: eth.destination(),
+        src: (header.source.into(), src_port),
+        dst: (header.destination.into(), dst_port),
+        payload,
+    }
+}
+
+const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
+
+#[test]
+fn syn_to_vip_goes_to_a_backend_on_its_target_port_with_client_address_kept() {
+    let mut h = harness();
+    let (port, out) = h
+        .send(
+            0,
+            tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 80), b"hello"),
+        )
+        .expect("forwarded");
+    let seen = inspect(&out);
+    assert_eq!(port, 1, "backends are behind the second interface");
+    assert_eq!(seen.src, (CLIENT, 40000));
+    assert!(
+        seen.dst == (BE1, 8080) || seen.dst == (BE2, 8080),
+        "{:?}",
+        seen.dst
+    );
+    let backend_mac = if seen.dst.0 == BE1 { BE1_MAC } else { BE2_MAC };
+    assert_eq!(seen.eth_dst, backend_mac);
+    assert_eq!(seen.eth_src, LB_BACKEND_SIDE_MAC);
+    assert_eq!(seen.payload, b"hello");
+}
+
+#[test]
+fn backend_reply_comes_back_from_the_vip() {
+    let mut h = harness();
+    let (_, out) = h
+        .send(0, tcp_frame(FROM_CLIENT, (CLIENT, 40001), (VIP, 80), b""))
+        .unwrap();
+    let backend = inspect(&out).dst;
+    let backend_mac = if backend.0 == BE1 { BE1_MAC } else { BE2_MAC };
+    let reply = tcp_frame(
+        (backend_mac, LB_BACKEND_SIDE_MAC),
+        backend,
+        (CLIENT, 40001),
+        b"world",
+    );
+    let (port, out) = h.send(1, reply).expect("reply forwarded");
+    let seen = inspect(&out);
+    assert_eq!(port, 0);
+    assert_eq!(seen.src, (VIP, 80));
+    assert_eq!(seen.dst, (CLIENT, 40001));
+    assert_eq!(seen.eth_dst, CLIENT_MAC);
+    assert_eq!(seen.eth_src, LB_CLIENT_SIDE_MAC);
+}
+
+#[test]
+fn reply_seen_first_by_another_worker_is_still_reversed() {
+    // RSS is not symmetric: the worker that sees the reply may never have
+    // seen the request.
+    let mut h = harness();
+    let reply = udp_frame(
+        (BE2_MAC, LB_BACKEND_SIDE_MAC),
+        (BE2, 5353),
+        (CLIENT, 50000),
+        b"answer",
+    );
+    let (_, out) = h.send(1, reply).expect("reply forwarded");
+    let seen = inspect(&out);
+    assert_eq!(seen.src, (VIP, 53));
+    assert_eq!(seen.dst, (CLIENT, 50000));
+}
+
+#[test]
+fn every_packet_of_a_flow_reaches_the_same_backend_on_any_worker() {
+    let mut first = harness();
+    let mut second = harness();
+    for client_port in 30000..30200u16 {
+        let frame = udp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 53), b"q");
+        let a = inspect(&first.send(0, frame.clone()).unwrap().1).dst;
+        let again = inspect(&first.send(0, frame.clone()).unwrap().1).dst;
+        let b = inspect(&second.send(0, frame).unwrap().1).dst;
+        assert_eq!(a, again, "same worker, same flow");
+        assert_eq!(a, b, "another worker, same flow");
+    }
+}
+
+#[test]
+fn flows_spread_over_both_backends() {
+    let mut h = harness();
+    let mut to_be1 = 0;
+    for client_port in 20000..20400u16 {
+        let frame = tcp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 80), b"");
+        if inspect(&h.send(0, frame).unwrap().1).dst.0 == BE1 {
+            to_be1 += 1;
+        }
+    }
+    assert!((120..=280).contains(&to_be1), "{to_be1} of 400 to be1");
+}
+
+#[test]
+fn truncated_frame_is_dropped_and_counted() {
+    let mut h = harness();
+    let mut frame = tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 80), b"data");
+    frame.truncate(30);
+    assert!(h.send(0, frame).is_none());
+    assert_eq!(h.drops("truncated"), 1);
+}
+
+#[test]
+fn share_of_a_backend_without_endpoints_is_refused() {
+    let mut h = harness();
+    let frame = tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 81), b"");
+    assert!(h.send(0, frame).is_none());
+    assert_eq!(h.drops("backend_unavailable"), 1);
+}
+
+#[test]
+fn backend_without_neighbour_is_dropped_and_resolution_requested() {
+    let mut h = harness();
+    let frame = tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 82), b"");
+    assert!(h.send(0, frame).is_none());
+    assert_eq!(h.drops("neighbour_unresolved"), 1);
+    assert_eq!(h.neighbors.pending_requests(), 1);
+}
+
+#[test]
+fn steered_packet_matching_nothing_is_not_a_service() {
+    let mut h = harness();
+    let frame = tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 9999), b"");
+    assert!(h.send(0, frame).is_none());
+    assert_eq!(h.drops("not_a_service"), 1);
+}
+
+#[test]
+fn counters_follow_listener_backend_and_flow() {
+    let mut h = harness();
+    let frame = tcp_frame(FROM_CLIENT, (CLIENT, 41000), (VIP, 80), b"abc");
+    let len = frame.len() as u64;
+    for _ in 0..3 {
+        h.send(0, frame.clone()).unwrap();
+    }
+    let stats = h.stats();
+    assert_eq!(stats.rx_packets, 3);
+    assert_eq!(stats.tx_packets, 3);
+    let tcp = &stats.listeners[0];
+    assert_eq!((tcp.flows, tcp.packets, tcp.bytes), (1, 3, 3 * len));
+    let per_backend: u64 = stats.backends[0].iter().map(|b| b.packets).sum();
+    assert_eq!(per_backend, 3);
+}

@@ -1,0 +1,69 @@
+//! Compiles the steering program (src/bpf/switchyard.c) with clang into
+//! OUT_DIR/switchyard.o, which src/steering.rs embeds. There is no Rust eBPF
+//! toolchain on the build hosts, so clang is required, not optional.
+
+use std::{
+    env,
+    io::ErrorKind,
+    path::PathBuf,
+    process::{exit, Command},
+};
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
+    let bpf_dir = manifest_dir.join("src").join("bpf");
+    let source = bpf_dir.join("switchyard.c");
+    let object = out_dir.join("switchyard.o");
+
+    // A directory here makes cargo rescan every file in it.
+    println!("cargo:rerun-if-changed=src/bpf");
+    println!("cargo:rerun-if-env-changed=CLANG");
+
+    let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
+    // Without gcc-multilib, <asm/types.h> is only under the multiarch dir.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
+    let multiarch = format!("-I/usr/include/{arch}-linux-gnu");
+
+    let output = Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-Wall"])
+        .arg(&multiarch)
+        .arg("-I")
+        .arg(&bpf_dir)
+        .arg("-c")
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .output();
+
+    let output = match output {
+        Ok(output) => output,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            eprintln!(
+                "error: `{}` not found: building switchyard-xdp needs clang to compile \
+                 the XDP program ({}). Install it (Debian: apt-get install clang libbpf-dev) \
+                 or set CLANG=/path/to/clang.",
+                clang.to_string_lossy(),
+                source.display()
+            );
+            exit(1);
+        }
+        Err(err) => {
+            eprintln!("error: could not run `{}`: {err}", clang.to_string_lossy());
+            exit(1);
+        }
+    };
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        eprintln!(
+            "error: clang failed ({}) compiling {}:\n{stderr}",
+            output.status,
+            source.display()
+        );
+        exit(1);
+    }
+    for line in stderr.lines().filter(|line| !line.trim().is_empty()) {
+        println!("cargo:warning=clang: {line}");
+    }
+}

@@ -1,0 +1,75 @@
+/* Maps of the steering program. Userspace (xdp/src/lib.rs) owns their
+ * contents; the program only reads them, except counters.
+ */
+#ifndef SWITCHYARD_MAPS_H
+#define SWITCHYARD_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "consts.h"
+#include "structs.h"
+
+/* VIP listeners: (VIP, port, proto) -> listener id. Id 0 (LISTENER_ID_NONE)
+ * is reserved as "none" because BPF zero-fills values (array slots, per-CPU
+ * scratch, a value read before userspace finished writing it): a zero id must
+ * never name a real listener, so the program treats it as no match.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct service_key);
+	__type(value, __u32);
+} vip_map SEC(".maps");
+
+/* Backend endpoints: (addr, port, proto) -> listener id (0 reserved as in
+ * vip_map). A packet from one is the reply leg of a NAT'd flow and goes to
+ * the workers for reverse translation.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, struct service_key);
+	__type(value, __u32);
+} backend_map SEC(".maps");
+
+/* The node's own IPv4 addresses -> 1. A backend's reply to one of them is
+ * the node's own traffic (health checks, clients on the node) and must reach
+ * the kernel stack, not the workers.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_LOCAL_ADDRS);
+	__type(key, __be32);
+	__type(value, __u8);
+} local_addrs SEC(".maps");
+
+/* Attached interfaces: ifindex -> slot in [0, MAX_IFACES). Written before the
+ * program is attached to the interface and removed after it is detached.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_IFACES);
+	__type(key, __u32);
+	__type(value, __u32);
+} if_slots SEC(".maps");
+
+/* AF_XDP sockets at slot * MAX_QUEUES + rx queue; a socket receives only
+ * frames from the queue it is bound to.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_SOCKETS);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks_map SEC(".maps");
+
+/* Frames per enum steer_counter reason, per CPU; userspace sums the CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+#endif /* SWITCHYARD_MAPS_H */

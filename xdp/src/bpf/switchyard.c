@@ -1,0 +1,123 @@
+/* The steering program: frames for a VIP listener, and replies from backend
+ * endpoints of NAT'd flows, go to the AF_XDP socket of their rx queue;
+ * everything else goes to the kernel stack untouched. It never rewrites or
+ * drops a frame: the workers decide, this program only routes.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "compiler.h"
+#include "consts.h"
+#include "maps.h"
+#include "parse.h"
+#include "structs.h"
+
+static __always_inline void count(__u32 counter)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
+
+	/* Per-CPU slot: no other writer, no atomic needed. */
+	if (likely(value))
+		*value += 1;
+}
+
+static __always_inline int pass(__u32 counter)
+{
+	count(counter);
+	return XDP_PASS;
+}
+
+static __always_inline bool is_listener(void *map, __be32 addr, __be16 port,
+					__u8 proto)
+{
+	struct service_key key = {
+		.addr = addr,
+		.port = port,
+		.proto = proto,
+	};
+	__u32 *id = bpf_map_lookup_elem(map, &key);
+
+	return id && *id != LISTENER_ID_NONE;
+}
+
+static __always_inline bool is_local_addr(__be32 addr)
+{
+	return bpf_map_lookup_elem(&local_addrs, &addr) != NULL;
+}
+
+/* Slot of the interface with this ifindex, or MAX_IFACES if it has none. */
+static __always_inline __u32 ifindex_slot(__u32 ifindex)
+{
+	__u32 *slot = bpf_map_lookup_elem(&if_slots, &ifindex);
+
+	if (unlikely(!slot))
+		return MAX_IFACES;
+	return *slot;
+}
+
+/* Redirects to the AF_XDP socket bound to this frame's (interface, queue).
+ * Without one the frame goes to the kernel, so a missing worker degrades to
+ * "not load-balanced", never to "dropped".
+ */
+static __always_inline int steer(struct xdp_md *ctx, __u32 counter)
+{
+	__u32 slot = ifindex_slot(ctx->ingress_ifindex);
+	__u32 queue = ctx->rx_queue_index;
+	__u32 index;
+
+	/* A queue beyond MAX_QUEUES would alias the next interface's slot. */
+	if (unlikely(slot >= MAX_IFACES || queue >= MAX_QUEUES))
+		return pass(NO_SOCKET);
+
+	index = slot * MAX_QUEUES + queue;
+	if (unlikely(!bpf_map_lookup_elem(&xsks_map, &index)))
+		return pass(NO_SOCKET);
+
+	count(counter);
+	/* The socket may be removed between lookup and redirect; the flags
+	 * argument makes that rare case a pass as well.
+	 */
+	return bpf_redirect_map(&xsks_map, index, XDP_PASS);
+}
+
+SEC("xdp")
+int switchyard_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct packet_desc pkt = {};
+
+	switch (parse_packet(data, data_end, &pkt)) {
+	case PARSE_OK:
+		break;
+	case PARSE_NOT_IPV4:
+		return pass(PASS_NOT_IPV4);
+	case PARSE_FRAGMENT:
+		return pass(PASS_FRAGMENT);
+	case PARSE_NOT_L4:
+		return pass(PASS_NOT_SERVICE);
+	default:
+		return pass(PARSE_ERROR);
+	}
+
+	if (is_listener(&vip_map, pkt.daddr, pkt.dport, pkt.proto))
+		return steer(ctx, STEER_VIP);
+
+	/* Reverse leg of a NAT'd flow: known by its source, the backend
+	 * endpoint, since its destination (client or SNAT address) is no VIP.
+	 * It goes to this queue's worker, which need not be the one that saw
+	 * the request: workers derive reverse translation from the snapshot.
+	 */
+	if (is_listener(&backend_map, pkt.saddr, pkt.sport, pkt.proto)) {
+		if (is_local_addr(pkt.daddr))
+			return pass(PASS_LOCAL);
+		return steer(ctx, STEER_REPLY);
+	}
+
+	return pass(PASS_NOT_SERVICE);
+}
+
+/* GPL-compatible so that GPL-only helpers stay available to later programs
+ * in this object; the ones used here do not require it.
+ */
+char _license[] SEC("license") = "GPL";

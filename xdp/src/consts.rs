@@ -1,0 +1,71 @@
+//! Rust twins of the numbers in `src/bpf/consts.h` that userspace depends
+//! on. This module only mirrors them; a test reads the header and fails when
+//! the two disagree, so the C file stays the single source.
+
+/// Interfaces one loaded program can serve (`MAX_IFACES`).
+pub const MAX_IFACES: u32 = 4;
+
+/// RX queues per interface that can own an AF_XDP socket (`MAX_QUEUES`).
+pub const MAX_QUEUES: u32 = 64;
+
+/// Entries of `xsks_map` (`MAX_SOCKETS`).
+pub const MAX_SOCKETS: u32 = MAX_IFACES * MAX_QUEUES;
+
+/// Capacity of `vip_map` (`MAX_VIPS`).
+pub const MAX_VIPS: u32 = 4096;
+
+/// Capacity of `backend_map` (`MAX_BACKENDS`).
+pub const MAX_BACKENDS: u32 = 65536;
+
+/// Capacity of `local_addrs` (`MAX_LOCAL_ADDRS`).
+pub const MAX_LOCAL_ADDRS: u32 = 256;
+
+/// Listener id meaning "no listener" (`LISTENER_ID_NONE`); see `vip_map` in
+/// `src/bpf/maps.h` for why it is reserved.
+pub const LISTENER_ID_NONE: u32 = 0;
+
+/// `#define NAME VALUE` lines of a C header whose value is an integer literal.
+#[cfg(test)]
+pub(crate) fn c_defines(header: &str) -> std::collections::HashMap<&str, u64> {
+    header
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "#define").then_some(())?;
+            let name = words.next()?;
+            let value = words.next()?;
+            let value = match value.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+                None => value.parse().ok()?,
+            };
+            Some((name, value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSTS_H: &str = include_str!("bpf/consts.h");
+
+    #[test]
+    fn rust_constants_match_consts_h() {
+        let defines = c_defines(CONSTS_H);
+        for (name, rust) in [
+            ("MAX_IFACES", MAX_IFACES),
+            ("MAX_QUEUES", MAX_QUEUES),
+            ("MAX_VIPS", MAX_VIPS),
+            ("MAX_BACKENDS", MAX_BACKENDS),
+            ("MAX_LOCAL_ADDRS", MAX_LOCAL_ADDRS),
+            ("LISTENER_ID_NONE", LISTENER_ID_NONE),
+        ] {
+            assert_eq!(
+                defines.get(name).copied(),
+                Some(u64::from(rust)),
+                "{name} differs between consts.h and consts.rs"
+            );
+        }
+        assert!(CONSTS_H.contains("#define MAX_SOCKETS (MAX_IFACES * MAX_QUEUES)"));
+    }
+}

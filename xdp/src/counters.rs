@@ -1,0 +1,184 @@
+//! The steering program's counters as seen from userspace: the reasons a
+//! frame was steered or passed (`enum steer_counter` in `src/bpf/consts.h`)
+//! and their totals over all CPUs. This module only names and sums them; the
+//! program alone increments them.
+
+use std::fmt;
+
+/// Why the steering program steered or passed a frame.
+///
+/// Must match `enum steer_counter` in xdp/src/bpf/consts.h: same names, same
+/// order (a test compares them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum SteerCounter {
+    /// Destination (addr, port, protocol) is a VIP listener: steered.
+    SteerVip = 0,
+    /// Source is a backend endpoint, the reply leg of a NAT'd flow: steered.
+    SteerReply = 1,
+    /// IPv4, but neither a VIP nor a backend reply (or not TCP/UDP): passed.
+    PassNotService = 2,
+    /// Not IPv4 (ARP, IPv6, double-tagged VLAN, ...): passed.
+    PassNotIpv4 = 3,
+    /// Non-first IPv4 fragment, which carries no ports: passed.
+    PassFragment = 4,
+    /// Backend reply addressed to one of the node's own addresses: passed.
+    PassLocal = 5,
+    /// Steerable, but no AF_XDP socket is registered for the rx queue: passed.
+    NoSocket = 6,
+    /// Truncated or malformed header: passed.
+    ParseError = 7,
+}
+
+impl SteerCounter {
+    /// Every counter, in index order.
+    pub const ALL: [SteerCounter; 8] = [
+        SteerCounter::SteerVip,
+        SteerCounter::SteerReply,
+        SteerCounter::PassNotService,
+        SteerCounter::PassNotIpv4,
+        SteerCounter::PassFragment,
+        SteerCounter::PassLocal,
+        SteerCounter::NoSocket,
+        SteerCounter::ParseError,
+    ];
+
+    /// Index in the `counters` map.
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// The C enumerator's name, lowercase: the metric name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SteerCounter::SteerVip => "steer_vip",
+            SteerCounter::SteerReply => "steer_reply",
+            SteerCounter::PassNotService => "pass_not_service",
+            SteerCounter::PassNotIpv4 => "pass_not_ipv4",
+            SteerCounter::PassFragment => "pass_fragment",
+            SteerCounter::PassLocal => "pass_local",
+            SteerCounter::NoSocket => "no_socket",
+            SteerCounter::ParseError => "parse_error",
+        }
+    }
+}
+
+impl fmt::Display for SteerCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Counter totals over all CPUs, one field per [`SteerCounter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SteerCounters {
+    /// See [`SteerCounter::SteerVip`].
+    pub steer_vip: u64,
+    /// See [`SteerCounter::SteerReply`].
+    pub steer_reply: u64,
+    /// See [`SteerCounter::PassNotService`].
+    pub pass_not_service: u64,
+    /// See [`SteerCounter::PassNotIpv4`].
+    pub pass_not_ipv4: u64,
+    /// See [`SteerCounter::PassFragment`].
+    pub pass_fragment: u64,
+    /// See [`SteerCounter::PassLocal`].
+    pub pass_local: u64,
+    /// See [`SteerCounter::NoSocket`].
+    pub no_socket: u64,
+    /// See [`SteerCounter::ParseError`].
+    pub parse_error: u64,
+}
+
+impl SteerCounters {
+    /// The total of one counter.
+    pub fn get(&self, counter: SteerCounter) -> u64 {
+        *self.field(counter)
+    }
+
+    /// (counter, total) pairs in index order.
+    pub fn iter(&self) -> impl Iterator<Item = (SteerCounter, u64)> + '_ {
+        SteerCounter::ALL.into_iter().map(|c| (c, self.get(c)))
+    }
+
+    pub(crate) fn field_mut(&mut self, counter: SteerCounter) -> &mut u64 {
+        match counter {
+            SteerCounter::SteerVip => &mut self.steer_vip,
+            SteerCounter::SteerReply => &mut self.steer_reply,
+            SteerCounter::PassNotService => &mut self.pass_not_service,
+            SteerCounter::PassNotIpv4 => &mut self.pass_not_ipv4,
+            SteerCounter::PassFragment => &mut self.pass_fragment,
+            SteerCounter::PassLocal => &mut self.pass_local,
+            SteerCounter::NoSocket => &mut self.no_socket,
+            SteerCounter::ParseError => &mut self.parse_error,
+        }
+    }
+
+    fn field(&self, counter: SteerCounter) -> &u64 {
+        match counter {
+            SteerCounter::SteerVip => &self.steer_vip,
+            SteerCounter::SteerReply => &self.steer_reply,
+            SteerCounter::PassNotService => &self.pass_not_service,
+            SteerCounter::PassNotIpv4 => &self.pass_not_ipv4,
+            SteerCounter::PassFragment => &self.pass_fragment,
+            SteerCounter::PassLocal => &self.pass_local,
+            SteerCounter::NoSocket => &self.no_socket,
+            SteerCounter::ParseError => &self.parse_error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSTS_H: &str = include_str!("bpf/consts.h");
+
+    /// Enumerator names of `enum steer_counter`, in declaration order.
+    fn c_enumerators() -> Vec<String> {
+        let start = CONSTS_H
+            .find("enum steer_counter {")
+            .expect("consts.h declares enum steer_counter");
+        let body = &CONSTS_H[start..];
+        let body = &body[body.find('{').unwrap() + 1..body.find("};").unwrap()];
+        body.lines()
+            .map(|line| line.split("/*").next().unwrap().trim())
+            .filter(|line| !line.is_empty())
+            .map(|line| {
+                assert!(
+                    !line.contains('='),
+                    "steer_counter enumerators must be implicit: {line}"
+                );
+                line.trim_end_matches(',').to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn steer_counter_matches_c_enum() {
+        let c = c_enumerators();
+        let rust: Vec<String> = SteerCounter::ALL
+            .iter()
+            .map(|counter| counter.name().to_uppercase())
+            .chain(["COUNTER_MAX".to_owned()])
+            .collect();
+        assert_eq!(c, rust);
+    }
+
+    #[test]
+    fn steer_counter_indexes_are_positions() {
+        for (position, counter) in SteerCounter::ALL.iter().enumerate() {
+            assert_eq!(counter.index() as usize, position);
+        }
+    }
+
+    #[test]
+    fn counters_fields_are_distinct() {
+        let mut counters = SteerCounters::default();
+        for (n, counter) in SteerCounter::ALL.into_iter().enumerate() {
+            *counters.field_mut(counter) = n as u64 + 1;
+        }
+        let totals: Vec<u64> = counters.iter().map(|(_, total)| total).collect();
+        assert_eq!(totals, (1..=8).collect::<Vec<u64>>());
+    }
+}

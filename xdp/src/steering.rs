@@ -1,0 +1,571 @@
+//! `Steering` owns one loaded instance of the steering program: its maps,
+//! its attachments (one interface slot each) and the AF_XDP sockets
+//! registered for them. It never reads or writes packets; workers do.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    ffi::CString,
+    net::Ipv4Addr,
+    os::fd::{AsFd, BorrowedFd, RawFd},
+};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+
+use crate::{
+    attach::{AttachMode, AttachedMode},
+    consts::{MAX_BACKENDS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_QUEUES, MAX_VIPS},
+    counters::{SteerCounter, SteerCounters},
+    error::{program_errno, XdpError},
+    maps::{local_addr_key, service_entries, sync_map, ServiceKey, ServiceMatch},
+};
+
+/// The object built from src/bpf/switchyard.c by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/switchyard.o"));
+
+const PROGRAM: &str = "switchyard_steer";
+const VIP_MAP: &str = "vip_map";
+const BACKEND_MAP: &str = "backend_map";
+const LOCAL_ADDRS: &str = "local_addrs";
+const IF_SLOTS: &str = "if_slots";
+const XSKS_MAP: &str = "xsks_map";
+const COUNTERS: &str = "counters";
+
+// Registered queues of an interface are a bitmask.
+const _: () = assert!(MAX_QUEUES <= u64::BITS);
+
+/// An interface the steering program is attached to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedInterface {
+    /// Interface name, as given to [`Steering::attach`].
+    pub name: String,
+    /// Interface index in the namespace it was attached in.
+    pub ifindex: u32,
+    /// Its slot: its sockets live at `slot * MAX_QUEUES + queue`.
+    pub slot: u32,
+    /// The mode the program runs in.
+    pub mode: AttachedMode,
+}
+
+#[derive(Debug)]
+struct Attachment {
+    interface: AttachedInterface,
+    link: XdpLinkId,
+    /// Bit q set: a socket is registered for rx queue q.
+    sockets: u64,
+}
+
+/// The receive context a test frame claims to arrive on. `ifindex` must name
+/// an interface of the calling thread's network namespace and `queue` one of
+/// its rx queues (the kernel checks both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxQueue {
+    /// Interface index.
+    pub ifindex: u32,
+    /// RX queue index.
+    pub queue: u32,
+}
+
+/// An XDP verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAction {
+    /// `XDP_ABORTED`.
+    Aborted,
+    /// `XDP_DROP`.
+    Drop,
+    /// `XDP_PASS`.
+    Pass,
+    /// `XDP_TX`.
+    Tx,
+    /// `XDP_REDIRECT`.
+    Redirect,
+    /// Any other value.
+    Other(u32),
+}
+
+impl XdpAction {
+    /// The verdict for a program's return value.
+    pub fn from_raw(value: u32) -> Self {
+        match value {
+            0 => XdpAction::Aborted,
+            1 => XdpAction::Drop,
+            2 => XdpAction::Pass,
+            3 => XdpAction::Tx,
+            4 => XdpAction::Redirect,
+            other => XdpAction::Other(other),
+        }
+    }
+}
+
+/// The loaded steering program and its maps.
+///
+/// Interfaces are attached through bpf_link where the kernel supports it, so
+/// the program leaves every interface when the process exits, even without
+/// [`Steering::detach_all`]. Dropping a `Steering` detaches it as well.
+pub struct Steering {
+    ebpf: Ebpf,
+    vips: HashMap<MapData, ServiceKey, u32>,
+    backends: HashMap<MapData, ServiceKey, u32>,
+    local_addrs: HashMap<MapData, u32, u8>,
+    if_slots: HashMap<MapData, u32, u32>,
+    xsks: XskMap<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Indexed by slot.
+    attachments: [Option<Attachment>; MAX_IFACES as usize],
+}
+
+impl Steering {
+    /// Loads the embedded object and its program into the kernel, checking
+    /// every map's type and key/value sizes once.
+    pub fn load() -> Result<Self, XdpError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|err| XdpError::LoadObject(Box::new(err)))?;
+        let program = steer_program_mut(&mut ebpf)?;
+        program.load().map_err(|source| XdpError::LoadProgram {
+            name: PROGRAM,
+            source: Box::new(source),
+        })?;
+
+        Ok(Self {
+            vips: take_map(&mut ebpf, VIP_MAP)?,
+            backends: take_map(&mut ebpf, BACKEND_MAP)?,
+            local_addrs: take_map(&mut ebpf, LOCAL_ADDRS)?,
+            if_slots: take_map(&mut ebpf, IF_SLOTS)?,
+            xsks: take_map(&mut ebpf, XSKS_MAP)?,
+            counters: take_map(&mut ebpf, COUNTERS)?,
+            ebpf,
+            attachments: Default::default(),
+        })
+    }
+
+    /// Attaches the program to `ifname` (in the calling thread's network
+    /// namespace) in the next free interface slot, and returns the mode it
+    /// runs in.
+    pub fn attach(&mut self, ifname: &str, mode: AttachMode) -> Result<AttachedMode, XdpError> {
+        if self.attachment_by_name(ifname).is_some() {
+            return Err(XdpError::AlreadyAttached {
+                ifname: ifname.to_owned(),
+            });
+        }
+        let ifindex = if_nametoindex(ifname)?;
+        if self.attachment(ifindex).is_some() {
+            return Err(XdpError::AlreadyAttached {
+                ifname: ifname.to_owned(),
+            });
+        }
+        let slot = self
+            .attachments
+            .iter()
+            .position(Option::is_none)
+            .ok_or_else(|| XdpError::NoFreeSlot {
+                ifname: ifname.to_owned(),
+                max: MAX_IFACES,
+            })?;
+        // Fits: slot < MAX_IFACES.
+        let slot = slot as u32;
+
+        // The slot is visible before the first frame can reach the program.
+        self.if_slots
+            .insert(ifindex, slot, 0)
+            .map_err(|source| XdpError::MapUpdate {
+                map: IF_SLOTS,
+                op: "insert",
+                key: format!("{ifname} (ifindex {ifindex})"),
+                source: Box::new(source),
+            })?;
+
+        match self.attach_link(ifname, ifindex, mode) {
+            Ok((link, mode)) => {
+                self.attachments[slot as usize] = Some(Attachment {
+                    interface: AttachedInterface {
+                        name: ifname.to_owned(),
+                        ifindex,
+                        slot,
+                        mode,
+                    },
+                    link,
+                    sockets: 0,
+                });
+                Ok(mode)
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.if_slots.remove(&ifindex) {
+                    log::warn!("removing the slot of {ifname} after a failed attach: {cleanup}");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Makes `vip_map` hold exactly `vips` and `backend_map` exactly
+    /// `backends`. Both sets are checked before either map is touched; a
+    /// still-wanted key is never missing during the update.
+    pub fn set_services(
+        &mut self,
+        vips: &[ServiceMatch],
+        backends: &[ServiceMatch],
+    ) -> Result<(), XdpError> {
+        let vips = service_entries(VIP_MAP, MAX_VIPS, vips)?;
+        let backends = service_entries(BACKEND_MAP, MAX_BACKENDS, backends)?;
+        sync_map(
+            &mut self.vips,
+            VIP_MAP,
+            MAX_VIPS,
+            &vips,
+            ToString::to_string,
+        )?;
+        sync_map(
+            &mut self.backends,
+            BACKEND_MAP,
+            MAX_BACKENDS,
+            &backends,
+            ToString::to_string,
+        )
+    }
+
+    /// Makes `local_addrs` hold exactly `addrs`: the node's own addresses,
+    /// whose traffic from backends must reach the kernel stack.
+    pub fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), XdpError> {
+        let wanted: StdHashMap<u32, u8> = addrs
+            .iter()
+            .map(|addr| (local_addr_key(*addr), 1))
+            .collect();
+        if wanted.len() > MAX_LOCAL_ADDRS as usize {
+            return Err(XdpError::TooMany {
+                map: LOCAL_ADDRS,
+                count: wanted.len(),
+                capacity: MAX_LOCAL_ADDRS,
+            });
+        }
+        sync_map(
+            &mut self.local_addrs,
+            LOCAL_ADDRS,
+            MAX_LOCAL_ADDRS,
+            &wanted,
+            |key| Ipv4Addr::from(key.to_ne_bytes()).to_string(),
+        )
+    }
+
+    /// Registers the AF_XDP socket `fd`, bound to rx `queue` of the attached
+    /// interface `ifindex`, to receive that queue's steered frames. Replaces
+    /// any socket registered there. The kernel holds its own reference to
+    /// the socket until it is unregistered or the interface detached.
+    pub fn register_socket(&mut self, ifindex: u32, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        let (index, ifname) = self.socket_index(ifindex, queue)?;
+        self.xsks
+            .set(index, fd, 0)
+            .map_err(|source| XdpError::RegisterSocket {
+                ifname,
+                queue,
+                fd,
+                source: Box::new(source),
+            })?;
+        if let Some(attachment) = self.attachment_mut(ifindex) {
+            attachment.sockets |= 1 << queue;
+        }
+        Ok(())
+    }
+
+    /// Removes the socket of rx `queue` of `ifindex`; its frames go to the
+    /// kernel stack again (counted as `no_socket`).
+    pub fn unregister_socket(&mut self, ifindex: u32, queue: u32) -> Result<(), XdpError> {
+        let (index, ifname) = self.socket_index(ifindex, queue)?;
+        self.xsks
+            .unset(index)
+            .map_err(|source| XdpError::MapUpdate {
+                map: XSKS_MAP,
+                op: "delete",
+                key: format!("{ifname} queue {queue}"),
+                source: Box::new(source),
+            })?;
+        if let Some(attachment) = self.attachment_mut(ifindex) {
+            attachment.sockets &= !(1 << queue);
+        }
+        Ok(())
+    }
+
+    /// Counter totals over all CPUs.
+    pub fn counters(&self) -> Result<SteerCounters, XdpError> {
+        let mut totals = SteerCounters::default();
+        for counter in SteerCounter::ALL {
+            let per_cpu =
+                self.counters
+                    .get(&counter.index(), 0)
+                    .map_err(|source| XdpError::MapRead {
+                        map: COUNTERS,
+                        source: Box::new(source),
+                    })?;
+            *totals.field_mut(counter) = per_cpu.iter().sum();
+        }
+        Ok(totals)
+    }
+
+    /// The interfaces the program is attached to, by slot.
+    pub fn attached(&self) -> impl Iterator<Item = &AttachedInterface> + '_ {
+        self.attachments
+            .iter()
+            .flatten()
+            .map(|attachment| &attachment.interface)
+    }
+
+    /// Detaches the program from every interface and forgets their slots and
+    /// sockets. Tries every interface; returns the first error.
+    pub fn detach_all(&mut self) -> Result<(), XdpError> {
+        let mut first_error = None;
+        for slot in 0..self.attachments.len() {
+            let Some(attachment) = self.attachments[slot].take() else {
+                continue;
+            };
+            if let Err(err) = self.detach(attachment) {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The loaded program's fd, e.g. for `BPF_PROG_TEST_RUN` or bpftool.
+    pub fn program_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
+        let program = steer_program(&self.ebpf)?;
+        let fd = program.fd().map_err(|source| XdpError::LoadProgram {
+            name: PROGRAM,
+            source: Box::new(source),
+        })?;
+        Ok(fd.as_fd())
+    }
+
+    /// Runs the program once on `frame` with `BPF_PROG_TEST_RUN`, as if it
+    /// arrived on `rx` (default: loopback queue 0 of the calling thread's
+    /// namespace). Counters are bumped as for a real frame.
+    pub fn test_run(&self, frame: &[u8], rx: Option<RxQueue>) -> Result<XdpAction, XdpError> {
+        let program = steer_program(&self.ebpf)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. The kernel wants data_end to be
+        // the frame length and the rest of the pointers zero.
+        let ctx = rx.map(|rx| {
+            let frame_len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+            let fields = [0, frame_len, 0, rx.ifindex, rx.queue, 0];
+            let mut bytes = [0u8; 24];
+            for (chunk, field) in bytes.chunks_exact_mut(4).zip(fields) {
+                chunk.copy_from_slice(&field.to_ne_bytes());
+            }
+            bytes
+        });
+        let options = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: ctx.as_ref().map(|ctx| &ctx[..]),
+            ..TestRunOptions::new()
+        };
+        let result = program
+            .test_run(options)
+            .map_err(|err| XdpError::TestRun(Box::new(err)))?;
+        Ok(XdpAction::from_raw(result.return_value))
+    }
+
+    fn attach_link(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+    ) -> Result<(XdpLinkId, AttachedMode), XdpError> {
+        match mode {
+            AttachMode::Native => self.attach_in(ifname, ifindex, AttachedMode::Native),
+            AttachMode::Generic => self.attach_in(ifname, ifindex, AttachedMode::Generic),
+            AttachMode::Auto => match self.attach_in(ifname, ifindex, AttachedMode::Native) {
+                Err(XdpError::Attach { source, .. }) => {
+                    log::warn!(
+                        "native XDP on {ifname} failed ({source}); falling back to generic mode"
+                    );
+                    self.attach_in(ifname, ifindex, AttachedMode::Generic)
+                }
+                other => other,
+            },
+        }
+    }
+
+    fn attach_in(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachedMode,
+    ) -> Result<(XdpLinkId, AttachedMode), XdpError> {
+        let program = steer_program_mut(&mut self.ebpf)?;
+        match program.attach_to_if_index(ifindex, mode.xdp_mode()) {
+            Ok(link) => Ok((link, mode)),
+            Err(source) => Err(attach_error(ifname, mode, source)),
+        }
+    }
+
+    fn detach(&mut self, attachment: Attachment) -> Result<(), XdpError> {
+        let Attachment {
+            interface,
+            link,
+            sockets,
+        } = attachment;
+        let program = steer_program_mut(&mut self.ebpf)?;
+        let detached = program.detach(link).map_err(|source| XdpError::Detach {
+            ifname: interface.name.clone(),
+            source: Box::new(source),
+        });
+
+        // The program no longer runs there: forget its sockets and slot.
+        for queue in (0..MAX_QUEUES).filter(|queue| sockets & (1 << queue) != 0) {
+            let index = interface.slot * MAX_QUEUES + queue;
+            if let Err(err) = self.xsks.unset(index) {
+                log::warn!("unregistering {} queue {queue}: {err}", interface.name);
+            }
+        }
+        if let Err(err) = self.if_slots.remove(&interface.ifindex) {
+            log::warn!("removing the slot of {}: {err}", interface.name);
+        }
+        detached
+    }
+
+    fn socket_index(&self, ifindex: u32, queue: u32) -> Result<(u32, String), XdpError> {
+        if queue >= MAX_QUEUES {
+            return Err(XdpError::QueueOutOfRange {
+                queue,
+                max: MAX_QUEUES,
+            });
+        }
+        let attachment = self
+            .attachment(ifindex)
+            .ok_or(XdpError::NotAttached { ifindex })?;
+        Ok((
+            attachment.interface.slot * MAX_QUEUES + queue,
+            attachment.interface.name.clone(),
+        ))
+    }
+
+    fn attachment(&self, ifindex: u32) -> Option<&Attachment> {
+        self.attachments
+            .iter()
+            .flatten()
+            .find(|attachment| attachment.interface.ifindex == ifindex)
+    }
+
+    fn attachment_mut(&mut self, ifindex: u32) -> Option<&mut Attachment> {
+        self.attachments
+            .iter_mut()
+            .flatten()
+            .find(|attachment| attachment.interface.ifindex == ifindex)
+    }
+
+    fn attachment_by_name(&self, ifname: &str) -> Option<&Attachment> {
+        self.attachments
+            .iter()
+            .flatten()
+            .find(|attachment| attachment.interface.name == ifname)
+    }
+}
+
+impl Drop for Steering {
+    fn drop(&mut self) {
+        if let Err(err) = self.detach_all() {
+            log::warn!("detaching the steering program: {err}");
+        }
+    }
+}
+
+impl std::fmt::Debug for Steering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Steering")
+            .field("attached", &self.attached().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn attach_error(ifname: &str, mode: AttachedMode, source: ProgramError) -> XdpError {
+    let ifname = ifname.to_owned();
+    match program_errno(&source) {
+        // EBUSY: a program or link already owns this mode; EEXIST: a
+        // program runs in the other mode (native and generic exclude each
+        // other, net/core/dev.c dev_xdp_attach).
+        Some(libc::EBUSY | libc::EEXIST) => XdpError::Busy {
+            ifname,
+            source: Box::new(source),
+        },
+        Some(libc::ENODEV) => XdpError::UnknownInterface { ifname },
+        _ => XdpError::Attach {
+            ifname,
+            mode,
+            source: Box::new(source),
+        },
+    }
+}
+
+fn if_nametoindex(ifname: &str) -> Result<u32, XdpError> {
+    let unknown = || XdpError::UnknownInterface {
+        ifname: ifname.to_owned(),
+    };
+    let name = CString::new(ifname).map_err(|_| unknown())?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(unknown());
+    }
+    Ok(ifindex)
+}
+
+fn steer_program(ebpf: &Ebpf) -> Result<&Xdp, XdpError> {
+    let program = ebpf.program(PROGRAM).ok_or(XdpError::Missing {
+        kind: "program",
+        name: PROGRAM,
+    })?;
+    program.try_into().map_err(|source| XdpError::LoadProgram {
+        name: PROGRAM,
+        source: Box::new(source),
+    })
+}
+
+fn steer_program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let program = ebpf.program_mut(PROGRAM).ok_or(XdpError::Missing {
+        kind: "program",
+        name: PROGRAM,
+    })?;
+    program.try_into().map_err(|source| XdpError::LoadProgram {
+        name: PROGRAM,
+        source: Box::new(source),
+    })
+}
+
+fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, XdpError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf
+        .take_map(name)
+        .ok_or(XdpError::Missing { kind: "map", name })?;
+    M::try_from(map).map_err(|source| XdpError::MapType {
+        name,
+        source: Box::new(source),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steering_can_move_to_a_control_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Steering>();
+    }
+
+    #[test]
+    fn xdp_action_from_raw_names_the_uapi_values() {
+        let actions: Vec<XdpAction> = (0..6).map(XdpAction::from_raw).collect();
+        assert_eq!(
+            actions,
+            [
+                XdpAction::Aborted,
+                XdpAction::Drop,
+                XdpAction::Pass,
+                XdpAction::Tx,
+                XdpAction::Redirect,
+                XdpAction::Other(5),
+            ]
+        );
+    }
+}
