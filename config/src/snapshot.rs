@@ -80,6 +80,11 @@ pub struct BackendGroup {
     pub endpoints: Vec<Endpoint>,
 }
 
+/// Entries in every listener's slot table. Prime, as the Maglev table
+/// that will fill it needs, and far above any backend count a listener
+/// has, so each backend's share is close to its weight.
+pub const SLOT_TABLE_SIZE: usize = 65_537;
+
 /// Owner of one slot of a listener's table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Slot {
@@ -103,7 +108,8 @@ pub struct Backend {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Listener {
     pub name: ListenerName,
-    /// `namespace/name` of the route whose backends this listener serves.
+    /// `namespace/name` of the route whose backends this listener serves;
+    /// empty when no route is attached (every slot is then `Unavailable`).
     pub route: String,
     pub address: IpAddr,
     pub port: u16,

@@ -398,6 +398,11 @@ impl Worker {
         let mut burst: Option<(Instant, Instant)> = None;
         let mut next_redump = Instant::now() + REDUMP;
         let mut retry_at = Instant::now();
+        // Leading edge: the first change after a quiet spell is published at
+        // once (a client's ARP request is followed within microseconds by
+        // the packet whose reply needs that MAC); only the rest of a burst
+        // waits to be coalesced.
+        let mut last_refresh = Instant::now() - QUIET;
         while !self.stop.load(Ordering::Acquire) {
             let now = Instant::now();
             let mut wake = (now + TICK).min(next_redump);
@@ -433,13 +438,16 @@ impl Worker {
             let due = now >= retry_at
                 && (redump
                     || burst.is_some_and(|(first, last)| {
-                        now >= last + QUIET || now >= first + MAX_DELAY
+                        now >= last_refresh + QUIET
+                            || now >= last + QUIET
+                            || now >= first + MAX_DELAY
                     }));
             if due {
                 match self.kernel.refresh(&mut self.socket, dirty) {
                     Ok(()) => {
                         dirty = Dirty::default();
                         burst = None;
+                        last_refresh = now;
                         self.publish();
                     }
                     Err(e) => {

@@ -1,0 +1,857 @@
+//! Reading configuration files: a multi-document YAML file in, `Resources`
+//! out, or a `LoadError` that names the file, the line and the object. The
+//! file is the only input a static deployment has, so this module applies
+//! what an API server would have refused (schema ranges, list sizes, CEL
+//! rules, duplicate objects) and reports it as `FILE:LINE: what and why`.
+//! It never follows references between objects; a route naming a missing
+//! Service loads fine and is `resolve`'s to judge.
+//!
+//! Each file is parsed twice: a first pass reads every document's
+//! `apiVersion`, `kind` and name (and learns the line the document starts
+//! on), a second pass deserializes the documents of known kinds into their
+//! types. The YAML deserializer hands out each document once, and the type
+//! of a document is only known after reading `kind`, which may come last.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer as _, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_norway::{Deserializer, Value};
+
+use crate::resources::{
+    EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, ReferenceGrant, Resources, RouteDoc,
+    RouteKind, Service, GATEWAY_GROUP,
+};
+use crate::schema::{self, Checked};
+
+/// Why a file could not be loaded. Every variant but `Read` carries the
+/// 1-based line in the original file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not YAML, or a document that is not an object.
+    #[error("{file}:{line}: {message}")]
+    Yaml {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{file}:{line}: document has no {field}; every object needs apiVersion and kind")]
+    MissingType {
+        file: String,
+        line: usize,
+        field: &'static str,
+    },
+    #[error(
+        "{file}:{line}: {object}: unsupported apiVersion {api_version:?}, expected {expected}"
+    )]
+    UnsupportedVersion {
+        file: String,
+        line: usize,
+        object: Box<ObjectRef>,
+        api_version: String,
+        expected: &'static str,
+    },
+    /// A schema violation: what the CRD or the core API would reject.
+    #[error("{file}:{line}: {object}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        object: Box<ObjectRef>,
+        message: String,
+    },
+    #[error("{file}:{line}: {object}: defined twice, first at line {first_line}")]
+    Duplicate {
+        file: String,
+        line: usize,
+        object: Box<ObjectRef>,
+        first_line: usize,
+    },
+}
+
+impl LoadError {
+    /// The 1-based line the error points at, if it points into the file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            Self::Read { .. } => None,
+            Self::Yaml { line, .. }
+            | Self::MissingType { line, .. }
+            | Self::UnsupportedVersion { line, .. }
+            | Self::Invalid { line, .. }
+            | Self::Duplicate { line, .. } => Some(*line),
+        }
+    }
+
+    pub fn file(&self) -> &str {
+        match self {
+            Self::Read { file, .. }
+            | Self::Yaml { file, .. }
+            | Self::MissingType { file, .. }
+            | Self::UnsupportedVersion { file, .. }
+            | Self::Invalid { file, .. }
+            | Self::Duplicate { file, .. } => file,
+        }
+    }
+}
+
+/// How an error names the object it is about: `Gateway "lb/edge"`.
+/// Boxed in `LoadError` to keep the error small on the success path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub kind: String,
+    /// `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.namespace, &self.name) {
+            (_, None) => write!(f, "{} (unnamed)", self.kind),
+            (Some(ns), Some(name)) => write!(f, "{} \"{ns}/{name}\"", self.kind),
+            (None, Some(name)) => write!(f, "{} \"{name}\"", self.kind),
+        }
+    }
+}
+
+/// Reads and loads one file; errors name it as given.
+pub fn load_file(path: impl AsRef<Path>) -> Result<Resources, LoadError> {
+    let path = path.as_ref();
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        file: file.clone(),
+        source,
+    })?;
+    load_str(&file, &text)
+}
+
+/// Loads YAML text; `name` is what errors call the file.
+pub fn load_str(name: &str, text: &str) -> Result<Resources, LoadError> {
+    let file = name;
+    let headers = read_headers(file, text)?;
+
+    let mut kinds = Vec::with_capacity(headers.len());
+    let mut any_known = false;
+    for header in &headers {
+        let kind = match header {
+            None => None,
+            Some(h) => {
+                let kind = h.classify(file)?;
+                any_known |= kind.is_some();
+                kind
+            }
+        };
+        kinds.push(kind);
+    }
+
+    let mut out = Resources::default();
+    let mut seen: HashMap<(Kind, String, String), usize> = HashMap::new();
+    for (index, header) in headers.iter().enumerate() {
+        if let (Some(h), None) = (header, kinds[index]) {
+            out.ignored.push(Ignored {
+                api_version: h.api_version.clone().unwrap_or_default(),
+                kind: h.kind.clone().unwrap_or_default(),
+                name: h.name.clone(),
+                line: h.line,
+            });
+        }
+    }
+    if !any_known {
+        return Ok(out);
+    }
+
+    for (index, document) in Deserializer::from_str(text).enumerate() {
+        let (Some(header), Some(kind)) = (
+            headers.get(index).and_then(Option::as_ref),
+            kinds.get(index).copied().flatten(),
+        ) else {
+            // The first pass already proved the rest of the stream parses;
+            // documents past the known ones are neither read nor judged.
+            if index >= headers.len() {
+                break;
+            }
+            continue;
+        };
+        let (namespace, name) = kind
+            .read(document, header, &mut out)
+            .map_err(|e| header.invalid(file, kind, &e))?;
+        let key = (kind, namespace.clone(), name.clone());
+        if let Some(&first_line) = seen.get(&key) {
+            return Err(LoadError::Duplicate {
+                file: file.to_owned(),
+                line: header.line,
+                object: kind.object(Some(namespace), Some(name)),
+                first_line,
+            });
+        }
+        seen.insert(key, header.line);
+    }
+    Ok(out)
+}
+
+/// What the first pass learns about a document.
+#[derive(Debug)]
+struct Header {
+    /// Where the document's mapping starts, 1-based.
+    line: usize,
+    api_version: Option<String>,
+    kind: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+/// Reads the header of every document; `None` for empty documents (a
+/// trailing `---`, a document of comments).
+fn read_headers(file: &str, text: &str) -> Result<Vec<Option<Header>>, LoadError> {
+    let mut headers = Vec::new();
+    for document in Deserializer::from_str(text) {
+        let mut slot = None;
+        match document.deserialize_any(HeaderProbe { slot: &mut slot }) {
+            Ok(()) => headers.push(None),
+            Err(e) => {
+                let (line, message) = split_error(&e);
+                match slot {
+                    Some(mut header) => {
+                        header.line = line.unwrap_or(1);
+                        headers.push(Some(header));
+                    }
+                    // serde_norway repeats a syntax error forever once the
+                    // stream is broken, so the first error ends the file.
+                    None => {
+                        return Err(LoadError::Yaml {
+                            file: file.to_owned(),
+                            line: line.unwrap_or(1),
+                            message,
+                        })
+                    }
+                }
+            }
+        }
+    }
+    Ok(headers)
+}
+
+/// Reads a document's header, then aborts on purpose: serde_norway only
+/// tells positions through errors, and an error raised here carries the
+/// position of the document's mapping, which is the line to blame for
+/// anything that concerns the document as a whole.
+struct HeaderProbe<'a> {
+    slot: &'a mut Option<Header>,
+}
+
+const PROBE: &str = "switchyard: header probe";
+
+impl<'de> Visitor<'de> for HeaderProbe<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a Kubernetes object (a mapping with apiVersion and kind)")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let value = Value::deserialize(MapAccessDeserializer::new(map))?;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+        let metadata = value.get("metadata");
+        *self.slot = Some(Header {
+            line: 0,
+            api_version: text(value.get("apiVersion")),
+            kind: text(value.get("kind")),
+            name: text(metadata.and_then(|m| m.get("name"))),
+            namespace: text(metadata.and_then(|m| m.get("namespace"))),
+        });
+        Err(de::Error::custom(PROBE))
+    }
+}
+
+/// The kinds Switchyard reads, per served version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    GatewayClass,
+    Gateway,
+    /// `v1` routes allow one rule, `v1alpha2` routes up to 16.
+    Route(RouteKind, RouteVersion),
+    ReferenceGrant,
+    Service,
+    EndpointSlice,
+    Namespace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum RouteVersion {
+    V1,
+    V1Alpha2,
+}
+
+impl Header {
+    /// `Ok(None)` for kinds Switchyard does not read.
+    fn classify(&self, file: &str) -> Result<Option<Kind>, LoadError> {
+        let missing = |field| LoadError::MissingType {
+            file: file.to_owned(),
+            line: self.line,
+            field,
+        };
+        let api_version = self
+            .api_version
+            .as_deref()
+            .ok_or_else(|| missing("apiVersion"))?;
+        let kind = self.kind.as_deref().ok_or_else(|| missing("kind"))?;
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let (found, expected) = match (group, kind) {
+            (GATEWAY_GROUP, "GatewayClass") => (
+                matches!(version, "v1" | "v1beta1").then_some(Kind::GatewayClass),
+                "gateway.networking.k8s.io/v1 or v1beta1",
+            ),
+            (GATEWAY_GROUP, "Gateway") => (
+                matches!(version, "v1" | "v1beta1").then_some(Kind::Gateway),
+                "gateway.networking.k8s.io/v1 or v1beta1",
+            ),
+            (GATEWAY_GROUP, "TCPRoute" | "UDPRoute") => {
+                let route = if kind == "TCPRoute" {
+                    RouteKind::Tcp
+                } else {
+                    RouteKind::Udp
+                };
+                let version = match version {
+                    "v1" => Some(RouteVersion::V1),
+                    "v1alpha2" => Some(RouteVersion::V1Alpha2),
+                    _ => None,
+                };
+                (
+                    version.map(|v| Kind::Route(route, v)),
+                    "gateway.networking.k8s.io/v1 or v1alpha2",
+                )
+            }
+            (GATEWAY_GROUP, "ReferenceGrant") => (
+                matches!(version, "v1" | "v1beta1").then_some(Kind::ReferenceGrant),
+                "gateway.networking.k8s.io/v1 or v1beta1",
+            ),
+            ("", "Service") => ((version == "v1").then_some(Kind::Service), "v1"),
+            ("", "Namespace") => ((version == "v1").then_some(Kind::Namespace), "v1"),
+            ("discovery.k8s.io", "EndpointSlice") => (
+                (version == "v1").then_some(Kind::EndpointSlice),
+                "discovery.k8s.io/v1",
+            ),
+            _ => return Ok(None),
+        };
+        match found {
+            Some(kind) => Ok(Some(kind)),
+            // A known kind under a version we cannot read is a mistake to
+            // report, not a document to skip: skipping would drop traffic.
+            None => Err(LoadError::UnsupportedVersion {
+                file: file.to_owned(),
+                line: self.line,
+                object: Box::new(ObjectRef {
+                    kind: kind.to_owned(),
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                }),
+                api_version: api_version.to_owned(),
+                expected,
+            }),
+        }
+    }
+
+    fn invalid(&self, file: &str, kind: Kind, error: &serde_norway::Error) -> LoadError {
+        let (line, message) = split_error(error);
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        LoadError::Invalid {
+            file: file.to_owned(),
+            line: line.unwrap_or(self.line),
+            object: kind.object(Some(namespace), self.name.clone()),
+            message,
+        }
+    }
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::GatewayClass => "GatewayClass",
+            Self::Gateway => "Gateway",
+            Self::Route(route, _) => route.as_str(),
+            Self::ReferenceGrant => "ReferenceGrant",
+            Self::Service => "Service",
+            Self::EndpointSlice => "EndpointSlice",
+            Self::Namespace => "Namespace",
+        }
+    }
+
+    fn cluster_scoped(self) -> bool {
+        matches!(self, Self::GatewayClass | Self::Namespace)
+    }
+
+    fn object(self, namespace: Option<String>, name: Option<String>) -> Box<ObjectRef> {
+        Box::new(ObjectRef {
+            kind: self.name().to_owned(),
+            namespace: if self.cluster_scoped() {
+                None
+            } else {
+                namespace
+            },
+            name,
+        })
+    }
+
+    /// Deserializes a document of this kind into `out`; returns its
+    /// (namespace, name) for the duplicate check. Cluster-scoped objects
+    /// get an empty namespace there, whatever the file says.
+    fn read(
+        self,
+        document: Deserializer<'_>,
+        header: &Header,
+        out: &mut Resources,
+    ) -> Result<(String, String), serde_norway::Error> {
+        fn typed<'de, T: Deserialize<'de> + Checked>(
+            document: Deserializer<'de>,
+        ) -> Result<T, serde_norway::Error> {
+            schema::checked(document)
+        }
+        let version = header.api_version.as_deref().unwrap_or_default();
+        let meta = match self {
+            Self::GatewayClass => {
+                let v: GatewayClass = typed(document)?;
+                let meta = v.metadata.clone();
+                out.gateway_classes.push(v);
+                meta
+            }
+            Self::Gateway => {
+                let v: Gateway = typed(document)?;
+                let meta = v.metadata.clone();
+                out.gateways.push(v);
+                meta
+            }
+            Self::Route(kind, RouteVersion::V1) => {
+                let v: RouteDoc<1> = typed(document)?;
+                let route = v.into_route(kind, version);
+                let meta = route.metadata.clone();
+                out.routes.push(route);
+                meta
+            }
+            Self::Route(kind, RouteVersion::V1Alpha2) => {
+                let v: RouteDoc<16> = typed(document)?;
+                let route = v.into_route(kind, version);
+                let meta = route.metadata.clone();
+                out.routes.push(route);
+                meta
+            }
+            Self::ReferenceGrant => {
+                let v: ReferenceGrant = typed(document)?;
+                let meta = v.metadata.clone();
+                out.reference_grants.push(v);
+                meta
+            }
+            Self::Service => {
+                let v: Service = typed(document)?;
+                let meta = v.metadata.clone();
+                out.services.push(v);
+                meta
+            }
+            Self::EndpointSlice => {
+                let v: EndpointSlice = typed(document)?;
+                let meta = v.metadata.clone();
+                out.endpoint_slices.push(v);
+                meta
+            }
+            Self::Namespace => {
+                let v: Namespace = typed(document)?;
+                let meta = v.metadata.clone();
+                out.namespaces.push(v);
+                meta
+            }
+        };
+        let namespace = if self.cluster_scoped() {
+            String::new()
+        } else {
+            meta.namespace
+        };
+        Ok((namespace, meta.name))
+    }
+}
+
+/// The line of a serde_norway error and its message without the
+/// `at line L column C` parts, which `FILE:LINE:` already says.
+fn split_error(error: &serde_norway::Error) -> (Option<usize>, String) {
+    let line = error.location().map(|l| l.line());
+    (line, strip_positions(&error.to_string()))
+}
+
+fn strip_positions(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(" at ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 4..];
+        match position_len(after) {
+            Some(len) => rest = &after[len..],
+            None => {
+                out.push_str(" at ");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Length of a leading `line N column M` or `position N`, if any.
+fn position_len(s: &str) -> Option<usize> {
+    fn number(s: &str) -> usize {
+        s.bytes().take_while(u8::is_ascii_digit).count()
+    }
+    if let Some(r) = s.strip_prefix("line ") {
+        let n = number(r);
+        let r2 = r[n..].strip_prefix(" column ")?;
+        let m = number(r2);
+        (n > 0 && m > 0).then(|| "line ".len() + n + " column ".len() + m)
+    } else if let Some(r) = s.strip_prefix("position ") {
+        let n = number(r);
+        (n > 0).then(|| "position ".len() + n)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        load_str("t.yaml", text).unwrap_err().to_string()
+    }
+
+    const GATEWAY: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: edge
+  namespace: lb
+spec:
+  gatewayClassName: switchyard
+  listeners:
+  - name: a
+    port: 80
+    protocol: TCP
+";
+
+    #[test]
+    fn strip_positions_keeps_the_rest_of_the_message() {
+        assert_eq!(
+            strip_positions("did not find expected key at line 3 column 1, while parsing a block mapping at line 1 column 1"),
+            "did not find expected key, while parsing a block mapping"
+        );
+        assert_eq!(strip_positions("look at this"), "look at this");
+        assert_eq!(strip_positions("x at position 12"), "x");
+    }
+
+    #[test]
+    fn broken_third_document_points_at_its_line_in_the_file() {
+        let text = format!(
+            "{GATEWAY}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: lb\n---\n# third\napiVersion: v1\nkind: Service\nmetadata:\n  name: x\n    namespace: lb\n"
+        );
+        // Line 22 is the over-indented `namespace:`.
+        let line_of_bad = text.lines().position(|l| l == "    namespace: lb").unwrap() + 1;
+        let e = load_str("t.yaml", &text).unwrap_err();
+        assert_eq!(e.line(), Some(line_of_bad), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("t.yaml:{line_of_bad}: ")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_listener_port_names_object_path_and_line() {
+        let text = format!(
+            "---\n# leading comment\n{}",
+            GATEWAY.replace("port: 80", "port: 70000")
+        );
+        assert_eq!(
+            err(&text),
+            "t.yaml:12: Gateway \"lb/edge\": spec.listeners[0].port: invalid value 70000, expected 1..=65535"
+        );
+    }
+
+    #[test]
+    fn schema_errors_in_a_later_document_point_into_that_document() {
+        let second = GATEWAY
+            .replace("name: edge", "name: edge2")
+            .replace("port: 80", "port: 0");
+        let text = format!("{GATEWAY}---\n{second}");
+        let line = text.lines().position(|l| l == "    port: 0").unwrap() + 1;
+        assert_eq!(
+            err(&text),
+            format!("t.yaml:{line}: Gateway \"lb/edge2\": spec.listeners[0].port: invalid value 0, expected 1..=65535")
+        );
+    }
+
+    #[test]
+    fn duplicate_listener_names_are_rejected_at_the_second_listener() {
+        let text = format!("{GATEWAY}  - name: a\n    port: 81\n    protocol: TCP\n");
+        assert_eq!(
+            err(&text),
+            "t.yaml:12: Gateway \"lb/edge\": spec.listeners[1]: name: listener name \"a\" is used twice; it must be unique within the Gateway"
+        );
+    }
+
+    #[test]
+    fn listeners_sharing_port_protocol_and_hostname_are_rejected() {
+        let text = format!("{GATEWAY}  - name: b\n    port: 80\n    protocol: TCP\n");
+        assert!(
+            err(&text).contains("spec.listeners[1]: port 80 with protocol TCP"),
+            "{}",
+            err(&text)
+        );
+    }
+
+    #[test]
+    fn hostname_on_a_tcp_listener_is_rejected() {
+        let text = format!("{GATEWAY}    hostname: example.com\n");
+        assert!(err(&text).contains("hostname: must not be specified for protocol TCP"));
+    }
+
+    #[test]
+    fn gateway_without_listeners_is_rejected() {
+        let text = GATEWAY.split("  listeners:").next().unwrap().to_owned() + "  listeners: []\n";
+        assert_eq!(
+            err(&text),
+            "t.yaml:8: Gateway \"lb/edge\": spec.listeners: 0 items, at least 1 required"
+        );
+    }
+
+    #[test]
+    fn ip_address_value_must_be_an_ip() {
+        let text = GATEWAY.replace(
+            "  listeners:",
+            "  addresses:\n  - value: 10.0.0.300\n  listeners:",
+        );
+        assert_eq!(
+            err(&text),
+            "t.yaml:9: Gateway \"lb/edge\": spec.addresses[0]: value: invalid value \"10.0.0.300\", expected an IPv4 or IPv6 address"
+        );
+    }
+
+    const ROUTE: &str = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata:
+  name: r
+  namespace: lb
+spec:
+  parentRefs:
+  - name: edge
+  rules:
+  - backendRefs:
+    - name: svc
+      port: 80
+      weight: WEIGHT
+";
+
+    #[test]
+    fn weight_above_one_million_is_rejected() {
+        assert_eq!(
+            err(&ROUTE.replace("WEIGHT", "1000001")),
+            "t.yaml:13: TCPRoute \"lb/r\": spec.rules[0].backendRefs[0].weight: invalid value 1000001, expected 0..=1000000"
+        );
+        assert!(load_str("t.yaml", &ROUTE.replace("WEIGHT", "1000000")).is_ok());
+        assert!(err(&ROUTE.replace("WEIGHT", "-1")).contains("invalid value -1"));
+    }
+
+    #[test]
+    fn service_backend_ref_without_port_is_rejected() {
+        let text = ROUTE.replace("      port: 80\n", "");
+        assert_eq!(
+            err(&text.replace("WEIGHT", "1")),
+            "t.yaml:11: TCPRoute \"lb/r\": spec.rules[0].backendRefs[0]: port: required for a Service reference (backendRef \"svc\")"
+        );
+    }
+
+    #[test]
+    fn more_than_sixteen_backend_refs_are_rejected() {
+        let mut text = ROUTE.replace("WEIGHT", "1");
+        for i in 0..16 {
+            text.push_str(&format!("    - name: s{i}\n      port: 80\n"));
+        }
+        assert!(
+            err(&text).contains("spec.rules[0].backendRefs: more than 16 items"),
+            "{}",
+            err(&text)
+        );
+    }
+
+    #[test]
+    fn v1_route_allows_one_rule_and_v1alpha2_sixteen() {
+        let two_rules =
+            ROUTE.replace("WEIGHT", "1") + "  - backendRefs:\n    - name: other\n      port: 81\n";
+        assert!(
+            err(&two_rules).contains("spec.rules: more than 1 items"),
+            "{}",
+            err(&two_rules)
+        );
+        let alpha = two_rules.replace("/v1\n", "/v1alpha2\n");
+        let loaded = load_str("t.yaml", &alpha).unwrap();
+        assert_eq!(loaded.routes[0].spec.rules.len(), 2);
+        assert_eq!(
+            loaded.routes[0].api_version,
+            "gateway.networking.k8s.io/v1alpha2"
+        );
+    }
+
+    #[test]
+    fn missing_names_are_rejected() {
+        let text = ROUTE
+            .replace("WEIGHT", "1")
+            .replace("    - name: svc\n", "    - port: 80\n")
+            .replace("      port: 80\n", "");
+        assert!(
+            err(&text).contains("spec.rules[0].backendRefs[0]: missing field `name`"),
+            "{}",
+            err(&text)
+        );
+        let unnamed = ROUTE.replace("WEIGHT", "1").replace("  name: r\n", "");
+        assert_eq!(
+            err(&unnamed),
+            "t.yaml:4: TCPRoute (unnamed): metadata: missing field `name`"
+        );
+        let empty = ROUTE
+            .replace("WEIGHT", "1")
+            .replace("  name: r\n", "  name: \"\"\n");
+        assert!(
+            err(&empty).contains("metadata.name: must not be empty"),
+            "{}",
+            err(&empty)
+        );
+    }
+
+    #[test]
+    fn document_without_kind_is_an_error_and_other_kinds_are_ignored() {
+        assert_eq!(
+            err("---\napiVersion: v1\nmetadata:\n  name: x\n"),
+            "t.yaml:2: document has no kind; every object needs apiVersion and kind"
+        );
+        assert_eq!(
+            err("kind: Service\n"),
+            "t.yaml:1: document has no apiVersion; every object needs apiVersion and kind"
+        );
+        let loaded = load_str(
+            "t.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec: {replicas: [weird]}\n---\n---\n# nothing\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.ignored.len(), 1);
+        assert_eq!(loaded.ignored[0].kind, "Deployment");
+        assert!(loaded.is_empty());
+    }
+
+    #[test]
+    fn known_kind_with_unknown_version_is_an_error() {
+        assert_eq!(
+            err(&ROUTE.replace("WEIGHT", "1").replace("/v1\n", "/v9\n")),
+            "t.yaml:1: TCPRoute \"lb/r\": unsupported apiVersion \"gateway.networking.k8s.io/v9\", expected gateway.networking.k8s.io/v1 or v1alpha2"
+        );
+    }
+
+    #[test]
+    fn scalar_document_is_an_error() {
+        assert!(err("just text\n").starts_with("t.yaml:1: invalid type: string \"just text\""));
+    }
+
+    #[test]
+    fn duplicate_objects_are_rejected() {
+        let route = ROUTE.replace("WEIGHT", "1");
+        let text = format!("{route}---\n{route}");
+        assert_eq!(
+            err(&text),
+            "t.yaml:15: TCPRoute \"lb/r\": defined twice, first at line 1"
+        );
+        // Same name, different namespace or kind: distinct objects.
+        let other_ns = route.replace("namespace: lb", "namespace: other");
+        assert!(load_str("t.yaml", &format!("{route}---\n{other_ns}")).is_ok());
+        let udp = route.replace("TCPRoute", "UDPRoute");
+        assert!(load_str("t.yaml", &format!("{route}---\n{udp}")).is_ok());
+    }
+
+    #[test]
+    fn namespace_defaults_to_default() {
+        let loaded = load_str(
+            "t.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: 80\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.services[0].metadata.namespace, "default");
+        assert_eq!(loaded.services[0].spec.ports[0].protocol, "TCP");
+        assert_eq!(loaded.services[0].spec.ports[0].numeric_target(), Some(80));
+    }
+
+    #[test]
+    fn endpoint_slice_addresses_must_match_address_type() {
+        let text = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s\n  labels:\n    kubernetes.io/service-name: svc\naddressType: IPv4\nendpoints:\n- addresses: [\"fe80::1\"]\n";
+        assert_eq!(
+            err(text),
+            "t.yaml:1: EndpointSlice \"default/s\": endpoints[0].addresses[0]: invalid value \"fe80::1\", expected an IPv4 address"
+        );
+    }
+
+    #[test]
+    fn bad_creation_timestamp_is_rejected_at_its_line() {
+        let text = ROUTE.replace("WEIGHT", "1").replace(
+            "  namespace: lb\n",
+            "  namespace: lb\n  creationTimestamp: last tuesday\n",
+        );
+        assert!(err(&text).starts_with("t.yaml:6: TCPRoute \"lb/r\": metadata.creationTimestamp: invalid value \"last tuesday\""), "{}", err(&text));
+    }
+
+    #[test]
+    fn read_error_names_the_file() {
+        let e = load_file("/nonexistent/switchyard.yaml").unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/switchyard.yaml: cannot read: "));
+        assert_eq!(e.line(), None);
+    }
+
+    #[test]
+    fn hostile_inputs_do_not_panic() {
+        let deep = "[".repeat(10_000);
+        let laughs = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n";
+        for text in [
+            "",
+            "---",
+            "\u{0}",
+            "- a\n- b\n",
+            "apiVersion: 5\nkind: []\n",
+            "apiVersion: v1\nkind: Service\n",
+            "apiVersion: v1\nkind: Service\nmetadata: 7\n",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: [a]\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1.5}]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 99999999999999999999999}]}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 1, targetPort: -3}]}\n",
+            "apiVersion: v1\nkind: Service\nkind: Service\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, name: t}\n",
+            "*unknown\n",
+            "a: !!binary AAAA\n",
+            &deep,
+            laughs,
+        ] {
+            let _ = load_str("t.yaml", text);
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Resolution: loaded `Resources` in, a `Snapshot` and `Diagnostic`s out,
+//! following the Gateway API spec as an implementation would. It owns which
+//! Gateways are Switchyard's, which routes attach to which listeners, which
+//! backends a route may reach and how traffic is shared among them. It is a
+//! pure function of its input: it never reads files or clocks, never fails
+//! (problems become diagnostics and the affected traffic is refused or not
+//! served), and its result does not depend on the order of the documents.
+
+mod attach;
+mod backends;
+mod diagnostic;
+mod gateways;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+
+pub use diagnostic::{ConditionType, Diagnostic, Reason};
+pub use slots::build_slots;
+
+use crate::resources::{
+    EndpointSlice, Gateway, ReferenceGrant, Resources, Route, Service, NAMESPACE_NAME_LABEL,
+};
+use crate::snapshot::{
+    Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, ServiceKey, Snapshot,
+};
+
+/// The `spec.controllerName` of GatewayClasses Switchyard implements.
+pub const CONTROLLER_NAME: &str = "switchyard.io/gateway-controller";
+
+/// What resolution produced: the snapshot to run and what to tell the
+/// operator about the objects that did not fully work.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub snapshot: Snapshot,
+    /// Sorted, without duplicates.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
+    let index = Index::new(resources);
+    let mut diagnostics = Vec::new();
+
+    let gateways = gateways::ours(&index, &mut diagnostics);
+    let attachments = attach::attach(&index, &gateways, &mut diagnostics);
+
+    // Backends are resolved once per route, so a route on several listeners
+    // reports each backend problem once.
+    let mut groups_of: HashMap<RouteId, Vec<BackendGroup>> = HashMap::new();
+    for route in &attachments.parented {
+        let groups = backends::groups(&index, index.routes[route.0], &mut diagnostics);
+        groups_of.insert(*route, groups);
+    }
+
+    let mut listeners = Vec::new();
+    let mut owners: HashMap<ServiceKey, Vec<(usize, usize)>> = HashMap::new();
+    for (g, gateway) in gateways.iter().enumerate() {
+        for (l, listener) in gateway.listeners.iter().enumerate() {
+            let Some(protocol) = listener.protocol else {
+                continue;
+            };
+            let carrier = attachments.carrier(g, l);
+            let groups = carrier
+                .and_then(|r| groups_of.get(&r))
+                .cloned()
+                .unwrap_or_default();
+            let route = carrier
+                .map(|r| index.routes[r.0].metadata.key())
+                .unwrap_or_default();
+            for &address in &gateway.addresses {
+                let built = build_listener(
+                    ListenerName {
+                        namespace: gateway.gateway.metadata.namespace.clone(),
+                        gateway: gateway.gateway.metadata.name.clone(),
+                        listener: listener.spec.name.clone(),
+                    },
+                    route.clone(),
+                    address,
+                    listener.spec.port,
+                    protocol,
+                    groups.clone(),
+                );
+                owners
+                    .entry(ServiceKey {
+                        endpoint: built.vip(),
+                        protocol,
+                    })
+                    .or_default()
+                    .push((g, l));
+                listeners.push(built);
+            }
+        }
+    }
+
+    // Neither side of a conflict wins: which one would depend on something
+    // other than the configuration's content.
+    let mut conflicted: HashSet<ServiceKey> = HashSet::new();
+    for (key, sides) in &owners {
+        if sides.len() < 2 {
+            continue;
+        }
+        conflicted.insert(*key);
+        for &(g, l) in sides {
+            let gateway = &gateways[g].gateway;
+            let listener = &gateways[g].listeners[l].spec;
+            let others: Vec<String> = sides
+                .iter()
+                .filter(|&&other| other != (g, l))
+                .map(|&(og, ol)| {
+                    format!(
+                        "{}/{}",
+                        gateways[og].gateway.metadata.key(),
+                        gateways[og].listeners[ol].spec.name
+                    )
+                })
+                .collect();
+            diagnostics.push(
+                Diagnostic::new(
+                    "Gateway",
+                    &gateway.metadata.namespace,
+                    &gateway.metadata.name,
+                    Reason::ProtocolConflict,
+                    format!(
+                        "{} {} is also served by {}; neither listener carries traffic there",
+                        key.protocol,
+                        key.endpoint,
+                        others.join(", ")
+                    ),
+                )
+                .on_listener(&listener.name),
+            );
+        }
+    }
+    listeners.retain(|l| {
+        !conflicted.contains(&ServiceKey {
+            endpoint: l.vip(),
+            protocol: l.protocol,
+        })
+    });
+    listeners.sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
+
+    diagnostics.sort();
+    diagnostics.dedup();
+    Resolution {
+        snapshot: Snapshot::new(generation, listeners),
+        diagnostics,
+    }
+}
+
+/// One listener of the snapshot: the carrier route's groups, flattened
+/// into backends and a slot table.
+fn build_listener(
+    name: ListenerName,
+    route: String,
+    address: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    groups: Vec<BackendGroup>,
+) -> Listener {
+    let backends = flatten(&groups);
+    let slots = build_slots(&groups, &backends);
+    Listener {
+        name,
+        route,
+        address,
+        port,
+        protocol,
+        groups,
+        backends,
+        slots,
+    }
+}
+
+/// Spreads each group's weight evenly over its endpoints. An endpoint
+/// listed by several groups is one backend (the dataplane rewrites to an
+/// endpoint, not to a group) whose weight is the sum of its shares, so
+/// traffic still splits as the weights say; it is attributed to the first
+/// group that lists it.
+fn flatten(groups: &[BackendGroup]) -> Vec<Backend> {
+    let mut by_endpoint: BTreeMap<Endpoint, (u32, f64)> = BTreeMap::new();
+    for (index, group) in groups.iter().enumerate() {
+        if group.endpoints.is_empty() {
+            continue;
+        }
+        let share = f64::from(group.weight) / group.endpoints.len() as f64;
+        for endpoint in &group.endpoints {
+            by_endpoint
+                .entry(*endpoint)
+                .or_insert((index as u32, 0.0))
+                .1 += share;
+        }
+    }
+    by_endpoint
+        .into_iter()
+        .map(|(endpoint, (group, effective_weight))| Backend {
+            endpoint,
+            group,
+            effective_weight,
+        })
+        .collect()
+}
+
+/// Index of a route in `Index::routes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RouteId(usize);
+
+/// Lookups over the resources, built once. Maps are keyed by
+/// `(namespace, name)`; iteration orders are by key, never by document.
+struct Index<'a> {
+    /// Names of GatewayClasses whose controller is Switchyard.
+    our_classes: HashSet<&'a str>,
+    gateways: BTreeMap<(&'a str, &'a str), &'a Gateway>,
+    /// Oldest first: the order in which routes claim listeners.
+    routes: Vec<&'a Route>,
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    /// By (namespace, service name), sorted by slice name.
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// By namespace.
+    grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
+    namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(resources: &'a Resources) -> Self {
+        let our_classes = resources
+            .gateway_classes
+            .iter()
+            .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
+            .map(|c| c.metadata.name.as_str())
+            .collect();
+        let gateways = resources
+            .gateways
+            .iter()
+            .map(|g| ((g.metadata.namespace.as_str(), g.metadata.name.as_str()), g))
+            .collect();
+        let mut routes: Vec<&Route> = resources.routes.iter().collect();
+        // Gateway API: on conflict the oldest route wins, then the first in
+        // alphabetical order of {namespace}/{name}. An object without a
+        // creationTimestamp has not been created yet: it is the newest.
+        routes.sort_by(|a, b| {
+            let key = |r: &'a Route| {
+                (
+                    r.metadata.creation_timestamp.is_none(),
+                    r.metadata.creation_timestamp.clone(),
+                    r.metadata.namespace.as_str(),
+                    r.metadata.name.as_str(),
+                    r.kind,
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        let services = resources
+            .services
+            .iter()
+            .map(|s| ((s.metadata.namespace.as_str(), s.metadata.name.as_str()), s))
+            .collect();
+        let mut slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &resources.endpoint_slices {
+            if let Some(service) = slice.service_name() {
+                slices
+                    .entry((slice.metadata.namespace.as_str(), service))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        for list in slices.values_mut() {
+            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        let mut grants: HashMap<&str, Vec<&ReferenceGrant>> = HashMap::new();
+        for grant in &resources.reference_grants {
+            grants
+                .entry(grant.metadata.namespace.as_str())
+                .or_default()
+                .push(grant);
+        }
+        let namespace_labels = resources
+            .namespaces
+            .iter()
+            .map(|n| (n.metadata.name.as_str(), &n.metadata.labels))
+            .collect();
+        Self {
+            our_classes,
+            gateways,
+            routes,
+            services,
+            slices,
+            grants,
+            namespace_labels,
+        }
+    }
+
+    /// Labels of a namespace as the API server would show them, including
+    /// the `kubernetes.io/metadata.name` label it adds to every namespace.
+    /// A namespace the file does not declare has only that label.
+    fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let mut labels = self
+            .namespace_labels
+            .get(namespace)
+            .map(|l| (*l).clone())
+            .unwrap_or_default();
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), namespace.to_owned());
+        labels
+    }
+}

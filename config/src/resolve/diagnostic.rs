@@ -1,0 +1,161 @@
+//! What resolution has to say about an object, shaped like the status
+//! condition a Gateway API controller would write: the object, the scope
+//! (a Gateway listener or a route's parent), the condition type, the spec's
+//! reason and a message. Structured so that status writing can be built on
+//! it later; this module never decides anything itself.
+
+use std::fmt;
+
+/// Condition types of Gateway, listener and route status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum ConditionType {
+    Accepted,
+    Programmed,
+    ResolvedRefs,
+    Conflicted,
+}
+
+impl ConditionType {
+    /// The condition status a diagnostic stands for: every diagnostic is a
+    /// problem, which is `False` except for `Conflicted`.
+    pub fn problem_status(self) -> bool {
+        matches!(self, Self::Conflicted)
+    }
+}
+
+/// Reasons, spelled as in the Gateway API spec (`apis/v1/*_types.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Reason {
+    /// Gateway `Accepted`: an address type Switchyard cannot serve.
+    UnsupportedAddress,
+    /// Gateway `Programmed`: no address to serve on.
+    AddressNotAssigned,
+    /// Listener `Accepted`: a protocol other than TCP or UDP.
+    UnsupportedProtocol,
+    /// Listener `ResolvedRefs`: allowedRoutes.kinds names a kind the
+    /// listener's protocol cannot carry.
+    InvalidRouteKinds,
+    /// Listener `Conflicted`: another listener serves the same VIP, port
+    /// and protocol.
+    ProtocolConflict,
+    /// Route `Accepted`: the parentRef matches no listener.
+    NoMatchingParent,
+    /// Route `Accepted`: matching listeners do not allow the route.
+    NotAllowedByListeners,
+    /// Route `ResolvedRefs`: the Service or its port does not exist.
+    BackendNotFound,
+    /// Route `ResolvedRefs`: cross-namespace reference without a grant.
+    RefNotPermitted,
+    /// Route `ResolvedRefs`: a backend kind other than core Service.
+    InvalidKind,
+}
+
+impl Reason {
+    pub fn condition(self) -> ConditionType {
+        match self {
+            Self::UnsupportedAddress | Self::UnsupportedProtocol => ConditionType::Accepted,
+            Self::NoMatchingParent | Self::NotAllowedByListeners => ConditionType::Accepted,
+            Self::AddressNotAssigned => ConditionType::Programmed,
+            Self::InvalidRouteKinds => ConditionType::ResolvedRefs,
+            Self::BackendNotFound | Self::RefNotPermitted | Self::InvalidKind => {
+                ConditionType::ResolvedRefs
+            }
+            Self::ProtocolConflict => ConditionType::Conflicted,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnsupportedAddress => "UnsupportedAddress",
+            Self::AddressNotAssigned => "AddressNotAssigned",
+            Self::UnsupportedProtocol => "UnsupportedProtocol",
+            Self::InvalidRouteKinds => "InvalidRouteKinds",
+            Self::ProtocolConflict => "ProtocolConflict",
+            Self::NoMatchingParent => "NoMatchingParent",
+            Self::NotAllowedByListeners => "NotAllowedByListeners",
+            Self::BackendNotFound => "BackendNotFound",
+            Self::RefNotPermitted => "RefNotPermitted",
+            Self::InvalidKind => "InvalidKind",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct Diagnostic {
+    /// `Gateway`, `TCPRoute`, `UDPRoute`.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Listener name, for listener conditions of a Gateway.
+    pub listener: Option<String>,
+    /// `namespace/gateway[/section]`, for a route's per-parent conditions.
+    pub parent: Option<String>,
+    pub condition: ConditionType,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            listener: None,
+            parent: None,
+            condition: reason.condition(),
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn on_listener(mut self, listener: &str) -> Self {
+        self.listener = Some(listener.to_owned());
+        self
+    }
+
+    pub fn on_parent(mut self, parent: String) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// `Kind namespace/name`.
+    pub fn resource(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    /// `TCPRoute demo/echo (parent demo/edge): ResolvedRefs=False BackendNotFound: ...`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.resource())?;
+        if let Some(listener) = &self.listener {
+            write!(f, " (listener {listener})")?;
+        }
+        if let Some(parent) = &self.parent {
+            write!(f, " (parent {parent})")?;
+        }
+        let status = if self.condition.problem_status() {
+            "True"
+        } else {
+            "False"
+        };
+        write!(
+            f,
+            ": {:?}={status} {}: {}",
+            self.condition, self.reason, self.message
+        )
+    }
+}

@@ -1,0 +1,809 @@
+//! The Kubernetes objects Switchyard reads, as typed values: the subset of
+//! Gateway API (GatewayClass, Gateway, TCPRoute, UDPRoute, ReferenceGrant)
+//! and core objects (Service, EndpointSlice, Namespace) that L4 routing
+//! needs. Types carry the CRD defaults, and deserializing them applies the
+//! CRD validation (see `schema`), so a value that exists here is one an API
+//! server would have stored. This module never resolves references between
+//! objects: that is `resolve`'s job. Unknown fields are ignored, as a
+//! client of a newer API server would.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+pub use crate::schema::Timestamp;
+use crate::schema::{self, Checked};
+
+/// API group of the Gateway API kinds.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Label the API server puts on every Namespace; a file rarely spells it
+/// out, but allowedRoutes selectors commonly match on it.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+fn gateway_group() -> String {
+    GATEWAY_GROUP.to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// Meaningless for cluster-scoped kinds (GatewayClass, Namespace).
+    #[serde(default = "default_namespace", deserialize_with = "schema::name")]
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub creation_timestamp: Option<Timestamp>,
+    #[serde(default)]
+    pub generation: Option<i64>,
+}
+
+impl ObjectMeta {
+    /// `namespace/name`, how references and diagnostics name an object.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+// ---------------------------------------------------------------- GatewayClass
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClass {
+    pub metadata: ObjectMeta,
+    pub spec: GatewayClassSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayClassSpec {
+    #[serde(deserialize_with = "schema::name")]
+    pub controller_name: String,
+}
+
+// --------------------------------------------------------------------- Gateway
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Gateway {
+    pub metadata: ObjectMeta,
+    pub spec: GatewaySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    #[serde(deserialize_with = "schema::name")]
+    pub gateway_class_name: String,
+    #[serde(default, deserialize_with = "schema::checked_list::<_, _, 0, 16>")]
+    pub addresses: Vec<GatewayAddress>,
+    #[serde(deserialize_with = "schema::checked_list::<_, _, 1, 64>")]
+    pub listeners: Vec<Listener>,
+}
+
+pub const IP_ADDRESS_TYPE: &str = "IPAddress";
+
+fn ip_address_type() -> String {
+    IP_ADDRESS_TYPE.to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAddress {
+    /// `IPAddress`, `Hostname`, `NamedAddress` or a domain-prefixed type.
+    #[serde(rename = "type", default = "ip_address_type")]
+    pub address_type: String,
+    /// Optional: an empty value asks the implementation to assign one.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl GatewayAddress {
+    /// The address, when this is an `IPAddress` with a value.
+    pub fn ip(&self) -> Option<IpAddr> {
+        if self.address_type != IP_ADDRESS_TYPE {
+            return None;
+        }
+        self.value.as_deref()?.parse().ok()
+    }
+}
+
+impl Checked for GatewayAddress {
+    fn check(&self, earlier: &[Self]) -> Result<(), String> {
+        if self.address_type.is_empty() {
+            return Err("type: must not be empty".into());
+        }
+        if self.address_type == IP_ADDRESS_TYPE {
+            if let Some(value) = &self.value {
+                if value.parse::<IpAddr>().is_err() {
+                    return Err(format!(
+                        "value: invalid value {value:?}, expected an IPv4 or IPv6 address"
+                    ));
+                }
+            }
+        }
+        if self.value.is_some() && earlier.iter().any(|e| e == self) {
+            return Err(format!(
+                "{} values must be unique: {:?} is listed twice",
+                self.address_type,
+                self.value.as_deref().unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listener {
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    #[serde(deserialize_with = "schema::port")]
+    pub port: u16,
+    /// `TCP`, `UDP`, or a protocol Switchyard does not serve (`HTTP`, ...).
+    #[serde(deserialize_with = "schema::name")]
+    pub protocol: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub allowed_routes: AllowedRoutes,
+}
+
+impl Checked for Listener {
+    fn check(&self, earlier: &[Self]) -> Result<(), String> {
+        if earlier.iter().any(|e| e.name == self.name) {
+            return Err(format!(
+                "name: listener name {:?} is used twice; it must be unique within the Gateway",
+                self.name
+            ));
+        }
+        let host = |l: &Listener| l.hostname.clone().unwrap_or_default();
+        if let Some(twin) = earlier
+            .iter()
+            .find(|e| e.port == self.port && e.protocol == self.protocol && host(e) == host(self))
+        {
+            return Err(format!(
+                "port {} with protocol {} and the same hostname is already used by listener {:?}",
+                self.port, self.protocol, twin.name
+            ));
+        }
+        if matches!(self.protocol.as_str(), "TCP" | "UDP")
+            && self.hostname.as_deref().is_some_and(|h| !h.is_empty())
+        {
+            return Err(format!(
+                "hostname: must not be specified for protocol {}",
+                self.protocol
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllowedRoutes {
+    #[serde(default)]
+    pub namespaces: RouteNamespaces,
+    /// Empty: the kinds the listener's protocol supports.
+    #[serde(default, deserialize_with = "schema::list::<_, _, 0, 8>")]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteNamespaces {
+    #[serde(default)]
+    pub from: FromNamespaces,
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum FromNamespaces {
+    All,
+    #[default]
+    Same,
+    Selector,
+    /// Gateway API v1.3+: routes from no namespace; listener takes none.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteGroupKind {
+    #[serde(default = "gateway_group")]
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+impl LabelSelector {
+    /// Kubernetes semantics: every term must hold; an empty selector
+    /// matches everything.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|req| {
+                let value = labels.get(&req.key);
+                match req.operator {
+                    SelectorOperator::In => value.is_some_and(|v| req.values.contains(v)),
+                    SelectorOperator::NotIn => value.is_none_or(|v| !req.values.contains(v)),
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+// ---------------------------------------------------------- TCPRoute, UDPRoute
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    Tcp,
+    Udp,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCPRoute",
+            Self::Udp => "UDPRoute",
+        }
+    }
+
+    /// The listener protocol (and Service port protocol) this kind serves.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Udp => "UDP",
+        }
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A TCPRoute or a UDPRoute: at L4 they have the same shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub kind: RouteKind,
+    /// `v1` or `v1alpha2`; they differ only in how many rules they allow.
+    pub api_version: String,
+    pub metadata: ObjectMeta,
+    pub spec: RouteSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub parent_refs: Vec<ParentReference>,
+    pub rules: Vec<RouteRule>,
+}
+
+/// A route as a document of a given version: `v1` allows exactly one rule,
+/// `v1alpha2` up to 16.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RouteDoc<const MAX_RULES: usize> {
+    metadata: ObjectMeta,
+    spec: RouteSpecDoc<MAX_RULES>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteSpecDoc<const MAX_RULES: usize> {
+    #[serde(default, deserialize_with = "schema::checked_list::<_, _, 0, 32>")]
+    parent_refs: Vec<ParentReference>,
+    #[serde(deserialize_with = "schema::list::<_, _, 1, MAX_RULES>")]
+    rules: Vec<RouteRule>,
+}
+
+impl<const MAX_RULES: usize> Checked for RouteDoc<MAX_RULES> {
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<const MAX_RULES: usize> RouteDoc<MAX_RULES> {
+    pub(crate) fn into_route(self, kind: RouteKind, api_version: &str) -> Route {
+        Route {
+            kind,
+            api_version: api_version.to_owned(),
+            metadata: self.metadata,
+            spec: RouteSpec {
+                parent_refs: self.spec.parent_refs,
+                rules: self.spec.rules,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentReference {
+    #[serde(default = "gateway_group")]
+    pub group: String,
+    #[serde(default = "ParentReference::default_kind")]
+    pub kind: String,
+    /// Absent: the route's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    #[serde(default)]
+    pub section_name: Option<String>,
+    #[serde(default, deserialize_with = "schema::opt_port")]
+    pub port: Option<u16>,
+}
+
+impl ParentReference {
+    fn default_kind() -> String {
+        "Gateway".to_owned()
+    }
+
+    fn same_parent(&self, other: &Self) -> bool {
+        let ns = |p: &Self| p.namespace.clone().unwrap_or_default();
+        self.group == other.group
+            && self.kind == other.kind
+            && self.name == other.name
+            && ns(self) == ns(other)
+    }
+}
+
+impl Checked for ParentReference {
+    /// The two CEL rules on `spec.parentRefs`.
+    fn check(&self, earlier: &[Self]) -> Result<(), String> {
+        let has_section = |p: &Self| p.section_name.as_deref().is_some_and(|s| !s.is_empty());
+        for e in earlier.iter().filter(|e| e.same_parent(self)) {
+            if has_section(e) != has_section(self) || e.port.is_some() != self.port.is_some() {
+                return Err(format!(
+                    "sectionName or port must be specified when parentRefs includes 2 or more \
+                     references to the same parent ({})",
+                    self.name
+                ));
+            }
+            if e.section_name == self.section_name && e.port == self.port {
+                return Err(format!(
+                    "sectionName or port must be unique when parentRefs includes 2 or more \
+                     references to the same parent ({})",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRule {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "schema::checked_list::<_, _, 1, 16>")]
+    pub backend_refs: Vec<BackendRef>,
+}
+
+fn weight_one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendRef {
+    /// `""` is the core group.
+    #[serde(default)]
+    pub group: String,
+    #[serde(default = "BackendRef::default_kind")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// Absent: the route's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default, deserialize_with = "schema::opt_port")]
+    pub port: Option<u16>,
+    #[serde(default = "weight_one", deserialize_with = "schema::weight")]
+    pub weight: u32,
+}
+
+impl BackendRef {
+    fn default_kind() -> String {
+        "Service".to_owned()
+    }
+
+    pub fn is_service(&self) -> bool {
+        self.group.is_empty() && self.kind == "Service"
+    }
+}
+
+impl Checked for BackendRef {
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        if self.is_service() && self.port.is_none() {
+            return Err(format!(
+                "port: required for a Service reference (backendRef {:?})",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+}
+
+// -------------------------------------------------------------- ReferenceGrant
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrant {
+    pub metadata: ObjectMeta,
+    pub spec: ReferenceGrantSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    #[serde(deserialize_with = "schema::list::<_, _, 1, 16>")]
+    pub from: Vec<ReferenceGrantFrom>,
+    #[serde(deserialize_with = "schema::list::<_, _, 1, 16>")]
+    pub to: Vec<ReferenceGrantTo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantFrom {
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantTo {
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    /// Absent: every object of the kind in the grant's namespace.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+// --------------------------------------------------------------------- Service
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    #[serde(default, deserialize_with = "schema::checked_list::<_, _, 0, 1024>")]
+    pub ports: Vec<ServicePort>,
+    #[serde(default, rename = "type")]
+    pub service_type: Option<String>,
+    #[serde(default)]
+    pub session_affinity: Option<String>,
+    #[serde(default)]
+    pub publish_not_ready_addresses: bool,
+}
+
+fn tcp() -> String {
+    "TCP".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "schema::port")]
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    /// Absent: the same number as `port`.
+    #[serde(default)]
+    pub target_port: Option<TargetPort>,
+}
+
+impl ServicePort {
+    /// The name EndpointSlice ports are matched on; unnamed is `""`.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    /// The numeric target port, if the target is not a named container port.
+    pub fn numeric_target(&self) -> Option<u16> {
+        match &self.target_port {
+            None => Some(self.port),
+            Some(TargetPort::Number(n)) => Some(*n),
+            Some(TargetPort::Name(_)) => None,
+        }
+    }
+}
+
+impl Checked for ServicePort {
+    fn check(&self, earlier: &[Self]) -> Result<(), String> {
+        if !earlier.is_empty()
+            && (self.name().is_empty() || earlier.iter().any(|e| e.name().is_empty()))
+        {
+            return Err("name: required when a Service has more than one port".into());
+        }
+        if earlier.iter().any(|e| e.name() == self.name()) {
+            return Err(format!("name: port name {:?} is used twice", self.name()));
+        }
+        if earlier
+            .iter()
+            .any(|e| e.port == self.port && e.protocol == self.protocol)
+        {
+            return Err(format!(
+                "port {}/{} is listed twice",
+                self.port, self.protocol
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `IntOrString`: a port number or a container port name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for TargetPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetPort;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number 1..=65535 or a port name")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TargetPort, E> {
+                match u16::try_from(v) {
+                    Ok(n) if n > 0 => Ok(TargetPort::Number(n)),
+                    _ => Err(E::custom(format_args!(
+                        "invalid value {v}, expected 1..=65535"
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TargetPort, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(format_args!(
+                        "invalid value {v}, expected 1..=65535"
+                    ))),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetPort, E> {
+                if v.is_empty() {
+                    return Err(E::custom("must not be empty"));
+                }
+                Ok(TargetPort::Name(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// --------------------------------------------------------------- EndpointSlice
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    pub metadata: ObjectMeta,
+    pub address_type: AddressType,
+    #[serde(default, deserialize_with = "schema::list::<_, _, 0, 1000>")]
+    pub endpoints: Vec<SliceEndpoint>,
+    /// Absent or empty: the slice does not say, and the Service's target
+    /// port applies.
+    #[serde(default)]
+    pub ports: Option<Vec<EndpointPort>>,
+}
+
+impl EndpointSlice {
+    /// Name of the Service this slice belongs to.
+    pub fn service_name(&self) -> Option<&str> {
+        self.metadata
+            .labels
+            .get(SERVICE_NAME_LABEL)
+            .map(String::as_str)
+    }
+}
+
+impl Checked for EndpointSlice {
+    /// The API server validates addresses against `addressType`.
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        for (i, endpoint) in self.endpoints.iter().enumerate() {
+            for (j, address) in endpoint.addresses.iter().enumerate() {
+                let ok = match self.address_type {
+                    AddressType::IPv4 => address.parse::<std::net::Ipv4Addr>().is_ok(),
+                    AddressType::IPv6 => address.parse::<std::net::Ipv6Addr>().is_ok(),
+                    AddressType::FQDN => true,
+                };
+                if !ok {
+                    return Err(format!(
+                        "endpoints[{i}].addresses[{j}]: invalid value {address:?}, expected an {:?} address",
+                        self.address_type
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::upper_case_acronyms)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AddressType {
+    IPv4,
+    IPv6,
+    FQDN,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceEndpoint {
+    #[serde(deserialize_with = "schema::list::<_, _, 1, 100>")]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub conditions: EndpointConditions,
+}
+
+/// Absent conditions mean "unknown", which Kubernetes reads as ready for
+/// `ready`, as `ready` for `serving`, and as false for `terminating`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointConditions {
+    #[serde(default)]
+    pub ready: Option<bool>,
+    #[serde(default)]
+    pub serving: Option<bool>,
+    #[serde(default)]
+    pub terminating: Option<bool>,
+}
+
+impl EndpointConditions {
+    pub fn is_ready(&self) -> bool {
+        self.ready.unwrap_or(true)
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.unwrap_or_else(|| self.is_ready())
+    }
+
+    pub fn is_terminating(&self) -> bool {
+        self.terminating.unwrap_or(false)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "schema::opt_port")]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+impl EndpointPort {
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
+// ------------------------------------------------------------------- Namespace
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    pub metadata: ObjectMeta,
+}
+
+macro_rules! unchecked {
+    ($($t:ty),*) => {
+        $(impl Checked for $t {
+            fn check(&self, _: &[Self]) -> Result<(), String> {
+                Ok(())
+            }
+        })*
+    };
+}
+unchecked!(GatewayClass, Gateway, ReferenceGrant, Service, Namespace);
+
+// ------------------------------------------------------------------ collection
+
+/// A document of a kind Switchyard does not read (Deployments, HTTPRoutes,
+/// ...). Kept so tools can say what was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub api_version: String,
+    pub kind: String,
+    pub name: Option<String>,
+    /// 1-based line of the document in its file.
+    pub line: usize,
+}
+
+/// Everything read from one or more files, in document order. Resolution
+/// does not depend on that order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub gateway_classes: Vec<GatewayClass>,
+    pub gateways: Vec<Gateway>,
+    /// TCPRoutes and UDPRoutes.
+    pub routes: Vec<Route>,
+    pub reference_grants: Vec<ReferenceGrant>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub namespaces: Vec<Namespace>,
+    pub ignored: Vec<Ignored>,
+}
+
+impl Resources {
+    /// Adds the objects of another file.
+    pub fn extend(&mut self, other: Resources) {
+        self.gateway_classes.extend(other.gateway_classes);
+        self.gateways.extend(other.gateways);
+        self.routes.extend(other.routes);
+        self.reference_grants.extend(other.reference_grants);
+        self.services.extend(other.services);
+        self.endpoint_slices.extend(other.endpoint_slices);
+        self.namespaces.extend(other.namespaces);
+        self.ignored.extend(other.ignored);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.gateway_classes.is_empty()
+            && self.gateways.is_empty()
+            && self.routes.is_empty()
+            && self.reference_grants.is_empty()
+            && self.services.is_empty()
+            && self.endpoint_slices.is_empty()
+            && self.namespaces.is_empty()
+    }
+}

@@ -1,0 +1,376 @@
+//! The CRD schema rules an API server would enforce, applied while a file is
+//! deserialized. A static file never passes through an API server, so the
+//! ranges, list sizes and cross-field rules of the Gateway API CRDs (v1.6.1)
+//! are checked here. Every check runs *inside* the visitor of the value it
+//! judges: serde_norway stamps an error with the position and path of the
+//! innermost value being deserialized when the error is raised, so a check
+//! made after the value has been returned would be blamed on its parent.
+//! This module must never decide routing semantics; it only rejects what the
+//! schema rejects.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// A value that the schema constrains beyond its type, possibly relative to
+/// the items before it in the same list (CEL `self.all(...)` rules).
+pub(crate) trait Checked: Sized {
+    fn check(&self, earlier: &[Self]) -> Result<(), String>;
+}
+
+/// An integer field with an inclusive range, e.g. `port` (1..=65535).
+fn ranged<'de, D: Deserializer<'de>>(
+    d: D,
+    min: i64,
+    max: i64,
+    what: &'static str,
+) -> Result<i64, D::Error> {
+    struct Ranged {
+        min: i64,
+        max: i64,
+        what: &'static str,
+    }
+    impl Ranged {
+        fn judge<E: de::Error>(&self, v: i128) -> Result<i64, E> {
+            if v < i128::from(self.min) || v > i128::from(self.max) {
+                return Err(E::custom(format_args!(
+                    "invalid value {v}, expected {}..={}",
+                    self.min, self.max
+                )));
+            }
+            // In range of two i64 bounds, so the conversion cannot fail.
+            i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+    }
+    impl<'de> Visitor<'de> for Ranged {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "{} (an integer {}..={})", self.what, self.min, self.max)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            self.judge(i128::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            self.judge(i128::from(v))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<i64, E> {
+            self.judge(v)
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<i64, E> {
+            self.judge(i128::try_from(v).unwrap_or(i128::MAX))
+        }
+    }
+    d.deserialize_any(Ranged { min, max, what })
+}
+
+/// `PortNumber`: int32, 1..=65535.
+pub(crate) fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    let v = ranged(d, 1, 65535, "a port number")?;
+    u16::try_from(v).map_err(|_| de::Error::custom("port out of range"))
+}
+
+pub(crate) fn opt_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    struct Port(u16);
+    impl<'de> Deserialize<'de> for Port {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            port(d).map(Port)
+        }
+    }
+    Ok(Option::<Port>::deserialize(d)?.map(|p| p.0))
+}
+
+/// `BackendRef.weight`: int32, 0..=1000000.
+pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = ranged(d, 0, 1_000_000, "a weight")?;
+    u32::try_from(v).map_err(|_| de::Error::custom("weight out of range"))
+}
+
+/// Object and reference names: required and `minLength: 1` in every CRD.
+pub(crate) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Name;
+    impl<'de> Visitor<'de> for Name {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a non-empty name")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.is_empty() {
+                return Err(E::custom("must not be empty"));
+            }
+            if v.len() > 253 {
+                return Err(E::custom(format_args!(
+                    "is {} characters long, at most 253 allowed",
+                    v.len()
+                )));
+            }
+            Ok(v.to_owned())
+        }
+    }
+    d.deserialize_str(Name)
+}
+
+/// A list with `minItems`/`maxItems`, whose items are mappings checked
+/// against the items before them.
+pub(crate) fn checked_list<'de, D, T, const MIN: usize, const MAX: usize>(
+    d: D,
+) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Checked,
+{
+    d.deserialize_seq(ListVisitor::<T, MIN, MAX, true>(PhantomData))
+}
+
+/// A list with `minItems`/`maxItems` and no per-item rule.
+pub(crate) fn list<'de, D, T, const MIN: usize, const MAX: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    d.deserialize_seq(ListVisitor::<Unchecked<T>, MIN, MAX, false>(PhantomData))
+        .map(|items| items.into_iter().map(|u| u.0).collect())
+}
+
+/// Adapter so that `list` can share the visitor of `checked_list`.
+struct Unchecked<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Unchecked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Unchecked)
+    }
+}
+
+impl<T> Checked for Unchecked<T> {
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+struct ListVisitor<T, const MIN: usize, const MAX: usize, const CHECK: bool>(PhantomData<T>);
+
+impl<'de, T, const MIN: usize, const MAX: usize, const CHECK: bool> Visitor<'de>
+    for ListVisitor<T, MIN, MAX, CHECK>
+where
+    T: Deserialize<'de> + Checked,
+{
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a list of {MIN}..={MAX} items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items: Vec<T> = Vec::new();
+        loop {
+            let next = if CHECK {
+                seq.next_element_seed(ItemSeed { earlier: &items })?
+            } else {
+                seq.next_element::<T>()?
+            };
+            let Some(item) = next else { break };
+            if items.len() == MAX {
+                return Err(de::Error::custom(format_args!(
+                    "more than {MAX} items, at most {MAX} allowed"
+                )));
+            }
+            items.push(item);
+        }
+        if items.len() < MIN {
+            return Err(de::Error::custom(format_args!(
+                "{} items, at least {MIN} required",
+                items.len()
+            )));
+        }
+        Ok(items)
+    }
+}
+
+/// Deserializes one list item as a mapping and checks it while the mapping
+/// is still the innermost value, so an error names the item's own line and
+/// index (`spec.listeners[1]`), not the list's.
+struct ItemSeed<'a, T> {
+    earlier: &'a [T],
+}
+
+impl<'de, T> DeserializeSeed<'de> for ItemSeed<'_, T>
+where
+    T: Deserialize<'de> + Checked,
+{
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T> Visitor<'de> for ItemSeed<'_, T>
+where
+    T: Deserialize<'de> + Checked,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        let item = T::deserialize(MapAccessDeserializer::new(map))?;
+        item.check(self.earlier).map_err(de::Error::custom)?;
+        Ok(item)
+    }
+}
+
+/// A whole document (or any mapping) checked once, with no siblings.
+pub(crate) fn checked<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Checked,
+{
+    ItemSeed::<T> { earlier: &[] }.deserialize(d)
+}
+
+/// `metav1.Time`: RFC 3339 in UTC or with an offset, kept as an instant so
+/// that route age compares correctly across offsets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Seconds since the Unix epoch.
+    pub seconds: i64,
+    pub nanos: u32,
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Rfc3339;
+        impl<'de> Visitor<'de> for Rfc3339 {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an RFC 3339 date-time such as 2024-05-01T12:00:00Z")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
+                parse_rfc3339(v).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "invalid value {v:?}, expected an RFC 3339 date-time such as 2024-05-01T12:00:00Z"
+                    ))
+                })
+            }
+        }
+        d.deserialize_str(Rfc3339)
+    }
+}
+
+fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    fn digits(s: &str) -> Option<i64> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = digits(s.get(0..4)?)?;
+    let month = digits(s.get(5..7)?)?;
+    let day = digits(s.get(8..10)?)?;
+    let hour = digits(s.get(11..13)?)?;
+    let minute = digits(s.get(14..16)?)?;
+    let second = digits(s.get(17..19)?)?;
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    let mut nanos = 0u32;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if len == 0 {
+            return None;
+        }
+        // Digits past nanoseconds carry no ordering a Kubernetes object can have.
+        let kept = frac.get(..len.min(9))?;
+        let scale = 10u32.pow(9 - kept.len() as u32);
+        nanos = u32::try_from(digits(kept)?).ok()?.checked_mul(scale)?;
+        rest = frac.get(len..)?;
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let ob = rest.as_bytes();
+            if ob.len() != 6 || ob[3] != b':' {
+                return None;
+            }
+            let sign = match ob[0] {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let oh = digits(rest.get(1..3)?)?;
+            let om = digits(rest.get(4..6)?)?;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
+        }
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(Timestamp { seconds, nanos })
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_offsets_compare_as_instants() {
+        let utc = parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
+        let plus_two = parse_rfc3339("2024-05-01T13:30:00+02:00").unwrap();
+        assert!(plus_two < utc);
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap().seconds, 0);
+        assert_eq!(
+            parse_rfc3339("1970-01-01T00:00:01.5Z").unwrap(),
+            Timestamp {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+    }
+
+    #[test]
+    fn rfc3339_rejects_garbage_without_panicking() {
+        for bad in [
+            "",
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T00:00:00",
+            "2024-05-01T00:00:00.Z",
+            "2024-05-01T00:00:00+2:00",
+            "2024-05-01T00:00:00é",
+            "２０２４-05-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

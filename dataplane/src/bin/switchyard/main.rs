@@ -1,0 +1,87 @@
+//! `switchyard`: the load-balancer appliance.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use switchyard_dataplane::afxdp::ZeroCopy;
+use yardctl::proto::DEFAULT_CONTROL_SOCKET;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "L4 load balancer on XDP and AF_XDP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the listeners of a Gateway API config on the given interfaces.
+    Run(RunArgs),
+    /// Read a config file and print what it compiles to, without serving it.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Gateway API YAML (multi-document).
+    #[arg(long)]
+    config: PathBuf,
+    /// Interface to serve on; repeat for a client side and a backend side.
+    #[arg(long = "interface", required = true)]
+    interfaces: Vec<String>,
+    /// Queues (and workers) per interface; default: the interface's rx queues.
+    #[arg(long)]
+    queues: Option<u32>,
+    /// Cores to pin workers to, e.g. `2,3`; worker q gets the q-th (cycling).
+    #[arg(long, value_delimiter = ',')]
+    cores: Option<Vec<usize>>,
+    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+    /// AF_XDP zero-copy: `auto` falls back to copy mode where the driver lacks it.
+    #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
+    zero_copy: ZeroCopy,
+    /// XDP attach mode: `auto` tries native (driver) mode, then generic.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    xdp_mode: XdpModeArg,
+    /// Flows each worker tracks at most.
+    #[arg(long, default_value_t = 65536)]
+    flow_capacity: usize,
+    /// Seed of the flow hash; LB nodes sharing traffic must use the same one.
+    #[arg(long, default_value_t = 0)]
+    hash_seed: u32,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(short, long, value_enum, default_value_t = check::Output::Table)]
+    output: check::Output,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Check(args) => check::check(args),
+    };
+    if let Err(err) = result {
+        eprintln!("switchyard: {err:#}");
+        std::process::exit(1);
+    }
+}

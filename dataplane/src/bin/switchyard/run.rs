@@ -1,0 +1,267 @@
+//! `switchyard run`: bring up XDP steering, AF_XDP workers and the control
+//! socket, then wait for a signal and take it all down again.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use arc_swap::ArcSwap;
+use crossbeam::channel;
+use nix::sys::signal::{SigSet, Signal};
+use switchyard_config::snapshot::Snapshot;
+use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
+use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
+use switchyard_dataplane::interfaces;
+use switchyard_dataplane::neighbor::NeighborResolver;
+use switchyard_dataplane::worker::{Worker, WorkerSettings};
+use switchyard_xdp::{AttachMode, ServiceMatch, Steering};
+use yardctl::proto::InterfaceStatus;
+
+use crate::{RunArgs, XdpModeArg};
+
+/// How long startup waits for the kernel to resolve backends' MACs; flows
+/// to a backend still unresolved after this are dropped (and counted) until
+/// it resolves.
+const NEIGHBOUR_PRIME_DEADLINE: Duration = Duration::from_secs(3);
+
+pub fn run(args: RunArgs) -> Result<()> {
+    // Signals are taken synchronously by the main thread; every thread
+    // spawned below inherits the mask, so none is interrupted by them.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    let resolution = switchyard_config::compile_file(&args.config, 1)
+        .with_context(|| format!("reading config file {}", args.config.display()))?;
+    for diagnostic in &resolution.diagnostics {
+        log::warn!("config: {diagnostic}");
+    }
+    let snapshot = resolution.snapshot;
+    log::info!(
+        "config {}: {} listeners",
+        args.config.display(),
+        snapshot.listeners.len()
+    );
+
+    let mut ports = Vec::new();
+    for name in &args.interfaces {
+        let ifindex = interfaces::ifindex(name)?;
+        ports.push(PortSpec {
+            name: name.clone(),
+            ifindex,
+        });
+    }
+    let available = ports
+        .iter()
+        .map(|p| interfaces::rx_queue_count(&p.name))
+        .min()
+        .unwrap_or(1);
+    let queues = args.queues.unwrap_or(available);
+    if queues == 0 || queues > available {
+        bail!(
+            "--queues {queues}: the interfaces have {available} receive queue(s); \
+             traffic on a queue without a worker would bypass the load balancer"
+        );
+    }
+    if let Err(err) = switchyard_dataplane::afxdp::raise_memlock_limit() {
+        log::warn!(
+            "could not raise RLIMIT_MEMLOCK ({err}); AF_XDP needs CAP_IPC_LOCK or a higher limit"
+        );
+    }
+
+    let mut steering = Steering::load().context("loading the XDP steering program")?;
+    let mut interface_status = Vec::new();
+    for port in &ports {
+        let mode = steering
+            .attach(&port.name, attach_mode(args.xdp_mode))
+            .with_context(|| format!("attaching XDP to {}", port.name))?;
+        log::info!("{}: XDP attached in {mode} mode", port.name);
+        interface_status.push(InterfaceStatus {
+            name: port.name.clone(),
+            ifindex: port.ifindex,
+            xdp_mode: mode.to_string(),
+        });
+    }
+    steering
+        .set_local_addrs(&interfaces::local_ipv4_addresses()?)
+        .context("programming the node's own addresses")?;
+    let (vips, backends) = service_matches(&snapshot);
+    steering
+        .set_services(&vips, &backends)
+        .context("programming VIPs and backends into the XDP maps")?;
+
+    let ifindexes: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
+    let (resolver, neighbors) =
+        NeighborResolver::start(&ifindexes).context("starting the neighbour resolver")?;
+    let backend_addrs = backend_ipv4_addresses(&snapshot);
+    let unresolved = resolver.prime(&backend_addrs, NEIGHBOUR_PRIME_DEADLINE);
+    for addr in unresolved {
+        log::warn!(
+            "backend {addr}: no route or MAC address yet; its flows are dropped until it resolves"
+        );
+    }
+
+    let config = Arc::new(ArcSwap::from_pointee(snapshot));
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let settings = WorkerSettings {
+        flow_capacity: args.flow_capacity,
+        hash_seed: args.hash_seed,
+        ..WorkerSettings::default()
+    };
+    let mut handles = Vec::new();
+    let mut threads = Vec::new();
+    for queue in 0..queues {
+        let mut io = XskPorts::open(&ports, queue, &XskConfig::default())
+            .with_context(|| format!("opening AF_XDP sockets for queue {queue}"))?;
+        for (port, fd) in ports.iter().zip(io.socket_fds()) {
+            steering
+                .register_socket(port.ifindex, queue, fd)
+                .with_context(|| format!("registering the {} queue {queue} socket", port.name))?;
+        }
+        let core = match &args.cores {
+            Some(cores) if !cores.is_empty() => Some(cores[queue as usize % cores.len()]),
+            _ if !core_ids.is_empty() => Some(core_ids[queue as usize % core_ids.len()].id),
+            _ => None,
+        };
+        let modes: Vec<String> = io.modes().iter().map(|m| m.to_string()).collect();
+        log::info!(
+            "queue {queue}: worker on core {core:?}, AF_XDP {}",
+            modes.join(",")
+        );
+        let (requests, control) = channel::bounded(16);
+        handles.push(WorkerHandle {
+            queue,
+            core,
+            afxdp_modes: modes,
+            requests,
+        });
+        let worker = Worker::new(
+            queue,
+            ifindexes.clone(),
+            config.clone(),
+            neighbors.clone(),
+            control,
+            stop.clone(),
+            epoch,
+            settings,
+        );
+        threads.push(
+            thread::Builder::new()
+                .name(format!("worker-{queue}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            log::warn!("queue {queue}: could not pin to core {core}");
+                        }
+                    }
+                    worker.run(&mut io);
+                })
+                .context("spawning a worker thread")?,
+        );
+    }
+
+    let control = ControlServer::start(
+        &args.control_socket,
+        ControlState {
+            config_path: args.config.display().to_string(),
+            config: config.clone(),
+            interfaces: interface_status,
+            workers: handles,
+            epoch,
+        },
+    )?;
+    log::info!(
+        "serving {} listeners on {}; control socket {}",
+        config.load().listeners.len(),
+        args.interfaces.join(","),
+        args.control_socket.display()
+    );
+
+    loop {
+        match signals.wait().context("waiting for signals")? {
+            Signal::SIGHUP => {
+                log::info!("SIGHUP: config reload is not supported yet; keeping the running config")
+            }
+            signal => {
+                log::info!("{signal}: shutting down");
+                break;
+            }
+        }
+    }
+    // Detach first so traffic falls back to the kernel at once, then let the
+    // workers drain what is already in their rings.
+    steering.detach_all().context("detaching XDP")?;
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
+    resolver.stop();
+    drop(control);
+    log::info!("stopped");
+    Ok(())
+}
+
+fn attach_mode(arg: XdpModeArg) -> AttachMode {
+    match arg {
+        XdpModeArg::Auto => AttachMode::Auto,
+        XdpModeArg::Native => AttachMode::Native,
+        XdpModeArg::Generic => AttachMode::Generic,
+    }
+}
+
+/// VIPs to steer by destination, backend endpoints to steer replies by source.
+fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMatch>) {
+    let mut vips = Vec::new();
+    let mut backends = Vec::new();
+    for (index, listener) in snapshot.listeners.iter().enumerate() {
+        // Id 0 means "none" in the XDP maps.
+        let id = index as u32 + 1;
+        let IpAddr::V4(addr) = listener.address else {
+            log::warn!("{}: IPv6 VIPs are not served yet", listener.name);
+            continue;
+        };
+        vips.push(ServiceMatch {
+            addr,
+            port: listener.port,
+            protocol: listener.protocol as u8,
+            id,
+        });
+        for backend in &listener.backends {
+            if let IpAddr::V4(addr) = backend.endpoint.address {
+                backends.push(ServiceMatch {
+                    addr,
+                    port: backend.endpoint.port,
+                    protocol: listener.protocol as u8,
+                    id,
+                });
+            }
+        }
+    }
+    // An endpoint behind several listeners is one key in the XDP map: it only
+    // marks "steer replies from here", and workers look up the listener.
+    backends.sort_by_key(|b| (b.addr, b.port, b.protocol));
+    backends.dedup_by_key(|b| (b.addr, b.port, b.protocol));
+    (vips, backends)
+}
+
+fn backend_ipv4_addresses(snapshot: &Snapshot) -> Vec<Ipv4Addr> {
+    let mut addrs: Vec<Ipv4Addr> = snapshot
+        .listeners
+        .iter()
+        .flat_map(|l| l.backends.iter())
+        .filter_map(|b| match b.endpoint.address {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
