@@ -10,7 +10,7 @@ RELEASE := target/release
 # for libxdp (built from source by xsk-rs), iproute2 for the namespace tests.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2
 
-.PHONY: deps build demo test lint unit e2e bench fuzz soak clean
+.PHONY: deps build demo test lint bench fuzz clean
 
 deps:
 	@missing=""; \
@@ -43,8 +43,7 @@ bench: build
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
 fuzz: deps
-	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane -- --test-threads 2 proptest
-	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config -- --test-threads 2 proptest
+	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet:: neighbor::netlink::
 
 clean:
 	$(CARGO) clean

@@ -2,4 +2,5 @@
 //! it. The daemon depends on this crate for the same types, so both sides
 //! cannot drift apart.
 pub mod client;
+pub mod output;
 pub mod proto;

@@ -1,11 +1,13 @@
 //! `yardctl`: inspect a running Switchyard appliance.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use yardctl::client;
+use yardctl::output::emit;
 use yardctl::proto::{
     FlowsReport, Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
@@ -58,22 +60,22 @@ fn run(cli: Cli) -> Result<()> {
     };
     let response = client::request(&cli.control_socket, &request)?;
     if cli.output == Output::Json {
-        let json = match &response {
+        let mut json = match &response {
             Response::Status(r) => serde_json::to_string_pretty(r),
             Response::Stats(r) => serde_json::to_string_pretty(r),
             Response::Flows(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
-        println!("{json}");
-        return Ok(());
+        json.push('\n');
+        return Ok(emit(&json)?);
     }
-    match response {
-        Response::Status(r) => print_status(&r),
-        Response::Stats(r) => print_stats(&r),
-        Response::Flows(r) => print_flows(&r),
+    let text = match response {
+        Response::Status(r) => render_status(&r),
+        Response::Stats(r) => render_stats(&r),
+        Response::Flows(r) => render_flows(&r),
         Response::Error { message } => bail!("{message}"),
-    }
-    Ok(())
+    };
+    Ok(emit(&text)?)
 }
 
 fn table(header: &[&str]) -> Table {
@@ -93,9 +95,11 @@ fn right_align(table: &mut Table, from_column: usize) {
     }
 }
 
-fn print_status(r: &StatusReport) {
-    println!("switchyard {}  up {}s", r.version, r.uptime_secs);
-    println!(
+fn render_status(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "switchyard {}  up {}s", r.version, r.uptime_secs);
+    let _ = writeln!(
+        out,
         "config     {} (generation {})",
         r.config_path, r.config_generation
     );
@@ -107,7 +111,7 @@ fn print_status(r: &StatusReport) {
             i.xdp_mode.clone(),
         ]);
     }
-    println!("\n{interfaces}");
+    let _ = writeln!(out, "\n{interfaces}");
     let mut workers = table(&["QUEUE", "CORE", "AF_XDP"]);
     for w in &r.workers {
         workers.add_row(vec![
@@ -116,10 +120,12 @@ fn print_status(r: &StatusReport) {
             w.afxdp_modes.join(","),
         ]);
     }
-    println!("\n{workers}");
+    let _ = writeln!(out, "\n{workers}");
+    out
 }
 
-fn print_stats(r: &StatsReport) {
+fn render_stats(r: &StatsReport) -> String {
+    let mut out = String::new();
     let mut listeners = table(&["LISTENER", "PROTO", "VIP", "FLOWS", "PACKETS", "BYTES"]);
     for l in &r.listeners {
         listeners.add_row(vec![
@@ -132,7 +138,7 @@ fn print_stats(r: &StatsReport) {
         ]);
     }
     right_align(&mut listeners, 3);
-    println!("{listeners}");
+    let _ = writeln!(out, "{listeners}");
     let mut backends = table(&[
         "LISTENER", "BACKEND", "SERVICE", "FLOWS", "PACKETS", "BYTES",
     ]);
@@ -147,7 +153,7 @@ fn print_stats(r: &StatsReport) {
         ]);
     }
     right_align(&mut backends, 3);
-    println!("\n{backends}");
+    let _ = writeln!(out, "\n{backends}");
     let mut workers = table(&[
         "WORKER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS",
     ]);
@@ -162,20 +168,22 @@ fn print_stats(r: &StatsReport) {
         ]);
     }
     right_align(&mut workers, 1);
-    println!("\n{workers}");
+    let _ = writeln!(out, "\n{workers}");
     if r.drops.is_empty() {
-        println!("\nno drops");
+        let _ = writeln!(out, "\nno drops");
     } else {
         let mut drops = table(&["DROP REASON", "PACKETS"]);
         for (reason, count) in &r.drops {
             drops.add_row(vec![reason.clone(), count.to_string()]);
         }
         right_align(&mut drops, 1);
-        println!("\n{drops}");
+        let _ = writeln!(out, "\n{drops}");
     }
+    out
 }
 
-fn print_flows(r: &FlowsReport) {
+fn render_flows(r: &FlowsReport) -> String {
+    let mut out = String::new();
     let mut flows = table(&[
         "PROTO", "CLIENT", "VIP", "BACKEND", "PACKETS", "BYTES", "AGE", "IDLE",
     ]);
@@ -192,6 +200,7 @@ fn print_flows(r: &FlowsReport) {
         ]);
     }
     right_align(&mut flows, 4);
-    println!("{flows}");
-    println!("{} flows", r.flows.len());
+    let _ = writeln!(out, "{flows}");
+    let _ = writeln!(out, "{} flows", r.flows.len());
+    out
 }

@@ -1,6 +1,10 @@
 //! `switchyard check`: compile a config file offline and show the result.
 
+use std::fmt::Write as _;
+
 use anyhow::{Context, Result};
+
+use yardctl::output::emit;
 
 use crate::CheckArgs;
 
@@ -30,19 +34,31 @@ pub fn check(args: CheckArgs) -> Result<()> {
                 })).collect::<Vec<_>>(),
                 "diagnostics": resolution.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            Ok(emit(&(serde_json::to_string_pretty(&json)? + "\n"))?)
         }
         Output::Table => {
+            let mut out = String::new();
             for l in &resolution.snapshot.listeners {
-                println!("{} {} {} (route {})", l.name, l.protocol, l.vip(), l.route);
+                let _ = writeln!(
+                    out,
+                    "{} {} {} (route {})",
+                    l.name,
+                    l.protocol,
+                    l.vip(),
+                    l.route
+                );
                 for b in &l.backends {
-                    println!("    -> {}  weight {:.3}", b.endpoint, b.effective_weight);
+                    let _ = writeln!(
+                        out,
+                        "    -> {}  weight {:.3}",
+                        b.endpoint, b.effective_weight
+                    );
                 }
             }
             for d in &resolution.diagnostics {
-                println!("warning: {d}");
+                let _ = writeln!(out, "warning: {d}");
             }
+            Ok(emit(&out)?)
         }
     }
-    Ok(())
 }
