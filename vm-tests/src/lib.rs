@@ -1,1 +1,65 @@
+//! Switchyard's namespace test harness.
+//!
+//! Builds small networks out of network namespaces, veths and a bridge,
+//! runs echo servers as backends and real client sockets inside them, starts
+//! `switchyard run` in the load balancer's namespace and reads its counters
+//! through `yardctl`. Everything it creates is a guard: namespaces,
+//! processes, threads and temporary files go away on drop, also when a test
+//! panics. It only ever sends traffic to addresses inside namespaces it
+//! created (198.18.0.0/15) and only signals processes it started.
+//!
+//! Running it needs root (namespaces, setns) and, for the daemon tests, the
+//! release binaries: `make test` builds them first.
 
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod link;
+pub mod netns;
+pub mod poll;
+pub mod process;
+pub mod servers;
+pub mod tempdir;
+pub mod topology;
+
+pub use client::{tcp_exchange, tcp_exchange_keep_open, udp_exchange, Reply, IO_TIMEOUT};
+pub use config::{GatewaySpec, ListenerSpec, Protocol};
+pub use daemon::{yardctl_json, Daemon, DaemonOptions};
+pub use link::xdp_attached;
+pub use netns::{in_netns, Netns};
+pub use servers::{EchoPair, TcpEchoServer, UdpEchoServer};
+pub use tempdir::TempDir;
+pub use topology::{Backend, Shape, Topology};
+
+use std::path::Path;
+
+use anyhow::Result;
+
+impl Topology {
+    /// Starts echo servers on every backend: TCP on `tcp_port`, UDP on
+    /// `udp_port`, each replying with the backend's name.
+    pub fn start_backends(&self, tcp_port: u16, udp_port: u16) -> Result<Vec<EchoPair>> {
+        self.backends
+            .iter()
+            .map(|be| EchoPair::start(&be.ns, &be.name, tcp_port, udp_port))
+            .collect()
+    }
+
+    /// Starts the daemon on all LB interfaces with as many queues as the
+    /// topology's veths have.
+    pub fn start_daemon(&self, config: &Path) -> Result<Daemon> {
+        let opts = DaemonOptions::new(self.lb_interfaces()).queues(self.queues);
+        Daemon::start(&self.lb, config, &opts)
+    }
+
+    /// Whether any LB interface has an XDP program attached.
+    pub fn lb_interfaces_with_xdp(&self) -> Result<Vec<String>> {
+        let mut attached = Vec::new();
+        for dev in self.lb_interfaces() {
+            if xdp_attached(&self.lb, dev)? {
+                attached.push(dev.clone());
+            }
+        }
+        Ok(attached)
+    }
+}

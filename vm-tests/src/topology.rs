@@ -1,0 +1,305 @@
+//! The test networks: a client, a load-balancer node and two backends, each
+//! in its own namespace, wired with veths and a bridge.
+//!
+//! This module owns addressing and wiring; it does not start servers or the
+//! daemon. The veths are set up to behave like wires to a real NIC: senders
+//! towards the LB put full checksums in their frames (no checksum offload,
+//! no TSO) and the LB's peers accept XDP-transmitted frames (GRO, hence
+//! NAPI, on); see `link`. All addresses are in 198.18.0.0/15 (benchmarking range, RFC 2544)
+//! and live only inside the namespaces built here.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::link::{set_gro, set_tx_checksum, spread_tx_queues_by_cpu, wait_links_up};
+use crate::netns::{next_id, unique_name, Netns};
+
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+/// The LB node's own address on the client side.
+pub const LB_CLIENT_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+/// The LB node's own address on the backend side; the backends' gateway.
+pub const LB_BACKEND_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+/// The virtual IP the bundled demo config serves.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+/// Where the client routes VIP traffic (via the LB's client-side address).
+pub const VIP_NET: &str = "198.18.100.0/24";
+/// The backend subnet.
+pub const BACKEND_NET: &str = "198.18.2.0/24";
+/// Backend names and addresses, in order.
+pub const BACKENDS: [(&str, Ipv4Addr); 2] = [
+    ("be1", Ipv4Addr::new(198, 18, 2, 21)),
+    ("be2", Ipv4Addr::new(198, 18, 2, 22)),
+];
+
+const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the LB node is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// "Router on a stick": one LB interface `eth0` on a bridge shared by
+    /// client and backends, carrying both LB addresses.
+    SingleArm,
+    /// LB `eth0` on a point-to-point veth to the client, LB `eth1` on the
+    /// backends' bridge.
+    TwoArm,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    /// `be1`, `be2`: what its echo servers prefix replies with.
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub ns: Netns,
+}
+
+/// A built test network. Dropping it deletes every namespace, which also
+/// destroys the veths and the bridge inside them.
+#[derive(Debug)]
+pub struct Topology {
+    pub shape: Shape,
+    /// Queues on every veth end (`numtxqueues`/`numrxqueues`).
+    pub queues: u32,
+    pub client: Netns,
+    pub lb: Netns,
+    /// Holds the bridge `br0`.
+    pub switch: Netns,
+    pub backends: Vec<Backend>,
+    lb_interfaces: Vec<String>,
+}
+
+impl Topology {
+    /// Client, LB and backends all on one bridge; the LB has one interface
+    /// `eth0` with 198.18.1.1/24 and 198.18.2.1/24.
+    pub fn single_arm(queues: u32) -> Result<Topology> {
+        let mut topo = Topology::namespaces(Shape::SingleArm, queues)?;
+        topo.lb_interfaces = vec!["eth0".into()];
+        let q = queues;
+        veth(&topo.client, "eth0", &topo.switch, "client", q)?;
+        veth(&topo.lb, "eth0", &topo.switch, "lb", q)?;
+        topo.wire_backends()?;
+
+        topo.client_addressing()?;
+        let lb = &topo.lb;
+        lb.ip(&[
+            "addr",
+            "add",
+            &format!("{LB_CLIENT_SIDE_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        lb.ip(&[
+            "addr",
+            "add",
+            &format!("{LB_BACKEND_SIDE_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        lb.ip(&["link", "set", "dev", "eth0", "up"])?;
+        topo.attach_to_bridge(&["client", "lb"])?;
+        set_gro(&topo.switch, "lb", true)?;
+        topo.spread_lb_queues(&[(&topo.switch, "lb")])?;
+        topo.finish(&["client", "lb", "be1", "be2"])?;
+        Ok(topo)
+    }
+
+    /// Client <-> LB `eth0` point to point (198.18.1.0/24); LB `eth1`
+    /// (198.18.2.1/24) on the backends' bridge.
+    pub fn two_arm(queues: u32) -> Result<Topology> {
+        let mut topo = Topology::namespaces(Shape::TwoArm, queues)?;
+        topo.lb_interfaces = vec!["eth0".into(), "eth1".into()];
+        let q = queues;
+        veth(&topo.client, "eth0", &topo.lb, "eth0", q)?;
+        veth(&topo.lb, "eth1", &topo.switch, "lb", q)?;
+        topo.wire_backends()?;
+
+        topo.client_addressing()?;
+        let lb = &topo.lb;
+        lb.ip(&[
+            "addr",
+            "add",
+            &format!("{LB_CLIENT_SIDE_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        lb.ip(&[
+            "addr",
+            "add",
+            &format!("{LB_BACKEND_SIDE_ADDR}/24"),
+            "dev",
+            "eth1",
+        ])?;
+        lb.ip(&["link", "set", "dev", "eth0", "up"])?;
+        lb.ip(&["link", "set", "dev", "eth1", "up"])?;
+        topo.attach_to_bridge(&["lb"])?;
+        set_gro(&topo.client, "eth0", true)?;
+        set_gro(&topo.switch, "lb", true)?;
+        topo.spread_lb_queues(&[(&topo.client, "eth0"), (&topo.switch, "lb")])?;
+        topo.finish(&["lb", "be1", "be2"])?;
+        Ok(topo)
+    }
+
+    /// The LB node's interfaces, as named inside its namespace.
+    pub fn lb_interfaces(&self) -> &[String] {
+        &self.lb_interfaces
+    }
+
+    pub fn backend(&self, name: &str) -> &Backend {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or_else(|| panic!("no backend named {name}"))
+    }
+
+    /// The backend whose address is `addr`, if any.
+    pub fn backend_by_addr(&self, addr: Ipv4Addr) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.addr == addr)
+    }
+
+    /// Every namespace of the topology, for logs and cleanup checks.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names = vec![
+            self.client.name().to_owned(),
+            self.lb.name().to_owned(),
+            self.switch.name().to_owned(),
+        ];
+        names.extend(self.backends.iter().map(|b| b.ns.name().to_owned()));
+        names
+    }
+
+    /// Creates the namespaces and the bridge; nothing is wired yet. Every
+    /// namespace is a guard from the moment it exists, so a failure half way
+    /// removes what was made.
+    fn namespaces(shape: Shape, queues: u32) -> Result<Topology> {
+        if queues == 0 {
+            return Err(anyhow!("a topology needs at least one queue"));
+        }
+        let id = next_id();
+        let switch = Netns::with_name(unique_name(id, "sw"))?;
+        let client = Netns::with_name(unique_name(id, "client"))?;
+        let lb = Netns::with_name(unique_name(id, "lb"))?;
+        let mut backends = Vec::new();
+        for (name, addr) in BACKENDS {
+            let ns = Netns::with_name(unique_name(id, name))?;
+            backends.push(Backend {
+                name: name.to_owned(),
+                addr,
+                ns,
+            });
+        }
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "dev", "br0", "up"])?;
+        // Neither end forwards; the LB node is a host unless switchyard
+        // makes it more (and the harness self-test turns this on itself).
+        lb.sysctl("net/ipv4/ip_forward", "0")?;
+        Ok(Topology {
+            shape,
+            queues,
+            client,
+            lb,
+            switch,
+            backends,
+            lb_interfaces: Vec::new(),
+        })
+    }
+
+    /// With several queues, makes the LB's peers pick the LB's receive
+    /// queue by sending CPU, so a test can load every queue by running
+    /// clients on different CPUs.
+    fn spread_lb_queues(&self, peers: &[(&Netns, &str)]) -> Result<()> {
+        if self.queues > 1 {
+            for (ns, dev) in peers {
+                spread_tx_queues_by_cpu(ns, dev, self.queues)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn wire_backends(&self) -> Result<()> {
+        for be in &self.backends {
+            veth(&be.ns, "eth0", &self.switch, &be.name, self.queues)?;
+            be.ns
+                .ip(&["addr", "add", &format!("{}/24", be.addr), "dev", "eth0"])?;
+            be.ns.ip(&["link", "set", "dev", "eth0", "up"])?;
+            set_tx_checksum(&be.ns, "eth0", false)?;
+            be.ns.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &LB_BACKEND_SIDE_ADDR.to_string(),
+            ])?;
+            self.attach_to_bridge(&[&be.name])?;
+        }
+        Ok(())
+    }
+
+    fn client_addressing(&self) -> Result<()> {
+        let c = &self.client;
+        c.ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
+        c.ip(&["link", "set", "dev", "eth0", "up"])?;
+        set_tx_checksum(c, "eth0", false)?;
+        c.ip(&[
+            "route",
+            "add",
+            VIP_NET,
+            "via",
+            &LB_CLIENT_SIDE_ADDR.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    fn attach_to_bridge(&self, ports: &[&str]) -> Result<()> {
+        for port in ports {
+            self.switch
+                .ip(&["link", "set", "dev", port, "master", "br0"])?;
+            self.switch.ip(&["link", "set", "dev", port, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every veth end to report carrier, so the first test packet
+    /// does not race link setup.
+    fn finish(&self, switch_ports: &[&str]) -> Result<()> {
+        let lb_devs: Vec<&str> = self.lb_interfaces.iter().map(String::as_str).collect();
+        wait_links_up(&self.lb, &lb_devs, LINK_UP_TIMEOUT)?;
+        wait_links_up(&self.client, &["eth0"], LINK_UP_TIMEOUT)?;
+        for be in &self.backends {
+            wait_links_up(&be.ns, &["eth0"], LINK_UP_TIMEOUT)?;
+        }
+        let mut sw: Vec<&str> = switch_ports.to_vec();
+        sw.push("br0");
+        wait_links_up(&self.switch, &sw, LINK_UP_TIMEOUT)
+            .with_context(|| format!("topology {:?}", self.namespace_names()))
+    }
+}
+
+/// A veth pair with `a_dev` in `a` and `b_dev` in `b`, `queues` queues on
+/// both ends. Created inside the namespaces, so no name ever appears in the
+/// host namespace.
+fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str, queues: u32) -> Result<()> {
+    let q = queues.to_string();
+    a.ip(&[
+        "link",
+        "add",
+        a_dev,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ])?;
+    Ok(())
+}
