@@ -35,7 +35,8 @@ lint: deps
 
 # Unit tests and end-to-end tests share the release build the e2e tests run.
 test: build lint
-	$(CARGO) test --release --workspace -- --test-threads 2
+	set -o pipefail; $(CARGO) test --release --workspace -- --test-threads 2 2>&1 | tee target/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 bench: build
 	$(CARGO) run --release -p switchyard-perf --bin yard-bench
