@@ -228,6 +228,17 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it: no
+    /// shutdown code of its own runs.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("switchyard already stopped"))?;
+        signal_child(&child, Signal::SIGKILL)?;
+        Ok(child.wait()?)
+    }
+
     /// Sends SIGTERM and waits for the daemon to exit; returns its status.
     pub fn stop(&mut self) -> Result<ExitStatus> {
         let child = self

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use switchyard_vm_tests::client::pin_current_thread;
@@ -242,6 +243,25 @@ fn after_daemon_stops_node_traffic_works_and_no_xdp_left() -> Result<()> {
 
     let reply = tcp_exchange(lab.client(), own, "after")?;
     assert_eq!(reply.text, "lb after");
+    Ok(())
+}
+
+#[test]
+fn after_daemon_is_killed_node_traffic_works_and_no_xdp_left() -> Result<()> {
+    let mut lab = Lab::start(Topology::single_arm(1)?)?;
+    let own = SocketAddr::from((LB_CLIENT_SIDE_ADDR, 2222));
+    let _node_server = TcpEchoServer::start_on(&lab.topo.lb, "lb", own)?;
+    answered_by(&tcp_exchange(lab.client(), vip_tcp(), "before")?, "before");
+
+    let status = lab.daemon.kill()?;
+    assert!(!status.success(), "SIGKILL cannot be a clean exit");
+    // The program hangs off a bpf_link whose only fd died with the process,
+    // so the kernel detaches it without any help from Switchyard.
+    poll_until(Duration::from_secs(5), "XDP to be detached", || {
+        Ok(lab.topo.lb_interfaces_with_xdp()?.is_empty().then_some(()))
+    })?;
+    let reply = tcp_exchange(lab.client(), own, "after a crash")?;
+    assert_eq!(reply.text, "lb after a crash");
     Ok(())
 }
 
