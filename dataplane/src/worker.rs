@@ -162,8 +162,9 @@ impl Worker {
         let l2 = self.neighbors.table();
         self.fit_counters(&snapshot);
         let now = self.now_ns();
-        let outcome =
-            io.run_batch(&mut |port, frame| self.handle(&snapshot, &l2, now, port, frame));
+        // The egress port follows the route to the rewritten destination, so
+        // the ingress port plays no part in the decision.
+        let outcome = io.run_batch(&mut |_ingress, frame| self.handle(&snapshot, &l2, now, frame));
         self.stats.rx_packets += outcome.received as u64;
         self.stats.rx_bytes += outcome.received_bytes as u64;
         self.stats.tx_packets += outcome.transmitted as u64;
@@ -218,15 +219,7 @@ impl Worker {
         Verdict::Drop
     }
 
-    fn handle(
-        &mut self,
-        snapshot: &Snapshot,
-        l2: &L2Table,
-        now: u64,
-        port: usize,
-        frame: &mut [u8],
-    ) -> Verdict {
-        let _ = port;
+    fn handle(&mut self, snapshot: &Snapshot, l2: &L2Table, now: u64, frame: &mut [u8]) -> Verdict {
         let parsed = match packet::parse(frame) {
             Ok(parsed) => parsed,
             Err(error) => return self.drop_packet(error.into()),
