@@ -26,6 +26,9 @@ const TCP_RST: u8 = 0x04;
 /// How long an idle worker sleeps in poll(): also the worst-case latency of
 /// a control request to an idle worker.
 const IDLE_POLL_MS: i32 = 50;
+/// `l2_version` of a flow whose MACs came from a packet rather than from
+/// the kernel's table; no published table has this version.
+const PROVISIONAL_L2: u64 = u64::MAX;
 const DRAIN_BATCHES: usize = 64;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
@@ -162,9 +165,8 @@ impl Worker {
         let l2 = self.neighbors.table();
         self.fit_counters(&snapshot);
         let now = self.now_ns();
-        // The egress port follows the route to the rewritten destination, so
-        // the ingress port plays no part in the decision.
-        let outcome = io.run_batch(&mut |_ingress, frame| self.handle(&snapshot, &l2, now, frame));
+        let outcome =
+            io.run_batch(&mut |ingress, frame| self.handle(&snapshot, &l2, now, ingress, frame));
         self.stats.rx_packets += outcome.received as u64;
         self.stats.rx_bytes += outcome.received_bytes as u64;
         self.stats.tx_packets += outcome.transmitted as u64;
@@ -219,7 +221,14 @@ impl Worker {
         Verdict::Drop
     }
 
-    fn handle(&mut self, snapshot: &Snapshot, l2: &L2Table, now: u64, frame: &mut [u8]) -> Verdict {
+    fn handle(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        ingress: usize,
+        frame: &mut [u8],
+    ) -> Verdict {
         let parsed = match packet::parse(frame) {
             Ok(parsed) => parsed,
             Err(error) => return self.drop_packet(error.into()),
@@ -235,6 +244,12 @@ impl Worker {
                             entry.rewrite.eth_src = hop.src_mac;
                             entry.rewrite.eth_dst = hop.dst_mac;
                             entry.l2_version = l2.version();
+                        }
+                        // Until the kernel's entry reaches the table, a reply
+                        // entry pre-installed with the client frame's L2
+                        // header keeps using it.
+                        Err(_) if entry.l2_version == PROVISIONAL_L2 => {
+                            self.neighbors.request(entry.rewrite.ip_dst);
                         }
                         Err(reason) => {
                             let target = entry.rewrite.ip_dst;
@@ -257,6 +272,8 @@ impl Worker {
                 return Verdict::Transmit(egress);
             }
         }
+        // Read before the rewrite overwrites them.
+        let frame_macs = ethernet_addresses(frame);
         match self.decide(snapshot, l2, now, &parsed, bytes) {
             Ok(entry) => {
                 packet::apply(frame, &parsed, &entry.rewrite);
@@ -266,6 +283,9 @@ impl Worker {
                     self.stats.backends[listener][backend].flows += 1;
                 }
                 self.count(listener, backend, bytes);
+                if entry.direction == Direction::ToBackend {
+                    self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
+                }
                 // A full table still forwards: the decision is a pure function
                 // of the snapshot, so the next packet decides the same way.
                 self.flows.insert(key, entry);
@@ -273,6 +293,64 @@ impl Worker {
             }
             Err(reason) => self.drop_packet(reason),
         }
+    }
+
+    /// A new client whose MAC the kernel's table does not have yet: the
+    /// kernel learned it from the client's ARP request moments ago, but the
+    /// backend's answer can arrive before that entry reaches the workers, and
+    /// a lost first UDP reply is never retransmitted. The kernel would queue
+    /// the reply while resolving; this worker instead pre-installs the reply
+    /// entry with the L2 header of the client's own frame (reversed), used
+    /// only while the table has no entry and only when the route to the
+    /// client leaves by the interface the frame arrived on. Replies reaching
+    /// another queue first still wait for the table.
+    fn expect_reply(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        ingress: usize,
+        frame_macs: Option<([u8; 6], [u8; 6])>,
+        key: &FlowKey,
+        forward: &FlowEntry,
+    ) {
+        let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(key.src) else {
+            return;
+        };
+        let (Some((frame_dst, frame_src)), Some(&ingress_ifindex)) =
+            (frame_macs, self.port_ifindexes.get(ingress))
+        else {
+            return;
+        };
+        if ifindex != ingress_ifindex {
+            return;
+        }
+        self.neighbors.request(key.src);
+        let reply_key = FlowKey {
+            src: forward.rewrite.ip_dst,
+            dst: key.src,
+            src_port: forward.rewrite.dst_port,
+            dst_port: key.src_port,
+            protocol: key.protocol,
+        };
+        let reply = FlowEntry {
+            rewrite: Rewrite {
+                eth_src: frame_dst,
+                eth_dst: frame_src,
+                ip_src: key.dst,
+                ip_dst: key.src,
+                src_port: key.dst_port,
+                dst_port: key.src_port,
+            },
+            egress_port: ingress,
+            direction: Direction::ToClient,
+            generation: snapshot.generation,
+            l2_version: PROVISIONAL_L2,
+            packets: 0,
+            bytes: 0,
+            closing: false,
+            ..*forward
+        };
+        self.flows.insert(reply_key, reply);
     }
 
     fn count(&mut self, listener: usize, backend: usize, bytes: u64) {
@@ -395,6 +473,14 @@ impl Worker {
             closing: parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0,
         })
     }
+}
+
+/// Destination and source MAC of an Ethernet frame.
+fn ethernet_addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
+    Some((
+        frame.get(0..6)?.try_into().ok()?,
+        frame.get(6..12)?.try_into().ok()?,
+    ))
 }
 
 /// Egress port and L2 header for a packet to `destination`.

@@ -404,3 +404,51 @@ fn counters_follow_listener_backend_and_flow() {
     let per_backend: u64 = stats.backends[0].iter().map(|b| b.packets).sum();
     assert_eq!(per_backend, 3);
 }
+
+/// A client the kernel's table has no neighbour entry for yet.
+const NEW_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+const NEW_CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 11];
+
+#[test]
+fn first_reply_to_a_client_not_yet_in_the_neighbour_table_uses_its_frame_macs() {
+    let mut h = harness();
+    let request = udp_frame(
+        (NEW_CLIENT_MAC, LB_CLIENT_SIDE_MAC),
+        (NEW_CLIENT, 50000),
+        (VIP, 53),
+        b"q",
+    );
+    let backend = inspect(&h.send(0, request).expect("forwarded").1).dst;
+    let backend_mac = if backend.0 == BE1 { BE1_MAC } else { BE2_MAC };
+    let reply = udp_frame(
+        (backend_mac, LB_BACKEND_SIDE_MAC),
+        backend,
+        (NEW_CLIENT, 50000),
+        b"a",
+    );
+    let (port, out) = h.send(1, reply).expect("the first reply is not lost");
+    let seen = inspect(&out);
+    assert_eq!(port, 0, "back out of the interface the request came in on");
+    assert_eq!(
+        (seen.eth_src, seen.eth_dst),
+        (LB_CLIENT_SIDE_MAC, NEW_CLIENT_MAC)
+    );
+    assert_eq!(seen.src, (VIP, 53));
+    assert!(
+        h.neighbors.pending_requests() >= 1,
+        "the kernel is asked to resolve it"
+    );
+}
+
+#[test]
+fn reply_to_an_unresolved_client_without_a_request_seen_here_waits_for_the_table() {
+    let mut h = harness();
+    let reply = udp_frame(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        (BE1, 5353),
+        (NEW_CLIENT, 50001),
+        b"a",
+    );
+    assert!(h.send(1, reply).is_none());
+    assert_eq!(h.drops("neighbour_unresolved"), 1);
+}
