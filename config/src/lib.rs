@@ -1,6 +1,7 @@
 //! Gateway API resources in, a validated `Snapshot` out. Pure: no sockets,
 //! no threads, no clocks.
 pub mod load;
+pub mod maglev;
 pub mod resolve;
 pub mod resources;
 mod schema;

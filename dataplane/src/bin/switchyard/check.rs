@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use switchyard_config::snapshot::{Listener, Slot};
 
 use yardctl::output::emit;
 
@@ -17,6 +20,22 @@ pub enum Output {
 pub fn check(args: CheckArgs) -> Result<()> {
     let resolution = switchyard_config::compile_file(&args.config, 1)
         .with_context(|| format!("reading config file {}", args.config.display()))?;
+    if let Some(name) = &args.maglev {
+        let listeners = &resolution.snapshot.listeners;
+        let Some(listener) = listeners.iter().find(|l| l.name.to_string() == *name) else {
+            let known: Vec<String> = listeners.iter().map(|l| l.name.to_string()).collect();
+            bail!(
+                "no listener {name} in {}; listeners: {}",
+                args.config.display(),
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        return maglev(listener, args.output);
+    }
     match args.output {
         Output::Json => {
             let json = serde_json::json!({
@@ -57,6 +76,62 @@ pub fn check(args: CheckArgs) -> Result<()> {
             }
             for d in &resolution.diagnostics {
                 let _ = writeln!(out, "warning: {d}");
+            }
+            Ok(emit(&out)?)
+        }
+    }
+}
+
+/// Owner of a slot as operators name it.
+const UNAVAILABLE: &str = "unavailable";
+
+fn owner(listener: &Listener, slot: Slot) -> String {
+    match slot {
+        Slot::Backend(i) => listener.backends[i as usize].endpoint.to_string(),
+        Slot::Unavailable => UNAVAILABLE.to_string(),
+    }
+}
+
+/// `check --maglev`: one listener's slot table and each owner's share of it.
+fn maglev(listener: &Listener, output: Output) -> Result<()> {
+    // Every backend is listed, weight-0 ones with 0 slots, so a missing
+    // share is visible rather than absent.
+    let mut counts: BTreeMap<String, usize> = listener
+        .backends
+        .iter()
+        .map(|b| (b.endpoint.to_string(), 0))
+        .collect();
+    let table: Vec<String> = listener.slots.iter().map(|&s| owner(listener, s)).collect();
+    for owner in &table {
+        *counts.entry(owner.clone()).or_default() += 1;
+    }
+    match output {
+        Output::Json => {
+            // Written by hand to keep the documented key order (serde_json
+            // maps sort keys): the short fields first, then the table.
+            let json = format!(
+                "{{\"listener\":{},\"size\":{},\"table\":{},\"slots\":{}}}\n",
+                serde_json::to_string(&listener.name.to_string())?,
+                listener.slots.len(),
+                serde_json::to_string(&table)?,
+                serde_json::to_string(&counts)?,
+            );
+            Ok(emit(&json)?)
+        }
+        Output::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{} {} {}: {} slots",
+                listener.name,
+                listener.protocol,
+                listener.vip(),
+                listener.slots.len()
+            );
+            let width = counts.keys().map(String::len).max().unwrap_or(0);
+            for (owner, count) in &counts {
+                let share = *count as f64 / listener.slots.len() as f64 * 100.0;
+                let _ = writeln!(out, "    {owner:<width$}  {count:>6}  {share:>7.3}%");
             }
             Ok(emit(&out)?)
         }

@@ -69,6 +69,9 @@ pub enum XdpModeArg {
 pub struct CheckArgs {
     #[arg(long)]
     config: PathBuf,
+    /// Show the Maglev slot table of one listener, `namespace/gateway/listener`.
+    #[arg(long, value_name = "LISTENER")]
+    maglev: Option<String>,
     #[arg(short, long, value_enum, default_value_t = check::Output::Table)]
     output: check::Output,
 }
