@@ -39,7 +39,8 @@ test: build lint
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
 bench: build
-	$(CARGO) run --release -p switchyard-perf --bin yard-bench
+	$(RELEASE)/yard-bench
+	$(RELEASE)/yard-maglev
 
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
