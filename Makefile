@@ -46,6 +46,7 @@ bench: build
 # many more cases than `make test` runs.
 fuzz: deps
 	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet:: neighbor::netlink::
+	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config --test never_panics
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,50 @@
+//! Config input is data, not an invariant: whatever a file holds, loading
+//! and resolving it returns a result or an error, never a panic.
+
+use proptest::prelude::*;
+
+const DEMO: &str = include_str!("../examples/demo.yaml");
+
+fn load_and_resolve(text: &str) {
+    if let Ok(resources) = switchyard_config::load_str("input.yaml", text) {
+        let _ = switchyard_config::resolve(&resources, 1);
+    }
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in ".{0,400}") {
+        load_and_resolve(&text);
+    }
+
+    /// Mutations of a valid file reach deep into the schema and resolution,
+    /// which random text rarely does.
+    #[test]
+    fn mutated_demo_config_never_panics(
+        edits in proptest::collection::vec((0..DEMO.len(), any::<char>()), 1..6),
+        cut in 0..DEMO.len(),
+    ) {
+        let mut chars: Vec<char> = DEMO.chars().collect();
+        for (at, replacement) in edits {
+            let at = at % chars.len();
+            chars[at] = replacement;
+        }
+        let text: String = chars.into_iter().collect();
+        load_and_resolve(&text);
+        let cut = text.char_indices().map(|(i, _)| i).find(|&i| i >= cut).unwrap_or(text.len());
+        load_and_resolve(&text[..cut]);
+    }
+
+    /// Numbers in every field that takes one: ports, weights, addresses.
+    #[test]
+    fn any_numbers_in_the_demo_config_never_panic(
+        port in any::<i64>(), weight in any::<i64>(), octet in any::<i64>()
+    ) {
+        let text = DEMO
+            .replace("port: 80\n", &format!("port: {port}\n"))
+            .replace("      port: 53\n", &format!("      port: 53\n      weight: {weight}\n"))
+            .replace("198.18.2.21", &format!("198.18.2.{octet}"));
+        assert!(text.contains("weight:"), "the weight edit must land");
+        load_and_resolve(&text);
+    }
+}
