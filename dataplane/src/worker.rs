@@ -304,6 +304,8 @@ impl Worker {
     /// only while the table has no entry and only when the route to the
     /// client leaves by the interface the frame arrived on. Replies reaching
     /// another queue first still wait for the table.
+    // Out of line, like `decide`: new flows must not bloat the hit path.
+    #[inline(never)]
     fn expect_reply(
         &mut self,
         snapshot: &Snapshot,
@@ -369,6 +371,7 @@ impl Worker {
 
     /// The first packet of a 5-tuple: a client reaching a VIP, or a backend
     /// answering one.
+    #[inline(never)]
     fn decide(
         &mut self,
         snapshot: &Snapshot,
