@@ -23,7 +23,7 @@ use serde_norway::{Deserializer, Value};
 
 use crate::resources::{
     EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, ReferenceGrant, Resources, RouteDoc,
-    RouteKind, Service, GATEWAY_GROUP,
+    RouteKind, Service, TrafficPolicy, GATEWAY_GROUP, SWITCHYARD_GROUP,
 };
 use crate::schema::{self, Checked};
 
@@ -290,6 +290,7 @@ enum Kind {
     Service,
     EndpointSlice,
     Namespace,
+    TrafficPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,6 +348,10 @@ impl Header {
                 (version == "v1").then_some(Kind::EndpointSlice),
                 "discovery.k8s.io/v1",
             ),
+            (SWITCHYARD_GROUP, "TrafficPolicy") => (
+                (version == "v1alpha1").then_some(Kind::TrafficPolicy),
+                "switchyard.io/v1alpha1",
+            ),
             _ => return Ok(None),
         };
         match found {
@@ -392,6 +397,7 @@ impl Kind {
             Self::Service => "Service",
             Self::EndpointSlice => "EndpointSlice",
             Self::Namespace => "Namespace",
+            Self::TrafficPolicy => "TrafficPolicy",
         }
     }
 
@@ -475,6 +481,12 @@ impl Kind {
                 let v: Namespace = typed(document)?;
                 let meta = v.metadata.clone();
                 out.namespaces.push(v);
+                meta
+            }
+            Self::TrafficPolicy => {
+                let v: TrafficPolicy = typed(document)?;
+                let meta = v.metadata.clone();
+                out.traffic_policies.push(v);
                 meta
             }
         };
@@ -767,6 +779,144 @@ spec:
             err(&ROUTE.replace("WEIGHT", "1").replace("/v1\n", "/v9\n")),
             "t.yaml:1: TCPRoute \"lb/r\": unsupported apiVersion \"gateway.networking.k8s.io/v9\", expected gateway.networking.k8s.io/v1 or v1alpha2"
         );
+    }
+
+    const POLICY: &str = "\
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: big
+  namespace: demo
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: edge}
+  maglev:
+    tableSize: SIZE
+";
+
+    fn policy(size: &str) -> String {
+        POLICY.replace("SIZE", size)
+    }
+
+    #[test]
+    fn traffic_policy_loads_with_its_targets_and_table_size() {
+        let loaded = load_str("t.yaml", &policy("4093")).unwrap();
+        let p = &loaded.traffic_policies[0];
+        assert_eq!(p.metadata.key(), "demo/big");
+        assert!(p.spec.target_refs[0].is_gateway());
+        assert_eq!(p.spec.target_refs[0].section_name, None);
+        assert_eq!(p.spec.maglev.as_ref().unwrap().table_size, Some(4093));
+        assert!(!loaded.is_empty());
+    }
+
+    #[test]
+    fn traffic_policy_settings_are_optional() {
+        let bare = POLICY.split("  maglev:").next().unwrap();
+        let loaded = load_str("t.yaml", bare).unwrap();
+        assert_eq!(loaded.traffic_policies[0].spec.maglev, None);
+        let empty = format!("{bare}  maglev: {{}}\n");
+        let loaded = load_str("t.yaml", &empty).unwrap();
+        assert_eq!(
+            loaded.traffic_policies[0]
+                .spec
+                .maglev
+                .as_ref()
+                .unwrap()
+                .table_size,
+            None
+        );
+    }
+
+    #[test]
+    fn table_size_that_is_not_a_prime_is_rejected_at_its_line() {
+        assert_eq!(
+            err(&policy("65536")),
+            "t.yaml:10: TrafficPolicy \"demo/big\": spec.maglev.tableSize: 65536 is not a prime"
+        );
+    }
+
+    #[test]
+    fn table_size_below_251_is_rejected_at_its_line() {
+        assert_eq!(
+            err(&policy("250")),
+            "t.yaml:10: TrafficPolicy \"demo/big\": spec.maglev.tableSize: 250 is below the minimum 251"
+        );
+        assert!(err(&policy("-7")).contains("tableSize: -7 is below the minimum 251"));
+        assert!(load_str("t.yaml", &policy("251")).is_ok());
+    }
+
+    #[test]
+    fn table_size_above_1048573_is_rejected_at_its_line() {
+        // 1048583 is the next prime.
+        assert_eq!(
+            err(&policy("1048583")),
+            "t.yaml:10: TrafficPolicy \"demo/big\": spec.maglev.tableSize: 1048583 is above the maximum 1048573"
+        );
+        assert!(err(&policy("99999999999999999999999")).contains("tableSize: "));
+        assert!(load_str("t.yaml", &policy("1048573")).is_ok());
+    }
+
+    #[test]
+    fn table_size_must_be_an_integer() {
+        for bad in ["\"4093\"", "4093.0", "[4093]"] {
+            let e = err(&policy(bad));
+            assert!(
+                e.starts_with("t.yaml:10: TrafficPolicy \"demo/big\": spec.maglev.tableSize: "),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn table_size_bounds_are_primes() {
+        use crate::maglev::is_prime;
+        use crate::resources::{MAX_TABLE_SIZE, MIN_TABLE_SIZE};
+        assert!(is_prime(MIN_TABLE_SIZE.into()) && is_prime(MAX_TABLE_SIZE.into()));
+        assert!(is_prime(crate::snapshot::SLOT_TABLE_SIZE as u64));
+    }
+
+    #[test]
+    fn traffic_policy_with_unknown_version_is_an_error() {
+        assert_eq!(
+            err(&policy("4093").replace("/v1alpha1", "/v1")),
+            "t.yaml:1: TrafficPolicy \"demo/big\": unsupported apiVersion \"switchyard.io/v1\", expected switchyard.io/v1alpha1"
+        );
+    }
+
+    #[test]
+    fn traffic_policy_needs_one_to_sixteen_unique_target_refs() {
+        let none = policy("4093").replace(
+            "  targetRefs:\n  - {group: gateway.networking.k8s.io, kind: Gateway, name: edge}\n",
+            "  targetRefs: []\n",
+        );
+        assert!(
+            err(&none).contains("spec.targetRefs: 0 items, at least 1 required"),
+            "{}",
+            err(&none)
+        );
+        let target = "  - {group: gateway.networking.k8s.io, kind: Gateway, name: edge}\n";
+        let twice = policy("4093").replace(target, &target.repeat(2));
+        assert!(
+            err(&twice).contains("spec.targetRefs[1]: targetRefs must be unique"),
+            "{}",
+            err(&twice)
+        );
+        let many: String = (0..17)
+            .map(|i| {
+                format!("  - {{group: gateway.networking.k8s.io, kind: Gateway, name: g{i}}}\n")
+            })
+            .collect();
+        let seventeen = policy("4093").replace(target, &many);
+        assert!(
+            err(&seventeen).contains("spec.targetRefs: more than 16 items"),
+            "{}",
+            err(&seventeen)
+        );
+        let sixteen = policy("4093").replace(
+            target,
+            &many[..many.len() - many.lines().last().unwrap().len() - 1],
+        );
+        assert!(load_str("t.yaml", &sixteen).is_ok());
     }
 
     #[test]

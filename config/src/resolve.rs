@@ -1,7 +1,8 @@
 //! Resolution: loaded `Resources` in, a `Snapshot` and `Diagnostic`s out,
 //! following the Gateway API spec as an implementation would. It owns which
 //! Gateways are Switchyard's, which routes attach to which listeners, which
-//! backends a route may reach and how traffic is shared among them. It is a
+//! backends a route may reach, how traffic is shared among them and which
+//! TrafficPolicy sizes each listener's Maglev table. It is a
 //! pure function of its input: it never reads files or clocks, never fails
 //! (problems become diagnostics and the affected traffic is refused or not
 //! served), and its result does not depend on the order of the documents.
@@ -10,6 +11,7 @@ mod attach;
 mod backends;
 mod diagnostic;
 mod gateways;
+mod policy;
 mod slots;
 #[cfg(test)]
 mod tests;
@@ -21,10 +23,12 @@ pub use diagnostic::{ConditionType, Diagnostic, Reason};
 pub use slots::build_slots;
 
 use crate::resources::{
-    EndpointSlice, Gateway, ReferenceGrant, Resources, Route, Service, NAMESPACE_NAME_LABEL,
+    EndpointSlice, Gateway, ReferenceGrant, Resources, Route, Service, TrafficPolicy,
+    NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, ServiceKey, Snapshot,
+    SLOT_TABLE_SIZE,
 };
 
 /// The `spec.controllerName` of GatewayClasses Switchyard implements.
@@ -45,6 +49,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 
     let gateways = gateways::ours(&index, &mut diagnostics);
     let attachments = attach::attach(&index, &gateways, &mut diagnostics);
+    let table_sizes = policy::table_sizes(&index, &gateways, &mut diagnostics);
 
     // Backends are resolved once per route, so a route on several listeners
     // reports each backend problem once.
@@ -69,18 +74,26 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
             let route = carrier
                 .map(|r| index.routes[r.0].metadata.key())
                 .unwrap_or_default();
+            let name = ListenerName {
+                namespace: gateway.gateway.metadata.namespace.clone(),
+                gateway: gateway.gateway.metadata.name.clone(),
+                listener: listener.spec.name.clone(),
+            };
+            let policy_size = table_sizes.get(&(g, l));
+            if let Some(size) = policy_size {
+                let backends = flatten(&groups).len();
+                policy::check_size(size, &name.to_string(), backends, &mut diagnostics);
+            }
+            let table_size = policy_size.map_or(SLOT_TABLE_SIZE, |s| s.size);
             for &address in &gateway.addresses {
                 let built = build_listener(
-                    ListenerName {
-                        namespace: gateway.gateway.metadata.namespace.clone(),
-                        gateway: gateway.gateway.metadata.name.clone(),
-                        listener: listener.spec.name.clone(),
-                    },
+                    name.clone(),
                     route.clone(),
                     address,
                     listener.spec.port,
                     protocol,
                     groups.clone(),
+                    table_size,
                 );
                 owners
                     .entry(ServiceKey {
@@ -150,7 +163,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 }
 
 /// One listener of the snapshot: the carrier route's groups, flattened
-/// into backends and a slot table.
+/// into backends and a slot table of `table_size` slots.
 fn build_listener(
     name: ListenerName,
     route: String,
@@ -158,9 +171,10 @@ fn build_listener(
     port: u16,
     protocol: Protocol,
     groups: Vec<BackendGroup>,
+    table_size: usize,
 ) -> Listener {
     let backends = flatten(&groups);
-    let slots = build_slots(&groups, &backends);
+    let slots = build_slots(&groups, &backends, table_size);
     Listener {
         name,
         route,
@@ -220,6 +234,9 @@ struct Index<'a> {
     /// By namespace.
     grants: HashMap<&'a str, Vec<&'a ReferenceGrant>>,
     namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
+    /// TrafficPolicies, oldest first (then by namespace/name): the order
+    /// in which equally specific policies win.
+    policies: Vec<&'a TrafficPolicy>,
 }
 
 impl<'a> Index<'a> {
@@ -280,7 +297,20 @@ impl<'a> Index<'a> {
             .iter()
             .map(|n| (n.metadata.name.as_str(), &n.metadata.labels))
             .collect();
+        let mut policies: Vec<&TrafficPolicy> = resources.traffic_policies.iter().collect();
+        policies.sort_by(|a, b| {
+            let key = |p: &'a TrafficPolicy| {
+                (
+                    p.metadata.creation_timestamp.is_none(),
+                    p.metadata.creation_timestamp.clone(),
+                    p.metadata.namespace.as_str(),
+                    p.metadata.name.as_str(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
         Self {
+            policies,
             our_classes,
             gateways,
             routes,

@@ -1,7 +1,7 @@
 //! The Kubernetes objects Switchyard reads, as typed values: the subset of
 //! Gateway API (GatewayClass, Gateway, TCPRoute, UDPRoute, ReferenceGrant)
 //! and core objects (Service, EndpointSlice, Namespace) that L4 routing
-//! needs. Types carry the CRD defaults, and deserializing them applies the
+//! needs, and Switchyard's own policy kind (TrafficPolicy). Types carry the CRD defaults, and deserializing them applies the
 //! CRD validation (see `schema`), so a value that exists here is one an API
 //! server would have stored. This module never resolves references between
 //! objects: that is `resolve`'s job. Unknown fields are ignored, as a
@@ -18,6 +18,8 @@ use crate::schema::{self, Checked};
 
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// API group of Switchyard's own kinds (`TrafficPolicy`).
+pub const SWITCHYARD_GROUP: &str = "switchyard.io";
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label the API server puts on every Namespace; a file rarely spells it
@@ -737,6 +739,83 @@ impl EndpointPort {
     }
 }
 
+// --------------------------------------------------------------- TrafficPolicy
+
+/// Smallest Maglev table a `TrafficPolicy` may ask for.
+pub const MIN_TABLE_SIZE: u32 = 251;
+/// Largest Maglev table a `TrafficPolicy` may ask for: the largest prime
+/// below 2^20.
+pub const MAX_TABLE_SIZE: u32 = 1_048_573;
+
+/// `switchyard.io/v1alpha1` `TrafficPolicy`: Switchyard's own settings,
+/// attached to Gateway API objects as a GEP-713 direct policy. Every
+/// setting is optional, so that one kind can grow settings that target
+/// different kinds (Maglev tuning targets Gateways and their listeners).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicy {
+    pub metadata: ObjectMeta,
+    pub spec: TrafficPolicySpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicySpec {
+    /// Objects in the policy's own namespace the policy applies to.
+    #[serde(deserialize_with = "schema::checked_list::<_, _, 1, 16>")]
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// Applies to the listeners of targeted Gateways.
+    #[serde(default)]
+    pub maglev: Option<MaglevPolicy>,
+}
+
+/// GEP-713 `LocalPolicyTargetReferenceWithSectionName`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    /// `""` is the core group.
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// For a Gateway, a listener name; absent: the whole object.
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+impl PolicyTargetReference {
+    pub fn is_gateway(&self) -> bool {
+        self.group == GATEWAY_GROUP && self.kind == "Gateway"
+    }
+}
+
+impl Checked for PolicyTargetReference {
+    fn check(&self, earlier: &[Self]) -> Result<(), String> {
+        if earlier.iter().any(|e| e == self) {
+            return Err(format!(
+                "targetRefs must be unique: {} {:?}{} is listed twice",
+                self.kind,
+                self.name,
+                self.section_name
+                    .as_deref()
+                    .map(|s| format!(" section {s:?}"))
+                    .unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaglevPolicy {
+    /// Slots of the listener's Maglev table: a prime in
+    /// `MIN_TABLE_SIZE..=MAX_TABLE_SIZE`. Absent: `SLOT_TABLE_SIZE`.
+    #[serde(default, deserialize_with = "schema::opt_table_size")]
+    pub table_size: Option<u32>,
+}
+
 // ------------------------------------------------------------------- Namespace
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -754,7 +833,14 @@ macro_rules! unchecked {
         })*
     };
 }
-unchecked!(GatewayClass, Gateway, ReferenceGrant, Service, Namespace);
+unchecked!(
+    GatewayClass,
+    Gateway,
+    ReferenceGrant,
+    Service,
+    Namespace,
+    TrafficPolicy
+);
 
 // ------------------------------------------------------------------ collection
 
@@ -781,6 +867,8 @@ pub struct Resources {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub namespaces: Vec<Namespace>,
+    /// `switchyard.io` TrafficPolicies.
+    pub traffic_policies: Vec<TrafficPolicy>,
     pub ignored: Vec<Ignored>,
 }
 
@@ -794,6 +882,7 @@ impl Resources {
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.namespaces.extend(other.namespaces);
+        self.traffic_policies.extend(other.traffic_policies);
         self.ignored.extend(other.ignored);
     }
 
@@ -805,5 +894,6 @@ impl Resources {
             && self.services.is_empty()
             && self.endpoint_slices.is_empty()
             && self.namespaces.is_empty()
+            && self.traffic_policies.is_empty()
     }
 }

@@ -88,6 +88,60 @@ pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     u32::try_from(v).map_err(|_| de::Error::custom("weight out of range"))
 }
 
+/// `TrafficPolicy` `spec.maglev.tableSize`: a prime in
+/// `MIN_TABLE_SIZE..=MAX_TABLE_SIZE`, as Maglev's permutations need.
+pub(crate) fn opt_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use crate::resources::{MAX_TABLE_SIZE, MIN_TABLE_SIZE};
+    struct Size;
+    impl Size {
+        fn judge<E: de::Error>(v: i128) -> Result<u32, E> {
+            if v < i128::from(MIN_TABLE_SIZE) {
+                return Err(E::custom(format_args!(
+                    "{v} is below the minimum {MIN_TABLE_SIZE}"
+                )));
+            }
+            if v > i128::from(MAX_TABLE_SIZE) {
+                return Err(E::custom(format_args!(
+                    "{v} is above the maximum {MAX_TABLE_SIZE}"
+                )));
+            }
+            let n = u32::try_from(v).map_err(|_| E::custom("integer out of range"))?;
+            if !crate::maglev::is_prime(u64::from(n)) {
+                return Err(E::custom(format_args!("{v} is not a prime")));
+            }
+            Ok(n)
+        }
+    }
+    impl<'de> Visitor<'de> for Size {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(
+                f,
+                "a table size (a prime {MIN_TABLE_SIZE}..={MAX_TABLE_SIZE})"
+            )
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            Self::judge(i128::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            Self::judge(i128::from(v))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<u32, E> {
+            Self::judge(v)
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u32, E> {
+            Self::judge(i128::try_from(v).unwrap_or(i128::MAX))
+        }
+    }
+    struct TableSize(u32);
+    impl<'de> Deserialize<'de> for TableSize {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Size).map(TableSize)
+        }
+    }
+    Ok(Option::<TableSize>::deserialize(d)?.map(|s| s.0))
+}
+
 /// Object and reference names: required and `minLength: 1` in every CRD.
 pub(crate) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct Name;

@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 
 const DEMO: &str = include_str!("../examples/demo.yaml");
+const POLICY: &str = include_str!("../examples/traffic-policy.yaml");
 
 fn load_and_resolve(text: &str) {
     if let Ok(resources) = switchyard_config::load_str("input.yaml", text) {
@@ -45,6 +46,18 @@ proptest! {
             .replace("      port: 53\n", &format!("      port: 53\n      weight: {weight}\n"))
             .replace("198.18.2.21", &format!("198.18.2.{octet}"));
         assert!(text.contains("weight:"), "the weight edit must land");
+        load_and_resolve(&text);
+    }
+
+    /// Any table size and target section in the TrafficPolicy example.
+    #[test]
+    fn any_table_size_in_the_policy_example_never_panics(
+        size in any::<i64>(), section in "[a-z-]{0,12}"
+    ) {
+        let text = POLICY
+            .replace("tableSize: 4093", &format!("tableSize: {size}"))
+            .replace("sectionName: tcp-echo", &format!("sectionName: \"{section}\""));
+        assert!(text.contains("sectionName: \""), "the section edit must land");
         load_and_resolve(&text);
     }
 }

@@ -6,20 +6,23 @@
 
 use std::fmt;
 
-/// Condition types of Gateway, listener and route status.
+/// Condition types of Gateway, listener, route and policy status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum ConditionType {
     Accepted,
     Programmed,
     ResolvedRefs,
     Conflicted,
+    /// A setting is in effect but works less well than it should (a
+    /// warning: nothing is refused).
+    Degraded,
 }
 
 impl ConditionType {
     /// The condition status a diagnostic stands for: every diagnostic is a
-    /// problem, which is `False` except for `Conflicted`.
+    /// problem, which is `False` except for `Conflicted` and `Degraded`.
     pub fn problem_status(self) -> bool {
-        matches!(self, Self::Conflicted)
+        matches!(self, Self::Conflicted | Self::Degraded)
     }
 }
 
@@ -48,6 +51,20 @@ pub enum Reason {
     RefNotPermitted,
     /// Route `ResolvedRefs`: a backend kind other than core Service.
     InvalidKind,
+    /// Policy `Accepted` (GEP-713): a policy of the same kind and the same
+    /// specificity sets the same thing on the same target and is older (or,
+    /// as old, first by namespace/name); this one is not applied there.
+    Conflicted,
+    /// Policy `Accepted` (GEP-713): the targeted object (or section of it)
+    /// does not exist or is not Switchyard's.
+    TargetNotFound,
+    /// Policy `Accepted` (GEP-713): a targetRef of a kind no setting of the
+    /// policy applies to.
+    Invalid,
+    /// Policy `Degraded` (a warning): the Maglev table has fewer than 100
+    /// slots per backend, so Maglev's minimal-disruption guarantee weakens;
+    /// the size is still used.
+    TableTooSmall,
 }
 
 impl Reason {
@@ -61,6 +78,8 @@ impl Reason {
                 ConditionType::ResolvedRefs
             }
             Self::ProtocolConflict => ConditionType::Conflicted,
+            Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
+            Self::TableTooSmall => ConditionType::Degraded,
         }
     }
 
@@ -76,6 +95,10 @@ impl Reason {
             Self::BackendNotFound => "BackendNotFound",
             Self::RefNotPermitted => "RefNotPermitted",
             Self::InvalidKind => "InvalidKind",
+            Self::Conflicted => "Conflicted",
+            Self::TargetNotFound => "TargetNotFound",
+            Self::Invalid => "Invalid",
+            Self::TableTooSmall => "TableTooSmall",
         }
     }
 }
@@ -88,13 +111,14 @@ impl fmt::Display for Reason {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Diagnostic {
-    /// `Gateway`, `TCPRoute`, `UDPRoute`.
+    /// `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`.
     pub kind: String,
     pub namespace: String,
     pub name: String,
     /// Listener name, for listener conditions of a Gateway.
     pub listener: Option<String>,
-    /// `namespace/gateway[/section]`, for a route's per-parent conditions.
+    /// `namespace/gateway[/section]`, for a route's per-parent conditions
+    /// and a policy's per-ancestor (GEP-713) conditions.
     pub parent: Option<String>,
     pub condition: ConditionType,
     pub reason: Reason,

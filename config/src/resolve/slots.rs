@@ -1,4 +1,5 @@
-//! The slot table of a listener: `SLOT_TABLE_SIZE` entries, each owned by a
+//! The slot table of a listener: `SLOT_TABLE_SIZE` entries unless a
+//! TrafficPolicy sets another prime size, each owned by a
 //! backend or by the unavailable share of an endpoint-less group, in
 //! proportion to weight. Workers index it with `hash % len`, so this is the
 //! whole of load balancing that happens off the hot path. The fill is
@@ -6,20 +7,21 @@
 //! other backends move.
 
 use crate::maglev::{self, MaglevEntry};
-use crate::snapshot::{Backend, BackendGroup, Slot, SLOT_TABLE_SIZE};
+use crate::snapshot::{Backend, BackendGroup, Slot};
 
 /// Seed of the Maglev permutations. Fixed: every instance given the same
 /// config must build the same table, so a flow lands on the same backend
 /// whichever load balancer receives it.
 const MAGLEV_SEED: u32 = 0;
 
-/// Builds a table of exactly `SLOT_TABLE_SIZE` slots. Owners are the
+/// Builds a table of exactly `size` slots (`SLOT_TABLE_SIZE` by default;
+/// it should be prime, see `maglev::is_prime`). Owners are the
 /// backends with positive effective weight and, for each group with
 /// positive weight but no endpoint, an `Unavailable` share: hashing there
 /// refuses the flow instead of moving it to other groups. With no owner at
 /// all (no groups, or all weights 0) every slot is `Unavailable`, so the
 /// listener still refuses traffic rather than letting it pass.
-pub fn build_slots(groups: &[BackendGroup], backends: &[Backend]) -> Vec<Slot> {
+pub fn build_slots(groups: &[BackendGroup], backends: &[Backend], size: usize) -> Vec<Slot> {
     // Keys are identities, not positions: a backend keeps its permutation
     // (and so most of its slots) when others are added or removed.
     let mut owners: Vec<Slot> = Vec::with_capacity(backends.len() + groups.len());
@@ -37,7 +39,7 @@ pub fn build_slots(groups: &[BackendGroup], backends: &[Backend]) -> Vec<Slot> {
             ));
         }
     }
-    maglev::build(&entries, SLOT_TABLE_SIZE, MAGLEV_SEED)
+    maglev::build(&entries, size, MAGLEV_SEED)
         .into_iter()
         .map(|owner| owner.map_or(Slot::Unavailable, |i| owners[i as usize]))
         .collect()
@@ -46,7 +48,7 @@ pub fn build_slots(groups: &[BackendGroup], backends: &[Backend]) -> Vec<Slot> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Endpoint;
+    use crate::snapshot::{Endpoint, SLOT_TABLE_SIZE};
 
     fn group(weight: u32, endpoints: &[&str]) -> BackendGroup {
         BackendGroup {
@@ -68,7 +70,7 @@ mod tests {
 
     #[test]
     fn no_groups_means_every_slot_refuses() {
-        let slots = build_slots(&[], &[]);
+        let slots = build_slots(&[], &[], SLOT_TABLE_SIZE);
         assert_eq!(slots.len(), SLOT_TABLE_SIZE);
         assert!(slots.iter().all(|&s| s == Slot::Unavailable));
     }
@@ -77,7 +79,7 @@ mod tests {
     fn all_zero_weights_mean_every_slot_refuses() {
         let groups = [group(0, &["10.0.0.1"])];
         let backends = super::super::flatten(&groups);
-        let slots = build_slots(&groups, &backends);
+        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE);
         assert!(slots.iter().all(|&s| s == Slot::Unavailable));
     }
 
@@ -85,7 +87,7 @@ mod tests {
     fn endpointless_group_owns_its_share_as_unavailable() {
         let groups = [group(3, &["10.0.0.1"]), group(1, &[])];
         let backends = super::super::flatten(&groups);
-        let slots = build_slots(&groups, &backends);
+        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE);
         let expected = SLOT_TABLE_SIZE as f64 / 4.0;
         assert!((count(&slots, Slot::Unavailable) as f64 - expected).abs() <= 2.0);
         assert!((count(&slots, Slot::Backend(0)) as f64 - 3.0 * expected).abs() <= 2.0);
@@ -99,7 +101,10 @@ mod tests {
             super::super::flatten(&before),
             super::super::flatten(&after),
         );
-        let (bs, as_) = (build_slots(&before, &bb), build_slots(&after, &ab));
+        let (bs, as_) = (
+            build_slots(&before, &bb, SLOT_TABLE_SIZE),
+            build_slots(&after, &ab, SLOT_TABLE_SIZE),
+        );
         let endpoint = |backends: &[Backend], s: Slot| match s {
             Slot::Backend(i) => Some(backends[i as usize].endpoint),
             Slot::Unavailable => None,
@@ -114,5 +119,17 @@ mod tests {
             })
             .count();
         assert!(moved * 100 <= SLOT_TABLE_SIZE, "{moved} moved");
+    }
+
+    #[test]
+    fn table_has_exactly_the_requested_size() {
+        let groups = [group(1, &["10.0.0.1", "10.0.0.2"])];
+        let backends = super::super::flatten(&groups);
+        for size in [251, 4093, 1_048_573] {
+            let slots = build_slots(&groups, &backends, size);
+            assert_eq!(slots.len(), size);
+            assert!(slots.iter().all(|&s| s != Slot::Unavailable));
+        }
+        assert_eq!(build_slots(&[], &[], 251).len(), 251);
     }
 }

@@ -987,6 +987,278 @@ fn diagnostic_reads_as_a_status_condition() {
     );
 }
 
+// ---------------------------------------------------------- TrafficPolicy
+
+/// TrafficPolicy `ns/name` created at `created` (RFC 3339, or "" for no
+/// timestamp) with the given targetRefs (flow list) and tableSize.
+fn traffic_policy(ns: &str, name: &str, created: &str, targets: &str, size: u32) -> String {
+    let created = if created.is_empty() {
+        String::new()
+    } else {
+        format!(", creationTimestamp: \"{created}\"")
+    };
+    format!(
+        "apiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+         metadata: {{name: {name}, namespace: {ns}{created}}}\n\
+         spec:\n  targetRefs: {targets}\n  maglev: {{tableSize: {size}}}\n"
+    )
+}
+
+const WHOLE_EDGE: &str = "[{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]";
+
+fn edge_section(section: &str) -> String {
+    format!(
+        "[{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: {section}}}]"
+    )
+}
+
+fn policy_diagnostics(res: &Resolution) -> Vec<&Diagnostic> {
+    res.diagnostics
+        .iter()
+        .filter(|d| d.kind == "TrafficPolicy")
+        .collect()
+}
+
+#[test]
+fn default_table_size_stays_65537_without_policy() {
+    let res = compile(&[CLASS, &edge()]);
+    for name in ["lb/edge/tcp", "lb/edge/udp"] {
+        assert_eq!(listener(&res, name).slots.len(), SLOT_TABLE_SIZE);
+    }
+    assert_eq!(SLOT_TABLE_SIZE, 65_537);
+}
+
+#[test]
+fn policy_on_whole_gateway_applies_to_all_its_listeners() {
+    let p = traffic_policy("lb", "p", "", WHOLE_EDGE, 4093);
+    let res = compile(&[CLASS, &edge(), &p]);
+    assert!(
+        policy_diagnostics(&res).is_empty(),
+        "{:#?}",
+        res.diagnostics
+    );
+    for name in ["lb/edge/tcp", "lb/edge/udp"] {
+        assert_eq!(listener(&res, name).slots.len(), 4093, "{name}");
+    }
+}
+
+#[test]
+fn policy_table_size_keeps_weighted_shares() {
+    let r = tcp_route("lb", "r", "[{name: edge}]", "[{name: echo, port: 80}]");
+    let p = traffic_policy("lb", "p", "", &edge_section("tcp"), 4093);
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &r,
+        &web("lb", "echo", &["10.1.0.1", "10.1.0.2"]),
+        &p,
+    ]);
+    let tcp = listener(&res, "lb/edge/tcp");
+    assert_eq!(tcp.slots.len(), 4093);
+    let first = slot_count(tcp, Slot::Backend(0));
+    assert!(first.abs_diff(4093 / 2) <= 1, "{first}");
+    assert_eq!(first + slot_count(tcp, Slot::Backend(1)), 4093);
+}
+
+#[test]
+fn section_name_policy_wins_over_whole_gateway_policy() {
+    // The whole-Gateway policy is older; specificity still wins, and being
+    // overridden on one listener is layering, not a conflict.
+    let whole = traffic_policy("lb", "whole", "2024-01-01T00:00:00Z", WHOLE_EDGE, 4093);
+    let tcp_only = traffic_policy(
+        "lb",
+        "tcp-only",
+        "2024-06-01T00:00:00Z",
+        &edge_section("tcp"),
+        8191,
+    );
+    let res = compile(&[CLASS, &edge(), &whole, &tcp_only]);
+    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), 8191);
+    assert_eq!(listener(&res, "lb/edge/udp").slots.len(), 4093);
+    assert!(
+        policy_diagnostics(&res).is_empty(),
+        "{:#?}",
+        res.diagnostics
+    );
+}
+
+#[test]
+fn conflicting_policies_oldest_wins_and_the_other_is_conflicted() {
+    // Age beats name: "a-new" sorts first but was created later.
+    let new = traffic_policy("lb", "a-new", "2024-06-01T00:00:00Z", WHOLE_EDGE, 8191);
+    let old = traffic_policy("lb", "z-old", "2024-01-01T00:00:00Z", WHOLE_EDGE, 4093);
+    let res = compile(&[CLASS, &edge(), &new, &old]);
+    for name in ["lb/edge/tcp", "lb/edge/udp"] {
+        assert_eq!(listener(&res, name).slots.len(), 4093, "{name}");
+    }
+    let diags = policy_diagnostics(&res);
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+    for (d, parent) in diags.iter().zip(["lb/edge/tcp", "lb/edge/udp"]) {
+        assert_eq!(d.resource(), "TrafficPolicy lb/a-new");
+        assert_eq!(d.reason, Reason::Conflicted);
+        assert_eq!(d.condition, ConditionType::Accepted);
+        assert_eq!(d.parent.as_deref(), Some(parent));
+        assert!(
+            d.message.contains("TrafficPolicy lb/z-old"),
+            "{}",
+            d.message
+        );
+    }
+    assert!(diags[0]
+        .to_string()
+        .starts_with("TrafficPolicy lb/a-new (parent lb/edge/tcp): Accepted=False Conflicted: "));
+}
+
+#[test]
+fn conflicting_policies_of_the_same_age_are_decided_by_name() {
+    let b = traffic_policy(
+        "lb",
+        "b",
+        "2024-01-01T00:00:00Z",
+        &edge_section("tcp"),
+        8191,
+    );
+    let a = traffic_policy(
+        "lb",
+        "a",
+        "2024-01-01T00:00:00Z",
+        &edge_section("tcp"),
+        4093,
+    );
+    // No timestamp: not created yet, so the newest.
+    let c = traffic_policy("lb", "c", "", &edge_section("tcp"), 251);
+    let res = compile(&[CLASS, &edge(), &c, &b, &a]);
+    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), 4093);
+    assert_eq!(listener(&res, "lb/edge/udp").slots.len(), SLOT_TABLE_SIZE);
+    assert!(has(&res, "TrafficPolicy lb/b", Reason::Conflicted));
+    assert!(has(&res, "TrafficPolicy lb/c", Reason::Conflicted));
+    assert!(!has(&res, "TrafficPolicy lb/a", Reason::Conflicted));
+}
+
+#[test]
+fn policy_target_not_found_is_target_not_found() {
+    let other_class = gateway(
+        "lb",
+        "theirs",
+        "[{value: 10.0.0.9}]",
+        "[{name: tcp, port: 80, protocol: TCP}]",
+    )
+    .replace("gatewayClassName: sy", "gatewayClassName: not-ours");
+    let missing = traffic_policy(
+        "lb",
+        "missing",
+        "",
+        "[{group: gateway.networking.k8s.io, kind: Gateway, name: ghost}]",
+        4093,
+    );
+    let no_section = traffic_policy("lb", "no-section", "", &edge_section("nope"), 4093);
+    let theirs = traffic_policy(
+        "lb",
+        "theirs",
+        "",
+        "[{group: gateway.networking.k8s.io, kind: Gateway, name: theirs}]",
+        4093,
+    );
+    // Namespace-local: a policy in another namespace cannot reach lb/edge.
+    let elsewhere = traffic_policy("other", "elsewhere", "", WHOLE_EDGE, 4093);
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &other_class,
+        &missing,
+        &no_section,
+        &theirs,
+        &elsewhere,
+    ]);
+    for policy in [
+        "lb/missing",
+        "lb/no-section",
+        "lb/theirs",
+        "other/elsewhere",
+    ] {
+        assert!(
+            has(
+                &res,
+                &format!("TrafficPolicy {policy}"),
+                Reason::TargetNotFound
+            ),
+            "{policy}: {:#?}",
+            res.diagnostics
+        );
+    }
+    let d = res
+        .diagnostics
+        .iter()
+        .find(|d| d.name == "no-section")
+        .unwrap();
+    assert_eq!(d.condition, ConditionType::Accepted);
+    assert_eq!(d.parent.as_deref(), Some("lb/edge/nope"));
+    assert_eq!(d.message, "Gateway lb/edge has no listener \"nope\"");
+    for name in ["lb/edge/tcp", "lb/edge/udp"] {
+        assert_eq!(listener(&res, name).slots.len(), SLOT_TABLE_SIZE);
+    }
+}
+
+#[test]
+fn policy_target_of_a_kind_without_settings_is_invalid() {
+    let p = traffic_policy(
+        "lb",
+        "p",
+        "",
+        "[{group: \"\", kind: Service, name: echo}]",
+        4093,
+    );
+    let res = compile(&[CLASS, &edge(), &p]);
+    assert!(
+        has(&res, "TrafficPolicy lb/p", Reason::Invalid),
+        "{:#?}",
+        res.diagnostics
+    );
+    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), SLOT_TABLE_SIZE);
+}
+
+#[test]
+fn table_too_small_for_backends_is_a_warning_and_still_used() {
+    let r = tcp_route("lb", "r", "[{name: edge}]", "[{name: echo, port: 80}]");
+    let three = web("lb", "echo", &["10.1.0.1", "10.1.0.2", "10.1.0.3"]);
+    let p = traffic_policy("lb", "p", "", &edge_section("tcp"), 251);
+    let res = compile(&[CLASS, &edge(), &r, &three, &p]);
+    let tcp = listener(&res, "lb/edge/tcp");
+    assert_eq!(tcp.slots.len(), 251);
+    assert_eq!(tcp.backends.len(), 3);
+    let diags = policy_diagnostics(&res);
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].reason, Reason::TableTooSmall);
+    assert_eq!(diags[0].condition, ConditionType::Degraded);
+    assert_eq!(diags[0].parent.as_deref(), Some("lb/edge/tcp"));
+    assert!(
+        diags[0].to_string().contains("Degraded=True TableTooSmall"),
+        "{}",
+        diags[0]
+    );
+
+    // 100 slots per backend is enough: two backends in 251 slots.
+    let two = web("lb", "echo", &["10.1.0.1", "10.1.0.2"]);
+    let res = compile(&[CLASS, &edge(), &r, &two, &p]);
+    assert!(
+        policy_diagnostics(&res).is_empty(),
+        "{:#?}",
+        res.diagnostics
+    );
+}
+
+#[test]
+fn traffic_policy_example_sets_4093_on_tcp_echo_and_leaves_udp_echo_at_65537() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traffic-policy.yaml");
+    let res = crate::compile_file(path, 1).unwrap();
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
+    let tcp = listener(&res, "demo/edge/tcp-echo");
+    assert_eq!(tcp.slots.len(), 4093);
+    assert_eq!(endpoints(tcp), ["198.18.2.21:8080", "198.18.2.22:8080"]);
+    assert!(tcp.slots.iter().all(|&s| s != Slot::Unavailable));
+    assert_eq!(listener(&res, "demo/edge/udp-echo").slots.len(), 65_537);
+}
+
 // ---------------------------------------------------------------- upstream
 
 fn shared_dir() -> Option<PathBuf> {
