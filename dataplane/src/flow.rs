@@ -1,11 +1,55 @@
 //! A worker's own flow table: 5-tuple to the decision made for the flow's
-//! first packet. Owned by one worker, never shared, never locked; capacity
-//! is reserved up front so inserting never allocates on the packet path.
+//! first packet. Owned by one worker, never shared, never locked.
+//!
+//! Layout (everything allocated in [`FlowTable::new`], nothing after):
+//!
+//! - `slots`: one [`Slot`] per tracked flow (key, entry and the two `u32`
+//!   links of an intrusive doubly-linked LRU list). Reserved for `capacity`
+//!   slots and filled by `push` up to that, so it never reallocates; freed
+//!   slots go on a free list threaded through `next`.
+//! - `cells`: an open-addressing index (linear probing, backward-shift
+//!   deletion, no tombstones) of `2 * capacity.next_power_of_two()` `u32`
+//!   cells, so the load factor stays at or under one half. A cell holds a
+//!   slot number in its low bits and the high bits of the key's hash as a
+//!   tag, so a probe only touches a slot when the tag matches.
+//!
+//! The hash is [`flow_hash`] with a per-table random seed: tables are
+//! per-worker and never compared, so nothing needs to agree on it, and a
+//! random seed keeps crafted 5-tuples from building probe chains.
+//!
+//! Timeouts depend on the flow's state, so the table keeps one LRU list per
+//! timeout class ([`Class`]), each with its own sentinel. Within a list
+//! every entry has the same timeout, so when the list is in `last_seen_ns`
+//! order (the worker stamps `last_seen_ns = now` on every touch, and every
+//! touch moves the entry to the front) the list's tail is its oldest entry
+//! and [`FlowTable::expire`] can stop at the first unexpired tail: it costs
+//! O(expired + classes), not O(flows).
+//!
+//! Insert into a full table evicts the least recently used flow: the tail,
+//! among the class lists' tails, with the oldest `last_seen_ns` (ties go to
+//! the shortest-lived class). With the worker stamping `last_seen_ns` on
+//! every touch that is exactly the globally least recently used entry.
+//!
+//! A flow's class can change through the `&mut FlowEntry` that
+//! [`FlowTable::get_mut`] hands out (the worker bumps `packets` or sets
+//! `closing` after the lookup), so the table remembers that slot and files
+//! it under its new class at the start of the next `&mut self` call, before
+//! anything else looks at the lists. Nothing can observe the lists in
+//! between: the borrow has to end first.
+//!
+//! Approximations, documented rather than paid for per packet: a `get_mut`
+//! hit whose caller does not refresh `last_seen_ns` (the control socket's
+//! lookup, or a hit on a stale generation that is then re-inserted) still
+//! moves the entry to the front, so that list is briefly out of time order
+//! and `expire` may reap that entry later than its timeout. `get_mut`
+//! never returns an expired entry regardless, and eviction still reclaims
+//! it under pressure.
 
-use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use crate::packet::{FlowKey, Rewrite};
+use crate::packet::{flow_hash, FlowKey, Rewrite};
 
 /// Which way a tracked 5-tuple travels through the NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +83,16 @@ pub struct FlowEntry {
 
 #[derive(Debug, Clone, Copy)]
 pub struct FlowTimeouts {
+    /// Established TCP.
     pub tcp: Duration,
+    /// TCP after a FIN or RST.
     pub tcp_closing: Duration,
     pub udp: Duration,
+    /// TCP that has not got past its opening segment. The entry holds no
+    /// TCP state machine, so this is a proxy: a client-to-backend entry
+    /// that has seen at most its first packet, or a backend-to-client entry
+    /// pre-installed for a reply that has seen none, and neither closing.
+    pub tcp_syn: Duration,
 }
 
 impl Default for FlowTimeouts {
@@ -52,75 +103,886 @@ impl Default for FlowTimeouts {
             tcp: Duration::from_secs(300),
             tcp_closing: Duration::from_secs(10),
             udp: Duration::from_secs(30),
+            tcp_syn: Duration::from_secs(30),
         }
     }
-}
-
-impl FlowTimeouts {
-    fn expired(&self, key: &FlowKey, entry: &FlowEntry, now_ns: u64) -> bool {
-        let timeout = match (key.protocol, entry.closing) {
-            (TCP, false) => self.tcp,
-            (TCP, true) => self.tcp_closing,
-            _ => self.udp,
-        };
-        now_ns.saturating_sub(entry.last_seen_ns) > timeout.as_nanos() as u64
-    }
-}
-
-pub struct FlowTable {
-    flows: HashMap<FlowKey, FlowEntry>,
-    capacity: usize,
-    timeouts: FlowTimeouts,
 }
 
 const TCP: u8 = 6;
 
+/// Timeout class of a flow; one LRU list each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Closing = 0,
+    Syn = 1,
+    Udp = 2,
+    Established = 3,
+}
+
+const CLASSES: usize = 4;
+/// Eviction tie-break order: shortest-lived classes first.
+const BY_PRIORITY: [Class; CLASSES] = [Class::Closing, Class::Syn, Class::Udp, Class::Established];
+
+impl Class {
+    fn of(key: &FlowKey, entry: &FlowEntry) -> Class {
+        if key.protocol != TCP {
+            return Class::Udp;
+        }
+        if entry.closing {
+            return Class::Closing;
+        }
+        let opening = match entry.direction {
+            Direction::ToBackend => entry.packets <= 1,
+            Direction::ToClient => entry.packets == 0,
+        };
+        if opening {
+            Class::Syn
+        } else {
+            Class::Established
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// No slot / end of the free list.
+const NIL: u32 = u32::MAX;
+/// An unused index cell. Tags are chosen so no used cell equals it.
+const EMPTY: u32 = u32::MAX;
+/// Link values at and above this name the class sentinels.
+const SENTINEL: u32 = u32::MAX - 1 - CLASSES as u32;
+/// Keeps slot numbers clear of `SENTINEL` and leaves at least one tag bit.
+const MAX_CAPACITY: usize = 1 << 30;
+
+struct Slot {
+    key: FlowKey,
+    entry: FlowEntry,
+    prev: u32,
+    next: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+pub struct FlowTable {
+    slots: Vec<Slot>,
+    cells: Box<[u32]>,
+    cell_mask: usize,
+    /// Low bits of a cell: the slot number.
+    slot_mask: u32,
+    /// Sentinel of each class list: `next` is the most recently used entry,
+    /// `prev` the least.
+    heads: [Link; CLASSES],
+    free: u32,
+    len: usize,
+    capacity: usize,
+    seed: u32,
+    /// Slot handed out by the last `get_mut`, to refile by class.
+    pending: u32,
+    evictions: u64,
+    timeouts: FlowTimeouts,
+    timeout_ns: [u64; CLASSES],
+}
+
 impl FlowTable {
     pub fn new(capacity: usize, timeouts: FlowTimeouts) -> Self {
+        let seed = RandomState::new().build_hasher().finish() as u32;
+        Self::with_seed(capacity, timeouts, seed)
+    }
+
+    fn with_seed(capacity: usize, timeouts: FlowTimeouts, seed: u32) -> Self {
+        assert!(
+            capacity <= MAX_CAPACITY,
+            "flow capacity {capacity} over {MAX_CAPACITY}"
+        );
+        let rounded = capacity.max(1).next_power_of_two();
+        let cells = vec![EMPTY; rounded * 2].into_boxed_slice();
+        let heads = std::array::from_fn(|c| Link {
+            prev: SENTINEL + c as u32,
+            next: SENTINEL + c as u32,
+        });
+        let mut timeout_ns = [0; CLASSES];
+        timeout_ns[Class::Closing as usize] = nanos(timeouts.tcp_closing);
+        timeout_ns[Class::Syn as usize] = nanos(timeouts.tcp_syn);
+        timeout_ns[Class::Udp as usize] = nanos(timeouts.udp);
+        timeout_ns[Class::Established as usize] = nanos(timeouts.tcp);
         Self {
-            flows: HashMap::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity),
+            cell_mask: cells.len() - 1,
+            cells,
+            slot_mask: (rounded - 1) as u32,
+            heads,
+            free: NIL,
+            len: 0,
             capacity,
+            seed,
+            pending: NIL,
+            evictions: 0,
             timeouts,
+            timeout_ns,
         }
     }
 
-    /// The live entry for `key`; an expired one is removed and missed.
+    pub fn timeouts(&self) -> FlowTimeouts {
+        self.timeouts
+    }
+
+    /// Flows dropped to make room for new ones since the table was built.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The live entry for `key`; an expired one is removed and missed. A
+    /// hit makes the flow the most recently used.
+    #[inline]
     pub fn get_mut(&mut self, key: &FlowKey, now_ns: u64) -> Option<&mut FlowEntry> {
-        let expired = self.timeouts.expired(key, self.flows.get(key)?, now_ns);
-        if expired {
-            self.flows.remove(key);
+        self.refile();
+        let hash = self.hash(key);
+        let (cell, slot) = self.find(key, hash)?;
+        let s = &self.slots[slot as usize];
+        if self.is_expired(Class::of(&s.key, &s.entry), &s.entry, now_ns) {
+            self.remove(cell, slot);
             return None;
         }
-        self.flows.get_mut(key)
+        // Moved to the front of its (possibly new) class list by `refile`.
+        self.pending = slot;
+        Some(&mut self.slots[slot as usize].entry)
     }
 
-    /// Tracks a new flow. Returns false when the table is full: the packet is
-    /// still forwarded (the decision is a pure function of the snapshot), it
-    /// just is not remembered.
+    /// Tracks a flow, replacing any entry for the same key. When the table
+    /// is full the least recently used flow makes room. Returns false only
+    /// for a table of capacity zero: the packet is still forwarded (the
+    /// decision is a pure function of the snapshot), it just is not
+    /// remembered.
     pub fn insert(&mut self, key: FlowKey, entry: FlowEntry) -> bool {
-        if self.flows.len() >= self.capacity && !self.flows.contains_key(&key) {
+        self.refile();
+        if self.capacity == 0 {
             return false;
         }
-        self.flows.insert(key, entry);
+        let hash = self.hash(&key);
+        if let Some((_, slot)) = self.find(&key, hash) {
+            self.slots[slot as usize].entry = entry;
+            self.unlink(slot);
+            self.push_front(Class::of(&key, &entry), slot);
+            return true;
+        }
+        if self.len == self.capacity {
+            self.evict_one();
+        }
+        let slot = if self.free != NIL {
+            let slot = self.free;
+            self.free = self.slots[slot as usize].next;
+            let s = &mut self.slots[slot as usize];
+            s.key = key;
+            s.entry = entry;
+            slot
+        } else {
+            debug_assert!(self.slots.len() < self.slots.capacity());
+            self.slots.push(Slot {
+                key,
+                entry,
+                prev: NIL,
+                next: NIL,
+            });
+            (self.slots.len() - 1) as u32
+        };
+        let mut cell = hash as usize & self.cell_mask;
+        while self.cells[cell] != EMPTY {
+            cell = (cell + 1) & self.cell_mask;
+        }
+        self.cells[cell] = self.tag(hash) | slot;
+        self.push_front(Class::of(&key, &entry), slot);
+        self.len += 1;
         true
     }
 
-    /// Drops idle flows; called off the per-packet path, about once a second.
+    /// Drops idle flows; called off the per-packet path, about once a
+    /// second. Walks each class list from its least recently used end and
+    /// stops at the first live entry.
     pub fn expire(&mut self, now_ns: u64) {
-        let timeouts = self.timeouts;
-        self.flows
-            .retain(|key, entry| !timeouts.expired(key, entry, now_ns));
+        self.expire_counted(now_ns);
+    }
+
+    /// `expire`, returning how many entries it looked at.
+    fn expire_counted(&mut self, now_ns: u64) -> usize {
+        self.refile();
+        let mut looked = 0;
+        for class in BY_PRIORITY {
+            loop {
+                let tail = self.heads[class as usize].prev;
+                if tail >= SENTINEL {
+                    break;
+                }
+                looked += 1;
+                let s = &self.slots[tail as usize];
+                if !self.is_expired(class, &s.entry, now_ns) {
+                    break;
+                }
+                let hash = self.hash(&s.key);
+                let cell = self.cell_of(tail, hash);
+                self.remove(cell, tail);
+            }
+        }
+        looked
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.len == 0
     }
 
+    /// Every tracked flow, class by class, most recently used first within
+    /// a class. Expired flows not yet reaped are included.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
-        self.flows.iter()
+        (0..CLASSES).flat_map(move |class| {
+            let mut at = self.heads[class].next;
+            std::iter::from_fn(move || {
+                if at >= SENTINEL {
+                    return None;
+                }
+                let s = &self.slots[at as usize];
+                at = s.next;
+                Some((&s.key, &s.entry))
+            })
+        })
+    }
+
+    #[inline]
+    fn hash(&self, key: &FlowKey) -> u32 {
+        flow_hash(key, self.seed)
+    }
+
+    /// The high bits of the hash, never all ones (so no cell is `EMPTY`).
+    #[inline]
+    fn tag(&self, hash: u32) -> u32 {
+        let high = !self.slot_mask;
+        let tag = hash & high;
+        if tag == high {
+            tag & !(1 << 31)
+        } else {
+            tag
+        }
+    }
+
+    /// Cell and slot holding `key`.
+    #[inline]
+    fn find(&self, key: &FlowKey, hash: u32) -> Option<(usize, u32)> {
+        let tag = self.tag(hash);
+        let mut cell = hash as usize & self.cell_mask;
+        loop {
+            let c = self.cells[cell];
+            if c == EMPTY {
+                return None;
+            }
+            if c & !self.slot_mask == tag {
+                let slot = c & self.slot_mask;
+                if self.slots[slot as usize].key == *key {
+                    return Some((cell, slot));
+                }
+            }
+            cell = (cell + 1) & self.cell_mask;
+        }
+    }
+
+    /// Cell pointing at `slot`, which must be in the table.
+    fn cell_of(&self, slot: u32, hash: u32) -> usize {
+        let mut cell = hash as usize & self.cell_mask;
+        while self.cells[cell] & self.slot_mask != slot || self.cells[cell] == EMPTY {
+            cell = (cell + 1) & self.cell_mask;
+        }
+        cell
+    }
+
+    #[inline]
+    fn is_expired(&self, class: Class, entry: &FlowEntry, now_ns: u64) -> bool {
+        now_ns.saturating_sub(entry.last_seen_ns) > self.timeout_ns[class as usize]
+    }
+
+    /// Files the slot last handed out by `get_mut` at the front of the list
+    /// its (possibly changed) state belongs to.
+    #[inline]
+    fn refile(&mut self) {
+        let slot = self.pending;
+        if slot == NIL {
+            return;
+        }
+        self.pending = NIL;
+        let s = &self.slots[slot as usize];
+        let class = Class::of(&s.key, &s.entry);
+        self.unlink(slot);
+        self.push_front(class, slot);
+    }
+
+    fn evict_one(&mut self) {
+        let mut victim: Option<(u64, u32)> = None;
+        for class in BY_PRIORITY {
+            let tail = self.heads[class as usize].prev;
+            if tail >= SENTINEL {
+                continue;
+            }
+            let seen = self.slots[tail as usize].entry.last_seen_ns;
+            if victim.is_none_or(|(oldest, _)| seen < oldest) {
+                victim = Some((seen, tail));
+            }
+        }
+        let Some((_, slot)) = victim else {
+            return;
+        };
+        let hash = self.hash(&self.slots[slot as usize].key);
+        let cell = self.cell_of(slot, hash);
+        self.remove(cell, slot);
+        self.evictions += 1;
+    }
+
+    /// Unindexes and unlinks `slot` (at index `cell`) and frees it.
+    fn remove(&mut self, cell: usize, slot: u32) {
+        if self.pending == slot {
+            self.pending = NIL;
+        }
+        self.unlink(slot);
+        self.unindex(cell);
+        self.slots[slot as usize].next = self.free;
+        self.free = slot;
+        self.len -= 1;
+    }
+
+    /// Backward-shift deletion: pulls later members of the probe run into
+    /// the hole when the hole lies between their home cell and where they
+    /// sit, so lookups never need tombstones.
+    fn unindex(&mut self, cell: usize) {
+        let mask = self.cell_mask;
+        let mut hole = cell;
+        let mut at = cell;
+        loop {
+            at = (at + 1) & mask;
+            let c = self.cells[at];
+            if c == EMPTY {
+                break;
+            }
+            let key = &self.slots[(c & self.slot_mask) as usize].key;
+            let home = self.hash(key) as usize & mask;
+            if (at.wrapping_sub(home) & mask) >= (at.wrapping_sub(hole) & mask) {
+                self.cells[hole] = c;
+                hole = at;
+            }
+        }
+        self.cells[hole] = EMPTY;
+    }
+
+    #[inline]
+    fn link(&mut self, at: u32) -> (&mut u32, &mut u32) {
+        if at >= SENTINEL {
+            let l = &mut self.heads[(at - SENTINEL) as usize];
+            (&mut l.prev, &mut l.next)
+        } else {
+            let s = &mut self.slots[at as usize];
+            (&mut s.prev, &mut s.next)
+        }
+    }
+
+    #[inline]
+    fn unlink(&mut self, slot: u32) {
+        let (prev, next) = {
+            let s = &self.slots[slot as usize];
+            (s.prev, s.next)
+        };
+        *self.link(prev).1 = next;
+        *self.link(next).0 = prev;
+    }
+
+    #[inline]
+    fn push_front(&mut self, class: Class, slot: u32) {
+        let sentinel = SENTINEL + class as u32;
+        let first = self.heads[class as usize].next;
+        {
+            let s = &mut self.slots[slot as usize];
+            s.prev = sentinel;
+            s.next = first;
+        }
+        *self.link(first).0 = slot;
+        self.heads[class as usize].next = slot;
+    }
+
+    /// Checks every structural invariant; tests only.
+    #[cfg(test)]
+    fn check(&self) {
+        assert!(self.len <= self.capacity);
+        assert!(self.slots.len() <= self.capacity);
+        assert_eq!(
+            self.slots.capacity(),
+            self.capacity.max(self.slots.capacity())
+        );
+        let mut listed = 0;
+        for class in 0..CLASSES {
+            let sentinel = SENTINEL + class as u32;
+            let mut prev = sentinel;
+            let mut at = self.heads[class].next;
+            while at != sentinel {
+                let s = &self.slots[at as usize];
+                assert_eq!(s.prev, prev, "broken back link");
+                let hash = self.hash(&s.key);
+                let (_, found) = self.find(&s.key, hash).expect("listed but not indexed");
+                assert_eq!(found, at);
+                if self.pending != at {
+                    assert_eq!(Class::of(&s.key, &s.entry) as usize, class, "wrong list");
+                }
+                listed += 1;
+                prev = at;
+                at = s.next;
+            }
+            assert_eq!(self.heads[class].prev, prev, "broken tail");
+        }
+        assert_eq!(listed, self.len);
+        let indexed = self.cells.iter().filter(|&&c| c != EMPTY).count();
+        assert_eq!(indexed, self.len);
+        let mut free = 0;
+        let mut at = self.free;
+        while at != NIL {
+            free += 1;
+            at = self.slots[at as usize].next;
+        }
+        assert_eq!(free + self.len, self.slots.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    const UDP: u8 = 17;
+
+    fn key(n: u32, protocol: u8) -> FlowKey {
+        FlowKey {
+            src: Ipv4Addr::from(0x0a00_0000 + n),
+            dst: Ipv4Addr::new(192, 0, 2, 1),
+            src_port: 1024 + (n % 50_000) as u16,
+            dst_port: 80,
+            protocol,
+        }
+    }
+
+    fn entry(now: u64, packets: u64) -> FlowEntry {
+        FlowEntry {
+            rewrite: Rewrite {
+                eth_src: [0; 6],
+                eth_dst: [0; 6],
+                ip_src: Ipv4Addr::UNSPECIFIED,
+                ip_dst: Ipv4Addr::UNSPECIFIED,
+                src_port: 0,
+                dst_port: 0,
+            },
+            egress_port: 0,
+            direction: Direction::ToBackend,
+            listener: 0,
+            backend: 0,
+            generation: 0,
+            l2_version: 0,
+            created_ns: now,
+            last_seen_ns: now,
+            packets,
+            bytes: 0,
+            closing: false,
+        }
+    }
+
+    fn timeouts() -> FlowTimeouts {
+        FlowTimeouts {
+            tcp: Duration::from_nanos(1000),
+            tcp_closing: Duration::from_nanos(10),
+            udp: Duration::from_nanos(300),
+            tcp_syn: Duration::from_nanos(100),
+        }
+    }
+
+    /// What the worker does on a hit.
+    fn touch(table: &mut FlowTable, k: &FlowKey, now: u64) -> bool {
+        match table.get_mut(k, now) {
+            Some(e) => {
+                e.last_seen_ns = now;
+                e.packets += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_flow_is_evicted_and_a_hit_refreshes() {
+        let mut table = FlowTable::new(3, timeouts());
+        for n in 0..3 {
+            assert!(table.insert(key(n, TCP), entry(n as u64, 2)));
+        }
+        // 0 becomes the most recent: 1 is now the oldest.
+        assert!(touch(&mut table, &key(0, TCP), 5));
+        assert!(table.insert(key(3, TCP), entry(6, 2)));
+        assert_eq!(table.evictions(), 1);
+        assert!(table.get_mut(&key(1, TCP), 7).is_none());
+        assert!(table.insert(key(4, TCP), entry(8, 2)));
+        // Then 2, the next oldest.
+        assert!(table.get_mut(&key(2, TCP), 9).is_none());
+        for n in [0, 3, 4] {
+            assert!(table.get_mut(&key(n, TCP), 9).is_some(), "{n} evicted");
+        }
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.evictions(), 2);
+        table.check();
+    }
+
+    #[test]
+    fn eviction_crosses_classes_by_age() {
+        let mut table = FlowTable::new(3, FlowTimeouts::default());
+        table.insert(key(0, TCP), entry(3, 5)); // established
+        table.insert(key(1, UDP), entry(1, 1)); // oldest
+        table.insert(key(2, TCP), entry(2, 1)); // syn
+        table.insert(key(3, TCP), entry(4, 1));
+        assert!(table.get_mut(&key(1, UDP), 4).is_none());
+        table.insert(key(4, UDP), entry(5, 1));
+        assert!(table.get_mut(&key(2, TCP), 5).is_none());
+        assert_eq!(table.evictions(), 2);
+        table.check();
+    }
+
+    #[test]
+    fn capacity_is_never_exceeded() {
+        for capacity in [1, 2, 3, 7, 8, 100] {
+            let mut table = FlowTable::new(capacity, timeouts());
+            for n in 0..1000u32 {
+                assert!(table.insert(
+                    key(n, if n.is_multiple_of(3) { UDP } else { TCP }),
+                    entry(n as u64, 2)
+                ));
+                assert!(table.len() <= capacity);
+                if n.is_multiple_of(7) {
+                    touch(&mut table, &key(n / 2, TCP), n as u64);
+                }
+            }
+            assert_eq!(table.len(), capacity);
+            assert_eq!(table.slots.capacity(), capacity, "reallocated");
+            assert_eq!(table.iter().count(), capacity);
+            table.check();
+        }
+        let mut empty = FlowTable::new(0, timeouts());
+        assert!(!empty.insert(key(0, TCP), entry(0, 1)));
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn timeouts_follow_the_flow_state() {
+        let t = timeouts();
+        let mut table = FlowTable::new(16, t);
+        let syn = key(1, TCP);
+        let est = key(2, TCP);
+        let closing = key(3, TCP);
+        let udp = key(4, UDP);
+        let reply = key(5, TCP);
+        let answered = key(6, TCP);
+        table.insert(syn, entry(0, 1));
+        table.insert(est, entry(0, 2));
+        table.insert(
+            closing,
+            FlowEntry {
+                closing: true,
+                ..entry(0, 5)
+            },
+        );
+        table.insert(udp, entry(0, 1));
+        table.insert(
+            reply,
+            FlowEntry {
+                direction: Direction::ToClient,
+                ..entry(0, 0)
+            },
+        );
+        table.insert(
+            answered,
+            FlowEntry {
+                direction: Direction::ToClient,
+                ..entry(0, 1)
+            },
+        );
+        table.check();
+        // At exactly the timeout a flow is still live; one past, gone.
+        table.expire(10);
+        assert_eq!(table.len(), 6);
+        table.expire(11);
+        assert!(table.get_mut(&closing, 11).is_none());
+        table.expire(100);
+        assert_eq!(table.len(), 5);
+        table.expire(101);
+        assert_eq!(table.len(), 3, "syn and unanswered reply go at 100 ns");
+        assert!(table.get_mut(&syn, 101).is_none());
+        assert!(table.get_mut(&reply, 101).is_none());
+        table.expire(301);
+        assert!(table.get_mut(&udp, 301).is_none());
+        assert_eq!(table.len(), 2);
+        assert!(table.get_mut(&est, 1000).is_some());
+        assert!(table.get_mut(&answered, 1000).is_some());
+        table.expire(1001);
+        assert!(table.is_empty());
+        table.check();
+    }
+
+    #[test]
+    fn a_state_change_through_get_mut_moves_the_flow_to_its_new_class() {
+        let mut table = FlowTable::new(4, timeouts());
+        let k = key(1, TCP);
+        table.insert(k, entry(0, 1));
+        // Second packet: established, so it outlives the syn timeout.
+        assert!(touch(&mut table, &k, 50));
+        table.expire(500);
+        assert!(table.get_mut(&k, 500).is_some());
+        // FIN: now closing.
+        let e = table.get_mut(&k, 600).unwrap();
+        e.last_seen_ns = 600;
+        e.closing = true;
+        table.check();
+        table.expire(611);
+        assert!(table.is_empty());
+        table.check();
+    }
+
+    #[test]
+    fn get_mut_misses_and_removes_an_expired_flow() {
+        let mut table = FlowTable::new(4, timeouts());
+        table.insert(key(1, UDP), entry(0, 1));
+        assert!(table.get_mut(&key(1, UDP), 300).is_some());
+        assert!(table.get_mut(&key(1, UDP), 301).is_none());
+        assert!(table.is_empty());
+        table.check();
+    }
+
+    #[test]
+    fn expire_stops_at_the_first_live_flow() {
+        let mut table = FlowTable::new(1024, timeouts());
+        for n in 0..1000u32 {
+            table.insert(key(n, TCP), entry(u64::from(n), 2));
+        }
+        // Flows 0..=99 are idle past 1000 ns at 1100: 100 expired, 1 live
+        // looked at in the established list, nothing in the others.
+        assert_eq!(table.expire_counted(1100), 101);
+        assert_eq!(table.len(), 900);
+        assert_eq!(table.expire_counted(1100), 1);
+        // A flow filed out of time order (inserted with an old stamp) sits
+        // behind live ones: expire does not reach it, get_mut still misses.
+        table.insert(key(5000, TCP), entry(0, 2));
+        assert_eq!(table.expire_counted(1100), 1);
+        assert_eq!(table.len(), 901);
+        assert!(table.get_mut(&key(5000, TCP), 1100).is_none());
+        assert_eq!(table.len(), 900);
+        table.check();
+    }
+
+    #[test]
+    fn removal_and_reinsertion_keep_the_structure_consistent() {
+        // A tiny index forces long probe runs through backward shifts.
+        let mut table = FlowTable::with_seed(8, timeouts(), 0);
+        let mut now = 0;
+        for round in 0..200u32 {
+            for n in 0..8 {
+                now += 1;
+                table.insert(key(n * 31 + round % 5, TCP), entry(now, 1));
+                table.check();
+            }
+            now += 101; // everything past the syn timeout
+            for n in (0..8).step_by(2) {
+                table.get_mut(&key(n * 31 + round % 5, TCP), now);
+                table.check();
+            }
+            table.expire(now);
+            table.check();
+            assert!(table.is_empty());
+        }
+        // Replace in place keeps one entry.
+        table.insert(key(1, TCP), entry(now, 1));
+        table.insert(key(1, TCP), entry(now, 7));
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get_mut(&key(1, TCP), now).unwrap().packets, 7);
+        table.check();
+    }
+
+    /// Reference: a map plus a recency order (front = least recent).
+    struct Model {
+        map: HashMap<FlowKey, FlowEntry>,
+        order: Vec<FlowKey>,
+        capacity: usize,
+        evictions: u64,
+    }
+
+    impl Model {
+        fn timeout(k: &FlowKey, e: &FlowEntry) -> u64 {
+            let t = timeouts();
+            let d = match Class::of(k, e) {
+                Class::Closing => t.tcp_closing,
+                Class::Syn => t.tcp_syn,
+                Class::Udp => t.udp,
+                Class::Established => t.tcp,
+            };
+            d.as_nanos() as u64
+        }
+
+        fn expired(k: &FlowKey, e: &FlowEntry, now: u64) -> bool {
+            now.saturating_sub(e.last_seen_ns) > Self::timeout(k, e)
+        }
+
+        fn remove(&mut self, k: &FlowKey) {
+            self.map.remove(k);
+            self.order.retain(|o| o != k);
+        }
+
+        fn bump(&mut self, k: FlowKey) {
+            self.order.retain(|o| *o != k);
+            self.order.push(k);
+        }
+
+        fn get_mut(&mut self, k: &FlowKey, now: u64) -> Option<&mut FlowEntry> {
+            let e = self.map.get(k)?;
+            if Self::expired(k, e, now) {
+                self.remove(k);
+                return None;
+            }
+            self.bump(*k);
+            self.map.get_mut(k)
+        }
+
+        fn insert(&mut self, k: FlowKey, e: FlowEntry) {
+            if !self.map.contains_key(&k) && self.map.len() == self.capacity {
+                let victim = self.order[0];
+                self.remove(&victim);
+                self.evictions += 1;
+            }
+            self.map.insert(k, e);
+            self.bump(k);
+        }
+
+        fn expire(&mut self, now: u64) {
+            let dead: Vec<FlowKey> = self
+                .map
+                .iter()
+                .filter(|(k, e)| Self::expired(k, e, now))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in dead {
+                self.remove(&k);
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Hit as the worker does; `fin` sets closing.
+        Get {
+            key: usize,
+            fin: bool,
+        },
+        Insert {
+            key: usize,
+            packets: u64,
+            reply: bool,
+        },
+        Expire,
+        Wait(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..16usize, prop::bool::weighted(0.1)).prop_map(|(key, fin)| Op::Get { key, fin }),
+            3 => (0..16usize, 0..3u64, any::<bool>())
+                .prop_map(|(key, packets, reply)| Op::Insert { key, packets, reply }),
+            1 => Just(Op::Expire),
+            1 => (1..400u64).prop_map(Op::Wait),
+        ]
+    }
+
+    fn pool(i: usize) -> FlowKey {
+        key(i as u32, if i.is_multiple_of(4) { UDP } else { TCP })
+    }
+
+    fn same(a: &FlowEntry, b: &FlowEntry) -> bool {
+        (
+            a.last_seen_ns,
+            a.packets,
+            a.closing,
+            a.listener,
+            a.direction,
+        ) == (
+            b.last_seen_ns,
+            b.packets,
+            b.closing,
+            b.listener,
+            b.direction,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn matches_a_map_with_a_recency_list(
+            capacity in 1..10usize,
+            seed in any::<u32>(),
+            ops in prop::collection::vec(op(), 1..200),
+        ) {
+            let mut table = FlowTable::with_seed(capacity, timeouts(), seed);
+            let mut model = Model { map: HashMap::new(), order: Vec::new(), capacity, evictions: 0 };
+            // Strictly increasing, as the worker's clock is per touch.
+            let mut now = 0u64;
+            for (i, op) in ops.into_iter().enumerate() {
+                now += 1;
+                match op {
+                    Op::Get { key, fin } => {
+                        let k = pool(key);
+                        let got = table.get_mut(&k, now).map(|e| {
+                            e.last_seen_ns = now;
+                            e.packets += 1;
+                            e.closing |= fin;
+                            *e
+                        });
+                        let want = model.get_mut(&k, now).map(|e| {
+                            e.last_seen_ns = now;
+                            e.packets += 1;
+                            e.closing |= fin;
+                            *e
+                        });
+                        prop_assert_eq!(got.is_some(), want.is_some(), "op {}", i);
+                    }
+                    Op::Insert { key, packets, reply } => {
+                        let k = pool(key);
+                        let e = FlowEntry {
+                            listener: i as u32,
+                            direction: if reply { Direction::ToClient } else { Direction::ToBackend },
+                            ..entry(now, packets)
+                        };
+                        prop_assert!(table.insert(k, e));
+                        model.insert(k, e);
+                    }
+                    Op::Expire => {
+                        table.expire(now);
+                        model.expire(now);
+                    }
+                    Op::Wait(d) => now += d,
+                }
+                table.check();
+                prop_assert_eq!(table.len(), model.map.len(), "op {}", i);
+                prop_assert_eq!(table.evictions(), model.evictions);
+                for (k, e) in table.iter() {
+                    let m = model.map.get(k);
+                    prop_assert!(m.is_some_and(|m| same(m, e)), "op {}: {:?}", i, k);
+                }
+            }
+        }
     }
 }
