@@ -1,6 +1,7 @@
 //! `yardctl`: inspect a running Switchyard appliance.
 
 use std::fmt::Write as _;
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
@@ -9,7 +10,8 @@ use comfy_table::{presets, Cell, CellAlignment, Table};
 use yardctl::client;
 use yardctl::output::emit;
 use yardctl::proto::{
-    FlowsReport, Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
+    ExplainReport, FlowsReport, Request, Response, StatsReport, StatusReport,
+    DEFAULT_CONTROL_SOCKET,
 };
 
 #[derive(Parser)]
@@ -43,6 +45,38 @@ enum Command {
     Stats,
     /// Flows tracked by the workers, both directions merged.
     Flows,
+    /// Which listener and backend a client's 5-tuple gets, and why, without
+    /// sending a packet: the flow a worker already tracks, if any, and what
+    /// a new flow would get under the current config.
+    Explain {
+        #[arg(value_enum)]
+        protocol: ExplainProtocol,
+        /// Client IPv4 address:port, e.g. 198.18.1.10:40000.
+        client: String,
+        /// VIP IPv4 address:port, e.g. 198.18.100.10:80.
+        vip: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExplainProtocol {
+    Tcp,
+    Udp,
+}
+
+/// `address:port` as the dataplane understands it (IPv4 only), normalised.
+fn socket_address(what: &str, text: &str) -> Result<String> {
+    match text.parse::<SocketAddrV4>() {
+        Ok(address) => Ok(address.to_string()),
+        Err(_) => bail!(
+            "invalid {what} address {text:?}: expected an IPv4 address:port such as {}",
+            if what == "client" {
+                "198.18.1.10:40000"
+            } else {
+                "198.18.100.10:80"
+            }
+        ),
+    }
 }
 
 fn main() {
@@ -57,6 +91,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status => Request::Status,
         Command::Stats => Request::Stats,
         Command::Flows => Request::Flows,
+        Command::Explain {
+            protocol,
+            client,
+            vip,
+        } => Request::Explain {
+            protocol: match protocol {
+                ExplainProtocol::Tcp => "tcp",
+                ExplainProtocol::Udp => "udp",
+            }
+            .to_owned(),
+            client: socket_address("client", &client)?,
+            vip: socket_address("VIP", &vip)?,
+        },
     };
     let response = client::request(&cli.control_socket, &request)?;
     if cli.output == Output::Json {
@@ -64,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::Status(r) => serde_json::to_string_pretty(r),
             Response::Stats(r) => serde_json::to_string_pretty(r),
             Response::Flows(r) => serde_json::to_string_pretty(r),
+            Response::Explain(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -73,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Response::Status(r) => render_status(&r),
         Response::Stats(r) => render_stats(&r),
         Response::Flows(r) => render_flows(&r),
+        Response::Explain(r) => render_explain(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)
@@ -202,5 +251,84 @@ fn render_flows(r: &FlowsReport) -> String {
     right_align(&mut flows, 4);
     let _ = writeln!(out, "{flows}");
     let _ = writeln!(out, "{} flows", r.flows.len());
+    out
+}
+
+fn render_explain(r: &ExplainReport) -> String {
+    let mut rows = Table::new();
+    rows.load_preset(presets::NOTHING);
+    let dash = || "-".to_owned();
+    rows.add_row(vec![
+        "flow".to_owned(),
+        format!("{} {} -> {}", r.protocol, r.client, r.vip),
+    ]);
+    rows.add_row(vec![
+        "listener".to_owned(),
+        r.listener
+            .clone()
+            .unwrap_or_else(|| "none (no listener matches)".to_owned()),
+    ]);
+    match &r.existing {
+        Some(e) => {
+            rows.add_row(vec![
+                "existing flow".to_owned(),
+                format!(
+                    "backend {} on worker queue {}{}",
+                    e.backend,
+                    e.queue,
+                    if e.stale {
+                        " (stale: decided under an older config; its next packet is re-decided)"
+                    } else {
+                        ""
+                    }
+                ),
+            ]);
+            rows.add_row(vec![
+                String::new(),
+                format!(
+                    "age {:.1}s, idle {:.1}s, {} packets, {} bytes",
+                    e.age_secs, e.idle_secs, e.packets, e.bytes
+                ),
+            ]);
+        }
+        None => {
+            rows.add_row(vec![
+                "existing flow".to_owned(),
+                "none tracked by any worker".to_owned(),
+            ]);
+        }
+    }
+    let n = &r.new_flow;
+    rows.add_row(vec![
+        "new flow".to_owned(),
+        n.backend
+            .clone()
+            .unwrap_or_else(|| "refused (no backend)".to_owned()),
+    ]);
+    if let (Some(slot), Some(size)) = (n.slot, n.table_size) {
+        rows.add_row(vec![
+            "  slot".to_owned(),
+            format!(
+                "{slot} of {size} (hash {})",
+                n.hash.map_or_else(dash, |h| format!("{h:#010x}"))
+            ),
+        ]);
+    }
+    if n.service.is_some() || n.backend_weight.is_some() {
+        rows.add_row(vec![
+            "  backendRef".to_owned(),
+            format!(
+                "{} (group weight {}, backend effective weight {})",
+                n.service.clone().unwrap_or_else(dash),
+                n.group_weight.map_or_else(dash, |w| w.to_string()),
+                n.backend_weight.map_or_else(dash, |w| format!("{w:.3}")),
+            ),
+        ]);
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{rows}");
+    // Long; kept out of the table so it does not widen every row.
+    let _ = writeln!(out, "\nwhy: {}", n.reason);
+    let _ = writeln!(out, "config generation {}", r.config_generation);
     out
 }

@@ -18,6 +18,15 @@ pub enum Request {
     Status,
     Stats,
     Flows,
+    /// Which listener and backend a 5-tuple gets, without sending a packet.
+    Explain {
+        /// `tcp` or `udp`.
+        protocol: String,
+        /// `address:port` of the client.
+        client: String,
+        /// `address:port` the client connects to.
+        vip: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +35,7 @@ pub enum Response {
     Status(StatusReport),
     Stats(StatsReport),
     Flows(FlowsReport),
+    Explain(ExplainReport),
     Error { message: String },
 }
 
@@ -126,4 +136,58 @@ pub struct FlowInfo {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlowsReport {
     pub flows: Vec<FlowInfo>,
+}
+
+/// `yardctl explain`: what the dataplane does with one 5-tuple, client to
+/// VIP, computed by the same function the packet path uses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExplainReport {
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    pub client: String,
+    pub vip: String,
+    /// `namespace/gateway/listener` matching the VIP, or null when none does.
+    pub listener: Option<String>,
+    /// Generation of the config the new-flow decision was computed under.
+    pub config_generation: u64,
+    /// The flow a worker tracks for this 5-tuple, if any.
+    pub existing: Option<ExistingFlow>,
+    /// What a new flow with this 5-tuple would get now (always computed: an
+    /// existing flow may predate a config change).
+    pub new_flow: NewFlowDecision,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExistingFlow {
+    /// Queue of the worker whose flow table holds it.
+    pub queue: u32,
+    /// `address:port` the flow is translated to.
+    pub backend: String,
+    pub age_secs: f64,
+    pub idle_secs: f64,
+    /// This direction (client to backend) only.
+    pub packets: u64,
+    pub bytes: u64,
+    /// Decided under an older config generation: its next packet is decided
+    /// afresh, as `new_flow` says.
+    pub stale: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewFlowDecision {
+    /// `address:port`, or null when the flow would be refused.
+    pub backend: Option<String>,
+    /// `flow_hash(5-tuple, seed)`.
+    pub hash: Option<u32>,
+    /// Maglev slot `hash % table_size`.
+    pub slot: Option<usize>,
+    pub table_size: Option<usize>,
+    /// The backend's share of its group's weight.
+    pub backend_weight: Option<f64>,
+    /// `namespace/name` of the backendRef owning the slot; for an
+    /// unavailable share, the backendRef(s) without endpoints.
+    pub service: Option<String>,
+    pub group_weight: Option<u32>,
+    /// One human sentence saying why.
+    pub reason: String,
 }

@@ -16,12 +16,13 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::Snapshot;
 use yardctl::proto::{
-    BackendStats, Counters, FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, Request,
-    Response, StatsReport, StatusReport, WorkerStatus,
+    BackendStats, Counters, ExistingFlow, ExplainReport, FlowInfo, FlowsReport, InterfaceStatus,
+    ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport, WorkerStatus,
 };
 
 use crate::drop_reason::DropReason;
 use crate::flow::Direction;
+use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
 
 /// How long a worker may take to answer; it answers between batches, so only
@@ -60,6 +61,8 @@ pub struct ControlState {
     pub workers: Vec<WorkerHandle>,
     /// The clock the workers stamp flows with.
     pub epoch: Instant,
+    /// The workers' `WorkerSettings::hash_seed`, so explanations hash alike.
+    pub hash_seed: u32,
 }
 
 pub struct ControlServer {
@@ -144,6 +147,25 @@ fn answer(state: &ControlState, request: &Request) -> Response {
                 flows.into_iter().flatten(),
                 state.epoch.elapsed().as_nanos() as u64,
             ))
+        }),
+        Request::Explain {
+            protocol,
+            client,
+            vip,
+        } => explain_key(protocol, client, vip).and_then(|key| {
+            // Read the config before asking the workers: a flow they decided
+            // under a newer one is then reported stale rather than wrongly
+            // current.
+            let snapshot = state.config.load_full();
+            ask_workers(state, |reply| WorkerRequest::Lookup(key, reply)).map(|found| {
+                Response::Explain(explain_report(
+                    &snapshot,
+                    state.hash_seed,
+                    &key,
+                    found.into_iter().flatten(),
+                    state.epoch.elapsed().as_nanos() as u64,
+                ))
+            })
         }),
     };
     result.unwrap_or_else(|message| Response::Error { message })
@@ -344,4 +366,344 @@ pub fn flows_report(
             .then_with(|| a.client.cmp(&b.client))
     });
     FlowsReport { flows }
+}
+
+/// The 5-tuple of a client's packets to a VIP, from `yardctl explain`'s
+/// arguments.
+pub fn explain_key(protocol: &str, client: &str, vip: &str) -> Result<FlowKey, String> {
+    let protocol = match protocol.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        other => return Err(format!("unknown protocol {other:?}: expected tcp or udp")),
+    };
+    let parse = |what: &str, text: &str| {
+        text.parse::<std::net::SocketAddrV4>()
+            .map_err(|_| format!("invalid {what} address {text:?}: expected IPv4 address:port"))
+    };
+    let (client, vip) = (parse("client", client)?, parse("VIP", vip)?);
+    Ok(FlowKey {
+        src: *client.ip(),
+        dst: *vip.ip(),
+        src_port: client.port(),
+        dst_port: vip.port(),
+        protocol,
+    })
+}
+
+/// What the dataplane does with `key` (client to VIP): the flow a worker
+/// holds for it (`found`, the workers' lookups; the most recently used wins
+/// should several hold it) and what a new flow would get from `snapshot`,
+/// through the same `worker::choose` the packet path takes.
+pub fn explain_report(
+    snapshot: &Snapshot,
+    hash_seed: u32,
+    key: &FlowKey,
+    found: impl Iterator<Item = FlowRecord>,
+    now_ns: u64,
+) -> ExplainReport {
+    let seconds = |ns: u64| ns as f64 / 1e9;
+    let protocol = match key.protocol {
+        6 => "TCP".to_owned(),
+        17 => "UDP".to_owned(),
+        other => other.to_string(),
+    };
+    let existing = found
+        .filter(|r| r.entry.direction == Direction::ToBackend)
+        .max_by_key(|r| r.entry.last_seen_ns)
+        .map(|r| ExistingFlow {
+            queue: r.queue,
+            backend: endpoint(r.entry.rewrite.ip_dst, r.entry.rewrite.dst_port),
+            age_secs: seconds(now_ns.saturating_sub(r.entry.created_ns)),
+            idle_secs: seconds(now_ns.saturating_sub(r.entry.last_seen_ns)),
+            packets: r.entry.packets,
+            bytes: r.entry.bytes,
+            stale: r.entry.generation != snapshot.generation,
+        });
+    let vip = endpoint(key.dst, key.dst_port);
+    let mut report = ExplainReport {
+        protocol: protocol.clone(),
+        client: endpoint(key.src, key.src_port),
+        vip: vip.clone(),
+        listener: None,
+        config_generation: snapshot.generation,
+        existing,
+        new_flow: NewFlowDecision::default(),
+    };
+    let choice = match worker::choose(snapshot, key, hash_seed) {
+        Ok(choice) => choice,
+        Err(reason) => {
+            report.new_flow.reason = match reason {
+                DropReason::NotAService => format!(
+                    "no listener matches {protocol} {vip}: a new flow would be dropped \
+                     ({})",
+                    reason.name()
+                ),
+                other => format!("a new flow would be dropped ({})", other.name()),
+            };
+            return report;
+        }
+    };
+    let listener = &snapshot.listeners[choice.listener as usize];
+    report.listener = Some(listener.name.to_string());
+    let new = &mut report.new_flow;
+    new.hash = Some(choice.hash);
+    new.slot = Some(choice.slot);
+    new.table_size = Some(choice.slots);
+    let slot_text = format!(
+        "hash {:#010x} of the 5-tuple (seed {hash_seed}) selects Maglev slot {} of {}",
+        choice.hash, choice.slot, choice.slots
+    );
+    match choice
+        .backend
+        .and_then(|b| listener.backends.get(b as usize))
+    {
+        Some(backend) => {
+            let group = listener.groups.get(backend.group as usize);
+            new.backend = Some(backend.endpoint.to_string());
+            new.backend_weight = Some(backend.effective_weight);
+            new.service = group.map(|g| g.service.clone());
+            new.group_weight = group.map(|g| g.weight);
+            new.reason = format!(
+                "{slot_text}, owned by backend {} of backendRef {} (group weight {}, \
+                 effective weight {:.3})",
+                backend.endpoint,
+                group.map_or("?", |g| g.service.as_str()),
+                group.map_or(0, |g| g.weight),
+                backend.effective_weight,
+            );
+        }
+        None if listener.groups.is_empty() => {
+            new.reason = format!(
+                "{slot_text}; the listener has no route attached, so every slot is \
+                 unavailable and the flow would be refused ({})",
+                DropReason::BackendUnavailable.name()
+            );
+        }
+        None => {
+            // The slot table does not record which backendRef an unavailable
+            // slot belongs to; only those without endpoints can own one.
+            let empty: Vec<_> = listener
+                .groups
+                .iter()
+                .filter(|g| g.endpoints.is_empty())
+                .collect();
+            if let [group] = empty.as_slice() {
+                new.group_weight = Some(group.weight);
+            }
+            let services = empty
+                .iter()
+                .map(|g| g.service.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ");
+            new.service = (!services.is_empty()).then(|| services.clone());
+            new.reason = format!(
+                "{slot_text}: unavailable share of backendRef {}, which has no ready \
+                 endpoints; the flow would be refused ({})",
+                if services.is_empty() { "?" } else { &services },
+                DropReason::BackendUnavailable.name()
+            );
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use switchyard_config::snapshot::{
+        Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot,
+    };
+
+    use super::*;
+    use crate::flow::FlowEntry;
+    use crate::packet::Rewrite;
+
+    const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
+    const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+
+    fn endpoint_of(address: Ipv4Addr, port: u16) -> Endpoint {
+        Endpoint {
+            address: IpAddr::V4(address),
+            port,
+        }
+    }
+
+    /// demo/edge/web at 198.18.100.10:80: backendRef demo/echo (weight 3,
+    /// be1 and be2) and demo/empty (weight 1, no endpoints). Slots 0..=2 go
+    /// to be1, be2, be1; slot 3 is the unavailable share.
+    fn snapshot(generation: u64) -> Snapshot {
+        let echo = vec![endpoint_of(BE1, 8080), endpoint_of(BE2, 8080)];
+        Snapshot::new(
+            generation,
+            vec![Listener {
+                name: ListenerName {
+                    namespace: "demo".into(),
+                    gateway: "edge".into(),
+                    listener: "web".into(),
+                },
+                route: "demo/web".into(),
+                address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
+                port: 80,
+                protocol: Protocol::Tcp,
+                groups: vec![
+                    BackendGroup {
+                        service: "demo/echo".into(),
+                        weight: 3,
+                        endpoints: echo.clone(),
+                    },
+                    BackendGroup {
+                        service: "demo/empty".into(),
+                        weight: 1,
+                        endpoints: vec![],
+                    },
+                ],
+                backends: echo
+                    .iter()
+                    .map(|&endpoint| Backend {
+                        endpoint,
+                        group: 0,
+                        effective_weight: 1.5,
+                    })
+                    .collect(),
+                slots: vec![
+                    Slot::Backend(0),
+                    Slot::Backend(1),
+                    Slot::Backend(0),
+                    Slot::Unavailable,
+                ],
+            }],
+        )
+    }
+
+    /// A TCP key from 198.18.1.10 to the VIP whose hash lands in `slot`.
+    fn key_in_slot(snapshot: &Snapshot, slot: usize) -> FlowKey {
+        (1024..u16::MAX)
+            .map(|port| explain_key("tcp", &format!("198.18.1.10:{port}"), "198.18.100.10:80"))
+            .map(Result::unwrap)
+            .find(|key| worker::choose(snapshot, key, 7).unwrap().slot == slot)
+            .expect("some port hashes to every slot")
+    }
+
+    fn record(key: FlowKey, backend: Ipv4Addr, generation: u64) -> FlowRecord {
+        FlowRecord {
+            queue: 3,
+            key,
+            entry: FlowEntry {
+                rewrite: Rewrite {
+                    eth_src: [0; 6],
+                    eth_dst: [0; 6],
+                    ip_src: key.src,
+                    ip_dst: backend,
+                    src_port: key.src_port,
+                    dst_port: 8080,
+                },
+                egress_port: 1,
+                direction: Direction::ToBackend,
+                listener: 0,
+                backend: 0,
+                generation,
+                l2_version: 0,
+                created_ns: 1_000_000_000,
+                last_seen_ns: 3_000_000_000,
+                packets: 7,
+                bytes: 700,
+                closing: false,
+            },
+        }
+    }
+
+    #[test]
+    fn new_flow_names_slot_backend_and_its_group() {
+        let snapshot = snapshot(1);
+        let key = key_in_slot(&snapshot, 1);
+        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        assert_eq!(r.listener.as_deref(), Some("demo/edge/web"));
+        assert_eq!(r.protocol, "TCP");
+        assert_eq!(r.vip, "198.18.100.10:80");
+        assert!(r.existing.is_none());
+        let n = &r.new_flow;
+        assert_eq!(n.backend.as_deref(), Some("198.18.2.22:8080"));
+        assert_eq!((n.slot, n.table_size), (Some(1), Some(4)));
+        assert_eq!(n.service.as_deref(), Some("demo/echo"));
+        assert_eq!((n.group_weight, n.backend_weight), (Some(3), Some(1.5)));
+        assert!(n.reason.contains("slot 1 of 4"), "{}", n.reason);
+        assert!(n.reason.contains("198.18.2.22:8080"), "{}", n.reason);
+    }
+
+    #[test]
+    fn existing_flow_is_reported_beside_the_new_decision() {
+        let snapshot = snapshot(2);
+        let key = key_in_slot(&snapshot, 0);
+        // Tracked to be2 although a new flow would now go to be1: both shown.
+        let found = vec![record(key, BE2, 2)];
+        let r = explain_report(&snapshot, 7, &key, found.into_iter(), 4_000_000_000);
+        let e = r.existing.expect("existing flow");
+        assert_eq!(e.queue, 3);
+        assert_eq!(e.backend, "198.18.2.22:8080");
+        assert_eq!((e.packets, e.bytes), (7, 700));
+        assert!((e.age_secs - 3.0).abs() < 1e-9);
+        assert!((e.idle_secs - 1.0).abs() < 1e-9);
+        assert!(!e.stale);
+        assert_eq!(r.new_flow.backend.as_deref(), Some("198.18.2.21:8080"));
+
+        let older = vec![record(key, BE2, 1)];
+        let r = explain_report(&snapshot, 7, &key, older.into_iter(), 4_000_000_000);
+        assert!(r.existing.unwrap().stale, "decided under generation 1");
+    }
+
+    #[test]
+    fn unavailable_share_names_the_backend_ref_without_endpoints() {
+        let snapshot = snapshot(1);
+        let key = key_in_slot(&snapshot, 3);
+        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        let n = &r.new_flow;
+        assert_eq!(r.listener.as_deref(), Some("demo/edge/web"));
+        assert_eq!(n.backend, None);
+        assert_eq!(n.slot, Some(3));
+        assert_eq!(n.service.as_deref(), Some("demo/empty"));
+        assert_eq!(n.group_weight, Some(1));
+        assert_eq!(n.backend_weight, None);
+        assert!(
+            n.reason
+                .contains("unavailable share of backendRef demo/empty"),
+            "{}",
+            n.reason
+        );
+    }
+
+    #[test]
+    fn unknown_vip_says_no_listener_matches() {
+        let snapshot = snapshot(1);
+        for (protocol, vip) in [("tcp", "198.18.100.10:81"), ("udp", "198.18.100.10:80")] {
+            let key = explain_key(protocol, "198.18.1.10:40000", vip).unwrap();
+            let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+            assert_eq!(r.listener, None);
+            assert_eq!(r.new_flow.backend, None);
+            assert_eq!(r.new_flow.slot, None);
+            assert!(
+                r.new_flow.reason.contains("no listener matches"),
+                "{}",
+                r.new_flow.reason
+            );
+        }
+    }
+
+    #[test]
+    fn explain_key_rejects_bad_arguments() {
+        assert!(explain_key("sctp", "1.2.3.4:1", "1.2.3.4:2").is_err());
+        assert!(explain_key("tcp", "1.2.3.4", "1.2.3.4:2").is_err());
+        assert!(explain_key("tcp", "1.2.3.4:1", "[::1]:2").is_err());
+        let key = explain_key("UDP", "1.2.3.4:1", "5.6.7.8:2").unwrap();
+        assert_eq!(
+            (key.src, key.src_port, key.dst, key.dst_port, key.protocol),
+            (
+                Ipv4Addr::new(1, 2, 3, 4),
+                1,
+                Ipv4Addr::new(5, 6, 7, 8),
+                2,
+                17
+            )
+        );
+    }
 }

@@ -73,6 +73,60 @@ pub struct FlowRecord {
 pub enum WorkerRequest {
     Stats(Sender<WorkerStats>),
     Flows(Sender<Vec<FlowRecord>>),
+    /// The live entry for one 5-tuple, keyed as its packets arrive (for a
+    /// client's flow: source = client, destination = VIP).
+    Lookup(FlowKey, Sender<Option<FlowRecord>>),
+}
+
+/// Where the slot table sends a new flow to a VIP: the one decision both
+/// the packet path and `yardctl explain` take, so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Index into `Snapshot::listeners`.
+    pub listener: u32,
+    /// `flow_hash(key, seed)`, kept so explanations can show it.
+    pub hash: u32,
+    /// `hash % slots`.
+    pub slot: usize,
+    /// Size of the listener's slot table.
+    pub slots: usize,
+    /// Index into the listener's backends; `None` is the share of a
+    /// backendRef without usable endpoints (the flow is refused).
+    pub backend: Option<u32>,
+}
+
+/// The backend a new flow with `key` gets under `snapshot`: the listener
+/// matching the destination, then the owner of slot
+/// `flow_hash(key, seed) % slots`. `NotAService` when no listener matches
+/// (the packet may still be a backend's reply). Pure and allocation-free.
+#[inline]
+pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, DropReason> {
+    let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
+    let destination = ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(key.dst),
+            port: key.dst_port,
+        },
+        protocol,
+    };
+    let index = snapshot
+        .listener_for_vip(&destination)
+        .ok_or(DropReason::NotAService)?;
+    let listener = &snapshot.listeners[index as usize];
+    let hash = packet::flow_hash(key, seed);
+    let slots = listener.slots.len();
+    let slot = hash as usize % slots;
+    let backend = match listener.slots[slot] {
+        Slot::Backend(backend) => Some(backend),
+        Slot::Unavailable => None,
+    };
+    Ok(Choice {
+        listener: index,
+        hash,
+        slot,
+        slots,
+        backend,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +266,16 @@ impl Worker {
                             .collect(),
                     )
                     .map_err(drop),
+                WorkerRequest::Lookup(key, reply) => {
+                    let now = self.now_ns();
+                    let queue = self.queue;
+                    let found = self.flows.get_mut(&key, now).map(|entry| FlowRecord {
+                        queue,
+                        key,
+                        entry: *entry,
+                    });
+                    reply.send(found).map_err(drop)
+                }
             };
         }
     }
@@ -286,8 +350,9 @@ impl Worker {
                 if entry.direction == Direction::ToBackend {
                     self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
                 }
-                // A full table still forwards: the decision is a pure function
-                // of the snapshot, so the next packet decides the same way.
+                // A full table evicts its least recently used flow; an evicted
+                // flow's next packet is decided again, the same way while its
+                // backend set is unchanged.
                 self.flows.insert(key, entry);
                 Verdict::Transmit(entry.egress_port)
             }
@@ -381,15 +446,13 @@ impl Worker {
         bytes: u64,
     ) -> Result<FlowEntry, DropReason> {
         let key = &parsed.key;
+        let choice = match choose(snapshot, key, self.settings.hash_seed) {
+            Ok(choice) => Some(choice),
+            Err(DropReason::NotAService) => None,
+            Err(reason) => return Err(reason),
+        };
         let protocol =
             Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
-        let destination = ServiceKey {
-            endpoint: Endpoint {
-                address: IpAddr::V4(key.dst),
-                port: key.dst_port,
-            },
-            protocol,
-        };
         let source = ServiceKey {
             endpoint: Endpoint {
                 address: IpAddr::V4(key.src),
@@ -397,13 +460,12 @@ impl Worker {
             },
             protocol,
         };
-        let (direction, listener_index, backend_index, new_src, new_dst) = if let Some(index) =
-            snapshot.listener_for_vip(&destination)
+        let (direction, listener_index, backend_index, new_src, new_dst) = if let Some(choice) =
+            choice
         {
+            let index = choice.listener;
             let listener = &snapshot.listeners[index as usize];
-            let slot =
-                packet::flow_hash(key, self.settings.hash_seed) as usize % listener.slots.len();
-            let Slot::Backend(backend) = listener.slots[slot] else {
+            let Some(backend) = choice.backend else {
                 return Err(DropReason::BackendUnavailable);
             };
             let endpoint = listener.backends[backend as usize].endpoint;

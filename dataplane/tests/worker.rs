@@ -16,7 +16,8 @@ use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
-use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
+use switchyard_dataplane::packet::FlowKey;
+use switchyard_dataplane::worker::{choose, Worker, WorkerRequest, WorkerSettings, WorkerStats};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -451,4 +452,102 @@ fn reply_to_an_unresolved_client_without_a_request_seen_here_waits_for_the_table
     );
     assert!(h.send(1, reply).is_none());
     assert_eq!(h.drops("neighbour_unresolved"), 1);
+}
+
+#[test]
+fn choose_names_the_backend_the_worker_forwards_to() {
+    // A multi-slot table with a non-zero seed, so the check is not trivial.
+    let seed = 0x5eed_1234;
+    let mut tcp = listener("tcp", Protocol::Tcp, 80, &[(BE1, 8080), (BE2, 8080)]);
+    tcp.slots = (0..97u32).map(|i| Slot::Backend(i % 3 % 2)).collect();
+    let snapshot = Snapshot::new(1, vec![tcp]);
+    let neighbors = Neighbors::fixed(l2_table());
+    let (_requests, control) = channel::bounded(1);
+    let mut worker = Worker::new(
+        0,
+        vec![10, 20],
+        Arc::new(ArcSwap::from_pointee(snapshot.clone())),
+        neighbors,
+        control,
+        Arc::new(AtomicBool::new(false)),
+        Instant::now(),
+        WorkerSettings {
+            hash_seed: seed,
+            ..WorkerSettings::default()
+        },
+    );
+    let mut io = MemoryIo::new(64);
+    let mut slots_seen = std::collections::BTreeSet::new();
+    for client_port in 10000..10200u16 {
+        io.rx.push_back((
+            0,
+            tcp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 80), b""),
+        ));
+        worker.run_once(&mut io);
+        let forwarded = inspect(&io.tx.pop().expect("forwarded").1).dst;
+        let key = FlowKey {
+            src: CLIENT,
+            dst: VIP,
+            src_port: client_port,
+            dst_port: 80,
+            protocol: 6,
+        };
+        let choice = choose(&snapshot, &key, seed).expect("listener matches");
+        assert_eq!(choice.slots, 97);
+        assert_eq!(choice.slot, choice.hash as usize % 97);
+        slots_seen.insert(choice.slot);
+        let chosen = snapshot.listeners[0].backends[choice.backend.unwrap() as usize].endpoint;
+        assert_eq!(
+            chosen,
+            Endpoint {
+                address: IpAddr::V4(forwarded.0),
+                port: forwarded.1
+            },
+            "client port {client_port}"
+        );
+    }
+    assert!(slots_seen.len() > 50, "only {} slots hit", slots_seen.len());
+}
+
+#[test]
+fn lookup_finds_a_tracked_flow_by_its_client_to_vip_key() {
+    let mut h = harness();
+    let frame = tcp_frame(FROM_CLIENT, (CLIENT, 42000), (VIP, 80), b"abc");
+    let len = frame.len() as u64;
+    let backend = inspect(&h.send(0, frame.clone()).unwrap().1).dst;
+    h.send(0, frame).unwrap();
+    let key = FlowKey {
+        src: CLIENT,
+        dst: VIP,
+        src_port: 42000,
+        dst_port: 80,
+        protocol: 6,
+    };
+    let mut lookup = |key: FlowKey| {
+        let (reply, answer) = channel::bounded(1);
+        h.requests.send(WorkerRequest::Lookup(key, reply)).unwrap();
+        h.worker.serve_control();
+        answer.recv().unwrap()
+    };
+    let record = lookup(key).expect("the flow is tracked");
+    assert_eq!(record.queue, 0);
+    assert_eq!(record.key, key);
+    assert_eq!(
+        (record.entry.rewrite.ip_dst, record.entry.rewrite.dst_port),
+        backend
+    );
+    assert_eq!((record.entry.packets, record.entry.bytes), (2, 2 * len));
+    assert!(lookup(FlowKey {
+        src_port: 42001,
+        ..key
+    })
+    .is_none());
+    assert!(
+        lookup(FlowKey {
+            protocol: 17,
+            ..key
+        })
+        .is_none(),
+        "another protocol is another flow"
+    );
 }

@@ -175,6 +175,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             interfaces: interface_status,
             workers: handles,
             epoch,
+            hash_seed: args.hash_seed,
         },
     )?;
     log::info!(
