@@ -41,6 +41,7 @@ test: build lint
 bench: build
 	$(RELEASE)/yard-bench
 	$(RELEASE)/yard-maglev
+	$(RELEASE)/yard-flows
 
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
