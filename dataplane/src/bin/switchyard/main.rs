@@ -53,6 +53,18 @@ pub struct RunArgs {
     /// Flows each worker tracks at most.
     #[arg(long, default_value_t = 65536)]
     flow_capacity: usize,
+    /// Seconds an established TCP flow may idle before it is forgotten.
+    #[arg(long, default_value_t = 300)]
+    tcp_timeout: u64,
+    /// Seconds a TCP flow that has not got past its first segment may idle.
+    #[arg(long, default_value_t = 30)]
+    tcp_syn_timeout: u64,
+    /// Seconds a TCP flow lingers after FIN or RST.
+    #[arg(long, default_value_t = 10)]
+    tcp_closing_timeout: u64,
+    /// Seconds a UDP flow may idle.
+    #[arg(long, default_value_t = 30)]
+    udp_timeout: u64,
     /// Seed of the flow hash; LB nodes sharing traffic must use the same one.
     #[arg(long, default_value_t = 0)]
     hash_seed: u32,

@@ -14,6 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
+use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
@@ -113,7 +114,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     let settings = WorkerSettings {
         flow_capacity: args.flow_capacity,
         hash_seed: args.hash_seed,
-        ..WorkerSettings::default()
+        timeouts: FlowTimeouts {
+            tcp: Duration::from_secs(args.tcp_timeout),
+            tcp_syn: Duration::from_secs(args.tcp_syn_timeout),
+            tcp_closing: Duration::from_secs(args.tcp_closing_timeout),
+            udp: Duration::from_secs(args.udp_timeout),
+        },
     };
     let mut handles = Vec::new();
     let mut threads = Vec::new();
