@@ -598,3 +598,41 @@ fn explain_names_the_backend_the_flow_really_got() -> Result<()> {
     drop(stream);
     Ok(())
 }
+
+/// Which backend answered each UDP flow from fixed client ports.
+fn backends_chosen_for_fixed_flows(lab: &Lab, ports: std::ops::Range<u16>) -> Result<Vec<String>> {
+    ports
+        .map(|port| {
+            let source = SocketAddr::from((CLIENT_ADDR, port));
+            let socket = switchyard_vm_tests::netns::in_netns(lab.client(), move || {
+                std::net::UdpSocket::bind(source)
+            })??;
+            let payload = format!("flow from {port}");
+            Ok(answered_by(
+                &switchyard_vm_tests::client::udp_exchange_on(&socket, vip_udp(), &payload)?,
+                &payload,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn two_lb_nodes_with_the_same_config_pick_the_same_backend_per_flow() -> Result<()> {
+    // Different nodes, different wiring (one arm vs two), same config: a flow
+    // that moves between nodes behind ECMP must keep its backend.
+    let ports = 41000..41024;
+    let first = {
+        let lab = Lab::start(Topology::single_arm(1)?)?;
+        backends_chosen_for_fixed_flows(&lab, ports.clone())?
+    };
+    let second = {
+        let lab = Lab::start(Topology::two_arm(1)?)?;
+        backends_chosen_for_fixed_flows(&lab, ports)?
+    };
+    assert_eq!(first, second);
+    assert!(
+        first.iter().any(|b| b == "be1") && first.iter().any(|b| b == "be2"),
+        "24 flows should use both backends: {first:?}"
+    );
+    Ok(())
+}
