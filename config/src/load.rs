@@ -1004,4 +1004,66 @@ spec:
             let _ = load_str("t.yaml", text);
         }
     }
+
+    const AFFINITY: &str = "\
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: sticky
+  namespace: demo
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: UDPRoute, name: echo-udp}
+  sessionAffinity:
+    type: ClientIP
+    clientIP:
+      timeoutSeconds: SECS
+";
+
+    #[test]
+    fn session_affinity_loads_with_its_timeout_and_defaults_to_10800() {
+        let loaded = load_str("t.yaml", &AFFINITY.replace("SECS", "60")).unwrap();
+        let a = loaded.traffic_policies[0]
+            .spec
+            .session_affinity
+            .clone()
+            .unwrap();
+        assert_eq!(a.client_ip_timeout(), Some(60));
+        let bare = AFFINITY.split("    clientIP:").next().unwrap();
+        let loaded = load_str("t.yaml", bare).unwrap();
+        let a = loaded.traffic_policies[0]
+            .spec
+            .session_affinity
+            .clone()
+            .unwrap();
+        assert_eq!(a.client_ip_timeout(), Some(10_800));
+    }
+
+    #[test]
+    fn session_affinity_timeout_outside_1_to_86400_is_rejected_at_its_line() {
+        for (secs, why) in [
+            ("0", "0 is below the minimum 1"),
+            ("86401", "86401 is above the maximum 86400"),
+        ] {
+            let e = err(&AFFINITY.replace("SECS", secs));
+            assert!(
+                e.starts_with("t.yaml:12: TrafficPolicy \"demo/sticky\""),
+                "{e}"
+            );
+            assert!(e.contains("timeoutSeconds"), "{e}");
+            assert!(e.contains(why), "{e}");
+        }
+        assert!(load_str("t.yaml", &AFFINITY.replace("SECS", "86400")).is_ok());
+    }
+
+    #[test]
+    fn service_session_affinity_config_is_parsed_and_bounded() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: demo}\n\
+                   spec:\n  sessionAffinity: ClientIP\n  \
+                   sessionAffinityConfig: {clientIP: {timeoutSeconds: SECS}}\n";
+        let loaded = load_str("t.yaml", &svc.replace("SECS", "120")).unwrap();
+        assert_eq!(loaded.services[0].spec.client_ip_affinity(), Some(120));
+        let e = err(&svc.replace("SECS", "100000"));
+        assert!(e.contains("100000 is above the maximum 86400"), "{e}");
+    }
 }

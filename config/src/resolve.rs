@@ -2,7 +2,8 @@
 //! following the Gateway API spec as an implementation would. It owns which
 //! Gateways are Switchyard's, which routes attach to which listeners, which
 //! backends a route may reach, how traffic is shared among them and which
-//! TrafficPolicy sizes each listener's Maglev table. It is a
+//! TrafficPolicy sizes each listener's Maglev table, and which listeners
+//! hash by client address (session affinity). It is a
 //! pure function of its input: it never reads files or clocks, never fails
 //! (problems become diagnostics and the affected traffic is refused or not
 //! served), and its result does not depend on the order of the documents.
@@ -27,8 +28,8 @@ use crate::resources::{
     NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, ServiceKey, Snapshot,
-    SLOT_TABLE_SIZE,
+    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, ServiceKey,
+    Snapshot, SLOT_TABLE_SIZE,
 };
 
 /// The `spec.controllerName` of GatewayClasses Switchyard implements.
@@ -58,6 +59,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
         let groups = backends::groups(&index, index.routes[route.0], &mut diagnostics);
         groups_of.insert(*route, groups);
     }
+    let affinities = policy::affinities(&index, &groups_of, &mut diagnostics);
 
     let mut listeners = Vec::new();
     let mut owners: HashMap<ServiceKey, Vec<(usize, usize)>> = HashMap::new();
@@ -85,6 +87,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
                 policy::check_size(size, &name.to_string(), backends, &mut diagnostics);
             }
             let table_size = policy_size.map_or(SLOT_TABLE_SIZE, |s| s.size);
+            let affinity = carrier.and_then(|r| affinities.get(&r).copied());
             for &address in &gateway.addresses {
                 let built = build_listener(
                     name.clone(),
@@ -94,6 +97,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
                     protocol,
                     groups.clone(),
                     table_size,
+                    affinity,
                 );
                 owners
                     .entry(ServiceKey {
@@ -164,6 +168,7 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 
 /// One listener of the snapshot: the carrier route's groups, flattened
 /// into backends and a slot table of `table_size` slots.
+#[allow(clippy::too_many_arguments)]
 fn build_listener(
     name: ListenerName,
     route: String,
@@ -172,6 +177,7 @@ fn build_listener(
     protocol: Protocol,
     groups: Vec<BackendGroup>,
     table_size: usize,
+    affinity: Option<Affinity>,
 ) -> Listener {
     let backends = flatten(&groups);
     let slots = build_slots(&groups, &backends, table_size);
@@ -184,6 +190,7 @@ fn build_listener(
         groups,
         backends,
         slots,
+        affinity,
     }
 }
 

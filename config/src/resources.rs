@@ -525,10 +525,63 @@ pub struct ServiceSpec {
     pub ports: Vec<ServicePort>,
     #[serde(default, rename = "type")]
     pub service_type: Option<String>,
+    /// `ClientIP` or `None` (absent: `None`).
     #[serde(default)]
     pub session_affinity: Option<String>,
     #[serde(default)]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+    #[serde(default)]
     pub publish_not_ready_addresses: bool,
+}
+
+impl ServiceSpec {
+    /// The `ClientIP` affinity timeout this Service asks for, if any.
+    pub fn client_ip_affinity(&self) -> Option<u32> {
+        (self.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            self.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .map_or(DEFAULT_AFFINITY_TIMEOUT, |c| c.timeout_seconds)
+        })
+    }
+}
+
+/// Service `spec.sessionAffinityConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinityConfig {
+    #[serde(default, rename = "clientIP")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// Default `ClientIP` affinity timeout (Kubernetes': 3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+/// Largest `ClientIP` affinity timeout (Kubernetes': 1 day).
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
+
+fn default_affinity_timeout() -> u32 {
+    DEFAULT_AFFINITY_TIMEOUT
+}
+
+/// `clientIP` of a Service's `sessionAffinityConfig` or a TrafficPolicy's
+/// `sessionAffinity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpConfig {
+    /// `1..=MAX_AFFINITY_TIMEOUT`; absent: `DEFAULT_AFFINITY_TIMEOUT`.
+    #[serde(
+        default = "default_affinity_timeout",
+        deserialize_with = "schema::affinity_timeout"
+    )]
+    pub timeout_seconds: u32,
+}
+
+impl Default for ClientIpConfig {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: DEFAULT_AFFINITY_TIMEOUT,
+        }
+    }
 }
 
 fn tcp() -> String {
@@ -767,6 +820,36 @@ pub struct TrafficPolicySpec {
     /// Applies to the listeners of targeted Gateways.
     #[serde(default)]
     pub maglev: Option<MaglevPolicy>,
+    /// Applies to targeted TCPRoutes, UDPRoutes and Services.
+    #[serde(default)]
+    pub session_affinity: Option<SessionAffinityPolicy>,
+}
+
+/// `spec.sessionAffinity` of a TrafficPolicy, shaped like a Service's.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionAffinityPolicy {
+    #[serde(rename = "type")]
+    pub affinity_type: AffinityType,
+    #[serde(default, rename = "clientIP")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+impl SessionAffinityPolicy {
+    /// The `ClientIP` timeout, or `None` for `type: None`.
+    pub fn client_ip_timeout(&self) -> Option<u32> {
+        match self.affinity_type {
+            AffinityType::ClientIP => Some(self.client_ip.unwrap_or_default().timeout_seconds),
+            AffinityType::None => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AffinityType {
+    #[serde(rename = "ClientIP")]
+    ClientIP,
+    None,
 }
 
 /// GEP-713 `LocalPolicyTargetReferenceWithSectionName`.
@@ -787,6 +870,20 @@ pub struct PolicyTargetReference {
 impl PolicyTargetReference {
     pub fn is_gateway(&self) -> bool {
         self.group == GATEWAY_GROUP && self.kind == "Gateway"
+    }
+
+    /// A TCPRoute or UDPRoute: what `spec.sessionAffinity` may target.
+    pub fn route_kind(&self) -> Option<RouteKind> {
+        match (self.group.as_str(), self.kind.as_str()) {
+            (GATEWAY_GROUP, "TCPRoute") => Some(RouteKind::Tcp),
+            (GATEWAY_GROUP, "UDPRoute") => Some(RouteKind::Udp),
+            _ => None,
+        }
+    }
+
+    /// A core Service: what `spec.sessionAffinity` may also target.
+    pub fn is_service(&self) -> bool {
+        self.group.is_empty() && self.kind == "Service"
     }
 }
 

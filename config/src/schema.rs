@@ -90,6 +90,44 @@ pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 
 /// `TrafficPolicy` `spec.maglev.tableSize`: a prime in
 /// `MIN_TABLE_SIZE..=MAX_TABLE_SIZE`, as Maglev's permutations need.
+/// A `ClientIP` affinity timeout: `1..=MAX_AFFINITY_TIMEOUT` seconds.
+pub(crate) fn affinity_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use crate::resources::MAX_AFFINITY_TIMEOUT;
+    struct Timeout;
+    impl Timeout {
+        fn judge<E: de::Error>(v: i128) -> Result<u32, E> {
+            if v < 1 {
+                return Err(E::custom(format_args!("{v} is below the minimum 1")));
+            }
+            if v > i128::from(MAX_AFFINITY_TIMEOUT) {
+                return Err(E::custom(format_args!(
+                    "{v} is above the maximum {MAX_AFFINITY_TIMEOUT}"
+                )));
+            }
+            u32::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+    }
+    impl<'de> Visitor<'de> for Timeout {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a timeout in seconds (1..={MAX_AFFINITY_TIMEOUT})")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            Self::judge(i128::from(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            Self::judge(i128::from(v))
+        }
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<u32, E> {
+            Self::judge(v)
+        }
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u32, E> {
+            Self::judge(i128::try_from(v).unwrap_or(i128::MAX))
+        }
+    }
+    d.deserialize_any(Timeout)
+}
+
 pub(crate) fn opt_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     use crate::resources::{MAX_TABLE_SIZE, MIN_TABLE_SIZE};
     struct Size;

@@ -119,6 +119,18 @@ pub struct Listener {
     /// Hash-indexed owners; never empty. Built off the hot path so workers
     /// only index it.
     pub slots: Vec<Slot>,
+    /// `ClientIP` session affinity: when set, the slot is chosen by the
+    /// client address alone, so every flow of a client reaches one backend.
+    pub affinity: Option<Affinity>,
+}
+
+/// Kubernetes-style `ClientIP` session affinity of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Affinity {
+    /// How long a client keeps its backend after its last flow. The flat
+    /// Maglev table keeps it for as long as the backends do not change;
+    /// honouring it across backend changes needs an affinity table (later).
+    pub timeout_secs: u32,
 }
 
 impl Listener {

@@ -314,6 +314,9 @@ fn render_explain(r: &ExplainReport) -> String {
             ),
         ]);
     }
+    if let Some(affinity) = &n.affinity {
+        rows.add_row(vec!["  affinity".to_owned(), affinity.clone()]);
+    }
     if n.service.is_some() || n.backend_weight.is_some() {
         rows.add_row(vec![
             "  backendRef".to_owned(),

@@ -35,8 +35,11 @@ pub enum Response {
     Status(StatusReport),
     Stats(StatsReport),
     Flows(FlowsReport),
-    Explain(ExplainReport),
-    Error { message: String },
+    /// Boxed: much larger than the other answers; the JSON is the same.
+    Explain(Box<ExplainReport>),
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -177,7 +180,8 @@ pub struct ExistingFlow {
 pub struct NewFlowDecision {
     /// `address:port`, or null when the flow would be refused.
     pub backend: Option<String>,
-    /// `flow_hash(5-tuple, seed)`.
+    /// `flow_hash(5-tuple, seed)`, or `client_hash(source, seed)` under
+    /// session affinity.
     pub hash: Option<u32>,
     /// Maglev slot `hash % table_size`.
     pub slot: Option<usize>,
@@ -188,6 +192,10 @@ pub struct NewFlowDecision {
     /// unavailable share, the backendRef(s) without endpoints.
     pub service: Option<String>,
     pub group_weight: Option<u32>,
+    /// The listener's session affinity, e.g. "ClientIP, 10800s timeout:
+    /// the slot is chosen by the client address"; null without one.
+    #[serde(default)]
+    pub affinity: Option<String>,
     /// One human sentence saying why.
     pub reason: String,
 }

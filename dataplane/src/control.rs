@@ -158,13 +158,13 @@ fn answer(state: &ControlState, request: &Request) -> Response {
             // current.
             let snapshot = state.config.load_full();
             ask_workers(state, |reply| WorkerRequest::Lookup(key, reply)).map(|found| {
-                Response::Explain(explain_report(
+                Response::Explain(Box::new(explain_report(
                     &snapshot,
                     state.hash_seed,
                     &key,
                     found.into_iter().flatten(),
                     state.epoch.elapsed().as_nanos() as u64,
-                ))
+                )))
             })
         }),
     };
@@ -449,8 +449,19 @@ pub fn explain_report(
     new.hash = Some(choice.hash);
     new.slot = Some(choice.slot);
     new.table_size = Some(choice.slots);
+    new.affinity = listener.affinity.map(|a| {
+        format!(
+            "ClientIP, {}s timeout: the slot is chosen by the client address",
+            a.timeout_secs
+        )
+    });
+    let hashed = if listener.affinity.is_some() {
+        "the client address (ClientIP session affinity)"
+    } else {
+        "the 5-tuple"
+    };
     let slot_text = format!(
-        "hash {:#010x} of the 5-tuple (seed {hash_seed}) selects Maglev slot {} of {}",
+        "hash {:#010x} of {hashed} (seed {hash_seed}) selects Maglev slot {} of {}",
         choice.hash, choice.slot, choice.slots
     );
     match choice
@@ -572,6 +583,7 @@ mod tests {
                     Slot::Backend(0),
                     Slot::Unavailable,
                 ],
+                affinity: None,
             }],
         )
     }
@@ -629,6 +641,27 @@ mod tests {
         assert_eq!((n.group_weight, n.backend_weight), (Some(3), Some(1.5)));
         assert!(n.reason.contains("slot 1 of 4"), "{}", n.reason);
         assert!(n.reason.contains("198.18.2.22:8080"), "{}", n.reason);
+        assert!(n.reason.contains("of the 5-tuple"), "{}", n.reason);
+        assert_eq!(n.affinity, None);
+    }
+
+    #[test]
+    fn new_flow_under_client_ip_affinity_says_the_client_address_chose_the_slot() {
+        let mut listeners = snapshot(1).listeners;
+        listeners[0].affinity = Some(switchyard_config::snapshot::Affinity { timeout_secs: 600 });
+        let snapshot = Snapshot::new(1, listeners);
+        let key = explain_key("tcp", "198.18.1.10:40000", "198.18.100.10:80").unwrap();
+        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        let n = &r.new_flow;
+        assert_eq!(
+            n.affinity.as_deref(),
+            Some("ClientIP, 600s timeout: the slot is chosen by the client address")
+        );
+        assert!(n.reason.contains("of the client address"), "{}", n.reason);
+        // Another source port of the same client: the same slot.
+        let other = explain_key("tcp", "198.18.1.10:40001", "198.18.100.10:80").unwrap();
+        let again = explain_report(&snapshot, 7, &other, std::iter::empty(), 0);
+        assert_eq!(again.new_flow.slot, n.slot);
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub struct Choice {
 
 /// The backend a new flow with `key` gets under `snapshot`: the listener
 /// matching the destination, then the owner of slot
-/// `flow_hash(key, seed) % slots`. `NotAService` when no listener matches
+/// `flow_hash(key, seed) % slots` (`client_hash(key.src, seed)` when the
+/// listener has `ClientIP` affinity). `NotAService` when no listener matches
 /// (the packet may still be a backend's reply). Pure and allocation-free.
 #[inline]
 pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, DropReason> {
@@ -113,7 +114,15 @@ pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, D
         .listener_for_vip(&destination)
         .ok_or(DropReason::NotAService)?;
     let listener = &snapshot.listeners[index as usize];
-    let hash = packet::flow_hash(key, seed);
+    // ClientIP affinity is the flat table hashed by client address alone:
+    // a client keeps its backend for as long as the table does not move its
+    // slot. A backend change (a config reload) may move it before
+    // `timeout_secs`; keeping clients across reloads needs an affinity table
+    // with expiry, which is a later issue.
+    let hash = match listener.affinity {
+        Some(_) => packet::client_hash(key.src, seed),
+        None => packet::flow_hash(key, seed),
+    };
     let slots = listener.slots.len();
     let slot = hash as usize % slots;
     let backend = match listener.slots[slot] {

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
+    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
 };
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::{
@@ -104,6 +104,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
             })
             .collect(),
         slots: (0..endpoints.len() as u32).map(Slot::Backend).collect(),
+        affinity: None,
     }
 }
 
@@ -550,4 +551,66 @@ fn lookup_finds_a_tracked_flow_by_its_client_to_vip_key() {
         .is_none(),
         "another protocol is another flow"
     );
+}
+
+fn affinity_snapshot(affinity: Option<Affinity>) -> Snapshot {
+    let mut udp = listener("udp", Protocol::Udp, 53, &[(BE1, 5353), (BE2, 5353)]);
+    udp.slots = (0..251u32).map(|i| Slot::Backend(i % 2)).collect();
+    udp.affinity = affinity;
+    Snapshot::new(1, vec![udp])
+}
+
+fn backend_of(snapshot: &Snapshot, client: Ipv4Addr, client_port: u16) -> u32 {
+    let key = FlowKey {
+        src: client,
+        dst: VIP,
+        src_port: client_port,
+        dst_port: 53,
+        protocol: 17,
+    };
+    choose(snapshot, &key, 7)
+        .expect("listener matches")
+        .backend
+        .expect("every slot has a backend")
+}
+
+#[test]
+fn with_client_ip_affinity_every_flow_of_a_client_reaches_one_backend() {
+    let snapshot = affinity_snapshot(Some(Affinity {
+        timeout_secs: 10_800,
+    }));
+    for client in 1..=20u8 {
+        let client = Ipv4Addr::new(198, 18, 1, client);
+        let first = backend_of(&snapshot, client, 40_000);
+        for client_port in 40_000..40_050u16 {
+            assert_eq!(
+                backend_of(&snapshot, client, client_port),
+                first,
+                "{client}:{client_port}"
+            );
+        }
+    }
+}
+
+#[test]
+fn with_client_ip_affinity_different_clients_spread_over_both_backends() {
+    let snapshot = affinity_snapshot(Some(Affinity {
+        timeout_secs: 10_800,
+    }));
+    let to_be1 = (0..=255u8)
+        .filter(|&c| backend_of(&snapshot, Ipv4Addr::new(198, 18, 1, c), 40_000) == 0)
+        .count();
+    assert!(
+        (64..=192).contains(&to_be1),
+        "{to_be1} of 256 clients to be1"
+    );
+}
+
+#[test]
+fn without_affinity_flows_of_one_client_spread_over_both_backends() {
+    let snapshot = affinity_snapshot(None);
+    let to_be1 = (40_000..40_050u16)
+        .filter(|&port| backend_of(&snapshot, CLIENT, port) == 0)
+        .count();
+    assert!((10..=40).contains(&to_be1), "{to_be1} of 50 flows to be1");
 }

@@ -36,9 +36,19 @@ struct Lab {
 
 impl Lab {
     fn start(topo: Topology) -> Result<Lab> {
+        Self::start_with(topo, "")
+    }
+
+    /// Like `start`, with `extra` YAML documents appended to the demo config.
+    fn start_with(topo: Topology, extra: &str) -> Result<Lab> {
         let spec = GatewaySpec::demo();
         let dir = TempDir::new("config")?;
-        let config = dir.write("gateway.yaml", &spec.to_yaml())?;
+        let mut yaml = spec.to_yaml();
+        if !extra.is_empty() {
+            yaml.push_str("\n---\n");
+            yaml.push_str(extra);
+        }
+        let config = dir.write("gateway.yaml", &yaml)?;
         let servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
         let daemon = topo.start_daemon(&config)?;
         Ok(Lab {
@@ -633,6 +643,38 @@ fn two_lb_nodes_with_the_same_config_pick_the_same_backend_per_flow() -> Result<
     assert!(
         first.iter().any(|b| b == "be1") && first.iter().any(|b| b == "be2"),
         "24 flows should use both backends: {first:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn client_ip_affinity_sends_every_flow_of_a_client_to_one_backend() -> Result<()> {
+    const STICKY: &str = "\
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: sticky, namespace: demo}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: UDPRoute, name: echo-udp}
+  sessionAffinity:
+    type: ClientIP
+    clientIP: {timeoutSeconds: 600}
+";
+    let lab = Lab::start_with(Topology::single_arm(1)?, STICKY)?;
+    let mut backends = BTreeMap::new();
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let payload = format!("sticky-{i}");
+        let reply = udp_exchange(lab.client(), vip_udp(), &payload)?;
+        assert_eq!(reply.from, vip_udp());
+        ports.insert(reply.local.port());
+        *backends.entry(answered_by(&reply, &payload)).or_insert(0) += 1;
+    }
+    assert_eq!(ports.len(), 20, "each datagram from its own source port");
+    assert_eq!(
+        backends.len(),
+        1,
+        "one backend for the client: {backends:?}"
     );
     Ok(())
 }

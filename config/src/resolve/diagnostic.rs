@@ -65,6 +65,11 @@ pub enum Reason {
     /// slots per backend, so Maglev's minimal-disruption guarantee weakens;
     /// the size is still used.
     TableTooSmall,
+    /// `Degraded` on a TrafficPolicy or Service asking for session affinity
+    /// on a Service that is one of several backendRefs of a route: a flat
+    /// slot table hashed by client address would mix the weights of the
+    /// other backendRefs, so the affinity is not applied on that route.
+    AffinityNotApplied,
 }
 
 impl Reason {
@@ -79,7 +84,7 @@ impl Reason {
             }
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
-            Self::TableTooSmall => ConditionType::Degraded,
+            Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
         }
     }
 
@@ -99,6 +104,7 @@ impl Reason {
             Self::TargetNotFound => "TargetNotFound",
             Self::Invalid => "Invalid",
             Self::TableTooSmall => "TableTooSmall",
+            Self::AffinityNotApplied => "AffinityNotApplied",
         }
     }
 }
@@ -111,7 +117,7 @@ impl fmt::Display for Reason {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Diagnostic {
-    /// `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`.
+    /// `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`, `Service`.
     pub kind: String,
     pub namespace: String,
     pub name: String,

@@ -6,12 +6,25 @@
 //! by namespace/name (Gateway API's conflict rule); the others are
 //! `Conflicted` there. Policies setting nothing a target can use still have
 //! their targets checked, so a typo is reported before it matters.
+//!
+//! Session affinity (`spec.sessionAffinity`) targets TCPRoutes, UDPRoutes
+//! and Services, never Gateways. A route's listeners hash by client address
+//! when a policy on the route says `ClientIP`; failing that, when the
+//! route's only backendRef is a Service with a `ClientIP` policy or its own
+//! `spec.sessionAffinity: ClientIP`. A policy on the route beats one on the
+//! Service (`type: None` there switches affinity off), and a policy on the
+//! Service beats the Service's own spec. With several backendRefs the
+//! listener's one flat table cannot keep a client on the Service's
+//! endpoints without breaking the weights, so Service-level affinity is not
+//! applied there: the policy (or Service) gets `Degraded` with reason
+//! `AffinityNotApplied`, naming the route as parent.
 
 use std::collections::HashMap;
 
 use super::gateways::GatewayView;
-use super::{Diagnostic, Index, Reason};
+use super::{Diagnostic, Index, Reason, RouteId};
 use crate::resources::TrafficPolicy;
+use crate::snapshot::{Affinity, BackendGroup};
 
 /// Below this many slots per backend, Maglev's promise that a backend
 /// change moves few other flows weakens (the paper's M >= 100 N).
@@ -60,17 +73,35 @@ pub(super) fn table_sizes<'a>(
                 message,
             )
         };
+        let sets_affinity = policy.spec.session_affinity.is_some();
         for target in &policy.spec.target_refs {
+            let affinity_target = target.route_kind().is_some() || target.is_service();
+            if affinity_target && sets_affinity {
+                // Resolved by `affinities`.
+                continue;
+            }
             if !target.is_gateway() {
                 diagnostics.push(diagnostic(
                     Reason::Invalid,
                     format!(
                         "targetRef {} {:?} (group {:?}): no TrafficPolicy setting applies to this \
-                         kind; spec.maglev applies to Gateways (group gateway.networking.k8s.io)",
+                         kind; spec.maglev applies to Gateways (group gateway.networking.k8s.io), \
+                         spec.sessionAffinity to TCPRoutes, UDPRoutes (group \
+                         gateway.networking.k8s.io) and Services (group \"\")",
                         target.kind, target.name, target.group
                     ),
                 ));
                 continue;
+            }
+            if sets_affinity {
+                diagnostics.push(diagnostic(
+                    Reason::Invalid,
+                    format!(
+                        "targetRef Gateway {:?}: spec.sessionAffinity does not apply to Gateways; \
+                         target the TCPRoute, UDPRoute or Service instead",
+                        target.name
+                    ),
+                ));
             }
             let key = (meta.namespace.as_str(), target.name.as_str());
             let Some(&g) = position.get(&key) else {
@@ -191,4 +222,173 @@ pub(super) fn check_size(
         )
         .on_parent(listener.to_owned()),
     );
+}
+
+/// Per carried route: the session affinity its listeners use. Routes
+/// without affinity are absent.
+pub(super) fn affinities(
+    index: &Index<'_>,
+    groups_of: &HashMap<RouteId, Vec<BackendGroup>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<RouteId, Affinity> {
+    // Winning policy rank per route and per Service (namespace, name); a
+    // policy targeting a route or Service is as specific as any other.
+    let mut on_route: HashMap<RouteId, Vec<usize>> = HashMap::new();
+    let mut on_service: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (rank, policy) in index.policies.iter().enumerate() {
+        if policy.spec.session_affinity.is_none() {
+            continue;
+        }
+        let meta = &policy.metadata;
+        for target in &policy.spec.target_refs {
+            let found = if let Some(kind) = target.route_kind() {
+                let route = index.routes.iter().position(|r| {
+                    r.kind == kind
+                        && r.metadata.namespace == meta.namespace
+                        && r.metadata.name == target.name
+                });
+                if let Some(r) = route {
+                    on_route.entry(RouteId(r)).or_default().push(rank);
+                }
+                route.is_some()
+            } else if target.is_service() {
+                let key = (meta.namespace.as_str(), target.name.as_str());
+                let exists = index.services.contains_key(&key);
+                if exists {
+                    on_service
+                        .entry((meta.namespace.clone(), target.name.clone()))
+                        .or_default()
+                        .push(rank);
+                }
+                exists
+            } else {
+                // Reported by `table_sizes`.
+                continue;
+            };
+            if !found {
+                diagnostics.push(
+                    Diagnostic::new(
+                        "TrafficPolicy",
+                        &meta.namespace,
+                        &meta.name,
+                        Reason::TargetNotFound,
+                        format!(
+                            "{} {}/{} does not exist",
+                            target.kind, meta.namespace, target.name
+                        ),
+                    )
+                    .on_parent(format!("{}/{}", meta.namespace, target.name)),
+                );
+            }
+        }
+    }
+    let mut winner = |target: String, ranks: &mut Vec<usize>| -> usize {
+        ranks.sort_unstable();
+        ranks.dedup();
+        for &loser in &ranks[1..] {
+            let meta = &index.policies[loser].metadata;
+            diagnostics.push(
+                Diagnostic::new(
+                    "TrafficPolicy",
+                    &meta.namespace,
+                    &meta.name,
+                    Reason::Conflicted,
+                    format!(
+                        "spec.sessionAffinity on {target} is set by TrafficPolicy {}, which is \
+                         older (or as old and first by namespace/name)",
+                        index.policies[ranks[0]].metadata.key()
+                    ),
+                )
+                .on_parent(target.clone()),
+            );
+        }
+        ranks[0]
+    };
+    let route_winner: HashMap<RouteId, usize> = on_route
+        .into_iter()
+        .map(|(r, mut ranks)| {
+            let name = index.routes[r.0].metadata.key();
+            (r, winner(name, &mut ranks))
+        })
+        .collect();
+    let service_winner: HashMap<(String, String), usize> = on_service
+        .into_iter()
+        .map(|(s, mut ranks)| {
+            let name = format!("{}/{}", s.0, s.1);
+            (s, winner(name, &mut ranks))
+        })
+        .collect();
+
+    // What a Service asks for: (timeout or off, the policy asking, if any).
+    let service_level = |service: &str| -> Option<(Option<u32>, Option<usize>)> {
+        let (namespace, name) = service.split_once('/')?;
+        if let Some(&rank) = service_winner.get(&(namespace.to_owned(), name.to_owned())) {
+            let affinity = index.policies[rank].spec.session_affinity.as_ref()?;
+            return Some((affinity.client_ip_timeout(), Some(rank)));
+        }
+        let svc = index.services.get(&(namespace, name))?;
+        Some((Some(svc.spec.client_ip_affinity()?), None))
+    };
+
+    let mut affinities = HashMap::new();
+    let mut routes: Vec<&RouteId> = groups_of.keys().collect();
+    routes.sort();
+    for &route_id in routes {
+        let groups = &groups_of[&route_id];
+        let route = index.routes[route_id.0];
+        if let Some(&rank) = route_winner.get(&route_id) {
+            let policy = index.policies[rank].spec.session_affinity.as_ref();
+            if let Some(timeout_secs) = policy.and_then(|p| p.client_ip_timeout()) {
+                affinities.insert(route_id, Affinity { timeout_secs });
+            }
+            continue;
+        }
+        if let [only] = groups.as_slice() {
+            if let Some((Some(timeout_secs), _)) = service_level(&only.service) {
+                affinities.insert(route_id, Affinity { timeout_secs });
+            }
+            continue;
+        }
+        for group in groups {
+            let Some((Some(_), rank)) = service_level(&group.service) else {
+                continue;
+            };
+            let message = format!(
+                "{} {} has {} backendRefs; ClientIP affinity of Service {} is applied only when \
+                 the Service is a route's only backendRef (or set it on the route with a \
+                 TrafficPolicy)",
+                route.kind.as_str(),
+                route.metadata.key(),
+                groups.len(),
+                group.service
+            );
+            let diagnostic = match rank {
+                Some(rank) => {
+                    let meta = &index.policies[rank].metadata;
+                    Diagnostic::new(
+                        "TrafficPolicy",
+                        &meta.namespace,
+                        &meta.name,
+                        Reason::AffinityNotApplied,
+                        message,
+                    )
+                }
+                None => {
+                    let (namespace, name) = group
+                        .service
+                        .split_once('/')
+                        .unwrap_or(("", &group.service));
+                    Diagnostic::new(
+                        "Service",
+                        namespace,
+                        name,
+                        Reason::AffinityNotApplied,
+                        message,
+                    )
+                }
+            };
+            diagnostics.push(diagnostic.on_parent(route.metadata.key()));
+        }
+    }
+    affinities
 }

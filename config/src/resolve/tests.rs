@@ -1418,3 +1418,307 @@ fn upstream_examples_and_conformance_manifests_resolve_without_panicking() {
         .collect();
     assert_eq!(weights, [70, 30, 0]);
 }
+
+// ------------------------------------------------------- session affinity
+
+/// TrafficPolicy `ns/name` with `spec.sessionAffinity` (a flow mapping).
+fn affinity_policy(ns: &str, name: &str, created: &str, targets: &str, affinity: &str) -> String {
+    let created = if created.is_empty() {
+        String::new()
+    } else {
+        format!(", creationTimestamp: \"{created}\"")
+    };
+    format!(
+        "apiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+         metadata: {{name: {name}, namespace: {ns}{created}}}\n\
+         spec:\n  targetRefs: {targets}\n  sessionAffinity: {affinity}\n"
+    )
+}
+
+const ON_ROUTE_R: &str = "[{group: gateway.networking.k8s.io, kind: TCPRoute, name: r}]";
+
+fn on_service(name: &str) -> String {
+    format!("[{{group: \"\", kind: Service, name: {name}}}]")
+}
+
+/// Service `ns/name` like `web`, with the given extra spec lines.
+fn web_with(ns: &str, name: &str, addresses: &[&str], extra: &str) -> String {
+    web(ns, name, addresses).replacen("  ports:", &format!("{extra}  ports:"), 1)
+}
+
+const CLIENT_IP: &str = "sessionAffinity: ClientIP\n";
+
+fn affinity_of(res: &Resolution) -> Option<u32> {
+    listener(res, "lb/edge/tcp")
+        .affinity
+        .map(|a| a.timeout_secs)
+}
+
+fn one_backend_route() -> String {
+    tcp_route(
+        "lb",
+        "r",
+        "[{name: edge, sectionName: tcp}]",
+        "[{name: echo, port: 80}]",
+    )
+}
+
+fn two_backend_route() -> String {
+    tcp_route(
+        "lb",
+        "r",
+        "[{name: edge, sectionName: tcp}]",
+        "[{name: echo, port: 80}, {name: other, port: 80}]",
+    )
+}
+
+#[test]
+fn listener_without_any_affinity_hashes_the_five_tuple() {
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+    ]);
+    assert_eq!(affinity_of(&res), None);
+}
+
+#[test]
+fn policy_on_route_sets_client_ip_affinity_with_default_timeout_10800() {
+    let p = affinity_policy("lb", "p", "", ON_ROUTE_R, "{type: ClientIP}");
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &p,
+    ]);
+    assert!(
+        policy_diagnostics(&res).is_empty(),
+        "{:#?}",
+        res.diagnostics
+    );
+    assert_eq!(affinity_of(&res), Some(10_800));
+}
+
+#[test]
+fn policy_on_route_applies_even_with_several_backend_refs() {
+    let p = affinity_policy(
+        "lb",
+        "p",
+        "",
+        ON_ROUTE_R,
+        "{type: ClientIP, clientIP: {timeoutSeconds: 60}}",
+    );
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &two_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &web("lb", "other", &["10.1.0.2"]),
+        &p,
+    ]);
+    assert_eq!(affinity_of(&res), Some(60));
+}
+
+#[test]
+fn service_spec_client_ip_applies_when_it_is_the_routes_only_backend_ref() {
+    let svc = web_with(
+        "lb",
+        "echo",
+        &["10.1.0.1"],
+        "  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 300}}\n",
+    );
+    let res = compile(&[CLASS, &edge(), &one_backend_route(), &svc]);
+    assert_eq!(affinity_of(&res), Some(300));
+    let bare = web_with("lb", "echo", &["10.1.0.1"], &format!("  {CLIENT_IP}"));
+    let res = compile(&[CLASS, &edge(), &one_backend_route(), &bare]);
+    assert_eq!(affinity_of(&res), Some(10_800));
+}
+
+#[test]
+fn policy_on_service_applies_when_it_is_the_routes_only_backend_ref() {
+    let p = affinity_policy(
+        "lb",
+        "p",
+        "",
+        &on_service("echo"),
+        "{type: ClientIP, clientIP: {timeoutSeconds: 90}}",
+    );
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &p,
+    ]);
+    assert!(
+        policy_diagnostics(&res).is_empty(),
+        "{:#?}",
+        res.diagnostics
+    );
+    assert_eq!(affinity_of(&res), Some(90));
+}
+
+#[test]
+fn route_policy_beats_service_level_affinity() {
+    let svc = web_with("lb", "echo", &["10.1.0.1"], &format!("  {CLIENT_IP}"));
+    let off = affinity_policy("lb", "off", "", ON_ROUTE_R, "{type: None}");
+    let res = compile(&[CLASS, &edge(), &one_backend_route(), &svc, &off]);
+    assert_eq!(affinity_of(&res), None);
+    let short = affinity_policy(
+        "lb",
+        "short",
+        "",
+        ON_ROUTE_R,
+        "{type: ClientIP, clientIP: {timeoutSeconds: 5}}",
+    );
+    let res = compile(&[CLASS, &edge(), &one_backend_route(), &svc, &short]);
+    assert_eq!(affinity_of(&res), Some(5));
+}
+
+#[test]
+fn service_policy_beats_the_services_own_spec() {
+    let svc = web_with("lb", "echo", &["10.1.0.1"], &format!("  {CLIENT_IP}"));
+    let p = affinity_policy(
+        "lb",
+        "p",
+        "",
+        &on_service("echo"),
+        "{type: ClientIP, clientIP: {timeoutSeconds: 77}}",
+    );
+    let res = compile(&[CLASS, &edge(), &one_backend_route(), &svc, &p]);
+    assert_eq!(affinity_of(&res), Some(77));
+}
+
+#[test]
+fn service_spec_affinity_with_several_backend_refs_is_not_applied_and_degrades_the_service() {
+    let svc = web_with("lb", "echo", &["10.1.0.1"], &format!("  {CLIENT_IP}"));
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &two_backend_route(),
+        &svc,
+        &web("lb", "other", &["10.1.0.2"]),
+    ]);
+    assert_eq!(affinity_of(&res), None);
+    let d = res
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == Reason::AffinityNotApplied)
+        .expect("AffinityNotApplied");
+    assert_eq!(d.resource(), "Service lb/echo");
+    assert_eq!(d.condition, ConditionType::Degraded);
+    assert_eq!(d.parent.as_deref(), Some("lb/r"));
+}
+
+#[test]
+fn service_policy_with_several_backend_refs_is_not_applied_and_degrades_the_policy() {
+    let p = affinity_policy("lb", "p", "", &on_service("echo"), "{type: ClientIP}");
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &two_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &web("lb", "other", &["10.1.0.2"]),
+        &p,
+    ]);
+    assert_eq!(affinity_of(&res), None);
+    assert!(
+        has(&res, "TrafficPolicy lb/p", Reason::AffinityNotApplied),
+        "{:#?}",
+        res.diagnostics
+    );
+}
+
+#[test]
+fn session_affinity_targeting_a_gateway_is_invalid() {
+    let p = affinity_policy("lb", "p", "", WHOLE_EDGE, "{type: ClientIP}");
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &p,
+    ]);
+    assert!(
+        has(&res, "TrafficPolicy lb/p", Reason::Invalid),
+        "{:#?}",
+        res.diagnostics
+    );
+    assert_eq!(Reason::Invalid.condition(), ConditionType::Accepted);
+    assert_eq!(affinity_of(&res), None);
+}
+
+#[test]
+fn session_affinity_target_that_does_not_exist_is_target_not_found() {
+    let p = affinity_policy("lb", "p", "", &on_service("missing"), "{type: ClientIP}");
+    let res = compile(&[CLASS, &edge(), &p]);
+    assert!(
+        has(&res, "TrafficPolicy lb/p", Reason::TargetNotFound),
+        "{:#?}",
+        res.diagnostics
+    );
+}
+
+#[test]
+fn session_affinity_targets_only_objects_in_the_policys_namespace() {
+    let p = affinity_policy("other", "p", "", ON_ROUTE_R, "{type: ClientIP}");
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &p,
+    ]);
+    assert_eq!(affinity_of(&res), None);
+    assert!(has(&res, "TrafficPolicy other/p", Reason::TargetNotFound));
+}
+
+#[test]
+fn older_of_two_route_affinity_policies_wins_and_the_other_is_conflicted() {
+    let old = affinity_policy(
+        "lb",
+        "old",
+        "2024-01-01T00:00:00Z",
+        ON_ROUTE_R,
+        "{type: ClientIP, clientIP: {timeoutSeconds: 11}}",
+    );
+    let new = affinity_policy(
+        "lb",
+        "new",
+        "2025-01-01T00:00:00Z",
+        ON_ROUTE_R,
+        "{type: ClientIP, clientIP: {timeoutSeconds: 22}}",
+    );
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &new,
+        &old,
+    ]);
+    assert_eq!(affinity_of(&res), Some(11));
+    assert!(has(&res, "TrafficPolicy lb/new", Reason::Conflicted));
+}
+
+#[test]
+fn maglev_only_policy_targeting_a_route_is_still_invalid() {
+    let p = traffic_policy("lb", "p", "", ON_ROUTE_R, 4093);
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+    ]);
+    assert_eq!(affinity_of(&res), None);
+    let res2 = compile(&[
+        CLASS,
+        &edge(),
+        &one_backend_route(),
+        &web("lb", "echo", &["10.1.0.1"]),
+        &p,
+    ]);
+    assert!(has(&res2, "TrafficPolicy lb/p", Reason::Invalid));
+}

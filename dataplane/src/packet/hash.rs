@@ -35,6 +35,24 @@ pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
     fmix32(h ^ 16)
 }
 
+/// Hashes only a client's address with `seed`, for listeners with
+/// `ClientIP` session affinity: every flow of the client (any source port,
+/// on any worker or node) gets the same slot. It is [`flow_hash`] of a key
+/// whose other fields are zero.
+#[inline]
+pub fn client_hash(src: std::net::Ipv4Addr, seed: u32) -> u32 {
+    flow_hash(
+        &FlowKey {
+            src,
+            dst: std::net::Ipv4Addr::UNSPECIFIED,
+            src_port: 0,
+            dst_port: 0,
+            protocol: 0,
+        },
+        seed,
+    )
+}
+
 #[inline(always)]
 const fn mix_block(k: u32) -> u32 {
     k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)

@@ -19,6 +19,6 @@ mod fixtures;
 #[cfg(test)]
 mod testutil;
 
-pub use hash::flow_hash;
+pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, FlowKey, ParseError, Parsed};
 pub use rewrite::{apply, Rewrite};

@@ -107,6 +107,7 @@ fn snapshot() -> Snapshot {
             slots: (0..65537u32)
                 .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
                 .collect(),
+            affinity: None,
         }],
     )
 }
