@@ -18,7 +18,6 @@ mod slots;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
 
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
 pub use slots::build_slots;
@@ -28,8 +27,7 @@ use crate::resources::{
     NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
-    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, ServiceKey,
-    Snapshot, SLOT_TABLE_SIZE,
+    Backend, BackendGroup, Endpoint, Listener, ListenerName, ServiceKey, Snapshot, SLOT_TABLE_SIZE,
 };
 
 /// The `spec.controllerName` of GatewayClasses Switchyard implements.
@@ -81,24 +79,28 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
                 gateway: gateway.gateway.metadata.name.clone(),
                 listener: listener.spec.name.clone(),
             };
+            let backends = flatten(&groups);
             let policy_size = table_sizes.get(&(g, l));
             if let Some(size) = policy_size {
-                let backends = flatten(&groups).len();
-                policy::check_size(size, &name.to_string(), backends, &mut diagnostics);
+                policy::check_size(size, &name.to_string(), backends.len(), &mut diagnostics);
             }
             let table_size = policy_size.map_or(SLOT_TABLE_SIZE, |s| s.size);
             let affinity = carrier.and_then(|r| affinities.get(&r).copied());
+            // Every address of the Gateway serves the same backends: build
+            // the Maglev table once.
+            let slots = build_slots(&groups, &backends, table_size);
             for &address in &gateway.addresses {
-                let built = build_listener(
-                    name.clone(),
-                    route.clone(),
+                let built = Listener {
+                    name: name.clone(),
+                    route: route.clone(),
                     address,
-                    listener.spec.port,
+                    port: listener.spec.port,
                     protocol,
-                    groups.clone(),
-                    table_size,
+                    groups: groups.clone(),
+                    backends: backends.clone(),
+                    slots: slots.clone(),
                     affinity,
-                );
+                };
                 owners
                     .entry(ServiceKey {
                         endpoint: built.vip(),
@@ -168,32 +170,6 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 
 /// One listener of the snapshot: the carrier route's groups, flattened
 /// into backends and a slot table of `table_size` slots.
-#[allow(clippy::too_many_arguments)]
-fn build_listener(
-    name: ListenerName,
-    route: String,
-    address: IpAddr,
-    port: u16,
-    protocol: Protocol,
-    groups: Vec<BackendGroup>,
-    table_size: usize,
-    affinity: Option<Affinity>,
-) -> Listener {
-    let backends = flatten(&groups);
-    let slots = build_slots(&groups, &backends, table_size);
-    Listener {
-        name,
-        route,
-        address,
-        port,
-        protocol,
-        groups,
-        backends,
-        slots,
-        affinity,
-    }
-}
-
 /// Spreads each group's weight evenly over its endpoints. An endpoint
 /// listed by several groups is one backend (the dataplane rewrites to an
 /// endpoint, not to a group) whose weight is the sum of its shares, so

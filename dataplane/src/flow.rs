@@ -95,16 +95,21 @@ pub struct FlowTimeouts {
     pub tcp_syn: Duration,
 }
 
+impl FlowTimeouts {
+    /// Conntrack-like defaults, shortened for established TCP: an LB keeps
+    /// state for many more flows than a host does. The daemon's flags take
+    /// their defaults from here.
+    pub const DEFAULT: Self = Self {
+        tcp: Duration::from_secs(300),
+        tcp_closing: Duration::from_secs(10),
+        udp: Duration::from_secs(30),
+        tcp_syn: Duration::from_secs(30),
+    };
+}
+
 impl Default for FlowTimeouts {
     fn default() -> Self {
-        // Conntrack-like defaults, shortened for established TCP: an LB
-        // keeps state for many more flows than a host does.
-        Self {
-            tcp: Duration::from_secs(300),
-            tcp_closing: Duration::from_secs(10),
-            udp: Duration::from_secs(30),
-            tcp_syn: Duration::from_secs(30),
-        }
+        Self::DEFAULT
     }
 }
 

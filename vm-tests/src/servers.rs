@@ -51,17 +51,32 @@ fn reply(name: &str, data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A TCP echo server: for each connection, answers every read with
-/// `"<name> " + data`, until the peer closes. Connections are served
-/// concurrently, one thread each.
 #[derive(Debug)]
-pub struct TcpEchoServer {
+/// What both echo servers share: who they are, who talked to them, and
+/// the thread that stops and is joined on drop.
+struct Served {
     name: String,
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     seen: Arc<Seen>,
-    acceptor: Option<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
 }
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Release: pairs with the server thread's Acquire load of `stop`.
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A TCP echo server: for each connection, answers every read with
+/// `"<name> " + data`, until the peer closes. Connections are served
+/// concurrently, one thread each.
+#[derive(Debug)]
+pub struct TcpEchoServer(Served);
 
 impl TcpEchoServer {
     /// Listens on 0.0.0.0:`port` in `ns`.
@@ -82,36 +97,26 @@ impl TcpEchoServer {
                 .name(format!("tcp-echo-{name}"))
                 .spawn(move || accept_loop(&name, &listener, &stop, &seen))?
         };
-        Ok(TcpEchoServer {
+        Ok(TcpEchoServer(Served {
             name: name.to_owned(),
             addr,
             stop,
             seen,
-            acceptor: Some(acceptor),
-        })
+            thread: Some(acceptor),
+        }))
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     /// Peer address of every accepted connection, in accept order.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.seen.peers()
-    }
-}
-
-impl Drop for TcpEchoServer {
-    fn drop(&mut self) {
-        // Release: the threads' Acquire loads see everything before the stop.
-        self.stop.store(true, Ordering::Release);
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
+        self.0.seen.peers()
     }
 }
 
@@ -169,13 +174,7 @@ fn serve_connection(name: &str, mut stream: TcpStream, stop: &AtomicBool) {
 /// A UDP echo server: answers each datagram with `"<name> " + payload`, sent
 /// back to the datagram's source from the socket it arrived on.
 #[derive(Debug)]
-pub struct UdpEchoServer {
-    name: String,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Seen>,
-    worker: Option<JoinHandle<()>>,
-}
+pub struct UdpEchoServer(Served);
 
 impl UdpEchoServer {
     /// Listens on 0.0.0.0:`port` in `ns`.
@@ -197,36 +196,26 @@ impl UdpEchoServer {
                 .name(format!("udp-echo-{name}"))
                 .spawn(move || udp_loop(&name, &socket, &stop, &seen))?
         };
-        Ok(UdpEchoServer {
+        Ok(UdpEchoServer(Served {
             name: name.to_owned(),
             addr,
             stop,
             seen,
-            worker: Some(worker),
-        })
+            thread: Some(worker),
+        }))
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr
     }
 
     /// Source address of every datagram received, in arrival order.
     pub fn peers(&self) -> Vec<SocketAddr> {
-        self.seen.peers()
-    }
-}
-
-impl Drop for UdpEchoServer {
-    fn drop(&mut self) {
-        // Release: pairs with the worker's Acquire load.
-        self.stop.store(true, Ordering::Release);
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.0.seen.peers()
     }
 }
 

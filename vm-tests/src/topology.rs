@@ -82,22 +82,7 @@ impl Topology {
         topo.wire_backends()?;
 
         topo.client_addressing()?;
-        let lb = &topo.lb;
-        lb.ip(&[
-            "addr",
-            "add",
-            &format!("{LB_CLIENT_SIDE_ADDR}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        lb.ip(&[
-            "addr",
-            "add",
-            &format!("{LB_BACKEND_SIDE_ADDR}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        lb.ip(&["link", "set", "dev", "eth0", "up"])?;
+        topo.lb_addressing("eth0", "eth0")?;
         topo.attach_to_bridge(&["client", "lb"])?;
         set_gro(&topo.switch, "lb", true)?;
         topo.spread_lb_queues(&[(&topo.switch, "lb")])?;
@@ -116,23 +101,7 @@ impl Topology {
         topo.wire_backends()?;
 
         topo.client_addressing()?;
-        let lb = &topo.lb;
-        lb.ip(&[
-            "addr",
-            "add",
-            &format!("{LB_CLIENT_SIDE_ADDR}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        lb.ip(&[
-            "addr",
-            "add",
-            &format!("{LB_BACKEND_SIDE_ADDR}/24"),
-            "dev",
-            "eth1",
-        ])?;
-        lb.ip(&["link", "set", "dev", "eth0", "up"])?;
-        lb.ip(&["link", "set", "dev", "eth1", "up"])?;
+        topo.lb_addressing("eth0", "eth1")?;
         topo.attach_to_bridge(&["lb"])?;
         set_gro(&topo.client, "eth0", true)?;
         set_gro(&topo.switch, "lb", true)?;
@@ -232,6 +201,21 @@ impl Topology {
                 &LB_BACKEND_SIDE_ADDR.to_string(),
             ])?;
             self.attach_to_bridge(&[&be.name])?;
+        }
+        Ok(())
+    }
+
+    /// The LB's client-side and backend-side addresses; one interface may
+    /// carry both (router on a stick).
+    fn lb_addressing(&self, client_side: &str, backend_side: &str) -> Result<()> {
+        let lb = &self.lb;
+        let client_cidr = format!("{LB_CLIENT_SIDE_ADDR}/24");
+        let backend_cidr = format!("{LB_BACKEND_SIDE_ADDR}/24");
+        lb.ip(&["addr", "add", &client_cidr, "dev", client_side])?;
+        lb.ip(&["addr", "add", &backend_cidr, "dev", backend_side])?;
+        lb.ip(&["link", "set", "dev", client_side, "up"])?;
+        if backend_side != client_side {
+            lb.ip(&["link", "set", "dev", backend_side, "up"])?;
         }
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::load::load_str;
 use crate::resources::GatewayClass;
+use crate::snapshot::Protocol;
 use crate::snapshot::{Slot, SLOT_TABLE_SIZE};
 
 const CLASS: &str = "\

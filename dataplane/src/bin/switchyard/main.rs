@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use switchyard_dataplane::afxdp::ZeroCopy;
+use switchyard_dataplane::flow::FlowTimeouts;
 use yardctl::proto::DEFAULT_CONTROL_SOCKET;
 
 #[derive(Parser)]
@@ -54,16 +55,16 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 65536)]
     flow_capacity: usize,
     /// Seconds an established TCP flow may idle before it is forgotten.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = FlowTimeouts::DEFAULT.tcp.as_secs())]
     tcp_timeout: u64,
     /// Seconds a TCP flow that has not got past its first segment may idle.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = FlowTimeouts::DEFAULT.tcp_syn.as_secs())]
     tcp_syn_timeout: u64,
     /// Seconds a TCP flow lingers after FIN or RST.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = FlowTimeouts::DEFAULT.tcp_closing.as_secs())]
     tcp_closing_timeout: u64,
     /// Seconds a UDP flow may idle.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = FlowTimeouts::DEFAULT.udp.as_secs())]
     udp_timeout: u64,
     /// Seed of the flow hash; LB nodes sharing traffic must use the same one.
     #[arg(long, default_value_t = 0)]
