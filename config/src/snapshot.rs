@@ -154,6 +154,8 @@ pub struct Snapshot {
     /// Bumped by the control plane on every successful load.
     pub generation: u64,
     pub listeners: Vec<Listener>,
+    /// Names of the Gateways served, sorted; answered by `--dns-listen`.
+    pub dns: Vec<crate::dns::DnsRecord>,
     by_vip: HashMap<ServiceKey, u32>,
     by_backend: HashMap<ServiceKey, BackendOwner>,
 }
@@ -203,9 +205,17 @@ impl Snapshot {
         Self {
             generation,
             listeners,
+            dns: Vec::new(),
             by_vip,
             by_backend,
         }
+    }
+
+    pub fn with_dns(mut self, mut records: Vec<crate::dns::DnsRecord>) -> Self {
+        records.sort();
+        records.dedup();
+        self.dns = records;
+        self
     }
 
     pub fn listener_for_vip(&self, key: &ServiceKey) -> Option<u32> {
