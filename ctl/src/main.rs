@@ -10,7 +10,7 @@ use comfy_table::{presets, Cell, CellAlignment, Table};
 use yardctl::client;
 use yardctl::output::emit;
 use yardctl::proto::{
-    ExplainReport, FlowsReport, Request, Response, StatsReport, StatusReport,
+    ConfigStatusReport, ExplainReport, FlowsReport, Request, Response, StatsReport, StatusReport,
     DEFAULT_CONTROL_SOCKET,
 };
 
@@ -56,6 +56,18 @@ enum Command {
         /// VIP IPv4 address:port, e.g. 198.18.100.10:80.
         vip: String,
     },
+    /// The running configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Which config is running (generation, file hash, when applied), its
+    /// warnings, and whether the last reload was refused and why.
+    Status,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +116,9 @@ fn run(cli: Cli) -> Result<()> {
             client: socket_address("client", &client)?,
             vip: socket_address("VIP", &vip)?,
         },
+        Command::Config {
+            command: ConfigCommand::Status,
+        } => Request::ConfigStatus,
     };
     let response = client::request(&cli.control_socket, &request)?;
     if cli.output == Output::Json {
@@ -112,6 +127,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::Stats(r) => serde_json::to_string_pretty(r),
             Response::Flows(r) => serde_json::to_string_pretty(r),
             Response::Explain(r) => serde_json::to_string_pretty(r),
+            Response::ConfigStatus(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -122,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         Response::Stats(r) => render_stats(&r),
         Response::Flows(r) => render_flows(&r),
         Response::Explain(r) => render_explain(&r),
+        Response::ConfigStatus(r) => render_config_status(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)
@@ -277,7 +294,7 @@ fn render_explain(r: &ExplainReport) -> String {
                     e.backend,
                     e.queue,
                     if e.stale {
-                        " (stale: decided under an older config; its next packet is re-decided)"
+                        " (decided under an older config: kept while the VIP still has this backend)"
                     } else {
                         ""
                     }
@@ -333,5 +350,41 @@ fn render_explain(r: &ExplainReport) -> String {
     // Long; kept out of the table so it does not widen every row.
     let _ = writeln!(out, "\nwhy: {}", n.reason);
     let _ = writeln!(out, "config generation {}", r.config_generation);
+    out
+}
+
+fn render_config_status(r: &ConfigStatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config      {}", r.path);
+    let _ = writeln!(
+        out,
+        "running     generation {}, {} listeners, applied at {} (unix), sha256 {}",
+        r.generation, r.listeners, r.applied_at_unix, r.sha256
+    );
+    let _ = writeln!(
+        out,
+        "reloads     {} applied, {} refused",
+        r.reloads, r.failed_reloads
+    );
+    match &r.last_error {
+        Some(e) => {
+            let _ = writeln!(
+                out,
+                "last reload REFUSED at {} (unix); the running config stays:\n  {}",
+                e.at_unix, e.message
+            );
+        }
+        None => {
+            let _ = writeln!(out, "last reload ok");
+        }
+    }
+    if r.diagnostics.is_empty() {
+        let _ = writeln!(out, "warnings    none");
+    } else {
+        let _ = writeln!(out, "warnings");
+        for d in &r.diagnostics {
+            let _ = writeln!(out, "  {d}");
+        }
+    }
     out
 }

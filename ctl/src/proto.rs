@@ -27,6 +27,8 @@ pub enum Request {
         /// `address:port` the client connects to.
         vip: String,
     },
+    /// Which config is running and how the last reload went.
+    ConfigStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +39,7 @@ pub enum Response {
     Flows(FlowsReport),
     /// Boxed: much larger than the other answers; the JSON is the same.
     Explain(Box<ExplainReport>),
+    ConfigStatus(ConfigStatusReport),
     Error {
         message: String,
     },
@@ -171,8 +174,9 @@ pub struct ExistingFlow {
     /// This direction (client to backend) only.
     pub packets: u64,
     pub bytes: u64,
-    /// Decided under an older config generation: its next packet is decided
-    /// afresh, as `new_flow` says.
+    /// Decided under an older config generation. Its next packet keeps
+    /// this backend if the current config still has it behind the VIP;
+    /// otherwise the flow is decided afresh, as `new_flow` says.
     pub stale: bool,
 }
 
@@ -198,4 +202,35 @@ pub struct NewFlowDecision {
     pub affinity: Option<String>,
     /// One human sentence saying why.
     pub reason: String,
+}
+
+/// `yardctl config status`: the config the workers run, and the outcome of
+/// the last attempt to replace it. A failed reload leaves the running config
+/// in place, so both are reported.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatusReport {
+    pub path: String,
+    /// Generation of the running snapshot; bumped by every applied reload.
+    pub generation: u64,
+    /// Unix time the running config was applied.
+    pub applied_at_unix: u64,
+    /// SHA-256 of the file contents the running config came from, hex.
+    pub sha256: String,
+    pub listeners: usize,
+    /// What resolution had to say about the running config (one line each).
+    pub diagnostics: Vec<String>,
+    /// Reloads applied since start (the initial load is not one).
+    pub reloads: u64,
+    /// Reload attempts refused because the file was invalid or could not
+    /// be programmed.
+    pub failed_reloads: u64,
+    /// The last refused reload, if it came after the last applied one.
+    pub last_error: Option<ConfigError>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigError {
+    pub at_unix: u64,
+    /// `file:line: what and why`, as `switchyard check` prints it.
+    pub message: String,
 }

@@ -8,7 +8,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,9 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::Snapshot;
 use yardctl::proto::{
-    BackendStats, Counters, ExistingFlow, ExplainReport, FlowInfo, FlowsReport, InterfaceStatus,
-    ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport, WorkerStatus,
+    BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport, FlowInfo, FlowsReport,
+    InterfaceStatus, ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport,
+    WorkerStatus,
 };
 
 use crate::drop_reason::DropReason;
@@ -57,6 +58,8 @@ pub struct WorkerHandle {
 pub struct ControlState {
     pub config_path: String,
     pub config: Arc<ArcSwap<Snapshot>>,
+    /// Written by the reloader, read here; neither is on the packet path.
+    pub config_status: Arc<Mutex<ConfigStatusReport>>,
     pub interfaces: Vec<InterfaceStatus>,
     pub workers: Vec<WorkerHandle>,
     /// The clock the workers stamp flows with.
@@ -139,6 +142,13 @@ fn serve(state: &ControlState, stream: UnixStream) -> io::Result<()> {
 fn answer(state: &ControlState, request: &Request) -> Response {
     let result = match request {
         Request::Status => Ok(Response::Status(status(state))),
+        Request::ConfigStatus => Ok(Response::ConfigStatus(
+            state
+                .config_status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        )),
         Request::Stats => ask_workers(state, WorkerRequest::Stats)
             .map(|stats| Response::Stats(stats_report(&state.config.load(), &stats))),
         Request::Flows => ask_workers(state, WorkerRequest::Flows).map(|flows| {

@@ -67,8 +67,9 @@ pub struct FlowEntry {
     pub direction: Direction,
     pub listener: u32,
     pub backend: u32,
-    /// Snapshot generation the decision was taken under; a later snapshot
-    /// re-decides the flow (backend changes are the config issues' business).
+    /// Snapshot generation the decision was taken under. Under a later
+    /// snapshot the flow's next packet carries it over when its listener
+    /// still has its backend (`worker::carry_over`), else decides it afresh.
     pub generation: u64,
     /// Identity of the L2 table the MACs came from; a newer table refreshes
     /// them without changing the backend.

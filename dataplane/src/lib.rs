@@ -2,6 +2,7 @@
 //! packets for VIP listeners, and the control plane around them.
 
 pub mod afxdp;
+pub mod config_watch;
 pub mod control;
 pub mod drop_reason;
 pub mod flow;

@@ -309,7 +309,7 @@ impl Worker {
         let bytes = frame.len() as u64;
         let key = parsed.key;
         if let Some(entry) = self.flows.get_mut(&key, now) {
-            if entry.generation == snapshot.generation {
+            if entry.generation == snapshot.generation || carry_over(snapshot, &key, entry) {
                 if entry.l2_version != l2.version() {
                     match next_hop(l2, &self.port_ifindexes, entry.rewrite.ip_dst) {
                         Ok((egress, hop)) => {
@@ -389,18 +389,40 @@ impl Worker {
         key: &FlowKey,
         forward: &FlowEntry,
     ) {
-        let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(key.src) else {
-            return;
+        let backend = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(forward.rewrite.ip_dst),
+                port: forward.rewrite.dst_port,
+            },
+            protocol: match Protocol::from_ip_proto(key.protocol) {
+                Some(protocol) => protocol,
+                None => return,
+            },
         };
-        let (Some((frame_dst, frame_src)), Some(&ingress_ifindex)) =
-            (frame_macs, self.port_ifindexes.get(ingress))
-        else {
-            return;
+        // An endpoint behind several listeners cannot be reversed from the
+        // snapshot: the reply needs this entry, resolved or not.
+        let shared = snapshot.owner_of_backend(&backend) == Some(BackendOwner::Shared);
+        let (eth_src, eth_dst, egress_port, l2_version) = match l2.resolve(key.src) {
+            Ok(hop) if shared => {
+                let Some(port) = self.port_ifindexes.iter().position(|&i| i == hop.ifindex) else {
+                    return;
+                };
+                (hop.src_mac, hop.dst_mac, port, l2.version())
+            }
+            Err(Unresolved::NoNeighbour { ifindex, .. }) => {
+                let (Some((frame_dst, frame_src)), Some(&ingress_ifindex)) =
+                    (frame_macs, self.port_ifindexes.get(ingress))
+                else {
+                    return;
+                };
+                if ifindex != ingress_ifindex {
+                    return;
+                }
+                self.neighbors.request(key.src);
+                (frame_dst, frame_src, ingress, PROVISIONAL_L2)
+            }
+            _ => return,
         };
-        if ifindex != ingress_ifindex {
-            return;
-        }
-        self.neighbors.request(key.src);
         let reply_key = FlowKey {
             src: forward.rewrite.ip_dst,
             dst: key.src,
@@ -410,17 +432,17 @@ impl Worker {
         };
         let reply = FlowEntry {
             rewrite: Rewrite {
-                eth_src: frame_dst,
-                eth_dst: frame_src,
+                eth_src,
+                eth_dst,
                 ip_src: key.dst,
                 ip_dst: key.src,
                 src_port: key.dst_port,
                 dst_port: key.src_port,
             },
-            egress_port: ingress,
+            egress_port,
             direction: Direction::ToClient,
             generation: snapshot.generation,
-            l2_version: PROVISIONAL_L2,
+            l2_version,
             packets: 0,
             bytes: 0,
             closing: false,
@@ -495,8 +517,9 @@ impl Worker {
             // endpoint belongs to exactly one listener, so it does not
             // matter which worker saw the flow's first packet (RSS is not
             // symmetric). An endpoint behind several VIPs cannot be
-            // reversed from the packet alone; such replies need a flow on
-            // this worker, which only exists when both directions share a
+            // reversed from the packet alone; such replies need the entry
+            // `expect_reply` installed on the worker that saw the client's
+            // first packet, so they only pass when both directions share a
             // queue. Cross-queue state for that case is future work.
             match snapshot.owner_of_backend(&source) {
                 Some(BackendOwner::Unique(index)) => {
@@ -547,6 +570,51 @@ impl Worker {
             closing: parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0,
         })
     }
+}
+
+/// A flow decided under an older snapshot keeps its translation when the
+/// new snapshot still serves its VIP with its backend: a reload that leaves
+/// a listener alone, or only adds backends to it, or changes weights, moves
+/// no established flow (Maglev would move some, the flow table must not).
+/// Only the indices into the new snapshot are refreshed. A flow whose
+/// listener or backend is gone is decided afresh, like a new one.
+#[inline(never)]
+fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool {
+    let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
+        return false;
+    };
+    let endpoint = |address: Ipv4Addr, port: u16| Endpoint {
+        address: IpAddr::V4(address),
+        port,
+    };
+    let rewrite = &entry.rewrite;
+    let (vip, backend) = match entry.direction {
+        Direction::ToBackend => (
+            endpoint(key.dst, key.dst_port),
+            endpoint(rewrite.ip_dst, rewrite.dst_port),
+        ),
+        Direction::ToClient => (
+            endpoint(rewrite.ip_src, rewrite.src_port),
+            endpoint(key.src, key.src_port),
+        ),
+    };
+    let Some(listener) = snapshot.listener_for_vip(&ServiceKey {
+        endpoint: vip,
+        protocol,
+    }) else {
+        return false;
+    };
+    let Some(position) = snapshot.listeners[listener as usize]
+        .backends
+        .iter()
+        .position(|b| b.endpoint == backend)
+    else {
+        return false;
+    };
+    entry.listener = listener;
+    entry.backend = position as u32;
+    entry.generation = snapshot.generation;
+    true
 }
 
 /// Destination and source MAC of an Ethernet frame.

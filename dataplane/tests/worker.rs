@@ -124,6 +124,7 @@ fn snapshot() -> Snapshot {
 
 struct Harness {
     worker: Worker,
+    config: Arc<ArcSwap<Snapshot>>,
     io: MemoryIo,
     requests: channel::Sender<WorkerRequest>,
     neighbors: Neighbors,
@@ -132,10 +133,11 @@ struct Harness {
 fn harness() -> Harness {
     let neighbors = Neighbors::fixed(l2_table());
     let (requests, control) = channel::bounded(4);
+    let config = Arc::new(ArcSwap::from_pointee(snapshot()));
     let worker = Worker::new(
         0,
         vec![10, 20],
-        Arc::new(ArcSwap::from_pointee(snapshot())),
+        config.clone(),
         neighbors.clone(),
         control,
         Arc::new(AtomicBool::new(false)),
@@ -144,6 +146,7 @@ fn harness() -> Harness {
     );
     Harness {
         worker,
+        config,
         io: MemoryIo::new(64),
         requests,
         neighbors,
@@ -613,4 +616,99 @@ fn without_affinity_flows_of_one_client_spread_over_both_backends() {
         .filter(|&port| backend_of(&snapshot, CLIENT, port) == 0)
         .count();
     assert!((10..=40).contains(&to_be1), "{to_be1} of 50 flows to be1");
+}
+
+// ------------------------------------------------------------- reloads
+
+/// The backend (address) each of `ports` reaches through the TCP listener.
+fn tcp_backends(h: &mut Harness, ports: std::ops::Range<u16>) -> Vec<Ipv4Addr> {
+    ports
+        .map(|port| {
+            let frame = tcp_frame(FROM_CLIENT, (CLIENT, port), (VIP, 80), b"x");
+            let (_, out) = h.send(0, frame).expect("forwarded");
+            inspect(&out).dst.0
+        })
+        .collect()
+}
+
+/// The test snapshot with the TCP listener's backends replaced and its
+/// slot table reversed, so a fresh decision would move most flows.
+fn reloaded(generation: u64, tcp_backends: &[(Ipv4Addr, u16)]) -> Snapshot {
+    let mut listeners = snapshot().listeners;
+    let mut tcp = listener("tcp", Protocol::Tcp, 80, tcp_backends);
+    tcp.slots.reverse();
+    listeners[0] = tcp;
+    Snapshot::new(generation, listeners)
+}
+
+#[test]
+fn established_flows_keep_their_backend_across_a_reload_that_reshuffles_the_table() {
+    let mut h = harness();
+    let before = tcp_backends(&mut h, 40000..40040);
+    assert!(before.contains(&BE1) && before.contains(&BE2));
+    h.config
+        .store(Arc::new(reloaded(2, &[(BE1, 8080), (BE2, 8080)])));
+    assert_eq!(tcp_backends(&mut h, 40000..40040), before);
+    // New flows follow the new table.
+    let fresh = tcp_backends(&mut h, 41000..41040);
+    let expected: Vec<Ipv4Addr> = (41000..41040u16)
+        .map(|port| {
+            let key = FlowKey {
+                src: CLIENT,
+                dst: VIP,
+                src_port: port,
+                dst_port: 80,
+                protocol: 6,
+            };
+            let choice =
+                choose(&h.config.load(), &key, WorkerSettings::default().hash_seed).unwrap();
+            let backend = choice.backend.unwrap() as usize;
+            match h.config.load().listeners[0].backends[backend]
+                .endpoint
+                .address
+            {
+                IpAddr::V4(a) => a,
+                IpAddr::V6(_) => unreachable!(),
+            }
+        })
+        .collect();
+    assert_eq!(fresh, expected);
+}
+
+#[test]
+fn a_flow_whose_backend_is_removed_is_decided_afresh() {
+    let mut h = harness();
+    let before = tcp_backends(&mut h, 40000..40040);
+    h.config.store(Arc::new(reloaded(2, &[(BE2, 8080)])));
+    let after = tcp_backends(&mut h, 40000..40040);
+    assert!(after.iter().all(|&b| b == BE2), "{after:?}");
+    assert!(before.contains(&BE1));
+}
+
+#[test]
+fn replies_of_an_endpoint_behind_two_listeners_are_reversed_by_the_worker_that_saw_the_request() {
+    const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
+    let mut h = harness();
+    let mut listeners = snapshot().listeners;
+    let mut second = listener("udp2", Protocol::Udp, 9053, &[(BE1, 5353), (BE2, 5353)]);
+    second.address = IpAddr::V4(VIP2);
+    listeners.push(second);
+    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    for (vip, port) in [(VIP, 53), (VIP2, 9053)] {
+        let request = udp_frame(FROM_CLIENT, (CLIENT, 40000), (vip, port), b"q");
+        let (_, out) = h.send(0, request).expect("forwarded");
+        let backend = inspect(&out).dst;
+        let reply_macs = if backend.0 == BE1 {
+            (BE1_MAC, LB_BACKEND_SIDE_MAC)
+        } else {
+            (BE2_MAC, LB_BACKEND_SIDE_MAC)
+        };
+        let reply = udp_frame(reply_macs, backend, (CLIENT, 40000), b"a");
+        let (egress, out) = h.send(1, reply).expect("reply reversed");
+        assert_eq!(egress, 0);
+        let seen = inspect(&out);
+        assert_eq!(seen.src, (vip, port));
+        assert_eq!(seen.dst, (CLIENT, 40000));
+    }
+    assert_eq!(h.drops("reply_listener_ambiguous"), 0);
 }

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use yardctl::proto::{FlowsReport, StatsReport, StatusReport};
+use yardctl::proto::{ConfigStatusReport, FlowsReport, StatsReport, StatusReport};
 
 use crate::netns::Netns;
 use crate::poll::{poll_until, POLL_INTERVAL};
@@ -307,6 +307,24 @@ impl Daemon {
 
     pub fn flows(&self) -> Result<FlowsReport> {
         self.yardctl_typed("flows")
+    }
+
+    /// `yardctl config status -o json`.
+    pub fn config_status(&self) -> Result<ConfigStatusReport> {
+        let out = self.yardctl_raw(&["config", "status", "-o", "json"])?;
+        let value = parse_json_output("config status", &out)?;
+        serde_json::from_value(value.clone()).with_context(|| {
+            format!("`yardctl config status -o json` printed an unexpected shape: {value}")
+        })
+    }
+
+    /// Sends `signal` to the daemon (SIGHUP asks it to reload its config).
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("switchyard already stopped"))?;
+        signal_child(child, signal)
     }
 
     /// Runs `yardctl` with its output going straight to this process's

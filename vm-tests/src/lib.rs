@@ -19,6 +19,7 @@ pub mod netns;
 pub mod poll;
 pub mod process;
 pub mod servers;
+pub mod tcp_info;
 pub mod tempdir;
 pub mod topology;
 

@@ -1,6 +1,7 @@
 //! `switchyard`: the load-balancer appliance.
 
 mod check;
+mod reload;
 mod run;
 
 use std::path::PathBuf;

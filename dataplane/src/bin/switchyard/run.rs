@@ -1,7 +1,7 @@
 //! `switchyard run`: bring up XDP steering, AF_XDP workers and the control
 //! socket, then wait for a signal and take it all down again.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam::channel;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
-use switchyard_config::snapshot::Snapshot;
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
+use switchyard_dataplane::config_watch::ConfigWatch;
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
-use switchyard_xdp::{AttachMode, ServiceMatch, Steering};
+use switchyard_xdp::{AttachMode, Steering};
 use yardctl::proto::InterfaceStatus;
 
+use crate::reload::{self, Reloader, Trigger};
 use crate::{RunArgs, XdpModeArg};
 
 /// How long startup waits for the kernel to resolve backends' MACs; flows
@@ -37,17 +41,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
-    let resolution = switchyard_config::compile_file(&args.config, 1)
+    let initial = reload::compile(&args.config, 1)
         .with_context(|| format!("reading config file {}", args.config.display()))?;
-    for diagnostic in &resolution.diagnostics {
+    for diagnostic in &initial.diagnostics {
         log::warn!("config: {diagnostic}");
     }
-    let snapshot = resolution.snapshot;
     log::info!(
         "config {}: {} listeners",
         args.config.display(),
-        snapshot.listeners.len()
+        initial.snapshot.listeners.len()
     );
+    // Watching starts before anything is programmed, so an edit made while
+    // the daemon comes up is not missed.
+    let watch = ConfigWatch::new(&args.config)?;
 
     let mut ports = Vec::new();
     for name in &args.interfaces {
@@ -91,7 +97,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     steering
         .set_local_addrs(&interfaces::local_ipv4_addresses()?)
         .context("programming the node's own addresses")?;
-    let (vips, backends) = service_matches(&snapshot);
+    let (vips, backends) = reload::service_matches(&initial.snapshot);
     steering
         .set_services(&vips, &backends)
         .context("programming VIPs and backends into the XDP maps")?;
@@ -99,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let ifindexes: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
     let (resolver, neighbors) =
         NeighborResolver::start(&ifindexes).context("starting the neighbour resolver")?;
-    let backend_addrs = backend_ipv4_addresses(&snapshot);
+    let backend_addrs = reload::backend_ipv4_addresses(&initial.snapshot);
     let unresolved = resolver.prime(&backend_addrs, NEIGHBOUR_PRIME_DEADLINE);
     for addr in unresolved {
         log::warn!(
@@ -107,7 +113,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
-    let config = Arc::new(ArcSwap::from_pointee(snapshot));
+    let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
+    let mut reloader = Reloader::new(&args.config, config.clone(), &initial);
+    drop(initial);
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -178,6 +186,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         ControlState {
             config_path: args.config.display().to_string(),
             config: config.clone(),
+            config_status: reloader.status(),
             interfaces: interface_status,
             workers: handles,
             epoch,
@@ -191,15 +200,31 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.control_socket.display()
     );
 
-    loop {
-        match signals.wait().context("waiting for signals")? {
-            Signal::SIGHUP => {
-                log::info!("SIGHUP: config reload is not supported yet; keeping the running config")
+    let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .context("opening a signalfd")?;
+    'serve: loop {
+        let mut fds = [
+            PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(watch.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(err) => return Err(err).context("waiting for signals and config changes"),
+        }
+        while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => {
+                    reloader.reload(Trigger::Signal, &mut steering, &resolver);
+                }
+                Ok(signal) => {
+                    log::info!("{signal}: shutting down");
+                    break 'serve;
+                }
+                Err(_) => {}
             }
-            signal => {
-                log::info!("{signal}: shutting down");
-                break;
-            }
+        }
+        if watch.changed() {
+            reloader.reload(Trigger::FileChanged, &mut steering, &resolver);
         }
     }
     // Detach first so traffic falls back to the kernel at once, then let the
@@ -221,54 +246,4 @@ fn attach_mode(arg: XdpModeArg) -> AttachMode {
         XdpModeArg::Native => AttachMode::Native,
         XdpModeArg::Generic => AttachMode::Generic,
     }
-}
-
-/// VIPs to steer by destination, backend endpoints to steer replies by source.
-fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMatch>) {
-    let mut vips = Vec::new();
-    let mut backends = Vec::new();
-    for (index, listener) in snapshot.listeners.iter().enumerate() {
-        // Id 0 means "none" in the XDP maps.
-        let id = index as u32 + 1;
-        let IpAddr::V4(addr) = listener.address else {
-            log::warn!("{}: IPv6 VIPs are not served yet", listener.name);
-            continue;
-        };
-        vips.push(ServiceMatch {
-            addr,
-            port: listener.port,
-            protocol: listener.protocol as u8,
-            id,
-        });
-        for backend in &listener.backends {
-            if let IpAddr::V4(addr) = backend.endpoint.address {
-                backends.push(ServiceMatch {
-                    addr,
-                    port: backend.endpoint.port,
-                    protocol: listener.protocol as u8,
-                    id,
-                });
-            }
-        }
-    }
-    // An endpoint behind several listeners is one key in the XDP map: it only
-    // marks "steer replies from here", and workers look up the listener.
-    backends.sort_by_key(|b| (b.addr, b.port, b.protocol));
-    backends.dedup_by_key(|b| (b.addr, b.port, b.protocol));
-    (vips, backends)
-}
-
-fn backend_ipv4_addresses(snapshot: &Snapshot) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = snapshot
-        .listeners
-        .iter()
-        .flat_map(|l| l.backends.iter())
-        .filter_map(|b| match b.endpoint.address {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
 }

@@ -1,0 +1,299 @@
+//! End-to-end: config reloads (file rewrite, rename-over and SIGHUP) under
+//! continuous traffic. Flows of listeners the reloads do not touch lose no
+//! packet and keep their backend; an invalid file is refused and the
+//! running config stays.
+
+use std::collections::BTreeSet;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use nix::sys::signal::Signal;
+use switchyard_vm_tests::client::{tcp_connect, udp_exchange_on, udp_socket_towards};
+use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
+use switchyard_vm_tests::poll::poll_until;
+use switchyard_vm_tests::tcp_info::total_retransmissions;
+use switchyard_vm_tests::topology::VIP;
+use switchyard_vm_tests::{Daemon, GatewaySpec, Netns, TempDir, Topology};
+
+const RELOADS: u64 = 20;
+/// A reload is a file read, a compile and a map sync: well under this.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(10);
+/// Under a second, so a lost SYN (retransmitted after one second) fails the
+/// connect instead of being hidden by the retry.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(900);
+/// Per exchange. Generous: the machine is shared; a loss shows up as a
+/// retransmission (TCP) or a missing reply (UDP), not as slowness.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A second Gateway the reloads add and remove: the demo listeners are
+/// never touched by them.
+const SPARE_VIP: &str = "198.18.100.20";
+const SPARE_PORT: u16 = 9053;
+
+fn config(with_spare: bool, serial: u64) -> String {
+    let mut yaml = format!("# revision {serial}\n");
+    yaml.push_str(&GatewaySpec::demo().to_yaml());
+    if with_spare {
+        yaml.push_str(&format!(
+            "---\n\
+             apiVersion: gateway.networking.k8s.io/v1\n\
+             kind: Gateway\n\
+             metadata:\n  name: spare\n  namespace: demo\n\
+             spec:\n  gatewayClassName: switchyard\n  addresses:\n  - type: IPAddress\n    value: {SPARE_VIP}\n  \
+             listeners:\n  - name: udp\n    protocol: UDP\n    port: {SPARE_PORT}\n\
+             ---\n\
+             apiVersion: gateway.networking.k8s.io/v1\n\
+             kind: UDPRoute\n\
+             metadata:\n  name: spare\n  namespace: demo\n\
+             spec:\n  parentRefs:\n  - name: spare\n  rules:\n  - backendRefs:\n    - name: echo\n      port: {UDP_PORT}\n"
+        ));
+    }
+    yaml
+}
+
+/// Replaces the file the way config tools do: write aside, rename over.
+fn replace(path: &Path, contents: &str) -> Result<()> {
+    let aside = path.with_extension("yaml.new");
+    std::fs::write(&aside, contents)?;
+    std::fs::rename(&aside, path)?;
+    Ok(())
+}
+
+/// What one traffic thread saw.
+#[derive(Debug, Default)]
+struct Tally {
+    exchanges: u64,
+    failures: Vec<String>,
+    retransmissions: u64,
+    servers: BTreeSet<String>,
+}
+
+/// One UDP socket (one flow), a datagram every millisecond, each answered
+/// before the next: a loss is a missing reply.
+fn udp_stream(socket: UdpSocket, to: SocketAddr, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("seq {}", tally.exchanges);
+        match udp_exchange_on(&socket, to, &payload) {
+            Ok(reply) if reply.from == to && reply.echoed() == payload => {
+                tally.servers.insert(reply.server().to_owned());
+            }
+            Ok(reply) => tally
+                .failures
+                .push(format!("{payload}: unexpected reply {reply:?}")),
+            Err(err) => tally.failures.push(format!("{payload}: {err:#}")),
+        }
+        tally.exchanges += 1;
+        thread::sleep(Duration::from_millis(1));
+    }
+    tally
+}
+
+fn read_echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !text.ends_with(payload.as_bytes()) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow!("no echo of {payload:?} within {REPLY_TIMEOUT:?}"))?;
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => bail!(
+                "closed by the server after {:?}",
+                String::from_utf8_lossy(&text)
+            ),
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// One long-lived connection exchanging a message every millisecond.
+fn tcp_long_lived(mut stream: TcpStream, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("msg {}|", tally.exchanges);
+        let result = stream
+            .write_all(payload.as_bytes())
+            .map_err(anyhow::Error::from)
+            .and_then(|()| read_echo(&mut stream, &payload));
+        tally.exchanges += 1;
+        match result {
+            Ok(text) => {
+                tally
+                    .servers
+                    .insert(text.split(' ').next().unwrap_or("").to_owned());
+            }
+            Err(err) => {
+                tally.failures.push(format!("{payload}: {err:#}"));
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    match total_retransmissions(&stream) {
+        Ok(n) => tally.retransmissions = u64::from(n),
+        Err(err) => tally.failures.push(format!("{err:#}")),
+    }
+    tally
+}
+
+/// A new connection every few milliseconds: connect, one exchange, close.
+fn tcp_new_connections(ns: &Netns, to: SocketAddr, stop: &AtomicBool) -> Tally {
+    let mut tally = Tally::default();
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("conn {}|", tally.exchanges);
+        tally.exchanges += 1;
+        let result = tcp_connect(ns, to, CONNECT_TIMEOUT).and_then(|mut stream| {
+            stream.set_nodelay(true)?;
+            stream.write_all(payload.as_bytes())?;
+            let text = read_echo(&mut stream, &payload)?;
+            Ok((text, total_retransmissions(&stream)?))
+        });
+        match result {
+            Ok((_, retransmissions)) => tally.retransmissions += u64::from(retransmissions),
+            Err(err) => tally.failures.push(format!("{payload}: {err:#}")),
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    tally
+}
+
+/// Waits for the running config to reach `generation`, failing early if a
+/// reload beyond the `refused` expected ones was refused.
+fn wait_generation(daemon: &Daemon, generation: u64, refused: u64) -> Result<()> {
+    poll_until(
+        RELOAD_DEADLINE,
+        &format!("config generation {generation}"),
+        || {
+            let status = daemon.config_status()?;
+            if status.failed_reloads > refused {
+                bail!("reload refused: {:?}", status.last_error);
+            }
+            ensure!(
+                status.generation <= generation,
+                "generation {} overshot {generation}: a reload happened twice",
+                status.generation
+            );
+            Ok((status.generation == generation).then_some(()))
+        },
+    )
+}
+
+#[test]
+fn twenty_reloads_under_traffic_lose_nothing_on_unchanged_listeners() -> Result<()> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let path = dir.write("gateway.yaml", &config(false, 0))?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = topo.start_daemon(&path)?;
+    assert_eq!(daemon.config_status()?.generation, 1);
+
+    let udp_vip = SocketAddr::from((VIP, UDP_PORT));
+    let tcp_vip = SocketAddr::from((VIP, TCP_PORT));
+    let socket = udp_socket_towards(&topo.client, udp_vip)?;
+    let stream = tcp_connect(&topo.client, tcp_vip, CONNECT_TIMEOUT)?;
+    stream.set_nodelay(true)?;
+    let stop = AtomicBool::new(false);
+    let (result, udp, long, fresh) = thread::scope(|scope| {
+        let udp = scope.spawn(|| udp_stream(socket, udp_vip, &stop));
+        let long = scope.spawn(|| tcp_long_lived(stream, &stop));
+        let fresh = scope.spawn(|| tcp_new_connections(&topo.client, tcp_vip, &stop));
+        let result = reload_twenty_times(&topo, &daemon, &path);
+        stop.store(true, Ordering::Relaxed);
+        (result, udp.join(), long.join(), fresh.join())
+    });
+    result?;
+    let panicked = |_| anyhow!("a traffic thread panicked");
+    let (udp, long, fresh) = (
+        udp.map_err(panicked)?,
+        long.map_err(panicked)?,
+        fresh.map_err(panicked)?,
+    );
+
+    eprintln!("udp stream: {udp:?}\ntcp long-lived: {long:?}\ntcp new connections: {fresh:?}");
+    for (what, tally) in [
+        ("UDP stream", &udp),
+        ("long-lived TCP", &long),
+        ("new TCP connections", &fresh),
+    ] {
+        ensure!(
+            tally.exchanges >= 20,
+            "{what}: too little traffic: {tally:?}"
+        );
+        ensure!(
+            tally.failures.is_empty(),
+            "{what}: {} of {} exchanges failed: {:?}",
+            tally.failures.len(),
+            tally.exchanges,
+            tally.failures
+        );
+        ensure!(
+            tally.retransmissions == 0,
+            "{what}: {} TCP retransmissions",
+            tally.retransmissions
+        );
+    }
+    ensure!(
+        udp.servers.len() == 1 && long.servers.len() == 1,
+        "a flow changed backends across reloads: udp {:?}, tcp {:?}",
+        udp.servers,
+        long.servers
+    );
+    Ok(())
+}
+
+/// Reloads 1 to 20: rewrites (adding or removing the spare Gateway) and,
+/// every fourth, a SIGHUP with the same contents; a broken file half-way.
+fn reload_twenty_times(topo: &Topology, daemon: &Daemon, path: &Path) -> Result<()> {
+    let mut refused = 0;
+    for reload in 1..=RELOADS {
+        if reload == RELOADS / 2 {
+            // Half-way, a broken file: refused, the running config stays.
+            std::fs::write(path, "apiVersion: v1\nkind: Service\nmetadata: [\n")?;
+            refused += 1;
+            poll_until(RELOAD_DEADLINE, "the broken file to be refused", || {
+                let status = daemon.config_status()?;
+                Ok((status.failed_reloads == refused).then_some(status))
+            })
+            .and_then(|status| {
+                ensure!(status.generation == reload, "generation moved: {status:?}");
+                let message = status.last_error.map(|e| e.message).unwrap_or_default();
+                ensure!(
+                    message.contains("gateway.yaml:"),
+                    "the refusal should say file:line, got {message:?}"
+                );
+                Ok(())
+            })?;
+        }
+        if reload % 4 == 0 {
+            // Same contents, forced by the operator.
+            daemon.signal(Signal::SIGHUP)?;
+        } else {
+            replace(path, &config(reload % 2 == 1, reload))?;
+        }
+        wait_generation(daemon, reload + 1, refused).with_context(|| format!("reload {reload}"))?;
+    }
+    let status = daemon.config_status()?;
+    ensure!(status.reloads == RELOADS, "{status:?}");
+    ensure!(status.failed_reloads == 1, "{status:?}");
+    // The last rewrite (reload 19) added the spare Gateway, and SIGHUP
+    // kept it: it serves.
+    let spare = SocketAddr::from((SPARE_VIP.parse::<std::net::Ipv4Addr>()?, SPARE_PORT));
+    let socket = udp_socket_towards(&topo.client, spare)?;
+    let reply = udp_exchange_on(&socket, spare, "spare").with_context(|| {
+        let stats = daemon.yardctl_raw(&["stats"]).map(|o| o.stdout);
+        format!("the spare Gateway added by reload 19; yardctl stats: {stats:?}")
+    })?;
+    ensure!(reply.from == spare, "{reply:?}");
+    Ok(())
+}
