@@ -6,7 +6,7 @@
 //! timeout.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -77,6 +77,58 @@ pub fn tcp_exchange(ns: &Netns, to: SocketAddr, payload: &str) -> Result<Reply> 
     }
     Ok(Reply {
         local,
+        from: to,
+        text: lossy(&text),
+    })
+}
+
+/// Like [`tcp_exchange`], from the fixed source address `from`: a test that
+/// chooses its clients' ports gets the same 5-tuples, and so the same
+/// hashes, on every run.
+pub fn tcp_exchange_from(
+    ns: &Netns,
+    from: SocketAddrV4,
+    to: SocketAddr,
+    payload: &str,
+) -> Result<Reply> {
+    use nix::sys::socket::{
+        bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    use nix::sys::time::TimeVal;
+    use std::os::fd::AsRawFd;
+
+    let SocketAddr::V4(to_v4) = to else {
+        bail!("{to}: IPv4 only");
+    };
+    let socket = in_netns(ns, || -> nix::Result<std::os::fd::OwnedFd> {
+        let fd = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // Linux bounds a blocking connect by the send timeout.
+        setsockopt(
+            &fd,
+            sockopt::SendTimeout,
+            &TimeVal::new(IO_TIMEOUT.as_secs() as _, 0),
+        )?;
+        bind(fd.as_raw_fd(), &SockaddrIn::from(from))?;
+        Ok(fd)
+    })?
+    .with_context(|| format!("binding a TCP socket to {from} in {}", ns.name()))?;
+    connect(socket.as_raw_fd(), &SockaddrIn::from(to_v4))
+        .with_context(|| format!("TCP connect {from} -> {to}"))?;
+    let mut stream = TcpStream::from(socket);
+    let context = || format!("TCP exchange {from} -> {to}");
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.write_all(payload.as_bytes()).with_context(context)?;
+    stream.shutdown(Shutdown::Write).with_context(context)?;
+    let mut text = Vec::new();
+    stream.read_to_end(&mut text).with_context(context)?;
+    Ok(Reply {
+        local: SocketAddr::V4(from),
         from: to,
         text: lossy(&text),
     })
