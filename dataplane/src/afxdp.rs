@@ -328,6 +328,10 @@ impl PacketIo for XskPorts {
                 let verdict = handle(index, data.contents_mut());
                 match verdict {
                     Verdict::Transmit(out) if out < port_count => self.tx_pending[out].push(desc),
+                    Verdict::TransmitPrefix { port, len } if port < port_count => {
+                        data.cursor().set_pos(len);
+                        self.tx_pending[port].push(desc)
+                    }
                     _ => self.free.push(desc),
                 }
             }

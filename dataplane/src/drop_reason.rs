@@ -27,10 +27,13 @@ pub enum DropReason {
     /// this worker to say which VIP it answers for.
     ReplyListenerAmbiguous,
     TxRingFull,
+    /// A segment of a TCP connection whose backend a config change removed;
+    /// the client is sent a reset instead.
+    BackendRemoved,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         Self::Truncated,
         Self::NotIpv4,
         Self::BadIpHeader,
@@ -45,6 +48,7 @@ impl DropReason {
         Self::EgressNotOwned,
         Self::ReplyListenerAmbiguous,
         Self::TxRingFull,
+        Self::BackendRemoved,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -64,6 +68,7 @@ impl DropReason {
             Self::EgressNotOwned => "egress_not_owned",
             Self::ReplyListenerAmbiguous => "reply_listener_ambiguous",
             Self::TxRingFull => "tx_ring_full",
+            Self::BackendRemoved => "backend_removed",
         }
     }
 }

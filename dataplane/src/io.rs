@@ -7,6 +7,12 @@
 pub enum Verdict {
     /// Send the (rewritten) frame out of this port.
     Transmit(usize),
+    /// Send only the first `len` bytes of the frame out of `port`: the
+    /// worker turned it into a shorter packet (a TCP reset).
+    TransmitPrefix {
+        port: usize,
+        len: usize,
+    },
     Drop,
 }
 
@@ -62,11 +68,17 @@ impl PacketIo for MemoryIo {
             };
             outcome.received += 1;
             outcome.received_bytes += frame.len();
-            if let Verdict::Transmit(out) = handle(port, &mut frame) {
-                outcome.transmitted += 1;
-                outcome.transmitted_bytes += frame.len();
-                self.tx.push((out, frame));
-            }
+            let out = match handle(port, &mut frame) {
+                Verdict::Transmit(out) => out,
+                Verdict::TransmitPrefix { port, len } => {
+                    frame.truncate(len);
+                    port
+                }
+                Verdict::Drop => continue,
+            };
+            outcome.transmitted += 1;
+            outcome.transmitted_bytes += frame.len();
+            self.tx.push((out, frame));
         }
         outcome
     }

@@ -20,7 +20,9 @@ use crate::io::{PacketIo, Verdict};
 use crate::neighbor::{L2Table, Neighbors, Unresolved};
 use crate::packet::{self, FlowKey, Parsed, Rewrite};
 
+const TCP: u8 = 6;
 const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 
 /// How long an idle worker sleeps in poll(): also the worst-case latency of
@@ -308,8 +310,22 @@ impl Worker {
         };
         let bytes = frame.len() as u64;
         let key = parsed.key;
+        let mut backend_removed = false;
         if let Some(entry) = self.flows.get_mut(&key, now) {
-            if entry.generation == snapshot.generation || carry_over(snapshot, &key, entry) {
+            if entry.generation != snapshot.generation && !carry_over(snapshot, &key, entry) {
+                // The backend of a client's TCP connection is gone: another
+                // backend would only answer with a reset, after the client
+                // retransmits into the void, so answer for it now. A SYN is
+                // a new connection reusing the 5-tuple and is decided afresh.
+                backend_removed = entry.direction == Direction::ToBackend
+                    && key.protocol == TCP
+                    && parsed.tcp_flags & TCP_SYN == 0
+                    && snapshot.listener_for_vip(&tcp_vip_key(&key)).is_some();
+                if backend_removed {
+                    entry.closing = true;
+                    entry.last_seen_ns = now;
+                }
+            } else {
                 if entry.l2_version != l2.version() {
                     match next_hop(l2, &self.port_ifindexes, entry.rewrite.ip_dst) {
                         Ok((egress, hop)) => {
@@ -345,6 +361,10 @@ impl Worker {
                 return Verdict::Transmit(egress);
             }
         }
+        if backend_removed {
+            self.stats.drops[DropReason::BackendRemoved as usize] += 1;
+            return reset(frame, &parsed, ingress);
+        }
         // Read before the rewrite overwrites them.
         let frame_macs = ethernet_addresses(frame);
         match self.decide(snapshot, l2, now, &parsed, bytes) {
@@ -364,6 +384,12 @@ impl Worker {
                 // backend set is unchanged.
                 self.flows.insert(key, entry);
                 Verdict::Transmit(entry.egress_port)
+            }
+            Err(DropReason::BackendUnavailable) if key.protocol == TCP => {
+                // The Gateway API asks that a connection to an invalid
+                // backendRef's share be refused; a reset refuses it at once.
+                self.stats.drops[DropReason::BackendUnavailable as usize] += 1;
+                reset(frame, &parsed, ingress)
             }
             Err(reason) => self.drop_packet(reason),
         }
@@ -615,6 +641,26 @@ fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool
     entry.backend = position as u32;
     entry.generation = snapshot.generation;
     true
+}
+
+/// The listener key a client-to-VIP packet is matched on.
+fn tcp_vip_key(key: &FlowKey) -> ServiceKey {
+    ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(key.dst),
+            port: key.dst_port,
+        },
+        protocol: Protocol::Tcp,
+    }
+}
+
+/// Answers a TCP segment with a reset, back out of the port it came in on;
+/// a segment that must not be answered (a reset itself) is just dropped.
+fn reset(frame: &mut [u8], parsed: &Parsed, ingress: usize) -> Verdict {
+    match packet::tcp_reset(frame, parsed) {
+        Some(len) => Verdict::TransmitPrefix { port: ingress, len },
+        None => Verdict::Drop,
+    }
 }
 
 /// Destination and source MAC of an Ethernet frame.

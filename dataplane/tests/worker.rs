@@ -372,8 +372,35 @@ fn truncated_frame_is_dropped_and_counted() {
 fn share_of_a_backend_without_endpoints_is_refused() {
     let mut h = harness();
     let frame = tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 81), b"");
-    assert!(h.send(0, frame).is_none());
+    let (port, reset) = h.send(0, frame).expect("a reset back to the client");
+    assert_eq!(port, 0);
+    assert_eq!(tcp_flags(&reset), (true, true), "RST+ACK answering a SYN");
+    let seen = inspect(&reset);
+    assert_eq!((seen.src, seen.dst), ((VIP, 81), (CLIENT, 40000)));
+    assert_eq!(
+        (seen.eth_src, seen.eth_dst),
+        (LB_CLIENT_SIDE_MAC, CLIENT_MAC)
+    );
     assert_eq!(h.drops("backend_unavailable"), 1);
+}
+
+/// (RST, ACK) flags of a TCP frame.
+fn tcp_flags(frame: &[u8]) -> (bool, bool) {
+    match SlicedPacket::from_ethernet(frame).unwrap().transport {
+        Some(TransportSlice::Tcp(tcp)) => (tcp.rst(), tcp.ack()),
+        other => panic!("not TCP: {other:?}"),
+    }
+}
+
+/// A mid-connection segment (ACK, no SYN).
+fn tcp_ack_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_CLIENT_SIDE_MAC)
+        .ipv4(src.0.octets(), dst.0.octets(), 64)
+        .tcp(src.1, dst.1, 1000, 65535)
+        .ack(7777);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, payload).unwrap();
+    frame
 }
 
 #[test]
@@ -711,4 +738,51 @@ fn replies_of_an_endpoint_behind_two_listeners_are_reversed_by_the_worker_that_s
         assert_eq!(seen.dst, (CLIENT, 40000));
     }
     assert_eq!(h.drops("reply_listener_ambiguous"), 0);
+}
+
+#[test]
+fn a_connection_whose_backend_is_removed_gets_a_reset_and_a_new_syn_is_decided_afresh() {
+    let mut h = harness();
+    let before = tcp_backends(&mut h, 40000..40040);
+    let port = 40000 + before.iter().position(|&b| b == BE1).unwrap() as u16;
+    h.config.store(Arc::new(reloaded(2, &[(BE2, 8080)])));
+
+    let segment = tcp_ack_frame((CLIENT, port), (VIP, 80), b"more");
+    let (egress, reset) = h.send(0, segment).expect("a reset");
+    assert_eq!(egress, 0);
+    assert_eq!(tcp_flags(&reset), (true, false), "RST at the segment's ACK");
+    let seen = inspect(&reset);
+    assert_eq!((seen.src, seen.dst), ((VIP, 80), (CLIENT, port)));
+    assert!(seen.payload.is_empty());
+    assert_eq!(h.drops("backend_removed"), 1);
+
+    // Later segments of the dead connection get resets too ...
+    let again = tcp_ack_frame((CLIENT, port), (VIP, 80), b"x");
+    assert_eq!(tcp_flags(&h.send(0, again).unwrap().1), (true, false));
+    // ... and a client's reset is not answered.
+    let mut rst = tcp_ack_frame((CLIENT, port), (VIP, 80), b"");
+    rst[14 + 20 + 13] |= 0x04;
+    assert!(h.send(0, rst).is_none());
+
+    // A SYN reusing the 5-tuple is a new connection.
+    let syn = tcp_frame(FROM_CLIENT, (CLIENT, port), (VIP, 80), b"");
+    let (_, out) = h.send(0, syn).expect("forwarded");
+    assert_eq!(inspect(&out).dst, (BE2, 8080));
+}
+
+#[test]
+fn a_udp_flow_whose_backend_is_removed_is_rehashed() {
+    let mut h = harness();
+    let mut listeners = snapshot().listeners;
+    let send = |h: &mut Harness, port: u16| {
+        let frame = udp_frame(FROM_CLIENT, (CLIENT, port), (VIP, 53), b"q");
+        inspect(&h.send(0, frame).expect("forwarded").1).dst.0
+    };
+    let before: Vec<Ipv4Addr> = (40000..40020).map(|p| send(&mut h, p)).collect();
+    assert!(before.contains(&BE1));
+    listeners[1] = listener("udp", Protocol::Udp, 53, &[(BE2, 5353)]);
+    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    let after: Vec<Ipv4Addr> = (40000..40020).map(|p| send(&mut h, p)).collect();
+    assert!(after.iter().all(|&b| b == BE2), "{after:?}");
+    assert_eq!(h.drops("backend_removed"), 0);
 }

@@ -297,3 +297,81 @@ fn reload_twenty_times(topo: &Topology, daemon: &Daemon, path: &Path) -> Result<
     ensure!(reply.from == spare, "{reply:?}");
     Ok(())
 }
+
+#[test]
+fn removing_a_backend_resets_its_tcp_connections_and_rehashes_its_udp_flows() -> Result<()> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let spec = GatewaySpec::demo();
+    let path = dir.write("gateway.yaml", &spec.to_yaml())?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = topo.start_daemon(&path)?;
+    let udp_vip = SocketAddr::from((VIP, UDP_PORT));
+    let tcp_vip = SocketAddr::from((VIP, TCP_PORT));
+
+    // A connection and a UDP flow on each backend.
+    let mut connections = std::collections::BTreeMap::new();
+    let mut udp_flows = std::collections::BTreeMap::new();
+    for i in 0..64 {
+        if connections.len() == 2 && udp_flows.len() == 2 {
+            break;
+        }
+        let (stream, reply) =
+            switchyard_vm_tests::tcp_exchange_keep_open(&topo.client, tcp_vip, &format!("c{i}|"))?;
+        connections
+            .entry(reply.server().to_owned())
+            .or_insert(stream);
+        let socket = udp_socket_towards(&topo.client, udp_vip)?;
+        let reply = udp_exchange_on(&socket, udp_vip, &format!("u{i}"))?;
+        udp_flows.entry(reply.server().to_owned()).or_insert(socket);
+    }
+    ensure!(
+        connections.len() == 2 && udp_flows.len() == 2,
+        "64 flows did not reach both backends"
+    );
+
+    // be1 leaves the Service.
+    let mut without_be1 = spec.clone();
+    let be2 = topo.backend("be2").addr;
+    for listener in &mut without_be1.listeners {
+        listener.backends = vec![be2];
+    }
+    replace(&path, &without_be1.to_yaml())?;
+    wait_generation(&daemon, 2, 0)?;
+
+    let mut on_be1 = connections.remove("be1").expect("be1 connection");
+    let started = Instant::now();
+    let outcome = on_be1
+        .write_all(b"after|")
+        .map_err(anyhow::Error::from)
+        .and_then(|()| read_echo(&mut on_be1, "after|"));
+    match outcome {
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == ErrorKind::ConnectionReset) => {}
+        other => bail!("the be1 connection should be reset, got {other:?}"),
+    }
+    // From the LB itself, at once: not after retransmissions into the void.
+    ensure!(
+        started.elapsed() < Duration::from_millis(900),
+        "reset took {:?}",
+        started.elapsed()
+    );
+    let stats = daemon.stats()?;
+    ensure!(
+        stats.drops.get("backend_removed").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        stats.drops
+    );
+
+    let mut on_be2 = connections.remove("be2").expect("be2 connection");
+    on_be2.write_all(b"still|")?;
+    let text = read_echo(&mut on_be2, "still|")?;
+    ensure!(text.starts_with("be2 "), "{text:?}");
+
+    let rehashed = udp_flows.remove("be1").expect("be1 flow");
+    let reply = udp_exchange_on(&rehashed, udp_vip, "again")?;
+    ensure!(reply.server() == "be2", "{reply:?}");
+    Ok(())
+}

@@ -11,6 +11,7 @@
 pub mod checksum;
 mod hash;
 mod parse;
+mod reset;
 mod rewrite;
 mod wire;
 
@@ -21,4 +22,5 @@ mod testutil;
 
 pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, FlowKey, ParseError, Parsed};
+pub use reset::tcp_reset;
 pub use rewrite::{apply, Rewrite};
