@@ -334,6 +334,15 @@ fn render_explain(r: &ExplainReport) -> String {
     if let Some(affinity) = &n.affinity {
         rows.add_row(vec!["  affinity".to_owned(), affinity.clone()]);
     }
+    if let Some(entry) = &n.affinity_entry {
+        rows.add_row(vec![
+            "  affinity entry".to_owned(),
+            format!(
+                "{} (idle {}s, expires in {}s)",
+                entry.backend, entry.idle_secs, entry.expires_in_secs
+            ),
+        ]);
+    }
     if n.service.is_some() || n.backend_weight.is_some() {
         rows.add_row(vec![
             "  backendRef".to_owned(),

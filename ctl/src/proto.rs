@@ -200,6 +200,10 @@ pub struct NewFlowDecision {
     /// the slot is chosen by the client address"; null without one.
     #[serde(default)]
     pub affinity: Option<String>,
+    /// The client's live entry in the affinity table, which decides
+    /// instead of the slot while its backend stays in the listener.
+    #[serde(default)]
+    pub affinity_entry: Option<AffinityEntryInfo>,
     /// One human sentence saying why.
     pub reason: String,
 }
@@ -233,4 +237,14 @@ pub struct ConfigError {
     pub at_unix: u64,
     /// `file:line: what and why`, as `switchyard check` prints it.
     pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AffinityEntryInfo {
+    /// `address:port` the client's new flows go to.
+    pub backend: String,
+    /// Seconds since the client's last new flow.
+    pub idle_secs: u32,
+    /// Seconds of further inactivity before the entry expires.
+    pub expires_in_secs: u32,
 }

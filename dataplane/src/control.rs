@@ -16,11 +16,12 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::Snapshot;
 use yardctl::proto::{
-    BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport, FlowInfo, FlowsReport,
-    InterfaceStatus, ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport,
-    WorkerStatus,
+    AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
+    FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision, Request, Response,
+    StatsReport, StatusReport, WorkerStatus,
 };
 
+use crate::affinity::AffinityTable;
 use crate::drop_reason::DropReason;
 use crate::flow::Direction;
 use crate::packet::FlowKey;
@@ -66,6 +67,8 @@ pub struct ControlState {
     pub epoch: Instant,
     /// The workers' `WorkerSettings::hash_seed`, so explanations hash alike.
     pub hash_seed: u32,
+    /// The workers' shared ClientIP affinity table.
+    pub affinity: Arc<AffinityTable>,
 }
 
 pub struct ControlServer {
@@ -171,6 +174,7 @@ fn answer(state: &ControlState, request: &Request) -> Response {
                 Response::Explain(Box::new(explain_report(
                     &snapshot,
                     state.hash_seed,
+                    &state.affinity,
                     &key,
                     found.into_iter().flatten(),
                     state.epoch.elapsed().as_nanos() as u64,
@@ -407,6 +411,7 @@ pub fn explain_key(protocol: &str, client: &str, vip: &str) -> Result<FlowKey, S
 pub fn explain_report(
     snapshot: &Snapshot,
     hash_seed: u32,
+    affinity: &AffinityTable,
     key: &FlowKey,
     found: impl Iterator<Item = FlowRecord>,
     now_ns: u64,
@@ -474,6 +479,29 @@ pub fn explain_report(
         "hash {:#010x} of {hashed} (seed {hash_seed}) selects Maglev slot {} of {}",
         choice.hash, choice.slot, choice.slots
     );
+    let now_secs = (now_ns / 1_000_000_000) as u32;
+    if let Some((index, entry)) = worker::affine_backend(affinity, listener, key, now_secs) {
+        let backend = &listener.backends[index as usize];
+        let group = listener.groups.get(backend.group as usize);
+        let idle = now_secs.wrapping_sub(entry.last_used_secs);
+        let timeout = listener.affinity.map_or(0, |a| a.timeout_secs);
+        new.backend = Some(backend.endpoint.to_string());
+        new.backend_weight = Some(backend.effective_weight);
+        new.service = group.map(|g| g.service.clone());
+        new.group_weight = group.map(|g| g.weight);
+        new.affinity_entry = Some(AffinityEntryInfo {
+            backend: backend.endpoint.to_string(),
+            idle_secs: idle,
+            expires_in_secs: timeout.saturating_sub(idle),
+        });
+        new.reason = format!(
+            "ClientIP affinity entry: client {} was given {} at its last new flow {idle}s              ago; it keeps it for {}s more of inactivity while the backend stays in the              listener ({slot_text} would otherwise decide)",
+            key.src,
+            backend.endpoint,
+            timeout.saturating_sub(idle),
+        );
+        return report;
+    }
     match choice
         .backend
         .and_then(|b| listener.backends.get(b as usize))
@@ -639,7 +667,14 @@ mod tests {
     fn new_flow_names_slot_backend_and_its_group() {
         let snapshot = snapshot(1);
         let key = key_in_slot(&snapshot, 1);
-        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        let r = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &key,
+            std::iter::empty(),
+            0,
+        );
         assert_eq!(r.listener.as_deref(), Some("demo/edge/web"));
         assert_eq!(r.protocol, "TCP");
         assert_eq!(r.vip, "198.18.100.10:80");
@@ -661,7 +696,14 @@ mod tests {
         listeners[0].affinity = Some(switchyard_config::snapshot::Affinity { timeout_secs: 600 });
         let snapshot = Snapshot::new(1, listeners);
         let key = explain_key("tcp", "198.18.1.10:40000", "198.18.100.10:80").unwrap();
-        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        let r = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &key,
+            std::iter::empty(),
+            0,
+        );
         let n = &r.new_flow;
         assert_eq!(
             n.affinity.as_deref(),
@@ -670,7 +712,14 @@ mod tests {
         assert!(n.reason.contains("of the client address"), "{}", n.reason);
         // Another source port of the same client: the same slot.
         let other = explain_key("tcp", "198.18.1.10:40001", "198.18.100.10:80").unwrap();
-        let again = explain_report(&snapshot, 7, &other, std::iter::empty(), 0);
+        let again = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &other,
+            std::iter::empty(),
+            0,
+        );
         assert_eq!(again.new_flow.slot, n.slot);
     }
 
@@ -680,7 +729,14 @@ mod tests {
         let key = key_in_slot(&snapshot, 0);
         // Tracked to be2 although a new flow would now go to be1: both shown.
         let found = vec![record(key, BE2, 2)];
-        let r = explain_report(&snapshot, 7, &key, found.into_iter(), 4_000_000_000);
+        let r = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &key,
+            found.into_iter(),
+            4_000_000_000,
+        );
         let e = r.existing.expect("existing flow");
         assert_eq!(e.queue, 3);
         assert_eq!(e.backend, "198.18.2.22:8080");
@@ -691,7 +747,14 @@ mod tests {
         assert_eq!(r.new_flow.backend.as_deref(), Some("198.18.2.21:8080"));
 
         let older = vec![record(key, BE2, 1)];
-        let r = explain_report(&snapshot, 7, &key, older.into_iter(), 4_000_000_000);
+        let r = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &key,
+            older.into_iter(),
+            4_000_000_000,
+        );
         assert!(r.existing.unwrap().stale, "decided under generation 1");
     }
 
@@ -699,7 +762,14 @@ mod tests {
     fn unavailable_share_names_the_backend_ref_without_endpoints() {
         let snapshot = snapshot(1);
         let key = key_in_slot(&snapshot, 3);
-        let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+        let r = explain_report(
+            &snapshot,
+            7,
+            &AffinityTable::new(64),
+            &key,
+            std::iter::empty(),
+            0,
+        );
         let n = &r.new_flow;
         assert_eq!(r.listener.as_deref(), Some("demo/edge/web"));
         assert_eq!(n.backend, None);
@@ -720,7 +790,14 @@ mod tests {
         let snapshot = snapshot(1);
         for (protocol, vip) in [("tcp", "198.18.100.10:81"), ("udp", "198.18.100.10:80")] {
             let key = explain_key(protocol, "198.18.1.10:40000", vip).unwrap();
-            let r = explain_report(&snapshot, 7, &key, std::iter::empty(), 0);
+            let r = explain_report(
+                &snapshot,
+                7,
+                &AffinityTable::new(64),
+                &key,
+                std::iter::empty(),
+                0,
+            );
             assert_eq!(r.listener, None);
             assert_eq!(r.new_flow.backend, None);
             assert_eq!(r.new_flow.slot, None);

@@ -1,6 +1,7 @@
 //! The Switchyard appliance: AF_XDP workers that decide, rewrite and forward
 //! packets for VIP listeners, and the control plane around them.
 
+pub mod affinity;
 pub mod afxdp;
 pub mod config_watch;
 pub mod control;

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{Receiver, Sender};
-use switchyard_config::snapshot::{BackendOwner, Endpoint, Protocol, ServiceKey, Slot, Snapshot};
+use switchyard_config::snapshot::{
+    BackendOwner, Endpoint, Listener, Protocol, ServiceKey, Slot, Snapshot,
+};
+
+use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
 
 use crate::drop_reason::DropReason;
 use crate::flow::{Direction, FlowEntry, FlowTable, FlowTimeouts};
@@ -33,6 +37,9 @@ const IDLE_POLL_MS: i32 = 50;
 const PROVISIONAL_L2: u64 = u64::MAX;
 const DRAIN_BATCHES: usize = 64;
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// Clients a worker built without a shared affinity table can track; the
+/// daemon shares one sized by `--affinity-capacity`.
+pub const DEFAULT_AFFINITY_CAPACITY: usize = 4096;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -116,11 +123,10 @@ pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, D
         .listener_for_vip(&destination)
         .ok_or(DropReason::NotAService)?;
     let listener = &snapshot.listeners[index as usize];
-    // ClientIP affinity is the flat table hashed by client address alone:
-    // a client keeps its backend for as long as the table does not move its
-    // slot. A backend change (a config reload) may move it before
-    // `timeout_secs`; keeping clients across reloads needs an affinity table
-    // with expiry, which is a later issue.
+    // ClientIP affinity starts from the table hashed by client address
+    // alone, so every worker and node gives a new client the same backend;
+    // the affinity table (`affine_backend`) then keeps it there across
+    // config changes until its entry expires.
     let hash = match listener.affinity {
         Some(_) => packet::client_hash(key.src, seed),
         None => packet::flow_hash(key, seed),
@@ -169,6 +175,8 @@ pub struct Worker {
     epoch: Instant,
     settings: WorkerSettings,
     flows: FlowTable,
+    /// Shared with the other workers (and the control socket).
+    affinity: Arc<AffinityTable>,
     stats: WorkerStats,
 }
 
@@ -193,12 +201,20 @@ impl Worker {
             stop,
             epoch,
             flows: FlowTable::new(settings.flow_capacity, settings.timeouts),
+            affinity: Arc::new(AffinityTable::new(DEFAULT_AFFINITY_CAPACITY)),
             settings,
             stats: WorkerStats {
                 queue,
                 ..WorkerStats::default()
             },
         }
+    }
+
+    /// Makes this worker use `table` for ClientIP affinity: every worker of
+    /// a daemon must share one, so a client's flows on any queue agree.
+    pub fn with_affinity_table(mut self, table: Arc<AffinityTable>) -> Self {
+        self.affinity = table;
+        self
     }
 
     pub fn run(mut self, io: &mut dyn PacketIo) {
@@ -522,7 +538,40 @@ impl Worker {
         {
             let index = choice.listener;
             let listener = &snapshot.listeners[index as usize];
-            let Some(backend) = choice.backend else {
+            let backend = match listener.affinity {
+                Some(_) => {
+                    let now_secs = (now / 1_000_000_000) as u32;
+                    match affine_backend(&self.affinity, listener, key, now_secs) {
+                        Some((backend, entry)) => {
+                            self.affinity.put(
+                                &affinity_key(key),
+                                entry.backend,
+                                entry.port,
+                                now_secs,
+                            );
+                            Some(backend)
+                        }
+                        None => {
+                            if let Some(endpoint) = choice
+                                .backend
+                                .map(|b| listener.backends[b as usize].endpoint)
+                            {
+                                if let IpAddr::V4(address) = endpoint.address {
+                                    self.affinity.put(
+                                        &affinity_key(key),
+                                        address,
+                                        endpoint.port,
+                                        now_secs,
+                                    );
+                                }
+                            }
+                            choice.backend
+                        }
+                    }
+                }
+                None => choice.backend,
+            };
+            let Some(backend) = backend else {
                 return Err(DropReason::BackendUnavailable);
             };
             let endpoint = listener.backends[backend as usize].endpoint;
@@ -641,6 +690,39 @@ fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool
     entry.backend = position as u32;
     entry.generation = snapshot.generation;
     true
+}
+
+/// Who an affinity entry is for.
+pub fn affinity_key(key: &FlowKey) -> AffinityKey {
+    AffinityKey {
+        client: key.src,
+        vip: key.dst,
+        vip_port: key.dst_port,
+        protocol: key.protocol,
+    }
+}
+
+/// The backend a client with ClientIP affinity was last given on this
+/// listener, if its entry is live and the backend is still one of the
+/// listener's with a non-zero weight (a drained backend takes no new flows,
+/// affinity or not). Index into `listener.backends`.
+pub fn affine_backend(
+    table: &AffinityTable,
+    listener: &Listener,
+    key: &FlowKey,
+    now_secs: u32,
+) -> Option<(u32, AffinityEntry)> {
+    let timeout = listener.affinity?.timeout_secs;
+    let entry = table.get(&affinity_key(key), now_secs, timeout)?;
+    let endpoint = Endpoint {
+        address: IpAddr::V4(entry.backend),
+        port: entry.port,
+    };
+    let position = listener
+        .backends
+        .iter()
+        .position(|b| b.endpoint == endpoint && b.effective_weight > 0.0)?;
+    Some((position as u32, entry))
 }
 
 /// The listener key a client-to-VIP packet is matched on.

@@ -786,3 +786,97 @@ fn a_udp_flow_whose_backend_is_removed_is_rehashed() {
     assert!(after.iter().all(|&b| b == BE2), "{after:?}");
     assert_eq!(h.drops("backend_removed"), 0);
 }
+
+/// The backend address the UDP affinity listener gives `client:port`.
+fn udp_backend(h: &mut Harness, client: Ipv4Addr, port: u16) -> Ipv4Addr {
+    let macs = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
+    let frame = udp_frame(macs, (client, port), (VIP, 53), b"q");
+    inspect(&h.send(0, frame).expect("forwarded").1).dst.0
+}
+
+/// The affinity listener with its slot table inverted (every client's slot
+/// now names the other backend) and the given weights.
+fn affinity_reloaded(generation: u64, weights: [f64; 2]) -> Snapshot {
+    let mut snapshot = affinity_snapshot(Some(Affinity { timeout_secs: 600 }));
+    let udp = &mut snapshot.listeners[0];
+    for slot in &mut udp.slots {
+        if let Slot::Backend(b) = slot {
+            *b = 1 - *b;
+        }
+    }
+    udp.backends[0].effective_weight = weights[0];
+    udp.backends[1].effective_weight = weights[1];
+    Snapshot::new(generation, snapshot.listeners)
+}
+
+#[test]
+fn with_client_ip_affinity_a_client_keeps_its_backend_across_a_reload_that_moves_its_slot() {
+    let mut h = harness();
+    h.config.store(Arc::new(affinity_snapshot(Some(Affinity {
+        timeout_secs: 600,
+    }))));
+    let clients: Vec<Ipv4Addr> = (10..30).map(|i| Ipv4Addr::new(198, 18, 1, i)).collect();
+    let before: Vec<Ipv4Addr> = clients
+        .iter()
+        .map(|&c| udp_backend(&mut h, c, 40000))
+        .collect();
+    assert!(before.contains(&BE1) && before.contains(&BE2));
+
+    h.config.store(Arc::new(affinity_reloaded(2, [0.5, 0.5])));
+    // New flows (new source ports) of known clients: their entries decide.
+    let after: Vec<Ipv4Addr> = clients
+        .iter()
+        .map(|&c| udp_backend(&mut h, c, 41000))
+        .collect();
+    assert_eq!(after, before);
+    // A client never seen follows the (inverted) table.
+    let newcomer = Ipv4Addr::new(198, 18, 1, 200);
+    let got = udp_backend(&mut h, newcomer, 41000);
+    let key = FlowKey {
+        src: newcomer,
+        dst: VIP,
+        src_port: 41000,
+        dst_port: 53,
+        protocol: 17,
+    };
+    let slot_choice = choose(&h.config.load(), &key, WorkerSettings::default().hash_seed)
+        .unwrap()
+        .backend
+        .unwrap();
+    assert_eq!(got, [BE1, BE2][slot_choice as usize]);
+}
+
+#[test]
+fn with_client_ip_affinity_a_client_whose_backend_is_drained_or_removed_is_hashed_afresh() {
+    let mut h = harness();
+    h.config.store(Arc::new(affinity_snapshot(Some(Affinity {
+        timeout_secs: 600,
+    }))));
+    let clients: Vec<Ipv4Addr> = (10..30).map(|i| Ipv4Addr::new(198, 18, 1, i)).collect();
+    let before: Vec<Ipv4Addr> = clients
+        .iter()
+        .map(|&c| udp_backend(&mut h, c, 40001))
+        .collect();
+    assert!(before.contains(&BE1));
+    // BE1 drained: weight 0 and no slots. Clients whose entry names BE1
+    // must not keep it.
+    let mut drained = affinity_reloaded(2, [0.0, 1.0]);
+    drained.listeners[0].slots = vec![Slot::Backend(1); 251];
+    h.config
+        .store(Arc::new(Snapshot::new(2, drained.listeners)));
+    for &c in &clients {
+        assert_eq!(udp_backend(&mut h, c, 41000), BE2);
+    }
+    // BE1 removed: every new flow reaches BE2.
+    let mut snapshot = affinity_snapshot(Some(Affinity { timeout_secs: 600 }));
+    snapshot.listeners[0] = {
+        let mut udp = listener("udp", Protocol::Udp, 53, &[(BE2, 5353)]);
+        udp.affinity = Some(Affinity { timeout_secs: 600 });
+        udp
+    };
+    h.config
+        .store(Arc::new(Snapshot::new(3, snapshot.listeners)));
+    for &c in &clients {
+        assert_eq!(udp_backend(&mut h, c, 42000), BE2);
+    }
+}

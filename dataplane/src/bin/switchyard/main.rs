@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// Seed of the flow hash; LB nodes sharing traffic must use the same one.
     #[arg(long, default_value_t = 0)]
     hash_seed: u32,
+    /// Clients the ClientIP session-affinity table holds (shared by all
+    /// workers; 16 bytes each). When full, the least recently used entry of
+    /// a bucket gives way and that client is hashed afresh.
+    #[arg(long, default_value_t = 262_144)]
+    affinity_capacity: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

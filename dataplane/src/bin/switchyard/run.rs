@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::config_watch::ConfigWatch;
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
@@ -129,6 +130,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             udp: Duration::from_secs(args.udp_timeout),
         },
     };
+    let affinity = Arc::new(AffinityTable::new(args.affinity_capacity));
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for queue in 0..queues {
@@ -165,7 +167,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             stop.clone(),
             epoch,
             settings,
-        );
+        )
+        .with_affinity_table(affinity.clone());
         threads.push(
             thread::Builder::new()
                 .name(format!("worker-{queue}"))
@@ -191,6 +194,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             workers: handles,
             epoch,
             hash_seed: args.hash_seed,
+            affinity,
         },
     )?;
     log::info!(
