@@ -1,5 +1,6 @@
 //! Gateway API resources in, a validated `Snapshot` out. Pure: no sockets,
 //! no threads, no clocks.
+mod backend_kinds;
 pub mod dns;
 pub mod load;
 pub mod maglev;

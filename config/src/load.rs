@@ -22,8 +22,9 @@ use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
 use crate::resources::{
-    EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, ReferenceGrant, Resources, RouteDoc,
-    RouteKind, Service, TrafficPolicy, GATEWAY_GROUP, SWITCHYARD_GROUP,
+    EndpointSelector, EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, Pod,
+    ReferenceGrant, Resources, RouteDoc, RouteKind, Service, ServiceImport, TrafficPolicy,
+    GATEWAY_GROUP, MULTICLUSTER_GROUP, SWITCHYARD_GROUP,
 };
 use crate::schema::{self, Checked};
 
@@ -291,6 +292,9 @@ enum Kind {
     EndpointSlice,
     Namespace,
     TrafficPolicy,
+    ServiceImport,
+    EndpointSelector,
+    Pod,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -352,6 +356,15 @@ impl Header {
                 (version == "v1alpha1").then_some(Kind::TrafficPolicy),
                 "switchyard.io/v1alpha1",
             ),
+            (SWITCHYARD_GROUP, "EndpointSelector") => (
+                (version == "v1alpha1").then_some(Kind::EndpointSelector),
+                "switchyard.io/v1alpha1",
+            ),
+            (MULTICLUSTER_GROUP, "ServiceImport") => (
+                (version == "v1alpha1").then_some(Kind::ServiceImport),
+                "multicluster.x-k8s.io/v1alpha1",
+            ),
+            ("", "Pod") => ((version == "v1").then_some(Kind::Pod), "v1"),
             _ => return Ok(None),
         };
         match found {
@@ -398,6 +411,9 @@ impl Kind {
             Self::EndpointSlice => "EndpointSlice",
             Self::Namespace => "Namespace",
             Self::TrafficPolicy => "TrafficPolicy",
+            Self::ServiceImport => "ServiceImport",
+            Self::EndpointSelector => "EndpointSelector",
+            Self::Pod => "Pod",
         }
     }
 
@@ -488,6 +504,25 @@ impl Kind {
                 let meta = v.metadata.clone();
                 out.traffic_policies.push(v);
                 meta
+            }
+            Self::ServiceImport => {
+                let v: ServiceImport = typed(document)?;
+                let meta = v.metadata.clone();
+                out.service_imports.push(v);
+                meta
+            }
+            Self::EndpointSelector => {
+                let v: EndpointSelector = typed(document)?;
+                let meta = v.metadata.clone();
+                out.endpoint_selectors.push(v);
+                meta
+            }
+            // A Pod's metadata has its own type (it needs deletionTimestamp).
+            Self::Pod => {
+                let v: Pod = typed(document)?;
+                let key = (v.metadata.namespace.clone(), v.metadata.name.clone());
+                out.pods.push(v);
+                return Ok(key);
             }
         };
         let namespace = if self.cluster_scoped() {

@@ -9,6 +9,8 @@
 //! served), and its result does not depend on the order of the documents.
 
 mod attach;
+#[cfg(test)]
+mod backend_tests;
 mod backends;
 mod diagnostic;
 mod gateways;
@@ -49,12 +51,15 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
     let gateways = gateways::ours(&index, &mut diagnostics);
     let attachments = attach::attach(&index, &gateways, &mut diagnostics);
     let table_sizes = policy::table_sizes(&index, &gateways, &mut diagnostics);
+    let endpoint_settings = policy::endpoint_settings(&index, &mut diagnostics);
+    backends::service_diagnostics(&index, &mut diagnostics);
 
     // Backends are resolved once per route, so a route on several listeners
     // reports each backend problem once.
     let mut groups_of: HashMap<RouteId, Vec<BackendGroup>> = HashMap::new();
     for route in &attachments.parented {
-        let groups = backends::groups(&index, index.routes[route.0], &mut diagnostics);
+        let settings = endpoint_settings.get(route).copied().unwrap_or_default();
+        let groups = backends::groups(&index, index.routes[route.0], settings, &mut diagnostics);
         groups_of.insert(*route, groups);
     }
     let affinities = policy::affinities(&index, &groups_of, &mut diagnostics);
@@ -220,6 +225,8 @@ struct Index<'a> {
     /// TrafficPolicies, oldest first (then by namespace/name): the order
     /// in which equally specific policies win.
     policies: Vec<&'a TrafficPolicy>,
+    /// ServiceImports, EndpointSelectors and Pods.
+    backends: backends::BackendIndex<'a>,
 }
 
 impl<'a> Index<'a> {
@@ -293,6 +300,7 @@ impl<'a> Index<'a> {
             key(a).cmp(&key(b))
         });
         Self {
+            backends: backends::BackendIndex::new(resources),
             policies,
             our_classes,
             gateways,

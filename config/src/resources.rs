@@ -1,7 +1,8 @@
 //! The Kubernetes objects Switchyard reads, as typed values: the subset of
 //! Gateway API (GatewayClass, Gateway, TCPRoute, UDPRoute, ReferenceGrant)
 //! and core objects (Service, EndpointSlice, Namespace) that L4 routing
-//! needs, and Switchyard's own policy kind (TrafficPolicy). Types carry the CRD defaults, and deserializing them applies the
+//! needs, and Switchyard's own policy kind (TrafficPolicy); the other
+//! backend kinds live in `backend_kinds` and are re-exported here. Types carry the CRD defaults, and deserializing them applies the
 //! CRD validation (see `schema`), so a value that exists here is one an API
 //! server would have stored. This module never resolves references between
 //! objects: that is `resolve`'s job. Unknown fields are ignored, as a
@@ -13,6 +14,11 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+pub use crate::backend_kinds::{
+    EndpointSelector, EndpointSelectorSpec, IpFamily, IpFamilyPolicy, Pod, ServiceImport,
+    ServiceImportSpec, ServiceImportType, TrafficLocality, MULTICLUSTER_GROUP,
+    MULTICLUSTER_SERVICE_NAME_LABEL,
+};
 pub use crate::schema::Timestamp;
 use crate::schema::{self, Checked};
 
@@ -532,6 +538,9 @@ pub struct ServiceSpec {
     pub session_affinity_config: Option<SessionAffinityConfig>,
     #[serde(default)]
     pub publish_not_ready_addresses: bool,
+    /// Not served: reported, and the Service is used without them.
+    #[serde(default, rename = "externalIPs")]
+    pub external_ips: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -808,6 +817,7 @@ pub const MAX_TABLE_SIZE: u32 = 1_048_573;
 #[serde(rename_all = "camelCase")]
 pub struct TrafficPolicy {
     pub metadata: ObjectMeta,
+    #[serde(deserialize_with = "schema::checked")]
     pub spec: TrafficPolicySpec,
 }
 
@@ -823,6 +833,18 @@ pub struct TrafficPolicySpec {
     /// Applies to targeted TCPRoutes, UDPRoutes and Services.
     #[serde(default)]
     pub session_affinity: Option<SessionAffinityPolicy>,
+    /// GEP-3539's Service features at route level (TCPRoutes, UDPRoutes):
+    /// see `resolve::policy` for what each means to Switchyard.
+    #[serde(default)]
+    pub publish_not_ready_addresses: Option<bool>,
+    #[serde(default, deserialize_with = "schema::list::<_, _, 0, 2>")]
+    pub ip_families: Vec<IpFamily>,
+    #[serde(default)]
+    pub ip_family_policy: Option<IpFamilyPolicy>,
+    #[serde(default)]
+    pub external_traffic_policy: Option<TrafficLocality>,
+    #[serde(default)]
+    pub internal_traffic_policy: Option<TrafficLocality>,
 }
 
 /// `spec.sessionAffinity` of a TrafficPolicy, shaped like a Service's.
@@ -936,7 +958,10 @@ unchecked!(
     ReferenceGrant,
     Service,
     Namespace,
-    TrafficPolicy
+    TrafficPolicy,
+    ServiceImport,
+    EndpointSelector,
+    Pod
 );
 
 // ------------------------------------------------------------------ collection
@@ -966,6 +991,11 @@ pub struct Resources {
     pub namespaces: Vec<Namespace>,
     /// `switchyard.io` TrafficPolicies.
     pub traffic_policies: Vec<TrafficPolicy>,
+    /// `multicluster.x-k8s.io` ServiceImports.
+    pub service_imports: Vec<ServiceImport>,
+    /// `switchyard.io` EndpointSelectors and the Pods they select from.
+    pub endpoint_selectors: Vec<EndpointSelector>,
+    pub pods: Vec<Pod>,
     pub ignored: Vec<Ignored>,
 }
 
@@ -980,6 +1010,9 @@ impl Resources {
         self.endpoint_slices.extend(other.endpoint_slices);
         self.namespaces.extend(other.namespaces);
         self.traffic_policies.extend(other.traffic_policies);
+        self.service_imports.extend(other.service_imports);
+        self.endpoint_selectors.extend(other.endpoint_selectors);
+        self.pods.extend(other.pods);
         self.ignored.extend(other.ignored);
     }
 
@@ -992,5 +1025,8 @@ impl Resources {
             && self.endpoint_slices.is_empty()
             && self.namespaces.is_empty()
             && self.traffic_policies.is_empty()
+            && self.service_imports.is_empty()
+            && self.endpoint_selectors.is_empty()
+            && self.pods.is_empty()
     }
 }

@@ -1,19 +1,121 @@
 //! Backend resolution: each backendRef of a route becomes one weighted
-//! `BackendGroup` holding the ready endpoints of the Service port it names.
-//! A backendRef that cannot be resolved keeps its group, without
-//! endpoints: the Gateway API asks that traffic meant for an invalid
-//! backend be refused, not shifted to the valid ones.
+//! `BackendGroup` holding the endpoints of the port it names. Three kinds
+//! can be named: a core Service (its EndpointSlices, by the
+//! `kubernetes.io/service-name` label), a ServiceImport (GEP-1748: the
+//! slices labelled `multicluster.kubernetes.io/service-name`, exported by
+//! any cluster) and a switchyard.io EndpointSelector (the Pods of its
+//! namespace that its selector matches). All three pick endpoints the way
+//! kube-proxy does. A backendRef that cannot be resolved keeps its group,
+//! without endpoints: the Gateway API asks that traffic meant for an
+//! invalid backend be refused, not shifted to the valid ones.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
 
+use super::policy::EndpointSettings;
 use super::{Diagnostic, Index, Reason};
-use crate::resources::{AddressType, BackendRef, Route, Service, ServicePort, GATEWAY_GROUP};
+use crate::resources::{
+    AddressType, BackendRef, EndpointConditions, EndpointSelector, EndpointSlice, IpFamily, Pod,
+    Resources, Route, ServiceImport, ServicePort, TargetPort, GATEWAY_GROUP, MULTICLUSTER_GROUP,
+    SWITCHYARD_GROUP,
+};
 use crate::snapshot::{BackendGroup, Endpoint};
+
+/// Lookups for the backend kinds other than Service, keyed by
+/// `(namespace, name)` (Pods by namespace, sorted by name).
+pub(super) struct BackendIndex<'a> {
+    pub imports: HashMap<(&'a str, &'a str), &'a ServiceImport>,
+    /// Exported slices by (namespace, ServiceImport name), sorted by name.
+    import_slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    selectors: HashMap<(&'a str, &'a str), &'a EndpointSelector>,
+    pods: HashMap<&'a str, Vec<&'a Pod>>,
+}
+
+impl<'a> BackendIndex<'a> {
+    pub fn new(resources: &'a Resources) -> Self {
+        let key = |m: &'a crate::resources::ObjectMeta| (m.namespace.as_str(), m.name.as_str());
+        let mut import_slices: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+        for slice in &resources.endpoint_slices {
+            if let Some(import) = slice
+                .metadata
+                .labels
+                .get(crate::resources::MULTICLUSTER_SERVICE_NAME_LABEL)
+            {
+                import_slices
+                    .entry((slice.metadata.namespace.as_str(), import.as_str()))
+                    .or_default()
+                    .push(slice);
+            }
+        }
+        for list in import_slices.values_mut() {
+            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        let mut pods: HashMap<&str, Vec<&Pod>> = HashMap::new();
+        for pod in &resources.pods {
+            pods.entry(pod.metadata.namespace.as_str())
+                .or_default()
+                .push(pod);
+        }
+        for list in pods.values_mut() {
+            list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        }
+        Self {
+            imports: resources
+                .service_imports
+                .iter()
+                .map(|i| (key(&i.metadata), i))
+                .collect(),
+            import_slices,
+            selectors: resources
+                .endpoint_selectors
+                .iter()
+                .map(|s| (key(&s.metadata), s))
+                .collect(),
+            pods,
+        }
+    }
+}
+
+/// The kinds a backendRef may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BackendKind {
+    Service,
+    ServiceImport,
+    EndpointSelector,
+}
+
+impl BackendKind {
+    pub fn of(backend: &BackendRef) -> Option<Self> {
+        match (backend.group.as_str(), backend.kind.as_str()) {
+            ("", "Service") => Some(Self::Service),
+            (MULTICLUSTER_GROUP, "ServiceImport") => Some(Self::ServiceImport),
+            (SWITCHYARD_GROUP, "EndpointSelector") => Some(Self::EndpointSelector),
+            _ => None,
+        }
+    }
+
+    /// The group a ReferenceGrant's `to` names for this kind.
+    fn group(self) -> &'static str {
+        match self {
+            Self::Service => "",
+            Self::ServiceImport => MULTICLUSTER_GROUP,
+            Self::EndpointSelector => SWITCHYARD_GROUP,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Service => "Service",
+            Self::ServiceImport => "ServiceImport",
+            Self::EndpointSelector => "EndpointSelector",
+        }
+    }
+}
 
 /// The groups of a route, one per backendRef, in rule and list order.
 pub(super) fn groups(
     index: &Index<'_>,
     route: &Route,
+    settings: EndpointSettings,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<BackendGroup> {
     let mut groups = Vec::new();
@@ -23,7 +125,7 @@ pub(super) fn groups(
                 .namespace
                 .as_deref()
                 .unwrap_or(&route.metadata.namespace);
-            let endpoints = match endpoints_of(index, route, backend, namespace) {
+            let endpoints = match endpoints_of(index, route, backend, namespace, settings) {
                 Ok(endpoints) => endpoints,
                 Err((reason, message)) => {
                     diagnostics.push(Diagnostic::new(
@@ -46,15 +148,43 @@ pub(super) fn groups(
     groups
 }
 
+/// `Accepted=False/UnsupportedValue` for every Service with `externalIPs`:
+/// Switchyard serves traffic on Gateway addresses only, and taking an
+/// address because a Service names it would let any namespace claim VIPs
+/// (CVE-2020-8554). The Service stays usable as a backend.
+pub(super) fn service_diagnostics(index: &Index<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    for service in index.services.values() {
+        let ips = &service.spec.external_ips;
+        if ips.is_empty() {
+            continue;
+        }
+        diagnostics.push(Diagnostic::new(
+            "Service",
+            &service.metadata.namespace,
+            &service.metadata.name,
+            Reason::UnsupportedValue,
+            format!(
+                "spec.externalIPs {ips:?} is not supported: Switchyard serves traffic only on \
+                 Gateway addresses; the Service is still used as a backend, without these \
+                 addresses"
+            ),
+        ));
+    }
+}
+
 type Problem = (Reason, String);
+
+/// An endpoint with the conditions that decide whether it serves.
+type Candidate = (Endpoint, EndpointConditions);
 
 fn endpoints_of(
     index: &Index<'_>,
     route: &Route,
     backend: &BackendRef,
     namespace: &str,
+    settings: EndpointSettings,
 ) -> Result<Vec<Endpoint>, Problem> {
-    if !backend.is_service() {
+    let Some(kind) = BackendKind::of(backend) else {
         let group = if backend.group.is_empty() {
             "core"
         } else {
@@ -63,61 +193,107 @@ fn endpoints_of(
         return Err((
             Reason::InvalidKind,
             format!(
-                "backendRef {:?} is a {} of group {group}; only core Services are supported",
+                "backendRef {:?} is a {} of group {group}; supported are core Services, \
+                 {MULTICLUSTER_GROUP} ServiceImports and {SWITCHYARD_GROUP} EndpointSelectors",
                 backend.name, backend.kind
             ),
         ));
-    }
+    };
+    let name = backend.name.as_str();
     // Checked before existence, so a missing grant does not reveal
-    // whether the Service exists.
-    if namespace != route.metadata.namespace && !permitted(index, route, namespace, &backend.name) {
+    // whether the object exists.
+    if namespace != route.metadata.namespace && !permitted(index, route, kind, namespace, name) {
         return Err((
             Reason::RefNotPermitted,
             format!(
-                "backendRef to Service {namespace}/{} is not permitted: no ReferenceGrant in \
-                 namespace {namespace} allows {}s from namespace {}",
-                backend.name, route.kind, route.metadata.namespace
+                "backendRef to {kind} {namespace}/{name} is not permitted: no ReferenceGrant in \
+                 namespace {namespace} allows {}s from namespace {} to reach {kind}s",
+                route.kind,
+                route.metadata.namespace,
+                kind = kind.as_str()
             ),
         ));
     }
-    let Some(service) = index.services.get(&(namespace, backend.name.as_str())) else {
-        return Err((
+    let key = (namespace, name);
+    let not_found = || {
+        (
             Reason::BackendNotFound,
-            format!("Service {namespace}/{} not found", backend.name),
-        ));
-    };
-    // Load rejects Service references without a port; a programmatic
-    // caller might not have.
-    let Some(port) = backend.port else {
-        return Err((
-            Reason::BackendNotFound,
-            format!(
-                "backendRef to Service {namespace}/{} has no port",
-                backend.name
-            ),
-        ));
+            format!("{} {namespace}/{name} not found", kind.as_str()),
+        )
     };
     let protocol = route.kind.protocol();
-    let Some(service_port) = service
-        .spec
-        .ports
-        .iter()
-        .find(|p| p.port == port && p.protocol == protocol)
-    else {
-        return Err((
-            Reason::BackendNotFound,
-            format!(
-                "Service {namespace}/{} has no {protocol} port {port}",
-                backend.name
-            ),
-        ));
+    let port_of = |ports: &[ServicePort]| {
+        pick_port(ports, backend.port, protocol)
+            .cloned()
+            .map_err(|why| {
+                (
+                    Reason::BackendNotFound,
+                    format!("{} {namespace}/{name} {why}", kind.as_str()),
+                )
+            })
     };
-    Ok(ready_endpoints(index, service, service_port))
+    let (candidates, own_publish) = match kind {
+        BackendKind::Service => {
+            let service = index.services.get(&key).ok_or_else(not_found)?;
+            let port = port_of(&service.spec.ports)?;
+            let slices = index.slices.get(&key).map(Vec::as_slice);
+            (
+                slice_candidates(slices.unwrap_or_default(), &port),
+                service.spec.publish_not_ready_addresses,
+            )
+        }
+        BackendKind::ServiceImport => {
+            let import = index.backends.imports.get(&key).ok_or_else(not_found)?;
+            let port = port_of(&import.spec.ports)?;
+            let slices = index.backends.import_slices.get(&key).map(Vec::as_slice);
+            (slice_candidates(slices.unwrap_or_default(), &port), false)
+        }
+        BackendKind::EndpointSelector => {
+            let selector = index.backends.selectors.get(&key).ok_or_else(not_found)?;
+            let port = port_of(&selector.spec.ports)?;
+            let pods = index.backends.pods.get(namespace).map(Vec::as_slice);
+            (
+                pod_candidates(pods.unwrap_or_default(), selector, &port),
+                selector.spec.publish_not_ready_addresses,
+            )
+        }
+    };
+    let everything = settings.publish_not_ready.unwrap_or(own_publish);
+    Ok(choose(candidates, everything, settings.family))
+}
+
+/// The port a backendRef names: by number and the route's protocol, or,
+/// when the ref has no port (allowed for kinds other than Service), the
+/// object's only port of that protocol.
+fn pick_port<'p>(
+    ports: &'p [ServicePort],
+    port: Option<u16>,
+    protocol: &str,
+) -> Result<&'p ServicePort, String> {
+    let mut of_protocol = ports.iter().filter(|p| p.protocol == protocol);
+    match port {
+        Some(port) => of_protocol
+            .find(|p| p.port == port)
+            .ok_or_else(|| format!("has no {protocol} port {port}")),
+        None => match (of_protocol.next(), of_protocol.next()) {
+            (Some(only), None) => Ok(only),
+            (None, _) => Err(format!("has no {protocol} port")),
+            (Some(_), Some(_)) => Err(format!(
+                "has several {protocol} ports and the backendRef names none"
+            )),
+        },
+    }
 }
 
 /// A ReferenceGrant in the target namespace from this route's kind and
-/// namespace to Services (all, or this one by name).
-fn permitted(index: &Index<'_>, route: &Route, namespace: &str, service: &str) -> bool {
+/// namespace to objects of `kind` (all, or this one by name).
+fn permitted(
+    index: &Index<'_>,
+    route: &Route,
+    kind: BackendKind,
+    namespace: &str,
+    name: &str,
+) -> bool {
     let Some(grants) = index.grants.get(namespace) else {
         return false;
     };
@@ -127,30 +303,40 @@ fn permitted(index: &Index<'_>, route: &Route, namespace: &str, service: &str) -
                 && from.kind == route.kind.as_str()
                 && from.namespace == route.metadata.namespace
         }) && grant.spec.to.iter().any(|to| {
-            to.group.is_empty()
-                && to.kind == "Service"
-                && to.name.as_deref().is_none_or(|name| name == service)
+            to.group == kind.group()
+                && to.kind == kind.as_str()
+                && to.name.as_deref().is_none_or(|n| n == name)
         })
     })
 }
 
-/// The endpoints of one Service port, merged over the Service's slices,
-/// as kube-proxy picks them: ready ones; if none, the serving ones that
-/// are terminating (so connections drain instead of failing); all of them
-/// when the Service publishes not-ready addresses.
-fn ready_endpoints(index: &Index<'_>, service: &Service, port: &ServicePort) -> Vec<Endpoint> {
-    let key = (
-        service.metadata.namespace.as_str(),
-        service.metadata.name.as_str(),
-    );
-    let slices = index
-        .slices
-        .get(&key)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let everything = service.spec.publish_not_ready_addresses;
+/// The endpoints kube-proxy would use, among `candidates` of the kept
+/// family: ready ones; if none, the serving ones that are terminating (so
+/// connections drain instead of failing); all of them when not-ready
+/// addresses are published.
+fn choose(candidates: Vec<Candidate>, everything: bool, family: Option<IpFamily>) -> Vec<Endpoint> {
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
+    for (endpoint, conditions) in candidates {
+        if family.is_some_and(|f| IpFamily::of(endpoint.address) != f) {
+            continue;
+        }
+        if everything || conditions.is_ready() {
+            ready.push(endpoint);
+        } else if conditions.is_serving() && conditions.is_terminating() {
+            terminating.push(endpoint);
+        }
+    }
+    let mut chosen = if ready.is_empty() { terminating } else { ready };
+    chosen.sort();
+    chosen.dedup();
+    chosen
+}
+
+/// The endpoints of one port, merged over a Service's (or ServiceImport's)
+/// slices.
+fn slice_candidates(slices: &[&EndpointSlice], port: &ServicePort) -> Vec<Candidate> {
+    let mut out = Vec::new();
     for slice in slices {
         if slice.address_type == AddressType::FQDN {
             continue;
@@ -159,36 +345,22 @@ fn ready_endpoints(index: &Index<'_>, service: &Service, port: &ServicePort) -> 
             continue;
         };
         for endpoint in &slice.endpoints {
-            let conditions = endpoint.conditions;
-            let list = if everything || conditions.is_ready() {
-                &mut ready
-            } else if conditions.is_serving() && conditions.is_terminating() {
-                &mut terminating
-            } else {
-                continue;
-            };
             for address in &endpoint.addresses {
-                let Ok(address) = address.parse::<IpAddr>() else {
+                // Load checked addresses against the slice's addressType.
+                let Ok(address) = address.parse() else {
                     continue;
                 };
-                let family_ok = match slice.address_type {
-                    AddressType::IPv4 => address.is_ipv4(),
-                    AddressType::IPv6 => address.is_ipv6(),
-                    AddressType::FQDN => false,
-                };
-                if family_ok {
-                    list.push(Endpoint {
+                out.push((
+                    Endpoint {
                         address,
                         port: target,
-                    });
-                }
+                    },
+                    endpoint.conditions,
+                ));
             }
         }
     }
-    let mut chosen = if ready.is_empty() { terminating } else { ready };
-    chosen.sort();
-    chosen.dedup();
-    chosen
+    out
 }
 
 /// The port endpoints listen on: the slice port named like the Service
@@ -202,4 +374,45 @@ fn target_port(slice_ports: &[crate::resources::EndpointPort], port: &ServicePor
     // A slice port without a number means "all ports" in the EndpointSlice
     // API; the Service's target is then the best statement of which.
     named.port.or_else(|| port.numeric_target())
+}
+
+/// The selected Pods' addresses on one port, with the conditions the
+/// EndpointSlice controller would give them: ready when the Pod is Ready
+/// and not terminating, serving when Ready, terminating once deleted. A
+/// named targetPort is looked up in each Pod's containers; Pods without it
+/// are not endpoints of that port.
+fn pod_candidates(
+    pods: &[&Pod],
+    selector: &EndpointSelector,
+    port: &ServicePort,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for pod in pods {
+        if !selector.spec.selector.matches(&pod.metadata.labels) || pod.has_finished() {
+            continue;
+        }
+        let target = match &port.target_port {
+            None => port.port,
+            Some(TargetPort::Number(n)) => *n,
+            Some(TargetPort::Name(name)) => match pod.container_port(name, &port.protocol) {
+                Some(n) => n,
+                None => continue,
+            },
+        };
+        let conditions = EndpointConditions {
+            ready: Some(pod.is_ready() && !pod.is_terminating()),
+            serving: Some(pod.is_ready()),
+            terminating: Some(pod.is_terminating()),
+        };
+        for address in pod.addresses() {
+            out.push((
+                Endpoint {
+                    address,
+                    port: target,
+                },
+                conditions,
+            ));
+        }
+    }
+    out
 }

@@ -70,6 +70,10 @@ pub enum Reason {
     /// slot table hashed by client address would mix the weights of the
     /// other backendRefs, so the affinity is not applied on that route.
     AffinityNotApplied,
+    /// `Accepted=False` on a Service or TrafficPolicy setting a value
+    /// Switchyard does not serve (a Service's `externalIPs`, route-level
+    /// `internalTrafficPolicy: Local`); the rest of the object applies.
+    UnsupportedValue,
 }
 
 impl Reason {
@@ -85,6 +89,7 @@ impl Reason {
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
             Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
+            Self::UnsupportedValue => ConditionType::Accepted,
         }
     }
 
@@ -105,6 +110,7 @@ impl Reason {
             Self::Invalid => "Invalid",
             Self::TableTooSmall => "TableTooSmall",
             Self::AffinityNotApplied => "AffinityNotApplied",
+            Self::UnsupportedValue => "UnsupportedValue",
         }
     }
 }

@@ -17,13 +17,35 @@
 //! listener's one flat table cannot keep a client on the Service's
 //! endpoints without breaking the weights, so Service-level affinity is not
 //! applied there: the policy (or Service) gets `Degraded` with reason
-//! `AffinityNotApplied`, naming the route as parent.
+//! `AffinityNotApplied`, naming the route as parent. A ServiceImport's own
+//! `spec.sessionAffinity` counts as a Service's does.
+//!
+//! GEP-3539 maps a Service's other features to the route; a TrafficPolicy
+//! on a TCPRoute or UDPRoute sets them for all its backendRefs, each
+//! setting won by the oldest policy setting it:
+//! - `publishNotReadyAddresses`: overrides the backend's own (a Service's
+//!   or EndpointSelector's field of that name), either way.
+//! - `ipFamilies`/`ipFamilyPolicy`: `SingleStack` (the default when
+//!   families are listed) keeps the endpoints of its one family (`IPv4`
+//!   when none is listed); `PreferDualStack` and `RequireDualStack` keep
+//!   both. Which family is primary only matters to a Service's ClusterIP,
+//!   which here is the Gateway's address, and one flat Maglev table cannot
+//!   prefer a family, so dual-stack policies filter nothing.
+//! - `externalTrafficPolicy`: `Local` asks that clients keep their source
+//!   address and that traffic not take a second hop through another node.
+//!   Switchyard forwards straight to the endpoints with the client's
+//!   address (DNAT), so `Local` and `Cluster` both hold as they are.
+//! - `internalTrafficPolicy`: `Local` means "only endpoints on the
+//!   client's node". An LB node has no endpoints of its own and does not
+//!   know its clients' nodes, so honouring it would refuse all traffic; it
+//!   is reported `Accepted=False/UnsupportedValue` and `Cluster` is used.
 
 use std::collections::HashMap;
 
+use super::backends::BackendKind;
 use super::gateways::GatewayView;
 use super::{Diagnostic, Index, Reason, RouteId};
-use crate::resources::TrafficPolicy;
+use crate::resources::{BackendRef, IpFamily, TrafficLocality, TrafficPolicy};
 use crate::snapshot::{Affinity, BackendGroup};
 
 /// Below this many slots per backend, Maglev's promise that a backend
@@ -74,10 +96,11 @@ pub(super) fn table_sizes<'a>(
             )
         };
         let sets_affinity = policy.spec.session_affinity.is_some();
+        let sets_route = policy.spec.sets_route_endpoints();
         for target in &policy.spec.target_refs {
             let affinity_target = target.route_kind().is_some() || target.is_service();
-            if affinity_target && sets_affinity {
-                // Resolved by `affinities`.
+            if affinity_target && (sets_affinity || sets_route) {
+                // Resolved by `affinities` and `endpoint_settings`.
                 continue;
             }
             if !target.is_gateway() {
@@ -87,11 +110,25 @@ pub(super) fn table_sizes<'a>(
                         "targetRef {} {:?} (group {:?}): no TrafficPolicy setting applies to this \
                          kind; spec.maglev applies to Gateways (group gateway.networking.k8s.io), \
                          spec.sessionAffinity to TCPRoutes, UDPRoutes (group \
-                         gateway.networking.k8s.io) and Services (group \"\")",
+                         gateway.networking.k8s.io) and Services (group \"\"), the Service \
+                         settings (publishNotReadyAddresses, ipFamilies, ipFamilyPolicy, \
+                         externalTrafficPolicy, internalTrafficPolicy) to TCPRoutes and UDPRoutes",
                         target.kind, target.name, target.group
                     ),
                 ));
                 continue;
+            }
+            if sets_route {
+                diagnostics.push(diagnostic(
+                    Reason::Invalid,
+                    format!(
+                        "targetRef Gateway {:?}: the Service settings (publishNotReadyAddresses, \
+                         ipFamilies, ipFamilyPolicy, externalTrafficPolicy, \
+                         internalTrafficPolicy) do not apply to Gateways; target the TCPRoute or \
+                         UDPRoute instead",
+                        target.name
+                    ),
+                ));
             }
             if sets_affinity {
                 diagnostics.push(diagnostic(
@@ -224,6 +261,175 @@ pub(super) fn check_size(
     );
 }
 
+/// How a route picks the endpoints of its backendRefs; the default is
+/// what each backend says for itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct EndpointSettings {
+    /// Overrides the backend's own `publishNotReadyAddresses`.
+    pub publish_not_ready: Option<bool>,
+    /// Only endpoints of this family; `None` keeps both.
+    pub family: Option<IpFamily>,
+}
+
+/// The route-level Service settings, one winner per setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteSetting {
+    PublishNotReadyAddresses,
+    IpFamilies,
+    ExternalTrafficPolicy,
+    InternalTrafficPolicy,
+}
+
+impl RouteSetting {
+    const ALL: [Self; 4] = [
+        Self::PublishNotReadyAddresses,
+        Self::IpFamilies,
+        Self::ExternalTrafficPolicy,
+        Self::InternalTrafficPolicy,
+    ];
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::PublishNotReadyAddresses => "spec.publishNotReadyAddresses",
+            Self::IpFamilies => "spec.ipFamilies/ipFamilyPolicy",
+            Self::ExternalTrafficPolicy => "spec.externalTrafficPolicy",
+            Self::InternalTrafficPolicy => "spec.internalTrafficPolicy",
+        }
+    }
+
+    fn is_set(self, policy: &TrafficPolicy) -> bool {
+        let spec = &policy.spec;
+        match self {
+            Self::PublishNotReadyAddresses => spec.publish_not_ready_addresses.is_some(),
+            Self::IpFamilies => !spec.ip_families.is_empty() || spec.ip_family_policy.is_some(),
+            Self::ExternalTrafficPolicy => spec.external_traffic_policy.is_some(),
+            Self::InternalTrafficPolicy => spec.internal_traffic_policy.is_some(),
+        }
+    }
+}
+
+/// Per route targeted by a policy with Service settings: how its
+/// backendRefs' endpoints are picked (see the module docs).
+pub(super) fn endpoint_settings(
+    index: &Index<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<RouteId, EndpointSettings> {
+    // (route, setting) -> winning rank; policies are visited oldest first.
+    let mut winners: HashMap<(RouteId, usize), usize> = HashMap::new();
+    for (rank, policy) in index.policies.iter().enumerate() {
+        if !policy.spec.sets_route_endpoints() {
+            continue;
+        }
+        let meta = &policy.metadata;
+        let diagnostic = |reason, message: String, parent: String| {
+            Diagnostic::new(
+                "TrafficPolicy",
+                &meta.namespace,
+                &meta.name,
+                reason,
+                message,
+            )
+            .on_parent(parent)
+        };
+        for target in &policy.spec.target_refs {
+            let parent = format!("{}/{}", meta.namespace, target.name);
+            let Some(kind) = target.route_kind() else {
+                if target.is_service() {
+                    diagnostics.push(diagnostic(
+                        Reason::Invalid,
+                        format!(
+                            "targetRef Service {:?}: the Service settings (publishNotReadyAddresses, \
+                             ipFamilies, ipFamilyPolicy, externalTrafficPolicy, \
+                             internalTrafficPolicy) apply to TCPRoutes and UDPRoutes; they are not \
+                             applied to this target",
+                            target.name
+                        ),
+                        parent,
+                    ));
+                }
+                // Other kinds are reported by `table_sizes`.
+                continue;
+            };
+            let Some(r) = index.routes.iter().position(|r| {
+                r.kind == kind
+                    && r.metadata.namespace == meta.namespace
+                    && r.metadata.name == target.name
+            }) else {
+                // Worded as in `affinities`, so a policy setting both is
+                // reported once.
+                diagnostics.push(diagnostic(
+                    Reason::TargetNotFound,
+                    format!(
+                        "{} {}/{} does not exist",
+                        target.kind, meta.namespace, target.name
+                    ),
+                    parent,
+                ));
+                continue;
+            };
+            let route = RouteId(r);
+            for (s, setting) in RouteSetting::ALL.into_iter().enumerate() {
+                if !setting.is_set(policy) {
+                    continue;
+                }
+                match winners.get(&(route, s)) {
+                    Some(&winner) if winner != rank => diagnostics.push(diagnostic(
+                        Reason::Conflicted,
+                        format!(
+                            "{} on {} is set by TrafficPolicy {}, which is older (or as old and \
+                             first by namespace/name)",
+                            setting.field(),
+                            index.routes[r].metadata.key(),
+                            index.policies[winner].metadata.key()
+                        ),
+                        parent.clone(),
+                    )),
+                    Some(_) => {}
+                    None => {
+                        winners.insert((route, s), rank);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut settings: HashMap<RouteId, EndpointSettings> = HashMap::new();
+    for (&(route, s), &rank) in &winners {
+        let policy = index.policies[rank];
+        let entry = settings.entry(route).or_default();
+        match RouteSetting::ALL[s] {
+            RouteSetting::PublishNotReadyAddresses => {
+                entry.publish_not_ready = policy.spec.publish_not_ready_addresses;
+            }
+            RouteSetting::IpFamilies => entry.family = policy.spec.kept_families(),
+            RouteSetting::ExternalTrafficPolicy => {}
+            RouteSetting::InternalTrafficPolicy => {
+                if policy.spec.internal_traffic_policy == Some(TrafficLocality::Local) {
+                    let route = index.routes[route.0];
+                    diagnostics.push(
+                        Diagnostic::new(
+                            "TrafficPolicy",
+                            &policy.metadata.namespace,
+                            &policy.metadata.name,
+                            Reason::UnsupportedValue,
+                            format!(
+                                "spec.internalTrafficPolicy Local is not supported on {} {}: it \
+                                 keeps only endpoints on the client's node, and an LB node \
+                                 neither has endpoints nor knows its clients' nodes; Cluster is \
+                                 used",
+                                route.kind,
+                                route.metadata.key()
+                            ),
+                        )
+                        .on_parent(route.metadata.key()),
+                    );
+                }
+            }
+        }
+    }
+    settings
+}
+
 /// Per carried route: the session affinity its listeners use. Routes
 /// without affinity are absent.
 pub(super) fn affinities(
@@ -319,15 +525,26 @@ pub(super) fn affinities(
         })
         .collect();
 
-    // What a Service asks for: (timeout or off, the policy asking, if any).
-    let service_level = |service: &str| -> Option<(Option<u32>, Option<usize>)> {
-        let (namespace, name) = service.split_once('/')?;
-        if let Some(&rank) = service_winner.get(&(namespace.to_owned(), name.to_owned())) {
-            let affinity = index.policies[rank].spec.session_affinity.as_ref()?;
-            return Some((affinity.client_ip_timeout(), Some(rank)));
+    // What a backend asks for: (timeout or off, the policy asking, if any).
+    let backend_level = |backend: &BackendRef,
+                         namespace: &str|
+     -> Option<(Option<u32>, Option<usize>)> {
+        let name = backend.name.as_str();
+        match BackendKind::of(backend)? {
+            BackendKind::Service => {
+                if let Some(&rank) = service_winner.get(&(namespace.to_owned(), name.to_owned())) {
+                    let affinity = index.policies[rank].spec.session_affinity.as_ref()?;
+                    return Some((affinity.client_ip_timeout(), Some(rank)));
+                }
+                let svc = index.services.get(&(namespace, name))?;
+                Some((Some(svc.spec.client_ip_affinity()?), None))
+            }
+            BackendKind::ServiceImport => {
+                let import = index.backends.imports.get(&(namespace, name))?;
+                Some((Some(import.spec.client_ip_affinity()?), None))
+            }
+            BackendKind::EndpointSelector => None,
         }
-        let svc = index.services.get(&(namespace, name))?;
-        Some((Some(svc.spec.client_ip_affinity()?), None))
     };
 
     let mut affinities = HashMap::new();
@@ -336,6 +553,17 @@ pub(super) fn affinities(
     for &route_id in routes {
         let groups = &groups_of[&route_id];
         let route = index.routes[route_id.0];
+        // One group per backendRef, in the same order.
+        let refs: Vec<(&BackendRef, &str)> = route
+            .spec
+            .rules
+            .iter()
+            .flat_map(|rule| &rule.backend_refs)
+            .map(|b| {
+                let namespace = b.namespace.as_deref().unwrap_or(&route.metadata.namespace);
+                (b, namespace)
+            })
+            .collect();
         if let Some(&rank) = route_winner.get(&route_id) {
             let policy = index.policies[rank].spec.session_affinity.as_ref();
             if let Some(timeout_secs) = policy.and_then(|p| p.client_ip_timeout()) {
@@ -343,24 +571,25 @@ pub(super) fn affinities(
             }
             continue;
         }
-        if let [only] = groups.as_slice() {
-            if let Some((Some(timeout_secs), _)) = service_level(&only.service) {
+        if let [(only, namespace)] = refs.as_slice() {
+            if let Some((Some(timeout_secs), _)) = backend_level(only, namespace) {
                 affinities.insert(route_id, Affinity { timeout_secs });
             }
             continue;
         }
-        for group in groups {
-            let Some((Some(_), rank)) = service_level(&group.service) else {
+        for &(backend, namespace) in &refs {
+            let Some((Some(_), rank)) = backend_level(backend, namespace) else {
                 continue;
             };
+            let kind = BackendKind::of(backend).map_or("Service", BackendKind::as_str);
             let message = format!(
-                "{} {} has {} backendRefs; ClientIP affinity of Service {} is applied only when \
-                 the Service is a route's only backendRef (or set it on the route with a \
+                "{} {} has {} backendRefs; ClientIP affinity of {kind} {namespace}/{} is applied \
+                 only when the {kind} is a route's only backendRef (or set it on the route with a \
                  TrafficPolicy)",
                 route.kind.as_str(),
                 route.metadata.key(),
                 groups.len(),
-                group.service
+                backend.name
             );
             let diagnostic = match rank {
                 Some(rank) => {
@@ -373,19 +602,13 @@ pub(super) fn affinities(
                         message,
                     )
                 }
-                None => {
-                    let (namespace, name) = group
-                        .service
-                        .split_once('/')
-                        .unwrap_or(("", &group.service));
-                    Diagnostic::new(
-                        "Service",
-                        namespace,
-                        name,
-                        Reason::AffinityNotApplied,
-                        message,
-                    )
-                }
+                None => Diagnostic::new(
+                    kind,
+                    namespace,
+                    &backend.name,
+                    Reason::AffinityNotApplied,
+                    message,
+                ),
             };
             diagnostics.push(diagnostic.on_parent(route.metadata.key()));
         }

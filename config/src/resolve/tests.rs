@@ -612,7 +612,7 @@ fn backend_of_another_kind_is_invalid_kind_and_keeps_its_share_unavailable() {
         "lb",
         "r",
         "[{name: edge}]",
-        "[{name: web, port: 80, weight: 3}, {group: multicluster.x-k8s.io, kind: ServiceImport, name: web, port: 80, weight: 1}]",
+        "[{name: web, port: 80, weight: 3}, {group: example.com, kind: Bucket, name: web, port: 80, weight: 1}]",
     );
     let res = compile(&[CLASS, &edge(), &r, &web("lb", "web", &["10.1.0.1"])]);
     assert!(has(&res, "TCPRoute lb/r", Reason::InvalidKind));
