@@ -71,6 +71,25 @@ pub struct GatewayClass {
 pub struct GatewayClassSpec {
     #[serde(deserialize_with = "schema::name")]
     pub controller_name: String,
+    /// Implementation-specific parameters; a class whose reference cannot
+    /// be resolved is not accepted (`InvalidParameters`).
+    #[serde(default)]
+    pub parameters_ref: Option<ParametersReference>,
+}
+
+/// `GatewayClass.spec.parametersRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParametersReference {
+    #[serde(default)]
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// Absent for cluster-scoped kinds.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 // --------------------------------------------------------------------- Gateway

@@ -1304,6 +1304,7 @@ fn adopt(resources: &mut Resources) {
             },
             spec: crate::resources::GatewayClassSpec {
                 controller_name: CONTROLLER_NAME.to_owned(),
+                parameters_ref: None,
             },
         })
         .collect();

@@ -1,11 +1,17 @@
 //! `switchyard check`: compile a config file offline and show the result.
 
-use std::fmt::Write as _;
-
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use anyhow::{bail, Context, Result};
-use switchyard_config::snapshot::{Listener, Slot};
+use serde::Serialize;
+use switchyard_config::dns::DnsRecord;
+use switchyard_config::snapshot::{Listener, Protocol, Slot};
+use switchyard_config::status::{
+    Condition, ConditionStatus, ObjectReference, ResourceStatus, Status,
+};
+use switchyard_config::{Diagnostic, Resolution};
 
 use yardctl::output::emit;
 
@@ -15,6 +21,7 @@ use crate::CheckArgs;
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
@@ -36,50 +43,205 @@ pub fn check(args: CheckArgs) -> Result<()> {
         };
         return maglev(listener, args.output);
     }
+    let report = Report::new(&resolution);
     match args.output {
-        Output::Json => {
-            let json = serde_json::json!({
-                "listeners": resolution.snapshot.listeners.iter().map(|l| serde_json::json!({
-                    "name": l.name.to_string(),
-                    "route": l.route,
-                    "address": l.address,
-                    "port": l.port,
-                    "protocol": l.protocol,
-                    "backends": l.backends.iter().map(|b| serde_json::json!({
-                        "endpoint": b.endpoint.to_string(),
-                        "service": l.groups.get(b.group as usize).map(|g| g.service.clone()),
-                        "effective_weight": b.effective_weight,
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "diagnostics": resolution.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-            });
-            Ok(emit(&(serde_json::to_string_pretty(&json)? + "\n"))?)
-        }
-        Output::Table => {
-            let mut out = String::new();
-            for l in &resolution.snapshot.listeners {
-                let _ = writeln!(
-                    out,
-                    "{} {} {} (route {})",
-                    l.name,
-                    l.protocol,
-                    l.vip(),
-                    l.route
-                );
-                for b in &l.backends {
-                    let _ = writeln!(
-                        out,
-                        "    -> {}  weight {:.3}",
-                        b.endpoint, b.effective_weight
-                    );
-                }
-            }
-            for d in &resolution.diagnostics {
-                let _ = writeln!(out, "warning: {d}");
-            }
-            Ok(emit(&out)?)
+        Output::Json => Ok(emit(&(serde_json::to_string_pretty(&report)? + "\n"))?),
+        Output::Yaml => Ok(emit(&serde_norway::to_string(&report)?)?),
+        Output::Table => Ok(emit(&table(&report, &resolution.diagnostics))?),
+    }
+}
+
+/// What `check -o json|yaml` prints: every object's status as the Gateway
+/// API spells it, the listeners the dataplane would run, and the DNS
+/// records it would answer. Field order is the documented one.
+#[derive(Serialize)]
+struct Report<'a> {
+    resources: &'a [ResourceStatus],
+    listeners: Vec<ListenerReport<'a>>,
+    dns: &'a [DnsRecord],
+}
+
+#[derive(Serialize)]
+struct ListenerReport<'a> {
+    name: String,
+    address: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    /// `namespace/name` of the route carrying the traffic; empty if none.
+    route: &'a str,
+    backends: Vec<BackendReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackendReport {
+    endpoint: String,
+    /// `namespace/name` of the backendRef the endpoint is attributed to.
+    backend_ref: Option<String>,
+    effective_weight: f64,
+}
+
+impl<'a> Report<'a> {
+    fn new(resolution: &'a Resolution) -> Self {
+        let listeners = resolution
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| ListenerReport {
+                name: l.name.to_string(),
+                address: l.address,
+                port: l.port,
+                protocol: l.protocol,
+                route: &l.route,
+                backends: l
+                    .backends
+                    .iter()
+                    .map(|b| BackendReport {
+                        endpoint: b.endpoint.to_string(),
+                        backend_ref: l.groups.get(b.group as usize).map(|g| g.service.clone()),
+                        effective_weight: b.effective_weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            resources: &resolution.statuses,
+            listeners,
+            dns: &resolution.snapshot.dns,
         }
     }
+}
+
+/// One line per object with its conditions, a line per listener or
+/// parent below it, and the reason and message of every condition that is
+/// not in its good state; then the listeners and DNS records.
+fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for resource in report.resources {
+        let _ = write!(out, "{}", resource.resource());
+        match &resource.status {
+            Status::GatewayClass(s) => conditions_line(&mut out, "", &s.conditions),
+            Status::Gateway(s) => {
+                let addresses: Vec<&str> = s.addresses.iter().map(|a| a.value.as_str()).collect();
+                let _ = write!(
+                    out,
+                    " [{}]",
+                    if addresses.is_empty() {
+                        "no address".to_string()
+                    } else {
+                        addresses.join(" ")
+                    }
+                );
+                conditions_line(&mut out, "", &s.conditions);
+                for listener in &s.listeners {
+                    let kinds: Vec<&str> = listener
+                        .supported_kinds
+                        .iter()
+                        .map(|k| k.kind.as_str())
+                        .collect();
+                    let _ = write!(
+                        out,
+                        "  listener {} ({}) attachedRoutes={}",
+                        listener.name,
+                        if kinds.is_empty() {
+                            "no route kinds".to_string()
+                        } else {
+                            kinds.join(" ")
+                        },
+                        listener.attached_routes
+                    );
+                    conditions_line(&mut out, "  ", &listener.conditions);
+                }
+            }
+            Status::Route(s) => {
+                out.push('\n');
+                for parent in &s.parents {
+                    let _ = write!(out, "  parent {}", reference(&parent.parent_ref));
+                    conditions_line(&mut out, "  ", &parent.conditions);
+                }
+            }
+            Status::Policy(s) => {
+                out.push('\n');
+                for ancestor in &s.ancestors {
+                    let _ = write!(out, "  ancestor {}", reference(&ancestor.ancestor_ref));
+                    conditions_line(&mut out, "  ", &ancestor.conditions);
+                }
+            }
+        }
+    }
+    // Objects without a Gateway API status (Services) are only in the
+    // diagnostics.
+    for d in diagnostics.iter().filter(|d| d.kind == "Service") {
+        let _ = writeln!(out, "warning: {d}");
+    }
+    if !report.listeners.is_empty() {
+        let _ = writeln!(out, "\nlisteners:");
+    }
+    for l in &report.listeners {
+        let route = if l.route.is_empty() { "none" } else { l.route };
+        let _ = writeln!(
+            out,
+            "{} {} {} (route {route})",
+            l.name,
+            l.protocol,
+            std::net::SocketAddr::new(l.address, l.port)
+        );
+        for b in &l.backends {
+            let _ = writeln!(
+                out,
+                "    -> {}  weight {:.3}  {}",
+                b.endpoint,
+                b.effective_weight,
+                b.backend_ref.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    if !report.dns.is_empty() {
+        let _ = writeln!(out, "\ndns:");
+    }
+    for r in report.dns {
+        let _ = writeln!(out, "{} {} {}", r.name, r.record_type, r.value);
+    }
+    out
+}
+
+/// `  Accepted=True Programmed=False`, then an indented `reason: message`
+/// line for each condition that reports a problem.
+fn conditions_line(out: &mut String, indent: &str, conditions: &[Condition]) {
+    for c in conditions {
+        let _ = write!(out, "  {}={}", c.condition_type, c.status.as_str());
+    }
+    out.push('\n');
+    for c in conditions.iter().filter(|c| is_problem(c)) {
+        let _ = writeln!(
+            out,
+            "{indent}    {}: {}: {}",
+            c.condition_type, c.reason, c.message
+        );
+    }
+}
+
+/// Conditions whose good state is `False` (`Conflicted`, `Degraded`) are
+/// problems when `True`; all others when `False`.
+fn is_problem(c: &Condition) -> bool {
+    let good_when_false = matches!(c.condition_type.as_str(), "Conflicted" | "Degraded");
+    (c.status == ConditionStatus::True) == good_when_false
+}
+
+/// `namespace/name[/section][:port]` of a parent or ancestor reference.
+fn reference(r: &ObjectReference) -> String {
+    let mut text = format!("{} ", r.kind);
+    if let Some(namespace) = &r.namespace {
+        let _ = write!(text, "{namespace}/");
+    }
+    text.push_str(&r.name);
+    if let Some(section) = &r.section_name {
+        let _ = write!(text, "/{section}");
+    }
+    if let Some(port) = r.port {
+        let _ = write!(text, ":{port}");
+    }
+    text
 }
 
 /// Owner of a slot as operators name it.
@@ -117,6 +279,21 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
                 serde_json::to_string(&counts)?,
             );
             Ok(emit(&json)?)
+        }
+        Output::Yaml => {
+            #[derive(Serialize)]
+            struct MaglevReport<'a> {
+                listener: String,
+                size: usize,
+                table: &'a [String],
+                slots: &'a BTreeMap<String, usize>,
+            }
+            Ok(emit(&serde_norway::to_string(&MaglevReport {
+                listener: listener.name.to_string(),
+                size: listener.slots.len(),
+                table: &table,
+                slots: &counts,
+            })?)?)
         }
         Output::Table => {
             let mut out = String::new();
