@@ -123,7 +123,7 @@ pub struct PolicyAncestorStatus {
 }
 
 /// A `ParentReference` as status echoes it: the fields the spec gave, with
-/// the CRD's defaults for group and kind applied.
+/// the defaults for group, kind and namespace applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference {

@@ -459,7 +459,7 @@ fn routes<'d>(
                         );
                     }
                     RouteParentStatus {
-                        parent_ref: parent_reference(spec),
+                        parent_ref: parent_reference(spec, &route.metadata.namespace),
                         controller_name: CONTROLLER_NAME.to_owned(),
                         conditions,
                     }
@@ -475,11 +475,18 @@ fn routes<'d>(
         .collect()
 }
 
-fn parent_reference(parent: &ParentReference) -> ObjectReference {
+/// The parentRef with the defaults applied, namespace included, so that a
+/// reader can match it without knowing the route's namespace.
+fn parent_reference(parent: &ParentReference, route_namespace: &str) -> ObjectReference {
     ObjectReference {
         group: parent.group.clone(),
         kind: parent.kind.clone(),
-        namespace: parent.namespace.clone(),
+        namespace: Some(
+            parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| route_namespace.to_owned()),
+        ),
         name: parent.name.clone(),
         section_name: parent.section_name.clone(),
         port: parent.port,
@@ -549,3 +556,6 @@ fn traffic_policy(policy: &TrafficPolicy, about: &[&Diagnostic]) -> ResourceStat
         status: Status::Policy(PolicyStatus { ancestors }),
     }
 }
+
+#[cfg(test)]
+mod tests;
