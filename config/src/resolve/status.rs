@@ -76,7 +76,7 @@ pub(super) fn build(facts: &Facts<'_, '_>) -> Vec<ResourceStatus> {
     });
     out.extend(routes);
     let mut policies: Vec<&TrafficPolicy> = facts.resources.traffic_policies.iter().collect();
-    policies.sort_by(|a, b| a.metadata.key().cmp(&b.metadata.key()));
+    policies.sort_by_key(|p| (&p.metadata.namespace, &p.metadata.name));
     for policy in policies {
         out.push(traffic_policy(
             policy,

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use switchyard_config::dns::DnsRecord;
+use switchyard_config::resolve::CONTROLLER_NAME;
 use switchyard_config::snapshot::{Listener, Protocol, Slot};
 use switchyard_config::status::{
     Condition, ConditionStatus, ObjectReference, ResourceStatus, Status,
@@ -117,6 +118,12 @@ impl<'a> Report<'a> {
 /// not in its good state; then the listeners and DNS records.
 fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
     let mut out = String::new();
+    if report.resources.is_empty() {
+        let _ = writeln!(
+            out,
+            "nothing here is Switchyard's: no GatewayClass has controllerName {CONTROLLER_NAME}"
+        );
+    }
     for resource in report.resources {
         let _ = write!(out, "{}", resource.resource());
         match &resource.status {
@@ -312,5 +319,88 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             }
             Ok(emit(&out)?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Resolution {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/demo.yaml");
+        switchyard_config::compile_file(path, 1).expect("the demo config compiles")
+    }
+
+    #[test]
+    fn json_report_has_resources_listeners_and_dns_in_that_order() {
+        let resolution = demo();
+        let json = serde_json::to_string(&Report::new(&resolution)).unwrap();
+        let resources = json.find("\"resources\":").unwrap();
+        let listeners = json.find("\"listeners\":[{").unwrap();
+        let dns = json.find("\"dns\":").unwrap();
+        assert!(resources < listeners && listeners < dns, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let kinds: Vec<&str> = value["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute"]);
+        let backend = &value["listeners"][0]["backends"][0];
+        assert_eq!(backend["backendRef"], "demo/echo");
+        assert_eq!(backend["effectiveWeight"], 0.5);
+        assert_eq!(value["listeners"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn yaml_report_reads_back_as_the_json_one() {
+        let resolution = demo();
+        let report = Report::new(&resolution);
+        let yaml: serde_json::Value =
+            serde_norway::from_str(&serde_norway::to_string(&report).unwrap()).unwrap();
+        assert_eq!(yaml, serde_json::to_value(&report).unwrap());
+    }
+
+    #[test]
+    fn table_shows_every_resource_with_its_conditions_and_the_reason_of_problems() {
+        let resolution = demo();
+        let text = table(&Report::new(&resolution), &resolution.diagnostics);
+        assert!(text.contains("Gateway demo/edge [198.18.100.10]  Accepted=True  Programmed=True"));
+        assert!(text.contains("listener tcp-echo (TCPRoute) attachedRoutes=1"));
+        assert!(
+            text.contains("parent Gateway demo/edge/tcp-echo  Accepted=True  ResolvedRefs=True")
+        );
+        assert!(text.contains("demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp)"));
+
+        let broken = Condition {
+            condition_type: "ResolvedRefs".into(),
+            status: ConditionStatus::False,
+            reason: "BackendNotFound".into(),
+            message: "Service demo/x not found".into(),
+            observed_generation: 1,
+        };
+        let mut out = String::new();
+        conditions_line(&mut out, "", &[broken]);
+        assert_eq!(
+            out,
+            "  ResolvedRefs=False\n    ResolvedRefs: BackendNotFound: Service demo/x not found\n"
+        );
+    }
+
+    #[test]
+    fn conflicted_and_degraded_are_problems_when_true() {
+        let with = |condition_type: &str, status| Condition {
+            condition_type: condition_type.into(),
+            status,
+            reason: String::new(),
+            message: String::new(),
+            observed_generation: 1,
+        };
+        assert!(is_problem(&with("Conflicted", ConditionStatus::True)));
+        assert!(!is_problem(&with("Conflicted", ConditionStatus::False)));
+        assert!(is_problem(&with("Degraded", ConditionStatus::True)));
+        assert!(is_problem(&with("Accepted", ConditionStatus::False)));
+        assert!(!is_problem(&with("Programmed", ConditionStatus::True)));
     }
 }
