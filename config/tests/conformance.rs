@@ -776,6 +776,131 @@ fn base_gateways_with_http_listeners_are_not_accepted() {
     }
 }
 
+/// The L4 reading of an HTTP listener manifest: HTTP listeners become TCP
+/// ones, HTTPRoutes TCPRoutes. Listener hostnames (which TCP listeners may
+/// not have) and documents naming `drop` go, since L4 has no hostnames to
+/// match.
+fn l4_reading(manifest: &str, drop: &[&str]) -> String {
+    manifest
+        .split("\n---\n")
+        .filter(|doc| {
+            !drop
+                .iter()
+                .any(|name| doc.contains(&format!("name: {name}\n")))
+        })
+        .map(|doc| {
+            doc.lines()
+                .filter(|l| !l.trim_start().starts_with("hostname:"))
+                .map(|l| {
+                    if l.trim_end().ends_with("protocol: HTTP") {
+                        l.replace("protocol: HTTP", "protocol: TCP")
+                    } else {
+                        l.replace("kind: HTTPRoute", "kind: TCPRoute")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+#[test]
+fn gateway_with_attached_routes_counts_each_attached_route() {
+    // GatewayWithAttachedRoutes, L4 reading. http-route-not-accepted
+    // differs from the others only by a hostname, which L4 cannot match
+    // on, so it is left out.
+    let file = "gateway-with-attached-routes.yaml";
+    let manifest = l4_reading(
+        &text(&format!("upstream/conformance/tests/{file}")),
+        &["http-route-not-accepted"],
+    );
+    let res = resolve(&world_from(file, &manifest), 1);
+    for (gateway, attached) in [
+        ("gateway-with-one-attached-route", 1),
+        ("gateway-with-two-attached-routes", 2),
+    ] {
+        let listener = listener_status(&res, gateway, "http");
+        assert_eq!(listener.attached_routes, attached, "{listener:#?}");
+        assert_eq!(listener.supported_kinds[0].kind, "TCPRoute");
+        assert_condition(&listener.conditions, "Accepted", true, "");
+        assert_condition(&listener.conditions, "ResolvedRefs", true, "");
+    }
+    // Attaching to a listener that is not accepted (HTTPS) is refused and
+    // not counted.
+    let gateway = "unresolved-gateway-with-one-attached-unresolved-route";
+    assert_zero_routes(&res, gateway);
+    let parent = parent(&res, "TCPRoute", "http-route-4", gateway);
+    assert_condition(
+        &parent.conditions,
+        "Accepted",
+        false,
+        "NotAllowedByListeners",
+    );
+}
+
+#[test]
+fn gateway_with_attached_routes_on_port_8080_counts_per_listener() {
+    // GatewayWithAttachedRoutesWithPort8080, L4 reading.
+    let file = "gateway-with-attached-routes-with-port-8080.yaml";
+    let manifest = l4_reading(&text(&format!("upstream/conformance/tests/{file}")), &[]);
+    let res = resolve(&world_from(file, &manifest), 1);
+    let gateway = "gateway-with-two-listeners-and-one-attached-route";
+    for (listener, attached) in [("http-unattached", 0), ("http", 1)] {
+        let status = listener_status(&res, gateway, listener);
+        assert_eq!(status.attached_routes, attached, "{status:#?}");
+        assert_condition(&status.conditions, "Accepted", true, "");
+        assert_condition(&status.conditions, "ResolvedRefs", true, "");
+    }
+}
+
+#[test]
+fn gateway_observed_generation_follows_the_spec_generation() {
+    // GatewayObservedGenerationBump, L4 reading: after a listener is added
+    // (generation 2), every condition of the Gateway and its listeners
+    // reports generation 2.
+    let file = "gateway-observed-generation-bump.yaml";
+    let manifest = l4_reading(&text(&format!("upstream/conformance/tests/{file}")), &[]);
+    let mut resources = world_from(file, &manifest);
+    let gateway = "gateway-observed-generation-bump";
+    let generations = |res: &Resolution| -> Vec<i64> {
+        let mut all: Vec<i64> = gateway_conditions(res, gateway)
+            .iter()
+            .map(|c| c.observed_generation)
+            .collect();
+        for l in listeners(res, gateway) {
+            all.extend(l.conditions.iter().map(|c| c.observed_generation));
+        }
+        all
+    };
+    let before = resolve(&resources, 1);
+    assert!(generations(&before).iter().all(|&g| g == 1));
+    assert_condition(
+        gateway_conditions(&before, gateway),
+        "Accepted",
+        true,
+        "Accepted",
+    );
+
+    let spec = resources
+        .gateways
+        .iter_mut()
+        .find(|g| g.metadata.name == gateway)
+        .unwrap();
+    let mut added = spec.spec.listeners[0].clone();
+    added.name = "tcp-2".to_owned();
+    added.port += 1;
+    spec.spec.listeners.push(added);
+    spec.metadata.generation = Some(2);
+    let after = resolve(&resources, 2);
+    assert_eq!(listeners(&after, gateway).len(), 2);
+    assert!(
+        generations(&after).iter().all(|&g| g == 2),
+        "{:?}",
+        generations(&after)
+    );
+}
+
 // ----------------------------------------------------------------- helpers
 
 /// The second route an upstream multiple-routes test applies once the
