@@ -8,6 +8,7 @@ pub mod resolve;
 pub mod resources;
 mod schema;
 pub mod snapshot;
+pub mod status;
 
 pub use load::{load_file, load_str, LoadError};
 pub use resolve::{resolve, Diagnostic, Resolution};

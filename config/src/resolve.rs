@@ -16,6 +16,7 @@ mod diagnostic;
 mod gateways;
 mod policy;
 mod slots;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -31,6 +32,7 @@ use crate::resources::{
 use crate::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, ServiceKey, Snapshot, SLOT_TABLE_SIZE,
 };
+use crate::status::ResourceStatus;
 
 /// The `spec.controllerName` of GatewayClasses Switchyard implements.
 pub const CONTROLLER_NAME: &str = "switchyard.io/gateway-controller";
@@ -42,6 +44,9 @@ pub struct Resolution {
     pub snapshot: Snapshot,
     /// Sorted, without duplicates.
     pub diagnostics: Vec<Diagnostic>,
+    /// The status a controller would write on each object Switchyard is
+    /// responsible for, built from the same facts as `diagnostics`.
+    pub statuses: Vec<ResourceStatus>,
 }
 
 pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
@@ -167,9 +172,17 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 
     diagnostics.sort();
     diagnostics.dedup();
+    let statuses = status::build(&status::Facts {
+        resources,
+        index: &index,
+        gateways: &gateways,
+        attachments: &attachments,
+        diagnostics: &diagnostics,
+    });
     Resolution {
         snapshot: Snapshot::new(generation, listeners),
         diagnostics,
+        statuses,
     }
 }
 

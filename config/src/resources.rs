@@ -75,8 +75,27 @@ pub struct GatewayClass {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayClassSpec {
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::controller_name")]
     pub controller_name: String,
+    /// Implementation-specific parameters; a class whose reference cannot
+    /// be resolved is not accepted (`InvalidParameters`).
+    #[serde(default)]
+    pub parameters_ref: Option<ParametersReference>,
+}
+
+/// `GatewayClass.spec.parametersRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParametersReference {
+    #[serde(default)]
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// Absent for cluster-scoped kinds.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 // --------------------------------------------------------------------- Gateway
@@ -100,6 +119,7 @@ pub struct GatewaySpec {
 }
 
 pub const IP_ADDRESS_TYPE: &str = "IPAddress";
+pub const HOSTNAME_ADDRESS_TYPE: &str = "Hostname";
 
 fn ip_address_type() -> String {
     IP_ADDRESS_TYPE.to_owned()
@@ -131,6 +151,16 @@ impl Checked for GatewayAddress {
         if self.address_type.is_empty() {
             return Err("type: must not be empty".into());
         }
+        if self.address_type == HOSTNAME_ADDRESS_TYPE {
+            if let Some(value) = &self.value {
+                let name = value.strip_prefix("*.").unwrap_or(value);
+                if !schema::is_dns_subdomain(name) {
+                    return Err(format!(
+                        "value: invalid value {value:?}, expected a lower-case DNS name"
+                    ));
+                }
+            }
+        }
         if self.address_type == IP_ADDRESS_TYPE {
             if let Some(value) = &self.value {
                 if value.parse::<IpAddr>().is_err() {
@@ -154,7 +184,7 @@ impl Checked for GatewayAddress {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Listener {
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::section_name")]
     pub name: String,
     #[serde(deserialize_with = "schema::port")]
     pub port: u16,
@@ -165,6 +195,10 @@ pub struct Listener {
     pub hostname: Option<String>,
     #[serde(default)]
     pub allowed_routes: AllowedRoutes,
+    /// Only checked for presence: TLS settings on a TCP or UDP listener
+    /// are a schema error, and Switchyard serves no TLS listeners.
+    #[serde(default)]
+    pub tls: Option<serde::de::IgnoredAny>,
 }
 
 impl Checked for Listener {
@@ -183,6 +217,12 @@ impl Checked for Listener {
             return Err(format!(
                 "port {} with protocol {} and the same hostname is already used by listener {:?}",
                 self.port, self.protocol, twin.name
+            ));
+        }
+        if matches!(self.protocol.as_str(), "HTTP" | "TCP" | "UDP") && self.tls.is_some() {
+            return Err(format!(
+                "tls: must not be specified for protocol {}",
+                self.protocol
             ));
         }
         if matches!(self.protocol.as_str(), "TCP" | "UDP")
@@ -377,7 +417,7 @@ pub struct ParentReference {
     pub namespace: Option<String>,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_section_name")]
     pub section_name: Option<String>,
     #[serde(default, deserialize_with = "schema::opt_port")]
     pub port: Option<u16>,

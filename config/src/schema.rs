@@ -182,7 +182,16 @@ pub(crate) fn opt_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u
 
 /// Object and reference names: required and `minLength: 1` in every CRD.
 pub(crate) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    struct Name;
+    checked_name(d, |_| Ok(()))
+}
+
+/// A name that must also pass `check`. The check runs inside the visitor,
+/// so an error carries the field's path and line.
+fn checked_name<'de, D: Deserializer<'de>>(
+    d: D,
+    check: fn(&str) -> Result<(), String>,
+) -> Result<String, D::Error> {
+    struct Name(fn(&str) -> Result<(), String>);
     impl<'de> Visitor<'de> for Name {
         type Value = String;
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -198,10 +207,76 @@ pub(crate) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
                     v.len()
                 )));
             }
+            (self.0)(v).map_err(E::custom)?;
             Ok(v.to_owned())
         }
     }
-    d.deserialize_str(Name)
+    d.deserialize_str(Name(check))
+}
+
+/// An RFC 1123 subdomain in lower case: dot-separated labels of `a-z`,
+/// `0-9` and inner `-`, the pattern the Gateway API gives `SectionName`,
+/// `Hostname` and the domain of a `controllerName`.
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        })
+}
+
+/// `SectionName` (listener names, parentRef `sectionName`).
+pub(crate) fn section_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        if is_dns_subdomain(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {v:?}: a section name is lower-case letters, digits, '-' and \
+                 '.', starting and ending with a letter or digit"
+            ))
+        }
+    })
+}
+
+pub(crate) fn opt_section_name<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    struct Wrapped(String);
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            section_name(d).map(Wrapped)
+        }
+    }
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
+/// `GatewayClass` `spec.controllerName`: a domain-prefixed path,
+/// `example.net/gateway-controller`.
+pub(crate) fn controller_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        let valid = v.split_once('/').is_some_and(|(domain, path)| {
+            is_dns_subdomain(domain)
+                && !path.is_empty()
+                && path
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/-._~%!$&'()*+,;=:".contains(c))
+        });
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {v:?}: a controller name is a domain-prefixed path, such as \
+                 switchyard.io/gateway-controller"
+            ))
+        }
+    })
 }
 
 /// A list with `minItems`/`maxItems`, whose items are mappings checked

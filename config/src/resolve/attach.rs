@@ -15,6 +15,19 @@ pub(super) struct Attachments {
     /// Routes with a parentRef to one of Switchyard's Gateways, whether or
     /// not it attached: their backends get resolved and reported on.
     pub parented: Vec<RouteId>,
+    /// What became of each parentRef naming a Switchyard Gateway or a
+    /// Gateway that does not exist, in route then parentRef order: the
+    /// facts behind route status.
+    pub parents: Vec<ParentOutcome>,
+}
+
+/// One parentRef's attachment, for route status.
+pub(super) struct ParentOutcome {
+    pub route: RouteId,
+    /// Position in the route's `spec.parentRefs`.
+    pub parent_ref: usize,
+    /// `None` when the parentRef attached to at least one listener.
+    pub problem: Option<(Reason, String)>,
 }
 
 impl Attachments {
@@ -27,6 +40,14 @@ impl Attachments {
             .get(&(gateway, listener))
             .and_then(|routes| routes.first().copied())
     }
+
+    /// Gateway API `attachedRoutes`: every route attached to the listener,
+    /// not only the one carrying its traffic.
+    pub fn attached(&self, gateway: usize, listener: usize) -> usize {
+        self.by_listener
+            .get(&(gateway, listener))
+            .map_or(0, Vec::len)
+    }
 }
 
 pub(super) fn attach(
@@ -36,10 +57,18 @@ pub(super) fn attach(
 ) -> Attachments {
     let mut by_listener: BTreeMap<(usize, usize), Vec<RouteId>> = BTreeMap::new();
     let mut parented = Vec::new();
+    let mut parents = Vec::new();
     for (r, route) in index.routes.iter().enumerate() {
         let id = RouteId(r);
         let mut ours = false;
-        for parent in &route.spec.parent_refs {
+        for (parent_ref, parent) in route.spec.parent_refs.iter().enumerate() {
+            let mut outcome = |problem: Option<&Diagnostic>| {
+                parents.push(ParentOutcome {
+                    route: id,
+                    parent_ref,
+                    problem: problem.map(|d| (d.reason, d.message.clone())),
+                });
+            };
             if parent.group != GATEWAY_GROUP || parent.kind != "Gateway" {
                 continue;
             }
@@ -58,12 +87,16 @@ pub(super) fn attach(
                     .gateways
                     .contains_key(&(namespace, parent.name.as_str()))
                 {
-                    diagnostics.push(route_diagnostic(
-                        route,
-                        parent,
-                        Reason::NoMatchingParent,
-                        format!("Gateway {namespace}/{} does not exist", parent.name),
-                    ));
+                    push_problem(
+                        diagnostics,
+                        &mut outcome,
+                        route_diagnostic(
+                            route,
+                            parent,
+                            Reason::NoMatchingParent,
+                            format!("Gateway {namespace}/{} does not exist", parent.name),
+                        ),
+                    );
                 }
                 continue;
             };
@@ -83,16 +116,20 @@ pub(super) fn attach(
                 .map(|(l, _)| l)
                 .collect();
             if matching.is_empty() {
-                diagnostics.push(route_diagnostic(
-                    route,
-                    parent,
-                    Reason::NoMatchingParent,
-                    format!(
-                        "no listener of Gateway {} matches{}",
-                        gateway.gateway.metadata.key(),
-                        selector_text(parent)
+                push_problem(
+                    diagnostics,
+                    &mut outcome,
+                    route_diagnostic(
+                        route,
+                        parent,
+                        Reason::NoMatchingParent,
+                        format!(
+                            "no listener of Gateway {} matches{}",
+                            gateway.gateway.metadata.key(),
+                            selector_text(parent)
+                        ),
                     ),
-                ));
+                );
                 continue;
             }
             let allowed: Vec<usize> = matching
@@ -100,7 +137,7 @@ pub(super) fn attach(
                 .filter(|&l| allows(index, gateway, &gateway.listeners[l], route))
                 .collect();
             if allowed.is_empty() {
-                diagnostics.push(route_diagnostic(
+                push_problem(diagnostics, &mut outcome, route_diagnostic(
                     route,
                     parent,
                     Reason::NotAllowedByListeners,
@@ -114,6 +151,7 @@ pub(super) fn attach(
                 ));
                 continue;
             }
+            outcome(None);
             for l in allowed {
                 let routes = by_listener.entry((g, l)).or_default();
                 if !routes.contains(&id) {
@@ -128,7 +166,17 @@ pub(super) fn attach(
     Attachments {
         by_listener,
         parented,
+        parents,
     }
+}
+
+fn push_problem(
+    diagnostics: &mut Vec<Diagnostic>,
+    outcome: &mut impl FnMut(Option<&Diagnostic>),
+    diagnostic: Diagnostic,
+) {
+    outcome(Some(&diagnostic));
+    diagnostics.push(diagnostic);
 }
 
 fn allows(

@@ -1,8 +1,8 @@
 //! What resolution has to say about an object, shaped like the status
 //! condition a Gateway API controller would write: the object, the scope
 //! (a Gateway listener or a route's parent), the condition type, the spec's
-//! reason and a message. Structured so that status writing can be built on
-//! it later; this module never decides anything itself.
+//! reason and a message. Status (`resolve/status.rs`) is built on these;
+//! this module never decides anything itself.
 
 use std::fmt;
 

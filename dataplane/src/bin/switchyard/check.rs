@@ -1,11 +1,18 @@
 //! `switchyard check`: compile a config file offline and show the result.
 
-use std::fmt::Write as _;
-
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use anyhow::{bail, Context, Result};
-use switchyard_config::snapshot::{Listener, Slot};
+use serde::Serialize;
+use switchyard_config::dns::DnsRecord;
+use switchyard_config::resolve::CONTROLLER_NAME;
+use switchyard_config::snapshot::{Listener, Protocol, Slot};
+use switchyard_config::status::{
+    Condition, ConditionStatus, ObjectReference, ResourceStatus, Status,
+};
+use switchyard_config::{Diagnostic, Resolution};
 
 use yardctl::output::emit;
 
@@ -15,6 +22,7 @@ use crate::CheckArgs;
 pub enum Output {
     Table,
     Json,
+    Yaml,
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
@@ -36,50 +44,211 @@ pub fn check(args: CheckArgs) -> Result<()> {
         };
         return maglev(listener, args.output);
     }
+    let report = Report::new(&resolution);
     match args.output {
-        Output::Json => {
-            let json = serde_json::json!({
-                "listeners": resolution.snapshot.listeners.iter().map(|l| serde_json::json!({
-                    "name": l.name.to_string(),
-                    "route": l.route,
-                    "address": l.address,
-                    "port": l.port,
-                    "protocol": l.protocol,
-                    "backends": l.backends.iter().map(|b| serde_json::json!({
-                        "endpoint": b.endpoint.to_string(),
-                        "service": l.groups.get(b.group as usize).map(|g| g.service.clone()),
-                        "effective_weight": b.effective_weight,
-                    })).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "diagnostics": resolution.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-            });
-            Ok(emit(&(serde_json::to_string_pretty(&json)? + "\n"))?)
-        }
-        Output::Table => {
-            let mut out = String::new();
-            for l in &resolution.snapshot.listeners {
-                let _ = writeln!(
-                    out,
-                    "{} {} {} (route {})",
-                    l.name,
-                    l.protocol,
-                    l.vip(),
-                    l.route
-                );
-                for b in &l.backends {
-                    let _ = writeln!(
-                        out,
-                        "    -> {}  weight {:.3}",
-                        b.endpoint, b.effective_weight
-                    );
-                }
-            }
-            for d in &resolution.diagnostics {
-                let _ = writeln!(out, "warning: {d}");
-            }
-            Ok(emit(&out)?)
+        Output::Json => Ok(emit(&(serde_json::to_string_pretty(&report)? + "\n"))?),
+        Output::Yaml => Ok(emit(&serde_norway::to_string(&report)?)?),
+        Output::Table => Ok(emit(&table(&report, &resolution.diagnostics))?),
+    }
+}
+
+/// What `check -o json|yaml` prints: every object's status as the Gateway
+/// API spells it, the listeners the dataplane would run, and the DNS
+/// records it would answer. Field order is the documented one.
+#[derive(Serialize)]
+struct Report<'a> {
+    resources: &'a [ResourceStatus],
+    listeners: Vec<ListenerReport<'a>>,
+    dns: &'a [DnsRecord],
+}
+
+#[derive(Serialize)]
+struct ListenerReport<'a> {
+    name: String,
+    address: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    /// `namespace/name` of the route carrying the traffic; empty if none.
+    route: &'a str,
+    backends: Vec<BackendReport>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BackendReport {
+    endpoint: String,
+    /// `namespace/name` of the backendRef the endpoint is attributed to.
+    backend_ref: Option<String>,
+    effective_weight: f64,
+}
+
+impl<'a> Report<'a> {
+    fn new(resolution: &'a Resolution) -> Self {
+        let listeners = resolution
+            .snapshot
+            .listeners
+            .iter()
+            .map(|l| ListenerReport {
+                name: l.name.to_string(),
+                address: l.address,
+                port: l.port,
+                protocol: l.protocol,
+                route: &l.route,
+                backends: l
+                    .backends
+                    .iter()
+                    .map(|b| BackendReport {
+                        endpoint: b.endpoint.to_string(),
+                        backend_ref: l.groups.get(b.group as usize).map(|g| g.service.clone()),
+                        effective_weight: b.effective_weight,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Self {
+            resources: &resolution.statuses,
+            listeners,
+            dns: &resolution.snapshot.dns,
         }
     }
+}
+
+/// One line per object with its conditions, a line per listener or
+/// parent below it, and the reason and message of every condition that is
+/// not in its good state; then the listeners and DNS records.
+fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    if report.resources.is_empty() {
+        let _ = writeln!(
+            out,
+            "nothing here is Switchyard's: no GatewayClass has controllerName {CONTROLLER_NAME}"
+        );
+    }
+    for resource in report.resources {
+        let _ = write!(out, "{}", resource.resource());
+        match &resource.status {
+            Status::GatewayClass(s) => conditions_line(&mut out, "", &s.conditions),
+            Status::Gateway(s) => {
+                let addresses: Vec<&str> = s.addresses.iter().map(|a| a.value.as_str()).collect();
+                let _ = write!(
+                    out,
+                    " [{}]",
+                    if addresses.is_empty() {
+                        "no address".to_string()
+                    } else {
+                        addresses.join(" ")
+                    }
+                );
+                conditions_line(&mut out, "", &s.conditions);
+                for listener in &s.listeners {
+                    let kinds: Vec<&str> = listener
+                        .supported_kinds
+                        .iter()
+                        .map(|k| k.kind.as_str())
+                        .collect();
+                    let _ = write!(
+                        out,
+                        "  listener {} ({}) attachedRoutes={}",
+                        listener.name,
+                        if kinds.is_empty() {
+                            "no route kinds".to_string()
+                        } else {
+                            kinds.join(" ")
+                        },
+                        listener.attached_routes
+                    );
+                    conditions_line(&mut out, "  ", &listener.conditions);
+                }
+            }
+            Status::Route(s) => {
+                out.push('\n');
+                for parent in &s.parents {
+                    let _ = write!(out, "  parent {}", reference(&parent.parent_ref));
+                    conditions_line(&mut out, "  ", &parent.conditions);
+                }
+            }
+            Status::Policy(s) => {
+                out.push('\n');
+                for ancestor in &s.ancestors {
+                    let _ = write!(out, "  ancestor {}", reference(&ancestor.ancestor_ref));
+                    conditions_line(&mut out, "  ", &ancestor.conditions);
+                }
+            }
+        }
+    }
+    // Objects without a Gateway API status (Services) are only in the
+    // diagnostics.
+    for d in diagnostics.iter().filter(|d| d.kind == "Service") {
+        let _ = writeln!(out, "warning: {d}");
+    }
+    if !report.listeners.is_empty() {
+        let _ = writeln!(out, "\nlisteners:");
+    }
+    for l in &report.listeners {
+        let route = if l.route.is_empty() { "none" } else { l.route };
+        let _ = writeln!(
+            out,
+            "{} {} {} (route {route})",
+            l.name,
+            l.protocol,
+            std::net::SocketAddr::new(l.address, l.port)
+        );
+        for b in &l.backends {
+            let _ = writeln!(
+                out,
+                "    -> {}  weight {:.3}  {}",
+                b.endpoint,
+                b.effective_weight,
+                b.backend_ref.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    if !report.dns.is_empty() {
+        let _ = writeln!(out, "\ndns:");
+    }
+    for r in report.dns {
+        let _ = writeln!(out, "{} {} {}", r.name, r.record_type, r.value);
+    }
+    out
+}
+
+/// `  Accepted=True Programmed=False`, then an indented `reason: message`
+/// line for each condition that reports a problem.
+fn conditions_line(out: &mut String, indent: &str, conditions: &[Condition]) {
+    for c in conditions {
+        let _ = write!(out, "  {}={}", c.condition_type, c.status.as_str());
+    }
+    out.push('\n');
+    for c in conditions.iter().filter(|c| is_problem(c)) {
+        let _ = writeln!(
+            out,
+            "{indent}    {}: {}: {}",
+            c.condition_type, c.reason, c.message
+        );
+    }
+}
+
+/// Conditions whose good state is `False` (`Conflicted`, `Degraded`) are
+/// problems when `True`; all others when `False`.
+fn is_problem(c: &Condition) -> bool {
+    let good_when_false = matches!(c.condition_type.as_str(), "Conflicted" | "Degraded");
+    (c.status == ConditionStatus::True) == good_when_false
+}
+
+/// `namespace/name[/section][:port]` of a parent or ancestor reference.
+fn reference(r: &ObjectReference) -> String {
+    let mut text = format!("{} ", r.kind);
+    if let Some(namespace) = &r.namespace {
+        let _ = write!(text, "{namespace}/");
+    }
+    text.push_str(&r.name);
+    if let Some(section) = &r.section_name {
+        let _ = write!(text, "/{section}");
+    }
+    if let Some(port) = r.port {
+        let _ = write!(text, ":{port}");
+    }
+    text
 }
 
 /// Owner of a slot as operators name it.
@@ -118,6 +287,21 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             );
             Ok(emit(&json)?)
         }
+        Output::Yaml => {
+            #[derive(Serialize)]
+            struct MaglevReport<'a> {
+                listener: String,
+                size: usize,
+                table: &'a [String],
+                slots: &'a BTreeMap<String, usize>,
+            }
+            Ok(emit(&serde_norway::to_string(&MaglevReport {
+                listener: listener.name.to_string(),
+                size: listener.slots.len(),
+                table: &table,
+                slots: &counts,
+            })?)?)
+        }
         Output::Table => {
             let mut out = String::new();
             let _ = writeln!(
@@ -135,5 +319,88 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             }
             Ok(emit(&out)?)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Resolution {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/demo.yaml");
+        switchyard_config::compile_file(path, 1).expect("the demo config compiles")
+    }
+
+    #[test]
+    fn json_report_has_resources_listeners_and_dns_in_that_order() {
+        let resolution = demo();
+        let json = serde_json::to_string(&Report::new(&resolution)).unwrap();
+        let resources = json.find("\"resources\":").unwrap();
+        let listeners = json.find("\"listeners\":[{").unwrap();
+        let dns = json.find("\"dns\":").unwrap();
+        assert!(resources < listeners && listeners < dns, "{json}");
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let kinds: Vec<&str> = value["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute"]);
+        let backend = &value["listeners"][0]["backends"][0];
+        assert_eq!(backend["backendRef"], "demo/echo");
+        assert_eq!(backend["effectiveWeight"], 0.5);
+        assert_eq!(value["listeners"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn yaml_report_reads_back_as_the_json_one() {
+        let resolution = demo();
+        let report = Report::new(&resolution);
+        let yaml: serde_json::Value =
+            serde_norway::from_str(&serde_norway::to_string(&report).unwrap()).unwrap();
+        assert_eq!(yaml, serde_json::to_value(&report).unwrap());
+    }
+
+    #[test]
+    fn table_shows_every_resource_with_its_conditions_and_the_reason_of_problems() {
+        let resolution = demo();
+        let text = table(&Report::new(&resolution), &resolution.diagnostics);
+        assert!(text.contains("Gateway demo/edge [198.18.100.10]  Accepted=True  Programmed=True"));
+        assert!(text.contains("listener tcp-echo (TCPRoute) attachedRoutes=1"));
+        assert!(
+            text.contains("parent Gateway demo/edge/tcp-echo  Accepted=True  ResolvedRefs=True")
+        );
+        assert!(text.contains("demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp)"));
+
+        let broken = Condition {
+            condition_type: "ResolvedRefs".into(),
+            status: ConditionStatus::False,
+            reason: "BackendNotFound".into(),
+            message: "Service demo/x not found".into(),
+            observed_generation: 1,
+        };
+        let mut out = String::new();
+        conditions_line(&mut out, "", &[broken]);
+        assert_eq!(
+            out,
+            "  ResolvedRefs=False\n    ResolvedRefs: BackendNotFound: Service demo/x not found\n"
+        );
+    }
+
+    #[test]
+    fn conflicted_and_degraded_are_problems_when_true() {
+        let with = |condition_type: &str, status| Condition {
+            condition_type: condition_type.into(),
+            status,
+            reason: String::new(),
+            message: String::new(),
+            observed_generation: 1,
+        };
+        assert!(is_problem(&with("Conflicted", ConditionStatus::True)));
+        assert!(!is_problem(&with("Conflicted", ConditionStatus::False)));
+        assert!(is_problem(&with("Degraded", ConditionStatus::True)));
+        assert!(is_problem(&with("Accepted", ConditionStatus::False)));
+        assert!(!is_problem(&with("Programmed", ConditionStatus::True)));
     }
 }
