@@ -4,9 +4,10 @@
 //! within 5 points of 70/30 and nothing for weight 0.
 //!
 //! The manifests are used as upstream wrote them (vendored under
-//! config/tests/conformance/upstream); what a cluster would add is appended
-//! here: Switchyard's GatewayClass, the Gateways' addresses, and
-//! EndpointSlices putting each Service's pods on the test backends.
+//! config/tests/conformance/upstream/conformance/tests); what a cluster
+//! would add is appended here: Switchyard's GatewayClass, the Gateways'
+//! addresses, and EndpointSlices putting each Service's pods on the test
+//! backends.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
@@ -69,7 +70,7 @@ const UDP: Case = Case {
 /// filled in, and what a cluster would supply.
 fn config(case: &Case) -> Result<String> {
     let path = workspace_root()
-        .join("config/tests/conformance/upstream")
+        .join("config/tests/conformance/upstream/conformance/tests")
         .join(case.manifest);
     let upstream =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
