@@ -103,10 +103,16 @@ pub(super) fn table_sizes<'a>(
                 // Resolved by `affinities` and `endpoint_settings`.
                 continue;
             }
+            // Scoped to the target, so status reports it on that ancestor.
+            let mut scope = format!("{}/{}", meta.namespace, target.name);
+            if let Some(section) = &target.section_name {
+                scope = format!("{scope}/{section}");
+            }
             if !target.is_gateway() {
-                diagnostics.push(diagnostic(
-                    Reason::Invalid,
-                    format!(
+                diagnostics.push(
+                    diagnostic(
+                        Reason::Invalid,
+                        format!(
                         "targetRef {} {:?} (group {:?}): no TrafficPolicy setting applies to this \
                          kind; spec.maglev applies to Gateways (group gateway.networking.k8s.io), \
                          spec.sessionAffinity to TCPRoutes, UDPRoutes (group \
@@ -115,30 +121,38 @@ pub(super) fn table_sizes<'a>(
                          externalTrafficPolicy, internalTrafficPolicy) to TCPRoutes and UDPRoutes",
                         target.kind, target.name, target.group
                     ),
-                ));
+                    )
+                    .on_parent(scope),
+                );
                 continue;
             }
             if sets_route {
-                diagnostics.push(diagnostic(
-                    Reason::Invalid,
-                    format!(
+                diagnostics.push(
+                    diagnostic(
+                        Reason::Invalid,
+                        format!(
                         "targetRef Gateway {:?}: the Service settings (publishNotReadyAddresses, \
                          ipFamilies, ipFamilyPolicy, externalTrafficPolicy, \
                          internalTrafficPolicy) do not apply to Gateways; target the TCPRoute or \
                          UDPRoute instead",
                         target.name
                     ),
-                ));
+                    )
+                    .on_parent(scope.clone()),
+                );
             }
             if sets_affinity {
-                diagnostics.push(diagnostic(
-                    Reason::Invalid,
-                    format!(
+                diagnostics.push(
+                    diagnostic(
+                        Reason::Invalid,
+                        format!(
                         "targetRef Gateway {:?}: spec.sessionAffinity does not apply to Gateways; \
                          target the TCPRoute, UDPRoute or Service instead",
                         target.name
                     ),
-                ));
+                    )
+                    .on_parent(scope.clone()),
+                );
             }
             let key = (meta.namespace.as_str(), target.name.as_str());
             let Some(&g) = position.get(&key) else {

@@ -281,3 +281,30 @@ fn status_serializes_with_the_apis_field_names_and_no_transition_time() {
     assert!(!json.contains("lastTransitionTime"));
     assert!(!json.contains("null"), "{json}");
 }
+
+#[test]
+fn a_target_no_setting_applies_to_is_invalid_on_its_own_ancestor_only() {
+    let policy = "\
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: p, namespace: lb}
+spec:
+  targetRefs:
+  - {group: gateway.networking.k8s.io, kind: Gateway, name: a}
+  - {group: '', kind: ConfigMap, name: settings}
+  maglev: {tableSize: 4093}
+";
+    let res = compile(&[CLASS, &gateway("a", "{value: 10.0.0.1}", TCP_80), policy]);
+    let Status::Policy(status) = &find(&res, "TrafficPolicy", "p").status else {
+        unreachable!()
+    };
+    let outcome: Vec<(&str, &str)> = status
+        .ancestors
+        .iter()
+        .map(|a| {
+            let accepted = crate::status::condition(&a.conditions, "Accepted").unwrap();
+            (a.ancestor_ref.name.as_str(), accepted.reason.as_str())
+        })
+        .collect();
+    assert_eq!(outcome, [("a", "Accepted"), ("settings", "Invalid")]);
+}
