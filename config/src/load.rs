@@ -21,6 +21,7 @@ use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
+use crate::resources::{AddressPool, GatewayClassConfig};
 use crate::resources::{
     EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, ReferenceGrant, Resources, RouteDoc,
     RouteKind, Service, TrafficPolicy, GATEWAY_GROUP, SWITCHYARD_GROUP,
@@ -291,6 +292,8 @@ enum Kind {
     EndpointSlice,
     Namespace,
     TrafficPolicy,
+    AddressPool,
+    GatewayClassConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -352,6 +355,14 @@ impl Header {
                 (version == "v1alpha1").then_some(Kind::TrafficPolicy),
                 "switchyard.io/v1alpha1",
             ),
+            (SWITCHYARD_GROUP, "AddressPool") => (
+                (version == "v1alpha1").then_some(Kind::AddressPool),
+                "switchyard.io/v1alpha1",
+            ),
+            (SWITCHYARD_GROUP, "GatewayClassConfig") => (
+                (version == "v1alpha1").then_some(Kind::GatewayClassConfig),
+                "switchyard.io/v1alpha1",
+            ),
             _ => return Ok(None),
         };
         match found {
@@ -398,11 +409,16 @@ impl Kind {
             Self::EndpointSlice => "EndpointSlice",
             Self::Namespace => "Namespace",
             Self::TrafficPolicy => "TrafficPolicy",
+            Self::AddressPool => "AddressPool",
+            Self::GatewayClassConfig => "GatewayClassConfig",
         }
     }
 
     fn cluster_scoped(self) -> bool {
-        matches!(self, Self::GatewayClass | Self::Namespace)
+        matches!(
+            self,
+            Self::GatewayClass | Self::Namespace | Self::AddressPool | Self::GatewayClassConfig
+        )
     }
 
     fn object(self, namespace: Option<String>, name: Option<String>) -> Box<ObjectRef> {
@@ -487,6 +503,18 @@ impl Kind {
                 let v: TrafficPolicy = typed(document)?;
                 let meta = v.metadata.clone();
                 out.traffic_policies.push(v);
+                meta
+            }
+            Self::AddressPool => {
+                let v: AddressPool = typed(document)?;
+                let meta = v.metadata.clone();
+                out.address_pools.push(v);
+                meta
+            }
+            Self::GatewayClassConfig => {
+                let v: GatewayClassConfig = typed(document)?;
+                let meta = v.metadata.clone();
+                out.gateway_class_configs.push(v);
                 meta
             }
         };

@@ -8,9 +8,13 @@
 //! (problems become diagnostics and the affected traffic is refused or not
 //! served), and its result does not depend on the order of the documents.
 
+#[cfg(test)]
+mod address_tests;
+mod addresses;
 mod attach;
 mod backends;
 mod diagnostic;
+mod dns;
 mod gateways;
 mod policy;
 mod slots;
@@ -23,8 +27,8 @@ pub use diagnostic::{ConditionType, Diagnostic, Reason};
 pub use slots::build_slots;
 
 use crate::resources::{
-    EndpointSlice, Gateway, ReferenceGrant, Resources, Route, Service, TrafficPolicy,
-    NAMESPACE_NAME_LABEL,
+    AddressPool, EndpointSlice, Gateway, GatewayClass, GatewayClassConfig, ReferenceGrant,
+    Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, ServiceKey, Snapshot, SLOT_TABLE_SIZE,
@@ -42,7 +46,27 @@ pub struct Resolution {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// Inputs of resolution that are not resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Suffix of Gateway DNS names (`<gw>.<ns>.gw.<cluster-domain>`);
+    /// lower case, without a trailing dot. See `dns::cluster_domain`.
+    pub cluster_domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cluster_domain: crate::dns::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+        }
+    }
+}
+
 pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
+    resolve_with(resources, generation, &Options::default())
+}
+
+pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -> Resolution {
     let index = Index::new(resources);
     let mut diagnostics = Vec::new();
 
@@ -89,12 +113,13 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
             // Every address of the Gateway serves the same backends: build
             // the Maglev table once.
             let slots = build_slots(&groups, &backends, table_size);
-            for &address in &gateway.addresses {
+            for (address, port) in gateway.serving(l) {
                 let built = Listener {
                     name: name.clone(),
                     route: route.clone(),
                     address,
-                    port: listener.spec.port,
+                    port,
+                    listener_port: listener.spec.port,
                     protocol,
                     groups: groups.clone(),
                     backends: backends.clone(),
@@ -162,8 +187,9 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 
     diagnostics.sort();
     diagnostics.dedup();
+    let records = dns::records(&gateways, &attachments, &groups_of, &options.cluster_domain);
     Resolution {
-        snapshot: Snapshot::new(generation, listeners),
+        snapshot: Snapshot::new(generation, listeners).with_dns(records),
         diagnostics,
     }
 }
@@ -206,8 +232,10 @@ struct RouteId(usize);
 /// Lookups over the resources, built once. Maps are keyed by
 /// `(namespace, name)`; iteration orders are by key, never by document.
 struct Index<'a> {
-    /// Names of GatewayClasses whose controller is Switchyard.
-    our_classes: HashSet<&'a str>,
+    /// GatewayClasses whose controller is Switchyard, by name.
+    classes: BTreeMap<&'a str, &'a GatewayClass>,
+    class_configs: HashMap<&'a str, &'a GatewayClassConfig>,
+    pools: HashMap<&'a str, &'a AddressPool>,
     gateways: BTreeMap<(&'a str, &'a str), &'a Gateway>,
     /// Oldest first: the order in which routes claim listeners.
     routes: Vec<&'a Route>,
@@ -224,11 +252,21 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(resources: &'a Resources) -> Self {
-        let our_classes = resources
+        let classes = resources
             .gateway_classes
             .iter()
             .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
-            .map(|c| c.metadata.name.as_str())
+            .map(|c| (c.metadata.name.as_str(), c))
+            .collect();
+        let class_configs = resources
+            .gateway_class_configs
+            .iter()
+            .map(|c| (c.metadata.name.as_str(), c))
+            .collect();
+        let pools = resources
+            .address_pools
+            .iter()
+            .map(|p| (p.metadata.name.as_str(), p))
             .collect();
         let gateways = resources
             .gateways
@@ -294,7 +332,9 @@ impl<'a> Index<'a> {
         });
         Self {
             policies,
-            our_classes,
+            classes,
+            class_configs,
+            pools,
             gateways,
             routes,
             services,

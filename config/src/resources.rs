@@ -16,6 +16,8 @@ use serde::Deserialize;
 pub use crate::schema::Timestamp;
 use crate::schema::{self, Checked};
 
+pub use crate::pools::{AddressPool, ClassType, GatewayClassConfig};
+
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// API group of Switchyard's own kinds (`TrafficPolicy`).
@@ -71,6 +73,23 @@ pub struct GatewayClass {
 pub struct GatewayClassSpec {
     #[serde(deserialize_with = "schema::name")]
     pub controller_name: String,
+    /// Switchyard reads a `GatewayClassConfig` here.
+    #[serde(default)]
+    pub parameters_ref: Option<ParametersReference>,
+}
+
+/// GatewayClass `spec.parametersRef`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParametersReference {
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    /// Only for namespaced kinds; Switchyard's are cluster-scoped.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 // --------------------------------------------------------------------- Gateway
@@ -966,6 +985,9 @@ pub struct Resources {
     pub namespaces: Vec<Namespace>,
     /// `switchyard.io` TrafficPolicies.
     pub traffic_policies: Vec<TrafficPolicy>,
+    /// `switchyard.io` AddressPools and GatewayClassConfigs.
+    pub address_pools: Vec<AddressPool>,
+    pub gateway_class_configs: Vec<GatewayClassConfig>,
     pub ignored: Vec<Ignored>,
 }
 
@@ -980,6 +1002,9 @@ impl Resources {
         self.endpoint_slices.extend(other.endpoint_slices);
         self.namespaces.extend(other.namespaces);
         self.traffic_policies.extend(other.traffic_policies);
+        self.address_pools.extend(other.address_pools);
+        self.gateway_class_configs
+            .extend(other.gateway_class_configs);
         self.ignored.extend(other.ignored);
     }
 
@@ -992,5 +1017,7 @@ impl Resources {
             && self.endpoint_slices.is_empty()
             && self.namespaces.is_empty()
             && self.traffic_policies.is_empty()
+            && self.address_pools.is_empty()
+            && self.gateway_class_configs.is_empty()
     }
 }

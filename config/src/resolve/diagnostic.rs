@@ -70,6 +70,14 @@ pub enum Reason {
     /// slot table hashed by client address would mix the weights of the
     /// other backendRefs, so the affinity is not applied on that route.
     AffinityNotApplied,
+    /// Gateway `Programmed`: a requested address is already another
+    /// Gateway's, a node address, or one no host can use (unspecified,
+    /// loopback, multicast, link-local, broadcast, a pool's network or
+    /// broadcast address).
+    AddressNotUsable,
+    /// GatewayClass `Accepted`: `spec.parametersRef` names no
+    /// GatewayClassConfig, or a config whose AddressPool does not exist.
+    InvalidParameters,
 }
 
 impl Reason {
@@ -85,6 +93,8 @@ impl Reason {
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
             Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
+            Self::AddressNotUsable => ConditionType::Programmed,
+            Self::InvalidParameters => ConditionType::Accepted,
         }
     }
 
@@ -105,6 +115,8 @@ impl Reason {
             Self::Invalid => "Invalid",
             Self::TableTooSmall => "TableTooSmall",
             Self::AffinityNotApplied => "AffinityNotApplied",
+            Self::AddressNotUsable => "AddressNotUsable",
+            Self::InvalidParameters => "InvalidParameters",
         }
     }
 }
@@ -117,7 +129,8 @@ impl fmt::Display for Reason {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Diagnostic {
-    /// `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`, `Service`.
+    /// `GatewayClass`, `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`,
+    /// `Service`. Cluster-scoped kinds have an empty namespace.
     pub kind: String,
     pub namespace: String,
     pub name: String,
