@@ -3,6 +3,7 @@
 
 pub mod afxdp;
 pub mod control;
+pub mod dns;
 pub mod drop_reason;
 pub mod flow;
 pub mod interfaces;

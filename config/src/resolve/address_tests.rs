@@ -711,3 +711,25 @@ fn external_name_gateway_needs_exactly_one_valid_hostname() {
         assert!(res.snapshot.dns.is_empty(), "{addresses}");
     }
 }
+
+#[test]
+fn address_pool_example_resolves_as_its_comments_say() {
+    let text = include_str!("../../examples/address-pool.yaml");
+    let resources = load_str("address-pool.yaml", text).unwrap();
+    let res = resolve(&resources, 1);
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
+    let vips: Vec<String> = res
+        .snapshot
+        .listeners
+        .iter()
+        .map(|l| l.vip().to_string())
+        .collect();
+    assert_eq!(vips, ["198.18.100.1:80", "198.18.100.1:53"]);
+    assert!(records(&res).contains(&a("edge.demo.gw.cluster.local", "198.18.100.1")));
+    assert!(records(&res).contains(&(
+        "db.demo.gw.cluster.local".to_owned(),
+        RecordType::CNAME,
+        "db.example.com".to_owned()
+    )));
+    assert!(records(&res).contains(&a("198-18-2-21.echo.demo.gw.cluster.local", "198.18.2.21")));
+}

@@ -18,7 +18,7 @@ pub enum Output {
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
-    let resolution = switchyard_config::compile_file(&args.config, 1)
+    let resolution = switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())
         .with_context(|| format!("reading config file {}", args.config.display()))?;
     if let Some(name) = &args.maglev {
         let listeners = &resolution.snapshot.listeners;
@@ -44,6 +44,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
                     "route": l.route,
                     "address": l.address,
                     "port": l.port,
+                    "listener_port": l.listener_port,
                     "protocol": l.protocol,
                     "backends": l.backends.iter().map(|b| serde_json::json!({
                         "endpoint": b.endpoint.to_string(),
@@ -51,6 +52,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
                         "effective_weight": b.effective_weight,
                     })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
+                "dns": resolution.snapshot.dns,
                 "diagnostics": resolution.diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             });
             Ok(emit(&(serde_json::to_string_pretty(&json)? + "\n"))?)
@@ -58,9 +60,14 @@ pub fn check(args: CheckArgs) -> Result<()> {
         Output::Table => {
             let mut out = String::new();
             for l in &resolution.snapshot.listeners {
+                let node_port = if l.port == l.listener_port {
+                    String::new()
+                } else {
+                    format!(" (node port of :{})", l.listener_port)
+                };
                 let _ = writeln!(
                     out,
-                    "{} {} {} (route {})",
+                    "{} {} {}{node_port} (route {})",
                     l.name,
                     l.protocol,
                     l.vip(),
@@ -73,6 +80,9 @@ pub fn check(args: CheckArgs) -> Result<()> {
                         b.endpoint, b.effective_weight
                     );
                 }
+            }
+            for r in &resolution.snapshot.dns {
+                let _ = writeln!(out, "dns {} {} {}", r.name, r.record_type, r.value);
             }
             for d in &resolution.diagnostics {
                 let _ = writeln!(out, "warning: {d}");

@@ -14,6 +14,7 @@ use nix::sys::signal::{SigSet, Signal};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
+use switchyard_dataplane::dns::{DnsServer, Zone};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
@@ -37,7 +38,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
-    let resolution = switchyard_config::compile_file(&args.config, 1)
+    let resolution = switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())
         .with_context(|| format!("reading config file {}", args.config.display()))?;
     for diagnostic in &resolution.diagnostics {
         log::warn!("config: {diagnostic}");
@@ -173,6 +174,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    let dns = match args.dns_listen {
+        Some(addr) => {
+            let zone = Zone::new(&args.resolve.cluster_domain);
+            let server = DnsServer::start(addr, config.clone(), zone)
+                .with_context(|| format!("--dns-listen {addr}"))?;
+            log::info!(
+                "answering DNS for gw.{} on {addr}",
+                args.resolve.cluster_domain
+            );
+            Some(server)
+        }
+        None => None,
+    };
+
     let control = ControlServer::start(
         &args.control_socket,
         ControlState {
@@ -210,6 +225,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = thread.join();
     }
     resolver.stop();
+    drop(dns);
     drop(control);
     log::info!("stopped");
     Ok(())
