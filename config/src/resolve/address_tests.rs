@@ -383,7 +383,7 @@ fn parameters_ref_to_a_missing_config_is_invalid_parameters_and_not_served() {
     assert!(res.snapshot.listeners.is_empty());
     assert_eq!(
         reasons(&res),
-        [("GatewayClass /sy".to_owned(), Reason::InvalidParameters)]
+        [("GatewayClass sy".to_owned(), Reason::InvalidParameters)]
     );
     assert_eq!(res.diagnostics[0].condition, ConditionType::Accepted);
 }
@@ -401,7 +401,7 @@ fn parameters_ref_of_a_foreign_kind_is_invalid_parameters() {
     assert!(res.snapshot.listeners.is_empty());
     assert_eq!(
         reasons(&res),
-        [("GatewayClass /sy".to_owned(), Reason::InvalidParameters)]
+        [("GatewayClass sy".to_owned(), Reason::InvalidParameters)]
     );
 }
 
@@ -413,7 +413,7 @@ fn config_naming_a_missing_pool_is_invalid_parameters() {
     ]);
     assert_eq!(
         reasons(&res),
-        [("GatewayClass /sy".to_owned(), Reason::InvalidParameters)]
+        [("GatewayClass sy".to_owned(), Reason::InvalidParameters)]
     );
     assert!(res.diagnostics[0].message.contains("vips"));
 }

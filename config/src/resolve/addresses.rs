@@ -173,6 +173,8 @@ pub(super) fn assign(
     }
 
     let mut out = vec![Assignment::default(); gateways.len()];
+    // Gateways refused an address: not programmed, so no node ports either.
+    let mut refused = vec![false; gateways.len()];
     // Gateways that still need `n` addresses from their pool.
     let mut wanted: Vec<(usize, usize)> = Vec::new();
     for &i in &order {
@@ -187,7 +189,10 @@ pub(super) fn assign(
             )
         };
         match requested(gateway, class) {
-            Err((reason, message)) => diagnostics.push(report(reason, message)),
+            Err((reason, message)) => {
+                refused[i] = true;
+                diagnostics.push(report(reason, message));
+            }
             Ok(Request::Name(name)) => out[i].external_name = Some(name),
             Ok(Request::Nothing) => {}
             Ok(Request::Addresses { fixed, from_pool }) => {
@@ -199,6 +204,7 @@ pub(super) fn assign(
                     Some(why)
                 });
                 if let Some(why) = problem {
+                    refused[i] = true;
                     diagnostics.push(report(Reason::AddressNotUsable, why));
                     continue;
                 }
@@ -228,6 +234,7 @@ pub(super) fn assign(
             )
         };
         let Some(pool) = class.pool else {
+            refused[i] = true;
             out[i].addresses.clear();
             diagnostics.push(report(format!(
                 "no address: spec.addresses needs an IPAddress value, or GatewayClass {} an \
@@ -249,6 +256,7 @@ pub(super) fn assign(
         if got.len() < count {
             // The addresses found stay reserved: handing them to a younger
             // Gateway would make its address depend on this one's failure.
+            refused[i] = true;
             out[i].addresses.clear();
             diagnostics.push(report(format!(
                 "AddressPool {} is exhausted: {} address(es) wanted, {} free",
@@ -264,7 +272,7 @@ pub(super) fn assign(
     for assignment in &mut out {
         assignment.addresses.sort();
     }
-    node_ports(gateways, &order, &mut out, diagnostics);
+    node_ports(gateways, &order, &refused, &mut out, diagnostics);
     out
 }
 
@@ -428,6 +436,7 @@ fn lowest_free(
 fn node_ports(
     gateways: &[(&Gateway, &Class<'_>)],
     order: &[usize],
+    refused: &[bool],
     out: &mut [Assignment],
     diagnostics: &mut Vec<Diagnostic>,
 ) {
@@ -437,9 +446,7 @@ fn node_ports(
         let Some(range) = class.node_ports else {
             continue;
         };
-        let served = !out[i].addresses.is_empty()
-            || (class.class_type == ClassType::NodePort && !failed(gateway, diagnostics));
-        if !served {
+        if refused[i] {
             continue;
         }
         out[i].node_addresses = class.node_addresses.to_vec();
@@ -467,18 +474,4 @@ fn node_ports(
             out[i].node_ports.push(port);
         }
     }
-}
-
-/// Whether the Gateway was already refused an address (its node ports
-/// would serve a Gateway that is not programmed).
-fn failed(gateway: &Gateway, diagnostics: &[Diagnostic]) -> bool {
-    diagnostics.iter().any(|d| {
-        d.kind == "Gateway"
-            && d.namespace == gateway.metadata.namespace
-            && d.name == gateway.metadata.name
-            && matches!(
-                d.reason,
-                Reason::AddressNotUsable | Reason::AddressNotAssigned | Reason::UnsupportedAddress
-            )
-    })
 }

@@ -174,9 +174,13 @@ impl Diagnostic {
         self
     }
 
-    /// `Kind namespace/name`.
+    /// `Kind namespace/name`, or `Kind name` for a cluster-scoped kind.
     pub fn resource(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 
