@@ -23,6 +23,7 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use addresses::StatusAddress;
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
 pub use slots::build_slots;
 
@@ -44,6 +45,9 @@ pub struct Resolution {
     pub snapshot: Snapshot,
     /// Sorted, without duplicates.
     pub diagnostics: Vec<Diagnostic>,
+    /// `status.addresses` of each of Switchyard's Gateways, by
+    /// (namespace, name); empty for one that has none.
+    pub gateway_addresses: BTreeMap<(String, String), Vec<StatusAddress>>,
 }
 
 /// Inputs of resolution that are not resources.
@@ -188,9 +192,20 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
     diagnostics.sort();
     diagnostics.dedup();
     let records = dns::records(&gateways, &attachments, &groups_of, &options.cluster_domain);
+    let gateway_addresses = gateways
+        .iter()
+        .map(|g| {
+            let meta = &g.gateway.metadata;
+            (
+                (meta.namespace.clone(), meta.name.clone()),
+                g.status_addresses.clone(),
+            )
+        })
+        .collect();
     Resolution {
         snapshot: Snapshot::new(generation, listeners).with_dns(records),
         diagnostics,
+        gateway_addresses,
     }
 }
 

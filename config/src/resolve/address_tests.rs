@@ -484,6 +484,9 @@ fn node_port_class_serves_each_listener_on_every_node_address_at_its_node_port()
         ]
     );
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
+    let status = &res.gateway_addresses[&("lb".to_owned(), "a".to_owned())];
+    let status: Vec<&str> = status.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(status, ["198.18.1.1", "198.18.2.1"], "node addresses");
     // No VIP: no A record either.
     assert!(res.snapshot.dns.is_empty());
 }
@@ -544,6 +547,17 @@ fn load_balancer_class_serves_a_pool_vip_and_node_ports_unless_turned_off() {
         &gateway("lb", "edge", "lbc", "[]", None),
     ]);
     assert_eq!(tcp_endpoints(&without, "lb", "edge"), ["198.18.100.1:80"]);
+    let status = |res: &Resolution| -> Vec<String> {
+        res.gateway_addresses[&("lb".to_owned(), "edge".to_owned())]
+            .iter()
+            .map(|a| format!("{} {}", a.address_type, a.value))
+            .collect()
+    };
+    assert_eq!(
+        status(&with),
+        ["IPAddress 198.18.100.1", "IPAddress 198.18.1.1"]
+    );
+    assert_eq!(status(&without), ["IPAddress 198.18.100.1"]);
 }
 
 #[test]
@@ -675,6 +689,11 @@ fn external_name_gateway_is_a_cname_to_its_hostname_address() {
     ]);
     assert!(res.snapshot.listeners.is_empty());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
+    let status = &res.gateway_addresses[&("lb".to_owned(), "db".to_owned())];
+    assert_eq!(
+        (status[0].address_type, status[0].value.as_str()),
+        ("Hostname", "db.example.com")
+    );
     assert_eq!(
         records(&res),
         [(

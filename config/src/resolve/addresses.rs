@@ -117,6 +117,35 @@ fn params<'a>(index: &Index<'a>, class: &'a GatewayClass) -> Result<Class<'a>, S
     })
 }
 
+/// One entry of a Gateway's `status.addresses` (`GatewayStatusAddress`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct StatusAddress {
+    /// `IPAddress` or `Hostname`.
+    #[serde(rename = "type")]
+    pub address_type: &'static str,
+    pub value: String,
+}
+
+impl Assignment {
+    /// What `status.addresses` reports: the VIPs, then the node addresses
+    /// the listeners' node ports are open on, or the ExternalName target.
+    pub fn status(&self) -> Vec<StatusAddress> {
+        let ip = |a: &IpAddr| StatusAddress {
+            address_type: IP_ADDRESS_TYPE,
+            value: a.to_string(),
+        };
+        let mut out: Vec<StatusAddress> = self.addresses.iter().map(ip).collect();
+        if self.node_ports.iter().any(Option::is_some) {
+            out.extend(self.node_addresses.iter().map(ip));
+        }
+        out.extend(self.external_name.iter().map(|name| StatusAddress {
+            address_type: HOSTNAME_TYPE,
+            value: name.clone(),
+        }));
+        out
+    }
+}
+
 /// Where one Gateway is served.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Assignment {

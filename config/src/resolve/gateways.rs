@@ -19,6 +19,8 @@ pub(super) struct GatewayView<'a> {
     /// ExternalName classes: what the Gateway's DNS name aliases to.
     pub external_name: Option<String>,
     pub class_type: ClassType,
+    /// The Gateway's `status.addresses`.
+    pub status_addresses: Vec<addresses::StatusAddress>,
     pub listeners: Vec<ListenerView<'a>>,
 }
 
@@ -69,6 +71,7 @@ pub(super) fn ours<'a>(
         .map(|((gateway, class), assignment)| GatewayView {
             gateway,
             class_type: class.class_type,
+            status_addresses: assignment.status(),
             addresses: assignment.addresses,
             node_addresses: assignment.node_addresses,
             external_name: assignment.external_name,
