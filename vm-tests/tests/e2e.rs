@@ -762,3 +762,46 @@ spec: {type: ClusterIP, addressPool: vips}
     }
     Ok(())
 }
+
+#[test]
+fn node_port_gateway_serves_its_listeners_on_the_node_address() -> Result<()> {
+    use switchyard_vm_tests::DaemonOptions;
+
+    // The demo Gateway in a NodePort class without a pool: no VIP, each
+    // listener on the LB's own client-side address at a node port, TCP
+    // and UDP numbered separately from the start of the range.
+    let spec = GatewaySpec::demo();
+    let static_vip = format!("  addresses:\n  - type: IPAddress\n    value: {VIP}\n");
+    let class = "  controllerName: switchyard.io/gateway-controller\n";
+    let mut yaml = spec.to_yaml();
+    assert!(yaml.contains(&static_vip) && yaml.contains(class));
+    yaml = yaml.replace(&static_vip, "").replace(
+        class,
+        &format!(
+            "{class}  parametersRef: {{group: switchyard.io, kind: GatewayClassConfig, name: nodes}}\n"
+        ),
+    );
+    yaml.push_str(&format!(
+        "\n---\napiVersion: switchyard.io/v1alpha1\nkind: GatewayClassConfig\n\
+         metadata: {{name: nodes}}\n\
+         spec: {{type: NodePort, nodeAddresses: [{LB_CLIENT_SIDE_ADDR}], nodePortRange: 30080-30099}}\n"
+    ));
+
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &yaml)?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let opts = DaemonOptions::new(topo.lb_interfaces()).queues(topo.queues);
+    let _daemon = Daemon::start(&topo.lb, &config, &opts)?;
+
+    let node_port = SocketAddr::from((LB_CLIENT_SIDE_ADDR, 30080));
+    for i in 0..4 {
+        let payload = format!("node-port-{i}");
+        let reply = tcp_exchange(&topo.client, node_port, &payload)?;
+        answered_by(&reply, &payload);
+        let reply = udp_exchange(&topo.client, node_port, &payload)?;
+        assert_eq!(reply.from, node_port, "UDP replies come from the node port");
+        answered_by(&reply, &payload);
+    }
+    Ok(())
+}
