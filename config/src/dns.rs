@@ -34,3 +34,41 @@ pub struct DnsRecord {
     pub record_type: RecordType,
     pub value: String,
 }
+
+/// Checks and normalises a cluster domain given by an operator: DNS labels
+/// of letters, digits and `-`, lower-cased, without the trailing dot.
+pub fn cluster_domain(text: &str) -> Result<String, String> {
+    let domain = text.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !domain.is_empty()
+        && domain.len() <= 200
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if valid {
+        Ok(domain)
+    } else {
+        Err(format!(
+            "{text:?} is not a DNS domain such as cluster.local (labels of letters, digits and -, \
+             at most 200 characters so that Gateway names fit)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_domain_is_lower_cased_without_trailing_dot() {
+        assert_eq!(cluster_domain("Cluster.Local.").unwrap(), "cluster.local");
+        for bad in ["", ".", "a..b", "-a.b", "a_b.c", "\u{e9}.local"] {
+            assert!(cluster_domain(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -21,6 +21,7 @@ use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
+use crate::resources::{AddressPool, GatewayClassConfig};
 use crate::resources::{
     EndpointSelector, EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, Pod,
     ReferenceGrant, Resources, RouteDoc, RouteKind, Service, ServiceImport, TrafficPolicy,
@@ -295,6 +296,8 @@ enum Kind {
     ServiceImport,
     EndpointSelector,
     Pod,
+    AddressPool,
+    GatewayClassConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -365,6 +368,14 @@ impl Header {
                 "multicluster.x-k8s.io/v1alpha1",
             ),
             ("", "Pod") => ((version == "v1").then_some(Kind::Pod), "v1"),
+            (SWITCHYARD_GROUP, "AddressPool") => (
+                (version == "v1alpha1").then_some(Kind::AddressPool),
+                "switchyard.io/v1alpha1",
+            ),
+            (SWITCHYARD_GROUP, "GatewayClassConfig") => (
+                (version == "v1alpha1").then_some(Kind::GatewayClassConfig),
+                "switchyard.io/v1alpha1",
+            ),
             _ => return Ok(None),
         };
         match found {
@@ -414,11 +425,16 @@ impl Kind {
             Self::ServiceImport => "ServiceImport",
             Self::EndpointSelector => "EndpointSelector",
             Self::Pod => "Pod",
+            Self::AddressPool => "AddressPool",
+            Self::GatewayClassConfig => "GatewayClassConfig",
         }
     }
 
     fn cluster_scoped(self) -> bool {
-        matches!(self, Self::GatewayClass | Self::Namespace)
+        matches!(
+            self,
+            Self::GatewayClass | Self::Namespace | Self::AddressPool | Self::GatewayClassConfig
+        )
     }
 
     fn object(self, namespace: Option<String>, name: Option<String>) -> Box<ObjectRef> {
@@ -523,6 +539,18 @@ impl Kind {
                 let key = (v.metadata.namespace.clone(), v.metadata.name.clone());
                 out.pods.push(v);
                 return Ok(key);
+            }
+            Self::AddressPool => {
+                let v: AddressPool = typed(document)?;
+                let meta = v.metadata.clone();
+                out.address_pools.push(v);
+                meta
+            }
+            Self::GatewayClassConfig => {
+                let v: GatewayClassConfig = typed(document)?;
+                let meta = v.metadata.clone();
+                out.gateway_class_configs.push(v);
+                meta
             }
         };
         let namespace = if self.cluster_scoped() {

@@ -8,11 +8,15 @@
 //! (problems become diagnostics and the affected traffic is refused or not
 //! served), and its result does not depend on the order of the documents.
 
+#[cfg(test)]
+mod address_tests;
+mod addresses;
 mod attach;
 #[cfg(test)]
 mod backend_tests;
 mod backends;
 mod diagnostic;
+mod dns;
 mod gateways;
 mod policy;
 mod slots;
@@ -22,12 +26,13 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use addresses::StatusAddress;
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
 pub use slots::build_slots;
 
 use crate::resources::{
-    EndpointSlice, Gateway, ReferenceGrant, Resources, Route, Service, TrafficPolicy,
-    NAMESPACE_NAME_LABEL,
+    AddressPool, EndpointSlice, Gateway, GatewayClass, GatewayClassConfig, ReferenceGrant,
+    Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, ServiceKey, Snapshot, SLOT_TABLE_SIZE,
@@ -49,7 +54,27 @@ pub struct Resolution {
     pub statuses: Vec<ResourceStatus>,
 }
 
+/// Inputs of resolution that are not resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Suffix of Gateway DNS names (`<gw>.<ns>.gw.<cluster-domain>`);
+    /// lower case, without a trailing dot. See `dns::cluster_domain`.
+    pub cluster_domain: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            cluster_domain: crate::dns::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+        }
+    }
+}
+
 pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
+    resolve_with(resources, generation, &Options::default())
+}
+
+pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -> Resolution {
     let index = Index::new(resources);
     let mut diagnostics = Vec::new();
 
@@ -99,12 +124,13 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
             // Every address of the Gateway serves the same backends: build
             // the Maglev table once.
             let slots = build_slots(&groups, &backends, table_size);
-            for &address in &gateway.addresses {
+            for (address, port) in gateway.serving(l) {
                 let built = Listener {
                     name: name.clone(),
                     route: route.clone(),
                     address,
-                    port: listener.spec.port,
+                    port,
+                    listener_port: listener.spec.port,
                     protocol,
                     groups: groups.clone(),
                     backends: backends.clone(),
@@ -179,8 +205,9 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
         attachments: &attachments,
         diagnostics: &diagnostics,
     });
+    let records = dns::records(&gateways, &attachments, &groups_of, &options.cluster_domain);
     Resolution {
-        snapshot: Snapshot::new(generation, listeners),
+        snapshot: Snapshot::new(generation, listeners).with_dns(records),
         diagnostics,
         statuses,
     }
@@ -224,8 +251,10 @@ struct RouteId(usize);
 /// Lookups over the resources, built once. Maps are keyed by
 /// `(namespace, name)`; iteration orders are by key, never by document.
 struct Index<'a> {
-    /// Names of GatewayClasses whose controller is Switchyard.
-    our_classes: HashSet<&'a str>,
+    /// GatewayClasses whose controller is Switchyard, by name.
+    classes: BTreeMap<&'a str, &'a GatewayClass>,
+    class_configs: HashMap<&'a str, &'a GatewayClassConfig>,
+    pools: HashMap<&'a str, &'a AddressPool>,
     gateways: BTreeMap<(&'a str, &'a str), &'a Gateway>,
     /// Oldest first: the order in which routes claim listeners.
     routes: Vec<&'a Route>,
@@ -244,11 +273,21 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(resources: &'a Resources) -> Self {
-        let our_classes = resources
+        let classes = resources
             .gateway_classes
             .iter()
             .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
-            .map(|c| c.metadata.name.as_str())
+            .map(|c| (c.metadata.name.as_str(), c))
+            .collect();
+        let class_configs = resources
+            .gateway_class_configs
+            .iter()
+            .map(|c| (c.metadata.name.as_str(), c))
+            .collect();
+        let pools = resources
+            .address_pools
+            .iter()
+            .map(|p| (p.metadata.name.as_str(), p))
             .collect();
         let gateways = resources
             .gateways
@@ -315,7 +354,9 @@ impl<'a> Index<'a> {
         Self {
             backends: backends::BackendIndex::new(resources),
             policies,
-            our_classes,
+            classes,
+            class_configs,
+            pools,
             gateways,
             routes,
             services,

@@ -22,6 +22,8 @@ pub use crate::backend_kinds::{
 pub use crate::schema::Timestamp;
 use crate::schema::{self, Checked};
 
+pub use crate::pools::{AddressPool, ClassType, GatewayClassConfig};
+
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// API group of Switchyard's own kinds (`TrafficPolicy`).
@@ -77,8 +79,8 @@ pub struct GatewayClass {
 pub struct GatewayClassSpec {
     #[serde(deserialize_with = "schema::controller_name")]
     pub controller_name: String,
-    /// Implementation-specific parameters; a class whose reference cannot
-    /// be resolved is not accepted (`InvalidParameters`).
+    /// Switchyard reads a `GatewayClassConfig` here; a reference that does
+    /// not resolve makes the class not accepted (`InvalidParameters`).
     #[serde(default)]
     pub parameters_ref: Option<ParametersReference>,
 }
@@ -93,7 +95,7 @@ pub struct ParametersReference {
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
-    /// Absent for cluster-scoped kinds.
+    /// Only for namespaced kinds; Switchyard's are cluster-scoped.
     #[serde(default)]
     pub namespace: Option<String>,
 }
@@ -1036,6 +1038,9 @@ pub struct Resources {
     /// `switchyard.io` EndpointSelectors and the Pods they select from.
     pub endpoint_selectors: Vec<EndpointSelector>,
     pub pods: Vec<Pod>,
+    /// `switchyard.io` AddressPools and GatewayClassConfigs.
+    pub address_pools: Vec<AddressPool>,
+    pub gateway_class_configs: Vec<GatewayClassConfig>,
     pub ignored: Vec<Ignored>,
 }
 
@@ -1053,6 +1058,9 @@ impl Resources {
         self.service_imports.extend(other.service_imports);
         self.endpoint_selectors.extend(other.endpoint_selectors);
         self.pods.extend(other.pods);
+        self.address_pools.extend(other.address_pools);
+        self.gateway_class_configs
+            .extend(other.gateway_class_configs);
         self.ignored.extend(other.ignored);
     }
 
@@ -1068,5 +1076,7 @@ impl Resources {
             && self.service_imports.is_empty()
             && self.endpoint_selectors.is_empty()
             && self.pods.is_empty()
+            && self.address_pools.is_empty()
+            && self.gateway_class_configs.is_empty()
     }
 }

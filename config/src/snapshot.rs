@@ -112,7 +112,12 @@ pub struct Listener {
     /// empty when no route is attached (every slot is then `Unavailable`).
     pub route: String,
     pub address: IpAddr,
+    /// The port packets arrive on: the Gateway listener's port on a VIP,
+    /// its node port on a node address.
     pub port: u16,
+    /// The Gateway listener's own `port`; differs from `port` only for a
+    /// node port.
+    pub listener_port: u16,
     pub protocol: Protocol,
     pub groups: Vec<BackendGroup>,
     pub backends: Vec<Backend>,

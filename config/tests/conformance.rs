@@ -951,3 +951,108 @@ fn upstream_files_are_vendored() {
         assert!(dir().join(file).is_file(), "{file} is missing");
     }
 }
+
+// --------------------------------------------------------------- addresses
+
+fn gateway_addresses(res: &Resolution, gateway: &str) -> Vec<String> {
+    match &resource(res, "Gateway", gateway).status {
+        Status::Gateway(s) => s.addresses.iter().map(|a| a.value.clone()).collect(),
+        other => panic!("not a Gateway status: {other:?}"),
+    }
+}
+
+#[test]
+fn gateway_static_addresses_unsupported_then_unusable_then_programmed() {
+    // GatewayStaticAddresses, L4 reading, with the suite's placeholders
+    // filled as a run against Switchyard would fill them: loopback is never
+    // usable for a VIP, a documentation address is.
+    let manifest = l4_reading(
+        &text("upstream/conformance/tests/gateway-static-addresses.yaml"),
+        &[],
+    )
+    .replace("PLACEHOLDER_UNUSABLE_ADDRS", "127.0.0.1")
+    .replace("PLACEHOLDER_USABLE_ADDRS", "192.0.2.200");
+    let gateway = "gateway-static-addresses";
+
+    // As applied: the fake address type makes the Gateway not accepted.
+    let mut resources = world_from("gateway-static-addresses.yaml", &manifest);
+    let res = resolve(&resources, 1);
+    assert_condition(
+        gateway_conditions(&res, gateway),
+        "Accepted",
+        false,
+        "UnsupportedAddress",
+    );
+
+    // The suite removes the fake type: accepted, but an address is unusable.
+    let spec = &mut resources
+        .gateways
+        .iter_mut()
+        .find(|g| g.metadata.name == gateway)
+        .unwrap()
+        .spec;
+    spec.addresses.retain(|a| a.address_type == "IPAddress");
+    let res = resolve(&resources, 1);
+    let conditions = gateway_conditions(&res, gateway);
+    assert_condition(conditions, "Accepted", true, "");
+    assert_condition(conditions, "Programmed", false, "AddressNotUsable");
+
+    // Then the unusable one: programmed on the usable address.
+    let spec = &mut resources
+        .gateways
+        .iter_mut()
+        .find(|g| g.metadata.name == gateway)
+        .unwrap()
+        .spec;
+    spec.addresses
+        .retain(|a| a.value.as_deref() != Some("127.0.0.1"));
+    let res = resolve(&resources, 1);
+    assert_condition(
+        gateway_conditions(&res, gateway),
+        "Programmed",
+        true,
+        "Programmed",
+    );
+    assert_eq!(gateway_addresses(&res, gateway), ["192.0.2.200"]);
+}
+
+#[test]
+fn gateway_optional_address_value_is_assigned_from_the_class_pool() {
+    // GatewayOptionalAddressValue, L4 reading: `type: IPAddress` without a
+    // value asks the implementation for one. The cluster's class points at
+    // an AddressPool.
+    let manifest = l4_reading(
+        &text("upstream/conformance/tests/gateway-optional-address-value.yaml"),
+        &[],
+    );
+    let mut resources = world_from("gateway-optional-address-value.yaml", &manifest);
+    resources.extend(load(
+        "pool.yaml",
+        "apiVersion: switchyard.io/v1alpha1\nkind: AddressPool\nmetadata: {name: conformance}\n\
+         spec: {cidrs: [198.51.100.0/24]}\n---\n\
+         apiVersion: switchyard.io/v1alpha1\nkind: GatewayClassConfig\nmetadata: {name: conformance}\n\
+         spec: {type: ClusterIP, addressPool: conformance}\n",
+    ));
+    let class = resources
+        .gateway_classes
+        .iter_mut()
+        .find(|c| c.metadata.name == CLASS)
+        .unwrap();
+    class.spec.parameters_ref = Some(switchyard_config::resources::ParametersReference {
+        group: "switchyard.io".into(),
+        kind: "GatewayClassConfig".into(),
+        name: "conformance".into(),
+        namespace: None,
+    });
+    let res = resolve(&resources, 1);
+    let gateway = "gateway-without-address-value";
+    assert_condition(
+        gateway_conditions(&res, gateway),
+        "Programmed",
+        true,
+        "Programmed",
+    );
+    let addresses = gateway_addresses(&res, gateway);
+    assert_eq!(addresses.len(), 1, "{addresses:?}");
+    assert!(addresses[0].starts_with("198.51.100."), "{addresses:?}");
+}

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 const DEMO: &str = include_str!("../examples/demo.yaml");
 const POLICY: &str = include_str!("../examples/traffic-policy.yaml");
+const POOL: &str = include_str!("../examples/address-pool.yaml");
 
 fn load_and_resolve(text: &str) {
     if let Ok(resources) = switchyard_config::load_str("input.yaml", text) {
@@ -59,5 +60,36 @@ proptest! {
             .replace("sectionName: tcp-echo", &format!("sectionName: \"{section}\""));
         assert!(text.contains("sectionName: \""), "the section edit must land");
         load_and_resolve(&text);
+    }
+
+    /// Any CIDR, node port range and class type in the address pool
+    /// example, including pools too small, huge IPv6 ones and prefixes
+    /// that are not ones.
+    #[test]
+    fn any_pool_and_class_in_the_address_pool_example_never_panics(
+        a in any::<u8>(), prefix in 0u8..140, v6 in any::<bool>(),
+        first in any::<i32>(), last in any::<i32>(),
+        class in prop::sample::select(vec!["ClusterIP", "NodePort", "LoadBalancer", "Headless", "ExternalName", "Bogus"]),
+    ) {
+        let cidr = if v6 { format!("2001:db8::{a:x}/{prefix}") } else { format!("198.18.{a}.0/{prefix}") };
+        let text = POOL
+            .replace("cidrs: [\"198.18.100.0/24\"]", &format!("cidrs: [\"{cidr}\"]"))
+            .replace("allocateLoadBalancerNodePorts: false", &format!(
+                "nodeAddresses: [198.18.1.1]\n  nodePortRange: {first}-{last}"))
+            .replace("type: LoadBalancer ", &format!("type: {class} "));
+        assert!(text.contains(&cidr) && text.contains("nodePortRange"), "the edits must land");
+        load_and_resolve(&text);
+    }
+
+    #[test]
+    fn mutated_address_pool_example_never_panics(
+        edits in proptest::collection::vec((0..POOL.len(), any::<char>()), 1..6),
+    ) {
+        let mut chars: Vec<char> = POOL.chars().collect();
+        for (at, replacement) in edits {
+            let at = at % chars.len();
+            chars[at] = replacement;
+        }
+        load_and_resolve(&chars.into_iter().collect::<String>());
     }
 }

@@ -594,6 +594,7 @@ mod tests {
                 route: "demo/web".into(),
                 address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
                 port: 80,
+                listener_port: 80,
                 protocol: Protocol::Tcp,
                 groups: vec![
                     BackendGroup {

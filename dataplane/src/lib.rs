@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod afxdp;
 pub mod config_watch;
 pub mod control;
+pub mod dns;
 pub mod drop_reason;
 pub mod flow;
 pub mod interfaces;

@@ -89,6 +89,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
         route: format!("demo/{name}"),
         address: IpAddr::V4(VIP),
         port,
+        listener_port: port,
         protocol,
         groups: vec![BackendGroup {
             service: "demo/echo".into(),

@@ -55,6 +55,8 @@ pub struct DaemonOptions {
     /// Print the daemon's log when the guard is dropped. Test output capture
     /// shows it only for failing tests; the demo turns it off.
     pub log_on_drop: bool,
+    /// More `switchyard run` arguments, appended as given.
+    pub extra_args: Vec<String>,
 }
 
 impl DaemonOptions {
@@ -67,11 +69,18 @@ impl DaemonOptions {
             yardctl: None,
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
+            extra_args: Vec::new(),
         }
     }
 
     pub fn queues(mut self, queues: u32) -> DaemonOptions {
         self.queues = Some(queues);
+        self
+    }
+
+    /// Appends one more `switchyard run` argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> DaemonOptions {
+        self.extra_args.push(arg.into());
         self
     }
 }
@@ -127,6 +136,7 @@ impl Daemon {
             cmd.arg("--cores").arg(cores);
         }
         cmd.arg("--control-socket").arg(&socket);
+        cmd.args(&opts.extra_args);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }

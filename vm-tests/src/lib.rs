@@ -14,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod link;
 pub mod netns;
 pub mod poll;

@@ -678,3 +678,130 @@ spec:
     );
     Ok(())
 }
+
+#[test]
+fn pool_allocated_gateway_answers_dns_and_serves_its_vip() -> Result<()> {
+    use hickory_proto::op::ResponseCode;
+    use hickory_proto::rr::{RData, RecordType};
+    use switchyard_vm_tests::dns::dns_query;
+    use switchyard_vm_tests::DaemonOptions;
+
+    // The demo Gateway without its static VIP: an IPAddress without value
+    // asks its class's pool, whose lowest usable address is .33 (.32 is
+    // the /28's network address).
+    const POOL: &str = "\
+apiVersion: switchyard.io/v1alpha1
+kind: AddressPool
+metadata: {name: vips}
+spec: {cidrs: [198.18.100.32/28]}
+---
+apiVersion: switchyard.io/v1alpha1
+kind: GatewayClassConfig
+metadata: {name: pooled}
+spec: {type: ClusterIP, addressPool: vips}
+";
+    let spec = GatewaySpec::demo();
+    let static_vip = format!("  - type: IPAddress\n    value: {VIP}\n");
+    let class = "  controllerName: switchyard.io/gateway-controller\n";
+    let mut yaml = spec.to_yaml();
+    assert!(yaml.contains(&static_vip) && yaml.contains(class));
+    yaml = yaml.replace(&static_vip, "  - type: IPAddress\n").replace(
+        class,
+        &format!("{class}  parametersRef: {{group: switchyard.io, kind: GatewayClassConfig, name: pooled}}\n"),
+    );
+    yaml.push_str("\n---\n");
+    yaml.push_str(POOL);
+    let allocated: IpAddr = "198.18.100.33".parse()?;
+
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &yaml)?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let dns = SocketAddr::from((LB_CLIENT_SIDE_ADDR, 53));
+    let opts = DaemonOptions::new(topo.lb_interfaces())
+        .queues(topo.queues)
+        .arg("--dns-listen")
+        .arg(dns.to_string());
+    let _daemon = Daemon::start(&topo.lb, &config, &opts)?;
+
+    let answer = dns_query(
+        &topo.client,
+        dns,
+        "edge.demo.gw.cluster.local.",
+        RecordType::A,
+    )?;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert!(answer.metadata.authoritative);
+    let addresses: Vec<IpAddr> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(addresses, [allocated]);
+
+    let missing = dns_query(
+        &topo.client,
+        dns,
+        "nope.demo.gw.cluster.local.",
+        RecordType::A,
+    )?;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+
+    // The name's address carries traffic to the backends.
+    for i in 0..8 {
+        let payload = format!("via-dns-{i}");
+        let reply = tcp_exchange(
+            &topo.client,
+            SocketAddr::new(addresses[0], TCP_PORT),
+            &payload,
+        )?;
+        answered_by(&reply, &payload);
+    }
+    Ok(())
+}
+
+#[test]
+fn node_port_gateway_serves_its_listeners_on_the_node_address() -> Result<()> {
+    use switchyard_vm_tests::DaemonOptions;
+
+    // The demo Gateway in a NodePort class without a pool: no VIP, each
+    // listener on the LB's own client-side address at a node port, TCP
+    // and UDP numbered separately from the start of the range.
+    let spec = GatewaySpec::demo();
+    let static_vip = format!("  addresses:\n  - type: IPAddress\n    value: {VIP}\n");
+    let class = "  controllerName: switchyard.io/gateway-controller\n";
+    let mut yaml = spec.to_yaml();
+    assert!(yaml.contains(&static_vip) && yaml.contains(class));
+    yaml = yaml.replace(&static_vip, "").replace(
+        class,
+        &format!(
+            "{class}  parametersRef: {{group: switchyard.io, kind: GatewayClassConfig, name: nodes}}\n"
+        ),
+    );
+    yaml.push_str(&format!(
+        "\n---\napiVersion: switchyard.io/v1alpha1\nkind: GatewayClassConfig\n\
+         metadata: {{name: nodes}}\n\
+         spec: {{type: NodePort, nodeAddresses: [{LB_CLIENT_SIDE_ADDR}], nodePortRange: 30080-30099}}\n"
+    ));
+
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &yaml)?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let opts = DaemonOptions::new(topo.lb_interfaces()).queues(topo.queues);
+    let _daemon = Daemon::start(&topo.lb, &config, &opts)?;
+
+    let node_port = SocketAddr::from((LB_CLIENT_SIDE_ADDR, 30080));
+    for i in 0..4 {
+        let payload = format!("node-port-{i}");
+        let reply = tcp_exchange(&topo.client, node_port, &payload)?;
+        answered_by(&reply, &payload);
+        let reply = udp_exchange(&topo.client, node_port, &payload)?;
+        assert_eq!(reply.from, node_port, "UDP replies come from the node port");
+        answered_by(&reply, &payload);
+    }
+    Ok(())
+}

@@ -74,6 +74,14 @@ pub enum Reason {
     /// Switchyard does not serve (a Service's `externalIPs`, route-level
     /// `internalTrafficPolicy: Local`); the rest of the object applies.
     UnsupportedValue,
+    /// Gateway `Programmed`: a requested address is already another
+    /// Gateway's, a node address, or one no host can use (unspecified,
+    /// loopback, multicast, link-local, broadcast, a pool's network or
+    /// broadcast address).
+    AddressNotUsable,
+    /// GatewayClass `Accepted`: `spec.parametersRef` names no
+    /// GatewayClassConfig, or a config whose AddressPool does not exist.
+    InvalidParameters,
 }
 
 impl Reason {
@@ -90,6 +98,8 @@ impl Reason {
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
             Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
             Self::UnsupportedValue => ConditionType::Accepted,
+            Self::AddressNotUsable => ConditionType::Programmed,
+            Self::InvalidParameters => ConditionType::Accepted,
         }
     }
 
@@ -111,6 +121,8 @@ impl Reason {
             Self::TableTooSmall => "TableTooSmall",
             Self::AffinityNotApplied => "AffinityNotApplied",
             Self::UnsupportedValue => "UnsupportedValue",
+            Self::AddressNotUsable => "AddressNotUsable",
+            Self::InvalidParameters => "InvalidParameters",
         }
     }
 }
@@ -123,7 +135,8 @@ impl fmt::Display for Reason {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct Diagnostic {
-    /// `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`, `Service`.
+    /// `GatewayClass`, `Gateway`, `TCPRoute`, `UDPRoute`, `TrafficPolicy`,
+    /// `Service`. Cluster-scoped kinds have an empty namespace.
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -167,9 +180,13 @@ impl Diagnostic {
         self
     }
 
-    /// `Kind namespace/name`.
+    /// `Kind namespace/name`, or `Kind name` for a cluster-scoped kind.
     pub fn resource(&self) -> String {
-        format!("{} {}/{}", self.kind, self.namespace, self.name)
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
     }
 }
 

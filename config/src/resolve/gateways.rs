@@ -1,19 +1,26 @@
-//! Which Gateways are Switchyard's, on which addresses they serve, and what
-//! each listener can carry. Gateways of other controllers are left alone,
+//! Which Gateways are Switchyard's, on which addresses and ports they serve
+//! (`addresses` decides), and what each listener can carry. Gateways of other controllers are left alone,
 //! without a word: their status is not ours to write.
 
 use std::net::IpAddr;
 
-use super::{Diagnostic, Index, Reason};
-use crate::resources::{Gateway, Listener, RouteKind, GATEWAY_GROUP, IP_ADDRESS_TYPE};
+use super::{addresses, Diagnostic, Index, Reason};
+use crate::resources::{ClassType, Gateway, Listener, RouteKind, GATEWAY_GROUP};
 use crate::snapshot::Protocol;
 
 pub(super) struct GatewayView<'a> {
     pub gateway: &'a Gateway,
-    /// Where listeners are served; empty when the Gateway has no usable
-    /// address (it still takes route attachments, it only carries no
-    /// traffic).
+    /// Virtual IPs every listener is served on; empty when the Gateway has
+    /// none (it still takes route attachments, it only carries no traffic
+    /// there).
     pub addresses: Vec<IpAddr>,
+    /// Node addresses on which listeners with a node port are served.
+    pub node_addresses: Vec<IpAddr>,
+    /// ExternalName classes: what the Gateway's DNS name aliases to.
+    pub external_name: Option<String>,
+    pub class_type: ClassType,
+    /// The Gateway's `status.addresses`.
+    pub status_addresses: Vec<addresses::StatusAddress>,
     pub listeners: Vec<ListenerView<'a>>,
 }
 
@@ -23,29 +30,60 @@ pub(super) struct ListenerView<'a> {
     pub protocol: Option<Protocol>,
     /// The route kind this listener accepts, if any.
     pub route_kind: Option<RouteKind>,
+    /// NodePort and LoadBalancer classes: the port the listener is served
+    /// on at every node address.
+    pub node_port: Option<u16>,
 }
 
-/// Switchyard's Gateways, sorted by namespace/name.
+impl GatewayView<'_> {
+    /// Where listener `l` receives packets: (address, port) pairs, its
+    /// own port on every VIP, then its node port on every node address.
+    pub fn serving(&self, l: usize) -> Vec<(IpAddr, u16)> {
+        let listener = &self.listeners[l];
+        let mut out: Vec<(IpAddr, u16)> = self
+            .addresses
+            .iter()
+            .map(|&a| (a, listener.spec.port))
+            .collect();
+        if let Some(port) = listener.node_port {
+            out.extend(self.node_addresses.iter().map(|&a| (a, port)));
+        }
+        out
+    }
+}
+
+/// Switchyard's Gateways, sorted by namespace/name. Gateways of a class
+/// whose parameters do not resolve are not Switchyard's to serve.
 pub(super) fn ours<'a>(
     index: &Index<'a>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<GatewayView<'a>> {
-    index
+    let classes = addresses::classes(index, diagnostics);
+    let gateways: Vec<(&Gateway, &addresses::Class)> = index
         .gateways
         .values()
-        .filter(|g| {
-            index
-                .our_classes
-                .contains(g.spec.gateway_class_name.as_str())
-        })
-        .map(|gateway| GatewayView {
+        .filter_map(|g| Some((*g, classes.get(g.spec.gateway_class_name.as_str())?)))
+        .collect();
+    let assigned = addresses::assign(&gateways, diagnostics);
+    gateways
+        .into_iter()
+        .zip(assigned)
+        .map(|((gateway, class), assignment)| GatewayView {
             gateway,
-            addresses: addresses(gateway, diagnostics),
+            class_type: class.class_type,
+            status_addresses: assignment.status(),
+            addresses: assignment.addresses,
+            node_addresses: assignment.node_addresses,
+            external_name: assignment.external_name,
             listeners: gateway
                 .spec
                 .listeners
                 .iter()
-                .map(|l| listener(gateway, l, diagnostics))
+                .enumerate()
+                .map(|(l, spec)| ListenerView {
+                    node_port: assignment.node_ports.get(l).copied().flatten(),
+                    ..listener(gateway, spec, diagnostics)
+                })
                 .collect(),
         })
         .collect()
@@ -59,47 +97,6 @@ fn diagnostic(gateway: &Gateway, reason: Reason, message: String) -> Diagnostic 
         reason,
         message,
     )
-}
-
-/// Gateway API: "The implementation MUST bind all Listeners to every
-/// GatewayAddress that it assigns to the Gateway", and a Gateway asking for
-/// an address type the implementation does not support is not accepted.
-fn addresses(gateway: &Gateway, diagnostics: &mut Vec<Diagnostic>) -> Vec<IpAddr> {
-    let requested = &gateway.spec.addresses;
-    if let Some(unsupported) = requested.iter().find(|a| a.address_type != IP_ADDRESS_TYPE) {
-        diagnostics.push(diagnostic(
-            gateway,
-            Reason::UnsupportedAddress,
-            format!(
-                "address type {:?} is not supported; only IPAddress is",
-                unsupported.address_type
-            ),
-        ));
-        return Vec::new();
-    }
-    if requested.is_empty() {
-        diagnostics.push(diagnostic(
-            gateway,
-            Reason::AddressNotAssigned,
-            "no address: spec.addresses needs an IPAddress (address pools are not supported yet)"
-                .to_owned(),
-        ));
-        return Vec::new();
-    }
-    if requested.iter().any(|a| a.value.is_none()) {
-        diagnostics.push(diagnostic(
-            gateway,
-            Reason::AddressNotAssigned,
-            "an IPAddress without a value asks for an assigned address, and address pools are \
-             not supported yet"
-                .to_owned(),
-        ));
-        return Vec::new();
-    }
-    let mut ips: Vec<IpAddr> = requested.iter().filter_map(|a| a.ip()).collect();
-    ips.sort();
-    ips.dedup();
-    ips
 }
 
 fn listener<'a>(
@@ -123,6 +120,7 @@ fn listener<'a>(
                 spec,
                 protocol: None,
                 route_kind: None,
+                node_port: None,
             };
         }
     };
@@ -152,5 +150,6 @@ fn listener<'a>(
         spec,
         protocol: Some(protocol),
         route_kind,
+        node_port: None,
     }
 }

@@ -11,11 +11,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::attach::Attachments;
-use super::gateways::GatewayView;
+use super::gateways::{GatewayView, ListenerView};
 use super::{ConditionType, Diagnostic, Index, RouteId, CONTROLLER_NAME};
+use crate::pools::ClassType;
 use crate::resources::{
     GatewayClass, ObjectMeta, ParentReference, PolicyTargetReference, Resources, Route,
-    TrafficPolicy, GATEWAY_GROUP, IP_ADDRESS_TYPE,
+    TrafficPolicy, GATEWAY_GROUP,
 };
 use crate::status::{
     Condition, ConditionStatus, GatewayClassStatus, GatewayStatus, GatewayStatusAddress,
@@ -59,7 +60,14 @@ pub(super) fn build(facts: &Facts<'_, '_>) -> Vec<ResourceStatus> {
         .filter(|c| c.spec.controller_name == CONTROLLER_NAME)
         .collect();
     classes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    out.extend(classes.into_iter().map(gateway_class));
+    out.extend(classes.into_iter().map(|class| {
+        // Cluster-scoped: diagnostics name it without a namespace.
+        let about = about
+            .get(&("GatewayClass", "", class.metadata.name.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        gateway_class(class, &about)
+    }));
     for view in facts.gateways {
         let meta = &view.gateway.metadata;
         out.push(gateway(facts, view, &of("Gateway", meta)));
@@ -158,35 +166,18 @@ fn is_true(conditions: &[Condition], condition_type: ConditionType) -> bool {
 
 // ------------------------------------------------------------ GatewayClass
 
-fn gateway_class(class: &GatewayClass) -> ResourceStatus {
+/// A class is accepted unless resolution said otherwise (its
+/// `parametersRef` names no usable `GatewayClassConfig`).
+fn gateway_class(class: &GatewayClass, about: &[&Diagnostic]) -> ResourceStatus {
     let generation = generation(&class.metadata);
-    let accepted = match &class.spec.parameters_ref {
-        None => condition(
-            ConditionType::Accepted,
-            true,
-            "Accepted",
-            "Switchyard serves Gateways of this class",
-            generation,
-        ),
-        // Switchyard defines no parameter kinds for classes yet, so any
-        // reference points at something it cannot use.
-        Some(parameters) => condition(
-            ConditionType::Accepted,
-            false,
-            "InvalidParameters",
-            format!(
-                "parametersRef {}/{} {:?}: Switchyard has no class parameters of this kind",
-                if parameters.group.is_empty() {
-                    "core"
-                } else {
-                    parameters.group.as_str()
-                },
-                parameters.kind,
-                parameters.name
-            ),
-            generation,
-        ),
-    };
+    let mut conditions = vec![condition(
+        ConditionType::Accepted,
+        true,
+        "Accepted",
+        "Switchyard serves Gateways of this class",
+        generation,
+    )];
+    overlay(&mut conditions, about.iter().copied(), generation);
     ResourceStatus {
         api_version: GATEWAY_API_VERSION.to_owned(),
         kind: "GatewayClass".to_owned(),
@@ -194,13 +185,25 @@ fn gateway_class(class: &GatewayClass) -> ResourceStatus {
             namespace: String::new(),
             name: class.metadata.name.clone(),
         },
-        status: Status::GatewayClass(GatewayClassStatus {
-            conditions: vec![accepted],
-        }),
+        status: Status::GatewayClass(GatewayClassStatus { conditions }),
     }
 }
 
 // ----------------------------------------------------------------- Gateway
+
+/// Whether a listener has somewhere to be served: a VIP, a node port on
+/// the node addresses, or (Headless, ExternalName) the Gateway's DNS name,
+/// which is all those classes serve.
+fn served(view: &GatewayView<'_>, listener: &ListenerView<'_>) -> bool {
+    match view.class_type {
+        ClassType::Headless => true,
+        ClassType::ExternalName => view.external_name.is_some(),
+        _ => {
+            !view.addresses.is_empty()
+                || (listener.node_port.is_some() && !view.node_addresses.is_empty())
+        }
+    }
+}
 
 fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic]) -> ResourceStatus {
     let meta = &view.gateway.metadata;
@@ -279,7 +282,7 @@ fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic])
                     "no route kind the listener allows can attach to it",
                     generation,
                 )
-            } else if view.addresses.is_empty() {
+            } else if !served(view, listener) {
                 condition(
                     ConditionType::Programmed,
                     false,
@@ -387,11 +390,11 @@ fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic])
         metadata: metadata(meta),
         status: Status::Gateway(GatewayStatus {
             addresses: view
-                .addresses
+                .status_addresses
                 .iter()
                 .map(|a| GatewayStatusAddress {
-                    address_type: IP_ADDRESS_TYPE.to_owned(),
-                    value: a.to_string(),
+                    address_type: a.address_type.to_owned(),
+                    value: a.value.clone(),
                 })
                 .collect(),
             conditions,

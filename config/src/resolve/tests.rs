@@ -877,7 +877,9 @@ fn all_zero_weights_refuse_all_traffic() {
 // ------------------------------------------------- conflicts, determinism
 
 #[test]
-fn same_vip_port_and_protocol_on_two_gateways_is_protocol_conflict() {
+fn address_of_one_gateway_is_not_usable_by_another_even_on_other_ports() {
+    // Gateways own their addresses whole (see resolve/addresses.rs): the
+    // first in allocation order keeps it, the other is not programmed.
     let other = gateway(
         "lb",
         "other",
@@ -891,21 +893,13 @@ fn same_vip_port_and_protocol_on_two_gateways_is_protocol_conflict() {
         .iter()
         .map(|l| l.name.to_string())
         .collect();
-    assert_eq!(names, ["lb/edge/udp", "lb/other/u"]);
-    let conflicts: Vec<(String, Option<String>)> = res
-        .diagnostics
-        .iter()
-        .filter(|d| d.reason == Reason::ProtocolConflict)
-        .map(|d| (d.resource(), d.listener.clone()))
-        .collect();
+    assert_eq!(names, ["lb/edge/tcp", "lb/edge/udp"]);
     assert_eq!(
-        conflicts,
-        [
-            ("Gateway lb/edge".to_owned(), Some("tcp".to_owned())),
-            ("Gateway lb/other".to_owned(), Some("t".to_owned())),
-        ]
+        reasons(&res),
+        [("Gateway lb/other".to_owned(), Reason::AddressNotUsable)]
     );
-    assert_eq!(res.diagnostics[0].condition, ConditionType::Conflicted);
+    assert_eq!(res.diagnostics[0].condition, ConditionType::Programmed);
+    assert!(res.diagnostics[0].message.contains("lb/edge"));
 }
 
 #[test]

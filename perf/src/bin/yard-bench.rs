@@ -90,6 +90,7 @@ fn snapshot() -> Snapshot {
             route: "bench/udp".into(),
             address: IpAddr::V4(VIP),
             port: 53,
+            listener_port: 53,
             protocol: Protocol::Udp,
             groups: vec![BackendGroup {
                 service: "bench/svc".into(),

@@ -60,23 +60,53 @@ fn assert_condition(conditions: &[Condition], condition_type: &str, status: bool
     );
 }
 
+/// A file cannot hold two TCP listeners on one port (the CRD refuses it at
+/// load, and two Gateways never share an address), but resolution is also
+/// fed by programs: it must still refuse to pick a side.
 #[test]
 fn listeners_on_the_same_address_port_and_protocol_are_conflicted_and_not_programmed() {
+    let text = [CLASS, &gateway("a", "{value: 10.0.0.1}", TCP_80)].join("---\n");
+    let mut resources = load_str("test.yaml", &text).unwrap();
+    let mut twin = resources.gateways[0].spec.listeners[0].clone();
+    twin.name = "twin".into();
+    resources.gateways[0].spec.listeners.push(twin);
+    let res = resolve(&resources, 1);
+    assert!(
+        res.snapshot.listeners.is_empty(),
+        "neither side carries traffic"
+    );
+    let Status::Gateway(status) = &find(&res, "Gateway", "a").status else {
+        unreachable!()
+    };
+    for listener in &status.listeners {
+        let conditions = &listener.conditions;
+        assert_condition(conditions, "Conflicted", true, "ProtocolConflict");
+        assert_condition(conditions, "Programmed", false, "Invalid");
+        assert_condition(conditions, "Accepted", true, "Accepted");
+    }
+    assert_condition(&status.conditions, "Accepted", true, "ListenersNotValid");
+}
+
+#[test]
+fn a_second_gateway_on_a_taken_address_is_not_programmed() {
     let res = compile(&[
         CLASS,
         &gateway("a", "{value: 10.0.0.1}", TCP_80),
-        &gateway("b", "{value: 10.0.0.1}", TCP_80),
+        &gateway(
+            "b",
+            "{value: 10.0.0.1}",
+            "[{name: udp, port: 53, protocol: UDP}]",
+        ),
     ]);
-    for name in ["a", "b"] {
-        let Status::Gateway(status) = &find(&res, "Gateway", name).status else {
-            unreachable!()
-        };
-        let listener = &status.listeners[0].conditions;
-        assert_condition(listener, "Conflicted", true, "ProtocolConflict");
-        assert_condition(listener, "Programmed", false, "Invalid");
-        assert_condition(listener, "Accepted", true, "Accepted");
-        assert_condition(&status.conditions, "Accepted", true, "ListenersNotValid");
-    }
+    let Status::Gateway(older) = &find(&res, "Gateway", "a").status else {
+        unreachable!()
+    };
+    assert_condition(&older.conditions, "Programmed", true, "Programmed");
+    let Status::Gateway(newer) = &find(&res, "Gateway", "b").status else {
+        unreachable!()
+    };
+    assert_condition(&newer.conditions, "Programmed", false, "AddressNotUsable");
+    assert!(newer.addresses.is_empty(), "{:?}", newer.addresses);
 }
 
 #[test]

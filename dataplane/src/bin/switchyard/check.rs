@@ -26,7 +26,7 @@ pub enum Output {
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
-    let resolution = switchyard_config::compile_file(&args.config, 1)
+    let resolution = switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())
         .with_context(|| format!("reading config file {}", args.config.display()))?;
     if let Some(name) = &args.maglev {
         let listeners = &resolution.snapshot.listeners;
@@ -63,10 +63,15 @@ struct Report<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct ListenerReport<'a> {
     name: String,
     address: IpAddr,
+    /// The port packets arrive on: the listener's, or its node port.
     port: u16,
+    /// The Gateway listener's own port (differs from `port` for a node
+    /// port).
+    listener_port: u16,
     protocol: Protocol,
     /// `namespace/name` of the route carrying the traffic; empty if none.
     route: &'a str,
@@ -92,6 +97,7 @@ impl<'a> Report<'a> {
                 name: l.name.to_string(),
                 address: l.address,
                 port: l.port,
+                listener_port: l.listener_port,
                 protocol: l.protocol,
                 route: &l.route,
                 backends: l
@@ -186,9 +192,14 @@ fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
     }
     for l in &report.listeners {
         let route = if l.route.is_empty() { "none" } else { l.route };
+        let node_port = if l.port == l.listener_port {
+            String::new()
+        } else {
+            format!(" (node port of :{})", l.listener_port)
+        };
         let _ = writeln!(
             out,
-            "{} {} {} (route {route})",
+            "{} {} {}{node_port} (route {route})",
             l.name,
             l.protocol,
             std::net::SocketAddr::new(l.address, l.port)

@@ -75,6 +75,29 @@ pub struct RunArgs {
     /// a bucket gives way and that client is hashed afresh.
     #[arg(long, default_value_t = 262_144)]
     affinity_capacity: usize,
+    /// Answer DNS (UDP and TCP) for the Gateways' names on this address,
+    /// e.g. `198.18.1.1:53`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    dns_listen: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    resolve: ResolveArgs,
+}
+
+/// Inputs of resolution besides the file.
+#[derive(clap::Args)]
+pub struct ResolveArgs {
+    /// Gateway DNS names are `<gateway>.<namespace>.gw.<cluster-domain>`.
+    #[arg(long, default_value = switchyard_config::dns::DEFAULT_CLUSTER_DOMAIN,
+          value_parser = switchyard_config::dns::cluster_domain)]
+    cluster_domain: String,
+}
+
+impl ResolveArgs {
+    pub fn options(&self) -> switchyard_config::Options {
+        switchyard_config::Options {
+            cluster_domain: self.cluster_domain.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -93,6 +116,8 @@ pub struct CheckArgs {
     maglev: Option<String>,
     #[arg(short, long, value_enum, default_value_t = check::Output::Table)]
     output: check::Output,
+    #[command(flatten)]
+    resolve: ResolveArgs,
 }
 
 fn main() {

@@ -24,6 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
+use switchyard_config::Options;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_xdp::{ServiceMatch, Steering};
 use yardctl::proto::{ConfigError, ConfigStatusReport};
@@ -53,19 +54,21 @@ pub struct Compiled {
 
 pub struct Reloader {
     path: PathBuf,
+    /// Resolution inputs from the command line; a reload keeps them.
+    options: Options,
     config: Arc<ArcSwap<Snapshot>>,
     status: Arc<Mutex<ConfigStatusReport>>,
     running_sha256: [u8; 32],
 }
 
 /// Reads and compiles `path` as generation `generation`.
-pub fn compile(path: &Path, generation: u64) -> Result<Compiled> {
+pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compiled> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
     let text =
         String::from_utf8(bytes).map_err(|err| anyhow!("{}: not UTF-8: {err}", path.display()))?;
     let resources = switchyard_config::load_str(&path.display().to_string(), &text)?;
-    let resolution = switchyard_config::resolve(&resources, generation);
+    let resolution = switchyard_config::resolve_with(&resources, generation, options);
     Ok(Compiled {
         snapshot: resolution.snapshot,
         diagnostics: resolution
@@ -80,7 +83,12 @@ pub fn compile(path: &Path, generation: u64) -> Result<Compiled> {
 impl Reloader {
     /// Takes over a config that `compile` produced and the daemon has
     /// programmed and published in `config`.
-    pub fn new(path: &Path, config: Arc<ArcSwap<Snapshot>>, initial: &Compiled) -> Self {
+    pub fn new(
+        path: &Path,
+        options: Options,
+        config: Arc<ArcSwap<Snapshot>>,
+        initial: &Compiled,
+    ) -> Self {
         let status = ConfigStatusReport {
             path: path.display().to_string(),
             generation: initial.snapshot.generation,
@@ -92,6 +100,7 @@ impl Reloader {
         };
         Self {
             path: path.to_owned(),
+            options,
             config,
             status: Arc::new(Mutex::new(status)),
             running_sha256: initial.sha256,
@@ -109,7 +118,7 @@ impl Reloader {
         resolver: &NeighborResolver,
     ) {
         let running = self.config.load_full();
-        let compiled = match compile(&self.path, running.generation + 1) {
+        let compiled = match compile(&self.path, running.generation + 1, &self.options) {
             Ok(compiled) => compiled,
             Err(err) => return self.refuse(format!("{err:#}")),
         };

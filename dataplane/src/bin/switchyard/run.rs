@@ -18,6 +18,7 @@ use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::config_watch::ConfigWatch;
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
+use switchyard_dataplane::dns::{DnsServer, Zone};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
@@ -42,7 +43,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
-    let initial = reload::compile(&args.config, 1)
+    let initial = reload::compile(&args.config, 1, &args.resolve.options())
         .with_context(|| format!("reading config file {}", args.config.display()))?;
     for diagnostic in &initial.diagnostics {
         log::warn!("config: {diagnostic}");
@@ -115,7 +116,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
-    let mut reloader = Reloader::new(&args.config, config.clone(), &initial);
+    let mut reloader = Reloader::new(
+        &args.config,
+        args.resolve.options(),
+        config.clone(),
+        &initial,
+    );
     drop(initial);
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -184,6 +190,20 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    let dns = match args.dns_listen {
+        Some(addr) => {
+            let zone = Zone::new(&args.resolve.cluster_domain);
+            let server = DnsServer::start(addr, config.clone(), zone)
+                .with_context(|| format!("--dns-listen {addr}"))?;
+            log::info!(
+                "answering DNS for gw.{} on {addr}",
+                args.resolve.cluster_domain
+            );
+            Some(server)
+        }
+        None => None,
+    };
+
     let control = ControlServer::start(
         &args.control_socket,
         ControlState {
@@ -239,6 +259,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let _ = thread.join();
     }
     resolver.stop();
+    drop(dns);
     drop(control);
     log::info!("stopped");
     Ok(())
