@@ -60,12 +60,18 @@ pub struct Options {
     /// Suffix of Gateway DNS names (`<gw>.<ns>.gw.<cluster-domain>`);
     /// lower case, without a trailing dot. See `dns::cluster_domain`.
     pub cluster_domain: String,
+    /// Seed of every listener's Maglev permutations. Every LB node serving
+    /// the same traffic must use the same one (they then build identical
+    /// tables); a cluster may pick its own so that its tables are not the
+    /// ones anyone can compute from a config alone.
+    pub maglev_seed: u32,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             cluster_domain: crate::dns::DEFAULT_CLUSTER_DOMAIN.to_owned(),
+            maglev_seed: 0,
         }
     }
 }
@@ -123,7 +129,7 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
             let affinity = carrier.and_then(|r| affinities.get(&r).copied());
             // Every address of the Gateway serves the same backends: build
             // the Maglev table once.
-            let slots = build_slots(&groups, &backends, table_size);
+            let slots = build_slots(&groups, &backends, table_size, options.maglev_seed);
             for (address, port) in gateway.serving(l) {
                 let built = Listener {
                     name: name.clone(),

@@ -625,6 +625,7 @@ fn every_programmed_gateway_has_a_record_per_address() {
 fn cluster_domain_is_a_resolver_option() {
     let options = Options {
         cluster_domain: "example.internal".to_owned(),
+        ..Options::default()
     };
     let res = compile_with(
         &[

@@ -9,11 +9,6 @@
 use crate::maglev::{self, MaglevEntry};
 use crate::snapshot::{Backend, BackendGroup, Slot};
 
-/// Seed of the Maglev permutations. Fixed: every instance given the same
-/// config must build the same table, so a flow lands on the same backend
-/// whichever load balancer receives it.
-const MAGLEV_SEED: u32 = 0;
-
 /// Builds a table of exactly `size` slots (`SLOT_TABLE_SIZE` by default;
 /// it should be prime, see `maglev::is_prime`). Owners are the
 /// backends with positive effective weight and, for each group with
@@ -21,7 +16,15 @@ const MAGLEV_SEED: u32 = 0;
 /// refuses the flow instead of moving it to other groups. With no owner at
 /// all (no groups, or all weights 0) every slot is `Unavailable`, so the
 /// listener still refuses traffic rather than letting it pass.
-pub fn build_slots(groups: &[BackendGroup], backends: &[Backend], size: usize) -> Vec<Slot> {
+/// `seed` (`Options::maglev_seed`) must be the same on every LB node: the
+/// same config and seed build the same table everywhere, so a flow lands on
+/// the same backend whichever node receives it.
+pub fn build_slots(
+    groups: &[BackendGroup],
+    backends: &[Backend],
+    size: usize,
+    seed: u32,
+) -> Vec<Slot> {
     // Keys are identities, not positions: a backend keeps its permutation
     // (and so most of its slots) when others are added or removed.
     let mut owners: Vec<Slot> = Vec::with_capacity(backends.len() + groups.len());
@@ -39,7 +42,7 @@ pub fn build_slots(groups: &[BackendGroup], backends: &[Backend], size: usize) -
             ));
         }
     }
-    maglev::build(&entries, size, MAGLEV_SEED)
+    maglev::build(&entries, size, seed)
         .into_iter()
         .map(|owner| owner.map_or(Slot::Unavailable, |i| owners[i as usize]))
         .collect()
@@ -70,7 +73,7 @@ mod tests {
 
     #[test]
     fn no_groups_means_every_slot_refuses() {
-        let slots = build_slots(&[], &[], SLOT_TABLE_SIZE);
+        let slots = build_slots(&[], &[], SLOT_TABLE_SIZE, 0);
         assert_eq!(slots.len(), SLOT_TABLE_SIZE);
         assert!(slots.iter().all(|&s| s == Slot::Unavailable));
     }
@@ -79,7 +82,7 @@ mod tests {
     fn all_zero_weights_mean_every_slot_refuses() {
         let groups = [group(0, &["10.0.0.1"])];
         let backends = super::super::flatten(&groups);
-        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE);
+        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE, 0);
         assert!(slots.iter().all(|&s| s == Slot::Unavailable));
     }
 
@@ -87,7 +90,7 @@ mod tests {
     fn endpointless_group_owns_its_share_as_unavailable() {
         let groups = [group(3, &["10.0.0.1"]), group(1, &[])];
         let backends = super::super::flatten(&groups);
-        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE);
+        let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE, 0);
         let expected = SLOT_TABLE_SIZE as f64 / 4.0;
         assert!((count(&slots, Slot::Unavailable) as f64 - expected).abs() <= 2.0);
         assert!((count(&slots, Slot::Backend(0)) as f64 - 3.0 * expected).abs() <= 2.0);
@@ -102,8 +105,8 @@ mod tests {
             super::super::flatten(&after),
         );
         let (bs, as_) = (
-            build_slots(&before, &bb, SLOT_TABLE_SIZE),
-            build_slots(&after, &ab, SLOT_TABLE_SIZE),
+            build_slots(&before, &bb, SLOT_TABLE_SIZE, 0),
+            build_slots(&after, &ab, SLOT_TABLE_SIZE, 0),
         );
         let endpoint = |backends: &[Backend], s: Slot| match s {
             Slot::Backend(i) => Some(backends[i as usize].endpoint),
@@ -126,10 +129,10 @@ mod tests {
         let groups = [group(1, &["10.0.0.1", "10.0.0.2"])];
         let backends = super::super::flatten(&groups);
         for size in [251, 4093, 1_048_573] {
-            let slots = build_slots(&groups, &backends, size);
+            let slots = build_slots(&groups, &backends, size, 0);
             assert_eq!(slots.len(), size);
             assert!(slots.iter().all(|&s| s != Slot::Unavailable));
         }
-        assert_eq!(build_slots(&[], &[], 251).len(), 251);
+        assert_eq!(build_slots(&[], &[], 251, 0).len(), 251);
     }
 }

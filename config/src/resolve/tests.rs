@@ -1714,3 +1714,22 @@ fn maglev_only_policy_targeting_a_route_is_still_invalid() {
     ]);
     assert!(has(&res2, "TrafficPolicy lb/p", Reason::Invalid));
 }
+
+#[test]
+fn the_maglev_seed_changes_the_table_but_not_the_shares() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo.yaml");
+    let resources = crate::load::load_file(path).unwrap();
+    let table = |seed: u32| {
+        let options = crate::resolve::Options {
+            maglev_seed: seed,
+            ..Default::default()
+        };
+        let res = crate::resolve::resolve_with(&resources, 1, &options);
+        listener(&res, "demo/edge/tcp-echo").slots.clone()
+    };
+    let share = |slots: &[Slot]| slots.iter().filter(|&&s| s == Slot::Backend(0)).count();
+    let (default, again, other) = (table(0), table(0), table(0x5eed));
+    assert_eq!(default, again, "same seed, same table");
+    assert_ne!(default, other, "another seed, another table");
+    assert!(share(&default).abs_diff(share(&other)) <= 1);
+}

@@ -90,12 +90,17 @@ pub struct ResolveArgs {
     #[arg(long, default_value = switchyard_config::dns::DEFAULT_CLUSTER_DOMAIN,
           value_parser = switchyard_config::dns::cluster_domain)]
     cluster_domain: String,
+    /// Seed of the Maglev tables; every LB node sharing traffic must use
+    /// the same one (as with --hash-seed for the flow hash).
+    #[arg(long, default_value_t = 0)]
+    maglev_seed: u32,
 }
 
 impl ResolveArgs {
     pub fn options(&self) -> switchyard_config::Options {
         switchyard_config::Options {
             cluster_domain: self.cluster_domain.clone(),
+            maglev_seed: self.maglev_seed,
         }
     }
 }
