@@ -338,6 +338,35 @@ mod tests {
         moved as f64 / others as f64
     }
 
+    /// Per removal on a fixed sample (15 values of N from 2 to 1000, 40
+    /// victims and seeds each): the worst measured is 1.08% (N = 3, where
+    /// quota rounding moves slots between the two survivors), at most 0.98%
+    /// for the other N. Random search (the property below) finds rarer
+    /// cases up to about 2%: Maglev keeps shares exact and tables
+    /// order-independent at the price of this extra movement. The bound
+    /// asserted here is the measured one, so a regression shows.
+    #[test]
+    fn removing_one_entry_moves_at_most_about_1_percent_of_others_in_every_case() {
+        let mut worst: (f64, usize) = (0.0, 0);
+        for n in [
+            2usize, 3, 4, 5, 10, 20, 37, 60, 100, 150, 250, 300, 500, 700, 1000,
+        ] {
+            for k in 0..40u32 {
+                let victim = (k as usize * 7919 + 13) % n;
+                let d = disruption(n, victim, k.wrapping_mul(2_654_435_761));
+                if d > worst.0 {
+                    worst = (d, n);
+                }
+            }
+        }
+        assert!(
+            worst.0 <= 0.011,
+            "worst disruption {:.3}% at N = {}",
+            worst.0 * 100.0,
+            worst.1
+        );
+    }
+
     #[test]
     fn removing_one_entry_moves_under_1_percent_of_others_on_average() {
         let mut sum = 0.0;
