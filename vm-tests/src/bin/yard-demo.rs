@@ -234,6 +234,17 @@ fn traffic_and_report(topo: &Topology, daemon: &Daemon) -> Result<usize> {
     heading("Counters: `yardctl stats`");
     std::io::stdout().flush()?;
     daemon.yardctl_print(&["stats", "-o", "table"])?;
+    check_interrupted()?;
+    heading("A config reload (SIGHUP; a file change does the same): `yardctl config status`");
+    let before = daemon.config_status()?.generation;
+    daemon.signal(nix::sys::signal::Signal::SIGHUP)?;
+    switchyard_vm_tests::poll::poll_until(
+        std::time::Duration::from_secs(10),
+        "the reload to be applied",
+        || Ok((daemon.config_status()?.generation > before).then_some(())),
+    )?;
+    std::io::stdout().flush()?;
+    daemon.yardctl_print(&["config", "status"])?;
     drop(open);
     Ok(failed)
 }
