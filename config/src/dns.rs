@@ -35,13 +35,13 @@ pub struct DnsRecord {
     pub value: String,
 }
 
-/// Checks and normalises a cluster domain given by an operator: DNS labels
-/// of letters, digits and `-`, lower-cased, without the trailing dot.
-pub fn cluster_domain(text: &str) -> Result<String, String> {
-    let domain = text.trim_end_matches('.').to_ascii_lowercase();
-    let valid = !domain.is_empty()
-        && domain.len() <= 200
-        && domain.split('.').all(|label| {
+/// RFC 1123 host name of at most `max_len` characters (without the trailing
+/// dot): labels of letters, digits and `-`, neither starting nor ending
+/// with `-`.
+pub fn is_host_name(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
                 && label
@@ -49,8 +49,15 @@ pub fn cluster_domain(text: &str) -> Result<String, String> {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-        });
-    if valid {
+        })
+}
+
+/// Checks and normalises a cluster domain given by an operator: DNS labels
+/// of letters, digits and `-`, lower-cased, without the trailing dot.
+pub fn cluster_domain(text: &str) -> Result<String, String> {
+    let domain = text.trim_end_matches('.').to_ascii_lowercase();
+    // Room is left for `<gateway>.<namespace>.gw.` in front of it.
+    if is_host_name(&domain, 200) {
         Ok(domain)
     } else {
         Err(format!(

@@ -208,15 +208,8 @@ pub(super) fn assign(
     let mut wanted: Vec<(usize, usize)> = Vec::new();
     for &i in &order {
         let (gateway, class) = gateways[i];
-        let report = |reason, message: String| {
-            Diagnostic::new(
-                "Gateway",
-                &gateway.metadata.namespace,
-                &gateway.metadata.name,
-                reason,
-                message,
-            )
-        };
+        let report =
+            |reason, message: String| super::gateways::diagnostic(gateway, reason, message);
         match requested(gateway, class) {
             Err((reason, message)) => {
                 refused[i] = true;
@@ -392,19 +385,7 @@ fn requested(gateway: &Gateway, class: &Class<'_>) -> Result<Request, (Reason, S
 
 /// RFC 1123 host name: what an ExternalName may alias to.
 fn valid_dns_name(name: &str) -> Result<(), String> {
-    let trimmed = name.trim_end_matches('.');
-    let ok = !trimmed.is_empty()
-        && trimmed.len() <= 253
-        && trimmed.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    if ok {
+    if crate::dns::is_host_name(name.trim_end_matches('.'), 253) {
         Ok(())
     } else {
         Err(format!("Hostname {name:?} is not a valid DNS name"))

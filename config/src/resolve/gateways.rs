@@ -89,7 +89,7 @@ pub(super) fn ours<'a>(
         .collect()
 }
 
-fn diagnostic(gateway: &Gateway, reason: Reason, message: String) -> Diagnostic {
+pub(super) fn diagnostic(gateway: &Gateway, reason: Reason, message: String) -> Diagnostic {
     Diagnostic::new(
         "Gateway",
         &gateway.metadata.namespace,
