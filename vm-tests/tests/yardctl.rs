@@ -248,6 +248,32 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
         "{sampled}"
     );
 
+    // --watch: one JSON object per interval until stopped.
+    let mut watch = std::process::Command::new(switchyard_vm_tests::process::yardctl_bin()?)
+        .arg("--control-socket")
+        .arg(daemon.control_socket())
+        .args(["stats", "--watch", "--interval", "0.2", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let lines: Result<Vec<serde_json::Value>> = {
+        let mut reader = std::io::BufReader::new(watch.stdout.take().context("stdout")?);
+        (0..2)
+            .map(|_| {
+                let mut line = String::new();
+                std::io::BufRead::read_line(&mut reader, &mut line)?;
+                serde_json::from_str(&line).with_context(|| format!("watch printed {line:?}"))
+            })
+            .collect()
+    };
+    watch.kill()?;
+    watch.wait()?;
+    for line in lines? {
+        ensure!(
+            line["rates"]["workers"].as_array().map(Vec::len) == Some(1),
+            "{line}"
+        );
+    }
+
     // Counters survive a reload.
     daemon.signal(Signal::SIGHUP)?;
     poll_until(DEADLINE, "the SIGHUP reload", || {
