@@ -9,10 +9,14 @@ use crate::proto::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no Switchyard daemon is listening on {path} (is `switchyard run` running? Use --control-socket to name another socket)")]
+    #[error("the control socket {path} does not exist: is `switchyard run` running? If it was started with --control-socket, pass yardctl the same --control-socket")]
+    NoSocket { path: PathBuf },
+    #[error("no Switchyard daemon is listening on {path} (the daemon is not running, or the socket file was left by one that stopped): start `switchyard run`, or pass yardctl the --control-socket it was started with")]
     NotRunning { path: PathBuf },
-    #[error("cannot open {path}: permission denied (the socket is mode 0600: run as the daemon's user, usually root)")]
+    #[error("cannot open the control socket {path}: permission denied (it is mode 0600, owned by the daemon's user: run yardctl as that user, usually root, e.g. with sudo)")]
     PermissionDenied { path: PathBuf },
+    #[error("the daemon on {path} did not answer within {}s (it answers between packet batches: a wedged worker or control thread?)", REQUEST_TIMEOUT.as_secs())]
+    Timeout { path: PathBuf },
     #[error("talking to the daemon on {path}")]
     Io {
         path: PathBuf,
@@ -39,7 +43,10 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> 
         source,
     };
     let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
+        io::ErrorKind::NotFound => ClientError::NoSocket {
+            path: path.to_owned(),
+        },
+        io::ErrorKind::ConnectionRefused => ClientError::NotRunning {
             path: path.to_owned(),
         },
         io::ErrorKind::PermissionDenied => ClientError::PermissionDenied {
@@ -56,7 +63,12 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> 
     let mut reply = String::new();
     BufReader::new(stream)
         .read_line(&mut reply)
-        .map_err(io_err)?;
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
+                path: path.to_owned(),
+            },
+            _ => io_err(e),
+        })?;
     let response: Response =
         serde_json::from_str(&reply).map_err(|source| ClientError::BadResponse {
             path: path.to_owned(),
@@ -65,5 +77,37 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> 
     match response {
         Response::Error { message } => Err(ClientError::Refused(message)),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("yardctl-client-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn a_missing_socket_names_the_path_and_the_option() {
+        let path = temp_path("missing.sock");
+        let err = request(&path, &Request::Status).unwrap_err();
+        assert!(matches!(err, ClientError::NoSocket { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("--control-socket"), "{text}");
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_says_the_daemon_is_not_running() {
+        let path = temp_path("stale.sock");
+        let _ = std::fs::remove_file(&path);
+        drop(UnixListener::bind(&path).unwrap());
+        let err = request(&path, &Request::Status).unwrap_err();
+        let _ = std::fs::remove_file(&path);
+        assert!(matches!(err, ClientError::NotRunning { .. }), "{err}");
+        assert!(err.to_string().contains("switchyard run"), "{err}");
     }
 }

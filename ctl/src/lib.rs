@@ -2,5 +2,8 @@
 //! it. The daemon depends on this crate for the same types, so both sides
 //! cannot drift apart.
 pub mod client;
+pub mod inventory;
 pub mod output;
 pub mod proto;
+pub mod rates;
+pub mod tables;

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Cell, CellAlignment, Table};
-use yardctl::client;
 use yardctl::output::emit;
 use yardctl::proto::{
-    ConfigStatusReport, ExplainReport, FlowsReport, Request, Response, StatsReport, StatusReport,
-    DEFAULT_CONTROL_SOCKET,
+    ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport, Request, Response,
+    StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
+use yardctl::{client, inventory, rates};
 
 #[derive(Parser)]
 #[command(
@@ -41,10 +41,62 @@ enum Output {
 enum Command {
     /// Version, uptime, interfaces, workers and config generation.
     Status,
-    /// Packets, bytes and flows per listener and backend; drops by reason per worker.
-    Stats,
-    /// Flows tracked by the workers, both directions merged.
-    Flows,
+    /// Packets, bytes and flows per listener and backend; drops by reason
+    /// per worker. Totals since start (they survive config reloads); with
+    /// --interval or --watch, also rates over the interval.
+    Stats {
+        /// Redraw every interval with the rates over it, until interrupted
+        /// (`-o json`: one JSON object per line).
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between the two samples rates are computed from; without
+        /// --watch, giving it takes two samples and adds rates (default 1).
+        #[arg(long, value_name = "SECS")]
+        interval: Option<f64>,
+    },
+    /// Flows tracked by the workers, both directions merged; filtered,
+    /// sorted and cut by the daemon.
+    Flows {
+        /// Only flows of this listener (`namespace/gateway/listener`).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Only clients in this CIDR (or this one address).
+        #[arg(long)]
+        client: Option<String>,
+        /// Only flows to this backend `address:port`.
+        #[arg(long)]
+        backend: Option<String>,
+        /// Largest (bytes, packets) or oldest (age) first.
+        #[arg(long, value_enum)]
+        sort: Option<SortArg>,
+        /// At most this many flows, after sorting.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Every VIP listener: route, backends, Maglev table, affinity, active flows.
+    Listeners,
+    /// Every backend of every listener: weights, state, Maglev slots, active flows.
+    Backends {
+        /// Only this listener's (`namespace/gateway/listener`).
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// Stop sending new flows to a backend; established flows continue.
+    /// Kept across config reloads until `undrain`.
+    Drain {
+        /// Backend `address:port`.
+        backend: String,
+        /// Only on this listener; otherwise on every listener that has it.
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// Let a drained backend take new flows again.
+    Undrain {
+        /// Backend `address:port`.
+        backend: String,
+        #[arg(long)]
+        listener: Option<String>,
+    },
     /// Which listener and backend a client's 5-tuple gets, and why, without
     /// sending a packet: the flow a worker already tracks, if any, and what
     /// a new flow would get under the current config.
@@ -68,6 +120,13 @@ enum ConfigCommand {
     /// Which config is running (generation, file hash, when applied), its
     /// warnings, and whether the last reload was refused and why.
     Status,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SortArg {
+    Bytes,
+    Packets,
+    Age,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,8 +160,36 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let request = match cli.command {
         Command::Status => Request::Status,
-        Command::Stats => Request::Stats,
-        Command::Flows => Request::Flows,
+        Command::Stats { watch, interval } => {
+            return stats(&cli.control_socket, cli.output, watch, interval)
+        }
+        Command::Flows {
+            listener,
+            client,
+            backend,
+            sort,
+            limit,
+        } => Request::QueryFlows(FlowQuery {
+            listener,
+            client,
+            backend,
+            sort: sort.map(|s| match s {
+                SortArg::Bytes => FlowSort::Bytes,
+                SortArg::Packets => FlowSort::Packets,
+                SortArg::Age => FlowSort::Age,
+            }),
+            limit,
+        }),
+        Command::Listeners => Request::Listeners,
+        Command::Backends { listener } => Request::Backends { listener },
+        Command::Drain { backend, listener } => Request::Drain {
+            backend: socket_address("backend", &backend)?,
+            listener,
+        },
+        Command::Undrain { backend, listener } => Request::Undrain {
+            backend: socket_address("backend", &backend)?,
+            listener,
+        },
         Command::Explain {
             protocol,
             client,
@@ -128,6 +215,9 @@ fn run(cli: Cli) -> Result<()> {
             Response::Flows(r) => serde_json::to_string_pretty(r),
             Response::Explain(r) => serde_json::to_string_pretty(r),
             Response::ConfigStatus(r) => serde_json::to_string_pretty(r),
+            Response::Listeners(r) => serde_json::to_string_pretty(r),
+            Response::Backends(r) => serde_json::to_string_pretty(r),
+            Response::Drain(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -139,7 +229,47 @@ fn run(cli: Cli) -> Result<()> {
         Response::Flows(r) => render_flows(&r),
         Response::Explain(r) => render_explain(&r),
         Response::ConfigStatus(r) => render_config_status(&r),
+        Response::Listeners(r) => inventory::render_listeners(&r),
+        Response::Backends(r) => inventory::render_backends(&r),
+        Response::Drain(r) => inventory::render_drain(&r),
         Response::Error { message } => bail!("{message}"),
+    };
+    Ok(emit(&text)?)
+}
+
+/// `yardctl stats`: one sample (totals) unless an interval or --watch asks
+/// for rates, which need two.
+fn stats(
+    socket: &std::path::Path,
+    output: Output,
+    watch: bool,
+    interval: Option<f64>,
+) -> Result<()> {
+    let seconds = interval.unwrap_or(1.0);
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--interval {seconds}: expected a positive number of seconds");
+    }
+    let interval_duration = std::time::Duration::from_secs_f64(seconds);
+    if watch {
+        return rates::watch(socket, interval_duration, output == Output::Json);
+    }
+    let text = match interval {
+        Some(_) => {
+            let measured = rates::measure(socket, interval_duration)?;
+            match output {
+                Output::Json => serde_json::to_string_pretty(&measured)? + "\n",
+                Output::Table => {
+                    rates::render(&measured.stats, &measured.rates, measured.interval_secs)
+                }
+            }
+        }
+        None => match client::request(socket, &Request::Stats)? {
+            Response::Stats(r) => match output {
+                Output::Json => serde_json::to_string_pretty(&r)? + "\n",
+                Output::Table => render_stats(&r),
+            },
+            _ => bail!("the daemon answered a stats request with something else"),
+        },
     };
     Ok(emit(&text)?)
 }
@@ -169,6 +299,20 @@ fn render_status(r: &StatusReport) -> String {
         "config     {} (generation {})",
         r.config_path, r.config_generation
     );
+    let reload = &r.reload;
+    let _ = writeln!(
+        out,
+        "reloads    {} applied, {} refused; config file last applied as generation {}",
+        reload.reloads, reload.failed_reloads, reload.generation
+    );
+    if let Some(error) = &reload.last_error {
+        let first_line = error.message.lines().next().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "last reload REFUSED at {} (unix): {first_line}",
+            error.at_unix
+        );
+    }
     let mut interfaces = table(&["INTERFACE", "IFINDEX", "XDP"]);
     for i in &r.interfaces {
         interfaces.add_row(vec![

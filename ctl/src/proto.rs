@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod inventory;
+pub use inventory::*;
+
 /// Where both sides look for the socket unless told otherwise.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/switchyard/control.sock";
 
@@ -29,6 +32,26 @@ pub enum Request {
     },
     /// Which config is running and how the last reload went.
     ConfigStatus,
+    Listeners,
+    Backends {
+        /// Only this listener's (`namespace/gateway/listener`).
+        #[serde(default)]
+        listener: Option<String>,
+    },
+    /// `Flows` filtered, sorted and limited by the daemon.
+    QueryFlows(FlowQuery),
+    /// No new flows to `backend` (`address:port`); established ones continue.
+    Drain {
+        backend: String,
+        /// Only on this listener; on every listener that has it when null.
+        #[serde(default)]
+        listener: Option<String>,
+    },
+    Undrain {
+        backend: String,
+        #[serde(default)]
+        listener: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +63,9 @@ pub enum Response {
     /// Boxed: much larger than the other answers; the JSON is the same.
     Explain(Box<ExplainReport>),
     ConfigStatus(ConfigStatusReport),
+    Listeners(ListenersReport),
+    Backends(BackendsReport),
+    Drain(DrainReport),
     Error {
         message: String,
     },
@@ -53,6 +79,21 @@ pub struct StatusReport {
     pub config_generation: u64,
     pub interfaces: Vec<InterfaceStatus>,
     pub workers: Vec<WorkerStatus>,
+    /// Outcome of the config reloads so far.
+    #[serde(default)]
+    pub reload: ReloadSummary,
+}
+
+/// The part of `ConfigStatusReport` `yardctl status` shows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadSummary {
+    /// Generation the config file was last applied as (drains publish
+    /// later generations of the same config).
+    pub generation: u64,
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    /// The last refused reload, if it came after the last applied one.
+    pub last_error: Option<ConfigError>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -107,6 +148,10 @@ pub struct WorkerStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Flows this worker created (client to VIP), over the listeners the
+    /// running config still has.
+    #[serde(default)]
+    pub flows: u64,
     /// Drops by named reason; reasons with a zero count are omitted.
     pub drops: BTreeMap<String, u64>,
 }

@@ -14,18 +14,21 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
-use switchyard_config::snapshot::Snapshot;
+use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use yardctl::proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
-    FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision, Request, Response,
-    StatsReport, StatusReport, WorkerStatus,
+    FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, Request,
+    Response, StatsReport, StatusReport, WorkerStatus,
 };
 
 use crate::affinity::AffinityTable;
+use crate::drain;
 use crate::drop_reason::DropReason;
 use crate::flow::Direction;
 use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
+
+mod inventory;
 
 /// How long a worker may take to answer; it answers between batches, so only
 /// a wedged worker comes near this.
@@ -69,6 +72,8 @@ pub struct ControlState {
     pub hash_seed: u32,
     /// The workers' shared ClientIP affinity table.
     pub affinity: Arc<AffinityTable>,
+    /// Publishes drains (and the reloader's configs) into `config`.
+    pub drains: Arc<drain::Publisher>,
 }
 
 pub struct ControlServer {
@@ -161,6 +166,17 @@ fn answer(state: &ControlState, request: &Request) -> Response {
                 state.epoch.elapsed().as_nanos() as u64,
             ))
         }),
+        Request::Listeners => inventory::listeners(state).map(Response::Listeners),
+        Request::Backends { listener } => {
+            inventory::backends(state, listener.as_deref()).map(Response::Backends)
+        }
+        Request::QueryFlows(query) => inventory::query_flows(state, query).map(Response::Flows),
+        Request::Drain { backend, listener } => {
+            inventory::set_drain(state, backend, listener.as_deref(), true).map(Response::Drain)
+        }
+        Request::Undrain { backend, listener } => {
+            inventory::set_drain(state, backend, listener.as_deref(), false).map(Response::Drain)
+        }
         Request::Explain {
             protocol,
             client,
@@ -186,7 +202,20 @@ fn answer(state: &ControlState, request: &Request) -> Response {
 }
 
 fn status(state: &ControlState) -> StatusReport {
+    let reload = {
+        let config = state
+            .config_status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        ReloadSummary {
+            generation: config.generation,
+            reloads: config.reloads,
+            failed_reloads: config.failed_reloads,
+            last_error: config.last_error.clone(),
+        }
+    };
     StatusReport {
+        reload,
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.epoch.elapsed().as_secs(),
         config_path: state.config_path.clone(),
@@ -296,6 +325,7 @@ pub fn stats_report(snapshot: &Snapshot, workers: &[WorkerStats]) -> StatsReport
             rx_bytes: w.rx_bytes,
             tx_packets: w.tx_packets,
             tx_bytes: w.tx_bytes,
+            flows: w.listeners.iter().map(|c| c.flows).sum(),
             drops,
         });
     }
@@ -343,8 +373,23 @@ pub fn flows_report(
                 created_ns: u64::MAX,
                 ..Merged::default()
             });
-        if row.listener.is_empty() && record.entry.generation == snapshot.generation {
-            if let Some(l) = snapshot.listeners.get(record.entry.listener as usize) {
+        if row.listener.is_empty() {
+            // By VIP rather than the entry's index, which is only refreshed
+            // at the flow's next packet after a reload or drain.
+            let vip = match record.entry.direction {
+                Direction::ToBackend => (k.dst, k.dst_port),
+                Direction::ToClient => (r.ip_src, r.src_port),
+            };
+            let listener = Protocol::from_ip_proto(k.protocol).and_then(|protocol| {
+                snapshot.listener_for_vip(&ServiceKey {
+                    endpoint: Endpoint {
+                        address: std::net::IpAddr::V4(vip.0),
+                        port: vip.1,
+                    },
+                    protocol,
+                })
+            });
+            if let Some(l) = listener.and_then(|i| snapshot.listeners.get(i as usize)) {
                 row.listener = l.name.to_string();
             }
         }

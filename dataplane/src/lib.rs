@@ -6,6 +6,7 @@ pub mod afxdp;
 pub mod config_watch;
 pub mod control;
 pub mod dns;
+pub mod drain;
 pub mod drop_reason;
 pub mod flow;
 pub mod interfaces;

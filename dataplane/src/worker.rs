@@ -178,6 +178,10 @@ pub struct Worker {
     /// Shared with the other workers (and the control socket).
     affinity: Arc<AffinityTable>,
     stats: WorkerStats,
+    /// The snapshot `stats.listeners`/`stats.backends` index, kept so a
+    /// reload can move each counter to the same listener and backend in
+    /// the next one.
+    counted: Option<Arc<Snapshot>>,
 }
 
 impl Worker {
@@ -207,6 +211,7 @@ impl Worker {
                 queue,
                 ..WorkerStats::default()
             },
+            counted: None,
         }
     }
 
@@ -260,19 +265,37 @@ impl Worker {
         self.epoch.elapsed().as_nanos() as u64
     }
 
-    /// Listener/backend counters index the snapshot, so a new generation
-    /// starts them afresh (allocation only on config change).
-    fn fit_counters(&mut self, snapshot: &Snapshot) {
-        if self.stats.generation == snapshot.generation && !self.stats.listeners.is_empty() {
-            return;
+    /// Listener/backend counters index the snapshot. On a new generation
+    /// each counter moves to the same listener (name, VIP, protocol) and
+    /// backend (endpoint) in it, so totals survive reloads and drains;
+    /// counters of listeners or backends that are gone are dropped.
+    /// Allocates only on config change.
+    fn fit_counters(&mut self, snapshot: &Arc<Snapshot>) {
+        if let Some(counted) = &self.counted {
+            if Arc::ptr_eq(counted, snapshot) || counted.generation == snapshot.generation {
+                return;
+            }
         }
+        let (listeners, backends) = match self.counted.take() {
+            Some(previous) => carry_counters(
+                &previous,
+                &self.stats.listeners,
+                &self.stats.backends,
+                snapshot,
+            ),
+            None => (
+                vec![Counters::default(); snapshot.listeners.len()],
+                snapshot
+                    .listeners
+                    .iter()
+                    .map(|l| vec![Counters::default(); l.backends.len()])
+                    .collect(),
+            ),
+        };
         self.stats.generation = snapshot.generation;
-        self.stats.listeners = vec![Counters::default(); snapshot.listeners.len()];
-        self.stats.backends = snapshot
-            .listeners
-            .iter()
-            .map(|l| vec![Counters::default(); l.backends.len()])
-            .collect();
+        self.stats.listeners = listeners;
+        self.stats.backends = backends;
+        self.counted = Some(snapshot.clone());
     }
 
     /// Answers queued control requests; `run` calls it between batches.
@@ -280,7 +303,13 @@ impl Worker {
         while let Ok(request) = self.control.try_recv() {
             // A requester that gave up has dropped its receiver; nothing to do.
             let _ = match request {
-                WorkerRequest::Stats(reply) => reply.send(self.stats.clone()).map_err(drop),
+                WorkerRequest::Stats(reply) => {
+                    // Counters of the config the control thread reads, even
+                    // if no batch has run since it was published.
+                    let snapshot = self.config.load_full();
+                    self.fit_counters(&snapshot);
+                    reply.send(self.stats.clone()).map_err(drop)
+                }
                 WorkerRequest::Flows(reply) => reply
                     .send(
                         self.flows
@@ -645,6 +674,52 @@ impl Worker {
             closing: parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0,
         })
     }
+}
+
+/// `previous`'s per-listener and per-backend counters re-indexed for
+/// `next`: a listener is the same if its name, VIP and protocol are, a
+/// backend if its endpoint is.
+fn carry_counters(
+    previous: &Snapshot,
+    listeners: &[Counters],
+    backends: &[Vec<Counters>],
+    next: &Snapshot,
+) -> (Vec<Counters>, Vec<Vec<Counters>>) {
+    let mut new_listeners = vec![Counters::default(); next.listeners.len()];
+    let mut new_backends: Vec<Vec<Counters>> = next
+        .listeners
+        .iter()
+        .map(|l| vec![Counters::default(); l.backends.len()])
+        .collect();
+    for (old_index, old) in previous.listeners.iter().enumerate() {
+        let Some(new_index) = next.listener_for_vip(&ServiceKey {
+            endpoint: old.vip(),
+            protocol: old.protocol,
+        }) else {
+            continue;
+        };
+        let new_index = new_index as usize;
+        let new = &next.listeners[new_index];
+        if new.name != old.name {
+            continue;
+        }
+        if let Some(&c) = listeners.get(old_index) {
+            new_listeners[new_index] = c;
+        }
+        let Some(old_backends) = backends.get(old_index) else {
+            continue;
+        };
+        for (old_backend, counters) in old.backends.iter().zip(old_backends) {
+            if let Some(position) = new
+                .backends
+                .iter()
+                .position(|b| b.endpoint == old_backend.endpoint)
+            {
+                new_backends[new_index][position] = *counters;
+            }
+        }
+    }
+    (new_listeners, new_backends)
 }
 
 /// A flow decided under an older snapshot keeps its translation when the

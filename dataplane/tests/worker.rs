@@ -881,3 +881,55 @@ fn with_client_ip_affinity_a_client_whose_backend_is_drained_or_removed_is_hashe
         assert_eq!(udp_backend(&mut h, c, 42000), BE2);
     }
 }
+
+// ------------------------------------------------------------- counters
+
+#[test]
+fn listener_and_backend_counters_survive_a_reload_that_reorders_them() {
+    let mut h = harness();
+    let before = tcp_backends(&mut h, 40000..40010);
+    let stats = h.stats();
+    assert_eq!(stats.listeners[0].flows, 10);
+    let on_be1 = before.iter().filter(|&&b| b == BE1).count() as u64;
+    assert_eq!(stats.backends[0][0].flows, on_be1);
+
+    // The TCP listener moves to the end and its backends swap places; the
+    // UDP listener goes away.
+    let mut listeners = snapshot().listeners;
+    let tcp = listeners.remove(0);
+    listeners.remove(0);
+    let mut swapped = listener("tcp", Protocol::Tcp, 80, &[(BE2, 8080), (BE1, 8080)]);
+    swapped.slots = tcp.slots.clone();
+    listeners.push(swapped);
+    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+
+    let after = h.stats();
+    assert_eq!(after.generation, 2);
+    assert_eq!(after.listeners.len(), 3);
+    let tcp_index = 2;
+    assert_eq!(after.listeners[tcp_index], stats.listeners[0]);
+    assert_eq!(after.backends[tcp_index][1], stats.backends[0][0], "be1");
+    assert_eq!(after.backends[tcp_index][0], stats.backends[0][1], "be2");
+    assert_eq!(after.listeners[0].packets, 0, "dead listener, still idle");
+
+    // Established flows count on top of the carried totals.
+    tcp_backends(&mut h, 40000..40010);
+    let again = h.stats();
+    assert_eq!(
+        again.listeners[tcp_index].packets,
+        stats.listeners[0].packets + 10
+    );
+    assert_eq!(again.listeners[tcp_index].flows, 10);
+}
+
+#[test]
+fn counters_of_a_listener_renamed_at_the_same_vip_start_afresh() {
+    let mut h = harness();
+    tcp_backends(&mut h, 40000..40005);
+    let mut listeners = snapshot().listeners;
+    listeners[0].name.listener = "renamed".into();
+    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    let after = h.stats();
+    assert_eq!(after.listeners[0], Default::default());
+    assert!(after.backends[0].iter().all(|c| c.packets == 0));
+}

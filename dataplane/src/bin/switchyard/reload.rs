@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_config::Options;
+use switchyard_dataplane::drain::Publisher;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_xdp::{ServiceMatch, Steering};
 use yardctl::proto::{ConfigError, ConfigStatusReport};
@@ -57,6 +58,8 @@ pub struct Reloader {
     /// Resolution inputs from the command line; a reload keeps them.
     options: Options,
     config: Arc<ArcSwap<Snapshot>>,
+    /// Publishes into `config` with the operator's drains applied.
+    publisher: Arc<Publisher>,
     status: Arc<Mutex<ConfigStatusReport>>,
     running_sha256: [u8; 32],
 }
@@ -87,6 +90,7 @@ impl Reloader {
         path: &Path,
         options: Options,
         config: Arc<ArcSwap<Snapshot>>,
+        publisher: Arc<Publisher>,
         initial: &Compiled,
     ) -> Self {
         let status = ConfigStatusReport {
@@ -102,6 +106,7 @@ impl Reloader {
             path: path.to_owned(),
             options,
             config,
+            publisher,
             status: Arc::new(Mutex::new(status)),
             running_sha256: initial.sha256,
         }
@@ -129,9 +134,8 @@ impl Reloader {
         if let Err(err) = program(steering, resolver, &running, &compiled.snapshot) {
             return self.refuse(format!("{err:#}"));
         }
-        let generation = compiled.snapshot.generation;
         let listeners = compiled.snapshot.listeners.len();
-        self.config.store(Arc::new(compiled.snapshot));
+        let generation = self.publisher.publish_config(compiled.snapshot);
         self.running_sha256 = compiled.sha256;
         for diagnostic in &compiled.diagnostics {
             log::warn!("config: {diagnostic}");

@@ -19,6 +19,7 @@ use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::config_watch::ConfigWatch;
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_dataplane::dns::{DnsServer, Zone};
+use switchyard_dataplane::drain::Publisher;
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
@@ -116,10 +117,15 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
+    let drains = Arc::new(Publisher::new(
+        config.clone(),
+        args.resolve.options().maglev_seed,
+    ));
     let mut reloader = Reloader::new(
         &args.config,
         args.resolve.options(),
         config.clone(),
+        drains.clone(),
         &initial,
     );
     drop(initial);
@@ -215,6 +221,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             epoch,
             hash_seed: args.hash_seed,
             affinity,
+            drains,
         },
     )?;
     log::info!(

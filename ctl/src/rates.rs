@@ -1,0 +1,400 @@
+//! `yardctl stats --interval`/`--watch`: rates over the last interval,
+//! computed from two samples of the daemon's counters. The daemon only
+//! keeps totals (they survive config reloads), so rates are the difference
+//! of two totals over the time between the samples.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::client::{self, ClientError};
+use crate::proto::{Counters, Request, Response, StatsReport};
+use crate::tables::{right_align, table};
+
+/// Per-second change of a counter set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rate {
+    pub packets_per_sec: f64,
+    pub bytes_per_sec: f64,
+    /// New flows per second.
+    pub flows_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListenerRate {
+    pub listener: String,
+    pub vip: String,
+    #[serde(flatten)]
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendRate {
+    pub listener: String,
+    pub backend: String,
+    #[serde(flatten)]
+    pub rate: Rate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRate {
+    pub queue: u32,
+    pub rx_packets_per_sec: f64,
+    pub rx_bytes_per_sec: f64,
+    pub tx_packets_per_sec: f64,
+    pub tx_bytes_per_sec: f64,
+    pub flows_per_sec: f64,
+    pub drops_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub listeners: Vec<ListenerRate>,
+    pub backends: Vec<BackendRate>,
+    pub workers: Vec<WorkerRate>,
+}
+
+/// `yardctl stats -o json` with an interval: the later sample's totals,
+/// as plain `stats` prints them, plus the rates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatsWithRates {
+    #[serde(flatten)]
+    pub stats: StatsReport,
+    pub interval_secs: f64,
+    pub rates: Rates,
+}
+
+fn per_sec(before: u64, after: u64, secs: f64) -> f64 {
+    // A counter that went down belongs to a listener or backend removed
+    // and added again between the samples: no meaningful rate, show none.
+    after.saturating_sub(before) as f64 / secs
+}
+
+fn rate(before: Option<&Counters>, after: &Counters, secs: f64) -> Rate {
+    let zero = Counters::default();
+    let before = before.unwrap_or(&zero);
+    Rate {
+        packets_per_sec: per_sec(before.packets, after.packets, secs),
+        bytes_per_sec: per_sec(before.bytes, after.bytes, secs),
+        flows_per_sec: per_sec(before.flows, after.flows, secs),
+    }
+}
+
+/// Rates between two samples taken `secs` apart. Rows are those of
+/// `after`, matched to `before` by listener and VIP, backend, or queue; a
+/// row new in `after` counts from zero.
+pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
+    let secs = if secs > 0.0 { secs } else { f64::MIN_POSITIVE };
+    let listeners: BTreeMap<(&str, &str), &Counters> = before
+        .listeners
+        .iter()
+        .map(|l| ((l.listener.as_str(), l.vip.as_str()), &l.counters))
+        .collect();
+    let backends: BTreeMap<(&str, &str), &Counters> = before
+        .backends
+        .iter()
+        .map(|b| ((b.listener.as_str(), b.backend.as_str()), &b.counters))
+        .collect();
+    let workers: BTreeMap<u32, _> = before.workers.iter().map(|w| (w.queue, w)).collect();
+    Rates {
+        listeners: after
+            .listeners
+            .iter()
+            .map(|l| ListenerRate {
+                listener: l.listener.clone(),
+                vip: l.vip.clone(),
+                rate: rate(
+                    listeners
+                        .get(&(l.listener.as_str(), l.vip.as_str()))
+                        .copied(),
+                    &l.counters,
+                    secs,
+                ),
+            })
+            .collect(),
+        backends: after
+            .backends
+            .iter()
+            .map(|b| BackendRate {
+                listener: b.listener.clone(),
+                backend: b.backend.clone(),
+                rate: rate(
+                    backends
+                        .get(&(b.listener.as_str(), b.backend.as_str()))
+                        .copied(),
+                    &b.counters,
+                    secs,
+                ),
+            })
+            .collect(),
+        workers: after
+            .workers
+            .iter()
+            .map(|w| {
+                let old = workers.get(&w.queue);
+                let was = |f: fn(&crate::proto::WorkerStats) -> u64| old.map_or(0, |o| f(o));
+                let drops = |s: &crate::proto::WorkerStats| s.drops.values().sum::<u64>();
+                WorkerRate {
+                    queue: w.queue,
+                    rx_packets_per_sec: per_sec(was(|s| s.rx_packets), w.rx_packets, secs),
+                    rx_bytes_per_sec: per_sec(was(|s| s.rx_bytes), w.rx_bytes, secs),
+                    tx_packets_per_sec: per_sec(was(|s| s.tx_packets), w.tx_packets, secs),
+                    tx_bytes_per_sec: per_sec(was(|s| s.tx_bytes), w.tx_bytes, secs),
+                    flows_per_sec: per_sec(was(|s| s.flows), w.flows, secs),
+                    drops_per_sec: per_sec(old.map_or(0, |o| drops(o)), drops(w), secs),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn sample(socket: &Path) -> Result<(StatsReport, Instant), ClientError> {
+    match client::request(socket, &Request::Stats)? {
+        Response::Stats(stats) => Ok((stats, Instant::now())),
+        _ => Err(ClientError::Refused(
+            "the daemon answered a stats request with something else".to_owned(),
+        )),
+    }
+}
+
+/// Two samples `interval` apart: the later totals and the rates between.
+pub fn measure(socket: &Path, interval: Duration) -> Result<StatsWithRates, ClientError> {
+    let (before, at) = sample(socket)?;
+    std::thread::sleep(interval);
+    let (after, now) = sample(socket)?;
+    let secs = now.duration_since(at).as_secs_f64();
+    Ok(StatsWithRates {
+        rates: rates(&before, &after, secs),
+        stats: after,
+        interval_secs: secs,
+    })
+}
+
+/// `--watch`: every `interval`, the totals and the rates over the interval
+/// just past; the screen is cleared and redrawn, or with `json` one JSON
+/// object per line is appended. Runs until interrupted or the daemon goes
+/// away.
+pub fn watch(socket: &Path, interval: Duration, json: bool) -> anyhow::Result<()> {
+    let (mut before, mut at) = sample(socket)?;
+    loop {
+        std::thread::sleep(interval);
+        let (after, now) = sample(socket)?;
+        let secs = now.duration_since(at).as_secs_f64();
+        let rates = rates(&before, &after, secs);
+        let text = if json {
+            let mut line = serde_json::to_string(&StatsWithRates {
+                stats: after.clone(),
+                interval_secs: secs,
+                rates,
+            })?;
+            line.push('\n');
+            line
+        } else {
+            // Home and clear in one write, then the frame: no blank flash.
+            format!("\x1b[H\x1b[2J{}", render(&after, &rates, secs))
+        };
+        let mut stdout = std::io::stdout().lock();
+        match stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            other => other?,
+        }
+        (before, at) = (after, now);
+    }
+}
+
+/// `1234567.0` as `1.23M`: rates are read at a glance.
+pub fn human(value: f64) -> String {
+    let (scaled, unit) = if value >= 1e9 {
+        (value / 1e9, "G")
+    } else if value >= 1e6 {
+        (value / 1e6, "M")
+    } else if value >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    if unit.is_empty() {
+        format!("{scaled:.1}")
+    } else {
+        format!("{scaled:.2}{unit}")
+    }
+}
+
+/// Totals and rates, one table each for listeners, backends and workers,
+/// then drops by reason.
+pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "rates over the last {interval_secs:.1}s\n");
+    let mut listeners = table(&[
+        "LISTENER", "PROTO", "VIP", "FLOWS", "PACKETS", "BYTES", "FLOWS/S", "PKTS/S", "BYTES/S",
+    ]);
+    for (l, r) in stats.listeners.iter().zip(&rates.listeners) {
+        listeners.add_row(vec![
+            l.listener.clone(),
+            l.protocol.clone(),
+            l.vip.clone(),
+            l.counters.flows.to_string(),
+            l.counters.packets.to_string(),
+            l.counters.bytes.to_string(),
+            human(r.rate.flows_per_sec),
+            human(r.rate.packets_per_sec),
+            human(r.rate.bytes_per_sec),
+        ]);
+    }
+    right_align(&mut listeners, 3);
+    let _ = writeln!(out, "{listeners}");
+    let mut backends = table(&[
+        "LISTENER", "BACKEND", "SERVICE", "FLOWS", "PACKETS", "BYTES", "FLOWS/S", "PKTS/S",
+        "BYTES/S",
+    ]);
+    for (b, r) in stats.backends.iter().zip(&rates.backends) {
+        backends.add_row(vec![
+            b.listener.clone(),
+            b.backend.clone(),
+            b.service.clone(),
+            b.counters.flows.to_string(),
+            b.counters.packets.to_string(),
+            b.counters.bytes.to_string(),
+            human(r.rate.flows_per_sec),
+            human(r.rate.packets_per_sec),
+            human(r.rate.bytes_per_sec),
+        ]);
+    }
+    right_align(&mut backends, 3);
+    let _ = writeln!(out, "\n{backends}");
+    let mut workers = table(&[
+        "WORKER",
+        "RX PKTS",
+        "TX PKTS",
+        "DROPS",
+        "RX PKTS/S",
+        "RX BYTES/S",
+        "TX PKTS/S",
+        "FLOWS/S",
+        "DROPS/S",
+    ]);
+    for (w, r) in stats.workers.iter().zip(&rates.workers) {
+        workers.add_row(vec![
+            format!("queue {}", w.queue),
+            w.rx_packets.to_string(),
+            w.tx_packets.to_string(),
+            w.drops.values().sum::<u64>().to_string(),
+            human(r.rx_packets_per_sec),
+            human(r.rx_bytes_per_sec),
+            human(r.tx_packets_per_sec),
+            human(r.flows_per_sec),
+            human(r.drops_per_sec),
+        ]);
+    }
+    right_align(&mut workers, 1);
+    let _ = writeln!(out, "\n{workers}");
+    let mut drops = table(&["WORKER", "DROP REASON", "PACKETS"]);
+    for w in &stats.workers {
+        for (reason, count) in &w.drops {
+            drops.add_row(vec![
+                format!("queue {}", w.queue),
+                reason.clone(),
+                count.to_string(),
+            ]);
+        }
+    }
+    if stats.drops.is_empty() {
+        let _ = writeln!(out, "\nno drops");
+    } else {
+        right_align(&mut drops, 2);
+        let _ = writeln!(out, "\n{drops}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{BackendStats, ListenerStats, WorkerStats};
+
+    fn sample(packets: u64, flows: u64, rx: u64) -> StatsReport {
+        let counters = Counters {
+            packets,
+            bytes: packets * 100,
+            flows,
+        };
+        StatsReport {
+            listeners: vec![ListenerStats {
+                listener: "demo/edge/web".into(),
+                protocol: "TCP".into(),
+                vip: "198.18.100.10:80".into(),
+                counters: counters.clone(),
+            }],
+            backends: vec![BackendStats {
+                listener: "demo/edge/web".into(),
+                backend: "198.18.2.21:8080".into(),
+                service: "demo/echo".into(),
+                counters,
+            }],
+            workers: vec![WorkerStats {
+                queue: 0,
+                rx_packets: rx,
+                flows,
+                drops: [("no_route".to_owned(), rx / 10)].into(),
+                ..WorkerStats::default()
+            }],
+            drops: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn rates_are_the_difference_over_the_interval() {
+        let r = rates(&sample(100, 10, 1000), &sample(300, 30, 3000), 2.0);
+        let l = r.listeners[0].rate;
+        assert_eq!(
+            (l.packets_per_sec, l.bytes_per_sec, l.flows_per_sec),
+            (100.0, 10_000.0, 10.0)
+        );
+        assert_eq!(r.backends[0].rate, l);
+        let w = &r.workers[0];
+        assert_eq!((w.rx_packets_per_sec, w.flows_per_sec), (1000.0, 10.0));
+        assert_eq!(w.drops_per_sec, 100.0);
+    }
+
+    #[test]
+    fn a_row_new_in_the_later_sample_counts_from_zero() {
+        let mut after = sample(50, 5, 0);
+        after.listeners[0].listener = "demo/edge/new".into();
+        let r = rates(&sample(100, 10, 0), &after, 1.0);
+        assert_eq!(r.listeners[0].rate.packets_per_sec, 50.0);
+    }
+
+    #[test]
+    fn a_counter_that_went_down_has_no_rate() {
+        let r = rates(&sample(300, 30, 0), &sample(100, 10, 0), 1.0);
+        assert_eq!(r.listeners[0].rate, Rate::default());
+    }
+
+    #[test]
+    fn json_keeps_the_stats_fields_at_the_top_level() {
+        let json = serde_json::to_value(StatsWithRates {
+            stats: sample(1, 1, 1),
+            interval_secs: 1.0,
+            rates: Rates::default(),
+        })
+        .unwrap();
+        assert!(json["listeners"].is_array());
+        assert!(json["rates"]["workers"].is_array());
+        assert_eq!(json["interval_secs"], 1.0);
+    }
+
+    #[test]
+    fn human_scales_large_rates() {
+        assert_eq!(human(12.34), "12.3");
+        assert_eq!(human(1_234.0), "1.23k");
+        assert_eq!(human(2_500_000.0), "2.50M");
+    }
+}

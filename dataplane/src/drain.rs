@@ -1,0 +1,507 @@
+//! Draining backends: an operator takes a backend out of new-flow selection
+//! (`yardctl drain`) while its established flows continue.
+//!
+//! A drain is kept as intent, beside the config: the published snapshot is
+//! always the compiled config with the drains applied, so a reload keeps
+//! them and an undrain restores the compiled weights exactly. Applying a
+//! drain gives the backend effective weight 0 and rebuilds the listener's
+//! Maglev table without it; workers keep established flows because
+//! `carry_over` only asks that the backend still be in the listener, and
+//! the affinity table already refuses weight-0 backends. This module never
+//! touches the XDP maps: a drain changes no VIP and no backend endpoint.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use switchyard_config::resolve::build_slots;
+use switchyard_config::snapshot::{Backend, Endpoint, Listener, Snapshot};
+
+/// One drain: `endpoint` on the listener named `listener`
+/// (`namespace/gateway/listener`), or on every listener when `None`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Drain {
+    pub listener: Option<String>,
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DrainError {
+    #[error("invalid backend {0:?}: expected address:port, e.g. 198.18.2.21:8080")]
+    BadEndpoint(String),
+    #[error("no listener is named {0:?} (see `yardctl listeners`)")]
+    UnknownListener(String),
+    #[error("no listener has backend {endpoint}{} (see `yardctl backends`)", on(.listener))]
+    UnknownBackend {
+        endpoint: Endpoint,
+        listener: Option<String>,
+    },
+    #[error("backend {endpoint} is not drained{}", on(.listener))]
+    NotDrained {
+        endpoint: Endpoint,
+        listener: Option<String>,
+    },
+    #[error("backend {endpoint} is drained on every listener; undrain it without --listener")]
+    DrainedEverywhere { endpoint: Endpoint },
+}
+
+fn on(listener: &Option<String>) -> String {
+    listener
+        .as_ref()
+        .map(|l| format!(" on listener {l}"))
+        .unwrap_or_default()
+}
+
+/// Parses `address:port` as `yardctl drain` takes it.
+pub fn parse_endpoint(text: &str) -> Result<Endpoint, DrainError> {
+    text.parse::<SocketAddr>()
+        .map(|a| Endpoint {
+            address: a.ip(),
+            port: a.port(),
+        })
+        .map_err(|_| DrainError::BadEndpoint(text.to_owned()))
+}
+
+/// Whether `drains` take `endpoint` out of `listener`.
+pub fn is_drained(drains: &BTreeSet<Drain>, listener: &Listener, endpoint: &Endpoint) -> bool {
+    drains.iter().any(|d| {
+        d.endpoint == *endpoint
+            && d.listener
+                .as_ref()
+                .is_none_or(|name| *name == listener.name.to_string())
+    })
+}
+
+/// `snapshot` as generation `generation` with `drains` applied: every
+/// drained backend gets effective weight 0, the other endpoints of its
+/// backendRef share the backendRef's weight, and the listener's Maglev
+/// table (same size, `maglev_seed`) is rebuilt. A backendRef whose
+/// endpoints are all drained gives its share to the other backendRefs: a
+/// drain is the operator's choice, not a missing backend to refuse flows
+/// for. Listeners without a drained backend are copied unchanged.
+pub fn apply(
+    snapshot: &Snapshot,
+    drains: &BTreeSet<Drain>,
+    generation: u64,
+    maglev_seed: u32,
+) -> Snapshot {
+    let listeners = snapshot
+        .listeners
+        .iter()
+        .map(|listener| {
+            let drained: Vec<bool> = listener
+                .backends
+                .iter()
+                .map(|b| is_drained(drains, listener, &b.endpoint))
+                .collect();
+            if !drained.contains(&true) {
+                return listener.clone();
+            }
+            let mut backends: Vec<Backend> = listener
+                .backends
+                .iter()
+                .map(|b| Backend {
+                    effective_weight: 0.0,
+                    ..b.clone()
+                })
+                .collect();
+            for group in &listener.groups {
+                let serving: Vec<usize> = group
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| listener.backends.iter().position(|b| b.endpoint == *e))
+                    .filter(|&i| !drained[i])
+                    .collect();
+                for &i in &serving {
+                    backends[i].effective_weight += f64::from(group.weight) / serving.len() as f64;
+                }
+            }
+            let slots = build_slots(
+                &listener.groups,
+                &backends,
+                listener.slots.len(),
+                maglev_seed,
+            );
+            Listener {
+                backends,
+                slots,
+                ..listener.clone()
+            }
+        })
+        .collect();
+    Snapshot::new(generation, listeners).with_dns(snapshot.dns.clone())
+}
+
+/// Publishes snapshots: the compiled config with the drains applied. The
+/// reloader and the control socket both publish through it, under one
+/// lock, so neither overwrites the other's change.
+pub struct Publisher {
+    config: Arc<ArcSwap<Snapshot>>,
+    maglev_seed: u32,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The compiled config, without drains.
+    compiled: Arc<Snapshot>,
+    drains: BTreeSet<Drain>,
+}
+
+/// What a drain or undrain did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainOutcome {
+    /// Names of the listeners whose backend it is.
+    pub listeners: Vec<String>,
+    /// Generation of the snapshot that carries it.
+    pub generation: u64,
+}
+
+impl Publisher {
+    /// Takes over `config`, whose current snapshot is the compiled config.
+    pub fn new(config: Arc<ArcSwap<Snapshot>>, maglev_seed: u32) -> Self {
+        let compiled = config.load_full();
+        Self {
+            config,
+            maglev_seed,
+            state: Mutex::new(State {
+                compiled,
+                drains: BTreeSet::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every update replaces whole values: a panic elsewhere cannot leave
+        // the state half-written.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Publishes a newly compiled config with the drains applied, as the
+    /// next generation (never below the one it was compiled as). Returns
+    /// the generation published.
+    pub fn publish_config(&self, compiled: Snapshot) -> u64 {
+        let mut state = self.lock();
+        let generation = compiled.generation.max(self.config.load().generation + 1);
+        state.compiled = Arc::new(compiled);
+        self.republish(&state, generation)
+    }
+
+    fn republish(&self, state: &State, generation: u64) -> u64 {
+        let next = apply(&state.compiled, &state.drains, generation, self.maglev_seed);
+        self.config.store(Arc::new(next));
+        generation
+    }
+
+    /// The drains in force.
+    pub fn drains(&self) -> BTreeSet<Drain> {
+        self.lock().drains.clone()
+    }
+
+    /// Drains `endpoint` on `listener`, or on every listener that has it.
+    pub fn drain(
+        &self,
+        endpoint: Endpoint,
+        listener: Option<String>,
+    ) -> Result<DrainOutcome, DrainError> {
+        let mut state = self.lock();
+        let listeners = owners(&state.compiled, &endpoint, listener.as_deref())?;
+        state.drains.insert(Drain { listener, endpoint });
+        let generation = self.republish(&state, self.config.load().generation + 1);
+        Ok(DrainOutcome {
+            listeners,
+            generation,
+        })
+    }
+
+    /// Lifts a drain. Without `listener`, every drain of `endpoint`.
+    pub fn undrain(
+        &self,
+        endpoint: Endpoint,
+        listener: Option<String>,
+    ) -> Result<DrainOutcome, DrainError> {
+        let mut state = self.lock();
+        let before = state.drains.len();
+        match &listener {
+            None => state.drains.retain(|d| d.endpoint != endpoint),
+            Some(_) => {
+                let everywhere = Drain {
+                    listener: None,
+                    endpoint,
+                };
+                if state.drains.contains(&everywhere) {
+                    return Err(DrainError::DrainedEverywhere { endpoint });
+                }
+                state.drains.remove(&Drain {
+                    listener: listener.clone(),
+                    endpoint,
+                });
+            }
+        }
+        if state.drains.len() == before {
+            return Err(DrainError::NotDrained { endpoint, listener });
+        }
+        // A backend the config no longer has can still be undrained.
+        let listeners = owners(&state.compiled, &endpoint, listener.as_deref()).unwrap_or_default();
+        let generation = self.republish(&state, self.config.load().generation + 1);
+        Ok(DrainOutcome {
+            listeners,
+            generation,
+        })
+    }
+}
+
+/// Names of the listeners (all, or the one named) that have `endpoint`.
+fn owners(
+    snapshot: &Snapshot,
+    endpoint: &Endpoint,
+    listener: Option<&str>,
+) -> Result<Vec<String>, DrainError> {
+    if let Some(name) = listener {
+        if snapshot.find_listener(name).is_none() {
+            return Err(DrainError::UnknownListener(name.to_owned()));
+        }
+    }
+    let mut names: Vec<String> = snapshot
+        .listeners
+        .iter()
+        .filter(|l| listener.is_none_or(|name| l.name.to_string() == name))
+        .filter(|l| l.backends.iter().any(|b| b.endpoint == *endpoint))
+        .map(|l| l.name.to_string())
+        .collect();
+    names.dedup();
+    if names.is_empty() {
+        return Err(DrainError::UnknownBackend {
+            endpoint: *endpoint,
+            listener: listener.map(str::to_owned),
+        });
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use switchyard_config::snapshot::{BackendGroup, ListenerName, Protocol, Slot};
+
+    use super::*;
+
+    const SIZE: usize = 251;
+
+    fn endpoint(last: u8) -> Endpoint {
+        Endpoint {
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, last)),
+            port: 8080,
+        }
+    }
+
+    /// `demo/edge/<name>`: backendRef demo/a (weight 2, endpoints .21 and
+    /// .22) and demo/b (weight 1, endpoint .23), table built as resolution
+    /// builds it.
+    fn listener(name: &str, port: u16) -> Listener {
+        let groups = vec![
+            BackendGroup {
+                service: "demo/a".into(),
+                weight: 2,
+                endpoints: vec![endpoint(21), endpoint(22)],
+            },
+            BackendGroup {
+                service: "demo/b".into(),
+                weight: 1,
+                endpoints: vec![endpoint(23)],
+            },
+        ];
+        let backends = vec![
+            Backend {
+                endpoint: endpoint(21),
+                group: 0,
+                effective_weight: 1.0,
+            },
+            Backend {
+                endpoint: endpoint(22),
+                group: 0,
+                effective_weight: 1.0,
+            },
+            Backend {
+                endpoint: endpoint(23),
+                group: 1,
+                effective_weight: 1.0,
+            },
+        ];
+        let slots = build_slots(&groups, &backends, SIZE, 9);
+        Listener {
+            name: ListenerName {
+                namespace: "demo".into(),
+                gateway: "edge".into(),
+                listener: name.into(),
+            },
+            route: "demo/web".into(),
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
+            port,
+            listener_port: port,
+            protocol: Protocol::Tcp,
+            groups,
+            backends,
+            slots,
+            affinity: None,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot::new(4, vec![listener("web", 80), listener("alt", 81)])
+    }
+
+    fn slots_of(listener: &Listener, backend: u32) -> usize {
+        listener
+            .slots
+            .iter()
+            .filter(|s| **s == Slot::Backend(backend))
+            .count()
+    }
+
+    fn drains(list: &[(Option<&str>, Endpoint)]) -> BTreeSet<Drain> {
+        list.iter()
+            .map(|(l, e)| Drain {
+                listener: l.map(str::to_owned),
+                endpoint: *e,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_drained_backend_owns_no_slot_and_its_group_mate_takes_the_group_weight() {
+        let drained = apply(&snapshot(), &drains(&[(None, endpoint(21))]), 5, 9);
+        assert_eq!(drained.generation, 5);
+        for l in &drained.listeners {
+            assert_eq!(slots_of(l, 0), 0);
+            let weights: Vec<f64> = l.backends.iter().map(|b| b.effective_weight).collect();
+            assert_eq!(weights, [0.0, 2.0, 1.0]);
+            // Shares stay 2:1 between the backendRefs.
+            assert!(slots_of(l, 1).abs_diff(2 * SIZE / 3) <= 1);
+            assert_eq!(slots_of(l, 1) + slots_of(l, 2), SIZE);
+        }
+    }
+
+    #[test]
+    fn a_drain_on_one_listener_leaves_the_others_untouched() {
+        let original = snapshot();
+        let drained = apply(
+            &original,
+            &drains(&[(Some("demo/edge/alt"), endpoint(23))]),
+            5,
+            9,
+        );
+        assert_eq!(drained.listeners[0], original.listeners[0]);
+        assert_eq!(slots_of(&drained.listeners[1], 2), 0);
+        assert_eq!(
+            slots_of(&drained.listeners[1], 0) + slots_of(&drained.listeners[1], 1),
+            SIZE
+        );
+    }
+
+    #[test]
+    fn a_fully_drained_backend_ref_gives_its_share_to_the_others() {
+        let drained = apply(&snapshot(), &drains(&[(None, endpoint(23))]), 5, 9);
+        let l = &drained.listeners[0];
+        assert_eq!(slots_of(l, 2), 0);
+        assert!(!l.slots.contains(&Slot::Unavailable));
+    }
+
+    #[test]
+    fn draining_every_backend_leaves_every_slot_unavailable() {
+        let all = drains(&[
+            (None, endpoint(21)),
+            (None, endpoint(22)),
+            (None, endpoint(23)),
+        ]);
+        let drained = apply(&snapshot(), &all, 5, 9);
+        assert!(drained.listeners[0]
+            .slots
+            .iter()
+            .all(|s| *s == Slot::Unavailable));
+    }
+
+    #[test]
+    fn applying_no_drains_rebuilds_nothing() {
+        let original = snapshot();
+        let same = apply(&original, &BTreeSet::new(), 5, 9);
+        assert_eq!(same.listeners, original.listeners);
+    }
+
+    #[test]
+    fn undrain_restores_the_compiled_table_and_every_change_bumps_the_generation() {
+        let original = snapshot();
+        let config = Arc::new(ArcSwap::from_pointee(original.clone()));
+        let publisher = Publisher::new(config.clone(), 9);
+        let outcome = publisher.drain(endpoint(22), None).unwrap();
+        assert_eq!(outcome.listeners, ["demo/edge/web", "demo/edge/alt"]);
+        assert_eq!(outcome.generation, 5);
+        assert_eq!(config.load().generation, 5);
+        assert_eq!(slots_of(&config.load().listeners[0], 1), 0);
+        let outcome = publisher.undrain(endpoint(22), None).unwrap();
+        assert_eq!(outcome.generation, 6);
+        assert_eq!(config.load().listeners, original.listeners);
+    }
+
+    #[test]
+    fn drains_survive_a_new_config() {
+        let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let publisher = Publisher::new(config.clone(), 9);
+        publisher.drain(endpoint(21), None).unwrap();
+        let generation = publisher.publish_config(Snapshot::new(5, vec![listener("web", 80)]));
+        assert_eq!(generation, 6, "after the drain's generation 5");
+        let running = config.load();
+        assert_eq!(running.generation, 6);
+        assert_eq!(slots_of(&running.listeners[0], 0), 0);
+        assert_eq!(running.listeners[0].backends[0].effective_weight, 0.0);
+    }
+
+    #[test]
+    fn draining_an_unknown_backend_or_listener_is_refused() {
+        let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let publisher = Publisher::new(config.clone(), 9);
+        let err = publisher.drain(endpoint(99), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no listener has backend 198.18.2.99:8080 (see `yardctl backends`)"
+        );
+        assert!(matches!(
+            publisher.drain(endpoint(21), Some("demo/edge/nope".into())),
+            Err(DrainError::UnknownListener(_))
+        ));
+        assert!(matches!(
+            publisher.undrain(endpoint(21), None),
+            Err(DrainError::NotDrained { .. })
+        ));
+        assert_eq!(config.load().generation, 4, "nothing published");
+    }
+
+    #[test]
+    fn a_drain_everywhere_is_not_lifted_for_one_listener() {
+        let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let publisher = Publisher::new(config, 9);
+        publisher.drain(endpoint(21), None).unwrap();
+        assert_eq!(
+            publisher.undrain(endpoint(21), Some("demo/edge/web".into())),
+            Err(DrainError::DrainedEverywhere {
+                endpoint: endpoint(21)
+            })
+        );
+        publisher
+            .drain(endpoint(22), Some("demo/edge/web".into()))
+            .unwrap();
+        publisher
+            .undrain(endpoint(22), Some("demo/edge/web".into()))
+            .unwrap();
+        assert_eq!(publisher.drains().len(), 1);
+    }
+
+    #[test]
+    fn endpoints_parse_as_address_and_port() {
+        assert_eq!(parse_endpoint("198.18.2.21:8080"), Ok(endpoint(21)));
+        assert!(parse_endpoint("198.18.2.21").is_err());
+    }
+}
