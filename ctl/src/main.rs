@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,9 +11,12 @@ use comfy_table::{presets, Cell, CellAlignment, Table};
 use yardctl::client;
 use yardctl::output::emit;
 use yardctl::proto::{
-    ConfigStatusReport, ExplainReport, FlowsReport, Request, Response, StatsReport, StatusReport,
-    DEFAULT_CONTROL_SOCKET,
+    ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowsReport, Request, Response,
+    StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
+
+mod config_check;
+mod top;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +65,29 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Live view of the busiest listeners, backends and workers (packets/s
+    /// over the last interval, drops/s per worker); q or Ctrl-C quits.
+    Top {
+        /// Seconds between samples.
+        #[arg(long, default_value = "1", value_parser = interval)]
+        interval: Duration,
+    },
+}
+
+/// Seconds as a refresh interval, at least `top::MIN_INTERVAL`.
+fn interval(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let interval = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if interval < top::MIN_INTERVAL || seconds > 3600.0 {
+        return Err(format!(
+            "{text}: expected between {} and 3600 seconds",
+            top::MIN_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(interval)
 }
 
 #[derive(Subcommand)]
@@ -68,6 +95,20 @@ enum ConfigCommand {
     /// Which config is running (generation, file hash, when applied), its
     /// warnings, and whether the last reload was refused and why.
     Status,
+    /// Whether the running daemon would accept FILE, compiled with its own
+    /// options, without applying it: the `file:line` error if not, else its
+    /// listener count and warnings. Exits non-zero if it would be refused.
+    Check {
+        /// The file's contents are sent to the daemon (at most 4 MiB).
+        file: PathBuf,
+    },
+    /// What applying FILE would change, per listener: settings, backends
+    /// added, removed and reweighted, the share of new flows whose backend
+    /// moves, and the active flows on backends that would go away.
+    Diff {
+        /// The file's contents are sent to the daemon (at most 4 MiB).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,6 +141,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let request = match cli.command {
+        Command::Top { interval } => {
+            if cli.output == Output::Json {
+                bail!("yardctl top has no JSON output; use `yardctl stats -o json` in scripts");
+            }
+            return top::run(&cli.control_socket, interval);
+        }
         Command::Status => Request::Status,
         Command::Stats => Request::Stats,
         Command::Flows => Request::Flows,
@@ -119,6 +166,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config {
             command: ConfigCommand::Status,
         } => Request::ConfigStatus,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Request::ConfigCheck(config_check::read_candidate(&file)?),
+        Command::Config {
+            command: ConfigCommand::Diff { file },
+        } => Request::ConfigDiff(config_check::read_candidate(&file)?),
     };
     let response = client::request(&cli.control_socket, &request)?;
     if cli.output == Output::Json {
@@ -128,10 +181,16 @@ fn run(cli: Cli) -> Result<()> {
             Response::Flows(r) => serde_json::to_string_pretty(r),
             Response::Explain(r) => serde_json::to_string_pretty(r),
             Response::ConfigStatus(r) => serde_json::to_string_pretty(r),
+            Response::ConfigCheck(r) => serde_json::to_string_pretty(r),
+            Response::ConfigDiff(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
-        return Ok(emit(&json)?);
+        emit(&json)?;
+        if let Response::ConfigCheck(r) = &response {
+            refused(r)?;
+        }
+        return Ok(());
     }
     let text = match response {
         Response::Status(r) => render_status(&r),
@@ -139,9 +198,26 @@ fn run(cli: Cli) -> Result<()> {
         Response::Flows(r) => render_flows(&r),
         Response::Explain(r) => render_explain(&r),
         Response::ConfigStatus(r) => render_config_status(&r),
+        Response::ConfigCheck(r) => {
+            refused(&r)?;
+            config_check::render_check(&r)
+        }
+        Response::ConfigDiff(r) => config_check::render_diff(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)
+}
+
+/// A config check that found the file invalid is a failed command.
+fn refused(r: &ConfigCheckReport) -> Result<()> {
+    if r.valid {
+        return Ok(());
+    }
+    bail!(
+        "the daemon would refuse {}: {}",
+        r.file,
+        r.error.as_deref().unwrap_or("no reason given")
+    )
 }
 
 fn table(header: &[&str]) -> Table {

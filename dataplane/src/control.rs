@@ -27,6 +27,8 @@ use crate::flow::Direction;
 use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
 
+mod config_check;
+
 /// How long a worker may take to answer; it answers between batches, so only
 /// a wedged worker comes near this.
 const WORKER_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,6 +71,9 @@ pub struct ControlState {
     pub hash_seed: u32,
     /// The workers' shared ClientIP affinity table.
     pub affinity: Arc<AffinityTable>,
+    /// Resolution inputs from the command line, so a config check compiles
+    /// a file as a reload would.
+    pub resolve_options: switchyard_config::Options,
 }
 
 pub struct ControlServer {
@@ -152,6 +157,12 @@ fn answer(state: &ControlState, request: &Request) -> Response {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
         )),
+        Request::ConfigCheck(candidate) => {
+            Ok(Response::ConfigCheck(config_check::check(state, candidate)))
+        }
+        Request::ConfigDiff(candidate) => {
+            config_check::diff(state, candidate).map(Response::ConfigDiff)
+        }
         Request::Stats => ask_workers(state, WorkerRequest::Stats)
             .map(|stats| Response::Stats(stats_report(&state.config.load(), &stats))),
         Request::Flows => ask_workers(state, WorkerRequest::Flows).map(|flows| {

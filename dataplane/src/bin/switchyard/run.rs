@@ -215,6 +215,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             epoch,
             hash_seed: args.hash_seed,
             affinity,
+            resolve_options: args.resolve.options(),
         },
     )?;
     log::info!(
