@@ -142,13 +142,15 @@ fn render_details(out: &mut String, l: &ListenerDiff) {
         let _ = writeln!(out, "  ~ {}: {} -> {}", f.field, f.from, f.to);
     }
     for b in &l.backends_removed {
-        let _ = writeln!(
-            out,
-            "  - backend {}: {} active flow{} (TCP ones are reset, UDP ones rehashed)",
-            b.backend,
-            b.active_flows,
-            if b.active_flows == 1 { "" } else { "s" }
-        );
+        let _ = match b.active_flows {
+            0 => writeln!(out, "  - backend {}: no active flows", b.backend),
+            n => writeln!(
+                out,
+                "  - backend {}: {n} active flow{} (TCP ones are reset, UDP ones rehashed)",
+                b.backend,
+                if n == 1 { "" } else { "s" }
+            ),
+        };
     }
     if l.change != ListenerChange::Added {
         for b in &l.backends_added {

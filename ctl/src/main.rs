@@ -213,9 +213,9 @@ fn refused(r: &ConfigCheckReport) -> Result<()> {
     if r.valid {
         return Ok(());
     }
+    // The error names the file and line itself.
     bail!(
-        "the daemon would refuse {}: {}",
-        r.file,
+        "the daemon would refuse this config: {}",
         r.error.as_deref().unwrap_or("no reason given")
     )
 }

@@ -318,8 +318,15 @@ impl TerminalGuard {
         terminal::enable_raw_mode().context("switching the terminal to raw mode")?;
         // From here on, a failure must still undo raw mode: the guard does.
         let guard = TerminalGuard;
-        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
-            .context("switching to the alternate screen")?;
+        // Cleared here rather than by `Terminal::clear`, which asks the
+        // terminal for the cursor position and fails where none answers.
+        execute!(
+            io::stdout(),
+            terminal::EnterAlternateScreen,
+            terminal::Clear(terminal::ClearType::All),
+            cursor::Hide
+        )
+        .context("switching to the alternate screen")?;
         Ok(guard)
     }
 }
@@ -367,7 +374,6 @@ pub fn run(socket: &Path, interval: Duration) -> Result<()> {
     let _guard = TerminalGuard::enter()?;
     let mut term =
         Terminal::new(CrosstermBackend::new(io::stdout())).context("setting up the terminal")?;
-    term.clear().context("clearing the terminal")?;
     let socket_name = socket.display().to_string();
     let mut rates: Option<Rates> = None;
     let mut problem: Option<String> = None;

@@ -6,7 +6,7 @@
 //! control socket gathers the inputs. Nothing here touches worker state or
 //! the running config.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
 use yardctl::proto::{FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight};
@@ -30,9 +30,11 @@ pub struct ActiveFlows {
 
 impl ActiveFlows {
     /// Counts client-to-backend entries; the reply direction of the same
-    /// connection is not a second flow, and a TCP flow past its FIN or RST
-    /// only lingers for stray segments.
+    /// connection is not a second flow, nor is the same connection's entry
+    /// in a second worker (its packets arrived on two queues), and a TCP
+    /// flow past its FIN or RST only lingers for stray segments.
     pub fn count<'a>(records: impl IntoIterator<Item = &'a FlowRecord>) -> Self {
+        let mut seen = HashSet::new();
         let mut counts = HashMap::new();
         for record in records {
             let entry = &record.entry;
@@ -50,7 +52,9 @@ impl ActiveFlows {
                 address: entry.rewrite.ip_dst.into(),
                 port: entry.rewrite.dst_port,
             };
-            *counts.entry((protocol, vip, backend)).or_default() += 1;
+            if seen.insert((record.key, backend)) {
+                *counts.entry((protocol, vip, backend)).or_default() += 1;
+            }
         }
         Self { counts }
     }
@@ -463,6 +467,11 @@ mod tests {
             flow(40003, 80, BE1, true),
             // Another VIP port: another listener's flow.
             flow(40004, 81, BE1, false),
+            // The first flow again, from a second worker: one connection.
+            FlowRecord {
+                queue: 1,
+                ..flow(40000, 80, BE1, false)
+            },
         ];
         let diffs = diff(&running, &candidate, &ActiveFlows::count(&records));
         let web = only(&diffs, "demo/edge/web");
