@@ -126,6 +126,13 @@ fn config_check_and_diff_report_what_a_reload_would_do_without_doing_it() -> Res
         "{report}"
     );
 
+    // Nothing to compare an invalid file with: refused the same way.
+    let out = daemon.yardctl_raw(&["config", "diff", &broken_name])?;
+    ensure!(
+        !out.status.success() && out.stderr.contains(&format!("{broken_name}:{line}:")),
+        "{out:?}"
+    );
+
     // The daemon is unaffected: same generation, nothing refused, and the
     // connections still echo.
     let status = daemon.config_status()?;

@@ -95,7 +95,7 @@ pub(super) fn diff(
     candidate: &CandidateConfig,
 ) -> Result<ConfigDiffReport, String> {
     let compiled = compile(state, candidate)
-        .map_err(|message| format!("the file would be refused: {message}"))?;
+        .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?;
     let running = state.config.load_full();
     let records = ask_workers(state, WorkerRequest::Flows)?;
     let flows = ActiveFlows::count(records.iter().flatten());
