@@ -3,16 +3,20 @@
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Cell, CellAlignment, Table};
 use yardctl::output::emit;
 use yardctl::proto::{
-    ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport, Request, Response,
-    StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
+    ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport,
+    Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
 use yardctl::{client, inventory, rates};
+
+mod config_check;
+mod top;
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +117,29 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Live view of the busiest listeners, backends and workers (packets/s
+    /// over the last interval, drops/s per worker); q or Ctrl-C quits.
+    Top {
+        /// Seconds between samples.
+        #[arg(long, default_value = "1", value_parser = interval)]
+        interval: Duration,
+    },
+}
+
+/// Seconds as a refresh interval, at least `top::MIN_INTERVAL`.
+fn interval(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let interval = Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if interval < top::MIN_INTERVAL || seconds > 3600.0 {
+        return Err(format!(
+            "{text}: expected between {} and 3600 seconds",
+            top::MIN_INTERVAL.as_secs_f64()
+        ));
+    }
+    Ok(interval)
 }
 
 #[derive(Subcommand)]
@@ -120,6 +147,20 @@ enum ConfigCommand {
     /// Which config is running (generation, file hash, when applied), its
     /// warnings, and whether the last reload was refused and why.
     Status,
+    /// Whether the running daemon would accept FILE, compiled with its own
+    /// options, without applying it: the `file:line` error if not, else its
+    /// listener count and warnings. Exits non-zero if it would be refused.
+    Check {
+        /// The file's contents are sent to the daemon (at most 4 MiB).
+        file: PathBuf,
+    },
+    /// What applying FILE would change, per listener: settings, backends
+    /// added, removed and reweighted, the share of new flows whose backend
+    /// moves, and the active flows on backends that would go away.
+    Diff {
+        /// The file's contents are sent to the daemon (at most 4 MiB).
+        file: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -159,6 +200,12 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     let request = match cli.command {
+        Command::Top { interval } => {
+            if cli.output == Output::Json {
+                bail!("yardctl top has no JSON output; use `yardctl stats -o json` in scripts");
+            }
+            return top::run(&cli.control_socket, interval);
+        }
         Command::Status => Request::Status,
         Command::Stats { watch, interval } => {
             return stats(&cli.control_socket, cli.output, watch, interval)
@@ -206,6 +253,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Config {
             command: ConfigCommand::Status,
         } => Request::ConfigStatus,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Request::ConfigCheck(config_check::read_candidate(&file)?),
+        Command::Config {
+            command: ConfigCommand::Diff { file },
+        } => Request::ConfigDiff(config_check::read_candidate(&file)?),
     };
     let response = client::request(&cli.control_socket, &request)?;
     if cli.output == Output::Json {
@@ -218,10 +271,16 @@ fn run(cli: Cli) -> Result<()> {
             Response::Listeners(r) => serde_json::to_string_pretty(r),
             Response::Backends(r) => serde_json::to_string_pretty(r),
             Response::Drain(r) => serde_json::to_string_pretty(r),
+            Response::ConfigCheck(r) => serde_json::to_string_pretty(r),
+            Response::ConfigDiff(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
-        return Ok(emit(&json)?);
+        emit(&json)?;
+        if let Response::ConfigCheck(r) = &response {
+            refused(r)?;
+        }
+        return Ok(());
     }
     let text = match response {
         Response::Status(r) => render_status(&r),
@@ -232,6 +291,11 @@ fn run(cli: Cli) -> Result<()> {
         Response::Listeners(r) => inventory::render_listeners(&r),
         Response::Backends(r) => inventory::render_backends(&r),
         Response::Drain(r) => inventory::render_drain(&r),
+        Response::ConfigCheck(r) => {
+            refused(&r)?;
+            config_check::render_check(&r)
+        }
+        Response::ConfigDiff(r) => config_check::render_diff(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)
@@ -272,6 +336,18 @@ fn stats(
         },
     };
     Ok(emit(&text)?)
+}
+
+/// A config check that found the file invalid is a failed command.
+fn refused(r: &ConfigCheckReport) -> Result<()> {
+    if r.valid {
+        return Ok(());
+    }
+    // The error names the file and line itself.
+    bail!(
+        "the daemon would refuse this config: {}",
+        r.error.as_deref().unwrap_or("no reason given")
+    )
 }
 
 fn table(header: &[&str]) -> Table {

@@ -52,6 +52,23 @@ pub enum Request {
         #[serde(default)]
         listener: Option<String>,
     },
+    /// What the daemon would make of a config file, without applying it.
+    ConfigCheck(CandidateConfig),
+    /// What applying a config file would change, per listener.
+    ConfigDiff(CandidateConfig),
+}
+
+/// Largest config file `config check` and `config diff` send. The contents
+/// travel in the request (the daemon may not be able to read the operator's
+/// path); far above any real config, small enough to compile at once.
+pub const MAX_CANDIDATE_CONFIG_BYTES: usize = 4 << 20;
+
+/// A config file as the operator named it, with its contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateConfig {
+    /// The path as given, for `file:line` in errors.
+    pub file: String,
+    pub contents: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +83,8 @@ pub enum Response {
     Listeners(ListenersReport),
     Backends(BackendsReport),
     Drain(DrainReport),
+    ConfigCheck(ConfigCheckReport),
+    ConfigDiff(ConfigDiffReport),
     Error {
         message: String,
     },
@@ -292,4 +311,103 @@ pub struct AffinityEntryInfo {
     pub idle_secs: u32,
     /// Seconds of further inactivity before the entry expires.
     pub expires_in_secs: u32,
+}
+
+/// `yardctl config check`: the file compiled the way the running daemon
+/// compiles its own (same cluster domain and Maglev seed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigCheckReport {
+    pub file: String,
+    /// Whether a reload with this file would be accepted.
+    pub valid: bool,
+    /// `file:line: what and why` when it would be refused.
+    pub error: Option<String>,
+    /// Listeners the file would serve (VIP and port pairs).
+    pub listeners: usize,
+    /// What resolution had to say (one line each); not reasons to refuse.
+    pub diagnostics: Vec<String>,
+    /// The file is byte for byte the running config: applying it changes
+    /// nothing.
+    pub same_as_running: bool,
+}
+
+/// `yardctl config diff`: the running config against a candidate file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConfigDiffReport {
+    pub file: String,
+    pub running_generation: u64,
+    /// Every listener of either config, running order then added ones.
+    pub listeners: Vec<ListenerDiff>,
+    /// What resolution had to say about the candidate.
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerChange {
+    Added,
+    Removed,
+    Changed,
+    Unchanged,
+}
+
+impl ListenerChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Removed => "removed",
+            Self::Changed => "changed",
+            Self::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One listener, identified by `namespace/gateway/listener` (and its VIP,
+/// for a Gateway with several addresses).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerDiff {
+    pub listener: String,
+    pub change: ListenerChange,
+    pub protocol: String,
+    /// `address:port`: the candidate's, or the running one's if removed.
+    pub vip: String,
+    /// Settings that differ: address, port, listener_port, protocol, route,
+    /// backend_refs, table_size, affinity.
+    pub fields: Vec<FieldChange>,
+    pub backends_added: Vec<String>,
+    pub backends_removed: Vec<RemovedBackend>,
+    pub backends_reweighted: Vec<Reweight>,
+    /// Share of new flows whose backend would change (hash space compared
+    /// by backend endpoint); 1.0 for an added or removed listener.
+    pub moved_slots_fraction: f64,
+    /// Established client flows the workers hold on the running listener
+    /// (none for an added one).
+    pub active_flows: u64,
+    /// Of those, the flows on backends that would go away (all of them if
+    /// the listener is removed): TCP ones are reset, UDP ones rehashed.
+    pub flows_on_removed_backends: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemovedBackend {
+    /// `address:port`.
+    pub backend: String,
+    /// Established client flows the workers hold on it for this listener.
+    pub active_flows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reweight {
+    pub backend: String,
+    /// The backend's effective weight (its backendRef's weight spread over
+    /// the backendRef's endpoints).
+    pub from: f64,
+    pub to: f64,
 }

@@ -28,6 +28,7 @@ use crate::flow::Direction;
 use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
 
+mod config_check;
 mod inventory;
 
 /// How long a worker may take to answer; it answers between batches, so only
@@ -74,6 +75,9 @@ pub struct ControlState {
     pub affinity: Arc<AffinityTable>,
     /// Publishes drains (and the reloader's configs) into `config`.
     pub drains: Arc<drain::Publisher>,
+    /// Resolution inputs from the command line, so a config check compiles
+    /// a file as a reload would.
+    pub resolve_options: switchyard_config::Options,
 }
 
 pub struct ControlServer {
@@ -157,6 +161,12 @@ fn answer(state: &ControlState, request: &Request) -> Response {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .clone(),
         )),
+        Request::ConfigCheck(candidate) => {
+            Ok(Response::ConfigCheck(config_check::check(state, candidate)))
+        }
+        Request::ConfigDiff(candidate) => {
+            config_check::diff(state, candidate).map(Response::ConfigDiff)
+        }
         Request::Stats => ask_workers(state, WorkerRequest::Stats)
             .map(|stats| Response::Stats(stats_report(&state.config.load(), &stats))),
         Request::Flows => ask_workers(state, WorkerRequest::Flows).map(|flows| {

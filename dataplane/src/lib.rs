@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod afxdp;
+pub mod config_diff;
 pub mod config_watch;
 pub mod control;
 pub mod dns;

@@ -222,6 +222,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             hash_seed: args.hash_seed,
             affinity,
             drains,
+            resolve_options: args.resolve.options(),
         },
     )?;
     log::info!(

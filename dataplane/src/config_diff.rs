@@ -1,0 +1,688 @@
+//! What replacing the running snapshot with a candidate would change, per
+//! listener: settings, backends, the share of the hash space whose backend
+//! moves, and the established flows that would lose their backend.
+//!
+//! Pure functions over two snapshots and a count of the workers' flows; the
+//! control socket gathers the inputs. Nothing here touches worker state or
+//! the running config.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
+use yardctl::proto::{FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight};
+
+use crate::flow::Direction;
+use crate::worker::FlowRecord;
+
+/// Hashes sampled, evenly over the 32-bit hash space, when the two tables
+/// differ in size and slot `i` of one is not slot `i` of the other.
+const HASH_SAMPLES: u64 = 1 << 20;
+
+/// Weights closer than this are the same weight printed differently.
+const WEIGHT_EPSILON: f64 = 1e-9;
+
+/// The established client flows the workers hold, by the VIP they were
+/// sent to and the backend they were translated to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveFlows {
+    counts: HashMap<(Protocol, Endpoint, Endpoint), u64>,
+}
+
+impl ActiveFlows {
+    /// Counts client-to-backend entries; the reply direction of the same
+    /// connection is not a second flow, nor is the same connection's entry
+    /// in a second worker (its packets arrived on two queues), and a TCP
+    /// flow past its FIN or RST only lingers for stray segments.
+    pub fn count<'a>(records: impl IntoIterator<Item = &'a FlowRecord>) -> Self {
+        let mut seen = HashSet::new();
+        let mut counts = HashMap::new();
+        for record in records {
+            let entry = &record.entry;
+            if entry.direction != Direction::ToBackend || entry.closing {
+                continue;
+            }
+            let Some(protocol) = Protocol::from_ip_proto(record.key.protocol) else {
+                continue;
+            };
+            let vip = Endpoint {
+                address: record.key.dst.into(),
+                port: record.key.dst_port,
+            };
+            let backend = Endpoint {
+                address: entry.rewrite.ip_dst.into(),
+                port: entry.rewrite.dst_port,
+            };
+            if seen.insert((record.key, backend)) {
+                *counts.entry((protocol, vip, backend)).or_default() += 1;
+            }
+        }
+        Self { counts }
+    }
+
+    fn on(&self, listener: &Listener, backend: Endpoint) -> u64 {
+        self.counts
+            .get(&(listener.protocol, listener.vip(), backend))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn on_listener(&self, listener: &Listener) -> u64 {
+        self.counts
+            .iter()
+            .filter(|((protocol, vip, _), _)| {
+                *protocol == listener.protocol && *vip == listener.vip()
+            })
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// Every listener of `running` and `candidate`: running ones in their
+/// order (changed, unchanged or removed), then the added ones.
+///
+/// Listeners are matched by name; a Gateway with several addresses has one
+/// listener per address under one name, so same-name listeners are first
+/// matched by VIP and protocol, and what is left of them pairwise in order
+/// (so a Gateway whose single address changes shows as changed, not as
+/// removed and added).
+pub fn diff(running: &Snapshot, candidate: &Snapshot, flows: &ActiveFlows) -> Vec<ListenerDiff> {
+    let pairs = pair_listeners(&running.listeners, &candidate.listeners);
+    let mut matched_candidates = vec![false; candidate.listeners.len()];
+    let mut report = Vec::with_capacity(running.listeners.len());
+    for (old, partner) in running.listeners.iter().zip(&pairs) {
+        match partner {
+            Some(j) => {
+                matched_candidates[*j] = true;
+                report.push(compare(old, &candidate.listeners[*j], flows));
+            }
+            None => report.push(removed(old, flows)),
+        }
+    }
+    for (new, matched) in candidate.listeners.iter().zip(matched_candidates) {
+        if !matched {
+            report.push(added(new));
+        }
+    }
+    report
+}
+
+/// For each running listener, the index of its candidate counterpart.
+fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<usize>> {
+    let mut exact: HashMap<(String, Protocol, Endpoint), usize> = HashMap::new();
+    for (j, l) in candidate.iter().enumerate() {
+        exact
+            .entry((l.name.to_string(), l.protocol, l.vip()))
+            .or_insert(j);
+    }
+    let mut taken = vec![false; candidate.len()];
+    let mut pairs: Vec<Option<usize>> = running
+        .iter()
+        .map(|l| {
+            let j = exact.remove(&(l.name.to_string(), l.protocol, l.vip()))?;
+            taken[j] = true;
+            Some(j)
+        })
+        .collect();
+    let mut leftovers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (j, l) in candidate.iter().enumerate() {
+        if !taken[j] {
+            leftovers.entry(l.name.to_string()).or_default().push(j);
+        }
+    }
+    for (pair, l) in pairs.iter_mut().zip(running) {
+        if pair.is_none() {
+            if let Some(same_name) = leftovers.get_mut(&l.name.to_string()) {
+                if !same_name.is_empty() {
+                    *pair = Some(same_name.remove(0));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+fn blank(listener: &Listener, change: ListenerChange) -> ListenerDiff {
+    ListenerDiff {
+        listener: listener.name.to_string(),
+        change,
+        protocol: listener.protocol.to_string(),
+        vip: listener.vip().to_string(),
+        fields: Vec::new(),
+        backends_added: Vec::new(),
+        backends_removed: Vec::new(),
+        backends_reweighted: Vec::new(),
+        moved_slots_fraction: 0.0,
+        active_flows: 0,
+        flows_on_removed_backends: 0,
+    }
+}
+
+fn removed(old: &Listener, flows: &ActiveFlows) -> ListenerDiff {
+    let active = flows.on_listener(old);
+    ListenerDiff {
+        backends_removed: old
+            .backends
+            .iter()
+            .map(|b| RemovedBackend {
+                backend: b.endpoint.to_string(),
+                active_flows: flows.on(old, b.endpoint),
+            })
+            .collect(),
+        moved_slots_fraction: 1.0,
+        active_flows: active,
+        flows_on_removed_backends: active,
+        ..blank(old, ListenerChange::Removed)
+    }
+}
+
+fn added(new: &Listener) -> ListenerDiff {
+    ListenerDiff {
+        backends_added: new
+            .backends
+            .iter()
+            .map(|b| b.endpoint.to_string())
+            .collect(),
+        moved_slots_fraction: 1.0,
+        ..blank(new, ListenerChange::Added)
+    }
+}
+
+fn compare(old: &Listener, new: &Listener, flows: &ActiveFlows) -> ListenerDiff {
+    let mut diff = blank(new, ListenerChange::Unchanged);
+    let mut field = |name: &str, from: String, to: String| {
+        if from != to {
+            diff.fields.push(FieldChange {
+                field: name.to_owned(),
+                from,
+                to,
+            });
+        }
+    };
+    field("address", old.address.to_string(), new.address.to_string());
+    field("port", old.port.to_string(), new.port.to_string());
+    field(
+        "listener_port",
+        old.listener_port.to_string(),
+        new.listener_port.to_string(),
+    );
+    field(
+        "protocol",
+        old.protocol.to_string(),
+        new.protocol.to_string(),
+    );
+    field("route", display_route(old), display_route(new));
+    field("backend_refs", backend_refs(old), backend_refs(new));
+    field(
+        "table_size",
+        old.slots.len().to_string(),
+        new.slots.len().to_string(),
+    );
+    field("affinity", affinity(old), affinity(new));
+
+    let old_weights: BTreeMap<Endpoint, f64> = old
+        .backends
+        .iter()
+        .map(|b| (b.endpoint, b.effective_weight))
+        .collect();
+    let new_weights: BTreeMap<Endpoint, f64> = new
+        .backends
+        .iter()
+        .map(|b| (b.endpoint, b.effective_weight))
+        .collect();
+    for (endpoint, &to) in &new_weights {
+        match old_weights.get(endpoint) {
+            None => diff.backends_added.push(endpoint.to_string()),
+            Some(&from) if (from - to).abs() > WEIGHT_EPSILON => {
+                diff.backends_reweighted.push(Reweight {
+                    backend: endpoint.to_string(),
+                    from,
+                    to,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    for endpoint in old_weights.keys() {
+        if !new_weights.contains_key(endpoint) {
+            let active_flows = flows.on(old, *endpoint);
+            diff.flows_on_removed_backends += active_flows;
+            diff.backends_removed.push(RemovedBackend {
+                backend: endpoint.to_string(),
+                active_flows,
+            });
+        }
+    }
+    diff.active_flows = flows.on_listener(old);
+    diff.moved_slots_fraction = moved_fraction(old, new);
+    let changed = !diff.fields.is_empty()
+        || !diff.backends_added.is_empty()
+        || !diff.backends_removed.is_empty()
+        || !diff.backends_reweighted.is_empty()
+        || diff.moved_slots_fraction > 0.0;
+    if changed {
+        diff.change = ListenerChange::Changed;
+    }
+    diff
+}
+
+fn display_route(l: &Listener) -> String {
+    if l.route.is_empty() {
+        "none".to_owned()
+    } else {
+        l.route.clone()
+    }
+}
+
+fn backend_refs(l: &Listener) -> String {
+    if l.groups.is_empty() {
+        return "none".to_owned();
+    }
+    l.groups
+        .iter()
+        .map(|g| format!("{} (weight {})", g.service, g.weight))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn affinity(l: &Listener) -> String {
+    match l.affinity {
+        Some(a) => format!("ClientIP, {}s", a.timeout_secs),
+        None => "none".to_owned(),
+    }
+}
+
+/// The backend endpoint owning each slot; `None` for a share that refuses
+/// flows.
+fn owners(l: &Listener) -> Vec<Option<Endpoint>> {
+    l.slots
+        .iter()
+        .map(|slot| match slot {
+            Slot::Backend(i) => l.backends.get(*i as usize).map(|b| b.endpoint),
+            Slot::Unavailable => None,
+        })
+        .collect()
+}
+
+/// Share of flow hashes whose owner differs between the two tables. Owners
+/// are compared by endpoint: backend indices are per snapshot.
+pub fn moved_fraction(old: &Listener, new: &Listener) -> f64 {
+    let (old, new) = (owners(old), owners(new));
+    if old.is_empty() || new.is_empty() {
+        return if old.is_empty() && new.is_empty() {
+            0.0
+        } else {
+            1.0
+        };
+    }
+    if old.len() == new.len() {
+        let moved = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+        return moved as f64 / old.len() as f64;
+    }
+    // The workers pick slot `hash % table size`: with different sizes, the
+    // same hash lands on unrelated slots, so compare hash by hash.
+    let step = (1u64 << 32) / HASH_SAMPLES;
+    let moved = (0..HASH_SAMPLES)
+        .map(|i| (i * step) as usize)
+        .filter(|&hash| old[hash % old.len()] != new[hash % new.len()])
+        .count();
+    moved as f64 / HASH_SAMPLES as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use switchyard_config::maglev::{self, MaglevEntry};
+    use switchyard_config::snapshot::{Affinity, Backend, BackendGroup, ListenerName};
+
+    use super::*;
+    use crate::flow::FlowEntry;
+    use crate::packet::{FlowKey, Rewrite};
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+    const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
+    const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+    const BE3: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 23);
+    const TABLE: usize = 65_537;
+
+    fn endpoint(address: Ipv4Addr, port: u16) -> Endpoint {
+        Endpoint {
+            address: IpAddr::V4(address),
+            port,
+        }
+    }
+
+    /// `demo/edge/<name>` on VIP:`port`, one backendRef `demo/echo` over
+    /// `backends` (port 8080, weight 1 each), Maglev table of `size`.
+    fn listener(name: &str, port: u16, backends: &[(Ipv4Addr, f64)], size: usize) -> Listener {
+        let endpoints: Vec<Endpoint> = backends.iter().map(|&(a, _)| endpoint(a, 8080)).collect();
+        let weights: Vec<f64> = backends.iter().map(|&(_, w)| w).collect();
+        let entries: Vec<MaglevEntry> = endpoints
+            .iter()
+            .zip(&weights)
+            .map(|(e, &w)| MaglevEntry::new(e.to_string(), w))
+            .collect();
+        let slots = maglev::build(&entries, size, 0)
+            .into_iter()
+            .map(|owner| owner.map_or(Slot::Unavailable, Slot::Backend))
+            .collect();
+        Listener {
+            name: ListenerName {
+                namespace: "demo".into(),
+                gateway: "edge".into(),
+                listener: name.into(),
+            },
+            route: "demo/echo".into(),
+            address: IpAddr::V4(VIP),
+            port,
+            listener_port: port,
+            protocol: Protocol::Tcp,
+            groups: vec![BackendGroup {
+                service: "demo/echo".into(),
+                weight: 1,
+                endpoints: endpoints.clone(),
+            }],
+            backends: endpoints
+                .iter()
+                .zip(&weights)
+                .map(|(&endpoint, &w)| Backend {
+                    endpoint,
+                    group: 0,
+                    effective_weight: w,
+                })
+                .collect(),
+            slots,
+            affinity: None,
+        }
+    }
+
+    fn flow(client_port: u16, vip_port: u16, backend: Ipv4Addr, closing: bool) -> FlowRecord {
+        let key = FlowKey {
+            src: Ipv4Addr::new(198, 18, 1, 10),
+            dst: VIP,
+            src_port: client_port,
+            dst_port: vip_port,
+            protocol: 6,
+        };
+        FlowRecord {
+            queue: 0,
+            key,
+            entry: FlowEntry {
+                rewrite: Rewrite {
+                    eth_src: [0; 6],
+                    eth_dst: [0; 6],
+                    ip_src: key.src,
+                    ip_dst: backend,
+                    src_port: client_port,
+                    dst_port: 8080,
+                },
+                egress_port: 1,
+                direction: Direction::ToBackend,
+                listener: 0,
+                backend: 0,
+                generation: 1,
+                l2_version: 0,
+                created_ns: 0,
+                last_seen_ns: 0,
+                packets: 1,
+                bytes: 60,
+                closing,
+            },
+        }
+    }
+
+    fn only(diffs: &[ListenerDiff], name: &str) -> ListenerDiff {
+        let found: Vec<&ListenerDiff> = diffs.iter().filter(|d| d.listener == name).collect();
+        assert_eq!(found.len(), 1, "{name} in {diffs:?}");
+        found[0].clone()
+    }
+
+    #[test]
+    fn identical_snapshots_are_unchanged_with_nothing_moving() {
+        let running = Snapshot::new(
+            1,
+            vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
+        );
+        let candidate = Snapshot::new(2, running.listeners.clone());
+        let diffs = diff(&running, &candidate, &ActiveFlows::default());
+        assert_eq!(diffs.len(), 1);
+        let web = &diffs[0];
+        assert_eq!(web.change, ListenerChange::Unchanged);
+        assert_eq!(web.moved_slots_fraction, 0.0);
+        assert!(web.fields.is_empty() && web.backends_removed.is_empty());
+    }
+
+    #[test]
+    fn removing_one_of_two_equal_backends_moves_its_half_and_counts_its_flows() {
+        let running = Snapshot::new(
+            1,
+            vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
+        );
+        let candidate = Snapshot::new(2, vec![listener("web", 80, &[(BE2, 1.0)], TABLE)]);
+        let records = [
+            flow(40000, 80, BE1, false),
+            flow(40001, 80, BE1, false),
+            flow(40002, 80, BE2, false),
+            // Closing: not active.
+            flow(40003, 80, BE1, true),
+            // Another VIP port: another listener's flow.
+            flow(40004, 81, BE1, false),
+            // The first flow again, from a second worker: one connection.
+            FlowRecord {
+                queue: 1,
+                ..flow(40000, 80, BE1, false)
+            },
+        ];
+        let diffs = diff(&running, &candidate, &ActiveFlows::count(&records));
+        let web = only(&diffs, "demo/edge/web");
+        assert_eq!(web.change, ListenerChange::Changed);
+        assert_eq!(
+            web.backends_removed,
+            vec![RemovedBackend {
+                backend: "198.18.2.21:8080".into(),
+                active_flows: 2,
+            }]
+        );
+        assert_eq!(web.flows_on_removed_backends, 2);
+        assert_eq!(web.active_flows, 3);
+        // Exactly be1's slots move, and Maglev gives it close to half.
+        let be1_share = running.listeners[0]
+            .slots
+            .iter()
+            .filter(|s| **s == Slot::Backend(0))
+            .count() as f64
+            / TABLE as f64;
+        assert!((web.moved_slots_fraction - be1_share).abs() < 1e-12);
+        assert!((0.45..0.55).contains(&web.moved_slots_fraction), "{web:?}");
+    }
+
+    #[test]
+    fn backends_are_compared_by_endpoint_not_index() {
+        // Same backends, listed in the other order: indices swap, owners do
+        // not.
+        let mut running_web = listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], 7);
+        let mut reordered = running_web.clone();
+        reordered.backends.reverse();
+        for slot in &mut reordered.slots {
+            if let Slot::Backend(i) = slot {
+                *i = 1 - *i;
+            }
+        }
+        running_web.slots[0] = Slot::Backend(0);
+        reordered.slots[0] = Slot::Backend(1);
+        let diffs = diff(
+            &Snapshot::new(1, vec![running_web]),
+            &Snapshot::new(2, vec![reordered]),
+            &ActiveFlows::default(),
+        );
+        assert_eq!(diffs[0].change, ListenerChange::Unchanged, "{diffs:?}");
+        assert_eq!(diffs[0].moved_slots_fraction, 0.0);
+    }
+
+    #[test]
+    fn added_backend_moves_about_its_share_and_is_listed() {
+        let running = Snapshot::new(
+            1,
+            vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
+        );
+        let candidate = Snapshot::new(
+            2,
+            vec![listener(
+                "web",
+                80,
+                &[(BE1, 1.0), (BE2, 1.0), (BE3, 1.0)],
+                TABLE,
+            )],
+        );
+        let web = only(
+            &diff(&running, &candidate, &ActiveFlows::default()),
+            "demo/edge/web",
+        );
+        assert_eq!(web.change, ListenerChange::Changed);
+        assert_eq!(web.backends_added, vec!["198.18.2.23:8080".to_owned()]);
+        assert!(web.backends_removed.is_empty());
+        // Maglev's minimal disruption: about 1/3 moves (to be3), not more.
+        assert!(
+            (0.30..0.40).contains(&web.moved_slots_fraction),
+            "{}",
+            web.moved_slots_fraction
+        );
+    }
+
+    #[test]
+    fn reweighting_is_reported_with_both_weights() {
+        let running = Snapshot::new(
+            1,
+            vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
+        );
+        let candidate = Snapshot::new(
+            2,
+            vec![listener("web", 80, &[(BE1, 3.0), (BE2, 1.0)], TABLE)],
+        );
+        let web = only(
+            &diff(&running, &candidate, &ActiveFlows::default()),
+            "demo/edge/web",
+        );
+        assert_eq!(
+            web.backends_reweighted,
+            vec![Reweight {
+                backend: "198.18.2.21:8080".into(),
+                from: 1.0,
+                to: 3.0,
+            }]
+        );
+        assert!(web.moved_slots_fraction > 0.2, "{web:?}");
+    }
+
+    #[test]
+    fn listeners_only_in_one_snapshot_are_added_or_removed() {
+        let running = Snapshot::new(
+            1,
+            vec![
+                listener("web", 80, &[(BE1, 1.0)], 7),
+                listener("old", 81, &[(BE1, 1.0), (BE2, 1.0)], 7),
+            ],
+        );
+        let candidate = Snapshot::new(
+            2,
+            vec![
+                listener("new", 82, &[(BE2, 1.0)], 7),
+                listener("web", 80, &[(BE1, 1.0)], 7),
+            ],
+        );
+        let records = [flow(40000, 81, BE2, false), flow(40001, 81, BE1, false)];
+        let diffs = diff(&running, &candidate, &ActiveFlows::count(&records));
+        let order: Vec<(&str, ListenerChange)> = diffs
+            .iter()
+            .map(|d| (d.listener.as_str(), d.change))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("demo/edge/web", ListenerChange::Unchanged),
+                ("demo/edge/old", ListenerChange::Removed),
+                ("demo/edge/new", ListenerChange::Added),
+            ]
+        );
+        assert_eq!(diffs[1].flows_on_removed_backends, 2);
+        assert_eq!(diffs[1].moved_slots_fraction, 1.0);
+        assert_eq!(diffs[2].backends_added, vec!["198.18.2.22:8080".to_owned()]);
+    }
+
+    #[test]
+    fn settings_changes_are_named_field_by_field() {
+        let old = listener("web", 80, &[(BE1, 1.0)], 7);
+        let mut new = listener("web", 8080, &[(BE1, 1.0)], 11);
+        new.route = "demo/other".into();
+        new.affinity = Some(Affinity { timeout_secs: 600 });
+        let web = only(
+            &diff(
+                &Snapshot::new(1, vec![old]),
+                &Snapshot::new(2, vec![new]),
+                &ActiveFlows::default(),
+            ),
+            "demo/edge/web",
+        );
+        assert_eq!(web.change, ListenerChange::Changed);
+        let fields: Vec<(&str, &str, &str)> = web
+            .fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.from.as_str(), f.to.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("port", "80", "8080"),
+                ("listener_port", "80", "8080"),
+                ("route", "demo/echo", "demo/other"),
+                ("table_size", "7", "11"),
+                ("affinity", "none", "ClientIP, 600s"),
+            ]
+        );
+        // One backend owns every slot of both tables: nothing moves.
+        assert_eq!(web.moved_slots_fraction, 0.0);
+        assert_eq!(web.vip, "198.18.100.10:8080");
+    }
+
+    #[test]
+    fn gateway_addresses_pair_by_vip_before_order() {
+        let at = |address: Ipv4Addr, backends: &[(Ipv4Addr, f64)]| {
+            let mut l = listener("web", 80, backends, 7);
+            l.address = IpAddr::V4(address);
+            l
+        };
+        let a = Ipv4Addr::new(198, 18, 100, 1);
+        let b = Ipv4Addr::new(198, 18, 100, 2);
+        let c = Ipv4Addr::new(198, 18, 100, 3);
+        let running = Snapshot::new(1, vec![at(a, &[(BE1, 1.0)]), at(b, &[(BE1, 1.0)])]);
+        // Address a is replaced by c; b stays.
+        let candidate = Snapshot::new(2, vec![at(b, &[(BE1, 1.0)]), at(c, &[(BE1, 1.0)])]);
+        let diffs = diff(&running, &candidate, &ActiveFlows::default());
+        assert_eq!(diffs.len(), 2, "{diffs:?}");
+        assert_eq!(diffs[0].change, ListenerChange::Changed);
+        assert_eq!(diffs[0].fields[0].from, "198.18.100.1");
+        assert_eq!(diffs[0].fields[0].to, "198.18.100.3");
+        assert_eq!(diffs[1].change, ListenerChange::Unchanged);
+        assert_eq!(diffs[1].vip, "198.18.100.2:80");
+    }
+
+    #[test]
+    fn tables_of_different_sizes_are_compared_hash_by_hash() {
+        let old = listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], 7);
+        let same_owner_everywhere = listener("web", 80, &[(BE1, 1.0)], 11);
+        let moved = moved_fraction(&old, &same_owner_everywhere);
+        let be2_share = old.slots.iter().filter(|s| **s == Slot::Backend(1)).count() as f64 / 7.0;
+        // Hashes spread evenly over the old table, so the share that was
+        // be2's is what moves.
+        assert!((moved - be2_share).abs() < 0.01, "{moved} vs {be2_share}");
+    }
+
+    #[test]
+    fn unavailable_share_counts_as_an_owner_of_its_own() {
+        let old = listener("web", 80, &[(BE1, 1.0)], 7);
+        let mut new = old.clone();
+        new.slots[3] = Slot::Unavailable;
+        new.slots[5] = Slot::Unavailable;
+        assert!((moved_fraction(&old, &new) - 2.0 / 7.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,116 @@
+//! `yardctl config check` and `config diff`: a candidate file compiled the
+//! way a reload would compile it (the daemon's cluster domain and Maglev
+//! seed), then reported on or compared with the running snapshot. The
+//! candidate is never published: the workers keep the running config.
+
+use std::error::Error as _;
+
+use sha2::{Digest, Sha256};
+use switchyard_config::snapshot::Snapshot;
+use yardctl::proto::{
+    CandidateConfig, ConfigCheckReport, ConfigDiffReport, MAX_CANDIDATE_CONFIG_BYTES,
+};
+
+use super::{ask_workers, ControlState};
+use crate::config_diff::{self, ActiveFlows};
+use crate::worker::WorkerRequest;
+
+struct Compiled {
+    snapshot: Snapshot,
+    diagnostics: Vec<String>,
+}
+
+/// What a reload would do with the file: the same load and resolution
+/// steps, so a file that passes here is one a reload accepts (unless the
+/// XDP maps cannot hold it).
+fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled, String> {
+    if candidate.contents.len() > MAX_CANDIDATE_CONFIG_BYTES {
+        return Err(format!(
+            "{}: {} bytes, more than the {} a check accepts",
+            candidate.file,
+            candidate.contents.len(),
+            MAX_CANDIDATE_CONFIG_BYTES
+        ));
+    }
+    let resources = switchyard_config::load_str(&candidate.file, &candidate.contents)
+        .map_err(|err| with_sources(&err))?;
+    let generation = state.config.load().generation + 1;
+    let resolution =
+        switchyard_config::resolve_with(&resources, generation, &state.resolve_options);
+    // A reload re-applies the drains in force, so the comparison does too:
+    // a drained backend is not a change the file makes.
+    let snapshot = crate::drain::apply(
+        &resolution.snapshot,
+        &state.drains.drains(),
+        generation,
+        state.resolve_options.maglev_seed,
+    );
+    Ok(Compiled {
+        snapshot,
+        diagnostics: resolution
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+    })
+}
+
+/// `err: source: source…`, as the daemon logs a refused reload.
+fn with_sources(err: &switchyard_config::LoadError) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+pub(super) fn check(state: &ControlState, candidate: &CandidateConfig) -> ConfigCheckReport {
+    let digest: String = Sha256::digest(candidate.contents.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let same_as_running = state
+        .config_status
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .sha256
+        == digest;
+    match compile(state, candidate) {
+        Ok(compiled) => ConfigCheckReport {
+            file: candidate.file.clone(),
+            valid: true,
+            error: None,
+            listeners: compiled.snapshot.listeners.len(),
+            diagnostics: compiled.diagnostics,
+            same_as_running,
+        },
+        Err(message) => ConfigCheckReport {
+            file: candidate.file.clone(),
+            valid: false,
+            error: Some(message),
+            listeners: 0,
+            diagnostics: Vec::new(),
+            same_as_running,
+        },
+    }
+}
+
+pub(super) fn diff(
+    state: &ControlState,
+    candidate: &CandidateConfig,
+) -> Result<ConfigDiffReport, String> {
+    let compiled = compile(state, candidate)
+        .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?;
+    let running = state.config.load_full();
+    let records = ask_workers(state, WorkerRequest::Flows)?;
+    let flows = ActiveFlows::count(records.iter().flatten());
+    Ok(ConfigDiffReport {
+        file: candidate.file.clone(),
+        running_generation: running.generation,
+        listeners: config_diff::diff(&running, &compiled.snapshot, &flows),
+        diagnostics: compiled.diagnostics,
+    })
+}
