@@ -78,6 +78,9 @@ pub struct BackendGroup {
     pub service: String,
     pub weight: u32,
     pub endpoints: Vec<Endpoint>,
+    /// No endpoint is ready: these are serving but terminating ones, used
+    /// (as kube-proxy does) so connections drain instead of failing.
+    pub terminating: bool,
 }
 
 /// Entries in every listener's slot table. Prime, as the Maglev table

@@ -378,6 +378,7 @@ mod tests {
             listener_port: port,
             protocol: Protocol::Tcp,
             groups: vec![BackendGroup {
+                terminating: false,
                 service: "demo/echo".into(),
                 weight: 1,
                 endpoints: endpoints.clone(),

@@ -653,11 +653,13 @@ mod tests {
                 protocol: Protocol::Tcp,
                 groups: vec![
                     BackendGroup {
+                        terminating: false,
                         service: "demo/echo".into(),
                         weight: 3,
                         endpoints: echo.clone(),
                     },
                     BackendGroup {
+                        terminating: false,
                         service: "demo/empty".into(),
                         weight: 1,
                         endpoints: vec![],

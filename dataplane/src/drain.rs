@@ -304,11 +304,13 @@ mod tests {
     fn listener(name: &str, port: u16) -> Listener {
         let groups = vec![
             BackendGroup {
+                terminating: false,
                 service: "demo/a".into(),
                 weight: 2,
                 endpoints: vec![endpoint(21), endpoint(22)],
             },
             BackendGroup {
+                terminating: false,
                 service: "demo/b".into(),
                 weight: 1,
                 endpoints: vec![endpoint(23)],

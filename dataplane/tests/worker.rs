@@ -92,6 +92,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
         listener_port: port,
         protocol,
         groups: vec![BackendGroup {
+            terminating: false,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: endpoints.clone(),

@@ -125,23 +125,25 @@ pub(super) fn groups(
                 .namespace
                 .as_deref()
                 .unwrap_or(&route.metadata.namespace);
-            let endpoints = match endpoints_of(index, route, backend, namespace, settings) {
-                Ok(endpoints) => endpoints,
-                Err((reason, message)) => {
-                    diagnostics.push(Diagnostic::new(
-                        route.kind.as_str(),
-                        &route.metadata.namespace,
-                        &route.metadata.name,
-                        reason,
-                        message,
-                    ));
-                    Vec::new()
-                }
-            };
+            let (endpoints, terminating) =
+                match endpoints_of(index, route, backend, namespace, settings) {
+                    Ok(chosen) => chosen,
+                    Err((reason, message)) => {
+                        diagnostics.push(Diagnostic::new(
+                            route.kind.as_str(),
+                            &route.metadata.namespace,
+                            &route.metadata.name,
+                            reason,
+                            message,
+                        ));
+                        (Vec::new(), false)
+                    }
+                };
             groups.push(BackendGroup {
                 service: format!("{namespace}/{}", backend.name),
                 weight: backend.weight,
                 endpoints,
+                terminating,
             });
         }
     }
@@ -183,7 +185,7 @@ fn endpoints_of(
     backend: &BackendRef,
     namespace: &str,
     settings: EndpointSettings,
-) -> Result<Vec<Endpoint>, Problem> {
+) -> Result<(Vec<Endpoint>, bool), Problem> {
     let Some(kind) = BackendKind::of(backend) else {
         let group = if backend.group.is_empty() {
             "core"
@@ -313,8 +315,13 @@ fn permitted(
 /// The endpoints kube-proxy would use, among `candidates` of the kept
 /// family: ready ones; if none, the serving ones that are terminating (so
 /// connections drain instead of failing); all of them when not-ready
-/// addresses are published.
-fn choose(candidates: Vec<Candidate>, everything: bool, family: Option<IpFamily>) -> Vec<Endpoint> {
+/// addresses are published. True with the endpoints when they are the
+/// terminating ones.
+fn choose(
+    candidates: Vec<Candidate>,
+    everything: bool,
+    family: Option<IpFamily>,
+) -> (Vec<Endpoint>, bool) {
     let mut ready = Vec::new();
     let mut terminating = Vec::new();
     for (endpoint, conditions) in candidates {
@@ -327,10 +334,11 @@ fn choose(candidates: Vec<Candidate>, everything: bool, family: Option<IpFamily>
             terminating.push(endpoint);
         }
     }
+    let draining = ready.is_empty() && !terminating.is_empty();
     let mut chosen = if ready.is_empty() { terminating } else { ready };
     chosen.sort();
     chosen.dedup();
-    chosen
+    (chosen, draining)
 }
 
 /// The endpoints of one port, merged over a Service's (or ServiceImport's)

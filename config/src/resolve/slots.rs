@@ -55,6 +55,7 @@ mod tests {
 
     fn group(weight: u32, endpoints: &[&str]) -> BackendGroup {
         BackendGroup {
+            terminating: false,
             service: "ns/s".into(),
             weight,
             endpoints: endpoints

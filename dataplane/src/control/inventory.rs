@@ -260,6 +260,7 @@ mod tests {
                 listener_port: 80,
                 protocol: Protocol::Tcp,
                 groups: vec![BackendGroup {
+                    terminating: false,
                     service: "demo/echo".into(),
                     weight: 2,
                     endpoints: vec![endpoint(BE1), endpoint(BE2)],

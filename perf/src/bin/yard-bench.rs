@@ -93,6 +93,7 @@ fn snapshot() -> Snapshot {
             listener_port: 53,
             protocol: Protocol::Udp,
             groups: vec![BackendGroup {
+                terminating: false,
                 service: "bench/svc".into(),
                 weight: 1,
                 endpoints: endpoints.clone(),
