@@ -101,6 +101,22 @@ pub struct StatusReport {
     /// Outcome of the config reloads so far.
     #[serde(default)]
     pub reload: ReloadSummary,
+    /// The XDP flow cache; absent when it is off.
+    #[serde(default)]
+    pub fast_path: Option<FastPathStatus>,
+}
+
+/// The XDP flow cache (fast path) as `yardctl status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FastPathStatus {
+    /// Flows it can hold, over all workers.
+    pub capacity: u32,
+    /// Flows it holds now (including entries of older generations that no
+    /// longer apply and wait for their flow's next packet or for eviction).
+    pub entries: u64,
+    /// Config generation and L2 epoch an entry must carry to apply.
+    pub generation: u64,
+    pub l2_epoch: u64,
 }
 
 /// The part of `ConfigStatusReport` `yardctl status` shows.
@@ -146,8 +162,14 @@ pub struct ListenerStats {
     pub protocol: String,
     /// `address:port`.
     pub vip: String,
+    /// Both paths: the workers' and the fast path's.
     #[serde(flatten)]
     pub counters: Counters,
+    /// Of those, what the XDP fast path sent.
+    #[serde(default)]
+    pub fast_path_packets: u64,
+    #[serde(default)]
+    pub fast_path_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -156,8 +178,14 @@ pub struct BackendStats {
     /// `address:port`.
     pub backend: String,
     pub service: String,
+    /// Both paths: the workers' and the fast path's.
     #[serde(flatten)]
     pub counters: Counters,
+    /// Of those, what the XDP fast path sent.
+    #[serde(default)]
+    pub fast_path_packets: u64,
+    #[serde(default)]
+    pub fast_path_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -194,9 +222,19 @@ pub struct FlowInfo {
     pub vip: String,
     pub backend: String,
     pub listener: String,
-    /// Both directions.
+    /// Both directions, both paths.
     pub packets: u64,
     pub bytes: u64,
+    /// Of those, what the XDP fast path sent (since its entries were last
+    /// written).
+    #[serde(default)]
+    pub fast_path_packets: u64,
+    #[serde(default)]
+    pub fast_path_bytes: u64,
+    /// Whether the fast path holds the flow's current decision (either
+    /// direction).
+    #[serde(default)]
+    pub fast_path: bool,
     pub age_secs: f64,
     pub idle_secs: f64,
     /// Queues of the workers that saw the flow, in either direction.

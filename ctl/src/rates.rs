@@ -332,12 +332,14 @@ mod tests {
                 protocol: "TCP".into(),
                 vip: "198.18.100.10:80".into(),
                 counters: counters.clone(),
+                ..ListenerStats::default()
             }],
             backends: vec![BackendStats {
                 listener: "demo/edge/web".into(),
                 backend: "198.18.2.21:8080".into(),
                 service: "demo/echo".into(),
                 counters,
+                ..BackendStats::default()
             }],
             workers: vec![WorkerStats {
                 queue: 0,

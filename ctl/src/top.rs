@@ -435,6 +435,7 @@ mod tests {
                 bytes,
                 flows,
             },
+            ..ListenerStats::default()
         }
     }
 

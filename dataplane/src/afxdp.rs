@@ -55,6 +55,23 @@ pub struct XskConfig {
     pub frames_per_port: u32,
     pub batch_size: usize,
     pub zero_copy: ZeroCopy,
+    /// Bind with XDP_USE_NEED_WAKEUP: the kernel says when it must be
+    /// kicked, instead of being kicked after every batch.
+    pub need_wakeup: bool,
+    /// Busy polling (SO_BUSY_POLL and friends), when set.
+    pub busy_poll: Option<BusyPoll>,
+    /// Frames the kernel may send per kick in copy mode
+    /// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17; default there 32).
+    pub tx_skb_budget: Option<u32>,
+}
+
+/// Busy-poll settings of a socket (Documentation/networking/napi.rst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// SO_BUSY_POLL: how long a poll() spins on the device queue.
+    pub usecs: u32,
+    /// SO_BUSY_POLL_BUDGET: packets per spin.
+    pub budget: u32,
 }
 
 impl Default for XskConfig {
@@ -65,6 +82,9 @@ impl Default for XskConfig {
             frames_per_port: 4096,
             batch_size: 64,
             zero_copy: ZeroCopy::Auto,
+            need_wakeup: true,
+            busy_poll: None,
+            tx_skb_budget: None,
         }
     }
 }
@@ -126,7 +146,7 @@ impl XskPorts {
 
         let mut ports = Vec::with_capacity(specs.len());
         for spec in specs {
-            ports.push(open_socket(&umem, spec, queue, ring, config.zero_copy)?);
+            ports.push(open_socket(&umem, spec, queue, ring, config)?);
         }
         let pollfds = ports
             .iter()
@@ -232,8 +252,14 @@ fn open_socket(
     spec: &PortSpec,
     queue: u32,
     ring: QueueSize,
-    zero_copy: ZeroCopy,
+    config: &XskConfig,
 ) -> Result<Port, XskError> {
+    let zero_copy = config.zero_copy;
+    let wakeup = if config.need_wakeup {
+        BindFlags::XDP_USE_NEED_WAKEUP
+    } else {
+        BindFlags::empty()
+    };
     let interface: Interface = spec.name.parse().map_err(|_| XskError::Socket {
         interface: spec.name.clone(),
         queue,
@@ -246,7 +272,7 @@ fn open_socket(
             // Switchyard attaches its own steering program; libxdp must not
             // load its default one.
             .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-            .bind_flags(mode | BindFlags::XDP_USE_NEED_WAKEUP)
+            .bind_flags(mode | wakeup)
             .build();
         // SAFETY: each (interface, queue) pair is bound once per UMEM, and
         // INHIBIT_PROG_LOAD is set as sharing a UMEM requires.
@@ -272,7 +298,29 @@ fn open_socket(
         interface: spec.name.clone(),
         queue,
     })?;
-    let zero_copy = socket_is_zero_copy(rx.fd().as_raw_fd()).unwrap_or(false);
+    let fd = rx.fd().as_raw_fd();
+    let zero_copy = socket_is_zero_copy(fd).unwrap_or(false);
+    let socket_error = |what: &str, err: io::Error| XskError::Socket {
+        interface: spec.name.clone(),
+        queue,
+        detail: format!("{what}: {err}"),
+    };
+    if let Some(busy) = config.busy_poll {
+        set_socket_option(fd, libc::SOL_SOCKET, libc::SO_PREFER_BUSY_POLL, 1)
+            .map_err(|e| socket_error("SO_PREFER_BUSY_POLL", e))?;
+        set_socket_option(fd, libc::SOL_SOCKET, libc::SO_BUSY_POLL, busy.usecs)
+            .map_err(|e| socket_error("SO_BUSY_POLL", e))?;
+        set_socket_option(fd, libc::SOL_SOCKET, SO_BUSY_POLL_BUDGET, busy.budget)
+            .map_err(|e| socket_error("SO_BUSY_POLL_BUDGET", e))?;
+    }
+    if let Some(budget) = config.tx_skb_budget.filter(|_| !zero_copy) {
+        set_socket_option(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, budget).map_err(|e| {
+            socket_error(
+                "XDP_MAX_TX_SKB_BUDGET (Linux 6.17 or later; 32 up to the tx ring size)",
+                e,
+            )
+        })?;
+    }
     Ok(Port {
         name: spec.name.clone(),
         tx,
@@ -284,9 +332,37 @@ fn open_socket(
     })
 }
 
+const SOL_XDP: libc::c_int = 283;
+/// include/uapi/linux/if_xdp.h, Linux 6.17.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+/// include/uapi/asm-generic/socket.h, Linux 5.11.
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn set_socket_option(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: u32,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live u32 and its size is passed; the kernel only
+    // reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Asks the kernel which mode the bind ended up in (XDP_OPTIONS, Linux 5.3).
 fn socket_is_zero_copy(fd: RawFd) -> io::Result<bool> {
-    const SOL_XDP: libc::c_int = 283;
     const XDP_OPTIONS: libc::c_int = 8;
     const XDP_OPTIONS_ZEROCOPY: u32 = 1;
     let mut flags: u32 = 0;

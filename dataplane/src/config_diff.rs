@@ -428,6 +428,7 @@ mod tests {
                 packets: 1,
                 bytes: 60,
                 closing,
+                cached: Default::default(),
             },
         }
     }

@@ -17,16 +17,18 @@ use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use yardctl::proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
-    FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, Request,
-    Response, StatsReport, StatusReport, WorkerStatus,
+    FastPathStatus, FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision,
+    ReloadSummary, Request, Response, StatsReport, StatusReport, WorkerStatus,
 };
 
 use crate::affinity::AffinityTable;
 use crate::drain;
 use crate::drop_reason::DropReason;
-use crate::flow::Direction;
+use crate::fast_path::{CacheView, FastPath};
+use crate::flow::{Cached, Direction};
 use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
+use switchyard_xdp::FastCounters;
 
 mod config_check;
 mod inventory;
@@ -78,6 +80,8 @@ pub struct ControlState {
     /// Resolution inputs from the command line, so a config check compiles
     /// a file as a reload would.
     pub resolve_options: switchyard_config::Options,
+    /// The XDP flow cache, when the fast path is on.
+    pub fast_path: Option<Arc<crate::fast_path::FastPath>>,
 }
 
 pub struct ControlServer {
@@ -167,13 +171,20 @@ fn answer(state: &ControlState, request: &Request) -> Response {
         Request::ConfigDiff(candidate) => {
             config_check::diff(state, candidate).map(Response::ConfigDiff)
         }
-        Request::Stats => ask_workers(state, WorkerRequest::Stats)
-            .map(|stats| Response::Stats(stats_report(&state.config.load(), &stats))),
+        Request::Stats => ask_workers(state, WorkerRequest::Stats).map(|stats| {
+            let snapshot = state.config.load();
+            let fast = state
+                .fast_path
+                .as_ref()
+                .map(|fast| fast.backend_counters(&snapshot));
+            Response::Stats(stats_report(&snapshot, &stats, fast.as_deref()))
+        }),
         Request::Flows => ask_workers(state, WorkerRequest::Flows).map(|flows| {
             Response::Flows(flows_report(
                 &state.config.load(),
                 flows.into_iter().flatten(),
                 state.epoch.elapsed().as_nanos() as u64,
+                cache_view(state).as_ref(),
             ))
         }),
         Request::Listeners => inventory::listeners(state).map(Response::Listeners),
@@ -230,6 +241,7 @@ fn status(state: &ControlState) -> StatusReport {
         uptime_secs: state.epoch.elapsed().as_secs(),
         config_path: state.config_path.clone(),
         config_generation: state.config.load().generation,
+        fast_path: state.fast_path.as_deref().map(fast_path_status),
         interfaces: state.interfaces.clone(),
         workers: state
             .workers
@@ -240,6 +252,30 @@ fn status(state: &ControlState) -> StatusReport {
                 afxdp_modes: w.afxdp_modes.clone(),
             })
             .collect(),
+    }
+}
+
+/// The flow cache's entries, when the fast path is on; a cache that cannot
+/// be read is logged and listed as empty.
+fn cache_view(state: &ControlState) -> Option<CacheView> {
+    let fast = state.fast_path.as_ref()?;
+    match fast.view() {
+        Ok(view) => Some(view),
+        Err(err) => {
+            log::warn!("reading the XDP flow cache: {err}");
+            None
+        }
+    }
+}
+
+fn fast_path_status(fast: &FastPath) -> FastPathStatus {
+    let maps = fast.maps();
+    let (generation, l2_epoch) = maps.published().unwrap_or_default();
+    FastPathStatus {
+        capacity: maps.capacity(),
+        entries: fast.view().map_or(0, |view| view.len() as u64),
+        generation,
+        l2_epoch,
     }
 }
 
@@ -280,7 +316,13 @@ fn add(total: &mut worker::Counters, c: &worker::Counters) {
     total.flows += c.flows;
 }
 
-pub fn stats_report(snapshot: &Snapshot, workers: &[WorkerStats]) -> StatsReport {
+/// Merges the workers' counters (and, with `fast`, the fast path's per
+/// listener backend, indexed like `snapshot`) into one report.
+pub fn stats_report(
+    snapshot: &Snapshot,
+    workers: &[WorkerStats],
+    fast: Option<&[Vec<FastCounters>]>,
+) -> StatsReport {
     let current: Vec<&WorkerStats> = workers
         .iter()
         .filter(|w| w.generation == snapshot.generation)
@@ -294,11 +336,25 @@ pub fn stats_report(snapshot: &Snapshot, workers: &[WorkerStats]) -> StatsReport
             }
         }
         let name = listener.name.to_string();
+        let fast_backends = fast
+            .and_then(|f| f.get(index))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let fast_total = fast_backends
+            .iter()
+            .fold(FastCounters::default(), |sum, c| FastCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            });
+        total.packets += fast_total.packets;
+        total.bytes += fast_total.bytes;
         report.listeners.push(ListenerStats {
             listener: name.clone(),
             protocol: listener.protocol.to_string(),
             vip: listener.vip().to_string(),
             counters: to_proto(&total),
+            fast_path_packets: fast_total.packets,
+            fast_path_bytes: fast_total.bytes,
         });
         for (b, backend) in listener.backends.iter().enumerate() {
             let mut total = worker::Counters::default();
@@ -307,6 +363,9 @@ pub fn stats_report(snapshot: &Snapshot, workers: &[WorkerStats]) -> StatsReport
                     add(&mut total, c);
                 }
             }
+            let fast = fast_backends.get(b).copied().unwrap_or_default();
+            total.packets += fast.packets;
+            total.bytes += fast.bytes;
             let service = listener
                 .groups
                 .get(backend.group as usize)
@@ -317,6 +376,8 @@ pub fn stats_report(snapshot: &Snapshot, workers: &[WorkerStats]) -> StatsReport
                 backend: backend.endpoint.to_string(),
                 service,
                 counters: to_proto(&total),
+                fast_path_packets: fast.packets,
+                fast_path_bytes: fast.bytes,
             });
         }
     }
@@ -347,17 +408,22 @@ fn endpoint(address: std::net::Ipv4Addr, port: u16) -> String {
 }
 
 /// Merges the two directions of each connection (possibly seen by different
-/// workers) into one row.
+/// workers), and what the flow cache sent of each (with `cache`), into one
+/// row.
 pub fn flows_report(
     snapshot: &Snapshot,
     records: impl Iterator<Item = FlowRecord>,
     now_ns: u64,
+    cache: Option<&CacheView>,
 ) -> FlowsReport {
     #[derive(Default)]
     struct Merged {
         listener: String,
         packets: u64,
         bytes: u64,
+        fast_packets: u64,
+        fast_bytes: u64,
+        fast_path: bool,
         created_ns: u64,
         last_seen_ns: u64,
         workers: BTreeSet<u32>,
@@ -408,6 +474,21 @@ pub fn flows_report(
         row.created_ns = row.created_ns.min(record.entry.created_ns);
         row.last_seen_ns = row.last_seen_ns.max(record.entry.last_seen_ns);
         row.workers.insert(record.queue);
+        // Two workers can hold one 5-tuple (a reply pre-installed on one);
+        // the cache entry is counted with the worker that installed it.
+        if record.entry.cached != Cached::No {
+            if let Some(cached) = cache.and_then(|c| c.get(&record.key)) {
+                row.packets += cached.packets;
+                row.bytes += cached.bytes;
+                row.fast_packets += cached.packets;
+                row.fast_bytes += cached.bytes;
+                row.fast_path |= record.entry.cached == Cached::Current
+                    && cached.generation == record.entry.generation;
+                if let Some(seen) = cached.last_seen_ns {
+                    row.last_seen_ns = row.last_seen_ns.max(seen);
+                }
+            }
+        }
     }
     let seconds = |ns: u64| ns as f64 / 1e9;
     let mut flows: Vec<FlowInfo> = merged
@@ -424,6 +505,9 @@ pub fn flows_report(
             listener: m.listener,
             packets: m.packets,
             bytes: m.bytes,
+            fast_path_packets: m.fast_packets,
+            fast_path_bytes: m.fast_bytes,
+            fast_path: m.fast_path,
             age_secs: seconds(now_ns.saturating_sub(m.created_ns)),
             idle_secs: seconds(now_ns.saturating_sub(m.last_seen_ns)),
             workers: m.workers.into_iter().collect(),
@@ -717,6 +801,7 @@ mod tests {
                 packets: 7,
                 bytes: 700,
                 closing: false,
+                cached: Default::default(),
             },
         }
     }

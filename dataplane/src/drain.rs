@@ -8,7 +8,8 @@
 //! Maglev table without it; workers keep established flows because
 //! `carry_over` only asks that the backend still be in the listener, and
 //! the affinity table already refuses weight-0 backends. This module never
-//! touches the XDP maps: a drain changes no VIP and no backend endpoint.
+//! touches the XDP maps itself (a drain changes no VIP and no backend
+//! endpoint); a [`PublishHook`] tells the flow cache about each swap.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -133,6 +134,15 @@ pub fn apply(
     Snapshot::new(generation, listeners).with_dns(snapshot.dns.clone())
 }
 
+/// What must happen around every snapshot swap, beside the swap itself
+/// (the XDP flow cache's stats slots and generation).
+pub trait PublishHook: Send + Sync {
+    /// Before `next` becomes visible to the workers.
+    fn before(&self, next: &Snapshot);
+    /// Right after it did.
+    fn after(&self, next: &Snapshot);
+}
+
 /// Publishes snapshots: the compiled config with the drains applied. The
 /// reloader and the control socket both publish through it, under one
 /// lock, so neither overwrites the other's change.
@@ -140,6 +150,7 @@ pub struct Publisher {
     config: Arc<ArcSwap<Snapshot>>,
     maglev_seed: u32,
     state: Mutex<State>,
+    hook: Option<Arc<dyn PublishHook>>,
 }
 
 struct State {
@@ -168,7 +179,15 @@ impl Publisher {
                 compiled,
                 drains: BTreeSet::new(),
             }),
+            hook: None,
         }
+    }
+
+    /// Runs `hook` around every publication from now on; the current
+    /// snapshot is the caller's to announce.
+    pub fn with_hook(mut self, hook: Arc<dyn PublishHook>) -> Self {
+        self.hook = Some(hook);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -190,8 +209,19 @@ impl Publisher {
     }
 
     fn republish(&self, state: &State, generation: u64) -> u64 {
-        let next = apply(&state.compiled, &state.drains, generation, self.maglev_seed);
-        self.config.store(Arc::new(next));
+        let next = Arc::new(apply(
+            &state.compiled,
+            &state.drains,
+            generation,
+            self.maglev_seed,
+        ));
+        if let Some(hook) = &self.hook {
+            hook.before(&next);
+        }
+        self.config.store(next.clone());
+        if let Some(hook) = &self.hook {
+            hook.after(&next);
+        }
         generation
     }
 

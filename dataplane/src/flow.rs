@@ -80,6 +80,35 @@ pub struct FlowEntry {
     pub bytes: u64,
     /// TCP FIN or RST seen: the flow only lingers for stray segments.
     pub closing: bool,
+    /// What the XDP flow cache holds for this 5-tuple.
+    pub cached: Cached,
+}
+
+/// Whether the XDP flow cache (the fast path) holds a flow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Cached {
+    /// No entry.
+    #[default]
+    No,
+    /// An entry decided under an older config generation or MACs, which
+    /// the program no longer applies; the flow's next packet on the slow
+    /// path installs its current decision.
+    Stale,
+    /// The entry replays this flow's current decision.
+    Current,
+}
+
+/// What [`FlowTable::expire_with`] should do with an idle flow the cache
+/// holds: the fast path forwards its packets without the worker seeing
+/// them, so only the cache knows whether it is really idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheActivity {
+    /// Idle there too (or gone): expire it.
+    Idle,
+    /// Seen by the fast path at this time (the table's clock): keep it.
+    SeenAt(u64),
+    /// Not asked now (a budget per pass): look again at the next pass.
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +155,10 @@ enum Class {
 }
 
 const CLASSES: usize = 4;
+/// Keys of removed flows the cache may still hold, kept for the worker to
+/// delete from the cache; beyond this the oldest leftovers are left to the
+/// cache's own LRU and to generation checks.
+const UNCACHE_QUEUE: usize = 1024;
 /// Eviction tie-break order: shortest-lived classes first.
 const BY_PRIORITY: [Class; CLASSES] = [Class::Closing, Class::Syn, Class::Udp, Class::Established];
 
@@ -193,6 +226,8 @@ pub struct FlowTable {
     evictions: u64,
     timeouts: FlowTimeouts,
     timeout_ns: [u64; CLASSES],
+    /// Keys of removed flows with a cache entry (see `Cached`).
+    uncached: Vec<FlowKey>,
 }
 
 impl FlowTable {
@@ -231,6 +266,7 @@ impl FlowTable {
             evictions: 0,
             timeouts,
             timeout_ns,
+            uncached: Vec::with_capacity(UNCACHE_QUEUE),
         }
     }
 
@@ -276,6 +312,12 @@ impl FlowTable {
         }
         let hash = self.hash(&key);
         if let Some((_, slot)) = self.find(&key, hash) {
+            let mut entry = entry;
+            // A flow decided afresh still owns whatever the cache holds for
+            // its key: its next install overwrites it, its removal deletes it.
+            if entry.cached == Cached::No && self.slots[slot as usize].entry.cached != Cached::No {
+                entry.cached = Cached::Stale;
+            }
             self.slots[slot as usize].entry = entry;
             self.unlink(slot);
             self.push_front(Class::of(&key, &entry), slot);
@@ -315,11 +357,25 @@ impl FlowTable {
     /// second. Walks each class list from its least recently used end and
     /// stops at the first live entry.
     pub fn expire(&mut self, now_ns: u64) {
-        self.expire_counted(now_ns);
+        self.expire_counted(now_ns, &mut |_, _| CacheActivity::Idle);
     }
 
-    /// `expire`, returning how many entries it looked at.
-    fn expire_counted(&mut self, now_ns: u64) -> usize {
+    /// `expire`, asking `activity` about each idle flow the XDP cache
+    /// holds: one the fast path has seen since is kept, refreshed to then.
+    pub fn expire_with(
+        &mut self,
+        now_ns: u64,
+        activity: &mut dyn FnMut(&FlowKey, &FlowEntry) -> CacheActivity,
+    ) {
+        self.expire_counted(now_ns, activity);
+    }
+
+    /// `expire_with`, returning how many entries it looked at.
+    fn expire_counted(
+        &mut self,
+        now_ns: u64,
+        activity: &mut dyn FnMut(&FlowKey, &FlowEntry) -> CacheActivity,
+    ) -> usize {
         self.refile();
         let mut looked = 0;
         for class in BY_PRIORITY {
@@ -333,12 +389,35 @@ impl FlowTable {
                 if !self.is_expired(class, &s.entry, now_ns) {
                     break;
                 }
+                if s.entry.cached != Cached::No {
+                    match activity(&s.key, &s.entry) {
+                        CacheActivity::Idle => {}
+                        CacheActivity::Unknown => break,
+                        CacheActivity::SeenAt(seen) => {
+                            let s = &mut self.slots[tail as usize];
+                            s.entry.last_seen_ns = s.entry.last_seen_ns.max(seen);
+                            if !self.is_expired(class, &self.slots[tail as usize].entry, now_ns) {
+                                // Same class, newest now: the front of its list.
+                                self.unlink(tail);
+                                self.push_front(class, tail);
+                                continue;
+                            }
+                        }
+                    }
+                }
+                let s = &self.slots[tail as usize];
                 let hash = self.hash(&s.key);
                 let cell = self.cell_of(tail, hash);
                 self.remove(cell, tail);
             }
         }
         looked
+    }
+
+    /// Moves the keys of removed flows the XDP cache may still hold into
+    /// `into`, for deletion from the cache.
+    pub fn take_uncached(&mut self, into: &mut Vec<FlowKey>) {
+        into.append(&mut self.uncached);
     }
 
     pub fn len(&self) -> usize {
@@ -456,6 +535,10 @@ impl FlowTable {
     fn remove(&mut self, cell: usize, slot: u32) {
         if self.pending == slot {
             self.pending = NIL;
+        }
+        let s = &self.slots[slot as usize];
+        if s.entry.cached != Cached::No && self.uncached.len() < UNCACHE_QUEUE {
+            self.uncached.push(s.key);
         }
         self.unlink(slot);
         self.unindex(cell);
@@ -603,6 +686,7 @@ mod tests {
             packets,
             bytes: 0,
             closing: false,
+            cached: Cached::No,
         }
     }
 
@@ -772,6 +856,74 @@ mod tests {
         table.check();
     }
 
+    fn cached(now: u64) -> FlowEntry {
+        FlowEntry {
+            cached: Cached::Current,
+            ..entry(now, 2)
+        }
+    }
+
+    #[test]
+    fn an_idle_flow_the_fast_path_still_carries_is_kept_and_refreshed() {
+        let mut table = FlowTable::new(8, timeouts());
+        table.insert(key(1, UDP), cached(0));
+        table.insert(key(2, UDP), cached(0));
+        table.insert(key(3, UDP), entry(0, 2));
+        let mut asked = Vec::new();
+        table.expire_with(400, &mut |k, _| {
+            asked.push(*k);
+            if *k == key(1, UDP) {
+                CacheActivity::SeenAt(350)
+            } else {
+                CacheActivity::Idle
+            }
+        });
+        assert_eq!(
+            asked,
+            [key(1, UDP), key(2, UDP)],
+            "only cached flows are asked"
+        );
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.get_mut(&key(1, UDP), 400).unwrap().last_seen_ns, 350);
+        let mut uncached = Vec::new();
+        table.take_uncached(&mut uncached);
+        assert_eq!(
+            uncached,
+            [key(2, UDP)],
+            "the cache entry of a removed flow goes too"
+        );
+        table.check();
+    }
+
+    #[test]
+    fn an_unknown_cache_activity_leaves_the_flow_for_the_next_pass() {
+        let mut table = FlowTable::new(8, timeouts());
+        table.insert(key(1, UDP), cached(0));
+        table.insert(key(2, UDP), cached(1));
+        table.expire_with(400, &mut |_, _| CacheActivity::Unknown);
+        assert_eq!(table.len(), 2);
+        table.expire_with(400, &mut |_, _| CacheActivity::Idle);
+        assert!(table.is_empty());
+        table.check();
+    }
+
+    #[test]
+    fn evicting_or_replacing_a_cached_flow_keeps_its_cache_key_owned() {
+        let mut table = FlowTable::new(1, timeouts());
+        table.insert(key(1, UDP), cached(0));
+        // Decided afresh (a new generation): the cache may still hold it.
+        table.insert(key(1, UDP), entry(1, 1));
+        assert_eq!(
+            table.get_mut(&key(1, UDP), 1).unwrap().cached,
+            Cached::Stale
+        );
+        table.insert(key(2, UDP), entry(2, 1));
+        let mut uncached = Vec::new();
+        table.take_uncached(&mut uncached);
+        assert_eq!(uncached, [key(1, UDP)]);
+        table.check();
+    }
+
     #[test]
     fn expire_stops_at_the_first_live_flow() {
         let mut table = FlowTable::new(1024, timeouts());
@@ -780,13 +932,22 @@ mod tests {
         }
         // Flows 0..=99 are idle past 1000 ns at 1100: 100 expired, 1 live
         // looked at in the established list, nothing in the others.
-        assert_eq!(table.expire_counted(1100), 101);
+        assert_eq!(
+            table.expire_counted(1100, &mut |_, _| CacheActivity::Idle),
+            101
+        );
         assert_eq!(table.len(), 900);
-        assert_eq!(table.expire_counted(1100), 1);
+        assert_eq!(
+            table.expire_counted(1100, &mut |_, _| CacheActivity::Idle),
+            1
+        );
         // A flow filed out of time order (inserted with an old stamp) sits
         // behind live ones: expire does not reach it, get_mut still misses.
         table.insert(key(5000, TCP), entry(0, 2));
-        assert_eq!(table.expire_counted(1100), 1);
+        assert_eq!(
+            table.expire_counted(1100, &mut |_, _| CacheActivity::Idle),
+            1
+        );
         assert_eq!(table.len(), 901);
         assert!(table.get_mut(&key(5000, TCP), 1100).is_none());
         assert_eq!(table.len(), 900);

@@ -9,6 +9,7 @@ pub mod control;
 pub mod dns;
 pub mod drain;
 pub mod drop_reason;
+pub mod fast_path;
 pub mod flow;
 pub mod interfaces;
 pub mod io;

@@ -19,7 +19,8 @@ use switchyard_config::snapshot::{
 use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
 
 use crate::drop_reason::DropReason;
-use crate::flow::{Direction, FlowEntry, FlowTable, FlowTimeouts};
+use crate::fast_path::{CacheWriter, StatsSlots};
+use crate::flow::{Cached, Direction, FlowEntry, FlowTable, FlowTimeouts};
 use crate::io::{PacketIo, Verdict};
 use crate::neighbor::{L2Table, Neighbors, Unresolved};
 use crate::packet::{self, FlowKey, Parsed, Rewrite};
@@ -182,6 +183,10 @@ pub struct Worker {
     /// reload can move each counter to the same listener and backend in
     /// the next one.
     counted: Option<Arc<Snapshot>>,
+    /// The XDP flow cache, when the fast path is on.
+    fast: Option<CacheWriter>,
+    /// Its stats slots for the batch's snapshot.
+    fast_slots: Option<Arc<StatsSlots>>,
 }
 
 impl Worker {
@@ -212,7 +217,16 @@ impl Worker {
                 ..WorkerStats::default()
             },
             counted: None,
+            fast: None,
+            fast_slots: None,
         }
+    }
+
+    /// Makes this worker install the flows it has decided in the XDP flow
+    /// cache, so the program forwards their later packets itself.
+    pub fn with_fast_path(mut self, writer: CacheWriter) -> Self {
+        self.fast = Some(writer);
+        self
     }
 
     /// Makes this worker use `table` for ClientIP affinity: every worker of
@@ -229,7 +243,7 @@ impl Worker {
             self.serve_control();
             let now = self.now_ns();
             if now.saturating_sub(last_expire) > EXPIRE_EVERY.as_nanos() as u64 {
-                self.flows.expire(now);
+                self.expire(now);
                 last_expire = now;
             }
             if received == 0 {
@@ -245,14 +259,44 @@ impl Worker {
         }
     }
 
+    /// Forgets idle flows. A flow the fast path carries looks idle here, so
+    /// the cache is asked first; a flow that is forgotten leaves the cache
+    /// too.
+    pub fn expire(&mut self, now: u64) {
+        match &mut self.fast {
+            Some(fast) => {
+                fast.begin_expiry();
+                self.flows
+                    .expire_with(now, &mut |key, _| fast.activity(key));
+                self.flows.take_uncached(fast.removals());
+                fast.flush();
+            }
+            None => self.flows.expire(now),
+        }
+    }
+
     /// One batch; returns the number of frames received.
     pub fn run_once(&mut self, io: &mut dyn PacketIo) -> usize {
         let snapshot = self.config.load_full();
         let l2 = self.neighbors.table();
         self.fit_counters(&snapshot);
+        if let Some(fast) = &self.fast {
+            let slots = fast.shared().slots();
+            if self
+                .fast_slots
+                .as_ref()
+                .is_none_or(|s| !Arc::ptr_eq(s, &slots))
+            {
+                self.fast_slots = Some(Arc::clone(&slots));
+            }
+        }
         let now = self.now_ns();
         let outcome =
             io.run_batch(&mut |ingress, frame| self.handle(&snapshot, &l2, now, ingress, frame));
+        if let Some(fast) = &mut self.fast {
+            self.flows.take_uncached(fast.removals());
+            fast.flush();
+        }
         self.stats.rx_packets += outcome.received as u64;
         self.stats.rx_bytes += outcome.received_bytes as u64;
         self.stats.tx_packets += outcome.transmitted as u64;
@@ -378,6 +422,9 @@ impl Worker {
                             entry.rewrite.eth_src = hop.src_mac;
                             entry.rewrite.eth_dst = hop.dst_mac;
                             entry.l2_version = l2.version();
+                            if entry.cached == Cached::Current {
+                                entry.cached = Cached::Stale;
+                            }
                         }
                         // Until the kernel's entry reaches the table, a reply
                         // entry pre-installed with the client frame's L2
@@ -397,6 +444,14 @@ impl Worker {
                 entry.bytes += bytes;
                 entry.closing |= parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0;
                 packet::apply(frame, &parsed, &entry.rewrite);
+                if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
+                    if entry.cached != Cached::Current
+                        && cacheable(&parsed, entry)
+                        && fast.queue(&key, entry, slots, l2)
+                    {
+                        entry.cached = Cached::Current;
+                    }
+                }
                 let (listener, backend, egress) = (
                     entry.listener as usize,
                     entry.backend as usize,
@@ -517,6 +572,7 @@ impl Worker {
             packets: 0,
             bytes: 0,
             closing: false,
+            cached: Cached::No,
             ..*forward
         };
         self.flows.insert(reply_key, reply);
@@ -672,6 +728,7 @@ impl Worker {
             packets: 1,
             bytes,
             closing: parsed.tcp_flags & (TCP_FIN | TCP_RST) != 0,
+            cached: Cached::No,
         })
     }
 }
@@ -764,7 +821,24 @@ fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool
     entry.listener = listener;
     entry.backend = position as u32;
     entry.generation = snapshot.generation;
+    // The cache entry names the old generation: the next packet installs
+    // the carried-over decision.
+    if entry.cached == Cached::Current {
+        entry.cached = Cached::Stale;
+    }
     true
+}
+
+/// Whether the fast path may take over a flow after this packet: it has
+/// settled (its second packet in this direction), it is not closing, its
+/// MACs come from the kernel's table rather than from a frame, and this is
+/// no TCP SYN, FIN or RST (the program sends those to the workers anyway).
+#[inline]
+fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
+    entry.packets >= 2
+        && !entry.closing
+        && entry.l2_version != PROVISIONAL_L2
+        && (parsed.key.protocol != TCP || parsed.tcp_flags & (TCP_SYN | TCP_FIN | TCP_RST) == 0)
 }
 
 /// Who an affinity entry is for.

@@ -24,6 +24,24 @@ pub const MAX_LOCAL_ADDRS: u32 = 256;
 /// `src/bpf/maps.h` for why it is reserved.
 pub const LISTENER_ID_NONE: u32 = 0;
 
+/// Default capacity of `flow_cache` (`MAX_CACHED_FLOWS`).
+pub const MAX_CACHED_FLOWS: u32 = 262_144;
+
+/// Entries of `fast_stats` (`MAX_STATS_SLOTS`).
+pub const MAX_STATS_SLOTS: u32 = 65536;
+
+/// Stats slot that counts nowhere (`STATS_SLOT_NONE`).
+pub const STATS_SLOT_NONE: u32 = 0;
+
+/// Index of the on/off flag in `fast_state` (`FAST_STATE_ENABLED`).
+pub const FAST_STATE_ENABLED: u32 = 0;
+
+/// Index of the config generation in `fast_state` (`FAST_STATE_GENERATION`).
+pub const FAST_STATE_GENERATION: u32 = 1;
+
+/// Index of the L2 epoch in `fast_state` (`FAST_STATE_L2_EPOCH`).
+pub const FAST_STATE_L2_EPOCH: u32 = 2;
+
 /// `#define NAME VALUE` lines of a C header whose value is an integer literal.
 #[cfg(test)]
 pub(crate) fn c_defines(header: &str) -> std::collections::HashMap<&str, u64> {
@@ -59,6 +77,12 @@ mod tests {
             ("MAX_BACKENDS", MAX_BACKENDS),
             ("MAX_LOCAL_ADDRS", MAX_LOCAL_ADDRS),
             ("LISTENER_ID_NONE", LISTENER_ID_NONE),
+            ("MAX_CACHED_FLOWS", MAX_CACHED_FLOWS),
+            ("MAX_STATS_SLOTS", MAX_STATS_SLOTS),
+            ("STATS_SLOT_NONE", STATS_SLOT_NONE),
+            ("FAST_STATE_ENABLED", FAST_STATE_ENABLED),
+            ("FAST_STATE_GENERATION", FAST_STATE_GENERATION),
+            ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
         ] {
             assert_eq!(
                 defines.get(name).copied(),

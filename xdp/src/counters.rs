@@ -28,11 +28,19 @@ pub enum SteerCounter {
     NoSocket = 6,
     /// Truncated or malformed header: passed.
     ParseError = 7,
+    /// Flow cache hit, rewritten and sent back out of its port (`XDP_TX`).
+    FastTx = 8,
+    /// Flow cache hit, rewritten and redirected out of another port.
+    FastRedirect = 9,
+    /// Cache entry of an older config generation or L2 epoch: slow path.
+    FastStale = 10,
+    /// Cache hit on a TCP SYN, FIN or RST, which the workers must see.
+    FastTcpControl = 11,
 }
 
 impl SteerCounter {
     /// Every counter, in index order.
-    pub const ALL: [SteerCounter; 8] = [
+    pub const ALL: [SteerCounter; 12] = [
         SteerCounter::SteerVip,
         SteerCounter::SteerReply,
         SteerCounter::PassNotService,
@@ -41,6 +49,10 @@ impl SteerCounter {
         SteerCounter::PassLocal,
         SteerCounter::NoSocket,
         SteerCounter::ParseError,
+        SteerCounter::FastTx,
+        SteerCounter::FastRedirect,
+        SteerCounter::FastStale,
+        SteerCounter::FastTcpControl,
     ];
 
     /// Index in the `counters` map.
@@ -59,6 +71,10 @@ impl SteerCounter {
             SteerCounter::PassLocal => "pass_local",
             SteerCounter::NoSocket => "no_socket",
             SteerCounter::ParseError => "parse_error",
+            SteerCounter::FastTx => "fast_tx",
+            SteerCounter::FastRedirect => "fast_redirect",
+            SteerCounter::FastStale => "fast_stale",
+            SteerCounter::FastTcpControl => "fast_tcp_control",
         }
     }
 }
@@ -88,6 +104,14 @@ pub struct SteerCounters {
     pub no_socket: u64,
     /// See [`SteerCounter::ParseError`].
     pub parse_error: u64,
+    /// See [`SteerCounter::FastTx`].
+    pub fast_tx: u64,
+    /// See [`SteerCounter::FastRedirect`].
+    pub fast_redirect: u64,
+    /// See [`SteerCounter::FastStale`].
+    pub fast_stale: u64,
+    /// See [`SteerCounter::FastTcpControl`].
+    pub fast_tcp_control: u64,
 }
 
 impl SteerCounters {
@@ -111,6 +135,10 @@ impl SteerCounters {
             SteerCounter::PassLocal => &mut self.pass_local,
             SteerCounter::NoSocket => &mut self.no_socket,
             SteerCounter::ParseError => &mut self.parse_error,
+            SteerCounter::FastTx => &mut self.fast_tx,
+            SteerCounter::FastRedirect => &mut self.fast_redirect,
+            SteerCounter::FastStale => &mut self.fast_stale,
+            SteerCounter::FastTcpControl => &mut self.fast_tcp_control,
         }
     }
 
@@ -124,6 +152,10 @@ impl SteerCounters {
             SteerCounter::PassLocal => &self.pass_local,
             SteerCounter::NoSocket => &self.no_socket,
             SteerCounter::ParseError => &self.parse_error,
+            SteerCounter::FastTx => &self.fast_tx,
+            SteerCounter::FastRedirect => &self.fast_redirect,
+            SteerCounter::FastStale => &self.fast_stale,
+            SteerCounter::FastTcpControl => &self.fast_tcp_control,
         }
     }
 }
@@ -179,6 +211,6 @@ mod tests {
             *counters.field_mut(counter) = n as u64 + 1;
         }
         let totals: Vec<u64> = counters.iter().map(|(_, total)| total).collect();
-        assert_eq!(totals, (1..=8).collect::<Vec<u64>>());
+        assert_eq!(totals, (1..=12).collect::<Vec<u64>>());
     }
 }

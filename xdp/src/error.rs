@@ -203,6 +203,28 @@ pub enum XdpError {
         source: Box<MapError>,
     },
 
+    /// The interface could not be made a redirect target (`tx_ports`).
+    #[error("adding {ifname} to the fast path's redirect ports")]
+    TxPort {
+        /// The interface.
+        ifname: String,
+        /// What went wrong.
+        #[source]
+        source: Box<aya::maps::xdp::XdpMapError>,
+    },
+
+    /// A fast-path map operation failed.
+    #[error("{op} of map {map}")]
+    FastPath {
+        /// The map.
+        map: &'static str,
+        /// What was done to it.
+        op: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// BPF_PROG_TEST_RUN failed (frames shorter than an Ethernet header are
     /// refused by the kernel with EINVAL).
     #[error("BPF_PROG_TEST_RUN of the steering program")]
@@ -222,6 +244,7 @@ impl XdpError {
             | XdpError::MapRead { source, .. }
             | XdpError::MapUpdate { source, .. }
             | XdpError::RegisterSocket { source, .. } => map_errno(source),
+            XdpError::FastPath { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }

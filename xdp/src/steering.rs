@@ -10,16 +10,19 @@ use std::{
 };
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, XskMap},
+    maps::{xdp::DevMap, Array, HashMap, IterableMap, MapData, PerCpuArray, XskMap},
     programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 
 use crate::{
     attach::{AttachMode, AttachedMode},
-    consts::{MAX_BACKENDS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_QUEUES, MAX_VIPS},
+    consts::{MAX_BACKENDS, MAX_CACHED_FLOWS, MAX_IFACES, MAX_LOCAL_ADDRS, MAX_QUEUES, MAX_VIPS},
     counters::{SteerCounter, SteerCounters},
     error::{program_errno, XdpError},
+    fast_path::{
+        FastCounters, FastPathMaps, FlowAction, FlowCacheKey, FAST_STATE, FAST_STATS, FLOW_CACHE,
+    },
     maps::{local_addr_key, service_entries, sync_map, ServiceKey, ServiceMatch},
 };
 
@@ -33,6 +36,23 @@ const LOCAL_ADDRS: &str = "local_addrs";
 const IF_SLOTS: &str = "if_slots";
 const XSKS_MAP: &str = "xsks_map";
 const COUNTERS: &str = "counters";
+const TX_PORTS: &str = "tx_ports";
+
+/// What can be chosen before the program is loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Entries of the fast path's flow cache (its memory is allocated at
+    /// load: about 150 bytes each).
+    pub flow_cache_capacity: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            flow_cache_capacity: MAX_CACHED_FLOWS,
+        }
+    }
+}
 
 // Registered queues of an interface are a bitmask.
 const _: () = assert!(MAX_QUEUES <= u64::BITS);
@@ -113,6 +133,8 @@ pub struct Steering {
     if_slots: HashMap<MapData, u32, u32>,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    tx_ports: DevMap<MapData>,
+    fast_path: FastPathMaps,
     /// Indexed by slot.
     attachments: [Option<Attachment>; MAX_IFACES as usize],
 }
@@ -121,14 +143,33 @@ impl Steering {
     /// Loads the embedded object and its program into the kernel, checking
     /// every map's type and key/value sizes once.
     pub fn load() -> Result<Self, XdpError> {
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|err| XdpError::LoadObject(Box::new(err)))?;
+        Self::load_with(&LoadOptions::default())
+    }
+
+    /// [`Steering::load`] with map sizes of the caller's choosing.
+    pub fn load_with(options: &LoadOptions) -> Result<Self, XdpError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(FLOW_CACHE, options.flow_cache_capacity.max(1))
+            .load(OBJECT)
+            .map_err(|err| XdpError::LoadObject(Box::new(err)))?;
         let program = steer_program_mut(&mut ebpf)?;
         program.load().map_err(|source| XdpError::LoadProgram {
             name: PROGRAM,
             source: Box::new(source),
         })?;
 
+        let cache: HashMap<MapData, FlowCacheKey, FlowAction> = take_map(&mut ebpf, FLOW_CACHE)?;
+        let state: Array<MapData, u64> = take_map(&mut ebpf, FAST_STATE)?;
+        let stats: PerCpuArray<MapData, FastCounters> = take_map(&mut ebpf, FAST_STATS)?;
+        let fast_path = FastPathMaps::new(
+            dup_fd(FLOW_CACHE, cache.map())?,
+            dup_fd(FAST_STATE, state.map())?,
+            dup_fd(FAST_STATS, stats.map())?,
+            options.flow_cache_capacity.max(1),
+        )?;
         Ok(Self {
+            tx_ports: take_map(&mut ebpf, TX_PORTS)?,
+            fast_path,
             vips: take_map(&mut ebpf, VIP_MAP)?,
             backends: take_map(&mut ebpf, BACKEND_MAP)?,
             local_addrs: take_map(&mut ebpf, LOCAL_ADDRS)?,
@@ -173,6 +214,14 @@ impl Steering {
                 map: IF_SLOTS,
                 op: "insert",
                 key: format!("{ifname} (ifindex {ifindex})"),
+                source: Box::new(source),
+            })?;
+
+        // A redirect target before any frame can be cached to leave by it.
+        self.tx_ports
+            .set(slot, ifindex, None, 0)
+            .map_err(|source| XdpError::TxPort {
+                ifname: ifname.to_owned(),
                 source: Box::new(source),
             })?;
 
@@ -302,6 +351,12 @@ impl Steering {
         Ok(totals)
     }
 
+    /// The fast path's maps, to share with the workers and the control
+    /// thread.
+    pub fn fast_path(&self) -> &FastPathMaps {
+        &self.fast_path
+    }
+
     /// The interfaces the program is attached to, by slot.
     pub fn attached(&self) -> impl Iterator<Item = &AttachedInterface> + '_ {
         self.attachments
@@ -339,6 +394,16 @@ impl Steering {
     /// arrived on `rx` (default: loopback queue 0 of the calling thread's
     /// namespace). Counters are bumped as for a real frame.
     pub fn test_run(&self, frame: &[u8], rx: Option<RxQueue>) -> Result<XdpAction, XdpError> {
+        self.test_run_output(frame, rx).map(|(action, _)| action)
+    }
+
+    /// [`Steering::test_run`], also returning the frame as the program
+    /// left it (rewritten, for the fast path).
+    pub fn test_run_output(
+        &self,
+        frame: &[u8],
+        rx: Option<RxQueue>,
+    ) -> Result<(XdpAction, Vec<u8>), XdpError> {
         let program = steer_program(&self.ebpf)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
         // rx_queue_index, egress_ifindex. The kernel wants data_end to be
@@ -352,15 +417,19 @@ impl Steering {
             }
             bytes
         });
+        // The program never grows a frame; room to spare all the same.
+        let mut out = vec![0u8; frame.len() + 256];
         let options = TestRunOptions {
             data_in: Some(frame),
+            data_out: Some(&mut out),
             ctx_in: ctx.as_ref().map(|ctx| &ctx[..]),
             ..TestRunOptions::new()
         };
         let result = program
             .test_run(options)
             .map_err(|err| XdpError::TestRun(Box::new(err)))?;
-        Ok(XdpAction::from_raw(result.return_value))
+        out.truncate(result.data_size_out as usize);
+        Ok((XdpAction::from_raw(result.return_value), out))
     }
 
     fn attach_link(
@@ -528,6 +597,19 @@ fn steer_program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
         name: PROGRAM,
         source: Box::new(source),
     })
+}
+
+/// An fd of this process's own for `map`, for handles that outlive borrows
+/// of the typed map.
+fn dup_fd(name: &'static str, map: &MapData) -> Result<std::os::fd::OwnedFd, XdpError> {
+    map.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| XdpError::FastPath {
+            map: name,
+            op: "duplicating the fd",
+            source,
+        })
 }
 
 fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, XdpError>

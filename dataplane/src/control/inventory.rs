@@ -188,6 +188,7 @@ pub fn query_flows(state: &ControlState, query: &FlowQuery) -> Result<FlowsRepor
         &state.config.load(),
         records.into_iter(),
         state.epoch.elapsed().as_nanos() as u64,
+        super::cache_view(state).as_ref(),
     );
     Ok(FlowsReport {
         flows: filter.apply(report.flows),
@@ -336,6 +337,7 @@ mod tests {
                 packets: 1,
                 bytes: 60,
                 closing: false,
+                cached: Default::default(),
             },
         }
     }

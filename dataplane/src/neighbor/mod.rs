@@ -217,6 +217,15 @@ impl NeighborResolver {
     /// To serve another namespace, call this from a thread that has entered
     /// it with `setns`.
     pub fn start(interfaces: &[u32]) -> Result<(Self, Neighbors), NeighborError> {
+        Self::start_with(interfaces, None)
+    }
+
+    /// [`NeighborResolver::start`], calling `on_publish` with every table
+    /// published after the first (which the caller can read at once).
+    pub fn start_with(
+        interfaces: &[u32],
+        on_publish: Option<PublishHook>,
+    ) -> Result<(Self, Neighbors), NeighborError> {
         // Subscribe before the first dump, so no change falls between them.
         let monitor = RtSocket::monitor(&GROUPS)?;
         let mut socket = RtSocket::request()?;
@@ -247,6 +256,7 @@ impl NeighborResolver {
             control: control_rx,
             stop: Arc::clone(&stop),
             asked: HashMap::new(),
+            on_publish,
         };
         let thread = std::thread::Builder::new()
             .name("swy-neighbor".into())
@@ -389,7 +399,11 @@ struct Worker {
     stop: Arc<AtomicBool>,
     /// When each (ifindex, next hop) was last handed to the kernel.
     asked: HashMap<(u32, Ipv4Addr), Instant>,
+    on_publish: Option<PublishHook>,
 }
+
+/// Called on the resolver thread right after each new table is published.
+pub type PublishHook = Box<dyn Fn(&L2Table) + Send>;
 
 impl Worker {
     fn run(mut self) {
@@ -466,10 +480,17 @@ impl Worker {
         let current = self.shared.table.load();
         if **current != table {
             let version = current.version() + 1;
-            self.shared
-                .table
-                .store(Arc::new(table.with_version(version)));
+            let epoch = if table.extends(&current) {
+                current.epoch()
+            } else {
+                current.epoch() + 1
+            };
+            let table = Arc::new(table.with_version(version).with_epoch(epoch));
+            self.shared.table.store(table.clone());
             self.published.bump();
+            if let Some(hook) = &self.on_publish {
+                hook(&table);
+            }
         }
     }
 

@@ -96,6 +96,12 @@ pub struct L2Table {
     /// Bumped on every publish, so a worker can tell that the MACs it cached
     /// in a flow may be stale without comparing tables. Not part of equality.
     version: u64,
+    /// Bumped only by a publish that may resolve some address differently
+    /// from the table before (see [`L2Table::extends`]); a new neighbour
+    /// entry alone keeps it. The XDP flow cache holds MACs from a table and
+    /// applies them only while the epoch is unchanged, so the common change
+    /// (a new client appeared) costs the cache nothing. Not part of equality.
+    epoch: u64,
     /// `by_len[n]`: routes of prefix length `n`, sorted by masked prefix, one
     /// per prefix (the winner of metric ties).
     by_len: [Vec<(u32, Hop)>; 33],
@@ -123,6 +129,7 @@ impl Default for L2Table {
     fn default() -> Self {
         Self {
             version: 0,
+            epoch: 0,
             by_len: std::array::from_fn(|_| Vec::new()),
             lengths: Vec::new(),
             neighbours: Vec::new(),
@@ -147,6 +154,34 @@ impl L2Table {
     pub fn with_version(mut self, version: u64) -> Self {
         self.version = version;
         self
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The same table under a new epoch, for publishing.
+    pub fn with_epoch(mut self, epoch: u64) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    /// Whether every address `earlier` resolves is resolved alike here:
+    /// same routes and links, and every neighbour of `earlier` still
+    /// present with the same MAC. Neighbours may have been added.
+    pub fn extends(&self, earlier: &L2Table) -> bool {
+        if self.by_len != earlier.by_len
+            || self.lengths != earlier.lengths
+            || self.links != earlier.links
+        {
+            return false;
+        }
+        // Both sorted by (ifindex, address): one merge walk.
+        let mut here = self.neighbours.iter().peekable();
+        earlier.neighbours.iter().all(|(key, mac)| {
+            while here.next_if(|(k, _)| k < key).is_some() {}
+            here.next_if(|(k, m)| k == key && m == mac).is_some()
+        })
     }
 
     /// Builds the table from kernel facts. Only `interfaces` with a known
@@ -333,6 +368,50 @@ mod tests {
 
     fn table(routes: &[RouteEntry], neighbours: &[NeighbourEntry]) -> L2Table {
         L2Table::new(&[ETH0, ETH1], &links(), routes, neighbours)
+    }
+
+    #[test]
+    fn a_table_that_only_adds_neighbours_extends_the_one_before() {
+        let routes = [onlink("10.1.0.0", 16, ETH0)];
+        let before = table(
+            &routes,
+            &[neigh(ETH0, "10.1.0.5", 5, NeighbourState::Reachable)],
+        );
+        let added = table(
+            &routes,
+            &[
+                neigh(ETH0, "10.1.0.4", 4, NeighbourState::Reachable),
+                neigh(ETH0, "10.1.0.5", 5, NeighbourState::Stale),
+                neigh(ETH0, "10.1.0.6", 6, NeighbourState::Reachable),
+            ],
+        );
+        assert!(added.extends(&before));
+        assert!(before.extends(&before));
+        assert!(!before.extends(&added), "neighbours 4 and 6 went away");
+    }
+
+    #[test]
+    fn a_changed_mac_route_or_lost_neighbour_does_not_extend() {
+        let routes = [onlink("10.1.0.0", 16, ETH0)];
+        let before = table(
+            &routes,
+            &[neigh(ETH0, "10.1.0.5", 5, NeighbourState::Reachable)],
+        );
+        let moved = table(
+            &routes,
+            &[neigh(ETH0, "10.1.0.5", 7, NeighbourState::Reachable)],
+        );
+        assert!(!moved.extends(&before), "new MAC");
+        let failed = table(
+            &routes,
+            &[neigh(ETH0, "10.1.0.5", 5, NeighbourState::Failed)],
+        );
+        assert!(!failed.extends(&before), "entry no longer usable");
+        let rerouted = table(
+            &[onlink("10.1.0.0", 16, ETH1)],
+            &[neigh(ETH0, "10.1.0.5", 5, NeighbourState::Reachable)],
+        );
+        assert!(!rerouted.extends(&before), "route moved");
     }
 
     #[test]

@@ -23,4 +23,4 @@ mod testutil;
 pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, FlowKey, ParseError, Parsed};
 pub use reset::tcp_reset;
-pub use rewrite::{apply, Rewrite};
+pub use rewrite::{apply, checksum_deltas, ChecksumDeltas, Rewrite};

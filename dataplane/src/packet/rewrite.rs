@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum::{adjust, diff_u16, diff_u32};
-use super::parse::Parsed;
+use super::checksum::{adjust, diff_u16, diff_u32, fold};
+use super::parse::{FlowKey, Parsed};
 use super::wire::{
     ethernet, ipv4, read_u16, read_u32, tcp, udp, write_bytes, write_u16, write_u32,
 };
@@ -48,6 +48,42 @@ pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) {
     }
 }
 
+/// The checksum changes of a rewrite, for the XDP flow cache: a flow's
+/// packets all carry the same addresses and ports, and the rewrite writes
+/// the same new ones, so the one's complement differences are the same for
+/// every packet and are computed once per flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChecksumDeltas {
+    /// Folded difference for the IPv4 header checksum (addresses).
+    pub ip: u16,
+    /// Folded difference for the TCP/UDP checksum (addresses and ports).
+    pub l4: u16,
+}
+
+/// What [`apply`] adds to the checksums of a packet with 5-tuple `key`:
+/// the same sums it computes from the packet, folded as `adjust` folds
+/// them, so `!fold(!checksum + delta)` is exactly what `apply` writes.
+pub fn checksum_deltas(key: &FlowKey, rewrite: &Rewrite) -> ChecksumDeltas {
+    let addr = address_diff(u32::from(key.src), u32::from(key.dst), rewrite);
+    let l4 = addr + port_diff(key.src_port, key.dst_port, rewrite);
+    ChecksumDeltas {
+        ip: fold(addr),
+        l4: fold(l4),
+    }
+}
+
+/// The addresses are covered by both checksums: the IPv4 header's and,
+/// through the pseudo-header, the TCP/UDP one (RFC 9293 §3.1, RFC 768).
+#[inline(always)]
+fn address_diff(src: u32, dst: u32, rewrite: &Rewrite) -> u32 {
+    diff_u32(src, u32::from(rewrite.ip_src)) + diff_u32(dst, u32::from(rewrite.ip_dst))
+}
+
+#[inline(always)]
+fn port_diff(src_port: u16, dst_port: u16, rewrite: &Rewrite) -> u32 {
+    diff_u16(src_port, rewrite.src_port) + diff_u16(dst_port, rewrite.dst_port)
+}
+
 /// Mutable views of the headers a rewrite touches, each checked once.
 struct Headers<'a> {
     eth: &'a mut [u8; ethernet::HEADER_LEN],
@@ -85,10 +121,11 @@ impl<'a> Headers<'a> {
         write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
 
         let (ip_src, ip_dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
-        // The addresses are covered by both checksums: the IPv4 header's and,
-        // through the pseudo-header, the TCP/UDP one (RFC 9293 §3.1, RFC 768).
-        let addr_diff = diff_u32(read_u32::<{ ipv4::SRC }, _>(ip), ip_src)
-            + diff_u32(read_u32::<{ ipv4::DST }, _>(ip), ip_dst);
+        let addr_diff = address_diff(
+            read_u32::<{ ipv4::SRC }, _>(ip),
+            read_u32::<{ ipv4::DST }, _>(ip),
+            rewrite,
+        );
         let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
         write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
         write_u32::<{ ipv4::SRC }, _>(ip, ip_src);
@@ -97,8 +134,11 @@ impl<'a> Headers<'a> {
         match l4 {
             L4::Tcp(hdr) => {
                 let diff = addr_diff
-                    + diff_u16(read_u16::<{ tcp::SRC_PORT }, _>(hdr), rewrite.src_port)
-                    + diff_u16(read_u16::<{ tcp::DST_PORT }, _>(hdr), rewrite.dst_port);
+                    + port_diff(
+                        read_u16::<{ tcp::SRC_PORT }, _>(hdr),
+                        read_u16::<{ tcp::DST_PORT }, _>(hdr),
+                        rewrite,
+                    );
                 let checksum = read_u16::<{ tcp::CHECKSUM }, _>(hdr);
                 write_u16::<{ tcp::CHECKSUM }, _>(hdr, adjust(checksum, diff));
                 write_u16::<{ tcp::SRC_PORT }, _>(hdr, rewrite.src_port);
@@ -110,8 +150,11 @@ impl<'a> Headers<'a> {
                 // one in would need the whole payload, so "none" stays none.
                 if checksum != 0 {
                     let diff = addr_diff
-                        + diff_u16(read_u16::<{ udp::SRC_PORT }, _>(hdr), rewrite.src_port)
-                        + diff_u16(read_u16::<{ udp::DST_PORT }, _>(hdr), rewrite.dst_port);
+                        + port_diff(
+                            read_u16::<{ udp::SRC_PORT }, _>(hdr),
+                            read_u16::<{ udp::DST_PORT }, _>(hdr),
+                            rewrite,
+                        );
                     let updated = adjust(checksum, diff);
                     // A computed 0 is sent as all ones, or it would read as none.
                     let updated = if updated == 0 { 0xffff } else { updated };

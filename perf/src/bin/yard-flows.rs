@@ -55,6 +55,7 @@ fn entry(i: usize) -> FlowEntry {
         packets: 2,
         bytes: 120,
         closing: false,
+        cached: Default::default(),
     }
 }
 

@@ -31,6 +31,42 @@
 /* Listener id meaning "no listener"; see vip_map in maps.h. */
 #define LISTENER_ID_NONE 0
 
+/* Default capacity of flow_cache: flows the fast path remembers, over all
+ * CPUs. The loader may size the map differently before load.
+ */
+#define MAX_CACHED_FLOWS 262144
+
+/* Entries of fast_stats: one per (listener, backend) pair, over every
+ * listener of the running config.
+ */
+#define MAX_STATS_SLOTS 65536
+
+/* Stats slot meaning "not counted"; see fast_stats in maps.h. */
+#define STATS_SLOT_NONE 0
+
+/* Indices of fast_state. Each has one writer in userspace, so two writers
+ * never race on one value.
+ */
+#define FAST_STATE_ENABLED 0	/* non-zero: the fast path may apply */
+#define FAST_STATE_GENERATION 1	/* config generation cache entries must carry */
+#define FAST_STATE_L2_EPOCH 2	/* L2 epoch cache entries must carry */
+#define FAST_STATE_MAX 3
+
+/* TCP flags that open or close a connection (RFC 9293, section 3.1). Segments
+ * carrying them always take the slow path, so the workers see every state
+ * change of a connection and keep its timeouts right.
+ */
+#define TCP_FLAGS_FIN 0x01	/* bits of the flags byte, not linux/tcp.h's words */
+#define TCP_FLAGS_SYN 0x02
+#define TCP_FLAGS_RST 0x04
+#define TCP_CONTROL_FLAGS (TCP_FLAGS_FIN | TCP_FLAGS_SYN | TCP_FLAGS_RST)
+
+/* More-fragments flag of frag_off (RFC 791, section 3.1). */
+#define IPV4_MORE_FRAGMENTS 0x2000
+
+/* Smallest TCP data offset, in 32-bit words (RFC 9293, section 3.1). */
+#define TCP_DOFF_MIN 5
+
 /* IPv4 header length is counted in 32-bit words (RFC 791, section 3.1). */
 #define IPV4_IHL_WORD_BYTES 4
 
@@ -54,6 +90,10 @@ enum steer_counter {
 	PASS_LOCAL,		/* backend reply addressed to the node itself */
 	NO_SOCKET,		/* steerable, but no AF_XDP socket on this queue */
 	PARSE_ERROR,		/* truncated or malformed header */
+	FAST_TX,		/* flow cache hit, rewritten, sent back out (XDP_TX) */
+	FAST_REDIRECT,		/* flow cache hit, rewritten, sent out another port */
+	FAST_STALE,		/* cache entry of an older config or L2 epoch: slow path */
+	FAST_TCP_CONTROL,	/* cache hit on a SYN, FIN or RST: slow path */
 	COUNTER_MAX,
 };
 

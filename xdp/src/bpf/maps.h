@@ -1,5 +1,6 @@
 /* Maps of the steering program. Userspace (xdp/src/lib.rs) owns their
- * contents; the program only reads them, except counters.
+ * contents; the program only reads them, except counters, fast_stats and
+ * the counters inside flow_cache entries.
  */
 #ifndef SWITCHYARD_MAPS_H
 #define SWITCHYARD_MAPS_H
@@ -63,6 +64,51 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks_map SEC(".maps");
+
+/* The fast path's memo of the workers' decisions: 5-tuple -> rewrite. Only
+ * workers insert and delete; the program reads entries and bumps their
+ * counters. LRU, so a full cache forgets its coldest flow, whose next packet
+ * simply takes the slow path again.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CACHED_FLOWS);
+	__type(key, struct flow_key);
+	__type(value, struct flow_action);
+} flow_cache SEC(".maps");
+
+/* Whether the fast path is on, and the config generation and L2 epoch a
+ * cache entry must carry to be applied (see FAST_STATE_* in consts.h). An
+ * array slot reads as zero until written, and generation 0 is never
+ * published, so nothing applies before userspace has set the state.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FAST_STATE_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} fast_state SEC(".maps");
+
+/* Fast-path packets and bytes per (listener, backend) stats slot, per CPU.
+ * Slot 0 (STATS_SLOT_NONE) is reserved: a zero-filled action counts nowhere
+ * that userspace reports.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, struct fast_counters);
+} fast_stats SEC(".maps");
+
+/* Attached interfaces by slot, for redirecting a rewritten frame out of a
+ * port other than the one it came in on.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, MAX_IFACES);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} tx_ports SEC(".maps");
 
 /* Frames per enum steer_counter reason, per CPU; userspace sums the CPUs. */
 struct {

@@ -63,10 +63,11 @@ static __always_inline int parse_eth(void *data, void *data_end,
  * must be present: a segment cut inside it is malformed, not steerable.
  */
 static __always_inline int parse_ports(void *data, void *data_end, __u64 l4_off,
-				       struct packet_desc *pkt)
+				       __u64 l4_end, struct packet_desc *pkt)
 {
 	struct tcphdr *tcp;
 	struct udphdr *udp;
+	__u64 len;
 
 	if (pkt->proto == IPPROTO_TCP) {
 		tcp = data + l4_off;
@@ -74,6 +75,11 @@ static __always_inline int parse_ports(void *data, void *data_end, __u64 l4_off,
 			return PARSE_MALFORMED;
 		pkt->sport = tcp->source;
 		pkt->dport = tcp->dest;
+		/* Byte 13 of the header: CWR ECE URG ACK PSH RST SYN FIN. */
+		pkt->tcp_flags = ((__u8 *)tcp)[13];
+		len = tcp->doff * 4;
+		pkt->fast_ok = pkt->fast_ok && tcp->doff >= TCP_DOFF_MIN &&
+			       l4_off + len <= l4_end;
 		return PARSE_OK;
 	}
 
@@ -82,6 +88,8 @@ static __always_inline int parse_ports(void *data, void *data_end, __u64 l4_off,
 		return PARSE_MALFORMED;
 	pkt->sport = udp->source;
 	pkt->dport = udp->dest;
+	len = bpf_ntohs(udp->len);
+	pkt->fast_ok = pkt->fast_ok && len >= sizeof(*udp) && l4_off + len <= l4_end;
 	return PARSE_OK;
 }
 
@@ -89,7 +97,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u64 l3_off,
 				      struct packet_desc *pkt)
 {
 	struct iphdr *iph = data + l3_off;
-	__u64 l4_off;
+	__u64 l4_off, l3_end;
 
 	if ((void *)(iph + 1) > data_end)
 		return PARSE_MALFORMED;
@@ -104,7 +112,15 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u64 l3_off,
 	pkt->daddr = iph->daddr;
 	pkt->proto = iph->protocol;
 	l4_off = l3_off + iph->ihl * IPV4_IHL_WORD_BYTES;
-	return parse_ports(data, data_end, l4_off, pkt);
+	l3_end = l3_off + bpf_ntohs(iph->tot_len);
+	/* The workers' parser refuses a first fragment too, and a packet
+	 * shorter than its headers or longer than the frame.
+	 */
+	pkt->fast_ok = !(iph->frag_off & bpf_htons(IPV4_MORE_FRAGMENTS)) &&
+		       l3_end >= l4_off && l3_end <= (__u64)(data_end - data);
+	pkt->l3_off = l3_off;
+	pkt->l4_off = l4_off;
+	return parse_ports(data, data_end, l4_off, l3_end, pkt);
 }
 
 /* Fills *pkt from an Ethernet frame; see enum parse_result. */

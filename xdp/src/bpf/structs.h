@@ -4,6 +4,8 @@
 #ifndef SWITCHYARD_STRUCTS_H
 #define SWITCHYARD_STRUCTS_H
 
+#include <stdbool.h>
+
 #include <linux/types.h>
 
 /* Key of vip_map and backend_map: one L4 endpoint, all fields in network
@@ -31,13 +33,99 @@ struct vlan_hdr {
 	__be16 encap_proto;
 };
 
-/* The fields of an IPv4 TCP/UDP packet the steering decision reads. */
+/* The fields of an IPv4 TCP/UDP packet the steering decision and the fast
+ * path read.
+ */
 struct packet_desc {
 	__be32 saddr;
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 tcp_flags;
+	/* The frame passes every check the workers' parser makes (total length,
+	 * fragments, TCP data offset, UDP length), so the fast path may rewrite
+	 * it exactly as a worker would.
+	 */
+	bool fast_ok;
+	__u16 l3_off;
+	__u16 l4_off;
 };
+
+/* Key of flow_cache: a 5-tuple as it arrives, in network byte order. Rust
+ * twin: FlowCacheKey in xdp/src/fast_path.rs. pad must be zero.
+ */
+struct flow_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+_Static_assert(sizeof(struct flow_key) == 16, "flow_key is 16 bytes");
+_Static_assert(__builtin_offsetof(struct flow_key, saddr) == 0, "saddr at 0");
+_Static_assert(__builtin_offsetof(struct flow_key, daddr) == 4, "daddr at 4");
+_Static_assert(__builtin_offsetof(struct flow_key, sport) == 8, "sport at 8");
+_Static_assert(__builtin_offsetof(struct flow_key, dport) == 10, "dport at 10");
+_Static_assert(__builtin_offsetof(struct flow_key, proto) == 12, "proto at 12");
+
+/* Value of flow_cache: a worker's decision for one flow, replayed as is.
+ * Rust twin: FlowAction in xdp/src/fast_path.rs. The checksum differences
+ * are RFC 1624 one's complement sums, folded, host order: the rewrite of a
+ * flow changes the same fields from the same values every time, so the
+ * worker computes them once.
+ */
+struct flow_action {
+	__u64 generation;	/* config generation it was decided under */
+	__u64 l2_epoch;		/* L2 epoch its MACs came from */
+	__u64 packets;		/* fast-path packets since installed */
+	__u64 bytes;
+	__u64 last_seen_ns;	/* bpf_ktime_get_coarse_ns() of the last one */
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u16 ip_csum_diff;
+	__u16 l4_csum_diff;
+	__u32 egress_slot;	/* interface slot, index into tx_ports */
+	__u32 stats_slot;	/* index into fast_stats; STATS_SLOT_NONE: none */
+	/* Equal to the ingress ifindex: XDP_TX. 0 never is, so the frame is
+	 * redirected even back out of its own port: a veth delivers XDP_TX
+	 * frames only when its peer runs an XDP program, redirects always.
+	 */
+	__u32 egress_ifindex;
+};
+
+_Static_assert(sizeof(struct flow_action) == 80, "flow_action is 80 bytes");
+_Static_assert(__builtin_offsetof(struct flow_action, generation) == 0, "generation at 0");
+_Static_assert(__builtin_offsetof(struct flow_action, l2_epoch) == 8, "l2_epoch at 8");
+_Static_assert(__builtin_offsetof(struct flow_action, packets) == 16, "packets at 16");
+_Static_assert(__builtin_offsetof(struct flow_action, bytes) == 24, "bytes at 24");
+_Static_assert(__builtin_offsetof(struct flow_action, last_seen_ns) == 32, "last_seen_ns at 32");
+_Static_assert(__builtin_offsetof(struct flow_action, eth_dst) == 40, "eth_dst at 40");
+_Static_assert(__builtin_offsetof(struct flow_action, eth_src) == 46, "eth_src at 46");
+_Static_assert(__builtin_offsetof(struct flow_action, saddr) == 52, "saddr at 52");
+_Static_assert(__builtin_offsetof(struct flow_action, daddr) == 56, "daddr at 56");
+_Static_assert(__builtin_offsetof(struct flow_action, sport) == 60, "sport at 60");
+_Static_assert(__builtin_offsetof(struct flow_action, dport) == 62, "dport at 62");
+_Static_assert(__builtin_offsetof(struct flow_action, ip_csum_diff) == 64, "ip_csum_diff at 64");
+_Static_assert(__builtin_offsetof(struct flow_action, l4_csum_diff) == 66, "l4_csum_diff at 66");
+_Static_assert(__builtin_offsetof(struct flow_action, egress_slot) == 68, "egress_slot at 68");
+_Static_assert(__builtin_offsetof(struct flow_action, stats_slot) == 72, "stats_slot at 72");
+_Static_assert(__builtin_offsetof(struct flow_action, egress_ifindex) == 76, "egress_ifindex at 76");
+
+/* Value of fast_stats, per CPU. Rust twin: FastCounters in
+ * xdp/src/fast_path.rs.
+ */
+struct fast_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+_Static_assert(sizeof(struct fast_counters) == 16, "fast_counters is 16 bytes");
 
 #endif /* SWITCHYARD_STRUCTS_H */

@@ -1,25 +1,19 @@
 /* The steering program: frames for a VIP listener, and replies from backend
  * endpoints of NAT'd flows, go to the AF_XDP socket of their rx queue;
- * everything else goes to the kernel stack untouched. It never rewrites or
- * drops a frame: the workers decide, this program only routes.
+ * everything else goes to the kernel stack untouched. It never drops a
+ * frame and decides nothing: the workers decide. The one rewrite it does is
+ * the fast path's replay of a decision a worker cached (fast_path.h).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
 #include "compiler.h"
 #include "consts.h"
+#include "count.h"
+#include "fast_path.h"
 #include "maps.h"
 #include "parse.h"
 #include "structs.h"
-
-static __always_inline void count(__u32 counter)
-{
-	__u64 *value = bpf_map_lookup_elem(&counters, &counter);
-
-	/* Per-CPU slot: no other writer, no atomic needed. */
-	if (likely(value))
-		*value += 1;
-}
 
 static __always_inline int pass(__u32 counter)
 {
@@ -86,6 +80,7 @@ int switchyard_steer(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct packet_desc pkt = {};
+	__u32 egress_slot = 0;
 
 	switch (parse_packet(data, data_end, &pkt)) {
 	case PARSE_OK:
@@ -98,6 +93,18 @@ int switchyard_steer(struct xdp_md *ctx)
 		return pass(PASS_NOT_SERVICE);
 	default:
 		return pass(PARSE_ERROR);
+	}
+
+	switch (fast_path(ctx, &pkt, &egress_slot)) {
+	case FAST_SENT_TX:
+		return XDP_TX;
+	case FAST_SENT_REDIRECT:
+		/* Every attached interface is in tx_ports; a slot that is not
+		 * (detached meanwhile) aborts, visible in xdp:xdp_exception.
+		 */
+		return bpf_redirect_map(&tx_ports, egress_slot, 0);
+	default:
+		break;
 	}
 
 	if (is_listener(&vip_map, pkt.daddr, pkt.dport, pkt.proto))

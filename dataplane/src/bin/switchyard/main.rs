@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use switchyard_dataplane::afxdp::ZeroCopy;
+use switchyard_dataplane::fast_path::HairpinTx;
 use switchyard_dataplane::flow::FlowTimeouts;
 use yardctl::proto::DEFAULT_CONTROL_SOCKET;
 
@@ -49,6 +50,39 @@ pub struct RunArgs {
     /// AF_XDP zero-copy: `auto` falls back to copy mode where the driver lacks it.
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     zero_copy: ZeroCopy,
+    /// AF_XDP frames a worker takes per batch from each interface.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    batch_size: u32,
+    /// AF_XDP ring sizes (rx, tx, fill, completion); a power of two.
+    #[arg(long, default_value_t = 2048)]
+    ring_size: u32,
+    /// AF_XDP need_wakeup: kick the kernel only when its rings ask for it.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    need_wakeup: OnOff,
+    /// Busy-poll the AF_XDP sockets for this many microseconds per poll
+    /// (SO_PREFER_BUSY_POLL, SO_BUSY_POLL); off when not given.
+    #[arg(long, value_name = "USECS")]
+    busy_poll: Option<u32>,
+    /// Packets per busy-poll spin (SO_BUSY_POLL_BUDGET).
+    #[arg(long, default_value_t = 64)]
+    busy_poll_budget: u32,
+    /// Frames the kernel sends per tx kick in copy mode
+    /// (XDP_MAX_TX_SKB_BUDGET, Linux 6.17+; 32 up to --ring-size).
+    #[arg(long)]
+    tx_skb_budget: Option<u32>,
+    /// The XDP flow cache: workers install the flows they decided so the
+    /// XDP program rewrites and sends their later packets itself.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    fast_path: OnOff,
+    /// How the fast path sends a frame back out of its own port: `auto`
+    /// uses XDP_TX except on veth (whose peer needs an XDP program to
+    /// receive XDP_TX frames), where it redirects.
+    #[arg(long, value_enum, default_value_t = HairpinTx::Auto)]
+    fast_path_tx: HairpinTx,
+    /// Flows the XDP flow cache holds, over all workers (about 150 bytes
+    /// each, allocated at start).
+    #[arg(long, default_value_t = switchyard_xdp::consts::MAX_CACHED_FLOWS)]
+    fast_path_capacity: u32,
     /// XDP attach mode: `auto` tries native (driver) mode, then generic.
     #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
     xdp_mode: XdpModeArg,
@@ -103,6 +137,12 @@ impl ResolveArgs {
             maglev_seed: self.maglev_seed,
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

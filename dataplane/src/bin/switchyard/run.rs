@@ -15,20 +15,21 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use switchyard_dataplane::affinity::AffinityTable;
-use switchyard_dataplane::afxdp::{PortSpec, XskConfig, XskPorts};
+use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::config_watch::ConfigWatch;
 use switchyard_dataplane::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_dataplane::dns::{DnsServer, Zone};
-use switchyard_dataplane::drain::Publisher;
+use switchyard_dataplane::drain::{PublishHook, Publisher};
+use switchyard_dataplane::fast_path::{CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
-use switchyard_xdp::{AttachMode, Steering};
+use switchyard_xdp::{AttachMode, LoadOptions, Steering};
 use yardctl::proto::InterfaceStatus;
 
 use crate::reload::{self, Reloader, Trigger};
-use crate::{RunArgs, XdpModeArg};
+use crate::{OnOff, RunArgs, XdpModeArg};
 
 /// How long startup waits for the kernel to resolve backends' MACs; flows
 /// to a backend still unresolved after this are dropped (and counted) until
@@ -84,7 +85,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         log::debug!("RLIMIT_MEMLOCK left as it is: {err}");
     }
 
-    let mut steering = Steering::load().context("loading the XDP steering program")?;
+    let epoch = Instant::now();
+    let mut steering = Steering::load_with(&LoadOptions {
+        flow_cache_capacity: args.fast_path_capacity,
+    })
+    .context("loading the XDP steering program")?;
     let mut interface_status = Vec::new();
     for port in &ports {
         let mode = steering
@@ -105,9 +110,26 @@ pub fn run(args: RunArgs) -> Result<()> {
         .set_services(&vips, &backends)
         .context("programming VIPs and backends into the XDP maps")?;
 
+    // The fast path starts off and is turned on once the first generation
+    // and L2 epoch are published, so no zero-filled state ever matches.
+    let fast_path = Arc::new(FastPath::new(steering.fast_path().clone(), epoch));
+    fast_path.prepare(&initial.snapshot);
+    fast_path.published(&initial.snapshot);
+
     let ifindexes: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
-    let (resolver, neighbors) =
-        NeighborResolver::start(&ifindexes).context("starting the neighbour resolver")?;
+    let on_l2_publish = {
+        let fast_path = fast_path.clone();
+        Box::new(move |table: &switchyard_dataplane::neighbor::L2Table| {
+            fast_path.l2_published(table)
+        })
+    };
+    let (resolver, neighbors) = NeighborResolver::start_with(&ifindexes, Some(on_l2_publish))
+        .context("starting the neighbour resolver")?;
+    fast_path.l2_published(&neighbors.table());
+    steering
+        .fast_path()
+        .set_enabled(args.fast_path == OnOff::On)
+        .context("switching the XDP fast path")?;
     let backend_addrs = reload::backend_ipv4_addresses(&initial.snapshot);
     let unresolved = resolver.prime(&backend_addrs, NEIGHBOUR_PRIME_DEADLINE);
     for addr in unresolved {
@@ -117,10 +139,10 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
-    let drains = Arc::new(Publisher::new(
-        config.clone(),
-        args.resolve.options().maglev_seed,
-    ));
+    let drains = Arc::new(
+        Publisher::new(config.clone(), args.resolve.options().maglev_seed)
+            .with_hook(fast_path.clone() as Arc<dyn PublishHook>),
+    );
     let mut reloader = Reloader::new(
         &args.config,
         args.resolve.options(),
@@ -130,7 +152,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     drop(initial);
     let stop = Arc::new(AtomicBool::new(false));
-    let epoch = Instant::now();
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let settings = WorkerSettings {
         flow_capacity: args.flow_capacity,
@@ -143,10 +164,38 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     };
     let affinity = Arc::new(AffinityTable::new(args.affinity_capacity));
+    let xsk_config = XskConfig {
+        batch_size: args.batch_size as usize,
+        ring_size: args.ring_size,
+        zero_copy: args.zero_copy,
+        need_wakeup: args.need_wakeup == OnOff::On,
+        busy_poll: args.busy_poll.map(|usecs| BusyPoll {
+            usecs,
+            budget: args.busy_poll_budget,
+        }),
+        tx_skb_budget: args.tx_skb_budget,
+        ..XskConfig::default()
+    };
+    let egress: Vec<Egress> = ports
+        .iter()
+        .map(|port| {
+            steering
+                .attached()
+                .find(|a| a.ifindex == port.ifindex)
+                .map(|a| {
+                    args.fast_path_tx.egress(
+                        a.slot,
+                        a.ifindex,
+                        interfaces::driver(&port.name).as_deref(),
+                    )
+                })
+                .context("an interface without an XDP slot")
+        })
+        .collect::<Result<_>>()?;
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for queue in 0..queues {
-        let mut io = XskPorts::open(&ports, queue, &XskConfig::default())
+        let mut io = XskPorts::open(&ports, queue, &xsk_config)
             .with_context(|| format!("opening AF_XDP sockets for queue {queue}"))?;
         for (port, fd) in ports.iter().zip(io.socket_fds()) {
             steering
@@ -181,6 +230,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             settings,
         )
         .with_affinity_table(affinity.clone());
+        let worker = if args.fast_path == OnOff::On {
+            worker.with_fast_path(CacheWriter::new(fast_path.clone(), egress.clone()))
+        } else {
+            worker
+        };
         threads.push(
             thread::Builder::new()
                 .name(format!("worker-{queue}"))
@@ -223,6 +277,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             affinity,
             drains,
             resolve_options: args.resolve.options(),
+            fast_path: (args.fast_path == OnOff::On).then(|| fast_path.clone()),
         },
     )?;
     log::info!(

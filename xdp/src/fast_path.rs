@@ -1,0 +1,561 @@
+//! The fast path's maps as userspace sees them: the flow cache (5-tuple to a
+//! worker's rewrite, [`FlowCacheKey`] and [`FlowAction`]), the state that
+//! says whether entries apply (on/off, config generation, L2 epoch), and
+//! the per-(listener, backend) counters of the frames it sent. This module
+//! writes and reads them; it decides nothing: what goes into an entry is a
+//! worker's decision, encoded by the dataplane.
+//!
+//! [`FastPathMaps`] holds its own duplicates of the map fds and needs no
+//! `&mut`: workers install entries from their own threads, the control
+//! thread publishes state and reads counters, all at once.
+
+use std::io;
+use std::mem::size_of;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use aya::Pod;
+
+use crate::bpf_sys;
+use crate::consts::{FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH};
+use crate::error::XdpError;
+
+pub(crate) const FLOW_CACHE: &str = "flow_cache";
+pub(crate) const FAST_STATE: &str = "fast_state";
+pub(crate) const FAST_STATS: &str = "fast_stats";
+
+/// Key of `flow_cache`: a 5-tuple as it arrives, in network byte order.
+///
+/// Must match struct flow_key in xdp/src/bpf/structs.h
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowCacheKey {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    /// Always zero: the kernel hashes and compares keys bytewise.
+    pad: [u8; 3],
+}
+
+// SAFETY: #[repr(C)], integer fields and explicit padding only, so no
+// implicit padding and every bit pattern is valid.
+unsafe impl Pod for FlowCacheKey {}
+
+impl FlowCacheKey {
+    /// The key of a packet from `src:sport` to `dst:dport`, ports in host order.
+    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr: u32::from_ne_bytes(src.octets()),
+            daddr: u32::from_ne_bytes(dst.octets()),
+            sport: u16::from_ne_bytes(sport.to_be_bytes()),
+            dport: u16::from_ne_bytes(dport.to_be_bytes()),
+            proto,
+            pad: [0; 3],
+        }
+    }
+
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.saddr.to_ne_bytes())
+    }
+
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.daddr.to_ne_bytes())
+    }
+
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(self.sport.to_ne_bytes())
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(self.dport.to_ne_bytes())
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// What a [`FlowAction`] is built from, in host terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionSpec {
+    /// Config generation the decision was taken under.
+    pub generation: u64,
+    /// L2 epoch of the table its MACs came from.
+    pub l2_epoch: u64,
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub ip_src: Ipv4Addr,
+    pub ip_dst: Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Folded RFC 1624 difference for the IPv4 header checksum.
+    pub ip_csum_diff: u16,
+    /// Folded RFC 1624 difference for the TCP/UDP checksum.
+    pub l4_csum_diff: u16,
+    /// Interface slot the frame leaves by.
+    pub egress_slot: u32,
+    /// That interface's index: equal to the ingress one means `XDP_TX`.
+    pub egress_ifindex: u32,
+    /// Index into `fast_stats`; 0 counts nowhere.
+    pub stats_slot: u32,
+}
+
+/// Value of `flow_cache`: a worker's rewrite of one flow, plus the counters
+/// the program keeps for it.
+///
+/// Must match struct flow_action in xdp/src/bpf/structs.h
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowAction {
+    generation: u64,
+    l2_epoch: u64,
+    packets: u64,
+    bytes: u64,
+    last_seen_ns: u64,
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    ip_csum_diff: u16,
+    l4_csum_diff: u16,
+    egress_slot: u32,
+    stats_slot: u32,
+    egress_ifindex: u32,
+}
+
+// SAFETY: #[repr(C)] with fields laid out without implicit padding (a test
+// checks every offset and the size) and every bit pattern valid.
+unsafe impl Pod for FlowAction {}
+
+impl From<ActionSpec> for FlowAction {
+    fn from(spec: ActionSpec) -> Self {
+        Self {
+            generation: spec.generation,
+            l2_epoch: spec.l2_epoch,
+            packets: 0,
+            bytes: 0,
+            last_seen_ns: 0,
+            eth_dst: spec.eth_dst,
+            eth_src: spec.eth_src,
+            saddr: u32::from_ne_bytes(spec.ip_src.octets()),
+            daddr: u32::from_ne_bytes(spec.ip_dst.octets()),
+            sport: u16::from_ne_bytes(spec.src_port.to_be_bytes()),
+            dport: u16::from_ne_bytes(spec.dst_port.to_be_bytes()),
+            ip_csum_diff: spec.ip_csum_diff,
+            l4_csum_diff: spec.l4_csum_diff,
+            egress_slot: spec.egress_slot,
+            stats_slot: spec.stats_slot,
+            egress_ifindex: spec.egress_ifindex,
+        }
+    }
+}
+
+impl FlowAction {
+    /// The decision, as it was installed.
+    pub fn spec(&self) -> ActionSpec {
+        ActionSpec {
+            generation: self.generation,
+            l2_epoch: self.l2_epoch,
+            eth_dst: self.eth_dst,
+            eth_src: self.eth_src,
+            ip_src: Ipv4Addr::from(self.saddr.to_ne_bytes()),
+            ip_dst: Ipv4Addr::from(self.daddr.to_ne_bytes()),
+            src_port: u16::from_be_bytes(self.sport.to_ne_bytes()),
+            dst_port: u16::from_be_bytes(self.dport.to_ne_bytes()),
+            ip_csum_diff: self.ip_csum_diff,
+            l4_csum_diff: self.l4_csum_diff,
+            egress_slot: self.egress_slot,
+            egress_ifindex: self.egress_ifindex,
+            stats_slot: self.stats_slot,
+        }
+    }
+
+    /// Frames the program sent for this flow since the entry was written.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC, jiffy resolution) of
+    /// the last frame; 0 when none came yet.
+    pub fn last_seen_ns(&self) -> u64 {
+        self.last_seen_ns
+    }
+}
+
+/// Value of `fast_stats`, per CPU.
+///
+/// Must match struct fast_counters in xdp/src/bpf/structs.h
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// SAFETY: #[repr(C)], two u64s: no padding, every bit pattern valid.
+unsafe impl Pod for FastCounters {}
+
+/// The bytes of `items`, as the kernel reads packed keys and values.
+fn bytes_of<T: Pod>(items: &[T]) -> &[u8] {
+    // SAFETY: Pod types have no padding and no invalid bit patterns, so
+    // their memory is fully initialised bytes; the length is exact.
+    unsafe { std::slice::from_raw_parts(items.as_ptr().cast(), std::mem::size_of_val(items)) }
+}
+
+fn bytes_of_mut<T: Pod>(items: &mut [T]) -> &mut [u8] {
+    // SAFETY: as in `bytes_of`, and any bytes the kernel writes are a valid
+    // `T` because every bit pattern of a Pod type is.
+    unsafe {
+        std::slice::from_raw_parts_mut(items.as_mut_ptr().cast(), std::mem::size_of_val(items))
+    }
+}
+
+/// Entries read per `BPF_MAP_LOOKUP_BATCH` call when walking the cache;
+/// larger than any hash bucket the kernel could hand back at once.
+const READ_BATCH: usize = 4096;
+
+struct Fds {
+    cache: OwnedFd,
+    state: OwnedFd,
+    stats: OwnedFd,
+}
+
+/// Shared handle on the fast path's maps; cheap to clone.
+#[derive(Clone)]
+pub struct FastPathMaps {
+    fds: Arc<Fds>,
+    /// Possible CPUs: per-CPU values come one per possible CPU.
+    cpus: usize,
+    capacity: u32,
+}
+
+impl std::fmt::Debug for FastPathMaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPathMaps")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fast_error(map: &'static str, op: &'static str) -> impl FnOnce(io::Error) -> XdpError {
+    move |source| XdpError::FastPath { map, op, source }
+}
+
+impl FastPathMaps {
+    pub(crate) fn new(
+        cache: OwnedFd,
+        state: OwnedFd,
+        stats: OwnedFd,
+        capacity: u32,
+    ) -> Result<Self, XdpError> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| XdpError::FastPath {
+            map: FAST_STATS,
+            op: "counting possible CPUs for",
+            source,
+        })?;
+        Ok(Self {
+            fds: Arc::new(Fds {
+                cache,
+                state,
+                stats,
+            }),
+            cpus,
+            capacity,
+        })
+    }
+
+    /// Entries the cache holds at most.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    fn set_state(&self, index: u32, value: u64) -> Result<(), XdpError> {
+        bpf_sys::update(
+            self.fds.state.as_fd(),
+            &index.to_ne_bytes(),
+            &value.to_ne_bytes(),
+            bpf_sys::BPF_ANY,
+        )
+        .map_err(fast_error(FAST_STATE, "update"))
+    }
+
+    fn state(&self, index: u32) -> Result<u64, XdpError> {
+        let mut value = [0u8; 8];
+        bpf_sys::lookup(self.fds.state.as_fd(), &index.to_ne_bytes(), &mut value)
+            .map_err(fast_error(FAST_STATE, "lookup"))?;
+        Ok(u64::from_ne_bytes(value))
+    }
+
+    /// Turns the fast path on or off; off, the program does not even look
+    /// entries up.
+    pub fn set_enabled(&self, enabled: bool) -> Result<(), XdpError> {
+        self.set_state(FAST_STATE_ENABLED, u64::from(enabled))
+    }
+
+    pub fn enabled(&self) -> Result<bool, XdpError> {
+        Ok(self.state(FAST_STATE_ENABLED)? != 0)
+    }
+
+    /// From now on only entries decided under config `generation` apply.
+    /// Call right after the snapshot is swapped: entries of the old one
+    /// stop applying with this write.
+    pub fn publish_generation(&self, generation: u64) -> Result<(), XdpError> {
+        self.set_state(FAST_STATE_GENERATION, generation)
+    }
+
+    /// From now on only entries whose MACs come from L2 `epoch` apply.
+    pub fn publish_l2_epoch(&self, epoch: u64) -> Result<(), XdpError> {
+        self.set_state(FAST_STATE_L2_EPOCH, epoch)
+    }
+
+    /// (config generation, L2 epoch) entries must carry now.
+    pub fn published(&self) -> Result<(u64, u64), XdpError> {
+        Ok((
+            self.state(FAST_STATE_GENERATION)?,
+            self.state(FAST_STATE_L2_EPOCH)?,
+        ))
+    }
+
+    /// Writes `keys[i] -> actions[i]` in one syscall. Returns how many were
+    /// written; an error stops the batch (e.g. ENOMEM).
+    pub fn install(
+        &self,
+        keys: &[FlowCacheKey],
+        actions: &[FlowAction],
+    ) -> (usize, Option<XdpError>) {
+        let count = keys.len().min(actions.len());
+        if count == 0 {
+            return (0, None);
+        }
+        let (written, result) = bpf_sys::update_batch(
+            self.fds.cache.as_fd(),
+            bytes_of(&keys[..count]),
+            bytes_of(&actions[..count]),
+            count as u32,
+        );
+        (
+            written as usize,
+            result.err().map(fast_error(FLOW_CACHE, "batch update")),
+        )
+    }
+
+    /// Deletes `keys`; absent ones (evicted by the LRU meanwhile) are not an
+    /// error. Returns how many were present.
+    pub fn remove(&self, keys: &[FlowCacheKey]) -> Result<usize, XdpError> {
+        let mut removed = 0;
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let (deleted, result) =
+                bpf_sys::delete_batch(self.fds.cache.as_fd(), bytes_of(rest), rest.len() as u32);
+            let deleted = deleted as usize;
+            removed += deleted;
+            match result {
+                Ok(()) => break,
+                // The key at `deleted` is absent: skip it and go on.
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                    rest = &rest[(deleted + 1).min(rest.len())..];
+                }
+                Err(err) => return Err(fast_error(FLOW_CACHE, "batch delete")(err)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The entry for `key`, with its counters.
+    pub fn lookup(&self, key: &FlowCacheKey) -> Result<Option<FlowAction>, XdpError> {
+        let mut action = [FlowAction::default()];
+        let found = bpf_sys::lookup(
+            self.fds.cache.as_fd(),
+            bytes_of(std::slice::from_ref(key)),
+            bytes_of_mut(&mut action),
+        )
+        .map_err(fast_error(FLOW_CACHE, "lookup"))?;
+        Ok(found.then_some(action[0]))
+    }
+
+    /// Every entry, read in batches; entries written or evicted meanwhile
+    /// may or may not be seen.
+    pub fn entries(&self) -> Result<Vec<(FlowCacheKey, FlowAction)>, XdpError> {
+        let mut all = Vec::new();
+        let mut keys = vec![FlowCacheKey::default(); READ_BATCH];
+        let mut actions = vec![FlowAction::default(); READ_BATCH];
+        let mut cursor = [0u8; 8];
+        let mut started = false;
+        loop {
+            let (count, done) = bpf_sys::lookup_batch(
+                self.fds.cache.as_fd(),
+                &mut cursor,
+                started,
+                bytes_of_mut(&mut keys),
+                bytes_of_mut(&mut actions),
+                READ_BATCH as u32,
+            )
+            .map_err(fast_error(FLOW_CACHE, "batch lookup"))?;
+            started = true;
+            let count = (count as usize).min(READ_BATCH);
+            all.extend(
+                keys[..count]
+                    .iter()
+                    .copied()
+                    .zip(actions[..count].iter().copied()),
+            );
+            if done || count == 0 {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Fast-path counters of stats slot `slot`, summed over CPUs.
+    pub fn stats(&self, slot: u32) -> Result<FastCounters, XdpError> {
+        let mut per_cpu = vec![FastCounters::default(); self.cpus];
+        bpf_sys::lookup(
+            self.fds.stats.as_fd(),
+            &slot.to_ne_bytes(),
+            bytes_of_mut(&mut per_cpu),
+        )
+        .map_err(fast_error(FAST_STATS, "lookup"))?;
+        Ok(per_cpu
+            .iter()
+            .fold(FastCounters::default(), |sum, c| FastCounters {
+                packets: sum.packets + c.packets,
+                bytes: sum.bytes + c.bytes,
+            }))
+    }
+
+    /// Zeroes slot `slot` on every CPU, before it is given to a new owner.
+    pub fn clear_stats(&self, slot: u32) -> Result<(), XdpError> {
+        let zeros = vec![FastCounters::default(); self.cpus];
+        bpf_sys::update(
+            self.fds.stats.as_fd(),
+            &slot.to_ne_bytes(),
+            bytes_of(&zeros),
+            bpf_sys::BPF_ANY,
+        )
+        .map_err(fast_error(FAST_STATS, "update"))
+    }
+}
+
+const _: () = assert!(size_of::<FlowCacheKey>() == 16 && size_of::<FlowAction>() == 80);
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::*;
+
+    const STRUCTS_H: &str = include_str!("bpf/structs.h");
+
+    fn assert_stated(assertions: &[String]) {
+        for assertion in assertions {
+            assert!(
+                STRUCTS_H.contains(assertion.as_str()),
+                "structs.h lacks {assertion}"
+            );
+        }
+    }
+
+    #[test]
+    fn flow_cache_key_layout_matches_structs_h() {
+        let fields = [
+            ("saddr", offset_of!(FlowCacheKey, saddr)),
+            ("daddr", offset_of!(FlowCacheKey, daddr)),
+            ("sport", offset_of!(FlowCacheKey, sport)),
+            ("dport", offset_of!(FlowCacheKey, dport)),
+            ("proto", offset_of!(FlowCacheKey, proto)),
+        ];
+        let mut assertions = vec![format!(
+            "sizeof(struct flow_key) == {}",
+            size_of::<FlowCacheKey>()
+        )];
+        assertions.extend(
+            fields
+                .iter()
+                .map(|(name, at)| format!("offsetof(struct flow_key, {name}) == {at}")),
+        );
+        assert_stated(&assertions);
+    }
+
+    #[test]
+    fn flow_action_layout_matches_structs_h() {
+        let fields = [
+            ("generation", offset_of!(FlowAction, generation)),
+            ("l2_epoch", offset_of!(FlowAction, l2_epoch)),
+            ("packets", offset_of!(FlowAction, packets)),
+            ("bytes", offset_of!(FlowAction, bytes)),
+            ("last_seen_ns", offset_of!(FlowAction, last_seen_ns)),
+            ("eth_dst", offset_of!(FlowAction, eth_dst)),
+            ("eth_src", offset_of!(FlowAction, eth_src)),
+            ("saddr", offset_of!(FlowAction, saddr)),
+            ("daddr", offset_of!(FlowAction, daddr)),
+            ("sport", offset_of!(FlowAction, sport)),
+            ("dport", offset_of!(FlowAction, dport)),
+            ("ip_csum_diff", offset_of!(FlowAction, ip_csum_diff)),
+            ("l4_csum_diff", offset_of!(FlowAction, l4_csum_diff)),
+            ("egress_slot", offset_of!(FlowAction, egress_slot)),
+            ("stats_slot", offset_of!(FlowAction, stats_slot)),
+            ("egress_ifindex", offset_of!(FlowAction, egress_ifindex)),
+        ];
+        let mut assertions = vec![format!(
+            "sizeof(struct flow_action) == {}",
+            size_of::<FlowAction>()
+        )];
+        assertions.extend(
+            fields
+                .iter()
+                .map(|(name, at)| format!("offsetof(struct flow_action, {name}) == {at}")),
+        );
+        assert_stated(&assertions);
+        assert!(STRUCTS_H.contains(&format!(
+            "sizeof(struct fast_counters) == {}",
+            size_of::<FastCounters>()
+        )));
+    }
+
+    #[test]
+    fn key_and_action_bytes_are_network_order() {
+        let key = FlowCacheKey::new(
+            Ipv4Addr::new(198, 18, 1, 10),
+            Ipv4Addr::new(198, 18, 100, 10),
+            40000,
+            80,
+            6,
+        );
+        assert_eq!(
+            bytes_of(&[key]),
+            [198, 18, 1, 10, 198, 18, 100, 10, 0x9c, 0x40, 0, 80, 6, 0, 0, 0]
+        );
+        assert_eq!(
+            (key.src_port(), key.dst_port(), key.protocol()),
+            (40000, 80, 6)
+        );
+        let spec = ActionSpec {
+            generation: 3,
+            l2_epoch: 1,
+            eth_dst: [2, 0, 0, 0, 0, 0xbe],
+            eth_src: [2, 0, 0, 0, 0, 0x1b],
+            ip_src: key.src(),
+            ip_dst: Ipv4Addr::new(198, 18, 2, 21),
+            src_port: 40000,
+            dst_port: 8080,
+            ip_csum_diff: 0x1234,
+            l4_csum_diff: 0xabcd,
+            egress_slot: 1,
+            egress_ifindex: 7,
+            stats_slot: 9,
+        };
+        let action = FlowAction::from(spec);
+        assert_eq!(action.spec(), spec);
+        let bytes = bytes_of(std::slice::from_ref(&action));
+        assert_eq!(&bytes[56..60], &[198, 18, 2, 21]);
+        assert_eq!(&bytes[62..64], &8080u16.to_be_bytes());
+    }
+}
