@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use switchyard_config::dns::DnsRecord;
 use switchyard_config::resolve::CONTROLLER_NAME;
@@ -26,8 +26,10 @@ pub enum Output {
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
-    let resolution = switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())
-        .with_context(|| format!("reading config file {}", args.config.display()))?;
+    // A LoadError already reads `FILE:LINE: what and why`; more context
+    // in front would hide where.
+    let resolution =
+        switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())?;
     if let Some(name) = &args.maglev {
         let listeners = &resolution.snapshot.listeners;
         let Some(listener) = listeners.iter().find(|l| l.name.to_string() == *name) else {
