@@ -54,6 +54,19 @@ pub struct Resolution {
     pub statuses: Vec<ResourceStatus>,
 }
 
+impl Resolution {
+    /// `Kind ns/name [scope]: Type` for every condition type that one
+    /// condition list of `statuses` holds more than once; always empty
+    /// (see `ResourceStatus::repeated_condition_types`). Tests assert it
+    /// over every resolution they make.
+    pub fn repeated_condition_types(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .flat_map(ResourceStatus::repeated_condition_types)
+            .collect()
+    }
+}
+
 /// Inputs of resolution that are not resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {

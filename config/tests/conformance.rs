@@ -22,12 +22,26 @@ use switchyard_config::snapshot::{Listener, Protocol, Slot};
 use switchyard_config::status::{
     Condition, ConditionStatus, ListenerStatus, ResourceStatus, RouteParentStatus, Status,
 };
-use switchyard_config::{load_str, resolve, Resolution};
+use switchyard_config::{load_str, Resolution};
 
 /// `--gateway-class` of the upstream suite's runs against Switchyard.
 const CLASS: &str = "gateway-conformance";
 const INFRA: &str = "gateway-conformance-infra";
 const CONTROLLER: &str = "switchyard.io/gateway-controller";
+
+/// Resolution as every test here sees it: checked, whatever it is
+/// otherwise asserted on, for a condition type repeated in one list
+/// (which an API server would refuse to store).
+#[track_caller]
+fn resolve(resources: &Resources, generation: u64) -> Resolution {
+    let res = switchyard_config::resolve(resources, generation);
+    let repeated = res.repeated_condition_types();
+    assert!(
+        repeated.is_empty(),
+        "repeated condition types: {repeated:#?}"
+    );
+    res
+}
 
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")

@@ -78,10 +78,22 @@ fn web(ns: &str, name: &str, addresses: &[&str]) -> String {
     .join("---\n")
 }
 
+/// The assertion every resolution in these tests passes through: no
+/// condition list repeats a type.
+#[track_caller]
+pub(super) fn checked(res: Resolution) -> Resolution {
+    let repeated = res.repeated_condition_types();
+    assert!(
+        repeated.is_empty(),
+        "repeated condition types: {repeated:#?}"
+    );
+    res
+}
+
 fn compile(docs: &[&str]) -> Resolution {
     let text = docs.join("---\n");
     match load_str("test.yaml", &text) {
-        Ok(resources) => resolve(&resources, 7),
+        Ok(resources) => checked(resolve(&resources, 7)),
         Err(e) => panic!("{e}\n{text}"),
     }
 }
@@ -130,7 +142,7 @@ fn demo_path() -> PathBuf {
 
 #[test]
 fn demo_yaml_serves_tcp_and_udp_on_translated_endpoint_ports() {
-    let res = crate::compile_file(demo_path(), 1).unwrap();
+    let res = checked(crate::compile_file(demo_path(), 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     assert_eq!(res.snapshot.generation, 1);
     assert_eq!(res.snapshot.listeners.len(), 2);
@@ -1245,7 +1257,7 @@ fn table_too_small_for_backends_is_a_warning_and_still_used() {
 #[test]
 fn traffic_policy_example_sets_4093_on_tcp_echo_and_leaves_udp_echo_at_65537() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traffic-policy.yaml");
-    let res = crate::compile_file(path, 1).unwrap();
+    let res = checked(crate::compile_file(path, 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let tcp = listener(&res, "demo/edge/tcp-echo");
     assert_eq!(tcp.slots.len(), 4093);
@@ -1341,12 +1353,12 @@ fn upstream_examples_and_conformance_manifests_resolve_without_panicking() {
             }
         };
         // As found: nobody's Gateways, so nothing to serve.
-        let _ = resolve(&resources, 1);
+        checked(resolve(&resources, 1));
         if path.starts_with(shared.join("conformance")) {
             resources.extend(base.clone());
         }
         adopt(&mut resources);
-        let res = resolve(&resources, 1);
+        let res = checked(resolve(&resources, 1));
         for l in &res.snapshot.listeners {
             assert_eq!(l.slots.len(), SLOT_TABLE_SIZE, "{name}");
         }
@@ -1724,7 +1736,7 @@ fn the_maglev_seed_changes_the_table_but_not_the_shares() {
             maglev_seed: seed,
             ..Default::default()
         };
-        let res = crate::resolve::resolve_with(&resources, 1, &options);
+        let res = checked(crate::resolve::resolve_with(&resources, 1, &options));
         listener(&res, "demo/edge/tcp-echo").slots.clone()
     };
     let share = |slots: &[Slot]| slots.iter().filter(|&&s| s == Slot::Backend(0)).count();

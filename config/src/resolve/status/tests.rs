@@ -29,10 +29,10 @@ fn route(name: &str, parents: &str, backend: &str) -> String {
 
 fn compile(docs: &[&str]) -> Resolution {
     let text = docs.join("---\n");
-    resolve(
+    crate::resolve::tests::checked(resolve(
         &load_str("test.yaml", &text).unwrap_or_else(|e| panic!("{e}")),
         1,
-    )
+    ))
 }
 
 fn find<'a>(res: &'a Resolution, kind: &str, name: &str) -> &'a ResourceStatus {
@@ -70,7 +70,7 @@ fn listeners_on_the_same_address_port_and_protocol_are_conflicted_and_not_progra
     let mut twin = resources.gateways[0].spec.listeners[0].clone();
     twin.name = "twin".into();
     resources.gateways[0].spec.listeners.push(twin);
-    let res = resolve(&resources, 1);
+    let res = crate::resolve::tests::checked(resolve(&resources, 1));
     assert!(
         res.snapshot.listeners.is_empty(),
         "neither side carries traffic"
