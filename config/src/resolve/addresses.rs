@@ -317,6 +317,32 @@ enum Request {
 
 /// What a Gateway asks for, judged against its class.
 fn requested(gateway: &Gateway, class: &Class<'_>) -> Result<Request, (Reason, String)> {
+    // Gateway API: a parametersRef the implementation cannot use rejects
+    // the Gateway. Switchyard's parameters are cluster-wide, on the class
+    // (`GatewayClassConfig`); a Gateway's local reference can name nothing
+    // Switchyard reads, and serving the Gateway without what it asked for
+    // could serve it wrongly.
+    if let Some(reference) = gateway
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+    {
+        let group = if reference.group.is_empty() {
+            "core"
+        } else {
+            reference.group.as_str()
+        };
+        return Err((
+            Reason::InvalidParameters,
+            format!(
+                "spec.infrastructure.parametersRef names {} {:?} of group {group}; Switchyard \
+                 reads no per-Gateway parameters (set them on the GatewayClass, with a \
+                 {SWITCHYARD_GROUP} GatewayClassConfig)",
+                reference.kind, reference.name
+            ),
+        ));
+    }
     let requested = &gateway.spec.addresses;
     let class_name = class.class_type.as_str();
     match class.class_type {

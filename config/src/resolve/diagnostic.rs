@@ -81,7 +81,12 @@ pub enum Reason {
     AddressNotUsable,
     /// GatewayClass `Accepted`: `spec.parametersRef` names no
     /// GatewayClassConfig, or a config whose AddressPool does not exist.
+    /// Gateway `Accepted`: `spec.infrastructure.parametersRef` is set
+    /// (Switchyard reads no per-Gateway parameters).
     InvalidParameters,
+    /// `Degraded` on a Gateway (a warning): it is served, but has no
+    /// GEP-3539 DNS name, since its name or namespace is not a DNS label.
+    NoDnsName,
 }
 
 impl Reason {

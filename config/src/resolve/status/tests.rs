@@ -244,6 +244,42 @@ fn a_gateway_without_address_is_accepted_but_not_programmed() {
 }
 
 #[test]
+fn a_gateway_with_infrastructure_parameters_is_not_accepted_nor_served() {
+    let with_parameters = gateway("a", "{value: 10.0.0.1}", TCP_80).replace(
+        "  listeners:",
+        "  infrastructure:\n    parametersRef: {group: example.net, kind: Tuning, name: t}\n  listeners:",
+    );
+    let res = compile(&[CLASS, &with_parameters, &route("r", "[{name: a}]", "web")]);
+    assert!(res.snapshot.listeners.is_empty(), "not served");
+    assert!(res.snapshot.dns.is_empty(), "not named");
+    let Status::Gateway(status) = &find(&res, "Gateway", "a").status else {
+        unreachable!()
+    };
+    assert_condition(&status.conditions, "Accepted", false, "InvalidParameters");
+    assert_condition(&status.conditions, "Programmed", false, "Invalid");
+    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
+    assert_condition(
+        &status.listeners[0].conditions,
+        "Programmed",
+        false,
+        "Invalid",
+    );
+    // Labels and annotations alone ask for nothing Switchyard must read.
+    let labels_only = gateway("a", "{value: 10.0.0.1}", TCP_80).replace(
+        "  listeners:",
+        "  infrastructure:\n    labels: {team: edge}\n  listeners:",
+    );
+    let res = compile(&[CLASS, &labels_only]);
+    assert_eq!(res.snapshot.listeners.len(), 1);
+    assert_condition(
+        find(&res, "Gateway", "a").status.conditions(),
+        "Accepted",
+        true,
+        "Accepted",
+    );
+}
+
+#[test]
 fn a_gateway_class_with_unknown_parameters_is_not_accepted() {
     let class = CLASS.replace(
         "controllerName: switchyard.io/gateway-controller}",
