@@ -215,6 +215,13 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
     });
     listeners.sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
 
+    let records = dns::records(
+        &gateways,
+        &attachments,
+        &groups_of,
+        &options.cluster_domain,
+        &mut diagnostics,
+    );
     diagnostics.sort();
     diagnostics.dedup();
     let statuses = status::build(&status::Facts {
@@ -224,7 +231,6 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         attachments: &attachments,
         diagnostics: &diagnostics,
     });
-    let records = dns::records(&gateways, &attachments, &groups_of, &options.cluster_domain);
     Resolution {
         snapshot: Snapshot::new(generation, listeners).with_dns(records),
         diagnostics,

@@ -798,15 +798,60 @@ fn headless_pod_names_of_ipv6_endpoints_use_dashes_for_colons() {
 }
 
 #[test]
-fn headless_gateway_with_an_address_is_unsupported_address() {
+fn headless_gateway_with_an_address_is_unsupported_address_and_has_no_records() {
     let res = compile(&[
         &class("hl", "{type: Headless}"),
         &gateway("db", "pg", "hl", "[{value: 198.18.100.1}]", None),
+        &backend("db", "pg", &["198.18.2.21"], &[]),
     ]);
     assert_eq!(
         reasons(&res),
         [("Gateway db/pg".to_owned(), Reason::UnsupportedAddress)]
     );
+    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+}
+
+#[test]
+fn gateway_whose_name_is_not_a_dns_label_is_served_with_a_warning_and_no_record() {
+    let long = format!("edge-{}", "a".repeat(60));
+    for name in ["edge.v2", long.as_str()] {
+        let res = compile(&[
+            &class("sy", "{}"),
+            &gateway("lb", name, "sy", "[{value: 198.18.100.9}]", None),
+        ]);
+        assert_eq!(tcp_endpoints(&res, "lb", name), ["198.18.100.9:80"]);
+        assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+        assert_eq!(
+            reasons(&res),
+            [(format!("Gateway lb/{name}"), Reason::NoDnsName)],
+            "{name}"
+        );
+        let status = gateway_status(&res, "lb", name);
+        assert_eq!(
+            only(&status.conditions, "Degraded"),
+            (ConditionStatus::True, "NoDnsName".to_owned())
+        );
+        assert_eq!(
+            only(&status.conditions, "Programmed"),
+            (ConditionStatus::True, "Programmed".to_owned())
+        );
+    }
+}
+
+#[test]
+fn gateway_served_on_node_ports_only_has_no_dns_record() {
+    // An A record names an address, not a port: a client of the name
+    // would reach the node at the listener's own port, which is not served.
+    let res = compile(&[
+        &class(
+            "np",
+            "{type: NodePort, nodeAddresses: [198.18.1.1], nodePortRange: 30000-30010}",
+        ),
+        &gateway("lb", "edge", "np", "[]", None),
+    ]);
+    assert_eq!(tcp_endpoints(&res, "lb", "edge"), ["198.18.1.1:30000"]);
+    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
 #[test]

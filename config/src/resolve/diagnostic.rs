@@ -101,7 +101,9 @@ impl Reason {
             }
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
-            Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
+            Self::TableTooSmall | Self::AffinityNotApplied | Self::NoDnsName => {
+                ConditionType::Degraded
+            }
             Self::UnsupportedValue => ConditionType::Accepted,
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
@@ -128,6 +130,7 @@ impl Reason {
             Self::UnsupportedValue => "UnsupportedValue",
             Self::AddressNotUsable => "AddressNotUsable",
             Self::InvalidParameters => "InvalidParameters",
+            Self::NoDnsName => "NoDnsName",
         }
     }
 }
