@@ -900,8 +900,12 @@ pub struct SliceEndpoint {
     pub conditions: EndpointConditions,
 }
 
-/// Absent conditions mean "unknown", which Kubernetes reads as ready for
-/// `ready`, as `ready` for `serving`, and as false for `terminating`.
+/// Absent conditions mean "unknown". Read as kube-proxy reads them
+/// (`pkg/proxy/endpointslicecache.go`): `ready` and `serving` as true,
+/// `terminating` as false. (The API's field doc says a nil `serving`
+/// defers to `ready`; the two differ only for a not-ready terminating
+/// endpoint without `serving`, which kube-proxy keeps as a fallback, and
+/// Switchyard picks endpoints as kube-proxy does.)
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointConditions {
@@ -919,7 +923,7 @@ impl EndpointConditions {
     }
 
     pub fn is_serving(&self) -> bool {
-        self.serving.unwrap_or_else(|| self.is_ready())
+        self.serving.unwrap_or(true)
     }
 
     pub fn is_terminating(&self) -> bool {

@@ -749,6 +749,20 @@ fn serving_terminating_endpoints_serve_when_none_is_ready() {
 }
 
 #[test]
+fn absent_serving_means_serving_as_kube_proxy_reads_it() {
+    // Terminating and not ready, with no word on serving: kube-proxy's
+    // `Serving == nil || *Serving` keeps it as a fallback.
+    let res = conditions_world(
+        "[{addresses: [10.1.0.3], conditions: {ready: false}}, \
+          {addresses: [10.1.0.6], conditions: {ready: false, terminating: true}}]",
+        false,
+    );
+    assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.6:80"]);
+    let absent = crate::resources::EndpointConditions::default();
+    assert!(absent.is_ready() && absent.is_serving() && !absent.is_terminating());
+}
+
+#[test]
 fn publish_not_ready_addresses_serves_every_endpoint() {
     let res = conditions_world(
         "[{addresses: [10.1.0.1]}, {addresses: [10.1.0.3], conditions: {ready: false, serving: false}}]",
