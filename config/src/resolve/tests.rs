@@ -533,12 +533,21 @@ fn route_without_grant_is_ref_not_permitted() {
     assert!(tcp.slots.iter().all(|&s| s == Slot::Unavailable));
 }
 
-fn grant(ns: &str, from_kind: &str, from_ns: &str, to: &str) -> String {
+/// ReferenceGrant `g` in `ns` with one `from` and one `to` entry, each a
+/// YAML flow mapping.
+fn grant(ns: &str, from: &str, to: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: {ns}}}\n\
-         spec:\n  from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: {from_ns}}}]\n  to: [{to}]\n"
+         spec:\n  from: [{from}]\n  to: [{to}]\n"
     )
 }
+
+/// A grant `from` entry for routes of `kind` in `namespace`.
+fn from_routes(kind: &str, namespace: &str) -> String {
+    format!("{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {namespace}}}")
+}
+
+const TO_SERVICES: &str = "{group: \"\", kind: Service}";
 
 #[test]
 fn reference_grant_in_the_target_namespace_permits_the_backend() {
@@ -557,41 +566,60 @@ fn reference_grant_in_the_target_namespace_permits_the_backend() {
             &edge(),
             &r,
             &web("app", "web", &["10.1.0.1"]),
-            &grant("app", "TCPRoute", "lb", to),
+            &grant("app", &from_routes("TCPRoute", "lb"), to),
         ]);
         assert!(res.diagnostics.is_empty(), "{to}: {:#?}", res.diagnostics);
         assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.1:8080"]);
     }
 }
 
+/// Each grant differs from a permitting one in one field, as the upstream
+/// invalid-reference-grant conformance manifests do: from group, kind or
+/// namespace; to group, kind or name; or the grant's own namespace.
 #[test]
-fn reference_grant_for_another_kind_namespace_or_name_does_not_permit() {
+fn reference_grant_for_another_group_kind_namespace_or_name_does_not_permit() {
     let r = tcp_route(
         "lb",
         "r",
         "[{name: edge}]",
         "[{name: web, namespace: app, port: 80}]",
     );
+    let tcp_from_lb = from_routes("TCPRoute", "lb");
     for g in [
-        grant("app", "UDPRoute", "lb", "{group: \"\", kind: Service}"),
         grant(
             "app",
-            "TCPRoute",
-            "elsewhere",
-            "{group: \"\", kind: Service}",
+            "{group: not-the-group-youre-looking-for, kind: TCPRoute, namespace: lb}",
+            TO_SERVICES,
         ),
+        grant("app", &from_routes("UDPRoute", "lb"), TO_SERVICES),
+        grant("app", &from_routes("Gateway", "lb"), TO_SERVICES),
+        grant("app", &from_routes("TCPRoute", "elsewhere"), TO_SERVICES),
         grant(
             "app",
-            "TCPRoute",
-            "lb",
+            &tcp_from_lb,
+            "{group: not-the-group-youre-looking-for, kind: Service}",
+        ),
+        grant("app", &tcp_from_lb, "{group: \"\", kind: Secret}"),
+        grant(
+            "app",
+            &tcp_from_lb,
             "{group: \"\", kind: Service, name: other}",
         ),
-        grant("lb", "TCPRoute", "lb", "{group: \"\", kind: Service}"),
-        grant("app", "TCPRoute", "lb", "{group: \"\", kind: Secret}"),
+        grant("lb", &tcp_from_lb, TO_SERVICES),
     ] {
         let res = compile(&[CLASS, &edge(), &r, &web("app", "web", &["10.1.0.1"]), &g]);
         assert!(has(&res, "TCPRoute lb/r", Reason::RefNotPermitted), "{g}");
+        assert!(listener(&res, "lb/edge/tcp").backends.is_empty(), "{g}");
     }
+    // The control: the same grant with every field right permits.
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &r,
+        &web("app", "web", &["10.1.0.1"]),
+        &grant("app", &tcp_from_lb, TO_SERVICES),
+    ]);
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
 #[test]
