@@ -33,7 +33,9 @@ use crate::schema::{self, Checked};
 /// 1-based line in the original file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{file}: cannot read: {source}")]
+    /// The I/O error is the source, not part of the message, so that a
+    /// printer walking the chain says it once.
+    #[error("{file}: cannot read")]
     Read {
         file: String,
         #[source]
@@ -1033,11 +1035,11 @@ spec:
     }
 
     #[test]
-    fn read_error_names_the_file() {
+    fn read_error_names_the_file_and_has_the_os_error_as_its_source() {
         let e = load_file("/nonexistent/switchyard.yaml").unwrap_err();
-        assert!(e
-            .to_string()
-            .starts_with("/nonexistent/switchyard.yaml: cannot read: "));
+        assert_eq!(e.to_string(), "/nonexistent/switchyard.yaml: cannot read");
+        let source = std::error::Error::source(&e).expect("the I/O error");
+        assert!(source.to_string().contains("os error 2"), "{source}");
         assert_eq!(e.line(), None);
     }
 

@@ -54,6 +54,19 @@ pub struct Resolution {
     pub statuses: Vec<ResourceStatus>,
 }
 
+impl Resolution {
+    /// `Kind ns/name [scope]: Type` for every condition type that one
+    /// condition list of `statuses` holds more than once; always empty
+    /// (see `ResourceStatus::repeated_condition_types`). Tests assert it
+    /// over every resolution they make.
+    pub fn repeated_condition_types(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .flat_map(ResourceStatus::repeated_condition_types)
+            .collect()
+    }
+}
+
 /// Inputs of resolution that are not resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -202,6 +215,13 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
     });
     listeners.sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
 
+    let records = dns::records(
+        &gateways,
+        &attachments,
+        &groups_of,
+        &options.cluster_domain,
+        &mut diagnostics,
+    );
     diagnostics.sort();
     diagnostics.dedup();
     let statuses = status::build(&status::Facts {
@@ -211,7 +231,6 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         attachments: &attachments,
         diagnostics: &diagnostics,
     });
-    let records = dns::records(&gateways, &attachments, &groups_of, &options.cluster_domain);
     Resolution {
         snapshot: Snapshot::new(generation, listeners).with_dns(records),
         diagnostics,

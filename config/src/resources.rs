@@ -118,6 +118,33 @@ pub struct GatewaySpec {
     pub addresses: Vec<GatewayAddress>,
     #[serde(deserialize_with = "schema::checked_list::<_, _, 1, 64>")]
     pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub infrastructure: Option<GatewayInfrastructure>,
+}
+
+/// `Gateway.spec.infrastructure`. Switchyard creates no objects to put
+/// labels and annotations on, and reads no per-Gateway parameters: a
+/// `parametersRef` makes the Gateway `Accepted=False/InvalidParameters`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayInfrastructure {
+    #[serde(default, deserialize_with = "schema::map::<_, 8>")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "schema::map::<_, 16>")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub parameters_ref: Option<LocalParametersReference>,
+}
+
+/// `LocalParametersReference`: an object in the Gateway's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalParametersReference {
+    pub group: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
 }
 
 pub const IP_ADDRESS_TYPE: &str = "IPAddress";
@@ -193,17 +220,20 @@ pub struct Listener {
     /// `TCP`, `UDP`, or a protocol Switchyard does not serve (`HTTP`, ...).
     #[serde(deserialize_with = "schema::name")]
     pub protocol: String,
-    #[serde(default)]
+    /// Never set on a TCP or UDP listener (a CEL rule of the CRD).
+    #[serde(default, deserialize_with = "schema::opt_hostname")]
     pub hostname: Option<String>,
     #[serde(default)]
     pub allowed_routes: AllowedRoutes,
-    /// Only checked for presence: TLS settings on a TCP or UDP listener
-    /// are a schema error, and Switchyard serves no TLS listeners.
-    #[serde(default)]
-    pub tls: Option<serde::de::IgnoredAny>,
+    /// Checked as the CRD checks it, then unused: Switchyard serves no
+    /// listener that takes TLS settings.
+    #[serde(default, deserialize_with = "schema::opt_checked")]
+    pub tls: Option<ListenerTls>,
 }
 
 impl Checked for Listener {
+    /// The CEL rules on `spec.listeners`, each judged against the
+    /// listeners before this one.
     fn check(&self, earlier: &[Self]) -> Result<(), String> {
         if earlier.iter().any(|e| e.name == self.name) {
             return Err(format!(
@@ -211,31 +241,102 @@ impl Checked for Listener {
                 self.name
             ));
         }
-        let host = |l: &Listener| l.hostname.clone().unwrap_or_default();
+        // The rule compares hostnames only when both listeners have one,
+        // and otherwise asks that neither has: absent and present differ.
+        let same_host = |e: &Listener| match (&e.hostname, &self.hostname) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            _ => false,
+        };
         if let Some(twin) = earlier
             .iter()
-            .find(|e| e.port == self.port && e.protocol == self.protocol && host(e) == host(self))
+            .find(|e| e.port == self.port && e.protocol == self.protocol && same_host(e))
         {
             return Err(format!(
-                "port {} with protocol {} and the same hostname is already used by listener {:?}",
+                "port {} with protocol {} and the same hostname is already used by listener {:?}; \
+                 the combination of port, protocol and hostname must be unique for each listener",
                 self.port, self.protocol, twin.name
             ));
         }
-        if matches!(self.protocol.as_str(), "HTTP" | "TCP" | "UDP") && self.tls.is_some() {
-            return Err(format!(
-                "tls: must not be specified for protocol {}",
-                self.protocol
-            ));
+        match (self.protocol.as_str(), &self.tls) {
+            ("HTTP" | "TCP" | "UDP", Some(_)) => {
+                return Err(format!(
+                    "tls: must not be specified for protocol {}",
+                    self.protocol
+                ))
+            }
+            ("HTTPS", Some(tls)) if tls.mode != TlsMode::Terminate => {
+                return Err("tls.mode: must be Terminate for protocol HTTPS".into())
+            }
+            ("TLS", None) => return Err("tls.mode: must be set for protocol TLS".into()),
+            _ => {}
         }
-        if matches!(self.protocol.as_str(), "TCP" | "UDP")
-            && self.hostname.as_deref().is_some_and(|h| !h.is_empty())
-        {
+        if matches!(self.protocol.as_str(), "TCP" | "UDP") && self.hostname.is_some() {
             return Err(format!(
                 "hostname: must not be specified for protocol {}",
                 self.protocol
             ));
         }
         Ok(())
+    }
+}
+
+/// `Listener.tls`: read only to apply the CRD's rules.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    #[serde(default)]
+    pub mode: TlsMode,
+    #[serde(default, deserialize_with = "schema::list::<_, _, 0, 64>")]
+    pub certificate_refs: Vec<CertificateRef>,
+    #[serde(default, deserialize_with = "schema::map::<_, 16>")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl Checked for ListenerTls {
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        if self.mode == TlsMode::Terminate
+            && self.certificate_refs.is_empty()
+            && self.options.is_empty()
+        {
+            return Err(
+                "certificateRefs or options must be specified when mode is Terminate".into(),
+            );
+        }
+        if let Some((key, _)) = self.options.iter().find(|(_, v)| v.len() > 4096) {
+            return Err(format!("options.{key}: longer than 4096 characters"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsMode {
+    #[default]
+    Terminate,
+    Passthrough,
+}
+
+/// A `SecretObjectReference` of `tls.certificateRefs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRef {
+    #[serde(default)]
+    pub group: String,
+    #[serde(
+        default = "CertificateRef::default_kind",
+        deserialize_with = "schema::name"
+    )]
+    pub kind: String,
+    #[serde(deserialize_with = "schema::name")]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl CertificateRef {
+    fn default_kind() -> String {
+        "Secret".to_owned()
     }
 }
 
@@ -258,14 +359,14 @@ pub struct RouteNamespaces {
     pub selector: Option<LabelSelector>,
 }
 
+/// The CRD's enum for listeners is these three; `None` exists only for
+/// `spec.allowedListeners` (ListenerSets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum FromNamespaces {
     All,
     #[default]
     Same,
     Selector,
-    /// Gateway API v1.3+: routes from no namespace; listener takes none.
-    None,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -799,8 +900,12 @@ pub struct SliceEndpoint {
     pub conditions: EndpointConditions,
 }
 
-/// Absent conditions mean "unknown", which Kubernetes reads as ready for
-/// `ready`, as `ready` for `serving`, and as false for `terminating`.
+/// Absent conditions mean "unknown". Read as kube-proxy reads them
+/// (`pkg/proxy/endpointslicecache.go`): `ready` and `serving` as true,
+/// `terminating` as false. (The API's field doc says a nil `serving`
+/// defers to `ready`; the two differ only for a not-ready terminating
+/// endpoint without `serving`, which kube-proxy keeps as a fallback, and
+/// Switchyard picks endpoints as kube-proxy does.)
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointConditions {
@@ -818,7 +923,7 @@ impl EndpointConditions {
     }
 
     pub fn is_serving(&self) -> bool {
-        self.serving.unwrap_or_else(|| self.is_ready())
+        self.serving.unwrap_or(true)
     }
 
     pub fn is_terminating(&self) -> bool {

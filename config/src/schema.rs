@@ -257,6 +257,75 @@ pub(crate) fn opt_section_name<'de, D: Deserializer<'de>>(
     Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
+/// `Hostname` of a listener: `minLength: 1`, at most 253 characters, a
+/// lower-case DNS name that may start with a `*.` wildcard label.
+pub(crate) fn opt_hostname<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Hostname(String);
+    impl<'de> Deserialize<'de> for Hostname {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            checked_name(d, |v| {
+                let name = v.strip_prefix("*.").unwrap_or(v);
+                if is_dns_subdomain(name) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "invalid value {v:?}: a hostname is lower-case letters, digits, '-' and \
+                         '.', optionally after a leading '*.'"
+                    ))
+                }
+            })
+            .map(Hostname)
+        }
+    }
+    Ok(Option::<Hostname>::deserialize(d)?.map(|h| h.0))
+}
+
+/// A map of strings with `maxProperties: MAX` (labels, annotations, TLS
+/// options), judged while it is the innermost value so that the error
+/// names its line.
+pub(crate) fn map<'de, D, const MAX: usize>(
+    d: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct Bounded<const MAX: usize>;
+    impl<'de, const MAX: usize> Visitor<'de> for Bounded<MAX> {
+        type Value = std::collections::BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a map of at most {MAX} strings")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                out.insert(key, value);
+                if out.len() > MAX {
+                    return Err(de::Error::custom(format_args!(
+                        "more than {MAX} entries, at most {MAX} allowed"
+                    )));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Bounded::<MAX>)
+}
+
+/// An optional mapping checked once, like `checked`.
+pub(crate) fn opt_checked<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Checked,
+{
+    struct Wrapped<T>(T);
+    impl<'de, T: Deserialize<'de> + Checked> Deserialize<'de> for Wrapped<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            checked(d).map(Wrapped)
+        }
+    }
+    Ok(Option::<Wrapped<T>>::deserialize(d)?.map(|w| w.0))
+}
+
 /// `GatewayClass` `spec.controllerName`: a domain-prefixed path,
 /// `example.net/gateway-controller`.
 pub(crate) fn controller_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

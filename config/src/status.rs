@@ -1,10 +1,11 @@
 //! The status a Gateway API controller would write, as data: one
 //! `ResourceStatus` per object Switchyard is responsible for (its
 //! GatewayClasses, their Gateways, the TCPRoutes and UDPRoutes that name
-//! them, and TrafficPolicies), shaped and spelled like the API's `status`
-//! stanza so that it serializes to what `kubectl get -o yaml` would show.
-//! Resolution fills it (see `resolve/status.rs`); this module only defines
-//! the shapes and never decides anything.
+//! them, TrafficPolicies, and the backends resolution reports a problem
+//! on), shaped and spelled like the API's `status` stanza so that it
+//! serializes to what `kubectl get -o yaml` would show. Resolution fills
+//! it (see `resolve/status.rs`); this module only defines the shapes and
+//! never decides anything.
 //!
 //! `lastTransitionTime` is left out on purpose: resolution is a pure
 //! function of the file and has no clock, and a time that changes on every
@@ -16,6 +17,8 @@ use serde::Serialize;
 
 /// `apiVersion` of Gateway API objects whose status Switchyard writes.
 pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// `apiVersion` of GEP-1748 ServiceImports.
+pub const SERVICE_IMPORT_API_VERSION: &str = "multicluster.x-k8s.io/v1alpha1";
 /// `apiVersion` of Switchyard's own policy kinds.
 pub const SWITCHYARD_API_VERSION: &str = "switchyard.io/v1alpha1";
 
@@ -43,6 +46,66 @@ impl ResourceStatus {
     }
 }
 
+impl ResourceStatus {
+    /// Every condition list of this status, each with what it belongs to:
+    /// the object itself, a listener, a route parent or a policy ancestor.
+    pub fn condition_lists(&self) -> Vec<(String, &[Condition])> {
+        let object = self.resource();
+        match &self.status {
+            Status::GatewayClass(s) => vec![(object, &s.conditions[..])],
+            Status::Object(s) => vec![(object, &s.conditions[..])],
+            Status::Gateway(s) => {
+                let mut out = vec![(object.clone(), &s.conditions[..])];
+                out.extend(
+                    s.listeners
+                        .iter()
+                        .map(|l| (format!("{object} listener {}", l.name), &l.conditions[..])),
+                );
+                out
+            }
+            Status::Route(s) => s
+                .parents
+                .iter()
+                .map(|p| {
+                    (
+                        format!("{object} parent {}", p.parent_ref.name),
+                        &p.conditions[..],
+                    )
+                })
+                .collect(),
+            Status::Policy(s) => s
+                .ancestors
+                .iter()
+                .map(|a| {
+                    (
+                        format!("{object} ancestor {}", a.ancestor_ref.name),
+                        &a.conditions[..],
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// `scope: Type` for every condition type a list holds more than once.
+    /// Conditions are a map keyed by type (`x-kubernetes-list-map-keys:
+    /// [type]` in every Gateway API CRD), so an API server refuses a status
+    /// that repeats one; this must always be empty.
+    pub fn repeated_condition_types(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (scope, conditions) in self.condition_lists() {
+            for (i, c) in conditions.iter().enumerate() {
+                let first = conditions
+                    .iter()
+                    .position(|o| o.condition_type == c.condition_type);
+                if first != Some(i) && first.is_some() {
+                    out.push(format!("{scope}: {}", c.condition_type));
+                }
+            }
+        }
+        out
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusMetadata {
     /// Empty for cluster-scoped kinds (GatewayClass), and then omitted.
@@ -59,6 +122,16 @@ pub enum Status {
     Gateway(GatewayStatus),
     Route(RouteStatus),
     Policy(PolicyStatus),
+    /// An object with no Gateway API status of its own that resolution
+    /// has something to say about (a Service, ServiceImport or
+    /// EndpointSelector): its problems as conditions, as Kubernetes writes
+    /// them in any object's `status.conditions`.
+    Object(ObjectStatus),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectStatus {
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -180,6 +253,7 @@ impl Status {
         match self {
             Self::GatewayClass(s) => &s.conditions,
             Self::Gateway(s) => &s.conditions,
+            Self::Object(s) => &s.conditions,
             Self::Route(_) | Self::Policy(_) => &[],
         }
     }
@@ -190,4 +264,55 @@ pub fn condition<'a>(conditions: &'a [Condition], condition_type: &str) -> Optio
     conditions
         .iter()
         .find(|c| c.condition_type == condition_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn condition(condition_type: &str, status: ConditionStatus, reason: &str) -> Condition {
+        Condition {
+            condition_type: condition_type.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message: "m".to_owned(),
+            observed_generation: 1,
+        }
+    }
+
+    #[test]
+    fn a_condition_type_twice_in_one_list_is_reported_with_its_scope() {
+        let listener = |conditions| ListenerStatus {
+            name: "tcp".to_owned(),
+            supported_kinds: Vec::new(),
+            attached_routes: 0,
+            conditions,
+        };
+        let status = |listeners| ResourceStatus {
+            api_version: GATEWAY_API_VERSION.to_owned(),
+            kind: "Gateway".to_owned(),
+            metadata: StatusMetadata {
+                namespace: "lb".to_owned(),
+                name: "b".to_owned(),
+            },
+            status: Status::Gateway(GatewayStatus {
+                addresses: Vec::new(),
+                conditions: vec![condition("Accepted", ConditionStatus::True, "Accepted")],
+                listeners,
+            }),
+        };
+        let twice = status(vec![listener(vec![
+            condition("Programmed", ConditionStatus::False, "Pending"),
+            condition("Programmed", ConditionStatus::False, "AddressNotAssigned"),
+        ])]);
+        assert_eq!(
+            twice.repeated_condition_types(),
+            ["Gateway lb/b listener tcp: Programmed"]
+        );
+        let once = status(vec![listener(vec![
+            condition("Accepted", ConditionStatus::True, "Accepted"),
+            condition("Programmed", ConditionStatus::False, "Pending"),
+        ])]);
+        assert!(once.repeated_condition_types().is_empty());
+    }
 }

@@ -20,26 +20,43 @@ use std::path::{Path, PathBuf};
 use switchyard_config::resources::{GatewayAddress, Resources};
 use switchyard_config::snapshot::{Listener, Protocol, Slot};
 use switchyard_config::status::{
-    Condition, ConditionStatus, ListenerStatus, ResourceStatus, RouteParentStatus, Status,
+    Condition, ConditionStatus, ListenerStatus, ResourceStatus, RouteGroupKind, RouteParentStatus,
+    Status,
 };
-use switchyard_config::{load_str, resolve, Resolution};
+use switchyard_config::{load_str, Resolution};
 
 /// `--gateway-class` of the upstream suite's runs against Switchyard.
 const CLASS: &str = "gateway-conformance";
 const INFRA: &str = "gateway-conformance-infra";
 const CONTROLLER: &str = "switchyard.io/gateway-controller";
 
+/// Resolution as every test here sees it: checked, whatever it is
+/// otherwise asserted on, for a condition type repeated in one list
+/// (which an API server would refuse to store).
+#[track_caller]
+fn resolve(resources: &Resources, generation: u64) -> Resolution {
+    let res = switchyard_config::resolve(resources, generation);
+    let repeated = res.repeated_condition_types();
+    assert!(
+        repeated.is_empty(),
+        "repeated condition types: {repeated:#?}"
+    );
+    res
+}
+
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance")
 }
 
-/// A vendored file with the suite's `{GATEWAY_CLASS_NAME}` placeholder
-/// filled in, as the suite does before applying it.
+/// A vendored file with the suite's `{GATEWAY_CLASS_NAME}` and
+/// `{GATEWAY_CONTROLLER_NAME}` placeholders filled in, as the suite does
+/// before applying it.
 fn text(relative: &str) -> String {
     let path = dir().join(relative);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     text.replace("{GATEWAY_CLASS_NAME}", CLASS)
+        .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER)
 }
 
 fn load(name: &str, text: &str) -> Resources {
@@ -1055,4 +1072,692 @@ fn gateway_optional_address_value_is_assigned_from_the_class_pool() {
     let addresses = gateway_addresses(&res, gateway);
     assert_eq!(addresses.len(), 1, "{addresses:?}");
     assert!(addresses[0].starts_with("198.51.100."), "{addresses:?}");
+}
+
+// ------------------------------------------- HTTP, TLS and ListenerSet manifests
+//
+// These upstream tests are about HTTPRoutes, TLSRoutes, ListenerSets or
+// Gateway fields with no traffic of their own. Each gets two readings:
+// as written (what Switchyard says about kinds and protocols it does not
+// serve: an HTTPRoute, TLSRoute or ListenerSet is not read, so it gets
+// no status and counts in no listener's attachedRoutes, and HTTP, HTTPS
+// and TLS listeners are Accepted=False/UnsupportedProtocol with no
+// supportedKinds), and, where the test's point is not about HTTP, the L4
+// reading: the same objects with TCPRoutes and TCP listeners, and the
+// upstream assertions that apply to them.
+
+/// The L4 reading of a test manifest: every `kind: HTTPRoute` (routes,
+/// ReferenceGrant `from` entries, allowedRoutes kinds) becomes TCPRoute,
+/// `edit` makes any other change, and the listeners of `gateways` (in the
+/// base or the test manifest) become TCP listeners without hostname or
+/// TLS settings.
+fn l4_world(test: &str, gateways: &[&str], edit: impl Fn(String) -> String) -> Resources {
+    let manifest = edit(text(&format!("upstream/conformance/tests/{test}")))
+        .replace("kind: HTTPRoute", "kind: TCPRoute");
+    let mut resources = world_from(test, &manifest);
+    let mut converted = 0;
+    for gateway in &mut resources.gateways {
+        if !gateways.contains(&gateway.metadata.name.as_str()) {
+            continue;
+        }
+        converted += 1;
+        for listener in &mut gateway.spec.listeners {
+            if matches!(listener.protocol.as_str(), "HTTP" | "HTTPS" | "TLS") {
+                listener.protocol = "TCP".to_owned();
+                listener.hostname = None;
+                listener.tls = None;
+            }
+        }
+    }
+    assert_eq!(converted, gateways.len(), "{gateways:?} must all exist");
+    resources
+}
+
+/// As written: the documents of `kind` named `names` were read past
+/// (Switchyard does not read the kind), and no status is written for them.
+#[track_caller]
+fn assert_not_read(resources: &Resources, res: &Resolution, kind: &str, names: &[&str]) {
+    for name in names {
+        assert!(
+            resources
+                .ignored
+                .iter()
+                .any(|i| i.kind == kind && i.name.as_deref() == Some(*name)),
+            "{kind} {name} is not among the ignored documents: {:#?}",
+            resources.ignored
+        );
+    }
+    assert!(
+        res.statuses.iter().all(|s| s.kind != kind),
+        "no {kind} gets status"
+    );
+}
+
+/// As written: a listener of a protocol Switchyard does not serve.
+#[track_caller]
+fn assert_unsupported_listener(res: &Resolution, gateway: &str, listener: &str) {
+    let status = listener_status(res, gateway, listener);
+    assert!(status.supported_kinds.is_empty(), "{status:#?}");
+    assert_eq!(status.attached_routes, 0);
+    assert_condition(&status.conditions, "Accepted", false, "UnsupportedProtocol");
+    assert_condition(&status.conditions, "Programmed", false, "Invalid");
+}
+
+fn world_as_written(test: &str) -> (Resources, Resolution) {
+    let resources = world(test);
+    let res = resolve(&resources, 1);
+    (resources, res)
+}
+
+#[test]
+fn httproute_reference_grant_as_written_and_as_tcp_routes() {
+    // HTTPRouteReferenceGrant
+    let test = "httproute-reference-grant.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(&resources, &res, "HTTPRoute", &["reference-grant"]);
+    assert_unsupported_listener(&res, "same-namespace", "http");
+
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    let gateway = "same-namespace";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &["reference-grant"]);
+    assert_condition(
+        &parent(&res, "TCPRoute", "reference-grant", gateway).conditions,
+        "ResolvedRefs",
+        true,
+        "ResolvedRefs",
+    );
+    let served = snapshot_listener(&res, gateway, "http");
+    assert_eq!(
+        served.groups[0].service,
+        "gateway-conformance-web-backend/web-backend"
+    );
+    assert_eq!(served.backends.len(), 2);
+    assert!(served.slots.iter().all(|&s| s != Slot::Unavailable));
+}
+
+#[test]
+fn httproute_partially_invalid_via_reference_grant_refuses_only_the_ungranted_share() {
+    // HTTPRoutePartiallyInvalidViaInvalidReferenceGrant, L4 reading: the
+    // two rules (a TCPRoute of v1alpha2 may have several; their matches
+    // mean nothing at L4) share the listener, and the share of the
+    // backend the grant does not name is refused (the upstream 500)
+    // while its sibling serves.
+    let test = "httproute-partially-invalid-via-invalid-reference-grant.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(&resources, &res, "HTTPRoute", &["invalid-reference-grant"]);
+
+    let resources = l4_world(test, &["same-namespace"], |t| {
+        t.replace(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute",
+            "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: HTTPRoute",
+        )
+    });
+    let res = resolve(&resources, 1);
+    let gateway = "same-namespace";
+    let route = "invalid-reference-grant";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[route]);
+    assert_condition(
+        &parent(&res, "TCPRoute", route, gateway).conditions,
+        "ResolvedRefs",
+        false,
+        "RefNotPermitted",
+    );
+    let served = snapshot_listener(&res, gateway, "http");
+    let shares = shares(served);
+    let app = "gateway-conformance-app-backend";
+    assert_eq!(shares[&format!("{app}/app-backend-v2")], 0.0, "{shares:?}");
+    assert!(
+        (shares[&format!("{app}/app-backend-v1")] - 0.5).abs() < 0.001,
+        "{shares:?}"
+    );
+    assert!((shares[""] - 0.5).abs() < 0.001, "{shares:?}");
+    assert_eq!(endpoint_addresses(served), ["10.244.1.1", "10.244.1.2"]);
+}
+
+#[test]
+fn httproute_invalid_reference_grant_none_of_the_near_miss_grants_permits() {
+    // HTTPRouteInvalidReferenceGrant: each grant misses in one field (its
+    // own namespace, from group/kind/namespace, to group/kind/name).
+    let test = "httproute-invalid-reference-grant.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(&resources, &res, "HTTPRoute", &["reference-grant"]);
+    assert_eq!(resources.reference_grants.len(), 7);
+
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    let gateway = "same-namespace";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &["reference-grant"]);
+    assert_condition(
+        &parent(&res, "TCPRoute", "reference-grant", gateway).conditions,
+        "ResolvedRefs",
+        false,
+        "RefNotPermitted",
+    );
+    let served = snapshot_listener(&res, gateway, "http");
+    assert!(served.backends.is_empty());
+    assert!(served.slots.iter().all(|&s| s == Slot::Unavailable));
+}
+
+#[test]
+fn tlsroute_invalid_reference_grant_none_of_the_near_miss_grants_permits() {
+    // TLSRouteInvalidReferenceGrant, L4 reading: the TLSRoute becomes a
+    // TCPRoute (and so do the grants' `from` kinds), the TLS listener a
+    // TCP one.
+    let test = "tlsroute-invalid-reference-grant.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "TLSRoute",
+        &["gateway-conformance-infra-test"],
+    );
+    assert_unsupported_listener(&res, "gateway-tlsroute-referencegrant", "https");
+
+    let resources = l4_world(test, &["gateway-tlsroute-referencegrant"], |t| {
+        t.replace("kind: TLSRoute", "kind: TCPRoute")
+    });
+    let res = resolve(&resources, 1);
+    let gateway = "gateway-tlsroute-referencegrant";
+    let route = "gateway-conformance-infra-test";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[route]);
+    assert_condition(
+        &parent(&res, "TCPRoute", route, gateway).conditions,
+        "ResolvedRefs",
+        false,
+        "RefNotPermitted",
+    );
+    let https = listener_status(&res, gateway, "https");
+    assert_eq!(https.attached_routes, 1);
+    assert_eq!(
+        https.supported_kinds,
+        [RouteGroupKind {
+            group: "gateway.networking.k8s.io".into(),
+            kind: "TCPRoute".into()
+        }]
+    );
+    assert!(snapshot_listener(&res, gateway, "https")
+        .backends
+        .is_empty());
+}
+
+#[test]
+fn httproute_invalid_backend_ref_of_unknown_kind_is_invalid_kind() {
+    // HTTPRouteInvalidBackendRefUnknownKind, L4 reading: accepted, with
+    // ResolvedRefs=False/InvalidKind and the share refused (the upstream 500).
+    let test = "httproute-invalid-backendref-unknown-kind.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["invalid-backend-ref-unknown-kind"],
+    );
+
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    let gateway = "same-namespace";
+    let route = "invalid-backend-ref-unknown-kind";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[route]);
+    assert_condition(
+        &parent(&res, "TCPRoute", route, gateway).conditions,
+        "ResolvedRefs",
+        false,
+        "InvalidKind",
+    );
+    let served = snapshot_listener(&res, gateway, "http");
+    assert!(served.slots.iter().all(|&s| s == Slot::Unavailable));
+}
+
+/// Upstream `*RouteMustHaveNoAcceptedParents` and `GatewayMustHaveZeroRoutes`,
+/// with the reason the one parent gives.
+#[track_caller]
+fn assert_not_attached(
+    res: &Resolution,
+    route: &str,
+    namespace: &str,
+    gateway: &str,
+    reason: &str,
+) {
+    let status = res
+        .statuses
+        .iter()
+        .find(|s| {
+            s.kind == "TCPRoute" && s.metadata.namespace == namespace && s.metadata.name == route
+        })
+        .unwrap_or_else(|| panic!("no status for TCPRoute {namespace}/{route}"));
+    let Status::Route(status) = &status.status else {
+        panic!("not a route status")
+    };
+    assert_eq!(status.parents.len(), 1, "{status:#?}");
+    let parent = &status.parents[0];
+    assert_eq!(parent.parent_ref.name, gateway);
+    assert_condition(&parent.conditions, "Accepted", false, reason);
+    assert_zero_routes(res, gateway);
+    assert!(
+        res.snapshot
+            .listeners
+            .iter()
+            .all(|l| !l.route.ends_with(&format!("/{route}"))),
+        "{route} carries no traffic"
+    );
+}
+
+#[test]
+fn httproute_parent_ref_port_matching_no_listener_is_no_matching_parent() {
+    // HTTPRouteInvalidParentRefNotMatchingListenerPort, L4 reading.
+    let test = "httproute-invalid-parentref-not-matching-listener-port.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["httproute-listener-not-matching-route-port"],
+    );
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    assert_not_attached(
+        &res,
+        "httproute-listener-not-matching-route-port",
+        INFRA,
+        "same-namespace",
+        "NoMatchingParent",
+    );
+}
+
+#[test]
+fn httproute_parent_ref_section_name_matching_no_listener_is_no_matching_parent() {
+    // HTTPRouteInvalidParentRefNotMatchingSectionName, L4 reading.
+    let test = "httproute-invalid-parentref-not-matching-section-name.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["httproute-listener-not-matching-section-name"],
+    );
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    assert_not_attached(
+        &res,
+        "httproute-listener-not-matching-section-name",
+        INFRA,
+        "same-namespace",
+        "NoMatchingParent",
+    );
+}
+
+#[test]
+fn httproute_parent_ref_section_name_with_another_port_is_no_matching_parent() {
+    // HTTPRouteInvalidParentRefSectionNameNotMatchingPort, L4 reading:
+    // the listener named by sectionName exists, on another port.
+    let test = "httproute-invalid-parentref-section-name-not-matching-port.yaml";
+    let gateway = "gateway-with-one-not-matching-port-and-section-name-route";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["httproute-listener-section-name-not-matching-port"],
+    );
+    assert_unsupported_listener(&res, gateway, "http");
+    let res = resolve(&l4_world(test, &[gateway], |t| t), 1);
+    assert_not_attached(
+        &res,
+        "httproute-listener-section-name-not-matching-port",
+        INFRA,
+        gateway,
+        "NoMatchingParent",
+    );
+    // The listener itself is fine: it allows TCPRoutes from all namespaces.
+    let listener = listener_status(&res, gateway, "http");
+    assert_eq!(listener.supported_kinds[0].kind, "TCPRoute");
+    assert_condition(&listener.conditions, "Accepted", true, "Accepted");
+}
+
+#[test]
+fn httproute_cross_namespace_backend_ref_without_grant_is_ref_not_permitted() {
+    // HTTPRouteInvalidCrossNamespaceBackendRef, L4 reading.
+    let test = "httproute-invalid-cross-namespace-backend-ref.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["invalid-cross-namespace-backend-ref"],
+    );
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    let gateway = "same-namespace";
+    let route = "invalid-cross-namespace-backend-ref";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[route]);
+    assert_condition(
+        &parent(&res, "TCPRoute", route, gateway).conditions,
+        "ResolvedRefs",
+        false,
+        "RefNotPermitted",
+    );
+    assert!(snapshot_listener(&res, gateway, "http").backends.is_empty());
+}
+
+#[test]
+fn httproute_from_another_namespace_is_not_allowed_by_a_same_namespace_listener() {
+    // HTTPRouteInvalidCrossNamespaceParentRef, L4 reading: not attached
+    // (NotAllowedByListeners), yet its own backend resolves.
+    let test = "httproute-invalid-cross-namespace-parent-ref.yaml";
+    let web = "gateway-conformance-web-backend";
+    let (resources, res) = world_as_written(test);
+    assert!(resources.ignored.iter().any(|i| i.kind == "HTTPRoute"
+        && i.name.as_deref() == Some("invalid-cross-namespace-parent-ref")));
+    assert!(res.statuses.iter().all(|s| s.kind != "HTTPRoute"));
+    let res = resolve(&l4_world(test, &["same-namespace"], |t| t), 1);
+    let route = "invalid-cross-namespace-parent-ref";
+    assert_not_attached(&res, route, web, "same-namespace", "NotAllowedByListeners");
+    let status = res
+        .statuses
+        .iter()
+        .find(|s| s.kind == "TCPRoute" && s.metadata.name == route)
+        .unwrap();
+    let Status::Route(status) = &status.status else {
+        unreachable!()
+    };
+    assert_condition(
+        &status.parents[0].conditions,
+        "ResolvedRefs",
+        true,
+        "ResolvedRefs",
+    );
+}
+
+#[test]
+fn httproute_on_a_gateway_allowing_only_another_kind_is_not_allowed() {
+    // HTTPRouteDisallowedKind, L4 reading: the route is a TCPRoute, the
+    // Gateway as written (a TLS listener taking TLSRoutes only).
+    let test = "httproute-disallowed-kind.yaml";
+    let gateway = "tlsroutes-only";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(&resources, &res, "HTTPRoute", &["disallowed-kind"]);
+    assert_unsupported_listener(&res, gateway, "tls");
+    assert_condition(
+        gateway_conditions(&res, gateway),
+        "Accepted",
+        false,
+        "ListenersNotValid",
+    );
+
+    let manifest = text(&format!("upstream/conformance/tests/{test}"))
+        .replace("kind: HTTPRoute", "kind: TCPRoute");
+    let res = resolve(&world_from(test, &manifest), 1);
+    assert_not_attached(
+        &res,
+        "disallowed-kind",
+        INFRA,
+        gateway,
+        "NotAllowedByListeners",
+    );
+    let status = resource(&res, "TCPRoute", "disallowed-kind");
+    let Status::Route(status) = &status.status else {
+        unreachable!()
+    };
+    assert_condition(
+        &status.parents[0].conditions,
+        "ResolvedRefs",
+        true,
+        "ResolvedRefs",
+    );
+}
+
+#[test]
+fn listenerset_protocol_conflict_listener_sets_are_not_read() {
+    // ListenerSetProtocolConflict needs ListenerSets (and HTTP), neither
+    // of which Switchyard serves: the ListenerSets are read past and get
+    // no status, so their TCP listeners conflict with nothing, and the
+    // Gateway's own HTTP listeners are not accepted.
+    let test = "listenerset-protocol-conflict.yaml";
+    let gateway = "gateway-with-listenerset-protocol-conflict";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "ListenerSet",
+        &[
+            "listenerset-with-protocol-conflict-with-gateway-1",
+            "listenerset-with-protocol-conflict-with-gateway-2",
+            "listenerset-with-protocol-conflict-with-listener-set-1",
+            "listenerset-with-protocol-conflict-with-listener-set-2",
+        ],
+    );
+    for listener in [
+        "gateway-listener",
+        "protocol-conflict-with-gateway-listener",
+    ] {
+        assert_unsupported_listener(&res, gateway, listener);
+    }
+    assert_eq!(
+        listeners(&res, gateway).len(),
+        2,
+        "no listener of a ListenerSet"
+    );
+    assert_condition(
+        gateway_conditions(&res, gateway),
+        "Accepted",
+        false,
+        "ListenersNotValid",
+    );
+    assert!(res
+        .snapshot
+        .listeners
+        .iter()
+        .all(|l| l.name.gateway != gateway));
+}
+
+// ---------------------------------------------- Gateway and GatewayClass fields
+
+#[test]
+fn gateway_invalid_parameters_ref_is_not_accepted_and_not_served() {
+    // GatewayInvalidParametersRef: as written, and with a TCP listener.
+    let test = "gateway-invalid-parameters-ref.yaml";
+    let gateway = "gateway-invalid-parameters-ref";
+    for res in [run(test), resolve(&l4_world(test, &[gateway], |t| t), 1)] {
+        let conditions = gateway_conditions(&res, gateway);
+        assert_condition(conditions, "Accepted", false, "InvalidParameters");
+        assert_condition(conditions, "Programmed", false, "Invalid");
+        assert!(gateway_addresses(&res, gateway).is_empty());
+        assert!(res
+            .snapshot
+            .listeners
+            .iter()
+            .all(|l| l.name.gateway != gateway));
+        assert!(res
+            .snapshot
+            .dns
+            .iter()
+            .all(|r| !r.name.starts_with(gateway)));
+    }
+}
+
+#[test]
+fn gateway_infrastructure_labels_and_annotations_leave_the_gateway_accepted() {
+    // GatewayInfrastructure, L4 reading: the Gateway is accepted with its
+    // infrastructure stanza. Switchyard creates no Pods, Services or
+    // ServiceAccounts to carry the labels and annotations
+    // (GatewayInfrastructurePropagation is not a feature it claims).
+    let test = "gateway-infrastructure.yaml";
+    let gateway = "gateway-with-infrastructure-metadata";
+    let resources = l4_world(test, &[gateway], |t| t);
+    let infrastructure = resources
+        .gateways
+        .iter()
+        .find(|g| g.metadata.name == gateway)
+        .and_then(|g| g.spec.infrastructure.clone())
+        .expect("spec.infrastructure is read");
+    assert_eq!(infrastructure.labels["key2"], "value2");
+    assert_eq!(infrastructure.annotations["key1"], "value1");
+    let res = resolve(&resources, 1);
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[]);
+    assert_eq!(snapshot_listener(&res, gateway, "http").port, 8080);
+}
+
+#[test]
+fn gateway_with_a_253_character_name_is_reconciled_without_a_dns_name() {
+    // GatewayNameMaximumLength: every condition is for the current
+    // generation. L4 reading: served, and Degraded=True/NoDnsName, since
+    // such a name cannot be a DNS label.
+    let test = "gateway-name-maximum-length.yaml";
+    let gateway = format!("gateway-name-maximum-length-{}", "a".repeat(253 - 28));
+    assert_eq!(gateway.len(), 253);
+    let res = run(test);
+    assert!(listeners(&res, &gateway)
+        .iter()
+        .flat_map(|l| &l.conditions)
+        .chain(gateway_conditions(&res, &gateway))
+        .all(|c| c.observed_generation == 1));
+
+    let res = resolve(&l4_world(test, &[&gateway], |t| t), 1);
+    let conditions = gateway_conditions(&res, &gateway);
+    assert_condition(conditions, "Accepted", true, "Accepted");
+    assert_condition(conditions, "Programmed", true, "Programmed");
+    assert_condition(conditions, "Degraded", true, "NoDnsName");
+    assert_eq!(snapshot_listener(&res, &gateway, "http").port, 80);
+    assert!(res
+        .snapshot
+        .dns
+        .iter()
+        .all(|r| !r.name.contains("maximum-length")));
+}
+
+#[test]
+fn gateway_modify_listeners_adding_and_removing_listeners() {
+    // GatewayModifyListeners, L4 reading: the HTTPS and HTTP listeners are
+    // TCP ones; the routes attach to every listener.
+    let test = "gateway-modify-listeners.yaml";
+    let (resources, res) = world_as_written(test);
+    assert_not_read(
+        &resources,
+        &res,
+        "HTTPRoute",
+        &["http-route-1", "http-route-2"],
+    );
+    assert_unsupported_listener(&res, "gateway-add-listener", "https");
+
+    let mut resources = l4_world(
+        test,
+        &["gateway-add-listener", "gateway-remove-listener"],
+        |t| t,
+    );
+    let gateway = |resources: &mut Resources, name: &str| {
+        resources
+            .gateways
+            .iter_mut()
+            .find(|g| g.metadata.name == name)
+            .unwrap()
+            .clone()
+    };
+
+    // Adding "http" on port 80 (the suite's patch bumps the generation).
+    let mut add = gateway(&mut resources, "gateway-add-listener");
+    let mut http = add.spec.listeners[0].clone();
+    http.name = "http".to_owned();
+    http.port = 80;
+    add.spec.listeners.push(http);
+    add.metadata.generation = Some(2);
+    for g in &mut resources.gateways {
+        if g.metadata.name == "gateway-add-listener" {
+            *g = add.clone();
+        }
+    }
+    // Removing "https", leaving "http".
+    for g in &mut resources.gateways {
+        if g.metadata.name == "gateway-remove-listener" {
+            g.spec.listeners.retain(|l| l.name == "http");
+            g.metadata.generation = Some(2);
+        }
+    }
+    let res = resolve(&resources, 2);
+
+    let added = "gateway-add-listener";
+    for name in ["https", "http"] {
+        let status = listener_status(&res, added, name);
+        assert_eq!(status.attached_routes, 1, "{status:#?}");
+        assert_eq!(status.supported_kinds[0].kind, "TCPRoute");
+        assert!(status.conditions.iter().all(|c| c.observed_generation == 2));
+        for condition in ["Accepted", "ResolvedRefs"] {
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.condition_type == condition)
+                .unwrap();
+            assert_eq!(c.status, ConditionStatus::True, "{c:#?}");
+        }
+    }
+    assert_eq!(snapshot_listener(&res, added, "http").port, 80);
+    assert_eq!(snapshot_listener(&res, added, "https").port, 443);
+
+    let removed = "gateway-remove-listener";
+    let left = listeners(&res, removed);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, "http");
+    assert_eq!(left[0].attached_routes, 1);
+    assert!(left[0]
+        .conditions
+        .iter()
+        .all(|c| c.observed_generation == 2));
+    assert!(
+        res.snapshot
+            .find_listener(&format!("{INFRA}/{removed}/https"))
+            .is_none(),
+        "the removed listener no longer routes"
+    );
+    assert_eq!(snapshot_listener(&res, removed, "http").port, 80);
+}
+
+#[test]
+fn gatewayclass_observed_generation_follows_the_spec_generation() {
+    // GatewayClassObservedGenerationBump: Accepted before and after a spec
+    // change, each time for the class's current generation.
+    let test = "gatewayclass-observed-generation-bump.yaml";
+    let class = "gatewayclass-observed-generation-bump";
+    let mut resources = world(test);
+    let conditions = |res: &Resolution| -> Vec<Condition> {
+        res.statuses
+            .iter()
+            .find(|s| s.kind == "GatewayClass" && s.metadata.name == class)
+            .expect("the class is Switchyard's and has status")
+            .status
+            .conditions()
+            .to_vec()
+    };
+    let before = conditions(&resolve(&resources, 1));
+    assert!(
+        before.iter().all(|c| c.observed_generation == 1),
+        "{before:#?}"
+    );
+    assert!(before
+        .iter()
+        .any(|c| c.condition_type == "Accepted" && c.status == ConditionStatus::True));
+
+    let spec = resources
+        .gateway_classes
+        .iter_mut()
+        .find(|c| c.metadata.name == class)
+        .unwrap();
+    spec.metadata.generation = Some(2);
+    let after = conditions(&resolve(&resources, 2));
+    assert!(
+        after.iter().all(|c| c.observed_generation == 2),
+        "{after:#?}"
+    );
+    assert!(after
+        .iter()
+        .any(|c| c.condition_type == "Accepted" && c.status == ConditionStatus::True));
+}
+
+#[test]
+fn every_vendored_conformance_manifest_has_a_test_here() {
+    // A manifest added to the vendored tree without assertions fails here.
+    let source = include_str!("conformance.rs");
+    let tests = dir().join("upstream/conformance/tests");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !source.contains(&format!("\"{name}\"")) {
+            missing.push(name);
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "manifests without a test: {missing:?}");
 }

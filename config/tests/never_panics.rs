@@ -7,9 +7,13 @@ const DEMO: &str = include_str!("../examples/demo.yaml");
 const POLICY: &str = include_str!("../examples/traffic-policy.yaml");
 const POOL: &str = include_str!("../examples/address-pool.yaml");
 
+/// Whatever the file, resolution returns, and its status repeats no
+/// condition type in one list.
 fn load_and_resolve(text: &str) {
     if let Ok(resources) = switchyard_config::load_str("input.yaml", text) {
-        let _ = switchyard_config::resolve(&resources, 1);
+        let res = switchyard_config::resolve(&resources, 1);
+        let repeated = res.repeated_condition_types();
+        assert!(repeated.is_empty(), "{repeated:?}");
     }
 }
 

@@ -386,6 +386,22 @@ fn share_of_a_backend_without_endpoints_is_refused() {
     assert_eq!(h.drops("backend_unavailable"), 1);
 }
 
+#[test]
+fn udp_datagrams_to_the_share_of_a_backend_without_endpoints_are_dropped() {
+    let mut h = harness();
+    let mut listeners = snapshot().listeners;
+    let mut unavailable = listener("dead-udp", Protocol::Udp, 54, &[]);
+    unavailable.slots = vec![Slot::Unavailable];
+    listeners.push(unavailable);
+    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    for client_port in [40000, 40001, 40000] {
+        let frame = udp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 54), b"query");
+        assert!(h.send(0, frame).is_none(), "nothing is sent back or on");
+    }
+    assert!(h.io.tx.is_empty(), "{} frames transmitted", h.io.tx.len());
+    assert_eq!(h.drops("backend_unavailable"), 3);
+}
+
 /// (RST, ACK) flags of a TCP frame.
 fn tcp_flags(frame: &[u8]) -> (bool, bool) {
     match SlicedPacket::from_ethernet(frame).unwrap().transport {

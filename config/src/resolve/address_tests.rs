@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::dns::{DnsRecord, RecordType};
 use crate::load::load_str;
+use crate::status::{Condition, ConditionStatus, GatewayStatus};
 
 fn pool(name: &str, cidrs: &str, extra: &str) -> String {
     format!(
@@ -73,7 +74,7 @@ fn backend(ns: &str, gateway: &str, ready: &[&str], not_ready: &[&str]) -> Strin
 fn compile_with(docs: &[&str], options: &Options) -> Resolution {
     let text = docs.join("---\n");
     match load_str("test.yaml", &text) {
-        Ok(resources) => resolve_with(&resources, 1, options),
+        Ok(resources) => super::tests::checked(resolve_with(&resources, 1, options)),
         Err(e) => panic!("{e}\n{text}"),
     }
 }
@@ -527,6 +528,7 @@ fn exhausted_node_port_range_leaves_the_listener_without_node_port() {
     assert_eq!(
         got,
         [
+            ("Gateway lb/b".to_owned(), None, Reason::AddressNotAssigned),
             (
                 "Gateway lb/b".to_owned(),
                 Some("tcp".to_owned()),
@@ -537,6 +539,120 @@ fn exhausted_node_port_range_leaves_the_listener_without_node_port() {
                 Some("udp".to_owned()),
                 Reason::AddressNotAssigned
             ),
+        ]
+    );
+}
+
+fn gateway_status<'a>(res: &'a Resolution, ns: &str, name: &str) -> &'a GatewayStatus {
+    let resource = res
+        .statuses
+        .iter()
+        .find(|r| r.kind == "Gateway" && r.metadata.namespace == ns && r.metadata.name == name)
+        .unwrap_or_else(|| panic!("no status for Gateway {ns}/{name}"));
+    match &resource.status {
+        crate::status::Status::Gateway(status) => status,
+        other => panic!("not a Gateway status: {other:?}"),
+    }
+}
+
+/// (status, reason) of the one condition of `condition_type`; panics if
+/// there is none or more than one.
+#[track_caller]
+fn only(conditions: &[Condition], condition_type: &str) -> (ConditionStatus, String) {
+    let found: Vec<&Condition> = conditions
+        .iter()
+        .filter(|c| c.condition_type == condition_type)
+        .collect();
+    assert_eq!(found.len(), 1, "{condition_type}: {conditions:#?}");
+    (found[0].status, found[0].reason.clone())
+}
+
+#[test]
+fn listener_without_a_node_port_has_one_programmed_condition_saying_address_not_assigned() {
+    let res = compile(&[
+        &class(
+            "np",
+            "{type: NodePort, nodeAddresses: [198.18.1.1], nodePortRange: 30000-30000}",
+        ),
+        &gateway("lb", "a", "np", "[]", Some(1)),
+        &gateway("lb", "b", "np", "[]", Some(2)),
+    ]);
+    for listener in &gateway_status(&res, "lb", "b").listeners {
+        assert_eq!(
+            only(&listener.conditions, "Programmed"),
+            (ConditionStatus::False, "AddressNotAssigned".to_owned()),
+            "{listener:#?}"
+        );
+        assert_eq!(
+            only(&listener.conditions, "Accepted"),
+            (ConditionStatus::True, "Accepted".to_owned())
+        );
+    }
+    for listener in &gateway_status(&res, "lb", "a").listeners {
+        assert_eq!(
+            only(&listener.conditions, "Programmed"),
+            (ConditionStatus::True, "Programmed".to_owned())
+        );
+    }
+}
+
+#[test]
+fn gateway_with_no_served_listener_and_no_address_is_not_programmed() {
+    let res = compile(&[
+        &class(
+            "np",
+            "{type: NodePort, nodeAddresses: [198.18.1.1], nodePortRange: 30000-30000}",
+        ),
+        &gateway("lb", "a", "np", "[]", Some(1)),
+        &gateway("lb", "b", "np", "[]", Some(2)),
+    ]);
+    let starved = gateway_status(&res, "lb", "b");
+    assert!(starved.addresses.is_empty(), "{:?}", starved.addresses);
+    assert_eq!(
+        only(&starved.conditions, "Programmed"),
+        (ConditionStatus::False, "AddressNotAssigned".to_owned())
+    );
+    assert_eq!(
+        only(&starved.conditions, "Accepted"),
+        (ConditionStatus::True, "Accepted".to_owned())
+    );
+    let served = gateway_status(&res, "lb", "a");
+    assert_eq!(served.addresses.len(), 1);
+    assert_eq!(
+        only(&served.conditions, "Programmed"),
+        (ConditionStatus::True, "Programmed".to_owned())
+    );
+}
+
+#[test]
+fn gateway_with_one_listener_on_a_node_port_is_programmed() {
+    // TCP gets the last node port, UDP none: the Gateway is served on the
+    // node address, its UDP listener is not.
+    let res = compile(&[
+        &class(
+            "np",
+            "{type: NodePort, nodeAddresses: [198.18.1.1], nodePortRange: 30000-30000}",
+        ),
+        &gateway("lb", "a", "np", "[]", Some(1)).replace(
+            "  - {name: udp, port: 53, protocol: UDP}\n",
+            "  - {name: tcp2, port: 81, protocol: TCP}\n",
+        ),
+    ]);
+    let status = gateway_status(&res, "lb", "a");
+    assert_eq!(
+        only(&status.conditions, "Programmed"),
+        (ConditionStatus::True, "Programmed".to_owned())
+    );
+    let programmed: Vec<(String, String)> = status
+        .listeners
+        .iter()
+        .map(|l| (l.name.clone(), only(&l.conditions, "Programmed").1))
+        .collect();
+    assert_eq!(
+        programmed,
+        [
+            ("tcp".to_owned(), "Programmed".to_owned()),
+            ("tcp2".to_owned(), "AddressNotAssigned".to_owned())
         ]
     );
 }
@@ -682,15 +798,60 @@ fn headless_pod_names_of_ipv6_endpoints_use_dashes_for_colons() {
 }
 
 #[test]
-fn headless_gateway_with_an_address_is_unsupported_address() {
+fn headless_gateway_with_an_address_is_unsupported_address_and_has_no_records() {
     let res = compile(&[
         &class("hl", "{type: Headless}"),
         &gateway("db", "pg", "hl", "[{value: 198.18.100.1}]", None),
+        &backend("db", "pg", &["198.18.2.21"], &[]),
     ]);
     assert_eq!(
         reasons(&res),
         [("Gateway db/pg".to_owned(), Reason::UnsupportedAddress)]
     );
+    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+}
+
+#[test]
+fn gateway_whose_name_is_not_a_dns_label_is_served_with_a_warning_and_no_record() {
+    let long = format!("edge-{}", "a".repeat(60));
+    for name in ["edge.v2", long.as_str()] {
+        let res = compile(&[
+            &class("sy", "{}"),
+            &gateway("lb", name, "sy", "[{value: 198.18.100.9}]", None),
+        ]);
+        assert_eq!(tcp_endpoints(&res, "lb", name), ["198.18.100.9:80"]);
+        assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+        assert_eq!(
+            reasons(&res),
+            [(format!("Gateway lb/{name}"), Reason::NoDnsName)],
+            "{name}"
+        );
+        let status = gateway_status(&res, "lb", name);
+        assert_eq!(
+            only(&status.conditions, "Degraded"),
+            (ConditionStatus::True, "NoDnsName".to_owned())
+        );
+        assert_eq!(
+            only(&status.conditions, "Programmed"),
+            (ConditionStatus::True, "Programmed".to_owned())
+        );
+    }
+}
+
+#[test]
+fn gateway_served_on_node_ports_only_has_no_dns_record() {
+    // An A record names an address, not a port: a client of the name
+    // would reach the node at the listener's own port, which is not served.
+    let res = compile(&[
+        &class(
+            "np",
+            "{type: NodePort, nodeAddresses: [198.18.1.1], nodePortRange: 30000-30010}",
+        ),
+        &gateway("lb", "edge", "np", "[]", None),
+    ]);
+    assert_eq!(tcp_endpoints(&res, "lb", "edge"), ["198.18.1.1:30000"]);
+    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
 #[test]
@@ -761,7 +922,7 @@ fn external_name_gateway_needs_exactly_one_valid_hostname() {
 fn address_pool_example_resolves_as_its_comments_say() {
     let text = include_str!("../../examples/address-pool.yaml");
     let resources = load_str("address-pool.yaml", text).unwrap();
-    let res = resolve(&resources, 1);
+    let res = super::tests::checked(resolve(&resources, 1));
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let vips: Vec<String> = res
         .snapshot

@@ -157,6 +157,10 @@ pub(super) struct Assignment {
     pub node_ports: Vec<Option<u16>>,
     /// ExternalName classes: the name DNS aliases the Gateway to.
     pub external_name: Option<String>,
+    /// The Gateway asked for something it cannot have (an unusable or
+    /// unsupported address, parameters Switchyard does not read): it is
+    /// served nowhere, not even by DNS.
+    pub refused: bool,
 }
 
 /// Assigns addresses to `gateways` (each with its class); the result is
@@ -291,8 +295,9 @@ pub(super) fn assign(
         out[i].addresses.extend(got);
     }
 
-    for assignment in &mut out {
+    for (assignment, refused) in out.iter_mut().zip(&refused) {
         assignment.addresses.sort();
+        assignment.refused = *refused;
     }
     node_ports(gateways, &order, &refused, &mut out, diagnostics);
     out
@@ -312,6 +317,32 @@ enum Request {
 
 /// What a Gateway asks for, judged against its class.
 fn requested(gateway: &Gateway, class: &Class<'_>) -> Result<Request, (Reason, String)> {
+    // Gateway API: a parametersRef the implementation cannot use rejects
+    // the Gateway. Switchyard's parameters are cluster-wide, on the class
+    // (`GatewayClassConfig`); a Gateway's local reference can name nothing
+    // Switchyard reads, and serving the Gateway without what it asked for
+    // could serve it wrongly.
+    if let Some(reference) = gateway
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+    {
+        let group = if reference.group.is_empty() {
+            "core"
+        } else {
+            reference.group.as_str()
+        };
+        return Err((
+            Reason::InvalidParameters,
+            format!(
+                "spec.infrastructure.parametersRef names {} {:?} of group {group}; Switchyard \
+                 reads no per-Gateway parameters (set them on the GatewayClass, with a \
+                 {SWITCHYARD_GROUP} GatewayClassConfig)",
+                reference.kind, reference.name
+            ),
+        ));
+    }
     let requested = &gateway.spec.addresses;
     let class_name = class.class_type.as_str();
     match class.class_type {
@@ -460,12 +491,14 @@ fn node_ports(
             continue;
         }
         out[i].node_addresses = class.node_addresses.to_vec();
+        let mut wanted = false;
         for listener in &gateway.spec.listeners {
             let protocol = listener.protocol.as_str();
             if !matches!(protocol, "TCP" | "UDP") {
                 out[i].node_ports.push(None);
                 continue;
             }
+            wanted = true;
             let port = (range.first..=range.last).find(|p| !used.contains(&(protocol, *p)));
             if let Some(port) = port {
                 used.insert((protocol, port));
@@ -482,6 +515,18 @@ fn node_ports(
                 );
             }
             out[i].node_ports.push(port);
+        }
+        // The listeners say which port is missing; the Gateway says that,
+        // without a VIP, it is then served nowhere.
+        if wanted && out[i].addresses.is_empty() && out[i].node_ports.iter().all(Option::is_none) {
+            diagnostics.push(super::gateways::diagnostic(
+                gateway,
+                Reason::AddressNotAssigned,
+                format!(
+                    "no address: the Gateway has no VIP and no listener got a node port in \
+                     {range}"
+                ),
+            ));
         }
     }
 }

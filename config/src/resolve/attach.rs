@@ -199,7 +199,6 @@ fn allows(
             .selector
             .as_ref()
             .is_some_and(|s| s.matches(&index.namespace_labels(route_ns))),
-        FromNamespaces::None => false,
     }
 }
 

@@ -107,7 +107,7 @@ fn grant(ns: &str, to: &str) -> String {
 fn compile(docs: &[&str]) -> Resolution {
     let text = docs.join("---\n");
     match load_str("test.yaml", &text) {
-        Ok(resources) => resolve(&resources, 1),
+        Ok(resources) => super::tests::checked(resolve(&resources, 1)),
         Err(e) => panic!("{e}\n{text}"),
     }
 }
@@ -672,7 +672,7 @@ fn service_external_ips_are_unsupported_value_and_the_service_still_serves() {
 #[test]
 fn backend_kinds_example_serves_pods_and_the_imported_service() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backend-kinds.yaml");
-    let res = crate::compile_file(path, 1).unwrap();
+    let res = super::tests::checked(crate::compile_file(path, 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let web = listener(&res, "demo/kinds/web");
     assert_eq!(web.address.to_string(), "198.18.100.20");

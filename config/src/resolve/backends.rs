@@ -26,7 +26,7 @@ pub(super) struct BackendIndex<'a> {
     pub imports: HashMap<(&'a str, &'a str), &'a ServiceImport>,
     /// Exported slices by (namespace, ServiceImport name), sorted by name.
     import_slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-    selectors: HashMap<(&'a str, &'a str), &'a EndpointSelector>,
+    pub selectors: HashMap<(&'a str, &'a str), &'a EndpointSelector>,
     pods: HashMap<&'a str, Vec<&'a Pod>>,
 }
 

@@ -81,7 +81,12 @@ pub enum Reason {
     AddressNotUsable,
     /// GatewayClass `Accepted`: `spec.parametersRef` names no
     /// GatewayClassConfig, or a config whose AddressPool does not exist.
+    /// Gateway `Accepted`: `spec.infrastructure.parametersRef` is set
+    /// (Switchyard reads no per-Gateway parameters).
     InvalidParameters,
+    /// `Degraded` on a Gateway (a warning): it is served, but has no
+    /// GEP-3539 DNS name, since its name or namespace is not a DNS label.
+    NoDnsName,
 }
 
 impl Reason {
@@ -96,7 +101,9 @@ impl Reason {
             }
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
-            Self::TableTooSmall | Self::AffinityNotApplied => ConditionType::Degraded,
+            Self::TableTooSmall | Self::AffinityNotApplied | Self::NoDnsName => {
+                ConditionType::Degraded
+            }
             Self::UnsupportedValue => ConditionType::Accepted,
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
@@ -123,6 +130,7 @@ impl Reason {
             Self::UnsupportedValue => "UnsupportedValue",
             Self::AddressNotUsable => "AddressNotUsable",
             Self::InvalidParameters => "InvalidParameters",
+            Self::NoDnsName => "NoDnsName",
         }
     }
 }

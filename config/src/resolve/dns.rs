@@ -4,15 +4,17 @@
 //! ready endpoints of the routes its listeners carry, and each endpoint
 //! also has the pod form `<a-b-c-d>.<gateway>.<namespace>.gw.<domain>`
 //! (IPv6 with `:` as `-`, as Kubernetes writes pod names). An ExternalName
-//! Gateway's name is a CNAME to its Hostname address. This module only
-//! names; which addresses a Gateway has is decided before it runs.
+//! Gateway's name is a CNAME to its Hostname address. A Gateway that would
+//! have a name but cannot (its name is not a DNS label) gets a diagnostic.
+//! This module only names; which addresses a Gateway has is decided before
+//! it runs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::attach::Attachments;
 use super::gateways::GatewayView;
-use super::RouteId;
+use super::{Diagnostic, Reason, RouteId};
 use crate::dns::{DnsRecord, RecordType};
 use crate::resources::ClassType;
 use crate::snapshot::BackendGroup;
@@ -20,22 +22,49 @@ use crate::snapshot::BackendGroup;
 /// The label under the cluster domain that Gateway names live in.
 pub const GATEWAY_ZONE_LABEL: &str = "gw";
 
+/// Longest DNS name, without the trailing dot (RFC 1035 2.3.4).
+const MAX_NAME_LEN: usize = 253;
+
 pub(super) fn records(
     gateways: &[GatewayView<'_>],
     attachments: &Attachments,
     groups_of: &HashMap<RouteId, Vec<BackendGroup>>,
     cluster_domain: &str,
+    diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<DnsRecord> {
     let mut out = Vec::new();
     for (g, view) in gateways.iter().enumerate() {
+        // A Gateway served on node ports only has no record: an A record
+        // gives an address, not a port, so a client resolving the name
+        // would connect to the node at the listener's port, where nothing
+        // serves it (a NodePort Service is likewise named by its cluster
+        // IP, never by node addresses).
+        let named = view.external_name.is_some()
+            || !view.addresses.is_empty()
+            || view.class_type == ClassType::Headless;
+        if view.refused || !named {
+            continue;
+        }
         let meta = &view.gateway.metadata;
+        let unnamed =
+            |why: String| super::gateways::diagnostic(view.gateway, Reason::NoDnsName, why);
         let (Some(gateway), Some(namespace)) = (label(&meta.name), label(&meta.namespace)) else {
-            // A name that is not a DNS label (dots, over 63 characters)
-            // cannot be spelled as GEP-3539 asks; such a Gateway has no
-            // records rather than a mangled one.
+            diagnostics.push(unnamed(format!(
+                "no DNS record: GEP-3539 names a Gateway <gateway>.<namespace>.{GATEWAY_ZONE_LABEL}.\
+                 {cluster_domain}, and {:?} or {:?} is not a DNS label (at most 63 letters, \
+                 digits and '-'); the Gateway is served on its addresses all the same",
+                meta.name, meta.namespace
+            )));
             continue;
         };
         let name = format!("{gateway}.{namespace}.{GATEWAY_ZONE_LABEL}.{cluster_domain}");
+        if name.len() > MAX_NAME_LEN {
+            diagnostics.push(unnamed(format!(
+                "no DNS record: {name} is {} characters long, more than a DNS name's {MAX_NAME_LEN}",
+                name.len()
+            )));
+            continue;
+        }
         if let Some(target) = &view.external_name {
             out.push(DnsRecord {
                 name,
@@ -57,12 +86,21 @@ pub(super) fn records(
                     endpoints.extend(group.endpoints.iter().map(|e| e.address));
                 }
             }
+            let mut too_long = 0;
             for address in endpoints {
                 out.push(address_record(name.clone(), address));
-                out.push(address_record(
-                    format!("{}.{name}", dashed(address)),
-                    address,
-                ));
+                let pod = format!("{}.{name}", dashed(address));
+                if pod.len() > MAX_NAME_LEN {
+                    too_long += 1;
+                    continue;
+                }
+                out.push(address_record(pod, address));
+            }
+            if too_long > 0 {
+                diagnostics.push(unnamed(format!(
+                    "{too_long} endpoint(s) have no pod-form record <address>.{name}: it would \
+                     be longer than a DNS name's {MAX_NAME_LEN} characters"
+                )));
             }
         }
     }

@@ -19,6 +19,8 @@ pub(super) struct GatewayView<'a> {
     /// ExternalName classes: what the Gateway's DNS name aliases to.
     pub external_name: Option<String>,
     pub class_type: ClassType,
+    /// Served nowhere: see `addresses::Assignment::refused`.
+    pub refused: bool,
     /// The Gateway's `status.addresses`.
     pub status_addresses: Vec<addresses::StatusAddress>,
     pub listeners: Vec<ListenerView<'a>>,
@@ -71,6 +73,7 @@ pub(super) fn ours<'a>(
         .map(|((gateway, class), assignment)| GatewayView {
             gateway,
             class_type: class.class_type,
+            refused: assignment.refused,
             status_addresses: assignment.status(),
             addresses: assignment.addresses,
             node_addresses: assignment.node_addresses,

@@ -5,8 +5,10 @@
 //! resolution did not already decide; this only says it the way the
 //! Gateway API does.
 //!
-//! Services get no status: they are not Gateway API objects, and what
-//! resolution has to say about them stays in the diagnostics.
+//! Backends (Services, ServiceImports, EndpointSelectors) have no Gateway
+//! API status; one that a diagnostic is about gets its conditions anyway,
+//! the problems only (there is no positive form to start from), so that
+//! `check -o json|yaml` shows every diagnostic where the object is.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -20,9 +22,9 @@ use crate::resources::{
 };
 use crate::status::{
     Condition, ConditionStatus, GatewayClassStatus, GatewayStatus, GatewayStatusAddress,
-    ListenerStatus, ObjectReference, PolicyAncestorStatus, PolicyStatus, ResourceStatus,
-    RouteGroupKind, RouteParentStatus, RouteStatus, Status, StatusMetadata, GATEWAY_API_VERSION,
-    SWITCHYARD_API_VERSION,
+    ListenerStatus, ObjectReference, ObjectStatus, PolicyAncestorStatus, PolicyStatus,
+    ResourceStatus, RouteGroupKind, RouteParentStatus, RouteStatus, Status, StatusMetadata,
+    GATEWAY_API_VERSION, SERVICE_IMPORT_API_VERSION, SWITCHYARD_API_VERSION,
 };
 
 /// The facts status is built from.
@@ -91,7 +93,43 @@ pub(super) fn build(facts: &Facts<'_, '_>) -> Vec<ResourceStatus> {
             &of("TrafficPolicy", &policy.metadata),
         ));
     }
+    // Backends have no Gateway API status; what resolution has to say
+    // about one is still status of that object, not only a log line.
+    for ((kind, namespace, name), diagnostics) in &about {
+        let Some(api_version) = backend_api_version(kind) else {
+            continue;
+        };
+        let index = facts.index;
+        let key = (*namespace, *name);
+        let meta = match *kind {
+            "Service" => index.services.get(&key).map(|s| &s.metadata),
+            "ServiceImport" => index.backends.imports.get(&key).map(|i| &i.metadata),
+            _ => index.backends.selectors.get(&key).map(|s| &s.metadata),
+        };
+        let generation = meta.map_or(1, generation);
+        let mut conditions = Vec::new();
+        overlay(&mut conditions, diagnostics.iter().copied(), generation);
+        out.push(ResourceStatus {
+            api_version: api_version.to_owned(),
+            kind: (*kind).to_owned(),
+            metadata: StatusMetadata {
+                namespace: (*namespace).to_owned(),
+                name: (*name).to_owned(),
+            },
+            status: Status::Object(ObjectStatus { conditions }),
+        });
+    }
     out
+}
+
+/// `apiVersion` of the backend kinds diagnostics may be about.
+fn backend_api_version(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Service" => Some("v1"),
+        "ServiceImport" => Some(SERVICE_IMPORT_API_VERSION),
+        "EndpointSelector" => Some(SWITCHYARD_API_VERSION),
+        _ => None,
+    }
 }
 
 /// `metadata.generation`, which the API server sets on create and bumps on
@@ -159,6 +197,16 @@ fn overlay<'d>(
     }
 }
 
+/// Puts `new` in place of the condition of its type.
+fn replace(conditions: &mut [Condition], new: Condition) {
+    if let Some(old) = conditions
+        .iter_mut()
+        .find(|c| c.condition_type == new.condition_type)
+    {
+        *old = new;
+    }
+}
+
 fn is_true(conditions: &[Condition], condition_type: ConditionType) -> bool {
     crate::status::condition(conditions, &format!("{condition_type:?}"))
         .is_some_and(|c| c.status == ConditionStatus::True)
@@ -195,6 +243,9 @@ fn gateway_class(class: &GatewayClass, about: &[&Diagnostic]) -> ResourceStatus 
 /// the node addresses, or (Headless, ExternalName) the Gateway's DNS name,
 /// which is all those classes serve.
 fn served(view: &GatewayView<'_>, listener: &ListenerView<'_>) -> bool {
+    if view.refused {
+        return false;
+    }
     match view.class_type {
         ClassType::Headless => true,
         ClassType::ExternalName => view.external_name.is_some(),
@@ -213,6 +264,9 @@ fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic])
         .iter()
         .position(|other| std::ptr::eq(other.gateway, view.gateway))
         .unwrap_or_default();
+    let gateway_rejected = about
+        .iter()
+        .any(|d| d.listener.is_none() && d.condition == ConditionType::Accepted);
     let listeners: Vec<ListenerStatus> = view
         .listeners
         .iter()
@@ -227,12 +281,22 @@ fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic])
                 })
                 .into_iter()
                 .collect();
+            // `Programmed` is among the starting conditions so that a
+            // diagnostic of that type (a node port that could not be
+            // allocated) replaces it instead of standing beside it.
             let mut conditions = vec![
                 condition(
                     ConditionType::Accepted,
                     true,
                     "Accepted",
                     "the listener is valid",
+                    generation,
+                ),
+                condition(
+                    ConditionType::Programmed,
+                    true,
+                    "Programmed",
+                    "the listener is served",
                     generation,
                 ),
                 condition(
@@ -250,56 +314,52 @@ fn gateway(facts: &Facts<'_, '_>, view: &GatewayView<'_>, about: &[&Diagnostic])
                     generation,
                 ),
             ];
-            overlay(
-                &mut conditions,
-                about
-                    .iter()
-                    .copied()
-                    .filter(|d| d.listener.as_deref() == Some(name.as_str())),
-                generation,
-            );
-            let programmed = if !is_true(&conditions, ConditionType::Accepted) {
-                condition(
+            let mine: Vec<&Diagnostic> = about
+                .iter()
+                .copied()
+                .filter(|d| d.listener.as_deref() == Some(name.as_str()))
+                .collect();
+            overlay(&mut conditions, mine.iter().copied(), generation);
+            let said = mine
+                .iter()
+                .any(|d| d.condition == ConditionType::Programmed);
+            let not_programmed = |why: &str, message: &str| {
+                Some(condition(
                     ConditionType::Programmed,
                     false,
-                    "Invalid",
-                    "the listener is not accepted",
+                    why,
+                    message,
                     generation,
-                )
+                ))
+            };
+            let programmed = if !is_true(&conditions, ConditionType::Accepted) {
+                not_programmed("Invalid", "the listener is not accepted")
             } else if is_true(&conditions, ConditionType::Conflicted) {
-                condition(
-                    ConditionType::Programmed,
-                    false,
+                not_programmed(
                     "Invalid",
                     "the listener conflicts with another one and carries no traffic",
-                    generation,
                 )
             } else if supported_kinds.is_empty() {
-                condition(
-                    ConditionType::Programmed,
-                    false,
+                not_programmed(
                     "Invalid",
                     "no route kind the listener allows can attach to it",
-                    generation,
                 )
+            } else if said {
+                // A diagnostic already says why (AddressNotAssigned).
+                None
+            } else if gateway_rejected {
+                not_programmed("Invalid", "the Gateway is not accepted; see its conditions")
             } else if !served(view, listener) {
-                condition(
-                    ConditionType::Programmed,
-                    false,
+                not_programmed(
                     "Pending",
                     "the Gateway has no address to serve the listener on",
-                    generation,
                 )
             } else {
-                condition(
-                    ConditionType::Programmed,
-                    true,
-                    "Programmed",
-                    "the listener is served",
-                    generation,
-                )
+                None
             };
-            conditions.insert(1, programmed);
+            if let Some(programmed) = programmed {
+                replace(&mut conditions, programmed);
+            }
             ListenerStatus {
                 name: name.clone(),
                 supported_kinds,

@@ -78,10 +78,22 @@ fn web(ns: &str, name: &str, addresses: &[&str]) -> String {
     .join("---\n")
 }
 
+/// The assertion every resolution in these tests passes through: no
+/// condition list repeats a type.
+#[track_caller]
+pub(super) fn checked(res: Resolution) -> Resolution {
+    let repeated = res.repeated_condition_types();
+    assert!(
+        repeated.is_empty(),
+        "repeated condition types: {repeated:#?}"
+    );
+    res
+}
+
 fn compile(docs: &[&str]) -> Resolution {
     let text = docs.join("---\n");
     match load_str("test.yaml", &text) {
-        Ok(resources) => resolve(&resources, 7),
+        Ok(resources) => checked(resolve(&resources, 7)),
         Err(e) => panic!("{e}\n{text}"),
     }
 }
@@ -130,7 +142,7 @@ fn demo_path() -> PathBuf {
 
 #[test]
 fn demo_yaml_serves_tcp_and_udp_on_translated_endpoint_ports() {
-    let res = crate::compile_file(demo_path(), 1).unwrap();
+    let res = checked(crate::compile_file(demo_path(), 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     assert_eq!(res.snapshot.generation, 1);
     assert_eq!(res.snapshot.listeners.len(), 2);
@@ -521,12 +533,21 @@ fn route_without_grant_is_ref_not_permitted() {
     assert!(tcp.slots.iter().all(|&s| s == Slot::Unavailable));
 }
 
-fn grant(ns: &str, from_kind: &str, from_ns: &str, to: &str) -> String {
+/// ReferenceGrant `g` in `ns` with one `from` and one `to` entry, each a
+/// YAML flow mapping.
+fn grant(ns: &str, from: &str, to: &str) -> String {
     format!(
         "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {{name: g, namespace: {ns}}}\n\
-         spec:\n  from: [{{group: gateway.networking.k8s.io, kind: {from_kind}, namespace: {from_ns}}}]\n  to: [{to}]\n"
+         spec:\n  from: [{from}]\n  to: [{to}]\n"
     )
 }
+
+/// A grant `from` entry for routes of `kind` in `namespace`.
+fn from_routes(kind: &str, namespace: &str) -> String {
+    format!("{{group: gateway.networking.k8s.io, kind: {kind}, namespace: {namespace}}}")
+}
+
+const TO_SERVICES: &str = "{group: \"\", kind: Service}";
 
 #[test]
 fn reference_grant_in_the_target_namespace_permits_the_backend() {
@@ -545,41 +566,60 @@ fn reference_grant_in_the_target_namespace_permits_the_backend() {
             &edge(),
             &r,
             &web("app", "web", &["10.1.0.1"]),
-            &grant("app", "TCPRoute", "lb", to),
+            &grant("app", &from_routes("TCPRoute", "lb"), to),
         ]);
         assert!(res.diagnostics.is_empty(), "{to}: {:#?}", res.diagnostics);
         assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.1:8080"]);
     }
 }
 
+/// Each grant differs from a permitting one in one field, as the upstream
+/// invalid-reference-grant conformance manifests do: from group, kind or
+/// namespace; to group, kind or name; or the grant's own namespace.
 #[test]
-fn reference_grant_for_another_kind_namespace_or_name_does_not_permit() {
+fn reference_grant_for_another_group_kind_namespace_or_name_does_not_permit() {
     let r = tcp_route(
         "lb",
         "r",
         "[{name: edge}]",
         "[{name: web, namespace: app, port: 80}]",
     );
+    let tcp_from_lb = from_routes("TCPRoute", "lb");
     for g in [
-        grant("app", "UDPRoute", "lb", "{group: \"\", kind: Service}"),
         grant(
             "app",
-            "TCPRoute",
-            "elsewhere",
-            "{group: \"\", kind: Service}",
+            "{group: not-the-group-youre-looking-for, kind: TCPRoute, namespace: lb}",
+            TO_SERVICES,
         ),
+        grant("app", &from_routes("UDPRoute", "lb"), TO_SERVICES),
+        grant("app", &from_routes("Gateway", "lb"), TO_SERVICES),
+        grant("app", &from_routes("TCPRoute", "elsewhere"), TO_SERVICES),
         grant(
             "app",
-            "TCPRoute",
-            "lb",
+            &tcp_from_lb,
+            "{group: not-the-group-youre-looking-for, kind: Service}",
+        ),
+        grant("app", &tcp_from_lb, "{group: \"\", kind: Secret}"),
+        grant(
+            "app",
+            &tcp_from_lb,
             "{group: \"\", kind: Service, name: other}",
         ),
-        grant("lb", "TCPRoute", "lb", "{group: \"\", kind: Service}"),
-        grant("app", "TCPRoute", "lb", "{group: \"\", kind: Secret}"),
+        grant("lb", &tcp_from_lb, TO_SERVICES),
     ] {
         let res = compile(&[CLASS, &edge(), &r, &web("app", "web", &["10.1.0.1"]), &g]);
         assert!(has(&res, "TCPRoute lb/r", Reason::RefNotPermitted), "{g}");
+        assert!(listener(&res, "lb/edge/tcp").backends.is_empty(), "{g}");
     }
+    // The control: the same grant with every field right permits.
+    let res = compile(&[
+        CLASS,
+        &edge(),
+        &r,
+        &web("app", "web", &["10.1.0.1"]),
+        &grant("app", &tcp_from_lb, TO_SERVICES),
+    ]);
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
 #[test]
@@ -734,6 +774,20 @@ fn serving_terminating_endpoints_serve_when_none_is_ready() {
         false,
     );
     assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.4:80"]);
+}
+
+#[test]
+fn absent_serving_means_serving_as_kube_proxy_reads_it() {
+    // Terminating and not ready, with no word on serving: kube-proxy's
+    // `Serving == nil || *Serving` keeps it as a fallback.
+    let res = conditions_world(
+        "[{addresses: [10.1.0.3], conditions: {ready: false}}, \
+          {addresses: [10.1.0.6], conditions: {ready: false, terminating: true}}]",
+        false,
+    );
+    assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.6:80"]);
+    let absent = crate::resources::EndpointConditions::default();
+    assert!(absent.is_ready() && absent.is_serving() && !absent.is_terminating());
 }
 
 #[test]
@@ -1245,7 +1299,7 @@ fn table_too_small_for_backends_is_a_warning_and_still_used() {
 #[test]
 fn traffic_policy_example_sets_4093_on_tcp_echo_and_leaves_udp_echo_at_65537() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/traffic-policy.yaml");
-    let res = crate::compile_file(path, 1).unwrap();
+    let res = checked(crate::compile_file(path, 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let tcp = listener(&res, "demo/edge/tcp-echo");
     assert_eq!(tcp.slots.len(), 4093);
@@ -1341,12 +1395,12 @@ fn upstream_examples_and_conformance_manifests_resolve_without_panicking() {
             }
         };
         // As found: nobody's Gateways, so nothing to serve.
-        let _ = resolve(&resources, 1);
+        checked(resolve(&resources, 1));
         if path.starts_with(shared.join("conformance")) {
             resources.extend(base.clone());
         }
         adopt(&mut resources);
-        let res = resolve(&resources, 1);
+        let res = checked(resolve(&resources, 1));
         for l in &res.snapshot.listeners {
             assert_eq!(l.slots.len(), SLOT_TABLE_SIZE, "{name}");
         }
@@ -1724,7 +1778,7 @@ fn the_maglev_seed_changes_the_table_but_not_the_shares() {
             maglev_seed: seed,
             ..Default::default()
         };
-        let res = crate::resolve::resolve_with(&resources, 1, &options);
+        let res = checked(crate::resolve::resolve_with(&resources, 1, &options));
         listener(&res, "demo/edge/tcp-echo").slots.clone()
     };
     let share = |slots: &[Slot]| slots.iter().filter(|&&s| s == Slot::Backend(0)).count();

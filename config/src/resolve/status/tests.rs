@@ -29,10 +29,10 @@ fn route(name: &str, parents: &str, backend: &str) -> String {
 
 fn compile(docs: &[&str]) -> Resolution {
     let text = docs.join("---\n");
-    resolve(
+    crate::resolve::tests::checked(resolve(
         &load_str("test.yaml", &text).unwrap_or_else(|e| panic!("{e}")),
         1,
-    )
+    ))
 }
 
 fn find<'a>(res: &'a Resolution, kind: &str, name: &str) -> &'a ResourceStatus {
@@ -70,7 +70,7 @@ fn listeners_on_the_same_address_port_and_protocol_are_conflicted_and_not_progra
     let mut twin = resources.gateways[0].spec.listeners[0].clone();
     twin.name = "twin".into();
     resources.gateways[0].spec.listeners.push(twin);
-    let res = resolve(&resources, 1);
+    let res = crate::resolve::tests::checked(resolve(&resources, 1));
     assert!(
         res.snapshot.listeners.is_empty(),
         "neither side carries traffic"
@@ -240,6 +240,42 @@ fn a_gateway_without_address_is_accepted_but_not_programmed() {
         "Programmed",
         false,
         "Pending",
+    );
+}
+
+#[test]
+fn a_gateway_with_infrastructure_parameters_is_not_accepted_nor_served() {
+    let with_parameters = gateway("a", "{value: 10.0.0.1}", TCP_80).replace(
+        "  listeners:",
+        "  infrastructure:\n    parametersRef: {group: example.net, kind: Tuning, name: t}\n  listeners:",
+    );
+    let res = compile(&[CLASS, &with_parameters, &route("r", "[{name: a}]", "web")]);
+    assert!(res.snapshot.listeners.is_empty(), "not served");
+    assert!(res.snapshot.dns.is_empty(), "not named");
+    let Status::Gateway(status) = &find(&res, "Gateway", "a").status else {
+        unreachable!()
+    };
+    assert_condition(&status.conditions, "Accepted", false, "InvalidParameters");
+    assert_condition(&status.conditions, "Programmed", false, "Invalid");
+    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
+    assert_condition(
+        &status.listeners[0].conditions,
+        "Programmed",
+        false,
+        "Invalid",
+    );
+    // Labels and annotations alone ask for nothing Switchyard must read.
+    let labels_only = gateway("a", "{value: 10.0.0.1}", TCP_80).replace(
+        "  listeners:",
+        "  infrastructure:\n    labels: {team: edge}\n  listeners:",
+    );
+    let res = compile(&[CLASS, &labels_only]);
+    assert_eq!(res.snapshot.listeners.len(), 1);
+    assert_condition(
+        find(&res, "Gateway", "a").status.conditions(),
+        "Accepted",
+        true,
+        "Accepted",
     );
 }
 

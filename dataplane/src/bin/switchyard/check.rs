@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use switchyard_config::dns::DnsRecord;
 use switchyard_config::resolve::CONTROLLER_NAME;
@@ -12,7 +12,7 @@ use switchyard_config::snapshot::{Listener, Protocol, Slot};
 use switchyard_config::status::{
     Condition, ConditionStatus, ObjectReference, ResourceStatus, Status,
 };
-use switchyard_config::{Diagnostic, Resolution};
+use switchyard_config::Resolution;
 
 use yardctl::output::emit;
 
@@ -26,8 +26,10 @@ pub enum Output {
 }
 
 pub fn check(args: CheckArgs) -> Result<()> {
-    let resolution = switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())
-        .with_context(|| format!("reading config file {}", args.config.display()))?;
+    // A LoadError already reads `FILE:LINE: what and why`; more context
+    // in front would hide where.
+    let resolution =
+        switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())?;
     if let Some(name) = &args.maglev {
         let listeners = &resolution.snapshot.listeners;
         let Some(listener) = listeners.iter().find(|l| l.name.to_string() == *name) else {
@@ -48,7 +50,7 @@ pub fn check(args: CheckArgs) -> Result<()> {
     match args.output {
         Output::Json => Ok(emit(&(serde_json::to_string_pretty(&report)? + "\n"))?),
         Output::Yaml => Ok(emit(&serde_norway::to_string(&report)?)?),
-        Output::Table => Ok(emit(&table(&report, &resolution.diagnostics))?),
+        Output::Table => Ok(emit(&table(&report))?),
     }
 }
 
@@ -122,7 +124,7 @@ impl<'a> Report<'a> {
 /// One line per object with its conditions, a line per listener or
 /// parent below it, and the reason and message of every condition that is
 /// not in its good state; then the listeners and DNS records.
-fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
+fn table(report: &Report<'_>) -> String {
     let mut out = String::new();
     if report.resources.is_empty() {
         let _ = writeln!(
@@ -134,6 +136,7 @@ fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
         let _ = write!(out, "{}", resource.resource());
         match &resource.status {
             Status::GatewayClass(s) => conditions_line(&mut out, "", &s.conditions),
+            Status::Object(s) => conditions_line(&mut out, "", &s.conditions),
             Status::Gateway(s) => {
                 let addresses: Vec<&str> = s.addresses.iter().map(|a| a.value.as_str()).collect();
                 let _ = write!(
@@ -181,11 +184,6 @@ fn table(report: &Report<'_>, diagnostics: &[Diagnostic]) -> String {
                 }
             }
         }
-    }
-    // Objects without a Gateway API status (Services) are only in the
-    // diagnostics.
-    for d in diagnostics.iter().filter(|d| d.kind == "Service") {
-        let _ = writeln!(out, "warning: {d}");
     }
     if !report.listeners.is_empty() {
         let _ = writeln!(out, "\nlisteners:");
@@ -364,6 +362,70 @@ mod tests {
         assert_eq!(value["listeners"][0]["protocol"], "TCP");
     }
 
+    /// The demo config with `externalIPs` on its Service.
+    fn demo_with_external_ips() -> Resolution {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/demo.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let marked = text.replacen(
+            "kind: Service\nmetadata:\n  name: echo\n  namespace: demo\nspec:\n",
+            "kind: Service\nmetadata:\n  name: echo\n  namespace: demo\nspec:\n  externalIPs: [203.0.113.7]\n",
+            1,
+        );
+        assert_ne!(
+            marked, text,
+            "the demo Service must be where the edit expects it"
+        );
+        let resources = switchyard_config::load_str("demo.yaml", &marked).unwrap();
+        switchyard_config::resolve(&resources, 1)
+    }
+
+    #[test]
+    fn a_service_with_external_ips_is_in_the_report_as_not_accepted() {
+        let resolution = demo_with_external_ips();
+        let report = serde_json::to_value(Report::new(&resolution)).unwrap();
+        let service = report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "Service")
+            .expect("a Service entry in resources");
+        assert_eq!(service["apiVersion"], "v1");
+        assert_eq!(service["metadata"]["namespace"], "demo");
+        assert_eq!(service["metadata"]["name"], "echo");
+        let conditions = service["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conditions.len(), 1, "{conditions:#?}");
+        assert_eq!(conditions[0]["type"], "Accepted");
+        assert_eq!(conditions[0]["status"], "False");
+        assert_eq!(conditions[0]["reason"], "UnsupportedValue");
+        assert!(conditions[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("203.0.113.7"));
+        // The same in YAML, and the Service still serves as a backend.
+        let yaml = serde_norway::to_string(&Report::new(&resolution)).unwrap();
+        assert!(yaml.contains("kind: Service"), "{yaml}");
+        assert!(yaml.contains("reason: UnsupportedValue"), "{yaml}");
+        assert!(!report["listeners"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+        let text = table(&Report::new(&resolution));
+        assert!(
+            text.contains("Service demo/echo  Accepted=False\n    Accepted: UnsupportedValue: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_config_without_problems_lists_no_service() {
+        let report = serde_json::to_value(Report::new(&demo())).unwrap();
+        assert!(report["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["kind"] != "Service"));
+    }
+
     #[test]
     fn yaml_report_reads_back_as_the_json_one() {
         let resolution = demo();
@@ -376,7 +438,7 @@ mod tests {
     #[test]
     fn table_shows_every_resource_with_its_conditions_and_the_reason_of_problems() {
         let resolution = demo();
-        let text = table(&Report::new(&resolution), &resolution.diagnostics);
+        let text = table(&Report::new(&resolution));
         assert!(text.contains("Gateway demo/edge [198.18.100.10]  Accepted=True  Programmed=True"));
         assert!(text.contains("listener tcp-echo (TCPRoute) attachedRoutes=1"));
         assert!(

@@ -173,7 +173,13 @@ fn main() {
         Command::Check(args) => check::check(args),
     };
     if let Err(err) = result {
-        eprintln!("switchyard: {err:#}");
+        // A config error is `FILE:LINE: what and why`, as compilers print
+        // theirs, so editors and CI annotations can jump to it.
+        if err.downcast_ref::<switchyard_config::LoadError>().is_some() {
+            eprintln!("{err:#}");
+        } else {
+            eprintln!("switchyard: {err:#}");
+        }
         std::process::exit(1);
     }
 }

@@ -45,8 +45,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
-    let initial = reload::compile(&args.config, 1, &args.resolve.options())
-        .with_context(|| format!("reading config file {}", args.config.display()))?;
+    // Its errors name the file, and the line where there is one.
+    let initial = reload::compile(&args.config, 1, &args.resolve.options())?;
     for diagnostic in &initial.diagnostics {
         log::warn!("config: {diagnostic}");
     }
