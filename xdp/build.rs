@@ -1,6 +1,8 @@
 //! Compiles the steering program (src/bpf/switchyard.c) with clang into
-//! OUT_DIR/switchyard.o, which src/steering.rs embeds. There is no Rust eBPF
-//! toolchain on the build hosts, so clang is required, not optional.
+//! OUT_DIR/switchyard.o, which src/steering.rs embeds, and the measuring
+//! programs (src/bpf/tools.c) into OUT_DIR/tools.o for src/tools.rs. There
+//! is no Rust eBPF toolchain on the build hosts, so clang is required, not
+//! optional.
 
 use std::{
     env,
@@ -13,13 +15,19 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let bpf_dir = manifest_dir.join("src").join("bpf");
-    let source = bpf_dir.join("switchyard.c");
-    let object = out_dir.join("switchyard.o");
-
     // A directory here makes cargo rescan every file in it.
     println!("cargo:rerun-if-changed=src/bpf");
     println!("cargo:rerun-if-env-changed=CLANG");
+    for name in ["switchyard", "tools"] {
+        compile(
+            &bpf_dir,
+            &bpf_dir.join(format!("{name}.c")),
+            &out_dir.join(format!("{name}.o")),
+        );
+    }
+}
 
+fn compile(bpf_dir: &std::path::Path, source: &std::path::Path, object: &std::path::Path) {
     let clang = env::var_os("CLANG").unwrap_or_else(|| "clang".into());
     // Without gcc-multilib, <asm/types.h> is only under the multiarch dir.
     let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into());
@@ -29,11 +37,11 @@ fn main() {
         .args(["-O2", "-g", "-target", "bpf", "-Wall"])
         .arg(&multiarch)
         .arg("-I")
-        .arg(&bpf_dir)
+        .arg(bpf_dir)
         .arg("-c")
-        .arg(&source)
+        .arg(source)
         .arg("-o")
-        .arg(&object)
+        .arg(object)
         .output();
 
     let output = match output {

@@ -17,6 +17,7 @@ mod error;
 mod fast_path;
 mod maps;
 mod steering;
+pub mod tools;
 
 pub use attach::{AttachMode, AttachedMode};
 pub use counters::{SteerCounter, SteerCounters};

@@ -1,0 +1,691 @@
+//! `make bench`'s network half: one topology, one generator, one sink, and
+//! every forwarding path measured in turn in the same run, so each figure
+//! has its baseline beside it.
+//!
+//! ```text
+//!  gen namespace                         lb namespace
+//!  g0 (pktgen sends; sink counts) ── veth ── l0  198.18.1.1/24, backends 198.18.2.0/24 on-link
+//!  g1 (sink counts)               ── veth ── l1  (redirect target)
+//! ```
+//!
+//! The generator runs BPF_PROG_TEST_RUN live frames out of g0 on one CPU; the
+//! LB's XDP program runs in l0's NAPI on that same CPU (a veth delivers on
+//! the sender's CPU), the AF_XDP workers on the other one. Every path sends
+//! what it forwards back out of l0 (a hairpin: backends are on-link on l0,
+//! their MACs permanent neighbour entries pointing at g0), except the
+//! redirect limit, which sends out of l1. The sink, an XDP program on g0 and
+//! g1, counts what arrives and the one-way latency of stamped frames.
+//!
+//! Nothing leaves the two namespaces: addresses are in 198.18.0.0/15 and the
+//! namespaces are removed when the run ends, also on failure.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use switchyard_vm_tests::config::{GatewaySpec, ListenerSpec, Protocol};
+use switchyard_vm_tests::link::{link_json, set_gro};
+use switchyard_vm_tests::netns::run_ip;
+use switchyard_vm_tests::process::workspace_root;
+use switchyard_vm_tests::{in_netns, Daemon, DaemonOptions, Netns, TempDir};
+use switchyard_xdp::tools::{LatencyHistogram, Tool, Tools};
+
+use crate::generator::{run_afxdp, run_live, Pace};
+use crate::pktgen::{template, FlowSpec, Proto, Template};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const VIP_PORT: u16 = 53;
+const BACKEND_PORT: u16 = 5353;
+const BACKENDS: u8 = 16;
+const LB_ADDR: &str = "198.18.1.1/24";
+const GEN_ADDR: &str = "198.18.1.10/24";
+const CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+const REDIRECT_ADDR: &str = "198.18.3.1/24";
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to measure and how long.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Seconds each throughput figure is measured over.
+    pub seconds: f64,
+    /// Seconds of traffic before measuring (flows get decided and cached).
+    pub warmup: f64,
+    /// Flows the throughput runs cycle through.
+    pub flows: u64,
+    /// Frame length without FCS.
+    pub frame_len: usize,
+    /// Frames per second of the latency runs (paced, AF_XDP generator).
+    pub latency_rate: u64,
+    pub latency_seconds: f64,
+    /// CPU of the generator (and of every path's XDP work);
+    pub gen_cpu: usize,
+    /// CPU of the AF_XDP workers.
+    pub worker_cpu: usize,
+    /// Extra `switchyard run` / `yard-hairpin` arguments (AF_XDP tuning).
+    pub afxdp_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            seconds: 4.0,
+            warmup: 1.0,
+            flows: 4096,
+            frame_len: 60,
+            latency_rate: 50_000,
+            latency_seconds: 2.0,
+            gen_cpu: 0,
+            worker_cpu: 1,
+            afxdp_args: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PathResult {
+    pub name: String,
+    pub mpps: f64,
+    /// Frames the generator offered per second meanwhile.
+    pub offered_mpps: f64,
+    pub latency_ns: Option<Latency>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewFlows {
+    pub name: String,
+    /// New flows forwarded per second (every frame is a new 5-tuple).
+    pub per_sec: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetResults {
+    pub paths: Vec<PathResult>,
+    pub new_flows: Vec<NewFlows>,
+    pub options: OptionsReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OptionsReport {
+    pub seconds: f64,
+    pub flows: u64,
+    pub frame_len: usize,
+    pub latency_rate: u64,
+}
+
+/// The two namespaces and their links.
+struct Net {
+    gen: Netns,
+    lb: Netns,
+    g0_mac: [u8; 6],
+    l0_mac: [u8; 6],
+    g0: u32,
+    l1_in_lb: u32,
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+    let link = link_json(ns, dev)?;
+    let text = link["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{dev} in {} has no address", ns.name()))?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16))
+        .collect::<Result<_, _>>()?;
+    bytes.try_into().map_err(|_| anyhow!("bad MAC {text}"))
+}
+
+fn ifindex_in(ns: &Netns, dev: &str) -> Result<u32> {
+    link_json(ns, dev)?["ifindex"]
+        .as_u64()
+        .map(|i| i as u32)
+        .ok_or_else(|| anyhow!("{dev} in {} has no ifindex", ns.name()))
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Net {
+    fn build() -> Result<Net> {
+        let gen = Netns::new("gen")?;
+        let lb = Netns::new("lb")?;
+        for (g, l) in [("g0", "l0"), ("g1", "l1")] {
+            run_ip(&[
+                "link",
+                "add",
+                g,
+                "netns",
+                gen.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                l,
+                "netns",
+                lb.name(),
+            ])?;
+            gen.ip(&["link", "set", g, "up"])?;
+            lb.ip(&["link", "set", l, "up"])?;
+        }
+        gen.ip(&["addr", "add", GEN_ADDR, "dev", "g0"])?;
+        lb.ip(&["addr", "add", LB_ADDR, "dev", "l0"])?;
+        lb.ip(&["addr", "add", REDIRECT_ADDR, "dev", "l1"])?;
+        lb.ip(&["route", "add", "198.18.2.0/24", "dev", "l0"])?;
+        let g0_mac = mac_of(&gen, "g0")?;
+        for i in 1..=BACKENDS {
+            lb.ip(&[
+                "neigh",
+                "add",
+                &format!("198.18.2.{i}"),
+                "lladdr",
+                &mac_text(g0_mac),
+                "dev",
+                "l0",
+                "nud",
+                "permanent",
+            ])?;
+        }
+        for (key, value) in [
+            ("net/ipv4/ip_forward", "1"),
+            ("net/ipv4/conf/all/send_redirects", "0"),
+            ("net/ipv4/conf/l0/send_redirects", "0"),
+            ("net/ipv4/conf/all/rp_filter", "0"),
+            ("net/ipv4/conf/l0/rp_filter", "0"),
+        ] {
+            lb.sysctl(key, value)?;
+        }
+        // The nftables path has no XDP program on l0: NAPI through GRO lets
+        // it take frames the generator sends with XDP.
+        set_gro(&lb, "l0", true)?;
+        Ok(Net {
+            l0_mac: mac_of(&lb, "l0")?,
+            g0: ifindex_in(&gen, "g0")?,
+            l1_in_lb: ifindex_in(&lb, "l1")?,
+            g0_mac,
+            gen,
+            lb,
+        })
+    }
+
+    fn spec(&self, options: &Options, flows: u64) -> FlowSpec {
+        FlowSpec {
+            src_mac: self.g0_mac,
+            dst_mac: self.l0_mac,
+            src: CLIENTS.into(),
+            src_count: if flows == 0 { 256 } else { 16 },
+            sport_base: 1024,
+            sport_count: if flows == 0 { 64_000 } else { 4096 },
+            flows,
+            dst: SocketAddr::from((VIP, VIP_PORT)),
+            proto: Proto::Udp,
+            syn_every: 0,
+            frame_len: options.frame_len,
+        }
+    }
+}
+
+/// What forwards between l0 and the sink, for one measurement.
+enum Lb {
+    /// One of tools.c's limit programs on l0, attached while held.
+    Limit {
+        _attached: Tools,
+    },
+    /// kube-proxy-style nftables DNAT in the lb namespace's stack.
+    Nftables,
+    Hairpin(Child),
+    /// Stopped on drop.
+    Switchyard {
+        _daemon: Daemon,
+    },
+}
+
+impl Drop for Lb {
+    fn drop(&mut self) {
+        if let Lb::Hairpin(child) = self {
+            // A child this process spawned, stopped by its PID.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The rules kube-proxy's nftables mode writes for one UDP Service with 16
+/// endpoints (pkg/proxy/nftables): a verdict map from (address, protocol,
+/// port) to the service chain, a random choice among endpoint chains, a
+/// DNAT per endpoint.
+fn nftables_rules() -> String {
+    let mut rules = String::from(
+        "table ip swy-kube-proxy {\n\
+         \x20 map service-ips {\n\
+         \x20   type ipv4_addr . inet_proto . inet_service : verdict\n",
+    );
+    rules.push_str(&format!(
+        "    elements = {{ {VIP} . udp . {VIP_PORT} : goto service-bench-udp }}\n  }}\n"
+    ));
+    rules.push_str(
+        "  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n\
+         \x20 chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }\n",
+    );
+    let arms: Vec<String> = (0..BACKENDS)
+        .map(|i| format!("{i} : goto endpoint-{}", i + 1))
+        .collect();
+    rules.push_str(&format!(
+        "  chain service-bench-udp {{\n    numgen random mod {BACKENDS} vmap {{ {} }}\n  }}\n",
+        arms.join(", ")
+    ));
+    for i in 1..=BACKENDS {
+        rules.push_str(&format!(
+            "  chain endpoint-{i} {{\n    meta l4proto udp dnat to 198.18.2.{i}:{BACKEND_PORT}\n  }}\n"
+        ));
+    }
+    rules.push_str("}\n");
+    rules
+}
+
+fn bench_config() -> GatewaySpec {
+    GatewaySpec {
+        namespace: "bench".into(),
+        gateway: "edge".into(),
+        class: "switchyard".into(),
+        vip: VIP,
+        listeners: vec![ListenerSpec {
+            name: "udp".into(),
+            route: "bench-udp".into(),
+            protocol: Protocol::Udp,
+            port: VIP_PORT,
+            target_port: BACKEND_PORT,
+            service: "svc".into(),
+            backends: (1..=BACKENDS)
+                .map(|i| Ipv4Addr::new(198, 18, 2, i))
+                .collect(),
+        }],
+    }
+}
+
+fn release_bin(name: &str) -> Result<PathBuf> {
+    let path = workspace_root().join("target/release").join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: build with `cargo build --release --workspace --bins`",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+struct Bench<'a> {
+    net: Net,
+    /// pktgen and the sink, on the gen side.
+    gen_tools: Tools,
+    options: &'a Options,
+    config_dir: TempDir,
+}
+
+impl Bench<'_> {
+    fn start(&self, path: &str) -> Result<Lb> {
+        let cores = self.options.worker_cpu.to_string();
+        let switchyard = |extra: &[&str]| -> Result<Lb> {
+            let config = self
+                .config_dir
+                .write("bench.yaml", &bench_config().to_yaml())?;
+            let mut opts = DaemonOptions::new(&["l0"]).queues(1);
+            opts.cores = Some(cores.clone());
+            for arg in extra
+                .iter()
+                .map(|s| s.to_string())
+                .chain(self.options.afxdp_args.clone())
+            {
+                opts = opts.arg(arg);
+            }
+            opts.log_on_drop = false;
+            Ok(Lb::Switchyard {
+                _daemon: Daemon::start(&self.net.lb, &config, &opts)?,
+            })
+        };
+        match path {
+            "xdp_tx_limit" | "xdp_redirect_limit" => {
+                let mut tools = Tools::load()?;
+                if path == "xdp_redirect_limit" {
+                    tools.set_redirect_port(self.net.l1_in_lb)?;
+                }
+                let tool = if path == "xdp_tx_limit" {
+                    Tool::TxAll
+                } else {
+                    Tool::RedirectAll
+                };
+                let tools = in_netns(&self.net.lb, move || -> Result<Tools> {
+                    tools.attach(tool, "l0")?;
+                    Ok(tools)
+                })??;
+                Ok(Lb::Limit { _attached: tools })
+            }
+            "nftables_dnat" | "nftables_new_flows" => {
+                let mut child = self
+                    .net
+                    .lb
+                    .command("nft")
+                    .args(["-f", "-"])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .context("running nft (Debian: apt-get install nftables)")?;
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .ok_or_else(|| anyhow!("nft stdin"))?
+                    .write_all(nftables_rules().as_bytes())?;
+                let status = child.wait()?;
+                if !status.success() {
+                    bail!("nft -f refused the kube-proxy-style rules ({status})");
+                }
+                Ok(Lb::Nftables)
+            }
+            "afxdp_bare_hairpin" => {
+                let mut cmd = self.net.lb.command(release_bin("yard-hairpin")?);
+                cmd.args(["--interface", "l0", "--core", &cores])
+                    .args(hairpin_args(&self.options.afxdp_args))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                Ok(Lb::Hairpin(cmd.spawn().context("starting yard-hairpin")?))
+            }
+            "switchyard_afxdp" => switchyard(&["--fast-path", "off"]),
+            "switchyard_fastpath" => switchyard(&["--fast-path", "on", "--fast-path-tx", "xdp-tx"]),
+            "switchyard_fastpath_redirect" => {
+                switchyard(&["--fast-path", "on", "--fast-path-tx", "redirect"])
+            }
+            "switchyard_new_flows" => switchyard(&["--fast-path", "on"]),
+            other => bail!("unknown path {other}"),
+        }
+    }
+
+    /// Sends until the sink sees frames: the path is up.
+    fn wait_ready(&self, template: &Template) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let pace = Pace {
+            duration: Duration::from_millis(50),
+            rate: Some(100_000),
+            batch: 64,
+        };
+        loop {
+            let before = self.gen_tools.sink()?.packets;
+            in_netns(&self.net.gen, || {
+                run_afxdp("g0", 0, template, &pace, |_| {})
+            })??;
+            if self.gen_tools.sink()?.packets > before {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("no frame reached the sink within {READY_TIMEOUT:?}");
+            }
+        }
+    }
+
+    /// Frames per second at the sink while the generator sends as fast as
+    /// it can, after a warm-up; and what the generator offered.
+    fn throughput(&self, template: &Template) -> Result<(f64, f64)> {
+        let options = self.options;
+        let gen_cpu = options.gen_cpu;
+        let tools = &self.gen_tools;
+        let ifindex = self.net.g0;
+        let total = Duration::from_secs_f64(options.warmup + options.seconds);
+        let warmup = Duration::from_secs_f64(options.warmup);
+        in_netns(&self.net.gen, || -> Result<(f64, f64)> {
+            core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
+            let start = Instant::now();
+            let mut window: Option<(Instant, u64, u64)> = None;
+            let mut last = (start, 0u64, 0u64);
+            let pace = Pace {
+                duration: total,
+                rate: None,
+                batch: 64,
+            };
+            run_live(tools, template, ifindex, &pace, |sent| {
+                let now = Instant::now();
+                let received = tools.sink().map(|c| c.packets).unwrap_or(0);
+                if window.is_none() && now.duration_since(start) >= warmup {
+                    window = Some((now, received, sent));
+                }
+                last = (now, received, sent);
+            })?;
+            let (t0, r0, s0) = window.ok_or_else(|| anyhow!("the run ended before its warm-up"))?;
+            let (t1, r1, s1) = last;
+            let dt = t1.duration_since(t0).as_secs_f64();
+            Ok(((r1 - r0) as f64 / dt / 1e6, (s1 - s0) as f64 / dt / 1e6))
+        })?
+    }
+
+    /// One-way latency percentiles at a paced rate well under every path's
+    /// capacity.
+    fn latency(&self, template: &Template) -> Result<Latency> {
+        let before = self.gen_tools.latency()?;
+        let pace = Pace {
+            duration: Duration::from_secs_f64(self.options.latency_seconds),
+            rate: Some(self.options.latency_rate),
+            batch: 16,
+        };
+        let gen_cpu = self.options.gen_cpu;
+        in_netns(&self.net.gen, || {
+            core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
+            run_afxdp("g0", 0, template, &pace, |_| {})
+        })??;
+        let h = self.gen_tools.latency()?.since(&before);
+        let q = |q: f64| h.quantile(q).unwrap_or(0.0);
+        let max = h
+            .counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0.0, |i| LatencyHistogram::bucket_low(i + 1) as f64);
+        Ok(Latency {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max,
+        })
+    }
+}
+
+/// `switchyard run` AF_XDP flags as `yard-hairpin` spells them.
+fn hairpin_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .map(|a| {
+            a.replace("--need-wakeup=off", "--need-wakeup=false")
+                .replace("--need-wakeup=on", "--need-wakeup=true")
+        })
+        .collect()
+}
+
+/// The paths of the throughput table, in the order they are measured.
+pub const PATHS: [(&str, &str); 7] = [
+    ("xdp_tx_limit", "in-kernel XDP_TX on l0, no work"),
+    (
+        "xdp_redirect_limit",
+        "in-kernel XDP_REDIRECT l0 -> l1, no work",
+    ),
+    ("nftables_dnat", "kube-proxy nftables-mode DNAT, conntrack"),
+    (
+        "afxdp_bare_hairpin",
+        "Switchyard's AF_XDP sockets, no LB work",
+    ),
+    ("switchyard_afxdp", "Switchyard, fast path off"),
+    ("switchyard_fastpath", "Switchyard, fast path (XDP_TX)"),
+    (
+        "switchyard_fastpath_redirect",
+        "Switchyard, fast path (redirect, the veth default)",
+    ),
+];
+
+/// Runs every measurement; `progress` gets a line per step.
+pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResults> {
+    let net = Net::build().context("building the benchmark namespaces")?;
+    let mut gen_tools = Tools::load().context("loading the generator's XDP programs")?;
+    let gen_tools = in_netns(&net.gen, move || -> Result<Tools> {
+        gen_tools.attach(Tool::Sink, "g0")?;
+        gen_tools.attach(Tool::Sink, "g1")?;
+        Ok(gen_tools)
+    })??;
+    let mut bench = Bench {
+        gen_tools,
+        options,
+        config_dir: TempDir::new("bench")?,
+        net,
+    };
+    let established = template(&bench.net.spec(options, options.flows))?;
+    let fresh = template(&bench.net.spec(options, 0))?;
+    let mut paths = Vec::new();
+    let mut new_flows = Vec::new();
+    for (name, note) in PATHS {
+        progress(&format!("{name}: {note}"));
+        let lb = bench.start(name)?;
+        bench.gen_tools.configure_pktgen(&established.config)?;
+        bench.wait_ready(&established)?;
+        let (mpps, offered) = bench.throughput(&established)?;
+        let latency = bench.latency(&established)?;
+        progress(&format!(
+            "  {mpps:.3} Mpps (offered {offered:.3}); latency p50 {:.1} us, p99 {:.1} us",
+            latency.p50 / 1e3,
+            latency.p99 / 1e3
+        ));
+        paths.push(PathResult {
+            name: name.into(),
+            mpps,
+            offered_mpps: offered,
+            latency_ns: Some(latency),
+            note: note.into(),
+        });
+        drop(lb);
+        if name == "nftables_dnat" {
+            bench
+                .net
+                .lb
+                .command("nft")
+                .args(["flush", "ruleset"])
+                .status()?;
+        }
+    }
+    for (name, path) in [
+        ("switchyard", "switchyard_new_flows"),
+        ("nftables_dnat", "nftables_new_flows"),
+    ] {
+        progress(&format!("new flows per second: {name}"));
+        let lb = bench.start(path)?;
+        bench.gen_tools.configure_pktgen(&established.config)?;
+        bench.wait_ready(&established)?;
+        bench.gen_tools.configure_pktgen(&fresh.config)?;
+        let (mpps, _) = bench.throughput(&fresh)?;
+        progress(&format!("  {:.0} new flows/s", mpps * 1e6));
+        new_flows.push(NewFlows {
+            name: name.into(),
+            per_sec: mpps * 1e6,
+        });
+        drop(lb);
+        if path.starts_with("nftables") {
+            bench
+                .net
+                .lb
+                .command("nft")
+                .args(["flush", "ruleset"])
+                .status()?;
+        }
+    }
+    Ok(NetResults {
+        paths,
+        new_flows,
+        options: OptionsReport {
+            seconds: options.seconds,
+            flows: options.flows,
+            frame_len: options.frame_len,
+            latency_rate: options.latency_rate,
+        },
+    })
+}
+
+/// Where `make bench` writes its results.
+pub fn results_dir() -> PathBuf {
+    workspace_root().join("perf/results")
+}
+
+/// A bar chart of the paths' Mpps, as SVG.
+pub fn svg_chart(paths: &[PathResult], title: &str) -> String {
+    let width = 760.0;
+    let bar_h = 26.0;
+    let left = 230.0;
+    let top = 40.0;
+    let height = top + paths.len() as f64 * (bar_h + 10.0) + 30.0;
+    let max = paths
+        .iter()
+        .map(|p| p.mpps)
+        .fold(0.0f64, f64::max)
+        .max(0.001);
+    let scale = (width - left - 90.0) / max;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">{title}</text>\n"
+    );
+    for (i, p) in paths.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + 10.0);
+        let w = p.mpps * scale;
+        let fill = if p.name.starts_with("switchyard") {
+            "#2b6cb0"
+        } else {
+            "#a0aec0"
+        };
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n\
+             <rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar_h}\" fill=\"{fill}\"/>\n\
+             <text x=\"{:.1}\" y=\"{}\">{:.2} Mpps</text>\n",
+            left - 8.0,
+            y + bar_h * 0.68,
+            p.name,
+            left + w + 6.0,
+            y + bar_h * 0.68,
+            p.mpps
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Runs one of the workspace's release binaries and returns its stdout.
+pub fn run_bin(name: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(release_bin(name)?)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {name}"))?;
+    if !out.status.success() {
+        bail!(
+            "{name} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `path` relative to the workspace, for printing.
+pub fn shown(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
