@@ -79,6 +79,10 @@ pub struct RunArgs {
     /// e.g. `198.18.1.1:53`.
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics (text exposition) at
+    /// `http://ADDR:PORT/metrics`, e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     resolve: ResolveArgs,
 }

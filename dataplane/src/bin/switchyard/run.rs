@@ -3,7 +3,7 @@
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use switchyard_dataplane::dns::{DnsServer, Zone};
 use switchyard_dataplane::drain::Publisher;
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
+use switchyard_dataplane::metrics::MetricsServer;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_xdp::{AttachMode, Steering};
@@ -66,11 +67,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             ifindex,
         });
     }
-    let available = ports
+    let rx_queues: Vec<u32> = ports
         .iter()
         .map(|p| interfaces::rx_queue_count(&p.name))
-        .min()
-        .unwrap_or(1);
+        .collect();
+    let available = rx_queues.iter().copied().min().unwrap_or(1);
     let queues = args.queues.unwrap_or(available);
     if queues == 0 || queues > available {
         bail!(
@@ -86,7 +87,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let mut steering = Steering::load().context("loading the XDP steering program")?;
     let mut interface_status = Vec::new();
-    for port in &ports {
+    for (port, &rx_queues) in ports.iter().zip(&rx_queues) {
         let mode = steering
             .attach(&port.name, attach_mode(args.xdp_mode))
             .with_context(|| format!("attaching XDP to {}", port.name))?;
@@ -95,6 +96,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             name: port.name.clone(),
             ifindex: port.ifindex,
             xdp_mode: mode.to_string(),
+            queues,
+            rx_queues,
         });
     }
     steering
@@ -164,9 +167,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             modes.join(",")
         );
         let (requests, control) = channel::bounded(16);
+        let pinned = Arc::new(AtomicBool::new(false));
         handles.push(WorkerHandle {
             queue,
             core,
+            pinned: pinned.clone(),
             afxdp_modes: modes,
             requests,
         });
@@ -186,7 +191,10 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .name(format!("worker-{queue}"))
                 .spawn(move || {
                     if let Some(core) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            // Read by `yardctl status`; nothing is ordered by it.
+                            pinned.store(true, Ordering::Relaxed);
+                        } else {
                             log::warn!("queue {queue}: could not pin to core {core}");
                         }
                     }
@@ -210,21 +218,39 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
 
-    let control = ControlServer::start(
-        &args.control_socket,
-        ControlState {
-            config_path: args.config.display().to_string(),
-            config: config.clone(),
-            config_status: reloader.status(),
-            interfaces: interface_status,
-            workers: handles,
-            epoch,
-            hash_seed: args.hash_seed,
-            affinity,
-            drains,
-            resolve_options: args.resolve.options(),
-        },
-    )?;
+    // The main thread reprograms the maps on reloads; the control socket
+    // and the metrics endpoint read the counters. Neither is per packet.
+    let steering = Arc::new(Mutex::new(steering));
+    let counters_of = steering.clone();
+    let state = Arc::new(ControlState {
+        config_path: args.config.display().to_string(),
+        config: config.clone(),
+        config_status: reloader.status(),
+        interfaces: interface_status,
+        workers: handles,
+        epoch,
+        hash_seed: args.hash_seed,
+        affinity,
+        drains,
+        resolve_options: args.resolve.options(),
+        steer_counters: Some(Box::new(move || {
+            counters_of
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .counters()
+                .map_err(|err| format!("{err:#}"))
+        })),
+    });
+    let control = ControlServer::start(&args.control_socket, state.clone())?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, state.clone())
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            log::info!("serving Prometheus metrics on http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     log::info!(
         "serving {} listeners on {}; control socket {}",
         config.load().listeners.len(),
@@ -246,6 +272,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
+                    let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
                     reloader.reload(Trigger::Signal, &mut steering, &resolver);
                 }
                 Ok(signal) => {
@@ -256,18 +283,24 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         if watch.changed() {
+            let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
             reloader.reload(Trigger::FileChanged, &mut steering, &resolver);
         }
     }
     // Detach first so traffic falls back to the kernel at once, then let the
     // workers drain what is already in their rings.
-    steering.detach_all().context("detaching XDP")?;
+    steering
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .detach_all()
+        .context("detaching XDP")?;
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
     resolver.stop();
     drop(dns);
+    drop(metrics);
     drop(control);
     log::info!("stopped");
     Ok(())
