@@ -191,7 +191,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .name(format!("worker-{queue}"))
                 .spawn(move || {
                     if let Some(core) = core {
-                        if core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        // core_affinity panics on a core past the kernel's
+                        // cpu_set_t; such a core cannot exist anyway.
+                        if core < libc::CPU_SETSIZE as usize
+                            && core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                        {
                             // Read by `yardctl status`; nothing is ordered by it.
                             pinned.store(true, Ordering::Relaxed);
                         } else {
