@@ -159,7 +159,8 @@ pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
                 tx_packets_per_sec: per_sec(was(|s| s.tx_packets), w.tx_packets, secs),
                 tx_bytes_per_sec: per_sec(was(|s| s.tx_bytes), w.tx_bytes, secs),
                 flows_per_sec: per_sec(was(|s| s.flows), w.flows, secs),
-                drops_per_sec: drop_reasons_per_sec.values().sum(),
+                // A fold from +0.0: an empty f64 sum is -0.0, shown as "-0".
+                drops_per_sec: drop_reasons_per_sec.values().fold(0.0, |a, b| a + b),
                 drop_reasons_per_sec,
             }
         })
@@ -528,6 +529,15 @@ mod tests {
         assert!(json["listeners"].is_array());
         assert!(json["rates"]["workers"].is_array());
         assert_eq!(json["interval_secs"], 1.0);
+    }
+
+    #[test]
+    fn no_drops_is_a_plain_zero_rate() {
+        let mut quiet = sample(0, 0, 0);
+        quiet.workers[0].drops.clear();
+        let r = rates(&quiet, &quiet, 1.0);
+        assert!(r.workers[0].drops_per_sec.is_sign_positive());
+        assert_eq!(human(r.workers[0].drops_per_sec), "0.0");
     }
 
     #[test]
