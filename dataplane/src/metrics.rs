@@ -73,12 +73,15 @@ pub struct MetricsSample {
     pub latency: Vec<LatencySnapshot>,
 }
 
-/// Reads a sample through the control socket's functions.
+/// Reads a sample through the control socket's functions; one walk of
+/// the flow tables serves both the listeners' and the backends' counts.
 pub fn sample(state: &ControlState) -> Result<MetricsSample, String> {
+    let active = inventory::active_flows(state)?;
+    let snapshot = state.config.load_full();
     Ok(MetricsSample {
         stats: control::stats(state)?,
-        listeners: inventory::listeners(state)?,
-        backends: inventory::backends(state, None)?,
+        listeners: inventory::listeners_report(&snapshot, &active),
+        backends: inventory::backends_report(&snapshot, &state.drains.drains(), &active, None)?,
         latency: control::latency(state)?,
         status: control::status(state),
     })
