@@ -24,7 +24,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use addresses::StatusAddress;
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
@@ -106,9 +106,16 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
     // Backends are resolved once per route, so a route on several listeners
     // reports each backend problem once.
     let mut groups_of: HashMap<RouteId, Vec<BackendGroup>> = HashMap::new();
+    let mut terminating = BTreeSet::new();
     for route in &attachments.parented {
         let settings = endpoint_settings.get(route).copied().unwrap_or_default();
-        let groups = backends::groups(&index, index.routes[route.0], settings, &mut diagnostics);
+        let groups = backends::groups(
+            &index,
+            index.routes[route.0],
+            settings,
+            &mut terminating,
+            &mut diagnostics,
+        );
         groups_of.insert(*route, groups);
     }
     let affinities = policy::affinities(&index, &groups_of, &mut diagnostics);
@@ -232,7 +239,9 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         diagnostics: &diagnostics,
     });
     Resolution {
-        snapshot: Snapshot::new(generation, listeners).with_dns(records),
+        snapshot: Snapshot::new(generation, listeners)
+            .with_dns(records)
+            .with_terminating(terminating),
         diagnostics,
         statuses,
     }

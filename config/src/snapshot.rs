@@ -5,7 +5,7 @@
 //! refers back to YAML types, and nothing here needs re-checking on the hot
 //! path: every listener has a non-empty slot table and resolved addresses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -78,8 +78,9 @@ pub struct BackendGroup {
     pub service: String,
     pub weight: u32,
     pub endpoints: Vec<Endpoint>,
-    /// No endpoint is ready: these are serving but terminating ones, used
-    /// (as kube-proxy does) so connections drain instead of failing.
+    /// Every endpoint is serving but terminating (none is ready), used as
+    /// kube-proxy does so connections drain instead of failing. Per
+    /// endpoint: `Snapshot::is_terminating`.
     pub terminating: bool,
 }
 
@@ -166,6 +167,11 @@ pub struct Snapshot {
     pub dns: Vec<crate::dns::DnsRecord>,
     by_vip: HashMap<ServiceKey, u32>,
     by_backend: HashMap<ServiceKey, BackendOwner>,
+    /// Served endpoints whose EndpointSlice conditions (or Pod) say they
+    /// are terminating. Kept beside the listeners rather than in `Backend`
+    /// because terminating is the endpoint's own state (its Pod is being
+    /// deleted), the same in every Service that lists it.
+    terminating: BTreeSet<Endpoint>,
 }
 
 /// Which listener(s) a backend endpoint serves, so that reply packets
@@ -216,7 +222,27 @@ impl Snapshot {
             dns: Vec::new(),
             by_vip,
             by_backend,
+            terminating: BTreeSet::new(),
         }
+    }
+
+    /// Marks `endpoints` terminating: they still own their slots and take
+    /// new flows (as kube-proxy uses serving, terminating endpoints when no
+    /// endpoint is ready), and `yardctl backends` says so.
+    pub fn with_terminating(mut self, endpoints: impl IntoIterator<Item = Endpoint>) -> Self {
+        self.terminating = endpoints.into_iter().collect();
+        self
+    }
+
+    /// Whether `endpoint` is served while terminating.
+    pub fn is_terminating(&self, endpoint: &Endpoint) -> bool {
+        self.terminating.contains(endpoint)
+    }
+
+    /// Every terminating endpoint, in order; to carry them into a snapshot
+    /// rebuilt from this one.
+    pub fn terminating(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.terminating.iter().copied()
     }
 
     pub fn with_dns(mut self, mut records: Vec<crate::dns::DnsRecord>) -> Self {

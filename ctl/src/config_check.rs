@@ -164,6 +164,9 @@ fn render_details(out: &mut String, l: &ListenerDiff) {
             w.backend, w.from, w.to
         );
     }
+    for c in &l.backends_state_changed {
+        let _ = writeln!(out, "  ~ backend {}: {} -> {}", c.backend, c.from, c.to);
+    }
     if l.change == ListenerChange::Changed {
         let _ = writeln!(
             out,
@@ -175,7 +178,7 @@ fn render_details(out: &mut String, l: &ListenerDiff) {
 
 #[cfg(test)]
 mod tests {
-    use yardctl::proto::{FieldChange, RemovedBackend, Reweight};
+    use yardctl::proto::{FieldChange, RemovedBackend, Reweight, StateChange};
 
     use super::*;
 
@@ -189,6 +192,7 @@ mod tests {
             backends_added: Vec::new(),
             backends_removed: Vec::new(),
             backends_reweighted: Vec::new(),
+            backends_state_changed: Vec::new(),
             moved_slots_fraction: 0.0,
             active_flows: 0,
             flows_on_removed_backends: 0,
@@ -210,6 +214,11 @@ mod tests {
             from: 1.0,
             to: 2.0,
         }];
+        web.backends_state_changed = vec![StateChange {
+            backend: "198.18.2.22:8080".into(),
+            from: "ready".into(),
+            to: "terminating".into(),
+        }];
         web.fields = vec![FieldChange {
             field: "route".into(),
             from: "demo/a".into(),
@@ -230,6 +239,10 @@ mod tests {
         assert!(text.contains("~ route: demo/a -> demo/b"), "{text}");
         assert!(
             text.contains("~ backend 198.18.2.22:8080: effective weight 1 -> 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ backend 198.18.2.22:8080: ready -> terminating"),
             "{text}"
         );
         assert!(!text.contains("demo/edge/dns (TCP"), "{text}");

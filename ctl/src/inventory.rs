@@ -94,3 +94,108 @@ pub fn render_drain(r: &DrainReport) -> String {
         }
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{BackendInfo, ListenerInfo};
+
+    fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
+        text.lines()
+            .find(|l| cells.iter().all(|c| l.contains(c)))
+            .unwrap_or_else(|| panic!("no line with {cells:?} in\n{text}"))
+    }
+
+    #[test]
+    fn listeners_show_route_table_affinity_and_active_flows() {
+        let text = render_listeners(&ListenersReport {
+            generation: 4,
+            listeners: vec![
+                ListenerInfo {
+                    listener: "demo/edge/web".into(),
+                    protocol: "TCP".into(),
+                    vip: "198.18.100.10:80".into(),
+                    listener_port: 80,
+                    route: "demo/web".into(),
+                    backends: 2,
+                    table_size: 65537,
+                    affinity_timeout_secs: Some(600),
+                    active_flows: 9,
+                },
+                ListenerInfo {
+                    listener: "demo/edge/idle".into(),
+                    protocol: "UDP".into(),
+                    ..ListenerInfo::default()
+                },
+            ],
+        });
+        row(
+            &text,
+            &[
+                "demo/edge/web",
+                "TCP",
+                "198.18.100.10:80",
+                "demo/web",
+                "65537",
+                "ClientIP 600s",
+                "9",
+            ],
+        );
+        let idle = row(&text, &["demo/edge/idle"]);
+        assert!(idle.contains(" - "), "no route or affinity: {idle}");
+        row(&text, &["2 listeners, config generation 4"]);
+    }
+
+    #[test]
+    fn backends_show_state_weights_slots_and_flows() {
+        let text = render_backends(&BackendsReport {
+            generation: 6,
+            backends: vec![BackendInfo {
+                listener: "demo/edge/web".into(),
+                vip: "198.18.100.10:80".into(),
+                backend: "198.18.2.21:8080".into(),
+                service: "demo/echo".into(),
+                group_weight: 3,
+                effective_weight: 1.5,
+                state: "terminating".into(),
+                slots: 32768,
+                active_flows: 4,
+            }],
+        });
+        row(
+            &text,
+            &[
+                "198.18.2.21:8080",
+                "demo/echo",
+                "terminating",
+                "3",
+                "1.500",
+                "32768",
+                "4",
+            ],
+        );
+        row(&text, &["1 backends, config generation 6"]);
+    }
+
+    #[test]
+    fn drain_says_what_happens_to_flows() {
+        let mut report = DrainReport {
+            backend: "198.18.2.21:8080".into(),
+            listeners: vec!["demo/edge/web".into()],
+            drained: true,
+            generation: 7,
+        };
+        assert_eq!(
+            render_drain(&report),
+            "backend 198.18.2.21:8080 drained on demo/edge/web (config generation 7): \
+             no new flows, established ones continue\n"
+        );
+        report.drained = false;
+        report.listeners.clear();
+        assert_eq!(
+            render_drain(&report),
+            "backend 198.18.2.21:8080 undrained on no listener of the running config \
+             (config generation 7)\n"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! cannot drift apart.
 pub mod client;
 pub mod inventory;
+pub mod latency;
 pub mod output;
 pub mod proto;
 pub mod rates;

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use comfy_table::{presets, Cell, CellAlignment, Table};
+use comfy_table::{presets, Cell, Table};
 use yardctl::output::emit;
 use yardctl::proto::{
     ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport,
     Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
-use yardctl::{client, inventory, rates};
+use yardctl::tables::{right_align, table};
+use yardctl::{client, inventory, latency, rates};
 
 mod config_check;
 mod top;
@@ -79,6 +80,10 @@ enum Command {
     },
     /// Every VIP listener: route, backends, Maglev table, affinity, active flows.
     Listeners,
+    /// Per worker since start: batch processing latency (p50, p90, p99,
+    /// p99.9, max) over batches that received packets, packets per batch,
+    /// and time spent answering control requests between batches.
+    Latency,
     /// Every backend of every listener: weights, state, Maglev slots, active flows.
     Backends {
         /// Only this listener's (`namespace/gateway/listener`).
@@ -228,6 +233,7 @@ fn run(cli: Cli) -> Result<()> {
             limit,
         }),
         Command::Listeners => Request::Listeners,
+        Command::Latency => Request::Latency,
         Command::Backends { listener } => Request::Backends { listener },
         Command::Drain { backend, listener } => Request::Drain {
             backend: socket_address("backend", &backend)?,
@@ -273,6 +279,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::Drain(r) => serde_json::to_string_pretty(r),
             Response::ConfigCheck(r) => serde_json::to_string_pretty(r),
             Response::ConfigDiff(r) => serde_json::to_string_pretty(r),
+            Response::Latency(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -296,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             config_check::render_check(&r)
         }
         Response::ConfigDiff(r) => config_check::render_diff(&r),
+        Response::Latency(r) => latency::render_latency(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)
@@ -350,23 +358,6 @@ fn refused(r: &ConfigCheckReport) -> Result<()> {
     )
 }
 
-fn table(header: &[&str]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(presets::NOTHING)
-        .set_header(header.to_vec());
-    table
-}
-
-fn right_align(table: &mut Table, from_column: usize) {
-    let count = table.column_count();
-    for index in from_column..count {
-        if let Some(column) = table.column_mut(index) {
-            column.set_cell_alignment(CellAlignment::Right);
-        }
-    }
-}
-
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "switchyard {}  up {}s", r.version, r.uptime_secs);
@@ -378,8 +369,15 @@ fn render_status(r: &StatusReport) -> String {
     let reload = &r.reload;
     let _ = writeln!(
         out,
-        "reloads    {} applied, {} refused; config file last applied as generation {}",
-        reload.reloads, reload.failed_reloads, reload.generation
+        "reloads    {} applied, {} refused; last reload: {}; config file last applied as generation {}",
+        reload.reloads,
+        reload.failed_reloads,
+        if reload.last_result.is_empty() {
+            "-"
+        } else {
+            &reload.last_result
+        },
+        reload.generation
     );
     if let Some(error) = &reload.last_error {
         let first_line = error.message.lines().next().unwrap_or_default();
@@ -389,30 +387,58 @@ fn render_status(r: &StatusReport) -> String {
             error.at_unix
         );
     }
-    let mut interfaces = table(&["INTERFACE", "IFINDEX", "XDP"]);
+    let mut interfaces = table(&["INTERFACE", "IFINDEX", "XDP", "QUEUES", "RX QUEUES"]);
     for i in &r.interfaces {
         interfaces.add_row(vec![
             i.name.clone(),
             i.ifindex.to_string(),
             i.xdp_mode.clone(),
+            i.queues.to_string(),
+            i.rx_queues.to_string(),
         ]);
     }
     let _ = writeln!(out, "\n{interfaces}");
-    let mut workers = table(&["QUEUE", "CORE", "AF_XDP"]);
+    let mut workers = table(&["QUEUE", "CORE", "PINNED", "AF_XDP"]);
     for w in &r.workers {
         workers.add_row(vec![
             w.queue.to_string(),
             w.core.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            match (w.core, w.pinned) {
+                (None, _) => "-",
+                (Some(_), true) => "yes",
+                (Some(_), false) => "NO",
+            }
+            .to_owned(),
             w.afxdp_modes.join(","),
         ]);
     }
     let _ = writeln!(out, "\n{workers}");
+    match &r.fast_path {
+        Some(f) => {
+            let _ = writeln!(
+                out,
+                "\nfast path  on: {} of {} flows cached; entries apply at generation {}, L2 epoch {}",
+                f.entries, f.capacity, f.generation, f.l2_epoch
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nfast path  off");
+        }
+    }
     out
 }
 
 fn render_stats(r: &StatsReport) -> String {
     let mut out = String::new();
-    let mut listeners = table(&["LISTENER", "PROTO", "VIP", "FLOWS", "PACKETS", "BYTES"]);
+    let mut listeners = table(&[
+        "LISTENER",
+        "PROTO",
+        "VIP",
+        "FLOWS",
+        "PACKETS",
+        "BYTES",
+        "FAST PKTS",
+    ]);
     for l in &r.listeners {
         listeners.add_row(vec![
             l.listener.clone(),
@@ -421,12 +447,19 @@ fn render_stats(r: &StatsReport) -> String {
             l.counters.flows.to_string(),
             l.counters.packets.to_string(),
             l.counters.bytes.to_string(),
+            l.fast_path_packets.to_string(),
         ]);
     }
     right_align(&mut listeners, 3);
     let _ = writeln!(out, "{listeners}");
     let mut backends = table(&[
-        "LISTENER", "BACKEND", "SERVICE", "FLOWS", "PACKETS", "BYTES",
+        "LISTENER",
+        "BACKEND",
+        "SERVICE",
+        "FLOWS",
+        "PACKETS",
+        "BYTES",
+        "FAST PKTS",
     ]);
     for b in &r.backends {
         backends.add_row(vec![
@@ -436,6 +469,7 @@ fn render_stats(r: &StatsReport) -> String {
             b.counters.flows.to_string(),
             b.counters.packets.to_string(),
             b.counters.bytes.to_string(),
+            b.fast_path_packets.to_string(),
         ]);
     }
     right_align(&mut backends, 3);
@@ -464,6 +498,26 @@ fn render_stats(r: &StatsReport) -> String {
         }
         right_align(&mut drops, 1);
         let _ = writeln!(out, "\n{drops}");
+        let mut own = table(&["LISTENER", "DROP REASON", "PACKETS"]);
+        let mut any = false;
+        for l in &r.listeners {
+            for (reason, count) in &l.drops {
+                any = true;
+                own.add_row(vec![l.listener.clone(), reason.clone(), count.to_string()]);
+            }
+        }
+        if any {
+            right_align(&mut own, 2);
+            let _ = writeln!(out, "\n{own}");
+        }
+    }
+    if !r.xdp_steering.is_empty() {
+        let mut steering = table(&["XDP STEERING", "FRAMES"]);
+        for (counter, count) in &r.xdp_steering {
+            steering.add_row(vec![counter.clone(), count.to_string()]);
+        }
+        right_align(&mut steering, 1);
+        let _ = writeln!(out, "\n{steering}");
     }
     out
 }
@@ -471,9 +525,23 @@ fn render_stats(r: &StatsReport) -> String {
 fn render_flows(r: &FlowsReport) -> String {
     let mut out = String::new();
     let mut flows = table(&[
-        "PROTO", "CLIENT", "VIP", "BACKEND", "PACKETS", "BYTES", "AGE", "IDLE",
+        "PROTO",
+        "CLIENT",
+        "VIP",
+        "BACKEND",
+        "PACKETS",
+        "BYTES",
+        "FAST PKTS",
+        "AGE",
+        "IDLE",
     ]);
     for f in &r.flows {
+        // `*`: the fast path holds the flow's current decision.
+        let fast = if f.fast_path {
+            format!("{}*", f.fast_path_packets)
+        } else {
+            f.fast_path_packets.to_string()
+        };
         flows.add_row(vec![
             f.protocol.clone(),
             f.client.clone(),
@@ -481,6 +549,7 @@ fn render_flows(r: &FlowsReport) -> String {
             f.backend.clone(),
             f.packets.to_string(),
             f.bytes.to_string(),
+            fast,
             format!("{:.1}s", f.age_secs),
             format!("{:.1}s", f.idle_secs),
         ]);
@@ -616,4 +685,273 @@ fn render_config_status(r: &ConfigStatusReport) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use yardctl::proto::{
+        BackendStats, ConfigError, Counters, ExistingFlow, FastPathStatus, FlowInfo,
+        InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, WorkerStats, WorkerStatus,
+    };
+
+    use super::*;
+
+    /// The line of `text` that contains every one of `cells`.
+    fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
+        text.lines()
+            .find(|l| cells.iter().all(|c| l.contains(c)))
+            .unwrap_or_else(|| panic!("no line with {cells:?} in\n{text}"))
+    }
+
+    #[test]
+    fn status_shows_interfaces_queues_pins_modes_and_the_last_reload() {
+        let text = render_status(&StatusReport {
+            version: "0.1.0".into(),
+            uptime_secs: 42,
+            config_path: "/etc/switchyard/gw.yaml".into(),
+            config_generation: 5,
+            interfaces: vec![InterfaceStatus {
+                name: "eth0".into(),
+                ifindex: 3,
+                xdp_mode: "native".into(),
+                queues: 2,
+                rx_queues: 4,
+            }],
+            workers: vec![
+                WorkerStatus {
+                    queue: 0,
+                    core: Some(2),
+                    pinned: true,
+                    afxdp_modes: vec!["zero-copy".into()],
+                },
+                WorkerStatus {
+                    queue: 1,
+                    core: Some(9),
+                    pinned: false,
+                    afxdp_modes: vec!["copy".into()],
+                },
+            ],
+            reload: ReloadSummary {
+                generation: 4,
+                reloads: 3,
+                failed_reloads: 1,
+                last_error: Some(ConfigError {
+                    at_unix: 1700,
+                    message: "gw.yaml:3: bad\nmore".into(),
+                }),
+                last_result: "refused".into(),
+            },
+            fast_path: Some(FastPathStatus {
+                capacity: 262_144,
+                entries: 12,
+                generation: 5,
+                l2_epoch: 2,
+            }),
+        });
+        assert!(text.starts_with("switchyard 0.1.0  up 42s"), "{text}");
+        row(&text, &["/etc/switchyard/gw.yaml", "generation 5"]);
+        row(&text, &["3 applied", "1 refused", "last reload: refused"]);
+        row(&text, &["REFUSED at 1700", "gw.yaml:3: bad"]);
+        assert!(
+            !text.contains("more"),
+            "only the error's first line: {text}"
+        );
+        row(&text, &["eth0", "3", "native", "2", "4"]);
+        row(&text, &["0", "2", "yes", "zero-copy"]);
+        row(&text, &["1", "9", "NO", "copy"]);
+        row(
+            &text,
+            &["fast path", "12 of 262144", "generation 5", "L2 epoch 2"],
+        );
+    }
+
+    fn counters(packets: u64) -> Counters {
+        Counters {
+            packets,
+            bytes: packets * 64,
+            flows: packets / 2,
+        }
+    }
+
+    #[test]
+    fn stats_show_totals_drops_by_reason_and_listener_and_the_steering_counters() {
+        let stats = StatsReport {
+            listeners: vec![ListenerStats {
+                listener: "demo/edge/web".into(),
+                protocol: "TCP".into(),
+                vip: "198.18.100.10:80".into(),
+                counters: counters(10),
+                drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+                fast_path_packets: 6,
+                fast_path_bytes: 384,
+            }],
+            backends: vec![BackendStats {
+                listener: "demo/edge/web".into(),
+                backend: "198.18.2.21:8080".into(),
+                service: "demo/echo".into(),
+                counters: counters(8),
+                fast_path_packets: 5,
+                fast_path_bytes: 320,
+            }],
+            workers: vec![WorkerStats {
+                queue: 0,
+                rx_packets: 13,
+                rx_bytes: 900,
+                tx_packets: 10,
+                tx_bytes: 800,
+                flows: 5,
+                drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+            }],
+            drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+            xdp_steering: BTreeMap::from([("steer_vip".into(), 7), ("pass_local".into(), 0)]),
+        };
+        let text = render_stats(&stats);
+        row(
+            &text,
+            &[
+                "demo/edge/web",
+                "TCP",
+                "198.18.100.10:80",
+                "5",
+                "10",
+                "640",
+                "6",
+            ],
+        );
+        row(
+            &text,
+            &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
+        );
+        row(&text, &["queue 0", "13", "900", "10", "800", "3"]);
+        row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
+        row(&text, &["steer_vip", "7"]);
+        row(&text, &["pass_local", "0"]);
+        let quiet = render_stats(&StatsReport::default());
+        assert!(quiet.contains("no drops"), "{quiet}");
+        assert!(!quiet.contains("XDP STEERING"), "{quiet}");
+    }
+
+    #[test]
+    fn flows_show_one_row_per_connection_and_a_count() {
+        let text = render_flows(&FlowsReport {
+            flows: vec![FlowInfo {
+                protocol: "UDP".into(),
+                client: "198.18.1.10:40000".into(),
+                vip: "198.18.100.10:53".into(),
+                backend: "198.18.2.22:5353".into(),
+                listener: "demo/edge/dns".into(),
+                packets: 2,
+                bytes: 120,
+                fast_path_packets: 1,
+                fast_path_bytes: 60,
+                fast_path: true,
+                age_secs: 1.25,
+                idle_secs: 0.5,
+                workers: vec![0],
+            }],
+        });
+        row(
+            &text,
+            &[
+                "UDP",
+                "198.18.1.10:40000",
+                "198.18.100.10:53",
+                "198.18.2.22:5353",
+                "2",
+                "120",
+                "1*",
+                "1.2s",
+                "0.5s",
+            ],
+        );
+        assert!(text.ends_with("1 flows\n"), "{text}");
+    }
+
+    #[test]
+    fn explain_shows_the_tracked_flow_the_new_decision_and_why() {
+        let text = render_explain(&ExplainReport {
+            protocol: "TCP".into(),
+            client: "198.18.1.10:40000".into(),
+            vip: "198.18.100.10:80".into(),
+            listener: Some("demo/edge/web".into()),
+            config_generation: 2,
+            existing: Some(ExistingFlow {
+                queue: 1,
+                backend: "198.18.2.21:8080".into(),
+                age_secs: 3.0,
+                idle_secs: 1.0,
+                packets: 7,
+                bytes: 700,
+                stale: true,
+            }),
+            new_flow: NewFlowDecision {
+                backend: Some("198.18.2.22:8080".into()),
+                hash: Some(0xdead_beef),
+                slot: Some(5),
+                table_size: Some(7),
+                backend_weight: Some(0.5),
+                service: Some("demo/echo".into()),
+                group_weight: Some(1),
+                reason: "because".into(),
+                ..NewFlowDecision::default()
+            },
+        });
+        row(
+            &text,
+            &["flow", "TCP 198.18.1.10:40000 -> 198.18.100.10:80"],
+        );
+        row(
+            &text,
+            &[
+                "existing flow",
+                "198.18.2.21:8080",
+                "queue 1",
+                "older config",
+            ],
+        );
+        row(&text, &["age 3.0s", "7 packets", "700 bytes"]);
+        row(&text, &["new flow", "198.18.2.22:8080"]);
+        row(&text, &["slot", "5 of 7", "0xdeadbeef"]);
+        row(
+            &text,
+            &["backendRef", "demo/echo", "group weight 1", "0.500"],
+        );
+        row(&text, &["why: because"]);
+        row(&text, &["config generation 2"]);
+        let none = render_explain(&ExplainReport::default());
+        row(&none, &["none (no listener matches)"]);
+        row(&none, &["none tracked by any worker"]);
+        row(&none, &["refused (no backend)"]);
+    }
+
+    #[test]
+    fn config_status_shows_the_running_file_and_a_refused_reload() {
+        let mut report = ConfigStatusReport {
+            path: "gw.yaml".into(),
+            generation: 3,
+            applied_at_unix: 1600,
+            sha256: "ab12".into(),
+            listeners: 2,
+            diagnostics: vec!["a warning".into()],
+            reloads: 2,
+            failed_reloads: 1,
+            last_error: Some(ConfigError {
+                at_unix: 1700,
+                message: "gw.yaml:9: bad".into(),
+            }),
+        };
+        let text = render_config_status(&report);
+        row(&text, &["generation 3", "2 listeners", "1600", "ab12"]);
+        row(&text, &["2 applied", "1 refused"]);
+        row(&text, &["REFUSED at 1700"]);
+        row(&text, &["gw.yaml:9: bad"]);
+        row(&text, &["a warning"]);
+        report.last_error = None;
+        report.diagnostics.clear();
+        let text = render_config_status(&report);
+        row(&text, &["last reload ok"]);
+        row(&text, &["warnings    none"]);
+    }
 }

@@ -56,6 +56,9 @@ pub enum Request {
     ConfigCheck(CandidateConfig),
     /// What applying a config file would change, per listener.
     ConfigDiff(CandidateConfig),
+    /// Per-worker batch latency, packets per batch and control-serving
+    /// time distributions.
+    Latency,
 }
 
 /// Largest config file `config check` and `config diff` send. The contents
@@ -85,6 +88,7 @@ pub enum Response {
     Drain(DrainReport),
     ConfigCheck(ConfigCheckReport),
     ConfigDiff(ConfigDiffReport),
+    Latency(LatencyReport),
     Error {
         message: String,
     },
@@ -129,7 +133,16 @@ pub struct ReloadSummary {
     pub failed_reloads: u64,
     /// The last refused reload, if it came after the last applied one.
     pub last_error: Option<ConfigError>,
+    /// How the last reload attempt ended: `none` (no reload yet),
+    /// `applied` or `refused`.
+    #[serde(default)]
+    pub last_result: String,
 }
+
+/// `ReloadSummary::last_result` values.
+pub const RELOAD_NONE: &str = "none";
+pub const RELOAD_APPLIED: &str = "applied";
+pub const RELOAD_REFUSED: &str = "refused";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -137,12 +150,22 @@ pub struct InterfaceStatus {
     pub ifindex: u32,
     /// `native` or `generic`.
     pub xdp_mode: String,
+    /// Receive queues served, one AF_XDP socket and worker each.
+    #[serde(default)]
+    pub queues: u32,
+    /// Receive queues the device has.
+    #[serde(default)]
+    pub rx_queues: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub queue: u32,
+    /// The core the worker was to be pinned to.
     pub core: Option<usize>,
+    /// Whether pinning to `core` succeeded; false without a core.
+    #[serde(default)]
+    pub pinned: bool,
     /// `zero-copy` or `copy`, per interface socket, in interface order.
     pub afxdp_modes: Vec<String>,
 }
@@ -170,6 +193,11 @@ pub struct ListenerStats {
     pub fast_path_packets: u64,
     #[serde(default)]
     pub fast_path_bytes: u64,
+    /// Drops that belong to this listener (`backend_unavailable`,
+    /// `backend_removed`), by reason; zero counts omitted. They are also
+    /// in the workers' drops.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -212,6 +240,47 @@ pub struct StatsReport {
     pub workers: Vec<WorkerStats>,
     /// Sum of the workers' drops.
     pub drops: BTreeMap<String, u64>,
+    /// The XDP steering program's counters over all CPUs, by name
+    /// (`steer_vip`, `steer_reply`, `pass_not_service`, ...), zeros
+    /// included: what reached the workers and what the kernel kept.
+    #[serde(default)]
+    pub xdp_steering: BTreeMap<String, u64>,
+}
+
+/// `yardctl latency`: per worker, distributions since start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    pub workers: Vec<WorkerLatency>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLatency {
+    pub queue: u32,
+    /// Nanoseconds per batch, over batches that received at least one
+    /// packet: receive, decide, rewrite and hand back for transmit.
+    pub batch_ns: Distribution,
+    /// Packets per batch over the same batches; `total` equals the
+    /// worker's received packets.
+    pub packets_per_batch: Distribution,
+    /// Nanoseconds spent answering control requests (yardctl, metrics
+    /// scrapes) in one gap between batches, over gaps that had any.
+    pub control_ns: Distribution,
+}
+
+/// A recorded distribution: quantiles within 1% of the value (exact for
+/// small batch sizes), `total` exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub count: u64,
+    /// Sum of the recorded values.
+    pub total: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -415,6 +484,10 @@ pub struct ListenerDiff {
     pub backends_added: Vec<String>,
     pub backends_removed: Vec<RemovedBackend>,
     pub backends_reweighted: Vec<Reweight>,
+    /// Backends in both configs whose state (`ready`, `terminating`,
+    /// `draining`, as `yardctl backends` says) changes.
+    #[serde(default)]
+    pub backends_state_changed: Vec<StateChange>,
     /// Share of new flows whose backend would change (hash space compared
     /// by backend endpoint); 1.0 for an added or removed listener.
     pub moved_slots_fraction: f64,
@@ -439,6 +512,14 @@ pub struct RemovedBackend {
     pub backend: String,
     /// Established client flows the workers hold on it for this listener.
     pub active_flows: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// `address:port`.
+    pub backend: String,
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

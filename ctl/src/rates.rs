@@ -1,7 +1,8 @@
-//! `yardctl stats --interval`/`--watch`: rates over the last interval,
-//! computed from two samples of the daemon's counters. The daemon only
-//! keeps totals (they survive config reloads), so rates are the difference
-//! of two totals over the time between the samples.
+//! Rates over an interval, from two samples of the daemon's counters: the
+//! one computation behind `yardctl stats --interval`/`--watch` and
+//! `yardctl top`. The daemon only keeps totals (they survive config
+//! reloads), so rates are the difference of two totals over the time
+//! between the samples.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,9 +29,14 @@ pub struct Rate {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ListenerRate {
     pub listener: String,
+    #[serde(default)]
+    pub protocol: String,
     pub vip: String,
     #[serde(flatten)]
     pub rate: Rate,
+    /// The listener's own drops per second, by reason (zero rates left out).
+    #[serde(default)]
+    pub drops_per_sec: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +56,9 @@ pub struct WorkerRate {
     pub tx_bytes_per_sec: f64,
     pub flows_per_sec: f64,
     pub drops_per_sec: f64,
+    /// `drops_per_sec` by reason (zero rates left out).
+    #[serde(default)]
+    pub drop_reasons_per_sec: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +66,9 @@ pub struct Rates {
     pub listeners: Vec<ListenerRate>,
     pub backends: Vec<BackendRate>,
     pub workers: Vec<WorkerRate>,
+    /// All workers' drops per second, by reason (zero rates left out).
+    #[serde(default)]
+    pub drops_per_sec: BTreeMap<String, f64>,
 }
 
 /// `yardctl stats -o json` with an interval: the later sample's totals,
@@ -69,10 +81,19 @@ pub struct StatsWithRates {
     pub rates: Rates,
 }
 
+/// How much a counter grew. One that went down restarted from zero (a
+/// listener removed and added again between the samples, or a restarted
+/// daemon), so all of its value is new, as Prometheus treats a reset.
+fn delta(before: u64, after: u64) -> u64 {
+    if after >= before {
+        after - before
+    } else {
+        after
+    }
+}
+
 fn per_sec(before: u64, after: u64, secs: f64) -> f64 {
-    // A counter that went down belongs to a listener or backend removed
-    // and added again between the samples: no meaningful rate, show none.
-    after.saturating_sub(before) as f64 / secs
+    delta(before, after) as f64 / secs
 }
 
 fn rate(before: Option<&Counters>, after: &Counters, secs: f64) -> Rate {
@@ -85,15 +106,38 @@ fn rate(before: Option<&Counters>, after: &Counters, secs: f64) -> Rate {
     }
 }
 
-/// Rates between two samples taken `secs` apart. Rows are those of
-/// `after`, matched to `before` by listener and VIP, backend, or queue; a
-/// row new in `after` counts from zero.
+/// Per-reason rates of two by-reason totals; reasons without drops over
+/// the interval are left out.
+fn reason_rates(
+    before: Option<&BTreeMap<String, u64>>,
+    after: &BTreeMap<String, u64>,
+    secs: f64,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(reason, &count)| {
+            let was = before.and_then(|b| b.get(reason)).copied().unwrap_or(0);
+            (reason.clone(), per_sec(was, count, secs))
+        })
+        .filter(|(_, rate)| *rate > 0.0)
+        .collect()
+}
+
+/// Rates between two samples taken `secs` apart (no time passed gives
+/// zero rates, not infinities). Rows are those of `after`, in its order,
+/// matched to `before` by listener, protocol and VIP, by backend, or by
+/// queue; a row new in `after` counts from zero.
 pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
-    let secs = if secs > 0.0 { secs } else { f64::MIN_POSITIVE };
-    let listeners: BTreeMap<(&str, &str), &Counters> = before
+    let secs = if secs > 0.0 { secs } else { f64::INFINITY };
+    let listeners: BTreeMap<(&str, &str, &str), _> = before
         .listeners
         .iter()
-        .map(|l| ((l.listener.as_str(), l.vip.as_str()), &l.counters))
+        .map(|l| {
+            (
+                (l.listener.as_str(), l.protocol.as_str(), l.vip.as_str()),
+                l,
+            )
+        })
         .collect();
     let backends: BTreeMap<(&str, &str), &Counters> = before
         .backends
@@ -101,20 +145,47 @@ pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
         .map(|b| ((b.listener.as_str(), b.backend.as_str()), &b.counters))
         .collect();
     let workers: BTreeMap<u32, _> = before.workers.iter().map(|w| (w.queue, w)).collect();
+    let worker_rates: Vec<WorkerRate> = after
+        .workers
+        .iter()
+        .map(|w| {
+            let old = workers.get(&w.queue);
+            let was = |f: fn(&crate::proto::WorkerStats) -> u64| old.map_or(0, |o| f(o));
+            let drop_reasons_per_sec = reason_rates(old.map(|o| &o.drops), &w.drops, secs);
+            WorkerRate {
+                queue: w.queue,
+                rx_packets_per_sec: per_sec(was(|s| s.rx_packets), w.rx_packets, secs),
+                rx_bytes_per_sec: per_sec(was(|s| s.rx_bytes), w.rx_bytes, secs),
+                tx_packets_per_sec: per_sec(was(|s| s.tx_packets), w.tx_packets, secs),
+                tx_bytes_per_sec: per_sec(was(|s| s.tx_bytes), w.tx_bytes, secs),
+                flows_per_sec: per_sec(was(|s| s.flows), w.flows, secs),
+                // A fold from +0.0: an empty f64 sum is -0.0, shown as "-0".
+                drops_per_sec: drop_reasons_per_sec.values().fold(0.0, |a, b| a + b),
+                drop_reasons_per_sec,
+            }
+        })
+        .collect();
+    let mut drops_per_sec: BTreeMap<String, f64> = BTreeMap::new();
+    for w in &worker_rates {
+        for (reason, rate) in &w.drop_reasons_per_sec {
+            *drops_per_sec.entry(reason.clone()).or_default() += rate;
+        }
+    }
     Rates {
         listeners: after
             .listeners
             .iter()
-            .map(|l| ListenerRate {
-                listener: l.listener.clone(),
-                vip: l.vip.clone(),
-                rate: rate(
-                    listeners
-                        .get(&(l.listener.as_str(), l.vip.as_str()))
-                        .copied(),
-                    &l.counters,
-                    secs,
-                ),
+            .map(|l| {
+                let old = listeners
+                    .get(&(l.listener.as_str(), l.protocol.as_str(), l.vip.as_str()))
+                    .copied();
+                ListenerRate {
+                    listener: l.listener.clone(),
+                    protocol: l.protocol.clone(),
+                    vip: l.vip.clone(),
+                    rate: rate(old.map(|o| &o.counters), &l.counters, secs),
+                    drops_per_sec: reason_rates(old.map(|o| &o.drops), &l.drops, secs),
+                }
             })
             .collect(),
         backends: after
@@ -132,24 +203,8 @@ pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
                 ),
             })
             .collect(),
-        workers: after
-            .workers
-            .iter()
-            .map(|w| {
-                let old = workers.get(&w.queue);
-                let was = |f: fn(&crate::proto::WorkerStats) -> u64| old.map_or(0, |o| f(o));
-                let drops = |s: &crate::proto::WorkerStats| s.drops.values().sum::<u64>();
-                WorkerRate {
-                    queue: w.queue,
-                    rx_packets_per_sec: per_sec(was(|s| s.rx_packets), w.rx_packets, secs),
-                    rx_bytes_per_sec: per_sec(was(|s| s.rx_bytes), w.rx_bytes, secs),
-                    tx_packets_per_sec: per_sec(was(|s| s.tx_packets), w.tx_packets, secs),
-                    tx_bytes_per_sec: per_sec(was(|s| s.tx_bytes), w.tx_bytes, secs),
-                    flows_per_sec: per_sec(was(|s| s.flows), w.flows, secs),
-                    drops_per_sec: per_sec(old.map_or(0, |o| drops(o)), drops(w), secs),
-                }
-            })
-            .collect(),
+        workers: worker_rates,
+        drops_per_sec,
     }
 }
 
@@ -296,21 +351,34 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
     }
     right_align(&mut workers, 1);
     let _ = writeln!(out, "\n{workers}");
-    let mut drops = table(&["WORKER", "DROP REASON", "PACKETS"]);
-    for w in &stats.workers {
+    let mut drops = table(&["WORKER", "DROP REASON", "PACKETS", "DROPS/S"]);
+    let mut any = false;
+    for (w, r) in stats.workers.iter().zip(&rates.workers) {
         for (reason, count) in &w.drops {
+            any = true;
             drops.add_row(vec![
                 format!("queue {}", w.queue),
                 reason.clone(),
                 count.to_string(),
+                human(r.drop_reasons_per_sec.get(reason).copied().unwrap_or(0.0)),
             ]);
         }
     }
-    if stats.drops.is_empty() {
-        let _ = writeln!(out, "\nno drops");
-    } else {
+    for (l, r) in stats.listeners.iter().zip(&rates.listeners) {
+        for (reason, count) in &l.drops {
+            drops.add_row(vec![
+                l.listener.clone(),
+                reason.clone(),
+                count.to_string(),
+                human(r.drops_per_sec.get(reason).copied().unwrap_or(0.0)),
+            ]);
+        }
+    }
+    if any {
         right_align(&mut drops, 2);
         let _ = writeln!(out, "\n{drops}");
+    } else {
+        let _ = writeln!(out, "\nno drops");
     }
     out
 }
@@ -332,6 +400,7 @@ mod tests {
                 protocol: "TCP".into(),
                 vip: "198.18.100.10:80".into(),
                 counters: counters.clone(),
+                drops: BTreeMap::new(),
                 ..ListenerStats::default()
             }],
             backends: vec![BackendStats {
@@ -349,6 +418,7 @@ mod tests {
                 ..WorkerStats::default()
             }],
             drops: BTreeMap::new(),
+            xdp_steering: BTreeMap::new(),
         }
     }
 
@@ -375,9 +445,79 @@ mod tests {
     }
 
     #[test]
-    fn a_counter_that_went_down_has_no_rate() {
+    fn a_counter_that_went_down_restarted_from_zero() {
         let r = rates(&sample(300, 30, 0), &sample(100, 10, 0), 1.0);
+        assert_eq!(r.listeners[0].rate.packets_per_sec, 100.0);
+        assert_eq!(r.listeners[0].rate.flows_per_sec, 10.0);
+    }
+
+    #[test]
+    fn no_time_elapsed_gives_zero_rates_not_infinities() {
+        let r = rates(&sample(100, 10, 1000), &sample(300, 30, 3000), 0.0);
         assert_eq!(r.listeners[0].rate, Rate::default());
+        assert_eq!(r.workers[0].rx_packets_per_sec, 0.0);
+    }
+
+    #[test]
+    fn drop_rates_are_per_reason_per_worker_listener_and_in_total() {
+        let mut before = sample(0, 0, 0);
+        before.workers[0].drops = [("no_route".to_owned(), 10)].into();
+        before.listeners[0].drops = [("backend_unavailable".to_owned(), 1)].into();
+        let mut after = sample(0, 0, 0);
+        after.workers[0].drops = [
+            ("no_route".to_owned(), 30),
+            ("backend_unavailable".to_owned(), 5),
+        ]
+        .into();
+        after.listeners[0].drops = [("backend_unavailable".to_owned(), 5)].into();
+        let mut second = after.workers[0].clone();
+        second.queue = 1;
+        second.drops = [("no_route".to_owned(), 4)].into();
+        after.workers.push(second);
+        let r = rates(&before, &after, 2.0);
+        let w = &r.workers[0];
+        assert_eq!(w.drop_reasons_per_sec["no_route"], 10.0);
+        assert_eq!(w.drop_reasons_per_sec["backend_unavailable"], 2.5);
+        assert_eq!(w.drops_per_sec, 12.5);
+        assert_eq!(
+            r.workers[1].drop_reasons_per_sec["no_route"], 2.0,
+            "new queue from zero"
+        );
+        assert_eq!(r.drops_per_sec["no_route"], 12.0);
+        assert_eq!(r.listeners[0].drops_per_sec["backend_unavailable"], 2.0);
+        let table = render(&after, &r, 2.0);
+        let row = table
+            .lines()
+            .find(|l| l.contains("queue 0") && l.contains("no_route"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(row.contains("30") && row.contains("10.0"), "{row}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("demo/edge/web") && l.contains("backend_unavailable")),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn rates_table_shows_totals_and_rates_per_row() {
+        let before = sample(100, 10, 1000);
+        let after = sample(300, 30, 3000);
+        let table = render(&after, &rates(&before, &after, 2.0), 2.0);
+        assert!(table.starts_with("rates over the last 2.0s"), "{table}");
+        let listener = table
+            .lines()
+            .find(|l| l.contains("demo/edge/web") && l.contains("TCP"))
+            .unwrap_or_else(|| panic!("{table}"));
+        for cell in ["30", "300", "30000", "10.0", "100.0", "10.00k"] {
+            assert!(listener.contains(cell), "{cell} in {listener}");
+        }
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains("queue 0") && l.contains("1.00k")),
+            "{table}"
+        );
     }
 
     #[test]
@@ -391,6 +531,15 @@ mod tests {
         assert!(json["listeners"].is_array());
         assert!(json["rates"]["workers"].is_array());
         assert_eq!(json["interval_secs"], 1.0);
+    }
+
+    #[test]
+    fn no_drops_is_a_plain_zero_rate() {
+        let mut quiet = sample(0, 0, 0);
+        quiet.workers[0].drops.clear();
+        let r = rates(&quiet, &quiet, 1.0);
+        assert!(r.workers[0].drops_per_sec.is_sign_positive());
+        assert_eq!(human(r.workers[0].drops_per_sec), "0.0");
     }
 
     #[test]

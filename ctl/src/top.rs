@@ -6,7 +6,6 @@
 //! terminal is put back (raw mode off, main screen, cursor shown) by a
 //! guard, whichever way the loop ends.
 
-use std::collections::{BTreeMap, HashMap};
 use std::io::{self, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -22,6 +21,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use ratatui::{Frame, Terminal};
 use yardctl::client;
 use yardctl::proto::{Request, Response, StatsReport};
+use yardctl::rates;
 
 /// Shortest refresh: each sample asks every worker for its counters.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -57,95 +57,46 @@ pub struct Rates {
     pub seconds: f64,
 }
 
-/// How much a counter grew. One that went backwards restarted (a reload
-/// counts a new config's listeners from zero), so all of it is new.
-fn delta(now: u64, before: Option<u64>) -> u64 {
-    match before {
-        Some(before) if now >= before => now - before,
-        _ => now,
-    }
-}
-
-/// Rates between two samples taken `elapsed` apart.
-pub fn rates(before: &StatsReport, now: &StatsReport, elapsed: Duration) -> Rates {
+/// The rates between two samples taken `elapsed` apart (computed by
+/// `yardctl::rates`, as `stats --interval` computes them), busiest first.
+pub fn busiest(before: &StatsReport, now: &StatsReport, elapsed: Duration) -> Rates {
     let seconds = elapsed.as_secs_f64();
-    let per_second = |count: u64| {
-        if seconds > 0.0 {
-            count as f64 / seconds
-        } else {
-            0.0
-        }
-    };
-    let old_listeners: HashMap<(&str, &str, &str), _> = before
+    let r = rates::rates(before, now, seconds);
+    let mut listeners: Vec<Rate> = r
         .listeners
         .iter()
-        .map(|l| {
-            (
-                (l.listener.as_str(), l.protocol.as_str(), l.vip.as_str()),
-                &l.counters,
-            )
+        .map(|l| Rate {
+            listener: l.listener.clone(),
+            what: format!("{} {}", l.protocol, l.vip),
+            packets: l.rate.packets_per_sec,
+            bytes: l.rate.bytes_per_sec,
+            flows: l.rate.flows_per_sec,
         })
         .collect();
-    let mut listeners: Vec<Rate> = now
-        .listeners
-        .iter()
-        .map(|l| {
-            let old =
-                old_listeners.get(&(l.listener.as_str(), l.protocol.as_str(), l.vip.as_str()));
-            Rate {
-                listener: l.listener.clone(),
-                what: format!("{} {}", l.protocol, l.vip),
-                packets: per_second(delta(l.counters.packets, old.map(|c| c.packets))),
-                bytes: per_second(delta(l.counters.bytes, old.map(|c| c.bytes))),
-                flows: per_second(delta(l.counters.flows, old.map(|c| c.flows))),
-            }
-        })
-        .collect();
-    let old_backends: HashMap<(&str, &str), _> = before
+    let mut backends: Vec<Rate> = r
         .backends
         .iter()
-        .map(|b| ((b.listener.as_str(), b.backend.as_str()), &b.counters))
-        .collect();
-    let mut backends: Vec<Rate> = now
-        .backends
-        .iter()
-        .map(|b| {
-            let old = old_backends.get(&(b.listener.as_str(), b.backend.as_str()));
-            Rate {
-                listener: b.listener.clone(),
-                what: b.backend.clone(),
-                packets: per_second(delta(b.counters.packets, old.map(|c| c.packets))),
-                bytes: per_second(delta(b.counters.bytes, old.map(|c| c.bytes))),
-                flows: per_second(delta(b.counters.flows, old.map(|c| c.flows))),
-            }
+        .map(|b| Rate {
+            listener: b.listener.clone(),
+            what: b.backend.clone(),
+            packets: b.rate.packets_per_sec,
+            bytes: b.rate.bytes_per_sec,
+            flows: b.rate.flows_per_sec,
         })
         .collect();
-    let old_workers: HashMap<u32, _> = before.workers.iter().map(|w| (w.queue, w)).collect();
-    let mut workers: Vec<WorkerRate> = now
+    let mut workers: Vec<WorkerRate> = r
         .workers
         .iter()
-        .map(|w| {
-            let old = old_workers.get(&w.queue);
-            let drops: BTreeMap<&str, u64> = w
-                .drops
+        .map(|w| WorkerRate {
+            queue: w.queue,
+            rx_packets: w.rx_packets_per_sec,
+            tx_packets: w.tx_packets_per_sec,
+            drops: w.drops_per_sec,
+            top_drop: w
+                .drop_reasons_per_sec
                 .iter()
-                .map(|(reason, &count)| {
-                    let before = old.map(|o| o.drops.get(reason).copied().unwrap_or(0));
-                    (reason.as_str(), delta(count, before))
-                })
-                .filter(|(_, count)| *count > 0)
-                .collect();
-            let top_drop = drops
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))
-                .map(|(reason, _)| (*reason).to_owned());
-            WorkerRate {
-                queue: w.queue,
-                rx_packets: per_second(delta(w.rx_packets, old.map(|o| o.rx_packets))),
-                tx_packets: per_second(delta(w.tx_packets, old.map(|o| o.tx_packets))),
-                drops: per_second(drops.values().sum()),
-                top_drop,
-            }
+                .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
+                .map(|(reason, _)| reason.clone()),
         })
         .collect();
     let busiest = |a: &Rate, b: &Rate| {
@@ -403,7 +354,7 @@ pub fn run(socket: &Path, interval: Duration) -> Result<()> {
         if Instant::now() >= next {
             match sample(socket) {
                 Ok(now) => {
-                    rates = Some(self::rates(
+                    rates = Some(busiest(
                         &previous.stats,
                         &now.stats,
                         now.at.duration_since(previous.at),
@@ -435,6 +386,7 @@ mod tests {
                 bytes,
                 flows,
             },
+            drops: Default::default(),
             ..ListenerStats::default()
         }
     }
@@ -475,7 +427,7 @@ mod tests {
     #[test]
     fn rates_are_deltas_over_elapsed_busiest_first() {
         let (before, after) = samples();
-        let r = rates(&before, &after, Duration::from_secs(2));
+        let r = busiest(&before, &after, Duration::from_secs(2));
         assert_eq!(r.listeners[0].listener, "demo/edge/dns");
         assert_eq!(r.listeners[0].packets, 2500.0);
         assert_eq!(r.listeners[0].bytes, 160_000.0);
@@ -498,14 +450,14 @@ mod tests {
             listeners: vec![listener("demo/edge/web", 300, 0, 0)],
             ..StatsReport::default()
         };
-        let r = rates(&before, &after, Duration::from_secs(1));
+        let r = busiest(&before, &after, Duration::from_secs(1));
         assert_eq!(r.listeners[0].packets, 300.0);
     }
 
     #[test]
     fn no_time_elapsed_gives_zero_rates_not_infinities() {
         let (before, after) = samples();
-        let r = rates(&before, &after, Duration::ZERO);
+        let r = busiest(&before, &after, Duration::ZERO);
         assert!(r.listeners.iter().all(|l| l.packets == 0.0));
     }
 
@@ -545,7 +497,7 @@ mod tests {
     #[test]
     fn frame_lists_the_busiest_listener_first_with_its_rate() {
         let (before, after) = samples();
-        let r = rates(&before, &after, Duration::from_secs(2));
+        let r = busiest(&before, &after, Duration::from_secs(2));
         let screen = render(100, 24, Some(&r));
         let dns = screen.find("demo/edge/dns").expect(&screen);
         let web = screen.find("demo/edge/web").expect(&screen);
@@ -566,7 +518,7 @@ mod tests {
     #[test]
     fn tiny_terminals_do_not_panic() {
         let (before, after) = samples();
-        let r = rates(&before, &after, Duration::from_secs(1));
+        let r = busiest(&before, &after, Duration::from_secs(1));
         for (width, height) in [(0, 0), (1, 1), (5, 2), (20, 3), (200, 4)] {
             render(width, height, Some(&r));
         }

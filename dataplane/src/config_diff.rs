@@ -6,12 +6,17 @@
 //! control socket gathers the inputs. Nothing here touches worker state or
 //! the running config.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
 
 use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
-use yardctl::proto::{FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight};
+use yardctl::proto::{
+    FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight, StateChange,
+};
 
-use crate::flow::Direction;
+use crate::drain::{self, Drain};
+use crate::flow::{Direction, FlowEntry};
+use crate::packet::FlowKey;
 use crate::worker::FlowRecord;
 
 /// Hashes sampled, evenly over the 32-bit hash space, when the two tables
@@ -21,6 +26,31 @@ const HASH_SAMPLES: u64 = 1 << 20;
 /// Weights closer than this are the same weight printed differently.
 const WEIGHT_EPSILON: f64 = 1e-9;
 
+/// One client-to-backend entry of a worker's flow table, as active-flow
+/// counts need it: a few bytes where a whole `FlowRecord` is a hundred, so
+/// the workers can hand over every entry between batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveEntry {
+    /// As the client's packets arrive: client to VIP.
+    pub key: FlowKey,
+    /// The backend endpoint the flow is translated to.
+    pub backend: (Ipv4Addr, u16),
+    /// TCP FIN or RST seen on this entry.
+    pub closing: bool,
+}
+
+impl ActiveEntry {
+    /// The entry if it is a client-to-backend one; a reply entry is the
+    /// other half of a connection already counted by its forward entry.
+    pub fn of(key: &FlowKey, entry: &FlowEntry) -> Option<Self> {
+        (entry.direction == Direction::ToBackend).then_some(Self {
+            key: *key,
+            backend: (entry.rewrite.ip_dst, entry.rewrite.dst_port),
+            closing: entry.closing,
+        })
+    }
+}
+
 /// The established client flows the workers hold, by the VIP they were
 /// sent to and the backend they were translated to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -29,44 +59,57 @@ pub struct ActiveFlows {
 }
 
 impl ActiveFlows {
-    /// Counts client-to-backend entries; the reply direction of the same
-    /// connection is not a second flow, nor is the same connection's entry
-    /// in a second worker (its packets arrived on two queues), and a TCP
-    /// flow past its FIN or RST only lingers for stray segments.
+    /// Counts client-to-backend entries (see `count_entries`).
     pub fn count<'a>(records: impl IntoIterator<Item = &'a FlowRecord>) -> Self {
-        let mut seen = HashSet::new();
+        Self::count_entries(
+            records
+                .into_iter()
+                .filter_map(|r| ActiveEntry::of(&r.key, &r.entry)),
+        )
+    }
+
+    /// Counts connections from client-to-backend entries of any worker: the
+    /// same connection's entry in a second worker (its packets arrived on
+    /// two queues) is not a second flow, and a TCP connection past its FIN
+    /// or RST on any worker only lingers for stray segments, so it is not
+    /// active even if another worker's copy has not seen the FIN.
+    pub fn count_entries(entries: impl IntoIterator<Item = ActiveEntry>) -> Self {
+        let mut closing: HashMap<(FlowKey, (Ipv4Addr, u16)), bool> = HashMap::new();
+        for entry in entries {
+            *closing.entry((entry.key, entry.backend)).or_default() |= entry.closing;
+        }
         let mut counts = HashMap::new();
-        for record in records {
-            let entry = &record.entry;
-            if entry.direction != Direction::ToBackend || entry.closing {
-                continue;
-            }
-            let Some(protocol) = Protocol::from_ip_proto(record.key.protocol) else {
+        for ((key, backend), closing) in closing {
+            let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
                 continue;
             };
+            if closing {
+                continue;
+            }
             let vip = Endpoint {
-                address: record.key.dst.into(),
-                port: record.key.dst_port,
+                address: key.dst.into(),
+                port: key.dst_port,
             };
             let backend = Endpoint {
-                address: entry.rewrite.ip_dst.into(),
-                port: entry.rewrite.dst_port,
+                address: backend.0.into(),
+                port: backend.1,
             };
-            if seen.insert((record.key, backend)) {
-                *counts.entry((protocol, vip, backend)).or_default() += 1;
-            }
+            *counts.entry((protocol, vip, backend)).or_default() += 1;
         }
         Self { counts }
     }
 
-    fn on(&self, listener: &Listener, backend: Endpoint) -> u64 {
+    /// Active flows of `listener` (by its VIP and protocol) on `backend`.
+    pub fn on(&self, listener: &Listener, backend: Endpoint) -> u64 {
         self.counts
             .get(&(listener.protocol, listener.vip(), backend))
             .copied()
             .unwrap_or(0)
     }
 
-    fn on_listener(&self, listener: &Listener) -> u64 {
+    /// Active flows of `listener` on any backend, including ones the
+    /// current config no longer has.
+    pub fn on_listener(&self, listener: &Listener) -> u64 {
         self.counts
             .iter()
             .filter(|((protocol, vip, _), _)| {
@@ -85,7 +128,21 @@ impl ActiveFlows {
 /// matched by VIP and protocol, and what is left of them pairwise in order
 /// (so a Gateway whose single address changes shows as changed, not as
 /// removed and added).
-pub fn diff(running: &Snapshot, candidate: &Snapshot, flows: &ActiveFlows) -> Vec<ListenerDiff> {
+///
+/// `drains` are the operator's drains in force (already applied to both
+/// snapshots' weights), so a backend's state reads as `yardctl backends`
+/// shows it.
+pub fn diff(
+    running: &Snapshot,
+    candidate: &Snapshot,
+    drains: &BTreeSet<Drain>,
+    flows: &ActiveFlows,
+) -> Vec<ListenerDiff> {
+    let sides = Sides {
+        running,
+        candidate,
+        drains,
+    };
     let pairs = pair_listeners(&running.listeners, &candidate.listeners);
     let mut matched_candidates = vec![false; candidate.listeners.len()];
     let mut report = Vec::with_capacity(running.listeners.len());
@@ -93,7 +150,7 @@ pub fn diff(running: &Snapshot, candidate: &Snapshot, flows: &ActiveFlows) -> Ve
         match partner {
             Some(j) => {
                 matched_candidates[*j] = true;
-                report.push(compare(old, &candidate.listeners[*j], flows));
+                report.push(compare(&sides, old, &candidate.listeners[*j], flows));
             }
             None => report.push(removed(old, flows)),
         }
@@ -104,6 +161,13 @@ pub fn diff(running: &Snapshot, candidate: &Snapshot, flows: &ActiveFlows) -> Ve
         }
     }
     report
+}
+
+/// The two snapshots compared and the drains in force in both.
+struct Sides<'a> {
+    running: &'a Snapshot,
+    candidate: &'a Snapshot,
+    drains: &'a BTreeSet<Drain>,
 }
 
 /// For each running listener, the index of its candidate counterpart.
@@ -151,6 +215,7 @@ fn blank(listener: &Listener, change: ListenerChange) -> ListenerDiff {
         backends_added: Vec::new(),
         backends_removed: Vec::new(),
         backends_reweighted: Vec::new(),
+        backends_state_changed: Vec::new(),
         moved_slots_fraction: 0.0,
         active_flows: 0,
         flows_on_removed_backends: 0,
@@ -187,7 +252,7 @@ fn added(new: &Listener) -> ListenerDiff {
     }
 }
 
-fn compare(old: &Listener, new: &Listener, flows: &ActiveFlows) -> ListenerDiff {
+fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -> ListenerDiff {
     let mut diff = blank(new, ListenerChange::Unchanged);
     let mut field = |name: &str, from: String, to: String| {
         if from != to {
@@ -252,12 +317,27 @@ fn compare(old: &Listener, new: &Listener, flows: &ActiveFlows) -> ListenerDiff 
             });
         }
     }
+    for backend in &new.backends {
+        let Some(was) = old.backends.iter().find(|b| b.endpoint == backend.endpoint) else {
+            continue;
+        };
+        let from = drain::backend_state(sides.running, sides.drains, old, was);
+        let to = drain::backend_state(sides.candidate, sides.drains, new, backend);
+        if from != to {
+            diff.backends_state_changed.push(StateChange {
+                backend: backend.endpoint.to_string(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            });
+        }
+    }
     diff.active_flows = flows.on_listener(old);
     diff.moved_slots_fraction = moved_fraction(old, new);
     let changed = !diff.fields.is_empty()
         || !diff.backends_added.is_empty()
         || !diff.backends_removed.is_empty()
         || !diff.backends_reweighted.is_empty()
+        || !diff.backends_state_changed.is_empty()
         || diff.moved_slots_fraction > 0.0;
     if changed {
         diff.change = ListenerChange::Changed;
@@ -446,7 +526,12 @@ mod tests {
             vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
         );
         let candidate = Snapshot::new(2, running.listeners.clone());
-        let diffs = diff(&running, &candidate, &ActiveFlows::default());
+        let diffs = diff(
+            &running,
+            &candidate,
+            &BTreeSet::new(),
+            &ActiveFlows::default(),
+        );
         assert_eq!(diffs.len(), 1);
         let web = &diffs[0];
         assert_eq!(web.change, ListenerChange::Unchanged);
@@ -475,7 +560,12 @@ mod tests {
                 ..flow(40000, 80, BE1, false)
             },
         ];
-        let diffs = diff(&running, &candidate, &ActiveFlows::count(&records));
+        let diffs = diff(
+            &running,
+            &candidate,
+            &BTreeSet::new(),
+            &ActiveFlows::count(&records),
+        );
         let web = only(&diffs, "demo/edge/web");
         assert_eq!(web.change, ListenerChange::Changed);
         assert_eq!(
@@ -515,6 +605,7 @@ mod tests {
         let diffs = diff(
             &Snapshot::new(1, vec![running_web]),
             &Snapshot::new(2, vec![reordered]),
+            &BTreeSet::new(),
             &ActiveFlows::default(),
         );
         assert_eq!(diffs[0].change, ListenerChange::Unchanged, "{diffs:?}");
@@ -537,7 +628,12 @@ mod tests {
             )],
         );
         let web = only(
-            &diff(&running, &candidate, &ActiveFlows::default()),
+            &diff(
+                &running,
+                &candidate,
+                &BTreeSet::new(),
+                &ActiveFlows::default(),
+            ),
             "demo/edge/web",
         );
         assert_eq!(web.change, ListenerChange::Changed);
@@ -562,7 +658,12 @@ mod tests {
             vec![listener("web", 80, &[(BE1, 3.0), (BE2, 1.0)], TABLE)],
         );
         let web = only(
-            &diff(&running, &candidate, &ActiveFlows::default()),
+            &diff(
+                &running,
+                &candidate,
+                &BTreeSet::new(),
+                &ActiveFlows::default(),
+            ),
             "demo/edge/web",
         );
         assert_eq!(
@@ -593,7 +694,12 @@ mod tests {
             ],
         );
         let records = [flow(40000, 81, BE2, false), flow(40001, 81, BE1, false)];
-        let diffs = diff(&running, &candidate, &ActiveFlows::count(&records));
+        let diffs = diff(
+            &running,
+            &candidate,
+            &BTreeSet::new(),
+            &ActiveFlows::count(&records),
+        );
         let order: Vec<(&str, ListenerChange)> = diffs
             .iter()
             .map(|d| (d.listener.as_str(), d.change))
@@ -621,6 +727,7 @@ mod tests {
             &diff(
                 &Snapshot::new(1, vec![old]),
                 &Snapshot::new(2, vec![new]),
+                &BTreeSet::new(),
                 &ActiveFlows::default(),
             ),
             "demo/edge/web",
@@ -659,7 +766,12 @@ mod tests {
         let running = Snapshot::new(1, vec![at(a, &[(BE1, 1.0)]), at(b, &[(BE1, 1.0)])]);
         // Address a is replaced by c; b stays.
         let candidate = Snapshot::new(2, vec![at(b, &[(BE1, 1.0)]), at(c, &[(BE1, 1.0)])]);
-        let diffs = diff(&running, &candidate, &ActiveFlows::default());
+        let diffs = diff(
+            &running,
+            &candidate,
+            &BTreeSet::new(),
+            &ActiveFlows::default(),
+        );
         assert_eq!(diffs.len(), 2, "{diffs:?}");
         assert_eq!(diffs[0].change, ListenerChange::Changed);
         assert_eq!(diffs[0].fields[0].from, "198.18.100.1");
@@ -686,5 +798,64 @@ mod tests {
         new.slots[3] = Slot::Unavailable;
         new.slots[5] = Slot::Unavailable;
         assert!((moved_fraction(&old, &new) - 2.0 / 7.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_connection_closing_on_any_worker_is_not_active_and_copies_count_once() {
+        let web = listener("web", 80, &[(BE1, 1.0)], 7);
+        let records = [
+            // Open on two workers: one flow.
+            flow(40000, 80, BE1, false),
+            FlowRecord {
+                queue: 1,
+                ..flow(40000, 80, BE1, false)
+            },
+            // The FIN passed worker 1 only: closing all the same.
+            flow(40001, 80, BE1, false),
+            FlowRecord {
+                queue: 1,
+                ..flow(40001, 80, BE1, true)
+            },
+        ];
+        let flows = ActiveFlows::count(&records);
+        assert_eq!(flows.on_listener(&web), 1);
+        assert_eq!(flows.on(&web, endpoint(BE1, 8080)), 1);
+        assert_eq!(flows.on(&web, endpoint(BE2, 8080)), 0);
+    }
+
+    #[test]
+    fn a_backend_becoming_terminating_is_a_state_change_that_moves_nothing() {
+        let web = || listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE);
+        let running = Snapshot::new(1, vec![web()]);
+        let candidate = Snapshot::new(2, vec![web()]).with_terminating([endpoint(BE2, 8080)]);
+        let diffs = diff(
+            &running,
+            &candidate,
+            &BTreeSet::new(),
+            &ActiveFlows::default(),
+        );
+        let web = only(&diffs, "demo/edge/web");
+        assert_eq!(web.change, ListenerChange::Changed);
+        assert_eq!(
+            web.backends_state_changed,
+            [StateChange {
+                backend: "198.18.2.22:8080".into(),
+                from: "ready".into(),
+                to: "terminating".into(),
+            }]
+        );
+        assert_eq!(
+            web.moved_slots_fraction, 0.0,
+            "a terminating backend keeps its slots"
+        );
+        let drains = BTreeSet::from([Drain {
+            listener: None,
+            endpoint: endpoint(BE2, 8080),
+        }]);
+        let drained = diff(&running, &candidate, &drains, &ActiveFlows::default());
+        assert!(
+            drained[0].backends_state_changed.is_empty(),
+            "drained in both: draining either way"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The control socket: answers `yardctl` by asking each worker for a copy of
-//! its counters or flows between batches, then merging the copies. It never
-//! touches worker state directly, so forwarding never pauses for it.
+//! its counters, or for the flows a request selects, between batches, then
+//! merging the copies. It never touches worker state directly, and flow
+//! tables are read in bounded chunks (`flow_scan`), so forwarding never
+//! pauses for long. The metrics endpoint reads through the same functions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -8,6 +10,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,10 +18,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
+use switchyard_xdp::SteerCounters;
 use yardctl::proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
-    FastPathStatus, FlowInfo, FlowsReport, InterfaceStatus, ListenerStats, NewFlowDecision,
-    ReloadSummary, Request, Response, StatsReport, StatusReport, WorkerStatus,
+    FastPathStatus, FlowInfo, FlowQuery, FlowsReport, InterfaceStatus, LatencyReport,
+    ListenerStats, NewFlowDecision, ReloadSummary, Request, Response, StatsReport, StatusReport,
+    WorkerStatus, RELOAD_APPLIED, RELOAD_NONE, RELOAD_REFUSED,
 };
 
 use crate::affinity::AffinityTable;
@@ -26,12 +31,13 @@ use crate::drain;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheView, FastPath};
 use crate::flow::{Cached, Direction};
+use crate::latency::LatencySnapshot;
 use crate::packet::FlowKey;
 use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
 use switchyard_xdp::FastCounters;
 
 mod config_check;
-mod inventory;
+pub mod inventory;
 
 /// How long a worker may take to answer; it answers between batches, so only
 /// a wedged worker comes near this.
@@ -58,9 +64,15 @@ pub enum ControlError {
 pub struct WorkerHandle {
     pub queue: u32,
     pub core: Option<usize>,
+    /// Set by the worker thread once it is pinned to `core`.
+    pub pinned: Arc<AtomicBool>,
     pub afxdp_modes: Vec<String>,
     pub requests: Sender<WorkerRequest>,
 }
+
+/// Reads the XDP steering program's counters (the loaded program lives on
+/// the main thread, which also reprograms its maps on reloads).
+pub type SteerCounterSource = Box<dyn Fn() -> Result<SteerCounters, String> + Send + Sync>;
 
 pub struct ControlState {
     pub config_path: String,
@@ -82,6 +94,8 @@ pub struct ControlState {
     pub resolve_options: switchyard_config::Options,
     /// The XDP flow cache, when the fast path is on.
     pub fast_path: Option<Arc<crate::fast_path::FastPath>>,
+    /// The steering program's counters; none in tests without XDP.
+    pub steer_counters: Option<SteerCounterSource>,
 }
 
 pub struct ControlServer {
@@ -90,7 +104,7 @@ pub struct ControlServer {
 
 impl ControlServer {
     /// Binds `path` (mode 0600) and serves it on a background thread.
-    pub fn start(path: &Path, state: ControlState) -> Result<Self, ControlError> {
+    pub fn start(path: &Path, state: Arc<ControlState>) -> Result<Self, ControlError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|source| ControlError::Directory {
                 path: dir.to_owned(),
@@ -112,7 +126,6 @@ impl ControlServer {
         };
         let listener = UnixListener::bind(path).map_err(bind_err)?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-        let state = Arc::new(state);
         thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -171,21 +184,12 @@ fn answer(state: &ControlState, request: &Request) -> Response {
         Request::ConfigDiff(candidate) => {
             config_check::diff(state, candidate).map(Response::ConfigDiff)
         }
-        Request::Stats => ask_workers(state, WorkerRequest::Stats).map(|stats| {
-            let snapshot = state.config.load();
-            let fast = state
-                .fast_path
-                .as_ref()
-                .map(|fast| fast.backend_counters(&snapshot));
-            Response::Stats(stats_report(&snapshot, &stats, fast.as_deref()))
-        }),
-        Request::Flows => ask_workers(state, WorkerRequest::Flows).map(|flows| {
-            Response::Flows(flows_report(
-                &state.config.load(),
-                flows.into_iter().flatten(),
-                state.epoch.elapsed().as_nanos() as u64,
-                cache_view(state).as_ref(),
-            ))
+        Request::Stats => stats(state).map(Response::Stats),
+        Request::Flows => inventory::query_flows(state, &FlowQuery::default()).map(Response::Flows),
+        Request::Latency => latency(state).map(|snapshots| {
+            Response::Latency(LatencyReport {
+                workers: snapshots.iter().map(LatencySnapshot::report).collect(),
+            })
         }),
         Request::Listeners => inventory::listeners(state).map(Response::Listeners),
         Request::Backends { listener } => {
@@ -222,17 +226,50 @@ fn answer(state: &ControlState, request: &Request) -> Response {
     result.unwrap_or_else(|message| Response::Error { message })
 }
 
-fn status(state: &ControlState) -> StatusReport {
+/// `yardctl stats`: the workers' counters merged over the running config,
+/// with the steering program's.
+pub fn stats(state: &ControlState) -> Result<StatsReport, String> {
+    let workers = ask_workers(state, WorkerRequest::Stats)?;
+    let snapshot = state.config.load();
+    let fast = state
+        .fast_path
+        .as_ref()
+        .map(|fast| fast.backend_counters(&snapshot));
+    let mut report = stats_report(&snapshot, &workers, fast.as_deref());
+    if let Some(read) = &state.steer_counters {
+        let counters = read().map_err(|err| format!("reading the XDP counters: {err}"))?;
+        report.xdp_steering = counters
+            .iter()
+            .map(|(counter, total)| (counter.name().to_owned(), total))
+            .collect();
+    }
+    Ok(report)
+}
+
+/// Every worker's latency histograms.
+pub fn latency(state: &ControlState) -> Result<Vec<LatencySnapshot>, String> {
+    ask_workers(state, WorkerRequest::Latency)
+}
+
+pub fn status(state: &ControlState) -> StatusReport {
     let reload = {
         let config = state
             .config_status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let last_result = if config.last_error.is_some() {
+            RELOAD_REFUSED
+        } else if config.reloads > 0 {
+            RELOAD_APPLIED
+        } else {
+            RELOAD_NONE
+        };
         ReloadSummary {
             generation: config.generation,
             reloads: config.reloads,
             failed_reloads: config.failed_reloads,
             last_error: config.last_error.clone(),
+            last_result: last_result.to_owned(),
         }
     };
     StatusReport {
@@ -249,6 +286,7 @@ fn status(state: &ControlState) -> StatusReport {
             .map(|w| WorkerStatus {
                 queue: w.queue,
                 core: w.core,
+                pinned: w.pinned.load(Ordering::Relaxed),
                 afxdp_modes: w.afxdp_modes.clone(),
             })
             .collect(),
@@ -279,7 +317,7 @@ fn fast_path_status(fast: &FastPath) -> FastPathStatus {
     }
 }
 
-fn ask_workers<T>(
+pub(crate) fn ask_workers<T>(
     state: &ControlState,
     make: impl Fn(Sender<T>) -> WorkerRequest,
 ) -> Result<Vec<T>, String> {
@@ -314,6 +352,20 @@ fn add(total: &mut worker::Counters, c: &worker::Counters) {
     total.packets += c.packets;
     total.bytes += c.bytes;
     total.flows += c.flows;
+    total.backend_unavailable += c.backend_unavailable;
+    total.backend_removed += c.backend_removed;
+}
+
+/// A listener's own drops by reason name, zero counts left out.
+fn listener_drops(c: &worker::Counters) -> BTreeMap<String, u64> {
+    [
+        (DropReason::BackendUnavailable, c.backend_unavailable),
+        (DropReason::BackendRemoved, c.backend_removed),
+    ]
+    .into_iter()
+    .filter(|(_, count)| *count > 0)
+    .map(|(reason, count)| (reason.name().to_owned(), count))
+    .collect()
 }
 
 /// Merges the workers' counters (and, with `fast`, the fast path's per
@@ -355,6 +407,7 @@ pub fn stats_report(
             counters: to_proto(&total),
             fast_path_packets: fast_total.packets,
             fast_path_bytes: fast_total.bytes,
+            drops: listener_drops(&total),
         });
         for (b, backend) in listener.backends.iter().enumerate() {
             let mut total = worker::Counters::default();

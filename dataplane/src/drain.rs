@@ -74,6 +74,30 @@ pub fn is_drained(drains: &BTreeSet<Drain>, listener: &Listener, endpoint: &Endp
     })
 }
 
+/// What `yardctl backends` calls a backend's state, `STATE_*` in
+/// `yardctl::proto`: drained by the operator is `draining` whatever the
+/// endpoint says; a terminating endpoint is `terminating` (it still owns
+/// its slots and takes new flows, as kube-proxy keeps using serving,
+/// terminating endpoints while none is ready); any other endpoint without
+/// weight (a backendRef of weight 0) is `draining`; else `ready`.
+pub fn backend_state(
+    snapshot: &Snapshot,
+    drains: &BTreeSet<Drain>,
+    listener: &Listener,
+    backend: &Backend,
+) -> &'static str {
+    use yardctl::proto::{STATE_DRAINING, STATE_READY, STATE_TERMINATING};
+    if is_drained(drains, listener, &backend.endpoint) {
+        STATE_DRAINING
+    } else if snapshot.is_terminating(&backend.endpoint) {
+        STATE_TERMINATING
+    } else if backend.effective_weight <= 0.0 {
+        STATE_DRAINING
+    } else {
+        STATE_READY
+    }
+}
+
 /// `snapshot` as generation `generation` with `drains` applied: every
 /// drained backend gets effective weight 0, the other endpoints of its
 /// backendRef share the backendRef's weight, and the listener's Maglev
@@ -131,7 +155,9 @@ pub fn apply(
             }
         })
         .collect();
-    Snapshot::new(generation, listeners).with_dns(snapshot.dns.clone())
+    Snapshot::new(generation, listeners)
+        .with_dns(snapshot.dns.clone())
+        .with_terminating(snapshot.terminating())
 }
 
 /// What must happen around every snapshot swap, beside the swap itself

@@ -444,6 +444,37 @@ impl FlowTable {
         })
     }
 
+    /// Calls `f` on the live flows among at most `max` slots from
+    /// `cursor`, in slot order, and returns the cursor to continue from, or
+    /// `None` once the walk has reached the end. A flow keeps its slot for
+    /// its whole life, so a walk spread over many calls (between batches,
+    /// while the table changes) sees every flow that lives through it
+    /// exactly once; flows added or removed meanwhile may or may not be
+    /// seen. Moves nothing: the LRU order is untouched.
+    pub fn scan(
+        &self,
+        cursor: usize,
+        max: usize,
+        now_ns: u64,
+        mut f: impl FnMut(&FlowKey, &FlowEntry),
+    ) -> Option<usize> {
+        let end = cursor.saturating_add(max).min(self.slots.len());
+        for s in self.slots.get(cursor..end).unwrap_or_default() {
+            if s.prev != NIL && !self.is_expired(Class::of(&s.key, &s.entry), &s.entry, now_ns) {
+                f(&s.key, &s.entry);
+            }
+        }
+        (end < self.slots.len()).then_some(end)
+    }
+
+    /// The live entry for `key`, without making it recently used: for
+    /// readers beside the packet path (the control socket).
+    pub fn peek(&self, key: &FlowKey, now_ns: u64) -> Option<&FlowEntry> {
+        let (_, slot) = self.find(key, self.hash(key))?;
+        let s = &self.slots[slot as usize];
+        (!self.is_expired(Class::of(&s.key, &s.entry), &s.entry, now_ns)).then_some(&s.entry)
+    }
+
     #[inline]
     fn hash(&self, key: &FlowKey) -> u32 {
         flow_hash(key, self.seed)
@@ -542,7 +573,11 @@ impl FlowTable {
         }
         self.unlink(slot);
         self.unindex(cell);
-        self.slots[slot as usize].next = self.free;
+        let s = &mut self.slots[slot as usize];
+        s.next = self.free;
+        // A listed slot always has a predecessor (a slot or a sentinel), so
+        // NIL marks a free one for `scan`.
+        s.prev = NIL;
         self.free = slot;
         self.len -= 1;
     }
@@ -602,6 +637,15 @@ impl FlowTable {
         }
         *self.link(first).0 = slot;
         self.heads[class as usize].next = slot;
+    }
+
+    /// Removes `key` if present; tests only.
+    #[cfg(test)]
+    fn remove_for_test(&mut self, key: &FlowKey) {
+        self.refile();
+        if let Some((cell, slot)) = self.find(key, self.hash(key)) {
+            self.remove(cell, slot);
+        }
     }
 
     /// Checks every structural invariant; tests only.
@@ -730,6 +774,59 @@ mod tests {
         }
         assert_eq!(table.len(), 3);
         assert_eq!(table.evictions(), 2);
+        table.check();
+    }
+
+    /// Keys `scan` reports, walking `step` slots per call.
+    fn scanned(table: &FlowTable, step: usize, now: u64) -> (Vec<FlowKey>, usize) {
+        let mut seen = Vec::new();
+        let mut cursor = Some(0);
+        let mut calls = 0;
+        while let Some(at) = cursor {
+            cursor = table.scan(at, step, now, |k, _| seen.push(*k));
+            calls += 1;
+        }
+        (seen, calls)
+    }
+
+    #[test]
+    fn a_scan_in_chunks_sees_every_live_flow_once_and_skips_freed_and_expired_slots() {
+        let mut table = FlowTable::new(10, timeouts());
+        for n in 0..10 {
+            table.insert(key(n, TCP), entry(0, 2));
+        }
+        // Freed slots, one of them reused.
+        table.remove_for_test(&key(3, TCP));
+        table.remove_for_test(&key(7, TCP));
+        table.insert(key(20, TCP), entry(0, 2));
+        let (mut seen, calls) = scanned(&table, 4, 0);
+        seen.sort_by_key(|k| u32::from(k.src));
+        let expected: Vec<FlowKey> = [0, 1, 2, 4, 5, 6, 8, 9, 20]
+            .iter()
+            .map(|&n| key(n, TCP))
+            .collect();
+        assert_eq!(seen, expected);
+        assert_eq!(calls, 3, "10 slots, 4 a call");
+        // Past the established timeout nothing is live.
+        assert!(scanned(&table, 4, 5_000).0.is_empty());
+        assert_eq!(
+            table.scan(0, 0, 0, |_, _| {}),
+            Some(0),
+            "no budget, no progress"
+        );
+    }
+
+    #[test]
+    fn a_scan_moves_nothing_in_the_lru_order() {
+        let mut table = FlowTable::new(2, timeouts());
+        table.insert(key(0, TCP), entry(0, 2));
+        table.insert(key(1, TCP), entry(1, 2));
+        scanned(&table, 1, 1);
+        assert!(table.peek(&key(0, TCP), 1).is_some());
+        // 0 is still the least recently used: it makes room.
+        table.insert(key(2, TCP), entry(2, 2));
+        assert!(table.peek(&key(0, TCP), 2).is_none());
+        assert!(table.peek(&key(1, TCP), 2).is_some());
         table.check();
     }
 

@@ -5,6 +5,7 @@
 //! through a channel it polls between batches, so nothing on the packet path
 //! is locked or shared for writing.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -18,10 +19,13 @@ use switchyard_config::snapshot::{
 
 use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
 
+use crate::config_diff::ActiveEntry;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheWriter, StatsSlots};
 use crate::flow::{Cached, Direction, FlowEntry, FlowTable, FlowTimeouts};
+use crate::flow_scan::{FlowScan, Job, SCAN_BUDGET};
 use crate::io::{PacketIo, Verdict};
+use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors, Unresolved};
 use crate::packet::{self, FlowKey, Parsed, Rewrite};
 
@@ -47,6 +51,12 @@ pub struct Counters {
     pub packets: u64,
     pub bytes: u64,
     pub flows: u64,
+    /// Listener counters only: new flows refused because they hashed onto
+    /// the share of a backendRef without endpoints.
+    pub backend_unavailable: u64,
+    /// Listener counters only: TCP segments answered with a reset because
+    /// a config change removed their flow's backend.
+    pub backend_removed: u64,
 }
 
 impl Counters {
@@ -80,12 +90,23 @@ pub struct FlowRecord {
     pub entry: FlowEntry,
 }
 
+/// What the control thread asks a worker, answered between batches. The
+/// flow-table reads are jobs spread over several gaps (`flow_scan`), so no
+/// request pauses forwarding for more than `SCAN_BUDGET` slots.
 pub enum WorkerRequest {
     Stats(Sender<WorkerStats>),
-    Flows(Sender<Vec<FlowRecord>>),
+    /// The connections matching a filter, sorted and cut to a limit by the
+    /// worker.
+    Flows(FlowScan, Sender<Vec<FlowRecord>>),
+    /// Every client-to-backend entry, compactly, for active-flow counts.
+    ActiveFlows(Sender<Vec<ActiveEntry>>),
+    /// The live entries for these 5-tuples, where this worker has them.
+    Peek(Vec<FlowKey>, Sender<Vec<FlowRecord>>),
     /// The live entry for one 5-tuple, keyed as its packets arrive (for a
     /// client's flow: source = client, destination = VIP).
     Lookup(FlowKey, Sender<Option<FlowRecord>>),
+    /// A copy of the latency histograms.
+    Latency(Sender<LatencySnapshot>),
 }
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
@@ -187,6 +208,9 @@ pub struct Worker {
     fast: Option<CacheWriter>,
     /// Its stats slots for the batch's snapshot.
     fast_slots: Option<Arc<StatsSlots>>,
+    latency: LatencyRecorder,
+    /// Control requests that read the flow table, oldest first.
+    jobs: VecDeque<Job>,
 }
 
 impl Worker {
@@ -219,6 +243,8 @@ impl Worker {
             counted: None,
             fast: None,
             fast_slots: None,
+            latency: LatencyRecorder::new(),
+            jobs: VecDeque::new(),
         }
     }
 
@@ -239,14 +265,22 @@ impl Worker {
     pub fn run(mut self, io: &mut dyn PacketIo) {
         let mut last_expire = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
+            // One clock read per batch (vDSO, no syscall).
+            let started = Instant::now();
             let received = self.run_once(io);
+            if received > 0 {
+                self.latency
+                    .record_batch(elapsed_ns(started), received as u64);
+            }
             self.serve_control();
             let now = self.now_ns();
             if now.saturating_sub(last_expire) > EXPIRE_EVERY.as_nanos() as u64 {
                 self.expire(now);
                 last_expire = now;
             }
-            if received == 0 {
+            // A pending flow-table job goes on at once rather than after an
+            // idle poll, so a scan of an idle worker is not paced by it.
+            if received == 0 && self.jobs.is_empty() {
                 io.wait(IDLE_POLL_MS);
             }
         }
@@ -342,8 +376,15 @@ impl Worker {
         self.counted = Some(snapshot.clone());
     }
 
-    /// Answers queued control requests; `run` calls it between batches.
+    /// Answers queued control requests and advances the oldest flow-table
+    /// job by `SCAN_BUDGET` slots; `run` calls it between batches. The time
+    /// it takes goes into the control histogram, so a stall shows in
+    /// `yardctl latency`.
     pub fn serve_control(&mut self) {
+        if self.control.is_empty() && self.jobs.is_empty() {
+            return;
+        }
+        let started = Instant::now();
         while let Ok(request) = self.control.try_recv() {
             // A requester that gave up has dropped its receiver; nothing to do.
             let _ = match request {
@@ -354,18 +395,18 @@ impl Worker {
                     self.fit_counters(&snapshot);
                     reply.send(self.stats.clone()).map_err(drop)
                 }
-                WorkerRequest::Flows(reply) => reply
-                    .send(
-                        self.flows
-                            .iter()
-                            .map(|(key, entry)| FlowRecord {
-                                queue: self.queue,
-                                key: *key,
-                                entry: *entry,
-                            })
-                            .collect(),
-                    )
-                    .map_err(drop),
+                WorkerRequest::Flows(scan, reply) => {
+                    self.jobs.push_back(Job::flows(scan, reply));
+                    Ok(())
+                }
+                WorkerRequest::ActiveFlows(reply) => {
+                    self.jobs.push_back(Job::active(reply));
+                    Ok(())
+                }
+                WorkerRequest::Peek(keys, reply) => {
+                    self.jobs.push_back(Job::peek(keys, reply));
+                    Ok(())
+                }
                 WorkerRequest::Lookup(key, reply) => {
                     let now = self.now_ns();
                     let queue = self.queue;
@@ -376,7 +417,50 @@ impl Worker {
                     });
                     reply.send(found).map_err(drop)
                 }
+                WorkerRequest::Latency(reply) => {
+                    reply.send(self.latency.snapshot(self.queue)).map_err(drop)
+                }
             };
+        }
+        let now = self.now_ns();
+        if let Some(job) = self.jobs.front_mut() {
+            if job.step(&self.flows, self.queue, now, SCAN_BUDGET) {
+                self.jobs.pop_front();
+            }
+        }
+        self.latency.record_control(elapsed_ns(started));
+    }
+
+    /// Whether flow-table jobs are still in progress (tests drive
+    /// `serve_control` by hand until they are done).
+    pub fn control_pending(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// Counts a drop that belongs to the listener serving the packet's
+    /// destination (`backend_unavailable`, `backend_removed`) there too.
+    fn drop_for_listener(&mut self, snapshot: &Snapshot, key: &FlowKey, reason: DropReason) {
+        self.stats.drops[reason as usize] += 1;
+        let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
+            return;
+        };
+        let vip = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(key.dst),
+                port: key.dst_port,
+            },
+            protocol,
+        };
+        let Some(counters) = snapshot
+            .listener_for_vip(&vip)
+            .and_then(|index| self.stats.listeners.get_mut(index as usize))
+        else {
+            return;
+        };
+        match reason {
+            DropReason::BackendUnavailable => counters.backend_unavailable += 1,
+            DropReason::BackendRemoved => counters.backend_removed += 1,
+            _ => {}
         }
     }
 
@@ -462,7 +546,7 @@ impl Worker {
             }
         }
         if backend_removed {
-            self.stats.drops[DropReason::BackendRemoved as usize] += 1;
+            self.drop_for_listener(snapshot, &key, DropReason::BackendRemoved);
             return reset(frame, &parsed, ingress);
         }
         // Read before the rewrite overwrites them.
@@ -488,8 +572,12 @@ impl Worker {
             Err(DropReason::BackendUnavailable) if key.protocol == TCP => {
                 // The Gateway API asks that a connection to an invalid
                 // backendRef's share be refused; a reset refuses it at once.
-                self.stats.drops[DropReason::BackendUnavailable as usize] += 1;
+                self.drop_for_listener(snapshot, &key, DropReason::BackendUnavailable);
                 reset(frame, &parsed, ingress)
+            }
+            Err(DropReason::BackendUnavailable) => {
+                self.drop_for_listener(snapshot, &key, DropReason::BackendUnavailable);
+                Verdict::Drop
             }
             Err(reason) => self.drop_packet(reason),
         }
@@ -731,6 +819,10 @@ impl Worker {
             cached: Cached::No,
         })
     }
+}
+
+fn elapsed_ns(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// `previous`'s per-listener and per-backend counters re-indexed for

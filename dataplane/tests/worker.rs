@@ -950,3 +950,65 @@ fn counters_of_a_listener_renamed_at_the_same_vip_start_afresh() {
     assert_eq!(after.listeners[0], Default::default());
     assert!(after.backends[0].iter().all(|c| c.packets == 0));
 }
+
+#[test]
+fn a_flow_read_walks_at_most_4096_slots_per_gap_and_its_time_is_recorded() {
+    use switchyard_dataplane::flow_scan::{FlowScan, SCAN_BUDGET};
+    use yardctl::proto::FlowSort;
+
+    let mut h = harness();
+    let flows = SCAN_BUDGET as u16 + 904;
+    for port in 0..flows {
+        let frame = udp_frame(FROM_CLIENT, (CLIENT, 10_000 + port), (VIP, 53), b"q");
+        h.send(0, frame).expect("forwarded");
+    }
+    let (reply, answer) = channel::bounded(1);
+    h.requests
+        .send(WorkerRequest::Flows(FlowScan::default(), reply))
+        .unwrap();
+    h.worker.serve_control();
+    assert!(answer.try_recv().is_err(), "5000 flows do not fit one gap");
+    assert!(h.worker.control_pending());
+    h.worker.serve_control();
+    let all = answer.try_recv().expect("the second gap ends the walk");
+    assert_eq!(all.len(), usize::from(flows));
+    assert!(!h.worker.control_pending());
+
+    // With a limit only the best come back, still in bounded gaps.
+    let (reply, answer) = channel::bounded(1);
+    let best = FlowScan {
+        sort: Some(FlowSort::Packets),
+        limit: Some(3),
+        ..FlowScan::default()
+    };
+    h.requests.send(WorkerRequest::Flows(best, reply)).unwrap();
+    h.worker.serve_control();
+    assert!(answer.try_recv().is_err());
+    h.worker.serve_control();
+    assert_eq!(answer.try_recv().unwrap().len(), 3);
+
+    let (reply, answer) = channel::bounded(1);
+    h.requests.send(WorkerRequest::Latency(reply)).unwrap();
+    h.worker.serve_control();
+    let latency = answer.recv().unwrap().report();
+    assert!(
+        latency.control_ns.count >= 4,
+        "every gap that served a request is recorded: {latency:?}"
+    );
+    assert!(latency.control_ns.max > 0);
+}
+
+#[test]
+fn a_refused_connection_is_counted_on_its_listener_too() {
+    let mut h = harness();
+    for port in [41000, 41001] {
+        let frame = tcp_frame(FROM_CLIENT, (CLIENT, port), (VIP, 81), b"");
+        h.send(0, frame).expect("answered with a reset");
+    }
+    let stats = h.stats();
+    let dead = &stats.listeners[2];
+    assert_eq!(dead.backend_unavailable, 2);
+    assert_eq!((dead.packets, dead.flows, dead.backend_removed), (0, 0, 0));
+    assert_eq!(stats.listeners[0].backend_unavailable, 0, "only its own");
+    assert_eq!(h.drops("backend_unavailable"), 2, "and on the worker");
+}

@@ -318,6 +318,7 @@ fn bench_config() -> GatewaySpec {
                 .map(|i| Ipv4Addr::new(198, 18, 2, i))
                 .collect(),
         }],
+        terminating: Vec::new(),
     }
 }
 

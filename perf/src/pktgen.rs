@@ -64,10 +64,8 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
     stamp[..4].copy_from_slice(&STAMP_MAGIC.to_be_bytes());
     let eth = PacketBuilder::ethernet2(spec.src_mac, spec.dst_mac);
     let (ip, l3_len, ipv6) = match (spec.src, spec.dst.ip()) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            let masked = u32::from(src) & 0;
-            (eth.ipv4(masked.to_be_bytes(), dst.octets(), 64), 20, false)
-        }
+        // pktgen writes all 32 bits of an IPv4 source address.
+        (IpAddr::V4(_), IpAddr::V4(dst)) => (eth.ipv4([0; 4], dst.octets(), 64), 20, false),
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
             let masked = u128::from(src) & !0xffff_ffffu128;
             (eth.ipv6(masked.to_be_bytes(), dst.octets(), 64), 40, true)

@@ -63,6 +63,11 @@ pub struct GatewaySpec {
     pub class: String,
     pub vip: Ipv4Addr,
     pub listeners: Vec<ListenerSpec>,
+    /// Backends whose Pods are being deleted: their EndpointSlice entries
+    /// say `{ready: false, serving: true, terminating: true}` instead of
+    /// `ready: true`. Kube-proxy (and Switchyard) use such endpoints only
+    /// while a Service has no ready one.
+    pub terminating: Vec<Ipv4Addr>,
 }
 
 /// Namespace of the demo Gateway.
@@ -110,6 +115,16 @@ impl GatewaySpec {
                     backends,
                 },
             ],
+            terminating: Vec::new(),
+        }
+    }
+
+    /// The demo with every listener's backends terminating (none ready):
+    /// they keep serving, now as `terminating`.
+    pub fn demo_terminating() -> GatewaySpec {
+        GatewaySpec {
+            terminating: BACKENDS.iter().map(|(_, addr)| *addr).collect(),
+            ..GatewaySpec::demo()
         }
     }
 
@@ -200,14 +215,21 @@ impl GatewaySpec {
                  apiVersion: discovery.k8s.io/v1\n\
                  kind: EndpointSlice\n\
                  metadata:\n  name: {service}-1\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {service}\n\
-                 addressType: IPv4\n\
-                 endpoints:\n"
+                 addressType: IPv4\n"
             );
+            if users[0].backends.is_empty() {
+                // A Service without endpoints: its share of the table refuses flows.
+                y.push_str("endpoints: []\n");
+            } else {
+                y.push_str("endpoints:\n");
+            }
             for addr in &users[0].backends {
-                let _ = write!(
-                    y,
-                    "- addresses: [\"{addr}\"]\n  conditions:\n    ready: true\n"
-                );
+                let conditions = if self.terminating.contains(addr) {
+                    "    ready: false\n    serving: true\n    terminating: true\n"
+                } else {
+                    "    ready: true\n"
+                };
+                let _ = write!(y, "- addresses: [\"{addr}\"]\n  conditions:\n{conditions}");
             }
             y.push_str("ports:\n");
             for l in &users {

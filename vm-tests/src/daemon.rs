@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use yardctl::proto::{ConfigStatusReport, FlowsReport, StatsReport, StatusReport};
+use yardctl::proto::{ConfigStatusReport, FlowsReport, LatencyReport, StatsReport, StatusReport};
 
 use crate::netns::Netns;
 use crate::poll::{poll_until, POLL_INTERVAL};
@@ -75,6 +75,12 @@ impl DaemonOptions {
 
     pub fn queues(mut self, queues: u32) -> DaemonOptions {
         self.queues = Some(queues);
+        self
+    }
+
+    /// `--cores`, e.g. `0,1`.
+    pub fn cores(mut self, cores: &str) -> DaemonOptions {
+        self.cores = Some(cores.to_owned());
         self
     }
 
@@ -206,6 +212,11 @@ impl Daemon {
         &self.socket
     }
 
+    /// The `yardctl` binary this guard runs.
+    pub fn yardctl_path(&self) -> &Path {
+        &self.yardctl
+    }
+
     /// How long ago the daemon was started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -317,6 +328,10 @@ impl Daemon {
 
     pub fn flows(&self) -> Result<FlowsReport> {
         self.yardctl_typed("flows")
+    }
+
+    pub fn latency(&self) -> Result<LatencyReport> {
+        self.yardctl_typed("latency")
     }
 
     /// `yardctl config status -o json`.

@@ -522,6 +522,71 @@ fn multi_queue() -> Result<()> {
         rx.iter().all(|(_, n)| *n > 0),
         "a queue saw no traffic: {rx:?}"
     );
+
+    // Active flows across two workers: the 50 closed connections are not
+    // active, and a connection whose entries sit on both workers counts
+    // once. Connections are kept open from both CPUs, so both queues hold
+    // some.
+    const OPEN: usize = 6;
+    let open: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..OPEN)
+            .map(|i| {
+                let client = lab.client();
+                scope.spawn(move || -> Result<std::net::TcpStream> {
+                    pin_current_thread(i as u32)?;
+                    Ok(tcp_exchange_keep_open(client, vip_tcp(), &format!("open {i}|"))?.0)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let tcp_id = lab.spec.listener_id(TCP_LISTENER);
+    let listeners = lab.daemon.yardctl_json("listeners")?;
+    let active = listeners["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["listener"] == tcp_id.as_str()))
+        .and_then(|l| l["active_flows"].as_u64());
+    assert_eq!(active, Some(OPEN as u64), "{listeners:#}");
+    let backends = lab.daemon.yardctl_json("backends")?;
+    let on_backends: u64 = backends["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["listener"] == tcp_id.as_str())
+        .filter_map(|b| b["active_flows"].as_u64())
+        .sum();
+    assert_eq!(on_backends, OPEN as u64, "{backends:#}");
+
+    // A limited, sorted `flows` counts both directions of each row in full,
+    // wherever the halves sit: the rows equal those of the whole table.
+    let all = lab.daemon.flows()?.flows;
+    let out = lab
+        .daemon
+        .yardctl_raw(&["flows", "--sort", "packets", "--limit", "4", "-o", "json"])?;
+    assert!(out.status.success(), "{}", out.stderr);
+    let top: yardctl::proto::FlowsReport = serde_json::from_str(&out.stdout)?;
+    assert_eq!(top.flows.len(), 4, "{top:#?}");
+    let mut most: Vec<u64> = all.iter().map(|f| f.packets).collect();
+    most.sort_unstable_by(|a, b| b.cmp(a));
+    for (row, packets) in top.flows.iter().zip(&most) {
+        let whole = all
+            .iter()
+            .find(|f| f.client == row.client && f.protocol == row.protocol)
+            .unwrap_or_else(|| panic!("{row:?} not in the whole table"));
+        assert_eq!(
+            (row.packets, row.bytes),
+            (whole.packets, whole.bytes),
+            "{row:?}"
+        );
+        assert!(
+            row.packets <= *packets,
+            "{row:?} beyond the largest {packets}"
+        );
+    }
+    drop(open);
     Ok(())
 }
 

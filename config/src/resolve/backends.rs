@@ -9,7 +9,7 @@
 //! without endpoints: the Gateway API asks that traffic meant for an
 //! invalid backend be refused, not shifted to the valid ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::policy::EndpointSettings;
 use super::{Diagnostic, Index, Reason};
@@ -112,10 +112,14 @@ impl BackendKind {
 }
 
 /// The groups of a route, one per backendRef, in rule and list order.
+/// Chosen endpoints whose conditions say terminating are added to
+/// `terminating`: per endpoint, since with published not-ready addresses a
+/// group mixes ready and terminating ones.
 pub(super) fn groups(
     index: &Index<'_>,
     route: &Route,
     settings: EndpointSettings,
+    terminating: &mut BTreeSet<Endpoint>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<BackendGroup> {
     let mut groups = Vec::new();
@@ -125,25 +129,27 @@ pub(super) fn groups(
                 .namespace
                 .as_deref()
                 .unwrap_or(&route.metadata.namespace);
-            let (endpoints, terminating) =
-                match endpoints_of(index, route, backend, namespace, settings) {
-                    Ok(chosen) => chosen,
-                    Err((reason, message)) => {
-                        diagnostics.push(Diagnostic::new(
-                            route.kind.as_str(),
-                            &route.metadata.namespace,
-                            &route.metadata.name,
-                            reason,
-                            message,
-                        ));
-                        (Vec::new(), false)
-                    }
-                };
+            let chosen = match endpoints_of(index, route, backend, namespace, settings) {
+                Ok(chosen) => chosen,
+                Err((reason, message)) => {
+                    diagnostics.push(Diagnostic::new(
+                        route.kind.as_str(),
+                        &route.metadata.namespace,
+                        &route.metadata.name,
+                        reason,
+                        message,
+                    ));
+                    Chosen::default()
+                }
+            };
+            let all_terminating =
+                !chosen.endpoints.is_empty() && chosen.terminating.len() == chosen.endpoints.len();
+            terminating.extend(chosen.terminating);
             groups.push(BackendGroup {
                 service: format!("{namespace}/{}", backend.name),
                 weight: backend.weight,
-                endpoints,
-                terminating,
+                endpoints: chosen.endpoints,
+                terminating: all_terminating,
             });
         }
     }
@@ -185,7 +191,7 @@ fn endpoints_of(
     backend: &BackendRef,
     namespace: &str,
     settings: EndpointSettings,
-) -> Result<(Vec<Endpoint>, bool), Problem> {
+) -> Result<Chosen, Problem> {
     let Some(kind) = BackendKind::of(backend) else {
         let group = if backend.group.is_empty() {
             "core"
@@ -312,33 +318,59 @@ fn permitted(
     })
 }
 
+/// The endpoints of one backendRef that serve, and which of them are
+/// terminating.
+#[derive(Debug, Default)]
+struct Chosen {
+    /// Sorted, deduplicated.
+    endpoints: Vec<Endpoint>,
+    /// Of `endpoints`, those whose conditions say terminating (the Pod is
+    /// being deleted); sorted.
+    terminating: Vec<Endpoint>,
+}
+
 /// The endpoints kube-proxy would use, among `candidates` of the kept
 /// family: ready ones; if none, the serving ones that are terminating (so
 /// connections drain instead of failing); all of them when not-ready
-/// addresses are published. True with the endpoints when they are the
-/// terminating ones.
-fn choose(
-    candidates: Vec<Candidate>,
-    everything: bool,
-    family: Option<IpFamily>,
-) -> (Vec<Endpoint>, bool) {
+/// addresses are published (then terminating ones may sit beside ready
+/// ones). An address listed twice is terminating only if every listing
+/// says so.
+fn choose(candidates: Vec<Candidate>, everything: bool, family: Option<IpFamily>) -> Chosen {
     let mut ready = Vec::new();
-    let mut terminating = Vec::new();
+    let mut serving_terminating = Vec::new();
+    let mut staying = BTreeSet::new();
+    let mut leaving = BTreeSet::new();
     for (endpoint, conditions) in candidates {
         if family.is_some_and(|f| IpFamily::of(endpoint.address) != f) {
             continue;
         }
+        if conditions.is_terminating() {
+            leaving.insert(endpoint);
+        } else {
+            staying.insert(endpoint);
+        }
         if everything || conditions.is_ready() {
             ready.push(endpoint);
         } else if conditions.is_serving() && conditions.is_terminating() {
-            terminating.push(endpoint);
+            serving_terminating.push(endpoint);
         }
     }
-    let draining = ready.is_empty() && !terminating.is_empty();
-    let mut chosen = if ready.is_empty() { terminating } else { ready };
-    chosen.sort();
-    chosen.dedup();
-    (chosen, draining)
+    let mut endpoints = if ready.is_empty() {
+        serving_terminating
+    } else {
+        ready
+    };
+    endpoints.sort();
+    endpoints.dedup();
+    let terminating = endpoints
+        .iter()
+        .filter(|e| leaving.contains(e) && !staying.contains(e))
+        .copied()
+        .collect();
+    Chosen {
+        endpoints,
+        terminating,
+    }
 }
 
 /// The endpoints of one port, merged over a Service's (or ServiceImport's)

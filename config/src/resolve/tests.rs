@@ -776,6 +776,74 @@ fn serving_terminating_endpoints_serve_when_none_is_ready() {
     assert_eq!(endpoints(listener(&res, "lb/edge/tcp")), ["10.1.0.4:80"]);
 }
 
+/// Served endpoints the snapshot marks terminating.
+fn terminating(res: &Resolution, l: &Listener) -> Vec<String> {
+    l.backends
+        .iter()
+        .filter(|b| res.snapshot.is_terminating(&b.endpoint))
+        .map(|b| b.endpoint.to_string())
+        .collect()
+}
+
+#[test]
+fn serving_terminating_endpoints_are_marked_terminating_and_their_group_too() {
+    let res = conditions_world(
+        "[{addresses: [10.1.0.4], conditions: {ready: false, serving: true, terminating: true}}]",
+        false,
+    );
+    let l = listener(&res, "lb/edge/tcp");
+    assert_eq!(terminating(&res, l), ["10.1.0.4:80"]);
+    assert!(l.groups[0].terminating, "every endpoint of the group is");
+}
+
+#[test]
+fn ready_endpoints_are_not_terminating() {
+    let res = conditions_world(
+        "[{addresses: [10.1.0.1]}, \
+          {addresses: [10.1.0.4], conditions: {ready: false, serving: true, terminating: true}}]",
+        false,
+    );
+    let l = listener(&res, "lb/edge/tcp");
+    assert_eq!(endpoints(l), ["10.1.0.1:80"]);
+    assert!(terminating(&res, l).is_empty());
+    assert!(!l.groups[0].terminating);
+}
+
+#[test]
+fn published_not_ready_addresses_mark_terminating_per_endpoint_not_per_group() {
+    let res = conditions_world(
+        "[{addresses: [10.1.0.1]}, \
+          {addresses: [10.1.0.4], conditions: {ready: true, serving: true, terminating: true}}]",
+        true,
+    );
+    let l = listener(&res, "lb/edge/tcp");
+    assert_eq!(endpoints(l), ["10.1.0.1:80", "10.1.0.4:80"]);
+    assert_eq!(terminating(&res, l), ["10.1.0.4:80"]);
+    assert!(
+        !l.groups[0].terminating,
+        "the group still has a ready endpoint"
+    );
+}
+
+#[test]
+fn an_address_listed_ready_in_another_slice_is_not_terminating() {
+    let svc = service("lb", "web", "[{name: tcp, port: 80}]");
+    let ports = "[{name: tcp, port: 80}]";
+    let leaving = slice(
+        "lb",
+        "web-1",
+        "web",
+        "[{addresses: [10.1.0.4], conditions: {ready: true, serving: true, terminating: true}}]",
+        ports,
+    );
+    let staying = slice("lb", "web-2", "web", "[{addresses: [10.1.0.4]}]", ports);
+    let r = tcp_route("lb", "r", "[{name: edge}]", "[{name: web, port: 80}]");
+    let res = compile(&[CLASS, &edge(), &r, &svc, &leaving, &staying]);
+    let l = listener(&res, "lb/edge/tcp");
+    assert_eq!(endpoints(l), ["10.1.0.4:80"]);
+    assert!(terminating(&res, l).is_empty());
+}
+
 #[test]
 fn absent_serving_means_serving_as_kube_proxy_reads_it() {
     // Terminating and not ready, with no word on serving: kube-proxy's

@@ -57,8 +57,10 @@ pub struct BackendInfo {
     pub group_weight: u32,
     /// The backendRef's weight spread over its serving endpoints.
     pub effective_weight: f64,
-    /// `ready`, or `draining` (drained by `yardctl drain`, or weight 0):
-    /// no new flows, established ones continue.
+    /// `ready`; `terminating` (the endpoint is being deleted but serving:
+    /// it keeps its slots and takes new flows until it is removed); or
+    /// `draining` (drained by `yardctl drain`, or weight 0): no new flows,
+    /// established ones continue.
     pub state: String,
     /// Maglev slots it owns.
     pub slots: usize,
@@ -68,6 +70,7 @@ pub struct BackendInfo {
 /// Backend states as `BackendInfo::state` spells them.
 pub const STATE_READY: &str = "ready";
 pub const STATE_DRAINING: &str = "draining";
+pub const STATE_TERMINATING: &str = "terminating";
 
 /// `yardctl flows` with filters: applied by the daemon, so a big flow
 /// table does not cross the socket whole.

@@ -11,9 +11,8 @@ use yardctl::proto::{
     CandidateConfig, ConfigCheckReport, ConfigDiffReport, MAX_CANDIDATE_CONFIG_BYTES,
 };
 
-use super::{ask_workers, ControlState};
-use crate::config_diff::{self, ActiveFlows};
-use crate::worker::WorkerRequest;
+use super::{inventory, ControlState};
+use crate::config_diff;
 
 struct Compiled {
     snapshot: Snapshot,
@@ -105,12 +104,11 @@ pub(super) fn diff(
     let compiled = compile(state, candidate)
         .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?;
     let running = state.config.load_full();
-    let records = ask_workers(state, WorkerRequest::Flows)?;
-    let flows = ActiveFlows::count(records.iter().flatten());
+    let flows = inventory::active_flows(state)?;
     Ok(ConfigDiffReport {
         file: candidate.file.clone(),
         running_generation: running.generation,
-        listeners: config_diff::diff(&running, &compiled.snapshot, &flows),
+        listeners: config_diff::diff(&running, &compiled.snapshot, &state.drains.drains(), &flows),
         diagnostics: compiled.diagnostics,
     })
 }

@@ -1,75 +1,22 @@
 //! `yardctl listeners`, `backends`, filtered `flows` and `drain`: what the
 //! snapshot holds, joined with the flows the workers track. Everything here
-//! works on copies (the snapshot `Arc`, the workers' flow records), off the
-//! packet path.
+//! works on copies (the snapshot `Arc`, what the workers' flow-table jobs
+//! hand back), off the packet path.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::collections::{BTreeSet, HashSet};
+use std::net::{IpAddr, SocketAddr};
 
-use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Slot, Snapshot};
+use switchyard_config::snapshot::{Slot, Snapshot};
 use yardctl::proto::{
-    BackendInfo, BackendsReport, DrainReport, FlowFilter, FlowQuery, FlowsReport, ListenerInfo,
-    ListenersReport, STATE_DRAINING, STATE_READY,
+    BackendInfo, BackendsReport, Cidr, DrainReport, FlowFilter, FlowQuery, FlowsReport,
+    ListenerInfo, ListenersReport,
 };
 
 use super::{ask_workers, flows_report, ControlState};
+use crate::config_diff::ActiveFlows;
 use crate::drain::{self, Drain};
-use crate::flow::Direction;
+use crate::flow_scan::{Connection, FlowScan, FlowSelect};
 use crate::worker::{FlowRecord, WorkerRequest};
-
-/// Client-to-backend flows per listener and per backend of each listener,
-/// matched by VIP and backend endpoint so that flows decided under an
-/// older generation count where they now belong.
-pub struct ActiveFlows {
-    pub listeners: Vec<u64>,
-    pub backends: Vec<Vec<u64>>,
-}
-
-pub fn active_flows<'a>(
-    snapshot: &Snapshot,
-    records: impl IntoIterator<Item = &'a FlowRecord>,
-) -> ActiveFlows {
-    let mut active = ActiveFlows {
-        listeners: vec![0; snapshot.listeners.len()],
-        backends: snapshot
-            .listeners
-            .iter()
-            .map(|l| vec![0; l.backends.len()])
-            .collect(),
-    };
-    for record in records {
-        if record.entry.direction != Direction::ToBackend {
-            continue;
-        }
-        let Some(protocol) = Protocol::from_ip_proto(record.key.protocol) else {
-            continue;
-        };
-        let vip = ServiceKey {
-            endpoint: Endpoint {
-                address: IpAddr::V4(record.key.dst),
-                port: record.key.dst_port,
-            },
-            protocol,
-        };
-        let Some(index) = snapshot.listener_for_vip(&vip) else {
-            continue;
-        };
-        let index = index as usize;
-        active.listeners[index] += 1;
-        let backend = Endpoint {
-            address: IpAddr::V4(record.entry.rewrite.ip_dst),
-            port: record.entry.rewrite.dst_port,
-        };
-        if let Some(position) = snapshot.listeners[index]
-            .backends
-            .iter()
-            .position(|b| b.endpoint == backend)
-        {
-            active.backends[index][position] += 1;
-        }
-    }
-    active
-}
 
 pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersReport {
     ListenersReport {
@@ -77,8 +24,7 @@ pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersR
         listeners: snapshot
             .listeners
             .iter()
-            .enumerate()
-            .map(|(index, l)| ListenerInfo {
+            .map(|l| ListenerInfo {
                 listener: l.name.to_string(),
                 protocol: l.protocol.to_string(),
                 vip: l.vip().to_string(),
@@ -87,7 +33,7 @@ pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersR
                 backends: l.backends.len(),
                 table_size: l.slots.len(),
                 affinity_timeout_secs: l.affinity.map(|a| a.timeout_secs),
-                active_flows: active.listeners[index],
+                active_flows: active.on_listener(l),
             })
             .collect(),
     }
@@ -108,7 +54,7 @@ pub fn backends_report(
         }
     }
     let mut backends = Vec::new();
-    for (index, l) in snapshot.listeners.iter().enumerate() {
+    for l in &snapshot.listeners {
         let name = l.name.to_string();
         if listener.is_some_and(|wanted| wanted != name) {
             continue;
@@ -124,8 +70,6 @@ pub fn backends_report(
         }
         for (b, backend) in l.backends.iter().enumerate() {
             let group = l.groups.get(backend.group as usize);
-            let draining =
-                backend.effective_weight <= 0.0 || drain::is_drained(drains, l, &backend.endpoint);
             backends.push(BackendInfo {
                 listener: name.clone(),
                 vip: l.vip().to_string(),
@@ -133,14 +77,9 @@ pub fn backends_report(
                 service: group.map(|g| g.service.clone()).unwrap_or_default(),
                 group_weight: group.map_or(0, |g| g.weight),
                 effective_weight: backend.effective_weight,
-                state: if draining {
-                    STATE_DRAINING
-                } else {
-                    STATE_READY
-                }
-                .to_owned(),
+                state: drain::backend_state(snapshot, drains, l, backend).to_owned(),
                 slots: slots[b],
-                active_flows: active.backends[index][b],
+                active_flows: active.on(l, backend.endpoint),
             });
         }
     }
@@ -150,42 +89,131 @@ pub fn backends_report(
     })
 }
 
-fn flow_records(state: &ControlState) -> Result<Vec<FlowRecord>, String> {
-    ask_workers(state, WorkerRequest::Flows).map(|f| f.into_iter().flatten().collect())
+/// Established connections over all workers: each worker hands over its
+/// client-to-backend entries a chunk per batch gap, and `ActiveFlows`
+/// counts a connection once however many workers hold it.
+pub fn active_flows(state: &ControlState) -> Result<ActiveFlows, String> {
+    let entries = ask_workers(state, WorkerRequest::ActiveFlows)?;
+    Ok(ActiveFlows::count_entries(entries.into_iter().flatten()))
 }
 
 pub fn listeners(state: &ControlState) -> Result<ListenersReport, String> {
-    let records = flow_records(state)?;
-    let snapshot = state.config.load_full();
-    Ok(listeners_report(
-        &snapshot,
-        &active_flows(&snapshot, &records),
-    ))
+    let active = active_flows(state)?;
+    Ok(listeners_report(&state.config.load_full(), &active))
 }
 
 pub fn backends(state: &ControlState, listener: Option<&str>) -> Result<BackendsReport, String> {
-    let records = flow_records(state)?;
-    let snapshot = state.config.load_full();
+    let active = active_flows(state)?;
     backends_report(
-        &snapshot,
+        &state.config.load_full(),
         &state.drains.drains(),
-        &active_flows(&snapshot, &records),
+        &active,
         listener,
     )
 }
 
-pub fn query_flows(state: &ControlState, query: &FlowQuery) -> Result<FlowsReport, String> {
-    let filter = FlowFilter::new(query).map_err(|e| e.to_string())?;
+/// What the workers filter on for `query` under `snapshot`: the listener
+/// as its VIPs, the client CIDR and the backend as IPv4 values (an IPv6
+/// one matches nothing on the IPv4 packet path).
+pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, String> {
+    let mut select = FlowSelect::default();
     if let Some(name) = &query.listener {
-        if state.config.load().find_listener(name).is_none() {
+        let vips: Vec<_> = snapshot
+            .listeners
+            .iter()
+            .filter(|l| l.name.to_string() == *name)
+            .filter_map(|l| match l.address {
+                IpAddr::V4(address) => Some((l.protocol as u8, address, l.port)),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        if vips.is_empty() && snapshot.find_listener(name).is_none() {
             return Err(format!(
                 "no listener is named {name:?} (see `yardctl listeners`)"
             ));
         }
+        select.vips = Some(vips);
     }
-    let records = flow_records(state)?;
+    if let Some(text) = &query.client {
+        match Cidr::parse(text) {
+            Some(Cidr {
+                network: IpAddr::V4(network),
+                prefix_len,
+            }) => select.client = Some((network, prefix_len)),
+            Some(_) => select.nothing = true,
+            None => {
+                return Err(yardctl::proto::QueryError::Client(text.clone()).to_string());
+            }
+        }
+    }
+    if let Some(text) = &query.backend {
+        match text.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(backend)) => select.backend = Some((*backend.ip(), backend.port())),
+            Ok(SocketAddr::V6(_)) => select.nothing = true,
+            Err(_) => return Err(yardctl::proto::QueryError::Backend(text.clone()).to_string()),
+        }
+    }
+    Ok(FlowScan {
+        select,
+        sort: query.sort,
+        limit: query.limit,
+    })
+}
+
+/// The 5-tuples of both halves of every connection `records` show.
+pub fn connection_keys(records: &[FlowRecord]) -> Vec<crate::packet::FlowKey> {
+    let mut keys = Vec::new();
+    let mut seen = HashSet::new();
+    for record in records {
+        let connection = Connection::of(&record.key, &record.entry);
+        for key in [connection.forward_key(), connection.reply_key()] {
+            if seen.insert(key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys
+}
+
+/// `yardctl flows` with its filters: each worker filters, ranks and keeps
+/// at most `limit` connections of its own table. With several workers a
+/// connection's halves (or copies) may sit on several, and a worker's
+/// best may hold only part of one; the candidates' entries are then read
+/// back from every worker so each row counts both directions in full.
+/// The ranking that picked the candidates used each worker's share.
+pub fn query_flows(state: &ControlState, query: &FlowQuery) -> Result<FlowsReport, String> {
+    let filter = FlowFilter::new(query).map_err(|e| e.to_string())?;
+    let snapshot = state.config.load_full();
+    // The fast path's packets are counted in the cache, not by the workers,
+    // so a top-N by traffic is taken here, once the cache's counts are in.
+    let by_traffic = matches!(
+        query.sort,
+        Some(yardctl::proto::FlowSort::Bytes | yardctl::proto::FlowSort::Packets)
+    );
+    let worker_query = if state.fast_path.is_some() && by_traffic {
+        FlowQuery {
+            limit: None,
+            ..query.clone()
+        }
+    } else {
+        query.clone()
+    };
+    let query = &worker_query;
+    let scan = flow_scan(&snapshot, query)?;
+    let mut records: Vec<FlowRecord> =
+        ask_workers(state, |reply| WorkerRequest::Flows(scan.clone(), reply))?
+            .into_iter()
+            .flatten()
+            .collect();
+    if state.workers.len() > 1 && query.limit.is_some() {
+        let keys = connection_keys(&records);
+        records = ask_workers(state, |reply| WorkerRequest::Peek(keys.clone(), reply))?
+            .into_iter()
+            .flatten()
+            .collect();
+    }
     let report = flows_report(
-        &state.config.load(),
+        &snapshot,
         records.into_iter(),
         state.epoch.elapsed().as_nanos() as u64,
         super::cache_view(state).as_ref(),
@@ -227,10 +255,13 @@ pub fn set_drain(
 mod tests {
     use std::net::Ipv4Addr;
 
-    use switchyard_config::snapshot::{Backend, BackendGroup, Listener, ListenerName};
+    use switchyard_config::snapshot::{
+        Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol,
+    };
+    use yardctl::proto::{FlowSort, STATE_DRAINING, STATE_READY, STATE_TERMINATING};
 
     use super::*;
-    use crate::flow::FlowEntry;
+    use crate::flow::{Direction, FlowEntry};
     use crate::packet::{FlowKey, Rewrite};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -291,7 +322,9 @@ mod tests {
 
     fn record(client_port: u16, backend: Ipv4Addr, direction: Direction) -> FlowRecord {
         let client = Ipv4Addr::new(198, 18, 1, 10);
-        let (key, rewrite_dst) = match direction {
+        // Two-arm NAT: the forward half keeps the client as source, the
+        // reply half comes from the VIP.
+        let (key, rewrite_src, rewrite_dst) = match direction {
             Direction::ToBackend => (
                 FlowKey {
                     src: client,
@@ -300,6 +333,7 @@ mod tests {
                     dst_port: 30080,
                     protocol: 6,
                 },
+                (client, client_port),
                 (backend, 8080),
             ),
             Direction::ToClient => (
@@ -310,6 +344,7 @@ mod tests {
                     dst_port: client_port,
                     protocol: 6,
                 },
+                (VIP, 30080),
                 (client, client_port),
             ),
         };
@@ -320,9 +355,9 @@ mod tests {
                 rewrite: Rewrite {
                     eth_src: [0; 6],
                     eth_dst: [0; 6],
-                    ip_src: key.src,
+                    ip_src: rewrite_src.0,
                     ip_dst: rewrite_dst.0,
-                    src_port: key.src_port,
+                    src_port: rewrite_src.1,
                     dst_port: rewrite_dst.1,
                 },
                 egress_port: 1,
@@ -351,21 +386,39 @@ mod tests {
             record(40001, BE1, Direction::ToBackend),
             record(40002, BE2, Direction::ToBackend),
             record(40003, Ipv4Addr::new(198, 18, 2, 99), Direction::ToBackend),
+            // The first connection's entry on a second worker.
+            FlowRecord {
+                queue: 1,
+                ..record(40000, BE1, Direction::ToBackend)
+            },
         ];
-        let active = active_flows(&snapshot, &records);
-        assert_eq!(active.listeners, [4]);
-        assert_eq!(active.backends, [vec![2, 1]]);
+        let active = ActiveFlows::count(&records);
         let report = listeners_report(&snapshot, &active);
         let l = &report.listeners[0];
         assert_eq!(l.vip, "198.18.100.10:30080");
         assert_eq!((l.listener_port, l.table_size, l.backends), (80, 4, 2));
-        assert_eq!(l.active_flows, 4);
+        assert_eq!(l.active_flows, 4, "a backend the config lost still counts");
+        let backends = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
+        let flows: Vec<u64> = backends.backends.iter().map(|b| b.active_flows).collect();
+        assert_eq!(flows, [2, 1]);
+    }
+
+    #[test]
+    fn closing_connections_are_not_active() {
+        let snapshot = snapshot();
+        let mut closing = record(40000, BE1, Direction::ToBackend);
+        closing.entry.closing = true;
+        let active = ActiveFlows::count(&[closing, record(40001, BE1, Direction::ToBackend)]);
+        assert_eq!(
+            listeners_report(&snapshot, &active).listeners[0].active_flows,
+            1
+        );
     }
 
     #[test]
     fn backends_show_slots_weights_and_draining_state() {
         let snapshot = snapshot();
-        let active = active_flows(&snapshot, &[record(40000, BE1, Direction::ToBackend)]);
+        let active = ActiveFlows::count(&[record(40000, BE1, Direction::ToBackend)]);
         let report = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
         let [be1, be2] = report.backends.as_slice() else {
             panic!("two backends: {report:?}")
@@ -386,9 +439,72 @@ mod tests {
     }
 
     #[test]
+    fn a_terminating_endpoint_keeps_its_slots_unless_the_operator_drains_it() {
+        let snapshot = snapshot().with_terminating([endpoint(BE1)]);
+        let active = ActiveFlows::default();
+        let report = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
+        assert_eq!(report.backends[0].state, STATE_TERMINATING);
+        assert_eq!(report.backends[0].slots, 3);
+        let drains = BTreeSet::from([Drain {
+            listener: None,
+            endpoint: endpoint(BE1),
+        }]);
+        let report = backends_report(&snapshot, &drains, &active, None).unwrap();
+        assert_eq!(report.backends[0].state, STATE_DRAINING, "drained wins");
+    }
+
+    #[test]
+    fn a_flow_query_becomes_the_workers_filter() {
+        let snapshot = snapshot();
+        let scan = flow_scan(
+            &snapshot,
+            &FlowQuery {
+                listener: Some("demo/edge/web".into()),
+                client: Some("198.18.1.0/24".into()),
+                backend: Some("198.18.2.21:8080".into()),
+                sort: Some(FlowSort::Bytes),
+                limit: Some(5),
+            },
+        )
+        .unwrap();
+        assert_eq!(scan.select.vips, Some(vec![(6, VIP, 30080)]));
+        assert_eq!(scan.select.client, Some((Ipv4Addr::new(198, 18, 1, 0), 24)));
+        assert_eq!(scan.select.backend, Some((BE1, 8080)));
+        assert!(!scan.select.nothing);
+        assert_eq!((scan.sort, scan.limit), (Some(FlowSort::Bytes), Some(5)));
+        let v6 = flow_scan(
+            &snapshot,
+            &FlowQuery {
+                client: Some("2001:db8::/32".into()),
+                ..FlowQuery::default()
+            },
+        )
+        .unwrap();
+        assert!(v6.select.nothing, "no IPv6 flows on the IPv4 packet path");
+        let unknown = FlowQuery {
+            listener: Some("demo/edge/x".into()),
+            ..FlowQuery::default()
+        };
+        assert!(flow_scan(&snapshot, &unknown)
+            .unwrap_err()
+            .contains("demo/edge/x"));
+    }
+
+    #[test]
+    fn connection_keys_name_both_halves_once() {
+        let keys = connection_keys(&[
+            record(40000, BE1, Direction::ToBackend),
+            record(40000, BE1, Direction::ToClient),
+        ]);
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0], record(40000, BE1, Direction::ToBackend).key);
+        assert_eq!(keys[1], record(40000, BE1, Direction::ToClient).key);
+    }
+
+    #[test]
     fn backends_of_an_unknown_listener_are_refused() {
         let snapshot = snapshot();
-        let active = active_flows(&snapshot, &[]);
+        let active = ActiveFlows::default();
         let err =
             backends_report(&snapshot, &BTreeSet::new(), &active, Some("demo/edge/x")).unwrap_err();
         assert!(err.contains("demo/edge/x"), "{err}");

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the listeners of a Gateway API config on the given interfaces.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Read a config file and print what it compiles to, without serving it.
     Check(CheckArgs),
 }
@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// e.g. `198.18.1.1:53`.
     #[arg(long, value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics (text exposition) at
+    /// `http://ADDR:PORT/metrics`, e.g. `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     resolve: ResolveArgs,
 }
@@ -169,7 +173,7 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Check(args) => check::check(args),
     };
     if let Err(err) = result {

@@ -3,7 +3,7 @@
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use switchyard_dataplane::drain::{PublishHook, Publisher};
 use switchyard_dataplane::fast_path::{CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::interfaces;
+use switchyard_dataplane::metrics::MetricsServer;
 use switchyard_dataplane::neighbor::NeighborResolver;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_xdp::{AttachMode, LoadOptions, Steering};
@@ -67,11 +68,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             ifindex,
         });
     }
-    let available = ports
+    let rx_queues: Vec<u32> = ports
         .iter()
         .map(|p| interfaces::rx_queue_count(&p.name))
-        .min()
-        .unwrap_or(1);
+        .collect();
+    let available = rx_queues.iter().copied().min().unwrap_or(1);
     let queues = args.queues.unwrap_or(available);
     if queues == 0 || queues > available {
         bail!(
@@ -91,7 +92,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("loading the XDP steering program")?;
     let mut interface_status = Vec::new();
-    for port in &ports {
+    for (port, &rx_queues) in ports.iter().zip(&rx_queues) {
         let mode = steering
             .attach(&port.name, attach_mode(args.xdp_mode))
             .with_context(|| format!("attaching XDP to {}", port.name))?;
@@ -100,6 +101,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             name: port.name.clone(),
             ifindex: port.ifindex,
             xdp_mode: mode.to_string(),
+            queues,
+            rx_queues,
         });
     }
     steering
@@ -213,9 +216,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             modes.join(",")
         );
         let (requests, control) = channel::bounded(16);
+        let pinned = Arc::new(AtomicBool::new(false));
         handles.push(WorkerHandle {
             queue,
             core,
+            pinned: pinned.clone(),
             afxdp_modes: modes,
             requests,
         });
@@ -240,7 +245,14 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .name(format!("worker-{queue}"))
                 .spawn(move || {
                     if let Some(core) = core {
-                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                        // core_affinity panics on a core past the kernel's
+                        // cpu_set_t; such a core cannot exist anyway.
+                        if core < libc::CPU_SETSIZE as usize
+                            && core_affinity::set_for_current(core_affinity::CoreId { id: core })
+                        {
+                            // Read by `yardctl status`; nothing is ordered by it.
+                            pinned.store(true, Ordering::Relaxed);
+                        } else {
                             log::warn!("queue {queue}: could not pin to core {core}");
                         }
                     }
@@ -264,22 +276,40 @@ pub fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
 
-    let control = ControlServer::start(
-        &args.control_socket,
-        ControlState {
-            config_path: args.config.display().to_string(),
-            config: config.clone(),
-            config_status: reloader.status(),
-            interfaces: interface_status,
-            workers: handles,
-            epoch,
-            hash_seed: args.hash_seed,
-            affinity,
-            drains,
-            resolve_options: args.resolve.options(),
-            fast_path: (args.fast_path == OnOff::On).then(|| fast_path.clone()),
-        },
-    )?;
+    // The main thread reprograms the maps on reloads; the control socket
+    // and the metrics endpoint read the counters. Neither is per packet.
+    let steering = Arc::new(Mutex::new(steering));
+    let counters_of = steering.clone();
+    let state = Arc::new(ControlState {
+        config_path: args.config.display().to_string(),
+        config: config.clone(),
+        config_status: reloader.status(),
+        interfaces: interface_status,
+        workers: handles,
+        epoch,
+        hash_seed: args.hash_seed,
+        affinity,
+        drains,
+        resolve_options: args.resolve.options(),
+        fast_path: (args.fast_path == OnOff::On).then(|| fast_path.clone()),
+        steer_counters: Some(Box::new(move || {
+            counters_of
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .counters()
+                .map_err(|err| format!("{err:#}"))
+        })),
+    });
+    let control = ControlServer::start(&args.control_socket, state.clone())?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let server = MetricsServer::start(addr, state.clone())
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            log::info!("serving Prometheus metrics on http://{addr}/metrics");
+            Some(server)
+        }
+        None => None,
+    };
     log::info!(
         "serving {} listeners on {}; control socket {}",
         config.load().listeners.len(),
@@ -301,6 +331,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
+                    let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
                     reloader.reload(Trigger::Signal, &mut steering, &resolver);
                 }
                 Ok(signal) => {
@@ -311,18 +342,24 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         if watch.changed() {
+            let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
             reloader.reload(Trigger::FileChanged, &mut steering, &resolver);
         }
     }
     // Detach first so traffic falls back to the kernel at once, then let the
     // workers drain what is already in their rings.
-    steering.detach_all().context("detaching XDP")?;
+    steering
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .detach_all()
+        .context("detaching XDP")?;
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
     }
     resolver.stop();
     drop(dns);
+    drop(metrics);
     drop(control);
     log::info!("stopped");
     Ok(())

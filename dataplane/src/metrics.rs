@@ -1,0 +1,616 @@
+//! `switchyard run --metrics-listen ADDR`: the counters and histograms
+//! `yardctl` shows, as Prometheus text exposition (format 0.0.4) on
+//! `GET /metrics`.
+//!
+//! A scrape reads through the control socket's own functions (`stats`,
+//! `status`, active flows, latency), so the numbers are the ones `yardctl`
+//! prints, and the workers answer it between batches like any control
+//! request. The HTTP server is a small blocking one (tiny_http) on its own
+//! thread; nothing here is on the packet path.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use yardctl::proto::{BackendsReport, ListenersReport, StatsReport, StatusReport};
+
+use crate::control::{self, inventory, ControlState};
+use crate::drop_reason::DropReason;
+use crate::latency::{LatencySnapshot, Recorded};
+
+/// `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Upper bounds of the duration histograms, in nanoseconds: 1 µs to 1 s.
+const DURATION_BOUNDS_NS: [u64; 16] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+/// Upper bounds of the packets-per-batch histogram.
+const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("listening for metrics scrapes on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("starting the metrics thread")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Everything one scrape shows, read from the daemon at once.
+#[derive(Debug, Clone)]
+pub struct MetricsSample {
+    pub status: StatusReport,
+    pub stats: StatsReport,
+    pub listeners: ListenersReport,
+    pub backends: BackendsReport,
+    pub latency: Vec<LatencySnapshot>,
+}
+
+/// Reads a sample through the control socket's functions; one walk of
+/// the flow tables serves both the listeners' and the backends' counts.
+pub fn sample(state: &ControlState) -> Result<MetricsSample, String> {
+    let active = inventory::active_flows(state)?;
+    let snapshot = state.config.load_full();
+    Ok(MetricsSample {
+        stats: control::stats(state)?,
+        listeners: inventory::listeners_report(&snapshot, &active),
+        backends: inventory::backends_report(&snapshot, &state.drains.drains(), &active, None)?,
+        latency: control::latency(state)?,
+        status: control::status(state),
+    })
+}
+
+/// The sample as Prometheus text exposition.
+pub fn encode(sample: MetricsSample) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape(sample)));
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One histogram per worker from its recorded distribution; recorded
+/// units divided by `per_unit` are the metric's (1e9 nanoseconds a
+/// second). Dividing keeps bounds like 1 µs exact (`1e-06`).
+fn histograms<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    bounds: &[u64],
+    per_unit: f64,
+    rows: impl IntoIterator<Item = (Labels, &'a Recorded)>,
+) -> fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, recorded) in rows {
+        let buckets: Vec<(f64, u64)> = recorded
+            .buckets(bounds)
+            .into_iter()
+            .map(|(bound, count)| (bound as f64 / per_unit, count))
+            .collect();
+        metric
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(
+                recorded.total as f64 / per_unit,
+                recorded.histogram.len(),
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+fn gauge_value(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[derive(Debug)]
+struct Scrape(MetricsSample);
+
+impl Collector for Scrape {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let e = &mut e;
+        gauges(
+            e,
+            "switchyard_build_info",
+            "Always 1; the running version as a label.",
+            [(vec![("version", s.status.version.clone())], 1)],
+        )?;
+        gauges(
+            e,
+            "switchyard_uptime_seconds",
+            "Seconds since the daemon started.",
+            [(Labels::new(), gauge_value(s.status.uptime_secs))],
+        )?;
+        gauges(
+            e,
+            "switchyard_config_generation",
+            "Generation of the running config snapshot (reloads and drains bump it).",
+            [(Labels::new(), gauge_value(s.status.config_generation))],
+        )?;
+        counters(
+            e,
+            "switchyard_config_reloads",
+            "Config reloads by result: applied, or refused (invalid or not programmable).",
+            [
+                (
+                    vec![("result", "applied".to_owned())],
+                    s.status.reload.reloads,
+                ),
+                (
+                    vec![("result", "refused".to_owned())],
+                    s.status.reload.failed_reloads,
+                ),
+            ],
+        )?;
+        gauges(
+            e,
+            "switchyard_worker_pinned",
+            "1 when the worker runs pinned to its core.",
+            s.status.workers.iter().map(|w| {
+                (
+                    vec![
+                        ("queue", w.queue.to_string()),
+                        ("core", w.core.map_or_else(String::new, |c| c.to_string())),
+                    ],
+                    i64::from(w.pinned),
+                )
+            }),
+        )?;
+
+        let listener_labels = |listener: &str, protocol: &str, vip: &str| -> Labels {
+            vec![
+                ("listener", listener.to_owned()),
+                ("protocol", protocol.to_owned()),
+                ("vip", vip.to_owned()),
+            ]
+        };
+        let listeners = &s.stats.listeners;
+        for (name, help, value) in [
+            (
+                "switchyard_listener_packets",
+                "Packets of a listener's flows, both directions.",
+                (|c: &yardctl::proto::Counters| c.packets) as fn(&_) -> u64,
+            ),
+            (
+                "switchyard_listener_bytes",
+                "Bytes (Ethernet frames) of a listener's flows, both directions.",
+                |c| c.bytes,
+            ),
+            (
+                "switchyard_listener_flows",
+                "New client flows a listener took.",
+                |c| c.flows,
+            ),
+        ] {
+            counters(
+                e,
+                name,
+                help,
+                listeners.iter().map(|l| {
+                    (
+                        listener_labels(&l.listener, &l.protocol, &l.vip),
+                        value(&l.counters),
+                    )
+                }),
+            )?;
+        }
+        counters(
+            e,
+            "switchyard_listener_drops",
+            "Packets dropped or refused for a reason that belongs to the listener.",
+            listeners.iter().flat_map(|l| {
+                [DropReason::BackendUnavailable, DropReason::BackendRemoved]
+                    .into_iter()
+                    .map(move |reason| {
+                        let mut labels = listener_labels(&l.listener, &l.protocol, &l.vip);
+                        labels.push(("reason", reason.name().to_owned()));
+                        (labels, l.drops.get(reason.name()).copied().unwrap_or(0))
+                    })
+            }),
+        )?;
+        gauges(
+            e,
+            "switchyard_listener_active_flows",
+            "Established client connections the workers track for the listener.",
+            s.listeners.listeners.iter().map(|l| {
+                (
+                    listener_labels(&l.listener, &l.protocol, &l.vip),
+                    gauge_value(l.active_flows),
+                )
+            }),
+        )?;
+
+        let backend_labels = |listener: &str, backend: &str, service: &str| -> Labels {
+            vec![
+                ("listener", listener.to_owned()),
+                ("backend", backend.to_owned()),
+                ("service", service.to_owned()),
+            ]
+        };
+        let backends = &s.stats.backends;
+        for (name, help, value) in [
+            (
+                "switchyard_backend_packets",
+                "Packets of a backend's flows, both directions.",
+                (|c: &yardctl::proto::Counters| c.packets) as fn(&_) -> u64,
+            ),
+            (
+                "switchyard_backend_bytes",
+                "Bytes (Ethernet frames) of a backend's flows, both directions.",
+                |c| c.bytes,
+            ),
+            (
+                "switchyard_backend_flows",
+                "New client flows sent to a backend.",
+                |c| c.flows,
+            ),
+        ] {
+            counters(
+                e,
+                name,
+                help,
+                backends.iter().map(|b| {
+                    (
+                        backend_labels(&b.listener, &b.backend, &b.service),
+                        value(&b.counters),
+                    )
+                }),
+            )?;
+        }
+        gauges(
+            e,
+            "switchyard_backend_active_flows",
+            "Established client connections the workers track on the backend.",
+            s.backends.backends.iter().map(|b| {
+                (
+                    backend_labels(&b.listener, &b.backend, &b.service),
+                    gauge_value(b.active_flows),
+                )
+            }),
+        )?;
+
+        let queue = |q: u32| vec![("queue", q.to_string())];
+        let workers = &s.stats.workers;
+        for (name, help, value) in [
+            (
+                "switchyard_worker_rx_packets",
+                "Frames a worker received from its AF_XDP sockets.",
+                (|w: &yardctl::proto::WorkerStats| w.rx_packets) as fn(&_) -> u64,
+            ),
+            (
+                "switchyard_worker_rx_bytes",
+                "Bytes a worker received.",
+                |w| w.rx_bytes,
+            ),
+            (
+                "switchyard_worker_tx_packets",
+                "Frames a worker transmitted.",
+                |w| w.tx_packets,
+            ),
+            (
+                "switchyard_worker_tx_bytes",
+                "Bytes a worker transmitted.",
+                |w| w.tx_bytes,
+            ),
+        ] {
+            counters(
+                e,
+                name,
+                help,
+                workers.iter().map(|w| (queue(w.queue), value(w))),
+            )?;
+        }
+        counters(
+            e,
+            "switchyard_drops",
+            "Packets a worker dropped, by named reason.",
+            workers.iter().flat_map(|w| {
+                DropReason::ALL.into_iter().map(|reason| {
+                    let mut labels = queue(w.queue);
+                    labels.push(("reason", reason.name().to_owned()));
+                    (labels, w.drops.get(reason.name()).copied().unwrap_or(0))
+                })
+            }),
+        )?;
+        counters(
+            e,
+            "switchyard_xdp_steer",
+            "Frames the XDP steering program steered to a worker (steer_*) or passed to the kernel, by reason.",
+            s.stats
+                .xdp_steering
+                .iter()
+                .map(|(reason, &count)| (vec![("reason", reason.clone())], count))
+                .collect::<BTreeMap<_, _>>(),
+        )?;
+
+        histograms(
+            e,
+            "switchyard_worker_batch_duration_seconds",
+            "Time a worker took for a batch that received packets.",
+            &DURATION_BOUNDS_NS,
+            1e9,
+            s.latency
+                .iter()
+                .map(|l| (queue(l.queue), &l.recorded.batch_ns)),
+        )?;
+        histograms(
+            e,
+            "switchyard_worker_batch_packets",
+            "Packets in a batch that received any.",
+            &BATCH_BOUNDS,
+            1.0,
+            s.latency
+                .iter()
+                .map(|l| (queue(l.queue), &l.recorded.packets_per_batch)),
+        )?;
+        histograms(
+            e,
+            "switchyard_worker_control_duration_seconds",
+            "Time a worker spent answering control requests in one gap between batches.",
+            &DURATION_BOUNDS_NS,
+            1e9,
+            s.latency
+                .iter()
+                .map(|l| (queue(l.queue), &l.recorded.control_ns)),
+        )?;
+        Ok(())
+    }
+}
+
+/// Serves `GET /metrics` on its own thread until dropped.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricsServer {
+    pub fn start(addr: SocketAddr, state: Arc<ControlState>) -> Result<Self, MetricsError> {
+        let server = Arc::new(
+            tiny_http::Server::http(addr).map_err(|source| MetricsError::Bind { addr, source })?,
+        );
+        let serving = server.clone();
+        let thread = thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for request in serving.incoming_requests() {
+                    let response = respond(&state, request.method(), request.url());
+                    if let Err(err) = request.respond(response) {
+                        log::debug!("metrics scrape: {err}");
+                    }
+                }
+            })
+            .map_err(MetricsError::Thread)?;
+        Ok(Self {
+            server,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn text_response(status: u16, content_type: &str, body: String) -> tiny_http::ResponseBox {
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type)
+        .expect("a constant header is valid");
+    tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header)
+        .boxed()
+}
+
+fn respond(state: &ControlState, method: &tiny_http::Method, url: &str) -> tiny_http::ResponseBox {
+    let plain = "text/plain; charset=utf-8";
+    if url.split('?').next() != Some("/metrics") {
+        return text_response(404, plain, "not found: metrics are at /metrics\n".into());
+    }
+    if *method != tiny_http::Method::Get && *method != tiny_http::Method::Head {
+        return text_response(405, plain, "only GET /metrics\n".into());
+    }
+    match sample(state) {
+        Ok(sample) => match encode(sample) {
+            Ok(text) => text_response(200, CONTENT_TYPE, text),
+            Err(_) => text_response(500, plain, "encoding the metrics failed\n".into()),
+        },
+        Err(message) => text_response(503, plain, format!("{message}\n")),
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use yardctl::proto::{
+        BackendInfo, BackendStats, Counters, ListenerInfo, ListenerStats, WorkerStats, WorkerStatus,
+    };
+
+    use super::*;
+    use crate::latency::LatencyRecorder;
+
+    fn sample() -> MetricsSample {
+        let mut recorder = LatencyRecorder::new();
+        recorder.record_batch(3_000, 4);
+        recorder.record_batch(40_000, 60);
+        recorder.record_control(1_500);
+        MetricsSample {
+            status: StatusReport {
+                version: "0.1.0".into(),
+                config_generation: 3,
+                workers: vec![WorkerStatus {
+                    queue: 0,
+                    core: Some(1),
+                    pinned: true,
+                    afxdp_modes: vec!["copy".into()],
+                }],
+                ..StatusReport::default()
+            },
+            stats: StatsReport {
+                listeners: vec![ListenerStats {
+                    listener: "demo/edge/tcp".into(),
+                    protocol: "TCP".into(),
+                    vip: "198.18.100.10:80".into(),
+                    counters: Counters {
+                        packets: 10,
+                        bytes: 1000,
+                        flows: 2,
+                    },
+                    drops: BTreeMap::from([("backend_unavailable".into(), 7)]),
+                    ..ListenerStats::default()
+                }],
+                backends: vec![BackendStats {
+                    listener: "demo/edge/tcp".into(),
+                    backend: "198.18.2.21:8080".into(),
+                    service: "demo/echo".into(),
+                    counters: Counters {
+                        packets: 10,
+                        bytes: 1000,
+                        flows: 2,
+                    },
+                    ..BackendStats::default()
+                }],
+                workers: vec![WorkerStats {
+                    queue: 0,
+                    rx_packets: 64,
+                    drops: BTreeMap::from([("no_route".into(), 5)]),
+                    ..WorkerStats::default()
+                }],
+                drops: BTreeMap::new(),
+                xdp_steering: BTreeMap::from([("steer_vip".into(), 40), ("pass_local".into(), 0)]),
+            },
+            listeners: ListenersReport {
+                generation: 3,
+                listeners: vec![ListenerInfo {
+                    listener: "demo/edge/tcp".into(),
+                    protocol: "TCP".into(),
+                    vip: "198.18.100.10:80".into(),
+                    active_flows: 1,
+                    ..ListenerInfo::default()
+                }],
+            },
+            backends: BackendsReport {
+                generation: 3,
+                backends: vec![BackendInfo {
+                    listener: "demo/edge/tcp".into(),
+                    backend: "198.18.2.21:8080".into(),
+                    service: "demo/echo".into(),
+                    active_flows: 1,
+                    ..BackendInfo::default()
+                }],
+            },
+            latency: vec![recorder.snapshot(0)],
+        }
+    }
+
+    #[test]
+    fn counters_gauges_and_histograms_have_conventional_names_and_labels() {
+        let text = encode(sample()).unwrap();
+        for line in [
+            "# TYPE switchyard_listener_packets_total counter",
+            r#"switchyard_listener_packets_total{listener="demo/edge/tcp",protocol="TCP",vip="198.18.100.10:80"} 10"#,
+            r#"switchyard_listener_drops_total{listener="demo/edge/tcp",protocol="TCP",vip="198.18.100.10:80",reason="backend_unavailable"} 7"#,
+            r#"switchyard_listener_drops_total{listener="demo/edge/tcp",protocol="TCP",vip="198.18.100.10:80",reason="backend_removed"} 0"#,
+            r#"switchyard_backend_flows_total{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 2"#,
+            r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
+            r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
+            r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
+            r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
+            r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,
+            "switchyard_config_generation 3",
+            r#"switchyard_config_reloads_total{result="refused"} 0"#,
+            r#"switchyard_build_info{version="0.1.0"} 1"#,
+            r#"switchyard_worker_pinned{queue="0",core="1"} 1"#,
+            "# TYPE switchyard_worker_batch_duration_seconds histogram",
+            r#"switchyard_worker_batch_packets_bucket{queue="0",le="4"} 1"#,
+            r#"switchyard_worker_batch_packets_bucket{queue="0",le="64"} 2"#,
+            r#"switchyard_worker_batch_packets_bucket{queue="0",le="+Inf"} 2"#,
+            r#"switchyard_worker_batch_packets_sum{queue="0"} 64.0"#,
+            r#"switchyard_worker_batch_packets_count{queue="0"} 2"#,
+            r#"switchyard_worker_control_duration_seconds_count{queue="0"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn duration_buckets_are_in_seconds() {
+        let text = encode(sample()).unwrap();
+        let bucket = |le: &str| {
+            let prefix = format!(
+                r#"switchyard_worker_batch_duration_seconds_bucket{{queue="0",le="{le}"}} "#
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
+                .to_owned()
+        };
+        assert_eq!(bucket("1e-06"), "0");
+        assert_eq!(bucket("5e-06"), "1", "3 µs");
+        assert_eq!(bucket("5e-05"), "2", "and 40 µs");
+        assert_eq!(bucket("1"), "2");
+    }
+}
