@@ -9,19 +9,27 @@ RELEASE := target/release
 # README): clang/llvm/libbpf for the XDP program, libelf/zlib/m4/pkg-config
 # for libxdp (built from source by xsk-rs), iproute2 for the namespace tests.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2
+# `make bench` also measures kube-proxy-style nftables DNAT.
+BENCH_PACKAGES := nftables
 
-.PHONY: deps build demo test lint bench fuzz clean
+.PHONY: deps bench-deps build demo test lint bench fuzz soak clean
 
 deps:
+	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup) first"; exit 1; }
+
+bench-deps: deps
+	@$(MAKE) --no-print-directory install-missing PACKAGES="$(BENCH_PACKAGES)"
+
+install-missing:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup) first"; exit 1; }
 
 build: deps
 	$(CARGO) build --release --workspace --bins
@@ -38,10 +46,12 @@ test: build lint
 	set -o pipefail; $(CARGO) test --release --workspace -- --test-threads 2 2>&1 | tee target/test.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "%d passed, %d failed\n", passed, failed }' target/test.log
 
-bench: build
-	$(RELEASE)/yard-bench
-	$(RELEASE)/yard-maglev
-	$(RELEASE)/yard-flows
+# Every path and its baseline in one run (namespaces, live-frames
+# generator, nftables, Switchyard with the fast path off and on), then the
+# worker, Maglev and flow-table benchmarks; writes perf/results/latest.json
+# and latest.svg.
+bench: bench-deps build
+	$(RELEASE)/yard-netbench
 
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.

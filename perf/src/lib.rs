@@ -5,3 +5,4 @@
 pub mod generator;
 pub mod netbench;
 pub mod pktgen;
+pub mod summary;

@@ -259,14 +259,12 @@ mod tests {
             (Proto::Udp, "[fd00::10]:53", "fd00::1:0"),
         ] {
             let t = template(&spec(proto, dst, src)).unwrap();
-            assert_eq!(
-                t.frame.len(),
-                if src.contains(':') {
-                    14 + 40 + 8 + 16
-                } else {
-                    60
-                }
-            );
+            let headers = match (proto, src.contains(':')) {
+                (Proto::Udp, false) => 14 + 20 + 8,
+                (Proto::Tcp, false) => 14 + 20 + 20,
+                (_, true) => 14 + 40 + 8,
+            };
+            assert_eq!(t.frame.len(), (headers + STAMP_LEN).max(60));
             for n in 0..40u64 {
                 let mut frame = t.frame.clone();
                 write_frame(&mut frame, &t, n, 0x0123_4567_89ab_cdef ^ n);

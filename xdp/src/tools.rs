@@ -312,6 +312,23 @@ impl Tools {
         Ok(result.duration)
     }
 
+    /// Runs pktgen once on `template` (not live) and returns the frame it
+    /// wrote and its verdict: what live mode would send.
+    pub fn generate_one(&self, template: &[u8]) -> Result<(u32, Vec<u8>), XdpError> {
+        let program = program(&self.ebpf, "pktgen")?;
+        let mut out = vec![0u8; template.len() + 64];
+        let options = TestRunOptions {
+            data_in: Some(template),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let result = program
+            .test_run(options)
+            .map_err(|err| XdpError::TestRun(Box::new(err)))?;
+        out.truncate(result.data_size_out as usize);
+        Ok((result.return_value, out))
+    }
+
     /// The fd of a program, e.g. to run it elsewhere.
     pub fn program_fd(&self, tool: Tool) -> Result<std::os::fd::BorrowedFd<'_>, XdpError> {
         let program = program(&self.ebpf, tool.program())?;

@@ -24,6 +24,7 @@ use switchyard_dataplane::neighbor::{
 };
 use switchyard_dataplane::packet;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
+use switchyard_perf::summary::Summary;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const BACKENDS: u8 = 16;
@@ -235,5 +236,14 @@ fn main() {
             1e3 / ns,
             ns / parse
         );
+    }
+    let mut summary = Summary::default();
+    summary.record("worker_copy_ns", copy);
+    summary.record("worker_parse_ns", parse);
+    summary.record("worker_established_ns", established);
+    summary.record("worker_new_flow_ns", new_flows);
+    summary.record("worker_new_flow_decisions_per_sec", 1e9 / new_flows);
+    if let Err(err) = summary.write_if_asked() {
+        eprintln!("writing --json: {err}");
     }
 }

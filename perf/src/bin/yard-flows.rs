@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_dataplane::flow::{Direction, FlowEntry, FlowTable, FlowTimeouts};
 use switchyard_dataplane::packet::{FlowKey, Rewrite};
+use switchyard_perf::summary::Summary;
 
 const GOAL_BYTES: f64 = 128.0;
 const MILLION: usize = 1 << 20;
@@ -107,7 +108,7 @@ fn ns(d: Duration, ops: usize) -> f64 {
     d.as_secs_f64() * 1e9 / ops as f64
 }
 
-fn memory() {
+fn memory(summary: &mut Summary) {
     let n = MILLION;
     let index = 2 * n.next_power_of_two() * size_of::<u32>();
     let slot = size_of::<(FlowKey, FlowEntry, u32, u32)>();
@@ -138,6 +139,8 @@ fn memory() {
     let filled = rss_bytes();
     assert_eq!(table.len(), n);
     let per_flow = (filled - before) as f64 / n as f64;
+    summary.record("flow_table_bytes_per_flow_layout", static_per_flow);
+    summary.record("flow_table_bytes_per_flow_rss", per_flow);
     println!(
         "flow table, 1M capacity: RSS +{:.1} MiB at new, +{:.1} MiB filled = {per_flow:.2} B/flow (goal <= {GOAL_BYTES} B) {}",
         (built - before) as f64 / (1 << 20) as f64,
@@ -153,6 +156,7 @@ fn memory() {
     }
     let filled = rss_bytes();
     let map_per_flow = (filled - before) as f64 / n as f64;
+    summary.record("hashmap_bytes_per_flow_rss", map_per_flow);
     println!(
         "HashMap baseline, with_capacity(1M) filled: RSS {map_per_flow:.1} B/flow; flow table / HashMap = {:.2}",
         per_flow / map_per_flow
@@ -160,7 +164,7 @@ fn memory() {
     drop(map);
 }
 
-fn speed(n: usize) {
+fn speed(n: usize, summary: &mut Summary) {
     let keys: Vec<FlowKey> = (0..n).map(key).collect();
     let fresh: Vec<FlowKey> = (n..2 * n).map(key).collect();
     let order = shuffled(n);
@@ -242,21 +246,30 @@ fn speed(n: usize) {
     }
     let m_evict = start.elapsed();
 
-    let row = |what: &str, t: f64, m: f64| {
+    let mut row = |key: &str, what: &str, t: f64, m: f64| {
         println!(
             "  {what:<28} table {t:>7.1} ns/op  HashMap {m:>7.1} ns/op  ratio {:>5.2}x",
             t / m
         );
+        summary.record(format!("flow_table_{key}_ns_n{n}"), t);
+        summary.record(format!("hashmap_{key}_ns_n{n}"), m);
     };
     println!("{n} flows:");
-    row("insert (empty table)", ns(t_insert, n), ns(m_insert, n));
     row(
+        "insert",
+        "insert (empty table)",
+        ns(t_insert, n),
+        ns(m_insert, n),
+    );
+    row(
+        "lookup_hit",
         "lookup hit (random order)",
         ns(t_lookup, lookups),
         ns(m_lookup, lookups),
     );
-    row("lookup miss", ns(t_miss, n), ns(m_miss, n));
+    row("lookup_miss", "lookup miss", ns(t_miss, n), ns(m_miss, n));
     row(
+        "insert_full",
         "insert full (evict | rm+ins)",
         ns(t_evict, n),
         ns(m_evict, n),
@@ -266,8 +279,12 @@ fn speed(n: usize) {
 fn main() {
     println!("yard-flows: fixed-capacity LRU flow table vs std HashMap, same run");
     println!("ratio = table / HashMap (lower is better); timings median of {RUNS} runs except the eviction row (one pass)");
-    memory();
+    let mut summary = Summary::default();
+    memory(&mut summary);
     for n in [64, 64 << 10, MILLION] {
-        speed(n);
+        speed(n, &mut summary);
+    }
+    if let Err(err) = summary.write_if_asked() {
+        eprintln!("writing --json: {err}");
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_config::maglev::{self, MaglevEntry};
 use switchyard_config::snapshot::SLOT_TABLE_SIZE;
+use switchyard_perf::summary::Summary;
 
 const RUNS: usize = 9;
 
@@ -33,6 +34,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    let mut summary = Summary::default();
     let m = SLOT_TABLE_SIZE;
     println!("maglev build, M = {m}, median of {RUNS} runs");
     for n in [10usize, 100, 1000] {
@@ -57,13 +59,18 @@ fn main() {
             ms(baseline),
             build.as_secs_f64() / baseline.as_secs_f64()
         );
+        summary.record(format!("maglev_build_ms_n{n}"), ms(build));
+        summary.record(format!("maglev_round_robin_fill_ms_n{n}"), ms(baseline));
     }
-    disruption(m);
+    disruption(m, &mut summary);
+    if let Err(err) = summary.write_if_asked() {
+        eprintln!("writing --json: {err}");
+    }
 }
 
 /// For N equal backends, removes each of 20 victims in turn and prints the
 /// mean and worst share of the survivors' slots that moved.
-fn disruption(m: usize) {
+fn disruption(m: usize, summary: &mut Summary) {
     println!(
         "\nslots of the other backends moved when one of N is removed, M = {m}, 20 victims each"
     );
@@ -95,5 +102,7 @@ fn disruption(m: usize) {
         let mean = shares.iter().sum::<f64>() / shares.len() as f64;
         let worst = shares.iter().cloned().fold(0.0, f64::max);
         println!("N = {n:>4}: mean {mean:>5.2}%  worst {worst:>5.2}%");
+        summary.record(format!("maglev_disruption_mean_pct_n{n}"), mean);
+        summary.record(format!("maglev_disruption_worst_pct_n{n}"), worst);
     }
 }

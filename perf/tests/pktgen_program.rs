@@ -1,0 +1,107 @@
+//! The live-frames generator (pktgen in xdp/src/bpf/tools.c) writes the
+//! frames its userspace twin writes: every frame's checksums verify, flows
+//! cycle as configured, and the stamp carries the flow and a send time.
+//! Needs root (loading BPF); nothing is attached.
+
+use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use switchyard_perf::pktgen::{template, FlowSpec, Proto};
+use switchyard_xdp::tools::Tools;
+
+const XDP_TX: u32 = 3;
+
+fn spec(proto: Proto, dst: &str, src: &str) -> FlowSpec {
+    FlowSpec {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        src: src.parse().unwrap(),
+        src_count: 3,
+        sport_base: 10_000,
+        sport_count: 7,
+        flows: 15,
+        dst: dst.parse().unwrap(),
+        proto,
+        syn_every: 4,
+        frame_len: 60,
+    }
+}
+
+fn checksums_verify(frame: &[u8]) -> bool {
+    let packet = SlicedPacket::from_ethernet(frame).unwrap();
+    match (&packet.net, &packet.transport) {
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(udp))) => {
+            let header = ip.header().to_header();
+            header.calc_header_checksum() == ip.header().header_checksum()
+                && udp
+                    .to_header()
+                    .calc_checksum_ipv4(&header, udp.payload())
+                    .unwrap()
+                    == udp.checksum()
+        }
+        (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) => {
+            let header = ip.header().to_header();
+            header.calc_header_checksum() == ip.header().header_checksum()
+                && tcp
+                    .to_header()
+                    .calc_checksum_ipv4(&header, tcp.payload())
+                    .unwrap()
+                    == tcp.checksum()
+        }
+        (Some(NetSlice::Ipv6(ip)), Some(TransportSlice::Udp(udp))) => {
+            udp.to_header()
+                .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
+                .unwrap()
+                == udp.checksum()
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn every_generated_frame_has_valid_checksums_and_the_flows_cycle() {
+    for (proto, dst, src) in [
+        (Proto::Udp, "198.18.100.10:53", "198.18.1.200"),
+        (Proto::Tcp, "198.18.100.10:80", "198.18.1.1"),
+        (Proto::Udp, "[fd00::10]:53", "fd00::1:0"),
+    ] {
+        let mut tools = Tools::load().expect("loading tools.o (needs root)");
+        let t = template(&spec(proto, dst, src)).unwrap();
+        tools.configure_pktgen(&t.config).unwrap();
+        let mut sources = std::collections::BTreeSet::new();
+        let mut syns = 0;
+        for n in 0..30 {
+            let (verdict, frame) = tools.generate_one(&t.frame).unwrap();
+            assert_eq!(verdict, XDP_TX, "{proto:?} {dst}");
+            assert_eq!(frame.len(), t.frame.len());
+            assert!(
+                checksums_verify(&frame),
+                "{proto:?} {dst} frame {n}: {frame:02x?}"
+            );
+            let packet = SlicedPacket::from_ethernet(&frame).unwrap();
+            let port = match &packet.transport {
+                Some(TransportSlice::Udp(udp)) => udp.source_port(),
+                Some(TransportSlice::Tcp(tcp)) => {
+                    syns += usize::from(tcp.syn());
+                    tcp.source_port()
+                }
+                _ => unreachable!(),
+            };
+            let address = match &packet.net {
+                Some(NetSlice::Ipv4(ip)) => ip.header().source_addr().to_string(),
+                Some(NetSlice::Ipv6(ip)) => ip.header().source_addr().to_string(),
+                _ => unreachable!(),
+            };
+            sources.insert((address, port));
+            let stamp = usize::from(t.config.stamp_off);
+            assert_eq!(
+                u32::from_be_bytes(frame[stamp + 4..stamp + 8].try_into().unwrap()),
+                (n % 15) as u32,
+                "the stamp names the flow"
+            );
+            assert_ne!(&frame[stamp + 8..stamp + 16], &[0u8; 8], "a send time");
+        }
+        assert_eq!(sources.len(), 15, "{proto:?}: 15 flows in 30 frames");
+        if proto == Proto::Tcp {
+            assert_eq!(syns, 8, "every 4th of 30 frames (0, 4, ..., 28) is a SYN");
+        }
+    }
+}

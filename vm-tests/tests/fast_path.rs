@@ -1,0 +1,190 @@
+//! End-to-end: the XDP flow cache carries a settled flow's packets itself,
+//! and every packet is still counted once. A UDP flow of N request/response
+//! exchanges (one 5-tuple, 2N packets through the LB) shows up in
+//! `yardctl flows` with 2N packets, most of them sent by the fast path, and
+//! in the steering counters as fast-path sends; with `--fast-path off` the
+//! workers carry all 2N. A long-lived TCP connection rides the fast path
+//! too, and a drain (a new config generation) sends it back to the workers,
+//! which keep its backend and cache it again.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
+use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
+use switchyard_vm_tests::topology::VIP;
+use switchyard_vm_tests::{
+    tcp_exchange_keep_open, Daemon, DaemonOptions, GatewaySpec, TempDir, Topology,
+};
+use yardctl::proto::{FlowInfo, FlowsReport, StatsReport};
+
+const EXCHANGES: u64 = 100;
+
+fn start(topo: &Topology, config: &std::path::Path, extra: &[&str]) -> Result<Daemon> {
+    let mut opts = DaemonOptions::new(topo.lb_interfaces()).queues(topo.queues);
+    for arg in extra {
+        opts = opts.arg(*arg);
+    }
+    Daemon::start(&topo.lb, config, &opts)
+}
+
+fn flow_of<'a>(flows: &'a FlowsReport, client: &str) -> Result<&'a FlowInfo> {
+    flows
+        .flows
+        .iter()
+        .find(|f| f.client == client)
+        .with_context(|| format!("no flow of {client} in {:?}", flows.flows))
+}
+
+/// N exchanges on one UDP socket: one flow, 2N packets through the LB.
+fn udp_flow(topo: &Topology) -> Result<String> {
+    let vip = SocketAddr::from((VIP, UDP_PORT));
+    let socket = udp_socket_towards(&topo.client, vip)?;
+    let mut servers = std::collections::BTreeSet::new();
+    for i in 0..EXCHANGES {
+        let reply = udp_exchange_on(&socket, vip, &format!("q{i}|"))?;
+        servers.insert(reply.server().to_owned());
+    }
+    ensure!(servers.len() == 1, "one flow, one backend: {servers:?}");
+    Ok(socket.local_addr()?.to_string())
+}
+
+#[test]
+fn a_settled_udp_flow_rides_the_fast_path_and_every_packet_is_counted_once() -> Result<()> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = start(&topo, &config, &[])?;
+
+    let client = udp_flow(&topo)?;
+    let flows = daemon.flows()?;
+    let flow = flow_of(&flows, &client)?;
+    ensure!(
+        flow.packets == 2 * EXCHANGES,
+        "{} packets through the LB, counted {}: {flow:?}",
+        2 * EXCHANGES,
+        flow.packets
+    );
+    // The first packet of each direction is decided by a worker, the second
+    // installs the flow; from then on the program sends them.
+    ensure!(
+        flow.fast_path && flow.fast_path_packets >= 2 * EXCHANGES - 8,
+        "the fast path should have carried nearly all: {flow:?}"
+    );
+    let stats: StatsReport = daemon.stats()?;
+    let sent_fast = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
+        + stats
+            .xdp_steering
+            .get("fast_redirect")
+            .copied()
+            .unwrap_or(0);
+    ensure!(
+        sent_fast == flow.fast_path_packets,
+        "steering counted {sent_fast} fast-path sends, the flow {}",
+        flow.fast_path_packets
+    );
+    let listener = stats
+        .listeners
+        .iter()
+        .find(|l| l.vip.ends_with(&format!(":{UDP_PORT}")))
+        .context("the UDP listener")?;
+    ensure!(
+        listener.counters.packets == 2 * EXCHANGES
+            && listener.fast_path_packets == flow.fast_path_packets,
+        "the listener counts both paths once: {listener:?}"
+    );
+    let status = daemon.status()?;
+    ensure!(
+        status.fast_path.as_ref().is_some_and(|f| f.entries >= 2),
+        "both directions cached: {:?}",
+        status.fast_path
+    );
+    Ok(())
+}
+
+#[test]
+fn with_the_fast_path_off_the_workers_carry_every_packet() -> Result<()> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = start(&topo, &config, &["--fast-path", "off"])?;
+
+    let client = udp_flow(&topo)?;
+    let flows = daemon.flows()?;
+    let flow = flow_of(&flows, &client)?;
+    ensure!(
+        flow.packets == 2 * EXCHANGES && flow.fast_path_packets == 0 && !flow.fast_path,
+        "{flow:?}"
+    );
+    let stats = daemon.stats()?;
+    let worker_rx: u64 = stats.workers.iter().map(|w| w.rx_packets).sum();
+    ensure!(worker_rx >= 2 * EXCHANGES, "workers saw {worker_rx}");
+    ensure!(daemon.status()?.fast_path.is_none());
+    Ok(())
+}
+
+#[test]
+fn a_cached_tcp_connection_keeps_its_backend_across_a_new_generation() -> Result<()> {
+    let topo = Topology::two_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = start(&topo, &config, &[])?;
+
+    let vip = SocketAddr::from((VIP, TCP_PORT));
+    let (mut stream, first) = tcp_exchange_keep_open(&topo.client, vip, "hello|")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let client = stream.local_addr()?.to_string();
+    let exchange = |stream: &mut std::net::TcpStream, i: usize| -> Result<String> {
+        let payload = format!("m{i}|");
+        stream.write_all(payload.as_bytes())?;
+        let mut buf = vec![0u8; 256];
+        let n = stream.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    for i in 0..20 {
+        let reply = exchange(&mut stream, i)?;
+        ensure!(reply.starts_with(first.server()), "moved: {reply:?}");
+    }
+    let before = daemon.flows()?;
+    let flow = flow_of(&before, &client)?;
+    ensure!(
+        flow.fast_path && flow.fast_path_packets > 10,
+        "the connection should ride the fast path: {flow:?}"
+    );
+
+    // Draining another backend publishes a new generation: every cache
+    // entry stops applying until its flow's next packet re-installs it.
+    let other = topo
+        .backends
+        .iter()
+        .find(|b| b.name != first.server())
+        .context("a second backend")?;
+    let drained = format!("{}:{TCP_TARGET_PORT}", other.addr);
+    let out = daemon.yardctl_raw(&["drain", &drained])?;
+    ensure!(out.status.success(), "drain: {}", out.stderr);
+    for i in 20..40 {
+        let reply = exchange(&mut stream, i)?;
+        ensure!(
+            reply.starts_with(first.server()),
+            "moved after the drain: {reply:?}"
+        );
+    }
+    let after = daemon.flows()?;
+    let flow = flow_of(&after, &client)?;
+    ensure!(
+        flow.fast_path,
+        "cached again under the new generation: {flow:?}"
+    );
+    let stats = daemon.stats()?;
+    ensure!(
+        stats.xdp_steering.get("fast_stale").copied().unwrap_or(0) >= 1,
+        "the stale entry sent a packet to the workers: {:?}",
+        stats.xdp_steering
+    );
+    Ok(())
+}
