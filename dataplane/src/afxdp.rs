@@ -14,7 +14,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::io::{BatchOutcome, PacketIo, Verdict};
+use crate::io::{BatchOutcome, Handler, PacketIo, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
@@ -384,16 +384,35 @@ fn socket_is_zero_copy(fd: RawFd) -> io::Result<bool> {
 }
 
 impl PacketIo for XskPorts {
-    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome {
+    fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         self.reclaim_completions();
         self.refill();
         let port_count = self.ports.len();
+        // Backpressure: take no more frames than every tx ring can still
+        // queue. A frame left on the rx ring costs nothing and is dropped
+        // by the kernel if the ring fills; one taken and then refused by a
+        // full tx ring has cost a decision and a rewrite first.
+        let room = self
+            .ports
+            .iter_mut()
+            .map(|p| p.tx.nb_free(self.batch_size as u32) as usize)
+            .min()
+            .unwrap_or(0);
         for index in 0..port_count {
-            let batch = self.batch_size;
+            let batch = self.batch_size.min(room);
             // SAFETY: `rx_batch` descriptors are overwritten with frames of
             // this worker's UMEM that the kernel hands back.
             let received = unsafe { self.ports[index].rx.consume(&mut self.rx_batch[..batch]) };
+            // The kernel wrote these frames on another core (copy mode) or
+            // a device did (zero-copy): ask for all their headers at once,
+            // so the misses overlap instead of stalling frame by frame.
+            for desc in &self.rx_batch[..received] {
+                // SAFETY: a frame of our UMEM just taken off the rx ring;
+                // only its address is read.
+                let data = unsafe { self.umem.data(desc) };
+                crate::hint::prefetch(data.contents().as_ptr());
+            }
             for slot in 0..received {
                 let mut desc = self.rx_batch[slot];
                 outcome.received += 1;
@@ -401,7 +420,12 @@ impl PacketIo for XskPorts {
                 // SAFETY: the frame came off our rx ring, so no ring and no
                 // other descriptor refers to it until we hand it on below.
                 let mut data = unsafe { self.umem.data_mut(&mut desc) };
-                let verdict = handle(index, data.contents_mut());
+                let next = (slot + 1 < received).then(|| {
+                    // SAFETY: another frame of this batch, distinct from the
+                    // one borrowed mutably above; only read.
+                    unsafe { self.umem.data(&self.rx_batch[slot + 1]) }.contents()
+                });
+                let verdict = handle(index, data.contents_mut(), next);
                 match verdict {
                     Verdict::Transmit(out) if out < port_count => self.tx_pending[out].push(desc),
                     Verdict::TransmitPrefix { port, len } if port < port_count => {

@@ -536,7 +536,7 @@ pub fn flows_report(
                 row.fast_packets += cached.packets;
                 row.fast_bytes += cached.bytes;
                 row.fast_path |= record.entry.cached == Cached::Current
-                    && cached.generation == record.entry.generation;
+                    && cached.generation == record.entry.generation as u32;
                 if let Some(seen) = cached.last_seen_ns {
                     row.last_seen_ns = row.last_seen_ns.max(seen);
                 }

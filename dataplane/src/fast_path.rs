@@ -40,7 +40,7 @@ pub fn cache_key(key: &FlowKey) -> FlowCacheKey {
 /// index) and its ifindex.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Egress {
-    pub slot: u32,
+    pub slot: u16,
     /// The port's ifindex, or 0 to redirect even frames that leave by the
     /// port they came in on instead of sending them with XDP_TX.
     pub ifindex: u32,
@@ -60,7 +60,7 @@ pub enum HairpinTx {
 
 impl HairpinTx {
     /// The egress of port `slot`/`ifindex` whose driver is `driver`.
-    pub fn egress(self, slot: u32, ifindex: u32, driver: Option<&str>) -> Egress {
+    pub fn egress(self, slot: u16, ifindex: u32, driver: Option<&str>) -> Egress {
         let xdp_tx = match self {
             HairpinTx::Auto => driver != Some("veth"),
             HairpinTx::XdpTx => true,
@@ -80,7 +80,7 @@ pub fn action(
     entry: &FlowEntry,
     egress: Egress,
     l2_epoch: u64,
-    stats_slot: u32,
+    stats_slot: u16,
 ) -> FlowAction {
     let rewrite = &entry.rewrite;
     let deltas = checksum_deltas(key, rewrite);
@@ -108,29 +108,32 @@ pub struct StatsSlots {
     pub generation: u64,
     /// Start of each listener's backends in `slots`.
     offsets: Vec<u32>,
-    slots: Vec<u32>,
+    slots: Vec<u16>,
 }
 
 impl StatsSlots {
     /// The slot of backend `backend` of listener `listener`, or
     /// `STATS_SLOT_NONE` when it has none (more pairs than slots).
     #[inline]
-    pub fn slot(&self, listener: u32, backend: u32) -> u32 {
+    pub fn slot(&self, listener: u32, backend: u32) -> u16 {
         self.offsets
             .get(listener as usize)
             .and_then(|&start| self.slots.get(start as usize + backend as usize))
             .copied()
-            .unwrap_or(STATS_SLOT_NONE)
+            .unwrap_or(SLOT_NONE)
     }
 }
+
+/// `STATS_SLOT_NONE`, as a cache entry stores slots.
+const SLOT_NONE: u16 = STATS_SLOT_NONE as u16;
 
 /// (listener name, VIP, protocol, backend endpoint).
 type Identity = (String, Endpoint, Protocol, Endpoint);
 
 #[derive(Default)]
 struct Allocator {
-    owners: HashMap<Identity, u32>,
-    free: Vec<u32>,
+    owners: HashMap<Identity, u16>,
+    free: Vec<u16>,
     /// Next never-used slot; slot 0 is `STATS_SLOT_NONE`.
     next: u32,
 }
@@ -216,14 +219,14 @@ impl FastPath {
                     None => allocator.take(&self.maps),
                 };
                 slots.push(slot);
-                if slot != STATS_SLOT_NONE {
+                if slot != SLOT_NONE {
                     owners.insert(identity, slot);
                 }
             }
         }
         // Pairs that are gone free their slots; their counters go with them,
         // as the workers' do (zeroed when the slot is reused).
-        let gone: Vec<u32> = allocator.owners.values().copied().collect();
+        let gone: Vec<u16> = allocator.owners.values().copied().collect();
         allocator.free.extend(gone);
         allocator.owners = owners;
         self.slots.store(Arc::new(StatsSlots {
@@ -264,7 +267,7 @@ impl FastPath {
                 (0..listener.backends.len())
                     .map(|b| {
                         let slot = slots.slot(l as u32, b as u32);
-                        if slots.generation != snapshot.generation || slot == STATS_SLOT_NONE {
+                        if slots.generation != snapshot.generation || slot == SLOT_NONE {
                             return FastCounters::default();
                         }
                         self.maps.stats(slot).unwrap_or_default()
@@ -279,6 +282,7 @@ impl FastPath {
         Ok(CacheView {
             entries: self.maps.entries()?.into_iter().collect(),
             monotonic_at_epoch: self.monotonic_at_epoch,
+            read_at: monotonic_ns(),
         })
     }
 }
@@ -288,6 +292,8 @@ impl FastPath {
 pub struct CacheView {
     entries: HashMap<FlowCacheKey, FlowAction>,
     monotonic_at_epoch: u64,
+    /// CLOCK_MONOTONIC when the entries were read.
+    read_at: u64,
 }
 
 /// What the cache knows of one direction of a flow.
@@ -297,8 +303,9 @@ pub struct CachedFlow {
     pub bytes: u64,
     /// Last fast-path packet on the workers' clock; `None` before the first.
     pub last_seen_ns: Option<u64>,
-    /// The config generation the entry was decided under.
-    pub generation: u64,
+    /// The low 32 bits of the config generation the entry was decided
+    /// under.
+    pub generation: u32,
 }
 
 impl CacheView {
@@ -315,12 +322,10 @@ impl CacheView {
         Some(CachedFlow {
             packets: action.packets(),
             bytes: action.bytes(),
-            last_seen_ns: (action.last_seen_ns() != 0).then(|| {
-                action
-                    .last_seen_ns()
-                    .saturating_sub(self.monotonic_at_epoch)
-            }),
-            generation: action.spec().generation,
+            last_seen_ns: action
+                .last_seen_ns(self.read_at)
+                .map(|seen| seen.saturating_sub(self.monotonic_at_epoch)),
+            generation: action.spec().generation as u32,
         })
     }
 }
@@ -336,18 +341,20 @@ impl crate::drain::PublishHook for FastPath {
 }
 
 impl Allocator {
-    fn take(&mut self, maps: &FastPathMaps) -> u32 {
+    fn take(&mut self, maps: &FastPathMaps) -> u16 {
         if let Some(slot) = self.free.pop() {
             if let Err(err) = maps.clear_stats(slot) {
                 log::warn!("fast path: clearing stats slot {slot}: {err}");
             }
             return slot;
         }
-        if self.next < MAX_STATS_SLOTS {
-            self.next += 1;
-            return self.next - 1;
+        match u16::try_from(self.next) {
+            Ok(slot) if self.next < MAX_STATS_SLOTS => {
+                self.next += 1;
+                slot
+            }
+            _ => SLOT_NONE,
         }
-        STATS_SLOT_NONE
     }
 }
 
@@ -468,9 +475,10 @@ impl CacheWriter {
         }
         self.lookup_budget -= 1;
         match self.shared.maps.lookup(&cache_key(key)) {
-            Ok(Some(action)) if action.last_seen_ns() != 0 => {
-                CacheActivity::SeenAt(self.shared.to_worker_clock(action.last_seen_ns()))
-            }
+            Ok(Some(action)) => match action.last_seen_ns(monotonic_ns()) {
+                Some(seen) => CacheActivity::SeenAt(self.shared.to_worker_clock(seen)),
+                None => CacheActivity::Idle,
+            },
             _ => CacheActivity::Idle,
         }
     }

@@ -300,6 +300,13 @@ impl FlowTable {
         Some(&mut self.slots[slot as usize].entry)
     }
 
+    /// Starts fetching the index cell `key` hashes to, for a lookup soon.
+    #[inline]
+    pub fn prefetch(&self, key: &FlowKey) {
+        let cell = self.hash(key) as usize & self.cell_mask;
+        crate::hint::prefetch(&self.cells[cell]);
+    }
+
     /// Tracks a flow, replacing any entry for the same key. When the table
     /// is full the least recently used flow makes room. Returns false only
     /// for a table of capacity zero: the packet is still forwarded (the

@@ -28,11 +28,15 @@ pub struct BatchOutcome {
     pub tx_ring_full: usize,
 }
 
+/// What a batch's frames are handed to: the port a frame arrived on, its
+/// bytes, and the frame that comes next in the batch if there is one, so
+/// the handler can start fetching what it will need for that one.
+pub type Handler<'a> = dyn FnMut(usize, &mut [u8], Option<&[u8]>) -> Verdict + 'a;
+
 pub trait PacketIo {
     /// Receives up to one batch from every port, hands each frame to
-    /// `handle` (port it arrived on, its bytes) and carries out the verdicts.
-    /// Never blocks.
-    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome;
+    /// `handle` and carries out the verdicts. Never blocks.
+    fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome;
 
     /// Blocks until a port may have frames or `timeout_ms` passes; called
     /// only when the last batch was empty, so idle workers sleep instead of
@@ -60,15 +64,20 @@ impl MemoryIo {
 }
 
 impl PacketIo for MemoryIo {
-    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome {
+    fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
-        for _ in 0..self.batch_size {
+        for n in 0..self.batch_size {
             let Some((port, mut frame)) = self.rx.pop_front() else {
                 break;
             };
             outcome.received += 1;
             outcome.received_bytes += frame.len();
-            let out = match handle(port, &mut frame) {
+            let next = self
+                .rx
+                .front()
+                .filter(|_| n + 1 < self.batch_size)
+                .map(|(_, f)| f.as_slice());
+            let out = match handle(port, &mut frame, next) {
                 Verdict::Transmit(out) => out,
                 Verdict::TransmitPrefix { port, len } => {
                     frame.truncate(len);

@@ -12,6 +12,7 @@ pub mod drop_reason;
 pub mod fast_path;
 pub mod flow;
 pub mod flow_scan;
+pub mod hint;
 pub mod interfaces;
 pub mod io;
 pub mod latency;

@@ -325,8 +325,16 @@ impl Worker {
             }
         }
         let now = self.now_ns();
-        let outcome =
-            io.run_batch(&mut |ingress, frame| self.handle(&snapshot, &l2, now, ingress, frame));
+        let outcome = io.run_batch(&mut |ingress, frame, next| {
+            if let Some(next) = next {
+                // The next frame's flow-table cell, fetched while this
+                // frame is handled: that load is the lookup's miss.
+                if let Ok(parsed) = packet::parse(next) {
+                    self.flows.prefetch(&parsed.key);
+                }
+            }
+            self.handle(&snapshot, &l2, now, ingress, frame)
+        });
         if let Some(fast) = &mut self.fast {
             self.flows.take_uncached(fast.removals());
             fast.flush();

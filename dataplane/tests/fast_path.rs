@@ -274,7 +274,14 @@ fn an_entry_counts_its_packets_and_the_backends_stats_slot() {
         (cached.packets(), cached.bytes()),
         (3, 3 * frame.len() as u64)
     );
-    assert_ne!(cached.last_seen_ns(), 0);
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    let seen = cached.last_seen_ns(now_ns).expect("a packet was seen");
+    assert!(
+        now_ns - seen < 1_000_000_000,
+        "seen {} ns ago",
+        now_ns - seen
+    );
     let slot = steering.fast_path().stats(1).unwrap();
     assert_eq!((slot.packets, slot.bytes), (3, 3 * frame.len() as u64));
 }

@@ -14,7 +14,7 @@ use switchyard_xdp::tools::Tools;
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
 };
-use xsk_rs::{FrameDesc, Socket, Umem};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::pktgen::{monotonic_ns, write_frame, Template};
 
@@ -65,15 +65,15 @@ impl Pace {
 const LIVE_MIN_CHUNK: u64 = 4096;
 
 /// Sends `template`'s frames out of `ifindex` with live frames until the
-/// pace's duration is over; `tick` gets the total sent after every chunk.
-/// Returns the frames sent. `tools` must be configured for `template`
-/// ([`Tools::configure_pktgen`]).
+/// pace's duration is over or `tick` (called with the total sent after
+/// every chunk) returns false. Returns the frames sent. `tools` must be
+/// configured for `template` ([`Tools::configure_pktgen`]).
 pub fn run_live(
     tools: &Tools,
     template: &Template,
     ifindex: u32,
     pace: &Pace,
-    mut tick: impl FnMut(u64),
+    mut tick: impl FnMut(u64) -> bool,
 ) -> Result<u64> {
     let start = Instant::now();
     let chunk = pace.chunk(1 << 20).max(LIVE_MIN_CHUNK);
@@ -83,91 +83,129 @@ pub fn run_live(
             .generate(&template.frame, ifindex, chunk as u32, pace.batch)
             .context("BPF_PROG_TEST_RUN (live frames) of pktgen")?;
         sent += chunk;
-        tick(sent);
+        if !tick(sent) {
+            break;
+        }
         pace.wait_for(start, sent);
     }
     Ok(sent)
 }
 
-/// Sends `template`'s frames from an AF_XDP socket (copy mode) on queue
-/// `queue` of `ifname` until the pace's duration is over.
+/// An AF_XDP socket (copy mode) that sends frames of a [`Template`]. Open
+/// it once per run: the kernel releases a closed socket's queue binding
+/// asynchronously, so a second socket bound right after can be refused.
+pub struct AfxdpSender {
+    // Field order is drop order: rings unmap before the UMEM goes.
+    tx: TxQueue,
+    completion: CompQueue,
+    _rx: RxQueue,
+    _fill: FillQueue,
+    free: Vec<FrameDesc>,
+    in_flight: usize,
+    umem: Umem,
+}
+
+impl AfxdpSender {
+    /// Binds queue `queue` of `ifname` in the calling thread's namespace;
+    /// the socket may be used from any thread afterwards.
+    pub fn open(ifname: &str, queue: u32) -> Result<Self> {
+        const FRAMES: u32 = 4096;
+        let ring = QueueSize::new(2048).map_err(|e| anyhow!("{e}"))?;
+        let umem_config = UmemConfig::builder()
+            .frame_size(FrameSize::new(2048).map_err(|e| anyhow!("{e}"))?)
+            .fill_queue_size(ring)
+            .comp_queue_size(ring)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        let (umem, free) = Umem::new(umem_config, NonZeroU32::new(FRAMES).unwrap(), false)
+            .map_err(|e| anyhow!("creating the UMEM: {e}"))?;
+        let socket_config = SocketConfig::builder()
+            .rx_queue_size(ring)
+            .tx_queue_size(ring)
+            .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+            .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
+            .build();
+        let interface: Interface = ifname.parse().map_err(|_| anyhow!("bad interface name"))?;
+        // SAFETY: the UMEM is used by this one socket only.
+        let (tx, rx, rings) = unsafe { Socket::new(socket_config, &umem, &interface, queue) }
+            .map_err(|e| anyhow!("AF_XDP socket on {ifname} queue {queue}: {e}"))?;
+        let (fill, completion) = rings.ok_or_else(|| anyhow!("no completion ring"))?;
+        Ok(Self {
+            tx,
+            completion,
+            _rx: rx,
+            _fill: fill,
+            free,
+            in_flight: 0,
+            umem,
+        })
+    }
+
+    /// Sends `template`'s frames until the pace's duration is over; `tick`
+    /// gets the total sent after every chunk. Returns the frames sent.
+    pub fn send(
+        &mut self,
+        template: &Template,
+        pace: &Pace,
+        mut tick: impl FnMut(u64),
+    ) -> Result<u64> {
+        let batch = pace.batch.max(1) as usize;
+        let mut pending: Vec<FrameDesc> = Vec::with_capacity(batch);
+        let mut done = vec![FrameDesc::default(); batch * 4];
+        let start = Instant::now();
+        let chunk = pace.chunk(65_536);
+        let (mut sent, mut n) = (0u64, 0u64);
+        while start.elapsed() < pace.duration {
+            let chunk_end = sent + chunk;
+            while sent < chunk_end {
+                if self.in_flight > 0 {
+                    // SAFETY: completed descriptors are frames of this UMEM
+                    // the kernel is done with.
+                    let back = unsafe { self.completion.consume(&mut done) };
+                    self.in_flight -= back;
+                    self.free.extend_from_slice(&done[..back]);
+                }
+                pending.clear();
+                let room = (chunk_end - sent).min(batch as u64) as usize;
+                while pending.len() < room {
+                    let Some(mut desc) = self.free.pop() else {
+                        break;
+                    };
+                    {
+                        // SAFETY: the frame is in the free pool, owned by no
+                        // ring.
+                        let mut data = unsafe { self.umem.data_mut(&mut desc) };
+                        let mut cursor = data.cursor();
+                        cursor.set_pos(0);
+                        cursor.write_all(&template.frame)?;
+                        write_frame(data.contents_mut(), template, n, monotonic_ns());
+                    }
+                    n += 1;
+                    pending.push(desc);
+                }
+                // SAFETY: pending frames are owned by no ring until produced.
+                let produced = unsafe { self.tx.produce(&pending) };
+                self.free.extend_from_slice(&pending[produced..]);
+                self.in_flight += produced;
+                sent += produced as u64;
+                // Copy mode sends only when kicked.
+                let _ = self.tx.wakeup();
+            }
+            tick(sent);
+            pace.wait_for(start, sent);
+        }
+        Ok(sent)
+    }
+}
+
+/// Sends `template`'s frames from a new AF_XDP socket on queue `queue` of
+/// `ifname` until the pace's duration is over.
 pub fn run_afxdp(
     ifname: &str,
     queue: u32,
     template: &Template,
     pace: &Pace,
-    mut tick: impl FnMut(u64),
+    tick: impl FnMut(u64),
 ) -> Result<u64> {
-    const FRAMES: u32 = 4096;
-    let ring = QueueSize::new(2048).map_err(|e| anyhow!("{e}"))?;
-    let umem_config = UmemConfig::builder()
-        .frame_size(FrameSize::new(2048).map_err(|e| anyhow!("{e}"))?)
-        .fill_queue_size(ring)
-        .comp_queue_size(ring)
-        .build()
-        .map_err(|e| anyhow!("{e}"))?;
-    let (umem, mut free) = Umem::new(umem_config, NonZeroU32::new(FRAMES).unwrap(), false)
-        .map_err(|e| anyhow!("creating the UMEM: {e}"))?;
-    let socket_config = SocketConfig::builder()
-        .rx_queue_size(ring)
-        .tx_queue_size(ring)
-        .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
-        .bind_flags(BindFlags::XDP_COPY | BindFlags::XDP_USE_NEED_WAKEUP)
-        .build();
-    let interface: Interface = ifname.parse().map_err(|_| anyhow!("bad interface name"))?;
-    // SAFETY: the UMEM is used by this one socket only.
-    let (mut tx, _rx, rings) = unsafe { Socket::new(socket_config, &umem, &interface, queue) }
-        .map_err(|e| anyhow!("AF_XDP socket on {ifname} queue {queue}: {e}"))?;
-    let (_fill, mut completion) = rings.ok_or_else(|| anyhow!("no completion ring"))?;
-
-    // Every frame starts as a copy of the template; only the varying
-    // fields are written per send.
-    for desc in free.iter_mut() {
-        // SAFETY: the frame is in the free pool, owned by no ring.
-        let mut data = unsafe { umem.data_mut(desc) };
-        data.cursor().write_all(&template.frame)?;
-    }
-    let batch = pace.batch.max(1) as usize;
-    let mut pending: Vec<FrameDesc> = Vec::with_capacity(batch);
-    let mut done = vec![FrameDesc::default(); batch * 4];
-    let start = Instant::now();
-    let chunk = pace.chunk(65_536);
-    let (mut sent, mut in_flight, mut n) = (0u64, 0usize, 0u64);
-    while start.elapsed() < pace.duration {
-        let chunk_end = sent + chunk;
-        while sent < chunk_end {
-            if in_flight > 0 {
-                // SAFETY: completed descriptors are frames of this UMEM
-                // the kernel is done with.
-                let back = unsafe { completion.consume(&mut done) };
-                in_flight -= back;
-                free.extend_from_slice(&done[..back]);
-            }
-            pending.clear();
-            let room = (chunk_end - sent).min(batch as u64) as usize;
-            while pending.len() < room {
-                let Some(mut desc) = free.pop() else { break };
-                {
-                    // SAFETY: the frame is in the free pool, owned by no ring.
-                    let mut data = unsafe { umem.data_mut(&mut desc) };
-                    // The completion ring hands descriptors back with
-                    // length 0; the bytes are still the template's.
-                    data.cursor().set_pos(template.frame.len());
-                    write_frame(data.contents_mut(), template, n, monotonic_ns());
-                }
-                n += 1;
-                pending.push(desc);
-            }
-            // SAFETY: pending frames are owned by no ring until produced.
-            let produced = unsafe { tx.produce(&pending) };
-            free.extend_from_slice(&pending[produced..]);
-            in_flight += produced;
-            sent += produced as u64;
-            // Copy mode sends only when kicked.
-            let _ = tx.wakeup();
-        }
-        tick(sent);
-        pace.wait_for(start, sent);
-    }
-    Ok(sent)
+    AfxdpSender::open(ifname, queue)?.send(template, pace, tick)
 }

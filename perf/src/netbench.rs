@@ -22,6 +22,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -33,7 +34,7 @@ use switchyard_vm_tests::process::workspace_root;
 use switchyard_vm_tests::{in_netns, Daemon, DaemonOptions, Netns, TempDir};
 use switchyard_xdp::tools::{LatencyHistogram, Tool, Tools};
 
-use crate::generator::{run_afxdp, run_live, Pace};
+use crate::generator::{run_live, AfxdpSender, Pace};
 use crate::pktgen::{template, FlowSpec, Proto, Template};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -60,12 +61,23 @@ pub struct Options {
     /// Frames per second of the latency runs (paced, AF_XDP generator).
     pub latency_rate: u64,
     pub latency_seconds: f64,
-    /// CPU of the generator (and of every path's XDP work);
+    /// CPU of the generator.
     pub gen_cpu: usize,
+    /// CPU of l0's receive processing (threaded NAPI) for the paths
+    /// measured with [`Placement::LbCore`].
+    pub lb_cpu: usize,
     /// CPU of the AF_XDP workers.
     pub worker_cpu: usize,
     /// Extra `switchyard run` / `yard-hairpin` arguments (AF_XDP tuning).
     pub afxdp_args: Vec<String>,
+    /// Measure only these paths (all when empty); no new-flow runs unless
+    /// one of them is named `new_flows`.
+    pub only: Vec<String>,
+    /// Rounds over all paths.
+    pub rounds: usize,
+    /// Print Switchyard's steering and worker counters after each of its
+    /// runs (where its frames went).
+    pub show_counters: bool,
 }
 
 impl Default for Options {
@@ -78,8 +90,12 @@ impl Default for Options {
             latency_rate: 50_000,
             latency_seconds: 2.0,
             gen_cpu: 0,
+            lb_cpu: 1,
             worker_cpu: 1,
             afxdp_args: Vec::new(),
+            only: Vec::new(),
+            rounds: 3,
+            show_counters: false,
         }
     }
 }
@@ -96,9 +112,12 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct PathResult {
     pub name: String,
+    pub placement: Placement,
     pub mpps: f64,
     /// Frames the generator offered per second meanwhile.
     pub offered_mpps: f64,
+    /// Each round's figure; `mpps` is their median.
+    pub rounds_mpps: Vec<f64>,
     pub latency_ns: Option<Latency>,
     pub note: String,
 }
@@ -106,6 +125,7 @@ pub struct PathResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct NewFlows {
     pub name: String,
+    pub placement: Placement,
     /// New flows forwarded per second (every frame is a new 5-tuple).
     pub per_sec: f64,
 }
@@ -119,6 +139,7 @@ pub struct NetResults {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OptionsReport {
+    pub rounds: usize,
     pub seconds: f64,
     pub flows: u64,
     pub frame_len: usize,
@@ -159,6 +180,62 @@ fn mac_text(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Where a path's LB work runs, besides the generator's CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// l0's receive processing (XDP, the stack, the sink behind it) in a
+    /// kernel thread on the LB CPU: the generator has a CPU to itself and
+    /// the path's in-kernel work is what is measured.
+    LbCore,
+    /// l0's receive processing in softirq on the generator's CPU, the
+    /// AF_XDP worker alone on the LB CPU: the worker is what is measured.
+    GenCore,
+}
+
+/// Moves l0's receive processing into a kernel thread on `cpu` (threaded
+/// NAPI, Documentation/networking/napi.rst), or back to softirq on the
+/// sending CPU with `None`.
+fn thread_napi(lb: &Netns, dev: &str, cpu: Option<usize>) -> Result<()> {
+    let out = lb
+        .command("sh")
+        .args([
+            "-c",
+            &format!(
+                "echo {} > /sys/class/net/{dev}/threaded",
+                u8::from(cpu.is_some())
+            ),
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "threaded NAPI on {dev}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let Some(cpu) = cpu else {
+        return Ok(());
+    };
+    let prefix = format!("napi/{dev}-");
+    let mut pinned = 0;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim().starts_with(&prefix) {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu)?;
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(pid), &set)?;
+            pinned += 1;
+        }
+    }
+    if pinned == 0 {
+        bail!("no {prefix}* kernel thread to pin");
+    }
+    Ok(())
 }
 
 impl Net {
@@ -337,6 +414,8 @@ struct Bench<'a> {
     net: Net,
     /// pktgen and the sink, on the gen side.
     gen_tools: Tools,
+    /// The paced sender on g0, opened once.
+    sender: std::sync::Mutex<AfxdpSender>,
     options: &'a Options,
     config_dir: TempDir,
 }
@@ -365,15 +444,17 @@ impl Bench<'_> {
         match path {
             "xdp_tx_limit" | "xdp_redirect_limit" => {
                 let mut tools = Tools::load()?;
-                if path == "xdp_redirect_limit" {
-                    tools.set_redirect_port(self.net.l1_in_lb)?;
-                }
                 let tool = if path == "xdp_tx_limit" {
                     Tool::TxAll
                 } else {
                     Tool::RedirectAll
                 };
+                let redirect_to = (path == "xdp_redirect_limit").then_some(self.net.l1_in_lb);
+                // A devmap resolves ifindexes in the writer's namespace.
                 let tools = in_netns(&self.net.lb, move || -> Result<Tools> {
+                    if let Some(ifindex) = redirect_to {
+                        tools.set_redirect_port(ifindex)?;
+                    }
                     tools.attach(tool, "l0")?;
                     Ok(tools)
                 })??;
@@ -418,7 +499,15 @@ impl Bench<'_> {
         }
     }
 
-    /// Sends until the sink sees frames: the path is up.
+    fn place(&self, placement: Placement) -> Result<()> {
+        thread_napi(
+            &self.net.lb,
+            "l0",
+            (placement == Placement::LbCore).then_some(self.options.lb_cpu),
+        )
+    }
+
+    /// Sends until the sink sees stamped frames: the path is up.
     fn wait_ready(&self, template: &Template) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let pace = Pace {
@@ -427,11 +516,12 @@ impl Bench<'_> {
             batch: 64,
         };
         loop {
-            let before = self.gen_tools.sink()?.packets;
-            in_netns(&self.net.gen, || {
-                run_afxdp("g0", 0, template, &pace, |_| {})
-            })??;
-            if self.gen_tools.sink()?.packets > before {
+            let before = self.gen_tools.sink()?.stamped;
+            self.sender
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .send(template, &pace, |_| {})?;
+            if self.gen_tools.sink()?.stamped > before {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -441,37 +531,48 @@ impl Bench<'_> {
     }
 
     /// Frames per second at the sink while the generator sends as fast as
-    /// it can, after a warm-up; and what the generator offered.
+    /// it can, after a warm-up; and what the generator offered. The sink is
+    /// sampled on the wall clock from another thread: live-frames calls are
+    /// long (each pays a setup of tens of milliseconds, so they are large).
     fn throughput(&self, template: &Template) -> Result<(f64, f64)> {
         let options = self.options;
         let gen_cpu = options.gen_cpu;
         let tools = &self.gen_tools;
         let ifindex = self.net.g0;
-        let total = Duration::from_secs_f64(options.warmup + options.seconds);
-        let warmup = Duration::from_secs_f64(options.warmup);
-        in_netns(&self.net.gen, || -> Result<(f64, f64)> {
-            core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
-            let start = Instant::now();
-            let mut window: Option<(Instant, u64, u64)> = None;
-            let mut last = (start, 0u64, 0u64);
-            let pace = Pace {
-                duration: total,
-                rate: None,
-                batch: 64,
-            };
-            run_live(tools, template, ifindex, &pace, |sent| {
-                let now = Instant::now();
-                let received = tools.sink().map(|c| c.packets).unwrap_or(0);
-                if window.is_none() && now.duration_since(start) >= warmup {
-                    window = Some((now, received, sent));
-                }
-                last = (now, received, sent);
-            })?;
-            let (t0, r0, s0) = window.ok_or_else(|| anyhow!("the run ended before its warm-up"))?;
-            let (t1, r1, s1) = last;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| -> Result<(f64, f64)> {
+            let generator = scope.spawn(|| {
+                in_netns(&self.net.gen, || -> Result<(u64, Duration)> {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
+                    let start = Instant::now();
+                    let pace = Pace {
+                        duration: Duration::from_secs(3600),
+                        rate: None,
+                        batch: 64,
+                    };
+                    // Relaxed: a flag, ordered with nothing else.
+                    let sent = run_live(tools, template, ifindex, &pace, |_| {
+                        !stop.load(Ordering::Relaxed)
+                    })?;
+                    Ok((sent, start.elapsed()))
+                })
+            });
+            let sample =
+                || -> Result<(Instant, u64)> { Ok((Instant::now(), tools.sink()?.packets)) };
+            std::thread::sleep(Duration::from_secs_f64(options.warmup));
+            let (t0, r0) = sample()?;
+            std::thread::sleep(Duration::from_secs_f64(options.seconds));
+            let (t1, r1) = sample()?;
+            stop.store(true, Ordering::Relaxed);
+            let (sent, elapsed) = generator
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))??;
             let dt = t1.duration_since(t0).as_secs_f64();
-            Ok(((r1 - r0) as f64 / dt / 1e6, (s1 - s0) as f64 / dt / 1e6))
-        })?
+            Ok((
+                (r1 - r0) as f64 / dt / 1e6,
+                sent as f64 / elapsed.as_secs_f64() / 1e6,
+            ))
+        })
     }
 
     /// One-way latency percentiles at a paced rate well under every path's
@@ -484,10 +585,19 @@ impl Bench<'_> {
             batch: 16,
         };
         let gen_cpu = self.options.gen_cpu;
-        in_netns(&self.net.gen, || {
-            core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
-            run_afxdp("g0", 0, template, &pace, |_| {})
-        })??;
+        let sender = &self.sender;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
+                    sender
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .send(template, &pace, |_| {})
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         let h = self.gen_tools.latency()?.since(&before);
         let q = |q: f64| h.quantile(q).unwrap_or(0.0);
         let max = h
@@ -515,23 +625,46 @@ fn hairpin_args(args: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The paths of the throughput table, in the order they are measured.
-pub const PATHS: [(&str, &str); 7] = [
-    ("xdp_tx_limit", "in-kernel XDP_TX on l0, no work"),
+/// The paths of the throughput table, in the order they are measured, and
+/// where their LB work runs. Each ratio the benchmark reports compares
+/// paths of one placement: the XDP and kernel paths with the LB's receive
+/// processing on a core of its own, the AF_XDP paths with the worker on a
+/// core of its own.
+pub const PATHS: [(&str, &str, Placement); 7] = [
+    (
+        "xdp_tx_limit",
+        "in-kernel XDP_TX on l0, no work",
+        Placement::LbCore,
+    ),
     (
         "xdp_redirect_limit",
         "in-kernel XDP_REDIRECT l0 -> l1, no work",
+        Placement::LbCore,
     ),
-    ("nftables_dnat", "kube-proxy nftables-mode DNAT, conntrack"),
     (
-        "afxdp_bare_hairpin",
-        "Switchyard's AF_XDP sockets, no LB work",
+        "nftables_dnat",
+        "kube-proxy nftables-mode DNAT, conntrack",
+        Placement::LbCore,
     ),
-    ("switchyard_afxdp", "Switchyard, fast path off"),
-    ("switchyard_fastpath", "Switchyard, fast path (XDP_TX)"),
+    (
+        "switchyard_fastpath",
+        "Switchyard, fast path (XDP_TX)",
+        Placement::LbCore,
+    ),
     (
         "switchyard_fastpath_redirect",
         "Switchyard, fast path (redirect, the veth default)",
+        Placement::LbCore,
+    ),
+    (
+        "afxdp_bare_hairpin",
+        "Switchyard's AF_XDP sockets, no LB work",
+        Placement::GenCore,
+    ),
+    (
+        "switchyard_afxdp",
+        "Switchyard, fast path off",
+        Placement::GenCore,
     ),
 ];
 
@@ -544,7 +677,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         gen_tools.attach(Tool::Sink, "g1")?;
         Ok(gen_tools)
     })??;
+    let sender = in_netns(&net.gen, || AfxdpSender::open("g0", 0))??;
     let mut bench = Bench {
+        sender: std::sync::Mutex::new(sender),
         gen_tools,
         options,
         config_dir: TempDir::new("bench")?,
@@ -552,50 +687,106 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
     };
     let established = template(&bench.net.spec(options, options.flows))?;
     let fresh = template(&bench.net.spec(options, 0))?;
-    let mut paths = Vec::new();
     let mut new_flows = Vec::new();
-    for (name, note) in PATHS {
-        progress(&format!("{name}: {note}"));
-        let lb = bench.start(name)?;
-        bench.gen_tools.configure_pktgen(&established.config)?;
-        bench.wait_ready(&established)?;
-        let (mpps, offered) = bench.throughput(&established)?;
-        let latency = bench.latency(&established)?;
-        progress(&format!(
-            "  {mpps:.3} Mpps (offered {offered:.3}); latency p50 {:.1} us, p99 {:.1} us",
-            latency.p50 / 1e3,
-            latency.p99 / 1e3
-        ));
-        paths.push(PathResult {
-            name: name.into(),
-            mpps,
-            offered_mpps: offered,
-            latency_ns: Some(latency),
-            note: note.into(),
-        });
-        drop(lb);
-        if name == "nftables_dnat" {
-            bench
-                .net
-                .lb
-                .command("nft")
-                .args(["flush", "ruleset"])
-                .status()?;
+    let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
+    let chosen: Vec<(&str, &str, Placement)> = PATHS
+        .iter()
+        .copied()
+        .filter(|(n, _, _)| wanted(n))
+        .collect();
+    // Rounds over all paths, rather than one path at a time, so a slow
+    // spell of this shared machine lands on every path alike; the median
+    // of each path's rounds is reported.
+    let mut rounds: Vec<Vec<(f64, f64)>> = vec![Vec::new(); chosen.len()];
+    let mut latencies: Vec<Option<Latency>> = vec![None; chosen.len()];
+    for round in 0..options.rounds.max(1) {
+        for (i, (name, note, placement)) in chosen.iter().enumerate() {
+            let lb = bench.start(name)?;
+            bench.place(*placement)?;
+            bench.gen_tools.configure_pktgen(&established.config)?;
+            bench.wait_ready(&established)?;
+            let (mpps, offered) = bench.throughput(&established)?;
+            if let Lb::Switchyard { _daemon: daemon } = &lb {
+                if options.show_counters {
+                    let stats = daemon.stats()?;
+                    progress(&format!(
+                        "  steering {:?}; workers {:?}",
+                        stats.xdp_steering, stats.workers
+                    ));
+                }
+            }
+            let mut line = format!(
+                "round {}: {name:<30} {mpps:>7.3} Mpps (offered {offered:.3})",
+                round + 1
+            );
+            if round == 0 {
+                // Latency in softirq for every path, as a NIC's interrupt
+                // would run it: a kernel thread's wake-up would be most of
+                // what is measured.
+                bench.place(Placement::GenCore)?;
+                let latency = bench.latency(&established)?;
+                line.push_str(&format!(
+                    "; latency p50 {:.1} us, p99 {:.1} us  [{note}]",
+                    latency.p50 / 1e3,
+                    latency.p99 / 1e3
+                ));
+                latencies[i] = Some(latency);
+            }
+            progress(&line);
+            rounds[i].push((mpps, offered));
+            drop(lb);
+            if name.starts_with("nftables") {
+                bench
+                    .net
+                    .lb
+                    .command("nft")
+                    .args(["flush", "ruleset"])
+                    .status()?;
+            }
         }
     }
-    for (name, path) in [
-        ("switchyard", "switchyard_new_flows"),
-        ("nftables_dnat", "nftables_new_flows"),
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let paths: Vec<PathResult> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, (name, note, placement))| PathResult {
+            name: (*name).into(),
+            placement: *placement,
+            mpps: median(rounds[i].iter().map(|r| r.0).collect()),
+            offered_mpps: median(rounds[i].iter().map(|r| r.1).collect()),
+            rounds_mpps: rounds[i].iter().map(|r| r.0).collect(),
+            latency_ns: latencies[i].clone(),
+            note: (*note).into(),
+        })
+        .collect();
+    // Every frame a new 5-tuple: Switchyard's workers decide each one,
+    // nftables makes a conntrack entry for each. Both placements, since the
+    // two do that work in different places.
+    for (name, path, placement) in [
+        ("switchyard", "switchyard_new_flows", Placement::GenCore),
+        ("switchyard", "switchyard_new_flows", Placement::LbCore),
+        ("nftables_dnat", "nftables_new_flows", Placement::GenCore),
+        ("nftables_dnat", "nftables_new_flows", Placement::LbCore),
     ] {
-        progress(&format!("new flows per second: {name}"));
+        if !wanted("new_flows") {
+            break;
+        }
         let lb = bench.start(path)?;
+        bench.place(placement)?;
         bench.gen_tools.configure_pktgen(&established.config)?;
         bench.wait_ready(&established)?;
         bench.gen_tools.configure_pktgen(&fresh.config)?;
         let (mpps, _) = bench.throughput(&fresh)?;
-        progress(&format!("  {:.0} new flows/s", mpps * 1e6));
+        progress(&format!(
+            "new flows: {name:<14} {placement:?}: {:.0} per second",
+            mpps * 1e6
+        ));
         new_flows.push(NewFlows {
             name: name.into(),
+            placement,
             per_sec: mpps * 1e6,
         });
         drop(lb);
@@ -612,6 +803,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         paths,
         new_flows,
         options: OptionsReport {
+            rounds: options.rounds,
             seconds: options.seconds,
             flows: options.flows,
             frame_len: options.frame_len,

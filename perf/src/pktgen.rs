@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
 use etherparse::PacketBuilder;
-use switchyard_xdp::tools::{PktgenConfig, STAMP_LEN, STAMP_MAGIC};
+use switchyard_xdp::tools::{PktgenConfig, HEAD_MAX, STAMP_LEN, STAMP_MAGIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
@@ -97,6 +97,9 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
     };
     let l4_csum_at = usize::from(l4_off) + if spec.proto == Proto::Udp { 6 } else { 16 };
     let l4_csum = u16::from_be_bytes([frame[l4_csum_at], frame[l4_csum_at + 1]]);
+    let head_len = frame.len().min(HEAD_MAX);
+    let mut head = [0u8; HEAD_MAX];
+    head[..head_len].copy_from_slice(&frame[..head_len]);
     Ok(Template {
         config: PktgenConfig {
             flows: spec.flows,
@@ -115,7 +118,8 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
             },
             ipv6: u8::from(ipv6),
             syn_every: spec.syn_every,
-            pad: 0,
+            head_len: head_len as u32,
+            head,
         },
         frame,
     })

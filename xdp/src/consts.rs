@@ -30,6 +30,9 @@ pub const MAX_CACHED_FLOWS: u32 = 262_144;
 /// Entries of `fast_stats` (`MAX_STATS_SLOTS`).
 pub const MAX_STATS_SLOTS: u32 = 65536;
 
+/// Units of `FlowAction`'s last-seen stamp: 2^this ns (`LAST_SEEN_SHIFT`).
+pub const LAST_SEEN_SHIFT: u32 = 20;
+
 /// Stats slot that counts nowhere (`STATS_SLOT_NONE`).
 pub const STATS_SLOT_NONE: u32 = 0;
 
@@ -80,6 +83,7 @@ mod tests {
             ("MAX_CACHED_FLOWS", MAX_CACHED_FLOWS),
             ("MAX_STATS_SLOTS", MAX_STATS_SLOTS),
             ("STATS_SLOT_NONE", STATS_SLOT_NONE),
+            ("LAST_SEEN_SHIFT", LAST_SEEN_SHIFT),
             ("FAST_STATE_ENABLED", FAST_STATE_ENABLED),
             ("FAST_STATE_GENERATION", FAST_STATE_GENERATION),
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),

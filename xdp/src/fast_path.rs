@@ -18,7 +18,9 @@ use std::sync::Arc;
 use aya::Pod;
 
 use crate::bpf_sys;
-use crate::consts::{FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH};
+use crate::consts::{
+    FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH, LAST_SEEN_SHIFT,
+};
 use crate::error::XdpError;
 
 pub(crate) const FLOW_CACHE: &str = "flow_cache";
@@ -81,9 +83,10 @@ impl FlowCacheKey {
 /// What a [`FlowAction`] is built from, in host terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActionSpec {
-    /// Config generation the decision was taken under.
+    /// Config generation the decision was taken under (its low 32 bits
+    /// are stored: the program compares those).
     pub generation: u64,
-    /// L2 epoch of the table its MACs came from.
+    /// L2 epoch of the table its MACs came from (likewise).
     pub l2_epoch: u64,
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
@@ -96,11 +99,11 @@ pub struct ActionSpec {
     /// Folded RFC 1624 difference for the TCP/UDP checksum.
     pub l4_csum_diff: u16,
     /// Interface slot the frame leaves by.
-    pub egress_slot: u32,
+    pub egress_slot: u16,
     /// That interface's index: equal to the ingress one means `XDP_TX`.
     pub egress_ifindex: u32,
     /// Index into `fast_stats`; 0 counts nowhere.
-    pub stats_slot: u32,
+    pub stats_slot: u16,
 }
 
 /// Value of `flow_cache`: a worker's rewrite of one flow, plus the counters
@@ -110,11 +113,11 @@ pub struct ActionSpec {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowAction {
-    generation: u64,
-    l2_epoch: u64,
+    generation: u32,
+    l2_epoch: u32,
     packets: u64,
     bytes: u64,
-    last_seen_ns: u64,
+    last_seen: u32,
     eth_dst: [u8; 6],
     eth_src: [u8; 6],
     saddr: u32,
@@ -123,8 +126,8 @@ pub struct FlowAction {
     dport: u16,
     ip_csum_diff: u16,
     l4_csum_diff: u16,
-    egress_slot: u32,
-    stats_slot: u32,
+    egress_slot: u16,
+    stats_slot: u16,
     egress_ifindex: u32,
 }
 
@@ -135,11 +138,11 @@ unsafe impl Pod for FlowAction {}
 impl From<ActionSpec> for FlowAction {
     fn from(spec: ActionSpec) -> Self {
         Self {
-            generation: spec.generation,
-            l2_epoch: spec.l2_epoch,
+            generation: spec.generation as u32,
+            l2_epoch: spec.l2_epoch as u32,
             packets: 0,
             bytes: 0,
-            last_seen_ns: 0,
+            last_seen: 0,
             eth_dst: spec.eth_dst,
             eth_src: spec.eth_src,
             saddr: u32::from_ne_bytes(spec.ip_src.octets()),
@@ -156,11 +159,12 @@ impl From<ActionSpec> for FlowAction {
 }
 
 impl FlowAction {
-    /// The decision, as it was installed.
+    /// The decision, as it was installed (generation and epoch: their low
+    /// 32 bits).
     pub fn spec(&self) -> ActionSpec {
         ActionSpec {
-            generation: self.generation,
-            l2_epoch: self.l2_epoch,
+            generation: u64::from(self.generation),
+            l2_epoch: u64::from(self.l2_epoch),
             eth_dst: self.eth_dst,
             eth_src: self.eth_src,
             ip_src: Ipv4Addr::from(self.saddr.to_ne_bytes()),
@@ -184,10 +188,17 @@ impl FlowAction {
         self.bytes
     }
 
-    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC, jiffy resolution) of
-    /// the last frame; 0 when none came yet.
-    pub fn last_seen_ns(&self) -> u64 {
-        self.last_seen_ns
+    /// When the program last sent a frame of this flow, on CLOCK_MONOTONIC
+    /// in ns, given that clock's reading `now_ns`; `None` before the first.
+    /// The entry keeps only 32 bits of ~1 ms units, so the answer is right
+    /// for frames seen within 52 days of `now_ns`.
+    pub fn last_seen_ns(&self, now_ns: u64) -> Option<u64> {
+        if self.last_seen == 0 {
+            return None;
+        }
+        let now = (now_ns >> LAST_SEEN_SHIFT) as u32;
+        let age = u64::from(now.wrapping_sub(self.last_seen)) << LAST_SEEN_SHIFT;
+        Some(now_ns.saturating_sub(age))
     }
 }
 
@@ -415,11 +426,11 @@ impl FastPathMaps {
     }
 
     /// Fast-path counters of stats slot `slot`, summed over CPUs.
-    pub fn stats(&self, slot: u32) -> Result<FastCounters, XdpError> {
+    pub fn stats(&self, slot: u16) -> Result<FastCounters, XdpError> {
         let mut per_cpu = vec![FastCounters::default(); self.cpus];
         bpf_sys::lookup(
             self.fds.stats.as_fd(),
-            &slot.to_ne_bytes(),
+            &u32::from(slot).to_ne_bytes(),
             bytes_of_mut(&mut per_cpu),
         )
         .map_err(fast_error(FAST_STATS, "lookup"))?;
@@ -432,11 +443,11 @@ impl FastPathMaps {
     }
 
     /// Zeroes slot `slot` on every CPU, before it is given to a new owner.
-    pub fn clear_stats(&self, slot: u32) -> Result<(), XdpError> {
+    pub fn clear_stats(&self, slot: u16) -> Result<(), XdpError> {
         let zeros = vec![FastCounters::default(); self.cpus];
         bpf_sys::update(
             self.fds.stats.as_fd(),
-            &slot.to_ne_bytes(),
+            &u32::from(slot).to_ne_bytes(),
             bytes_of(&zeros),
             bpf_sys::BPF_ANY,
         )
@@ -444,7 +455,7 @@ impl FastPathMaps {
     }
 }
 
-const _: () = assert!(size_of::<FlowCacheKey>() == 16 && size_of::<FlowAction>() == 80);
+const _: () = assert!(size_of::<FlowCacheKey>() == 16 && size_of::<FlowAction>() == 64);
 
 #[cfg(test)]
 mod tests {
@@ -491,7 +502,7 @@ mod tests {
             ("l2_epoch", offset_of!(FlowAction, l2_epoch)),
             ("packets", offset_of!(FlowAction, packets)),
             ("bytes", offset_of!(FlowAction, bytes)),
-            ("last_seen_ns", offset_of!(FlowAction, last_seen_ns)),
+            ("last_seen", offset_of!(FlowAction, last_seen)),
             ("eth_dst", offset_of!(FlowAction, eth_dst)),
             ("eth_src", offset_of!(FlowAction, eth_src)),
             ("saddr", offset_of!(FlowAction, saddr)),
@@ -518,6 +529,20 @@ mod tests {
             "sizeof(struct fast_counters) == {}",
             size_of::<FastCounters>()
         )));
+    }
+
+    #[test]
+    fn last_seen_is_read_back_within_its_resolution() {
+        let mut action = FlowAction::default();
+        assert_eq!(action.last_seen_ns(5 << 40), None);
+        let seen: u64 = 1_234_567_890_123;
+        action.last_seen = (seen >> LAST_SEEN_SHIFT) as u32;
+        let now = seen + 40_000_000_000;
+        let back = action.last_seen_ns(now).unwrap();
+        assert!(
+            back <= seen && seen - back < 1 << LAST_SEEN_SHIFT,
+            "{back} vs {seen}"
+        );
     }
 
     #[test]
@@ -555,7 +580,7 @@ mod tests {
         let action = FlowAction::from(spec);
         assert_eq!(action.spec(), spec);
         let bytes = bytes_of(std::slice::from_ref(&action));
-        assert_eq!(&bytes[56..60], &[198, 18, 2, 21]);
-        assert_eq!(&bytes[62..64], &8080u16.to_be_bytes());
+        assert_eq!(&bytes[44..48], &[198, 18, 2, 21]);
+        assert_eq!(&bytes[50..52], &8080u16.to_be_bytes());
     }
 }

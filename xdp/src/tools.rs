@@ -51,7 +51,7 @@ impl Tool {
 
 /// Must match struct pktgen_config in xdp/src/bpf/tools.c.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PktgenConfig {
     /// Flows cycled through; 0 makes every frame a new flow.
     pub flows: u64,
@@ -71,13 +71,43 @@ pub struct PktgenConfig {
     pub ipv6: u8,
     /// TCP: every n-th frame is a SYN, the others ACKs (0: no SYNs).
     pub syn_every: u32,
-    pub pad: u32,
+    /// Bytes of `head` the program restores into every frame.
+    pub head_len: u32,
+    /// The template's first bytes (headers and stamp): live-frames mode
+    /// recycles pages with what the path under test wrote into them.
+    pub head: [u8; HEAD_MAX],
 }
 
-// SAFETY: #[repr(C)], integer fields laid out without implicit padding
-// (8 + 4*2 + 2*7 + 1*2 + 4*2 = 40 bytes, asserted below).
+/// `HEAD_MAX` in tools.c.
+pub const HEAD_MAX: usize = 128;
+
+impl Default for PktgenConfig {
+    fn default() -> Self {
+        Self {
+            flows: 0,
+            saddr_base: 0,
+            saddr_count: 0,
+            sport_base: 0,
+            sport_count: 0,
+            l3_off: 0,
+            l4_off: 0,
+            stamp_off: 0,
+            ip_csum: 0,
+            l4_csum: 0,
+            proto: 0,
+            ipv6: 0,
+            syn_every: 0,
+            head_len: 0,
+            head: [0; HEAD_MAX],
+        }
+    }
+}
+
+// SAFETY: #[repr(C)], integer fields and a byte array laid out without
+// implicit padding (8 + 4*2 + 2*7 + 1*2 + 4*2 + 128 = 168 bytes, asserted
+// below).
 unsafe impl Pod for PktgenConfig {}
-const _: () = assert!(std::mem::size_of::<PktgenConfig>() == 40);
+const _: () = assert!(std::mem::size_of::<PktgenConfig>() == 168);
 
 /// Must match struct counters in xdp/src/bpf/tools.c.
 #[repr(C)]
@@ -107,7 +137,13 @@ impl LatencyHistogram {
         }
         let e = (i - SUB_BUCKETS) / SUB_BUCKETS + SUB_BITS as usize;
         let m = (i - SUB_BUCKETS) % SUB_BUCKETS;
-        ((SUB_BUCKETS + m) as u64) << (e - SUB_BITS as usize)
+        let shift = e - SUB_BITS as usize;
+        // (16 + m) < 2^5: from a shift of 60 on the value passes 2^64, which
+        // no latency reaches (the program's top bucket holds u64::MAX).
+        if shift >= 60 {
+            return u64::MAX;
+        }
+        ((SUB_BUCKETS + m) as u64) << shift
     }
 
     pub fn total(&self) -> u64 {
@@ -387,7 +423,8 @@ mod tests {
 
     #[test]
     fn buckets_cover_values_within_a_sixteenth() {
-        for i in SUB_BUCKETS..LATENCY_BUCKETS - 1 {
+        // Up to the bucket of 2^60 ns, 36 years.
+        for i in SUB_BUCKETS..SUB_BUCKETS + 57 * SUB_BUCKETS {
             let (low, high) = (
                 LatencyHistogram::bucket_low(i),
                 LatencyHistogram::bucket_low(i + 1),

@@ -18,7 +18,7 @@ use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
 };
-use switchyard_dataplane::io::{BatchOutcome, PacketIo, Verdict};
+use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
@@ -39,7 +39,7 @@ struct ReplayIo {
 }
 
 impl PacketIo for ReplayIo {
-    fn run_batch(&mut self, handle: &mut dyn FnMut(usize, &mut [u8]) -> Verdict) -> BatchOutcome {
+    fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         for _ in 0..BATCH {
             let frame = &self.frames[self.next];
@@ -47,7 +47,8 @@ impl PacketIo for ReplayIo {
             self.scratch.clear();
             self.scratch.extend_from_slice(frame);
             outcome.received += 1;
-            if let Verdict::Transmit(_) = handle(0, &mut self.scratch) {
+            let next = Some(self.frames[self.next].as_slice());
+            if let Verdict::Transmit(_) = handle(0, &mut self.scratch, next) {
                 outcome.transmitted += 1;
             }
         }

@@ -98,7 +98,7 @@ fn main() -> Result<()> {
         .map(|s| Instant::now() + Duration::from_secs_f64(s));
     let (mut received, mut sent) = (0u64, 0u64);
     while !STOP.load(Ordering::Relaxed) && until.is_none_or(|u| Instant::now() < u) {
-        let outcome = io.run_batch(&mut |ingress, _frame| Verdict::Transmit(ingress));
+        let outcome = io.run_batch(&mut |ingress, _frame, _next| Verdict::Transmit(ingress));
         received += outcome.received as u64;
         sent += outcome.transmitted as u64;
         if outcome.received == 0 {

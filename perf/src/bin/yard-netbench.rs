@@ -37,11 +37,49 @@ struct Args {
     /// Leave out the worker, Maglev and flow-table benchmarks.
     #[arg(long)]
     network_only: bool,
+    /// CPU of the LB's receive processing (threaded NAPI) for the XDP and
+    /// kernel paths.
+    #[arg(long, default_value_t = 1)]
+    lb_cpu: usize,
+    /// CPU of the AF_XDP workers.
+    #[arg(long, default_value_t = 1)]
+    worker_cpu: usize,
+    /// Rounds over all paths; each path's figure is its median.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Print Switchyard's steering and worker counters after its runs.
+    #[arg(long)]
+    show_counters: bool,
+    /// Measure only these paths (comma-separated names, or `new_flows`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
+/// `a` over `b`: the median over rounds of the two paths' figures taken in
+/// the same round (measured minutes apart at most, so a slow spell of the
+/// machine touches both).
 fn ratio(paths: &NetResults, a: &str, b: &str) -> Option<f64> {
-    let mpps = |name: &str| paths.paths.iter().find(|p| p.name == name).map(|p| p.mpps);
-    Some(mpps(a)? / mpps(b)?.max(1e-9))
+    let rounds = |name: &str| {
+        paths
+            .paths
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.rounds_mpps.clone())
+    };
+    let (a, b) = (rounds(a)?, rounds(b)?);
+    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y.max(1e-9)).collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some(ratios[ratios.len() / 2])
+}
+
+fn placement_name(placement: netbench::Placement) -> &'static str {
+    match placement {
+        netbench::Placement::LbCore => "lb_core",
+        netbench::Placement::GenCore => "gen_core",
+    }
 }
 
 fn micro(name: &str) -> Result<Value> {
@@ -61,17 +99,26 @@ fn main() -> Result<()> {
         flows: args.flows,
         latency_rate: args.latency_rate,
         afxdp_args: args.afxdp_args.clone(),
+        only: args.only.clone(),
+        rounds: args.rounds,
+        show_counters: args.show_counters,
+        lb_cpu: args.lb_cpu,
+        worker_cpu: args.worker_cpu,
         ..Options::default()
     };
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "yard-netbench: {}-byte frames, {} flows, {} s per path; kernel {}, {cpus} CPUs; generator on CPU {}, AF_XDP workers on CPU {}",
+        "yard-netbench: {}-byte frames, {} flows, {} rounds of {} s per path; kernel {}, {cpus} CPUs\n\
+         generator on CPU {}; lb_core paths: the LB's receive processing (threaded NAPI) on CPU {}; \
+         gen_core paths: receive processing on the generator's CPU, the AF_XDP worker alone on CPU {}",
         options.frame_len + 4,
         options.flows,
+        options.rounds,
         options.seconds,
         kernel.trim(),
         options.gen_cpu,
+        options.lb_cpu,
         options.worker_cpu
     );
     let results = netbench::run(&options, |line| println!("{line}"))?;
@@ -98,12 +145,6 @@ fn main() -> Result<()> {
             "switchyard_fastpath_redirect",
             "xdp_redirect_limit",
         ),
-        ("afxdp_vs_nftables", "switchyard_afxdp", "nftables_dnat"),
-        (
-            "fastpath_vs_afxdp",
-            "switchyard_fastpath",
-            "switchyard_afxdp",
-        ),
     ] {
         if let Some(r) = ratio(&results, a, b) {
             ratios.insert(name.to_owned(), r);
@@ -124,25 +165,26 @@ fn main() -> Result<()> {
     }
 
     println!(
-        "\n== Throughput, 64-byte UDP, {} flows (one run)",
-        options.flows
+        "\n== Throughput, 64-byte UDP, {} flows, median of {} rounds (one run)",
+        options.flows, options.rounds
     );
-    let limit = results
-        .paths
-        .iter()
-        .find(|p| p.name == "xdp_tx_limit")
-        .map_or(1.0, |p| p.mpps.max(1e-9));
     println!(
-        "{:<30} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "path", "Mpps", "x limit", "p50 us", "p99 us", "p99.9 us"
+        "{:<30} {:<9} {:>8} {:>11} {:>8} {:>8} {:>9}",
+        "path", "placement", "Mpps", "x baseline", "p50 us", "p99 us", "p99.9 us"
     );
     for p in &results.paths {
         let l = p.latency_ns.as_ref();
+        // Each placement's baseline: the in-kernel limit, or the bare hairpin.
+        let baseline = match p.placement {
+            netbench::Placement::LbCore => "xdp_tx_limit",
+            netbench::Placement::GenCore => "afxdp_bare_hairpin",
+        };
         println!(
-            "{:<30} {:>8.3} {:>10.2} {:>10.1} {:>10.1} {:>10.1}",
+            "{:<30} {:<9} {:>8.3} {:>11.2} {:>8.1} {:>8.1} {:>9.1}",
             p.name,
+            placement_name(p.placement),
             p.mpps,
-            p.mpps / limit,
+            ratio(&results, &p.name, baseline).unwrap_or(0.0),
             l.map_or(0.0, |l| l.p50 / 1e3),
             l.map_or(0.0, |l| l.p99 / 1e3),
             l.map_or(0.0, |l| l.p999 / 1e3)
@@ -159,9 +201,14 @@ fn main() -> Result<()> {
             ))
         );
     }
-    println!("\nnew flows per second:");
+    println!("\nnew flows per second (every frame a new 5-tuple):");
     for f in &results.new_flows {
-        println!("  {:<42} {:>10.0}", f.name, f.per_sec);
+        println!(
+            "  {:<20} {:<9} {:>10.0}",
+            f.name,
+            placement_name(f.placement),
+            f.per_sec
+        );
     }
 
     let dir = netbench::results_dir();
@@ -176,7 +223,7 @@ fn main() -> Result<()> {
         "paths": results.paths,
         "ratios": ratios,
         "goals": goals.iter().map(|(g, v)| (g.to_string(), json!(v))).collect::<BTreeMap<_, _>>(),
-        "new_flows_per_sec": results.new_flows.iter().map(|f| (f.name.clone(), json!(f.per_sec))).collect::<BTreeMap<_, _>>(),
+        "new_flows": results.new_flows,
         "micro": micro_results,
         "options": results.options,
     });

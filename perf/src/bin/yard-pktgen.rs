@@ -207,7 +207,8 @@ fn main() -> Result<()> {
     };
     let sent = match args.mode {
         Mode::Live => run_live(&tools, &template, ifindex, &pace, |sent| {
-            report(&tools, sent)
+            report(&tools, sent);
+            true
         })?,
         Mode::Afxdp => run_afxdp(&args.interface, 0, &template, &pace, |sent| {
             report(&tools, sent)

@@ -37,9 +37,14 @@
 #define MAX_CACHED_FLOWS 262144
 
 /* Entries of fast_stats: one per (listener, backend) pair, over every
- * listener of the running config.
+ * listener of the running config (a cache entry's slot is 16 bits).
  */
 #define MAX_STATS_SLOTS 65536
+
+/* flow_action.last_seen counts units of 2^20 ns (about a millisecond): 32
+ * bits of it last 52 days, far beyond any flow timeout.
+ */
+#define LAST_SEEN_SHIFT 20
 
 /* Stats slot meaning "not counted"; see fast_stats in maps.h. */
 #define STATS_SLOT_NONE 0

@@ -143,8 +143,8 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	action = bpf_map_lookup_elem(&flow_cache, &key);
 	if (!action)
 		return FAST_MISS;
-	if (unlikely(action->generation != fast_state_get(FAST_STATE_GENERATION) ||
-		     action->l2_epoch != fast_state_get(FAST_STATE_L2_EPOCH))) {
+	if (unlikely(action->generation != (__u32)fast_state_get(FAST_STATE_GENERATION) ||
+		     action->l2_epoch != (__u32)fast_state_get(FAST_STATE_L2_EPOCH))) {
 		count(FAST_STALE);
 		return FAST_SLOW;
 	}
@@ -161,7 +161,7 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	/* Several CPUs may carry one flow: the entry's counters are shared. */
 	__sync_fetch_and_add(&action->packets, 1);
 	__sync_fetch_and_add(&action->bytes, bytes);
-	action->last_seen_ns = bpf_ktime_get_coarse_ns();
+	action->last_seen = bpf_ktime_get_coarse_ns() >> LAST_SEEN_SHIFT;
 	count_fast(action, bytes);
 
 	if (action->egress_ifindex == ctx->ingress_ifindex) {

@@ -35,6 +35,9 @@
 #define SUB_BUCKETS (1 << SUB_BITS)
 #define LATENCY_BUCKETS 1024
 
+/* Bytes of a template restored per frame: every header and the stamp. */
+#define HEAD_MAX 128
+
 /* The stamp pktgen writes after the L4 header, network order. */
 struct stamp {
 	__be32 magic;
@@ -62,7 +65,13 @@ struct pktgen_config {
 	__u8 proto;
 	__u8 ipv6;
 	__u32 syn_every;	/* TCP: every n-th frame is a SYN, the rest ACKs */
-	__u32 pad;
+	__u32 head_len;		/* bytes of head to restore into every frame */
+	/* The template's first head_len bytes. Live-frames mode recycles
+	 * pages with whatever the path under test left in them (a DNAT
+	 * rewrites the destination in place), so every frame starts again
+	 * from the template.
+	 */
+	__u8 head[HEAD_MAX];
 };
 
 struct counters {
@@ -139,7 +148,7 @@ int pktgen(struct xdp_md *ctx)
 	struct pktgen_config *cfg;
 	struct stamp *stamp;
 	__u32 zero = 0, saddr, added, l3_off, l4_off, stamp_off;
-	__u64 *seq, n, flow, now;
+	__u64 *seq, n, flow, now, head_len;
 	__u16 sport, flags = 0;
 
 	cfg = bpf_map_lookup_elem(&pktgen_config, &zero);
@@ -148,6 +157,18 @@ int pktgen(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	n = *seq;
 	*seq = n + 1;
+	/* 64 bits, so the checked register is the one passed to the helper
+	 * (a 32-bit one is zero-extended into a copy the verifier does not
+	 * connect to it).
+	 */
+	head_len = cfg->head_len;
+	if (head_len == 0 || head_len > HEAD_MAX)
+		return XDP_ABORTED;
+	if (bpf_xdp_store_bytes(ctx, 0, cfg->head, head_len) < 0)
+		return XDP_ABORTED;
+	/* Stored bytes may move the packet: read its bounds again. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
 	flow = cfg->flows ? n % cfg->flows : n;
 	sport = cfg->sport_base + flow % cfg->sport_count;
 	saddr = cfg->saddr_base + (flow / cfg->sport_count) % cfg->saddr_count;

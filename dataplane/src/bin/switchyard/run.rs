@@ -187,7 +187,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .find(|a| a.ifindex == port.ifindex)
                 .map(|a| {
                     args.fast_path_tx.egress(
-                        a.slot,
+                        a.slot as u16,
                         a.ifindex,
                         interfaces::driver(&port.name).as_deref(),
                     )
