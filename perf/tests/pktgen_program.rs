@@ -1,11 +1,13 @@
-//! The live-frames generator (pktgen in xdp/src/bpf/tools.c) writes the
-//! frames its userspace twin writes: every frame's checksums verify, flows
-//! cycle as configured, and the stamp carries the flow and a send time.
-//! Needs root (loading BPF); nothing is attached.
+//! The generator's frames, as the XDP program (pktgen in
+//! xdp/src/bpf/tools.c) and its userspace twin (`pktgen::write_frame`)
+//! write them: every frame's checksums verify, flows cycle as configured,
+//! and the stamp carries the flow and a send time. The program's test needs
+//! root (loading BPF); nothing is attached.
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use switchyard_perf::pktgen::{template, FlowSpec, Proto};
+use switchyard_perf::pktgen::{template, write_frame, FlowSpec, Proto};
 use switchyard_xdp::tools::Tools;
+use switchyard_xdp::tools::STAMP_LEN;
 
 const XDP_TX: u32 = 3;
 
@@ -104,4 +106,48 @@ fn every_generated_frame_has_valid_checksums_and_the_flows_cycle() {
             assert_eq!(syns, 8, "every 4th of 30 frames (0, 4, ..., 28) is a SYN");
         }
     }
+}
+
+#[test]
+fn frames_written_in_userspace_carry_valid_checksums() {
+    for (proto, dst, src) in [
+        (Proto::Udp, "198.18.100.10:53", "198.18.1.200"),
+        (Proto::Tcp, "198.18.100.10:80", "198.18.1.1"),
+        (Proto::Udp, "[fd00::10]:53", "fd00::1:0"),
+    ] {
+        let t = template(&spec(proto, dst, src)).unwrap();
+        let headers = match (proto, src.contains(':')) {
+            (Proto::Udp, false) => 14 + 20 + 8,
+            (Proto::Tcp, false) => 14 + 20 + 20,
+            (_, true) => 14 + 40 + 8,
+        };
+        assert_eq!(t.frame.len(), (headers + STAMP_LEN).max(60));
+        for n in 0..40u64 {
+            let mut frame = t.frame.clone();
+            write_frame(&mut frame, &t, n, 0x0123_4567_89ab_cdef ^ n);
+            assert!(checksums_verify(&frame), "{proto:?} {dst} frame {n}");
+        }
+    }
+}
+
+#[test]
+fn userspace_flows_cycle_address_major_port_minor() {
+    let t = template(&spec(Proto::Udp, "198.18.100.10:53", "198.18.1.200")).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in 0..30u64 {
+        let mut frame = t.frame.clone();
+        write_frame(&mut frame, &t, n, 1);
+        let packet = SlicedPacket::from_ethernet(&frame).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &packet.net else {
+            panic!("not IPv4")
+        };
+        let Some(TransportSlice::Udp(udp)) = &packet.transport else {
+            panic!("not UDP")
+        };
+        seen.insert((ip.header().source_addr(), udp.source_port()));
+    }
+    assert_eq!(seen.len(), 15, "15 flows cycled");
+    assert!(seen
+        .iter()
+        .all(|(a, p)| a.octets()[3] >= 200 && (10_000..10_007).contains(p)));
 }

@@ -189,6 +189,10 @@ pub struct Tools {
     links: Vec<(&'static str, XdpLinkId)>,
 }
 
+fn missing_map(name: &'static str) -> XdpError {
+    XdpError::Missing { kind: "map", name }
+}
+
 fn map_read(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> XdpError {
     move |source| XdpError::MapRead {
         map,
@@ -243,10 +247,7 @@ impl Tools {
         let map = self
             .ebpf
             .map_mut("redirect_port")
-            .ok_or(XdpError::Missing {
-                kind: "map",
-                name: "redirect_port",
-            })?;
+            .ok_or_else(|| missing_map("redirect_port"))?;
         let mut port: DevMap<&mut MapData> =
             DevMap::try_from(map).map_err(map_read("redirect_port"))?;
         port.set(0, ifindex, None, 0)
@@ -258,10 +259,10 @@ impl Tools {
 
     /// The sink's counters, summed over CPUs.
     pub fn sink(&self) -> Result<SinkCounters, XdpError> {
-        let map = self.ebpf.map("sink_counters").ok_or(XdpError::Missing {
-            kind: "map",
-            name: "sink_counters",
-        })?;
+        let map = self
+            .ebpf
+            .map("sink_counters")
+            .ok_or_else(|| missing_map("sink_counters"))?;
         let counters: PerCpuArray<&MapData, SinkCounters> =
             PerCpuArray::try_from(map).map_err(map_read("sink_counters"))?;
         let per_cpu = counters.get(&0, 0).map_err(map_read("sink_counters"))?;
@@ -277,10 +278,10 @@ impl Tools {
 
     /// The sink's latency histogram, summed over CPUs.
     pub fn latency(&self) -> Result<LatencyHistogram, XdpError> {
-        let map = self.ebpf.map("sink_latency").ok_or(XdpError::Missing {
-            kind: "map",
-            name: "sink_latency",
-        })?;
+        let map = self
+            .ebpf
+            .map("sink_latency")
+            .ok_or_else(|| missing_map("sink_latency"))?;
         let buckets: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map).map_err(map_read("sink_latency"))?;
         let mut counts = vec![0u64; LATENCY_BUCKETS];
@@ -299,10 +300,7 @@ impl Tools {
         let map = self
             .ebpf
             .map_mut("pktgen_config")
-            .ok_or(XdpError::Missing {
-                kind: "map",
-                name: "pktgen_config",
-            })?;
+            .ok_or_else(|| missing_map("pktgen_config"))?;
         let mut array: Array<&mut MapData, PktgenConfig> =
             Array::try_from(map).map_err(map_read("pktgen_config"))?;
         array
