@@ -133,6 +133,7 @@ pub struct NewFlows {
 #[derive(Debug, Clone, Serialize)]
 pub struct NetResults {
     pub paths: Vec<PathResult>,
+    pub afxdp_options: Vec<AfxdpVariant>,
     pub new_flows: Vec<NewFlows>,
     pub options: OptionsReport,
 }
@@ -309,6 +310,7 @@ impl Net {
             sport_base: 1024,
             sport_count: if flows == 0 { 64_000 } else { 4096 },
             flows,
+            new_every: 0,
             dst: SocketAddr::from((VIP, VIP_PORT)),
             proto: Proto::Udp,
             syn_every: 0,
@@ -422,6 +424,11 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     fn start(&self, path: &str) -> Result<Lb> {
+        self.start_with(path, &[])
+    }
+
+    /// [`Bench::start`] with more `switchyard run` arguments.
+    fn start_with(&self, path: &str, variant: &[&str]) -> Result<Lb> {
         let cores = self.options.worker_cpu.to_string();
         let switchyard = |extra: &[&str]| -> Result<Lb> {
             let config = self
@@ -431,6 +438,7 @@ impl Bench<'_> {
             opts.cores = Some(cores.clone());
             for arg in extra
                 .iter()
+                .chain(variant)
                 .map(|s| s.to_string())
                 .chain(self.options.afxdp_args.clone())
             {
@@ -668,6 +676,26 @@ pub const PATHS: [(&str, &str, Placement); 7] = [
     ),
 ];
 
+/// The AF_XDP options tried on Switchyard with the fast path off, each
+/// against the defaults in the same round.
+pub const AFXDP_VARIANTS: [(&str, &[&str]); 5] = [
+    ("--tx-skb-budget 256", &["--tx-skb-budget", "256"]),
+    ("--busy-poll 50", &["--busy-poll", "50"]),
+    ("--need-wakeup off", &["--need-wakeup", "off"]),
+    ("--batch-size 32", &["--batch-size", "32"]),
+    ("--batch-size 128", &["--batch-size", "128"]),
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AfxdpVariant {
+    pub args: String,
+    /// Median over rounds.
+    pub mpps: f64,
+    /// Median over rounds of this variant's figure over the defaults' of
+    /// the same round.
+    pub vs_defaults: f64,
+}
+
 /// Runs every measurement; `progress` gets a line per step.
 pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResults> {
     let net = Net::build().context("building the benchmark namespaces")?;
@@ -762,6 +790,43 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
             note: (*note).into(),
         })
         .collect();
+    let mut afxdp_options = Vec::new();
+    if wanted("afxdp_options") {
+        let mut figures: Vec<Vec<(f64, f64)>> = vec![Vec::new(); AFXDP_VARIANTS.len()];
+        for round in 0..2 {
+            let mut run = |variant: &[&str]| -> Result<f64> {
+                let _lb = bench.start_with("switchyard_afxdp", variant)?;
+                bench.place(Placement::GenCore)?;
+                bench.gen_tools.configure_pktgen(&established.config)?;
+                bench.wait_ready(&established)?;
+                Ok(bench.throughput(&established)?.0)
+            };
+            let defaults = run(&[])?;
+            progress(&format!(
+                "afxdp options, round {}: defaults {defaults:.3} Mpps",
+                round + 1
+            ));
+            for (i, (name, args)) in AFXDP_VARIANTS.iter().enumerate() {
+                let mpps = run(args)?;
+                progress(&format!(
+                    "afxdp options, round {}: {name:<20} {mpps:.3} Mpps",
+                    round + 1
+                ));
+                figures[i].push((mpps, mpps / defaults.max(1e-9)));
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        for (i, (name, _)) in AFXDP_VARIANTS.iter().enumerate() {
+            afxdp_options.push(AfxdpVariant {
+                args: (*name).into(),
+                mpps: median(figures[i].iter().map(|f| f.0).collect()),
+                vs_defaults: median(figures[i].iter().map(|f| f.1).collect()),
+            });
+        }
+    }
     // Every frame a new 5-tuple: Switchyard's workers decide each one,
     // nftables makes a conntrack entry for each. Both placements, since the
     // two do that work in different places.
@@ -801,6 +866,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
     }
     Ok(NetResults {
         paths,
+        afxdp_options,
         new_flows,
         options: OptionsReport {
             rounds: options.rounds,

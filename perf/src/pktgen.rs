@@ -32,6 +32,9 @@ pub struct FlowSpec {
     /// Flows cycled through (address-major, port-minor); 0: every frame a
     /// new flow.
     pub flows: u64,
+    /// Every n-th frame opens a new flow instead, numbered after the cycled
+    /// ones (0: none); src_count × sport_count should leave room for them.
+    pub new_every: u32,
     pub dst: SocketAddr,
     pub proto: Proto,
     /// TCP: every n-th frame is a SYN (0: only ACKs).
@@ -119,6 +122,8 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
             ipv6: u8::from(ipv6),
             syn_every: spec.syn_every,
             head_len: head_len as u32,
+            new_every: spec.new_every,
+            pad: 0,
             head,
         },
         frame,
@@ -143,7 +148,13 @@ fn csum_add(check: u16, sum: u32) -> u16 {
 /// `frame` must hold the template's bytes.
 pub fn write_frame(frame: &mut [u8], template: &Template, n: u64, now_ns: u64) {
     let cfg = &template.config;
-    let flow = if cfg.flows == 0 { n } else { n % cfg.flows };
+    let flow = if cfg.new_every != 0 && n.is_multiple_of(u64::from(cfg.new_every)) {
+        cfg.flows + n / u64::from(cfg.new_every)
+    } else if cfg.flows == 0 {
+        n
+    } else {
+        n % cfg.flows
+    };
     let sport = cfg
         .sport_base
         .wrapping_add((flow % u64::from(cfg.sport_count)) as u16);

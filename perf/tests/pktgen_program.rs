@@ -20,6 +20,7 @@ fn spec(proto: Proto, dst: &str, src: &str) -> FlowSpec {
         sport_base: 10_000,
         sport_count: 7,
         flows: 15,
+        new_every: 0,
         dst: dst.parse().unwrap(),
         proto,
         syn_every: 4,
@@ -150,4 +151,27 @@ fn userspace_flows_cycle_address_major_port_minor() {
     assert!(seen
         .iter()
         .all(|(a, p)| a.octets()[3] >= 200 && (10_000..10_007).contains(p)));
+}
+
+#[test]
+fn every_nth_frame_opens_a_new_flow_in_both_writers() {
+    let mut s = spec(Proto::Udp, "198.18.100.10:53", "198.18.1.0");
+    s.src_count = 64;
+    s.new_every = 5;
+    let t = template(&s).unwrap();
+    let mut tools = Tools::load().expect("loading tools.o (needs root)");
+    tools.configure_pktgen(&t.config).unwrap();
+    let flow_of = |frame: &[u8]| {
+        let stamp = usize::from(t.config.stamp_off);
+        u32::from_be_bytes(frame[stamp + 4..stamp + 8].try_into().unwrap())
+    };
+    for n in 0..40u64 {
+        let (_, from_program) = tools.generate_one(&t.frame).unwrap();
+        let mut from_userspace = t.frame.clone();
+        write_frame(&mut from_userspace, &t, n, 7);
+        let expected = if n % 5 == 0 { 15 + n / 5 } else { n % 15 } as u32;
+        assert_eq!(flow_of(&from_program), expected, "frame {n}");
+        assert_eq!(flow_of(&from_userspace), expected, "frame {n}");
+        assert!(checksums_verify(&from_program));
+    }
 }

@@ -73,6 +73,10 @@ pub struct PktgenConfig {
     pub syn_every: u32,
     /// Bytes of `head` the program restores into every frame.
     pub head_len: u32,
+    /// Every n-th frame opens a new flow, numbered after the `flows` cycled
+    /// ones (0: none).
+    pub new_every: u32,
+    pub pad: u32,
     /// The template's first bytes (headers and stamp): live-frames mode
     /// recycles pages with what the path under test wrote into them.
     pub head: [u8; HEAD_MAX],
@@ -98,16 +102,18 @@ impl Default for PktgenConfig {
             ipv6: 0,
             syn_every: 0,
             head_len: 0,
+            new_every: 0,
+            pad: 0,
             head: [0; HEAD_MAX],
         }
     }
 }
 
 // SAFETY: #[repr(C)], integer fields and a byte array laid out without
-// implicit padding (8 + 4*2 + 2*7 + 1*2 + 4*2 + 128 = 168 bytes, asserted
+// implicit padding (8 + 4*2 + 2*7 + 1*2 + 4*4 + 128 = 176 bytes, asserted
 // below).
 unsafe impl Pod for PktgenConfig {}
-const _: () = assert!(std::mem::size_of::<PktgenConfig>() == 168);
+const _: () = assert!(std::mem::size_of::<PktgenConfig>() == 176);
 
 /// Must match struct counters in xdp/src/bpf/tools.c.
 #[repr(C)]

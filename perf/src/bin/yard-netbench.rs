@@ -201,6 +201,17 @@ fn main() -> Result<()> {
             ))
         );
     }
+    if !results.afxdp_options.is_empty() {
+        println!(
+            "\nAF_XDP options, Switchyard with the fast path off (gen_core), median of 2 rounds:"
+        );
+        for v in &results.afxdp_options {
+            println!(
+                "  {:<24} {:>7.3} Mpps  {:>5.2} x defaults",
+                v.args, v.mpps, v.vs_defaults
+            );
+        }
+    }
     println!("\nnew flows per second (every frame a new 5-tuple):");
     for f in &results.new_flows {
         println!(
@@ -224,6 +235,7 @@ fn main() -> Result<()> {
         "ratios": ratios,
         "goals": goals.iter().map(|(g, v)| (g.to_string(), json!(v))).collect::<BTreeMap<_, _>>(),
         "new_flows": results.new_flows,
+        "afxdp_options": results.afxdp_options,
         "micro": micro_results,
         "options": results.options,
     });

@@ -69,6 +69,10 @@ struct Args {
     /// Every frame a new flow (up to src-count × sport-count, then again).
     #[arg(long)]
     new_flows: bool,
+    /// Every n-th frame opens a new flow (numbered after the --flows cycled
+    /// ones): a new-flow rate of the frame rate over n.
+    #[arg(long, default_value_t = 0)]
+    new_flow_every: u32,
     #[arg(long, value_enum, default_value_t = Proto::Udp)]
     proto: Proto,
     /// TCP: every n-th frame is a SYN, the others ACKs of an established
@@ -151,6 +155,7 @@ fn main() -> Result<()> {
         sport_base: args.sport_base,
         sport_count: args.sport_count,
         flows: if args.new_flows { 0 } else { args.flows },
+        new_every: args.new_flow_every,
         dst: args.dst,
         proto: args.proto,
         syn_every: args.syn_every,

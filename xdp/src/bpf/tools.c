@@ -66,6 +66,11 @@ struct pktgen_config {
 	__u8 ipv6;
 	__u32 syn_every;	/* TCP: every n-th frame is a SYN, the rest ACKs */
 	__u32 head_len;		/* bytes of head to restore into every frame */
+	/* Every n-th frame opens a new flow, numbered after the cycled ones
+	 * (0: none): the new-flow rate is the frame rate over n.
+	 */
+	__u32 new_every;
+	__u32 pad;
 	/* The template's first head_len bytes. Live-frames mode recycles
 	 * pages with whatever the path under test left in them (a DNAT
 	 * rewrites the destination in place), so every frame starts again
@@ -169,7 +174,10 @@ int pktgen(struct xdp_md *ctx)
 	/* Stored bytes may move the packet: read its bounds again. */
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
-	flow = cfg->flows ? n % cfg->flows : n;
+	if (cfg->new_every && n % cfg->new_every == 0)
+		flow = cfg->flows + n / cfg->new_every;
+	else
+		flow = cfg->flows ? n % cfg->flows : n;
 	sport = cfg->sport_base + flow % cfg->sport_count;
 	saddr = cfg->saddr_base + (flow / cfg->sport_count) % cfg->saddr_count;
 	now = bpf_ktime_get_ns();
