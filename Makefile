@@ -12,7 +12,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make g
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps build demo test lint bench fuzz soak clean
+.PHONY: deps bench-deps install-missing build demo test lint bench fuzz soak clean
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -58,6 +58,16 @@ bench: bench-deps build
 fuzz: deps
 	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet:: neighbor::netlink::
 	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config --test never_panics
+
+# The end-to-end suites that run traffic through reloads, drains and the
+# fast path, over and over (SOAK_ROUNDS, default 10): for the rare failure
+# one `make test` would not show.
+SOAK_ROUNDS ?= 10
+soak: build
+	set -e; for round in $$(seq 1 $(SOAK_ROUNDS)); do \
+	  echo "== soak round $$round of $(SOAK_ROUNDS)"; \
+	  $(CARGO) test --release -p switchyard-vm-tests --test reload --test fast_path --test weights --test e2e -- --test-threads 2; \
+	done
 
 clean:
 	$(CARGO) clean
