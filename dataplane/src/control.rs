@@ -311,7 +311,7 @@ fn fast_path_status(fast: &FastPath) -> FastPathStatus {
     let (generation, l2_epoch) = maps.published().unwrap_or_default();
     FastPathStatus {
         capacity: maps.capacity(),
-        entries: fast.view().map_or(0, |view| view.len() as u64),
+        entries: maps.entries().map_or(0, |entries| entries.len() as u64),
         generation,
         l2_epoch,
     }

@@ -156,7 +156,9 @@ impl std::fmt::Debug for FastPath {
     }
 }
 
-fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` and
+/// `bpf_ktime_get_coarse_ns`.
+pub fn monotonic_ns() -> u64 {
     // Instant is CLOCK_MONOTONIC on Linux, the clock bpf_ktime_get_coarse_ns
     // reads; nix gives the raw value.
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
@@ -371,14 +373,6 @@ pub struct CacheWriter {
     removal_keys: Vec<FlowCacheKey>,
     /// Lookups the current expiry pass may still make.
     lookup_budget: usize,
-    pub stats: CacheWriterStats,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheWriterStats {
-    pub installed: u64,
-    pub install_failed: u64,
-    pub removed: u64,
 }
 
 /// Installs queued per batch at most; beyond it a flow waits for its next
@@ -399,7 +393,6 @@ impl CacheWriter {
             removals: Vec::with_capacity(INSTALL_QUEUE),
             removal_keys: Vec::with_capacity(INSTALL_QUEUE),
             lookup_budget: LOOKUPS_PER_EXPIRY,
-            stats: CacheWriterStats::default(),
         }
     }
 
@@ -440,10 +433,10 @@ impl CacheWriter {
     /// Writes the queued entries and deletes the forgotten ones.
     pub fn flush(&mut self) {
         if !self.keys.is_empty() {
-            let (written, error) = self.shared.maps.install(&self.keys, &self.actions);
-            self.stats.installed += written as u64;
+            // A flow whose entry was not written stays on the slow path,
+            // which gives the same answer.
+            let (_, error) = self.shared.maps.install(&self.keys, &self.actions);
             if let Some(err) = error {
-                self.stats.install_failed += (self.keys.len() - written) as u64;
                 log::debug!("fast path: {err}");
             }
             self.keys.clear();
@@ -454,9 +447,8 @@ impl CacheWriter {
             self.removal_keys
                 .extend(self.removals.iter().map(cache_key));
             self.removals.clear();
-            match self.shared.maps.remove(&self.removal_keys) {
-                Ok(removed) => self.stats.removed += removed as u64,
-                Err(err) => log::debug!("fast path: {err}"),
+            if let Err(err) = self.shared.maps.remove(&self.removal_keys) {
+                log::debug!("fast path: {err}");
             }
         }
     }

@@ -30,7 +30,10 @@ pub struct BatchOutcome {
 
 /// What a batch's frames are handed to: the port a frame arrived on, its
 /// bytes, and the frame that comes next in the batch if there is one, so
-/// the handler can start fetching what it will need for that one.
+/// the handler can start fetching what it will need for that one. `next`,
+/// when given, is exactly the bytes of the following call's frame (a
+/// handler may keep what it read from it for that call), and no call
+/// follows within the batch when it is `None`.
 pub type Handler<'a> = dyn FnMut(usize, &mut [u8], Option<&[u8]>) -> Verdict + 'a;
 
 pub trait PacketIo {

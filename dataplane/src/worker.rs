@@ -325,15 +325,17 @@ impl Worker {
             }
         }
         let now = self.now_ns();
+        // The next frame is parsed one call early, so its flow-table cell
+        // can be fetched while this frame is handled (that load is the
+        // lookup's miss); the parse is handed on and not done again.
+        let mut ahead: Option<Parsed> = None;
         let outcome = io.run_batch(&mut |ingress, frame, next| {
-            if let Some(next) = next {
-                // The next frame's flow-table cell, fetched while this
-                // frame is handled: that load is the lookup's miss.
-                if let Ok(parsed) = packet::parse(next) {
-                    self.flows.prefetch(&parsed.key);
-                }
+            let parsed = ahead.take();
+            ahead = next.and_then(|next| packet::parse(next).ok());
+            if let Some(next) = &ahead {
+                self.flows.prefetch(&next.key);
             }
-            self.handle(&snapshot, &l2, now, ingress, frame)
+            self.handle(&snapshot, &l2, now, ingress, frame, parsed)
         });
         if let Some(fast) = &mut self.fast {
             self.flows.take_uncached(fast.removals());
@@ -484,8 +486,9 @@ impl Worker {
         now: u64,
         ingress: usize,
         frame: &mut [u8],
+        parsed: Option<Parsed>,
     ) -> Verdict {
-        let parsed = match packet::parse(frame) {
+        let parsed = match parsed.map_or_else(|| packet::parse(frame), Ok) {
             Ok(parsed) => parsed,
             Err(error) => return self.drop_packet(error.into()),
         };

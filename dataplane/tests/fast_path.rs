@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::PacketBuilder;
 use proptest::prelude::*;
-use switchyard_dataplane::fast_path::{action, cache_key, Egress};
+use switchyard_dataplane::fast_path::{action, cache_key, monotonic_ns, Egress};
 use switchyard_dataplane::flow::{Cached, Direction, FlowEntry};
 use switchyard_dataplane::packet::{self, Rewrite};
 use switchyard_xdp::{FlowAction, SteerCounter, Steering, XdpAction};
@@ -274,8 +274,7 @@ fn an_entry_counts_its_packets_and_the_backends_stats_slot() {
         (cached.packets(), cached.bytes()),
         (3, 3 * frame.len() as u64)
     );
-    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    let now_ns = now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64;
+    let now_ns = monotonic_ns();
     let seen = cached.last_seen_ns(now_ns).expect("a packet was seen");
     assert!(
         now_ns - seen < 1_000_000_000,

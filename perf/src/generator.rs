@@ -16,7 +16,9 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::pktgen::{monotonic_ns, write_frame, Template};
+use switchyard_dataplane::fast_path::monotonic_ns;
+
+use crate::pktgen::{write_frame, Template};
 
 /// How long and how fast to send.
 #[derive(Debug, Clone, Copy)]

@@ -30,7 +30,7 @@ use serde::Serialize;
 use switchyard_vm_tests::config::{GatewaySpec, ListenerSpec, Protocol};
 use switchyard_vm_tests::link::{link_json, set_gro};
 use switchyard_vm_tests::netns::run_ip;
-use switchyard_vm_tests::process::workspace_root;
+use switchyard_vm_tests::process::{release_bin, workspace_root};
 use switchyard_vm_tests::{in_netns, Daemon, DaemonOptions, Netns, TempDir};
 use switchyard_xdp::tools::{LatencyHistogram, Tool, Tools};
 
@@ -48,7 +48,7 @@ const REDIRECT_ADDR: &str = "198.18.3.1/24";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What to measure and how long.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Options {
     /// Seconds each throughput figure is measured over.
     pub seconds: f64,
@@ -135,16 +135,7 @@ pub struct NetResults {
     pub paths: Vec<PathResult>,
     pub afxdp_options: Vec<AfxdpVariant>,
     pub new_flows: Vec<NewFlows>,
-    pub options: OptionsReport,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct OptionsReport {
-    pub rounds: usize,
-    pub seconds: f64,
-    pub flows: u64,
-    pub frame_len: usize,
-    pub latency_rate: u64,
+    pub options: Options,
 }
 
 /// The two namespaces and their links.
@@ -401,17 +392,6 @@ fn bench_config() -> GatewaySpec {
     }
 }
 
-fn release_bin(name: &str) -> Result<PathBuf> {
-    let path = workspace_root().join("target/release").join(name);
-    if !path.exists() {
-        bail!(
-            "{} is missing: build with `cargo build --release --workspace --bins`",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 struct Bench<'a> {
     net: Net,
     /// pktgen and the sink, on the gen side.
@@ -492,7 +472,7 @@ impl Bench<'_> {
             "afxdp_bare_hairpin" => {
                 let mut cmd = self.net.lb.command(release_bin("yard-hairpin")?);
                 cmd.args(["--interface", "l0", "--core", &cores])
-                    .args(hairpin_args(&self.options.afxdp_args))
+                    .args(&self.options.afxdp_args)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null());
                 Ok(Lb::Hairpin(cmd.spawn().context("starting yard-hairpin")?))
@@ -621,16 +601,6 @@ impl Bench<'_> {
             max,
         })
     }
-}
-
-/// `switchyard run` AF_XDP flags as `yard-hairpin` spells them.
-fn hairpin_args(args: &[String]) -> Vec<String> {
-    args.iter()
-        .map(|a| {
-            a.replace("--need-wakeup=off", "--need-wakeup=false")
-                .replace("--need-wakeup=on", "--need-wakeup=true")
-        })
-        .collect()
 }
 
 /// The paths of the throughput table, in the order they are measured, and
@@ -868,13 +838,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         paths,
         afxdp_options,
         new_flows,
-        options: OptionsReport {
-            rounds: options.rounds,
-            seconds: options.seconds,
-            flows: options.flows,
-            frame_len: options.frame_len,
-            latency_rate: options.latency_rate,
-        },
+        options: options.clone(),
     })
 }
 

@@ -199,11 +199,3 @@ pub fn write_frame(frame: &mut [u8], template: &Template, n: u64, now_ns: u64) {
         frame[l4 + 6..l4 + 8].copy_from_slice(&check.to_be_bytes());
     }
 }
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`, so the sink
-/// program can subtract a stamp written here.
-pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}

@@ -311,6 +311,18 @@ impl Daemon {
         parse_json_output(command, &out)
     }
 
+    /// `yardctl ARGS -o json`, which must succeed, parsed as `T`.
+    pub fn yardctl_as<T: DeserializeOwned>(&self, args: &[&str]) -> Result<T> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let out = self.yardctl_raw(&all)?;
+        if !out.status.success() {
+            bail!("`yardctl {}` failed: {}", args.join(" "), out.stderr.trim());
+        }
+        serde_json::from_str(&out.stdout)
+            .with_context(|| format!("`yardctl {}` printed {:?}", args.join(" "), out.stdout))
+    }
+
     fn yardctl_typed<T: DeserializeOwned>(&self, command: &str) -> Result<T> {
         let value = self.yardctl_json(command)?;
         serde_json::from_value(value.clone()).with_context(|| {

@@ -33,17 +33,25 @@ pub fn yardctl_bin() -> Result<PathBuf> {
     locate(YARDCTL_BIN_ENV, "yardctl")
 }
 
-fn locate(var: &str, name: &str) -> Result<PathBuf> {
-    let path = match std::env::var_os(var) {
-        Some(p) => PathBuf::from(p),
-        None => workspace_root().join("target/release").join(name),
-    };
+/// `<workspace>/target/release/<name>`, which must exist.
+pub fn release_bin(name: &str) -> Result<PathBuf> {
+    let path = workspace_root().join("target/release").join(name);
     if !path.is_file() {
         bail!(
-            "the {name} binary is not at {}: run `make test` (or `make demo`), which build \
-             the release binaries first, or set {var} to the binary",
+            "the {name} binary is not at {}: run `make test` (or `make demo`, `make bench`), \
+             which build the release binaries first",
             path.display()
         );
+    }
+    Ok(path)
+}
+
+fn locate(var: &str, name: &str) -> Result<PathBuf> {
+    let Some(path) = std::env::var_os(var).map(PathBuf::from) else {
+        return release_bin(name);
+    };
+    if !path.is_file() {
+        bail!("{var} names {}, which is not a file", path.display());
     }
     Ok(path)
 }

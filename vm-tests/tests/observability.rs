@@ -12,7 +12,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
-use serde::de::DeserializeOwned;
 use switchyard_vm_tests::client::udp_socket_towards;
 use switchyard_vm_tests::config::{
     ListenerSpec, Protocol, TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT,
@@ -34,21 +33,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const METRICS_ADDR: &str = "127.0.0.1:9464";
 /// Maglev table size of a listener without a table-size policy.
 const TABLE_SIZE: usize = 65_537;
-
-/// `yardctl ARGS -o json`, parsed as `T`.
-fn yardctl<T: DeserializeOwned>(daemon: &Daemon, args: &[&str]) -> Result<T> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = daemon.yardctl_raw(&all)?;
-    ensure!(
-        out.status.success(),
-        "`yardctl {}` failed: {}",
-        args.join(" "),
-        out.stderr.trim()
-    );
-    serde_json::from_str(&out.stdout)
-        .with_context(|| format!("`yardctl {}` printed {:?}", args.join(" "), out.stdout))
-}
 
 fn ordered(what: &str, d: &Distribution) -> Result<()> {
     ensure!(
@@ -77,7 +61,7 @@ fn status_names_interfaces_queues_pinned_cores_modes_and_the_last_reload() -> Re
         .cores("0,1000");
     let daemon = Daemon::start(&topo.lb, &path, &opts)?;
 
-    let status: StatusReport = yardctl(&daemon, &["status"])?;
+    let status: StatusReport = daemon.yardctl_as(&["status"])?;
     ensure!(status.version == env!("CARGO_PKG_VERSION"), "{status:?}");
     ensure!(
         status.uptime_secs <= daemon.uptime().as_secs(),
@@ -119,7 +103,7 @@ fn status_names_interfaces_queues_pinned_cores_modes_and_the_last_reload() -> Re
     // A broken file is refused and says so; a good one is applied.
     std::fs::write(&path, "kind: Gateway\nspec: [unclosed\n")?;
     let refused = poll_until(DEADLINE, "the broken file to be refused", || {
-        let s: StatusReport = yardctl(&daemon, &["status"])?;
+        let s: StatusReport = daemon.yardctl_as(&["status"])?;
         Ok((s.reload.last_result == "refused").then_some(s))
     })?;
     ensure!(
@@ -133,7 +117,7 @@ fn status_names_interfaces_queues_pinned_cores_modes_and_the_last_reload() -> Re
     std::fs::write(&path, spec.to_yaml())?;
     daemon.signal(nix::sys::signal::Signal::SIGHUP)?;
     let applied = poll_until(DEADLINE, "the fixed file to be applied", || {
-        let s: StatusReport = yardctl(&daemon, &["status"])?;
+        let s: StatusReport = daemon.yardctl_as(&["status"])?;
         Ok((s.reload.last_result == "applied").then_some(s))
     })?;
     ensure!(
@@ -401,9 +385,9 @@ fn latency_and_metrics_count_the_traffic_sent() -> Result<()> {
     // Read until two latency reports around a stats report agree, so the
     // last ACKs of the closed connections are in.
     let (latency, stats) = poll_until(DEADLINE, "received packets to settle", || {
-        let before: LatencyReport = yardctl(&daemon, &["latency"])?;
-        let stats: StatsReport = yardctl(&daemon, &["stats"])?;
-        let after: LatencyReport = yardctl(&daemon, &["latency"])?;
+        let before: LatencyReport = daemon.yardctl_as(&["latency"])?;
+        let stats: StatsReport = daemon.yardctl_as(&["stats"])?;
+        let after: LatencyReport = daemon.yardctl_as(&["latency"])?;
         let total = |r: &LatencyReport| r.workers[0].packets_per_batch.total;
         Ok(
             (total(&before) == stats.workers[0].rx_packets && total(&after) == total(&before))
@@ -498,7 +482,7 @@ fn latency_and_metrics_count_the_traffic_sent() -> Result<()> {
         steered == rx,
         "every frame a worker got was steered: {steered} vs {rx}"
     );
-    let status: StatusReport = yardctl(&daemon, &["status"])?;
+    let status: StatusReport = daemon.yardctl_as(&["status"])?;
     ensure!(
         value(
             &scrape,
@@ -654,7 +638,7 @@ fn stats_watch_rates_and_drop_rates_match_a_burst() -> Result<()> {
             packets == (2 * ECHOED) as f64 && drops == REFUSED as f64,
             "more than the burst: {packets} packets, {drops} drops"
         );
-        let stats: StatsReport = yardctl(&daemon, &["stats"])?;
+        let stats: StatsReport = daemon.yardctl_as(&["stats"])?;
         let void = stats
             .listeners
             .iter()
@@ -686,7 +670,7 @@ fn terminating_backends_keep_their_slots_and_a_diff_names_the_change() -> Result
     // The diff says what a reload with terminating endpoints changes: their
     // state, and no slot.
     let leaving_arg = leaving.display().to_string();
-    let diff: ConfigDiffReport = yardctl(&daemon, &["config", "diff", &leaving_arg])?;
+    let diff: ConfigDiffReport = daemon.yardctl_as(&["config", "diff", &leaving_arg])?;
     let tcp = diff
         .listeners
         .iter()
@@ -718,10 +702,10 @@ fn terminating_backends_keep_their_slots_and_a_diff_names_the_change() -> Result
     // Applied: the endpoints are terminating, keep their slots, take flows.
     std::fs::copy(&leaving, &path)?;
     poll_until(DEADLINE, "the reload", || {
-        let s: StatusReport = yardctl(&daemon, &["status"])?;
+        let s: StatusReport = daemon.yardctl_as(&["status"])?;
         Ok((s.reload.last_result == "applied").then_some(()))
     })?;
-    let backends: BackendsReport = yardctl(&daemon, &["backends"])?;
+    let backends: BackendsReport = daemon.yardctl_as(&["backends"])?;
     ensure!(backends.backends.len() == 4, "{backends:?}");
     for b in &backends.backends {
         ensure!(b.state == "terminating" && b.slots > 0, "{b:?}");

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
-use serde::de::DeserializeOwned;
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
 };
@@ -30,21 +29,6 @@ const UDP_FLOWS: usize = 5;
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Maglev table size of a listener without a table-size policy.
 const TABLE_SIZE: usize = 65_537;
-
-/// `yardctl ARGS -o json`, parsed as `T`.
-fn yardctl<T: DeserializeOwned>(daemon: &Daemon, args: &[&str]) -> Result<T> {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    let out = daemon.yardctl_raw(&all)?;
-    ensure!(
-        out.status.success(),
-        "`yardctl {}` failed: {}",
-        args.join(" "),
-        out.stderr.trim()
-    );
-    serde_json::from_str(&out.stdout)
-        .with_context(|| format!("`yardctl {}` printed {:?}", args.join(" "), out.stdout))
-}
 
 /// `yardctl ARGS`, expected to fail; returns its error output.
 fn yardctl_error(daemon: &Daemon, args: &[&str]) -> Result<String> {
@@ -131,7 +115,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
 
     // stats: flows exactly, packets within what a handshake, one exchange
     // and its ACKs can take.
-    let stats: StatsReport = yardctl(&daemon, &["stats"])?;
+    let stats: StatsReport = daemon.yardctl_as(&["stats"])?;
     let tcp = listener(&stats, &tcp_id)?;
     let n = TCP_CONNECTIONS as u64;
     ensure!(tcp.counters.flows == n, "{tcp:?}");
@@ -157,7 +141,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
     ensure!(stats.workers.len() == 1 && stats.workers[0].flows == n + m);
 
     // listeners: origin, table, active flows.
-    let listeners: ListenersReport = yardctl(&daemon, &["listeners"])?;
+    let listeners: ListenersReport = daemon.yardctl_as(&["listeners"])?;
     ensure!(listeners.listeners.len() == 2, "{listeners:?}");
     for l in &listeners.listeners {
         let (active, route, port) = if l.listener == tcp_id {
@@ -177,7 +161,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
 
     // backends: weights, slots, state, active flows per backend as the
     // echo servers saw them.
-    let backends: BackendsReport = yardctl(&daemon, &["backends"])?;
+    let backends: BackendsReport = daemon.yardctl_as(&["backends"])?;
     ensure!(backends.backends.len() == 4, "{backends:?}");
     for (id, on, port) in [
         (&tcp_id, &tcp_on, TCP_TARGET_PORT),
@@ -198,7 +182,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
         }
         ensure!(slots == TABLE_SIZE, "{backends:?}");
     }
-    let only: BackendsReport = yardctl(&daemon, &["backends", "--listener", &udp_id])?;
+    let only: BackendsReport = daemon.yardctl_as(&["backends", "--listener", &udp_id])?;
     ensure!(
         only.backends.len() == 2 && only.backends.iter().all(|b| b.listener == udp_id),
         "{only:?}"
@@ -208,7 +192,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
     let flows = |args: &[&str]| -> Result<FlowsReport> {
         let mut all = vec!["flows"];
         all.extend(args);
-        yardctl(&daemon, &all)
+        daemon.yardctl_as(&all)
     };
     let total = (n + m) as usize;
     ensure!(flows(&[])?.flows.len() == total);
@@ -240,7 +224,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
     ensure!(error.contains("--client"), "{error}");
 
     // stats with rates: the JSON is the stats plus the rates.
-    let sampled: serde_json::Value = yardctl(&daemon, &["stats", "--interval", "0.3"])?;
+    let sampled: serde_json::Value = daemon.yardctl_as(&["stats", "--interval", "0.3"])?;
     ensure!(
         sampled["listeners"].as_array().map(Vec::len) == Some(2)
             && sampled["rates"]["listeners"].as_array().map(Vec::len) == Some(2)
@@ -279,14 +263,14 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
     poll_until(DEADLINE, "the SIGHUP reload", || {
         Ok((daemon.config_status()?.reloads == 1).then_some(()))
     })?;
-    let reloaded: StatsReport = yardctl(&daemon, &["stats"])?;
+    let reloaded: StatsReport = daemon.yardctl_as(&["stats"])?;
     let after = listener(&reloaded, &tcp_id)?;
     ensure!(
         after.counters.flows == n && after.counters.packets >= tcp.counters.packets,
         "before the reload {tcp:?}, after {after:?}"
     );
     ensure!(listener(&reloaded, &udp_id)?.counters.flows == m);
-    let status: StatusReport = yardctl(&daemon, &["status"])?;
+    let status: StatusReport = daemon.yardctl_as(&["status"])?;
     ensure!(
         status.reload.reloads == 1 && status.reload.last_error.is_none(),
         "{status:?}"
@@ -300,9 +284,9 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
         .iter_mut()
         .find(|(_, server)| server == "be1")
         .context("no kept connection reached be1")?;
-    let drained: DrainReport = yardctl(&daemon, &["drain", &be1_tcp, "--listener", &tcp_id])?;
+    let drained: DrainReport = daemon.yardctl_as(&["drain", &be1_tcp, "--listener", &tcp_id])?;
     ensure!(drained.drained && drained.listeners == [tcp_id.clone()]);
-    let backends: BackendsReport = yardctl(&daemon, &["backends"])?;
+    let backends: BackendsReport = daemon.yardctl_as(&["backends"])?;
     let b = backend(&backends, &tcp_id, &be1_tcp)?;
     ensure!(
         b.state == "draining" && b.slots == 0 && b.effective_weight == 0.0,
@@ -326,16 +310,16 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
     poll_until(DEADLINE, "the second SIGHUP reload", || {
         Ok((daemon.config_status()?.reloads == 2).then_some(()))
     })?;
-    let backends: BackendsReport = yardctl(&daemon, &["backends", "--listener", &tcp_id])?;
+    let backends: BackendsReport = daemon.yardctl_as(&["backends", "--listener", &tcp_id])?;
     ensure!(
         backend(&backends, &tcp_id, &be1_tcp)?.state == "draining",
         "{backends:?}"
     );
 
     // Undrain: be1 takes new flows again.
-    let undrained: DrainReport = yardctl(&daemon, &["undrain", &be1_tcp])?;
+    let undrained: DrainReport = daemon.yardctl_as(&["undrain", &be1_tcp])?;
     ensure!(!undrained.drained);
-    let backends: BackendsReport = yardctl(&daemon, &["backends", "--listener", &tcp_id])?;
+    let backends: BackendsReport = daemon.yardctl_as(&["backends", "--listener", &tcp_id])?;
     ensure!(
         backends
             .backends

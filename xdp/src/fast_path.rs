@@ -312,10 +312,6 @@ impl FastPathMaps {
         self.set_state(FAST_STATE_ENABLED, u64::from(enabled))
     }
 
-    pub fn enabled(&self) -> Result<bool, XdpError> {
-        Ok(self.state(FAST_STATE_ENABLED)? != 0)
-    }
-
     /// From now on only entries decided under config `generation` apply.
     /// Call right after the snapshot is swapped: entries of the old one
     /// stop applying with this write.

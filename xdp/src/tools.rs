@@ -3,7 +3,6 @@
 //! sink, and the in-kernel XDP_TX / XDP_REDIRECT limits. The appliance
 //! never loads them; benchmarks and tests do.
 
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use aya::{
@@ -263,14 +262,14 @@ impl Tools {
             })
     }
 
+    fn per_cpu<V: Pod>(&self, name: &'static str) -> Result<PerCpuArray<&MapData, V>, XdpError> {
+        let map = self.ebpf.map(name).ok_or_else(|| missing_map(name))?;
+        PerCpuArray::try_from(map).map_err(map_read(name))
+    }
+
     /// The sink's counters, summed over CPUs.
     pub fn sink(&self) -> Result<SinkCounters, XdpError> {
-        let map = self
-            .ebpf
-            .map("sink_counters")
-            .ok_or_else(|| missing_map("sink_counters"))?;
-        let counters: PerCpuArray<&MapData, SinkCounters> =
-            PerCpuArray::try_from(map).map_err(map_read("sink_counters"))?;
+        let counters = self.per_cpu::<SinkCounters>("sink_counters")?;
         let per_cpu = counters.get(&0, 0).map_err(map_read("sink_counters"))?;
         Ok(per_cpu
             .iter()
@@ -284,12 +283,7 @@ impl Tools {
 
     /// The sink's latency histogram, summed over CPUs.
     pub fn latency(&self) -> Result<LatencyHistogram, XdpError> {
-        let map = self
-            .ebpf
-            .map("sink_latency")
-            .ok_or_else(|| missing_map("sink_latency"))?;
-        let buckets: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_read("sink_latency"))?;
+        let buckets = self.per_cpu::<u64>("sink_latency")?;
         let mut counts = vec![0u64; LATENCY_BUCKETS];
         for (i, count) in counts.iter_mut().enumerate() {
             *count = buckets
@@ -367,16 +361,6 @@ impl Tools {
             .map_err(|err| XdpError::TestRun(Box::new(err)))?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
-    }
-
-    /// The fd of a program, e.g. to run it elsewhere.
-    pub fn program_fd(&self, tool: Tool) -> Result<std::os::fd::BorrowedFd<'_>, XdpError> {
-        let program = program(&self.ebpf, tool.program())?;
-        let fd = program.fd().map_err(|source| XdpError::LoadProgram {
-            name: "tools",
-            source: Box::new(source),
-        })?;
-        Ok(fd.as_fd())
     }
 }
 

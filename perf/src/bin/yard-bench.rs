@@ -41,13 +41,13 @@ struct ReplayIo {
 impl PacketIo for ReplayIo {
     fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
-        for _ in 0..BATCH {
+        for n in 0..BATCH {
             let frame = &self.frames[self.next];
             self.next = (self.next + 1) % self.frames.len();
             self.scratch.clear();
             self.scratch.extend_from_slice(frame);
             outcome.received += 1;
-            let next = Some(self.frames[self.next].as_slice());
+            let next = (n + 1 < BATCH).then(|| self.frames[self.next].as_slice());
             if let Verdict::Transmit(_) = handle(0, &mut self.scratch, next) {
                 outcome.transmitted += 1;
             }

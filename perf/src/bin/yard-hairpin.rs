@@ -35,8 +35,9 @@ struct Args {
     batch_size: usize,
     #[arg(long, default_value_t = 2048)]
     ring_size: u32,
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    need_wakeup: bool,
+    /// AF_XDP need_wakeup, spelled as `switchyard run` spells it.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    need_wakeup: String,
     #[arg(long)]
     busy_poll: Option<u32>,
     #[arg(long, default_value_t = 64)]
@@ -75,7 +76,7 @@ fn main() -> Result<()> {
         batch_size: args.batch_size,
         ring_size: args.ring_size,
         zero_copy: ZeroCopy::Auto,
-        need_wakeup: args.need_wakeup,
+        need_wakeup: args.need_wakeup == "on",
         busy_poll: args.busy_poll.map(|usecs| BusyPoll {
             usecs,
             budget: args.busy_poll_budget,
