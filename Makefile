@@ -56,7 +56,9 @@ bench: bench-deps build
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
 fuzz: deps
-	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet:: neighbor::netlink::
+	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-wire -- --test-threads 2
+	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet::
+	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-daemon --lib -- --test-threads 2 neighbor::netlink::
 	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config --test never_panics
 
 # The end-to-end suites that run traffic through reloads, drains and the

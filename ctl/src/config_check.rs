@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use comfy_table::{presets, CellAlignment, Table};
-use yardctl::proto::{
+use switchyard_proto::{
     CandidateConfig, ConfigCheckReport, ConfigDiffReport, ListenerChange, ListenerDiff,
     MAX_CANDIDATE_CONFIG_BYTES,
 };
@@ -178,7 +178,7 @@ fn render_details(out: &mut String, l: &ListenerDiff) {
 
 #[cfg(test)]
 mod tests {
-    use yardctl::proto::{FieldChange, RemovedBackend, Reweight, StateChange};
+    use switchyard_proto::{FieldChange, RemovedBackend, Reweight, StateChange};
 
     use super::*;
 

@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::proto::{BackendsReport, DrainReport, ListenersReport};
 use crate::tables::{right_align, table};
+use switchyard_proto::{BackendsReport, DrainReport, ListenersReport};
 
 pub fn render_listeners(r: &ListenersReport) -> String {
     let mut rows = table(&[
@@ -98,7 +98,7 @@ pub fn render_drain(r: &DrainReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{BackendInfo, ListenerInfo};
+    use switchyard_proto::{BackendInfo, ListenerInfo};
 
     fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
         text.lines()

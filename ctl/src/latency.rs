@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::proto::{Distribution, LatencyReport, WorkerLatency};
 use crate::tables::{right_align, table};
+use switchyard_proto::{Distribution, LatencyReport, WorkerLatency};
 
 /// Nanoseconds in the unit that keeps them short: `850ns`, `12.3µs`,
 /// `4.56ms`, `1.20s`.

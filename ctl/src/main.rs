@@ -1,22 +1,31 @@
-//! `yardctl`: inspect a running Switchyard appliance.
+//! `yardctl`: inspect a running Switchyard appliance over its control
+//! socket, as tables, JSON or a live `top`. It only reads and asks: every
+//! change it makes (drains, config checks) is a request the daemon may
+//! refuse. It must never be depended on by the daemon or the packet path;
+//! the protocol it speaks lives in `switchyard-proto`.
 
 use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::emit;
+use crate::tables::{right_align, table};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Cell, Table};
-use yardctl::output::emit;
-use yardctl::proto::{
+use switchyard_proto::client;
+use switchyard_proto::{
     ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport,
     Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
-use yardctl::tables::{right_align, table};
-use yardctl::{client, inventory, latency, rates};
 
 mod config_check;
+mod inventory;
+mod latency;
+mod output;
+mod rates;
+mod tables;
 mod top;
 
 #[derive(Parser)]
@@ -691,7 +700,7 @@ fn render_config_status(r: &ConfigStatusReport) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use yardctl::proto::{
+    use switchyard_proto::{
         BackendStats, ConfigError, Counters, ExistingFlow, FastPathStatus, FlowInfo,
         InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, WorkerStats, WorkerStatus,
     };

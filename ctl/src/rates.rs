@@ -13,9 +13,9 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::client::{self, ClientError};
-use crate::proto::{Counters, Request, Response, StatsReport};
 use crate::tables::{right_align, table};
+use switchyard_proto::client::{self, ClientError};
+use switchyard_proto::{Counters, Request, Response, StatsReport};
 
 /// Per-second change of a counter set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -150,7 +150,7 @@ pub fn rates(before: &StatsReport, after: &StatsReport, secs: f64) -> Rates {
         .iter()
         .map(|w| {
             let old = workers.get(&w.queue);
-            let was = |f: fn(&crate::proto::WorkerStats) -> u64| old.map_or(0, |o| f(o));
+            let was = |f: fn(&switchyard_proto::WorkerStats) -> u64| old.map_or(0, |o| f(o));
             let drop_reasons_per_sec = reason_rates(old.map(|o| &o.drops), &w.drops, secs);
             WorkerRate {
                 queue: w.queue,
@@ -386,7 +386,7 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{BackendStats, ListenerStats, WorkerStats};
+    use switchyard_proto::{BackendStats, ListenerStats, WorkerStats};
 
     fn sample(packets: u64, flows: u64, rx: u64) -> StatsReport {
         let counters = Counters {

@@ -10,6 +10,7 @@ use std::io::{self, IsTerminal};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::rates;
 use anyhow::{bail, Context, Result};
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, execute, terminal};
@@ -19,9 +20,8 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
 use ratatui::{Frame, Terminal};
-use yardctl::client;
-use yardctl::proto::{Request, Response, StatsReport};
-use yardctl::rates;
+use switchyard_proto::client;
+use switchyard_proto::{Request, Response, StatsReport};
 
 /// Shortest refresh: each sample asks every worker for its counters.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -58,7 +58,7 @@ pub struct Rates {
 }
 
 /// The rates between two samples taken `elapsed` apart (computed by
-/// `yardctl::rates`, as `stats --interval` computes them), busiest first.
+/// `rates`, as `stats --interval` computes them), busiest first.
 pub fn busiest(before: &StatsReport, now: &StatsReport, elapsed: Duration) -> Rates {
     let seconds = elapsed.as_secs_f64();
     let r = rates::rates(before, now, seconds);
@@ -372,7 +372,7 @@ pub fn run(socket: &Path, interval: Duration) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use ratatui::backend::TestBackend;
-    use yardctl::proto::{Counters, ListenerStats, WorkerStats};
+    use switchyard_proto::{Counters, ListenerStats, WorkerStats};
 
     use super::*;
 

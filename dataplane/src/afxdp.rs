@@ -37,7 +37,8 @@ pub enum XskError {
 }
 
 /// Whether to ask the driver for zero-copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ZeroCopy {
     /// Zero-copy where the driver supports it, else copy mode (logged).
     Auto,

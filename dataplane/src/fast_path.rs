@@ -47,7 +47,8 @@ pub struct Egress {
 }
 
 /// How the fast path sends a frame back out of the port it came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HairpinTx {
     /// XDP_TX, except on veth: a veth delivers XDP_TX frames to its peer
     /// only when the peer runs an XDP program, so redirect there.
@@ -329,16 +330,6 @@ impl CacheView {
                 .map(|seen| seen.saturating_sub(self.monotonic_at_epoch)),
             generation: action.spec().generation as u32,
         })
-    }
-}
-
-impl crate::drain::PublishHook for FastPath {
-    fn before(&self, next: &Snapshot) {
-        self.prepare(next);
-    }
-
-    fn after(&self, next: &Snapshot) {
-        self.published(next);
     }
 }
 

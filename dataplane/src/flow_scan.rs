@@ -19,16 +19,57 @@ use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
 
 use crossbeam::channel::Sender;
-use yardctl::proto::FlowSort;
 
-use crate::config_diff::ActiveEntry;
 use crate::flow::{Direction, FlowEntry, FlowTable};
 use crate::packet::FlowKey;
-use crate::worker::FlowRecord;
 
 /// Table slots, or lookups, a worker spends on control requests in one gap
 /// between batches.
 pub const SCAN_BUDGET: usize = 4096;
+
+/// How a scan ranks the flows it keeps when it is limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowSort {
+    /// Most bytes first.
+    Bytes,
+    /// Most packets first.
+    Packets,
+    /// Oldest first.
+    Age,
+}
+
+/// One tracked 5-tuple as the control thread sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct FlowRecord {
+    pub queue: u32,
+    pub key: FlowKey,
+    pub entry: FlowEntry,
+}
+
+/// One client-to-backend entry of a worker's flow table, as active-flow
+/// counts need it: a few bytes where a whole `FlowRecord` is a hundred, so
+/// the workers can hand over every entry between batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveEntry {
+    /// As the client's packets arrive: client to VIP.
+    pub key: FlowKey,
+    /// The backend endpoint the flow is translated to.
+    pub backend: (Ipv4Addr, u16),
+    /// TCP FIN or RST seen on this entry.
+    pub closing: bool,
+}
+
+impl ActiveEntry {
+    /// The entry if it is a client-to-backend one; a reply entry is the
+    /// other half of a connection already counted by its forward entry.
+    pub fn of(key: &FlowKey, entry: &FlowEntry) -> Option<Self> {
+        (entry.direction == Direction::ToBackend).then_some(Self {
+            key: *key,
+            backend: (entry.rewrite.ip_dst, entry.rewrite.dst_port),
+            closing: entry.closing,
+        })
+    }
+}
 
 /// Which flows a scan keeps; every condition must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

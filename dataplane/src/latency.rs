@@ -9,7 +9,6 @@
 //! get a copy ([`LatencySnapshot`]) taken between batches.
 
 use hdrhistogram::Histogram;
-use yardctl::proto::{Distribution, WorkerLatency};
 
 /// Longest duration told apart; anything longer is counted as this.
 pub const MAX_TRACKED_NS: u64 = 10_000_000_000;
@@ -20,6 +19,22 @@ pub const MAX_TRACKED_PACKETS: u64 = 1 << 16;
 const DURATION_DIGITS: u8 = 2;
 /// Batch sizes up to 2048 are exact.
 const PACKET_DIGITS: u8 = 3;
+
+/// What `yardctl latency` shows of one histogram: the count, the exact
+/// total and a few quantiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Distribution {
+    pub count: u64,
+    /// Sum of the recorded values.
+    pub total: u64,
+    pub min: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    pub max: u64,
+}
 
 /// One distribution and the exact sum of what it recorded (a histogram
 /// only knows values to its precision).
@@ -135,9 +150,18 @@ pub struct LatencySnapshot {
     pub recorded: LatencyRecorder,
 }
 
+/// What one worker's histograms say, as `yardctl latency` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LatencySummary {
+    pub queue: u32,
+    pub batch_ns: Distribution,
+    pub packets_per_batch: Distribution,
+    pub control_ns: Distribution,
+}
+
 impl LatencySnapshot {
-    pub fn report(&self) -> WorkerLatency {
-        WorkerLatency {
+    pub fn summary(&self) -> LatencySummary {
+        LatencySummary {
             queue: self.queue,
             batch_ns: self.recorded.batch_ns.distribution(),
             packets_per_batch: self.recorded.packets_per_batch.distribution(),
@@ -185,8 +209,8 @@ mod tests {
     #[test]
     fn nothing_recorded_reports_zeros() {
         let r = LatencyRecorder::new();
-        assert_eq!(r.snapshot(3).report().batch_ns, Distribution::default());
-        assert_eq!(r.snapshot(3).report().queue, 3);
+        assert_eq!(r.snapshot(3).summary().batch_ns, Distribution::default());
+        assert_eq!(r.snapshot(3).summary().queue, 3);
     }
 
     #[test]

@@ -1,22 +1,23 @@
-//! The Switchyard appliance: AF_XDP workers that decide, rewrite and forward
-//! packets for VIP listeners, and the control plane around them.
+//! The packet path of Switchyard: workers that take batches of frames from
+//! AF_XDP sockets, decide each new flow (policy, ClientIP affinity, Maglev
+//! slot, next hop) against the published snapshot, keep the decision in a
+//! per-worker flow table, rewrite frames in place and send them on, and
+//! install settled flows in the XDP flow cache. Everything a worker touches
+//! per packet is its own or read-only: it must never block, lock, allocate
+//! or make a syscall per packet, and it never panics on packet bytes (a
+//! frame it cannot handle is dropped and counted by reason). Control (the
+//! socket, reloads, neighbour resolution, metrics) lives in the daemon,
+//! which talks to workers only through channels polled between batches.
 
 pub mod affinity;
 pub mod afxdp;
-pub mod config_diff;
-pub mod config_watch;
-pub mod control;
-pub mod dns;
-pub mod drain;
 pub mod drop_reason;
 pub mod fast_path;
 pub mod flow;
 pub mod flow_scan;
 pub mod hint;
-pub mod interfaces;
 pub mod io;
 pub mod latency;
-pub mod metrics;
 pub mod neighbor;
 pub mod packet;
 pub mod worker;

@@ -19,11 +19,10 @@ use switchyard_config::snapshot::{
 
 use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
 
-use crate::config_diff::ActiveEntry;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheWriter, StatsSlots};
 use crate::flow::{Cached, Direction, FlowEntry, FlowTable, FlowTimeouts};
-use crate::flow_scan::{FlowScan, Job, SCAN_BUDGET};
+use crate::flow_scan::{ActiveEntry, FlowRecord, FlowScan, Job, SCAN_BUDGET};
 use crate::io::{PacketIo, Verdict};
 use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors, Unresolved};
@@ -80,14 +79,6 @@ pub struct WorkerStats {
     pub listeners: Vec<Counters>,
     /// Per listener, per backend index of that listener.
     pub backends: Vec<Vec<Counters>>,
-}
-
-/// One tracked 5-tuple as the control thread sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct FlowRecord {
-    pub queue: u32,
-    pub key: FlowKey,
-    pub entry: FlowEntry,
 }
 
 /// What the control thread asks a worker, answered between batches. The

@@ -953,8 +953,8 @@ fn counters_of_a_listener_renamed_at_the_same_vip_start_afresh() {
 
 #[test]
 fn a_flow_read_walks_at_most_4096_slots_per_gap_and_its_time_is_recorded() {
+    use switchyard_dataplane::flow_scan::FlowSort;
     use switchyard_dataplane::flow_scan::{FlowScan, SCAN_BUDGET};
-    use yardctl::proto::FlowSort;
 
     let mut h = harness();
     let flows = SCAN_BUDGET as u16 + 904;
@@ -990,7 +990,7 @@ fn a_flow_read_walks_at_most_4096_slots_per_gap_and_its_time_is_recorded() {
     let (reply, answer) = channel::bounded(1);
     h.requests.send(WorkerRequest::Latency(reply)).unwrap();
     h.worker.serve_control();
-    let latency = answer.recv().unwrap().report();
+    let latency = answer.recv().unwrap().summary();
     assert!(
         latency.control_ns.count >= 4,
         "every gap that served a request is recorded: {latency:?}"

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use yardctl::proto::{ConfigStatusReport, FlowsReport, LatencyReport, StatsReport, StatusReport};
+use switchyard_proto::{ConfigStatusReport, FlowsReport, LatencyReport, StatsReport, StatusReport};
 
 use crate::netns::Netns;
 use crate::poll::{poll_until, POLL_INTERVAL};

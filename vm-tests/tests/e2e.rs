@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use switchyard_proto::{FlowInfo, ListenerStats, StatsReport};
 use switchyard_vm_tests::client::pin_current_thread;
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
@@ -21,7 +22,6 @@ use switchyard_vm_tests::{
     tcp_exchange, tcp_exchange_keep_open, udp_exchange, xdp_attached, Daemon, EchoPair,
     GatewaySpec, Netns, Reply, TcpEchoServer, TempDir, Topology,
 };
-use yardctl::proto::{FlowInfo, ListenerStats, StatsReport};
 
 /// A topology with echo servers on both backends and the daemon running the
 /// demo Gateway. Fields drop in order: the daemon stops before the servers,
@@ -567,7 +567,7 @@ fn multi_queue() -> Result<()> {
         .daemon
         .yardctl_raw(&["flows", "--sort", "packets", "--limit", "4", "-o", "json"])?;
     assert!(out.status.success(), "{}", out.stderr);
-    let top: yardctl::proto::FlowsReport = serde_json::from_str(&out.stdout)?;
+    let top: switchyard_proto::FlowsReport = serde_json::from_str(&out.stdout)?;
     assert_eq!(top.flows.len(), 4, "{top:#?}");
     let mut most: Vec<u64> = all.iter().map(|f| f.packets).collect();
     most.sort_unstable_by(|a, b| b.cmp(a));

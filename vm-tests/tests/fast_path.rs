@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use switchyard_proto::{FlowInfo, FlowsReport, StatsReport};
 use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{
     tcp_exchange_keep_open, Daemon, DaemonOptions, GatewaySpec, TempDir, Topology,
 };
-use yardctl::proto::{FlowInfo, FlowsReport, StatsReport};
 
 const EXCHANGES: u64 = 100;
 

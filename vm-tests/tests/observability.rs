@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use switchyard_proto::{
+    BackendsReport, ConfigDiffReport, Distribution, LatencyReport, StatsReport, StatusReport,
+};
 use switchyard_vm_tests::client::udp_socket_towards;
 use switchyard_vm_tests::config::{
     ListenerSpec, Protocol, TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT,
@@ -23,9 +26,6 @@ use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{
     in_netns, tcp_exchange, tcp_exchange_keep_open, udp_exchange, Daemon, DaemonOptions,
     GatewaySpec, TempDir, Topology,
-};
-use yardctl::proto::{
-    BackendsReport, ConfigDiffReport, Distribution, LatencyReport, StatsReport, StatusReport,
 };
 
 const DEADLINE: Duration = Duration::from_secs(10);

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
+use switchyard_proto::{
+    BackendInfo, BackendsReport, DrainReport, FlowsReport, ListenersReport, StatsReport,
+    StatusReport,
+};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
 };
@@ -16,10 +20,6 @@ use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::{CLIENT_ADDR, VIP};
 use switchyard_vm_tests::{
     tcp_exchange, tcp_exchange_keep_open, udp_exchange, Daemon, GatewaySpec, TempDir, Topology,
-};
-use yardctl::proto::{
-    BackendInfo, BackendsReport, DrainReport, FlowsReport, ListenersReport, StatsReport,
-    StatusReport,
 };
 
 /// Connections the test keeps open, and UDP flows (one datagram and its
@@ -63,7 +63,10 @@ fn echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
-fn listener<'a>(report: &'a StatsReport, name: &str) -> Result<&'a yardctl::proto::ListenerStats> {
+fn listener<'a>(
+    report: &'a StatsReport,
+    name: &str,
+) -> Result<&'a switchyard_proto::ListenerStats> {
     report
         .listeners
         .iter()

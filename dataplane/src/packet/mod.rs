@@ -1,5 +1,5 @@
-//! Packet views and rewrites over byte slices. This module owns the wire
-//! format of what a worker handles: it parses an Ethernet II frame (at most
+//! What a worker does to the bytes of a frame, over the header layouts and
+//! checksums of `switchyard-wire`: it parses an Ethernet II frame (at most
 //! one 802.1Q/802.1ad tag) carrying IPv4 TCP or UDP into a [`FlowKey`] and the
 //! offsets of its headers ([`parse()`]), replays a per-flow NAT [`Rewrite`] on
 //! the frame in place with incremental checksum updates ([`apply`]), and
@@ -8,15 +8,11 @@
 //! syscall or panic on packet bytes; a frame it cannot handle comes back as a
 //! [`ParseError`], which the worker counts by name and drops.
 
-pub mod checksum;
 mod hash;
 mod parse;
 mod reset;
 mod rewrite;
-mod wire;
 
-#[cfg(test)]
-mod fixtures;
 #[cfg(test)]
 mod testutil;
 

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::wire::{ethernet, ipv4, read_u16, read_u32, tcp, udp, vlan};
+use switchyard_wire::{ethernet, ipv4, read_u16, read_u32, tcp, udp, vlan};
 
 /// Why a frame cannot be handled; each maps to a named drop counter.
 ///
@@ -199,9 +199,9 @@ fn parse_udp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::fixtures::*;
     use crate::packet::testutil::{arb_frame_spec, mutated};
     use proptest::prelude::*;
+    use switchyard_wire::fixtures::*;
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);

@@ -10,9 +10,9 @@
 //! no neighbour or route lookup. A rare path: the headers are rebuilt and
 //! checksummed from scratch.
 
-use super::checksum::fold;
 use super::parse::Parsed;
-use super::wire::{ethernet, ipv4};
+use switchyard_wire::checksum::{fold, sum_words};
+use switchyard_wire::{ethernet, ipv4};
 
 const IPV4_LEN: usize = ipv4::MIN_HEADER_LEN;
 const TCP_LEN: usize = 20;
@@ -108,14 +108,6 @@ pub fn tcp_reset(frame: &mut [u8], parsed: &Parsed) -> Option<usize> {
 
     frame[end..len].fill(0);
     Some(len)
-}
-
-/// One's complement sum of big-endian 16-bit words (even length).
-fn sum_words(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks_exact(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum()
 }
 
 #[cfg(test)]

@@ -5,9 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use super::checksum::{adjust, diff_u16, diff_u32, fold};
 use super::parse::{FlowKey, Parsed};
-use super::wire::{
+use switchyard_wire::checksum::{adjust, diff_u16, diff_u32, fold};
+use switchyard_wire::{
     ethernet, ipv4, read_u16, read_u32, tcp, udp, write_bytes, write_u16, write_u32,
 };
 
@@ -170,12 +170,12 @@ impl<'a> Headers<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::fixtures::*;
     use crate::packet::parse::{parse, FlowKey};
     use crate::packet::testutil::{
         arb_frame_spec, arb_rewrite, assert_checksums_verify, mutated, FrameSpec, L4Spec,
     };
     use proptest::prelude::*;
+    use switchyard_wire::fixtures::*;
 
     const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
     const LB_CLIENT_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];

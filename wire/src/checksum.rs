@@ -1,7 +1,8 @@
-//! The Internet checksum (RFC 1071), updated incrementally when a field
-//! changes (RFC 1624), so a rewrite costs a few additions whatever the
-//! packet's length. Everything here is `const fn` over integers: no slices,
-//! nothing that can panic.
+//! The Internet checksum (RFC 1071): summed from scratch over bytes
+//! ([`sum_words`]), for headers Switchyard writes whole, and updated
+//! incrementally when a field changes (RFC 1624), so a rewrite costs a few
+//! additions whatever the packet's length. The incremental part is `const
+//! fn` over integers: no slices, nothing that can panic.
 //!
 //! A change is expressed as a *difference* `~old + new` in one's complement
 //! arithmetic ([`diff_u16`], [`diff_u32`]). Differences add up, so a rewrite
@@ -58,10 +59,25 @@ pub const fn update_u32(checksum: u16, old: u32, new: u32) -> u16 {
     adjust(checksum, diff_u32(old, new))
 }
 
+/// One's complement sum of `bytes` as big-endian 16-bit words, a final odd
+/// byte padded with zero (RFC 1071 §4.1), folded as it goes so any length
+/// fits; `!fold(sum)` is the checksum field.
+#[inline]
+pub fn sum_words(bytes: &[u8]) -> u32 {
+    let (words, odd) = bytes.as_chunks::<2>();
+    let mut sum = words.iter().fold(0u32, |sum, &word| {
+        let sum = sum + u32::from(u16::from_be_bytes(word));
+        (sum & 0xffff) + (sum >> 16)
+    });
+    if let [last] = odd {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::testutil::internet_checksum;
     use proptest::prelude::*;
 
     #[test]
@@ -85,6 +101,29 @@ mod tests {
         assert_eq!(update_u32(0x1234, 0xc000_020a, 0xc000_020a), 0x1234);
     }
 
+    /// RFC 1071 checksum summed the slow way, independently of the code
+    /// under test.
+    fn internet_checksum(parts: &[&[u8]]) -> u16 {
+        let bytes: Vec<u8> = parts.concat();
+        let mut sum: u64 = 0;
+        for pair in bytes.chunks(2) {
+            let hi = u64::from(pair[0]) << 8;
+            let lo = pair.get(1).copied().map_or(0, u64::from);
+            sum += hi | lo;
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    #[test]
+    fn rfc1071_example_sums_to_its_worked_total() {
+        // RFC 1071 §3: the bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2.
+        let bytes = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum_words(&bytes)), 0xddf2);
+    }
+
     fn words_to_bytes(words: &[u16]) -> Vec<u8> {
         words.iter().flat_map(|w| w.to_be_bytes()).collect()
     }
@@ -101,6 +140,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sum_words_equals_the_slow_checksum(bytes in prop::collection::vec(any::<u8>(), 0..3000)) {
+            prop_assert_eq!(!fold(sum_words(&bytes)), internet_checksum(&[&bytes]));
+        }
+
         #[test]
         fn update_u16_equals_recomputation(words in header_words(), at in 0usize..10, new in any::<u16>()) {
             let before = internet_checksum(&[&words_to_bytes(&words)]);

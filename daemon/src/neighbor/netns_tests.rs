@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 
 use super::*;
+use switchyard_dataplane::neighbor::NextHop;
 
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const DEADLINE: Duration = Duration::from_secs(5);

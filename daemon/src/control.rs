@@ -18,22 +18,23 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
-use switchyard_xdp::SteerCounters;
-use yardctl::proto::{
+use switchyard_proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
     FastPathStatus, FlowInfo, FlowQuery, FlowsReport, InterfaceStatus, LatencyReport,
     ListenerStats, NewFlowDecision, ReloadSummary, Request, Response, StatsReport, StatusReport,
     WorkerStatus, RELOAD_APPLIED, RELOAD_NONE, RELOAD_REFUSED,
 };
+use switchyard_xdp::SteerCounters;
 
-use crate::affinity::AffinityTable;
 use crate::drain;
-use crate::drop_reason::DropReason;
-use crate::fast_path::{CacheView, FastPath};
-use crate::flow::{Cached, Direction};
-use crate::latency::LatencySnapshot;
-use crate::packet::FlowKey;
-use crate::worker::{self, FlowRecord, WorkerRequest, WorkerStats};
+use switchyard_dataplane::affinity::AffinityTable;
+use switchyard_dataplane::drop_reason::DropReason;
+use switchyard_dataplane::fast_path::{CacheView, FastPath};
+use switchyard_dataplane::flow::{Cached, Direction};
+use switchyard_dataplane::flow_scan::FlowRecord;
+use switchyard_dataplane::latency::{Distribution, LatencySnapshot};
+use switchyard_dataplane::packet::FlowKey;
+use switchyard_dataplane::worker::{self, WorkerRequest, WorkerStats};
 use switchyard_xdp::FastCounters;
 
 mod config_check;
@@ -93,7 +94,7 @@ pub struct ControlState {
     /// a file as a reload would.
     pub resolve_options: switchyard_config::Options,
     /// The XDP flow cache, when the fast path is on.
-    pub fast_path: Option<Arc<crate::fast_path::FastPath>>,
+    pub fast_path: Option<Arc<switchyard_dataplane::fast_path::FastPath>>,
     /// The steering program's counters; none in tests without XDP.
     pub steer_counters: Option<SteerCounterSource>,
 }
@@ -188,7 +189,7 @@ fn answer(state: &ControlState, request: &Request) -> Response {
         Request::Flows => inventory::query_flows(state, &FlowQuery::default()).map(Response::Flows),
         Request::Latency => latency(state).map(|snapshots| {
             Response::Latency(LatencyReport {
-                workers: snapshots.iter().map(LatencySnapshot::report).collect(),
+                workers: snapshots.iter().map(latency_report).collect(),
             })
         }),
         Request::Listeners => inventory::listeners(state).map(Response::Listeners),
@@ -249,6 +250,30 @@ pub fn stats(state: &ControlState) -> Result<StatsReport, String> {
 /// Every worker's latency histograms.
 pub fn latency(state: &ControlState) -> Result<Vec<LatencySnapshot>, String> {
     ask_workers(state, WorkerRequest::Latency)
+}
+
+/// One worker's histograms as `yardctl latency` shows them.
+pub fn latency_report(snapshot: &LatencySnapshot) -> switchyard_proto::WorkerLatency {
+    let summary = snapshot.summary();
+    switchyard_proto::WorkerLatency {
+        queue: summary.queue,
+        batch_ns: distribution(summary.batch_ns),
+        packets_per_batch: distribution(summary.packets_per_batch),
+        control_ns: distribution(summary.control_ns),
+    }
+}
+
+fn distribution(d: Distribution) -> switchyard_proto::Distribution {
+    switchyard_proto::Distribution {
+        count: d.count,
+        total: d.total,
+        min: d.min,
+        p50: d.p50,
+        p90: d.p90,
+        p99: d.p99,
+        p999: d.p999,
+        max: d.max,
+    }
 }
 
 pub fn status(state: &ControlState) -> StatusReport {
@@ -443,7 +468,7 @@ pub fn stats_report(
         for (reason, count) in &drops {
             *report.drops.entry(reason.clone()).or_default() += count;
         }
-        report.workers.push(yardctl::proto::WorkerStats {
+        report.workers.push(switchyard_proto::WorkerStats {
             queue: w.queue,
             rx_packets: w.rx_packets,
             rx_bytes: w.rx_bytes,
@@ -757,8 +782,8 @@ mod tests {
     };
 
     use super::*;
-    use crate::flow::FlowEntry;
-    use crate::packet::Rewrite;
+    use switchyard_dataplane::flow::FlowEntry;
+    use switchyard_dataplane::packet::Rewrite;
 
     const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
     const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);

@@ -1,4 +1,9 @@
-//! The control-socket protocol between `switchyard run` and `yardctl`.
+//! The control-socket protocol of Switchyard: the requests `yardctl` (and
+//! any other client, such as the kube watcher) sends to `switchyard run`,
+//! the responses and reports it answers with, their framing and size
+//! limits, and a blocking client. Both sides build on these types, so they
+//! cannot drift apart. This crate must never depend on the daemon, the CLI
+//! or the packet path: it is plain data and serde.
 //!
 //! One request per connection: the client writes one JSON object and a
 //! newline, the daemon answers with one JSON object and a newline, then
@@ -9,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod client;
 mod inventory;
 pub use inventory::*;
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use switchyard_config::resolve::build_slots;
 use switchyard_config::snapshot::{Backend, Endpoint, Listener, Snapshot};
+use switchyard_dataplane::fast_path::FastPath;
 
 /// One drain: `endpoint` on the listener named `listener`
 /// (`namespace/gateway/listener`), or on every listener when `None`.
@@ -75,7 +76,7 @@ pub fn is_drained(drains: &BTreeSet<Drain>, listener: &Listener, endpoint: &Endp
 }
 
 /// What `yardctl backends` calls a backend's state, `STATE_*` in
-/// `yardctl::proto`: drained by the operator is `draining` whatever the
+/// `switchyard_proto`: drained by the operator is `draining` whatever the
 /// endpoint says; a terminating endpoint is `terminating` (it still owns
 /// its slots and takes new flows, as kube-proxy keeps using serving,
 /// terminating endpoints while none is ready); any other endpoint without
@@ -86,7 +87,7 @@ pub fn backend_state(
     listener: &Listener,
     backend: &Backend,
 ) -> &'static str {
-    use yardctl::proto::{STATE_DRAINING, STATE_READY, STATE_TERMINATING};
+    use switchyard_proto::{STATE_DRAINING, STATE_READY, STATE_TERMINATING};
     if is_drained(drains, listener, &backend.endpoint) {
         STATE_DRAINING
     } else if snapshot.is_terminating(&backend.endpoint) {
@@ -167,6 +168,16 @@ pub trait PublishHook: Send + Sync {
     fn before(&self, next: &Snapshot);
     /// Right after it did.
     fn after(&self, next: &Snapshot);
+}
+
+impl PublishHook for FastPath {
+    fn before(&self, next: &Snapshot) {
+        self.prepare(next);
+    }
+
+    fn after(&self, next: &Snapshot) {
+        self.published(next);
+    }
 }
 
 /// Publishes snapshots: the compiled config with the drains applied. The

@@ -28,8 +28,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use super::table::{LinkEntry, NeighbourEntry, RouteAction, RouteEntry};
 use super::NeighborError;
+use switchyard_dataplane::neighbor::{LinkEntry, NeighbourEntry, RouteAction, RouteEntry};
 
 /// `IFLA_ADDRESS` (include/uapi/linux/if_link.h); libc does not export it.
 const IFLA_ADDRESS: u16 = 1;

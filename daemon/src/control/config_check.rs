@@ -7,7 +7,7 @@ use std::error::Error as _;
 
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
-use yardctl::proto::{
+use switchyard_proto::{
     CandidateConfig, ConfigCheckReport, ConfigDiffReport, MAX_CANDIDATE_CONFIG_BYTES,
 };
 

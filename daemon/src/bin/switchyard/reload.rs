@@ -25,10 +25,10 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_config::Options;
-use switchyard_dataplane::drain::Publisher;
-use switchyard_dataplane::neighbor::NeighborResolver;
+use switchyard_daemon::drain::Publisher;
+use switchyard_daemon::neighbor::NeighborResolver;
+use switchyard_proto::{ConfigError, ConfigStatusReport};
 use switchyard_xdp::{ServiceMatch, Steering};
-use yardctl::proto::{ConfigError, ConfigStatusReport};
 
 /// How long a reload waits for the kernel to resolve new backends' MACs
 /// before swapping anyway; flows to a backend still unresolved are dropped

@@ -14,8 +14,6 @@ use switchyard_config::status::{
 };
 use switchyard_config::Resolution;
 
-use yardctl::output::emit;
-
 use crate::CheckArgs;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -328,6 +326,16 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             }
             Ok(emit(&out)?)
         }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`switchyard check |
+/// head`) is not an error: the command did its job.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 

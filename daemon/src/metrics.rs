@@ -20,11 +20,11 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use yardctl::proto::{BackendsReport, ListenersReport, StatsReport, StatusReport};
+use switchyard_proto::{BackendsReport, ListenersReport, StatsReport, StatusReport};
 
 use crate::control::{self, inventory, ControlState};
-use crate::drop_reason::DropReason;
-use crate::latency::{LatencySnapshot, Recorded};
+use switchyard_dataplane::drop_reason::DropReason;
+use switchyard_dataplane::latency::{LatencySnapshot, Recorded};
 
 /// `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -225,7 +225,7 @@ impl Collector for Scrape {
             (
                 "switchyard_listener_packets",
                 "Packets of a listener's flows, both directions.",
-                (|c: &yardctl::proto::Counters| c.packets) as fn(&_) -> u64,
+                (|c: &switchyard_proto::Counters| c.packets) as fn(&_) -> u64,
             ),
             (
                 "switchyard_listener_bytes",
@@ -288,7 +288,7 @@ impl Collector for Scrape {
             (
                 "switchyard_backend_packets",
                 "Packets of a backend's flows, both directions.",
-                (|c: &yardctl::proto::Counters| c.packets) as fn(&_) -> u64,
+                (|c: &switchyard_proto::Counters| c.packets) as fn(&_) -> u64,
             ),
             (
                 "switchyard_backend_bytes",
@@ -331,7 +331,7 @@ impl Collector for Scrape {
             (
                 "switchyard_worker_rx_packets",
                 "Frames a worker received from its AF_XDP sockets.",
-                (|w: &yardctl::proto::WorkerStats| w.rx_packets) as fn(&_) -> u64,
+                (|w: &switchyard_proto::WorkerStats| w.rx_packets) as fn(&_) -> u64,
             ),
             (
                 "switchyard_worker_rx_bytes",
@@ -482,12 +482,12 @@ impl Drop for MetricsServer {
 mod tests {
     use std::collections::BTreeMap;
 
-    use yardctl::proto::{
+    use switchyard_proto::{
         BackendInfo, BackendStats, Counters, ListenerInfo, ListenerStats, WorkerStats, WorkerStatus,
     };
 
     use super::*;
-    use crate::latency::LatencyRecorder;
+    use switchyard_dataplane::latency::LatencyRecorder;
 
     fn sample() -> MetricsSample {
         let mut recorder = LatencyRecorder::new();

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use switchyard_config::snapshot::{Slot, Snapshot};
-use yardctl::proto::{
+use switchyard_proto::{
     BackendInfo, BackendsReport, Cidr, DrainReport, FlowFilter, FlowQuery, FlowsReport,
     ListenerInfo, ListenersReport,
 };
@@ -15,8 +15,8 @@ use yardctl::proto::{
 use super::{ask_workers, flows_report, ControlState};
 use crate::config_diff::ActiveFlows;
 use crate::drain::{self, Drain};
-use crate::flow_scan::{Connection, FlowScan, FlowSelect};
-use crate::worker::{FlowRecord, WorkerRequest};
+use switchyard_dataplane::flow_scan::{Connection, FlowRecord, FlowScan, FlowSelect, FlowSort};
+use switchyard_dataplane::worker::WorkerRequest;
 
 pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersReport {
     ListenersReport {
@@ -142,7 +142,7 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
             }) => select.client = Some((network, prefix_len)),
             Some(_) => select.nothing = true,
             None => {
-                return Err(yardctl::proto::QueryError::Client(text.clone()).to_string());
+                return Err(switchyard_proto::QueryError::Client(text.clone()).to_string());
             }
         }
     }
@@ -150,18 +150,22 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
         match text.parse::<SocketAddr>() {
             Ok(SocketAddr::V4(backend)) => select.backend = Some((*backend.ip(), backend.port())),
             Ok(SocketAddr::V6(_)) => select.nothing = true,
-            Err(_) => return Err(yardctl::proto::QueryError::Backend(text.clone()).to_string()),
+            Err(_) => return Err(switchyard_proto::QueryError::Backend(text.clone()).to_string()),
         }
     }
     Ok(FlowScan {
         select,
-        sort: query.sort,
+        sort: query.sort.map(|sort| match sort {
+            switchyard_proto::FlowSort::Bytes => FlowSort::Bytes,
+            switchyard_proto::FlowSort::Packets => FlowSort::Packets,
+            switchyard_proto::FlowSort::Age => FlowSort::Age,
+        }),
         limit: query.limit,
     })
 }
 
 /// The 5-tuples of both halves of every connection `records` show.
-pub fn connection_keys(records: &[FlowRecord]) -> Vec<crate::packet::FlowKey> {
+pub fn connection_keys(records: &[FlowRecord]) -> Vec<switchyard_dataplane::packet::FlowKey> {
     let mut keys = Vec::new();
     let mut seen = HashSet::new();
     for record in records {
@@ -188,7 +192,7 @@ pub fn query_flows(state: &ControlState, query: &FlowQuery) -> Result<FlowsRepor
     // so a top-N by traffic is taken here, once the cache's counts are in.
     let by_traffic = matches!(
         query.sort,
-        Some(yardctl::proto::FlowSort::Bytes | yardctl::proto::FlowSort::Packets)
+        Some(switchyard_proto::FlowSort::Bytes | switchyard_proto::FlowSort::Packets)
     );
     let worker_query = if state.fast_path.is_some() && by_traffic {
         FlowQuery {
@@ -258,11 +262,11 @@ mod tests {
     use switchyard_config::snapshot::{
         Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol,
     };
-    use yardctl::proto::{FlowSort, STATE_DRAINING, STATE_READY, STATE_TERMINATING};
+    use switchyard_proto::{FlowSort, STATE_DRAINING, STATE_READY, STATE_TERMINATING};
 
     use super::*;
-    use crate::flow::{Direction, FlowEntry};
-    use crate::packet::{FlowKey, Rewrite};
+    use switchyard_dataplane::flow::{Direction, FlowEntry};
+    use switchyard_dataplane::packet::{FlowKey, Rewrite};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
     const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
@@ -471,7 +475,10 @@ mod tests {
         assert_eq!(scan.select.client, Some((Ipv4Addr::new(198, 18, 1, 0), 24)));
         assert_eq!(scan.select.backend, Some((BE1, 8080)));
         assert!(!scan.select.nothing);
-        assert_eq!((scan.sort, scan.limit), (Some(FlowSort::Bytes), Some(5)));
+        assert_eq!(
+            (scan.sort, scan.limit),
+            (Some(super::FlowSort::Bytes), Some(5))
+        );
         let v6 = flow_scan(
             &snapshot,
             &FlowQuery {

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::proto::{Request, Response};
+use super::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use switchyard_dataplane::afxdp::ZeroCopy;
 use switchyard_dataplane::fast_path::HairpinTx;
 use switchyard_dataplane::flow::FlowTimeouts;
-use yardctl::proto::DEFAULT_CONTROL_SOCKET;
+use switchyard_proto::DEFAULT_CONTROL_SOCKET;
 
 #[derive(Parser)]
 #[command(

@@ -1,13 +1,13 @@
-//! Literal frames for tests, each commented header by header. Checksums were
-//! computed from scratch when these were written, and the tests verify them
-//! again; the `*_DNAT`/`*_SNAT` frames are the expected output of a rewrite.
+//! Literal frames for tests, each commented header by header. Checksums
+//! were computed from scratch when these were written, and the tests verify
+//! them again; the `*_DNAT`/`*_SNAT` frames are the expected output of a rewrite.
 //!
 //! Addresses: client 192.0.2.10 (MAC ..:0c), VIP 198.51.100.1 on the LB's
 //! client arm (MAC ..:1b), backend 10.1.0.5 (MAC ..:be) behind the LB's
 //! backend arm (MAC ..:2b).
 
 /// Client SYN to the VIP: 192.0.2.10:40000 -> 198.51.100.1:80.
-pub(super) const TCP_SYN: [u8; 58] = [
+pub const TCP_SYN: [u8; 58] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 44, id 0x1c46, DF, ttl 64, TCP, checksum 0x3247, 192.0.2.10 -> 198.51.100.1
@@ -20,7 +20,7 @@ pub(super) const TCP_SYN: [u8; 58] = [
 ];
 
 /// `TCP_SYN` after the forward DNAT: destination is backend 10.1.0.5:8080, MACs are the LB's backend arm -> backend.
-pub(super) const TCP_SYN_DNAT: [u8; 58] = [
+pub const TCP_SYN_DNAT: [u8; 58] = [
     // Ethernet: dst 02:00:00:00:00:be, src 02:00:00:00:00:2b, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0xbe, 0x02, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x08, 0x00,
     // IPv4: ihl 5, total length 44, id 0x1c46, DF, ttl 64, TCP, checksum 0x5276, 192.0.2.10 -> 10.1.0.5
@@ -33,7 +33,7 @@ pub(super) const TCP_SYN_DNAT: [u8; 58] = [
 ];
 
 /// Backend's SYN-ACK to the client: 10.1.0.5:8080 -> 192.0.2.10:40000.
-pub(super) const TCP_SYN_ACK: [u8; 58] = [
+pub const TCP_SYN_ACK: [u8; 58] = [
     // Ethernet: dst 02:00:00:00:00:2b, src 02:00:00:00:00:be, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x02, 0x00, 0x00, 0x00, 0x00, 0xbe, 0x08, 0x00,
     // IPv4: ihl 5, total length 44, id 0x1c46, DF, ttl 64, TCP, checksum 0x5276, 10.1.0.5 -> 192.0.2.10
@@ -46,7 +46,7 @@ pub(super) const TCP_SYN_ACK: [u8; 58] = [
 ];
 
 /// `TCP_SYN_ACK` after the reply SNAT: source is the VIP 198.51.100.1:80, MACs are the LB's client arm -> client.
-pub(super) const TCP_SYN_ACK_SNAT: [u8; 58] = [
+pub const TCP_SYN_ACK_SNAT: [u8; 58] = [
     // Ethernet: dst 02:00:00:00:00:0c, src 02:00:00:00:00:1b, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x08, 0x00,
     // IPv4: ihl 5, total length 44, id 0x1c46, DF, ttl 64, TCP, checksum 0x3247, 198.51.100.1 -> 192.0.2.10
@@ -59,7 +59,7 @@ pub(super) const TCP_SYN_ACK_SNAT: [u8; 58] = [
 ];
 
 /// `TCP_SYN` with a 4-byte IPv4 option, so ihl is 6 and L4 starts at 38.
-pub(super) const TCP_SYN_IP_OPTIONS: [u8; 62] = [
+pub const TCP_SYN_IP_OPTIONS: [u8; 62] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 6, total length 48, id 0x1c46, DF, ttl 64, TCP, checksum 0x9d3e, 192.0.2.10 -> 198.51.100.1
@@ -73,7 +73,7 @@ pub(super) const TCP_SYN_IP_OPTIONS: [u8; 62] = [
 ];
 
 /// `TCP_SYN` behind one 802.1Q tag (VLAN 100), so IPv4 starts at 18.
-pub(super) const TCP_SYN_DOT1Q: [u8; 62] = [
+pub const TCP_SYN_DOT1Q: [u8; 62] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, tag 0x8100 vid 100, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x81, 0x00, 0x00, 0x64,
     0x08, 0x00,
@@ -87,7 +87,7 @@ pub(super) const TCP_SYN_DOT1Q: [u8; 62] = [
 ];
 
 /// `TCP_SYN` behind one 802.1ad service tag (S-VLAN 200).
-pub(super) const TCP_SYN_QINQ_OUTER: [u8; 62] = [
+pub const TCP_SYN_QINQ_OUTER: [u8; 62] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, tag 0x88a8 vid 200, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x88, 0xa8, 0x00, 0xc8,
     0x08, 0x00,
@@ -101,7 +101,7 @@ pub(super) const TCP_SYN_QINQ_OUTER: [u8; 62] = [
 ];
 
 /// First fragment (MF set, offset 0) of a TCP datagram to the VIP.
-pub(super) const TCP_FIRST_FRAGMENT: [u8; 58] = [
+pub const TCP_FIRST_FRAGMENT: [u8; 58] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 44, id 0x1c46, 0x2000, ttl 64, TCP, checksum 0x5247, 192.0.2.10 -> 198.51.100.1
@@ -114,7 +114,7 @@ pub(super) const TCP_FIRST_FRAGMENT: [u8; 58] = [
 ];
 
 /// DNS-like query to the VIP: 192.0.2.10:53000 -> 198.51.100.1:53.
-pub(super) const UDP_DNS: [u8; 52] = [
+pub const UDP_DNS: [u8; 52] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 38, id 0x0001, ttl 64, UDP, checksum 0x8e87, 192.0.2.10 -> 198.51.100.1
@@ -125,7 +125,7 @@ pub(super) const UDP_DNS: [u8; 52] = [
 ];
 
 /// `UDP_DNS` after the forward DNAT to backend 10.1.0.5:5353.
-pub(super) const UDP_DNS_DNAT: [u8; 52] = [
+pub const UDP_DNS_DNAT: [u8; 52] = [
     // Ethernet: dst 02:00:00:00:00:be, src 02:00:00:00:00:2b, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0xbe, 0x02, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x08, 0x00,
     // IPv4: ihl 5, total length 38, id 0x0001, ttl 64, UDP, checksum 0xaeb6, 192.0.2.10 -> 10.1.0.5
@@ -136,7 +136,7 @@ pub(super) const UDP_DNS_DNAT: [u8; 52] = [
 ];
 
 /// UDP to the VIP with checksum 0, which means "none" (RFC 768).
-pub(super) const UDP_NO_CHECKSUM: [u8; 52] = [
+pub const UDP_NO_CHECKSUM: [u8; 52] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 38, id 0x0001, ttl 64, UDP, checksum 0x8e87, 192.0.2.10 -> 198.51.100.1
@@ -147,7 +147,7 @@ pub(super) const UDP_NO_CHECKSUM: [u8; 52] = [
 ];
 
 /// `UDP_NO_CHECKSUM` after the forward DNAT: the checksum stays 0.
-pub(super) const UDP_NO_CHECKSUM_DNAT: [u8; 52] = [
+pub const UDP_NO_CHECKSUM_DNAT: [u8; 52] = [
     // Ethernet: dst 02:00:00:00:00:be, src 02:00:00:00:00:2b, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0xbe, 0x02, 0x00, 0x00, 0x00, 0x00, 0x2b, 0x08, 0x00,
     // IPv4: ihl 5, total length 38, id 0x0001, ttl 64, UDP, checksum 0xaeb6, 192.0.2.10 -> 10.1.0.5
@@ -158,7 +158,7 @@ pub(super) const UDP_NO_CHECKSUM_DNAT: [u8; 52] = [
 ];
 
 /// A 30-byte IP packet in a 60-byte frame: 16 bytes of Ethernet padding follow it.
-pub(super) const UDP_SHORT_PADDED: [u8; 60] = [
+pub const UDP_SHORT_PADDED: [u8; 60] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 30, id 0x0001, ttl 64, UDP, checksum 0x8e8f, 192.0.2.10 -> 198.51.100.1
@@ -169,7 +169,7 @@ pub(super) const UDP_SHORT_PADDED: [u8; 60] = [
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 /// A later fragment (offset 185 * 8 = 1480 bytes) of a UDP datagram to the VIP: no UDP header in it.
-pub(super) const UDP_LATER_FRAGMENT: [u8; 52] = [
+pub const UDP_LATER_FRAGMENT: [u8; 52] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 38, id 0x0002, fragment offset 185, ttl 64, UDP, checksum 0x8dcd, 192.0.2.10 -> 198.51.100.1
@@ -180,7 +180,7 @@ pub(super) const UDP_LATER_FRAGMENT: [u8; 52] = [
 ];
 
 /// ICMP echo request to the VIP.
-pub(super) const ICMP_ECHO: [u8; 46] = [
+pub const ICMP_ECHO: [u8; 46] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv4
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x00,
     // IPv4: ihl 5, total length 32, id 0x0003, DF, ttl 64, ICMP, checksum 0x4e9b, 192.0.2.10 -> 198.51.100.1
@@ -191,7 +191,7 @@ pub(super) const ICMP_ECHO: [u8; 46] = [
 ];
 
 /// ARP who-has 198.51.100.1 from the client (RFC 826), padded to 60 bytes.
-pub(super) const ARP_REQUEST: [u8; 60] = [
+pub const ARP_REQUEST: [u8; 60] = [
     // Ethernet: dst ff:ff:ff:ff:ff:ff, src 02:00:00:00:00:0c, type ARP
     0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x08, 0x06,
     // ARP: Ethernet/IPv4, request, sender 02:00:00:00:00:0c 192.0.2.10, target 198.51.100.1
@@ -203,7 +203,7 @@ pub(super) const ARP_REQUEST: [u8; 60] = [
 ];
 
 /// UDP over IPv6 to 2001:db8::1 port 53: not handled by this IPv4 parser.
-pub(super) const IPV6_UDP: [u8; 64] = [
+pub const IPV6_UDP: [u8; 64] = [
     // Ethernet: dst 02:00:00:00:00:1b, src 02:00:00:00:00:0c, type IPv6
     0x02, 0x00, 0x00, 0x00, 0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x86, 0xdd,
     // IPv6: payload length 10, next header UDP, hop limit 64, 2001:db8::a -> 2001:db8::1

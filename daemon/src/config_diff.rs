@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
-use yardctl::proto::{
+use switchyard_proto::{
     FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight, StateChange,
 };
 
+use switchyard_dataplane::flow_scan::{ActiveEntry, FlowRecord};
+use switchyard_dataplane::packet::FlowKey;
+
 use crate::drain::{self, Drain};
-use crate::flow::{Direction, FlowEntry};
-use crate::packet::FlowKey;
-use crate::worker::FlowRecord;
 
 /// Hashes sampled, evenly over the 32-bit hash space, when the two tables
 /// differ in size and slot `i` of one is not slot `i` of the other.
@@ -25,31 +25,6 @@ const HASH_SAMPLES: u64 = 1 << 20;
 
 /// Weights closer than this are the same weight printed differently.
 const WEIGHT_EPSILON: f64 = 1e-9;
-
-/// One client-to-backend entry of a worker's flow table, as active-flow
-/// counts need it: a few bytes where a whole `FlowRecord` is a hundred, so
-/// the workers can hand over every entry between batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ActiveEntry {
-    /// As the client's packets arrive: client to VIP.
-    pub key: FlowKey,
-    /// The backend endpoint the flow is translated to.
-    pub backend: (Ipv4Addr, u16),
-    /// TCP FIN or RST seen on this entry.
-    pub closing: bool,
-}
-
-impl ActiveEntry {
-    /// The entry if it is a client-to-backend one; a reply entry is the
-    /// other half of a connection already counted by its forward entry.
-    pub fn of(key: &FlowKey, entry: &FlowEntry) -> Option<Self> {
-        (entry.direction == Direction::ToBackend).then_some(Self {
-            key: *key,
-            backend: (entry.rewrite.ip_dst, entry.rewrite.dst_port),
-            closing: entry.closing,
-        })
-    }
-}
 
 /// The established client flows the workers hold, by the VIP they were
 /// sent to and the backend they were translated to.
@@ -416,8 +391,8 @@ mod tests {
     use switchyard_config::snapshot::{Affinity, Backend, BackendGroup, ListenerName};
 
     use super::*;
-    use crate::flow::FlowEntry;
-    use crate::packet::{FlowKey, Rewrite};
+    use switchyard_dataplane::flow::{Direction, FlowEntry};
+    use switchyard_dataplane::packet::{FlowKey, Rewrite};
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
     const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);

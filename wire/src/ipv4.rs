@@ -1,0 +1,19 @@
+//! IPv4 header without options (RFC 791 §3.1).
+
+pub const MIN_HEADER_LEN: usize = 20;
+pub const VERSION_IHL: usize = 0;
+pub const TOTAL_LEN: usize = 2;
+pub const FLAGS_FRAGMENT_OFFSET: usize = 6;
+pub const PROTOCOL: usize = 9;
+pub const CHECKSUM: usize = 10;
+pub const SRC: usize = 12;
+pub const DST: usize = 16;
+
+pub const VERSION: u8 = 4;
+/// MF flag; DF (0x4000) says nothing about whether this is a fragment.
+pub const MORE_FRAGMENTS: u16 = 0x2000;
+pub const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
+
+/// IANA protocol numbers.
+pub const PROTOCOL_TCP: u8 = 6;
+pub const PROTOCOL_UDP: u8 = 17;
