@@ -288,159 +288,190 @@ pub struct Job(JobKind);
 
 #[derive(Debug)]
 enum JobKind {
-    Flows {
-        scan: FlowScan,
-        cursor: usize,
-        seq: u64,
-        collected: Option<Collected>,
-        reply: Sender<Vec<FlowRecord>>,
-    },
-    Active {
-        cursor: usize,
-        found: Vec<ActiveEntry>,
-        reply: Sender<Vec<ActiveEntry>>,
-    },
-    Peek {
-        keys: Vec<FlowKey>,
-        at: usize,
-        found: Vec<FlowRecord>,
-        reply: Sender<Vec<FlowRecord>>,
-    },
+    Flows(FlowsJob),
+    Active(ActiveJob),
+    Peek(PeekJob),
 }
 
 impl Job {
     /// The connections matching `scan`.
     pub fn flows(scan: FlowScan, reply: Sender<Vec<FlowRecord>>) -> Self {
-        Job(JobKind::Flows {
+        Job(JobKind::Flows(FlowsJob {
             scan,
             cursor: 0,
             seq: 0,
             collected: None,
             reply,
-        })
+        }))
     }
 
     /// Every client-to-backend entry, for active-flow counts.
     pub fn active(reply: Sender<Vec<ActiveEntry>>) -> Self {
-        Job(JobKind::Active {
+        Job(JobKind::Active(ActiveJob {
             cursor: 0,
             found: Vec::new(),
             reply,
-        })
+        }))
     }
 
     /// The entries for `keys` this worker holds.
     pub fn peek(keys: Vec<FlowKey>, reply: Sender<Vec<FlowRecord>>) -> Self {
-        Job(JobKind::Peek {
+        Job(JobKind::Peek(PeekJob {
             keys,
             at: 0,
             found: Vec::new(),
             reply,
-        })
+        }))
     }
 
     /// Advances the job by at most `budget` slots or lookups; true once it
     /// has sent its answer (a requester that gave up is not an error).
     pub fn step(&mut self, table: &FlowTable, queue: u32, now_ns: u64, budget: usize) -> bool {
-        let record = |key: &FlowKey, entry: &FlowEntry| FlowRecord {
-            queue,
-            key: *key,
-            entry: *entry,
-        };
         match &mut self.0 {
-            JobKind::Flows {
-                scan,
-                cursor,
-                seq,
-                collected,
-                reply,
-            } => {
-                let collected =
-                    collected.get_or_insert_with(|| Collected::new(scan, table.capacity()));
-                let next = if collected.full() {
-                    None
-                } else {
-                    table.scan(*cursor, budget, now_ns, |key, entry| {
-                        let connection = Connection::of(key, entry);
-                        if !scan.select.matches(&connection) {
-                            return;
-                        }
-                        let second = match entry.direction {
-                            Direction::ToBackend => {
-                                let reply_key = connection.reply_key();
-                                table
-                                    .peek(&reply_key, now_ns)
-                                    .filter(|e| e.direction == Direction::ToClient)
-                                    .map(|e| record(&reply_key, e))
-                            }
-                            Direction::ToClient => {
-                                let held_with_forward = table
-                                    .peek(&connection.forward_key(), now_ns)
-                                    .is_some_and(|e| {
-                                        e.direction == Direction::ToBackend
-                                            && (e.rewrite.ip_dst, e.rewrite.dst_port)
-                                                == connection.backend
-                                    });
-                                if held_with_forward {
-                                    // In its forward entry's row.
-                                    return;
-                                }
-                                None
-                            }
-                        };
-                        *seq += 1;
-                        collected.push(*seq, record(key, entry), second);
-                    })
+            JobKind::Flows(job) => job.step(table, queue, now_ns, budget),
+            JobKind::Active(job) => job.step(table, now_ns, budget),
+            JobKind::Peek(job) => job.step(table, queue, now_ns, budget),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FlowsJob {
+    scan: FlowScan,
+    cursor: usize,
+    seq: u64,
+    collected: Option<Collected>,
+    reply: Sender<Vec<FlowRecord>>,
+}
+
+impl FlowsJob {
+    fn step(&mut self, table: &FlowTable, queue: u32, now_ns: u64, budget: usize) -> bool {
+        let Self {
+            scan,
+            cursor,
+            seq,
+            collected,
+            reply,
+        } = self;
+        let collected = collected.get_or_insert_with(|| Collected::new(scan, table.capacity()));
+        let next = if collected.full() {
+            None
+        } else {
+            table.scan(*cursor, budget, now_ns, |key, entry| {
+                let connection = Connection::of(key, entry);
+                if !scan.select.matches(&connection) {
+                    return;
+                }
+                let Some(second) = other_half(table, &connection, entry, queue, now_ns) else {
+                    return;
                 };
-                match next {
-                    Some(at) if !collected.full() => {
-                        *cursor = at;
-                        false
-                    }
-                    _ => {
-                        let records =
-                            std::mem::replace(collected, Collected::All(Vec::new())).into_records();
-                        let _ = reply.send(records);
-                        true
-                    }
-                }
+                *seq += 1;
+                collected.push(*seq, record(queue, key, entry), second);
+            })
+        };
+        match next {
+            Some(at) if !collected.full() => {
+                *cursor = at;
+                false
             }
-            JobKind::Active {
-                cursor,
-                found,
-                reply,
-            } => match table.scan(*cursor, budget, now_ns, |key, entry| {
-                found.extend(ActiveEntry::of(key, entry));
-            }) {
-                Some(at) => {
-                    *cursor = at;
-                    false
-                }
-                None => {
-                    let _ = reply.send(std::mem::take(found));
-                    true
-                }
-            },
-            JobKind::Peek {
-                keys,
-                at,
-                found,
-                reply,
-            } => {
-                let end = at.saturating_add(budget).min(keys.len());
-                for key in &keys[*at..end] {
-                    if let Some(entry) = table.peek(key, now_ns) {
-                        found.push(record(key, entry));
-                    }
-                }
-                *at = end;
-                if end < keys.len() {
-                    return false;
-                }
-                let _ = reply.send(std::mem::take(found));
+            _ => {
+                let records =
+                    std::mem::replace(collected, Collected::All(Vec::new())).into_records();
+                let _ = reply.send(records);
                 true
             }
         }
+    }
+}
+
+/// The second entry of `entry`'s row: a forward entry's reply entry where
+/// this worker holds it. `None` for a reply entry whose forward entry this
+/// worker holds, as that row shows it already.
+fn other_half(
+    table: &FlowTable,
+    connection: &Connection,
+    entry: &FlowEntry,
+    queue: u32,
+    now_ns: u64,
+) -> Option<Option<FlowRecord>> {
+    match entry.direction {
+        Direction::ToBackend => {
+            let reply_key = connection.reply_key();
+            Some(
+                table
+                    .peek(&reply_key, now_ns)
+                    .filter(|e| e.direction == Direction::ToClient)
+                    .map(|e| record(queue, &reply_key, e)),
+            )
+        }
+        Direction::ToClient => {
+            let held_with_forward =
+                table
+                    .peek(&connection.forward_key(), now_ns)
+                    .is_some_and(|e| {
+                        e.direction == Direction::ToBackend
+                            && (e.rewrite.ip_dst, e.rewrite.dst_port) == connection.backend
+                    });
+            (!held_with_forward).then_some(None)
+        }
+    }
+}
+
+fn record(queue: u32, key: &FlowKey, entry: &FlowEntry) -> FlowRecord {
+    FlowRecord {
+        queue,
+        key: *key,
+        entry: *entry,
+    }
+}
+
+#[derive(Debug)]
+struct ActiveJob {
+    cursor: usize,
+    found: Vec<ActiveEntry>,
+    reply: Sender<Vec<ActiveEntry>>,
+}
+
+impl ActiveJob {
+    fn step(&mut self, table: &FlowTable, now_ns: u64, budget: usize) -> bool {
+        let found = &mut self.found;
+        match table.scan(self.cursor, budget, now_ns, |key, entry| {
+            found.extend(ActiveEntry::of(key, entry));
+        }) {
+            Some(at) => {
+                self.cursor = at;
+                false
+            }
+            None => {
+                let _ = self.reply.send(std::mem::take(&mut self.found));
+                true
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PeekJob {
+    keys: Vec<FlowKey>,
+    at: usize,
+    found: Vec<FlowRecord>,
+    reply: Sender<Vec<FlowRecord>>,
+}
+
+impl PeekJob {
+    fn step(&mut self, table: &FlowTable, queue: u32, now_ns: u64, budget: usize) -> bool {
+        let end = self.at.saturating_add(budget).min(self.keys.len());
+        for key in &self.keys[self.at..end] {
+            if let Some(entry) = table.peek(key, now_ns) {
+                self.found.push(record(queue, key, entry));
+            }
+        }
+        self.at = end;
+        if end < self.keys.len() {
+            return false;
+        }
+        let _ = self.reply.send(std::mem::take(&mut self.found));
+        true
     }
 }
 

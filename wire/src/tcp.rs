@@ -3,6 +3,8 @@
 pub const MIN_HEADER_LEN: usize = 20;
 pub const SRC_PORT: usize = 0;
 pub const DST_PORT: usize = 2;
+pub const SEQ: usize = 4;
+pub const ACK: usize = 8;
 /// Data offset in the high nibble, in 32-bit words.
 pub const DATA_OFFSET: usize = 12;
 /// CWR ECE URG ACK PSH RST SYN FIN, high bit first.

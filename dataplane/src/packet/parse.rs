@@ -99,6 +99,34 @@ pub struct Parsed {
 /// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
 /// carrying an unfragmented IPv4 TCP or UDP packet.
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let l3_offset = ipv4_offset(frame)?;
+    let ip = parse_ipv4(tail(frame, l3_offset))?;
+    let l4 = tail(ip.packet, ip.header_len);
+    let protocol = ip.header[ipv4::PROTOCOL];
+    let (src_port, dst_port, tcp_flags) = match protocol {
+        ipv4::PROTOCOL_TCP => parse_tcp(l4)?,
+        ipv4::PROTOCOL_UDP => parse_udp(l4)?,
+        _ => return Err(ParseError::UnsupportedProtocol),
+    };
+    Ok(Parsed {
+        key: FlowKey {
+            src: Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(ip.header)),
+            dst: Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(ip.header)),
+            src_port,
+            dst_port,
+            protocol,
+        },
+        l3_offset,
+        l4_offset: l3_offset + ip.header_len,
+        tcp_flags,
+        ip_total_len: ip.packet.len(),
+    })
+}
+
+/// Where the IPv4 header starts: after the Ethernet header and at most one
+/// VLAN tag.
+#[inline(always)]
+fn ipv4_offset(frame: &[u8]) -> Result<usize, ParseError> {
     let eth: &[u8; ethernet::HEADER_LEN] = frame.first_chunk().ok_or(ParseError::Truncated)?;
     let mut ethertype = read_u16::<{ ethernet::ETHERTYPE }, _>(eth);
     let mut l3_offset = ethernet::HEADER_LEN;
@@ -112,12 +140,25 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     if ethertype != ethernet::TYPE_IPV4 {
         return Err(ParseError::NotIpv4);
     }
+    Ok(l3_offset)
+}
 
-    let l3 = tail(frame, l3_offset);
-    let ip: &[u8; ipv4::MIN_HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
-    let version_ihl = ip[ipv4::VERSION_IHL];
+/// An IPv4 packet whose header checked out.
+struct Ipv4Packet<'a> {
+    header: &'a [u8; ipv4::MIN_HEADER_LEN],
+    /// With options.
+    header_len: usize,
+    /// Header and payload, bounded by the header's total length.
+    packet: &'a [u8],
+}
+
+/// The IPv4 packet at the start of `l3`: a sane header, not a fragment.
+#[inline(always)]
+fn parse_ipv4(l3: &[u8]) -> Result<Ipv4Packet<'_>, ParseError> {
+    let header: &[u8; ipv4::MIN_HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
+    let version_ihl = header[ipv4::VERSION_IHL];
     let header_len = usize::from(version_ihl & 0x0f) * 4;
-    let total_len = usize::from(read_u16::<{ ipv4::TOTAL_LEN }, _>(ip));
+    let total_len = usize::from(read_u16::<{ ipv4::TOTAL_LEN }, _>(header));
     if version_ihl >> 4 != ipv4::VERSION
         || header_len < ipv4::MIN_HEADER_LEN
         || total_len < header_len
@@ -127,33 +168,16 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     // Bounding the packet by total_length, not by the frame, drops the
     // Ethernet padding a short packet is sent with (RFC 894).
     let packet = l3.get(..total_len).ok_or(ParseError::Truncated)?;
-    if read_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(ip)
+    if read_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(header)
         & (ipv4::MORE_FRAGMENTS | ipv4::FRAGMENT_OFFSET_MASK)
         != 0
     {
         return Err(ParseError::Fragment);
     }
-
-    let protocol = ip[ipv4::PROTOCOL];
-    let l4 = tail(packet, header_len);
-    let (src_port, dst_port, tcp_flags) = match protocol {
-        ipv4::PROTOCOL_TCP => parse_tcp(l4)?,
-        ipv4::PROTOCOL_UDP => parse_udp(l4)?,
-        _ => return Err(ParseError::UnsupportedProtocol),
-    };
-
-    Ok(Parsed {
-        key: FlowKey {
-            src: Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(ip)),
-            dst: Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(ip)),
-            src_port,
-            dst_port,
-            protocol,
-        },
-        l3_offset,
-        l4_offset: l3_offset + header_len,
-        tcp_flags,
-        ip_total_len: total_len,
+    Ok(Ipv4Packet {
+        header,
+        header_len,
+        packet,
     })
 }
 

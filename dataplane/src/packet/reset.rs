@@ -10,104 +10,113 @@
 //! no neighbour or route lookup. A rare path: the headers are rebuilt and
 //! checksummed from scratch.
 
-use super::parse::Parsed;
 use switchyard_wire::checksum::{fold, sum_words};
-use switchyard_wire::{ethernet, ipv4};
+use switchyard_wire::{ethernet, ipv4, read_u32, tcp, write_bytes, write_u16, write_u32};
+
+use super::parse::{FlowKey, Parsed};
 
 const IPV4_LEN: usize = ipv4::MIN_HEADER_LEN;
-const TCP_LEN: usize = 20;
+const TCP_LEN: usize = tcp::MIN_HEADER_LEN;
 /// Shortest Ethernet frame without its FCS; shorter ones are padded.
 const MIN_FRAME_LEN: usize = 60;
-
-const ACK: u8 = 0x10;
-const RST: u8 = 0x04;
-const SYN: u8 = 0x02;
-const FIN: u8 = 0x01;
+/// Version 4, header length 5 words: the reset carries no options.
+const VERSION_IHL: u8 = (ipv4::VERSION << 4) | (IPV4_LEN / 4) as u8;
+const DEFAULT_TTL: u8 = 64;
 
 /// Rewrites the TCP segment `parsed` describes into the RST answering it;
 /// returns the length of the frame to send. `None` when the segment is not
 /// TCP, is itself a reset (never answered, RFC 9293), or its offsets do not
 /// fit the frame; the frame is then left untouched.
 pub fn tcp_reset(frame: &mut [u8], parsed: &Parsed) -> Option<usize> {
-    if parsed.key.protocol != ipv4::PROTOCOL_TCP || parsed.tcp_flags & RST != 0 {
+    if parsed.key.protocol != ipv4::PROTOCOL_TCP || parsed.tcp_flags & tcp::FLAG_RST != 0 {
         return None;
     }
+    let answer = answer_to(frame, parsed)?;
     let l3 = parsed.l3_offset;
-    let l4 = parsed.l4_offset;
-    let segment = frame.get(l4..l3.checked_add(parsed.ip_total_len)?)?;
-    let data_offset = usize::from(segment.get(12)? >> 4) * 4;
-    if data_offset < TCP_LEN || segment.len() < data_offset {
-        return None;
-    }
-    let seq = u32::from_be_bytes(segment.get(4..8)?.try_into().ok()?);
-    let ack = u32::from_be_bytes(segment.get(8..12)?.try_into().ok()?);
-    let flags = parsed.tcp_flags;
-    // SYN and FIN each occupy one sequence number.
-    let occupied = (segment.len() - data_offset) as u32
-        + u32::from(flags & SYN != 0)
-        + u32::from(flags & FIN != 0);
-    let (reset_seq, reset_ack, reset_flags) = if flags & ACK != 0 {
-        (ack, 0, RST)
-    } else {
-        (0, seq.wrapping_add(occupied), RST | ACK)
-    };
-
     let end = l3 + IPV4_LEN + TCP_LEN;
     let len = end.max(MIN_FRAME_LEN.min(frame.len()));
     if frame.len() < end || l3 < ethernet::HEADER_LEN {
         return None;
     }
-    let key = parsed.key;
-
     // Ethernet (any VLAN tag stays as it is): back to where it came from.
     let (dst, src) = frame.split_at_mut(ethernet::SRC);
     dst[..6].swap_with_slice(&mut src[..6]);
+    let (ip, rest) = frame.get_mut(l3..)?.split_first_chunk_mut::<IPV4_LEN>()?;
+    write_ipv4_header(ip, &parsed.key);
+    write_tcp_header(rest.first_chunk_mut::<TCP_LEN>()?, &parsed.key, answer);
+    frame.get_mut(end..len)?.fill(0);
+    Some(len)
+}
 
-    let ip = &mut frame[l3..l3 + IPV4_LEN];
-    ip.copy_from_slice(&[
-        0x45,
-        0,
-        0,
-        (IPV4_LEN + TCP_LEN) as u8,
-        0,
-        0,
-        0x40, // don't fragment
-        0,
-        64,
-        ipv4::PROTOCOL_TCP,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    ip[12..16].copy_from_slice(&key.dst.octets());
-    ip[16..20].copy_from_slice(&key.src.octets());
-    let ip_checksum = !fold(sum_words(ip));
-    ip[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
+/// Sequence, acknowledgment and flags of the reset (RFC 9293 §3.10.7.1).
+#[derive(Clone, Copy)]
+struct Answer {
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
 
-    let tcp = &mut frame[l3 + IPV4_LEN..end];
-    tcp.fill(0);
-    tcp[0..2].copy_from_slice(&key.dst_port.to_be_bytes());
-    tcp[2..4].copy_from_slice(&key.src_port.to_be_bytes());
-    tcp[4..8].copy_from_slice(&reset_seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&reset_ack.to_be_bytes());
-    tcp[12] = ((TCP_LEN / 4) as u8) << 4;
-    tcp[13] = reset_flags;
+/// The reset answering the segment, from its sequence numbers and the
+/// length it occupies; `None` when its data offset does not fit.
+fn answer_to(frame: &[u8], parsed: &Parsed) -> Option<Answer> {
+    let segment =
+        frame.get(parsed.l4_offset..parsed.l3_offset.checked_add(parsed.ip_total_len)?)?;
+    let header = segment.first_chunk::<TCP_LEN>()?;
+    let data_offset = usize::from(header[tcp::DATA_OFFSET] >> 4) * 4;
+    if data_offset < TCP_LEN || segment.len() < data_offset {
+        return None;
+    }
+    let flags = parsed.tcp_flags;
+    // SYN and FIN each occupy one sequence number.
+    let occupied = (segment.len() - data_offset) as u32
+        + u32::from(flags & tcp::FLAG_SYN != 0)
+        + u32::from(flags & tcp::FLAG_FIN != 0);
+    Some(if flags & tcp::FLAG_ACK != 0 {
+        Answer {
+            seq: read_u32::<{ tcp::ACK }, TCP_LEN>(header),
+            ack: 0,
+            flags: tcp::FLAG_RST,
+        }
+    } else {
+        Answer {
+            seq: 0,
+            ack: read_u32::<{ tcp::SEQ }, TCP_LEN>(header).wrapping_add(occupied),
+            flags: tcp::FLAG_RST | tcp::FLAG_ACK,
+        }
+    })
+}
+
+/// A fresh IPv4 header from the segment's destination back to its source.
+fn write_ipv4_header(ip: &mut [u8; IPV4_LEN], key: &FlowKey) {
+    ip.fill(0);
+    ip[ipv4::VERSION_IHL] = VERSION_IHL;
+    write_u16::<{ ipv4::TOTAL_LEN }, IPV4_LEN>(ip, (IPV4_LEN + TCP_LEN) as u16);
+    // A 40-byte packet never needs fragmenting.
+    write_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, IPV4_LEN>(ip, ipv4::DONT_FRAGMENT);
+    ip[ipv4::TTL] = DEFAULT_TTL;
+    ip[ipv4::PROTOCOL] = ipv4::PROTOCOL_TCP;
+    write_bytes::<{ ipv4::SRC }, 4, IPV4_LEN>(ip, key.dst.octets());
+    write_bytes::<{ ipv4::DST }, 4, IPV4_LEN>(ip, key.src.octets());
+    let checksum = !fold(sum_words(ip));
+    write_u16::<{ ipv4::CHECKSUM }, IPV4_LEN>(ip, checksum);
+}
+
+/// The reset's TCP header, without options, checksummed with the
+/// pseudo-header of the addresses `write_ipv4_header` wrote.
+fn write_tcp_header(header: &mut [u8; TCP_LEN], key: &FlowKey, answer: Answer) {
+    header.fill(0);
+    write_u16::<{ tcp::SRC_PORT }, TCP_LEN>(header, key.dst_port);
+    write_u16::<{ tcp::DST_PORT }, TCP_LEN>(header, key.src_port);
+    write_u32::<{ tcp::SEQ }, TCP_LEN>(header, answer.seq);
+    write_u32::<{ tcp::ACK }, TCP_LEN>(header, answer.ack);
+    header[tcp::DATA_OFFSET] = ((TCP_LEN / 4) as u8) << 4;
+    header[tcp::FLAGS] = answer.flags;
     let pseudo = sum_words(&key.dst.octets())
         + sum_words(&key.src.octets())
         + u32::from(ipv4::PROTOCOL_TCP)
         + TCP_LEN as u32;
-    let tcp_checksum = !fold(pseudo + sum_words(tcp));
-    tcp[16..18].copy_from_slice(&tcp_checksum.to_be_bytes());
-
-    frame[end..len].fill(0);
-    Some(len)
+    let checksum = !fold(pseudo + sum_words(header));
+    write_u16::<{ tcp::CHECKSUM }, TCP_LEN>(header, checksum);
 }
 
 #[cfg(test)]
@@ -194,7 +203,7 @@ mod tests {
     #[test]
     fn a_reset_is_never_answered() {
         let mut frame = segment(1, Some(2), false, false, b"");
-        frame[14 + 20 + 13] |= RST;
+        frame[14 + 20 + 13] |= tcp::FLAG_RST;
         let parsed = parse(&frame).unwrap();
         assert_eq!(tcp_reset(&mut frame, &parsed), None);
     }
