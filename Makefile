@@ -5,14 +5,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE := target/release
 
-# What the build and the tests need from Debian (see ENVIRONMENT notes in the
-# README): clang/llvm/libbpf for the XDP program, libelf/zlib/m4/pkg-config
-# for libxdp (built from source by xsk-rs), iproute2 for the namespace tests.
+# What the build and the tests need from Debian (see the README and
+# docs/operations.md): clang/llvm/libbpf for the XDP program,
+# libelf/zlib/m4/pkg-config for libxdp (built from source by xsk-rs),
+# iproute2 for the namespace tests.
 APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps install-missing build demo test lint bench fuzz soak clean
+.PHONY: deps bench-deps install-missing build demo test lint bench docs fuzz soak clean
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -49,9 +50,15 @@ test: build lint
 # Every path and its baseline in one run (namespaces, live-frames
 # generator, nftables, Switchyard with the fast path off and on), then the
 # worker, Maglev and flow-table benchmarks; writes perf/results/latest.json
-# and latest.svg.
+# and latest.svg, and rewrites the generated block of docs/performance.md.
 bench: bench-deps build
 	$(RELEASE)/yard-netbench
+
+# Re-renders the generated block of docs/performance.md from the existing
+# perf/results/latest.json, measuring nothing (`cargo test -p
+# switchyard-perf` fails until the two agree).
+docs: deps
+	$(CARGO) run --release -q -p switchyard-perf --bin yard-netbench -- --render-docs
 
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.

@@ -1,8 +1,11 @@
-//! Switchyard's benchmarks: the packet generator's frames and the network
-//! benchmark harness behind `make bench`. Every figure is taken beside a
+//! Switchyard's benchmarks: the packet generator's frames, the network
+//! benchmark harness behind `make bench`, its results file and the tables
+//! docs/performance.md shows from it. Every figure is taken beside a
 //! baseline measured in the same run, and reported as a ratio.
 
 pub mod generator;
+pub mod goals;
 pub mod netbench;
 pub mod pktgen;
+pub mod report;
 pub mod summary;

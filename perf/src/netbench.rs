@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_vm_tests::config::{GatewaySpec, ListenerSpec, Protocol};
 use switchyard_vm_tests::link::{link_json, set_gro};
 use switchyard_vm_tests::netns::run_ip;
@@ -47,8 +47,10 @@ const CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 const REDIRECT_ADDR: &str = "198.18.3.1/24";
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What to measure and how long.
-#[derive(Debug, Clone, Serialize)]
+/// What to measure and how long. Read back from a results file with the
+/// defaults for what an older file does not hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Options {
     /// Seconds each throughput figure is measured over.
     pub seconds: f64,
@@ -100,7 +102,7 @@ impl Default for Options {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Latency {
     pub p50: f64,
     pub p90: f64,
@@ -109,7 +111,7 @@ pub struct Latency {
     pub max: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PathResult {
     pub name: String,
     pub placement: Placement,
@@ -122,7 +124,7 @@ pub struct PathResult {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewFlows {
     pub name: String,
     pub placement: Placement,
@@ -175,7 +177,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 }
 
 /// Where a path's LB work runs, besides the generator's CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// l0's receive processing (XDP, the stack, the sink behind it) in a
@@ -646,6 +648,74 @@ pub const PATHS: [(&str, &str, Placement); 7] = [
     ),
 ];
 
+/// The ratios `make bench` reports: name, the path measured, its baseline,
+/// and how the tables name it.
+pub const RATIOS: [(&str, &str, &str, &str); 4] = [
+    (
+        "fastpath_vs_xdp_tx_limit",
+        "switchyard_fastpath",
+        "xdp_tx_limit",
+        "fast path / in-kernel XDP_TX limit",
+    ),
+    (
+        "fastpath_vs_nftables",
+        "switchyard_fastpath",
+        "nftables_dnat",
+        "fast path / nftables DNAT",
+    ),
+    (
+        "afxdp_vs_bare_hairpin",
+        "switchyard_afxdp",
+        "afxdp_bare_hairpin",
+        "AF_XDP only / bare AF_XDP hairpin",
+    ),
+    (
+        "fastpath_redirect_vs_xdp_redirect_limit",
+        "switchyard_fastpath_redirect",
+        "xdp_redirect_limit",
+        "fast path (redirect) / in-kernel XDP_REDIRECT limit",
+    ),
+];
+
+/// The path a path's throughput is compared with: its placement's
+/// no-work limit, or for the redirecting fast path the redirect limit.
+pub fn baseline_of(name: &str, placement: Placement) -> &'static str {
+    match (name, placement) {
+        ("switchyard_fastpath_redirect", _) => "xdp_redirect_limit",
+        (_, Placement::LbCore) => "xdp_tx_limit",
+        (_, Placement::GenCore) => "afxdp_bare_hairpin",
+    }
+}
+
+/// `a` over `b`: the median over rounds of the two paths' figures taken in
+/// the same round (measured minutes apart at most, so a slow spell of the
+/// machine touches both).
+pub fn ratio(paths: &[PathResult], a: &str, b: &str) -> Option<f64> {
+    let rounds = |name: &str| {
+        paths
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.rounds_mpps.clone())
+    };
+    let (a, b) = (rounds(a)?, rounds(b)?);
+    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y.max(1e-9)).collect();
+    if ratios.is_empty() {
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    Some(ratios[ratios.len() / 2])
+}
+
+impl Placement {
+    /// As results files and tables spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::LbCore => "lb_core",
+            Placement::GenCore => "gen_core",
+        }
+    }
+}
+
 /// The AF_XDP options tried on Switchyard with the fast path off, each
 /// against the defaults in the same round.
 pub const AFXDP_VARIANTS: [(&str, &[&str]); 5] = [
@@ -656,7 +726,11 @@ pub const AFXDP_VARIANTS: [(&str, &[&str]); 5] = [
     ("--batch-size 128", &["--batch-size", "128"]),
 ];
 
-#[derive(Debug, Clone, Serialize)]
+/// Rounds of the AF_XDP options, each option against the defaults of its
+/// round.
+pub const AFXDP_ROUNDS: usize = 2;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AfxdpVariant {
     pub args: String,
     /// Median over rounds.
@@ -763,7 +837,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
     let mut afxdp_options = Vec::new();
     if wanted("afxdp_options") {
         let mut figures: Vec<Vec<(f64, f64)>> = vec![Vec::new(); AFXDP_VARIANTS.len()];
-        for round in 0..2 {
+        for round in 0..AFXDP_ROUNDS {
             let mut run = |variant: &[&str]| -> Result<f64> {
                 let _lb = bench.start_with("switchyard_afxdp", variant)?;
                 bench.place(Placement::GenCore)?;

@@ -19,7 +19,7 @@ use switchyard_dataplane::flow::{Direction, FlowEntry, FlowTable, FlowTimeouts};
 use switchyard_dataplane::packet::{FlowKey, Rewrite};
 use switchyard_perf::summary::Summary;
 
-const GOAL_BYTES: f64 = 128.0;
+const GOAL_BYTES: f64 = switchyard_perf::goals::FLOW_TABLE_BYTES_PER_FLOW;
 const MILLION: usize = 1 << 20;
 /// Lookups timed per size, so small tables are measured long enough.
 const LOOKUPS: usize = 4 << 20;

@@ -36,6 +36,7 @@ fn ms(d: Duration) -> f64 {
 fn main() {
     let mut summary = Summary::default();
     let m = SLOT_TABLE_SIZE;
+    summary.record("maglev_table_size", m as f64);
     println!("maglev build, M = {m}, median of {RUNS} runs");
     for n in [10usize, 100, 1000] {
         let entries: Vec<MaglevEntry> = (0..n)

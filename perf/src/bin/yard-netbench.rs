@@ -4,15 +4,17 @@
 //! the fast path off and on), new flows per second and one-way latency,
 //! then runs the worker, Maglev and flow-table benchmarks, and prints and
 //! writes everything as ratios against the baselines of the same run:
-//! perf/results/latest.json and perf/results/latest.svg.
+//! perf/results/latest.json and perf/results/latest.svg, and the generated
+//! block of docs/performance.md. With `--render-docs` (`make docs`) it only
+//! re-renders that block from the existing latest.json.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use serde_json::{json, Value};
-use switchyard_perf::netbench::{self, NetResults, Options};
+use switchyard_perf::netbench::{self, Options};
+use switchyard_perf::report::{self, Machine, Report};
 
 #[derive(Parser)]
 #[command(
@@ -53,36 +55,13 @@ struct Args {
     /// Measure only these paths (comma-separated names, or `new_flows`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Measure nothing: re-render the generated block of
+    /// docs/performance.md from perf/results/latest.json (`make docs`).
+    #[arg(long, exclusive = true)]
+    render_docs: bool,
 }
 
-/// `a` over `b`: the median over rounds of the two paths' figures taken in
-/// the same round (measured minutes apart at most, so a slow spell of the
-/// machine touches both).
-fn ratio(paths: &NetResults, a: &str, b: &str) -> Option<f64> {
-    let rounds = |name: &str| {
-        paths
-            .paths
-            .iter()
-            .find(|p| p.name == name)
-            .map(|p| p.rounds_mpps.clone())
-    };
-    let (a, b) = (rounds(a)?, rounds(b)?);
-    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y.max(1e-9)).collect();
-    if ratios.is_empty() {
-        return None;
-    }
-    ratios.sort_by(f64::total_cmp);
-    Some(ratios[ratios.len() / 2])
-}
-
-fn placement_name(placement: netbench::Placement) -> &'static str {
-    match placement {
-        netbench::Placement::LbCore => "lb_core",
-        netbench::Placement::GenCore => "gen_core",
-    }
-}
-
-fn micro(name: &str) -> Result<Value> {
+fn micro(name: &str) -> Result<BTreeMap<String, f64>> {
     let file = std::env::temp_dir().join(format!("swy-{}-{name}.json", std::process::id()));
     let file_arg = file.display().to_string();
     let out = netbench::run_bin(name, &["--json", &file_arg])?;
@@ -92,8 +71,24 @@ fn micro(name: &str) -> Result<Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Re-renders docs/performance.md's generated block from `report`.
+fn render_docs(report: &Report) -> Result<()> {
+    let doc = report::performance_doc();
+    let changed = report::update_doc(report, &doc)?;
+    println!(
+        "{} {}",
+        if changed { "updated" } else { "unchanged:" },
+        netbench::shown(&doc)
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.render_docs {
+        return render_docs(&Report::read(&report::latest_json())?);
+    }
+    let started = Instant::now();
     let options = Options {
         seconds: args.seconds,
         flows: args.flows,
@@ -124,37 +119,12 @@ fn main() -> Result<()> {
     let results = netbench::run(&options, |line| println!("{line}"))?;
 
     let mut ratios = BTreeMap::new();
-    for (name, a, b) in [
-        (
-            "fastpath_vs_xdp_tx_limit",
-            "switchyard_fastpath",
-            "xdp_tx_limit",
-        ),
-        (
-            "fastpath_vs_nftables",
-            "switchyard_fastpath",
-            "nftables_dnat",
-        ),
-        (
-            "afxdp_vs_bare_hairpin",
-            "switchyard_afxdp",
-            "afxdp_bare_hairpin",
-        ),
-        (
-            "fastpath_redirect_vs_xdp_redirect_limit",
-            "switchyard_fastpath_redirect",
-            "xdp_redirect_limit",
-        ),
-    ] {
-        if let Some(r) = ratio(&results, a, b) {
+    for (name, a, b, _) in netbench::RATIOS {
+        if let Some(r) = netbench::ratio(&results.paths, a, b) {
             ratios.insert(name.to_owned(), r);
         }
     }
-    let goals = [
-        ("fastpath_vs_xdp_tx_limit", 0.8),
-        ("fastpath_vs_nftables", 5.0),
-        ("afxdp_vs_bare_hairpin", 0.9),
-    ];
+    let goals = switchyard_perf::goals::RATIOS;
 
     let mut micro_results = BTreeMap::new();
     if !args.network_only {
@@ -174,17 +144,13 @@ fn main() -> Result<()> {
     );
     for p in &results.paths {
         let l = p.latency_ns.as_ref();
-        // Each placement's baseline: the in-kernel limit, or the bare hairpin.
-        let baseline = match p.placement {
-            netbench::Placement::LbCore => "xdp_tx_limit",
-            netbench::Placement::GenCore => "afxdp_bare_hairpin",
-        };
+        let baseline = netbench::baseline_of(&p.name, p.placement);
         println!(
             "{:<30} {:<9} {:>8.3} {:>11.2} {:>8.1} {:>8.1} {:>9.1}",
             p.name,
-            placement_name(p.placement),
+            p.placement.name(),
             p.mpps,
-            ratio(&results, &p.name, baseline).unwrap_or(0.0),
+            netbench::ratio(&results.paths, &p.name, baseline).unwrap_or(0.0),
             l.map_or(0.0, |l| l.p50 / 1e3),
             l.map_or(0.0, |l| l.p99 / 1e3),
             l.map_or(0.0, |l| l.p999 / 1e3)
@@ -203,7 +169,8 @@ fn main() -> Result<()> {
     }
     if !results.afxdp_options.is_empty() {
         println!(
-            "\nAF_XDP options, Switchyard with the fast path off (gen_core), median of 2 rounds:"
+            "\nAF_XDP options, Switchyard with the fast path off (gen_core), median of {} rounds:",
+            netbench::AFXDP_ROUNDS
         );
         for v in &results.afxdp_options {
             println!(
@@ -217,7 +184,7 @@ fn main() -> Result<()> {
         println!(
             "  {:<20} {:<9} {:>10.0}",
             f.name,
-            placement_name(f.placement),
+            f.placement.name(),
             f.per_sec
         );
     }
@@ -227,20 +194,31 @@ fn main() -> Result<()> {
     let unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let report = json!({
-        "command": "make bench",
-        "unix_time": unix,
-        "machine": { "kernel": kernel.trim(), "cpus": cpus },
-        "paths": results.paths,
-        "ratios": ratios,
-        "goals": goals.iter().map(|(g, v)| (g.to_string(), json!(v))).collect::<BTreeMap<_, _>>(),
-        "new_flows": results.new_flows,
-        "afxdp_options": results.afxdp_options,
-        "micro": micro_results,
-        "options": results.options,
-    });
+    // `make bench` runs it without arguments; any other run says how.
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    let command = if given.is_empty() {
+        "make bench".to_owned()
+    } else {
+        format!("yard-netbench {}", given.join(" "))
+    };
+    let report = Report {
+        command,
+        unix_time: unix,
+        duration_secs: Some(started.elapsed().as_secs_f64()),
+        machine: Machine {
+            kernel: kernel.trim().into(),
+            cpus,
+        },
+        options: results.options.clone(),
+        paths: results.paths.clone(),
+        ratios,
+        goals: goals.iter().map(|(g, v)| (g.to_string(), *v)).collect(),
+        new_flows: results.new_flows.clone(),
+        afxdp_options: results.afxdp_options.clone(),
+        micro: micro_results,
+    };
     let json_path = dir.join("latest.json");
-    std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
+    report.write(&json_path)?;
     let svg_path = dir.join("latest.svg");
     std::fs::write(
         &svg_path,
@@ -257,5 +235,5 @@ fn main() -> Result<()> {
         netbench::shown(&json_path),
         netbench::shown(&svg_path)
     );
-    Ok(())
+    render_docs(&report)
 }
