@@ -1,4 +1,5 @@
-//! Switchyard's namespace test harness.
+//! Switchyard's namespace test harness. It must never reach outside the
+//! namespaces it created, nor signal a process it did not start.
 //!
 //! Builds small networks out of network namespaces, veths and a bridge,
 //! runs echo servers as backends and real client sockets inside them, starts
