@@ -384,58 +384,84 @@ fn socket_is_zero_copy(fd: RawFd) -> io::Result<bool> {
     Ok(flags & XDP_OPTIONS_ZEROCOPY != 0)
 }
 
+impl XskPorts {
+    /// Backpressure: take no more frames than every tx ring can still
+    /// queue. A frame left on the rx ring costs nothing and is dropped by
+    /// the kernel if the ring fills; one taken and then refused by a full
+    /// tx ring has cost a decision and a rewrite first.
+    #[inline(always)]
+    fn tx_room(&mut self) -> usize {
+        let batch_size = self.batch_size as u32;
+        self.ports
+            .iter_mut()
+            .map(|p| p.tx.nb_free(batch_size) as usize)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Takes up to `batch` frames off port `index`'s rx ring into
+    /// `rx_batch`, and starts fetching their headers.
+    #[inline(always)]
+    fn receive(&mut self, index: usize, batch: usize) -> usize {
+        // SAFETY: `rx_batch` descriptors are overwritten with frames of
+        // this worker's UMEM that the kernel hands back.
+        let received = unsafe { self.ports[index].rx.consume(&mut self.rx_batch[..batch]) };
+        // The kernel wrote these frames on another core (copy mode) or a
+        // device did (zero-copy): ask for all their headers at once, so the
+        // misses overlap instead of stalling frame by frame.
+        for desc in &self.rx_batch[..received] {
+            // SAFETY: a frame of our UMEM just taken off the rx ring; only
+            // its address is read.
+            let data = unsafe { self.umem.data(desc) };
+            crate::hint::prefetch(data.contents().as_ptr());
+        }
+        received
+    }
+
+    /// Hands each received frame of port `index` to `handle` and queues it
+    /// by verdict: for transmission on a port, or back to the free list.
+    #[inline(always)]
+    fn hand_over(
+        &mut self,
+        index: usize,
+        received: usize,
+        handle: &mut Handler<'_>,
+        outcome: &mut BatchOutcome,
+    ) {
+        let port_count = self.ports.len();
+        for slot in 0..received {
+            let mut desc = self.rx_batch[slot];
+            outcome.received += 1;
+            outcome.received_bytes += desc.lengths().data();
+            // SAFETY: the frame came off our rx ring, so no ring and no
+            // other descriptor refers to it until we hand it on below.
+            let mut data = unsafe { self.umem.data_mut(&mut desc) };
+            let next = (slot + 1 < received).then(|| {
+                // SAFETY: another frame of this batch, distinct from the one
+                // borrowed mutably above; only read.
+                unsafe { self.umem.data(&self.rx_batch[slot + 1]) }.contents()
+            });
+            match handle(index, data.contents_mut(), next) {
+                Verdict::Transmit(out) if out < port_count => self.tx_pending[out].push(desc),
+                Verdict::TransmitPrefix { port, len } if port < port_count => {
+                    data.cursor().set_pos(len);
+                    self.tx_pending[port].push(desc)
+                }
+                _ => self.free.push(desc),
+            }
+        }
+    }
+}
+
 impl PacketIo for XskPorts {
     fn run_batch(&mut self, handle: &mut Handler<'_>) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         self.reclaim_completions();
         self.refill();
-        let port_count = self.ports.len();
-        // Backpressure: take no more frames than every tx ring can still
-        // queue. A frame left on the rx ring costs nothing and is dropped
-        // by the kernel if the ring fills; one taken and then refused by a
-        // full tx ring has cost a decision and a rewrite first.
-        let room = self
-            .ports
-            .iter_mut()
-            .map(|p| p.tx.nb_free(self.batch_size as u32) as usize)
-            .min()
-            .unwrap_or(0);
-        for index in 0..port_count {
-            let batch = self.batch_size.min(room);
-            // SAFETY: `rx_batch` descriptors are overwritten with frames of
-            // this worker's UMEM that the kernel hands back.
-            let received = unsafe { self.ports[index].rx.consume(&mut self.rx_batch[..batch]) };
-            // The kernel wrote these frames on another core (copy mode) or
-            // a device did (zero-copy): ask for all their headers at once,
-            // so the misses overlap instead of stalling frame by frame.
-            for desc in &self.rx_batch[..received] {
-                // SAFETY: a frame of our UMEM just taken off the rx ring;
-                // only its address is read.
-                let data = unsafe { self.umem.data(desc) };
-                crate::hint::prefetch(data.contents().as_ptr());
-            }
-            for slot in 0..received {
-                let mut desc = self.rx_batch[slot];
-                outcome.received += 1;
-                outcome.received_bytes += desc.lengths().data();
-                // SAFETY: the frame came off our rx ring, so no ring and no
-                // other descriptor refers to it until we hand it on below.
-                let mut data = unsafe { self.umem.data_mut(&mut desc) };
-                let next = (slot + 1 < received).then(|| {
-                    // SAFETY: another frame of this batch, distinct from the
-                    // one borrowed mutably above; only read.
-                    unsafe { self.umem.data(&self.rx_batch[slot + 1]) }.contents()
-                });
-                let verdict = handle(index, data.contents_mut(), next);
-                match verdict {
-                    Verdict::Transmit(out) if out < port_count => self.tx_pending[out].push(desc),
-                    Verdict::TransmitPrefix { port, len } if port < port_count => {
-                        data.cursor().set_pos(len);
-                        self.tx_pending[port].push(desc)
-                    }
-                    _ => self.free.push(desc),
-                }
-            }
+        let room = self.tx_room();
+        for index in 0..self.ports.len() {
+            let received = self.receive(index, self.batch_size.min(room));
+            self.hand_over(index, received, handle, &mut outcome);
         }
         self.transmit_pending(&mut outcome);
         self.refill();

@@ -6,6 +6,7 @@
 
 pub mod crate_rules;
 pub mod docs;
+pub mod functions;
 pub mod graph;
 pub mod metadata;
 pub mod modules;
@@ -108,11 +109,9 @@ pub fn check_workspace(root: &Path) -> Result<Report> {
     Ok(report)
 }
 
-/// The lifted sibling edges of every lib and bin target of one crate, named
-/// by package name, by package name without `switchyard-`, or by its
-/// directory.
-pub fn render_graph(root: &Path, name: &str) -> Result<String> {
-    let layout = Metadata::load(root, false).context("reading the workspace's crates")?;
+/// The workspace crate named `name`: by package name, by package name
+/// without `switchyard-`, or by its directory.
+fn find_package<'a>(layout: &'a Metadata, name: &str) -> Result<&'a Package> {
     let Some(package) = layout.members.iter().find(|p| {
         p.name == name
             || p.name.strip_prefix("switchyard-") == Some(name)
@@ -124,6 +123,13 @@ pub fn render_graph(root: &Path, name: &str) -> Result<String> {
             known.join(", ")
         );
     };
+    Ok(package)
+}
+
+/// The lifted sibling edges of every lib and bin target of one crate.
+pub fn render_graph(root: &Path, name: &str) -> Result<String> {
+    let layout = Metadata::load(root, false).context("reading the workspace's crates")?;
+    let package = find_package(&layout, name)?;
     let mut out = String::new();
     for target in module_targets(package) {
         let modules = CrateModules::analyse(
@@ -132,6 +138,33 @@ pub fn render_graph(root: &Path, name: &str) -> Result<String> {
             &layout.workspace_root,
         )?;
         out.push_str(&modules.render_graph());
+    }
+    Ok(out)
+}
+
+/// The `count` longest non-test functions of one crate's lib and bin
+/// targets, one per line: lines, `file:line`, name.
+pub fn render_longest(root: &Path, name: &str, count: usize) -> Result<String> {
+    let layout = Metadata::load(root, false).context("reading the workspace's crates")?;
+    let package = find_package(&layout, name)?;
+    let mut found = Vec::new();
+    for target in module_targets(package) {
+        found.extend(functions::longest(&target.src_path)?);
+    }
+    found.sort_by(|a, b| b.lines.cmp(&a.lines).then_with(|| a.cmp(b)));
+    let mut out = String::new();
+    for function in found.iter().take(count) {
+        let file = function
+            .file
+            .strip_prefix(&layout.workspace_root)
+            .unwrap_or(&function.file);
+        out.push_str(&format!(
+            "{:>5}  {}:{}  {}\n",
+            function.lines,
+            file.display(),
+            function.line,
+            function.name
+        ));
     }
     Ok(out)
 }

@@ -12,9 +12,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 
 const USAGE: &str = "usage: cargo xtask arch [--graph CRATE]
+       cargo xtask longest CRATE [COUNT]
 
   arch            check the architecture rules; exit 1 on any violation
-  --graph CRATE   print the edges between sibling modules of CRATE";
+  --graph CRATE   print the edges between sibling modules of CRATE
+  longest CRATE   the COUNT (default 10) longest non-test functions of CRATE";
 
 fn main() -> ExitCode {
     match run() {
@@ -42,6 +44,17 @@ fn run() -> Result<ExitCode> {
         }
         ["arch", "--graph", name] => {
             print!("{}", xtask::render_graph(root, name)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ["longest", name] => {
+            print!("{}", xtask::render_longest(root, name, 10)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ["longest", name, count] => {
+            let count = count
+                .parse()
+                .with_context(|| format!("COUNT must be a number, not {count:?}"))?;
+            print!("{}", xtask::render_longest(root, name, count)?);
             Ok(ExitCode::SUCCESS)
         }
         ["help" | "--help" | "-h"] => {
