@@ -13,7 +13,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make g
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps install-missing build demo test lint bench docs fuzz soak clean
+.PHONY: deps bench-deps install-missing build demo test lint bench docs fuzz soak clean bench-compare
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -59,6 +59,13 @@ bench: bench-deps build
 # switchyard-perf` fails until the two agree).
 docs: deps
 	$(CARGO) run --release -q -p switchyard-perf --bin yard-netbench -- --render-docs
+
+# The per-packet benchmark (yard-bench) of this tree against another
+# revision, alternating in one run: make bench-compare BASE=<rev> [ROUNDS=7].
+ROUNDS ?= 7
+bench-compare: deps
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=<rev> [ROUNDS=7]"; exit 2; }
+	perf/compare-yard-bench $(BASE) $(ROUNDS)
 
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
