@@ -14,6 +14,7 @@ pub const VERSION: u8 = 4;
 pub const MORE_FRAGMENTS: u16 = 0x2000;
 pub const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
 
-/// IANA protocol numbers.
+/// IANA protocol numbers; IPv6 uses the same ones in its Next Header field.
+pub const PROTOCOL_ICMP: u8 = 1;
 pub const PROTOCOL_TCP: u8 = 6;
 pub const PROTOCOL_UDP: u8 = 17;
