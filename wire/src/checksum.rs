@@ -47,6 +47,16 @@ pub const fn diff_u32(old: u32, new: u32) -> u32 {
     diff_u16((old >> 16) as u16, (new >> 16) as u16) + diff_u16(old as u16, new as u16)
 }
 
+/// The sum of a 32-bit value's two 16-bit words: what writing it into a
+/// field that held zeros adds to the checksum, to be applied with
+/// [`adjust`] like a difference (a frame template with zeroed fields,
+/// filled in per frame). Unlike `diff_u32(0, value)` it carries no
+/// negative zeros, so the sum of all-zero fields stays 0.
+#[inline(always)]
+pub const fn sum_u32(value: u32) -> u32 {
+    (value >> 16) + (value & 0xffff)
+}
+
 /// Applies a summed difference to a checksum field (RFC 1624 eqn. 3).
 #[inline(always)]
 pub const fn adjust(checksum: u16, diff: u32) -> u16 {
@@ -204,6 +214,21 @@ mod tests {
             changed[at + 1] = new as u16;
             let after = internet_checksum(&[&words_to_bytes(&changed)]);
             prop_assert_eq!(update_u32(before, old, new), after);
+        }
+
+        /// A template's checksum, computed with a 32-bit field at zero,
+        /// becomes the filled-in frame's by adding the field's `sum_u32`.
+        #[test]
+        fn sum_u32_fills_a_zeroed_field_into_the_checksum(words in header_words(), at in 1usize..9, value in any::<u32>()) {
+            let mut template = words.clone();
+            template[at] = 0;
+            template[at + 1] = 0;
+            let before = internet_checksum(&[&words_to_bytes(&template)]);
+            let mut filled = template.clone();
+            filled[at] = (value >> 16) as u16;
+            filled[at + 1] = value as u16;
+            let after = internet_checksum(&[&words_to_bytes(&filled)]);
+            prop_assert_eq!(adjust(before, sum_u32(value)), after);
         }
 
         #[test]
