@@ -9,7 +9,7 @@ use switchyard_wire::{
     checksum::{fold, pseudo_header_v4, sum_words},
     ethernet,
     fixtures::scenario::{CLIENT_MAC, LB_CLIENT_ARM_MAC},
-    ipv4, tcp, udp, write_u16,
+    ipv4, tcp, udp, write_u16, write_u32,
 };
 
 /// Ethernet + IPv4 (no options, DF) + `segment`, whose checksum field at
@@ -35,8 +35,8 @@ fn ipv4_frame(
     write_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(&mut ip, ipv4::DONT_FRAGMENT);
     ip[ipv4::TTL] = 64;
     ip[ipv4::PROTOCOL] = protocol;
-    ip[ipv4::SRC..ipv4::SRC + 4].copy_from_slice(&src.octets());
-    ip[ipv4::DST..ipv4::DST + 4].copy_from_slice(&dst.octets());
+    write_u32::<{ ipv4::SRC }, _>(&mut ip, src.into());
+    write_u32::<{ ipv4::DST }, _>(&mut ip, dst.into());
     let checksum = !fold(sum_words(&ip));
     write_u16::<{ ipv4::CHECKSUM }, _>(&mut ip, checksum);
 
