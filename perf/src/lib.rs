@@ -4,6 +4,8 @@
 //! baseline measured in the same run, and reported as a ratio; a figure
 //! must never reach the docs except through the results file, and nothing
 //! here asserts a speed in a test (these machines are shared and noisy).
+//! The crate drives the others from outside, as an operator would, and
+//! must never become a dependency of any of them.
 
 pub mod generator;
 pub mod goals;

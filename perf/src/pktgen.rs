@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
 use etherparse::PacketBuilder;
+use switchyard_wire::checksum::{adjust, sum_u32};
+use switchyard_wire::{ethernet, ipv4, ipv6, tcp, udp};
 use switchyard_xdp::tools::{PktgenConfig, HEAD_MAX, STAMP_LEN, STAMP_MAGIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -68,18 +70,26 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
     let eth = PacketBuilder::ethernet2(spec.src_mac, spec.dst_mac);
     let (ip, l3_len, ipv6) = match (spec.src, spec.dst.ip()) {
         // pktgen writes all 32 bits of an IPv4 source address.
-        (IpAddr::V4(_), IpAddr::V4(dst)) => (eth.ipv4([0; 4], dst.octets(), 64), 20, false),
+        (IpAddr::V4(_), IpAddr::V4(dst)) => (
+            eth.ipv4([0; 4], dst.octets(), 64),
+            ipv4::MIN_HEADER_LEN,
+            false,
+        ),
         (IpAddr::V6(src), IpAddr::V6(dst)) => {
             let masked = u128::from(src) & !0xffff_ffffu128;
-            (eth.ipv6(masked.to_be_bytes(), dst.octets(), 64), 40, true)
+            (
+                eth.ipv6(masked.to_be_bytes(), dst.octets(), 64),
+                ipv6::HEADER_LEN,
+                true,
+            )
         }
         _ => bail!("source and destination must both be IPv4 or both IPv6"),
     };
     let l4_len = match spec.proto {
-        Proto::Udp => 8,
-        Proto::Tcp => 20,
+        Proto::Udp => udp::HEADER_LEN,
+        Proto::Tcp => tcp::MIN_HEADER_LEN,
     };
-    let headers = 14 + l3_len + l4_len;
+    let headers = ethernet::HEADER_LEN + l3_len + l4_len;
     let payload_len = spec.frame_len.saturating_sub(headers).max(STAMP_LEN);
     let mut payload = vec![0u8; payload_len];
     payload[..STAMP_LEN].copy_from_slice(&stamp);
@@ -91,14 +101,19 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
             .write(&mut frame, &payload),
     }
     .context("building the template frame")?;
-    let l3_off = 14u16;
+    let l3_off = ethernet::HEADER_LEN as u16;
     let l4_off = l3_off + l3_len as u16;
+    let ip_csum_at = usize::from(l3_off) + ipv4::CHECKSUM;
     let ip_csum = if ipv6 {
         0
     } else {
-        u16::from_be_bytes([frame[24], frame[25]])
+        u16::from_be_bytes([frame[ip_csum_at], frame[ip_csum_at + 1]])
     };
-    let l4_csum_at = usize::from(l4_off) + if spec.proto == Proto::Udp { 6 } else { 16 };
+    let l4_csum_at = usize::from(l4_off)
+        + match spec.proto {
+            Proto::Udp => udp::CHECKSUM,
+            Proto::Tcp => tcp::CHECKSUM,
+        };
     let l4_csum = u16::from_be_bytes([frame[l4_csum_at], frame[l4_csum_at + 1]]);
     let head_len = frame.len().min(HEAD_MAX);
     let mut head = [0u8; HEAD_MAX];
@@ -116,8 +131,8 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
             ip_csum,
             l4_csum,
             proto: match spec.proto {
-                Proto::Udp => 17,
-                Proto::Tcp => 6,
+                Proto::Udp => ipv4::PROTOCOL_UDP,
+                Proto::Tcp => ipv4::PROTOCOL_TCP,
             },
             ipv6: u8::from(ipv6),
             syn_every: spec.syn_every,
@@ -130,19 +145,9 @@ pub fn template(spec: &FlowSpec) -> Result<Template> {
     })
 }
 
-fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
-}
-
-fn words32(v: u32) -> u32 {
-    (v >> 16) + (v & 0xffff)
-}
-
-fn csum_add(check: u16, sum: u32) -> u16 {
-    !fold(u32::from(!check) + u32::from(fold(sum)))
-}
+/// Where the low 32 bits of an IPv6 source address sit in the header: the
+/// bits pktgen writes.
+const IPV6_SRC_LOW32: usize = ipv6::SRC + ipv6::ADDR_LEN - 4;
 
 /// Writes frame `n` over a copy of the template, as the XDP program does.
 /// `frame` must hold the template's bytes.
@@ -169,33 +174,38 @@ pub fn write_frame(frame: &mut [u8], template: &Template, n: u64, now_ns: u64) {
     frame[stamp + 4..stamp + 8].copy_from_slice(&(flow as u32).to_be_bytes());
     frame[stamp + 8..stamp + 16].copy_from_slice(&now_ns.to_be_bytes());
     let mut flags = 0u16;
-    if cfg.proto == 6 {
+    if cfg.proto == ipv4::PROTOCOL_TCP {
         flags = if cfg.syn_every != 0 && n.is_multiple_of(u64::from(cfg.syn_every)) {
-            0x02
+            tcp::FLAG_SYN
         } else {
-            0x10
-        };
-        frame[l4 + 13] = flags as u8;
+            tcp::FLAG_ACK
+        }
+        .into();
+        frame[l4 + tcp::FLAGS] = flags as u8;
     }
-    frame[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
-    let added = words32(saddr)
+    const _: () = assert!(tcp::SRC_PORT == udp::SRC_PORT);
+    frame[l4 + tcp::SRC_PORT..][..2].copy_from_slice(&sport.to_be_bytes());
+    // The template holds zeros where these go: each adds its words to the
+    // checksums. The flags byte is the low byte of its 16-bit word.
+    let added = sum_u32(saddr)
         + u32::from(sport)
         + u32::from(flags)
-        + words32(flow as u32)
-        + words32((now_ns >> 32) as u32)
-        + words32(now_ns as u32);
+        + sum_u32(flow as u32)
+        + sum_u32((now_ns >> 32) as u32)
+        + sum_u32(now_ns as u32);
     if cfg.ipv6 != 0 {
-        frame[l3 + 20..l3 + 24].copy_from_slice(&saddr.to_be_bytes());
+        frame[l3 + IPV6_SRC_LOW32..][..4].copy_from_slice(&saddr.to_be_bytes());
     } else {
-        frame[l3 + 12..l3 + 16].copy_from_slice(&saddr.to_be_bytes());
-        frame[l3 + 10..l3 + 12]
-            .copy_from_slice(&csum_add(cfg.ip_csum, words32(saddr)).to_be_bytes());
+        frame[l3 + ipv4::SRC..][..4].copy_from_slice(&saddr.to_be_bytes());
+        frame[l3 + ipv4::CHECKSUM..][..2]
+            .copy_from_slice(&adjust(cfg.ip_csum, sum_u32(saddr)).to_be_bytes());
     }
-    if cfg.proto == 6 {
-        frame[l4 + 16..l4 + 18].copy_from_slice(&csum_add(cfg.l4_csum, added).to_be_bytes());
+    if cfg.proto == ipv4::PROTOCOL_TCP {
+        frame[l4 + tcp::CHECKSUM..][..2].copy_from_slice(&adjust(cfg.l4_csum, added).to_be_bytes());
     } else {
-        let check = csum_add(cfg.l4_csum, added);
+        let check = adjust(cfg.l4_csum, added);
+        // RFC 768: a computed 0 is sent as all ones, 0 meaning "none".
         let check = if check == 0 { 0xffff } else { check };
-        frame[l4 + 6..l4 + 8].copy_from_slice(&check.to_be_bytes());
+        frame[l4 + udp::CHECKSUM..][..2].copy_from_slice(&check.to_be_bytes());
     }
 }

@@ -15,6 +15,12 @@
 //! (RFC 1624 §3). With eqn. 3 the result is bit-for-bit the checksum a full
 //! recomputation would give, provided the old checksum was itself computed
 //! from scratch over data that is not all zeros (so it is never `0xffff`).
+//!
+//! TCP, UDP and ICMPv6 checksums also cover a pseudo-header made of the IP
+//! addresses, the protocol and the upper-layer length ([`pseudo_header_v4`],
+//! [`pseudo_header_v6`]): its sum plus `sum_words` of the upper-layer packet,
+//! folded and inverted, is the checksum field; a packet verifies when that
+//! fold comes to `0xffff`.
 
 /// Folds a 32-bit sum of 16-bit words into 16 bits with end-around carry
 /// (RFC 1071 §4.1). Two rounds suffice for any `u32`: the first leaves at
@@ -39,6 +45,16 @@ pub const fn diff_u16(old: u16, new: u16) -> u32 {
 #[inline(always)]
 pub const fn diff_u32(old: u32, new: u32) -> u32 {
     diff_u16((old >> 16) as u16, (new >> 16) as u16) + diff_u16(old as u16, new as u16)
+}
+
+/// The sum of a 32-bit value's two 16-bit words: what writing it into a
+/// field that held zeros adds to the checksum, to be applied with
+/// [`adjust`] like a difference (a frame template with zeroed fields,
+/// filled in per frame). Unlike `diff_u32(0, value)` it carries no
+/// negative zeros, so the sum of all-zero fields stays 0.
+#[inline(always)]
+pub const fn sum_u32(value: u32) -> u32 {
+    (value >> 16) + (value & 0xffff)
 }
 
 /// Applies a summed difference to a checksum field (RFC 1624 eqn. 3).
@@ -71,6 +87,39 @@ pub fn sum_words(bytes: &[u8]) -> u32 {
     });
     if let [last] = odd {
         sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+/// Sum of the IPv4 pseudo-header of TCP (RFC 9293 §3.1) and UDP (RFC 768):
+/// source and destination address, a zero byte, the protocol and the
+/// TCP/UDP length, to be added to `sum_words` of the segment. At most five
+/// words of `0xffff` plus one byte, so any `sum_words` result can be added
+/// without overflow.
+#[inline(always)]
+pub const fn pseudo_header_v4(src: u32, dst: u32, protocol: u8, l4_len: u16) -> u32 {
+    (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + protocol as u32 + l4_len as u32
+}
+
+/// Sum of the IPv6 pseudo-header of RFC 8200 §8.1: source and final
+/// destination address, the upper-layer packet length as 32 bits, three
+/// zero bytes and the upper-layer protocol's Next Header value (not that of
+/// an extension header before it), to be added to `sum_words` of the
+/// upper-layer packet. At most 18 words of `0xffff` plus one byte, so any
+/// `sum_words` result can be added without overflow.
+#[inline(always)]
+pub const fn pseudo_header_v6(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    next_header: u8,
+    upper_layer_len: u32,
+) -> u32 {
+    let mut sum = (upper_layer_len >> 16) + (upper_layer_len & 0xffff) + next_header as u32;
+    let mut i = 0;
+    while i < 16 {
+        sum += u16::from_be_bytes([src[i], src[i + 1]]) as u32;
+        sum += u16::from_be_bytes([dst[i], dst[i + 1]]) as u32;
+        i += 2;
     }
     sum
 }
@@ -167,6 +216,21 @@ mod tests {
             prop_assert_eq!(update_u32(before, old, new), after);
         }
 
+        /// A template's checksum, computed with a 32-bit field at zero,
+        /// becomes the filled-in frame's by adding the field's `sum_u32`.
+        #[test]
+        fn sum_u32_fills_a_zeroed_field_into_the_checksum(words in header_words(), at in 1usize..9, value in any::<u32>()) {
+            let mut template = words.clone();
+            template[at] = 0;
+            template[at + 1] = 0;
+            let before = internet_checksum(&[&words_to_bytes(&template)]);
+            let mut filled = template.clone();
+            filled[at] = (value >> 16) as u16;
+            filled[at + 1] = value as u16;
+            let after = internet_checksum(&[&words_to_bytes(&filled)]);
+            prop_assert_eq!(adjust(before, sum_u32(value)), after);
+        }
+
         #[test]
         // `check` excludes 0xffff, which no from-scratch checksum of
         // non-zero data can be (see the module doc).
@@ -178,6 +242,84 @@ mod tests {
             let summed = adjust(check, diff_u32(a.0, a.1) + diff_u16(b.0, b.1));
             let successive = update_u16(update_u32(check, a.0, a.1), b.0, b.1);
             prop_assert_eq!(summed, successive);
+        }
+    }
+
+    #[test]
+    fn pseudo_headers_never_overflow_a_sum_of_words() {
+        let ones = [0xff; 16];
+        let v6 = pseudo_header_v6(&ones, &ones, u8::MAX, u32::MAX);
+        assert_eq!(v6, 18 * 0xffff + 0xff);
+        assert!(v6.checked_add(sum_words(&[0xff; 9000])).is_some());
+        let v4 = pseudo_header_v4(u32::MAX, u32::MAX, u8::MAX, u16::MAX);
+        assert_eq!(v4, 5 * 0xffff + 0xff);
+    }
+
+    /// `internet_checksum` over the pseudo-header spelled out byte by byte
+    /// (RFC 8200 §8.1's figure) and the upper-layer packet.
+    fn slow_checksum_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, upper: &[u8]) -> u16 {
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(src);
+        pseudo.extend_from_slice(dst);
+        pseudo.extend_from_slice(&(upper.len() as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, next_header]);
+        internet_checksum(&[&pseudo, upper])
+    }
+
+    proptest! {
+        #[test]
+        fn pseudo_header_v6_equals_the_slow_checksum_of_its_bytes(
+            src in any::<[u8; 16]>(),
+            dst in any::<[u8; 16]>(),
+            next_header in any::<u8>(),
+            upper in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let pseudo = pseudo_header_v6(&src, &dst, next_header, upper.len() as u32);
+            prop_assert_eq!(
+                !fold(pseudo + sum_words(&upper)),
+                slow_checksum_v6(&src, &dst, next_header, &upper)
+            );
+        }
+
+        /// etherparse, independent of this crate, fills in the same UDP
+        /// checksum over IPv6 (RFC 768 with RFC 8200 §8.1's pseudo-header).
+        #[test]
+        fn pseudo_header_v6_gives_etherparse_s_udp_checksum(
+            src in any::<[u8; 16]>(),
+            dst in any::<[u8; 16]>(),
+            ports in any::<(u16, u16)>(),
+            payload in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let header = etherparse::UdpHeader::without_ipv4_checksum(ports.0, ports.1, payload.len())
+                .unwrap();
+            let expected = header.calc_checksum_ipv6_raw(src, dst, &payload).unwrap();
+            let mut datagram = header.to_bytes().to_vec();
+            datagram.extend_from_slice(&payload);
+            let pseudo = pseudo_header_v6(&src, &dst, 17, datagram.len() as u32);
+            let computed = !fold(pseudo + sum_words(&datagram));
+            // RFC 8200 §8.1: a computed 0 is sent as 0xffff over IPv6 too.
+            let sent = if computed == 0 { 0xffff } else { computed };
+            prop_assert_eq!(sent, expected);
+        }
+
+        #[test]
+        fn pseudo_header_v4_gives_etherparse_s_tcp_checksum(
+            src in any::<[u8; 4]>(),
+            dst in any::<[u8; 4]>(),
+            ports in any::<(u16, u16)>(),
+            payload in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let header = etherparse::TcpHeader::new(ports.0, ports.1, 1, 64240);
+            let expected = header.calc_checksum_ipv4_raw(src, dst, &payload).unwrap();
+            let mut segment = header.to_bytes().to_vec();
+            segment.extend_from_slice(&payload);
+            let pseudo = pseudo_header_v4(
+                u32::from_be_bytes(src),
+                u32::from_be_bytes(dst),
+                6,
+                segment.len() as u16,
+            );
+            prop_assert_eq!(!fold(pseudo + sum_words(&segment)), expected);
         }
     }
 }

@@ -19,6 +19,22 @@ pub const fn read_u32<const AT: usize, const N: usize>(hdr: &[u8; N]) -> u32 {
     u32::from_be_bytes([hdr[AT], hdr[AT + 1], hdr[AT + 2], hdr[AT + 3]])
 }
 
+/// The `M` bytes at `AT..AT + M` of a header of length `N` (an IPv6
+/// address, a MAC).
+#[inline(always)]
+pub const fn read_bytes<const AT: usize, const M: usize, const N: usize>(hdr: &[u8; N]) -> [u8; M] {
+    const { assert!(AT + M <= N, "field outside header") };
+    let mut bytes = [0u8; M];
+    let mut i = 0;
+    // A loop, as `copy_from_slice` is not const; the assertion above keeps
+    // every index inside `hdr`.
+    while i < M {
+        bytes[i] = hdr[AT + i];
+        i += 1;
+    }
+    bytes
+}
+
 /// Writes `value` big-endian at byte `AT` of a header of length `N`.
 #[inline(always)]
 pub fn write_u16<const AT: usize, const N: usize>(hdr: &mut [u8; N], value: u16) {

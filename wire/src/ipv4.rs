@@ -11,11 +11,14 @@ pub const SRC: usize = 12;
 pub const DST: usize = 16;
 
 pub const VERSION: u8 = 4;
-/// MF flag; DF says nothing about whether this is a fragment.
-pub const MORE_FRAGMENTS: u16 = 0x2000;
+/// DF flag: the sender asks routers not to fragment (path MTU discovery,
+/// RFC 1191); it says nothing about whether this is a fragment.
 pub const DONT_FRAGMENT: u16 = 0x4000;
+/// MF flag: more fragments follow this one.
+pub const MORE_FRAGMENTS: u16 = 0x2000;
 pub const FRAGMENT_OFFSET_MASK: u16 = 0x1fff;
 
-/// IANA protocol numbers.
+/// IANA protocol numbers; IPv6 uses the same ones in its Next Header field.
+pub const PROTOCOL_ICMP: u8 = 1;
 pub const PROTOCOL_TCP: u8 = 6;
 pub const PROTOCOL_UDP: u8 = 17;

@@ -10,7 +10,7 @@ use aya::{
 };
 use thiserror::Error;
 
-use crate::{attach::AttachedMode, maps::ServiceKey};
+use crate::{attach::AttachedMode, service::ServiceKey};
 
 /// An error from loading, attaching or configuring the steering program.
 #[derive(Debug, Error)]

@@ -1,13 +1,13 @@
-//! Switchyard's XDP steering program and its loader.
-//!
-//! This crate owns the C program in `src/bpf/` (built by `build.rs` with
-//! clang and embedded in the library) and everything userspace does to it:
-//! loading, attaching to interfaces, filling its maps from the resolved
-//! configuration, registering AF_XDP sockets, and reading its counters. It
-//! decides nothing about flows and never touches packets: the program
-//! routes frames for VIPs (and replies from backends) to the workers'
-//! sockets, replays the rewrites workers put in its flow cache (the fast
-//! path), and passes everything else to the kernel untouched.
+//! Switchyard's XDP programs and their loader. The crate owns the C
+//! programs in `src/bpf/` (built by `build.rs` with clang and embedded in the
+//! library) and everything userspace does to them: loading, attaching to
+//! interfaces, filling the maps from the resolved configuration, registering
+//! AF_XDP sockets, and reading counters. It holds no policy and must never
+//! decide a flow: the steering program only routes frames for VIPs (and
+//! replies from backend endpoints) to the workers' sockets and passes
+//! everything else to the kernel untouched, and its flow cache is a memo of
+//! the workers' decisions, replayed as they wrote it. From userspace it
+//! never touches a packet on its way through the node; the workers do.
 
 mod attach;
 mod bpf_sys;
@@ -16,6 +16,7 @@ mod counters;
 mod error;
 mod fast_path;
 mod maps;
+mod service;
 mod steering;
 pub mod tools;
 
@@ -23,5 +24,5 @@ pub use attach::{AttachMode, AttachedMode};
 pub use counters::{SteerCounter, SteerCounters};
 pub use error::XdpError;
 pub use fast_path::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey};
-pub use maps::{ServiceKey, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
+pub use service::{ServiceKey, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
 pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, XdpAction};

@@ -23,7 +23,8 @@ use crate::{
     fast_path::{
         FastCounters, FastPathMaps, FlowAction, FlowCacheKey, FAST_STATE, FAST_STATS, FLOW_CACHE,
     },
-    maps::{local_addr_key, service_entries, sync_map, ServiceKey, ServiceMatch},
+    maps::{local_addr_key, service_entries, sync_map},
+    service::{ServiceKey, ServiceMatch},
 };
 
 /// The object built from src/bpf/switchyard.c by build.rs.

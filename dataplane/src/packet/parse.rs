@@ -302,16 +302,16 @@ mod tests {
 
     #[test]
     fn dot1ad_tag_is_accepted_like_dot1q() {
-        let parsed = parse(&TCP_SYN_QINQ_OUTER).unwrap();
+        let parsed = parse(&TCP_SYN_DOT1AD).unwrap();
         assert_eq!(parsed.key, parse(&TCP_SYN).unwrap().key);
         assert_eq!((parsed.l3_offset, parsed.l4_offset), (18, 38));
     }
 
     #[test]
     fn second_vlan_tag_is_not_ipv4() {
-        let mut double = TCP_SYN_QINQ_OUTER[..16].to_vec();
+        let mut double = TCP_SYN_DOT1AD[..16].to_vec();
         double.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
-        double.extend_from_slice(&TCP_SYN_QINQ_OUTER[16..]);
+        double.extend_from_slice(&TCP_SYN_DOT1AD[16..]);
         assert_eq!(parse(&double).unwrap_err(), ParseError::NotIpv4);
     }
 
@@ -363,7 +363,7 @@ mod tests {
             &TCP_SYN[..],
             &TCP_SYN_IP_OPTIONS,
             &TCP_SYN_DOT1Q,
-            &TCP_SYN_QINQ_OUTER,
+            &TCP_SYN_DOT1AD,
             &UDP_DNS,
             &UDP_NO_CHECKSUM,
         ] {

@@ -1,151 +1,72 @@
-//! Frames built byte by byte, so a test shows exactly what the program sees.
+//! Frames for the few cases the packet fixtures (`switchyard_wire::fixtures`)
+//! do not hold, built from the wire layouts with every checksum filled in by
+//! `switchyard_wire::checksum`, so a test shows a frame the program could
+//! really see. Ethernet addresses are the fixtures' client -> LB.
 
 use std::net::Ipv4Addr;
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_IPV6: u16 = 0x86dd;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88a8;
+use switchyard_wire::{
+    checksum::{fold, pseudo_header_v4, sum_words},
+    ethernet,
+    fixtures::scenario::{CLIENT_MAC, LB_CLIENT_ARM_MAC},
+    ipv4, tcp, udp, write_u16, write_u32,
+};
 
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+/// Ethernet + IPv4 (no options, DF) + `segment`, whose checksum field at
+/// `checksum_at` is computed here over the pseudo-header.
+fn ipv4_frame(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    protocol: u8,
+    mut segment: Vec<u8>,
+    checksum_at: usize,
+) -> Vec<u8> {
+    let pseudo = pseudo_header_v4(src.into(), dst.into(), protocol, segment.len() as u16);
+    let checksum = match !fold(pseudo + sum_words(&segment)) {
+        // RFC 768: a computed 0 is sent as all ones, 0 meaning "none".
+        0 if protocol == ipv4::PROTOCOL_UDP => 0xffff,
+        checksum => checksum,
+    };
+    segment[checksum_at..checksum_at + 2].copy_from_slice(&checksum.to_be_bytes());
 
-/// IPv4 flags/fragment-offset field values.
-pub const MORE_FRAGMENTS: u16 = 0x2000;
-pub const DONT_FRAGMENT: u16 = 0x4000;
+    let mut ip = [0u8; ipv4::MIN_HEADER_LEN];
+    ip[ipv4::VERSION_IHL] = (ipv4::VERSION << 4) | (ipv4::MIN_HEADER_LEN / 4) as u8;
+    write_u16::<{ ipv4::TOTAL_LEN }, _>(&mut ip, (ipv4::MIN_HEADER_LEN + segment.len()) as u16);
+    write_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(&mut ip, ipv4::DONT_FRAGMENT);
+    ip[ipv4::TTL] = 64;
+    ip[ipv4::PROTOCOL] = protocol;
+    write_u32::<{ ipv4::SRC }, _>(&mut ip, src.into());
+    write_u32::<{ ipv4::DST }, _>(&mut ip, dst.into());
+    let checksum = !fold(sum_words(&ip));
+    write_u16::<{ ipv4::CHECKSUM }, _>(&mut ip, checksum);
 
-const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
-
-/// Ethernet header with `tags` (TPID, TCI) VLAN tags, then `payload`.
-pub fn ethernet(tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&DST_MAC);
-    frame.extend_from_slice(&SRC_MAC);
-    for (tpid, tci) in tags {
-        frame.extend_from_slice(&tpid.to_be_bytes());
-        frame.extend_from_slice(&tci.to_be_bytes());
-    }
-    frame.extend_from_slice(&ethertype.to_be_bytes());
-    frame.extend_from_slice(payload);
+    let mut frame = Vec::with_capacity(ethernet::HEADER_LEN + ip.len() + segment.len());
+    frame.extend_from_slice(&LB_CLIENT_ARM_MAC);
+    frame.extend_from_slice(&CLIENT_MAC);
+    frame.extend_from_slice(&ethernet::TYPE_IPV4.to_be_bytes());
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&segment);
     frame
 }
 
-/// An IPv4 packet. `options` must be a multiple of 4 bytes.
-#[derive(Clone, Debug)]
-pub struct Ipv4 {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
-    pub protocol: u8,
-    pub frag: u16,
-    pub options: Vec<u8>,
-    pub version: u8,
-}
-
-impl Ipv4 {
-    pub fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Self {
-        Self {
-            src,
-            dst,
-            protocol,
-            frag: DONT_FRAGMENT,
-            options: Vec::new(),
-            version: 4,
-        }
-    }
-
-    pub fn emit(&self, payload: &[u8]) -> Vec<u8> {
-        assert_eq!(self.options.len() % 4, 0);
-        let header_len = 20 + self.options.len();
-        let ihl = (header_len / 4) as u8;
-        let total_len = (header_len + payload.len()) as u16;
-        let mut packet = vec![(self.version << 4) | ihl, 0];
-        packet.extend_from_slice(&total_len.to_be_bytes());
-        packet.extend_from_slice(&[0x12, 0x34]); // identification
-        packet.extend_from_slice(&self.frag.to_be_bytes());
-        packet.extend_from_slice(&[64, self.protocol, 0, 0]); // ttl, proto, csum
-        packet.extend_from_slice(&self.src.octets());
-        packet.extend_from_slice(&self.dst.octets());
-        packet.extend_from_slice(&self.options);
-        let checksum = internet_checksum(&packet);
-        packet[10..12].copy_from_slice(&checksum.to_be_bytes());
-        packet.extend_from_slice(payload);
-        packet
-    }
-}
-
-/// A 20-byte TCP header with SYN set.
-pub fn tcp(sport: u16, dport: u16) -> Vec<u8> {
-    let mut header = Vec::new();
-    header.extend_from_slice(&sport.to_be_bytes());
-    header.extend_from_slice(&dport.to_be_bytes());
-    header.extend_from_slice(&1u32.to_be_bytes()); // seq
-    header.extend_from_slice(&0u32.to_be_bytes()); // ack
-    header.extend_from_slice(&[5 << 4, 0x02]); // data offset, SYN
-    header.extend_from_slice(&64240u16.to_be_bytes()); // window
-    header.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
-    header
-}
-
-/// A UDP header and `payload` (checksum 0: not computed).
-pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut datagram = Vec::new();
-    datagram.extend_from_slice(&sport.to_be_bytes());
-    datagram.extend_from_slice(&dport.to_be_bytes());
-    datagram.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    datagram.extend_from_slice(&[0, 0]);
-    datagram.extend_from_slice(payload);
-    datagram
-}
-
-/// Ethernet + IPv4 + TCP SYN, 54 bytes.
+/// Ethernet + IPv4 + a 20-byte TCP SYN, 54 bytes.
 pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let ip = Ipv4::new(src, dst, IPPROTO_TCP).emit(&tcp(sport, dport));
-    ethernet(&[], ETH_P_IP, &ip)
+    let mut segment = vec![0u8; tcp::MIN_HEADER_LEN];
+    segment[tcp::SRC_PORT..][..2].copy_from_slice(&sport.to_be_bytes());
+    segment[tcp::DST_PORT..][..2].copy_from_slice(&dport.to_be_bytes());
+    segment[tcp::DATA_OFFSET] = ((tcp::MIN_HEADER_LEN / 4) as u8) << 4;
+    segment[tcp::FLAGS] = tcp::FLAG_SYN;
+    ipv4_frame(src, dst, ipv4::PROTOCOL_TCP, segment, tcp::CHECKSUM)
 }
 
 /// Ethernet + IPv4 + UDP with a 4-byte payload.
 pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let ip = Ipv4::new(src, dst, IPPROTO_UDP).emit(&udp(sport, dport, b"ping"));
-    ethernet(&[], ETH_P_IP, &ip)
-}
-
-/// An ARP request for `target` from `sender`.
-pub fn arp_request(sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
-    let mut arp = vec![0, 1, 0x08, 0x00, 6, 4, 0, 1]; // Ethernet/IPv4, request
-    arp.extend_from_slice(&SRC_MAC);
-    arp.extend_from_slice(&sender.octets());
-    arp.extend_from_slice(&[0; 6]);
-    arp.extend_from_slice(&target.octets());
-    ethernet(&[], ETH_P_ARP, &arp)
-}
-
-/// An IPv6 TCP SYN (documentation addresses).
-pub fn ipv6_tcp_frame(sport: u16, dport: u16) -> Vec<u8> {
-    let segment = tcp(sport, dport);
-    let mut packet = vec![0x60, 0, 0, 0];
-    packet.extend_from_slice(&(segment.len() as u16).to_be_bytes());
-    packet.extend_from_slice(&[IPPROTO_TCP, 64]);
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
-    src[15] = 1;
-    let mut dst = src;
-    dst[15] = 2;
-    packet.extend_from_slice(&src);
-    packet.extend_from_slice(&dst);
-    packet.extend_from_slice(&segment);
-    ethernet(&[], ETH_P_IPV6, &packet)
-}
-
-fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let payload = b"ping";
+    let mut datagram = vec![0u8; udp::HEADER_LEN];
+    datagram[udp::SRC_PORT..][..2].copy_from_slice(&sport.to_be_bytes());
+    datagram[udp::DST_PORT..][..2].copy_from_slice(&dport.to_be_bytes());
+    datagram[udp::LENGTH..][..2]
+        .copy_from_slice(&((udp::HEADER_LEN + payload.len()) as u16).to_be_bytes());
+    datagram.extend_from_slice(payload);
+    ipv4_frame(src, dst, ipv4::PROTOCOL_UDP, datagram, udp::CHECKSUM)
 }

@@ -1,5 +1,6 @@
-//! Test fixtures shared by the integration tests: throwaway network
-//! namespaces, AF_XDP sockets, and frames built byte by byte.
+//! What the integration tests share: throwaway network namespaces, AF_XDP
+//! sockets, the steering program configured for the packet fixtures'
+//! scenario, and frames the fixtures do not hold.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -12,6 +13,14 @@ use std::{
     process::Command,
     sync::atomic::{AtomicUsize, Ordering},
     thread,
+};
+
+use switchyard_wire::fixtures::scenario::{
+    BACKEND, BACKEND_TCP_PORT, BACKEND_UDP_PORT, LB_BACKEND_ARM, LB_CLIENT_ARM, TCP_PORT, UDP_PORT,
+    VIP,
+};
+use switchyard_xdp::{
+    AttachMode, RxQueue, ServiceMatch, SteerCounter, SteerCounters, Steering, XdpAction,
 };
 
 /// A network namespace created for one test and deleted on drop, even when
@@ -126,4 +135,86 @@ pub fn xdp_socket() -> OwnedFd {
     );
     // SAFETY: `fd` is a freshly created descriptor nobody else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The interface the scenario's steering program is attached to.
+pub const LB_IF: &str = "lb0";
+/// The queue of `LB_IF` with a registered socket.
+pub const SOCKET_QUEUE: u32 = 0;
+/// A queue of `LB_IF` without one.
+pub const EMPTY_QUEUE: u32 = 1;
+
+/// The steering program in the packet fixtures' scenario
+/// (`switchyard_wire::fixtures`): attached natively to `lb0` (two rx queues)
+/// in a fresh namespace, with the TCP and UDP listeners of the VIP and their
+/// backend endpoints, the LB's two addresses as its own, and an AF_XDP
+/// socket on queue 0. `f` runs inside the namespace, given the program and
+/// the receive context of that queue.
+pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) -> T + Send) -> T {
+    let ns = NetNs::new();
+    ns.add_veth(LB_IF, "peer0", 2);
+    ns.run(|| {
+        let mut steering = Steering::load().expect("loading the steering program");
+        steering
+            .attach(LB_IF, AttachMode::Native)
+            .expect("attaching to lb0");
+        let ifindex = steering.attached().next().unwrap().ifindex;
+        steering
+            .set_services(
+                &[
+                    ServiceMatch::tcp(VIP, TCP_PORT, 1),
+                    ServiceMatch::udp(VIP, UDP_PORT, 2),
+                ],
+                &[
+                    ServiceMatch::tcp(BACKEND, BACKEND_TCP_PORT, 1),
+                    ServiceMatch::udp(BACKEND, BACKEND_UDP_PORT, 2),
+                ],
+            )
+            .expect("setting services");
+        steering
+            .set_local_addrs(&[LB_CLIENT_ARM, LB_BACKEND_ARM])
+            .expect("setting local addresses");
+        let socket = xdp_socket();
+        steering
+            .register_socket(ifindex, SOCKET_QUEUE, socket.as_raw_fd())
+            .expect("registering an AF_XDP socket");
+        let rx = RxQueue {
+            ifindex,
+            queue: SOCKET_QUEUE,
+        };
+        f(&mut steering, rx)
+    })
+}
+
+/// What one run of the program did to a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ran {
+    pub verdict: XdpAction,
+    /// Every counter that moved, with how much.
+    pub bumped: Vec<(SteerCounter, u64)>,
+    /// The frame as the program left it.
+    pub frame: Vec<u8>,
+}
+
+/// Runs `frame` once through BPF_PROG_TEST_RUN as received on `rx`.
+pub fn run_frame(steering: &Steering, frame: &[u8], rx: Option<RxQueue>) -> Ran {
+    let before = steering.counters().expect("reading counters");
+    let (verdict, out) = steering
+        .test_run_output(frame, rx)
+        .expect("BPF_PROG_TEST_RUN");
+    let after = steering.counters().expect("reading counters");
+    Ran {
+        verdict,
+        bumped: bumped(&before, &after),
+        frame: out,
+    }
+}
+
+fn bumped(before: &SteerCounters, after: &SteerCounters) -> Vec<(SteerCounter, u64)> {
+    after
+        .iter()
+        .zip(before.iter())
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((counter, a), (_, b))| (counter, a - b))
+        .collect()
 }

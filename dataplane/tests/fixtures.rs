@@ -1,0 +1,273 @@
+//! The packet fixtures of `switchyard_wire::fixtures`, run through the
+//! worker: every frame of the table enters a fresh worker on its arm, over
+//! in-memory frames, in the scenario the table describes (the snapshot
+//! compiled from Gateway API YAML, a fixed neighbour table), and the worker
+//! must send exactly the expected bytes out of the expected arm, or drop
+//! the frame under the expected reason and count nothing else. The same
+//! table drives the steering program in `xdp/tests/fixtures.rs`.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use crossbeam::channel;
+use switchyard_config::snapshot::Snapshot;
+use switchyard_dataplane::drop_reason::DropReason;
+use switchyard_dataplane::io::MemoryIo;
+use switchyard_dataplane::neighbor::{
+    L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
+};
+use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings};
+use switchyard_wire::fixtures::{scenario::*, Fixture, WorkerOutcome, FIXTURES};
+
+/// Interface indexes of the two arms; the worker's ports follow this order,
+/// so port 0 is the client arm and port 1 the backend arm, as
+/// `Arm::port` says.
+const CLIENT_ARM_IFINDEX: u32 = 10;
+const BACKEND_ARM_IFINDEX: u32 = 20;
+const PORT_IFINDEXES: [u32; 2] = [CLIENT_ARM_IFINDEX, BACKEND_ARM_IFINDEX];
+
+/// The scenario's listeners as an operator writes them: a Gateway on the
+/// VIP with a TCP and a UDP listener, each routed to one Service whose only
+/// endpoint is the backend, on the backend's ports.
+fn scenario_yaml() -> String {
+    format!(
+        "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: switchyard}}
+spec: {{controllerName: switchyard.io/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: fixtures}}
+spec:
+  gatewayClassName: switchyard
+  addresses: [{{type: IPAddress, value: {VIP}}}]
+  listeners:
+  - {{name: tcp, protocol: TCP, port: {TCP_PORT}}}
+  - {{name: udp, protocol: UDP, port: {UDP_PORT}}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: tcp, namespace: fixtures}}
+spec:
+  parentRefs: [{{name: edge, sectionName: tcp}}]
+  rules: [{{backendRefs: [{{name: backend, port: {TCP_PORT}}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: udp, namespace: fixtures}}
+spec:
+  parentRefs: [{{name: edge, sectionName: udp}}]
+  rules: [{{backendRefs: [{{name: backend, port: {UDP_PORT}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: fixtures}}
+spec:
+  ports:
+  - {{name: tcp, protocol: TCP, port: {TCP_PORT}, targetPort: {BACKEND_TCP_PORT}}}
+  - {{name: udp, protocol: UDP, port: {UDP_PORT}, targetPort: {BACKEND_UDP_PORT}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: backend-1
+  namespace: fixtures
+  labels: {{kubernetes.io/service-name: backend}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{BACKEND}\"], conditions: {{ready: true}}}}]
+ports:
+- {{name: tcp, protocol: TCP, port: {BACKEND_TCP_PORT}}}
+- {{name: udp, protocol: UDP, port: {BACKEND_UDP_PORT}}}
+"
+    )
+}
+
+fn scenario_snapshot() -> Snapshot {
+    let resources = switchyard_config::load_str("fixtures.yaml", &scenario_yaml())
+        .expect("the scenario's YAML loads");
+    let resolution = switchyard_config::resolve(&resources, 1);
+    assert!(
+        resolution.diagnostics.is_empty(),
+        "the scenario resolves cleanly: {:?}",
+        resolution.diagnostics
+    );
+    resolution.snapshot
+}
+
+/// Both arms, a /24 route out of each, and the client and the backend as
+/// resolved neighbours.
+fn scenario_l2_table() -> L2Table {
+    let route = |(dst, prefix_len): (Ipv4Addr, u8), ifindex| RouteEntry {
+        dst,
+        prefix_len,
+        metric: 0,
+        action: RouteAction::Forward {
+            ifindex,
+            gateway: None,
+        },
+    };
+    let neighbour = |ip, ifindex, mac| NeighbourEntry {
+        ifindex,
+        ip,
+        mac: Some(mac),
+        state: NeighbourState::Reachable,
+    };
+    L2Table::new(
+        &PORT_IFINDEXES,
+        &[
+            LinkEntry {
+                ifindex: CLIENT_ARM_IFINDEX,
+                mac: LB_CLIENT_ARM_MAC,
+            },
+            LinkEntry {
+                ifindex: BACKEND_ARM_IFINDEX,
+                mac: LB_BACKEND_ARM_MAC,
+            },
+        ],
+        &[
+            route(CLIENT_NET, CLIENT_ARM_IFINDEX),
+            route(BACKEND_NET, BACKEND_ARM_IFINDEX),
+        ],
+        &[
+            neighbour(CLIENT, CLIENT_ARM_IFINDEX, CLIENT_MAC),
+            neighbour(BACKEND, BACKEND_ARM_IFINDEX, BACKEND_MAC),
+        ],
+    )
+}
+
+/// What one frame did to a fresh worker.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    /// (port, frame) for every frame sent.
+    sent: Vec<(usize, Vec<u8>)>,
+    /// (reason, count) for every drop counter that moved.
+    drops: Vec<(&'static str, u64)>,
+}
+
+/// A worker of the scenario that has seen no flow, and the sender of its
+/// control requests.
+fn fresh_worker(snapshot: &Arc<Snapshot>) -> (Worker, channel::Sender<WorkerRequest>) {
+    let (requests, control) = channel::bounded(1);
+    let worker = Worker::new(
+        0,
+        PORT_IFINDEXES.to_vec(),
+        Arc::new(ArcSwap::new(Arc::clone(snapshot))),
+        Neighbors::fixed(scenario_l2_table()),
+        control,
+        Arc::new(AtomicBool::new(false)),
+        Instant::now(),
+        WorkerSettings::default(),
+    );
+    (worker, requests)
+}
+
+/// Feeds `fixture`'s frame to a worker that has seen nothing before.
+fn run(snapshot: &Arc<Snapshot>, fixture: &Fixture) -> Seen {
+    let (mut worker, requests) = fresh_worker(snapshot);
+    let mut io = MemoryIo::new(1);
+    io.rx
+        .push_back((fixture.arrives_on.port(), fixture.input.to_vec()));
+    worker.run_once(&mut io);
+
+    let (reply, answer) = channel::bounded(1);
+    requests.send(WorkerRequest::Stats(reply)).unwrap();
+    worker.serve_control();
+    let stats = answer.recv().unwrap();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&reason| (reason.name(), stats.drops[reason as usize]))
+        .filter(|&(_, count)| count != 0)
+        .collect();
+    Seen { sent: io.tx, drops }
+}
+
+/// What the table says the worker does, in the terms of [`Seen`].
+fn expected(fixture: &Fixture) -> Seen {
+    match fixture.worker {
+        WorkerOutcome::Forward { arm, output } => Seen {
+            sent: vec![(arm.port(), output.to_vec())],
+            drops: vec![],
+        },
+        WorkerOutcome::Drop { reason } => {
+            let known = DropReason::ALL.map(DropReason::name);
+            let reason = known.into_iter().find(|&name| name == reason);
+            Seen {
+                sent: vec![],
+                drops: vec![(
+                    reason.unwrap_or_else(|| {
+                        panic!(
+                            "{}: no drop reason is named that; known: {known:?}",
+                            fixture.name
+                        )
+                    }),
+                    1,
+                )],
+            }
+        }
+    }
+}
+
+#[test]
+fn the_worker_forwards_or_drops_every_fixture_as_the_table_says() {
+    let snapshot = Arc::new(scenario_snapshot());
+    let mismatches: Vec<String> = FIXTURES
+        .iter()
+        .filter_map(|fixture| {
+            let (seen, want) = (run(&snapshot, fixture), expected(fixture));
+            (seen != want).then(|| {
+                format!(
+                    "{} ({}):\n  expected {want:02x?}\n  got      {seen:02x?}",
+                    fixture.name, fixture.description
+                )
+            })
+        })
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} fixtures differ:\n{}",
+        mismatches.len(),
+        FIXTURES.len(),
+        mismatches.join("\n")
+    );
+}
+
+/// The forward and reverse rows hold whichever worker saw the flow first:
+/// a reply entering the worker that forwarded the request comes out the
+/// same as on a fresh worker (the table runs each row on a fresh one).
+#[test]
+fn a_reply_comes_out_the_same_on_the_worker_that_saw_the_request() {
+    let snapshot = Arc::new(scenario_snapshot());
+    let by_name = |name: &str| FIXTURES.iter().find(|f| f.name == name).unwrap();
+    for (request, reply) in [
+        (
+            "tcp_syn_to_vip_is_dnatted_to_the_backend",
+            "backend_syn_ack_is_snatted_to_the_vip",
+        ),
+        (
+            "udp_to_vip_is_dnatted_with_its_checksum_updated",
+            "backend_udp_answer_is_snatted_to_the_vip",
+        ),
+    ] {
+        let (request, reply) = (by_name(request), by_name(reply));
+        let (mut worker, _requests) = fresh_worker(&snapshot);
+        let mut io = MemoryIo::new(2);
+        io.rx
+            .push_back((request.arrives_on.port(), request.input.to_vec()));
+        io.rx
+            .push_back((reply.arrives_on.port(), reply.input.to_vec()));
+        worker.run_once(&mut io);
+        let sent: Vec<(usize, Vec<u8>)> = io.tx;
+        assert_eq!(
+            sent,
+            [expected(request).sent, expected(reply).sent].concat(),
+            "{} then {}",
+            request.name,
+            reply.name
+        );
+    }
+}
