@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::resources::Gateway;
+
 /// Condition types of Gateway, listener, route and policy status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum ConditionType {
@@ -176,6 +178,17 @@ impl Diagnostic {
             reason,
             message: message.into(),
         }
+    }
+
+    /// About `gateway` itself; `on_listener` narrows it to a listener.
+    pub(crate) fn about_gateway(gateway: &Gateway, reason: Reason, message: String) -> Self {
+        Self::new(
+            "Gateway",
+            &gateway.metadata.namespace,
+            &gateway.metadata.name,
+            reason,
+            message,
+        )
     }
 
     pub fn on_listener(mut self, listener: &str) -> Self {

@@ -42,10 +42,10 @@
 
 use std::collections::HashMap;
 
-use super::backends::BackendKind;
+use super::backends::{BackendKind, EndpointSettings};
 use super::gateways::GatewayView;
 use super::{Diagnostic, Index, Reason, RouteId};
-use crate::resources::{BackendRef, IpFamily, TrafficLocality, TrafficPolicy};
+use crate::resources::{BackendRef, TrafficLocality, TrafficPolicy};
 use crate::snapshot::{Affinity, BackendGroup};
 
 /// Below this many slots per backend, Maglev's promise that a backend
@@ -273,16 +273,6 @@ pub(super) fn check_size(
         )
         .on_parent(listener.to_owned()),
     );
-}
-
-/// How a route picks the endpoints of its backendRefs; the default is
-/// what each backend says for itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct EndpointSettings {
-    /// Overrides the backend's own `publishNotReadyAddresses`.
-    pub publish_not_ready: Option<bool>,
-    /// Only endpoints of this family; `None` keeps both.
-    pub family: Option<IpFamily>,
 }
 
 /// The route-level Service settings, one winner per setting.
