@@ -1,0 +1,168 @@
+//! A worker's counters: per worker, per listener and per backend, indexed
+//! by the snapshot they were counted under, and carried to the same
+//! listener and backend when a reload publishes a new one. Counting is a
+//! few additions per packet; re-indexing allocates, but only on a config
+//! change.
+
+use std::sync::Arc;
+
+use switchyard_config::snapshot::{ServiceKey, Snapshot};
+
+use super::Worker;
+use crate::drop_reason::DropReason;
+use crate::io::BatchOutcome;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows: u64,
+    /// Listener counters only: new flows refused because they hashed onto
+    /// the share of a backendRef without endpoints.
+    pub backend_unavailable: u64,
+    /// Listener counters only: TCP segments answered with a reset because
+    /// a config change removed their flow's backend.
+    pub backend_removed: u64,
+}
+
+impl Counters {
+    fn count(&mut self, bytes: u64) {
+        self.packets += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// A copy of one worker's counters, taken between batches.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    pub queue: u32,
+    /// Generation of the snapshot the listener/backend counters index.
+    pub generation: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: [u64; DropReason::COUNT],
+    pub listeners: Vec<Counters>,
+    /// Per listener, per backend index of that listener.
+    pub backends: Vec<Vec<Counters>>,
+}
+
+impl WorkerStats {
+    /// A packet on `listener`'s `backend`; indices out of range (a flow
+    /// of a snapshot these counters no longer index) count nowhere.
+    #[inline(always)]
+    pub(super) fn count(&mut self, listener: usize, backend: usize, bytes: u64) {
+        if let Some(c) = self.listeners.get_mut(listener) {
+            c.count(bytes);
+        }
+        if let Some(c) = self
+            .backends
+            .get_mut(listener)
+            .and_then(|b| b.get_mut(backend))
+        {
+            c.count(bytes);
+        }
+    }
+
+    /// A new client flow on `listener`'s `backend`.
+    pub(super) fn count_flow(&mut self, listener: usize, backend: usize) {
+        if let Some(c) = self.listeners.get_mut(listener) {
+            c.flows += 1;
+        }
+        if let Some(c) = self
+            .backends
+            .get_mut(listener)
+            .and_then(|b| b.get_mut(backend))
+        {
+            c.flows += 1;
+        }
+    }
+
+    pub(super) fn count_batch(&mut self, outcome: &BatchOutcome) {
+        self.rx_packets += outcome.received as u64;
+        self.rx_bytes += outcome.received_bytes as u64;
+        self.tx_packets += outcome.transmitted as u64;
+        self.tx_bytes += outcome.transmitted_bytes as u64;
+        self.drops[DropReason::TxRingFull as usize] += outcome.tx_ring_full as u64;
+    }
+}
+
+impl Worker {
+    /// Listener/backend counters index the snapshot. On a new generation
+    /// each counter moves to the same listener (name, VIP, protocol) and
+    /// backend (endpoint) in it, so totals survive reloads and drains;
+    /// counters of listeners or backends that are gone are dropped.
+    /// Allocates only on config change.
+    pub(super) fn fit_counters(&mut self, snapshot: &Arc<Snapshot>) {
+        if let Some(counted) = &self.counted {
+            if Arc::ptr_eq(counted, snapshot) || counted.generation == snapshot.generation {
+                return;
+            }
+        }
+        let stats = &mut self.path.stats;
+        let (listeners, backends) = match self.counted.take() {
+            Some(previous) => {
+                carry_counters(&previous, &stats.listeners, &stats.backends, snapshot)
+            }
+            None => (
+                vec![Counters::default(); snapshot.listeners.len()],
+                snapshot
+                    .listeners
+                    .iter()
+                    .map(|l| vec![Counters::default(); l.backends.len()])
+                    .collect(),
+            ),
+        };
+        stats.generation = snapshot.generation;
+        stats.listeners = listeners;
+        stats.backends = backends;
+        self.counted = Some(snapshot.clone());
+    }
+}
+
+/// `previous`'s per-listener and per-backend counters re-indexed for
+/// `next`: a listener is the same if its name, VIP and protocol are, a
+/// backend if its endpoint is.
+fn carry_counters(
+    previous: &Snapshot,
+    listeners: &[Counters],
+    backends: &[Vec<Counters>],
+    next: &Snapshot,
+) -> (Vec<Counters>, Vec<Vec<Counters>>) {
+    let mut new_listeners = vec![Counters::default(); next.listeners.len()];
+    let mut new_backends: Vec<Vec<Counters>> = next
+        .listeners
+        .iter()
+        .map(|l| vec![Counters::default(); l.backends.len()])
+        .collect();
+    for (old_index, old) in previous.listeners.iter().enumerate() {
+        let Some(new_index) = next.listener_for_vip(&ServiceKey {
+            endpoint: old.vip(),
+            protocol: old.protocol,
+        }) else {
+            continue;
+        };
+        let new_index = new_index as usize;
+        let new = &next.listeners[new_index];
+        if new.name != old.name {
+            continue;
+        }
+        if let Some(&c) = listeners.get(old_index) {
+            new_listeners[new_index] = c;
+        }
+        let Some(old_backends) = backends.get(old_index) else {
+            continue;
+        };
+        for (old_backend, counters) in old.backends.iter().zip(old_backends) {
+            if let Some(position) = new
+                .backends
+                .iter()
+                .position(|b| b.endpoint == old_backend.endpoint)
+            {
+                new_backends[new_index][position] = *counters;
+            }
+        }
+    }
+    (new_listeners, new_backends)
+}

@@ -1,0 +1,415 @@
+//! The miss path: the first packet of a 5-tuple. A client reaching a VIP
+//! gets a backend (the listener's Maglev slot, or its ClientIP affinity
+//! entry) and a two-arm NAT toward it; a backend answering one is reversed
+//! from the snapshot. Either way the translation, its next hop and the
+//! reply the worker expects become a flow entry, computed once and replayed
+//! on every later packet (and by the XDP cache). Out of line from the hit
+//! path; it allocates nothing either.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use switchyard_config::snapshot::{
+    BackendOwner, Endpoint, Listener, Protocol, ServiceKey, Slot, Snapshot,
+};
+
+use super::path::{PathState, PROVISIONAL_L2, TCP_CLOSING};
+use super::Worker;
+use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
+use crate::drop_reason::DropReason;
+use crate::flow::{Cached, Direction, FlowEntry};
+use crate::io::Verdict;
+use crate::neighbor::{L2Table, Unresolved};
+use crate::packet::{self, FlowKey, Parsed, Rewrite};
+
+/// Where the slot table sends a new flow to a VIP: the one decision both
+/// the packet path and `yardctl explain` take, so they cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Index into `Snapshot::listeners`.
+    pub listener: u32,
+    /// `flow_hash(key, seed)`, kept so explanations can show it.
+    pub hash: u32,
+    /// `hash % slots`.
+    pub slot: usize,
+    /// Size of the listener's slot table.
+    pub slots: usize,
+    /// Index into the listener's backends; `None` is the share of a
+    /// backendRef without usable endpoints (the flow is refused).
+    pub backend: Option<u32>,
+}
+
+/// The backend a new flow with `key` gets under `snapshot`: the listener
+/// matching the destination, then the owner of slot
+/// `flow_hash(key, seed) % slots` (`client_hash(key.src, seed)` when the
+/// listener has `ClientIP` affinity). `NotAService` when no listener matches
+/// (the packet may still be a backend's reply). Pure and allocation-free.
+#[inline]
+pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, DropReason> {
+    let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
+    let destination = ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(key.dst),
+            port: key.dst_port,
+        },
+        protocol,
+    };
+    let index = snapshot
+        .listener_for_vip(&destination)
+        .ok_or(DropReason::NotAService)?;
+    let listener = &snapshot.listeners[index as usize];
+    // ClientIP affinity starts from the table hashed by client address
+    // alone, so every worker and node gives a new client the same backend;
+    // the affinity table (`affine_backend`) then keeps it there across
+    // config changes until its entry expires.
+    let hash = match listener.affinity {
+        Some(_) => packet::client_hash(key.src, seed),
+        None => packet::flow_hash(key, seed),
+    };
+    let slots = listener.slots.len();
+    let slot = hash as usize % slots;
+    let backend = match listener.slots[slot] {
+        Slot::Backend(backend) => Some(backend),
+        Slot::Unavailable => None,
+    };
+    Ok(Choice {
+        listener: index,
+        hash,
+        slot,
+        slots,
+        backend,
+    })
+}
+
+/// A new flow's translation before its next hop is known.
+struct Translation {
+    direction: Direction,
+    /// Indices into the snapshot the translation was decided under.
+    listener: u32,
+    backend: u32,
+    /// Source and destination (address, port) the packet leaves with.
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+}
+
+impl Worker {
+    /// Decides a packet the flow table has no valid entry for, rewrites and
+    /// sends it, and remembers the decision (and, for a client's flow, the
+    /// reply it expects).
+    #[inline(never)]
+    pub(super) fn new_flow(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        ingress: usize,
+        frame: &mut [u8],
+        parsed: &Parsed,
+    ) -> Verdict {
+        // Read before the rewrite overwrites them.
+        let frame_macs = ethernet_addresses(frame);
+        let bytes = frame.len() as u64;
+        let entry = match self.path.decide(snapshot, l2, now, parsed, bytes) {
+            Ok(entry) => entry,
+            Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
+        };
+        packet::apply(frame, parsed, &entry.rewrite);
+        let (listener, backend) = (entry.listener as usize, entry.backend as usize);
+        if entry.direction == Direction::ToBackend {
+            self.path.stats.count_flow(listener, backend);
+        }
+        self.path.stats.count(listener, backend, bytes);
+        if entry.direction == Direction::ToBackend {
+            self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
+        }
+        // A full table evicts its least recently used flow; an evicted
+        // flow's next packet is decided again, the same way while its
+        // backend set is unchanged.
+        self.flows.insert(parsed.key, entry);
+        Verdict::Transmit(entry.egress_port)
+    }
+
+    /// A new client whose MAC the kernel's table does not have yet: the
+    /// kernel learned it from the client's ARP request moments ago, but the
+    /// backend's answer can arrive before that entry reaches the workers,
+    /// and a lost first UDP reply is never retransmitted. The kernel would
+    /// queue the reply while resolving; this worker instead pre-installs the
+    /// reply entry with the L2 header of the client's own frame (reversed),
+    /// used only while the table has no entry and only when the route to
+    /// the client leaves by the interface the frame arrived on. Replies
+    /// reaching another queue first still wait for the table. An endpoint
+    /// behind several listeners cannot be reversed from the snapshot at
+    /// all, so its reply entry is installed whether resolved or not.
+    #[inline(never)]
+    fn expect_reply(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        ingress: usize,
+        frame_macs: Option<([u8; 6], [u8; 6])>,
+        key: &FlowKey,
+        forward: &FlowEntry,
+    ) {
+        let Some(hop) = self
+            .path
+            .reply_hop(snapshot, l2, ingress, frame_macs, key, forward)
+        else {
+            return;
+        };
+        let reply_key = FlowKey {
+            src: forward.rewrite.ip_dst,
+            dst: key.src,
+            src_port: forward.rewrite.dst_port,
+            dst_port: key.src_port,
+            protocol: key.protocol,
+        };
+        let reply = FlowEntry {
+            rewrite: Rewrite {
+                eth_src: hop.eth_src,
+                eth_dst: hop.eth_dst,
+                ip_src: key.dst,
+                ip_dst: key.src,
+                src_port: key.dst_port,
+                dst_port: key.src_port,
+            },
+            egress_port: hop.egress_port,
+            direction: Direction::ToClient,
+            generation: snapshot.generation,
+            l2_version: hop.l2_version,
+            packets: 0,
+            bytes: 0,
+            closing: false,
+            cached: Cached::No,
+            ..*forward
+        };
+        self.flows.insert(reply_key, reply);
+    }
+}
+
+/// The L2 header and port a pre-installed reply leaves with.
+struct ReplyHop {
+    eth_src: [u8; 6],
+    eth_dst: [u8; 6],
+    egress_port: usize,
+    l2_version: u64,
+}
+
+impl PathState {
+    /// The translation and next hop of a new flow, as its entry.
+    fn decide(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        parsed: &Parsed,
+        bytes: u64,
+    ) -> Result<FlowEntry, DropReason> {
+        let key = &parsed.key;
+        let translation = match choose(snapshot, key, self.hash_seed) {
+            Ok(choice) => self.to_backend(snapshot, key, &choice, now)?,
+            Err(DropReason::NotAService) => from_backend(snapshot, key)?,
+            Err(reason) => return Err(reason),
+        };
+        let (egress_port, hop) = self.next_hop(l2, translation.dst.0)?;
+        Ok(FlowEntry {
+            rewrite: Rewrite {
+                eth_src: hop.src_mac,
+                eth_dst: hop.dst_mac,
+                ip_src: translation.src.0,
+                ip_dst: translation.dst.0,
+                src_port: translation.src.1,
+                dst_port: translation.dst.1,
+            },
+            egress_port,
+            direction: translation.direction,
+            listener: translation.listener,
+            backend: translation.backend,
+            generation: snapshot.generation,
+            l2_version: l2.version(),
+            created_ns: now,
+            last_seen_ns: now,
+            packets: 1,
+            bytes,
+            closing: parsed.tcp_flags & TCP_CLOSING != 0,
+            cached: Cached::No,
+        })
+    }
+
+    /// Two-arm NAT toward the chosen backend: only the destination
+    /// changes, so the backend sees the client's real address.
+    fn to_backend(
+        &self,
+        snapshot: &Snapshot,
+        key: &FlowKey,
+        choice: &Choice,
+        now: u64,
+    ) -> Result<Translation, DropReason> {
+        let listener = &snapshot.listeners[choice.listener as usize];
+        let backend = match listener.affinity {
+            Some(_) => self.affine(listener, key, choice, now),
+            None => choice.backend,
+        }
+        .ok_or(DropReason::BackendUnavailable)?;
+        let endpoint = listener.backends[backend as usize].endpoint;
+        let IpAddr::V4(address) = endpoint.address else {
+            return Err(DropReason::UnsupportedAddressFamily);
+        };
+        Ok(Translation {
+            direction: Direction::ToBackend,
+            listener: choice.listener,
+            backend,
+            src: (key.src, key.src_port),
+            dst: (address, endpoint.port),
+        })
+    }
+
+    /// ClientIP affinity: the backend this client was last given while its
+    /// entry lives, else the slot's; either way the client's entry is
+    /// refreshed, so every worker gives its next flow the same backend.
+    fn affine(&self, listener: &Listener, key: &FlowKey, choice: &Choice, now: u64) -> Option<u32> {
+        let now_secs = (now / 1_000_000_000) as u32;
+        if let Some((backend, entry)) = affine_backend(&self.affinity, listener, key, now_secs) {
+            self.affinity
+                .put(&affinity_key(key), entry.backend, entry.port, now_secs);
+            return Some(backend);
+        }
+        let endpoint = choice
+            .backend
+            .map(|b| listener.backends[b as usize].endpoint);
+        if let Some(Endpoint {
+            address: IpAddr::V4(address),
+            port,
+        }) = endpoint
+        {
+            self.affinity
+                .put(&affinity_key(key), address, port, now_secs);
+        }
+        choice.backend
+    }
+
+    /// Where the reply to a client's new flow leaves, if the worker should
+    /// pre-install it (see `expect_reply`).
+    fn reply_hop(
+        &self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        ingress: usize,
+        frame_macs: Option<([u8; 6], [u8; 6])>,
+        key: &FlowKey,
+        forward: &FlowEntry,
+    ) -> Option<ReplyHop> {
+        let backend = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(forward.rewrite.ip_dst),
+                port: forward.rewrite.dst_port,
+            },
+            protocol: Protocol::from_ip_proto(key.protocol)?,
+        };
+        let shared = snapshot.owner_of_backend(&backend) == Some(BackendOwner::Shared);
+        match l2.resolve(key.src) {
+            Ok(hop) if shared => {
+                let port = self.port_ifindexes.iter().position(|&i| i == hop.ifindex)?;
+                Some(ReplyHop {
+                    eth_src: hop.src_mac,
+                    eth_dst: hop.dst_mac,
+                    egress_port: port,
+                    l2_version: l2.version(),
+                })
+            }
+            Err(Unresolved::NoNeighbour { ifindex, .. }) => {
+                let (frame_dst, frame_src) = frame_macs?;
+                if self.port_ifindexes.get(ingress) != Some(&ifindex) {
+                    return None;
+                }
+                self.neighbors.request(key.src);
+                Some(ReplyHop {
+                    eth_src: frame_dst,
+                    eth_dst: frame_src,
+                    egress_port: ingress,
+                    l2_version: PROVISIONAL_L2,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A backend's reply, reversed from the snapshot wherever its endpoint
+/// belongs to exactly one listener, so it does not matter which worker saw
+/// the flow's first packet (RSS is not symmetric). An endpoint behind
+/// several VIPs cannot be reversed from the packet alone; such replies need
+/// the entry `expect_reply` installed on the worker that saw the client's
+/// first packet, so they only pass when both directions share a queue.
+/// Cross-queue state for that case is future work.
+fn from_backend(snapshot: &Snapshot, key: &FlowKey) -> Result<Translation, DropReason> {
+    let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
+    let source = ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(key.src),
+            port: key.src_port,
+        },
+        protocol,
+    };
+    match snapshot.owner_of_backend(&source) {
+        Some(BackendOwner::Unique(index)) => {
+            let listener = &snapshot.listeners[index as usize];
+            let backend = listener
+                .backends
+                .iter()
+                .position(|b| b.endpoint == source.endpoint)
+                .ok_or(DropReason::NotAService)? as u32;
+            let IpAddr::V4(vip) = listener.address else {
+                return Err(DropReason::UnsupportedAddressFamily);
+            };
+            Ok(Translation {
+                direction: Direction::ToClient,
+                listener: index,
+                backend,
+                src: (vip, listener.port),
+                dst: (key.dst, key.dst_port),
+            })
+        }
+        Some(BackendOwner::Shared) => Err(DropReason::ReplyListenerAmbiguous),
+        None => Err(DropReason::NotAService),
+    }
+}
+
+/// Who an affinity entry is for.
+pub fn affinity_key(key: &FlowKey) -> AffinityKey {
+    AffinityKey {
+        client: key.src,
+        vip: key.dst,
+        vip_port: key.dst_port,
+        protocol: key.protocol,
+    }
+}
+
+/// The backend a client with ClientIP affinity was last given on this
+/// listener, if its entry is live and the backend is still one of the
+/// listener's with a non-zero weight (a drained backend takes no new flows,
+/// affinity or not). Index into `listener.backends`.
+pub fn affine_backend(
+    table: &AffinityTable,
+    listener: &Listener,
+    key: &FlowKey,
+    now_secs: u32,
+) -> Option<(u32, AffinityEntry)> {
+    let timeout = listener.affinity?.timeout_secs;
+    let entry = table.get(&affinity_key(key), now_secs, timeout)?;
+    let endpoint = Endpoint {
+        address: IpAddr::V4(entry.backend),
+        port: entry.port,
+    };
+    let position = listener
+        .backends
+        .iter()
+        .position(|b| b.endpoint == endpoint && b.effective_weight > 0.0)?;
+    Some((position as u32, entry))
+}
+
+/// Destination and source MAC of an Ethernet frame.
+fn ethernet_addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
+    Some((
+        frame.get(0..6)?.try_into().ok()?,
+        frame.get(6..12)?.try_into().ok()?,
+    ))
+}

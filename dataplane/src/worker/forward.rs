@@ -1,0 +1,213 @@
+//! The hit path: a packet of a flow the table holds. Its entry is checked
+//! against the batch's snapshot (a flow decided under an older one keeps
+//! its backend while the new one still has it), its next hop refreshed when
+//! the kernel's table changed, then the frame is rewritten, counted and the
+//! flow offered to the XDP flow cache once it has settled. This is the
+//! hottest code of the appliance: stages are inlined into one another, the
+//! rare ones (`orphaned`, `relearn_next_hop`, `carry_over`) kept out of line.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
+use switchyard_wire::tcp;
+
+use super::path::{PathState, PROVISIONAL_L2, TCP, TCP_CLOSING};
+use super::Worker;
+use crate::drop_reason::DropReason;
+use crate::flow::{Cached, Direction, FlowEntry};
+use crate::io::Verdict;
+use crate::neighbor::L2Table;
+use crate::packet::{self, FlowKey, Parsed};
+
+/// What the flow table made of a packet.
+pub(super) enum Followed {
+    /// A flow valid under the batch's snapshot: rewritten and sent (or
+    /// dropped, when its next hop is gone).
+    Forwarded(Verdict),
+    /// A client's TCP flow whose backend a reload removed.
+    BackendRemoved,
+    /// No flow, or one whose listener or backend is gone: decide afresh.
+    Undecided,
+}
+
+impl Worker {
+    #[inline(always)]
+    pub(super) fn follow(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        frame: &mut [u8],
+        parsed: &Parsed,
+    ) -> Followed {
+        let Some(entry) = self.flows.get_mut(&parsed.key, now) else {
+            return Followed::Undecided;
+        };
+        if entry.generation != snapshot.generation && !carry_over(snapshot, &parsed.key, entry) {
+            return orphaned(snapshot, parsed, entry, now);
+        }
+        Followed::Forwarded(self.path.forward(l2, now, frame, parsed, entry))
+    }
+}
+
+impl PathState {
+    #[inline(always)]
+    fn forward(
+        &mut self,
+        l2: &L2Table,
+        now: u64,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        entry: &mut FlowEntry,
+    ) -> Verdict {
+        if entry.l2_version != l2.version() {
+            if let Err(reason) = self.relearn_next_hop(l2, entry) {
+                return self.drop_packet(reason);
+            }
+        }
+        let bytes = frame.len() as u64;
+        touch(entry, now, bytes, parsed.tcp_flags);
+        packet::apply(frame, parsed, &entry.rewrite);
+        self.offer_to_cache(parsed, entry, l2);
+        self.count(entry.listener, entry.backend, bytes);
+        Verdict::Transmit(entry.egress_port)
+    }
+
+    /// The kernel's table changed since the flow last looked: its next hop
+    /// may have moved.
+    #[inline(never)]
+    fn relearn_next_hop(&mut self, l2: &L2Table, entry: &mut FlowEntry) -> Result<(), DropReason> {
+        match self.next_hop(l2, entry.rewrite.ip_dst) {
+            Ok((egress, hop)) => {
+                entry.egress_port = egress;
+                entry.rewrite.eth_src = hop.src_mac;
+                entry.rewrite.eth_dst = hop.dst_mac;
+                entry.l2_version = l2.version();
+                if entry.cached == Cached::Current {
+                    entry.cached = Cached::Stale;
+                }
+                Ok(())
+            }
+            // Until the kernel's entry reaches the table, a reply entry
+            // pre-installed with the client frame's L2 header keeps using
+            // it (`expect_reply`).
+            Err(_) if entry.l2_version == PROVISIONAL_L2 => Ok(()),
+            Err(reason) => Err(reason),
+        }
+    }
+
+    /// Hands a settled flow's rewrite to the XDP flow cache, so the program
+    /// forwards its later packets without waking a worker.
+    #[inline(always)]
+    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table) {
+        if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
+            if entry.cached != Cached::Current
+                && cacheable(parsed, entry)
+                && fast.queue(&parsed.key, entry, slots, l2)
+            {
+                entry.cached = Cached::Current;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn touch(entry: &mut FlowEntry, now: u64, bytes: u64, tcp_flags: u8) {
+    entry.last_seen_ns = now;
+    entry.packets += 1;
+    entry.bytes += bytes;
+    entry.closing |= tcp_flags & TCP_CLOSING != 0;
+}
+
+/// A flow whose listener or backend the batch's snapshot no longer has.
+/// The backend of a client's TCP connection is gone: another backend would
+/// only answer with a reset, after the client retransmits into the void,
+/// so the worker answers for it now. A SYN is a new connection reusing the
+/// 5-tuple and is decided afresh, like every other orphan.
+#[inline(never)]
+fn orphaned(snapshot: &Snapshot, parsed: &Parsed, entry: &mut FlowEntry, now: u64) -> Followed {
+    let key = &parsed.key;
+    let removed = entry.direction == Direction::ToBackend
+        && key.protocol == TCP
+        && parsed.tcp_flags & tcp::FLAG_SYN == 0
+        && snapshot.listener_for_vip(&tcp_vip_key(key)).is_some();
+    if !removed {
+        return Followed::Undecided;
+    }
+    entry.closing = true;
+    entry.last_seen_ns = now;
+    Followed::BackendRemoved
+}
+
+/// A flow decided under an older snapshot keeps its translation when the
+/// new snapshot still serves its VIP with its backend: a reload that leaves
+/// a listener alone, or only adds backends to it, or changes weights, moves
+/// no established flow (Maglev would move some, the flow table must not).
+/// Only the indices into the new snapshot are refreshed. A flow whose
+/// listener or backend is gone is decided afresh, like a new one.
+#[inline(never)]
+pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool {
+    let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
+        return false;
+    };
+    let endpoint = |address: Ipv4Addr, port: u16| Endpoint {
+        address: IpAddr::V4(address),
+        port,
+    };
+    let rewrite = &entry.rewrite;
+    let (vip, backend) = match entry.direction {
+        Direction::ToBackend => (
+            endpoint(key.dst, key.dst_port),
+            endpoint(rewrite.ip_dst, rewrite.dst_port),
+        ),
+        Direction::ToClient => (
+            endpoint(rewrite.ip_src, rewrite.src_port),
+            endpoint(key.src, key.src_port),
+        ),
+    };
+    let Some(listener) = snapshot.listener_for_vip(&ServiceKey {
+        endpoint: vip,
+        protocol,
+    }) else {
+        return false;
+    };
+    let Some(position) = snapshot.listeners[listener as usize]
+        .backends
+        .iter()
+        .position(|b| b.endpoint == backend)
+    else {
+        return false;
+    };
+    entry.listener = listener;
+    entry.backend = position as u32;
+    entry.generation = snapshot.generation;
+    // The cache entry names the old generation: the next packet installs
+    // the carried-over decision.
+    if entry.cached == Cached::Current {
+        entry.cached = Cached::Stale;
+    }
+    true
+}
+
+/// Whether the fast path may take over a flow after this packet: it has
+/// settled (its second packet in this direction), it is not closing, its
+/// MACs come from the kernel's table rather than from a frame, and this is
+/// no TCP SYN, FIN or RST (the program sends those to the workers anyway).
+#[inline]
+fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
+    entry.packets >= 2
+        && !entry.closing
+        && entry.l2_version != PROVISIONAL_L2
+        && (parsed.key.protocol != TCP || parsed.tcp_flags & (tcp::FLAG_SYN | TCP_CLOSING) == 0)
+}
+
+/// The listener key a client-to-VIP packet is matched on.
+fn tcp_vip_key(key: &FlowKey) -> ServiceKey {
+    ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(key.dst),
+            port: key.dst_port,
+        },
+        protocol: Protocol::Tcp,
+    }
+}

@@ -1,0 +1,205 @@
+//! What the packet stages touch beside the flow table: the worker's ports,
+//! the neighbour table's request queue, the shared affinity table, the
+//! counters and the XDP cache writer. Kept apart from the flow table so a
+//! stage can hold a flow entry and this state at once; every method here
+//! runs per packet or per batch and must never allocate or block.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
+use switchyard_wire::tcp;
+
+use super::counters::WorkerStats;
+use crate::affinity::AffinityTable;
+use crate::drop_reason::DropReason;
+use crate::fast_path::{CacheWriter, StatsSlots};
+use crate::io::Verdict;
+use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved};
+use crate::packet::{self, FlowKey, Parsed};
+
+/// IANA protocol number of TCP, as `FlowKey::protocol` holds it.
+pub(super) const TCP: u8 = 6;
+/// TCP flags that end a flow, as `Parsed::tcp_flags` holds them.
+pub(super) const TCP_CLOSING: u8 = tcp::FLAG_FIN | tcp::FLAG_RST;
+
+/// `l2_version` of a flow whose MACs came from a packet rather than from
+/// the kernel's table; no published table has this version.
+pub(super) const PROVISIONAL_L2: u64 = u64::MAX;
+
+pub(super) struct PathState {
+    /// Port index (as `PacketIo` numbers them) to interface index.
+    pub(super) port_ifindexes: Vec<u32>,
+    pub(super) neighbors: Neighbors,
+    /// Shared with the other workers (and the control socket).
+    pub(super) affinity: Arc<AffinityTable>,
+    pub(super) hash_seed: u32,
+    pub(super) stats: WorkerStats,
+    /// The XDP flow cache, when the fast path is on.
+    pub(super) fast: Option<CacheWriter>,
+    /// Its stats slots for the batch's snapshot.
+    pub(super) fast_slots: Option<Arc<StatsSlots>>,
+}
+
+impl PathState {
+    pub(super) fn new(
+        queue: u32,
+        port_ifindexes: Vec<u32>,
+        neighbors: Neighbors,
+        affinity: Arc<AffinityTable>,
+        hash_seed: u32,
+    ) -> Self {
+        Self {
+            port_ifindexes,
+            neighbors,
+            affinity,
+            hash_seed,
+            stats: WorkerStats {
+                queue,
+                ..WorkerStats::default()
+            },
+            fast: None,
+            fast_slots: None,
+        }
+    }
+
+    /// Picks up the cache's stats slots for the batch's snapshot, once per
+    /// batch.
+    pub(super) fn follow_cache_slots(&mut self) {
+        let Some(fast) = &self.fast else {
+            return;
+        };
+        let slots = fast.shared().slots();
+        if self
+            .fast_slots
+            .as_ref()
+            .is_none_or(|s| !Arc::ptr_eq(s, &slots))
+        {
+            self.fast_slots = Some(Arc::clone(&slots));
+        }
+    }
+
+    pub(super) fn drop_packet(&mut self, reason: DropReason) -> Verdict {
+        self.stats.drops[reason as usize] += 1;
+        Verdict::Drop
+    }
+
+    /// Counts a drop that belongs to the listener serving the packet's
+    /// destination (`backend_unavailable`, `backend_removed`) there too.
+    pub(super) fn drop_for_listener(
+        &mut self,
+        snapshot: &Snapshot,
+        key: &FlowKey,
+        reason: DropReason,
+    ) {
+        self.stats.drops[reason as usize] += 1;
+        let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
+            return;
+        };
+        let vip = ServiceKey {
+            endpoint: Endpoint {
+                address: IpAddr::V4(key.dst),
+                port: key.dst_port,
+            },
+            protocol,
+        };
+        let Some(counters) = snapshot
+            .listener_for_vip(&vip)
+            .and_then(|index| self.stats.listeners.get_mut(index as usize))
+        else {
+            return;
+        };
+        match reason {
+            DropReason::BackendUnavailable => counters.backend_unavailable += 1,
+            DropReason::BackendRemoved => counters.backend_removed += 1,
+            _ => {}
+        }
+    }
+
+    /// A packet of a flow on `listener`'s `backend` (indices of the batch's
+    /// snapshot).
+    #[inline(always)]
+    pub(super) fn count(&mut self, listener: u32, backend: u32, bytes: u64) {
+        self.stats.count(listener as usize, backend as usize, bytes);
+    }
+
+    /// Egress port and L2 header for a packet to `destination`; a missing
+    /// neighbour is asked for, so a later packet finds it.
+    pub(super) fn next_hop(
+        &self,
+        l2: &L2Table,
+        destination: Ipv4Addr,
+    ) -> Result<(usize, NextHop), DropReason> {
+        next_hop(l2, &self.port_ifindexes, destination).inspect_err(|_| {
+            self.neighbors.request(destination);
+        })
+    }
+
+    /// A TCP segment of a flow whose backend a reload removed: the client
+    /// is told at once with a reset, rather than retransmitting into a
+    /// backend that would only answer with one.
+    #[inline(never)]
+    pub(super) fn refuse_removed(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        ingress: usize,
+    ) -> Verdict {
+        self.drop_for_listener(snapshot, &parsed.key, DropReason::BackendRemoved);
+        reset(frame, parsed, ingress)
+    }
+
+    /// A new flow that could not be decided, counted by `reason`.
+    #[inline(never)]
+    pub(super) fn refuse(
+        &mut self,
+        snapshot: &Snapshot,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        ingress: usize,
+        reason: DropReason,
+    ) -> Verdict {
+        match reason {
+            // The Gateway API asks that a connection to an invalid
+            // backendRef's share be refused; a reset refuses it at once.
+            DropReason::BackendUnavailable if parsed.key.protocol == TCP => {
+                self.drop_for_listener(snapshot, &parsed.key, reason);
+                reset(frame, parsed, ingress)
+            }
+            DropReason::BackendUnavailable => {
+                self.drop_for_listener(snapshot, &parsed.key, reason);
+                Verdict::Drop
+            }
+            reason => self.drop_packet(reason),
+        }
+    }
+}
+
+/// Answers a TCP segment with a reset, back out of the port it came in on;
+/// a segment that must not be answered (a reset itself) is just dropped.
+fn reset(frame: &mut [u8], parsed: &Parsed, ingress: usize) -> Verdict {
+    match packet::tcp_reset(frame, parsed) {
+        Some(len) => Verdict::TransmitPrefix { port: ingress, len },
+        None => Verdict::Drop,
+    }
+}
+
+/// Egress port and L2 header for a packet to `destination`.
+pub(super) fn next_hop(
+    l2: &L2Table,
+    port_ifindexes: &[u32],
+    destination: Ipv4Addr,
+) -> Result<(usize, NextHop), DropReason> {
+    let hop = l2
+        .resolve(destination)
+        .map_err(|unresolved| match unresolved {
+            Unresolved::NoRoute => DropReason::NoRoute,
+            Unresolved::NoNeighbour { .. } => DropReason::NeighbourUnresolved,
+        })?;
+    let port = port_ifindexes
+        .iter()
+        .position(|&ifindex| ifindex == hop.ifindex)
+        .ok_or(DropReason::EgressNotOwned)?;
+    Ok((port, hop))
+}
