@@ -89,6 +89,10 @@ pub enum Reason {
     /// `Degraded` on a Gateway (a warning): it is served, but has no
     /// GEP-3539 DNS name, since its name or namespace is not a DNS label.
     NoDnsName,
+    /// Listener `Programmed`, spelled `Invalid`: the snapshot refused the
+    /// listener resolution built for it (a bug in resolution, which only
+    /// builds valid ones), so it is not served.
+    InvalidListener,
 }
 
 impl Reason {
@@ -109,6 +113,7 @@ impl Reason {
             Self::UnsupportedValue => ConditionType::Accepted,
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
+            Self::InvalidListener => ConditionType::Programmed,
         }
     }
 
@@ -133,6 +138,7 @@ impl Reason {
             Self::AddressNotUsable => "AddressNotUsable",
             Self::InvalidParameters => "InvalidParameters",
             Self::NoDnsName => "NoDnsName",
+            Self::InvalidListener => "Invalid",
         }
     }
 }
