@@ -1,10 +1,10 @@
-//! Backend kinds beyond the core Service, and the endpoint settings that
-//! GEP-3539 moves from a Service to the route. A ServiceImport
-//! (multicluster.x-k8s.io, GEP-1748) names the endpoints other clusters
-//! export; an EndpointSelector (switchyard.io, GEP-3539's idea in the shape
-//! of GEP-4914) selects Pods by label, and the Pods in the file supply
-//! their addresses and readiness. Like `resources`, this module only holds
-//! typed, schema-checked values; it never follows references.
+//! Backend kinds beyond the core Service (which `service` holds). A
+//! ServiceImport (multicluster.x-k8s.io, GEP-1748) names the endpoints
+//! other clusters export; an EndpointSelector (switchyard.io, GEP-3539's
+//! idea in the shape of GEP-4914) selects Pods by label, and the Pods in
+//! the file supply their addresses and readiness. Like `resources`, this
+//! module only holds typed, schema-checked values; it never follows
+//! references.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,11 +13,9 @@ use std::net::IpAddr;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use crate::resources::{
-    AffinityType, LabelSelector, LabelSelectorRequirement, ObjectMeta, SelectorOperator,
-    ServicePort, SessionAffinityConfig, Timestamp, TrafficPolicySpec, DEFAULT_AFFINITY_TIMEOUT,
-};
-use crate::schema::{self, Checked};
+use crate::meta::{LabelSelector, LabelSelectorRequirement, ObjectMeta, Timestamp};
+use crate::schema;
+use crate::service::{AffinityType, ServicePort, SessionAffinityConfig, DEFAULT_AFFINITY_TIMEOUT};
 
 /// API group of the Multi-Cluster Services API (`ServiceImport`).
 pub const MULTICLUSTER_GROUP: &str = "multicluster.x-k8s.io";
@@ -125,26 +123,6 @@ fn pod_selector<'de, D: Deserializer<'de>>(d: D) -> Result<LabelSelector, D::Err
         }
     }
     d.deserialize_map(SelectorVisitor)
-}
-
-impl Checked for LabelSelectorRequirement {
-    /// `metav1.LabelSelectorRequirement` validation.
-    fn check(&self, _: &[Self]) -> Result<(), String> {
-        match self.operator {
-            SelectorOperator::In | SelectorOperator::NotIn if self.values.is_empty() => Err(
-                format!("values: must be non-empty for operator {:?}", self.operator),
-            ),
-            SelectorOperator::Exists | SelectorOperator::DoesNotExist
-                if !self.values.is_empty() =>
-            {
-                Err(format!(
-                    "values: must be empty for operator {:?}",
-                    self.operator
-                ))
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 // ------------------------------------------------------------------------- Pod
@@ -308,88 +286,7 @@ fn opt_ip<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
     Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
-// ---------------------------------------------- GEP-3539 settings at route level
-
-/// `IPv4` or `IPv6`, as a Service's `ipFamilies` spells them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum IpFamily {
-    IPv4,
-    IPv6,
-}
-
-impl IpFamily {
-    pub fn of(address: IpAddr) -> Self {
-        match address {
-            IpAddr::V4(_) => Self::IPv4,
-            IpAddr::V6(_) => Self::IPv6,
-        }
-    }
-}
-
-/// A Service's `ipFamilyPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum IpFamilyPolicy {
-    SingleStack,
-    PreferDualStack,
-    RequireDualStack,
-}
-
-/// A Service's `externalTrafficPolicy` / `internalTrafficPolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum TrafficLocality {
-    Cluster,
-    Local,
-}
-
-impl TrafficPolicySpec {
-    /// The families whose endpoints a route keeps, or `None` for all.
-    /// SingleStack keeps its one family (`IPv4` when none is listed, the
-    /// primary family of a default cluster); the dual-stack policies keep
-    /// both: one flat Maglev table cannot prefer a family, so the order of
-    /// `ipFamilies` has nothing to decide.
-    pub fn kept_families(&self) -> Option<IpFamily> {
-        let policy = self
-            .ip_family_policy
-            .or_else(|| (!self.ip_families.is_empty()).then_some(IpFamilyPolicy::SingleStack))?;
-        match policy {
-            IpFamilyPolicy::SingleStack => {
-                Some(self.ip_families.first().copied().unwrap_or(IpFamily::IPv4))
-            }
-            IpFamilyPolicy::PreferDualStack | IpFamilyPolicy::RequireDualStack => None,
-        }
-    }
-
-    /// Whether the policy sets a GEP-3539 setting that applies to routes.
-    pub fn sets_route_endpoints(&self) -> bool {
-        self.publish_not_ready_addresses.is_some()
-            || !self.ip_families.is_empty()
-            || self.ip_family_policy.is_some()
-            || self.external_traffic_policy.is_some()
-            || self.internal_traffic_policy.is_some()
-    }
-}
-
-impl Checked for TrafficPolicySpec {
-    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`.
-    fn check(&self, _: &[Self]) -> Result<(), String> {
-        if let [a, b] = self.ip_families.as_slice() {
-            if a == b {
-                return Err(format!("ipFamilies: {a:?} is listed twice"));
-            }
-            if matches!(
-                self.ip_family_policy,
-                None | Some(IpFamilyPolicy::SingleStack)
-            ) {
-                return Err(
-                    "ipFamilies: two families need ipFamilyPolicy PreferDualStack or \
-                     RequireDualStack (SingleStack, the default, allows one)"
-                        .into(),
-                );
-            }
-        }
-        Ok(())
-    }
-}
+schema::unchecked!(ServiceImport, EndpointSelector, Pod);
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,20 @@
-//! Gateway API resources in, a validated `Snapshot` out. Pure: no sockets,
-//! no threads, no clocks.
+//! Gateway API resources in, a validated `Snapshot` out: the resource
+//! types, YAML loading with the CRD schema's checks, resolution as the
+//! Gateway API spec describes it, status conditions, Maglev tables, and the
+//! `Snapshot` whose types enforce its invariants. It must never do I/O
+//! beyond reading the config file (no sockets, no threads, no clocks), and
+//! nothing in it runs on the packet path: workers only read the snapshots
+//! it builds.
 mod backend_kinds;
 pub mod dns;
 pub mod load;
 pub mod maglev;
+mod meta;
 pub mod pools;
 pub mod resolve;
 pub mod resources;
 mod schema;
+mod service;
 pub mod snapshot;
 pub mod status;
 

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::resources::ObjectMeta;
+use crate::meta::ObjectMeta;
 use crate::schema::{self, Checked};
 
 // ---------------------------------------------------------------- AddressPool

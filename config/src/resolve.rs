@@ -19,7 +19,6 @@ mod diagnostic;
 mod dns;
 mod gateways;
 mod policy;
-mod slots;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -28,14 +27,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use addresses::StatusAddress;
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
-pub use slots::build_slots;
 
 use crate::resources::{
     AddressPool, EndpointSlice, Gateway, GatewayClass, GatewayClassConfig, ReferenceGrant,
     Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, ServiceKey, Snapshot, SLOT_TABLE_SIZE,
+    flatten, BackendGroup, Listener, ListenerName, ListenerParts, ServiceKey, SlotTable,
+    SlotTableSize, Snapshot, SnapshotError,
 };
 use crate::status::ResourceStatus;
 
@@ -145,13 +144,13 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
             if let Some(size) = policy_size {
                 policy::check_size(size, &name.to_string(), backends.len(), &mut diagnostics);
             }
-            let table_size = policy_size.map_or(SLOT_TABLE_SIZE, |s| s.size);
+            let table_size = policy_size.map_or(SlotTableSize::DEFAULT, |s| s.size);
             let affinity = carrier.and_then(|r| affinities.get(&r).copied());
             // Every address of the Gateway serves the same backends: build
             // the Maglev table once.
-            let slots = build_slots(&groups, &backends, table_size, options.maglev_seed);
+            let slots = SlotTable::maglev(&groups, &backends, table_size, options.maglev_seed);
             for (address, port) in gateway.serving(l) {
-                let built = Listener {
+                let built = Listener::new(ListenerParts {
                     name: name.clone(),
                     route: route.clone(),
                     address,
@@ -160,16 +159,30 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                     protocol,
                     groups: groups.clone(),
                     backends: backends.clone(),
-                    slots: slots.clone(),
+                    slots: slots.to_vec(),
                     affinity,
+                });
+                // The parts come from `flatten` and Maglev, which cannot
+                // make a slot or backend point nowhere, so a refusal is a
+                // bug here. Resolution never fails and never panics (a
+                // reload would take the running config down with it): like
+                // any problem it finds, the refusal becomes a diagnostic on
+                // the object it concerns, and that listener is not served.
+                let built = match built {
+                    Ok(built) => built,
+                    Err(error) => {
+                        diagnostics.push(
+                            Diagnostic::about_gateway(
+                                gateway.gateway,
+                                Reason::InvalidListener,
+                                error.to_string(),
+                            )
+                            .on_listener(&listener.spec.name),
+                        );
+                        continue;
+                    }
                 };
-                owners
-                    .entry(ServiceKey {
-                        endpoint: built.vip(),
-                        protocol,
-                    })
-                    .or_default()
-                    .push((g, l));
+                owners.entry(built.key()).or_default().push((g, l));
                 listeners.push(built);
             }
         }
@@ -214,13 +227,9 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
             );
         }
     }
-    listeners.retain(|l| {
-        !conflicted.contains(&ServiceKey {
-            endpoint: l.vip(),
-            protocol: l.protocol,
-        })
-    });
-    listeners.sort_by(|a, b| (&a.name, a.address).cmp(&(&b.name, b.address)));
+    listeners.retain(|l| !conflicted.contains(&l.key()));
+    listeners.sort_by(|a, b| (a.name(), a.address()).cmp(&(b.name(), b.address())));
+    let snapshot = snapshot(generation, listeners, &mut diagnostics);
 
     let records = dns::records(
         &gateways,
@@ -239,43 +248,50 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         diagnostics: &diagnostics,
     });
     Resolution {
-        snapshot: Snapshot::new(generation, listeners)
-            .with_dns(records)
-            .with_terminating(terminating),
+        snapshot: snapshot.with_dns(records).with_terminating(terminating),
         diagnostics,
         statuses,
     }
 }
 
-/// One listener of the snapshot: the carrier route's groups, flattened
-/// into backends and a slot table of `table_size` slots.
-/// Spreads each group's weight evenly over its endpoints. An endpoint
-/// listed by several groups is one backend (the dataplane rewrites to an
-/// endpoint, not to a group) whose weight is the sum of its shares, so
-/// traffic still splits as the weights say; it is attributed to the first
-/// group that lists it.
-fn flatten(groups: &[BackendGroup]) -> Vec<Backend> {
-    let mut by_endpoint: BTreeMap<Endpoint, (u32, f64)> = BTreeMap::new();
-    for (index, group) in groups.iter().enumerate() {
-        if group.endpoints.is_empty() {
-            continue;
+/// The snapshot of `listeners`. The conflict pass above leaves one
+/// listener per VIP key, so `Snapshot` has nothing to refuse; should it
+/// refuse anyway (a bug here), the listeners it names are reported as a
+/// conflict is and left out, and the others are served: resolution never
+/// fails, and a panic would take a running daemon down on a reload.
+fn snapshot(
+    generation: u64,
+    mut listeners: Vec<Listener>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Snapshot {
+    loop {
+        let (error, refused) = match Snapshot::build(generation, listeners) {
+            Ok(snapshot) => return snapshot,
+            Err(refused) => refused,
+        };
+        let SnapshotError::DuplicateVip {
+            protocol, endpoint, ..
+        } = &error;
+        let key = ServiceKey {
+            endpoint: *endpoint,
+            protocol: *protocol,
+        };
+        listeners = refused;
+        for listener in listeners.iter().filter(|l| l.key() == key) {
+            let name = listener.name();
+            diagnostics.push(
+                Diagnostic::new(
+                    "Gateway",
+                    &name.namespace,
+                    &name.gateway,
+                    Reason::ProtocolConflict,
+                    format!("{error}; neither listener carries traffic there"),
+                )
+                .on_listener(&name.listener),
+            );
         }
-        let share = f64::from(group.weight) / group.endpoints.len() as f64;
-        for endpoint in &group.endpoints {
-            by_endpoint
-                .entry(*endpoint)
-                .or_insert((index as u32, 0.0))
-                .1 += share;
-        }
+        listeners.retain(|l| l.key() != key);
     }
-    by_endpoint
-        .into_iter()
-        .map(|(endpoint, (group, effective_weight))| Backend {
-            endpoint,
-            group,
-            effective_weight,
-        })
-        .collect()
 }
 
 /// Index of a route in `Index::routes`.

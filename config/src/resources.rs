@@ -1,12 +1,15 @@
 //! The Kubernetes objects Switchyard reads, as typed values: the subset of
 //! Gateway API (GatewayClass, Gateway, TCPRoute, UDPRoute, ReferenceGrant)
-//! and core objects (Service, EndpointSlice, Namespace) that L4 routing
-//! needs, and Switchyard's own policy kind (TrafficPolicy); the other
-//! backend kinds live in `backend_kinds` and are re-exported here. Types carry the CRD defaults, and deserializing them applies the
-//! CRD validation (see `schema`), so a value that exists here is one an API
-//! server would have stored. This module never resolves references between
-//! objects: that is `resolve`'s job. Unknown fields are ignored, as a
-//! client of a newer API server would.
+//! that L4 routing needs, Namespaces, Switchyard's own policy kind
+//! (TrafficPolicy), and `Resources`, everything one configuration holds.
+//! The kinds it aggregates beside these are defined below it and
+//! re-exported here: object metadata in `meta`, Service and EndpointSlice
+//! in `service`, the other backend kinds in `backend_kinds`, the address
+//! kinds in `pools`. Types carry the CRD defaults, and deserializing them
+//! applies the CRD validation (see `schema`), so a value that exists here
+//! is one an API server would have stored. This module never resolves
+//! references between objects: that is `resolve`'s job. Unknown fields are
+//! ignored, as a client of a newer API server would.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,54 +18,31 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 pub use crate::backend_kinds::{
-    EndpointSelector, EndpointSelectorSpec, IpFamily, IpFamilyPolicy, Pod, ServiceImport,
-    ServiceImportSpec, ServiceImportType, TrafficLocality, MULTICLUSTER_GROUP,
-    MULTICLUSTER_SERVICE_NAME_LABEL,
+    EndpointSelector, EndpointSelectorSpec, Pod, ServiceImport, ServiceImportSpec,
+    ServiceImportType, MULTICLUSTER_GROUP, MULTICLUSTER_SERVICE_NAME_LABEL,
 };
-pub use crate::schema::Timestamp;
-use crate::schema::{self, Checked};
-
+pub use crate::meta::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, SelectorOperator, Timestamp,
+};
 pub use crate::pools::{AddressPool, ClassType, GatewayClassConfig};
+use crate::schema::{self, Checked};
+pub use crate::schema::{MAX_AFFINITY_TIMEOUT, MAX_TABLE_SIZE, MIN_TABLE_SIZE};
+pub use crate::service::{
+    AddressType, AffinityType, ClientIpConfig, EndpointConditions, EndpointPort, EndpointSlice,
+    IpFamily, IpFamilyPolicy, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
+    SliceEndpoint, TargetPort, TrafficLocality, DEFAULT_AFFINITY_TIMEOUT, SERVICE_NAME_LABEL,
+};
 
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 /// API group of Switchyard's own kinds (`TrafficPolicy`).
 pub const SWITCHYARD_GROUP: &str = "switchyard.io";
-/// Label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Label the API server puts on every Namespace; a file rarely spells it
 /// out, but allowedRoutes selectors commonly match on it.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-fn default_namespace() -> String {
-    "default".to_owned()
-}
-
 fn gateway_group() -> String {
     GATEWAY_GROUP.to_owned()
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ObjectMeta {
-    #[serde(deserialize_with = "schema::name")]
-    pub name: String,
-    /// Meaningless for cluster-scoped kinds (GatewayClass, Namespace).
-    #[serde(default = "default_namespace", deserialize_with = "schema::name")]
-    pub namespace: String,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub creation_timestamp: Option<Timestamp>,
-    #[serde(default)]
-    pub generation: Option<i64>,
-}
-
-impl ObjectMeta {
-    /// `namespace/name`, how references and diagnostics name an object.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
 }
 
 // ---------------------------------------------------------------- GatewayClass
@@ -378,51 +358,6 @@ pub struct RouteGroupKind {
     pub kind: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LabelSelector {
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub match_expressions: Vec<LabelSelectorRequirement>,
-}
-
-impl LabelSelector {
-    /// Kubernetes semantics: every term must hold; an empty selector
-    /// matches everything.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|req| {
-                let value = labels.get(&req.key);
-                match req.operator {
-                    SelectorOperator::In => value.is_some_and(|v| req.values.contains(v)),
-                    SelectorOperator::NotIn => value.is_none_or(|v| !req.values.contains(v)),
-                    SelectorOperator::Exists => value.is_some(),
-                    SelectorOperator::DoesNotExist => value.is_none(),
-                }
-            })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LabelSelectorRequirement {
-    pub key: String,
-    pub operator: SelectorOperator,
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum SelectorOperator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-}
-
 // ---------------------------------------------------------- TCPRoute, UDPRoute
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -657,304 +592,7 @@ pub struct ReferenceGrantTo {
     pub name: Option<String>,
 }
 
-// --------------------------------------------------------------------- Service
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Service {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: ServiceSpec,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServiceSpec {
-    #[serde(default, deserialize_with = "schema::checked_list::<_, _, 0, 1024>")]
-    pub ports: Vec<ServicePort>,
-    #[serde(default, rename = "type")]
-    pub service_type: Option<String>,
-    /// `ClientIP` or `None` (absent: `None`).
-    #[serde(default)]
-    pub session_affinity: Option<String>,
-    #[serde(default)]
-    pub session_affinity_config: Option<SessionAffinityConfig>,
-    #[serde(default)]
-    pub publish_not_ready_addresses: bool,
-    /// Not served: reported, and the Service is used without them.
-    #[serde(default, rename = "externalIPs")]
-    pub external_ips: Vec<String>,
-}
-
-impl ServiceSpec {
-    /// The `ClientIP` affinity timeout this Service asks for, if any.
-    pub fn client_ip_affinity(&self) -> Option<u32> {
-        (self.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            self.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .map_or(DEFAULT_AFFINITY_TIMEOUT, |c| c.timeout_seconds)
-        })
-    }
-}
-
-/// Service `spec.sessionAffinityConfig`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SessionAffinityConfig {
-    #[serde(default, rename = "clientIP")]
-    pub client_ip: Option<ClientIpConfig>,
-}
-
-/// Default `ClientIP` affinity timeout (Kubernetes': 3 hours).
-pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
-/// Largest `ClientIP` affinity timeout (Kubernetes': 1 day).
-pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
-
-fn default_affinity_timeout() -> u32 {
-    DEFAULT_AFFINITY_TIMEOUT
-}
-
-/// `clientIP` of a Service's `sessionAffinityConfig` or a TrafficPolicy's
-/// `sessionAffinity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClientIpConfig {
-    /// `1..=MAX_AFFINITY_TIMEOUT`; absent: `DEFAULT_AFFINITY_TIMEOUT`.
-    #[serde(
-        default = "default_affinity_timeout",
-        deserialize_with = "schema::affinity_timeout"
-    )]
-    pub timeout_seconds: u32,
-}
-
-impl Default for ClientIpConfig {
-    fn default() -> Self {
-        Self {
-            timeout_seconds: DEFAULT_AFFINITY_TIMEOUT,
-        }
-    }
-}
-
-fn tcp() -> String {
-    "TCP".to_owned()
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServicePort {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(deserialize_with = "schema::port")]
-    pub port: u16,
-    #[serde(default = "tcp")]
-    pub protocol: String,
-    /// Absent: the same number as `port`.
-    #[serde(default)]
-    pub target_port: Option<TargetPort>,
-}
-
-impl ServicePort {
-    /// The name EndpointSlice ports are matched on; unnamed is `""`.
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
-    }
-
-    /// The numeric target port, if the target is not a named container port.
-    pub fn numeric_target(&self) -> Option<u16> {
-        match &self.target_port {
-            None => Some(self.port),
-            Some(TargetPort::Number(n)) => Some(*n),
-            Some(TargetPort::Name(_)) => None,
-        }
-    }
-}
-
-impl Checked for ServicePort {
-    fn check(&self, earlier: &[Self]) -> Result<(), String> {
-        if !earlier.is_empty()
-            && (self.name().is_empty() || earlier.iter().any(|e| e.name().is_empty()))
-        {
-            return Err("name: required when a Service has more than one port".into());
-        }
-        if earlier.iter().any(|e| e.name() == self.name()) {
-            return Err(format!("name: port name {:?} is used twice", self.name()));
-        }
-        if earlier
-            .iter()
-            .any(|e| e.port == self.port && e.protocol == self.protocol)
-        {
-            return Err(format!(
-                "port {}/{} is listed twice",
-                self.port, self.protocol
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// `IntOrString`: a port number or a container port name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetPort {
-    Number(u16),
-    Name(String),
-}
-
-impl<'de> Deserialize<'de> for TargetPort {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{self, Visitor};
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TargetPort;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a port number 1..=65535 or a port name")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TargetPort, E> {
-                match u16::try_from(v) {
-                    Ok(n) if n > 0 => Ok(TargetPort::Number(n)),
-                    _ => Err(E::custom(format_args!(
-                        "invalid value {v}, expected 1..=65535"
-                    ))),
-                }
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TargetPort, E> {
-                match u64::try_from(v) {
-                    Ok(v) => self.visit_u64(v),
-                    Err(_) => Err(E::custom(format_args!(
-                        "invalid value {v}, expected 1..=65535"
-                    ))),
-                }
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetPort, E> {
-                if v.is_empty() {
-                    return Err(E::custom("must not be empty"));
-                }
-                Ok(TargetPort::Name(v.to_owned()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-// --------------------------------------------------------------- EndpointSlice
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointSlice {
-    pub metadata: ObjectMeta,
-    pub address_type: AddressType,
-    #[serde(default, deserialize_with = "schema::list::<_, _, 0, 1000>")]
-    pub endpoints: Vec<SliceEndpoint>,
-    /// Absent or empty: the slice does not say, and the Service's target
-    /// port applies.
-    #[serde(default)]
-    pub ports: Option<Vec<EndpointPort>>,
-}
-
-impl EndpointSlice {
-    /// Name of the Service this slice belongs to.
-    pub fn service_name(&self) -> Option<&str> {
-        self.metadata
-            .labels
-            .get(SERVICE_NAME_LABEL)
-            .map(String::as_str)
-    }
-}
-
-impl Checked for EndpointSlice {
-    /// The API server validates addresses against `addressType`.
-    fn check(&self, _: &[Self]) -> Result<(), String> {
-        for (i, endpoint) in self.endpoints.iter().enumerate() {
-            for (j, address) in endpoint.addresses.iter().enumerate() {
-                let ok = match self.address_type {
-                    AddressType::IPv4 => address.parse::<std::net::Ipv4Addr>().is_ok(),
-                    AddressType::IPv6 => address.parse::<std::net::Ipv6Addr>().is_ok(),
-                    AddressType::FQDN => true,
-                };
-                if !ok {
-                    return Err(format!(
-                        "endpoints[{i}].addresses[{j}]: invalid value {address:?}, expected an {:?} address",
-                        self.address_type
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum AddressType {
-    IPv4,
-    IPv6,
-    FQDN,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SliceEndpoint {
-    #[serde(deserialize_with = "schema::list::<_, _, 1, 100>")]
-    pub addresses: Vec<String>,
-    #[serde(default)]
-    pub conditions: EndpointConditions,
-}
-
-/// Absent conditions mean "unknown". Read as kube-proxy reads them
-/// (`pkg/proxy/endpointslicecache.go`): `ready` and `serving` as true,
-/// `terminating` as false. (The API's field doc says a nil `serving`
-/// defers to `ready`; the two differ only for a not-ready terminating
-/// endpoint without `serving`, which kube-proxy keeps as a fallback, and
-/// Switchyard picks endpoints as kube-proxy does.)
-#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointConditions {
-    #[serde(default)]
-    pub ready: Option<bool>,
-    #[serde(default)]
-    pub serving: Option<bool>,
-    #[serde(default)]
-    pub terminating: Option<bool>,
-}
-
-impl EndpointConditions {
-    pub fn is_ready(&self) -> bool {
-        self.ready.unwrap_or(true)
-    }
-
-    pub fn is_serving(&self) -> bool {
-        self.serving.unwrap_or(true)
-    }
-
-    pub fn is_terminating(&self) -> bool {
-        self.terminating.unwrap_or(false)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EndpointPort {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default, deserialize_with = "schema::opt_port")]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub protocol: Option<String>,
-}
-
-impl EndpointPort {
-    pub fn name(&self) -> &str {
-        self.name.as_deref().unwrap_or("")
-    }
-}
-
 // --------------------------------------------------------------- TrafficPolicy
-
-/// Smallest Maglev table a `TrafficPolicy` may ask for.
-pub const MIN_TABLE_SIZE: u32 = 251;
-/// Largest Maglev table a `TrafficPolicy` may ask for: the largest prime
-/// below 2^20.
-pub const MAX_TABLE_SIZE: u32 = 1_048_573;
 
 /// `switchyard.io/v1alpha1` `TrafficPolicy`: Switchyard's own settings,
 /// attached to Gateway API objects as a GEP-713 direct policy. Every
@@ -994,6 +632,56 @@ pub struct TrafficPolicySpec {
     pub internal_traffic_policy: Option<TrafficLocality>,
 }
 
+impl TrafficPolicySpec {
+    /// The families whose endpoints a route keeps, or `None` for all.
+    /// SingleStack keeps its one family (`IPv4` when none is listed, the
+    /// primary family of a default cluster); the dual-stack policies keep
+    /// both: one flat Maglev table cannot prefer a family, so the order of
+    /// `ipFamilies` has nothing to decide.
+    pub fn kept_families(&self) -> Option<IpFamily> {
+        let policy = self
+            .ip_family_policy
+            .or_else(|| (!self.ip_families.is_empty()).then_some(IpFamilyPolicy::SingleStack))?;
+        match policy {
+            IpFamilyPolicy::SingleStack => {
+                Some(self.ip_families.first().copied().unwrap_or(IpFamily::IPv4))
+            }
+            IpFamilyPolicy::PreferDualStack | IpFamilyPolicy::RequireDualStack => None,
+        }
+    }
+
+    /// Whether the policy sets a GEP-3539 setting that applies to routes.
+    pub fn sets_route_endpoints(&self) -> bool {
+        self.publish_not_ready_addresses.is_some()
+            || !self.ip_families.is_empty()
+            || self.ip_family_policy.is_some()
+            || self.external_traffic_policy.is_some()
+            || self.internal_traffic_policy.is_some()
+    }
+}
+
+impl Checked for TrafficPolicySpec {
+    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`.
+    fn check(&self, _: &[Self]) -> Result<(), String> {
+        if let [a, b] = self.ip_families.as_slice() {
+            if a == b {
+                return Err(format!("ipFamilies: {a:?} is listed twice"));
+            }
+            if matches!(
+                self.ip_family_policy,
+                None | Some(IpFamilyPolicy::SingleStack)
+            ) {
+                return Err(
+                    "ipFamilies: two families need ipFamilyPolicy PreferDualStack or \
+                     RequireDualStack (SingleStack, the default, allows one)"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `spec.sessionAffinity` of a TrafficPolicy, shaped like a Service's.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -1012,13 +700,6 @@ impl SessionAffinityPolicy {
             AffinityType::None => None,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum AffinityType {
-    #[serde(rename = "ClientIP")]
-    ClientIP,
-    None,
 }
 
 /// GEP-713 `LocalPolicyTargetReferenceWithSectionName`.
@@ -1090,25 +771,12 @@ pub struct Namespace {
     pub metadata: ObjectMeta,
 }
 
-macro_rules! unchecked {
-    ($($t:ty),*) => {
-        $(impl Checked for $t {
-            fn check(&self, _: &[Self]) -> Result<(), String> {
-                Ok(())
-            }
-        })*
-    };
-}
-unchecked!(
+schema::unchecked!(
     GatewayClass,
     Gateway,
     ReferenceGrant,
-    Service,
     Namespace,
-    TrafficPolicy,
-    ServiceImport,
-    EndpointSelector,
-    Pod
+    TrafficPolicy
 );
 
 // ------------------------------------------------------------------ collection

@@ -15,11 +15,31 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+/// Largest `ClientIP` affinity timeout (Kubernetes': 1 day).
+pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
+/// Smallest Maglev table a `TrafficPolicy` may ask for.
+pub const MIN_TABLE_SIZE: u32 = 251;
+/// Largest Maglev table a `TrafficPolicy` may ask for: the largest prime
+/// below 2^20.
+pub const MAX_TABLE_SIZE: u32 = 1_048_573;
+
 /// A value that the schema constrains beyond its type, possibly relative to
 /// the items before it in the same list (CEL `self.all(...)` rules).
 pub(crate) trait Checked: Sized {
     fn check(&self, earlier: &[Self]) -> Result<(), String>;
 }
+
+/// `Checked` for kinds whose schema has no rule beyond their fields' own.
+macro_rules! unchecked {
+    ($($t:ty),*) => {
+        $(impl $crate::schema::Checked for $t {
+            fn check(&self, _: &[Self]) -> Result<(), String> {
+                Ok(())
+            }
+        })*
+    };
+}
+pub(crate) use unchecked;
 
 /// An integer field with an inclusive range, e.g. `port` (1..=65535).
 fn ranged<'de, D: Deserializer<'de>>(
@@ -92,7 +112,6 @@ pub(crate) fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 /// `MIN_TABLE_SIZE..=MAX_TABLE_SIZE`, as Maglev's permutations need.
 /// A `ClientIP` affinity timeout: `1..=MAX_AFFINITY_TIMEOUT` seconds.
 pub(crate) fn affinity_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    use crate::resources::MAX_AFFINITY_TIMEOUT;
     struct Timeout;
     impl Timeout {
         fn judge<E: de::Error>(v: i128) -> Result<u32, E> {
@@ -129,7 +148,6 @@ pub(crate) fn affinity_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D
 }
 
 pub(crate) fn opt_table_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    use crate::resources::{MAX_TABLE_SIZE, MIN_TABLE_SIZE};
     struct Size;
     impl Size {
         fn judge<E: de::Error>(v: i128) -> Result<u32, E> {
@@ -466,147 +484,4 @@ where
     T: Deserialize<'de> + Checked,
 {
     ItemSeed::<T> { earlier: &[] }.deserialize(d)
-}
-
-/// `metav1.Time`: RFC 3339 in UTC or with an offset, kept as an instant so
-/// that route age compares correctly across offsets.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Timestamp {
-    /// Seconds since the Unix epoch.
-    pub seconds: i64,
-    pub nanos: u32,
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Rfc3339;
-        impl<'de> Visitor<'de> for Rfc3339 {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an RFC 3339 date-time such as 2024-05-01T12:00:00Z")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Timestamp, E> {
-                parse_rfc3339(v).ok_or_else(|| {
-                    E::custom(format_args!(
-                        "invalid value {v:?}, expected an RFC 3339 date-time such as 2024-05-01T12:00:00Z"
-                    ))
-                })
-            }
-        }
-        d.deserialize_str(Rfc3339)
-    }
-}
-
-fn parse_rfc3339(s: &str) -> Option<Timestamp> {
-    fn digits(s: &str) -> Option<i64> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        s.parse().ok()
-    }
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let year = digits(s.get(0..4)?)?;
-    let month = digits(s.get(5..7)?)?;
-    let day = digits(s.get(8..10)?)?;
-    let hour = digits(s.get(11..13)?)?;
-    let minute = digits(s.get(14..16)?)?;
-    let second = digits(s.get(17..19)?)?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut rest = s.get(19..)?;
-    let mut nanos = 0u32;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let len = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if len == 0 {
-            return None;
-        }
-        // Digits past nanoseconds carry no ordering a Kubernetes object can have.
-        let kept = frac.get(..len.min(9))?;
-        let scale = 10u32.pow(9 - kept.len() as u32);
-        nanos = u32::try_from(digits(kept)?).ok()?.checked_mul(scale)?;
-        rest = frac.get(len..)?;
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let ob = rest.as_bytes();
-            if ob.len() != 6 || ob[3] != b':' {
-                return None;
-            }
-            let sign = match ob[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh = digits(rest.get(1..3)?)?;
-            let om = digits(rest.get(4..6)?)?;
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let days = days_from_civil(year, month, day);
-    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
-    Some(Timestamp { seconds, nanos })
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_offsets_compare_as_instants() {
-        let utc = parse_rfc3339("2024-05-01T12:00:00Z").unwrap();
-        let plus_two = parse_rfc3339("2024-05-01T13:30:00+02:00").unwrap();
-        assert!(plus_two < utc);
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z").unwrap().seconds, 0);
-        assert_eq!(
-            parse_rfc3339("1970-01-01T00:00:01.5Z").unwrap(),
-            Timestamp {
-                seconds: 1,
-                nanos: 500_000_000
-            }
-        );
-    }
-
-    #[test]
-    fn rfc3339_rejects_garbage_without_panicking() {
-        for bad in [
-            "",
-            "yesterday",
-            "2024-13-01T00:00:00Z",
-            "2024-05-01T00:00:00",
-            "2024-05-01T00:00:00.Z",
-            "2024-05-01T00:00:00+2:00",
-            "2024-05-01T00:00:00é",
-            "２０２４-05-01T00:00:00Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
 }

@@ -3,153 +3,24 @@
 //! A `Snapshot` is immutable once built: the control thread publishes a new
 //! one whole and workers read it through an atomic pointer. Nothing here
 //! refers back to YAML types, and nothing here needs re-checking on the hot
-//! path: every listener has a non-empty slot table and resolved addresses.
+//! path, because the types only hold valid values: a slot table has a prime
+//! (so non-zero) length (`slots`), its slots name existing backends and its
+//! backends existing backendRefs (`listener`), and no two listeners of a
+//! snapshot share a VIP key (here). A listener found by VIP or by backend
+//! comes with its index (`ListenerRef`), so no caller indexes `listeners`
+//! by a number of its own.
+
+mod backend;
+mod listener;
+mod slots;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::net::IpAddr;
+use std::ops::Deref;
 
-/// Transport protocol of a listener; the discriminants are IANA protocol
-/// numbers so they can be compared with the IP header directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-#[repr(u8)]
-pub enum Protocol {
-    Tcp = 6,
-    Udp = 17,
-}
-
-impl Protocol {
-    pub fn from_ip_proto(proto: u8) -> Option<Self> {
-        match proto {
-            6 => Some(Self::Tcp),
-            17 => Some(Self::Udp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Tcp => "TCP",
-            Self::Udp => "UDP",
-        })
-    }
-}
-
-/// `namespace/gateway/listener`: how operators and `yardctl` name a listener.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct ListenerName {
-    pub namespace: String,
-    pub gateway: String,
-    pub listener: String,
-}
-
-impl fmt::Display for ListenerName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.namespace, self.gateway, self.listener)
-    }
-}
-
-/// An address:port a backend serves on, as the dataplane rewrites to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-pub struct Endpoint {
-    pub address: IpAddr,
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.address {
-            IpAddr::V4(a) => write!(f, "{a}:{}", self.port),
-            IpAddr::V6(a) => write!(f, "[{a}]:{}", self.port),
-        }
-    }
-}
-
-/// One backendRef of the route attached to a listener, with its ready
-/// endpoints. A group with no endpoints keeps its weighted share of the
-/// slot table: traffic hashed there is refused, as the Gateway API asks of
-/// an invalid backendRef, instead of silently shifting to the others.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BackendGroup {
-    /// `namespace/name` of the referenced Service.
-    pub service: String,
-    pub weight: u32,
-    pub endpoints: Vec<Endpoint>,
-    /// Every endpoint is serving but terminating (none is ready), used as
-    /// kube-proxy does so connections drain instead of failing. Per
-    /// endpoint: `Snapshot::is_terminating`.
-    pub terminating: bool,
-}
-
-/// Entries in every listener's slot table. Prime, as the Maglev table
-/// that will fill it needs, and far above any backend count a listener
-/// has, so each backend's share is close to its weight.
-pub const SLOT_TABLE_SIZE: usize = 65_537;
-
-/// Owner of one slot of a listener's table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum Slot {
-    /// Index into `Listener::backends` (flattened endpoints).
-    Backend(u32),
-    /// The share of a backendRef that has no usable endpoint.
-    Unavailable,
-}
-
-/// A backend endpoint as the dataplane sees it: flattened over groups,
-/// deduplicated per listener, in a stable order.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Backend {
-    pub endpoint: Endpoint,
-    /// Index into `Listener::groups`.
-    pub group: u32,
-    /// The group's weight spread over its endpoints.
-    pub effective_weight: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Listener {
-    pub name: ListenerName,
-    /// `namespace/name` of the route whose backends this listener serves;
-    /// empty when no route is attached (every slot is then `Unavailable`).
-    pub route: String,
-    pub address: IpAddr,
-    /// The port packets arrive on: the Gateway listener's port on a VIP,
-    /// its node port on a node address.
-    pub port: u16,
-    /// The Gateway listener's own `port`; differs from `port` only for a
-    /// node port.
-    pub listener_port: u16,
-    pub protocol: Protocol,
-    pub groups: Vec<BackendGroup>,
-    pub backends: Vec<Backend>,
-    /// Hash-indexed owners; never empty. Built off the hot path so workers
-    /// only index it.
-    pub slots: Vec<Slot>,
-    /// `ClientIP` session affinity: when set, the slot is chosen by the
-    /// client address alone, so every flow of a client reaches one backend.
-    pub affinity: Option<Affinity>,
-}
-
-/// Kubernetes-style `ClientIP` session affinity of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Affinity {
-    /// How long a client keeps its backend after its last flow. The flat
-    /// Maglev table keeps it for as long as the backends do not change;
-    /// honouring it across backend changes needs an affinity table (later).
-    pub timeout_secs: u32,
-}
-
-impl Listener {
-    pub fn vip(&self) -> Endpoint {
-        Endpoint {
-            address: self.address,
-            port: self.port,
-        }
-    }
-}
+pub(crate) use backend::flatten;
+pub use backend::{Backend, BackendGroup, Endpoint};
+pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
+pub use slots::{Slot, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
 
 /// Key of the listener index: what a packet's destination is matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,15 +29,99 @@ pub struct ServiceKey {
     pub protocol: Protocol,
 }
 
+/// Why listeners do not make a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// A packet to the key could not tell which listener it is for.
+    #[error("{protocol} {endpoint} is served by both listener {first} and listener {second}")]
+    DuplicateVip {
+        protocol: Protocol,
+        endpoint: Endpoint,
+        first: String,
+        second: String,
+    },
+}
+
+/// A listener's position in the snapshot that handed it out. Flow entries
+/// and per-listener counters keep it as a raw `u32` (`as_u32`), valid for
+/// the snapshot generation they were made under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerId(u32);
+
+impl ListenerId {
+    pub fn as_u32(self) -> u32 {
+        self.0
+    }
+
+    /// Into per-listener tables sized like `Snapshot::listeners`.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A listener of a snapshot with its position there, so the position
+/// cannot be out of range of the snapshot it is used with.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerRef<'s> {
+    id: ListenerId,
+    listener: &'s Listener,
+}
+
+impl<'s> ListenerRef<'s> {
+    pub fn id(self) -> ListenerId {
+        self.id
+    }
+
+    pub fn get(self) -> &'s Listener {
+        self.listener
+    }
+}
+
+impl Deref for ListenerRef<'_> {
+    type Target = Listener;
+
+    fn deref(&self) -> &Listener {
+        self.listener
+    }
+}
+
+impl PartialEq for ListenerRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && std::ptr::eq(self.listener, other.listener)
+    }
+}
+
+impl Eq for ListenerRef<'_> {}
+
+/// Which listener(s) a backend endpoint serves, so that reply packets
+/// (source = backend endpoint) can be reverse-translated from the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendOwner<'s> {
+    /// Exactly one listener: the reverse translation is a pure function of
+    /// the snapshot.
+    Unique(ListenerRef<'s>),
+    /// The endpoint sits behind several listeners; the reply's listener
+    /// cannot be derived from the packet and flow state must decide.
+    Shared,
+}
+
+/// `BackendOwner` as the index keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Unique(u32),
+    Shared,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// Bumped by the control plane on every successful load.
-    pub generation: u64,
-    pub listeners: Vec<Listener>,
+    generation: u64,
+    listeners: Vec<Listener>,
     /// Names of the Gateways served, sorted; answered by `--dns-listen`.
-    pub dns: Vec<crate::dns::DnsRecord>,
+    dns: Vec<crate::dns::DnsRecord>,
+    /// Positions in `listeners`, each in range.
     by_vip: HashMap<ServiceKey, u32>,
-    by_backend: HashMap<ServiceKey, BackendOwner>,
+    by_backend: HashMap<ServiceKey, Owner>,
     /// Served endpoints whose EndpointSlice conditions (or Pod) say they
     /// are terminating. Kept beside the listeners rather than in `Backend`
     /// because terminating is the endpoint's own state (its Pod is being
@@ -174,56 +129,56 @@ pub struct Snapshot {
     terminating: BTreeSet<Endpoint>,
 }
 
-/// Which listener(s) a backend endpoint serves, so that reply packets
-/// (source = backend endpoint) can be reverse-translated from the snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendOwner {
-    /// Exactly one listener: the reverse translation is a pure function of
-    /// the snapshot.
-    Unique(u32),
-    /// The endpoint sits behind several listeners; the reply's listener
-    /// cannot be derived from the packet and flow state must decide.
-    Shared,
-}
-
 impl Snapshot {
-    /// Indexes `listeners`. Listeners must already be valid (non-empty slot
-    /// tables, unique VIP keys); `config::resolve` guarantees that.
-    pub fn new(generation: u64, listeners: Vec<Listener>) -> Self {
-        let mut by_vip = HashMap::new();
-        let mut by_backend: HashMap<ServiceKey, BackendOwner> = HashMap::new();
+    /// Indexes `listeners`, refusing two that share a VIP key.
+    pub fn new(generation: u64, listeners: Vec<Listener>) -> Result<Self, SnapshotError> {
+        Self::build(generation, listeners).map_err(|(error, _)| error)
+    }
+
+    /// `new`, handing the listeners back on error so that resolution can
+    /// report the ones refused and serve the others.
+    pub(crate) fn build(
+        generation: u64,
+        listeners: Vec<Listener>,
+    ) -> Result<Self, (SnapshotError, Vec<Listener>)> {
+        let mut by_vip: HashMap<ServiceKey, u32> = HashMap::with_capacity(listeners.len());
+        let mut by_backend: HashMap<ServiceKey, Owner> = HashMap::new();
         for (index, listener) in listeners.iter().enumerate() {
             let index = index as u32;
-            by_vip.insert(
-                ServiceKey {
-                    endpoint: listener.vip(),
-                    protocol: listener.protocol,
-                },
-                index,
-            );
-            for backend in &listener.backends {
+            let key = listener.key();
+            if let Some(&first) = by_vip.get(&key) {
+                let error = SnapshotError::DuplicateVip {
+                    protocol: key.protocol,
+                    endpoint: key.endpoint,
+                    first: listeners[first as usize].name().to_string(),
+                    second: listener.name().to_string(),
+                };
+                return Err((error, listeners));
+            }
+            by_vip.insert(key, index);
+            for backend in listener.backends() {
                 let key = ServiceKey {
                     endpoint: backend.endpoint,
-                    protocol: listener.protocol,
+                    protocol: listener.protocol(),
                 };
                 by_backend
                     .entry(key)
                     .and_modify(|owner| {
-                        if *owner != BackendOwner::Unique(index) {
-                            *owner = BackendOwner::Shared
+                        if *owner != Owner::Unique(index) {
+                            *owner = Owner::Shared
                         }
                     })
-                    .or_insert(BackendOwner::Unique(index));
+                    .or_insert(Owner::Unique(index));
             }
         }
-        Self {
+        Ok(Self {
             generation,
             listeners,
             dns: Vec::new(),
             by_vip,
             by_backend,
             terminating: BTreeSet::new(),
-        }
+        })
     }
 
     /// Marks `endpoints` terminating: they still own their slots and take
@@ -252,15 +207,119 @@ impl Snapshot {
         self
     }
 
-    pub fn listener_for_vip(&self, key: &ServiceKey) -> Option<u32> {
-        self.by_vip.get(key).copied()
+    /// Bumped by the control plane on every successful load.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
-    pub fn owner_of_backend(&self, key: &ServiceKey) -> Option<BackendOwner> {
-        self.by_backend.get(key).copied()
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    /// Names of the Gateways served, sorted; answered by `--dns-listen`.
+    pub fn dns(&self) -> &[crate::dns::DnsRecord] {
+        &self.dns
+    }
+
+    /// The listener at a position kept from this snapshot's generation (a
+    /// flow entry's, a counter's); `None` if there is none.
+    pub fn listener(&self, index: u32) -> Option<ListenerRef<'_>> {
+        let listener = self.listeners.get(index as usize)?;
+        Some(ListenerRef {
+            id: ListenerId(index),
+            listener,
+        })
+    }
+
+    pub fn listener_for_vip(&self, key: &ServiceKey) -> Option<ListenerRef<'_>> {
+        self.listener(*self.by_vip.get(key)?)
+    }
+
+    pub fn owner_of_backend(&self, key: &ServiceKey) -> Option<BackendOwner<'_>> {
+        match *self.by_backend.get(key)? {
+            Owner::Unique(index) => self.listener(index).map(BackendOwner::Unique),
+            Owner::Shared => Some(BackendOwner::Shared),
+        }
     }
 
     pub fn find_listener(&self, name: &str) -> Option<&Listener> {
-        self.listeners.iter().find(|l| l.name.to_string() == name)
+        self.listeners.iter().find(|l| l.name().to_string() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn endpoint(last: u8, port: u16) -> Endpoint {
+        Endpoint {
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, last)),
+            port,
+        }
+    }
+
+    /// `demo/edge/<name>` on VIP:`port` over backend .21:8080.
+    fn listener(name: &str, port: u16) -> Listener {
+        Listener::new(ListenerParts {
+            name: ListenerName {
+                namespace: "demo".into(),
+                gateway: "edge".into(),
+                listener: name.into(),
+            },
+            route: String::new(),
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
+            port,
+            listener_port: port,
+            protocol: Protocol::Tcp,
+            groups: vec![BackendGroup {
+                service: "demo/echo".into(),
+                weight: 1,
+                endpoints: vec![endpoint(21, 8080)],
+                terminating: false,
+            }],
+            backends: vec![Backend {
+                endpoint: endpoint(21, 8080),
+                group: 0,
+                effective_weight: 1.0,
+            }],
+            slots: vec![Slot::Backend(0); 2],
+            affinity: None,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn two_listeners_on_one_vip_key_are_refused() {
+        let error = Snapshot::new(1, vec![listener("a", 80), listener("b", 80)]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "TCP 198.18.100.10:80 is served by both listener demo/edge/a and listener demo/edge/b"
+        );
+    }
+
+    #[test]
+    fn lookups_hand_out_listeners_with_their_position() {
+        let snapshot = Snapshot::new(3, vec![listener("a", 80), listener("b", 81)]).unwrap();
+        let b = snapshot
+            .listener_for_vip(&snapshot.listeners()[1].key())
+            .unwrap();
+        assert_eq!((b.id().index(), b.name().listener.as_str()), (1, "b"));
+        assert_eq!(snapshot.listener(1), Some(b));
+        assert_eq!(snapshot.listener(2), None);
+        let backend = ServiceKey {
+            endpoint: endpoint(21, 8080),
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(
+            snapshot.owner_of_backend(&backend),
+            Some(BackendOwner::Shared)
+        );
+        let only_a = Snapshot::new(4, vec![listener("a", 80)]).unwrap();
+        assert!(matches!(
+            only_a.owner_of_backend(&backend),
+            Some(BackendOwner::Unique(a)) if a.id().index() == 0
+        ));
     }
 }

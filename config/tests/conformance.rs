@@ -219,15 +219,15 @@ fn snapshot_listener<'a>(res: &'a Resolution, gateway: &str, listener: &str) -> 
 /// slots count under `""`.
 fn shares(listener: &Listener) -> BTreeMap<String, f64> {
     let mut counts: BTreeMap<String, usize> = listener
-        .groups
+        .groups()
         .iter()
         .map(|g| (g.service.clone(), 0))
         .collect();
-    for slot in &listener.slots {
+    for slot in listener.slots() {
         let owner = match *slot {
             Slot::Backend(i) => {
-                let group = listener.backends[i as usize].group as usize;
-                listener.groups[group].service.clone()
+                let group = listener.backends()[i as usize].group as usize;
+                listener.groups()[group].service.clone()
             }
             Slot::Unavailable => String::new(),
         };
@@ -235,13 +235,13 @@ fn shares(listener: &Listener) -> BTreeMap<String, f64> {
     }
     counts
         .into_iter()
-        .map(|(k, n)| (k, n as f64 / listener.slots.len() as f64))
+        .map(|(k, n)| (k, n as f64 / listener.slots().len() as f64))
         .collect()
 }
 
 fn endpoint_addresses(listener: &Listener) -> Vec<String> {
     listener
-        .backends
+        .backends()
         .iter()
         .map(|b| b.endpoint.address.to_string())
         .collect()
@@ -274,8 +274,8 @@ fn tcproute_invalid_cross_namespace_backend_ref_is_ref_not_permitted() {
     assert_condition(&parent.conditions, "ResolvedRefs", false, "RefNotPermitted");
     // The denied backend's share is refused, not given to another.
     let listener = snapshot_listener(&res, gateway, "tcp");
-    assert!(listener.backends.is_empty());
-    assert!(listener.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.backends().is_empty());
+    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn tcproute_invalid_backendref_nonexistent_is_backend_not_found() {
     let parent = parent(&res, "TCPRoute", route, gateway);
     assert_condition(&parent.conditions, "ResolvedRefs", false, "BackendNotFound");
     let listener = snapshot_listener(&res, gateway, "tcp");
-    assert!(listener.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -335,8 +335,8 @@ fn tcproute_parent_ref_without_section_or_port_attaches_to_all_listeners() {
         assert_condition(&status.conditions, "Programmed", true, "Programmed");
         assert_condition(&status.conditions, "Conflicted", false, "NoConflicts");
         let served = snapshot_listener(&res, gateway, name);
-        assert_eq!(served.route, format!("{INFRA}/{route}"));
-        assert_eq!(served.backends.len(), 2);
+        assert_eq!(served.route(), format!("{INFRA}/{route}"));
+        assert_eq!(served.backends().len(), 2);
     }
 }
 
@@ -355,9 +355,9 @@ fn tcproute_parent_ref_port_and_section_name_select_one_listener_each() {
     for (listener, route, service) in routes {
         assert_eq!(listener_status(&res, gateway, listener).attached_routes, 1);
         let served = snapshot_listener(&res, gateway, listener);
-        assert_eq!(served.route, format!("{INFRA}/{route}"));
-        assert_eq!(served.groups.len(), 1);
-        assert_eq!(served.groups[0].service, format!("{INFRA}/{service}"));
+        assert_eq!(served.route(), format!("{INFRA}/{route}"));
+        assert_eq!(served.groups().len(), 1);
+        assert_eq!(served.groups()[0].service, format!("{INFRA}/{service}"));
     }
     // The parentRef is echoed as given, defaults applied.
     let by_port = &parent(&res, "TCPRoute", "tcp-route-by-port", gateway).parent_ref;
@@ -396,10 +396,10 @@ fn tcproute_multiple_routes_on_one_listener_are_all_accepted_and_the_oldest_carr
     assert_eq!(listener.supported_kinds[0].kind, "TCPRoute");
     assert_condition(&listener.conditions, "Accepted", true, "Accepted");
     let served = snapshot_listener(&res, gateway, "tcp");
-    assert_eq!(served.route, format!("{INFRA}/tcproute-attach-older"));
+    assert_eq!(served.route(), format!("{INFRA}/tcproute-attach-older"));
     assert_eq!(
         served
-            .groups
+            .groups()
             .iter()
             .map(|g| g.service.as_str())
             .collect::<Vec<_>>(),
@@ -422,11 +422,11 @@ fn tcproute_reference_grant_permits_the_cross_namespace_backend() {
     );
     let served = snapshot_listener(&res, gateway, "tcp");
     assert_eq!(
-        served.groups[0].service,
+        served.groups()[0].service,
         "gateway-conformance-web-backend/tcp-reference-grant-backend"
     );
-    assert_eq!(served.backends.len(), 2);
-    assert!(served.slots.iter().all(|&s| s != Slot::Unavailable));
+    assert_eq!(served.backends().len(), 2);
+    assert!(served.slots().iter().all(|&s| s != Slot::Unavailable));
 }
 
 #[test]
@@ -464,10 +464,10 @@ fn udproute_simple_is_accepted_and_served() {
     let res = run("udproute-simple.yaml");
     assert_gateway_and_routes_accepted(&res, "udp-gateway", "UDPRoute", &["udp-coredns"]);
     let served = snapshot_listener(&res, "udp-gateway", "coredns");
-    assert_eq!(served.protocol, Protocol::Udp);
-    assert_eq!(served.port, 5300);
-    assert_eq!(served.backends.len(), 2);
-    assert!(served.backends.iter().all(|b| b.endpoint.port == 53));
+    assert_eq!(served.protocol(), Protocol::Udp);
+    assert_eq!(served.port(), 5300);
+    assert_eq!(served.backends().len(), 2);
+    assert!(served.backends().iter().all(|b| b.endpoint.port == 53));
 }
 
 #[test]
@@ -480,7 +480,7 @@ fn udproute_invalid_backendref_nonexistent_is_backend_not_found() {
     let parent = parent(&res, "UDPRoute", route, gateway);
     assert_condition(&parent.conditions, "ResolvedRefs", false, "BackendNotFound");
     let listener = snapshot_listener(&res, gateway, "udp");
-    assert!(listener.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -492,7 +492,9 @@ fn udproute_invalid_cross_namespace_backend_ref_is_ref_not_permitted() {
     assert_gateway_and_routes_accepted(&res, gateway, "UDPRoute", &[route]);
     let parent = parent(&res, "UDPRoute", route, gateway);
     assert_condition(&parent.conditions, "ResolvedRefs", false, "RefNotPermitted");
-    assert!(snapshot_listener(&res, gateway, "udp").backends.is_empty());
+    assert!(snapshot_listener(&res, gateway, "udp")
+        .backends()
+        .is_empty());
 }
 
 #[test]
@@ -553,10 +555,10 @@ fn udproute_parent_ref_without_section_or_port_attaches_to_all_listeners() {
         assert_condition(&status.conditions, "ResolvedRefs", true, "");
         let served = snapshot_listener(&res, gateway, name);
         assert_eq!(
-            served.groups[0].service,
+            served.groups()[0].service,
             format!("{INFRA}/udp-echo-attach-all")
         );
-        assert_eq!(served.backends.len(), 2);
+        assert_eq!(served.backends().len(), 2);
     }
 }
 
@@ -579,8 +581,8 @@ fn udproute_parent_ref_port_and_section_name_select_one_listener_each() {
     for (listener, route, service) in routes {
         assert_eq!(listener_status(&res, gateway, listener).attached_routes, 1);
         let served = snapshot_listener(&res, gateway, listener);
-        assert_eq!(served.route, format!("{INFRA}/{route}"));
-        assert_eq!(served.groups[0].service, format!("{INFRA}/{service}"));
+        assert_eq!(served.route(), format!("{INFRA}/{route}"));
+        assert_eq!(served.groups()[0].service, format!("{INFRA}/{service}"));
     }
 }
 
@@ -611,9 +613,9 @@ fn udproute_multiple_routes_on_one_listener_are_all_accepted_and_the_oldest_carr
     assert_eq!(listener.supported_kinds[0].kind, "UDPRoute");
     assert_condition(&listener.conditions, "Accepted", true, "Accepted");
     let served = snapshot_listener(&res, gateway, "udp");
-    assert_eq!(served.route, format!("{INFRA}/udproute-attach-older"));
+    assert_eq!(served.route(), format!("{INFRA}/udproute-attach-older"));
     assert_eq!(
-        served.groups[0].service,
+        served.groups()[0].service,
         format!("{INFRA}/udp-attach-backend-1")
     );
 }
@@ -633,7 +635,7 @@ fn udproute_reference_grant_permits_the_cross_namespace_backend() {
     );
     let served = snapshot_listener(&res, gateway, "udp");
     assert_eq!(
-        served.groups[0].service,
+        served.groups()[0].service,
         "gateway-conformance-app-backend/udp-echo-reference-grant"
     );
     assert_eq!(endpoint_addresses(served).len(), 2);
@@ -1168,11 +1170,11 @@ fn httproute_reference_grant_as_written_and_as_tcp_routes() {
     );
     let served = snapshot_listener(&res, gateway, "http");
     assert_eq!(
-        served.groups[0].service,
+        served.groups()[0].service,
         "gateway-conformance-web-backend/web-backend"
     );
-    assert_eq!(served.backends.len(), 2);
-    assert!(served.slots.iter().all(|&s| s != Slot::Unavailable));
+    assert_eq!(served.backends().len(), 2);
+    assert!(served.slots().iter().all(|&s| s != Slot::Unavailable));
 }
 
 #[test]
@@ -1233,8 +1235,8 @@ fn httproute_invalid_reference_grant_none_of_the_near_miss_grants_permits() {
         "RefNotPermitted",
     );
     let served = snapshot_listener(&res, gateway, "http");
-    assert!(served.backends.is_empty());
-    assert!(served.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert!(served.backends().is_empty());
+    assert!(served.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -1275,7 +1277,7 @@ fn tlsroute_invalid_reference_grant_none_of_the_near_miss_grants_permits() {
         }]
     );
     assert!(snapshot_listener(&res, gateway, "https")
-        .backends
+        .backends()
         .is_empty());
 }
 
@@ -1303,7 +1305,7 @@ fn httproute_invalid_backend_ref_of_unknown_kind_is_invalid_kind() {
         "InvalidKind",
     );
     let served = snapshot_listener(&res, gateway, "http");
-    assert!(served.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert!(served.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 /// Upstream `*RouteMustHaveNoAcceptedParents` and `GatewayMustHaveZeroRoutes`,
@@ -1333,9 +1335,9 @@ fn assert_not_attached(
     assert_zero_routes(res, gateway);
     assert!(
         res.snapshot
-            .listeners
+            .listeners()
             .iter()
-            .all(|l| !l.route.ends_with(&format!("/{route}"))),
+            .all(|l| !l.route().ends_with(&format!("/{route}"))),
         "{route} carries no traffic"
     );
 }
@@ -1431,7 +1433,9 @@ fn httproute_cross_namespace_backend_ref_without_grant_is_ref_not_permitted() {
         false,
         "RefNotPermitted",
     );
-    assert!(snapshot_listener(&res, gateway, "http").backends.is_empty());
+    assert!(snapshot_listener(&res, gateway, "http")
+        .backends()
+        .is_empty());
 }
 
 #[test]
@@ -1540,9 +1544,9 @@ fn listenerset_protocol_conflict_listener_sets_are_not_read() {
     );
     assert!(res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .all(|l| l.name.gateway != gateway));
+        .all(|l| l.name().gateway != gateway));
 }
 
 // ---------------------------------------------- Gateway and GatewayClass fields
@@ -1559,12 +1563,12 @@ fn gateway_invalid_parameters_ref_is_not_accepted_and_not_served() {
         assert!(gateway_addresses(&res, gateway).is_empty());
         assert!(res
             .snapshot
-            .listeners
+            .listeners()
             .iter()
-            .all(|l| l.name.gateway != gateway));
+            .all(|l| l.name().gateway != gateway));
         assert!(res
             .snapshot
-            .dns
+            .dns()
             .iter()
             .all(|r| !r.name.starts_with(gateway)));
     }
@@ -1589,7 +1593,7 @@ fn gateway_infrastructure_labels_and_annotations_leave_the_gateway_accepted() {
     assert_eq!(infrastructure.annotations["key1"], "value1");
     let res = resolve(&resources, 1);
     assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &[]);
-    assert_eq!(snapshot_listener(&res, gateway, "http").port, 8080);
+    assert_eq!(snapshot_listener(&res, gateway, "http").port(), 8080);
 }
 
 #[test]
@@ -1612,10 +1616,10 @@ fn gateway_with_a_253_character_name_is_reconciled_without_a_dns_name() {
     assert_condition(conditions, "Accepted", true, "Accepted");
     assert_condition(conditions, "Programmed", true, "Programmed");
     assert_condition(conditions, "Degraded", true, "NoDnsName");
-    assert_eq!(snapshot_listener(&res, &gateway, "http").port, 80);
+    assert_eq!(snapshot_listener(&res, &gateway, "http").port(), 80);
     assert!(res
         .snapshot
-        .dns
+        .dns()
         .iter()
         .all(|r| !r.name.contains("maximum-length")));
 }
@@ -1684,8 +1688,8 @@ fn gateway_modify_listeners_adding_and_removing_listeners() {
             assert_eq!(c.status, ConditionStatus::True, "{c:#?}");
         }
     }
-    assert_eq!(snapshot_listener(&res, added, "http").port, 80);
-    assert_eq!(snapshot_listener(&res, added, "https").port, 443);
+    assert_eq!(snapshot_listener(&res, added, "http").port(), 80);
+    assert_eq!(snapshot_listener(&res, added, "https").port(), 443);
 
     let removed = "gateway-remove-listener";
     let left = listeners(&res, removed);
@@ -1702,7 +1706,7 @@ fn gateway_modify_listeners_adding_and_removing_listeners() {
             .is_none(),
         "the removed listener no longer routes"
     );
-    assert_eq!(snapshot_listener(&res, removed, "http").port, 80);
+    assert_eq!(snapshot_listener(&res, removed, "http").port(), 80);
 }
 
 #[test]

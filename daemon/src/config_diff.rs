@@ -77,7 +77,7 @@ impl ActiveFlows {
     /// Active flows of `listener` (by its VIP and protocol) on `backend`.
     pub fn on(&self, listener: &Listener, backend: Endpoint) -> u64 {
         self.counts
-            .get(&(listener.protocol, listener.vip(), backend))
+            .get(&(listener.protocol(), listener.vip(), backend))
             .copied()
             .unwrap_or(0)
     }
@@ -88,7 +88,7 @@ impl ActiveFlows {
         self.counts
             .iter()
             .filter(|((protocol, vip, _), _)| {
-                *protocol == listener.protocol && *vip == listener.vip()
+                *protocol == listener.protocol() && *vip == listener.vip()
             })
             .map(|(_, count)| count)
             .sum()
@@ -118,19 +118,19 @@ pub fn diff(
         candidate,
         drains,
     };
-    let pairs = pair_listeners(&running.listeners, &candidate.listeners);
-    let mut matched_candidates = vec![false; candidate.listeners.len()];
-    let mut report = Vec::with_capacity(running.listeners.len());
-    for (old, partner) in running.listeners.iter().zip(&pairs) {
+    let pairs = pair_listeners(running.listeners(), candidate.listeners());
+    let mut matched_candidates = vec![false; candidate.listeners().len()];
+    let mut report = Vec::with_capacity(running.listeners().len());
+    for (old, partner) in running.listeners().iter().zip(&pairs) {
         match partner {
             Some(j) => {
                 matched_candidates[*j] = true;
-                report.push(compare(&sides, old, &candidate.listeners[*j], flows));
+                report.push(compare(&sides, old, &candidate.listeners()[*j], flows));
             }
             None => report.push(removed(old, flows)),
         }
     }
-    for (new, matched) in candidate.listeners.iter().zip(matched_candidates) {
+    for (new, matched) in candidate.listeners().iter().zip(matched_candidates) {
         if !matched {
             report.push(added(new));
         }
@@ -150,14 +150,14 @@ fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<us
     let mut exact: HashMap<(String, Protocol, Endpoint), usize> = HashMap::new();
     for (j, l) in candidate.iter().enumerate() {
         exact
-            .entry((l.name.to_string(), l.protocol, l.vip()))
+            .entry((l.name().to_string(), l.protocol(), l.vip()))
             .or_insert(j);
     }
     let mut taken = vec![false; candidate.len()];
     let mut pairs: Vec<Option<usize>> = running
         .iter()
         .map(|l| {
-            let j = exact.remove(&(l.name.to_string(), l.protocol, l.vip()))?;
+            let j = exact.remove(&(l.name().to_string(), l.protocol(), l.vip()))?;
             taken[j] = true;
             Some(j)
         })
@@ -165,12 +165,12 @@ fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<us
     let mut leftovers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (j, l) in candidate.iter().enumerate() {
         if !taken[j] {
-            leftovers.entry(l.name.to_string()).or_default().push(j);
+            leftovers.entry(l.name().to_string()).or_default().push(j);
         }
     }
     for (pair, l) in pairs.iter_mut().zip(running) {
         if pair.is_none() {
-            if let Some(same_name) = leftovers.get_mut(&l.name.to_string()) {
+            if let Some(same_name) = leftovers.get_mut(&l.name().to_string()) {
                 if !same_name.is_empty() {
                     *pair = Some(same_name.remove(0));
                 }
@@ -182,9 +182,9 @@ fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<us
 
 fn blank(listener: &Listener, change: ListenerChange) -> ListenerDiff {
     ListenerDiff {
-        listener: listener.name.to_string(),
+        listener: listener.name().to_string(),
         change,
-        protocol: listener.protocol.to_string(),
+        protocol: listener.protocol().to_string(),
         vip: listener.vip().to_string(),
         fields: Vec::new(),
         backends_added: Vec::new(),
@@ -201,7 +201,7 @@ fn removed(old: &Listener, flows: &ActiveFlows) -> ListenerDiff {
     let active = flows.on_listener(old);
     ListenerDiff {
         backends_removed: old
-            .backends
+            .backends()
             .iter()
             .map(|b| RemovedBackend {
                 backend: b.endpoint.to_string(),
@@ -218,7 +218,7 @@ fn removed(old: &Listener, flows: &ActiveFlows) -> ListenerDiff {
 fn added(new: &Listener) -> ListenerDiff {
     ListenerDiff {
         backends_added: new
-            .backends
+            .backends()
             .iter()
             .map(|b| b.endpoint.to_string())
             .collect(),
@@ -238,34 +238,38 @@ fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -
             });
         }
     };
-    field("address", old.address.to_string(), new.address.to_string());
-    field("port", old.port.to_string(), new.port.to_string());
+    field(
+        "address",
+        old.address().to_string(),
+        new.address().to_string(),
+    );
+    field("port", old.port().to_string(), new.port().to_string());
     field(
         "listener_port",
-        old.listener_port.to_string(),
-        new.listener_port.to_string(),
+        old.listener_port().to_string(),
+        new.listener_port().to_string(),
     );
     field(
         "protocol",
-        old.protocol.to_string(),
-        new.protocol.to_string(),
+        old.protocol().to_string(),
+        new.protocol().to_string(),
     );
     field("route", display_route(old), display_route(new));
     field("backend_refs", backend_refs(old), backend_refs(new));
     field(
         "table_size",
-        old.slots.len().to_string(),
-        new.slots.len().to_string(),
+        old.slots().len().to_string(),
+        new.slots().len().to_string(),
     );
     field("affinity", affinity(old), affinity(new));
 
     let old_weights: BTreeMap<Endpoint, f64> = old
-        .backends
+        .backends()
         .iter()
         .map(|b| (b.endpoint, b.effective_weight))
         .collect();
     let new_weights: BTreeMap<Endpoint, f64> = new
-        .backends
+        .backends()
         .iter()
         .map(|b| (b.endpoint, b.effective_weight))
         .collect();
@@ -292,8 +296,12 @@ fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -
             });
         }
     }
-    for backend in &new.backends {
-        let Some(was) = old.backends.iter().find(|b| b.endpoint == backend.endpoint) else {
+    for backend in new.backends() {
+        let Some(was) = old
+            .backends()
+            .iter()
+            .find(|b| b.endpoint == backend.endpoint)
+        else {
             continue;
         };
         let from = drain::backend_state(sides.running, sides.drains, old, was);
@@ -321,18 +329,18 @@ fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -
 }
 
 fn display_route(l: &Listener) -> String {
-    if l.route.is_empty() {
+    if l.route().is_empty() {
         "none".to_owned()
     } else {
-        l.route.clone()
+        l.route().to_owned()
     }
 }
 
 fn backend_refs(l: &Listener) -> String {
-    if l.groups.is_empty() {
+    if l.groups().is_empty() {
         return "none".to_owned();
     }
-    l.groups
+    l.groups()
         .iter()
         .map(|g| format!("{} (weight {})", g.service, g.weight))
         .collect::<Vec<_>>()
@@ -340,7 +348,7 @@ fn backend_refs(l: &Listener) -> String {
 }
 
 fn affinity(l: &Listener) -> String {
-    match l.affinity {
+    match l.affinity() {
         Some(a) => format!("ClientIP, {}s", a.timeout_secs),
         None => "none".to_owned(),
     }
@@ -349,10 +357,10 @@ fn affinity(l: &Listener) -> String {
 /// The backend endpoint owning each slot; `None` for a share that refuses
 /// flows.
 fn owners(l: &Listener) -> Vec<Option<Endpoint>> {
-    l.slots
+    l.slots()
         .iter()
         .map(|slot| match slot {
-            Slot::Backend(i) => l.backends.get(*i as usize).map(|b| b.endpoint),
+            Slot::Backend(i) => l.backends().get(*i as usize).map(|b| b.endpoint),
             Slot::Unavailable => None,
         })
         .collect()
@@ -388,7 +396,9 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use switchyard_config::maglev::{self, MaglevEntry};
-    use switchyard_config::snapshot::{Affinity, Backend, BackendGroup, ListenerName};
+    use switchyard_config::snapshot::{
+        Affinity, Backend, BackendGroup, ListenerName, ListenerParts,
+    };
 
     use super::*;
     use switchyard_dataplane::flow::{Direction, FlowEntry};
@@ -421,7 +431,7 @@ mod tests {
             .into_iter()
             .map(|owner| owner.map_or(Slot::Unavailable, Slot::Backend))
             .collect();
-        Listener {
+        Listener::new(ListenerParts {
             name: ListenerName {
                 namespace: "demo".into(),
                 gateway: "edge".into(),
@@ -449,7 +459,8 @@ mod tests {
                 .collect(),
             slots,
             affinity: None,
-        }
+        })
+        .unwrap()
     }
 
     fn flow(client_port: u16, vip_port: u16, backend: Ipv4Addr, closing: bool) -> FlowRecord {
@@ -499,8 +510,9 @@ mod tests {
         let running = Snapshot::new(
             1,
             vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
-        );
-        let candidate = Snapshot::new(2, running.listeners.clone());
+        )
+        .unwrap();
+        let candidate = Snapshot::new(2, running.listeners().to_vec()).unwrap();
         let diffs = diff(
             &running,
             &candidate,
@@ -519,8 +531,9 @@ mod tests {
         let running = Snapshot::new(
             1,
             vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
-        );
-        let candidate = Snapshot::new(2, vec![listener("web", 80, &[(BE2, 1.0)], TABLE)]);
+        )
+        .unwrap();
+        let candidate = Snapshot::new(2, vec![listener("web", 80, &[(BE2, 1.0)], TABLE)]).unwrap();
         let records = [
             flow(40000, 80, BE1, false),
             flow(40001, 80, BE1, false),
@@ -553,8 +566,8 @@ mod tests {
         assert_eq!(web.flows_on_removed_backends, 2);
         assert_eq!(web.active_flows, 3);
         // Exactly be1's slots move, and Maglev gives it close to half.
-        let be1_share = running.listeners[0]
-            .slots
+        let be1_share = running.listeners()[0]
+            .slots()
             .iter()
             .filter(|s| **s == Slot::Backend(0))
             .count() as f64
@@ -567,7 +580,7 @@ mod tests {
     fn backends_are_compared_by_endpoint_not_index() {
         // Same backends, listed in the other order: indices swap, owners do
         // not.
-        let mut running_web = listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], 7);
+        let mut running_web = listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], 7).into_parts();
         let mut reordered = running_web.clone();
         reordered.backends.reverse();
         for slot in &mut reordered.slots {
@@ -578,8 +591,8 @@ mod tests {
         running_web.slots[0] = Slot::Backend(0);
         reordered.slots[0] = Slot::Backend(1);
         let diffs = diff(
-            &Snapshot::new(1, vec![running_web]),
-            &Snapshot::new(2, vec![reordered]),
+            &Snapshot::new(1, vec![Listener::new(running_web).unwrap()]).unwrap(),
+            &Snapshot::new(2, vec![Listener::new(reordered).unwrap()]).unwrap(),
             &BTreeSet::new(),
             &ActiveFlows::default(),
         );
@@ -592,7 +605,8 @@ mod tests {
         let running = Snapshot::new(
             1,
             vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
-        );
+        )
+        .unwrap();
         let candidate = Snapshot::new(
             2,
             vec![listener(
@@ -601,7 +615,8 @@ mod tests {
                 &[(BE1, 1.0), (BE2, 1.0), (BE3, 1.0)],
                 TABLE,
             )],
-        );
+        )
+        .unwrap();
         let web = only(
             &diff(
                 &running,
@@ -627,11 +642,13 @@ mod tests {
         let running = Snapshot::new(
             1,
             vec![listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE)],
-        );
+        )
+        .unwrap();
         let candidate = Snapshot::new(
             2,
             vec![listener("web", 80, &[(BE1, 3.0), (BE2, 1.0)], TABLE)],
-        );
+        )
+        .unwrap();
         let web = only(
             &diff(
                 &running,
@@ -660,14 +677,16 @@ mod tests {
                 listener("web", 80, &[(BE1, 1.0)], 7),
                 listener("old", 81, &[(BE1, 1.0), (BE2, 1.0)], 7),
             ],
-        );
+        )
+        .unwrap();
         let candidate = Snapshot::new(
             2,
             vec![
                 listener("new", 82, &[(BE2, 1.0)], 7),
                 listener("web", 80, &[(BE1, 1.0)], 7),
             ],
-        );
+        )
+        .unwrap();
         let records = [flow(40000, 81, BE2, false), flow(40001, 81, BE1, false)];
         let diffs = diff(
             &running,
@@ -695,13 +714,13 @@ mod tests {
     #[test]
     fn settings_changes_are_named_field_by_field() {
         let old = listener("web", 80, &[(BE1, 1.0)], 7);
-        let mut new = listener("web", 8080, &[(BE1, 1.0)], 11);
+        let mut new = listener("web", 8080, &[(BE1, 1.0)], 11).into_parts();
         new.route = "demo/other".into();
         new.affinity = Some(Affinity { timeout_secs: 600 });
         let web = only(
             &diff(
-                &Snapshot::new(1, vec![old]),
-                &Snapshot::new(2, vec![new]),
+                &Snapshot::new(1, vec![old]).unwrap(),
+                &Snapshot::new(2, vec![Listener::new(new).unwrap()]).unwrap(),
                 &BTreeSet::new(),
                 &ActiveFlows::default(),
             ),
@@ -731,16 +750,16 @@ mod tests {
     #[test]
     fn gateway_addresses_pair_by_vip_before_order() {
         let at = |address: Ipv4Addr, backends: &[(Ipv4Addr, f64)]| {
-            let mut l = listener("web", 80, backends, 7);
+            let mut l = listener("web", 80, backends, 7).into_parts();
             l.address = IpAddr::V4(address);
-            l
+            Listener::new(l).unwrap()
         };
         let a = Ipv4Addr::new(198, 18, 100, 1);
         let b = Ipv4Addr::new(198, 18, 100, 2);
         let c = Ipv4Addr::new(198, 18, 100, 3);
-        let running = Snapshot::new(1, vec![at(a, &[(BE1, 1.0)]), at(b, &[(BE1, 1.0)])]);
+        let running = Snapshot::new(1, vec![at(a, &[(BE1, 1.0)]), at(b, &[(BE1, 1.0)])]).unwrap();
         // Address a is replaced by c; b stays.
-        let candidate = Snapshot::new(2, vec![at(b, &[(BE1, 1.0)]), at(c, &[(BE1, 1.0)])]);
+        let candidate = Snapshot::new(2, vec![at(b, &[(BE1, 1.0)]), at(c, &[(BE1, 1.0)])]).unwrap();
         let diffs = diff(
             &running,
             &candidate,
@@ -760,7 +779,12 @@ mod tests {
         let old = listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], 7);
         let same_owner_everywhere = listener("web", 80, &[(BE1, 1.0)], 11);
         let moved = moved_fraction(&old, &same_owner_everywhere);
-        let be2_share = old.slots.iter().filter(|s| **s == Slot::Backend(1)).count() as f64 / 7.0;
+        let be2_share = old
+            .slots()
+            .iter()
+            .filter(|s| **s == Slot::Backend(1))
+            .count() as f64
+            / 7.0;
         // Hashes spread evenly over the old table, so the share that was
         // be2's is what moves.
         assert!((moved - be2_share).abs() < 0.01, "{moved} vs {be2_share}");
@@ -769,9 +793,10 @@ mod tests {
     #[test]
     fn unavailable_share_counts_as_an_owner_of_its_own() {
         let old = listener("web", 80, &[(BE1, 1.0)], 7);
-        let mut new = old.clone();
+        let mut new = old.clone().into_parts();
         new.slots[3] = Slot::Unavailable;
         new.slots[5] = Slot::Unavailable;
+        let new = Listener::new(new).unwrap();
         assert!((moved_fraction(&old, &new) - 2.0 / 7.0).abs() < 1e-12);
     }
 
@@ -801,8 +826,10 @@ mod tests {
     #[test]
     fn a_backend_becoming_terminating_is_a_state_change_that_moves_nothing() {
         let web = || listener("web", 80, &[(BE1, 1.0), (BE2, 1.0)], TABLE);
-        let running = Snapshot::new(1, vec![web()]);
-        let candidate = Snapshot::new(2, vec![web()]).with_terminating([endpoint(BE2, 8080)]);
+        let running = Snapshot::new(1, vec![web()]).unwrap();
+        let candidate = Snapshot::new(2, vec![web()])
+            .unwrap()
+            .with_terminating([endpoint(BE2, 8080)]);
         let diffs = diff(
             &running,
             &candidate,

@@ -302,7 +302,7 @@ pub fn status(state: &ControlState) -> StatusReport {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.epoch.elapsed().as_secs(),
         config_path: state.config_path.clone(),
-        config_generation: state.config.load().generation,
+        config_generation: state.config.load().generation(),
         fast_path: state.fast_path.as_deref().map(fast_path_status),
         interfaces: state.interfaces.clone(),
         workers: state
@@ -402,17 +402,17 @@ pub fn stats_report(
 ) -> StatsReport {
     let current: Vec<&WorkerStats> = workers
         .iter()
-        .filter(|w| w.generation == snapshot.generation)
+        .filter(|w| w.generation == snapshot.generation())
         .collect();
     let mut report = StatsReport::default();
-    for (index, listener) in snapshot.listeners.iter().enumerate() {
+    for (index, listener) in snapshot.listeners().iter().enumerate() {
         let mut total = worker::Counters::default();
         for w in &current {
             if let Some(c) = w.listeners.get(index) {
                 add(&mut total, c);
             }
         }
-        let name = listener.name.to_string();
+        let name = listener.name().to_string();
         let fast_backends = fast
             .and_then(|f| f.get(index))
             .map(Vec::as_slice)
@@ -427,14 +427,14 @@ pub fn stats_report(
         total.bytes += fast_total.bytes;
         report.listeners.push(ListenerStats {
             listener: name.clone(),
-            protocol: listener.protocol.to_string(),
+            protocol: listener.protocol().to_string(),
             vip: listener.vip().to_string(),
             counters: to_proto(&total),
             fast_path_packets: fast_total.packets,
             fast_path_bytes: fast_total.bytes,
             drops: listener_drops(&total),
         });
-        for (b, backend) in listener.backends.iter().enumerate() {
+        for (b, backend) in listener.backends().iter().enumerate() {
             let mut total = worker::Counters::default();
             for w in &current {
                 if let Some(c) = w.backends.get(index).and_then(|l| l.get(b)) {
@@ -445,7 +445,7 @@ pub fn stats_report(
             total.packets += fast.packets;
             total.bytes += fast.bytes;
             let service = listener
-                .groups
+                .groups()
                 .get(backend.group as usize)
                 .map(|g| g.service.clone())
                 .unwrap_or_default();
@@ -543,8 +543,8 @@ pub fn flows_report(
                     protocol,
                 })
             });
-            if let Some(l) = listener.and_then(|i| snapshot.listeners.get(i as usize)) {
-                row.listener = l.name.to_string();
+            if let Some(l) = listener {
+                row.listener = l.name().to_string();
             }
         }
         row.packets += record.entry.packets;
@@ -649,7 +649,7 @@ pub fn explain_report(
             idle_secs: seconds(now_ns.saturating_sub(r.entry.last_seen_ns)),
             packets: r.entry.packets,
             bytes: r.entry.bytes,
-            stale: r.entry.generation != snapshot.generation,
+            stale: r.entry.generation != snapshot.generation(),
         });
     let vip = endpoint(key.dst, key.dst_port);
     let mut report = ExplainReport {
@@ -657,7 +657,7 @@ pub fn explain_report(
         client: endpoint(key.src, key.src_port),
         vip: vip.clone(),
         listener: None,
-        config_generation: snapshot.generation,
+        config_generation: snapshot.generation(),
         existing,
         new_flow: NewFlowDecision::default(),
     };
@@ -675,19 +675,19 @@ pub fn explain_report(
             return report;
         }
     };
-    let listener = &snapshot.listeners[choice.listener as usize];
-    report.listener = Some(listener.name.to_string());
+    let listener = choice.listener.get();
+    report.listener = Some(listener.name().to_string());
     let new = &mut report.new_flow;
     new.hash = Some(choice.hash);
     new.slot = Some(choice.slot);
     new.table_size = Some(choice.slots);
-    new.affinity = listener.affinity.map(|a| {
+    new.affinity = listener.affinity().map(|a| {
         format!(
             "ClientIP, {}s timeout: the slot is chosen by the client address",
             a.timeout_secs
         )
     });
-    let hashed = if listener.affinity.is_some() {
+    let hashed = if listener.affinity().is_some() {
         "the client address (ClientIP session affinity)"
     } else {
         "the 5-tuple"
@@ -698,10 +698,10 @@ pub fn explain_report(
     );
     let now_secs = (now_ns / 1_000_000_000) as u32;
     if let Some((index, entry)) = worker::affine_backend(affinity, listener, key, now_secs) {
-        let backend = &listener.backends[index as usize];
-        let group = listener.groups.get(backend.group as usize);
+        let backend = &listener.backends()[index as usize];
+        let group = listener.groups().get(backend.group as usize);
         let idle = now_secs.wrapping_sub(entry.last_used_secs);
-        let timeout = listener.affinity.map_or(0, |a| a.timeout_secs);
+        let timeout = listener.affinity().map_or(0, |a| a.timeout_secs);
         new.backend = Some(backend.endpoint.to_string());
         new.backend_weight = Some(backend.effective_weight);
         new.service = group.map(|g| g.service.clone());
@@ -721,10 +721,10 @@ pub fn explain_report(
     }
     match choice
         .backend
-        .and_then(|b| listener.backends.get(b as usize))
+        .and_then(|b| listener.backends().get(b as usize))
     {
         Some(backend) => {
-            let group = listener.groups.get(backend.group as usize);
+            let group = listener.groups().get(backend.group as usize);
             new.backend = Some(backend.endpoint.to_string());
             new.backend_weight = Some(backend.effective_weight);
             new.service = group.map(|g| g.service.clone());
@@ -738,7 +738,7 @@ pub fn explain_report(
                 backend.effective_weight,
             );
         }
-        None if listener.groups.is_empty() => {
+        None if listener.groups().is_empty() => {
             new.reason = format!(
                 "{slot_text}; the listener has no route attached, so every slot is \
                  unavailable and the flow would be refused ({})",
@@ -749,7 +749,7 @@ pub fn explain_report(
             // The slot table does not record which backendRef an unavailable
             // slot belongs to; only those without endpoints can own one.
             let empty: Vec<_> = listener
-                .groups
+                .groups()
                 .iter()
                 .filter(|g| g.endpoints.is_empty())
                 .collect();
@@ -778,7 +778,7 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use switchyard_config::snapshot::{
-        Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot,
+        Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
     };
 
     use super::*;
@@ -797,53 +797,54 @@ mod tests {
 
     /// demo/edge/web at 198.18.100.10:80: backendRef demo/echo (weight 3,
     /// be1 and be2) and demo/empty (weight 1, no endpoints). Slots 0..=2 go
-    /// to be1, be2, be1; slot 3 is the unavailable share.
+    /// to be1, be2, be1; slots 3 and 4 are the unavailable share (a table
+    /// has a prime number of slots).
     fn snapshot(generation: u64) -> Snapshot {
         let echo = vec![endpoint_of(BE1, 8080), endpoint_of(BE2, 8080)];
-        Snapshot::new(
-            generation,
-            vec![Listener {
-                name: ListenerName {
-                    namespace: "demo".into(),
-                    gateway: "edge".into(),
-                    listener: "web".into(),
+        let web = Listener::new(ListenerParts {
+            name: ListenerName {
+                namespace: "demo".into(),
+                gateway: "edge".into(),
+                listener: "web".into(),
+            },
+            route: "demo/web".into(),
+            address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
+            port: 80,
+            listener_port: 80,
+            protocol: Protocol::Tcp,
+            groups: vec![
+                BackendGroup {
+                    terminating: false,
+                    service: "demo/echo".into(),
+                    weight: 3,
+                    endpoints: echo.clone(),
                 },
-                route: "demo/web".into(),
-                address: IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)),
-                port: 80,
-                listener_port: 80,
-                protocol: Protocol::Tcp,
-                groups: vec![
-                    BackendGroup {
-                        terminating: false,
-                        service: "demo/echo".into(),
-                        weight: 3,
-                        endpoints: echo.clone(),
-                    },
-                    BackendGroup {
-                        terminating: false,
-                        service: "demo/empty".into(),
-                        weight: 1,
-                        endpoints: vec![],
-                    },
-                ],
-                backends: echo
-                    .iter()
-                    .map(|&endpoint| Backend {
-                        endpoint,
-                        group: 0,
-                        effective_weight: 1.5,
-                    })
-                    .collect(),
-                slots: vec![
-                    Slot::Backend(0),
-                    Slot::Backend(1),
-                    Slot::Backend(0),
-                    Slot::Unavailable,
-                ],
-                affinity: None,
-            }],
-        )
+                BackendGroup {
+                    terminating: false,
+                    service: "demo/empty".into(),
+                    weight: 1,
+                    endpoints: vec![],
+                },
+            ],
+            backends: echo
+                .iter()
+                .map(|&endpoint| Backend {
+                    endpoint,
+                    group: 0,
+                    effective_weight: 1.5,
+                })
+                .collect(),
+            slots: vec![
+                Slot::Backend(0),
+                Slot::Backend(1),
+                Slot::Backend(0),
+                Slot::Unavailable,
+                Slot::Unavailable,
+            ],
+            affinity: None,
+        })
+        .unwrap();
+        Snapshot::new(generation, vec![web]).unwrap()
     }
 
     /// A TCP key from 198.18.1.10 to the VIP whose hash lands in `slot`.
@@ -902,10 +903,10 @@ mod tests {
         assert!(r.existing.is_none());
         let n = &r.new_flow;
         assert_eq!(n.backend.as_deref(), Some("198.18.2.22:8080"));
-        assert_eq!((n.slot, n.table_size), (Some(1), Some(4)));
+        assert_eq!((n.slot, n.table_size), (Some(1), Some(5)));
         assert_eq!(n.service.as_deref(), Some("demo/echo"));
         assert_eq!((n.group_weight, n.backend_weight), (Some(3), Some(1.5)));
-        assert!(n.reason.contains("slot 1 of 4"), "{}", n.reason);
+        assert!(n.reason.contains("slot 1 of 5"), "{}", n.reason);
         assert!(n.reason.contains("198.18.2.22:8080"), "{}", n.reason);
         assert!(n.reason.contains("of the 5-tuple"), "{}", n.reason);
         assert_eq!(n.affinity, None);
@@ -913,9 +914,9 @@ mod tests {
 
     #[test]
     fn new_flow_under_client_ip_affinity_says_the_client_address_chose_the_slot() {
-        let mut listeners = snapshot(1).listeners;
-        listeners[0].affinity = Some(switchyard_config::snapshot::Affinity { timeout_secs: 600 });
-        let snapshot = Snapshot::new(1, listeners);
+        let mut web = snapshot(1).listeners()[0].clone().into_parts();
+        web.affinity = Some(switchyard_config::snapshot::Affinity { timeout_secs: 600 });
+        let snapshot = Snapshot::new(1, vec![Listener::new(web).unwrap()]).unwrap();
         let key = explain_key("tcp", "198.18.1.10:40000", "198.18.100.10:80").unwrap();
         let r = explain_report(
             &snapshot,

@@ -300,7 +300,7 @@ fn serve_udp(socket: &UdpSocket, config: &ArcSwap<Snapshot>, zone: &Zone, stop: 
             }
         };
         let snapshot = config.load();
-        if let Some(reply) = answer(&snapshot.dns, zone, &buf[..len], Transport::Udp) {
+        if let Some(reply) = answer(snapshot.dns(), zone, &buf[..len], Transport::Udp) {
             if let Err(e) = socket.send_to(&reply, peer) {
                 log::debug!("dns: reply to {peer}: {e}");
             }
@@ -351,7 +351,7 @@ fn serve_tcp_connection(
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut query)?;
         let snapshot = config.load();
-        let Some(reply) = answer(&snapshot.dns, zone, &query, Transport::Tcp) else {
+        let Some(reply) = answer(snapshot.dns(), zone, &query, Transport::Tcp) else {
             return Ok(());
         };
         let Ok(reply_len) = u16::try_from(reply.len()) else {

@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use switchyard_config::resolve::build_slots;
-use switchyard_config::snapshot::{Backend, Endpoint, Listener, Snapshot};
+use switchyard_config::snapshot::{
+    Backend, Endpoint, Listener, ListenerError, Snapshot, SnapshotError,
+};
 use switchyard_dataplane::fast_path::FastPath;
 
 /// One drain: `endpoint` on the listener named `listener`
@@ -28,7 +29,7 @@ pub struct Drain {
     pub endpoint: Endpoint,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DrainError {
     #[error("invalid backend {0:?}: expected address:port, e.g. 198.18.2.21:8080")]
     BadEndpoint(String),
@@ -46,6 +47,13 @@ pub enum DrainError {
     },
     #[error("backend {endpoint} is drained on every listener; undrain it without --listener")]
     DrainedEverywhere { endpoint: Endpoint },
+    /// The drains cannot be applied to the config; `apply` only asks for
+    /// what a valid snapshot allows, so this is a bug, refused rather than
+    /// published.
+    #[error("the drains cannot be applied: {0}")]
+    Rebuild(#[from] ListenerError),
+    #[error("the drains cannot be applied: {0}")]
+    Republish(#[from] SnapshotError),
 }
 
 fn on(listener: &Option<String>) -> String {
@@ -71,7 +79,7 @@ pub fn is_drained(drains: &BTreeSet<Drain>, listener: &Listener, endpoint: &Endp
         d.endpoint == *endpoint
             && d.listener
                 .as_ref()
-                .is_none_or(|name| *name == listener.name.to_string())
+                .is_none_or(|name| *name == listener.name().to_string())
     })
 }
 
@@ -111,54 +119,37 @@ pub fn apply(
     drains: &BTreeSet<Drain>,
     generation: u64,
     maglev_seed: u32,
-) -> Snapshot {
+) -> Result<Snapshot, DrainError> {
     let listeners = snapshot
-        .listeners
+        .listeners()
         .iter()
         .map(|listener| {
-            let drained: Vec<bool> = listener
-                .backends
+            let backends = listener.backends();
+            let drained: Vec<bool> = backends
                 .iter()
                 .map(|b| is_drained(drains, listener, &b.endpoint))
                 .collect();
             if !drained.contains(&true) {
-                return listener.clone();
+                return Ok(listener.clone());
             }
-            let mut backends: Vec<Backend> = listener
-                .backends
-                .iter()
-                .map(|b| Backend {
-                    effective_weight: 0.0,
-                    ..b.clone()
-                })
-                .collect();
-            for group in &listener.groups {
+            let mut weights = vec![0.0; backends.len()];
+            for group in listener.groups() {
                 let serving: Vec<usize> = group
                     .endpoints
                     .iter()
-                    .filter_map(|e| listener.backends.iter().position(|b| b.endpoint == *e))
+                    .filter_map(|e| backends.iter().position(|b| b.endpoint == *e))
                     .filter(|&i| !drained[i])
                     .collect();
                 for &i in &serving {
-                    backends[i].effective_weight += f64::from(group.weight) / serving.len() as f64;
+                    weights[i] += f64::from(group.weight) / serving.len() as f64;
                 }
             }
-            let slots = build_slots(
-                &listener.groups,
-                &backends,
-                listener.slots.len(),
-                maglev_seed,
-            );
-            Listener {
-                backends,
-                slots,
-                ..listener.clone()
-            }
+            listener.with_effective_weights(&weights, maglev_seed)
         })
-        .collect();
-    Snapshot::new(generation, listeners)
-        .with_dns(snapshot.dns.clone())
-        .with_terminating(snapshot.terminating())
+        .collect::<Result<Vec<Listener>, _>>()?;
+    Ok(Snapshot::new(generation, listeners)?
+        .with_dns(snapshot.dns().to_vec())
+        .with_terminating(snapshot.terminating()))
 }
 
 /// What must happen around every snapshot swap, beside the swap itself
@@ -237,21 +228,26 @@ impl Publisher {
 
     /// Publishes a newly compiled config with the drains applied, as the
     /// next generation (never below the one it was compiled as). Returns
-    /// the generation published.
-    pub fn publish_config(&self, compiled: Snapshot) -> u64 {
+    /// the generation published; on error nothing is.
+    pub fn publish_config(&self, compiled: Snapshot) -> Result<u64, DrainError> {
         let mut state = self.lock();
-        let generation = compiled.generation.max(self.config.load().generation + 1);
+        let generation = compiled
+            .generation()
+            .max(self.config.load().generation() + 1);
+        self.republish(&compiled, &state.drains, generation)?;
         state.compiled = Arc::new(compiled);
-        self.republish(&state, generation)
+        Ok(generation)
     }
 
-    fn republish(&self, state: &State, generation: u64) -> u64 {
-        let next = Arc::new(apply(
-            &state.compiled,
-            &state.drains,
-            generation,
-            self.maglev_seed,
-        ));
+    /// Publishes `compiled` with `drains` applied; the caller keeps both in
+    /// its state only once this succeeded.
+    fn republish(
+        &self,
+        compiled: &Snapshot,
+        drains: &BTreeSet<Drain>,
+        generation: u64,
+    ) -> Result<u64, DrainError> {
+        let next = Arc::new(apply(compiled, drains, generation, self.maglev_seed)?);
         if let Some(hook) = &self.hook {
             hook.before(&next);
         }
@@ -259,7 +255,7 @@ impl Publisher {
         if let Some(hook) = &self.hook {
             hook.after(&next);
         }
-        generation
+        Ok(generation)
     }
 
     /// The drains in force.
@@ -275,8 +271,11 @@ impl Publisher {
     ) -> Result<DrainOutcome, DrainError> {
         let mut state = self.lock();
         let listeners = owners(&state.compiled, &endpoint, listener.as_deref())?;
-        state.drains.insert(Drain { listener, endpoint });
-        let generation = self.republish(&state, self.config.load().generation + 1);
+        let mut drains = state.drains.clone();
+        drains.insert(Drain { listener, endpoint });
+        let next = self.config.load().generation() + 1;
+        let generation = self.republish(&state.compiled, &drains, next)?;
+        state.drains = drains;
         Ok(DrainOutcome {
             listeners,
             generation,
@@ -290,29 +289,31 @@ impl Publisher {
         listener: Option<String>,
     ) -> Result<DrainOutcome, DrainError> {
         let mut state = self.lock();
-        let before = state.drains.len();
+        let mut drains = state.drains.clone();
         match &listener {
-            None => state.drains.retain(|d| d.endpoint != endpoint),
+            None => drains.retain(|d| d.endpoint != endpoint),
             Some(_) => {
                 let everywhere = Drain {
                     listener: None,
                     endpoint,
                 };
-                if state.drains.contains(&everywhere) {
+                if drains.contains(&everywhere) {
                     return Err(DrainError::DrainedEverywhere { endpoint });
                 }
-                state.drains.remove(&Drain {
+                drains.remove(&Drain {
                     listener: listener.clone(),
                     endpoint,
                 });
             }
         }
-        if state.drains.len() == before {
+        if drains.len() == state.drains.len() {
             return Err(DrainError::NotDrained { endpoint, listener });
         }
         // A backend the config no longer has can still be undrained.
         let listeners = owners(&state.compiled, &endpoint, listener.as_deref()).unwrap_or_default();
-        let generation = self.republish(&state, self.config.load().generation + 1);
+        let next = self.config.load().generation() + 1;
+        let generation = self.republish(&state.compiled, &drains, next)?;
+        state.drains = drains;
         Ok(DrainOutcome {
             listeners,
             generation,
@@ -332,11 +333,11 @@ fn owners(
         }
     }
     let mut names: Vec<String> = snapshot
-        .listeners
+        .listeners()
         .iter()
-        .filter(|l| listener.is_none_or(|name| l.name.to_string() == name))
-        .filter(|l| l.backends.iter().any(|b| b.endpoint == *endpoint))
-        .map(|l| l.name.to_string())
+        .filter(|l| listener.is_none_or(|name| l.name().to_string() == name))
+        .filter(|l| l.backends().iter().any(|b| b.endpoint == *endpoint))
+        .map(|l| l.name().to_string())
         .collect();
     names.dedup();
     if names.is_empty() {
@@ -352,7 +353,9 @@ fn owners(
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
-    use switchyard_config::snapshot::{BackendGroup, ListenerName, Protocol, Slot};
+    use switchyard_config::snapshot::{
+        BackendGroup, ListenerName, ListenerParts, Protocol, Slot, SlotTable, SlotTableSize,
+    };
 
     use super::*;
 
@@ -400,8 +403,9 @@ mod tests {
                 effective_weight: 1.0,
             },
         ];
-        let slots = build_slots(&groups, &backends, SIZE, 9);
-        Listener {
+        let size = SlotTableSize::new(SIZE).unwrap();
+        let slots = SlotTable::maglev(&groups, &backends, size, 9).into_vec();
+        Listener::new(ListenerParts {
             name: ListenerName {
                 namespace: "demo".into(),
                 gateway: "edge".into(),
@@ -416,16 +420,17 @@ mod tests {
             backends,
             slots,
             affinity: None,
-        }
+        })
+        .unwrap()
     }
 
     fn snapshot() -> Snapshot {
-        Snapshot::new(4, vec![listener("web", 80), listener("alt", 81)])
+        Snapshot::new(4, vec![listener("web", 80), listener("alt", 81)]).unwrap()
     }
 
     fn slots_of(listener: &Listener, backend: u32) -> usize {
         listener
-            .slots
+            .slots()
             .iter()
             .filter(|s| **s == Slot::Backend(backend))
             .count()
@@ -442,11 +447,11 @@ mod tests {
 
     #[test]
     fn a_drained_backend_owns_no_slot_and_its_group_mate_takes_the_group_weight() {
-        let drained = apply(&snapshot(), &drains(&[(None, endpoint(21))]), 5, 9);
-        assert_eq!(drained.generation, 5);
-        for l in &drained.listeners {
+        let drained = apply(&snapshot(), &drains(&[(None, endpoint(21))]), 5, 9).unwrap();
+        assert_eq!(drained.generation(), 5);
+        for l in drained.listeners() {
             assert_eq!(slots_of(l, 0), 0);
-            let weights: Vec<f64> = l.backends.iter().map(|b| b.effective_weight).collect();
+            let weights: Vec<f64> = l.backends().iter().map(|b| b.effective_weight).collect();
             assert_eq!(weights, [0.0, 2.0, 1.0]);
             // Shares stay 2:1 between the backendRefs.
             assert!(slots_of(l, 1).abs_diff(2 * SIZE / 3) <= 1);
@@ -462,21 +467,22 @@ mod tests {
             &drains(&[(Some("demo/edge/alt"), endpoint(23))]),
             5,
             9,
-        );
-        assert_eq!(drained.listeners[0], original.listeners[0]);
-        assert_eq!(slots_of(&drained.listeners[1], 2), 0);
+        )
+        .unwrap();
+        assert_eq!(drained.listeners()[0], original.listeners()[0]);
+        assert_eq!(slots_of(&drained.listeners()[1], 2), 0);
         assert_eq!(
-            slots_of(&drained.listeners[1], 0) + slots_of(&drained.listeners[1], 1),
+            slots_of(&drained.listeners()[1], 0) + slots_of(&drained.listeners()[1], 1),
             SIZE
         );
     }
 
     #[test]
     fn a_fully_drained_backend_ref_gives_its_share_to_the_others() {
-        let drained = apply(&snapshot(), &drains(&[(None, endpoint(23))]), 5, 9);
-        let l = &drained.listeners[0];
+        let drained = apply(&snapshot(), &drains(&[(None, endpoint(23))]), 5, 9).unwrap();
+        let l = &drained.listeners()[0];
         assert_eq!(slots_of(l, 2), 0);
-        assert!(!l.slots.contains(&Slot::Unavailable));
+        assert!(!l.slots().contains(&Slot::Unavailable));
     }
 
     #[test]
@@ -486,9 +492,9 @@ mod tests {
             (None, endpoint(22)),
             (None, endpoint(23)),
         ]);
-        let drained = apply(&snapshot(), &all, 5, 9);
-        assert!(drained.listeners[0]
-            .slots
+        let drained = apply(&snapshot(), &all, 5, 9).unwrap();
+        assert!(drained.listeners()[0]
+            .slots()
             .iter()
             .all(|s| *s == Slot::Unavailable));
     }
@@ -496,8 +502,8 @@ mod tests {
     #[test]
     fn applying_no_drains_rebuilds_nothing() {
         let original = snapshot();
-        let same = apply(&original, &BTreeSet::new(), 5, 9);
-        assert_eq!(same.listeners, original.listeners);
+        let same = apply(&original, &BTreeSet::new(), 5, 9).unwrap();
+        assert_eq!(same.listeners(), original.listeners());
     }
 
     #[test]
@@ -508,11 +514,11 @@ mod tests {
         let outcome = publisher.drain(endpoint(22), None).unwrap();
         assert_eq!(outcome.listeners, ["demo/edge/web", "demo/edge/alt"]);
         assert_eq!(outcome.generation, 5);
-        assert_eq!(config.load().generation, 5);
-        assert_eq!(slots_of(&config.load().listeners[0], 1), 0);
+        assert_eq!(config.load().generation(), 5);
+        assert_eq!(slots_of(&config.load().listeners()[0], 1), 0);
         let outcome = publisher.undrain(endpoint(22), None).unwrap();
         assert_eq!(outcome.generation, 6);
-        assert_eq!(config.load().listeners, original.listeners);
+        assert_eq!(config.load().listeners(), original.listeners());
     }
 
     #[test]
@@ -520,12 +526,14 @@ mod tests {
         let config = Arc::new(ArcSwap::from_pointee(snapshot()));
         let publisher = Publisher::new(config.clone(), 9);
         publisher.drain(endpoint(21), None).unwrap();
-        let generation = publisher.publish_config(Snapshot::new(5, vec![listener("web", 80)]));
+        let generation = publisher
+            .publish_config(Snapshot::new(5, vec![listener("web", 80)]).unwrap())
+            .unwrap();
         assert_eq!(generation, 6, "after the drain's generation 5");
         let running = config.load();
-        assert_eq!(running.generation, 6);
-        assert_eq!(slots_of(&running.listeners[0], 0), 0);
-        assert_eq!(running.listeners[0].backends[0].effective_weight, 0.0);
+        assert_eq!(running.generation(), 6);
+        assert_eq!(slots_of(&running.listeners()[0], 0), 0);
+        assert_eq!(running.listeners()[0].backends()[0].effective_weight, 0.0);
     }
 
     #[test]
@@ -545,7 +553,7 @@ mod tests {
             publisher.undrain(endpoint(21), None),
             Err(DrainError::NotDrained { .. })
         ));
-        assert_eq!(config.load().generation, 4, "nothing published");
+        assert_eq!(config.load().generation(), 4, "nothing published");
     }
 
     #[test]

@@ -206,15 +206,15 @@ impl FastPath {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let mut owners = HashMap::with_capacity(allocator.owners.len());
-        let mut offsets = Vec::with_capacity(next.listeners.len());
+        let mut offsets = Vec::with_capacity(next.listeners().len());
         let mut slots = Vec::new();
-        for listener in &next.listeners {
+        for listener in next.listeners() {
             offsets.push(slots.len() as u32);
-            for backend in &listener.backends {
+            for backend in listener.backends() {
                 let identity = (
-                    listener.name.to_string(),
+                    listener.name().to_string(),
                     listener.vip(),
-                    listener.protocol,
+                    listener.protocol(),
                     backend.endpoint,
                 );
                 let slot = match allocator.owners.remove(&identity) {
@@ -233,7 +233,7 @@ impl FastPath {
         allocator.free.extend(gone);
         allocator.owners = owners;
         self.slots.store(Arc::new(StatsSlots {
-            generation: next.generation,
+            generation: next.generation(),
             offsets,
             slots,
         }));
@@ -242,10 +242,10 @@ impl FastPath {
     /// Makes entries of older generations stop applying. Call right after
     /// `next` is swapped in.
     pub fn published(&self, next: &Snapshot) {
-        if let Err(err) = self.maps.publish_generation(next.generation) {
+        if let Err(err) = self.maps.publish_generation(next.generation()) {
             log::error!(
                 "fast path: publishing generation {}: {err}",
-                next.generation
+                next.generation()
             );
         }
     }
@@ -263,14 +263,14 @@ impl FastPath {
     pub fn backend_counters(&self, snapshot: &Snapshot) -> Vec<Vec<FastCounters>> {
         let slots = self.slots.load();
         snapshot
-            .listeners
+            .listeners()
             .iter()
             .enumerate()
             .map(|(l, listener)| {
-                (0..listener.backends.len())
+                (0..listener.backends().len())
                     .map(|b| {
                         let slot = slots.slot(l as u32, b as u32);
-                        if slots.generation != snapshot.generation || slot == SLOT_NONE {
+                        if slots.generation != snapshot.generation() || slot == SLOT_NONE {
                             return FastCounters::default();
                         }
                         self.maps.stats(slot).unwrap_or_default()

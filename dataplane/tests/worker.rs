@@ -10,7 +10,8 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use switchyard_config::snapshot::{
-    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
+    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol,
+    Slot, Snapshot,
 };
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::{
@@ -72,7 +73,15 @@ fn l2_table() -> L2Table {
     )
 }
 
-fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u16)]) -> Listener {
+/// Parts of `demo/edge/<name>`: one backendRef over `backends`, each
+/// owning one slot of the smallest table (a table's length is prime: with
+/// one backend it owns both slots of two, with none both are unavailable).
+fn listener(
+    name: &str,
+    protocol: Protocol,
+    port: u16,
+    backends: &[(Ipv4Addr, u16)],
+) -> ListenerParts {
     let endpoints: Vec<Endpoint> = backends
         .iter()
         .map(|&(a, p)| Endpoint {
@@ -80,7 +89,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
             port: p,
         })
         .collect();
-    Listener {
+    ListenerParts {
         name: ListenerName {
             namespace: "demo".into(),
             gateway: "edge".into(),
@@ -105,15 +114,37 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
                 effective_weight: 1.0 / endpoints.len() as f64,
             })
             .collect(),
-        slots: (0..endpoints.len() as u32).map(Slot::Backend).collect(),
+        slots: match endpoints.len() {
+            0 => vec![Slot::Unavailable; 2],
+            1 => vec![Slot::Backend(0); 2],
+            n => (0..n as u32).map(Slot::Backend).collect(),
+        },
         affinity: None,
     }
 }
 
+/// A snapshot of listeners built from `parts`.
+fn build(generation: u64, parts: Vec<ListenerParts>) -> Snapshot {
+    let listeners = parts
+        .into_iter()
+        .map(|parts| Listener::new(parts).expect("valid listener"))
+        .collect();
+    Snapshot::new(generation, listeners).expect("one listener per VIP")
+}
+
+/// The parts of `snapshot`'s listeners, to change some and build anew.
+fn parts_of(snapshot: &Snapshot) -> Vec<ListenerParts> {
+    snapshot
+        .listeners()
+        .iter()
+        .map(|l| l.clone().into_parts())
+        .collect()
+}
+
 fn snapshot() -> Snapshot {
     let mut unavailable = listener("dead", Protocol::Tcp, 81, &[]);
-    unavailable.slots = vec![Slot::Unavailable];
-    Snapshot::new(
+    unavailable.slots = vec![Slot::Unavailable; 2];
+    build(
         1,
         vec![
             listener("tcp", Protocol::Tcp, 80, &[(BE1, 8080), (BE2, 8080)]),
@@ -389,11 +420,11 @@ fn share_of_a_backend_without_endpoints_is_refused() {
 #[test]
 fn udp_datagrams_to_the_share_of_a_backend_without_endpoints_are_dropped() {
     let mut h = harness();
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     let mut unavailable = listener("dead-udp", Protocol::Udp, 54, &[]);
-    unavailable.slots = vec![Slot::Unavailable];
+    unavailable.slots = vec![Slot::Unavailable; 2];
     listeners.push(unavailable);
-    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    h.config.store(Arc::new(build(2, listeners)));
     for client_port in [40000, 40001, 40000] {
         let frame = udp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 54), b"query");
         assert!(h.send(0, frame).is_none(), "nothing is sent back or on");
@@ -509,7 +540,7 @@ fn choose_names_the_backend_the_worker_forwards_to() {
     let seed = 0x5eed_1234;
     let mut tcp = listener("tcp", Protocol::Tcp, 80, &[(BE1, 8080), (BE2, 8080)]);
     tcp.slots = (0..97u32).map(|i| Slot::Backend(i % 3 % 2)).collect();
-    let snapshot = Snapshot::new(1, vec![tcp]);
+    let snapshot = build(1, vec![tcp]);
     let neighbors = Neighbors::fixed(l2_table());
     let (_requests, control) = channel::bounded(1);
     let mut worker = Worker::new(
@@ -545,7 +576,7 @@ fn choose_names_the_backend_the_worker_forwards_to() {
         assert_eq!(choice.slots, 97);
         assert_eq!(choice.slot, choice.hash as usize % 97);
         slots_seen.insert(choice.slot);
-        let chosen = snapshot.listeners[0].backends[choice.backend.unwrap() as usize].endpoint;
+        let chosen = snapshot.listeners()[0].backends()[choice.backend.unwrap() as usize].endpoint;
         assert_eq!(
             chosen,
             Endpoint {
@@ -605,7 +636,7 @@ fn affinity_snapshot(affinity: Option<Affinity>) -> Snapshot {
     let mut udp = listener("udp", Protocol::Udp, 53, &[(BE1, 5353), (BE2, 5353)]);
     udp.slots = (0..251u32).map(|i| Slot::Backend(i % 2)).collect();
     udp.affinity = affinity;
-    Snapshot::new(1, vec![udp])
+    build(1, vec![udp])
 }
 
 fn backend_of(snapshot: &Snapshot, client: Ipv4Addr, client_port: u16) -> u32 {
@@ -679,11 +710,11 @@ fn tcp_backends(h: &mut Harness, ports: std::ops::Range<u16>) -> Vec<Ipv4Addr> {
 /// The test snapshot with the TCP listener's backends replaced and its
 /// slot table reversed, so a fresh decision would move most flows.
 fn reloaded(generation: u64, tcp_backends: &[(Ipv4Addr, u16)]) -> Snapshot {
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     let mut tcp = listener("tcp", Protocol::Tcp, 80, tcp_backends);
     tcp.slots.reverse();
     listeners[0] = tcp;
-    Snapshot::new(generation, listeners)
+    build(generation, listeners)
 }
 
 #[test]
@@ -705,10 +736,10 @@ fn established_flows_keep_their_backend_across_a_reload_that_reshuffles_the_tabl
                 dst_port: 80,
                 protocol: 6,
             };
-            let choice =
-                choose(&h.config.load(), &key, WorkerSettings::default().hash_seed).unwrap();
+            let snapshot = h.config.load();
+            let choice = choose(&snapshot, &key, WorkerSettings::default().hash_seed).unwrap();
             let backend = choice.backend.unwrap() as usize;
-            match h.config.load().listeners[0].backends[backend]
+            match h.config.load().listeners()[0].backends()[backend]
                 .endpoint
                 .address
             {
@@ -734,11 +765,11 @@ fn a_flow_whose_backend_is_removed_is_decided_afresh() {
 fn replies_of_an_endpoint_behind_two_listeners_are_reversed_by_the_worker_that_saw_the_request() {
     const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
     let mut h = harness();
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     let mut second = listener("udp2", Protocol::Udp, 9053, &[(BE1, 5353), (BE2, 5353)]);
     second.address = IpAddr::V4(VIP2);
     listeners.push(second);
-    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    h.config.store(Arc::new(build(2, listeners)));
     for (vip, port) in [(VIP, 53), (VIP2, 9053)] {
         let request = udp_frame(FROM_CLIENT, (CLIENT, 40000), (vip, port), b"q");
         let (_, out) = h.send(0, request).expect("forwarded");
@@ -791,7 +822,7 @@ fn a_connection_whose_backend_is_removed_gets_a_reset_and_a_new_syn_is_decided_a
 #[test]
 fn a_udp_flow_whose_backend_is_removed_is_rehashed() {
     let mut h = harness();
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     let send = |h: &mut Harness, port: u16| {
         let frame = udp_frame(FROM_CLIENT, (CLIENT, port), (VIP, 53), b"q");
         inspect(&h.send(0, frame).expect("forwarded").1).dst.0
@@ -799,7 +830,7 @@ fn a_udp_flow_whose_backend_is_removed_is_rehashed() {
     let before: Vec<Ipv4Addr> = (40000..40020).map(|p| send(&mut h, p)).collect();
     assert!(before.contains(&BE1));
     listeners[1] = listener("udp", Protocol::Udp, 53, &[(BE2, 5353)]);
-    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    h.config.store(Arc::new(build(2, listeners)));
     let after: Vec<Ipv4Addr> = (40000..40020).map(|p| send(&mut h, p)).collect();
     assert!(after.iter().all(|&b| b == BE2), "{after:?}");
     assert_eq!(h.drops("backend_removed"), 0);
@@ -815,8 +846,8 @@ fn udp_backend(h: &mut Harness, client: Ipv4Addr, port: u16) -> Ipv4Addr {
 /// The affinity listener with its slot table inverted (every client's slot
 /// now names the other backend) and the given weights.
 fn affinity_reloaded(generation: u64, weights: [f64; 2]) -> Snapshot {
-    let mut snapshot = affinity_snapshot(Some(Affinity { timeout_secs: 600 }));
-    let udp = &mut snapshot.listeners[0];
+    let mut listeners = parts_of(&affinity_snapshot(Some(Affinity { timeout_secs: 600 })));
+    let udp = &mut listeners[0];
     for slot in &mut udp.slots {
         if let Slot::Backend(b) = slot {
             *b = 1 - *b;
@@ -824,7 +855,7 @@ fn affinity_reloaded(generation: u64, weights: [f64; 2]) -> Snapshot {
     }
     udp.backends[0].effective_weight = weights[0];
     udp.backends[1].effective_weight = weights[1];
-    Snapshot::new(generation, snapshot.listeners)
+    build(generation, listeners)
 }
 
 #[test]
@@ -878,22 +909,20 @@ fn with_client_ip_affinity_a_client_whose_backend_is_drained_or_removed_is_hashe
     assert!(before.contains(&BE1));
     // BE1 drained: weight 0 and no slots. Clients whose entry names BE1
     // must not keep it.
-    let mut drained = affinity_reloaded(2, [0.0, 1.0]);
-    drained.listeners[0].slots = vec![Slot::Backend(1); 251];
-    h.config
-        .store(Arc::new(Snapshot::new(2, drained.listeners)));
+    let mut drained = parts_of(&affinity_reloaded(2, [0.0, 1.0]));
+    drained[0].slots = vec![Slot::Backend(1); 251];
+    h.config.store(Arc::new(build(2, drained)));
     for &c in &clients {
         assert_eq!(udp_backend(&mut h, c, 41000), BE2);
     }
     // BE1 removed: every new flow reaches BE2.
-    let mut snapshot = affinity_snapshot(Some(Affinity { timeout_secs: 600 }));
-    snapshot.listeners[0] = {
+    let mut listeners = parts_of(&affinity_snapshot(Some(Affinity { timeout_secs: 600 })));
+    listeners[0] = {
         let mut udp = listener("udp", Protocol::Udp, 53, &[(BE2, 5353)]);
         udp.affinity = Some(Affinity { timeout_secs: 600 });
         udp
     };
-    h.config
-        .store(Arc::new(Snapshot::new(3, snapshot.listeners)));
+    h.config.store(Arc::new(build(3, listeners)));
     for &c in &clients {
         assert_eq!(udp_backend(&mut h, c, 42000), BE2);
     }
@@ -912,13 +941,13 @@ fn listener_and_backend_counters_survive_a_reload_that_reorders_them() {
 
     // The TCP listener moves to the end and its backends swap places; the
     // UDP listener goes away.
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     let tcp = listeners.remove(0);
     listeners.remove(0);
     let mut swapped = listener("tcp", Protocol::Tcp, 80, &[(BE2, 8080), (BE1, 8080)]);
     swapped.slots = tcp.slots.clone();
     listeners.push(swapped);
-    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    h.config.store(Arc::new(build(2, listeners)));
 
     let after = h.stats();
     assert_eq!(after.generation, 2);
@@ -943,9 +972,9 @@ fn listener_and_backend_counters_survive_a_reload_that_reorders_them() {
 fn counters_of_a_listener_renamed_at_the_same_vip_start_afresh() {
     let mut h = harness();
     tcp_backends(&mut h, 40000..40005);
-    let mut listeners = snapshot().listeners;
+    let mut listeners = parts_of(&snapshot());
     listeners[0].name.listener = "renamed".into();
-    h.config.store(Arc::new(Snapshot::new(2, listeners)));
+    h.config.store(Arc::new(build(2, listeners)));
     let after = h.stats();
     assert_eq!(after.listeners[0], Default::default());
     assert!(after.backends[0].iter().all(|c| c.packets == 0));

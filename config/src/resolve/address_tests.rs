@@ -110,9 +110,9 @@ fn status_addresses(res: &Resolution, ns: &str, name: &str) -> Vec<(String, Stri
 
 fn tcp_endpoints(res: &Resolution, ns: &str, name: &str) -> Vec<String> {
     res.snapshot
-        .listeners
+        .listeners()
         .iter()
-        .filter(|l| l.name.to_string() == format!("{ns}/{name}/tcp"))
+        .filter(|l| l.name().to_string() == format!("{ns}/{name}/tcp"))
         .map(|l| l.vip().to_string())
         .collect()
 }
@@ -126,7 +126,7 @@ fn reasons(res: &Resolution) -> Vec<(String, Reason)> {
 
 fn records(res: &Resolution) -> Vec<(String, RecordType, String)> {
     res.snapshot
-        .dns
+        .dns()
         .iter()
         .map(|r| (r.name.clone(), r.record_type, r.value.clone()))
         .collect()
@@ -262,7 +262,7 @@ fn gateway_without_address_of_a_class_without_pool_is_address_not_assigned() {
         &class("sy", "{type: ClusterIP}"),
         &gateway("lb", "edge", "sy", "[]", None),
     ]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert_eq!(
         reasons(&res),
         [("Gateway lb/edge".to_owned(), Reason::AddressNotAssigned)]
@@ -299,7 +299,7 @@ fn unusable_static_addresses_are_address_not_usable() {
             &class("sy", CLUSTER_IP),
             &gateway("lb", "edge", "sy", &format!("[{{value: {address}}}]"), None),
         ]);
-        assert!(res.snapshot.listeners.is_empty(), "{address}");
+        assert!(res.snapshot.listeners().is_empty(), "{address}");
         assert_eq!(
             reasons(&res),
             [("Gateway lb/edge".to_owned(), Reason::AddressNotUsable)],
@@ -351,11 +351,19 @@ fn shuffled_docs() -> Vec<String> {
 fn fingerprint(res: &Resolution) -> (Vec<String>, Vec<(String, Reason)>, Vec<DnsRecord>) {
     let listeners = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .map(|l| format!("{} {} {} {}", l.name, l.protocol, l.vip(), l.listener_port))
+        .map(|l| {
+            format!(
+                "{} {} {} {}",
+                l.name(),
+                l.protocol(),
+                l.vip(),
+                l.listener_port()
+            )
+        })
         .collect();
-    (listeners, reasons(res), res.snapshot.dns.clone())
+    (listeners, reasons(res), res.snapshot.dns().to_vec())
 }
 
 proptest! {
@@ -398,7 +406,7 @@ fn parameters_ref_to_a_missing_config_is_invalid_parameters_and_not_served() {
         text,
         &gateway("lb", "edge", "sy", "[{value: 198.18.100.1}]", None),
     ]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert_eq!(
         reasons(&res),
         [("GatewayClass sy".to_owned(), Reason::InvalidParameters)]
@@ -416,7 +424,7 @@ fn parameters_ref_of_a_foreign_kind_is_invalid_parameters() {
         text,
         &gateway("lb", "edge", "sy", "[{value: 198.18.100.1}]", None),
     ]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert_eq!(
         reasons(&res),
         [("GatewayClass sy".to_owned(), Reason::InvalidParameters)]
@@ -475,15 +483,15 @@ fn node_port_class_serves_each_listener_on_every_node_address_at_its_node_port()
     ]);
     let served: Vec<String> = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
         .map(|l| {
             format!(
                 "{} {} {} <- {}",
-                l.name,
-                l.protocol,
+                l.name(),
+                l.protocol(),
                 l.vip(),
-                l.listener_port
+                l.listener_port()
             )
         })
         .collect();
@@ -506,7 +514,7 @@ fn node_port_class_serves_each_listener_on_every_node_address_at_its_node_port()
     let status: Vec<&str> = status.iter().map(|(_, value)| value.as_str()).collect();
     assert_eq!(status, ["198.18.1.1", "198.18.2.1"], "node addresses");
     // No VIP: no A record either.
-    assert!(res.snapshot.dns.is_empty());
+    assert!(res.snapshot.dns().is_empty());
 }
 
 #[test]
@@ -519,7 +527,7 @@ fn exhausted_node_port_range_leaves_the_listener_without_node_port() {
         &gateway("lb", "a", "np", "[]", Some(1)),
         &gateway("lb", "b", "np", "[]", Some(2)),
     ]);
-    assert_eq!(res.snapshot.listeners.len(), 2, "lb/a tcp and udp");
+    assert_eq!(res.snapshot.listeners().len(), 2, "lb/a tcp and udp");
     let got: Vec<(String, Option<String>, Reason)> = res
         .diagnostics
         .iter()
@@ -768,7 +776,7 @@ fn headless_gateway_has_no_listeners_and_answers_with_ready_endpoints_and_pod_na
             &["198.18.2.23"],
         ),
     ]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     assert_eq!(
         records(&res),
@@ -808,7 +816,7 @@ fn headless_gateway_with_an_address_is_unsupported_address_and_has_no_records() 
         reasons(&res),
         [("Gateway db/pg".to_owned(), Reason::UnsupportedAddress)]
     );
-    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+    assert!(res.snapshot.dns().is_empty(), "{:?}", res.snapshot.dns());
 }
 
 #[test]
@@ -820,7 +828,7 @@ fn gateway_whose_name_is_not_a_dns_label_is_served_with_a_warning_and_no_record(
             &gateway("lb", name, "sy", "[{value: 198.18.100.9}]", None),
         ]);
         assert_eq!(tcp_endpoints(&res, "lb", name), ["198.18.100.9:80"]);
-        assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+        assert!(res.snapshot.dns().is_empty(), "{:?}", res.snapshot.dns());
         assert_eq!(
             reasons(&res),
             [(format!("Gateway lb/{name}"), Reason::NoDnsName)],
@@ -850,7 +858,7 @@ fn gateway_served_on_node_ports_only_has_no_dns_record() {
         &gateway("lb", "edge", "np", "[]", None),
     ]);
     assert_eq!(tcp_endpoints(&res, "lb", "edge"), ["198.18.1.1:30000"]);
-    assert!(res.snapshot.dns.is_empty(), "{:?}", res.snapshot.dns);
+    assert!(res.snapshot.dns().is_empty(), "{:?}", res.snapshot.dns());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
@@ -866,7 +874,7 @@ fn external_name_gateway_is_a_cname_to_its_hostname_address() {
             None,
         ),
     ]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let status = status_addresses(&res, "lb", "db");
     assert_eq!(
@@ -902,7 +910,7 @@ fn external_name_gateway_needs_exactly_one_valid_hostname() {
             [("Gateway lb/db".to_owned(), reason)],
             "{addresses}"
         );
-        assert!(res.snapshot.dns.is_empty(), "{addresses}");
+        assert!(res.snapshot.dns().is_empty(), "{addresses}");
     }
     // Not a DNS name at all: the CRD's pattern refuses it at load.
     let error = load_error(&[
@@ -926,7 +934,7 @@ fn address_pool_example_resolves_as_its_comments_say() {
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let vips: Vec<String> = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
         .map(|l| l.vip().to_string())
         .collect();

@@ -212,8 +212,7 @@ pub(super) fn assign(
     let mut wanted: Vec<(usize, usize)> = Vec::new();
     for &i in &order {
         let (gateway, class) = gateways[i];
-        let report =
-            |reason, message: String| super::gateways::diagnostic(gateway, reason, message);
+        let report = |reason, message: String| Diagnostic::about_gateway(gateway, reason, message);
         match requested(gateway, class) {
             Err((reason, message)) => {
                 refused[i] = true;
@@ -519,7 +518,7 @@ fn node_ports(
         // The listeners say which port is missing; the Gateway says that,
         // without a VIP, it is then served nowhere.
         if wanted && out[i].addresses.is_empty() && out[i].node_ports.iter().all(Option::is_none) {
-            diagnostics.push(super::gateways::diagnostic(
+            diagnostics.push(Diagnostic::about_gateway(
                 gateway,
                 Reason::AddressNotAssigned,
                 format!(

@@ -120,7 +120,7 @@ fn listener<'a>(res: &'a Resolution, name: &str) -> &'a Listener {
 
 fn served(res: &Resolution, name: &str) -> Vec<String> {
     listener(res, name)
-        .backends
+        .backends()
         .iter()
         .map(|b| b.endpoint.to_string())
         .collect()
@@ -162,7 +162,10 @@ fn service_import_merges_the_exported_slices_of_every_cluster() {
         served(&res, "lb/edge/tcp"),
         ["10.1.0.1:8080", "10.2.0.1:8080"]
     );
-    assert_eq!(listener(&res, "lb/edge/tcp").groups[0].service, "lb/store");
+    assert_eq!(
+        listener(&res, "lb/edge/tcp").groups()[0].service,
+        "lb/store"
+    );
 }
 
 #[test]
@@ -229,9 +232,9 @@ fn missing_service_import_is_backend_not_found_and_refuses_its_share() {
         .message
         .contains("ServiceImport lb/store not found"));
     let tcp = listener(&res, "lb/edge/tcp");
-    assert!(tcp.backends.is_empty());
+    assert!(tcp.backends().is_empty());
     assert!(tcp
-        .slots
+        .slots()
         .iter()
         .all(|&s| s == crate::snapshot::Slot::Unavailable));
 }
@@ -293,7 +296,7 @@ fn service_import_client_ip_affinity_applies_when_it_is_the_only_backend() {
         exported("lb", "store", "east", "[{addresses: [\"10.1.0.1\"]}]"),
     ];
     let res = compile(&[CLASS, EDGE, &tcp_route(TO_IMPORT), &world[0], &world[1]]);
-    let affinity = listener(&res, "lb/edge/tcp").affinity;
+    let affinity = listener(&res, "lb/edge/tcp").affinity();
     assert_eq!(affinity.map(|a| a.timeout_secs), Some(60));
 
     // Next to another backendRef, the flat table cannot keep it.
@@ -303,7 +306,7 @@ fn service_import_client_ip_affinity_applies_when_it_is_the_only_backend() {
     );
     let other = import("lb", "other", "");
     let res = compile(&[CLASS, EDGE, &two, &world[0], &world[1], &other]);
-    assert_eq!(listener(&res, "lb/edge/tcp").affinity, None);
+    assert_eq!(listener(&res, "lb/edge/tcp").affinity(), None);
     only_reason(&res, "ServiceImport lb/store", Reason::AffinityNotApplied);
 }
 
@@ -662,9 +665,9 @@ fn service_external_ips_are_unsupported_value_and_the_service_still_serves() {
     assert_eq!(served(&res, "lb/edge/tcp"), ["10.1.0.1:8080"]);
     assert!(res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .all(|l| l.address.to_string() == "10.0.0.1"));
+        .all(|l| l.address().to_string() == "10.0.0.1"));
 }
 
 // ------------------------------------------------------------------- example
@@ -675,19 +678,19 @@ fn backend_kinds_example_serves_pods_and_the_imported_service() {
     let res = super::tests::checked(crate::compile_file(path, 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let web = listener(&res, "demo/kinds/web");
-    assert_eq!(web.address.to_string(), "198.18.100.20");
+    assert_eq!(web.address().to_string(), "198.18.100.20");
     assert_eq!(
         served(&res, "demo/kinds/web"),
         ["198.18.2.31:8080", "198.18.2.32:8080"]
     );
-    assert_eq!(web.affinity, None);
+    assert_eq!(web.affinity(), None);
     let store = listener(&res, "demo/kinds/store");
     assert_eq!(
         served(&res, "demo/kinds/store"),
         ["198.18.2.41:8443", "198.18.2.51:8443"]
     );
-    assert_eq!(store.affinity.map(|a| a.timeout_secs), Some(600));
-    assert_eq!(store.groups[0].service, "store/store");
+    assert_eq!(store.affinity().map(|a| a.timeout_secs), Some(600));
+    assert_eq!(store.groups()[0].service, "store/store");
     assert_eq!(
         served(&res, "demo/kinds/store-dns"),
         ["198.18.2.41:5353", "198.18.2.51:5353"]

@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::policy::EndpointSettings;
 use super::{Diagnostic, Index, Reason};
 use crate::resources::{
     AddressType, BackendRef, EndpointConditions, EndpointSelector, EndpointSlice, IpFamily, Pod,
@@ -19,6 +18,17 @@ use crate::resources::{
     SWITCHYARD_GROUP,
 };
 use crate::snapshot::{BackendGroup, Endpoint};
+
+/// How a route picks the endpoints of its backendRefs; the default is
+/// what each backend says for itself. TrafficPolicies on the route set it
+/// (`policy::endpoint_settings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct EndpointSettings {
+    /// Overrides the backend's own `publishNotReadyAddresses`.
+    pub publish_not_ready: Option<bool>,
+    /// Only endpoints of this family; `None` keeps both.
+    pub family: Option<IpFamily>,
+}
 
 /// Lookups for the backend kinds other than Service, keyed by
 /// `(namespace, name)` (Pods by namespace, sorted by name).

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::resources::Gateway;
+
 /// Condition types of Gateway, listener, route and policy status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum ConditionType {
@@ -87,6 +89,10 @@ pub enum Reason {
     /// `Degraded` on a Gateway (a warning): it is served, but has no
     /// GEP-3539 DNS name, since its name or namespace is not a DNS label.
     NoDnsName,
+    /// Listener `Programmed`, spelled `Invalid`: the snapshot refused the
+    /// listener resolution built for it (a bug in resolution, which only
+    /// builds valid ones), so it is not served.
+    InvalidListener,
 }
 
 impl Reason {
@@ -107,6 +113,7 @@ impl Reason {
             Self::UnsupportedValue => ConditionType::Accepted,
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
+            Self::InvalidListener => ConditionType::Programmed,
         }
     }
 
@@ -131,6 +138,7 @@ impl Reason {
             Self::AddressNotUsable => "AddressNotUsable",
             Self::InvalidParameters => "InvalidParameters",
             Self::NoDnsName => "NoDnsName",
+            Self::InvalidListener => "Invalid",
         }
     }
 }
@@ -176,6 +184,17 @@ impl Diagnostic {
             reason,
             message: message.into(),
         }
+    }
+
+    /// About `gateway` itself; `on_listener` narrows it to a listener.
+    pub(crate) fn about_gateway(gateway: &Gateway, reason: Reason, message: String) -> Self {
+        Self::new(
+            "Gateway",
+            &gateway.metadata.namespace,
+            &gateway.metadata.name,
+            reason,
+            message,
+        )
     }
 
     pub fn on_listener(mut self, listener: &str) -> Self {

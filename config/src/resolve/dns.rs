@@ -46,8 +46,7 @@ pub(super) fn records(
             continue;
         }
         let meta = &view.gateway.metadata;
-        let unnamed =
-            |why: String| super::gateways::diagnostic(view.gateway, Reason::NoDnsName, why);
+        let unnamed = |why: String| Diagnostic::about_gateway(view.gateway, Reason::NoDnsName, why);
         let (Some(gateway), Some(namespace)) = (label(&meta.name), label(&meta.namespace)) else {
             diagnostics.push(unnamed(format!(
                 "no DNS record: GEP-3539 names a Gateway <gateway>.<namespace>.{GATEWAY_ZONE_LABEL}.\

@@ -92,16 +92,6 @@ pub(super) fn ours<'a>(
         .collect()
 }
 
-pub(super) fn diagnostic(gateway: &Gateway, reason: Reason, message: String) -> Diagnostic {
-    Diagnostic::new(
-        "Gateway",
-        &gateway.metadata.namespace,
-        &gateway.metadata.name,
-        reason,
-        message,
-    )
-}
-
 fn listener<'a>(
     gateway: &Gateway,
     spec: &'a Listener,
@@ -112,7 +102,7 @@ fn listener<'a>(
         "UDP" => (Protocol::Udp, RouteKind::Udp),
         other => {
             diagnostics.push(
-                diagnostic(
+                Diagnostic::about_gateway(
                     gateway,
                     Reason::UnsupportedProtocol,
                     format!("protocol {other:?} is not supported; Switchyard serves TCP and UDP"),
@@ -134,7 +124,7 @@ fn listener<'a>(
             route_kind = Some(kind);
         } else {
             diagnostics.push(
-                diagnostic(
+                Diagnostic::about_gateway(
                     gateway,
                     Reason::InvalidRouteKinds,
                     format!(

@@ -42,11 +42,11 @@
 
 use std::collections::HashMap;
 
-use super::backends::BackendKind;
+use super::backends::{BackendKind, EndpointSettings};
 use super::gateways::GatewayView;
 use super::{Diagnostic, Index, Reason, RouteId};
-use crate::resources::{BackendRef, IpFamily, TrafficLocality, TrafficPolicy};
-use crate::snapshot::{Affinity, BackendGroup};
+use crate::resources::{BackendRef, TrafficLocality, TrafficPolicy};
+use crate::snapshot::{Affinity, BackendGroup, SlotTableSize};
 
 /// Below this many slots per backend, Maglev's promise that a backend
 /// change moves few other flows weakens (the paper's M >= 100 N).
@@ -55,7 +55,7 @@ pub(super) const SLOTS_PER_BACKEND: usize = 100;
 /// The table size a policy sets on one listener.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct TableSize<'a> {
-    pub size: usize,
+    pub size: SlotTableSize,
     pub policy: &'a TrafficPolicy,
 }
 
@@ -206,17 +206,32 @@ pub(super) fn table_sizes<'a>(
         claims.dedup_by_key(|c| c.1);
         let (specific, winner) = claims[0];
         let policy = index.policies[winner];
-        let size = policy
-            .spec
-            .maglev
-            .as_ref()
-            .and_then(|m| m.table_size)
-            .map_or(crate::snapshot::SLOT_TABLE_SIZE, |s| s as usize);
         let listener = format!(
             "{}/{}",
             gateways[g].gateway.metadata.key(),
             gateways[g].listeners[l].spec.name
         );
+        let asked = policy.spec.maglev.as_ref().and_then(|m| m.table_size);
+        let size = match asked.map(|s| SlotTableSize::new(s as usize)) {
+            None => Some(SlotTableSize::DEFAULT),
+            Some(Ok(size)) => Some(size),
+            // The schema lets only primes through (`schema::opt_table_size`),
+            // so this is a bug; reported like a value Switchyard does not
+            // serve, with the listener keeping the default size.
+            Some(Err(error)) => {
+                diagnostics.push(
+                    Diagnostic::new(
+                        "TrafficPolicy",
+                        &policy.metadata.namespace,
+                        &policy.metadata.name,
+                        Reason::UnsupportedValue,
+                        format!("spec.maglev.tableSize: {error}; the default size is used"),
+                    )
+                    .on_parent(listener.clone()),
+                );
+                None
+            }
+        };
         let mut seen = vec![winner];
         for &(other_specific, rank) in &claims[1..] {
             if other_specific != specific || seen.contains(&rank) {
@@ -240,7 +255,9 @@ pub(super) fn table_sizes<'a>(
                 .on_parent(listener.clone()),
             );
         }
-        sizes.insert((g, l), TableSize { size, policy });
+        if let Some(size) = size {
+            sizes.insert((g, l), TableSize { size, policy });
+        }
     }
     sizes
 }
@@ -254,7 +271,7 @@ pub(super) fn check_size(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let wanted = backends.saturating_mul(SLOTS_PER_BACKEND);
-    if size.size >= wanted {
+    if size.size.get() >= wanted {
         return;
     }
     let meta = &size.policy.metadata;
@@ -268,21 +285,11 @@ pub(super) fn check_size(
                 "spec.maglev.tableSize {} is below {SLOTS_PER_BACKEND} slots for each of the \
                  {backends} backends of listener {listener} (at least {wanted}): a backend change \
                  moves more of the other backends' flows; the size is used anyway",
-                size.size
+                size.size.get()
             ),
         )
         .on_parent(listener.to_owned()),
     );
-}
-
-/// How a route picks the endpoints of its backendRefs; the default is
-/// what each backend says for itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct EndpointSettings {
-    /// Overrides the backend's own `publishNotReadyAddresses`.
-    pub publish_not_ready: Option<bool>,
-    /// Only endpoints of this family; `None` keeps both.
-    pub family: Option<IpFamily>,
 }
 
 /// The route-level Service settings, one winner per setting.

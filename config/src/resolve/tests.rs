@@ -105,7 +105,10 @@ fn listener<'a>(res: &'a Resolution, name: &str) -> &'a Listener {
 }
 
 fn endpoints(l: &Listener) -> Vec<String> {
-    l.backends.iter().map(|b| b.endpoint.to_string()).collect()
+    l.backends()
+        .iter()
+        .map(|b| b.endpoint.to_string())
+        .collect()
 }
 
 fn reasons(res: &Resolution) -> Vec<(String, Reason)> {
@@ -122,7 +125,7 @@ fn has(res: &Resolution, resource: &str, reason: Reason) -> bool {
 }
 
 fn slot_count(l: &Listener, owner: Slot) -> usize {
-    l.slots.iter().filter(|&&s| s == owner).count()
+    l.slots().iter().filter(|&&s| s == owner).count()
 }
 
 fn assert_share(l: &Listener, owner: Slot, share: f64) {
@@ -144,33 +147,36 @@ fn demo_path() -> PathBuf {
 fn demo_yaml_serves_tcp_and_udp_on_translated_endpoint_ports() {
     let res = checked(crate::compile_file(demo_path(), 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
-    assert_eq!(res.snapshot.generation, 1);
-    assert_eq!(res.snapshot.listeners.len(), 2);
+    assert_eq!(res.snapshot.generation(), 1);
+    assert_eq!(res.snapshot.listeners().len(), 2);
 
     let tcp = listener(&res, "demo/edge/tcp-echo");
     assert_eq!(tcp.vip().to_string(), "198.18.100.10:80");
-    assert_eq!(tcp.protocol, Protocol::Tcp);
-    assert_eq!(tcp.route, "demo/echo-tcp");
+    assert_eq!(tcp.protocol(), Protocol::Tcp);
+    assert_eq!(tcp.route(), "demo/echo-tcp");
     assert_eq!(endpoints(tcp), ["198.18.2.21:8080", "198.18.2.22:8080"]);
 
     let udp = listener(&res, "demo/edge/udp-echo");
     assert_eq!(udp.vip().to_string(), "198.18.100.10:53");
-    assert_eq!(udp.protocol, Protocol::Udp);
-    assert_eq!(udp.route, "demo/echo-udp");
+    assert_eq!(udp.protocol(), Protocol::Udp);
+    assert_eq!(udp.route(), "demo/echo-udp");
     assert_eq!(endpoints(udp), ["198.18.2.21:5353", "198.18.2.22:5353"]);
 
     for l in [tcp, udp] {
-        assert_eq!(l.slots.len(), SLOT_TABLE_SIZE);
+        assert_eq!(l.slots().len(), SLOT_TABLE_SIZE);
         assert_share(l, Slot::Backend(0), 0.5);
         assert_share(l, Slot::Backend(1), 0.5);
-        assert_eq!(l.groups.len(), 1);
-        assert_eq!(l.groups[0].service, "demo/echo");
+        assert_eq!(l.groups().len(), 1);
+        assert_eq!(l.groups()[0].service, "demo/echo");
     }
     let key = ServiceKey {
         endpoint: tcp.vip(),
         protocol: Protocol::Tcp,
     };
-    assert_eq!(res.snapshot.listener_for_vip(&key), Some(0));
+    assert_eq!(
+        res.snapshot.listener_for_vip(&key).map(|l| l.id().index()),
+        Some(0)
+    );
 }
 
 // --------------------------------------------------------------- gateways
@@ -182,7 +188,7 @@ fn gateway_of_another_controller_is_ignored_silently() {
         .replace("switchyard.io", "example.com");
     let gw = edge().replace("gatewayClassName: sy", "gatewayClassName: theirs");
     let res = compile(&[&other, &gw]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }
 
@@ -190,13 +196,13 @@ fn gateway_of_another_controller_is_ignored_silently() {
 fn gateway_without_address_has_no_listeners_and_is_address_not_assigned() {
     let gw = edge().replace("[{value: 10.0.0.1}]", "[]");
     let res = compile(&[CLASS, &gw]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(has(&res, "Gateway lb/edge", Reason::AddressNotAssigned));
     assert_eq!(res.diagnostics[0].condition, ConditionType::Programmed);
 
     let no_value = edge().replace("[{value: 10.0.0.1}]", "[{type: IPAddress}]");
     let res = compile(&[CLASS, &no_value]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(has(&res, "Gateway lb/edge", Reason::AddressNotAssigned));
 }
 
@@ -207,7 +213,7 @@ fn gateway_with_non_ip_address_type_is_unsupported_address() {
         "[{value: 10.0.0.1}, {type: Hostname, value: lb.example.com}]",
     );
     let res = compile(&[CLASS, &gw]);
-    assert!(res.snapshot.listeners.is_empty());
+    assert!(res.snapshot.listeners().is_empty());
     assert!(has(&res, "Gateway lb/edge", Reason::UnsupportedAddress));
 }
 
@@ -220,9 +226,9 @@ fn every_listener_is_served_on_every_gateway_address() {
     let res = compile(&[CLASS, &gw]);
     let vips: Vec<String> = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .map(|l| format!("{} {}", l.name, l.vip()))
+        .map(|l| format!("{} {}", l.name(), l.vip()))
         .collect();
     assert_eq!(
         vips,
@@ -239,10 +245,10 @@ fn every_listener_is_served_on_every_gateway_address() {
 fn listener_without_route_refuses_all_traffic() {
     let res = compile(&[CLASS, &edge()]);
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.route, "");
-    assert!(tcp.groups.is_empty());
-    assert_eq!(tcp.slots.len(), SLOT_TABLE_SIZE);
-    assert!(tcp.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert_eq!(tcp.route(), "");
+    assert!(tcp.groups().is_empty());
+    assert_eq!(tcp.slots().len(), SLOT_TABLE_SIZE);
+    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -254,7 +260,7 @@ fn listener_with_unsupported_protocol_is_unsupported_protocol_and_carries_no_tra
         "[{name: web, port: 80, protocol: HTTP}, {name: tcp, port: 81, protocol: TCP}]",
     );
     let res = compile(&[CLASS, &gw]);
-    assert_eq!(res.snapshot.listeners.len(), 1);
+    assert_eq!(res.snapshot.listeners().len(), 1);
     let d = &res.diagnostics[0];
     assert_eq!(
         (d.reason, d.listener.as_deref(), d.condition),
@@ -278,13 +284,13 @@ fn allowed_kind_the_protocol_cannot_carry_is_invalid_route_kinds() {
     let res = compile(&[CLASS, &gw, &r, &web("lb", "web", &["10.1.0.1"])]);
     assert!(has(&res, "Gateway lb/edge", Reason::InvalidRouteKinds));
     assert!(has(&res, "TCPRoute lb/r", Reason::NotAllowedByListeners));
-    assert_eq!(listener(&res, "lb/edge/tcp").route, "");
+    assert_eq!(listener(&res, "lb/edge/tcp").route(), "");
 }
 
 // ------------------------------------------------------------- attachment
 
 fn attached_route(res: &Resolution, listener_name: &str) -> String {
-    listener(res, listener_name).route.clone()
+    listener(res, listener_name).route().to_owned()
 }
 
 #[test]
@@ -528,9 +534,9 @@ fn route_without_grant_is_ref_not_permitted() {
     let res = compile(&[CLASS, &edge(), &r, &web("app", "web", &["10.1.0.1"])]);
     assert!(has(&res, "TCPRoute lb/r", Reason::RefNotPermitted));
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.groups[0].service, "app/web");
-    assert!(tcp.backends.is_empty());
-    assert!(tcp.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert_eq!(tcp.groups()[0].service, "app/web");
+    assert!(tcp.backends().is_empty());
+    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 /// ReferenceGrant `g` in `ns` with one `from` and one `to` entry, each a
@@ -609,7 +615,7 @@ fn reference_grant_for_another_group_kind_namespace_or_name_does_not_permit() {
     ] {
         let res = compile(&[CLASS, &edge(), &r, &web("app", "web", &["10.1.0.1"]), &g]);
         assert!(has(&res, "TCPRoute lb/r", Reason::RefNotPermitted), "{g}");
-        assert!(listener(&res, "lb/edge/tcp").backends.is_empty(), "{g}");
+        assert!(listener(&res, "lb/edge/tcp").backends().is_empty(), "{g}");
     }
     // The control: the same grant with every field right permits.
     let res = compile(&[
@@ -635,7 +641,10 @@ fn missing_service_is_backend_not_found() {
             "Service lb/ghost not found"
         )
     );
-    assert_eq!(listener(&res, "lb/edge/tcp").groups[0].service, "lb/ghost");
+    assert_eq!(
+        listener(&res, "lb/edge/tcp").groups()[0].service,
+        "lb/ghost"
+    );
 }
 
 #[test]
@@ -657,8 +666,8 @@ fn backend_of_another_kind_is_invalid_kind_and_keeps_its_share_unavailable() {
     let res = compile(&[CLASS, &edge(), &r, &web("lb", "web", &["10.1.0.1"])]);
     assert!(has(&res, "TCPRoute lb/r", Reason::InvalidKind));
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.groups.len(), 2);
-    assert!(tcp.groups[1].endpoints.is_empty());
+    assert_eq!(tcp.groups().len(), 2);
+    assert!(tcp.groups()[1].endpoints.is_empty());
     assert_share(tcp, Slot::Backend(0), 0.75);
     assert_share(tcp, Slot::Unavailable, 0.25);
 }
@@ -738,7 +747,7 @@ fn slice_with_other_port_names_contributes_nothing() {
     );
     let r = tcp_route("lb", "r", "[{name: edge}]", "[{name: web, port: 80}]");
     let res = compile(&[CLASS, &edge(), &r, &svc, &s]);
-    assert!(listener(&res, "lb/edge/tcp").backends.is_empty());
+    assert!(listener(&res, "lb/edge/tcp").backends().is_empty());
 }
 
 fn conditions_world(endpoints: &str, publish: bool) -> Resolution {
@@ -778,7 +787,7 @@ fn serving_terminating_endpoints_serve_when_none_is_ready() {
 
 /// Served endpoints the snapshot marks terminating.
 fn terminating(res: &Resolution, l: &Listener) -> Vec<String> {
-    l.backends
+    l.backends()
         .iter()
         .filter(|b| res.snapshot.is_terminating(&b.endpoint))
         .map(|b| b.endpoint.to_string())
@@ -793,7 +802,7 @@ fn serving_terminating_endpoints_are_marked_terminating_and_their_group_too() {
     );
     let l = listener(&res, "lb/edge/tcp");
     assert_eq!(terminating(&res, l), ["10.1.0.4:80"]);
-    assert!(l.groups[0].terminating, "every endpoint of the group is");
+    assert!(l.groups()[0].terminating, "every endpoint of the group is");
 }
 
 #[test]
@@ -806,7 +815,7 @@ fn ready_endpoints_are_not_terminating() {
     let l = listener(&res, "lb/edge/tcp");
     assert_eq!(endpoints(l), ["10.1.0.1:80"]);
     assert!(terminating(&res, l).is_empty());
-    assert!(!l.groups[0].terminating);
+    assert!(!l.groups()[0].terminating);
 }
 
 #[test]
@@ -820,7 +829,7 @@ fn published_not_ready_addresses_mark_terminating_per_endpoint_not_per_group() {
     assert_eq!(endpoints(l), ["10.1.0.1:80", "10.1.0.4:80"]);
     assert_eq!(terminating(&res, l), ["10.1.0.4:80"]);
     assert!(
-        !l.groups[0].terminating,
+        !l.groups()[0].terminating,
         "the group still has a ready endpoint"
     );
 }
@@ -898,7 +907,7 @@ fn slices_of_a_service_are_merged_and_endpoints_deduplicated() {
         endpoints(tcp),
         ["10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"]
     );
-    assert_eq!(tcp.groups[0].endpoints.len(), 3);
+    assert_eq!(tcp.groups()[0].endpoints.len(), 3);
 }
 
 // ------------------------------------------------------------------ slots
@@ -929,7 +938,7 @@ fn slot_shares_follow_backend_ref_weights() {
             "10.3.0.1:8080"
         ]
     );
-    let weights: Vec<f64> = tcp.backends.iter().map(|b| b.effective_weight).collect();
+    let weights: Vec<f64> = tcp.backends().iter().map(|b| b.effective_weight).collect();
     assert_eq!(weights, [35.0, 35.0, 30.0, 0.0]);
     assert_share(tcp, Slot::Backend(0), 0.35);
     assert_share(tcp, Slot::Backend(1), 0.35);
@@ -954,7 +963,7 @@ fn weight_defaults_to_one() {
         &web("lb", "b", &["10.2.0.1"]),
     ]);
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.groups[0].weight, 1);
+    assert_eq!(tcp.groups()[0].weight, 1);
     assert_share(tcp, Slot::Backend(0), 0.25);
     assert_share(tcp, Slot::Backend(1), 0.75);
 }
@@ -976,8 +985,8 @@ fn endpoint_in_two_groups_is_one_backend_with_both_shares() {
     ]);
     let tcp = listener(&res, "lb/edge/tcp");
     assert_eq!(endpoints(tcp), ["10.1.0.1:8080", "10.1.0.2:8080"]);
-    assert_eq!(tcp.backends[1].group, 0);
-    assert_eq!(tcp.backends[1].effective_weight, 2.0);
+    assert_eq!(tcp.backends()[1].group, 0);
+    assert_eq!(tcp.backends()[1].effective_weight, 2.0);
     assert_share(tcp, Slot::Backend(0), 1.0 / 3.0);
     assert_share(tcp, Slot::Backend(1), 2.0 / 3.0);
 }
@@ -992,8 +1001,8 @@ fn all_zero_weights_refuse_all_traffic() {
     );
     let res = compile(&[CLASS, &edge(), &r, &web("lb", "a", &["10.1.0.1"])]);
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.backends.len(), 1);
-    assert!(tcp.slots.iter().all(|&s| s == Slot::Unavailable));
+    assert_eq!(tcp.backends().len(), 1);
+    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
 }
 
 // ------------------------------------------------- conflicts, determinism
@@ -1011,9 +1020,9 @@ fn address_of_one_gateway_is_not_usable_by_another_even_on_other_ports() {
     let res = compile(&[CLASS, &edge(), &other]);
     let names: Vec<String> = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .map(|l| l.name.to_string())
+        .map(|l| l.name().to_string())
         .collect();
     assert_eq!(names, ["lb/edge/tcp", "lb/edge/udp"]);
     assert_eq!(
@@ -1033,7 +1042,7 @@ fn same_port_over_tcp_and_udp_does_not_conflict() {
         "[{name: t, port: 53, protocol: TCP}, {name: u, port: 53, protocol: UDP}]",
     );
     let res = compile(&[CLASS, &gw]);
-    assert_eq!(res.snapshot.listeners.len(), 2);
+    assert_eq!(res.snapshot.listeners().len(), 2);
     assert!(res.diagnostics.is_empty());
 }
 
@@ -1063,7 +1072,8 @@ fn resolution_does_not_depend_on_document_order() {
         let shuffled: Vec<&str> = order.iter().map(|&i| docs[i].as_str()).collect();
         let res = compile(&shuffled);
         assert_eq!(
-            res.snapshot.listeners, reference.snapshot.listeners,
+            res.snapshot.listeners(),
+            reference.snapshot.listeners(),
             "order {order:?}"
         );
         assert_eq!(res.diagnostics, reference.diagnostics, "order {order:?}");
@@ -1087,9 +1097,9 @@ fn listeners_are_sorted_by_name() {
     let res = compile(&[CLASS, &b, &a]);
     let names: Vec<String> = res
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .map(|l| l.name.to_string())
+        .map(|l| l.name().to_string())
         .collect();
     assert_eq!(names, ["lb/a/m", "lb/b/a", "lb/b/z"]);
 }
@@ -1140,7 +1150,7 @@ fn policy_diagnostics(res: &Resolution) -> Vec<&Diagnostic> {
 fn default_table_size_stays_65537_without_policy() {
     let res = compile(&[CLASS, &edge()]);
     for name in ["lb/edge/tcp", "lb/edge/udp"] {
-        assert_eq!(listener(&res, name).slots.len(), SLOT_TABLE_SIZE);
+        assert_eq!(listener(&res, name).slots().len(), SLOT_TABLE_SIZE);
     }
     assert_eq!(SLOT_TABLE_SIZE, 65_537);
 }
@@ -1155,7 +1165,7 @@ fn policy_on_whole_gateway_applies_to_all_its_listeners() {
         res.diagnostics
     );
     for name in ["lb/edge/tcp", "lb/edge/udp"] {
-        assert_eq!(listener(&res, name).slots.len(), 4093, "{name}");
+        assert_eq!(listener(&res, name).slots().len(), 4093, "{name}");
     }
 }
 
@@ -1171,7 +1181,7 @@ fn policy_table_size_keeps_weighted_shares() {
         &p,
     ]);
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.slots.len(), 4093);
+    assert_eq!(tcp.slots().len(), 4093);
     let first = slot_count(tcp, Slot::Backend(0));
     assert!(first.abs_diff(4093 / 2) <= 1, "{first}");
     assert_eq!(first + slot_count(tcp, Slot::Backend(1)), 4093);
@@ -1190,8 +1200,8 @@ fn section_name_policy_wins_over_whole_gateway_policy() {
         8191,
     );
     let res = compile(&[CLASS, &edge(), &whole, &tcp_only]);
-    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), 8191);
-    assert_eq!(listener(&res, "lb/edge/udp").slots.len(), 4093);
+    assert_eq!(listener(&res, "lb/edge/tcp").slots().len(), 8191);
+    assert_eq!(listener(&res, "lb/edge/udp").slots().len(), 4093);
     assert!(
         policy_diagnostics(&res).is_empty(),
         "{:#?}",
@@ -1206,7 +1216,7 @@ fn conflicting_policies_oldest_wins_and_the_other_is_conflicted() {
     let old = traffic_policy("lb", "z-old", "2024-01-01T00:00:00Z", WHOLE_EDGE, 4093);
     let res = compile(&[CLASS, &edge(), &new, &old]);
     for name in ["lb/edge/tcp", "lb/edge/udp"] {
-        assert_eq!(listener(&res, name).slots.len(), 4093, "{name}");
+        assert_eq!(listener(&res, name).slots().len(), 4093, "{name}");
     }
     let diags = policy_diagnostics(&res);
     assert_eq!(diags.len(), 2, "{diags:#?}");
@@ -1245,8 +1255,8 @@ fn conflicting_policies_of_the_same_age_are_decided_by_name() {
     // No timestamp: not created yet, so the newest.
     let c = traffic_policy("lb", "c", "", &edge_section("tcp"), 251);
     let res = compile(&[CLASS, &edge(), &c, &b, &a]);
-    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), 4093);
-    assert_eq!(listener(&res, "lb/edge/udp").slots.len(), SLOT_TABLE_SIZE);
+    assert_eq!(listener(&res, "lb/edge/tcp").slots().len(), 4093);
+    assert_eq!(listener(&res, "lb/edge/udp").slots().len(), SLOT_TABLE_SIZE);
     assert!(has(&res, "TrafficPolicy lb/b", Reason::Conflicted));
     assert!(has(&res, "TrafficPolicy lb/c", Reason::Conflicted));
     assert!(!has(&res, "TrafficPolicy lb/a", Reason::Conflicted));
@@ -1312,7 +1322,7 @@ fn policy_target_not_found_is_target_not_found() {
     assert_eq!(d.parent.as_deref(), Some("lb/edge/nope"));
     assert_eq!(d.message, "Gateway lb/edge has no listener \"nope\"");
     for name in ["lb/edge/tcp", "lb/edge/udp"] {
-        assert_eq!(listener(&res, name).slots.len(), SLOT_TABLE_SIZE);
+        assert_eq!(listener(&res, name).slots().len(), SLOT_TABLE_SIZE);
     }
 }
 
@@ -1331,7 +1341,7 @@ fn policy_target_of_a_kind_without_settings_is_invalid() {
         "{:#?}",
         res.diagnostics
     );
-    assert_eq!(listener(&res, "lb/edge/tcp").slots.len(), SLOT_TABLE_SIZE);
+    assert_eq!(listener(&res, "lb/edge/tcp").slots().len(), SLOT_TABLE_SIZE);
 }
 
 #[test]
@@ -1341,8 +1351,8 @@ fn table_too_small_for_backends_is_a_warning_and_still_used() {
     let p = traffic_policy("lb", "p", "", &edge_section("tcp"), 251);
     let res = compile(&[CLASS, &edge(), &r, &three, &p]);
     let tcp = listener(&res, "lb/edge/tcp");
-    assert_eq!(tcp.slots.len(), 251);
-    assert_eq!(tcp.backends.len(), 3);
+    assert_eq!(tcp.slots().len(), 251);
+    assert_eq!(tcp.backends().len(), 3);
     let diags = policy_diagnostics(&res);
     assert_eq!(diags.len(), 1, "{diags:#?}");
     assert_eq!(diags[0].reason, Reason::TableTooSmall);
@@ -1370,10 +1380,10 @@ fn traffic_policy_example_sets_4093_on_tcp_echo_and_leaves_udp_echo_at_65537() {
     let res = checked(crate::compile_file(path, 1).unwrap());
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     let tcp = listener(&res, "demo/edge/tcp-echo");
-    assert_eq!(tcp.slots.len(), 4093);
+    assert_eq!(tcp.slots().len(), 4093);
     assert_eq!(endpoints(tcp), ["198.18.2.21:8080", "198.18.2.22:8080"]);
-    assert!(tcp.slots.iter().all(|&s| s != Slot::Unavailable));
-    assert_eq!(listener(&res, "demo/edge/udp-echo").slots.len(), 65_537);
+    assert!(tcp.slots().iter().all(|&s| s != Slot::Unavailable));
+    assert_eq!(listener(&res, "demo/edge/udp-echo").slots().len(), 65_537);
 }
 
 // ---------------------------------------------------------------- upstream
@@ -1469,8 +1479,8 @@ fn upstream_examples_and_conformance_manifests_resolve_without_panicking() {
         }
         adopt(&mut resources);
         let res = checked(resolve(&resources, 1));
-        for l in &res.snapshot.listeners {
-            assert_eq!(l.slots.len(), SLOT_TABLE_SIZE, "{name}");
+        for l in res.snapshot.listeners() {
+            assert_eq!(l.slots().len(), SLOT_TABLE_SIZE, "{name}");
         }
         outcomes.insert(name, res);
         resolved += 1;
@@ -1518,15 +1528,15 @@ fn upstream_examples_and_conformance_manifests_resolve_without_panicking() {
     let all = &outcomes["tcproute-parentref-attach-all.yaml"];
     let routes: std::collections::BTreeSet<&str> = all
         .snapshot
-        .listeners
+        .listeners()
         .iter()
-        .filter(|l| l.protocol == Protocol::Tcp)
-        .map(|l| l.route.as_str())
+        .filter(|l| l.protocol() == Protocol::Tcp)
+        .map(|l| l.route())
         .collect();
     assert_eq!(routes.len(), 1, "{routes:?}");
     let weighted = &outcomes["tcproute-weighted-routing.yaml"];
-    let weights: Vec<u32> = weighted.snapshot.listeners[0]
-        .groups
+    let weights: Vec<u32> = weighted.snapshot.listeners()[0]
+        .groups()
         .iter()
         .map(|g| g.weight)
         .collect();
@@ -1564,7 +1574,7 @@ const CLIENT_IP: &str = "sessionAffinity: ClientIP\n";
 
 fn affinity_of(res: &Resolution) -> Option<u32> {
     listener(res, "lb/edge/tcp")
-        .affinity
+        .affinity()
         .map(|a| a.timeout_secs)
 }
 
@@ -1847,7 +1857,7 @@ fn the_maglev_seed_changes_the_table_but_not_the_shares() {
             ..Default::default()
         };
         let res = checked(crate::resolve::resolve_with(&resources, 1, &options));
-        listener(&res, "demo/edge/tcp-echo").slots.clone()
+        listener(&res, "demo/edge/tcp-echo").slots().clone()
     };
     let share = |slots: &[Slot]| slots.iter().filter(|&&s| s == Slot::Backend(0)).count();
     let (default, again, other) = (table(0), table(0), table(0x5eed));

@@ -33,7 +33,7 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
     }
     let resources = switchyard_config::load_str(&candidate.file, &candidate.contents)
         .map_err(|err| with_sources(&err))?;
-    let generation = state.config.load().generation + 1;
+    let generation = state.config.load().generation() + 1;
     let resolution =
         switchyard_config::resolve_with(&resources, generation, &state.resolve_options);
     // A reload re-applies the drains in force, so the comparison does too:
@@ -43,7 +43,8 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
         &state.drains.drains(),
         generation,
         state.resolve_options.maglev_seed,
-    );
+    )
+    .map_err(|err| err.to_string())?;
     Ok(Compiled {
         snapshot,
         diagnostics: resolution
@@ -82,7 +83,7 @@ pub(super) fn check(state: &ControlState, candidate: &CandidateConfig) -> Config
             file: candidate.file.clone(),
             valid: true,
             error: None,
-            listeners: compiled.snapshot.listeners.len(),
+            listeners: compiled.snapshot.listeners().len(),
             diagnostics: compiled.diagnostics,
             same_as_running,
         },
@@ -107,7 +108,7 @@ pub(super) fn diff(
     let flows = inventory::active_flows(state)?;
     Ok(ConfigDiffReport {
         file: candidate.file.clone(),
-        running_generation: running.generation,
+        running_generation: running.generation(),
         listeners: config_diff::diff(&running, &compiled.snapshot, &state.drains.drains(), &flows),
         diagnostics: compiled.diagnostics,
     })

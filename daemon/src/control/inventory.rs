@@ -20,19 +20,19 @@ use switchyard_dataplane::worker::WorkerRequest;
 
 pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersReport {
     ListenersReport {
-        generation: snapshot.generation,
+        generation: snapshot.generation(),
         listeners: snapshot
-            .listeners
+            .listeners()
             .iter()
             .map(|l| ListenerInfo {
-                listener: l.name.to_string(),
-                protocol: l.protocol.to_string(),
+                listener: l.name().to_string(),
+                protocol: l.protocol().to_string(),
                 vip: l.vip().to_string(),
-                listener_port: l.listener_port,
-                route: l.route.clone(),
-                backends: l.backends.len(),
-                table_size: l.slots.len(),
-                affinity_timeout_secs: l.affinity.map(|a| a.timeout_secs),
+                listener_port: l.listener_port(),
+                route: l.route().to_owned(),
+                backends: l.backends().len(),
+                table_size: l.slots().len(),
+                affinity_timeout_secs: l.affinity().map(|a| a.timeout_secs),
                 active_flows: active.on_listener(l),
             })
             .collect(),
@@ -54,22 +54,22 @@ pub fn backends_report(
         }
     }
     let mut backends = Vec::new();
-    for l in &snapshot.listeners {
-        let name = l.name.to_string();
+    for l in snapshot.listeners() {
+        let name = l.name().to_string();
         if listener.is_some_and(|wanted| wanted != name) {
             continue;
         }
         // One pass over the table for all of the listener's backends.
-        let mut slots = vec![0usize; l.backends.len()];
-        for slot in &l.slots {
+        let mut slots = vec![0usize; l.backends().len()];
+        for slot in l.slots() {
             if let Slot::Backend(b) = slot {
                 if let Some(count) = slots.get_mut(*b as usize) {
                     *count += 1;
                 }
             }
         }
-        for (b, backend) in l.backends.iter().enumerate() {
-            let group = l.groups.get(backend.group as usize);
+        for (b, backend) in l.backends().iter().enumerate() {
+            let group = l.groups().get(backend.group as usize);
             backends.push(BackendInfo {
                 listener: name.clone(),
                 vip: l.vip().to_string(),
@@ -84,7 +84,7 @@ pub fn backends_report(
         }
     }
     Ok(BackendsReport {
-        generation: snapshot.generation,
+        generation: snapshot.generation(),
         backends,
     })
 }
@@ -119,11 +119,11 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
     let mut select = FlowSelect::default();
     if let Some(name) = &query.listener {
         let vips: Vec<_> = snapshot
-            .listeners
+            .listeners()
             .iter()
-            .filter(|l| l.name.to_string() == *name)
-            .filter_map(|l| match l.address {
-                IpAddr::V4(address) => Some((l.protocol as u8, address, l.port)),
+            .filter(|l| l.name().to_string() == *name)
+            .filter_map(|l| match l.address() {
+                IpAddr::V4(address) => Some((l.protocol() as u8, address, l.port())),
                 IpAddr::V6(_) => None,
             })
             .collect();
@@ -260,7 +260,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use switchyard_config::snapshot::{
-        Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol,
+        Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol,
     };
     use switchyard_proto::{FlowSort, STATE_DRAINING, STATE_READY, STATE_TERMINATING};
 
@@ -279,49 +279,50 @@ mod tests {
         }
     }
 
-    /// demo/edge/web on VIP:80, backends be1 (3 slots) and be2 (1 slot,
-    /// weight 0).
+    /// demo/edge/web on VIP:80, backends be1 (3 slots) and be2 (weight 0,
+    /// no slot), two unavailable slots (a table has a prime number of
+    /// slots).
     fn snapshot() -> Snapshot {
-        Snapshot::new(
-            3,
-            vec![Listener {
-                name: ListenerName {
-                    namespace: "demo".into(),
-                    gateway: "edge".into(),
-                    listener: "web".into(),
-                },
-                route: "demo/web".into(),
-                address: IpAddr::V4(VIP),
-                port: 30080,
-                listener_port: 80,
-                protocol: Protocol::Tcp,
-                groups: vec![BackendGroup {
-                    terminating: false,
-                    service: "demo/echo".into(),
-                    weight: 2,
-                    endpoints: vec![endpoint(BE1), endpoint(BE2)],
-                }],
-                backends: vec![
-                    Backend {
-                        endpoint: endpoint(BE1),
-                        group: 0,
-                        effective_weight: 2.0,
-                    },
-                    Backend {
-                        endpoint: endpoint(BE2),
-                        group: 0,
-                        effective_weight: 0.0,
-                    },
-                ],
-                slots: vec![
-                    Slot::Backend(0),
-                    Slot::Backend(0),
-                    Slot::Unavailable,
-                    Slot::Backend(0),
-                ],
-                affinity: None,
+        let web = Listener::new(ListenerParts {
+            name: ListenerName {
+                namespace: "demo".into(),
+                gateway: "edge".into(),
+                listener: "web".into(),
+            },
+            route: "demo/web".into(),
+            address: IpAddr::V4(VIP),
+            port: 30080,
+            listener_port: 80,
+            protocol: Protocol::Tcp,
+            groups: vec![BackendGroup {
+                terminating: false,
+                service: "demo/echo".into(),
+                weight: 2,
+                endpoints: vec![endpoint(BE1), endpoint(BE2)],
             }],
-        )
+            backends: vec![
+                Backend {
+                    endpoint: endpoint(BE1),
+                    group: 0,
+                    effective_weight: 2.0,
+                },
+                Backend {
+                    endpoint: endpoint(BE2),
+                    group: 0,
+                    effective_weight: 0.0,
+                },
+            ],
+            slots: vec![
+                Slot::Backend(0),
+                Slot::Backend(0),
+                Slot::Unavailable,
+                Slot::Backend(0),
+                Slot::Unavailable,
+            ],
+            affinity: None,
+        })
+        .unwrap();
+        Snapshot::new(3, vec![web]).unwrap()
     }
 
     fn record(client_port: u16, backend: Ipv4Addr, direction: Direction) -> FlowRecord {
@@ -400,7 +401,7 @@ mod tests {
         let report = listeners_report(&snapshot, &active);
         let l = &report.listeners[0];
         assert_eq!(l.vip, "198.18.100.10:30080");
-        assert_eq!((l.listener_port, l.table_size, l.backends), (80, 4, 2));
+        assert_eq!((l.listener_port, l.table_size, l.backends), (80, 5, 2));
         assert_eq!(l.active_flows, 4, "a backend the config lost still counts");
         let backends = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
         let flows: Vec<u64> = backends.backends.iter().map(|b| b.active_flows).collect();

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use switchyard_config::snapshot::{ServiceKey, Snapshot};
+use switchyard_config::snapshot::Snapshot;
 
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -96,7 +96,7 @@ impl Worker {
     /// Allocates only on config change.
     pub(super) fn fit_counters(&mut self, snapshot: &Arc<Snapshot>) {
         if let Some(counted) = &self.counted {
-            if Arc::ptr_eq(counted, snapshot) || counted.generation == snapshot.generation {
+            if Arc::ptr_eq(counted, snapshot) || counted.generation() == snapshot.generation() {
                 return;
             }
         }
@@ -106,15 +106,15 @@ impl Worker {
                 carry_counters(&previous, &stats.listeners, &stats.backends, snapshot)
             }
             None => (
-                vec![Counters::default(); snapshot.listeners.len()],
+                vec![Counters::default(); snapshot.listeners().len()],
                 snapshot
-                    .listeners
+                    .listeners()
                     .iter()
-                    .map(|l| vec![Counters::default(); l.backends.len()])
+                    .map(|l| vec![Counters::default(); l.backends().len()])
                     .collect(),
             ),
         };
-        stats.generation = snapshot.generation;
+        stats.generation = snapshot.generation();
         stats.listeners = listeners;
         stats.backends = backends;
         self.counted = Some(snapshot.clone());
@@ -130,22 +130,18 @@ fn carry_counters(
     backends: &[Vec<Counters>],
     next: &Snapshot,
 ) -> (Vec<Counters>, Vec<Vec<Counters>>) {
-    let mut new_listeners = vec![Counters::default(); next.listeners.len()];
+    let mut new_listeners = vec![Counters::default(); next.listeners().len()];
     let mut new_backends: Vec<Vec<Counters>> = next
-        .listeners
+        .listeners()
         .iter()
-        .map(|l| vec![Counters::default(); l.backends.len()])
+        .map(|l| vec![Counters::default(); l.backends().len()])
         .collect();
-    for (old_index, old) in previous.listeners.iter().enumerate() {
-        let Some(new_index) = next.listener_for_vip(&ServiceKey {
-            endpoint: old.vip(),
-            protocol: old.protocol,
-        }) else {
+    for (old_index, old) in previous.listeners().iter().enumerate() {
+        let Some(new) = next.listener_for_vip(&old.key()) else {
             continue;
         };
-        let new_index = new_index as usize;
-        let new = &next.listeners[new_index];
-        if new.name != old.name {
+        let new_index = new.id().index();
+        if new.name() != old.name() {
             continue;
         }
         if let Some(&c) = listeners.get(old_index) {
@@ -154,9 +150,9 @@ fn carry_counters(
         let Some(old_backends) = backends.get(old_index) else {
             continue;
         };
-        for (old_backend, counters) in old.backends.iter().zip(old_backends) {
+        for (old_backend, counters) in old.backends().iter().zip(old_backends) {
             if let Some(position) = new
-                .backends
+                .backends()
                 .iter()
                 .position(|b| b.endpoint == old_backend.endpoint)
             {

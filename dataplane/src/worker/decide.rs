@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use switchyard_config::snapshot::{
-    BackendOwner, Endpoint, Listener, Protocol, ServiceKey, Slot, Snapshot,
+    BackendOwner, Endpoint, Listener, ListenerRef, Protocol, ServiceKey, Slot, Snapshot,
 };
 
 use super::path::{PathState, PROVISIONAL_L2, TCP_CLOSING};
@@ -24,9 +24,9 @@ use crate::packet::{self, FlowKey, Parsed, Rewrite};
 /// Where the slot table sends a new flow to a VIP: the one decision both
 /// the packet path and `yardctl explain` take, so they cannot disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Choice {
-    /// Index into `Snapshot::listeners`.
-    pub listener: u32,
+pub struct Choice<'s> {
+    /// The listener matching the destination, with its index.
+    pub listener: ListenerRef<'s>,
     /// `flow_hash(key, seed)`, kept so explanations can show it.
     pub hash: u32,
     /// `hash % slots`.
@@ -44,7 +44,11 @@ pub struct Choice {
 /// listener has `ClientIP` affinity). `NotAService` when no listener matches
 /// (the packet may still be a backend's reply). Pure and allocation-free.
 #[inline]
-pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, DropReason> {
+pub fn choose<'s>(
+    snapshot: &'s Snapshot,
+    key: &FlowKey,
+    seed: u32,
+) -> Result<Choice<'s>, DropReason> {
     let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
     let destination = ServiceKey {
         endpoint: Endpoint {
@@ -53,29 +57,28 @@ pub fn choose(snapshot: &Snapshot, key: &FlowKey, seed: u32) -> Result<Choice, D
         },
         protocol,
     };
-    let index = snapshot
+    let listener = snapshot
         .listener_for_vip(&destination)
         .ok_or(DropReason::NotAService)?;
-    let listener = &snapshot.listeners[index as usize];
     // ClientIP affinity starts from the table hashed by client address
     // alone, so every worker and node gives a new client the same backend;
     // the affinity table (`affine_backend`) then keeps it there across
     // config changes until its entry expires.
-    let hash = match listener.affinity {
+    let hash = match listener.affinity() {
         Some(_) => packet::client_hash(key.src, seed),
         None => packet::flow_hash(key, seed),
     };
-    let slots = listener.slots.len();
-    let slot = hash as usize % slots;
-    let backend = match listener.slots[slot] {
+    let table = listener.slots();
+    let (slot, owner) = table.slot_of(hash);
+    let backend = match owner {
         Slot::Backend(backend) => Some(backend),
         Slot::Unavailable => None,
     };
     Ok(Choice {
-        listener: index,
+        listener,
         hash,
         slot,
-        slots,
+        slots: table.len(),
         backend,
     })
 }
@@ -173,7 +176,7 @@ impl Worker {
             },
             egress_port: hop.egress_port,
             direction: Direction::ToClient,
-            generation: snapshot.generation,
+            generation: snapshot.generation(),
             l2_version: hop.l2_version,
             packets: 0,
             bytes: 0,
@@ -205,7 +208,7 @@ impl PathState {
     ) -> Result<FlowEntry, DropReason> {
         let key = &parsed.key;
         let translation = match choose(snapshot, key, self.hash_seed) {
-            Ok(choice) => self.to_backend(snapshot, key, &choice, now)?,
+            Ok(choice) => self.to_backend(key, &choice, now)?,
             Err(DropReason::NotAService) => from_backend(snapshot, key)?,
             Err(reason) => return Err(reason),
         };
@@ -223,7 +226,7 @@ impl PathState {
             direction: translation.direction,
             listener: translation.listener,
             backend: translation.backend,
-            generation: snapshot.generation,
+            generation: snapshot.generation(),
             l2_version: l2.version(),
             created_ns: now,
             last_seen_ns: now,
@@ -238,24 +241,25 @@ impl PathState {
     /// changes, so the backend sees the client's real address.
     fn to_backend(
         &self,
-        snapshot: &Snapshot,
         key: &FlowKey,
-        choice: &Choice,
+        choice: &Choice<'_>,
         now: u64,
     ) -> Result<Translation, DropReason> {
-        let listener = &snapshot.listeners[choice.listener as usize];
-        let backend = match listener.affinity {
+        let listener = choice.listener.get();
+        let backend = match listener.affinity() {
             Some(_) => self.affine(listener, key, choice, now),
             None => choice.backend,
         }
         .ok_or(DropReason::BackendUnavailable)?;
-        let endpoint = listener.backends[backend as usize].endpoint;
+        // A slot's backend is one of its listener's (`Listener` checks it),
+        // and so is an affinity entry's (`affine_backend` looks it up).
+        let endpoint = listener.backends()[backend as usize].endpoint;
         let IpAddr::V4(address) = endpoint.address else {
             return Err(DropReason::UnsupportedAddressFamily);
         };
         Ok(Translation {
             direction: Direction::ToBackend,
-            listener: choice.listener,
+            listener: choice.listener.id().as_u32(),
             backend,
             src: (key.src, key.src_port),
             dst: (address, endpoint.port),
@@ -265,7 +269,13 @@ impl PathState {
     /// ClientIP affinity: the backend this client was last given while its
     /// entry lives, else the slot's; either way the client's entry is
     /// refreshed, so every worker gives its next flow the same backend.
-    fn affine(&self, listener: &Listener, key: &FlowKey, choice: &Choice, now: u64) -> Option<u32> {
+    fn affine(
+        &self,
+        listener: &Listener,
+        key: &FlowKey,
+        choice: &Choice<'_>,
+        now: u64,
+    ) -> Option<u32> {
         let now_secs = (now / 1_000_000_000) as u32;
         if let Some((backend, entry)) = affine_backend(&self.affinity, listener, key, now_secs) {
             self.affinity
@@ -274,7 +284,7 @@ impl PathState {
         }
         let endpoint = choice
             .backend
-            .map(|b| listener.backends[b as usize].endpoint);
+            .map(|b| listener.backends()[b as usize].endpoint);
         if let Some(Endpoint {
             address: IpAddr::V4(address),
             port,
@@ -350,21 +360,20 @@ fn from_backend(snapshot: &Snapshot, key: &FlowKey) -> Result<Translation, DropR
         protocol,
     };
     match snapshot.owner_of_backend(&source) {
-        Some(BackendOwner::Unique(index)) => {
-            let listener = &snapshot.listeners[index as usize];
+        Some(BackendOwner::Unique(listener)) => {
             let backend = listener
-                .backends
+                .backends()
                 .iter()
                 .position(|b| b.endpoint == source.endpoint)
                 .ok_or(DropReason::NotAService)? as u32;
-            let IpAddr::V4(vip) = listener.address else {
+            let IpAddr::V4(vip) = listener.address() else {
                 return Err(DropReason::UnsupportedAddressFamily);
             };
             Ok(Translation {
                 direction: Direction::ToClient,
-                listener: index,
+                listener: listener.id().as_u32(),
                 backend,
-                src: (vip, listener.port),
+                src: (vip, listener.port()),
                 dst: (key.dst, key.dst_port),
             })
         }
@@ -393,14 +402,14 @@ pub fn affine_backend(
     key: &FlowKey,
     now_secs: u32,
 ) -> Option<(u32, AffinityEntry)> {
-    let timeout = listener.affinity?.timeout_secs;
+    let timeout = listener.affinity()?.timeout_secs;
     let entry = table.get(&affinity_key(key), now_secs, timeout)?;
     let endpoint = Endpoint {
         address: IpAddr::V4(entry.backend),
         port: entry.port,
     };
     let position = listener
-        .backends
+        .backends()
         .iter()
         .position(|b| b.endpoint == endpoint && b.effective_weight > 0.0)?;
     Some((position as u32, entry))

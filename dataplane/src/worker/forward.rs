@@ -43,7 +43,7 @@ impl Worker {
         let Some(entry) = self.flows.get_mut(&parsed.key, now) else {
             return Followed::Undecided;
         };
-        if entry.generation != snapshot.generation && !carry_over(snapshot, &parsed.key, entry) {
+        if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
         }
         Followed::Forwarded(self.path.forward(l2, now, frame, parsed, entry))
@@ -171,16 +171,16 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
     }) else {
         return false;
     };
-    let Some(position) = snapshot.listeners[listener as usize]
-        .backends
+    let Some(position) = listener
+        .backends()
         .iter()
         .position(|b| b.endpoint == backend)
     else {
         return false;
     };
-    entry.listener = listener;
+    entry.listener = listener.id().as_u32();
     entry.backend = position as u32;
-    entry.generation = snapshot.generation;
+    entry.generation = snapshot.generation();
     // The cache entry names the old generation: the next packet installs
     // the carried-over decision.
     if entry.cached == Cached::Current {

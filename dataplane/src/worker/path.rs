@@ -105,7 +105,7 @@ impl PathState {
         };
         let Some(counters) = snapshot
             .listener_for_vip(&vip)
-            .and_then(|index| self.stats.listeners.get_mut(index as usize))
+            .and_then(|listener| self.stats.listeners.get_mut(listener.id().index()))
         else {
             return;
         };

@@ -16,7 +16,8 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, Protocol, Slot, Snapshot,
+    Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
+    Snapshot,
 };
 use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
@@ -81,39 +82,38 @@ fn snapshot() -> Snapshot {
             port: 5353,
         })
         .collect();
-    Snapshot::new(
-        1,
-        vec![Listener {
-            name: ListenerName {
-                namespace: "bench".into(),
-                gateway: "edge".into(),
-                listener: "udp".into(),
-            },
-            route: "bench/udp".into(),
-            address: IpAddr::V4(VIP),
-            port: 53,
-            listener_port: 53,
-            protocol: Protocol::Udp,
-            groups: vec![BackendGroup {
-                terminating: false,
-                service: "bench/svc".into(),
-                weight: 1,
-                endpoints: endpoints.clone(),
-            }],
-            backends: endpoints
-                .iter()
-                .map(|&endpoint| Backend {
-                    endpoint,
-                    group: 0,
-                    effective_weight: 1.0 / f64::from(BACKENDS),
-                })
-                .collect(),
-            slots: (0..65537u32)
-                .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
-                .collect(),
-            affinity: None,
+    let listener = Listener::new(ListenerParts {
+        name: ListenerName {
+            namespace: "bench".into(),
+            gateway: "edge".into(),
+            listener: "udp".into(),
+        },
+        route: "bench/udp".into(),
+        address: IpAddr::V4(VIP),
+        port: 53,
+        listener_port: 53,
+        protocol: Protocol::Udp,
+        groups: vec![BackendGroup {
+            terminating: false,
+            service: "bench/svc".into(),
+            weight: 1,
+            endpoints: endpoints.clone(),
         }],
-    )
+        backends: endpoints
+            .iter()
+            .map(|&endpoint| Backend {
+                endpoint,
+                group: 0,
+                effective_weight: 1.0 / f64::from(BACKENDS),
+            })
+            .collect(),
+        slots: (0..65537u32)
+            .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
+            .collect(),
+        affinity: None,
+    })
+    .expect("a valid listener");
+    Snapshot::new(1, vec![listener]).expect("one listener")
 }
 
 fn l2_table() -> L2Table {

@@ -72,7 +72,7 @@ fn listeners_on_the_same_address_port_and_protocol_are_conflicted_and_not_progra
     resources.gateways[0].spec.listeners.push(twin);
     let res = crate::resolve::tests::checked(resolve(&resources, 1));
     assert!(
-        res.snapshot.listeners.is_empty(),
+        res.snapshot.listeners().is_empty(),
         "neither side carries traffic"
     );
     let Status::Gateway(status) = &find(&res, "Gateway", "a").status else {
@@ -250,8 +250,8 @@ fn a_gateway_with_infrastructure_parameters_is_not_accepted_nor_served() {
         "  infrastructure:\n    parametersRef: {group: example.net, kind: Tuning, name: t}\n  listeners:",
     );
     let res = compile(&[CLASS, &with_parameters, &route("r", "[{name: a}]", "web")]);
-    assert!(res.snapshot.listeners.is_empty(), "not served");
-    assert!(res.snapshot.dns.is_empty(), "not named");
+    assert!(res.snapshot.listeners().is_empty(), "not served");
+    assert!(res.snapshot.dns().is_empty(), "not named");
     let Status::Gateway(status) = &find(&res, "Gateway", "a").status else {
         unreachable!()
     };
@@ -270,7 +270,7 @@ fn a_gateway_with_infrastructure_parameters_is_not_accepted_nor_served() {
         "  infrastructure:\n    labels: {team: edge}\n  listeners:",
     );
     let res = compile(&[CLASS, &labels_only]);
-    assert_eq!(res.snapshot.listeners.len(), 1);
+    assert_eq!(res.snapshot.listeners().len(), 1);
     assert_condition(
         find(&res, "Gateway", "a").status.conditions(),
         "Accepted",

@@ -29,9 +29,9 @@ pub fn check(args: CheckArgs) -> Result<()> {
     let resolution =
         switchyard_config::compile_file_with(&args.config, 1, &args.resolve.options())?;
     if let Some(name) = &args.maglev {
-        let listeners = &resolution.snapshot.listeners;
-        let Some(listener) = listeners.iter().find(|l| l.name.to_string() == *name) else {
-            let known: Vec<String> = listeners.iter().map(|l| l.name.to_string()).collect();
+        let listeners = resolution.snapshot.listeners();
+        let Some(listener) = listeners.iter().find(|l| l.name().to_string() == *name) else {
+            let known: Vec<String> = listeners.iter().map(|l| l.name().to_string()).collect();
             bail!(
                 "no listener {name} in {}; listeners: {}",
                 args.config.display(),
@@ -91,21 +91,21 @@ impl<'a> Report<'a> {
     fn new(resolution: &'a Resolution) -> Self {
         let listeners = resolution
             .snapshot
-            .listeners
+            .listeners()
             .iter()
             .map(|l| ListenerReport {
-                name: l.name.to_string(),
-                address: l.address,
-                port: l.port,
-                listener_port: l.listener_port,
-                protocol: l.protocol,
-                route: &l.route,
+                name: l.name().to_string(),
+                address: l.address(),
+                port: l.port(),
+                listener_port: l.listener_port(),
+                protocol: l.protocol(),
+                route: l.route(),
                 backends: l
-                    .backends
+                    .backends()
                     .iter()
                     .map(|b| BackendReport {
                         endpoint: b.endpoint.to_string(),
-                        backend_ref: l.groups.get(b.group as usize).map(|g| g.service.clone()),
+                        backend_ref: l.groups().get(b.group as usize).map(|g| g.service.clone()),
                         effective_weight: b.effective_weight,
                     })
                     .collect(),
@@ -114,7 +114,7 @@ impl<'a> Report<'a> {
         Self {
             resources: &resolution.statuses,
             listeners,
-            dns: &resolution.snapshot.dns,
+            dns: resolution.snapshot.dns(),
         }
     }
 }
@@ -263,7 +263,7 @@ const UNAVAILABLE: &str = "unavailable";
 
 fn owner(listener: &Listener, slot: Slot) -> String {
     match slot {
-        Slot::Backend(i) => listener.backends[i as usize].endpoint.to_string(),
+        Slot::Backend(i) => listener.backends()[i as usize].endpoint.to_string(),
         Slot::Unavailable => UNAVAILABLE.to_string(),
     }
 }
@@ -273,11 +273,15 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
     // Every backend is listed, weight-0 ones with 0 slots, so a missing
     // share is visible rather than absent.
     let mut counts: BTreeMap<String, usize> = listener
-        .backends
+        .backends()
         .iter()
         .map(|b| (b.endpoint.to_string(), 0))
         .collect();
-    let table: Vec<String> = listener.slots.iter().map(|&s| owner(listener, s)).collect();
+    let table: Vec<String> = listener
+        .slots()
+        .iter()
+        .map(|&s| owner(listener, s))
+        .collect();
     for owner in &table {
         *counts.entry(owner.clone()).or_default() += 1;
     }
@@ -287,8 +291,8 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             // maps sort keys): the short fields first, then the table.
             let json = format!(
                 "{{\"listener\":{},\"size\":{},\"table\":{},\"slots\":{}}}\n",
-                serde_json::to_string(&listener.name.to_string())?,
-                listener.slots.len(),
+                serde_json::to_string(&listener.name().to_string())?,
+                listener.slots().len(),
                 serde_json::to_string(&table)?,
                 serde_json::to_string(&counts)?,
             );
@@ -303,8 +307,8 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
                 slots: &'a BTreeMap<String, usize>,
             }
             Ok(emit(&serde_norway::to_string(&MaglevReport {
-                listener: listener.name.to_string(),
-                size: listener.slots.len(),
+                listener: listener.name().to_string(),
+                size: listener.slots().len(),
                 table: &table,
                 slots: &counts,
             })?)?)
@@ -314,14 +318,14 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
             let _ = writeln!(
                 out,
                 "{} {} {}: {} slots",
-                listener.name,
-                listener.protocol,
+                listener.name(),
+                listener.protocol(),
                 listener.vip(),
-                listener.slots.len()
+                listener.slots().len()
             );
             let width = counts.keys().map(String::len).max().unwrap_or(0);
             for (owner, count) in &counts {
-                let share = *count as f64 / listener.slots.len() as f64 * 100.0;
+                let share = *count as f64 / listener.slots().len() as f64 * 100.0;
                 let _ = writeln!(out, "    {owner:<width$}  {count:>6}  {share:>7.3}%");
             }
             Ok(emit(&out)?)

@@ -95,10 +95,10 @@ impl Reloader {
     ) -> Self {
         let status = ConfigStatusReport {
             path: path.display().to_string(),
-            generation: initial.snapshot.generation,
+            generation: initial.snapshot.generation(),
             applied_at_unix: unix_now(),
             sha256: hex(&initial.sha256),
-            listeners: initial.snapshot.listeners.len(),
+            listeners: initial.snapshot.listeners().len(),
             diagnostics: initial.diagnostics.clone(),
             ..Default::default()
         };
@@ -123,7 +123,7 @@ impl Reloader {
         resolver: &NeighborResolver,
     ) {
         let running = self.config.load_full();
-        let compiled = match compile(&self.path, running.generation + 1, &self.options) {
+        let compiled = match compile(&self.path, running.generation() + 1, &self.options) {
             Ok(compiled) => compiled,
             Err(err) => return self.refuse(format!("{err:#}")),
         };
@@ -134,8 +134,19 @@ impl Reloader {
         if let Err(err) = program(steering, resolver, &running, &compiled.snapshot) {
             return self.refuse(format!("{err:#}"));
         }
-        let listeners = compiled.snapshot.listeners.len();
-        let generation = self.publisher.publish_config(compiled.snapshot);
+        let listeners = compiled.snapshot.listeners().len();
+        let generation = match self.publisher.publish_config(compiled.snapshot) {
+            Ok(generation) => generation,
+            Err(err) => {
+                // The XDP maps already steer the new config's VIPs: back to
+                // the running config's, which stays.
+                let (vips, backends) = service_matches(&running);
+                if let Err(restore) = steering.set_services(&vips, &backends) {
+                    log::error!("restoring the running config's XDP maps: {restore}");
+                }
+                return self.refuse(err.to_string());
+            }
+        };
         self.running_sha256 = compiled.sha256;
         for diagnostic in &compiled.diagnostics {
             log::warn!("config: {diagnostic}");
@@ -209,25 +220,25 @@ pub fn program(
 pub fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMatch>) {
     let mut vips = Vec::new();
     let mut backends = Vec::new();
-    for (index, listener) in snapshot.listeners.iter().enumerate() {
+    for (index, listener) in snapshot.listeners().iter().enumerate() {
         // Id 0 means "none" in the XDP maps.
         let id = index as u32 + 1;
-        let IpAddr::V4(addr) = listener.address else {
-            log::warn!("{}: IPv6 VIPs are not served yet", listener.name);
+        let IpAddr::V4(addr) = listener.address() else {
+            log::warn!("{}: IPv6 VIPs are not served yet", listener.name());
             continue;
         };
         vips.push(ServiceMatch {
             addr,
-            port: listener.port,
-            protocol: listener.protocol as u8,
+            port: listener.port(),
+            protocol: listener.protocol() as u8,
             id,
         });
-        for backend in &listener.backends {
+        for backend in listener.backends() {
             if let IpAddr::V4(addr) = backend.endpoint.address {
                 backends.push(ServiceMatch {
                     addr,
                     port: backend.endpoint.port,
-                    protocol: listener.protocol as u8,
+                    protocol: listener.protocol() as u8,
                     id,
                 });
             }
@@ -242,9 +253,9 @@ pub fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMa
 
 pub fn backend_ipv4_addresses(snapshot: &Snapshot) -> Vec<Ipv4Addr> {
     let mut addrs: Vec<Ipv4Addr> = snapshot
-        .listeners
+        .listeners()
         .iter()
-        .flat_map(|l| l.backends.iter())
+        .flat_map(|l| l.backends().iter())
         .filter_map(|b| match b.endpoint.address {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,

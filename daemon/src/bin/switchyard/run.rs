@@ -54,7 +54,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     log::info!(
         "config {}: {} listeners",
         args.config.display(),
-        initial.snapshot.listeners.len()
+        initial.snapshot.listeners().len()
     );
     // Watching starts before anything is programmed, so an edit made while
     // the daemon comes up is not missed.
@@ -312,7 +312,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     log::info!(
         "serving {} listeners on {}; control socket {}",
-        config.load().listeners.len(),
+        config.load().listeners().len(),
         args.interfaces.join(","),
         args.control_socket.display()
     );
