@@ -41,6 +41,7 @@ demo: build
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) xtask arch
 
 # Unit tests and end-to-end tests share the release build the e2e tests run.
 test: build lint

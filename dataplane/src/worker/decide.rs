@@ -9,10 +9,12 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use switchyard_config::snapshot::{
-    BackendOwner, Endpoint, Listener, ListenerRef, Protocol, ServiceKey, Slot, Snapshot,
+    BackendOwner, Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot,
 };
 
-use super::path::{PathState, PROVISIONAL_L2, TCP_CLOSING};
+use super::path::{
+    destination_key, service_key, source_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
+};
 use super::Worker;
 use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
 use crate::drop_reason::DropReason;
@@ -50,15 +52,8 @@ pub fn choose<'s>(
     seed: u32,
 ) -> Result<Choice<'s>, DropReason> {
     let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
-    let destination = ServiceKey {
-        endpoint: Endpoint {
-            address: IpAddr::V4(key.dst),
-            port: key.dst_port,
-        },
-        protocol,
-    };
     let listener = snapshot
-        .listener_for_vip(&destination)
+        .listener_for_vip(&destination_key(key, protocol))
         .ok_or(DropReason::NotAService)?;
     // ClientIP affinity starts from the table hashed by client address
     // alone, so every worker and node gives a new client the same backend;
@@ -307,13 +302,11 @@ impl PathState {
         key: &FlowKey,
         forward: &FlowEntry,
     ) -> Option<ReplyHop> {
-        let backend = ServiceKey {
-            endpoint: Endpoint {
-                address: IpAddr::V4(forward.rewrite.ip_dst),
-                port: forward.rewrite.dst_port,
-            },
-            protocol: Protocol::from_ip_proto(key.protocol)?,
-        };
+        let backend = service_key(
+            forward.rewrite.ip_dst,
+            forward.rewrite.dst_port,
+            Protocol::from_ip_proto(key.protocol)?,
+        );
         let shared = snapshot.owner_of_backend(&backend) == Some(BackendOwner::Shared);
         match l2.resolve(key.src) {
             Ok(hop) if shared => {
@@ -352,13 +345,7 @@ impl PathState {
 /// Cross-queue state for that case is future work.
 fn from_backend(snapshot: &Snapshot, key: &FlowKey) -> Result<Translation, DropReason> {
     let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
-    let source = ServiceKey {
-        endpoint: Endpoint {
-            address: IpAddr::V4(key.src),
-            port: key.src_port,
-        },
-        protocol,
-    };
+    let source = source_key(key, protocol);
     match snapshot.owner_of_backend(&source) {
         Some(BackendOwner::Unique(listener)) => {
             let backend = listener

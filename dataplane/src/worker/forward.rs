@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
-use super::path::{PathState, PROVISIONAL_L2, TCP, TCP_CLOSING};
+use super::path::{destination_key, PathState, PROVISIONAL_L2, TCP, TCP_CLOSING};
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
@@ -130,7 +130,9 @@ fn orphaned(snapshot: &Snapshot, parsed: &Parsed, entry: &mut FlowEntry, now: u6
     let removed = entry.direction == Direction::ToBackend
         && key.protocol == TCP
         && parsed.tcp_flags & tcp::FLAG_SYN == 0
-        && snapshot.listener_for_vip(&tcp_vip_key(key)).is_some();
+        && snapshot
+            .listener_for_vip(&destination_key(key, Protocol::Tcp))
+            .is_some();
     if !removed {
         return Followed::Undecided;
     }
@@ -199,15 +201,4 @@ fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
         && !entry.closing
         && entry.l2_version != PROVISIONAL_L2
         && (parsed.key.protocol != TCP || parsed.tcp_flags & (tcp::FLAG_SYN | TCP_CLOSING) == 0)
-}
-
-/// The listener key a client-to-VIP packet is matched on.
-fn tcp_vip_key(key: &FlowKey) -> ServiceKey {
-    ServiceKey {
-        endpoint: Endpoint {
-            address: IpAddr::V4(key.dst),
-            port: key.dst_port,
-        },
-        protocol: Protocol::Tcp,
-    }
 }

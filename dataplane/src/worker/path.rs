@@ -96,15 +96,8 @@ impl PathState {
         let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
             return;
         };
-        let vip = ServiceKey {
-            endpoint: Endpoint {
-                address: IpAddr::V4(key.dst),
-                port: key.dst_port,
-            },
-            protocol,
-        };
         let Some(counters) = snapshot
-            .listener_for_vip(&vip)
+            .listener_for_vip(&destination_key(key, protocol))
             .and_then(|listener| self.stats.listeners.get_mut(listener.id().index()))
         else {
             return;
@@ -173,6 +166,29 @@ impl PathState {
             }
             reason => self.drop_packet(reason),
         }
+    }
+}
+
+/// What the snapshot matches a packet's destination on: a listener's VIP.
+#[inline(always)]
+pub(super) fn destination_key(key: &FlowKey, protocol: Protocol) -> ServiceKey {
+    service_key(key.dst, key.dst_port, protocol)
+}
+
+/// What the snapshot matches a packet's source on: a backend endpoint.
+#[inline(always)]
+pub(super) fn source_key(key: &FlowKey, protocol: Protocol) -> ServiceKey {
+    service_key(key.src, key.src_port, protocol)
+}
+
+#[inline(always)]
+pub(super) fn service_key(address: Ipv4Addr, port: u16, protocol: Protocol) -> ServiceKey {
+    ServiceKey {
+        endpoint: Endpoint {
+            address: IpAddr::V4(address),
+            port,
+        },
+        protocol,
     }
 }
 
