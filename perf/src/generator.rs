@@ -3,14 +3,18 @@
 //! transmits it, the fastest path on this kernel), or through an AF_XDP
 //! socket (frames written in userspace by [`write_frame`]). Both run on the
 //! calling thread, in its network namespace, and pace themselves to a
-//! target rate when one is given.
+//! target rate when one is given. Some kernels refuse live frames to a
+//! process that lacks CAP_SYS_RESOURCE (EPERM); callers then fall back to
+//! AF_XDP and say so ([`Generator`], [`live_frames_refused`]).
 
 use std::io::Write;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
 use switchyard_xdp::tools::Tools;
+use switchyard_xdp::XdpError;
 use xsk_rs::config::{
     BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
 };
@@ -19,6 +23,41 @@ use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 use switchyard_dataplane::fast_path::monotonic_ns;
 
 use crate::pktgen::{write_frame, Template};
+
+/// Which generator a run sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Generator {
+    /// BPF_PROG_TEST_RUN live frames: the kernel sends, several Mpps from
+    /// one core.
+    LiveFrames,
+    /// An AF_XDP socket in copy mode: about a core's worth of skbs, well
+    /// below what the in-kernel paths can take.
+    Afxdp,
+}
+
+impl Generator {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Generator::LiveFrames => "BPF_PROG_TEST_RUN live frames",
+            Generator::Afxdp => "an AF_XDP socket in copy mode",
+        }
+    }
+}
+
+/// Whether `error` is the kernel refusing live frames (EPERM), as it does
+/// where the process lacks CAP_SYS_RESOURCE: then AF_XDP is the generator.
+pub fn live_frames_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<XdpError>()
+            .and_then(XdpError::raw_os_error)
+            == Some(libc::EPERM)
+    })
+}
+
+/// What to print when live frames were refused and AF_XDP sends instead.
+pub const LIVE_FRAMES_REFUSED: &str = "live frames refused by the kernel (EPERM: BPF_PROG_TEST_RUN      with BPF_F_TEST_XDP_LIVE_FRAMES, seen where the process lacks CAP_SYS_RESOURCE);      sending with an AF_XDP socket in copy mode instead";
 
 /// How long and how fast to send.
 #[derive(Debug, Clone, Copy)]
@@ -196,9 +235,29 @@ impl AfxdpSender {
             tick(sent);
             pace.wait_for(start, sent);
         }
+        self.flush(&mut done);
         Ok(sent)
     }
+
+    /// Kicks the kernel until every frame produced has been sent. Copy mode
+    /// sends at most a few dozen frames per kick: frames left in the tx ring
+    /// would otherwise go out at the start of the next run, with their old
+    /// stamps, and read there as milliseconds of latency.
+    fn flush(&mut self, done: &mut [FrameDesc]) {
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let _ = self.tx.wakeup();
+            // SAFETY: completed descriptors are frames of this UMEM the
+            // kernel is done with.
+            let back = unsafe { self.completion.consume(done) };
+            self.in_flight -= back;
+            self.free.extend_from_slice(&done[..back]);
+        }
+    }
 }
+
+/// Longest a sender waits for the kernel to take the frames it queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Sends `template`'s frames from a new AF_XDP socket on queue `queue` of
 /// `ifname` until the pace's duration is over.

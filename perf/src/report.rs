@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_config::snapshot::SLOT_TABLE_SIZE;
 use switchyard_vm_tests::process::workspace_root;
 
+use crate::generator::Generator;
 use crate::goals;
 use crate::netbench::{self, AfxdpVariant, NewFlows, Options, PathResult, AFXDP_ROUNDS, RATIOS};
 
@@ -42,6 +43,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_secs: Option<f64>,
     pub machine: Machine,
+    /// What sent the throughput runs' frames (absent from older files,
+    /// which all used live frames).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
     pub options: Options,
     #[serde(default)]
     pub paths: Vec<PathResult>,
@@ -164,6 +169,21 @@ fn run_summary(out: &mut String, r: &Report) {
         o.rounds,
         o.seconds,
     );
+    match r.generator {
+        Some(Generator::Afxdp) => out.push_str(
+            "The generator was an AF_XDP socket in copy mode: this kernel refused \
+             BPF_PROG_TEST_RUN live frames to the benchmark (EPERM). It offers far \
+             less than live frames, so every path that keeps up with it reads about \
+             its offered rate (the *offered Mpps* column), and ratios between such \
+             paths say nothing about their limits. Read the throughput and ratio \
+             tables of this run as \"at least\"; the worker and micro benchmarks are \
+             unaffected.\n\n",
+        ),
+        Some(Generator::LiveFrames) => {
+            out.push_str("The generator sent BPF_PROG_TEST_RUN live frames.\n\n")
+        }
+        None => {}
+    }
 }
 
 fn machine(r: &Report) -> String {
@@ -563,6 +583,7 @@ mod tests {
                 kernel: "6.1.0".into(),
                 cpus: 2,
             },
+            generator: None,
             options: Options::default(),
             paths: Vec::new(),
             ratios: BTreeMap::new(),
@@ -571,6 +592,20 @@ mod tests {
             afxdp_options: Vec::new(),
             micro: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_run_with_the_afxdp_generator_says_its_rates_are_bounded_by_it() {
+        let afxdp = Report {
+            generator: Some(Generator::Afxdp),
+            ..minimal()
+        };
+        assert!(render(&afxdp).contains("AF_XDP socket in copy mode"));
+        let live = Report {
+            generator: Some(Generator::LiveFrames),
+            ..minimal()
+        };
+        assert!(!render(&live).contains("AF_XDP socket"));
     }
 
     #[test]

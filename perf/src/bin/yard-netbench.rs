@@ -209,6 +209,7 @@ fn main() -> Result<()> {
             kernel: kernel.trim().into(),
             cpus,
         },
+        generator: Some(results.generator),
         options: results.options.clone(),
         paths: results.paths.clone(),
         ratios,

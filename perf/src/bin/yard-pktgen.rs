@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde::Serialize;
-use switchyard_perf::generator::{run_afxdp, run_live, Pace};
+use switchyard_perf::generator::{
+    live_frames_refused, run_afxdp, run_live, Generator, Pace, LIVE_FRAMES_REFUSED,
+};
 use switchyard_perf::pktgen::{template, FlowSpec, Proto};
 use switchyard_xdp::tools::{Tool, Tools};
 
@@ -121,6 +123,9 @@ fn interface_mac(name: &str) -> Result<[u8; 6]> {
 
 #[derive(Serialize)]
 struct Summary {
+    /// What sent the frames: live frames, or AF_XDP when asked for or when
+    /// the kernel refused live frames.
+    generator: Generator,
     seconds: f64,
     sent: u64,
     sent_mpps: f64,
@@ -210,14 +215,25 @@ fn main() -> Result<()> {
         }
         last = (now, sent, received);
     };
-    let sent = match args.mode {
-        Mode::Live => run_live(&tools, &template, ifindex, &pace, |sent| {
+    let live = match args.mode {
+        Mode::Live => Some(run_live(&tools, &template, ifindex, &pace, |sent| {
             report(&tools, sent);
             true
-        })?,
-        Mode::Afxdp => run_afxdp(&args.interface, 0, &template, &pace, |sent| {
-            report(&tools, sent)
-        })?,
+        })),
+        Mode::Afxdp => None,
+    };
+    let (generator, sent) = match live {
+        Some(Ok(sent)) => (Generator::LiveFrames, sent),
+        Some(Err(error)) if !live_frames_refused(&error) => return Err(error),
+        refused_or_afxdp => {
+            if refused_or_afxdp.is_some() {
+                eprintln!("yard-pktgen: {LIVE_FRAMES_REFUSED}");
+            }
+            let sent = run_afxdp(&args.interface, 0, &template, &pace, |sent| {
+                report(&tools, sent)
+            })?;
+            (Generator::Afxdp, sent)
+        }
     };
     let seconds = start.elapsed().as_secs_f64();
     let received = has_sink.then(|| sink_counts(&tools) - received_at_start);
@@ -234,6 +250,7 @@ fn main() -> Result<()> {
         _ => None,
     };
     let summary = Summary {
+        generator,
         seconds,
         sent,
         sent_mpps: sent as f64 / seconds / 1e6,
@@ -245,10 +262,11 @@ fn main() -> Result<()> {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "total: sent {} in {:.2} s ({:.3} Mpps){}",
+            "total: sent {} in {:.2} s ({:.3} Mpps) with {}{}",
             summary.sent,
             seconds,
             summary.sent_mpps,
+            generator.describe(),
             match (summary.received, summary.received_mpps) {
                 (Some(r), Some(m)) => format!(", received {r} ({m:.3} Mpps)"),
                 _ => String::new(),
