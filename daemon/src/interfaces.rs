@@ -31,6 +31,70 @@ pub fn rx_queue_count(name: &str) -> u32 {
         .max(1)
 }
 
+/// Why the workers cannot serve every receive queue of the interfaces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error(
+        "--queues {asked}: {name} has {rx_queues} receive queue(s); VIP traffic the NIC \
+         hashes to a queue without a worker would reach the kernel untranslated. Serve \
+         them all (leave out --queues), or give {name} fewer queues first \
+         (`ethtool -L {name} combined {asked}`)"
+    )]
+    Unserved {
+        asked: u32,
+        name: String,
+        rx_queues: u32,
+    },
+    #[error("--queues {asked}: {name} has only {rx_queues} receive queue(s)")]
+    Missing {
+        asked: u32,
+        name: String,
+        rx_queues: u32,
+    },
+    #[error(
+        "the interfaces have different numbers of receive queues ({counts}): a worker needs a \
+         socket on every interface's queue of its number, so give them the same number \
+         (`ethtool -L IFACE combined N`)"
+    )]
+    Unequal { counts: String },
+    #[error("--queues 0: at least one queue must be served")]
+    Zero,
+}
+
+/// How many queues (and workers) serve `interfaces`, each `(name, receive
+/// queues)`: every receive queue of every interface, since a queue without
+/// an AF_XDP socket passes its VIP traffic to the kernel untranslated.
+/// `asked` is `--queues`, which must then say the same.
+pub fn queues_to_serve(interfaces: &[(&str, u32)], asked: Option<u32>) -> Result<u32, QueueError> {
+    let Some(&(first, count)) = interfaces.first() else {
+        return asked.filter(|&q| q > 0).ok_or(QueueError::Zero);
+    };
+    if interfaces.iter().any(|&(_, n)| n != count) {
+        return Err(QueueError::Unequal {
+            counts: interfaces
+                .iter()
+                .map(|(name, n)| format!("{name}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    match asked {
+        None => Ok(count),
+        Some(0) => Err(QueueError::Zero),
+        Some(asked) if asked < count => Err(QueueError::Unserved {
+            asked,
+            name: first.to_owned(),
+            rx_queues: count,
+        }),
+        Some(asked) if asked > count => Err(QueueError::Missing {
+            asked,
+            name: first.to_owned(),
+            rx_queues: count,
+        }),
+        Some(asked) => Ok(asked),
+    }
+}
+
 /// The kernel driver behind `name` (`veth`, `virtio_net`, `mlx5_core`, ...),
 /// as `ethtool -i` reports it; `None` when the interface does not say.
 pub fn driver(name: &str) -> Option<String> {
@@ -94,4 +158,47 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, InterfaceError> {
     out.sort();
     out.dedup();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_is_served_by_default() {
+        assert_eq!(queues_to_serve(&[("eth0", 4), ("eth1", 4)], None), Ok(4));
+        assert_eq!(queues_to_serve(&[("eth0", 2)], Some(2)), Ok(2));
+    }
+
+    #[test]
+    fn fewer_queues_than_the_interface_has_is_refused_with_the_fix() {
+        let err = queues_to_serve(&[("eth0", 2)], Some(1)).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, QueueError::Unserved { .. }), "{text}");
+        assert!(text.contains("eth0 has 2 receive queue(s)"), "{text}");
+        assert!(text.contains("ethtool -L eth0 combined 1"), "{text}");
+    }
+
+    #[test]
+    fn more_queues_than_the_interface_has_is_refused() {
+        let err = queues_to_serve(&[("eth0", 2)], Some(3)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--queues 3: eth0 has only 2 receive queue(s)"
+        );
+    }
+
+    #[test]
+    fn interfaces_with_different_queue_counts_are_refused_by_name() {
+        let err = queues_to_serve(&[("eth0", 2), ("eth1", 1)], None).unwrap_err();
+        assert!(err.to_string().contains("eth0: 2, eth1: 1"), "{err}");
+    }
+
+    #[test]
+    fn zero_queues_is_refused() {
+        assert_eq!(
+            queues_to_serve(&[("eth0", 2)], Some(0)),
+            Err(QueueError::Zero)
+        );
+    }
 }

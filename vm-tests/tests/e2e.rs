@@ -19,8 +19,8 @@ use switchyard_vm_tests::config::{
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::{CLIENT_ADDR, LB_CLIENT_SIDE_ADDR, VIP};
 use switchyard_vm_tests::{
-    tcp_exchange, tcp_exchange_keep_open, udp_exchange, xdp_attached, Daemon, EchoPair,
-    GatewaySpec, Netns, Reply, TcpEchoServer, TempDir, Topology,
+    tcp_exchange, tcp_exchange_keep_open, udp_exchange, xdp_attached, Daemon, DaemonOptions,
+    EchoPair, GatewaySpec, Netns, Reply, TcpEchoServer, TempDir, Topology,
 };
 
 /// A topology with echo servers on both backends and the daemon running the
@@ -587,6 +587,27 @@ fn multi_queue() -> Result<()> {
         );
     }
     drop(open);
+    Ok(())
+}
+
+#[test]
+fn fewer_queues_than_the_interface_has_is_refused_at_start() -> Result<()> {
+    // Queue 1 would meet no socket: its VIP traffic would reach the kernel
+    // untranslated, so the daemon must not start.
+    let topo = Topology::single_arm(2)?;
+    let dir = TempDir::new("config")?;
+    let path = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    let opts = DaemonOptions::new(topo.lb_interfaces()).queues(1);
+    let Err(error) = Daemon::start(&topo.lb, &path, &opts) else {
+        bail!("switchyard started with --queues 1 on an interface with 2 receive queues");
+    };
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("--queues 1: eth0 has 2 receive queue(s)")
+            && text.contains("ethtool -L eth0 combined 1"),
+        "{text}"
+    );
+    assert!(!xdp_attached(&topo.lb, "eth0")?, "refused before attaching");
     Ok(())
 }
 

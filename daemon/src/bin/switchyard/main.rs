@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// Interface to serve on; repeat for a client side and a backend side.
     #[arg(long = "interface", required = true)]
     interfaces: Vec<String>,
-    /// Queues (and workers) per interface; default: the interface's rx queues.
+    /// Queues (and workers) per interface: every receive queue must be
+    /// served, so this can only confirm the interfaces' count (the default).
     #[arg(long)]
     queues: Option<u32>,
     /// Cores to pin workers to, e.g. `2,3`; worker q gets the q-th (cycling).

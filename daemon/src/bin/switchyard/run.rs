@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam::channel;
 use nix::errno::Errno;
@@ -72,14 +72,12 @@ pub fn run(args: RunArgs) -> Result<()> {
         .iter()
         .map(|p| interfaces::rx_queue_count(&p.name))
         .collect();
-    let available = rx_queues.iter().copied().min().unwrap_or(1);
-    let queues = args.queues.unwrap_or(available);
-    if queues == 0 || queues > available {
-        bail!(
-            "--queues {queues}: the interfaces have {available} receive queue(s); \
-             traffic on a queue without a worker would bypass the load balancer"
-        );
-    }
+    let counts: Vec<(&str, u32)> = ports
+        .iter()
+        .zip(&rx_queues)
+        .map(|(port, &n)| (port.name.as_str(), n))
+        .collect();
+    let queues = interfaces::queues_to_serve(&counts, args.queues)?;
     if let Err(err) = switchyard_dataplane::afxdp::raise_memlock_limit() {
         // Kernels since 5.11 charge BPF maps and UMEM to the memory cgroup,
         // so a low limit only matters on older ones; UMEM creation says so.
