@@ -57,7 +57,9 @@ pub fn live_frames_refused(error: &anyhow::Error) -> bool {
 }
 
 /// What to print when live frames were refused and AF_XDP sends instead.
-pub const LIVE_FRAMES_REFUSED: &str = "live frames refused by the kernel (EPERM: BPF_PROG_TEST_RUN      with BPF_F_TEST_XDP_LIVE_FRAMES, seen where the process lacks CAP_SYS_RESOURCE);      sending with an AF_XDP socket in copy mode instead";
+pub const LIVE_FRAMES_REFUSED: &str = "live frames refused by the kernel (EPERM from \
+     BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES, seen where the process lacks \
+     CAP_SYS_RESOURCE); sending with an AF_XDP socket in copy mode instead";
 
 /// How long and how fast to send.
 #[derive(Debug, Clone, Copy)]
@@ -269,4 +271,42 @@ pub fn run_afxdp(
     tick: impl FnMut(u64),
 ) -> Result<u64> {
     AfxdpSender::open(ifname, queue)?.send(template, pace, tick)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use aya::programs::ProgramError;
+    use aya::sys::SyscallError;
+
+    use super::*;
+
+    fn refused(errno: i32) -> anyhow::Error {
+        anyhow::Error::new(XdpError::TestRun {
+            program: "pktgen",
+            source: Box::new(ProgramError::SyscallError(SyscallError {
+                call: "bpf_prog_test_run",
+                io_error: io::Error::from_raw_os_error(errno),
+            })),
+        })
+        .context("BPF_PROG_TEST_RUN (live frames) of pktgen")
+    }
+
+    #[test]
+    fn a_live_frames_refusal_is_recognised_and_its_cause_printed() {
+        let error = refused(libc::EPERM);
+        assert!(live_frames_refused(&error));
+        let printed = format!("{error:?}");
+        assert!(
+            printed.contains("BPF_PROG_TEST_RUN of the pktgen program")
+                && printed.contains("Operation not permitted"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn other_failures_are_not_taken_for_a_refusal() {
+        assert!(!live_frames_refused(&refused(libc::EINVAL)));
+    }
 }

@@ -227,8 +227,12 @@ pub enum XdpError {
 
     /// BPF_PROG_TEST_RUN failed (frames shorter than an Ethernet header are
     /// refused by the kernel with EINVAL).
-    #[error("BPF_PROG_TEST_RUN of the steering program")]
-    TestRun(#[source] Box<ProgramError>),
+    #[error("BPF_PROG_TEST_RUN of the {program} program")]
+    TestRun {
+        program: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
 }
 
 impl XdpError {
@@ -239,7 +243,7 @@ impl XdpError {
             | XdpError::Busy { source, .. }
             | XdpError::Attach { source, .. }
             | XdpError::Detach { source, .. }
-            | XdpError::TestRun(source) => program_errno(source),
+            | XdpError::TestRun { source, .. } => program_errno(source),
             XdpError::MapType { source, .. }
             | XdpError::MapRead { source, .. }
             | XdpError::MapUpdate { source, .. }

@@ -426,9 +426,10 @@ impl Steering {
             ctx_in: ctx.as_ref().map(|ctx| &ctx[..]),
             ..TestRunOptions::new()
         };
-        let result = program
-            .test_run(options)
-            .map_err(|err| XdpError::TestRun(Box::new(err)))?;
+        let result = program.test_run(options).map_err(|err| XdpError::TestRun {
+            program: "steering",
+            source: Box::new(err),
+        })?;
         out.truncate(result.data_size_out as usize);
         Ok((XdpAction::from_raw(result.return_value), out))
     }

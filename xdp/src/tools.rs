@@ -340,9 +340,10 @@ impl Tools {
             attrs: TestRunAttrs::new().xdp_live_frames(batch),
             ..TestRunOptions::new()
         };
-        let result = program
-            .test_run(options)
-            .map_err(|err| XdpError::TestRun(Box::new(err)))?;
+        let result = program.test_run(options).map_err(|err| XdpError::TestRun {
+            program: "pktgen",
+            source: Box::new(err),
+        })?;
         Ok(result.duration)
     }
 
@@ -356,9 +357,10 @@ impl Tools {
             data_out: Some(&mut out),
             ..TestRunOptions::new()
         };
-        let result = program
-            .test_run(options)
-            .map_err(|err| XdpError::TestRun(Box::new(err)))?;
+        let result = program.test_run(options).map_err(|err| XdpError::TestRun {
+            program: "pktgen",
+            source: Box::new(err),
+        })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
     }
