@@ -23,9 +23,10 @@ pub enum DropReason {
     NeighbourUnresolved,
     /// The next hop is reached through an interface Switchyard does not own.
     EgressNotOwned,
-    /// A reply from an endpoint behind several listeners, with no flow on
-    /// this worker to say which VIP it answers for.
-    ReplyListenerAmbiguous,
+    /// A packet from a backend endpoint that answers no flow a client
+    /// opened through the load balancer (none in the shared reply table, or
+    /// its listener or backend gone): forged, or after the flow ended.
+    ReplyWithoutFlow,
     TxRingFull,
     /// A segment of a TCP connection whose backend a config change removed;
     /// the client is sent a reset instead.
@@ -46,7 +47,7 @@ impl DropReason {
         Self::NoRoute,
         Self::NeighbourUnresolved,
         Self::EgressNotOwned,
-        Self::ReplyListenerAmbiguous,
+        Self::ReplyWithoutFlow,
         Self::TxRingFull,
         Self::BackendRemoved,
     ];
@@ -66,7 +67,7 @@ impl DropReason {
             Self::NoRoute => "no_route",
             Self::NeighbourUnresolved => "neighbour_unresolved",
             Self::EgressNotOwned => "egress_not_owned",
-            Self::ReplyListenerAmbiguous => "reply_listener_ambiguous",
+            Self::ReplyWithoutFlow => "reply_without_flow",
             Self::TxRingFull => "tx_ring_full",
             Self::BackendRemoved => "backend_removed",
         }

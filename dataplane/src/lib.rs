@@ -20,4 +20,5 @@ pub mod io;
 pub mod latency;
 pub mod neighbor;
 pub mod packet;
+pub mod replies;
 pub mod worker;

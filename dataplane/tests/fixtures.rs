@@ -1,6 +1,6 @@
 //! The packet fixtures of `switchyard_wire::fixtures`, run through the
-//! worker: every frame of the table enters a fresh worker on its arm, over
-//! in-memory frames, in the scenario the table describes (the snapshot
+//! worker: every frame of the table enters a fresh worker on its arm (after
+//! the request it answers, for a reply row), over in-memory frames, in the scenario the table describes (the snapshot
 //! compiled from Gateway API YAML, a fixed neighbour table), and the worker
 //! must send exactly the expected bytes out of the expected arm, or drop
 //! the frame under the expected reason and count nothing else. The same
@@ -19,6 +19,7 @@ use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
+use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings};
 use switchyard_wire::fixtures::{scenario::*, Fixture, WorkerOutcome, FIXTURES};
 
@@ -149,9 +150,13 @@ struct Seen {
     drops: Vec<(&'static str, u64)>,
 }
 
-/// A worker of the scenario that has seen no flow, and the sender of its
-/// control requests.
-fn fresh_worker(snapshot: &Arc<Snapshot>) -> (Worker, channel::Sender<WorkerRequest>) {
+/// A worker of the scenario that has seen no flow, sharing `replies` with
+/// the other workers of its daemon, and the sender of its control requests.
+fn fresh_worker(
+    snapshot: &Arc<Snapshot>,
+    replies: &Arc<ReplyTable>,
+    epoch: Instant,
+) -> (Worker, channel::Sender<WorkerRequest>) {
     let (requests, control) = channel::bounded(1);
     let worker = Worker::new(
         0,
@@ -160,30 +165,60 @@ fn fresh_worker(snapshot: &Arc<Snapshot>) -> (Worker, channel::Sender<WorkerRequ
         Neighbors::fixed(scenario_l2_table()),
         control,
         Arc::new(AtomicBool::new(false)),
-        Instant::now(),
+        epoch,
         WorkerSettings::default(),
-    );
+    )
+    .with_reply_table(Arc::clone(replies));
     (worker, requests)
 }
 
-/// Feeds `fixture`'s frame to a worker that has seen nothing before.
-fn run(snapshot: &Arc<Snapshot>, fixture: &Fixture) -> Seen {
-    let (mut worker, requests) = fresh_worker(snapshot);
+fn by_name(name: &str) -> &'static Fixture {
+    FIXTURES
+        .iter()
+        .find(|f| f.name == name)
+        .unwrap_or_else(|| panic!("no fixture is named {name}"))
+}
+
+/// Feeds `fixture`'s frame, on its arm, to `worker`; what it sent and the
+/// drops it counted meanwhile.
+fn feed(worker: &mut Worker, requests: &channel::Sender<WorkerRequest>, fixture: &Fixture) -> Seen {
+    let drops_before = drops(worker, requests);
     let mut io = MemoryIo::new(1);
     io.rx
         .push_back((fixture.arrives_on.port(), fixture.input.to_vec()));
     worker.run_once(&mut io);
+    let drops = drops(worker, requests)
+        .into_iter()
+        .zip(drops_before)
+        .map(|((reason, now), (_, before))| (reason, now - before))
+        .filter(|&(_, count)| count != 0)
+        .collect();
+    Seen { sent: io.tx, drops }
+}
 
+fn drops(
+    worker: &mut Worker,
+    requests: &channel::Sender<WorkerRequest>,
+) -> Vec<(&'static str, u64)> {
     let (reply, answer) = channel::bounded(1);
     requests.send(WorkerRequest::Stats(reply)).unwrap();
     worker.serve_control();
     let stats = answer.recv().unwrap();
-    let drops = DropReason::ALL
+    DropReason::ALL
         .iter()
         .map(|&reason| (reason.name(), stats.drops[reason as usize]))
-        .filter(|&(_, count)| count != 0)
-        .collect();
-    Seen { sent: io.tx, drops }
+        .collect()
+}
+
+/// Feeds `fixture`'s frame to a worker that has seen nothing before but
+/// the request the row answers, if it answers one.
+fn run(snapshot: &Arc<Snapshot>, fixture: &Fixture) -> Seen {
+    let replies = Arc::new(ReplyTable::new(64));
+    let (mut worker, requests) = fresh_worker(snapshot, &replies, Instant::now());
+    if let Some(request) = fixture.after {
+        feed(&mut worker, &requests, by_name(request));
+    }
+    feed(&mut worker, &requests, fixture)
 }
 
 /// What the table says the worker does, in the terms of [`Seen`].
@@ -236,37 +271,28 @@ fn the_worker_forwards_or_drops_every_fixture_as_the_table_says() {
     );
 }
 
-/// The forward and reverse rows hold whichever worker saw the flow first:
-/// a reply entering the worker that forwarded the request comes out the
-/// same as on a fresh worker (the table runs each row on a fresh one).
+/// RSS is not symmetric: a reply row comes out the same on another worker
+/// of the daemon, one that shares the reply table but never saw the
+/// request.
 #[test]
-fn a_reply_comes_out_the_same_on_the_worker_that_saw_the_request() {
+fn a_reply_comes_out_the_same_on_a_worker_that_did_not_see_the_request() {
     let snapshot = Arc::new(scenario_snapshot());
-    let by_name = |name: &str| FIXTURES.iter().find(|f| f.name == name).unwrap();
-    for (request, reply) in [
-        (
-            "tcp_syn_to_vip_is_dnatted_to_the_backend",
-            "backend_syn_ack_is_snatted_to_the_vip",
-        ),
-        (
-            "udp_to_vip_is_dnatted_with_its_checksum_updated",
-            "backend_udp_answer_is_snatted_to_the_vip",
-        ),
-    ] {
-        let (request, reply) = (by_name(request), by_name(reply));
-        let (mut worker, _requests) = fresh_worker(&snapshot);
-        let mut io = MemoryIo::new(2);
-        io.rx
-            .push_back((request.arrives_on.port(), request.input.to_vec()));
-        io.rx
-            .push_back((reply.arrives_on.port(), reply.input.to_vec()));
-        worker.run_once(&mut io);
-        let sent: Vec<(usize, Vec<u8>)> = io.tx;
+    for reply in FIXTURES.iter().filter(|f| f.after.is_some()) {
+        let request = by_name(reply.after.unwrap_or_default());
+        let replies = Arc::new(ReplyTable::new(64));
+        let epoch = Instant::now();
+        let (mut first, first_requests) = fresh_worker(&snapshot, &replies, epoch);
+        let (mut second, second_requests) = fresh_worker(&snapshot, &replies, epoch);
         assert_eq!(
-            sent,
-            [expected(request).sent, expected(reply).sent].concat(),
-            "{} then {}",
-            request.name,
+            feed(&mut first, &first_requests, request),
+            expected(request),
+            "{}",
+            request.name
+        );
+        assert_eq!(
+            feed(&mut second, &second_requests, reply),
+            expected(reply),
+            "{} on the other worker",
             reply.name
         );
     }

@@ -18,6 +18,7 @@ use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
 use switchyard_dataplane::packet::FlowKey;
+use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::{choose, Worker, WorkerRequest, WorkerSettings, WorkerStats};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -161,32 +162,60 @@ struct Harness {
     io: MemoryIo,
     requests: channel::Sender<WorkerRequest>,
     neighbors: Neighbors,
+    replies: Arc<ReplyTable>,
+    epoch: Instant,
 }
 
 fn harness() -> Harness {
     let neighbors = Neighbors::fixed(l2_table());
-    let (requests, control) = channel::bounded(4);
     let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+    let replies = Arc::new(ReplyTable::new(1024));
+    worker_of(0, config, neighbors, replies, Instant::now())
+}
+
+fn worker_of(
+    queue: u32,
+    config: Arc<ArcSwap<Snapshot>>,
+    neighbors: Neighbors,
+    replies: Arc<ReplyTable>,
+    epoch: Instant,
+) -> Harness {
+    let (requests, control) = channel::bounded(4);
     let worker = Worker::new(
-        0,
+        queue,
         vec![10, 20],
         config.clone(),
         neighbors.clone(),
         control,
         Arc::new(AtomicBool::new(false)),
-        Instant::now(),
+        epoch,
         WorkerSettings::default(),
-    );
+    )
+    .with_reply_table(replies.clone());
     Harness {
         worker,
         config,
         io: MemoryIo::new(64),
         requests,
         neighbors,
+        replies,
+        epoch,
     }
 }
 
 impl Harness {
+    /// A second worker of the same daemon: same config, neighbours, clock
+    /// and shared reply table; its own queue and flow table.
+    fn another_worker(&self) -> Harness {
+        worker_of(
+            1,
+            self.config.clone(),
+            self.neighbors.clone(),
+            self.replies.clone(),
+            self.epoch,
+        )
+    }
+
     /// Feeds one frame on `port`; returns (egress port, frame) if sent.
     fn send(&mut self, port: usize, frame: Vec<u8>) -> Option<(usize, Vec<u8>)> {
         self.io.rx.push_back((port, frame));
@@ -353,16 +382,56 @@ fn reply_seen_first_by_another_worker_is_still_reversed() {
     // RSS is not symmetric: the worker that sees the reply may never have
     // seen the request.
     let mut h = harness();
+    let mut other = h.another_worker();
+    let request = udp_frame(FROM_CLIENT, (CLIENT, 50000), (VIP, 53), b"question");
+    let backend = inspect(&h.send(0, request).expect("forwarded").1).dst;
+    let backend_mac = if backend.0 == BE1 { BE1_MAC } else { BE2_MAC };
     let reply = udp_frame(
-        (BE2_MAC, LB_BACKEND_SIDE_MAC),
-        (BE2, 5353),
+        (backend_mac, LB_BACKEND_SIDE_MAC),
+        backend,
         (CLIENT, 50000),
         b"answer",
     );
-    let (_, out) = h.send(1, reply).expect("reply forwarded");
+    let (_, out) = other.send(1, reply).expect("reply forwarded");
     let seen = inspect(&out);
     assert_eq!(seen.src, (VIP, 53));
     assert_eq!(seen.dst, (CLIENT, 50000));
+}
+
+#[test]
+fn a_backend_packet_that_answers_no_client_flow_is_dropped_not_translated() {
+    // Forged, or from a backend that was never asked: leaving as the VIP it
+    // would reach any address with the VIP's authority.
+    let mut h = harness();
+    let forged_udp = udp_frame(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        (BE1, 5353),
+        (CLIENT, 50000),
+        b"unasked",
+    );
+    assert!(h.send(1, forged_udp).is_none());
+    let forged_tcp = tcp_frame(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        (BE1, 8080),
+        (CLIENT, 40000),
+        b"unasked",
+    );
+    assert!(h.send(1, forged_tcp).is_none());
+    assert_eq!(h.drops("reply_without_flow"), 2);
+
+    // A real flow does not open the door to its neighbours: another client
+    // port of the same client is still no flow.
+    let request = udp_frame(FROM_CLIENT, (CLIENT, 50001), (VIP, 53), b"q");
+    let backend = inspect(&h.send(0, request).expect("forwarded").1).dst;
+    let backend_mac = if backend.0 == BE1 { BE1_MAC } else { BE2_MAC };
+    let stray = udp_frame(
+        (backend_mac, LB_BACKEND_SIDE_MAC),
+        backend,
+        (CLIENT, 50002),
+        b"a",
+    );
+    assert!(h.send(1, stray).is_none());
+    assert_eq!(h.drops("reply_without_flow"), 3);
 }
 
 #[test]
@@ -524,14 +593,23 @@ fn first_reply_to_a_client_not_yet_in_the_neighbour_table_uses_its_frame_macs() 
 #[test]
 fn reply_to_an_unresolved_client_without_a_request_seen_here_waits_for_the_table() {
     let mut h = harness();
+    let mut other = h.another_worker();
+    let request = udp_frame(
+        (NEW_CLIENT_MAC, LB_CLIENT_SIDE_MAC),
+        (NEW_CLIENT, 50001),
+        (VIP, 53),
+        b"q",
+    );
+    let backend = inspect(&h.send(0, request).expect("forwarded").1).dst;
+    let backend_mac = if backend.0 == BE1 { BE1_MAC } else { BE2_MAC };
     let reply = udp_frame(
-        (BE1_MAC, LB_BACKEND_SIDE_MAC),
-        (BE1, 5353),
+        (backend_mac, LB_BACKEND_SIDE_MAC),
+        backend,
         (NEW_CLIENT, 50001),
         b"a",
     );
-    assert!(h.send(1, reply).is_none());
-    assert_eq!(h.drops("neighbour_unresolved"), 1);
+    assert!(other.send(1, reply).is_none());
+    assert_eq!(other.drops("neighbour_unresolved"), 1);
 }
 
 #[test]
@@ -762,9 +840,10 @@ fn a_flow_whose_backend_is_removed_is_decided_afresh() {
 }
 
 #[test]
-fn replies_of_an_endpoint_behind_two_listeners_are_reversed_by_the_worker_that_saw_the_request() {
+fn replies_of_an_endpoint_behind_two_listeners_are_reversed_on_every_worker() {
     const VIP2: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 20);
     let mut h = harness();
+    let mut other = h.another_worker();
     let mut listeners = parts_of(&snapshot());
     let mut second = listener("udp2", Protocol::Udp, 9053, &[(BE1, 5353), (BE2, 5353)]);
     second.address = IpAddr::V4(VIP2);
@@ -780,13 +859,16 @@ fn replies_of_an_endpoint_behind_two_listeners_are_reversed_by_the_worker_that_s
             (BE2_MAC, LB_BACKEND_SIDE_MAC)
         };
         let reply = udp_frame(reply_macs, backend, (CLIENT, 40000), b"a");
-        let (egress, out) = h.send(1, reply).expect("reply reversed");
-        assert_eq!(egress, 0);
-        let seen = inspect(&out);
-        assert_eq!(seen.src, (vip, port));
-        assert_eq!(seen.dst, (CLIENT, 40000));
+        for worker in [&mut h, &mut other] {
+            let (egress, out) = worker.send(1, reply.clone()).expect("reply reversed");
+            assert_eq!(egress, 0);
+            let seen = inspect(&out);
+            assert_eq!(seen.src, (vip, port));
+            assert_eq!(seen.dst, (CLIENT, 40000));
+        }
     }
-    assert_eq!(h.drops("reply_listener_ambiguous"), 0);
+    assert_eq!(h.drops("reply_without_flow"), 0);
+    assert_eq!(other.drops("reply_without_flow"), 0);
 }
 
 #[test]

@@ -1,19 +1,18 @@
 //! The miss path: the first packet of a 5-tuple. A client reaching a VIP
 //! gets a backend (the listener's Maglev slot, or its ClientIP affinity
-//! entry) and a two-arm NAT toward it; a backend answering one is reversed
-//! from the snapshot. Either way the translation, its next hop and the
-//! reply the worker expects become a flow entry, computed once and replayed
-//! on every later packet (and by the XDP cache). Out of line from the hit
-//! path; it allocates nothing either.
+//! entry) and a two-arm NAT toward it, and its reply is put in the workers'
+//! shared reply table; a backend's packet is reversed only when that table
+//! says which client flow it answers. Either way the translation and its
+//! next hop become a flow entry, computed once and replayed on every later
+//! packet (and by the XDP cache). Out of line from the hit path; it
+//! allocates nothing either.
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use switchyard_config::snapshot::{
-    BackendOwner, Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot,
-};
+use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
 use super::path::{
-    destination_key, service_key, source_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
+    destination_key, reply_key, secs, service_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
 };
 use super::Worker;
 use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
@@ -117,6 +116,7 @@ impl Worker {
         }
         self.path.stats.count(listener, backend, bytes);
         if entry.direction == Direction::ToBackend {
+            self.path.remember_reply(&parsed.key, &entry, now);
             self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
         }
         // A full table evicts its least recently used flow; an evicted
@@ -134,9 +134,7 @@ impl Worker {
     /// reply entry with the L2 header of the client's own frame (reversed),
     /// used only while the table has no entry and only when the route to
     /// the client leaves by the interface the frame arrived on. Replies
-    /// reaching another queue first still wait for the table. An endpoint
-    /// behind several listeners cannot be reversed from the snapshot at
-    /// all, so its reply entry is installed whether resolved or not.
+    /// reaching another queue first still wait for the table.
     #[inline(never)]
     fn expect_reply(
         &mut self,
@@ -149,16 +147,9 @@ impl Worker {
     ) {
         let Some(hop) = self
             .path
-            .reply_hop(snapshot, l2, ingress, frame_macs, key, forward)
+            .provisional_reply_hop(l2, ingress, frame_macs, key)
         else {
             return;
-        };
-        let reply_key = FlowKey {
-            src: forward.rewrite.ip_dst,
-            dst: key.src,
-            src_port: forward.rewrite.dst_port,
-            dst_port: key.src_port,
-            protocol: key.protocol,
         };
         let reply = FlowEntry {
             rewrite: Rewrite {
@@ -179,7 +170,7 @@ impl Worker {
             cached: Cached::No,
             ..*forward
         };
-        self.flows.insert(reply_key, reply);
+        self.flows.insert(reply_key(key, forward), reply);
     }
 }
 
@@ -204,7 +195,7 @@ impl PathState {
         let key = &parsed.key;
         let translation = match choose(snapshot, key, self.hash_seed) {
             Ok(choice) => self.to_backend(key, &choice, now)?,
-            Err(DropReason::NotAService) => from_backend(snapshot, key)?,
+            Err(DropReason::NotAService) => self.reverse_reply(snapshot, key, now)?,
             Err(reason) => return Err(reason),
         };
         let (egress_port, hop) = self.next_hop(l2, translation.dst.0)?;
@@ -271,7 +262,7 @@ impl PathState {
         choice: &Choice<'_>,
         now: u64,
     ) -> Option<u32> {
-        let now_secs = (now / 1_000_000_000) as u32;
+        let now_secs = secs(now);
         if let Some((backend, entry)) = affine_backend(&self.affinity, listener, key, now_secs) {
             self.affinity
                 .put(&affinity_key(key), entry.backend, entry.port, now_secs);
@@ -291,81 +282,71 @@ impl PathState {
         choice.backend
     }
 
-    /// Where the reply to a client's new flow leaves, if the worker should
-    /// pre-install it (see `expect_reply`).
-    fn reply_hop(
+    /// Where the reply to a new client not yet in the neighbour table
+    /// leaves, if this worker should pre-install it (see `expect_reply`):
+    /// back out of the port the client's frame came in on, with that
+    /// frame's MACs reversed.
+    fn provisional_reply_hop(
         &self,
-        snapshot: &Snapshot,
         l2: &L2Table,
         ingress: usize,
         frame_macs: Option<([u8; 6], [u8; 6])>,
         key: &FlowKey,
-        forward: &FlowEntry,
     ) -> Option<ReplyHop> {
-        let backend = service_key(
-            forward.rewrite.ip_dst,
-            forward.rewrite.dst_port,
-            Protocol::from_ip_proto(key.protocol)?,
-        );
-        let shared = snapshot.owner_of_backend(&backend) == Some(BackendOwner::Shared);
-        match l2.resolve(key.src) {
-            Ok(hop) if shared => {
-                let port = self.port_ifindexes.iter().position(|&i| i == hop.ifindex)?;
-                Some(ReplyHop {
-                    eth_src: hop.src_mac,
-                    eth_dst: hop.dst_mac,
-                    egress_port: port,
-                    l2_version: l2.version(),
-                })
-            }
-            Err(Unresolved::NoNeighbour { ifindex, .. }) => {
-                let (frame_dst, frame_src) = frame_macs?;
-                if self.port_ifindexes.get(ingress) != Some(&ifindex) {
-                    return None;
-                }
-                self.neighbors.request(key.src);
-                Some(ReplyHop {
-                    eth_src: frame_dst,
-                    eth_dst: frame_src,
-                    egress_port: ingress,
-                    l2_version: PROVISIONAL_L2,
-                })
-            }
-            _ => None,
+        let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(key.src) else {
+            return None;
+        };
+        let (frame_dst, frame_src) = frame_macs?;
+        if self.port_ifindexes.get(ingress) != Some(&ifindex) {
+            return None;
         }
+        self.neighbors.request(key.src);
+        Some(ReplyHop {
+            eth_src: frame_dst,
+            eth_dst: frame_src,
+            egress_port: ingress,
+            l2_version: PROVISIONAL_L2,
+        })
     }
-}
 
-/// A backend's reply, reversed from the snapshot wherever its endpoint
-/// belongs to exactly one listener, so it does not matter which worker saw
-/// the flow's first packet (RSS is not symmetric). An endpoint behind
-/// several VIPs cannot be reversed from the packet alone; such replies need
-/// the entry `expect_reply` installed on the worker that saw the client's
-/// first packet, so they only pass when both directions share a queue.
-/// Cross-queue state for that case is future work.
-fn from_backend(snapshot: &Snapshot, key: &FlowKey) -> Result<Translation, DropReason> {
-    let protocol = Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
-    let source = source_key(key, protocol);
-    match snapshot.owner_of_backend(&source) {
-        Some(BackendOwner::Unique(listener)) => {
-            let backend = listener
-                .backends()
-                .iter()
-                .position(|b| b.endpoint == source.endpoint)
-                .ok_or(DropReason::NotAService)? as u32;
-            let IpAddr::V4(vip) = listener.address() else {
-                return Err(DropReason::UnsupportedAddressFamily);
-            };
-            Ok(Translation {
-                direction: Direction::ToClient,
-                listener: listener.id().as_u32(),
-                backend,
-                src: (vip, listener.port()),
-                dst: (key.dst, key.dst_port),
-            })
+    /// A backend's packet, reversed only when the shared reply table says
+    /// which client flow it answers (its VIP), and that VIP's listener
+    /// still has the backend. Anything else from a backend endpoint (a
+    /// forged packet, or one after its flow ended) is dropped: the load
+    /// balancer never translates what no client asked for.
+    fn reverse_reply(
+        &self,
+        snapshot: &Snapshot,
+        key: &FlowKey,
+        now: u64,
+    ) -> Result<Translation, DropReason> {
+        let protocol =
+            Protocol::from_ip_proto(key.protocol).ok_or(DropReason::UnsupportedProtocol)?;
+        // From no VIP's backend at all: steered by a map the snapshot has
+        // since left (between a config swap and the map update).
+        let source_key = service_key(key.src, key.src_port, protocol);
+        if snapshot.owner_of_backend(&source_key).is_none() {
+            return Err(DropReason::NotAService);
         }
-        Some(BackendOwner::Shared) => Err(DropReason::ReplyListenerAmbiguous),
-        None => Err(DropReason::NotAService),
+        let (vip, vip_port) = self
+            .replies
+            .get(key, secs(now))
+            .ok_or(DropReason::ReplyWithoutFlow)?;
+        let listener = snapshot
+            .listener_for_vip(&service_key(vip, vip_port, protocol))
+            .ok_or(DropReason::ReplyWithoutFlow)?;
+        let backend = listener
+            .backends()
+            .iter()
+            .position(|b| b.endpoint == source_key.endpoint)
+            .ok_or(DropReason::ReplyWithoutFlow)? as u32;
+        Ok(Translation {
+            direction: Direction::ToClient,
+            listener: listener.id().as_u32(),
+            backend,
+            src: (vip, vip_port),
+            dst: (key.dst, key.dst_port),
+        })
     }
 }
 

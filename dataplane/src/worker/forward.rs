@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
-use super::path::{destination_key, PathState, PROVISIONAL_L2, TCP, TCP_CLOSING};
+use super::path::{destination_key, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING};
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
@@ -64,6 +64,13 @@ impl PathState {
             if let Err(reason) = self.relearn_next_hop(l2, entry) {
                 return self.drop_packet(reason);
             }
+        }
+        // A client's flow keeps its reply expected on every worker; once a
+        // second is enough (the entry outlives the flow's idle timeout).
+        if entry.direction == Direction::ToBackend
+            && now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC
+        {
+            self.keep_reply(&parsed.key, entry, now);
         }
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);

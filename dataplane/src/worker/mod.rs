@@ -35,12 +35,13 @@ use crate::io::{PacketIo, Verdict};
 use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors};
 use crate::packet::{self, FlowKey, Parsed};
+use crate::replies::ReplyTable;
 
 pub use self::counters::{Counters, WorkerStats};
 pub use self::decide::{affine_backend, affinity_key, choose, Choice};
 pub use self::forward::carry_over;
 use self::forward::Followed;
-use self::path::PathState;
+use self::path::{PathState, SharedTables};
 
 /// How long an idle worker sleeps in poll(): also the worst-case latency of
 /// a control request to an idle worker.
@@ -50,6 +51,9 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// Clients a worker built without a shared affinity table can track; the
 /// daemon shares one sized by `--affinity-capacity`.
 pub const DEFAULT_AFFINITY_CAPACITY: usize = 4096;
+/// Flows whose replies a worker built without a shared reply table can
+/// expect; the daemon shares one sized for every worker's flows.
+pub const DEFAULT_REPLY_CAPACITY: usize = 65536;
 
 /// What the control thread asks a worker, answered between batches. The
 /// flow-table reads are jobs spread over several gaps (`flow_scan`), so no
@@ -130,8 +134,12 @@ impl Worker {
                 queue,
                 port_ifindexes,
                 neighbors,
-                Arc::new(AffinityTable::new(DEFAULT_AFFINITY_CAPACITY)),
+                SharedTables {
+                    affinity: Arc::new(AffinityTable::new(DEFAULT_AFFINITY_CAPACITY)),
+                    replies: Arc::new(ReplyTable::new(DEFAULT_REPLY_CAPACITY)),
+                },
                 settings.hash_seed,
+                settings.timeouts,
             ),
             counted: None,
             latency: LatencyRecorder::new(),
@@ -150,6 +158,14 @@ impl Worker {
     /// a daemon must share one, so a client's flows on any queue agree.
     pub fn with_affinity_table(mut self, table: Arc<AffinityTable>) -> Self {
         self.path.affinity = table;
+        self
+    }
+
+    /// Makes this worker share `table` of expected replies: every worker of
+    /// a daemon must share one, so a reply reaching any queue finds the
+    /// flow a client opened on another.
+    pub fn with_reply_table(mut self, table: Arc<ReplyTable>) -> Self {
+        self.path.replies = table;
         self
     }
 
@@ -184,20 +200,9 @@ impl Worker {
         }
     }
 
-    /// Forgets idle flows. A flow the fast path carries looks idle here, so
-    /// the cache is asked first; a flow that is forgotten leaves the cache
-    /// too.
+    /// Forgets idle flows (see `PathState::expire`).
     pub fn expire(&mut self, now: u64) {
-        match &mut self.path.fast {
-            Some(fast) => {
-                fast.begin_expiry();
-                self.flows
-                    .expire_with(now, &mut |key, _| fast.activity(key));
-                self.flows.take_uncached(fast.removals());
-                fast.flush();
-            }
-            None => self.flows.expire(now),
-        }
+        self.path.expire(&mut self.flows, now);
     }
 
     /// One batch; returns the number of frames received.

@@ -14,9 +14,12 @@ use super::counters::WorkerStats;
 use crate::affinity::AffinityTable;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheWriter, StatsSlots};
+use crate::flow::FlowTimeouts;
+use crate::flow::{CacheActivity, Direction, FlowEntry, FlowTable};
 use crate::io::Verdict;
 use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved};
 use crate::packet::{self, FlowKey, Parsed};
+use crate::replies::ReplyTable;
 
 /// IANA protocol number of TCP, as `FlowKey::protocol` holds it.
 pub(super) const TCP: u8 = 6;
@@ -27,12 +30,52 @@ pub(super) const TCP_CLOSING: u8 = tcp::FLAG_FIN | tcp::FLAG_RST;
 /// the kernel's table; no published table has this version.
 pub(super) const PROVISIONAL_L2: u64 = u64::MAX;
 
+/// The tables every worker of a daemon shares.
+pub(super) struct SharedTables {
+    pub(super) affinity: Arc<AffinityTable>,
+    pub(super) replies: Arc<ReplyTable>,
+}
+
+/// Seconds a reply entry lives past its flow's last packet, by protocol:
+/// the flow's own idle timeout, so the entry lasts as long as the flow can,
+/// plus the slack of the once-a-second expiry pass that refreshes it for
+/// flows the XDP cache carries.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ReplyTtl {
+    tcp: u32,
+    udp: u32,
+}
+
+impl ReplyTtl {
+    fn of(timeouts: FlowTimeouts) -> Self {
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Self {
+            tcp: secs(timeouts.tcp.max(timeouts.tcp_syn)).saturating_add(EXPIRY_SLACK_SECS),
+            udp: secs(timeouts.udp).saturating_add(EXPIRY_SLACK_SECS),
+        }
+    }
+
+    fn of_protocol(self, protocol: u8) -> u32 {
+        if protocol == TCP {
+            self.tcp
+        } else {
+            self.udp
+        }
+    }
+}
+
+const EXPIRY_SLACK_SECS: u32 = 5;
+
 pub(super) struct PathState {
     /// Port index (as `PacketIo` numbers them) to interface index.
     pub(super) port_ifindexes: Vec<u32>,
     pub(super) neighbors: Neighbors,
     /// Shared with the other workers (and the control socket).
     pub(super) affinity: Arc<AffinityTable>,
+    /// Shared with the other workers: the replies each one's flows expect.
+    pub(super) replies: Arc<ReplyTable>,
+    /// How long a reply entry outlives its flow's last sign of life.
+    reply_ttl: ReplyTtl,
     pub(super) hash_seed: u32,
     pub(super) stats: WorkerStats,
     /// The XDP flow cache, when the fast path is on.
@@ -46,13 +89,16 @@ impl PathState {
         queue: u32,
         port_ifindexes: Vec<u32>,
         neighbors: Neighbors,
-        affinity: Arc<AffinityTable>,
+        shared: SharedTables,
         hash_seed: u32,
+        timeouts: FlowTimeouts,
     ) -> Self {
         Self {
             port_ifindexes,
             neighbors,
-            affinity,
+            affinity: shared.affinity,
+            replies: shared.replies,
+            reply_ttl: ReplyTtl::of(timeouts),
             hash_seed,
             stats: WorkerStats {
                 queue,
@@ -116,6 +162,47 @@ impl PathState {
         self.stats.count(listener as usize, backend as usize, bytes);
     }
 
+    /// Forgets idle flows. A flow the fast path carries looks idle here, so
+    /// the cache is asked first (and a client flow it still carries keeps
+    /// its reply expected); a flow that is forgotten leaves the cache too.
+    pub(super) fn expire(&mut self, flows: &mut FlowTable, now: u64) {
+        let Some(fast) = &mut self.fast else {
+            flows.expire(now);
+            return;
+        };
+        fast.begin_expiry();
+        let (replies, reply_ttl) = (&self.replies, self.reply_ttl);
+        flows.expire_with(now, &mut |key, entry| {
+            let activity = fast.activity(key);
+            if let CacheActivity::SeenAt(_) = activity {
+                if entry.direction == Direction::ToBackend {
+                    keep_reply_in(replies, reply_ttl, key, entry, now);
+                }
+            }
+            activity
+        });
+        flows.take_uncached(fast.removals());
+        fast.flush();
+    }
+
+    /// Puts the reply of the client flow `key` (decided as `forward`) in
+    /// the shared table, so whichever worker it reaches reverses it.
+    pub(super) fn remember_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
+        let ttl = self.reply_ttl.of_protocol(key.protocol);
+        self.replies.put(
+            &reply_key(key, forward),
+            (key.dst, key.dst_port),
+            secs(now),
+            ttl,
+        );
+    }
+
+    /// Keeps the reply of a live client flow expected.
+    #[inline(never)]
+    pub(super) fn keep_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
+        keep_reply_in(&self.replies, self.reply_ttl, key, forward, now);
+    }
+
     /// Egress port and L2 header for a packet to `destination`; a missing
     /// neighbour is asked for, so a later packet finds it.
     pub(super) fn next_hop(
@@ -169,16 +256,46 @@ impl PathState {
     }
 }
 
+/// Extends the reply entry of the live client flow `key`, or puts it again
+/// if the shared table gave its slot to another flow meanwhile.
+fn keep_reply_in(
+    replies: &ReplyTable,
+    ttl: ReplyTtl,
+    key: &FlowKey,
+    forward: &FlowEntry,
+    now: u64,
+) {
+    let ttl = ttl.of_protocol(key.protocol);
+    let reply = reply_key(key, forward);
+    if !replies.refresh(&reply, secs(now), ttl) {
+        replies.put(&reply, (key.dst, key.dst_port), secs(now), ttl);
+    }
+}
+
+/// The 5-tuple the reply of client flow `key`, decided as `forward`,
+/// arrives with: from the backend endpoint to the client.
+pub(super) fn reply_key(key: &FlowKey, forward: &FlowEntry) -> FlowKey {
+    FlowKey {
+        src: forward.rewrite.ip_dst,
+        dst: key.src,
+        src_port: forward.rewrite.dst_port,
+        dst_port: key.src_port,
+        protocol: key.protocol,
+    }
+}
+
+/// Seconds on the workers' clock, as the shared tables count time.
+#[inline(always)]
+pub(super) fn secs(now_ns: u64) -> u32 {
+    (now_ns / NS_PER_SEC) as u32
+}
+
+pub(super) const NS_PER_SEC: u64 = 1_000_000_000;
+
 /// What the snapshot matches a packet's destination on: a listener's VIP.
 #[inline(always)]
 pub(super) fn destination_key(key: &FlowKey, protocol: Protocol) -> ServiceKey {
     service_key(key.dst, key.dst_port, protocol)
-}
-
-/// What the snapshot matches a packet's source on: a backend endpoint.
-#[inline(always)]
-pub(super) fn source_key(key: &FlowKey, protocol: Protocol) -> ServiceKey {
-    service_key(key.src, key.src_port, protocol)
 }
 
 #[inline(always)]

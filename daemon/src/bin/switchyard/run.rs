@@ -25,6 +25,7 @@ use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::fast_path::{CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
+use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_proto::InterfaceStatus;
 use switchyard_xdp::{AttachMode, LoadOptions, Steering};
@@ -103,8 +104,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             rx_queues,
         });
     }
+    let mut local_addrs = interfaces::local_ipv4_addresses()?;
     steering
-        .set_local_addrs(&interfaces::local_ipv4_addresses()?)
+        .set_local_addrs(&local_addrs)
         .context("programming the node's own addresses")?;
     let (vips, backends) = reload::service_matches(&initial.snapshot);
     steering
@@ -165,6 +167,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         },
     };
     let affinity = Arc::new(AffinityTable::new(args.affinity_capacity));
+    // Every worker's client flows can expect a reply, on any queue.
+    let replies = Arc::new(ReplyTable::new(
+        settings.flow_capacity.saturating_mul(queues as usize),
+    ));
     let xsk_config = XskConfig {
         batch_size: args.batch_size as usize,
         ring_size: args.ring_size,
@@ -232,7 +238,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             epoch,
             settings,
         )
-        .with_affinity_table(affinity.clone());
+        .with_affinity_table(affinity.clone())
+        .with_reply_table(replies.clone());
         let worker = if args.fast_path == OnOff::On {
             worker.with_fast_path(CacheWriter::new(fast_path.clone(), egress.clone()))
         } else {
@@ -322,10 +329,11 @@ pub fn run(args: RunArgs) -> Result<()> {
             PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
             PollFd::new(watch.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        match poll(&mut fds, PollTimeout::from(LOCAL_ADDRESS_CHECK_MS)) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(err) => return Err(err).context("waiting for signals and config changes"),
         }
+        follow_local_addresses(&steering, &mut local_addrs);
         while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
             match Signal::try_from(info.ssi_signo as i32) {
                 Ok(Signal::SIGHUP) => {
@@ -361,6 +369,38 @@ pub fn run(args: RunArgs) -> Result<()> {
     drop(control);
     log::info!("stopped");
     Ok(())
+}
+
+/// How often the main thread looks for addresses added to or removed from
+/// the node: a packet to a new one must reach the kernel, not a worker.
+const LOCAL_ADDRESS_CHECK_MS: u16 = 1000;
+
+/// Reprograms the steering program's own addresses when the node's changed
+/// since `known`: traffic to an address added after start (the node's own
+/// connection to a backend, say) would otherwise be steered to the workers,
+/// which drop what answers no client flow.
+fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::Ipv4Addr>) {
+    let now = match interfaces::local_ipv4_addresses() {
+        Ok(now) => now,
+        Err(err) => {
+            log::warn!("{err:#}; keeping the addresses programmed before");
+            return;
+        }
+    };
+    if now == *known {
+        return;
+    }
+    let result = steering
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .set_local_addrs(&now);
+    match result {
+        Ok(()) => {
+            log::info!("the node's own addresses are now {now:?}");
+            *known = now;
+        }
+        Err(err) => log::warn!("programming the node's own addresses {now:?}: {err:#}"),
+    }
 }
 
 fn attach_mode(arg: XdpModeArg) -> AttachMode {

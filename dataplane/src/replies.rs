@@ -1,0 +1,383 @@
+//! Reverse translations every worker can read: which VIP a backend's reply
+//! answers for. The worker that decides a client's flow puts the reply's
+//! 5-tuple here; whichever worker the reply reaches looks it up on the
+//! reply's first packet there and keeps its own reply entry from then on.
+//! A packet from a backend endpoint with no entry here answers no flow the
+//! load balancer created, and is dropped: Switchyard never translates what
+//! no client asked for, whatever address the packet claims to come from.
+//!
+//! Shared state rather than steering both directions to one queue: the two
+//! directions arrive on whichever queues RSS (or, on veth, the sender's
+//! CPU) picks, and an AF_XDP socket only receives frames of the queue it is
+//! bound to, so the XDP program cannot move a reply to the worker that saw
+//! its request.
+//!
+//! Lock-free and allocation-free after `new`. Each slot is a sequence lock
+//! over atomic words: a writer claims a slot by a compare-and-swap of its
+//! sequence (so two workers never interleave a write), and a reader that
+//! sees a write in progress or a changed sequence retries, a bounded number
+//! of times, then reports a miss. Entries hold their whole key (never a
+//! tag: a collision must not translate a stranger's packet) and an expiry
+//! that the flow's owner extends while the flow lives. Writes happen on a
+//! flow's first packet and at most once a second after; reads on a reply's
+//! first packet per worker: never on every packet.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use crate::packet::FlowKey;
+
+const WAYS: usize = 4;
+/// Reads a slot this many times while writers keep changing it, then calls
+/// it a miss (a reply's next packet looks again).
+const READ_ATTEMPTS: usize = 4;
+
+/// One entry: the reply's 5-tuple, the VIP it answers for, its expiry.
+/// 32 bytes, so a bucket of four is two cache lines.
+#[derive(Default)]
+#[repr(align(32))]
+struct Slot {
+    /// Even while the slot is stable, odd while a writer holds it.
+    seq: AtomicU32,
+    /// Seconds on the workers' clock after which the entry is gone; 0 is
+    /// an empty slot.
+    expires_secs: AtomicU32,
+    /// Reply source (the backend) << 32 | reply destination (the client).
+    addrs: AtomicU64,
+    /// Source port << 48 | destination port << 32 | protocol << 24.
+    ports: AtomicU64,
+    /// VIP << 32 | VIP port << 16.
+    vip: AtomicU64,
+}
+
+/// A slot's words, read consistently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stable {
+    seq: u32,
+    expires_secs: u32,
+    addrs: u64,
+    ports: u64,
+    vip: u64,
+}
+
+fn key_words(key: &FlowKey) -> (u64, u64) {
+    (
+        u64::from(u32::from(key.src)) << 32 | u64::from(u32::from(key.dst)),
+        u64::from(key.src_port) << 48
+            | u64::from(key.dst_port) << 32
+            | u64::from(key.protocol) << 24,
+    )
+}
+
+impl Slot {
+    /// The slot's words as one writer left them, or `None` while writers
+    /// keep it changing.
+    fn read(&self) -> Option<Stable> {
+        for _ in 0..READ_ATTEMPTS {
+            // Acquire: the words read below are at least as new as the
+            // write that published this sequence.
+            let seq = self.seq.load(Ordering::Acquire);
+            if seq & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let stable = Stable {
+                seq,
+                expires_secs: self.expires_secs.load(Ordering::Relaxed),
+                addrs: self.addrs.load(Ordering::Relaxed),
+                ports: self.ports.load(Ordering::Relaxed),
+                vip: self.vip.load(Ordering::Relaxed),
+            };
+            // Acquire fence: the word loads above happen before the second
+            // sequence load, so an unchanged sequence proves no write
+            // overlapped them (the seqlock reader of crossbeam's AtomicCell).
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == seq {
+                return Some(stable);
+            }
+        }
+        None
+    }
+
+    /// Holds the slot for writing if it is still as `seen` left it; the
+    /// caller then writes and calls `release`.
+    fn claim(&self, seen: u32) -> bool {
+        // Acquire on success: this writer's stores come after any reader's
+        // view of the previous contents is complete.
+        let claimed = self
+            .seq
+            .compare_exchange(
+                seen,
+                seen.wrapping_add(1),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if claimed {
+            // Release fence: a reader that sees any word stored after this
+            // also sees the odd sequence, and retries.
+            fence(Ordering::Release);
+        }
+        claimed
+    }
+
+    fn release(&self, seen: u32) {
+        // Release: the words stored before are visible with the new
+        // sequence.
+        self.seq.store(seen.wrapping_add(2), Ordering::Release);
+    }
+
+    fn holds(stable: &Stable, words: (u64, u64), now_secs: u32) -> bool {
+        stable.expires_secs != 0
+            && now_secs <= stable.expires_secs
+            && stable.addrs == words.0
+            && stable.ports == words.1
+    }
+}
+
+pub struct ReplyTable<S = RandomState> {
+    slots: Box<[Slot]>,
+    bucket_mask: usize,
+    hasher: S,
+}
+
+impl ReplyTable {
+    /// Room for at least `capacity` flows (rounded up to a power of two, at
+    /// least one bucket), hashed with a random key so crafted 5-tuples
+    /// cannot aim at one bucket. Allocates once.
+    pub fn new(capacity: usize) -> Self {
+        Self::with_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<S: BuildHasher> ReplyTable<S> {
+    /// Like `new`, with a chosen hasher (tests use a fixed one).
+    pub fn with_hasher(capacity: usize, hasher: S) -> Self {
+        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        Self {
+            slots: (0..buckets * WAYS).map(|_| Slot::default()).collect(),
+            bucket_mask: buckets - 1,
+            hasher,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn bucket(&self, key: &FlowKey) -> &[Slot] {
+        let start = (self.hasher.hash_one(key) as usize & self.bucket_mask) * WAYS;
+        &self.slots[start..start + WAYS]
+    }
+
+    /// The VIP (address, port) the reply `key` (source = backend endpoint,
+    /// destination = client) answers for, if a live flow put it here.
+    pub fn get(&self, key: &FlowKey, now_secs: u32) -> Option<(Ipv4Addr, u16)> {
+        let words = key_words(key);
+        self.bucket(key).iter().find_map(|slot| {
+            let stable = slot.read()?;
+            Slot::holds(&stable, words, now_secs).then(|| {
+                (
+                    Ipv4Addr::from((stable.vip >> 32) as u32),
+                    (stable.vip >> 16) as u16,
+                )
+            })
+        })
+    }
+
+    /// Remembers that the reply `key` answers for `vip` until `now_secs +
+    /// ttl_secs`: the entry already there for `key`, else an empty or
+    /// expired slot, else the one that expires first gives way. False when
+    /// other writers held every candidate (the reply then finds no entry on
+    /// another worker until the flow's next refresh).
+    pub fn put(&self, key: &FlowKey, vip: (Ipv4Addr, u16), now_secs: u32, ttl_secs: u32) -> bool {
+        let words = key_words(key);
+        let vip_word = u64::from(u32::from(vip.0)) << 32 | u64::from(vip.1) << 16;
+        let expires = now_secs.saturating_add(ttl_secs).max(1);
+        let bucket = self.bucket(key);
+        let mut seen: [Option<Stable>; WAYS] = [None; WAYS];
+        for (view, slot) in seen.iter_mut().zip(bucket) {
+            *view = slot.read();
+        }
+        let same = seen.iter().position(|s| {
+            s.is_some_and(|s| s.addrs == words.0 && s.ports == words.1 && s.expires_secs != 0)
+        });
+        let free = || {
+            seen.iter()
+                .position(|s| s.is_some_and(|s| s.expires_secs == 0 || s.expires_secs < now_secs))
+        };
+        let oldest = || {
+            (0..WAYS)
+                .filter(|&i| seen[i].is_some())
+                .min_by_key(|&i| seen[i].map_or(u32::MAX, |s| s.expires_secs))
+        };
+        let Some(index) = same.or_else(free).or_else(oldest) else {
+            return false;
+        };
+        let (slot, Some(view)) = (&bucket[index], seen[index]) else {
+            return false;
+        };
+        if !slot.claim(view.seq) {
+            return false;
+        }
+        slot.addrs.store(words.0, Ordering::Relaxed);
+        slot.ports.store(words.1, Ordering::Relaxed);
+        slot.vip.store(vip_word, Ordering::Relaxed);
+        slot.expires_secs.store(expires, Ordering::Relaxed);
+        slot.release(view.seq);
+        true
+    }
+
+    /// Extends `key`'s entry to `now_secs + ttl_secs` if it is still there;
+    /// false when it is not (expired, or given to another flow).
+    pub fn refresh(&self, key: &FlowKey, now_secs: u32, ttl_secs: u32) -> bool {
+        let words = key_words(key);
+        let expires = now_secs.saturating_add(ttl_secs).max(1);
+        self.bucket(key).iter().any(|slot| {
+            let Some(stable) = slot.read() else {
+                return false;
+            };
+            if !Slot::holds(&stable, words, now_secs) || !slot.claim(stable.seq) {
+                return false;
+            }
+            slot.expires_secs.store(expires, Ordering::Relaxed);
+            slot.release(stable.seq);
+            true
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::hash::{BuildHasherDefault, DefaultHasher};
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Fixed = BuildHasherDefault<DefaultHasher>;
+
+    fn table(capacity: usize) -> ReplyTable<Fixed> {
+        ReplyTable::with_hasher(capacity, Fixed::default())
+    }
+
+    const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
+    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 18, 100, 10), 80);
+
+    fn reply(client_port: u16) -> FlowKey {
+        FlowKey {
+            src: BACKEND,
+            dst: CLIENT,
+            src_port: 8080,
+            dst_port: client_port,
+            protocol: 6,
+        }
+    }
+
+    #[test]
+    fn a_reply_finds_its_vip_until_the_entry_expires() {
+        let table = table(64);
+        assert_eq!(table.get(&reply(40000), 0), None);
+        assert!(table.put(&reply(40000), VIP, 100, 30));
+        assert_eq!(table.get(&reply(40000), 130), Some(VIP));
+        assert_eq!(table.get(&reply(40000), 131), None, "expired");
+    }
+
+    #[test]
+    fn a_refresh_extends_a_live_entry_only() {
+        let table = table(64);
+        table.put(&reply(40000), VIP, 100, 30);
+        assert!(table.refresh(&reply(40000), 120, 30));
+        assert_eq!(table.get(&reply(40000), 150), Some(VIP));
+        assert!(!table.refresh(&reply(40000), 181, 30), "expired at 150");
+        assert!(!table.refresh(&reply(40001), 100, 30), "never put");
+    }
+
+    #[test]
+    fn every_field_of_the_key_must_match() {
+        let table = table(64);
+        table.put(&reply(40000), VIP, 0, 30);
+        let others = [
+            FlowKey {
+                src: Ipv4Addr::new(198, 18, 2, 22),
+                ..reply(40000)
+            },
+            FlowKey {
+                dst: Ipv4Addr::new(198, 18, 1, 11),
+                ..reply(40000)
+            },
+            FlowKey {
+                src_port: 8081,
+                ..reply(40000)
+            },
+            reply(40001),
+            FlowKey {
+                protocol: 17,
+                ..reply(40000)
+            },
+        ];
+        for key in others {
+            assert_eq!(table.get(&key, 0), None, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_full_bucket_gives_up_the_entry_that_expires_first() {
+        let table = table(WAYS);
+        for (i, port) in (40000..40000 + WAYS as u16).enumerate() {
+            table.put(&reply(port), VIP, 0, 10 + i as u32);
+        }
+        table.put(&reply(50000), VIP, 0, 100);
+        assert_eq!(table.get(&reply(40000), 0), None, "expired first, evicted");
+        assert_eq!(table.get(&reply(50000), 0), Some(VIP));
+        assert_eq!(table.get(&reply(40001), 0), Some(VIP));
+    }
+
+    #[test]
+    fn concurrent_writers_and_readers_never_see_a_torn_entry() {
+        // Each writer puts keys whose VIP port encodes the client port; a
+        // reader that ever sees a mismatch read a half-written slot.
+        let table = Arc::new(table(8));
+        std::thread::scope(|scope| {
+            for writer in 0..2u16 {
+                let table = Arc::clone(&table);
+                scope.spawn(move || {
+                    for round in 0..20_000u16 {
+                        let port = 1000 + (round % 16) * 2 + writer;
+                        table.put(&reply(port), (VIP.0, port), 0, 1000);
+                    }
+                });
+            }
+            let table = Arc::clone(&table);
+            scope.spawn(move || {
+                for round in 0..40_000u16 {
+                    let port = 1000 + round % 32;
+                    if let Some((_, vip_port)) = table.get(&reply(port), 0) {
+                        assert_eq!(vip_port, port, "torn read");
+                    }
+                }
+            });
+        });
+    }
+
+    proptest! {
+        /// While no bucket overflows, the last VIP put for a key is what a
+        /// lookup finds.
+        #[test]
+        fn last_put_wins(ops in prop::collection::vec((0u16..4, 1u16..100), 1..64)) {
+            let table = table(1024);
+            let mut model = std::collections::HashMap::new();
+            for (client, vip_port) in ops {
+                prop_assert!(table.put(&reply(40000 + client), (VIP.0, vip_port), 0, 100));
+                model.insert(client, vip_port);
+            }
+            for (client, vip_port) in model {
+                prop_assert_eq!(table.get(&reply(40000 + client), 50), Some((VIP.0, vip_port)));
+            }
+        }
+    }
+}
