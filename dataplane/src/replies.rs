@@ -23,11 +23,11 @@
 //! first packet per worker: never on every packet.
 
 use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::packet::FlowKey;
+use crate::packet::{flow_hash, FlowKey};
 
 const WAYS: usize = 4;
 /// Reads a slot this many times while writers keep changing it, then calls
@@ -137,29 +137,29 @@ impl Slot {
     }
 }
 
-pub struct ReplyTable<S = RandomState> {
+pub struct ReplyTable {
     slots: Box<[Slot]>,
     bucket_mask: usize,
-    hasher: S,
+    /// Keys the bucket hash per process, so crafted 5-tuples cannot aim
+    /// at one bucket.
+    seed: u32,
 }
 
 impl ReplyTable {
     /// Room for at least `capacity` flows (rounded up to a power of two, at
-    /// least one bucket), hashed with a random key so crafted 5-tuples
-    /// cannot aim at one bucket. Allocates once.
+    /// least one bucket), hashed with a random seed. Allocates once.
     pub fn new(capacity: usize) -> Self {
-        Self::with_hasher(capacity, RandomState::new())
+        Self::with_seed(capacity, RandomState::new().build_hasher().finish() as u32)
     }
-}
 
-impl<S: BuildHasher> ReplyTable<S> {
-    /// Like `new`, with a chosen hasher (tests use a fixed one).
-    pub fn with_hasher(capacity: usize, hasher: S) -> Self {
+    /// Like `new`, with a chosen seed (tests use a fixed one, so which keys
+    /// share a bucket is the same on every run).
+    pub fn with_seed(capacity: usize, seed: u32) -> Self {
         let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
         Self {
             slots: (0..buckets * WAYS).map(|_| Slot::default()).collect(),
             bucket_mask: buckets - 1,
-            hasher,
+            seed,
         }
     }
 
@@ -167,9 +167,36 @@ impl<S: BuildHasher> ReplyTable<S> {
         self.slots.len()
     }
 
+    /// The bucket of the reply `key`: chosen by its client end alone (the
+    /// reply's destination), which the client's own packets carry as their
+    /// source, so a worker can fetch the bucket before it knows the backend
+    /// ([`ReplyTable::prefetch_for`]). The whole key is still matched.
     fn bucket(&self, key: &FlowKey) -> &[Slot] {
-        let start = (self.hasher.hash_one(key) as usize & self.bucket_mask) * WAYS;
+        self.bucket_of_client(key.dst, key.dst_port, key.protocol)
+    }
+
+    #[inline(always)]
+    fn bucket_of_client(&self, client: Ipv4Addr, port: u16, protocol: u8) -> &[Slot] {
+        let client = FlowKey {
+            src: client,
+            dst: Ipv4Addr::UNSPECIFIED,
+            src_port: port,
+            dst_port: 0,
+            protocol,
+        };
+        // The flow hash (murmur3), not SipHash: this runs on every new
+        // flow, and the seed is what keeps buckets out of an attacker's aim.
+        let start = (flow_hash(&client, self.seed) as usize & self.bucket_mask) * WAYS;
         &self.slots[start..start + WAYS]
+    }
+
+    /// Starts fetching the bucket the reply of the client flow `forward`
+    /// (source = client) will use, to overlap the miss with deciding it.
+    #[inline(always)]
+    pub fn prefetch_for(&self, forward: &FlowKey) {
+        let bucket = self.bucket_of_client(forward.src, forward.src_port, forward.protocol);
+        crate::hint::prefetch(bucket.as_ptr());
+        crate::hint::prefetch(bucket[WAYS / 2..].as_ptr());
     }
 
     /// The VIP (address, port) the reply `key` (source = backend endpoint,
@@ -251,17 +278,14 @@ impl<S: BuildHasher> ReplyTable<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::hash::{BuildHasherDefault, DefaultHasher};
     use std::sync::Arc;
 
     use proptest::prelude::*;
 
     use super::*;
 
-    type Fixed = BuildHasherDefault<DefaultHasher>;
-
-    fn table(capacity: usize) -> ReplyTable<Fixed> {
-        ReplyTable::with_hasher(capacity, Fixed::default())
+    fn table(capacity: usize) -> ReplyTable {
+        ReplyTable::with_seed(capacity, 0)
     }
 
     const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);

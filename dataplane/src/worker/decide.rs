@@ -193,6 +193,9 @@ impl PathState {
         bytes: u64,
     ) -> Result<FlowEntry, DropReason> {
         let key = &parsed.key;
+        // A client's new flow writes its reply's bucket once decided: fetch
+        // it while the slot table and next hop are looked up.
+        self.replies.prefetch_for(key);
         let translation = match choose(snapshot, key, self.hash_seed) {
             Ok(choice) => self.to_backend(key, &choice, now)?,
             Err(DropReason::NotAService) => self.reverse_reply(snapshot, key, now)?,
