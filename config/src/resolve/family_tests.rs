@@ -1,11 +1,14 @@
 //! Address families: a listener only ever serves endpoints of its VIP's
-//! family, as kube-proxy splits a dual-stack Service per family. One rule
-//! per test, each on the smallest YAML that shows it.
+//! family, as kube-proxy splits a dual-stack Service per family, and a
+//! Gateway is bound (status, DNS, listeners) only to the addresses of a
+//! family the packet path forwards. One rule per test, each on the
+//! smallest YAML that shows it.
 
 use super::*;
+use crate::dns::RecordType;
 use crate::load::load_str;
 use crate::snapshot::{Slot, SLOT_TABLE_SIZE};
-use crate::status::{Condition, ConditionStatus, RouteParentStatus, Status};
+use crate::status::{Condition, ConditionStatus, GatewayStatus, RouteParentStatus, Status};
 
 const CLASS: &str = "\
 apiVersion: gateway.networking.k8s.io/v1
@@ -112,6 +115,17 @@ fn assert_share(l: &Listener, owner: Slot, expected: f64) {
     );
 }
 
+fn gateway_status(res: &Resolution) -> &GatewayStatus {
+    let found = res
+        .statuses
+        .iter()
+        .find(|s| s.kind == "Gateway" && s.metadata.name == "edge");
+    match found.map(|s| &s.status) {
+        Some(Status::Gateway(status)) => status,
+        other => panic!("no Gateway lb/edge status: {other:?}"),
+    }
+}
+
 fn route_parents(res: &Resolution) -> &[RouteParentStatus] {
     let found = res
         .statuses
@@ -137,6 +151,22 @@ fn assert_condition(conditions: &[Condition], condition_type: &str, status: bool
         (ConditionStatus::from_bool(status), reason),
         "{c:#?}"
     );
+}
+
+fn vips(res: &Resolution) -> Vec<String> {
+    res.snapshot
+        .listeners()
+        .iter()
+        .map(|l| l.vip().to_string())
+        .collect()
+}
+
+fn dns(res: &Resolution) -> Vec<(RecordType, String)> {
+    res.snapshot
+        .dns()
+        .iter()
+        .map(|r| (r.record_type, r.value.clone()))
+        .collect()
 }
 
 // ------------------------------------------------------------- backends
@@ -345,5 +375,156 @@ fn a_single_stack_ipv6_route_serves_nothing_on_an_ipv4_address_and_says_why() {
     assert_eq!(
         weights(listener(&res, "lb/edge/tcp")),
         [("10.1.0.1:8080".into(), 0.5), ("10.1.0.2:8080".into(), 0.5)]
+    );
+}
+
+// ------------------------------------------------------------ addresses
+
+#[test]
+fn a_dual_stack_gateway_is_bound_to_its_ipv4_address_and_not_programmed_for_its_ipv6_one() {
+    let res = compile(&with(
+        &[
+            CLASS,
+            &gateway("[{value: \"2001:db8::1\"}, {value: 10.0.0.1}]"),
+            &route("[{name: web, port: 80}]"),
+        ],
+        dual_stack_web(),
+    ));
+    // Served on the IPv4 address, with its IPv4 endpoints.
+    assert_eq!(vips(&res), ["10.0.0.1:80"]);
+    assert_eq!(
+        weights(listener(&res, "lb/edge/tcp")),
+        [("10.1.0.1:8080".into(), 0.5), ("10.1.0.2:8080".into(), 0.5)]
+    );
+    let status = gateway_status(&res);
+    // status.addresses lists the addresses bound to the Gateway; every
+    // listener is bound to each of them and is programmed.
+    let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(addresses, ["10.0.0.1"]);
+    for l in &status.listeners {
+        assert_condition(&l.conditions, "Programmed", true, "Programmed");
+    }
+    // The requested IPv6 address cannot be used: accepted, not programmed.
+    assert_condition(&status.conditions, "Accepted", true, "Accepted");
+    assert_condition(&status.conditions, "Programmed", false, "AddressNotUsable");
+    let message = &condition(&status.conditions, "Programmed").message;
+    assert!(
+        message.contains("2001:db8::1") && message.contains("10.0.0.1"),
+        "{message}"
+    );
+    assert_eq!(dns(&res), [(RecordType::A, "10.0.0.1".to_owned())]);
+}
+
+#[test]
+fn an_ipv6_only_gateway_is_served_nowhere_and_has_no_record() {
+    let res = compile(&with(
+        &[
+            CLASS,
+            &gateway("[{value: \"2001:db8::1\"}]"),
+            &route("[{name: web, port: 80}]"),
+        ],
+        dual_stack_web(),
+    ));
+    assert!(vips(&res).is_empty(), "{:?}", vips(&res));
+    assert!(res.snapshot.dns().is_empty(), "{:?}", res.snapshot.dns());
+    let status = gateway_status(&res);
+    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
+    assert_condition(&status.conditions, "Accepted", true, "Accepted");
+    assert_condition(&status.conditions, "Programmed", false, "AddressNotUsable");
+    assert_condition(
+        &status.listeners[0].conditions,
+        "Programmed",
+        false,
+        "Pending",
+    );
+}
+
+#[test]
+fn an_ipv6_address_from_a_pool_stays_reserved_but_is_not_assigned() {
+    let pool = "apiVersion: switchyard.io/v1alpha1\nkind: AddressPool\nmetadata: {name: vips}\n\
+                spec:\n  cidrs: [198.18.100.254/31, 2001:db8::/126]\n  avoidBuggyIPs: true\n";
+    let class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sy}\n\
+                 spec:\n  controllerName: switchyard.io/gateway-controller\n  parametersRef:\n    \
+                 group: switchyard.io\n    kind: GatewayClassConfig\n    name: sy\n---\n\
+                 apiVersion: switchyard.io/v1alpha1\nkind: GatewayClassConfig\nmetadata: {name: sy}\n\
+                 spec: {type: ClusterIP, addressPool: vips}\n";
+    let two = gateway("[{type: IPAddress}, {type: IPAddress}]").replace(
+        "namespace: lb}",
+        "namespace: lb, creationTimestamp: \"2024-05-01T12:00:00Z\"}",
+    );
+    let later = gateway("[]").replace("name: edge", "name: later");
+    let res = compile(&[pool.to_owned(), class.to_owned(), two, later]);
+    // .255 is buggy: the second address is the IPv6 CIDR's first.
+    assert_eq!(vips(&res), ["198.18.100.254:80"]);
+    let status = gateway_status(&res);
+    let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(addresses, ["198.18.100.254"]);
+    assert_condition(
+        &status.conditions,
+        "Programmed",
+        false,
+        "AddressNotAssigned",
+    );
+    assert!(
+        condition(&status.conditions, "Programmed")
+            .message
+            .contains("2001:db8::"),
+        "{:#?}",
+        status.conditions
+    );
+    // The IPv6 address stays the Gateway's, so it keeps it once IPv6 is
+    // forwarded: the younger Gateway gets the next one.
+    let later = res
+        .diagnostics
+        .iter()
+        .find(|d| d.name == "later")
+        .map(|d| d.message.clone())
+        .unwrap_or_default();
+    assert!(later.contains("2001:db8::1"), "{:#?}", res.diagnostics);
+    assert_eq!(dns(&res), [(RecordType::A, "198.18.100.254".to_owned())]);
+}
+
+#[test]
+fn node_ports_are_served_on_the_ipv4_node_addresses_only() {
+    // The node addresses are the class's, not addresses the Gateway asked
+    // for: the IPv6 one is left out of the Gateway's addresses without a
+    // word, and the Gateway is programmed on the IPv4 one.
+    let class = |nodes: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: sy}}\n\
+             spec:\n  controllerName: switchyard.io/gateway-controller\n  parametersRef:\n    \
+             group: switchyard.io\n    kind: GatewayClassConfig\n    name: np\n---\n\
+             apiVersion: switchyard.io/v1alpha1\nkind: GatewayClassConfig\nmetadata: {{name: np}}\n\
+             spec: {{type: NodePort, nodeAddresses: {nodes}, nodePortRange: 30000-30009}}\n"
+        )
+    };
+    let res = compile(&[class("[198.18.1.1, \"2001:db8::1\"]"), gateway("[]")]);
+    assert_eq!(vips(&res), ["198.18.1.1:30000"]);
+    let status = gateway_status(&res);
+    let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
+    assert_eq!(addresses, ["198.18.1.1"]);
+    assert_condition(&status.conditions, "Programmed", true, "Programmed");
+    assert_condition(
+        &status.listeners[0].conditions,
+        "Programmed",
+        true,
+        "Programmed",
+    );
+
+    let res = compile(&[class("[\"2001:db8::1\"]"), gateway("[]")]);
+    assert!(vips(&res).is_empty(), "{:?}", vips(&res));
+    let status = gateway_status(&res);
+    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
+    assert_condition(
+        &status.conditions,
+        "Programmed",
+        false,
+        "AddressNotAssigned",
+    );
+    assert_condition(
+        &status.listeners[0].conditions,
+        "Programmed",
+        false,
+        "Pending",
     );
 }
