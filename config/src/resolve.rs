@@ -17,6 +17,8 @@ mod backend_tests;
 mod backends;
 mod diagnostic;
 mod dns;
+#[cfg(test)]
+mod family_tests;
 mod gateways;
 mod policy;
 mod status;
@@ -29,8 +31,8 @@ pub use addresses::StatusAddress;
 pub use diagnostic::{ConditionType, Diagnostic, Reason};
 
 use crate::resources::{
-    AddressPool, EndpointSlice, Gateway, GatewayClass, GatewayClassConfig, ReferenceGrant,
-    Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
+    AddressPool, EndpointSlice, Gateway, GatewayClass, GatewayClassConfig, IpFamily,
+    ReferenceGrant, Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
     flatten, BackendGroup, Listener, ListenerName, ListenerParts, ServiceKey, SlotTable,
@@ -104,7 +106,7 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
 
     // Backends are resolved once per route, so a route on several listeners
     // reports each backend problem once.
-    let mut groups_of: HashMap<RouteId, Vec<BackendGroup>> = HashMap::new();
+    let mut groups_of: HashMap<RouteId, backends::FamilyGroups> = HashMap::new();
     let mut terminating = BTreeSet::new();
     for route in &attachments.parented {
         let settings = endpoint_settings.get(route).copied().unwrap_or_default();
@@ -127,10 +129,7 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                 continue;
             };
             let carrier = attachments.carrier(g, l);
-            let groups = carrier
-                .and_then(|r| groups_of.get(&r))
-                .cloned()
-                .unwrap_or_default();
+            let route_groups = carrier.and_then(|r| groups_of.get(&r));
             let route = carrier
                 .map(|r| index.routes[r.0].metadata.key())
                 .unwrap_or_default();
@@ -139,17 +138,54 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                 gateway: gateway.gateway.metadata.name.clone(),
                 listener: listener.spec.name.clone(),
             };
-            let backends = flatten(&groups);
             let policy_size = table_sizes.get(&(g, l));
-            if let Some(size) = policy_size {
-                policy::check_size(size, &name.to_string(), backends.len(), &mut diagnostics);
-            }
             let table_size = policy_size.map_or(SlotTableSize::DEFAULT, |s| s.size);
             let affinity = carrier.and_then(|r| affinities.get(&r).copied());
-            // Every address of the Gateway serves the same backends: build
-            // the Maglev table once.
-            let slots = SlotTable::maglev(&groups, &backends, table_size, options.maglev_seed);
+            // Each address serves the endpoints of its own family, as
+            // kube-proxy serves each ClusterIP of a dual-stack Service
+            // (see `backends::FamilyGroups`); every address of a family
+            // serves the same backends, so each family's Maglev table is
+            // built once.
+            let mut tables: Vec<(IpFamily, FamilyTable)> = Vec::new();
             for (address, port) in gateway.serving(l) {
+                let family = IpFamily::of(address);
+                let table = match tables.iter().position(|(f, _)| *f == family) {
+                    Some(i) => &tables[i].1,
+                    None => {
+                        let groups = route_groups
+                            .map(|all| all.of(family).to_vec())
+                            .unwrap_or_default();
+                        if let (Some(r), Some(all)) = (carrier, route_groups) {
+                            backends::family_gaps(
+                                index.routes[r.0],
+                                all,
+                                family,
+                                &gateway.gateway.metadata.key(),
+                                &mut diagnostics,
+                            );
+                        }
+                        let backends = flatten(&groups);
+                        if let Some(size) = policy_size {
+                            policy::check_size(
+                                size,
+                                &name.to_string(),
+                                backends.len(),
+                                &mut diagnostics,
+                            );
+                        }
+                        let slots =
+                            SlotTable::maglev(&groups, &backends, table_size, options.maglev_seed);
+                        tables.push((
+                            family,
+                            FamilyTable {
+                                groups,
+                                backends,
+                                slots,
+                            },
+                        ));
+                        &tables[tables.len() - 1].1
+                    }
+                };
                 let built = Listener::new(ListenerParts {
                     name: name.clone(),
                     route: route.clone(),
@@ -157,17 +193,18 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                     port,
                     listener_port: listener.spec.port,
                     protocol,
-                    groups: groups.clone(),
-                    backends: backends.clone(),
-                    slots: slots.to_vec(),
+                    groups: table.groups.clone(),
+                    backends: table.backends.clone(),
+                    slots: table.slots.to_vec(),
                     affinity,
                 });
-                // The parts come from `flatten` and Maglev, which cannot
-                // make a slot or backend point nowhere, so a refusal is a
-                // bug here. Resolution never fails and never panics (a
-                // reload would take the running config down with it): like
-                // any problem it finds, the refusal becomes a diagnostic on
-                // the object it concerns, and that listener is not served.
+                // The parts come from `flatten` and Maglev over one
+                // family's groups, which cannot make a slot or backend point
+                // nowhere nor mix families, so a refusal is a bug here.
+                // Resolution never fails and never panics (a reload would
+                // take the running config down with it): like any problem
+                // it finds, the refusal becomes a diagnostic on the object
+                // it concerns, and that listener is not served.
                 let built = match built {
                     Ok(built) => built,
                     Err(error) => {
@@ -252,6 +289,14 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         diagnostics,
         statuses,
     }
+}
+
+/// What the listeners of one Gateway listener on the addresses of one
+/// family share.
+struct FamilyTable {
+    groups: Vec<BackendGroup>,
+    backends: Vec<crate::snapshot::Backend>,
+    slots: SlotTable,
 }
 
 /// The snapshot of `listeners`. The conflict pass above leaves one

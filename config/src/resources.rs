@@ -636,8 +636,8 @@ impl TrafficPolicySpec {
     /// The families whose endpoints a route keeps, or `None` for all.
     /// SingleStack keeps its one family (`IPv4` when none is listed, the
     /// primary family of a default cluster); the dual-stack policies keep
-    /// both: one flat Maglev table cannot prefer a family, so the order of
-    /// `ipFamilies` has nothing to decide.
+    /// both, each served on the Gateway addresses of its family, so the
+    /// order of `ipFamilies` has nothing to decide.
     pub fn kept_families(&self) -> Option<IpFamily> {
         let policy = self
             .ip_family_policy

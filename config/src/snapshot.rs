@@ -15,12 +15,21 @@ mod listener;
 mod slots;
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::ops::Deref;
 
 pub(crate) use backend::flatten;
 pub use backend::{Backend, BackendGroup, Endpoint};
 pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
 pub use slots::{Slot, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
+
+/// Whether the packet path forwards traffic of `address`'s family. The
+/// steering program and the workers parse and rewrite IPv4 only, so
+/// resolution binds a Gateway to its IPv4 addresses alone and reports the
+/// others instead of building listeners nothing would serve.
+pub fn forwards(address: IpAddr) -> bool {
+    address.is_ipv4()
+}
 
 /// Key of the listener index: what a packet's destination is matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1036,6 +1036,46 @@ fn gateway_static_addresses_unsupported_then_unusable_then_programmed() {
 }
 
 #[test]
+fn gateway_static_addresses_with_an_ipv6_address_is_not_programmed_but_serves_its_ipv4_one() {
+    // GatewayStaticAddresses with IPv6 as the unusable address, which
+    // Switchyard cannot use until it forwards IPv6: accepted, Programmed
+    // False with AddressNotUsable as the test expects, and, as
+    // `status.addresses` says, still bound to the usable IPv4 address,
+    // where every listener is programmed and served.
+    let manifest = l4_reading(
+        &text("upstream/conformance/tests/gateway-static-addresses.yaml"),
+        &[],
+    )
+    .replace("PLACEHOLDER_UNUSABLE_ADDRS", "2001:db8::200")
+    .replace("PLACEHOLDER_USABLE_ADDRS", "192.0.2.200");
+    let gateway = "gateway-static-addresses";
+    let mut resources = world_from("gateway-static-addresses.yaml", &manifest);
+    let spec = &mut resources
+        .gateways
+        .iter_mut()
+        .find(|g| g.metadata.name == gateway)
+        .unwrap()
+        .spec;
+    spec.addresses.retain(|a| a.address_type == "IPAddress");
+    let res = resolve(&resources, 1);
+    let conditions = gateway_conditions(&res, gateway);
+    assert_condition(conditions, "Accepted", true, "Accepted");
+    assert_condition(conditions, "Programmed", false, "AddressNotUsable");
+    assert_eq!(gateway_addresses(&res, gateway), ["192.0.2.200"]);
+    for listener in listeners(&res, gateway) {
+        assert_condition(&listener.conditions, "Programmed", true, "Programmed");
+    }
+    let vips: Vec<String> = res
+        .snapshot
+        .listeners()
+        .iter()
+        .filter(|l| l.name().gateway == gateway)
+        .map(|l| l.vip().to_string())
+        .collect();
+    assert_eq!(vips, ["192.0.2.200:8080"]);
+}
+
+#[test]
 fn gateway_optional_address_value_is_assigned_from_the_class_pool() {
     // GatewayOptionalAddressValue, L4 reading: `type: IPAddress` without a
     // value asks the implementation for one. The cluster's class points at

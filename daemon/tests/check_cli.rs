@@ -78,3 +78,63 @@ fn a_file_that_loads_exits_zero_with_the_report_on_stdout() {
         .as_array()
         .is_some_and(|r| !r.is_empty()));
 }
+
+/// The EndpointSlice a cluster adds to demo/echo once the Service is
+/// dual-stack: the same ports, IPv6 addresses.
+const ECHO_IPV6_SLICE: &str = "\
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-ipv6
+  namespace: demo
+  labels:
+    kubernetes.io/service-name: echo
+addressType: IPv6
+endpoints:
+- addresses: [\"2001:db8:2::21\"]
+  conditions:
+    ready: true
+ports:
+- name: tcp
+  protocol: TCP
+  port: 8080
+- name: udp
+  protocol: UDP
+  port: 5353
+";
+
+#[test]
+fn a_dual_stack_service_gives_the_ipv4_listeners_only_its_ipv4_endpoints() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/demo.yaml");
+    let text = std::fs::read_to_string(demo).unwrap();
+    let path = file("dual-stack-demo.yaml", &format!("{text}{ECHO_IPV6_SLICE}"));
+    let out = check(&path, "table");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let listeners = stdout
+        .split("\nlisteners:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\ndns:\n").next())
+        .unwrap_or_else(|| panic!("no listeners section:\n{stdout}"));
+    assert_eq!(
+        listeners,
+        "demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp)\n\
+         \x20   -> 198.18.2.21:8080  weight 0.500  demo/echo\n\
+         \x20   -> 198.18.2.22:8080  weight 0.500  demo/echo\n\
+         demo/edge/udp-echo UDP 198.18.100.10:53 (route demo/echo-udp)\n\
+         \x20   -> 198.18.2.21:5353  weight 0.500  demo/echo\n\
+         \x20   -> 198.18.2.22:5353  weight 0.500  demo/echo\n",
+        "{stdout}"
+    );
+    // Nothing to report: every dual-stack Service has both slices.
+    assert!(
+        stdout.contains("Gateway demo/edge [198.18.100.10]  Accepted=True  Programmed=True\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Degraded"), "{stdout}");
+    assert!(
+        stdout.ends_with("\ndns:\nedge.demo.gw.cluster.local A 198.18.100.10\n"),
+        "{stdout}"
+    );
+}

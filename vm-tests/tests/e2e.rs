@@ -766,6 +766,44 @@ spec:
 }
 
 #[test]
+fn dual_stack_service_serves_every_flow_of_the_ipv4_vip_from_its_ipv4_endpoints() -> Result<()> {
+    // The Service as a cluster makes it dual-stack: beside the IPv4 slice
+    // an IPv6 one (whose addresses need not exist: no IPv4 flow may reach
+    // them). Kube-proxy serves each family's ClusterIP from the slices of
+    // that addressType only; so must the IPv4 VIP.
+    let ipv6_slice = format!(
+        "apiVersion: discovery.k8s.io/v1\n\
+         kind: EndpointSlice\n\
+         metadata:\n  name: echo-ipv6\n  namespace: demo\n  labels:\n    kubernetes.io/service-name: echo\n\
+         addressType: IPv6\n\
+         endpoints:\n\
+         - addresses: [\"2001:db8:2::21\"]\n\
+         - addresses: [\"2001:db8:2::22\"]\n\
+         ports:\n\
+         - {{name: {TCP_LISTENER}, protocol: TCP, port: {TCP_TARGET_PORT}}}\n\
+         - {{name: {UDP_LISTENER}, protocol: UDP, port: {UDP_TARGET_PORT}}}\n"
+    );
+    let lab = Lab::start_with(Topology::single_arm(1)?, &ipv6_slice)?;
+    let replies = many_tcp_exchanges(lab.client(), 100, 4)?;
+    let counts = per_backend(&replies);
+    assert_eq!(counts.values().sum::<usize>(), 100, "{counts:?}");
+    assert_eq!(counts.len(), 2, "both IPv4 backends answer: {counts:?}");
+
+    let stats = lab.daemon.stats()?;
+    let shown = serde_json::to_string_pretty(&stats)?;
+    assert_eq!(
+        stats.drops.get("unsupported_address_family"),
+        None,
+        "no flow hashed to an IPv6 endpoint:\n{shown}"
+    );
+    assert!(
+        stats.backends.iter().all(|b| !b.backend.starts_with('[')),
+        "no IPv6 backend behind the IPv4 VIP:\n{shown}"
+    );
+    Ok(())
+}
+
+#[test]
 fn pool_allocated_gateway_answers_dns_and_serves_its_vip() -> Result<()> {
     use hickory_proto::op::ResponseCode;
     use hickory_proto::rr::{RData, RecordType};

@@ -1,6 +1,7 @@
 //! Resolution of ServiceImport and EndpointSelector backends, and of the
 //! Service settings a TrafficPolicy sets at route level (GEP-3539).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::*;
@@ -489,43 +490,107 @@ fn with_policy(settings: &str) -> Resolution {
     ])
 }
 
-#[test]
-fn without_family_settings_a_route_keeps_both_families() {
+/// The endpoints the route lb/r keeps for an IPv4 and for an IPv6
+/// address, with the TrafficPolicies among `docs` applied. A snapshot only
+/// has IPv4 listeners while IPv6 is not forwarded, so the IPv6 side is read
+/// from backend resolution itself.
+fn kept_per_family(docs: &[&str]) -> (Vec<String>, Vec<String>) {
+    let resources = load_str("test.yaml", &docs.join("---\n")).unwrap();
+    let index = Index::new(&resources);
+    let mut diagnostics = Vec::new();
+    let settings = policy::endpoint_settings(&index, &mut diagnostics);
+    let r = index
+        .routes
+        .iter()
+        .position(|route| route.metadata.name == "r")
+        .expect("route lb/r");
+    let groups = backends::groups(
+        &index,
+        index.routes[r],
+        settings.get(&RouteId(r)).copied().unwrap_or_default(),
+        &mut BTreeSet::new(),
+        &mut diagnostics,
+    );
+    let endpoints = |groups: &[crate::snapshot::BackendGroup]| -> Vec<String> {
+        groups
+            .iter()
+            .flat_map(|g| &g.endpoints)
+            .map(ToString::to_string)
+            .collect()
+    };
+    (endpoints(&groups.ipv4), endpoints(&groups.ipv6))
+}
+
+fn kept_with_policy(settings: &str) -> (Vec<String>, Vec<String>) {
     let world = dual_stack_world();
-    let res = compile(&[
+    let p = policy("p", "2024-01-01T00:00:00Z", "TCPRoute", "r", settings);
+    kept_per_family(&[
         CLASS,
         EDGE,
         &tcp_route(TO_SELECTOR),
         &world[0],
         &world[1],
         &world[2],
-    ]);
+        &p,
+    ])
+}
+
+#[test]
+fn without_family_settings_each_address_gets_the_endpoints_of_its_family() {
+    let world = dual_stack_world();
+    let docs = [
+        CLASS,
+        EDGE,
+        &tcp_route(TO_SELECTOR),
+        &world[0],
+        &world[1],
+        &world[2],
+    ];
     assert_eq!(
-        served(&res, "lb/edge/tcp"),
-        ["10.1.0.1:8080", "[fd00::1]:8080", "[fd00::2]:8080"]
+        kept_per_family(&docs),
+        (
+            vec!["10.1.0.1:8080".to_owned()],
+            vec!["[fd00::1]:8080".to_owned(), "[fd00::2]:8080".to_owned()]
+        )
     );
+    // EDGE's one address is IPv4.
+    assert_eq!(served(&compile(&docs), "lb/edge/tcp"), ["10.1.0.1:8080"]);
 }
 
 #[test]
 fn single_stack_keeps_the_endpoints_of_its_family() {
     let res = with_policy("  ipFamilies: [IPv6]\n");
-    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     assert_eq!(
-        served(&res, "lb/edge/tcp"),
-        ["[fd00::1]:8080", "[fd00::2]:8080"]
+        reasons(&res),
+        [("TCPRoute lb/r".to_owned(), Reason::NoEndpointsOfFamily)],
+        "the IPv4 VIP has none of the IPv6 endpoints the route keeps"
+    );
+    assert!(served(&res, "lb/edge/tcp").is_empty());
+    assert_eq!(
+        kept_with_policy("  ipFamilies: [IPv6]\n"),
+        (
+            vec![],
+            vec!["[fd00::1]:8080".to_owned(), "[fd00::2]:8080".to_owned()]
+        )
+    );
+    assert_eq!(
+        kept_with_policy("  ipFamilyPolicy: SingleStack\n"),
+        (vec!["10.1.0.1:8080".to_owned()], vec![])
     );
     let res = with_policy("  ipFamilyPolicy: SingleStack\n");
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
     assert_eq!(served(&res, "lb/edge/tcp"), ["10.1.0.1:8080"]);
 }
 
 #[test]
 fn dual_stack_policies_keep_both_families() {
     for policy in ["PreferDualStack", "RequireDualStack"] {
-        let res = with_policy(&format!(
-            "  ipFamilyPolicy: {policy}\n  ipFamilies: [IPv6, IPv4]\n"
-        ));
+        let settings = format!("  ipFamilyPolicy: {policy}\n  ipFamilies: [IPv6, IPv4]\n");
+        let res = with_policy(&settings);
         assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
-        assert_eq!(served(&res, "lb/edge/tcp").len(), 3, "{policy}");
+        assert_eq!(served(&res, "lb/edge/tcp"), ["10.1.0.1:8080"], "{policy}");
+        let (ipv4, ipv6) = kept_with_policy(&settings);
+        assert_eq!((ipv4.len(), ipv6.len()), (1, 2), "{policy}");
     }
 }
 
@@ -577,7 +642,9 @@ fn route_publish_not_ready_addresses_overrides_the_backends_own_either_way() {
 fn external_traffic_policy_local_holds_as_switchyard_forwards() {
     let res = with_policy("  externalTrafficPolicy: Local\n");
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
-    assert_eq!(served(&res, "lb/edge/tcp").len(), 3);
+    assert_eq!(served(&res, "lb/edge/tcp"), ["10.1.0.1:8080"]);
+    let (ipv4, ipv6) = kept_with_policy("  externalTrafficPolicy: Local\n");
+    assert_eq!((ipv4.len(), ipv6.len()), (1, 2), "nothing filtered");
 }
 
 #[test]
@@ -587,7 +654,9 @@ fn internal_traffic_policy_local_is_unsupported_value_and_cluster_is_used() {
     let d = &res.diagnostics[0];
     assert_eq!(d.condition, ConditionType::Accepted);
     assert_eq!(d.parent.as_deref(), Some("lb/r"));
-    assert_eq!(served(&res, "lb/edge/tcp").len(), 3);
+    assert_eq!(served(&res, "lb/edge/tcp"), ["10.1.0.1:8080"]);
+    let (ipv4, ipv6) = kept_with_policy("  internalTrafficPolicy: Local\n");
+    assert_eq!((ipv4.len(), ipv6.len()), (1, 2), "nothing filtered");
     let res = with_policy("  internalTrafficPolicy: Cluster\n");
     assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
 }

@@ -5,9 +5,13 @@
 //! slices labelled `multicluster.kubernetes.io/service-name`, exported by
 //! any cluster) and a switchyard.io EndpointSelector (the Pods of its
 //! namespace that its selector matches). All three pick endpoints the way
-//! kube-proxy does. A backendRef that cannot be resolved keeps its group,
-//! without endpoints: the Gateway API asks that traffic meant for an
-//! invalid backend be refused, not shifted to the valid ones.
+//! kube-proxy does, and, as kube-proxy does, once per address family: a
+//! listener on an IPv4 address serves the IPv4 endpoints, one on an IPv6
+//! address the IPv6 ones. A backendRef that cannot be resolved keeps its
+//! group, without endpoints: the Gateway API asks that traffic meant for an
+//! invalid backend be refused, not shifted to the valid ones; a backendRef
+//! without endpoints of a listener's family keeps its group there the same
+//! way.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -121,26 +125,65 @@ impl BackendKind {
     }
 }
 
-/// The groups of a route, one per backendRef, in rule and list order.
-/// Chosen endpoints whose conditions say terminating are added to
-/// `terminating`: per endpoint, since with published not-ready addresses a
-/// group mixes ready and terminating ones.
+/// A route's groups, once per address family: what a listener serves on
+/// a Gateway address of that family. Kube-proxy splits a dual-stack
+/// Service the same way: one proxier per family, each reading only the
+/// EndpointSlices of its `addressType` (`EndpointsChangeTracker`,
+/// `pkg/proxy/endpointschangetracker.go`), so each of the Service's
+/// ClusterIPs reaches its own family's endpoints, and the fallback to
+/// terminating endpoints is taken per family. Both lists hold one group
+/// per backendRef, in rule and list order, with the same weights.
+#[derive(Debug, Clone, Default)]
+pub(super) struct FamilyGroups {
+    pub ipv4: Vec<BackendGroup>,
+    pub ipv6: Vec<BackendGroup>,
+    /// The one family a TrafficPolicy on the route keeps (`SingleStack`),
+    /// if any: the other has no endpoints because of it.
+    pub kept: Option<IpFamily>,
+}
+
+impl FamilyGroups {
+    pub fn of(&self, family: IpFamily) -> &[BackendGroup] {
+        match family {
+            IpFamily::IPv4 => &self.ipv4,
+            IpFamily::IPv6 => &self.ipv6,
+        }
+    }
+
+    /// The number of backendRefs.
+    pub fn len(&self) -> usize {
+        self.ipv4.len()
+    }
+
+    /// Every group of both families.
+    pub fn all(&self) -> impl Iterator<Item = &BackendGroup> {
+        self.ipv4.iter().chain(&self.ipv6)
+    }
+}
+
+/// The groups of a route, one per backendRef and family. Chosen
+/// endpoints whose conditions say terminating are added to `terminating`:
+/// per endpoint, since with published not-ready addresses a group mixes
+/// ready and terminating ones.
 pub(super) fn groups(
     index: &Index<'_>,
     route: &Route,
     settings: EndpointSettings,
     terminating: &mut BTreeSet<Endpoint>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<BackendGroup> {
-    let mut groups = Vec::new();
+) -> FamilyGroups {
+    let mut out = FamilyGroups {
+        kept: settings.family,
+        ..FamilyGroups::default()
+    };
     for rule in &route.spec.rules {
         for backend in &rule.backend_refs {
             let namespace = backend
                 .namespace
                 .as_deref()
                 .unwrap_or(&route.metadata.namespace);
-            let chosen = match endpoints_of(index, route, backend, namespace, settings) {
-                Ok(chosen) => chosen,
+            let (candidates, everything) = match endpoints_of(index, route, backend, namespace) {
+                Ok(found) => found,
                 Err((reason, message)) => {
                     diagnostics.push(Diagnostic::new(
                         route.kind.as_str(),
@@ -149,21 +192,92 @@ pub(super) fn groups(
                         reason,
                         message,
                     ));
-                    Chosen::default()
+                    (Vec::new(), false)
                 }
             };
-            let all_terminating =
-                !chosen.endpoints.is_empty() && chosen.terminating.len() == chosen.endpoints.len();
-            terminating.extend(chosen.terminating);
-            groups.push(BackendGroup {
-                service: format!("{namespace}/{}", backend.name),
-                weight: backend.weight,
-                endpoints: chosen.endpoints,
-                terminating: all_terminating,
-            });
+            let everything = settings.publish_not_ready.unwrap_or(everything);
+            for family in [IpFamily::IPv4, IpFamily::IPv6] {
+                let kept = settings.family.is_none_or(|f| f == family);
+                let chosen = choose(
+                    candidates
+                        .iter()
+                        .filter(|(e, _)| kept && IpFamily::of(e.address) == family)
+                        .copied(),
+                    everything,
+                );
+                let all_terminating = !chosen.endpoints.is_empty()
+                    && chosen.terminating.len() == chosen.endpoints.len();
+                terminating.extend(chosen.terminating);
+                let groups = match family {
+                    IpFamily::IPv4 => &mut out.ipv4,
+                    IpFamily::IPv6 => &mut out.ipv6,
+                };
+                groups.push(BackendGroup {
+                    service: format!("{namespace}/{}", backend.name),
+                    weight: backend.weight,
+                    endpoints: chosen.endpoints,
+                    terminating: all_terminating,
+                });
+            }
         }
     }
-    groups
+    out
+}
+
+/// `Degraded=True/NoEndpointsOfFamily` on `route`, scoped to its parent
+/// `gateway` (`namespace/name`), for each backendRef with weight that has
+/// no endpoint of `family` but has some of the other: on the Gateway's
+/// addresses of `family` its share is refused (see `FamilyGroups`), which
+/// an operator looking at the Service's endpoints would not guess. A
+/// backendRef without endpoints of any family says nothing, as before:
+/// that a Service has no endpoints is plain to see.
+pub(super) fn family_gaps(
+    route: &Route,
+    groups: &FamilyGroups,
+    family: IpFamily,
+    gateway: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let other = match family {
+        IpFamily::IPv4 => IpFamily::IPv6,
+        IpFamily::IPv6 => IpFamily::IPv4,
+    };
+    let here = groups.of(family);
+    let total: u32 = here.iter().map(|g| g.weight).sum();
+    let refs = route.spec.rules.iter().flat_map(|rule| &rule.backend_refs);
+    for ((backend, group), there) in refs.zip(here).zip(groups.of(other)) {
+        if !group.endpoints.is_empty() || group.weight == 0 || there.endpoints.is_empty() {
+            continue;
+        }
+        let kind = BackendKind::of(backend).map_or(backend.kind.as_str(), |k| k.as_str());
+        let why = if groups.kept == Some(other) {
+            format!(
+                "the route's TrafficPolicy keeps only {other:?} endpoints (ipFamilyPolicy \
+                 SingleStack), so backendRef {kind} {} has no {family:?} endpoint",
+                group.service
+            )
+        } else {
+            format!(
+                "backendRef {kind} {} has no {family:?} endpoint, only {other:?} ones",
+                group.service
+            )
+        };
+        diagnostics.push(
+            Diagnostic::new(
+                route.kind.as_str(),
+                &route.metadata.namespace,
+                &route.metadata.name,
+                Reason::NoEndpointsOfFamily,
+                format!(
+                    "{why}: on the {family:?} addresses of Gateway {gateway}, which serve \
+                     {family:?} endpoints only, its share of the traffic (weight {} of {total}) \
+                     is refused, as for a backendRef without endpoints",
+                    group.weight
+                ),
+            )
+            .on_parent(gateway.to_owned()),
+        );
+    }
 }
 
 /// `Accepted=False/UnsupportedValue` for every Service with `externalIPs`:
@@ -195,13 +309,14 @@ type Problem = (Reason, String);
 /// An endpoint with the conditions that decide whether it serves.
 type Candidate = (Endpoint, EndpointConditions);
 
+/// The endpoints a backendRef names, of both families, and whether the
+/// backend publishes not-ready addresses.
 fn endpoints_of(
     index: &Index<'_>,
     route: &Route,
     backend: &BackendRef,
     namespace: &str,
-    settings: EndpointSettings,
-) -> Result<Chosen, Problem> {
+) -> Result<(Vec<Candidate>, bool), Problem> {
     let Some(kind) = BackendKind::of(backend) else {
         let group = if backend.group.is_empty() {
             "core"
@@ -276,8 +391,7 @@ fn endpoints_of(
             )
         }
     };
-    let everything = settings.publish_not_ready.unwrap_or(own_publish);
-    Ok(choose(candidates, everything, settings.family))
+    Ok((candidates, own_publish))
 }
 
 /// The port a backendRef names: by number and the route's protocol, or,
@@ -339,21 +453,18 @@ struct Chosen {
     terminating: Vec<Endpoint>,
 }
 
-/// The endpoints kube-proxy would use, among `candidates` of the kept
-/// family: ready ones; if none, the serving ones that are terminating (so
+/// The endpoints kube-proxy would use, among `candidates` (of one
+/// family): ready ones; if none, the serving ones that are terminating (so
 /// connections drain instead of failing); all of them when not-ready
 /// addresses are published (then terminating ones may sit beside ready
 /// ones). An address listed twice is terminating only if every listing
 /// says so.
-fn choose(candidates: Vec<Candidate>, everything: bool, family: Option<IpFamily>) -> Chosen {
+fn choose(candidates: impl IntoIterator<Item = Candidate>, everything: bool) -> Chosen {
     let mut ready = Vec::new();
     let mut serving_terminating = Vec::new();
     let mut staying = BTreeSet::new();
     let mut leaving = BTreeSet::new();
     for (endpoint, conditions) in candidates {
-        if family.is_some_and(|f| IpFamily::of(endpoint.address) != f) {
-            continue;
-        }
         if conditions.is_terminating() {
             leaving.insert(endpoint);
         } else {

@@ -33,7 +33,9 @@ impl ConditionType {
 pub enum Reason {
     /// Gateway `Accepted`: an address type Switchyard cannot serve.
     UnsupportedAddress,
-    /// Gateway `Programmed`: no address to serve on.
+    /// Gateway `Programmed`: no address to serve on, or an address
+    /// allocated from a pool is of a family the packet path does not
+    /// forward (IPv6).
     AddressNotAssigned,
     /// Listener `Accepted`: a protocol other than TCP or UDP.
     UnsupportedProtocol,
@@ -79,7 +81,8 @@ pub enum Reason {
     /// Gateway `Programmed`: a requested address is already another
     /// Gateway's, a node address, or one no host can use (unspecified,
     /// loopback, multicast, link-local, broadcast, a pool's network or
-    /// broadcast address).
+    /// broadcast address); or it is of a family the packet path does not
+    /// forward (IPv6), when the Gateway is still served on its others.
     AddressNotUsable,
     /// GatewayClass `Accepted`: `spec.parametersRef` names no
     /// GatewayClassConfig, or a config whose AddressPool does not exist.
@@ -89,6 +92,13 @@ pub enum Reason {
     /// `Degraded` on a Gateway (a warning): it is served, but has no
     /// GEP-3539 DNS name, since its name or namespace is not a DNS label.
     NoDnsName,
+    /// `Degraded` on a route's parent (a warning): a backendRef has
+    /// endpoints, but none of the family of the parent Gateway's
+    /// addresses, so its share of their traffic is refused as a backendRef
+    /// without endpoints is. The reference itself resolves (a Service
+    /// without endpoints is a valid backendRef), so `ResolvedRefs` stays
+    /// true.
+    NoEndpointsOfFamily,
     /// Listener `Programmed`, spelled `Invalid`: the snapshot refused the
     /// listener resolution built for it (a bug in resolution, which only
     /// builds valid ones), so it is not served.
@@ -107,9 +117,10 @@ impl Reason {
             }
             Self::ProtocolConflict => ConditionType::Conflicted,
             Self::Conflicted | Self::TargetNotFound | Self::Invalid => ConditionType::Accepted,
-            Self::TableTooSmall | Self::AffinityNotApplied | Self::NoDnsName => {
-                ConditionType::Degraded
-            }
+            Self::TableTooSmall
+            | Self::AffinityNotApplied
+            | Self::NoDnsName
+            | Self::NoEndpointsOfFamily => ConditionType::Degraded,
             Self::UnsupportedValue => ConditionType::Accepted,
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
@@ -138,6 +149,7 @@ impl Reason {
             Self::AddressNotUsable => "AddressNotUsable",
             Self::InvalidParameters => "InvalidParameters",
             Self::NoDnsName => "NoDnsName",
+            Self::NoEndpointsOfFamily => "NoEndpointsOfFamily",
             Self::InvalidListener => "Invalid",
         }
     }

@@ -1,23 +1,25 @@
 //! The DNS records of Switchyard's Gateways (GEP-3539): each Gateway with
 //! an address is `<gateway>.<namespace>.gw.<cluster-domain>`, with an A or
-//! AAAA record per virtual IP. A Headless Gateway's name has instead the
-//! ready endpoints of the routes its listeners carry, and each endpoint
-//! also has the pod form `<a-b-c-d>.<gateway>.<namespace>.gw.<domain>`
-//! (IPv6 with `:` as `-`, as Kubernetes writes pod names). An ExternalName
-//! Gateway's name is a CNAME to its Hostname address. A Gateway that would
-//! have a name but cannot (its name is not a DNS label) gets a diagnostic.
-//! This module only names; which addresses a Gateway has is decided before
-//! it runs.
+//! AAAA record per virtual IP it is bound to; an address of a family the
+//! packet path does not forward is not bound and has no record, since a
+//! client would reach nothing there. A Headless Gateway's name has instead
+//! the ready endpoints of the routes its listeners carry, of both families
+//! (clients reach them directly), and each endpoint also has the pod form
+//! `<a-b-c-d>.<gateway>.<namespace>.gw.<domain>` (IPv6 with `:` as `-`, as
+//! Kubernetes writes pod names). An ExternalName Gateway's name is a CNAME
+//! to its Hostname address. A Gateway that would have a name but cannot
+//! (its name is not a DNS label) gets a diagnostic. This module only names;
+//! which addresses a Gateway has is decided before it runs.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::attach::Attachments;
+use super::backends::FamilyGroups;
 use super::gateways::GatewayView;
 use super::{Diagnostic, Reason, RouteId};
 use crate::dns::{DnsRecord, RecordType};
 use crate::resources::ClassType;
-use crate::snapshot::BackendGroup;
 
 /// The label under the cluster domain that Gateway names live in.
 pub const GATEWAY_ZONE_LABEL: &str = "gw";
@@ -28,7 +30,7 @@ const MAX_NAME_LEN: usize = 253;
 pub(super) fn records(
     gateways: &[GatewayView<'_>],
     attachments: &Attachments,
-    groups_of: &HashMap<RouteId, Vec<BackendGroup>>,
+    groups_of: &HashMap<RouteId, FamilyGroups>,
     cluster_domain: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<DnsRecord> {
@@ -81,7 +83,7 @@ pub(super) fn records(
                 let groups = attachments
                     .carrier(g, l)
                     .and_then(|route| groups_of.get(&route));
-                for group in groups.into_iter().flatten() {
+                for group in groups.into_iter().flat_map(FamilyGroups::all) {
                     endpoints.extend(group.endpoints.iter().map(|e| e.address));
                 }
             }

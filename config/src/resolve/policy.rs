@@ -27,10 +27,13 @@
 //!   or EndpointSelector's field of that name), either way.
 //! - `ipFamilies`/`ipFamilyPolicy`: `SingleStack` (the default when
 //!   families are listed) keeps the endpoints of its one family (`IPv4`
-//!   when none is listed); `PreferDualStack` and `RequireDualStack` keep
-//!   both. Which family is primary only matters to a Service's ClusterIP,
-//!   which here is the Gateway's address, and one flat Maglev table cannot
-//!   prefer a family, so dual-stack policies filter nothing.
+//!   when none is listed), as a single-stack Service has a ClusterIP of
+//!   that family only: the Gateway's addresses of the other family get no
+//!   endpoint of the route. `PreferDualStack` and `RequireDualStack` keep
+//!   both, each served on the Gateway's addresses of its family (see
+//!   `backends::FamilyGroups`). Which family is primary only matters to a
+//!   Service's ClusterIP, which here is the Gateway's address, so the
+//!   order of `ipFamilies` decides nothing.
 //! - `externalTrafficPolicy`: `Local` asks that clients keep their source
 //!   address and that traffic not take a second hop through another node.
 //!   Switchyard forwards straight to the endpoints with the client's
@@ -42,11 +45,11 @@
 
 use std::collections::HashMap;
 
-use super::backends::{BackendKind, EndpointSettings};
+use super::backends::{BackendKind, EndpointSettings, FamilyGroups};
 use super::gateways::GatewayView;
 use super::{Diagnostic, Index, Reason, RouteId};
 use crate::resources::{BackendRef, TrafficLocality, TrafficPolicy};
-use crate::snapshot::{Affinity, BackendGroup, SlotTableSize};
+use crate::snapshot::{Affinity, SlotTableSize};
 
 /// Below this many slots per backend, Maglev's promise that a backend
 /// change moves few other flows weakens (the paper's M >= 100 N).
@@ -455,7 +458,7 @@ pub(super) fn endpoint_settings(
 /// without affinity are absent.
 pub(super) fn affinities(
     index: &Index<'_>,
-    groups_of: &HashMap<RouteId, Vec<BackendGroup>>,
+    groups_of: &HashMap<RouteId, FamilyGroups>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> HashMap<RouteId, Affinity> {
     // Winning policy rank per route and per Service (namespace, name); a

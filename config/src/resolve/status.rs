@@ -482,8 +482,10 @@ fn routes<'d>(
             // Switchyard's Gateways as parent; a route whose parents all
             // do not exist gets no word on its backends.
             let resolved = facts.attachments.parented.contains(&id);
-            let backend_problems: Vec<&Diagnostic> = about(route)
-                .into_iter()
+            let problems = about(route);
+            let backend_problems: Vec<&Diagnostic> = problems
+                .iter()
+                .copied()
                 .filter(|d| d.parent.is_none())
                 .collect();
             let parents = outcomes
@@ -518,6 +520,26 @@ fn routes<'d>(
                         overlay(
                             &mut conditions,
                             backend_problems.iter().copied(),
+                            generation,
+                        );
+                    }
+                    // Warnings about the backends on this parent's
+                    // addresses (`NoEndpointsOfFamily`), scoped to the
+                    // Gateway; attachment problems are `outcome.problem`.
+                    if resolved && outcome.problem.is_none() {
+                        let gateway = format!(
+                            "{}/{}",
+                            spec.namespace
+                                .as_deref()
+                                .unwrap_or(&route.metadata.namespace),
+                            spec.name
+                        );
+                        overlay(
+                            &mut conditions,
+                            problems.iter().copied().filter(|d| {
+                                d.condition == ConditionType::Degraded
+                                    && d.parent.as_deref() == Some(gateway.as_str())
+                            }),
                             generation,
                         );
                     }

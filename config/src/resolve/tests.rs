@@ -221,7 +221,7 @@ fn gateway_with_non_ip_address_type_is_unsupported_address() {
 fn every_listener_is_served_on_every_gateway_address() {
     let gw = edge().replace(
         "[{value: 10.0.0.1}]",
-        "[{value: \"2001:db8::1\"}, {value: 10.0.0.1}]",
+        "[{value: 10.0.0.2}, {value: 10.0.0.1}]",
     );
     let res = compile(&[CLASS, &gw]);
     let vips: Vec<String> = res
@@ -234,9 +234,9 @@ fn every_listener_is_served_on_every_gateway_address() {
         vips,
         [
             "lb/edge/tcp 10.0.0.1:80",
-            "lb/edge/tcp [2001:db8::1]:80",
+            "lb/edge/tcp 10.0.0.2:80",
             "lb/edge/udp 10.0.0.1:53",
-            "lb/edge/udp [2001:db8::1]:53",
+            "lb/edge/udp 10.0.0.2:53",
         ]
     );
 }

@@ -1,9 +1,10 @@
 //! One listener of a snapshot: a VIP (address, port, protocol) and the
 //! backends and slot table behind it. It owns the invariants that tie
 //! these together (every slot's backend and every backend's backendRef
-//! exist, every weight is finite and not negative), so a worker can index
-//! a listener's backends by the slot a flow hashed to without a check that
-//! could fail. Listeners are built only here: from parts that are checked,
+//! exist, every backend is of the VIP's address family, every weight is
+//! finite and not negative), so a worker can index a listener's backends
+//! by the slot a flow hashed to and rewrite the packet to it without a
+//! check that could fail. Listeners are built only here: from parts that are checked,
 //! or from another listener with new weights. It never knows the other
 //! listeners of its snapshot (their VIPs are the snapshot's to keep apart).
 
@@ -93,6 +94,19 @@ pub enum ListenerError {
         endpoint: Endpoint,
         group: u32,
         groups: usize,
+    },
+    /// A dual-stack Service has endpoints of both families; each of its
+    /// addresses (here, each VIP) reaches those of its own family only.
+    #[error(
+        "listener {listener}: backend {endpoint} is {} but the VIP {vip} is {}; a listener serves \
+         endpoints of its VIP's family only",
+        family(.endpoint.address),
+        family(*.vip)
+    )]
+    MixedFamilies {
+        listener: String,
+        endpoint: Endpoint,
+        vip: IpAddr,
     },
     #[error(
         "listener {listener}: backend {endpoint} has effective weight {weight}; a weight must be \
@@ -184,6 +198,13 @@ impl Listener {
                     endpoint: backend.endpoint,
                     group: backend.group,
                     groups: groups.len(),
+                });
+            }
+            if backend.endpoint.address.is_ipv4() != address.is_ipv4() {
+                return Err(ListenerError::MixedFamilies {
+                    listener: listener(),
+                    endpoint: backend.endpoint,
+                    vip: address,
                 });
             }
             check_weight(&name, backend)?;
@@ -344,6 +365,14 @@ impl Listener {
     }
 }
 
+/// `IPv4` or `IPv6`, as the Service API spells families.
+fn family(address: IpAddr) -> &'static str {
+    match address {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
+    }
+}
+
 fn check_weight(name: &ListenerName, backend: &Backend) -> Result<(), ListenerError> {
     let weight = backend.effective_weight;
     if weight.is_finite() && weight >= 0.0 {
@@ -447,6 +476,18 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_backend_must_be_of_the_vips_family() {
+        let mut parts = parts();
+        parts.backends[1].endpoint.address = "fd00::22".parse().unwrap();
+        parts.groups[0].endpoints[1] = parts.backends[1].endpoint;
+        assert_eq!(
+            Listener::new(parts).unwrap_err().to_string(),
+            "listener demo/edge/web: backend [fd00::22]:8080 is IPv6 but the VIP 198.18.100.10 \
+             is IPv4; a listener serves endpoints of its VIP's family only"
+        );
     }
 
     #[test]

@@ -243,6 +243,9 @@ impl PathState {
         // A slot's backend is one of its listener's (`Listener` checks it),
         // and so is an affinity entry's (`affine_backend` looks it up).
         let endpoint = listener.backends()[backend as usize].endpoint;
+        // Never taken: a listener's backends share its VIP's family
+        // (`Listener` refuses others) and only IPv4 packets reach a
+        // listener; the hot path still answers with a verdict, not a panic.
         let IpAddr::V4(address) = endpoint.address else {
             return Err(DropReason::UnsupportedAddressFamily);
         };
