@@ -78,7 +78,9 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
-    /// TCP FIN or RST seen: the flow only lingers for stray segments.
+    /// TCP FIN or RST seen: the flow only lingers for stray segments,
+    /// until a SYN reuses its 5-tuple for a new connection, which the
+    /// worker decides afresh (a new entry, in a new timeout class).
     pub closing: bool,
     /// What the XDP flow cache holds for this 5-tuple.
     pub cached: Cached,

@@ -1,6 +1,7 @@
 //! The hit path: a packet of a flow the table holds. Its entry is checked
 //! against the batch's snapshot (a flow decided under an older one keeps
-//! its backend while the new one still has it), its next hop refreshed when
+//! its backend while the new one still has it; a SYN on a closing flow
+//! starts a new one), its next hop refreshed when
 //! the kernel's table changed, then the frame is rewritten, counted and the
 //! flow offered to the XDP flow cache once it has settled. This is the
 //! hottest code of the appliance: stages are inlined into one another, the
@@ -43,6 +44,9 @@ impl Worker {
         let Some(entry) = self.flows.get_mut(&parsed.key, now) else {
             return Followed::Undecided;
         };
+        if reopens(parsed, entry) {
+            return Followed::Undecided;
+        }
         if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
         }
@@ -117,6 +121,16 @@ fn touch(entry: &mut FlowEntry, now: u64, bytes: u64, tcp_flags: u8) {
     entry.packets += 1;
     entry.bytes += bytes;
     entry.closing |= tcp_flags & TCP_CLOSING != 0;
+}
+
+/// A SYN on a flow that has seen a FIN or RST: a new connection reusing
+/// the 5-tuple (a client's port, or the backend's SYN-ACK answering it). It
+/// is decided afresh like any new flow, in either direction, so its state,
+/// timeout class and counters start over and it can be cached again; with
+/// the same table it hashes to the same backend.
+#[inline(always)]
+fn reopens(parsed: &Parsed, entry: &FlowEntry) -> bool {
+    entry.closing && parsed.key.protocol == TCP && parsed.tcp_flags & tcp::FLAG_SYN != 0
 }
 
 /// A flow whose listener or backend the batch's snapshot no longer has.
