@@ -476,6 +476,11 @@ pub fn stats_report(
             tx_bytes: w.tx_bytes,
             flows: w.listeners.iter().map(|c| c.flows).sum(),
             drops,
+            fast_path: switchyard_proto::WorkerCacheStats {
+                installed: w.cache.installed,
+                unwritten: w.cache.unwritten,
+                lost: w.cache.lost,
+            },
         });
     }
     report
@@ -881,6 +886,7 @@ mod tests {
                 bytes: 700,
                 closing: false,
                 cached: Default::default(),
+                cached_at: 0,
             },
         }
     }

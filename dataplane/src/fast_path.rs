@@ -27,7 +27,7 @@ use switchyard_config::snapshot::{Endpoint, Protocol, Snapshot};
 use switchyard_xdp::consts::{MAX_STATS_SLOTS, STATS_SLOT_NONE};
 use switchyard_xdp::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey, XdpError};
 
-use crate::flow::{CacheActivity, FlowEntry};
+use crate::flow::{cache_stamp, CacheActivity, Cached, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
 use crate::packet::{checksum_deltas, FlowKey};
 
@@ -353,22 +353,60 @@ impl Allocator {
 
 /// Decisions a worker queues for the cache while it runs a batch, written
 /// with one syscall after the batch; keys of flows it forgot, deleted the
-/// same way. Buffers are allocated once.
+/// same way. Only the entries the kernel wrote are marked cached. Buffers
+/// are allocated once.
 pub struct CacheWriter {
     shared: Arc<FastPath>,
     /// Per worker port: its egress.
     ports: Vec<Egress>,
     keys: Vec<FlowCacheKey>,
     actions: Vec<FlowAction>,
+    /// The flows of `keys`, in order, to mark those written.
+    queued: Vec<FlowKey>,
     removals: Vec<FlowKey>,
     removal_keys: Vec<FlowCacheKey>,
+    counters: CacheCounters,
     /// Lookups the current expiry pass may still make.
     lookup_budget: usize,
+}
+
+/// What one worker's cache writer did, for `yardctl stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    /// Entries the kernel wrote.
+    pub installed: u64,
+    /// Entries queued that the kernel did not write (it stopped a batch
+    /// update part way); their flows are offered again at their next
+    /// packet.
+    pub unwritten: u64,
+    /// Flows queued again because one of their packets reached the worker
+    /// while marked cached, past `IN_FLIGHT_NS`: the cache had lost their
+    /// entry (its LRU evicted it).
+    pub lost: u64,
 }
 
 /// Installs queued per batch at most; beyond it a flow waits for its next
 /// packet.
 const INSTALL_QUEUE: usize = 256;
+/// How long after a flow's entry was written one of its packets may still
+/// reach the worker without meaning anything: it was already on its way
+/// (in an rx ring, or in the batch that queued the entry). A packet later
+/// than this means the cache no longer holds the entry. Generous, as a
+/// needless re-install costs the entry its fast-path counters.
+pub const IN_FLIGHT_NS: u64 = 100_000_000;
+
+/// Whether a packet of `entry`'s flow that reached the worker at `now`
+/// should have its decision (re)installed in the cache: when it has no
+/// current entry there, or had one the cache has lost since. Queued flows
+/// wait for the batch's write.
+#[inline(always)]
+pub fn wants_install(entry: &FlowEntry, now: u64) -> bool {
+    match entry.cached {
+        Cached::No | Cached::Stale => true,
+        Cached::Queued => false,
+        Cached::Current => entry.cached_for_ns(now) > IN_FLIGHT_NS,
+    }
+}
 /// Cache lookups per expiry pass (about one a second): the cost of telling
 /// an idle flow from one only the fast path sees.
 const LOOKUPS_PER_EXPIRY: usize = 4096;
@@ -381,8 +419,10 @@ impl CacheWriter {
             ports,
             keys: Vec::with_capacity(INSTALL_QUEUE),
             actions: Vec::with_capacity(INSTALL_QUEUE),
+            queued: Vec::with_capacity(INSTALL_QUEUE),
             removals: Vec::with_capacity(INSTALL_QUEUE),
             removal_keys: Vec::with_capacity(INSTALL_QUEUE),
+            counters: CacheCounters::default(),
             lookup_budget: LOOKUPS_PER_EXPIRY,
         }
     }
@@ -391,10 +431,14 @@ impl CacheWriter {
         &self.shared
     }
 
+    pub fn counters(&self) -> CacheCounters {
+        self.counters
+    }
+
     /// Queues `entry` for packets with 5-tuple `key`; false when it cannot
     /// be cached now (queue full, no slots for its generation yet, an
     /// unknown port), in which case the flow simply stays on the slow path
-    /// until a later packet.
+    /// until a later packet. The caller marks the flow `Cached::Queued`.
     #[inline]
     pub fn queue(
         &mut self,
@@ -413,6 +457,10 @@ impl CacheWriter {
         self.keys.push(cache_key(key));
         self.actions
             .push(action(key, entry, egress, l2.epoch(), slot));
+        self.queued.push(*key);
+        if entry.cached == Cached::Current {
+            self.counters.lost += 1;
+        }
         true
     }
 
@@ -421,17 +469,35 @@ impl CacheWriter {
         &mut self.removals
     }
 
-    /// Writes the queued entries and deletes the forgotten ones.
-    pub fn flush(&mut self) {
+    /// Writes the queued entries, marks in `flows` the ones the kernel
+    /// wrote (at `now`) as cached, and deletes the entries of forgotten
+    /// flows.
+    pub fn flush(&mut self, flows: &mut FlowTable, now: u64) {
         if !self.keys.is_empty() {
-            // A flow whose entry was not written stays on the slow path,
-            // which gives the same answer.
-            let (_, error) = self.shared.maps.install(&self.keys, &self.actions);
+            // BPF_MAP_UPDATE_BATCH writes in order and stops at the first
+            // element it cannot write, reporting how many it wrote
+            // (kernel/bpf/syscall.c, generic_map_update_batch). A flow
+            // whose entry was not written stays on the slow path, which
+            // gives the same answer, and is offered again.
+            let (written, error) = self.shared.maps.install(&self.keys, &self.actions);
             if let Some(err) = error {
                 log::debug!("fast path: {err}");
             }
+            let written = written.min(self.queued.len());
+            self.counters.installed += written as u64;
+            self.counters.unwritten += (self.queued.len() - written) as u64;
+            let at = cache_stamp(now);
+            for (i, key) in self.queued.iter().enumerate() {
+                let wrote = i < written;
+                if !flows.cache_written(key, wrote.then_some(at)) && wrote {
+                    // Decided afresh or forgotten since it was queued: the
+                    // entry just written replays an outdated decision.
+                    self.removals.push(*key);
+                }
+            }
             self.keys.clear();
             self.actions.clear();
+            self.queued.clear();
         }
         if !self.removals.is_empty() {
             self.removal_keys.clear();

@@ -47,6 +47,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
         bytes: 0,
         closing: false,
         cached: Cached::Current,
+        cached_at: 0,
     }
 }
 

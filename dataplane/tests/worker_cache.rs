@@ -27,7 +27,7 @@ use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
 use switchyard_dataplane::packet::FlowKey;
-use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings};
+use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
 use switchyard_xdp::{FastPathMaps, Steering};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
@@ -228,11 +228,15 @@ impl Harness {
         answer.recv().unwrap()
     }
 
-    fn new_flows(&mut self, listener: usize) -> u64 {
+    fn stats(&mut self) -> WorkerStats {
         let (reply, answer) = channel::bounded(1);
         self.requests.send(WorkerRequest::Stats(reply)).unwrap();
         self.worker.serve_control();
-        answer.recv().unwrap().listeners[listener].flows
+        answer.recv().unwrap()
+    }
+
+    fn new_flows(&mut self, listener: usize) -> u64 {
+        self.stats().listeners[listener].flows
     }
 
     /// Whether the flow cache holds an entry for `key`.
@@ -263,6 +267,26 @@ fn tcp(
     let mut frame = Vec::new();
     builder.write(&mut frame, b"x").unwrap();
     frame
+}
+
+fn udp(src: (Ipv4Addr, u16), n: usize) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(FROM_CLIENT.0, FROM_CLIENT.1)
+        .ipv4(src.0.octets(), VIP.octets(), 64)
+        .udp(src.1, UDP_PORT)
+        .write(&mut frame, format!("datagram {n}").as_bytes())
+        .unwrap();
+    frame
+}
+
+fn udp_key(src: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey {
+        src: src.0,
+        dst: VIP,
+        src_port: src.1,
+        dst_port: UDP_PORT,
+        protocol: 17,
+    }
 }
 
 /// The backend a frame was sent to, from its destination.
@@ -351,4 +375,67 @@ fn a_new_syn_on_a_closing_five_tuple_starts_a_new_flow_in_both_directions() {
         .expire(last + Duration::from_secs(11).as_nanos() as u64);
     assert!(h.entry(forward).is_some(), "expired as a closing flow");
     assert!(h.entry(reply).is_some(), "expired as a closing flow");
+}
+
+#[test]
+fn a_flow_whose_cache_entry_the_kernel_dropped_is_installed_again_at_its_next_packet() {
+    let mut h = harness();
+    let client = (CLIENT, 41000);
+    let key = udp_key(client);
+    h.send(0, udp(client, 1)).unwrap();
+    h.send(0, udp(client, 2)).unwrap();
+    assert_eq!(h.entry(key).unwrap().cached, Cached::Current);
+    assert!(h.in_cache(&key));
+
+    // The cache's LRU evicts the entry behind the worker's back.
+    assert_eq!(h.maps.remove(&[cache_key(&key)]).unwrap(), 1);
+    // Past the time packets already on their way to the worker when the
+    // entry was written can take to arrive.
+    std::thread::sleep(Duration::from_millis(300));
+    h.send(0, udp(client, 3)).unwrap();
+    assert!(h.in_cache(&key), "installed again");
+    assert_eq!(h.entry(key).unwrap().cached, Cached::Current);
+    let counted = h.stats().cache;
+    assert_eq!((counted.installed, counted.lost), (2, 1), "{counted:?}");
+}
+
+#[test]
+fn a_batch_update_the_kernel_wrote_only_part_of_marks_only_the_written_flows_cached() {
+    let steering = Steering::load().expect("loading the XDP program (needs root)");
+    // A cache with room for two: the kernel stops the batch at the third.
+    let bounded = steering.fast_path().with_bounded_cache(2).unwrap();
+    let mut h = harness_over(steering, bounded);
+    let clients: Vec<(Ipv4Addr, u16)> = (0..4).map(|i| (CLIENT, 42000 + i)).collect();
+    // One batch: the first packet of each flow, then the second, which
+    // queues all four installs for one batch update.
+    let mut frames: Vec<(usize, Vec<u8>)> = clients.iter().map(|&c| (0, udp(c, 1))).collect();
+    frames.extend(clients.iter().map(|&c| (0, udp(c, 2))));
+    assert_eq!(h.batch(frames).len(), 8);
+
+    let cached: Vec<bool> = clients
+        .iter()
+        .map(|&c| h.entry(udp_key(c)).unwrap().cached == Cached::Current)
+        .collect();
+    assert_eq!(cached, [true, true, false, false], "written in queue order");
+    for (&c, &cached) in clients.iter().zip(&cached) {
+        assert_eq!(h.in_cache(&udp_key(c)), cached, "{c:?}");
+    }
+    let counted = h.stats().cache;
+    assert_eq!(
+        (counted.installed, counted.unwritten),
+        (2, 2),
+        "{counted:?}"
+    );
+
+    // Room again: the flows left out are written at their next packet.
+    let written: Vec<_> = clients[..2]
+        .iter()
+        .map(|&c| cache_key(&udp_key(c)))
+        .collect();
+    assert_eq!(h.maps.remove(&written).unwrap(), 2);
+    h.batch(clients[2..].iter().map(|&c| (0, udp(c, 3))).collect());
+    for &c in &clients[2..] {
+        assert_eq!(h.entry(udp_key(c)).unwrap().cached, Cached::Current);
+        assert!(h.in_cache(&udp_key(c)), "{c:?}");
+    }
 }

@@ -289,6 +289,33 @@ impl FastPathMaps {
         self.capacity
     }
 
+    /// These maps with the flow cache swapped for a new, plain hash map of
+    /// `capacity` entries that the program never reads. Unlike the LRU
+    /// cache it refuses writes once full (E2BIG), so a test can see what
+    /// the workers make of a batch update the kernel wrote only part of.
+    pub fn with_bounded_cache(&self, capacity: u32) -> Result<Self, XdpError> {
+        let cache = bpf_sys::create_map(
+            bpf_sys::BPF_MAP_TYPE_HASH,
+            size_of::<FlowCacheKey>() as u32,
+            size_of::<FlowAction>() as u32,
+            capacity,
+        )
+        .map_err(fast_error(FLOW_CACHE, "creating a bounded stand-in"))?;
+        let dup = |fd: &OwnedFd, map| {
+            fd.try_clone()
+                .map_err(fast_error(map, "duplicating the fd"))
+        };
+        Ok(Self {
+            fds: Arc::new(Fds {
+                cache,
+                state: dup(&self.fds.state, FAST_STATE)?,
+                stats: dup(&self.fds.stats, FAST_STATS)?,
+            }),
+            cpus: self.cpus,
+            capacity,
+        })
+    }
+
     fn set_state(&self, index: u32, value: u64) -> Result<(), XdpError> {
         bpf_sys::update(
             self.fds.state.as_fd(),

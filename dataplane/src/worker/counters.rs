@@ -10,6 +10,7 @@ use switchyard_config::snapshot::Snapshot;
 
 use super::Worker;
 use crate::drop_reason::DropReason;
+use crate::fast_path::CacheCounters;
 use crate::io::BatchOutcome;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct WorkerStats {
     pub listeners: Vec<Counters>,
     /// Per listener, per backend index of that listener.
     pub backends: Vec<Vec<Counters>>,
+    /// What the worker wrote into the XDP flow cache.
+    pub cache: CacheCounters,
 }
 
 impl WorkerStats {

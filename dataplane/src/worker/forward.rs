@@ -15,6 +15,7 @@ use switchyard_wire::tcp;
 use super::path::{destination_key, PathState, PROVISIONAL_L2, TCP, TCP_CLOSING};
 use super::Worker;
 use crate::drop_reason::DropReason;
+use crate::fast_path::wants_install;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
 use crate::neighbor::L2Table;
@@ -72,7 +73,7 @@ impl PathState {
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
         packet::apply(frame, parsed, &entry.rewrite);
-        self.offer_to_cache(parsed, entry, l2);
+        self.offer_to_cache(parsed, entry, l2, now);
         self.count(entry.listener, entry.backend, bytes);
         Verdict::Transmit(entry.egress_port)
     }
@@ -101,15 +102,17 @@ impl PathState {
     }
 
     /// Hands a settled flow's rewrite to the XDP flow cache, so the program
-    /// forwards its later packets without waking a worker.
+    /// forwards its later packets without waking a worker; again when one
+    /// of its packets still reaches the worker well after its entry was
+    /// written, as the cache has lost it.
     #[inline(always)]
-    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table) {
+    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table, now: u64) {
         if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
-            if entry.cached != Cached::Current
+            if wants_install(entry, now)
                 && cacheable(parsed, entry)
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
-                entry.cached = Cached::Current;
+                entry.cached = Cached::Queued;
             }
         }
     }

@@ -194,7 +194,7 @@ impl Worker {
                 self.flows
                     .expire_with(now, &mut |key, _| fast.activity(key));
                 self.flows.take_uncached(fast.removals());
-                fast.flush();
+                fast.flush(&mut self.flows, now);
             }
             None => self.flows.expire(now),
         }
@@ -221,7 +221,7 @@ impl Worker {
         });
         if let Some(fast) = &mut self.path.fast {
             self.flows.take_uncached(fast.removals());
-            fast.flush();
+            fast.flush(&mut self.flows, now);
         }
         self.path.stats.count_batch(&outcome);
         outcome.received
