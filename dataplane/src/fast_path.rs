@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use switchyard_config::snapshot::{Endpoint, Protocol, Snapshot};
 use switchyard_xdp::consts::{MAX_STATS_SLOTS, STATS_SLOT_NONE};
 use switchyard_xdp::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey, XdpError};
@@ -30,6 +30,10 @@ use switchyard_xdp::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCac
 use crate::flow::{cache_stamp, CacheActivity, Cached, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
 use crate::packet::{checksum_deltas, FlowKey};
+
+mod activity;
+
+pub use self::activity::{ActivityReader, ActivityView};
 
 /// The cache key of packets with 5-tuple `key`.
 pub fn cache_key(key: &FlowKey) -> FlowCacheKey {
@@ -139,12 +143,15 @@ struct Allocator {
     next: u32,
 }
 
-/// The fast path's shared state: its maps, the published stats slots, and
-/// the clock conversion for the program's timestamps.
+/// The fast path's shared state: its maps, the published stats slots, what
+/// the cache saw lately, and the clock conversion for the program's
+/// timestamps.
 pub struct FastPath {
     maps: FastPathMaps,
     slots: ArcSwap<StatsSlots>,
     allocator: Mutex<Allocator>,
+    /// The latest read of the cache's last-seen times (`ActivityReader`).
+    activity: ArcSwapOption<ActivityView>,
     /// CLOCK_MONOTONIC at the workers' epoch, in ns.
     monotonic_at_epoch: u64,
 }
@@ -179,6 +186,7 @@ impl FastPath {
                 next: STATS_SLOT_NONE + 1,
                 ..Allocator::default()
             }),
+            activity: ArcSwapOption::empty(),
             monotonic_at_epoch: monotonic_ns().saturating_sub(since_epoch),
         }
     }
@@ -280,6 +288,22 @@ impl FastPath {
             .collect()
     }
 
+    /// Reads the cache's last-seen times and publishes them for the
+    /// workers' expiry passes; what [`ActivityReader`] does every second.
+    /// A cache that cannot be read is logged and the last view kept (it
+    /// goes stale, and workers then keep their cached flows).
+    pub fn refresh_activity(&self) {
+        match ActivityView::read(self) {
+            Ok(view) => self.activity.store(Some(Arc::new(view))),
+            Err(err) => log::warn!("fast path: reading cache activity: {err}"),
+        }
+    }
+
+    /// The latest read of the cache's last-seen times, if any.
+    pub fn activity(&self) -> Option<Arc<ActivityView>> {
+        self.activity.load_full()
+    }
+
     /// A copy of every cache entry, for merging into flow listings.
     pub fn view(&self) -> Result<CacheView, XdpError> {
         Ok(CacheView {
@@ -366,7 +390,11 @@ pub struct CacheWriter {
     removals: Vec<FlowKey>,
     removal_keys: Vec<FlowCacheKey>,
     counters: CacheCounters,
-    /// Lookups the current expiry pass may still make.
+    /// The cache's last-seen times during an expiry pass.
+    view: Option<Arc<ActivityView>>,
+    /// When the current expiry pass runs.
+    expiry_now: u64,
+    /// Questions the current expiry pass may still ask the view.
     lookup_budget: usize,
 }
 
@@ -407,9 +435,10 @@ pub fn wants_install(entry: &FlowEntry, now: u64) -> bool {
         Cached::Current => entry.cached_for_ns(now) > IN_FLIGHT_NS,
     }
 }
-/// Cache lookups per expiry pass (about one a second): the cost of telling
-/// an idle flow from one only the fast path sees.
-const LOOKUPS_PER_EXPIRY: usize = 4096;
+/// Questions to the activity view per expiry pass (about one a second),
+/// each a hash lookup in memory: bounds the pass's time when many cached
+/// flows look idle at once. The rest wait for the next pass.
+const LOOKUPS_PER_EXPIRY: usize = 16384;
 
 impl CacheWriter {
     /// `ports` in the worker's port order.
@@ -423,6 +452,8 @@ impl CacheWriter {
             removals: Vec::with_capacity(INSTALL_QUEUE),
             removal_keys: Vec::with_capacity(INSTALL_QUEUE),
             counters: CacheCounters::default(),
+            view: None,
+            expiry_now: 0,
             lookup_budget: LOOKUPS_PER_EXPIRY,
         }
     }
@@ -510,25 +541,31 @@ impl CacheWriter {
         }
     }
 
-    /// Starts an expiry pass: resets the lookup budget.
-    pub fn begin_expiry(&mut self) {
+    /// Starts an expiry pass at `now`: takes the latest activity view
+    /// (an atomic load, no syscall) and resets the lookup budget.
+    pub fn begin_expiry(&mut self, now: u64) {
+        self.view = self.shared.activity();
+        self.expiry_now = now;
         self.lookup_budget = LOOKUPS_PER_EXPIRY;
     }
 
-    /// Whether the fast path has sent a packet of `key` lately, and when
-    /// (on the workers' clock). `Unknown` once this pass's lookup budget
-    /// is spent.
-    pub fn activity(&mut self, key: &FlowKey) -> CacheActivity {
+    /// Ends an expiry pass, letting go of its view.
+    pub fn end_expiry(&mut self) {
+        self.view = None;
+    }
+
+    /// Whether the fast path has sent a packet of `entry`'s flow (5-tuple
+    /// `key`) lately, and when (on the workers' clock), as the activity
+    /// view says. `Unknown` without a view, or once this pass's budget is
+    /// spent.
+    pub fn activity(&mut self, key: &FlowKey, entry: &FlowEntry) -> CacheActivity {
+        let Some(view) = &self.view else {
+            return CacheActivity::Unknown;
+        };
         if self.lookup_budget == 0 {
             return CacheActivity::Unknown;
         }
         self.lookup_budget -= 1;
-        match self.shared.maps.lookup(&cache_key(key)) {
-            Ok(Some(action)) => match action.last_seen_ns(monotonic_ns()) {
-                Some(seen) => CacheActivity::SeenAt(self.shared.to_worker_clock(seen)),
-                None => CacheActivity::Idle,
-            },
-            _ => CacheActivity::Idle,
-        }
+        view.activity(&cache_key(key), entry, self.expiry_now)
     }
 }

@@ -20,8 +20,8 @@ use switchyard_config::snapshot::{
     Snapshot,
 };
 use switchyard_dataplane::fast_path::{cache_key, CacheWriter, Egress, FastPath};
-use switchyard_dataplane::flow::{Cached, FlowEntry};
-use switchyard_dataplane::flow_scan::ActiveEntry;
+use switchyard_dataplane::flow::{Cached, FlowEntry, FlowTimeouts};
+use switchyard_dataplane::flow_scan::{ActiveEntry, FlowScan};
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
@@ -141,19 +141,26 @@ struct Harness {
     /// Keeps the program (and so its maps) loaded.
     _steering: Steering,
     maps: FastPathMaps,
+    fast: Arc<FastPath>,
+    /// The worker's clock starts here.
+    epoch: Instant,
     worker: Worker,
     io: MemoryIo,
     requests: channel::Sender<WorkerRequest>,
 }
 
 fn harness() -> Harness {
+    harness_with(WorkerSettings::default())
+}
+
+fn harness_with(settings: WorkerSettings) -> Harness {
     let steering = Steering::load().expect("loading the XDP program (needs root)");
     let maps = steering.fast_path().clone();
-    harness_over(steering, maps)
+    harness_over(steering, maps, settings)
 }
 
 /// A worker whose cache writer writes into `maps`.
-fn harness_over(steering: Steering, maps: FastPathMaps) -> Harness {
+fn harness_over(steering: Steering, maps: FastPathMaps, settings: WorkerSettings) -> Harness {
     let epoch = Instant::now();
     let snapshot = Arc::new(snapshot());
     let neighbors = Neighbors::fixed(l2_table());
@@ -171,7 +178,7 @@ fn harness_over(steering: Steering, maps: FastPathMaps) -> Harness {
         control,
         Arc::new(AtomicBool::new(false)),
         epoch,
-        WorkerSettings::default(),
+        settings,
     )
     .with_fast_path(CacheWriter::new(
         fast.clone(),
@@ -189,6 +196,8 @@ fn harness_over(steering: Steering, maps: FastPathMaps) -> Harness {
     Harness {
         _steering: steering,
         maps,
+        fast,
+        epoch,
         worker,
         io: MemoryIo::new(64),
         requests,
@@ -235,8 +244,25 @@ impl Harness {
         answer.recv().unwrap()
     }
 
+    /// Flows the worker holds, without touching them.
+    fn stats_flows(&mut self) -> usize {
+        let (reply, answer) = channel::bounded(1);
+        self.requests
+            .send(WorkerRequest::Flows(FlowScan::default(), reply))
+            .unwrap();
+        while answer.is_empty() {
+            self.worker.serve_control();
+        }
+        answer.recv().unwrap().len()
+    }
+
     fn new_flows(&mut self, listener: usize) -> u64 {
         self.stats().listeners[listener].flows
+    }
+
+    /// The worker's clock now.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
     }
 
     /// Whether the flow cache holds an entry for `key`.
@@ -404,7 +430,7 @@ fn a_batch_update_the_kernel_wrote_only_part_of_marks_only_the_written_flows_cac
     let steering = Steering::load().expect("loading the XDP program (needs root)");
     // A cache with room for two: the kernel stops the batch at the third.
     let bounded = steering.fast_path().with_bounded_cache(2).unwrap();
-    let mut h = harness_over(steering, bounded);
+    let mut h = harness_over(steering, bounded, WorkerSettings::default());
     let clients: Vec<(Ipv4Addr, u16)> = (0..4).map(|i| (CLIENT, 42000 + i)).collect();
     // One batch: the first packet of each flow, then the second, which
     // queues all four installs for one batch update.
@@ -438,4 +464,66 @@ fn a_batch_update_the_kernel_wrote_only_part_of_marks_only_the_written_flows_cac
         assert_eq!(h.entry(udp_key(c)).unwrap().cached, Cached::Current);
         assert!(h.in_cache(&udp_key(c)), "{c:?}");
     }
+}
+
+/// The worker-thread cost of an expiry pass that has to ask about every
+/// flow it holds: `n` cached UDP flows, idle to the worker past their
+/// timeout, all but one seen by the fast path since. Prints the pass's
+/// time (`--nocapture`); asserts only what the pass decides.
+#[test]
+fn an_expiry_pass_keeps_cached_flows_the_fast_path_still_carries() {
+    let n = 4096u16;
+    let udp_timeout = Duration::from_secs(2);
+    let mut h = harness_with(WorkerSettings {
+        timeouts: FlowTimeouts {
+            udp: udp_timeout,
+            ..FlowTimeouts::default()
+        },
+        ..WorkerSettings::default()
+    });
+    let clients: Vec<(Ipv4Addr, u16)> = (0..n).map(|i| (CLIENT, 10000 + i)).collect();
+    for round in 1..=2 {
+        h.io.rx.extend(clients.iter().map(|&c| (0, udp(c, round))));
+        while !h.io.rx.is_empty() {
+            h.worker.run_once(&mut h.io);
+        }
+        h.io.tx.clear();
+    }
+    let installed = h.now();
+    std::thread::sleep(Duration::from_millis(1500));
+    // The fast path carries every flow but the first, whose entry is gone
+    // (evicted): only the cache could have kept it.
+    for &c in &clients[1..] {
+        h._steering.test_run_output(&udp(c, 3), None).unwrap();
+    }
+    let evicted = udp_key(clients[0]);
+    assert_eq!(h.maps.remove(&[cache_key(&evicted)]).unwrap(), 1);
+    // Idle to the worker for longer than the UDP timeout, seen by the fast
+    // path well within it.
+    while h.now() < installed + udp_timeout.as_nanos() as u64 + 200_000_000 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Nothing is known without a view of the cache: every flow is kept
+    // (the pass below finds them all).
+    let started = Instant::now();
+    h.worker.expire(h.now());
+    let without_view = started.elapsed();
+
+    // The reader's pass, on a thread of its own in the daemon.
+    let started = Instant::now();
+    h.fast.refresh_activity();
+    let read = started.elapsed();
+    let started = Instant::now();
+    h.worker.expire(h.now());
+    let pass = started.elapsed();
+    println!(
+        "expiry pass over {n} cached flows, on the worker thread: {} us \
+         (without a view: {} us); the reader's pass over the cache: {} us",
+        pass.as_micros(),
+        without_view.as_micros(),
+        read.as_micros()
+    );
+    assert_eq!(h.stats_flows(), n as usize - 1, "the others are kept");
+    assert!(h.entry(evicted).is_none(), "gone from the cache: expired");
 }

@@ -420,6 +420,19 @@ impl FastPathMaps {
     /// may or may not be seen.
     pub fn entries(&self) -> Result<Vec<(FlowCacheKey, FlowAction)>, XdpError> {
         let mut all = Vec::new();
+        self.read_entries(|keys, actions| {
+            all.extend(keys.iter().copied().zip(actions.iter().copied()));
+        })?;
+        Ok(all)
+    }
+
+    /// Hands every entry to `chunk`, a batch (up to `READ_BATCH` entries,
+    /// one syscall) at a time, as soon as the kernel returned it; entries
+    /// written or evicted meanwhile may or may not be seen.
+    pub fn read_entries(
+        &self,
+        mut chunk: impl FnMut(&[FlowCacheKey], &[FlowAction]),
+    ) -> Result<(), XdpError> {
         let mut keys = vec![FlowCacheKey::default(); READ_BATCH];
         let mut actions = vec![FlowAction::default(); READ_BATCH];
         let mut cursor = [0u8; 8];
@@ -436,14 +449,9 @@ impl FastPathMaps {
             .map_err(fast_error(FLOW_CACHE, "batch lookup"))?;
             started = true;
             let count = (count as usize).min(READ_BATCH);
-            all.extend(
-                keys[..count]
-                    .iter()
-                    .copied()
-                    .zip(actions[..count].iter().copied()),
-            );
+            chunk(&keys[..count], &actions[..count]);
             if done || count == 0 {
-                return Ok(all);
+                return Ok(());
             }
         }
     }

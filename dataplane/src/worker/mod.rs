@@ -185,14 +185,16 @@ impl Worker {
     }
 
     /// Forgets idle flows. A flow the fast path carries looks idle here, so
-    /// the cache is asked first; a flow that is forgotten leaves the cache
+    /// the cache's activity view is asked first (memory only: another
+    /// thread reads the cache); a flow that is forgotten leaves the cache
     /// too.
     pub fn expire(&mut self, now: u64) {
         match &mut self.path.fast {
             Some(fast) => {
-                fast.begin_expiry();
+                fast.begin_expiry(now);
                 self.flows
-                    .expire_with(now, &mut |key, _| fast.activity(key));
+                    .expire_with(now, &mut |key, entry| fast.activity(key, entry));
+                fast.end_expiry();
                 self.flows.take_uncached(fast.removals());
                 fast.flush(&mut self.flows, now);
             }

@@ -23,7 +23,7 @@ use switchyard_daemon::metrics::MetricsServer;
 use switchyard_daemon::neighbor::NeighborResolver;
 use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
-use switchyard_dataplane::fast_path::{CacheWriter, Egress, FastPath};
+use switchyard_dataplane::fast_path::{ActivityReader, CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_proto::InterfaceStatus;
@@ -36,6 +36,9 @@ use crate::{OnOff, RunArgs, XdpModeArg};
 /// to a backend still unresolved after this are dropped (and counted) until
 /// it resolves.
 const NEIGHBOUR_PRIME_DEADLINE: Duration = Duration::from_secs(3);
+/// How often the flow cache's last-seen times are read for the workers'
+/// expiry passes, which run about as often.
+const CACHE_ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> Result<()> {
     // Signals are taken synchronously by the main thread; every thread
@@ -262,6 +265,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    // The workers' expiry passes read what the cache saw from memory; this
+    // thread reads the cache for them, in batches, once a second.
+    let activity = match args.fast_path {
+        OnOff::On => Some(
+            ActivityReader::start(fast_path.clone(), CACHE_ACTIVITY_EVERY)
+                .context("starting the fast path activity reader")?,
+        ),
+        OnOff::Off => None,
+    };
+
     let dns = match args.dns_listen {
         Some(addr) => {
             let zone = Zone::new(&args.resolve.cluster_domain);
@@ -357,6 +370,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     for thread in threads {
         let _ = thread.join();
     }
+    drop(activity);
     resolver.stop();
     drop(dns);
     drop(metrics);
