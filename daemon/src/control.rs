@@ -565,8 +565,7 @@ pub fn flows_report(
                 row.bytes += cached.bytes;
                 row.fast_packets += cached.packets;
                 row.fast_bytes += cached.bytes;
-                row.fast_path |= record.entry.cached == Cached::Current
-                    && cached.generation == record.entry.generation as u32;
+                row.fast_path |= record.entry.cached == Cached::Current && cached.applies;
                 if let Some(seen) = cached.last_seen_ns {
                     row.last_seen_ns = row.last_seen_ns.max(seen);
                 }

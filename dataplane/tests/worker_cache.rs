@@ -86,7 +86,8 @@ fn l2_table() -> L2Table {
     )
 }
 
-/// `demo/edge/<name>` on the VIP with `backends`, each owning one slot.
+/// `demo/edge/<name>` on the VIP with `backends` (two, or one), each
+/// owning one slot.
 fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u16)]) -> Listener {
     let endpoints: Vec<Endpoint> = backends
         .iter()
@@ -120,7 +121,11 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
                 effective_weight: 1.0 / endpoints.len() as f64,
             })
             .collect(),
-        slots: (0..endpoints.len() as u32).map(Slot::Backend).collect(),
+        // A table's length is prime: one backend owns both slots of two.
+        slots: match endpoints.len() {
+            1 => vec![Slot::Backend(0); 2],
+            n => (0..n as u32).map(Slot::Backend).collect(),
+        },
         affinity: None,
     })
     .expect("valid listener")
@@ -144,6 +149,7 @@ struct Harness {
     fast: Arc<FastPath>,
     /// The worker's clock starts here.
     epoch: Instant,
+    config: Arc<ArcSwap<Snapshot>>,
     worker: Worker,
     io: MemoryIo,
     requests: channel::Sender<WorkerRequest>,
@@ -170,10 +176,11 @@ fn harness_over(steering: Steering, maps: FastPathMaps, settings: WorkerSettings
     fast.l2_published(&neighbors.table());
     maps.set_enabled(true).unwrap();
     let (requests, control) = channel::bounded(4);
+    let config = Arc::new(ArcSwap::new(snapshot));
     let worker = Worker::new(
         0,
         vec![10, 20],
-        Arc::new(ArcSwap::new(snapshot)),
+        config.clone(),
         neighbors,
         control,
         Arc::new(AtomicBool::new(false)),
@@ -198,6 +205,7 @@ fn harness_over(steering: Steering, maps: FastPathMaps, settings: WorkerSettings
         maps,
         fast,
         epoch,
+        config,
         worker,
         io: MemoryIo::new(64),
         requests,
@@ -258,6 +266,15 @@ impl Harness {
 
     fn new_flows(&mut self, listener: usize) -> u64 {
         self.stats().listeners[listener].flows
+    }
+
+    /// Publishes `next` as the daemon does: slots and epochs, the swap,
+    /// then the epochs in the program's map.
+    fn reload(&self, next: Snapshot) {
+        let next = Arc::new(next);
+        self.fast.prepare(&next);
+        self.config.store(next.clone());
+        self.fast.published(&next);
     }
 
     /// The worker's clock now.
@@ -526,4 +543,54 @@ fn an_expiry_pass_keeps_cached_flows_the_fast_path_still_carries() {
     );
     assert_eq!(h.stats_flows(), n as usize - 1, "the others are kept");
     assert!(h.entry(evicted).is_none(), "gone from the cache: expired");
+}
+
+#[test]
+fn a_reload_that_changes_one_listener_leaves_the_cached_flows_of_the_others_applying() {
+    let mut h = harness();
+    let client = (CLIENT, 43000);
+    let vip = (VIP, TCP_PORT);
+    // A cached flow on each listener.
+    h.send(0, tcp(FROM_CLIENT, client, vip, "S")).unwrap();
+    h.send(0, tcp(FROM_CLIENT, client, vip, "A")).unwrap();
+    h.send(0, udp(client, 1)).unwrap();
+    h.send(0, udp(client, 2)).unwrap();
+    let tcp_key = FlowKey {
+        src: CLIENT,
+        dst: VIP,
+        src_port: client.1,
+        dst_port: TCP_PORT,
+        protocol: 6,
+    };
+    for key in [tcp_key, udp_key(client)] {
+        assert_eq!(h.entry(key).unwrap().cached, Cached::Current, "{key:?}");
+    }
+    // What the program does with a packet of each.
+    let fast_path_takes = |h: &Harness, frame: &[u8]| {
+        let stale = h._steering.counters().unwrap().fast_stale;
+        h._steering.test_run_output(frame, None).unwrap();
+        h._steering.counters().unwrap().fast_stale == stale
+    };
+    let tcp_data = tcp(FROM_CLIENT, client, vip, "PA");
+    let udp_data = udp(client, 3);
+    assert!(fast_path_takes(&h, &tcp_data) && fast_path_takes(&h, &udp_data));
+
+    // The TCP listener loses a backend; the UDP listener is untouched.
+    let changed = Snapshot::new(
+        2,
+        vec![
+            listener("tcp", Protocol::Tcp, TCP_PORT, &[(BE1, 8080)]),
+            listener("udp", Protocol::Udp, UDP_PORT, &[(BE1, 5353), (BE2, 5353)]),
+        ],
+    )
+    .unwrap();
+    h.reload(changed);
+    assert!(
+        !fast_path_takes(&h, &tcp_data),
+        "the changed listener's entries stop applying"
+    );
+    assert!(
+        fast_path_takes(&h, &udp_data),
+        "the other listener's entries still apply"
+    );
 }

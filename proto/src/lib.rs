@@ -124,7 +124,9 @@ pub struct FastPathStatus {
     /// Flows it holds now (including entries of older generations that no
     /// longer apply and wait for their flow's next packet or for eviction).
     pub entries: u64,
-    /// Config generation and L2 epoch an entry must carry to apply.
+    /// The running config generation; an entry applies while it carries
+    /// its listener's epoch (the generation that listener last changed
+    /// in) and this L2 epoch.
     pub generation: u64,
     pub l2_epoch: u64,
 }

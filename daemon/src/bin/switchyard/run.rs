@@ -119,8 +119,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The fast path starts off and is turned on once the first generation
     // and L2 epoch are published, so no zero-filled state ever matches.
     let fast_path = Arc::new(FastPath::new(steering.fast_path().clone(), epoch));
-    fast_path.prepare(&initial.snapshot);
-    fast_path.published(&initial.snapshot);
+    let first = Arc::new(initial.snapshot.clone());
+    fast_path.prepare(&first);
+    fast_path.published(&first);
 
     let ifindexes: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
     let on_l2_publish = {
@@ -144,7 +145,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
-    let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
+    let config = Arc::new(ArcSwap::new(first));
     let drains = Arc::new(
         Publisher::new(config.clone(), args.resolve.options().maglev_seed)
             .with_hook(fast_path.clone() as Arc<dyn PublishHook>),
