@@ -812,6 +812,7 @@ mod tests {
                 tx_bytes: 800,
                 flows: 5,
                 drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+                ..WorkerStats::default()
             }],
             drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
             xdp_steering: BTreeMap::from([("steer_vip".into(), 7), ("pass_local".into(), 0)]),

@@ -495,6 +495,7 @@ mod tests {
                 bytes: 60,
                 closing,
                 cached: Default::default(),
+                cached_at: 0,
             },
         }
     }

@@ -476,6 +476,11 @@ pub fn stats_report(
             tx_bytes: w.tx_bytes,
             flows: w.listeners.iter().map(|c| c.flows).sum(),
             drops,
+            fast_path: switchyard_proto::WorkerCacheStats {
+                installed: w.cache.installed,
+                unwritten: w.cache.unwritten,
+                lost: w.cache.lost,
+            },
         });
     }
     report
@@ -560,8 +565,7 @@ pub fn flows_report(
                 row.bytes += cached.bytes;
                 row.fast_packets += cached.packets;
                 row.fast_bytes += cached.bytes;
-                row.fast_path |= record.entry.cached == Cached::Current
-                    && cached.generation == record.entry.generation as u32;
+                row.fast_path |= record.entry.cached == Cached::Current && cached.applies;
                 if let Some(seen) = cached.last_seen_ns {
                     row.last_seen_ns = row.last_seen_ns.max(seen);
                 }
@@ -881,6 +885,7 @@ mod tests {
                 bytes: 700,
                 closing: false,
                 cached: Default::default(),
+                cached_at: 0,
             },
         }
     }

@@ -156,13 +156,13 @@ pub fn apply(
 /// (the XDP flow cache's stats slots and generation).
 pub trait PublishHook: Send + Sync {
     /// Before `next` becomes visible to the workers.
-    fn before(&self, next: &Snapshot);
+    fn before(&self, next: &Arc<Snapshot>);
     /// Right after it did.
     fn after(&self, next: &Snapshot);
 }
 
 impl PublishHook for FastPath {
-    fn before(&self, next: &Snapshot) {
+    fn before(&self, next: &Arc<Snapshot>) {
         self.prepare(next);
     }
 

@@ -348,6 +348,21 @@ impl Collector for Scrape {
                 "Bytes a worker transmitted.",
                 |w| w.tx_bytes,
             ),
+            (
+                "switchyard_worker_fast_path_installed",
+                "XDP flow cache entries the kernel wrote for a worker.",
+                |w| w.fast_path.installed,
+            ),
+            (
+                "switchyard_worker_fast_path_unwritten",
+                "XDP flow cache entries a worker queued that the kernel did not write.",
+                |w| w.fast_path.unwritten,
+            ),
+            (
+                "switchyard_worker_fast_path_lost",
+                "Flows a worker installed again because the XDP flow cache had lost their entry.",
+                |w| w.fast_path.lost,
+            ),
         ] {
             counters(
                 e,

@@ -4,14 +4,18 @@
 //! flow cache, which then rewrites and sends that flow's packets itself.
 //!
 //! This module owns what the cache is allowed to hold and when it stops
-//! applying: an entry is the worker's [`Rewrite`] encoded as data, plus the
-//! config generation and L2 epoch it was decided under. The program applies
-//! an entry only while both match the ones published here, so a reload, a
-//! drain, a removed backend or a changed MAC sends the flow back to the
-//! workers at its next packet; they carry it over (or reset, or re-hash) as
-//! they would without the cache, and install it again. The cache decides
-//! nothing and every entry can be forgotten at any time: the slow path
-//! gives the same answer.
+//! applying: an entry is the worker's [`Rewrite`] encoded as data, plus its
+//! (listener, backend) stats slot, its listener's epoch and the L2 epoch it
+//! was decided under. A listener's epoch is the config generation in which
+//! it last changed; the program applies an entry only while it carries the
+//! epoch published for its slot and the running L2 epoch. So a reload or a
+//! drain sends back to the workers, at their next packet, the cached flows
+//! of the listeners it changed (their backends, weights, table), a removed
+//! backend or listener retires its slots, and a changed MAC sends back all;
+//! the workers carry each flow over (or reset, or re-hash it) as they would
+//! without the cache, and install it again. Listeners a reload left alone
+//! keep their cached flows. The cache decides nothing and every entry can
+//! be forgotten at any time: the slow path gives the same answer.
 //!
 //! It also keeps the fast path's per-(listener, backend) counters: stats
 //! slots in a per-CPU BPF array, assigned by identity (listener name, VIP,
@@ -19,17 +23,22 @@
 //! reloads exactly as the workers' own counters do.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use switchyard_config::snapshot::{Endpoint, Protocol, Snapshot};
 use switchyard_xdp::consts::{MAX_STATS_SLOTS, STATS_SLOT_NONE};
 use switchyard_xdp::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey, XdpError};
 
-use crate::flow::{CacheActivity, FlowEntry};
+use crate::flow::{cache_stamp, CacheActivity, Cached, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
 use crate::packet::{checksum_deltas, FlowKey};
+
+mod activity;
+
+pub use self::activity::{ActivityReader, ActivityView};
 
 /// The cache key of packets with 5-tuple `key`.
 pub fn cache_key(key: &FlowKey) -> FlowCacheKey {
@@ -75,18 +84,20 @@ impl HairpinTx {
 }
 
 /// The cache entry that replays `entry`'s decision for packets with
-/// 5-tuple `key`: the same rewrite [`crate::packet::apply`] does.
+/// 5-tuple `key`: the same rewrite [`crate::packet::apply`] does, applying
+/// while `fast_epochs[stats_slot]` is `epoch` and the L2 epoch `l2_epoch`.
 pub fn action(
     key: &FlowKey,
     entry: &FlowEntry,
     egress: Egress,
     l2_epoch: u64,
     stats_slot: u16,
+    epoch: u64,
 ) -> FlowAction {
     let rewrite = &entry.rewrite;
     let deltas = checksum_deltas(key, rewrite);
     FlowAction::from(ActionSpec {
-        generation: entry.generation,
+        generation: epoch,
         l2_epoch,
         eth_dst: rewrite.eth_dst,
         eth_src: rewrite.eth_src,
@@ -102,7 +113,8 @@ pub fn action(
     })
 }
 
-/// Stats slots of one snapshot's (listener, backend) pairs.
+/// Stats slots of one snapshot's (listener, backend) pairs, and each
+/// listener's epoch.
 #[derive(Debug, Default)]
 pub struct StatsSlots {
     /// The snapshot they were assigned for.
@@ -110,9 +122,18 @@ pub struct StatsSlots {
     /// Start of each listener's backends in `slots`.
     offsets: Vec<u32>,
     slots: Vec<u16>,
+    /// Per listener: the generation in which it last changed, as
+    /// `epoch32` keeps it.
+    epochs: Vec<u32>,
 }
 
 impl StatsSlots {
+    /// The epoch of listener `listener`: entries of its flows carry it.
+    #[inline]
+    pub fn epoch(&self, listener: u32) -> u64 {
+        u64::from(self.epochs.get(listener as usize).copied().unwrap_or(0))
+    }
+
     /// The slot of backend `backend` of listener `listener`, or
     /// `STATS_SLOT_NONE` when it has none (more pairs than slots).
     #[inline]
@@ -128,23 +149,51 @@ impl StatsSlots {
 /// `STATS_SLOT_NONE`, as a cache entry stores slots.
 const SLOT_NONE: u16 = STATS_SLOT_NONE as u16;
 
-/// (listener name, VIP, protocol, backend endpoint).
-type Identity = (String, Endpoint, Protocol, Endpoint);
+/// (listener name, VIP, protocol): a listener is the same across snapshots
+/// if these are.
+type ListenerIdentity = (String, Endpoint, Protocol);
+
+/// What the allocator remembers of one listener of the last snapshot.
+struct ListenerSlots {
+    epoch: u64,
+    /// Its backends' stats slots, by endpoint.
+    backends: HashMap<Endpoint, u16>,
+}
 
 #[derive(Default)]
 struct Allocator {
-    owners: HashMap<Identity, u16>,
+    listeners: HashMap<ListenerIdentity, ListenerSlots>,
     free: Vec<u16>,
     /// Next never-used slot; slot 0 is `STATS_SLOT_NONE`.
     next: u32,
+    /// The snapshot the slots were last assigned for, to tell which
+    /// listeners the next one changes.
+    previous: Option<Arc<Snapshot>>,
+    /// (slot, epoch) writes `published` makes for the last `prepare`.
+    pending: Vec<(u32, u32)>,
+    /// The epoch published for each slot, as the program reads it.
+    epochs: Vec<u32>,
 }
 
-/// The fast path's shared state: its maps, the published stats slots, and
-/// the clock conversion for the program's timestamps.
+/// A generation's low 32 bits, as entries and `fast_epochs` hold it; never
+/// 0, which retires a slot.
+fn epoch32(generation: u64) -> u32 {
+    (generation as u32).max(1)
+}
+
+/// The fast path's shared state: its maps, the published stats slots, what
+/// the cache saw lately, and the clock conversion for the program's
+/// timestamps.
 pub struct FastPath {
     maps: FastPathMaps,
     slots: ArcSwap<StatsSlots>,
     allocator: Mutex<Allocator>,
+    /// The latest read of the cache's last-seen times (`ActivityReader`).
+    activity: ArcSwapOption<ActivityView>,
+    /// The epoch published for each stats slot and the L2 epoch, as the
+    /// program checks them: to tell which cache entries still apply.
+    published_epochs: ArcSwap<Vec<u32>>,
+    l2_epoch: AtomicU64,
     /// CLOCK_MONOTONIC at the workers' epoch, in ns.
     monotonic_at_epoch: u64,
 }
@@ -179,6 +228,9 @@ impl FastPath {
                 next: STATS_SLOT_NONE + 1,
                 ..Allocator::default()
             }),
+            activity: ArcSwapOption::empty(),
+            published_epochs: ArcSwap::from_pointee(Vec::new()),
+            l2_epoch: AtomicU64::new(0),
             monotonic_at_epoch: monotonic_ns().saturating_sub(since_epoch),
         }
     }
@@ -197,51 +249,110 @@ impl FastPath {
         monotonic_ns.saturating_sub(self.monotonic_at_epoch)
     }
 
-    /// Gives every (listener, backend) pair of `next` its stats slot, and
-    /// publishes them. Call before `next` is swapped in, so a worker that
-    /// sees `next` finds its slots.
-    pub fn prepare(&self, next: &Snapshot) {
+    /// Gives every (listener, backend) pair of `next` its stats slot and
+    /// every listener its epoch, and publishes them. Call before `next` is
+    /// swapped in, so a worker that sees `next` finds its slots. Linear in
+    /// pairs: slots are found by identity, backends by endpoint.
+    pub fn prepare(&self, next: &Arc<Snapshot>) {
         let mut allocator = self
             .allocator
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let mut owners = HashMap::with_capacity(allocator.owners.len());
+        let allocator = &mut *allocator;
+        let previous = allocator.previous.take();
+        let mut kept = HashMap::with_capacity(next.listeners().len());
         let mut offsets = Vec::with_capacity(next.listeners().len());
         let mut slots = Vec::new();
+        let mut epochs = Vec::with_capacity(next.listeners().len());
+        let mut pending = Vec::new();
+        // Freed after the walk, so no slot is retired and reused at once.
+        let mut freed = Vec::new();
         for listener in next.listeners() {
+            let identity = (
+                listener.name().to_string(),
+                listener.vip(),
+                listener.protocol(),
+            );
+            let old = allocator.listeners.remove(&identity);
+            // Unchanged in every part (backends, weights, table, affinity):
+            // its cached flows still replay what a worker would decide.
+            let unchanged = old.is_some()
+                && previous
+                    .as_ref()
+                    .and_then(|p| p.listener_for_vip(&listener.key()))
+                    .is_some_and(|p| p.get() == listener);
+            let (epoch, mut old_backends) = match old {
+                Some(old) if unchanged => (old.epoch, old.backends),
+                Some(old) => (next.generation(), old.backends),
+                None => (next.generation(), HashMap::new()),
+            };
             offsets.push(slots.len() as u32);
+            epochs.push(epoch32(epoch));
+            let mut backends = HashMap::with_capacity(listener.backends().len());
             for backend in listener.backends() {
-                let identity = (
-                    listener.name().to_string(),
-                    listener.vip(),
-                    listener.protocol(),
-                    backend.endpoint,
-                );
-                let slot = match allocator.owners.remove(&identity) {
-                    Some(slot) => slot,
-                    None => allocator.take(&self.maps),
+                let (slot, fresh) = match old_backends.remove(&backend.endpoint) {
+                    Some(slot) => (slot, false),
+                    None => (allocator.take(&self.maps), true),
                 };
                 slots.push(slot);
                 if slot != SLOT_NONE {
-                    owners.insert(identity, slot);
+                    backends.insert(backend.endpoint, slot);
+                    if fresh || !unchanged {
+                        pending.push((u32::from(slot), epoch32(epoch)));
+                    }
                 }
             }
+            // Backends that are gone free their slots.
+            freed.extend(old_backends.into_values());
+            kept.insert(identity, ListenerSlots { epoch, backends });
         }
-        // Pairs that are gone free their slots; their counters go with them,
-        // as the workers' do (zeroed when the slot is reused).
-        let gone: Vec<u16> = allocator.owners.values().copied().collect();
-        allocator.free.extend(gone);
-        allocator.owners = owners;
+        // So do listeners that are gone. Their counters go with them, as
+        // the workers' do (zeroed when the slot is reused), and so do their
+        // cache entries: no entry carries epoch 0.
+        freed.extend(
+            allocator
+                .listeners
+                .drain()
+                .flat_map(|(_, l)| l.backends.into_values()),
+        );
+        pending.extend(freed.iter().map(|&slot| (u32::from(slot), 0)));
+        allocator.free.extend(freed);
+        allocator.listeners = kept;
+        allocator.previous = Some(Arc::clone(next));
+        allocator.pending = pending;
         self.slots.store(Arc::new(StatsSlots {
             generation: next.generation(),
             offsets,
             slots,
+            epochs,
         }));
     }
 
-    /// Makes entries of older generations stop applying. Call right after
-    /// `next` is swapped in.
+    /// Makes the cache entries of listeners `next` changed, or removed,
+    /// stop applying, and those of its new epochs apply. Call right after
+    /// `next` is swapped in, once per `prepare`.
     pub fn published(&self, next: &Snapshot) {
+        let mut allocator = self
+            .allocator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let pending = std::mem::take(&mut allocator.pending);
+        let (slots, epochs): (Vec<u32>, Vec<u32>) = pending.iter().copied().unzip();
+        if let Err(err) = self.maps.publish_epochs(&slots, &epochs) {
+            log::error!(
+                "fast path: publishing listener epochs of generation {}: {err}",
+                next.generation()
+            );
+        }
+        for (slot, epoch) in pending {
+            let slot = slot as usize;
+            if slot >= allocator.epochs.len() {
+                allocator.epochs.resize(slot + 1, 0);
+            }
+            allocator.epochs[slot] = epoch;
+        }
+        self.published_epochs
+            .store(Arc::new(allocator.epochs.clone()));
         if let Err(err) = self.maps.publish_generation(next.generation()) {
             log::error!(
                 "fast path: publishing generation {}: {err}",
@@ -255,6 +366,8 @@ impl FastPath {
         if let Err(err) = self.maps.publish_l2_epoch(table.epoch()) {
             log::error!("fast path: publishing L2 epoch {}: {err}", table.epoch());
         }
+        // Relaxed: read only to label cache entries in listings.
+        self.l2_epoch.store(table.epoch(), Ordering::Relaxed);
     }
 
     /// Fast-path packets and bytes of each backend of each listener of
@@ -280,10 +393,28 @@ impl FastPath {
             .collect()
     }
 
+    /// Reads the cache's last-seen times and publishes them for the
+    /// workers' expiry passes; what [`ActivityReader`] does every second.
+    /// A cache that cannot be read is logged and the last view kept (it
+    /// goes stale, and workers then keep their cached flows).
+    pub fn refresh_activity(&self) {
+        match ActivityView::read(self) {
+            Ok(view) => self.activity.store(Some(Arc::new(view))),
+            Err(err) => log::warn!("fast path: reading cache activity: {err}"),
+        }
+    }
+
+    /// The latest read of the cache's last-seen times, if any.
+    pub fn activity(&self) -> Option<Arc<ActivityView>> {
+        self.activity.load_full()
+    }
+
     /// A copy of every cache entry, for merging into flow listings.
     pub fn view(&self) -> Result<CacheView, XdpError> {
         Ok(CacheView {
             entries: self.maps.entries()?.into_iter().collect(),
+            epochs: self.published_epochs.load_full(),
+            l2_epoch: self.l2_epoch.load(Ordering::Relaxed) as u32,
             monotonic_at_epoch: self.monotonic_at_epoch,
             read_at: monotonic_ns(),
         })
@@ -294,6 +425,9 @@ impl FastPath {
 #[derive(Debug, Default)]
 pub struct CacheView {
     entries: HashMap<FlowCacheKey, FlowAction>,
+    /// Published epoch per stats slot, and the L2 epoch.
+    epochs: Arc<Vec<u32>>,
+    l2_epoch: u32,
     monotonic_at_epoch: u64,
     /// CLOCK_MONOTONIC when the entries were read.
     read_at: u64,
@@ -306,9 +440,9 @@ pub struct CachedFlow {
     pub bytes: u64,
     /// Last fast-path packet on the workers' clock; `None` before the first.
     pub last_seen_ns: Option<u64>,
-    /// The low 32 bits of the config generation the entry was decided
-    /// under.
-    pub generation: u32,
+    /// Whether the program applies the entry: it carries its listener's
+    /// published epoch and the running L2 epoch.
+    pub applies: bool,
 }
 
 impl CacheView {
@@ -322,13 +456,17 @@ impl CacheView {
 
     pub fn get(&self, key: &FlowKey) -> Option<CachedFlow> {
         let action = self.entries.get(&cache_key(key))?;
+        let spec = action.spec();
+        let epoch = self.epochs.get(usize::from(spec.stats_slot)).copied();
         Some(CachedFlow {
             packets: action.packets(),
             bytes: action.bytes(),
             last_seen_ns: action
                 .last_seen_ns(self.read_at)
                 .map(|seen| seen.saturating_sub(self.monotonic_at_epoch)),
-            generation: action.spec().generation as u32,
+            applies: spec.stats_slot != SLOT_NONE
+                && epoch == Some(spec.generation as u32)
+                && spec.l2_epoch as u32 == self.l2_epoch,
         })
     }
 }
@@ -353,25 +491,68 @@ impl Allocator {
 
 /// Decisions a worker queues for the cache while it runs a batch, written
 /// with one syscall after the batch; keys of flows it forgot, deleted the
-/// same way. Buffers are allocated once.
+/// same way. Only the entries the kernel wrote are marked cached. Buffers
+/// are allocated once.
 pub struct CacheWriter {
     shared: Arc<FastPath>,
     /// Per worker port: its egress.
     ports: Vec<Egress>,
     keys: Vec<FlowCacheKey>,
     actions: Vec<FlowAction>,
+    /// The flows of `keys`, in order, to mark those written.
+    queued: Vec<FlowKey>,
     removals: Vec<FlowKey>,
     removal_keys: Vec<FlowCacheKey>,
-    /// Lookups the current expiry pass may still make.
+    counters: CacheCounters,
+    /// The cache's last-seen times during an expiry pass.
+    view: Option<Arc<ActivityView>>,
+    /// When the current expiry pass runs.
+    expiry_now: u64,
+    /// Questions the current expiry pass may still ask the view.
     lookup_budget: usize,
+}
+
+/// What one worker's cache writer did, for `yardctl stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    /// Entries the kernel wrote.
+    pub installed: u64,
+    /// Entries queued that the kernel did not write (it stopped a batch
+    /// update part way); their flows are offered again at their next
+    /// packet.
+    pub unwritten: u64,
+    /// Flows queued again because one of their packets reached the worker
+    /// while marked cached, past `IN_FLIGHT_NS`: the cache had lost their
+    /// entry (its LRU evicted it).
+    pub lost: u64,
 }
 
 /// Installs queued per batch at most; beyond it a flow waits for its next
 /// packet.
 const INSTALL_QUEUE: usize = 256;
-/// Cache lookups per expiry pass (about one a second): the cost of telling
-/// an idle flow from one only the fast path sees.
-const LOOKUPS_PER_EXPIRY: usize = 4096;
+/// How long after a flow's entry was written one of its packets may still
+/// reach the worker without meaning anything: it was already on its way
+/// (in an rx ring, or in the batch that queued the entry). A packet later
+/// than this means the cache no longer holds the entry. Generous, as a
+/// needless re-install costs the entry its fast-path counters.
+pub const IN_FLIGHT_NS: u64 = 100_000_000;
+
+/// Whether a packet of `entry`'s flow that reached the worker at `now`
+/// should have its decision (re)installed in the cache: when it has no
+/// current entry there, or had one the cache has lost since. Queued flows
+/// wait for the batch's write.
+#[inline(always)]
+pub fn wants_install(entry: &FlowEntry, now: u64) -> bool {
+    match entry.cached {
+        Cached::No | Cached::Stale => true,
+        Cached::Queued => false,
+        Cached::Current => entry.cached_for_ns(now) > IN_FLIGHT_NS,
+    }
+}
+/// Questions to the activity view per expiry pass (about one a second),
+/// each a hash lookup in memory: bounds the pass's time when many cached
+/// flows look idle at once. The rest wait for the next pass.
+const LOOKUPS_PER_EXPIRY: usize = 16384;
 
 impl CacheWriter {
     /// `ports` in the worker's port order.
@@ -381,8 +562,12 @@ impl CacheWriter {
             ports,
             keys: Vec::with_capacity(INSTALL_QUEUE),
             actions: Vec::with_capacity(INSTALL_QUEUE),
+            queued: Vec::with_capacity(INSTALL_QUEUE),
             removals: Vec::with_capacity(INSTALL_QUEUE),
             removal_keys: Vec::with_capacity(INSTALL_QUEUE),
+            counters: CacheCounters::default(),
+            view: None,
+            expiry_now: 0,
             lookup_budget: LOOKUPS_PER_EXPIRY,
         }
     }
@@ -391,10 +576,15 @@ impl CacheWriter {
         &self.shared
     }
 
+    pub fn counters(&self) -> CacheCounters {
+        self.counters
+    }
+
     /// Queues `entry` for packets with 5-tuple `key`; false when it cannot
     /// be cached now (queue full, no slots for its generation yet, an
-    /// unknown port), in which case the flow simply stays on the slow path
-    /// until a later packet.
+    /// unknown port) or ever (its pair has no stats slot: more pairs than
+    /// slots), in which case the flow simply stays on the slow path until
+    /// a later packet. The caller marks the flow `Cached::Queued`.
     #[inline]
     pub fn queue(
         &mut self,
@@ -410,9 +600,18 @@ impl CacheWriter {
             return false;
         };
         let slot = slots.slot(entry.listener, entry.backend);
+        // Without a slot there is no epoch to check, so it would never apply.
+        if slot == SLOT_NONE {
+            return false;
+        }
+        let epoch = slots.epoch(entry.listener);
         self.keys.push(cache_key(key));
         self.actions
-            .push(action(key, entry, egress, l2.epoch(), slot));
+            .push(action(key, entry, egress, l2.epoch(), slot, epoch));
+        self.queued.push(*key);
+        if entry.cached == Cached::Current {
+            self.counters.lost += 1;
+        }
         true
     }
 
@@ -421,17 +620,35 @@ impl CacheWriter {
         &mut self.removals
     }
 
-    /// Writes the queued entries and deletes the forgotten ones.
-    pub fn flush(&mut self) {
+    /// Writes the queued entries, marks in `flows` the ones the kernel
+    /// wrote (at `now`) as cached, and deletes the entries of forgotten
+    /// flows.
+    pub fn flush(&mut self, flows: &mut FlowTable, now: u64) {
         if !self.keys.is_empty() {
-            // A flow whose entry was not written stays on the slow path,
-            // which gives the same answer.
-            let (_, error) = self.shared.maps.install(&self.keys, &self.actions);
+            // BPF_MAP_UPDATE_BATCH writes in order and stops at the first
+            // element it cannot write, reporting how many it wrote
+            // (kernel/bpf/syscall.c, generic_map_update_batch). A flow
+            // whose entry was not written stays on the slow path, which
+            // gives the same answer, and is offered again.
+            let (written, error) = self.shared.maps.install(&self.keys, &self.actions);
             if let Some(err) = error {
                 log::debug!("fast path: {err}");
             }
+            let written = written.min(self.queued.len());
+            self.counters.installed += written as u64;
+            self.counters.unwritten += (self.queued.len() - written) as u64;
+            let at = cache_stamp(now);
+            for (i, key) in self.queued.iter().enumerate() {
+                let wrote = i < written;
+                if !flows.cache_written(key, wrote.then_some(at)) && wrote {
+                    // Decided afresh or forgotten since it was queued: the
+                    // entry just written replays an outdated decision.
+                    self.removals.push(*key);
+                }
+            }
             self.keys.clear();
             self.actions.clear();
+            self.queued.clear();
         }
         if !self.removals.is_empty() {
             self.removal_keys.clear();
@@ -444,25 +661,31 @@ impl CacheWriter {
         }
     }
 
-    /// Starts an expiry pass: resets the lookup budget.
-    pub fn begin_expiry(&mut self) {
+    /// Starts an expiry pass at `now`: takes the latest activity view
+    /// (an atomic load, no syscall) and resets the lookup budget.
+    pub fn begin_expiry(&mut self, now: u64) {
+        self.view = self.shared.activity();
+        self.expiry_now = now;
         self.lookup_budget = LOOKUPS_PER_EXPIRY;
     }
 
-    /// Whether the fast path has sent a packet of `key` lately, and when
-    /// (on the workers' clock). `Unknown` once this pass's lookup budget
-    /// is spent.
-    pub fn activity(&mut self, key: &FlowKey) -> CacheActivity {
+    /// Ends an expiry pass, letting go of its view.
+    pub fn end_expiry(&mut self) {
+        self.view = None;
+    }
+
+    /// Whether the fast path has sent a packet of `entry`'s flow (5-tuple
+    /// `key`) lately, and when (on the workers' clock), as the activity
+    /// view says. `Unknown` without a view, or once this pass's budget is
+    /// spent.
+    pub fn activity(&mut self, key: &FlowKey, entry: &FlowEntry) -> CacheActivity {
+        let Some(view) = &self.view else {
+            return CacheActivity::Unknown;
+        };
         if self.lookup_budget == 0 {
             return CacheActivity::Unknown;
         }
         self.lookup_budget -= 1;
-        match self.shared.maps.lookup(&cache_key(key)) {
-            Ok(Some(action)) => match action.last_seen_ns(monotonic_ns()) {
-                Some(seen) => CacheActivity::SeenAt(self.shared.to_worker_clock(seen)),
-                None => CacheActivity::Idle,
-            },
-            _ => CacheActivity::Idle,
-        }
+        view.activity(&cache_key(key), entry, self.expiry_now)
     }
 }

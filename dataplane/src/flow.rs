@@ -78,10 +78,34 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
-    /// TCP FIN or RST seen: the flow only lingers for stray segments.
+    /// TCP FIN or RST seen: the flow only lingers for stray segments,
+    /// until a SYN reuses its 5-tuple for a new connection, which the
+    /// worker decides afresh (a new entry, in a new timeout class).
     pub closing: bool,
     /// What the XDP flow cache holds for this 5-tuple.
     pub cached: Cached,
+    /// When the kernel last wrote the cache entry, as [`cache_stamp`] of
+    /// the table's clock: a packet that reaches the worker soon after was
+    /// already on its way.
+    pub cached_at: u32,
+}
+
+/// Units of [`FlowEntry::cached_at`]: 2^20 ns, about a millisecond, so 32
+/// bits last 52 days (ages are taken with wrapping arithmetic).
+const CACHE_STAMP_SHIFT: u32 = 20;
+
+/// `now_ns` as [`FlowEntry::cached_at`] keeps it.
+#[inline]
+pub fn cache_stamp(now_ns: u64) -> u32 {
+    (now_ns >> CACHE_STAMP_SHIFT) as u32
+}
+
+impl FlowEntry {
+    /// Time since the cache entry was last written, at `now_ns`.
+    #[inline]
+    pub fn cached_for_ns(&self, now_ns: u64) -> u64 {
+        u64::from(cache_stamp(now_ns).wrapping_sub(self.cached_at)) << CACHE_STAMP_SHIFT
+    }
 }
 
 /// Whether the XDP flow cache (the fast path) holds a flow.
@@ -90,11 +114,16 @@ pub enum Cached {
     /// No entry.
     #[default]
     No,
-    /// An entry decided under an older config generation or MACs, which
-    /// the program no longer applies; the flow's next packet on the slow
+    /// Maybe an entry, of an older decision (config generation, MACs), or
+    /// one the kernel did not write; the flow's next packet on the slow
     /// path installs its current decision.
     Stale,
-    /// The entry replays this flow's current decision.
+    /// Queued in the worker's install batch, not yet written: a flow is
+    /// queued once per batch, and marked by what the kernel wrote.
+    Queued,
+    /// The kernel wrote an entry replaying this flow's current decision.
+    /// A packet of the flow that still reaches the worker later on means
+    /// the cache has lost it (LRU eviction): it is installed again.
     Current,
 }
 
@@ -421,6 +450,30 @@ impl FlowTable {
         looked
     }
 
+    /// Marks what became of `key`'s queued cache install: written at time
+    /// `at` ([`cache_stamp`]), or not (the flow is offered again at its
+    /// next packet). Returns false when the flow is no longer the one
+    /// queued (removed, or decided afresh meanwhile), whose written entry
+    /// is then outdated. Moves nothing in the LRU order.
+    pub fn cache_written(&mut self, key: &FlowKey, at: Option<u32>) -> bool {
+        self.refile();
+        let Some((_, slot)) = self.find(key, self.hash(key)) else {
+            return false;
+        };
+        let entry = &mut self.slots[slot as usize].entry;
+        if entry.cached != Cached::Queued {
+            return false;
+        }
+        match at {
+            Some(at) => {
+                entry.cached = Cached::Current;
+                entry.cached_at = at;
+            }
+            None => entry.cached = Cached::Stale,
+        }
+        true
+    }
+
     /// Moves the keys of removed flows the XDP cache may still hold into
     /// `into`, for deletion from the cache.
     pub fn take_uncached(&mut self, into: &mut Vec<FlowKey>) {
@@ -738,6 +791,7 @@ mod tests {
             bytes: 0,
             closing: false,
             cached: Cached::No,
+            cached_at: 0,
         }
     }
 
@@ -1025,6 +1079,35 @@ mod tests {
         let mut uncached = Vec::new();
         table.take_uncached(&mut uncached);
         assert_eq!(uncached, [key(1, UDP)]);
+        table.check();
+    }
+
+    #[test]
+    fn a_queued_install_is_marked_by_what_the_kernel_wrote() {
+        let mut table = FlowTable::new(4, timeouts());
+        let queued = |n| FlowEntry {
+            cached: Cached::Queued,
+            ..entry(n, 2)
+        };
+        table.insert(key(1, UDP), queued(0));
+        table.insert(key(2, UDP), queued(0));
+        table.insert(key(3, UDP), queued(0));
+        assert!(table.cache_written(&key(1, UDP), Some(7)));
+        assert!(table.cache_written(&key(2, UDP), None));
+        // Decided afresh after it was queued: what was written is outdated.
+        table.insert(key(3, UDP), entry(1, 1));
+        assert!(!table.cache_written(&key(3, UDP), Some(7)));
+        assert!(!table.cache_written(&key(4, UDP), Some(7)), "not held");
+        let e = *table.get_mut(&key(1, UDP), 1).unwrap();
+        assert_eq!((e.cached, e.cached_at), (Cached::Current, 7));
+        assert_eq!(
+            table.get_mut(&key(2, UDP), 1).unwrap().cached,
+            Cached::Stale
+        );
+        assert_eq!(
+            table.get_mut(&key(3, UDP), 1).unwrap().cached,
+            Cached::Stale
+        );
         table.check();
     }
 

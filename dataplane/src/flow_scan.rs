@@ -526,6 +526,7 @@ mod tests {
             bytes,
             closing: false,
             cached: Default::default(),
+            cached_at: 0,
         }
     }
 

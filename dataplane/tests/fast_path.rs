@@ -22,11 +22,15 @@ use switchyard_xdp::{FlowAction, SteerCounter, Steering, XdpAction};
 const LOOPBACK: u32 = 1;
 const GENERATION: u64 = 7;
 const L2_EPOCH: u64 = 3;
+/// The stats slot of every entry here; its listener's epoch is
+/// `GENERATION`.
+const STATS_SLOT: u16 = 1;
 
 fn steering() -> Steering {
     let steering = Steering::load().expect("loading the XDP program (needs root)");
     let fast = steering.fast_path();
-    fast.publish_generation(GENERATION).unwrap();
+    fast.publish_epochs(&[u32::from(STATS_SLOT)], &[GENERATION as u32])
+        .unwrap();
     fast.publish_l2_epoch(L2_EPOCH).unwrap();
     fast.set_enabled(true).unwrap();
     steering
@@ -47,6 +51,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
         bytes: 0,
         closing: false,
         cached: Cached::Current,
+        cached_at: 0,
     }
 }
 
@@ -79,7 +84,8 @@ fn run_keyed(
             ifindex: egress_ifindex,
         },
         L2_EPOCH,
-        1,
+        STATS_SLOT,
+        entry.generation,
     );
     let (written, error) = steering
         .fast_path()
@@ -215,6 +221,7 @@ fn stale_entries_control_segments_and_refused_frames_take_the_slow_path() {
     let steering = steering();
     let data = tcp_frame((CLIENT, 40000), (VIP, 80), b"GET /", false);
 
+    // Decided under its listener's previous config.
     let older = FlowEntry {
         generation: GENERATION - 1,
         ..entry(to_backend())
@@ -223,7 +230,7 @@ fn stale_entries_control_segments_and_refused_frames_take_the_slow_path() {
     assert_eq!(
         (verdict, &out),
         (XdpAction::Pass, &data),
-        "older generation"
+        "older listener epoch"
     );
     assert_eq!(steering.counters().unwrap().get(SteerCounter::FastStale), 1);
 
@@ -281,7 +288,7 @@ fn an_entry_counts_its_packets_and_the_backends_stats_slot() {
         "seen {} ns ago",
         now_ns - seen
     );
-    let slot = steering.fast_path().stats(1).unwrap();
+    let slot = steering.fast_path().stats(STATS_SLOT).unwrap();
     assert_eq!((slot.packets, slot.bytes), (3, 3 * frame.len() as u64));
 }
 

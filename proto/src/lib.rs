@@ -124,7 +124,9 @@ pub struct FastPathStatus {
     /// Flows it holds now (including entries of older generations that no
     /// longer apply and wait for their flow's next packet or for eviction).
     pub entries: u64,
-    /// Config generation and L2 epoch an entry must carry to apply.
+    /// The running config generation; an entry applies while it carries
+    /// its listener's epoch (the generation that listener last changed
+    /// in) and this L2 epoch.
     pub generation: u64,
     pub l2_epoch: u64,
 }
@@ -235,6 +237,23 @@ pub struct WorkerStats {
     pub flows: u64,
     /// Drops by named reason; reasons with a zero count are omitted.
     pub drops: BTreeMap<String, u64>,
+    /// What the worker wrote into the XDP flow cache (zero with the fast
+    /// path off).
+    #[serde(default)]
+    pub fast_path: WorkerCacheStats,
+}
+
+/// A worker's writes into the XDP flow cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCacheStats {
+    /// Entries the kernel wrote.
+    pub installed: u64,
+    /// Entries queued that the kernel did not write (a batch update it
+    /// stopped part way); their flows are offered again.
+    pub unwritten: u64,
+    /// Flows installed again because the cache had lost their entry (its
+    /// LRU evicted it) while the worker still held the flow.
+    pub lost: u64,
 }
 
 /// Packets and bytes count both directions of a flow: client to backend and

@@ -5,7 +5,9 @@
 //! in the steering counters as fast-path sends; with `--fast-path off` the
 //! workers carry all 2N. A long-lived TCP connection rides the fast path
 //! too, and a drain (a new config generation) sends it back to the workers,
-//! which keep its backend and cache it again.
+//! which keep its backend and cache it again. Invalidation is per listener:
+//! a drain on one listener leaves another listener's cached flows on the
+//! fast path.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -14,7 +16,9 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use switchyard_proto::{FlowInfo, FlowsReport, StatsReport};
 use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
-use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
+use switchyard_vm_tests::config::{
+    TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
+};
 use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{
     tcp_exchange_keep_open, Daemon, DaemonOptions, GatewaySpec, TempDir, Topology,
@@ -42,13 +46,38 @@ fn flow_of<'a>(flows: &'a FlowsReport, client: &str) -> Result<&'a FlowInfo> {
 fn udp_flow(topo: &Topology) -> Result<String> {
     let vip = SocketAddr::from((VIP, UDP_PORT));
     let socket = udp_socket_towards(&topo.client, vip)?;
+    udp_exchanges(&socket, 0)?;
+    Ok(socket.local_addr()?.to_string())
+}
+
+/// N exchanges on `socket`, numbered from `first`; all with one backend.
+fn udp_exchanges(socket: &std::net::UdpSocket, first: u64) -> Result<()> {
+    let vip = SocketAddr::from((VIP, UDP_PORT));
     let mut servers = std::collections::BTreeSet::new();
-    for i in 0..EXCHANGES {
-        let reply = udp_exchange_on(&socket, vip, &format!("q{i}|"))?;
+    for i in first..first + EXCHANGES {
+        let reply = udp_exchange_on(socket, vip, &format!("q{i}|"))?;
         servers.insert(reply.server().to_owned());
     }
     ensure!(servers.len() == 1, "one flow, one backend: {servers:?}");
-    Ok(socket.local_addr()?.to_string())
+    Ok(())
+}
+
+/// A steering counter by name.
+fn steering(stats: &StatsReport, counter: &str) -> u64 {
+    stats.xdp_steering.get(counter).copied().unwrap_or(0)
+}
+
+/// Frames the fast path sent.
+fn sent_fast(stats: &StatsReport) -> u64 {
+    steering(stats, "fast_tx") + steering(stats, "fast_redirect")
+}
+
+/// One message on a kept-open TCP connection, and its echo.
+fn tcp_message(stream: &mut std::net::TcpStream, i: usize) -> Result<String> {
+    stream.write_all(format!("m{i}|").as_bytes())?;
+    let mut buf = vec![0u8; 256];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 #[test]
@@ -186,5 +215,84 @@ fn a_cached_tcp_connection_keeps_its_backend_across_a_new_generation() -> Result
         "the stale entry sent a packet to the workers: {:?}",
         stats.xdp_steering
     );
+    Ok(())
+}
+
+#[test]
+fn a_drain_on_one_listener_leaves_the_cached_flows_of_another_on_the_fast_path() -> Result<()> {
+    let topo = Topology::two_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let spec = GatewaySpec::demo();
+    let config = dir.write("gateway.yaml", &spec.to_yaml())?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let daemon = start(&topo, &config, &[])?;
+
+    // A cached connection on the TCP listener, a cached flow on the UDP one.
+    let (mut stream, first) =
+        tcp_exchange_keep_open(&topo.client, SocketAddr::from((VIP, TCP_PORT)), "hello|")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let tcp_client = stream.local_addr()?.to_string();
+    for i in 0..20 {
+        let reply = tcp_message(&mut stream, i)?;
+        ensure!(reply.starts_with(first.server()), "moved: {reply:?}");
+    }
+    let udp = udp_socket_towards(&topo.client, SocketAddr::from((VIP, UDP_PORT)))?;
+    udp_exchanges(&udp, 0)?;
+    let udp_client = udp.local_addr()?.to_string();
+    let flows = daemon.flows()?;
+    for client in [&tcp_client, &udp_client] {
+        let flow = flow_of(&flows, client)?;
+        ensure!(flow.fast_path, "cached before the drain: {flow:?}");
+    }
+
+    // Drain the TCP listener's other backend, on that listener only.
+    let other = topo
+        .backends
+        .iter()
+        .find(|b| b.name != first.server())
+        .context("a second backend")?;
+    let drained = format!("{}:{TCP_TARGET_PORT}", other.addr);
+    let tcp_listener = spec.listener_id(TCP_LISTENER);
+    let out = daemon.yardctl_raw(&["drain", &drained, "--listener", &tcp_listener])?;
+    ensure!(out.status.success(), "drain: {}", out.stderr);
+
+    // The UDP flow stays on the fast path: no stale entry, no packet to a
+    // worker, every packet of both directions sent by the program.
+    let before = daemon.stats()?;
+    udp_exchanges(&udp, EXCHANGES)?;
+    let after = daemon.stats()?;
+    let delta = |counter| steering(&after, counter) - steering(&before, counter);
+    ensure!(
+        delta("fast_stale") == 0
+            && delta("steer_vip") == 0
+            && delta("steer_reply") == 0
+            && sent_fast(&after) - sent_fast(&before) == 2 * EXCHANGES,
+        "the UDP listener's flow left the fast path on a drain of the TCP listener: \
+         before {:?}, after {:?}",
+        before.xdp_steering,
+        after.xdp_steering
+    );
+    let flows = daemon.flows()?;
+    let flow = flow_of(&flows, &udp_client)?;
+    ensure!(flow.fast_path, "still cached: {flow:?}");
+
+    // The drained listener's connection went back to a worker once, kept
+    // its backend, and is cached again.
+    for i in 20..40 {
+        let reply = tcp_message(&mut stream, i)?;
+        ensure!(
+            reply.starts_with(first.server()),
+            "moved after the drain: {reply:?}"
+        );
+    }
+    let last = daemon.stats()?;
+    ensure!(
+        steering(&last, "fast_stale") > steering(&after, "fast_stale"),
+        "the TCP listener's entries stopped applying: {:?}",
+        last.xdp_steering
+    );
+    let flows = daemon.flows()?;
+    let flow = flow_of(&flows, &tcp_client)?;
+    ensure!(flow.fast_path, "cached again: {flow:?}");
     Ok(())
 }

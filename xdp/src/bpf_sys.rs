@@ -1,5 +1,5 @@
 //! The few `bpf(2)` map commands the fast path needs and aya 0.14 does not
-//! offer: batched update and delete (one syscall for a worker's whole batch
+//! offer (and a plain map creation, for tests): batched update and delete (one syscall for a worker's whole batch
 //! of decisions), batched lookup (one syscall per thousands of entries when
 //! reading the cache), and plain element calls on a shared fd without
 //! aya's `&mut` map handles, so several threads can use one map. All of this
@@ -8,9 +8,10 @@
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 // Commands, from include/uapi/linux/bpf.h (enum bpf_cmd).
+const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
@@ -19,6 +20,21 @@ const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
 /// `BPF_ANY` for updates: create or replace.
 pub(crate) const BPF_ANY: u64 = 0;
+
+/// `BPF_MAP_TYPE_HASH` (enum bpf_map_type).
+pub(crate) const BPF_MAP_TYPE_HASH: u32 = 1;
+
+/// The head of the `bpf_attr` member for `BPF_MAP_CREATE`; the kernel
+/// zero-fills the rest.
+#[repr(C)]
+#[derive(Default)]
+struct CreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
 
 /// The `bpf_attr` member for `BPF_MAP_*_ELEM`.
 #[repr(C)]
@@ -46,6 +62,12 @@ struct BatchAttr {
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    bpf_fd(cmd, attr).map(drop)
+}
+
+/// `bpf(cmd, attr)`, returning what the call returned (an fd for
+/// `BPF_MAP_CREATE`).
+fn bpf_fd<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, initialised #[repr(C)] prefix of bpf_attr for
     // `cmd` and its size is passed along; every pointer inside it was set by
     // the callers below to buffers that outlive the call and are as large as
@@ -61,7 +83,27 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(rc)
+}
+
+/// A new map of `map_type`, owned by the returned fd alone.
+pub(crate) fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> io::Result<OwnedFd> {
+    let mut attr = CreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        ..CreateAttr::default()
+    };
+    let fd = bpf_fd(BPF_MAP_CREATE, &mut attr)?;
+    // SAFETY: a successful BPF_MAP_CREATE returns a new fd that nothing
+    // else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Looks `key` up; `Ok(false)` when absent. `value` must be the map's value

@@ -39,7 +39,8 @@ pub const STATS_SLOT_NONE: u32 = 0;
 /// Index of the on/off flag in `fast_state` (`FAST_STATE_ENABLED`).
 pub const FAST_STATE_ENABLED: u32 = 0;
 
-/// Index of the config generation in `fast_state` (`FAST_STATE_GENERATION`).
+/// Index of the running config generation in `fast_state`
+/// (`FAST_STATE_GENERATION`); for status, entries are checked per listener.
 pub const FAST_STATE_GENERATION: u32 = 1;
 
 /// Index of the L2 epoch in `fast_state` (`FAST_STATE_L2_EPOCH`).

@@ -32,7 +32,8 @@ pub enum SteerCounter {
     FastTx = 8,
     /// Flow cache hit, rewritten and redirected out of another port.
     FastRedirect = 9,
-    /// Cache entry of an older config generation or L2 epoch: slow path.
+    /// Cache entry of its listener's older config, or of an older L2
+    /// epoch: slow path.
     FastStale = 10,
     /// Cache hit on a TCP SYN, FIN or RST, which the workers must see.
     FastTcpControl = 11,

@@ -1,7 +1,8 @@
 //! The fast path's maps as userspace sees them: the flow cache (5-tuple to a
 //! worker's rewrite, [`FlowCacheKey`] and [`FlowAction`]), the state that
-//! says whether entries apply (on/off, config generation, L2 epoch), and
-//! the per-(listener, backend) counters of the frames it sent. This module
+//! says whether entries apply (on/off, L2 epoch, and each listener's epoch
+//! per stats slot), and the per-(listener, backend) counters of the frames
+//! it sent. This module
 //! writes and reads them; it decides nothing: what goes into an entry is a
 //! worker's decision, encoded by the dataplane.
 //!
@@ -26,6 +27,7 @@ use crate::error::XdpError;
 pub(crate) const FLOW_CACHE: &str = "flow_cache";
 pub(crate) const FAST_STATE: &str = "fast_state";
 pub(crate) const FAST_STATS: &str = "fast_stats";
+pub(crate) const FAST_EPOCHS: &str = "fast_epochs";
 
 /// Key of `flow_cache`: a 5-tuple as it arrives, in network byte order.
 ///
@@ -83,8 +85,9 @@ impl FlowCacheKey {
 /// What a [`FlowAction`] is built from, in host terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ActionSpec {
-    /// Config generation the decision was taken under (its low 32 bits
-    /// are stored: the program compares those).
+    /// The epoch of the decision's listener: the config generation in
+    /// which that listener last changed (its low 32 bits are stored: the
+    /// program compares them with `fast_epochs[stats_slot]`).
     pub generation: u64,
     /// L2 epoch of the table its MACs came from (likewise).
     pub l2_epoch: u64,
@@ -238,6 +241,7 @@ struct Fds {
     cache: OwnedFd,
     state: OwnedFd,
     stats: OwnedFd,
+    epochs: OwnedFd,
 }
 
 /// Shared handle on the fast path's maps; cheap to clone.
@@ -266,6 +270,7 @@ impl FastPathMaps {
         cache: OwnedFd,
         state: OwnedFd,
         stats: OwnedFd,
+        epochs: OwnedFd,
         capacity: u32,
     ) -> Result<Self, XdpError> {
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| XdpError::FastPath {
@@ -278,6 +283,7 @@ impl FastPathMaps {
                 cache,
                 state,
                 stats,
+                epochs,
             }),
             cpus,
             capacity,
@@ -287,6 +293,34 @@ impl FastPathMaps {
     /// Entries the cache holds at most.
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// These maps with the flow cache swapped for a new, plain hash map of
+    /// `capacity` entries that the program never reads. Unlike the LRU
+    /// cache it refuses writes once full (E2BIG), so a test can see what
+    /// the workers make of a batch update the kernel wrote only part of.
+    pub fn with_bounded_cache(&self, capacity: u32) -> Result<Self, XdpError> {
+        let cache = bpf_sys::create_map(
+            bpf_sys::BPF_MAP_TYPE_HASH,
+            size_of::<FlowCacheKey>() as u32,
+            size_of::<FlowAction>() as u32,
+            capacity,
+        )
+        .map_err(fast_error(FLOW_CACHE, "creating a bounded stand-in"))?;
+        let dup = |fd: &OwnedFd, map| {
+            fd.try_clone()
+                .map_err(fast_error(map, "duplicating the fd"))
+        };
+        Ok(Self {
+            fds: Arc::new(Fds {
+                cache,
+                state: dup(&self.fds.state, FAST_STATE)?,
+                stats: dup(&self.fds.stats, FAST_STATS)?,
+                epochs: dup(&self.fds.epochs, FAST_EPOCHS)?,
+            }),
+            cpus: self.cpus,
+            capacity,
+        })
     }
 
     fn set_state(&self, index: u32, value: u64) -> Result<(), XdpError> {
@@ -312,11 +346,41 @@ impl FastPathMaps {
         self.set_state(FAST_STATE_ENABLED, u64::from(enabled))
     }
 
-    /// From now on only entries decided under config `generation` apply.
-    /// Call right after the snapshot is swapped: entries of the old one
-    /// stop applying with this write.
+    /// Records the running config `generation`, for status; entries are
+    /// checked against their listener's epoch (`publish_epochs`).
     pub fn publish_generation(&self, generation: u64) -> Result<(), XdpError> {
         self.set_state(FAST_STATE_GENERATION, generation)
+    }
+
+    /// From now on an entry with stats slot `slots[i]` applies only if it
+    /// carries `epochs[i]` (0 retires a slot: no entry carries it). One
+    /// syscall; returns how many were written before an error.
+    pub fn publish_epochs(&self, slots: &[u32], epochs: &[u32]) -> Result<usize, XdpError> {
+        let count = slots.len().min(epochs.len());
+        if count == 0 {
+            return Ok(0);
+        }
+        let (written, result) = bpf_sys::update_batch(
+            self.fds.epochs.as_fd(),
+            bytes_of(&slots[..count]),
+            bytes_of(&epochs[..count]),
+            count as u32,
+        );
+        result
+            .map(|()| written as usize)
+            .map_err(fast_error(FAST_EPOCHS, "batch update"))
+    }
+
+    /// The epoch entries with stats slot `slot` must carry now.
+    pub fn epoch(&self, slot: u16) -> Result<u32, XdpError> {
+        let mut value = [0u8; 4];
+        bpf_sys::lookup(
+            self.fds.epochs.as_fd(),
+            &u32::from(slot).to_ne_bytes(),
+            &mut value,
+        )
+        .map_err(fast_error(FAST_EPOCHS, "lookup"))?;
+        Ok(u32::from_ne_bytes(value))
     }
 
     /// From now on only entries whose MACs come from L2 `epoch` apply.
@@ -324,7 +388,7 @@ impl FastPathMaps {
         self.set_state(FAST_STATE_L2_EPOCH, epoch)
     }
 
-    /// (config generation, L2 epoch) entries must carry now.
+    /// The running config generation, and the L2 epoch entries must carry.
     pub fn published(&self) -> Result<(u64, u64), XdpError> {
         Ok((
             self.state(FAST_STATE_GENERATION)?,
@@ -393,6 +457,19 @@ impl FastPathMaps {
     /// may or may not be seen.
     pub fn entries(&self) -> Result<Vec<(FlowCacheKey, FlowAction)>, XdpError> {
         let mut all = Vec::new();
+        self.read_entries(|keys, actions| {
+            all.extend(keys.iter().copied().zip(actions.iter().copied()));
+        })?;
+        Ok(all)
+    }
+
+    /// Hands every entry to `chunk`, a batch (up to `READ_BATCH` entries,
+    /// one syscall) at a time, as soon as the kernel returned it; entries
+    /// written or evicted meanwhile may or may not be seen.
+    pub fn read_entries(
+        &self,
+        mut chunk: impl FnMut(&[FlowCacheKey], &[FlowAction]),
+    ) -> Result<(), XdpError> {
         let mut keys = vec![FlowCacheKey::default(); READ_BATCH];
         let mut actions = vec![FlowAction::default(); READ_BATCH];
         let mut cursor = [0u8; 8];
@@ -409,14 +486,9 @@ impl FastPathMaps {
             .map_err(fast_error(FLOW_CACHE, "batch lookup"))?;
             started = true;
             let count = (count as usize).min(READ_BATCH);
-            all.extend(
-                keys[..count]
-                    .iter()
-                    .copied()
-                    .zip(actions[..count].iter().copied()),
-            );
+            chunk(&keys[..count], &actions[..count]);
             if done || count == 0 {
-                return Ok(all);
+                return Ok(());
             }
         }
     }

@@ -21,7 +21,8 @@ use crate::{
     counters::{SteerCounter, SteerCounters},
     error::{program_errno, XdpError},
     fast_path::{
-        FastCounters, FastPathMaps, FlowAction, FlowCacheKey, FAST_STATE, FAST_STATS, FLOW_CACHE,
+        FastCounters, FastPathMaps, FlowAction, FlowCacheKey, FAST_EPOCHS, FAST_STATE, FAST_STATS,
+        FLOW_CACHE,
     },
     maps::{local_addr_key, service_entries, sync_map},
     service::{ServiceKey, ServiceMatch},
@@ -162,10 +163,12 @@ impl Steering {
         let cache: HashMap<MapData, FlowCacheKey, FlowAction> = take_map(&mut ebpf, FLOW_CACHE)?;
         let state: Array<MapData, u64> = take_map(&mut ebpf, FAST_STATE)?;
         let stats: PerCpuArray<MapData, FastCounters> = take_map(&mut ebpf, FAST_STATS)?;
+        let epochs: Array<MapData, u32> = take_map(&mut ebpf, FAST_EPOCHS)?;
         let fast_path = FastPathMaps::new(
             dup_fd(FLOW_CACHE, cache.map())?,
             dup_fd(FAST_STATE, state.map())?,
             dup_fd(FAST_STATS, stats.map())?,
+            dup_fd(FAST_EPOCHS, epochs.map())?,
             options.flow_cache_capacity.max(1),
         )?;
         Ok(Self {

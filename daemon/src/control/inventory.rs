@@ -378,6 +378,7 @@ mod tests {
                 bytes: 60,
                 closing: false,
                 cached: Default::default(),
+                cached_at: 0,
             },
         }
     }

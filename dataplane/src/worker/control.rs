@@ -44,6 +44,9 @@ impl Worker {
                 // if no batch has run since it was published.
                 let snapshot = self.config.load_full();
                 self.fit_counters(&snapshot);
+                if let Some(fast) = &self.path.fast {
+                    self.path.stats.cache = fast.counters();
+                }
                 reply.send(self.path.stats.clone()).map_err(drop)
             }
             WorkerRequest::Flows(scan, reply) => {

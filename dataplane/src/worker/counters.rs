@@ -4,12 +4,14 @@
 //! few additions per packet; re-indexing allocates, but only on a config
 //! change.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use switchyard_config::snapshot::Snapshot;
+use switchyard_config::snapshot::{Endpoint, Snapshot};
 
 use super::Worker;
 use crate::drop_reason::DropReason;
+use crate::fast_path::CacheCounters;
 use crate::io::BatchOutcome;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct WorkerStats {
     pub listeners: Vec<Counters>,
     /// Per listener, per backend index of that listener.
     pub backends: Vec<Vec<Counters>>,
+    /// What the worker wrote into the XDP flow cache.
+    pub cache: CacheCounters,
 }
 
 impl WorkerStats {
@@ -123,7 +127,9 @@ impl Worker {
 
 /// `previous`'s per-listener and per-backend counters re-indexed for
 /// `next`: a listener is the same if its name, VIP and protocol are, a
-/// backend if its endpoint is.
+/// backend if its endpoint is. Runs on the worker thread at a config
+/// change: linear in backends, through an index by endpoint of each
+/// carried listener's new backends.
 fn carry_counters(
     previous: &Snapshot,
     listeners: &[Counters],
@@ -150,12 +156,14 @@ fn carry_counters(
         let Some(old_backends) = backends.get(old_index) else {
             continue;
         };
+        let by_endpoint: HashMap<Endpoint, usize> = new
+            .backends()
+            .iter()
+            .enumerate()
+            .map(|(position, b)| (b.endpoint, position))
+            .collect();
         for (old_backend, counters) in old.backends().iter().zip(old_backends) {
-            if let Some(position) = new
-                .backends()
-                .iter()
-                .position(|b| b.endpoint == old_backend.endpoint)
-            {
+            if let Some(&position) = by_endpoint.get(&old_backend.endpoint) {
                 new_backends[new_index][position] = *counters;
             }
         }

@@ -223,6 +223,7 @@ impl PathState {
             bytes,
             closing: parsed.tcp_flags & TCP_CLOSING != 0,
             cached: Cached::No,
+            cached_at: 0,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The hit path: a packet of a flow the table holds. Its entry is checked
 //! against the batch's snapshot (a flow decided under an older one keeps
-//! its backend while the new one still has it), its next hop refreshed when
+//! its backend while the new one still has it; a SYN on a closing flow
+//! starts a new one), its next hop refreshed when
 //! the kernel's table changed, then the frame is rewritten, counted and the
 //! flow offered to the XDP flow cache once it has settled. This is the
 //! hottest code of the appliance: stages are inlined into one another, the
@@ -14,6 +15,7 @@ use switchyard_wire::tcp;
 use super::path::{destination_key, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING};
 use super::Worker;
 use crate::drop_reason::DropReason;
+use crate::fast_path::wants_install;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
 use crate::neighbor::L2Table;
@@ -43,6 +45,9 @@ impl Worker {
         let Some(entry) = self.flows.get_mut(&parsed.key, now) else {
             return Followed::Undecided;
         };
+        if reopens(parsed, entry) {
+            return Followed::Undecided;
+        }
         if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
         }
@@ -75,7 +80,7 @@ impl PathState {
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
         packet::apply(frame, parsed, &entry.rewrite);
-        self.offer_to_cache(parsed, entry, l2);
+        self.offer_to_cache(parsed, entry, l2, now);
         self.count(entry.listener, entry.backend, bytes);
         Verdict::Transmit(entry.egress_port)
     }
@@ -104,15 +109,17 @@ impl PathState {
     }
 
     /// Hands a settled flow's rewrite to the XDP flow cache, so the program
-    /// forwards its later packets without waking a worker.
+    /// forwards its later packets without waking a worker; again when one
+    /// of its packets still reaches the worker well after its entry was
+    /// written, as the cache has lost it.
     #[inline(always)]
-    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table) {
+    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table, now: u64) {
         if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
-            if entry.cached != Cached::Current
+            if wants_install(entry, now)
                 && cacheable(parsed, entry)
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
-                entry.cached = Cached::Current;
+                entry.cached = Cached::Queued;
             }
         }
     }
@@ -124,6 +131,16 @@ fn touch(entry: &mut FlowEntry, now: u64, bytes: u64, tcp_flags: u8) {
     entry.packets += 1;
     entry.bytes += bytes;
     entry.closing |= tcp_flags & TCP_CLOSING != 0;
+}
+
+/// A SYN on a flow that has seen a FIN or RST: a new connection reusing
+/// the 5-tuple (a client's port, or the backend's SYN-ACK answering it). It
+/// is decided afresh like any new flow, in either direction, so its state,
+/// timeout class and counters start over and it can be cached again; with
+/// the same table it hashes to the same backend.
+#[inline(always)]
+fn reopens(parsed: &Parsed, entry: &FlowEntry) -> bool {
+    entry.closing && parsed.key.protocol == TCP && parsed.tcp_flags & tcp::FLAG_SYN != 0
 }
 
 /// A flow whose listener or backend the batch's snapshot no longer has.

@@ -226,7 +226,7 @@ impl Worker {
         });
         if let Some(fast) = &mut self.path.fast {
             self.flows.take_uncached(fast.removals());
-            fast.flush();
+            fast.flush(&mut self.flows, now);
         }
         self.path.stats.count_batch(&outcome);
         outcome.received

@@ -170,10 +170,10 @@ impl PathState {
             flows.expire(now);
             return;
         };
-        fast.begin_expiry();
+        fast.begin_expiry(now);
         let (replies, reply_ttl) = (&self.replies, self.reply_ttl);
         flows.expire_with(now, &mut |key, entry| {
-            let activity = fast.activity(key);
+            let activity = fast.activity(key, entry);
             if let CacheActivity::SeenAt(_) = activity {
                 if entry.direction == Direction::ToBackend {
                     keep_reply_in(replies, reply_ttl, key, entry, now);
@@ -181,8 +181,9 @@ impl PathState {
             }
             activity
         });
+        fast.end_expiry();
         flows.take_uncached(fast.removals());
-        fast.flush();
+        fast.flush(flows, now);
     }
 
     /// Puts the reply of the client flow `key` (decided as `forward`) in

@@ -57,6 +57,7 @@ fn entry(i: usize) -> FlowEntry {
         bytes: 120,
         closing: false,
         cached: Default::default(),
+        cached_at: 0,
     }
 }
 

@@ -46,14 +46,16 @@
  */
 #define LAST_SEEN_SHIFT 20
 
-/* Stats slot meaning "not counted"; see fast_stats in maps.h. */
+/* Stats slot meaning "not counted" (and never cached); see fast_stats and
+ * fast_epochs in maps.h.
+ */
 #define STATS_SLOT_NONE 0
 
 /* Indices of fast_state. Each has one writer in userspace, so two writers
  * never race on one value.
  */
 #define FAST_STATE_ENABLED 0	/* non-zero: the fast path may apply */
-#define FAST_STATE_GENERATION 1	/* config generation cache entries must carry */
+#define FAST_STATE_GENERATION 1	/* running config generation (status only) */
 #define FAST_STATE_L2_EPOCH 2	/* L2 epoch cache entries must carry */
 #define FAST_STATE_MAX 3
 
@@ -97,7 +99,7 @@ enum steer_counter {
 	PARSE_ERROR,		/* truncated or malformed header */
 	FAST_TX,		/* flow cache hit, rewritten, sent back out (XDP_TX) */
 	FAST_REDIRECT,		/* flow cache hit, rewritten, sent out another port */
-	FAST_STALE,		/* cache entry of an older config or L2 epoch: slow path */
+	FAST_STALE,		/* entry of its listener's older config, or old L2 epoch: slow path */
 	FAST_TCP_CONTROL,	/* cache hit on a SYN, FIN or RST: slow path */
 	COUNTER_MAX,
 };

@@ -1,8 +1,8 @@
 /* The fast path: replays a worker's decision for a flow it has already
  * decided, from flow_cache, without the AF_XDP round trip. It holds no policy
- * of its own. An entry applies only while it carries the running config
- * generation and L2 epoch; SYN, FIN and RST segments always go to the
- * workers. The rewrite is the workers' (dataplane/src/packet/rewrite.rs):
+ * of its own. An entry applies only while it carries its listener's epoch
+ * (fast_epochs) and the running L2 epoch; SYN, FIN and RST segments always go
+ * to the workers. The rewrite is the workers' (dataplane/src/packet/rewrite.rs):
  * same fields, same RFC 1624 arithmetic, so both paths emit the same bytes.
  */
 #ifndef SWITCHYARD_FAST_PATH_H
@@ -36,6 +36,15 @@ static __always_inline __u64 fast_state_get(__u32 index)
 	__u64 *value = bpf_map_lookup_elem(&fast_state, &index);
 
 	return value ? *value : 0;
+}
+
+/* Whether `action` was decided under its listener's current config. */
+static __always_inline bool fast_epoch_current(const struct flow_action *action)
+{
+	__u32 slot = action->stats_slot;
+	__u32 *epoch = bpf_map_lookup_elem(&fast_epochs, &slot);
+
+	return epoch && *epoch == action->generation;
 }
 
 /* RFC 1071 fold with end-around carry; two rounds cover any __u32. */
@@ -143,7 +152,7 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	action = bpf_map_lookup_elem(&flow_cache, &key);
 	if (!action)
 		return FAST_MISS;
-	if (unlikely(action->generation != (__u32)fast_state_get(FAST_STATE_GENERATION) ||
+	if (unlikely(!fast_epoch_current(action) ||
 		     action->l2_epoch != (__u32)fast_state_get(FAST_STATE_L2_EPOCH))) {
 		count(FAST_STALE);
 		return FAST_SLOW;

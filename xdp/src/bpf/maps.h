@@ -77,10 +77,10 @@ struct {
 	__type(value, struct flow_action);
 } flow_cache SEC(".maps");
 
-/* Whether the fast path is on, and the config generation and L2 epoch a
- * cache entry must carry to be applied (see FAST_STATE_* in consts.h). An
- * array slot reads as zero until written, and generation 0 is never
- * published, so nothing applies before userspace has set the state.
+/* Whether the fast path is on, the running config generation, and the L2
+ * epoch a cache entry must carry to be applied (see FAST_STATE_* in
+ * consts.h). An array slot reads as zero until written, and epoch 0 is
+ * never published, so nothing applies before userspace has set the state.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -88,6 +88,21 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } fast_state SEC(".maps");
+
+/* Per stats slot (one (listener, backend) pair of the running config): the
+ * low 32 bits of the config generation in which the pair's listener last
+ * changed. A cache entry applies only while it carries its slot's value, so
+ * a reload or drain sends back to the workers the cached flows of the
+ * listeners it changed and no others; a removed pair's slot reads 0, which
+ * no entry carries. Slot 0 (STATS_SLOT_NONE) is never written: the workers
+ * do not cache a flow without a slot.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_STATS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_epochs SEC(".maps");
 
 /* Fast-path packets and bytes per (listener, backend) stats slot, per CPU.
  * Slot 0 (STATS_SLOT_NONE) is reserved: a zero-filled action counts nowhere

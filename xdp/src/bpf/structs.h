@@ -80,7 +80,7 @@ _Static_assert(__builtin_offsetof(struct flow_key, proto) == 12, "proto at 12");
  * main cost.
  */
 struct flow_action {
-	__u32 generation;	/* low 32 bits of the config generation */
+	__u32 generation;	/* its listener's epoch: fast_epochs[stats_slot] */
 	__u32 l2_epoch;		/* low 32 bits of the L2 epoch of its MACs */
 	__u64 packets;		/* fast-path packets since installed */
 	__u64 bytes;

@@ -23,7 +23,7 @@ use switchyard_daemon::metrics::MetricsServer;
 use switchyard_daemon::neighbor::NeighborResolver;
 use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
-use switchyard_dataplane::fast_path::{CacheWriter, Egress, FastPath};
+use switchyard_dataplane::fast_path::{ActivityReader, CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
@@ -37,6 +37,9 @@ use crate::{OnOff, RunArgs, XdpModeArg};
 /// to a backend still unresolved after this are dropped (and counted) until
 /// it resolves.
 const NEIGHBOUR_PRIME_DEADLINE: Duration = Duration::from_secs(3);
+/// How often the flow cache's last-seen times are read for the workers'
+/// expiry passes, which run about as often.
+const CACHE_ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> Result<()> {
     // Signals are taken synchronously by the main thread; every thread
@@ -116,8 +119,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The fast path starts off and is turned on once the first generation
     // and L2 epoch are published, so no zero-filled state ever matches.
     let fast_path = Arc::new(FastPath::new(steering.fast_path().clone(), epoch));
-    fast_path.prepare(&initial.snapshot);
-    fast_path.published(&initial.snapshot);
+    let first = Arc::new(initial.snapshot.clone());
+    fast_path.prepare(&first);
+    fast_path.published(&first);
 
     let ifindexes: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
     let on_l2_publish = {
@@ -141,7 +145,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
-    let config = Arc::new(ArcSwap::from_pointee(initial.snapshot.clone()));
+    let config = Arc::new(ArcSwap::new(first));
     let drains = Arc::new(
         Publisher::new(config.clone(), args.resolve.options().maglev_seed)
             .with_hook(fast_path.clone() as Arc<dyn PublishHook>),
@@ -267,6 +271,16 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    // The workers' expiry passes read what the cache saw from memory; this
+    // thread reads the cache for them, in batches, once a second.
+    let activity = match args.fast_path {
+        OnOff::On => Some(
+            ActivityReader::start(fast_path.clone(), CACHE_ACTIVITY_EVERY)
+                .context("starting the fast path activity reader")?,
+        ),
+        OnOff::Off => None,
+    };
+
     let dns = match args.dns_listen {
         Some(addr) => {
             let zone = Zone::new(&args.resolve.cluster_domain);
@@ -363,6 +377,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     for thread in threads {
         let _ = thread.join();
     }
+    drop(activity);
     resolver.stop();
     drop(dns);
     drop(metrics);
