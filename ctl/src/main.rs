@@ -484,7 +484,13 @@ fn render_stats(r: &StatsReport) -> String {
     right_align(&mut backends, 3);
     let _ = writeln!(out, "\n{backends}");
     let mut workers = table(&[
-        "WORKER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS",
+        "WORKER",
+        "RX PKTS",
+        "RX BYTES",
+        "TX PKTS",
+        "TX BYTES",
+        "DROPS",
+        "PARTIAL CSUM",
     ]);
     for w in &r.workers {
         workers.add_row(vec![
@@ -494,6 +500,7 @@ fn render_stats(r: &StatsReport) -> String {
             Cell::new(w.tx_packets),
             Cell::new(w.tx_bytes),
             Cell::new(w.drops.values().sum::<u64>()),
+            Cell::new(w.partial_checksums),
         ]);
     }
     right_align(&mut workers, 1);
@@ -812,6 +819,7 @@ mod tests {
                 tx_bytes: 800,
                 flows: 5,
                 drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+                partial_checksums: 4,
             }],
             drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
             xdp_steering: BTreeMap::from([("steer_vip".into(), 7), ("pass_local".into(), 0)]),
@@ -833,7 +841,7 @@ mod tests {
             &text,
             &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
         );
-        row(&text, &["queue 0", "13", "900", "10", "800", "3"]);
+        row(&text, &["queue 0", "13", "900", "10", "800", "3", "4"]);
         row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
         row(&text, &["steer_vip", "7"]);
         row(&text, &["pass_local", "0"]);

@@ -476,6 +476,7 @@ pub fn stats_report(
             tx_bytes: w.tx_bytes,
             flows: w.listeners.iter().map(|c| c.flows).sum(),
             drops,
+            partial_checksums: w.partial_checksums,
         });
     }
     report

@@ -348,6 +348,11 @@ impl Collector for Scrape {
                 "Bytes a worker transmitted.",
                 |w| w.tx_bytes,
             ),
+            (
+                "switchyard_worker_partial_checksums",
+                "Frames whose TCP/UDP checksum the sender left partial (tx checksum offload through a veth), completed by the worker.",
+                |w| w.partial_checksums,
+            ),
         ] {
             counters(
                 e,
@@ -534,6 +539,7 @@ mod tests {
                     queue: 0,
                     rx_packets: 64,
                     drops: BTreeMap::from([("no_route".into(), 5)]),
+                    partial_checksums: 9,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -574,6 +580,7 @@ mod tests {
             r#"switchyard_backend_flows_total{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 2"#,
             r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
             r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
+            r#"switchyard_worker_partial_checksums_total{queue="0"} 9"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

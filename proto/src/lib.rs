@@ -235,6 +235,11 @@ pub struct WorkerStats {
     pub flows: u64,
     /// Drops by named reason; reasons with a zero count are omitted.
     pub drops: BTreeMap<String, u64>,
+    /// Frames forwarded whose TCP/UDP checksum the sender had left partial
+    /// (tx checksum offload, through a veth) and the worker computed in
+    /// full; their flows stay off the XDP fast path.
+    #[serde(default)]
+    pub partial_checksums: u64,
 }
 
 /// Packets and bytes count both directions of a flow: client to backend and

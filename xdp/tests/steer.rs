@@ -14,13 +14,16 @@ use switchyard_wire::{
     ethernet,
     fixtures::{
         scenario::{
-            BACKEND, BACKEND_TCP_PORT, CLIENT, LB_BACKEND_ARM, LB_CLIENT_ARM, TCP_PORT, VIP,
+            BACKEND, BACKEND_MAC, BACKEND_TCP_PORT, BACKEND_UDP_PORT, CLIENT, LB_BACKEND_ARM,
+            LB_BACKEND_ARM_MAC, LB_CLIENT_ARM, TCP_PORT, UDP_PORT, VIP,
         },
         TCP_SYN, TCP_SYN_DOT1Q,
     },
     ipv4, tcp, vlan,
 };
-use switchyard_xdp::{RxQueue, ServiceMatch, SteerCounter, XdpAction};
+use switchyard_xdp::{
+    ActionSpec, FlowAction, FlowCacheKey, RxQueue, ServiceMatch, SteerCounter, XdpAction,
+};
 
 /// A client's source port.
 const CLIENT_PORT: u16 = 40000;
@@ -171,5 +174,75 @@ fn unregistered_socket_makes_its_queue_pass() {
         let ran = run_frame(steering, &TCP_SYN, Some(rx));
         assert_eq!(ran.verdict, XdpAction::Pass);
         assert_eq!(ran.bumped, vec![(SteerCounter::NoSocket, 1)]);
+    });
+}
+
+/// A flow the fast path holds, whose sender hands over partial TCP/UDP
+/// checksums (tx checksum offload through a veth): the program cannot
+/// finish such a checksum, so the frame goes to the worker's socket
+/// untouched and is counted; the same flow's frame with a full checksum is
+/// rewritten and sent by the program itself.
+#[test]
+fn a_cached_flows_frame_with_a_partial_checksum_is_steered_not_rewritten() {
+    with_scenario_steering(|steering, rx| {
+        let fast = steering.fast_path();
+        fast.publish_generation(1).unwrap();
+        fast.publish_l2_epoch(1).unwrap();
+        fast.set_enabled(true).unwrap();
+        let flows = [
+            (
+                frames::tcp_data_frame(CLIENT, CLIENT_PORT, VIP, TCP_PORT, b"GET /"),
+                ipv4::PROTOCOL_TCP,
+                (TCP_PORT, BACKEND_TCP_PORT),
+            ),
+            (
+                frames::udp_frame(CLIENT, CLIENT_PORT, VIP, UDP_PORT),
+                ipv4::PROTOCOL_UDP,
+                (UDP_PORT, BACKEND_UDP_PORT),
+            ),
+        ];
+        for (full, protocol, (port, backend_port)) in flows {
+            let key = FlowCacheKey::new(CLIENT, VIP, CLIENT_PORT, port, protocol);
+            let action = FlowAction::from(ActionSpec {
+                generation: 1,
+                l2_epoch: 1,
+                eth_dst: BACKEND_MAC,
+                eth_src: LB_BACKEND_ARM_MAC,
+                ip_src: CLIENT,
+                ip_dst: BACKEND,
+                src_port: CLIENT_PORT,
+                dst_port: backend_port,
+                ip_csum_diff: 0,
+                l4_csum_diff: 0,
+                egress_slot: 0,
+                egress_ifindex: rx.ifindex,
+                stats_slot: 0,
+            });
+            let (written, error) = steering.fast_path().install(&[key], &[action]);
+            assert_eq!((written, error.map(|e| e.to_string())), (1, None));
+
+            let partial = frames::with_partial_checksum(&full);
+            assert_ne!(partial, full);
+            let ran = run_frame(steering, &partial, Some(rx));
+            assert_eq!(
+                (ran.verdict, ran.bumped, ran.frame == partial),
+                (
+                    XdpAction::Redirect,
+                    vec![
+                        (SteerCounter::SteerVip, 1),
+                        (SteerCounter::FastPartialChecksum, 1)
+                    ],
+                    true
+                ),
+                "protocol {protocol}: steered to the socket, untouched"
+            );
+
+            let ran = run_frame(steering, &full, Some(rx));
+            assert_eq!(
+                (ran.verdict, ran.bumped),
+                (XdpAction::Tx, vec![(SteerCounter::FastTx, 1)]),
+                "protocol {protocol}: a full checksum rides the fast path"
+            );
+        }
     });
 }

@@ -99,6 +99,7 @@ enum steer_counter {
 	FAST_REDIRECT,		/* flow cache hit, rewritten, sent out another port */
 	FAST_STALE,		/* cache entry of an older config or L2 epoch: slow path */
 	FAST_TCP_CONTROL,	/* cache hit on a SYN, FIN or RST: slow path */
+	FAST_PARTIAL_CHECKSUM,	/* cache hit, L4 checksum left partial by the sender: slow path */
 	COUNTER_MAX,
 };
 

@@ -50,6 +50,11 @@ struct packet_desc {
 	bool fast_ok;
 	__u16 l3_off;
 	__u16 l4_off;
+	/* Bytes the L4 checksum covers (TCP segment, UDP length field) and
+	 * the checksum field, host order: what is_checksum_partial reads.
+	 */
+	__u16 l4_len;
+	__u16 l4_check;
 };
 
 /* Key of flow_cache: a 5-tuple as it arrives, in network byte order. Rust
