@@ -212,6 +212,18 @@ impl Collector for Scrape {
                 )
             }),
         )?;
+        gauges(
+            e,
+            "switchyard_interface_fast_path_egress",
+            "1 when the XDP fast path sends frames out of the interface, 0 when the kernel would drop them there (a veth whose peer runs no NAPI) and its flows stay with the workers.",
+            s.status.interfaces.iter().filter_map(|i| {
+                let egress = i.fast_path_egress.as_ref()?;
+                Some((
+                    vec![("interface", i.name.clone())],
+                    i64::from(egress.open),
+                ))
+            }),
+        )?;
 
         let listener_labels = |listener: &str, protocol: &str, vip: &str| -> Labels {
             vec![
@@ -488,7 +500,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use switchyard_proto::{
-        BackendInfo, BackendStats, Counters, ListenerInfo, ListenerStats, WorkerStats, WorkerStatus,
+        BackendInfo, BackendStats, Counters, FastPathEgress, InterfaceStatus, ListenerInfo,
+        ListenerStats, WorkerStats, WorkerStatus,
     };
 
     use super::*;
@@ -508,6 +521,11 @@ mod tests {
                     core: Some(1),
                     pinned: true,
                     afxdp_modes: vec!["copy".into()],
+                }],
+                interfaces: vec![InterfaceStatus {
+                    name: "eth0".into(),
+                    fast_path_egress: Some(FastPathEgress::default()),
+                    ..InterfaceStatus::default()
                 }],
                 ..StatusReport::default()
             },
@@ -588,6 +606,7 @@ mod tests {
             r#"switchyard_config_reloads_total{result="refused"} 0"#,
             r#"switchyard_build_info{version="0.1.0"} 1"#,
             r#"switchyard_worker_pinned{queue="0",core="1"} 1"#,
+            r#"switchyard_interface_fast_path_egress{interface="eth0"} 0"#,
             "# TYPE switchyard_worker_batch_duration_seconds histogram",
             r#"switchyard_worker_batch_packets_bucket{queue="0",le="4"} 1"#,
             r#"switchyard_worker_batch_packets_bucket{queue="0",le="64"} 2"#,

@@ -40,11 +40,15 @@ pub enum SteerCounter {
     /// (tx checksum offload through a veth), which only a worker can
     /// complete: slow path.
     FastPartialChecksum = 12,
+    /// Cache hit whose egress interface would drop frames sent by XDP (a
+    /// veth whose peer runs no NAPI), an entry installed before that was
+    /// known: slow path.
+    FastEgressClosed = 13,
 }
 
 impl SteerCounter {
     /// Every counter, in index order.
-    pub const ALL: [SteerCounter; 13] = [
+    pub const ALL: [SteerCounter; 14] = [
         SteerCounter::SteerVip,
         SteerCounter::SteerReply,
         SteerCounter::PassNotService,
@@ -58,6 +62,7 @@ impl SteerCounter {
         SteerCounter::FastStale,
         SteerCounter::FastTcpControl,
         SteerCounter::FastPartialChecksum,
+        SteerCounter::FastEgressClosed,
     ];
 
     /// Index in the `counters` map.
@@ -81,6 +86,7 @@ impl SteerCounter {
             SteerCounter::FastStale => "fast_stale",
             SteerCounter::FastTcpControl => "fast_tcp_control",
             SteerCounter::FastPartialChecksum => "fast_partial_checksum",
+            SteerCounter::FastEgressClosed => "fast_egress_closed",
         }
     }
 }
@@ -120,6 +126,8 @@ pub struct SteerCounters {
     pub fast_tcp_control: u64,
     /// See [`SteerCounter::FastPartialChecksum`].
     pub fast_partial_checksum: u64,
+    /// See [`SteerCounter::FastEgressClosed`].
+    pub fast_egress_closed: u64,
 }
 
 impl SteerCounters {
@@ -148,6 +156,7 @@ impl SteerCounters {
             SteerCounter::FastStale => &mut self.fast_stale,
             SteerCounter::FastTcpControl => &mut self.fast_tcp_control,
             SteerCounter::FastPartialChecksum => &mut self.fast_partial_checksum,
+            SteerCounter::FastEgressClosed => &mut self.fast_egress_closed,
         }
     }
 
@@ -166,6 +175,7 @@ impl SteerCounters {
             SteerCounter::FastStale => &self.fast_stale,
             SteerCounter::FastTcpControl => &self.fast_tcp_control,
             SteerCounter::FastPartialChecksum => &self.fast_partial_checksum,
+            SteerCounter::FastEgressClosed => &self.fast_egress_closed,
         }
     }
 }

@@ -1,8 +1,9 @@
 /* The fast path: replays a worker's decision for a flow it has already
  * decided, from flow_cache, without the AF_XDP round trip. It holds no policy
  * of its own. An entry applies only while it carries the running config
- * generation and L2 epoch; SYN, FIN and RST segments, and frames whose L4
- * checksum the sender left partial, always go to the workers. The rewrite is
+ * generation and L2 epoch and only out of an interface the kernel delivers
+ * XDP frames on; SYN, FIN and RST segments, and frames whose L4 checksum the
+ * sender left partial, always go to the workers. The rewrite is
  * the workers' (dataplane/src/packet/rewrite.rs): same fields, same RFC 1624
  * arithmetic, so both paths emit the same bytes.
  */
@@ -72,6 +73,16 @@ static __always_inline bool is_checksum_partial(const struct packet_desc *pkt)
 		    (daddr & 0xffff) + pkt->proto + pkt->l4_len;
 
 	return csum_fold(sum) == pkt->l4_check;
+}
+
+/* Whether frames must not leave by interface slot `slot` (see
+ * FAST_STATE_EGRESS_CLOSED): the kernel would drop them there, silently.
+ */
+static __always_inline bool egress_closed(__u16 slot)
+{
+	if (slot >= MAX_IFACES)
+		return true;
+	return (fast_state_get(FAST_STATE_EGRESS_CLOSED) >> slot) & 1;
 }
 
 static __always_inline void count_fast(const struct flow_action *action,
@@ -177,6 +188,13 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 		return FAST_SLOW;
 	if (unlikely(is_checksum_partial(pkt))) {
 		count(FAST_PARTIAL_CHECKSUM);
+		return FAST_SLOW;
+	}
+	/* The workers install no entry for a closed egress; this catches the
+	 * ones installed before it closed.
+	 */
+	if (unlikely(egress_closed(action->egress_slot))) {
+		count(FAST_EGRESS_CLOSED);
 		return FAST_SLOW;
 	}
 	if (unlikely(fast_rewrite(data, data_end, pkt, action) != 0))
