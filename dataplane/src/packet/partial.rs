@@ -14,7 +14,7 @@
 //! whose checksum happens to equal the pseudo-header sum: it leaves with a
 //! valid checksum, where an incremental update would have kept the error.
 
-use switchyard_wire::checksum::{fold, is_partial, pseudo_header_v4, sum_words};
+use switchyard_wire::checksum::{self, fold, pseudo_header_v4, sum_words};
 use switchyard_wire::{ipv4, read_u16, tcp, udp};
 
 use super::parse::Parsed;
@@ -23,39 +23,46 @@ use super::parse::Parsed;
 /// partial, so [`apply`](super::apply) would compute it from scratch (and
 /// the XDP fast path hands the frame to a worker).
 pub fn has_partial_checksum(frame: &[u8], parsed: &Parsed) -> bool {
-    frame
-        .get(parsed.l4_offset..)
-        .and_then(|l4| partial_len(parsed, l4))
-        .is_some()
-}
-
-/// Length of the TCP segment or UDP datagram the checksum covers, if the
-/// frame's checksum field holds a partial checksum. `l4` is the frame from
-/// the TCP/UDP header on, as received.
-#[inline(always)]
-pub(super) fn partial_len(parsed: &Parsed, l4: &[u8]) -> Option<usize> {
+    let Some(l4) = frame.get(parsed.l4_offset..) else {
+        return false;
+    };
     let (src, dst) = (u32::from(parsed.key.src), u32::from(parsed.key.dst));
-    let (len, field) = match parsed.key.protocol {
+    let (checksum, len) = match parsed.key.protocol {
         ipv4::PROTOCOL_TCP => {
-            let hdr: &[u8; tcp::MIN_HEADER_LEN] = l4.first_chunk()?;
-            let ip_header_len = parsed.l4_offset.checked_sub(parsed.l3_offset)?;
-            let len = parsed.ip_total_len.checked_sub(ip_header_len)?;
-            (len, read_u16::<{ tcp::CHECKSUM }, _>(hdr))
+            let Some(hdr) = l4.first_chunk::<{ tcp::MIN_HEADER_LEN }>() else {
+                return false;
+            };
+            let ip_header_len = parsed.l4_offset.saturating_sub(parsed.l3_offset);
+            let len = parsed.ip_total_len.saturating_sub(ip_header_len);
+            (read_u16::<{ tcp::CHECKSUM }, _>(hdr), len)
         }
         ipv4::PROTOCOL_UDP => {
-            let hdr: &[u8; udp::HEADER_LEN] = l4.first_chunk()?;
+            let Some(hdr) = l4.first_chunk::<{ udp::HEADER_LEN }>() else {
+                return false;
+            };
             let len = usize::from(read_u16::<{ udp::LENGTH }, _>(hdr));
-            (len, read_u16::<{ udp::CHECKSUM }, _>(hdr))
+            (read_u16::<{ udp::CHECKSUM }, _>(hdr), len)
         }
-        _ => return None,
+        _ => return false,
     };
-    let pseudo = pseudo_header_v4(src, dst, parsed.key.protocol, u16::try_from(len).ok()?);
-    is_partial(field, pseudo).then_some(len)
+    is_partial(parsed.key.protocol, checksum, src, dst, len)
+}
+
+/// Whether `checksum`, of a TCP segment or UDP datagram of `len` bytes
+/// from `src` to `dst`, is partial: the folded sum of that pseudo-header. A
+/// few additions, on values the rewrite reads anyway. `len` fits 16 bits
+/// for any IPv4 packet (the total length does).
+#[inline(always)]
+pub(super) fn is_partial(protocol: u8, checksum: u16, src: u32, dst: u32, len: usize) -> bool {
+    checksum::is_partial(checksum, pseudo_header_v4(src, dst, protocol, len as u16))
 }
 
 /// Writes the full checksum of the `len`-byte TCP segment or UDP datagram
 /// at the start of `l4`, sent from `src` to `dst`. Leaves `l4` alone when
-/// it is shorter than `len` (offsets that do not fit: a caller bug).
+/// it is shorter than `len` (offsets that do not fit: a caller bug). Out of
+/// line: frames from a wire never need it.
+#[cold]
+#[inline(never)]
 pub(super) fn complete(l4: &mut [u8], protocol: u8, len: usize, src: u32, dst: u32) {
     let at = match protocol {
         ipv4::PROTOCOL_TCP => tcp::CHECKSUM,

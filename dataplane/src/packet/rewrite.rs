@@ -53,9 +53,7 @@ pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) -> L4Checksum
     let Some(headers) = Headers::split(frame, parsed) else {
         return L4Checksum::Incremental;
     };
-    let partial = headers.partial_len(parsed);
-    headers.rewrite(rewrite);
-    let Some(len) = partial else {
+    let Some(len) = headers.rewrite(rewrite) else {
         return L4Checksum::Incremental;
     };
     if let Some(l4) = frame.get_mut(parsed.l4_offset..) {
@@ -121,6 +119,8 @@ struct Headers<'a> {
     eth: &'a mut [u8; ethernet::HEADER_LEN],
     ip: &'a mut [u8; ipv4::MIN_HEADER_LEN],
     l4: L4<'a>,
+    /// Bytes after the IPv4 header: a TCP segment's length.
+    ip_payload_len: usize,
 }
 
 enum L4<'a> {
@@ -144,31 +144,30 @@ impl<'a> Headers<'a> {
             eth: l2.first_chunk_mut()?,
             ip: l3.first_chunk_mut()?,
             l4,
+            ip_payload_len: parsed.ip_total_len.checked_sub(ip_header_len)?,
         })
     }
 
-    /// The length the L4 checksum covers, if that checksum arrived partial;
-    /// read before the rewrite changes the addresses it sums.
-    #[inline(always)]
-    fn partial_len(&self, parsed: &Parsed) -> Option<usize> {
-        let l4: &[u8] = match &self.l4 {
-            L4::Tcp(hdr) => &hdr[..],
-            L4::Udp(hdr) => &hdr[..],
-        };
-        partial::partial_len(parsed, l4)
-    }
-
-    fn rewrite(self, rewrite: &Rewrite) {
-        let Headers { eth, ip, l4 } = self;
+    /// Rewrites the headers; returns the length the TCP/UDP checksum
+    /// covers if it arrived partial (tested on the values the incremental
+    /// update reads anyway), in which case the checksum written is to be
+    /// replaced by a full one.
+    fn rewrite(self, rewrite: &Rewrite) -> Option<usize> {
+        let Headers {
+            eth,
+            ip,
+            l4,
+            ip_payload_len,
+        } = self;
         write_bytes::<{ ethernet::DST }, 6, _>(eth, rewrite.eth_dst);
         write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
 
         let (ip_src, ip_dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
-        let addr_diff = address_diff(
+        let (src, dst) = (
             read_u32::<{ ipv4::SRC }, _>(ip),
             read_u32::<{ ipv4::DST }, _>(ip),
-            rewrite,
         );
+        let addr_diff = address_diff(src, dst, rewrite);
         let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
         write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
         write_u32::<{ ipv4::SRC }, _>(ip, ip_src);
@@ -186,11 +185,14 @@ impl<'a> Headers<'a> {
                 write_u16::<{ tcp::CHECKSUM }, _>(hdr, adjust(checksum, diff));
                 write_u16::<{ tcp::SRC_PORT }, _>(hdr, rewrite.src_port);
                 write_u16::<{ tcp::DST_PORT }, _>(hdr, rewrite.dst_port);
+                let len = ip_payload_len;
+                partial::is_partial(ipv4::PROTOCOL_TCP, checksum, src, dst, len).then_some(len)
             }
             L4::Udp(hdr) => {
                 let checksum = read_u16::<{ udp::CHECKSUM }, _>(hdr);
                 // 0 means the sender computed no checksum (RFC 768); filling
                 // one in would need the whole payload, so "none" stays none.
+                let mut partial = None;
                 if checksum != 0 {
                     let diff = addr_diff
                         + port_diff(
@@ -202,9 +204,13 @@ impl<'a> Headers<'a> {
                     // A computed 0 is sent as all ones, or it would read as none.
                     let updated = if updated == 0 { 0xffff } else { updated };
                     write_u16::<{ udp::CHECKSUM }, _>(hdr, updated);
+                    let len = usize::from(read_u16::<{ udp::LENGTH }, _>(hdr));
+                    partial = partial::is_partial(ipv4::PROTOCOL_UDP, checksum, src, dst, len)
+                        .then_some(len);
                 }
                 write_u16::<{ udp::SRC_PORT }, _>(hdr, rewrite.src_port);
                 write_u16::<{ udp::DST_PORT }, _>(hdr, rewrite.dst_port);
+                partial
             }
         }
     }
@@ -494,7 +500,7 @@ mod tests {
 
             // What the incremental update alone would have sent.
             let mut incremental = partial.clone();
-            Headers::split(&mut incremental, &parsed)
+            let _ = Headers::split(&mut incremental, &parsed)
                 .unwrap()
                 .rewrite(&to_backend);
             assert_ne!(incremental, frame, "the incremental update was enough");
