@@ -396,17 +396,46 @@ fn render_status(r: &StatusReport) -> String {
             error.at_unix
         );
     }
-    let mut interfaces = table(&["INTERFACE", "IFINDEX", "XDP", "QUEUES", "RX QUEUES"]);
+    let mut interfaces = table(&[
+        "INTERFACE",
+        "IFINDEX",
+        "DRIVER",
+        "XDP",
+        "QUEUES",
+        "RX QUEUES",
+        "VETH PEER",
+        "FAST PATH OUT",
+    ]);
     for i in &r.interfaces {
         interfaces.add_row(vec![
             i.name.clone(),
             i.ifindex.to_string(),
+            if i.driver.is_empty() {
+                "-".to_owned()
+            } else {
+                i.driver.clone()
+            },
             i.xdp_mode.clone(),
             i.queues.to_string(),
             i.rx_queues.to_string(),
+            i.veth_peer
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), veth_peer),
+            match &i.fast_path_egress {
+                None => "-".to_owned(),
+                Some(e) if e.open => e.hairpin.clone(),
+                Some(_) => "OFF".to_owned(),
+            },
         ]);
     }
     let _ = writeln!(out, "\n{interfaces}");
+    // Why the fast path does not send out of an interface, and what to
+    // change: the sentence the daemon logged at start.
+    for i in &r.interfaces {
+        if let Some(egress) = i.fast_path_egress.as_ref().filter(|e| !e.open) {
+            let _ = writeln!(out, "{}: {}", i.name, egress.reason);
+        }
+    }
     let mut workers = table(&["QUEUE", "CORE", "PINNED", "AF_XDP"]);
     for w in &r.workers {
         workers.add_row(vec![
@@ -435,6 +464,22 @@ fn render_status(r: &StatusReport) -> String {
         }
     }
     out
+}
+
+/// `lb@sw-ns napi`: a veth peer's name, namespace and whether it runs NAPI.
+fn veth_peer(peer: &switchyard_proto::VethPeer) -> String {
+    let at = if peer.netns.is_empty() {
+        String::new()
+    } else {
+        format!("@{}", peer.netns)
+    };
+    let napi = match (peer.napi, peer.xdp) {
+        (_, true) => "napi (xdp)",
+        (Some(true), false) => "napi (gro)",
+        (Some(false), false) => "NO NAPI",
+        (None, false) => "napi ?",
+    };
+    format!("{}{at} {napi}", peer.name)
 }
 
 fn render_stats(r: &StatsReport) -> String {
@@ -484,7 +529,13 @@ fn render_stats(r: &StatsReport) -> String {
     right_align(&mut backends, 3);
     let _ = writeln!(out, "\n{backends}");
     let mut workers = table(&[
-        "WORKER", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS",
+        "WORKER",
+        "RX PKTS",
+        "RX BYTES",
+        "TX PKTS",
+        "TX BYTES",
+        "DROPS",
+        "PARTIAL CSUM",
     ]);
     for w in &r.workers {
         workers.add_row(vec![
@@ -494,6 +545,7 @@ fn render_stats(r: &StatsReport) -> String {
             Cell::new(w.tx_packets),
             Cell::new(w.tx_bytes),
             Cell::new(w.drops.values().sum::<u64>()),
+            Cell::new(w.partial_checksums),
         ]);
     }
     right_align(&mut workers, 1);
@@ -701,8 +753,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use switchyard_proto::{
-        BackendStats, ConfigError, Counters, ExistingFlow, FastPathStatus, FlowInfo,
-        InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, WorkerStats, WorkerStatus,
+        BackendStats, ConfigError, Counters, ExistingFlow, FastPathEgress, FastPathStatus,
+        FlowInfo, InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, VethPeer,
+        WorkerStats, WorkerStatus,
     };
 
     use super::*;
@@ -721,13 +774,42 @@ mod tests {
             uptime_secs: 42,
             config_path: "/etc/switchyard/gw.yaml".into(),
             config_generation: 5,
-            interfaces: vec![InterfaceStatus {
-                name: "eth0".into(),
-                ifindex: 3,
-                xdp_mode: "native".into(),
-                queues: 2,
-                rx_queues: 4,
-            }],
+            interfaces: vec![
+                InterfaceStatus {
+                    name: "eth0".into(),
+                    ifindex: 3,
+                    xdp_mode: "native".into(),
+                    queues: 2,
+                    rx_queues: 4,
+                    driver: "mlx5_core".into(),
+                    veth_peer: None,
+                    fast_path_egress: Some(FastPathEgress {
+                        open: true,
+                        hairpin: "xdp_tx".into(),
+                        reason: "the driver takes frames from XDP".into(),
+                    }),
+                },
+                InterfaceStatus {
+                    name: "veth1".into(),
+                    ifindex: 5,
+                    xdp_mode: "native".into(),
+                    queues: 2,
+                    rx_queues: 2,
+                    driver: "veth".into(),
+                    veth_peer: Some(VethPeer {
+                        name: "lb".into(),
+                        ifindex: 9,
+                        netns: "lab-sw".into(),
+                        napi: Some(false),
+                        xdp: false,
+                    }),
+                    fast_path_egress: Some(FastPathEgress {
+                        open: false,
+                        hairpin: "redirect".into(),
+                        reason: "veth1 is a veth whose peer lb runs no NAPI: run this".into(),
+                    }),
+                },
+            ],
             workers: vec![
                 WorkerStatus {
                     queue: 0,
@@ -767,7 +849,19 @@ mod tests {
             !text.contains("more"),
             "only the error's first line: {text}"
         );
-        row(&text, &["eth0", "3", "native", "2", "4"]);
+        row(
+            &text,
+            &["eth0", "3", "mlx5_core", "native", "2", "4", "-", "xdp_tx"],
+        );
+        row(&text, &["veth1", "5", "veth", "lb@lab-sw NO NAPI", "OFF"]);
+        row(
+            &text,
+            &["veth1: veth1 is a veth whose peer lb runs no NAPI: run this"],
+        );
+        assert!(
+            !text.contains("eth0: the driver"),
+            "only closed interfaces explain themselves: {text}"
+        );
         row(&text, &["0", "2", "yes", "zero-copy"]);
         row(&text, &["1", "9", "NO", "copy"]);
         row(
@@ -812,6 +906,7 @@ mod tests {
                 tx_bytes: 800,
                 flows: 5,
                 drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
+                partial_checksums: 4,
                 ..WorkerStats::default()
             }],
             drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
@@ -834,7 +929,7 @@ mod tests {
             &text,
             &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
         );
-        row(&text, &["queue 0", "13", "900", "10", "800", "3"]);
+        row(&text, &["queue 0", "13", "900", "10", "800", "3", "4"]);
         row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
         row(&text, &["steer_vip", "7"]);
         row(&text, &["pass_local", "0"]);

@@ -81,6 +81,9 @@ pub struct ControlState {
     /// Written by the reloader, read here; neither is on the packet path.
     pub config_status: Arc<Mutex<ConfigStatusReport>>,
     pub interfaces: Vec<InterfaceStatus>,
+    /// Each interface's veth peer and fast-path egress, as the egress
+    /// watch last read them; none in tests without interfaces.
+    pub egress: Option<Arc<crate::egress::EgressReport>>,
     pub workers: Vec<WorkerHandle>,
     /// The clock the workers stamp flows with.
     pub epoch: Instant,
@@ -304,7 +307,13 @@ pub fn status(state: &ControlState) -> StatusReport {
         config_path: state.config_path.clone(),
         config_generation: state.config.load().generation(),
         fast_path: state.fast_path.as_deref().map(fast_path_status),
-        interfaces: state.interfaces.clone(),
+        interfaces: {
+            let mut interfaces = state.interfaces.clone();
+            if let Some(egress) = &state.egress {
+                egress.fill(&mut interfaces);
+            }
+            interfaces
+        },
         workers: state
             .workers
             .iter()
@@ -481,6 +490,7 @@ pub fn stats_report(
                 unwritten: w.cache.unwritten,
                 lost: w.cache.lost,
             },
+            partial_checksums: w.partial_checksums,
         });
     }
     report

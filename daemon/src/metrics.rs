@@ -212,6 +212,18 @@ impl Collector for Scrape {
                 )
             }),
         )?;
+        gauges(
+            e,
+            "switchyard_interface_fast_path_egress",
+            "1 when the XDP fast path sends frames out of the interface, 0 when the kernel would drop them there (a veth whose peer runs no NAPI) and its flows stay with the workers.",
+            s.status.interfaces.iter().filter_map(|i| {
+                let egress = i.fast_path_egress.as_ref()?;
+                Some((
+                    vec![("interface", i.name.clone())],
+                    i64::from(egress.open),
+                ))
+            }),
+        )?;
 
         let listener_labels = |listener: &str, protocol: &str, vip: &str| -> Labels {
             vec![
@@ -363,6 +375,11 @@ impl Collector for Scrape {
                 "Flows a worker installed again because the XDP flow cache had lost their entry.",
                 |w| w.fast_path.lost,
             ),
+            (
+                "switchyard_worker_partial_checksums",
+                "Frames whose TCP/UDP checksum the sender left partial (tx checksum offload through a veth), completed by the worker.",
+                |w| w.partial_checksums,
+            ),
         ] {
             counters(
                 e,
@@ -498,7 +515,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use switchyard_proto::{
-        BackendInfo, BackendStats, Counters, ListenerInfo, ListenerStats, WorkerStats, WorkerStatus,
+        BackendInfo, BackendStats, Counters, FastPathEgress, InterfaceStatus, ListenerInfo,
+        ListenerStats, WorkerStats, WorkerStatus,
     };
 
     use super::*;
@@ -518,6 +536,11 @@ mod tests {
                     core: Some(1),
                     pinned: true,
                     afxdp_modes: vec!["copy".into()],
+                }],
+                interfaces: vec![InterfaceStatus {
+                    name: "eth0".into(),
+                    fast_path_egress: Some(FastPathEgress::default()),
+                    ..InterfaceStatus::default()
                 }],
                 ..StatusReport::default()
             },
@@ -549,6 +572,7 @@ mod tests {
                     queue: 0,
                     rx_packets: 64,
                     drops: BTreeMap::from([("no_route".into(), 5)]),
+                    partial_checksums: 9,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -589,6 +613,7 @@ mod tests {
             r#"switchyard_backend_flows_total{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 2"#,
             r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
             r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
+            r#"switchyard_worker_partial_checksums_total{queue="0"} 9"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,
@@ -596,6 +621,7 @@ mod tests {
             r#"switchyard_config_reloads_total{result="refused"} 0"#,
             r#"switchyard_build_info{version="0.1.0"} 1"#,
             r#"switchyard_worker_pinned{queue="0",core="1"} 1"#,
+            r#"switchyard_interface_fast_path_egress{interface="eth0"} 0"#,
             "# TYPE switchyard_worker_batch_duration_seconds histogram",
             r#"switchyard_worker_batch_packets_bucket{queue="0",le="4"} 1"#,
             r#"switchyard_worker_batch_packets_bucket{queue="0",le="64"} 2"#,

@@ -60,7 +60,8 @@ pub struct Egress {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum HairpinTx {
     /// XDP_TX, except on veth: a veth delivers XDP_TX frames to its peer
-    /// only when the peer runs an XDP program, so redirect there.
+    /// only when the peer runs an XDP program, so redirect there (which
+    /// the peer receives with GRO on too).
     Auto,
     /// Always XDP_TX (the fastest where the driver delivers it).
     XdpTx,
@@ -196,6 +197,10 @@ pub struct FastPath {
     l2_epoch: AtomicU64,
     /// CLOCK_MONOTONIC at the workers' epoch, in ns.
     monotonic_at_epoch: u64,
+    /// Interface slots the fast path must not send out of (bit s: slot s),
+    /// as the program's `FAST_STATE_EGRESS_CLOSED` says; workers read it
+    /// to install no entry there.
+    egress_closed: AtomicU64,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -232,7 +237,30 @@ impl FastPath {
             published_epochs: ArcSwap::from_pointee(Vec::new()),
             l2_epoch: AtomicU64::new(0),
             monotonic_at_epoch: monotonic_ns().saturating_sub(since_epoch),
+            egress_closed: AtomicU64::new(0),
         }
+    }
+
+    /// Closes the interface slots set in `mask` to the fast path (and opens
+    /// the others): the kernel would drop frames the program sent out of
+    /// them, as on a veth whose peer runs no NAPI. The program stops at
+    /// once, also for flows already cached; workers stop installing flows
+    /// that leave there, which then stay with them.
+    pub fn set_egress_closed(&self, mask: u64) -> Result<(), XdpError> {
+        // The program first: it is what keeps frames from being lost.
+        self.maps.set_egress_closed(mask)?;
+        // Relaxed: a worker that installs one more entry meanwhile is
+        // harmless, the program already refuses to apply it.
+        self.egress_closed.store(mask, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether the fast path may send frames out of interface slot `slot`.
+    #[inline]
+    pub fn egress_open(&self, slot: u16) -> bool {
+        // Relaxed: see `set_egress_closed`.
+        let closed = self.egress_closed.load(Ordering::Relaxed);
+        slot < 64 && closed & (1 << slot) == 0
     }
 
     pub fn maps(&self) -> &FastPathMaps {
@@ -582,9 +610,10 @@ impl CacheWriter {
 
     /// Queues `entry` for packets with 5-tuple `key`; false when it cannot
     /// be cached now (queue full, no slots for its generation yet, an
-    /// unknown port) or ever (its pair has no stats slot: more pairs than
-    /// slots), in which case the flow simply stays on the slow path until
-    /// a later packet. The caller marks the flow `Cached::Queued`.
+    /// unknown port, a port the fast path may not send out of) or ever (its
+    /// pair has no stats slot: more pairs than slots), in which case the
+    /// flow simply stays on the slow path until a later packet. The caller
+    /// marks the flow `Cached::Queued`.
     #[inline]
     pub fn queue(
         &mut self,
@@ -599,6 +628,9 @@ impl CacheWriter {
         let Some(&egress) = self.ports.get(entry.egress_port) else {
             return false;
         };
+        if !self.shared.egress_open(egress.slot) {
+            return false;
+        }
         let slot = slots.slot(entry.listener, entry.backend);
         // Without a slot there is no epoch to check, so it would never apply.
         if slot == SLOT_NONE {

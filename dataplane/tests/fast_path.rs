@@ -3,7 +3,8 @@
 //! BPF_PROG_TEST_RUN with the entry the worker would install) and
 //! `packet::apply` emit identical bytes. Also: when an entry must not
 //! apply (older generation or L2 epoch, TCP SYN/FIN/RST, a frame the
-//! workers would refuse, the fast path off), the frame goes on untouched.
+//! workers would refuse, a checksum the sender left partial, the fast path
+//! off), the frame goes on untouched.
 //!
 //! Needs root (loading BPF); the program is loaded, never attached, so the
 //! test touches no interface.
@@ -98,7 +99,7 @@ fn run_keyed(
 fn worker_output(frame: &[u8], rewrite: &Rewrite) -> Vec<u8> {
     let mut out = frame.to_vec();
     let parsed = packet::parse(&out).unwrap();
-    packet::apply(&mut out, &parsed, rewrite);
+    let _ = packet::apply(&mut out, &parsed, rewrite);
     out
 }
 
@@ -347,7 +348,13 @@ proptest! {
             }
         }
         let (verdict, out) = run(&steering, &frame, &entry(rewrite), LOOPBACK);
-        prop_assert_eq!(verdict, XdpAction::Tx);
-        prop_assert_eq!(out, worker_output(&frame, &rewrite));
+        // One complete checksum in 65,535 looks partial: the program leaves
+        // that frame to the workers.
+        if packet::has_partial_checksum(&frame, &packet::parse(&frame).unwrap()) {
+            prop_assert_eq!((verdict, out), (XdpAction::Pass, frame));
+        } else {
+            prop_assert_eq!(verdict, XdpAction::Tx);
+            prop_assert_eq!(out, worker_output(&frame, &rewrite));
+        }
     }
 }

@@ -521,6 +521,75 @@ fn tcp_ack_frame(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), payload: &[u8]) -> 
     frame
 }
 
+/// `frame` as a host with tx checksum offload on hands it to a veth (Linux
+/// `CHECKSUM_PARTIAL`): the TCP/UDP checksum field holds the pseudo-header
+/// sum, folded and not inverted.
+fn with_partial_checksum(frame: &[u8]) -> Vec<u8> {
+    let packet = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
+        panic!("not ipv4")
+    };
+    let header = ip.header();
+    let (protocol, at) = match packet.transport {
+        Some(TransportSlice::Tcp(_)) => (6u16, 16),
+        Some(TransportSlice::Udp(_)) => (17, 6),
+        other => panic!("not TCP or UDP: {other:?}"),
+    };
+    let l4_offset = 14 + usize::from(header.ihl()) * 4;
+    let l4_len = usize::from(header.total_len()) - usize::from(header.ihl()) * 4;
+    let mut sum: u32 = 0;
+    for addr in [header.source(), header.destination()] {
+        sum += u32::from(u16::from_be_bytes([addr[0], addr[1]]));
+        sum += u32::from(u16::from_be_bytes([addr[2], addr[3]]));
+    }
+    sum += u32::from(protocol) + l4_len as u32;
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut frame = frame.to_vec();
+    frame[l4_offset + at..l4_offset + at + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    frame
+}
+
+/// A client and backends on the LB's host with default veth offloads send
+/// partial checksums. Every frame the worker sends on carries the full
+/// checksum a receiving stack verifies from scratch (`inspect`), on a new
+/// flow and on a flow the table holds, both ways, and each is counted.
+#[test]
+fn partial_checksums_leave_complete_and_are_counted() {
+    let mut h = harness();
+    let syn = with_partial_checksum(&tcp_frame(FROM_CLIENT, (CLIENT, 40000), (VIP, 80), b""));
+    let (_, out) = h.send(0, syn).expect("SYN forwarded");
+    let backend = inspect(&out).dst;
+
+    let data = with_partial_checksum(&tcp_ack_frame((CLIENT, 40000), (VIP, 80), b"GET /"));
+    let (_, out) = h.send(0, data).expect("data forwarded");
+    let seen = inspect(&out);
+    assert_eq!(
+        (seen.dst, seen.payload.as_slice()),
+        (backend, &b"GET /"[..])
+    );
+
+    let mut reply = tcp_ack_frame(backend, (CLIENT, 40000), b"200 OK");
+    reply[..12].copy_from_slice(&[LB_BACKEND_SIDE_MAC, BE1_MAC].concat());
+    let (port, out) = h
+        .send(1, with_partial_checksum(&reply))
+        .expect("reply forwarded");
+    let seen = inspect(&out);
+    assert_eq!((port, seen.src, seen.dst), (0, (VIP, 80), (CLIENT, 40000)));
+
+    let query = with_partial_checksum(&udp_frame(FROM_CLIENT, (CLIENT, 53000), (VIP, 53), b"q"));
+    let (_, out) = h.send(0, query).expect("UDP forwarded");
+    assert_eq!(inspect(&out).payload, b"q");
+
+    // A frame with a complete checksum is not counted.
+    let (_, out) = h
+        .send(0, tcp_ack_frame((CLIENT, 40000), (VIP, 80), b"more"))
+        .expect("forwarded");
+    inspect(&out);
+    assert_eq!(h.stats().partial_checksums, 4);
+}
+
 #[test]
 fn backend_without_neighbour_is_dropped_and_resolution_requested() {
     let mut h = harness();

@@ -164,6 +164,49 @@ pub struct InterfaceStatus {
     /// Receive queues the device has.
     #[serde(default)]
     pub rx_queues: u32,
+    /// The kernel driver (`veth`, `virtio_net`, `mlx5_core`, ...), as
+    /// `ethtool -i` names it; empty when the device does not say.
+    #[serde(default)]
+    pub driver: String,
+    /// For a veth: the other end, where the frames it sends arrive.
+    #[serde(default)]
+    pub veth_peer: Option<VethPeer>,
+    /// Whether the XDP fast path sends frames out of this interface, and
+    /// why (not); absent when the fast path is off.
+    #[serde(default)]
+    pub fast_path_egress: Option<FastPathEgress>,
+}
+
+/// The other end of a veth.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VethPeer {
+    pub name: String,
+    /// Its ifindex, in its own network namespace.
+    pub ifindex: u32,
+    /// Its network namespace: a name under /run/netns, `nsid N` (this
+    /// namespace's id for it) when it has none there, empty when it is
+    /// this one.
+    pub netns: String,
+    /// Whether it receives in NAPI (an XDP program attached, or GRO on):
+    /// frames sent into the veth by XDP (XDP_TX, redirects) reach it only
+    /// then. Absent when the kernel does not say (before Linux 6.3).
+    pub napi: Option<bool>,
+    /// Whether an XDP program is attached to it.
+    pub xdp: bool,
+}
+
+/// Whether the XDP fast path sends frames out of an interface.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FastPathEgress {
+    /// The fast path sends the frames of cached flows out of it; false:
+    /// the kernel would drop them there, so flows leaving by it stay with
+    /// the workers (slower, not lost).
+    pub open: bool,
+    /// How the fast path sends a frame back out of the interface it came
+    /// in on: `xdp_tx` or `redirect` (`--fast-path-tx`).
+    pub hairpin: String,
+    /// What the decision rests on and, when closed, what to change.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -237,6 +280,11 @@ pub struct WorkerStats {
     pub flows: u64,
     /// Drops by named reason; reasons with a zero count are omitted.
     pub drops: BTreeMap<String, u64>,
+    /// Frames forwarded whose TCP/UDP checksum the sender had left partial
+    /// (tx checksum offload, through a veth) and the worker computed in
+    /// full; their flows stay off the XDP fast path.
+    #[serde(default)]
+    pub partial_checksums: u64,
     /// What the worker wrote into the XDP flow cache (zero with the fast
     /// path off).
     #[serde(default)]

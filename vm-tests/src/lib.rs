@@ -32,7 +32,7 @@ pub use link::xdp_attached;
 pub use netns::{in_netns, Netns};
 pub use servers::{EchoPair, TcpEchoServer, UdpEchoServer};
 pub use tempdir::TempDir;
-pub use topology::{Backend, Shape, Topology};
+pub use topology::{Backend, Offloads, Shape, Topology};
 
 use std::path::Path;
 

@@ -71,6 +71,17 @@ pub fn set_tx_checksum(ns: &Netns, dev: &str, on: bool) -> Result<()> {
     set_feature(ns, dev, Feature::TxChecksum, on)
 }
 
+/// Whether GRO is on for `dev` in `ns` (off on a new veth).
+pub fn gro(ns: &Netns, dev: &str) -> Result<bool> {
+    get_feature(ns, dev, Feature::Gro)
+}
+
+/// Whether transmit checksum offload is on for `dev` in `ns` (on for a new
+/// veth).
+pub fn tx_checksum(ns: &Netns, dev: &str) -> Result<bool> {
+    get_feature(ns, dev, Feature::TxChecksum)
+}
+
 /// Spreads what `dev` transmits over its queues by sending CPU: queue q
 /// gets the CPUs c with c mod queues = q (XPS, Documentation/networking/
 /// scaling.rst). A veth delivers to the peer's receive queue of the same
@@ -156,6 +167,14 @@ fn set_feature(ns: &Netns, dev: &str, feature: Feature, on: bool) -> Result<()> 
         )
     })?;
     Ok(())
+}
+
+fn get_feature(ns: &Netns, dev: &str, feature: Feature) -> Result<bool> {
+    let dev_owned = dev.to_owned();
+    let (get, _) = feature.commands();
+    let value = in_netns(ns, move || ethtool_value(&dev_owned, get, 0))?
+        .with_context(|| format!("reading {feature:?} of {dev} in {}", ns.name()))?;
+    Ok(value != 0)
 }
 
 /// `struct ethtool_value` from linux/ethtool.h.

@@ -2,11 +2,13 @@
 //! in its own namespace, wired with veths and a bridge.
 //!
 //! This module owns addressing and wiring; it does not start servers or the
-//! daemon. The veths are set up to behave like wires to a real NIC: senders
-//! towards the LB put full checksums in their frames (no checksum offload,
-//! no TSO) and the LB's peers accept XDP-transmitted frames (GRO, hence
-//! NAPI, on); see `link`. All addresses are in 198.18.0.0/15 (benchmarking range, RFC 2544)
-//! and live only inside the namespaces built here.
+//! daemon. By default the veths are set up to behave like wires to a real
+//! NIC: senders towards the LB put full checksums in their frames (no
+//! checksum offload, no TSO) and the LB's peers accept XDP-transmitted
+//! frames (GRO, hence NAPI, on); see `link`. [`Offloads::KernelDefaults`]
+//! leaves every veth as the kernel creates it instead, the lab a new user
+//! builds. All addresses are in 198.18.0.0/15 (benchmarking range, RFC
+//! 2544) and live only inside the namespaces built here.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -36,6 +38,19 @@ pub const BACKENDS: [(&str, Ipv4Addr); 2] = [
 
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the veths' offloads are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offloads {
+    /// Like wires to real NICs: clients and backends send full checksums
+    /// (tx checksum offload off) and the LB's peers run NAPI (GRO on), so
+    /// they receive frames the XDP fast path sends.
+    WireLike,
+    /// As the kernel creates a veth, nothing tuned: tx checksum offload on
+    /// (hosts send partial checksums) and GRO off (the LB's peers run no
+    /// NAPI unless Switchyard's own program makes them).
+    KernelDefaults,
+}
+
 /// How the LB node is wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -60,6 +75,7 @@ pub struct Backend {
 #[derive(Debug)]
 pub struct Topology {
     pub shape: Shape,
+    pub offloads: Offloads,
     /// Queues on every veth end (`numtxqueues`/`numrxqueues`).
     pub queues: u32,
     pub client: Netns,
@@ -72,9 +88,14 @@ pub struct Topology {
 
 impl Topology {
     /// Client, LB and backends all on one bridge; the LB has one interface
-    /// `eth0` with 198.18.1.1/24 and 198.18.2.1/24.
+    /// `eth0` with 198.18.1.1/24 and 198.18.2.1/24. Wire-like offloads.
     pub fn single_arm(queues: u32) -> Result<Topology> {
-        let mut topo = Topology::namespaces(Shape::SingleArm, queues)?;
+        Topology::single_arm_with(queues, Offloads::WireLike)
+    }
+
+    /// `single_arm` with the given offloads.
+    pub fn single_arm_with(queues: u32, offloads: Offloads) -> Result<Topology> {
+        let mut topo = Topology::namespaces(Shape::SingleArm, offloads, queues)?;
         topo.lb_interfaces = vec!["eth0".into()];
         let q = queues;
         veth(&topo.client, "eth0", &topo.switch, "client", q)?;
@@ -84,16 +105,21 @@ impl Topology {
         topo.client_addressing()?;
         topo.lb_addressing("eth0", "eth0")?;
         topo.attach_to_bridge(&["client", "lb"])?;
-        set_gro(&topo.switch, "lb", true)?;
+        topo.napi_on(&[(&topo.switch, "lb")])?;
         topo.spread_lb_queues(&[(&topo.switch, "lb")])?;
         topo.finish(&["client", "lb", "be1", "be2"])?;
         Ok(topo)
     }
 
     /// Client <-> LB `eth0` point to point (198.18.1.0/24); LB `eth1`
-    /// (198.18.2.1/24) on the backends' bridge.
+    /// (198.18.2.1/24) on the backends' bridge. Wire-like offloads.
     pub fn two_arm(queues: u32) -> Result<Topology> {
-        let mut topo = Topology::namespaces(Shape::TwoArm, queues)?;
+        Topology::two_arm_with(queues, Offloads::WireLike)
+    }
+
+    /// `two_arm` with the given offloads.
+    pub fn two_arm_with(queues: u32, offloads: Offloads) -> Result<Topology> {
+        let mut topo = Topology::namespaces(Shape::TwoArm, offloads, queues)?;
         topo.lb_interfaces = vec!["eth0".into(), "eth1".into()];
         let q = queues;
         veth(&topo.client, "eth0", &topo.lb, "eth0", q)?;
@@ -103,8 +129,7 @@ impl Topology {
         topo.client_addressing()?;
         topo.lb_addressing("eth0", "eth1")?;
         topo.attach_to_bridge(&["lb"])?;
-        set_gro(&topo.client, "eth0", true)?;
-        set_gro(&topo.switch, "lb", true)?;
+        topo.napi_on(&[(&topo.client, "eth0"), (&topo.switch, "lb")])?;
         topo.spread_lb_queues(&[(&topo.client, "eth0"), (&topo.switch, "lb")])?;
         topo.finish(&["lb", "be1", "be2"])?;
         Ok(topo)
@@ -141,7 +166,7 @@ impl Topology {
     /// Creates the namespaces and the bridge; nothing is wired yet. Every
     /// namespace is a guard from the moment it exists, so a failure half way
     /// removes what was made.
-    fn namespaces(shape: Shape, queues: u32) -> Result<Topology> {
+    fn namespaces(shape: Shape, offloads: Offloads, queues: u32) -> Result<Topology> {
         if queues == 0 {
             return Err(anyhow!("a topology needs at least one queue"));
         }
@@ -165,6 +190,7 @@ impl Topology {
         lb.sysctl("net/ipv4/ip_forward", "0")?;
         Ok(Topology {
             shape,
+            offloads,
             queues,
             client,
             lb,
@@ -172,6 +198,26 @@ impl Topology {
             backends,
             lb_interfaces: Vec::new(),
         })
+    }
+
+    /// Wire-like: the LB's peers run NAPI (GRO on), as a switch port
+    /// always receives. Kernel defaults: left off.
+    fn napi_on(&self, peers: &[(&Netns, &str)]) -> Result<()> {
+        if self.offloads == Offloads::WireLike {
+            for (ns, dev) in peers {
+                set_gro(ns, dev, true)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Wire-like: `dev` sends full checksums, as onto a wire. Kernel
+    /// defaults: left to offload (partial checksums).
+    fn full_checksums(&self, ns: &Netns, dev: &str) -> Result<()> {
+        if self.offloads == Offloads::WireLike {
+            set_tx_checksum(ns, dev, false)?;
+        }
+        Ok(())
     }
 
     /// With several queues, makes the LB's peers pick the LB's receive
@@ -192,7 +238,7 @@ impl Topology {
             be.ns
                 .ip(&["addr", "add", &format!("{}/24", be.addr), "dev", "eth0"])?;
             be.ns.ip(&["link", "set", "dev", "eth0", "up"])?;
-            set_tx_checksum(&be.ns, "eth0", false)?;
+            self.full_checksums(&be.ns, "eth0")?;
             be.ns.ip(&[
                 "route",
                 "add",
@@ -224,7 +270,7 @@ impl Topology {
         let c = &self.client;
         c.ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
         c.ip(&["link", "set", "dev", "eth0", "up"])?;
-        set_tx_checksum(c, "eth0", false)?;
+        self.full_checksums(c, "eth0")?;
         c.ip(&[
             "route",
             "add",

@@ -21,6 +21,12 @@
 //! [`pseudo_header_v6`]): its sum plus `sum_words` of the upper-layer packet,
 //! folded and inverted, is the checksum field; a packet verifies when that
 //! fold comes to `0xffff`.
+//!
+//! A sender that offloads the TCP/UDP checksum (Linux `CHECKSUM_PARTIAL`,
+//! what a veth carries from a host with tx checksum offload on) hands over
+//! the field holding only its pseudo-header sum, folded and not inverted,
+//! for the device to finish ([`is_partial`]). No incremental update can
+//! finish it: the sum over the segment is missing.
 
 /// Folds a 32-bit sum of 16-bit words into 16 bits with end-around carry
 /// (RFC 1071 §4.1). Two rounds suffice for any `u32`: the first leaves at
@@ -99,6 +105,21 @@ pub fn sum_words(bytes: &[u8]) -> u32 {
 #[inline(always)]
 pub const fn pseudo_header_v4(src: u32, dst: u32, protocol: u8, l4_len: u16) -> u32 {
     (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + protocol as u32 + l4_len as u32
+}
+
+/// Whether a TCP/UDP checksum field holds what a sender that offloads the
+/// checksum leaves in it: `pseudo_header`'s sum folded and not inverted
+/// (Linux `tcp_v4_send_check` and `udp4_hwcsum` write
+/// `~csum_tcpudp_magic(..)`, which is exactly that). `pseudo_header` is
+/// never 0 for TCP or UDP (the protocol word is not), so neither is the
+/// fold, and a UDP field of 0 ("no checksum") never matches.
+///
+/// A complete checksum matches by chance about once in 65,535 packets; the
+/// test cannot tell those apart, so whoever acts on a match must still be
+/// right for a complete checksum (recomputing from scratch is).
+#[inline(always)]
+pub const fn is_partial(field: u16, pseudo_header: u32) -> bool {
+    field == fold(pseudo_header)
 }
 
 /// Sum of the IPv6 pseudo-header of RFC 8200 §8.1: source and final
@@ -243,6 +264,29 @@ mod tests {
             let successive = update_u16(update_u32(check, a.0, a.1), b.0, b.1);
             prop_assert_eq!(summed, successive);
         }
+    }
+
+    /// What Linux leaves for the device (`~csum_tcpudp_magic`, RFC 1071
+    /// arithmetic spelled out here) is recognised; the complete checksum of
+    /// the same segment is not.
+    #[test]
+    fn the_folded_pseudo_header_sum_is_partial_and_the_full_checksum_is_not() {
+        let (src, dst) = (0xc612_010a_u32, 0xc612_640a_u32);
+        let segment = [
+            0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xfa, 0xf0,
+        ];
+        let pseudo = pseudo_header_v4(src, dst, 6, segment.len() as u16);
+        let mut linux = 0u64;
+        for word in [src >> 16, src & 0xffff, dst >> 16, dst & 0xffff, 6, 16] {
+            linux += u64::from(word);
+        }
+        while linux > 0xffff {
+            linux = (linux & 0xffff) + (linux >> 16);
+        }
+        assert!(is_partial(linux as u16, pseudo));
+        let full = !fold(pseudo + sum_words(&segment));
+        assert!(!is_partial(full, pseudo));
+        assert!(!is_partial(0, pseudo_header_v4(0, 0, 17, 8)));
     }
 
     #[test]

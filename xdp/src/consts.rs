@@ -46,6 +46,10 @@ pub const FAST_STATE_GENERATION: u32 = 1;
 /// Index of the L2 epoch in `fast_state` (`FAST_STATE_L2_EPOCH`).
 pub const FAST_STATE_L2_EPOCH: u32 = 2;
 
+/// Index of the closed-egress slot mask in `fast_state`
+/// (`FAST_STATE_EGRESS_CLOSED`).
+pub const FAST_STATE_EGRESS_CLOSED: u32 = 3;
+
 /// `#define NAME VALUE` lines of a C header whose value is an integer literal.
 #[cfg(test)]
 pub(crate) fn c_defines(header: &str) -> std::collections::HashMap<&str, u64> {
@@ -88,6 +92,7 @@ mod tests {
             ("FAST_STATE_ENABLED", FAST_STATE_ENABLED),
             ("FAST_STATE_GENERATION", FAST_STATE_GENERATION),
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
+            ("FAST_STATE_EGRESS_CLOSED", FAST_STATE_EGRESS_CLOSED),
         ] {
             assert_eq!(
                 defines.get(name).copied(),

@@ -37,11 +37,19 @@ pub enum SteerCounter {
     FastStale = 10,
     /// Cache hit on a TCP SYN, FIN or RST, which the workers must see.
     FastTcpControl = 11,
+    /// Cache hit on a frame whose TCP/UDP checksum the sender left partial
+    /// (tx checksum offload through a veth), which only a worker can
+    /// complete: slow path.
+    FastPartialChecksum = 12,
+    /// Cache hit whose egress interface would drop frames sent by XDP (a
+    /// veth whose peer runs no NAPI), an entry installed before that was
+    /// known: slow path.
+    FastEgressClosed = 13,
 }
 
 impl SteerCounter {
     /// Every counter, in index order.
-    pub const ALL: [SteerCounter; 12] = [
+    pub const ALL: [SteerCounter; 14] = [
         SteerCounter::SteerVip,
         SteerCounter::SteerReply,
         SteerCounter::PassNotService,
@@ -54,6 +62,8 @@ impl SteerCounter {
         SteerCounter::FastRedirect,
         SteerCounter::FastStale,
         SteerCounter::FastTcpControl,
+        SteerCounter::FastPartialChecksum,
+        SteerCounter::FastEgressClosed,
     ];
 
     /// Index in the `counters` map.
@@ -76,6 +86,8 @@ impl SteerCounter {
             SteerCounter::FastRedirect => "fast_redirect",
             SteerCounter::FastStale => "fast_stale",
             SteerCounter::FastTcpControl => "fast_tcp_control",
+            SteerCounter::FastPartialChecksum => "fast_partial_checksum",
+            SteerCounter::FastEgressClosed => "fast_egress_closed",
         }
     }
 }
@@ -113,6 +125,10 @@ pub struct SteerCounters {
     pub fast_stale: u64,
     /// See [`SteerCounter::FastTcpControl`].
     pub fast_tcp_control: u64,
+    /// See [`SteerCounter::FastPartialChecksum`].
+    pub fast_partial_checksum: u64,
+    /// See [`SteerCounter::FastEgressClosed`].
+    pub fast_egress_closed: u64,
 }
 
 impl SteerCounters {
@@ -140,6 +156,8 @@ impl SteerCounters {
             SteerCounter::FastRedirect => &mut self.fast_redirect,
             SteerCounter::FastStale => &mut self.fast_stale,
             SteerCounter::FastTcpControl => &mut self.fast_tcp_control,
+            SteerCounter::FastPartialChecksum => &mut self.fast_partial_checksum,
+            SteerCounter::FastEgressClosed => &mut self.fast_egress_closed,
         }
     }
 
@@ -157,6 +175,8 @@ impl SteerCounters {
             SteerCounter::FastRedirect => &self.fast_redirect,
             SteerCounter::FastStale => &self.fast_stale,
             SteerCounter::FastTcpControl => &self.fast_tcp_control,
+            SteerCounter::FastPartialChecksum => &self.fast_partial_checksum,
+            SteerCounter::FastEgressClosed => &self.fast_egress_closed,
         }
     }
 }
@@ -212,6 +232,9 @@ mod tests {
             *counters.field_mut(counter) = n as u64 + 1;
         }
         let totals: Vec<u64> = counters.iter().map(|(_, total)| total).collect();
-        assert_eq!(totals, (1..=12).collect::<Vec<u64>>());
+        assert_eq!(
+            totals,
+            (1..=SteerCounter::ALL.len() as u64).collect::<Vec<u64>>()
+        );
     }
 }

@@ -20,7 +20,8 @@ use aya::Pod;
 
 use crate::bpf_sys;
 use crate::consts::{
-    FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH, LAST_SEEN_SHIFT,
+    FAST_STATE_EGRESS_CLOSED, FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH,
+    LAST_SEEN_SHIFT,
 };
 use crate::error::XdpError;
 
@@ -386,6 +387,19 @@ impl FastPathMaps {
     /// From now on only entries whose MACs come from L2 `epoch` apply.
     pub fn publish_l2_epoch(&self, epoch: u64) -> Result<(), XdpError> {
         self.set_state(FAST_STATE_L2_EPOCH, epoch)
+    }
+
+    /// Closes the interface slots whose bits are set in `mask` to the fast
+    /// path: the program stops sending frames out of them at once, cached
+    /// entries included, and hands those frames to the workers. 0 closes
+    /// none (the state before the first call).
+    pub fn set_egress_closed(&self, mask: u64) -> Result<(), XdpError> {
+        self.set_state(FAST_STATE_EGRESS_CLOSED, mask)
+    }
+
+    /// The slots closed by `set_egress_closed`.
+    pub fn egress_closed(&self) -> Result<u64, XdpError> {
+        self.state(FAST_STATE_EGRESS_CLOSED)
     }
 
     /// The running config generation, and the L2 epoch entries must carry.

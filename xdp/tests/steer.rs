@@ -14,13 +14,16 @@ use switchyard_wire::{
     ethernet,
     fixtures::{
         scenario::{
-            BACKEND, BACKEND_TCP_PORT, CLIENT, LB_BACKEND_ARM, LB_CLIENT_ARM, TCP_PORT, VIP,
+            BACKEND, BACKEND_MAC, BACKEND_TCP_PORT, BACKEND_UDP_PORT, CLIENT, LB_BACKEND_ARM,
+            LB_BACKEND_ARM_MAC, LB_CLIENT_ARM, TCP_PORT, UDP_PORT, VIP,
         },
         TCP_SYN, TCP_SYN_DOT1Q,
     },
     ipv4, tcp, vlan,
 };
-use switchyard_xdp::{RxQueue, ServiceMatch, SteerCounter, XdpAction};
+use switchyard_xdp::{
+    ActionSpec, FlowAction, FlowCacheKey, RxQueue, ServiceMatch, SteerCounter, Steering, XdpAction,
+};
 
 /// A client's source port.
 const CLIENT_PORT: u16 = 40000;
@@ -171,5 +174,121 @@ fn unregistered_socket_makes_its_queue_pass() {
         let ran = run_frame(steering, &TCP_SYN, Some(rx));
         assert_eq!(ran.verdict, XdpAction::Pass);
         assert_eq!(ran.bumped, vec![(SteerCounter::NoSocket, 1)]);
+    });
+}
+
+/// Publishes fast-path state and installs, for `frame`'s flow (client to
+/// the VIP's `port`), an entry that sends it to the backend out of the
+/// interface it came in on (slot 0, XDP_TX).
+fn cache_flow(steering: &Steering, rx: RxQueue, protocol: u8, port: u16, backend_port: u16) {
+    let fast = steering.fast_path();
+    fast.publish_generation(1).unwrap();
+    // The entry's generation is checked against its listener's epoch.
+    fast.publish_epochs(&[0], &[1]).unwrap();
+    fast.publish_l2_epoch(1).unwrap();
+    fast.set_enabled(true).unwrap();
+    let key = FlowCacheKey::new(CLIENT, VIP, CLIENT_PORT, port, protocol);
+    let action = FlowAction::from(ActionSpec {
+        generation: 1,
+        l2_epoch: 1,
+        eth_dst: BACKEND_MAC,
+        eth_src: LB_BACKEND_ARM_MAC,
+        ip_src: CLIENT,
+        ip_dst: BACKEND,
+        src_port: CLIENT_PORT,
+        dst_port: backend_port,
+        ip_csum_diff: 0,
+        l4_csum_diff: 0,
+        egress_slot: 0,
+        egress_ifindex: rx.ifindex,
+        stats_slot: 0,
+    });
+    let (written, error) = fast.install(&[key], &[action]);
+    assert_eq!((written, error.map(|e| e.to_string())), (1, None));
+}
+
+/// A flow the fast path holds, whose sender hands over partial TCP/UDP
+/// checksums (tx checksum offload through a veth): the program cannot
+/// finish such a checksum, so the frame goes to the worker's socket
+/// untouched and is counted; the same flow's frame with a full checksum is
+/// rewritten and sent by the program itself.
+#[test]
+fn a_cached_flows_frame_with_a_partial_checksum_is_steered_not_rewritten() {
+    with_scenario_steering(|steering, rx| {
+        let flows = [
+            (
+                frames::tcp_data_frame(CLIENT, CLIENT_PORT, VIP, TCP_PORT, b"GET /"),
+                ipv4::PROTOCOL_TCP,
+                (TCP_PORT, BACKEND_TCP_PORT),
+            ),
+            (
+                frames::udp_frame(CLIENT, CLIENT_PORT, VIP, UDP_PORT),
+                ipv4::PROTOCOL_UDP,
+                (UDP_PORT, BACKEND_UDP_PORT),
+            ),
+        ];
+        for (full, protocol, (port, backend_port)) in flows {
+            cache_flow(steering, rx, protocol, port, backend_port);
+
+            let partial = frames::with_partial_checksum(&full);
+            assert_ne!(partial, full);
+            let ran = run_frame(steering, &partial, Some(rx));
+            assert_eq!(
+                (ran.verdict, ran.bumped, ran.frame == partial),
+                (
+                    XdpAction::Redirect,
+                    vec![
+                        (SteerCounter::SteerVip, 1),
+                        (SteerCounter::FastPartialChecksum, 1)
+                    ],
+                    true
+                ),
+                "protocol {protocol}: steered to the socket, untouched"
+            );
+
+            let ran = run_frame(steering, &full, Some(rx));
+            assert_eq!(
+                (ran.verdict, ran.bumped),
+                (XdpAction::Tx, vec![(SteerCounter::FastTx, 1)]),
+                "protocol {protocol}: a full checksum rides the fast path"
+            );
+        }
+    });
+}
+
+/// An interface the kernel would drop XDP frames on (a veth whose peer runs
+/// no NAPI) is closed to the fast path: a flow cached before it closed is
+/// steered to the worker's socket untouched, and rides the fast path again
+/// once it opens.
+#[test]
+fn a_cached_flow_whose_egress_is_closed_is_steered_not_sent() {
+    with_scenario_steering(|steering, rx| {
+        cache_flow(steering, rx, ipv4::PROTOCOL_UDP, UDP_PORT, BACKEND_UDP_PORT);
+        let frame = frames::udp_frame(CLIENT, CLIENT_PORT, VIP, UDP_PORT);
+        let fast = steering.fast_path();
+
+        fast.set_egress_closed(1 << 0).unwrap();
+        assert_eq!(fast.egress_closed().unwrap(), 1);
+        let ran = run_frame(steering, &frame, Some(rx));
+        assert_eq!(
+            (ran.verdict, ran.bumped, ran.frame == frame),
+            (
+                XdpAction::Redirect,
+                vec![
+                    (SteerCounter::SteerVip, 1),
+                    (SteerCounter::FastEgressClosed, 1)
+                ],
+                true
+            ),
+            "closed: steered to the socket, untouched"
+        );
+
+        // Another slot closed leaves this one open.
+        fast.set_egress_closed(1 << 1).unwrap();
+        let ran = run_frame(steering, &frame, Some(rx));
+        assert_eq!(
+            (ran.verdict, ran.bumped),
+            (XdpAction::Tx, vec![(SteerCounter::FastTx, 1)])
+        );
     });
 }

@@ -25,9 +25,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 
-use self::netlink::{
-    parse_link, parse_neighbour, parse_route, wait_readable, Dirty, Dump, RtSocket,
-};
+use self::netlink::{parse_link, parse_neighbour, parse_route, Dirty, Dump, RtSocket};
+use crate::netlink::wait_readable;
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, RouteEntry, Unresolved,
     REQUEST_QUEUE,

@@ -12,9 +12,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
-    Emitable, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer,
-    NlasIterator, ParseableParametrized, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLMSG_DONE,
+    NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkHeader, LinkMessage};
 use netlink_packet_route::neighbour::{
@@ -29,6 +28,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::NeighborError;
+use crate::netlink::{attributes, errno_of, errno_to_io, messages, wait_readable};
 use switchyard_dataplane::neighbor::{LinkEntry, NeighbourEntry, RouteAction, RouteEntry};
 
 /// `IFLA_ADDRESS` (include/uapi/linux/if_link.h); libc does not export it.
@@ -125,72 +125,6 @@ impl Dirty {
             _ => Dirty::default(),
         }
     }
-}
-
-/// One netlink message inside a received datagram.
-struct Message<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
-}
-
-/// The well-formed messages of a datagram, stopping at the first that is not.
-fn messages(buf: &[u8]) -> impl Iterator<Item = Message<'_>> {
-    let mut offset = 0;
-    std::iter::from_fn(move || {
-        let rest = buf.get(offset..)?;
-        let msg = NetlinkBuffer::new_checked(rest).ok()?;
-        // new_checked guarantees header <= length <= rest.len().
-        let len = msg.length() as usize;
-        offset += (len + 3) & !3;
-        Some(Message {
-            kind: msg.message_type(),
-            flags: msg.flags(),
-            seq: msg.sequence_number(),
-            payload: msg.payload(),
-        })
-    })
-}
-
-/// The errno of an `NLMSG_ERROR` or `NLMSG_DONE` payload (0 for an ack).
-fn errno_of(payload: &[u8]) -> i32 {
-    payload
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, i32::from_ne_bytes)
-}
-
-/// `code` is the kernel's negative errno.
-fn errno_to_io(code: i32) -> io::Error {
-    let errno = code
-        .checked_neg()
-        .filter(|e| *e > 0)
-        .unwrap_or(libc::EINVAL);
-    io::Error::from_raw_os_error(errno)
-}
-
-/// Waits until `fd` is readable (or has an error pending) or `timeout`
-/// passes; `Ok(false)` on timeout or signal.
-pub(super) fn wait_readable(fd: RawFd, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // Round up so a sub-millisecond remainder does not become a busy loop.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: `pfd` is one valid, initialised pollfd that outlives the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(err)
-        };
-    }
-    Ok(rc > 0)
 }
 
 /// An rtnetlink socket in the network namespace of the thread that opened it.
@@ -459,18 +393,6 @@ fn neighbour_message(ifindex: u32, addr: Ipv4Addr, flags: NeighbourFlags) -> Nei
             addr,
         )));
     msg
-}
-
-/// The valid attributes of kinds `wanted` after a fixed header of `header_len`.
-fn attributes<'a>(
-    payload: &'a [u8],
-    header_len: usize,
-    wanted: &'a [u16],
-) -> impl Iterator<Item = NlaBuffer<&'a [u8]>> + 'a {
-    let rest = payload.get(header_len..).unwrap_or_default();
-    NlasIterator::new(rest)
-        .map_while(Result::ok)
-        .filter(move |nla| wanted.contains(&nla.kind()))
 }
 
 /// `RTM_NEWLINK` -> the link's Ethernet address, if it has one.

@@ -2,7 +2,8 @@
 //! checksums of `switchyard-wire`: it parses an Ethernet II frame (at most
 //! one 802.1Q/802.1ad tag) carrying IPv4 TCP or UDP into a [`FlowKey`] and the
 //! offsets of its headers ([`parse()`]), replays a per-flow NAT [`Rewrite`] on
-//! the frame in place with incremental checksum updates ([`apply`]), and
+//! the frame in place with incremental checksum updates ([`apply`]; a
+//! checksum the sender left partial is computed in full instead), and
 //! hashes a 5-tuple the same way on every node ([`flow_hash`]). It is pure:
 //! no I/O, no clocks, no configuration. It must never allocate, make a
 //! syscall or panic on packet bytes; a frame it cannot handle comes back as a
@@ -10,6 +11,7 @@
 
 mod hash;
 mod parse;
+mod partial;
 mod reset;
 mod rewrite;
 
@@ -18,5 +20,6 @@ mod testutil;
 
 pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, FlowKey, ParseError, Parsed};
+pub use partial::has_partial_checksum;
 pub use reset::tcp_reset;
-pub use rewrite::{apply, checksum_deltas, ChecksumDeltas, Rewrite};
+pub use rewrite::{apply, checksum_deltas, ChecksumDeltas, L4Checksum, Rewrite};

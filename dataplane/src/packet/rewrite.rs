@@ -1,11 +1,14 @@
 //! Two-arm NAT in place: new MACs, IPv4 addresses and L4 ports, with the
 //! IPv4 header checksum and the TCP/UDP checksum updated incrementally
 //! (RFC 1624) rather than recomputed, so the cost does not grow with the
-//! payload. The frame's length and every other byte stay as they were.
+//! payload. The frame's length and every other byte stay as they were. The
+//! one exception is a frame whose TCP/UDP checksum the sender left partial
+//! (see `partial`): its checksum is computed from scratch.
 
 use std::net::Ipv4Addr;
 
 use super::parse::{FlowKey, Parsed};
+use super::partial;
 use switchyard_wire::checksum::{adjust, diff_u16, diff_u32, fold};
 use switchyard_wire::{
     ethernet, ipv4, read_u16, read_u32, tcp, udp, write_bytes, write_u16, write_u32,
@@ -31,6 +34,10 @@ pub struct Rewrite {
 /// and L4 ports, with incremental updates of the IPv4 header checksum and of
 /// the TCP/UDP checksum, whose pseudo-header covers the addresses.
 ///
+/// A frame whose TCP/UDP checksum arrived partial (the sender offloaded it,
+/// see [`L4Checksum::Completed`]) gets it computed from scratch instead,
+/// since no incremental update can finish it; the caller counts those.
+///
 /// `parsed` must come from [`parse`](super::parse()) of this same frame. If
 /// its offsets do not fit the frame, or its protocol is neither TCP nor UDP,
 /// the frame is left untouched rather than half-rewritten.
@@ -42,10 +49,33 @@ pub struct Rewrite {
 /// not send. The loop TTL guards against cannot form here as long as config
 /// rejects a backend that is itself a VIP. Keeping TTL also keeps the action
 /// a pure function of the flow, which the XDP cache replays byte for byte.
-pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) {
-    if let Some(headers) = Headers::split(frame, parsed) {
-        headers.rewrite(rewrite);
+pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) -> L4Checksum {
+    let Some(headers) = Headers::split(frame, parsed) else {
+        return L4Checksum::Incremental;
+    };
+    let Some(len) = headers.rewrite(rewrite) else {
+        return L4Checksum::Incremental;
+    };
+    if let Some(l4) = frame.get_mut(parsed.l4_offset..) {
+        let (src, dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
+        partial::complete(l4, parsed.key.protocol, len, src, dst);
     }
+    L4Checksum::Completed
+}
+
+/// How [`apply`] brought the TCP/UDP checksum up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a completed partial checksum is counted"]
+pub enum L4Checksum {
+    /// Updated incrementally (RFC 1624); also a UDP datagram without a
+    /// checksum, and a frame `apply` left untouched.
+    Incremental,
+    /// The field held only the folded pseudo-header sum a sender with tx
+    /// checksum offload leaves for its device (Linux `CHECKSUM_PARTIAL`,
+    /// carried as is by a veth); it was computed from scratch over the
+    /// segment. A complete checksum that looked partial by chance (about
+    /// one in 65,535) comes out the same.
+    Completed,
 }
 
 /// The checksum changes of a rewrite, for the XDP flow cache: a flow's
@@ -89,6 +119,8 @@ struct Headers<'a> {
     eth: &'a mut [u8; ethernet::HEADER_LEN],
     ip: &'a mut [u8; ipv4::MIN_HEADER_LEN],
     l4: L4<'a>,
+    /// Bytes after the IPv4 header: a TCP segment's length.
+    ip_payload_len: usize,
 }
 
 enum L4<'a> {
@@ -112,20 +144,30 @@ impl<'a> Headers<'a> {
             eth: l2.first_chunk_mut()?,
             ip: l3.first_chunk_mut()?,
             l4,
+            ip_payload_len: parsed.ip_total_len.checked_sub(ip_header_len)?,
         })
     }
 
-    fn rewrite(self, rewrite: &Rewrite) {
-        let Headers { eth, ip, l4 } = self;
+    /// Rewrites the headers; returns the length the TCP/UDP checksum
+    /// covers if it arrived partial (tested on the values the incremental
+    /// update reads anyway), in which case the checksum written is to be
+    /// replaced by a full one.
+    fn rewrite(self, rewrite: &Rewrite) -> Option<usize> {
+        let Headers {
+            eth,
+            ip,
+            l4,
+            ip_payload_len,
+        } = self;
         write_bytes::<{ ethernet::DST }, 6, _>(eth, rewrite.eth_dst);
         write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
 
         let (ip_src, ip_dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
-        let addr_diff = address_diff(
+        let (src, dst) = (
             read_u32::<{ ipv4::SRC }, _>(ip),
             read_u32::<{ ipv4::DST }, _>(ip),
-            rewrite,
         );
+        let addr_diff = address_diff(src, dst, rewrite);
         let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
         write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
         write_u32::<{ ipv4::SRC }, _>(ip, ip_src);
@@ -143,11 +185,14 @@ impl<'a> Headers<'a> {
                 write_u16::<{ tcp::CHECKSUM }, _>(hdr, adjust(checksum, diff));
                 write_u16::<{ tcp::SRC_PORT }, _>(hdr, rewrite.src_port);
                 write_u16::<{ tcp::DST_PORT }, _>(hdr, rewrite.dst_port);
+                let len = ip_payload_len;
+                partial::is_partial(ipv4::PROTOCOL_TCP, checksum, src, dst, len).then_some(len)
             }
             L4::Udp(hdr) => {
                 let checksum = read_u16::<{ udp::CHECKSUM }, _>(hdr);
                 // 0 means the sender computed no checksum (RFC 768); filling
                 // one in would need the whole payload, so "none" stays none.
+                let mut partial = None;
                 if checksum != 0 {
                     let diff = addr_diff
                         + port_diff(
@@ -159,9 +204,13 @@ impl<'a> Headers<'a> {
                     // A computed 0 is sent as all ones, or it would read as none.
                     let updated = if updated == 0 { 0xffff } else { updated };
                     write_u16::<{ udp::CHECKSUM }, _>(hdr, updated);
+                    let len = usize::from(read_u16::<{ udp::LENGTH }, _>(hdr));
+                    partial = partial::is_partial(ipv4::PROTOCOL_UDP, checksum, src, dst, len)
+                        .then_some(len);
                 }
                 write_u16::<{ udp::SRC_PORT }, _>(hdr, rewrite.src_port);
                 write_u16::<{ udp::DST_PORT }, _>(hdr, rewrite.dst_port);
+                partial
             }
         }
     }
@@ -172,7 +221,8 @@ mod tests {
     use super::*;
     use crate::packet::parse::{parse, FlowKey};
     use crate::packet::testutil::{
-        arb_frame_spec, arb_rewrite, assert_checksums_verify, mutated, FrameSpec, L4Spec,
+        arb_frame_spec, arb_rewrite, assert_checksums_verify, mutated, with_partial_checksum,
+        FrameSpec, L4Spec,
     };
     use proptest::prelude::*;
     use switchyard_wire::fixtures::*;
@@ -185,9 +235,9 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
 
-    fn parse_and_apply(frame: &mut [u8], rewrite: &Rewrite) {
+    fn parse_and_apply(frame: &mut [u8], rewrite: &Rewrite) -> L4Checksum {
         let parsed = parse(frame).unwrap();
-        apply(frame, &parsed, rewrite);
+        apply(frame, &parsed, rewrite)
     }
 
     /// The rewrite that puts `frame` back as it was.
@@ -208,7 +258,8 @@ mod tests {
     /// turns it back into exactly `input`.
     fn assert_rewrites(input: &[u8], rewrite: Rewrite, expected: &[u8]) {
         let mut frame = input.to_vec();
-        apply(&mut frame, &parse(input).unwrap(), &rewrite);
+        let checksum = apply(&mut frame, &parse(input).unwrap(), &rewrite);
+        assert_eq!(checksum, L4Checksum::Incremental);
         assert_eq!(frame, expected);
         let parsed = parse(&frame).unwrap();
         assert_eq!(
@@ -223,7 +274,7 @@ mod tests {
         );
         assert_checksums_verify(&frame, &parsed);
 
-        apply(&mut frame, &parsed, &inverse_of(input));
+        let _ = apply(&mut frame, &parsed, &inverse_of(input));
         assert_eq!(frame, input);
     }
 
@@ -323,7 +374,7 @@ mod tests {
             dst_port: zero_port,
         };
         let mut frame = spec.build();
-        parse_and_apply(&mut frame, &rewrite);
+        let _ = parse_and_apply(&mut frame, &rewrite);
         assert_eq!(frame[40..42], [0xff, 0xff]);
         assert_eq!(frame, spec.rewritten(&rewrite).build());
     }
@@ -347,7 +398,7 @@ mod tests {
             dst_port: 2222,
         };
         let mut frame = input.clone();
-        apply(&mut frame, &parsed, &rewrite);
+        let _ = apply(&mut frame, &parsed, &rewrite);
 
         let (l3, l4) = (parsed.l3_offset, parsed.l4_offset);
         let may_change = |at: usize| {
@@ -375,7 +426,7 @@ mod tests {
             &UDP_SHORT_PADDED,
         ] {
             let mut frame = input.to_vec();
-            apply(&mut frame, &parse(input).unwrap(), &inverse_of(input));
+            let _ = apply(&mut frame, &parse(input).unwrap(), &inverse_of(input));
             assert_eq!(frame, input);
         }
     }
@@ -408,22 +459,141 @@ mod tests {
         ];
         for misfit in misfits {
             let mut frame = TCP_SYN.to_vec();
-            apply(&mut frame, &misfit, &rewrite);
+            let checksum = apply(&mut frame, &misfit, &rewrite);
+            assert_eq!(checksum, L4Checksum::Incremental, "{misfit:?}");
             assert_eq!(frame, TCP_SYN, "{misfit:?}");
         }
         let mut short = TCP_SYN[..30].to_vec();
-        apply(&mut short, &parsed, &rewrite);
+        let _ = apply(&mut short, &parsed, &rewrite);
         assert_eq!(short, TCP_SYN[..30]);
     }
 
+    /// A client on the LB's own host, or behind a veth, with tx checksum
+    /// offload on: the frame's checksum field holds only the pseudo-header
+    /// sum. An incremental update would send that on wrong; apply computes
+    /// the whole checksum, so the backend's stack accepts the segment.
+    #[test]
+    fn a_partial_checksum_is_completed_so_the_output_verifies_from_scratch() {
+        let to_backend = |ports: (u16, u16)| Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: BACKEND,
+            src_port: ports.0,
+            dst_port: ports.1,
+        };
+        for (input, to_backend, expected) in [
+            (&TCP_SYN[..], to_backend((40000, 8080)), &TCP_SYN_DNAT[..]),
+            (&UDP_DNS, to_backend((53000, 5353)), &UDP_DNS_DNAT),
+        ] {
+            let parsed = parse(input).unwrap();
+            let partial = with_partial_checksum(input, &parsed);
+            assert_ne!(partial, input, "the fixture's checksum was complete");
+            let mut frame = partial.clone();
+            assert_eq!(
+                apply(&mut frame, &parsed, &to_backend),
+                L4Checksum::Completed
+            );
+            assert_checksums_verify(&frame, &parse(&frame).unwrap());
+            // The bytes a full-checksum sender would have got through.
+            assert_eq!(&frame[..expected.len()], &expected[..expected.len()]);
+
+            // What the incremental update alone would have sent.
+            let mut incremental = partial.clone();
+            let _ = Headers::split(&mut incremental, &parsed)
+                .unwrap()
+                .rewrite(&to_backend);
+            assert_ne!(incremental, frame, "the incremental update was enough");
+        }
+    }
+
+    #[test]
+    fn udp_without_a_checksum_is_never_partial() {
+        let mut frame = UDP_NO_CHECKSUM.to_vec();
+        let parsed = parse(&frame).unwrap();
+        let rewrite = inverse_of(&UDP_NO_CHECKSUM_DNAT);
+        assert_eq!(
+            apply(&mut frame, &parsed, &rewrite),
+            L4Checksum::Incremental
+        );
+        assert_eq!(frame[40..42], [0, 0]);
+    }
+
+    /// A complete checksum equal to the folded pseudo-header sum (one in
+    /// 65,535) cannot be told from a partial one. Recomputing it from
+    /// scratch gives what the incremental update gives: a false match costs
+    /// a pass over the segment, never a wrong checksum.
+    #[test]
+    fn a_complete_checksum_that_looks_partial_comes_out_the_same() {
+        let spec = |src_port: u16| FrameSpec {
+            eth_dst: LB_CLIENT_ARM_MAC,
+            eth_src: CLIENT_MAC,
+            vlan: None,
+            ip_src: CLIENT,
+            ip_dst: VIP,
+            ttl: 64,
+            ident: 7,
+            dont_fragment: true,
+            ip_options: vec![],
+            src_port,
+            dst_port: 80,
+            l4: L4Spec::Tcp {
+                seq: 1,
+                ack: 2,
+                flags: 0x18,
+                window: 512,
+                options: vec![],
+            },
+            payload: b"GET /".to_vec(),
+            padding: 0,
+        };
+        let (spec, frame) = (0..=u16::MAX)
+            .map(|port| (spec(port), spec(port).build()))
+            .find(|(_, frame)| {
+                let parsed = parse(frame).unwrap();
+                frame == &with_partial_checksum(frame, &parsed)
+            })
+            .expect("some source port makes the full checksum look partial");
+        let rewrite = Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT,
+            ip_dst: BACKEND,
+            src_port: spec.src_port,
+            dst_port: 8080,
+        };
+        let mut out = frame.clone();
+        assert_eq!(
+            apply(&mut out, &parse(&frame).unwrap(), &rewrite),
+            L4Checksum::Completed
+        );
+        assert_eq!(out, spec.rewritten(&rewrite).build());
+    }
+
     proptest! {
+        /// Whatever the frame and the rewrite, a partial checksum comes out
+        /// as the full checksum of the rewritten frame.
+        #[test]
+        fn apply_completes_any_partial_checksum(
+            spec in arb_frame_spec(),
+            rewrite in arb_rewrite(),
+        ) {
+            let whole = spec.build();
+            let parsed = parse(&whole).unwrap();
+            let mut frame = with_partial_checksum(&whole, &parsed);
+            let checksum = apply(&mut frame, &parsed, &rewrite);
+            prop_assert_eq!(&frame, &spec.rewritten(&rewrite).build());
+            let udp_without = matches!(spec.l4, L4Spec::Udp { checksum: false });
+            prop_assert_eq!(checksum == L4Checksum::Completed, !udp_without);
+        }
+
         #[test]
         fn apply_equals_a_from_scratch_build_of_the_rewritten_frame(
             spec in arb_frame_spec(),
             rewrite in arb_rewrite(),
         ) {
             let mut frame = spec.build();
-            parse_and_apply(&mut frame, &rewrite);
+            let _ = parse_and_apply(&mut frame, &rewrite);
             prop_assert_eq!(&frame, &spec.rewritten(&rewrite).build());
             assert_checksums_verify(&frame, &parse(&frame).unwrap());
         }
@@ -435,8 +605,8 @@ mod tests {
         ) {
             let original = spec.build();
             let mut frame = original.clone();
-            parse_and_apply(&mut frame, &rewrite);
-            parse_and_apply(&mut frame, &inverse_of(&original));
+            let _ = parse_and_apply(&mut frame, &rewrite);
+            let _ = parse_and_apply(&mut frame, &inverse_of(&original));
             prop_assert_eq!(frame, original);
         }
 
@@ -449,7 +619,7 @@ mod tests {
         ) {
             let Ok(parsed) = parse(&frame) else { return Ok(()) };
             let mut frame = frame;
-            apply(&mut frame, &parsed, &rewrite);
+            let _ = apply(&mut frame, &parsed, &rewrite);
             let reparsed = parse(&frame).unwrap();
             prop_assert_eq!(
                 (reparsed.key.src, reparsed.key.dst, reparsed.key.src_port, reparsed.key.dst_port),
@@ -463,6 +633,7 @@ mod tests {
             l3_offset in 0usize..90,
             l4_offset in 0usize..90,
             protocol in prop::sample::select(vec![6u8, 17, 1]),
+            ip_total_len in 0usize..100,
             rewrite in arb_rewrite(),
         ) {
             let parsed = Parsed {
@@ -476,9 +647,9 @@ mod tests {
                 l3_offset,
                 l4_offset,
                 tcp_flags: 0,
-                ip_total_len: 0,
+                ip_total_len,
             };
-            apply(&mut frame, &parsed, &rewrite);
+            let _ = apply(&mut frame, &parsed, &rewrite);
         }
     }
 }

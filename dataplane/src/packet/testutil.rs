@@ -51,6 +51,32 @@ pub(super) fn assert_checksums_verify(frame: &[u8], parsed: &Parsed) {
     assert_eq!(internet_checksum(&[&pseudo, segment]), 0, "L4 checksum");
 }
 
+/// `frame` as a sender with tx checksum offload hands it over (Linux
+/// `CHECKSUM_PARTIAL`): the TCP/UDP checksum field holds the pseudo-header
+/// sum, folded and not inverted, summed here the slow way. A UDP datagram
+/// without a checksum is returned as it is.
+pub(super) fn with_partial_checksum(frame: &[u8], parsed: &Parsed) -> Vec<u8> {
+    let mut frame = frame.to_vec();
+    let key = &parsed.key;
+    let (at, len) = if key.protocol == 6 {
+        (
+            16,
+            parsed.ip_total_len - (parsed.l4_offset - parsed.l3_offset),
+        )
+    } else {
+        let l4 = &frame[parsed.l4_offset..];
+        if l4[6..8] == [0, 0] {
+            return frame;
+        }
+        (6, usize::from(u16::from_be_bytes([l4[4], l4[5]])))
+    };
+    let pseudo = pseudo_header(key.src, key.dst, key.protocol, len);
+    let partial = !internet_checksum(&[&pseudo]);
+    let field = parsed.l4_offset + at;
+    frame[field..field + 2].copy_from_slice(&partial.to_be_bytes());
+    frame
+}
+
 #[derive(Debug, Clone)]
 pub(super) enum L4Spec {
     Tcp {

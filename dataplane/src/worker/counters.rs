@@ -45,6 +45,10 @@ pub struct WorkerStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    /// Frames forwarded whose TCP/UDP checksum arrived partial (a sender
+    /// on this host with tx checksum offload, through a veth) and was
+    /// computed in full (`packet::L4Checksum::Completed`).
+    pub partial_checksums: u64,
     pub listeners: Vec<Counters>,
     /// Per listener, per backend index of that listener.
     pub backends: Vec<Vec<Counters>>,

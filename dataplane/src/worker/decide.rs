@@ -20,7 +20,7 @@ use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
 use crate::neighbor::{L2Table, Unresolved};
-use crate::packet::{self, FlowKey, Parsed, Rewrite};
+use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite};
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
 /// the packet path and `yardctl explain` take, so they cannot disagree.
@@ -109,7 +109,9 @@ impl Worker {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
-        packet::apply(frame, parsed, &entry.rewrite);
+        if packet::apply(frame, parsed, &entry.rewrite) == L4Checksum::Completed {
+            self.path.stats.partial_checksums += 1;
+        }
         let (listener, backend) = (entry.listener as usize, entry.backend as usize);
         if entry.direction == Direction::ToBackend {
             self.path.stats.count_flow(listener, backend);

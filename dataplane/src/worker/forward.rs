@@ -19,7 +19,7 @@ use crate::fast_path::wants_install;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
 use crate::neighbor::L2Table;
-use crate::packet::{self, FlowKey, Parsed};
+use crate::packet::{self, FlowKey, L4Checksum, Parsed};
 
 /// What the flow table made of a packet.
 pub(super) enum Followed {
@@ -79,8 +79,12 @@ impl PathState {
         }
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
-        packet::apply(frame, parsed, &entry.rewrite);
-        self.offer_to_cache(parsed, entry, l2, now);
+        match packet::apply(frame, parsed, &entry.rewrite) {
+            L4Checksum::Incremental => self.offer_to_cache(parsed, entry, l2, now),
+            // The program would hand every such packet back (it cannot
+            // finish a partial checksum), so the flow is not offered.
+            L4Checksum::Completed => self.stats.partial_checksums += 1,
+        }
         self.count(entry.listener, entry.backend, bytes);
         Verdict::Transmit(entry.egress_port)
     }

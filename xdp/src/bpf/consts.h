@@ -57,7 +57,12 @@
 #define FAST_STATE_ENABLED 0	/* non-zero: the fast path may apply */
 #define FAST_STATE_GENERATION 1	/* running config generation (status only) */
 #define FAST_STATE_L2_EPOCH 2	/* L2 epoch cache entries must carry */
-#define FAST_STATE_MAX 3
+/* Bit s set: the fast path must not send frames out of interface slot s,
+ * because the kernel would drop them there (a veth whose peer runs no NAPI).
+ * 0, the array's initial value, closes nothing.
+ */
+#define FAST_STATE_EGRESS_CLOSED 3
+#define FAST_STATE_MAX 4
 
 /* TCP flags that open or close a connection (RFC 9293, section 3.1). Segments
  * carrying them always take the slow path, so the workers see every state
@@ -101,6 +106,8 @@ enum steer_counter {
 	FAST_REDIRECT,		/* flow cache hit, rewritten, sent out another port */
 	FAST_STALE,		/* entry of its listener's older config, or old L2 epoch: slow path */
 	FAST_TCP_CONTROL,	/* cache hit on a SYN, FIN or RST: slow path */
+	FAST_PARTIAL_CHECKSUM,	/* cache hit, L4 checksum left partial by the sender: slow path */
+	FAST_EGRESS_CLOSED,	/* cache hit, but its egress cannot take XDP frames: slow path */
 	COUNTER_MAX,
 };
 

@@ -1,9 +1,11 @@
 /* The fast path: replays a worker's decision for a flow it has already
  * decided, from flow_cache, without the AF_XDP round trip. It holds no policy
  * of its own. An entry applies only while it carries its listener's epoch
- * (fast_epochs) and the running L2 epoch; SYN, FIN and RST segments always go
- * to the workers. The rewrite is the workers' (dataplane/src/packet/rewrite.rs):
- * same fields, same RFC 1624 arithmetic, so both paths emit the same bytes.
+ * (fast_epochs) and the running L2 epoch, and only out of an interface the
+ * kernel delivers XDP frames on; SYN, FIN and RST segments, and frames whose
+ * L4 checksum the sender left partial, always go to the workers. The rewrite
+ * is the workers' (dataplane/src/packet/rewrite.rs): same fields, same RFC 1624
+ * arithmetic, so both paths emit the same bytes.
  */
 #ifndef SWITCHYARD_FAST_PATH_H
 #define SWITCHYARD_FAST_PATH_H
@@ -61,6 +63,35 @@ static __always_inline __u16 csum_fold(__u32 sum)
 static __always_inline __u16 csum_adjust(__u16 check, __u16 diff)
 {
 	return ~csum_fold((__u32)(__u16)~check + diff);
+}
+
+/* Whether the frame's TCP/UDP checksum is one its sender left for the
+ * device to finish (Linux CHECKSUM_PARTIAL: tx checksum offload on, the
+ * default on veth): the field holds the pseudo-header sum, folded and not
+ * inverted. No incremental update can finish it, so such a frame goes to a
+ * worker, which computes the checksum in full. A complete checksum matches
+ * by chance about once in 65,535 frames; the worker gets those right too.
+ * A UDP field of 0 (no checksum) never matches: the sum is never 0. The
+ * twin of switchyard_wire::checksum::is_partial.
+ */
+static __always_inline bool is_checksum_partial(const struct packet_desc *pkt)
+{
+	__u32 saddr = bpf_ntohl(pkt->saddr);
+	__u32 daddr = bpf_ntohl(pkt->daddr);
+	__u32 sum = (saddr >> 16) + (saddr & 0xffff) + (daddr >> 16) +
+		    (daddr & 0xffff) + pkt->proto + pkt->l4_len;
+
+	return csum_fold(sum) == pkt->l4_check;
+}
+
+/* Whether frames must not leave by interface slot `slot` (see
+ * FAST_STATE_EGRESS_CLOSED): the kernel would drop them there, silently.
+ */
+static __always_inline bool egress_closed(__u16 slot)
+{
+	if (slot >= MAX_IFACES)
+		return true;
+	return (fast_state_get(FAST_STATE_EGRESS_CLOSED) >> slot) & 1;
 }
 
 static __always_inline void count_fast(const struct flow_action *action,
@@ -164,6 +195,17 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	/* A frame the workers would drop as malformed is theirs to count. */
 	if (unlikely(!pkt->fast_ok))
 		return FAST_SLOW;
+	if (unlikely(is_checksum_partial(pkt))) {
+		count(FAST_PARTIAL_CHECKSUM);
+		return FAST_SLOW;
+	}
+	/* The workers install no entry for a closed egress; this catches the
+	 * ones installed before it closed.
+	 */
+	if (unlikely(egress_closed(action->egress_slot))) {
+		count(FAST_EGRESS_CLOSED);
+		return FAST_SLOW;
+	}
 	if (unlikely(fast_rewrite(data, data_end, pkt, action) != 0))
 		return FAST_SLOW;
 

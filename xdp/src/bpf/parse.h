@@ -80,6 +80,8 @@ static __always_inline int parse_ports(void *data, void *data_end, __u64 l4_off,
 		len = tcp->doff * 4;
 		pkt->fast_ok = pkt->fast_ok && tcp->doff >= TCP_DOFF_MIN &&
 			       l4_off + len <= l4_end;
+		pkt->l4_len = l4_end - l4_off;
+		pkt->l4_check = bpf_ntohs(tcp->check);
 		return PARSE_OK;
 	}
 
@@ -90,6 +92,8 @@ static __always_inline int parse_ports(void *data, void *data_end, __u64 l4_off,
 	pkt->dport = udp->dest;
 	len = bpf_ntohs(udp->len);
 	pkt->fast_ok = pkt->fast_ok && len >= sizeof(*udp) && l4_off + len <= l4_end;
+	pkt->l4_len = len;
+	pkt->l4_check = bpf_ntohs(udp->check);
 	return PARSE_OK;
 }
 

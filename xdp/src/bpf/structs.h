@@ -50,6 +50,11 @@ struct packet_desc {
 	bool fast_ok;
 	__u16 l3_off;
 	__u16 l4_off;
+	/* Bytes the L4 checksum covers (TCP segment, UDP length field) and
+	 * the checksum field, host order: what is_checksum_partial reads.
+	 */
+	__u16 l4_len;
+	__u16 l4_check;
 };
 
 /* Key of flow_cache: a 5-tuple as it arrives, in network byte order. Rust
@@ -97,7 +102,8 @@ struct flow_action {
 	__u16 stats_slot;	/* index into fast_stats; STATS_SLOT_NONE: none */
 	/* Equal to the ingress ifindex: XDP_TX. 0 never is, so the frame is
 	 * redirected even back out of its own port: a veth delivers XDP_TX
-	 * frames only when its peer runs an XDP program, redirects always.
+	 * frames only when its peer runs an XDP program, redirects when the
+	 * peer runs NAPI (an XDP program, or GRO on).
 	 */
 	__u32 egress_ifindex;
 };

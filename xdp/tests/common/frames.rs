@@ -59,6 +59,50 @@ pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8
     ipv4_frame(src, dst, ipv4::PROTOCOL_TCP, segment, tcp::CHECKSUM)
 }
 
+/// Ethernet + IPv4 + a TCP segment of an established connection (ACK,
+/// PSH) carrying `payload`.
+pub fn tcp_data_frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut segment = vec![0u8; tcp::MIN_HEADER_LEN];
+    segment[tcp::SRC_PORT..][..2].copy_from_slice(&sport.to_be_bytes());
+    segment[tcp::DST_PORT..][..2].copy_from_slice(&dport.to_be_bytes());
+    segment[tcp::SEQ..][..4].copy_from_slice(&1000u32.to_be_bytes());
+    segment[tcp::ACK..][..4].copy_from_slice(&2000u32.to_be_bytes());
+    segment[tcp::DATA_OFFSET] = ((tcp::MIN_HEADER_LEN / 4) as u8) << 4;
+    segment[tcp::FLAGS] = tcp::FLAG_ACK | 0x08;
+    segment.extend_from_slice(payload);
+    ipv4_frame(src, dst, ipv4::PROTOCOL_TCP, segment, tcp::CHECKSUM)
+}
+
+/// `frame` (IPv4 without options, TCP or UDP) as a host with tx checksum
+/// offload hands it to a veth (Linux `CHECKSUM_PARTIAL`): the L4 checksum
+/// field holds the pseudo-header sum, folded and not inverted.
+pub fn with_partial_checksum(frame: &[u8]) -> Vec<u8> {
+    let l3 = ethernet::HEADER_LEN;
+    let l4 = l3 + ipv4::MIN_HEADER_LEN;
+    let word = |at: usize| u16::from_be_bytes([frame[at], frame[at + 1]]);
+    let read_u32 = |at: usize| (u32::from(word(at)) << 16) | u32::from(word(at + 2));
+    let protocol = frame[l3 + ipv4::PROTOCOL];
+    let (len, at) = match protocol {
+        ipv4::PROTOCOL_TCP => (frame.len() - l4, tcp::CHECKSUM),
+        _ => (usize::from(word(l4 + udp::LENGTH)), udp::CHECKSUM),
+    };
+    let pseudo = pseudo_header_v4(
+        read_u32(l3 + ipv4::SRC),
+        read_u32(l3 + ipv4::DST),
+        protocol,
+        len as u16,
+    );
+    let mut frame = frame.to_vec();
+    frame[l4 + at..l4 + at + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+    frame
+}
+
 /// Ethernet + IPv4 + UDP with a 4-byte payload.
 pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
     let payload = b"ping";

@@ -18,6 +18,7 @@ use switchyard_daemon::config_watch::ConfigWatch;
 use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
 use switchyard_daemon::drain::{PublishHook, Publisher};
+use switchyard_daemon::egress::{EgressWatch, Port as EgressPort};
 use switchyard_daemon::interfaces;
 use switchyard_daemon::metrics::MetricsServer;
 use switchyard_daemon::neighbor::NeighborResolver;
@@ -28,7 +29,7 @@ use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_proto::InterfaceStatus;
-use switchyard_xdp::{AttachMode, LoadOptions, Steering};
+use switchyard_xdp::{AttachMode, AttachedMode, LoadOptions, Steering};
 
 use crate::reload::{self, Reloader, Trigger};
 use crate::{OnOff, RunArgs, XdpModeArg};
@@ -40,6 +41,11 @@ const NEIGHBOUR_PRIME_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the flow cache's last-seen times are read for the workers'
 /// expiry passes, which run about as often.
 const CACHE_ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+
+/// How often the egress watch reads every interface again, in case a
+/// change went unannounced (a lost notification, or a kernel before 6.3
+/// that announces none).
+const EGRESS_RECHECK: Duration = Duration::from_secs(5);
 
 pub fn run(args: RunArgs) -> Result<()> {
     // Signals are taken synchronously by the main thread; every thread
@@ -94,17 +100,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     })
     .context("loading the XDP steering program")?;
     let mut interface_status = Vec::new();
-    for (port, &rx_queues) in ports.iter().zip(&rx_queues) {
+    let mut native = false;
+    let drivers: Vec<Option<String>> = ports.iter().map(|p| interfaces::driver(&p.name)).collect();
+    for ((port, &rx_queues), driver) in ports.iter().zip(&rx_queues).zip(&drivers) {
         let mode = steering
             .attach(&port.name, attach_mode(args.xdp_mode))
             .with_context(|| format!("attaching XDP to {}", port.name))?;
         log::info!("{}: XDP attached in {mode} mode", port.name);
+        native |= mode == AttachedMode::Native;
         interface_status.push(InterfaceStatus {
             name: port.name.clone(),
             ifindex: port.ifindex,
             xdp_mode: mode.to_string(),
             queues,
             rx_queues,
+            driver: driver.clone().unwrap_or_default(),
+            ..InterfaceStatus::default()
         });
     }
     let mut local_addrs = interfaces::local_ipv4_addresses()?;
@@ -189,20 +200,38 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let egress: Vec<Egress> = ports
         .iter()
-        .map(|port| {
+        .zip(&drivers)
+        .map(|(port, driver)| {
             steering
                 .attached()
                 .find(|a| a.ifindex == port.ifindex)
                 .map(|a| {
-                    args.fast_path_tx.egress(
-                        a.slot as u16,
-                        a.ifindex,
-                        interfaces::driver(&port.name).as_deref(),
-                    )
+                    args.fast_path_tx
+                        .egress(a.slot as u16, a.ifindex, driver.as_deref())
                 })
                 .context("an interface without an XDP slot")
         })
         .collect::<Result<_>>()?;
+    // Before any worker can cache a flow: the interfaces the kernel would
+    // drop fast-path frames on are closed to it from the start.
+    let egress_ports = ports
+        .iter()
+        .zip(&egress)
+        .zip(drivers)
+        .map(|((port, egress), driver)| EgressPort {
+            name: port.name.clone(),
+            ifindex: port.ifindex,
+            slot: egress.slot,
+            driver,
+            xdp_tx: egress.ifindex != 0,
+        })
+        .collect();
+    let mut egress_watch = EgressWatch::start(
+        egress_ports,
+        native,
+        (args.fast_path == OnOff::On).then(|| fast_path.clone()),
+    )
+    .context("finding the interfaces the XDP fast path may send out of")?;
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for queue in 0..queues {
@@ -304,6 +333,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         config: config.clone(),
         config_status: reloader.status(),
         interfaces: interface_status,
+        egress: Some(egress_watch.report()),
         workers: handles,
         epoch,
         hash_seed: args.hash_seed,
@@ -338,14 +368,36 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("opening a signalfd")?;
+    let mut next_egress_check = Instant::now() + EGRESS_RECHECK;
     'serve: loop {
-        let mut fds = [
-            PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(watch.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut fds, PollTimeout::from(LOCAL_ADDRESS_CHECK_MS)) {
-            Ok(_) | Err(Errno::EINTR) => {}
-            Err(err) => return Err(err).context("waiting for signals and config changes"),
+        let mut egress_changed = false;
+        {
+            let mut fds = vec![
+                PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
+                PollFd::new(watch.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(fd) = egress_watch.fd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            // Wake at least as often as the node's own addresses are checked.
+            let wait = next_egress_check
+                .saturating_duration_since(Instant::now())
+                .min(LOCAL_ADDRESS_CHECK);
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(err) => return Err(err).context("waiting for signals and config changes"),
+            }
+            if let Some(fd) = fds.get(2) {
+                egress_changed = fd.revents().is_some_and(|r| !r.is_empty());
+            }
+        }
+        if egress_changed {
+            egress_watch.on_readable();
+        }
+        if Instant::now() >= next_egress_check {
+            egress_watch.refresh();
+            next_egress_check = Instant::now() + EGRESS_RECHECK;
         }
         follow_local_addresses(&steering, &mut local_addrs);
         while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
@@ -388,7 +440,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
 /// How often the main thread looks for addresses added to or removed from
 /// the node: a packet to a new one must reach the kernel, not a worker.
-const LOCAL_ADDRESS_CHECK_MS: u16 = 1000;
+const LOCAL_ADDRESS_CHECK: Duration = Duration::from_secs(1);
 
 /// Reprograms the steering program's own addresses when the node's changed
 /// since `known`: traffic to an address added after start (the node's own
