@@ -10,7 +10,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+
+use crate::exit::invalid;
 use comfy_table::{presets, CellAlignment, Table};
 use switchyard_proto::{
     CandidateConfig, ConfigCheckReport, ConfigDiffReport, ListenerChange, ListenerDiff,
@@ -22,24 +24,25 @@ use switchyard_proto::{
 pub fn read_candidate(path: &Path) -> Result<CandidateConfig> {
     let file = path.display().to_string();
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| {
-            f.take(MAX_CANDIDATE_CONFIG_BYTES as u64 + 1)
-                .read_to_end(&mut bytes)
-        })
-        .with_context(|| format!("reading {file}"))?;
+    if let Err(err) = File::open(path).and_then(|f| {
+        f.take(MAX_CANDIDATE_CONFIG_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+    }) {
+        invalid!("reading {file}: {err}");
+    }
     if bytes.len() > MAX_CANDIDATE_CONFIG_BYTES {
-        bail!(
+        invalid!(
             "{file}: larger than {} MiB, the most a config check sends to the daemon",
             MAX_CANDIDATE_CONFIG_BYTES >> 20
         );
     }
-    let contents = String::from_utf8(bytes).map_err(|err| {
-        anyhow::anyhow!(
+    let contents = match String::from_utf8(bytes) {
+        Ok(contents) => contents,
+        Err(err) => invalid!(
             "{file}: not UTF-8 (byte {}): the daemon would refuse it",
             err.utf8_error().valid_up_to()
-        )
-    })?;
+        ),
+    };
     Ok(CandidateConfig { file, contents })
 }
 

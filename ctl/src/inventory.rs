@@ -5,10 +5,33 @@ use std::fmt::Write as _;
 use crate::tables::{right_align, table};
 use switchyard_proto::{BackendsReport, DrainReport, ListenersReport};
 
+// Column names are the JSON field names in capitals; AFFINITY TIMEOUT is
+// the ClientIP session affinity's.
+const LISTENER_COLUMNS: [&str; 9] = [
+    "LISTENER",
+    "PROTOCOL",
+    "VIP",
+    "LISTENER PORT",
+    "ROUTE",
+    "BACKENDS",
+    "TABLE SIZE",
+    "AFFINITY TIMEOUT",
+    "ACTIVE FLOWS",
+];
+const BACKEND_COLUMNS: [&str; 9] = [
+    "LISTENER",
+    "VIP",
+    "BACKEND",
+    "SERVICE",
+    "STATE",
+    "GROUP WEIGHT",
+    "EFFECTIVE WEIGHT",
+    "SLOTS",
+    "ACTIVE FLOWS",
+];
+
 pub fn render_listeners(r: &ListenersReport) -> String {
-    let mut rows = table(&[
-        "LISTENER", "PROTO", "VIP", "PORT", "ROUTE", "BACKENDS", "TABLE", "AFFINITY", "FLOWS",
-    ]);
+    let mut rows = table(&LISTENER_COLUMNS);
     for l in &r.listeners {
         rows.add_row(vec![
             l.listener.clone(),
@@ -23,7 +46,7 @@ pub fn render_listeners(r: &ListenersReport) -> String {
             l.backends.to_string(),
             l.table_size.to_string(),
             l.affinity_timeout_secs
-                .map_or_else(|| "-".to_owned(), |t| format!("ClientIP {t}s")),
+                .map_or_else(|| "-".to_owned(), |t| format!("{t}s")),
             l.active_flows.to_string(),
         ]);
     }
@@ -40,17 +63,7 @@ pub fn render_listeners(r: &ListenersReport) -> String {
 }
 
 pub fn render_backends(r: &BackendsReport) -> String {
-    let mut rows = table(&[
-        "LISTENER",
-        "VIP",
-        "BACKEND",
-        "SERVICE",
-        "STATE",
-        "GROUP WEIGHT",
-        "WEIGHT",
-        "SLOTS",
-        "FLOWS",
-    ]);
+    let mut rows = table(&BACKEND_COLUMNS);
     for b in &r.backends {
         rows.add_row(vec![
             b.listener.clone(),
@@ -77,6 +90,14 @@ pub fn render_backends(r: &BackendsReport) -> String {
 }
 
 pub fn render_drain(r: &DrainReport) -> String {
+    if !r.changed {
+        return format!(
+            "backend {} already drained on {}: nothing changed (config generation {})\n",
+            r.backend,
+            r.listeners.join(", "),
+            r.generation
+        );
+    }
     format!(
         "backend {} {} on {} (config generation {}){}\n",
         r.backend,
@@ -98,6 +119,17 @@ pub fn render_drain(r: &DrainReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_json_fields() {
+        use crate::tables::assert_columns_are_fields as check;
+        let listener = ListenerInfo {
+            affinity_timeout_secs: Some(10),
+            ..ListenerInfo::default()
+        };
+        check(&LISTENER_COLUMNS, &listener, &[]);
+        check(&BACKEND_COLUMNS, &BackendInfo::default(), &[]);
+    }
     use switchyard_proto::{BackendInfo, ListenerInfo};
 
     fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
@@ -137,7 +169,7 @@ mod tests {
                 "198.18.100.10:80",
                 "demo/web",
                 "65537",
-                "ClientIP 600s",
+                "600s",
                 "9",
             ],
         );
@@ -184,6 +216,7 @@ mod tests {
             listeners: vec!["demo/edge/web".into()],
             drained: true,
             generation: 7,
+            changed: true,
         };
         assert_eq!(
             render_drain(&report),
@@ -195,6 +228,14 @@ mod tests {
         assert_eq!(
             render_drain(&report),
             "backend 198.18.2.21:8080 undrained on no listener of the running config \
+             (config generation 7)\n"
+        );
+        report.drained = true;
+        report.changed = false;
+        report.listeners = vec!["demo/edge/web".into()];
+        assert_eq!(
+            render_drain(&report),
+            "backend 198.18.2.21:8080 already drained on demo/edge/web: nothing changed \
              (config generation 7)\n"
         );
     }

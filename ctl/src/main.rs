@@ -9,6 +9,7 @@ use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::exit::invalid;
 use crate::output::emit;
 use crate::tables::{right_align, table};
 use anyhow::{bail, Result};
@@ -21,12 +22,14 @@ use switchyard_proto::{
 };
 
 mod config_check;
+mod exit;
 mod inventory;
 mod latency;
 mod output;
 mod rates;
 mod tables;
 mod top;
+mod when;
 
 #[derive(Parser)]
 #[command(
@@ -104,7 +107,8 @@ enum Command {
     Drain {
         /// Backend `address:port`.
         backend: String,
-        /// Only on this listener; otherwise on every listener that has it.
+        /// Only on this listener (`namespace/gateway/listener`); otherwise
+        /// on every listener that has it.
         #[arg(long)]
         listener: Option<String>,
     },
@@ -112,6 +116,8 @@ enum Command {
     Undrain {
         /// Backend `address:port`.
         backend: String,
+        /// Only on this listener (`namespace/gateway/listener`); otherwise
+        /// on every listener it is drained on.
         #[arg(long)]
         listener: Option<String>,
     },
@@ -119,6 +125,7 @@ enum Command {
     /// sending a packet: the flow a worker already tracks, if any, and what
     /// a new flow would get under the current config.
     Explain {
+        /// The transport of the flow.
         #[arg(value_enum)]
         protocol: ExplainProtocol,
         /// Client IPv4 address:port, e.g. 198.18.1.10:40000.
@@ -133,6 +140,8 @@ enum Command {
     },
     /// Live view of the busiest listeners, backends and workers (packets/s
     /// over the last interval, drops/s per worker); q or Ctrl-C quits.
+    /// With `-o json`, one JSON object per interval (totals and rates, as
+    /// `stats --watch -o json`) until interrupted.
     Top {
         /// Seconds between samples.
         #[arg(long, default_value = "1", value_parser = interval)]
@@ -194,7 +203,7 @@ enum ExplainProtocol {
 fn socket_address(what: &str, text: &str) -> Result<String> {
     match text.parse::<SocketAddrV4>() {
         Ok(address) => Ok(address.to_string()),
-        Err(_) => bail!(
+        Err(_) => invalid!(
             "invalid {what} address {text:?}: expected an IPv4 address:port such as {}",
             if what == "client" {
                 "198.18.1.10:40000"
@@ -208,15 +217,16 @@ fn socket_address(what: &str, text: &str) -> Result<String> {
 fn main() {
     if let Err(err) = run(Cli::parse()) {
         eprintln!("yardctl: {err:#}");
-        std::process::exit(1);
+        std::process::exit(exit::code(&err) as i32);
     }
 }
 
 fn run(cli: Cli) -> Result<()> {
     let request = match cli.command {
         Command::Top { interval } => {
+            // A script gets what the screen shows, one sample per line.
             if cli.output == Output::Json {
-                bail!("yardctl top has no JSON output; use `yardctl stats -o json` in scripts");
+                return rates::watch(&cli.control_socket, interval, true);
             }
             return top::run(&cli.control_socket, interval);
         }
@@ -328,7 +338,7 @@ fn stats(
 ) -> Result<()> {
     let seconds = interval.unwrap_or(1.0);
     if !(seconds.is_finite() && seconds > 0.0) {
-        bail!("--interval {seconds}: expected a positive number of seconds");
+        invalid!("--interval {seconds}: expected a positive number of seconds");
     }
     let interval_duration = std::time::Duration::from_secs_f64(seconds);
     if watch {
@@ -369,43 +379,19 @@ fn refused(r: &ConfigCheckReport) -> Result<()> {
 
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "switchyard {}  up {}s", r.version, r.uptime_secs);
     let _ = writeln!(
         out,
-        "config     {} (generation {})",
-        r.config_path, r.config_generation
+        "switchyard {}  up {}",
+        r.version,
+        when::duration(r.uptime_secs)
     );
-    let reload = &r.reload;
     let _ = writeln!(
         out,
-        "reloads    {} applied, {} refused; last reload: {}; config file last applied as generation {}",
-        reload.reloads,
-        reload.failed_reloads,
-        if reload.last_result.is_empty() {
-            "-"
-        } else {
-            &reload.last_result
-        },
-        reload.generation
+        "config     {} (generation {}; file applied as generation {})",
+        r.config_path, r.config_generation, r.reload.file_generation
     );
-    if let Some(error) = &reload.last_error {
-        let first_line = error.message.lines().next().unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "last reload REFUSED at {} (unix): {first_line}",
-            error.at_unix
-        );
-    }
-    let mut interfaces = table(&[
-        "INTERFACE",
-        "IFINDEX",
-        "DRIVER",
-        "XDP",
-        "QUEUES",
-        "RX QUEUES",
-        "VETH PEER",
-        "FAST PATH OUT",
-    ]);
+    render_reloads(&mut out, &r.reload, false);
+    let mut interfaces = table(&INTERFACE_COLUMNS);
     for i in &r.interfaces {
         interfaces.add_row(vec![
             i.name.clone(),
@@ -436,7 +422,7 @@ fn render_status(r: &StatusReport) -> String {
             let _ = writeln!(out, "{}: {}", i.name, egress.reason);
         }
     }
-    let mut workers = table(&["QUEUE", "CORE", "PINNED", "AF_XDP"]);
+    let mut workers = table(&WORKER_STATUS_COLUMNS);
     for w in &r.workers {
         workers.add_row(vec![
             w.queue.to_string(),
@@ -482,17 +468,61 @@ fn veth_peer(peer: &switchyard_proto::VethPeer) -> String {
     format!("{}{at} {napi}", peer.name)
 }
 
+// Column names are the JSON field names (`-o json`) in capitals; `X/S` is
+// `x_per_sec` and a time `X` is `x_secs` (the test `columns_are_json_fields`).
+const INTERFACE_COLUMNS: [&str; 8] = [
+    "INTERFACE",
+    "IFINDEX",
+    "DRIVER",
+    "XDP MODE",
+    "QUEUES",
+    "RX QUEUES",
+    "VETH PEER",
+    "FAST PATH EGRESS",
+];
+const WORKER_STATUS_COLUMNS: [&str; 4] = ["QUEUE", "CORE", "PINNED", "AFXDP MODES"];
+const LISTENER_STATS_COLUMNS: [&str; 7] = [
+    "LISTENER",
+    "PROTOCOL",
+    "VIP",
+    "FLOWS",
+    "PACKETS",
+    "BYTES",
+    "FAST PATH PACKETS",
+];
+const BACKEND_STATS_COLUMNS: [&str; 7] = [
+    "LISTENER",
+    "BACKEND",
+    "SERVICE",
+    "FLOWS",
+    "PACKETS",
+    "BYTES",
+    "FAST PATH PACKETS",
+];
+const WORKER_STATS_COLUMNS: [&str; 7] = [
+    "QUEUE",
+    "RX PACKETS",
+    "RX BYTES",
+    "TX PACKETS",
+    "TX BYTES",
+    "DROPS",
+    "PARTIAL CHECKSUMS",
+];
+const FLOW_COLUMNS: [&str; 9] = [
+    "PROTOCOL",
+    "CLIENT",
+    "VIP",
+    "BACKEND",
+    "PACKETS",
+    "BYTES",
+    "FAST PATH PACKETS",
+    "AGE",
+    "IDLE",
+];
+
 fn render_stats(r: &StatsReport) -> String {
     let mut out = String::new();
-    let mut listeners = table(&[
-        "LISTENER",
-        "PROTO",
-        "VIP",
-        "FLOWS",
-        "PACKETS",
-        "BYTES",
-        "FAST PKTS",
-    ]);
+    let mut listeners = table(&LISTENER_STATS_COLUMNS);
     for l in &r.listeners {
         listeners.add_row(vec![
             l.listener.clone(),
@@ -506,15 +536,7 @@ fn render_stats(r: &StatsReport) -> String {
     }
     right_align(&mut listeners, 3);
     let _ = writeln!(out, "{listeners}");
-    let mut backends = table(&[
-        "LISTENER",
-        "BACKEND",
-        "SERVICE",
-        "FLOWS",
-        "PACKETS",
-        "BYTES",
-        "FAST PKTS",
-    ]);
+    let mut backends = table(&BACKEND_STATS_COLUMNS);
     for b in &r.backends {
         backends.add_row(vec![
             b.listener.clone(),
@@ -528,18 +550,10 @@ fn render_stats(r: &StatsReport) -> String {
     }
     right_align(&mut backends, 3);
     let _ = writeln!(out, "\n{backends}");
-    let mut workers = table(&[
-        "WORKER",
-        "RX PKTS",
-        "RX BYTES",
-        "TX PKTS",
-        "TX BYTES",
-        "DROPS",
-        "PARTIAL CSUM",
-    ]);
+    let mut workers = table(&WORKER_STATS_COLUMNS);
     for w in &r.workers {
         workers.add_row(vec![
-            Cell::new(format!("queue {}", w.queue)),
+            Cell::new(w.queue),
             Cell::new(w.rx_packets),
             Cell::new(w.rx_bytes),
             Cell::new(w.tx_packets),
@@ -585,17 +599,7 @@ fn render_stats(r: &StatsReport) -> String {
 
 fn render_flows(r: &FlowsReport) -> String {
     let mut out = String::new();
-    let mut flows = table(&[
-        "PROTO",
-        "CLIENT",
-        "VIP",
-        "BACKEND",
-        "PACKETS",
-        "BYTES",
-        "FAST PKTS",
-        "AGE",
-        "IDLE",
-    ]);
+    let mut flows = table(&FLOW_COLUMNS);
     for f in &r.flows {
         // `*`: the fast path holds the flow's current decision.
         let fast = if f.fast_path {
@@ -712,33 +716,53 @@ fn render_explain(r: &ExplainReport) -> String {
     out
 }
 
-fn render_config_status(r: &ConfigStatusReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "config      {}", r.path);
+/// The reload lines `status` and `config status` share; `status` keeps a
+/// refusal to its first line.
+fn render_reloads(out: &mut String, reload: &switchyard_proto::ReloadSummary, whole: bool) {
     let _ = writeln!(
         out,
-        "running     generation {}, {} listeners, applied at {} (unix), sha256 {}",
-        r.generation, r.listeners, r.applied_at_unix, r.sha256
+        "reloads    {} applied, {} refused; last reload: {}",
+        reload.reloads,
+        reload.failed_reloads,
+        if reload.last_result.is_empty() {
+            "-"
+        } else {
+            &reload.last_result
+        },
     );
-    let _ = writeln!(
-        out,
-        "reloads     {} applied, {} refused",
-        r.reloads, r.failed_reloads
-    );
-    match &r.last_error {
-        Some(e) => {
-            let _ = writeln!(
-                out,
-                "last reload REFUSED at {} (unix); the running config stays:\n  {}",
-                e.at_unix, e.message
-            );
-        }
-        None => {
-            let _ = writeln!(out, "last reload ok");
+    if let Some(error) = &reload.last_error {
+        let _ = writeln!(
+            out,
+            "           REFUSED {}; the running config stays:",
+            when::date_and_age(error.at_unix)
+        );
+        for line in error
+            .message
+            .lines()
+            .take(if whole { usize::MAX } else { 1 })
+        {
+            let _ = writeln!(out, "             {line}");
         }
     }
+}
+
+fn render_config_status(r: &ConfigStatusReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "config     {} (generation {}; file applied as generation {})",
+        r.path, r.generation, r.file_generation
+    );
+    let _ = writeln!(
+        out,
+        "running    {} listeners, applied {}, sha256 {}",
+        r.listeners,
+        when::date_and_age(r.applied_at_unix),
+        r.sha256
+    );
+    render_reloads(&mut out, &r.summary(), true);
     if r.diagnostics.is_empty() {
-        let _ = writeln!(out, "warnings    none");
+        let _ = writeln!(out, "warnings   none");
     } else {
         let _ = writeln!(out, "warnings");
         for d in &r.diagnostics {
@@ -759,6 +783,48 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn columns_are_json_fields() {
+        use crate::tables::assert_columns_are_fields as check;
+        let interface = InterfaceStatus {
+            veth_peer: Some(VethPeer::default()),
+            fast_path_egress: Some(FastPathEgress::default()),
+            ..InterfaceStatus::default()
+        };
+        check(&INTERFACE_COLUMNS, &interface, &["INTERFACE"]);
+        check(&WORKER_STATUS_COLUMNS, &WorkerStatus::default(), &[]);
+        check(&LISTENER_STATS_COLUMNS, &ListenerStats::default(), &[]);
+        check(&BACKEND_STATS_COLUMNS, &BackendStats::default(), &[]);
+        check(&WORKER_STATS_COLUMNS, &WorkerStats::default(), &[]);
+        check(&FLOW_COLUMNS, &switchyard_proto::FlowInfo::default(), &[]);
+    }
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "yardctl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
 
     /// The line of `text` that contains every one of `cells`.
     fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
@@ -825,7 +891,7 @@ mod tests {
                 },
             ],
             reload: ReloadSummary {
-                generation: 4,
+                file_generation: 4,
                 reloads: 3,
                 failed_reloads: 1,
                 last_error: Some(ConfigError {
@@ -842,9 +908,17 @@ mod tests {
             }),
         });
         assert!(text.starts_with("switchyard 0.1.0  up 42s"), "{text}");
-        row(&text, &["/etc/switchyard/gw.yaml", "generation 5"]);
+        row(
+            &text,
+            &[
+                "/etc/switchyard/gw.yaml",
+                "generation 5",
+                "file applied as generation 4",
+            ],
+        );
         row(&text, &["3 applied", "1 refused", "last reload: refused"]);
-        row(&text, &["REFUSED at 1700", "gw.yaml:3: bad"]);
+        row(&text, &["REFUSED 1970-01-01 00:28:20 UTC"]);
+        row(&text, &["gw.yaml:3: bad"]);
         assert!(
             !text.contains("more"),
             "only the error's first line: {text}"
@@ -929,7 +1003,8 @@ mod tests {
             &text,
             &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
         );
-        row(&text, &["queue 0", "13", "900", "10", "800", "3", "4"]);
+        row(&text, &["QUEUE", "RX PACKETS", "PARTIAL CHECKSUMS"]);
+        row(&text, &[" 0 ", "13", "900", "10", "800", "3", "4"]);
         row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
         row(&text, &["steer_vip", "7"]);
         row(&text, &["pass_local", "0"]);
@@ -1036,6 +1111,7 @@ mod tests {
         let mut report = ConfigStatusReport {
             path: "gw.yaml".into(),
             generation: 3,
+            file_generation: 2,
             applied_at_unix: 1600,
             sha256: "ab12".into(),
             listeners: 2,
@@ -1044,19 +1120,28 @@ mod tests {
             failed_reloads: 1,
             last_error: Some(ConfigError {
                 at_unix: 1700,
-                message: "gw.yaml:9: bad".into(),
+                message: "gw.yaml:9: bad\nsecond line".into(),
             }),
+            last_result: String::new(),
         };
         let text = render_config_status(&report);
-        row(&text, &["generation 3", "2 listeners", "1600", "ab12"]);
-        row(&text, &["2 applied", "1 refused"]);
-        row(&text, &["REFUSED at 1700"]);
+        row(
+            &text,
+            &["gw.yaml", "generation 3", "file applied as generation 2"],
+        );
+        row(&text, &["2 listeners", "1970-01-01 00:26:40 UTC", "ab12"]);
+        row(&text, &["2 applied", "1 refused", "last reload: refused"]);
+        row(&text, &["REFUSED 1970-01-01 00:28:20 UTC"]);
         row(&text, &["gw.yaml:9: bad"]);
+        row(&text, &["second line"]);
         row(&text, &["a warning"]);
         report.last_error = None;
         report.diagnostics.clear();
         let text = render_config_status(&report);
-        row(&text, &["last reload ok"]);
-        row(&text, &["warnings    none"]);
+        row(&text, &["last reload: applied"]);
+        row(&text, &["warnings   none"]);
+        report.reloads = 0;
+        let text = render_config_status(&report);
+        row(&text, &["last reload: none"]);
     }
 }

@@ -283,14 +283,48 @@ pub fn human(value: f64) -> String {
     }
 }
 
+// Totals as in `stats`, then rates; names as in the JSON (`X/S` is
+// `x_per_sec`).
+const LISTENER_COLUMNS: [&str; 9] = [
+    "LISTENER",
+    "PROTOCOL",
+    "VIP",
+    "FLOWS",
+    "PACKETS",
+    "BYTES",
+    "FLOWS/S",
+    "PACKETS/S",
+    "BYTES/S",
+];
+const BACKEND_COLUMNS: [&str; 9] = [
+    "LISTENER",
+    "BACKEND",
+    "SERVICE",
+    "FLOWS",
+    "PACKETS",
+    "BYTES",
+    "FLOWS/S",
+    "PACKETS/S",
+    "BYTES/S",
+];
+const WORKER_COLUMNS: [&str; 9] = [
+    "QUEUE",
+    "RX PACKETS",
+    "TX PACKETS",
+    "DROPS",
+    "RX PACKETS/S",
+    "RX BYTES/S",
+    "TX PACKETS/S",
+    "FLOWS/S",
+    "DROPS/S",
+];
+
 /// Totals and rates, one table each for listeners, backends and workers,
 /// then drops by reason.
 pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "rates over the last {interval_secs:.1}s\n");
-    let mut listeners = table(&[
-        "LISTENER", "PROTO", "VIP", "FLOWS", "PACKETS", "BYTES", "FLOWS/S", "PKTS/S", "BYTES/S",
-    ]);
+    let mut listeners = table(&LISTENER_COLUMNS);
     for (l, r) in stats.listeners.iter().zip(&rates.listeners) {
         listeners.add_row(vec![
             l.listener.clone(),
@@ -306,10 +340,7 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
     }
     right_align(&mut listeners, 3);
     let _ = writeln!(out, "{listeners}");
-    let mut backends = table(&[
-        "LISTENER", "BACKEND", "SERVICE", "FLOWS", "PACKETS", "BYTES", "FLOWS/S", "PKTS/S",
-        "BYTES/S",
-    ]);
+    let mut backends = table(&BACKEND_COLUMNS);
     for (b, r) in stats.backends.iter().zip(&rates.backends) {
         backends.add_row(vec![
             b.listener.clone(),
@@ -325,20 +356,10 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
     }
     right_align(&mut backends, 3);
     let _ = writeln!(out, "\n{backends}");
-    let mut workers = table(&[
-        "WORKER",
-        "RX PKTS",
-        "TX PKTS",
-        "DROPS",
-        "RX PKTS/S",
-        "RX BYTES/S",
-        "TX PKTS/S",
-        "FLOWS/S",
-        "DROPS/S",
-    ]);
+    let mut workers = table(&WORKER_COLUMNS);
     for (w, r) in stats.workers.iter().zip(&rates.workers) {
         workers.add_row(vec![
-            format!("queue {}", w.queue),
+            w.queue.to_string(),
             w.rx_packets.to_string(),
             w.tx_packets.to_string(),
             w.drops.values().sum::<u64>().to_string(),
@@ -351,7 +372,7 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
     }
     right_align(&mut workers, 1);
     let _ = writeln!(out, "\n{workers}");
-    let mut drops = table(&["WORKER", "DROP REASON", "PACKETS", "DROPS/S"]);
+    let mut drops = table(&["WHERE", "DROP REASON", "PACKETS", "DROPS/S"]);
     let mut any = false;
     for (w, r) in stats.workers.iter().zip(&rates.workers) {
         for (reason, count) in &w.drops {
@@ -386,6 +407,26 @@ pub fn render(stats: &StatsReport, rates: &Rates, interval_secs: f64) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_json_fields() {
+        use crate::tables::assert_columns_are_fields as check;
+        // The table shows a sample's totals next to its rates.
+        fn both(total: &impl Serialize, rate: &impl Serialize) -> serde_json::Value {
+            let mut value = serde_json::to_value(total).unwrap();
+            let rate = serde_json::to_value(rate).unwrap();
+            if let (Some(into), serde_json::Value::Object(from)) = (value.as_object_mut(), rate) {
+                into.extend(from);
+            }
+            value
+        }
+        let listener = both(&ListenerStats::default(), &ListenerRate::default());
+        check(&LISTENER_COLUMNS, &listener, &[]);
+        let backend = both(&BackendStats::default(), &BackendRate::default());
+        check(&BACKEND_COLUMNS, &backend, &[]);
+        let worker = both(&WorkerStats::default(), &WorkerRate::default());
+        check(&WORKER_COLUMNS, &worker, &[]);
+    }
     use switchyard_proto::{BackendStats, ListenerStats, WorkerStats};
 
     fn sample(packets: u64, flows: u64, rx: u64) -> StatsReport {
@@ -515,7 +556,7 @@ mod tests {
         assert!(
             table
                 .lines()
-                .any(|l| l.contains("queue 0") && l.contains("1.00k")),
+                .any(|l| l.trim_start().starts_with("0 ") && l.contains("1.00k")),
             "{table}"
         );
     }

@@ -19,3 +19,38 @@ pub fn right_align(table: &mut Table, from_column: usize) {
         }
     }
 }
+
+/// Checks that every column of a table names a JSON field of its row, so a
+/// script reading `-o json` finds what the table shows under the same name:
+/// `FAST PATH PACKETS` is `fast_path_packets`, `X/S` is `x_per_sec`, a time
+/// `AGE` may be `age_secs`. `subject` is the first column when it names the
+/// row's own field under another name (`INTERFACE` for `name`).
+#[cfg(test)]
+pub fn assert_columns_are_fields(columns: &[&str], row: &impl serde::Serialize, subject: &[&str]) {
+    fn keys(value: &serde_json::Value, into: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (key, inner) in map {
+                into.push(key.clone());
+                keys(inner, into);
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    keys(
+        &serde_json::to_value(row).expect("rows serialise"),
+        &mut fields,
+    );
+    for column in columns {
+        if subject.contains(column) {
+            continue;
+        }
+        let name = column
+            .to_lowercase()
+            .replace("/s", "_per_sec")
+            .replace(' ', "_");
+        assert!(
+            fields.contains(&name) || fields.contains(&format!("{name}_secs")),
+            "column {column:?} is no JSON field ({name}); fields: {fields:?}"
+        );
+    }
+}

@@ -176,12 +176,12 @@ pub fn draw(frame: &mut Frame, view: &View) {
             [
                 Constraint::Fill(2),
                 Constraint::Fill(1),
-                Constraint::Length(8),
+                Constraint::Length(9),
                 Constraint::Length(8),
                 Constraint::Length(8),
             ],
         )
-        .header(Row::new(["LISTENER", "VIP", "PKT/S", "BYTES/S", "FLOWS/S"]).style(bold))
+        .header(Row::new(["LISTENER", "VIP", "PACKETS/S", "BYTES/S", "FLOWS/S"]).style(bold))
         .block(Block::default().borders(Borders::ALL).title(" Listeners ")),
         listeners,
     );
@@ -196,18 +196,18 @@ pub fn draw(frame: &mut Frame, view: &View) {
             [
                 Constraint::Fill(1),
                 Constraint::Fill(2),
-                Constraint::Length(8),
+                Constraint::Length(9),
                 Constraint::Length(8),
                 Constraint::Length(8),
             ],
         )
-        .header(Row::new(["BACKEND", "LISTENER", "PKT/S", "BYTES/S", "FLOWS/S"]).style(bold))
+        .header(Row::new(["BACKEND", "LISTENER", "PACKETS/S", "BYTES/S", "FLOWS/S"]).style(bold))
         .block(Block::default().borders(Borders::ALL).title(" Backends ")),
         backends,
     );
     let rows = rates.workers.iter().map(|w| {
         Row::new(vec![
-            format!("queue {}", w.queue),
+            w.queue.to_string(),
             human(w.rx_packets),
             human(w.tx_packets),
             human(w.drops),
@@ -219,17 +219,17 @@ pub fn draw(frame: &mut Frame, view: &View) {
             rows,
             [
                 Constraint::Length(10),
-                Constraint::Length(9),
-                Constraint::Length(9),
+                Constraint::Length(12),
+                Constraint::Length(12),
                 Constraint::Length(9),
                 Constraint::Fill(1),
             ],
         )
         .header(
             Row::new([
-                "WORKER",
-                "RX PKT/S",
-                "TX PKT/S",
+                "QUEUE",
+                "RX PACKETS/S",
+                "TX PACKETS/S",
                 "DROPS/S",
                 "TOP DROP REASON",
             ])
@@ -505,7 +505,13 @@ mod tests {
         let dns_row = screen[dns..].lines().next().unwrap();
         assert!(dns_row.contains("2.50k"), "{dns_row}");
         assert!(dns_row.contains("160k"), "{dns_row}");
-        assert!(screen.contains("queue 1"), "{screen}");
+        assert!(screen.lines().any(|l| l.starts_with("│1 ")), "{screen}");
+        assert!(
+            screen
+                .lines()
+                .any(|l| l.starts_with("│0 ") && l.contains("no_backend")),
+            "{screen}"
+        );
         assert!(screen.contains("no_backend"), "{screen}");
     }
 

@@ -21,8 +21,7 @@ use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
     FastPathStatus, FlowInfo, FlowQuery, FlowsReport, InterfaceStatus, LatencyReport,
-    ListenerStats, NewFlowDecision, ReloadSummary, Request, Response, StatsReport, StatusReport,
-    WorkerStatus, RELOAD_APPLIED, RELOAD_NONE, RELOAD_REFUSED,
+    ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport, WorkerStatus,
 };
 use switchyard_xdp::SteerCounters;
 
@@ -175,13 +174,7 @@ fn serve(state: &ControlState, stream: UnixStream) -> io::Result<()> {
 fn answer(state: &ControlState, request: &Request) -> Response {
     let result = match request {
         Request::Status => Ok(Response::Status(status(state))),
-        Request::ConfigStatus => Ok(Response::ConfigStatus(
-            state
-                .config_status
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .clone(),
-        )),
+        Request::ConfigStatus => Ok(Response::ConfigStatus(config_status(state))),
         Request::ConfigCheck(candidate) => {
             Ok(Response::ConfigCheck(config_check::check(state, candidate)))
         }
@@ -279,33 +272,27 @@ fn distribution(d: Distribution) -> switchyard_proto::Distribution {
     }
 }
 
+/// The reloader's record with the generation running now (drains publish
+/// generations the reloader does not see), the one `status` shows too.
+fn config_status(state: &ControlState) -> ConfigStatusReport {
+    let mut report = state
+        .config_status
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    report.generation = state.config.load().generation();
+    report.last_result = report.last_result().to_owned();
+    report
+}
+
 pub fn status(state: &ControlState) -> StatusReport {
-    let reload = {
-        let config = state
-            .config_status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let last_result = if config.last_error.is_some() {
-            RELOAD_REFUSED
-        } else if config.reloads > 0 {
-            RELOAD_APPLIED
-        } else {
-            RELOAD_NONE
-        };
-        ReloadSummary {
-            generation: config.generation,
-            reloads: config.reloads,
-            failed_reloads: config.failed_reloads,
-            last_error: config.last_error.clone(),
-            last_result: last_result.to_owned(),
-        }
-    };
+    let config = config_status(state);
     StatusReport {
-        reload,
+        reload: config.summary(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.epoch.elapsed().as_secs(),
         config_path: state.config_path.clone(),
-        config_generation: state.config.load().generation(),
+        config_generation: config.generation,
         fast_path: state.fast_path.as_deref().map(fast_path_status),
         interfaces: {
             let mut interfaces = state.interfaces.clone();

@@ -194,6 +194,8 @@ pub struct DrainOutcome {
     pub listeners: Vec<String>,
     /// Generation of the snapshot that carries it.
     pub generation: u64,
+    /// False when it was in force already: nothing was published.
+    pub changed: bool,
 }
 
 impl Publisher {
@@ -271,14 +273,30 @@ impl Publisher {
     ) -> Result<DrainOutcome, DrainError> {
         let mut state = self.lock();
         let listeners = owners(&state.compiled, &endpoint, listener.as_deref())?;
+        let everywhere = Drain {
+            listener: None,
+            endpoint,
+        };
+        let drain = Drain { listener, endpoint };
+        // Draining again changes nothing, so it publishes nothing: a new
+        // generation would send cached flows back to the workers for no
+        // reason.
+        if state.drains.contains(&drain) || state.drains.contains(&everywhere) {
+            return Ok(DrainOutcome {
+                listeners,
+                generation: self.config.load().generation(),
+                changed: false,
+            });
+        }
         let mut drains = state.drains.clone();
-        drains.insert(Drain { listener, endpoint });
+        drains.insert(drain);
         let next = self.config.load().generation() + 1;
         let generation = self.republish(&state.compiled, &drains, next)?;
         state.drains = drains;
         Ok(DrainOutcome {
             listeners,
             generation,
+            changed: true,
         })
     }
 
@@ -317,6 +335,7 @@ impl Publisher {
         Ok(DrainOutcome {
             listeners,
             generation,
+            changed: true,
         })
     }
 }
@@ -519,6 +538,25 @@ mod tests {
         let outcome = publisher.undrain(endpoint(22), None).unwrap();
         assert_eq!(outcome.generation, 6);
         assert_eq!(config.load().listeners(), original.listeners());
+    }
+
+    #[test]
+    fn draining_a_drained_backend_publishes_nothing() {
+        let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+        let publisher = Publisher::new(config.clone(), 9);
+        let first = publisher.drain(endpoint(22), None).unwrap();
+        assert!(first.changed);
+        let running = config.load_full();
+        for listener in [None, Some("demo/edge/web".to_owned())] {
+            let again = publisher.drain(endpoint(22), listener).unwrap();
+            assert_eq!((again.changed, again.generation), (false, first.generation));
+            assert!(Arc::ptr_eq(&config.load_full(), &running), "republished");
+        }
+        let on_one = publisher.drain(endpoint(21), Some("demo/edge/web".into()));
+        assert!(on_one.unwrap().changed);
+        let again = publisher.drain(endpoint(21), Some("demo/edge/web".into()));
+        assert!(!again.unwrap().changed);
+        assert_eq!(config.load().generation(), first.generation + 1);
     }
 
     #[test]

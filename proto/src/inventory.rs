@@ -228,8 +228,18 @@ pub struct DrainReport {
     pub listeners: Vec<String>,
     /// True after a drain, false after an undrain.
     pub drained: bool,
-    /// Generation of the snapshot that carries the change.
+    /// Generation of the snapshot that carries the change (the running one
+    /// when there was none).
     pub generation: u64,
+    /// False when the backend was already drained there: nothing changed
+    /// and no generation was published.
+    #[serde(default = "changed_by_default")]
+    pub changed: bool,
+}
+
+/// Reports from daemons that predate `changed` always changed something.
+fn changed_by_default() -> bool {
+    true
 }
 
 #[cfg(test)]

@@ -136,7 +136,8 @@ pub struct FastPathStatus {
 pub struct ReloadSummary {
     /// Generation the config file was last applied as (drains publish
     /// later generations of the same config).
-    pub generation: u64,
+    #[serde(alias = "generation")]
+    pub file_generation: u64,
     pub reloads: u64,
     pub failed_reloads: u64,
     /// The last refused reload, if it came after the last applied one.
@@ -458,9 +459,14 @@ pub struct NewFlowDecision {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigStatusReport {
     pub path: String,
-    /// Generation of the running snapshot; bumped by every applied reload.
+    /// Generation of the running snapshot, as `yardctl status` shows it:
+    /// every applied reload and every drain publishes one.
     pub generation: u64,
-    /// Unix time the running config was applied.
+    /// Generation the config file was last applied as; drains publish
+    /// later generations of the same file.
+    #[serde(default)]
+    pub file_generation: u64,
+    /// Unix time the running config file was applied.
     pub applied_at_unix: u64,
     /// SHA-256 of the file contents the running config came from, hex.
     pub sha256: String,
@@ -474,6 +480,34 @@ pub struct ConfigStatusReport {
     pub failed_reloads: u64,
     /// The last refused reload, if it came after the last applied one.
     pub last_error: Option<ConfigError>,
+    /// How the last reload attempt ended, as in `ReloadSummary`.
+    #[serde(default)]
+    pub last_result: String,
+}
+
+impl ConfigStatusReport {
+    /// How the last reload attempt ended: `none`, `applied` or `refused`.
+    pub fn last_result(&self) -> &'static str {
+        if self.last_error.is_some() {
+            RELOAD_REFUSED
+        } else if self.reloads > 0 {
+            RELOAD_APPLIED
+        } else {
+            RELOAD_NONE
+        }
+    }
+
+    /// The part `yardctl status` shows; both commands read it from here,
+    /// so they cannot disagree.
+    pub fn summary(&self) -> ReloadSummary {
+        ReloadSummary {
+            file_generation: self.file_generation,
+            reloads: self.reloads,
+            failed_reloads: self.failed_reloads,
+            last_error: self.last_error.clone(),
+            last_result: self.last_result().to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

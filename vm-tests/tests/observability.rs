@@ -174,7 +174,7 @@ fn status_names_interfaces_queues_pinned_cores_modes_and_the_last_reload() -> Re
         &[
             "Listeners",
             "Workers",
-            "WORKER",
+            "QUEUE",
             "demo/edge/tcp-echo",
             "TOP DROP REASON",
         ],

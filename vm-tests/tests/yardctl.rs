@@ -34,14 +34,17 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// Maglev table size of a listener without a table-size policy.
 const TABLE_SIZE: usize = 65_537;
 
-/// `yardctl ARGS`, expected to fail; returns its error output.
+/// `yardctl ARGS`, expected to be refused by the daemon (exit status 1);
+/// returns its error output.
 fn yardctl_error(daemon: &Daemon, args: &[&str]) -> Result<String> {
     let out = daemon.yardctl_raw(args)?;
     ensure!(
-        !out.status.success(),
-        "`yardctl {}` should fail, printed {:?}",
+        out.status.code() == Some(1),
+        "`yardctl {}` should be refused (status 1), got {:?}, printed {:?} {:?}",
         args.join(" "),
-        out.stdout
+        out.status,
+        out.stdout,
+        out.stderr
     );
     Ok(out.stderr)
 }
@@ -302,7 +305,21 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
         .find(|(_, server)| server == "be1")
         .context("no kept connection reached be1")?;
     let drained: DrainReport = daemon.yardctl_as(&["drain", &be1_tcp, "--listener", &tcp_id])?;
-    ensure!(drained.drained && drained.listeners == [tcp_id.clone()]);
+    ensure!(drained.drained && drained.changed && drained.listeners == [tcp_id.clone()]);
+    // Again: nothing changes, no generation is published.
+    let again: DrainReport = daemon.yardctl_as(&["drain", &be1_tcp, "--listener", &tcp_id])?;
+    ensure!(
+        !again.changed && again.generation == drained.generation,
+        "first {drained:?}, again {again:?}"
+    );
+    let status: StatusReport = daemon.yardctl_as(&["status"])?;
+    let config = daemon.config_status()?;
+    ensure!(
+        status.config_generation == drained.generation
+            && config.generation == drained.generation
+            && status.reload.file_generation == config.file_generation,
+        "status and config status disagree: {status:?} {config:?}"
+    );
     let backends: BackendsReport = daemon.yardctl_as(&["backends"])?;
     let b = backend(&backends, &tcp_id, &be1_tcp)?;
     ensure!(

@@ -241,17 +241,20 @@ pub fn set_drain(
         state.drains.undrain(endpoint, listener)
     }
     .map_err(|e| e.to_string())?;
-    log::info!(
-        "backend {endpoint} {} on {}: generation {}",
-        if drained { "drained" } else { "undrained" },
-        outcome.listeners.join(", "),
-        outcome.generation
-    );
+    if outcome.changed {
+        log::info!(
+            "backend {endpoint} {} on {}: generation {}",
+            if drained { "drained" } else { "undrained" },
+            outcome.listeners.join(", "),
+            outcome.generation
+        );
+    }
     Ok(DrainReport {
         backend: endpoint.to_string(),
         listeners: outcome.listeners,
         drained,
         generation: outcome.generation,
+        changed: outcome.changed,
     })
 }
 

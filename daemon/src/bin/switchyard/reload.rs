@@ -96,6 +96,7 @@ impl Reloader {
         let status = ConfigStatusReport {
             path: path.display().to_string(),
             generation: initial.snapshot.generation(),
+            file_generation: initial.snapshot.generation(),
             applied_at_unix: unix_now(),
             sha256: hex(&initial.sha256),
             listeners: initial.snapshot.listeners().len(),
@@ -157,6 +158,7 @@ impl Reloader {
         );
         let mut status = self.lock_status();
         status.generation = generation;
+        status.file_generation = generation;
         status.applied_at_unix = unix_now();
         status.sha256 = hex(&compiled.sha256);
         status.listeners = listeners;
