@@ -46,8 +46,17 @@ pub struct RunArgs {
     /// Cores to pin workers to, e.g. `2,3`; worker q gets the q-th (cycling).
     #[arg(long, value_delimiter = ',')]
     cores: Option<Vec<usize>>,
+    /// The control socket `yardctl` talks to (mode 0600). Only a stale
+    /// socket (one nobody answers on) there is replaced; anything else
+    /// there, or a daemon answering on it, refuses the start.
     #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
     control_socket: PathBuf,
+    /// Accept a config (at a reload) that serves no listener: a file with
+    /// no objects, or one that removes every listener. Without it such a
+    /// file is refused, since an empty or truncated file is nearly always
+    /// a mistake, and the running config stays.
+    #[arg(long)]
+    allow_no_listeners: bool,
     /// AF_XDP zero-copy: `auto` falls back to copy mode where the driver lacks it.
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     zero_copy: ZeroCopy,
