@@ -12,10 +12,11 @@
 //! mount) or a new symlink. A create or a modify alone is a file still being
 //! written, and reading it then applies half a config. Even a finished write
 //! may be one of several (a tool that closes between parts), so a reload
-//! waits until the file has been quiet for `SETTLE`, every event restarting
-//! the wait. Events are only a hint: the reloader reads the file and
-//! compares its contents with what is running, so an event for another file
-//! in the directory costs a read, never a reload.
+//! waits until the file has been quiet for `SETTLE`, every event on it (a
+//! write still going on too) restarting the wait. Events are only a hint:
+//! the reloader reads the file and compares its contents with what is
+//! running, so an event for another file in the directory costs a read,
+//! never a reload.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -66,7 +67,8 @@ impl ConfigWatch {
                 &dir,
                 AddWatchFlags::IN_CLOSE_WRITE
                     | AddWatchFlags::IN_MOVED_TO
-                    | AddWatchFlags::IN_CREATE,
+                    | AddWatchFlags::IN_CREATE
+                    | AddWatchFlags::IN_MODIFY,
             )
             .map_err(err)?;
         Ok(Self {
@@ -77,11 +79,14 @@ impl ConfigWatch {
         })
     }
 
-    /// Reads every pending event, restarting the quiet wait on each that
-    /// finishes a write of the file. Never blocks.
+    /// Reads every pending event: one that finishes a write of the file
+    /// (re)starts the quiet wait, a write still going on restarts a wait
+    /// already started. Never blocks.
     pub fn read_events(&mut self, now: Instant) {
-        if self.finished_writes() {
-            self.settle.event(now);
+        match self.pending() {
+            Seen::Finished => self.settle.event(now),
+            Seen::Writing => self.settle.restart(now),
+            Seen::Nothing => {}
         }
     }
 
@@ -96,57 +101,75 @@ impl ConfigWatch {
         self.settle.take_due(now)
     }
 
-    fn finished_writes(&self) -> bool {
-        let mut finished = false;
+    fn pending(&self) -> Seen {
+        let is_symlink = |name: &OsStr| {
+            std::fs::symlink_metadata(self.dir.join(name))
+                .is_ok_and(|meta| meta.file_type().is_symlink())
+        };
+        let mut seen = Seen::Nothing;
         loop {
             match self.inotify.read_events() {
-                Ok(events) if events.is_empty() => return finished,
+                Ok(events) if events.is_empty() => return seen,
                 Ok(events) => {
-                    finished |= events.iter().any(|event| {
-                        finishes_write(
+                    for event in &events {
+                        let what = classify(
                             event.mask,
                             event.name.as_deref(),
                             self.file_name.as_deref(),
-                            |name| {
-                                std::fs::symlink_metadata(self.dir.join(name))
-                                    .is_ok_and(|meta| meta.file_type().is_symlink())
-                            },
-                        )
-                    })
+                            is_symlink,
+                        );
+                        seen = seen.max(what);
+                    }
                 }
                 Err(Errno::EINTR) => continue,
                 // EAGAIN: drained. Anything else: inotify is broken, and
                 // SIGHUP still works; say "maybe" once rather than spin.
-                Err(Errno::EAGAIN) => return finished,
+                Err(Errno::EAGAIN) => return seen,
                 Err(err) => {
                     log::warn!("config watch: {err}");
-                    return finished;
+                    return Seen::Finished;
                 }
             }
         }
     }
 }
 
-/// Whether an event in the watched directory leaves the config file (or
-/// what it points through) completely written.
-fn finishes_write(
+/// What the events read say of the config file, the strongest last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Seen {
+    Nothing,
+    /// Created or written, not yet closed: a write goes on.
+    Writing,
+    /// Completely written (or the queue overflowed, and it may have been).
+    Finished,
+}
+
+/// What an event in the watched directory says of the config file (or
+/// what it points through).
+fn classify(
     mask: AddWatchFlags,
     name: Option<&OsStr>,
     file_name: Option<&OsStr>,
     is_symlink: impl Fn(&OsStr) -> bool,
-) -> bool {
+) -> Seen {
     let Some(name) = name else {
         // The queue overflowed (IN_Q_OVERFLOW): anything may have happened.
-        return true;
+        return Seen::Finished;
     };
     let finished = mask.intersects(AddWatchFlags::IN_CLOSE_WRITE | AddWatchFlags::IN_MOVED_TO);
     if Some(name) == file_name {
         // A symlink is whole the moment it is created.
-        return finished || (mask.contains(AddWatchFlags::IN_CREATE) && is_symlink(name));
+        if finished || (mask.contains(AddWatchFlags::IN_CREATE) && is_symlink(name)) {
+            return Seen::Finished;
+        }
+        return Seen::Writing;
     }
     // A ConfigMap mount swaps `..data` to a new directory; the file, a
     // symlink through it, changes without being named.
-    name.as_encoded_bytes().starts_with(b"..") && mask.contains(AddWatchFlags::IN_MOVED_TO)
+    if name.as_encoded_bytes().starts_with(b"..") && mask.contains(AddWatchFlags::IN_MOVED_TO) {
+        return Seen::Finished;
+    }
+    Seen::Nothing
 }
 
 /// The quiet wait: due `quiet` after the last event.
@@ -163,6 +186,13 @@ impl Settle {
 
     pub fn event(&mut self, now: Instant) {
         self.due = Some(now + self.quiet);
+    }
+
+    /// Restarts a wait already started; starts none.
+    pub fn restart(&mut self, now: Instant) {
+        if self.due.is_some() {
+            self.event(now);
+        }
     }
 
     pub fn wait(&self, now: Instant) -> Option<Duration> {
@@ -204,7 +234,7 @@ mod tests {
     fn finished_within(watch: &ConfigWatch, deadline: Duration) -> bool {
         let start = Instant::now();
         while start.elapsed() < deadline {
-            if watch.finished_writes() {
+            if watch.pending() == Seen::Finished {
                 return true;
             }
             std::thread::yield_now();
@@ -218,7 +248,7 @@ mod tests {
         let path = dir.join("config.yaml");
         fs::write(&path, "a").unwrap();
         let watch = ConfigWatch::new(&path).unwrap();
-        assert!(!watch.finished_writes(), "nothing happened yet");
+        assert_eq!(watch.pending(), Seen::Nothing, "nothing happened yet");
 
         fs::write(dir.join("other.yaml"), "x").unwrap();
         assert!(!finished_within(&watch, Duration::from_millis(50)));
@@ -290,5 +320,15 @@ mod tests {
         assert!(settle.take_due(t1 + SETTLE));
         assert!(!settle.take_due(t1 + SETTLE * 2), "due once");
         assert_eq!(settle.wait(t1 + SETTLE * 2), None);
+        settle.restart(t1 + SETTLE * 2);
+        assert_eq!(
+            settle.wait(t1 + SETTLE * 2),
+            None,
+            "a write alone starts no wait"
+        );
+        settle.event(t1 + SETTLE * 2);
+        settle.restart(t1 + SETTLE * 3);
+        assert!(!settle.take_due(t1 + SETTLE * 3), "a write goes on");
+        assert!(settle.take_due(t1 + SETTLE * 4));
     }
 }
