@@ -5,14 +5,10 @@
 //! pauses for long. The metrics endpoint reads through the same functions.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs;
-use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -38,6 +34,11 @@ use switchyard_xdp::FastCounters;
 
 mod config_check;
 pub mod inventory;
+mod server;
+
+pub use server::{
+    claim as claim_path, ControlServer, ANSWER_DEADLINE, MAX_CONNECTIONS, REQUEST_DEADLINE,
+};
 
 /// How long a worker may take to answer; it answers between batches, so only
 /// a wedged worker comes near this.
@@ -51,8 +52,28 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
-    #[error("another process is already serving the control socket {path}")]
+    #[error("another process is already serving the control socket {path} (is another switchyard running?); give this one another --control-socket")]
     InUse { path: PathBuf },
+    #[error("--control-socket {path} is {what}, not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf, what: &'static str },
+    #[error("looking at what is at the control socket path {path}")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot tell whether the control socket {path} is still served; leaving it alone")]
+    Probe {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("removing the stale control socket {path}")]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("binding the control socket {path}")]
     Bind {
         path: PathBuf,
@@ -101,82 +122,12 @@ pub struct ControlState {
     pub steer_counters: Option<SteerCounterSource>,
 }
 
-pub struct ControlServer {
-    path: PathBuf,
-}
-
-impl ControlServer {
-    /// Binds `path` (mode 0600) and serves it on a background thread.
-    pub fn start(path: &Path, state: Arc<ControlState>) -> Result<Self, ControlError> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|source| ControlError::Directory {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        if path.exists() {
-            // A socket file nobody answers on is left over from a crash.
-            if UnixStream::connect(path).is_ok() {
-                return Err(ControlError::InUse {
-                    path: path.to_owned(),
-                });
-            }
-            let _ = fs::remove_file(path);
-        }
-        let bind_err = |source| ControlError::Bind {
-            path: path.to_owned(),
-            source,
-        };
-        let listener = UnixListener::bind(path).map_err(bind_err)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
-        thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                for stream in listener.incoming() {
-                    match stream {
-                        Ok(stream) => {
-                            if let Err(err) = serve(&state, stream) {
-                                log::debug!("control connection: {err}");
-                            }
-                        }
-                        Err(err) => log::warn!("control socket accept: {err}"),
-                    }
-                }
-            })
-            .map_err(bind_err)?;
-        Ok(Self {
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl Drop for ControlServer {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
-}
-
-fn serve(state: &ControlState, stream: UnixStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => answer(state, &request),
-        Err(err) => Response::Error {
-            message: format!("malformed request: {err}"),
-        },
-    };
-    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
-    out.push(b'\n');
-    (&stream).write_all(&out)
-}
-
 fn answer(state: &ControlState, request: &Request) -> Response {
     let result = match request {
         Request::Status => Ok(Response::Status(status(state))),
         Request::ConfigStatus => Ok(Response::ConfigStatus(config_status(state))),
         Request::ConfigCheck(candidate) => {
-            Ok(Response::ConfigCheck(config_check::check(state, candidate)))
+            config_check::check(state, candidate).map(Response::ConfigCheck)
         }
         Request::ConfigDiff(candidate) => {
             config_check::diff(state, candidate).map(Response::ConfigDiff)

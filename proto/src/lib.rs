@@ -72,6 +72,11 @@ pub enum Request {
 /// path); far above any real config, small enough to compile at once.
 pub const MAX_CANDIDATE_CONFIG_BYTES: usize = 4 << 20;
 
+/// Longest request line the daemon reads; a longer one is answered with an
+/// error naming this limit. Room for the largest candidate config after JSON
+/// escaping (a newline escapes to two bytes; YAML is mostly plain text).
+pub const MAX_REQUEST_BYTES: usize = 2 * MAX_CANDIDATE_CONFIG_BYTES + (64 << 10);
+
 /// A config file as the operator named it, with its contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CandidateConfig {

@@ -1,7 +1,10 @@
 //! End-to-end: config reloads (file rewrite, rename-over and SIGHUP) under
 //! continuous traffic. Flows of listeners the reloads do not touch lose no
 //! packet and keep their backend; an invalid file is refused and the
-//! running config stays.
+//! running config stays. Bad writes cannot hurt the running daemon: a
+//! truncated file is refused with its listeners left in place, a file
+//! deleted and written again slowly is applied once, whole, and a FIFO
+//! renamed over the config neither hangs the daemon nor its SIGTERM.
 
 use std::collections::BTreeSet;
 use std::io::{ErrorKind, Read, Write};
@@ -373,5 +376,128 @@ fn removing_a_backend_resets_its_tcp_connections_and_rehashes_its_udp_flows() ->
     let rehashed = udp_flows.remove("be1").expect("be1 flow");
     let reply = udp_exchange_on(&rehashed, udp_vip, "again")?;
     ensure!(reply.server() == "be2", "{reply:?}");
+    Ok(())
+}
+
+/// How long the slow writer pauses between its two halves: long enough
+/// that a daemon reloading on a create or a partial write would have done
+/// so (it reacts within milliseconds). It stands for the writer, and waits
+/// for nothing.
+const SLOW_WRITER_PAUSE: Duration = Duration::from_millis(600);
+
+/// The demo topology with its daemon, on a config file of the test's own.
+fn demo_daemon() -> Result<(Topology, TempDir, std::path::PathBuf, Daemon)> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let path = dir.write("gateway.yaml", &config(false, 0))?;
+    let daemon = topo.start_daemon(&path)?;
+    Ok((topo, dir, path, daemon))
+}
+
+#[test]
+fn truncating_the_config_is_refused_and_the_listeners_stay() -> Result<()> {
+    let (topo, _dir, path, daemon) = demo_daemon()?;
+    let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    let before = daemon.config_status()?;
+    ensure!(
+        before.listeners > 0,
+        "the demo serves listeners: {before:?}"
+    );
+
+    // `: > gateway.yaml`
+    std::fs::File::create(&path)?;
+    let status = poll_until(RELOAD_DEADLINE, "the empty file to be refused", || {
+        let status = daemon.config_status()?;
+        Ok((status.failed_reloads == 1).then_some(status))
+    })?;
+    ensure!(
+        status.generation == before.generation
+            && status.listeners == before.listeners
+            && status.reloads == 0
+            && status.sha256 == before.sha256,
+        "the running config should stay: before {before:?}, after {status:?}"
+    );
+    let message = status
+        .last_error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    ensure!(
+        message.contains("no Gateway API or Switchyard objects")
+            && message.contains("--allow-no-listeners"),
+        "the refusal should say why and how to allow it, got {message:?}"
+    );
+    let summary = daemon.status()?.reload;
+    ensure!(
+        summary.last_result == "refused" && summary.failed_reloads == 1,
+        "`yardctl status` should show the refusal: {summary:?}"
+    );
+    ensure!(
+        daemon.log().contains("config reload refused"),
+        "the refusal should be logged:\n{}",
+        daemon.log()
+    );
+    let reply = switchyard_vm_tests::tcp_exchange(
+        &topo.client,
+        SocketAddr::from((VIP, TCP_PORT)),
+        "still served",
+    )?;
+    ensure!(reply.echoed() == "still served", "{reply:?}");
+    Ok(())
+}
+
+#[test]
+fn a_config_deleted_and_written_again_slowly_is_applied_once_whole() -> Result<()> {
+    let (_topo, _dir, path, daemon) = demo_daemon()?;
+    let before = daemon.config_status()?;
+    let next = config(true, 1);
+    let (first, second) = next.split_at(next.len() / 2);
+
+    std::fs::remove_file(&path)?;
+    let mut file = std::fs::File::create(&path)?;
+    file.write_all(first.as_bytes())?;
+    file.flush()?;
+    thread::sleep(SLOW_WRITER_PAUSE);
+    file.write_all(second.as_bytes())?;
+    drop(file);
+
+    let status = poll_until(RELOAD_DEADLINE, "the whole file to be applied", || {
+        let status = daemon.config_status()?;
+        Ok((status.reloads + status.failed_reloads > 0).then_some(status))
+    })?;
+    ensure!(
+        status.reloads == 1 && status.failed_reloads == 0,
+        "one reload, of the whole file, expected: {status:?}"
+    );
+    ensure!(
+        status.generation == before.generation + 1 && status.listeners == before.listeners + 1,
+        "the whole file (with the spare listener) as the next generation: before {before:?}, after {status:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_fifo_renamed_over_the_config_neither_hangs_the_daemon_nor_its_shutdown() -> Result<()> {
+    let (_topo, dir, path, mut daemon) = demo_daemon()?;
+    let fifo = dir.path().join("fifo.yaml");
+    nix::unistd::mkfifo(
+        &fifo,
+        nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+    )?;
+    std::fs::rename(&fifo, &path)?;
+
+    let status = poll_until(RELOAD_DEADLINE, "the FIFO to be refused", || {
+        let status = daemon.config_status()?;
+        Ok((status.failed_reloads == 1).then_some(status))
+    })?;
+    let message = status.last_error.map(|e| e.message).unwrap_or_default();
+    ensure!(
+        message.contains("a FIFO, not a regular file"),
+        "the refusal should name what is there, got {message:?}"
+    );
+    daemon.status().context("`yardctl status` after the FIFO")?;
+    // `stop` sends SIGTERM and polls for the exit within its deadline.
+    let exit = daemon.stop()?;
+    ensure!(exit.success(), "switchyard exited with {exit}");
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! candidate is never published: the workers keep the running config.
 
 use std::error::Error as _;
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
@@ -67,7 +68,26 @@ fn with_sources(err: &switchyard_config::LoadError) -> String {
     message
 }
 
-pub(super) fn check(state: &ControlState, candidate: &CandidateConfig) -> ConfigCheckReport {
+/// One candidate compiles at a time: a compile may be long (a large file),
+/// and while it runs every other client must still find a connection and
+/// CPU to be answered with.
+static COMPILING: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> Result<MutexGuard<'static, ()>, String> {
+    match COMPILING.try_lock() {
+        Ok(guard) => Ok(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Ok(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => Err(
+            "the daemon is busy: another config check or diff is compiling; try again".to_owned(),
+        ),
+    }
+}
+
+pub(super) fn check(
+    state: &ControlState,
+    candidate: &CandidateConfig,
+) -> Result<ConfigCheckReport, String> {
+    let _compiling = one_at_a_time()?;
     let digest: String = Sha256::digest(candidate.contents.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -78,7 +98,7 @@ pub(super) fn check(state: &ControlState, candidate: &CandidateConfig) -> Config
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .sha256
         == digest;
-    match compile(state, candidate) {
+    Ok(match compile(state, candidate) {
         Ok(compiled) => ConfigCheckReport {
             file: candidate.file.clone(),
             valid: true,
@@ -95,15 +115,18 @@ pub(super) fn check(state: &ControlState, candidate: &CandidateConfig) -> Config
             diagnostics: Vec::new(),
             same_as_running,
         },
-    }
+    })
 }
 
 pub(super) fn diff(
     state: &ControlState,
     candidate: &CandidateConfig,
 ) -> Result<ConfigDiffReport, String> {
-    let compiled = compile(state, candidate)
-        .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?;
+    let compiled = {
+        let _compiling = one_at_a_time()?;
+        compile(state, candidate)
+            .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?
+    };
     let running = state.config.load_full();
     let flows = inventory::active_flows(state)?;
     Ok(ConfigDiffReport {

@@ -1,6 +1,7 @@
 //! `switchyard`: the load-balancer appliance.
 
 mod check;
+mod options;
 mod reload;
 mod run;
 
@@ -46,8 +47,17 @@ pub struct RunArgs {
     /// Cores to pin workers to, e.g. `2,3`; worker q gets the q-th (cycling).
     #[arg(long, value_delimiter = ',')]
     cores: Option<Vec<usize>>,
+    /// The control socket `yardctl` talks to (mode 0600). Only a stale
+    /// socket (one nobody answers on) there is replaced; anything else
+    /// there, or a daemon answering on it, refuses the start.
     #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
     control_socket: PathBuf,
+    /// Accept a config (at a reload) that serves no listener: a file with
+    /// no objects, or one that removes every listener. Without it such a
+    /// file is refused, since an empty or truncated file is nearly always
+    /// a mistake, and the running config stays.
+    #[arg(long)]
+    allow_no_listeners: bool,
     /// AF_XDP zero-copy: `auto` falls back to copy mode where the driver lacks it.
     #[arg(long, value_enum, default_value_t = ZeroCopy::Auto)]
     zero_copy: ZeroCopy,
@@ -159,11 +169,14 @@ pub enum XdpModeArg {
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
+    /// Gateway API YAML (multi-document) to compile, as `run --config` would.
     #[arg(long)]
     config: PathBuf,
     /// Show the Maglev slot table of one listener, `namespace/gateway/listener`.
     #[arg(long, value_name = "LISTENER")]
     maglev: Option<String>,
+    /// Output format: the listener tables, or the compiled config as JSON
+    /// or YAML.
     #[arg(short, long, value_enum, default_value_t = check::Output::Table)]
     output: check::Output,
     #[command(flatten)]
@@ -186,5 +199,37 @@ fn main() {
             eprintln!("switchyard: {err:#}");
         }
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every option and argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "switchyard", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
     }
 }

@@ -1,8 +1,15 @@
 //! Loading the config file into the running daemon: the first load at
 //! start, and every reload after it (file change or SIGHUP).
 //!
-//! A reload is all or nothing. The file is parsed and compiled off the
-//! packet path; the XDP maps are brought in line with the new listeners and
+//! A reload is all or nothing. The file is read, parsed and compiled on a
+//! thread of its own (`Loader`), so however long a file takes, signals are
+//! still taken and the control socket still answers; the main thread only
+//! applies what the loader hands back. A file that would leave the daemon
+//! serving nothing (an empty or truncated file, or one that removes every
+//! listener) is refused unless `--allow-no-listeners` says that is meant:
+//! an empty file is far more often a write caught half-way or a mistake than
+//! an intent, and the file cannot carry the operator's word when it is
+//! empty. The XDP maps are brought in line with the new listeners and
 //! the new backends' MACs are resolved; only then is the snapshot swapped,
 //! with one atomic store, so a worker sees either the old config or the new
 //! one. Anything that fails before the swap (a YAML or schema error, a full
@@ -15,13 +22,19 @@
 //! backends and lose no packet across a reload.
 
 use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{bail, Context, Result};
 use arc_swap::ArcSwap;
+use crossbeam::channel::{self, Receiver, Sender};
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_config::Options;
@@ -51,26 +64,88 @@ pub struct Compiled {
     pub snapshot: Snapshot,
     pub diagnostics: Vec<String>,
     sha256: [u8; 32],
+    /// The file held no Gateway API or Switchyard object at all.
+    no_objects: bool,
 }
 
 pub struct Reloader {
     path: PathBuf,
-    /// Resolution inputs from the command line; a reload keeps them.
-    options: Options,
     config: Arc<ArcSwap<Snapshot>>,
     /// Publishes into `config` with the operator's drains applied.
     publisher: Arc<Publisher>,
     status: Arc<Mutex<ConfigStatusReport>>,
     running_sha256: [u8; 32],
+    /// `--allow-no-listeners`: a file that serves nothing is meant.
+    allow_no_listeners: bool,
+    loader: Loader,
+}
+
+/// SHA-256 of the file's contents, without parsing them: enough to tell
+/// whether a file change changed anything.
+fn read_digest(path: &Path) -> Result<[u8; 32]> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO renamed over the config must not wait for a writer.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is {}, not a regular file",
+            path.display(),
+            describe(meta.file_type())
+        );
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        bail!(
+            "{} is larger than {MAX_CONFIG_BYTES} bytes, more than a config file may be",
+            path.display()
+        );
+    }
+    Ok(Sha256::digest(&bytes).into())
+}
+
+/// The largest config file read, as large as `yardctl config check` sends.
+const MAX_CONFIG_BYTES: usize = switchyard_proto::MAX_CANDIDATE_CONFIG_BYTES;
+
+fn describe(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Reads and compiles `path` as generation `generation`.
 pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compiled> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-    let text =
-        String::from_utf8(bytes).map_err(|err| anyhow!("{}: not UTF-8: {err}", path.display()))?;
-    let resources = switchyard_config::load_str(&path.display().to_string(), &text)?;
+    let sha256 = read_digest(path)?;
+    compile_read(path, sha256, generation, options)
+}
+
+/// Compiles `path`, whose contents were just read as `sha256`. Should the
+/// file change in between, its change is another event and another reload,
+/// which reads it again.
+fn compile_read(
+    path: &Path,
+    sha256: [u8; 32],
+    generation: u64,
+    options: &Options,
+) -> Result<Compiled> {
+    let resources = switchyard_config::load_file(path)?;
     let resolution = switchyard_config::resolve_with(&resources, generation, options);
     Ok(Compiled {
         snapshot: resolution.snapshot,
@@ -80,7 +155,112 @@ pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compil
             .map(ToString::to_string)
             .collect(),
         sha256,
+        no_objects: resources.is_empty(),
     })
+}
+
+/// Why a compiled file that would serve nothing is refused; none when it
+/// serves something, when nothing was served before and the file holds
+/// objects, or when the operator allowed it.
+fn serves_nothing(
+    path: &Path,
+    compiled: &Compiled,
+    running_listeners: usize,
+    allow_no_listeners: bool,
+) -> Option<String> {
+    if allow_no_listeners || !compiled.snapshot.listeners().is_empty() {
+        return None;
+    }
+    if compiled.no_objects {
+        return Some(format!(
+            "{}: no Gateway API or Switchyard objects (an empty or truncated file?); \
+             start switchyard with --allow-no-listeners to accept a config that serves nothing",
+            path.display()
+        ));
+    }
+    (running_listeners > 0).then(|| {
+        format!(
+            "{}: would remove every listener ({running_listeners} running, none in the file); \
+             start switchyard with --allow-no-listeners to accept a config that serves nothing",
+            path.display()
+        )
+    })
+}
+
+/// A reload the loader thread was asked for.
+struct LoadRequest {
+    trigger: Trigger,
+    generation: u64,
+    running_sha256: [u8; 32],
+}
+
+/// What the loader thread made of a request.
+struct Loaded {
+    trigger: Trigger,
+    /// None: the contents are those running, and a file change asks
+    /// nothing then.
+    outcome: Result<Option<Compiled>, String>,
+}
+
+/// The thread that reads and compiles config files for reloads, one at a
+/// time, and wakes the main thread through a socket when one is done.
+struct Loader {
+    requests: Sender<LoadRequest>,
+    results: Receiver<Loaded>,
+    wake: UnixStream,
+    busy: bool,
+    /// A reload asked for while one was loading: loaded after it, with the
+    /// stronger trigger of those asked for.
+    queued: Option<Trigger>,
+}
+
+impl Loader {
+    fn start(path: PathBuf, options: Options) -> Result<Self> {
+        let (requests, incoming) = channel::unbounded::<LoadRequest>();
+        let (done, results) = channel::unbounded();
+        let (wake, waker) = UnixStream::pair().context("creating the config loader's wake-up")?;
+        wake.set_nonblocking(true)
+            .context("creating the config loader's wake-up")?;
+        thread::Builder::new()
+            .name("config-load".into())
+            .spawn(move || {
+                for request in incoming {
+                    let loaded = Loaded {
+                        trigger: request.trigger,
+                        outcome: load(&path, &options, &request).map_err(|err| format!("{err:#}")),
+                    };
+                    if done.send(loaded).is_err() {
+                        return;
+                    }
+                    // One byte per result; the main thread reads them all.
+                    let _ = (&waker).write_all(&[1]);
+                }
+            })
+            .context("starting the config loader thread")?;
+        Ok(Self {
+            requests,
+            results,
+            wake,
+            busy: false,
+            queued: None,
+        })
+    }
+
+    fn take(&mut self) -> Option<Loaded> {
+        let mut drained = [0u8; 64];
+        while matches!((&self.wake).read(&mut drained), Ok(n) if n > 0) {}
+        let loaded = self.results.try_recv().ok()?;
+        self.busy = false;
+        Some(loaded)
+    }
+}
+
+fn load(path: &Path, options: &Options, request: &LoadRequest) -> Result<Option<Compiled>> {
+    let sha256 = read_digest(path)?;
+    if request.trigger == Trigger::FileChanged && sha256 == request.running_sha256 {
+        return Ok(None);
+    }
+    compile_read(path, sha256, request.generation, options).map(Some)
 }
 
 impl Reloader {
@@ -92,7 +272,8 @@ impl Reloader {
         config: Arc<ArcSwap<Snapshot>>,
         publisher: Arc<Publisher>,
         initial: &Compiled,
-    ) -> Self {
+        allow_no_listeners: bool,
+    ) -> Result<Self> {
         let status = ConfigStatusReport {
             path: path.display().to_string(),
             generation: initial.snapshot.generation(),
@@ -103,13 +284,60 @@ impl Reloader {
             diagnostics: initial.diagnostics.clone(),
             ..Default::default()
         };
-        Self {
+        Ok(Self {
             path: path.to_owned(),
-            options,
             config,
             publisher,
             status: Arc::new(Mutex::new(status)),
             running_sha256: initial.sha256,
+            allow_no_listeners,
+            loader: Loader::start(path.to_owned(), options)?,
+        })
+    }
+
+    /// Readable when the loader has a file compiled (or refused): then call
+    /// `apply_loaded`.
+    pub fn loaded_fd(&self) -> BorrowedFd<'_> {
+        self.loader.wake.as_fd()
+    }
+
+    /// Asks the loader thread to read and compile the file; a request made
+    /// while it is busy is kept (one, the stronger trigger) for after it.
+    pub fn request(&mut self, trigger: Trigger) {
+        if self.loader.busy {
+            self.loader.queued = Some(match (self.loader.queued, trigger) {
+                (Some(Trigger::Signal), _) | (_, Trigger::Signal) => Trigger::Signal,
+                _ => Trigger::FileChanged,
+            });
+            return;
+        }
+        let request = LoadRequest {
+            trigger,
+            generation: self.config.load().generation() + 1,
+            running_sha256: self.running_sha256,
+        };
+        if self.loader.requests.send(request).is_err() {
+            return self.refuse("the config loader thread has stopped".to_owned());
+        }
+        self.loader.busy = true;
+    }
+
+    /// Applies what the loader finished, if it has, then starts a reload
+    /// asked for meanwhile.
+    pub fn apply_loaded(&mut self, steering: &Mutex<Steering>, resolver: &NeighborResolver) {
+        let Some(loaded) = self.loader.take() else {
+            return;
+        };
+        match loaded.outcome {
+            Ok(Some(compiled)) => {
+                let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
+                self.reload(loaded.trigger, compiled, &mut steering, resolver);
+            }
+            Ok(None) => log::debug!("{}: unchanged", self.path.display()),
+            Err(message) => self.refuse(message),
+        }
+        if let Some(trigger) = self.loader.queued.take() {
+            self.request(trigger);
         }
     }
 
@@ -117,20 +345,21 @@ impl Reloader {
         self.status.clone()
     }
 
-    pub fn reload(
+    fn reload(
         &mut self,
         trigger: Trigger,
+        compiled: Compiled,
         steering: &mut Steering,
         resolver: &NeighborResolver,
     ) {
         let running = self.config.load_full();
-        let compiled = match compile(&self.path, running.generation() + 1, &self.options) {
-            Ok(compiled) => compiled,
-            Err(err) => return self.refuse(format!("{err:#}")),
-        };
-        if trigger == Trigger::FileChanged && compiled.sha256 == self.running_sha256 {
-            log::debug!("{}: unchanged", self.path.display());
-            return;
+        if let Some(message) = serves_nothing(
+            &self.path,
+            &compiled,
+            running.listeners().len(),
+            self.allow_no_listeners,
+        ) {
+            return self.refuse(message);
         }
         if let Err(err) = program(steering, resolver, &running, &compiled.snapshot) {
             return self.refuse(format!("{err:#}"));
@@ -276,4 +505,75 @@ fn unix_now() -> u64 {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/demo.yaml");
+
+    fn temp_file(name: &str, contents: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("swy-reload-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    fn compiled(path: &Path) -> Compiled {
+        compile(path, 2, &Options::default()).unwrap()
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_unless_allowed() {
+        let path = temp_file("empty.yaml", "");
+        let empty = compiled(&path);
+        let why = serves_nothing(&path, &empty, 3, false).expect("refused");
+        assert!(why.contains("no Gateway API"), "{why}");
+        assert!(why.contains("--allow-no-listeners"), "{why}");
+        assert!(
+            serves_nothing(&path, &empty, 0, false).is_some(),
+            "even when nothing runs"
+        );
+        assert!(serves_nothing(&path, &empty, 3, true).is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_removes_every_listener_is_refused_unless_allowed() {
+        let path = temp_file(
+            "no-listeners.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: demo\n",
+        );
+        let none = compiled(&path);
+        assert!(!none.no_objects);
+        let why = serves_nothing(&path, &none, 3, false).expect("refused");
+        assert!(why.contains("would remove every listener"), "{why}");
+        assert!(
+            serves_nothing(&path, &none, 0, false).is_none(),
+            "nothing to remove"
+        );
+        assert!(serves_nothing(&path, &none, 3, true).is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_with_listeners_is_never_refused_for_it() {
+        let demo = compiled(Path::new(DEMO));
+        assert!(!demo.snapshot.listeners().is_empty());
+        assert!(serves_nothing(Path::new(DEMO), &demo, 3, false).is_none());
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_the_file_is_refused_without_waiting_for_a_writer() {
+        let path = std::env::temp_dir().join(format!("swy-reload-{}-fifo", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(
+            &path,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        let err = read_digest(&path).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+    }
 }

@@ -56,6 +56,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
+    // Before anything is attached: an option the kernel would refuse, or a
+    // path that is not ours to take, fails the start at once, with nothing
+    // to undo.
+    crate::options::validate(&args)?;
+    switchyard_daemon::control::claim_path(&args.control_socket)?;
+
     // Its errors name the file, and the line where there is one.
     let initial = reload::compile(&args.config, 1, &args.resolve.options())?;
     for diagnostic in &initial.diagnostics {
@@ -68,7 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     // Watching starts before anything is programmed, so an edit made while
     // the daemon comes up is not missed.
-    let watch = ConfigWatch::new(&args.config)?;
+    let mut watch = ConfigWatch::new(&args.config)?;
 
     let mut ports = Vec::new();
     for name in &args.interfaces {
@@ -167,7 +173,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         config.clone(),
         drains.clone(),
         &initial,
-    );
+        args.allow_no_listeners,
+    )?;
     drop(initial);
     let stop = Arc::new(AtomicBool::new(false));
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -375,23 +382,46 @@ pub fn run(args: RunArgs) -> Result<()> {
             let mut fds = vec![
                 PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(watch.as_fd(), PollFlags::POLLIN),
+                PollFd::new(reloader.loaded_fd(), PollFlags::POLLIN),
             ];
             if let Some(fd) = egress_watch.fd() {
                 fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
-            // Wake at least as often as the node's own addresses are checked.
-            let wait = next_egress_check
-                .saturating_duration_since(Instant::now())
+            // Wake at least as often as the node's own addresses are
+            // checked, and when a written config has been quiet long enough.
+            let now = Instant::now();
+            let mut wait = next_egress_check
+                .saturating_duration_since(now)
                 .min(LOCAL_ADDRESS_CHECK);
+            if let Some(settle) = watch.wait(now) {
+                wait = wait.min(settle);
+            }
             let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => return Err(err).context("waiting for signals and config changes"),
             }
-            if let Some(fd) = fds.get(2) {
+            if let Some(fd) = fds.get(3) {
                 egress_changed = fd.revents().is_some_and(|r| !r.is_empty());
             }
         }
+        // Signals first: a shutdown never waits behind a reload, and the
+        // loader thread is left to end with the process.
+        while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGHUP) => reloader.request(Trigger::Signal),
+                Ok(signal) => {
+                    log::info!("{signal}: shutting down");
+                    break 'serve;
+                }
+                Err(_) => {}
+            }
+        }
+        watch.read_events(Instant::now());
+        if watch.take_settled(Instant::now()) {
+            reloader.request(Trigger::FileChanged);
+        }
+        reloader.apply_loaded(&steering, &resolver);
         if egress_changed {
             egress_watch.on_readable();
         }
@@ -400,23 +430,6 @@ pub fn run(args: RunArgs) -> Result<()> {
             next_egress_check = Instant::now() + EGRESS_RECHECK;
         }
         follow_local_addresses(&steering, &mut local_addrs);
-        while let Some(info) = signal_fd.read_signal().context("reading a signal")? {
-            match Signal::try_from(info.ssi_signo as i32) {
-                Ok(Signal::SIGHUP) => {
-                    let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
-                    reloader.reload(Trigger::Signal, &mut steering, &resolver);
-                }
-                Ok(signal) => {
-                    log::info!("{signal}: shutting down");
-                    break 'serve;
-                }
-                Err(_) => {}
-            }
-        }
-        if watch.changed() {
-            let mut steering = steering.lock().unwrap_or_else(PoisonError::into_inner);
-            reloader.reload(Trigger::FileChanged, &mut steering, &resolver);
-        }
     }
     // Detach first so traffic falls back to the kernel at once, then let the
     // workers drain what is already in their rings.

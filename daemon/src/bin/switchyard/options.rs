@@ -1,0 +1,163 @@
+//! `switchyard run` options the kernel, the tables or the operating system
+//! would refuse later, refused at the start instead: before anything is
+//! attached, so a typo costs nothing to undo and names the option.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{OnOff, RunArgs};
+
+/// The largest AF_XDP ring `--ring-size` may ask for: each socket's UMEM
+/// holds two rings' worth of 4 KiB frames (512 MiB at this size).
+const MAX_RING_SIZE: u32 = 65_536;
+
+pub fn validate(args: &RunArgs) -> Result<()> {
+    if !args.ring_size.is_power_of_two() || !(64..=MAX_RING_SIZE).contains(&args.ring_size) {
+        bail!(
+            "--ring-size {}: AF_XDP rings take a power of two from 64 to {MAX_RING_SIZE}",
+            args.ring_size
+        );
+    }
+    if args.batch_size > args.ring_size {
+        bail!(
+            "--batch-size {} is larger than --ring-size {}: a batch must fit the ring",
+            args.batch_size,
+            args.ring_size
+        );
+    }
+    if let Some(budget) = args.tx_skb_budget {
+        if !(32..=args.ring_size).contains(&budget) {
+            bail!(
+                "--tx-skb-budget {budget}: the kernel takes 32 up to --ring-size ({})",
+                args.ring_size
+            );
+        }
+    }
+    if args.busy_poll.is_some() && args.busy_poll_budget == 0 {
+        bail!("--busy-poll-budget 0: a busy-poll spin must take at least one packet");
+    }
+    for (option, value) in [
+        ("--flow-capacity", args.flow_capacity as u64),
+        ("--affinity-capacity", args.affinity_capacity as u64),
+        ("--tcp-timeout", args.tcp_timeout),
+        ("--tcp-syn-timeout", args.tcp_syn_timeout),
+        ("--tcp-closing-timeout", args.tcp_closing_timeout),
+        ("--udp-timeout", args.udp_timeout),
+    ] {
+        if value == 0 {
+            bail!("{option} 0: it must be at least 1");
+        }
+    }
+    if args.fast_path == OnOff::On && args.fast_path_capacity == 0 {
+        bail!("--fast-path-capacity 0 with the fast path on: give it room, or --fast-path off");
+    }
+    if let Some(cores) = &args.cores {
+        let online: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        if let Some(missing) = cores.iter().find(|c| !online.contains(c)) {
+            bail!("--cores: core {missing} is not one this process may run on (it may use {online:?})");
+        }
+    }
+    if let Some(addr) = args.dns_listen {
+        can_bind(addr, true).with_context(|| format!("--dns-listen {addr}"))?;
+    }
+    if let Some(addr) = args.metrics_listen {
+        can_bind(addr, false).with_context(|| format!("--metrics-listen {addr}"))?;
+    }
+    Ok(())
+}
+
+/// Whether the servers will be able to bind `addr` (an address this host
+/// has, a port nobody holds): tried and let go, as they bind only once the
+/// config is running.
+fn can_bind(addr: SocketAddr, udp_too: bool) -> Result<()> {
+    drop(TcpListener::bind(addr).context("binding TCP")?);
+    if udp_too {
+        drop(UdpSocket::bind(addr).context("binding UDP")?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::{Cli, Command};
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec![
+            "switchyard",
+            "run",
+            "--config",
+            "gw.yaml",
+            "--interface",
+            "eth0",
+        ];
+        argv.extend(extra);
+        match Cli::parse_from(argv).command {
+            Command::Run(args) => *args,
+            Command::Check(_) => unreachable!("parsed as run"),
+        }
+    }
+
+    fn refusal(extra: &[&str]) -> String {
+        match validate(&run_args(extra)) {
+            Ok(()) => panic!("{extra:?} accepted"),
+            Err(err) => format!("{err:#}"),
+        }
+    }
+
+    #[test]
+    fn defaults_pass() {
+        validate(&run_args(&[])).unwrap();
+    }
+
+    #[test]
+    fn each_bad_option_is_named() {
+        for (extra, option) in [
+            (&["--ring-size", "1000"][..], "--ring-size 1000"),
+            (&["--ring-size", "32"], "--ring-size 32"),
+            (
+                &["--ring-size", "64", "--batch-size", "128"],
+                "--batch-size 128",
+            ),
+            (&["--tx-skb-budget", "4096"], "--tx-skb-budget 4096"),
+            (
+                &["--busy-poll", "50", "--busy-poll-budget", "0"],
+                "--busy-poll-budget 0",
+            ),
+            (&["--flow-capacity", "0"], "--flow-capacity 0"),
+            (&["--udp-timeout", "0"], "--udp-timeout 0"),
+            (&["--fast-path-capacity", "0"], "--fast-path-capacity 0"),
+            (&["--cores", "0,100000"], "core 100000"),
+        ] {
+            let message = refusal(extra);
+            assert!(message.contains(option), "{extra:?}: {message}");
+        }
+        validate(&run_args(&[
+            "--fast-path",
+            "off",
+            "--fast-path-capacity",
+            "0",
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_listen_address_already_taken_is_refused() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = held.local_addr().unwrap().to_string();
+        let message = refusal(&["--metrics-listen", &addr]);
+        assert!(
+            message.contains(&format!("--metrics-listen {addr}")),
+            "{message}"
+        );
+        let message = refusal(&["--dns-listen", &addr]);
+        assert!(message.contains("--dns-listen"), "{message}");
+    }
+}
