@@ -161,15 +161,21 @@ fn serve(state: &ControlState, stream: UnixStream) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut line = String::new();
     BufReader::new(&stream).read_line(&mut line)?;
-    let response = match serde_json::from_str::<Request>(&line) {
+    let response = respond(state, &line);
+    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
+    out.push(b'\n');
+    (&stream).write_all(&out)
+}
+
+/// The answer to one request line as read from the socket; a line that is
+/// no request is answered with why.
+pub fn respond(state: &ControlState, line: &str) -> Response {
+    match serde_json::from_str::<Request>(line) {
         Ok(request) => answer(state, &request),
         Err(err) => Response::Error {
             message: format!("malformed request: {err}"),
         },
-    };
-    let mut out = serde_json::to_vec(&response).map_err(io::Error::other)?;
-    out.push(b'\n');
-    (&stream).write_all(&out)
+    }
 }
 
 fn answer(state: &ControlState, request: &Request) -> Response {
