@@ -87,9 +87,10 @@ fuzz: fuzz-targets fuzz-props
 
 fuzz-targets: deps
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(FUZZ_PACKAGES)"
+	$(CARGO) build --release -p switchyard-fuzz --bin yard-fuzz-seed
 	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release -p switchyard-fuzz --features libfuzzer \
-	  --bins --target $(FUZZ_TRIPLE) --target-dir target/fuzz
-	fuzz/run-targets target/fuzz/$(FUZZ_TRIPLE)/release target/fuzz/$(FUZZ_TRIPLE)/release/yard-fuzz-seed \
+	  $(foreach t,$(FUZZ_TARGETS),--bin fuzz-$(t)) --target $(FUZZ_TRIPLE) --target-dir target/fuzz
+	fuzz/run-targets target/fuzz/$(FUZZ_TRIPLE)/release $(RELEASE)/yard-fuzz-seed \
 	  $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Property tests of everything that reads packet bytes or config input, with

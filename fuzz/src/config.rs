@@ -21,10 +21,15 @@ pub fn config(data: &[u8]) {
             let message = err.to_string();
             assert!(!message.is_empty());
             if let Some(line) = err.line() {
+                // YAML breaks lines at CR, LF and CRLF (YAML 1.2 §5.4).
+                let lines = text
+                    .replace("\r\n", "\n")
+                    .replace('\r', "\n")
+                    .lines()
+                    .count();
                 assert!(
-                    line >= 1 && line <= text.lines().count().max(1) + 1,
-                    "line {line} of a {}-line text: {message}",
-                    text.lines().count()
+                    line >= 1 && line <= lines.max(1) + 1,
+                    "line {line} of a {lines}-line text: {message}"
                 );
             }
             return;

@@ -22,8 +22,11 @@ pub use control::control;
 pub use netlink::netlink;
 pub use packet::{packet, PLAN_LEN};
 
+/// A target: any bytes in, a panic when something that must hold did not.
+pub type Target = fn(&[u8]);
+
 /// Every target by the name its corpus and regression folders carry.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("packet", packet),
     ("checksum", checksum),
     ("config", config),

@@ -100,12 +100,8 @@ struct Timeline {
 }
 
 impl Timeline {
-    fn open(windows: &Mutex<Vec<Window>>) {
-        let mut windows = windows.lock().unwrap();
-        windows.push(Window {
-            start: Instant::now(),
-            end: None,
-        });
+    fn open(windows: &Mutex<Vec<Window>>, start: Instant) {
+        windows.lock().unwrap().push(Window { start, end: None });
     }
 
     fn close(windows: &Mutex<Vec<Window>>) {
@@ -405,10 +401,6 @@ struct Churn<'a> {
     path: &'a Path,
     spec: GatewaySpec,
     timeline: &'a Timeline,
-    /// The generation the daemon should be running.
-    generation: u64,
-    /// Refused reloads so far, as the daemon should count them.
-    refused: u64,
     serial: u64,
     /// Changes made, by kind.
     counts: BTreeMap<&'static str, u64>,
@@ -417,41 +409,45 @@ struct Churn<'a> {
 }
 
 impl Churn<'_> {
-    fn write_valid(&mut self, backends: Backends) -> Result<()> {
-        self.serial += 1;
-        replace(self.path, &config_text(&self.spec, backends, self.serial))?;
-        self.generation += 1;
-        self.wait_generation()
+    /// The running generation and the refused reloads so far. Drains also
+    /// publish a generation, so every wait starts from what runs now.
+    fn current(&self) -> Result<(u64, u64)> {
+        let status = self.daemon.config_status()?;
+        Ok((status.generation, status.failed_reloads))
     }
 
-    fn wait_generation(&self) -> Result<()> {
-        let generation = self.generation;
-        let refused = self.refused;
+    fn write_valid(&mut self, backends: Backends) -> Result<()> {
+        let (generation, refused) = self.current()?;
+        self.serial += 1;
+        replace(self.path, &config_text(&self.spec, backends, self.serial))?;
+        self.wait_applied(generation, refused)
+    }
+
+    fn wait_applied(&self, generation: u64, refused: u64) -> Result<()> {
         poll_until(
             RELOAD_DEADLINE,
-            &format!("config generation {generation}"),
+            &format!("a config generation after {generation}"),
             || {
                 let status = self.daemon.config_status()?;
                 if status.failed_reloads > refused {
                     bail!("a valid config was refused: {:?}", status.last_error);
                 }
-                Ok((status.generation >= generation).then_some(()))
+                Ok((status.generation > generation).then_some(()))
             },
         )
-        .map(|_| ())
     }
 
     /// Writes `contents` (in place, as an editor does, when `in_place`)
     /// and expects it refused with the running config kept. A bad file the
     /// daemon applies is recorded, and the valid config written back.
     fn write_bad(&mut self, kind: &'static str, contents: &str, in_place: bool) -> Result<()> {
+        let (generation, refused) = self.current()?;
+        let written = Instant::now();
         if in_place {
             std::fs::write(self.path, contents)?;
         } else {
             replace(self.path, contents)?;
         }
-        let generation = self.generation;
-        let refused = self.refused;
         let outcome = poll_until(RELOAD_DEADLINE, &format!("the {kind} file refused"), || {
             let status = self.daemon.config_status()?;
             if status.generation > generation {
@@ -461,7 +457,6 @@ impl Churn<'_> {
         })?;
         match outcome {
             Ok(status) => {
-                self.refused = status.failed_reloads;
                 ensure!(
                     status.listeners == self.spec.listeners.len(),
                     "after refusing the {kind} file, {} listeners run: {status:?}",
@@ -469,12 +464,11 @@ impl Churn<'_> {
                 );
             }
             Err(status) => {
-                Timeline::open(&self.timeline.bad_config_applied);
+                Timeline::open(&self.timeline.bad_config_applied, written);
                 self.wrongly_applied.push(format!(
                     "the {kind} file was applied as generation {} with {} listeners",
                     status.generation, status.listeners
                 ));
-                self.generation = status.generation;
                 self.write_valid(Backends::Both)?;
                 Timeline::close(&self.timeline.bad_config_applied);
             }
@@ -510,7 +504,7 @@ impl Churn<'_> {
         self.count("undrain");
         thread::sleep(STEP_PAUSE);
 
-        Timeline::open(&self.timeline.be2_absent);
+        Timeline::open(&self.timeline.be2_absent, Instant::now());
         self.write_valid(Backends::Be1Only)?;
         self.count("backend removed");
         thread::sleep(STEP_PAUSE);
@@ -558,9 +552,9 @@ impl Churn<'_> {
         ])?;
         self.count("undrain");
 
+        let (generation, refused) = self.current()?;
         self.daemon.signal(Signal::SIGHUP)?;
-        self.generation += 1;
-        self.wait_generation()?;
+        self.wait_applied(generation, refused)?;
         self.count("SIGHUP");
         thread::sleep(STEP_PAUSE);
         Ok(())
@@ -623,8 +617,6 @@ fn soak_under_churn_keeps_surviving_flows_and_bounded_resources() -> Result<()> 
         path: &path,
         spec: spec.clone(),
         timeline: &timeline,
-        generation: 1,
-        refused: 0,
         serial: 0,
         counts: BTreeMap::new(),
         wrongly_applied: Vec::new(),
