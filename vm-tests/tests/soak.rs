@@ -693,7 +693,15 @@ fn soak_under_churn_keeps_surviving_flows_and_bounded_resources() -> Result<()> 
             problems.push(format!("{what}: no traffic at all"));
         }
     }
-    problems.extend(churn.wrongly_applied.iter().cloned());
+    // One line per kind of bad file, with its first occurrence.
+    let mut applied: BTreeMap<&str, (usize, &str)> = BTreeMap::new();
+    for what in &churn.wrongly_applied {
+        let kind = what.split(" file ").next().unwrap_or(what);
+        applied.entry(kind).or_insert((0, what)).0 += 1;
+    }
+    for (count, first) in applied.values() {
+        problems.push(format!("{count} times: {first} (first time)"));
+    }
     if let Err(err) = &churned {
         problems.push(format!("the changes stopped: {err:#}"));
     }
