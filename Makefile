@@ -13,7 +13,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make g
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps install-missing build demo test lint bench docs fuzz soak clean bench-compare
+.PHONY: deps bench-deps install-missing build demo test lint bench docs fuzz fuzz-targets fuzz-props soak soak-rounds clean bench-compare
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -68,19 +68,55 @@ bench-compare: deps
 	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=<rev> [ROUNDS=7]"; exit 2; }
 	perf/compare-yard-bench $(BASE) $(ROUNDS)
 
+# Coverage-guided fuzzing (libFuzzer, on the stable toolchain): each target
+# of fuzz/ runs FUZZ_SECONDS (default 60) from its seeds and from what
+# earlier runs kept in target/fuzz/corpus, and the executions and coverage
+# of each are printed; then the property tests run with many more cases
+# than `make test` runs. The instrumented binaries have their own target
+# dir; the flags are the ones cargo-fuzz passes when no sanitizer is asked
+# for, with debug assertions and overflow checks on.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= packet checksum config control netlink
+FUZZ_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks
+FUZZ_PACKAGES := g++
+
+fuzz: fuzz-targets fuzz-props
+
+fuzz-targets: deps
+	@$(MAKE) --no-print-directory install-missing PACKAGES="$(FUZZ_PACKAGES)"
+	$(CARGO) build --release -p switchyard-fuzz --bin yard-fuzz-seed
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) build --release -p switchyard-fuzz --features libfuzzer \
+	  $(foreach t,$(FUZZ_TARGETS),--bin fuzz-$(t)) --target $(FUZZ_TRIPLE) --target-dir target/fuzz
+	fuzz/run-targets target/fuzz/$(FUZZ_TRIPLE)/release $(RELEASE)/yard-fuzz-seed \
+	  $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
 # Property tests of everything that reads packet bytes or config input, with
 # many more cases than `make test` runs.
-fuzz: deps
+fuzz-props: deps
 	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-wire -- --test-threads 2
 	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-dataplane --lib -- --test-threads 2 packet::
 	PROPTEST_CASES=200000 $(CARGO) test --release -p switchyard-daemon --lib -- --test-threads 2 neighbor::netlink::
 	PROPTEST_CASES=20000 $(CARGO) test --release -p switchyard-config --test never_panics
 
+# The soak: mixed TCP and UDP traffic through the VIP for SOAK_SECONDS
+# (default 600) while backends are removed, added, drained and undrained,
+# the config is rewritten (valid, invalid, truncated, empty) and yardctl is
+# asked everything; fails on a crash, a reset connection to a backend that
+# stayed, a bad file applied, or the daemon's memory or descriptors growing
+# past their bounds (vm-tests/tests/soak.rs says which and why).
+SOAK_SECONDS ?= 600
+soak: build
+	set -o pipefail; SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test --release -p switchyard-vm-tests \
+	  --test soak -- --ignored --nocapture --test-threads 1 2>&1 | tee target/soak.log
+
 # The end-to-end suites that run traffic through reloads, drains and the
 # fast path, over and over (SOAK_ROUNDS, default 10): for the rare failure
 # one `make test` would not show.
 SOAK_ROUNDS ?= 10
-soak: build
+soak-rounds: build
 	set -e; for round in $$(seq 1 $(SOAK_ROUNDS)); do \
 	  echo "== soak round $$round of $(SOAK_ROUNDS)"; \
 	  $(CARGO) test --release -p switchyard-vm-tests --test reload --test fast_path --test weights --test e2e -- --test-threads 2; \

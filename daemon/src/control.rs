@@ -122,6 +122,17 @@ pub struct ControlState {
     pub steer_counters: Option<SteerCounterSource>,
 }
 
+/// The answer to one request line as read from the socket; a line that is
+/// no request is answered with why.
+pub fn respond(state: &ControlState, line: &[u8]) -> Response {
+    match serde_json::from_slice::<Request>(line) {
+        Ok(request) => answer(state, &request),
+        Err(err) => Response::Error {
+            message: format!("malformed request: {err}"),
+        },
+    }
+}
+
 fn answer(state: &ControlState, request: &Request) -> Response {
     let result = match request {
         Request::Status => Ok(Response::Status(status(state))),

@@ -14,6 +14,8 @@ pub mod control;
 pub mod dns;
 pub mod drain;
 pub mod egress;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod interfaces;
 pub mod metrics;
 pub mod neighbor;

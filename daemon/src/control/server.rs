@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use switchyard_proto::{Request, Response, MAX_REQUEST_BYTES};
+use switchyard_proto::{Response, MAX_REQUEST_BYTES};
 
-use super::{answer, ControlError, ControlState};
+use super::{respond, ControlError, ControlState};
 
 /// Connections served at once, idle or answering. Each holds a thread and a
 /// descriptor; far above what operators and a metrics scraper open at once.
@@ -199,12 +199,7 @@ fn connection(state: &ControlState, slots: &Mutex<Slots>, id: u64, stream: UnixS
     }
     let _answering = Answering(slots);
     let response = match request {
-        Ok(line) => match serde_json::from_slice::<Request>(&line) {
-            Ok(request) => answer(state, &request),
-            Err(err) => Response::Error {
-                message: format!("malformed request: {err}"),
-            },
-        },
+        Ok(line) => respond(state, &line),
         Err(ReadError::Closed) => return,
         Err(ReadError::Io(err)) => {
             log::debug!("control connection: {err}");

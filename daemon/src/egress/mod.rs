@@ -29,7 +29,7 @@
 //! with what to change and shown by `yardctl status`. This module reads
 //! and decides; it never changes a setting of the peer or its namespace.
 
-mod netlink;
+pub(crate) mod netlink;
 
 use std::collections::HashMap;
 use std::io;

@@ -52,7 +52,7 @@ const NAMED_NETNS_DIR: &str = "/run/netns";
 
 /// A link as `RTM_GETLINK` describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Link {
+pub(crate) struct Link {
     pub name: String,
     /// Its `IFLA_INFO_KIND` is `veth`.
     pub veth: bool,
@@ -66,7 +66,7 @@ pub(super) struct Link {
 
 /// `netdev` family id and its `mgmt` multicast group.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct NetdevFamily {
+pub(crate) struct NetdevFamily {
     id: u16,
     mgmt_group: Option<u32>,
 }
@@ -104,11 +104,7 @@ impl Queries {
         let mut body = genl_header(NETDEV_CMD_DEV_GET, NETDEV_FAMILY_VERSION);
         push_nla(&mut body, NETDEV_A_DEV_IFINDEX, &ifindex.to_ne_bytes());
         let (_, payload) = self.generic.request(family.id, &body)?;
-        let features = genl_attributes(&payload)
-            .find(|(kind, _)| *kind == NETDEV_A_DEV_XDP_FEATURES)
-            .and_then(|(_, value)| <[u8; 8]>::try_from(value).ok())
-            .map(u64::from_ne_bytes);
-        features
+        xdp_features_of(&payload)
             .map(Some)
             .ok_or_else(|| invalid("the netdev family sent no XDP features"))
     }
@@ -159,14 +155,26 @@ impl Queries {
         if kind != libc::RTM_NEWNSID {
             return Ok(None);
         }
-        // rtgenmsg (4 bytes with padding), then NETNSA_* attributes.
-        let id = nlas(payload.get(4..).unwrap_or_default())
-            .filter(|(kind, _)| *kind == NETNSA_NSID)
-            .filter_map(|(_, value)| <[u8; 4]>::try_from(value).ok())
-            .map(i32::from_ne_bytes)
-            .find(|&id| id >= 0);
-        Ok(id)
+        Ok(nsid_of_answer(&payload))
     }
+}
+
+/// The `NETDEV_A_DEV_XDP_FEATURES` of a `NETDEV_CMD_DEV_GET` answer.
+pub(crate) fn xdp_features_of(payload: &[u8]) -> Option<u64> {
+    genl_attributes(payload)
+        .find(|(kind, _)| *kind == NETDEV_A_DEV_XDP_FEATURES)
+        .and_then(|(_, value)| <[u8; 8]>::try_from(value).ok())
+        .map(u64::from_ne_bytes)
+}
+
+/// The namespace id an `RTM_NEWNSID` answer carries, if it is one.
+pub(crate) fn nsid_of_answer(payload: &[u8]) -> Option<i32> {
+    // rtgenmsg (4 bytes with padding), then NETNSA_* attributes.
+    nlas(payload.get(4..).unwrap_or_default())
+        .filter(|(kind, _)| *kind == NETNSA_NSID)
+        .filter_map(|(_, value)| <[u8; 4]>::try_from(value).ok())
+        .map(i32::from_ne_bytes)
+        .find(|&id| id >= 0)
 }
 
 /// A generic netlink socket subscribed to the `netdev` family's `mgmt`
@@ -227,16 +235,21 @@ fn resolve_family(generic: &mut Requester, name: &str) -> io::Result<Option<Netd
     if kind == NLMSG_ERROR {
         return Ok(None);
     }
+    Ok(family_of(&payload))
+}
+
+/// The family id and `mgmt` group of a `CTRL_CMD_GETFAMILY` answer.
+pub(crate) fn family_of(payload: &[u8]) -> Option<NetdevFamily> {
     let mut id = None;
     let mut mgmt_group = None;
-    for (kind, value) in genl_attributes(&payload) {
+    for (kind, value) in genl_attributes(payload) {
         if kind == libc::CTRL_ATTR_FAMILY_ID as u16 {
             id = <[u8; 2]>::try_from(value).ok().map(u16::from_ne_bytes);
         } else if kind == libc::CTRL_ATTR_MCAST_GROUPS as u16 {
             mgmt_group = mcast_group(value, NETDEV_MGMT_GROUP);
         }
     }
-    Ok(id.map(|id| NetdevFamily { id, mgmt_group }))
+    id.map(|id| NetdevFamily { id, mgmt_group })
 }
 
 /// The id of multicast group `name` in a `CTRL_ATTR_MCAST_GROUPS` nest.
@@ -301,7 +314,7 @@ fn invalid(what: &str) -> io::Error {
 
 /// `RTM_NEWLINK` -> the facts `Link` holds; attributes that do not parse
 /// are skipped.
-fn parse_link(payload: &[u8]) -> Option<Link> {
+pub(crate) fn parse_link(payload: &[u8]) -> Option<Link> {
     let header = LinkHeader::parse(payload).ok()?;
     let mut link = Link::default();
     let wanted = [

@@ -10,7 +10,7 @@
 //! asked over rtnetlink), and never make a worker lock, allocate or enter the
 //! kernel: workers load one snapshot per batch and queue misses.
 
-mod netlink;
+pub(crate) mod netlink;
 
 #[cfg(test)]
 mod netns_tests;

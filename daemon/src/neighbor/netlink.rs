@@ -82,7 +82,7 @@ impl Dump {
 
 /// Which tables a burst of notifications invalidated.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Dirty {
+pub(crate) struct Dirty {
     pub links: bool,
     pub routes: bool,
     pub neighbours: bool,
@@ -109,7 +109,7 @@ impl Dirty {
     /// invalidate routes and neighbours: IPv4 flushes a downed link's routes
     /// without sending `RTM_DELROUTE` for each (fib_disable_ip), so only a
     /// re-dump sees that they are gone.
-    fn of(kind: u16) -> Dirty {
+    pub(crate) fn of(kind: u16) -> Dirty {
         match kind {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => Dirty::ALL,
             libc::RTM_NEWADDR | libc::RTM_DELADDR | libc::RTM_NEWROUTE | libc::RTM_DELROUTE => {
@@ -396,7 +396,7 @@ fn neighbour_message(ifindex: u32, addr: Ipv4Addr, flags: NeighbourFlags) -> Nei
 }
 
 /// `RTM_NEWLINK` -> the link's Ethernet address, if it has one.
-pub(super) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
+pub(crate) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
     let header = LinkHeader::parse(payload).ok()?;
     let mac = attributes(payload, header.buffer_len(), &[IFLA_ADDRESS])
         .filter_map(|nla| LinkAttribute::parse_with_param(&nla, header.interface_family).ok())
@@ -412,7 +412,7 @@ pub(super) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
 
 /// `RTM_NEWNEIGH` -> an IPv4 neighbour entry. Proxy-ARP entries are not
 /// neighbours and are dropped.
-pub(super) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
+pub(crate) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
     let header = NeighbourHeader::parse(payload).ok()?;
     if header.family != AddressFamily::Inet || header.flags.contains(NeighbourFlags::Proxy) {
         return None;
@@ -446,7 +446,7 @@ pub(super) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
 /// nexthops, IPv6 nexthops of IPv4 routes (RTA_VIA), and nexthop-object
 /// routes that carry no interface (the kernel includes it while
 /// net.ipv4.nexthop_compat_mode is 1, the default).
-pub(super) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
+pub(crate) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
     let Ok(header) = RouteHeader::parse(payload) else {
         return;
     };

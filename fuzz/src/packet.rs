@@ -1,0 +1,200 @@
+//! The worker's byte handling: parse a frame, then replay a rewrite plan on
+//! it (and, for TCP, turn it into the reset answering it). Beyond "no
+//! panic", the rewrite must touch only the fields it owns, keep the frame
+//! parseable as the rewritten flow, and keep every checksum that verified
+//! verifying; a partial checksum it says it completed must verify.
+
+use std::net::Ipv4Addr;
+
+use switchyard_dataplane::packet::{
+    self, apply, has_partial_checksum, tcp_reset, FlowKey, L4Checksum, Parsed, Rewrite,
+};
+use switchyard_wire::checksum::{fold, pseudo_header_v4, sum_words};
+use switchyard_wire::{ethernet, ipv4, tcp, udp};
+
+/// Bytes of the rewrite plan in front of the frame: destination and source
+/// MAC, source and destination address, source and destination port.
+pub const PLAN_LEN: usize = 6 + 6 + 4 + 4 + 2 + 2;
+
+/// Input: a [`PLAN_LEN`]-byte rewrite plan, then the frame.
+pub fn packet(data: &[u8]) {
+    let Some((plan, frame)) = data.split_first_chunk::<PLAN_LEN>() else {
+        return;
+    };
+    let rewrite = plan_of(plan);
+    let Ok(parsed) = packet::parse(frame) else {
+        return;
+    };
+    let _ = packet::flow_hash(&parsed.key, u32::from_be_bytes([plan[0], plan[1], 0, 0]));
+    let _ = packet::client_hash(parsed.key.src, 0);
+    check_rewrite(frame, &parsed, &rewrite);
+    if parsed.key.protocol == ipv4::PROTOCOL_TCP {
+        check_reset(frame, &parsed);
+    }
+}
+
+/// Encodes a rewrite as [`packet`] reads it, for seeds.
+pub fn plan_bytes(rewrite: &Rewrite) -> [u8; PLAN_LEN] {
+    let mut plan = [0; PLAN_LEN];
+    plan[0..6].copy_from_slice(&rewrite.eth_dst);
+    plan[6..12].copy_from_slice(&rewrite.eth_src);
+    plan[12..16].copy_from_slice(&rewrite.ip_src.octets());
+    plan[16..20].copy_from_slice(&rewrite.ip_dst.octets());
+    plan[20..22].copy_from_slice(&rewrite.src_port.to_be_bytes());
+    plan[22..24].copy_from_slice(&rewrite.dst_port.to_be_bytes());
+    plan
+}
+
+fn plan_of(plan: &[u8; PLAN_LEN]) -> Rewrite {
+    let mac = |at: usize| <[u8; 6]>::try_from(&plan[at..at + 6]).unwrap_or_default();
+    let addr = |at: usize| Ipv4Addr::new(plan[at], plan[at + 1], plan[at + 2], plan[at + 3]);
+    let port = |at: usize| u16::from_be_bytes([plan[at], plan[at + 1]]);
+    Rewrite {
+        eth_dst: mac(0),
+        eth_src: mac(6),
+        ip_src: addr(12),
+        ip_dst: addr(16),
+        src_port: port(20),
+        dst_port: port(22),
+    }
+}
+
+fn check_rewrite(frame: &[u8], parsed: &Parsed, rewrite: &Rewrite) {
+    let (l3, l4) = (parsed.l3_offset, parsed.l4_offset);
+    let ip_end = l3 + parsed.ip_total_len;
+    assert!(
+        l3 < l4 && l4 <= ip_end && ip_end <= frame.len(),
+        "{parsed:?}"
+    );
+    let protocol = parsed.key.protocol;
+    let ip_verified = verifies(&frame[l3..l4], 0);
+    let l4_verified = l4_checksum_verifies(frame, parsed, parsed.key.src, parsed.key.dst);
+    let partial = has_partial_checksum(frame, parsed);
+
+    let mut out = frame.to_vec();
+    let how = apply(&mut out, parsed, rewrite);
+    assert_eq!(
+        how == L4Checksum::Completed,
+        partial,
+        "apply and has_partial_checksum disagree on {parsed:?}"
+    );
+
+    let again = packet::parse(&out).expect("a rewritten frame parses");
+    let expected = FlowKey {
+        src: rewrite.ip_src,
+        dst: rewrite.ip_dst,
+        src_port: rewrite.src_port,
+        dst_port: rewrite.dst_port,
+        protocol,
+    };
+    assert_eq!(again.key, expected);
+    assert_eq!(
+        (again.l3_offset, again.l4_offset, again.ip_total_len),
+        (l3, l4, parsed.ip_total_len)
+    );
+
+    // Only the fields a rewrite owns may change.
+    let l4_checksum = match protocol {
+        ipv4::PROTOCOL_TCP => tcp::CHECKSUM,
+        _ => udp::CHECKSUM,
+    };
+    let owned = |at: usize| {
+        at < ethernet::SRC + 6
+            || (l3 + ipv4::CHECKSUM..l3 + ipv4::CHECKSUM + 2).contains(&at)
+            || (l3 + ipv4::SRC..l3 + ipv4::DST + 4).contains(&at)
+            || (l4..l4 + 4).contains(&at)
+            || (l4 + l4_checksum..l4 + l4_checksum + 2).contains(&at)
+    };
+    for (at, (before, after)) in frame.iter().zip(&out).enumerate() {
+        assert!(
+            before == after || owned(at),
+            "byte {at} changed from {before:#04x} to {after:#04x}"
+        );
+    }
+
+    if ip_verified {
+        assert!(verifies(&out[l3..l4], 0), "the IPv4 header checksum broke");
+    }
+    let l4_after = l4_checksum_verifies(&out, parsed, rewrite.ip_src, rewrite.ip_dst);
+    if l4_verified == Some(true) || how == L4Checksum::Completed {
+        assert!(
+            l4_after.unwrap_or(true),
+            "the {} checksum does not verify after the rewrite",
+            if protocol == ipv4::PROTOCOL_TCP {
+                "TCP"
+            } else {
+                "UDP"
+            }
+        );
+    }
+    if protocol == ipv4::PROTOCOL_UDP {
+        let field = u16::from_be_bytes([out[l4 + udp::CHECKSUM], out[l4 + udp::CHECKSUM + 1]]);
+        let was = u16::from_be_bytes([frame[l4 + udp::CHECKSUM], frame[l4 + udp::CHECKSUM + 1]]);
+        assert_eq!(field == 0, was == 0, "a UDP checksum appeared or vanished");
+    }
+}
+
+/// Whether the TCP/UDP checksum of `frame` verifies with the pseudo-header
+/// of `src` and `dst`: `Some(true|false)`, or `None` for a UDP datagram
+/// without one.
+fn l4_checksum_verifies(
+    frame: &[u8],
+    parsed: &Parsed,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> Option<bool> {
+    let l4 = parsed.l4_offset;
+    let segment = match parsed.key.protocol {
+        ipv4::PROTOCOL_TCP => &frame[l4..parsed.l3_offset + parsed.ip_total_len],
+        _ => {
+            let len = usize::from(u16::from_be_bytes([
+                frame[l4 + udp::LENGTH],
+                frame[l4 + udp::LENGTH + 1],
+            ]));
+            if frame[l4 + udp::CHECKSUM..l4 + udp::CHECKSUM + 2] == [0, 0] {
+                return None;
+            }
+            &frame[l4..l4 + len]
+        }
+    };
+    let pseudo = pseudo_header_v4(
+        src.into(),
+        dst.into(),
+        parsed.key.protocol,
+        segment.len() as u16,
+    );
+    Some(verifies(segment, pseudo))
+}
+
+/// Whether `bytes` (with their checksum field) plus `pseudo` sum to all
+/// ones (RFC 1071 §1).
+fn verifies(bytes: &[u8], pseudo: u32) -> bool {
+    fold(pseudo + sum_words(bytes)) == 0xffff
+}
+
+fn check_reset(frame: &[u8], parsed: &Parsed) {
+    let mut out = frame.to_vec();
+    let Some(len) = tcp_reset(&mut out, parsed) else {
+        assert_eq!(out, frame, "a refused reset changed the frame");
+        return;
+    };
+    assert!(len <= frame.len(), "the reset is longer than the frame");
+    let reset = packet::parse(&out[..len]).expect("a reset parses");
+    assert_eq!(
+        reset.key,
+        FlowKey {
+            src: parsed.key.dst,
+            dst: parsed.key.src,
+            src_port: parsed.key.dst_port,
+            dst_port: parsed.key.src_port,
+            protocol: ipv4::PROTOCOL_TCP,
+        }
+    );
+    assert!(reset.tcp_flags & tcp::FLAG_RST != 0, "the reset has no RST");
+    assert!(verifies(&out[reset.l3_offset..reset.l4_offset], 0));
+    assert_eq!(
+        l4_checksum_verifies(&out[..len], &reset, reset.key.src, reset.key.dst),
+        Some(true),
+        "the reset's TCP checksum does not verify"
+    );
+}
