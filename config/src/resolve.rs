@@ -23,6 +23,8 @@ mod gateways;
 mod policy;
 mod status;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -173,6 +175,13 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                                 &mut diagnostics,
                             );
                         }
+                        diagnostics.extend(status::table_too_small(
+                            gateway.gateway,
+                            &listener.spec.name,
+                            table_size,
+                            policy_size.map(|s| &s.policy.metadata),
+                            backends.len(),
+                        ));
                         let slots =
                             SlotTable::maglev(&groups, &backends, table_size, options.maglev_seed);
                         tables.push((
@@ -186,18 +195,23 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                         &tables[tables.len() - 1].1
                     }
                 };
-                let built = Listener::new(ListenerParts {
-                    name: name.clone(),
-                    route: route.clone(),
-                    address,
-                    port,
-                    listener_port: listener.spec.port,
-                    protocol,
-                    groups: table.groups.clone(),
-                    backends: table.backends.clone(),
-                    slots: table.slots.to_vec(),
-                    affinity,
-                });
+                // The family's table itself, not a copy: every address
+                // serves it (see `SlotTable::maglev` for sharing beyond).
+                let built = Listener::with_table(
+                    ListenerParts {
+                        name: name.clone(),
+                        route: route.clone(),
+                        address,
+                        port,
+                        listener_port: listener.spec.port,
+                        protocol,
+                        groups: table.groups.clone(),
+                        backends: table.backends.clone(),
+                        slots: Vec::new(),
+                        affinity,
+                    },
+                    table.slots.clone(),
+                );
                 // The parts come from `flatten` and Maglev over one
                 // family's groups, which cannot make a slot or backend point
                 // nowhere nor mix families, so a refusal is a bug here.

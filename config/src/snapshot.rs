@@ -8,11 +8,15 @@
 //! backends existing backendRefs (`listener`), and no two listeners of a
 //! snapshot share a VIP key (here). A listener found by VIP or by backend
 //! comes with its index (`ListenerRef`), so no caller indexes `listeners`
-//! by a number of its own.
+//! by a number of its own. Slot tables are shared, never copied: between
+//! listeners whose backends hash alike and between a snapshot and the next
+//! one built from it or from the same backends (`tables`), so a snapshot
+//! costs one compact table per distinct backend set.
 
 mod backend;
 mod listener;
 mod slots;
+mod tables;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -21,7 +25,7 @@ use std::ops::Deref;
 pub(crate) use backend::flatten;
 pub use backend::{Backend, BackendGroup, Endpoint};
 pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
-pub use slots::{Slot, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
+pub use slots::{Slot, SlotIter, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
 
 /// Whether the packet path forwards traffic of `address`'s family. The
 /// steering program and the workers parse and rewrite IPv4 only, so

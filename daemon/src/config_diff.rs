@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
+use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, SlotTable, Snapshot};
 use switchyard_proto::{
     FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight, StateChange,
 };
@@ -354,39 +354,50 @@ fn affinity(l: &Listener) -> String {
     }
 }
 
-/// The backend endpoint owning each slot; `None` for a share that refuses
-/// flows.
-fn owners(l: &Listener) -> Vec<Option<Endpoint>> {
-    l.slots()
-        .iter()
-        .map(|slot| match slot {
-            Slot::Backend(i) => l.backends().get(*i as usize).map(|b| b.endpoint),
-            Slot::Unavailable => None,
-        })
-        .collect()
+/// Whether slot owner `a` of the old table is owner `b` of the new one:
+/// the same endpoint (`renumber` maps old backend indices to new ones, as
+/// backend indices are per snapshot), or both a share that refuses flows.
+fn same_owner(renumber: &[Option<u32>], a: Slot, b: Slot) -> bool {
+    match (a, b) {
+        (Slot::Backend(a), Slot::Backend(b)) => renumber.get(a as usize) == Some(&Some(b)),
+        (Slot::Unavailable, Slot::Unavailable) => true,
+        _ => false,
+    }
 }
 
 /// Share of flow hashes whose owner differs between the two tables. Owners
-/// are compared by endpoint: backend indices are per snapshot.
+/// are compared by endpoint: backend indices are per snapshot. Reads the
+/// two tables in place; what it allocates is per backend, not per slot.
 pub fn moved_fraction(old: &Listener, new: &Listener) -> f64 {
-    let (old, new) = (owners(old), owners(new));
-    if old.is_empty() || new.is_empty() {
-        return if old.is_empty() && new.is_empty() {
-            0.0
-        } else {
-            1.0
-        };
+    if SlotTable::ptr_eq(old.slots(), new.slots()) && old.backends() == new.backends() {
+        return 0.0;
     }
+    let positions: HashMap<Endpoint, u32> = new
+        .backends()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.endpoint, i as u32))
+        .collect();
+    let renumber: Vec<Option<u32>> = old
+        .backends()
+        .iter()
+        .map(|b| positions.get(&b.endpoint).copied())
+        .collect();
+    let (old, new) = (old.slots(), new.slots());
     if old.len() == new.len() {
-        let moved = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+        let moved = old
+            .iter()
+            .zip(new)
+            .filter(|&(a, b)| !same_owner(&renumber, a, b))
+            .count();
         return moved as f64 / old.len() as f64;
     }
     // The workers pick slot `hash % table size`: with different sizes, the
     // same hash lands on unrelated slots, so compare hash by hash.
     let step = (1u64 << 32) / HASH_SAMPLES;
     let moved = (0..HASH_SAMPLES)
-        .map(|i| (i * step) as usize)
-        .filter(|&hash| old[hash % old.len()] != new[hash % new.len()])
+        .map(|i| (i * step) as u32)
+        .filter(|&hash| !same_owner(&renumber, old.slot_of(hash).1, new.slot_of(hash).1))
         .count();
     moved as f64 / HASH_SAMPLES as f64
 }
@@ -570,7 +581,7 @@ mod tests {
         let be1_share = running.listeners()[0]
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(0))
+            .filter(|s| *s == Slot::Backend(0))
             .count() as f64
             / TABLE as f64;
         assert!((web.moved_slots_fraction - be1_share).abs() < 1e-12);
@@ -783,7 +794,7 @@ mod tests {
         let be2_share = old
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(1))
+            .filter(|s| *s == Slot::Backend(1))
             .count() as f64
             / 7.0;
         // Hashes spread evenly over the old table, so the share that was

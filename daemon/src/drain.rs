@@ -404,7 +404,7 @@ mod tests {
             },
         ];
         let size = SlotTableSize::new(SIZE).unwrap();
-        let slots = SlotTable::maglev(&groups, &backends, size, 9).into_vec();
+        let slots = SlotTable::maglev(&groups, &backends, size, 9).to_vec();
         Listener::new(ListenerParts {
             name: ListenerName {
                 namespace: "demo".into(),
@@ -432,7 +432,7 @@ mod tests {
         listener
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(backend))
+            .filter(|s| *s == Slot::Backend(backend))
             .count()
     }
 
@@ -482,7 +482,7 @@ mod tests {
         let drained = apply(&snapshot(), &drains(&[(None, endpoint(23))]), 5, 9).unwrap();
         let l = &drained.listeners()[0];
         assert_eq!(slots_of(l, 2), 0);
-        assert!(!l.slots().contains(&Slot::Unavailable));
+        assert!(!l.slots().contains(Slot::Unavailable));
     }
 
     #[test]
@@ -496,7 +496,7 @@ mod tests {
         assert!(drained.listeners()[0]
             .slots()
             .iter()
-            .all(|s| *s == Slot::Unavailable));
+            .all(|s| s == Slot::Unavailable));
     }
 
     #[test]

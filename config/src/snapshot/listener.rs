@@ -117,6 +117,10 @@ pub enum ListenerError {
         endpoint: Endpoint,
         weight: f64,
     },
+    #[error(
+        "listener {listener}: {slots} slots given beside a built table; a listener has one table"
+    )]
+    TwoTables { listener: String, slots: usize },
     #[error("listener {listener}: {weights} effective weights given for {backends} backends")]
     WeightCount {
         listener: String,
@@ -168,7 +172,34 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(parts: ListenerParts) -> Result<Self, ListenerError> {
+    pub fn new(mut parts: ListenerParts) -> Result<Self, ListenerError> {
+        let listener = || parts.name.to_string();
+        let slots =
+            SlotTable::new(std::mem::take(&mut parts.slots)).map_err(|error| match error {
+                SlotTableError::Empty => ListenerError::EmptySlotTable {
+                    listener: listener(),
+                },
+                SlotTableError::NotPrime { len } => ListenerError::SlotTableNotPrime {
+                    listener: listener(),
+                    len,
+                },
+                SlotTableError::BackendOutOfRange { slot, backend } => {
+                    ListenerError::SlotOutOfRange {
+                        listener: listener(),
+                        slot,
+                        backend,
+                        backends: parts.backends.len(),
+                    }
+                }
+            })?;
+        Self::with_table(parts, slots)
+    }
+
+    /// `new` with a table built beforehand, typically by `SlotTable::maglev`
+    /// over these parts' groups and backends, so that listeners and
+    /// snapshots share it instead of each holding a copy. `parts.slots`
+    /// must be empty: the table is `slots`.
+    pub fn with_table(parts: ListenerParts, slots: SlotTable) -> Result<Self, ListenerError> {
         let ListenerParts {
             name,
             route,
@@ -178,19 +209,16 @@ impl Listener {
             protocol,
             groups,
             backends,
-            slots,
+            slots: given,
             affinity,
         } = parts;
         let listener = || name.to_string();
-        let slots = SlotTable::new(slots).map_err(|error| match error {
-            SlotTableError::Empty => ListenerError::EmptySlotTable {
+        if !given.is_empty() {
+            return Err(ListenerError::TwoTables {
                 listener: listener(),
-            },
-            SlotTableError::NotPrime { len } => ListenerError::SlotTableNotPrime {
-                listener: listener(),
-                len,
-            },
-        })?;
+                slots: given.len(),
+            });
+        }
         for backend in &backends {
             if backend.group as usize >= groups.len() {
                 return Err(ListenerError::GroupOutOfRange {
@@ -212,7 +240,7 @@ impl Listener {
         let stray = slots
             .iter()
             .enumerate()
-            .find_map(|(slot, owner)| match *owner {
+            .find_map(|(slot, owner)| match owner {
                 Slot::Backend(backend) if backend as usize >= backends.len() => {
                     Some((slot, backend))
                 }
@@ -251,7 +279,7 @@ impl Listener {
             protocol: self.protocol,
             groups: self.groups,
             backends: self.backends,
-            slots: self.slots.into_vec(),
+            slots: self.slots.to_vec(),
             affinity: self.affinity,
         }
     }
@@ -260,7 +288,8 @@ impl Listener {
     /// `weights[i]` and its Maglev table (same size) rebuilt with
     /// `maglev_seed`: how a drain takes a backend out of new-flow selection
     /// without touching the rest. The backends and groups stay, so every
-    /// slot still names one of them.
+    /// slot still names one of them. Weights a listener has had before
+    /// (an undrain) get back the table still alive for them.
     pub fn with_effective_weights(
         &self,
         weights: &[f64],
@@ -515,7 +544,7 @@ mod tests {
         let listener = Listener::new(parts()).unwrap();
         let drained = listener.with_effective_weights(&[0.0, 1.0], 7).unwrap();
         assert_eq!(drained.slots().size().get(), 3);
-        assert!(drained.slots().iter().all(|&s| s == Slot::Backend(1)));
+        assert!(drained.slots().iter().all(|s| s == Slot::Backend(1)));
         assert_eq!(drained.backends()[0].effective_weight, 0.0);
         assert_eq!(
             (drained.name(), drained.key()),
