@@ -44,6 +44,10 @@ struct Cli {
     /// Run the real daemon in a namespace (needs root) at each count.
     #[arg(long)]
     daemon: bool,
+    /// With --daemon: start on this many listeners and diff the file of
+    /// each count against them (the diff then adds listeners).
+    #[arg(long)]
+    running: Option<usize>,
     /// Internal: one measurement in this process.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -82,6 +86,22 @@ fn main() -> Result<()> {
         Some(other) => bail!("unknown child mode {other}"),
         None => {}
     }
+    if cli.daemon {
+        for &n in &cli.listeners {
+            let p = daemon::measure(cli.running.unwrap_or(n), n, backends(&cli))?;
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            println!(
+                "{:>9}  switchyard run VmRSS: at start {:.1} MiB, after {ROUNDS}x drain+undrain+reload {:.1} MiB, \
+                 after config diff of {n} listeners {:.1} MiB, VmHWM {:.1} MiB",
+                cli.running.unwrap_or(n),
+                mib(p.start),
+                mib(p.after_rounds),
+                mib(p.after_diff),
+                mib(p.peak)
+            );
+        }
+        return Ok(());
+    }
     let table_kib = SLOT_TABLE_SIZE as f64 * 2.0 / 1024.0;
     println!(
         "resident memory per listener ({} endpoints each{}), KiB; one compact table of {SLOT_TABLE_SIZE} slots is {table_kib:.0} KiB",
@@ -105,23 +125,8 @@ fn main() -> Result<()> {
         if cli.shared {
             args.push("--shared".to_owned());
         }
-        if cli.daemon {
-            let p = daemon::measure(n, backends(&cli))?;
-            let mib = |kib: u64| kib as f64 / 1024.0;
-            println!(
-                "{n:>9}  switchyard run VmRSS: at start {:.1} MiB, after {ROUNDS}x drain+undrain+reload {:.1} MiB, \
-                 after config diff {:.1} MiB, VmHWM {:.1} MiB",
-                mib(p.start),
-                mib(p.after_rounds),
-                mib(p.after_diff),
-                mib(p.peak)
-            );
-            continue;
-        }
-        let points: Points = {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            run_child(&args)?
-        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let points: Points = run_child(&args)?;
         let per = |kib: u64| kib.saturating_sub(points.before) as f64 / n as f64;
         let base = baseline.start.saturating_sub(baseline.before) as f64 / n as f64;
         println!(
@@ -255,12 +260,16 @@ mod daemon {
     /// A reload or diff of thousands of listeners takes seconds.
     const STEP_TIMEOUT: Duration = Duration::from_secs(300);
 
-    pub(super) fn measure(n: usize, backends: Backends) -> Result<Points> {
+    /// The daemon on `running` listeners, and a diff of a file of `n`.
+    pub(super) fn measure(running: usize, n: usize, backends: Backends) -> Result<Points> {
         let topology = Topology::single_arm(1)?;
         let dir = TempDir::new("memory")?;
-        let files = [config_yaml(n, backends, 0), config_yaml(n, backends, 1)];
+        let files = [
+            config_yaml(running, backends, 0),
+            config_yaml(running, backends, 1),
+        ];
         let config = dir.write("config.yaml", &files[0])?;
-        let candidate = dir.write("candidate.yaml", &files[1])?;
+        let candidate = dir.write("candidate.yaml", &config_yaml(n, backends, 1))?;
         let mut options = DaemonOptions::new(topology.lb_interfaces());
         options.ready_timeout = STEP_TIMEOUT;
         options.log_on_drop = false;
