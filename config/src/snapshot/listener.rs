@@ -200,48 +200,19 @@ impl Listener {
     /// snapshots share it instead of each holding a copy. `parts.slots`
     /// must be empty: the table is `slots`.
     pub fn with_table(parts: ListenerParts, slots: SlotTable) -> Result<Self, ListenerError> {
-        let ListenerParts {
-            name,
-            route,
-            address,
-            port,
-            listener_port,
-            protocol,
-            groups,
-            backends,
-            slots: given,
-            affinity,
-        } = parts;
-        let listener = || name.to_string();
-        if !given.is_empty() {
+        let listener = || parts.name.to_string();
+        if !parts.slots.is_empty() {
             return Err(ListenerError::TwoTables {
                 listener: listener(),
-                slots: given.len(),
+                slots: parts.slots.len(),
             });
         }
-        for backend in &backends {
-            if backend.group as usize >= groups.len() {
-                return Err(ListenerError::GroupOutOfRange {
-                    listener: listener(),
-                    endpoint: backend.endpoint,
-                    group: backend.group,
-                    groups: groups.len(),
-                });
-            }
-            if backend.endpoint.address.is_ipv4() != address.is_ipv4() {
-                return Err(ListenerError::MixedFamilies {
-                    listener: listener(),
-                    endpoint: backend.endpoint,
-                    vip: address,
-                });
-            }
-            check_weight(&name, backend)?;
-        }
+        check_parts(&parts)?;
         let stray = slots
             .iter()
             .enumerate()
             .find_map(|(slot, owner)| match owner {
-                Slot::Backend(backend) if backend as usize >= backends.len() => {
+                Slot::Backend(backend) if backend as usize >= parts.backends.len() => {
                     Some((slot, backend))
                 }
                 _ => None,
@@ -251,10 +222,28 @@ impl Listener {
                 listener: listener(),
                 slot,
                 backend,
-                backends: backends.len(),
+                backends: parts.backends.len(),
             });
         }
-        Ok(Self {
+        Ok(Self::assemble(parts, slots))
+    }
+
+    /// The listener of parts `check_parts` accepted and a table whose
+    /// slots name their backends; `ListenerPlan` builds through it.
+    pub(super) fn assemble(parts: ListenerParts, slots: SlotTable) -> Self {
+        let ListenerParts {
+            name,
+            route,
+            address,
+            port,
+            listener_port,
+            protocol,
+            groups,
+            backends,
+            slots: _,
+            affinity,
+        } = parts;
+        Self {
             name,
             route,
             address,
@@ -265,7 +254,7 @@ impl Listener {
             backends,
             slots,
             affinity,
-        })
+        }
     }
 
     /// The parts again, to build a changed listener through `new`.
@@ -400,6 +389,32 @@ fn family(address: IpAddr) -> &'static str {
         IpAddr::V4(_) => "IPv4",
         IpAddr::V6(_) => "IPv6",
     }
+}
+
+/// Every invariant of `parts` but the table's: each backend's backendRef
+/// exists, its family is the VIP's and its weight is finite and not
+/// negative.
+pub(super) fn check_parts(parts: &ListenerParts) -> Result<(), ListenerError> {
+    let listener = || parts.name.to_string();
+    for backend in &parts.backends {
+        if backend.group as usize >= parts.groups.len() {
+            return Err(ListenerError::GroupOutOfRange {
+                listener: listener(),
+                endpoint: backend.endpoint,
+                group: backend.group,
+                groups: parts.groups.len(),
+            });
+        }
+        if backend.endpoint.address.is_ipv4() != parts.address.is_ipv4() {
+            return Err(ListenerError::MixedFamilies {
+                listener: listener(),
+                endpoint: backend.endpoint,
+                vip: parts.address,
+            });
+        }
+        check_weight(&parts.name, backend)?;
+    }
+    Ok(())
 }
 
 fn check_weight(name: &ListenerName, backend: &Backend) -> Result<(), ListenerError> {

@@ -10,8 +10,9 @@
 //! it with the drains applied (`drain::apply`, so the compiled and the
 //! published snapshot are both held), then 10 rounds of a drain, an
 //! undrain and a reload that changes one listener, then one `config diff`
-//! of a file that changes one listener (compiled as the control socket
-//! compiles it, compared by `config_diff::diff`). `--daemon` instead runs
+//! of a file that changes one listener (planned and compared a listener
+//! at a time by `config_diff::diff_plan`, as the control socket does).
+//! `--daemon` instead runs
 //! the real `switchyard run` in a namespace of its own, drives it with
 //! `yardctl` and SIGHUP, and reads its VmRSS at the same points.
 //!
@@ -216,17 +217,15 @@ fn child_snapshots(n: usize, backends: Backends) -> Result<()> {
         published = drain::apply(&compiled, &none, generation, seed)?;
     }
     let (after_rounds, _) = resident_kib(None)?;
-    // As the control socket answers `config diff`: the candidate compiled
-    // with the drains in force, compared with the running snapshot.
+    // As the control socket answers `config diff`: the candidate planned,
+    // each listener's table built as it is compared.
     let candidate_file = &files[(ROUNDS + 1) % 2];
-    let candidate = drain::apply(
-        &compile(candidate_file, generation + 1)?,
-        &none,
-        generation + 1,
-        seed,
-    )?;
-    let diffs = config_diff::diff(&published, &candidate, &none, &ActiveFlows::default());
-    drop(candidate);
+    let resources = switchyard_config::load_str("candidate.yaml", candidate_file)?;
+    let options = switchyard_config::Options::default();
+    let planned = switchyard_config::plan_with(&resources, generation + 1, &options);
+    drop(resources);
+    let diffs = config_diff::diff_plan(&published, &planned.plan, &none, &ActiveFlows::default())?;
+    drop(planned);
     ensure!(
         diffs.len() == n,
         "{} listeners in the diff of {n}",
