@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod status;
 
 pub use load::{load_file, load_str, LoadError};
-pub use resolve::{resolve, resolve_with, Diagnostic, Options, Resolution};
+pub use resolve::{plan_with, resolve, resolve_with, Diagnostic, Options, Planned, Resolution};
 pub use resources::Resources;
 
 /// Loads a file and resolves it: what a static deployment runs.

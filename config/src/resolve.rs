@@ -23,6 +23,8 @@ mod gateways;
 mod policy;
 mod status;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -35,10 +37,13 @@ use crate::resources::{
     ReferenceGrant, Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
-    flatten, BackendGroup, Listener, ListenerName, ListenerParts, ServiceKey, SlotTable,
-    SlotTableSize, Snapshot, SnapshotError,
+    flatten, BackendGroup, ListenerName, ListenerParts, ListenerPlan, ServiceKey, SlotTableSize,
+    Snapshot, SnapshotError, SnapshotPlan,
 };
 use crate::status::ResourceStatus;
+// What the tests below `use super::*` for.
+#[cfg(test)]
+use crate::snapshot::{Listener, SlotTable};
 
 /// The `spec.controllerName` of GatewayClasses Switchyard implements.
 pub const CONTROLLER_NAME: &str = "switchyard.io/gateway-controller";
@@ -52,6 +57,15 @@ pub struct Resolution {
     pub diagnostics: Vec<Diagnostic>,
     /// The status a controller would write on each object Switchyard is
     /// responsible for, built from the same facts as `diagnostics`.
+    pub statuses: Vec<ResourceStatus>,
+}
+
+/// `Resolution` before the slot tables are filled.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub plan: SnapshotPlan,
+    /// Sorted, without duplicates.
+    pub diagnostics: Vec<Diagnostic>,
     pub statuses: Vec<ResourceStatus>,
 }
 
@@ -95,6 +109,22 @@ pub fn resolve(resources: &Resources, generation: u64) -> Resolution {
 }
 
 pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -> Resolution {
+    let Planned {
+        plan,
+        diagnostics,
+        statuses,
+    } = plan_with(resources, generation, options);
+    Resolution {
+        snapshot: plan.build(),
+        diagnostics,
+        statuses,
+    }
+}
+
+/// Resolution up to the slot tables: what `resolve_with` builds its
+/// snapshot from, for a caller that needs the listeners but not all of
+/// their tables at once (`config diff`).
+pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> Planned {
     let index = Index::new(resources);
     let mut diagnostics = Vec::new();
 
@@ -173,34 +203,37 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
                                 &mut diagnostics,
                             );
                         }
-                        let slots =
-                            SlotTable::maglev(&groups, &backends, table_size, options.maglev_seed);
-                        tables.push((
-                            family,
-                            FamilyTable {
-                                groups,
-                                backends,
-                                slots,
-                            },
+                        diagnostics.extend(status::table_too_small(
+                            gateway.gateway,
+                            &listener.spec.name,
+                            table_size,
+                            policy_size.map(|s| &s.policy.metadata),
+                            backends.len(),
                         ));
+                        tables.push((family, FamilyTable { groups, backends }));
                         &tables[tables.len() - 1].1
                     }
                 };
-                let built = Listener::new(ListenerParts {
-                    name: name.clone(),
-                    route: route.clone(),
-                    address,
-                    port,
-                    listener_port: listener.spec.port,
-                    protocol,
-                    groups: table.groups.clone(),
-                    backends: table.backends.clone(),
-                    slots: table.slots.to_vec(),
-                    affinity,
-                });
-                // The parts come from `flatten` and Maglev over one
-                // family's groups, which cannot make a slot or backend point
-                // nowhere nor mix families, so a refusal is a bug here.
+                // Every address of the family fills the same table, and
+                // shares it: see `SlotTable::maglev`.
+                let built = ListenerPlan::new(
+                    ListenerParts {
+                        name: name.clone(),
+                        route: route.clone(),
+                        address,
+                        port,
+                        listener_port: listener.spec.port,
+                        protocol,
+                        groups: table.groups.clone(),
+                        backends: table.backends.clone(),
+                        slots: Vec::new(),
+                        affinity,
+                    },
+                    table_size,
+                );
+                // The parts come from `flatten` over one family's groups,
+                // which cannot make a backend point nowhere nor mix
+                // families, so a refusal is a bug here.
                 // Resolution never fails and never panics (a reload would
                 // take the running config down with it): like any problem
                 // it finds, the refusal becomes a diagnostic on the object
@@ -266,7 +299,7 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
     }
     listeners.retain(|l| !conflicted.contains(&l.key()));
     listeners.sort_by(|a, b| (a.name(), a.address()).cmp(&(b.name(), b.address())));
-    let snapshot = snapshot(generation, listeners, &mut diagnostics);
+    let plan = plan(generation, options.maglev_seed, listeners, &mut diagnostics);
 
     let records = dns::records(
         &gateways,
@@ -284,8 +317,8 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
         attachments: &attachments,
         diagnostics: &diagnostics,
     });
-    Resolution {
-        snapshot: snapshot.with_dns(records).with_terminating(terminating),
+    Planned {
+        plan: plan.with_dns(records).with_terminating(terminating),
         diagnostics,
         statuses,
     }
@@ -296,22 +329,22 @@ pub fn resolve_with(resources: &Resources, generation: u64, options: &Options) -
 struct FamilyTable {
     groups: Vec<BackendGroup>,
     backends: Vec<crate::snapshot::Backend>,
-    slots: SlotTable,
 }
 
-/// The snapshot of `listeners`. The conflict pass above leaves one
-/// listener per VIP key, so `Snapshot` has nothing to refuse; should it
-/// refuse anyway (a bug here), the listeners it names are reported as a
-/// conflict is and left out, and the others are served: resolution never
-/// fails, and a panic would take a running daemon down on a reload.
-fn snapshot(
+/// The plan of `listeners`. The conflict pass above leaves one listener
+/// per VIP key, so `SnapshotPlan` has nothing to refuse; should it refuse
+/// anyway (a bug here), the listeners it names are reported as a conflict
+/// is and left out, and the others are served: resolution never fails,
+/// and a panic would take a running daemon down on a reload.
+fn plan(
     generation: u64,
-    mut listeners: Vec<Listener>,
+    maglev_seed: u32,
+    mut listeners: Vec<ListenerPlan>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Snapshot {
+) -> SnapshotPlan {
     loop {
-        let (error, refused) = match Snapshot::build(generation, listeners) {
-            Ok(snapshot) => return snapshot,
+        let (error, refused) = match SnapshotPlan::new(generation, maglev_seed, listeners) {
+            Ok(plan) => return plan,
             Err(refused) => refused,
         };
         let SnapshotError::DuplicateVip {

@@ -8,11 +8,16 @@
 //! backends existing backendRefs (`listener`), and no two listeners of a
 //! snapshot share a VIP key (here). A listener found by VIP or by backend
 //! comes with its index (`ListenerRef`), so no caller indexes `listeners`
-//! by a number of its own.
+//! by a number of its own. Slot tables are shared, never copied: between
+//! listeners whose backends hash alike and between a snapshot and the next
+//! one built from it or from the same backends (`tables`), so a snapshot
+//! costs one compact table per distinct backend set.
 
 mod backend;
 mod listener;
+mod plan;
 mod slots;
+mod tables;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -21,7 +26,8 @@ use std::ops::Deref;
 pub(crate) use backend::flatten;
 pub use backend::{Backend, BackendGroup, Endpoint};
 pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
-pub use slots::{Slot, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
+pub use plan::{ListenerPlan, SnapshotPlan};
+pub use slots::{Slot, SlotIter, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
 
 /// Whether the packet path forwards traffic of `address`'s family. The
 /// steering program and the workers parse and rewrite IPv4 only, so
@@ -150,21 +156,19 @@ impl Snapshot {
         generation: u64,
         listeners: Vec<Listener>,
     ) -> Result<Self, (SnapshotError, Vec<Listener>)> {
+        match duplicate_vip(listeners.iter().map(|l| (l.key(), l.name()))) {
+            Some(error) => Err((error, listeners)),
+            None => Ok(Self::indexed(generation, listeners)),
+        }
+    }
+
+    /// The snapshot of `listeners`, which `duplicate_vip` accepted.
+    pub(super) fn indexed(generation: u64, listeners: Vec<Listener>) -> Self {
         let mut by_vip: HashMap<ServiceKey, u32> = HashMap::with_capacity(listeners.len());
         let mut by_backend: HashMap<ServiceKey, Owner> = HashMap::new();
         for (index, listener) in listeners.iter().enumerate() {
             let index = index as u32;
-            let key = listener.key();
-            if let Some(&first) = by_vip.get(&key) {
-                let error = SnapshotError::DuplicateVip {
-                    protocol: key.protocol,
-                    endpoint: key.endpoint,
-                    first: listeners[first as usize].name().to_string(),
-                    second: listener.name().to_string(),
-                };
-                return Err((error, listeners));
-            }
-            by_vip.insert(key, index);
+            by_vip.entry(listener.key()).or_insert(index);
             for backend in listener.backends() {
                 let key = ServiceKey {
                     endpoint: backend.endpoint,
@@ -180,14 +184,14 @@ impl Snapshot {
                     .or_insert(Owner::Unique(index));
             }
         }
-        Ok(Self {
+        Self {
             generation,
             listeners,
             dns: Vec::new(),
             by_vip,
             by_backend,
             terminating: BTreeSet::new(),
-        })
+        }
     }
 
     /// Marks `endpoints` terminating: they still own their slots and take
@@ -254,6 +258,24 @@ impl Snapshot {
     pub fn find_listener(&self, name: &str) -> Option<&Listener> {
         self.listeners.iter().find(|l| l.name().to_string() == name)
     }
+}
+
+/// The first VIP key two of `listeners` share, as the error naming both.
+fn duplicate_vip<'a>(
+    listeners: impl Iterator<Item = (ServiceKey, &'a ListenerName)>,
+) -> Option<SnapshotError> {
+    let mut seen: HashMap<ServiceKey, &ListenerName> = HashMap::new();
+    for (key, name) in listeners {
+        if let Some(first) = seen.insert(key, name) {
+            return Some(SnapshotError::DuplicateVip {
+                protocol: key.protocol,
+                endpoint: key.endpoint,
+                first: first.to_string(),
+                second: name.to_string(),
+            });
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -224,7 +224,7 @@ fn shares(listener: &Listener) -> BTreeMap<String, f64> {
         .map(|g| (g.service.clone(), 0))
         .collect();
     for slot in listener.slots() {
-        let owner = match *slot {
+        let owner = match slot {
             Slot::Backend(i) => {
                 let group = listener.backends()[i as usize].group as usize;
                 listener.groups()[group].service.clone()
@@ -275,7 +275,7 @@ fn tcproute_invalid_cross_namespace_backend_ref_is_ref_not_permitted() {
     // The denied backend's share is refused, not given to another.
     let listener = snapshot_listener(&res, gateway, "tcp");
     assert!(listener.backends().is_empty());
-    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -288,7 +288,7 @@ fn tcproute_invalid_backendref_nonexistent_is_backend_not_found() {
     let parent = parent(&res, "TCPRoute", route, gateway);
     assert_condition(&parent.conditions, "ResolvedRefs", false, "BackendNotFound");
     let listener = snapshot_listener(&res, gateway, "tcp");
-    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -426,7 +426,7 @@ fn tcproute_reference_grant_permits_the_cross_namespace_backend() {
         "gateway-conformance-web-backend/tcp-reference-grant-backend"
     );
     assert_eq!(served.backends().len(), 2);
-    assert!(served.slots().iter().all(|&s| s != Slot::Unavailable));
+    assert!(served.slots().iter().all(|s| s != Slot::Unavailable));
 }
 
 #[test]
@@ -480,7 +480,7 @@ fn udproute_invalid_backendref_nonexistent_is_backend_not_found() {
     let parent = parent(&res, "UDPRoute", route, gateway);
     assert_condition(&parent.conditions, "ResolvedRefs", false, "BackendNotFound");
     let listener = snapshot_listener(&res, gateway, "udp");
-    assert!(listener.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(listener.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -1214,7 +1214,7 @@ fn httproute_reference_grant_as_written_and_as_tcp_routes() {
         "gateway-conformance-web-backend/web-backend"
     );
     assert_eq!(served.backends().len(), 2);
-    assert!(served.slots().iter().all(|&s| s != Slot::Unavailable));
+    assert!(served.slots().iter().all(|s| s != Slot::Unavailable));
 }
 
 #[test]
@@ -1276,7 +1276,7 @@ fn httproute_invalid_reference_grant_none_of_the_near_miss_grants_permits() {
     );
     let served = snapshot_listener(&res, gateway, "http");
     assert!(served.backends().is_empty());
-    assert!(served.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(served.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -1345,7 +1345,7 @@ fn httproute_invalid_backend_ref_of_unknown_kind_is_invalid_kind() {
         "InvalidKind",
     );
     let served = snapshot_listener(&res, gateway, "http");
-    assert!(served.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(served.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 /// Upstream `*RouteMustHaveNoAcceptedParents` and `GatewayMustHaveZeroRoutes`,

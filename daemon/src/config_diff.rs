@@ -2,14 +2,17 @@
 //! listener: settings, backends, the share of the hash space whose backend
 //! moves, and the established flows that would lose their backend.
 //!
-//! Pure functions over two snapshots and a count of the workers' flows; the
-//! control socket gathers the inputs. Nothing here touches worker state or
-//! the running config.
+//! Pure functions over the running snapshot, a candidate (a snapshot, or
+//! the plan of one whose tables are built a listener at a time) and a count
+//! of the workers' flows; the control socket gathers the inputs. Nothing
+//! here touches worker state or the running config.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use switchyard_config::snapshot::{Endpoint, Listener, Protocol, Slot, Snapshot};
+use switchyard_config::snapshot::{
+    Backend, Endpoint, Listener, ListenerName, Protocol, Slot, SlotTable, Snapshot, SnapshotPlan,
+};
 use switchyard_proto::{
     FieldChange, ListenerChange, ListenerDiff, RemovedBackend, Reweight, StateChange,
 };
@@ -17,7 +20,7 @@ use switchyard_proto::{
 use switchyard_dataplane::flow_scan::{ActiveEntry, FlowRecord};
 use switchyard_dataplane::packet::FlowKey;
 
-use crate::drain::{self, Drain};
+use crate::drain::{self, Drain, DrainError};
 
 /// Hashes sampled, evenly over the 32-bit hash space, when the two tables
 /// differ in size and slot `i` of one is not slot `i` of the other.
@@ -115,62 +118,130 @@ pub fn diff(
 ) -> Vec<ListenerDiff> {
     let sides = Sides {
         running,
-        candidate,
+        terminating: &|e| candidate.is_terminating(e),
         drains,
     };
-    let pairs = pair_listeners(running.listeners(), candidate.listeners());
-    let mut matched_candidates = vec![false; candidate.listeners().len()];
+    let outcome: Result<_, std::convert::Infallible> = report(
+        running,
+        flows,
+        candidate.listeners(),
+        |l| identity(l.name(), l.protocol(), l.vip()),
+        |new| added(new.name(), new.protocol(), new.vip(), new.backends()),
+        |old, new| Ok(compare(&sides, old, new, flows)),
+    );
+    match outcome {
+        Ok(report) => report,
+        Err(never) => match never {},
+    }
+}
+
+/// `diff` against a candidate not built yet, as `config diff` compiles a
+/// file: each listener the two share is built (with `drains` applied, as a
+/// reload would publish it), compared and dropped before the next, so the
+/// candidate's tables are never all in memory; a listener only the file
+/// has needs no table at all. A candidate table equal to the running one
+/// is the running one (`SlotTable::maglev`), so an unchanged listener
+/// builds nothing.
+pub fn diff_plan(
+    running: &Snapshot,
+    candidate: &SnapshotPlan,
+    drains: &BTreeSet<Drain>,
+    flows: &ActiveFlows,
+) -> Result<Vec<ListenerDiff>, DrainError> {
+    let sides = Sides {
+        running,
+        terminating: &|e| candidate.is_terminating(e),
+        drains,
+    };
+    let seed = candidate.maglev_seed();
+    report(
+        running,
+        flows,
+        candidate.listeners(),
+        |l| identity(l.name(), l.protocol(), l.vip()),
+        |new| added(new.name(), new.protocol(), new.vip(), new.backends()),
+        |old, new| {
+            let new = drain::apply_to(&new.build(seed), drains, seed)?;
+            Ok(compare(&sides, old, &new, flows))
+        },
+    )
+}
+
+/// The running snapshot's side and what `compare` needs of the candidate's.
+struct Sides<'a> {
+    running: &'a Snapshot,
+    /// Whether an endpoint is terminating in the candidate.
+    terminating: &'a dyn Fn(&Endpoint) -> bool,
+    drains: &'a BTreeSet<Drain>,
+}
+
+/// How listeners are matched across the two sides.
+type Identity = (String, Protocol, Endpoint);
+
+fn identity(name: &ListenerName, protocol: Protocol, vip: Endpoint) -> Identity {
+    (name.to_string(), protocol, vip)
+}
+
+/// `diff`'s report over candidates of any form: `compare` for each pair,
+/// one pair at a time, in the order `diff` documents.
+fn report<C, E>(
+    running: &Snapshot,
+    flows: &ActiveFlows,
+    candidates: &[C],
+    identify: impl Fn(&C) -> Identity,
+    add: impl Fn(&C) -> ListenerDiff,
+    mut compare: impl FnMut(&Listener, &C) -> Result<ListenerDiff, E>,
+) -> Result<Vec<ListenerDiff>, E> {
+    let old_ids: Vec<Identity> = running
+        .listeners()
+        .iter()
+        .map(|l| identity(l.name(), l.protocol(), l.vip()))
+        .collect();
+    let new_ids: Vec<Identity> = candidates.iter().map(identify).collect();
+    let pairs = pair_listeners(&old_ids, &new_ids);
+    let mut matched_candidates = vec![false; candidates.len()];
     let mut report = Vec::with_capacity(running.listeners().len());
     for (old, partner) in running.listeners().iter().zip(&pairs) {
         match partner {
             Some(j) => {
                 matched_candidates[*j] = true;
-                report.push(compare(&sides, old, &candidate.listeners()[*j], flows));
+                report.push(compare(old, &candidates[*j])?);
             }
             None => report.push(removed(old, flows)),
         }
     }
-    for (new, matched) in candidate.listeners().iter().zip(matched_candidates) {
+    for (new, matched) in candidates.iter().zip(matched_candidates) {
         if !matched {
-            report.push(added(new));
+            report.push(add(new));
         }
     }
-    report
-}
-
-/// The two snapshots compared and the drains in force in both.
-struct Sides<'a> {
-    running: &'a Snapshot,
-    candidate: &'a Snapshot,
-    drains: &'a BTreeSet<Drain>,
+    Ok(report)
 }
 
 /// For each running listener, the index of its candidate counterpart.
-fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<usize>> {
-    let mut exact: HashMap<(String, Protocol, Endpoint), usize> = HashMap::new();
-    for (j, l) in candidate.iter().enumerate() {
-        exact
-            .entry((l.name().to_string(), l.protocol(), l.vip()))
-            .or_insert(j);
+fn pair_listeners(running: &[Identity], candidate: &[Identity]) -> Vec<Option<usize>> {
+    let mut exact: HashMap<&Identity, usize> = HashMap::new();
+    for (j, id) in candidate.iter().enumerate() {
+        exact.entry(id).or_insert(j);
     }
     let mut taken = vec![false; candidate.len()];
     let mut pairs: Vec<Option<usize>> = running
         .iter()
-        .map(|l| {
-            let j = exact.remove(&(l.name().to_string(), l.protocol(), l.vip()))?;
+        .map(|id| {
+            let j = exact.remove(id)?;
             taken[j] = true;
             Some(j)
         })
         .collect();
-    let mut leftovers: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (j, l) in candidate.iter().enumerate() {
+    let mut leftovers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (j, id) in candidate.iter().enumerate() {
         if !taken[j] {
-            leftovers.entry(l.name().to_string()).or_default().push(j);
+            leftovers.entry(id.0.as_str()).or_default().push(j);
         }
     }
-    for (pair, l) in pairs.iter_mut().zip(running) {
+    for (pair, id) in pairs.iter_mut().zip(running) {
         if pair.is_none() {
-            if let Some(same_name) = leftovers.get_mut(&l.name().to_string()) {
+            if let Some(same_name) = leftovers.get_mut(id.0.as_str()) {
                 if !same_name.is_empty() {
                     *pair = Some(same_name.remove(0));
                 }
@@ -181,11 +252,20 @@ fn pair_listeners(running: &[Listener], candidate: &[Listener]) -> Vec<Option<us
 }
 
 fn blank(listener: &Listener, change: ListenerChange) -> ListenerDiff {
+    blank_of(listener.name(), listener.protocol(), listener.vip(), change)
+}
+
+fn blank_of(
+    name: &ListenerName,
+    protocol: Protocol,
+    vip: Endpoint,
+    change: ListenerChange,
+) -> ListenerDiff {
     ListenerDiff {
-        listener: listener.name().to_string(),
+        listener: name.to_string(),
         change,
-        protocol: listener.protocol().to_string(),
-        vip: listener.vip().to_string(),
+        protocol: protocol.to_string(),
+        vip: vip.to_string(),
         fields: Vec::new(),
         backends_added: Vec::new(),
         backends_removed: Vec::new(),
@@ -215,15 +295,16 @@ fn removed(old: &Listener, flows: &ActiveFlows) -> ListenerDiff {
     }
 }
 
-fn added(new: &Listener) -> ListenerDiff {
+fn added(
+    name: &ListenerName,
+    protocol: Protocol,
+    vip: Endpoint,
+    backends: &[Backend],
+) -> ListenerDiff {
     ListenerDiff {
-        backends_added: new
-            .backends()
-            .iter()
-            .map(|b| b.endpoint.to_string())
-            .collect(),
+        backends_added: backends.iter().map(|b| b.endpoint.to_string()).collect(),
         moved_slots_fraction: 1.0,
-        ..blank(new, ListenerChange::Added)
+        ..blank_of(name, protocol, vip, ListenerChange::Added)
     }
 }
 
@@ -305,7 +386,12 @@ fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -
             continue;
         };
         let from = drain::backend_state(sides.running, sides.drains, old, was);
-        let to = drain::backend_state(sides.candidate, sides.drains, new, backend);
+        let to = drain::state_of(
+            (sides.terminating)(&backend.endpoint),
+            sides.drains,
+            new,
+            backend,
+        );
         if from != to {
             diff.backends_state_changed.push(StateChange {
                 backend: backend.endpoint.to_string(),
@@ -354,39 +440,50 @@ fn affinity(l: &Listener) -> String {
     }
 }
 
-/// The backend endpoint owning each slot; `None` for a share that refuses
-/// flows.
-fn owners(l: &Listener) -> Vec<Option<Endpoint>> {
-    l.slots()
-        .iter()
-        .map(|slot| match slot {
-            Slot::Backend(i) => l.backends().get(*i as usize).map(|b| b.endpoint),
-            Slot::Unavailable => None,
-        })
-        .collect()
+/// Whether slot owner `a` of the old table is owner `b` of the new one:
+/// the same endpoint (`renumber` maps old backend indices to new ones, as
+/// backend indices are per snapshot), or both a share that refuses flows.
+fn same_owner(renumber: &[Option<u32>], a: Slot, b: Slot) -> bool {
+    match (a, b) {
+        (Slot::Backend(a), Slot::Backend(b)) => renumber.get(a as usize) == Some(&Some(b)),
+        (Slot::Unavailable, Slot::Unavailable) => true,
+        _ => false,
+    }
 }
 
 /// Share of flow hashes whose owner differs between the two tables. Owners
-/// are compared by endpoint: backend indices are per snapshot.
+/// are compared by endpoint: backend indices are per snapshot. Reads the
+/// two tables in place; what it allocates is per backend, not per slot.
 pub fn moved_fraction(old: &Listener, new: &Listener) -> f64 {
-    let (old, new) = (owners(old), owners(new));
-    if old.is_empty() || new.is_empty() {
-        return if old.is_empty() && new.is_empty() {
-            0.0
-        } else {
-            1.0
-        };
+    if SlotTable::ptr_eq(old.slots(), new.slots()) && old.backends() == new.backends() {
+        return 0.0;
     }
+    let positions: HashMap<Endpoint, u32> = new
+        .backends()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.endpoint, i as u32))
+        .collect();
+    let renumber: Vec<Option<u32>> = old
+        .backends()
+        .iter()
+        .map(|b| positions.get(&b.endpoint).copied())
+        .collect();
+    let (old, new) = (old.slots(), new.slots());
     if old.len() == new.len() {
-        let moved = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+        let moved = old
+            .iter()
+            .zip(new)
+            .filter(|&(a, b)| !same_owner(&renumber, a, b))
+            .count();
         return moved as f64 / old.len() as f64;
     }
     // The workers pick slot `hash % table size`: with different sizes, the
     // same hash lands on unrelated slots, so compare hash by hash.
     let step = (1u64 << 32) / HASH_SAMPLES;
     let moved = (0..HASH_SAMPLES)
-        .map(|i| (i * step) as usize)
-        .filter(|&hash| old[hash % old.len()] != new[hash % new.len()])
+        .map(|i| (i * step) as u32)
+        .filter(|&hash| !same_owner(&renumber, old.slot_of(hash).1, new.slot_of(hash).1))
         .count();
     moved as f64 / HASH_SAMPLES as f64
 }
@@ -570,7 +667,7 @@ mod tests {
         let be1_share = running.listeners()[0]
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(0))
+            .filter(|s| *s == Slot::Backend(0))
             .count() as f64
             / TABLE as f64;
         assert!((web.moved_slots_fraction - be1_share).abs() < 1e-12);
@@ -783,7 +880,7 @@ mod tests {
         let be2_share = old
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(1))
+            .filter(|s| *s == Slot::Backend(1))
             .count() as f64
             / 7.0;
         // Hashes spread evenly over the old table, so the share that was
@@ -859,6 +956,91 @@ mod tests {
         assert!(
             drained[0].backends_state_changed.is_empty(),
             "drained in both: draining either way"
+        );
+    }
+
+    /// Gateway demo/edge on 198.18.100.10 with a TCP listener per
+    /// `(name, port, endpoints)`, each routed to a Service of its own.
+    fn yaml(listeners: &[(&str, u16, &[Ipv4Addr])]) -> String {
+        let mut out = String::from(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sy}\n\
+             spec: {controllerName: switchyard.io/gateway-controller}\n---\n\
+             apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: demo}\n\
+             spec:\n  gatewayClassName: sy\n  addresses: [{value: 198.18.100.10}]\n  listeners:\n",
+        );
+        for (name, port, _) in listeners {
+            out += &format!("  - {{name: {name}, port: {port}, protocol: TCP}}\n");
+        }
+        for (name, _, endpoints) in listeners {
+            let endpoints: Vec<String> = endpoints
+                .iter()
+                .map(|a| format!("{{addresses: [\"{a}\"]}}"))
+                .collect();
+            out += &format!(
+                "---\napiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {{name: {name}, namespace: demo}}\n\
+                 spec:\n  parentRefs: [{{name: edge, sectionName: {name}}}]\n  rules:\n  - backendRefs: [{{name: {name}, port: 80}}]\n\
+                 ---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: demo}}\n\
+                 spec:\n  ports: [{{name: tcp, port: 80, targetPort: 8080}}]\n\
+                 ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+                 metadata: {{name: {name}-1, namespace: demo, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+                 addressType: IPv4\nports: [{{name: tcp, port: 8080}}]\nendpoints: [{}]\n",
+                endpoints.join(", ")
+            );
+        }
+        out
+    }
+
+    fn plan(listeners: &[(&str, u16, &[Ipv4Addr])], generation: u64) -> SnapshotPlan {
+        let resources = switchyard_config::load_str("t.yaml", &yaml(listeners)).unwrap();
+        let options = switchyard_config::Options {
+            maglev_seed: 5,
+            ..Default::default()
+        };
+        switchyard_config::plan_with(&resources, generation, &options).plan
+    }
+
+    #[test]
+    fn a_diff_against_a_plan_reports_what_a_diff_against_its_snapshot_does() {
+        let drains = BTreeSet::from([Drain {
+            listener: None,
+            endpoint: endpoint(BE1, 8080),
+        }]);
+        // Running as the daemon publishes it: with the drains applied.
+        let running = plan(
+            &[
+                ("web", 80, &[BE1, BE2]),
+                ("same", 81, &[BE1, BE2, BE3]),
+                ("old", 82, &[BE3]),
+            ],
+            1,
+        )
+        .build();
+        let running = drain::apply(&running, &drains, 1, 5).unwrap();
+        let candidate = plan(
+            &[
+                ("web", 80, &[BE1, BE3]),
+                ("same", 81, &[BE1, BE2, BE3]),
+                ("new", 83, &[BE2]),
+            ],
+            2,
+        );
+        let records = [flow(40000, 80, BE2, false), flow(40001, 82, BE3, false)];
+        let flows = ActiveFlows::count(&records);
+        let planned = diff_plan(&running, &candidate, &drains, &flows).unwrap();
+        let built = drain::apply(&candidate.clone().build(), &drains, 2, 5).unwrap();
+        assert_eq!(planned, diff(&running, &built, &drains, &flows));
+        let changes: Vec<(&str, ListenerChange)> = planned
+            .iter()
+            .map(|d| (d.listener.as_str(), d.change))
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("demo/edge/old", ListenerChange::Removed),
+                ("demo/edge/same", ListenerChange::Unchanged),
+                ("demo/edge/web", ListenerChange::Changed),
+                ("demo/edge/new", ListenerChange::Added),
+            ]
         );
     }
 }

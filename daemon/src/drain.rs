@@ -95,10 +95,22 @@ pub fn backend_state(
     listener: &Listener,
     backend: &Backend,
 ) -> &'static str {
+    let terminating = snapshot.is_terminating(&backend.endpoint);
+    state_of(terminating, drains, listener, backend)
+}
+
+/// `backend_state` with the endpoint's terminating state given, for a
+/// listener of a snapshot not built yet (`config diff`).
+pub fn state_of(
+    terminating: bool,
+    drains: &BTreeSet<Drain>,
+    listener: &Listener,
+    backend: &Backend,
+) -> &'static str {
     use switchyard_proto::{STATE_DRAINING, STATE_READY, STATE_TERMINATING};
     if is_drained(drains, listener, &backend.endpoint) {
         STATE_DRAINING
-    } else if snapshot.is_terminating(&backend.endpoint) {
+    } else if terminating {
         STATE_TERMINATING
     } else if backend.effective_weight <= 0.0 {
         STATE_DRAINING
@@ -123,33 +135,41 @@ pub fn apply(
     let listeners = snapshot
         .listeners()
         .iter()
-        .map(|listener| {
-            let backends = listener.backends();
-            let drained: Vec<bool> = backends
-                .iter()
-                .map(|b| is_drained(drains, listener, &b.endpoint))
-                .collect();
-            if !drained.contains(&true) {
-                return Ok(listener.clone());
-            }
-            let mut weights = vec![0.0; backends.len()];
-            for group in listener.groups() {
-                let serving: Vec<usize> = group
-                    .endpoints
-                    .iter()
-                    .filter_map(|e| backends.iter().position(|b| b.endpoint == *e))
-                    .filter(|&i| !drained[i])
-                    .collect();
-                for &i in &serving {
-                    weights[i] += f64::from(group.weight) / serving.len() as f64;
-                }
-            }
-            listener.with_effective_weights(&weights, maglev_seed)
-        })
+        .map(|listener| apply_to(listener, drains, maglev_seed))
         .collect::<Result<Vec<Listener>, _>>()?;
     Ok(Snapshot::new(generation, listeners)?
         .with_dns(snapshot.dns().to_vec())
         .with_terminating(snapshot.terminating()))
+}
+
+/// `apply` to one listener: a copy (sharing its table) when none of its
+/// backends is drained.
+pub fn apply_to(
+    listener: &Listener,
+    drains: &BTreeSet<Drain>,
+    maglev_seed: u32,
+) -> Result<Listener, DrainError> {
+    let backends = listener.backends();
+    let drained: Vec<bool> = backends
+        .iter()
+        .map(|b| is_drained(drains, listener, &b.endpoint))
+        .collect();
+    if !drained.contains(&true) {
+        return Ok(listener.clone());
+    }
+    let mut weights = vec![0.0; backends.len()];
+    for group in listener.groups() {
+        let serving: Vec<usize> = group
+            .endpoints
+            .iter()
+            .filter_map(|e| backends.iter().position(|b| b.endpoint == *e))
+            .filter(|&i| !drained[i])
+            .collect();
+        for &i in &serving {
+            weights[i] += f64::from(group.weight) / serving.len() as f64;
+        }
+    }
+    Ok(listener.with_effective_weights(&weights, maglev_seed)?)
 }
 
 /// What must happen around every snapshot swap, beside the swap itself
@@ -423,7 +443,7 @@ mod tests {
             },
         ];
         let size = SlotTableSize::new(SIZE).unwrap();
-        let slots = SlotTable::maglev(&groups, &backends, size, 9).into_vec();
+        let slots = SlotTable::maglev(&groups, &backends, size, 9).to_vec();
         Listener::new(ListenerParts {
             name: ListenerName {
                 namespace: "demo".into(),
@@ -451,7 +471,7 @@ mod tests {
         listener
             .slots()
             .iter()
-            .filter(|s| **s == Slot::Backend(backend))
+            .filter(|s| *s == Slot::Backend(backend))
             .count()
     }
 
@@ -501,7 +521,7 @@ mod tests {
         let drained = apply(&snapshot(), &drains(&[(None, endpoint(23))]), 5, 9).unwrap();
         let l = &drained.listeners()[0];
         assert_eq!(slots_of(l, 2), 0);
-        assert!(!l.slots().contains(&Slot::Unavailable));
+        assert!(!l.slots().contains(Slot::Unavailable));
     }
 
     #[test]
@@ -515,7 +535,7 @@ mod tests {
         assert!(drained.listeners()[0]
             .slots()
             .iter()
-            .all(|s| *s == Slot::Unavailable));
+            .all(|s| s == Slot::Unavailable));
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn missing_service_import_is_backend_not_found_and_refuses_its_share() {
     assert!(tcp
         .slots()
         .iter()
-        .all(|&s| s == crate::snapshot::Slot::Unavailable));
+        .all(|s| s == crate::snapshot::Slot::Unavailable));
 }
 
 #[test]

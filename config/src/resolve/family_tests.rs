@@ -103,7 +103,7 @@ fn weights(l: &Listener) -> Vec<(String, f64)> {
 }
 
 fn share(l: &Listener, owner: Slot) -> f64 {
-    l.slots().iter().filter(|&&s| s == owner).count() as f64 / l.slots().len() as f64
+    l.slots().iter().filter(|&s| s == owner).count() as f64 / l.slots().len() as f64
 }
 
 #[track_caller]

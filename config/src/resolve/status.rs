@@ -14,12 +14,16 @@ use std::collections::{BTreeMap, HashSet};
 
 use super::attach::Attachments;
 use super::gateways::{GatewayView, ListenerView};
+use super::policy::SLOTS_PER_BACKEND;
+use super::Reason;
 use super::{ConditionType, Diagnostic, Index, RouteId, CONTROLLER_NAME};
 use crate::pools::ClassType;
 use crate::resources::{
     GatewayClass, ObjectMeta, ParentReference, PolicyTargetReference, Resources, Route,
     TrafficPolicy, GATEWAY_GROUP,
 };
+use crate::schema::{MAX_TABLE_SIZE, MIN_TABLE_SIZE};
+use crate::snapshot::SlotTableSize;
 use crate::status::{
     Condition, ConditionStatus, GatewayClassStatus, GatewayStatus, GatewayStatusAddress,
     ListenerStatus, ObjectReference, ObjectStatus, PolicyAncestorStatus, PolicyStatus,
@@ -210,6 +214,56 @@ fn replace(conditions: &mut [Condition], new: Condition) {
 fn is_true(conditions: &[Condition], condition_type: ConditionType) -> bool {
     crate::status::condition(conditions, &format!("{condition_type:?}"))
         .is_some_and(|c| c.status == ConditionStatus::True)
+}
+
+// ----------------------------------------------------------- TableTooSmall
+
+/// `Degraded=True TableTooSmall` on a Gateway listener whose Maglev table
+/// gives its `backends` fewer than `SLOTS_PER_BACKEND` slots each, whether
+/// the size is the default or a TrafficPolicy's (`policy`): Maglev then
+/// moves more of the other backends' flows on every backend change and
+/// shares follow weights less closely. The table is still used. The
+/// message names the size that would be enough: the smallest prime a
+/// TrafficPolicy may set that gives each backend its slots, or the
+/// largest one when none does.
+pub(super) fn table_too_small(
+    gateway: &crate::resources::Gateway,
+    listener: &str,
+    size: SlotTableSize,
+    policy: Option<&ObjectMeta>,
+    backends: usize,
+) -> Option<Diagnostic> {
+    let wanted = backends.saturating_mul(SLOTS_PER_BACKEND);
+    if backends == 0 || size.get() >= wanted {
+        return None;
+    }
+    let max = MAX_TABLE_SIZE as usize;
+    let enough =
+        (wanted.max(MIN_TABLE_SIZE as usize)..=max).find(|&n| crate::maglev::is_prime(n as u64));
+    let set_by = match policy {
+        Some(meta) => format!("set by TrafficPolicy {}/{}", meta.namespace, meta.name),
+        None => "the default".to_owned(),
+    };
+    let advice = match enough {
+        Some(enough) => format!("a spec.maglev.tableSize of {enough} would be enough"),
+        None => format!(
+            "even the largest spec.maglev.tableSize, {max}, gives each about {} slots",
+            max / backends
+        ),
+    };
+    Some(
+        Diagnostic::about_gateway(
+            gateway,
+            Reason::TableTooSmall,
+            format!(
+                "the Maglev table has {} slots ({set_by}) for {backends} backends, fewer than \
+                 {SLOTS_PER_BACKEND} each, so a backend change moves more of the other \
+                 backends' flows; {advice}",
+                size.get()
+            ),
+        )
+        .on_listener(listener),
+    )
 }
 
 // ------------------------------------------------------------ GatewayClass

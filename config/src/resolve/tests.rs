@@ -125,7 +125,7 @@ fn has(res: &Resolution, resource: &str, reason: Reason) -> bool {
 }
 
 fn slot_count(l: &Listener, owner: Slot) -> usize {
-    l.slots().iter().filter(|&&s| s == owner).count()
+    l.slots().iter().filter(|&s| s == owner).count()
 }
 
 fn assert_share(l: &Listener, owner: Slot, share: f64) {
@@ -248,7 +248,7 @@ fn listener_without_route_refuses_all_traffic() {
     assert_eq!(tcp.route(), "");
     assert!(tcp.groups().is_empty());
     assert_eq!(tcp.slots().len(), SLOT_TABLE_SIZE);
-    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(tcp.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 #[test]
@@ -536,7 +536,7 @@ fn route_without_grant_is_ref_not_permitted() {
     let tcp = listener(&res, "lb/edge/tcp");
     assert_eq!(tcp.groups()[0].service, "app/web");
     assert!(tcp.backends().is_empty());
-    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(tcp.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 /// ReferenceGrant `g` in `ns` with one `from` and one `to` entry, each a
@@ -1002,7 +1002,7 @@ fn all_zero_weights_refuse_all_traffic() {
     let res = compile(&[CLASS, &edge(), &r, &web("lb", "a", &["10.1.0.1"])]);
     let tcp = listener(&res, "lb/edge/tcp");
     assert_eq!(tcp.backends().len(), 1);
-    assert!(tcp.slots().iter().all(|&s| s == Slot::Unavailable));
+    assert!(tcp.slots().iter().all(|s| s == Slot::Unavailable));
 }
 
 // ------------------------------------------------- conflicts, determinism
@@ -1382,7 +1382,7 @@ fn traffic_policy_example_sets_4093_on_tcp_echo_and_leaves_udp_echo_at_65537() {
     let tcp = listener(&res, "demo/edge/tcp-echo");
     assert_eq!(tcp.slots().len(), 4093);
     assert_eq!(endpoints(tcp), ["198.18.2.21:8080", "198.18.2.22:8080"]);
-    assert!(tcp.slots().iter().all(|&s| s != Slot::Unavailable));
+    assert!(tcp.slots().iter().all(|s| s != Slot::Unavailable));
     assert_eq!(listener(&res, "demo/edge/udp-echo").slots().len(), 65_537);
 }
 
@@ -1859,7 +1859,7 @@ fn the_maglev_seed_changes_the_table_but_not_the_shares() {
         let res = checked(crate::resolve::resolve_with(&resources, 1, &options));
         listener(&res, "demo/edge/tcp-echo").slots().clone()
     };
-    let share = |slots: &[Slot]| slots.iter().filter(|&&s| s == Slot::Backend(0)).count();
+    let share = |slots: &SlotTable| slots.iter().filter(|&s| s == Slot::Backend(0)).count();
     let (default, again, other) = (table(0), table(0), table(0x5eed));
     assert_eq!(default, again, "same seed, same table");
     assert_ne!(default, other, "another seed, another table");

@@ -117,6 +117,10 @@ pub enum ListenerError {
         endpoint: Endpoint,
         weight: f64,
     },
+    #[error(
+        "listener {listener}: {slots} slots given beside a built table; a listener has one table"
+    )]
+    TwoTables { listener: String, slots: usize },
     #[error("listener {listener}: {weights} effective weights given for {backends} backends")]
     WeightCount {
         listener: String,
@@ -168,52 +172,47 @@ pub struct Listener {
 }
 
 impl Listener {
-    pub fn new(parts: ListenerParts) -> Result<Self, ListenerError> {
-        let ListenerParts {
-            name,
-            route,
-            address,
-            port,
-            listener_port,
-            protocol,
-            groups,
-            backends,
-            slots,
-            affinity,
-        } = parts;
-        let listener = || name.to_string();
-        let slots = SlotTable::new(slots).map_err(|error| match error {
-            SlotTableError::Empty => ListenerError::EmptySlotTable {
-                listener: listener(),
-            },
-            SlotTableError::NotPrime { len } => ListenerError::SlotTableNotPrime {
-                listener: listener(),
-                len,
-            },
-        })?;
-        for backend in &backends {
-            if backend.group as usize >= groups.len() {
-                return Err(ListenerError::GroupOutOfRange {
+    pub fn new(mut parts: ListenerParts) -> Result<Self, ListenerError> {
+        let listener = || parts.name.to_string();
+        let slots =
+            SlotTable::new(std::mem::take(&mut parts.slots)).map_err(|error| match error {
+                SlotTableError::Empty => ListenerError::EmptySlotTable {
                     listener: listener(),
-                    endpoint: backend.endpoint,
-                    group: backend.group,
-                    groups: groups.len(),
-                });
-            }
-            if backend.endpoint.address.is_ipv4() != address.is_ipv4() {
-                return Err(ListenerError::MixedFamilies {
+                },
+                SlotTableError::NotPrime { len } => ListenerError::SlotTableNotPrime {
                     listener: listener(),
-                    endpoint: backend.endpoint,
-                    vip: address,
-                });
-            }
-            check_weight(&name, backend)?;
+                    len,
+                },
+                SlotTableError::BackendOutOfRange { slot, backend } => {
+                    ListenerError::SlotOutOfRange {
+                        listener: listener(),
+                        slot,
+                        backend,
+                        backends: parts.backends.len(),
+                    }
+                }
+            })?;
+        Self::with_table(parts, slots)
+    }
+
+    /// `new` with a table built beforehand, typically by `SlotTable::maglev`
+    /// over these parts' groups and backends, so that listeners and
+    /// snapshots share it instead of each holding a copy. `parts.slots`
+    /// must be empty: the table is `slots`.
+    pub fn with_table(parts: ListenerParts, slots: SlotTable) -> Result<Self, ListenerError> {
+        let listener = || parts.name.to_string();
+        if !parts.slots.is_empty() {
+            return Err(ListenerError::TwoTables {
+                listener: listener(),
+                slots: parts.slots.len(),
+            });
         }
+        check_parts(&parts)?;
         let stray = slots
             .iter()
             .enumerate()
-            .find_map(|(slot, owner)| match *owner {
-                Slot::Backend(backend) if backend as usize >= backends.len() => {
+            .find_map(|(slot, owner)| match owner {
+                Slot::Backend(backend) if backend as usize >= parts.backends.len() => {
                     Some((slot, backend))
                 }
                 _ => None,
@@ -223,10 +222,28 @@ impl Listener {
                 listener: listener(),
                 slot,
                 backend,
-                backends: backends.len(),
+                backends: parts.backends.len(),
             });
         }
-        Ok(Self {
+        Ok(Self::assemble(parts, slots))
+    }
+
+    /// The listener of parts `check_parts` accepted and a table whose
+    /// slots name their backends; `ListenerPlan` builds through it.
+    pub(super) fn assemble(parts: ListenerParts, slots: SlotTable) -> Self {
+        let ListenerParts {
+            name,
+            route,
+            address,
+            port,
+            listener_port,
+            protocol,
+            groups,
+            backends,
+            slots: _,
+            affinity,
+        } = parts;
+        Self {
             name,
             route,
             address,
@@ -237,7 +254,7 @@ impl Listener {
             backends,
             slots,
             affinity,
-        })
+        }
     }
 
     /// The parts again, to build a changed listener through `new`.
@@ -251,7 +268,7 @@ impl Listener {
             protocol: self.protocol,
             groups: self.groups,
             backends: self.backends,
-            slots: self.slots.into_vec(),
+            slots: self.slots.to_vec(),
             affinity: self.affinity,
         }
     }
@@ -260,7 +277,8 @@ impl Listener {
     /// `weights[i]` and its Maglev table (same size) rebuilt with
     /// `maglev_seed`: how a drain takes a backend out of new-flow selection
     /// without touching the rest. The backends and groups stay, so every
-    /// slot still names one of them.
+    /// slot still names one of them. Weights a listener has had before
+    /// (an undrain) get back the table still alive for them.
     pub fn with_effective_weights(
         &self,
         weights: &[f64],
@@ -371,6 +389,32 @@ fn family(address: IpAddr) -> &'static str {
         IpAddr::V4(_) => "IPv4",
         IpAddr::V6(_) => "IPv6",
     }
+}
+
+/// Every invariant of `parts` but the table's: each backend's backendRef
+/// exists, its family is the VIP's and its weight is finite and not
+/// negative.
+pub(super) fn check_parts(parts: &ListenerParts) -> Result<(), ListenerError> {
+    let listener = || parts.name.to_string();
+    for backend in &parts.backends {
+        if backend.group as usize >= parts.groups.len() {
+            return Err(ListenerError::GroupOutOfRange {
+                listener: listener(),
+                endpoint: backend.endpoint,
+                group: backend.group,
+                groups: parts.groups.len(),
+            });
+        }
+        if backend.endpoint.address.is_ipv4() != parts.address.is_ipv4() {
+            return Err(ListenerError::MixedFamilies {
+                listener: listener(),
+                endpoint: backend.endpoint,
+                vip: parts.address,
+            });
+        }
+        check_weight(&parts.name, backend)?;
+    }
+    Ok(())
 }
 
 fn check_weight(name: &ListenerName, backend: &Backend) -> Result<(), ListenerError> {
@@ -515,7 +559,7 @@ mod tests {
         let listener = Listener::new(parts()).unwrap();
         let drained = listener.with_effective_weights(&[0.0, 1.0], 7).unwrap();
         assert_eq!(drained.slots().size().get(), 3);
-        assert!(drained.slots().iter().all(|&s| s == Slot::Backend(1)));
+        assert!(drained.slots().iter().all(|s| s == Slot::Backend(1)));
         assert_eq!(drained.backends()[0].effective_weight, 0.0);
         assert_eq!(
             (drained.name(), drained.key()),

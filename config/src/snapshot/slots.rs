@@ -2,13 +2,20 @@
 //! flow's hash, filled off the hot path by Maglev (`crate::maglev`) so that
 //! a backend coming or going moves few flows of the others. It owns the
 //! table's invariant, a prime number of slots (Maglev's permutations need
-//! one, and a prime is never 0, so `hash % len` cannot divide by zero), and
-//! the one lookup the hot path makes. It never knows listeners or
-//! snapshots: which backend a slot names is checked by `Listener`.
+//! one, and a prime is never 0, so `hash % len` cannot divide by zero), its
+//! compact form (two bytes a slot while a listener has fewer than 65,535
+//! backends, four beyond), and the one lookup the hot path makes. A table
+//! is immutable and shared: cloning one, as every snapshot built from
+//! another does, copies a pointer, and Maglev tables are interned by what
+//! fills them (`tables`), so listeners whose backends hash alike share one.
+//! It never knows listeners or snapshots: which backend a slot names is
+//! checked by `Listener`.
 
-use std::ops::Deref;
+use std::fmt;
+use std::sync::Arc;
 
 use super::backend::{Backend, BackendGroup};
+use super::tables::{self, Repr, TableKey};
 use crate::maglev::{self, MaglevEntry};
 
 /// Entries in every listener's slot table unless a TrafficPolicy sets
@@ -33,6 +40,11 @@ pub enum SlotTableError {
     Empty,
     #[error("a slot table of {len} slots: Maglev needs a prime number of slots")]
     NotPrime { len: usize },
+    /// `u32::MAX` is the compact form's mark of an unavailable slot.
+    #[error(
+        "slot {slot} names backend {backend}: a slot table indexes fewer than 4294967295 backends"
+    )]
+    BackendOutOfRange { slot: usize, backend: u32 },
 }
 
 /// A number of slots a table may have: prime, hence at least 2.
@@ -58,16 +70,46 @@ impl SlotTableSize {
 }
 
 /// A listener's hash-indexed slot owners; never empty, of prime length.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(transparent)]
-pub struct SlotTable(Box<[Slot]>);
+/// Each slot holds its backend's index, `MAX` for `Slot::Unavailable`;
+/// the narrow form serves every listener with fewer than 65,535 backends.
+/// The forms are private so that no table is built without the checks of
+/// `new` or the sizes of `maglev`.
+#[derive(Clone)]
+pub struct SlotTable(Repr);
 
 impl SlotTable {
     /// A table as given, e.g. by a test or a benchmark that wants a known
     /// layout; `maglev` builds the ones resolution serves.
     pub fn new(slots: Vec<Slot>) -> Result<Self, SlotTableError> {
         SlotTableSize::new(slots.len())?;
-        Ok(Self(slots.into_boxed_slice()))
+        if let Some((slot, backend)) = slots.iter().enumerate().find_map(|(i, s)| match *s {
+            Slot::Backend(b) if b == u32::MAX => Some((i, b)),
+            _ => None,
+        }) {
+            return Err(SlotTableError::BackendOutOfRange { slot, backend });
+        }
+        Ok(Self::compact(slots.iter().copied()))
+    }
+
+    /// `slots` in the narrowest form that holds every index; no index is
+    /// `u32::MAX` (the callers make sure).
+    fn compact(slots: impl ExactSizeIterator<Item = Slot> + Clone) -> Self {
+        let narrow = slots.clone().all(|s| match s {
+            Slot::Backend(b) => b < u32::from(u16::MAX),
+            Slot::Unavailable => true,
+        });
+        if narrow {
+            Self(Repr::Narrow(
+                slots
+                    .map(|s| match s {
+                        Slot::Backend(b) => b as u16,
+                        Slot::Unavailable => u16::MAX,
+                    })
+                    .collect(),
+            ))
+        } else {
+            Self(Repr::Wide(slots.map(raw).collect()))
+        }
     }
 
     /// Fills a table of `size` slots with Maglev. Owners are the backends
@@ -79,6 +121,11 @@ impl SlotTable {
     /// `seed` (`Options::maglev_seed`) must be the same on every LB node:
     /// the same config and seed build the same table everywhere, so a flow
     /// lands on the same backend whichever node receives it.
+    ///
+    /// The table is a function of these inputs alone, so one that is
+    /// still alive for the same inputs (another listener's, the running
+    /// snapshot's) is handed out instead of a copy; `SlotTable::ptr_eq`
+    /// tells the two apart.
     pub fn maglev(
         groups: &[BackendGroup],
         backends: &[Backend],
@@ -102,18 +149,21 @@ impl SlotTable {
                 ));
             }
         }
-        // `maglev::build` returns exactly `size` owners, each an index into
-        // `entries`, so the table keeps the size's invariant.
-        Self(
-            maglev::build(&entries, size.get(), seed)
-                .into_iter()
-                .map(|owner| {
-                    owner
-                        .and_then(|i| owners.get(i as usize).copied())
-                        .unwrap_or(Slot::Unavailable)
-                })
-                .collect(),
-        )
+        let raw: Vec<u32> = owners.iter().map(|&owner| raw(owner)).collect();
+        let key = TableKey::new(&entries, &raw, size.get(), seed);
+        Self(tables::intern(key, || {
+            // `maglev::build` returns exactly `size` owners, each an index
+            // into `entries`, so the table keeps the size's invariant; a
+            // listener has fewer than `u32::MAX` backends (each is at least
+            // an endpoint in memory), so no index is the unavailable mark.
+            let built = maglev::build(&entries, size.get(), seed);
+            Self::compact(built.iter().map(|owner| {
+                owner
+                    .and_then(|i| owners.get(i as usize).copied())
+                    .unwrap_or(Slot::Unavailable)
+            }))
+            .0
+        }))
     }
 
     /// The slot a flow hashed to `hash` lands in, and its owner: the only
@@ -121,37 +171,154 @@ impl SlotTable {
     /// cannot fault, and it is below the length, so the index is in bounds.
     #[inline]
     pub fn slot_of(&self, hash: u32) -> (usize, Slot) {
-        let index = hash as usize % self.0.len();
-        (index, self.0[index])
+        match &self.0 {
+            Repr::Narrow(slots) => {
+                let index = hash as usize % slots.len();
+                (index, narrow(slots[index]))
+            }
+            Repr::Wide(slots) => {
+                let index = hash as usize % slots.len();
+                (index, wide(slots[index]))
+            }
+        }
     }
 
     pub fn size(&self) -> SlotTableSize {
-        SlotTableSize(self.0.len())
+        SlotTableSize(self.len())
     }
 
-    pub fn as_slice(&self) -> &[Slot] {
-        &self.0
+    /// Never 0.
+    pub fn len(&self) -> usize {
+        match &self.0 {
+            Repr::Narrow(slots) => slots.len(),
+            Repr::Wide(slots) => slots.len(),
+        }
     }
 
-    pub fn into_vec(self) -> Vec<Slot> {
-        self.0.into_vec()
+    /// Never true; here because `len` is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The owner of slot `index`, if the table has one.
+    pub fn get(&self, index: usize) -> Option<Slot> {
+        match &self.0 {
+            Repr::Narrow(slots) => slots.get(index).copied().map(narrow),
+            Repr::Wide(slots) => slots.get(index).copied().map(wide),
+        }
+    }
+
+    /// Every slot's owner, in slot order.
+    pub fn iter(&self) -> SlotIter<'_> {
+        SlotIter {
+            table: self,
+            next: 0,
+        }
+    }
+
+    pub fn contains(&self, owner: Slot) -> bool {
+        self.iter().any(|s| s == owner)
+    }
+
+    pub fn to_vec(&self) -> Vec<Slot> {
+        self.iter().collect()
+    }
+
+    /// Whether `a` and `b` are one table in memory, not two equal ones.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        match (&a.0, &b.0) {
+            (Repr::Narrow(a), Repr::Narrow(b)) => Arc::ptr_eq(a, b),
+            (Repr::Wide(a), Repr::Wide(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Bytes of the slots themselves (the form's width times the size),
+    /// counted once however many listeners share the table.
+    pub fn heap_bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Narrow(slots) => std::mem::size_of_val(&**slots),
+            Repr::Wide(slots) => std::mem::size_of_val(&**slots),
+        }
     }
 }
 
-impl Deref for SlotTable {
-    type Target = [Slot];
-
-    fn deref(&self) -> &[Slot] {
-        &self.0
+/// `slot` as the wide form stores it.
+fn raw(slot: Slot) -> u32 {
+    match slot {
+        Slot::Backend(b) => b,
+        Slot::Unavailable => u32::MAX,
     }
 }
+
+#[inline]
+fn narrow(raw: u16) -> Slot {
+    if raw == u16::MAX {
+        Slot::Unavailable
+    } else {
+        Slot::Backend(u32::from(raw))
+    }
+}
+
+#[inline]
+fn wide(raw: u32) -> Slot {
+    if raw == u32::MAX {
+        Slot::Unavailable
+    } else {
+        Slot::Backend(raw)
+    }
+}
+
+impl PartialEq for SlotTable {
+    fn eq(&self, other: &Self) -> bool {
+        Self::ptr_eq(self, other) || (self.len() == other.len() && self.iter().eq(other.iter()))
+    }
+}
+
+impl Eq for SlotTable {}
+
+impl fmt::Debug for SlotTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl serde::Serialize for SlotTable {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+/// The owners of a table's slots, in order (`SlotTable::iter`).
+#[derive(Debug, Clone)]
+pub struct SlotIter<'t> {
+    table: &'t SlotTable,
+    next: usize,
+}
+
+impl Iterator for SlotIter<'_> {
+    type Item = Slot;
+
+    fn next(&mut self) -> Option<Slot> {
+        let slot = self.table.get(self.next)?;
+        self.next += 1;
+        Some(slot)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.table.len().saturating_sub(self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for SlotIter<'_> {}
 
 impl<'a> IntoIterator for &'a SlotTable {
-    type Item = &'a Slot;
-    type IntoIter = std::slice::Iter<'a, Slot>;
+    type Item = Slot;
+    type IntoIter = SlotIter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 
@@ -185,8 +352,8 @@ mod tests {
         }
     }
 
-    fn count(slots: &[Slot], owner: Slot) -> usize {
-        slots.iter().filter(|&&s| s == owner).count()
+    fn count(slots: &SlotTable, owner: Slot) -> usize {
+        slots.iter().filter(|&s| s == owner).count()
     }
 
     #[test]
@@ -215,10 +382,71 @@ mod tests {
     }
 
     #[test]
+    fn a_table_takes_two_bytes_a_slot_below_65535_backends_and_four_above() {
+        let narrow = SlotTable::new(vec![
+            Slot::Backend(65_534),
+            Slot::Unavailable,
+            Slot::Backend(0),
+        ])
+        .unwrap();
+        assert_eq!(narrow.heap_bytes(), 3 * 2);
+        assert_eq!(
+            narrow.to_vec(),
+            [Slot::Backend(65_534), Slot::Unavailable, Slot::Backend(0)]
+        );
+        let wide = SlotTable::new(vec![
+            Slot::Backend(65_535),
+            Slot::Unavailable,
+            Slot::Backend(7),
+        ])
+        .unwrap();
+        assert_eq!(wide.heap_bytes(), 3 * 4);
+        assert_eq!(wide.slot_of(1), (1, Slot::Unavailable));
+        assert_eq!(wide.slot_of(3), (0, Slot::Backend(65_535)));
+        assert_eq!(
+            SlotTable::new(vec![Slot::Backend(u32::MAX), Slot::Unavailable]),
+            Err(SlotTableError::BackendOutOfRange {
+                slot: 0,
+                backend: u32::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn equal_inputs_share_one_table_and_others_do_not() {
+        // A seed no other test uses, so the first build here is a build.
+        let seed = 0x5eed_0001;
+        let groups = [group(1, &["10.9.0.1", "10.9.0.2"])];
+        let backends = flatten(&groups);
+        let a = build_slots(&groups, &backends, 251, seed);
+        let b = build_slots(&groups, &backends, 251, seed);
+        assert!(SlotTable::ptr_eq(&a, &b));
+        let other_size = build_slots(&groups, &backends, 257, seed);
+        let other_seed = build_slots(&groups, &backends, 251, seed + 1);
+        let fewer = [group(1, &["10.9.0.1"])];
+        let other_backends = build_slots(&fewer, &flatten(&fewer), 251, seed);
+        for other in [&other_size, &other_seed, &other_backends] {
+            assert!(!SlotTable::ptr_eq(&a, other));
+        }
+        // A clone is the same table, not a copy.
+        assert!(SlotTable::ptr_eq(&a, &a.clone()));
+    }
+
+    #[test]
+    fn a_table_nobody_holds_is_built_again_equal() {
+        let seed = 0x5eed_0002;
+        let groups = [group(3, &["10.9.1.1", "10.9.1.2", "10.9.1.3"])];
+        let backends = flatten(&groups);
+        let first = build_slots(&groups, &backends, 1009, seed).to_vec();
+        let again = build_slots(&groups, &backends, 1009, seed);
+        assert_eq!(again.to_vec(), first);
+    }
+
+    #[test]
     fn no_groups_means_every_slot_refuses() {
         let slots = build_slots(&[], &[], SLOT_TABLE_SIZE, 0);
         assert_eq!(slots.len(), SLOT_TABLE_SIZE);
-        assert!(slots.iter().all(|&s| s == Slot::Unavailable));
+        assert!(slots.iter().all(|s| s == Slot::Unavailable));
     }
 
     #[test]
@@ -226,7 +454,7 @@ mod tests {
         let groups = [group(0, &["10.0.0.1"])];
         let backends = flatten(&groups);
         let slots = build_slots(&groups, &backends, SLOT_TABLE_SIZE, 0);
-        assert!(slots.iter().all(|&s| s == Slot::Unavailable));
+        assert!(slots.iter().all(|s| s == Slot::Unavailable));
     }
 
     #[test]
@@ -257,8 +485,8 @@ mod tests {
             .iter()
             .zip(&as_)
             .filter(|(b, a)| {
-                let b = endpoint(&bb, **b);
-                b != Some(removed) && b != endpoint(&ab, **a)
+                let b = endpoint(&bb, *b);
+                b != Some(removed) && b != endpoint(&ab, *a)
             })
             .count();
         assert!(moved * 100 <= SLOT_TABLE_SIZE, "{moved} moved");
@@ -271,7 +499,7 @@ mod tests {
         for size in [251, 4093, 1_048_573] {
             let slots = build_slots(&groups, &backends, size, 0);
             assert_eq!(slots.len(), size);
-            assert!(slots.iter().all(|&s| s != Slot::Unavailable));
+            assert!(slots.iter().all(|s| s != Slot::Unavailable));
         }
         assert_eq!(build_slots(&[], &[], 251, 0).len(), 251);
     }

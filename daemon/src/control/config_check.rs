@@ -24,16 +24,7 @@ struct Compiled {
 /// steps, so a file that passes here is one a reload accepts (unless the
 /// XDP maps cannot hold it).
 fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled, String> {
-    if candidate.contents.len() > MAX_CANDIDATE_CONFIG_BYTES {
-        return Err(format!(
-            "{}: {} bytes, more than the {} a check accepts",
-            candidate.file,
-            candidate.contents.len(),
-            MAX_CANDIDATE_CONFIG_BYTES
-        ));
-    }
-    let resources = switchyard_config::load_str(&candidate.file, &candidate.contents)
-        .map_err(|err| with_sources(&err))?;
+    let resources = load(candidate)?;
     let generation = state.config.load().generation() + 1;
     let resolution =
         switchyard_config::resolve_with(&resources, generation, &state.resolve_options);
@@ -54,6 +45,20 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
             .map(ToString::to_string)
             .collect(),
     })
+}
+
+/// The candidate's resources, as a reload would load them.
+fn load(candidate: &CandidateConfig) -> Result<switchyard_config::Resources, String> {
+    if candidate.contents.len() > MAX_CANDIDATE_CONFIG_BYTES {
+        return Err(format!(
+            "{}: {} bytes, more than the {} a check accepts",
+            candidate.file,
+            candidate.contents.len(),
+            MAX_CANDIDATE_CONFIG_BYTES
+        ));
+    }
+    switchyard_config::load_str(&candidate.file, &candidate.contents)
+        .map_err(|err| with_sources(&err))
 }
 
 /// `err: source: source…`, as the daemon logs a refused reload.
@@ -122,17 +127,29 @@ pub(super) fn diff(
     state: &ControlState,
     candidate: &CandidateConfig,
 ) -> Result<ConfigDiffReport, String> {
-    let compiled = {
-        let _compiling = one_at_a_time()?;
-        compile(state, candidate)
-            .map_err(|message| format!("cannot diff a config a reload would refuse: {message}"))?
-    };
+    // Held through the comparison too: it builds the candidate's tables.
+    let _compiling = one_at_a_time()?;
+    let refused =
+        |message: String| format!("cannot diff a config a reload would refuse: {message}");
+    let resources = load(candidate).map_err(refused)?;
     let running = state.config.load_full();
+    // Planned, not built: `diff_plan` builds each listener's table as it
+    // compares it, so the candidate's tables are never all in memory.
+    let planned =
+        switchyard_config::plan_with(&resources, running.generation() + 1, &state.resolve_options);
+    drop(resources);
     let flows = inventory::active_flows(state)?;
+    let drains = state.drains.drains();
+    let listeners = config_diff::diff_plan(&running, &planned.plan, &drains, &flows)
+        .map_err(|err| refused(err.to_string()))?;
     Ok(ConfigDiffReport {
         file: candidate.file.clone(),
         running_generation: running.generation(),
-        listeners: config_diff::diff(&running, &compiled.snapshot, &state.drains.drains(), &flows),
-        diagnostics: compiled.diagnostics,
+        listeners,
+        diagnostics: planned
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     })
 }

@@ -63,7 +63,7 @@ pub fn backends_report(
         let mut slots = vec![0usize; l.backends().len()];
         for slot in l.slots() {
             if let Slot::Backend(b) = slot {
-                if let Some(count) = slots.get_mut(*b as usize) {
+                if let Some(count) = slots.get_mut(b as usize) {
                     *count += 1;
                 }
             }

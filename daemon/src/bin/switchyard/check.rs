@@ -280,7 +280,7 @@ fn maglev(listener: &Listener, output: Output) -> Result<()> {
     let table: Vec<String> = listener
         .slots()
         .iter()
-        .map(|&s| owner(listener, s))
+        .map(|s| owner(listener, s))
         .collect();
     for owner in &table {
         *counts.entry(owner.clone()).or_default() += 1;
