@@ -1,13 +1,15 @@
 //! The soak (`make soak`, ignored by `make test`): mixed TCP and UDP traffic
 //! through the VIP for SOAK_SECONDS (default 600) while the config file is
-//! rewritten over and over (a backend removed and added back; invalid,
-//! truncated and empty files), backends are drained and undrained, and
+//! rewritten over and over (a backend removed and added back; invalid and
+//! empty files; a file written in two parts with a pause between), backends
+//! are drained and undrained, and
 //! `yardctl` asks every read-only question it has, one after another.
 //!
 //! It passes when, at the end: the daemon still runs, logged no panic and
 //! stops cleanly; no connection to a backend that never left the config was
-//! reset or lost an echo, and no flow changed backend; every invalid,
-//! truncated or empty file was refused with the running config kept; every
+//! reset or lost an echo, and no flow changed backend; every invalid or
+//! empty file was refused with the running config kept, and a half-written
+//! file was never read as the config; every
 //! `yardctl` call succeeded; and the daemon's resident memory and open
 //! descriptors stayed within [`RSS_GROWTH_BOUND`] and [`FD_GROWTH_BOUND`]
 //! of what they were once every kind of change had happened once.
@@ -437,6 +439,38 @@ impl Churn<'_> {
         )
     }
 
+    /// Writes `contents` in place in two parts, the file left open between
+    /// them for `STEP_PAUSE` (longer than the daemon's settle time), and
+    /// expects one new generation of the whole file and no refusal; a
+    /// refusal or a generation between the parts means the half-written
+    /// file was read as the config.
+    fn write_slowly(&mut self, contents: &str) -> Result<()> {
+        let (generation, refused) = self.current()?;
+        let cut = contents.len() * 2 / 3;
+        let cut = (cut..contents.len())
+            .find(|&i| contents.is_char_boundary(i))
+            .unwrap_or(cut);
+        let written = Instant::now();
+        let mut file = std::fs::File::create(self.path)?;
+        file.write_all(&contents.as_bytes()[..cut])?;
+        file.flush()?;
+        // The slow writer's pause, not a wait for readiness.
+        thread::sleep(STEP_PAUSE);
+        let status = self.daemon.config_status()?;
+        if status.generation > generation || status.failed_reloads > refused {
+            Timeline::open(&self.timeline.bad_config_applied, written);
+            self.wrongly_applied.push(format!(
+                "the half-written file was read as the config (generation {}, refused {}): {:?}",
+                status.generation, status.failed_reloads, status.last_error
+            ));
+        }
+        file.write_all(&contents.as_bytes()[cut..])?;
+        drop(file);
+        let result = self.wait_applied(generation, refused);
+        Timeline::close(&self.timeline.bad_config_applied);
+        result
+    }
+
     /// Writes `contents` (in place, as an editor does, when `in_place`)
     /// and expects it refused with the running config kept. A bad file the
     /// daemon applies is recorded, and the valid config written back.
@@ -495,7 +529,6 @@ impl Churn<'_> {
     fn round(&mut self) -> Result<()> {
         let be1 = format!("{}:{TCP_TARGET_PORT}", self.spec.listeners[0].backends[0]);
         let be2 = format!("{}:{TCP_TARGET_PORT}", self.spec.listeners[0].backends[1]);
-        let valid = config_text(&self.spec, Backends::Both, self.serial);
 
         self.yardctl(&["drain", &be1])?;
         self.count("drain");
@@ -522,15 +555,13 @@ impl Churn<'_> {
         self.count("backend added");
         thread::sleep(STEP_PAUSE);
 
-        // Cut inside the second half, mid-line: what a reader sees while a
-        // writer is half-way.
-        let cut = valid.len() * 2 / 3;
-        let cut = (cut..valid.len())
-            .find(|&i| valid.is_char_boundary(i))
-            .unwrap_or(cut);
-        self.write_bad("truncated", &valid[..cut], true)?;
-        self.count("truncated file");
-        self.write_valid(Backends::Both)?;
+        // A writer half-way, pausing mid-line longer than the daemon's
+        // settle time: the half-written file must never be read as the
+        // config, only the whole one once it is closed.
+        self.serial += 1;
+        let next = config_text(&self.spec, Backends::Both, self.serial);
+        self.write_slowly(&next)?;
+        self.count("half-written file");
         thread::sleep(STEP_PAUSE);
 
         self.yardctl(&[
