@@ -21,6 +21,8 @@ use serde::de::{self, Deserializer as _, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
+use crate::depth::{self, MAX_DEPTH};
+use crate::read::{read_file, ReadError};
 use crate::resources::{AddressPool, GatewayClassConfig};
 use crate::resources::{
     EndpointSelector, EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, Pod,
@@ -33,13 +35,19 @@ use crate::schema::{self, Checked};
 /// 1-based line in the original file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The I/O error is the source, not part of the message, so that a
-    /// printer walking the chain says it once.
-    #[error("{file}: cannot read")]
-    Read {
+    /// The file could not be read, or is not a file to read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Refused before parsing: a YAML parser spends time quadratic in
+    /// the nesting depth, so depth is bounded on the raw text.
+    #[error(
+        "{file}:{line}: nested deeper than {limit} levels (indented blocks and [ {{ brackets \
+         count alike); no Kubernetes object needs that many"
+    )]
+    TooDeep {
         file: String,
-        #[source]
-        source: std::io::Error,
+        line: usize,
+        limit: usize,
     },
     /// Not YAML, or a document that is not an object.
     #[error("{file}:{line}: {message}")]
@@ -85,8 +93,9 @@ impl LoadError {
     /// The 1-based line the error points at, if it points into the file.
     pub fn line(&self) -> Option<usize> {
         match self {
-            Self::Read { .. } => None,
-            Self::Yaml { line, .. }
+            Self::Read(_) => None,
+            Self::TooDeep { line, .. }
+            | Self::Yaml { line, .. }
             | Self::MissingType { line, .. }
             | Self::UnsupportedVersion { line, .. }
             | Self::Invalid { line, .. }
@@ -96,7 +105,8 @@ impl LoadError {
 
     pub fn file(&self) -> &str {
         match self {
-            Self::Read { file, .. }
+            Self::Read(e) => e.file(),
+            Self::TooDeep { file, .. }
             | Self::Yaml { file, .. }
             | Self::MissingType { file, .. }
             | Self::UnsupportedVersion { file, .. }
@@ -126,20 +136,24 @@ impl fmt::Display for ObjectRef {
     }
 }
 
-/// Reads and loads one file; errors name it as given.
+/// Reads and loads one file; errors name it as given. Only a regular
+/// file of at most `MAX_FILE_BYTES` is read (see `read_file`).
 pub fn load_file(path: impl AsRef<Path>) -> Result<Resources, LoadError> {
     let path = path.as_ref();
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        file: file.clone(),
-        source,
-    })?;
-    load_str(&file, &text)
+    let text = read_file(path)?;
+    load_str(&path.display().to_string(), &text)
 }
 
 /// Loads YAML text; `name` is what errors call the file.
 pub fn load_str(name: &str, text: &str) -> Result<Resources, LoadError> {
     let file = name;
+    if let Some(line) = depth::too_deep(text, MAX_DEPTH) {
+        return Err(LoadError::TooDeep {
+            file: file.to_owned(),
+            line,
+            limit: MAX_DEPTH,
+        });
+    }
     let headers = read_headers(file, text)?;
 
     let mut kinds = Vec::with_capacity(headers.len());
@@ -1040,6 +1054,39 @@ spec:
         assert_eq!(e.to_string(), "/nonexistent/switchyard.yaml: cannot read");
         let source = std::error::Error::source(&e).expect("the I/O error");
         assert!(source.to_string().contains("os error 2"), "{source}");
+        assert_eq!(e.line(), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_at_the_line_that_crosses_the_limit() {
+        // 100k levels once took over a minute to refuse.
+        let deep = format!("{}1{}\n", "{a: ".repeat(100_000), "}".repeat(100_000));
+        let text = format!("{GATEWAY}---\n{deep}");
+        let line = GATEWAY.lines().count() + 2;
+        let e = load_str("t.yaml", &text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "t.yaml:{line}: nested deeper than 100 levels (indented blocks and [ {{ brackets \
+                 count alike); no Kubernetes object needs that many"
+            )
+        );
+        let block: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(
+            load_str("t.yaml", &block).unwrap_err().line(),
+            Some(MAX_DEPTH + 1)
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_as_the_config_is_refused_without_blocking() {
+        let e = load_file("/dev/zero").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: a character device, not a regular file; a config must be a regular file"
+        );
         assert_eq!(e.line(), None);
     }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use switchyard_config::snapshot::Snapshot;
@@ -66,10 +66,8 @@ pub struct Reloader {
 
 /// Reads and compiles `path` as generation `generation`.
 pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compiled> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let sha256: [u8; 32] = Sha256::digest(&bytes).into();
-    let text =
-        String::from_utf8(bytes).map_err(|err| anyhow!("{}: not UTF-8: {err}", path.display()))?;
+    let text = switchyard_config::read_file(path)?;
+    let sha256: [u8; 32] = Sha256::digest(text.as_bytes()).into();
     let resources = switchyard_config::load_str(&path.display().to_string(), &text)?;
     let resolution = switchyard_config::resolve_with(&resources, generation, options);
     Ok(Compiled {
