@@ -8,6 +8,7 @@
 mod backend_kinds;
 mod depth;
 pub mod dns;
+mod excerpt;
 pub mod load;
 pub mod maglev;
 mod meta;

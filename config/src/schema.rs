@@ -15,6 +15,8 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::excerpt::Quoted;
+
 /// Largest `ClientIP` affinity timeout (Kubernetes': 1 day).
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 /// Smallest Maglev table a `TrafficPolicy` may ask for.
@@ -230,6 +232,49 @@ fn checked_name<'de, D: Deserializer<'de>>(
         }
     }
     d.deserialize_str(Name(check))
+}
+
+/// `metadata.name` of most kinds: what the API server's
+/// `IsDNS1123Subdomain` accepts (Gateway API kinds, EndpointSlices, Pods,
+/// Switchyard's own kinds).
+pub(crate) fn object_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        if is_dns_subdomain(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a name is lower-case letters, digits, '-' and '.', starting \
+                 and ending with a letter or digit (RFC 1123 subdomain)",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// `metadata.namespace` (and a Namespace's name): `IsDNS1123Label`.
+pub(crate) fn namespace_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        if is_dns_label(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a namespace is at most 63 lower-case letters, digits and \
+                 '-', starting and ending with a letter or digit (RFC 1123 label)",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// An RFC 1123 label: at most 63 of `a-z`, `0-9` and inner `-`.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
+/// An RFC 1035 label, what a Service's name must be: an RFC 1123 label
+/// that starts with a letter.
+pub(crate) fn is_dns1035_label(s: &str) -> bool {
+    is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
 /// An RFC 1123 subdomain in lower case: dot-separated labels of `a-z`,
