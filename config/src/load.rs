@@ -1438,6 +1438,28 @@ spec:
     }
 
     #[test]
+    fn reference_namespaces_kinds_and_groups_follow_the_crd_patterns() {
+        let route = ROUTE.replace("WEIGHT", "1");
+        let with = |field: &str| {
+            route.replace(
+                "      port: 80\n",
+                &format!("      port: 80\n      {field}\n"),
+            )
+        };
+        let e = err(&with("namespace: \"a\\e[2J\""));
+        assert_eq!(
+            e,
+            "t.yaml:13: TCPRoute \"lb/r\": spec.rules[0].backendRefs[0].namespace: invalid value \"a\\u{1b}[2J\": a namespace is at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit (RFC 1123 label)"
+        );
+        assert!(err(&with("kind: \"Serv ice\""))
+            .contains("backendRefs[0].kind: invalid value \"Serv ice\": a kind is"));
+        assert!(err(&with("group: Apps"))
+            .contains("backendRefs[0].group: invalid value \"Apps\": a group is"));
+        assert!(load_str("t.yaml", &with("group: \"\"")).is_ok());
+        assert!(load_str("t.yaml", &with("namespace: other")).is_ok());
+    }
+
+    #[test]
     fn hostile_inputs_do_not_panic() {
         let deep = "[".repeat(10_000);
         let laughs = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n";

@@ -266,6 +266,63 @@ pub(crate) fn namespace_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, 
     })
 }
 
+/// A reference's optional `namespace` (`Namespace` in the Gateway API:
+/// an RFC 1123 label).
+pub(crate) fn opt_namespace<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Wrapped(String);
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            namespace_name(d).map(Wrapped)
+        }
+    }
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A reference's `kind` (`Kind` in the Gateway API): at most 63 ASCII
+/// letters, digits and inner `-`, starting with a letter.
+pub(crate) fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        let b = v.as_bytes();
+        let valid = b.len() <= 63
+            && b[0].is_ascii_alphabetic()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[b.len() - 1] != b'-';
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a kind is at most 63 letters, digits and '-', starting with a \
+                 letter",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// A reference's `group` (`Group` in the Gateway API): empty for the core
+/// group, else a lower-case RFC 1123 subdomain.
+pub(crate) fn group<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Group;
+    impl<'de> Visitor<'de> for Group {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an API group (empty for the core group)")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.is_empty() || is_dns_subdomain(v) {
+                Ok(v.to_owned())
+            } else {
+                Err(E::custom(format_args!(
+                    "invalid value {}: a group is empty (the core group) or a lower-case DNS \
+                     name such as gateway.networking.k8s.io",
+                    Quoted(v)
+                )))
+            }
+        }
+    }
+    d.deserialize_str(Group)
+}
+
 /// An RFC 1123 label: at most 63 of `a-z`, `0-9` and inner `-`.
 pub(crate) fn is_dns_label(s: &str) -> bool {
     s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
