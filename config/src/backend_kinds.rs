@@ -145,9 +145,12 @@ fn default_namespace() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMeta {
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::object_name")]
     pub name: String,
-    #[serde(default = "default_namespace", deserialize_with = "schema::name")]
+    #[serde(
+        default = "default_namespace",
+        deserialize_with = "schema::namespace_name"
+    )]
     pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

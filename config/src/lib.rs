@@ -6,11 +6,14 @@
 //! nothing in it runs on the packet path: workers only read the snapshots
 //! it builds.
 mod backend_kinds;
+mod depth;
 pub mod dns;
+mod excerpt;
 pub mod load;
 pub mod maglev;
 mod meta;
 pub mod pools;
+mod read;
 pub mod resolve;
 pub mod resources;
 mod schema;
@@ -18,7 +21,9 @@ mod service;
 pub mod snapshot;
 pub mod status;
 
+pub use depth::MAX_DEPTH;
 pub use load::{load_file, load_str, LoadError};
+pub use read::{read_file, ReadError, MAX_FILE_BYTES};
 pub use resolve::{plan_with, resolve, resolve_with, Diagnostic, Options, Planned, Resolution};
 pub use resources::Resources;
 

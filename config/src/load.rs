@@ -16,11 +16,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{self, Deserializer as _, MapAccess, Visitor};
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
+use crate::depth::{self, MAX_DEPTH};
+use crate::excerpt::{tidy, Bare, Quoted};
+use crate::read::{read_file, ReadError};
 use crate::resources::{AddressPool, GatewayClassConfig};
 use crate::resources::{
     EndpointSelector, EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, Pod,
@@ -33,13 +35,19 @@ use crate::schema::{self, Checked};
 /// 1-based line in the original file.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The I/O error is the source, not part of the message, so that a
-    /// printer walking the chain says it once.
-    #[error("{file}: cannot read")]
-    Read {
+    /// The file could not be read, or is not a file to read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Refused before parsing: a YAML parser spends time quadratic in
+    /// the nesting depth, so depth is bounded on the raw text.
+    #[error(
+        "{file}:{line}: nested deeper than {limit} levels (indented blocks and [ {{ brackets \
+         count alike); no Kubernetes object needs that many"
+    )]
+    TooDeep {
         file: String,
-        #[source]
-        source: std::io::Error,
+        line: usize,
+        limit: usize,
     },
     /// Not YAML, or a document that is not an object.
     #[error("{file}:{line}: {message}")]
@@ -55,7 +63,8 @@ pub enum LoadError {
         field: &'static str,
     },
     #[error(
-        "{file}:{line}: {object}: unsupported apiVersion {api_version:?}, expected {expected}"
+        "{file}:{line}: {object}: unsupported apiVersion {}, expected {expected}",
+        Quoted(api_version)
     )]
     UnsupportedVersion {
         file: String,
@@ -85,8 +94,9 @@ impl LoadError {
     /// The 1-based line the error points at, if it points into the file.
     pub fn line(&self) -> Option<usize> {
         match self {
-            Self::Read { .. } => None,
-            Self::Yaml { line, .. }
+            Self::Read(_) => None,
+            Self::TooDeep { line, .. }
+            | Self::Yaml { line, .. }
             | Self::MissingType { line, .. }
             | Self::UnsupportedVersion { line, .. }
             | Self::Invalid { line, .. }
@@ -96,7 +106,8 @@ impl LoadError {
 
     pub fn file(&self) -> &str {
         match self {
-            Self::Read { file, .. }
+            Self::Read(e) => e.file(),
+            Self::TooDeep { file, .. }
             | Self::Yaml { file, .. }
             | Self::MissingType { file, .. }
             | Self::UnsupportedVersion { file, .. }
@@ -119,28 +130,35 @@ pub struct ObjectRef {
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.namespace, &self.name) {
-            (_, None) => write!(f, "{} (unnamed)", self.kind),
-            (Some(ns), Some(name)) => write!(f, "{} \"{ns}/{name}\"", self.kind),
-            (None, Some(name)) => write!(f, "{} \"{name}\"", self.kind),
+            (_, None) => write!(f, "{} (unnamed)", Bare(&self.kind)),
+            (Some(ns), Some(name)) => {
+                write!(f, "{} \"{}/{}\"", Bare(&self.kind), Bare(ns), Bare(name))
+            }
+            (None, Some(name)) => write!(f, "{} \"{}\"", Bare(&self.kind), Bare(name)),
         }
     }
 }
 
-/// Reads and loads one file; errors name it as given.
+/// Reads and loads one file; errors name it as given. Only a regular
+/// file of at most `MAX_FILE_BYTES` is read (see `read_file`).
 pub fn load_file(path: impl AsRef<Path>) -> Result<Resources, LoadError> {
     let path = path.as_ref();
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        file: file.clone(),
-        source,
-    })?;
-    load_str(&file, &text)
+    let text = read_file(path)?;
+    load_str(&path.display().to_string(), &text)
 }
 
 /// Loads YAML text; `name` is what errors call the file.
 pub fn load_str(name: &str, text: &str) -> Result<Resources, LoadError> {
     let file = name;
-    let headers = read_headers(file, text)?;
+    if let Some(line) = depth::too_deep(text, MAX_DEPTH) {
+        return Err(LoadError::TooDeep {
+            file: file.to_owned(),
+            line,
+            limit: MAX_DEPTH,
+        });
+    }
+    let mut headers = read_headers(file, text)?;
+    mark_merges(text, &mut headers);
 
     let mut kinds = Vec::with_capacity(headers.len());
     let mut any_known = false;
@@ -184,6 +202,13 @@ pub fn load_str(name: &str, text: &str) -> Result<Resources, LoadError> {
             }
             continue;
         };
+        let merged;
+        let document = if header.merge {
+            merged = merge(document).map_err(|e| header.invalid(file, kind, &e))?;
+            Deserializer::from_str(&merged)
+        } else {
+            document
+        };
         let (namespace, name) = kind
             .read(document, header, &mut out)
             .map_err(|e| header.invalid(file, kind, &e))?;
@@ -210,6 +235,40 @@ struct Header {
     kind: Option<String>,
     name: Option<String>,
     namespace: Option<String>,
+    /// The document's text has a `<<` merge key (or the characters, in a
+    /// comment or a string): it is read through a merged copy.
+    merge: bool,
+}
+
+/// Marks the documents whose text holds `<<`, the YAML merge key. The
+/// parser leaves merge keys to the reader, and a typed read would skip one
+/// as an unknown field, silently dropping what it merges; the test is on
+/// the text, so that a merge key anywhere in the document is seen.
+fn mark_merges(text: &str, headers: &mut [Option<Header>]) {
+    let mut line_starts = vec![0];
+    line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    let starts: Vec<usize> = headers.iter().flatten().map(|h| h.line).collect();
+    for (n, header) in headers.iter_mut().flatten().enumerate() {
+        let offset = |line: usize| {
+            line_starts
+                .get(line.saturating_sub(1))
+                .copied()
+                .unwrap_or(text.len())
+        };
+        let from = offset(header.line);
+        let to = starts.get(n + 1).map_or(text.len(), |&l| offset(l));
+        header.merge = text
+            .get(from..to.max(from))
+            .is_some_and(|t| t.contains("<<"));
+    }
+}
+
+/// A document with its merge keys applied, as YAML text again, so that the
+/// typed read can name the path of a value it refuses.
+fn merge(document: Deserializer<'_>) -> Result<String, serde_norway::Error> {
+    let mut value = Value::deserialize(document)?;
+    value.apply_merge()?;
+    serde_norway::to_string(&value)
 }
 
 /// Reads the header of every document; `None` for empty documents (a
@@ -268,18 +327,169 @@ impl<'de> Visitor<'de> for HeaderProbe<'_> {
         Ok(())
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
-        let value = Value::deserialize(MapAccessDeserializer::new(map))?;
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
-        let metadata = value.get("metadata");
-        *self.slot = Some(Header {
+    /// Reads `apiVersion`, `kind` and `metadata` and skips every other
+    /// value unread: a kind Switchyard ignores may hold anything
+    /// (`replicas: 1e40`, tags of its own) and must not fail the file.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut header = Header {
             line: 0,
-            api_version: text(value.get("apiVersion")),
-            kind: text(value.get("kind")),
-            name: text(metadata.and_then(|m| m.get("name"))),
-            namespace: text(metadata.and_then(|m| m.get("namespace"))),
-        });
+            api_version: None,
+            kind: None,
+            name: None,
+            namespace: None,
+            merge: false,
+        };
+        let mut merged: Option<Value> = None;
+        while let Some(key) = map.next_key::<Text>()? {
+            match key.0.as_deref() {
+                Some("apiVersion") => header.api_version = map.next_value::<Text>()?.0,
+                Some("kind") => header.kind = map.next_value::<Text>()?.0,
+                Some("metadata") => {
+                    let meta: MetaProbe = map.next_value()?;
+                    header.name = meta.name;
+                    header.namespace = meta.namespace;
+                }
+                // A merge key at the top: the header may come from it.
+                Some("<<") => merged = Some(map.next_value::<Value>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if let Some(merged) = merged {
+            let value = merged_fields(merged);
+            let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_owned);
+            let metadata = value.get("metadata");
+            header.api_version = header.api_version.or(text(value.get("apiVersion")));
+            header.kind = header.kind.or(text(value.get("kind")));
+            header.name = header.name.or(text(metadata.and_then(|m| m.get("name"))));
+            header.namespace = header
+                .namespace
+                .or(text(metadata.and_then(|m| m.get("namespace"))));
+        }
+        *self.slot = Some(header);
         Err(de::Error::custom(PROBE))
+    }
+}
+
+/// Visits of every value a probe has no use for: accepted and skipped
+/// unread, whatever their type or tag.
+macro_rules! skip_the_rest {
+    ($out:ty, $nothing:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<$out, E> {
+            Ok($nothing)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$out, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($nothing)
+        }
+        fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<$out, A::Error> {
+            IgnoredAny.visit_enum(data)?;
+            Ok($nothing)
+        }
+    };
+}
+
+/// What a `<<` value merges into its mapping; nothing if it is not a
+/// mapping or a list of mappings (the typed read reports that).
+fn merged_fields(merged: Value) -> Value {
+    let mut value = Value::Mapping([(Value::from("<<"), merged)].into_iter().collect());
+    match value.apply_merge() {
+        Ok(()) => value,
+        Err(_) => Value::Null,
+    }
+}
+
+/// A string, or `None` for any other value, which is skipped unread.
+struct Text(Option<String>);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(Some(v.to_owned())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Text(None))
+            }
+            skip_the_rest!(Text, Text(None));
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `metadata.name` and `metadata.namespace` of any object; the rest of
+/// its metadata is skipped unread.
+#[derive(Default)]
+struct MetaProbe {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for MetaProbe {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MetaProbe;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaProbe, A::Error> {
+                let mut meta = MetaProbe::default();
+                let mut merged = None;
+                while let Some(key) = map.next_key::<Text>()? {
+                    match key.0.as_deref() {
+                        Some("name") => meta.name = map.next_value::<Text>()?.0,
+                        Some("namespace") => meta.namespace = map.next_value::<Text>()?.0,
+                        Some("<<") => merged = Some(map.next_value::<Value>()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                if let Some(merged) = merged {
+                    let from = merged_fields(merged);
+                    let text = |key| from.get(key).and_then(Value::as_str).map(str::to_owned);
+                    meta.name = meta.name.or_else(|| text("name"));
+                    meta.namespace = meta.namespace.or_else(|| text("namespace"));
+                }
+                Ok(meta)
+            }
+            // Not a mapping: nothing to learn here; the typed pass judges
+            // it for the kinds Switchyard reads.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<MetaProbe, E> {
+                Ok(MetaProbe::default())
+            }
+            skip_the_rest!(MetaProbe, MetaProbe::default());
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -400,6 +610,8 @@ impl Header {
 
     fn invalid(&self, file: &str, kind: Kind, error: &serde_norway::Error) -> LoadError {
         let (line, message) = split_error(error);
+        // Lines of a merged copy are not the file's: blame the document.
+        let line = if self.merge { None } else { line };
         let namespace = self
             .namespace
             .clone()
@@ -501,6 +713,16 @@ impl Kind {
             }
             Self::Service => {
                 let v: Service = typed(document)?;
+                // The API server holds a Service's name to a DNS label
+                // that starts with a letter (it becomes a DNS name).
+                if !schema::is_dns1035_label(&v.metadata.name) {
+                    return Err(de::Error::custom(format_args!(
+                        "metadata.name: invalid value {}: a Service name is at most 63 \
+                         lower-case letters, digits and '-', starting with a letter and ending \
+                         with a letter or digit (RFC 1035 label)",
+                        Quoted(&v.metadata.name)
+                    )));
+                }
                 let meta = v.metadata.clone();
                 out.services.push(v);
                 meta
@@ -513,6 +735,14 @@ impl Kind {
             }
             Self::Namespace => {
                 let v: Namespace = typed(document)?;
+                if !schema::is_dns_label(&v.metadata.name) {
+                    return Err(de::Error::custom(format_args!(
+                        "metadata.name: invalid value {}: a Namespace name is at most 63 \
+                         lower-case letters, digits and '-', starting and ending with a letter \
+                         or digit (RFC 1123 label)",
+                        Quoted(&v.metadata.name)
+                    )));
+                }
                 let meta = v.metadata.clone();
                 out.namespaces.push(v);
                 meta
@@ -568,7 +798,7 @@ impl Kind {
 /// `at line L column C` parts, which `FILE:LINE:` already says.
 fn split_error(error: &serde_norway::Error) -> (Option<usize>, String) {
     let line = error.location().map(|l| l.line());
-    (line, strip_positions(&error.to_string()))
+    (line, tidy(&strip_positions(&error.to_string())))
 }
 
 fn strip_positions(message: &str) -> String {
@@ -1041,6 +1271,192 @@ spec:
         let source = std::error::Error::source(&e).expect("the I/O error");
         assert!(source.to_string().contains("os error 2"), "{source}");
         assert_eq!(e.line(), None);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing_at_the_line_that_crosses_the_limit() {
+        // 100k levels once took over a minute to refuse.
+        let deep = format!("{}1{}\n", "{a: ".repeat(100_000), "}".repeat(100_000));
+        let text = format!("{GATEWAY}---\n{deep}");
+        let line = GATEWAY.lines().count() + 2;
+        let e = load_str("t.yaml", &text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "t.yaml:{line}: nested deeper than 100 levels (indented blocks and [ {{ brackets \
+                 count alike); no Kubernetes object needs that many"
+            )
+        );
+        let block: String = (0..=MAX_DEPTH)
+            .map(|i| format!("{}k{i}:\n", " ".repeat(i)))
+            .collect();
+        assert_eq!(
+            load_str("t.yaml", &block).unwrap_err().line(),
+            Some(MAX_DEPTH + 1)
+        );
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_as_the_config_is_refused_without_blocking() {
+        let e = load_file("/dev/zero").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: a character device, not a regular file; a config must be a regular file"
+        );
+        assert_eq!(e.line(), None);
+    }
+
+    #[test]
+    fn kinds_switchyard_ignores_never_fail_the_file_whatever_they_hold() {
+        let odd = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: d
+  annotations: {n: !!int \"abc\"}
+spec:
+  replicas: 1e40
+  template: !custom {a: !!binary AAAA}
+  x: !!int \"not a number\"
+---
+apiVersion: example.com/v1
+kind: Whatever
+metadata: [odd]
+spec: !!float \"x\"
+";
+        let text = format!("{odd}---\n{GATEWAY}");
+        let loaded = load_str("t.yaml", &text).unwrap_or_else(|e| panic!("{e}"));
+        let kinds: Vec<&str> = loaded.ignored.iter().map(|i| i.kind.as_str()).collect();
+        assert_eq!(kinds, ["Deployment", "Whatever"]);
+        assert_eq!(loaded.ignored[0].name.as_deref(), Some("d"));
+        assert_eq!(loaded.gateways.len(), 1);
+    }
+
+    #[test]
+    fn merge_keys_apply_in_switchyard_objects() {
+        let text = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata:
+  name: r
+  namespace: lb
+spec:
+  parentRefs:
+  - &edge {name: edge, sectionName: a}
+  rules:
+  - backendRefs:
+    - &svc {name: svc, port: 80, weight: 3}
+    - <<: *svc
+      name: other
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata:
+  <<: {name: r2, namespace: lb}
+spec:
+  parentRefs:
+  - <<: {name: edge, sectionName: a}
+  rules:
+  - backendRefs:
+    - <<: {name: svc, port: 70000}
+";
+        let e = load_str("t.yaml", text).unwrap_err();
+        // A merged document is read from a merged copy: the error names
+        // the document's line and the path in it.
+        assert_eq!(
+            e.to_string(),
+            "t.yaml:15: TCPRoute \"lb/r2\": spec.rules[0].backendRefs[0].port: invalid value 70000, expected 1..=65535"
+        );
+        let loaded = load_str("t.yaml", text.split("---").next().unwrap()).unwrap();
+        let refs = &loaded.routes[0].spec.rules[0].backend_refs;
+        assert_eq!(
+            refs.iter()
+                .map(|b| (b.name.as_str(), b.port, b.weight))
+                .collect::<Vec<_>>(),
+            [("svc", Some(80), 3), ("other", Some(80), 3)]
+        );
+        let fixed = text.replace("70000", "80");
+        let loaded = load_str("t.yaml", &fixed).unwrap();
+        assert_eq!(loaded.routes[1].metadata.key(), "lb/r2");
+        assert_eq!(loaded.routes[1].spec.parent_refs[0].name, "edge");
+    }
+
+    #[test]
+    fn quoted_values_are_cut_to_an_excerpt_with_their_length() {
+        let long = "X".repeat(5_000_000);
+        let text = GATEWAY.replace(
+            "    protocol: TCP\n",
+            &format!("    protocol: TCP\n    allowedRoutes: {{namespaces: {{from: {long}}}}}\n"),
+        );
+        let e = err(&text);
+        assert_eq!(
+            e,
+            format!(
+                "t.yaml:12: Gateway \"lb/edge\": spec.listeners[0].allowedRoutes.namespaces.from: unknown variant `{}…` (5000000 characters), expected one of `All`, `Same`, `Selector`",
+                "X".repeat(64)
+            )
+        );
+        let version = ROUTE.replace("/v1\n", &format!("/v1{long}\n"));
+        assert!(
+            err(&version).contains(&format!(
+                "\"gateway.networking.k8s.io/v1{}…\" (5000028 characters)",
+                "X".repeat(36)
+            )),
+            "{}",
+            &err(&version)[..200]
+        );
+    }
+
+    #[test]
+    fn names_are_held_to_the_api_servers_rules_and_never_shown_raw() {
+        let escape = GATEWAY.replace("name: edge", "name: \"edge\\e]0;owned\\a\"");
+        assert_eq!(
+            err(&escape),
+            "t.yaml:4: Gateway \"lb/edge\\u{1b}]0;owned\\u{7}\": metadata.name: invalid value \"edge\\u{1b}]0;owned\\u{7}\": a name is lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (RFC 1123 subdomain)"
+        );
+        for bad in ["Edge", "edge_1", "-edge", "edge.", "a..b"] {
+            let e = err(&GATEWAY.replace("name: edge", &format!("name: \"{bad}\"")));
+            assert!(e.contains("metadata.name: invalid value"), "{e}");
+        }
+        assert!(load_str("t.yaml", &GATEWAY.replace("name: edge", "name: edge.v2-1")).is_ok());
+        let namespace = GATEWAY.replace("namespace: lb", "namespace: lb.two");
+        assert!(
+            err(&namespace).contains(
+                "metadata.namespace: invalid value \"lb.two\": a namespace is at most 63"
+            ),
+            "{}",
+            err(&namespace)
+        );
+        let service = "apiVersion: v1\nkind: Service\nmetadata:\n  name: 1st\nspec:\n  ports:\n  - port: 80\n";
+        assert!(err(service).starts_with("t.yaml:1: Service \"default/1st\": metadata.name: invalid value \"1st\": a Service name"), "{}", err(service));
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: a.b\n";
+        assert!(
+            err(ns).contains("a Namespace name is at most 63"),
+            "{}",
+            err(ns)
+        );
+    }
+
+    #[test]
+    fn reference_namespaces_kinds_and_groups_follow_the_crd_patterns() {
+        let route = ROUTE.replace("WEIGHT", "1");
+        let with = |field: &str| {
+            route.replace(
+                "      port: 80\n",
+                &format!("      port: 80\n      {field}\n"),
+            )
+        };
+        let e = err(&with("namespace: \"a\\e[2J\""));
+        assert_eq!(
+            e,
+            "t.yaml:13: TCPRoute \"lb/r\": spec.rules[0].backendRefs[0].namespace: invalid value \"a\\u{1b}[2J\": a namespace is at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit (RFC 1123 label)"
+        );
+        assert!(err(&with("kind: \"Serv ice\""))
+            .contains("backendRefs[0].kind: invalid value \"Serv ice\": a kind is"));
+        assert!(err(&with("group: Apps"))
+            .contains("backendRefs[0].group: invalid value \"Apps\": a group is"));
+        assert!(load_str("t.yaml", &with("group: \"\"")).is_ok());
+        assert!(load_str("t.yaml", &with("namespace: other")).is_ok());
     }
 
     #[test]

@@ -18,10 +18,13 @@ fn default_namespace() -> String {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta {
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::object_name")]
     pub name: String,
     /// Meaningless for cluster-scoped kinds (GatewayClass, Namespace).
-    #[serde(default = "default_namespace", deserialize_with = "schema::name")]
+    #[serde(
+        default = "default_namespace",
+        deserialize_with = "schema::namespace_name"
+    )]
     pub namespace: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,

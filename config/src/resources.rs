@@ -69,14 +69,14 @@ pub struct GatewayClassSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParametersReference {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
     /// Only for namespaced kinds; Switchyard's are cluster-scoped.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_namespace")]
     pub namespace: Option<String>,
 }
 
@@ -120,8 +120,9 @@ pub struct GatewayInfrastructure {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalParametersReference {
+    #[serde(deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
@@ -301,16 +302,16 @@ pub enum TlsMode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateRef {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::group")]
     pub group: String,
     #[serde(
         default = "CertificateRef::default_kind",
-        deserialize_with = "schema::name"
+        deserialize_with = "schema::kind"
     )]
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_namespace")]
     pub namespace: Option<String>,
 }
 
@@ -353,8 +354,9 @@ pub enum FromNamespaces {
 #[serde(rename_all = "camelCase")]
 pub struct RouteGroupKind {
     #[serde(default = "gateway_group")]
+    #[serde(deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
 }
 
@@ -446,12 +448,15 @@ impl<const MAX_RULES: usize> RouteDoc<MAX_RULES> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ParentReference {
-    #[serde(default = "gateway_group")]
+    #[serde(default = "gateway_group", deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(default = "ParentReference::default_kind")]
+    #[serde(
+        default = "ParentReference::default_kind",
+        deserialize_with = "schema::kind"
+    )]
     pub kind: String,
     /// Absent: the route's namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_namespace")]
     pub namespace: Option<String>,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
@@ -516,14 +521,17 @@ fn weight_one() -> u32 {
 #[serde(rename_all = "camelCase")]
 pub struct BackendRef {
     /// `""` is the core group.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(default = "BackendRef::default_kind")]
+    #[serde(
+        default = "BackendRef::default_kind",
+        deserialize_with = "schema::kind"
+    )]
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
     /// Absent: the route's namespace.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_namespace")]
     pub namespace: Option<String>,
     #[serde(default, deserialize_with = "schema::opt_port")]
     pub port: Option<u16>,
@@ -574,18 +582,20 @@ pub struct ReferenceGrantSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReferenceGrantFrom {
+    #[serde(deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::namespace_name")]
     pub namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReferenceGrantTo {
+    #[serde(deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
     /// Absent: every object of the kind in the grant's namespace.
     #[serde(default)]
@@ -707,8 +717,9 @@ impl SessionAffinityPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargetReference {
     /// `""` is the core group.
+    #[serde(deserialize_with = "schema::group")]
     pub group: String,
-    #[serde(deserialize_with = "schema::name")]
+    #[serde(deserialize_with = "schema::kind")]
     pub kind: String,
     #[serde(deserialize_with = "schema::name")]
     pub name: String,

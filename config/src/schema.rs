@@ -15,6 +15,8 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
+use crate::excerpt::Quoted;
+
 /// Largest `ClientIP` affinity timeout (Kubernetes': 1 day).
 pub const MAX_AFFINITY_TIMEOUT: u32 = 86_400;
 /// Smallest Maglev table a `TrafficPolicy` may ask for.
@@ -230,6 +232,106 @@ fn checked_name<'de, D: Deserializer<'de>>(
         }
     }
     d.deserialize_str(Name(check))
+}
+
+/// `metadata.name` of most kinds: what the API server's
+/// `IsDNS1123Subdomain` accepts (Gateway API kinds, EndpointSlices, Pods,
+/// Switchyard's own kinds).
+pub(crate) fn object_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        if is_dns_subdomain(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a name is lower-case letters, digits, '-' and '.', starting \
+                 and ending with a letter or digit (RFC 1123 subdomain)",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// `metadata.namespace` (and a Namespace's name): `IsDNS1123Label`.
+pub(crate) fn namespace_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        if is_dns_label(v) {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a namespace is at most 63 lower-case letters, digits and \
+                 '-', starting and ending with a letter or digit (RFC 1123 label)",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// A reference's optional `namespace` (`Namespace` in the Gateway API:
+/// an RFC 1123 label).
+pub(crate) fn opt_namespace<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct Wrapped(String);
+    impl<'de> Deserialize<'de> for Wrapped {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            namespace_name(d).map(Wrapped)
+        }
+    }
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A reference's `kind` (`Kind` in the Gateway API): at most 63 ASCII
+/// letters, digits and inner `-`, starting with a letter.
+pub(crate) fn kind<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    checked_name(d, |v| {
+        let b = v.as_bytes();
+        let valid = b.len() <= 63
+            && b[0].is_ascii_alphabetic()
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b[b.len() - 1] != b'-';
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid value {}: a kind is at most 63 letters, digits and '-', starting with a \
+                 letter",
+                Quoted(v)
+            ))
+        }
+    })
+}
+
+/// A reference's `group` (`Group` in the Gateway API): empty for the core
+/// group, else a lower-case RFC 1123 subdomain.
+pub(crate) fn group<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Group;
+    impl<'de> Visitor<'de> for Group {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an API group (empty for the core group)")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            if v.is_empty() || is_dns_subdomain(v) {
+                Ok(v.to_owned())
+            } else {
+                Err(E::custom(format_args!(
+                    "invalid value {}: a group is empty (the core group) or a lower-case DNS \
+                     name such as gateway.networking.k8s.io",
+                    Quoted(v)
+                )))
+            }
+        }
+    }
+    d.deserialize_str(Group)
+}
+
+/// An RFC 1123 label: at most 63 of `a-z`, `0-9` and inner `-`.
+pub(crate) fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
+}
+
+/// An RFC 1035 label, what a Service's name must be: an RFC 1123 label
+/// that starts with a letter.
+pub(crate) fn is_dns1035_label(s: &str) -> bool {
+    is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
 /// An RFC 1123 subdomain in lower case: dot-separated labels of `a-z`,

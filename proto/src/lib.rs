@@ -70,6 +70,7 @@ pub enum Request {
 /// Largest config file `config check` and `config diff` send. The contents
 /// travel in the request (the daemon may not be able to read the operator's
 /// path); far above any real config, small enough to compile at once.
+/// Equal to `switchyard_config::MAX_FILE_BYTES` (asserted by the daemon).
 pub const MAX_CANDIDATE_CONFIG_BYTES: usize = 4 << 20;
 
 /// Longest request line the daemon reads; a longer one is answered with an

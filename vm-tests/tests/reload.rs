@@ -492,7 +492,7 @@ fn a_fifo_renamed_over_the_config_neither_hangs_the_daemon_nor_its_shutdown() ->
     })?;
     let message = status.last_error.map(|e| e.message).unwrap_or_default();
     ensure!(
-        message.contains("a FIFO, not a regular file"),
+        message.contains("a FIFO (named pipe), not a regular file"),
         "the refusal should name what is there, got {message:?}"
     );
     daemon.status().context("`yardctl status` after the FIFO")?;

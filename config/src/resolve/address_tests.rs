@@ -744,7 +744,7 @@ fn every_programmed_gateway_has_a_record_per_address() {
             "[{type: IPAddress}, {value: 198.18.200.5}]",
             None,
         ),
-        &gateway("lb", "Broken", "sy", "[{value: 127.0.0.1}]", None),
+        &gateway("lb", "broken", "sy", "[{value: 127.0.0.1}]", None),
     ]);
     assert_eq!(
         records(&res),

@@ -23,6 +23,11 @@ pub enum Output {
     Yaml,
 }
 
+// One cap for every way a config file arrives: read from disk here and by
+// the daemon, or sent over the control socket by `yardctl config check`.
+const _: () =
+    assert!(switchyard_config::MAX_FILE_BYTES == switchyard_proto::MAX_CANDIDATE_CONFIG_BYTES);
+
 pub fn check(args: CheckArgs) -> Result<()> {
     // A LoadError already reads `FILE:LINE: what and why`; more context
     // in front would hide where.

@@ -25,14 +25,13 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Receiver, Sender};
 use sha2::{Digest, Sha256};
@@ -80,72 +79,32 @@ pub struct Reloader {
     loader: Loader,
 }
 
-/// SHA-256 of the file's contents, without parsing them: enough to tell
-/// whether a file change changed anything.
-fn read_digest(path: &Path) -> Result<[u8; 32]> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        // Opening a FIFO renamed over the config must not wait for a writer.
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("reading {}", path.display()))?;
-    if !meta.is_file() {
-        bail!(
-            "{} is {}, not a regular file",
-            path.display(),
-            describe(meta.file_type())
-        );
-    }
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        bail!(
-            "{} is larger than {MAX_CONFIG_BYTES} bytes, more than a config file may be",
-            path.display()
-        );
-    }
-    Ok(Sha256::digest(&bytes).into())
-}
-
-/// The largest config file read, as large as `yardctl config check` sends.
-const MAX_CONFIG_BYTES: usize = switchyard_proto::MAX_CANDIDATE_CONFIG_BYTES;
-
-fn describe(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_dir() {
-        "a directory"
-    } else if file_type.is_fifo() {
-        "a FIFO"
-    } else if file_type.is_socket() {
-        "a socket"
-    } else if file_type.is_block_device() || file_type.is_char_device() {
-        "a device"
-    } else {
-        "not a regular file"
-    }
+/// Reads `path` (a regular file of at most the size `yardctl config check`
+/// sends, opened without blocking, so a FIFO renamed over the config cannot
+/// stall the loader) and the SHA-256 of what it read.
+fn read(path: &Path) -> Result<(String, [u8; 32])> {
+    let text = switchyard_config::read_file(path)?;
+    let sha256 = Sha256::digest(text.as_bytes()).into();
+    Ok((text, sha256))
 }
 
 /// Reads and compiles `path` as generation `generation`.
 pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compiled> {
-    let sha256 = read_digest(path)?;
-    compile_read(path, sha256, generation, options)
+    let (text, sha256) = read(path)?;
+    compile_text(path, &text, sha256, generation, options)
 }
 
-/// Compiles `path`, whose contents were just read as `sha256`. Should the
-/// file change in between, its change is another event and another reload,
-/// which reads it again.
-fn compile_read(
+/// Compiles `text`, just read from `path` as `sha256`. Should the file
+/// change meanwhile, its change is another event and another reload, which
+/// reads it again.
+fn compile_text(
     path: &Path,
+    text: &str,
     sha256: [u8; 32],
     generation: u64,
     options: &Options,
 ) -> Result<Compiled> {
-    let resources = switchyard_config::load_file(path)?;
+    let resources = switchyard_config::load_str(&path.display().to_string(), text)?;
     let resolution = switchyard_config::resolve_with(&resources, generation, options);
     Ok(Compiled {
         snapshot: resolution.snapshot,
@@ -256,11 +215,11 @@ impl Loader {
 }
 
 fn load(path: &Path, options: &Options, request: &LoadRequest) -> Result<Option<Compiled>> {
-    let sha256 = read_digest(path)?;
+    let (text, sha256) = read(path)?;
     if request.trigger == Trigger::FileChanged && sha256 == request.running_sha256 {
         return Ok(None);
     }
-    compile_read(path, sha256, request.generation, options).map(Some)
+    compile_text(path, &text, sha256, request.generation, options).map(Some)
 }
 
 impl Reloader {
@@ -572,8 +531,11 @@ mod tests {
             nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
         )
         .unwrap();
-        let err = read_digest(&path).unwrap_err().to_string();
+        let err = format!("{:#}", read(&path).unwrap_err());
         std::fs::remove_file(&path).unwrap();
-        assert!(err.contains("a FIFO, not a regular file"), "{err}");
+        assert!(
+            err.contains("a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
     }
 }
