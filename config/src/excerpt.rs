@@ -72,6 +72,14 @@ fn escape_char(f: &mut impl fmt::Write, c: char) -> fmt::Result {
     }
 }
 
+/// Writes `text` with every control and bidirectional-control character
+/// escaped: for messages built from names and values the API server does
+/// not restrict (a backendRef's name), which must not reach a terminal or
+/// a log as they are.
+pub fn write_escaped(f: &mut impl fmt::Write, text: &str) -> fmt::Result {
+    text.chars().try_for_each(|c| escape_char(f, c))
+}
+
 /// A parser message made fit to show: each quoted (`"…"`, `` `…` ``)
 /// segment and each other word longer than `EXCERPT_CHARS` is cut, every
 /// control character is escaped, and serde's Rust type names become the

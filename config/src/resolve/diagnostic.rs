@@ -4,7 +4,7 @@
 //! reason and a message. Status (`resolve/status.rs`) is built on these;
 //! this module never decides anything itself.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crate::resources::Gateway;
 
@@ -232,22 +232,50 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     /// `TCPRoute demo/echo (parent demo/edge): ResolvedRefs=False BackendNotFound: ...`
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.resource())?;
+        // Built from names and references as the file spells them, some of
+        // which no API server rule restricts: escaped once, here, for the
+        // log, `switchyard check` and `yardctl` alike.
+        let mut text = self.resource().to_string();
         if let Some(listener) = &self.listener {
-            write!(f, " (listener {listener})")?;
+            let _ = write!(text, " (listener {listener})");
         }
         if let Some(parent) = &self.parent {
-            write!(f, " (parent {parent})")?;
+            let _ = write!(text, " (parent {parent})");
         }
         let status = if self.condition.problem_status() {
             "True"
         } else {
             "False"
         };
-        write!(
-            f,
+        let _ = write!(
+            text,
             ": {:?}={status} {}: {}",
             self.condition, self.reason, self.message
-        )
+        );
+        crate::excerpt::write_escaped(f, &text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A backendRef's name is not restricted by the API server; a terminal
+    /// escape in it reaches the message escaped, never as it is.
+    #[test]
+    fn names_in_messages_are_escaped() {
+        let demo = include_str!("../../examples/demo.yaml");
+        let hostile = demo.replacen("- name: echo\n", "- name: \"echo\\e[2J\"\n", 1);
+        assert_ne!(hostile, demo);
+        let resources = crate::load_str("hostile.yaml", &hostile).expect("loads");
+        let resolution = crate::resolve(&resources, 1);
+        let shown: Vec<String> = resolution
+            .diagnostics
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            shown.iter().any(|d| d.contains("echo\\u{1b}[2J")),
+            "{shown:?}"
+        );
+        assert!(shown.iter().all(|d| !d.contains('\u{1b}')), "{shown:?}");
     }
 }
