@@ -250,3 +250,34 @@ fn remaining(deadline: Instant) -> Option<Duration> {
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// Reads `stream` until `payload` has come back (after the echo server's
+/// name), within `within`; returns everything read.
+pub fn read_echo(stream: &mut TcpStream, payload: &str, within: Duration) -> Result<String> {
+    let deadline = Instant::now() + within;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !text.ends_with(payload.as_bytes()) {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow!("no echo of {payload:?} within {within:?}"))?;
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut buf) {
+            Ok(0) => bail!(
+                "closed by the server after {:?}",
+                String::from_utf8_lossy(&text)
+            ),
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(String::from_utf8_lossy(&text).into_owned())
+}
+
+/// Writes `payload` on an open connection and reads its echo.
+pub fn echo(stream: &mut TcpStream, payload: &str, within: Duration) -> Result<String> {
+    stream.write_all(payload.as_bytes())?;
+    read_echo(stream, payload, within)
+}

@@ -6,12 +6,12 @@
 //! refuses cleanly when stdout is not a terminal.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
+use switchyard_vm_tests::client;
 use switchyard_vm_tests::config::{TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{tcp_exchange_keep_open, Daemon, GatewaySpec, TempDir, Topology};
@@ -19,26 +19,6 @@ use switchyard_vm_tests::{tcp_exchange_keep_open, Daemon, GatewaySpec, TempDir, 
 /// Connections held open on be1, at least; others land on be2.
 const MIN_ON_BE1: usize = 3;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Writes `payload` and reads until it is echoed back, naming the backend.
-fn echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
-    stream.write_all(payload.as_bytes())?;
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    let mut text = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !text.ends_with(payload.as_bytes()) {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("no echo of {payload:?} within {REPLY_TIMEOUT:?}"))?;
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf)? {
-            0 => bail!("closed after {:?}", String::from_utf8_lossy(&text)),
-            n => text.extend_from_slice(&buf[..n]),
-        }
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
-}
 
 /// `yardctl ARGS`, expected to succeed, stdout parsed as JSON.
 fn json(daemon: &Daemon, args: &[&str]) -> Result<Value> {
@@ -142,7 +122,7 @@ fn config_check_and_diff_report_what_a_reload_would_do_without_doing_it() -> Res
     );
     for (server, streams) in &mut open {
         for stream in streams {
-            let text = echo(stream, "still|")?;
+            let text = client::echo(stream, "still|", REPLY_TIMEOUT)?;
             ensure!(text.starts_with(&format!("{server} ")), "{text:?}");
         }
     }
@@ -210,7 +190,7 @@ fn config_check_and_diff_report_what_a_reload_would_do_without_doing_it() -> Res
     let status = daemon.config_status()?;
     ensure!(status.generation == 1, "{status:?}");
     for stream in open.get_mut("be1").into_iter().flatten() {
-        let text = echo(stream, "after|")?;
+        let text = client::echo(stream, "after|", REPLY_TIMEOUT)?;
         ensure!(text.starts_with("be1 "), "{text:?}");
     }
     Ok(())

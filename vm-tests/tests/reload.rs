@@ -7,7 +7,7 @@
 //! renamed over the config neither hangs the daemon nor its SIGTERM.
 
 use std::collections::BTreeSet;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
-use switchyard_vm_tests::client::{tcp_connect, udp_exchange_on, udp_socket_towards};
+use switchyard_vm_tests::client::{self, tcp_connect, udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::tcp_info::total_retransmissions;
@@ -97,29 +97,6 @@ fn udp_stream(socket: UdpSocket, to: SocketAddr, stop: &AtomicBool) -> Tally {
     tally
 }
 
-fn read_echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    let mut text = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !text.ends_with(payload.as_bytes()) {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("no echo of {payload:?} within {REPLY_TIMEOUT:?}"))?;
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => bail!(
-                "closed by the server after {:?}",
-                String::from_utf8_lossy(&text)
-            ),
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
-}
-
 /// One long-lived connection exchanging a message every millisecond.
 fn tcp_long_lived(mut stream: TcpStream, stop: &AtomicBool) -> Tally {
     let mut tally = Tally::default();
@@ -128,7 +105,7 @@ fn tcp_long_lived(mut stream: TcpStream, stop: &AtomicBool) -> Tally {
         let result = stream
             .write_all(payload.as_bytes())
             .map_err(anyhow::Error::from)
-            .and_then(|()| read_echo(&mut stream, &payload));
+            .and_then(|()| client::read_echo(&mut stream, &payload, REPLY_TIMEOUT));
         tally.exchanges += 1;
         match result {
             Ok(text) => {
@@ -159,7 +136,7 @@ fn tcp_new_connections(ns: &Netns, to: SocketAddr, stop: &AtomicBool) -> Tally {
         let result = tcp_connect(ns, to, CONNECT_TIMEOUT).and_then(|mut stream| {
             stream.set_nodelay(true)?;
             stream.write_all(payload.as_bytes())?;
-            let text = read_echo(&mut stream, &payload)?;
+            let text = client::read_echo(&mut stream, &payload, REPLY_TIMEOUT)?;
             Ok((text, total_retransmissions(&stream)?))
         });
         match result {
@@ -347,7 +324,7 @@ fn removing_a_backend_resets_its_tcp_connections_and_rehashes_its_udp_flows() ->
     let outcome = on_be1
         .write_all(b"after|")
         .map_err(anyhow::Error::from)
-        .and_then(|()| read_echo(&mut on_be1, "after|"));
+        .and_then(|()| client::read_echo(&mut on_be1, "after|", REPLY_TIMEOUT));
     match outcome {
         Err(err)
             if err
@@ -370,7 +347,7 @@ fn removing_a_backend_resets_its_tcp_connections_and_rehashes_its_udp_flows() ->
 
     let mut on_be2 = connections.remove("be2").expect("be2 connection");
     on_be2.write_all(b"still|")?;
-    let text = read_echo(&mut on_be2, "still|")?;
+    let text = client::read_echo(&mut on_be2, "still|", REPLY_TIMEOUT)?;
     ensure!(text.starts_with("be2 "), "{text:?}");
 
     let rehashed = udp_flows.remove("be1").expect("be1 flow");

@@ -15,7 +15,7 @@
 //! of what they were once every kind of change had happened once.
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
-use switchyard_vm_tests::client::{tcp_connect, udp_socket_towards};
+use switchyard_vm_tests::client::{self, tcp_connect, udp_socket_towards};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
 };
@@ -171,32 +171,9 @@ fn is_reset(err: &anyhow::Error) -> bool {
     })
 }
 
-fn read_echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
-    let deadline = Instant::now() + IO_DEADLINE;
-    let mut text = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !text.ends_with(payload.as_bytes()) {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("no echo of {payload:?} within {IO_DEADLINE:?}"))?;
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => bail!(
-                "closed by the server after {:?}",
-                String::from_utf8_lossy(&text)
-            ),
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
-}
-
 fn exchange(stream: &mut TcpStream, payload: &str) -> Result<String> {
     stream.write_all(payload.as_bytes())?;
-    let text = read_echo(stream, payload)?;
+    let text = client::read_echo(stream, payload, IO_DEADLINE)?;
     Ok(text.split(' ').next().unwrap_or("").to_owned())
 }
 

@@ -3,16 +3,16 @@
 //! `drain`/`undrain`, checked against the traffic the test sends.
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use nix::sys::signal::Signal;
 use switchyard_proto::{
     BackendInfo, BackendsReport, DrainReport, FlowsReport, ListenersReport, StatsReport,
     StatusReport,
 };
+use switchyard_vm_tests::client;
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
 };
@@ -47,27 +47,6 @@ fn yardctl_error(daemon: &Daemon, args: &[&str]) -> Result<String> {
         out.stderr
     );
     Ok(out.stderr)
-}
-
-fn echo(stream: &mut TcpStream, payload: &str) -> Result<String> {
-    stream.write_all(payload.as_bytes())?;
-    let deadline = Instant::now() + DEADLINE;
-    let mut text = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !text.ends_with(payload.as_bytes()) {
-        let left = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| anyhow!("no echo of {payload:?}"))?;
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(&mut buf) {
-            Ok(0) => bail!("closed after {:?}", String::from_utf8_lossy(&text)),
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(String::from_utf8_lossy(&text).into_owned())
 }
 
 fn listener<'a>(
@@ -336,7 +315,7 @@ fn yardctl_reports_match_the_traffic_sent_and_drain_steers_new_flows_only() -> R
         let reply = tcp_exchange(&topo.client, tcp_vip, &format!("new {i}"))?;
         ensure!(reply.server() == "be2", "a new flow reached {reply:?}");
     }
-    let text = echo(open_on_be1, "still there|")?;
+    let text = client::echo(open_on_be1, "still there|", DEADLINE)?;
     ensure!(text.starts_with("be1 "), "{text:?}");
 
     // Drains survive a reload.
