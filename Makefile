@@ -38,9 +38,11 @@ build: deps
 demo: build
 	$(RELEASE)/yard-demo --switchyard $(RELEASE)/switchyard --yardctl $(RELEASE)/yardctl --config config/examples/demo.yaml
 
+# Clippy in the release profile: it shares build scripts (the XDP program's
+# compile among them) and proc macros with `make build`.
 lint: deps
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 	$(CARGO) xtask arch
 
 # Unit tests and end-to-end tests share the release build the e2e tests run.
