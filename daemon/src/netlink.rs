@@ -160,31 +160,35 @@ impl Requester {
     }
 
     fn recv_until(&mut self, deadline: Instant) -> io::Result<usize> {
-        loop {
-            match self
-                .sock
-                .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
-            {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("netlink datagram of {n} bytes truncated"),
-                    ))
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no netlink answer before the deadline",
-                        ));
-                    }
-                    wait_readable(self.sock.as_raw_fd(), left)?;
-                }
-                Err(e) => return Err(e),
+        recv_until(&self.sock, &mut self.buf, deadline)
+    }
+}
+
+/// Receives one datagram into `buf`, waiting at most until `deadline`;
+/// returns its length. A datagram larger than `buf` is an error, never
+/// half a message.
+pub(crate) fn recv_until(sock: &Socket, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    loop {
+        match sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC) {
+            Ok(n) if n > buf.len() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("netlink datagram of {n} bytes truncated"),
+                ))
             }
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no netlink answer before the deadline",
+                    ));
+                }
+                wait_readable(sock.as_raw_fd(), left)?;
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -23,68 +23,17 @@ use switchyard_dataplane::fast_path::{cache_key, CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::{Cached, FlowEntry, FlowTimeouts};
 use switchyard_dataplane::flow_scan::{ActiveEntry, FlowScan};
 use switchyard_dataplane::io::MemoryIo;
-use switchyard_dataplane::neighbor::{
-    L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
-};
+use switchyard_dataplane::neighbor::Neighbors;
 use switchyard_dataplane::packet::FlowKey;
 use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
 use switchyard_xdp::{FastPathMaps, Steering};
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
-const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
-
-const LB_CLIENT_SIDE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-const LB_BACKEND_SIDE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 10];
-const BE1_MAC: [u8; 6] = [2, 0, 0, 0, 2, 21];
-const BE2_MAC: [u8; 6] = [2, 0, 0, 0, 2, 22];
+mod two_arm;
+use two_arm::*;
 
 const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
 const TCP_PORT: u16 = 80;
 const UDP_PORT: u16 = 53;
-
-/// Two-arm LB: ifindex 10 faces clients (port 0), 20 faces backends (port 1).
-fn l2_table() -> L2Table {
-    let route = |dst: Ipv4Addr, ifindex| RouteEntry {
-        dst,
-        prefix_len: 24,
-        metric: 0,
-        action: RouteAction::Forward {
-            ifindex,
-            gateway: None,
-        },
-    };
-    let neighbour = |ip, ifindex, mac| NeighbourEntry {
-        ifindex,
-        ip,
-        mac: Some(mac),
-        state: NeighbourState::Reachable,
-    };
-    L2Table::new(
-        &[10, 20],
-        &[
-            LinkEntry {
-                ifindex: 10,
-                mac: LB_CLIENT_SIDE_MAC,
-            },
-            LinkEntry {
-                ifindex: 20,
-                mac: LB_BACKEND_SIDE_MAC,
-            },
-        ],
-        &[
-            route(Ipv4Addr::new(198, 18, 1, 0), 10),
-            route(Ipv4Addr::new(198, 18, 2, 0), 20),
-        ],
-        &[
-            neighbour(CLIENT, 10, CLIENT_MAC),
-            neighbour(BE1, 20, BE1_MAC),
-            neighbour(BE2, 20, BE2_MAC),
-        ],
-    )
-}
 
 /// `demo/edge/<name>` on the VIP with `backends` (two, or one), each
 /// owning one slot.

@@ -28,7 +28,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::NeighborError;
-use crate::netlink::{attributes, errno_of, errno_to_io, messages, wait_readable};
+use crate::netlink::{self, attributes, errno_of, errno_to_io, messages};
 use switchyard_dataplane::neighbor::{LinkEntry, NeighbourEntry, RouteAction, RouteEntry};
 
 /// `IFLA_ADDRESS` (include/uapi/linux/if_link.h); libc does not export it.
@@ -186,32 +186,7 @@ impl RtSocket {
     /// Receives one datagram into `self.buf`, waiting at most until
     /// `deadline`; returns its length.
     fn recv_until(&mut self, deadline: Instant) -> io::Result<usize> {
-        loop {
-            match self
-                .sock
-                .recv(&mut &mut self.buf[..], libc::MSG_DONTWAIT | libc::MSG_TRUNC)
-            {
-                Ok(n) if n > self.buf.len() => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("rtnetlink datagram of {n} bytes truncated"),
-                    ))
-                }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no rtnetlink reply before the deadline",
-                        ));
-                    }
-                    wait_readable(self.fd(), left)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        netlink::recv_until(&self.sock, &mut self.buf, deadline)
     }
 
     /// Runs one dump and hands each (message type, payload) to `each`.
