@@ -8,7 +8,7 @@
 //! here touches worker state or the running config.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use switchyard_config::snapshot::{
     Backend, Endpoint, Listener, ListenerName, Protocol, Slot, SlotTable, Snapshot, SnapshotPlan,
@@ -52,7 +52,7 @@ impl ActiveFlows {
     /// or RST on any worker only lingers for stray segments, so it is not
     /// active even if another worker's copy has not seen the FIN.
     pub fn count_entries(entries: impl IntoIterator<Item = ActiveEntry>) -> Self {
-        let mut closing: HashMap<(FlowKey, (Ipv4Addr, u16)), bool> = HashMap::new();
+        let mut closing: HashMap<(FlowKey, (IpAddr, u16)), bool> = HashMap::new();
         for entry in entries {
             *closing.entry((entry.key, entry.backend)).or_default() |= entry.closing;
         }
@@ -65,11 +65,11 @@ impl ActiveFlows {
                 continue;
             }
             let vip = Endpoint {
-                address: key.dst.into(),
+                address: key.dst,
                 port: key.dst_port,
             };
             let backend = Endpoint {
-                address: backend.0.into(),
+                address: backend.0,
                 port: backend.1,
             };
             *counts.entry((protocol, vip, backend)).or_default() += 1;
@@ -562,8 +562,8 @@ mod tests {
 
     fn flow(client_port: u16, vip_port: u16, backend: Ipv4Addr, closing: bool) -> FlowRecord {
         let key = FlowKey {
-            src: Ipv4Addr::new(198, 18, 1, 10),
-            dst: VIP,
+            src: Ipv4Addr::new(198, 18, 1, 10).into(),
+            dst: VIP.into(),
             src_port: client_port,
             dst_port: vip_port,
             protocol: 6,
@@ -576,7 +576,7 @@ mod tests {
                     eth_src: [0; 6],
                     eth_dst: [0; 6],
                     ip_src: key.src,
-                    ip_dst: backend,
+                    ip_dst: backend.into(),
                     src_port: client_port,
                     dst_port: 8080,
                 },

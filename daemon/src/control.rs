@@ -445,8 +445,9 @@ pub fn stats_report(
     report
 }
 
-fn endpoint(address: std::net::Ipv4Addr, port: u16) -> String {
-    format!("{address}:{port}")
+/// `address:port`, an IPv6 address in brackets.
+fn endpoint(address: std::net::IpAddr, port: u16) -> String {
+    std::net::SocketAddr::new(address, port).to_string()
 }
 
 /// Merges the two directions of each connection (possibly seen by different
@@ -501,7 +502,7 @@ pub fn flows_report(
             let listener = Protocol::from_ip_proto(k.protocol).and_then(|protocol| {
                 snapshot.listener_for_vip(&ServiceKey {
                     endpoint: Endpoint {
-                        address: std::net::IpAddr::V4(vip.0),
+                        address: vip.0,
                         port: vip.1,
                     },
                     protocol,
@@ -571,13 +572,21 @@ pub fn explain_key(protocol: &str, client: &str, vip: &str) -> Result<FlowKey, S
         other => return Err(format!("unknown protocol {other:?}: expected tcp or udp")),
     };
     let parse = |what: &str, text: &str| {
-        text.parse::<std::net::SocketAddrV4>()
-            .map_err(|_| format!("invalid {what} address {text:?}: expected IPv4 address:port"))
+        text.parse::<std::net::SocketAddr>().map_err(|_| {
+            format!(
+                "invalid {what} address {text:?}: expected address:port (IPv6 as [address]:port)"
+            )
+        })
     };
     let (client, vip) = (parse("client", client)?, parse("VIP", vip)?);
+    if client.is_ipv6() != vip.is_ipv6() {
+        return Err(format!(
+            "client {client} and VIP {vip} are of different address families: no packet carries both"
+        ));
+    }
     Ok(FlowKey {
-        src: *client.ip(),
-        dst: *vip.ip(),
+        src: client.ip(),
+        dst: vip.ip(),
         src_port: client.port(),
         dst_port: vip.port(),
         protocol,
@@ -828,7 +837,7 @@ mod tests {
                     eth_src: [0; 6],
                     eth_dst: [0; 6],
                     ip_src: key.src,
-                    ip_dst: backend,
+                    ip_dst: backend.into(),
                     src_port: key.src_port,
                     dst_port: 8080,
                 },
@@ -999,14 +1008,24 @@ mod tests {
     fn explain_key_rejects_bad_arguments() {
         assert!(explain_key("sctp", "1.2.3.4:1", "1.2.3.4:2").is_err());
         assert!(explain_key("tcp", "1.2.3.4", "1.2.3.4:2").is_err());
-        assert!(explain_key("tcp", "1.2.3.4:1", "[::1]:2").is_err());
+        assert!(explain_key("tcp", "1.2.3.4:1", "[::1]:2")
+            .unwrap_err()
+            .contains("different address families"));
+        let v6 = explain_key("tcp", "[2001:db8::a]:40000", "[2001:db8::1]:80").unwrap();
+        assert_eq!(
+            (v6.src, v6.dst),
+            (
+                "2001:db8::a".parse::<IpAddr>().unwrap(),
+                "2001:db8::1".parse::<IpAddr>().unwrap()
+            )
+        );
         let key = explain_key("UDP", "1.2.3.4:1", "5.6.7.8:2").unwrap();
         assert_eq!(
             (key.src, key.src_port, key.dst, key.dst_port, key.protocol),
             (
-                Ipv4Addr::new(1, 2, 3, 4),
+                IpAddr::V4(Ipv4Addr::new(1, 2, 3, 4)),
                 1,
-                Ipv4Addr::new(5, 6, 7, 8),
+                IpAddr::V4(Ipv4Addr::new(5, 6, 7, 8)),
                 2,
                 17
             )

@@ -11,12 +11,13 @@
 //!
 //! Shared, not per worker: a client's flows arrive on whichever queue RSS
 //! picks, and every queue must give the same answer. Each entry is one
-//! atomic word (backend address, port and a 16-bit tag of the key) plus an
-//! atomic last-use stamp, so a reader never needs a lock: a word torn
-//! between two writers cannot happen, a key collision is caught by the tag
-//! (and a caught or missed one costs only affinity, never correctness: the
-//! caller checks the backend is still the listener's). Lookups and writes
-//! happen on a flow's first packet only, never per packet.
+//! atomic word (the backend's [`address_tag`], port and a 16-bit tag of the
+//! key) plus an atomic last-use stamp, so a reader never needs a lock: a
+//! word torn between two writers cannot happen, a key collision is caught
+//! by the tag (and a caught or missed one costs only affinity, never
+//! correctness: the caller looks the backend up among the listener's
+//! current ones). Lookups and writes happen on a flow's first packet only,
+//! never per packet.
 //!
 //! Buckets of four entries, chosen by a hash keyed per process, so crafted
 //! client addresses cannot aim at one bucket. When a bucket is full the
@@ -24,7 +25,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const WAYS: usize = 4;
@@ -33,23 +34,35 @@ const WAYS: usize = 4;
 /// protocol, which survive reloads, unlike listener indices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AffinityKey {
-    pub client: Ipv4Addr,
-    pub vip: Ipv4Addr,
+    pub client: IpAddr,
+    pub vip: IpAddr,
     pub vip_port: u16,
     pub protocol: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AffinityEntry {
-    pub backend: Ipv4Addr,
+    /// [`address_tag`] of the backend's address.
+    pub backend: u32,
     pub port: u16,
     /// Seconds (on the table's clock) of the client's last new flow.
     pub last_used_secs: u32,
 }
 
+/// What an entry keeps of a backend's address: an IPv4 address whole, an
+/// IPv6 one as a 32-bit hash (an entry is one atomic word). Two IPv6
+/// backends of one listener with the same port and hash would share
+/// clients' affinity, costing stickiness, never a wrong listener.
+pub fn address_tag(address: IpAddr) -> u32 {
+    match address {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(_) => crate::packet::client_hash(address, 0),
+    }
+}
+
 #[derive(Default)]
 struct Slot {
-    /// `backend << 32 | port << 16 | tag`; 0 is empty.
+    /// `address_tag(backend) << 32 | port << 16 | tag`; 0 is empty.
     word: AtomicU64,
     last_used_secs: AtomicU32,
 }
@@ -110,7 +123,7 @@ impl<S: BuildHasher> AffinityTable<S> {
                 return None;
             }
             Some(AffinityEntry {
-                backend: Ipv4Addr::from((word >> 32) as u32),
+                backend: (word >> 32) as u32,
                 port: (word >> 16) as u16,
                 last_used_secs,
             })
@@ -119,9 +132,9 @@ impl<S: BuildHasher> AffinityTable<S> {
 
     /// Gives the client `backend:port` as of `now_secs`: refreshes its
     /// entry, or takes the bucket's empty or least recently used one.
-    pub fn put(&self, key: &AffinityKey, backend: Ipv4Addr, port: u16, now_secs: u32) {
+    pub fn put(&self, key: &AffinityKey, backend: IpAddr, port: u16, now_secs: u32) {
         let (start, tag) = self.place(key);
-        let word = u64::from(u32::from(backend)) << 32 | u64::from(port) << 16 | tag;
+        let word = u64::from(address_tag(backend)) << 32 | u64::from(port) << 16 | tag;
         let bucket = &self.slots[start..start + WAYS];
         let slot = bucket
             .iter()
@@ -148,6 +161,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::hash::{BuildHasherDefault, DefaultHasher};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     type Fixed = BuildHasherDefault<DefaultHasher>;
 
@@ -157,15 +171,15 @@ mod tests {
 
     fn key(client: [u8; 4]) -> AffinityKey {
         AffinityKey {
-            client: client.into(),
-            vip: Ipv4Addr::new(198, 18, 100, 10),
+            client: Ipv4Addr::from(client).into(),
+            vip: Ipv4Addr::new(198, 18, 100, 10).into(),
             vip_port: 80,
             protocol: 6,
         }
     }
 
-    const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-    const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+    const BE1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 21));
+    const BE2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 22));
 
     #[test]
     fn an_entry_lasts_until_its_timeout_after_its_last_use() {
@@ -173,13 +187,38 @@ mod tests {
         let client = key([198, 18, 1, 10]);
         assert_eq!(table.get(&client, 0, 10), None);
         table.put(&client, BE1, 8080, 100);
-        assert_eq!(table.get(&client, 110, 10).map(|e| e.backend), Some(BE1));
+        assert_eq!(
+            table.get(&client, 110, 10).map(|e| e.backend),
+            Some(address_tag(BE1))
+        );
         assert_eq!(table.get(&client, 111, 10), None, "expired");
         table.put(&client, BE2, 8080, 105);
         let entry = table.get(&client, 115, 10).unwrap();
         assert_eq!(
             (entry.backend, entry.port, entry.last_used_secs),
-            (BE2, 8080, 105)
+            (address_tag(BE2), 8080, 105)
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_and_backends_have_entries_too() {
+        let table = table(1024);
+        let client = AffinityKey {
+            client: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10).into(),
+            vip: Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1).into(),
+            vip_port: 80,
+            protocol: 6,
+        };
+        let backends: [IpAddr; 2] = [
+            Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 5).into(),
+            Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 6).into(),
+        ];
+        assert_ne!(address_tag(backends[0]), address_tag(backends[1]));
+        table.put(&client, backends[1], 8080, 100);
+        let entry = table.get(&client, 100, 10).unwrap();
+        assert_eq!(
+            (entry.backend, entry.port),
+            (address_tag(backends[1]), 8080)
         );
     }
 

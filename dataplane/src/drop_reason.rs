@@ -7,17 +7,19 @@ use crate::packet::ParseError;
 #[repr(u8)]
 pub enum DropReason {
     Truncated,
-    NotIpv4,
+    NotIp,
     BadIpHeader,
     Fragment,
     UnsupportedProtocol,
     BadL4Header,
+    ExtHeaderChainTooLong,
     /// Steered by XDP but matching no listener or backend of the snapshot
     /// the worker holds (e.g. between a config swap and the map update).
     NotAService,
     /// The flow hashed onto the share of a backendRef with no endpoint.
     BackendUnavailable,
-    /// Backends are IPv4-only in this release.
+    /// A backend of another family than the packet's; never taken while
+    /// listeners keep to their VIP's family, as `Listener` checks.
     UnsupportedAddressFamily,
     NoRoute,
     NeighbourUnresolved,
@@ -34,13 +36,14 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         Self::Truncated,
-        Self::NotIpv4,
+        Self::NotIp,
         Self::BadIpHeader,
         Self::Fragment,
         Self::UnsupportedProtocol,
         Self::BadL4Header,
+        Self::ExtHeaderChainTooLong,
         Self::NotAService,
         Self::BackendUnavailable,
         Self::UnsupportedAddressFamily,
@@ -56,11 +59,12 @@ impl DropReason {
     pub const fn name(self) -> &'static str {
         match self {
             Self::Truncated => "truncated",
-            Self::NotIpv4 => "not_ipv4",
+            Self::NotIp => "not_ip",
             Self::BadIpHeader => "bad_ip_header",
             Self::Fragment => "fragment",
             Self::UnsupportedProtocol => "unsupported_protocol",
             Self::BadL4Header => "bad_l4_header",
+            Self::ExtHeaderChainTooLong => "ext_header_chain_too_long",
             Self::NotAService => "not_a_service",
             Self::BackendUnavailable => "backend_unavailable",
             Self::UnsupportedAddressFamily => "unsupported_address_family",
@@ -78,11 +82,12 @@ impl From<ParseError> for DropReason {
     fn from(error: ParseError) -> Self {
         match error {
             ParseError::Truncated => Self::Truncated,
-            ParseError::NotIpv4 => Self::NotIpv4,
+            ParseError::NotIp => Self::NotIp,
             ParseError::BadIpHeader => Self::BadIpHeader,
             ParseError::Fragment => Self::Fragment,
             ParseError::UnsupportedProtocol => Self::UnsupportedProtocol,
             ParseError::BadL4Header => Self::BadL4Header,
+            ParseError::ExtHeaderChainTooLong => Self::ExtHeaderChainTooLong,
         }
     }
 }

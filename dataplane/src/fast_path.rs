@@ -23,6 +23,7 @@
 //! reloads exactly as the workers' own counters do.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -40,9 +41,19 @@ mod activity;
 
 pub use self::activity::{ActivityReader, ActivityView};
 
-/// The cache key of packets with 5-tuple `key`.
-pub fn cache_key(key: &FlowKey) -> FlowCacheKey {
-    FlowCacheKey::new(key.src, key.dst, key.src_port, key.dst_port, key.protocol)
+/// The cache key of packets with 5-tuple `key`; `None` for IPv6, which
+/// the cache does not hold.
+pub fn cache_key(key: &FlowKey) -> Option<FlowCacheKey> {
+    match (key.src, key.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Some(FlowCacheKey::new(
+            src,
+            dst,
+            key.src_port,
+            key.dst_port,
+            key.protocol,
+        )),
+        _ => None,
+    }
 }
 
 /// Where a cached flow leaves: the interface slot (the program's `tx_ports`
@@ -94,16 +105,19 @@ pub fn action(
     l2_epoch: u64,
     stats_slot: u16,
     epoch: u64,
-) -> FlowAction {
+) -> Option<FlowAction> {
     let rewrite = &entry.rewrite;
+    let (IpAddr::V4(ip_src), IpAddr::V4(ip_dst)) = (rewrite.ip_src, rewrite.ip_dst) else {
+        return None;
+    };
     let deltas = checksum_deltas(key, rewrite);
-    FlowAction::from(ActionSpec {
+    Some(FlowAction::from(ActionSpec {
         generation: epoch,
         l2_epoch,
         eth_dst: rewrite.eth_dst,
         eth_src: rewrite.eth_src,
-        ip_src: rewrite.ip_src,
-        ip_dst: rewrite.ip_dst,
+        ip_src,
+        ip_dst,
         src_port: rewrite.src_port,
         dst_port: rewrite.dst_port,
         ip_csum_diff: deltas.ip,
@@ -111,7 +125,7 @@ pub fn action(
         egress_slot: egress.slot,
         egress_ifindex: egress.ifindex,
         stats_slot,
-    })
+    }))
 }
 
 /// Stats slots of one snapshot's (listener, backend) pairs, and each
@@ -483,7 +497,7 @@ impl CacheView {
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<CachedFlow> {
-        let action = self.entries.get(&cache_key(key))?;
+        let action = self.entries.get(&cache_key(key)?)?;
         let spec = action.spec();
         let epoch = self.epochs.get(usize::from(spec.stats_slot)).copied();
         Some(CachedFlow {
@@ -637,9 +651,14 @@ impl CacheWriter {
             return false;
         }
         let epoch = slots.epoch(entry.listener);
-        self.keys.push(cache_key(key));
-        self.actions
-            .push(action(key, entry, egress, l2.epoch(), slot, epoch));
+        let (Some(cache_key), Some(action)) = (
+            cache_key(key),
+            action(key, entry, egress, l2.epoch(), slot, epoch),
+        ) else {
+            return false;
+        };
+        self.keys.push(cache_key);
+        self.actions.push(action);
         self.queued.push(*key);
         if entry.cached == Cached::Current {
             self.counters.lost += 1;
@@ -685,7 +704,7 @@ impl CacheWriter {
         if !self.removals.is_empty() {
             self.removal_keys.clear();
             self.removal_keys
-                .extend(self.removals.iter().map(cache_key));
+                .extend(self.removals.iter().filter_map(cache_key));
             self.removals.clear();
             if let Err(err) = self.shared.maps.remove(&self.removal_keys) {
                 log::debug!("fast path: {err}");
@@ -717,7 +736,10 @@ impl CacheWriter {
         if self.lookup_budget == 0 {
             return CacheActivity::Unknown;
         }
+        let Some(cache_key) = cache_key(key) else {
+            return CacheActivity::Unknown;
+        };
         self.lookup_budget -= 1;
-        view.activity(&cache_key(key), entry, self.expiry_now)
+        view.activity(&cache_key, entry, self.expiry_now)
     }
 }

@@ -761,8 +761,8 @@ mod tests {
 
     fn key(n: u32, protocol: u8) -> FlowKey {
         FlowKey {
-            src: Ipv4Addr::from(0x0a00_0000 + n),
-            dst: Ipv4Addr::new(192, 0, 2, 1),
+            src: Ipv4Addr::from(0x0a00_0000 + n).into(),
+            dst: Ipv4Addr::new(192, 0, 2, 1).into(),
             src_port: 1024 + (n % 50_000) as u16,
             dst_port: 80,
             protocol,
@@ -774,8 +774,8 @@ mod tests {
             rewrite: Rewrite {
                 eth_src: [0; 6],
                 eth_dst: [0; 6],
-                ip_src: Ipv4Addr::UNSPECIFIED,
-                ip_dst: Ipv4Addr::UNSPECIFIED,
+                ip_src: Ipv4Addr::UNSPECIFIED.into(),
+                ip_dst: Ipv4Addr::UNSPECIFIED.into(),
                 src_port: 0,
                 dst_port: 0,
             },
@@ -861,7 +861,7 @@ mod tests {
         table.remove_for_test(&key(7, TCP));
         table.insert(key(20, TCP), entry(0, 2));
         let (mut seen, calls) = scanned(&table, 4, 0);
-        seen.sort_by_key(|k| u32::from(k.src));
+        seen.sort_by_key(|k| k.src);
         let expected: Vec<FlowKey> = [0, 1, 2, 4, 5, 6, 8, 9, 20]
             .iter()
             .map(|&n| key(n, TCP))

@@ -16,7 +16,7 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crossbeam::channel::Sender;
 
@@ -54,7 +54,7 @@ pub struct ActiveEntry {
     /// As the client's packets arrive: client to VIP.
     pub key: FlowKey,
     /// The backend endpoint the flow is translated to.
-    pub backend: (Ipv4Addr, u16),
+    pub backend: (IpAddr, u16),
     /// TCP FIN or RST seen on this entry.
     pub closing: bool,
 }
@@ -75,32 +75,47 @@ impl ActiveEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowSelect {
     /// `(protocol, address, port)` of the VIPs; any VIP when `None`.
-    pub vips: Option<Vec<(u8, Ipv4Addr, u16)>>,
-    /// Client address under `(network, prefix length)`.
-    pub client: Option<(Ipv4Addr, u8)>,
+    pub vips: Option<Vec<(u8, IpAddr, u16)>>,
+    /// Client address under `(network, prefix length)`, of its family.
+    pub client: Option<(IpAddr, u8)>,
     /// Backend `(address, port)`.
-    pub backend: Option<(Ipv4Addr, u16)>,
-    /// Nothing matches (an IPv6 filter on the IPv4 packet path).
-    pub nothing: bool,
+    pub backend: Option<(IpAddr, u16)>,
 }
 
 impl FlowSelect {
     fn matches(&self, c: &Connection) -> bool {
-        if self.nothing {
-            return false;
-        }
         if let Some(vips) = &self.vips {
             if !vips.contains(&(c.protocol, c.vip.0, c.vip.1)) {
                 return false;
             }
         }
         if let Some((network, prefix)) = self.client {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            if u32::from(c.client.0) & mask != u32::from(network) & mask {
+            if !in_prefix(c.client.0, network, prefix) {
                 return false;
             }
         }
         self.backend.is_none_or(|b| b == c.backend)
+    }
+}
+
+/// Whether `address` lies in `network/prefix`; never across families.
+fn in_prefix(address: IpAddr, network: IpAddr, prefix: u8) -> bool {
+    let under = |a: u128, n: u128, bits: u32| {
+        let mask = u128::MAX
+            .checked_shl(bits - u32::from(prefix).min(bits))
+            .unwrap_or(0);
+        a & mask == n & mask
+    };
+    match (address, network) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            under(
+                u128::from(u32::from(a)) << 96,
+                u128::from(u32::from(n)) << 96,
+                128,
+            ) && prefix <= 32
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => under(a.into(), n.into(), 128),
+        _ => false,
     }
 }
 
@@ -116,9 +131,9 @@ pub struct FlowScan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
     pub protocol: u8,
-    pub client: (Ipv4Addr, u16),
-    pub vip: (Ipv4Addr, u16),
-    pub backend: (Ipv4Addr, u16),
+    pub client: (IpAddr, u16),
+    pub vip: (IpAddr, u16),
+    pub backend: (IpAddr, u16),
 }
 
 impl Connection {
@@ -483,15 +498,17 @@ mod tests {
     use crate::flow::FlowTimeouts;
     use crate::packet::Rewrite;
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
-    const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-    const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+    use std::net::Ipv4Addr;
 
-    fn client(n: u16) -> Ipv4Addr {
-        Ipv4Addr::new(198, 18, 1, (n % 250) as u8 + 1)
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10));
+    const BE1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 21));
+    const BE2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 22));
+
+    fn client(n: u16) -> IpAddr {
+        Ipv4Addr::new(198, 18, 1, (n % 250) as u8 + 1).into()
     }
 
-    fn connection(n: u16, backend: Ipv4Addr) -> Connection {
+    fn connection(n: u16, backend: IpAddr) -> Connection {
         Connection {
             protocol: 6,
             client: (client(n), 40000 + n),
@@ -662,11 +679,14 @@ mod tests {
             ..FlowSelect::default()
         })
         .is_empty());
-        assert!(only(FlowSelect {
-            nothing: true,
-            ..FlowSelect::default()
-        })
-        .is_empty());
+        assert!(
+            only(FlowSelect {
+                client: Some(("2001:db8::".parse().unwrap(), 0)),
+                ..FlowSelect::default()
+            })
+            .is_empty(),
+            "an IPv6 network holds no IPv4 client, even /0"
+        );
     }
 
     #[test]

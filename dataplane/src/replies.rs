@@ -24,7 +24,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::packet::{flow_hash, FlowKey};
@@ -35,40 +35,73 @@ const WAYS: usize = 4;
 const READ_ATTEMPTS: usize = 4;
 
 /// One entry: the reply's 5-tuple, the VIP it answers for, its expiry.
-/// 32 bytes, so a bucket of four is two cache lines.
+/// Addresses of both families are held as 128-bit numbers, an IPv4 one
+/// IPv4-mapped (`::ffff:a.b.c.d`); `parse` refuses IPv4-mapped addresses
+/// in IPv6 packets, so the two families cannot alias. 64 bytes, a cache
+/// line: a bucket of four is four lines, fetched ahead by `prefetch_for`.
 #[derive(Default)]
-#[repr(align(32))]
+#[repr(align(64))]
 struct Slot {
     /// Even while the slot is stable, odd while a writer holds it.
     seq: AtomicU32,
     /// Seconds on the workers' clock after which the entry is gone; 0 is
     /// an empty slot.
     expires_secs: AtomicU32,
-    /// Reply source (the backend) << 32 | reply destination (the client).
-    addrs: AtomicU64,
-    /// Source port << 48 | destination port << 32 | protocol << 24.
-    ports: AtomicU64,
-    /// VIP << 32 | VIP port << 16.
-    vip: AtomicU64,
+    /// Reply source (the backend), high word first, then reply destination
+    /// (the client), then source port << 48 | destination port << 32 |
+    /// protocol << 24 | VIP port.
+    key: [AtomicU64; KEY_WORDS],
+    /// The VIP, high word first.
+    vip: [AtomicU64; 2],
 }
+
+/// Words of a slot's key; the VIP port shares the last one (below
+/// `PORTS_KEY_MASK`).
+const KEY_WORDS: usize = 5;
+const PORTS_KEY_MASK: u64 = !0xff_ffff;
 
 /// A slot's words, read consistently.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Stable {
     seq: u32,
     expires_secs: u32,
-    addrs: u64,
-    ports: u64,
-    vip: u64,
+    key: [u64; KEY_WORDS],
+    vip: [u64; 2],
 }
 
-fn key_words(key: &FlowKey) -> (u64, u64) {
-    (
-        u64::from(u32::from(key.src)) << 32 | u64::from(u32::from(key.dst)),
+impl Stable {
+    fn is_for(&self, words: &[u64; KEY_WORDS]) -> bool {
+        self.key[..KEY_WORDS - 1] == words[..KEY_WORDS - 1]
+            && self.key[KEY_WORDS - 1] & PORTS_KEY_MASK == words[KEY_WORDS - 1]
+    }
+
+    fn vip(&self) -> (IpAddr, u16) {
+        let address = Ipv6Addr::from(u128::from(self.vip[0]) << 64 | u128::from(self.vip[1]));
+        (address.to_canonical(), self.key[KEY_WORDS - 1] as u16)
+    }
+}
+
+/// An address as two words, IPv4 mapped into IPv6.
+fn address_words(address: IpAddr) -> [u64; 2] {
+    let n = u128::from(match address {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    });
+    [(n >> 64) as u64, n as u64]
+}
+
+fn key_words(key: &FlowKey) -> [u64; KEY_WORDS] {
+    let [src_high, src_low] = address_words(key.src);
+    let [dst_high, dst_low] = address_words(key.dst);
+    [
+        src_high,
+        src_low,
+        dst_high,
+        dst_low,
         u64::from(key.src_port) << 48
             | u64::from(key.dst_port) << 32
             | u64::from(key.protocol) << 24,
-    )
+    ]
 }
 
 impl Slot {
@@ -86,9 +119,8 @@ impl Slot {
             let stable = Stable {
                 seq,
                 expires_secs: self.expires_secs.load(Ordering::Relaxed),
-                addrs: self.addrs.load(Ordering::Relaxed),
-                ports: self.ports.load(Ordering::Relaxed),
-                vip: self.vip.load(Ordering::Relaxed),
+                key: std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed)),
+                vip: std::array::from_fn(|i| self.vip[i].load(Ordering::Relaxed)),
             };
             // Acquire fence: the word loads above happen before the second
             // sequence load, so an unchanged sequence proves no write
@@ -129,11 +161,8 @@ impl Slot {
         self.seq.store(seen.wrapping_add(2), Ordering::Release);
     }
 
-    fn holds(stable: &Stable, words: (u64, u64), now_secs: u32) -> bool {
-        stable.expires_secs != 0
-            && now_secs <= stable.expires_secs
-            && stable.addrs == words.0
-            && stable.ports == words.1
+    fn holds(stable: &Stable, words: &[u64; KEY_WORDS], now_secs: u32) -> bool {
+        stable.expires_secs != 0 && now_secs <= stable.expires_secs && stable.is_for(words)
     }
 }
 
@@ -176,10 +205,10 @@ impl ReplyTable {
     }
 
     #[inline(always)]
-    fn bucket_of_client(&self, client: Ipv4Addr, port: u16, protocol: u8) -> &[Slot] {
+    fn bucket_of_client(&self, client: IpAddr, port: u16, protocol: u8) -> &[Slot] {
         let client = FlowKey {
             src: client,
-            dst: Ipv4Addr::UNSPECIFIED,
+            dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             src_port: port,
             dst_port: 0,
             protocol,
@@ -195,22 +224,18 @@ impl ReplyTable {
     #[inline(always)]
     pub fn prefetch_for(&self, forward: &FlowKey) {
         let bucket = self.bucket_of_client(forward.src, forward.src_port, forward.protocol);
-        crate::hint::prefetch(bucket.as_ptr());
-        crate::hint::prefetch(bucket[WAYS / 2..].as_ptr());
+        for slot in bucket {
+            crate::hint::prefetch(slot);
+        }
     }
 
     /// The VIP (address, port) the reply `key` (source = backend endpoint,
     /// destination = client) answers for, if a live flow put it here.
-    pub fn get(&self, key: &FlowKey, now_secs: u32) -> Option<(Ipv4Addr, u16)> {
+    pub fn get(&self, key: &FlowKey, now_secs: u32) -> Option<(IpAddr, u16)> {
         let words = key_words(key);
         self.bucket(key).iter().find_map(|slot| {
             let stable = slot.read()?;
-            Slot::holds(&stable, words, now_secs).then(|| {
-                (
-                    Ipv4Addr::from((stable.vip >> 32) as u32),
-                    (stable.vip >> 16) as u16,
-                )
-            })
+            Slot::holds(&stable, &words, now_secs).then(|| stable.vip())
         })
     }
 
@@ -219,18 +244,18 @@ impl ReplyTable {
     /// expired slot, else the one that expires first gives way. False when
     /// other writers held every candidate (the reply then finds no entry on
     /// another worker until the flow's next refresh).
-    pub fn put(&self, key: &FlowKey, vip: (Ipv4Addr, u16), now_secs: u32, ttl_secs: u32) -> bool {
-        let words = key_words(key);
-        let vip_word = u64::from(u32::from(vip.0)) << 32 | u64::from(vip.1) << 16;
+    pub fn put(&self, key: &FlowKey, vip: (IpAddr, u16), now_secs: u32, ttl_secs: u32) -> bool {
+        let mut words = key_words(key);
+        let vip_words = address_words(vip.0);
         let expires = now_secs.saturating_add(ttl_secs).max(1);
         let bucket = self.bucket(key);
         let mut seen: [Option<Stable>; WAYS] = [None; WAYS];
         for (view, slot) in seen.iter_mut().zip(bucket) {
             *view = slot.read();
         }
-        let same = seen.iter().position(|s| {
-            s.is_some_and(|s| s.addrs == words.0 && s.ports == words.1 && s.expires_secs != 0)
-        });
+        let same = seen
+            .iter()
+            .position(|s| s.is_some_and(|s| s.is_for(&words) && s.expires_secs != 0));
         let free = || {
             seen.iter()
                 .position(|s| s.is_some_and(|s| s.expires_secs == 0 || s.expires_secs < now_secs))
@@ -249,9 +274,13 @@ impl ReplyTable {
         if !slot.claim(view.seq) {
             return false;
         }
-        slot.addrs.store(words.0, Ordering::Relaxed);
-        slot.ports.store(words.1, Ordering::Relaxed);
-        slot.vip.store(vip_word, Ordering::Relaxed);
+        words[KEY_WORDS - 1] |= u64::from(vip.1);
+        for (word, value) in slot.key.iter().zip(words) {
+            word.store(value, Ordering::Relaxed);
+        }
+        for (word, value) in slot.vip.iter().zip(vip_words) {
+            word.store(value, Ordering::Relaxed);
+        }
         slot.expires_secs.store(expires, Ordering::Relaxed);
         slot.release(view.seq);
         true
@@ -266,7 +295,7 @@ impl ReplyTable {
             let Some(stable) = slot.read() else {
                 return false;
             };
-            if !Slot::holds(&stable, words, now_secs) || !slot.claim(stable.seq) {
+            if !Slot::holds(&stable, &words, now_secs) || !slot.claim(stable.seq) {
                 return false;
             }
             slot.expires_secs.store(expires, Ordering::Relaxed);
@@ -288,9 +317,9 @@ mod tests {
         ReplyTable::with_seed(capacity, 0)
     }
 
-    const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
-    const VIP: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 18, 100, 10), 80);
+    const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 21));
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10));
+    const VIP: (IpAddr, u16) = (IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10)), 80);
 
     fn reply(client_port: u16) -> FlowKey {
         FlowKey {
@@ -327,11 +356,11 @@ mod tests {
         table.put(&reply(40000), VIP, 0, 30);
         let others = [
             FlowKey {
-                src: Ipv4Addr::new(198, 18, 2, 22),
+                src: Ipv4Addr::new(198, 18, 2, 22).into(),
                 ..reply(40000)
             },
             FlowKey {
-                dst: Ipv4Addr::new(198, 18, 1, 11),
+                dst: Ipv4Addr::new(198, 18, 1, 11).into(),
                 ..reply(40000)
             },
             FlowKey {
@@ -347,6 +376,36 @@ mod tests {
         for key in others {
             assert_eq!(table.get(&key, 0), None, "{key:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_replies_are_kept_apart_from_the_ipv4_flows_they_map_to() {
+        let table = table(64);
+        let v6 = |address: IpAddr| match address {
+            IpAddr::V4(a) => {
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1) | a.to_ipv6_compatible())
+            }
+            v6 => v6,
+        };
+        let reply6 = FlowKey {
+            src: v6(BACKEND),
+            dst: v6(CLIENT),
+            ..reply(40000)
+        };
+        let vip6 = (v6(VIP.0), 443);
+        assert!(table.put(&reply6, vip6, 0, 30));
+        assert!(table.put(&reply(40000), VIP, 0, 30));
+        assert_eq!(table.get(&reply6, 0), Some(vip6));
+        assert_eq!(table.get(&reply(40000), 0), Some(VIP));
+        let mapped = FlowKey {
+            src: IpAddr::V4(Ipv4Addr::new(198, 18, 2, 21)).to_canonical(),
+            dst: match CLIENT {
+                IpAddr::V4(a) => IpAddr::V6(a.to_ipv6_mapped()),
+                v6 => v6,
+            },
+            ..reply(40000)
+        };
+        assert_eq!(table.get(&mapped, 0), None, "a family mix is no key");
     }
 
     #[test]

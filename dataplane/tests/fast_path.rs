@@ -87,10 +87,11 @@ fn run_keyed(
         L2_EPOCH,
         STATS_SLOT,
         entry.generation,
-    );
+    )
+    .expect("an IPv4 flow has a cache entry");
     let (written, error) = steering
         .fast_path()
-        .install(&[cache_key(&key)], &[installed]);
+        .install(&[cache_key(&key).unwrap()], &[installed]);
     assert_eq!((written, error.map(|e| e.to_string())), (1, None));
     steering.test_run_output(frame, None).expect("test run")
 }
@@ -111,8 +112,8 @@ fn to_backend() -> Rewrite {
     Rewrite {
         eth_src: [0x02, 0, 0, 0, 0, 0x1b],
         eth_dst: [0x02, 0, 0, 0, 0, 0xbe],
-        ip_src: CLIENT,
-        ip_dst: BACKEND,
+        ip_src: CLIENT.into(),
+        ip_dst: BACKEND.into(),
         src_port: 40000,
         dst_port: 8080,
     }
@@ -122,8 +123,8 @@ fn from_backend() -> Rewrite {
     Rewrite {
         eth_src: [0x02, 0, 0, 0, 0, 0x1b],
         eth_dst: [0x02, 0, 0, 0, 0, 0x0c],
-        ip_src: VIP,
-        ip_dst: CLIENT,
+        ip_src: VIP.into(),
+        ip_dst: CLIENT.into(),
         src_port: 80,
         dst_port: 40000,
     }
@@ -272,7 +273,7 @@ fn an_entry_counts_its_packets_and_the_backends_stats_slot() {
     for _ in 0..2 {
         steering.test_run_output(&frame, None).unwrap();
     }
-    let key = cache_key(&packet::parse(&frame).unwrap().key);
+    let key = cache_key(&packet::parse(&frame).unwrap().key).unwrap();
     let cached = steering
         .fast_path()
         .lookup(&key)
@@ -311,8 +312,8 @@ fn arb_rewrite() -> impl Strategy<Value = Rewrite> {
         .prop_map(|(eth_src, eth_dst, src, dst, src_port, dst_port)| Rewrite {
             eth_src,
             eth_dst,
-            ip_src: Ipv4Addr::from(src),
-            ip_dst: Ipv4Addr::from(dst),
+            ip_src: Ipv4Addr::from(src).into(),
+            ip_dst: Ipv4Addr::from(dst).into(),
             src_port,
             dst_port,
         })

@@ -663,8 +663,8 @@ fn choose_names_the_backend_the_worker_forwards_to() {
         worker.run_once(&mut io);
         let forwarded = inspect(&io.tx.pop().expect("forwarded").1).dst;
         let key = FlowKey {
-            src: CLIENT,
-            dst: VIP,
+            src: CLIENT.into(),
+            dst: VIP.into(),
             src_port: client_port,
             dst_port: 80,
             protocol: 6,
@@ -694,8 +694,8 @@ fn lookup_finds_a_tracked_flow_by_its_client_to_vip_key() {
     let backend = inspect(&h.send(0, frame.clone()).unwrap().1).dst;
     h.send(0, frame).unwrap();
     let key = FlowKey {
-        src: CLIENT,
-        dst: VIP,
+        src: CLIENT.into(),
+        dst: VIP.into(),
         src_port: 42000,
         dst_port: 80,
         protocol: 6,
@@ -711,7 +711,7 @@ fn lookup_finds_a_tracked_flow_by_its_client_to_vip_key() {
     assert_eq!(record.key, key);
     assert_eq!(
         (record.entry.rewrite.ip_dst, record.entry.rewrite.dst_port),
-        backend
+        (backend.0.into(), backend.1)
     );
     assert_eq!((record.entry.packets, record.entry.bytes), (2, 2 * len));
     assert!(lookup(FlowKey {
@@ -738,8 +738,8 @@ fn affinity_snapshot(affinity: Option<Affinity>) -> Snapshot {
 
 fn backend_of(snapshot: &Snapshot, client: Ipv4Addr, client_port: u16) -> u32 {
     let key = FlowKey {
-        src: client,
-        dst: VIP,
+        src: client.into(),
+        dst: VIP.into(),
         src_port: client_port,
         dst_port: 53,
         protocol: 17,
@@ -827,8 +827,8 @@ fn established_flows_keep_their_backend_across_a_reload_that_reshuffles_the_tabl
     let expected: Vec<Ipv4Addr> = (41000..41040u16)
         .map(|port| {
             let key = FlowKey {
-                src: CLIENT,
-                dst: VIP,
+                src: CLIENT.into(),
+                dst: VIP.into(),
                 src_port: port,
                 dst_port: 80,
                 protocol: 6,
@@ -983,8 +983,8 @@ fn with_client_ip_affinity_a_client_keeps_its_backend_across_a_reload_that_moves
     let newcomer = Ipv4Addr::new(198, 18, 1, 200);
     let got = udp_backend(&mut h, newcomer, 41000);
     let key = FlowKey {
-        src: newcomer,
-        dst: VIP,
+        src: newcomer.into(),
+        dst: VIP.into(),
         src_port: 41000,
         dst_port: 53,
         protocol: 17,

@@ -233,7 +233,10 @@ impl Harness {
 
     /// Whether the flow cache holds an entry for `key`.
     fn in_cache(&self, key: &FlowKey) -> bool {
-        self.maps.lookup(&cache_key(key)).unwrap().is_some()
+        self.maps
+            .lookup(&cache_key(key).unwrap())
+            .unwrap()
+            .is_some()
     }
 }
 
@@ -273,8 +276,8 @@ fn udp(src: (Ipv4Addr, u16), n: usize) -> Vec<u8> {
 
 fn udp_key(src: (Ipv4Addr, u16)) -> FlowKey {
     FlowKey {
-        src: src.0,
-        dst: VIP,
+        src: src.0.into(),
+        dst: VIP.into(),
         src_port: src.1,
         dst_port: UDP_PORT,
         protocol: 17,
@@ -297,8 +300,8 @@ fn a_new_syn_on_a_closing_five_tuple_starts_a_new_flow_in_both_directions() {
     let client = (CLIENT, 40000);
     let vip = (VIP, TCP_PORT);
     let forward = FlowKey {
-        src: CLIENT,
-        dst: VIP,
+        src: CLIENT.into(),
+        dst: VIP.into(),
         src_port: 40000,
         dst_port: TCP_PORT,
         protocol: 6,
@@ -310,8 +313,8 @@ fn a_new_syn_on_a_closing_five_tuple_starts_a_new_flow_in_both_directions() {
         LB_BACKEND_SIDE_MAC,
     );
     let reply = FlowKey {
-        src: backend.0,
-        dst: CLIENT,
+        src: backend.0.into(),
+        dst: CLIENT.into(),
         src_port: backend.1,
         dst_port: 40000,
         protocol: 6,
@@ -380,7 +383,7 @@ fn a_flow_whose_cache_entry_the_kernel_dropped_is_installed_again_at_its_next_pa
     assert!(h.in_cache(&key));
 
     // The cache's LRU evicts the entry behind the worker's back.
-    assert_eq!(h.maps.remove(&[cache_key(&key)]).unwrap(), 1);
+    assert_eq!(h.maps.remove(&[cache_key(&key).unwrap()]).unwrap(), 1);
     // Past the time packets already on their way to the worker when the
     // entry was written can take to arrive.
     std::thread::sleep(Duration::from_millis(300));
@@ -422,7 +425,7 @@ fn a_batch_update_the_kernel_wrote_only_part_of_marks_only_the_written_flows_cac
     // Room again: the flows left out are written at their next packet.
     let written: Vec<_> = clients[..2]
         .iter()
-        .map(|&c| cache_key(&udp_key(c)))
+        .map(|&c| cache_key(&udp_key(c)).unwrap())
         .collect();
     assert_eq!(h.maps.remove(&written).unwrap(), 2);
     h.batch(clients[2..].iter().map(|&c| (0, udp(c, 3))).collect());
@@ -463,7 +466,7 @@ fn an_expiry_pass_keeps_cached_flows_the_fast_path_still_carries() {
         h._steering.test_run_output(&udp(c, 3), None).unwrap();
     }
     let evicted = udp_key(clients[0]);
-    assert_eq!(h.maps.remove(&[cache_key(&evicted)]).unwrap(), 1);
+    assert_eq!(h.maps.remove(&[cache_key(&evicted).unwrap()]).unwrap(), 1);
     // Idle to the worker for longer than the UDP timeout, seen by the fast
     // path well within it.
     while h.now() < installed + udp_timeout.as_nanos() as u64 + 200_000_000 {
@@ -505,8 +508,8 @@ fn a_reload_that_changes_one_listener_leaves_the_cached_flows_of_the_others_appl
     h.send(0, udp(client, 1)).unwrap();
     h.send(0, udp(client, 2)).unwrap();
     let tcp_key = FlowKey {
-        src: CLIENT,
-        dst: VIP,
+        src: CLIENT.into(),
+        dst: VIP.into(),
         src_port: client.1,
         dst_port: TCP_PORT,
         protocol: 6,

@@ -4,27 +4,28 @@
 //! parseable as the rewritten flow, and keep every checksum that verified
 //! verifying; a partial checksum it says it completed must verify.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use switchyard_dataplane::packet::{
     self, apply, has_partial_checksum, tcp_reset, FlowKey, L4Checksum, Parsed, Rewrite,
 };
-use switchyard_wire::checksum::{fold, pseudo_header_v4, sum_words};
-use switchyard_wire::{ethernet, ipv4, tcp, udp};
+use switchyard_wire::checksum::{fold, pseudo_header_v4, pseudo_header_v6, sum_words};
+use switchyard_wire::{ethernet, ipv4, ipv6, tcp, udp};
 
 /// Bytes of the rewrite plan in front of the frame: destination and source
-/// MAC, source and destination address, source and destination port.
-pub const PLAN_LEN: usize = 6 + 6 + 4 + 4 + 2 + 2;
+/// MAC, source and destination address (16 bytes each: an IPv4 frame's
+/// plan uses the first 4), source and destination port.
+pub const PLAN_LEN: usize = 6 + 6 + 16 + 16 + 2 + 2;
 
 /// Input: a [`PLAN_LEN`]-byte rewrite plan, then the frame.
 pub fn packet(data: &[u8]) {
     let Some((plan, frame)) = data.split_first_chunk::<PLAN_LEN>() else {
         return;
     };
-    let rewrite = plan_of(plan);
     let Ok(parsed) = packet::parse(frame) else {
         return;
     };
+    let rewrite = plan_of(plan, parsed.key.is_ipv6());
     let _ = packet::flow_hash(&parsed.key, u32::from_be_bytes([plan[0], plan[1], 0, 0]));
     let _ = packet::client_hash(parsed.key.src, 0);
     check_rewrite(frame, &parsed, &rewrite);
@@ -38,24 +39,36 @@ pub fn plan_bytes(rewrite: &Rewrite) -> [u8; PLAN_LEN] {
     let mut plan = [0; PLAN_LEN];
     plan[0..6].copy_from_slice(&rewrite.eth_dst);
     plan[6..12].copy_from_slice(&rewrite.eth_src);
-    plan[12..16].copy_from_slice(&rewrite.ip_src.octets());
-    plan[16..20].copy_from_slice(&rewrite.ip_dst.octets());
-    plan[20..22].copy_from_slice(&rewrite.src_port.to_be_bytes());
-    plan[22..24].copy_from_slice(&rewrite.dst_port.to_be_bytes());
+    for (at, address) in [(12, rewrite.ip_src), (28, rewrite.ip_dst)] {
+        match address {
+            IpAddr::V4(a) => plan[at..at + 4].copy_from_slice(&a.octets()),
+            IpAddr::V6(a) => plan[at..at + 16].copy_from_slice(&a.octets()),
+        }
+    }
+    plan[44..46].copy_from_slice(&rewrite.src_port.to_be_bytes());
+    plan[46..48].copy_from_slice(&rewrite.dst_port.to_be_bytes());
     plan
 }
 
-fn plan_of(plan: &[u8; PLAN_LEN]) -> Rewrite {
+/// The plan's rewrite, with addresses of the frame's family.
+fn plan_of(plan: &[u8; PLAN_LEN], ipv6: bool) -> Rewrite {
     let mac = |at: usize| <[u8; 6]>::try_from(&plan[at..at + 6]).unwrap_or_default();
-    let addr = |at: usize| Ipv4Addr::new(plan[at], plan[at + 1], plan[at + 2], plan[at + 3]);
+    let addr = |at: usize| -> IpAddr {
+        if ipv6 {
+            let octets = <[u8; 16]>::try_from(&plan[at..at + 16]).unwrap_or_default();
+            Ipv6Addr::from(octets).into()
+        } else {
+            Ipv4Addr::new(plan[at], plan[at + 1], plan[at + 2], plan[at + 3]).into()
+        }
+    };
     let port = |at: usize| u16::from_be_bytes([plan[at], plan[at + 1]]);
     Rewrite {
         eth_dst: mac(0),
         eth_src: mac(6),
         ip_src: addr(12),
-        ip_dst: addr(16),
-        src_port: port(20),
-        dst_port: port(22),
+        ip_dst: addr(28),
+        src_port: port(44),
+        dst_port: port(46),
     }
 }
 
@@ -67,7 +80,9 @@ fn check_rewrite(frame: &[u8], parsed: &Parsed, rewrite: &Rewrite) {
         "{parsed:?}"
     );
     let protocol = parsed.key.protocol;
-    let ip_verified = verifies(&frame[l3..l4], 0);
+    let v6 = parsed.key.is_ipv6();
+    // IPv6 has no header checksum.
+    let ip_verified = !v6 && verifies(&frame[l3..l4], 0);
     let l4_verified = l4_checksum_verifies(frame, parsed, parsed.key.src, parsed.key.dst);
     let partial = has_partial_checksum(frame, parsed);
 
@@ -99,9 +114,14 @@ fn check_rewrite(frame: &[u8], parsed: &Parsed, rewrite: &Rewrite) {
         _ => udp::CHECKSUM,
     };
     let owned = |at: usize| {
+        let ip_owned = if v6 {
+            (l3 + ipv6::SRC..l3 + ipv6::DST + 16).contains(&at)
+        } else {
+            (l3 + ipv4::CHECKSUM..l3 + ipv4::CHECKSUM + 2).contains(&at)
+                || (l3 + ipv4::SRC..l3 + ipv4::DST + 4).contains(&at)
+        };
         at < ethernet::SRC + 6
-            || (l3 + ipv4::CHECKSUM..l3 + ipv4::CHECKSUM + 2).contains(&at)
-            || (l3 + ipv4::SRC..l3 + ipv4::DST + 4).contains(&at)
+            || ip_owned
             || (l4..l4 + 4).contains(&at)
             || (l4 + l4_checksum..l4 + l4_checksum + 2).contains(&at)
     };
@@ -137,12 +157,7 @@ fn check_rewrite(frame: &[u8], parsed: &Parsed, rewrite: &Rewrite) {
 /// Whether the TCP/UDP checksum of `frame` verifies with the pseudo-header
 /// of `src` and `dst`: `Some(true|false)`, or `None` for a UDP datagram
 /// without one.
-fn l4_checksum_verifies(
-    frame: &[u8],
-    parsed: &Parsed,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-) -> Option<bool> {
+fn l4_checksum_verifies(frame: &[u8], parsed: &Parsed, src: IpAddr, dst: IpAddr) -> Option<bool> {
     let l4 = parsed.l4_offset;
     let segment = match parsed.key.protocol {
         ipv4::PROTOCOL_TCP => &frame[l4..parsed.l3_offset + parsed.ip_total_len],
@@ -157,12 +172,21 @@ fn l4_checksum_verifies(
             &frame[l4..l4 + len]
         }
     };
-    let pseudo = pseudo_header_v4(
-        src.into(),
-        dst.into(),
-        parsed.key.protocol,
-        segment.len() as u16,
-    );
+    let pseudo = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_header_v4(
+            s.into(),
+            d.into(),
+            parsed.key.protocol,
+            segment.len() as u16,
+        ),
+        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_header_v6(
+            &s.octets(),
+            &d.octets(),
+            parsed.key.protocol,
+            segment.len() as u32,
+        ),
+        _ => return Some(false),
+    };
     Some(verifies(segment, pseudo))
 }
 
@@ -191,7 +215,9 @@ fn check_reset(frame: &[u8], parsed: &Parsed) {
         }
     );
     assert!(reset.tcp_flags & tcp::FLAG_RST != 0, "the reset has no RST");
-    assert!(verifies(&out[reset.l3_offset..reset.l4_offset], 0));
+    if !reset.key.is_ipv6() {
+        assert!(verifies(&out[reset.l3_offset..reset.l4_offset], 0));
+    }
     assert_eq!(
         l4_checksum_verifies(&out[..len], &reset, reset.key.src, reset.key.dst),
         Some(true),

@@ -79,21 +79,21 @@ fn packet() -> Vec<Seed> {
     let dnat = Rewrite {
         eth_src: scenario::LB_BACKEND_ARM_MAC,
         eth_dst: scenario::BACKEND_MAC,
-        ip_src: scenario::CLIENT,
-        ip_dst: scenario::BACKEND,
+        ip_src: scenario::CLIENT.into(),
+        ip_dst: scenario::BACKEND.into(),
         src_port: 40000,
         dst_port: scenario::BACKEND_TCP_PORT,
     };
     let snat = Rewrite {
         eth_src: scenario::LB_CLIENT_ARM_MAC,
         eth_dst: scenario::CLIENT_MAC,
-        ip_src: scenario::VIP,
-        ip_dst: scenario::CLIENT,
+        ip_src: scenario::VIP.into(),
+        ip_dst: scenario::CLIENT.into(),
         src_port: scenario::TCP_PORT,
         dst_port: 40000,
     };
     let fullnat = Rewrite {
-        ip_src: scenario::LB_BACKEND_ARM,
+        ip_src: scenario::LB_BACKEND_ARM.into(),
         src_port: 61000,
         ..dnat
     };

@@ -22,6 +22,14 @@ pub const ADDR_LEN: usize = 16;
 
 pub const VERSION: u8 = 6;
 
+/// How many extension headers a parser walks before the upper layer;
+/// a longer chain is dropped. Six is RFC 8200 §4.1's recommended order
+/// in full before the upper layer (Hop-by-Hop, Destination Options,
+/// Routing, Fragment, Authentication, Destination Options; ESP ends the
+/// readable part), so no conforming packet needs more, and the XDP
+/// program's walk must be bounded for its verifier anyway.
+pub const MAX_EXT_HEADERS: usize = 6;
+
 /// Next Header values of the extension headers a packet may carry before
 /// its upper layer (RFC 8200 §4.1 gives their order), and of ICMPv6; TCP
 /// and UDP are the IANA numbers of `ipv4::PROTOCOL_TCP`/`PROTOCOL_UDP`.
@@ -58,6 +66,15 @@ pub mod ext {
     pub const fn header_len(hdr_ext_len: u8) -> usize {
         (hdr_ext_len as usize + 1) * UNIT_LEN
     }
+}
+
+/// The Routing header (RFC 8200 §4.4): after the common two bytes, the
+/// routing type and how many listed nodes are still to be visited.
+pub mod routing {
+    pub const ROUTING_TYPE: usize = 2;
+    /// Non-zero means the destination in the fixed header is an
+    /// intermediate node, not the packet's final destination.
+    pub const SEGMENTS_LEFT: usize = 3;
 }
 
 /// The Fragment header (RFC 8200 §4.5): 8 bytes, no Hdr Ext Len (its

@@ -4,7 +4,7 @@
 //! hand back), off the packet path.
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use switchyard_config::snapshot::{Slot, Snapshot};
 use switchyard_proto::{
@@ -113,8 +113,7 @@ pub fn backends(state: &ControlState, listener: Option<&str>) -> Result<Backends
 }
 
 /// What the workers filter on for `query` under `snapshot`: the listener
-/// as its VIPs, the client CIDR and the backend as IPv4 values (an IPv6
-/// one matches nothing on the IPv4 packet path).
+/// as its VIPs, the client CIDR and the backend, of either family.
 pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, String> {
     let mut select = FlowSelect::default();
     if let Some(name) = &query.listener {
@@ -122,10 +121,7 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
             .listeners()
             .iter()
             .filter(|l| l.name().to_string() == *name)
-            .filter_map(|l| match l.address() {
-                IpAddr::V4(address) => Some((l.protocol() as u8, address, l.port())),
-                IpAddr::V6(_) => None,
-            })
+            .map(|l| (l.protocol() as u8, l.address(), l.port()))
             .collect();
         if vips.is_empty() && snapshot.find_listener(name).is_none() {
             return Err(format!(
@@ -137,10 +133,9 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
     if let Some(text) = &query.client {
         match Cidr::parse(text) {
             Some(Cidr {
-                network: IpAddr::V4(network),
+                network,
                 prefix_len,
             }) => select.client = Some((network, prefix_len)),
-            Some(_) => select.nothing = true,
             None => {
                 return Err(switchyard_proto::QueryError::Client(text.clone()).to_string());
             }
@@ -148,8 +143,7 @@ pub fn flow_scan(snapshot: &Snapshot, query: &FlowQuery) -> Result<FlowScan, Str
     }
     if let Some(text) = &query.backend {
         match text.parse::<SocketAddr>() {
-            Ok(SocketAddr::V4(backend)) => select.backend = Some((*backend.ip(), backend.port())),
-            Ok(SocketAddr::V6(_)) => select.nothing = true,
+            Ok(backend) => select.backend = Some((backend.ip(), backend.port())),
             Err(_) => return Err(switchyard_proto::QueryError::Backend(text.clone()).to_string()),
         }
     }
@@ -260,7 +254,7 @@ pub fn set_drain(
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
 
     use switchyard_config::snapshot::{
         Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol,
@@ -271,13 +265,13 @@ mod tests {
     use switchyard_dataplane::flow::{Direction, FlowEntry};
     use switchyard_dataplane::packet::{FlowKey, Rewrite};
 
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
-    const BE1: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-    const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10));
+    const BE1: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 21));
+    const BE2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 22));
 
-    fn endpoint(address: Ipv4Addr) -> Endpoint {
+    fn endpoint(address: IpAddr) -> Endpoint {
         Endpoint {
-            address: IpAddr::V4(address),
+            address,
             port: 8080,
         }
     }
@@ -293,7 +287,7 @@ mod tests {
                 listener: "web".into(),
             },
             route: "demo/web".into(),
-            address: IpAddr::V4(VIP),
+            address: VIP,
             port: 30080,
             listener_port: 80,
             protocol: Protocol::Tcp,
@@ -328,8 +322,8 @@ mod tests {
         Snapshot::new(3, vec![web]).unwrap()
     }
 
-    fn record(client_port: u16, backend: Ipv4Addr, direction: Direction) -> FlowRecord {
-        let client = Ipv4Addr::new(198, 18, 1, 10);
+    fn record(client_port: u16, backend: IpAddr, direction: Direction) -> FlowRecord {
+        let client = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10));
         // Two-arm NAT: the forward half keeps the client as source, the
         // reply half comes from the VIP.
         let (key, rewrite_src, rewrite_dst) = match direction {
@@ -394,7 +388,11 @@ mod tests {
             record(40000, BE1, Direction::ToClient),
             record(40001, BE1, Direction::ToBackend),
             record(40002, BE2, Direction::ToBackend),
-            record(40003, Ipv4Addr::new(198, 18, 2, 99), Direction::ToBackend),
+            record(
+                40003,
+                Ipv4Addr::new(198, 18, 2, 99).into(),
+                Direction::ToBackend,
+            ),
             // The first connection's entry on a second worker.
             FlowRecord {
                 queue: 1,
@@ -477,9 +475,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scan.select.vips, Some(vec![(6, VIP, 30080)]));
-        assert_eq!(scan.select.client, Some((Ipv4Addr::new(198, 18, 1, 0), 24)));
+        assert_eq!(
+            scan.select.client,
+            Some((IpAddr::V4(Ipv4Addr::new(198, 18, 1, 0)), 24))
+        );
         assert_eq!(scan.select.backend, Some((BE1, 8080)));
-        assert!(!scan.select.nothing);
         assert_eq!(
             (scan.sort, scan.limit),
             (Some(super::FlowSort::Bytes), Some(5))
@@ -492,7 +492,11 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(v6.select.nothing, "no IPv6 flows on the IPv4 packet path");
+        assert_eq!(
+            v6.select.client,
+            Some(("2001:db8::".parse().unwrap(), 32)),
+            "IPv6 clients are filtered like IPv4 ones"
+        );
         let unknown = FlowQuery {
             listener: Some("demo/edge/x".into()),
             ..FlowQuery::default()

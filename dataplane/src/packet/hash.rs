@@ -5,46 +5,85 @@
 //! `RandomState`. Murmur3 is a published function: a C twin in the XDP
 //! program, or any other language, can reproduce it from this description.
 //!
-//! Input layout, four 32-bit words fed as murmur3 blocks in this order:
-//! `src` and `dst` as the numbers `u32::from(Ipv4Addr)` (192.0.2.10 is
-//! `0xc000020a`), `src_port << 16 | dst_port`, and `protocol`. That is
-//! `MurmurHash3_x86_32` over the 16 bytes of those words in little-endian
-//! order, with total length 16.
+//! Input layout, 32-bit words fed as murmur3 blocks in this order: `src`
+//! and `dst`, then `src_port << 16 | dst_port`, then `protocol`. An IPv4
+//! address is one word, the number `u32::from(Ipv4Addr)` (192.0.2.10 is
+//! `0xc000020a`); an IPv6 address is four, its 128-bit number from the
+//! most significant word down. That is `MurmurHash3_x86_32` over those
+//! words' bytes in little-endian order, with the total length 16 (IPv4) or
+//! 40 (IPv6).
+
+use std::net::IpAddr;
 
 use super::parse::FlowKey;
 
 const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
+/// Murmur3's body, one block at a time, counting the bytes fed.
+struct Murmur3 {
+    h: u32,
+    len: u32,
+}
+
+impl Murmur3 {
+    #[inline(always)]
+    fn word(&mut self, word: u32) {
+        self.h ^= mix_block(word);
+        self.h = self
+            .h
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
+        self.len += 4;
+    }
+
+    #[inline(always)]
+    fn address(&mut self, address: IpAddr) {
+        match address {
+            IpAddr::V4(a) => self.word(u32::from(a)),
+            IpAddr::V6(a) => {
+                let n = u128::from(a);
+                for shift in [96, 64, 32, 0] {
+                    self.word((n >> shift) as u32);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn finish(self) -> u32 {
+        fmix32(self.h ^ self.len)
+    }
+}
+
 /// Hashes a flow's 5-tuple with `seed`; deterministic and well mixed (every
 /// input bit affects every output bit through murmur3's final avalanche).
 /// Every node must use the same seed to agree on backends.
 #[inline]
 pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
-    let words = [
-        u32::from(key.src),
-        u32::from(key.dst),
-        (u32::from(key.src_port) << 16) | u32::from(key.dst_port),
-        u32::from(key.protocol),
-    ];
-    let mut h = seed;
-    for word in words {
-        h ^= mix_block(word);
-        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
-    }
-    fmix32(h ^ 16)
+    let mut m = Murmur3 { h: seed, len: 0 };
+    m.address(key.src);
+    m.address(key.dst);
+    m.word((u32::from(key.src_port) << 16) | u32::from(key.dst_port));
+    m.word(u32::from(key.protocol));
+    m.finish()
 }
 
 /// Hashes only a client's address with `seed`, for listeners with
 /// `ClientIP` session affinity: every flow of the client (any source port,
 /// on any worker or node) gets the same slot. It is [`flow_hash`] of a key
-/// whose other fields are zero.
+/// whose other fields are zero (the unspecified address of its family).
 #[inline]
-pub fn client_hash(src: std::net::Ipv4Addr, seed: u32) -> u32 {
+pub fn client_hash(src: IpAddr, seed: u32) -> u32 {
+    let dst = match src {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
     flow_hash(
         &FlowKey {
             src,
-            dst: std::net::Ipv4Addr::UNSPECIFIED,
+            dst,
             src_port: 0,
             dst_port: 0,
             protocol: 0,
@@ -74,7 +113,7 @@ const fn fmix32(mut h: u32) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     /// MurmurHash3_x86_32 over any bytes, written from the reference
     /// (smhasher's MurmurHash3.cpp), tail included.
@@ -96,21 +135,36 @@ mod tests {
         fmix32(h ^ data.len() as u32)
     }
 
+    fn words(address: IpAddr) -> Vec<u32> {
+        match address {
+            IpAddr::V4(a) => vec![u32::from(a)],
+            IpAddr::V6(a) => a
+                .octets()
+                .chunks(4)
+                .map(|w| u32::from_be_bytes(w.try_into().unwrap()))
+                .collect(),
+        }
+    }
+
     fn layout(key: &FlowKey) -> Vec<u8> {
-        [
-            u32::from(key.src),
-            u32::from(key.dst),
-            (u32::from(key.src_port) << 16) | u32::from(key.dst_port),
-            u32::from(key.protocol),
-        ]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect()
+        let mut all = words(key.src);
+        all.extend(words(key.dst));
+        all.push((u32::from(key.src_port) << 16) | u32::from(key.dst_port));
+        all.push(u32::from(key.protocol));
+        all.iter().flat_map(|w| w.to_le_bytes()).collect()
     }
 
     const KEY: FlowKey = FlowKey {
-        src: Ipv4Addr::new(192, 0, 2, 10),
-        dst: Ipv4Addr::new(198, 51, 100, 1),
+        src: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+        dst: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        src_port: 40000,
+        dst_port: 80,
+        protocol: 6,
+    };
+
+    const KEY6: FlowKey = FlowKey {
+        src: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10)),
+        dst: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1)),
         src_port: 40000,
         dst_port: 80,
         protocol: 6,
@@ -142,6 +196,8 @@ mod tests {
     fn flow_hash_of_a_known_key_is_pinned() {
         assert_eq!(flow_hash(&KEY, 0), 0xdd71_8a91);
         assert_eq!(flow_hash(&KEY, 0x5eed), 0xf640_7677);
+        assert_eq!(flow_hash(&KEY6, 0), murmur3_reference(&layout(&KEY6), 0));
+        assert_eq!(layout(&KEY6).len(), 40);
     }
 
     #[test]
@@ -159,21 +215,23 @@ mod tests {
         }
     }
 
+    /// Keys of either family, both addresses of the same one.
     fn arb_key() -> impl Strategy<Value = FlowKey> {
-        (
-            any::<u32>(),
-            any::<u32>(),
-            any::<u16>(),
-            any::<u16>(),
-            any::<u8>(),
-        )
-            .prop_map(|(src, dst, src_port, dst_port, protocol)| FlowKey {
-                src: Ipv4Addr::from(src),
-                dst: Ipv4Addr::from(dst),
+        let addresses = prop_oneof![
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(s, d)| (IpAddr::V4(Ipv4Addr::from(s)), IpAddr::V4(Ipv4Addr::from(d)))),
+            (any::<u128>(), any::<u128>())
+                .prop_map(|(s, d)| (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)))),
+        ];
+        (addresses, any::<u16>(), any::<u16>(), any::<u8>()).prop_map(
+            |((src, dst), src_port, dst_port, protocol)| FlowKey {
+                src,
+                dst,
                 src_port,
                 dst_port,
                 protocol,
-            })
+            },
+        )
     }
 
     proptest! {
@@ -198,10 +256,11 @@ mod tests {
             other_seed in any::<u32>(),
         ) {
             let h = flow_hash(&key, seed);
-            if other.src != key.src {
+            let same_family = other.src.is_ipv4() == key.src.is_ipv4();
+            if same_family && other.src != key.src {
                 prop_assert_ne!(flow_hash(&FlowKey { src: other.src, ..key }, seed), h);
             }
-            if other.dst != key.dst {
+            if same_family && other.dst != key.dst {
                 prop_assert_ne!(flow_hash(&FlowKey { dst: other.dst, ..key }, seed), h);
             }
             if other.src_port != key.src_port {

@@ -1,7 +1,8 @@
-//! One pass over a frame's headers: Ethernet II, at most one VLAN tag, IPv4,
-//! then TCP or UDP. Each header is length-checked once and then read through
-//! fixed-size views (see `wire`); the result is the flow's 5-tuple plus the
-//! offsets [`apply`](super::apply) needs, so no packet is parsed twice.
+//! One pass over a frame's headers: Ethernet II, at most one VLAN tag, IPv4
+//! or IPv6 (its extension headers walked with a fixed bound), then TCP or
+//! UDP. Each header is length-checked once and then read through fixed-size
+//! views (see `wire`); the result is the flow's 5-tuple plus the offsets
+//! [`apply`](super::apply) needs, so no packet is parsed twice.
 //!
 //! What is deliberately not checked: the IPv4 header checksum and the L4
 //! checksum. Verifying them costs a pass over the bytes per packet, and the
@@ -9,57 +10,71 @@
 //! receiving host still drops a corrupted packet, as it would without us.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use switchyard_wire::{ethernet, ipv4, read_u16, read_u32, tcp, udp, vlan};
+use switchyard_wire::{ethernet, ipv4, ipv6, read_bytes, read_u16, read_u32, tcp, udp, vlan};
 
 /// Why a frame cannot be handled; each maps to a named drop counter.
 ///
 /// The split between [`Truncated`](Self::Truncated) and the header errors:
 /// `Truncated` means bytes are missing from the frame (it ends before the
-/// Ethernet, VLAN or IPv4 header, or before the end of the IPv4 packet that
-/// `total_length` announces). Once the whole IPv4 packet is present, an L4
-/// header that does not fit in it is [`BadL4Header`](Self::BadL4Header): the
-/// sender built an inconsistent packet, nothing was cut off.
+/// Ethernet, VLAN or IP header, or before the end of the IP packet that
+/// IPv4's total length or IPv6's payload length announces). Once the whole
+/// packet is present, an extension header or L4 header that does not fit
+/// in it is a header error: the sender built an inconsistent packet,
+/// nothing was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ParseError {
     /// Shorter than its headers say.
     Truncated,
-    /// EtherType is not IPv4 (ARP, IPv6, LLDP, ...), also behind one VLAN
-    /// tag; a second tag (QinQ) counts here too, as only one is supported.
-    NotIpv4,
-    /// IPv4 version, IHL and total length are inconsistent.
+    /// EtherType is neither IPv4 nor IPv6 (ARP, LLDP, ...), also behind one
+    /// VLAN tag; a second tag (QinQ) counts here too, as only one is
+    /// supported.
+    NotIp,
+    /// IPv4 version, IHL and total length are inconsistent; an IPv6
+    /// version or payload length that is not (a jumbogram's 0 included),
+    /// an extension header that overruns the packet, or an IPv4-mapped
+    /// address, which never belongs on the wire (RFC 4291 §2.5.5.2).
     BadIpHeader,
-    /// An IPv4 fragment: only the first carries L4 ports, and matching the
-    /// rest would need reassembly state (RFC 791 §2.3).
+    /// A fragment: only the first carries L4 ports, and matching the rest
+    /// would need reassembly state (RFC 791 §2.3, RFC 8200 §4.5). An
+    /// IPv6 atomic fragment (offset 0, no more) is a whole packet and is
+    /// not one (RFC 6946).
     Fragment,
-    /// Neither TCP nor UDP.
+    /// Neither TCP nor UDP, after any IPv6 extension headers; also ESP
+    /// (encrypted: no ports to read) and a Routing header with segments
+    /// left, whose final destination is not the one in the IPv6 header.
     UnsupportedProtocol,
-    /// TCP data offset or UDP length inconsistent with the IPv4 payload.
+    /// TCP data offset or UDP length inconsistent with the IP payload.
     BadL4Header,
+    /// More than `ipv6::MAX_EXT_HEADERS` IPv6 extension headers before
+    /// the upper layer: the walk is bounded, as the XDP program's must be.
+    ExtHeaderChainTooLong,
 }
 
 impl ParseError {
     /// Every reason, in declaration order: `ALL[e as usize] == e`, so a
-    /// `[u64; 6]` of counters can be indexed by `e as usize`.
-    pub const ALL: [ParseError; 6] = [
+    /// `[u64; 7]` of counters can be indexed by `e as usize`.
+    pub const ALL: [ParseError; 7] = [
         ParseError::Truncated,
-        ParseError::NotIpv4,
+        ParseError::NotIp,
         ParseError::BadIpHeader,
         ParseError::Fragment,
         ParseError::UnsupportedProtocol,
         ParseError::BadL4Header,
+        ParseError::ExtHeaderChainTooLong,
     ];
 
     /// The drop counter's name, snake_case, stable across releases.
     pub const fn name(self) -> &'static str {
         match self {
             ParseError::Truncated => "truncated",
-            ParseError::NotIpv4 => "not_ipv4",
+            ParseError::NotIp => "not_ip",
             ParseError::BadIpHeader => "bad_ip_header",
             ParseError::Fragment => "fragment",
             ParseError::UnsupportedProtocol => "unsupported_protocol",
             ParseError::BadL4Header => "bad_l4_header",
+            ParseError::ExtHeaderChainTooLong => "ext_header_chain_too_long",
         }
     }
 }
@@ -70,63 +85,79 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// The 5-tuple of a packet, as it appears on the wire.
+/// The 5-tuple of a packet, as it appears on the wire. Both addresses are
+/// of the same family when built by [`parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub src: Ipv4Addr,
-    pub dst: Ipv4Addr,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub src_port: u16,
     pub dst_port: u16,
     /// IP protocol number: 6 (TCP) or 17 (UDP) when built by [`parse`].
     pub protocol: u8,
 }
 
+impl FlowKey {
+    pub const fn is_ipv6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+}
+
 /// Offsets found by one parse, so rewrite never re-parses.
 #[derive(Debug, Clone, Copy)]
 pub struct Parsed {
     pub key: FlowKey,
-    /// Start of the IPv4 header: 14, or 18 behind a VLAN tag.
+    /// Start of the IP header: 14, or 18 behind a VLAN tag.
     pub l3_offset: usize,
-    /// Start of the TCP/UDP header, after any IPv4 options.
+    /// Start of the TCP/UDP header, after any IPv4 options or IPv6
+    /// extension headers.
     pub l4_offset: usize,
     /// TCP flags byte (CWR ECE URG ACK PSH RST SYN FIN); 0 for UDP.
     pub tcp_flags: u8,
-    /// IPv4 total length; the frame may carry Ethernet padding beyond
+    /// The IP packet's length: IPv4 total length, or IPv6's 40 bytes plus
+    /// payload length. The frame may carry Ethernet padding beyond
     /// `l3_offset + ip_total_len`, which belongs to no header.
     pub ip_total_len: usize,
+    /// IPv6 extension headers sit between the fixed header and L4; the
+    /// XDP cache replays only packets without (its parser stops at the
+    /// fixed header), so such flows are never cached.
+    pub has_ext_headers: bool,
 }
 
 /// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
-/// carrying an unfragmented IPv4 TCP or UDP packet.
+/// carrying an unfragmented IPv4 or IPv6 TCP or UDP packet.
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
-    let l3_offset = ipv4_offset(frame)?;
-    let ip = parse_ipv4(tail(frame, l3_offset))?;
+    let (l3_offset, ethertype) = ip_offset(frame)?;
+    let ip = match ethertype {
+        ethernet::TYPE_IPV4 => parse_ipv4(tail(frame, l3_offset))?,
+        _ => parse_ipv6(tail(frame, l3_offset))?,
+    };
     let l4 = tail(ip.packet, ip.header_len);
-    let protocol = ip.header[ipv4::PROTOCOL];
-    let (src_port, dst_port, tcp_flags) = match protocol {
+    let (src_port, dst_port, tcp_flags) = match ip.protocol {
         ipv4::PROTOCOL_TCP => parse_tcp(l4)?,
         ipv4::PROTOCOL_UDP => parse_udp(l4)?,
         _ => return Err(ParseError::UnsupportedProtocol),
     };
     Ok(Parsed {
         key: FlowKey {
-            src: Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(ip.header)),
-            dst: Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(ip.header)),
+            src: ip.src,
+            dst: ip.dst,
             src_port,
             dst_port,
-            protocol,
+            protocol: ip.protocol,
         },
         l3_offset,
         l4_offset: l3_offset + ip.header_len,
         tcp_flags,
         ip_total_len: ip.packet.len(),
+        has_ext_headers: ip.has_ext_headers,
     })
 }
 
-/// Where the IPv4 header starts: after the Ethernet header and at most one
-/// VLAN tag.
+/// Where the IP header starts (after the Ethernet header and at most one
+/// VLAN tag), and whether it is IPv4 or IPv6 (the EtherType).
 #[inline(always)]
-fn ipv4_offset(frame: &[u8]) -> Result<usize, ParseError> {
+fn ip_offset(frame: &[u8]) -> Result<(usize, u16), ParseError> {
     let eth: &[u8; ethernet::HEADER_LEN] = frame.first_chunk().ok_or(ParseError::Truncated)?;
     let mut ethertype = read_u16::<{ ethernet::ETHERTYPE }, _>(eth);
     let mut l3_offset = ethernet::HEADER_LEN;
@@ -137,24 +168,29 @@ fn ipv4_offset(frame: &[u8]) -> Result<usize, ParseError> {
         ethertype = read_u16::<{ vlan::INNER_ETHERTYPE }, _>(tag);
         l3_offset += vlan::TAG_LEN;
     }
-    if ethertype != ethernet::TYPE_IPV4 {
-        return Err(ParseError::NotIpv4);
+    if ethertype != ethernet::TYPE_IPV4 && ethertype != ethernet::TYPE_IPV6 {
+        return Err(ParseError::NotIp);
     }
-    Ok(l3_offset)
+    Ok((l3_offset, ethertype))
 }
 
-/// An IPv4 packet whose header checked out.
-struct Ipv4Packet<'a> {
-    header: &'a [u8; ipv4::MIN_HEADER_LEN],
-    /// With options.
+/// An IP packet whose header (and IPv6 extension headers) checked out.
+struct IpPacket<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    /// The upper-layer protocol.
+    protocol: u8,
+    /// Bytes before the upper layer: IPv4 options or IPv6 extension
+    /// headers included.
     header_len: usize,
-    /// Header and payload, bounded by the header's total length.
+    /// Header and payload, bounded by the header's length field.
     packet: &'a [u8],
+    has_ext_headers: bool,
 }
 
 /// The IPv4 packet at the start of `l3`: a sane header, not a fragment.
 #[inline(always)]
-fn parse_ipv4(l3: &[u8]) -> Result<Ipv4Packet<'_>, ParseError> {
+fn parse_ipv4(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
     let header: &[u8; ipv4::MIN_HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
     let version_ihl = header[ipv4::VERSION_IHL];
     let header_len = usize::from(version_ihl & 0x0f) * 4;
@@ -174,10 +210,83 @@ fn parse_ipv4(l3: &[u8]) -> Result<Ipv4Packet<'_>, ParseError> {
     {
         return Err(ParseError::Fragment);
     }
-    Ok(Ipv4Packet {
-        header,
+    Ok(IpPacket {
+        src: IpAddr::V4(Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(header))),
+        dst: IpAddr::V4(Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(header))),
+        protocol: header[ipv4::PROTOCOL],
         header_len,
         packet,
+        has_ext_headers: false,
+    })
+}
+
+/// The IPv6 packet at the start of `l3`: a sane fixed header, then at most
+/// `ipv6::MAX_EXT_HEADERS` extension headers, each inside the packet,
+/// ending at an upper layer; not a fragment.
+#[inline(always)]
+fn parse_ipv6(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
+    let header: &[u8; ipv6::HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
+    let payload_len = usize::from(read_u16::<{ ipv6::PAYLOAD_LEN }, _>(header));
+    // A payload length of 0 announces a jumbogram (RFC 2675), which no
+    // Ethernet frame carries.
+    if ipv6::version(header) != ipv6::VERSION || payload_len == 0 {
+        return Err(ParseError::BadIpHeader);
+    }
+    let packet = l3
+        .get(..ipv6::HEADER_LEN + payload_len)
+        .ok_or(ParseError::Truncated)?;
+    let src = Ipv6Addr::from(read_bytes::<{ ipv6::SRC }, { ipv6::ADDR_LEN }, _>(header));
+    let dst = Ipv6Addr::from(read_bytes::<{ ipv6::DST }, { ipv6::ADDR_LEN }, _>(header));
+    // IPv4-mapped addresses stand for IPv4 peers inside a host's socket
+    // API; on the wire they would also alias the IPv4 flows they map to in
+    // every table keyed by address.
+    if src.to_ipv4_mapped().is_some() || dst.to_ipv4_mapped().is_some() {
+        return Err(ParseError::BadIpHeader);
+    }
+    let mut next = header[ipv6::NEXT_HEADER];
+    let mut offset = ipv6::HEADER_LEN;
+    let mut walked = 0;
+    loop {
+        let ext: &[u8; ipv6::ext::MIN_LEN] = match next {
+            ipv4::PROTOCOL_TCP | ipv4::PROTOCOL_UDP => break,
+            ipv6::NEXT_HEADER_HOP_BY_HOP
+            | ipv6::NEXT_HEADER_DESTINATION_OPTIONS
+            | ipv6::NEXT_HEADER_ROUTING
+            | ipv6::NEXT_HEADER_FRAGMENT
+            | ipv6::NEXT_HEADER_AUTH => tail(packet, offset)
+                .first_chunk()
+                .ok_or(ParseError::BadIpHeader)?,
+            _ => return Err(ParseError::UnsupportedProtocol),
+        };
+        if walked == ipv6::MAX_EXT_HEADERS {
+            return Err(ParseError::ExtHeaderChainTooLong);
+        }
+        walked += 1;
+        let len = match next {
+            ipv6::NEXT_HEADER_FRAGMENT if ipv6::fragment::is_atomic(ext) => {
+                ipv6::fragment::HEADER_LEN
+            }
+            ipv6::NEXT_HEADER_FRAGMENT => return Err(ParseError::Fragment),
+            ipv6::NEXT_HEADER_ROUTING if ext[ipv6::routing::SEGMENTS_LEFT] != 0 => {
+                return Err(ParseError::UnsupportedProtocol)
+            }
+            // AH counts 4-byte units, less two (RFC 4302 §2.2).
+            ipv6::NEXT_HEADER_AUTH => (usize::from(ext[ipv6::ext::HDR_EXT_LEN]) + 2) * 4,
+            _ => ipv6::ext::header_len(ext[ipv6::ext::HDR_EXT_LEN]),
+        };
+        next = ext[ipv6::ext::NEXT_HEADER];
+        offset += len;
+        if offset > packet.len() {
+            return Err(ParseError::BadIpHeader);
+        }
+    }
+    Ok(IpPacket {
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        protocol: next,
+        header_len: offset,
+        packet,
+        has_ext_headers: walked > 0,
     })
 }
 
@@ -223,12 +332,12 @@ fn parse_udp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::testutil::{arb_frame_spec, mutated};
+    use crate::packet::testutil::{arb_frame_spec, ipv6_frame, mutated, Ext};
     use proptest::prelude::*;
     use switchyard_wire::fixtures::*;
 
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
     const SYN: u8 = 0x02;
 
     fn with_byte(frame: &[u8], at: usize, value: u8) -> Vec<u8> {
@@ -308,21 +417,157 @@ mod tests {
     }
 
     #[test]
-    fn second_vlan_tag_is_not_ipv4() {
+    fn second_vlan_tag_is_not_ip() {
         let mut double = TCP_SYN_DOT1AD[..16].to_vec();
         double.extend_from_slice(&[0x81, 0x00, 0x00, 0x64]);
         double.extend_from_slice(&TCP_SYN_DOT1AD[16..]);
-        assert_eq!(parse(&double).unwrap_err(), ParseError::NotIpv4);
+        assert_eq!(parse(&double).unwrap_err(), ParseError::NotIp);
     }
 
     #[test]
-    fn arp_is_not_ipv4() {
-        assert_eq!(parse(&ARP_REQUEST).unwrap_err(), ParseError::NotIpv4);
+    fn arp_is_not_ip() {
+        assert_eq!(parse(&ARP_REQUEST).unwrap_err(), ParseError::NotIp);
+    }
+
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+
+    fn tcp6(exts: &[Ext]) -> Vec<u8> {
+        ipv6_frame(CLIENT6, VIP6, 6, (40000, 80), b"hello", exts)
     }
 
     #[test]
-    fn ipv6_is_not_ipv4() {
-        assert_eq!(parse(&IPV6_UDP).unwrap_err(), ParseError::NotIpv4);
+    fn ipv6_tcp_key_comes_from_the_fixed_header_and_l4_follows_it() {
+        let frame = tcp6(&[]);
+        let parsed = parse(&frame).unwrap();
+        assert_eq!(
+            parsed.key,
+            FlowKey {
+                src: CLIENT6.into(),
+                dst: VIP6.into(),
+                src_port: 40000,
+                dst_port: 80,
+                protocol: 6
+            }
+        );
+        assert_eq!((parsed.l3_offset, parsed.l4_offset), (14, 54));
+        assert_eq!(parsed.ip_total_len, frame.len() - 14);
+        assert_eq!(parsed.tcp_flags, SYN);
+        assert!(!parsed.has_ext_headers);
+        let udp = parse(&IPV6_UDP).unwrap();
+        assert_eq!((udp.key.protocol, udp.key.dst_port), (17, 53));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_walked_to_the_upper_layer() {
+        let exts = [
+            Ext::options(ipv6::NEXT_HEADER_HOP_BY_HOP, 1),
+            Ext::options(ipv6::NEXT_HEADER_DESTINATION_OPTIONS, 2),
+            // Routing type 4 (segment routing), no segments left.
+            Ext {
+                kind: ipv6::NEXT_HEADER_ROUTING,
+                bytes: vec![0, 0, 4, 0, 0, 0, 0, 0],
+            },
+            Ext {
+                kind: ipv6::NEXT_HEADER_FRAGMENT,
+                bytes: vec![0, 0, 0, 0, 0, 0, 0, 9],
+            },
+            // AH: length in 4-byte units less two: 3 means 20 bytes.
+            Ext {
+                kind: ipv6::NEXT_HEADER_AUTH,
+                bytes: [vec![0, 3], vec![0; 18]].concat(),
+            },
+        ];
+        let frame = tcp6(&exts);
+        let parsed = parse(&frame).unwrap();
+        assert_eq!(parsed.key, parse(&tcp6(&[])).unwrap().key);
+        assert_eq!(parsed.l4_offset, 54 + 8 + 16 + 8 + 8 + 20);
+        assert!(parsed.has_ext_headers);
+        assert_eq!(parsed.ip_total_len, frame.len() - 14);
+    }
+
+    #[test]
+    fn an_extension_header_chain_past_the_bound_is_too_long() {
+        let options = |n: usize| -> Vec<Ext> {
+            (0..n)
+                .map(|_| Ext::options(ipv6::NEXT_HEADER_DESTINATION_OPTIONS, 1))
+                .collect()
+        };
+        assert!(parse(&tcp6(&options(ipv6::MAX_EXT_HEADERS))).is_ok());
+        assert_eq!(
+            parse(&tcp6(&options(ipv6::MAX_EXT_HEADERS + 1))).unwrap_err(),
+            ParseError::ExtHeaderChainTooLong
+        );
+    }
+
+    #[test]
+    fn ipv6_fragments_routing_and_esp_are_refused_by_name() {
+        let fragment = |offset_flags: [u8; 2]| Ext {
+            kind: ipv6::NEXT_HEADER_FRAGMENT,
+            bytes: vec![0, 0, offset_flags[0], offset_flags[1], 0, 0, 0, 1],
+        };
+        assert_eq!(
+            parse(&tcp6(&[fragment([0, 1])])).unwrap_err(),
+            ParseError::Fragment,
+            "first fragment, more follow"
+        );
+        assert_eq!(
+            parse(&tcp6(&[fragment([0x05, 0xa8])])).unwrap_err(),
+            ParseError::Fragment,
+            "last fragment"
+        );
+        let routing = Ext {
+            kind: ipv6::NEXT_HEADER_ROUTING,
+            bytes: vec![0, 0, 4, 1, 0, 0, 0, 0],
+        };
+        assert_eq!(
+            parse(&tcp6(&[routing])).unwrap_err(),
+            ParseError::UnsupportedProtocol,
+            "the final destination is elsewhere"
+        );
+        let mut esp = tcp6(&[]);
+        esp[20] = ipv6::NEXT_HEADER_ESP;
+        assert_eq!(parse(&esp).unwrap_err(), ParseError::UnsupportedProtocol);
+        assert_eq!(
+            parse(&ICMPV6_ECHO_REQUEST).unwrap_err(),
+            ParseError::UnsupportedProtocol
+        );
+    }
+
+    #[test]
+    fn an_extension_header_overrunning_the_packet_is_a_bad_header() {
+        let mut frame = tcp6(&[Ext::options(ipv6::NEXT_HEADER_HOP_BY_HOP, 1)]);
+        // Claims 255 units more than the packet has.
+        frame[54 + 1] = 0xff;
+        assert_eq!(parse(&frame).unwrap_err(), ParseError::BadIpHeader);
+    }
+
+    #[test]
+    fn ipv6_header_inconsistencies_are_bad_headers_and_cuts_are_truncations() {
+        let frame = tcp6(&[Ext::options(ipv6::NEXT_HEADER_HOP_BY_HOP, 1)]);
+        assert_eq!(
+            parse(&with_byte(&frame, 14, 0x40)).unwrap_err(),
+            ParseError::BadIpHeader,
+            "version 4 behind the IPv6 EtherType"
+        );
+        assert_eq!(
+            parse(&with_u16(&frame, 18, 0)).unwrap_err(),
+            ParseError::BadIpHeader,
+            "jumbogram"
+        );
+        let mut mapped = frame.clone();
+        mapped[22..38].copy_from_slice(&Ipv4Addr::new(192, 0, 2, 10).to_ipv6_mapped().octets());
+        assert_eq!(parse(&mapped).unwrap_err(), ParseError::BadIpHeader);
+        for len in 0..frame.len() {
+            assert_eq!(
+                parse(&frame[..len]).unwrap_err(),
+                ParseError::Truncated,
+                "len {len}"
+            );
+        }
+        let mut padded = frame.clone();
+        padded.extend_from_slice(&[0; 8]);
+        assert_eq!(parse(&padded).unwrap().ip_total_len, frame.len() - 14);
     }
 
     #[test]
@@ -491,7 +736,9 @@ mod tests {
     /// Asserts what must hold of any successful parse, whatever the bytes.
     fn assert_consistent(frame: &[u8], parsed: &Parsed) {
         assert!(parsed.l3_offset == 14 || parsed.l3_offset == 18);
-        assert!(parsed.l4_offset >= parsed.l3_offset + 20);
+        let ip_header_len = if parsed.key.is_ipv6() { 40 } else { 20 };
+        assert_eq!(parsed.key.src.is_ipv6(), parsed.key.dst.is_ipv6());
+        assert!(parsed.l4_offset >= parsed.l3_offset + ip_header_len);
         assert!(parsed.l4_offset + 8 <= parsed.l3_offset + parsed.ip_total_len);
         assert!(parsed.l3_offset + parsed.ip_total_len <= frame.len());
         assert!(parsed.key.protocol == 6 || parsed.key.protocol == 17);
@@ -513,8 +760,8 @@ mod tests {
             _ => return None,
         };
         let key = FlowKey {
-            src: header.source_addr(),
-            dst: header.destination_addr(),
+            src: header.source_addr().into(),
+            dst: header.destination_addr().into(),
             src_port,
             dst_port,
             protocol: header.protocol().0,
@@ -547,6 +794,30 @@ mod tests {
                 etherparse_view(&frame),
                 Some((parsed.key, parsed.l3_offset, parsed.l4_offset))
             );
+        }
+
+        #[test]
+        fn ipv6_parse_agrees_with_etherparse(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            tcp in any::<bool>(),
+            ports in any::<(u16, u16)>(),
+            payload in prop::collection::vec(any::<u8>(), 0..64),
+            hop_by_hop in 0u8..3,
+        ) {
+            let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            prop_assume!(src.to_ipv4_mapped().is_none() && dst.to_ipv4_mapped().is_none());
+            let exts: Vec<Ext> = (0..hop_by_hop)
+                .map(|units| Ext::options(ipv6::NEXT_HEADER_DESTINATION_OPTIONS, units + 1))
+                .collect();
+            let frame = ipv6_frame(src, dst, if tcp { 6 } else { 17 }, ports, &payload, &exts);
+            let parsed = parse(&frame).unwrap();
+            assert_consistent(&frame, &parsed);
+            prop_assert_eq!(
+                (parsed.key.src, parsed.key.dst, parsed.key.src_port, parsed.key.dst_port),
+                (IpAddr::V6(src), IpAddr::V6(dst), ports.0, ports.1)
+            );
+            prop_assert_eq!(parsed.l4_offset, frame.len() - payload.len() - if tcp { 20 } else { 8 });
         }
 
         /// Whatever we accept, etherparse reads the same way.

@@ -14,7 +14,9 @@
 //! whose checksum happens to equal the pseudo-header sum: it leaves with a
 //! valid checksum, where an incremental update would have kept the error.
 
-use switchyard_wire::checksum::{self, fold, pseudo_header_v4, sum_words};
+use std::net::IpAddr;
+
+use switchyard_wire::checksum::{self, fold, pseudo_header_v4, pseudo_header_v6, sum_words};
 use switchyard_wire::{ipv4, read_u16, tcp, udp};
 
 use super::parse::Parsed;
@@ -26,7 +28,7 @@ pub fn has_partial_checksum(frame: &[u8], parsed: &Parsed) -> bool {
     let Some(l4) = frame.get(parsed.l4_offset..) else {
         return false;
     };
-    let (src, dst) = (u32::from(parsed.key.src), u32::from(parsed.key.dst));
+    let (src, dst) = (parsed.key.src, parsed.key.dst);
     let (checksum, len) = match parsed.key.protocol {
         ipv4::PROTOCOL_TCP => {
             let Some(hdr) = l4.first_chunk::<{ tcp::MIN_HEADER_LEN }>() else {
@@ -50,11 +52,34 @@ pub fn has_partial_checksum(frame: &[u8], parsed: &Parsed) -> bool {
 
 /// Whether `checksum`, of a TCP segment or UDP datagram of `len` bytes
 /// from `src` to `dst`, is partial: the folded sum of that pseudo-header. A
-/// few additions, on values the rewrite reads anyway. `len` fits 16 bits
-/// for any IPv4 packet (the total length does).
+/// few additions, on values the rewrite reads anyway.
 #[inline(always)]
-pub(super) fn is_partial(protocol: u8, checksum: u16, src: u32, dst: u32, len: usize) -> bool {
-    checksum::is_partial(checksum, pseudo_header_v4(src, dst, protocol, len as u16))
+pub(super) fn is_partial(
+    protocol: u8,
+    checksum: u16,
+    src: IpAddr,
+    dst: IpAddr,
+    len: usize,
+) -> bool {
+    checksum::is_partial(checksum, pseudo_header(src, dst, protocol, len))
+}
+
+/// The pseudo-header sum of either family (RFC 9293 §3.1, RFC 8200 §8.1).
+/// `len` fits 16 bits for any IPv4 packet (the total length does) and the
+/// IPv6 pseudo-header's 32 bits for any packet without a jumbo payload.
+/// Addresses of two families (never built by `parse`) sum to 0, which no
+/// checksum matches.
+#[inline(always)]
+fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, len: usize) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            pseudo_header_v4(s.into(), d.into(), protocol, len as u16)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            pseudo_header_v6(&s.octets(), &d.octets(), protocol, len as u32)
+        }
+        _ => 0,
+    }
 }
 
 /// Writes the full checksum of the `len`-byte TCP segment or UDP datagram
@@ -63,7 +88,7 @@ pub(super) fn is_partial(protocol: u8, checksum: u16, src: u32, dst: u32, len: u
 /// line: frames from a wire never need it.
 #[cold]
 #[inline(never)]
-pub(super) fn complete(l4: &mut [u8], protocol: u8, len: usize, src: u32, dst: u32) {
+pub(super) fn complete(l4: &mut [u8], protocol: u8, len: usize, src: IpAddr, dst: IpAddr) {
     let at = match protocol {
         ipv4::PROTOCOL_TCP => tcp::CHECKSUM,
         ipv4::PROTOCOL_UDP => udp::CHECKSUM,
@@ -76,7 +101,7 @@ pub(super) fn complete(l4: &mut [u8], protocol: u8, len: usize, src: u32, dst: u
         return;
     };
     field.fill(0);
-    let checksum = !fold(pseudo_header_v4(src, dst, protocol, len) + sum_words(segment));
+    let checksum = !fold(pseudo_header(src, dst, protocol, usize::from(len)) + sum_words(segment));
     // A computed 0 is sent as all ones over UDP, where 0 means none (RFC 768).
     let checksum = if checksum == 0 && protocol == ipv4::PROTOCOL_UDP {
         0xffff

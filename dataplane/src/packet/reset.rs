@@ -10,12 +10,15 @@
 //! no neighbour or route lookup. A rare path: the headers are rebuilt and
 //! checksummed from scratch.
 
-use switchyard_wire::checksum::{fold, sum_words};
-use switchyard_wire::{ethernet, ipv4, read_u32, tcp, write_bytes, write_u16, write_u32};
+use std::net::IpAddr;
+
+use switchyard_wire::checksum::{fold, pseudo_header_v4, pseudo_header_v6, sum_words};
+use switchyard_wire::{ethernet, ipv4, ipv6, read_u32, tcp, write_bytes, write_u16, write_u32};
 
 use super::parse::{FlowKey, Parsed};
 
 const IPV4_LEN: usize = ipv4::MIN_HEADER_LEN;
+const IPV6_LEN: usize = ipv6::HEADER_LEN;
 const TCP_LEN: usize = tcp::MIN_HEADER_LEN;
 /// Shortest Ethernet frame without its FCS; shorter ones are padded.
 const MIN_FRAME_LEN: usize = 60;
@@ -33,7 +36,12 @@ pub fn tcp_reset(frame: &mut [u8], parsed: &Parsed) -> Option<usize> {
     }
     let answer = answer_to(frame, parsed)?;
     let l3 = parsed.l3_offset;
-    let end = l3 + IPV4_LEN + TCP_LEN;
+    let ip_len = if parsed.key.is_ipv6() {
+        IPV6_LEN
+    } else {
+        IPV4_LEN
+    };
+    let end = l3 + ip_len + TCP_LEN;
     let len = end.max(MIN_FRAME_LEN.min(frame.len()));
     if frame.len() < end || l3 < ethernet::HEADER_LEN {
         return None;
@@ -41,8 +49,20 @@ pub fn tcp_reset(frame: &mut [u8], parsed: &Parsed) -> Option<usize> {
     // Ethernet (any VLAN tag stays as it is): back to where it came from.
     let (dst, src) = frame.split_at_mut(ethernet::SRC);
     dst[..6].swap_with_slice(&mut src[..6]);
-    let (ip, rest) = frame.get_mut(l3..)?.split_first_chunk_mut::<IPV4_LEN>()?;
-    write_ipv4_header(ip, &parsed.key);
+    let l3_bytes = frame.get_mut(l3..)?;
+    let rest = match (parsed.key.src, parsed.key.dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => {
+            let (ip, rest) = l3_bytes.split_first_chunk_mut::<IPV4_LEN>()?;
+            write_ipv4_header(ip, &parsed.key);
+            rest
+        }
+        (IpAddr::V6(_), IpAddr::V6(_)) => {
+            let (ip, rest) = l3_bytes.split_first_chunk_mut::<IPV6_LEN>()?;
+            write_ipv6_header(ip, &parsed.key);
+            rest
+        }
+        _ => return None,
+    };
     write_tcp_header(rest.first_chunk_mut::<TCP_LEN>()?, &parsed.key, answer);
     frame.get_mut(end..len)?.fill(0);
     Some(len)
@@ -95,14 +115,30 @@ fn write_ipv4_header(ip: &mut [u8; IPV4_LEN], key: &FlowKey) {
     write_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, IPV4_LEN>(ip, ipv4::DONT_FRAGMENT);
     ip[ipv4::TTL] = DEFAULT_TTL;
     ip[ipv4::PROTOCOL] = ipv4::PROTOCOL_TCP;
-    write_bytes::<{ ipv4::SRC }, 4, IPV4_LEN>(ip, key.dst.octets());
-    write_bytes::<{ ipv4::DST }, 4, IPV4_LEN>(ip, key.src.octets());
+    if let (IpAddr::V4(src), IpAddr::V4(dst)) = (key.src, key.dst) {
+        write_bytes::<{ ipv4::SRC }, 4, IPV4_LEN>(ip, dst.octets());
+        write_bytes::<{ ipv4::DST }, 4, IPV4_LEN>(ip, src.octets());
+    }
     let checksum = !fold(sum_words(ip));
     write_u16::<{ ipv4::CHECKSUM }, IPV4_LEN>(ip, checksum);
 }
 
+/// A fresh IPv6 header from the segment's destination back to its source,
+/// without the extension headers the segment may have carried.
+fn write_ipv6_header(ip: &mut [u8; IPV6_LEN], key: &FlowKey) {
+    ip.fill(0);
+    ip[ipv6::VERSION_CLASS_FLOW] = ipv6::VERSION << 4;
+    write_u16::<{ ipv6::PAYLOAD_LEN }, IPV6_LEN>(ip, TCP_LEN as u16);
+    ip[ipv6::NEXT_HEADER] = ipv4::PROTOCOL_TCP;
+    ip[ipv6::HOP_LIMIT] = DEFAULT_TTL;
+    if let (IpAddr::V6(src), IpAddr::V6(dst)) = (key.src, key.dst) {
+        write_bytes::<{ ipv6::SRC }, 16, IPV6_LEN>(ip, dst.octets());
+        write_bytes::<{ ipv6::DST }, 16, IPV6_LEN>(ip, src.octets());
+    }
+}
+
 /// The reset's TCP header, without options, checksummed with the
-/// pseudo-header of the addresses `write_ipv4_header` wrote.
+/// pseudo-header of the addresses the IP header got.
 fn write_tcp_header(header: &mut [u8; TCP_LEN], key: &FlowKey, answer: Answer) {
     header.fill(0);
     write_u16::<{ tcp::SRC_PORT }, TCP_LEN>(header, key.dst_port);
@@ -111,10 +147,18 @@ fn write_tcp_header(header: &mut [u8; TCP_LEN], key: &FlowKey, answer: Answer) {
     write_u32::<{ tcp::ACK }, TCP_LEN>(header, answer.ack);
     header[tcp::DATA_OFFSET] = ((TCP_LEN / 4) as u8) << 4;
     header[tcp::FLAGS] = answer.flags;
-    let pseudo = sum_words(&key.dst.octets())
-        + sum_words(&key.src.octets())
-        + u32::from(ipv4::PROTOCOL_TCP)
-        + TCP_LEN as u32;
+    let pseudo = match (key.dst, key.src) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            pseudo_header_v4(src.into(), dst.into(), ipv4::PROTOCOL_TCP, TCP_LEN as u16)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => pseudo_header_v6(
+            &src.octets(),
+            &dst.octets(),
+            ipv4::PROTOCOL_TCP,
+            TCP_LEN as u32,
+        ),
+        _ => 0,
+    };
     let checksum = !fold(pseudo + sum_words(header));
     write_u16::<{ tcp::CHECKSUM }, TCP_LEN>(header, checksum);
 }

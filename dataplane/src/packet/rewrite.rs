@@ -1,17 +1,19 @@
-//! Two-arm NAT in place: new MACs, IPv4 addresses and L4 ports, with the
-//! IPv4 header checksum and the TCP/UDP checksum updated incrementally
-//! (RFC 1624) rather than recomputed, so the cost does not grow with the
-//! payload. The frame's length and every other byte stay as they were. The
-//! one exception is a frame whose TCP/UDP checksum the sender left partial
+//! Two-arm NAT in place: new MACs, IP addresses and L4 ports, with the
+//! IPv4 header checksum (IPv6 has none) and the TCP/UDP checksum updated
+//! incrementally (RFC 1624) rather than recomputed, so the cost does not
+//! grow with the payload. The frame's length and every other byte stay as
+//! they were, IPv4 options and IPv6 extension headers included. The one
+//! exception is a frame whose TCP/UDP checksum the sender left partial
 //! (see `partial`): its checksum is computed from scratch.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::parse::{FlowKey, Parsed};
 use super::partial;
 use switchyard_wire::checksum::{adjust, diff_u16, diff_u32, fold};
 use switchyard_wire::{
-    ethernet, ipv4, read_u16, read_u32, tcp, udp, write_bytes, write_u16, write_u32,
+    ethernet, ipv4, ipv6, read_bytes, read_u16, read_u32, tcp, udp, write_bytes, write_u16,
+    write_u32,
 };
 
 /// A rewrite computed once per flow and replayed on each of its packets;
@@ -19,18 +21,20 @@ use switchyard_wire::{
 ///
 /// Every field is written, changed or not: a forward DNAT carries the
 /// client's address and port through as `ip_src`/`src_port`, a reply SNAT
-/// carries the client's through as `ip_dst`/`dst_port`.
+/// carries the client's through as `ip_dst`/`dst_port`. Both addresses are
+/// of the packet's family; a rewrite of the other family leaves the frame
+/// untouched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rewrite {
     pub eth_src: [u8; 6],
     pub eth_dst: [u8; 6],
-    pub ip_src: Ipv4Addr,
-    pub ip_dst: Ipv4Addr,
+    pub ip_src: IpAddr,
+    pub ip_dst: IpAddr,
     pub src_port: u16,
     pub dst_port: u16,
 }
 
-/// Applies `rewrite` to the frame `parsed` described: MACs, IPv4 addresses
+/// Applies `rewrite` to the frame `parsed` described: MACs, IP addresses
 /// and L4 ports, with incremental updates of the IPv4 header checksum and of
 /// the TCP/UDP checksum, whose pseudo-header covers the addresses.
 ///
@@ -39,26 +43,27 @@ pub struct Rewrite {
 /// since no incremental update can finish it; the caller counts those.
 ///
 /// `parsed` must come from [`parse`](super::parse()) of this same frame. If
-/// its offsets do not fit the frame, or its protocol is neither TCP nor UDP,
-/// the frame is left untouched rather than half-rewritten.
+/// its offsets do not fit the frame, its protocol is neither TCP nor UDP,
+/// or the rewrite's addresses are not of the frame's family, the frame is
+/// left untouched rather than half-rewritten.
 ///
-/// TTL is left as received. To the client the appliance *is* the VIP, an
-/// endpoint rather than a router hop (Katran's encapsulation leaves the
-/// client's TTL alone too), and a hop that decrements owes an ICMP Time
-/// Exceeded when it reaches zero (RFC 1812 §5.3.1), which the dataplane does
-/// not send. The loop TTL guards against cannot form here as long as config
-/// rejects a backend that is itself a VIP. Keeping TTL also keeps the action
-/// a pure function of the flow, which the XDP cache replays byte for byte.
+/// TTL and hop limit are left as received. To the client the appliance
+/// *is* the VIP, an endpoint rather than a router hop (Katran's
+/// encapsulation leaves the client's TTL alone too), and a hop that
+/// decrements owes an ICMP Time Exceeded when it reaches zero (RFC 1812
+/// §5.3.1), which the dataplane does not send. The loop TTL guards against
+/// cannot form here as long as config rejects a backend that is itself a
+/// VIP. Keeping TTL also keeps the action a pure function of the flow,
+/// which the XDP cache replays byte for byte.
 pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) -> L4Checksum {
-    let Some(headers) = Headers::split(frame, parsed) else {
+    let Some(headers) = Headers::split(frame, parsed, rewrite) else {
         return L4Checksum::Incremental;
     };
     let Some(len) = headers.rewrite(rewrite) else {
         return L4Checksum::Incremental;
     };
     if let Some(l4) = frame.get_mut(parsed.l4_offset..) {
-        let (src, dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
-        partial::complete(l4, parsed.key.protocol, len, src, dst);
+        partial::complete(l4, parsed.key.protocol, len, rewrite.ip_src, rewrite.ip_dst);
     }
     L4Checksum::Completed
 }
@@ -84,7 +89,8 @@ pub enum L4Checksum {
 /// every packet and are computed once per flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChecksumDeltas {
-    /// Folded difference for the IPv4 header checksum (addresses).
+    /// Folded difference for the IPv4 header checksum (addresses); 0 for
+    /// IPv6, whose header has no checksum.
     pub ip: u16,
     /// Folded difference for the TCP/UDP checksum (addresses and ports).
     pub l4: u16,
@@ -94,19 +100,33 @@ pub struct ChecksumDeltas {
 /// the same sums it computes from the packet, folded as `adjust` folds
 /// them, so `!fold(!checksum + delta)` is exactly what `apply` writes.
 pub fn checksum_deltas(key: &FlowKey, rewrite: &Rewrite) -> ChecksumDeltas {
-    let addr = address_diff(u32::from(key.src), u32::from(key.dst), rewrite);
+    let addr = address_diff(key.src, rewrite.ip_src) + address_diff(key.dst, rewrite.ip_dst);
     let l4 = addr + port_diff(key.src_port, key.dst_port, rewrite);
     ChecksumDeltas {
-        ip: fold(addr),
+        ip: if key.is_ipv6() { 0 } else { fold(addr) },
         l4: fold(l4),
     }
 }
 
-/// The addresses are covered by both checksums: the IPv4 header's and,
-/// through the pseudo-header, the TCP/UDP one (RFC 9293 §3.1, RFC 768).
+/// The one's complement difference of an address field changing from `old`
+/// to `new`, both of one family. The addresses are covered by the IPv4
+/// header checksum and, through the pseudo-header, the TCP/UDP one (RFC
+/// 9293 §3.1, RFC 768, RFC 8200 §8.1). Eight 32-bit differences of at most
+/// `0x1fffe` each, plus the ports', fit a `u32`.
 #[inline(always)]
-fn address_diff(src: u32, dst: u32, rewrite: &Rewrite) -> u32 {
-    diff_u32(src, u32::from(rewrite.ip_src)) + diff_u32(dst, u32::from(rewrite.ip_dst))
+fn address_diff(old: IpAddr, new: IpAddr) -> u32 {
+    match (old, new) {
+        (IpAddr::V4(old), IpAddr::V4(new)) => diff_u32(u32::from(old), u32::from(new)),
+        (IpAddr::V6(old), IpAddr::V6(new)) => {
+            let (old, new) = (u128::from(old), u128::from(new));
+            [96, 64, 32, 0]
+                .iter()
+                .map(|&shift| diff_u32((old >> shift) as u32, (new >> shift) as u32))
+                .sum()
+        }
+        // `Headers::split` refuses a rewrite of the other family.
+        _ => 0,
+    }
 }
 
 #[inline(always)]
@@ -117,10 +137,16 @@ fn port_diff(src_port: u16, dst_port: u16, rewrite: &Rewrite) -> u32 {
 /// Mutable views of the headers a rewrite touches, each checked once.
 struct Headers<'a> {
     eth: &'a mut [u8; ethernet::HEADER_LEN],
-    ip: &'a mut [u8; ipv4::MIN_HEADER_LEN],
+    ip: Ip<'a>,
     l4: L4<'a>,
-    /// Bytes after the IPv4 header: a TCP segment's length.
+    /// Bytes after the IP header (and IPv6 extension headers): a TCP
+    /// segment's length.
     ip_payload_len: usize,
+}
+
+enum Ip<'a> {
+    V4(&'a mut [u8; ipv4::MIN_HEADER_LEN]),
+    V6(&'a mut [u8; ipv6::HEADER_LEN]),
 }
 
 enum L4<'a> {
@@ -131,7 +157,7 @@ enum L4<'a> {
 impl<'a> Headers<'a> {
     /// Borrows every header before anything is written, so a `parsed` that
     /// does not fit the frame (a caller bug) changes nothing.
-    fn split(frame: &'a mut [u8], parsed: &Parsed) -> Option<Self> {
+    fn split(frame: &'a mut [u8], parsed: &Parsed, rewrite: &Rewrite) -> Option<Self> {
         let ip_header_len = parsed.l4_offset.checked_sub(parsed.l3_offset)?;
         let (l2, rest) = frame.split_at_mut_checked(parsed.l3_offset)?;
         let (l3, l4) = rest.split_at_mut_checked(ip_header_len)?;
@@ -140,9 +166,14 @@ impl<'a> Headers<'a> {
             ipv4::PROTOCOL_UDP => L4::Udp(l4.first_chunk_mut()?),
             _ => return None,
         };
+        let ip = match (parsed.key.src, rewrite.ip_src, rewrite.ip_dst) {
+            (IpAddr::V4(_), IpAddr::V4(_), IpAddr::V4(_)) => Ip::V4(l3.first_chunk_mut()?),
+            (IpAddr::V6(_), IpAddr::V6(_), IpAddr::V6(_)) => Ip::V6(l3.first_chunk_mut()?),
+            _ => return None,
+        };
         Some(Headers {
             eth: l2.first_chunk_mut()?,
-            ip: l3.first_chunk_mut()?,
+            ip,
             l4,
             ip_payload_len: parsed.ip_total_len.checked_sub(ip_header_len)?,
         })
@@ -162,16 +193,35 @@ impl<'a> Headers<'a> {
         write_bytes::<{ ethernet::DST }, 6, _>(eth, rewrite.eth_dst);
         write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
 
-        let (ip_src, ip_dst) = (u32::from(rewrite.ip_src), u32::from(rewrite.ip_dst));
-        let (src, dst) = (
-            read_u32::<{ ipv4::SRC }, _>(ip),
-            read_u32::<{ ipv4::DST }, _>(ip),
-        );
-        let addr_diff = address_diff(src, dst, rewrite);
-        let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
-        write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
-        write_u32::<{ ipv4::SRC }, _>(ip, ip_src);
-        write_u32::<{ ipv4::DST }, _>(ip, ip_dst);
+        let (src, dst) = match ip {
+            Ip::V4(ip) => {
+                let src = IpAddr::V4(read_u32::<{ ipv4::SRC }, _>(ip).into());
+                let dst = IpAddr::V4(read_u32::<{ ipv4::DST }, _>(ip).into());
+                let (IpAddr::V4(new_src), IpAddr::V4(new_dst)) = (rewrite.ip_src, rewrite.ip_dst)
+                else {
+                    return None;
+                };
+                let addr_diff =
+                    address_diff(src, rewrite.ip_src) + address_diff(dst, rewrite.ip_dst);
+                let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
+                write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
+                write_u32::<{ ipv4::SRC }, _>(ip, new_src.into());
+                write_u32::<{ ipv4::DST }, _>(ip, new_dst.into());
+                (src, dst)
+            }
+            Ip::V6(ip) => {
+                let src = IpAddr::V6(read_bytes::<{ ipv6::SRC }, 16, _>(ip).into());
+                let dst = IpAddr::V6(read_bytes::<{ ipv6::DST }, 16, _>(ip).into());
+                let (IpAddr::V6(new_src), IpAddr::V6(new_dst)) = (rewrite.ip_src, rewrite.ip_dst)
+                else {
+                    return None;
+                };
+                write_bytes::<{ ipv6::SRC }, 16, _>(ip, new_src.octets());
+                write_bytes::<{ ipv6::DST }, 16, _>(ip, new_dst.octets());
+                (src, dst)
+            }
+        };
+        let addr_diff = address_diff(src, rewrite.ip_src) + address_diff(dst, rewrite.ip_dst);
 
         match l4 {
             L4::Tcp(hdr) => {
@@ -192,6 +242,8 @@ impl<'a> Headers<'a> {
                 let checksum = read_u16::<{ udp::CHECKSUM }, _>(hdr);
                 // 0 means the sender computed no checksum (RFC 768); filling
                 // one in would need the whole payload, so "none" stays none.
+                // Over IPv6 a 0 is invalid (RFC 8200 §8.1) and the receiver
+                // drops the datagram, as it would without us.
                 let mut partial = None;
                 if checksum != 0 {
                     let diff = addr_diff
@@ -221,19 +273,21 @@ mod tests {
     use super::*;
     use crate::packet::parse::{parse, FlowKey};
     use crate::packet::testutil::{
-        arb_frame_spec, arb_rewrite, assert_checksums_verify, mutated, with_partial_checksum,
-        FrameSpec, L4Spec,
+        arb_frame_spec, arb_rewrite, assert_checksums_verify, ipv6_frame, mutated,
+        with_partial_checksum, Ext, FrameSpec, L4Spec,
     };
     use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
     use switchyard_wire::fixtures::*;
+    use switchyard_wire::ipv6::{NEXT_HEADER_DESTINATION_OPTIONS, NEXT_HEADER_HOP_BY_HOP};
 
     const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0c];
     const LB_CLIENT_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
     const LB_BACKEND_ARM_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x2b];
     const BACKEND_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xbe];
-    const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-    const VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-    const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 5);
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
+    const BACKEND: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5));
 
     fn parse_and_apply(frame: &mut [u8], rewrite: &Rewrite) -> L4Checksum {
         let parsed = parse(frame).unwrap();
@@ -337,8 +391,8 @@ mod tests {
             eth_dst: LB_CLIENT_ARM_MAC,
             eth_src: CLIENT_MAC,
             vlan: None,
-            ip_src: CLIENT,
-            ip_dst: VIP,
+            ip_src: Ipv4Addr::new(192, 0, 2, 10),
+            ip_dst: Ipv4Addr::new(198, 51, 100, 1),
             ttl: 64,
             ident: 1,
             dont_fragment: false,
@@ -392,8 +446,8 @@ mod tests {
         let rewrite = Rewrite {
             eth_src: [0xaa; 6],
             eth_dst: [0xbb; 6],
-            ip_src: Ipv4Addr::new(1, 2, 3, 4),
-            ip_dst: Ipv4Addr::new(5, 6, 7, 8),
+            ip_src: Ipv4Addr::new(1, 2, 3, 4).into(),
+            ip_dst: Ipv4Addr::new(5, 6, 7, 8).into(),
             src_port: 1111,
             dst_port: 2222,
         };
@@ -500,7 +554,7 @@ mod tests {
 
             // What the incremental update alone would have sent.
             let mut incremental = partial.clone();
-            let _ = Headers::split(&mut incremental, &parsed)
+            let _ = Headers::split(&mut incremental, &parsed, &to_backend)
                 .unwrap()
                 .rewrite(&to_backend);
             assert_ne!(incremental, frame, "the incremental update was enough");
@@ -529,8 +583,8 @@ mod tests {
             eth_dst: LB_CLIENT_ARM_MAC,
             eth_src: CLIENT_MAC,
             vlan: None,
-            ip_src: CLIENT,
-            ip_dst: VIP,
+            ip_src: Ipv4Addr::new(192, 0, 2, 10),
+            ip_dst: Ipv4Addr::new(198, 51, 100, 1),
             ttl: 64,
             ident: 7,
             dont_fragment: true,
@@ -570,7 +624,119 @@ mod tests {
         assert_eq!(out, spec.rewritten(&rewrite).build());
     }
 
+    const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+    const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 1);
+    const BACKEND6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 5);
+
+    fn to_backend6(dst_port: u16) -> Rewrite {
+        Rewrite {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            ip_src: CLIENT6.into(),
+            ip_dst: BACKEND6.into(),
+            src_port: 40000,
+            dst_port,
+        }
+    }
+
+    #[test]
+    fn ipv6_dnat_rewrites_addresses_and_ports_and_the_l4_checksum_verifies() {
+        let exts = [
+            Ext::options(NEXT_HEADER_HOP_BY_HOP, 1),
+            Ext::options(NEXT_HEADER_DESTINATION_OPTIONS, 2),
+        ];
+        for (protocol, chain) in [
+            (6, &exts[..0]),
+            (17, &exts[..0]),
+            (6, &exts[..]),
+            (17, &exts[..]),
+        ] {
+            let input = ipv6_frame(CLIENT6, VIP6, protocol, (40000, 80), b"switchyard", chain);
+            let mut frame = input.clone();
+            let parsed = parse(&input).unwrap();
+            let checksum = apply(&mut frame, &parsed, &to_backend6(8080));
+            assert_eq!(checksum, L4Checksum::Incremental);
+            let out = parse(&frame).unwrap();
+            assert_eq!(
+                (out.key.src, out.key.dst, out.key.src_port, out.key.dst_port),
+                (CLIENT6.into(), BACKEND6.into(), 40000, 8080)
+            );
+            assert_eq!(
+                (out.l4_offset, out.ip_total_len),
+                (parsed.l4_offset, parsed.ip_total_len)
+            );
+            assert_checksums_verify(&frame, &out);
+            assert_eq!(frame[14 + 7], 64, "hop limit kept");
+            assert_eq!(
+                frame[54..parsed.l4_offset],
+                input[54..parsed.l4_offset],
+                "extension headers kept"
+            );
+            // The worker's deltas are what the fast path adds.
+            let deltas = checksum_deltas(&parsed.key, &to_backend6(8080));
+            assert_eq!(deltas.ip, 0, "IPv6 has no header checksum");
+            let at = parsed.l4_offset + if protocol == 6 { 16 } else { 6 };
+            let before = u16::from_be_bytes([input[at], input[at + 1]]);
+            let after = u16::from_be_bytes([frame[at], frame[at + 1]]);
+            assert_eq!(!fold(u32::from(!before) + u32::from(deltas.l4)), after);
+            let _ = apply(&mut frame, &out, &inverse_of(&input));
+            assert_eq!(frame, input);
+        }
+    }
+
+    #[test]
+    fn a_partial_ipv6_checksum_is_completed() {
+        let input = ipv6_frame(CLIENT6, VIP6, 6, (40000, 80), b"switchyard", &[]);
+        let partial = with_partial_checksum(&input, &parse(&input).unwrap());
+        let mut frame = partial.clone();
+        let checksum = apply(&mut frame, &parse(&partial).unwrap(), &to_backend6(8080));
+        assert_eq!(checksum, L4Checksum::Completed);
+        assert_checksums_verify(&frame, &parse(&frame).unwrap());
+    }
+
+    #[test]
+    fn a_rewrite_of_the_other_family_leaves_the_frame_untouched() {
+        let input = ipv6_frame(CLIENT6, VIP6, 17, (40000, 53), b"x", &[]);
+        let mut frame = input.clone();
+        let v4 = inverse_of(&TCP_SYN);
+        let _ = apply(&mut frame, &parse(&input).unwrap(), &v4);
+        assert_eq!(frame, input);
+        let mut frame = TCP_SYN.to_vec();
+        let _ = apply(&mut frame, &parse(&TCP_SYN).unwrap(), &to_backend6(80));
+        assert_eq!(frame, TCP_SYN);
+    }
+
     proptest! {
+        #[test]
+        fn any_ipv6_rewrite_keeps_checksums_verifying(
+            src in any::<u128>(),
+            dst in any::<u128>(),
+            new_src in any::<u128>(),
+            new_dst in any::<u128>(),
+            tcp in any::<bool>(),
+            ports in any::<(u16, u16, u16, u16)>(),
+            payload in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let input = ipv6_frame(src.into(), dst.into(), if tcp { 6 } else { 17 }, (ports.0, ports.1), &payload, &[]);
+            let Ok(parsed) = parse(&input) else {
+                return Ok(()); // an IPv4-mapped address
+            };
+            let rewrite = Rewrite {
+                eth_src: [1; 6],
+                eth_dst: [2; 6],
+                ip_src: Ipv6Addr::from(new_src).into(),
+                ip_dst: Ipv6Addr::from(new_dst).into(),
+                src_port: ports.2,
+                dst_port: ports.3,
+            };
+            let mut frame = input.clone();
+            let _ = apply(&mut frame, &parsed, &rewrite);
+            let out = parse(&frame);
+            if let Ok(out) = out {
+                assert_checksums_verify(&frame, &out);
+            }
+        }
+
         /// Whatever the frame and the rewrite, a partial checksum comes out
         /// as the full checksum of the rewritten frame.
         #[test]
@@ -638,8 +804,8 @@ mod tests {
         ) {
             let parsed = Parsed {
                 key: FlowKey {
-                    src: Ipv4Addr::UNSPECIFIED,
-                    dst: Ipv4Addr::UNSPECIFIED,
+                    src: Ipv4Addr::UNSPECIFIED.into(),
+                    dst: Ipv4Addr::UNSPECIFIED.into(),
                     src_port: 0,
                     dst_port: 0,
                     protocol,
@@ -648,6 +814,7 @@ mod tests {
                 l4_offset,
                 tcp_flags: 0,
                 ip_total_len,
+                has_ext_headers: false,
             };
             let _ = apply(&mut frame, &parsed, &rewrite);
         }

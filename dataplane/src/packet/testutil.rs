@@ -4,7 +4,7 @@
 //! etherparse's checksum functions below, so tests that compare `apply`'s
 //! output with a rebuilt frame rest on two independent computations.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use proptest::prelude::*;
 
@@ -27,12 +27,26 @@ pub(super) fn internet_checksum(parts: &[&[u8]]) -> u16 {
 }
 
 /// The IPv4 pseudo-header of RFC 9293 §3.1 / RFC 768.
-fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usize) -> Vec<u8> {
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, protocol]);
-    pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+/// The pseudo-header bytes of RFC 9293 §3.1 (IPv4) or RFC 8200 §8.1 (IPv6).
+fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: u8, l4_len: usize) -> Vec<u8> {
+    let mut pseudo = Vec::with_capacity(40);
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            pseudo.extend_from_slice(&src.octets());
+            pseudo.extend_from_slice(&dst.octets());
+            pseudo.extend_from_slice(&[0, protocol]);
+            pseudo.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        }
+        _ => {
+            for address in [src, dst] {
+                if let IpAddr::V6(a) = address {
+                    pseudo.extend_from_slice(&a.octets());
+                }
+            }
+            pseudo.extend_from_slice(&(l4_len as u32).to_be_bytes());
+            pseudo.extend_from_slice(&[0, 0, 0, protocol]);
+        }
+    }
     pseudo
 }
 
@@ -40,8 +54,10 @@ fn pseudo_header(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4_len: usize) -> V
 /// frame `parsed` describes verify from scratch (a UDP checksum of 0 means
 /// none was sent and is accepted as such).
 pub(super) fn assert_checksums_verify(frame: &[u8], parsed: &Parsed) {
-    let ip_header = &frame[parsed.l3_offset..parsed.l4_offset];
-    assert_eq!(internet_checksum(&[ip_header]), 0, "IPv4 header checksum");
+    if !parsed.key.is_ipv6() {
+        let ip_header = &frame[parsed.l3_offset..parsed.l4_offset];
+        assert_eq!(internet_checksum(&[ip_header]), 0, "IPv4 header checksum");
+    }
     let segment = &frame[parsed.l4_offset..parsed.l3_offset + parsed.ip_total_len];
     let key = &parsed.key;
     if key.protocol == 17 && segment[6..8] == [0, 0] {
@@ -123,8 +139,8 @@ impl FrameSpec {
 
     pub(super) fn key(&self) -> FlowKey {
         FlowKey {
-            src: self.ip_src,
-            dst: self.ip_dst,
+            src: self.ip_src.into(),
+            dst: self.ip_dst.into(),
             src_port: self.src_port,
             dst_port: self.dst_port,
             protocol: self.protocol(),
@@ -161,7 +177,12 @@ impl FrameSpec {
         };
         segment.extend_from_slice(&self.payload);
         if let Some(at) = checksum_at {
-            let pseudo = pseudo_header(self.ip_src, self.ip_dst, self.protocol(), segment.len());
+            let pseudo = pseudo_header(
+                self.ip_src.into(),
+                self.ip_dst.into(),
+                self.protocol(),
+                segment.len(),
+            );
             let mut checksum = internet_checksum(&[&pseudo, &segment]);
             if self.protocol() == 17 && checksum == 0 {
                 // RFC 768: a computed 0 is sent as all ones.
@@ -212,8 +233,8 @@ impl FrameSpec {
         FrameSpec {
             eth_dst: rewrite.eth_dst,
             eth_src: rewrite.eth_src,
-            ip_src: rewrite.ip_src,
-            ip_dst: rewrite.ip_dst,
+            ip_src: v4(rewrite.ip_src),
+            ip_dst: v4(rewrite.ip_dst),
             src_port: rewrite.src_port,
             dst_port: rewrite.dst_port,
             ..self.clone()
@@ -301,8 +322,8 @@ pub(super) fn arb_rewrite() -> impl Strategy<Value = Rewrite> {
             |(eth_src, eth_dst, ip_src, ip_dst, src_port, dst_port)| Rewrite {
                 eth_src,
                 eth_dst,
-                ip_src: Ipv4Addr::from(ip_src),
-                ip_dst: Ipv4Addr::from(ip_dst),
+                ip_src: Ipv4Addr::from(ip_src).into(),
+                ip_dst: Ipv4Addr::from(ip_dst).into(),
                 src_port,
                 dst_port,
             },
@@ -328,6 +349,80 @@ pub(super) fn mutated(specs: impl Strategy<Value = FrameSpec>) -> impl Strategy<
             }
             frame
         })
+}
+
+/// The IPv4 address a `FrameSpec` (IPv4 only) takes.
+fn v4(address: IpAddr) -> Ipv4Addr {
+    match address {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => panic!("FrameSpec builds IPv4 frames, not {a}"),
+    }
+}
+
+/// An IPv6 extension header to put between the fixed header and L4: its
+/// Next Header value and its bytes (the first, its own Next Header, is
+/// filled in by [`ipv6_frame`]).
+pub(super) struct Ext {
+    pub kind: u8,
+    pub bytes: Vec<u8>,
+}
+
+impl Ext {
+    /// A Hop-by-Hop or Destination Options header of `units` 8-byte
+    /// units, filled with one PadN option.
+    pub fn options(kind: u8, units: u8) -> Ext {
+        let len = usize::from(units) * 8;
+        let mut bytes = vec![0; len];
+        bytes[1] = units - 1;
+        bytes[2] = 1; // PadN
+        bytes[3] = (len - 4) as u8;
+        Ext { kind, bytes }
+    }
+}
+
+/// An Ethernet frame carrying IPv6 TCP (`protocol` 6, SYN) or UDP from
+/// `src` to `dst`, built by etherparse, with `exts` spliced in after the
+/// fixed header. Extension headers are outside the pseudo-header, so the
+/// L4 checksum etherparse computed stays right.
+pub(super) fn ipv6_frame(
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    protocol: u8,
+    ports: (u16, u16),
+    payload: &[u8],
+    exts: &[Ext],
+) -> Vec<u8> {
+    let builder = etherparse::PacketBuilder::ethernet2(
+        [2, 0, 0, 0, 0, 0x0c],
+        [2, 0, 0, 0, 0, 0x1b],
+    )
+    .ipv6(src.octets(), dst.octets(), 64);
+    let mut frame = Vec::new();
+    if protocol == 6 {
+        let builder = builder.tcp(ports.0, ports.1, 1, 65535).syn();
+        builder.write(&mut frame, payload).unwrap();
+    } else {
+        let builder = builder.udp(ports.0, ports.1);
+        builder.write(&mut frame, payload).unwrap();
+    }
+    if exts.is_empty() {
+        return frame;
+    }
+    let mut spliced = frame[..54].to_vec();
+    let mut next = protocol;
+    let mut chain = Vec::new();
+    for ext in exts.iter().rev() {
+        let mut bytes = ext.bytes.clone();
+        bytes[0] = next;
+        next = ext.kind;
+        chain.splice(0..0, bytes);
+    }
+    spliced[14 + 6] = next;
+    let payload_len = u16::from_be_bytes([spliced[18], spliced[19]]) as usize + chain.len();
+    spliced[18..20].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    spliced.extend_from_slice(&chain);
+    spliced.extend_from_slice(&frame[54..]);
+    spliced
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! packet (and by the XDP cache). Out of line from the hit path; it
 //! allocates nothing either.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
@@ -15,7 +15,7 @@ use super::path::{
     destination_key, reply_key, secs, service_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
 };
 use super::Worker;
-use crate::affinity::{AffinityEntry, AffinityKey, AffinityTable};
+use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
@@ -84,8 +84,8 @@ struct Translation {
     listener: u32,
     backend: u32,
     /// Source and destination (address, port) the packet leaves with.
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
 }
 
 impl Worker {
@@ -247,17 +247,17 @@ impl PathState {
         // and so is an affinity entry's (`affine_backend` looks it up).
         let endpoint = listener.backends()[backend as usize].endpoint;
         // Never taken: a listener's backends share its VIP's family
-        // (`Listener` refuses others) and only IPv4 packets reach a
-        // listener; the hot path still answers with a verdict, not a panic.
-        let IpAddr::V4(address) = endpoint.address else {
+        // (`Listener` refuses others); the hot path still answers with a
+        // verdict, not a panic.
+        if endpoint.address.is_ipv6() != key.is_ipv6() {
             return Err(DropReason::UnsupportedAddressFamily);
-        };
+        }
         Ok(Translation {
             direction: Direction::ToBackend,
             listener: choice.listener.id().as_u32(),
             backend,
             src: (key.src, key.src_port),
-            dst: (address, endpoint.port),
+            dst: (endpoint.address, endpoint.port),
         })
     }
 
@@ -273,18 +273,15 @@ impl PathState {
     ) -> Option<u32> {
         let now_secs = secs(now);
         if let Some((backend, entry)) = affine_backend(&self.affinity, listener, key, now_secs) {
+            let address = listener.backends()[backend as usize].endpoint.address;
             self.affinity
-                .put(&affinity_key(key), entry.backend, entry.port, now_secs);
+                .put(&affinity_key(key), address, entry.port, now_secs);
             return Some(backend);
         }
         let endpoint = choice
             .backend
             .map(|b| listener.backends()[b as usize].endpoint);
-        if let Some(Endpoint {
-            address: IpAddr::V4(address),
-            port,
-        }) = endpoint
-        {
+        if let Some(Endpoint { address, port }) = endpoint {
             self.affinity
                 .put(&affinity_key(key), address, port, now_secs);
         }
@@ -302,14 +299,17 @@ impl PathState {
         frame_macs: Option<([u8; 6], [u8; 6])>,
         key: &FlowKey,
     ) -> Option<ReplyHop> {
-        let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(key.src) else {
+        let IpAddr::V4(client) = key.src else {
+            return None;
+        };
+        let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(client) else {
             return None;
         };
         let (frame_dst, frame_src) = frame_macs?;
         if self.port_ifindexes.get(ingress) != Some(&ifindex) {
             return None;
         }
-        self.neighbors.request(key.src);
+        self.neighbors.request(client);
         Some(ReplyHop {
             eth_src: frame_dst,
             eth_dst: frame_src,
@@ -381,14 +381,11 @@ pub fn affine_backend(
 ) -> Option<(u32, AffinityEntry)> {
     let timeout = listener.affinity()?.timeout_secs;
     let entry = table.get(&affinity_key(key), now_secs, timeout)?;
-    let endpoint = Endpoint {
-        address: IpAddr::V4(entry.backend),
-        port: entry.port,
-    };
-    let position = listener
-        .backends()
-        .iter()
-        .position(|b| b.endpoint == endpoint && b.effective_weight > 0.0)?;
+    let position = listener.backends().iter().position(|b| {
+        address_tag(b.endpoint.address) == entry.backend
+            && b.endpoint.port == entry.port
+            && b.effective_weight > 0.0
+    })?;
     Some((position as u32, entry))
 }
 

@@ -7,7 +7,7 @@
 //! hottest code of the appliance: stages are inlined into one another, the
 //! rare ones (`orphaned`, `relearn_next_hop`, `carry_over`) kept out of line.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
@@ -180,10 +180,7 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
     let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
         return false;
     };
-    let endpoint = |address: Ipv4Addr, port: u16| Endpoint {
-        address: IpAddr::V4(address),
-        port,
-    };
+    let endpoint = |address: IpAddr, port: u16| Endpoint { address, port };
     let rewrite = &entry.rewrite;
     let (vip, backend) = match entry.direction {
         Direction::ToBackend => (

@@ -4,7 +4,7 @@
 //! stage can hold a flow entry and this state at once; every method here
 //! runs per packet or per batch and must never allocate or block.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
@@ -209,10 +209,12 @@ impl PathState {
     pub(super) fn next_hop(
         &self,
         l2: &L2Table,
-        destination: Ipv4Addr,
+        destination: IpAddr,
     ) -> Result<(usize, NextHop), DropReason> {
         next_hop(l2, &self.port_ifindexes, destination).inspect_err(|_| {
-            self.neighbors.request(destination);
+            if let IpAddr::V4(destination) = destination {
+                self.neighbors.request(destination);
+            }
         })
     }
 
@@ -300,12 +302,9 @@ pub(super) fn destination_key(key: &FlowKey, protocol: Protocol) -> ServiceKey {
 }
 
 #[inline(always)]
-pub(super) fn service_key(address: Ipv4Addr, port: u16, protocol: Protocol) -> ServiceKey {
+pub(super) fn service_key(address: IpAddr, port: u16, protocol: Protocol) -> ServiceKey {
     ServiceKey {
-        endpoint: Endpoint {
-            address: IpAddr::V4(address),
-            port,
-        },
+        endpoint: Endpoint { address, port },
         protocol,
     }
 }
@@ -323,8 +322,11 @@ fn reset(frame: &mut [u8], parsed: &Parsed, ingress: usize) -> Verdict {
 pub(super) fn next_hop(
     l2: &L2Table,
     port_ifindexes: &[u32],
-    destination: Ipv4Addr,
+    destination: IpAddr,
 ) -> Result<(usize, NextHop), DropReason> {
+    let IpAddr::V4(destination) = destination else {
+        return Err(DropReason::NoRoute);
+    };
     let hop = l2
         .resolve(destination)
         .map_err(|unresolved| match unresolved {

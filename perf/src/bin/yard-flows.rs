@@ -27,8 +27,8 @@ const RUNS: usize = 5;
 
 fn key(i: usize) -> FlowKey {
     FlowKey {
-        src: Ipv4Addr::from(0x0a00_0000 + (i / 60_000) as u32),
-        dst: Ipv4Addr::new(192, 0, 2, 10),
+        src: Ipv4Addr::from(0x0a00_0000 + (i / 60_000) as u32).into(),
+        dst: Ipv4Addr::new(192, 0, 2, 10).into(),
         src_port: 1024 + (i % 60_000) as u16,
         dst_port: 443,
         protocol: 6,
@@ -40,8 +40,8 @@ fn entry(i: usize) -> FlowEntry {
         rewrite: Rewrite {
             eth_src: [2, 0, 0, 0, 0, 1],
             eth_dst: [2, 0, 0, 0, 0, 2],
-            ip_src: Ipv4Addr::new(192, 0, 2, 10),
-            ip_dst: Ipv4Addr::new(198, 18, 0, 1),
+            ip_src: Ipv4Addr::new(192, 0, 2, 10).into(),
+            ip_dst: Ipv4Addr::new(198, 18, 0, 1).into(),
             src_port: 1024 + (i % 60_000) as u16,
             dst_port: 8080,
         },
