@@ -3,6 +3,9 @@
 pub const MIN_HEADER_LEN: usize = 20;
 pub const VERSION_IHL: usize = 0;
 pub const TOTAL_LEN: usize = 2;
+/// Identification: with the addresses and protocol, which packet a
+/// fragment belongs to.
+pub const IDENTIFICATION: usize = 4;
 pub const FLAGS_FRAGMENT_OFFSET: usize = 6;
 pub const TTL: usize = 8;
 pub const PROTOCOL: usize = 9;

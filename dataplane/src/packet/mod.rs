@@ -19,7 +19,7 @@ mod rewrite;
 mod testutil;
 
 pub use hash::{client_hash, flow_hash};
-pub use parse::{parse, FlowKey, ParseError, Parsed};
+pub use parse::{parse, parse_l3, FlowKey, Fragment, ParseError, Parsed, L3};
 pub use partial::has_partial_checksum;
 pub use reset::tcp_reset;
 pub use rewrite::{apply, checksum_deltas, ChecksumDeltas, L4Checksum, Rewrite};

@@ -127,31 +127,90 @@ pub struct Parsed {
 /// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
 /// carrying an unfragmented IPv4 or IPv6 TCP or UDP packet.
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
-    let (l3_offset, ethertype) = ip_offset(frame)?;
-    let ip = match ethertype {
-        ethernet::TYPE_IPV4 => parse_ipv4(tail(frame, l3_offset))?,
-        _ => parse_ipv6(tail(frame, l3_offset))?,
-    };
-    let l4 = tail(ip.packet, ip.header_len);
-    let (src_port, dst_port, tcp_flags) = match ip.protocol {
+    let l3 = parse_l3(frame)?;
+    if l3.fragment.is_some() {
+        return Err(ParseError::Fragment);
+    }
+    let l4 = frame
+        .get(l3.l4_offset..l3.l3_offset + l3.ip_total_len)
+        .unwrap_or_default();
+    let (src_port, dst_port, tcp_flags) = match l3.protocol {
         ipv4::PROTOCOL_TCP => parse_tcp(l4)?,
         ipv4::PROTOCOL_UDP => parse_udp(l4)?,
         _ => return Err(ParseError::UnsupportedProtocol),
     };
     Ok(Parsed {
         key: FlowKey {
-            src: ip.src,
-            dst: ip.dst,
+            src: l3.src,
+            dst: l3.dst,
             src_port,
             dst_port,
-            protocol: ip.protocol,
+            protocol: l3.protocol,
         },
-        l3_offset,
-        l4_offset: l3_offset + ip.header_len,
+        l3_offset: l3.l3_offset,
+        l4_offset: l3.l4_offset,
         tcp_flags,
-        ip_total_len: ip.packet.len(),
-        has_ext_headers: ip.has_ext_headers,
+        ip_total_len: l3.ip_total_len,
+        has_ext_headers: l3.has_ext_headers,
     })
+}
+
+/// A frame's IP layer, whatever it carries: what [`parse`] builds on, and
+/// what the ICMP and fragment paths start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L3 {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The upper-layer protocol (IPv4 protocol, or the IPv6 Next Header
+    /// after the extension headers; for a fragment, the fragmented
+    /// packet's).
+    pub protocol: u8,
+    /// Start of the IP header: 14, or 18 behind a VLAN tag.
+    pub l3_offset: usize,
+    /// Start of the upper layer: after IPv4 options or IPv6 extension
+    /// headers. For a fragment other than the first, where its data starts
+    /// (no L4 header there).
+    pub l4_offset: usize,
+    /// IPv4 total length, or 40 plus IPv6 payload length.
+    pub ip_total_len: usize,
+    pub has_ext_headers: bool,
+    /// Set when the packet is a fragment (an IPv6 atomic fragment is not).
+    pub fragment: Option<Fragment>,
+}
+
+/// Where a fragment belongs: RFC 791 §3.2, RFC 8200 §4.5.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// IPv4's 16-bit Identification, or IPv6's 32-bit one.
+    pub id: u32,
+    /// Offset of its data in the original packet, in bytes.
+    pub offset: usize,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+impl Fragment {
+    /// The first fragment carries the L4 header, and so the ports.
+    pub const fn is_first(&self) -> bool {
+        self.offset == 0
+    }
+}
+
+/// Parses the Ethernet, VLAN and IP layers of a frame: a sane IPv4 header,
+/// or an IPv6 one with its extension headers walked (at most
+/// `ipv6::MAX_EXT_HEADERS`) to the upper layer, which may be anything. The
+/// walk stops at a Fragment header whose fragment is not the first: what
+/// follows is data.
+pub fn parse_l3(frame: &[u8]) -> Result<L3, ParseError> {
+    let (l3_offset, ethertype) = ip_offset(frame)?;
+    let l3 = tail(frame, l3_offset);
+    let mut parsed = match ethertype {
+        ethernet::TYPE_IPV4 => parse_ipv4(l3)?,
+        _ => parse_ipv6(l3)?,
+    };
+    parsed.l3_offset = l3_offset;
+    parsed.l4_offset += l3_offset;
+    Ok(parsed)
 }
 
 /// Where the IP header starts (after the Ethernet header and at most one
@@ -174,23 +233,10 @@ fn ip_offset(frame: &[u8]) -> Result<(usize, u16), ParseError> {
     Ok((l3_offset, ethertype))
 }
 
-/// An IP packet whose header (and IPv6 extension headers) checked out.
-struct IpPacket<'a> {
-    src: IpAddr,
-    dst: IpAddr,
-    /// The upper-layer protocol.
-    protocol: u8,
-    /// Bytes before the upper layer: IPv4 options or IPv6 extension
-    /// headers included.
-    header_len: usize,
-    /// Header and payload, bounded by the header's length field.
-    packet: &'a [u8],
-    has_ext_headers: bool,
-}
-
-/// The IPv4 packet at the start of `l3`: a sane header, not a fragment.
+/// The IPv4 packet at the start of `l3`: a sane header. Offsets are from
+/// the start of `l3`.
 #[inline(always)]
-fn parse_ipv4(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
+fn parse_ipv4(l3: &[u8]) -> Result<L3, ParseError> {
     let header: &[u8; ipv4::MIN_HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
     let version_ihl = header[ipv4::VERSION_IHL];
     let header_len = usize::from(version_ihl & 0x0f) * 4;
@@ -203,28 +249,35 @@ fn parse_ipv4(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
     }
     // Bounding the packet by total_length, not by the frame, drops the
     // Ethernet padding a short packet is sent with (RFC 894).
-    let packet = l3.get(..total_len).ok_or(ParseError::Truncated)?;
-    if read_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(header)
-        & (ipv4::MORE_FRAGMENTS | ipv4::FRAGMENT_OFFSET_MASK)
-        != 0
-    {
-        return Err(ParseError::Fragment);
+    if l3.len() < total_len {
+        return Err(ParseError::Truncated);
     }
-    Ok(IpPacket {
+    let flags_offset = read_u16::<{ ipv4::FLAGS_FRAGMENT_OFFSET }, _>(header);
+    let fragment =
+        (flags_offset & (ipv4::MORE_FRAGMENTS | ipv4::FRAGMENT_OFFSET_MASK) != 0).then(|| {
+            Fragment {
+                id: u32::from(read_u16::<{ ipv4::IDENTIFICATION }, _>(header)),
+                offset: usize::from(flags_offset & ipv4::FRAGMENT_OFFSET_MASK) * 8,
+                more: flags_offset & ipv4::MORE_FRAGMENTS != 0,
+            }
+        });
+    Ok(L3 {
         src: IpAddr::V4(Ipv4Addr::from(read_u32::<{ ipv4::SRC }, _>(header))),
         dst: IpAddr::V4(Ipv4Addr::from(read_u32::<{ ipv4::DST }, _>(header))),
         protocol: header[ipv4::PROTOCOL],
-        header_len,
-        packet,
+        l3_offset: 0,
+        l4_offset: header_len,
+        ip_total_len: total_len,
         has_ext_headers: false,
+        fragment,
     })
 }
 
 /// The IPv6 packet at the start of `l3`: a sane fixed header, then at most
-/// `ipv6::MAX_EXT_HEADERS` extension headers, each inside the packet,
-/// ending at an upper layer; not a fragment.
+/// `ipv6::MAX_EXT_HEADERS` extension headers, each inside the packet.
+/// Offsets are from the start of `l3`.
 #[inline(always)]
-fn parse_ipv6(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
+fn parse_ipv6(l3: &[u8]) -> Result<L3, ParseError> {
     let header: &[u8; ipv6::HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
     let payload_len = usize::from(read_u16::<{ ipv6::PAYLOAD_LEN }, _>(header));
     // A payload length of 0 announces a jumbogram (RFC 2675), which no
@@ -246,9 +299,9 @@ fn parse_ipv6(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
     let mut next = header[ipv6::NEXT_HEADER];
     let mut offset = ipv6::HEADER_LEN;
     let mut walked = 0;
+    let mut fragment = None;
     loop {
         let ext: &[u8; ipv6::ext::MIN_LEN] = match next {
-            ipv4::PROTOCOL_TCP | ipv4::PROTOCOL_UDP => break,
             ipv6::NEXT_HEADER_HOP_BY_HOP
             | ipv6::NEXT_HEADER_DESTINATION_OPTIONS
             | ipv6::NEXT_HEADER_ROUTING
@@ -256,17 +309,24 @@ fn parse_ipv6(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
             | ipv6::NEXT_HEADER_AUTH => tail(packet, offset)
                 .first_chunk()
                 .ok_or(ParseError::BadIpHeader)?,
-            _ => return Err(ParseError::UnsupportedProtocol),
+            // The upper layer, whatever it is: the caller decides.
+            _ => break,
         };
         if walked == ipv6::MAX_EXT_HEADERS {
             return Err(ParseError::ExtHeaderChainTooLong);
         }
         walked += 1;
         let len = match next {
-            ipv6::NEXT_HEADER_FRAGMENT if ipv6::fragment::is_atomic(ext) => {
+            ipv6::NEXT_HEADER_FRAGMENT => {
+                if !ipv6::fragment::is_atomic(ext) {
+                    fragment = Some(Fragment {
+                        id: read_u32::<{ ipv6::fragment::IDENTIFICATION }, _>(ext),
+                        offset: ipv6::fragment::offset_bytes(ext),
+                        more: ipv6::fragment::more_fragments(ext),
+                    });
+                }
                 ipv6::fragment::HEADER_LEN
             }
-            ipv6::NEXT_HEADER_FRAGMENT => return Err(ParseError::Fragment),
             ipv6::NEXT_HEADER_ROUTING if ext[ipv6::routing::SEGMENTS_LEFT] != 0 => {
                 return Err(ParseError::UnsupportedProtocol)
             }
@@ -279,14 +339,23 @@ fn parse_ipv6(l3: &[u8]) -> Result<IpPacket<'_>, ParseError> {
         if offset > packet.len() {
             return Err(ParseError::BadIpHeader);
         }
+        // After a later fragment's header comes data, not headers.
+        if fragment.is_some_and(|f: Fragment| !f.is_first()) {
+            break;
+        }
     }
-    Ok(IpPacket {
+    if next == ipv6::NEXT_HEADER_ESP || next == ipv6::NEXT_HEADER_NONE {
+        return Err(ParseError::UnsupportedProtocol);
+    }
+    Ok(L3 {
         src: IpAddr::V6(src),
         dst: IpAddr::V6(dst),
         protocol: next,
-        header_len: offset,
-        packet,
+        l3_offset: 0,
+        l4_offset: offset,
+        ip_total_len: packet.len(),
         has_ext_headers: walked > 0,
+        fragment,
     })
 }
 
@@ -532,6 +601,59 @@ mod tests {
             parse(&ICMPV6_ECHO_REQUEST).unwrap_err(),
             ParseError::UnsupportedProtocol
         );
+    }
+
+    #[test]
+    fn parse_l3_says_where_a_fragment_belongs() {
+        let first = parse_l3(&TCP_FIRST_FRAGMENT).unwrap();
+        let fragment = first.fragment.unwrap();
+        assert!(fragment.is_first() && fragment.more);
+        assert_eq!((first.protocol, first.l4_offset), (6, 34));
+        let later = parse_l3(&UDP_LATER_FRAGMENT).unwrap();
+        assert!(!later.fragment.unwrap().is_first());
+        assert_eq!(later.protocol, 17);
+
+        let v6 = |offset_flags: [u8; 2]| {
+            tcp6(&[Ext {
+                kind: ipv6::NEXT_HEADER_FRAGMENT,
+                bytes: vec![
+                    0,
+                    0,
+                    offset_flags[0],
+                    offset_flags[1],
+                    0xde,
+                    0xad,
+                    0xbe,
+                    0xef,
+                ],
+            }])
+        };
+        let first6 = parse_l3(&v6([0, 1])).unwrap();
+        assert_eq!(
+            first6.fragment,
+            Some(Fragment {
+                id: 0xdead_beef,
+                offset: 0,
+                more: true
+            })
+        );
+        assert_eq!((first6.protocol, first6.l4_offset), (6, 62));
+        let later6 = parse_l3(&v6([0x05, 0xa8])).unwrap();
+        assert_eq!(
+            later6.fragment,
+            Some(Fragment {
+                id: 0xdead_beef,
+                offset: 1448,
+                more: false
+            })
+        );
+        assert_eq!(
+            (later6.protocol, later6.l4_offset),
+            (6, 62),
+            "data starts there"
+        );
+        let echo = parse_l3(&ICMPV6_ECHO_REQUEST).unwrap();
+        assert_eq!((echo.protocol, echo.fragment), (58, None));
     }
 
     #[test]
