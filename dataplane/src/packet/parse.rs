@@ -300,18 +300,7 @@ fn parse_ipv6(l3: &[u8]) -> Result<L3, ParseError> {
     let mut offset = ipv6::HEADER_LEN;
     let mut walked = 0;
     let mut fragment = None;
-    loop {
-        let ext: &[u8; ipv6::ext::MIN_LEN] = match next {
-            ipv6::NEXT_HEADER_HOP_BY_HOP
-            | ipv6::NEXT_HEADER_DESTINATION_OPTIONS
-            | ipv6::NEXT_HEADER_ROUTING
-            | ipv6::NEXT_HEADER_FRAGMENT
-            | ipv6::NEXT_HEADER_AUTH => tail(packet, offset)
-                .first_chunk()
-                .ok_or(ParseError::BadIpHeader)?,
-            // The upper layer, whatever it is: the caller decides.
-            _ => break,
-        };
+    while let Some(ext) = extension_header(next, packet, offset)? {
         if walked == ipv6::MAX_EXT_HEADERS {
             return Err(ParseError::ExtHeaderChainTooLong);
         }
@@ -357,6 +346,27 @@ fn parse_ipv6(l3: &[u8]) -> Result<L3, ParseError> {
         has_ext_headers: walked > 0,
         fragment,
     })
+}
+
+/// The extension header of type `next` at `offset` of `packet`, or `None`
+/// when `next` is the upper layer, whatever it is: the caller decides.
+#[inline(always)]
+fn extension_header(
+    next: u8,
+    packet: &[u8],
+    offset: usize,
+) -> Result<Option<&[u8; ipv6::ext::MIN_LEN]>, ParseError> {
+    match next {
+        ipv6::NEXT_HEADER_HOP_BY_HOP
+        | ipv6::NEXT_HEADER_DESTINATION_OPTIONS
+        | ipv6::NEXT_HEADER_ROUTING
+        | ipv6::NEXT_HEADER_FRAGMENT
+        | ipv6::NEXT_HEADER_AUTH => tail(packet, offset)
+            .first_chunk()
+            .map(Some)
+            .ok_or(ParseError::BadIpHeader),
+        _ => Ok(None),
+    }
 }
 
 /// `bytes[at..]`, or empty when `at` is past the end, so the next
