@@ -6,7 +6,7 @@
 //! bytes that no kernel socket sent. Nothing in `switchyard run` calls it,
 //! and it must never open a socket.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use switchyard_dataplane::neighbor::{L2Table, RouteAction};
 
@@ -70,7 +70,11 @@ pub fn netlink_datagram(buf: &[u8]) -> NetlinkSummary {
         })
         .flatten()
         .chain(neighbours.iter().map(|n| n.ip))
-        .chain([Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST]);
+        .chain([
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V4(Ipv4Addr::BROADCAST),
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        ]);
     summary.resolved = addresses.filter(|&a| table.resolve(a).is_ok()).count();
     summary.links = links.len();
     summary.routes = routes.len();

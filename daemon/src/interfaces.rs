@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterfaceError {
@@ -160,6 +160,35 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, InterfaceError> {
     Ok(out)
 }
 
+/// Every IPv6 address configured on this node, on every interface, for the
+/// same reason as [`local_ipv4_addresses`]. Link-local addresses are
+/// included: the node's own NDP and routing-protocol traffic uses them,
+/// and none of it is a backend's reply. Addresses still in duplicate
+/// address detection are included, as the kernel lists them. The same
+/// link-local address on two interfaces appears once: without a zone, one
+/// entry covers both.
+pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, InterfaceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| InterfaceError::Addresses(e.into()))?;
+    let mut out: Vec<Ipv6Addr> = addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|a| a.as_sockaddr_in6().map(|s| s.ip()))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every address of this node, IPv4 then IPv6, each family sorted.
+pub fn local_addresses() -> Result<Vec<IpAddr>, InterfaceError> {
+    let v4 = local_ipv4_addresses()?;
+    let v6 = local_ipv6_addresses()?;
+    Ok(v4
+        .into_iter()
+        .map(IpAddr::V4)
+        .chain(v6.into_iter().map(IpAddr::V6))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +221,49 @@ mod tests {
     fn interfaces_with_different_queue_counts_are_refused_by_name() {
         let err = queues_to_serve(&[("eth0", 2), ("eth1", 1)], None).unwrap_err();
         assert!(err.to_string().contains("eth0: 2, eth1: 1"), "{err}");
+    }
+
+    /// In a fresh namespace: loopback addresses of both families, a global
+    /// IPv6 address and a veth's link-local one are all the node's.
+    #[test]
+    fn local_addresses_include_ipv6_global_and_link_local() {
+        use std::process::Command;
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: network namespaces need root");
+            return;
+        }
+        struct Netns(String);
+        impl Drop for Netns {
+            fn drop(&mut self) {
+                let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+            }
+        }
+        let ns = Netns(format!("swy-if-{}", std::process::id()));
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("running ip");
+            assert!(status.success(), "ip {}", args.join(" "));
+        };
+        ip(&["netns", "add", &ns.0]);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        #[rustfmt::skip]
+        ip(&["-n", &ns.0, "addr", "add", "2001:db8::7/128", "dev", "lo", "nodad"]);
+        #[rustfmt::skip]
+        ip(&["-n", &ns.0, "link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+        #[rustfmt::skip]
+        ip(&["-n", &ns.0, "addr", "add", "fe80::77/64", "dev", "v0", "nodad"]);
+        let path = format!("/run/netns/{}", ns.0);
+        let addrs = std::thread::spawn(move || {
+            let file = fs::File::open(&path).expect("opening the namespace");
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            local_addresses()
+        })
+        .join()
+        .expect("address thread")
+        .expect("reading addresses");
+        for want in ["127.0.0.1", "::1", "2001:db8::7", "fe80::77"] {
+            let want: IpAddr = want.parse().unwrap();
+            assert!(addrs.contains(&want), "{want} missing from {addrs:?}");
+        }
     }
 
     #[test]

@@ -104,7 +104,7 @@ fn scenario_snapshot() -> Snapshot {
 /// resolved neighbours.
 fn scenario_l2_table() -> L2Table {
     let route = |(dst, prefix_len): (Ipv4Addr, u8), ifindex| RouteEntry {
-        dst,
+        dst: dst.into(),
         prefix_len,
         metric: 0,
         action: RouteAction::Forward {
@@ -112,9 +112,9 @@ fn scenario_l2_table() -> L2Table {
             gateway: None,
         },
     };
-    let neighbour = |ip, ifindex, mac| NeighbourEntry {
+    let neighbour = |ip: Ipv4Addr, ifindex, mac| NeighbourEntry {
         ifindex,
-        ip,
+        ip: ip.into(),
         mac: Some(mac),
         state: NeighbourState::Reachable,
     };

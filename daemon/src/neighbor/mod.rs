@@ -1,14 +1,15 @@
 //! Next-hop resolution from the kernel tables.
 //!
 //! This module keeps the workers' [`L2Table`] (the packet path's view of
-//! the kernel's IPv4 main routing table, ARP neighbours and link MACs for
-//! the interfaces Switchyard forwards on) true to the kernel: one thread
-//! follows rtnetlink notifications (plus a periodic full re-dump) and
-//! publishes a new table through the workers' [`NeighborFeed`], and it asks
-//! the kernel to resolve next hops the workers miss. It must never take MACs
-//! from config, never send ARP or any packet itself (the kernel resolves,
-//! asked over rtnetlink), and never make a worker lock, allocate or enter the
-//! kernel: workers load one snapshot per batch and queue misses.
+//! the kernel's IPv4 and IPv6 main routing tables, ARP and NDP neighbours
+//! and link MACs for the interfaces Switchyard forwards on) true to the
+//! kernel: one thread follows rtnetlink notifications (plus a periodic full
+//! re-dump) and publishes a new table through the workers' [`NeighborFeed`],
+//! and it asks the kernel to resolve next hops the workers miss. It must
+//! never take MACs from config, never send ARP, NDP or any packet itself
+//! (the kernel resolves, asked over rtnetlink), and never make a worker
+//! lock, allocate or enter the kernel: workers load one snapshot per batch
+//! and queue misses.
 
 pub(crate) mod netlink;
 
@@ -17,7 +18,7 @@ mod netns_tests;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -25,21 +26,24 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 
-use self::netlink::{parse_link, parse_neighbour, parse_route, Dirty, Dump, RtSocket};
+use self::netlink::{parse_link, parse_neighbour, parse_route, Dirty, Dump, Family, RtSocket};
 use crate::netlink::wait_readable;
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, RouteEntry, Unresolved,
     REQUEST_QUEUE,
 };
 
-/// Groups whose notifications can change a next hop. IFADDR is listed
-/// although address changes also produce route notifications, because
-/// connected routes can vanish without a `RTM_DELROUTE` of their own.
-const GROUPS: [u32; 4] = [
+/// Groups whose notifications can change a next hop. NEIGH carries both
+/// ARP and NDP. IFADDR is listed although address changes also produce
+/// route notifications, because connected routes can vanish without a
+/// `RTM_DELROUTE` of their own.
+const GROUPS: [u32; 6] = [
     libc::RTNLGRP_LINK,
     libc::RTNLGRP_NEIGH,
     libc::RTNLGRP_IPV4_ROUTE,
     libc::RTNLGRP_IPV4_IFADDR,
+    libc::RTNLGRP_IPV6_ROUTE,
+    libc::RTNLGRP_IPV6_IFADDR,
 ];
 
 /// Longest the thread sleeps: bounds how late a worker's request is served
@@ -60,7 +64,8 @@ const REDUMP: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// A worker request for a next hop already asked for within this window is
-/// dropped: the kernel is resolving it (ARP retransmits every second).
+/// dropped: the kernel is resolving it (ARP and NDP retransmit every second,
+/// RFC 4861 §10 RETRANS_TIMER).
 const REQUEST_HOLDOFF: Duration = Duration::from_secs(1);
 
 /// `prime` asks again this often for addresses still unresolved, so an entry
@@ -141,7 +146,7 @@ impl Published {
 pub struct NeighborResolver {
     neighbors: Neighbors,
     published: Arc<Published>,
-    control: Sender<Ipv4Addr>,
+    control: Sender<IpAddr>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -217,9 +222,14 @@ impl NeighborResolver {
     /// startup) and waits for each table publication until they all resolve
     /// or `deadline` passes. Returns those still unresolved, in input order.
     /// An address without a route is asked for again as routes change.
-    pub fn prime(&self, addrs: &[Ipv4Addr], deadline: Duration) -> Vec<Ipv4Addr> {
+    /// Addresses may be `IpAddr`, `Ipv4Addr` or `Ipv6Addr`, and come back
+    /// as given.
+    pub fn prime<A>(&self, addrs: &[A], deadline: Duration) -> Vec<A>
+    where
+        A: Copy + PartialEq + Into<IpAddr>,
+    {
         let end = Instant::now() + deadline;
-        let mut pending: Vec<Ipv4Addr> = Vec::with_capacity(addrs.len());
+        let mut pending: Vec<A> = Vec::with_capacity(addrs.len());
         for addr in addrs {
             if !pending.contains(addr) {
                 pending.push(*addr);
@@ -239,7 +249,7 @@ impl NeighborResolver {
             if now >= next_ask {
                 for &addr in &pending {
                     // Fails only if the thread is gone; then we time out.
-                    let _ = self.control.send(addr);
+                    let _ = self.control.send(addr.into());
                 }
                 next_ask = now + PRIME_REASK;
             }
@@ -294,23 +304,46 @@ impl KernelState {
                 })
                 .map_err(failed(Dump::Links))?;
         }
+        // Each family's entries are kept only from its own dump: a kernel
+        // without IPv6 (ipv6.disable=1) hands an AF_INET6 route dump to the
+        // all-families dumper, which would list the IPv4 routes twice.
         if dirty.routes {
-            self.routes = socket
-                .dump(Dump::Routes, |kind, payload, out| {
-                    if kind == libc::RTM_NEWROUTE {
-                        parse_route(payload, out);
-                    }
-                })
-                .map_err(failed(Dump::Routes))?;
+            let mut routes = Vec::new();
+            for family in Family::BOTH {
+                let dump = Dump::Routes(family);
+                routes.extend(
+                    socket
+                        .dump(dump, |kind, payload, out| {
+                            if kind == libc::RTM_NEWROUTE {
+                                let start = out.len();
+                                parse_route(payload, out);
+                                if out[start..].iter().any(|r| Family::of(r.dst) != family) {
+                                    out.truncate(start);
+                                }
+                            }
+                        })
+                        .map_err(failed(dump))?,
+                );
+            }
+            self.routes = routes;
         }
         if dirty.neighbours {
-            self.neighbours = socket
-                .dump(Dump::Neighbours, |kind, payload, out| {
-                    if kind == libc::RTM_NEWNEIGH {
-                        out.extend(parse_neighbour(payload));
-                    }
-                })
-                .map_err(failed(Dump::Neighbours))?;
+            let mut neighbours = Vec::new();
+            for family in Family::BOTH {
+                let dump = Dump::Neighbours(family);
+                neighbours.extend(
+                    socket
+                        .dump(dump, |kind, payload, out| {
+                            if kind == libc::RTM_NEWNEIGH {
+                                out.extend(
+                                    parse_neighbour(payload).filter(|n| Family::of(n.ip) == family),
+                                );
+                            }
+                        })
+                        .map_err(failed(dump))?,
+                );
+            }
+            self.neighbours = neighbours;
         }
         Ok(())
     }
@@ -330,10 +363,10 @@ struct Worker {
     kernel: KernelState,
     feed: NeighborFeed,
     published: Arc<Published>,
-    control: Receiver<Ipv4Addr>,
+    control: Receiver<IpAddr>,
     stop: Arc<AtomicBool>,
     /// When each (ifindex, next hop) was last handed to the kernel.
-    asked: HashMap<(u32, Ipv4Addr), Instant>,
+    asked: HashMap<(u32, IpAddr), Instant>,
     on_publish: Option<PublishHook>,
 }
 
@@ -449,7 +482,7 @@ impl Worker {
 
     /// Makes the kernel resolve the next hop of `addr` if the table lacks it.
     /// `force` skips the holdoff (control-plane requests pace themselves).
-    fn ask_kernel(&mut self, table: &L2Table, addr: Ipv4Addr, now: Instant, force: bool) {
+    fn ask_kernel(&mut self, table: &L2Table, addr: IpAddr, now: Instant, force: bool) {
         let Err(Unresolved::NoNeighbour { next_hop, ifindex }) = table.resolve(addr) else {
             return;
         };

@@ -7,7 +7,7 @@
 //! kernel input.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -46,34 +46,63 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// changed under it) is retried this many times before giving up for now.
 const DUMP_ATTEMPTS: usize = 3;
 
-/// One of the three kernel tables the L2 table is built from.
+/// An address family the resolver dumps routes and neighbours of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub(super) const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    fn netlink(self) -> AddressFamily {
+        match self {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        }
+    }
+
+    pub(super) fn of(addr: IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// One of the kernel tables the L2 table is built from. Routes and
+/// neighbours are dumped per family: an `AF_UNSPEC` route dump would also
+/// walk MPLS and multicast routing tables the resolver has no use for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dump {
     Links,
-    Routes,
-    Neighbours,
+    Routes(Family),
+    Neighbours(Family),
 }
 
 impl Dump {
     pub(super) fn name(self) -> &'static str {
         match self {
             Dump::Links => "links",
-            Dump::Routes => "IPv4 routes",
-            Dump::Neighbours => "IPv4 neighbours",
+            Dump::Routes(Family::V4) => "IPv4 routes",
+            Dump::Routes(Family::V6) => "IPv6 routes",
+            Dump::Neighbours(Family::V4) => "IPv4 neighbours (ARP)",
+            Dump::Neighbours(Family::V6) => "IPv6 neighbours (NDP)",
         }
     }
 
     fn request(self) -> RouteNetlinkMessage {
         match self {
             Dump::Links => RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            Dump::Routes => {
+            Dump::Routes(family) => {
                 let mut msg = RouteMessage::default();
-                msg.header.address_family = AddressFamily::Inet;
+                msg.header.address_family = family.netlink();
                 RouteNetlinkMessage::GetRoute(msg)
             }
-            Dump::Neighbours => {
+            Dump::Neighbours(family) => {
                 let mut msg = NeighbourMessage::default();
-                msg.header.family = AddressFamily::Inet;
+                msg.header.family = family.netlink();
                 RouteNetlinkMessage::GetNeighbour(msg)
             }
         }
@@ -105,10 +134,10 @@ impl Dirty {
         self.neighbours |= other.neighbours;
     }
 
-    /// What a notification of type `kind` invalidates. Link events also
-    /// invalidate routes and neighbours: IPv4 flushes a downed link's routes
-    /// without sending `RTM_DELROUTE` for each (fib_disable_ip), so only a
-    /// re-dump sees that they are gone.
+    /// What a notification of type `kind` (either family) invalidates. Link
+    /// events also invalidate routes and neighbours: IPv4 flushes a downed
+    /// link's routes without sending `RTM_DELROUTE` for each
+    /// (fib_disable_ip), so only a re-dump sees that they are gone.
     pub(crate) fn of(kind: u16) -> Dirty {
         match kind {
             libc::RTM_NEWLINK | libc::RTM_DELLINK => Dirty::ALL,
@@ -246,20 +275,27 @@ impl RtSocket {
     /// Asks the kernel to resolve `addr` on `ifindex` now: `RTM_NEWNEIGH`
     /// with `NTF_USE` and `NLM_F_CREATE`. `neigh_add` creates the entry if
     /// missing and, for `NTF_USE`, calls `neigh_event_send`, which moves a
-    /// NONE/FAILED entry to INCOMPLETE and has the kernel send the ARP request
-    /// (a STALE one goes to DELAY, then a unicast probe), exactly as if the
-    /// stack had a packet for it; we send no packet ourselves. Verified on
-    /// kernel 6.18 by `netns_tests::ntf_use_alone_makes_the_kernel_send_arp`
-    /// (the peer learns our MAC from that request). Managed neighbours
-    /// (`NTF_EXT_MANAGED`, >= 5.16) also work here but are not used: the
-    /// kernel would keep probing them after the backend that needed them is
-    /// gone, until someone deletes them.
+    /// NONE/FAILED entry to INCOMPLETE and has the kernel send the ARP
+    /// request or, for IPv6, the Neighbor Solicitation (a STALE one goes to
+    /// DELAY, then a unicast probe), exactly as if the stack had a packet for
+    /// it; we send no packet ourselves. A link-local `addr` is the one on
+    /// `ifindex`, which is how the neighbour table keys it anyway. Verified
+    /// on kernel 6.18 by `netns_tests::ntf_use_alone_makes_the_kernel_send_arp`
+    /// and `ntf_use_alone_makes_the_kernel_send_a_neighbor_solicitation` (the
+    /// peer learns our MAC from that request). The kernel solicits from the
+    /// interface's link-local address and sends nothing while that address
+    /// is still tentative (DAD, about a second after link up); its
+    /// retransmissions (one a second) go out once DAD ends, and an entry
+    /// that went FAILED meanwhile is asked for again on the next miss.
+    /// Managed neighbours (`NTF_EXT_MANAGED`, >= 5.16) also work here but
+    /// are not used: the kernel would keep probing them after the backend
+    /// that needed them is gone, until someone deletes them.
     ///
     /// `NTF_USE` drops `NUD_PERMANENT` from an existing entry (`__neigh_update`
     /// clears it before the event), which would turn an administrator's
     /// static entry into a dynamic one. The entry is therefore read first and
     /// static (PERMANENT, NOARP) entries are left alone.
-    pub(super) fn request_resolution(&mut self, ifindex: u32, addr: Ipv4Addr) -> io::Result<()> {
+    pub(super) fn request_resolution(&mut self, ifindex: u32, addr: IpAddr) -> io::Result<()> {
         if let Some(entry) = self.neighbour(ifindex, addr)? {
             if u16::from(entry.state) & (libc::NUD_PERMANENT | libc::NUD_NOARP) != 0 {
                 return Ok(());
@@ -292,7 +328,7 @@ impl RtSocket {
     pub(super) fn neighbour(
         &mut self,
         ifindex: u32,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> io::Result<Option<NeighbourEntry>> {
         let seq = self.send(
             RouteNetlinkMessage::GetNeighbour(neighbour_message(
@@ -352,21 +388,23 @@ impl RtSocket {
     }
 }
 
-/// An IPv4 `ndmsg` naming one neighbour, state left unset (the kernel's
-/// get request rejects any state or type).
-fn neighbour_message(ifindex: u32, addr: Ipv4Addr, flags: NeighbourFlags) -> NeighbourMessage {
+/// An `ndmsg` naming one neighbour of `addr`'s family, state left unset
+/// (the kernel's get request rejects any state or type).
+fn neighbour_message(ifindex: u32, addr: IpAddr, flags: NeighbourFlags) -> NeighbourMessage {
     let mut msg = NeighbourMessage::default();
     msg.header = NeighbourHeader {
-        family: AddressFamily::Inet,
+        family: Family::of(addr).netlink(),
         ifindex,
         state: NeighbourState::None,
         flags,
         kind: RouteType::Unspec,
     };
+    let destination = match addr {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    };
     msg.attributes
-        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-            addr,
-        )));
+        .push(NeighbourAttribute::Destination(destination));
     msg
 }
 
@@ -385,11 +423,14 @@ pub(crate) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
     })
 }
 
-/// `RTM_NEWNEIGH` -> an IPv4 neighbour entry. Proxy-ARP entries are not
-/// neighbours and are dropped.
+/// `RTM_NEWNEIGH` -> an ARP (IPv4) or NDP (IPv6) neighbour entry. Proxy
+/// entries (proxy ARP, proxy NDP) are not neighbours and are dropped, and so
+/// is a message whose address is not of its header's family.
 pub(crate) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
     let header = NeighbourHeader::parse(payload).ok()?;
-    if header.family != AddressFamily::Inet || header.flags.contains(NeighbourFlags::Proxy) {
+    if !matches!(header.family, AddressFamily::Inet | AddressFamily::Inet6)
+        || header.flags.contains(NeighbourFlags::Proxy)
+    {
         return None;
     }
     let mut ip = None;
@@ -400,7 +441,16 @@ pub(crate) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
         &[libc::NDA_DST, libc::NDA_LLADDR],
     ) {
         match NeighbourAttribute::parse_with_param(&nla, header.family) {
-            Ok(NeighbourAttribute::Destination(NeighbourAddress::Inet(addr))) => ip = Some(addr),
+            Ok(NeighbourAttribute::Destination(NeighbourAddress::Inet(addr)))
+                if header.family == AddressFamily::Inet =>
+            {
+                ip = Some(IpAddr::V4(addr));
+            }
+            Ok(NeighbourAttribute::Destination(NeighbourAddress::Inet6(addr)))
+                if header.family == AddressFamily::Inet6 =>
+            {
+                ip = Some(IpAddr::V6(addr));
+            }
             Ok(NeighbourAttribute::LinkLayerAddress(bytes)) => {
                 mac = <[u8; 6]>::try_from(bytes.as_slice()).ok();
             }
@@ -415,19 +465,29 @@ pub(crate) fn parse_neighbour(payload: &[u8]) -> Option<NeighbourEntry> {
     })
 }
 
-/// `RTM_NEWROUTE` of the main IPv4 table -> one entry per usable nexthop
-/// (several for a multipath route, in the kernel's order). Skipped: other
-/// tables, TOS-specific routes (the dataplane does not select by TOS), dead
-/// nexthops, IPv6 nexthops of IPv4 routes (RTA_VIA), and nexthop-object
-/// routes that carry no interface (the kernel includes it while
-/// net.ipv4.nexthop_compat_mode is 1, the default).
+/// `RTM_NEWROUTE` of the main IPv4 or IPv6 table -> one entry per usable
+/// nexthop (several for a multipath route, in the kernel's order: IPv6
+/// dumps an ECMP route as one message with `RTA_MULTIPATH` too, and a
+/// notification that carries one sibling only triggers a re-dump). Skipped:
+/// other tables (the local table's addresses, multicast and anycast routes
+/// among them), multicast, local, broadcast and anycast route types,
+/// TOS-specific routes (the dataplane does not select by TOS), cloned
+/// routes (IPv6 PMTU and redirect exceptions), dead nexthops, IPv6 nexthops
+/// of IPv4 routes (RTA_VIA), gateways of the other family, and
+/// nexthop-object routes that carry no interface (the kernel includes it
+/// while net.ipv4.nexthop_compat_mode is 1, the default; the same knob
+/// serves IPv6).
 pub(crate) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
     let Ok(header) = RouteHeader::parse(payload) else {
         return;
     };
-    if header.address_family != AddressFamily::Inet
-        || header.tos != 0
-        || header.destination_prefix_length > 32
+    let max_len = match header.address_family {
+        AddressFamily::Inet => 32,
+        AddressFamily::Inet6 => 128,
+        _ => return,
+    };
+    if header.tos != 0
+        || header.destination_prefix_length > max_len
         || header.flags.contains(RouteFlags::Cloned)
     {
         return;
@@ -449,16 +509,19 @@ pub(crate) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
     ];
     let param = (header.address_family, header.kind, RouteLwEnCapType::None);
     let mut table = u32::from(header.table);
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = match header.address_family {
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     let mut oif = None;
     let mut gateway = None;
     let mut metric = 0;
     let mut multipath = None;
     for nla in attributes(payload, header.buffer_len(), WANTED) {
         match RouteAttribute::parse_with_param(&nla, param) {
-            Ok(RouteAttribute::Destination(RouteAddress::Inet(a))) => dst = a,
+            Ok(RouteAttribute::Destination(a)) => dst = address_of(a, dst).unwrap_or(dst),
             Ok(RouteAttribute::Oif(i)) => oif = Some(i),
-            Ok(RouteAttribute::Gateway(RouteAddress::Inet(a))) => gateway = Some(a),
+            Ok(RouteAttribute::Gateway(a)) => gateway = address_of(a, dst),
             Ok(RouteAttribute::Priority(m)) => metric = m,
             // RTA_TABLE carries ids above 255 that rtm_table cannot.
             Ok(RouteAttribute::Table(t)) => table = t,
@@ -486,7 +549,7 @@ pub(crate) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
                     continue;
                 }
                 let gateway = hop.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                    RouteAttribute::Gateway(g) => address_of(g.clone(), dst),
                     _ => None,
                 });
                 out.push(entry(RouteAction::Forward {
@@ -500,6 +563,15 @@ pub(crate) fn parse_route(payload: &[u8], out: &mut Vec<RouteEntry>) {
                 out.push(entry(RouteAction::Forward { ifindex, gateway }));
             }
         }
+    }
+}
+
+/// `addr` as an address of `like`'s family, or `None` if it is of another.
+fn address_of(addr: RouteAddress, like: IpAddr) -> Option<IpAddr> {
+    match (addr, like) {
+        (RouteAddress::Inet(a), IpAddr::V4(_)) => Some(IpAddr::V4(a)),
+        (RouteAddress::Inet6(a), IpAddr::V6(_)) => Some(IpAddr::V6(a)),
+        _ => None,
     }
 }
 
@@ -554,12 +626,12 @@ mod tests {
         assert_eq!(
             parse_routes(&emit(&msg)),
             [RouteEntry {
-                dst: ip("10.1.0.0"),
+                dst: ip("10.1.0.0").into(),
                 prefix_len: 16,
                 metric: 100,
                 action: RouteAction::Forward {
                     ifindex: 4,
-                    gateway: Some(ip("10.0.0.1"))
+                    gateway: Some(ip("10.0.0.1").into())
                 },
             }]
         );
@@ -590,11 +662,11 @@ mod tests {
             [
                 RouteAction::Forward {
                     ifindex: 4,
-                    gateway: Some(ip("10.0.0.1"))
+                    gateway: Some(ip("10.0.0.1").into())
                 },
                 RouteAction::Forward {
                     ifindex: 6,
-                    gateway: Some(ip("10.0.2.1"))
+                    gateway: Some(ip("10.0.2.1").into())
                 },
             ]
         );
@@ -659,13 +731,201 @@ mod tests {
             parse_neighbour(&emit(&neigh)),
             Some(NeighbourEntry {
                 ifindex: 4,
-                ip: ip("10.0.0.9"),
+                ip: ip("10.0.0.9").into(),
                 mac: Some([2, 0, 0, 0, 0, 9]),
                 state: NeighbourState::Stale,
             })
         );
         neigh.header.flags = NeighbourFlags::Proxy;
         assert_eq!(parse_neighbour(&emit(&neigh)), None);
+    }
+
+    fn ip6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn route6(dst: &str, len: u8, attrs: Vec<RouteAttribute>) -> RouteMessage {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet6;
+        msg.header.destination_prefix_length = len;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.kind = RouteType::Unicast;
+        msg.header.scope = RouteScope::Universe;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet6(ip6(dst))));
+        msg.attributes.extend(attrs);
+        msg
+    }
+
+    fn neighbour6(addr: &str, state: NeighbourState) -> NeighbourMessage {
+        let mut neigh = NeighbourMessage::default();
+        neigh.header.family = AddressFamily::Inet6;
+        neigh.header.ifindex = 4;
+        neigh.header.state = state;
+        neigh.attributes.extend([
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip6(addr))),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 9]),
+        ]);
+        neigh
+    }
+
+    #[test]
+    fn ipv6_connected_and_gateway_routes_parse() {
+        // As the kernel dumps them: a connected prefix (no gateway) and a
+        // default route via a link-local router.
+        let connected = route6(
+            "2001:db8:1::",
+            64,
+            vec![RouteAttribute::Oif(4), RouteAttribute::Priority(256)],
+        );
+        let default = route6(
+            "::",
+            0,
+            vec![
+                RouteAttribute::Gateway(RouteAddress::Inet6(ip6("fe80::1"))),
+                RouteAttribute::Oif(4),
+                RouteAttribute::Priority(1024),
+            ],
+        );
+        assert_eq!(
+            parse_routes(&emit(&connected)),
+            [RouteEntry {
+                dst: ip6("2001:db8:1::").into(),
+                prefix_len: 64,
+                metric: 256,
+                action: RouteAction::Forward {
+                    ifindex: 4,
+                    gateway: None
+                },
+            }]
+        );
+        assert_eq!(
+            parse_routes(&emit(&default)),
+            [RouteEntry {
+                dst: Ipv6Addr::UNSPECIFIED.into(),
+                prefix_len: 0,
+                metric: 1024,
+                action: RouteAction::Forward {
+                    ifindex: 4,
+                    gateway: Some(ip6("fe80::1").into())
+                },
+            }]
+        );
+    }
+
+    #[test]
+    fn ipv6_default_route_without_destination_is_the_unspecified_prefix() {
+        // The kernel leaves RTA_DST out of a /0 route.
+        let mut msg = route6("::", 0, vec![RouteAttribute::Oif(4)]);
+        msg.attributes
+            .retain(|a| !matches!(a, RouteAttribute::Destination(_)));
+        let routes = parse_routes(&emit(&msg));
+        assert_eq!(routes.len(), 1);
+        assert_eq!(routes[0].dst, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    }
+
+    #[test]
+    fn ipv6_multipath_route_yields_one_entry_per_live_nexthop() {
+        let hop = |ifindex, gw: &str, flags| {
+            let mut nh = RouteNextHop::default();
+            nh.interface_index = ifindex;
+            nh.flags = flags;
+            nh.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet6(ip6(gw))));
+            nh
+        };
+        let msg = route6(
+            "2001:db8:99::",
+            48,
+            vec![RouteAttribute::MultiPath(vec![
+                hop(4, "fe80::1", RouteNextHopFlags::empty()),
+                hop(5, "fe80::2", RouteNextHopFlags::Dead),
+                hop(6, "2001:db8::1", RouteNextHopFlags::empty()),
+            ])],
+        );
+        let hops: Vec<_> = parse_routes(&emit(&msg)).iter().map(|r| r.action).collect();
+        assert_eq!(
+            hops,
+            [
+                RouteAction::Forward {
+                    ifindex: 4,
+                    gateway: Some(ip6("fe80::1").into())
+                },
+                RouteAction::Forward {
+                    ifindex: 6,
+                    gateway: Some(ip6("2001:db8::1").into())
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_routes_that_cannot_be_forwarded_are_skipped_or_reject() {
+        let base = route6("2001:db8::", 32, vec![RouteAttribute::Oif(4)]);
+        for kind in [
+            RouteType::Local,
+            RouteType::Multicast,
+            RouteType::Anycast,
+            RouteType::Broadcast,
+        ] {
+            let mut msg = base.clone();
+            msg.header.kind = kind;
+            assert!(parse_routes(&emit(&msg)).is_empty(), "{kind:?}");
+        }
+        for kind in [
+            RouteType::Unreachable,
+            RouteType::BlackHole,
+            RouteType::Prohibit,
+        ] {
+            let mut msg = base.clone();
+            msg.header.kind = kind;
+            assert_eq!(
+                parse_routes(&emit(&msg))[0].action,
+                RouteAction::Reject,
+                "{kind:?}"
+            );
+        }
+        // The local table holds the node's own addresses.
+        let mut local = base.clone();
+        local.header.table = 255;
+        assert!(parse_routes(&emit(&local)).is_empty());
+        // A cached PMTU exception is not a route of the table.
+        let mut cloned = base.clone();
+        cloned.header.flags = RouteFlags::Cloned;
+        assert!(parse_routes(&emit(&cloned)).is_empty());
+        let mut long = base;
+        long.header.destination_prefix_length = 129;
+        assert!(parse_routes(&emit(&long)).is_empty());
+    }
+
+    #[test]
+    fn ndp_neighbour_message_parses_and_proxy_entries_are_dropped() {
+        let mut neigh = neighbour6("fe80::9", NeighbourState::Reachable);
+        assert_eq!(
+            parse_neighbour(&emit(&neigh)),
+            Some(NeighbourEntry {
+                ifindex: 4,
+                ip: ip6("fe80::9").into(),
+                mac: Some([2, 0, 0, 0, 0, 9]),
+                state: NeighbourState::Reachable,
+            })
+        );
+        neigh.header.flags = NeighbourFlags::Proxy;
+        assert_eq!(parse_neighbour(&emit(&neigh)), None);
+    }
+
+    #[test]
+    fn neighbour_request_names_the_address_in_its_family() {
+        let v6 = neighbour_message(4, ip6("fe80::1").into(), NeighbourFlags::Use);
+        assert_eq!(v6.header.family, AddressFamily::Inet6);
+        assert_eq!(
+            v6.attributes,
+            [NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                ip6("fe80::1")
+            ))]
+        );
+        let v4 = neighbour_message(4, ip("10.0.0.1").into(), NeighbourFlags::Use);
+        assert_eq!(v4.header.family, AddressFamily::Inet);
     }
 
     #[test]
@@ -727,11 +987,17 @@ mod tests {
             r.extend_from_slice(&tail);
             let mut out = Vec::new();
             parse_route(&r, &mut out);
-            let mut n = NeighbourMessage::default();
-            n.header.family = AddressFamily::Inet;
-            let mut n = emit(&n);
-            n.extend_from_slice(&tail);
-            let _ = parse_neighbour(&n);
+            let mut r6 = emit(&route6("2001:db8::", 32, vec![]));
+            r6.truncate(12);
+            r6.extend_from_slice(&tail);
+            parse_route(&r6, &mut out);
+            for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+                let mut n = NeighbourMessage::default();
+                n.header.family = family;
+                let mut n = emit(&n);
+                n.extend_from_slice(&tail);
+                let _ = parse_neighbour(&n);
+            }
             let mut l = emit(&LinkMessage::default());
             l.extend_from_slice(&tail);
             let _ = parse_link(&l);

@@ -1,5 +1,5 @@
-//! The workers' view of next hops: an immutable [`L2Table`] (routes,
-//! neighbours and link MACs of the interfaces Switchyard forwards on),
+//! The workers' view of next hops: an immutable [`L2Table`] (IPv4 and IPv6
+//! routes, neighbours and link MACs of the interfaces Switchyard forwards on),
 //! published whole by the daemon's resolver through an atomic pointer, and
 //! a bounded queue through which workers ask for the next hops they miss.
 //! Workers load one table per batch and never lock, allocate or enter the
@@ -8,7 +8,7 @@
 
 mod table;
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ pub const REQUEST_QUEUE: usize = 1024;
 /// State the workers touch: read-mostly, never locked.
 struct Shared {
     table: ArcSwap<L2Table>,
-    requests: ArrayQueue<Ipv4Addr>,
+    requests: ArrayQueue<IpAddr>,
     dropped: AtomicU64,
 }
 
@@ -70,8 +70,8 @@ impl Neighbors {
     /// Asks for `addr` (a next hop from [`Unresolved::NoNeighbour`], or a
     /// destination) to be resolved. Never blocks: a full queue drops the
     /// request and counts it, and the next miss asks again.
-    pub fn request(&self, addr: Ipv4Addr) {
-        if self.shared.requests.push(addr).is_err() {
+    pub fn request(&self, addr: impl Into<IpAddr>) {
+        if self.shared.requests.push(addr.into()).is_err() {
             // Relaxed: a statistic, ordered with nothing.
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -110,7 +110,7 @@ impl NeighborFeed {
     }
 
     /// The oldest request a worker queued, if any.
-    pub fn next_request(&self) -> Option<Ipv4Addr> {
+    pub fn next_request(&self) -> Option<IpAddr> {
         self.shared.requests.pop()
     }
 }

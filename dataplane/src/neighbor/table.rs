@@ -1,12 +1,12 @@
 //! The immutable L2 table the workers read: routes, neighbours and link MACs
-//! of the interfaces Switchyard owns, arranged so that `resolve` is a handful
-//! of binary searches and never allocates.
+//! of the interfaces Switchyard owns, for IPv4 and IPv6, arranged so that
+//! `resolve` is a handful of binary searches and never allocates.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use netlink_packet_route::neighbour::NeighbourState;
 
-/// Where to send an IPv4 packet: the egress interface and the L2 header to write.
+/// Where to send a packet: the egress interface and the L2 header to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextHop {
     pub ifindex: u32,
@@ -18,11 +18,13 @@ pub struct NextHop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unresolved {
     /// No route out of a Switchyard interface covers the destination, or the
-    /// best one rejects it (blackhole, unreachable, prohibit, throw).
+    /// best one rejects it (blackhole, unreachable, prohibit, throw), or the
+    /// destination is IPv6 link-local (see [`L2Table::resolve`]).
     NoRoute,
     /// A route exists but the kernel has no usable neighbour entry for the
-    /// next hop yet; `Neighbors::request(next_hop)` asks for one.
-    NoNeighbour { next_hop: Ipv4Addr, ifindex: u32 },
+    /// next hop yet; `Neighbors::request(next_hop)` asks for one. A
+    /// link-local `next_hop` means that address on `ifindex`.
+    NoNeighbour { next_hop: IpAddr, ifindex: u32 },
 }
 
 /// A link as the kernel reports it: only its Ethernet address matters here.
@@ -32,35 +34,38 @@ pub struct LinkEntry {
     pub mac: [u8; 6],
 }
 
-/// What a main-table IPv4 route does with matching packets.
+/// What a main-table route does with matching packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteAction {
     /// Send out of `ifindex`, to `gateway` if set, else to the destination
-    /// itself (an on-link route).
+    /// itself (an on-link route). The gateway is looked up on `ifindex`,
+    /// which is what gives a link-local gateway (`via fe80::1 dev eth0`)
+    /// its meaning.
     Forward {
         ifindex: u32,
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
     },
     /// The kernel would drop it (blackhole, unreachable, prohibit, throw).
     Reject,
 }
 
-/// One IPv4 route of the main table. A multipath route is several entries
-/// with the same prefix and metric, in the kernel's nexthop order.
+/// One route of the main table, IPv4 or IPv6 by `dst`. A multipath route is
+/// several entries with the same prefix and metric, in the kernel's nexthop
+/// order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteEntry {
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
     pub prefix_len: u8,
     /// `RTA_PRIORITY`; lower wins between routes of the same prefix.
     pub metric: u32,
     pub action: RouteAction,
 }
 
-/// One IPv4 neighbour (ARP) entry.
+/// One neighbour entry: ARP for IPv4, NDP for IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeighbourEntry {
     pub ifindex: u32,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub mac: Option<[u8; 6]>,
     pub state: NeighbourState,
 }
@@ -70,7 +75,7 @@ pub struct NeighbourEntry {
 enum Hop {
     Forward {
         ifindex: u32,
-        gateway: Option<Ipv4Addr>,
+        gateway: Option<IpAddr>,
     },
     Reject,
 }
@@ -89,9 +94,110 @@ pub(crate) fn state_is_usable(state: NeighbourState) -> bool {
     u16::from(state) & NUD_USABLE != 0
 }
 
-/// Immutable view of the kernel's main routing table (IPv4), neighbours and
-/// link MACs at one moment, restricted to the interfaces Switchyard owns.
-#[derive(Debug, Clone)]
+/// An address family's integer form, in which prefixes are masks.
+trait Bits: Copy + Ord + std::fmt::Debug {
+    const WIDTH: u8;
+    fn mask(self, prefix_len: u8) -> Self;
+}
+
+impl Bits for u32 {
+    const WIDTH: u8 = 32;
+    fn mask(self, prefix_len: u8) -> Self {
+        match prefix_len {
+            0 => 0,
+            n => self & (u32::MAX << (32 - u32::from(n.min(32)))),
+        }
+    }
+}
+
+impl Bits for u128 {
+    const WIDTH: u8 = 128;
+    fn mask(self, prefix_len: u8) -> Self {
+        match prefix_len {
+            0 => 0,
+            n => self & (u128::MAX << (128 - u32::from(n.min(128)))),
+        }
+    }
+}
+
+/// One family's routes: per prefix length present, longest first, the
+/// masked prefixes sorted, one per prefix (the winner of metric ties). A
+/// lookup is one binary search per length present, so it is bounded by the
+/// family's width (33 or 129 searches) and in practice by the handful of
+/// lengths a node's table uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fib<K> {
+    levels: Vec<(u8, Vec<(K, Hop)>)>,
+}
+
+impl<K> Default for Fib<K> {
+    fn default() -> Self {
+        Self { levels: Vec::new() }
+    }
+}
+
+impl<K: Bits> Fib<K> {
+    /// `routes` as (prefix, length, metric, hop) in the kernel's order; a
+    /// stable sort keeps that order for exact ties, so the first nexthop of
+    /// a multipath route wins. Lengths beyond the family's width are skipped.
+    fn new(mut routes: Vec<(K, u8, u32, Hop)>) -> Self {
+        routes.retain(|&(_, len, _, _)| len <= K::WIDTH);
+        for route in &mut routes {
+            route.0 = route.0.mask(route.1);
+        }
+        routes.sort_by_key(|&(prefix, len, metric, _)| (std::cmp::Reverse(len), prefix, metric));
+        routes.dedup_by_key(|&mut (prefix, len, _, _)| (len, prefix));
+        let mut levels: Vec<(u8, Vec<(K, Hop)>)> = Vec::new();
+        for (prefix, len, _, hop) in routes {
+            match levels.last_mut() {
+                Some((l, bucket)) if *l == len => bucket.push((prefix, hop)),
+                _ => levels.push((len, vec![(prefix, hop)])),
+            }
+        }
+        Self { levels }
+    }
+
+    fn lookup(&self, addr: K) -> Option<Hop> {
+        self.levels.iter().find_map(|(len, bucket)| {
+            let key = addr.mask(*len);
+            bucket
+                .binary_search_by_key(&key, |&(prefix, _)| prefix)
+                .ok()
+                .map(|i| bucket[i].1)
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.levels.iter().map(|(_, bucket)| bucket.len()).sum()
+    }
+}
+
+/// Usable neighbours of one family, sorted by (ifindex, address): a
+/// link-local address is only meaningful with its interface, and keying
+/// every entry so costs nothing.
+type Neighbours<K> = Vec<((u32, K), [u8; 6])>;
+
+/// Whether every entry of `earlier` is in `here` with the same MAC; both
+/// sorted by key: one merge walk.
+fn neighbours_extend<K: Ord>(here: &Neighbours<K>, earlier: &Neighbours<K>) -> bool {
+    let mut here = here.iter().peekable();
+    earlier.iter().all(|(key, mac)| {
+        while here.next_if(|(k, _)| k < key).is_some() {}
+        here.next_if(|(k, m)| k == key && m == mac).is_some()
+    })
+}
+
+fn find_neighbour<K: Ord>(neighbours: &Neighbours<K>, key: (u32, K)) -> Option<[u8; 6]> {
+    neighbours
+        .binary_search_by(|(k, _)| k.cmp(&key))
+        .ok()
+        .map(|i| neighbours[i].1)
+}
+
+/// Immutable view of the kernel's main routing table (IPv4 and IPv6),
+/// neighbours and link MACs at one moment, restricted to the interfaces
+/// Switchyard owns.
+#[derive(Debug, Clone, Default)]
 pub struct L2Table {
     /// Bumped on every publish, so a worker can tell that the MACs it cached
     /// in a flow may be stale without comparing tables. Not part of equality.
@@ -102,47 +208,30 @@ pub struct L2Table {
     /// applies them only while the epoch is unchanged, so the common change
     /// (a new client appeared) costs the cache nothing. Not part of equality.
     epoch: u64,
-    /// `by_len[n]`: routes of prefix length `n`, sorted by masked prefix, one
-    /// per prefix (the winner of metric ties).
-    by_len: [Vec<(u32, Hop)>; 33],
-    /// Prefix lengths that have routes, longest first, so a lookup skips the
-    /// empty ones.
-    lengths: Vec<u8>,
-    /// Sorted by (ifindex, address); usable entries only.
-    neighbours: Vec<((u32, u32), [u8; 6])>,
+    routes4: Fib<u32>,
+    routes6: Fib<u128>,
+    neighbours4: Neighbours<u32>,
+    neighbours6: Neighbours<u128>,
     /// Sorted by ifindex; owned Ethernet links only.
     links: Vec<(u32, [u8; 6])>,
 }
 
 impl PartialEq for L2Table {
     fn eq(&self, other: &Self) -> bool {
-        self.by_len == other.by_len
-            && self.lengths == other.lengths
-            && self.neighbours == other.neighbours
+        self.routes4 == other.routes4
+            && self.routes6 == other.routes6
+            && self.neighbours4 == other.neighbours4
+            && self.neighbours6 == other.neighbours6
             && self.links == other.links
     }
 }
 
 impl Eq for L2Table {}
 
-impl Default for L2Table {
-    fn default() -> Self {
-        Self {
-            version: 0,
-            epoch: 0,
-            by_len: std::array::from_fn(|_| Vec::new()),
-            lengths: Vec::new(),
-            neighbours: Vec::new(),
-            links: Vec::new(),
-        }
-    }
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    match prefix_len {
-        0 => 0,
-        n => u32::MAX << (32 - u32::from(n.min(32))),
-    }
+/// Whether `addr` is in fe80::/10, the prefix RFC 4291 §2.5.6 reserves for
+/// link-local unicast.
+fn is_link_local(addr: Ipv6Addr) -> bool {
+    addr.is_unicast_link_local()
 }
 
 impl L2Table {
@@ -170,18 +259,11 @@ impl L2Table {
     /// same routes and links, and every neighbour of `earlier` still
     /// present with the same MAC. Neighbours may have been added.
     pub fn extends(&self, earlier: &L2Table) -> bool {
-        if self.by_len != earlier.by_len
-            || self.lengths != earlier.lengths
-            || self.links != earlier.links
-        {
-            return false;
-        }
-        // Both sorted by (ifindex, address): one merge walk.
-        let mut here = self.neighbours.iter().peekable();
-        earlier.neighbours.iter().all(|(key, mac)| {
-            while here.next_if(|(k, _)| k < key).is_some() {}
-            here.next_if(|(k, m)| k == key && m == mac).is_some()
-        })
+        self.routes4 == earlier.routes4
+            && self.routes6 == earlier.routes6
+            && self.links == earlier.links
+            && neighbours_extend(&self.neighbours4, &earlier.neighbours4)
+            && neighbours_extend(&self.neighbours6, &earlier.neighbours6)
     }
 
     /// Builds the table from kernel facts. Only `interfaces` with a known
@@ -189,7 +271,9 @@ impl L2Table {
     /// (a management interface's default route must never capture backend
     /// traffic), and so are their neighbours. Reject routes have no
     /// interface and always count: they shadow shorter prefixes exactly as
-    /// in the kernel. Malformed entries (prefix longer than 32) are skipped.
+    /// in the kernel. Malformed entries (prefix longer than the family's
+    /// width) are skipped, and so are IPv6 link-local prefixes, which no
+    /// destination `resolve` accepts can match.
     pub fn new(
         interfaces: &[u32],
         links: &[LinkEntry],
@@ -205,14 +289,9 @@ impl L2Table {
         owned.dedup_by_key(|&mut (ifindex, _)| ifindex);
         let is_owned = |ifindex: u32| owned.binary_search_by_key(&ifindex, |&(i, _)| i).is_ok();
 
-        let mut table = Self::default();
-        // (prefix, metric, hop); a stable sort keeps the kernel's order for
-        // exact ties, so the first nexthop of a multipath route wins.
-        let mut buckets: [Vec<(u32, u32, Hop)>; 33] = std::array::from_fn(|_| Vec::new());
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
         for route in routes {
-            if route.prefix_len > 32 {
-                continue;
-            }
             let hop = match route.action {
                 RouteAction::Forward { ifindex, gateway } if is_owned(ifindex) => Hop::Forward {
                     ifindex,
@@ -221,35 +300,59 @@ impl L2Table {
                 RouteAction::Forward { .. } => continue,
                 RouteAction::Reject => Hop::Reject,
             };
-            let prefix = u32::from(route.dst) & mask(route.prefix_len);
-            buckets[usize::from(route.prefix_len)].push((prefix, route.metric, hop));
+            match route.dst {
+                IpAddr::V4(dst) => v4.push((u32::from(dst), route.prefix_len, route.metric, hop)),
+                IpAddr::V6(dst) if route.prefix_len >= 10 && is_link_local(dst) => {}
+                IpAddr::V6(dst) => v6.push((u128::from(dst), route.prefix_len, route.metric, hop)),
+            }
         }
-        for (len, bucket) in buckets.iter_mut().enumerate() {
-            bucket.sort_by_key(|&(prefix, metric, _)| (prefix, metric));
-            bucket.dedup_by_key(|&mut (prefix, _, _)| prefix);
-            table.by_len[len] = bucket.iter().map(|&(p, _, hop)| (p, hop)).collect();
-        }
-        table.lengths = (0..=32u8)
-            .rev()
-            .filter(|&len| !table.by_len[usize::from(len)].is_empty())
-            .collect();
 
-        table.neighbours = neighbours
-            .iter()
-            .filter(|n| state_is_usable(n.state) && is_owned(n.ifindex))
-            .filter_map(|n| Some(((n.ifindex, u32::from(n.ip)), n.mac?)))
-            .collect();
-        table.neighbours.sort_unstable_by_key(|&(key, _)| key);
-        table.neighbours.dedup_by_key(|&mut (key, _)| key);
-        table.links = owned;
-        table
+        let mut neighbours4 = Vec::new();
+        let mut neighbours6 = Vec::new();
+        for n in neighbours {
+            let Some(mac) = n
+                .mac
+                .filter(|_| state_is_usable(n.state) && is_owned(n.ifindex))
+            else {
+                continue;
+            };
+            match n.ip {
+                IpAddr::V4(ip) => neighbours4.push(((n.ifindex, u32::from(ip)), mac)),
+                IpAddr::V6(ip) => neighbours6.push(((n.ifindex, u128::from(ip)), mac)),
+            }
+        }
+        neighbours4.sort_unstable_by_key(|&(key, _)| key);
+        neighbours4.dedup_by_key(|&mut (key, _)| key);
+        neighbours6.sort_unstable_by_key(|&(key, _)| key);
+        neighbours6.dedup_by_key(|&mut (key, _)| key);
+
+        Self {
+            version: 0,
+            epoch: 0,
+            routes4: Fib::new(v4),
+            routes6: Fib::new(v6),
+            neighbours4,
+            neighbours6,
+            links: owned,
+        }
     }
 
-    /// Longest-prefix match over the owned routes (lowest metric on equal
-    /// prefixes), then the neighbour entry of the next hop on the egress
-    /// interface. Allocation-free.
-    pub fn resolve(&self, dst: Ipv4Addr) -> Result<NextHop, Unresolved> {
-        let (ifindex, gateway) = match self.route(u32::from(dst)) {
+    /// Longest-prefix match over the owned routes of `dst`'s family (lowest
+    /// metric on equal prefixes), then the neighbour entry of the next hop
+    /// on the egress interface. Allocation-free.
+    ///
+    /// An IPv6 link-local destination is [`Unresolved::NoRoute`]: it names
+    /// an address on some link, and a bare address does not say which (the
+    /// kernel too needs an interface to route to one). Link-local
+    /// *gateways* resolve, on the interface their route names.
+    pub fn resolve(&self, dst: impl Into<IpAddr>) -> Result<NextHop, Unresolved> {
+        let dst = dst.into();
+        let hop = match dst {
+            IpAddr::V4(addr) => self.routes4.lookup(u32::from(addr)),
+            IpAddr::V6(addr) if is_link_local(addr) => None,
+            IpAddr::V6(addr) => self.routes6.lookup(u128::from(addr)),
+        };
+        let (ifindex, gateway) = match hop {
             Some(Hop::Forward { ifindex, gateway }) => (ifindex, gateway),
             Some(Hop::Reject) | None => return Err(Unresolved::NoRoute),
         };
@@ -259,41 +362,30 @@ impl L2Table {
             return Err(Unresolved::NoRoute);
         };
         let src_mac = self.links[link].1;
-        match self
-            .neighbours
-            .binary_search_by_key(&(ifindex, u32::from(next_hop)), |&(key, _)| key)
-        {
-            Ok(i) => Ok(NextHop {
+        let dst_mac = match next_hop {
+            IpAddr::V4(ip) => find_neighbour(&self.neighbours4, (ifindex, u32::from(ip))),
+            IpAddr::V6(ip) => find_neighbour(&self.neighbours6, (ifindex, u128::from(ip))),
+        };
+        match dst_mac {
+            Some(dst_mac) => Ok(NextHop {
                 ifindex,
                 src_mac,
-                dst_mac: self.neighbours[i].1,
+                dst_mac,
             }),
-            Err(_) => Err(Unresolved::NoNeighbour { next_hop, ifindex }),
+            None => Err(Unresolved::NoNeighbour { next_hop, ifindex }),
         }
     }
 
-    fn route(&self, addr: u32) -> Option<Hop> {
-        self.lengths.iter().find_map(|&len| {
-            let bucket = &self.by_len[usize::from(len)];
-            let key = addr & mask(len);
-            bucket
-                .binary_search_by_key(&key, |&(prefix, _)| prefix)
-                .ok()
-                .map(|i| bucket[i].1)
-        })
-    }
-
-    /// Number of usable neighbour entries on owned interfaces (for stats).
+    /// Number of usable neighbour entries on owned interfaces, both
+    /// families (for stats).
     pub fn neighbour_count(&self) -> usize {
-        self.neighbours.len()
+        self.neighbours4.len() + self.neighbours6.len()
     }
 
-    /// Number of distinct routed prefixes out of owned interfaces (for stats).
+    /// Number of distinct routed prefixes out of owned interfaces, both
+    /// families (for stats).
     pub fn route_count(&self) -> usize {
-        self.lengths
-            .iter()
-            .map(|&len| self.by_len[usize::from(len)].len())
-            .sum()
+        self.routes4.len() + self.routes6.len()
     }
 }
 
@@ -308,7 +400,7 @@ mod tests {
     const MAC1: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
     const MAC_MGMT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x19];
 
-    fn ip(s: &str) -> Ipv4Addr {
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -646,6 +738,172 @@ mod tests {
     #[test]
     fn prefix_longer_than_32_is_skipped() {
         let t = table(&[onlink("10.0.0.0", 40, ETH0)], &[]);
+        assert_eq!(t.route_count(), 0);
+    }
+
+    #[test]
+    fn ipv6_longest_prefix_wins_and_families_do_not_mix() {
+        let t = table(
+            &[
+                via("::", 0, "2001:db8::1", ETH0, 1024),
+                onlink("2001:db8:1::", 48, ETH1),
+                onlink("2001:db8:1:2::", 64, ETH0),
+                // An IPv4 default route covers no IPv6 destination, and the
+                // IPv6 one none of IPv4.
+                via("0.0.0.0", 0, "10.0.0.1", ETH1, 0),
+            ],
+            &[
+                neigh(ETH0, "2001:db8:1:2::3", 1, NeighbourState::Reachable),
+                neigh(ETH1, "2001:db8:1:3::3", 2, NeighbourState::Reachable),
+                neigh(ETH0, "2001:db8::1", 3, NeighbourState::Reachable),
+                neigh(ETH1, "10.0.0.1", 4, NeighbourState::Reachable),
+            ],
+        );
+        let hop = t.resolve(ip("2001:db8:1:2::3")).unwrap();
+        assert_eq!(
+            (hop.ifindex, hop.src_mac, hop.dst_mac),
+            (ETH0, MAC0, mac(1))
+        );
+        let hop = t.resolve(ip("2001:db8:1:3::3")).unwrap();
+        assert_eq!(
+            (hop.ifindex, hop.src_mac, hop.dst_mac),
+            (ETH1, MAC1, mac(2))
+        );
+        assert_eq!(t.resolve(ip("2001:db8:ffff::9")).unwrap().dst_mac, mac(3));
+        assert_eq!(t.resolve(ip("192.0.2.1")).unwrap().dst_mac, mac(4));
+        assert_eq!(t.route_count(), 4);
+        assert_eq!(t.neighbour_count(), 4);
+
+        let v4_only = table(&[via("0.0.0.0", 0, "10.0.0.1", ETH1, 0)], &[]);
+        assert_eq!(v4_only.resolve(ip("2001:db8::9")), Err(Unresolved::NoRoute));
+        let v6_only = table(&[via("::", 0, "2001:db8::1", ETH0, 0)], &[]);
+        assert_eq!(v6_only.resolve(ip("192.0.2.1")), Err(Unresolved::NoRoute));
+    }
+
+    #[test]
+    fn ipv6_prefix_masks_past_the_first_64_bits() {
+        let t = table(
+            &[
+                onlink("2001:db8::", 64, ETH0),
+                onlink("2001:db8::8000:0:0:0", 65, ETH1),
+                onlink("2001:db8::dead:beef", 128, ETH0),
+            ],
+            &[],
+        );
+        let via_if = |addr| match t.resolve(ip(addr)) {
+            Err(Unresolved::NoNeighbour { ifindex, .. }) => ifindex,
+            other => panic!("{addr}: {other:?}"),
+        };
+        assert_eq!(via_if("2001:db8::1"), ETH0);
+        assert_eq!(via_if("2001:db8::8000:0:0:1"), ETH1);
+        assert_eq!(via_if("2001:db8::dead:beef"), ETH0);
+        assert_eq!(via_if("2001:db8::dead:bee0"), ETH0);
+    }
+
+    #[test]
+    fn link_local_gateway_resolves_on_the_routes_interface() {
+        // The same fe80::1 on both links, as routers commonly configure it:
+        // only the entry on the route's interface is the next hop.
+        let routes = [via("2001:db8:99::", 48, "fe80::1", ETH1, 1024)];
+        let t = table(
+            &routes,
+            &[
+                neigh(ETH0, "fe80::1", 1, NeighbourState::Reachable),
+                neigh(ETH1, "fe80::1", 2, NeighbourState::Stale),
+            ],
+        );
+        assert_eq!(
+            t.resolve(ip("2001:db8:99::7")),
+            Ok(NextHop {
+                ifindex: ETH1,
+                src_mac: MAC1,
+                dst_mac: mac(2)
+            })
+        );
+
+        let elsewhere = table(
+            &routes,
+            &[neigh(ETH0, "fe80::1", 1, NeighbourState::Reachable)],
+        );
+        assert_eq!(
+            elsewhere.resolve(ip("2001:db8:99::7")),
+            Err(Unresolved::NoNeighbour {
+                next_hop: ip("fe80::1"),
+                ifindex: ETH1
+            })
+        );
+    }
+
+    #[test]
+    fn link_local_destination_has_no_route() {
+        // The kernel's fe80::/64 routes name an interface each; a bare
+        // link-local address names none, so no table entry may pick one.
+        let t = table(
+            &[
+                onlink("fe80::", 64, ETH0),
+                onlink("fe80::", 64, ETH1),
+                via("::", 0, "fe80::1", ETH0, 1024),
+            ],
+            &[neigh(ETH0, "fe80::5", 5, NeighbourState::Reachable)],
+        );
+        assert_eq!(t.resolve(ip("fe80::5")), Err(Unresolved::NoRoute));
+        assert_eq!(t.route_count(), 1, "only the default route is kept");
+    }
+
+    #[test]
+    fn ipv6_reject_route_shadows_and_unusable_ndp_states_miss() {
+        let t = table(
+            &[
+                onlink("2001:db8::", 32, ETH0),
+                RouteEntry {
+                    dst: ip("2001:db8:66::"),
+                    prefix_len: 48,
+                    metric: 0,
+                    action: RouteAction::Reject,
+                },
+            ],
+            &[
+                neigh(ETH0, "2001:db8:66::1", 1, NeighbourState::Reachable),
+                neigh(ETH0, "2001:db8:1::1", 1, NeighbourState::Incomplete),
+            ],
+        );
+        assert_eq!(t.resolve(ip("2001:db8:66::1")), Err(Unresolved::NoRoute));
+        assert_eq!(
+            t.resolve(ip("2001:db8:1::1")),
+            Err(Unresolved::NoNeighbour {
+                next_hop: ip("2001:db8:1::1"),
+                ifindex: ETH0
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_neighbours_count_in_extends() {
+        let routes = [onlink("2001:db8::", 64, ETH0)];
+        let before = table(
+            &routes,
+            &[neigh(ETH0, "2001:db8::5", 5, NeighbourState::Reachable)],
+        );
+        let added = table(
+            &routes,
+            &[
+                neigh(ETH0, "2001:db8::5", 5, NeighbourState::Reachable),
+                neigh(ETH0, "2001:db8::6", 6, NeighbourState::Reachable),
+            ],
+        );
+        assert!(added.extends(&before));
+        assert!(!before.extends(&added));
+        let moved = table(
+            &routes,
+            &[neigh(ETH0, "2001:db8::5", 7, NeighbourState::Reachable)],
+        );
+        assert!(!moved.extends(&before));
+        assert_ne!(moved, before);
+    }
+
+    #[test]
+    fn prefix_longer_than_128_is_skipped() {
+        let t = table(&[onlink("2001:db8::", 129, ETH0)], &[]);
         assert_eq!(t.route_count(), 0);
     }
 }

@@ -21,7 +21,7 @@ pub const BE2_MAC: [u8; 6] = [2, 0, 0, 0, 2, 22];
 /// Two-arm LB: ifindex 10 faces clients (port 0), 20 faces backends (port 1).
 pub fn l2_table() -> L2Table {
     let route = |dst: Ipv4Addr, ifindex| RouteEntry {
-        dst,
+        dst: dst.into(),
         prefix_len: 24,
         metric: 0,
         action: RouteAction::Forward {
@@ -29,9 +29,9 @@ pub fn l2_table() -> L2Table {
             gateway: None,
         },
     };
-    let neighbour = |ip, ifindex, mac| NeighbourEntry {
+    let neighbour = |ip: Ipv4Addr, ifindex, mac| NeighbourEntry {
         ifindex,
-        ip,
+        ip: ip.into(),
         mac: Some(mac),
         state: NeighbourState::Reachable,
     };

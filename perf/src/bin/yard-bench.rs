@@ -120,7 +120,7 @@ fn l2_table() -> L2Table {
     let neighbours: Vec<NeighbourEntry> = (1..=BACKENDS)
         .map(|i| NeighbourEntry {
             ifindex: 1,
-            ip: Ipv4Addr::new(198, 18, 2, i),
+            ip: Ipv4Addr::new(198, 18, 2, i).into(),
             mac: Some([2, 0, 0, 0, 2, i]),
             state: NeighbourState::Reachable,
         })
@@ -132,7 +132,7 @@ fn l2_table() -> L2Table {
             mac: [2, 0, 0, 0, 0, 1],
         }],
         &[RouteEntry {
-            dst: Ipv4Addr::new(198, 18, 2, 0),
+            dst: Ipv4Addr::new(198, 18, 2, 0).into(),
             prefix_len: 24,
             metric: 0,
             action: RouteAction::Forward {
