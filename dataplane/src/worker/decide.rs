@@ -299,9 +299,7 @@ impl PathState {
         frame_macs: Option<([u8; 6], [u8; 6])>,
         key: &FlowKey,
     ) -> Option<ReplyHop> {
-        let IpAddr::V4(client) = key.src else {
-            return None;
-        };
+        let client = key.src;
         let Err(Unresolved::NoNeighbour { ifindex, .. }) = l2.resolve(client) else {
             return None;
         };

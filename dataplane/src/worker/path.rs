@@ -212,9 +212,7 @@ impl PathState {
         destination: IpAddr,
     ) -> Result<(usize, NextHop), DropReason> {
         next_hop(l2, &self.port_ifindexes, destination).inspect_err(|_| {
-            if let IpAddr::V4(destination) = destination {
-                self.neighbors.request(destination);
-            }
+            self.neighbors.request(destination);
         })
     }
 
@@ -324,9 +322,6 @@ pub(super) fn next_hop(
     port_ifindexes: &[u32],
     destination: IpAddr,
 ) -> Result<(usize, NextHop), DropReason> {
-    let IpAddr::V4(destination) = destination else {
-        return Err(DropReason::NoRoute);
-    };
     let hop = l2
         .resolve(destination)
         .map_err(|unresolved| match unresolved {

@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -383,8 +383,8 @@ pub fn program(
     running: &Snapshot,
     next: &Snapshot,
 ) -> Result<()> {
-    let known: HashSet<Ipv4Addr> = backend_ipv4_addresses(running).into_iter().collect();
-    let new_backends: Vec<Ipv4Addr> = backend_ipv4_addresses(next)
+    let known: HashSet<IpAddr> = backend_addresses(running).into_iter().collect();
+    let new_backends: Vec<IpAddr> = backend_addresses(next)
         .into_iter()
         .filter(|a| !known.contains(a))
         .collect();
@@ -441,15 +441,14 @@ pub fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMa
     (vips, backends)
 }
 
-pub fn backend_ipv4_addresses(snapshot: &Snapshot) -> Vec<Ipv4Addr> {
-    let mut addrs: Vec<Ipv4Addr> = snapshot
+/// Every backend's address, both families, once: the next hops to resolve
+/// before a config serves them.
+pub fn backend_addresses(snapshot: &Snapshot) -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = snapshot
         .listeners()
         .iter()
         .flat_map(|l| l.backends().iter())
-        .filter_map(|b| match b.endpoint.address {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        })
+        .map(|b| b.endpoint.address)
         .collect();
     addrs.sort();
     addrs.dedup();

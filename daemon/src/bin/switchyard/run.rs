@@ -154,7 +154,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .fast_path()
         .set_enabled(args.fast_path == OnOff::On)
         .context("switching the XDP fast path")?;
-    let backend_addrs = reload::backend_ipv4_addresses(&initial.snapshot);
+    let backend_addrs = reload::backend_addresses(&initial.snapshot);
     let unresolved = resolver.prime(&backend_addrs, NEIGHBOUR_PRIME_DEADLINE);
     for addr in unresolved {
         log::warn!(
