@@ -1,7 +1,7 @@
 //! The worker over in-memory frames: the decisions, rewrites and counters of
 //! the packet path, without sockets.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,12 +33,21 @@ fn listener(
     port: u16,
     backends: &[(Ipv4Addr, u16)],
 ) -> ListenerParts {
+    let backends: Vec<(IpAddr, u16)> = backends.iter().map(|&(a, p)| (a.into(), p)).collect();
+    listener_at(name, protocol, VIP.into(), port, &backends)
+}
+
+/// `listener` on any VIP, with backends of its family.
+fn listener_at(
+    name: &str,
+    protocol: Protocol,
+    vip: IpAddr,
+    port: u16,
+    backends: &[(IpAddr, u16)],
+) -> ListenerParts {
     let endpoints: Vec<Endpoint> = backends
         .iter()
-        .map(|&(a, p)| Endpoint {
-            address: IpAddr::V4(a),
-            port: p,
-        })
+        .map(|&(address, port)| Endpoint { address, port })
         .collect();
     ListenerParts {
         name: ListenerName {
@@ -47,7 +56,7 @@ fn listener(
             listener: name.into(),
         },
         route: format!("demo/{name}"),
-        address: IpAddr::V4(VIP),
+        address: vip,
         port,
         listener_port: port,
         protocol,
@@ -117,8 +126,12 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(snapshot())
+}
+
+fn harness_with(snapshot: Snapshot) -> Harness {
     let neighbors = Neighbors::fixed(l2_table());
-    let config = Arc::new(ArcSwap::from_pointee(snapshot()));
+    let config = Arc::new(ArcSwap::from_pointee(snapshot));
     let replies = Arc::new(ReplyTable::new(1024));
     worker_of(0, config, neighbors, replies, Instant::now())
 }
@@ -1141,4 +1154,226 @@ fn a_refused_connection_is_counted_on_its_listener_too() {
     assert_eq!((dead.packets, dead.flows, dead.backend_removed), (0, 0, 0));
     assert_eq!(stats.listeners[0].backend_unavailable, 0, "only its own");
     assert_eq!(h.drops("backend_unavailable"), 2, "and on the worker");
+}
+
+// IPv6, and a dual-stack Gateway: one listener per address, each with its
+// own family's endpoints (as config resolution builds them).
+
+fn dual_stack() -> Snapshot {
+    let v4: Vec<(IpAddr, u16)> = vec![(BE1.into(), 8080), (BE2.into(), 8080)];
+    let v6: Vec<(IpAddr, u16)> = vec![(BE1_6.into(), 8080), (BE2_6.into(), 8080)];
+    let udp6: Vec<(IpAddr, u16)> = vec![(BE1_6.into(), 5353), (BE2_6.into(), 5353)];
+    build(
+        1,
+        vec![
+            listener_at("tcp", Protocol::Tcp, VIP.into(), 80, &v4),
+            listener_at("tcp", Protocol::Tcp, VIP6.into(), 80, &v6),
+            listener_at("udp", Protocol::Udp, VIP6.into(), 53, &udp6),
+        ],
+    )
+}
+
+const FROM_CLIENT6: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
+
+fn frame6(
+    macs: ([u8; 6], [u8; 6]),
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    tcp: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(macs.0, macs.1).ipv6(src.0.octets(), dst.0.octets(), 64);
+    let mut frame = Vec::new();
+    if tcp {
+        builder
+            .tcp(src.1, dst.1, 1000, 65535)
+            .syn()
+            .write(&mut frame, payload)
+            .unwrap();
+    } else {
+        builder
+            .udp(src.1, dst.1)
+            .write(&mut frame, payload)
+            .unwrap();
+    }
+    frame
+}
+
+/// `inspect` for IPv6: addresses, ports, and the L4 checksum recomputed
+/// from scratch over the IPv6 pseudo-header.
+fn inspect6(frame: &[u8]) -> ((Ipv6Addr, u16), (Ipv6Addr, u16), Vec<u8>) {
+    let packet = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(etherparse::NetSlice::Ipv6(ip)) = packet.net else {
+        panic!("not ipv6")
+    };
+    let header = ip.header().to_header();
+    let (src_port, dst_port, payload) = match packet.transport.expect("transport") {
+        TransportSlice::Tcp(tcp) => {
+            let expected = tcp
+                .to_header()
+                .calc_checksum_ipv6(&header, tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), expected, "TCP checksum");
+            (
+                tcp.source_port(),
+                tcp.destination_port(),
+                tcp.payload().to_vec(),
+            )
+        }
+        TransportSlice::Udp(udp) => {
+            let expected = udp
+                .to_header()
+                .calc_checksum_ipv6(&header, udp.payload())
+                .unwrap();
+            assert_eq!(udp.checksum(), expected, "UDP checksum");
+            (
+                udp.source_port(),
+                udp.destination_port(),
+                udp.payload().to_vec(),
+            )
+        }
+        other => panic!("unexpected transport {other:?}"),
+    };
+    (
+        (header.source.into(), src_port),
+        (header.destination.into(), dst_port),
+        payload,
+    )
+}
+
+#[test]
+fn ipv6_syn_to_an_ipv6_vip_reaches_an_ipv6_backend_with_the_client_kept() {
+    let mut h = harness_with(dual_stack());
+    let (port, out) = h
+        .send(
+            0,
+            frame6(FROM_CLIENT6, (CLIENT6, 40000), (VIP6, 80), true, b"hello"),
+        )
+        .expect("forwarded");
+    assert_eq!(port, 1);
+    let (src, dst, payload) = inspect6(&out);
+    assert_eq!(src, (CLIENT6, 40000));
+    assert!(dst == (BE1_6, 8080) || dst == (BE2_6, 8080), "{dst:?}");
+    assert_eq!(payload, b"hello");
+    let mac = if dst.0 == BE1_6 { BE1_MAC } else { BE2_MAC };
+    assert_eq!(
+        (&out[0..6], &out[6..12]),
+        (&mac[..], &LB_BACKEND_SIDE_MAC[..])
+    );
+}
+
+#[test]
+fn ipv6_flows_spread_over_both_backends_and_replies_come_from_the_vip_on_any_worker() {
+    let mut h = harness_with(dual_stack());
+    let mut other = h.another_worker();
+    let mut used = std::collections::HashSet::new();
+    for client_port in 40000..40032 {
+        let (_, out) = h
+            .send(
+                0,
+                frame6(
+                    FROM_CLIENT6,
+                    (CLIENT6, client_port),
+                    (VIP6, 53),
+                    false,
+                    b"q",
+                ),
+            )
+            .expect("forwarded");
+        let (_, backend, _) = inspect6(&out);
+        used.insert(backend.0);
+        // The answer reaches the other worker: the shared reply table
+        // knows its VIP.
+        let mac = if backend.0 == BE1_6 { BE1_MAC } else { BE2_MAC };
+        let (port, reply) = other
+            .send(
+                1,
+                frame6(
+                    (mac, LB_BACKEND_SIDE_MAC),
+                    backend,
+                    (CLIENT6, client_port),
+                    false,
+                    b"a",
+                ),
+            )
+            .expect("reply forwarded");
+        assert_eq!(port, 0);
+        let (src, dst, _) = inspect6(&reply);
+        assert_eq!((src, dst), ((VIP6, 53), (CLIENT6, client_port)));
+        assert_eq!(&reply[0..6], &CLIENT_MAC[..]);
+    }
+    assert_eq!(used.len(), 2, "both backends take flows");
+}
+
+#[test]
+fn a_dual_stack_gateway_serves_each_family_from_its_own_endpoints() {
+    let mut h = harness_with(dual_stack());
+    for client_port in 40000..40016 {
+        let (_, out4) = h
+            .send(
+                0,
+                tcp_frame(FROM_CLIENT, (CLIENT, client_port), (VIP, 80), b"v4"),
+            )
+            .expect("IPv4 forwarded");
+        let seen = inspect(&out4);
+        assert!([BE1, BE2].contains(&seen.dst.0));
+        let (_, out6) = h
+            .send(
+                0,
+                frame6(
+                    FROM_CLIENT6,
+                    (CLIENT6, client_port),
+                    (VIP6, 80),
+                    true,
+                    b"v6",
+                ),
+            )
+            .expect("IPv6 forwarded");
+        let (_, dst, _) = inspect6(&out6);
+        assert!([BE1_6, BE2_6].contains(&dst.0));
+    }
+}
+
+#[test]
+fn an_ipv6_packet_from_a_backend_answering_no_flow_is_dropped() {
+    let mut h = harness_with(dual_stack());
+    let forged = frame6(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        (BE1_6, 8080),
+        (CLIENT6, 40000),
+        true,
+        b"",
+    );
+    assert!(h.send(1, forged).is_none());
+    assert_eq!(h.drops("reply_without_flow"), 1);
+}
+
+#[test]
+fn ipv6_extension_headers_travel_on_and_a_chain_past_the_bound_is_dropped() {
+    let mut h = harness_with(dual_stack());
+    // Destination Options headers of 8 bytes (one PadN) spliced in after
+    // the fixed header: they sit outside the pseudo-header.
+    let with_options = |count: usize| {
+        let frame = frame6(FROM_CLIENT6, (CLIENT6, 40000), (VIP6, 80), true, b"x");
+        let mut out = frame[..54].to_vec();
+        out[20] = 60;
+        let extra = 8 * count as u16;
+        let payload_len = u16::from_be_bytes([out[18], out[19]]) + extra;
+        out[18..20].copy_from_slice(&payload_len.to_be_bytes());
+        for i in 0..count {
+            let next = if i + 1 == count { 6 } else { 60 };
+            out.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+        out.extend_from_slice(&frame[54..]);
+        out
+    };
+    let (_, out) = h.send(0, with_options(2)).expect("forwarded");
+    assert_eq!(out.len(), with_options(2).len());
+    assert_eq!(out[54..70], with_options(2)[54..70], "options kept");
+    let (src, dst, payload) = inspect6(&out);
+    assert_eq!((src, payload.as_slice()), ((CLIENT6, 40000), &b"x"[..]));
+    assert_eq!(dst.1, 8080);
+
+    assert!(h.send(0, with_options(7)).is_none());
+    assert_eq!(h.drops("ext_header_chain_too_long"), 1);
 }
