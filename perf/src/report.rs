@@ -383,6 +383,8 @@ fn worker(out: &mut String, r: &Report) {
             "worker_new_flow_ns",
             "new flow (table miss, Maglev slot, next hop, insert)",
         ),
+        ("worker_established_v6_ns", "IPv6 established flow"),
+        ("worker_new_flow_v6_ns", "IPv6 new flow"),
     ] {
         let Some(ns) = m.get(key) else { continue };
         let times = parse.map_or("–".to_owned(), |p| format!("{:.1}", ns / p));

@@ -4,10 +4,11 @@
 //!
 //! Baselines: `parse` (the least any path does to a frame) and `copy` (a
 //! frame-sized memcpy). Measured: established flows (flow-table hit, rewrite)
-//! and new flows (hash, slot lookup, next hop, insert).
+//! and new flows (hash, slot lookup, next hop, insert), for IPv4 and for
+//! IPv6 side by side.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,16 @@ use switchyard_dataplane::worker::{Worker, WorkerSettings};
 use switchyard_perf::summary::Summary;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+
+/// Backend `i` of either family.
+fn backend(i: u8, v6: bool) -> IpAddr {
+    if v6 {
+        Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, u16::from(i)).into()
+    } else {
+        Ipv4Addr::new(198, 18, 2, i).into()
+    }
+}
 const BACKENDS: u8 = 16;
 const BATCH: usize = 64;
 
@@ -59,15 +70,24 @@ impl PacketIo for ReplayIo {
     fn wait(&mut self, _timeout_ms: i32) {}
 }
 
-fn frames(flows: u32) -> Vec<Vec<u8>> {
+/// `flows` distinct UDP flows to the VIP of one family, 18-byte payloads.
+fn frames(flows: u32, v6: bool) -> Vec<Vec<u8>> {
     (0..flows)
         .map(|i| {
-            let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i / 1000);
             let port = 10000 + (i % 1000) as u16;
+            let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 0, 1]);
+            let ip = if v6 {
+                let client = Ipv6Addr::from(
+                    u128::from(Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0))
+                        + u128::from(i / 1000),
+                );
+                eth.ipv6(client.octets(), VIP6.octets(), 64)
+            } else {
+                let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i / 1000);
+                eth.ipv4(client.octets(), VIP.octets(), 64)
+            };
             let mut frame = Vec::new();
-            PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 0, 1])
-                .ipv4(client.octets(), VIP.octets(), 64)
-                .udp(port, 53)
+            ip.udp(port, 53)
                 .write(&mut frame, &[0u8; 18])
                 .expect("frame builds");
             frame
@@ -75,21 +95,30 @@ fn frames(flows: u32) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// One UDP listener per family, the same 16 backends of its family each.
 fn snapshot() -> Snapshot {
+    Snapshot::new(1, vec![listener(false), listener(true)]).expect("one listener per VIP")
+}
+
+fn listener(v6: bool) -> Listener {
     let endpoints: Vec<Endpoint> = (1..=BACKENDS)
         .map(|i| Endpoint {
-            address: IpAddr::V4(Ipv4Addr::new(198, 18, 2, i)),
+            address: backend(i, v6),
             port: 5353,
         })
         .collect();
-    let listener = Listener::new(ListenerParts {
+    Listener::new(ListenerParts {
         name: ListenerName {
             namespace: "bench".into(),
             gateway: "edge".into(),
             listener: "udp".into(),
         },
         route: "bench/udp".into(),
-        address: IpAddr::V4(VIP),
+        address: if v6 {
+            IpAddr::V6(VIP6)
+        } else {
+            IpAddr::V4(VIP)
+        },
         port: 53,
         listener_port: 53,
         protocol: Protocol::Udp,
@@ -112,34 +141,38 @@ fn snapshot() -> Snapshot {
             .collect(),
         affinity: None,
     })
-    .expect("a valid listener");
-    Snapshot::new(1, vec![listener]).expect("one listener")
+    .expect("a valid listener")
 }
 
 fn l2_table() -> L2Table {
     let neighbours: Vec<NeighbourEntry> = (1..=BACKENDS)
-        .map(|i| NeighbourEntry {
+        .flat_map(|i| [false, true].map(|v6| (i, v6)))
+        .map(|(i, v6)| NeighbourEntry {
             ifindex: 1,
-            ip: Ipv4Addr::new(198, 18, 2, i).into(),
+            ip: backend(i, v6),
             mac: Some([2, 0, 0, 0, 2, i]),
             state: NeighbourState::Reachable,
         })
         .collect();
+    let route = |dst: IpAddr, prefix_len| RouteEntry {
+        dst,
+        prefix_len,
+        metric: 0,
+        action: RouteAction::Forward {
+            ifindex: 1,
+            gateway: None,
+        },
+    };
     L2Table::new(
         &[1],
         &[LinkEntry {
             ifindex: 1,
             mac: [2, 0, 0, 0, 0, 1],
         }],
-        &[RouteEntry {
-            dst: Ipv4Addr::new(198, 18, 2, 0).into(),
-            prefix_len: 24,
-            metric: 0,
-            action: RouteAction::Forward {
-                ifindex: 1,
-                gateway: None,
-            },
-        }],
+        &[
+            route(Ipv4Addr::new(198, 18, 2, 0).into(), 24),
+            route(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0).into(), 64),
+        ],
         &neighbours,
     )
 }
@@ -171,9 +204,34 @@ fn time_per_packet(packets: usize, mut step: impl FnMut() -> usize) -> f64 {
     start.elapsed().as_nanos() as f64 / done as f64
 }
 
+/// Per-packet cost of established flows (64, flow-table hits) and of new
+/// flows (more than the table holds: every packet a miss) of one family.
+fn worker_costs(packets: usize, v6: bool) -> (f64, f64) {
+    let established = {
+        let mut w = worker(65536);
+        let mut io = ReplayIo {
+            frames: frames(64, v6),
+            scratch: Vec::with_capacity(128),
+            next: 0,
+        };
+        w.run_once(&mut io); // warm the flow table
+        time_per_packet(packets, || w.run_once(&mut io))
+    };
+    let new_flows = {
+        let mut w = worker(1024);
+        let mut io = ReplayIo {
+            frames: frames(200_000, v6),
+            scratch: Vec::with_capacity(128),
+            next: 0,
+        };
+        time_per_packet(packets / 4, || w.run_once(&mut io))
+    };
+    (established, new_flows)
+}
+
 fn main() {
     let packets = 4_000_000;
-    let established_frames = frames(64);
+    let established_frames = frames(64, false);
 
     let copy = {
         let mut scratch = Vec::with_capacity(128);
@@ -198,30 +256,12 @@ fn main() {
             BATCH
         })
     };
-    let established = {
-        let mut w = worker(65536);
-        let mut io = ReplayIo {
-            frames: established_frames.clone(),
-            scratch: Vec::with_capacity(128),
-            next: 0,
-        };
-        w.run_once(&mut io); // warm the flow table
-        time_per_packet(packets, || w.run_once(&mut io))
-    };
-    let new_flows = {
-        // More distinct flows than the table holds: every packet is a miss.
-        let mut w = worker(1024);
-        let mut io = ReplayIo {
-            frames: frames(200_000),
-            scratch: Vec::with_capacity(128),
-            next: 0,
-        };
-        time_per_packet(packets / 4, || w.run_once(&mut io))
-    };
+    let (established, new_flows) = worker_costs(packets, false);
+    let (established6, new_flows6) = worker_costs(packets, true);
 
-    println!("yard-bench: worker on in-memory frames, 64-byte-payload UDP, one core");
+    println!("yard-bench: worker on in-memory frames, 64-byte-payload UDP (IPv6: 84), one core");
     println!(
-        "{:<34} {:>10} {:>12} {:>10}",
+        "{:<40} {:>10} {:>12} {:>10}",
         "path", "ns/pkt", "Mpps", "x parse"
     );
     for (name, ns) in [
@@ -229,21 +269,32 @@ fn main() {
         ("baseline: parse only", parse),
         ("established flows (64, table hit)", established),
         ("new flows (table miss + decide)", new_flows),
+        ("IPv6 established flows (64, table hit)", established6),
+        ("IPv6 new flows (table miss + decide)", new_flows6),
     ] {
         println!(
-            "{:<34} {:>10.1} {:>12.2} {:>10.2}",
+            "{:<40} {:>10.1} {:>12.2} {:>10.2}",
             name,
             ns,
             1e3 / ns,
             ns / parse
         );
     }
+    println!(
+        "IPv6 / IPv4: established {:.2}x, new flows {:.2}x",
+        established6 / established,
+        new_flows6 / new_flows
+    );
     let mut summary = Summary::default();
     summary.record("worker_copy_ns", copy);
     summary.record("worker_parse_ns", parse);
     summary.record("worker_established_ns", established);
     summary.record("worker_new_flow_ns", new_flows);
     summary.record("worker_new_flow_decisions_per_sec", 1e9 / new_flows);
+    summary.record("worker_established_v6_ns", established6);
+    summary.record("worker_new_flow_v6_ns", new_flows6);
+    summary.record("worker_v6_established_ratio", established6 / established);
+    summary.record("worker_v6_new_flow_ratio", new_flows6 / new_flows);
     if let Err(err) = summary.write_if_asked() {
         eprintln!("writing --json: {err}");
     }
