@@ -29,12 +29,13 @@ pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerPart
 pub use plan::{ListenerPlan, SnapshotPlan};
 pub use slots::{Slot, SlotIter, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
 
-/// Whether the packet path forwards traffic of `address`'s family. The
-/// steering program and the workers parse and rewrite IPv4 only, so
-/// resolution binds a Gateway to its IPv4 addresses alone and reports the
-/// others instead of building listeners nothing would serve.
+/// Whether the packet path forwards traffic of `address`'s family: the
+/// steering program and the workers parse and rewrite IPv4 and IPv6, so
+/// every address is bound. Resolution still asks, so a family the packet
+/// path cannot serve is reported instead of given listeners nothing would
+/// serve.
 pub fn forwards(address: IpAddr) -> bool {
-    address.is_ipv4()
+    matches!(address, IpAddr::V4(_) | IpAddr::V6(_))
 }
 
 /// Key of the listener index: what a packet's destination is matched on.

@@ -1036,17 +1036,17 @@ fn gateway_static_addresses_unsupported_then_unusable_then_programmed() {
 }
 
 #[test]
-fn gateway_static_addresses_with_an_ipv6_address_is_not_programmed_but_serves_its_ipv4_one() {
-    // GatewayStaticAddresses with IPv6 as the unusable address, which
-    // Switchyard cannot use until it forwards IPv6: accepted, Programmed
-    // False with AddressNotUsable as the test expects, and, as
-    // `status.addresses` says, still bound to the usable IPv4 address,
-    // where every listener is programmed and served.
+fn gateway_static_addresses_with_a_multicast_address_is_not_programmed_until_it_is_removed() {
+    // GatewayStaticAddresses with an IPv6 multicast address as the
+    // unusable one (no host is reached at it; since IPv6 is forwarded, a
+    // unicast IPv6 address is usable): accepted, Programmed False with
+    // AddressNotUsable as the test expects; with the address removed, as
+    // the test then does, programmed on the usable one.
     let manifest = l4_reading(
         &text("upstream/conformance/tests/gateway-static-addresses.yaml"),
         &[],
     )
-    .replace("PLACEHOLDER_UNUSABLE_ADDRS", "2001:db8::200")
+    .replace("PLACEHOLDER_UNUSABLE_ADDRS", "ff0e::200")
     .replace("PLACEHOLDER_USABLE_ADDRS", "192.0.2.200");
     let gateway = "gateway-static-addresses";
     let mut resources = world_from("gateway-static-addresses.yaml", &manifest);
@@ -1061,6 +1061,18 @@ fn gateway_static_addresses_with_an_ipv6_address_is_not_programmed_but_serves_it
     let conditions = gateway_conditions(&res, gateway);
     assert_condition(conditions, "Accepted", true, "Accepted");
     assert_condition(conditions, "Programmed", false, "AddressNotUsable");
+
+    let spec = &mut resources
+        .gateways
+        .iter_mut()
+        .find(|g| g.metadata.name == gateway)
+        .unwrap()
+        .spec;
+    spec.addresses
+        .retain(|a| a.value.as_deref() != Some("ff0e::200"));
+    let res = resolve(&resources, 2);
+    let conditions = gateway_conditions(&res, gateway);
+    assert_condition(conditions, "Programmed", true, "Programmed");
     assert_eq!(gateway_addresses(&res, gateway), ["192.0.2.200"]);
     for listener in listeners(&res, gateway) {
         assert_condition(&listener.conditions, "Programmed", true, "Programmed");

@@ -381,7 +381,7 @@ fn a_single_stack_ipv6_route_serves_nothing_on_an_ipv4_address_and_says_why() {
 // ------------------------------------------------------------ addresses
 
 #[test]
-fn a_dual_stack_gateway_is_bound_to_its_ipv4_address_and_not_programmed_for_its_ipv6_one() {
+fn a_dual_stack_gateway_is_bound_to_both_addresses_each_with_its_familys_endpoints() {
     let res = compile(&with(
         &[
             CLASS,
@@ -390,33 +390,46 @@ fn a_dual_stack_gateway_is_bound_to_its_ipv4_address_and_not_programmed_for_its_
         ],
         dual_stack_web(),
     ));
-    // Served on the IPv4 address, with its IPv4 endpoints.
-    assert_eq!(vips(&res), ["10.0.0.1:80"]);
+    let mut served = vips(&res);
+    served.sort();
+    assert_eq!(served, ["10.0.0.1:80", "[2001:db8::1]:80"]);
+    let by_vip = |vip: &str| {
+        res.snapshot
+            .listeners()
+            .iter()
+            .find(|l| l.vip().to_string() == vip)
+            .unwrap_or_else(|| panic!("no listener on {vip}"))
+    };
     assert_eq!(
-        weights(listener(&res, "lb/edge/tcp")),
+        weights(by_vip("10.0.0.1:80")),
         [("10.1.0.1:8080".into(), 0.5), ("10.1.0.2:8080".into(), 0.5)]
     );
+    assert_eq!(
+        weights(by_vip("[2001:db8::1]:80")),
+        [("[fd00::1]:8080".into(), 1.0)]
+    );
     let status = gateway_status(&res);
-    // status.addresses lists the addresses bound to the Gateway; every
-    // listener is bound to each of them and is programmed.
-    let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
-    assert_eq!(addresses, ["10.0.0.1"]);
+    let mut addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
+    addresses.sort();
+    assert_eq!(addresses, ["10.0.0.1", "2001:db8::1"]);
+    assert_condition(&status.conditions, "Accepted", true, "Accepted");
+    assert_condition(&status.conditions, "Programmed", true, "Programmed");
     for l in &status.listeners {
         assert_condition(&l.conditions, "Programmed", true, "Programmed");
     }
-    // The requested IPv6 address cannot be used: accepted, not programmed.
-    assert_condition(&status.conditions, "Accepted", true, "Accepted");
-    assert_condition(&status.conditions, "Programmed", false, "AddressNotUsable");
-    let message = &condition(&status.conditions, "Programmed").message;
-    assert!(
-        message.contains("2001:db8::1") && message.contains("10.0.0.1"),
-        "{message}"
+    let mut records = dns(&res);
+    records.sort();
+    assert_eq!(
+        records,
+        [
+            (RecordType::A, "10.0.0.1".to_owned()),
+            (RecordType::AAAA, "2001:db8::1".to_owned())
+        ]
     );
-    assert_eq!(dns(&res), [(RecordType::A, "10.0.0.1".to_owned())]);
 }
 
 #[test]
-fn an_ipv6_only_gateway_is_served_nowhere_and_has_no_record() {
+fn an_ipv6_only_gateway_is_served_on_its_address_with_an_aaaa_record() {
     let res = compile(&with(
         &[
             CLASS,
@@ -425,22 +438,20 @@ fn an_ipv6_only_gateway_is_served_nowhere_and_has_no_record() {
         ],
         dual_stack_web(),
     ));
-    assert!(vips(&res).is_empty(), "{:?}", vips(&res));
-    assert!(res.snapshot.dns().is_empty(), "{:?}", res.snapshot.dns());
+    assert_eq!(vips(&res), ["[2001:db8::1]:80"]);
+    assert_eq!(dns(&res), [(RecordType::AAAA, "2001:db8::1".to_owned())]);
     let status = gateway_status(&res);
-    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
-    assert_condition(&status.conditions, "Accepted", true, "Accepted");
-    assert_condition(&status.conditions, "Programmed", false, "AddressNotUsable");
+    assert_condition(&status.conditions, "Programmed", true, "Programmed");
     assert_condition(
         &status.listeners[0].conditions,
         "Programmed",
-        false,
-        "Pending",
+        true,
+        "Programmed",
     );
 }
 
 #[test]
-fn an_ipv6_address_from_a_pool_stays_reserved_but_is_not_assigned() {
+fn an_ipv6_address_from_a_pool_is_assigned_and_served() {
     let pool = "apiVersion: switchyard.io/v1alpha1\nkind: AddressPool\nmetadata: {name: vips}\n\
                 spec:\n  cidrs: [198.18.100.254/31, 2001:db8::/126]\n  avoidBuggyIPs: true\n";
     let class = "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sy}\n\
@@ -454,41 +465,23 @@ fn an_ipv6_address_from_a_pool_stays_reserved_but_is_not_assigned() {
     );
     let later = gateway("[]").replace("name: edge", "name: later");
     let res = compile(&[pool.to_owned(), class.to_owned(), two, later]);
-    // .255 is buggy: the second address is the IPv6 CIDR's first.
-    assert_eq!(vips(&res), ["198.18.100.254:80"]);
+    // .255 is buggy: the second address is the IPv6 CIDR's first; the
+    // younger Gateway gets the next one.
+    let mut served = vips(&res);
+    served.sort();
+    assert_eq!(
+        served,
+        ["198.18.100.254:80", "[2001:db8::1]:80", "[2001:db8::]:80"]
+    );
     let status = gateway_status(&res);
     let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
-    assert_eq!(addresses, ["198.18.100.254"]);
-    assert_condition(
-        &status.conditions,
-        "Programmed",
-        false,
-        "AddressNotAssigned",
-    );
-    assert!(
-        condition(&status.conditions, "Programmed")
-            .message
-            .contains("2001:db8::"),
-        "{:#?}",
-        status.conditions
-    );
-    // The IPv6 address stays the Gateway's, so it keeps it once IPv6 is
-    // forwarded: the younger Gateway gets the next one.
-    let later = res
-        .diagnostics
-        .iter()
-        .find(|d| d.name == "later")
-        .map(|d| d.message.clone())
-        .unwrap_or_default();
-    assert!(later.contains("2001:db8::1"), "{:#?}", res.diagnostics);
-    assert_eq!(dns(&res), [(RecordType::A, "198.18.100.254".to_owned())]);
+    assert_eq!(addresses, ["198.18.100.254", "2001:db8::"]);
+    assert_condition(&status.conditions, "Programmed", true, "Programmed");
+    assert!(dns(&res).contains(&(RecordType::AAAA, "2001:db8::".to_owned())));
 }
 
 #[test]
-fn node_ports_are_served_on_the_ipv4_node_addresses_only() {
-    // The node addresses are the class's, not addresses the Gateway asked
-    // for: the IPv6 one is left out of the Gateway's addresses without a
-    // word, and the Gateway is programmed on the IPv4 one.
+fn node_ports_are_served_on_the_node_addresses_of_both_families() {
     let class = |nodes: &str| {
         format!(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: sy}}\n\
@@ -499,32 +492,18 @@ fn node_ports_are_served_on_the_ipv4_node_addresses_only() {
         )
     };
     let res = compile(&[class("[198.18.1.1, \"2001:db8::1\"]"), gateway("[]")]);
-    assert_eq!(vips(&res), ["198.18.1.1:30000"]);
+    let mut served = vips(&res);
+    served.sort();
+    assert_eq!(served, ["198.18.1.1:30000", "[2001:db8::1]:30000"]);
     let status = gateway_status(&res);
-    let addresses: Vec<&str> = status.addresses.iter().map(|a| a.value.as_str()).collect();
-    assert_eq!(addresses, ["198.18.1.1"]);
     assert_condition(&status.conditions, "Programmed", true, "Programmed");
+
+    let res = compile(&[class("[\"2001:db8::1\"]"), gateway("[]")]);
+    assert_eq!(vips(&res), ["[2001:db8::1]:30000"]);
     assert_condition(
-        &status.listeners[0].conditions,
+        &gateway_status(&res).conditions,
         "Programmed",
         true,
         "Programmed",
-    );
-
-    let res = compile(&[class("[\"2001:db8::1\"]"), gateway("[]")]);
-    assert!(vips(&res).is_empty(), "{:?}", vips(&res));
-    let status = gateway_status(&res);
-    assert!(status.addresses.is_empty(), "{:?}", status.addresses);
-    assert_condition(
-        &status.conditions,
-        "Programmed",
-        false,
-        "AddressNotAssigned",
-    );
-    assert_condition(
-        &status.listeners[0].conditions,
-        "Programmed",
-        false,
-        "Pending",
     );
 }
