@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InterfaceError {
@@ -154,6 +154,19 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, InterfaceError> {
     let mut out: Vec<Ipv4Addr> = addrs
         .filter_map(|ifa| ifa.address)
         .filter_map(|a| a.as_sockaddr_in().map(|s| s.ip()))
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Every IPv6 address configured on this node (link-local ones included:
+/// a backend may answer a probe sent from one), for the same reason.
+pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, InterfaceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| InterfaceError::Addresses(e.into()))?;
+    let mut out: Vec<Ipv6Addr> = addrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|a| a.as_sockaddr_in6().map(|s| s.ip()))
         .collect();
     out.sort();
     out.dedup();

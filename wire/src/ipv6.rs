@@ -36,6 +36,15 @@ pub const NEXT_HEADER_ICMPV6: u8 = 58;
 pub const NEXT_HEADER_NONE: u8 = 59;
 pub const NEXT_HEADER_DESTINATION_OPTIONS: u8 = 60;
 
+/// Extension headers a parser walks before the upper layer, at most: RFC
+/// 8200 §4.1's recommended order holds at most Hop-by-Hop Options,
+/// Destination Options, Routing, Fragment, Authentication and Destination
+/// Options again before the upper-layer header, six. A longer chain is no
+/// service's traffic, and a bound keeps the XDP program's walk within what
+/// the verifier accepts (its twin is `MAX_IPV6_EXT_HEADERS` in
+/// xdp/src/bpf/consts.h).
+pub const MAX_EXT_HEADERS: usize = 6;
+
 /// The version field of a fixed header: the high nibble of its first byte.
 #[inline(always)]
 pub const fn version(hdr: &[u8; HEADER_LEN]) -> u8 {

@@ -124,7 +124,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             ..InterfaceStatus::default()
         });
     }
-    let mut local_addrs = interfaces::local_ipv4_addresses()?;
+    let mut local_addrs = local_addresses()?;
     steering
         .set_local_addrs(&local_addrs)
         .context("programming the node's own addresses")?;
@@ -451,6 +451,18 @@ pub fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The node's IPv4 and IPv6 addresses, IPv4 first: the steering program
+/// keeps each family in its own map.
+fn local_addresses() -> Result<Vec<std::net::IpAddr>, interfaces::InterfaceError> {
+    let v4 = interfaces::local_ipv4_addresses()?
+        .into_iter()
+        .map(Into::into);
+    let v6 = interfaces::local_ipv6_addresses()?
+        .into_iter()
+        .map(Into::into);
+    Ok(v4.chain(v6).collect())
+}
+
 /// How often the main thread looks for addresses added to or removed from
 /// the node: a packet to a new one must reach the kernel, not a worker.
 const LOCAL_ADDRESS_CHECK: Duration = Duration::from_secs(1);
@@ -459,8 +471,8 @@ const LOCAL_ADDRESS_CHECK: Duration = Duration::from_secs(1);
 /// since `known`: traffic to an address added after start (the node's own
 /// connection to a backend, say) would otherwise be steered to the workers,
 /// which drop what answers no client flow.
-fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::Ipv4Addr>) {
-    let now = match interfaces::local_ipv4_addresses() {
+fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::IpAddr>) {
+    let now = match local_addresses() {
         Ok(now) => now,
         Err(err) => {
             log::warn!("{err:#}; keeping the addresses programmed before");
