@@ -490,3 +490,41 @@ fn the_ipv6_cache_serves_ipv6_frames_only() {
         );
     });
 }
+
+/// IPv6 entries answer to the same listener epochs and L2 epoch as IPv4
+/// ones: a reload that changes the listener sends the flow back to the
+/// workers.
+#[test]
+fn a_cached_ipv6_flow_of_an_older_epoch_goes_to_the_workers() {
+    with_scenario_steering(|steering, rx| {
+        cache_flow6(steering, rx, ipv4::PROTOCOL_UDP, UDP_PORT, BACKEND_UDP_PORT);
+        let frame = frames::udp6_frame(CLIENT6, CLIENT_PORT, VIP6, UDP_PORT);
+        steering.fast_path().publish_epochs(&[0], &[2]).unwrap();
+        let ran = run_frame(steering, &frame, Some(rx));
+        assert_eq!(
+            (ran.verdict, ran.bumped, ran.frame == frame),
+            (
+                XdpAction::Redirect,
+                vec![(SteerCounter::SteerVip, 1), (SteerCounter::FastStale, 1)],
+                true
+            )
+        );
+    });
+}
+
+/// The bounded stand-in caches refuse writes past their capacity for IPv6
+/// as for IPv4, so the workers' handling of a partial batch can be tested
+/// for both.
+#[test]
+fn a_bounded_ipv6_cache_writes_up_to_its_capacity() {
+    with_scenario_steering(|steering, _| {
+        let bounded = steering.fast_path().with_bounded_cache(1).unwrap();
+        let keys = [TCP_PORT, UDP_PORT]
+            .map(|port| FlowCacheKey6::new(CLIENT6, VIP6, CLIENT_PORT, port, ipv4::PROTOCOL_UDP));
+        let (written, error) = bounded.install6(&keys, &[FlowAction6::default(); 2]);
+        assert_eq!((written, error.is_some()), (1, true));
+        assert_eq!(bounded.entries6().unwrap().len(), 1);
+        // The program's own IPv6 cache was not written.
+        assert!(steering.fast_path().entries6().unwrap().is_empty());
+    });
+}
