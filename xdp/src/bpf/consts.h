@@ -100,6 +100,9 @@
 /* Version field of an IPv6 header (RFC 8200, section 3). */
 #define IPV6_VERSION 6
 
+/* 32-bit words of an IPv6 address. */
+#define IPV6_ADDR_WORDS 4
+
 /* Extension headers the program walks before the upper-layer header. RFC
  * 8200 section 4.1 recommends at most Hop-by-Hop, Destination Options,
  * Routing, Fragment, Authentication and Destination Options again, in that

@@ -97,7 +97,7 @@ static __always_inline bool is_checksum_partial(const struct packet_desc *pkt,
 		return csum_fold(sum + sum_be32(pkt->saddr) +
 				 sum_be32(pkt->daddr)) == pkt->l4_check;
 #pragma unroll
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < IPV6_ADDR_WORDS; i++)
 		sum += sum_be32(pkt->saddr6[i]) + sum_be32(pkt->daddr6[i]);
 	return csum_fold(sum) == pkt->l4_check;
 }

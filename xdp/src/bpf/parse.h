@@ -163,6 +163,7 @@ static __always_inline int skip_ipv6_ext(void *data, void *data_end, __u64 *off,
 		if (*next == IPV6_NEXT_FRAGMENT)
 			return PARSE_FRAGMENT;
 		hdr = data + *off;
+		/* Next Header and length: all a walk reads of a header. */
 		if ((void *)(hdr + 2) > data_end)
 			return PARSE_MALFORMED;
 		if (*next == IPV6_NEXT_AUTH)

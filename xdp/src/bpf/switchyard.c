@@ -163,7 +163,7 @@ static __always_inline bool quotes_backend(void *data, void *data_end,
 
 	if (ipv6) {
 		ip6 = data + off;
-		if ((void *)(ip6 + 1) > data_end)
+		if ((void *)(ip6 + 1) > data_end || ip6->version != IPV6_VERSION)
 			return false;
 		proto = ip6->nexthdr;
 		ports = (void *)(ip6 + 1);
