@@ -31,7 +31,10 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use switchyard_config::snapshot::{Endpoint, Protocol, Snapshot};
 use switchyard_xdp::consts::{MAX_STATS_SLOTS, STATS_SLOT_NONE};
-use switchyard_xdp::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey, XdpError};
+use switchyard_xdp::{
+    ActionSpec, ActionSpec6, FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey,
+    FlowCacheKey6, XdpError,
+};
 
 use crate::flow::{cache_stamp, CacheActivity, Cached, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
@@ -41,8 +44,66 @@ mod activity;
 
 pub use self::activity::{ActivityReader, ActivityView};
 
-/// The cache key of packets with 5-tuple `key`; `None` for IPv6, which
-/// the cache does not hold.
+/// A key of either of the program's flow caches (one per family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnyCacheKey {
+    V4(FlowCacheKey),
+    V6(FlowCacheKey6),
+}
+
+impl AnyCacheKey {
+    pub fn of(key: &FlowKey) -> Option<Self> {
+        cache_key(key)
+            .map(AnyCacheKey::V4)
+            .or_else(|| cache_key6(key).map(AnyCacheKey::V6))
+    }
+}
+
+/// The IPv6 cache key of packets with 5-tuple `key`; `None` for IPv4.
+pub fn cache_key6(key: &FlowKey) -> Option<FlowCacheKey6> {
+    match (key.src, key.dst) {
+        (IpAddr::V6(src), IpAddr::V6(dst)) => Some(FlowCacheKey6::new(
+            src,
+            dst,
+            key.src_port,
+            key.dst_port,
+            key.protocol,
+        )),
+        _ => None,
+    }
+}
+
+/// The IPv6 twin of [`action`]; `None` for an IPv4 rewrite.
+pub fn action6(
+    key: &FlowKey,
+    entry: &FlowEntry,
+    egress: Egress,
+    l2_epoch: u64,
+    stats_slot: u16,
+    epoch: u64,
+) -> Option<FlowAction6> {
+    let rewrite = &entry.rewrite;
+    let (IpAddr::V6(ip_src), IpAddr::V6(ip_dst)) = (rewrite.ip_src, rewrite.ip_dst) else {
+        return None;
+    };
+    Some(FlowAction6::from(ActionSpec6 {
+        generation: epoch,
+        l2_epoch,
+        eth_dst: rewrite.eth_dst,
+        eth_src: rewrite.eth_src,
+        ip_src,
+        ip_dst,
+        src_port: rewrite.src_port,
+        dst_port: rewrite.dst_port,
+        l4_csum_diff: checksum_deltas(key, rewrite).l4,
+        egress_slot: egress.slot,
+        egress_ifindex: egress.ifindex,
+        stats_slot,
+    }))
+}
+
+/// The IPv4 cache key of packets with 5-tuple `key`; `None` for IPv6
+/// (see [`cache_key6`]).
 pub fn cache_key(key: &FlowKey) -> Option<FlowCacheKey> {
     match (key.src, key.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => Some(FlowCacheKey::new(
@@ -455,6 +516,7 @@ impl FastPath {
     pub fn view(&self) -> Result<CacheView, XdpError> {
         Ok(CacheView {
             entries: self.maps.entries()?.into_iter().collect(),
+            entries6: self.maps.entries6()?.into_iter().collect(),
             epochs: self.published_epochs.load_full(),
             l2_epoch: self.l2_epoch.load(Ordering::Relaxed) as u32,
             monotonic_at_epoch: self.monotonic_at_epoch,
@@ -467,6 +529,7 @@ impl FastPath {
 #[derive(Debug, Default)]
 pub struct CacheView {
     entries: HashMap<FlowCacheKey, FlowAction>,
+    entries6: HashMap<FlowCacheKey6, FlowAction6>,
     /// Published epoch per stats slot, and the L2 epoch.
     epochs: Arc<Vec<u32>>,
     l2_epoch: u32,
@@ -489,26 +552,55 @@ pub struct CachedFlow {
 
 impl CacheView {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.entries6.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.entries6.is_empty()
     }
 
     pub fn get(&self, key: &FlowKey) -> Option<CachedFlow> {
-        let action = self.entries.get(&cache_key(key)?)?;
-        let spec = action.spec();
-        let epoch = self.epochs.get(usize::from(spec.stats_slot)).copied();
+        let (packets, bytes, last_seen, stats_slot, generation, l2_epoch) =
+            match AnyCacheKey::of(key)? {
+                AnyCacheKey::V4(key) => {
+                    let action = self.entries.get(&key)?;
+                    let spec = action.spec();
+                    let seen = action.last_seen_ns(self.read_at);
+                    let (generation, l2_epoch) = (spec.generation, spec.l2_epoch);
+                    let counts = (action.packets(), action.bytes());
+                    (
+                        counts.0,
+                        counts.1,
+                        seen,
+                        spec.stats_slot,
+                        generation,
+                        l2_epoch,
+                    )
+                }
+                AnyCacheKey::V6(key) => {
+                    let action = self.entries6.get(&key)?;
+                    let spec = action.spec();
+                    let seen = action.last_seen_ns(self.read_at);
+                    let (generation, l2_epoch) = (spec.generation, spec.l2_epoch);
+                    let counts = (action.packets(), action.bytes());
+                    (
+                        counts.0,
+                        counts.1,
+                        seen,
+                        spec.stats_slot,
+                        generation,
+                        l2_epoch,
+                    )
+                }
+            };
+        let epoch = self.epochs.get(usize::from(stats_slot)).copied();
         Some(CachedFlow {
-            packets: action.packets(),
-            bytes: action.bytes(),
-            last_seen_ns: action
-                .last_seen_ns(self.read_at)
-                .map(|seen| seen.saturating_sub(self.monotonic_at_epoch)),
-            applies: spec.stats_slot != SLOT_NONE
-                && epoch == Some(spec.generation as u32)
-                && spec.l2_epoch as u32 == self.l2_epoch,
+            packets,
+            bytes,
+            last_seen_ns: last_seen.map(|seen| seen.saturating_sub(self.monotonic_at_epoch)),
+            applies: stats_slot != SLOT_NONE
+                && epoch == Some(generation as u32)
+                && l2_epoch as u32 == self.l2_epoch,
         })
     }
 }
@@ -543,8 +635,13 @@ pub struct CacheWriter {
     actions: Vec<FlowAction>,
     /// The flows of `keys`, in order, to mark those written.
     queued: Vec<FlowKey>,
+    /// The same for IPv6 flows, written to the program's IPv6 cache.
+    keys6: Vec<FlowCacheKey6>,
+    actions6: Vec<FlowAction6>,
+    queued6: Vec<FlowKey>,
     removals: Vec<FlowKey>,
     removal_keys: Vec<FlowCacheKey>,
+    removal_keys6: Vec<FlowCacheKey6>,
     counters: CacheCounters,
     /// The cache's last-seen times during an expiry pass.
     view: Option<Arc<ActivityView>>,
@@ -567,6 +664,12 @@ pub struct CacheCounters {
     /// while marked cached, past `IN_FLIGHT_NS`: the cache had lost their
     /// entry (its LRU evicted it).
     pub lost: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Family {
+    V4,
+    V6,
 }
 
 /// Installs queued per batch at most; beyond it a flow waits for its next
@@ -605,8 +708,12 @@ impl CacheWriter {
             keys: Vec::with_capacity(INSTALL_QUEUE),
             actions: Vec::with_capacity(INSTALL_QUEUE),
             queued: Vec::with_capacity(INSTALL_QUEUE),
+            keys6: Vec::with_capacity(INSTALL_QUEUE),
+            actions6: Vec::with_capacity(INSTALL_QUEUE),
+            queued6: Vec::with_capacity(INSTALL_QUEUE),
             removals: Vec::with_capacity(INSTALL_QUEUE),
             removal_keys: Vec::with_capacity(INSTALL_QUEUE),
+            removal_keys6: Vec::with_capacity(INSTALL_QUEUE),
             counters: CacheCounters::default(),
             view: None,
             expiry_now: 0,
@@ -636,7 +743,9 @@ impl CacheWriter {
         slots: &StatsSlots,
         l2: &L2Table,
     ) -> bool {
-        if self.keys.len() == INSTALL_QUEUE || slots.generation != entry.generation {
+        if self.keys.len() + self.keys6.len() == INSTALL_QUEUE
+            || slots.generation != entry.generation
+        {
             return false;
         }
         let Some(&egress) = self.ports.get(entry.egress_port) else {
@@ -651,15 +760,27 @@ impl CacheWriter {
             return false;
         }
         let epoch = slots.epoch(entry.listener);
-        let (Some(cache_key), Some(action)) = (
-            cache_key(key),
-            action(key, entry, egress, l2.epoch(), slot, epoch),
-        ) else {
-            return false;
-        };
-        self.keys.push(cache_key);
-        self.actions.push(action);
-        self.queued.push(*key);
+        if key.is_ipv6() {
+            let (Some(cache_key), Some(action)) = (
+                cache_key6(key),
+                action6(key, entry, egress, l2.epoch(), slot, epoch),
+            ) else {
+                return false;
+            };
+            self.keys6.push(cache_key);
+            self.actions6.push(action);
+            self.queued6.push(*key);
+        } else {
+            let (Some(cache_key), Some(action)) = (
+                cache_key(key),
+                action(key, entry, egress, l2.epoch(), slot, epoch),
+            ) else {
+                return false;
+            };
+            self.keys.push(cache_key);
+            self.actions.push(action);
+            self.queued.push(*key);
+        }
         if entry.cached == Cached::Current {
             self.counters.lost += 1;
         }
@@ -676,40 +797,77 @@ impl CacheWriter {
     /// flows.
     pub fn flush(&mut self, flows: &mut FlowTable, now: u64) {
         if !self.keys.is_empty() {
-            // BPF_MAP_UPDATE_BATCH writes in order and stops at the first
-            // element it cannot write, reporting how many it wrote
-            // (kernel/bpf/syscall.c, generic_map_update_batch). A flow
-            // whose entry was not written stays on the slow path, which
-            // gives the same answer, and is offered again.
             let (written, error) = self.shared.maps.install(&self.keys, &self.actions);
-            if let Some(err) = error {
-                log::debug!("fast path: {err}");
-            }
-            let written = written.min(self.queued.len());
-            self.counters.installed += written as u64;
-            self.counters.unwritten += (self.queued.len() - written) as u64;
-            let at = cache_stamp(now);
-            for (i, key) in self.queued.iter().enumerate() {
-                let wrote = i < written;
-                if !flows.cache_written(key, wrote.then_some(at)) && wrote {
-                    // Decided afresh or forgotten since it was queued: the
-                    // entry just written replays an outdated decision.
-                    self.removals.push(*key);
-                }
-            }
+            self.mark_written(flows, now, written, error, Family::V4);
             self.keys.clear();
             self.actions.clear();
-            self.queued.clear();
+        }
+        if !self.keys6.is_empty() {
+            let (written, error) = self.shared.maps.install6(&self.keys6, &self.actions6);
+            self.mark_written(flows, now, written, error, Family::V6);
+            self.keys6.clear();
+            self.actions6.clear();
         }
         if !self.removals.is_empty() {
             self.removal_keys.clear();
-            self.removal_keys
-                .extend(self.removals.iter().filter_map(cache_key));
+            self.removal_keys6.clear();
+            for key in &self.removals {
+                match AnyCacheKey::of(key) {
+                    Some(AnyCacheKey::V4(k)) => self.removal_keys.push(k),
+                    Some(AnyCacheKey::V6(k)) => self.removal_keys6.push(k),
+                    None => {}
+                }
+            }
             self.removals.clear();
-            if let Err(err) = self.shared.maps.remove(&self.removal_keys) {
-                log::debug!("fast path: {err}");
+            if !self.removal_keys.is_empty() {
+                if let Err(err) = self.shared.maps.remove(&self.removal_keys) {
+                    log::debug!("fast path: {err}");
+                }
+            }
+            if !self.removal_keys6.is_empty() {
+                if let Err(err) = self.shared.maps.remove6(&self.removal_keys6) {
+                    log::debug!("fast path: {err}");
+                }
             }
         }
+    }
+
+    /// Marks in `flows` the queued flows of one family the kernel wrote,
+    /// and counts the rest.
+    ///
+    /// BPF_MAP_UPDATE_BATCH writes in order and stops at the first element
+    /// it cannot write, reporting how many it wrote
+    /// (kernel/bpf/syscall.c, generic_map_update_batch). A flow whose entry
+    /// was not written stays on the slow path, which gives the same
+    /// answer, and is offered again.
+    fn mark_written(
+        &mut self,
+        flows: &mut FlowTable,
+        now: u64,
+        written: usize,
+        error: Option<XdpError>,
+        family: Family,
+    ) {
+        if let Some(err) = error {
+            log::debug!("fast path: {err}");
+        }
+        let queued = match family {
+            Family::V4 => &mut self.queued,
+            Family::V6 => &mut self.queued6,
+        };
+        let written = written.min(queued.len());
+        self.counters.installed += written as u64;
+        self.counters.unwritten += (queued.len() - written) as u64;
+        let at = cache_stamp(now);
+        for (i, key) in queued.iter().enumerate() {
+            let wrote = i < written;
+            if !flows.cache_written(key, wrote.then_some(at)) && wrote {
+                // Decided afresh or forgotten since it was queued: the
+                // entry just written replays an outdated decision.
+                self.removals.push(*key);
+            }
+        }
+        queued.clear();
     }
 
     /// Starts an expiry pass at `now`: takes the latest activity view
@@ -736,7 +894,7 @@ impl CacheWriter {
         if self.lookup_budget == 0 {
             return CacheActivity::Unknown;
         }
-        let Some(cache_key) = cache_key(key) else {
+        let Some(cache_key) = AnyCacheKey::of(key) else {
             return CacheActivity::Unknown;
         };
         self.lookup_budget -= 1;

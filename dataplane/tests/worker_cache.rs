@@ -19,7 +19,7 @@ use switchyard_config::snapshot::{
     Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
     Snapshot,
 };
-use switchyard_dataplane::fast_path::{cache_key, CacheWriter, Egress, FastPath};
+use switchyard_dataplane::fast_path::{cache_key, cache_key6, CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::{Cached, FlowEntry, FlowTimeouts};
 use switchyard_dataplane::flow_scan::{ActiveEntry, FlowScan};
 use switchyard_dataplane::io::MemoryIo;
@@ -81,11 +81,25 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
 }
 
 fn snapshot() -> Snapshot {
+    // The same UDP listener on the Gateway's IPv6 address, with the
+    // backends' IPv6 endpoints.
+    let mut udp6 =
+        listener("udp", Protocol::Udp, UDP_PORT, &[(BE1, 5353), (BE2, 5353)]).into_parts();
+    udp6.address = VIP6.into();
+    let endpoints6 = [BE1_6, BE2_6].map(|a| Endpoint {
+        address: a.into(),
+        port: 5353,
+    });
+    udp6.groups[0].endpoints = endpoints6.to_vec();
+    for (backend, endpoint) in udp6.backends.iter_mut().zip(endpoints6) {
+        backend.endpoint = endpoint;
+    }
     Snapshot::new(
         1,
         vec![
             listener("tcp", Protocol::Tcp, TCP_PORT, &[(BE1, 8080), (BE2, 8080)]),
             listener("udp", Protocol::Udp, UDP_PORT, &[(BE1, 5353), (BE2, 5353)]),
+            Listener::new(udp6).expect("valid listener"),
         ],
     )
     .expect("one listener per VIP")
@@ -544,5 +558,49 @@ fn a_reload_that_changes_one_listener_leaves_the_cached_flows_of_the_others_appl
     assert!(
         fast_path_takes(&h, &udp_data),
         "the other listener's entries still apply"
+    );
+}
+
+#[test]
+fn a_settled_ipv6_flow_is_installed_in_the_programs_ipv6_cache() {
+    let mut h = harness();
+    let datagram = |n: usize| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(FROM_CLIENT.0, FROM_CLIENT.1)
+            .ipv6(CLIENT6.octets(), VIP6.octets(), 64)
+            .udp(40000, UDP_PORT)
+            .write(&mut frame, format!("datagram {n}").as_bytes())
+            .unwrap();
+        frame
+    };
+    let key = FlowKey {
+        src: CLIENT6.into(),
+        dst: VIP6.into(),
+        src_port: 40000,
+        dst_port: UDP_PORT,
+        protocol: 17,
+    };
+    let cached = |h: &Harness| {
+        h.maps
+            .lookup6(&cache_key6(&key).unwrap())
+            .unwrap()
+            .map(|action| action.spec())
+    };
+    h.send(0, datagram(1)).expect("forwarded");
+    assert_eq!(cached(&h), None, "a flow's first packet is not cached");
+    let (_, out) = h.send(0, datagram(2)).expect("forwarded");
+    let spec = cached(&h).expect("the second packet installs the flow");
+    let entry = h.entry(key).unwrap();
+    assert_eq!(entry.cached, Cached::Current);
+    assert_eq!(
+        (std::net::IpAddr::V6(spec.ip_dst), spec.dst_port),
+        (entry.rewrite.ip_dst, 5353)
+    );
+    assert!([BE1_6, BE2_6].contains(&spec.ip_dst));
+    assert_eq!(spec.ip_src, CLIENT6);
+    assert_eq!(&out[0..6], &spec.eth_dst[..]);
+    assert!(
+        h.fast.view().unwrap().get(&key).is_some(),
+        "listed with the flows"
     );
 }

@@ -22,14 +22,6 @@ pub const ADDR_LEN: usize = 16;
 
 pub const VERSION: u8 = 6;
 
-/// How many extension headers a parser walks before the upper layer;
-/// a longer chain is dropped. Six is RFC 8200 §4.1's recommended order
-/// in full before the upper layer (Hop-by-Hop, Destination Options,
-/// Routing, Fragment, Authentication, Destination Options; ESP ends the
-/// readable part), so no conforming packet needs more, and the XDP
-/// program's walk must be bounded for its verifier anyway.
-pub const MAX_EXT_HEADERS: usize = 6;
-
 /// Next Header values of the extension headers a packet may carry before
 /// its upper layer (RFC 8200 §4.1 gives their order), and of ICMPv6; TCP
 /// and UDP are the IANA numbers of `ipv4::PROTOCOL_TCP`/`PROTOCOL_UDP`.
@@ -43,6 +35,15 @@ pub const NEXT_HEADER_AUTH: u8 = 51;
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
 pub const NEXT_HEADER_NONE: u8 = 59;
 pub const NEXT_HEADER_DESTINATION_OPTIONS: u8 = 60;
+
+/// Extension headers a parser walks before the upper layer, at most: RFC
+/// 8200 §4.1's recommended order holds at most Hop-by-Hop Options,
+/// Destination Options, Routing, Fragment, Authentication and Destination
+/// Options again before the upper-layer header, six. A longer chain is no
+/// service's traffic, and a bound keeps the XDP program's walk within what
+/// the verifier accepts (its twin is `MAX_IPV6_EXT_HEADERS` in
+/// xdp/src/bpf/consts.h).
+pub const MAX_EXT_HEADERS: usize = 6;
 
 /// The version field of a fixed header: the high nibble of its first byte.
 #[inline(always)]

@@ -17,7 +17,7 @@ pub const MAX_VIPS: u32 = 4096;
 /// Capacity of `backend_map` (`MAX_BACKENDS`).
 pub const MAX_BACKENDS: u32 = 65536;
 
-/// Capacity of `local_addrs` (`MAX_LOCAL_ADDRS`).
+/// Capacity of `local_addrs` and of `local_addrs6` (`MAX_LOCAL_ADDRS`).
 pub const MAX_LOCAL_ADDRS: u32 = 256;
 
 /// Listener id meaning "no listener" (`LISTENER_ID_NONE`); see `vip_map` in
@@ -49,6 +49,11 @@ pub const FAST_STATE_L2_EPOCH: u32 = 2;
 /// Index of the closed-egress slot mask in `fast_state`
 /// (`FAST_STATE_EGRESS_CLOSED`).
 pub const FAST_STATE_EGRESS_CLOSED: u32 = 3;
+
+/// IPv6 extension headers the program walks before it gives up on a
+/// packet (`MAX_IPV6_EXT_HEADERS`); the workers' bound is
+/// `switchyard_wire::ipv6::MAX_EXT_HEADERS`, which must be the same.
+pub const MAX_IPV6_EXT_HEADERS: u32 = 6;
 
 /// `#define NAME VALUE` lines of a C header whose value is an integer literal.
 #[cfg(test)]
@@ -93,6 +98,7 @@ mod tests {
             ("FAST_STATE_GENERATION", FAST_STATE_GENERATION),
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
             ("FAST_STATE_EGRESS_CLOSED", FAST_STATE_EGRESS_CLOSED),
+            ("MAX_IPV6_EXT_HEADERS", MAX_IPV6_EXT_HEADERS),
         ] {
             assert_eq!(
                 defines.get(name).copied(),
@@ -101,5 +107,15 @@ mod tests {
             );
         }
         assert!(CONSTS_H.contains("#define MAX_SOCKETS (MAX_IFACES * MAX_QUEUES)"));
+    }
+
+    /// The program and the workers must give up on the same chains, or a
+    /// packet steered as a service's would be dropped as too long.
+    #[test]
+    fn extension_header_bound_matches_the_workers() {
+        assert_eq!(
+            MAX_IPV6_EXT_HEADERS as usize,
+            switchyard_wire::ipv6::MAX_EXT_HEADERS
+        );
     }
 }

@@ -16,11 +16,12 @@ pub enum SteerCounter {
     SteerVip = 0,
     /// Source is a backend endpoint, the reply leg of a NAT'd flow: steered.
     SteerReply = 1,
-    /// IPv4, but neither a VIP nor a backend reply (or not TCP/UDP): passed.
+    /// IPv4 or IPv6, but neither a VIP nor a backend reply nor anything
+    /// else the workers take: passed.
     PassNotService = 2,
-    /// Not IPv4 (ARP, IPv6, double-tagged VLAN, ...): passed.
+    /// Neither IPv4 nor IPv6 (ARP, double-tagged VLAN, ...): passed.
     PassNotIpv4 = 3,
-    /// Non-first IPv4 fragment, which carries no ports: passed.
+    /// A fragment neither to a VIP address nor from a backend: passed.
     PassFragment = 4,
     /// Backend reply addressed to one of the node's own addresses: passed.
     PassLocal = 5,
@@ -45,11 +46,24 @@ pub enum SteerCounter {
     /// veth whose peer runs no NAPI), an entry installed before that was
     /// known: slow path.
     FastEgressClosed = 13,
+    /// ICMP or ICMPv6 to a VIP address (echo requests, errors; not
+    /// Neighbor Discovery): steered.
+    SteerVipIcmp = 14,
+    /// A fragment (IPv4 MF or offset set, IPv6 Fragment header) to a VIP
+    /// address, or from a backend address to none of the node's: steered.
+    SteerFragment = 15,
+    /// To a VIP address but no listener's, ICMP or fragment: another
+    /// protocol, or an IPv6 extension-header chain past the bound: steered
+    /// for the workers to drop.
+    SteerVipAddr = 16,
+    /// ICMP error quoting a packet to a backend endpoint, to none of the
+    /// node's addresses: steered.
+    SteerIcmpReply = 17,
 }
 
 impl SteerCounter {
     /// Every counter, in index order.
-    pub const ALL: [SteerCounter; 14] = [
+    pub const ALL: [SteerCounter; 18] = [
         SteerCounter::SteerVip,
         SteerCounter::SteerReply,
         SteerCounter::PassNotService,
@@ -64,6 +78,10 @@ impl SteerCounter {
         SteerCounter::FastTcpControl,
         SteerCounter::FastPartialChecksum,
         SteerCounter::FastEgressClosed,
+        SteerCounter::SteerVipIcmp,
+        SteerCounter::SteerFragment,
+        SteerCounter::SteerVipAddr,
+        SteerCounter::SteerIcmpReply,
     ];
 
     /// Index in the `counters` map.
@@ -88,6 +106,10 @@ impl SteerCounter {
             SteerCounter::FastTcpControl => "fast_tcp_control",
             SteerCounter::FastPartialChecksum => "fast_partial_checksum",
             SteerCounter::FastEgressClosed => "fast_egress_closed",
+            SteerCounter::SteerVipIcmp => "steer_vip_icmp",
+            SteerCounter::SteerFragment => "steer_fragment",
+            SteerCounter::SteerVipAddr => "steer_vip_addr",
+            SteerCounter::SteerIcmpReply => "steer_icmp_reply",
         }
     }
 }
@@ -129,6 +151,14 @@ pub struct SteerCounters {
     pub fast_partial_checksum: u64,
     /// See [`SteerCounter::FastEgressClosed`].
     pub fast_egress_closed: u64,
+    /// See [`SteerCounter::SteerVipIcmp`].
+    pub steer_vip_icmp: u64,
+    /// See [`SteerCounter::SteerFragment`].
+    pub steer_fragment: u64,
+    /// See [`SteerCounter::SteerVipAddr`].
+    pub steer_vip_addr: u64,
+    /// See [`SteerCounter::SteerIcmpReply`].
+    pub steer_icmp_reply: u64,
 }
 
 impl SteerCounters {
@@ -158,6 +188,10 @@ impl SteerCounters {
             SteerCounter::FastTcpControl => &mut self.fast_tcp_control,
             SteerCounter::FastPartialChecksum => &mut self.fast_partial_checksum,
             SteerCounter::FastEgressClosed => &mut self.fast_egress_closed,
+            SteerCounter::SteerVipIcmp => &mut self.steer_vip_icmp,
+            SteerCounter::SteerFragment => &mut self.steer_fragment,
+            SteerCounter::SteerVipAddr => &mut self.steer_vip_addr,
+            SteerCounter::SteerIcmpReply => &mut self.steer_icmp_reply,
         }
     }
 
@@ -177,6 +211,10 @@ impl SteerCounters {
             SteerCounter::FastTcpControl => &self.fast_tcp_control,
             SteerCounter::FastPartialChecksum => &self.fast_partial_checksum,
             SteerCounter::FastEgressClosed => &self.fast_egress_closed,
+            SteerCounter::SteerVipIcmp => &self.steer_vip_icmp,
+            SteerCounter::SteerFragment => &self.steer_fragment,
+            SteerCounter::SteerVipAddr => &self.steer_vip_addr,
+            SteerCounter::SteerIcmpReply => &self.steer_icmp_reply,
         }
     }
 }

@@ -10,7 +10,7 @@ use aya::{
 };
 use thiserror::Error;
 
-use crate::{attach::AttachedMode, service::ServiceKey};
+use crate::{attach::AttachedMode, service::ServiceMatch};
 
 /// An error from loading, attaching or configuring the steering program.
 #[derive(Debug, Error)]
@@ -112,8 +112,8 @@ pub enum XdpError {
     InvalidProtocol {
         /// The map it was meant for.
         map: &'static str,
-        /// The service.
-        key: ServiceKey,
+        /// The service (its id aside).
+        key: ServiceMatch,
     },
 
     /// A service has listener id 0, reserved for "none".
@@ -121,8 +121,8 @@ pub enum XdpError {
     ReservedId {
         /// The map it was meant for.
         map: &'static str,
-        /// The service.
-        key: ServiceKey,
+        /// The service (its id aside).
+        key: ServiceMatch,
     },
 
     /// The same key is given twice with different ids.
@@ -130,8 +130,8 @@ pub enum XdpError {
     ConflictingIds {
         /// The map it was meant for.
         map: &'static str,
-        /// The service.
-        key: ServiceKey,
+        /// The service (its id aside).
+        key: ServiceMatch,
         /// The first id.
         first: u32,
         /// The conflicting id.

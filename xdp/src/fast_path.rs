@@ -1,5 +1,6 @@
-//! The fast path's maps as userspace sees them: the flow cache (5-tuple to a
-//! worker's rewrite, [`FlowCacheKey`] and [`FlowAction`]), the state that
+//! The fast path's maps as userspace sees them: the flow caches (5-tuple to
+//! a worker's rewrite: [`FlowCacheKey`] and [`FlowAction`] for IPv4,
+//! [`FlowCacheKey6`] and [`FlowAction6`] for IPv6), the state that
 //! says whether entries apply (on/off, L2 epoch, and each listener's epoch
 //! per stats slot), and the per-(listener, backend) counters of the frames
 //! it sent. This module
@@ -12,7 +13,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::consts::{
 use crate::error::XdpError;
 
 pub(crate) const FLOW_CACHE: &str = "flow_cache";
+pub(crate) const FLOW_CACHE6: &str = "flow_cache6";
 pub(crate) const FAST_STATE: &str = "fast_state";
 pub(crate) const FAST_STATS: &str = "fast_stats";
 pub(crate) const FAST_EPOCHS: &str = "fast_epochs";
@@ -197,12 +199,183 @@ impl FlowAction {
     /// The entry keeps only 32 bits of ~1 ms units, so the answer is right
     /// for frames seen within 52 days of `now_ns`.
     pub fn last_seen_ns(&self, now_ns: u64) -> Option<u64> {
-        if self.last_seen == 0 {
-            return None;
+        last_seen_ns(self.last_seen, now_ns)
+    }
+}
+
+fn last_seen_ns(last_seen: u32, now_ns: u64) -> Option<u64> {
+    if last_seen == 0 {
+        return None;
+    }
+    let now = (now_ns >> LAST_SEEN_SHIFT) as u32;
+    let age = u64::from(now.wrapping_sub(last_seen)) << LAST_SEEN_SHIFT;
+    Some(now_ns.saturating_sub(age))
+}
+
+/// Key of `flow_cache6`: an IPv6 5-tuple as it arrives, in network byte
+/// order.
+///
+/// Must match struct flow_key6 in xdp/src/bpf/structs.h
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowCacheKey6 {
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    /// Always zero: the kernel hashes and compares keys bytewise.
+    pad: [u8; 3],
+}
+
+// SAFETY: #[repr(C)], byte arrays, integers and explicit padding only, so
+// no implicit padding and every bit pattern is valid.
+unsafe impl Pod for FlowCacheKey6 {}
+
+impl FlowCacheKey6 {
+    /// The key of a packet from `src:sport` to `dst:dport`, ports in host order.
+    pub fn new(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            saddr: src.octets(),
+            daddr: dst.octets(),
+            sport: u16::from_ne_bytes(sport.to_be_bytes()),
+            dport: u16::from_ne_bytes(dport.to_be_bytes()),
+            proto,
+            pad: [0; 3],
         }
-        let now = (now_ns >> LAST_SEEN_SHIFT) as u32;
-        let age = u64::from(now.wrapping_sub(self.last_seen)) << LAST_SEEN_SHIFT;
-        Some(now_ns.saturating_sub(age))
+    }
+
+    pub fn src(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.saddr)
+    }
+
+    pub fn dst(&self) -> Ipv6Addr {
+        Ipv6Addr::from(self.daddr)
+    }
+
+    pub fn src_port(&self) -> u16 {
+        u16::from_be_bytes(self.sport.to_ne_bytes())
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes(self.dport.to_ne_bytes())
+    }
+
+    pub fn protocol(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// What a [`FlowAction6`] is built from, in host terms: [`ActionSpec`]'s
+/// fields for IPv6, without the IPv4 header checksum difference (the IPv6
+/// header has no checksum).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionSpec6 {
+    /// As in [`ActionSpec::generation`].
+    pub generation: u64,
+    /// As in [`ActionSpec::l2_epoch`].
+    pub l2_epoch: u64,
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub ip_src: Ipv6Addr,
+    pub ip_dst: Ipv6Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// Folded RFC 1624 difference for the TCP/UDP checksum, over the
+    /// pseudo-header's address words (RFC 8200 section 8.1) and the ports.
+    pub l4_csum_diff: u16,
+    /// Interface slot the frame leaves by.
+    pub egress_slot: u16,
+    /// That interface's index: equal to the ingress one means `XDP_TX`.
+    pub egress_ifindex: u32,
+    /// Index into `fast_stats`; 0 counts nowhere.
+    pub stats_slot: u16,
+}
+
+/// Value of `flow_cache6`: [`FlowAction`] for IPv6.
+///
+/// Must match struct flow_action6 in xdp/src/bpf/structs.h
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowAction6 {
+    generation: u32,
+    l2_epoch: u32,
+    packets: u64,
+    bytes: u64,
+    last_seen: u32,
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+    sport: u16,
+    dport: u16,
+    l4_csum_diff: u16,
+    egress_slot: u16,
+    stats_slot: u16,
+    /// Always zero.
+    pad: u16,
+    egress_ifindex: u32,
+}
+
+// SAFETY: #[repr(C)] with fields laid out without implicit padding (a test
+// checks every offset and the size) and every bit pattern valid.
+unsafe impl Pod for FlowAction6 {}
+
+impl From<ActionSpec6> for FlowAction6 {
+    fn from(spec: ActionSpec6) -> Self {
+        Self {
+            generation: spec.generation as u32,
+            l2_epoch: spec.l2_epoch as u32,
+            packets: 0,
+            bytes: 0,
+            last_seen: 0,
+            eth_dst: spec.eth_dst,
+            eth_src: spec.eth_src,
+            saddr: spec.ip_src.octets(),
+            daddr: spec.ip_dst.octets(),
+            sport: u16::from_ne_bytes(spec.src_port.to_be_bytes()),
+            dport: u16::from_ne_bytes(spec.dst_port.to_be_bytes()),
+            l4_csum_diff: spec.l4_csum_diff,
+            egress_slot: spec.egress_slot,
+            stats_slot: spec.stats_slot,
+            pad: 0,
+            egress_ifindex: spec.egress_ifindex,
+        }
+    }
+}
+
+impl FlowAction6 {
+    /// The decision, as it was installed (generation and epoch: their low
+    /// 32 bits).
+    pub fn spec(&self) -> ActionSpec6 {
+        ActionSpec6 {
+            generation: u64::from(self.generation),
+            l2_epoch: u64::from(self.l2_epoch),
+            eth_dst: self.eth_dst,
+            eth_src: self.eth_src,
+            ip_src: Ipv6Addr::from(self.saddr),
+            ip_dst: Ipv6Addr::from(self.daddr),
+            src_port: u16::from_be_bytes(self.sport.to_ne_bytes()),
+            dst_port: u16::from_be_bytes(self.dport.to_ne_bytes()),
+            l4_csum_diff: self.l4_csum_diff,
+            egress_slot: self.egress_slot,
+            egress_ifindex: self.egress_ifindex,
+            stats_slot: self.stats_slot,
+        }
+    }
+
+    /// Frames the program sent for this flow since the entry was written.
+    pub fn packets(&self) -> u64 {
+        self.packets
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// As [`FlowAction::last_seen_ns`].
+    pub fn last_seen_ns(&self, now_ns: u64) -> Option<u64> {
+        last_seen_ns(self.last_seen, now_ns)
     }
 }
 
@@ -240,6 +413,7 @@ const READ_BATCH: usize = 4096;
 
 struct Fds {
     cache: OwnedFd,
+    cache6: OwnedFd,
     state: OwnedFd,
     stats: OwnedFd,
     epochs: OwnedFd,
@@ -269,6 +443,7 @@ fn fast_error(map: &'static str, op: &'static str) -> impl FnOnce(io::Error) -> 
 impl FastPathMaps {
     pub(crate) fn new(
         cache: OwnedFd,
+        cache6: OwnedFd,
         state: OwnedFd,
         stats: OwnedFd,
         epochs: OwnedFd,
@@ -282,6 +457,7 @@ impl FastPathMaps {
         Ok(Self {
             fds: Arc::new(Fds {
                 cache,
+                cache6,
                 state,
                 stats,
                 epochs,
@@ -291,23 +467,35 @@ impl FastPathMaps {
         })
     }
 
-    /// Entries the cache holds at most.
+    /// Entries each cache (IPv4, IPv6) holds at most.
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
 
-    /// These maps with the flow cache swapped for a new, plain hash map of
-    /// `capacity` entries that the program never reads. Unlike the LRU
-    /// cache it refuses writes once full (E2BIG), so a test can see what
+    /// These maps with the flow caches swapped for new, plain hash maps of
+    /// `capacity` entries each that the program never reads. Unlike the LRU
+    /// caches they refuse writes once full (E2BIG), so a test can see what
     /// the workers make of a batch update the kernel wrote only part of.
     pub fn with_bounded_cache(&self, capacity: u32) -> Result<Self, XdpError> {
-        let cache = bpf_sys::create_map(
-            bpf_sys::BPF_MAP_TYPE_HASH,
-            size_of::<FlowCacheKey>() as u32,
-            size_of::<FlowAction>() as u32,
-            capacity,
-        )
-        .map_err(fast_error(FLOW_CACHE, "creating a bounded stand-in"))?;
+        let bounded = |name, key_size: usize, value_size: usize| {
+            bpf_sys::create_map(
+                bpf_sys::BPF_MAP_TYPE_HASH,
+                key_size as u32,
+                value_size as u32,
+                capacity,
+            )
+            .map_err(fast_error(name, "creating a bounded stand-in"))
+        };
+        let cache = bounded(
+            FLOW_CACHE,
+            size_of::<FlowCacheKey>(),
+            size_of::<FlowAction>(),
+        )?;
+        let cache6 = bounded(
+            FLOW_CACHE6,
+            size_of::<FlowCacheKey6>(),
+            size_of::<FlowAction6>(),
+        )?;
         let dup = |fd: &OwnedFd, map| {
             fd.try_clone()
                 .map_err(fast_error(map, "duplicating the fd"))
@@ -315,6 +503,7 @@ impl FastPathMaps {
         Ok(Self {
             fds: Arc::new(Fds {
                 cache,
+                cache6,
                 state: dup(&self.fds.state, FAST_STATE)?,
                 stats: dup(&self.fds.stats, FAST_STATS)?,
                 epochs: dup(&self.fds.epochs, FAST_EPOCHS)?,
@@ -417,54 +606,37 @@ impl FastPathMaps {
         keys: &[FlowCacheKey],
         actions: &[FlowAction],
     ) -> (usize, Option<XdpError>) {
-        let count = keys.len().min(actions.len());
-        if count == 0 {
-            return (0, None);
-        }
-        let (written, result) = bpf_sys::update_batch(
-            self.fds.cache.as_fd(),
-            bytes_of(&keys[..count]),
-            bytes_of(&actions[..count]),
-            count as u32,
-        );
-        (
-            written as usize,
-            result.err().map(fast_error(FLOW_CACHE, "batch update")),
-        )
+        install(&self.fds.cache, FLOW_CACHE, keys, actions)
+    }
+
+    /// [`FastPathMaps::install`] into the IPv6 cache.
+    pub fn install6(
+        &self,
+        keys: &[FlowCacheKey6],
+        actions: &[FlowAction6],
+    ) -> (usize, Option<XdpError>) {
+        install(&self.fds.cache6, FLOW_CACHE6, keys, actions)
     }
 
     /// Deletes `keys`; absent ones (evicted by the LRU meanwhile) are not an
     /// error. Returns how many were present.
     pub fn remove(&self, keys: &[FlowCacheKey]) -> Result<usize, XdpError> {
-        let mut removed = 0;
-        let mut rest = keys;
-        while !rest.is_empty() {
-            let (deleted, result) =
-                bpf_sys::delete_batch(self.fds.cache.as_fd(), bytes_of(rest), rest.len() as u32);
-            let deleted = deleted as usize;
-            removed += deleted;
-            match result {
-                Ok(()) => break,
-                // The key at `deleted` is absent: skip it and go on.
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
-                    rest = &rest[(deleted + 1).min(rest.len())..];
-                }
-                Err(err) => return Err(fast_error(FLOW_CACHE, "batch delete")(err)),
-            }
-        }
-        Ok(removed)
+        remove(&self.fds.cache, FLOW_CACHE, keys)
+    }
+
+    /// [`FastPathMaps::remove`] from the IPv6 cache.
+    pub fn remove6(&self, keys: &[FlowCacheKey6]) -> Result<usize, XdpError> {
+        remove(&self.fds.cache6, FLOW_CACHE6, keys)
     }
 
     /// The entry for `key`, with its counters.
     pub fn lookup(&self, key: &FlowCacheKey) -> Result<Option<FlowAction>, XdpError> {
-        let mut action = [FlowAction::default()];
-        let found = bpf_sys::lookup(
-            self.fds.cache.as_fd(),
-            bytes_of(std::slice::from_ref(key)),
-            bytes_of_mut(&mut action),
-        )
-        .map_err(fast_error(FLOW_CACHE, "lookup"))?;
-        Ok(found.then_some(action[0]))
+        lookup(&self.fds.cache, FLOW_CACHE, key)
+    }
+
+    /// [`FastPathMaps::lookup`] in the IPv6 cache.
+    pub fn lookup6(&self, key: &FlowCacheKey6) -> Result<Option<FlowAction6>, XdpError> {
+        lookup(&self.fds.cache6, FLOW_CACHE6, key)
     }
 
     /// Every entry, read in batches; entries written or evicted meanwhile
@@ -477,34 +649,31 @@ impl FastPathMaps {
         Ok(all)
     }
 
+    /// [`FastPathMaps::entries`] of the IPv6 cache.
+    pub fn entries6(&self) -> Result<Vec<(FlowCacheKey6, FlowAction6)>, XdpError> {
+        let mut all = Vec::new();
+        self.read_entries6(|keys, actions| {
+            all.extend(keys.iter().copied().zip(actions.iter().copied()));
+        })?;
+        Ok(all)
+    }
+
     /// Hands every entry to `chunk`, a batch (up to `READ_BATCH` entries,
     /// one syscall) at a time, as soon as the kernel returned it; entries
     /// written or evicted meanwhile may or may not be seen.
     pub fn read_entries(
         &self,
-        mut chunk: impl FnMut(&[FlowCacheKey], &[FlowAction]),
+        chunk: impl FnMut(&[FlowCacheKey], &[FlowAction]),
     ) -> Result<(), XdpError> {
-        let mut keys = vec![FlowCacheKey::default(); READ_BATCH];
-        let mut actions = vec![FlowAction::default(); READ_BATCH];
-        let mut cursor = [0u8; 8];
-        let mut started = false;
-        loop {
-            let (count, done) = bpf_sys::lookup_batch(
-                self.fds.cache.as_fd(),
-                &mut cursor,
-                started,
-                bytes_of_mut(&mut keys),
-                bytes_of_mut(&mut actions),
-                READ_BATCH as u32,
-            )
-            .map_err(fast_error(FLOW_CACHE, "batch lookup"))?;
-            started = true;
-            let count = (count as usize).min(READ_BATCH);
-            chunk(&keys[..count], &actions[..count]);
-            if done || count == 0 {
-                return Ok(());
-            }
-        }
+        read_entries(&self.fds.cache, FLOW_CACHE, chunk)
+    }
+
+    /// [`FastPathMaps::read_entries`] of the IPv6 cache.
+    pub fn read_entries6(
+        &self,
+        chunk: impl FnMut(&[FlowCacheKey6], &[FlowAction6]),
+    ) -> Result<(), XdpError> {
+        read_entries(&self.fds.cache6, FLOW_CACHE6, chunk)
     }
 
     /// Fast-path counters of stats slot `slot`, summed over CPUs.
@@ -537,7 +706,93 @@ impl FastPathMaps {
     }
 }
 
+fn install<K: Pod, V: Pod>(
+    cache: &OwnedFd,
+    name: &'static str,
+    keys: &[K],
+    actions: &[V],
+) -> (usize, Option<XdpError>) {
+    let count = keys.len().min(actions.len());
+    if count == 0 {
+        return (0, None);
+    }
+    let (written, result) = bpf_sys::update_batch(
+        cache.as_fd(),
+        bytes_of(&keys[..count]),
+        bytes_of(&actions[..count]),
+        count as u32,
+    );
+    (
+        written as usize,
+        result.err().map(fast_error(name, "batch update")),
+    )
+}
+
+fn remove<K: Pod>(cache: &OwnedFd, name: &'static str, keys: &[K]) -> Result<usize, XdpError> {
+    let mut removed = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let (deleted, result) =
+            bpf_sys::delete_batch(cache.as_fd(), bytes_of(rest), rest.len() as u32);
+        let deleted = deleted as usize;
+        removed += deleted;
+        match result {
+            Ok(()) => break,
+            // The key at `deleted` is absent: skip it and go on.
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {
+                rest = &rest[(deleted + 1).min(rest.len())..];
+            }
+            Err(err) => return Err(fast_error(name, "batch delete")(err)),
+        }
+    }
+    Ok(removed)
+}
+
+fn lookup<K: Pod, V: Pod + Default>(
+    cache: &OwnedFd,
+    name: &'static str,
+    key: &K,
+) -> Result<Option<V>, XdpError> {
+    let mut action = [V::default()];
+    let found = bpf_sys::lookup(
+        cache.as_fd(),
+        bytes_of(std::slice::from_ref(key)),
+        bytes_of_mut(&mut action),
+    )
+    .map_err(fast_error(name, "lookup"))?;
+    Ok(found.then_some(action[0]))
+}
+
+fn read_entries<K: Pod + Default, V: Pod + Default>(
+    cache: &OwnedFd,
+    name: &'static str,
+    mut chunk: impl FnMut(&[K], &[V]),
+) -> Result<(), XdpError> {
+    let mut keys = vec![K::default(); READ_BATCH];
+    let mut actions = vec![V::default(); READ_BATCH];
+    let mut cursor = [0u8; 8];
+    let mut started = false;
+    loop {
+        let (count, done) = bpf_sys::lookup_batch(
+            cache.as_fd(),
+            &mut cursor,
+            started,
+            bytes_of_mut(&mut keys),
+            bytes_of_mut(&mut actions),
+            READ_BATCH as u32,
+        )
+        .map_err(fast_error(name, "batch lookup"))?;
+        started = true;
+        let count = (count as usize).min(READ_BATCH);
+        chunk(&keys[..count], &actions[..count]);
+        if done || count == 0 {
+            return Ok(());
+        }
+    }
+}
+
 const _: () = assert!(size_of::<FlowCacheKey>() == 16 && size_of::<FlowAction>() == 64);
+const _: () = assert!(size_of::<FlowCacheKey6>() == 40 && size_of::<FlowAction6>() == 88);
 
 #[cfg(test)]
 mod tests {
@@ -611,6 +866,95 @@ mod tests {
             "sizeof(struct fast_counters) == {}",
             size_of::<FastCounters>()
         )));
+    }
+
+    #[test]
+    fn flow_cache_key6_layout_matches_structs_h() {
+        let fields = [
+            ("saddr", offset_of!(FlowCacheKey6, saddr)),
+            ("daddr", offset_of!(FlowCacheKey6, daddr)),
+            ("sport", offset_of!(FlowCacheKey6, sport)),
+            ("dport", offset_of!(FlowCacheKey6, dport)),
+            ("proto", offset_of!(FlowCacheKey6, proto)),
+        ];
+        let mut assertions = vec![format!(
+            "sizeof(struct flow_key6) == {}",
+            size_of::<FlowCacheKey6>()
+        )];
+        assertions.extend(
+            fields
+                .iter()
+                .map(|(name, at)| format!("offsetof(struct flow_key6, {name}) == {at}")),
+        );
+        assert_stated(&assertions);
+    }
+
+    #[test]
+    fn flow_action6_layout_matches_structs_h() {
+        let fields = [
+            ("generation", offset_of!(FlowAction6, generation)),
+            ("l2_epoch", offset_of!(FlowAction6, l2_epoch)),
+            ("packets", offset_of!(FlowAction6, packets)),
+            ("bytes", offset_of!(FlowAction6, bytes)),
+            ("last_seen", offset_of!(FlowAction6, last_seen)),
+            ("eth_dst", offset_of!(FlowAction6, eth_dst)),
+            ("eth_src", offset_of!(FlowAction6, eth_src)),
+            ("saddr", offset_of!(FlowAction6, saddr)),
+            ("daddr", offset_of!(FlowAction6, daddr)),
+            ("sport", offset_of!(FlowAction6, sport)),
+            ("dport", offset_of!(FlowAction6, dport)),
+            ("l4_csum_diff", offset_of!(FlowAction6, l4_csum_diff)),
+            ("egress_slot", offset_of!(FlowAction6, egress_slot)),
+            ("stats_slot", offset_of!(FlowAction6, stats_slot)),
+            ("pad", offset_of!(FlowAction6, pad)),
+            ("egress_ifindex", offset_of!(FlowAction6, egress_ifindex)),
+        ];
+        let mut assertions = vec![format!(
+            "sizeof(struct flow_action6) == {}",
+            size_of::<FlowAction6>()
+        )];
+        assertions.extend(
+            fields
+                .iter()
+                .map(|(name, at)| format!("offsetof(struct flow_action6, {name}) == {at}")),
+        );
+        assert_stated(&assertions);
+    }
+
+    #[test]
+    fn key6_and_action6_bytes_are_network_order() {
+        let client: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let vip: Ipv6Addr = "2001:db8:100::1".parse().unwrap();
+        let backend: Ipv6Addr = "2001:db8:2::5".parse().unwrap();
+        let key = FlowCacheKey6::new(client, vip, 40000, 80, 6);
+        let bytes = bytes_of(std::slice::from_ref(&key));
+        assert_eq!(&bytes[..16], &client.octets());
+        assert_eq!(&bytes[16..32], &vip.octets());
+        assert_eq!(&bytes[32..], &[0x9c, 0x40, 0, 80, 6, 0, 0, 0]);
+        assert_eq!((key.src(), key.dst()), (client, vip));
+        assert_eq!(
+            (key.src_port(), key.dst_port(), key.protocol()),
+            (40000, 80, 6)
+        );
+        let spec = ActionSpec6 {
+            generation: 3,
+            l2_epoch: 1,
+            eth_dst: [2, 0, 0, 0, 0, 0xbe],
+            eth_src: [2, 0, 0, 0, 0, 0x2b],
+            ip_src: client,
+            ip_dst: backend,
+            src_port: 40000,
+            dst_port: 8080,
+            l4_csum_diff: 0xabcd,
+            egress_slot: 1,
+            egress_ifindex: 7,
+            stats_slot: 9,
+        };
+        let action = FlowAction6::from(spec);
+        assert_eq!(action.spec(), spec);
+        let bytes = bytes_of(std::slice::from_ref(&action));
+        assert_eq!(&bytes[56..72], &backend.octets());
+        assert_eq!(&bytes[74..76], &8080u16.to_be_bytes());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! interfaces, filling the maps from the resolved configuration, registering
 //! AF_XDP sockets, and reading counters. It holds no policy and must never
 //! decide a flow: the steering program only routes frames for VIPs (and
-//! replies from backend endpoints) to the workers' sockets and passes
+//! replies from backend endpoints, their fragments and the ICMP errors
+//! about them), IPv4 and IPv6, to the workers' sockets and passes
 //! everything else to the kernel untouched, and its flow cache is a memo of
 //! the workers' decisions, replayed as they wrote it. From userspace it
 //! never touches a packet on its way through the node; the workers do.
@@ -23,6 +24,9 @@ pub mod tools;
 pub use attach::{AttachMode, AttachedMode};
 pub use counters::{SteerCounter, SteerCounters};
 pub use error::XdpError;
-pub use fast_path::{ActionSpec, FastCounters, FastPathMaps, FlowAction, FlowCacheKey};
-pub use service::{ServiceKey, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
+pub use fast_path::{
+    ActionSpec, ActionSpec6, FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey,
+    FlowCacheKey6,
+};
+pub use service::{ServiceKey, ServiceKey6, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
 pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, XdpAction};

@@ -4,7 +4,11 @@
 //! validation of what goes into the maps; it never attaches programs or
 //! touches sockets.
 
-use std::{collections::HashMap as StdHashMap, hash::Hash, net::Ipv4Addr};
+use std::{
+    collections::HashMap as StdHashMap,
+    hash::Hash,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use aya::{
     maps::{HashMap, MapData},
@@ -14,48 +18,89 @@ use aya::{
 use crate::{
     consts::LISTENER_ID_NONE,
     error::XdpError,
-    service::{ServiceKey, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP},
+    service::{ServiceKey, ServiceKey6, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-/// The key of `local_addrs`: the address in network order.
-pub(crate) fn local_addr_key(addr: Ipv4Addr) -> u32 {
+/// The key of `local_addrs`, `vip_addrs` and `backend_addrs`: the address
+/// in network order.
+pub(crate) fn addr_key(addr: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(addr.octets())
 }
 
-/// Checks `services` for one map and returns them keyed as the map will be.
-/// Identical duplicates are accepted; the same key with two ids is not,
-/// since the map can hold only one.
+/// The key of `local_addrs6`, `vip_addrs6` and `backend_addrs6`.
+pub(crate) fn addr6_key(addr: Ipv6Addr) -> [u8; 16] {
+    addr.octets()
+}
+
+/// One set of service entries split by family, keyed as the maps will be,
+/// with the address-only maps derived from them.
+#[derive(Debug, Default)]
+pub(crate) struct ServiceEntries {
+    pub v4: StdHashMap<ServiceKey, u32>,
+    pub v6: StdHashMap<ServiceKey6, u32>,
+    /// Address -> how many of the entries have it.
+    pub addrs: StdHashMap<u32, u32>,
+    pub addrs6: StdHashMap<[u8; 16], u32>,
+}
+
+/// Checks `services` for one pair of maps (`map` and its IPv6 twin `map6`)
+/// and returns them keyed as the maps will be. Identical duplicates are
+/// accepted; the same key with two ids is not, since the map can hold only
+/// one. `capacity` bounds each family on its own.
 pub(crate) fn service_entries(
-    map: &'static str,
+    (map, map6): (&'static str, &'static str),
     capacity: u32,
     services: &[ServiceMatch],
-) -> Result<StdHashMap<ServiceKey, u32>, XdpError> {
-    let mut entries = StdHashMap::with_capacity(services.len());
+) -> Result<ServiceEntries, XdpError> {
+    let mut entries = ServiceEntries::default();
     for service in services {
-        let key = service.key();
+        let key = *service;
+        let map = if service.addr.is_ipv4() { map } else { map6 };
         if service.protocol != IPPROTO_TCP && service.protocol != IPPROTO_UDP {
             return Err(XdpError::InvalidProtocol { map, key });
         }
         if service.id == LISTENER_ID_NONE {
             return Err(XdpError::ReservedId { map, key });
         }
-        if let Some(first) = entries.insert(key, service.id) {
-            if first != service.id {
-                return Err(XdpError::ConflictingIds {
-                    map,
-                    key,
-                    first,
-                    second: service.id,
-                });
+        let first = match service.addr {
+            IpAddr::V4(addr) => {
+                let first = entries.v4.insert(
+                    ServiceKey::new(addr, service.port, service.protocol),
+                    service.id,
+                );
+                if first.is_none() {
+                    *entries.addrs.entry(addr_key(addr)).or_default() += 1;
+                }
+                first
             }
+            IpAddr::V6(addr) => {
+                let first = entries.v6.insert(
+                    ServiceKey6::new(addr, service.port, service.protocol),
+                    service.id,
+                );
+                if first.is_none() {
+                    *entries.addrs6.entry(addr6_key(addr)).or_default() += 1;
+                }
+                first
+            }
+        };
+        if let Some(first) = first.filter(|first| *first != service.id) {
+            return Err(XdpError::ConflictingIds {
+                map,
+                key,
+                first,
+                second: service.id,
+            });
         }
     }
-    if entries.len() > capacity as usize {
-        return Err(XdpError::TooMany {
-            map,
-            count: entries.len(),
-            capacity,
-        });
+    for (map, count) in [(map, entries.v4.len()), (map6, entries.v6.len())] {
+        if count > capacity as usize {
+            return Err(XdpError::TooMany {
+                map,
+                count,
+                capacity,
+            });
+        }
     }
     Ok(entries)
 }
@@ -132,29 +177,58 @@ mod tests {
     use super::*;
     use crate::consts::MAX_VIPS;
 
+    const VIPS: (&str, &str) = ("vip_map", "vip_map6");
+
+    #[test]
+    fn entries_split_by_family_and_count_listeners_per_address() {
+        let v4: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+        let v6: IpAddr = "2001:db8:100::1".parse().unwrap();
+        let services = [
+            ServiceMatch::tcp(v4, 80, 1),
+            ServiceMatch::udp(v4, 53, 2),
+            ServiceMatch::udp(v4, 53, 2),
+            ServiceMatch::tcp(v6, 80, 3),
+        ];
+        let entries = service_entries(VIPS, MAX_VIPS, &services).unwrap();
+        assert_eq!((entries.v4.len(), entries.v6.len()), (2, 1));
+        assert_eq!(entries.addrs.values().copied().collect::<Vec<_>>(), [2]);
+        assert_eq!(entries.addrs6.values().copied().collect::<Vec<_>>(), [1]);
+    }
+
+    #[test]
+    fn an_ipv6_service_error_names_the_ipv6_map() {
+        let v6: IpAddr = "2001:db8:100::1".parse().unwrap();
+        let err = service_entries(VIPS, MAX_VIPS, &[ServiceMatch::tcp(v6, 80, 0)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "vip_map6: [2001:db8:100::1]:80/tcp has listener id 0, which is reserved for \"none\""
+        );
+    }
+
     #[test]
     fn listener_id_zero_is_rejected() {
-        let vip = ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1), 80, 0);
-        let err = service_entries("vip_map", MAX_VIPS, &[vip]).unwrap_err();
+        let vip = ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1).into(), 80, 0);
+        let err = service_entries(VIPS, MAX_VIPS, &[vip]).unwrap_err();
         assert!(matches!(err, XdpError::ReservedId { .. }), "{err}");
     }
 
     #[test]
     fn protocol_other_than_tcp_or_udp_is_rejected() {
-        let mut vip = ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1), 80, 1);
+        let mut vip = ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1).into(), 80, 1);
         vip.protocol = 1;
-        let err = service_entries("vip_map", MAX_VIPS, &[vip]).unwrap_err();
+        let err = service_entries(VIPS, MAX_VIPS, &[vip]).unwrap_err();
         assert!(matches!(err, XdpError::InvalidProtocol { .. }), "{err}");
     }
 
     #[test]
     fn same_key_with_two_ids_is_rejected_identical_duplicate_is_not() {
-        let addr = Ipv4Addr::new(192, 0, 2, 1);
+        let addr = Ipv4Addr::new(192, 0, 2, 1).into();
         let one = ServiceMatch::udp(addr, 53, 1);
-        let entries = service_entries("vip_map", MAX_VIPS, &[one, one]).unwrap();
-        assert_eq!(entries.len(), 1);
-        let err = service_entries("vip_map", MAX_VIPS, &[one, ServiceMatch::udp(addr, 53, 2)])
-            .unwrap_err();
+        let entries = service_entries(VIPS, MAX_VIPS, &[one, one]).unwrap();
+        assert_eq!(entries.v4.len(), 1);
+        assert_eq!(entries.addrs.len(), 1);
+        let err =
+            service_entries(VIPS, MAX_VIPS, &[one, ServiceMatch::udp(addr, 53, 2)]).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -171,9 +245,9 @@ mod tests {
     #[test]
     fn more_entries_than_capacity_is_rejected() {
         let services: Vec<ServiceMatch> = (1..=3)
-            .map(|port| ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1), port, 1))
+            .map(|port| ServiceMatch::tcp(Ipv4Addr::new(192, 0, 2, 1).into(), port, 1))
             .collect();
-        let err = service_entries("vip_map", 2, &services).unwrap_err();
+        let err = service_entries(VIPS, 2, &services).unwrap_err();
         assert!(
             matches!(
                 err,

@@ -5,7 +5,7 @@
 use std::{
     collections::HashMap as StdHashMap,
     ffi::CString,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, BorrowedFd, RawFd},
 };
 
@@ -21,11 +21,11 @@ use crate::{
     counters::{SteerCounter, SteerCounters},
     error::{program_errno, XdpError},
     fast_path::{
-        FastCounters, FastPathMaps, FlowAction, FlowCacheKey, FAST_EPOCHS, FAST_STATE, FAST_STATS,
-        FLOW_CACHE,
+        FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey, FlowCacheKey6,
+        FAST_EPOCHS, FAST_STATE, FAST_STATS, FLOW_CACHE, FLOW_CACHE6,
     },
-    maps::{local_addr_key, service_entries, sync_map},
-    service::{ServiceKey, ServiceMatch},
+    maps::{addr6_key, addr_key, service_entries, sync_map},
+    service::{ServiceKey, ServiceKey6, ServiceMatch},
 };
 
 /// The object built from src/bpf/switchyard.c by build.rs.
@@ -33,8 +33,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sw
 
 const PROGRAM: &str = "switchyard_steer";
 const VIP_MAP: &str = "vip_map";
+const VIP_MAP6: &str = "vip_map6";
 const BACKEND_MAP: &str = "backend_map";
+const BACKEND_MAP6: &str = "backend_map6";
 const LOCAL_ADDRS: &str = "local_addrs";
+const LOCAL_ADDRS6: &str = "local_addrs6";
+const VIP_ADDRS: &str = "vip_addrs";
+const VIP_ADDRS6: &str = "vip_addrs6";
+const BACKEND_ADDRS: &str = "backend_addrs";
+const BACKEND_ADDRS6: &str = "backend_addrs6";
 const IF_SLOTS: &str = "if_slots";
 const XSKS_MAP: &str = "xsks_map";
 const COUNTERS: &str = "counters";
@@ -43,8 +50,8 @@ const TX_PORTS: &str = "tx_ports";
 /// What can be chosen before the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Entries of the fast path's flow cache (its memory is allocated at
-    /// load: about 150 bytes each).
+    /// Entries of each of the fast path's flow caches, IPv4 and IPv6 (their
+    /// memory is allocated at load: about 150 and 190 bytes an entry).
     pub flow_cache_capacity: u32,
 }
 
@@ -130,8 +137,15 @@ impl XdpAction {
 pub struct Steering {
     ebpf: Ebpf,
     vips: HashMap<MapData, ServiceKey, u32>,
+    vips6: HashMap<MapData, ServiceKey6, u32>,
     backends: HashMap<MapData, ServiceKey, u32>,
+    backends6: HashMap<MapData, ServiceKey6, u32>,
     local_addrs: HashMap<MapData, u32, u8>,
+    local_addrs6: HashMap<MapData, [u8; 16], u8>,
+    vip_addrs: HashMap<MapData, u32, u32>,
+    vip_addrs6: HashMap<MapData, [u8; 16], u32>,
+    backend_addrs: HashMap<MapData, u32, u32>,
+    backend_addrs6: HashMap<MapData, [u8; 16], u32>,
     if_slots: HashMap<MapData, u32, u32>,
     xsks: XskMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
@@ -150,8 +164,10 @@ impl Steering {
 
     /// [`Steering::load`] with map sizes of the caller's choosing.
     pub fn load_with(options: &LoadOptions) -> Result<Self, XdpError> {
+        let capacity = options.flow_cache_capacity.max(1);
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries(FLOW_CACHE, options.flow_cache_capacity.max(1))
+            .map_max_entries(FLOW_CACHE, capacity)
+            .map_max_entries(FLOW_CACHE6, capacity)
             .load(OBJECT)
             .map_err(|err| XdpError::LoadObject(Box::new(err)))?;
         let program = steer_program_mut(&mut ebpf)?;
@@ -161,22 +177,32 @@ impl Steering {
         })?;
 
         let cache: HashMap<MapData, FlowCacheKey, FlowAction> = take_map(&mut ebpf, FLOW_CACHE)?;
+        let cache6: HashMap<MapData, FlowCacheKey6, FlowAction6> =
+            take_map(&mut ebpf, FLOW_CACHE6)?;
         let state: Array<MapData, u64> = take_map(&mut ebpf, FAST_STATE)?;
         let stats: PerCpuArray<MapData, FastCounters> = take_map(&mut ebpf, FAST_STATS)?;
         let epochs: Array<MapData, u32> = take_map(&mut ebpf, FAST_EPOCHS)?;
         let fast_path = FastPathMaps::new(
             dup_fd(FLOW_CACHE, cache.map())?,
+            dup_fd(FLOW_CACHE6, cache6.map())?,
             dup_fd(FAST_STATE, state.map())?,
             dup_fd(FAST_STATS, stats.map())?,
             dup_fd(FAST_EPOCHS, epochs.map())?,
-            options.flow_cache_capacity.max(1),
+            capacity,
         )?;
         Ok(Self {
             tx_ports: take_map(&mut ebpf, TX_PORTS)?,
             fast_path,
             vips: take_map(&mut ebpf, VIP_MAP)?,
+            vips6: take_map(&mut ebpf, VIP_MAP6)?,
             backends: take_map(&mut ebpf, BACKEND_MAP)?,
+            backends6: take_map(&mut ebpf, BACKEND_MAP6)?,
             local_addrs: take_map(&mut ebpf, LOCAL_ADDRS)?,
+            local_addrs6: take_map(&mut ebpf, LOCAL_ADDRS6)?,
+            vip_addrs: take_map(&mut ebpf, VIP_ADDRS)?,
+            vip_addrs6: take_map(&mut ebpf, VIP_ADDRS6)?,
+            backend_addrs: take_map(&mut ebpf, BACKEND_ADDRS)?,
+            backend_addrs6: take_map(&mut ebpf, BACKEND_ADDRS6)?,
             if_slots: take_map(&mut ebpf, IF_SLOTS)?,
             xsks: take_map(&mut ebpf, XSKS_MAP)?,
             counters: take_map(&mut ebpf, COUNTERS)?,
@@ -252,52 +278,108 @@ impl Steering {
         }
     }
 
-    /// Makes `vip_map` hold exactly `vips` and `backend_map` exactly
-    /// `backends`. Both sets are checked before either map is touched; a
-    /// still-wanted key is never missing during the update.
+    /// Makes `vip_map` and `vip_map6` hold exactly `vips` of their family,
+    /// `backend_map` and `backend_map6` exactly `backends`, and the
+    /// address-only maps (`vip_addrs`, `backend_addrs` and their IPv6
+    /// twins) those entries' addresses. Both sets are checked before any
+    /// map is touched; a still-wanted key is never missing during the
+    /// update.
     pub fn set_services(
         &mut self,
         vips: &[ServiceMatch],
         backends: &[ServiceMatch],
     ) -> Result<(), XdpError> {
-        let vips = service_entries(VIP_MAP, MAX_VIPS, vips)?;
-        let backends = service_entries(BACKEND_MAP, MAX_BACKENDS, backends)?;
+        let vips = service_entries((VIP_MAP, VIP_MAP6), MAX_VIPS, vips)?;
+        let backends = service_entries((BACKEND_MAP, BACKEND_MAP6), MAX_BACKENDS, backends)?;
+        let show4 = |key: &u32| Ipv4Addr::from(key.to_ne_bytes()).to_string();
+        let show6 = |key: &[u8; 16]| Ipv6Addr::from(*key).to_string();
         sync_map(
             &mut self.vips,
             VIP_MAP,
             MAX_VIPS,
-            &vips,
+            &vips.v4,
             ToString::to_string,
+        )?;
+        sync_map(
+            &mut self.vips6,
+            VIP_MAP6,
+            MAX_VIPS,
+            &vips.v6,
+            ToString::to_string,
+        )?;
+        sync_map(&mut self.vip_addrs, VIP_ADDRS, MAX_VIPS, &vips.addrs, show4)?;
+        sync_map(
+            &mut self.vip_addrs6,
+            VIP_ADDRS6,
+            MAX_VIPS,
+            &vips.addrs6,
+            show6,
         )?;
         sync_map(
             &mut self.backends,
             BACKEND_MAP,
             MAX_BACKENDS,
-            &backends,
+            &backends.v4,
             ToString::to_string,
+        )?;
+        sync_map(
+            &mut self.backends6,
+            BACKEND_MAP6,
+            MAX_BACKENDS,
+            &backends.v6,
+            ToString::to_string,
+        )?;
+        sync_map(
+            &mut self.backend_addrs,
+            BACKEND_ADDRS,
+            MAX_BACKENDS,
+            &backends.addrs,
+            show4,
+        )?;
+        sync_map(
+            &mut self.backend_addrs6,
+            BACKEND_ADDRS6,
+            MAX_BACKENDS,
+            &backends.addrs6,
+            show6,
         )
     }
 
-    /// Makes `local_addrs` hold exactly `addrs`: the node's own addresses,
-    /// whose traffic from backends must reach the kernel stack.
-    pub fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), XdpError> {
-        let wanted: StdHashMap<u32, u8> = addrs
-            .iter()
-            .map(|addr| (local_addr_key(*addr), 1))
-            .collect();
-        if wanted.len() > MAX_LOCAL_ADDRS as usize {
-            return Err(XdpError::TooMany {
-                map: LOCAL_ADDRS,
-                count: wanted.len(),
-                capacity: MAX_LOCAL_ADDRS,
-            });
+    /// Makes `local_addrs` and `local_addrs6` hold exactly `addrs`: the
+    /// node's own addresses, whose traffic from backends must reach the
+    /// kernel stack. Both families are checked before either map is
+    /// touched.
+    pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let mut v4: StdHashMap<u32, u8> = StdHashMap::new();
+        let mut v6: StdHashMap<[u8; 16], u8> = StdHashMap::new();
+        for addr in addrs {
+            match addr {
+                IpAddr::V4(addr) => v4.insert(addr_key(*addr), 1),
+                IpAddr::V6(addr) => v6.insert(addr6_key(*addr), 1),
+            };
+        }
+        for (map, count) in [(LOCAL_ADDRS, v4.len()), (LOCAL_ADDRS6, v6.len())] {
+            if count > MAX_LOCAL_ADDRS as usize {
+                return Err(XdpError::TooMany {
+                    map,
+                    count,
+                    capacity: MAX_LOCAL_ADDRS,
+                });
+            }
         }
         sync_map(
             &mut self.local_addrs,
             LOCAL_ADDRS,
             MAX_LOCAL_ADDRS,
-            &wanted,
+            &v4,
             |key| Ipv4Addr::from(key.to_ne_bytes()).to_string(),
+        )?;
+        sync_map(
+            &mut self.local_addrs6,
+            LOCAL_ADDRS6,
+            MAX_LOCAL_ADDRS,
+            &v6,
+            |key| Ipv6Addr::from(*key).to_string(),
         )
     }
 

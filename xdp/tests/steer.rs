@@ -158,7 +158,7 @@ fn set_services_replaces_the_previous_set() {
         let new_vip = Ipv4Addr::new(198, 51, 100, 11);
         let new = frames::tcp_frame(CLIENT, CLIENT_PORT, new_vip, 443);
         steering
-            .set_services(&[ServiceMatch::tcp(new_vip, 443, 7)], &[])
+            .set_services(&[ServiceMatch::tcp(new_vip.into(), 443, 7)], &[])
             .unwrap();
         assert_eq!(steering.test_run(&new, rx).unwrap(), XdpAction::Redirect);
         assert_eq!(steering.test_run(&TCP_SYN, rx).unwrap(), XdpAction::Pass);

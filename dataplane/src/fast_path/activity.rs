@@ -14,9 +14,9 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam::channel::{self, RecvTimeoutError, Sender};
-use switchyard_xdp::{FlowCacheKey, XdpError};
+use switchyard_xdp::XdpError;
 
-use super::{monotonic_ns, FastPath, IN_FLIGHT_NS};
+use super::{monotonic_ns, AnyCacheKey, FastPath, IN_FLIGHT_NS};
 use crate::flow::{CacheActivity, FlowEntry};
 
 /// Every entry of the flow cache at one pass, with when the program last
@@ -28,7 +28,7 @@ pub struct ActivityView {
     read_from: u64,
     /// Last fast-path packet on the workers' clock; 0: none since the
     /// entry was written.
-    seen: HashMap<FlowCacheKey, u64>,
+    seen: HashMap<AnyCacheKey, u64>,
 }
 
 /// A view older than this is not trusted to say a flow is idle: the reader
@@ -40,15 +40,23 @@ impl ActivityView {
     pub fn read(fast: &FastPath) -> Result<Self, XdpError> {
         let read_from = fast.to_worker_clock(monotonic_ns());
         let mut seen = HashMap::new();
+        // Stamps read before now are not in the future.
+        let at = |last_seen: Option<u64>| last_seen.map_or(0, |ns| fast.to_worker_clock(ns).max(1));
         fast.maps().read_entries(|keys, actions| {
-            // Read before now: their stamps are not in the future.
             let now = monotonic_ns();
-            seen.extend(keys.iter().zip(actions).map(|(key, action)| {
-                let at = action
-                    .last_seen_ns(now)
-                    .map_or(0, |ns| fast.to_worker_clock(ns).max(1));
-                (*key, at)
-            }));
+            seen.extend(
+                keys.iter()
+                    .zip(actions)
+                    .map(|(key, action)| (AnyCacheKey::V4(*key), at(action.last_seen_ns(now)))),
+            );
+        })?;
+        fast.maps().read_entries6(|keys, actions| {
+            let now = monotonic_ns();
+            seen.extend(
+                keys.iter()
+                    .zip(actions)
+                    .map(|(key, action)| (AnyCacheKey::V6(*key), at(action.last_seen_ns(now)))),
+            );
         })?;
         Ok(Self { read_from, seen })
     }
@@ -64,7 +72,7 @@ impl ActivityView {
     /// What this view says of `entry`'s flow (`key` its cache key) at `now`,
     /// all on the workers' clock.
     #[inline]
-    pub fn activity(&self, key: &FlowCacheKey, entry: &FlowEntry, now: u64) -> CacheActivity {
+    pub fn activity(&self, key: &AnyCacheKey, entry: &FlowEntry, now: u64) -> CacheActivity {
         if now.saturating_sub(self.read_from) > STALE_AFTER_NS {
             return CacheActivity::Unknown;
         }

@@ -225,5 +225,8 @@ fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
     entry.packets >= 2
         && !entry.closing
         && entry.l2_version != PROVISIONAL_L2
+        // The program replays only packets it parses to the fixed header:
+        // a flow sending IPv6 extension headers stays with the workers.
+        && !parsed.has_ext_headers
         && (parsed.key.protocol != TCP || parsed.tcp_flags & (tcp::FLAG_SYN | TCP_CLOSING) == 0)
 }

@@ -15,8 +15,6 @@ pub const BE2: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 22);
 /// The same lab's IPv6 side: the client's link 2001:db8:1::/64 on the
 /// client arm, the backends' 2001:db8:2::/64 on the backend arm.
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
-// Each test crate that shares the lab uses part of it.
-#[allow(dead_code)]
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
 pub const BE1_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x21);
 pub const BE2_6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x22);

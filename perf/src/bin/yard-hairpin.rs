@@ -69,7 +69,11 @@ fn main() -> Result<()> {
         .attach(&args.interface, AttachMode::Native)
         .with_context(|| format!("attaching to {}", args.interface))?;
     steering.set_services(
-        &[ServiceMatch::udp(*args.vip.ip(), args.vip.port(), 1)],
+        &[ServiceMatch::udp(
+            (*args.vip.ip()).into(),
+            args.vip.port(),
+            1,
+        )],
         &[],
     )?;
     let config = XskConfig {

@@ -19,13 +19,20 @@
 /* Size of xsks_map: one entry per (interface slot, queue). */
 #define MAX_SOCKETS (MAX_IFACES * MAX_QUEUES)
 
-/* Capacity of vip_map: listeners (VIP, port, protocol) across all Gateways. */
+/* Capacity of vip_map and vip_map6: listeners (VIP, port, protocol) of one
+ * family across all Gateways; also of vip_addrs(6), since every VIP address
+ * has a listener.
+ */
 #define MAX_VIPS 4096
 
-/* Capacity of backend_map: backend endpoints (addr, port, protocol). */
+/* Capacity of backend_map and backend_map6: backend endpoints (addr, port,
+ * protocol) of one family; also of backend_addrs(6).
+ */
 #define MAX_BACKENDS 65536
 
-/* Capacity of local_addrs: IPv4 addresses owned by this node. */
+/* Capacity of local_addrs and of local_addrs6: addresses of one family
+ * owned by this node.
+ */
 #define MAX_LOCAL_ADDRS 256
 
 /* Listener id meaning "no listener"; see vip_map in maps.h. */
@@ -90,15 +97,80 @@
  */
 #define IPV4_FRAG_OFFSET_MASK 0x1fff
 
+/* Version field of an IPv6 header (RFC 8200, section 3). */
+#define IPV6_VERSION 6
+
+/* 32-bit words of an IPv6 address. */
+#define IPV6_ADDR_WORDS 4
+
+/* Extension headers the program walks before the upper-layer header. RFC
+ * 8200 section 4.1 recommends at most Hop-by-Hop, Destination Options,
+ * Routing, Fragment, Authentication and Destination Options again, in that
+ * order: six. A longer chain is no service's traffic; the verifier needs
+ * the bound in any case. Twin of switchyard_wire::ipv6::MAX_EXT_HEADERS.
+ */
+#define MAX_IPV6_EXT_HEADERS 6
+
+/* IPv6 extension headers count their length in 8-byte units after the
+ * first 8 bytes (RFC 8200 section 4.2), the Authentication Header in
+ * 4-byte units after the first 8 (RFC 4302 section 2.2).
+ */
+#define IPV6_EXT_UNIT_BYTES 8
+#define IPV6_AUTH_UNIT_BYTES 4
+
+/* Next Header values (IANA "Assigned Internet Protocol Numbers"). */
+#define IPV6_NEXT_HOP_BY_HOP 0
+#define IPV6_NEXT_ROUTING 43
+#define IPV6_NEXT_FRAGMENT 44
+#define IPV6_NEXT_AUTH 51
+#define IPV6_NEXT_DEST_OPTS 60
+
+/* ICMP error types that quote the packet they are about (RFC 792):
+ * destination unreachable, time exceeded, parameter problem.
+ */
+#define ICMP_TYPE_DEST_UNREACH 3
+#define ICMP_TYPE_TIME_EXCEEDED 11
+#define ICMP_TYPE_PARAMETER_PROBLEM 12
+
+/* ICMPv6 error types (RFC 4443 section 2.1): destination unreachable,
+ * packet too big, time exceeded, parameter problem.
+ */
+#define ICMPV6_TYPE_DEST_UNREACH 1
+#define ICMPV6_TYPE_PARAMETER_PROBLEM 4
+
+/* Neighbor Discovery's ICMPv6 types, router solicitation to redirect (RFC
+ * 4861 section 4): the node's, or its announcer's, even for a VIP address.
+ */
+#define ICMPV6_TYPE_ND_FIRST 133
+#define ICMPV6_TYPE_ND_LAST 137
+
+/* Bound on the header offsets packet_desc carries (l3_off, l4_off): past an
+ * Ethernet header, one VLAN tag, IPv6 and six extension headers of at most
+ * 2048 bytes each. Code that adds an offset read back from packet_desc to
+ * a packet pointer checks it against this first: the verifier has lost
+ * its range by then, and refuses a pointer it cannot bound.
+ */
+#define MAX_HEADER_OFFSET 16384
+
+/* Type, code, checksum and 4 bytes of ICMP (RFC 792) and ICMPv6 (RFC 4443
+ * section 2.1); an error's quote follows them.
+ */
+#define ICMP_HEADER_BYTES 8
+
+/* Bytes of the quoted packet's L4 header an ICMP error must carry for its
+ * flow to be known: the two ports (RFC 792 promises 8).
+ */
+#define ICMP_QUOTED_L4_BYTES 4
+
 /* Why a frame was steered or passed. One counter per reason, per CPU, in the
  * counters map. Rust twin: SteerCounter in xdp/src/counters.rs, same order.
  */
 enum steer_counter {
 	STEER_VIP,		/* dst (addr, port, proto) is a VIP listener */
 	STEER_REPLY,		/* src is a backend endpoint: reply of a NAT'd flow */
-	PASS_NOT_SERVICE,	/* IPv4 but neither a VIP nor a backend reply */
-	PASS_NOT_IPV4,		/* ARP, IPv6, double-tagged VLAN, ... */
-	PASS_FRAGMENT,		/* non-first IPv4 fragment: no ports to match */
+	PASS_NOT_SERVICE,	/* IP but neither a VIP nor a backend reply */
+	PASS_NOT_IPV4,		/* neither IPv4 nor IPv6: ARP, double-tagged VLAN, ... */
+	PASS_FRAGMENT,		/* fragment neither to a VIP address nor from a backend */
 	PASS_LOCAL,		/* backend reply addressed to the node itself */
 	NO_SOCKET,		/* steerable, but no AF_XDP socket on this queue */
 	PARSE_ERROR,		/* truncated or malformed header */
@@ -108,6 +180,10 @@ enum steer_counter {
 	FAST_TCP_CONTROL,	/* cache hit on a SYN, FIN or RST: slow path */
 	FAST_PARTIAL_CHECKSUM,	/* cache hit, L4 checksum left partial by the sender: slow path */
 	FAST_EGRESS_CLOSED,	/* cache hit, but its egress cannot take XDP frames: slow path */
+	STEER_VIP_ICMP,		/* ICMP or ICMPv6 (not Neighbor Discovery) to a VIP address */
+	STEER_FRAGMENT,		/* fragment to a VIP address, or from a backend to no local address */
+	STEER_VIP_ADDR,		/* to a VIP address, another protocol or too many IPv6 extension headers */
+	STEER_ICMP_REPLY,	/* ICMP error quoting a packet to a backend endpoint, to no local address */
 	COUNTER_MAX,
 };
 

@@ -1,5 +1,6 @@
 /* The fast path: replays a worker's decision for a flow it has already
- * decided, from flow_cache, without the AF_XDP round trip. It holds no policy
+ * decided, from flow_cache (flow_cache6 for IPv6), without the AF_XDP round
+ * trip. It holds no policy
  * of its own. An entry applies only while it carries its listener's epoch
  * (fast_epochs) and the running L2 epoch, and only out of an interface the
  * kernel delivers XDP frames on; SYN, FIN and RST segments, and frames whose
@@ -14,6 +15,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -40,13 +42,14 @@ static __always_inline __u64 fast_state_get(__u32 index)
 	return value ? *value : 0;
 }
 
-/* Whether `action` was decided under its listener's current config. */
-static __always_inline bool fast_epoch_current(const struct flow_action *action)
+/* Whether an entry of stats slot `slot` carrying `generation` was decided
+ * under its listener's current config.
+ */
+static __always_inline bool fast_epoch_current(__u32 slot, __u32 generation)
 {
-	__u32 slot = action->stats_slot;
 	__u32 *epoch = bpf_map_lookup_elem(&fast_epochs, &slot);
 
-	return epoch && *epoch == action->generation;
+	return epoch && *epoch == generation;
 }
 
 /* RFC 1071 fold with end-around carry; two rounds cover any __u32. */
@@ -65,6 +68,14 @@ static __always_inline __u16 csum_adjust(__u16 check, __u16 diff)
 	return ~csum_fold((__u32)(__u16)~check + diff);
 }
 
+/* The two 16-bit words of a network-order 32-bit field, summed. */
+static __always_inline __u32 sum_be32(__be32 value)
+{
+	__u32 host = bpf_ntohl(value);
+
+	return (host >> 16) + (host & 0xffff);
+}
+
 /* Whether the frame's TCP/UDP checksum is one its sender left for the
  * device to finish (Linux CHECKSUM_PARTIAL: tx checksum offload on, the
  * default on veth): the field holds the pseudo-header sum, folded and not
@@ -72,15 +83,22 @@ static __always_inline __u16 csum_adjust(__u16 check, __u16 diff)
  * worker, which computes the checksum in full. A complete checksum matches
  * by chance about once in 65,535 frames; the worker gets those right too.
  * A UDP field of 0 (no checksum) never matches: the sum is never 0. The
- * twin of switchyard_wire::checksum::is_partial.
+ * twin of switchyard_wire::checksum::is_partial. The IPv6 pseudo-header
+ * (RFC 8200 section 8.1) sums to the same words: the addresses, the
+ * upper-layer length (below 65536 here) and the next header.
  */
-static __always_inline bool is_checksum_partial(const struct packet_desc *pkt)
+static __always_inline bool is_checksum_partial(const struct packet_desc *pkt,
+						bool ipv6)
 {
-	__u32 saddr = bpf_ntohl(pkt->saddr);
-	__u32 daddr = bpf_ntohl(pkt->daddr);
-	__u32 sum = (saddr >> 16) + (saddr & 0xffff) + (daddr >> 16) +
-		    (daddr & 0xffff) + pkt->proto + pkt->l4_len;
+	__u32 sum = pkt->proto + pkt->l4_len;
+	int i;
 
+	if (!ipv6)
+		return csum_fold(sum + sum_be32(pkt->saddr) +
+				 sum_be32(pkt->daddr)) == pkt->l4_check;
+#pragma unroll
+	for (i = 0; i < IPV6_ADDR_WORDS; i++)
+		sum += sum_be32(pkt->saddr6[i]) + sum_be32(pkt->daddr6[i]);
 	return csum_fold(sum) == pkt->l4_check;
 }
 
@@ -94,10 +112,8 @@ static __always_inline bool egress_closed(__u16 slot)
 	return (fast_state_get(FAST_STATE_EGRESS_CLOSED) >> slot) & 1;
 }
 
-static __always_inline void count_fast(const struct flow_action *action,
-				       __u64 bytes)
+static __always_inline void count_fast(__u32 slot, __u64 bytes)
 {
-	__u32 slot = action->stats_slot;
 	struct fast_counters *stats;
 
 	if (slot == STATS_SLOT_NONE)
@@ -110,55 +126,163 @@ static __always_inline void count_fast(const struct flow_action *action,
 	}
 }
 
-/* Rewrites the frame as `action` says. The offsets come from parse_packet
- * and every access is bounds-checked again here, for the verifier.
+/* Rewrites the TCP/UDP ports and checksum and the MACs, the part of a
+ * rewrite both families share. The offsets come from parse_packet and
+ * every access is bounds-checked again here, for the verifier.
  */
-static __always_inline int fast_rewrite(void *data, void *data_end,
-					const struct packet_desc *pkt,
-					const struct flow_action *action)
+static __always_inline int fast_rewrite_l2_l4(void *data, void *data_end,
+					      const struct packet_desc *pkt,
+					      __be16 sport, __be16 dport,
+					      __u16 l4_csum_diff,
+					      const __u8 *eth_dst,
+					      const __u8 *eth_src)
 {
 	struct ethhdr *eth = data;
-	struct iphdr *iph;
+	__u32 l4_off = pkt->l4_off;
 	struct tcphdr *tcp;
 	struct udphdr *udp;
 	__u16 check;
 
-	iph = data + pkt->l3_off;
-	if ((void *)(eth + 1) > data_end || (void *)(iph + 1) > data_end)
+	if ((void *)(eth + 1) > data_end || l4_off > MAX_HEADER_OFFSET)
 		return -1;
 	if (pkt->proto == IPPROTO_TCP) {
-		tcp = data + pkt->l4_off;
+		tcp = data + l4_off;
 		if ((void *)(tcp + 1) > data_end)
 			return -1;
 		tcp->check = bpf_htons(csum_adjust(bpf_ntohs(tcp->check),
-						   action->l4_csum_diff));
-		tcp->source = action->sport;
-		tcp->dest = action->dport;
+						   l4_csum_diff));
+		tcp->source = sport;
+		tcp->dest = dport;
 	} else {
-		udp = data + pkt->l4_off;
+		udp = data + l4_off;
 		if ((void *)(udp + 1) > data_end)
 			return -1;
 		check = bpf_ntohs(udp->check);
 		/* 0 is "no checksum" (RFC 768) and stays so; a computed 0 is
-		 * sent as all ones.
+		 * sent as all ones. (A worker never caches an IPv6 datagram
+		 * without one: RFC 8200 section 8.1 makes it mandatory.)
 		 */
 		if (check != 0) {
-			check = csum_adjust(check, action->l4_csum_diff);
+			check = csum_adjust(check, l4_csum_diff);
 			udp->check = bpf_htons(check ? check : 0xffff);
 		}
-		udp->source = action->sport;
-		udp->dest = action->dport;
+		udp->source = sport;
+		udp->dest = dport;
 	}
+	__builtin_memcpy(eth->h_dest, eth_dst, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth_src, ETH_ALEN);
+	return 0;
+}
+
+/* Rewrites an IPv4 frame as `action` says. */
+static __always_inline int fast_rewrite(void *data, void *data_end,
+					const struct packet_desc *pkt,
+					const struct flow_action *action)
+{
+	__u32 l3_off = pkt->l3_off;
+	struct iphdr *iph;
+
+	if (l3_off > MAX_HEADER_OFFSET)
+		return -1;
+	iph = data + l3_off;
+	if ((void *)(iph + 1) > data_end)
+		return -1;
+	if (fast_rewrite_l2_l4(data, data_end, pkt, action->sport,
+			       action->dport, action->l4_csum_diff,
+			       action->eth_dst, action->eth_src) != 0)
+		return -1;
 	iph->check = bpf_htons(csum_adjust(bpf_ntohs(iph->check),
 					   action->ip_csum_diff));
 	iph->saddr = action->saddr;
 	iph->daddr = action->daddr;
-	__builtin_memcpy(eth->h_dest, action->eth_dst, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, action->eth_src, ETH_ALEN);
 	return 0;
 }
 
-/* Looks the frame's flow up in flow_cache and, if its entry applies,
+/* Rewrites an IPv6 frame as `action` says; the header has no checksum. */
+static __always_inline int fast_rewrite6(void *data, void *data_end,
+					 const struct packet_desc *pkt,
+					 const struct flow_action6 *action)
+{
+	__u32 l3_off = pkt->l3_off;
+	struct ipv6hdr *ip6;
+
+	if (l3_off > MAX_HEADER_OFFSET)
+		return -1;
+	ip6 = data + l3_off;
+	if ((void *)(ip6 + 1) > data_end)
+		return -1;
+	if (fast_rewrite_l2_l4(data, data_end, pkt, action->sport,
+			       action->dport, action->l4_csum_diff,
+			       action->eth_dst, action->eth_src) != 0)
+		return -1;
+	__builtin_memcpy(&ip6->saddr, action->saddr, sizeof(action->saddr));
+	__builtin_memcpy(&ip6->daddr, action->daddr, sizeof(action->daddr));
+	return 0;
+}
+
+/* Whether an entry with these fields applies to this frame; counts why
+ * not. The checks and their order are the same for both families.
+ */
+static __always_inline bool fast_applies(const struct packet_desc *pkt,
+					 bool ipv6, __u16 stats_slot,
+					 __u32 generation, __u32 l2_epoch,
+					 __u16 egress_slot)
+{
+	if (unlikely(!fast_epoch_current(stats_slot, generation) ||
+		     l2_epoch != (__u32)fast_state_get(FAST_STATE_L2_EPOCH))) {
+		count(FAST_STALE);
+		return false;
+	}
+	if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_CONTROL_FLAGS)) {
+		count(FAST_TCP_CONTROL);
+		return false;
+	}
+	/* A frame the workers would drop as malformed is theirs to count. */
+	if (unlikely(!pkt->fast_ok))
+		return false;
+	if (unlikely(is_checksum_partial(pkt, ipv6))) {
+		count(FAST_PARTIAL_CHECKSUM);
+		return false;
+	}
+	/* The workers install no entry for a closed egress; this catches the
+	 * ones installed before it closed.
+	 */
+	if (unlikely(egress_closed(egress_slot))) {
+		count(FAST_EGRESS_CLOSED);
+		return false;
+	}
+	return true;
+}
+
+/* Counts a rewritten frame in its entry and its stats slot and says how to
+ * send it.
+ */
+static __always_inline enum fast_result fast_sent(struct xdp_md *ctx,
+						  __u64 *packets, __u64 *bytes,
+						  __u32 *last_seen,
+						  __u16 stats_slot,
+						  __u32 egress_ifindex,
+						  __u16 egress_slot,
+						  __u32 *egress_slot_out)
+{
+	__u64 len = ctx->data_end - ctx->data;
+
+	/* Several CPUs may carry one flow: the entry's counters are shared. */
+	__sync_fetch_and_add(packets, 1);
+	__sync_fetch_and_add(bytes, len);
+	*last_seen = bpf_ktime_get_coarse_ns() >> LAST_SEEN_SHIFT;
+	count_fast(stats_slot, len);
+
+	if (egress_ifindex == ctx->ingress_ifindex) {
+		count(FAST_TX);
+		return FAST_SENT_TX;
+	}
+	*egress_slot_out = egress_slot;
+	count(FAST_REDIRECT);
+	return FAST_SENT_REDIRECT;
+}
+
+/* Looks the frame's IPv4 flow up in flow_cache and, if its entry applies,
  * rewrites the frame and says how to send it. *egress_slot is set for
  * FAST_SENT_REDIRECT.
  */
@@ -176,52 +300,53 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 		.dport = pkt->dport,
 		.proto = pkt->proto,
 	};
-	__u64 bytes = data_end - data;
 
 	if (!fast_state_get(FAST_STATE_ENABLED))
 		return FAST_MISS;
 	action = bpf_map_lookup_elem(&flow_cache, &key);
 	if (!action)
 		return FAST_MISS;
-	if (unlikely(!fast_epoch_current(action) ||
-		     action->l2_epoch != (__u32)fast_state_get(FAST_STATE_L2_EPOCH))) {
-		count(FAST_STALE);
+	if (!fast_applies(pkt, false, action->stats_slot, action->generation,
+			  action->l2_epoch, action->egress_slot))
 		return FAST_SLOW;
-	}
-	if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & TCP_CONTROL_FLAGS)) {
-		count(FAST_TCP_CONTROL);
-		return FAST_SLOW;
-	}
-	/* A frame the workers would drop as malformed is theirs to count. */
-	if (unlikely(!pkt->fast_ok))
-		return FAST_SLOW;
-	if (unlikely(is_checksum_partial(pkt))) {
-		count(FAST_PARTIAL_CHECKSUM);
-		return FAST_SLOW;
-	}
-	/* The workers install no entry for a closed egress; this catches the
-	 * ones installed before it closed.
-	 */
-	if (unlikely(egress_closed(action->egress_slot))) {
-		count(FAST_EGRESS_CLOSED);
-		return FAST_SLOW;
-	}
 	if (unlikely(fast_rewrite(data, data_end, pkt, action) != 0))
 		return FAST_SLOW;
+	return fast_sent(ctx, &action->packets, &action->bytes,
+			 &action->last_seen, action->stats_slot,
+			 action->egress_ifindex, action->egress_slot,
+			 egress_slot);
+}
 
-	/* Several CPUs may carry one flow: the entry's counters are shared. */
-	__sync_fetch_and_add(&action->packets, 1);
-	__sync_fetch_and_add(&action->bytes, bytes);
-	action->last_seen = bpf_ktime_get_coarse_ns() >> LAST_SEEN_SHIFT;
-	count_fast(action, bytes);
+/* fast_path for IPv6 flows, from flow_cache6. */
+static __always_inline enum fast_result fast_path6(struct xdp_md *ctx,
+						   const struct packet_desc *pkt,
+						   __u32 *egress_slot)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct flow_action6 *action;
+	struct flow_key6 key = {
+		.sport = pkt->sport,
+		.dport = pkt->dport,
+		.proto = pkt->proto,
+	};
 
-	if (action->egress_ifindex == ctx->ingress_ifindex) {
-		count(FAST_TX);
-		return FAST_SENT_TX;
-	}
-	*egress_slot = action->egress_slot;
-	count(FAST_REDIRECT);
-	return FAST_SENT_REDIRECT;
+	if (!fast_state_get(FAST_STATE_ENABLED))
+		return FAST_MISS;
+	__builtin_memcpy(key.saddr, pkt->saddr6, sizeof(key.saddr));
+	__builtin_memcpy(key.daddr, pkt->daddr6, sizeof(key.daddr));
+	action = bpf_map_lookup_elem(&flow_cache6, &key);
+	if (!action)
+		return FAST_MISS;
+	if (!fast_applies(pkt, true, action->stats_slot, action->generation,
+			  action->l2_epoch, action->egress_slot))
+		return FAST_SLOW;
+	if (unlikely(fast_rewrite6(data, data_end, pkt, action) != 0))
+		return FAST_SLOW;
+	return fast_sent(ctx, &action->packets, &action->bytes,
+			 &action->last_seen, action->stats_slot,
+			 action->egress_ifindex, action->egress_slot,
+			 egress_slot);
 }
 
 #endif /* SWITCHYARD_FAST_PATH_H */

@@ -45,6 +45,64 @@ struct {
 	__type(value, __u8);
 } local_addrs SEC(".maps");
 
+/* vip_map, backend_map and local_addrs for IPv6, same ids and rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct service_key6);
+	__type(value, __u32);
+} vip_map6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, struct service_key6);
+	__type(value, __u32);
+} backend_map6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_LOCAL_ADDRS);
+	__type(key, struct addr6);
+	__type(value, __u8);
+} local_addrs6 SEC(".maps");
+
+/* VIP addresses -> how many listeners they have. Whatever reaches a VIP
+ * address outside its listeners (ICMP, fragments, other protocols) goes to
+ * the workers, which answer, follow or drop it: the kernel's answer would
+ * speak for the node, not the service. Only a present key matters.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __be32);
+	__type(value, __u32);
+} vip_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct addr6);
+	__type(value, __u32);
+} vip_addrs6 SEC(".maps");
+
+/* Backend endpoint addresses -> how many endpoints they have. A fragment
+ * from one carries no ports to find its endpoint by, and may be a reply's.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, __be32);
+	__type(value, __u32);
+} backend_addrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_BACKENDS);
+	__type(key, struct addr6);
+	__type(value, __u32);
+} backend_addrs6 SEC(".maps");
+
 /* Attached interfaces: ifindex -> slot in [0, MAX_IFACES). Written before the
  * program is attached to the interface and removed after it is detached.
  */
@@ -76,6 +134,14 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, struct flow_action);
 } flow_cache SEC(".maps");
+
+/* flow_cache for IPv6 flows, sized like it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CACHED_FLOWS);
+	__type(key, struct flow_key6);
+	__type(value, struct flow_action6);
+} flow_cache6 SEC(".maps");
 
 /* Whether the fast path is on, the running config generation, and the L2
  * epoch a cache entry must carry to be applied (see FAST_STATE_* in

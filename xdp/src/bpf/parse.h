@@ -1,5 +1,6 @@
 /* Header parsing for the steering program: Ethernet, at most one 802.1Q or
- * 802.1ad tag, IPv4 (options allowed), and the ports of TCP/UDP. Every access
+ * 802.1ad tag, IPv4 (options allowed) or IPv6 (at most MAX_IPV6_EXT_HEADERS
+ * extension headers), and the ports of TCP/UDP. Every access
  * is preceded by a bounds check against data_end; parsing never writes the
  * packet and never decides a verdict.
  */
@@ -11,7 +12,9 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
+#include <linux/in6.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -22,10 +25,13 @@
 #include "structs.h"
 
 enum parse_result {
-	PARSE_OK,	/* IPv4 TCP/UDP, packet_desc filled */
-	PARSE_NOT_IPV4,	/* not IPv4 after at most one VLAN tag */
-	PARSE_FRAGMENT,	/* non-first IPv4 fragment */
-	PARSE_NOT_L4,	/* IPv4, but neither TCP nor UDP */
+	PARSE_OK,	/* TCP/UDP, unfragmented: packet_desc filled */
+	PARSE_NOT_IP,	/* neither IPv4 nor IPv6 after at most one VLAN tag */
+	/* The ones below fill the addresses, the protocol and l4_off only. */
+	PARSE_FRAGMENT,	/* IPv4 fragment (first or later), IPv6 Fragment header */
+	PARSE_ICMP,	/* ICMP, or ICMPv6 after the extension headers */
+	PARSE_NOT_L4,	/* another upper-layer protocol */
+	PARSE_EXT_TOO_LONG,	/* more than MAX_IPV6_EXT_HEADERS extension headers */
 	PARSE_MALFORMED,	/* truncated or invalid header */
 };
 
@@ -36,7 +42,7 @@ static __always_inline bool is_vlan_proto(__be16 proto)
 }
 
 /* Sets *l3_off and *l3_proto past the Ethernet header and one VLAN tag. A
- * second tag is left in *l3_proto, so QinQ frames are "not IPv4".
+ * second tag is left in *l3_proto, so QinQ frames are "not IP".
  */
 static __always_inline int parse_eth(void *data, void *data_end,
 				     __u64 *l3_off, __be16 *l3_proto)
@@ -107,23 +113,102 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u64 l3_off,
 		return PARSE_MALFORMED;
 	if (unlikely(iph->version != IPVERSION || iph->ihl < IPV4_IHL_MIN))
 		return PARSE_MALFORMED;
-	if (iph->frag_off & bpf_htons(IPV4_FRAG_OFFSET_MASK))
-		return PARSE_FRAGMENT;
-	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
-		return PARSE_NOT_L4;
 
 	pkt->saddr = iph->saddr;
 	pkt->daddr = iph->daddr;
 	pkt->proto = iph->protocol;
-	l4_off = l3_off + iph->ihl * IPV4_IHL_WORD_BYTES;
-	l3_end = l3_off + bpf_ntohs(iph->tot_len);
-	/* The workers' parser refuses a first fragment too, and a packet
-	 * shorter than its headers or longer than the frame.
-	 */
-	pkt->fast_ok = !(iph->frag_off & bpf_htons(IPV4_MORE_FRAGMENTS)) &&
-		       l3_end >= l4_off && l3_end <= (__u64)(data_end - data);
 	pkt->l3_off = l3_off;
+	l4_off = l3_off + iph->ihl * IPV4_IHL_WORD_BYTES;
 	pkt->l4_off = l4_off;
+	/* A first fragment carries ports, but the fragments after it do not:
+	 * all of them go one way, to the workers' reassembly or the kernel's.
+	 */
+	if (iph->frag_off &
+	    bpf_htons(IPV4_MORE_FRAGMENTS | IPV4_FRAG_OFFSET_MASK))
+		return PARSE_FRAGMENT;
+	if (iph->protocol == IPPROTO_ICMP)
+		return PARSE_ICMP;
+	if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+		return PARSE_NOT_L4;
+
+	l3_end = l3_off + bpf_ntohs(iph->tot_len);
+	/* The workers' parser refuses a packet shorter than its headers or
+	 * longer than the frame.
+	 */
+	pkt->fast_ok = l3_end >= l4_off && l3_end <= (__u64)(data_end - data);
+	return parse_ports(data, data_end, l4_off, l3_end, pkt);
+}
+
+static __always_inline bool is_ipv6_ext(__u8 next)
+{
+	return next == IPV6_NEXT_HOP_BY_HOP || next == IPV6_NEXT_ROUTING ||
+	       next == IPV6_NEXT_FRAGMENT || next == IPV6_NEXT_AUTH ||
+	       next == IPV6_NEXT_DEST_OPTS;
+}
+
+/* Walks the extension headers from *off, at most MAX_IPV6_EXT_HEADERS of
+ * them, leaving *off and *next at the upper-layer header. Stops at a
+ * Fragment header: what follows it may be the middle of a packet.
+ */
+static __always_inline int skip_ipv6_ext(void *data, void *data_end, __u64 *off,
+					 __u8 *next)
+{
+	__u8 *hdr;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+		if (!is_ipv6_ext(*next))
+			return PARSE_OK;
+		if (*next == IPV6_NEXT_FRAGMENT)
+			return PARSE_FRAGMENT;
+		hdr = data + *off;
+		/* Next Header and length: all a walk reads of a header. */
+		if ((void *)(hdr + 2) > data_end)
+			return PARSE_MALFORMED;
+		if (*next == IPV6_NEXT_AUTH)
+			*off += ((__u64)hdr[1] + 2) * IPV6_AUTH_UNIT_BYTES;
+		else
+			*off += ((__u64)hdr[1] + 1) * IPV6_EXT_UNIT_BYTES;
+		*next = hdr[0];
+	}
+	return is_ipv6_ext(*next) ? PARSE_EXT_TOO_LONG : PARSE_OK;
+}
+
+static __always_inline int parse_ipv6(void *data, void *data_end, __u64 l3_off,
+				      struct packet_desc *pkt)
+{
+	struct ipv6hdr *ip6 = data + l3_off;
+	__u64 l4_off, l3_end;
+	__u8 next;
+	int ret;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return PARSE_MALFORMED;
+	if (unlikely(ip6->version != IPV6_VERSION))
+		return PARSE_MALFORMED;
+
+	__builtin_memcpy(pkt->saddr6, &ip6->saddr, sizeof(pkt->saddr6));
+	__builtin_memcpy(pkt->daddr6, &ip6->daddr, sizeof(pkt->daddr6));
+	pkt->is_ipv6 = true;
+	pkt->l3_off = l3_off;
+	next = ip6->nexthdr;
+	l4_off = l3_off + sizeof(*ip6);
+	l3_end = l4_off + bpf_ntohs(ip6->payload_len);
+	/* The workers take only packets without extension headers whose
+	 * payload length fits the frame.
+	 */
+	pkt->fast_ok = !is_ipv6_ext(next) && l3_end <= (__u64)(data_end - data);
+
+	ret = skip_ipv6_ext(data, data_end, &l4_off, &next);
+	pkt->proto = next;
+	pkt->l4_off = l4_off;
+	if (ret != PARSE_OK)
+		return ret;
+	if (next == IPPROTO_ICMPV6)
+		return PARSE_ICMP;
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		return PARSE_NOT_L4;
 	return parse_ports(data, data_end, l4_off, l3_end, pkt);
 }
 
@@ -138,9 +223,11 @@ static __always_inline int parse_packet(void *data, void *data_end,
 	ret = parse_eth(data, data_end, &l3_off, &l3_proto);
 	if (ret != PARSE_OK)
 		return ret;
-	if (l3_proto != bpf_htons(ETH_P_IP))
-		return PARSE_NOT_IPV4;
-	return parse_ipv4(data, data_end, l3_off, pkt);
+	if (l3_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, l3_off, pkt);
+	if (l3_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(data, data_end, l3_off, pkt);
+	return PARSE_NOT_IP;
 }
 
 #endif /* SWITCHYARD_PARSE_H */

@@ -25,6 +25,32 @@ _Static_assert(__builtin_offsetof(struct service_key, port) == 4, "port at 4");
 _Static_assert(__builtin_offsetof(struct service_key, proto) == 6, "proto at 6");
 _Static_assert(__builtin_offsetof(struct service_key, pad) == 7, "pad at 7");
 
+/* Key of vip_map6 and backend_map6: service_key for IPv6. Rust twin:
+ * ServiceKey6 in xdp/src/service.rs. pad must be zero.
+ */
+struct service_key6 {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+_Static_assert(sizeof(struct service_key6) == 20, "service_key6 is 20 bytes");
+_Static_assert(__builtin_offsetof(struct service_key6, addr) == 0, "addr at 0");
+_Static_assert(__builtin_offsetof(struct service_key6, port) == 16, "port at 16");
+_Static_assert(__builtin_offsetof(struct service_key6, proto) == 18, "proto at 18");
+_Static_assert(__builtin_offsetof(struct service_key6, pad) == 19, "pad at 19");
+
+/* Key of the IPv6 address-only maps (local_addrs6, vip_addrs6,
+ * backend_addrs6): the address in network byte order. Rust twin: the
+ * address's 16 octets.
+ */
+struct addr6 {
+	__be32 addr[4];
+};
+
+_Static_assert(sizeof(struct addr6) == 16, "addr6 is 16 bytes");
+
 /* One 802.1Q / 802.1ad tag as it follows the outer EtherType. The kernel's
  * struct vlan_hdr is not part of the uapi headers.
  */
@@ -33,19 +59,28 @@ struct vlan_hdr {
 	__be16 encap_proto;
 };
 
-/* The fields of an IPv4 TCP/UDP packet the steering decision and the fast
- * path read.
+/* The fields of an IP packet the steering decision and the fast path read.
+ * The addresses share their space across families, so an IPv4 packet costs
+ * what it did before IPv6 was parsed; is_ipv6 says which member holds them.
  */
 struct packet_desc {
-	__be32 saddr;
-	__be32 daddr;
+	union {
+		__be32 saddr;
+		__be32 saddr6[4];
+	};
+	union {
+		__be32 daddr;
+		__be32 daddr6[4];
+	};
+	bool is_ipv6;
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
 	__u8 tcp_flags;
-	/* The frame passes every check the workers' parser makes (total length,
-	 * fragments, TCP data offset, UDP length), so the fast path may rewrite
-	 * it exactly as a worker would.
+	/* The frame passes every check the workers' parser makes (total or
+	 * payload length, fragments, no IPv6 extension headers, TCP data
+	 * offset, UDP length), so the fast path may rewrite it exactly as a
+	 * worker would.
 	 */
 	bool fast_ok;
 	__u16 l3_off;
@@ -125,6 +160,68 @@ _Static_assert(__builtin_offsetof(struct flow_action, l4_csum_diff) == 54, "l4_c
 _Static_assert(__builtin_offsetof(struct flow_action, egress_slot) == 56, "egress_slot at 56");
 _Static_assert(__builtin_offsetof(struct flow_action, stats_slot) == 58, "stats_slot at 58");
 _Static_assert(__builtin_offsetof(struct flow_action, egress_ifindex) == 60, "egress_ifindex at 60");
+
+/* Key of flow_cache6: flow_key for IPv6. Rust twin: FlowCacheKey6 in
+ * xdp/src/fast_path.rs. pad must be zero.
+ */
+struct flow_key6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+_Static_assert(sizeof(struct flow_key6) == 40, "flow_key6 is 40 bytes");
+_Static_assert(__builtin_offsetof(struct flow_key6, saddr) == 0, "saddr at 0");
+_Static_assert(__builtin_offsetof(struct flow_key6, daddr) == 16, "daddr at 16");
+_Static_assert(__builtin_offsetof(struct flow_key6, sport) == 32, "sport at 32");
+_Static_assert(__builtin_offsetof(struct flow_key6, dport) == 34, "dport at 34");
+_Static_assert(__builtin_offsetof(struct flow_key6, proto) == 36, "proto at 36");
+
+/* Value of flow_cache6: flow_action for IPv6, with the same fields and
+ * meaning but 16-byte addresses and no ip_csum_diff, since the IPv6 header
+ * has no checksum; l4_csum_diff covers the pseudo-header's address words
+ * and the ports (RFC 1624, RFC 8200 section 8.1). Rust twin: FlowAction6 in
+ * xdp/src/fast_path.rs.
+ */
+struct flow_action6 {
+	__u32 generation;	/* its listener's epoch: fast_epochs[stats_slot] */
+	__u32 l2_epoch;		/* low 32 bits of the L2 epoch of its MACs */
+	__u64 packets;		/* fast-path packets since installed */
+	__u64 bytes;
+	__u32 last_seen;	/* bpf_ktime_get_coarse_ns() >> LAST_SEEN_SHIFT */
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u16 l4_csum_diff;
+	__u16 egress_slot;	/* interface slot, index into tx_ports */
+	__u16 stats_slot;	/* index into fast_stats; STATS_SLOT_NONE: none */
+	__u16 pad;
+	__u32 egress_ifindex;	/* as in flow_action */
+};
+
+_Static_assert(sizeof(struct flow_action6) == 88, "flow_action6 is 88 bytes");
+_Static_assert(__builtin_offsetof(struct flow_action6, generation) == 0, "generation at 0");
+_Static_assert(__builtin_offsetof(struct flow_action6, l2_epoch) == 4, "l2_epoch at 4");
+_Static_assert(__builtin_offsetof(struct flow_action6, packets) == 8, "packets at 8");
+_Static_assert(__builtin_offsetof(struct flow_action6, bytes) == 16, "bytes at 16");
+_Static_assert(__builtin_offsetof(struct flow_action6, last_seen) == 24, "last_seen at 24");
+_Static_assert(__builtin_offsetof(struct flow_action6, eth_dst) == 28, "eth_dst at 28");
+_Static_assert(__builtin_offsetof(struct flow_action6, eth_src) == 34, "eth_src at 34");
+_Static_assert(__builtin_offsetof(struct flow_action6, saddr) == 40, "saddr at 40");
+_Static_assert(__builtin_offsetof(struct flow_action6, daddr) == 56, "daddr at 56");
+_Static_assert(__builtin_offsetof(struct flow_action6, sport) == 72, "sport at 72");
+_Static_assert(__builtin_offsetof(struct flow_action6, dport) == 74, "dport at 74");
+_Static_assert(__builtin_offsetof(struct flow_action6, l4_csum_diff) == 76, "l4_csum_diff at 76");
+_Static_assert(__builtin_offsetof(struct flow_action6, egress_slot) == 78, "egress_slot at 78");
+_Static_assert(__builtin_offsetof(struct flow_action6, stats_slot) == 80, "stats_slot at 80");
+_Static_assert(__builtin_offsetof(struct flow_action6, pad) == 82, "pad at 82");
+_Static_assert(__builtin_offsetof(struct flow_action6, egress_ifindex) == 84, "egress_ifindex at 84");
 
 /* Value of fast_stats, per CPU. Rust twin: FastCounters in
  * xdp/src/fast_path.rs.

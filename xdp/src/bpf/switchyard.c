@@ -1,7 +1,10 @@
 /* The steering program: frames for a VIP listener, and replies from backend
- * endpoints of NAT'd flows, go to the AF_XDP socket of their rx queue;
- * everything else goes to the kernel stack untouched. It never drops a
- * frame and decides nothing: the workers decide. The one rewrite it does is
+ * endpoints of NAT'd flows, go to the AF_XDP socket of their rx queue, IPv4
+ * and IPv6 alike. So does whatever else reaches a VIP address (ICMP,
+ * fragments, other protocols), fragments from backends, and ICMP errors
+ * about packets sent to a backend endpoint; everything else goes to the
+ * kernel stack untouched. It never drops a frame and decides nothing: the
+ * workers decide. The one rewrite it does is
  * the fast path's replay of a decision a worker cached (fast_path.h).
  */
 #include <linux/bpf.h>
@@ -34,9 +37,52 @@ static __always_inline bool is_listener(void *map, __be32 addr, __be16 port,
 	return id && *id != LISTENER_ID_NONE;
 }
 
+static __always_inline bool is_listener6(void *map, const __be32 *addr,
+					 __be16 port, __u8 proto)
+{
+	struct service_key6 key = {
+		.port = port,
+		.proto = proto,
+	};
+	__u32 *id;
+
+	__builtin_memcpy(key.addr, addr, sizeof(key.addr));
+	id = bpf_map_lookup_elem(map, &key);
+	return id && *id != LISTENER_ID_NONE;
+}
+
 static __always_inline bool is_local_addr(__be32 addr)
 {
 	return bpf_map_lookup_elem(&local_addrs, &addr) != NULL;
+}
+
+/* Whether `addr` is a key of an address-only map of either family. */
+static __always_inline bool in_addr_map(void *map4, void *map6, bool ipv6,
+					const __be32 *addr)
+{
+	struct addr6 key6;
+
+	if (!ipv6)
+		return bpf_map_lookup_elem(map4, addr) != NULL;
+	__builtin_memcpy(key6.addr, addr, sizeof(key6.addr));
+	return bpf_map_lookup_elem(map6, &key6) != NULL;
+}
+
+static __always_inline bool dst_is_local(const struct packet_desc *pkt)
+{
+	return in_addr_map(&local_addrs, &local_addrs6, pkt->is_ipv6,
+			   pkt->daddr6);
+}
+
+static __always_inline bool dst_is_vip_addr(const struct packet_desc *pkt)
+{
+	return in_addr_map(&vip_addrs, &vip_addrs6, pkt->is_ipv6, pkt->daddr6);
+}
+
+static __always_inline bool src_is_backend_addr(const struct packet_desc *pkt)
+{
+	return in_addr_map(&backend_addrs, &backend_addrs6, pkt->is_ipv6,
+			   pkt->saddr6);
 }
 
 /* Slot of the interface with this ifindex, or MAX_IFACES if it has none. */
@@ -74,6 +120,133 @@ static __always_inline int steer(struct xdp_md *ctx, __u32 counter)
 	return bpf_redirect_map(&xsks_map, index, XDP_PASS);
 }
 
+/* A fragment carries no ports, except the first, and the ones after it
+ * must go where it goes: to the workers when the datagram is for a VIP, or
+ * may be a backend's reply, whose destination is no address of the node's.
+ */
+static __always_inline int on_fragment(struct xdp_md *ctx,
+				       const struct packet_desc *pkt)
+{
+	if (dst_is_vip_addr(pkt))
+		return steer(ctx, STEER_FRAGMENT);
+	if (src_is_backend_addr(pkt)) {
+		if (dst_is_local(pkt))
+			return pass(PASS_LOCAL);
+		return steer(ctx, STEER_FRAGMENT);
+	}
+	return pass(PASS_FRAGMENT);
+}
+
+static __always_inline bool is_icmp_error(__u8 type, bool ipv6)
+{
+	if (ipv6)
+		return type >= ICMPV6_TYPE_DEST_UNREACH &&
+		       type <= ICMPV6_TYPE_PARAMETER_PROBLEM;
+	return type == ICMP_TYPE_DEST_UNREACH ||
+	       type == ICMP_TYPE_TIME_EXCEEDED ||
+	       type == ICMP_TYPE_PARAMETER_PROBLEM;
+}
+
+/* Whether the packet an ICMP error quotes from `off` on was sent to a
+ * backend endpoint: the client's packet that the backend (or a router on
+ * its way) reports a problem with. A quote too short to hold the quoted
+ * ports, or without ports (a later fragment, another protocol), is no
+ * match. Only an upper layer right after the quoted IPv6 header is read.
+ */
+static __always_inline bool quotes_backend(void *data, void *data_end,
+					   __u64 off, bool ipv6)
+{
+	struct ipv6hdr *ip6;
+	struct iphdr *iph;
+	__be16 *ports;
+	__u8 proto;
+
+	if (ipv6) {
+		ip6 = data + off;
+		if ((void *)(ip6 + 1) > data_end || ip6->version != IPV6_VERSION)
+			return false;
+		proto = ip6->nexthdr;
+		ports = (void *)(ip6 + 1);
+	} else {
+		iph = data + off;
+		if ((void *)(iph + 1) > data_end)
+			return false;
+		if (iph->version != IPVERSION || iph->ihl < IPV4_IHL_MIN ||
+		    (iph->frag_off & bpf_htons(IPV4_FRAG_OFFSET_MASK)))
+			return false;
+		proto = iph->protocol;
+		ports = data + off + iph->ihl * IPV4_IHL_WORD_BYTES;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return false;
+	if ((void *)ports + ICMP_QUOTED_L4_BYTES > data_end)
+		return false;
+	if (ipv6)
+		return is_listener6(&backend_map6, (__be32 *)&ip6->daddr,
+				    ports[1], proto);
+	return is_listener(&backend_map, iph->daddr, ports[1], proto);
+}
+
+/* ICMP to a VIP address is the service's to answer, not the node's (bar
+ * Neighbor Discovery, which the node or its announcer answers for the
+ * VIP). An error about a packet a client sent a backend goes to the
+ * workers too, so the client sees it from the VIP.
+ */
+static __always_inline int on_icmp(struct xdp_md *ctx,
+				   const struct packet_desc *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 l4_off = pkt->l4_off;
+	bool ipv6 = pkt->is_ipv6;
+	__u8 *icmp;
+	__u8 type;
+
+	if (l4_off > MAX_HEADER_OFFSET)
+		return pass(PARSE_ERROR);
+	icmp = data + l4_off;
+	if ((void *)(icmp + ICMP_HEADER_BYTES) > data_end)
+		return pass(PARSE_ERROR);
+	type = icmp[0];
+	if (dst_is_vip_addr(pkt)) {
+		if (ipv6 && type >= ICMPV6_TYPE_ND_FIRST &&
+		    type <= ICMPV6_TYPE_ND_LAST)
+			return pass(PASS_NOT_SERVICE);
+		return steer(ctx, STEER_VIP_ICMP);
+	}
+	if (!is_icmp_error(type, ipv6) ||
+	    !quotes_backend(data, data_end, l4_off + ICMP_HEADER_BYTES, ipv6))
+		return pass(PASS_NOT_SERVICE);
+	if (dst_is_local(pkt))
+		return pass(PASS_LOCAL);
+	return steer(ctx, STEER_ICMP_REPLY);
+}
+
+/* An IPv6 TCP/UDP frame: the IPv4 rules, on the IPv6 maps. */
+static __always_inline int on_l4_ipv6(struct xdp_md *ctx,
+				      const struct packet_desc *pkt)
+{
+	__u32 egress_slot = 0;
+
+	switch (fast_path6(ctx, pkt, &egress_slot)) {
+	case FAST_SENT_TX:
+		return XDP_TX;
+	case FAST_SENT_REDIRECT:
+		return bpf_redirect_map(&tx_ports, egress_slot, 0);
+	default:
+		break;
+	}
+
+	if (is_listener6(&vip_map6, pkt->daddr6, pkt->dport, pkt->proto))
+		return steer(ctx, STEER_VIP);
+	if (is_listener6(&backend_map6, pkt->saddr6, pkt->sport, pkt->proto)) {
+		if (dst_is_local(pkt))
+			return pass(PASS_LOCAL);
+		return steer(ctx, STEER_REPLY);
+	}
+	return pass(PASS_NOT_SERVICE);
+}
+
 SEC("xdp")
 int switchyard_steer(struct xdp_md *ctx)
 {
@@ -85,15 +258,26 @@ int switchyard_steer(struct xdp_md *ctx)
 	switch (parse_packet(data, data_end, &pkt)) {
 	case PARSE_OK:
 		break;
-	case PARSE_NOT_IPV4:
+	case PARSE_NOT_IP:
 		return pass(PASS_NOT_IPV4);
 	case PARSE_FRAGMENT:
-		return pass(PASS_FRAGMENT);
+		return on_fragment(ctx, &pkt);
+	case PARSE_ICMP:
+		return on_icmp(ctx, &pkt);
 	case PARSE_NOT_L4:
+	case PARSE_EXT_TOO_LONG:
+		/* The workers drop it, counted; the kernel would answer for
+		 * the node (protocol unreachable, parameter problem).
+		 */
+		if (dst_is_vip_addr(&pkt))
+			return steer(ctx, STEER_VIP_ADDR);
 		return pass(PASS_NOT_SERVICE);
 	default:
 		return pass(PARSE_ERROR);
 	}
+
+	if (pkt.is_ipv6)
+		return on_l4_ipv6(ctx, &pkt);
 
 	switch (fast_path(ctx, &pkt, &egress_slot)) {
 	case FAST_SENT_TX:

@@ -16,8 +16,8 @@ use std::{
 };
 
 use switchyard_wire::fixtures::scenario::{
-    BACKEND, BACKEND_TCP_PORT, BACKEND_UDP_PORT, LB_BACKEND_ARM, LB_CLIENT_ARM, TCP_PORT, UDP_PORT,
-    VIP,
+    BACKEND, BACKEND6, BACKEND_TCP_PORT, BACKEND_UDP_PORT, LB_BACKEND_ARM, LB_BACKEND_ARM6,
+    LB_CLIENT_ARM, LB_CLIENT_ARM6, TCP_PORT, UDP_PORT, VIP, VIP6,
 };
 use switchyard_xdp::{
     AttachMode, RxQueue, ServiceMatch, SteerCounter, SteerCounters, Steering, XdpAction,
@@ -146,9 +146,9 @@ pub const EMPTY_QUEUE: u32 = 1;
 
 /// The steering program in the packet fixtures' scenario
 /// (`switchyard_wire::fixtures`): attached natively to `lb0` (two rx queues)
-/// in a fresh namespace, with the TCP and UDP listeners of the VIP and their
-/// backend endpoints, the LB's two addresses as its own, and an AF_XDP
-/// socket on queue 0. `f` runs inside the namespace, given the program and
+/// in a fresh namespace, with the TCP and UDP listeners of the VIP and of
+/// the IPv6 VIP and their backend endpoints, the LB's four addresses (two
+/// per family) as its own, and an AF_XDP socket on queue 0. `f` runs inside the namespace, given the program and
 /// the receive context of that queue.
 pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) -> T + Send) -> T {
     let ns = NetNs::new();
@@ -162,17 +162,26 @@ pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) ->
         steering
             .set_services(
                 &[
-                    ServiceMatch::tcp(VIP, TCP_PORT, 1),
-                    ServiceMatch::udp(VIP, UDP_PORT, 2),
+                    ServiceMatch::tcp(VIP.into(), TCP_PORT, 1),
+                    ServiceMatch::udp(VIP.into(), UDP_PORT, 2),
+                    ServiceMatch::tcp(VIP6.into(), TCP_PORT, 3),
+                    ServiceMatch::udp(VIP6.into(), UDP_PORT, 4),
                 ],
                 &[
-                    ServiceMatch::tcp(BACKEND, BACKEND_TCP_PORT, 1),
-                    ServiceMatch::udp(BACKEND, BACKEND_UDP_PORT, 2),
+                    ServiceMatch::tcp(BACKEND.into(), BACKEND_TCP_PORT, 1),
+                    ServiceMatch::udp(BACKEND.into(), BACKEND_UDP_PORT, 2),
+                    ServiceMatch::tcp(BACKEND6.into(), BACKEND_TCP_PORT, 3),
+                    ServiceMatch::udp(BACKEND6.into(), BACKEND_UDP_PORT, 4),
                 ],
             )
             .expect("setting services");
         steering
-            .set_local_addrs(&[LB_CLIENT_ARM, LB_BACKEND_ARM])
+            .set_local_addrs(&[
+                LB_CLIENT_ARM.into(),
+                LB_BACKEND_ARM.into(),
+                LB_CLIENT_ARM6.into(),
+                LB_BACKEND_ARM6.into(),
+            ])
             .expect("setting local addresses");
         let socket = xdp_socket();
         steering

@@ -406,32 +406,28 @@ pub fn program(
     Ok(())
 }
 
-/// VIPs to steer by destination, backend endpoints to steer replies by source.
+/// VIPs to steer by destination, backend endpoints to steer replies by
+/// source, IPv4 and IPv6 alike (the steering program keeps each family in
+/// its own maps).
 pub fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMatch>) {
     let mut vips = Vec::new();
     let mut backends = Vec::new();
     for (index, listener) in snapshot.listeners().iter().enumerate() {
         // Id 0 means "none" in the XDP maps.
         let id = index as u32 + 1;
-        let IpAddr::V4(addr) = listener.address() else {
-            log::warn!("{}: IPv6 VIPs are not served yet", listener.name());
-            continue;
-        };
         vips.push(ServiceMatch {
-            addr,
+            addr: listener.address(),
             port: listener.port(),
             protocol: listener.protocol() as u8,
             id,
         });
         for backend in listener.backends() {
-            if let IpAddr::V4(addr) = backend.endpoint.address {
-                backends.push(ServiceMatch {
-                    addr,
-                    port: backend.endpoint.port,
-                    protocol: listener.protocol() as u8,
-                    id,
-                });
-            }
+            backends.push(ServiceMatch {
+                addr: backend.endpoint.address,
+                port: backend.endpoint.port,
+                protocol: listener.protocol() as u8,
+                id,
+            });
         }
     }
     // An endpoint behind several listeners is one key in the XDP map: it only

@@ -124,7 +124,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             ..InterfaceStatus::default()
         });
     }
-    let mut local_addrs = interfaces::local_ipv4_addresses()?;
+    let mut local_addrs = interfaces::local_addresses()?;
     steering
         .set_local_addrs(&local_addrs)
         .context("programming the node's own addresses")?;
@@ -459,8 +459,8 @@ const LOCAL_ADDRESS_CHECK: Duration = Duration::from_secs(1);
 /// since `known`: traffic to an address added after start (the node's own
 /// connection to a backend, say) would otherwise be steered to the workers,
 /// which drop what answers no client flow.
-fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::Ipv4Addr>) {
-    let now = match interfaces::local_ipv4_addresses() {
+fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::IpAddr>) {
+    let now = match interfaces::local_addresses() {
         Ok(now) => now,
         Err(err) => {
             log::warn!("{err:#}; keeping the addresses programmed before");
