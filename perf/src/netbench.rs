@@ -400,6 +400,8 @@ fn bench_config() -> GatewaySpec {
                 .collect(),
         }],
         terminating: Vec::new(),
+        vip6: None,
+        backends6: Vec::new(),
     }
 }
 

@@ -193,7 +193,11 @@ pub fn udp_exchange(ns: &Netns, to: SocketAddr, payload: &str) -> Result<Reply> 
 pub fn udp_socket_towards(ns: &Netns, to: SocketAddr) -> Result<UdpSocket> {
     in_netns(ns, || -> std::io::Result<UdpSocket> {
         // connect() on a UDP socket sends nothing; it only resolves the route.
-        let probe = UdpSocket::bind("0.0.0.0:0")?;
+        let unspecified = match to {
+            SocketAddr::V4(_) => "0.0.0.0:0",
+            SocketAddr::V6(_) => "[::]:0",
+        };
+        let probe = UdpSocket::bind(unspecified)?;
         probe.connect(to)?;
         UdpSocket::bind((probe.local_addr()?.ip(), 0))
     })?

@@ -7,9 +7,9 @@
 //! call, and a test that feeds it is checking exactly that.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::topology::{BACKENDS, VIP};
+use crate::topology::{BACKENDS, BACKENDS6, VIP, VIP6};
 
 /// `spec.controllerName` Switchyard claims GatewayClasses with.
 pub const CONTROLLER_NAME: &str = "switchyard.io/gateway-controller";
@@ -68,6 +68,11 @@ pub struct GatewaySpec {
     /// `ready: true`. Kube-proxy (and Switchyard) use such endpoints only
     /// while a Service has no ready one.
     pub terminating: Vec<Ipv4Addr>,
+    /// A second, IPv6 address of the Gateway (dual stack), and the IPv6
+    /// endpoints of every Service (a second EndpointSlice, as a
+    /// dual-stack Service has).
+    pub vip6: Option<Ipv6Addr>,
+    pub backends6: Vec<Ipv6Addr>,
 }
 
 /// Namespace of the demo Gateway.
@@ -116,6 +121,18 @@ impl GatewaySpec {
                 },
             ],
             terminating: Vec::new(),
+            vip6: None,
+            backends6: Vec::new(),
+        }
+    }
+
+    /// The demo as a dual-stack Gateway: 198.18.100.10 and 2001:db8:100::10,
+    /// the Service with both backends' IPv4 and IPv6 endpoints.
+    pub fn demo_dual_stack() -> GatewaySpec {
+        GatewaySpec {
+            vip6: Some(VIP6),
+            backends6: BACKENDS6.iter().map(|(_, addr)| *addr).collect(),
+            ..GatewaySpec::demo()
         }
     }
 
@@ -152,11 +169,15 @@ impl GatewaySpec {
              apiVersion: gateway.networking.k8s.io/v1\n\
              kind: Gateway\n\
              metadata:\n  name: {gw}\n  namespace: {ns}\n\
-             spec:\n  gatewayClassName: {class}\n  addresses:\n  - type: IPAddress\n    value: {vip}\n  listeners:\n",
+             spec:\n  gatewayClassName: {class}\n  addresses:\n  - type: IPAddress\n    value: {vip}\n",
             class = self.class,
             gw = self.gateway,
             vip = self.vip,
         );
+        if let Some(vip6) = self.vip6 {
+            let _ = writeln!(y, "  - type: IPAddress\n    value: \"{vip6}\"");
+        }
+        y.push_str("  listeners:\n");
         for l in &self.listeners {
             let _ = write!(
                 y,
@@ -231,15 +252,34 @@ impl GatewaySpec {
                 };
                 let _ = write!(y, "- addresses: [\"{addr}\"]\n  conditions:\n{conditions}");
             }
-            y.push_str("ports:\n");
+            let mut ports = String::from("ports:\n");
             for l in &users {
                 let _ = write!(
-                    y,
+                    ports,
                     "- name: {}\n  protocol: {}\n  port: {}\n",
                     l.name,
                     l.protocol.upper(),
                     l.target_port
                 );
+            }
+            y.push_str(&ports);
+            if !self.backends6.is_empty() {
+                let _ = write!(
+                    y,
+                    "---\n\
+                     apiVersion: discovery.k8s.io/v1\n\
+                     kind: EndpointSlice\n\
+                     metadata:\n  name: {service}-ipv6\n  namespace: {ns}\n  labels:\n    kubernetes.io/service-name: {service}\n\
+                     addressType: IPv6\n\
+                     endpoints:\n"
+                );
+                for addr in &self.backends6 {
+                    let _ = write!(
+                        y,
+                        "- addresses: [\"{addr}\"]\n  conditions:\n    ready: true\n"
+                    );
+                }
+                y.push_str(&ports);
             }
         }
         y

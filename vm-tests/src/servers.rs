@@ -253,4 +253,19 @@ impl EchoPair {
             udp: UdpEchoServer::start(ns, name, udp_port)?,
         })
     }
+
+    /// Both servers on `ip` (an IPv6 backend's own address, beside the
+    /// IPv4 wildcard servers of [`EchoPair::start`]).
+    pub fn start_on(
+        ns: &Netns,
+        name: &str,
+        ip: std::net::IpAddr,
+        tcp_port: u16,
+        udp_port: u16,
+    ) -> Result<EchoPair> {
+        Ok(EchoPair {
+            tcp: TcpEchoServer::start_on(ns, name, SocketAddr::new(ip, tcp_port))?,
+            udp: UdpEchoServer::start_on(ns, name, SocketAddr::new(ip, udp_port))?,
+        })
+    }
 }

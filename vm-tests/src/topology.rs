@@ -8,9 +8,10 @@
 //! frames (GRO, hence NAPI, on); see `link`. [`Offloads::KernelDefaults`]
 //! leaves every veth as the kernel creates it instead, the lab a new user
 //! builds. All addresses are in 198.18.0.0/15 (benchmarking range, RFC
-//! 2544) and live only inside the namespaces built here.
+//! 2544) and, with [`Topology::with_ipv6`], 2001:db8::/32 (documentation
+//! range, RFC 3849); they live only inside the namespaces built here.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -34,6 +35,19 @@ pub const BACKEND_NET: &str = "198.18.2.0/24";
 pub const BACKENDS: [(&str, Ipv4Addr); 2] = [
     ("be1", Ipv4Addr::new(198, 18, 2, 21)),
     ("be2", Ipv4Addr::new(198, 18, 2, 22)),
+];
+
+/// The IPv6 side of the same network ([`Topology::with_ipv6`]): the
+/// client's link 2001:db8:1::/64, the backends' 2001:db8:2::/64, the VIP
+/// in 2001:db8:100::/64.
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
+pub const LB_CLIENT_SIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+pub const LB_BACKEND_SIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, 0x10);
+pub const VIP6_NET: &str = "2001:db8:100::/64";
+pub const BACKENDS6: [(&str, Ipv6Addr); 2] = [
+    ("be1", Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x21)),
+    ("be2", Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x22)),
 ];
 
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,6 +149,45 @@ impl Topology {
         Ok(topo)
     }
 
+    /// Adds the IPv6 side: addresses on every link (without duplicate
+    /// address detection, so they are usable at once rather than after a
+    /// wait), the backends' default route via the LB and the client's
+    /// route to the VIP prefix via the LB, as for IPv4.
+    pub fn with_ipv6(self) -> Result<Topology> {
+        let cidr = |a: Ipv6Addr| format!("{a}/64");
+        let (client_side, backend_side) = match self.lb_interfaces.as_slice() {
+            [one] => (one.clone(), one.clone()),
+            [first, .., last] => (first.clone(), last.clone()),
+            [] => return Err(anyhow!("a topology without LB interfaces")),
+        };
+        let add = |ns: &Netns, addr: Ipv6Addr, dev: &str| {
+            ns.ip(&["-6", "addr", "add", &cidr(addr), "dev", dev, "nodad"])
+        };
+        add(&self.client, CLIENT_ADDR6, "eth0")?;
+        self.client.ip(&[
+            "-6",
+            "route",
+            "add",
+            VIP6_NET,
+            "via",
+            &LB_CLIENT_SIDE_ADDR6.to_string(),
+        ])?;
+        add(&self.lb, LB_CLIENT_SIDE_ADDR6, &client_side)?;
+        add(&self.lb, LB_BACKEND_SIDE_ADDR6, &backend_side)?;
+        for (be, (_, addr)) in self.backends.iter().zip(BACKENDS6) {
+            add(&be.ns, addr, "eth0")?;
+            be.ns.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &LB_BACKEND_SIDE_ADDR6.to_string(),
+            ])?;
+        }
+        Ok(self)
+    }
+
     /// The LB node's interfaces, as named inside its namespace.
     pub fn lb_interfaces(&self) -> &[String] {
         &self.lb_interfaces
@@ -188,6 +241,17 @@ impl Topology {
         // Neither end forwards; the LB node is a host unless switchyard
         // makes it more (and the harness self-test turns this on itself).
         lb.sysctl("net/ipv4/ip_forward", "0")?;
+        // Interfaces made from here on skip duplicate address detection,
+        // link-local addresses included: an IPv6 address is usable at once
+        // instead of tentative for a second or two, which a test would
+        // otherwise have to wait out.
+        for ns in [&switch, &client, &lb]
+            .into_iter()
+            .chain(backends.iter().map(|b| &b.ns))
+        {
+            ns.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
+            ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
+        }
         Ok(Topology {
             shape,
             offloads,
