@@ -125,13 +125,14 @@ impl FragmentTable {
         self.slots.len()
     }
 
-    /// Live datagrams of other datagrams' making room since the table was
-    /// built.
+    /// Live entries given up to make room for other datagrams since the
+    /// table was built.
     pub fn evictions(&self) -> u64 {
         self.evictions
     }
 
-    /// Slots held, expired ones the expiry pass has not cleared included.
+    /// Slots held, expired ones the expiry pass has not cleared included;
+    /// a pass over every slot, for tests and control requests only.
     pub fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
