@@ -440,6 +440,11 @@ pub fn stats_report(
                 lost: w.cache.lost,
             },
             partial_checksums: w.partial_checksums,
+            fragments: switchyard_proto::WorkerFragmentStats {
+                first: w.first_fragments,
+                later: w.later_fragments,
+                evicted: w.fragment_evictions,
+            },
         });
     }
     report

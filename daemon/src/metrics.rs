@@ -380,6 +380,21 @@ impl Collector for Scrape {
                 "Frames whose TCP/UDP checksum the sender left partial (tx checksum offload through a veth), completed by the worker.",
                 |w| w.partial_checksums,
             ),
+            (
+                "switchyard_worker_first_fragments",
+                "First fragments a worker forwarded, their datagram's decision remembered.",
+                |w| w.fragments.first,
+            ),
+            (
+                "switchyard_worker_later_fragments",
+                "Later fragments a worker forwarded on their first fragment's decision.",
+                |w| w.fragments.later,
+            ),
+            (
+                "switchyard_worker_fragment_evictions",
+                "Fragmented datagrams whose decision a worker's full fragment table gave up before it expired.",
+                |w| w.fragments.evicted,
+            ),
         ] {
             counters(
                 e,
@@ -573,6 +588,11 @@ mod tests {
                     rx_packets: 64,
                     drops: BTreeMap::from([("no_route".into(), 5)]),
                     partial_checksums: 9,
+                    fragments: switchyard_proto::WorkerFragmentStats {
+                        first: 2,
+                        later: 4,
+                        evicted: 1,
+                    },
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -614,6 +634,9 @@ mod tests {
             r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
             r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
             r#"switchyard_worker_partial_checksums_total{queue="0"} 9"#,
+            r#"switchyard_worker_first_fragments_total{queue="0"} 2"#,
+            r#"switchyard_worker_later_fragments_total{queue="0"} 4"#,
+            r#"switchyard_worker_fragment_evictions_total{queue="0"} 1"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

@@ -9,6 +9,9 @@ pub enum DropReason {
     Truncated,
     NotIp,
     BadIpHeader,
+    /// A fragment the worker could not place (never counted while the
+    /// fragment path reads every fragment `parse` refuses; the name stays
+    /// so counters keep their meaning across releases).
     Fragment,
     UnsupportedProtocol,
     BadL4Header,
@@ -33,10 +36,14 @@ pub enum DropReason {
     /// A segment of a TCP connection whose backend a config change removed;
     /// the client is sent a reset instead.
     BackendRemoved,
+    /// A fragment after the first (no ports) whose datagram's first
+    /// fragment this worker has not forwarded: it came first, or the first
+    /// was refused or dropped, or its entry expired or was evicted.
+    FragmentWithoutFirst,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -53,6 +60,7 @@ impl DropReason {
         Self::ReplyWithoutFlow,
         Self::TxRingFull,
         Self::BackendRemoved,
+        Self::FragmentWithoutFirst,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +82,7 @@ impl DropReason {
             Self::ReplyWithoutFlow => "reply_without_flow",
             Self::TxRingFull => "tx_ring_full",
             Self::BackendRemoved => "backend_removed",
+            Self::FragmentWithoutFirst => "fragment_without_first",
         }
     }
 }

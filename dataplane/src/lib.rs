@@ -8,6 +8,8 @@
 //! frame it cannot handle is dropped and counted by reason). Control (the
 //! socket, reloads, neighbour resolution, metrics) lives in the daemon,
 //! which talks to workers only through channels polled between batches.
+//! Fragmented datagrams follow their first fragment's decision through a
+//! per-worker table (`fragments`); nothing is reassembled.
 
 pub mod affinity;
 pub mod afxdp;
@@ -15,6 +17,7 @@ pub mod drop_reason;
 pub mod fast_path;
 pub mod flow;
 pub mod flow_scan;
+pub mod fragments;
 pub mod hint;
 pub mod io;
 pub mod latency;

@@ -2,12 +2,15 @@
 //! it (and, for TCP, turn it into the reset answering it). Beyond "no
 //! panic", the rewrite must touch only the fields it owns, keep the frame
 //! parseable as the rewritten flow, and keep every checksum that verified
-//! verifying; a partial checksum it says it completed must verify.
+//! verifying; a partial checksum it says it completed must verify. A
+//! fragment goes through the fragment path's functions instead: a first
+//! one is rewritten like a whole packet but never completed, a later one
+//! changes only in its MACs and addresses (and IPv4 header checksum).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use switchyard_dataplane::packet::{
-    self, apply, has_partial_checksum, tcp_reset, FlowKey, L4Checksum, Parsed, Rewrite,
+    self, apply, has_partial_checksum, tcp_reset, FlowKey, L4Checksum, ParseError, Parsed, Rewrite,
 };
 use switchyard_wire::checksum::{fold, pseudo_header_v4, pseudo_header_v6, sum_words};
 use switchyard_wire::{ethernet, ipv4, ipv6, tcp, udp};
@@ -22,8 +25,10 @@ pub fn packet(data: &[u8]) {
     let Some((plan, frame)) = data.split_first_chunk::<PLAN_LEN>() else {
         return;
     };
-    let Ok(parsed) = packet::parse(frame) else {
-        return;
+    let parsed = match packet::parse(frame) {
+        Ok(parsed) => parsed,
+        Err(ParseError::Fragment) => return check_fragment(plan, frame),
+        Err(_) => return,
     };
     let rewrite = plan_of(plan, parsed.key.is_ipv6());
     let _ = packet::flow_hash(&parsed.key, u32::from_be_bytes([plan[0], plan[1], 0, 0]));
@@ -151,6 +156,47 @@ fn check_rewrite(frame: &[u8], parsed: &Parsed, rewrite: &Rewrite) {
         let field = u16::from_be_bytes([out[l4 + udp::CHECKSUM], out[l4 + udp::CHECKSUM + 1]]);
         let was = u16::from_be_bytes([frame[l4 + udp::CHECKSUM], frame[l4 + udp::CHECKSUM + 1]]);
         assert_eq!(field == 0, was == 0, "a UDP checksum appeared or vanished");
+    }
+}
+
+/// A frame `parse` refused as a fragment: `parse_l3` reads it as one, a
+/// first fragment is rewritten incrementally (its checksum covers bytes it
+/// does not hold), and a later one keeps every byte but its MACs,
+/// addresses and IPv4 header checksum, which keeps verifying if it did.
+fn check_fragment(plan: &[u8; PLAN_LEN], frame: &[u8]) {
+    let l3 = packet::parse_l3(frame).expect("a fragment has an IP layer");
+    let fragment = l3.fragment.expect("parse_l3 sees the fragment parse saw");
+    let v6 = l3.src.is_ipv6();
+    let rewrite = plan_of(plan, v6);
+    let mut out = frame.to_vec();
+    if fragment.is_first() {
+        if let Ok(parsed) = packet::parse_first_fragment(frame, &l3) {
+            assert_eq!(apply(&mut out, &parsed, &rewrite), L4Checksum::Incremental);
+        }
+        return;
+    }
+    assert!(packet::rewrite_later_fragment(&mut out, &l3, &rewrite));
+    let at = l3.l3_offset;
+    let owned = |i: usize| {
+        i < ethernet::SRC + 6
+            || if v6 {
+                (at + ipv6::SRC..at + ipv6::DST + 16).contains(&i)
+            } else {
+                (at + ipv4::CHECKSUM..at + ipv4::CHECKSUM + 2).contains(&i)
+                    || (at + ipv4::SRC..at + ipv4::DST + 4).contains(&i)
+            }
+    };
+    for (i, (before, after)) in frame.iter().zip(&out).enumerate() {
+        assert!(
+            before == after || owned(i),
+            "byte {i} of a later fragment changed"
+        );
+    }
+    if !v6 && verifies(&frame[at..l3.l4_offset], 0) {
+        assert!(
+            verifies(&out[at..l3.l4_offset], 0),
+            "the IPv4 header checksum broke"
+        );
     }
 }
 

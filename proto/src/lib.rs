@@ -296,6 +296,23 @@ pub struct WorkerStats {
     /// path off).
     #[serde(default)]
     pub fast_path: WorkerCacheStats,
+    /// What the worker did with fragmented datagrams.
+    #[serde(default)]
+    pub fragments: WorkerFragmentStats,
+}
+
+/// A worker's fragments: the first of each datagram is decided as its
+/// flow, the rest follow it (their drops are counted with the others, as
+/// `fragment_without_first`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerFragmentStats {
+    /// First fragments forwarded, their datagram's decision remembered.
+    pub first: u64,
+    /// Later fragments forwarded on their first fragment's decision.
+    pub later: u64,
+    /// Datagrams whose decision a full fragment table gave up for a newer
+    /// one before it expired.
+    pub evicted: u64,
 }
 
 /// A worker's writes into the XDP flow cache.

@@ -7,8 +7,12 @@
 //! hashes a 5-tuple the same way on every node ([`flow_hash`]). It is pure:
 //! no I/O, no clocks, no configuration. It must never allocate, make a
 //! syscall or panic on packet bytes; a frame it cannot handle comes back as a
-//! [`ParseError`], which the worker counts by name and drops.
+//! [`ParseError`], which the worker counts by name and drops. Fragments
+//! are read through [`parse_l3`]: a first fragment becomes the
+//! [`Parsed`] of its flow ([`parse_first_fragment`]), a later one gets its
+//! datagram's addresses ([`rewrite_later_fragment`]).
 
+mod fragment;
 mod hash;
 mod parse;
 mod partial;
@@ -18,6 +22,7 @@ mod rewrite;
 #[cfg(test)]
 mod testutil;
 
+pub use fragment::{parse_first_fragment, rewrite_later_fragment};
 pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, parse_l3, FlowKey, Fragment, ParseError, Parsed, L3};
 pub use partial::has_partial_checksum;

@@ -122,6 +122,11 @@ pub struct Parsed {
     /// XDP cache replays only packets without (its parser stops at the
     /// fixed header), so such flows are never cached.
     pub has_ext_headers: bool,
+    /// The first fragment of a datagram (built by
+    /// [`parse_first_fragment`](super::parse_first_fragment), never by
+    /// [`parse`]): its L4 checksum covers the whole datagram, of which
+    /// this frame holds only the start.
+    pub first_fragment: bool,
 }
 
 /// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
@@ -152,6 +157,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
         tcp_flags,
         ip_total_len: l3.ip_total_len,
         has_ext_headers: l3.has_ext_headers,
+        first_fragment: false,
     })
 }
 
@@ -378,7 +384,7 @@ fn tail(bytes: &[u8], at: usize) -> &[u8] {
 
 /// Ports and flags of a TCP segment that spans all of `l4`.
 #[inline(always)]
-fn parse_tcp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
+pub(super) fn parse_tcp(l4: &[u8]) -> Result<(u16, u16, u8), ParseError> {
     let hdr: &[u8; tcp::MIN_HEADER_LEN] = l4.first_chunk().ok_or(ParseError::BadL4Header)?;
     let header_len = usize::from(hdr[tcp::DATA_OFFSET] >> 4) * 4;
     if header_len < tcp::MIN_HEADER_LEN || header_len > l4.len() {

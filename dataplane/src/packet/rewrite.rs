@@ -41,6 +41,8 @@ pub struct Rewrite {
 /// A frame whose TCP/UDP checksum arrived partial (the sender offloaded it,
 /// see [`L4Checksum::Completed`]) gets it computed from scratch instead,
 /// since no incremental update can finish it; the caller counts those.
+/// Not so a first fragment (`parsed.first_fragment`): its checksum covers
+/// bytes other frames carry, so it is always updated incrementally.
 ///
 /// `parsed` must come from [`parse`](super::parse()) of this same frame. If
 /// its offsets do not fit the frame, its protocol is neither TCP nor UDP,
@@ -62,6 +64,10 @@ pub fn apply(frame: &mut [u8], parsed: &Parsed, rewrite: &Rewrite) -> L4Checksum
     let Some(len) = headers.rewrite(rewrite) else {
         return L4Checksum::Incremental;
     };
+    // Completing it would sum only this fragment's share of the datagram.
+    if parsed.first_fragment {
+        return L4Checksum::Incremental;
+    }
     if let Some(l4) = frame.get_mut(parsed.l4_offset..) {
         partial::complete(l4, parsed.key.protocol, len, rewrite.ip_src, rewrite.ip_dst);
     }
@@ -114,7 +120,7 @@ pub fn checksum_deltas(key: &FlowKey, rewrite: &Rewrite) -> ChecksumDeltas {
 /// 9293 §3.1, RFC 768, RFC 8200 §8.1). Eight 32-bit differences of at most
 /// `0x1fffe` each, plus the ports', fit a `u32`.
 #[inline(always)]
-fn address_diff(old: IpAddr, new: IpAddr) -> u32 {
+pub(super) fn address_diff(old: IpAddr, new: IpAddr) -> u32 {
     match (old, new) {
         (IpAddr::V4(old), IpAddr::V4(new)) => diff_u32(u32::from(old), u32::from(new)),
         (IpAddr::V6(old), IpAddr::V6(new)) => {
@@ -815,6 +821,7 @@ mod tests {
                 tcp_flags: 0,
                 ip_total_len,
                 has_ext_headers: false,
+                first_fragment: false,
             };
             let _ = apply(&mut frame, &parsed, &rewrite);
         }

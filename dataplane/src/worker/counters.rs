@@ -54,6 +54,13 @@ pub struct WorkerStats {
     pub backends: Vec<Vec<Counters>>,
     /// What the worker wrote into the XDP flow cache.
     pub cache: CacheCounters,
+    /// First fragments forwarded, their datagram's decision remembered.
+    pub first_fragments: u64,
+    /// Later fragments forwarded on their first fragment's decision.
+    pub later_fragments: u64,
+    /// Datagrams whose decision a full fragment-table bucket gave up for a
+    /// newer one before it expired; their later fragments are dropped.
+    pub fragment_evictions: u64,
 }
 
 impl WorkerStats {

@@ -9,13 +9,15 @@
 //! `follow` (a flow of the table: next hop refreshed if the kernel's table
 //! changed, rewrite, count, offer to the XDP cache; `forward.rs`) or
 //! `new_flow` (choose a backend or reverse a reply, next hop, install;
-//! `decide.rs`). Counters and their carry-over across reloads live in
-//! `counters.rs`, control requests in `control.rs`.
+//! `decide.rs`). Fragments take `fragment.rs`: a first one is decided as
+//! its flow, the rest follow it. Counters and their carry-over across
+//! reloads live in `counters.rs`, control requests in `control.rs`.
 
 mod control;
 mod counters;
 mod decide;
 mod forward;
+mod fragment;
 mod path;
 
 use std::collections::VecDeque;
@@ -31,10 +33,11 @@ use crate::affinity::AffinityTable;
 use crate::fast_path::CacheWriter;
 use crate::flow::{FlowTable, FlowTimeouts};
 use crate::flow_scan::{ActiveEntry, FlowRecord, FlowScan, Job};
+use crate::fragments::{FragmentTable, DEFAULT_FRAGMENT_CAPACITY};
 use crate::io::{PacketIo, Verdict};
 use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors};
-use crate::packet::{self, FlowKey, Parsed};
+use crate::packet::{self, FlowKey, ParseError, Parsed};
 use crate::replies::ReplyTable;
 
 pub use self::counters::{Counters, WorkerStats};
@@ -99,6 +102,8 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     epoch: Instant,
     flows: FlowTable,
+    /// The decisions of fragmented datagrams' first fragments.
+    fragments: FragmentTable,
     /// Everything the packet stages touch beside the flow table; a field of
     /// its own so a stage can hold a flow entry and this at once.
     path: PathState,
@@ -130,6 +135,7 @@ impl Worker {
             stop,
             epoch,
             flows: FlowTable::new(settings.flow_capacity, settings.timeouts),
+            fragments: FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY),
             path: PathState::new(
                 queue,
                 port_ifindexes,
@@ -145,6 +151,13 @@ impl Worker {
             latency: LatencyRecorder::new(),
             jobs: VecDeque::new(),
         }
+    }
+
+    /// Makes this worker remember up to `capacity` fragmented datagrams
+    /// in flight (`DEFAULT_FRAGMENT_CAPACITY` otherwise).
+    pub fn with_fragment_capacity(mut self, capacity: usize) -> Self {
+        self.fragments = FragmentTable::new(capacity);
+        self
     }
 
     /// Makes this worker install the flows it has decided in the XDP flow
@@ -200,9 +213,11 @@ impl Worker {
         }
     }
 
-    /// Forgets idle flows (see `PathState::expire`).
+    /// Forgets idle flows (see `PathState::expire`) and expired
+    /// fragmented datagrams.
     pub fn expire(&mut self, now: u64) {
         self.path.expire(&mut self.flows, now);
+        self.fragments.expire(now);
     }
 
     /// One batch; returns the number of frames received.
@@ -249,12 +264,30 @@ impl Worker {
     ) -> Verdict {
         let parsed = match parsed.map_or_else(|| packet::parse(frame), Ok) {
             Ok(parsed) => parsed,
+            Err(ParseError::Fragment) => {
+                return self.fragment(snapshot, l2, now, ingress, frame);
+            }
             Err(error) => return self.path.drop_packet(error.into()),
         };
-        match self.follow(snapshot, l2, now, frame, &parsed) {
+        self.decide_packet(snapshot, l2, now, ingress, frame, &parsed)
+    }
+
+    /// A parsed packet, a whole one or a first fragment: its flow's entry
+    /// followed, or a new decision.
+    #[inline(always)]
+    fn decide_packet(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        ingress: usize,
+        frame: &mut [u8],
+        parsed: &Parsed,
+    ) -> Verdict {
+        match self.follow(snapshot, l2, now, frame, parsed) {
             Followed::Forwarded(verdict) => verdict,
-            Followed::BackendRemoved => self.path.refuse_removed(snapshot, frame, &parsed, ingress),
-            Followed::Undecided => self.new_flow(snapshot, l2, now, ingress, frame, &parsed),
+            Followed::BackendRemoved => self.path.refuse_removed(snapshot, frame, parsed, ingress),
+            Followed::Undecided => self.new_flow(snapshot, l2, now, ingress, frame, parsed),
         }
     }
 }
