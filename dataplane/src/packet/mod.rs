@@ -10,6 +10,7 @@
 //! [`ParseError`], which the worker counts by name and drops.
 
 mod hash;
+pub mod icmp;
 mod parse;
 mod partial;
 mod reset;

@@ -114,7 +114,7 @@ pub fn checksum_deltas(key: &FlowKey, rewrite: &Rewrite) -> ChecksumDeltas {
 /// 9293 §3.1, RFC 768, RFC 8200 §8.1). Eight 32-bit differences of at most
 /// `0x1fffe` each, plus the ports', fit a `u32`.
 #[inline(always)]
-fn address_diff(old: IpAddr, new: IpAddr) -> u32 {
+pub(super) fn address_diff(old: IpAddr, new: IpAddr) -> u32 {
     match (old, new) {
         (IpAddr::V4(old), IpAddr::V4(new)) => diff_u32(u32::from(old), u32::from(new)),
         (IpAddr::V6(old), IpAddr::V6(new)) => {
