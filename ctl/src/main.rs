@@ -499,7 +499,7 @@ const BACKEND_STATS_COLUMNS: [&str; 7] = [
     "BYTES",
     "FAST PATH PACKETS",
 ];
-const WORKER_STATS_COLUMNS: [&str; 7] = [
+const WORKER_STATS_COLUMNS: [&str; 10] = [
     "QUEUE",
     "RX PACKETS",
     "RX BYTES",
@@ -507,6 +507,9 @@ const WORKER_STATS_COLUMNS: [&str; 7] = [
     "TX BYTES",
     "DROPS",
     "PARTIAL CHECKSUMS",
+    "ECHO REPLIES",
+    "ICMP TO BACKEND",
+    "ICMP TO CLIENT",
 ];
 const FLOW_COLUMNS: [&str; 9] = [
     "PROTOCOL",
@@ -560,6 +563,9 @@ fn render_stats(r: &StatsReport) -> String {
             Cell::new(w.tx_bytes),
             Cell::new(w.drops.values().sum::<u64>()),
             Cell::new(w.partial_checksums),
+            Cell::new(w.echo_replies),
+            Cell::new(w.icmp_to_backend),
+            Cell::new(w.icmp_to_client),
         ]);
     }
     right_align(&mut workers, 1);
@@ -981,6 +987,9 @@ mod tests {
                 flows: 5,
                 drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
                 partial_checksums: 4,
+                echo_replies: 2,
+                icmp_to_backend: 1,
+                icmp_to_client: 6,
                 ..WorkerStats::default()
             }],
             drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
@@ -1003,8 +1012,21 @@ mod tests {
             &text,
             &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
         );
-        row(&text, &["QUEUE", "RX PACKETS", "PARTIAL CHECKSUMS"]);
-        row(&text, &[" 0 ", "13", "900", "10", "800", "3", "4"]);
+        row(
+            &text,
+            &[
+                "QUEUE",
+                "RX PACKETS",
+                "PARTIAL CHECKSUMS",
+                "ECHO REPLIES",
+                "ICMP TO BACKEND",
+                "ICMP TO CLIENT",
+            ],
+        );
+        row(
+            &text,
+            &[" 0 ", "13", "900", "10", "800", "3", "4", "2", "1", "6"],
+        );
         row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
         row(&text, &["steer_vip", "7"]);
         row(&text, &["pass_local", "0"]);

@@ -440,6 +440,9 @@ pub fn stats_report(
                 lost: w.cache.lost,
             },
             partial_checksums: w.partial_checksums,
+            echo_replies: w.echo_replies,
+            icmp_to_backend: w.icmp_to_backend,
+            icmp_to_client: w.icmp_to_client,
         });
     }
     report

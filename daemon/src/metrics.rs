@@ -380,6 +380,21 @@ impl Collector for Scrape {
                 "Frames whose TCP/UDP checksum the sender left partial (tx checksum offload through a veth), completed by the worker.",
                 |w| w.partial_checksums,
             ),
+            (
+                "switchyard_worker_echo_replies",
+                "Echo requests to a VIP address answered by the worker.",
+                |w| w.echo_replies,
+            ),
+            (
+                "switchyard_worker_icmp_to_backend",
+                "ICMP errors about a client's flow, arriving for a VIP, sent on to the flow's backend.",
+                |w| w.icmp_to_backend,
+            ),
+            (
+                "switchyard_worker_icmp_to_client",
+                "ICMP errors a backend sent about a client's packet, sent on to the client from the VIP.",
+                |w| w.icmp_to_client,
+            ),
         ] {
             counters(
                 e,
@@ -573,6 +588,7 @@ mod tests {
                     rx_packets: 64,
                     drops: BTreeMap::from([("no_route".into(), 5)]),
                     partial_checksums: 9,
+                    icmp_to_backend: 2,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -614,6 +630,8 @@ mod tests {
             r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
             r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
             r#"switchyard_worker_partial_checksums_total{queue="0"} 9"#,
+            r#"switchyard_worker_icmp_to_backend_total{queue="0"} 2"#,
+            r#"switchyard_worker_echo_replies_total{queue="0"} 0"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

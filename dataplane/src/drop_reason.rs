@@ -33,10 +33,20 @@ pub enum DropReason {
     /// A segment of a TCP connection whose backend a config change removed;
     /// the client is sent a reset instead.
     BackendRemoved,
+    /// An ICMP or ICMPv6 message shorter than its header, an echo request
+    /// whose checksum does not verify, or an error whose quoted IP header
+    /// and the 8 bytes after it (the ports) cannot be read.
+    BadIcmp,
+    /// An ICMP or ICMPv6 message about no flow Switchyard translates: an
+    /// error quoting a packet of no listener's or backend's, or other than
+    /// the start of a TCP or UDP packet, or a client flow whose share has
+    /// no backend; or a type that is neither an echo request nor an error.
+    /// The kernel's answer would speak for an address it does not own.
+    IcmpWithoutFlow,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 18] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -53,6 +63,8 @@ impl DropReason {
         Self::ReplyWithoutFlow,
         Self::TxRingFull,
         Self::BackendRemoved,
+        Self::BadIcmp,
+        Self::IcmpWithoutFlow,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -74,6 +86,8 @@ impl DropReason {
             Self::ReplyWithoutFlow => "reply_without_flow",
             Self::TxRingFull => "tx_ring_full",
             Self::BackendRemoved => "backend_removed",
+            Self::BadIcmp => "bad_icmp",
+            Self::IcmpWithoutFlow => "icmp_without_flow",
         }
     }
 }

@@ -9,13 +9,15 @@
 //! `follow` (a flow of the table: next hop refreshed if the kernel's table
 //! changed, rewrite, count, offer to the XDP cache; `forward.rs`) or
 //! `new_flow` (choose a backend or reverse a reply, next hop, install;
-//! `decide.rs`). Counters and their carry-over across reloads live in
+//! `decide.rs`). ICMP and ICMPv6, which `parse` leaves aside, go to
+//! `icmp.rs`. Counters and their carry-over across reloads live in
 //! `counters.rs`, control requests in `control.rs`.
 
 mod control;
 mod counters;
 mod decide;
 mod forward;
+mod icmp;
 mod path;
 
 use std::collections::VecDeque;
@@ -34,7 +36,7 @@ use crate::flow_scan::{ActiveEntry, FlowRecord, FlowScan, Job};
 use crate::io::{PacketIo, Verdict};
 use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors};
-use crate::packet::{self, FlowKey, Parsed};
+use crate::packet::{self, FlowKey, ParseError, Parsed};
 use crate::replies::ReplyTable;
 
 pub use self::counters::{Counters, WorkerStats};
@@ -249,6 +251,9 @@ impl Worker {
     ) -> Verdict {
         let parsed = match parsed.map_or_else(|| packet::parse(frame), Ok) {
             Ok(parsed) => parsed,
+            Err(ParseError::UnsupportedProtocol) => {
+                return self.not_tcp_or_udp(snapshot, l2, now, ingress, frame)
+            }
             Err(error) => return self.path.drop_packet(error.into()),
         };
         match self.follow(snapshot, l2, now, frame, &parsed) {
