@@ -990,4 +990,111 @@ mod tests {
         assert!(!translate(&mut frame, &l3, &quote, &translation));
         assert_eq!(frame, before);
     }
+
+    /// A translation toward `frame`'s family: any addresses do.
+    fn translation_for(frame_is_v6: bool) -> Translation {
+        let (outer, quoted) = if frame_is_v6 {
+            (BACKEND6, VIP6)
+        } else {
+            (BACKEND, VIP)
+        };
+        Translation {
+            eth_src: LB_BACKEND_ARM_MAC,
+            eth_dst: BACKEND_MAC,
+            outer: Side::Dst,
+            outer_address: outer,
+            quoted: Side::Dst,
+            quoted_endpoint: (quoted, 443),
+        }
+    }
+
+    fn seeds() -> Vec<Vec<u8>> {
+        let error = |src, dst, router, l4, keep, error| {
+            let sent = packet(src, dst, l4, keep);
+            error_frame((CLIENT_MAC, LB_MAC), router, src.0, error, &sent)
+        };
+        vec![
+            error(
+                (VIP, 80),
+                (CLIENT, 1),
+                ROUTER,
+                L4::Tcp,
+                usize::MAX,
+                Error::TooBig,
+            ),
+            error(
+                (VIP, 80),
+                (CLIENT, 1),
+                ROUTER,
+                L4::Udp,
+                28,
+                Error::PortUnreachable,
+            ),
+            error(
+                (VIP6, 80),
+                (CLIENT6, 1),
+                ROUTER6,
+                L4::Tcp,
+                60,
+                Error::TooBig,
+            ),
+            error(
+                (VIP6, 80),
+                (CLIENT6, 1),
+                ROUTER6,
+                L4::Udp,
+                usize::MAX,
+                Error::TimeExceeded,
+            ),
+            echo_frame((CLIENT_MAC, LB_MAC), CLIENT, VIP, 9, false),
+            echo_frame((CLIENT_MAC, LB_MAC), CLIENT6, VIP6, 9, false),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes: no panic, nothing written past the IP
+        /// packet, and an ICMP checksum that verified still verifies after
+        /// an echo reply or a translation.
+        #[test]
+        fn mangled_icmp_is_refused_or_handled_with_its_checksum_kept(
+            seed in 0usize..6,
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..6),
+            cut in proptest::option::of(proptest::prelude::any::<proptest::sample::Index>()),
+        ) {
+            let mut frame = seeds().swap_remove(seed);
+            let span = frame.len();
+            for (at, byte) in edits {
+                frame[at.index(span)] = byte;
+            }
+            if let Some(cut) = cut {
+                frame.truncate(cut.index(frame.len() + 1));
+            }
+            let Ok(l3) = parse_l3(&frame) else {
+                return Ok(());
+            };
+            let end = l3.l3_offset + l3.ip_total_len;
+            let verified = |frame: &[u8], l3: &L3| {
+                message_sum(&frame[l3.l4_offset..end], l3) == 0xffff
+            };
+            let before = frame.clone();
+            let was_verified = verified(&frame, &l3);
+            match classify(&frame, &l3) {
+                Ok(Icmp::EchoRequest) => {
+                    proptest::prop_assert!(echo_reply(&mut frame, &l3));
+                    let l3 = parse_l3(&frame).unwrap();
+                    proptest::prop_assert!(verified(&frame, &l3));
+                }
+                Ok(Icmp::Error(quote)) => {
+                    if translate(&mut frame, &l3, &quote, &translation_for(l3.src.is_ipv6())) {
+                        let after = parse_l3(&frame).unwrap();
+                        proptest::prop_assert_eq!(verified(&frame, &after), was_verified);
+                    } else {
+                        proptest::prop_assert_eq!(&frame, &before);
+                    }
+                }
+                Err(_) => proptest::prop_assert_eq!(&frame, &before),
+            }
+            proptest::prop_assert_eq!(&frame[end..], &before[end..]);
+        }
+    }
 }

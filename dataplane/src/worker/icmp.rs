@@ -126,18 +126,12 @@ impl Worker {
     /// unchanged; no flow entry is made for it. The outer destination and
     /// the quoted source become the backend's, as the backend sent it.
     fn about_a_reply(
-        &mut self,
+        &self,
         snapshot: &Snapshot,
         now: u64,
         quote: &Quote,
     ) -> Result<(Toward, Translation), DropReason> {
-        let client_flow = FlowKey {
-            src: quote.key.dst,
-            dst: quote.key.src,
-            src_port: quote.key.dst_port,
-            dst_port: quote.key.src_port,
-            protocol: quote.key.protocol,
-        };
+        let client_flow = reversed(&quote.key);
         let tracked = self
             .flows
             .peek(&client_flow, now)
@@ -210,13 +204,7 @@ impl PathState {
         quote: &Quote,
         now: u64,
     ) -> Result<(Toward, Translation), DropReason> {
-        let reply = FlowKey {
-            src: quote.key.dst,
-            dst: quote.key.src,
-            src_port: quote.key.dst_port,
-            dst_port: quote.key.src_port,
-            protocol: quote.key.protocol,
-        };
+        let reply = reversed(&quote.key);
         let vip = self
             .replies
             .get(&reply, secs(now))
@@ -232,6 +220,17 @@ impl PathState {
                 quoted_endpoint: vip,
             },
         ))
+    }
+}
+
+/// The 5-tuple of the other direction of `key`'s flow.
+fn reversed(key: &FlowKey) -> FlowKey {
+    FlowKey {
+        src: key.dst,
+        dst: key.src,
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+        protocol: key.protocol,
     }
 }
 
