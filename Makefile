@@ -9,7 +9,7 @@ RELEASE := target/release
 # docs/operations.md): clang/llvm/libbpf for the XDP program,
 # libelf/zlib/m4/pkg-config for libxdp (built from source by xsk-rs),
 # iproute2 for the namespace tests.
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 

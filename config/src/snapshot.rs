@@ -19,7 +19,7 @@ mod plan;
 mod slots;
 mod tables;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Deref;
 
@@ -138,6 +138,10 @@ pub struct Snapshot {
     /// Positions in `listeners`, each in range.
     by_vip: HashMap<ServiceKey, u32>,
     by_backend: HashMap<ServiceKey, Owner>,
+    /// Every listener's VIP address, whatever its port and protocol: what
+    /// the workers answer echo requests for, and whose ICMP errors they
+    /// translate.
+    addresses: HashSet<IpAddr>,
     /// Served endpoints whose EndpointSlice conditions (or Pod) say they
     /// are terminating. Kept beside the listeners rather than in `Backend`
     /// because terminating is the endpoint's own state (its Pod is being
@@ -185,12 +189,14 @@ impl Snapshot {
                     .or_insert(Owner::Unique(index));
             }
         }
+        let addresses = listeners.iter().map(|l| l.key().endpoint.address).collect();
         Self {
             generation,
             listeners,
             dns: Vec::new(),
             by_vip,
             by_backend,
+            addresses,
             terminating: BTreeSet::new(),
         }
     }
@@ -247,6 +253,12 @@ impl Snapshot {
 
     pub fn listener_for_vip(&self, key: &ServiceKey) -> Option<ListenerRef<'_>> {
         self.listener(*self.by_vip.get(key)?)
+    }
+
+    /// Whether `address` is the VIP of any listener, on any port and
+    /// protocol.
+    pub fn serves_address(&self, address: IpAddr) -> bool {
+        self.addresses.contains(&address)
     }
 
     pub fn owner_of_backend(&self, key: &ServiceKey) -> Option<BackendOwner<'_>> {
@@ -349,9 +361,20 @@ mod tests {
             Some(BackendOwner::Shared)
         );
         let only_a = Snapshot::new(4, vec![listener("a", 80)]).unwrap();
+        assert!(only_a.serves_address(IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10))));
         assert!(matches!(
             only_a.owner_of_backend(&backend),
             Some(BackendOwner::Unique(a)) if a.id().index() == 0
         ));
+    }
+
+    #[test]
+    fn an_address_is_served_by_any_listener_on_it_and_only_then() {
+        let snapshot = Snapshot::new(1, vec![listener("a", 80), listener("b", 81)]).unwrap();
+        assert!(snapshot.serves_address(IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10))));
+        assert!(!snapshot.serves_address(IpAddr::V4(Ipv4Addr::new(198, 18, 100, 11))));
+        // A backend's address is not a VIP.
+        assert!(!snapshot.serves_address(endpoint(21, 8080).address));
+        assert!(!Snapshot::default().serves_address(IpAddr::V4(Ipv4Addr::new(198, 18, 100, 10))));
     }
 }

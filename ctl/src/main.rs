@@ -5,7 +5,7 @@
 //! the protocol it speaks lives in `switchyard-proto`.
 
 use std::fmt::Write as _;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -128,9 +128,9 @@ enum Command {
         /// The transport of the flow.
         #[arg(value_enum)]
         protocol: ExplainProtocol,
-        /// Client IPv4 address:port, e.g. 198.18.1.10:40000.
+        /// Client address:port, e.g. 198.18.1.10:40000 or [2001:db8:1::10]:40000.
         client: String,
-        /// VIP IPv4 address:port, e.g. 198.18.100.10:80.
+        /// VIP address:port, e.g. 198.18.100.10:80 or [2001:db8:100::10]:80.
         vip: String,
     },
     /// The running configuration.
@@ -199,16 +199,16 @@ enum ExplainProtocol {
     Udp,
 }
 
-/// `address:port` as the dataplane understands it (IPv4 only), normalised.
+/// `address:port` of either family (IPv6 in brackets), normalised.
 fn socket_address(what: &str, text: &str) -> Result<String> {
-    match text.parse::<SocketAddrV4>() {
+    match text.parse::<SocketAddr>() {
         Ok(address) => Ok(address.to_string()),
         Err(_) => invalid!(
-            "invalid {what} address {text:?}: expected an IPv4 address:port such as {}",
+            "invalid {what} address {text:?}: expected address:port such as {}",
             if what == "client" {
-                "198.18.1.10:40000"
+                "198.18.1.10:40000 or [2001:db8:1::10]:40000"
             } else {
-                "198.18.100.10:80"
+                "198.18.100.10:80 or [2001:db8:100::10]:80"
             }
         ),
     }
@@ -499,7 +499,7 @@ const BACKEND_STATS_COLUMNS: [&str; 7] = [
     "BYTES",
     "FAST PATH PACKETS",
 ];
-const WORKER_STATS_COLUMNS: [&str; 7] = [
+const WORKER_STATS_COLUMNS: [&str; 10] = [
     "QUEUE",
     "RX PACKETS",
     "RX BYTES",
@@ -507,6 +507,9 @@ const WORKER_STATS_COLUMNS: [&str; 7] = [
     "TX BYTES",
     "DROPS",
     "PARTIAL CHECKSUMS",
+    "ECHO REPLIES",
+    "ICMP TO BACKEND",
+    "ICMP TO CLIENT",
 ];
 const FLOW_COLUMNS: [&str; 9] = [
     "PROTOCOL",
@@ -560,6 +563,9 @@ fn render_stats(r: &StatsReport) -> String {
             Cell::new(w.tx_bytes),
             Cell::new(w.drops.values().sum::<u64>()),
             Cell::new(w.partial_checksums),
+            Cell::new(w.echo_replies),
+            Cell::new(w.icmp_to_backend),
+            Cell::new(w.icmp_to_client),
         ]);
     }
     right_align(&mut workers, 1);
@@ -981,6 +987,9 @@ mod tests {
                 flows: 5,
                 drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
                 partial_checksums: 4,
+                echo_replies: 2,
+                icmp_to_backend: 1,
+                icmp_to_client: 6,
                 ..WorkerStats::default()
             }],
             drops: BTreeMap::from([("backend_unavailable".into(), 3)]),
@@ -1003,8 +1012,21 @@ mod tests {
             &text,
             &["198.18.2.21:8080", "demo/echo", "4", "8", "512", "5"],
         );
-        row(&text, &["QUEUE", "RX PACKETS", "PARTIAL CHECKSUMS"]);
-        row(&text, &[" 0 ", "13", "900", "10", "800", "3", "4"]);
+        row(
+            &text,
+            &[
+                "QUEUE",
+                "RX PACKETS",
+                "PARTIAL CHECKSUMS",
+                "ECHO REPLIES",
+                "ICMP TO BACKEND",
+                "ICMP TO CLIENT",
+            ],
+        );
+        row(
+            &text,
+            &[" 0 ", "13", "900", "10", "800", "3", "4", "2", "1", "6"],
+        );
         row(&text, &["demo/edge/web", "backend_unavailable", "3"]);
         row(&text, &["steer_vip", "7"]);
         row(&text, &["pass_local", "0"]);

@@ -445,6 +445,9 @@ pub fn stats_report(
                 later: w.later_fragments,
                 evicted: w.fragment_evictions,
             },
+            echo_replies: w.echo_replies,
+            icmp_to_backend: w.icmp_to_backend,
+            icmp_to_client: w.icmp_to_client,
         });
     }
     report

@@ -395,6 +395,21 @@ impl Collector for Scrape {
                 "Fragmented datagrams whose decision a worker's full fragment table gave up before it expired.",
                 |w| w.fragments.evicted,
             ),
+            (
+                "switchyard_worker_echo_replies",
+                "Echo requests to a VIP address answered by the worker.",
+                |w| w.echo_replies,
+            ),
+            (
+                "switchyard_worker_icmp_to_backend",
+                "ICMP errors about a client's flow, arriving for a VIP, sent on to the flow's backend.",
+                |w| w.icmp_to_backend,
+            ),
+            (
+                "switchyard_worker_icmp_to_client",
+                "ICMP errors a backend sent about a client's packet, sent on to the client from the VIP.",
+                |w| w.icmp_to_client,
+            ),
         ] {
             counters(
                 e,
@@ -593,6 +608,7 @@ mod tests {
                         later: 4,
                         evicted: 1,
                     },
+                    icmp_to_backend: 2,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -637,6 +653,8 @@ mod tests {
             r#"switchyard_worker_first_fragments_total{queue="0"} 2"#,
             r#"switchyard_worker_later_fragments_total{queue="0"} 4"#,
             r#"switchyard_worker_fragment_evictions_total{queue="0"} 1"#,
+            r#"switchyard_worker_icmp_to_backend_total{queue="0"} 2"#,
+            r#"switchyard_worker_echo_replies_total{queue="0"} 0"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

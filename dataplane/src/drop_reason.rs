@@ -40,10 +40,20 @@ pub enum DropReason {
     /// fragment this worker has not forwarded: it came first, or the first
     /// was refused or dropped, or its entry expired or was evicted.
     FragmentWithoutFirst,
+    /// An ICMP or ICMPv6 message shorter than its header, an echo request
+    /// whose checksum does not verify, or an error whose quoted IP header
+    /// and the 8 bytes after it (the ports) cannot be read.
+    BadIcmp,
+    /// An ICMP or ICMPv6 message about no flow Switchyard translates: an
+    /// error quoting a packet of no listener's or backend's, or other than
+    /// the start of a TCP or UDP packet, or a client flow whose share has
+    /// no backend; or a type that is neither an echo request nor an error.
+    /// The kernel's answer would speak for an address it does not own.
+    IcmpWithoutFlow,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -61,6 +71,8 @@ impl DropReason {
         Self::TxRingFull,
         Self::BackendRemoved,
         Self::FragmentWithoutFirst,
+        Self::BadIcmp,
+        Self::IcmpWithoutFlow,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -83,6 +95,8 @@ impl DropReason {
             Self::TxRingFull => "tx_ring_full",
             Self::BackendRemoved => "backend_removed",
             Self::FragmentWithoutFirst => "fragment_without_first",
+            Self::BadIcmp => "bad_icmp",
+            Self::IcmpWithoutFlow => "icmp_without_flow",
         }
     }
 }

@@ -292,6 +292,17 @@ pub struct WorkerStats {
     /// full; their flows stay off the XDP fast path.
     #[serde(default)]
     pub partial_checksums: u64,
+    /// Echo requests to a VIP address the worker answered itself.
+    #[serde(default)]
+    pub echo_replies: u64,
+    /// ICMP errors about a client's flow, arriving for a VIP, sent on to
+    /// the flow's backend (path MTU discovery, unreachables).
+    #[serde(default)]
+    pub icmp_to_backend: u64,
+    /// ICMP errors a backend sent about a client's packet, sent on to the
+    /// client as from the VIP.
+    #[serde(default)]
+    pub icmp_to_client: u64,
     /// What the worker wrote into the XDP flow cache (zero with the fast
     /// path off).
     #[serde(default)]

@@ -50,6 +50,16 @@ pub const BACKENDS6: [(&str, Ipv6Addr); 2] = [
     ("be2", Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x22)),
 ];
 
+/// The client behind a router ([`Topology::behind_router`]): its link to
+/// the router, 198.18.3.0/24 and 2001:db8:3::/64, is the narrow one.
+pub const FAR_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 10);
+pub const ROUTER_FAR_SIDE_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 1);
+pub const FAR_CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 0x10);
+pub const ROUTER_FAR_SIDE_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 1);
+/// The router's MTU towards the far client: IPv6's minimum, below the
+/// 1500 bytes of every other link.
+pub const NARROW_MTU: u32 = 1280;
+
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the veths' offloads are set.
@@ -97,6 +107,9 @@ pub struct Topology {
     /// Holds the bridge `br0`.
     pub switch: Netns,
     pub backends: Vec<Backend>,
+    /// With [`Topology::behind_router`]: the client behind the router
+    /// (then the `client` namespace).
+    pub far_client: Option<Netns>,
     lb_interfaces: Vec<String>,
 }
 
@@ -188,6 +201,115 @@ impl Topology {
         Ok(self)
     }
 
+    /// Makes the client namespace a router and puts a far client behind
+    /// it, on a link whose MTU on the router's side is [`NARROW_MTU`]: the
+    /// path Path MTU discovery has to find. The far client sends at most
+    /// that (its route's MTU is locked to it) but advertises a TCP MSS for
+    /// 1500 bytes, as a host on a wider link behind a narrower one does, so
+    /// full-size answers reach the router, which can only refuse them with
+    /// ICMP. Needs both families ([`Topology::with_ipv6`]) and, for the
+    /// router to reach the LB on its own link, the two-arm shape.
+    pub fn behind_router(mut self) -> Result<Topology> {
+        if self.shape != Shape::TwoArm {
+            return Err(anyhow!("a router needs the two-arm shape"));
+        }
+        let far = Netns::with_name(unique_name(next_id(), "far"))?;
+        far.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
+        far.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
+        veth(&far, "eth0", &self.client, "far0", self.queues)?;
+        let router = &self.client;
+        router.sysctl("net/ipv4/ip_forward", "1")?;
+        router.sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        router.ip(&[
+            "addr",
+            "add",
+            &format!("{ROUTER_FAR_SIDE_ADDR}/24"),
+            "dev",
+            "far0",
+        ])?;
+        router.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{ROUTER_FAR_SIDE_ADDR6}/64"),
+            "dev",
+            "far0",
+            "nodad",
+        ])?;
+        router.ip(&[
+            "link",
+            "set",
+            "dev",
+            "far0",
+            "mtu",
+            &NARROW_MTU.to_string(),
+            "up",
+        ])?;
+        far.ip(&[
+            "addr",
+            "add",
+            &format!("{FAR_CLIENT_ADDR}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        far.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{FAR_CLIENT_ADDR6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        far.ip(&["link", "set", "dev", "eth0", "up"])?;
+        self.full_checksums(&far, "eth0")?;
+        let narrow = NARROW_MTU.to_string();
+        far.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_FAR_SIDE_ADDR.to_string(),
+            "mtu",
+            "lock",
+            &narrow,
+            "advmss",
+            "1460",
+        ])?;
+        far.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &ROUTER_FAR_SIDE_ADDR6.to_string(),
+            "mtu",
+            "lock",
+            &narrow,
+            "advmss",
+            "1440",
+        ])?;
+        self.lb.ip(&[
+            "route",
+            "add",
+            "198.18.3.0/24",
+            "via",
+            &CLIENT_ADDR.to_string(),
+        ])?;
+        self.lb.ip(&[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:3::/64",
+            "via",
+            &CLIENT_ADDR6.to_string(),
+        ])?;
+        wait_links_up(&far, &["eth0"], LINK_UP_TIMEOUT)?;
+        wait_links_up(&self.client, &["far0"], LINK_UP_TIMEOUT)?;
+        self.far_client = Some(far);
+        Ok(self)
+    }
+
     /// The LB node's interfaces, as named inside its namespace.
     pub fn lb_interfaces(&self) -> &[String] {
         &self.lb_interfaces
@@ -213,6 +335,7 @@ impl Topology {
             self.switch.name().to_owned(),
         ];
         names.extend(self.backends.iter().map(|b| b.ns.name().to_owned()));
+        names.extend(self.far_client.iter().map(|ns| ns.name().to_owned()));
         names
     }
 
@@ -260,6 +383,7 @@ impl Topology {
             lb,
             switch,
             backends,
+            far_client: None,
             lb_interfaces: Vec::new(),
         })
     }

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{bail, Context, Result};
-use switchyard_vm_tests::client::{pin_current_thread, udp_exchange_on, udp_socket_towards};
+use switchyard_vm_tests::client::{
+    pin_current_thread, tcp_exchange_keep_open, udp_exchange_on, udp_socket_towards,
+};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
 };
@@ -315,4 +317,77 @@ fn fragmented_ipv4_datagrams_reach_one_backend_whole_and_come_back() -> Result<(
 #[test]
 fn fragmented_ipv6_datagrams_reach_one_backend_whole_and_come_back() -> Result<()> {
     fragmented_datagrams_cross_the_vip(vip6(UDP_PORT))
+}
+
+#[test]
+fn explain_names_the_ipv6_backend_an_ipv6_flow_really_got() -> Result<()> {
+    let lab = Lab::start(1, &[])?;
+    let payload = "explain me";
+    let (stream, reply) = tcp_exchange_keep_open(lab.client(), vip6(TCP_PORT), payload)?;
+    let server = answered_by(&reply, vip6(TCP_PORT), payload)?;
+    let (_, address) = BACKENDS6
+        .iter()
+        .find(|(name, _)| *name == server)
+        .context("a known backend")?;
+    let expected = SocketAddr::from((*address, TCP_TARGET_PORT)).to_string();
+    let client = stream.local_addr()?.to_string();
+    let vip = vip6(TCP_PORT).to_string();
+    let out = lab
+        .daemon
+        .yardctl_raw(&["explain", "tcp", &client, &vip, "-o", "json"])?;
+    if !out.status.success() {
+        bail!("yardctl explain failed ({}): {}", out.status, out.stderr);
+    }
+    let report: serde_json::Value = serde_json::from_str(&out.stdout)
+        .with_context(|| format!("yardctl explain printed no JSON: {:?}", out.stdout))?;
+    assert_eq!(
+        report["existing"]["backend"].as_str(),
+        Some(expected.as_str()),
+        "the tracked flow: {report:#}"
+    );
+    assert_eq!(
+        report["new_flow"]["backend"].as_str(),
+        Some(expected.as_str()),
+        "{report:#}"
+    );
+    let flows = lab
+        .daemon
+        .yardctl_raw(&["flows", "--client", "2001:db8:1::/64", "-o", "json"])?;
+    assert!(
+        flows.stdout.contains(&expected),
+        "flows filtered by an IPv6 client prefix: {}",
+        flows.stdout
+    );
+    Ok(())
+}
+
+#[test]
+fn ping_and_ping6_to_the_vips_are_answered_by_switchyard() -> Result<()> {
+    let lab = Lab::start(1, &[])?;
+    for (family, vip) in [("-4", VIP.to_string()), ("-6", VIP6.to_string())] {
+        let out = lab
+            .client()
+            .command("ping")
+            .args([family, "-n", "-c", "3", "-i", "0.2", "-W", "2", &vip])
+            .output()
+            .context("running ping (iputils-ping)")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() || !stdout.contains("3 received") {
+            bail!(
+                "ping {family} {vip}: {}\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Switchyard answered them (the VIPs are on no interface of the node).
+    let stats = lab.daemon.yardctl_json("stats")?;
+    let answered: u64 = stats["workers"]
+        .as_array()
+        .context("workers")?
+        .iter()
+        .filter_map(|w| w["echo_replies"].as_u64())
+        .sum();
+    assert_eq!(answered, 6, "{stats:#}");
+    Ok(())
 }

@@ -35,6 +35,9 @@ pub mod v4 {
     pub const TYPE_DESTINATION_UNREACHABLE: u8 = 3;
     pub const TYPE_ECHO_REQUEST: u8 = 8;
     pub const TYPE_TIME_EXCEEDED: u8 = 11;
+    /// Parameter Problem: quotes the packet like the other errors, with a
+    /// pointer to the offending byte in the second word.
+    pub const TYPE_PARAMETER_PROBLEM: u8 = 12;
 
     /// Codes of Destination Unreachable.
     pub const CODE_NET_UNREACHABLE: u8 = 0;
@@ -63,7 +66,10 @@ pub mod v4 {
     /// query or answer of its own.
     #[inline(always)]
     pub const fn is_error(icmp_type: u8) -> bool {
-        matches!(icmp_type, TYPE_DESTINATION_UNREACHABLE | TYPE_TIME_EXCEEDED)
+        matches!(
+            icmp_type,
+            TYPE_DESTINATION_UNREACHABLE | TYPE_TIME_EXCEEDED | TYPE_PARAMETER_PROBLEM
+        )
     }
 }
 
@@ -144,6 +150,8 @@ mod tests {
         assert_eq!(v4::next_hop_mtu(&hdr), 1500);
         assert!(v4::is_error(hdr[TYPE]));
         assert!(v4::is_error(v4::TYPE_TIME_EXCEEDED));
+        assert!(v4::is_error(v4::TYPE_PARAMETER_PROBLEM));
+        assert!(!v4::is_error(v4::TYPE_ECHO_REPLY));
     }
 
     #[test]

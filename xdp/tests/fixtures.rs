@@ -26,47 +26,9 @@ fn counter(fixture: &Fixture, name: &str) -> SteerCounter {
         })
 }
 
-/// Rows whose `xdp` column predates the program's IPv6, ICMP and fragment
-/// rules: whatever reaches a VIP address goes to the workers (ICMP,
-/// fragments), and IPv6 is parsed, so a packet for no VIP is "not a
-/// service" rather than "not IPv4". Each entry names the row, the outcome
-/// its column states, and the program's. The worker columns of these rows
-/// change with the workers; the row is then rewritten whole and its entry
-/// here must go, which the test demands so that the table stays the one
-/// source.
-const OUTGROWN_ROWS: &[(&str, XdpOutcome, XdpOutcome)] = &[(
-    "icmp_echo_to_the_vip_is_left_to_the_kernel",
-    XdpOutcome::Pass {
-        counter: "pass_not_service",
-    },
-    XdpOutcome::Redirect {
-        counter: "steer_vip_icmp",
-    },
-)];
-
-/// The row's outcome for the program: its `xdp` column, or the program's
-/// own for an outgrown row.
-fn xdp_outcome(fixture: &Fixture) -> XdpOutcome {
-    match OUTGROWN_ROWS
-        .iter()
-        .find(|(name, _, _)| *name == fixture.name)
-    {
-        None => fixture.xdp,
-        Some((_, stated, now)) => {
-            assert_eq!(
-                fixture.xdp, *stated,
-                "{}: the row's xdp column changed; if it now says {now:?}, remove its \
-                 entry from OUTGROWN_ROWS",
-                fixture.name
-            );
-            *now
-        }
-    }
-}
-
 /// What the table says the program does, in the terms of [`Ran`].
 fn expected(fixture: &Fixture) -> Ran {
-    let (verdict, name) = match xdp_outcome(fixture) {
+    let (verdict, name) = match fixture.xdp {
         XdpOutcome::Redirect { counter } => (XdpAction::Redirect, counter),
         XdpOutcome::Pass { counter } => (XdpAction::Pass, counter),
     };
@@ -113,14 +75,4 @@ fn the_steering_program_redirects_or_passes_every_fixture_as_the_table_says() {
             mismatches.join("\n")
         );
     });
-}
-
-#[test]
-fn every_outgrown_row_is_a_row_of_the_table() {
-    for (name, _, _) in OUTGROWN_ROWS {
-        assert!(
-            FIXTURES.iter().any(|fixture| fixture.name == *name),
-            "OUTGROWN_ROWS names {name}, which the table does not hold"
-        );
-    }
 }

@@ -4,7 +4,8 @@
 //! offsets of its headers ([`parse()`]), replays a per-flow NAT [`Rewrite`] on
 //! the frame in place with incremental checksum updates ([`apply`]; a
 //! checksum the sender left partial is computed in full instead), and
-//! hashes a 5-tuple the same way on every node ([`flow_hash`]). It is pure:
+//! hashes a 5-tuple the same way on every node ([`flow_hash`]); ICMP and
+//! ICMPv6 are read, answered and translated in place by [`icmp`]. It is pure:
 //! no I/O, no clocks, no configuration. It must never allocate, make a
 //! syscall or panic on packet bytes; a frame it cannot handle comes back as a
 //! [`ParseError`], which the worker counts by name and drops. Fragments
@@ -14,6 +15,7 @@
 
 mod fragment;
 mod hash;
+pub mod icmp;
 mod parse;
 mod partial;
 mod reset;

@@ -49,6 +49,14 @@ pub struct WorkerStats {
     /// on this host with tx checksum offload, through a veth) and was
     /// computed in full (`packet::L4Checksum::Completed`).
     pub partial_checksums: u64,
+    /// Echo requests to a VIP address answered by the worker itself.
+    pub echo_replies: u64,
+    /// ICMP errors about a client's flow, arriving for a VIP, sent on to
+    /// the flow's backend.
+    pub icmp_to_backend: u64,
+    /// ICMP errors a backend sent about a client's packet, sent on to the
+    /// client as from the VIP.
+    pub icmp_to_client: u64,
     pub listeners: Vec<Counters>,
     /// Per listener, per backend index of that listener.
     pub backends: Vec<Vec<Counters>>,

@@ -10,14 +10,16 @@
 //! changed, rewrite, count, offer to the XDP cache; `forward.rs`) or
 //! `new_flow` (choose a backend or reverse a reply, next hop, install;
 //! `decide.rs`). Fragments take `fragment.rs`: a first one is decided as
-//! its flow, the rest follow it. Counters and their carry-over across
-//! reloads live in `counters.rs`, control requests in `control.rs`.
+//! its flow, the rest follow it. ICMP and ICMPv6, which `parse` leaves
+//! aside, go to `icmp.rs`. Counters and their carry-over across reloads
+//! live in `counters.rs`, control requests in `control.rs`.
 
 mod control;
 mod counters;
 mod decide;
 mod forward;
 mod fragment;
+mod icmp;
 mod path;
 
 use std::collections::VecDeque;
@@ -266,6 +268,9 @@ impl Worker {
             Ok(parsed) => parsed,
             Err(ParseError::Fragment) => {
                 return self.fragment(snapshot, l2, now, ingress, frame);
+            }
+            Err(ParseError::UnsupportedProtocol) => {
+                return self.not_tcp_or_udp(snapshot, l2, now, ingress, frame)
             }
             Err(error) => return self.path.drop_packet(error.into()),
         };
