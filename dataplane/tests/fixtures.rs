@@ -6,7 +6,7 @@
 //! the frame under the expected reason and count nothing else. The same
 //! table drives the steering program in `xdp/tests/fixtures.rs`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +46,7 @@ kind: Gateway
 metadata: {{name: edge, namespace: fixtures}}
 spec:
   gatewayClassName: switchyard
-  addresses: [{{type: IPAddress, value: {VIP}}}]
+  addresses: [{{type: IPAddress, value: {VIP}}}, {{type: IPAddress, value: \"{VIP6}\"}}]
   listeners:
   - {{name: tcp, protocol: TCP, port: {TCP_PORT}}}
   - {{name: udp, protocol: UDP, port: {UDP_PORT}}}
@@ -84,6 +84,18 @@ endpoints: [{{addresses: [\"{BACKEND}\"], conditions: {{ready: true}}}}]
 ports:
 - {{name: tcp, protocol: TCP, port: {BACKEND_TCP_PORT}}}
 - {{name: udp, protocol: UDP, port: {BACKEND_UDP_PORT}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: backend-2
+  namespace: fixtures
+  labels: {{kubernetes.io/service-name: backend}}
+addressType: IPv6
+endpoints: [{{addresses: [\"{BACKEND6}\"], conditions: {{ready: true}}}}]
+ports:
+- {{name: tcp, protocol: TCP, port: {BACKEND_TCP_PORT}}}
+- {{name: udp, protocol: UDP, port: {BACKEND_UDP_PORT}}}
 "
     )
 }
@@ -103,8 +115,8 @@ fn scenario_snapshot() -> Snapshot {
 /// Both arms, a /24 route out of each, and the client and the backend as
 /// resolved neighbours.
 fn scenario_l2_table() -> L2Table {
-    let route = |(dst, prefix_len): (Ipv4Addr, u8), ifindex| RouteEntry {
-        dst: dst.into(),
+    let route = |(dst, prefix_len): (IpAddr, u8), ifindex| RouteEntry {
+        dst,
         prefix_len,
         metric: 0,
         action: RouteAction::Forward {
@@ -112,9 +124,9 @@ fn scenario_l2_table() -> L2Table {
             gateway: None,
         },
     };
-    let neighbour = |ip: Ipv4Addr, ifindex, mac| NeighbourEntry {
+    let neighbour = |ip: IpAddr, ifindex, mac| NeighbourEntry {
         ifindex,
-        ip: ip.into(),
+        ip,
         mac: Some(mac),
         state: NeighbourState::Reachable,
     };
@@ -131,12 +143,22 @@ fn scenario_l2_table() -> L2Table {
             },
         ],
         &[
-            route(CLIENT_NET, CLIENT_ARM_IFINDEX),
-            route(BACKEND_NET, BACKEND_ARM_IFINDEX),
+            route((CLIENT_NET.0.into(), CLIENT_NET.1), CLIENT_ARM_IFINDEX),
+            route((BACKEND_NET.0.into(), BACKEND_NET.1), BACKEND_ARM_IFINDEX),
+            route(
+                (Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0).into(), 64),
+                CLIENT_ARM_IFINDEX,
+            ),
+            route(
+                (Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0).into(), 64),
+                BACKEND_ARM_IFINDEX,
+            ),
         ],
         &[
-            neighbour(CLIENT, CLIENT_ARM_IFINDEX, CLIENT_MAC),
-            neighbour(BACKEND, BACKEND_ARM_IFINDEX, BACKEND_MAC),
+            neighbour(CLIENT.into(), CLIENT_ARM_IFINDEX, CLIENT_MAC),
+            neighbour(BACKEND.into(), BACKEND_ARM_IFINDEX, BACKEND_MAC),
+            neighbour(CLIENT6.into(), CLIENT_ARM_IFINDEX, CLIENT_MAC),
+            neighbour(BACKEND6.into(), BACKEND_ARM_IFINDEX, BACKEND_MAC),
         ],
     )
 }
