@@ -28,6 +28,7 @@ pub fn packet(data: &[u8]) {
     let parsed = match packet::parse(frame) {
         Ok(parsed) => parsed,
         Err(ParseError::Fragment) => return check_fragment(plan, frame),
+        Err(ParseError::UnsupportedProtocol) => return check_icmp(plan, frame),
         Err(_) => return,
     };
     let rewrite = plan_of(plan, parsed.key.is_ipv6());
@@ -269,4 +270,59 @@ fn check_reset(frame: &[u8], parsed: &Parsed) {
         Some(true),
         "the reset's TCP checksum does not verify"
     );
+}
+
+/// A frame `parse` left aside for not being TCP or UDP: when it is ICMP or
+/// ICMPv6, classified as the worker does, and answered or translated in
+/// place as the worker would. Neither may write outside the IP packet, and
+/// an echo reply or a translated error still parses as ICMP of its family.
+fn check_icmp(plan: &[u8; PLAN_LEN], frame: &[u8]) {
+    use switchyard_dataplane::packet::icmp::{self, Icmp, Side, Translation};
+    let Ok(l3) = packet::parse_l3(frame) else {
+        return;
+    };
+    if l3.fragment.is_some() || !matches!(l3.protocol, 1 | 58) {
+        return;
+    }
+    let end = l3.l3_offset + l3.ip_total_len;
+    let unchanged_outside = |out: &[u8]| {
+        assert_eq!(out[end..], frame[end..], "bytes after the packet changed");
+        assert_eq!(out.len(), frame.len());
+    };
+    match icmp::classify(frame, &l3) {
+        Ok(Icmp::EchoRequest) => {
+            let mut out = frame.to_vec();
+            if icmp::echo_reply(&mut out, &l3) {
+                unchanged_outside(&out);
+                let again = packet::parse_l3(&out).expect("an echo reply parses");
+                assert_eq!((again.src, again.dst), (l3.dst, l3.src));
+            }
+        }
+        Ok(Icmp::Error(quote)) => {
+            let rewrite = plan_of(plan, l3.src.is_ipv6());
+            let translation = Translation {
+                eth_src: rewrite.eth_src,
+                eth_dst: rewrite.eth_dst,
+                outer: if plan[0] & 1 == 0 {
+                    Side::Dst
+                } else {
+                    Side::Src
+                },
+                outer_address: rewrite.ip_dst,
+                quoted: if plan[1] & 1 == 0 {
+                    Side::Src
+                } else {
+                    Side::Dst
+                },
+                quoted_endpoint: (rewrite.ip_src, rewrite.src_port),
+            };
+            let mut out = frame.to_vec();
+            if icmp::translate(&mut out, &l3, &quote, &translation) {
+                unchanged_outside(&out);
+                let again = packet::parse_l3(&out).expect("a translated error parses");
+                assert_eq!(again.protocol, l3.protocol);
+            }
+        }
+        Err(_) => {}
+    }
 }
