@@ -550,6 +550,28 @@ pub struct CachedFlow {
     pub applies: bool,
 }
 
+/// What a listing reads of a cache entry of either family: packets,
+/// bytes, last seen (CLOCK_MONOTONIC, if ever), stats slot, epoch and L2
+/// epoch.
+trait Listed {
+    fn listed(&self, read_at: u64) -> (u64, u64, Option<u64>, u16, u64, u64);
+}
+
+/// The two families' entries carry the same fields under the same names.
+macro_rules! listed {
+    ($($action:ty),*) => {$(
+        impl Listed for $action {
+            fn listed(&self, read_at: u64) -> (u64, u64, Option<u64>, u16, u64, u64) {
+                let spec = self.spec();
+                let seen = self.last_seen_ns(read_at);
+                (self.packets(), self.bytes(), seen, spec.stats_slot, spec.generation, spec.l2_epoch)
+            }
+        }
+    )*};
+}
+
+listed!(FlowAction, FlowAction6);
+
 impl CacheView {
     pub fn len(&self) -> usize {
         self.entries.len() + self.entries6.len()
@@ -562,36 +584,8 @@ impl CacheView {
     pub fn get(&self, key: &FlowKey) -> Option<CachedFlow> {
         let (packets, bytes, last_seen, stats_slot, generation, l2_epoch) =
             match AnyCacheKey::of(key)? {
-                AnyCacheKey::V4(key) => {
-                    let action = self.entries.get(&key)?;
-                    let spec = action.spec();
-                    let seen = action.last_seen_ns(self.read_at);
-                    let (generation, l2_epoch) = (spec.generation, spec.l2_epoch);
-                    let counts = (action.packets(), action.bytes());
-                    (
-                        counts.0,
-                        counts.1,
-                        seen,
-                        spec.stats_slot,
-                        generation,
-                        l2_epoch,
-                    )
-                }
-                AnyCacheKey::V6(key) => {
-                    let action = self.entries6.get(&key)?;
-                    let spec = action.spec();
-                    let seen = action.last_seen_ns(self.read_at);
-                    let (generation, l2_epoch) = (spec.generation, spec.l2_epoch);
-                    let counts = (action.packets(), action.bytes());
-                    (
-                        counts.0,
-                        counts.1,
-                        seen,
-                        spec.stats_slot,
-                        generation,
-                        l2_epoch,
-                    )
-                }
+                AnyCacheKey::V4(key) => self.entries.get(&key)?.listed(self.read_at),
+                AnyCacheKey::V6(key) => self.entries6.get(&key)?.listed(self.read_at),
             };
         let epoch = self.epochs.get(usize::from(stats_slot)).copied();
         Some(CachedFlow {

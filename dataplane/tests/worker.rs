@@ -16,10 +16,11 @@ use switchyard_config::snapshot::{
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::Neighbors;
 use switchyard_dataplane::packet::FlowKey;
-use switchyard_dataplane::replies::ReplyTable;
-use switchyard_dataplane::worker::{choose, Worker, WorkerRequest, WorkerSettings, WorkerStats};
+use switchyard_dataplane::worker::{choose, Worker, WorkerRequest, WorkerSettings};
 
+mod harness;
 mod two_arm;
+use harness::{harness_with, Harness};
 use two_arm::*;
 
 const UNRESOLVED_BE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
@@ -115,92 +116,8 @@ fn snapshot() -> Snapshot {
     )
 }
 
-struct Harness {
-    worker: Worker,
-    config: Arc<ArcSwap<Snapshot>>,
-    io: MemoryIo,
-    requests: channel::Sender<WorkerRequest>,
-    neighbors: Neighbors,
-    replies: Arc<ReplyTable>,
-    epoch: Instant,
-}
-
 fn harness() -> Harness {
     harness_with(snapshot())
-}
-
-fn harness_with(snapshot: Snapshot) -> Harness {
-    let neighbors = Neighbors::fixed(l2_table());
-    let config = Arc::new(ArcSwap::from_pointee(snapshot));
-    let replies = Arc::new(ReplyTable::new(1024));
-    worker_of(0, config, neighbors, replies, Instant::now())
-}
-
-fn worker_of(
-    queue: u32,
-    config: Arc<ArcSwap<Snapshot>>,
-    neighbors: Neighbors,
-    replies: Arc<ReplyTable>,
-    epoch: Instant,
-) -> Harness {
-    let (requests, control) = channel::bounded(4);
-    let worker = Worker::new(
-        queue,
-        vec![10, 20],
-        config.clone(),
-        neighbors.clone(),
-        control,
-        Arc::new(AtomicBool::new(false)),
-        epoch,
-        WorkerSettings::default(),
-    )
-    .with_reply_table(replies.clone());
-    Harness {
-        worker,
-        config,
-        io: MemoryIo::new(64),
-        requests,
-        neighbors,
-        replies,
-        epoch,
-    }
-}
-
-impl Harness {
-    /// A second worker of the same daemon: same config, neighbours, clock
-    /// and shared reply table; its own queue and flow table.
-    fn another_worker(&self) -> Harness {
-        worker_of(
-            1,
-            self.config.clone(),
-            self.neighbors.clone(),
-            self.replies.clone(),
-            self.epoch,
-        )
-    }
-
-    /// Feeds one frame on `port`; returns (egress port, frame) if sent.
-    fn send(&mut self, port: usize, frame: Vec<u8>) -> Option<(usize, Vec<u8>)> {
-        self.io.rx.push_back((port, frame));
-        self.worker.run_once(&mut self.io);
-        self.io.tx.pop()
-    }
-
-    fn stats(&mut self) -> WorkerStats {
-        let (reply, answer) = channel::bounded(1);
-        self.requests.send(WorkerRequest::Stats(reply)).unwrap();
-        self.worker.serve_control();
-        answer.recv().unwrap()
-    }
-
-    fn drops(&mut self, reason: &str) -> u64 {
-        let stats = self.stats();
-        switchyard_dataplane::drop_reason::DropReason::ALL
-            .iter()
-            .find(|r| r.name() == reason)
-            .map(|r| stats.drops[*r as usize])
-            .unwrap()
-    }
 }
 
 fn tcp_frame(

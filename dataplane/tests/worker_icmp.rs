@@ -5,7 +5,6 @@
 //! (etherparse, checksums from scratch).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,13 +16,14 @@ use switchyard_config::snapshot::{
     Slot, Snapshot,
 };
 use switchyard_dataplane::drop_reason::DropReason;
-use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::Neighbors;
 use switchyard_dataplane::packet::FlowKey;
 use switchyard_dataplane::replies::ReplyTable;
-use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
+use switchyard_dataplane::worker::WorkerRequest;
 
+mod harness;
 mod two_arm;
+use harness::{harness_with, worker_of, Harness};
 use two_arm::*;
 
 const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
@@ -104,82 +104,11 @@ fn snapshot(generation: u64, tcp_slots: &[u32]) -> Snapshot {
     .expect("one listener per VIP")
 }
 
-struct Harness {
-    worker: Worker,
-    config: Arc<ArcSwap<Snapshot>>,
-    io: MemoryIo,
-    requests: channel::Sender<WorkerRequest>,
-    neighbors: Neighbors,
-    replies: Arc<ReplyTable>,
-    epoch: Instant,
-}
-
 fn harness() -> Harness {
-    worker_of(
-        0,
-        Arc::new(ArcSwap::from_pointee(snapshot(1, &[0, 1]))),
-        Neighbors::fixed(l2_table()),
-        Arc::new(ReplyTable::new(1024)),
-        Instant::now(),
-    )
-}
-
-fn worker_of(
-    queue: u32,
-    config: Arc<ArcSwap<Snapshot>>,
-    neighbors: Neighbors,
-    replies: Arc<ReplyTable>,
-    epoch: Instant,
-) -> Harness {
-    let (requests, control) = channel::bounded(4);
-    let worker = Worker::new(
-        queue,
-        vec![10, 20],
-        config.clone(),
-        neighbors.clone(),
-        control,
-        Arc::new(AtomicBool::new(false)),
-        epoch,
-        WorkerSettings::default(),
-    )
-    .with_reply_table(replies.clone());
-    Harness {
-        worker,
-        config,
-        io: MemoryIo::new(64),
-        requests,
-        neighbors,
-        replies,
-        epoch,
-    }
+    harness_with(snapshot(1, &[0, 1]))
 }
 
 impl Harness {
-    /// A second worker of the same daemon: its own flow table, the rest
-    /// shared.
-    fn another_worker(&self) -> Harness {
-        worker_of(
-            1,
-            self.config.clone(),
-            self.neighbors.clone(),
-            self.replies.clone(),
-            self.epoch,
-        )
-    }
-
-    fn send(&mut self, port: usize, frame: Vec<u8>) -> Option<(usize, Vec<u8>)> {
-        self.io.rx.push_back((port, frame));
-        self.worker.run_once(&mut self.io);
-        self.io.tx.pop()
-    }
-
-    fn stats(&mut self) -> WorkerStats {
-        let (reply, answer) = channel::bounded(1);
-        self.requests.send(WorkerRequest::Stats(reply)).unwrap();
-        self.worker.serve_control();
-        answer.recv().unwrap()
-    }
-
     /// Whether this worker holds the client's TCP flow from `port`.
     fn has_flow(&mut self, port: u16) -> bool {
         let key = FlowKey {
@@ -195,10 +124,6 @@ impl Harness {
             .unwrap();
         self.worker.serve_control();
         answer.recv().unwrap().is_some()
-    }
-
-    fn drops(&mut self, reason: DropReason) -> u64 {
-        self.stats().drops[reason as usize]
     }
 
     /// Opens a TCP flow from the client's `port` to VIP:80; returns the
@@ -387,7 +312,7 @@ fn ping_to_an_address_no_listener_has_is_not_a_service() {
     let other = Ipv4Addr::new(198, 18, 100, 99);
     let frame = echo_frame(FROM_CLIENT, CLIENT.into(), other.into(), 63, false);
     assert_eq!(h.send(0, frame), None);
-    assert_eq!(h.drops(DropReason::NotAService), 1);
+    assert_eq!(h.drops(DropReason::NotAService.name()), 1);
     assert_eq!(h.stats().echo_replies, 0);
 }
 
@@ -398,7 +323,7 @@ fn ping_with_a_bad_checksum_is_not_answered() {
     let last = frame.len() - 1;
     frame[last] ^= 0x80;
     assert_eq!(h.send(0, frame), None);
-    assert_eq!(h.drops(DropReason::BadIcmp), 1);
+    assert_eq!(h.drops(DropReason::BadIcmp.name()), 1);
 }
 
 #[test]
@@ -513,7 +438,7 @@ fn a_backend_s_error_about_no_client_flow_is_dropped_not_translated() {
         &received,
     );
     assert_eq!(h.send(1, frame), None);
-    assert_eq!(h.drops(DropReason::ReplyWithoutFlow), 1);
+    assert_eq!(h.drops(DropReason::ReplyWithoutFlow.name()), 1);
     assert_eq!(h.stats().icmp_to_client, 0);
 }
 
@@ -522,7 +447,7 @@ fn an_error_whose_quote_is_cut_before_the_ports_is_dropped_as_bad_icmp() {
     let mut h = harness();
     h.open_tcp(40_000);
     assert_eq!(h.send(0, frag_needed_about_reply(40_000, 24)), None);
-    assert_eq!(h.drops(DropReason::BadIcmp), 1);
+    assert_eq!(h.drops(DropReason::BadIcmp.name()), 1);
 }
 
 #[test]
@@ -546,7 +471,7 @@ fn an_error_about_a_port_no_listener_serves_is_icmp_without_flow() {
         let frame = error_frame(FROM_CLIENT, router, vip, error, &sent);
         assert_eq!(h.send(0, frame), None);
     }
-    assert_eq!(h.drops(DropReason::IcmpWithoutFlow), 2);
+    assert_eq!(h.drops(DropReason::IcmpWithoutFlow.name()), 2);
 }
 
 #[test]
@@ -554,7 +479,7 @@ fn an_echo_reply_to_a_vip_is_icmp_without_flow() {
     let mut h = harness();
     let frame = echo_frame(FROM_CLIENT, CLIENT.into(), VIP.into(), 63, true);
     assert_eq!(h.send(0, frame), None);
-    assert_eq!(h.drops(DropReason::IcmpWithoutFlow), 1);
+    assert_eq!(h.drops(DropReason::IcmpWithoutFlow.name()), 1);
 }
 
 /// With ClientIP affinity the client's live entry, not the slot, names
