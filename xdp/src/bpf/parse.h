@@ -121,7 +121,8 @@ static __always_inline int parse_ipv4(void *data, void *data_end, __u64 l3_off,
 	l4_off = l3_off + iph->ihl * IPV4_IHL_WORD_BYTES;
 	pkt->l4_off = l4_off;
 	/* A first fragment carries ports, but the fragments after it do not:
-	 * all of them go one way, to the workers' reassembly or the kernel's.
+	 * all of them go one way, by address, to the workers (which follow the
+	 * first fragment's decision) or the kernel.
 	 */
 	if (iph->frag_off &
 	    bpf_htons(IPV4_MORE_FRAGMENTS | IPV4_FRAG_OFFSET_MASK))
