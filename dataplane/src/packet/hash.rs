@@ -60,14 +60,39 @@ impl Murmur3 {
 /// Hashes a flow's 5-tuple with `seed`; deterministic and well mixed (every
 /// input bit affects every output bit through murmur3's final avalanche).
 /// Every node must use the same seed to agree on backends.
-#[inline]
+#[inline(always)]
 pub fn flow_hash(key: &FlowKey, seed: u32) -> u32 {
+    let ports = (u32::from(key.src_port) << 16) | u32::from(key.dst_port);
+    let protocol = u32::from(key.protocol);
+    // IPv4 as four fixed blocks the compiler unrolls inline at every
+    // lookup; the longer IPv6 input out of line.
+    match (key.src, key.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            murmur3(&[u32::from(src), u32::from(dst), ports, protocol], seed)
+        }
+        _ => flow_hash_any(key, ports, protocol, seed),
+    }
+}
+
+#[inline(never)]
+fn flow_hash_any(key: &FlowKey, ports: u32, protocol: u32, seed: u32) -> u32 {
     let mut m = Murmur3 { h: seed, len: 0 };
     m.address(key.src);
     m.address(key.dst);
-    m.word((u32::from(key.src_port) << 16) | u32::from(key.dst_port));
-    m.word(u32::from(key.protocol));
+    m.word(ports);
+    m.word(protocol);
     m.finish()
+}
+
+/// Murmur3 of whole 32-bit blocks.
+#[inline(always)]
+fn murmur3<const N: usize>(words: &[u32; N], seed: u32) -> u32 {
+    let mut h = seed;
+    for &word in words {
+        h ^= mix_block(word);
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    fmix32(h ^ (4 * N) as u32)
 }
 
 /// Hashes only a client's address with `seed`, for listeners with

@@ -131,6 +131,7 @@ pub struct Parsed {
 
 /// Parses an Ethernet II frame, optionally with one 802.1Q or 802.1ad tag,
 /// carrying an unfragmented IPv4 or IPv6 TCP or UDP packet.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     let l3 = parse_l3(frame)?;
     if l3.fragment.is_some() {
@@ -207,6 +208,7 @@ impl Fragment {
 /// `ipv6::MAX_EXT_HEADERS`) to the upper layer, which may be anything. The
 /// walk stops at a Fragment header whose fragment is not the first: what
 /// follows is data.
+#[inline(always)]
 pub fn parse_l3(frame: &[u8]) -> Result<L3, ParseError> {
     let (l3_offset, ethertype) = ip_offset(frame)?;
     let l3 = tail(frame, l3_offset);
@@ -281,8 +283,9 @@ fn parse_ipv4(l3: &[u8]) -> Result<L3, ParseError> {
 
 /// The IPv6 packet at the start of `l3`: a sane fixed header, then at most
 /// `ipv6::MAX_EXT_HEADERS` extension headers, each inside the packet.
-/// Offsets are from the start of `l3`.
-#[inline(always)]
+/// Offsets are from the start of `l3`. Out of line: the walk is long, and
+/// keeping it apart keeps IPv4's parse short where it is inlined.
+#[inline(never)]
 fn parse_ipv6(l3: &[u8]) -> Result<L3, ParseError> {
     let header: &[u8; ipv6::HEADER_LEN] = l3.first_chunk().ok_or(ParseError::Truncated)?;
     let payload_len = usize::from(read_u16::<{ ipv6::PAYLOAD_LEN }, _>(header));

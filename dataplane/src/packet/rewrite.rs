@@ -199,35 +199,39 @@ impl<'a> Headers<'a> {
         write_bytes::<{ ethernet::DST }, 6, _>(eth, rewrite.eth_dst);
         write_bytes::<{ ethernet::SRC }, 6, _>(eth, rewrite.eth_src);
 
-        let (src, dst) = match ip {
+        // The addresses are covered by the IPv4 header checksum and,
+        // through the pseudo-header, by the TCP/UDP one.
+        let (src, dst, addr_diff) = match ip {
             Ip::V4(ip) => {
-                let src = IpAddr::V4(read_u32::<{ ipv4::SRC }, _>(ip).into());
-                let dst = IpAddr::V4(read_u32::<{ ipv4::DST }, _>(ip).into());
                 let (IpAddr::V4(new_src), IpAddr::V4(new_dst)) = (rewrite.ip_src, rewrite.ip_dst)
                 else {
                     return None;
                 };
-                let addr_diff =
-                    address_diff(src, rewrite.ip_src) + address_diff(dst, rewrite.ip_dst);
+                let (src, dst) = (
+                    read_u32::<{ ipv4::SRC }, _>(ip),
+                    read_u32::<{ ipv4::DST }, _>(ip),
+                );
+                let addr_diff = diff_u32(src, new_src.into()) + diff_u32(dst, new_dst.into());
                 let ip_checksum = read_u16::<{ ipv4::CHECKSUM }, _>(ip);
                 write_u16::<{ ipv4::CHECKSUM }, _>(ip, adjust(ip_checksum, addr_diff));
                 write_u32::<{ ipv4::SRC }, _>(ip, new_src.into());
                 write_u32::<{ ipv4::DST }, _>(ip, new_dst.into());
-                (src, dst)
+                (IpAddr::V4(src.into()), IpAddr::V4(dst.into()), addr_diff)
             }
             Ip::V6(ip) => {
-                let src = IpAddr::V6(read_bytes::<{ ipv6::SRC }, 16, _>(ip).into());
-                let dst = IpAddr::V6(read_bytes::<{ ipv6::DST }, 16, _>(ip).into());
                 let (IpAddr::V6(new_src), IpAddr::V6(new_dst)) = (rewrite.ip_src, rewrite.ip_dst)
                 else {
                     return None;
                 };
+                let src = IpAddr::V6(read_bytes::<{ ipv6::SRC }, 16, _>(ip).into());
+                let dst = IpAddr::V6(read_bytes::<{ ipv6::DST }, 16, _>(ip).into());
+                let addr_diff =
+                    address_diff(src, rewrite.ip_src) + address_diff(dst, rewrite.ip_dst);
                 write_bytes::<{ ipv6::SRC }, 16, _>(ip, new_src.octets());
                 write_bytes::<{ ipv6::DST }, 16, _>(ip, new_dst.octets());
-                (src, dst)
+                (src, dst, addr_diff)
             }
         };
-        let addr_diff = address_diff(src, rewrite.ip_src) + address_diff(dst, rewrite.ip_dst);
 
         match l4 {
             L4::Tcp(hdr) => {
