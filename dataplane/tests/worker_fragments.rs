@@ -36,7 +36,8 @@ const MTU: usize = 1500;
 const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
 const FROM_BE1: ([u8; 6], [u8; 6]) = (BE1_MAC, LB_BACKEND_SIDE_MAC);
 
-/// UDP VIP:53 to BE1:5353 alone, so the backend does not depend on hashing.
+/// UDP VIP:53 to BE1:5353 alone, so the backend does not depend on hashing;
+/// and VIP6:53 to BE1_6:5353.
 fn snapshot() -> Snapshot {
     let endpoint = Endpoint {
         address: IpAddr::V4(BE1),
@@ -67,7 +68,23 @@ fn snapshot() -> Snapshot {
         slots: vec![Slot::Backend(0); 2],
         affinity: None,
     };
-    Snapshot::new(1, vec![Listener::new(parts).expect("valid listener")]).expect("one listener")
+    // The same on the Gateway's IPv6 address, to BE1's IPv6 address.
+    let endpoint6 = Endpoint {
+        address: IpAddr::V6(BE1_6),
+        port: 5353,
+    };
+    let mut parts6 = parts.clone();
+    parts6.address = IpAddr::V6(VIP6);
+    parts6.groups[0].endpoints = vec![endpoint6];
+    parts6.backends[0].endpoint = endpoint6;
+    Snapshot::new(
+        1,
+        vec![
+            Listener::new(parts).expect("valid listener"),
+            Listener::new(parts6).expect("valid listener"),
+        ],
+    )
+    .expect("one listener per VIP")
 }
 
 struct Harness {
@@ -408,9 +425,35 @@ fn the_expiry_pass_forgets_a_datagram_whose_time_is_up() {
     assert_eq!(h.drops(DropReason::FragmentWithoutFirst), 2);
 }
 
-/// IPv6 through the packet functions the worker uses: until the workers
-/// resolve IPv6 next hops, no IPv6 frame leaves a worker's port, so the
-/// train is rewritten here as the worker would with its flow's rewrite.
+#[test]
+fn an_ipv6_fragmented_datagram_reaches_the_backend_whole_through_a_worker() {
+    let mut h = harness();
+    let train = udp6_train((CLIENT6, 53000), (VIP6, 53), 0x0bad_cafe);
+    assert_eq!(train.len(), 3, "first, middle, last");
+    let sent = h.send_all(0, &train);
+    assert_eq!(sent.len(), 3, "every fragment forwarded");
+    for (port, frame) in &sent {
+        assert_eq!(*port, 1, "out of the backend arm");
+        assert_eq!(frame[0..6], BE1_MAC);
+    }
+    assert_eq!(
+        reassemble(&frames_of(&sent)),
+        Reassembled {
+            src: (CLIENT6.into(), 53000),
+            dst: (BE1_6.into(), 5353),
+            payload: payload(),
+        }
+    );
+    let stats = h.stats();
+    assert_eq!((stats.first_fragments, stats.later_fragments), (1, 2));
+    assert_eq!(
+        stats.listeners[1].packets, 3,
+        "counted on the IPv6 listener"
+    );
+}
+
+/// IPv6 through the packet functions the worker uses alone: the train is
+/// rewritten here as the worker would with its flow's rewrite.
 #[test]
 fn an_ipv6_fragmented_datagram_rewritten_reassembles_with_a_valid_checksum() {
     let client: Ipv6Addr = "2001:db8:1::10".parse().unwrap();

@@ -1,7 +1,8 @@
 //! End to end over IPv6 and dual stack: the release daemon forwards real
-//! client sockets to real backend sockets through an IPv6 VIP, and a
+//! client sockets to real backend sockets through an IPv6 VIP, a
 //! dual-stack Gateway (one IPv4 and one IPv6 address) serves each family
-//! from its own family's endpoints.
+//! from its own family's endpoints, and datagrams larger than the MTU
+//! cross it in fragments, both families.
 //!
 //! Every test builds its own topology with both families' addresses
 //! (documentation prefixes, only inside its namespaces) and tears
@@ -269,4 +270,41 @@ fn ipv6_replies_reach_the_client_from_the_vip_whichever_queue_they_arrive_on() -
         flows.len()
     );
     Ok(())
+}
+
+/// A 4000-byte datagram over the lab's 1500-byte MTU leaves the client in
+/// three fragments; the backend gets it whole (its kernel reassembles) and
+/// its 4004-byte answer, fragmented by the backend's kernel, reaches the
+/// client whole from the VIP.
+fn fragmented_datagrams_cross_the_vip(vip: SocketAddr) -> Result<()> {
+    let lab = Lab::start(1, &[])?;
+    let socket = udp_socket_towards(lab.client(), vip)?;
+    let payload: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let mut backends = BTreeMap::new();
+    for _ in 0..5 {
+        let reply = udp_exchange_on(&socket, vip, &payload)?;
+        *backends.entry(answered_by(&reply, vip, &payload)?).or_insert(0) += 1;
+    }
+    assert_eq!(backends.len(), 1, "one flow, one backend: {backends:?}");
+    let stats = lab.daemon.stats()?;
+    let shown = serde_json::to_string_pretty(&stats)?;
+    let steered = stats.xdp_steering.get("steer_fragment").copied().unwrap_or(0);
+    // Five datagrams of three fragments each way.
+    assert!(steered >= 30, "fragments steered: {steered}\n{shown}");
+    assert_eq!(
+        stats.drops.get("fragment_without_first"),
+        None,
+        "no fragment outran its first:\n{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn fragmented_ipv4_datagrams_reach_one_backend_whole_and_come_back() -> Result<()> {
+    fragmented_datagrams_cross_the_vip(SocketAddr::from((VIP, UDP_PORT)))
+}
+
+#[test]
+fn fragmented_ipv6_datagrams_reach_one_backend_whole_and_come_back() -> Result<()> {
+    fragmented_datagrams_cross_the_vip(vip6(UDP_PORT))
 }
