@@ -581,6 +581,7 @@ mod tests {
                     dst_port: 8080,
                 },
                 egress_port: 1,
+                egress_vlan: None,
                 direction: Direction::ToBackend,
                 listener: 0,
                 backend: 0,

@@ -445,6 +445,11 @@ pub fn stats_report(
                 later: w.later_fragments,
                 evicted: w.fragment_evictions,
             },
+            vlan: switchyard_proto::WorkerVlanStats {
+                pushed: w.vlan_pushed,
+                popped: w.vlan_popped,
+                retagged: w.vlan_retagged,
+            },
         });
     }
     report
@@ -847,6 +852,7 @@ mod tests {
                     dst_port: 8080,
                 },
                 egress_port: 1,
+                egress_vlan: None,
                 direction: Direction::ToBackend,
                 listener: 0,
                 backend: 0,

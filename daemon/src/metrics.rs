@@ -395,6 +395,21 @@ impl Collector for Scrape {
                 "Fragmented datagrams whose decision a worker's full fragment table gave up before it expired.",
                 |w| w.fragments.evicted,
             ),
+            (
+                "switchyard_worker_vlan_pushed",
+                "Frames that came untagged and left by a VLAN link, a tag pushed by a worker.",
+                |w| w.vlan.pushed,
+            ),
+            (
+                "switchyard_worker_vlan_popped",
+                "Frames that came tagged and left untagged, the tag popped by a worker.",
+                |w| w.vlan.popped,
+            ),
+            (
+                "switchyard_worker_vlan_retagged",
+                "Frames whose VLAN tag a worker rewrote to their egress link's.",
+                |w| w.vlan.retagged,
+            ),
         ] {
             counters(
                 e,
@@ -593,6 +608,11 @@ mod tests {
                         later: 4,
                         evicted: 1,
                     },
+                    vlan: switchyard_proto::WorkerVlanStats {
+                        pushed: 3,
+                        popped: 0,
+                        retagged: 6,
+                    },
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -637,6 +657,9 @@ mod tests {
             r#"switchyard_worker_first_fragments_total{queue="0"} 2"#,
             r#"switchyard_worker_later_fragments_total{queue="0"} 4"#,
             r#"switchyard_worker_fragment_evictions_total{queue="0"} 1"#,
+            r#"switchyard_worker_vlan_pushed_total{queue="0"} 3"#,
+            r#"switchyard_worker_vlan_popped_total{queue="0"} 0"#,
+            r#"switchyard_worker_vlan_retagged_total{queue="0"} 6"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

@@ -40,10 +40,13 @@ pub enum DropReason {
     /// fragment this worker has not forwarded: it came first, or the first
     /// was refused or dropped, or its entry expired or was evicted.
     FragmentWithoutFirst,
+    /// A frame that would not fit its egress: no room in its buffer for
+    /// the VLAN tag its egress link wants.
+    FrameTooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 18] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -61,6 +64,7 @@ impl DropReason {
         Self::TxRingFull,
         Self::BackendRemoved,
         Self::FragmentWithoutFirst,
+        Self::FrameTooBig,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -83,6 +87,7 @@ impl DropReason {
             Self::TxRingFull => "tx_ring_full",
             Self::BackendRemoved => "backend_removed",
             Self::FragmentWithoutFirst => "fragment_without_first",
+            Self::FrameTooBig => "frame_too_big",
         }
     }
 }

@@ -49,6 +49,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use crate::neighbor::VlanTag;
 use crate::packet::{flow_hash, FlowKey, Rewrite};
 
 /// Which way a tracked 5-tuple travels through the NAT.
@@ -64,6 +65,9 @@ pub enum Direction {
 pub struct FlowEntry {
     pub rewrite: Rewrite,
     pub egress_port: usize,
+    /// The tag the egress link wants (a VLAN link of the port's
+    /// interface), whatever tag the flow's packets arrive with.
+    pub egress_vlan: Option<VlanTag>,
     pub direction: Direction,
     pub listener: u32,
     pub backend: u32,
@@ -780,6 +784,7 @@ mod tests {
                 dst_port: 0,
             },
             egress_port: 0,
+            egress_vlan: None,
             direction: Direction::ToBackend,
             listener: 0,
             backend: 0,

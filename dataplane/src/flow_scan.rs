@@ -532,6 +532,7 @@ mod tests {
                 dst_port,
             },
             egress_port: 0,
+            egress_vlan: None,
             direction,
             listener: 0,
             backend: 0,

@@ -73,6 +73,7 @@ impl FragmentKey {
 pub struct FragmentDecision {
     pub rewrite: Rewrite,
     pub egress_port: usize,
+    pub egress_vlan: Option<crate::neighbor::VlanTag>,
     pub listener: u32,
     pub backend: u32,
     pub generation: u64,
@@ -247,6 +248,7 @@ mod tests {
                 dst_port: 5353,
             },
             egress_port: port,
+            egress_vlan: None,
             listener: 0,
             backend: 0,
             generation: 1,

@@ -41,6 +41,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
     FlowEntry {
         rewrite,
         egress_port: 0,
+        egress_vlan: None,
         direction: Direction::ToBackend,
         listener: 0,
         backend: 0,

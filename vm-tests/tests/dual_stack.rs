@@ -279,16 +279,24 @@ fn ipv6_replies_reach_the_client_from_the_vip_whichever_queue_they_arrive_on() -
 fn fragmented_datagrams_cross_the_vip(vip: SocketAddr) -> Result<()> {
     let lab = Lab::start(1, &[])?;
     let socket = udp_socket_towards(lab.client(), vip)?;
-    let payload: String = (0..4000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let payload: String = (0..4000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     let mut backends = BTreeMap::new();
     for _ in 0..5 {
         let reply = udp_exchange_on(&socket, vip, &payload)?;
-        *backends.entry(answered_by(&reply, vip, &payload)?).or_insert(0) += 1;
+        *backends
+            .entry(answered_by(&reply, vip, &payload)?)
+            .or_insert(0) += 1;
     }
     assert_eq!(backends.len(), 1, "one flow, one backend: {backends:?}");
     let stats = lab.daemon.stats()?;
     let shown = serde_json::to_string_pretty(&stats)?;
-    let steered = stats.xdp_steering.get("steer_fragment").copied().unwrap_or(0);
+    let steered = stats
+        .xdp_steering
+        .get("steer_fragment")
+        .copied()
+        .unwrap_or(0);
     // Five datagrams of three fragments each way.
     assert!(steered >= 30, "fragments steered: {steered}\n{shown}");
     assert_eq!(

@@ -363,6 +363,7 @@ mod tests {
                     dst_port: rewrite_dst.1,
                 },
                 egress_port: 1,
+                egress_vlan: None,
                 direction,
                 // Stale indices: counting must go by VIP and endpoint.
                 listener: 7,

@@ -19,7 +19,7 @@ use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
-use crate::neighbor::{L2Table, Unresolved};
+use crate::neighbor::{L2Table, Unresolved, VlanTag};
 use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite};
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
@@ -104,6 +104,7 @@ impl Worker {
     ) -> Verdict {
         // Read before the rewrite overwrites them.
         let frame_macs = ethernet_addresses(frame);
+        let frame_tag = packet::tag_of(frame, parsed.l3_offset);
         let bytes = frame.len() as u64;
         let entry = match self.path.decide(snapshot, l2, now, parsed, bytes) {
             Ok(entry) => entry,
@@ -119,13 +120,19 @@ impl Worker {
         self.path.stats.count(listener, backend, bytes);
         if entry.direction == Direction::ToBackend {
             self.path.remember_reply(&parsed.key, &entry, now);
-            self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
+            let arrived = (frame_macs, frame_tag);
+            self.expect_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
         }
         // A full table evicts its least recently used flow; an evicted
         // flow's next packet is decided again, the same way while its
         // backend set is unchanged.
         self.flows.insert(parsed.key, entry);
-        Verdict::Transmit(entry.egress_port)
+        self.path.send(
+            frame,
+            parsed.l3_offset,
+            entry.egress_port,
+            entry.egress_vlan,
+        )
     }
 
     /// A new client whose MAC the kernel's table does not have yet: the
@@ -143,14 +150,11 @@ impl Worker {
         snapshot: &Snapshot,
         l2: &L2Table,
         ingress: usize,
-        frame_macs: Option<([u8; 6], [u8; 6])>,
+        arrived: ArrivedL2,
         key: &FlowKey,
         forward: &FlowEntry,
     ) {
-        let Some(hop) = self
-            .path
-            .provisional_reply_hop(l2, ingress, frame_macs, key)
-        else {
+        let Some(hop) = self.path.provisional_reply_hop(l2, ingress, arrived, key) else {
             return;
         };
         let reply = FlowEntry {
@@ -163,6 +167,7 @@ impl Worker {
                 dst_port: key.src_port,
             },
             egress_port: hop.egress_port,
+            egress_vlan: hop.vlan,
             direction: Direction::ToClient,
             generation: snapshot.generation(),
             l2_version: hop.l2_version,
@@ -176,11 +181,16 @@ impl Worker {
     }
 }
 
+/// The L2 header a client's frame arrived with: its (destination, source)
+/// MACs, and its tag.
+type ArrivedL2 = (Option<([u8; 6], [u8; 6])>, Option<VlanTag>);
+
 /// The L2 header and port a pre-installed reply leaves with.
 struct ReplyHop {
     eth_src: [u8; 6],
     eth_dst: [u8; 6],
     egress_port: usize,
+    vlan: Option<VlanTag>,
     l2_version: u64,
 }
 
@@ -214,6 +224,7 @@ impl PathState {
                 dst_port: translation.dst.1,
             },
             egress_port,
+            egress_vlan: hop.vlan,
             direction: translation.direction,
             listener: translation.listener,
             backend: translation.backend,
@@ -291,12 +302,12 @@ impl PathState {
     /// Where the reply to a new client not yet in the neighbour table
     /// leaves, if this worker should pre-install it (see `expect_reply`):
     /// back out of the port the client's frame came in on, with that
-    /// frame's MACs reversed.
+    /// frame's MACs reversed and its tag.
     fn provisional_reply_hop(
         &self,
         l2: &L2Table,
         ingress: usize,
-        frame_macs: Option<([u8; 6], [u8; 6])>,
+        (frame_macs, frame_tag): ArrivedL2,
         key: &FlowKey,
     ) -> Option<ReplyHop> {
         let client = key.src;
@@ -312,6 +323,7 @@ impl PathState {
             eth_src: frame_dst,
             eth_dst: frame_src,
             egress_port: ingress,
+            vlan: frame_tag,
             l2_version: PROVISIONAL_L2,
         })
     }

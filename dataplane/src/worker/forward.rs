@@ -18,7 +18,7 @@ use crate::drop_reason::DropReason;
 use crate::fast_path::wants_install;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
-use crate::neighbor::L2Table;
+use crate::neighbor::{L2Table, VlanTag};
 use crate::packet::{self, FlowKey, L4Checksum, Parsed};
 
 /// What the flow table made of a packet.
@@ -79,14 +79,20 @@ impl PathState {
         }
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
+        let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
         match packet::apply(frame, parsed, &entry.rewrite) {
-            L4Checksum::Incremental => self.offer_to_cache(parsed, entry, l2, now),
+            L4Checksum::Incremental => self.offer_to_cache(parsed, arrived_tag, entry, l2, now),
             // The program would hand every such packet back (it cannot
             // finish a partial checksum), so the flow is not offered.
             L4Checksum::Completed => self.stats.partial_checksums += 1,
         }
         self.count(entry.listener, entry.backend, bytes);
-        Verdict::Transmit(entry.egress_port)
+        self.send(
+            frame,
+            parsed.l3_offset,
+            entry.egress_port,
+            entry.egress_vlan,
+        )
     }
 
     /// The kernel's table changed since the flow last looked: its next hop
@@ -96,6 +102,7 @@ impl PathState {
         match self.next_hop(l2, entry.rewrite.ip_dst) {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
+                entry.egress_vlan = hop.vlan;
                 entry.rewrite.eth_src = hop.src_mac;
                 entry.rewrite.eth_dst = hop.dst_mac;
                 entry.l2_version = l2.version();
@@ -117,10 +124,20 @@ impl PathState {
     /// of its packets still reaches the worker well after its entry was
     /// written, as the cache has lost it.
     #[inline(always)]
-    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table, now: u64) {
+    fn offer_to_cache(
+        &mut self,
+        parsed: &Parsed,
+        arrived_tag: Option<VlanTag>,
+        entry: &mut FlowEntry,
+        l2: &L2Table,
+        now: u64,
+    ) {
         if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
             if wants_install(entry, now)
                 && cacheable(parsed, entry)
+                // The program sends a frame with the tag it came with; a
+                // flow that changes VLANs stays with the workers.
+                && arrived_tag == entry.egress_vlan
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
                 entry.cached = Cached::Queued;

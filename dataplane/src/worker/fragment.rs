@@ -63,13 +63,14 @@ impl Worker {
         // Only a forwarded first fragment leaves its flow's entry behind; a
         // refused one (or a reset sent back for it) leaves nothing for the
         // rest to follow, so they are dropped.
-        let Verdict::Transmit(egress_port) = verdict else {
+        let Some(egress_port) = verdict.forwarded_to() else {
             return verdict;
         };
         if let Some(entry) = self.flows.peek(&parsed.key, now) {
             let decision = FragmentDecision {
                 rewrite: entry.rewrite,
                 egress_port,
+                egress_vlan: entry.egress_vlan,
                 listener: entry.listener,
                 backend: entry.backend,
                 generation: entry.generation,
@@ -108,6 +109,11 @@ impl Worker {
                 .count(decision.listener, decision.backend, frame.len() as u64);
         }
         self.path.stats.later_fragments += 1;
-        Verdict::Transmit(decision.egress_port)
+        self.path.send(
+            frame,
+            l3.l3_offset,
+            decision.egress_port,
+            decision.egress_vlan,
+        )
     }
 }

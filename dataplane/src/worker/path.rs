@@ -17,8 +17,8 @@ use crate::fast_path::{CacheWriter, StatsSlots};
 use crate::flow::FlowTimeouts;
 use crate::flow::{CacheActivity, Direction, FlowEntry, FlowTable};
 use crate::io::Verdict;
-use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved};
-use crate::packet::{self, FlowKey, Parsed};
+use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved, VlanTag};
+use crate::packet::{self, FlowKey, Parsed, TagEdit};
 use crate::replies::ReplyTable;
 
 /// IANA protocol number of TCP, as `FlowKey::protocol` holds it.
@@ -214,6 +214,34 @@ impl PathState {
         next_hop(l2, &self.port_ifindexes, destination).inspect_err(|_| {
             self.neighbors.request(destination);
         })
+    }
+
+    /// Sends a rewritten frame (IP header at `l3_offset`) out of `port`
+    /// with the tag its egress link wants: its own when it has the right
+    /// one, else retagged in place, or pushed or popped by the I/O.
+    #[inline(always)]
+    pub(super) fn send(
+        &mut self,
+        frame: &mut [u8],
+        l3_offset: usize,
+        port: usize,
+        vlan: Option<VlanTag>,
+    ) -> Verdict {
+        match packet::retag(frame, l3_offset, vlan) {
+            TagEdit::Kept => Verdict::Transmit(port),
+            TagEdit::Retagged => {
+                self.stats.vlan_retagged += 1;
+                Verdict::Transmit(port)
+            }
+            TagEdit::Push(tag) => {
+                self.stats.vlan_pushed += 1;
+                Verdict::TransmitPushed { port, tag }
+            }
+            TagEdit::Pop => {
+                self.stats.vlan_popped += 1;
+                Verdict::TransmitPopped { port }
+            }
+        }
     }
 
     /// A TCP segment of a flow whose backend a reload removed: the client

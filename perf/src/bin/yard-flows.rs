@@ -46,6 +46,7 @@ fn entry(i: usize) -> FlowEntry {
             dst_port: 8080,
         },
         egress_port: 0,
+        egress_vlan: None,
         direction: Direction::ToBackend,
         listener: 0,
         backend: (i % 7) as u32,
