@@ -604,3 +604,30 @@ fn a_settled_ipv6_flow_is_installed_in_the_programs_ipv6_cache() {
         "listed with the flows"
     );
 }
+
+#[test]
+fn a_flow_whose_frames_change_vlan_tags_stays_with_the_workers() {
+    // The program sends a frame with the tag it came with; this client's
+    // frames arrive tagged and leave by the untagged backend arm.
+    let mut h = harness();
+    let client = (CLIENT, 41010);
+    let key = udp_key(client);
+    let tagged = |n: usize| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(FROM_CLIENT.0, FROM_CLIENT.1)
+            .single_vlan(etherparse::VlanId::try_new(100).unwrap())
+            .ipv4(client.0.octets(), VIP.octets(), 64)
+            .udp(client.1, UDP_PORT)
+            .write(&mut frame, format!("datagram {n}").as_bytes())
+            .unwrap();
+        frame
+    };
+    for n in 0..3 {
+        let frame = tagged(n);
+        let (_, out) = h.send(0, frame.clone()).expect("forwarded");
+        assert_eq!(out.len(), frame.len() - 4, "the tag popped");
+    }
+    assert_eq!(h.entry(key).unwrap().cached, Cached::No);
+    assert!(!h.in_cache(&key));
+    assert_eq!(h.stats().vlan_popped, 3);
+}
