@@ -582,6 +582,7 @@ mod tests {
                 },
                 egress_port: 1,
                 egress_vlan: None,
+                egress_mtu: 0,
                 direction: Direction::ToBackend,
                 listener: 0,
                 backend: 0,

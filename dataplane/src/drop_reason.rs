@@ -40,8 +40,9 @@ pub enum DropReason {
     /// fragment this worker has not forwarded: it came first, or the first
     /// was refused or dropped, or its entry expired or was evicted.
     FragmentWithoutFirst,
-    /// A frame that would not fit its egress: no room in its buffer for
-    /// the VLAN tag its egress link wants.
+    /// A packet that would not fit its egress: larger than the egress
+    /// link's MTU (the VLAN link's when it leaves by one), or no room in
+    /// its buffer for the VLAN tag the link wants.
     FrameTooBig,
 }
 

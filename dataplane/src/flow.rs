@@ -68,6 +68,9 @@ pub struct FlowEntry {
     /// The tag the egress link wants (a VLAN link of the port's
     /// interface), whatever tag the flow's packets arrive with.
     pub egress_vlan: Option<VlanTag>,
+    /// The egress link's MTU (the VLAN link's for a VLAN), at most 65535;
+    /// 0 when unknown. A larger packet is dropped as `frame_too_big`.
+    pub egress_mtu: u16,
     pub direction: Direction,
     pub listener: u32,
     pub backend: u32,
@@ -785,6 +788,7 @@ mod tests {
             },
             egress_port: 0,
             egress_vlan: None,
+            egress_mtu: 0,
             direction: Direction::ToBackend,
             listener: 0,
             backend: 0,

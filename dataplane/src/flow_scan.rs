@@ -533,6 +533,7 @@ mod tests {
             },
             egress_port: 0,
             egress_vlan: None,
+            egress_mtu: 0,
             direction,
             listener: 0,
             backend: 0,

@@ -42,6 +42,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
         rewrite,
         egress_port: 0,
         egress_vlan: None,
+        egress_mtu: 0,
         direction: Direction::ToBackend,
         listener: 0,
         backend: 0,

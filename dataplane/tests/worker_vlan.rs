@@ -40,7 +40,10 @@ const UNTAGGED_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 30, 5);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 5);
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
 
-fn vlan(ifindex: u32, id: u16, mac: [u8; 6]) -> LinkEntry {
+/// The backends' VLAN has a smaller MTU than the clients'.
+const BACKEND_VLAN_MTU: u32 = 1400;
+
+fn vlan(ifindex: u32, id: u16, mac: [u8; 6], mtu: u32) -> LinkEntry {
     LinkEntry {
         ifindex,
         mac,
@@ -48,6 +51,7 @@ fn vlan(ifindex: u32, id: u16, mac: [u8; 6]) -> LinkEntry {
             parent: ETH0,
             tag: VlanTag { tpid: 0x8100, id },
         }),
+        mtu,
     }
 }
 
@@ -71,8 +75,8 @@ fn l2_table() -> L2Table {
         &[ETH0],
         &[
             LinkEntry::ethernet(ETH0, LB_MAC),
-            vlan(ETH0_10, 10, LB_MAC_10),
-            vlan(ETH0_20, 20, LB_MAC_20),
+            vlan(ETH0_10, 10, LB_MAC_10, 1500),
+            vlan(ETH0_20, 20, LB_MAC_20, BACKEND_VLAN_MTU),
         ],
         &[
             route(Ipv4Addr::new(198, 18, 10, 0), ETH0_10),
@@ -173,9 +177,19 @@ fn frame(
     dst: (Ipv4Addr, u16),
     udp: bool,
 ) -> Vec<u8> {
+    frame_of(macs, vid, src, dst, udp, b"switchyard")
+}
+
+fn frame_of(
+    macs: ([u8; 6], [u8; 6]),
+    vid: Option<u16>,
+    src: (Ipv4Addr, u16),
+    dst: (Ipv4Addr, u16),
+    udp: bool,
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(macs.0, macs.1);
     let mut out = Vec::new();
-    let payload = b"switchyard";
     macro_rules! finish {
         ($ip:expr) => {
             if udp {
@@ -366,4 +380,21 @@ fn a_route_out_of_a_vlan_link_is_no_longer_an_egress_not_owned() {
     let stats = h.stats();
     assert_eq!(stats.drops[DropReason::EgressNotOwned as usize], 0);
     assert_eq!(stats.drops[DropReason::NoRoute as usize], 0);
+}
+
+#[test]
+fn a_packet_larger_than_its_egress_vlans_mtu_is_dropped_and_counted() {
+    let mut h = harness();
+    // IPv4 20 + UDP 8 + payload: exactly the backend VLAN's MTU, then one
+    // byte more.
+    let fits = vec![b'x'; BACKEND_VLAN_MTU as usize - 28];
+    let client = (CLIENT, 40002);
+    let macs = (CLIENT_MAC, LB_MAC_10);
+    let sent = h.send(frame_of(macs, Some(10), client, (VIP, 53), true, &fits));
+    assert!(sent.is_some(), "a packet of the MTU is sent");
+    let too_big = vec![b'x'; fits.len() + 1];
+    let sent = h.send(frame_of(macs, Some(10), client, (VIP, 53), true, &too_big));
+    assert_eq!(sent, None, "never sent for the link to drop");
+    let stats = h.stats();
+    assert_eq!(stats.drops[DropReason::FrameTooBig as usize], 1);
 }

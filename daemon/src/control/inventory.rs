@@ -364,6 +364,7 @@ mod tests {
                 },
                 egress_port: 1,
                 egress_vlan: None,
+                egress_mtu: 0,
                 direction,
                 // Stale indices: counting must go by VIP and endpoint.
                 listener: 7,

@@ -35,9 +35,10 @@ use switchyard_dataplane::neighbor::{
     LinkEntry, NeighbourEntry, RouteAction, RouteEntry, VlanLink, VlanTag,
 };
 
-/// `IFLA_ADDRESS`, `IFLA_LINK`, `IFLA_LINKINFO`
+/// `IFLA_ADDRESS`, `IFLA_MTU`, `IFLA_LINK`, `IFLA_LINKINFO`
 /// (include/uapi/linux/if_link.h); libc does not export them.
 const IFLA_ADDRESS: u16 = 1;
+const IFLA_MTU: u16 = 4;
 const IFLA_LINK: u16 = 5;
 const IFLA_LINKINFO: u16 = 18;
 /// ETH_P_8021Q: the protocol of a VLAN link that does not name one.
@@ -417,7 +418,8 @@ fn neighbour_message(ifindex: u32, addr: IpAddr, flags: NeighbourFlags) -> Neigh
     msg
 }
 
-/// `RTM_NEWLINK` -> the link's Ethernet address, if it has one, and for
+/// `RTM_NEWLINK` -> the link's Ethernet address, if it has one, its MTU,
+/// and for
 /// a VLAN link (`IFLA_INFO_KIND` "vlan") its parent (`IFLA_LINK`), VLAN id
 /// and protocol (802.1Q unless it says 802.1ad). A VLAN link whose parent
 /// or id is missing, or whose id is outside 1 to 4094, is kept as a plain
@@ -425,12 +427,14 @@ fn neighbour_message(ifindex: u32, addr: IpAddr, flags: NeighbourFlags) -> Neigh
 pub(crate) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
     let header = LinkHeader::parse(payload).ok()?;
     let (mut mac, mut parent, mut is_vlan, mut id, mut tpid) = (None, None, false, None, None);
-    let wanted = [IFLA_ADDRESS, IFLA_LINK, IFLA_LINKINFO];
+    let mut mtu = 0;
+    let wanted = [IFLA_ADDRESS, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO];
     for attr in attributes(payload, header.buffer_len(), &wanted)
         .filter_map(|nla| LinkAttribute::parse_with_param(&nla, header.interface_family).ok())
     {
         match attr {
             LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Mtu(m) => mtu = m,
             LinkAttribute::Link(index) => parent = Some(index).filter(|&i| i != 0),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
@@ -466,6 +470,7 @@ pub(crate) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
         ifindex: header.index,
         mac: mac?,
         vlan,
+        mtu,
     })
 }
 
@@ -998,6 +1003,7 @@ mod tests {
             LinkAttribute::IfName("eth0.100".into()),
             LinkAttribute::Link(parent),
             LinkAttribute::Address(vec![2, 0, 0, 0, 1, 0]),
+            LinkAttribute::Mtu(1400),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Vlan),
                 LinkInfo::Data(InfoData::Vlan(data)),
@@ -1029,6 +1035,7 @@ mod tests {
                         id: 100
                     }
                 }),
+                mtu: 1400,
             })
         );
         let qinq = vlan_link_message(

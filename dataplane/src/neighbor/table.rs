@@ -16,6 +16,9 @@ pub struct NextHop {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     pub vlan: Option<VlanTag>,
+    /// The MTU of the route's link (the VLAN link's for a VLAN); 0 when
+    /// the kernel did not say.
+    pub mtu: u32,
 }
 
 /// The 802.1Q or 802.1ad tag (IEEE 802.1Q §9.6) a frame carries on a VLAN
@@ -56,15 +59,18 @@ pub struct LinkEntry {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub vlan: Option<VlanLink>,
+    /// `IFLA_MTU`; 0 when unknown, which limits nothing.
+    pub mtu: u32,
 }
 
 impl LinkEntry {
-    /// A link that is no VLAN.
+    /// A link that is no VLAN, of unknown MTU.
     pub fn ethernet(ifindex: u32, mac: [u8; 6]) -> Self {
         Self {
             ifindex,
             mac,
             vlan: None,
+            mtu: 0,
         }
     }
 }
@@ -76,6 +82,7 @@ struct Egress {
     ifindex: u32,
     mac: [u8; 6],
     vlan: Option<VlanTag>,
+    mtu: u32,
 }
 
 /// What a main-table route does with matching packets.
@@ -334,6 +341,7 @@ impl L2Table {
                     ifindex,
                     mac: l.mac,
                     vlan,
+                    mtu: l.mtu,
                 };
                 match l.vlan {
                     // Named itself (`--interface eth0.100`): the kernel tags.
@@ -434,6 +442,7 @@ impl L2Table {
                 src_mac: egress.mac,
                 dst_mac,
                 vlan: egress.vlan,
+                mtu: egress.mtu,
             }),
             None => Err(Unresolved::NoNeighbour { next_hop, ifindex }),
         }
@@ -602,7 +611,8 @@ mod tests {
                 ifindex: ETH0,
                 src_mac: MAC0,
                 dst_mac: mac(7),
-                vlan: None
+                vlan: None,
+                mtu: 0,
             })
         );
     }
@@ -873,7 +883,8 @@ mod tests {
                 ifindex: ETH1,
                 src_mac: MAC1,
                 dst_mac: mac(2),
-                vlan: None
+                vlan: None,
+                mtu: 0,
             })
         );
 
@@ -978,6 +989,7 @@ mod tests {
                 parent,
                 tag: VlanTag { tpid, id },
             }),
+            mtu: 1496,
         }
     }
 
@@ -1012,6 +1024,7 @@ mod tests {
                 src_mac: MAC_100,
                 dst_mac: mac(5),
                 vlan: Some(VlanTag { tpid: Q, id: 100 }),
+                mtu: 1496,
             })
         );
         assert_eq!(t.resolve(ip("192.0.2.1")).map(|h| h.dst_mac), Ok(mac(1)));

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
 use super::path::{
-    destination_key, reply_key, secs, service_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
+    destination_key, mtu16, reply_key, secs, service_key, Egress, PathState, PROVISIONAL_L2,
+    TCP_CLOSING,
 };
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
@@ -130,8 +131,8 @@ impl Worker {
         self.path.send(
             frame,
             parsed.l3_offset,
-            entry.egress_port,
-            entry.egress_vlan,
+            parsed.ip_total_len,
+            Egress::of(&entry),
         )
     }
 
@@ -168,6 +169,7 @@ impl Worker {
             },
             egress_port: hop.egress_port,
             egress_vlan: hop.vlan,
+            egress_mtu: 0,
             direction: Direction::ToClient,
             generation: snapshot.generation(),
             l2_version: hop.l2_version,
@@ -225,6 +227,7 @@ impl PathState {
             },
             egress_port,
             egress_vlan: hop.vlan,
+            egress_mtu: mtu16(hop.mtu),
             direction: translation.direction,
             listener: translation.listener,
             backend: translation.backend,

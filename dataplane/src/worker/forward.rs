@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
-use super::path::{destination_key, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING};
+use super::path::{
+    destination_key, mtu16, Egress, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING,
+};
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fast_path::wants_install;
@@ -90,8 +92,8 @@ impl PathState {
         self.send(
             frame,
             parsed.l3_offset,
-            entry.egress_port,
-            entry.egress_vlan,
+            parsed.ip_total_len,
+            Egress::of(entry),
         )
     }
 
@@ -103,6 +105,7 @@ impl PathState {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
                 entry.egress_vlan = hop.vlan;
+                entry.egress_mtu = mtu16(hop.mtu);
                 entry.rewrite.eth_src = hop.src_mac;
                 entry.rewrite.eth_dst = hop.dst_mac;
                 entry.l2_version = l2.version();

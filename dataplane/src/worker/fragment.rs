@@ -10,6 +10,7 @@
 
 use switchyard_config::snapshot::Snapshot;
 
+use super::path::Egress;
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fragments::{FragmentDecision, FragmentKey, Remembered};
@@ -71,6 +72,7 @@ impl Worker {
                 rewrite: entry.rewrite,
                 egress_port,
                 egress_vlan: entry.egress_vlan,
+                egress_mtu: entry.egress_mtu,
                 listener: entry.listener,
                 backend: entry.backend,
                 generation: entry.generation,
@@ -109,11 +111,11 @@ impl Worker {
                 .count(decision.listener, decision.backend, frame.len() as u64);
         }
         self.path.stats.later_fragments += 1;
-        self.path.send(
-            frame,
-            l3.l3_offset,
-            decision.egress_port,
-            decision.egress_vlan,
-        )
+        let egress = Egress {
+            port: decision.egress_port,
+            vlan: decision.egress_vlan,
+            mtu: decision.egress_mtu,
+        };
+        self.path.send(frame, l3.l3_offset, l3.ip_total_len, egress)
     }
 }

@@ -36,6 +36,32 @@ pub(super) struct SharedTables {
     pub(super) replies: Arc<ReplyTable>,
 }
 
+/// Where a forwarded frame leaves: port, the tag its link wants, the
+/// link's MTU (0: unknown).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Egress {
+    pub(super) port: usize,
+    pub(super) vlan: Option<VlanTag>,
+    pub(super) mtu: u16,
+}
+
+impl Egress {
+    #[inline(always)]
+    pub(super) fn of(entry: &FlowEntry) -> Self {
+        Self {
+            port: entry.egress_port,
+            vlan: entry.egress_vlan,
+            mtu: entry.egress_mtu,
+        }
+    }
+}
+
+/// A link MTU as a flow keeps it: jumbo MTUs beyond 65535 limit nothing.
+#[inline(always)]
+pub(super) fn mtu16(mtu: u32) -> u16 {
+    u16::try_from(mtu).unwrap_or(0)
+}
+
 /// Seconds a reply entry lives past its flow's last packet, by protocol:
 /// the flow's own idle timeout, so the entry lasts as long as the flow can,
 /// plus the slack of the once-a-second expiry pass that refreshes it for
@@ -216,17 +242,23 @@ impl PathState {
         })
     }
 
-    /// Sends a rewritten frame (IP header at `l3_offset`) out of `port`
-    /// with the tag its egress link wants: its own when it has the right
-    /// one, else retagged in place, or pushed or popped by the I/O.
+    /// Sends a rewritten frame (an IP packet of `ip_len` bytes at
+    /// `l3_offset`) out of `egress`, with the tag its link wants: its own
+    /// when it has the right one, else retagged in place, or pushed or
+    /// popped by the I/O. A packet larger than the link's MTU is dropped
+    /// rather than sent for the link to drop.
     #[inline(always)]
     pub(super) fn send(
         &mut self,
         frame: &mut [u8],
         l3_offset: usize,
-        port: usize,
-        vlan: Option<VlanTag>,
+        ip_len: usize,
+        egress: Egress,
     ) -> Verdict {
+        let Egress { port, vlan, mtu } = egress;
+        if mtu != 0 && ip_len > usize::from(mtu) {
+            return self.drop_packet(DropReason::FrameTooBig);
+        }
         match packet::retag(frame, l3_offset, vlan) {
             TagEdit::Kept => Verdict::Transmit(port),
             TagEdit::Retagged => {

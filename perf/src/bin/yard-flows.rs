@@ -47,6 +47,7 @@ fn entry(i: usize) -> FlowEntry {
         },
         egress_port: 0,
         egress_vlan: None,
+        egress_mtu: 0,
         direction: Direction::ToBackend,
         listener: 0,
         backend: (i % 7) as u32,
