@@ -450,6 +450,7 @@ pub fn stats_report(
                 popped: w.vlan_popped,
                 retagged: w.vlan_retagged,
             },
+            too_big_answered: w.too_big_answered,
         });
     }
     report

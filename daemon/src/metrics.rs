@@ -410,6 +410,11 @@ impl Collector for Scrape {
                 "Frames whose VLAN tag a worker rewrote to their egress link's.",
                 |w| w.vlan.retagged,
             ),
+            (
+                "switchyard_worker_too_big_answered",
+                "Packets too big for their egress link a worker answered with ICMP fragmentation-needed or packet-too-big.",
+                |w| w.too_big_answered,
+            ),
         ] {
             counters(
                 e,
@@ -613,6 +618,7 @@ mod tests {
                         popped: 0,
                         retagged: 6,
                     },
+                    too_big_answered: 2,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -660,6 +666,7 @@ mod tests {
             r#"switchyard_worker_vlan_pushed_total{queue="0"} 3"#,
             r#"switchyard_worker_vlan_popped_total{queue="0"} 0"#,
             r#"switchyard_worker_vlan_retagged_total{queue="0"} 6"#,
+            r#"switchyard_worker_too_big_answered_total{queue="0"} 2"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

@@ -383,18 +383,50 @@ fn a_route_out_of_a_vlan_link_is_no_longer_an_egress_not_owned() {
 }
 
 #[test]
-fn a_packet_larger_than_its_egress_vlans_mtu_is_dropped_and_counted() {
+fn a_df_packet_larger_than_its_egress_vlans_mtu_is_dropped_and_answered_with_frag_needed() {
     let mut h = harness();
     // IPv4 20 + UDP 8 + payload: exactly the backend VLAN's MTU, then one
-    // byte more.
+    // byte more. The builder sets DF, as a sender doing path MTU
+    // discovery does.
     let fits = vec![b'x'; BACKEND_VLAN_MTU as usize - 28];
     let client = (CLIENT, 40002);
     let macs = (CLIENT_MAC, LB_MAC_10);
     let sent = h.send(frame_of(macs, Some(10), client, (VIP, 53), true, &fits));
-    assert!(sent.is_some(), "a packet of the MTU is sent");
-    let too_big = vec![b'x'; fits.len() + 1];
-    let sent = h.send(frame_of(macs, Some(10), client, (VIP, 53), true, &too_big));
-    assert_eq!(sent, None, "never sent for the link to drop");
+    let tag = sent.map(|(_, f)| f[12..16].to_vec());
+    assert_eq!(tag, Some(vec![0x81, 0, 0, 20]), "sent on VLAN 20");
+    let too_big = frame_of(macs, Some(10), client, (VIP, 53), true, &[b'x'; 1373]);
+    let (port, answer) = h.send(too_big.clone()).expect("an ICMP error");
+    assert_eq!(port, 0, "back where it came from");
+    let packet = SlicedPacket::from_ethernet(&answer).unwrap();
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+        panic!("ethernet")
+    };
+    assert_eq!((eth.source(), eth.destination()), (LB_MAC_10, CLIENT_MAC));
+    let Some(etherparse::VlanSlice::SingleVlan(tag)) = packet.vlan() else {
+        panic!("the client's tag kept")
+    };
+    assert_eq!(tag.vlan_identifier().value(), 10);
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &packet.net else {
+        panic!("ipv4")
+    };
+    assert_eq!(
+        (ip.header().source_addr(), ip.header().destination_addr()),
+        (VIP, CLIENT),
+        "from the VIP the client sent to"
+    );
+    let Some(TransportSlice::Icmpv4(icmp)) = &packet.transport else {
+        panic!("icmp")
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                next_hop_mtu: BACKEND_VLAN_MTU as u16
+            }
+        )
+    );
+    assert_eq!(icmp.payload(), &too_big[18..18 + 28], "the packet as sent");
     let stats = h.stats();
     assert_eq!(stats.drops[DropReason::FrameTooBig as usize], 1);
+    assert_eq!(stats.too_big_answered, 1);
 }

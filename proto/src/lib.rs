@@ -302,6 +302,11 @@ pub struct WorkerStats {
     /// VLAN tags the worker changed for frames' egress links.
     #[serde(default)]
     pub vlan: WorkerVlanStats,
+    /// Packets too big for their egress link answered with ICMP
+    /// fragmentation-needed or packet-too-big (each also a `frame_too_big`
+    /// drop).
+    #[serde(default)]
+    pub too_big_answered: u64,
 }
 
 /// A worker's VLAN tag changes: a frame leaves with its next hop's tag

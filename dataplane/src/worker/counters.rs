@@ -67,6 +67,10 @@ pub struct WorkerStats {
     pub vlan_popped: u64,
     /// Frames whose tag was rewritten to another VLAN's.
     pub vlan_retagged: u64,
+    /// Packets too big for their egress link answered with ICMP
+    /// fragmentation-needed or packet-too-big (each also counted as a
+    /// `frame_too_big` drop).
+    pub too_big_answered: u64,
 }
 
 impl WorkerStats {

@@ -12,8 +12,8 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
 use super::path::{
-    destination_key, mtu16, reply_key, secs, service_key, Egress, PathState, PROVISIONAL_L2,
-    TCP_CLOSING,
+    answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, Egress,
+    PathState, PROVISIONAL_L2, TCP_CLOSING,
 };
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
@@ -111,6 +111,13 @@ impl Worker {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
+        // Not remembered: the next packet is decided alike.
+        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+            let from = answering_address(&parsed.key, &entry);
+            return self
+                .path
+                .refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
+        }
         if packet::apply(frame, parsed, &entry.rewrite) == L4Checksum::Completed {
             self.path.stats.partial_checksums += 1;
         }

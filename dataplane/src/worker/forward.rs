@@ -13,7 +13,8 @@ use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
 use super::path::{
-    destination_key, mtu16, Egress, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING,
+    answering_address, destination_key, exceeds, mtu16, Egress, PathState, NS_PER_SEC,
+    PROVISIONAL_L2, TCP, TCP_CLOSING,
 };
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -41,6 +42,7 @@ impl Worker {
         snapshot: &Snapshot,
         l2: &L2Table,
         now: u64,
+        ingress: usize,
         frame: &mut [u8],
         parsed: &Parsed,
     ) -> Followed {
@@ -53,7 +55,7 @@ impl Worker {
         if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
         }
-        Followed::Forwarded(self.path.forward(l2, now, frame, parsed, entry))
+        Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
     }
 }
 
@@ -63,6 +65,7 @@ impl PathState {
         &mut self,
         l2: &L2Table,
         now: u64,
+        ingress: usize,
         frame: &mut [u8],
         parsed: &Parsed,
         entry: &mut FlowEntry,
@@ -71,6 +74,10 @@ impl PathState {
             if let Err(reason) = self.relearn_next_hop(l2, entry) {
                 return self.drop_packet(reason);
             }
+        }
+        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+            let from = answering_address(&parsed.key, entry);
+            return self.refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).

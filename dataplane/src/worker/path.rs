@@ -56,6 +56,26 @@ impl Egress {
     }
 }
 
+/// Whether an IP packet of `ip_len` bytes is too big for a link of `mtu`
+/// (0: unknown, which limits nothing).
+#[inline(always)]
+pub(super) fn exceeds(mtu: u16, ip_len: usize) -> bool {
+    mtu != 0 && ip_len > usize::from(mtu)
+}
+
+/// The address the load balancer answers for in flow `key`: the VIP, the
+/// client's destination or the reply's new source.
+pub(super) fn answering_address(key: &FlowKey, entry: &FlowEntry) -> IpAddr {
+    match entry.direction {
+        Direction::ToBackend => key.dst,
+        Direction::ToClient => entry.rewrite.ip_src,
+    }
+}
+
+/// ICMP errors about packets too big a worker sends per second at most,
+/// as a router rate-limits them (RFC 1812 §4.3.2.8, RFC 4443 §2.4 (f)).
+pub(super) const TOO_BIG_PER_SECOND: u32 = 100;
+
 /// A link MTU as a flow keeps it: jumbo MTUs beyond 65535 limit nothing.
 #[inline(always)]
 pub(super) fn mtu16(mtu: u32) -> u16 {
@@ -108,6 +128,10 @@ pub(super) struct PathState {
     pub(super) fast: Option<CacheWriter>,
     /// Its stats slots for the batch's snapshot.
     pub(super) fast_slots: Option<Arc<StatsSlots>>,
+    /// The second (of the workers' clock) `too_big_left` counts down in.
+    too_big_second: u64,
+    /// ICMP "too big" errors this worker may still send this second.
+    too_big_left: u32,
 }
 
 impl PathState {
@@ -132,6 +156,8 @@ impl PathState {
             },
             fast: None,
             fast_slots: None,
+            too_big_second: 0,
+            too_big_left: TOO_BIG_PER_SECOND,
         }
     }
 
@@ -273,6 +299,39 @@ impl PathState {
                 self.stats.vlan_popped += 1;
                 Verdict::TransmitPopped { port }
             }
+        }
+    }
+
+    /// A packet too big for its egress link of `mtu`: dropped and counted,
+    /// and answered from `from` with ICMP fragmentation-needed (IPv4 with
+    /// DF) or packet-too-big (IPv6) back out of `ingress`, within the
+    /// worker's budget of `TOO_BIG_PER_SECOND`.
+    #[inline(never)]
+    pub(super) fn refuse_too_big(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        ingress: usize,
+        mtu: u16,
+        from: IpAddr,
+        now: u64,
+    ) -> Verdict {
+        self.stats.drops[DropReason::FrameTooBig as usize] += 1;
+        let second = now / NS_PER_SEC;
+        if second != self.too_big_second {
+            self.too_big_second = second;
+            self.too_big_left = TOO_BIG_PER_SECOND;
+        }
+        if self.too_big_left == 0 {
+            return Verdict::Drop;
+        }
+        match packet::too_big(frame, parsed, mtu, from) {
+            Some(len) => {
+                self.too_big_left -= 1;
+                self.stats.too_big_answered += 1;
+                Verdict::TransmitPrefix { port: ingress, len }
+            }
+            None => Verdict::Drop,
         }
     }
 
