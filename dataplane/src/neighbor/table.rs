@@ -448,6 +448,14 @@ impl L2Table {
         }
     }
 
+    /// The MTU of owned link `ifindex` (an interface Switchyard runs on, or
+    /// a VLAN link on one); 0 when unknown or not owned.
+    pub fn link_mtu(&self, ifindex: u32) -> u32 {
+        self.links
+            .binary_search_by_key(&ifindex, |&(i, _)| i)
+            .map_or(0, |i| self.links[i].1.mtu)
+    }
+
     /// Number of usable neighbour entries on owned interfaces, both
     /// families (for stats).
     pub fn neighbour_count(&self) -> usize {

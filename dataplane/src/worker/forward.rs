@@ -90,7 +90,9 @@ impl PathState {
         touch(entry, now, bytes, parsed.tcp_flags);
         let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
         match packet::apply(frame, parsed, &entry.rewrite) {
-            L4Checksum::Incremental => self.offer_to_cache(parsed, arrived_tag, entry, l2, now),
+            L4Checksum::Incremental => {
+                self.offer_to_cache(parsed, ingress, arrived_tag, entry, l2, now)
+            }
             // The program would hand every such packet back (it cannot
             // finish a partial checksum), so the flow is not offered.
             L4Checksum::Completed => self.stats.partial_checksums += 1,
@@ -137,6 +139,7 @@ impl PathState {
     fn offer_to_cache(
         &mut self,
         parsed: &Parsed,
+        ingress: usize,
         arrived_tag: Option<VlanTag>,
         entry: &mut FlowEntry,
         l2: &L2Table,
@@ -148,12 +151,26 @@ impl PathState {
                 // The program sends a frame with the tag it came with; a
                 // flow that changes VLANs stays with the workers.
                 && arrived_tag == entry.egress_vlan
+                // The program checks no MTU: only a flow whose every packet
+                // fits its egress (none arrives larger than the ingress
+                // link's MTU) may leave the workers.
+                && fits_egress(&self.port_ifindexes, l2, ingress, entry.egress_mtu)
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
                 entry.cached = Cached::Queued;
             }
         }
     }
+}
+
+/// Whether every packet that can arrive on port `ingress` fits an egress
+/// link of `mtu` (0: unknown, which limits nothing).
+#[inline(always)]
+fn fits_egress(port_ifindexes: &[u32], l2: &L2Table, ingress: usize, mtu: u16) -> bool {
+    let arriving = port_ifindexes
+        .get(ingress)
+        .map_or(0, |&ifindex| l2.link_mtu(ifindex));
+    mtu == 0 || arriving <= u32::from(mtu)
 }
 
 #[inline(always)]
