@@ -853,7 +853,7 @@ mod tests {
                     dst_port: 8080,
                 },
                 egress_port: 1,
-                egress_vlan: None,
+                egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
                 egress_mtu: 0,
                 direction: Direction::ToBackend,
                 listener: 0,

@@ -532,7 +532,7 @@ mod tests {
                 dst_port,
             },
             egress_port: 0,
-            egress_vlan: None,
+            egress_vlan: crate::neighbor::PackedVlan::NONE,
             egress_mtu: 0,
             direction,
             listener: 0,

@@ -31,6 +31,49 @@ pub struct VlanTag {
     pub id: u16,
 }
 
+/// A [`VlanTag`] or none in two bytes, as a flow keeps it (a flow entry's
+/// size is a budget): bit 15 set when there is a tag, bit 14 for 802.1ad
+/// (TPID 0x88a8; else 802.1Q), the VLAN id in the low 12 bits. Those two
+/// TPIDs are all a kernel VLAN link can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackedVlan(u16);
+
+const PACKED_TAGGED: u16 = 0x8000;
+const PACKED_QINQ: u16 = 0x4000;
+const TPID_8021AD: u16 = 0x88a8;
+const TPID_8021Q: u16 = 0x8100;
+
+impl PackedVlan {
+    pub const NONE: Self = Self(0);
+
+    pub fn get(self) -> Option<VlanTag> {
+        (self.0 & PACKED_TAGGED != 0).then_some(VlanTag {
+            tpid: if self.0 & PACKED_QINQ != 0 {
+                TPID_8021AD
+            } else {
+                TPID_8021Q
+            },
+            id: self.0 & 0x0fff,
+        })
+    }
+}
+
+impl From<Option<VlanTag>> for PackedVlan {
+    fn from(tag: Option<VlanTag>) -> Self {
+        match tag {
+            None => Self::NONE,
+            Some(tag) => {
+                let qinq = if tag.tpid == TPID_8021AD {
+                    PACKED_QINQ
+                } else {
+                    0
+                };
+                Self(PACKED_TAGGED | qinq | (tag.id & 0x0fff))
+            }
+        }
+    }
+}
+
 /// A kernel VLAN link (`ip link add link eth0 name eth0.100 type vlan id
 /// 100`): the interface it sits on and the tag it adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1097,5 +1140,18 @@ mod tests {
         };
         assert!(table_with(100).extends(&table_with(100)));
         assert!(!table_with(101).extends(&table_with(100)));
+    }
+
+    #[test]
+    fn a_packed_vlan_gives_back_its_tag() {
+        for tag in [
+            None,
+            Some(VlanTag { tpid: Q, id: 1 }),
+            Some(VlanTag { tpid: Q, id: 4094 }),
+            Some(VlanTag { tpid: AD, id: 200 }),
+        ] {
+            assert_eq!(PackedVlan::from(tag).get(), tag);
+        }
+        assert_eq!(std::mem::size_of::<PackedVlan>(), 2);
     }
 }

@@ -113,7 +113,7 @@ impl PathState {
         match self.next_hop(l2, entry.rewrite.ip_dst) {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
-                entry.egress_vlan = hop.vlan;
+                entry.egress_vlan = hop.vlan.into();
                 entry.egress_mtu = mtu16(hop.mtu);
                 entry.rewrite.eth_src = hop.src_mac;
                 entry.rewrite.eth_dst = hop.dst_mac;
@@ -150,7 +150,7 @@ impl PathState {
                 && cacheable(parsed, entry)
                 // The program sends a frame with the tag it came with; a
                 // flow that changes VLANs stays with the workers.
-                && arrived_tag == entry.egress_vlan
+                && arrived_tag == entry.egress_vlan.get()
                 // The program checks no MTU: only a flow whose every packet
                 // fits its egress (none arrives larger than the ingress
                 // link's MTU) may leave the workers.

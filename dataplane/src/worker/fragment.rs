@@ -71,7 +71,7 @@ impl Worker {
             let decision = FragmentDecision {
                 rewrite: entry.rewrite,
                 egress_port,
-                egress_vlan: entry.egress_vlan,
+                egress_vlan: entry.egress_vlan.get(),
                 egress_mtu: entry.egress_mtu,
                 listener: entry.listener,
                 backend: entry.backend,

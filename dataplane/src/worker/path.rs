@@ -50,7 +50,7 @@ impl Egress {
     pub(super) fn of(entry: &FlowEntry) -> Self {
         Self {
             port: entry.egress_port,
-            vlan: entry.egress_vlan,
+            vlan: entry.egress_vlan.get(),
             mtu: entry.egress_mtu,
         }
     }
