@@ -581,6 +581,8 @@ mod tests {
                     dst_port: 8080,
                 },
                 egress_port: 1,
+                egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
+                egress_mtu: 0,
                 direction: Direction::ToBackend,
                 listener: 0,
                 backend: 0,

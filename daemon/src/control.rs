@@ -448,6 +448,12 @@ pub fn stats_report(
             echo_replies: w.echo_replies,
             icmp_to_backend: w.icmp_to_backend,
             icmp_to_client: w.icmp_to_client,
+            vlan: switchyard_proto::WorkerVlanStats {
+                pushed: w.vlan_pushed,
+                popped: w.vlan_popped,
+                retagged: w.vlan_retagged,
+            },
+            too_big_answered: w.too_big_answered,
         });
     }
     report
@@ -850,6 +856,8 @@ mod tests {
                     dst_port: 8080,
                 },
                 egress_port: 1,
+                egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
+                egress_mtu: 0,
                 direction: Direction::ToBackend,
                 listener: 0,
                 backend: 0,

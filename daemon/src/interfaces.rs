@@ -10,6 +10,57 @@ pub enum InterfaceError {
     Unknown { name: String },
     #[error("reading the addresses of this node")]
     Addresses(#[source] io::Error),
+    #[error(
+        "interface {name} has MTU {mtu}, above {limit}: a frame of that size (with a VLAN \
+         tag) does not fit one {frame_size}-byte AF_XDP frame, and the XDP program is \
+         attached without multi-buffer (xdp.frags) support, so larger frames would be lost. \
+         Lower it first (`ip link set dev {name} mtu {limit}`)"
+    )]
+    MtuTooLarge {
+        name: String,
+        mtu: u32,
+        limit: u32,
+        frame_size: u32,
+    },
+}
+
+/// Bytes of each AF_XDP frame the kernel keeps ahead of the packet
+/// (XDP_PACKET_HEADROOM, include/uapi/linux/bpf.h).
+const XDP_PACKET_HEADROOM: u32 = 256;
+/// An Ethernet header and one VLAN tag: what a frame adds to its IP
+/// packet at most, a worker's pushed tag included.
+const L2_OVERHEAD: u32 = 14 + 4;
+
+/// The largest MTU whose frames, tagged, fit one AF_XDP frame of
+/// `frame_size` bytes.
+pub fn max_mtu(frame_size: u32) -> u32 {
+    frame_size.saturating_sub(XDP_PACKET_HEADROOM + L2_OVERHEAD)
+}
+
+/// The MTU of `name`, if the kernel says (sysfs of this namespace).
+pub fn mtu(name: &str) -> Option<u32> {
+    fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Refuses an interface whose frames could be larger than one AF_XDP
+/// frame: the kernel attaches the program anyway (a veth of MTU 3000 in
+/// native mode, of 9000 in generic mode) and then drops what does not
+/// fit, uncounted by Switchyard.
+pub fn check_mtu(name: &str, mtu: u32, frame_size: u32) -> Result<(), InterfaceError> {
+    let limit = max_mtu(frame_size);
+    if mtu > limit {
+        return Err(InterfaceError::MtuTooLarge {
+            name: name.to_owned(),
+            mtu,
+            limit,
+            frame_size,
+        });
+    }
+    Ok(())
 }
 
 pub fn ifindex(name: &str) -> Result<u32, InterfaceError> {
@@ -272,5 +323,16 @@ mod tests {
             queues_to_serve(&[("eth0", 2)], Some(0)),
             Err(QueueError::Zero)
         );
+    }
+
+    #[test]
+    fn an_mtu_whose_frames_do_not_fit_one_afxdp_frame_is_refused_with_the_limit() {
+        assert_eq!(max_mtu(2048), 1774);
+        assert!(check_mtu("eth0", 1500, 2048).is_ok());
+        assert!(check_mtu("eth0", 1774, 2048).is_ok());
+        let text = check_mtu("eth0", 9000, 2048).unwrap_err().to_string();
+        assert!(text.contains("MTU 9000, above 1774"), "{text}");
+        assert!(text.contains("ip link set dev eth0 mtu 1774"), "{text}");
+        assert!(check_mtu("eth0", 3000, 4096).is_ok());
     }
 }

@@ -410,6 +410,26 @@ impl Collector for Scrape {
                 "ICMP errors a backend sent about a client's packet, sent on to the client from the VIP.",
                 |w| w.icmp_to_client,
             ),
+            (
+                "switchyard_worker_vlan_pushed",
+                "Frames that came untagged and left by a VLAN link, a tag pushed by a worker.",
+                |w| w.vlan.pushed,
+            ),
+            (
+                "switchyard_worker_vlan_popped",
+                "Frames that came tagged and left untagged, the tag popped by a worker.",
+                |w| w.vlan.popped,
+            ),
+            (
+                "switchyard_worker_vlan_retagged",
+                "Frames whose VLAN tag a worker rewrote to their egress link's.",
+                |w| w.vlan.retagged,
+            ),
+            (
+                "switchyard_worker_too_big_answered",
+                "Packets too big for their egress link a worker answered with ICMP fragmentation-needed or packet-too-big.",
+                |w| w.too_big_answered,
+            ),
         ] {
             counters(
                 e,
@@ -609,6 +629,12 @@ mod tests {
                         evicted: 1,
                     },
                     icmp_to_backend: 2,
+                    vlan: switchyard_proto::WorkerVlanStats {
+                        pushed: 3,
+                        popped: 0,
+                        retagged: 6,
+                    },
+                    too_big_answered: 2,
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -655,6 +681,10 @@ mod tests {
             r#"switchyard_worker_fragment_evictions_total{queue="0"} 1"#,
             r#"switchyard_worker_icmp_to_backend_total{queue="0"} 2"#,
             r#"switchyard_worker_echo_replies_total{queue="0"} 0"#,
+            r#"switchyard_worker_vlan_pushed_total{queue="0"} 3"#,
+            r#"switchyard_worker_vlan_popped_total{queue="0"} 0"#,
+            r#"switchyard_worker_vlan_retagged_total{queue="0"} 6"#,
+            r#"switchyard_worker_too_big_answered_total{queue="0"} 2"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

@@ -3,7 +3,8 @@
 //! is transmitted on another without a copy. This module owns frame
 //! accounting (every frame is in exactly one place: free pool, fill ring,
 //! rx ring, tx ring or completion ring) and all of the worker's `unsafe`
-//! ring access. It never looks inside a frame.
+//! ring access. It never looks inside a frame; it only moves its bytes to
+//! insert or remove a VLAN tag the worker names.
 
 use std::io;
 use std::num::NonZeroU32;
@@ -446,6 +447,32 @@ impl XskPorts {
                 Verdict::TransmitPrefix { port, len } if port < port_count => {
                     data.cursor().set_pos(len);
                     self.tx_pending[port].push(desc)
+                }
+                // The tail moves rather than the head: xsk-rs keeps a
+                // descriptor's address private, so the frame cannot start
+                // in the headroom. A frame ends at least the XDP headroom
+                // (256 bytes) short of its chunk, so a frame of the
+                // link's MTU always has the 4 bytes.
+                Verdict::TransmitPushed { port, tag } if port < port_count => {
+                    let len = data.contents().len();
+                    data.cursor().set_pos(len + tag.len());
+                    match crate::packet::push_tag(data.contents_mut(), len, tag) {
+                        Some(_) => self.tx_pending[port].push(desc),
+                        None => {
+                            outcome.no_room += 1;
+                            self.free.push(desc);
+                        }
+                    }
+                }
+                Verdict::TransmitPopped { port } if port < port_count => {
+                    let len = data.contents().len();
+                    match crate::packet::pop_tag(data.contents_mut(), len) {
+                        Some(len) => {
+                            data.cursor().set_pos(len);
+                            self.tx_pending[port].push(desc)
+                        }
+                        None => self.free.push(desc),
+                    }
                 }
                 _ => self.free.push(desc),
             }

@@ -50,10 +50,14 @@ pub enum DropReason {
     /// no backend; or a type that is neither an echo request nor an error.
     /// The kernel's answer would speak for an address it does not own.
     IcmpWithoutFlow,
+    /// A packet that would not fit its egress: larger than the egress
+    /// link's MTU (the VLAN link's when it leaves by one), or no room in
+    /// its buffer for the VLAN tag the link wants.
+    FrameTooBig,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 20] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -73,6 +77,7 @@ impl DropReason {
         Self::FragmentWithoutFirst,
         Self::BadIcmp,
         Self::IcmpWithoutFlow,
+        Self::FrameTooBig,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -97,6 +102,7 @@ impl DropReason {
             Self::FragmentWithoutFirst => "fragment_without_first",
             Self::BadIcmp => "bad_icmp",
             Self::IcmpWithoutFlow => "icmp_without_flow",
+            Self::FrameTooBig => "frame_too_big",
         }
     }
 }

@@ -49,6 +49,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use crate::neighbor::PackedVlan;
 use crate::packet::{flow_hash, FlowKey, Rewrite};
 
 /// Which way a tracked 5-tuple travels through the NAT.
@@ -64,6 +65,12 @@ pub enum Direction {
 pub struct FlowEntry {
     pub rewrite: Rewrite,
     pub egress_port: usize,
+    /// The tag the egress link wants (a VLAN link of the port's
+    /// interface), whatever tag the flow's packets arrive with.
+    pub egress_vlan: PackedVlan,
+    /// The egress link's MTU (the VLAN link's for a VLAN), at most 65535;
+    /// 0 when unknown. A larger packet is dropped as `frame_too_big`.
+    pub egress_mtu: u16,
     pub direction: Direction,
     pub listener: u32,
     pub backend: u32,
@@ -780,6 +787,8 @@ mod tests {
                 dst_port: 0,
             },
             egress_port: 0,
+            egress_vlan: PackedVlan::NONE,
+            egress_mtu: 0,
             direction: Direction::ToBackend,
             listener: 0,
             backend: 0,

@@ -532,6 +532,8 @@ mod tests {
                 dst_port,
             },
             egress_port: 0,
+            egress_vlan: crate::neighbor::PackedVlan::NONE,
+            egress_mtu: 0,
             direction,
             listener: 0,
             backend: 0,

@@ -73,6 +73,8 @@ impl FragmentKey {
 pub struct FragmentDecision {
     pub rewrite: Rewrite,
     pub egress_port: usize,
+    pub egress_vlan: Option<crate::neighbor::VlanTag>,
+    pub egress_mtu: u16,
     pub listener: u32,
     pub backend: u32,
     pub generation: u64,
@@ -247,6 +249,8 @@ mod tests {
                 dst_port: 5353,
             },
             egress_port: port,
+            egress_vlan: None,
+            egress_mtu: 0,
             listener: 0,
             backend: 0,
             generation: 1,

@@ -13,7 +13,34 @@ pub enum Verdict {
         port: usize,
         len: usize,
     },
+    /// Send the frame out of `port` with `tag` (TPID, TCI) inserted after
+    /// its MAC addresses: it came untagged and leaves by a VLAN. The frame
+    /// grows by 4 bytes; one whose buffer has no room is dropped and
+    /// counted (`BatchOutcome::no_room`).
+    TransmitPushed {
+        port: usize,
+        tag: [u8; 4],
+    },
+    /// Send the frame out of `port` without the VLAN tag after its MAC
+    /// addresses: it came tagged and leaves untagged (4 bytes shorter).
+    TransmitPopped {
+        port: usize,
+    },
     Drop,
+}
+
+impl Verdict {
+    /// The port a frame forwarded on its flow's decision leaves by; `None`
+    /// for a drop and for a frame turned into another packet
+    /// (`TransmitPrefix`).
+    pub fn forwarded_to(self) -> Option<usize> {
+        match self {
+            Verdict::Transmit(port)
+            | Verdict::TransmitPushed { port, .. }
+            | Verdict::TransmitPopped { port } => Some(port),
+            Verdict::TransmitPrefix { .. } | Verdict::Drop => None,
+        }
+    }
 }
 
 /// Per-batch I/O counters, so the worker can count rx/tx without knowing
@@ -26,6 +53,8 @@ pub struct BatchOutcome {
     pub transmitted_bytes: usize,
     /// Frames the worker wanted sent but the tx ring had no room for.
     pub tx_ring_full: usize,
+    /// Frames that were to get a VLAN tag pushed but filled their buffer.
+    pub no_room: usize,
 }
 
 /// What a batch's frames are handed to: the port a frame arrived on, its
@@ -84,6 +113,23 @@ impl PacketIo for MemoryIo {
                 Verdict::Transmit(out) => out,
                 Verdict::TransmitPrefix { port, len } => {
                     frame.truncate(len);
+                    port
+                }
+                Verdict::TransmitPushed { port, tag } => {
+                    let len = frame.len();
+                    frame.resize(len + tag.len(), 0);
+                    if crate::packet::push_tag(&mut frame, len, tag).is_none() {
+                        outcome.no_room += 1;
+                        continue;
+                    }
+                    port
+                }
+                Verdict::TransmitPopped { port } => {
+                    let len = frame.len();
+                    match crate::packet::pop_tag(&mut frame, len) {
+                        Some(len) => frame.truncate(len),
+                        None => continue,
+                    }
                     port
                 }
                 Verdict::Drop => continue,

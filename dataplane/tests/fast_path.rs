@@ -41,6 +41,8 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
     FlowEntry {
         rewrite,
         egress_port: 0,
+        egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
+        egress_mtu: 0,
         direction: Direction::ToBackend,
         listener: 0,
         backend: 0,

@@ -133,14 +133,8 @@ fn scenario_l2_table() -> L2Table {
     L2Table::new(
         &PORT_IFINDEXES,
         &[
-            LinkEntry {
-                ifindex: CLIENT_ARM_IFINDEX,
-                mac: LB_CLIENT_ARM_MAC,
-            },
-            LinkEntry {
-                ifindex: BACKEND_ARM_IFINDEX,
-                mac: LB_BACKEND_ARM_MAC,
-            },
+            LinkEntry::ethernet(CLIENT_ARM_IFINDEX, LB_CLIENT_ARM_MAC),
+            LinkEntry::ethernet(BACKEND_ARM_IFINDEX, LB_BACKEND_ARM_MAC),
         ],
         &[
             route((CLIENT_NET.0.into(), CLIENT_NET.1), CLIENT_ARM_IFINDEX),

@@ -23,7 +23,9 @@ use switchyard_dataplane::fast_path::{cache_key, cache_key6, CacheWriter, Egress
 use switchyard_dataplane::flow::{Cached, FlowEntry, FlowTimeouts};
 use switchyard_dataplane::flow_scan::{ActiveEntry, FlowScan};
 use switchyard_dataplane::io::MemoryIo;
-use switchyard_dataplane::neighbor::Neighbors;
+use switchyard_dataplane::neighbor::{
+    L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
+};
 use switchyard_dataplane::packet::FlowKey;
 use switchyard_dataplane::worker::{Worker, WorkerRequest, WorkerSettings, WorkerStats};
 use switchyard_xdp::{FastPathMaps, Steering};
@@ -125,14 +127,19 @@ fn harness() -> Harness {
 fn harness_with(settings: WorkerSettings) -> Harness {
     let steering = Steering::load().expect("loading the XDP program (needs root)");
     let maps = steering.fast_path().clone();
-    harness_over(steering, maps, settings)
+    harness_over(steering, maps, settings, l2_table())
 }
 
 /// A worker whose cache writer writes into `maps`.
-fn harness_over(steering: Steering, maps: FastPathMaps, settings: WorkerSettings) -> Harness {
+fn harness_over(
+    steering: Steering,
+    maps: FastPathMaps,
+    settings: WorkerSettings,
+    l2: L2Table,
+) -> Harness {
     let epoch = Instant::now();
     let snapshot = Arc::new(snapshot());
-    let neighbors = Neighbors::fixed(l2_table());
+    let neighbors = Neighbors::fixed(l2);
     let fast = Arc::new(FastPath::new(maps.clone(), epoch));
     fast.prepare(&snapshot);
     fast.published(&snapshot);
@@ -413,7 +420,7 @@ fn a_batch_update_the_kernel_wrote_only_part_of_marks_only_the_written_flows_cac
     let steering = Steering::load().expect("loading the XDP program (needs root)");
     // A cache with room for two: the kernel stops the batch at the third.
     let bounded = steering.fast_path().with_bounded_cache(2).unwrap();
-    let mut h = harness_over(steering, bounded, WorkerSettings::default());
+    let mut h = harness_over(steering, bounded, WorkerSettings::default(), l2_table());
     let clients: Vec<(Ipv4Addr, u16)> = (0..4).map(|i| (CLIENT, 42000 + i)).collect();
     // One batch: the first packet of each flow, then the second, which
     // queues all four installs for one batch update.
@@ -603,4 +610,89 @@ fn a_settled_ipv6_flow_is_installed_in_the_programs_ipv6_cache() {
         h.fast.view().unwrap().get(&key).is_some(),
         "listed with the flows"
     );
+}
+
+#[test]
+fn a_flow_whose_frames_change_vlan_tags_stays_with_the_workers() {
+    // The program sends a frame with the tag it came with; this client's
+    // frames arrive tagged and leave by the untagged backend arm.
+    let mut h = harness();
+    let client = (CLIENT, 41010);
+    let key = udp_key(client);
+    let tagged = |n: usize| {
+        let mut frame = Vec::new();
+        PacketBuilder::ethernet2(FROM_CLIENT.0, FROM_CLIENT.1)
+            .single_vlan(etherparse::VlanId::try_new(100).unwrap())
+            .ipv4(client.0.octets(), VIP.octets(), 64)
+            .udp(client.1, UDP_PORT)
+            .write(&mut frame, format!("datagram {n}").as_bytes())
+            .unwrap();
+        frame
+    };
+    for n in 0..3 {
+        let frame = tagged(n);
+        let (_, out) = h.send(0, frame.clone()).expect("forwarded");
+        assert_eq!(out.len(), frame.len() - 4, "the tag popped");
+    }
+    assert_eq!(h.entry(key).unwrap().cached, Cached::No);
+    assert!(!h.in_cache(&key));
+    assert_eq!(h.stats().vlan_popped, 3);
+}
+
+#[test]
+fn a_flow_toward_a_link_of_smaller_mtu_than_its_ingress_stays_with_the_workers() {
+    // The program checks no MTU: a later, larger packet of a cached flow
+    // would leave too big. The backend arm's MTU is below the client's.
+    let table = |backend_mtu| {
+        let route = |dst: Ipv4Addr, ifindex| RouteEntry {
+            dst: dst.into(),
+            prefix_len: 24,
+            metric: 0,
+            action: RouteAction::Forward {
+                ifindex,
+                gateway: None,
+            },
+        };
+        let neighbour = |ip: Ipv4Addr, ifindex, mac| NeighbourEntry {
+            ifindex,
+            ip: ip.into(),
+            mac: Some(mac),
+            state: NeighbourState::Reachable,
+        };
+        let link = |ifindex, mac, mtu| LinkEntry {
+            mtu,
+            ..LinkEntry::ethernet(ifindex, mac)
+        };
+        L2Table::new(
+            &[10, 20],
+            &[
+                link(10, LB_CLIENT_SIDE_MAC, 1500),
+                link(20, LB_BACKEND_SIDE_MAC, backend_mtu),
+            ],
+            &[
+                route(Ipv4Addr::new(198, 18, 1, 0), 10),
+                route(Ipv4Addr::new(198, 18, 2, 0), 20),
+            ],
+            &[
+                neighbour(CLIENT, 10, CLIENT_MAC),
+                neighbour(BE1, 20, BE1_MAC),
+                neighbour(BE2, 20, BE2_MAC),
+            ],
+        )
+    };
+    for (backend_mtu, cached) in [(1400, false), (1500, true)] {
+        let steering = Steering::load().expect("loading the XDP program (needs root)");
+        let maps = steering.fast_path().clone();
+        let mut h = harness_over(
+            steering,
+            maps,
+            WorkerSettings::default(),
+            table(backend_mtu),
+        );
+        let client = (CLIENT, 41020);
+        for n in 0..3 {
+            h.send(0, udp(client, n)).expect("forwarded");
+        }
+        assert_eq!(h.in_cache(&udp_key(client)), cached, "MTU {backend_mtu}");
+    }
 }

@@ -310,6 +310,26 @@ pub struct WorkerStats {
     /// What the worker did with fragmented datagrams.
     #[serde(default)]
     pub fragments: WorkerFragmentStats,
+    /// VLAN tags the worker changed for frames' egress links.
+    #[serde(default)]
+    pub vlan: WorkerVlanStats,
+    /// Packets too big for their egress link answered with ICMP
+    /// fragmentation-needed or packet-too-big (each also a `frame_too_big`
+    /// drop).
+    #[serde(default)]
+    pub too_big_answered: u64,
+}
+
+/// A worker's VLAN tag changes: a frame leaves with its next hop's tag
+/// (a route out of a VLAN link of the interface) whatever it came with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerVlanStats {
+    /// Frames that came untagged and left tagged.
+    pub pushed: u64,
+    /// Frames that came tagged and left untagged.
+    pub popped: u64,
+    /// Frames whose tag was rewritten to another VLAN's.
+    pub retagged: u64,
 }
 
 /// A worker's fragments: the first of each datagram is decided as its

@@ -24,6 +24,7 @@ pub mod servers;
 pub mod tcp_info;
 pub mod tempdir;
 pub mod topology;
+pub mod vlan;
 
 pub use client::{tcp_exchange, tcp_exchange_keep_open, udp_exchange, Reply, IO_TIMEOUT};
 pub use config::{GatewaySpec, ListenerSpec, Protocol};

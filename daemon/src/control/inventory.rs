@@ -363,6 +363,8 @@ mod tests {
                     dst_port: rewrite_dst.1,
                 },
                 egress_port: 1,
+                egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
+                egress_mtu: 0,
                 direction,
                 // Stale indices: counting must go by VIP and endpoint.
                 listener: 7,

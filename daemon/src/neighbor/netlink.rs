@@ -15,7 +15,9 @@ use netlink_packet_core::{
     Emitable, NetlinkHeader, NetlinkMessage, NetlinkPayload, ParseableParametrized, NLMSG_DONE,
     NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{LinkAttribute, LinkHeader, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVlan, LinkAttribute, LinkHeader, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourHeader, NeighbourMessage,
     NeighbourState,
@@ -29,10 +31,18 @@ use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use super::NeighborError;
 use crate::netlink::{self, attributes, errno_of, errno_to_io, messages};
-use switchyard_dataplane::neighbor::{LinkEntry, NeighbourEntry, RouteAction, RouteEntry};
+use switchyard_dataplane::neighbor::{
+    LinkEntry, NeighbourEntry, RouteAction, RouteEntry, VlanLink, VlanTag,
+};
 
-/// `IFLA_ADDRESS` (include/uapi/linux/if_link.h); libc does not export it.
+/// `IFLA_ADDRESS`, `IFLA_MTU`, `IFLA_LINK`, `IFLA_LINKINFO`
+/// (include/uapi/linux/if_link.h); libc does not export them.
 const IFLA_ADDRESS: u16 = 1;
+const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
+const IFLA_LINKINFO: u16 = 18;
+/// ETH_P_8021Q: the protocol of a VLAN link that does not name one.
+const ETH_P_8021Q: u16 = 0x8100;
 
 /// Large enough for any single rtnetlink datagram: dumps are capped at 32 KiB
 /// per datagram by `netlink_dump`, notifications are one message each.
@@ -408,18 +418,59 @@ fn neighbour_message(ifindex: u32, addr: IpAddr, flags: NeighbourFlags) -> Neigh
     msg
 }
 
-/// `RTM_NEWLINK` -> the link's Ethernet address, if it has one.
+/// `RTM_NEWLINK` -> the link's Ethernet address, if it has one, its MTU,
+/// and for
+/// a VLAN link (`IFLA_INFO_KIND` "vlan") its parent (`IFLA_LINK`), VLAN id
+/// and protocol (802.1Q unless it says 802.1ad). A VLAN link whose parent
+/// or id is missing, or whose id is outside 1 to 4094, is kept as a plain
+/// link, which routes never leave by unless it is named itself.
 pub(crate) fn parse_link(payload: &[u8]) -> Option<LinkEntry> {
     let header = LinkHeader::parse(payload).ok()?;
-    let mac = attributes(payload, header.buffer_len(), &[IFLA_ADDRESS])
+    let (mut mac, mut parent, mut is_vlan, mut id, mut tpid) = (None, None, false, None, None);
+    let mut mtu = 0;
+    let wanted = [IFLA_ADDRESS, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO];
+    for attr in attributes(payload, header.buffer_len(), &wanted)
         .filter_map(|nla| LinkAttribute::parse_with_param(&nla, header.interface_family).ok())
-        .find_map(|attr| match attr {
-            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-            _ => None,
-        })?;
+    {
+        match attr {
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Mtu(m) => mtu = m,
+            LinkAttribute::Link(index) => parent = Some(index).filter(|&i| i != 0),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(InfoKind::Vlan) => is_vlan = true,
+                        LinkInfo::Data(InfoData::Vlan(data)) => {
+                            for item in data {
+                                match item {
+                                    InfoVlan::Id(v) => id = Some(v),
+                                    InfoVlan::Protocol(p) => tpid = Some(u16::from(p)),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let vlan = match (is_vlan, parent, id) {
+        (true, Some(parent), Some(id)) if (1..4095).contains(&id) => Some(VlanLink {
+            parent,
+            tag: VlanTag {
+                tpid: tpid.unwrap_or(ETH_P_8021Q),
+                id,
+            },
+        }),
+        _ => None,
+    };
     Some(LinkEntry {
         ifindex: header.index,
-        mac,
+        mac: mac?,
+        vlan,
+        mtu,
     })
 }
 
@@ -938,14 +989,104 @@ mod tests {
         ]);
         assert_eq!(
             parse_link(&emit(&link)),
-            Some(LinkEntry {
-                ifindex: 7,
-                mac: [2, 0, 0, 0, 0, 7]
-            })
+            Some(LinkEntry::ethernet(7, [2, 0, 0, 0, 0, 7]))
         );
         // A tunnel's 4-byte "address" is not Ethernet.
         link.attributes = vec![LinkAttribute::Address(vec![10, 0, 0, 1])];
         assert_eq!(parse_link(&emit(&link)), None);
+    }
+
+    fn vlan_link_message(index: u32, parent: u32, data: Vec<InfoVlan>) -> LinkMessage {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes.extend([
+            LinkAttribute::IfName("eth0.100".into()),
+            LinkAttribute::Link(parent),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 1, 0]),
+            LinkAttribute::Mtu(1400),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(data)),
+            ]),
+        ]);
+        link
+    }
+
+    #[test]
+    fn vlan_link_message_yields_its_parent_id_and_protocol() {
+        use netlink_packet_route::link::VlanProtocol;
+        let link = vlan_link_message(
+            12,
+            2,
+            vec![
+                InfoVlan::Id(100),
+                InfoVlan::Protocol(VlanProtocol::Ieee8021Q),
+            ],
+        );
+        assert_eq!(
+            parse_link(&emit(&link)),
+            Some(LinkEntry {
+                ifindex: 12,
+                mac: [2, 0, 0, 0, 1, 0],
+                vlan: Some(VlanLink {
+                    parent: 2,
+                    tag: VlanTag {
+                        tpid: 0x8100,
+                        id: 100
+                    }
+                }),
+                mtu: 1400,
+            })
+        );
+        let qinq = vlan_link_message(
+            13,
+            2,
+            vec![
+                InfoVlan::Protocol(VlanProtocol::Ieee8021Ad),
+                InfoVlan::Id(4094),
+            ],
+        );
+        assert_eq!(
+            parse_link(&emit(&qinq)).and_then(|l| l.vlan),
+            Some(VlanLink {
+                parent: 2,
+                tag: VlanTag {
+                    tpid: 0x88a8,
+                    id: 4094
+                }
+            })
+        );
+        let unnamed = vlan_link_message(14, 2, vec![InfoVlan::Id(7)]);
+        assert_eq!(
+            parse_link(&emit(&unnamed)).and_then(|l| l.vlan.map(|v| v.tag.tpid)),
+            Some(0x8100),
+            "the kernel's default protocol"
+        );
+    }
+
+    #[test]
+    fn a_vlan_link_without_parent_or_valid_id_or_of_another_kind_is_plain() {
+        for link in [
+            vlan_link_message(12, 0, vec![InfoVlan::Id(100)]),
+            vlan_link_message(12, 2, vec![]),
+            vlan_link_message(12, 2, vec![InfoVlan::Id(0)]),
+            vlan_link_message(12, 2, vec![InfoVlan::Id(4095)]),
+        ] {
+            let parsed = parse_link(&emit(&link)).unwrap();
+            assert_eq!((parsed.ifindex, parsed.vlan), (12, None));
+        }
+        // A veth names its peer in IFLA_LINK; that is no VLAN parent.
+        let mut veth = LinkMessage::default();
+        veth.header.index = 5;
+        veth.attributes.extend([
+            LinkAttribute::Link(6),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 5]),
+            LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth)]),
+        ]);
+        assert_eq!(
+            parse_link(&emit(&veth)),
+            Some(LinkEntry::ethernet(5, [2, 0, 0, 0, 0, 5]))
+        );
     }
 
     #[test]

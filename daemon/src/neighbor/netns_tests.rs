@@ -219,7 +219,9 @@ fn prime_resolves_the_peer_mac_in_a_fresh_netns() {
         Ok(NextHop {
             ifindex,
             src_mac: a_mac,
-            dst_mac: pair.b_mac()
+            dst_mac: pair.b_mac(),
+            vlan: None,
+            mtu: 1500,
         })
     );
 
@@ -437,7 +439,9 @@ fn prime_resolves_an_ipv6_peer_by_ndp_in_a_fresh_netns() {
         Ok(NextHop {
             ifindex,
             src_mac: a_mac,
-            dst_mac: pair.b_mac()
+            dst_mac: pair.b_mac(),
+            vlan: None,
+            mtu: 1500,
         })
     );
     // The kernel's NDP did it: B holds A's MAC from the solicitation.
@@ -518,7 +522,9 @@ fn ipv6_gateways_global_and_link_local_resolve_on_their_interface() {
         NextHop {
             ifindex: veth2,
             src_mac: veth2_mac,
-            dst_mac: veth3_mac
+            dst_mac: veth3_mac,
+            vlan: None,
+            mtu: 1500,
         },
         "fe80::1 on veth2"
     );

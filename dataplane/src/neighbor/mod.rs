@@ -18,7 +18,8 @@ use crossbeam::queue::ArrayQueue;
 pub use netlink_packet_route::neighbour::NeighbourState;
 
 pub use self::table::{
-    L2Table, LinkEntry, NeighbourEntry, NextHop, RouteAction, RouteEntry, Unresolved,
+    L2Table, LinkEntry, NeighbourEntry, NextHop, PackedVlan, RouteAction, RouteEntry, Unresolved,
+    VlanLink, VlanTag,
 };
 
 /// Capacity of the worker request queue; requests beyond it are dropped.

@@ -7,11 +7,79 @@ use std::net::{IpAddr, Ipv6Addr};
 use netlink_packet_route::neighbour::NeighbourState;
 
 /// Where to send a packet: the egress interface and the L2 header to write.
+/// A route out of a VLAN link of an owned interface leaves by that
+/// interface (`ifindex` is the parent's), from the VLAN link's MAC, with
+/// the VLAN's tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextHop {
     pub ifindex: u32,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    pub vlan: Option<VlanTag>,
+    /// The MTU of the route's link (the VLAN link's for a VLAN); 0 when
+    /// the kernel did not say.
+    pub mtu: u32,
+}
+
+/// The 802.1Q or 802.1ad tag (IEEE 802.1Q §9.6) a frame carries on a VLAN
+/// link: its TPID and VLAN identifier. Priority bits are the frame's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanTag {
+    /// 0x8100 (802.1Q) or 0x88a8 (802.1ad), as the link's protocol says.
+    pub tpid: u16,
+    /// 1 to 4094.
+    pub id: u16,
+}
+
+/// A [`VlanTag`] or none in two bytes, as a flow keeps it (a flow entry's
+/// size is a budget): bit 15 set when there is a tag, bit 14 for 802.1ad
+/// (TPID 0x88a8; else 802.1Q), the VLAN id in the low 12 bits. Those two
+/// TPIDs are all a kernel VLAN link can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackedVlan(u16);
+
+const PACKED_TAGGED: u16 = 0x8000;
+const PACKED_QINQ: u16 = 0x4000;
+const TPID_8021AD: u16 = 0x88a8;
+const TPID_8021Q: u16 = 0x8100;
+
+impl PackedVlan {
+    pub const NONE: Self = Self(0);
+
+    pub fn get(self) -> Option<VlanTag> {
+        (self.0 & PACKED_TAGGED != 0).then_some(VlanTag {
+            tpid: if self.0 & PACKED_QINQ != 0 {
+                TPID_8021AD
+            } else {
+                TPID_8021Q
+            },
+            id: self.0 & 0x0fff,
+        })
+    }
+}
+
+impl From<Option<VlanTag>> for PackedVlan {
+    fn from(tag: Option<VlanTag>) -> Self {
+        match tag {
+            None => Self::NONE,
+            Some(tag) => {
+                let qinq = if tag.tpid == TPID_8021AD {
+                    PACKED_QINQ
+                } else {
+                    0
+                };
+                Self(PACKED_TAGGED | qinq | (tag.id & 0x0fff))
+            }
+        }
+    }
+}
+
+/// A kernel VLAN link (`ip link add link eth0 name eth0.100 type vlan id
+/// 100`): the interface it sits on and the tag it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanLink {
+    pub parent: u32,
+    pub tag: VlanTag,
 }
 
 /// Why `L2Table::resolve` found no next hop.
@@ -27,11 +95,37 @@ pub enum Unresolved {
     NoNeighbour { next_hop: IpAddr, ifindex: u32 },
 }
 
-/// A link as the kernel reports it: only its Ethernet address matters here.
+/// A link as the kernel reports it: its Ethernet address, and for a VLAN
+/// link the interface and tag it stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkEntry {
     pub ifindex: u32,
     pub mac: [u8; 6],
+    pub vlan: Option<VlanLink>,
+    /// `IFLA_MTU`; 0 when unknown, which limits nothing.
+    pub mtu: u32,
+}
+
+impl LinkEntry {
+    /// A link that is no VLAN, of unknown MTU.
+    pub fn ethernet(ifindex: u32, mac: [u8; 6]) -> Self {
+        Self {
+            ifindex,
+            mac,
+            vlan: None,
+            mtu: 0,
+        }
+    }
+}
+
+/// How a link in the table sends: out of which owned interface, from
+/// which MAC, with which tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Egress {
+    ifindex: u32,
+    mac: [u8; 6],
+    vlan: Option<VlanTag>,
+    mtu: u32,
 }
 
 /// What a main-table route does with matching packets.
@@ -212,8 +306,8 @@ pub struct L2Table {
     routes6: Fib<u128>,
     neighbours4: Neighbours<u32>,
     neighbours6: Neighbours<u128>,
-    /// Sorted by ifindex; owned Ethernet links only.
-    links: Vec<(u32, [u8; 6])>,
+    /// Sorted by ifindex; owned Ethernet links and the VLAN links on them.
+    links: Vec<(u32, Egress)>,
 }
 
 impl PartialEq for L2Table {
@@ -267,9 +361,12 @@ impl L2Table {
     }
 
     /// Builds the table from kernel facts. Only `interfaces` with a known
-    /// Ethernet address count: routes out of any other interface are ignored
-    /// (a management interface's default route must never capture backend
-    /// traffic), and so are their neighbours. Reject routes have no
+    /// Ethernet address count, and the VLAN links directly on them (whose
+    /// routes leave by the parent, tagged by the worker): routes out of any
+    /// other interface are ignored (a management interface's default route
+    /// must never capture backend traffic), and so are their neighbours. A
+    /// VLAN link on such a VLAN link is not owned: the workers write one
+    /// tag. Reject routes have no
     /// interface and always count: they shadow shorter prefixes exactly as
     /// in the kernel. Malformed entries (prefix longer than the family's
     /// width) are skipped, and so are IPv6 link-local prefixes, which no
@@ -280,10 +377,26 @@ impl L2Table {
         routes: &[RouteEntry],
         neighbours: &[NeighbourEntry],
     ) -> Self {
-        let mut owned: Vec<(u32, [u8; 6])> = links
+        let mut owned: Vec<(u32, Egress)> = links
             .iter()
-            .filter(|l| interfaces.contains(&l.ifindex))
-            .map(|l| (l.ifindex, l.mac))
+            .filter_map(|l| {
+                let egress = |ifindex, vlan| Egress {
+                    ifindex,
+                    mac: l.mac,
+                    vlan,
+                    mtu: l.mtu,
+                };
+                match l.vlan {
+                    // Named itself (`--interface eth0.100`): the kernel tags.
+                    _ if interfaces.contains(&l.ifindex) => {
+                        Some((l.ifindex, egress(l.ifindex, None)))
+                    }
+                    Some(vlan) if interfaces.contains(&vlan.parent) => {
+                        Some((l.ifindex, egress(vlan.parent, Some(vlan.tag))))
+                    }
+                    _ => None,
+                }
+            })
             .collect();
         owned.sort_unstable_by_key(|&(ifindex, _)| ifindex);
         owned.dedup_by_key(|&mut (ifindex, _)| ifindex);
@@ -361,19 +474,29 @@ impl L2Table {
         let Ok(link) = self.links.binary_search_by_key(&ifindex, |&(i, _)| i) else {
             return Err(Unresolved::NoRoute);
         };
-        let src_mac = self.links[link].1;
+        let egress = self.links[link].1;
         let dst_mac = match next_hop {
             IpAddr::V4(ip) => find_neighbour(&self.neighbours4, (ifindex, u32::from(ip))),
             IpAddr::V6(ip) => find_neighbour(&self.neighbours6, (ifindex, u128::from(ip))),
         };
         match dst_mac {
             Some(dst_mac) => Ok(NextHop {
-                ifindex,
-                src_mac,
+                ifindex: egress.ifindex,
+                src_mac: egress.mac,
                 dst_mac,
+                vlan: egress.vlan,
+                mtu: egress.mtu,
             }),
             None => Err(Unresolved::NoNeighbour { next_hop, ifindex }),
         }
+    }
+
+    /// The MTU of owned link `ifindex` (an interface Switchyard runs on, or
+    /// a VLAN link on one); 0 when unknown or not owned.
+    pub fn link_mtu(&self, ifindex: u32) -> u32 {
+        self.links
+            .binary_search_by_key(&ifindex, |&(i, _)| i)
+            .map_or(0, |i| self.links[i].1.mtu)
     }
 
     /// Number of usable neighbour entries on owned interfaces, both
@@ -410,18 +533,9 @@ mod tests {
 
     fn links() -> Vec<LinkEntry> {
         vec![
-            LinkEntry {
-                ifindex: ETH0,
-                mac: MAC0,
-            },
-            LinkEntry {
-                ifindex: ETH1,
-                mac: MAC1,
-            },
-            LinkEntry {
-                ifindex: MGMT,
-                mac: MAC_MGMT,
-            },
+            LinkEntry::ethernet(ETH0, MAC0),
+            LinkEntry::ethernet(ETH1, MAC1),
+            LinkEntry::ethernet(MGMT, MAC_MGMT),
         ]
     }
 
@@ -547,7 +661,9 @@ mod tests {
             Ok(NextHop {
                 ifindex: ETH0,
                 src_mac: MAC0,
-                dst_mac: mac(7)
+                dst_mac: mac(7),
+                vlan: None,
+                mtu: 0,
             })
         );
     }
@@ -817,7 +933,9 @@ mod tests {
             Ok(NextHop {
                 ifindex: ETH1,
                 src_mac: MAC1,
-                dst_mac: mac(2)
+                dst_mac: mac(2),
+                vlan: None,
+                mtu: 0,
             })
         );
 
@@ -905,5 +1023,135 @@ mod tests {
     fn prefix_longer_than_128_is_skipped() {
         let t = table(&[onlink("2001:db8::", 129, ETH0)], &[]);
         assert_eq!(t.route_count(), 0);
+    }
+
+    const ETH0_100: u32 = 20;
+    const ETH0_200: u32 = 21;
+    const MGMT_300: u32 = 22;
+    const MAC_100: [u8; 6] = [0x02, 0, 0, 0, 1, 0];
+    const Q: u16 = 0x8100;
+    const AD: u16 = 0x88a8;
+
+    fn vlan_link(ifindex: u32, parent: u32, tpid: u16, id: u16, mac: [u8; 6]) -> LinkEntry {
+        LinkEntry {
+            ifindex,
+            mac,
+            vlan: Some(VlanLink {
+                parent,
+                tag: VlanTag { tpid, id },
+            }),
+            mtu: 1496,
+        }
+    }
+
+    fn vlan_table(routes: &[RouteEntry], neighbours: &[NeighbourEntry]) -> L2Table {
+        let mut links = links();
+        links.extend([
+            vlan_link(ETH0_100, ETH0, Q, 100, MAC_100),
+            vlan_link(ETH0_200, ETH0, AD, 200, MAC0),
+            vlan_link(MGMT_300, MGMT, Q, 300, MAC_MGMT),
+        ]);
+        L2Table::new(&[ETH0, ETH1], &links, routes, neighbours)
+    }
+
+    #[test]
+    fn a_route_out_of_a_vlan_link_leaves_by_its_parent_with_its_tag_and_mac() {
+        let t = vlan_table(
+            &[
+                onlink("10.100.0.0", 24, ETH0_100),
+                via("0.0.0.0", 0, "10.100.0.1", ETH0_100, 0),
+                onlink("2001:db8:200::", 64, ETH0_200),
+            ],
+            &[
+                neigh(ETH0_100, "10.100.0.5", 5, NeighbourState::Reachable),
+                neigh(ETH0_100, "10.100.0.1", 1, NeighbourState::Reachable),
+                neigh(ETH0_200, "2001:db8:200::7", 7, NeighbourState::Stale),
+            ],
+        );
+        assert_eq!(
+            t.resolve(ip("10.100.0.5")),
+            Ok(NextHop {
+                ifindex: ETH0,
+                src_mac: MAC_100,
+                dst_mac: mac(5),
+                vlan: Some(VlanTag { tpid: Q, id: 100 }),
+                mtu: 1496,
+            })
+        );
+        assert_eq!(t.resolve(ip("192.0.2.1")).map(|h| h.dst_mac), Ok(mac(1)));
+        assert_eq!(
+            t.resolve(ip("2001:db8:200::7"))
+                .map(|h| (h.ifindex, h.vlan)),
+            Ok((ETH0, Some(VlanTag { tpid: AD, id: 200 })))
+        );
+    }
+
+    #[test]
+    fn a_vlan_links_neighbours_are_its_own_and_misses_name_it() {
+        // The kernel keeps a VLAN's neighbours on the VLAN link: the same
+        // address on the parent is another host, and a miss is resolved
+        // on the VLAN link, where the kernel sends its ARP request.
+        let t = vlan_table(
+            &[onlink("10.100.0.0", 24, ETH0_100)],
+            &[neigh(ETH0, "10.100.0.5", 5, NeighbourState::Reachable)],
+        );
+        assert_eq!(
+            t.resolve(ip("10.100.0.5")),
+            Err(Unresolved::NoNeighbour {
+                next_hop: ip("10.100.0.5"),
+                ifindex: ETH0_100
+            })
+        );
+    }
+
+    #[test]
+    fn vlan_links_of_foreign_interfaces_and_stacked_vlans_are_not_owned() {
+        let mut links = links();
+        links.extend([
+            vlan_link(MGMT_300, MGMT, Q, 300, MAC_MGMT),
+            // A VLAN on eth0.100 would need two tags.
+            vlan_link(ETH0_100, ETH0, Q, 100, MAC_100),
+            vlan_link(30, ETH0_100, Q, 7, MAC_100),
+        ]);
+        let t = L2Table::new(
+            &[ETH0],
+            &links,
+            &[
+                onlink("10.30.0.0", 16, MGMT_300),
+                onlink("10.7.0.0", 16, 30),
+            ],
+            &[
+                neigh(MGMT_300, "10.30.0.5", 5, NeighbourState::Reachable),
+                neigh(30, "10.7.0.5", 5, NeighbourState::Reachable),
+            ],
+        );
+        assert_eq!(t.resolve(ip("10.30.0.5")), Err(Unresolved::NoRoute));
+        assert_eq!(t.resolve(ip("10.7.0.5")), Err(Unresolved::NoRoute));
+        assert_eq!(t.route_count(), 0);
+    }
+
+    #[test]
+    fn a_vlan_id_change_does_not_extend() {
+        let routes = [onlink("10.100.0.0", 24, ETH0_100)];
+        let table_with = |id| {
+            let mut links = links();
+            links.push(vlan_link(ETH0_100, ETH0, Q, id, MAC_100));
+            L2Table::new(&[ETH0], &links, &routes, &[])
+        };
+        assert!(table_with(100).extends(&table_with(100)));
+        assert!(!table_with(101).extends(&table_with(100)));
+    }
+
+    #[test]
+    fn a_packed_vlan_gives_back_its_tag() {
+        for tag in [
+            None,
+            Some(VlanTag { tpid: Q, id: 1 }),
+            Some(VlanTag { tpid: Q, id: 4094 }),
+            Some(VlanTag { tpid: AD, id: 200 }),
+        ] {
+            assert_eq!(PackedVlan::from(tag).get(), tag);
+        }
+        assert_eq!(std::mem::size_of::<PackedVlan>(), 2);
     }
 }

@@ -20,6 +20,8 @@ mod parse;
 mod partial;
 mod reset;
 mod rewrite;
+mod too_big;
+mod vlan;
 
 #[cfg(test)]
 mod testutil;
@@ -30,3 +32,5 @@ pub use parse::{parse, parse_l3, FlowKey, Fragment, ParseError, Parsed, L3};
 pub use partial::has_partial_checksum;
 pub use reset::tcp_reset;
 pub use rewrite::{apply, checksum_deltas, ChecksumDeltas, L4Checksum, Rewrite};
+pub use too_big::too_big;
+pub use vlan::{pop as pop_tag, push as push_tag, retag, tag_of, TagEdit};

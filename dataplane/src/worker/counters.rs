@@ -69,6 +69,16 @@ pub struct WorkerStats {
     /// Datagrams whose decision a full fragment-table bucket gave up for a
     /// newer one before it expired; their later fragments are dropped.
     pub fragment_evictions: u64,
+    /// Frames that came untagged and left by a VLAN link, a tag pushed.
+    pub vlan_pushed: u64,
+    /// Frames that came tagged and left by an untagged link, the tag popped.
+    pub vlan_popped: u64,
+    /// Frames whose tag was rewritten to another VLAN's.
+    pub vlan_retagged: u64,
+    /// Packets too big for their egress link answered with ICMP
+    /// fragmentation-needed or packet-too-big (each also counted as a
+    /// `frame_too_big` drop).
+    pub too_big_answered: u64,
 }
 
 impl WorkerStats {
@@ -108,6 +118,7 @@ impl WorkerStats {
         self.tx_packets += outcome.transmitted as u64;
         self.tx_bytes += outcome.transmitted_bytes as u64;
         self.drops[DropReason::TxRingFull as usize] += outcome.tx_ring_full as u64;
+        self.drops[DropReason::FrameTooBig as usize] += outcome.no_room as u64;
     }
 }
 

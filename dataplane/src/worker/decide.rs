@@ -12,14 +12,15 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
 use super::path::{
-    destination_key, reply_key, secs, service_key, PathState, PROVISIONAL_L2, TCP_CLOSING,
+    answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, Egress,
+    PathState, PROVISIONAL_L2, TCP_CLOSING,
 };
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
-use crate::neighbor::{L2Table, Unresolved};
+use crate::neighbor::{L2Table, Unresolved, VlanTag};
 use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite};
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
@@ -104,11 +105,19 @@ impl Worker {
     ) -> Verdict {
         // Read before the rewrite overwrites them.
         let frame_macs = ethernet_addresses(frame);
+        let frame_tag = packet::tag_of(frame, parsed.l3_offset);
         let bytes = frame.len() as u64;
         let entry = match self.path.decide(snapshot, l2, now, parsed, bytes) {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
+        // Not remembered: the next packet is decided alike.
+        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+            let from = answering_address(&parsed.key, &entry);
+            return self
+                .path
+                .refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
+        }
         if packet::apply(frame, parsed, &entry.rewrite) == L4Checksum::Completed {
             self.path.stats.partial_checksums += 1;
         }
@@ -119,13 +128,19 @@ impl Worker {
         self.path.stats.count(listener, backend, bytes);
         if entry.direction == Direction::ToBackend {
             self.path.remember_reply(&parsed.key, &entry, now);
-            self.expect_reply(snapshot, l2, ingress, frame_macs, &parsed.key, &entry);
+            let arrived = (frame_macs, frame_tag);
+            self.expect_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
         }
         // A full table evicts its least recently used flow; an evicted
         // flow's next packet is decided again, the same way while its
         // backend set is unchanged.
         self.flows.insert(parsed.key, entry);
-        Verdict::Transmit(entry.egress_port)
+        self.path.send(
+            frame,
+            parsed.l3_offset,
+            parsed.ip_total_len,
+            Egress::of(&entry),
+        )
     }
 
     /// A new client whose MAC the kernel's table does not have yet: the
@@ -143,14 +158,11 @@ impl Worker {
         snapshot: &Snapshot,
         l2: &L2Table,
         ingress: usize,
-        frame_macs: Option<([u8; 6], [u8; 6])>,
+        arrived: ArrivedL2,
         key: &FlowKey,
         forward: &FlowEntry,
     ) {
-        let Some(hop) = self
-            .path
-            .provisional_reply_hop(l2, ingress, frame_macs, key)
-        else {
+        let Some(hop) = self.path.provisional_reply_hop(l2, ingress, arrived, key) else {
             return;
         };
         let reply = FlowEntry {
@@ -163,6 +175,8 @@ impl Worker {
                 dst_port: key.src_port,
             },
             egress_port: hop.egress_port,
+            egress_vlan: hop.vlan.into(),
+            egress_mtu: 0,
             direction: Direction::ToClient,
             generation: snapshot.generation(),
             l2_version: hop.l2_version,
@@ -176,11 +190,16 @@ impl Worker {
     }
 }
 
+/// The L2 header a client's frame arrived with: its (destination, source)
+/// MACs, and its tag.
+type ArrivedL2 = (Option<([u8; 6], [u8; 6])>, Option<VlanTag>);
+
 /// The L2 header and port a pre-installed reply leaves with.
 struct ReplyHop {
     eth_src: [u8; 6],
     eth_dst: [u8; 6],
     egress_port: usize,
+    vlan: Option<VlanTag>,
     l2_version: u64,
 }
 
@@ -214,6 +233,8 @@ impl PathState {
                 dst_port: translation.dst.1,
             },
             egress_port,
+            egress_vlan: hop.vlan.into(),
+            egress_mtu: mtu16(hop.mtu),
             direction: translation.direction,
             listener: translation.listener,
             backend: translation.backend,
@@ -291,12 +312,12 @@ impl PathState {
     /// Where the reply to a new client not yet in the neighbour table
     /// leaves, if this worker should pre-install it (see `expect_reply`):
     /// back out of the port the client's frame came in on, with that
-    /// frame's MACs reversed.
+    /// frame's MACs reversed and its tag.
     fn provisional_reply_hop(
         &self,
         l2: &L2Table,
         ingress: usize,
-        frame_macs: Option<([u8; 6], [u8; 6])>,
+        (frame_macs, frame_tag): ArrivedL2,
         key: &FlowKey,
     ) -> Option<ReplyHop> {
         let client = key.src;
@@ -312,6 +333,7 @@ impl PathState {
             eth_src: frame_dst,
             eth_dst: frame_src,
             egress_port: ingress,
+            vlan: frame_tag,
             l2_version: PROVISIONAL_L2,
         })
     }

@@ -12,13 +12,16 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
-use super::path::{destination_key, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP, TCP_CLOSING};
+use super::path::{
+    answering_address, destination_key, exceeds, mtu16, Egress, PathState, NS_PER_SEC,
+    PROVISIONAL_L2, TCP, TCP_CLOSING,
+};
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fast_path::wants_install;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
-use crate::neighbor::L2Table;
+use crate::neighbor::{L2Table, VlanTag};
 use crate::packet::{self, FlowKey, L4Checksum, Parsed};
 
 /// What the flow table made of a packet.
@@ -39,6 +42,7 @@ impl Worker {
         snapshot: &Snapshot,
         l2: &L2Table,
         now: u64,
+        ingress: usize,
         frame: &mut [u8],
         parsed: &Parsed,
     ) -> Followed {
@@ -51,7 +55,7 @@ impl Worker {
         if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
         }
-        Followed::Forwarded(self.path.forward(l2, now, frame, parsed, entry))
+        Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
     }
 }
 
@@ -61,6 +65,7 @@ impl PathState {
         &mut self,
         l2: &L2Table,
         now: u64,
+        ingress: usize,
         frame: &mut [u8],
         parsed: &Parsed,
         entry: &mut FlowEntry,
@@ -69,6 +74,10 @@ impl PathState {
             if let Err(reason) = self.relearn_next_hop(l2, entry) {
                 return self.drop_packet(reason);
             }
+        }
+        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+            let from = answering_address(&parsed.key, entry);
+            return self.refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).
@@ -79,14 +88,22 @@ impl PathState {
         }
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
+        let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
         match packet::apply(frame, parsed, &entry.rewrite) {
-            L4Checksum::Incremental => self.offer_to_cache(parsed, entry, l2, now),
+            L4Checksum::Incremental => {
+                self.offer_to_cache(parsed, ingress, arrived_tag, entry, l2, now)
+            }
             // The program would hand every such packet back (it cannot
             // finish a partial checksum), so the flow is not offered.
             L4Checksum::Completed => self.stats.partial_checksums += 1,
         }
         self.count(entry.listener, entry.backend, bytes);
-        Verdict::Transmit(entry.egress_port)
+        self.send(
+            frame,
+            parsed.l3_offset,
+            parsed.ip_total_len,
+            Egress::of(entry),
+        )
     }
 
     /// The kernel's table changed since the flow last looked: its next hop
@@ -96,6 +113,8 @@ impl PathState {
         match self.next_hop(l2, entry.rewrite.ip_dst) {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
+                entry.egress_vlan = hop.vlan.into();
+                entry.egress_mtu = mtu16(hop.mtu);
                 entry.rewrite.eth_src = hop.src_mac;
                 entry.rewrite.eth_dst = hop.dst_mac;
                 entry.l2_version = l2.version();
@@ -117,16 +136,41 @@ impl PathState {
     /// of its packets still reaches the worker well after its entry was
     /// written, as the cache has lost it.
     #[inline(always)]
-    fn offer_to_cache(&mut self, parsed: &Parsed, entry: &mut FlowEntry, l2: &L2Table, now: u64) {
+    fn offer_to_cache(
+        &mut self,
+        parsed: &Parsed,
+        ingress: usize,
+        arrived_tag: Option<VlanTag>,
+        entry: &mut FlowEntry,
+        l2: &L2Table,
+        now: u64,
+    ) {
         if let (Some(fast), Some(slots)) = (&mut self.fast, &self.fast_slots) {
             if wants_install(entry, now)
                 && cacheable(parsed, entry)
+                // The program sends a frame with the tag it came with; a
+                // flow that changes VLANs stays with the workers.
+                && arrived_tag == entry.egress_vlan.get()
+                // The program checks no MTU: only a flow whose every packet
+                // fits its egress (none arrives larger than the ingress
+                // link's MTU) may leave the workers.
+                && fits_egress(&self.port_ifindexes, l2, ingress, entry.egress_mtu)
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
                 entry.cached = Cached::Queued;
             }
         }
     }
+}
+
+/// Whether every packet that can arrive on port `ingress` fits an egress
+/// link of `mtu` (0: unknown, which limits nothing).
+#[inline(always)]
+fn fits_egress(port_ifindexes: &[u32], l2: &L2Table, ingress: usize, mtu: u16) -> bool {
+    let arriving = port_ifindexes
+        .get(ingress)
+        .map_or(0, |&ifindex| l2.link_mtu(ifindex));
+    mtu == 0 || arriving <= u32::from(mtu)
 }
 
 #[inline(always)]

@@ -10,6 +10,7 @@
 
 use switchyard_config::snapshot::Snapshot;
 
+use super::path::Egress;
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fragments::{FragmentDecision, FragmentKey, Remembered};
@@ -63,13 +64,15 @@ impl Worker {
         // Only a forwarded first fragment leaves its flow's entry behind; a
         // refused one (or a reset sent back for it) leaves nothing for the
         // rest to follow, so they are dropped.
-        let Verdict::Transmit(egress_port) = verdict else {
+        let Some(egress_port) = verdict.forwarded_to() else {
             return verdict;
         };
         if let Some(entry) = self.flows.peek(&parsed.key, now) {
             let decision = FragmentDecision {
                 rewrite: entry.rewrite,
                 egress_port,
+                egress_vlan: entry.egress_vlan.get(),
+                egress_mtu: entry.egress_mtu,
                 listener: entry.listener,
                 backend: entry.backend,
                 generation: entry.generation,
@@ -108,6 +111,11 @@ impl Worker {
                 .count(decision.listener, decision.backend, frame.len() as u64);
         }
         self.path.stats.later_fragments += 1;
-        Verdict::Transmit(decision.egress_port)
+        let egress = Egress {
+            port: decision.egress_port,
+            vlan: decision.egress_vlan,
+            mtu: decision.egress_mtu,
+        };
+        self.path.send(frame, l3.l3_offset, l3.ip_total_len, egress)
     }
 }

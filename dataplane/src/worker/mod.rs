@@ -289,7 +289,7 @@ impl Worker {
         frame: &mut [u8],
         parsed: &Parsed,
     ) -> Verdict {
-        match self.follow(snapshot, l2, now, frame, parsed) {
+        match self.follow(snapshot, l2, now, ingress, frame, parsed) {
             Followed::Forwarded(verdict) => verdict,
             Followed::BackendRemoved => self.path.refuse_removed(snapshot, frame, parsed, ingress),
             Followed::Undecided => self.new_flow(snapshot, l2, now, ingress, frame, parsed),

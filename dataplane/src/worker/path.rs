@@ -17,8 +17,8 @@ use crate::fast_path::{CacheWriter, StatsSlots};
 use crate::flow::FlowTimeouts;
 use crate::flow::{CacheActivity, Direction, FlowEntry, FlowTable};
 use crate::io::Verdict;
-use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved};
-use crate::packet::{self, FlowKey, Parsed};
+use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved, VlanTag};
+use crate::packet::{self, FlowKey, Parsed, TagEdit};
 use crate::replies::ReplyTable;
 
 /// IANA protocol number of TCP, as `FlowKey::protocol` holds it.
@@ -34,6 +34,52 @@ pub(super) const PROVISIONAL_L2: u64 = u64::MAX;
 pub(super) struct SharedTables {
     pub(super) affinity: Arc<AffinityTable>,
     pub(super) replies: Arc<ReplyTable>,
+}
+
+/// Where a forwarded frame leaves: port, the tag its link wants, the
+/// link's MTU (0: unknown).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Egress {
+    pub(super) port: usize,
+    pub(super) vlan: Option<VlanTag>,
+    pub(super) mtu: u16,
+}
+
+impl Egress {
+    #[inline(always)]
+    pub(super) fn of(entry: &FlowEntry) -> Self {
+        Self {
+            port: entry.egress_port,
+            vlan: entry.egress_vlan.get(),
+            mtu: entry.egress_mtu,
+        }
+    }
+}
+
+/// Whether an IP packet of `ip_len` bytes is too big for a link of `mtu`
+/// (0: unknown, which limits nothing).
+#[inline(always)]
+pub(super) fn exceeds(mtu: u16, ip_len: usize) -> bool {
+    mtu != 0 && ip_len > usize::from(mtu)
+}
+
+/// The address the load balancer answers for in flow `key`: the VIP, the
+/// client's destination or the reply's new source.
+pub(super) fn answering_address(key: &FlowKey, entry: &FlowEntry) -> IpAddr {
+    match entry.direction {
+        Direction::ToBackend => key.dst,
+        Direction::ToClient => entry.rewrite.ip_src,
+    }
+}
+
+/// ICMP errors about packets too big a worker sends per second at most,
+/// as a router rate-limits them (RFC 1812 §4.3.2.8, RFC 4443 §2.4 (f)).
+pub(super) const TOO_BIG_PER_SECOND: u32 = 100;
+
+/// A link MTU as a flow keeps it: jumbo MTUs beyond 65535 limit nothing.
+#[inline(always)]
+pub(super) fn mtu16(mtu: u32) -> u16 {
+    u16::try_from(mtu).unwrap_or(0)
 }
 
 /// Seconds a reply entry lives past its flow's last packet, by protocol:
@@ -82,6 +128,10 @@ pub(super) struct PathState {
     pub(super) fast: Option<CacheWriter>,
     /// Its stats slots for the batch's snapshot.
     pub(super) fast_slots: Option<Arc<StatsSlots>>,
+    /// The second (of the workers' clock) `too_big_left` counts down in.
+    too_big_second: u64,
+    /// ICMP "too big" errors this worker may still send this second.
+    too_big_left: u32,
 }
 
 impl PathState {
@@ -106,6 +156,8 @@ impl PathState {
             },
             fast: None,
             fast_slots: None,
+            too_big_second: 0,
+            too_big_left: TOO_BIG_PER_SECOND,
         }
     }
 
@@ -214,6 +266,73 @@ impl PathState {
         next_hop(l2, &self.port_ifindexes, destination).inspect_err(|_| {
             self.neighbors.request(destination);
         })
+    }
+
+    /// Sends a rewritten frame (an IP packet of `ip_len` bytes at
+    /// `l3_offset`) out of `egress`, with the tag its link wants: its own
+    /// when it has the right one, else retagged in place, or pushed or
+    /// popped by the I/O. A packet larger than the link's MTU is dropped
+    /// rather than sent for the link to drop.
+    #[inline(always)]
+    pub(super) fn send(
+        &mut self,
+        frame: &mut [u8],
+        l3_offset: usize,
+        ip_len: usize,
+        egress: Egress,
+    ) -> Verdict {
+        let Egress { port, vlan, mtu } = egress;
+        if mtu != 0 && ip_len > usize::from(mtu) {
+            return self.drop_packet(DropReason::FrameTooBig);
+        }
+        match packet::retag(frame, l3_offset, vlan) {
+            TagEdit::Kept => Verdict::Transmit(port),
+            TagEdit::Retagged => {
+                self.stats.vlan_retagged += 1;
+                Verdict::Transmit(port)
+            }
+            TagEdit::Push(tag) => {
+                self.stats.vlan_pushed += 1;
+                Verdict::TransmitPushed { port, tag }
+            }
+            TagEdit::Pop => {
+                self.stats.vlan_popped += 1;
+                Verdict::TransmitPopped { port }
+            }
+        }
+    }
+
+    /// A packet too big for its egress link of `mtu`: dropped and counted,
+    /// and answered from `from` with ICMP fragmentation-needed (IPv4 with
+    /// DF) or packet-too-big (IPv6) back out of `ingress`, within the
+    /// worker's budget of `TOO_BIG_PER_SECOND`.
+    #[inline(never)]
+    pub(super) fn refuse_too_big(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        ingress: usize,
+        mtu: u16,
+        from: IpAddr,
+        now: u64,
+    ) -> Verdict {
+        self.stats.drops[DropReason::FrameTooBig as usize] += 1;
+        let second = now / NS_PER_SEC;
+        if second != self.too_big_second {
+            self.too_big_second = second;
+            self.too_big_left = TOO_BIG_PER_SECOND;
+        }
+        if self.too_big_left == 0 {
+            return Verdict::Drop;
+        }
+        match packet::too_big(frame, parsed, mtu, from) {
+            Some(len) => {
+                self.too_big_left -= 1;
+                self.stats.too_big_answered += 1;
+                Verdict::TransmitPrefix { port: ingress, len }
+            }
+            None => Verdict::Drop,
+        }
     }
 
     /// A TCP segment of a flow whose backend a reload removed: the client

@@ -45,14 +45,8 @@ pub fn l2_table() -> L2Table {
     L2Table::new(
         &[10, 20],
         &[
-            LinkEntry {
-                ifindex: 10,
-                mac: LB_CLIENT_SIDE_MAC,
-            },
-            LinkEntry {
-                ifindex: 20,
-                mac: LB_BACKEND_SIDE_MAC,
-            },
+            LinkEntry::ethernet(10, LB_CLIENT_SIDE_MAC),
+            LinkEntry::ethernet(20, LB_BACKEND_SIDE_MAC),
         ],
         &[
             route(Ipv4Addr::new(198, 18, 1, 0).into(), 10),

@@ -165,10 +165,7 @@ fn l2_table() -> L2Table {
     };
     L2Table::new(
         &[1],
-        &[LinkEntry {
-            ifindex: 1,
-            mac: [2, 0, 0, 0, 0, 1],
-        }],
+        &[LinkEntry::ethernet(1, [2, 0, 0, 0, 0, 1])],
         &[
             route(Ipv4Addr::new(198, 18, 2, 0).into(), 24),
             route(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0).into(), 64),

@@ -46,6 +46,8 @@ fn entry(i: usize) -> FlowEntry {
             dst_port: 8080,
         },
         egress_port: 0,
+        egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
+        egress_mtu: 0,
         direction: Direction::ToBackend,
         listener: 0,
         backend: (i % 7) as u32,

@@ -79,6 +79,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut ports = Vec::new();
     for name in &args.interfaces {
         let ifindex = interfaces::ifindex(name)?;
+        if let Some(mtu) = interfaces::mtu(name) {
+            interfaces::check_mtu(name, mtu, XskConfig::default().frame_size)?;
+        }
         ports.push(PortSpec {
             name: name.clone(),
             ifindex,
