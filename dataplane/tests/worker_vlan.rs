@@ -430,3 +430,52 @@ fn a_df_packet_larger_than_its_egress_vlans_mtu_is_dropped_and_answered_with_fra
     assert_eq!(stats.drops[DropReason::FrameTooBig as usize], 1);
     assert_eq!(stats.too_big_answered, 1);
 }
+
+/// A router on the clients' VLAN reports that a reply (VIP:80 to the
+/// client) did not fit: the error goes to the flow's backend on the
+/// backends' VLAN, tagged for it, as the flow's own packets go.
+#[test]
+fn an_icmp_error_about_a_flow_reaches_its_backend_tagged_for_the_backends_vlan() {
+    let mut h = harness();
+    let request = frame(
+        (CLIENT_MAC, LB_MAC_10),
+        Some(10),
+        (CLIENT, 40000),
+        (VIP, 80),
+        false,
+    );
+    h.send(request).expect("forwarded");
+    let mut quote = Vec::new();
+    PacketBuilder::ipv4(VIP.octets(), CLIENT.octets(), 63)
+        .tcp(80, 40000, 7, 1024)
+        .ack(9)
+        .write(&mut quote, &[0x5a; 40])
+        .unwrap();
+    let router = Ipv4Addr::new(198, 18, 10, 254);
+    let mut error = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 1, 254], LB_MAC_10)
+        .single_vlan(VlanId::try_new(10).unwrap())
+        .ipv4(router.octets(), VIP.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1280 },
+        ))
+        .write(&mut error, &quote)
+        .unwrap();
+    let (_, out) = h.send(error.clone()).expect("sent on to the backend");
+    assert_eq!(out.len(), error.len(), "retagged in place");
+    let packet = SlicedPacket::from_ethernet(&out).expect("output parses");
+    let vid = packet.vlan().map(|v| match v {
+        etherparse::VlanSlice::SingleVlan(s) => s.vlan_identifier().value(),
+        etherparse::VlanSlice::DoubleVlan(_) => panic!("two tags"),
+    });
+    assert_eq!(vid, Some(20), "the backends' VLAN");
+    assert_eq!((&out[0..6], &out[6..12]), (&BE_MAC[..], &LB_MAC_20[..]));
+    let Some(etherparse::NetSlice::Ipv4(ip)) = packet.net else {
+        panic!("not IPv4")
+    };
+    assert_eq!(
+        (ip.header().source_addr(), ip.header().destination_addr()),
+        (router, BACKEND)
+    );
+    assert_eq!(h.stats().icmp_to_backend, 1);
+}

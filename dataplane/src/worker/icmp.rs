@@ -18,7 +18,7 @@ use switchyard_config::snapshot::{Protocol, Snapshot};
 use switchyard_wire::{ipv4, ipv6};
 
 use super::decide::{affine_backend, choose};
-use super::path::{secs, service_key, PathState};
+use super::path::{mtu16, secs, service_key, Egress, PathState};
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::flow::Direction;
@@ -111,11 +111,21 @@ impl Worker {
         if !icmp::translate(frame, l3, quote, &translation) {
             return self.path.drop_packet(DropReason::UnsupportedAddressFamily);
         }
-        match toward {
-            Toward::Backend => self.path.stats.icmp_to_backend += 1,
-            Toward::Client => self.path.stats.icmp_to_client += 1,
+        // Out with the tag (and within the MTU) of the next hop's link, as
+        // the flow's own packets leave.
+        let link = Egress {
+            port: egress,
+            vlan: hop.vlan,
+            mtu: mtu16(hop.mtu),
+        };
+        let verdict = self.path.send(frame, l3.l3_offset, l3.ip_total_len, link);
+        if verdict != Verdict::Drop {
+            match toward {
+                Toward::Backend => self.path.stats.icmp_to_backend += 1,
+                Toward::Client => self.path.stats.icmp_to_client += 1,
+            }
         }
-        Verdict::Transmit(egress)
+        verdict
     }
 
     /// A router reports on a reply the load balancer sent to a client
