@@ -37,7 +37,13 @@ struct Lab {
 
 impl Lab {
     fn start(queues: u32, daemon_args: &[&str]) -> Result<Lab> {
-        let topo = Topology::single_arm(queues)?.with_ipv6()?;
+        Lab::start_on(Topology::single_arm(queues)?, daemon_args)
+    }
+
+    /// `start` on `topo` (its IPv6 side added here).
+    fn start_on(topo: Topology, daemon_args: &[&str]) -> Result<Lab> {
+        let queues = topo.queues;
+        let topo = topo.with_ipv6()?;
         let spec = GatewaySpec::demo_dual_stack();
         let dir = TempDir::new("config")?;
         let config = dir.write("gateway.yaml", &spec.to_yaml())?;
@@ -389,5 +395,18 @@ fn ping_and_ping6_to_the_vips_are_answered_by_switchyard() -> Result<()> {
         .filter_map(|w| w["echo_replies"].as_u64())
         .sum();
     assert_eq!(answered, 6, "{stats:#}");
+    Ok(())
+}
+
+/// The lab a new user builds: veths as the kernel creates them (hosts send
+/// partial checksums, no NAPI on the LB's peers). IPv6 through the VIP
+/// still reaches both backends, the workers completing the checksums.
+#[test]
+fn ipv6_through_a_lab_with_default_veth_settings() -> Result<()> {
+    use switchyard_vm_tests::topology::Offloads;
+    let lab = Lab::start_on(Topology::single_arm_with(1, Offloads::KernelDefaults)?, &[])?;
+    let tcp = exchanges(lab.client(), vip6(TCP_PORT), 20, 2, false)?;
+    let udp = exchanges(lab.client(), vip6(UDP_PORT), 20, 2, true)?;
+    assert_eq!((tcp.len(), udp.len()), (2, 2), "{tcp:?} {udp:?}");
     Ok(())
 }
