@@ -19,6 +19,7 @@ use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
 };
+use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{
     tcp_exchange_keep_open, Daemon, DaemonOptions, GatewaySpec, TempDir, Topology,
@@ -52,9 +53,15 @@ fn udp_flow(topo: &Topology) -> Result<String> {
 
 /// N exchanges on `socket`, numbered from `first`; all with one backend.
 fn udp_exchanges(socket: &std::net::UdpSocket, first: u64) -> Result<()> {
+    udp_exchanges_n(socket, first, EXCHANGES)
+}
+
+/// `count` exchanges on `socket`, numbered from `first`; all with one
+/// backend.
+fn udp_exchanges_n(socket: &std::net::UdpSocket, first: u64, count: u64) -> Result<()> {
     let vip = SocketAddr::from((VIP, UDP_PORT));
     let mut servers = std::collections::BTreeSet::new();
-    for i in first..first + EXCHANGES {
+    for i in first..first + count {
         let reply = udp_exchange_on(socket, vip, &format!("q{i}|"))?;
         servers.insert(reply.server().to_owned());
     }
@@ -88,20 +95,41 @@ fn a_settled_udp_flow_rides_the_fast_path_and_every_packet_is_counted_once() -> 
     let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
     let daemon = start(&topo, &config, &[])?;
 
-    let client = udp_flow(&topo)?;
+    // The reply direction is cached only once the LB's kernel has resolved
+    // the client's MAC, which takes as long as it takes (an ARP exchange,
+    // then the resolver's coalescing of notifications): exchanges go on
+    // until both directions are cached, so what follows measures the
+    // settled flow alone, however slow the machine.
+    let vip = SocketAddr::from((VIP, UDP_PORT));
+    let socket = udp_socket_towards(&topo.client, vip)?;
+    let client = socket.local_addr()?.to_string();
+    let mut sent = 0u64;
+    poll_until(Duration::from_secs(10), "both directions cached", || {
+        udp_exchanges_n(&socket, sent, 1)?;
+        sent += 1;
+        let entries = daemon.status()?.fast_path.map_or(0, |f| f.entries);
+        Ok((entries >= 2).then_some(()))
+    })?;
+    let settled = flow_of(&daemon.flows()?, &client)?.clone();
+    udp_exchanges(&socket, sent)?;
+    sent += EXCHANGES;
+
     let flows = daemon.flows()?;
     let flow = flow_of(&flows, &client)?;
     ensure!(
-        flow.packets == 2 * EXCHANGES,
+        flow.packets == 2 * sent,
         "{} packets through the LB, counted {}: {flow:?}",
-        2 * EXCHANGES,
+        2 * sent,
         flow.packets
     );
-    // The first packet of each direction is decided by a worker, the second
-    // installs the flow; from then on the program sends them.
+    // Packets already in flight as the entries were written may still
+    // reach a worker; every other one is the program's.
+    let carried = flow.fast_path_packets - settled.fast_path_packets;
     ensure!(
-        flow.fast_path && flow.fast_path_packets >= 2 * EXCHANGES - 8,
-        "the fast path should have carried nearly all: {flow:?}"
+        flow.fast_path && carried >= 2 * EXCHANGES - 4,
+        "the fast path should have carried nearly all {} packets of the settled flow, \
+         carried {carried}: {flow:?}",
+        2 * EXCHANGES
     );
     let stats: StatsReport = daemon.stats()?;
     let sent_fast = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
@@ -121,7 +149,7 @@ fn a_settled_udp_flow_rides_the_fast_path_and_every_packet_is_counted_once() -> 
         .find(|l| l.vip.ends_with(&format!(":{UDP_PORT}")))
         .context("the UDP listener")?;
     ensure!(
-        listener.counters.packets == 2 * EXCHANGES
+        listener.counters.packets == 2 * sent
             && listener.fast_path_packets == flow.fast_path_packets,
         "the listener counts both paths once: {listener:?}"
     );
