@@ -228,6 +228,8 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
                         backends: table.backends.clone(),
                         slots: Vec::new(),
                         affinity,
+                        forwarding: Default::default(),
+                        policy: Default::default(),
                     },
                     table_size,
                 );

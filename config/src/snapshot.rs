@@ -18,6 +18,7 @@ mod listener;
 mod plan;
 mod slots;
 mod tables;
+mod traffic;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -28,6 +29,10 @@ pub use backend::{Backend, BackendGroup, Endpoint};
 pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
 pub use plan::{ListenerPlan, SnapshotPlan};
 pub use slots::{Slot, SlotIter, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
+pub use traffic::{
+    intersect, Forwarding, FullNat, Gue, ListenerPolicy, ProxyProtocol, SourceRanges,
+    DEFAULT_GUE_PORT,
+};
 
 /// Whether the packet path forwards traffic of `address`'s family: the
 /// steering program and the workers parse and rewrite IPv4 and IPv6, so
@@ -330,6 +335,8 @@ mod tests {
             }],
             slots: vec![Slot::Backend(0); 2],
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         })
         .unwrap()
     }

@@ -556,6 +556,8 @@ mod tests {
                 .collect(),
             slots,
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         })
         .unwrap()
     }

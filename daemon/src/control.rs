@@ -828,6 +828,8 @@ mod tests {
                 Slot::Unavailable,
             ],
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         })
         .unwrap();
         Snapshot::new(generation, vec![web]).unwrap()

@@ -459,6 +459,8 @@ mod tests {
             backends,
             slots,
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         })
         .unwrap()
     }

@@ -81,6 +81,8 @@ fn listener_at(
             n => (0..n as u32).map(Slot::Backend).collect(),
         },
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     }
 }
 

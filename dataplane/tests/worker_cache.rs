@@ -78,6 +78,8 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
             n => (0..n as u32).map(Slot::Backend).collect(),
         },
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     })
     .expect("valid listener")
 }

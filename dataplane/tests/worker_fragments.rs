@@ -67,6 +67,8 @@ fn snapshot() -> Snapshot {
         }],
         slots: vec![Slot::Backend(0); 2],
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     };
     // The same on the Gateway's IPv6 address, to BE1's IPv6 address.
     let endpoint6 = Endpoint {

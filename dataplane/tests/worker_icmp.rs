@@ -78,6 +78,8 @@ fn listener(
             .collect(),
         slots: slots.iter().map(|&b| Slot::Backend(b)).collect(),
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     })
     .expect("valid listener")
 }

@@ -120,6 +120,8 @@ fn listener(protocol: Protocol, port: u16) -> Listener {
         }],
         slots: vec![Slot::Backend(0); 2],
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     })
     .expect("valid listener")
 }

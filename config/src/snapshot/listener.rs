@@ -13,6 +13,7 @@ use std::net::IpAddr;
 
 use super::backend::{Backend, BackendGroup, Endpoint};
 use super::slots::{Slot, SlotTable, SlotTableError};
+use super::traffic::{Forwarding, ListenerPolicy};
 use super::ServiceKey;
 
 /// Transport protocol of a listener; the discriminants are IANA protocol
@@ -152,6 +153,10 @@ pub struct ListenerParts {
     /// `ClientIP` session affinity: when set, the slot is chosen by the
     /// client address alone, so every flow of a client reaches one backend.
     pub affinity: Option<Affinity>,
+    /// How packets reach the backends (and answers the clients).
+    pub forwarding: Forwarding,
+    /// Which clients are served, and how many new flows.
+    pub policy: ListenerPolicy,
 }
 
 /// A listener whose slots name its backends and whose backends name its
@@ -169,6 +174,8 @@ pub struct Listener {
     /// Built off the hot path so workers only index it.
     slots: SlotTable,
     affinity: Option<Affinity>,
+    forwarding: Forwarding,
+    policy: ListenerPolicy,
 }
 
 impl Listener {
@@ -242,6 +249,8 @@ impl Listener {
             backends,
             slots: _,
             affinity,
+            forwarding,
+            policy,
         } = parts;
         Self {
             name,
@@ -254,6 +263,8 @@ impl Listener {
             backends,
             slots,
             affinity,
+            forwarding,
+            policy,
         }
     }
 
@@ -270,6 +281,8 @@ impl Listener {
             backends: self.backends,
             slots: self.slots.to_vec(),
             affinity: self.affinity,
+            forwarding: self.forwarding,
+            policy: self.policy,
         }
     }
 
@@ -315,6 +328,8 @@ impl Listener {
             backends,
             slots,
             affinity: self.affinity,
+            forwarding: self.forwarding.clone(),
+            policy: self.policy.clone(),
         })
     }
 
@@ -365,6 +380,16 @@ impl Listener {
     /// client address alone, so every flow of a client reaches one backend.
     pub fn affinity(&self) -> Option<Affinity> {
         self.affinity
+    }
+
+    /// How packets reach the backends (and answers the clients).
+    pub fn forwarding(&self) -> &Forwarding {
+        &self.forwarding
+    }
+
+    /// Which clients are served, and how many new flows.
+    pub fn policy(&self) -> &ListenerPolicy {
+        &self.policy
     }
 
     pub fn vip(&self) -> Endpoint {
@@ -470,6 +495,8 @@ mod tests {
                 .to_vec(),
             slots: vec![Slot::Backend(0), Slot::Backend(1), Slot::Unavailable],
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         }
     }
 

@@ -317,6 +317,8 @@ mod tests {
                 Slot::Unavailable,
             ],
             affinity: None,
+            forwarding: Default::default(),
+            policy: Default::default(),
         })
         .unwrap();
         Snapshot::new(3, vec![web]).unwrap()

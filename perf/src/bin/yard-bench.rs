@@ -140,6 +140,8 @@ fn listener(v6: bool) -> Listener {
             .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
             .collect(),
         affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
     })
     .expect("a valid listener")
 }
