@@ -586,6 +586,7 @@ mod tests {
                 egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
                 egress_mtu: 0,
                 direction: Direction::ToBackend,
+                tunnel: switchyard_dataplane::packet::Tunnel::None,
                 listener: 0,
                 backend: 0,
                 generation: 1,

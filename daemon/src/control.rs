@@ -454,6 +454,7 @@ pub fn stats_report(
                 retagged: w.vlan_retagged,
             },
             too_big_answered: w.too_big_answered,
+            encapsulated: w.encapsulated,
         });
     }
     report
@@ -861,6 +862,7 @@ mod tests {
                 egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
                 egress_mtu: 0,
                 direction: Direction::ToBackend,
+                tunnel: switchyard_dataplane::packet::Tunnel::None,
                 listener: 0,
                 backend: 0,
                 generation,

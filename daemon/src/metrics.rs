@@ -430,6 +430,11 @@ impl Collector for Scrape {
                 "Packets too big for their egress link a worker answered with ICMP fragmentation-needed or packet-too-big.",
                 |w| w.too_big_answered,
             ),
+            (
+                "switchyard_worker_encapsulated",
+                "Packets a worker sent encapsulated toward their backend (ipip, gue).",
+                |w| w.encapsulated,
+            ),
         ] {
             counters(
                 e,

@@ -464,6 +464,22 @@ impl XskPorts {
                         }
                     }
                 }
+                // As for a tag: the tail moves. Outer headers take at most
+                // 66 bytes of the 256 the chunk has past a full frame.
+                Verdict::TransmitEncapsulated { port, head } if port < port_count => {
+                    let len = data.contents().len();
+                    data.cursor().set_pos(len + head.growth());
+                    match crate::packet::replace_head(data.contents_mut(), len, &head) {
+                        Some(new_len) => {
+                            data.cursor().set_pos(new_len);
+                            self.tx_pending[port].push(desc)
+                        }
+                        None => {
+                            outcome.no_room += 1;
+                            self.free.push(desc);
+                        }
+                    }
+                }
                 Verdict::TransmitPopped { port } if port < port_count => {
                     let len = data.contents().len();
                     match crate::packet::pop_tag(data.contents_mut(), len) {

@@ -50,7 +50,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::neighbor::PackedVlan;
-use crate::packet::{flow_hash, FlowKey, Rewrite};
+use crate::packet::{flow_hash, FlowKey, Rewrite, Tunnel};
 
 /// Which way a tracked 5-tuple travels through the NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,10 @@ pub struct FlowEntry {
     /// 0 when unknown. A larger packet is dropped as `frame_too_big`.
     pub egress_mtu: u16,
     pub direction: Direction,
+    /// Encapsulated toward the backend (`ipip`, `gue`): `rewrite` then
+    /// holds the outer header's MACs, addresses and ports, and the inner
+    /// packet goes as the client sent it.
+    pub tunnel: Tunnel,
     pub listener: u32,
     pub backend: u32,
     /// Snapshot generation the decision was taken under. Under a later
@@ -790,6 +794,7 @@ mod tests {
             egress_vlan: PackedVlan::NONE,
             egress_mtu: 0,
             direction: Direction::ToBackend,
+            tunnel: Tunnel::None,
             listener: 0,
             backend: 0,
             generation: 0,

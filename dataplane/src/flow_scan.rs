@@ -535,6 +535,7 @@ mod tests {
             egress_vlan: crate::neighbor::PackedVlan::NONE,
             egress_mtu: 0,
             direction,
+            tunnel: crate::packet::Tunnel::None,
             listener: 0,
             backend: 0,
             generation: 1,

@@ -72,6 +72,9 @@ impl FragmentKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FragmentDecision {
     pub rewrite: Rewrite,
+    /// As the flow's entry: for an encapsulated flow `rewrite` is the
+    /// outer header's, and fragments go wrapped, unchanged.
+    pub tunnel: crate::packet::Tunnel,
     pub egress_port: usize,
     pub egress_vlan: Option<crate::neighbor::VlanTag>,
     pub egress_mtu: u16,
@@ -248,6 +251,7 @@ mod tests {
                 src_port: 53000,
                 dst_port: 5353,
             },
+            tunnel: Default::default(),
             egress_port: port,
             egress_vlan: None,
             egress_mtu: 0,

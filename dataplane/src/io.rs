@@ -26,6 +26,14 @@ pub enum Verdict {
     TransmitPopped {
         port: usize,
     },
+    /// Send the frame out of `port` with `head` in place of its L2 header:
+    /// the packet, encapsulated toward its backend (`ipip`, `gue`). The
+    /// frame grows by the outer headers; one whose buffer has no room is
+    /// dropped and counted (`BatchOutcome::no_room`).
+    TransmitEncapsulated {
+        port: usize,
+        head: crate::packet::EncapHead,
+    },
     Drop,
 }
 
@@ -37,7 +45,8 @@ impl Verdict {
         match self {
             Verdict::Transmit(port)
             | Verdict::TransmitPushed { port, .. }
-            | Verdict::TransmitPopped { port } => Some(port),
+            | Verdict::TransmitPopped { port }
+            | Verdict::TransmitEncapsulated { port, .. } => Some(port),
             Verdict::TransmitPrefix { .. } | Verdict::Drop => None,
         }
     }
@@ -53,7 +62,8 @@ pub struct BatchOutcome {
     pub transmitted_bytes: usize,
     /// Frames the worker wanted sent but the tx ring had no room for.
     pub tx_ring_full: usize,
-    /// Frames that were to get a VLAN tag pushed but filled their buffer.
+    /// Frames that were to get a VLAN tag pushed or outer headers put in
+    /// front but filled their buffer.
     pub no_room: usize,
 }
 
@@ -129,6 +139,18 @@ impl PacketIo for MemoryIo {
                     match crate::packet::pop_tag(&mut frame, len) {
                         Some(len) => frame.truncate(len),
                         None => continue,
+                    }
+                    port
+                }
+                Verdict::TransmitEncapsulated { port, head } => {
+                    let len = frame.len();
+                    frame.resize(len + head.growth(), 0);
+                    match crate::packet::replace_head(&mut frame, len, &head) {
+                        Some(len) => frame.truncate(len),
+                        None => {
+                            outcome.no_room += 1;
+                            continue;
+                        }
                     }
                     port
                 }

@@ -318,6 +318,9 @@ pub struct WorkerStats {
     /// drop).
     #[serde(default)]
     pub too_big_answered: u64,
+    /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
+    #[serde(default)]
+    pub encapsulated: u64,
 }
 
 /// A worker's VLAN tag changes: a frame leaves with its next hop's tag

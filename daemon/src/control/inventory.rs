@@ -368,6 +368,7 @@ mod tests {
                 egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
                 egress_mtu: 0,
                 direction,
+                tunnel: switchyard_dataplane::packet::Tunnel::None,
                 // Stale indices: counting must go by VIP and endpoint.
                 listener: 7,
                 backend: 7,

@@ -13,6 +13,7 @@
 //! [`Parsed`] of its flow ([`parse_first_fragment`]), a later one gets its
 //! datagram's addresses ([`rewrite_later_fragment`]).
 
+pub mod encap;
 mod fragment;
 mod hash;
 pub mod icmp;
@@ -26,6 +27,7 @@ mod vlan;
 #[cfg(test)]
 mod testutil;
 
+pub use encap::{replace_head, EncapHead, Tunnel};
 pub use fragment::{parse_first_fragment, rewrite_later_fragment};
 pub use hash::{client_hash, flow_hash};
 pub use parse::{parse, parse_l3, FlowKey, Fragment, ParseError, Parsed, L3};

@@ -79,6 +79,8 @@ pub struct WorkerStats {
     /// fragmentation-needed or packet-too-big (each also counted as a
     /// `frame_too_big` drop).
     pub too_big_answered: u64,
+    /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
+    pub encapsulated: u64,
 }
 
 impl WorkerStats {

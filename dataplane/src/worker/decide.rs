@@ -11,9 +11,10 @@ use std::net::IpAddr;
 
 use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slot, Snapshot};
 
+use super::encap::{inner_mtu, tunnel_endpoints, tunnel_of};
 use super::path::{
-    answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, Egress,
-    PathState, PROVISIONAL_L2, TCP_CLOSING,
+    answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, PathState,
+    PROVISIONAL_L2, TCP_CLOSING,
 };
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
@@ -21,7 +22,7 @@ use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::io::Verdict;
 use crate::neighbor::{L2Table, Unresolved, VlanTag};
-use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite};
+use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite, Tunnel};
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
 /// the packet path and `yardctl explain` take, so they cannot disagree.
@@ -87,6 +88,9 @@ struct Translation {
     /// Source and destination (address, port) the packet leaves with.
     src: (IpAddr, u16),
     dst: (IpAddr, u16),
+    /// For an encapsulating listener: `src` and `dst` are the outer
+    /// header's, and the packet itself is left as it is.
+    tunnel: Tunnel,
 }
 
 impl Worker {
@@ -112,13 +116,14 @@ impl Worker {
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
         // Not remembered: the next packet is decided alike.
-        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+        let mtu = inner_mtu(&entry, &parsed.key);
+        if exceeds(mtu, parsed.ip_total_len) {
             let from = answering_address(&parsed.key, &entry);
             return self
                 .path
-                .refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
+                .refuse_too_big(frame, parsed, ingress, mtu, from, now);
         }
-        if packet::apply(frame, parsed, &entry.rewrite) == L4Checksum::Completed {
+        if self.path.rewrite_frame(frame, parsed, &entry) == L4Checksum::Completed {
             self.path.stats.partial_checksums += 1;
         }
         let (listener, backend) = (entry.listener as usize, entry.backend as usize);
@@ -126,7 +131,8 @@ impl Worker {
             self.path.stats.count_flow(listener, backend);
         }
         self.path.stats.count(listener, backend, bytes);
-        if entry.direction == Direction::ToBackend {
+        // An encapsulated flow's backend answers the client itself.
+        if entry.direction == Direction::ToBackend && !entry.tunnel.is_some() {
             self.path.remember_reply(&parsed.key, &entry, now);
             let arrived = (frame_macs, frame_tag);
             self.expect_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
@@ -135,12 +141,8 @@ impl Worker {
         // flow's next packet is decided again, the same way while its
         // backend set is unchanged.
         self.flows.insert(parsed.key, entry);
-        self.path.send(
-            frame,
-            parsed.l3_offset,
-            parsed.ip_total_len,
-            Egress::of(&entry),
-        )
+        self.path
+            .send_flow(frame, parsed.l3_offset, parsed.ip_total_len, &entry)
     }
 
     /// A new client whose MAC the kernel's table does not have yet: the
@@ -178,6 +180,7 @@ impl Worker {
             egress_vlan: hop.vlan.into(),
             egress_mtu: 0,
             direction: Direction::ToClient,
+            tunnel: Tunnel::None,
             generation: snapshot.generation(),
             l2_version: hop.l2_version,
             packets: 0,
@@ -236,6 +239,7 @@ impl PathState {
             egress_vlan: hop.vlan.into(),
             egress_mtu: mtu16(hop.mtu),
             direction: translation.direction,
+            tunnel: translation.tunnel,
             listener: translation.listener,
             backend: translation.backend,
             generation: snapshot.generation(),
@@ -273,12 +277,19 @@ impl PathState {
         if endpoint.address.is_ipv6() != key.is_ipv6() {
             return Err(DropReason::UnsupportedAddressFamily);
         }
+        let forwarding = listener.forwarding();
+        let tunnel = tunnel_of(forwarding);
+        let (src, dst) = match tunnel {
+            Tunnel::None => ((key.src, key.src_port), (endpoint.address, endpoint.port)),
+            _ => tunnel_endpoints(forwarding, key, endpoint.address, self.hash_seed),
+        };
         Ok(Translation {
             direction: Direction::ToBackend,
             listener: choice.listener.id().as_u32(),
             backend,
-            src: (key.src, key.src_port),
-            dst: (endpoint.address, endpoint.port),
+            src,
+            dst,
+            tunnel,
         })
     }
 
@@ -375,6 +386,7 @@ impl PathState {
             backend,
             src: (vip, vip_port),
             dst: (key.dst, key.dst_port),
+            tunnel: Tunnel::None,
         })
     }
 }

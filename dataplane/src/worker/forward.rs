@@ -12,9 +12,10 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
+use super::encap::inner_mtu;
 use super::path::{
-    answering_address, destination_key, exceeds, mtu16, Egress, PathState, NS_PER_SEC,
-    PROVISIONAL_L2, TCP, TCP_CLOSING,
+    answering_address, destination_key, exceeds, mtu16, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP,
+    TCP_CLOSING,
 };
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -75,13 +76,15 @@ impl PathState {
                 return self.drop_packet(reason);
             }
         }
-        if exceeds(entry.egress_mtu, parsed.ip_total_len) {
+        let mtu = inner_mtu(entry, &parsed.key);
+        if exceeds(mtu, parsed.ip_total_len) {
             let from = answering_address(&parsed.key, entry);
-            return self.refuse_too_big(frame, parsed, ingress, entry.egress_mtu, from, now);
+            return self.refuse_too_big(frame, parsed, ingress, mtu, from, now);
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).
         if entry.direction == Direction::ToBackend
+            && !entry.tunnel.is_some()
             && now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC
         {
             self.keep_reply(&parsed.key, entry, now);
@@ -89,7 +92,7 @@ impl PathState {
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
         let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
-        match packet::apply(frame, parsed, &entry.rewrite) {
+        match self.rewrite_frame(frame, parsed, entry) {
             L4Checksum::Incremental => {
                 self.offer_to_cache(parsed, ingress, arrived_tag, entry, l2, now)
             }
@@ -98,12 +101,7 @@ impl PathState {
             L4Checksum::Completed => self.stats.partial_checksums += 1,
         }
         self.count(entry.listener, entry.backend, bytes);
-        self.send(
-            frame,
-            parsed.l3_offset,
-            parsed.ip_total_len,
-            Egress::of(entry),
-        )
+        self.send_flow(frame, parsed.l3_offset, parsed.ip_total_len, entry)
     }
 
     /// The kernel's table changed since the flow last looked: its next hop
@@ -217,7 +215,9 @@ fn orphaned(snapshot: &Snapshot, parsed: &Parsed, entry: &mut FlowEntry, now: u6
 /// new snapshot still serves its VIP with its backend: a reload that leaves
 /// a listener alone, or only adds backends to it, or changes weights, moves
 /// no established flow (Maglev would move some, the flow table must not).
-/// Only the indices into the new snapshot are refreshed. A flow whose
+/// Only the indices into the new snapshot are refreshed, so a flow keeps
+/// its forwarding mode too when a reload changes its listener's: a
+/// connection cannot switch from NAT to encapsulation midway. A flow whose
 /// listener or backend is gone is decided afresh, like a new one.
 #[inline(never)]
 pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> bool {
@@ -227,6 +227,12 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
     let endpoint = |address: IpAddr, port: u16| Endpoint { address, port };
     let rewrite = &entry.rewrite;
     let (vip, backend) = match entry.direction {
+        // An encapsulated packet keeps the VIP's port, which is the
+        // backend's; `dst_port` is the outer header's.
+        Direction::ToBackend if entry.tunnel.is_some() => (
+            endpoint(key.dst, key.dst_port),
+            endpoint(rewrite.ip_dst, key.dst_port),
+        ),
         Direction::ToBackend => (
             endpoint(key.dst, key.dst_port),
             endpoint(rewrite.ip_dst, rewrite.dst_port),
@@ -268,6 +274,8 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
 fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
     entry.packets >= 2
         && !entry.closing
+        // The program replays in-place rewrites only.
+        && !entry.tunnel.is_some()
         && entry.l2_version != PROVISIONAL_L2
         // The program replays only packets it parses to the fixed header:
         // a flow sending IPv6 extension headers stays with the workers.

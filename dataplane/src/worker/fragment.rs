@@ -70,6 +70,7 @@ impl Worker {
         if let Some(entry) = self.flows.peek(&parsed.key, now) {
             let decision = FragmentDecision {
                 rewrite: entry.rewrite,
+                tunnel: entry.tunnel,
                 egress_port,
                 egress_vlan: entry.egress_vlan.get(),
                 egress_mtu: entry.egress_mtu,
@@ -100,7 +101,9 @@ impl Worker {
         let Some(decision) = self.fragments.get(key, now).copied() else {
             return self.path.drop_packet(DropReason::FragmentWithoutFirst);
         };
-        if !packet::rewrite_later_fragment(frame, l3, &decision.rewrite) {
+        if !decision.tunnel.is_some()
+            && !packet::rewrite_later_fragment(frame, l3, &decision.rewrite)
+        {
             // Never taken: the entry was made from a frame of this family.
             return self.path.drop_packet(DropReason::UnsupportedAddressFamily);
         }
@@ -116,6 +119,18 @@ impl Worker {
             vlan: decision.egress_vlan,
             mtu: decision.egress_mtu,
         };
+        if decision.tunnel.is_some() {
+            let (l3_offset, ip_len) = (l3.l3_offset, l3.ip_total_len);
+            let outer = &decision.rewrite;
+            return self.path.send_encapsulated(
+                frame,
+                l3_offset,
+                ip_len,
+                decision.tunnel,
+                outer,
+                egress,
+            );
+        }
         self.path.send(frame, l3.l3_offset, l3.ip_total_len, egress)
     }
 }

@@ -17,6 +17,7 @@
 mod control;
 mod counters;
 mod decide;
+mod encap;
 mod forward;
 mod fragment;
 mod icmp;

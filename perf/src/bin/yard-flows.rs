@@ -49,6 +49,7 @@ fn entry(i: usize) -> FlowEntry {
         egress_vlan: switchyard_dataplane::neighbor::PackedVlan::NONE,
         egress_mtu: 0,
         direction: Direction::ToBackend,
+        tunnel: switchyard_dataplane::packet::Tunnel::None,
         listener: 0,
         backend: (i % 7) as u32,
         generation: 1,
