@@ -1,6 +1,8 @@
 //! Compiles the steering program (src/bpf/switchyard.c) with clang into
-//! OUT_DIR/switchyard.o, which src/steering.rs embeds, and the measuring
-//! programs (src/bpf/tools.c) into OUT_DIR/tools.o for src/tools.rs. There
+//! OUT_DIR/switchyard.o, which src/steering.rs embeds, the measuring
+//! programs (src/bpf/tools.c) into OUT_DIR/tools.o for src/tools.rs, and
+//! the backends' decapsulation (src/bpf/decap.c) into OUT_DIR/decap.o for
+//! src/decap.rs. There
 //! is no Rust eBPF toolchain on the build hosts, so clang is required, not
 //! optional.
 
@@ -18,7 +20,7 @@ fn main() {
     // A directory here makes cargo rescan every file in it.
     println!("cargo:rerun-if-changed=src/bpf");
     println!("cargo:rerun-if-env-changed=CLANG");
-    for name in ["switchyard", "tools"] {
+    for name in ["switchyard", "tools", "decap"] {
         compile(
             &bpf_dir,
             &bpf_dir.join(format!("{name}.c")),

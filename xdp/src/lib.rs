@@ -9,11 +9,15 @@
 //! everything else to the kernel untouched, and its flow cache is a memo of
 //! the workers' decisions, replayed as they wrote it. From userspace it
 //! never touches a packet on its way through the node; the workers do.
+//! The decapsulation program (`decap`) is the one that runs elsewhere: on
+//! a backend host of the `ipip` and `gue` modes, stripping the outer
+//! headers of packets addressed to that host.
 
 mod attach;
 mod bpf_sys;
 pub mod consts;
 mod counters;
+pub mod decap;
 mod error;
 mod fast_path;
 mod maps;

@@ -632,7 +632,7 @@ impl std::fmt::Debug for Steering {
     }
 }
 
-fn attach_error(ifname: &str, mode: AttachedMode, source: ProgramError) -> XdpError {
+pub(crate) fn attach_error(ifname: &str, mode: AttachedMode, source: ProgramError) -> XdpError {
     let ifname = ifname.to_owned();
     match program_errno(&source) {
         // EBUSY: a program or link already owns this mode; EEXIST: a
@@ -651,7 +651,7 @@ fn attach_error(ifname: &str, mode: AttachedMode, source: ProgramError) -> XdpEr
     }
 }
 
-fn if_nametoindex(ifname: &str) -> Result<u32, XdpError> {
+pub(crate) fn if_nametoindex(ifname: &str) -> Result<u32, XdpError> {
     let unknown = || XdpError::UnknownInterface {
         ifname: ifname.to_owned(),
     };

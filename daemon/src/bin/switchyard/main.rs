@@ -1,6 +1,7 @@
 //! `switchyard`: the load-balancer appliance.
 
 mod check;
+mod decap;
 mod options;
 mod reload;
 mod run;
@@ -30,6 +31,25 @@ enum Command {
     Run(Box<RunArgs>),
     /// Read a config file and print what it compiles to, without serving it.
     Check(CheckArgs),
+    /// On a backend host of `ipip` or `gue` forwarding: strip the outer
+    /// headers of tunnel packets to this host in XDP, until SIGINT/SIGTERM.
+    Decap(DecapArgs),
+}
+
+#[derive(clap::Args)]
+pub struct DecapArgs {
+    /// The interface tunnel packets arrive on.
+    #[arg(long)]
+    interface: String,
+    /// UDP port GUE arrives on (the listener's `guePort`); 0 takes no GUE.
+    #[arg(long, default_value_t = switchyard_config::snapshot::DEFAULT_GUE_PORT)]
+    gue_port: u16,
+    /// Seconds between counter log lines; 0 logs only the final one.
+    #[arg(long, default_value_t = 10)]
+    stats_interval: u64,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    xdp_mode: XdpModeArg,
 }
 
 #[derive(clap::Args)]
@@ -189,6 +209,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Check(args) => check::check(args),
+        Command::Decap(args) => decap::decap(args),
     };
     if let Err(err) = result {
         // A config error is `FILE:LINE: what and why`, as compilers print

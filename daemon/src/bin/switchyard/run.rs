@@ -486,7 +486,7 @@ fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::
     }
 }
 
-fn attach_mode(arg: XdpModeArg) -> AttachMode {
+pub(crate) fn attach_mode(arg: XdpModeArg) -> AttachMode {
     match arg {
         XdpModeArg::Auto => AttachMode::Auto,
         XdpModeArg::Native => AttachMode::Native,
