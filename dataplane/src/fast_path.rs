@@ -32,13 +32,13 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use switchyard_config::snapshot::{Endpoint, Protocol, Snapshot};
 use switchyard_xdp::consts::{MAX_STATS_SLOTS, STATS_SLOT_NONE};
 use switchyard_xdp::{
-    ActionSpec, ActionSpec6, FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey,
-    FlowCacheKey6, XdpError,
+    ActionSpec, ActionSpec6, EncapSpec, FastCounters, FastPathMaps, FlowAction, FlowAction6,
+    FlowCacheKey, FlowCacheKey6, XdpError, TUNNEL_GUE, TUNNEL_IPIP,
 };
 
 use crate::flow::{cache_stamp, CacheActivity, Cached, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
-use crate::packet::{checksum_deltas, FlowKey};
+use crate::packet::{checksum_deltas, encap, FlowKey, Tunnel};
 
 mod activity;
 
@@ -86,7 +86,7 @@ pub fn action6(
     let (IpAddr::V6(ip_src), IpAddr::V6(ip_dst)) = (rewrite.ip_src, rewrite.ip_dst) else {
         return None;
     };
-    Some(FlowAction6::from(ActionSpec6 {
+    let spec = ActionSpec6 {
         generation: epoch,
         l2_epoch,
         eth_dst: rewrite.eth_dst,
@@ -99,7 +99,32 @@ pub fn action6(
         egress_slot: egress.slot,
         egress_ifindex: egress.ifindex,
         stats_slot,
-    }))
+    };
+    Some(match encap_spec(key, entry) {
+        Some(encap) => FlowAction6::encapsulating(spec, encap),
+        None => FlowAction6::from(spec),
+    })
+}
+
+/// What the entry of an encapsulated flow adds: its tunnel, the outer
+/// IPv4 header's constant sum, and the largest packet that still fits
+/// once wrapped (an unknown MTU limits nothing).
+fn encap_spec(key: &FlowKey, entry: &FlowEntry) -> Option<EncapSpec> {
+    let tunnel = match entry.tunnel {
+        Tunnel::None => return None,
+        Tunnel::Ipip => TUNNEL_IPIP,
+        Tunnel::Gue => TUNNEL_GUE,
+    };
+    let rewrite = &entry.rewrite;
+    let inner_mtu = match encap::inner_mtu(entry.egress_mtu, entry.tunnel, key.is_ipv6()) {
+        0 => u16::MAX,
+        mtu => mtu,
+    };
+    Some(EncapSpec {
+        tunnel,
+        outer_csum_base: encap::outer_checksum_base(entry.tunnel, rewrite.ip_src, rewrite.ip_dst),
+        inner_mtu,
+    })
 }
 
 /// The IPv4 cache key of packets with 5-tuple `key`; `None` for IPv6
@@ -172,7 +197,7 @@ pub fn action(
         return None;
     };
     let deltas = checksum_deltas(key, rewrite);
-    Some(FlowAction::from(ActionSpec {
+    let spec = ActionSpec {
         generation: epoch,
         l2_epoch,
         eth_dst: rewrite.eth_dst,
@@ -186,7 +211,11 @@ pub fn action(
         egress_slot: egress.slot,
         egress_ifindex: egress.ifindex,
         stats_slot,
-    }))
+    };
+    Some(match encap_spec(key, entry) {
+        Some(encap) => FlowAction::encapsulating(spec, encap),
+        None => FlowAction::from(spec),
+    })
 }
 
 /// Stats slots of one snapshot's (listener, backend) pairs, and each

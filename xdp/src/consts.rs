@@ -99,6 +99,9 @@ mod tests {
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
             ("FAST_STATE_EGRESS_CLOSED", FAST_STATE_EGRESS_CLOSED),
             ("MAX_IPV6_EXT_HEADERS", MAX_IPV6_EXT_HEADERS),
+            ("TUNNEL_NONE", u32::from(crate::TUNNEL_NONE)),
+            ("TUNNEL_IPIP", u32::from(crate::TUNNEL_IPIP)),
+            ("TUNNEL_GUE", u32::from(crate::TUNNEL_GUE)),
         ] {
             assert_eq!(
                 defines.get(name).copied(),

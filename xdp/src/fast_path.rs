@@ -130,9 +130,12 @@ pub struct FlowAction {
     daddr: u32,
     sport: u16,
     dport: u16,
+    /// `outer_csum_base` for a tunnel.
     ip_csum_diff: u16,
+    /// `inner_mtu` for a tunnel.
     l4_csum_diff: u16,
-    egress_slot: u16,
+    egress_slot: u8,
+    tunnel: u8,
     stats_slot: u16,
     egress_ifindex: u32,
 }
@@ -157,7 +160,8 @@ impl From<ActionSpec> for FlowAction {
             dport: u16::from_ne_bytes(spec.dst_port.to_be_bytes()),
             ip_csum_diff: spec.ip_csum_diff,
             l4_csum_diff: spec.l4_csum_diff,
-            egress_slot: spec.egress_slot,
+            egress_slot: egress_slot_byte(spec.egress_slot),
+            tunnel: TUNNEL_NONE,
             stats_slot: spec.stats_slot,
             egress_ifindex: spec.egress_ifindex,
         }
@@ -179,7 +183,7 @@ impl FlowAction {
             dst_port: u16::from_be_bytes(self.dport.to_ne_bytes()),
             ip_csum_diff: self.ip_csum_diff,
             l4_csum_diff: self.l4_csum_diff,
-            egress_slot: self.egress_slot,
+            egress_slot: u16::from(self.egress_slot),
             egress_ifindex: self.egress_ifindex,
             stats_slot: self.stats_slot,
         }
@@ -210,6 +214,73 @@ fn last_seen_ns(last_seen: u32, now_ns: u64) -> Option<u64> {
     let now = (now_ns >> LAST_SEEN_SHIFT) as u32;
     let age = u64::from(now.wrapping_sub(last_seen)) << LAST_SEEN_SHIFT;
     Some(now_ns.saturating_sub(age))
+}
+
+/// `TUNNEL_*` of consts.h: how an entry's packets are wrapped.
+pub const TUNNEL_NONE: u8 = 0;
+pub const TUNNEL_IPIP: u8 = 1;
+pub const TUNNEL_GUE: u8 = 2;
+
+/// What an encapsulating flow's entry holds beside an [`ActionSpec`]
+/// (whose addresses, ports and MACs are then the outer header's, and
+/// whose checksum differences are unused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncapSpec {
+    /// `TUNNEL_IPIP` or `TUNNEL_GUE`.
+    pub tunnel: u8,
+    /// IPv4: the folded sum of the outer header's words with its TOS byte,
+    /// total length and checksum zero; the program adds the two per
+    /// packet. Unused for IPv6.
+    pub outer_csum_base: u16,
+    /// The largest inner packet that fits the egress link once wrapped:
+    /// a larger one goes to the workers, which answer it.
+    pub inner_mtu: u16,
+}
+
+/// Interface slots are below `MAX_IFACES`, so one byte holds any.
+fn egress_slot_byte(slot: u16) -> u8 {
+    u8::try_from(slot).unwrap_or(u8::MAX)
+}
+
+impl FlowAction {
+    /// The entry of an encapsulating flow.
+    pub fn encapsulating(spec: ActionSpec, encap: EncapSpec) -> Self {
+        Self {
+            ip_csum_diff: encap.outer_csum_base,
+            l4_csum_diff: encap.inner_mtu,
+            tunnel: encap.tunnel,
+            ..Self::from(spec)
+        }
+    }
+
+    /// How the entry's packets are wrapped, if they are.
+    pub fn encap(&self) -> Option<EncapSpec> {
+        (self.tunnel != TUNNEL_NONE).then_some(EncapSpec {
+            tunnel: self.tunnel,
+            outer_csum_base: self.ip_csum_diff,
+            inner_mtu: self.l4_csum_diff,
+        })
+    }
+}
+
+impl FlowAction6 {
+    /// The entry of an encapsulating flow.
+    pub fn encapsulating(spec: ActionSpec6, encap: EncapSpec) -> Self {
+        Self {
+            l4_csum_diff: encap.inner_mtu,
+            tunnel: encap.tunnel,
+            ..Self::from(spec)
+        }
+    }
+
+    /// How the entry's packets are wrapped, if they are.
+    pub fn encap(&self) -> Option<EncapSpec> {
+        (self.tunnel != TUNNEL_NONE).then_some(EncapSpec {
+            tunnel: self.tunnel,
+            outer_csum_base: 0,
+            inner_mtu: self.l4_csum_diff,
+        })
+    }
 }
 
 /// Key of `flow_cache6`: an IPv6 5-tuple as it arrives, in network byte
@@ -309,8 +380,10 @@ pub struct FlowAction6 {
     daddr: [u8; 16],
     sport: u16,
     dport: u16,
+    /// `inner_mtu` for a tunnel.
     l4_csum_diff: u16,
-    egress_slot: u16,
+    egress_slot: u8,
+    tunnel: u8,
     stats_slot: u16,
     /// Always zero.
     pad: u16,
@@ -336,7 +409,8 @@ impl From<ActionSpec6> for FlowAction6 {
             sport: u16::from_ne_bytes(spec.src_port.to_be_bytes()),
             dport: u16::from_ne_bytes(spec.dst_port.to_be_bytes()),
             l4_csum_diff: spec.l4_csum_diff,
-            egress_slot: spec.egress_slot,
+            egress_slot: egress_slot_byte(spec.egress_slot),
+            tunnel: TUNNEL_NONE,
             stats_slot: spec.stats_slot,
             pad: 0,
             egress_ifindex: spec.egress_ifindex,
@@ -358,7 +432,7 @@ impl FlowAction6 {
             src_port: u16::from_be_bytes(self.sport.to_ne_bytes()),
             dst_port: u16::from_be_bytes(self.dport.to_ne_bytes()),
             l4_csum_diff: self.l4_csum_diff,
-            egress_slot: self.egress_slot,
+            egress_slot: u16::from(self.egress_slot),
             egress_ifindex: self.egress_ifindex,
             stats_slot: self.stats_slot,
         }
@@ -849,6 +923,7 @@ mod tests {
             ("ip_csum_diff", offset_of!(FlowAction, ip_csum_diff)),
             ("l4_csum_diff", offset_of!(FlowAction, l4_csum_diff)),
             ("egress_slot", offset_of!(FlowAction, egress_slot)),
+            ("tunnel", offset_of!(FlowAction, tunnel)),
             ("stats_slot", offset_of!(FlowAction, stats_slot)),
             ("egress_ifindex", offset_of!(FlowAction, egress_ifindex)),
         ];
@@ -905,6 +980,7 @@ mod tests {
             ("dport", offset_of!(FlowAction6, dport)),
             ("l4_csum_diff", offset_of!(FlowAction6, l4_csum_diff)),
             ("egress_slot", offset_of!(FlowAction6, egress_slot)),
+            ("tunnel", offset_of!(FlowAction6, tunnel)),
             ("stats_slot", offset_of!(FlowAction6, stats_slot)),
             ("pad", offset_of!(FlowAction6, pad)),
             ("egress_ifindex", offset_of!(FlowAction6, egress_ifindex)),

@@ -29,8 +29,8 @@ pub use attach::{AttachMode, AttachedMode};
 pub use counters::{SteerCounter, SteerCounters};
 pub use error::XdpError;
 pub use fast_path::{
-    ActionSpec, ActionSpec6, FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey,
-    FlowCacheKey6,
+    ActionSpec, ActionSpec6, EncapSpec, FastCounters, FastPathMaps, FlowAction, FlowAction6,
+    FlowCacheKey, FlowCacheKey6, TUNNEL_GUE, TUNNEL_IPIP, TUNNEL_NONE,
 };
 pub use service::{ServiceKey, ServiceKey6, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
 pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, XdpAction};

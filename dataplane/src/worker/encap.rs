@@ -46,15 +46,11 @@ pub(super) fn tunnel_endpoints(
     }
 }
 
-/// The largest inner IP packet that fits the flow's egress link once
-/// wrapped; 0 (no limit) when the link's MTU is unknown.
+/// The largest IP packet of the flow that fits its egress link (once
+/// wrapped, for a tunnel); 0 (no limit) when the link's MTU is unknown.
 #[inline(always)]
 pub(super) fn inner_mtu(entry: &FlowEntry, key: &FlowKey) -> u16 {
-    let overhead = entry.tunnel.overhead(key.is_ipv6()) as u16;
-    match entry.egress_mtu {
-        0 => 0,
-        mtu => mtu.saturating_sub(overhead).max(1),
-    }
+    encap::inner_mtu(entry.egress_mtu, entry.tunnel, key.is_ipv6())
 }
 
 impl PathState {

@@ -151,8 +151,11 @@ impl PathState {
                 && arrived_tag == entry.egress_vlan.get()
                 // The program checks no MTU: only a flow whose every packet
                 // fits its egress (none arrives larger than the ingress
-                // link's MTU) may leave the workers.
-                && fits_egress(&self.port_ifindexes, l2, ingress, entry.egress_mtu)
+                // link's MTU) may leave the workers. An encapsulated flow's
+                // entry carries the MTU that fits, and the program checks
+                // that one.
+                && (entry.tunnel.is_some()
+                    || fits_egress(&self.port_ifindexes, l2, ingress, entry.egress_mtu))
                 && fast.queue(&parsed.key, entry, slots, l2)
             {
                 entry.cached = Cached::Queued;
@@ -274,8 +277,6 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
 fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
     entry.packets >= 2
         && !entry.closing
-        // The program replays in-place rewrites only.
-        && !entry.tunnel.is_some()
         && entry.l2_version != PROVISIONAL_L2
         // The program replays only packets it parses to the fixed header:
         // a flow sending IPv6 extension headers stays with the workers.

@@ -71,6 +71,14 @@
 #define FAST_STATE_EGRESS_CLOSED 3
 #define FAST_STATE_MAX 4
 
+/* flow_action.tunnel: how a cached flow's packets are wrapped (encap.h). */
+#define TUNNEL_NONE 0
+#define TUNNEL_IPIP 1	/* IPv4 in IPv4 (protocol 4), IPv6 in IPv6 (41) */
+#define TUNNEL_GUE 2	/* outer IP + UDP, GUE variant 1 */
+/* What the outer header of a tunnel holds that no packet changes. */
+#define OUTER_TTL 64
+#define OUTER_IPV4_DF 0x4000
+
 /* TCP flags that open or close a connection (RFC 9293, section 3.1). Segments
  * carrying them always take the slow path, so the workers see every state
  * change of a connection and keep its timeouts right.

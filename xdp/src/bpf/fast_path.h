@@ -24,6 +24,7 @@
 #include "compiler.h"
 #include "consts.h"
 #include "count.h"
+#include "encap.h"
 #include "maps.h"
 #include "structs.h"
 
@@ -254,10 +255,12 @@ static __always_inline bool fast_applies(const struct packet_desc *pkt,
 	return true;
 }
 
-/* Counts a rewritten frame in its entry and its stats slot and says how to
- * send it.
+/* Counts a rewritten frame of `len` bytes as it arrived (an encapsulated
+ * one counts what the client sent, as the workers do) in its entry and its
+ * stats slot, and says how to send it.
  */
 static __always_inline enum fast_result fast_sent(struct xdp_md *ctx,
+						  __u64 len,
 						  __u64 *packets, __u64 *bytes,
 						  __u32 *last_seen,
 						  __u16 stats_slot,
@@ -265,8 +268,6 @@ static __always_inline enum fast_result fast_sent(struct xdp_md *ctx,
 						  __u16 egress_slot,
 						  __u32 *egress_slot_out)
 {
-	__u64 len = ctx->data_end - ctx->data;
-
 	/* Several CPUs may carry one flow: the entry's counters are shared. */
 	__sync_fetch_and_add(packets, 1);
 	__sync_fetch_and_add(bytes, len);
@@ -293,6 +294,7 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct flow_action *action;
+	__u64 len;
 	struct flow_key key = {
 		.saddr = pkt->saddr,
 		.daddr = pkt->daddr,
@@ -309,9 +311,27 @@ static __always_inline enum fast_result fast_path(struct xdp_md *ctx,
 	if (!fast_applies(pkt, false, action->stats_slot, action->generation,
 			  action->l2_epoch, action->egress_slot))
 		return FAST_SLOW;
-	if (unlikely(fast_rewrite(data, data_end, pkt, action) != 0))
+	len = data_end - data;
+	if (action->tunnel != TUNNEL_NONE) {
+		struct encap_plan plan = {
+			.tunnel = action->tunnel,
+			.ipv6 = false,
+			.eth_dst = action->eth_dst,
+			.eth_src = action->eth_src,
+			.saddr = &action->saddr,
+			.daddr = &action->daddr,
+			.sport = action->sport,
+			.dport = action->dport,
+			.csum_base = action->outer_csum_base,
+			.inner_mtu = action->inner_mtu,
+		};
+
+		if (unlikely(fast_encap(ctx, pkt, &plan) != 0))
+			return FAST_SLOW;
+	} else if (unlikely(fast_rewrite(data, data_end, pkt, action) != 0)) {
 		return FAST_SLOW;
-	return fast_sent(ctx, &action->packets, &action->bytes,
+	}
+	return fast_sent(ctx, len, &action->packets, &action->bytes,
 			 &action->last_seen, action->stats_slot,
 			 action->egress_ifindex, action->egress_slot,
 			 egress_slot);
@@ -325,6 +345,7 @@ static __always_inline enum fast_result fast_path6(struct xdp_md *ctx,
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct flow_action6 *action;
+	__u64 len;
 	struct flow_key6 key = {
 		.sport = pkt->sport,
 		.dport = pkt->dport,
@@ -341,9 +362,26 @@ static __always_inline enum fast_result fast_path6(struct xdp_md *ctx,
 	if (!fast_applies(pkt, true, action->stats_slot, action->generation,
 			  action->l2_epoch, action->egress_slot))
 		return FAST_SLOW;
-	if (unlikely(fast_rewrite6(data, data_end, pkt, action) != 0))
+	len = data_end - data;
+	if (action->tunnel != TUNNEL_NONE) {
+		struct encap_plan plan = {
+			.tunnel = action->tunnel,
+			.ipv6 = true,
+			.eth_dst = action->eth_dst,
+			.eth_src = action->eth_src,
+			.saddr = action->saddr,
+			.daddr = action->daddr,
+			.sport = action->sport,
+			.dport = action->dport,
+			.inner_mtu = action->inner_mtu,
+		};
+
+		if (unlikely(fast_encap(ctx, pkt, &plan) != 0))
+			return FAST_SLOW;
+	} else if (unlikely(fast_rewrite6(data, data_end, pkt, action) != 0)) {
 		return FAST_SLOW;
-	return fast_sent(ctx, &action->packets, &action->bytes,
+	}
+	return fast_sent(ctx, len, &action->packets, &action->bytes,
 			 &action->last_seen, action->stats_slot,
 			 action->egress_ifindex, action->egress_slot,
 			 egress_slot);

@@ -118,6 +118,15 @@ _Static_assert(__builtin_offsetof(struct flow_key, proto) == 12, "proto at 12");
  * worker computes them once. 64 bytes, so that with its key and the map's
  * own header an entry takes two cache lines: the lookup is the fast path's
  * main cost.
+ *
+ * An encapsulated flow (tunnel TUNNEL_IPIP or TUNNEL_GUE, encap.h) keeps
+ * its packet and puts an outer header in front: the MACs, addresses and
+ * ports are the outer header's, ip_csum_diff is the folded sum of that
+ * header's constant words (outer_csum_base), and the L4 difference, which
+ * such a flow does not need, is the largest inner packet that fits the
+ * egress link (inner_mtu): the fast path adds no MTU of its own, so a
+ * larger one goes to the workers, which answer it. Kept in the same map
+ * and entry size, so a flow's lookup costs the same in every mode.
  */
 struct flow_action {
 	__u32 generation;	/* its listener's epoch: fast_epochs[stats_slot] */
@@ -131,9 +140,16 @@ struct flow_action {
 	__be32 daddr;
 	__be16 sport;
 	__be16 dport;
-	__u16 ip_csum_diff;
-	__u16 l4_csum_diff;
-	__u16 egress_slot;	/* interface slot, index into tx_ports */
+	union {
+		__u16 ip_csum_diff;
+		__u16 outer_csum_base;	/* tunnel */
+	};
+	union {
+		__u16 l4_csum_diff;
+		__u16 inner_mtu;	/* tunnel */
+	};
+	__u8 egress_slot;	/* interface slot, index into tx_ports */
+	__u8 tunnel;		/* TUNNEL_NONE, TUNNEL_IPIP or TUNNEL_GUE */
 	__u16 stats_slot;	/* index into fast_stats; STATS_SLOT_NONE: none */
 	/* Equal to the ingress ifindex: XDP_TX. 0 never is, so the frame is
 	 * redirected even back out of its own port: a veth delivers XDP_TX
@@ -158,6 +174,7 @@ _Static_assert(__builtin_offsetof(struct flow_action, dport) == 50, "dport at 50
 _Static_assert(__builtin_offsetof(struct flow_action, ip_csum_diff) == 52, "ip_csum_diff at 52");
 _Static_assert(__builtin_offsetof(struct flow_action, l4_csum_diff) == 54, "l4_csum_diff at 54");
 _Static_assert(__builtin_offsetof(struct flow_action, egress_slot) == 56, "egress_slot at 56");
+_Static_assert(__builtin_offsetof(struct flow_action, tunnel) == 57, "tunnel at 57");
 _Static_assert(__builtin_offsetof(struct flow_action, stats_slot) == 58, "stats_slot at 58");
 _Static_assert(__builtin_offsetof(struct flow_action, egress_ifindex) == 60, "egress_ifindex at 60");
 
@@ -183,7 +200,8 @@ _Static_assert(__builtin_offsetof(struct flow_key6, proto) == 36, "proto at 36")
 /* Value of flow_cache6: flow_action for IPv6, with the same fields and
  * meaning but 16-byte addresses and no ip_csum_diff, since the IPv6 header
  * has no checksum; l4_csum_diff covers the pseudo-header's address words
- * and the ports (RFC 1624, RFC 8200 section 8.1). Rust twin: FlowAction6 in
+ * and the ports (RFC 1624, RFC 8200 section 8.1), or for a tunnel is the
+ * inner MTU, as in flow_action. Rust twin: FlowAction6 in
  * xdp/src/fast_path.rs.
  */
 struct flow_action6 {
@@ -198,8 +216,12 @@ struct flow_action6 {
 	__be32 daddr[4];
 	__be16 sport;
 	__be16 dport;
-	__u16 l4_csum_diff;
-	__u16 egress_slot;	/* interface slot, index into tx_ports */
+	union {
+		__u16 l4_csum_diff;
+		__u16 inner_mtu;	/* tunnel */
+	};
+	__u8 egress_slot;	/* interface slot, index into tx_ports */
+	__u8 tunnel;		/* as in flow_action */
 	__u16 stats_slot;	/* index into fast_stats; STATS_SLOT_NONE: none */
 	__u16 pad;
 	__u32 egress_ifindex;	/* as in flow_action */
@@ -219,6 +241,7 @@ _Static_assert(__builtin_offsetof(struct flow_action6, sport) == 72, "sport at 7
 _Static_assert(__builtin_offsetof(struct flow_action6, dport) == 74, "dport at 74");
 _Static_assert(__builtin_offsetof(struct flow_action6, l4_csum_diff) == 76, "l4_csum_diff at 76");
 _Static_assert(__builtin_offsetof(struct flow_action6, egress_slot) == 78, "egress_slot at 78");
+_Static_assert(__builtin_offsetof(struct flow_action6, tunnel) == 79, "tunnel at 79");
 _Static_assert(__builtin_offsetof(struct flow_action6, stats_slot) == 80, "stats_slot at 80");
 _Static_assert(__builtin_offsetof(struct flow_action6, pad) == 82, "pad at 82");
 _Static_assert(__builtin_offsetof(struct flow_action6, egress_ifindex) == 84, "egress_ifindex at 84");
