@@ -9,7 +9,10 @@ use switchyard_config::snapshot::{Forwarding, Listener};
 /// Why the packet path cannot serve `listener` as its snapshot says, if
 /// it cannot.
 pub fn unsupported(listener: &Listener) -> Option<String> {
-    let mode_served = matches!(listener.forwarding(), Forwarding::Nat);
+    let mode_served = matches!(
+        listener.forwarding(),
+        Forwarding::Nat | Forwarding::Ipip | Forwarding::Gue(_)
+    );
     if !mode_served {
         return Some(format!(
             "listener {}: forwarding mode {} is not implemented by this build",
@@ -48,6 +51,21 @@ mod tests {
                  [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n  {spec}\n"
             )
         };
+        // Encapsulation keeps the VIP's port: the backends listen on it.
+        let same_ports = policy("forwarding: {mode: ipip}")
+            .replace("8080", "80")
+            .replace("5353", "53");
+        for mode in ["ipip", "gue"] {
+            let served = same_ports.replace("mode: ipip", &format!("mode: {mode}"));
+            let resources = switchyard_config::load_str("demo.yaml", &served).expect("loads");
+            let snapshot = switchyard_config::resolve(&resources, 1).snapshot;
+            assert_eq!(
+                snapshot.listeners().len(),
+                2,
+                "{mode}: both listeners resolved"
+            );
+            assert_eq!(first_refusal(&served), None, "{mode}");
+        }
         for (spec, expected) in [
             (
                 "forwarding: {mode: fullnat}",
