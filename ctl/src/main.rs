@@ -617,7 +617,11 @@ fn render_flows(r: &FlowsReport) -> String {
             f.protocol.clone(),
             f.client.clone(),
             f.vip.clone(),
-            f.backend.clone(),
+            // An encapsulated flow's backend, and the header it is sent in.
+            match &f.outer {
+                Some(outer) => format!("{} ({outer})", f.backend),
+                None => f.backend.clone(),
+            },
             f.packets.to_string(),
             f.bytes.to_string(),
             fast,
@@ -667,6 +671,9 @@ fn render_explain(r: &ExplainReport) -> String {
                     e.age_secs, e.idle_secs, e.packets, e.bytes
                 ),
             ]);
+            if let Some(outer) = &e.outer {
+                rows.add_row(vec![String::new(), format!("sent inside {outer}")]);
+            }
         }
         None => {
             rows.add_row(vec![
@@ -1052,6 +1059,7 @@ mod tests {
                 age_secs: 1.25,
                 idle_secs: 0.5,
                 workers: vec![0],
+                outer: None,
             }],
         });
         row(
@@ -1072,6 +1080,27 @@ mod tests {
     }
 
     #[test]
+    fn an_encapsulated_flow_shows_its_outer_header_beside_its_backend() {
+        let text = render_flows(&FlowsReport {
+            flows: vec![FlowInfo {
+                protocol: "TCP".into(),
+                client: "198.18.1.10:40000".into(),
+                vip: "198.18.100.10:80".into(),
+                backend: "198.18.2.21:80".into(),
+                outer: Some("gue 198.18.100.10:50001 -> 198.18.2.21:6080".into()),
+                ..FlowInfo::default()
+            }],
+        });
+        row(
+            &text,
+            &[
+                "198.18.2.21:80",
+                "(gue 198.18.100.10:50001 -> 198.18.2.21:6080)",
+            ],
+        );
+    }
+
+    #[test]
     fn explain_shows_the_tracked_flow_the_new_decision_and_why() {
         let text = render_explain(&ExplainReport {
             protocol: "TCP".into(),
@@ -1087,6 +1116,7 @@ mod tests {
                 packets: 7,
                 bytes: 700,
                 stale: true,
+                outer: Some("ipip 172.16.18.52 -> 198.18.2.21".into()),
             }),
             new_flow: NewFlowDecision {
                 backend: Some("198.18.2.22:8080".into()),
@@ -1114,6 +1144,7 @@ mod tests {
             ],
         );
         row(&text, &["age 3.0s", "7 packets", "700 bytes"]);
+        row(&text, &["sent inside ipip 172.16.18.52 -> 198.18.2.21"]);
         row(&text, &["new flow", "198.18.2.22:8080"]);
         row(&text, &["slot", "5 of 7", "0xdeadbeef"]);
         row(

@@ -485,16 +485,20 @@ pub fn flows_report(
         created_ns: u64,
         last_seen_ns: u64,
         workers: BTreeSet<u32>,
+        outer: Option<String>,
     }
     let mut merged: HashMap<(u8, String, String, String), Merged> = HashMap::new();
     for record in records {
         let (k, r) = (&record.key, &record.entry.rewrite);
         let (client, vip, backend) = match record.entry.direction {
-            Direction::ToBackend => (
-                endpoint(k.src, k.src_port),
-                endpoint(k.dst, k.dst_port),
-                endpoint(r.ip_dst, r.dst_port),
-            ),
+            Direction::ToBackend => {
+                let (address, port) = record.entry.backend_of(k);
+                (
+                    endpoint(k.src, k.src_port),
+                    endpoint(k.dst, k.dst_port),
+                    endpoint(address, port),
+                )
+            }
             Direction::ToClient => (
                 endpoint(k.dst, k.dst_port),
                 endpoint(r.ip_src, r.src_port),
@@ -532,6 +536,9 @@ pub fn flows_report(
         row.created_ns = row.created_ns.min(record.entry.created_ns);
         row.last_seen_ns = row.last_seen_ns.max(record.entry.last_seen_ns);
         row.workers.insert(record.queue);
+        if row.outer.is_none() {
+            row.outer = record.entry.outer_header();
+        }
         // Two workers can hold one 5-tuple (a reply pre-installed on one);
         // the cache entry is counted with the worker that installed it.
         if record.entry.cached != Cached::No {
@@ -568,6 +575,7 @@ pub fn flows_report(
             age_secs: seconds(now_ns.saturating_sub(m.created_ns)),
             idle_secs: seconds(now_ns.saturating_sub(m.last_seen_ns)),
             workers: m.workers.into_iter().collect(),
+            outer: m.outer,
         })
         .collect();
     flows.sort_by(|a, b| {
@@ -631,7 +639,11 @@ pub fn explain_report(
         .max_by_key(|r| r.entry.last_seen_ns)
         .map(|r| ExistingFlow {
             queue: r.queue,
-            backend: endpoint(r.entry.rewrite.ip_dst, r.entry.rewrite.dst_port),
+            backend: {
+                let (address, port) = r.entry.backend_of(key);
+                endpoint(address, port)
+            },
+            outer: r.entry.outer_header(),
             age_secs: seconds(now_ns.saturating_sub(r.entry.created_ns)),
             idle_secs: seconds(now_ns.saturating_sub(r.entry.last_seen_ns)),
             packets: r.entry.packets,

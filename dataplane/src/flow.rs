@@ -112,6 +112,33 @@ pub fn cache_stamp(now_ns: u64) -> u32 {
 }
 
 impl FlowEntry {
+    /// The backend endpoint of a client's flow (`ToBackend`) whose packets
+    /// have 5-tuple `key`: where the rewrite sends them, or for an
+    /// encapsulated flow the outer destination, at the VIP's port (which
+    /// the mode requires the backend's to be).
+    pub fn backend_of(&self, key: &FlowKey) -> (std::net::IpAddr, u16) {
+        match self.tunnel {
+            Tunnel::None => (self.rewrite.ip_dst, self.rewrite.dst_port),
+            _ => (self.rewrite.ip_dst, key.dst_port),
+        }
+    }
+
+    /// The outer header of an encapsulated flow, for people: `ipip SRC ->
+    /// DST`, or `gue SRC:PORT -> DST:PORT`.
+    pub fn outer_header(&self) -> Option<String> {
+        let r = &self.rewrite;
+        let at = |address: std::net::IpAddr, port| std::net::SocketAddr::new(address, port);
+        match self.tunnel {
+            Tunnel::None => None,
+            Tunnel::Ipip => Some(format!("ipip {} -> {}", r.ip_src, r.ip_dst)),
+            Tunnel::Gue => Some(format!(
+                "gue {} -> {}",
+                at(r.ip_src, r.src_port),
+                at(r.ip_dst, r.dst_port)
+            )),
+        }
+    }
+
     /// Time since the cache entry was last written, at `now_ns`.
     #[inline]
     pub fn cached_for_ns(&self, now_ns: u64) -> u64 {

@@ -65,7 +65,7 @@ impl ActiveEntry {
     pub fn of(key: &FlowKey, entry: &FlowEntry) -> Option<Self> {
         (entry.direction == Direction::ToBackend).then_some(Self {
             key: *key,
-            backend: (entry.rewrite.ip_dst, entry.rewrite.dst_port),
+            backend: entry.backend_of(key),
             closing: entry.closing,
         })
     }
@@ -144,7 +144,7 @@ impl Connection {
                 protocol: key.protocol,
                 client: (key.src, key.src_port),
                 vip: (key.dst, key.dst_port),
-                backend: (r.ip_dst, r.dst_port),
+                backend: entry.backend_of(key),
             },
             Direction::ToClient => Self {
                 protocol: key.protocol,
@@ -425,7 +425,7 @@ fn other_half(
                     .peek(&connection.forward_key(), now_ns)
                     .is_some_and(|e| {
                         e.direction == Direction::ToBackend
-                            && (e.rewrite.ip_dst, e.rewrite.dst_port) == connection.backend
+                            && e.backend_of(&connection.forward_key()) == connection.backend
                     });
             (!held_with_forward).then_some(None)
         }

@@ -439,6 +439,10 @@ pub struct FlowInfo {
     pub idle_secs: f64,
     /// Queues of the workers that saw the flow, in either direction.
     pub workers: Vec<u32>,
+    /// The outer header of an encapsulated flow (`ipip SRC -> DST`, `gue
+    /// SRC:PORT -> DST:PORT`); absent for the modes that rewrite in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outer: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -480,6 +484,9 @@ pub struct ExistingFlow {
     /// this backend if the current config still has it behind the VIP;
     /// otherwise the flow is decided afresh, as `new_flow` says.
     pub stale: bool,
+    /// The outer header of an encapsulated flow, as in `FlowInfo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outer: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::signal::Signal;
 
+use crate::client::{udp_exchange_on, udp_socket_towards};
 use crate::config::{GatewaySpec, DEMO_GATEWAY, DEMO_NAMESPACE};
 use crate::link::xdp_attached;
 use crate::netns::Netns;
@@ -289,10 +290,17 @@ pub fn exchanges(
 
 /// TCP and UDP to both VIPs: every exchange answered, by both backends,
 /// straight from them (the backends' route to the client is on-link); the
-/// datagrams counted once each on their listener; and, once the counters
-/// settle, every packet the load balancer forwarded counted by one
-/// backend's decapsulation under `kinds`, none malformed.
-pub fn check_direct_return(lab: &EncapLab, kinds: &[&str]) -> Result<()> {
+/// datagrams counted once each on their listener; a long UDP flow listed
+/// with its outer header (of `mode`) and carried by the fast path exactly
+/// when it is on; and, once the counters settle, every packet the load
+/// balancer forwarded counted by one backend's decapsulation under
+/// `kinds`, none malformed.
+pub fn check_direct_return(
+    lab: &EncapLab,
+    mode: &str,
+    kinds: &[&str],
+    fast_path: bool,
+) -> Result<()> {
     const EXCHANGES: usize = 24;
     let client = &lab.topo.client;
     for backend in &lab.topo.backends {
@@ -315,6 +323,46 @@ pub fn check_direct_return(lab: &EncapLab, kinds: &[&str]) -> Result<()> {
             }
         }
     }
+    const DATAGRAMS: u64 = 40;
+    for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
+        let to = SocketAddr::new(vip, 53);
+        let socket = udp_socket_towards(client, to)?;
+        for i in 0..DATAGRAMS {
+            let payload = format!("datagram {i}");
+            let reply = udp_exchange_on(&socket, to, &payload)?;
+            if reply.text != format!("{} {payload}", reply.server()) || reply.from != to {
+                bail!("{to}: reply {:?} from {}", reply.text, reply.from);
+            }
+        }
+        let local = socket.local_addr()?.to_string();
+        let flows = lab.daemon.flows()?.flows;
+        let flow = flows
+            .iter()
+            .find(|f| f.client == local)
+            .with_context(|| format!("no flow from {local}: {flows:?}"))?;
+        let backend = flow
+            .backend
+            .rsplit_once(':')
+            .map_or("", |(address, _)| address);
+        let backend = backend.trim_start_matches('[').trim_end_matches(']');
+        let outer = flow.outer.as_deref().unwrap_or_default();
+        if !outer.starts_with(mode) || !outer.contains(backend) {
+            bail!("{to}: the flow does not show its outer header: {flow:?}");
+        }
+        // One direction only: the answers never cross the load balancer.
+        if flow.packets != DATAGRAMS {
+            bail!(
+                "{to}: {} packets counted for {DATAGRAMS} datagrams: {flow:?}",
+                flow.packets
+            );
+        }
+        if fast_path != (flow.fast_path_packets > 0) {
+            bail!(
+                "{to}: fast path {fast_path}, yet it carried {} packets: {flow:?}",
+                flow.fast_path_packets
+            );
+        }
+    }
     let stats = lab.daemon.stats()?;
     let udp_packets: u64 = stats
         .listeners
@@ -322,11 +370,9 @@ pub fn check_direct_return(lab: &EncapLab, kinds: &[&str]) -> Result<()> {
         .filter(|l| l.protocol.eq_ignore_ascii_case("udp"))
         .map(|l| l.counters.packets)
         .sum();
-    if udp_packets != 2 * EXCHANGES as u64 {
-        bail!(
-            "UDP listeners counted {udp_packets} datagrams, not {}",
-            2 * EXCHANGES
-        );
+    let sent = 2 * (EXCHANGES as u64 + DATAGRAMS);
+    if udp_packets != sent {
+        bail!("UDP listeners counted {udp_packets} datagrams, not {sent}");
     }
     let mut last = (0, 0);
     poll_until(

@@ -15,11 +15,11 @@ const GUE_PORT: u16 = 7777;
 #[test]
 fn gue_reaches_both_backends_which_answer_directly_with_the_fast_path() -> Result<()> {
     let lab = EncapLab::start("gue", Some(GUE_PORT), &["--fast-path", "on"])?;
-    check_direct_return(&lab, &["gue"])
+    check_direct_return(&lab, "gue", &["gue"], true)
 }
 
 #[test]
 fn gue_reaches_both_backends_which_answer_directly_without_the_fast_path() -> Result<()> {
     let lab = EncapLab::start("gue", Some(GUE_PORT), &["--fast-path", "off"])?;
-    check_direct_return(&lab, &["gue"])
+    check_direct_return(&lab, "gue", &["gue"], false)
 }

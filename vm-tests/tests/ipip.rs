@@ -23,13 +23,13 @@ use switchyard_vm_tests::{tcp_exchange, xdp_attached, Topology};
 #[test]
 fn ipip_reaches_both_backends_which_answer_directly_with_the_fast_path() -> Result<()> {
     let lab = EncapLab::start("ipip", None, &["--fast-path", "on"])?;
-    check_direct_return(&lab, &["ipip", "ip6ip6"])
+    check_direct_return(&lab, "ipip", &["ipip", "ip6ip6"], true)
 }
 
 #[test]
 fn ipip_reaches_both_backends_which_answer_directly_without_the_fast_path() -> Result<()> {
     let lab = EncapLab::start("ipip", None, &["--fast-path", "off"])?;
-    check_direct_return(&lab, &["ipip", "ip6ip6"])
+    check_direct_return(&lab, "ipip", &["ipip", "ip6ip6"], false)
 }
 
 /// The path MTU the client's kernel holds for `to` (`ip route get`).

@@ -230,16 +230,10 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
     let endpoint = |address: IpAddr, port: u16| Endpoint { address, port };
     let rewrite = &entry.rewrite;
     let (vip, backend) = match entry.direction {
-        // An encapsulated packet keeps the VIP's port, which is the
-        // backend's; `dst_port` is the outer header's.
-        Direction::ToBackend if entry.tunnel.is_some() => (
-            endpoint(key.dst, key.dst_port),
-            endpoint(rewrite.ip_dst, key.dst_port),
-        ),
-        Direction::ToBackend => (
-            endpoint(key.dst, key.dst_port),
-            endpoint(rewrite.ip_dst, rewrite.dst_port),
-        ),
+        Direction::ToBackend => {
+            let (address, port) = entry.backend_of(key);
+            (endpoint(key.dst, key.dst_port), endpoint(address, port))
+        }
         Direction::ToClient => (
             endpoint(rewrite.ip_src, rewrite.src_port),
             endpoint(key.src, key.src_port),
