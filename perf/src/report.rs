@@ -385,6 +385,23 @@ fn worker(out: &mut String, r: &Report) {
         ),
         ("worker_established_v6_ns", "IPv6 established flow"),
         ("worker_new_flow_v6_ns", "IPv6 new flow"),
+        (
+            "worker_ipip_established_ns",
+            "ipip: established flow (outer header)",
+        ),
+        ("worker_ipip_new_flow_ns", "ipip: new flow"),
+        (
+            "worker_ipip_established_v6_ns",
+            "ipip: IPv6 established flow",
+        ),
+        ("worker_ipip_new_flow_v6_ns", "ipip: IPv6 new flow"),
+        (
+            "worker_gue_established_ns",
+            "gue: established flow (outer header)",
+        ),
+        ("worker_gue_new_flow_ns", "gue: new flow"),
+        ("worker_gue_established_v6_ns", "gue: IPv6 established flow"),
+        ("worker_gue_new_flow_v6_ns", "gue: IPv6 new flow"),
     ] {
         let Some(ns) = m.get(key) else { continue };
         let times = parse.map_or("–".to_owned(), |p| format!("{:.1}", ns / p));

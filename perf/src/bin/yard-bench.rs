@@ -5,7 +5,9 @@
 //! Baselines: `parse` (the least any path does to a frame) and `copy` (a
 //! frame-sized memcpy). Measured: established flows (flow-table hit, rewrite)
 //! and new flows (hash, slot lookup, next hop, insert), for IPv4 and for
-//! IPv6 side by side.
+//! IPv6 side by side, in `nat` and beside it in each encapsulating mode
+//! (`ipip`, `gue`: the outer header built and put in place of the L2
+//! header, as the I/O does).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,8 +19,8 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
-    Snapshot,
+    Backend, BackendGroup, Endpoint, Forwarding, Gue, Listener, ListenerName, ListenerParts,
+    Protocol, Slot, Snapshot,
 };
 use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
@@ -60,8 +62,16 @@ impl PacketIo for ReplayIo {
             self.scratch.extend_from_slice(frame);
             outcome.received += 1;
             let next = (n + 1 < BATCH).then(|| self.frames[self.next].as_slice());
-            if let Verdict::Transmit(_) = handle(0, &mut self.scratch, next) {
-                outcome.transmitted += 1;
+            match handle(0, &mut self.scratch, next) {
+                Verdict::Transmit(_) => outcome.transmitted += 1,
+                Verdict::TransmitEncapsulated { head, .. } => {
+                    let len = self.scratch.len();
+                    self.scratch.resize(len + head.growth(), 0);
+                    if packet::replace_head(&mut self.scratch, len, &head).is_some() {
+                        outcome.transmitted += 1;
+                    }
+                }
+                _ => {}
             }
         }
         outcome
@@ -95,16 +105,20 @@ fn frames(flows: u32, v6: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// One UDP listener per family, the same 16 backends of its family each.
-fn snapshot() -> Snapshot {
-    Snapshot::new(1, vec![listener(false), listener(true)]).expect("one listener per VIP")
+/// One UDP listener per family forwarding in `mode`, the same 16 backends
+/// of its family each.
+fn snapshot(mode: &Forwarding) -> Snapshot {
+    Snapshot::new(1, vec![listener(false, mode), listener(true, mode)])
+        .expect("one listener per VIP")
 }
 
-fn listener(v6: bool) -> Listener {
+fn listener(v6: bool, mode: &Forwarding) -> Listener {
+    // Encapsulation keeps the VIP's port: the backends listen on it.
+    let port = if mode.translates_ports() { 5353 } else { 53 };
     let endpoints: Vec<Endpoint> = (1..=BACKENDS)
         .map(|i| Endpoint {
             address: backend(i, v6),
-            port: 5353,
+            port,
         })
         .collect();
     Listener::new(ListenerParts {
@@ -140,7 +154,7 @@ fn listener(v6: bool) -> Listener {
             .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
             .collect(),
         affinity: None,
-        forwarding: Default::default(),
+        forwarding: mode.clone(),
         policy: Default::default(),
     })
     .expect("a valid listener")
@@ -176,12 +190,12 @@ fn l2_table() -> L2Table {
     )
 }
 
-fn worker(flow_capacity: usize) -> Worker {
+fn worker(flow_capacity: usize, mode: &Forwarding) -> Worker {
     let (_requests, control) = channel::bounded(1);
     Worker::new(
         0,
         vec![1],
-        Arc::new(ArcSwap::from_pointee(snapshot())),
+        Arc::new(ArcSwap::from_pointee(snapshot(mode))),
         Neighbors::fixed(l2_table()),
         control,
         Arc::new(AtomicBool::new(false)),
@@ -204,10 +218,11 @@ fn time_per_packet(packets: usize, mut step: impl FnMut() -> usize) -> f64 {
 }
 
 /// Per-packet cost of established flows (64, flow-table hits) and of new
-/// flows (more than the table holds: every packet a miss) of one family.
-fn worker_costs(packets: usize, v6: bool) -> (f64, f64) {
+/// flows (more than the table holds: every packet a miss) of one family,
+/// forwarded in `mode`.
+fn worker_costs(packets: usize, v6: bool, mode: &Forwarding) -> (f64, f64) {
     let established = {
-        let mut w = worker(65536);
+        let mut w = worker(65536, mode);
         let mut io = ReplayIo {
             frames: frames(64, v6),
             scratch: Vec::with_capacity(128),
@@ -217,7 +232,7 @@ fn worker_costs(packets: usize, v6: bool) -> (f64, f64) {
         time_per_packet(packets, || w.run_once(&mut io))
     };
     let new_flows = {
-        let mut w = worker(1024);
+        let mut w = worker(1024, mode);
         let mut io = ReplayIo {
             frames: frames(200_000, v6),
             scratch: Vec::with_capacity(128),
@@ -255,8 +270,18 @@ fn main() {
             BATCH
         })
     };
-    let (established, new_flows) = worker_costs(packets, false);
-    let (established6, new_flows6) = worker_costs(packets, true);
+    let nat = Forwarding::Nat;
+    let (established, new_flows) = worker_costs(packets, false, &nat);
+    let (established6, new_flows6) = worker_costs(packets, true, &nat);
+    let gue = Forwarding::Gue(Gue::default());
+    let encap: Vec<(&str, [f64; 4])> = [("ipip", Forwarding::Ipip), ("gue", gue)]
+        .iter()
+        .map(|(name, mode)| {
+            let (e4, n4) = worker_costs(packets, false, mode);
+            let (e6, n6) = worker_costs(packets, true, mode);
+            (*name, [e4, n4, e6, n6])
+        })
+        .collect();
 
     println!("yard-bench: worker on in-memory frames, 64-byte-payload UDP (IPv6: 84), one core");
     println!(
@@ -279,6 +304,29 @@ fn main() {
             ns / parse
         );
     }
+    for (mode, [e4, n4, e6, n6]) in &encap {
+        for (what, ns) in [
+            ("established", e4),
+            ("new flows", n4),
+            ("IPv6 established", e6),
+            ("IPv6 new flows", n6),
+        ] {
+            println!(
+                "{:<40} {:>10.1} {:>12.2} {:>10.2}",
+                format!("{mode}: {what}"),
+                ns,
+                1e3 / ns,
+                ns / parse
+            );
+        }
+        println!(
+            "{mode} / nat: established {:.2}x, new flows {:.2}x (IPv6: {:.2}x, {:.2}x)",
+            e4 / established,
+            n4 / new_flows,
+            e6 / established6,
+            n6 / new_flows6
+        );
+    }
     println!(
         "IPv6 / IPv4: established {:.2}x, new flows {:.2}x",
         established6 / established,
@@ -294,6 +342,14 @@ fn main() {
     summary.record("worker_new_flow_v6_ns", new_flows6);
     summary.record("worker_v6_established_ratio", established6 / established);
     summary.record("worker_v6_new_flow_ratio", new_flows6 / new_flows);
+    for (mode, [e4, n4, e6, n6]) in &encap {
+        summary.record(format!("worker_{mode}_established_ns"), *e4);
+        summary.record(format!("worker_{mode}_new_flow_ns"), *n4);
+        summary.record(format!("worker_{mode}_established_v6_ns"), *e6);
+        summary.record(format!("worker_{mode}_new_flow_v6_ns"), *n6);
+        summary.record(format!("worker_{mode}_established_ratio"), e4 / established);
+        summary.record(format!("worker_{mode}_new_flow_ratio"), n4 / new_flows);
+    }
     if let Err(err) = summary.write_if_asked() {
         eprintln!("writing --json: {err}");
     }
