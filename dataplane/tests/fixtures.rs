@@ -32,7 +32,9 @@ const PORT_IFINDEXES: [u32; 2] = [CLIENT_ARM_IFINDEX, BACKEND_ARM_IFINDEX];
 
 /// The scenario's listeners as an operator writes them: a Gateway on the
 /// VIP with a TCP and a UDP listener, each routed to one Service whose only
-/// endpoint is the backend, on the backend's ports.
+/// endpoint is the backend, on the backend's ports; and an `ipip` and a
+/// `gue` listener (TrafficPolicies on those listeners) routed to a Service
+/// on the listeners' own ports.
 fn scenario_yaml() -> String {
     format!(
         "\
@@ -50,6 +52,8 @@ spec:
   listeners:
   - {{name: tcp, protocol: TCP, port: {TCP_PORT}}}
   - {{name: udp, protocol: UDP, port: {UDP_PORT}}}
+  - {{name: tcp-ipip, protocol: TCP, port: {IPIP_TCP_PORT}}}
+  - {{name: udp-gue, protocol: UDP, port: {GUE_UDP_PORT}}}
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -96,6 +100,66 @@ endpoints: [{{addresses: [\"{BACKEND6}\"], conditions: {{ready: true}}}}]
 ports:
 - {{name: tcp, protocol: TCP, port: {BACKEND_TCP_PORT}}}
 - {{name: udp, protocol: UDP, port: {BACKEND_UDP_PORT}}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: tcp-ipip, namespace: fixtures}}
+spec:
+  parentRefs: [{{name: edge, sectionName: tcp-ipip}}]
+  rules: [{{backendRefs: [{{name: encap, port: {IPIP_TCP_PORT}}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: udp-gue, namespace: fixtures}}
+spec:
+  parentRefs: [{{name: edge, sectionName: udp-gue}}]
+  rules: [{{backendRefs: [{{name: encap, port: {GUE_UDP_PORT}}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: encap, namespace: fixtures}}
+spec:
+  ports:
+  - {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
+  - {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: encap-1
+  namespace: fixtures
+  labels: {{kubernetes.io/service-name: encap}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{BACKEND}\"], conditions: {{ready: true}}}}]
+ports:
+- {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
+- {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: encap-2
+  namespace: fixtures
+  labels: {{kubernetes.io/service-name: encap}}
+addressType: IPv6
+endpoints: [{{addresses: [\"{BACKEND6}\"], conditions: {{ready: true}}}}]
+ports:
+- {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
+- {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+---
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: ipip, namespace: fixtures}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: tcp-ipip}}]
+  forwarding: {{mode: ipip}}
+---
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: gue, namespace: fixtures}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: udp-gue}}]
+  forwarding: {{mode: gue, guePort: {GUE_PORT}}}
 "
     )
 }

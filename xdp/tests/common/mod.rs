@@ -16,8 +16,8 @@ use std::{
 };
 
 use switchyard_wire::fixtures::scenario::{
-    BACKEND, BACKEND6, BACKEND_TCP_PORT, BACKEND_UDP_PORT, LB_BACKEND_ARM, LB_BACKEND_ARM6,
-    LB_CLIENT_ARM, LB_CLIENT_ARM6, TCP_PORT, UDP_PORT, VIP, VIP6,
+    BACKEND, BACKEND6, BACKEND_TCP_PORT, BACKEND_UDP_PORT, GUE_UDP_PORT, IPIP_TCP_PORT,
+    LB_BACKEND_ARM, LB_BACKEND_ARM6, LB_CLIENT_ARM, LB_CLIENT_ARM6, TCP_PORT, UDP_PORT, VIP, VIP6,
 };
 use switchyard_xdp::{
     AttachMode, RxQueue, ServiceMatch, SteerCounter, SteerCounters, Steering, XdpAction,
@@ -166,12 +166,20 @@ pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) ->
                     ServiceMatch::udp(VIP.into(), UDP_PORT, 2),
                     ServiceMatch::tcp(VIP6.into(), TCP_PORT, 3),
                     ServiceMatch::udp(VIP6.into(), UDP_PORT, 4),
+                    ServiceMatch::tcp(VIP.into(), IPIP_TCP_PORT, 5),
+                    ServiceMatch::udp(VIP.into(), GUE_UDP_PORT, 6),
+                    ServiceMatch::tcp(VIP6.into(), IPIP_TCP_PORT, 7),
+                    ServiceMatch::udp(VIP6.into(), GUE_UDP_PORT, 8),
                 ],
                 &[
                     ServiceMatch::tcp(BACKEND.into(), BACKEND_TCP_PORT, 1),
                     ServiceMatch::udp(BACKEND.into(), BACKEND_UDP_PORT, 2),
                     ServiceMatch::tcp(BACKEND6.into(), BACKEND_TCP_PORT, 3),
                     ServiceMatch::udp(BACKEND6.into(), BACKEND_UDP_PORT, 4),
+                    ServiceMatch::tcp(BACKEND.into(), IPIP_TCP_PORT, 5),
+                    ServiceMatch::udp(BACKEND.into(), GUE_UDP_PORT, 6),
+                    ServiceMatch::tcp(BACKEND6.into(), IPIP_TCP_PORT, 7),
+                    ServiceMatch::udp(BACKEND6.into(), GUE_UDP_PORT, 8),
                 ],
             )
             .expect("setting services");
