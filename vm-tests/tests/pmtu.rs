@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::topology::{BACKENDS6, VIP, VIP6};
 use switchyard_vm_tests::{
@@ -60,11 +60,33 @@ fn large_exchange_completes(lab: &Lab, vip: SocketAddr) -> Result<()> {
         .collect();
     let reply = tcp_exchange(far, vip, &payload)?;
     let server = reply.server().to_owned();
-    ensure!(
-        reply.text == format!("{server} {payload}"),
-        "the echo came back cut or changed ({} bytes)",
-        reply.text.len()
-    );
+    // The echo server answers each read with its name and what the read
+    // returned, and the message may reach it in more than one read.
+    let prefix = format!("{server} ");
+    let echoed = reply.text.replace(&prefix, "");
+    if !reply.text.starts_with(&prefix) || echoed != payload {
+        let expected = payload;
+        let got = echoed;
+        let at = got
+            .bytes()
+            .zip(expected.bytes())
+            .position(|(got, want)| got != want)
+            .unwrap_or(got.len().min(expected.len()));
+        let around = |text: &str| {
+            let from = at.saturating_sub(16);
+            text.get(from..(at + 32).min(text.len()))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        bail!(
+            "the echo of {server} came back cut or changed: {} bytes echoed, {} expected, first \
+             difference at byte {at}: got {:?}, expected {:?}",
+            got.len(),
+            expected.len(),
+            around(&got),
+            around(&expected)
+        );
+    }
     Ok(())
 }
 
