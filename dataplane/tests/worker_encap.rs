@@ -470,3 +470,58 @@ fn every_worker_wraps_a_flow_alike() {
         }
     }
 }
+
+/// An ICMP error from a router on the client's side about `sent` (an IP
+/// packet), to `to`: fragmentation needed (IPv4, quoting the header and 8
+/// bytes) or packet too big (IPv6, quoting it whole).
+fn error_about(sent: &[u8], to: IpAddr) -> Vec<u8> {
+    let eth = PacketBuilder::ethernet2([2, 0, 0, 0, 1, 1], LB_CLIENT_SIDE_MAC);
+    let mut frame = Vec::new();
+    match to {
+        IpAddr::V4(to) => eth
+            .ipv4([198, 18, 1, 1], to.octets(), 64)
+            .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: 1400,
+                },
+            ))
+            .write(&mut frame, &sent[..28]),
+        IpAddr::V6(to) => eth
+            .ipv6(
+                Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1).octets(),
+                to.octets(),
+                64,
+            )
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1400 })
+            .write(&mut frame, sent),
+    }
+    .unwrap();
+    frame
+}
+
+/// A router on the client's side refuses an answer the backend sent the
+/// client itself (from the VIP), and tells the VIP: the load balancer
+/// sends that error to the flow's backend as it is, wrapped as the flow's
+/// packets are, so the backend's kernel, which sent the answer, learns the
+/// path MTU.
+#[test]
+fn a_router_s_error_about_a_backend_s_answer_reaches_that_backend_as_the_flow_does() {
+    for mode in [Forwarding::Ipip, gue()] {
+        let mut h = harness_with(snapshot(1, mode));
+        for (client, vip) in families() {
+            let (_, out) = h.send(0, tcp((client, 40000), (vip, 80), b"x")).unwrap();
+            let flow = outer(&out);
+            let answer = tcp((vip, 80), (client, 40000), b"a long answer");
+            let error = error_about(&answer[14..], vip);
+            let (port, wrapped) = h.send(0, error.clone()).expect("sent on");
+            let seen = outer(&wrapped);
+            assert_eq!(
+                (port, seen.src, seen.dst, seen.ports),
+                (1, flow.src, flow.dst, flow.ports),
+                "{vip}"
+            );
+            assert_eq!(seen.inner, error[14..], "the error as the router sent it");
+        }
+        assert_eq!(h.stats().icmp_to_backend, 2);
+    }
+}

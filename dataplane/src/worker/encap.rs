@@ -8,14 +8,19 @@
 
 use std::net::IpAddr;
 
-use switchyard_config::snapshot::Forwarding;
+use switchyard_config::snapshot::{Forwarding, Protocol, Snapshot};
 
-use super::path::{Egress, PathState};
+use super::icmp::reversed;
+use super::path::{mtu16, service_key, Egress, PathState};
+use super::Worker;
 use crate::drop_reason::DropReason;
+use crate::flow::Direction;
 use crate::flow::FlowEntry;
 use crate::io::Verdict;
+use crate::neighbor::L2Table;
 use crate::packet::encap::{self, gue_source_port, ipip_source};
-use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite, Tunnel};
+use crate::packet::icmp::Quote;
+use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite, Tunnel, L3};
 
 /// The tunnel a listener's mode wraps its flows in.
 #[inline(always)]
@@ -131,5 +136,78 @@ impl PathState {
             // length was parsed from this frame.
             None => self.drop_packet(DropReason::UnsupportedAddressFamily),
         }
+    }
+}
+
+impl Worker {
+    /// A router reports on an answer a backend of an encapsulating
+    /// listener sent the client itself (quoted: VIP:vport -> client, as
+    /// the backend sent it): the message goes to that backend unchanged,
+    /// wrapped as the flow's packets are (same outer header, so the same
+    /// backend queue), so its kernel learns the path MTU to the client.
+    /// The backend is the one this worker's table holds for the client's
+    /// flow, else the one its next packet would be given.
+    #[inline(never)]
+    pub(super) fn about_an_encapsulated_reply(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        now: u64,
+        frame: &mut [u8],
+        l3: &L3,
+        quote: &Quote,
+    ) -> Verdict {
+        let client_flow = reversed(&quote.key);
+        let tracked = self
+            .flows
+            .peek(&client_flow, now)
+            .filter(|entry| entry.direction == Direction::ToBackend && entry.tunnel.is_some())
+            .map(|entry| entry.rewrite.ip_dst);
+        let backend = match tracked {
+            Some(backend) => backend,
+            None => match self.path.current_backend(snapshot, &client_flow, now) {
+                Ok((address, _)) => address,
+                Err(reason) => return self.path.drop_packet(reason),
+            },
+        };
+        let listener = Protocol::from_ip_proto(client_flow.protocol).and_then(|protocol| {
+            let vip = service_key(client_flow.dst, client_flow.dst_port, protocol);
+            snapshot.listener_for_vip(&vip)
+        });
+        let Some(listener) = listener else {
+            return self.path.drop_packet(DropReason::IcmpWithoutFlow);
+        };
+        let forwarding = listener.get().forwarding();
+        let (src, dst) = tunnel_endpoints(forwarding, &client_flow, backend, self.path.hash_seed);
+        let (port, hop) = match self.path.next_hop(l2, backend) {
+            Ok(next) => next,
+            Err(reason) => return self.path.drop_packet(reason),
+        };
+        let outer = Rewrite {
+            eth_src: hop.src_mac,
+            eth_dst: hop.dst_mac,
+            ip_src: src.0,
+            ip_dst: dst.0,
+            src_port: src.1,
+            dst_port: dst.1,
+        };
+        let egress = Egress {
+            port,
+            vlan: hop.vlan,
+            mtu: mtu16(hop.mtu),
+        };
+        let tunnel = tunnel_of(forwarding);
+        let verdict = self.path.send_encapsulated(
+            frame,
+            l3.l3_offset,
+            l3.ip_total_len,
+            tunnel,
+            &outer,
+            egress,
+        );
+        if verdict != Verdict::Drop {
+            self.path.stats.icmp_to_backend += 1;
+        }
+        verdict
     }
 }

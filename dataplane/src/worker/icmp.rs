@@ -18,6 +18,7 @@ use switchyard_config::snapshot::{Protocol, Snapshot};
 use switchyard_wire::{ipv4, ipv6};
 
 use super::decide::{affine_backend, choose};
+use super::encap::tunnel_of;
 use super::path::{mtu16, secs, service_key, Egress, PathState};
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -75,6 +76,13 @@ impl Worker {
         quote: &Quote,
     ) -> Verdict {
         let decided = match Protocol::from_ip_proto(quote.key.protocol) {
+            Some(protocol)
+                if snapshot
+                    .listener_for_vip(&service_key(quote.key.src, quote.key.src_port, protocol))
+                    .is_some_and(|l| tunnel_of(l.get().forwarding()).is_some()) =>
+            {
+                return self.about_an_encapsulated_reply(snapshot, l2, now, frame, l3, quote);
+            }
             Some(protocol)
                 if snapshot
                     .listener_for_vip(&service_key(quote.key.src, quote.key.src_port, protocol))
@@ -182,7 +190,7 @@ impl PathState {
     /// The backend a new packet of the client flow `key` would be given:
     /// the listener's slot, or the client's live affinity entry. Reads the
     /// affinity table without refreshing it: an error is no sign of life.
-    fn current_backend(
+    pub(super) fn current_backend(
         &self,
         snapshot: &Snapshot,
         key: &FlowKey,
@@ -234,7 +242,7 @@ impl PathState {
 }
 
 /// The 5-tuple of the other direction of `key`'s flow.
-fn reversed(key: &FlowKey) -> FlowKey {
+pub(super) fn reversed(key: &FlowKey) -> FlowKey {
     FlowKey {
         src: key.dst,
         dst: key.src,
