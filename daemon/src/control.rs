@@ -869,6 +869,7 @@ mod tests {
                 last_seen_ns: 3_000_000_000,
                 packets: 7,
                 bytes: 700,
+                syn_only: false,
                 closing: false,
                 cached: Default::default(),
                 cached_at: 0,

@@ -25,6 +25,9 @@ use crate::replies::ReplyTable;
 pub(super) const TCP: u8 = 6;
 /// TCP flags that end a flow, as `Parsed::tcp_flags` holds them.
 pub(super) const TCP_CLOSING: u8 = tcp::FLAG_FIN | tcp::FLAG_RST;
+/// TCP flags of a segment that opens or ends a connection: a flow that
+/// has seen only such segments has not completed its handshake.
+pub(super) const TCP_CONTROL: u8 = tcp::FLAG_SYN | TCP_CLOSING;
 
 /// `l2_version` of a flow whose MACs came from a packet rather than from
 /// the kernel's table; no published table has this version.
@@ -203,6 +206,9 @@ impl PathState {
         match reason {
             DropReason::BackendUnavailable => counters.backend_unavailable += 1,
             DropReason::BackendRemoved => counters.backend_removed += 1,
+            DropReason::SourceDenied => counters.source_denied += 1,
+            DropReason::NewFlowRateLimited => counters.rate_limited += 1,
+            DropReason::MaxFlowsReached => counters.max_flows_reached += 1,
             _ => {}
         }
     }
@@ -367,9 +373,19 @@ impl PathState {
                 self.drop_for_listener(snapshot, &parsed.key, reason);
                 reset(frame, parsed, ingress)
             }
-            DropReason::BackendUnavailable => {
+            DropReason::BackendUnavailable | DropReason::SourceDenied => {
                 self.drop_for_listener(snapshot, &parsed.key, reason);
                 Verdict::Drop
+            }
+            // A limit refuses a TCP flow with a reset, so the client backs
+            // off at once instead of retransmitting its SYN into silence.
+            DropReason::NewFlowRateLimited | DropReason::MaxFlowsReached => {
+                self.drop_for_listener(snapshot, &parsed.key, reason);
+                if parsed.key.protocol == TCP {
+                    reset(frame, parsed, ingress)
+                } else {
+                    Verdict::Drop
+                }
             }
             reason => self.drop_packet(reason),
         }

@@ -57,6 +57,7 @@ fn entry(i: usize) -> FlowEntry {
         last_seen_ns: 1,
         packets: 2,
         bytes: 120,
+        syn_only: false,
         closing: false,
         cached: Default::default(),
         cached_at: 0,

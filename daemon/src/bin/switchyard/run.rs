@@ -183,6 +183,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let settings = WorkerSettings {
         flow_capacity: args.flow_capacity,
+        embryonic_capacity: Some(args.embryonic_capacity),
+        workers: queues,
         hash_seed: args.hash_seed,
         timeouts: FlowTimeouts {
             tcp: Duration::from_secs(args.tcp_timeout),
@@ -194,7 +196,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let affinity = Arc::new(AffinityTable::new(args.affinity_capacity));
     // Every worker's client flows can expect a reply, on any queue.
     let replies = Arc::new(ReplyTable::new(
-        settings.flow_capacity.saturating_mul(queues as usize),
+        (settings.flow_capacity + args.embryonic_capacity).saturating_mul(queues as usize),
     ));
     let xsk_config = XskConfig {
         batch_size: args.batch_size as usize,
