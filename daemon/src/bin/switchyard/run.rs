@@ -131,6 +131,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     steering
         .set_local_addrs(&local_addrs)
         .context("programming the node's own addresses")?;
+    steering
+        .set_source_ranges(&reload::source_ranges(&initial.snapshot))
+        .context("programming source ranges into the XDP maps")?;
     let (vips, backends) = reload::service_matches(&initial.snapshot);
     steering
         .set_services(&vips, &backends)
@@ -340,6 +343,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // and the metrics endpoint read the counters. Neither is per packet.
     let steering = Arc::new(Mutex::new(steering));
     let counters_of = steering.clone();
+    let denied_of = steering.clone();
     let state = Arc::new(ControlState {
         config_path: args.config.display().to_string(),
         config: config.clone(),
@@ -358,6 +362,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .counters()
+                .map_err(|err| format!("{err:#}"))
+        })),
+        source_denied: Some(Box::new(move || {
+            denied_of
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .source_denied()
                 .map_err(|err| format!("{err:#}"))
         })),
     });
