@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod dns;
 pub mod link;
 pub mod netns;
+pub mod policy;
 pub mod poll;
 pub mod process;
 pub mod servers;
