@@ -33,9 +33,7 @@ impl ConditionType {
 pub enum Reason {
     /// Gateway `Accepted`: an address type Switchyard cannot serve.
     UnsupportedAddress,
-    /// Gateway `Programmed`: no address to serve on, or an address
-    /// allocated from a pool is of a family the packet path does not
-    /// forward (IPv6).
+    /// Gateway `Programmed`: no address to serve on.
     AddressNotAssigned,
     /// Listener `Accepted`: a protocol other than TCP or UDP.
     UnsupportedProtocol,
@@ -81,8 +79,7 @@ pub enum Reason {
     /// Gateway `Programmed`: a requested address is already another
     /// Gateway's, a node address, or one no host can use (unspecified,
     /// loopback, multicast, link-local, broadcast, a pool's network or
-    /// broadcast address); or it is of a family the packet path does not
-    /// forward (IPv6), when the Gateway is still served on its others.
+    /// broadcast address); the Gateway is still served on its others.
     AddressNotUsable,
     /// GatewayClass `Accepted`: `spec.parametersRef` names no
     /// GatewayClassConfig, or a config whose AddressPool does not exist.
@@ -103,6 +100,12 @@ pub enum Reason {
     /// listener resolution built for it (a bug in resolution, which only
     /// builds valid ones), so it is not served.
     InvalidListener,
+    /// Route `ResolvedRefs`: a backendRef's endpoints listen on a port other
+    /// than the listener's, and the listener's forwarding mode (`dsr`,
+    /// `ipip`, `gue`) leaves the client's packet as it is, so nothing could
+    /// translate the port; the listener is not served, and a config file
+    /// asking for it is refused at load.
+    PortTranslationNotSupported,
 }
 
 impl Reason {
@@ -125,6 +128,7 @@ impl Reason {
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
             Self::InvalidListener => ConditionType::Programmed,
+            Self::PortTranslationNotSupported => ConditionType::ResolvedRefs,
         }
     }
 
@@ -151,6 +155,7 @@ impl Reason {
             Self::NoDnsName => "NoDnsName",
             Self::NoEndpointsOfFamily => "NoEndpointsOfFamily",
             Self::InvalidListener => "Invalid",
+            Self::PortTranslationNotSupported => "PortTranslationNotSupported",
         }
     }
 }
