@@ -166,6 +166,35 @@ impl SynFlood {
     }
 }
 
+/// Whether connecting failed because the other end answered with a reset
+/// (what a refused TCP flow gets).
+pub fn is_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+            || cause.downcast_ref::<nix::errno::Errno>() == Some(&nix::errno::Errno::ECONNREFUSED)
+    })
+}
+
+/// Sends one datagram to `to` from each of `count` new sockets bound to
+/// `from` (port 0: each its own port, so each a new flow), without waiting
+/// for answers.
+pub fn udp_datagrams(
+    ns: &Netns,
+    from: Ipv4Addr,
+    to: std::net::SocketAddr,
+    count: u32,
+) -> Result<()> {
+    in_netns(ns, move || -> Result<()> {
+        for n in 0..count {
+            let socket = std::net::UdpSocket::bind((from, 0))?;
+            socket.send_to(format!("d{n}|").as_bytes(), to)?;
+        }
+        Ok(())
+    })?
+}
+
 fn raw_socket() -> Result<OwnedFd> {
     // SAFETY: a plain socket(2) call; the result is checked before use.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
