@@ -448,3 +448,37 @@ fn reply(backend: impl Into<IpAddr>, client: (Ipv4Addr, u16), flags: &str) -> Ve
     builder.write(&mut frame, b"").unwrap();
     frame
 }
+
+#[test]
+fn a_syn_flood_displaces_no_established_flow_from_the_shared_reply_table() {
+    let mut h = harness_with(build(
+        1,
+        vec![listener(
+            "tcp",
+            Protocol::Tcp,
+            80,
+            ListenerPolicy::default(),
+        )],
+    ));
+    let client = (ALLOWED, 3000);
+    let (_, out) = h.send(0, tcp(client, 80, "S")).unwrap();
+    let backend = match SlicedPacket::from_ethernet(&out).unwrap().net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => ip.header().destination_addr(),
+        _ => unreachable!(),
+    };
+    assert_eq!(port_of(&mut h, tcp(client, 80, "A")), Some(1));
+    // Far more flood SYNs than the shared table (1024 entries) holds.
+    for n in 0..10_000 {
+        assert_eq!(port_of(&mut h, tcp(flooder(n), 80, "S")), Some(1));
+    }
+    // The backend's answer reaches another queue, whose worker has never
+    // seen the flow: only the shared table says which VIP it answers for.
+    let mut other = h.another_worker();
+    assert_eq!(
+        other
+            .send(1, reply(backend, client, "A"))
+            .map(|(port, _)| port),
+        Some(0),
+        "the established flow's reply entry was displaced by the flood"
+    );
+}

@@ -90,13 +90,15 @@ impl PathState {
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).
-        if entry.direction == Direction::ToBackend
-            && now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC
-        {
-            self.keep_reply(&parsed.key, entry, now);
-        }
+        let settles = entry.syn_only && parsed.tcp_flags & TCP_CONTROL == 0;
+        let new_second = now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC;
         let bytes = frame.len() as u64;
         touch(entry, now, bytes, parsed.tcp_flags);
+        // An opening flow's reply entry is short-lived; the handshake's
+        // end gives it the established flow's lifetime at once.
+        if entry.direction == Direction::ToBackend && (settles || new_second) {
+            self.keep_reply(&parsed.key, entry, now);
+        }
         let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
         match packet::apply(frame, parsed, &entry.rewrite) {
             L4Checksum::Incremental => {

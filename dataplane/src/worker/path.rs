@@ -92,6 +92,11 @@ pub(super) fn mtu16(mtu: u32) -> u16 {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReplyTtl {
     tcp: u32,
+    /// A TCP flow that has not completed its handshake: short, so a SYN
+    /// flood's entries expire first and never displace an established
+    /// flow's (`ReplyTable::put` gives up only entries that expire no later
+    /// than the new one).
+    tcp_opening: u32,
     udp: u32,
 }
 
@@ -100,15 +105,17 @@ impl ReplyTtl {
         let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         Self {
             tcp: secs(timeouts.tcp.max(timeouts.tcp_syn)).saturating_add(EXPIRY_SLACK_SECS),
+            tcp_opening: secs(timeouts.tcp_syn).saturating_add(EXPIRY_SLACK_SECS),
             udp: secs(timeouts.udp).saturating_add(EXPIRY_SLACK_SECS),
         }
     }
 
-    fn of_protocol(self, protocol: u8) -> u32 {
-        if protocol == TCP {
-            self.tcp
-        } else {
-            self.udp
+    /// For the reply of client flow `key`, decided as `forward`.
+    fn of_flow(self, key: &FlowKey, forward: &FlowEntry) -> u32 {
+        match (key.protocol == TCP, forward.syn_only) {
+            (true, true) => self.tcp_opening,
+            (true, false) => self.tcp,
+            (false, _) => self.udp,
         }
     }
 }
@@ -247,7 +254,7 @@ impl PathState {
     /// Puts the reply of the client flow `key` (decided as `forward`) in
     /// the shared table, so whichever worker it reaches reverses it.
     pub(super) fn remember_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
-        let ttl = self.reply_ttl.of_protocol(key.protocol);
+        let ttl = self.reply_ttl.of_flow(key, forward);
         self.replies.put(
             &reply_key(key, forward),
             (key.dst, key.dst_port),
@@ -401,7 +408,7 @@ fn keep_reply_in(
     forward: &FlowEntry,
     now: u64,
 ) {
-    let ttl = ttl.of_protocol(key.protocol);
+    let ttl = ttl.of_flow(key, forward);
     let reply = reply_key(key, forward);
     if !replies.refresh(&reply, secs(now), ttl) {
         replies.put(&reply, (key.dst, key.dst_port), secs(now), ttl);
