@@ -3,7 +3,7 @@
 //! listener and by drop reason), a policy change reaching flows already
 //! open, and a flood of new flows leaving established flows in the table.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -31,10 +31,28 @@ use harness::{harness_with, Harness};
 use two_arm::*;
 
 fn listener(name: &str, protocol: Protocol, port: u16, policy: ListenerPolicy) -> ListenerParts {
-    let endpoints: Vec<Endpoint> = [BE1, BE2]
+    listener_on(
+        VIP.into(),
+        &[BE1.into(), BE2.into()],
+        name,
+        protocol,
+        port,
+        policy,
+    )
+}
+
+fn listener_on(
+    vip: IpAddr,
+    backends: &[IpAddr],
+    name: &str,
+    protocol: Protocol,
+    port: u16,
+    policy: ListenerPolicy,
+) -> ListenerParts {
+    let endpoints: Vec<Endpoint> = backends
         .iter()
-        .map(|&a| Endpoint {
-            address: a.into(),
+        .map(|&address| Endpoint {
+            address,
             port: port + 8000,
         })
         .collect();
@@ -45,7 +63,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, policy: ListenerPolicy) -
             listener: name.into(),
         },
         route: format!("demo/{name}"),
-        address: VIP.into(),
+        address: vip,
         port,
         listener_port: port,
         protocol,
@@ -480,5 +498,40 @@ fn a_syn_flood_displaces_no_established_flow_from_the_shared_reply_table() {
             .map(|(port, _)| port),
         Some(0),
         "the established flow's reply entry was displaced by the flood"
+    );
+}
+
+fn tcp6(client: Ipv6Addr, port: u16) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(CLIENT_MAC, LB_CLIENT_SIDE_MAC)
+        .ipv6(client.octets(), VIP6.octets(), 64)
+        .tcp(4000, port, 1000, 65535)
+        .syn();
+    let mut frame = Vec::new();
+    builder.write(&mut frame, b"").unwrap();
+    frame
+}
+
+#[test]
+fn ipv6_source_ranges_admit_the_allowed_and_drop_the_denied() {
+    let mut h = harness_with(build(
+        1,
+        vec![listener_on(
+            VIP6.into(),
+            &[BE1_6.into(), BE2_6.into()],
+            "tcp6",
+            Protocol::Tcp,
+            80,
+            ranged(Some(&["2001:db8:1::/64"]), &["2001:db8:1::66/128"]),
+        )],
+    ));
+    let denied = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x66);
+    let outside = Ipv6Addr::new(0x2001, 0xdb8, 3, 0, 0, 0, 0, 5);
+    assert_eq!(port_of(&mut h, tcp6(CLIENT6, 80)), Some(1));
+    assert_eq!(port_of(&mut h, tcp6(denied, 80)), None);
+    assert_eq!(port_of(&mut h, tcp6(outside, 80)), None);
+    let stats = h.stats();
+    assert_eq!(
+        (stats.listeners[0].flows, stats.listeners[0].source_denied),
+        (1, 2)
     );
 }
