@@ -595,6 +595,7 @@ mod tests {
                 last_seen_ns: 0,
                 packets: 1,
                 bytes: 60,
+                syn_only: false,
                 closing,
                 cached: Default::default(),
                 cached_at: 0,

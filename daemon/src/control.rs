@@ -95,6 +95,11 @@ pub struct WorkerHandle {
 /// the main thread, which also reprograms its maps on reloads).
 pub type SteerCounterSource = Box<dyn Fn() -> Result<SteerCounters, String> + Send + Sync>;
 
+/// Reads the steering program's per-listener source-range drops:
+/// (VIP, port, IANA protocol, frames).
+pub type SourceDeniedSource =
+    Box<dyn Fn() -> Result<Vec<(std::net::IpAddr, u16, u8, u64)>, String> + Send + Sync>;
+
 pub struct ControlState {
     pub config_path: String,
     pub config: Arc<ArcSwap<Snapshot>>,
@@ -120,6 +125,9 @@ pub struct ControlState {
     pub fast_path: Option<Arc<switchyard_dataplane::fast_path::FastPath>>,
     /// The steering program's counters; none in tests without XDP.
     pub steer_counters: Option<SteerCounterSource>,
+    /// The steering program's per-listener source-range drops; none in
+    /// tests without XDP.
+    pub source_denied: Option<SourceDeniedSource>,
 }
 
 /// The answer to one request line as read from the socket; a line that is
@@ -202,7 +210,39 @@ pub fn stats(state: &ControlState) -> Result<StatsReport, String> {
             .map(|(counter, total)| (counter.name().to_owned(), total))
             .collect();
     }
+    if let Some(read) = &state.source_denied {
+        let denied = read().map_err(|err| format!("reading the XDP source drops: {err}"))?;
+        add_xdp_source_denied(&snapshot, &mut report, &denied);
+    }
     Ok(report)
+}
+
+/// Adds the frames the steering program dropped for their source to each
+/// listener's `source_denied` (the workers count only those that reached
+/// them), so the listener shows one total whichever stage dropped them.
+fn add_xdp_source_denied(
+    snapshot: &Snapshot,
+    report: &mut StatsReport,
+    denied: &[(std::net::IpAddr, u16, u8, u64)],
+) {
+    for (listener, stats) in snapshot.listeners().iter().zip(&mut report.listeners) {
+        let key = (
+            listener.address(),
+            listener.port(),
+            listener.protocol() as u8,
+        );
+        let frames: u64 = denied
+            .iter()
+            .filter(|(a, p, proto, _)| (*a, *p, *proto) == key)
+            .map(|(.., n)| n)
+            .sum();
+        if frames > 0 {
+            *stats
+                .drops
+                .entry(DropReason::SourceDenied.name().to_owned())
+                .or_default() += frames;
+        }
+    }
 }
 
 /// Every worker's latency histograms.
@@ -337,13 +377,29 @@ fn add(total: &mut worker::Counters, c: &worker::Counters) {
     total.flows += c.flows;
     total.backend_unavailable += c.backend_unavailable;
     total.backend_removed += c.backend_removed;
+    total.source_denied += c.source_denied;
+    total.rate_limited += c.rate_limited;
+    total.max_flows_reached += c.max_flows_reached;
 }
+
+/// The drop reasons that belong to a listener, as `yardctl stats` and the
+/// metrics show them.
+pub const LISTENER_DROPS: [DropReason; 5] = [
+    DropReason::BackendUnavailable,
+    DropReason::BackendRemoved,
+    DropReason::SourceDenied,
+    DropReason::NewFlowRateLimited,
+    DropReason::MaxFlowsReached,
+];
 
 /// A listener's own drops by reason name, zero counts left out.
 fn listener_drops(c: &worker::Counters) -> BTreeMap<String, u64> {
     [
         (DropReason::BackendUnavailable, c.backend_unavailable),
         (DropReason::BackendRemoved, c.backend_removed),
+        (DropReason::SourceDenied, c.source_denied),
+        (DropReason::NewFlowRateLimited, c.rate_limited),
+        (DropReason::MaxFlowsReached, c.max_flows_reached),
     ]
     .into_iter()
     .filter(|(_, count)| *count > 0)
@@ -883,6 +939,7 @@ mod tests {
                 last_seen_ns: 3_000_000_000,
                 packets: 7,
                 bytes: 700,
+                syn_only: false,
                 closing: false,
                 cached: Default::default(),
                 cached_at: 0,

@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use switchyard_proto::{BackendsReport, ListenersReport, StatsReport, StatusReport};
 
-use crate::control::{self, inventory, ControlState};
+use crate::control::{self, inventory, ControlState, LISTENER_DROPS};
 use switchyard_dataplane::drop_reason::DropReason;
 use switchyard_dataplane::latency::{LatencySnapshot, Recorded};
 
@@ -265,9 +265,9 @@ impl Collector for Scrape {
         counters(
             e,
             "switchyard_listener_drops",
-            "Packets dropped or refused for a reason that belongs to the listener.",
+            "Packets dropped or refused for a reason that belongs to the listener (source_denied: by the XDP program and the workers together).",
             listeners.iter().flat_map(|l| {
-                [DropReason::BackendUnavailable, DropReason::BackendRemoved]
+                LISTENER_DROPS
                     .into_iter()
                     .map(move |reason| {
                         let mut labels = listener_labels(&l.listener, &l.protocol, &l.vip);

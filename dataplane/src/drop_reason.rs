@@ -54,10 +54,21 @@ pub enum DropReason {
     /// link's MTU (the VLAN link's when it leaves by one), or no room in
     /// its buffer for the VLAN tag the link wants.
     FrameTooBig,
+    /// A new flow (or, after a reload, a flow already open) from a client
+    /// outside its listener's source ranges: normally dropped by the
+    /// steering program before it reaches a worker; counted here in the
+    /// moment between a publish and the map write.
+    SourceDenied,
+    /// A new flow beyond this worker's share of its listener's
+    /// `newFlowsPerSecond`; a TCP one is answered with a reset.
+    NewFlowRateLimited,
+    /// A new flow while this worker holds its share of its listener's
+    /// `maxFlows`; a TCP one is answered with a reset.
+    MaxFlowsReached,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -78,6 +89,9 @@ impl DropReason {
         Self::BadIcmp,
         Self::IcmpWithoutFlow,
         Self::FrameTooBig,
+        Self::SourceDenied,
+        Self::NewFlowRateLimited,
+        Self::MaxFlowsReached,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -103,6 +117,9 @@ impl DropReason {
             Self::BadIcmp => "bad_icmp",
             Self::IcmpWithoutFlow => "icmp_without_flow",
             Self::FrameTooBig => "frame_too_big",
+            Self::SourceDenied => "source_denied",
+            Self::NewFlowRateLimited => "new_flow_rate_limited",
+            Self::MaxFlowsReached => "max_flows_reached",
         }
     }
 }

@@ -30,6 +30,19 @@
 //! the shortest-lived class). With the worker stamping `last_seen_ns` on
 //! every touch that is exactly the globally least recently used entry.
 //!
+//! A table built [`FlowTable::with_embryonic`] splits its slots into two
+//! spaces, each with its own class lists and its own bound: embryonic flows
+//! (a TCP flow whose handshake has not completed as far as its entry can
+//! tell, a UDP flow that has seen only its first packet) and settled ones.
+//! An insert evicts only within the new flow's space, so a flood of new
+//! flows (a SYN flood, spoofed sources) churns the embryonic space and
+//! never evicts a settled flow; a flow that completes its handshake is
+//! promoted to the settled space, where it competes only with settled
+//! flows. The same split is what SYN-cookie-less load balancers do with a
+//! separate SYN table (IPVS keeps `SYN_RECV` connections on a short timer
+//! and drops them first under `drop_entry`; Katran's LRU has no split and
+//! leans on per-CPU maps sized for the worst case).
+//!
 //! A flow's class can change through the `&mut FlowEntry` that
 //! [`FlowTable::get_mut`] hands out (the worker bumps `packets` or sets
 //! `closing` after the lookup), so the table remembers that slot and files
@@ -89,6 +102,13 @@ pub struct FlowEntry {
     pub last_seen_ns: u64,
     pub packets: u64,
     pub bytes: u64,
+    /// TCP: every segment of this direction so far carried SYN, FIN or
+    /// RST: the handshake has not completed as far as this entry can tell.
+    /// A SYN flood's flows (and the backends' SYN-ACKs answering them) stay
+    /// so, in the embryonic space of the table; the first segment without
+    /// those flags (the client's ACK, the backend's first data or ACK)
+    /// promotes the flow. Unused for UDP.
+    pub syn_only: bool,
     /// TCP FIN or RST seen: the flow only lingers for stray segments,
     /// until a SYN reuses its 5-tuple for a new connection, which the
     /// worker decides afresh (a new entry, in a new timeout class).
@@ -188,7 +208,8 @@ pub struct FlowTimeouts {
     /// TCP that has not got past its opening segment. The entry holds no
     /// TCP state machine, so this is a proxy: a client-to-backend entry
     /// that has seen at most its first packet, or a backend-to-client entry
-    /// pre-installed for a reply that has seen none, and neither closing.
+    /// pre-installed for a reply that has seen none, or one that has seen
+    /// only SYNs (`FlowEntry::syn_only`), and neither closing.
     pub tcp_syn: Duration,
 }
 
@@ -217,36 +238,75 @@ const TCP: u8 = 6;
 enum Class {
     Closing = 0,
     Syn = 1,
-    Udp = 2,
-    Established = 3,
+    /// UDP that has seen only its first packet (or, for a reply entry
+    /// pre-installed, none): the udp timeout, but embryonic.
+    UdpOpening = 2,
+    Udp = 3,
+    Established = 4,
 }
 
-const CLASSES: usize = 4;
+const CLASSES: usize = 5;
+/// Class lists per space: settled (0) and embryonic (1).
+const SPACES: usize = 2;
+const SETTLED: usize = 0;
+const EMBRYONIC: usize = 1;
+const LISTS: usize = CLASSES * SPACES;
 /// Keys of removed flows the cache may still hold, kept for the worker to
 /// delete from the cache; beyond this the oldest leftovers are left to the
 /// cache's own LRU and to generation checks.
 const UNCACHE_QUEUE: usize = 1024;
 /// Eviction tie-break order: shortest-lived classes first.
-const BY_PRIORITY: [Class; CLASSES] = [Class::Closing, Class::Syn, Class::Udp, Class::Established];
+const BY_PRIORITY: [Class; CLASSES] = [
+    Class::Closing,
+    Class::Syn,
+    Class::UdpOpening,
+    Class::Udp,
+    Class::Established,
+];
 
 impl Class {
     fn of(key: &FlowKey, entry: &FlowEntry) -> Class {
-        if key.protocol != TCP {
-            return Class::Udp;
-        }
-        if entry.closing {
-            return Class::Closing;
-        }
         let opening = match entry.direction {
             Direction::ToBackend => entry.packets <= 1,
             Direction::ToClient => entry.packets == 0,
         };
-        if opening {
+        if key.protocol != TCP {
+            return if opening {
+                Class::UdpOpening
+            } else {
+                Class::Udp
+            };
+        }
+        if entry.closing {
+            return Class::Closing;
+        }
+        if opening || entry.syn_only {
             Class::Syn
         } else {
             Class::Established
         }
     }
+
+    fn from_list(list: usize) -> Class {
+        BY_PRIORITY
+            .into_iter()
+            .find(|c| *c as usize == list % CLASSES)
+            .unwrap_or(Class::Established)
+    }
+}
+
+/// Whether a flow belongs in the embryonic space: not yet past its first
+/// packet, or (TCP) its handshake, including one reset or closed before
+/// it completed, so a flood of SYN and RST pairs stays there too.
+pub fn is_embryonic(key: &FlowKey, entry: &FlowEntry) -> bool {
+    matches!(Class::of(key, entry), Class::Syn | Class::UdpOpening)
+        || (key.protocol == TCP && entry.syn_only)
+}
+
+/// Whether a flow counts toward its listener's `maxFlows`: a client's flow
+/// that has not closed.
+fn counts_toward_limit(entry: &FlowEntry) -> bool {
+    entry.direction == Direction::ToBackend && !entry.closing
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -257,8 +317,8 @@ fn nanos(d: Duration) -> u64 {
 const NIL: u32 = u32::MAX;
 /// An unused index cell. Tags are chosen so no used cell equals it.
 const EMPTY: u32 = u32::MAX;
-/// Link values at and above this name the class sentinels.
-const SENTINEL: u32 = u32::MAX - 1 - CLASSES as u32;
+/// Link values at and above this name the list sentinels.
+const SENTINEL: u32 = u32::MAX - 1 - LISTS as u32;
 /// Keeps slot numbers clear of `SENTINEL` and leaves at least one tag bit.
 const MAX_CAPACITY: usize = 1 << 30;
 
@@ -267,6 +327,10 @@ struct Slot {
     entry: FlowEntry,
     prev: u32,
     next: u32,
+    /// The list the slot is filed in (space * CLASSES + class).
+    list: u8,
+    /// The listener whose live-flow tally counts this flow, or NIL.
+    tally: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -281,12 +345,20 @@ pub struct FlowTable {
     cell_mask: usize,
     /// Low bits of a cell: the slot number.
     slot_mask: u32,
-    /// Sentinel of each class list: `next` is the most recently used entry,
-    /// `prev` the least.
-    heads: [Link; CLASSES],
+    /// Sentinel of each list (one per class and space): `next` is the most
+    /// recently used entry, `prev` the least.
+    heads: [Link; LISTS],
     free: u32,
     len: usize,
     capacity: usize,
+    /// Whether embryonic flows have a space of their own.
+    split: bool,
+    /// Flows per space, and each space's bound.
+    space_len: [usize; SPACES],
+    space_cap: [usize; SPACES],
+    /// Live client flows per listener index (of the snapshot the last
+    /// `relabel` numbered them by); `counts_toward_limit`.
+    live: Vec<u32>,
     seed: u32,
     /// Slot handed out by the last `get_mut`, to refile by class.
     pending: u32,
@@ -303,6 +375,26 @@ impl FlowTable {
         Self::with_seed(capacity, timeouts, seed)
     }
 
+    /// A table of `settled` slots for established flows and `embryonic`
+    /// more for flows that have not completed their opening (see the
+    /// module's doc): neither space evicts from the other.
+    pub fn with_embryonic(settled: usize, embryonic: usize, timeouts: FlowTimeouts) -> Self {
+        let seed = RandomState::new().build_hasher().finish() as u32;
+        Self::split_with_seed(settled, embryonic, timeouts, seed)
+    }
+
+    fn split_with_seed(
+        settled: usize,
+        embryonic: usize,
+        timeouts: FlowTimeouts,
+        seed: u32,
+    ) -> Self {
+        let mut table = Self::with_seed(settled.saturating_add(embryonic), timeouts, seed);
+        table.split = true;
+        table.space_cap = [settled, embryonic];
+        table
+    }
+
     fn with_seed(capacity: usize, timeouts: FlowTimeouts, seed: u32) -> Self {
         assert!(
             capacity <= MAX_CAPACITY,
@@ -317,6 +409,7 @@ impl FlowTable {
         let mut timeout_ns = [0; CLASSES];
         timeout_ns[Class::Closing as usize] = nanos(timeouts.tcp_closing);
         timeout_ns[Class::Syn as usize] = nanos(timeouts.tcp_syn);
+        timeout_ns[Class::UdpOpening as usize] = nanos(timeouts.udp);
         timeout_ns[Class::Udp as usize] = nanos(timeouts.udp);
         timeout_ns[Class::Established as usize] = nanos(timeouts.tcp);
         Self {
@@ -328,6 +421,10 @@ impl FlowTable {
             free: NIL,
             len: 0,
             capacity,
+            split: false,
+            space_len: [0; SPACES],
+            space_cap: [capacity, 0],
+            live: Vec::new(),
             seed,
             pending: NIL,
             evictions: 0,
@@ -348,6 +445,46 @@ impl FlowTable {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Embryonic flows held (0 for a table without an embryonic space).
+    pub fn embryonic_len(&self) -> usize {
+        if self.split {
+            self.space_len[EMBRYONIC]
+        } else {
+            0
+        }
+    }
+
+    /// Live client flows of listener `index` (as the last `relabel`
+    /// numbered listeners): those not closed, embryonic or settled.
+    #[inline]
+    pub fn live_flows(&mut self, index: usize) -> u32 {
+        self.refile();
+        self.live.get(index).copied().unwrap_or(0)
+    }
+
+    /// Numbers listeners afresh for the live-flow tallies, after a config
+    /// change: `listener_of` names each client flow's listener in the new
+    /// numbering (by its VIP), `None` when it has none. Linear in the
+    /// flows; allocates the tallies, so only on a config change.
+    pub fn relabel(
+        &mut self,
+        listeners: usize,
+        mut listener_of: impl FnMut(&FlowKey, &FlowEntry) -> Option<usize>,
+    ) {
+        self.refile();
+        self.live = vec![0; listeners];
+        for s in &mut self.slots {
+            s.tally = NIL;
+            if s.prev == NIL || !counts_toward_limit(&s.entry) {
+                continue;
+            }
+            if let Some(index) = listener_of(&s.key, &s.entry).filter(|&i| i < listeners) {
+                s.tally = index as u32;
+                self.live[index] += 1;
+            }
+        }
     }
 
     /// The live entry for `key`; an expired one is removed and missed. A
@@ -385,6 +522,7 @@ impl FlowTable {
             return false;
         }
         let hash = self.hash(&key);
+        let list = self.list_of(&key, &entry);
         if let Some((_, slot)) = self.find(&key, hash) {
             let mut entry = entry;
             // A flow decided afresh still owns whatever the cache holds for
@@ -394,11 +532,17 @@ impl FlowTable {
             }
             self.slots[slot as usize].entry = entry;
             self.unlink(slot);
-            self.push_front(Class::of(&key, &entry), slot);
+            self.push_front(list, slot);
+            self.set_tally(slot, self.tally_for(&entry));
+            self.fit_space(list / CLASSES, slot);
             return true;
         }
-        if self.len == self.capacity {
-            self.evict_one();
+        let space = list / CLASSES;
+        if self.space_cap[space] == 0 {
+            return false;
+        }
+        if self.space_len[space] >= self.space_cap[space] {
+            self.evict_one(space, NIL);
         }
         let slot = if self.free != NIL {
             let slot = self.free;
@@ -414,6 +558,8 @@ impl FlowTable {
                 entry,
                 prev: NIL,
                 next: NIL,
+                list: 0,
+                tally: NIL,
             });
             (self.slots.len() - 1) as u32
         };
@@ -422,7 +568,8 @@ impl FlowTable {
             cell = (cell + 1) & self.cell_mask;
         }
         self.cells[cell] = self.tag(hash) | slot;
-        self.push_front(Class::of(&key, &entry), slot);
+        self.push_front(list, slot);
+        self.set_tally(slot, self.tally_for(&entry));
         self.len += 1;
         true
     }
@@ -452,9 +599,11 @@ impl FlowTable {
     ) -> usize {
         self.refile();
         let mut looked = 0;
-        for class in BY_PRIORITY {
+        for list in (0..SPACES).flat_map(|space| BY_PRIORITY.map(|c| space * CLASSES + c as usize))
+        {
+            let class = Class::from_list(list);
             loop {
-                let tail = self.heads[class as usize].prev;
+                let tail = self.heads[list].prev;
                 if tail >= SENTINEL {
                     break;
                 }
@@ -473,7 +622,7 @@ impl FlowTable {
                             if !self.is_expired(class, &self.slots[tail as usize].entry, now_ns) {
                                 // Same class, newest now: the front of its list.
                                 self.unlink(tail);
-                                self.push_front(class, tail);
+                                self.push_front(list, tail);
                                 continue;
                             }
                         }
@@ -529,8 +678,8 @@ impl FlowTable {
     /// Every tracked flow, class by class, most recently used first within
     /// a class. Expired flows not yet reaped are included.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowEntry)> {
-        (0..CLASSES).flat_map(move |class| {
-            let mut at = self.heads[class].next;
+        (0..LISTS).flat_map(move |list| {
+            let mut at = self.heads[list].next;
             std::iter::from_fn(move || {
                 if at >= SENTINEL {
                     return None;
@@ -634,15 +783,67 @@ impl FlowTable {
         }
         self.pending = NIL;
         let s = &self.slots[slot as usize];
-        let class = Class::of(&s.key, &s.entry);
+        let list = self.list_of(&s.key, &s.entry);
+        if !counts_toward_limit(&s.entry) {
+            self.set_tally(slot, NIL);
+        }
         self.unlink(slot);
-        self.push_front(class, slot);
+        self.push_front(list, slot);
+        self.fit_space(list / CLASSES, slot);
     }
 
-    fn evict_one(&mut self) {
+    /// The list a flow belongs in: its class, in its space.
+    #[inline]
+    fn list_of(&self, key: &FlowKey, entry: &FlowEntry) -> usize {
+        let space = if self.split && is_embryonic(key, entry) {
+            EMBRYONIC
+        } else {
+            SETTLED
+        };
+        space * CLASSES + Class::of(key, entry) as usize
+    }
+
+    /// The tally a flow belongs in, if any.
+    #[inline]
+    fn tally_for(&self, entry: &FlowEntry) -> u32 {
+        if counts_toward_limit(entry) && (entry.listener as usize) < self.live.len() {
+            entry.listener
+        } else {
+            NIL
+        }
+    }
+
+    #[inline]
+    fn set_tally(&mut self, slot: u32, tally: u32) {
+        let old = std::mem::replace(&mut self.slots[slot as usize].tally, tally);
+        if old == tally {
+            return;
+        }
+        if let Some(n) = self.live.get_mut(old as usize) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.live.get_mut(tally as usize) {
+            *n += 1;
+        }
+    }
+
+    /// A flow moved into `space` (promoted, or decided afresh) may leave
+    /// it one over its bound: its least recently used other flow goes.
+    #[inline]
+    fn fit_space(&mut self, space: usize, moved: u32) {
+        if self.space_len[space] > self.space_cap[space] {
+            self.evict_one(space, moved);
+        }
+    }
+
+    /// Evicts the least recently used flow of `space`, other than `spare`.
+    fn evict_one(&mut self, space: usize, spare: u32) {
         let mut victim: Option<(u64, u32)> = None;
         for class in BY_PRIORITY {
-            let tail = self.heads[class as usize].prev;
+            let mut tail = self.heads[space * CLASSES + class as usize].prev;
+            if tail == spare {
+                tail = self.slots[tail as usize].prev;
+            }
             if tail >= SENTINEL {
                 continue;
             }
@@ -669,6 +870,7 @@ impl FlowTable {
         if s.entry.cached != Cached::No && self.uncached.len() < UNCACHE_QUEUE {
             self.uncached.push(s.key);
         }
+        self.set_tally(slot, NIL);
         self.unlink(slot);
         self.unindex(cell);
         let s = &mut self.slots[slot as usize];
@@ -716,25 +918,28 @@ impl FlowTable {
 
     #[inline]
     fn unlink(&mut self, slot: u32) {
-        let (prev, next) = {
+        let (prev, next, list) = {
             let s = &self.slots[slot as usize];
-            (s.prev, s.next)
+            (s.prev, s.next, s.list)
         };
         *self.link(prev).1 = next;
         *self.link(next).0 = prev;
+        self.space_len[list as usize / CLASSES] -= 1;
     }
 
     #[inline]
-    fn push_front(&mut self, class: Class, slot: u32) {
-        let sentinel = SENTINEL + class as u32;
-        let first = self.heads[class as usize].next;
+    fn push_front(&mut self, list: usize, slot: u32) {
+        let sentinel = SENTINEL + list as u32;
+        let first = self.heads[list].next;
         {
             let s = &mut self.slots[slot as usize];
             s.prev = sentinel;
             s.next = first;
+            s.list = list as u8;
         }
         *self.link(first).0 = slot;
-        self.heads[class as usize].next = slot;
+        self.heads[list].next = slot;
+        self.space_len[list / CLASSES] += 1;
     }
 
     /// Removes `key` if present; tests only.
@@ -756,10 +961,12 @@ impl FlowTable {
             self.capacity.max(self.slots.capacity())
         );
         let mut listed = 0;
-        for class in 0..CLASSES {
-            let sentinel = SENTINEL + class as u32;
+        let mut in_space = [0; SPACES];
+        let mut live = vec![0u32; self.live.len()];
+        for list in 0..LISTS {
+            let sentinel = SENTINEL + list as u32;
             let mut prev = sentinel;
-            let mut at = self.heads[class].next;
+            let mut at = self.heads[list].next;
             while at != sentinel {
                 let s = &self.slots[at as usize];
                 assert_eq!(s.prev, prev, "broken back link");
@@ -767,15 +974,28 @@ impl FlowTable {
                 let (_, found) = self.find(&s.key, hash).expect("listed but not indexed");
                 assert_eq!(found, at);
                 if self.pending != at {
-                    assert_eq!(Class::of(&s.key, &s.entry) as usize, class, "wrong list");
+                    assert_eq!(self.list_of(&s.key, &s.entry), list, "wrong list");
                 }
+                assert_eq!(s.list as usize, list);
+                if let Some(n) = live.get_mut(s.tally as usize) {
+                    *n += 1;
+                }
+                in_space[list / CLASSES] += 1;
                 listed += 1;
                 prev = at;
                 at = s.next;
             }
-            assert_eq!(self.heads[class].prev, prev, "broken tail");
+            assert_eq!(self.heads[list].prev, prev, "broken tail");
         }
         assert_eq!(listed, self.len);
+        assert_eq!(in_space, self.space_len);
+        for space in 0..SPACES {
+            assert!(
+                self.space_len[space] <= self.space_cap[space],
+                "space {space} over"
+            );
+        }
+        assert_eq!(live, self.live, "tallies");
         let indexed = self.cells.iter().filter(|&&c| c != EMPTY).count();
         assert_eq!(indexed, self.len);
         let mut free = 0;
@@ -830,6 +1050,7 @@ mod tests {
             last_seen_ns: now,
             packets,
             bytes: 0,
+            syn_only: false,
             closing: false,
             cached: Cached::No,
             cached_at: 0,
@@ -1210,6 +1431,99 @@ mod tests {
         table.check();
     }
 
+    fn syn(now: u64) -> FlowEntry {
+        FlowEntry {
+            syn_only: true,
+            ..entry(now, 1)
+        }
+    }
+
+    #[test]
+    fn a_flood_of_embryonic_flows_never_evicts_a_settled_one() {
+        let mut table = FlowTable::split_with_seed(4, 8, FlowTimeouts::default(), 7);
+        for n in 0..4 {
+            table.insert(key(n, TCP), entry(n as u64, 5));
+        }
+        for n in 100..10_000u32 {
+            table.insert(key(n, if n % 3 == 0 { UDP } else { TCP }), syn(n as u64));
+            // SYN retransmits and SYN+RST pairs stay embryonic too.
+            if n % 5 == 0 {
+                let e = table.get_mut(&key(n, TCP), n as u64);
+                if let Some(e) = e {
+                    e.packets += 1;
+                    e.closing = n % 10 == 0;
+                }
+            }
+        }
+        table.check();
+        for n in 0..4 {
+            assert!(
+                table.peek(&key(n, TCP), 10_000).is_some(),
+                "settled flow {n} evicted"
+            );
+        }
+        assert_eq!(table.embryonic_len(), 8);
+        assert_eq!(table.len(), 12);
+    }
+
+    #[test]
+    fn a_completed_handshake_promotes_the_flow_into_the_settled_space() {
+        let mut table = FlowTable::split_with_seed(2, 2, FlowTimeouts::default(), 7);
+        table.insert(key(0, TCP), entry(0, 5));
+        table.insert(key(1, TCP), entry(1, 5));
+        table.insert(key(2, TCP), syn(2));
+        assert_eq!(table.embryonic_len(), 1);
+        // The client's ACK: promoted; the settled space makes room by LRU
+        // among settled flows only.
+        let e = table.get_mut(&key(2, TCP), 3).unwrap();
+        e.packets += 1;
+        e.last_seen_ns = 3;
+        e.syn_only = false;
+        // Refiled at the next call that takes the table mutably.
+        table.expire(3);
+        table.check();
+        assert_eq!(table.embryonic_len(), 0);
+        assert!(
+            table.peek(&key(0, TCP), 3).is_none(),
+            "oldest settled flow makes room"
+        );
+        assert!(table.peek(&key(2, TCP), 3).is_some());
+        assert_eq!(table.evictions(), 1);
+        table.check();
+    }
+
+    #[test]
+    fn live_flow_tallies_follow_inserts_closes_and_removals() {
+        let mut table = FlowTable::new(8, timeouts());
+        table.relabel(2, |_, e| Some(e.listener as usize));
+        let on = |listener, now| FlowEntry {
+            listener,
+            ..entry(now, 2)
+        };
+        table.insert(key(1, TCP), on(0, 1));
+        table.insert(key(2, TCP), on(0, 1));
+        table.insert(key(3, UDP), on(1, 1));
+        table.insert(
+            key(4, TCP),
+            FlowEntry {
+                direction: Direction::ToClient,
+                ..on(1, 1)
+            },
+        );
+        assert_eq!((table.live_flows(0), table.live_flows(1)), (2, 1));
+        table.get_mut(&key(1, TCP), 2).unwrap().closing = true;
+        table.check();
+        assert_eq!(table.live_flows(0), 1, "a closed flow no longer counts");
+        table.expire(400);
+        assert_eq!(table.live_flows(1), 0, "an expired flow no longer counts");
+        // Renumbered by a config change: listener 0 is now 1.
+        table.relabel(2, |_, e| Some(1 - e.listener as usize));
+        assert_eq!((table.live_flows(0), table.live_flows(1)), (0, 1));
+        table.remove_for_test(&key(2, TCP));
+        assert_eq!(table.live_flows(1), 0);
+        table.check();
+    }
+
     /// Reference: a map plus a recency order (front = least recent).
     struct Model {
         map: HashMap<FlowKey, FlowEntry>,
@@ -1224,7 +1538,7 @@ mod tests {
             let d = match Class::of(k, e) {
                 Class::Closing => t.tcp_closing,
                 Class::Syn => t.tcp_syn,
-                Class::Udp => t.udp,
+                Class::Udp | Class::UdpOpening => t.udp,
                 Class::Established => t.tcp,
             };
             d.as_nanos() as u64
@@ -1321,6 +1635,57 @@ mod tests {
             b.listener,
             b.direction,
         )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Whatever mix of flows arrives, each space keeps to its bound and
+        /// a new embryonic flow never removes a settled one.
+        #[test]
+        fn an_embryonic_insert_never_removes_a_settled_flow(
+            settled in 1..6usize,
+            embryonic in 1..6usize,
+            seed in any::<u32>(),
+            ops in prop::collection::vec((0..24u32, 0..4u8), 1..300),
+        ) {
+            let mut table = FlowTable::split_with_seed(settled, embryonic, FlowTimeouts::default(), seed);
+            for (now, (n, kind)) in ops.into_iter().enumerate() {
+                let now = now as u64 + 1;
+                let k = key(n, if n % 4 == 0 { UDP } else { TCP });
+                match kind {
+                    // A hit, promoting the flow when it was embryonic.
+                    0 => {
+                        if let Some(e) = table.get_mut(&k, now) {
+                            e.packets += 1;
+                            e.last_seen_ns = now;
+                            e.syn_only = false;
+                        }
+                    }
+                    1 => {
+                        table.insert(k, entry(now, 3));
+                    }
+                    _ => {
+                        let before: Vec<FlowKey> = table
+                            .iter()
+                            .filter(|(k, e)| !is_embryonic(k, e))
+                            .map(|(k, _)| *k)
+                            .collect();
+                        let replaced = table.peek(&k, now).is_some_and(|e| !is_embryonic(&k, e));
+                        table.insert(k, syn(now));
+                        for settled_key in before {
+                            prop_assert!(
+                                (replaced && settled_key == k) || table.peek(&settled_key, now).is_some(),
+                                "{:?} evicted by an embryonic insert", settled_key
+                            );
+                        }
+                    }
+                }
+                table.expire(now);
+                table.check();
+                prop_assert!(table.embryonic_len() <= embryonic);
+                prop_assert!(table.len() - table.embryonic_len() <= settled);
+            }
+        }
     }
 
     proptest! {

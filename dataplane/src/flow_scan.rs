@@ -544,6 +544,7 @@ mod tests {
             last_seen_ns: created,
             packets: bytes / 100,
             bytes,
+            syn_only: false,
             closing: false,
             cached: Default::default(),
             cached_at: 0,

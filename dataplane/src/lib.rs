@@ -24,5 +24,6 @@ pub mod io;
 pub mod latency;
 pub mod neighbor;
 pub mod packet;
+pub mod policy;
 pub mod replies;
 pub mod worker;

@@ -241,9 +241,11 @@ impl ReplyTable {
 
     /// Remembers that the reply `key` answers for `vip` until `now_secs +
     /// ttl_secs`: the entry already there for `key`, else an empty or
-    /// expired slot, else the one that expires first gives way. False when
-    /// other writers held every candidate (the reply then finds no entry on
-    /// another worker until the flow's next refresh).
+    /// expired slot, else the one that expires first gives way, if it
+    /// expires no later than the new one. False when none could (a full
+    /// bucket of longer-lived entries) or other writers held every
+    /// candidate (the reply then finds no entry on another worker until the
+    /// flow's next refresh).
     pub fn put(&self, key: &FlowKey, vip: (IpAddr, u16), now_secs: u32, ttl_secs: u32) -> bool {
         let mut words = key_words(key);
         let vip_words = address_words(vip.0);
@@ -260,9 +262,13 @@ impl ReplyTable {
             seen.iter()
                 .position(|s| s.is_some_and(|s| s.expires_secs == 0 || s.expires_secs < now_secs))
         };
+        // A full bucket gives up the entry that expires first, and never
+        // one that outlives the new entry: a flood of short-lived entries
+        // (TCP flows before their handshake completes) displaces only its
+        // own kind, never an established flow's.
         let oldest = || {
             (0..WAYS)
-                .filter(|&i| seen[i].is_some())
+                .filter(|&i| seen[i].is_some_and(|s| s.expires_secs <= expires))
                 .min_by_key(|&i| seen[i].map_or(u32::MAX, |s| s.expires_secs))
         };
         let Some(index) = same.or_else(free).or_else(oldest) else {
@@ -418,6 +424,18 @@ mod tests {
         assert_eq!(table.get(&reply(40000), 0), None, "expired first, evicted");
         assert_eq!(table.get(&reply(50000), 0), Some(VIP));
         assert_eq!(table.get(&reply(40001), 0), Some(VIP));
+    }
+
+    #[test]
+    fn a_full_bucket_keeps_entries_that_outlive_a_new_one() {
+        let table = table(WAYS);
+        for port in 40000..40000 + WAYS as u16 {
+            table.put(&reply(port), VIP, 0, 300);
+        }
+        assert!(!table.put(&reply(50000), VIP, 0, 30), "no room for it");
+        assert_eq!(table.get(&reply(50000), 0), None);
+        assert!((40000..40000 + WAYS as u16).all(|p| table.get(&reply(p), 0) == Some(VIP)));
+        assert!(table.put(&reply(50000), VIP, 0, 300), "one as long-lived");
     }
 
     #[test]

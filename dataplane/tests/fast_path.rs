@@ -53,6 +53,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
         last_seen_ns: 0,
         packets: 2,
         bytes: 0,
+        syn_only: false,
         closing: false,
         cached: Cached::Current,
         cached_at: 0,

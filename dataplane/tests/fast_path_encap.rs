@@ -79,6 +79,7 @@ fn entry(
         packets: 2,
         bytes: 0,
         closing: false,
+        syn_only: false,
         cached: Cached::Current,
         cached_at: 0,
     }

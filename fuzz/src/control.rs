@@ -62,5 +62,6 @@ fn state() -> ControlState {
         resolve_options: options,
         fast_path: None,
         steer_counters: None,
+        source_denied: None,
     }
 }

@@ -252,8 +252,10 @@ pub struct ListenerStats {
     #[serde(default)]
     pub fast_path_bytes: u64,
     /// Drops that belong to this listener (`backend_unavailable`,
-    /// `backend_removed`), by reason; zero counts omitted. They are also
-    /// in the workers' drops.
+    /// `backend_removed`, `source_denied`, `new_flow_rate_limited`,
+    /// `max_flows_reached`), by reason; zero counts omitted. They are also
+    /// in the workers' drops, except the part of `source_denied` the XDP
+    /// program dropped (in `xdp_steering` as `drop_source_denied`).
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
 }

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod encap;
 pub mod link;
 pub mod netns;
+pub mod policy;
 pub mod poll;
 pub mod process;
 pub mod servers;

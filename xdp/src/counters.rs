@@ -59,11 +59,14 @@ pub enum SteerCounter {
     /// ICMP error quoting a packet to a backend endpoint, to none of the
     /// node's addresses: steered.
     SteerIcmpReply = 17,
+    /// To a VIP listener from a source its source ranges do not admit:
+    /// dropped (also counted per listener).
+    DropSourceDenied = 18,
 }
 
 impl SteerCounter {
     /// Every counter, in index order.
-    pub const ALL: [SteerCounter; 18] = [
+    pub const ALL: [SteerCounter; 19] = [
         SteerCounter::SteerVip,
         SteerCounter::SteerReply,
         SteerCounter::PassNotService,
@@ -82,6 +85,7 @@ impl SteerCounter {
         SteerCounter::SteerFragment,
         SteerCounter::SteerVipAddr,
         SteerCounter::SteerIcmpReply,
+        SteerCounter::DropSourceDenied,
     ];
 
     /// Index in the `counters` map.
@@ -110,6 +114,7 @@ impl SteerCounter {
             SteerCounter::SteerFragment => "steer_fragment",
             SteerCounter::SteerVipAddr => "steer_vip_addr",
             SteerCounter::SteerIcmpReply => "steer_icmp_reply",
+            SteerCounter::DropSourceDenied => "drop_source_denied",
         }
     }
 }
@@ -159,6 +164,8 @@ pub struct SteerCounters {
     pub steer_vip_addr: u64,
     /// See [`SteerCounter::SteerIcmpReply`].
     pub steer_icmp_reply: u64,
+    /// See [`SteerCounter::DropSourceDenied`].
+    pub drop_source_denied: u64,
 }
 
 impl SteerCounters {
@@ -192,6 +199,7 @@ impl SteerCounters {
             SteerCounter::SteerFragment => &mut self.steer_fragment,
             SteerCounter::SteerVipAddr => &mut self.steer_vip_addr,
             SteerCounter::SteerIcmpReply => &mut self.steer_icmp_reply,
+            SteerCounter::DropSourceDenied => &mut self.drop_source_denied,
         }
     }
 
@@ -215,6 +223,7 @@ impl SteerCounters {
             SteerCounter::SteerFragment => &self.steer_fragment,
             SteerCounter::SteerVipAddr => &self.steer_vip_addr,
             SteerCounter::SteerIcmpReply => &self.steer_icmp_reply,
+            SteerCounter::DropSourceDenied => &self.drop_source_denied,
         }
     }
 }

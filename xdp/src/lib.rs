@@ -2,8 +2,9 @@
 //! programs in `src/bpf/` (built by `build.rs` with clang and embedded in the
 //! library) and everything userspace does to them: loading, attaching to
 //! interfaces, filling the maps from the resolved configuration, registering
-//! AF_XDP sockets, and reading counters. It holds no policy and must never
-//! decide a flow: the steering program only routes frames for VIPs (and
+//! AF_XDP sockets, and reading counters. It must never decide a flow (the
+//! one policy it applies is source ranges, as entries the daemon compiled
+//! from the configuration, `policy`): the steering program only routes frames for VIPs (and
 //! replies from backend endpoints, their fragments and the ICMP errors
 //! about them), IPv4 and IPv6, to the workers' sockets and passes
 //! everything else to the kernel untouched, and its flow cache is a memo of
@@ -21,6 +22,7 @@ pub mod decap;
 mod error;
 mod fast_path;
 mod maps;
+mod policy;
 mod service;
 mod steering;
 pub mod tools;
@@ -32,5 +34,6 @@ pub use fast_path::{
     ActionSpec, ActionSpec6, EncapSpec, FastCounters, FastPathMaps, FlowAction, FlowAction6,
     FlowCacheKey, FlowCacheKey6, TUNNEL_GUE, TUNNEL_IPIP, TUNNEL_NONE,
 };
+pub use policy::{compile as compile_source_ranges, ListenerRanges, Prefix, MAX_SOURCE_RANGES};
 pub use service::{ServiceKey, ServiceKey6, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
 pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, XdpAction};

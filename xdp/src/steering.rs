@@ -25,6 +25,10 @@ use crate::{
         FAST_EPOCHS, FAST_STATE, FAST_STATS, FLOW_CACHE, FLOW_CACHE6,
     },
     maps::{addr6_key, addr_key, service_entries, sync_map},
+    policy::{
+        ListenerRanges, PolicyMaps, POLICY_STATE, SOURCE_DENIED, SOURCE_DENIED6, SOURCE_RANGES,
+        SOURCE_RANGES6,
+    },
     service::{ServiceKey, ServiceKey6, ServiceMatch},
 };
 
@@ -151,6 +155,7 @@ pub struct Steering {
     counters: PerCpuArray<MapData, u64>,
     tx_ports: DevMap<MapData>,
     fast_path: FastPathMaps,
+    policy: PolicyMaps,
     /// Indexed by slot.
     attachments: [Option<Attachment>; MAX_IFACES as usize],
 }
@@ -206,6 +211,13 @@ impl Steering {
             if_slots: take_map(&mut ebpf, IF_SLOTS)?,
             xsks: take_map(&mut ebpf, XSKS_MAP)?,
             counters: take_map(&mut ebpf, COUNTERS)?,
+            policy: PolicyMaps {
+                ranges: take_map(&mut ebpf, SOURCE_RANGES)?,
+                ranges6: take_map(&mut ebpf, SOURCE_RANGES6)?,
+                denied: take_map(&mut ebpf, SOURCE_DENIED)?,
+                denied6: take_map(&mut ebpf, SOURCE_DENIED6)?,
+                state: take_map(&mut ebpf, POLICY_STATE)?,
+            },
             ebpf,
             attachments: Default::default(),
         })
@@ -419,6 +431,19 @@ impl Steering {
             attachment.sockets &= !(1 << queue);
         }
         Ok(())
+    }
+
+    /// Makes the source-range maps hold exactly `listeners`' ranges (a
+    /// listener without any has no entry and is not looked at), each
+    /// listener with ranges keeping its drop counter across updates.
+    pub fn set_source_ranges(&mut self, listeners: &[ListenerRanges]) -> Result<(), XdpError> {
+        self.policy.set(listeners)
+    }
+
+    /// Frames dropped for their source, per listener (VIP, port,
+    /// protocol), over all CPUs.
+    pub fn source_denied(&self) -> Result<Vec<(IpAddr, u16, u8, u64)>, XdpError> {
+        self.policy.denied()
     }
 
     /// Counter totals over all CPUs.

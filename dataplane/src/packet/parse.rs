@@ -98,6 +98,17 @@ pub struct FlowKey {
 }
 
 impl FlowKey {
+    /// The 5-tuple of the other direction of this flow.
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            protocol: self.protocol,
+        }
+    }
+
     pub const fn is_ipv6(&self) -> bool {
         self.src.is_ipv6()
     }

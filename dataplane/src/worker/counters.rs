@@ -25,6 +25,16 @@ pub struct Counters {
     /// Listener counters only: TCP segments answered with a reset because
     /// a config change removed their flow's backend.
     pub backend_removed: u64,
+    /// Listener counters only: packets of clients outside the listener's
+    /// source ranges that reached this worker (the steering program drops
+    /// the rest, counted in its own per-listener map).
+    pub source_denied: u64,
+    /// Listener counters only: new flows refused over this worker's share
+    /// of `newFlowsPerSecond`.
+    pub rate_limited: u64,
+    /// Listener counters only: new flows refused at this worker's share of
+    /// `maxFlows`.
+    pub max_flows_reached: u64,
 }
 
 impl Counters {
@@ -154,6 +164,7 @@ impl Worker {
         stats.listeners = listeners;
         stats.backends = backends;
         self.counted = Some(snapshot.clone());
+        self.fit_admission(snapshot);
     }
 }
 

@@ -14,7 +14,7 @@ use switchyard_config::snapshot::{Endpoint, Listener, ListenerRef, Protocol, Slo
 use super::encap::{inner_mtu, tunnel_endpoints, tunnel_of};
 use super::path::{
     answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, PathState,
-    PROVISIONAL_L2, TCP_CLOSING,
+    PROVISIONAL_L2, TCP, TCP_CLOSING, TCP_CONTROL,
 };
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
@@ -111,6 +111,11 @@ impl Worker {
         let frame_macs = ethernet_addresses(frame);
         let frame_tag = packet::tag_of(frame, parsed.l3_offset);
         let bytes = frame.len() as u64;
+        if self.admission.any() {
+            if let Err(reason) = self.admit(snapshot, &parsed.key, now) {
+                return self.path.refuse(snapshot, frame, parsed, ingress, reason);
+            }
+        }
         let entry = match self.path.decide(snapshot, l2, now, parsed, bytes) {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
@@ -248,6 +253,7 @@ impl PathState {
             last_seen_ns: now,
             packets: 1,
             bytes,
+            syn_only: key.protocol == TCP && parsed.tcp_flags & TCP_CONTROL != 0,
             closing: parsed.tcp_flags & TCP_CLOSING != 0,
             cached: Cached::No,
             cached_at: 0,

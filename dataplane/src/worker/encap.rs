@@ -10,7 +10,6 @@ use std::net::IpAddr;
 
 use switchyard_config::snapshot::{Forwarding, Protocol, Snapshot};
 
-use super::icmp::reversed;
 use super::path::{mtu16, service_key, Egress, PathState};
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -157,7 +156,7 @@ impl Worker {
         l3: &L3,
         quote: &Quote,
     ) -> Verdict {
-        let client_flow = reversed(&quote.key);
+        let client_flow = quote.key.reversed();
         let tracked = self
             .flows
             .peek(&client_flow, now)

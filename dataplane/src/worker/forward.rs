@@ -12,10 +12,11 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
+use super::admit::denied_after_reload;
 use super::encap::inner_mtu;
 use super::path::{
     answering_address, destination_key, exceeds, mtu16, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP,
-    TCP_CLOSING,
+    TCP_CLOSING, TCP_CONTROL,
 };
 use super::Worker;
 use crate::drop_reason::DropReason;
@@ -53,8 +54,16 @@ impl Worker {
         if reopens(parsed, entry) {
             return Followed::Undecided;
         }
-        if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
-            return orphaned(snapshot, parsed, entry, now);
+        if entry.generation != snapshot.generation() {
+            if !carry_over(snapshot, &parsed.key, entry) {
+                return orphaned(snapshot, parsed, entry, now);
+            }
+            if denied_after_reload(&self.admission, snapshot, &parsed.key, entry) {
+                let verdict =
+                    self.path
+                        .refuse(snapshot, frame, parsed, ingress, DropReason::SourceDenied);
+                return Followed::Forwarded(verdict);
+            }
         }
         Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
     }
@@ -83,14 +92,19 @@ impl PathState {
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).
+        let settles = entry.syn_only && parsed.tcp_flags & TCP_CONTROL == 0;
+        let new_second = now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC;
+        let bytes = frame.len() as u64;
+        touch(entry, now, bytes, parsed.tcp_flags);
+        // An opening flow's reply entry is short-lived; the handshake's
+        // end gives it the established flow's lifetime at once.
+        // A tunnelled flow's answers go straight to the client.
         if entry.direction == Direction::ToBackend
             && !entry.tunnel.is_some()
-            && now / NS_PER_SEC != entry.last_seen_ns / NS_PER_SEC
+            && (settles || new_second)
         {
             self.keep_reply(&parsed.key, entry, now);
         }
-        let bytes = frame.len() as u64;
-        touch(entry, now, bytes, parsed.tcp_flags);
         let arrived_tag = packet::tag_of(frame, parsed.l3_offset);
         match self.rewrite_frame(frame, parsed, entry) {
             L4Checksum::Incremental => {
@@ -180,6 +194,9 @@ fn touch(entry: &mut FlowEntry, now: u64, bytes: u64, tcp_flags: u8) {
     entry.packets += 1;
     entry.bytes += bytes;
     entry.closing |= tcp_flags & TCP_CLOSING != 0;
+    // The first segment without SYN, FIN or RST completes the opening;
+    // UDP flags read 0, so this clears it at once, as nothing reads it.
+    entry.syn_only &= tcp_flags & TCP_CONTROL != 0;
 }
 
 /// A SYN on a flow that has seen a FIN or RST: a new connection reusing
@@ -267,10 +284,15 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
 /// settled (its second packet in this direction), it is not closing, its
 /// MACs come from the kernel's table rather than from a frame, and this is
 /// no TCP SYN, FIN or RST (the program sends those to the workers anyway).
+///
+/// Only settled flows qualify (`flow::is_embryonic` never holds of one
+/// that passes: two packets, no SYN on this one), so a flood of new flows
+/// never reaches the cache, let alone evicts an established flow from it.
 #[inline]
 fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
     entry.packets >= 2
         && !entry.closing
+        && !entry.syn_only
         && entry.l2_version != PROVISIONAL_L2
         // The program replays only packets it parses to the fixed header:
         // a flow sending IPv6 extension headers stays with the workers.

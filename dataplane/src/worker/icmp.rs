@@ -149,7 +149,7 @@ impl Worker {
         now: u64,
         quote: &Quote,
     ) -> Result<(Toward, Translation), DropReason> {
-        let client_flow = reversed(&quote.key);
+        let client_flow = quote.key.reversed();
         let tracked = self
             .flows
             .peek(&client_flow, now)
@@ -222,7 +222,7 @@ impl PathState {
         quote: &Quote,
         now: u64,
     ) -> Result<(Toward, Translation), DropReason> {
-        let reply = reversed(&quote.key);
+        let reply = quote.key.reversed();
         let vip = self
             .replies
             .get(&reply, secs(now))
@@ -238,17 +238,6 @@ impl PathState {
                 quoted_endpoint: vip,
             },
         ))
-    }
-}
-
-/// The 5-tuple of the other direction of `key`'s flow.
-pub(super) fn reversed(key: &FlowKey) -> FlowKey {
-    FlowKey {
-        src: key.dst,
-        dst: key.src,
-        src_port: key.dst_port,
-        dst_port: key.src_port,
-        protocol: key.protocol,
     }
 }
 

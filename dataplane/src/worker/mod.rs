@@ -14,6 +14,7 @@
 //! aside, go to `icmp.rs`. Counters and their carry-over across reloads
 //! live in `counters.rs`, control requests in `control.rs`.
 
+mod admit;
 mod control;
 mod counters;
 mod decide;
@@ -41,6 +42,7 @@ use crate::io::{PacketIo, Verdict};
 use crate::latency::{LatencyRecorder, LatencySnapshot};
 use crate::neighbor::{L2Table, Neighbors};
 use crate::packet::{self, FlowKey, ParseError, Parsed};
+use crate::policy::Admission;
 use crate::replies::ReplyTable;
 
 pub use self::counters::{Counters, WorkerStats};
@@ -86,7 +88,19 @@ pub struct WorkerSettings {
     pub timeouts: FlowTimeouts,
     /// Mixed into the 5-tuple hash; nodes behind one ECMP group must agree.
     pub hash_seed: u32,
+    /// Flows that have not completed their opening (a TCP handshake, a
+    /// UDP flow's first packet) a worker tracks beside `flow_capacity`
+    /// established ones, in a space of their own so a flood of new flows
+    /// never evicts an established one; `None`: one shared space.
+    pub embryonic_capacity: Option<usize>,
+    /// Workers sharing each listener's limits (each takes its share by its
+    /// queue number).
+    pub workers: u32,
 }
+
+/// Embryonic flows a worker tracks by default: a quarter of its default
+/// flow capacity, which a SYN flood churns while established flows stay.
+pub const DEFAULT_EMBRYONIC_CAPACITY: usize = 16384;
 
 impl Default for WorkerSettings {
     fn default() -> Self {
@@ -94,6 +108,8 @@ impl Default for WorkerSettings {
             flow_capacity: 65536,
             timeouts: FlowTimeouts::default(),
             hash_seed: 0,
+            embryonic_capacity: Some(DEFAULT_EMBRYONIC_CAPACITY),
+            workers: 1,
         }
     }
 }
@@ -117,6 +133,10 @@ pub struct Worker {
     latency: LatencyRecorder,
     /// Control requests that read the flow table, oldest first.
     jobs: VecDeque<Job>,
+    /// This worker's shares of the listeners' limits.
+    admission: Admission,
+    /// Workers sharing the limits.
+    workers: u32,
 }
 
 impl Worker {
@@ -137,7 +157,12 @@ impl Worker {
             control,
             stop,
             epoch,
-            flows: FlowTable::new(settings.flow_capacity, settings.timeouts),
+            flows: match settings.embryonic_capacity {
+                Some(embryonic) => {
+                    FlowTable::with_embryonic(settings.flow_capacity, embryonic, settings.timeouts)
+                }
+                None => FlowTable::new(settings.flow_capacity, settings.timeouts),
+            },
             fragments: FragmentTable::new(DEFAULT_FRAGMENT_CAPACITY),
             path: PathState::new(
                 queue,
@@ -153,6 +178,8 @@ impl Worker {
             counted: None,
             latency: LatencyRecorder::new(),
             jobs: VecDeque::new(),
+            admission: Admission::default(),
+            workers: settings.workers.max(1),
         }
     }
 

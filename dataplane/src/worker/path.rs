@@ -25,6 +25,9 @@ use crate::replies::ReplyTable;
 pub(super) const TCP: u8 = 6;
 /// TCP flags that end a flow, as `Parsed::tcp_flags` holds them.
 pub(super) const TCP_CLOSING: u8 = tcp::FLAG_FIN | tcp::FLAG_RST;
+/// TCP flags of a segment that opens or ends a connection: a flow that
+/// has seen only such segments has not completed its handshake.
+pub(super) const TCP_CONTROL: u8 = tcp::FLAG_SYN | TCP_CLOSING;
 
 /// `l2_version` of a flow whose MACs came from a packet rather than from
 /// the kernel's table; no published table has this version.
@@ -89,6 +92,11 @@ pub(super) fn mtu16(mtu: u32) -> u16 {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct ReplyTtl {
     tcp: u32,
+    /// A TCP flow that has not completed its handshake: short, so a SYN
+    /// flood's entries expire first and never displace an established
+    /// flow's (`ReplyTable::put` gives up only entries that expire no later
+    /// than the new one).
+    tcp_opening: u32,
     udp: u32,
 }
 
@@ -97,15 +105,17 @@ impl ReplyTtl {
         let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
         Self {
             tcp: secs(timeouts.tcp.max(timeouts.tcp_syn)).saturating_add(EXPIRY_SLACK_SECS),
+            tcp_opening: secs(timeouts.tcp_syn).saturating_add(EXPIRY_SLACK_SECS),
             udp: secs(timeouts.udp).saturating_add(EXPIRY_SLACK_SECS),
         }
     }
 
-    fn of_protocol(self, protocol: u8) -> u32 {
-        if protocol == TCP {
-            self.tcp
-        } else {
-            self.udp
+    /// For the reply of client flow `key`, decided as `forward`.
+    fn of_flow(self, key: &FlowKey, forward: &FlowEntry) -> u32 {
+        match (key.protocol == TCP, forward.syn_only) {
+            (true, true) => self.tcp_opening,
+            (true, false) => self.tcp,
+            (false, _) => self.udp,
         }
     }
 }
@@ -203,6 +213,9 @@ impl PathState {
         match reason {
             DropReason::BackendUnavailable => counters.backend_unavailable += 1,
             DropReason::BackendRemoved => counters.backend_removed += 1,
+            DropReason::SourceDenied => counters.source_denied += 1,
+            DropReason::NewFlowRateLimited => counters.rate_limited += 1,
+            DropReason::MaxFlowsReached => counters.max_flows_reached += 1,
             _ => {}
         }
     }
@@ -241,7 +254,7 @@ impl PathState {
     /// Puts the reply of the client flow `key` (decided as `forward`) in
     /// the shared table, so whichever worker it reaches reverses it.
     pub(super) fn remember_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
-        let ttl = self.reply_ttl.of_protocol(key.protocol);
+        let ttl = self.reply_ttl.of_flow(key, forward);
         self.replies.put(
             &reply_key(key, forward),
             (key.dst, key.dst_port),
@@ -367,9 +380,19 @@ impl PathState {
                 self.drop_for_listener(snapshot, &parsed.key, reason);
                 reset(frame, parsed, ingress)
             }
-            DropReason::BackendUnavailable => {
+            DropReason::BackendUnavailable | DropReason::SourceDenied => {
                 self.drop_for_listener(snapshot, &parsed.key, reason);
                 Verdict::Drop
+            }
+            // A limit refuses a TCP flow with a reset, so the client backs
+            // off at once instead of retransmitting its SYN into silence.
+            DropReason::NewFlowRateLimited | DropReason::MaxFlowsReached => {
+                self.drop_for_listener(snapshot, &parsed.key, reason);
+                if parsed.key.protocol == TCP {
+                    reset(frame, parsed, ingress)
+                } else {
+                    Verdict::Drop
+                }
             }
             reason => self.drop_packet(reason),
         }
@@ -385,7 +408,7 @@ fn keep_reply_in(
     forward: &FlowEntry,
     now: u64,
 ) {
-    let ttl = ttl.of_protocol(key.protocol);
+    let ttl = ttl.of_flow(key, forward);
     let reply = reply_key(key, forward);
     if !replies.refresh(&reply, secs(now), ttl) {
         replies.put(&reply, (key.dst, key.dst_port), secs(now), ttl);

@@ -7,7 +7,8 @@
 //! and new flows (hash, slot lookup, next hop, insert), for IPv4 and for
 //! IPv6 side by side, in `nat` and beside it in each encapsulating mode
 //! (`ipip`, `gue`: the outer header built and put in place of the L2
-//! header, as the I/O does).
+//! header, as the I/O does), and new flows to a listener with a traffic
+//! policy (source ranges, a rate and a flow limit that never refuse).
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,7 +21,7 @@ use crossbeam::channel;
 use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
     Backend, BackendGroup, Endpoint, Forwarding, Gue, Listener, ListenerName, ListenerParts,
-    Protocol, Slot, Snapshot,
+    ListenerPolicy, Protocol, Slot, Snapshot, SourceRanges,
 };
 use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
@@ -108,11 +109,41 @@ fn frames(flows: u32, v6: bool) -> Vec<Vec<u8>> {
 /// One UDP listener per family forwarding in `mode`, the same 16 backends
 /// of its family each.
 fn snapshot(mode: &Forwarding) -> Snapshot {
-    Snapshot::new(1, vec![listener(false, mode), listener(true, mode)])
-        .expect("one listener per VIP")
+    snapshot_with(mode, ListenerPolicy::default())
 }
 
-fn listener(v6: bool, mode: &Forwarding) -> Listener {
+fn snapshot_with(mode: &Forwarding, policy: ListenerPolicy) -> Snapshot {
+    Snapshot::new(
+        1,
+        vec![
+            listener(false, mode, policy.clone()),
+            listener(true, mode, policy),
+        ],
+    )
+    .expect("one listener per VIP")
+}
+
+/// What a policy costs a new flow when it admits it: a few ranges to
+/// search (the client's near the end), a token to take, the live tally to
+/// read. Its limits are far beyond what the bench sends.
+fn admitting_policy() -> ListenerPolicy {
+    let nets = |list: &[&str]| list.iter().map(|n| n.parse().expect("a CIDR")).collect();
+    ListenerPolicy {
+        source_ranges: SourceRanges {
+            allow: Some(nets(&[
+                "10.0.0.0/8",
+                "192.0.2.0/24",
+                "2001:db8:1::/48",
+                "198.19.0.0/16",
+            ])),
+            deny: nets(&["198.19.255.0/24", "192.0.2.66/32", "2001:db8:1:ff::/64"]),
+        },
+        new_flows_per_second: std::num::NonZeroU32::new(u32::MAX),
+        max_flows: std::num::NonZeroU32::new(u32::MAX),
+    }
+}
+
+fn listener(v6: bool, mode: &Forwarding, policy: ListenerPolicy) -> Listener {
     // Encapsulation keeps the VIP's port: the backends listen on it.
     let port = if mode.translates_ports() { 5353 } else { 53 };
     let endpoints: Vec<Endpoint> = (1..=BACKENDS)
@@ -155,7 +186,7 @@ fn listener(v6: bool, mode: &Forwarding) -> Listener {
             .collect(),
         affinity: None,
         forwarding: mode.clone(),
-        policy: Default::default(),
+        policy,
     })
     .expect("a valid listener")
 }
@@ -191,17 +222,25 @@ fn l2_table() -> L2Table {
 }
 
 fn worker(flow_capacity: usize, mode: &Forwarding) -> Worker {
+    worker_with(flow_capacity, snapshot(mode))
+}
+
+fn worker_with(flow_capacity: usize, snapshot: Snapshot) -> Worker {
     let (_requests, control) = channel::bounded(1);
     Worker::new(
         0,
         vec![1],
-        Arc::new(ArcSwap::from_pointee(snapshot(mode))),
+        Arc::new(ArcSwap::from_pointee(snapshot)),
         Neighbors::fixed(l2_table()),
         control,
         Arc::new(AtomicBool::new(false)),
         Instant::now(),
         WorkerSettings {
             flow_capacity,
+            // New flows are embryonic (one packet each): a space as large
+            // as the table keeps the miss rows' working set what it was
+            // before the spaces were split, so their history compares.
+            embryonic_capacity: Some(flow_capacity),
             ..WorkerSettings::default()
         },
     )
@@ -243,6 +282,18 @@ fn worker_costs(packets: usize, v6: bool, mode: &Forwarding) -> (f64, f64) {
     (established, new_flows)
 }
 
+/// Per-packet cost of new IPv4 flows to a listener whose policy admits
+/// them all.
+fn policy_new_flow_cost(packets: usize) -> f64 {
+    let mut w = worker_with(1024, snapshot_with(&Forwarding::Nat, admitting_policy()));
+    let mut io = ReplayIo {
+        frames: frames(200_000, false),
+        scratch: Vec::with_capacity(128),
+        next: 0,
+    };
+    time_per_packet(packets / 4, || w.run_once(&mut io))
+}
+
 fn main() {
     let packets = 4_000_000;
     let established_frames = frames(64, false);
@@ -282,10 +333,11 @@ fn main() {
             (*name, [e4, n4, e6, n6])
         })
         .collect();
+    let policy_new_flows = policy_new_flow_cost(packets);
 
     println!("yard-bench: worker on in-memory frames, 64-byte-payload UDP (IPv6: 84), one core");
     println!(
-        "{:<40} {:>10} {:>12} {:>10}",
+        "{:<46} {:>10} {:>12} {:>10}",
         "path", "ns/pkt", "Mpps", "x parse"
     );
     for (name, ns) in [
@@ -293,11 +345,15 @@ fn main() {
         ("baseline: parse only", parse),
         ("established flows (64, table hit)", established),
         ("new flows (table miss + decide)", new_flows),
+        (
+            "new flows, policy admitting (+ranges,limits)",
+            policy_new_flows,
+        ),
         ("IPv6 established flows (64, table hit)", established6),
         ("IPv6 new flows (table miss + decide)", new_flows6),
     ] {
         println!(
-            "{:<40} {:>10.1} {:>12.2} {:>10.2}",
+            "{:<46} {:>10.1} {:>12.2} {:>10.2}",
             name,
             ns,
             1e3 / ns,
@@ -312,7 +368,7 @@ fn main() {
             ("IPv6 new flows", n6),
         ] {
             println!(
-                "{:<40} {:>10.1} {:>12.2} {:>10.2}",
+                "{:<46} {:>10.1} {:>12.2} {:>10.2}",
                 format!("{mode}: {what}"),
                 ns,
                 1e3 / ns,
@@ -332,6 +388,10 @@ fn main() {
         established6 / established,
         new_flows6 / new_flows
     );
+    println!(
+        "policy / no policy, new flows: {:.2}x",
+        policy_new_flows / new_flows
+    );
     let mut summary = Summary::default();
     summary.record("worker_copy_ns", copy);
     summary.record("worker_parse_ns", parse);
@@ -350,6 +410,8 @@ fn main() {
         summary.record(format!("worker_{mode}_established_ratio"), e4 / established);
         summary.record(format!("worker_{mode}_new_flow_ratio"), n4 / new_flows);
     }
+    summary.record("worker_new_flow_policy_ns", policy_new_flows);
+    summary.record("worker_new_flow_policy_ratio", policy_new_flows / new_flows);
     if let Err(err) = summary.write_if_asked() {
         eprintln!("writing --json: {err}");
     }

@@ -58,6 +58,7 @@ fn entry(i: usize) -> FlowEntry {
         last_seen_ns: 1,
         packets: 2,
         bytes: 120,
+        syn_only: false,
         closing: false,
         cached: Default::default(),
         cached_at: 0,
@@ -115,10 +116,11 @@ fn ns(d: Duration, ops: usize) -> f64 {
 fn memory(summary: &mut Summary) {
     let n = MILLION;
     let index = 2 * n.next_power_of_two() * size_of::<u32>();
-    let slot = size_of::<(FlowKey, FlowEntry, u32, u32)>();
+    // Key, entry, LRU links, live-flow tally and list number.
+    let slot = size_of::<(FlowKey, FlowEntry, u32, u32, u32, u8)>();
     let static_per_flow = slot as f64 + index as f64 / n as f64;
     println!(
-        "layout: FlowKey {} B + FlowEntry {} B + LRU links 8 B = slot {} B; index {:.1} B/flow (2 u32 cells per slot at capacity 2^20)",
+        "layout: FlowKey {} B + FlowEntry {} B + LRU links 8 B + tally and list 5 B = slot {} B; index {:.1} B/flow (2 u32 cells per slot at capacity 2^20)",
         size_of::<FlowKey>(),
         size_of::<FlowEntry>(),
         slot,

@@ -35,6 +35,27 @@
  */
 #define MAX_LOCAL_ADDRS 256
 
+/* Capacity of source_ranges and source_ranges6: (listener, CIDR) entries
+ * of one family across all listeners.
+ */
+#define MAX_SOURCE_RANGES 16384
+
+/* Bits of the listener part of a source_ranges(6) key, before the source
+ * prefix: port, protocol, pad and the VIP address, all matched in full.
+ */
+#define SOURCE_RANGE_LISTENER_BITS 64
+#define SOURCE_RANGE6_LISTENER_BITS 160
+
+/* Values of source_ranges(6). 0 is no verdict (a zero-filled value). */
+#define SOURCE_ALLOW 1
+#define SOURCE_DENY 2
+
+/* Bits of policy_state[0]: which families have a listener with source
+ * ranges, so a frame of a family without any skips the trie lookup.
+ */
+#define POLICY_RANGES_V4 1
+#define POLICY_RANGES_V6 2
+
 /* Listener id meaning "no listener"; see vip_map in maps.h. */
 #define LISTENER_ID_NONE 0
 
@@ -192,6 +213,7 @@ enum steer_counter {
 	STEER_FRAGMENT,		/* fragment to a VIP address, or from a backend to no local address */
 	STEER_VIP_ADDR,		/* to a VIP address, another protocol or too many IPv6 extension headers */
 	STEER_ICMP_REPLY,	/* ICMP error quoting a packet to a backend endpoint, to no local address */
+	DROP_SOURCE_DENIED,	/* to a VIP listener from a source its ranges do not admit: dropped */
 	COUNTER_MAX,
 };
 

@@ -191,6 +191,55 @@ struct {
 	__type(value, struct bpf_devmap_val);
 } tx_ports SEC(".maps");
 
+/* Source ranges: (listener VIP, port, protocol, source prefix) -> SOURCE_ALLOW
+ * or SOURCE_DENY. The longest prefix decides; userspace compiles each
+ * listener's lists so that it is right (an allowed range inside a denied
+ * one is left out, since deny wins, and a /0 entry says what an unlisted
+ * source gets when the listener has an allow list). A listener without
+ * ranges has no entry.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_SOURCE_RANGES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct source_range_key);
+	__type(value, __u8);
+} source_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, MAX_SOURCE_RANGES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct source_range_key6);
+	__type(value, __u8);
+} source_ranges6 SEC(".maps");
+
+/* Frames dropped for their source, per listener (keyed as vip_map, by VIP,
+ * so the count outlives reloads), per CPU. Userspace creates the entry of
+ * each listener with ranges; the program only adds to it.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct service_key);
+	__type(value, __u64);
+} source_denied SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct service_key6);
+	__type(value, __u64);
+} source_denied6 SEC(".maps");
+
+/* [0]: POLICY_RANGES_* bits; see consts.h. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} policy_state SEC(".maps");
+
 /* Frames per enum steer_counter reason, per CPU; userspace sums the CPUs. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

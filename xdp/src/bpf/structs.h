@@ -25,6 +25,42 @@ _Static_assert(__builtin_offsetof(struct service_key, port) == 4, "port at 4");
 _Static_assert(__builtin_offsetof(struct service_key, proto) == 6, "proto at 6");
 _Static_assert(__builtin_offsetof(struct service_key, pad) == 7, "pad at 7");
 
+/* Key of source_ranges: a listener (VIP, port, protocol) matched in full,
+ * then a source prefix; prefixlen = SOURCE_RANGE_LISTENER_BITS + the
+ * source prefix length. Keyed by the listener's VIP rather than its id, so
+ * entries mean the same across reloads that renumber listeners. Rust
+ * twin: SourceRangeKey in xdp/src/policy.rs. pad must be zero.
+ */
+struct source_range_key {
+	__u32 prefixlen;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__be32 vip;
+	__be32 src;
+};
+
+_Static_assert(sizeof(struct source_range_key) == 16, "source_range_key is 16 bytes");
+_Static_assert(__builtin_offsetof(struct source_range_key, port) == 4, "port at 4");
+_Static_assert(__builtin_offsetof(struct source_range_key, vip) == 8, "vip at 8");
+_Static_assert(__builtin_offsetof(struct source_range_key, src) == 12, "src at 12");
+
+/* source_range_key for IPv6; prefixlen counts from
+ * SOURCE_RANGE6_LISTENER_BITS. Rust twin: SourceRangeKey6.
+ */
+struct source_range_key6 {
+	__u32 prefixlen;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u8 vip[16];
+	__u8 src[16];
+};
+
+_Static_assert(sizeof(struct source_range_key6) == 40, "source_range_key6 is 40 bytes");
+_Static_assert(__builtin_offsetof(struct source_range_key6, vip) == 8, "vip at 8");
+_Static_assert(__builtin_offsetof(struct source_range_key6, src) == 24, "src at 24");
+
 /* Key of vip_map6 and backend_map6: service_key for IPv6. Rust twin:
  * ServiceKey6 in xdp/src/service.rs. pad must be zero.
  */

@@ -3,9 +3,10 @@
  * and IPv6 alike. So does whatever else reaches a VIP address (ICMP,
  * fragments, other protocols), fragments from backends, and ICMP errors
  * about packets sent to a backend endpoint; everything else goes to the
- * kernel stack untouched. It never drops a frame and decides nothing: the
- * workers decide. The one rewrite it does is
- * the fast path's replay of a decision a worker cached (fast_path.h).
+ * kernel stack untouched. It decides nothing: the workers decide. The one
+ * rewrite it does is the fast path's replay of a decision a worker cached
+ * (fast_path.h); the one drop, a frame to a listener from a source its
+ * ranges do not admit (policy.h).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -16,6 +17,7 @@
 #include "fast_path.h"
 #include "maps.h"
 #include "parse.h"
+#include "policy.h"
 #include "structs.h"
 
 static __always_inline int pass(__u32 counter)
@@ -275,6 +277,9 @@ int switchyard_steer(struct xdp_md *ctx)
 	default:
 		return pass(PARSE_ERROR);
 	}
+
+	if (denied_source(&pkt))
+		return XDP_DROP;
 
 	if (pkt.is_ipv6)
 		return on_l4_ipv6(ctx, &pkt);

@@ -120,6 +120,11 @@ pub struct RunArgs {
     /// Flows each worker tracks at most.
     #[arg(long, default_value_t = 65536)]
     flow_capacity: usize,
+    /// Flows each worker tracks beside those before they complete their
+    /// opening (TCP handshake, a UDP flow's first packet): a flood of new
+    /// flows churns these and never evicts an established flow.
+    #[arg(long, default_value_t = switchyard_dataplane::worker::DEFAULT_EMBRYONIC_CAPACITY)]
+    embryonic_capacity: usize,
     /// Seconds an established TCP flow may idle before it is forgotten.
     #[arg(long, default_value_t = FlowTimeouts::DEFAULT.tcp.as_secs())]
     tcp_timeout: u64,

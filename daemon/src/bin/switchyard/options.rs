@@ -39,6 +39,7 @@ pub fn validate(args: &RunArgs) -> Result<()> {
     }
     for (option, value) in [
         ("--flow-capacity", args.flow_capacity as u64),
+        ("--embryonic-capacity", args.embryonic_capacity as u64),
         ("--affinity-capacity", args.affinity_capacity as u64),
         ("--tcp-timeout", args.tcp_timeout),
         ("--tcp-syn-timeout", args.tcp_syn_timeout),

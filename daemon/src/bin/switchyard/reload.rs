@@ -40,7 +40,7 @@ use switchyard_config::Options;
 use switchyard_daemon::drain::Publisher;
 use switchyard_daemon::neighbor::NeighborResolver;
 use switchyard_proto::{ConfigError, ConfigStatusReport};
-use switchyard_xdp::{ServiceMatch, Steering};
+use switchyard_xdp::{ListenerRanges, Prefix, ServiceMatch, Steering};
 
 /// How long a reload waits for the kernel to resolve new backends' MACs
 /// before swapping anyway; flows to a backend still unresolved are dropped
@@ -408,8 +408,19 @@ pub fn program(
             );
         }
     }
+    // Ranges before services: a new listener is steered only once its
+    // ranges are in place.
+    if let Err(err) = steering.set_source_ranges(&source_ranges(next)) {
+        if let Err(restore) = steering.set_source_ranges(&source_ranges(running)) {
+            log::error!("restoring the running config's source ranges: {restore}");
+        }
+        return Err(err).context("programming source ranges into the XDP maps");
+    }
     let (vips, backends) = service_matches(next);
     if let Err(err) = steering.set_services(&vips, &backends) {
+        if let Err(restore) = steering.set_source_ranges(&source_ranges(running)) {
+            log::error!("restoring the running config's source ranges: {restore}");
+        }
         let (vips, backends) = service_matches(running);
         if let Err(restore) = steering.set_services(&vips, &backends) {
             log::error!("restoring the running config's XDP maps: {restore}");
@@ -448,6 +459,29 @@ pub fn service_matches(snapshot: &Snapshot) -> (Vec<ServiceMatch>, Vec<ServiceMa
     backends.sort_by_key(|b| (b.addr, b.port, b.protocol));
     backends.dedup_by_key(|b| (b.addr, b.port, b.protocol));
     (vips, backends)
+}
+
+/// Each listener's source ranges, for the steering program to drop what
+/// they do not admit (listeners without ranges are left out).
+pub fn source_ranges(snapshot: &Snapshot) -> Vec<ListenerRanges> {
+    let prefixes = |nets: &[ipnet::IpNet]| -> Vec<Prefix> {
+        nets.iter().map(|n| (n.addr(), n.prefix_len())).collect()
+    };
+    snapshot
+        .listeners()
+        .iter()
+        .filter(|l| !l.policy().source_ranges.is_open())
+        .map(|l| {
+            let ranges = &l.policy().source_ranges;
+            ListenerRanges {
+                vip: l.address(),
+                port: l.port(),
+                protocol: l.protocol() as u8,
+                allow: ranges.allow.as_deref().map(prefixes),
+                deny: prefixes(&ranges.deny),
+            }
+        })
+        .collect()
 }
 
 /// Every backend's address, both families, once: the next hops to resolve

@@ -131,6 +131,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     steering
         .set_local_addrs(&local_addrs)
         .context("programming the node's own addresses")?;
+    steering
+        .set_source_ranges(&reload::source_ranges(&initial.snapshot))
+        .context("programming source ranges into the XDP maps")?;
     let (vips, backends) = reload::service_matches(&initial.snapshot);
     steering
         .set_services(&vips, &backends)
@@ -183,6 +186,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let settings = WorkerSettings {
         flow_capacity: args.flow_capacity,
+        embryonic_capacity: Some(args.embryonic_capacity),
+        workers: queues,
         hash_seed: args.hash_seed,
         timeouts: FlowTimeouts {
             tcp: Duration::from_secs(args.tcp_timeout),
@@ -194,7 +199,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let affinity = Arc::new(AffinityTable::new(args.affinity_capacity));
     // Every worker's client flows can expect a reply, on any queue.
     let replies = Arc::new(ReplyTable::new(
-        settings.flow_capacity.saturating_mul(queues as usize),
+        (settings.flow_capacity + args.embryonic_capacity).saturating_mul(queues as usize),
     ));
     let xsk_config = XskConfig {
         batch_size: args.batch_size as usize,
@@ -338,6 +343,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // and the metrics endpoint read the counters. Neither is per packet.
     let steering = Arc::new(Mutex::new(steering));
     let counters_of = steering.clone();
+    let denied_of = steering.clone();
     let state = Arc::new(ControlState {
         config_path: args.config.display().to_string(),
         config: config.clone(),
@@ -356,6 +362,13 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .counters()
+                .map_err(|err| format!("{err:#}"))
+        })),
+        source_denied: Some(Box::new(move || {
+            denied_of
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .source_denied()
                 .map_err(|err| format!("{err:#}"))
         })),
     });
