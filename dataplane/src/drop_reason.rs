@@ -54,10 +54,20 @@ pub enum DropReason {
     /// link's MTU (the VLAN link's when it leaves by one), or no room in
     /// its buffer for the VLAN tag the link wants.
     FrameTooBig,
+    /// A new `fullnat` flow for which the worker's slice of the SNAT port
+    /// range had no free port for its SNAT address (also counted per
+    /// address, `snat_exhausted`), or the daemon runs without one.
+    SnatPortsExhausted,
+    /// A new `fullnat` flow with no SNAT address of its backend's family:
+    /// none configured, and none on the interface it would leave by.
+    NoSnatAddress,
+    /// A new `dsr` flow whose backend is behind a router: only the
+    /// destination MAC changes in this mode, so the backend must be on-link.
+    DsrBackendNotOnLink,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 20] = [
+    pub const ALL: [DropReason; 23] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -78,6 +88,9 @@ impl DropReason {
         Self::BadIcmp,
         Self::IcmpWithoutFlow,
         Self::FrameTooBig,
+        Self::SnatPortsExhausted,
+        Self::NoSnatAddress,
+        Self::DsrBackendNotOnLink,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -103,6 +116,9 @@ impl DropReason {
             Self::BadIcmp => "bad_icmp",
             Self::IcmpWithoutFlow => "icmp_without_flow",
             Self::FrameTooBig => "frame_too_big",
+            Self::SnatPortsExhausted => "snat_ports_exhausted",
+            Self::NoSnatAddress => "no_snat_address",
+            Self::DsrBackendNotOnLink => "dsr_backend_not_on_link",
         }
     }
 }

@@ -24,4 +24,5 @@ pub mod latency;
 pub mod neighbor;
 pub mod packet;
 pub mod replies;
+pub mod snat;
 pub mod worker;

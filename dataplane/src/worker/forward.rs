@@ -16,6 +16,7 @@ use super::path::{
     answering_address, destination_key, exceeds, mtu16, Egress, PathState, NS_PER_SEC,
     PROVISIONAL_L2, TCP, TCP_CLOSING,
 };
+use super::plan::Shape;
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fast_path::wants_install;
@@ -54,6 +55,11 @@ impl Worker {
         }
         if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
             return orphaned(snapshot, parsed, entry, now);
+        }
+        // A `dsr` entry's rewrite names the VIP, not the backend its next
+        // hop is for: when the kernel's table changes it is decided again.
+        if entry.l2_version != l2.version() && Shape::of(&parsed.key, entry) == Shape::Dsr {
+            return Followed::Undecided;
         }
         Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
     }

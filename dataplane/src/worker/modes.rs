@@ -1,0 +1,154 @@
+//! What `fullnat` and `dsr` add to a new flow's decision. Both stay plain
+//! rewrites (`packet::Rewrite`), so the flow table and the XDP cache
+//! replay them unchanged:
+//!
+//! - `fullnat`: the source becomes an SNAT address and a port of this
+//!   worker's slice of the node's range (`snat`), the destination the
+//!   backend. The port's owner keeps both directions in its own flow table
+//!   (and so in the cache); an answer reaching another queue first is
+//!   translated from the shared binding without an entry there, so only
+//!   the owner's table decides when the port is free again.
+//! - `dsr`: nothing at L3/L4 changes, only the MACs, toward an on-link
+//!   backend that holds the VIP itself; no answer comes back.
+//!
+//! A flow entry says which it is by its rewrite alone (`plan::Shape`).
+
+use std::net::IpAddr;
+
+use switchyard_config::snapshot::{Forwarding, Protocol, Snapshot};
+
+use super::path::{secs, service_key, PathState};
+use super::plan::binding_held;
+use crate::drop_reason::DropReason;
+use crate::flow::{FlowEntry, FlowTable};
+use crate::packet::{self, FlowKey};
+use crate::snat::{Binding, SnatTable};
+
+impl PathState {
+    /// The SNAT (address, port) a new client flow `key` of `listener` to
+    /// `backend`, leaving by `ifindex`, gets: one of the listener's
+    /// addresses of the backend's family (by flow hash), else the egress
+    /// interface's; the port from this worker's slice.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn bind_snat(
+        &mut self,
+        snapshot: &Snapshot,
+        flows: &FlowTable,
+        key: &FlowKey,
+        listener: u32,
+        backend: (IpAddr, u16),
+        ifindex: u32,
+        now: u64,
+    ) -> Result<(IpAddr, u16), DropReason> {
+        let Some(snat) = &mut self.snat else {
+            return Err(DropReason::SnatPortsExhausted);
+        };
+        let ipv6 = backend.0.is_ipv6();
+        let configured: &[IpAddr] = match snapshot.listener(listener).map(|l| l.get().forwarding())
+        {
+            Some(Forwarding::FullNat(full)) => &full.addresses,
+            _ => &[],
+        };
+        let family = configured.iter().filter(|a| a.is_ipv6() == ipv6);
+        let count = family.clone().count();
+        let address = if count > 0 {
+            let pick = packet::flow_hash(key, self.hash_seed) as usize % count;
+            family.clone().nth(pick).copied()
+        } else {
+            snat.interface_addresses
+                .iter()
+                .find(|(index, a)| *index == ifindex && a.is_ipv6() == ipv6)
+                .map(|(_, a)| *a)
+        }
+        .ok_or(DropReason::NoSnatAddress)?;
+        let template = Binding {
+            snat: address,
+            port: 0,
+            protocol: key.protocol,
+            client: (key.src, key.src_port),
+            vip: (key.dst, key.dst_port),
+            backend,
+        };
+        let ttl = self.reply_ttl.of_protocol(key.protocol);
+        let port = snat.table.allocate(
+            &snat.slice,
+            &mut snat.cursor,
+            &template,
+            secs(now),
+            ttl,
+            &mut |b| binding_held(flows, b),
+        );
+        match port {
+            Some(port) => Ok((address, port)),
+            None => {
+                self.stats.count_snat_exhausted(address);
+                Err(DropReason::SnatPortsExhausted)
+            }
+        }
+    }
+
+    /// A backend's answer to an SNAT binding, reversed, when a live
+    /// binding of its destination address, port and protocol has this
+    /// backend. `None` otherwise: it may still be a `nat` reply (a client's
+    /// own port can fall in the SNAT range; its address is no SNAT one).
+    pub(super) fn reverse_snat(
+        &self,
+        snapshot: &Snapshot,
+        key: &FlowKey,
+        now: u64,
+    ) -> Option<SnatReply> {
+        let snat = self.snat.as_ref()?;
+        if !snat.table.ports().contains(key.dst_port) {
+            return None;
+        }
+        reverse_binding(&snat.table, snapshot, key, now)
+    }
+
+    /// Whether `key`, decided as the answer `reply`, answers a full-NAT
+    /// flow whose port another worker's slice holds: it is translated from
+    /// the shared binding and not remembered here, so the owner alone
+    /// decides when the port is free.
+    #[inline]
+    pub(super) fn answers_foreign_port(&self, key: &FlowKey, reply: &FlowEntry) -> bool {
+        reply.rewrite.ip_dst != key.dst
+            && self
+                .snat
+                .as_ref()
+                .is_some_and(|snat| !snat.slice.contains(&key.dst_port))
+    }
+}
+
+/// A backend's answer to a full-NAT flow, reversed.
+pub(super) struct SnatReply {
+    pub(super) vip: (IpAddr, u16),
+    pub(super) client: (IpAddr, u16),
+    pub(super) listener: u32,
+    pub(super) backend: u32,
+}
+
+fn reverse_binding(
+    table: &SnatTable,
+    snapshot: &Snapshot,
+    key: &FlowKey,
+    now: u64,
+) -> Option<SnatReply> {
+    let protocol = Protocol::from_ip_proto(key.protocol)?;
+    let binding = table.get(key.dst, key.dst_port, key.protocol, secs(now))?;
+    // Only the backend the flow was sent to may answer it.
+    if binding.backend != (key.src, key.src_port) {
+        return None;
+    }
+    let listener =
+        snapshot.listener_for_vip(&service_key(binding.vip.0, binding.vip.1, protocol))?;
+    let backend = listener
+        .backends()
+        .iter()
+        .position(|b| (b.endpoint.address, b.endpoint.port) == binding.backend)?
+        as u32;
+    Some(SnatReply {
+        vip: binding.vip,
+        client: binding.client,
+        listener: listener.id().as_u32(),
+        backend,
+    })
+}

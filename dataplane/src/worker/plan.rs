@@ -1,0 +1,121 @@
+//! The plain data of `fullnat` and `dsr` a worker keeps: how a listener's
+//! flows are rewritten (`Plan`), what a flow entry is by its rewrite alone
+//! (`Shape`, so no field of the entry is spent on it), and the worker's
+//! share of the node's SNAT ports.
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use switchyard_config::snapshot::Forwarding;
+
+use crate::flow::{Direction, FlowEntry, FlowTable};
+use crate::packet::FlowKey;
+use crate::snat::{Binding, SnatTable};
+
+/// SNAT addresses a worker counts exhaustion for one by one; any beyond
+/// share the last counter.
+pub const MAX_COUNTED_SNAT_ADDRESSES: usize = 16;
+
+/// What a worker is given to hand out full-NAT source ports.
+pub struct SnatSetup {
+    /// The node's bindings, shared by every worker.
+    pub table: Arc<SnatTable>,
+    /// This worker's ports: disjoint from every other worker's.
+    pub slice: RangeInclusive<u16>,
+    /// (ifindex, address) of the interfaces flows leave by, for listeners
+    /// that name no SNAT address of the backend's family.
+    pub interface_addresses: Vec<(u32, IpAddr)>,
+}
+
+pub(super) struct SnatState {
+    pub(super) table: Arc<SnatTable>,
+    pub(super) slice: RangeInclusive<u16>,
+    pub(super) cursor: u16,
+    pub(super) interface_addresses: Vec<(u32, IpAddr)>,
+}
+
+impl SnatState {
+    pub(super) fn new(setup: SnatSetup) -> Self {
+        Self {
+            table: setup.table,
+            cursor: *setup.slice.start(),
+            slice: setup.slice,
+            interface_addresses: setup.interface_addresses,
+        }
+    }
+}
+
+/// How a listener's flows are rewritten on the way to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan {
+    Nat,
+    FullNat,
+    Dsr,
+}
+
+impl Plan {
+    pub(super) fn of(forwarding: &Forwarding) -> Self {
+        match forwarding {
+            Forwarding::FullNat(_) => Plan::FullNat,
+            Forwarding::Dsr => Plan::Dsr,
+            // Encapsulating modes are decided elsewhere; until then their
+            // listeners translate as `nat` does.
+            Forwarding::Nat | Forwarding::Ipip | Forwarding::Gue(_) => Plan::Nat,
+        }
+    }
+}
+
+/// What a client flow's entry is, read from its rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// Two-arm NAT: answers come back to the client's own address.
+    Nat,
+    /// The source was rewritten: answers come back to the SNAT binding.
+    FullNat,
+    /// Addresses and ports kept: no answer comes back through the node.
+    Dsr,
+}
+
+impl Shape {
+    #[inline(always)]
+    pub(super) fn of(key: &FlowKey, entry: &FlowEntry) -> Self {
+        let rewrite = &entry.rewrite;
+        if rewrite.ip_src != key.src || rewrite.src_port != key.src_port {
+            Shape::FullNat
+        } else if rewrite.ip_dst == key.dst && rewrite.dst_port == key.dst_port {
+            Shape::Dsr
+        } else {
+            Shape::Nat
+        }
+    }
+}
+
+/// Whether the binding `b` of this worker's slice still belongs to a flow
+/// of its table, in either direction (expired entries count until they are
+/// reaped: the cache may still carry them).
+pub(super) fn binding_held(flows: &FlowTable, b: &Binding) -> bool {
+    let forward = FlowKey {
+        src: b.client.0,
+        dst: b.vip.0,
+        src_port: b.client.1,
+        dst_port: b.vip.1,
+        protocol: b.protocol,
+    };
+    let reply = FlowKey {
+        src: b.backend.0,
+        dst: b.snat,
+        src_port: b.backend.1,
+        dst_port: b.port,
+        protocol: b.protocol,
+    };
+    flows.stored(&forward).is_some_and(|e| {
+        e.direction == Direction::ToBackend
+            && e.rewrite.ip_src == b.snat
+            && e.rewrite.src_port == b.port
+    }) || flows.stored(&reply).is_some_and(|e| {
+        e.direction == Direction::ToClient
+            && e.rewrite.ip_dst == b.client.0
+            && e.rewrite.dst_port == b.client.1
+    })
+}
