@@ -229,6 +229,24 @@ pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, InterfaceError> {
     Ok(out)
 }
 
+/// The addresses of interface `name` a flow leaving by it can take as its
+/// source: IPv4, and IPv6 other than link-local.
+pub fn addresses_of(name: &str) -> Result<Vec<IpAddr>, InterfaceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| InterfaceError::Addresses(e.into()))?;
+    let mut out: Vec<IpAddr> = addrs
+        .filter(|ifa| ifa.interface_name == name)
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+            (_, Some(v6)) if v6.ip().segments()[0] & 0xffc0 != 0xfe80 => Some(IpAddr::V6(v6.ip())),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Every address of this node, IPv4 then IPv6, each family sorted.
 pub fn local_addresses() -> Result<Vec<IpAddr>, InterfaceError> {
     let v4 = local_ipv4_addresses()?;

@@ -69,7 +69,9 @@
  * 0, the array's initial value, closes nothing.
  */
 #define FAST_STATE_EGRESS_CLOSED 3
-#define FAST_STATE_MAX 4
+/* The node's full-NAT source ports, first << 16 | last; 0: none. */
+#define FAST_STATE_SNAT_PORTS 4
+#define FAST_STATE_MAX 5
 
 /* TCP flags that open or close a connection (RFC 9293, section 3.1). Segments
  * carrying them always take the slow path, so the workers see every state
