@@ -140,7 +140,11 @@ fn with_snat(h: Harness, table: &Arc<SnatTable>, queue: u32) -> Harness {
     let setup = SnatSetup {
         table: table.clone(),
         slice: RANGE.slice(queue, 2).unwrap(),
-        interface_addresses: vec![(20, SNAT.into()), (20, SNAT6.into())],
+        interface_addresses: vec![
+            (20, Ipv4Addr::new(198, 18, 9, 1).into(), 24),
+            (20, SNAT.into(), 24),
+            (20, SNAT6.into(), 64),
+        ],
     };
     Harness {
         worker: h.worker.with_snat(setup),

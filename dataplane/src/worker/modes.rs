@@ -55,10 +55,7 @@ impl PathState {
             let pick = packet::flow_hash(key, self.hash_seed) as usize % count;
             family.clone().nth(pick).copied()
         } else {
-            snat.interface_addresses
-                .iter()
-                .find(|(index, a)| *index == ifindex && a.is_ipv6() == ipv6)
-                .map(|(_, a)| *a)
+            snat.interface_address(ifindex, backend.0)
         }
         .ok_or(DropReason::NoSnatAddress)?;
         let template = Binding {

@@ -23,19 +23,34 @@ pub struct SnatSetup {
     pub table: Arc<SnatTable>,
     /// This worker's ports: disjoint from every other worker's.
     pub slice: RangeInclusive<u16>,
-    /// (ifindex, address) of the interfaces flows leave by, for listeners
-    /// that name no SNAT address of the backend's family.
-    pub interface_addresses: Vec<(u32, IpAddr)>,
+    /// (ifindex, address, prefix length) of the interfaces flows leave
+    /// by, for listeners that name no SNAT address of the backend's
+    /// family: the one whose subnet holds the backend, else the first.
+    pub interface_addresses: Vec<(u32, IpAddr, u8)>,
 }
 
 pub(super) struct SnatState {
     pub(super) table: Arc<SnatTable>,
     pub(super) slice: RangeInclusive<u16>,
     pub(super) cursor: u16,
-    pub(super) interface_addresses: Vec<(u32, IpAddr)>,
+    pub(super) interface_addresses: Vec<(u32, IpAddr, u8)>,
 }
 
 impl SnatState {
+    /// The address of interface `ifindex` a flow to `backend` leaves from:
+    /// of the backend's family, preferably on the backend's subnet (the
+    /// source the kernel would pick for an on-link destination).
+    pub(super) fn interface_address(&self, ifindex: u32, backend: IpAddr) -> Option<IpAddr> {
+        let mut family = self
+            .interface_addresses
+            .iter()
+            .filter(|(index, a, _)| *index == ifindex && a.is_ipv6() == backend.is_ipv6());
+        let first = family.clone().next().map(|(_, a, _)| *a);
+        family
+            .find(|(_, a, len)| same_subnet(*a, backend, *len))
+            .map(|(_, a, _)| *a)
+            .or(first)
+    }
     pub(super) fn new(setup: SnatSetup) -> Self {
         Self {
             table: setup.table,
@@ -118,4 +133,19 @@ pub(super) fn binding_held(flows: &FlowTable, b: &Binding) -> bool {
             && e.rewrite.ip_dst == b.client.0
             && e.rewrite.dst_port == b.client.1
     })
+}
+
+/// Whether `a` and `b` (of one family) share their first `len` bits.
+fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
+    let bits = |x: IpAddr| match x {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32u32),
+        IpAddr::V6(v6) => (u128::from(v6), 128u32),
+    };
+    let ((a, width), (b, _)) = (bits(a), bits(b));
+    let len = u32::from(len).min(width);
+    if len == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - len);
+    a & mask == b & mask
 }

@@ -227,7 +227,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     for port in &ports {
         let addresses = interfaces::addresses_of(&port.name)
             .with_context(|| format!("reading the addresses of {}", port.name))?;
-        snat_sources.extend(addresses.into_iter().map(|a| (port.ifindex, a)));
+        snat_sources.extend(addresses.into_iter().map(|(a, len)| (port.ifindex, a, len)));
     }
     let xsk_config = XskConfig {
         batch_size: args.batch_size as usize,
