@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod fullnat;
 pub mod link;
 pub mod netns;
 pub mod poll;

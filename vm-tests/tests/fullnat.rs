@@ -1,0 +1,321 @@
+//! `fullnat` end to end: backends that have no route back to any client
+//! (no default route at all) still answer, because they only ever see the
+//! LB's SNAT address; a client on the backends' own subnet (hairpin) too.
+//! And 10,000 concurrent connections from one client address, over two
+//! queues, each with a source port no other holds. Real namespaces, the
+//! real XDP program and workers, real sockets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{ErrorKind, Read};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use switchyard_vm_tests::client::{pin_current_thread, tcp_connect};
+use switchyard_vm_tests::config::{
+    TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
+};
+use switchyard_vm_tests::fullnat::{
+    backends_without_route_through_lb, hairpin_client, with_forwarding, SNAT_PORTS,
+};
+use switchyard_vm_tests::poll::poll_until;
+use switchyard_vm_tests::topology::{
+    BACKENDS6, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP, VIP6,
+};
+use switchyard_vm_tests::{
+    in_netns, tcp_exchange, udp_exchange, Daemon, DaemonOptions, EchoPair, GatewaySpec, Netns,
+    TempDir, Topology,
+};
+
+const EXCHANGES: usize = 12;
+const SNAT_FIRST: u16 = 10000;
+const SNAT_LAST: u16 = 32767;
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn daemon_options(topo: &Topology) -> DaemonOptions {
+    DaemonOptions::new(topo.lb_interfaces())
+        .queues(topo.queues)
+        .arg("--snat-ports")
+        .arg(SNAT_PORTS)
+}
+
+/// `count` exchanges of `client` with `vip`, each from a new socket (a
+/// new flow); the names of the backends that answered, each answer checked
+/// to come from the VIP.
+fn exchanges(client: &Netns, vip: SocketAddr, udp: bool, count: usize) -> Result<Vec<String>> {
+    (0..count)
+        .map(|i| {
+            let payload = format!("exchange {i}");
+            let reply = if udp {
+                udp_exchange(client, vip, &payload)
+            } else {
+                tcp_exchange(client, vip, &payload)
+            }
+            .with_context(|| format!("{} {i} to {vip}", if udp { "UDP" } else { "TCP" }))?;
+            let server = reply.server().to_owned();
+            ensure!(
+                reply.from == vip && reply.text == format!("{server} {payload}"),
+                "{reply:?} is not a backend's echo from the VIP {vip}"
+            );
+            Ok(server)
+        })
+        .collect()
+}
+
+#[test]
+fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() -> Result<()> {
+    let topo = Topology::single_arm(1)?.with_ipv6()?;
+    backends_without_route_through_lb(&topo, true)?;
+    let hairpin = hairpin_client(&topo, true)?;
+    let spec = GatewaySpec::demo_dual_stack();
+    let dir = TempDir::new("config")?;
+    let config = dir.write(
+        "gateway.yaml",
+        &with_forwarding(&spec, "{mode: fullnat}"),
+    )?;
+    let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
+        servers.push(EchoPair::start_on(
+            &backend.ns,
+            &backend.name,
+            IpAddr::V6(addr6),
+            TCP_TARGET_PORT,
+            UDP_TARGET_PORT,
+        )?);
+    }
+    let daemon = Daemon::start(&topo.lb, &config, &daemon_options(&topo))?;
+
+    let mut answered: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut tcp, mut udp) = (0u64, 0u64);
+    for client in [&topo.client, &hairpin] {
+        for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
+            for name in exchanges(client, (vip, TCP_PORT).into(), false, EXCHANGES)? {
+                *answered.entry(name).or_default() += 1;
+                tcp += 1;
+            }
+            for name in exchanges(client, (vip, UDP_PORT).into(), true, EXCHANGES)? {
+                *answered.entry(name).or_default() += 1;
+                udp += 1;
+            }
+        }
+    }
+    ensure!(
+        answered.len() == 2,
+        "both backends answer, not only {answered:?}"
+    );
+
+    // The backends only ever saw the LB's SNAT address, on SNAT ports.
+    for pair in &servers {
+        for peer in pair.tcp.peers().into_iter().chain(pair.udp.peers()) {
+            let snat = match peer.ip() {
+                IpAddr::V4(_) => IpAddr::V4(LB_BACKEND_SIDE_ADDR),
+                IpAddr::V6(_) => IpAddr::V6(LB_BACKEND_SIDE_ADDR6),
+            };
+            ensure!(
+                peer.ip() == snat && (SNAT_FIRST..=SNAT_LAST).contains(&peer.port()),
+                "a backend saw {peer}, not the SNAT address {snat} on an SNAT port"
+            );
+        }
+    }
+
+    // Every exchange was one new flow of its listener; none was refused.
+    let stats = poll_until(DEADLINE, "every flow counted", || {
+        let stats = daemon.stats()?;
+        let flows = |protocol: &str| -> u64 {
+            stats
+                .listeners
+                .iter()
+                .filter(|l| l.protocol.eq_ignore_ascii_case(protocol))
+                .map(|l| l.counters.flows)
+                .sum()
+        };
+        Ok((flows("tcp") == tcp && flows("udp") == udp).then_some(stats))
+    })?;
+    for reason in ["snat_ports_exhausted", "no_snat_address", "reply_without_flow"] {
+        ensure!(
+            stats.drops.get(reason).copied().unwrap_or(0) == 0,
+            "{reason}: {:?}",
+            stats.drops
+        );
+    }
+    Ok(())
+}
+
+/// Accepts connections on a backend and holds them open, each greeted
+/// with the backend's name; remembers every peer.
+struct HoldingServer {
+    stop: Arc<AtomicBool>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HoldingServer {
+    fn start(ns: &Netns, name: &str, port: u16) -> Result<HoldingServer> {
+        let listener = in_netns(ns, || TcpListener::bind(("0.0.0.0", port)))??;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, peers, greeting) = (stop.clone(), peers.clone(), format!("{name}\n"));
+            std::thread::spawn(move || {
+                let mut held: Vec<TcpStream> = Vec::new();
+                while !stop.load(Ordering::Acquire) {
+                    match listener.accept() {
+                        Ok((mut stream, peer)) => {
+                            use std::io::Write;
+                            let _ = stream.write_all(greeting.as_bytes());
+                            peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+                            held.push(stream);
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        Err(_) => break,
+                    }
+                }
+            })
+        };
+        Ok(HoldingServer {
+            stop,
+            peers,
+            thread: Some(thread),
+        })
+    }
+
+    fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for HoldingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Room for both ends of every connection in this one process.
+fn raise_open_files(at_least: u64) -> Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: at_least,
+        rlim_max: at_least,
+    };
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        bail!(
+            "raising the open-file limit to {at_least}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+const CONNECTIONS: usize = 10_000;
+
+#[test]
+fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> Result<()> {
+    raise_open_files(4 * CONNECTIONS as u64)?;
+    let topo = Topology::single_arm(2)?;
+    backends_without_route_through_lb(&topo, false)?;
+    let spec = GatewaySpec::demo();
+    let dir = TempDir::new("config")?;
+    let config = dir.write(
+        "gateway.yaml",
+        &with_forwarding(&spec, "{mode: fullnat}"),
+    )?;
+    let servers: Vec<HoldingServer> = topo
+        .backends
+        .iter()
+        .map(|be| HoldingServer::start(&be.ns, &be.name, TCP_TARGET_PORT))
+        .collect::<Result<_>>()?;
+    let daemon = Daemon::start(&topo.lb, &config, &daemon_options(&topo))?;
+
+    // Two client threads, one per CPU, so both LB queues take flows.
+    let vip: SocketAddr = (VIP, TCP_PORT).into();
+    let started = Instant::now();
+    let held: Vec<Result<Vec<TcpStream>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2u32)
+            .map(|cpu| {
+                let client = &topo.client;
+                scope.spawn(move || -> Result<Vec<TcpStream>> {
+                    pin_current_thread(cpu)?;
+                    let mut streams = Vec::with_capacity(CONNECTIONS / 2);
+                    for i in 0..CONNECTIONS / 2 {
+                        let mut stream = tcp_connect(client, vip, Duration::from_secs(10))
+                            .with_context(|| format!("connection {i} of CPU {cpu}"))?;
+                        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+                        let mut greeting = [0u8; 4];
+                        stream
+                            .read_exact(&mut greeting)
+                            .with_context(|| format!("greeting of connection {i} of CPU {cpu}"))?;
+                        ensure!(&greeting[..2] == b"be", "{greeting:?}");
+                        streams.push(stream);
+                    }
+                    Ok(streams)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut streams = Vec::new();
+    for h in held {
+        streams.extend(h?);
+    }
+    ensure!(streams.len() == CONNECTIONS);
+    eprintln!(
+        "{CONNECTIONS} connections open and greeted in {:?}",
+        started.elapsed()
+    );
+
+    // Every connection is open at once, each reached its backend from a
+    // (SNAT address, port) no other holds.
+    let peers: Vec<SocketAddr> = servers.iter().flat_map(HoldingServer::peers).collect();
+    ensure!(peers.len() == CONNECTIONS, "{} accepted", peers.len());
+    let distinct: BTreeSet<SocketAddr> = peers.iter().copied().collect();
+    ensure!(
+        distinct.len() == CONNECTIONS,
+        "{} connections shared a source port",
+        CONNECTIONS - distinct.len()
+    );
+    ensure!(
+        peers.iter().all(|p| p.ip() == IpAddr::V4(LB_BACKEND_SIDE_ADDR)
+            && (SNAT_FIRST..=SNAT_LAST).contains(&p.port())),
+        "a backend saw a source outside the SNAT address's range"
+    );
+    for server in &servers {
+        ensure!(!server.peers().is_empty(), "both backends take connections");
+    }
+
+    let stats = daemon.stats()?;
+    let flows: u64 = stats
+        .listeners
+        .iter()
+        .filter(|l| l.listener.ends_with(TCP_LISTENER))
+        .map(|l| l.counters.flows)
+        .sum();
+    ensure!(flows == CONNECTIONS as u64, "{flows} flows counted");
+    for worker in &stats.workers {
+        ensure!(
+            worker.rx_packets > 0,
+            "queue {} took no packets: {:?}",
+            worker.queue,
+            stats.workers
+        );
+    }
+    for reason in ["snat_ports_exhausted", "reply_without_flow"] {
+        ensure!(
+            stats.drops.get(reason).copied().unwrap_or(0) == 0,
+            "{reason}: {:?}",
+            stats.drops
+        );
+    }
+    drop(streams);
+    Ok(())
+}
