@@ -20,6 +20,7 @@ mod schema;
 mod service;
 pub mod snapshot;
 pub mod status;
+pub mod traffic_spec;
 
 pub use depth::MAX_DEPTH;
 pub use load::{load_file, load_str, LoadError};
@@ -42,5 +43,34 @@ pub fn compile_file_with(
     options: &Options,
 ) -> Result<Resolution, LoadError> {
     let resources = load_file(path)?;
-    Ok(resolve_with(&resources, generation, options))
+    let resolution = resolve_with(&resources, generation, options);
+    refuse(&resources, &resolution)?;
+    Ok(resolution)
+}
+
+/// The problems a file must not be loaded with, though resolution serves
+/// around them: a listener asking its forwarding mode for what the mode
+/// cannot do (translate ports in `dsr`, `ipip` or `gue`). Resolution alone
+/// leaves that listener unserved, as a cluster's status would; a file is
+/// refused at the object to blame, `FILE:LINE`, and a running config is
+/// kept.
+pub fn refuse(resources: &Resources, resolution: &Resolution) -> Result<(), LoadError> {
+    let Some(diagnostic) = resolution
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == resolve::Reason::PortTranslationNotSupported)
+    else {
+        return Ok(());
+    };
+    let origin = resources.origin(&diagnostic.kind, &diagnostic.namespace, &diagnostic.name);
+    Err(LoadError::Invalid {
+        file: origin.map_or_else(|| "(config)".to_owned(), |o| o.file.clone()),
+        line: origin.map_or(1, |o| o.line),
+        object: Box::new(load::ObjectRef {
+            kind: diagnostic.kind.clone(),
+            namespace: (!diagnostic.namespace.is_empty()).then(|| diagnostic.namespace.clone()),
+            name: Some(diagnostic.name.clone()),
+        }),
+        message: format!("{}: {}", diagnostic.reason, diagnostic.message),
+    })
 }

@@ -23,7 +23,7 @@ use serde_norway::{Deserializer, Value};
 use crate::depth::{self, MAX_DEPTH};
 use crate::excerpt::{tidy, Bare, Quoted};
 use crate::read::{read_file, ReadError};
-use crate::resources::{AddressPool, GatewayClassConfig};
+use crate::resources::{AddressPool, GatewayClassConfig, Origin};
 use crate::resources::{
     EndpointSelector, EndpointSlice, Gateway, GatewayClass, Ignored, Namespace, Pod,
     ReferenceGrant, Resources, RouteDoc, RouteKind, Service, ServiceImport, TrafficPolicy,
@@ -222,6 +222,17 @@ pub fn load_str(name: &str, text: &str) -> Result<Resources, LoadError> {
             });
         }
         seen.insert(key, header.line);
+        out.origins.push(Origin {
+            kind: kind.name().to_owned(),
+            namespace: if kind.cluster_scoped() {
+                String::new()
+            } else {
+                namespace
+            },
+            name,
+            file: file.to_owned(),
+            line: header.line,
+        });
     }
     Ok(out)
 }

@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::meta::ObjectMeta;
 use crate::schema::{self, Checked};
+use crate::traffic_spec::ForwardingSpec;
 
 // ---------------------------------------------------------------- AddressPool
 
@@ -324,6 +325,10 @@ pub struct GatewayClassConfigSpec {
     /// LoadBalancer only; absent: `true`, as for a Service.
     #[serde(default)]
     pub allocate_load_balancer_node_ports: Option<bool>,
+    /// How the listeners of the class's Gateways reach their backends
+    /// unless a TrafficPolicy says otherwise; absent: `nat`.
+    #[serde(default)]
+    pub forwarding: Option<ForwardingSpec>,
 }
 
 impl GatewayClassConfigSpec {
@@ -341,6 +346,9 @@ impl Checked for GatewayClassConfig {
     /// The cross-field rules a CRD would state in CEL.
     fn check(&self, _: &[Self]) -> Result<(), String> {
         let spec = &self.spec;
+        if let Some(forwarding) = &spec.forwarding {
+            forwarding.check().map_err(|e| format!("spec.{e}"))?;
+        }
         if spec.node_ports() && spec.node_addresses.is_empty() {
             return Err(format!(
                 "spec.nodeAddresses: required for type {} with node ports{}",

@@ -26,6 +26,9 @@ mod status;
 mod table_tests;
 #[cfg(test)]
 mod tests;
+mod traffic;
+#[cfg(test)]
+mod traffic_tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -130,7 +133,9 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
 
     let gateways = gateways::ours(&index, &mut diagnostics);
     let attachments = attach::attach(&index, &gateways, &mut diagnostics);
-    let table_sizes = policy::table_sizes(&index, &gateways, &mut diagnostics);
+    let claims = policy::listener_claims(&index, &gateways, &mut diagnostics);
+    let table_sizes = policy::table_sizes(&index, &gateways, &claims, &mut diagnostics);
+    let traffic = traffic::TrafficSettings::new(&index, &gateways, &claims, &mut diagnostics);
     let endpoint_settings = policy::endpoint_settings(&index, &mut diagnostics);
     backends::service_diagnostics(&index, &mut diagnostics);
 
@@ -169,6 +174,13 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
                 listener: listener.spec.name.clone(),
             };
             let policy_size = table_sizes.get(&(g, l));
+            let forwarding = traffic.forwarding(g, l, gateway);
+            let listener_policy = traffic.policy(
+                &index,
+                g,
+                l,
+                route_groups.into_iter().flat_map(|all| all.all()),
+            );
             let table_size = policy_size.map_or(SlotTableSize::DEFAULT, |s| s.size);
             let affinity = carrier.and_then(|r| affinities.get(&r).copied());
             // Each address serves the endpoints of its own family, as
@@ -214,6 +226,21 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
                         &tables[tables.len() - 1].1
                     }
                 };
+                let forwarding = traffic::for_address(&forwarding, address);
+                if let Some(backend) = traffic::untranslatable(&forwarding, port, &table.backends) {
+                    if let Some(r) = carrier {
+                        let service = &table.groups[backend.group as usize].service;
+                        diagnostics.push(traffic::port_translation_refused(
+                            index.routes[r.0],
+                            format!("{}/{}", gateway.gateway.metadata.key(), listener.spec.name),
+                            &forwarding,
+                            port,
+                            backend,
+                            service,
+                        ));
+                    }
+                    continue;
+                }
                 // Every address of the family fills the same table, and
                 // shares it: see `SlotTable::maglev`.
                 let built = ListenerPlan::new(
@@ -228,8 +255,8 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
                         backends: table.backends.clone(),
                         slots: Vec::new(),
                         affinity,
-                        forwarding: Default::default(),
-                        policy: Default::default(),
+                        forwarding,
+                        policy: listener_policy.clone(),
                     },
                     table_size,
                 );

@@ -32,6 +32,7 @@ pub use crate::service::{
     IpFamily, IpFamilyPolicy, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
     SliceEndpoint, TargetPort, TrafficLocality, DEFAULT_AFFINITY_TIMEOUT, SERVICE_NAME_LABEL,
 };
+use crate::traffic_spec::{ForwardingSpec, LimitsSpec, SourceRangesSpec};
 
 /// API group of the Gateway API kinds.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -640,6 +641,16 @@ pub struct TrafficPolicySpec {
     pub external_traffic_policy: Option<TrafficLocality>,
     #[serde(default)]
     pub internal_traffic_policy: Option<TrafficLocality>,
+    /// Applies to the listeners of targeted Gateways: how their packets
+    /// reach the backends (overrides the GatewayClass's).
+    #[serde(default)]
+    pub forwarding: Option<ForwardingSpec>,
+    /// Applies to the listeners of targeted Gateways.
+    #[serde(default)]
+    pub source_ranges: Option<SourceRangesSpec>,
+    /// Applies to the listeners of targeted Gateways.
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 impl TrafficPolicySpec {
@@ -661,6 +672,14 @@ impl TrafficPolicySpec {
     }
 
     /// Whether the policy sets a GEP-3539 setting that applies to routes.
+    /// Whether the policy sets anything of a Gateway's listeners.
+    pub fn sets_listener_settings(&self) -> bool {
+        self.maglev.as_ref().is_some_and(|m| m.table_size.is_some())
+            || self.forwarding.is_some()
+            || self.source_ranges.is_some()
+            || self.limits.is_some()
+    }
+
     pub fn sets_route_endpoints(&self) -> bool {
         self.publish_not_ready_addresses.is_some()
             || !self.ip_families.is_empty()
@@ -671,8 +690,12 @@ impl TrafficPolicySpec {
 }
 
 impl Checked for TrafficPolicySpec {
-    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`.
+    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`, and
+    /// which forwarding fields go with which mode.
     fn check(&self, _: &[Self]) -> Result<(), String> {
+        if let Some(forwarding) = &self.forwarding {
+            forwarding.check()?;
+        }
         if let [a, b] = self.ip_families.as_slice() {
             if a == b {
                 return Err(format!("ipFamilies: {a:?} is listed twice"));
@@ -826,6 +849,21 @@ pub struct Resources {
     pub address_pools: Vec<AddressPool>,
     pub gateway_class_configs: Vec<GatewayClassConfig>,
     pub ignored: Vec<Ignored>,
+    /// Where each object was read, for refusals that must point into a
+    /// file (see `crate::refuse`); empty for objects from elsewhere.
+    pub origins: Vec<Origin>,
+}
+
+/// The file and line an object was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub kind: String,
+    /// Empty for cluster-scoped kinds.
+    pub namespace: String,
+    pub name: String,
+    pub file: String,
+    /// 1-based line of the object's document.
+    pub line: usize,
 }
 
 impl Resources {
@@ -846,6 +884,14 @@ impl Resources {
         self.gateway_class_configs
             .extend(other.gateway_class_configs);
         self.ignored.extend(other.ignored);
+        self.origins.extend(other.origins);
+    }
+
+    /// Where the object `kind namespace/name` was read.
+    pub fn origin(&self, kind: &str, namespace: &str, name: &str) -> Option<&Origin> {
+        self.origins
+            .iter()
+            .find(|o| o.kind == kind && o.namespace == namespace && o.name == name)
     }
 
     pub fn is_empty(&self) -> bool {

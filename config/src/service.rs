@@ -43,6 +43,10 @@ pub struct ServiceSpec {
     /// Not served: reported, and the Service is used without them.
     #[serde(default, rename = "externalIPs")]
     pub external_ips: Vec<String>,
+    /// Clients allowed to reach the listeners serving this Service (a
+    /// LoadBalancer Service's firewall); absent or empty: everyone.
+    #[serde(default, deserialize_with = "crate::traffic_spec::cidrs")]
+    pub load_balancer_source_ranges: Vec<ipnet::IpNet>,
 }
 
 impl ServiceSpec {

@@ -119,10 +119,10 @@ fn a_dual_stack_service_gives_the_ipv4_listeners_only_its_ipv4_endpoints() {
         .unwrap_or_else(|| panic!("no listeners section:\n{stdout}"));
     assert_eq!(
         listeners,
-        "demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp)\n\
+        "demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp) mode nat\n\
          \x20   -> 198.18.2.21:8080  weight 0.500  demo/echo\n\
          \x20   -> 198.18.2.22:8080  weight 0.500  demo/echo\n\
-         demo/edge/udp-echo UDP 198.18.100.10:53 (route demo/echo-udp)\n\
+         demo/edge/udp-echo UDP 198.18.100.10:53 (route demo/echo-udp) mode nat\n\
          \x20   -> 198.18.2.21:5353  weight 0.500  demo/echo\n\
          \x20   -> 198.18.2.22:5353  weight 0.500  demo/echo\n",
         "{stdout}"
@@ -136,5 +136,37 @@ fn a_dual_stack_service_gives_the_ipv4_listeners_only_its_ipv4_endpoints() {
     assert!(
         stdout.ends_with("\ndns:\nedge.demo.gw.cluster.local A 198.18.100.10\n"),
         "{stdout}"
+    );
+}
+
+/// A mode that leaves the client's packet as it is cannot translate the
+/// demo's ports (80 -> 8080): the file is refused at the route that asks
+/// for it.
+#[test]
+fn dsr_with_port_translation_is_refused_at_the_route_line() {
+    let demo = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/demo.yaml"),
+    )
+    .unwrap();
+    let text = demo
+        + "---\napiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+           metadata: {name: dsr, namespace: demo}\nspec:\n  targetRefs: \
+           [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]\n  \
+           forwarding: {mode: dsr}\n";
+    let route_line = text
+        .lines()
+        .position(|l| l == "kind: TCPRoute")
+        .expect("the demo has a TCPRoute");
+    let path = file("dsr.yaml", &text);
+    let out = check(&path, "table");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with(&format!(
+            "{}:{route_line}: TCPRoute \"demo/echo-tcp\": PortTranslationNotSupported: backend \
+             198.18.2.21:8080 of demo/echo listens on port 8080",
+            path.display()
+        )),
+        "{stderr}"
     );
 }

@@ -13,6 +13,7 @@
 
 pub mod affinity;
 pub mod afxdp;
+pub mod capabilities;
 pub mod drop_reason;
 pub mod fast_path;
 pub mod flow;

@@ -24,7 +24,7 @@ use crate::pools::{special_purpose, to_u128, PortRange};
 use crate::resources::{
     AddressPool, ClassType, Gateway, GatewayClass, IP_ADDRESS_TYPE, SWITCHYARD_GROUP,
 };
-use crate::snapshot::forwards;
+use crate::snapshot::{forwards, Forwarding};
 
 /// `spec.addresses` type naming a DNS name (ExternalName classes).
 pub const HOSTNAME_TYPE: &str = "Hostname";
@@ -42,6 +42,8 @@ pub(super) struct Class<'a> {
     pub node_addresses: &'a [IpAddr],
     /// `Some` when listeners get node ports.
     pub node_ports: Option<PortRange>,
+    /// The mode of listeners no TrafficPolicy gives another.
+    pub forwarding: Forwarding,
 }
 
 impl Class<'_> {
@@ -51,6 +53,7 @@ impl Class<'_> {
         pool: None,
         node_addresses: &[],
         node_ports: None,
+        forwarding: Forwarding::Nat,
     };
 }
 
@@ -117,6 +120,10 @@ fn params<'a>(index: &Index<'a>, class: &'a GatewayClass) -> Result<Class<'a>, S
         pool,
         node_addresses: &spec.node_addresses,
         node_ports: spec.node_ports().then_some(spec.node_port_range),
+        forwarding: spec
+            .forwarding
+            .as_ref()
+            .map_or(Forwarding::Nat, |f| f.forwarding()),
     })
 }
 

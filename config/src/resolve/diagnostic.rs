@@ -103,6 +103,12 @@ pub enum Reason {
     /// listener resolution built for it (a bug in resolution, which only
     /// builds valid ones), so it is not served.
     InvalidListener,
+    /// Route `ResolvedRefs`: a backendRef's endpoints listen on a port other
+    /// than the listener's, and the listener's forwarding mode (`dsr`,
+    /// `ipip`, `gue`) leaves the client's packet as it is, so nothing could
+    /// translate the port; the listener is not served, and a config file
+    /// asking for it is refused at load.
+    PortTranslationNotSupported,
 }
 
 impl Reason {
@@ -125,6 +131,7 @@ impl Reason {
             Self::AddressNotUsable => ConditionType::Programmed,
             Self::InvalidParameters => ConditionType::Accepted,
             Self::InvalidListener => ConditionType::Programmed,
+            Self::PortTranslationNotSupported => ConditionType::ResolvedRefs,
         }
     }
 
@@ -151,6 +158,7 @@ impl Reason {
             Self::NoDnsName => "NoDnsName",
             Self::NoEndpointsOfFamily => "NoEndpointsOfFamily",
             Self::InvalidListener => "Invalid",
+            Self::PortTranslationNotSupported => "PortTranslationNotSupported",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::{addresses, Diagnostic, Index, Reason};
 use crate::resources::{ClassType, Gateway, Listener, RouteKind, GATEWAY_GROUP};
-use crate::snapshot::Protocol;
+use crate::snapshot::{Forwarding, Protocol};
 
 pub(super) struct GatewayView<'a> {
     pub gateway: &'a Gateway,
@@ -19,6 +19,8 @@ pub(super) struct GatewayView<'a> {
     /// ExternalName classes: what the Gateway's DNS name aliases to.
     pub external_name: Option<String>,
     pub class_type: ClassType,
+    /// The class's forwarding mode (see `traffic`).
+    pub forwarding: Forwarding,
     /// Served nowhere: see `addresses::Assignment::refused`.
     pub refused: bool,
     /// The Gateway's `status.addresses`.
@@ -73,6 +75,7 @@ pub(super) fn ours<'a>(
         .map(|((gateway, class), assignment)| GatewayView {
             gateway,
             class_type: class.class_type,
+            forwarding: class.forwarding.clone(),
             refused: assignment.refused,
             status_addresses: assignment.status(),
             addresses: assignment.addresses,

@@ -62,13 +62,17 @@ pub(super) struct TableSize<'a> {
     pub policy: &'a TrafficPolicy,
 }
 
-/// Per `(gateway, listener)` position in `gateways`: the winning policy's
-/// table size. Listeners without one keep `SLOT_TABLE_SIZE`.
-pub(super) fn table_sizes<'a>(
-    index: &Index<'a>,
-    gateways: &[GatewayView<'a>],
+/// Which policies target each listener: per `(gateway, listener)`
+/// position in `gateways`, `(section-specific?, rank in index.policies)`
+/// of every policy that sets something of a Gateway's listeners and names
+/// the listener or its Gateway (policies rank oldest first). Targets that
+/// are not there, or of a kind no such setting applies to, are reported
+/// here, once.
+pub(super) fn listener_claims(
+    index: &Index<'_>,
+    gateways: &[GatewayView<'_>],
     diagnostics: &mut Vec<Diagnostic>,
-) -> HashMap<(usize, usize), TableSize<'a>> {
+) -> ListenerClaims {
     let position: HashMap<(&str, &str), usize> = gateways
         .iter()
         .enumerate()
@@ -80,15 +84,10 @@ pub(super) fn table_sizes<'a>(
 
     // (listener) -> (section-specific?, rank in `index.policies`), where
     // rank orders policies oldest first.
-    let mut candidates: HashMap<(usize, usize), Vec<(bool, usize)>> = HashMap::new();
+    let mut candidates: ListenerClaims = HashMap::new();
     for (rank, policy) in index.policies.iter().enumerate() {
         let meta = &policy.metadata;
-        let sets_size = policy
-            .spec
-            .maglev
-            .as_ref()
-            .and_then(|m| m.table_size)
-            .is_some();
+        let sets_size = policy.spec.sets_listener_settings();
         let diagnostic = |reason, message: String| {
             Diagnostic::new(
                 "TrafficPolicy",
@@ -102,14 +101,29 @@ pub(super) fn table_sizes<'a>(
         let sets_route = policy.spec.sets_route_endpoints();
         for target in &policy.spec.target_refs {
             let affinity_target = target.route_kind().is_some() || target.is_service();
-            if affinity_target && (sets_affinity || sets_route) {
-                // Resolved by `affinities` and `endpoint_settings`.
-                continue;
-            }
             // Scoped to the target, so status reports it on that ancestor.
             let mut scope = format!("{}/{}", meta.namespace, target.name);
             if let Some(section) = &target.section_name {
                 scope = format!("{scope}/{section}");
+            }
+            if affinity_target && (sets_affinity || sets_route) {
+                // Resolved by `affinities` and `endpoint_settings`; what
+                // else the policy sets does not apply here.
+                if sets_size {
+                    diagnostics.push(
+                        diagnostic(
+                            Reason::Invalid,
+                            format!(
+                                "targetRef {} {:?}: spec.maglev, spec.forwarding, \
+                                 spec.sourceRanges and spec.limits apply to Gateways and their \
+                                 listeners, not to this kind",
+                                target.kind, target.name
+                            ),
+                        )
+                        .on_parent(scope),
+                    );
+                }
+                continue;
             }
             if !target.is_gateway() {
                 diagnostics.push(
@@ -117,7 +131,8 @@ pub(super) fn table_sizes<'a>(
                         Reason::Invalid,
                         format!(
                         "targetRef {} {:?} (group {:?}): no TrafficPolicy setting applies to this \
-                         kind; spec.maglev applies to Gateways (group gateway.networking.k8s.io), \
+                         kind; spec.maglev, spec.forwarding, spec.sourceRanges and spec.limits \
+                         apply to Gateways (group gateway.networking.k8s.io), \
                          spec.sessionAffinity to TCPRoutes, UDPRoutes (group \
                          gateway.networking.k8s.io) and Services (group \"\"), the Service \
                          settings (publishNotReadyAddresses, ipFamilies, ipFamilyPolicy, \
@@ -201,14 +216,115 @@ pub(super) fn table_sizes<'a>(
         }
     }
 
-    let mut sizes = HashMap::new();
-    for ((g, l), mut claims) in candidates {
+    candidates
+}
+
+/// Per listener, the policies naming it (see `listener_claims`).
+pub(super) type ListenerClaims = HashMap<(usize, usize), Vec<(bool, usize)>>;
+
+/// A setting of a Gateway's listeners, won per listener by one policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ListenerSetting {
+    TableSize,
+    Forwarding,
+    SourceRanges,
+    Limits,
+}
+
+impl ListenerSetting {
+    fn field(self) -> &'static str {
+        match self {
+            Self::TableSize => "spec.maglev.tableSize",
+            Self::Forwarding => "spec.forwarding",
+            Self::SourceRanges => "spec.sourceRanges",
+            Self::Limits => "spec.limits",
+        }
+    }
+
+    fn is_set(self, policy: &TrafficPolicy) -> bool {
+        let spec = &policy.spec;
+        match self {
+            Self::TableSize => spec.maglev.as_ref().is_some_and(|m| m.table_size.is_some()),
+            Self::Forwarding => spec.forwarding.is_some(),
+            Self::SourceRanges => spec.source_ranges.is_some(),
+            Self::Limits => spec.limits.is_some(),
+        }
+    }
+}
+
+/// Per listener, the policy whose `setting` applies there: the most
+/// specific (a sectionName beats the whole Gateway), then the oldest.
+/// Policies as specific that set it too are `Conflicted` on that listener.
+pub(super) fn winners<'a>(
+    index: &Index<'a>,
+    gateways: &[GatewayView<'a>],
+    claims: &ListenerClaims,
+    setting: ListenerSetting,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<(usize, usize), &'a TrafficPolicy> {
+    let mut out = HashMap::new();
+    for (&(g, l), claims) in claims {
+        let mut claims: Vec<(bool, usize)> = claims
+            .iter()
+            .copied()
+            .filter(|&(_, rank)| setting.is_set(index.policies[rank]))
+            .collect();
+        if claims.is_empty() {
+            continue;
+        }
         // Most specific first, then oldest; a policy naming the listener
         // both ways counts once, at its most specific.
         claims.sort_by_key(|&(specific, rank)| (!specific, rank));
         claims.dedup_by_key(|c| c.1);
         let (specific, winner) = claims[0];
         let policy = index.policies[winner];
+        let listener = format!(
+            "{}/{}",
+            gateways[g].gateway.metadata.key(),
+            gateways[g].listeners[l].spec.name
+        );
+        for &(other_specific, rank) in &claims[1..] {
+            if other_specific != specific {
+                continue;
+            }
+            let loser = &index.policies[rank].metadata;
+            diagnostics.push(
+                Diagnostic::new(
+                    "TrafficPolicy",
+                    &loser.namespace,
+                    &loser.name,
+                    Reason::Conflicted,
+                    format!(
+                        "{} on listener {listener} is set by TrafficPolicy {}, which targets it \
+                         as specifically and is older (or as old and first by namespace/name)",
+                        setting.field(),
+                        policy.metadata.key()
+                    ),
+                )
+                .on_parent(listener.clone()),
+            );
+        }
+        out.insert((g, l), policy);
+    }
+    out
+}
+
+/// Per `(gateway, listener)` position in `gateways`: the winning policy's
+/// table size. Listeners without one keep `SLOT_TABLE_SIZE`.
+pub(super) fn table_sizes<'a>(
+    index: &Index<'a>,
+    gateways: &[GatewayView<'a>],
+    claims: &ListenerClaims,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<(usize, usize), TableSize<'a>> {
+    let mut sizes = HashMap::new();
+    for ((g, l), policy) in winners(
+        index,
+        gateways,
+        claims,
+        ListenerSetting::TableSize,
+        diagnostics,
+    ) {
         let listener = format!(
             "{}/{}",
             gateways[g].gateway.metadata.key(),
@@ -235,29 +351,6 @@ pub(super) fn table_sizes<'a>(
                 None
             }
         };
-        let mut seen = vec![winner];
-        for &(other_specific, rank) in &claims[1..] {
-            if other_specific != specific || seen.contains(&rank) {
-                continue;
-            }
-            seen.push(rank);
-            let loser = &index.policies[rank].metadata;
-            diagnostics.push(
-                Diagnostic::new(
-                    "TrafficPolicy",
-                    &loser.namespace,
-                    &loser.name,
-                    Reason::Conflicted,
-                    format!(
-                        "spec.maglev.tableSize on listener {listener} is set by TrafficPolicy {}, \
-                         which targets it as specifically and is older (or as old and first by \
-                         namespace/name)",
-                        policy.metadata.key()
-                    ),
-                )
-                .on_parent(listener.clone()),
-            );
-        }
         if let Some(size) = size {
             sizes.insert((g, l), TableSize { size, policy });
         }

@@ -28,6 +28,15 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
     let generation = state.config.load().generation() + 1;
     let resolution =
         switchyard_config::resolve_with(&resources, generation, &state.resolve_options);
+    switchyard_config::refuse(&resources, &resolution).map_err(|err| err.to_string())?;
+    if let Some(why) = resolution
+        .snapshot
+        .listeners()
+        .iter()
+        .find_map(switchyard_dataplane::capabilities::unsupported)
+    {
+        return Err(why);
+    }
     // A reload re-applies the drains in force, so the comparison does too:
     // a drained backend is not a change the file makes.
     let snapshot = crate::drain::apply(

@@ -8,7 +8,9 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 use switchyard_config::dns::DnsRecord;
 use switchyard_config::resolve::CONTROLLER_NAME;
-use switchyard_config::snapshot::{Listener, Protocol, Slot};
+use switchyard_config::snapshot::{
+    Forwarding, Listener, ListenerPolicy, Protocol, ProxyProtocol, Slot,
+};
 use switchyard_config::status::{
     Condition, ConditionStatus, ObjectReference, ResourceStatus, Status,
 };
@@ -80,6 +82,8 @@ struct ListenerReport<'a> {
     protocol: Protocol,
     /// `namespace/name` of the route carrying the traffic; empty if none.
     route: &'a str,
+    forwarding: &'a Forwarding,
+    policy: &'a ListenerPolicy,
     backends: Vec<BackendReport>,
 }
 
@@ -105,6 +109,8 @@ impl<'a> Report<'a> {
                 listener_port: l.listener_port(),
                 protocol: l.protocol(),
                 route: l.route(),
+                forwarding: l.forwarding(),
+                policy: l.policy(),
                 backends: l
                     .backends()
                     .iter()
@@ -200,11 +206,15 @@ fn table(report: &Report<'_>) -> String {
         };
         let _ = writeln!(
             out,
-            "{} {} {}{node_port} (route {route})",
+            "{} {} {}{node_port} (route {route}) mode {}",
             l.name,
             l.protocol,
-            std::net::SocketAddr::new(l.address, l.port)
+            std::net::SocketAddr::new(l.address, l.port),
+            mode_text(l.forwarding)
         );
+        if !l.policy.is_open() {
+            let _ = writeln!(out, "    policy {}", policy_text(l.policy));
+        }
         for b in &l.backends {
             let _ = writeln!(
                 out,
@@ -222,6 +232,56 @@ fn table(report: &Report<'_>) -> String {
         let _ = writeln!(out, "{} {} {}", r.name, r.record_type, r.value);
     }
     out
+}
+
+/// The mode and what it adds: `fullnat (snat 198.18.2.1, proxy protocol
+/// v2)`, `gue (udp port 6080)`.
+fn mode_text(forwarding: &Forwarding) -> String {
+    match forwarding {
+        Forwarding::FullNat(full) => {
+            let snat = if full.addresses.is_empty() {
+                "snat the egress interface's address".to_owned()
+            } else {
+                let addresses: Vec<String> =
+                    full.addresses.iter().map(ToString::to_string).collect();
+                format!("snat {}", addresses.join(" "))
+            };
+            match full.proxy_protocol {
+                Some(ProxyProtocol::V2) => format!("fullnat ({snat}, proxy protocol v2)"),
+                None => format!("fullnat ({snat})"),
+            }
+        }
+        Forwarding::Gue(gue) => format!("gue (udp port {})", gue.port),
+        other => other.name().to_owned(),
+    }
+}
+
+/// `allow 198.18.1.0/24 deny 198.18.1.66/32 newFlowsPerSecond 1000`.
+fn policy_text(policy: &ListenerPolicy) -> String {
+    let nets = |nets: &[ipnet::IpNet]| {
+        if nets.is_empty() {
+            "nobody".to_owned()
+        } else {
+            nets.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let mut parts = Vec::new();
+    if let Some(allow) = &policy.source_ranges.allow {
+        parts.push(format!("allow {}", nets(allow)));
+    }
+    if !policy.source_ranges.deny.is_empty() {
+        parts.push(format!("deny {}", nets(&policy.source_ranges.deny)));
+    }
+    if let Some(rate) = policy.new_flows_per_second {
+        parts.push(format!("newFlowsPerSecond {rate}"));
+    }
+    if let Some(max) = policy.max_flows {
+        parts.push(format!("maxFlows {max}"));
+    }
+    parts.join(" ")
 }
 
 /// `  Accepted=True Programmed=False`, then an indented `reason: message`
@@ -461,7 +521,9 @@ mod tests {
         assert!(
             text.contains("parent Gateway demo/edge/tcp-echo  Accepted=True  ResolvedRefs=True")
         );
-        assert!(text.contains("demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp)"));
+        assert!(
+            text.contains("demo/edge/tcp-echo TCP 198.18.100.10:80 (route demo/echo-tcp) mode nat")
+        );
 
         let broken = Condition {
             condition_type: "ResolvedRefs".into(),

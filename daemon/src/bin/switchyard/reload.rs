@@ -106,6 +106,10 @@ fn compile_text(
 ) -> Result<Compiled> {
     let resources = switchyard_config::load_str(&path.display().to_string(), text)?;
     let resolution = switchyard_config::resolve_with(&resources, generation, options);
+    switchyard_config::refuse(&resources, &resolution)?;
+    if let Some(why) = unsupported(&resolution.snapshot) {
+        anyhow::bail!("{}: {why}", path.display());
+    }
     Ok(Compiled {
         snapshot: resolution.snapshot,
         diagnostics: resolution
@@ -116,6 +120,15 @@ fn compile_text(
         sha256,
         no_objects: resources.is_empty(),
     })
+}
+
+/// Why the packet path cannot serve `snapshot` as it says, if it cannot
+/// (see `switchyard_dataplane::capabilities`).
+fn unsupported(snapshot: &switchyard_config::snapshot::Snapshot) -> Option<String> {
+    snapshot
+        .listeners()
+        .iter()
+        .find_map(switchyard_dataplane::capabilities::unsupported)
 }
 
 /// Why a compiled file that would serve nothing is refused; none when it

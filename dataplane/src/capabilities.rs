@@ -1,0 +1,65 @@
+//! What this build's packet path carries out of a listener's settings, so
+//! that the daemon refuses a config asking for more (at start, on a reload,
+//! in `yardctl config check`) instead of serving it some other way: a
+//! listener forwarded in a mode the workers do not implement, or a policy
+//! they do not enforce, would quietly do something else than the file says.
+
+use switchyard_config::snapshot::{Forwarding, Listener};
+
+/// Why the packet path cannot serve `listener` as its snapshot says, if
+/// it cannot.
+pub fn unsupported(listener: &Listener) -> Option<String> {
+    let mode_served = matches!(listener.forwarding(), Forwarding::Nat);
+    if !mode_served {
+        return Some(format!(
+            "listener {}: forwarding mode {} is not implemented by this build",
+            listener.name(),
+            listener.forwarding().name()
+        ));
+    }
+    if !listener.policy().is_open() {
+        return Some(format!(
+            "listener {}: sourceRanges and limits are not enforced by this build",
+            listener.name()
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = include_str!("../../config/examples/demo.yaml");
+
+    fn first_refusal(text: &str) -> Option<String> {
+        let resources = switchyard_config::load_str("demo.yaml", text).expect("loads");
+        let resolution = switchyard_config::resolve(&resources, 1);
+        resolution.snapshot.listeners().iter().find_map(unsupported)
+    }
+
+    #[test]
+    fn the_demo_is_served_and_what_is_not_implemented_is_named() {
+        assert_eq!(first_refusal(DEMO), None);
+        let policy = |spec: &str| {
+            format!(
+                "{DEMO}---\napiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+                 metadata: {{name: p, namespace: demo}}\nspec:\n  targetRefs: \
+                 [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n  {spec}\n"
+            )
+        };
+        for (spec, expected) in [
+            (
+                "forwarding: {mode: fullnat}",
+                "mode fullnat is not implemented",
+            ),
+            ("limits: {maxFlows: 10}", "limits are not enforced"),
+        ] {
+            let why = first_refusal(&policy(spec));
+            assert!(
+                why.as_deref().is_some_and(|w| w.contains(expected)),
+                "{spec}: {why:?}"
+            );
+        }
+    }
+}
