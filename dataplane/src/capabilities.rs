@@ -9,7 +9,18 @@ use switchyard_config::snapshot::{Forwarding, Listener};
 /// Why the packet path cannot serve `listener` as its snapshot says, if
 /// it cannot.
 pub fn unsupported(listener: &Listener) -> Option<String> {
-    let mode_served = matches!(listener.forwarding(), Forwarding::Nat);
+    if let Forwarding::FullNat(full) = listener.forwarding() {
+        if full.proxy_protocol.is_some() {
+            return Some(format!(
+                "listener {}: the PROXY protocol header of fullnat is not implemented by this build",
+                listener.name()
+            ));
+        }
+    }
+    let mode_served = matches!(
+        listener.forwarding(),
+        Forwarding::Nat | Forwarding::FullNat(_) | Forwarding::Dsr
+    );
     if !mode_served {
         return Some(format!(
             "listener {}: forwarding mode {} is not implemented by this build",
@@ -48,10 +59,11 @@ mod tests {
                  [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n  {spec}\n"
             )
         };
+        assert_eq!(first_refusal(&policy("forwarding: {mode: fullnat}")), None);
         for (spec, expected) in [
             (
-                "forwarding: {mode: fullnat}",
-                "mode fullnat is not implemented",
+                "forwarding: {mode: fullnat, proxyProtocol: V2}",
+                "PROXY protocol header of fullnat is not implemented",
             ),
             ("limits: {maxFlows: 10}", "limits are not enforced"),
         ] {

@@ -11,7 +11,8 @@ use switchyard_config::snapshot::{
     Protocol, Slot, Snapshot,
 };
 use switchyard_dataplane::neighbor::{
-    L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
+    L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, NeighbourState, RouteAction,
+    RouteEntry,
 };
 use switchyard_dataplane::snat::{SnatPorts, SnatTable};
 use switchyard_dataplane::worker::SnatSetup;
@@ -626,4 +627,49 @@ fn dsr_to_a_backend_behind_a_router_is_refused_and_counted() {
     );
     assert_eq!(h.send(0, request), None);
     assert_eq!(h.drops("dsr_backend_not_on_link"), 1);
+}
+
+/// Snapshot `generation` of `forwarding`, the same listeners and backends.
+fn snapshot_at(generation: u64, forwarding: Forwarding) -> Snapshot {
+    let parts = snapshot(forwarding)
+        .listeners()
+        .iter()
+        .map(|l| l.clone().into_parts())
+        .collect::<Vec<_>>();
+    let listeners = parts
+        .into_iter()
+        .map(|p| Listener::new(p).expect("valid listener"))
+        .collect();
+    Snapshot::new(generation, listeners).expect("one listener per VIP")
+}
+
+#[test]
+fn a_dsr_connection_keeps_its_backend_across_a_reload_and_a_new_neighbour_table() {
+    let (feed, neighbors) = NeighborFeed::new(l2_table());
+    let h = harness_with(snapshot(Forwarding::Dsr));
+    let mut h = harness::worker_of(0, h.config.clone(), neighbors, h.replies.clone(), h.epoch);
+    let segment = || {
+        frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000),
+            (VIP.into(), 80),
+            true,
+            b"x",
+        )
+    };
+    let first = h.send(0, segment()).expect("forwarded").1;
+    let backend_mac = &first[0..6];
+    // A reload that keeps the listener and its backends.
+    h.config.store(Arc::new(snapshot_at(2, Forwarding::Dsr)));
+    let after_reload = h.send(0, segment()).expect("still forwarded, not reset").1;
+    assert_eq!(&after_reload[0..6], backend_mac);
+    assert_eq!(after_reload[12..], segment()[12..], "not a reset");
+    // The kernel's table changes: the next hop is learnt again, toward
+    // the backend (not the VIP the packet is addressed to).
+    feed.publish(Arc::new(l2_table().with_version(7)));
+    let after_l2 = h.send(0, segment()).expect("still forwarded").1;
+    assert_eq!(&after_l2[0..6], backend_mac);
+    let stats = h.stats();
+    assert_eq!(stats.listeners[0].flows, 1, "one connection, one flow");
+    assert_eq!(stats.listeners[0].packets, 3);
 }

@@ -12,7 +12,9 @@ use anyhow::Result;
 use crate::config::GatewaySpec;
 use crate::link::{set_gro, set_tx_checksum, wait_links_up};
 use crate::netns::Netns;
-use crate::topology::{Topology, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP6_NET, VIP_NET};
+use crate::topology::{
+    Topology, BACKEND_NET, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP6_NET, VIP_NET,
+};
 
 /// The hairpin client: on the backends' own subnet, reaching the VIP
 /// through the LB's backend-side address.
@@ -25,6 +27,8 @@ pub const SNAT_PORTS: &str = "10000-32767";
 /// The client's subnets (`topology::CLIENT_ADDR`, `CLIENT_ADDR6`).
 const CLIENT_NET: &str = "198.18.1.0/24";
 const CLIENT_NET6: &str = "2001:db8:1::/64";
+/// The backends' IPv6 subnet (`topology::BACKENDS6`).
+const BACKEND_NET6: &str = "2001:db8:2::/64";
 
 const LINK_UP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -131,8 +135,19 @@ pub fn hairpin_client(topo: &Topology, ipv6: bool) -> Result<Netns> {
 /// interface; arp_announce 2: never the VIP as an ARP source; IPv6
 /// Neighbor Discovery only answers for the receiving interface's own
 /// addresses), and a direct route back to the client's subnet (the LB
-/// node does not forward).
+/// node does not forward); the client, on the same bridge, reaches the
+/// backends' subnet on-link too, or it would not answer their ARP and
+/// Neighbor Solicitations (reverse-path filtering drops a request from an
+/// address it has no route to).
 pub fn backends_hold_the_vip(topo: &Topology, vips: &[IpAddr]) -> Result<()> {
+    if vips.iter().any(IpAddr::is_ipv4) {
+        topo.client
+            .ip(&["route", "add", BACKEND_NET, "dev", "eth0"])?;
+    }
+    if vips.iter().any(IpAddr::is_ipv6) {
+        topo.client
+            .ip(&["-6", "route", "add", BACKEND_NET6, "dev", "eth0"])?;
+    }
     for be in &topo.backends {
         let ns = &be.ns;
         for key in ["all", "eth0"] {
@@ -140,7 +155,11 @@ pub fn backends_hold_the_vip(topo: &Topology, vips: &[IpAddr]) -> Result<()> {
             ns.sysctl(&format!("net/ipv4/conf/{key}/arp_announce"), "2")?;
         }
         for vip in vips {
-            let (family, len) = if vip.is_ipv6() { ("-6", 128) } else { ("-4", 32) };
+            let (family, len) = if vip.is_ipv6() {
+                ("-6", 128)
+            } else {
+                ("-4", 32)
+            };
             ns.ip(&[family, "addr", "add", &format!("{vip}/{len}"), "dev", "lo"])?;
         }
         if vips.iter().any(IpAddr::is_ipv4) {

@@ -31,15 +31,19 @@ fn dsr_backends_answer_the_client_themselves_from_the_vip() -> Result<()> {
     }
     let dir = TempDir::new("config")?;
     let config = dir.write("gateway.yaml", &with_forwarding(&spec, "{mode: dsr}"))?;
-    let mut servers = topo.start_backends(TCP_PORT, UDP_PORT)?;
+    // Bound to the VIP itself, so a UDP answer leaves from it too (a
+    // wildcard socket would answer from the backend's own address).
+    let mut servers = Vec::new();
     for backend in &topo.backends {
-        servers.push(EchoPair::start_on(
-            &backend.ns,
-            &backend.name,
-            IpAddr::V6(VIP6),
-            TCP_PORT,
-            UDP_PORT,
-        )?);
+        for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
+            servers.push(EchoPair::start_on(
+                &backend.ns,
+                &backend.name,
+                vip,
+                TCP_PORT,
+                UDP_PORT,
+            )?);
+        }
     }
     let daemon = Daemon::start(
         &topo.lb,
@@ -58,7 +62,10 @@ fn dsr_backends_answer_the_client_themselves_from_the_vip() -> Result<()> {
                 } else {
                     tcp_exchange(&topo.client, to, &payload)
                 }
-                .with_context(|| format!("exchange {i} with {to}"))?;
+                .with_context(|| {
+                    let stats = daemon.stats().map(|s| (s.drops, s.xdp_steering));
+                    format!("exchange {i} with {to}; LB counters {stats:?}")
+                })?;
                 let server = reply.server().to_owned();
                 ensure!(
                     reply.from == to && reply.text == format!("{server} {payload}"),
@@ -84,9 +91,15 @@ fn dsr_backends_answer_the_client_themselves_from_the_vip() -> Result<()> {
     // alone: no answer came back through the LB.
     let stats = poll_until(DEADLINE, "every flow counted", || {
         let stats = daemon.stats()?;
-        let done = stats.listeners.iter().all(|l| l.counters.flows == EXCHANGES);
+        let done = stats
+            .listeners
+            .iter()
+            .all(|l| l.counters.flows >= EXCHANGES);
         Ok(done.then_some(stats))
     })?;
+    for listener in &stats.listeners {
+        ensure!(listener.counters.flows == EXCHANGES, "{listener:?}");
+    }
     for listener in &stats.listeners {
         if listener.protocol.eq_ignore_ascii_case("udp") {
             ensure!(

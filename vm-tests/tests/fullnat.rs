@@ -71,10 +71,7 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
     let hairpin = hairpin_client(&topo, true)?;
     let spec = GatewaySpec::demo_dual_stack();
     let dir = TempDir::new("config")?;
-    let config = dir.write(
-        "gateway.yaml",
-        &with_forwarding(&spec, "{mode: fullnat}"),
-    )?;
+    let config = dir.write("gateway.yaml", &with_forwarding(&spec, "{mode: fullnat}"))?;
     let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
     for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
         servers.push(EchoPair::start_on(
@@ -133,7 +130,11 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
         };
         Ok((flows("tcp") == tcp && flows("udp") == udp).then_some(stats))
     })?;
-    for reason in ["snat_ports_exhausted", "no_snat_address", "reply_without_flow"] {
+    for reason in [
+        "snat_ports_exhausted",
+        "no_snat_address",
+        "reply_without_flow",
+    ] {
         ensure!(
             stats.drops.get(reason).copied().unwrap_or(0) == 0,
             "{reason}: {:?}",
@@ -223,10 +224,7 @@ fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> 
     backends_without_route_through_lb(&topo, false)?;
     let spec = GatewaySpec::demo();
     let dir = TempDir::new("config")?;
-    let config = dir.write(
-        "gateway.yaml",
-        &with_forwarding(&spec, "{mode: fullnat}"),
-    )?;
+    let config = dir.write("gateway.yaml", &with_forwarding(&spec, "{mode: fullnat}"))?;
     let servers: Vec<HoldingServer> = topo
         .backends
         .iter()
@@ -285,8 +283,10 @@ fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> 
         CONNECTIONS - distinct.len()
     );
     ensure!(
-        peers.iter().all(|p| p.ip() == IpAddr::V4(LB_BACKEND_SIDE_ADDR)
-            && (SNAT_FIRST..=SNAT_LAST).contains(&p.port())),
+        peers
+            .iter()
+            .all(|p| p.ip() == IpAddr::V4(LB_BACKEND_SIDE_ADDR)
+                && (SNAT_FIRST..=SNAT_LAST).contains(&p.port())),
         "a backend saw a source outside the SNAT address's range"
     );
     for server in &servers {

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
+use super::modes::{carry_over_dsr, dsr_backend};
 use super::path::{
     answering_address, destination_key, exceeds, mtu16, Egress, PathState, NS_PER_SEC,
     PROVISIONAL_L2, TCP, TCP_CLOSING,
@@ -53,13 +54,19 @@ impl Worker {
         if reopens(parsed, entry) {
             return Followed::Undecided;
         }
-        if entry.generation != snapshot.generation() && !carry_over(snapshot, &parsed.key, entry) {
+        if entry.generation != snapshot.generation() && !carry_over_any(snapshot, l2, parsed, entry)
+        {
             return orphaned(snapshot, parsed, entry, now);
         }
         // A `dsr` entry's rewrite names the VIP, not the backend its next
-        // hop is for: when the kernel's table changes it is decided again.
+        // hop is for: that comes from the snapshot.
         if entry.l2_version != l2.version() && Shape::of(&parsed.key, entry) == Shape::Dsr {
-            return Followed::Undecided;
+            let Some(backend) = dsr_backend(snapshot, entry) else {
+                return Followed::Undecided;
+            };
+            if let Err(reason) = self.path.relearn_toward(l2, entry, backend) {
+                return Followed::Forwarded(self.path.drop_packet(reason));
+            }
         }
         Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
     }
@@ -116,7 +123,19 @@ impl PathState {
     /// may have moved.
     #[inline(never)]
     fn relearn_next_hop(&mut self, l2: &L2Table, entry: &mut FlowEntry) -> Result<(), DropReason> {
-        match self.next_hop(l2, entry.rewrite.ip_dst) {
+        self.relearn_toward(l2, entry, entry.rewrite.ip_dst)
+    }
+
+    /// `relearn_next_hop` toward `destination` (for `dsr`, the backend the
+    /// VIP-addressed packet goes to).
+    #[inline(never)]
+    fn relearn_toward(
+        &mut self,
+        l2: &L2Table,
+        entry: &mut FlowEntry,
+        destination: IpAddr,
+    ) -> Result<(), DropReason> {
+        match self.next_hop(l2, destination) {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
                 entry.egress_vlan = hop.vlan.into();
@@ -217,6 +236,21 @@ fn orphaned(snapshot: &Snapshot, parsed: &Parsed, entry: &mut FlowEntry, now: u6
     entry.closing = true;
     entry.last_seen_ns = now;
     Followed::BackendRemoved
+}
+
+/// `carry_over`, or for a `dsr` flow (whose rewrite does not name its
+/// backend) `modes::carry_over_dsr`.
+#[inline(never)]
+fn carry_over_any(
+    snapshot: &Snapshot,
+    l2: &L2Table,
+    parsed: &Parsed,
+    entry: &mut FlowEntry,
+) -> bool {
+    if Shape::of(&parsed.key, entry) == Shape::Dsr && entry.direction == Direction::ToBackend {
+        return carry_over_dsr(snapshot, l2, &parsed.key, entry);
+    }
+    carry_over(snapshot, &parsed.key, entry)
 }
 
 /// A flow decided under an older snapshot keeps its translation when the

@@ -20,7 +20,8 @@ use switchyard_config::snapshot::{Forwarding, Protocol, Snapshot};
 use super::path::{secs, service_key, PathState};
 use super::plan::binding_held;
 use crate::drop_reason::DropReason;
-use crate::flow::{FlowEntry, FlowTable};
+use crate::flow::{Cached, FlowEntry, FlowTable};
+use crate::neighbor::L2Table;
 use crate::packet::{self, FlowKey};
 use crate::snat::{Binding, SnatTable};
 
@@ -148,4 +149,47 @@ fn reverse_binding(
         listener: listener.id().as_u32(),
         backend,
     })
+}
+
+/// The backend a `dsr` flow entry of the current snapshot goes to.
+pub(super) fn dsr_backend(snapshot: &Snapshot, entry: &FlowEntry) -> Option<IpAddr> {
+    let listener = snapshot.listener(entry.listener)?;
+    let backend = listener.get().backends().get(entry.backend as usize)?;
+    Some(backend.endpoint.address)
+}
+
+/// `forward::carry_over` for a `dsr` flow, whose rewrite names the VIP
+/// rather than its backend: the backend is the new snapshot's backend of
+/// the VIP's listener on the VIP's port whose MAC the flow sends to, so a
+/// reload that keeps the backend keeps the flow on it (and a TCP
+/// connection is not reset as if its backend had gone).
+#[inline(never)]
+pub(super) fn carry_over_dsr(
+    snapshot: &Snapshot,
+    l2: &L2Table,
+    key: &FlowKey,
+    entry: &mut FlowEntry,
+) -> bool {
+    let Some(protocol) = Protocol::from_ip_proto(key.protocol) else {
+        return false;
+    };
+    let Some(listener) = snapshot.listener_for_vip(&service_key(key.dst, key.dst_port, protocol))
+    else {
+        return false;
+    };
+    let Some(position) = listener.backends().iter().position(|b| {
+        b.endpoint.port == key.dst_port
+            && l2
+                .resolve(b.endpoint.address)
+                .is_ok_and(|hop| hop.dst_mac == entry.rewrite.eth_dst)
+    }) else {
+        return false;
+    };
+    entry.listener = listener.id().as_u32();
+    entry.backend = position as u32;
+    entry.generation = snapshot.generation();
+    if entry.cached == Cached::Current {
+        entry.cached = Cached::Stale;
+    }
+    true
 }
