@@ -14,6 +14,7 @@ use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, NeighbourState, RouteAction,
     RouteEntry,
 };
+use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::snat::{SnatPorts, SnatTable};
 use switchyard_dataplane::worker::SnatSetup;
 
@@ -136,10 +137,12 @@ fn snapshot(forwarding: Forwarding) -> Snapshot {
     ])
 }
 
-/// Worker `queue` of two, with its half of `RANGE`, sharing `table`.
+/// Worker `queue` of two, with its half of `RANGE`, sharing `table` (and
+/// the forward table that goes with it).
 fn with_snat(h: Harness, table: &Arc<SnatTable>, queue: u32) -> Harness {
     let setup = SnatSetup {
         table: table.clone(),
+        forwards: forwards_of(table),
         slice: RANGE.slice(queue, 2).unwrap(),
         interface_addresses: vec![
             (20, Ipv4Addr::new(198, 18, 9, 1).into(), 24),
@@ -151,6 +154,19 @@ fn with_snat(h: Harness, table: &Arc<SnatTable>, queue: u32) -> Harness {
         worker: h.worker.with_snat(setup),
         ..h
     }
+}
+
+/// One forward table per SNAT table, as a daemon has.
+fn forwards_of(table: &Arc<SnatTable>) -> Arc<ReplyTable> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TABLES: Mutex<Option<HashMap<usize, Arc<ReplyTable>>>> = Mutex::new(None);
+    let mut tables = TABLES.lock().unwrap();
+    tables
+        .get_or_insert_with(HashMap::new)
+        .entry(Arc::as_ptr(table) as usize)
+        .or_insert_with(|| Arc::new(ReplyTable::new(1024)))
+        .clone()
 }
 
 fn frame(
@@ -672,4 +688,31 @@ fn a_dsr_connection_keeps_its_backend_across_a_reload_and_a_new_neighbour_table(
     let stats = h.stats();
     assert_eq!(stats.listeners[0].flows, 1, "one connection, one flow");
     assert_eq!(stats.listeners[0].packets, 3);
+}
+
+#[test]
+fn a_client_packet_reaching_another_worker_keeps_its_flows_port() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut owner = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let mut other = with_snat(owner.another_worker(), &table, 1);
+    let packet = || {
+        frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000),
+            (VIP.into(), 80),
+            true,
+            b"x",
+        )
+    };
+    let first = inspect(&owner.send(0, packet()).expect("forwarded").1);
+    for _ in 0..3 {
+        let again = inspect(&other.send(0, packet()).expect("forwarded").1);
+        assert_eq!(
+            (again.src, again.dst),
+            (first.src, first.dst),
+            "same binding"
+        );
+    }
+    assert_eq!(other.stats().listeners[0].flows, 0, "no new flow");
+    assert_eq!(other.stats().listeners[0].packets, 3);
 }

@@ -6,9 +6,8 @@
 //! real XDP program and workers, real sockets.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,8 @@ use switchyard_vm_tests::topology::{
     BACKENDS6, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP, VIP6,
 };
 use switchyard_vm_tests::{
-    in_netns, tcp_exchange, udp_exchange, Daemon, DaemonOptions, EchoPair, GatewaySpec, Netns,
-    TempDir, Topology,
+    tcp_exchange, udp_exchange, Daemon, DaemonOptions, EchoPair, GatewaySpec, Netns, TempDir,
+    Topology,
 };
 
 const EXCHANGES: usize = 12;
@@ -144,44 +143,117 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
     Ok(())
 }
 
-/// Accepts connections on a backend and holds them open, each greeted
-/// with the backend's name; remembers every peer.
+/// Environment of `holding_server_process`: the port and name it serves.
+const HOLD_PORT_ENV: &str = "SWITCHYARD_TEST_HOLD_PORT";
+const HOLD_NAME_ENV: &str = "SWITCHYARD_TEST_HOLD_NAME";
+
+/// Not a test: the body of `HoldingServer`'s child process, started by the
+/// test binary itself inside a backend's namespace (`--ignored --exact`),
+/// so the backends' ends of the connections count against the child's
+/// open-file limit, not the client's. Accepts connections, greets each
+/// with the backend's name, holds them open, and prints each peer.
+#[test]
+#[ignore = "the child process of the 10,000-connection test"]
+fn holding_server_process() -> Result<()> {
+    use std::io::Write;
+    let (Ok(port), Ok(name)) = (std::env::var(HOLD_PORT_ENV), std::env::var(HOLD_NAME_ENV)) else {
+        return Ok(());
+    };
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    raise_open_files_to_hard(limit)?;
+    let listener = TcpListener::bind(("0.0.0.0", port.parse::<u16>()?))?;
+    let stdout = std::io::stdout();
+    writeln!(stdout.lock(), "listening")?;
+    let mut held = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((mut stream, peer)) => {
+                if let Err(e) = stream.write_all(format!("{name}\n").as_bytes()) {
+                    writeln!(stdout.lock(), "error greeting {peer}: {e}")?;
+                }
+                writeln!(stdout.lock(), "peer {peer}")?;
+                held.push(stream);
+            }
+            Err(e) => writeln!(stdout.lock(), "error accepting: {e}")?,
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one (only root with
+/// CAP_SYS_RESOURCE could go further).
+fn raise_open_files_to_hard(mut limit: libc::rlimit) -> Result<u64> {
+    // SAFETY: getrlimit writes the struct it is given and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        bail!(
+            "reading the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct it is given and nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        bail!(
+            "raising the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// A backend's server holding every connection open, in a child process
+/// in the backend's namespace; its peers read from the child's output.
 struct HoldingServer {
-    stop: Arc<AtomicBool>,
+    child: std::process::Child,
     peers: Arc<Mutex<Vec<SocketAddr>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HoldingServer {
     fn start(ns: &Netns, name: &str, port: u16) -> Result<HoldingServer> {
-        let listener = in_netns(ns, || TcpListener::bind(("0.0.0.0", port)))??;
-        listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
+        use std::io::BufRead;
+        let mut child = ns
+            .command(std::env::current_exe()?)
+            .args([
+                "holding_server_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(HOLD_PORT_ENV, port.to_string())
+            .env(HOLD_NAME_ENV, name)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting a holding server")?;
+        let mut lines = std::io::BufReader::new(child.stdout.take().context("its stdout")?).lines();
+        // Readiness: the child says so once it listens.
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line == "listening" => break,
+                Some(Ok(_)) => continue,
+                _ => bail!("the holding server of {name} ended before listening"),
+            }
+        }
         let peers = Arc::new(Mutex::new(Vec::new()));
-        let thread = {
-            let (stop, peers, greeting) = (stop.clone(), peers.clone(), format!("{name}\n"));
+        let reader = {
+            let peers = peers.clone();
             std::thread::spawn(move || {
-                let mut held: Vec<TcpStream> = Vec::new();
-                while !stop.load(Ordering::Acquire) {
-                    match listener.accept() {
-                        Ok((mut stream, peer)) => {
-                            use std::io::Write;
-                            let _ = stream.write_all(greeting.as_bytes());
-                            peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
-                            held.push(stream);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(2));
-                        }
-                        Err(_) => break,
+                for line in lines.map_while(Result::ok) {
+                    if let Some(peer) = line.strip_prefix("peer ").and_then(|p| p.parse().ok()) {
+                        peers.lock().unwrap_or_else(|e| e.into_inner()).push(peer);
+                    } else if line.starts_with("error") {
+                        eprintln!("holding server: {line}");
                     }
                 }
             })
         };
         Ok(HoldingServer {
-            stop,
+            child,
             peers,
-            thread: Some(thread),
+            reader: Some(reader),
         })
     }
 
@@ -192,34 +264,28 @@ impl HoldingServer {
 
 impl Drop for HoldingServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        // Only the child this test started, by its PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
     }
-}
-
-/// Room for both ends of every connection in this one process.
-fn raise_open_files(at_least: u64) -> Result<()> {
-    let limit = libc::rlimit {
-        rlim_cur: at_least,
-        rlim_max: at_least,
-    };
-    // SAFETY: setrlimit reads the struct it is given and nothing else.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-        bail!(
-            "raising the open-file limit to {at_least}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
 }
 
 const CONNECTIONS: usize = 10_000;
 
 #[test]
 fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> Result<()> {
-    raise_open_files(4 * CONNECTIONS as u64)?;
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let open_files = raise_open_files_to_hard(limit)?;
+    ensure!(
+        open_files > CONNECTIONS as u64 + 256,
+        "the open-file limit {open_files} cannot hold {CONNECTIONS} client sockets"
+    );
     let topo = Topology::single_arm(2)?;
     backends_without_route_through_lb(&topo, false)?;
     let spec = GatewaySpec::demo();
@@ -264,7 +330,10 @@ fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> 
     });
     let mut streams = Vec::new();
     for h in held {
-        streams.extend(h?);
+        streams.extend(h.with_context(|| {
+            let stats = daemon.stats().map(|s| (s.drops, s.workers, s.xdp_steering));
+            format!("LB counters: {stats:?}")
+        })?);
     }
     ensure!(streams.len() == CONNECTIONS);
     eprintln!(
@@ -274,7 +343,10 @@ fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> 
 
     // Every connection is open at once, each reached its backend from a
     // (SNAT address, port) no other holds.
-    let peers: Vec<SocketAddr> = servers.iter().flat_map(HoldingServer::peers).collect();
+    let peers: Vec<SocketAddr> = poll_until(DEADLINE, "every peer reported", || {
+        let peers: Vec<SocketAddr> = servers.iter().flat_map(HoldingServer::peers).collect();
+        Ok((peers.len() >= CONNECTIONS).then_some(peers))
+    })?;
     ensure!(peers.len() == CONNECTIONS, "{} accepted", peers.len());
     let distinct: BTreeSet<SocketAddr> = peers.iter().copied().collect();
     ensure!(

@@ -130,7 +130,8 @@ impl Worker {
             self.path.stats.partial_checksums += 1;
         }
         let (listener, backend) = (entry.listener as usize, entry.backend as usize);
-        if entry.direction == Direction::ToBackend {
+        let foreign = self.path.of_foreign_port(&parsed.key, &entry);
+        if entry.direction == Direction::ToBackend && !foreign {
             self.path.stats.count_flow(listener, backend);
         }
         self.path.stats.count(listener, backend, bytes);
@@ -143,12 +144,10 @@ impl Worker {
         // A full table evicts its least recently used flow; an evicted
         // flow's next packet is decided again, the same way while its
         // backend set is unchanged.
-        if entry.direction == Direction::ToBackend
-            || !self.path.answers_foreign_port(&parsed.key, &entry)
-        {
+        if !foreign {
             self.flows.insert(parsed.key, entry);
         }
-        if entry.direction == Direction::ToBackend && shape == Shape::FullNat {
+        if entry.direction == Direction::ToBackend && shape == Shape::FullNat && !foreign {
             self.expect_snat_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
         }
         self.path.send(
@@ -239,9 +238,21 @@ impl PathState {
             Err(DropReason::NotAService) => self.reverse_reply(snapshot, key, now)?,
             Err(reason) => return Err(reason),
         };
+        let full_nat =
+            (translation.direction, translation.plan) == (Direction::ToBackend, Plan::FullNat);
+        let mut bound = false;
+        if full_nat {
+            if let Some((src, backend, dst)) =
+                self.existing_binding(snapshot, key, translation.listener, now)
+            {
+                (translation.src, translation.backend, translation.dst) = (src, backend, dst);
+                translation.next_hop = dst.0;
+                bound = true;
+            }
+        }
         let (egress_port, hop) = self.next_hop(l2, translation.next_hop)?;
         match (translation.direction, translation.plan) {
-            (Direction::ToBackend, Plan::FullNat) => {
+            (Direction::ToBackend, Plan::FullNat) if !bound => {
                 translation.src = self.bind_snat(
                     snapshot,
                     flows,

@@ -18,9 +18,9 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Forwarding, Protocol, Snapshot};
 
 use super::path::{secs, service_key, PathState};
-use super::plan::binding_held;
+use super::plan::{binding_held, forward_key, Shape};
 use crate::drop_reason::DropReason;
-use crate::flow::{Cached, FlowEntry, FlowTable};
+use crate::flow::{Cached, Direction, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
 use crate::packet::{self, FlowKey};
 use crate::snat::{Binding, SnatTable};
@@ -77,12 +77,40 @@ impl PathState {
             &mut |b| binding_held(flows, b),
         );
         match port {
-            Some(port) => Ok((address, port)),
+            Some(port) => {
+                snat.forwards
+                    .put(&forward_key(key), (address, port), secs(now), ttl);
+                Ok((address, port))
+            }
             None => {
                 self.stats.count_snat_exhausted(address);
                 Err(DropReason::SnatPortsExhausted)
             }
         }
+    }
+
+    /// The live binding of client flow `key` of `listener`, made by
+    /// whichever worker saw the flow first: its SNAT (address, port), and
+    /// its backend (index into the listener's, and endpoint) while the
+    /// listener still has it.
+    pub(super) fn existing_binding(
+        &self,
+        snapshot: &Snapshot,
+        key: &FlowKey,
+        listener: u32,
+        now: u64,
+    ) -> Option<((IpAddr, u16), u32, (IpAddr, u16))> {
+        let snat = self.snat.as_ref()?;
+        let (address, port) = snat.forwards.get(&forward_key(key), secs(now))?;
+        let binding = snat.table.get(address, port, key.protocol, secs(now))?;
+        if binding.client != (key.src, key.src_port) || binding.vip != (key.dst, key.dst_port) {
+            return None;
+        }
+        let backends = snapshot.listener(listener)?.get().backends();
+        let index = backends
+            .iter()
+            .position(|b| (b.endpoint.address, b.endpoint.port) == binding.backend)?;
+        Some(((address, port), index as u32, binding.backend))
     }
 
     /// A backend's answer to an SNAT binding, reversed, when a live
@@ -102,17 +130,22 @@ impl PathState {
         reverse_binding(&snat.table, snapshot, key, now)
     }
 
-    /// Whether `key`, decided as the answer `reply`, answers a full-NAT
-    /// flow whose port another worker's slice holds: it is translated from
-    /// the shared binding and not remembered here, so the owner alone
-    /// decides when the port is free.
+    /// Whether `key`, decided as `entry`, belongs to a full-NAT flow whose
+    /// port another worker's slice holds (a client's packet, or its
+    /// backend's answer): it is translated from the shared binding and not
+    /// remembered here, so the owner alone decides when the port is free.
     #[inline]
-    pub(super) fn answers_foreign_port(&self, key: &FlowKey, reply: &FlowEntry) -> bool {
-        reply.rewrite.ip_dst != key.dst
-            && self
-                .snat
-                .as_ref()
-                .is_some_and(|snat| !snat.slice.contains(&key.dst_port))
+    pub(super) fn of_foreign_port(&self, key: &FlowKey, entry: &FlowEntry) -> bool {
+        let port = match entry.direction {
+            Direction::ToBackend if Shape::of(key, entry) == Shape::FullNat => {
+                entry.rewrite.src_port
+            }
+            Direction::ToClient if entry.rewrite.ip_dst != key.dst => key.dst_port,
+            _ => return false,
+        };
+        self.snat
+            .as_ref()
+            .is_some_and(|snat| !snat.slice.contains(&port))
     }
 }
 

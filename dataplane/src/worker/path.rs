@@ -11,7 +11,7 @@ use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
 use super::counters::WorkerStats;
-use super::plan::{Shape, SnatState};
+use super::plan::{forward_key, Shape, SnatState};
 use crate::affinity::AffinityTable;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheWriter, StatsSlots};
@@ -21,7 +21,6 @@ use crate::io::Verdict;
 use crate::neighbor::{L2Table, Neighbors, NextHop, Unresolved, VlanTag};
 use crate::packet::{self, FlowKey, Parsed, TagEdit};
 use crate::replies::ReplyTable;
-use crate::snat::SnatTable;
 
 /// IANA protocol number of TCP, as `FlowKey::protocol` holds it.
 pub(super) const TCP: u8 = 6;
@@ -230,7 +229,7 @@ impl PathState {
         };
         fast.begin_expiry(now);
         let (replies, reply_ttl) = (&self.replies, self.reply_ttl);
-        let snat = self.snat.as_ref().map(|s| &*s.table);
+        let snat = self.snat.as_ref();
         flows.expire_with(now, &mut |key, entry| {
             let activity = fast.activity(key, entry);
             if let CacheActivity::SeenAt(_) = activity {
@@ -260,7 +259,7 @@ impl PathState {
     /// Keeps the reply of a live client flow expected.
     #[inline(never)]
     pub(super) fn keep_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
-        let snat = self.snat.as_ref().map(|s| &*s.table);
+        let snat = self.snat.as_ref();
         keep_reply_in(&self.replies, snat, self.reply_ttl, key, forward, now);
     }
 
@@ -390,7 +389,7 @@ impl PathState {
 /// back).
 fn keep_reply_in(
     replies: &ReplyTable,
-    snat: Option<&SnatTable>,
+    snat: Option<&SnatState>,
     ttl: ReplyTtl,
     key: &FlowKey,
     forward: &FlowEntry,
@@ -402,13 +401,13 @@ fn keep_reply_in(
         Shape::FullNat => {
             if let Some(snat) = snat {
                 let rewrite = &forward.rewrite;
-                snat.refresh(
-                    rewrite.ip_src,
-                    rewrite.src_port,
-                    key.protocol,
-                    secs(now),
-                    ttl,
-                );
+                let binding = (rewrite.ip_src, rewrite.src_port);
+                snat.table
+                    .refresh(binding.0, binding.1, key.protocol, secs(now), ttl);
+                let forward_key = forward_key(key);
+                if !snat.forwards.refresh(&forward_key, secs(now), ttl) {
+                    snat.forwards.put(&forward_key, binding, secs(now), ttl);
+                }
             }
             return;
         }

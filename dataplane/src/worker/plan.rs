@@ -11,6 +11,7 @@ use switchyard_config::snapshot::Forwarding;
 
 use crate::flow::{Direction, FlowEntry, FlowTable};
 use crate::packet::FlowKey;
+use crate::replies::ReplyTable;
 use crate::snat::{Binding, SnatTable};
 
 /// SNAT addresses a worker counts exhaustion for one by one; any beyond
@@ -23,6 +24,12 @@ pub struct SnatSetup {
     pub table: Arc<SnatTable>,
     /// This worker's ports: disjoint from every other worker's.
     pub slice: RangeInclusive<u16>,
+    /// Which (SNAT address, port) each client flow was bound to, keyed by
+    /// the flow as `forward_key` turns it, shared by every worker: a
+    /// client's packet reaching another worker than its port's owner
+    /// (the queue follows the sender's CPU or RSS, not the flow) finds its
+    /// binding there instead of being given a second port.
+    pub forwards: Arc<ReplyTable>,
     /// (ifindex, address, prefix length) of the interfaces flows leave
     /// by, for listeners that name no SNAT address of the backend's
     /// family: the one whose subnet holds the backend, else the first.
@@ -31,6 +38,7 @@ pub struct SnatSetup {
 
 pub(super) struct SnatState {
     pub(super) table: Arc<SnatTable>,
+    pub(super) forwards: Arc<ReplyTable>,
     pub(super) slice: RangeInclusive<u16>,
     pub(super) cursor: u16,
     pub(super) interface_addresses: Vec<(u32, IpAddr, u8)>,
@@ -54,6 +62,7 @@ impl SnatState {
     pub(super) fn new(setup: SnatSetup) -> Self {
         Self {
             table: setup.table,
+            forwards: setup.forwards,
             cursor: *setup.slice.start(),
             slice: setup.slice,
             interface_addresses: setup.interface_addresses,
@@ -148,4 +157,17 @@ fn same_subnet(a: IpAddr, b: IpAddr, len: u8) -> bool {
     }
     let mask = u128::MAX << (128 - len);
     a & mask == b & mask
+}
+
+/// Client flow `key` as the shared forward table keys it: reversed, so the
+/// table's bucket is chosen by the client's (address, port), not by the
+/// VIP every flow of a listener shares.
+pub(super) fn forward_key(key: &FlowKey) -> FlowKey {
+    FlowKey {
+        src: key.dst,
+        dst: key.src,
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+        protocol: key.protocol,
+    }
 }

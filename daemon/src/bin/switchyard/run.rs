@@ -205,7 +205,12 @@ pub fn run(args: RunArgs) -> Result<()> {
             range
                 .slice(0, queues)
                 .with_context(|| format!("--snat-ports {range}"))?;
-            Some(Arc::new(SnatTable::new(range)))
+            Some((
+                Arc::new(SnatTable::new(range)),
+                Arc::new(ReplyTable::new(
+                    settings.flow_capacity.saturating_mul(queues as usize),
+                )),
+            ))
         }
         None => {
             if config
@@ -317,8 +322,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .with_affinity_table(affinity.clone())
         .with_reply_table(replies.clone());
         let worker = match (&snat, args.snat_ports) {
-            (Some(table), Some(range)) => worker.with_snat(SnatSetup {
+            (Some((table, forwards)), Some(range)) => worker.with_snat(SnatSetup {
                 table: table.clone(),
+                forwards: forwards.clone(),
                 slice: range.slice(queue, queues)?,
                 interface_addresses: snat_sources.clone(),
             }),
