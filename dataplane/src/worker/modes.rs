@@ -99,7 +99,7 @@ impl PathState {
         key: &FlowKey,
         listener: u32,
         now: u64,
-    ) -> Option<((IpAddr, u16), u32, (IpAddr, u16))> {
+    ) -> Option<ExistingBinding> {
         let snat = self.snat.as_ref()?;
         let (address, port) = snat.forwards.get(&forward_key(key), secs(now))?;
         let binding = snat.table.get(address, port, key.protocol, secs(now))?;
@@ -148,6 +148,10 @@ impl PathState {
             .is_some_and(|snat| !snat.slice.contains(&port))
     }
 }
+
+/// A client flow's binding found in the shared tables: its SNAT
+/// (address, port), its backend's index in the listener, the backend.
+pub(super) type ExistingBinding = ((IpAddr, u16), u32, (IpAddr, u16));
 
 /// A backend's answer to a full-NAT flow, reversed.
 pub(super) struct SnatReply {
