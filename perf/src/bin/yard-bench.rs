@@ -17,15 +17,17 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
-    Snapshot,
+    Backend, BackendGroup, Endpoint, Forwarding, FullNat, Listener, ListenerName, ListenerParts,
+    Protocol, Slot, Snapshot,
 };
 use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
 use switchyard_dataplane::packet;
-use switchyard_dataplane::worker::{Worker, WorkerSettings};
+use switchyard_dataplane::replies::ReplyTable;
+use switchyard_dataplane::snat::{SnatPorts, SnatTable};
+use switchyard_dataplane::worker::{SnatSetup, Worker, WorkerSettings};
 use switchyard_perf::summary::Summary;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -96,15 +98,25 @@ fn frames(flows: u32, v6: bool) -> Vec<Vec<u8>> {
 }
 
 /// One UDP listener per family, the same 16 backends of its family each.
-fn snapshot() -> Snapshot {
-    Snapshot::new(1, vec![listener(false), listener(true)]).expect("one listener per VIP")
+fn snapshot(forwarding: &Forwarding) -> Snapshot {
+    Snapshot::new(
+        1,
+        vec![listener(false, forwarding), listener(true, forwarding)],
+    )
+    .expect("one listener per VIP")
 }
 
-fn listener(v6: bool) -> Listener {
+fn listener(v6: bool, forwarding: &Forwarding) -> Listener {
+    // `dsr` cannot translate ports: its backends listen on the VIP's.
+    let port = if *forwarding == Forwarding::Dsr {
+        53
+    } else {
+        5353
+    };
     let endpoints: Vec<Endpoint> = (1..=BACKENDS)
         .map(|i| Endpoint {
             address: backend(i, v6),
-            port: 5353,
+            port,
         })
         .collect();
     Listener::new(ListenerParts {
@@ -140,7 +152,7 @@ fn listener(v6: bool) -> Listener {
             .map(|i| Slot::Backend(i % u32::from(BACKENDS)))
             .collect(),
         affinity: None,
-        forwarding: Default::default(),
+        forwarding: forwarding.clone(),
         policy: Default::default(),
     })
     .expect("a valid listener")
@@ -176,12 +188,18 @@ fn l2_table() -> L2Table {
     )
 }
 
-fn worker(flow_capacity: usize) -> Worker {
+/// The SNAT port range of the `fullnat` rows (one worker: all of it).
+const SNAT_PORTS: SnatPorts = SnatPorts {
+    first: 10000,
+    last: 60999,
+};
+
+fn worker(flow_capacity: usize, forwarding: &Forwarding) -> Worker {
     let (_requests, control) = channel::bounded(1);
-    Worker::new(
+    let worker = Worker::new(
         0,
         vec![1],
-        Arc::new(ArcSwap::from_pointee(snapshot())),
+        Arc::new(ArcSwap::from_pointee(snapshot(forwarding))),
         Neighbors::fixed(l2_table()),
         control,
         Arc::new(AtomicBool::new(false)),
@@ -190,7 +208,23 @@ fn worker(flow_capacity: usize) -> Worker {
             flow_capacity,
             ..WorkerSettings::default()
         },
-    )
+    );
+    if !matches!(forwarding, Forwarding::FullNat(_)) {
+        return worker;
+    }
+    worker.with_snat(SnatSetup {
+        table: Arc::new(SnatTable::new(SNAT_PORTS)),
+        forwards: Arc::new(ReplyTable::new(flow_capacity)),
+        slice: SNAT_PORTS.first..=SNAT_PORTS.last,
+        interface_addresses: vec![
+            (1, Ipv4Addr::new(198, 18, 2, 254).into(), 24),
+            (
+                1,
+                Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0xfe).into(),
+                64,
+            ),
+        ],
+    })
 }
 
 /// Nanoseconds per packet over `packets` packets.
@@ -205,9 +239,9 @@ fn time_per_packet(packets: usize, mut step: impl FnMut() -> usize) -> f64 {
 
 /// Per-packet cost of established flows (64, flow-table hits) and of new
 /// flows (more than the table holds: every packet a miss) of one family.
-fn worker_costs(packets: usize, v6: bool) -> (f64, f64) {
+fn worker_costs(packets: usize, v6: bool, forwarding: &Forwarding) -> (f64, f64) {
     let established = {
-        let mut w = worker(65536);
+        let mut w = worker(65536, forwarding);
         let mut io = ReplayIo {
             frames: frames(64, v6),
             scratch: Vec::with_capacity(128),
@@ -217,7 +251,7 @@ fn worker_costs(packets: usize, v6: bool) -> (f64, f64) {
         time_per_packet(packets, || w.run_once(&mut io))
     };
     let new_flows = {
-        let mut w = worker(1024);
+        let mut w = worker(1024, forwarding);
         let mut io = ReplayIo {
             frames: frames(200_000, v6),
             scratch: Vec::with_capacity(128),
@@ -255,8 +289,11 @@ fn main() {
             BATCH
         })
     };
-    let (established, new_flows) = worker_costs(packets, false);
-    let (established6, new_flows6) = worker_costs(packets, true);
+    let (established, new_flows) = worker_costs(packets, false, &Forwarding::Nat);
+    let (established6, new_flows6) = worker_costs(packets, true, &Forwarding::Nat);
+    let full_nat = Forwarding::FullNat(FullNat::default());
+    let (fullnat_established, fullnat_new_flows) = worker_costs(packets, false, &full_nat);
+    let (dsr_established, dsr_new_flows) = worker_costs(packets, false, &Forwarding::Dsr);
 
     println!("yard-bench: worker on in-memory frames, 64-byte-payload UDP (IPv6: 84), one core");
     println!(
@@ -270,6 +307,10 @@ fn main() {
         ("new flows (table miss + decide)", new_flows),
         ("IPv6 established flows (64, table hit)", established6),
         ("IPv6 new flows (table miss + decide)", new_flows6),
+        ("fullnat established flows (64)", fullnat_established),
+        ("fullnat new flows (+ SNAT port)", fullnat_new_flows),
+        ("dsr established flows (64)", dsr_established),
+        ("dsr new flows", dsr_new_flows),
     ] {
         println!(
             "{:<40} {:>10.1} {:>12.2} {:>10.2}",
@@ -294,6 +335,30 @@ fn main() {
     summary.record("worker_new_flow_v6_ns", new_flows6);
     summary.record("worker_v6_established_ratio", established6 / established);
     summary.record("worker_v6_new_flow_ratio", new_flows6 / new_flows);
+    summary.record("worker_fullnat_established_ns", fullnat_established);
+    summary.record("worker_fullnat_new_flow_ns", fullnat_new_flows);
+    summary.record("worker_dsr_established_ns", dsr_established);
+    summary.record("worker_dsr_new_flow_ns", dsr_new_flows);
+    summary.record(
+        "worker_fullnat_established_ratio",
+        fullnat_established / established,
+    );
+    summary.record(
+        "worker_fullnat_new_flow_ratio",
+        fullnat_new_flows / new_flows,
+    );
+    summary.record(
+        "worker_dsr_established_ratio",
+        dsr_established / established,
+    );
+    summary.record("worker_dsr_new_flow_ratio", dsr_new_flows / new_flows);
+    println!(
+        "per mode / nat (IPv4): fullnat established {:.2}x, new flows {:.2}x; dsr established {:.2}x, new flows {:.2}x",
+        fullnat_established / established,
+        fullnat_new_flows / new_flows,
+        dsr_established / established,
+        dsr_new_flows / new_flows
+    );
     if let Err(err) = summary.write_if_asked() {
         eprintln!("writing --json: {err}");
     }
