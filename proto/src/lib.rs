@@ -436,6 +436,12 @@ pub struct FlowInfo {
     pub idle_secs: f64,
     /// Queues of the workers that saw the flow, in either direction.
     pub workers: Vec<u32>,
+    /// The listener's forwarding mode: `nat`, `fullnat`, `dsr`, ...
+    #[serde(default)]
+    pub mode: String,
+    /// `fullnat`: the `address:port` the backend sees the flow come from.
+    #[serde(default)]
+    pub snat: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -466,6 +472,12 @@ pub struct ExplainReport {
 pub struct ExistingFlow {
     /// Queue of the worker whose flow table holds it.
     pub queue: u32,
+    /// The listener's forwarding mode: `nat`, `fullnat`, `dsr`, ...
+    #[serde(default)]
+    pub mode: String,
+    /// `fullnat`: the `address:port` the backend sees the flow come from.
+    #[serde(default)]
+    pub snat: Option<String>,
     /// `address:port` the flow is translated to.
     pub backend: String,
     pub age_secs: f64,

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use switchyard_vm_tests::client::{pin_current_thread, tcp_connect};
+use switchyard_vm_tests::client::{pin_current_thread, tcp_connect, tcp_exchange_keep_open};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
 };
