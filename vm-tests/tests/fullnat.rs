@@ -140,6 +140,23 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
             stats.drops
         );
     }
+
+    // `yardctl flows` shows a live connection's mode and SNAT binding,
+    // and the client itself (not the binding) as its client.
+    let (_open, reply) = tcp_exchange_keep_open(&topo.client, (VIP, TCP_PORT).into(), "kept")?;
+    let client = reply.local.to_string();
+    let flow = poll_until(DEADLINE, "the open connection in yardctl flows", || {
+        Ok(daemon
+            .flows()?
+            .flows
+            .into_iter()
+            .find(|f| f.client == client))
+    })?;
+    let snat = flow.snat.clone().unwrap_or_default();
+    ensure!(
+        flow.mode == "fullnat" && snat.starts_with(&format!("{LB_BACKEND_SIDE_ADDR}:")),
+        "{flow:?}"
+    );
     Ok(())
 }
 
