@@ -454,6 +454,11 @@ pub fn stats_report(
                 retagged: w.vlan_retagged,
             },
             too_big_answered: w.too_big_answered,
+            snat_exhausted: w
+                .snat_exhausted
+                .iter()
+                .map(|(address, n)| (address.to_string(), *n))
+                .collect(),
         });
     }
     report

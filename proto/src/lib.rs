@@ -318,6 +318,11 @@ pub struct WorkerStats {
     /// drop).
     #[serde(default)]
     pub too_big_answered: u64,
+    /// New `fullnat` flows refused because this worker's share of the SNAT
+    /// port range had no free port, by SNAT address (each also a
+    /// `snat_ports_exhausted` drop); addresses with none are omitted.
+    #[serde(default)]
+    pub snat_exhausted: BTreeMap<String, u64>,
 }
 
 /// A worker's VLAN tag changes: a frame leaves with its next hop's tag
