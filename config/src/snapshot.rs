@@ -34,15 +34,6 @@ pub use traffic::{
     DEFAULT_GUE_PORT,
 };
 
-/// Whether the packet path forwards traffic of `address`'s family: the
-/// steering program and the workers parse and rewrite IPv4 and IPv6, so
-/// every address is bound. Resolution still asks, so a family the packet
-/// path cannot serve is reported instead of given listeners nothing would
-/// serve.
-pub fn forwards(address: IpAddr) -> bool {
-    matches!(address, IpAddr::V4(_) | IpAddr::V6(_))
-}
-
 /// Key of the listener index: what a packet's destination is matched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ServiceKey {

@@ -13,8 +13,8 @@
 //! conflict by adding a listener, and so that each Gateway's DNS name
 //! stands for exactly its listeners. The older Gateway keeps a contested
 //! address; the newer one is `AddressNotUsable`. A Gateway is bound (served,
-//! listed in `status.addresses`, named in DNS) only to its addresses of a
-//! family the packet path forwards; the others are reported.
+//! listed in `status.addresses`, named in DNS) to every address it gets,
+//! IPv4 and IPv6.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -24,7 +24,7 @@ use crate::pools::{special_purpose, to_u128, PortRange};
 use crate::resources::{
     AddressPool, ClassType, Gateway, GatewayClass, IP_ADDRESS_TYPE, SWITCHYARD_GROUP,
 };
-use crate::snapshot::{forwards, Forwarding};
+use crate::snapshot::Forwarding;
 
 /// `spec.addresses` type naming a DNS name (ExternalName classes).
 pub const HOSTNAME_TYPE: &str = "Hostname";
@@ -309,97 +309,7 @@ pub(super) fn assign(
         assignment.refused = *refused;
     }
     node_ports(gateways, &order, &refused, &mut out, diagnostics);
-    for ((gateway, class), assignment) in gateways.iter().zip(&mut out) {
-        if !assignment.refused {
-            bind(gateway, class, assignment, diagnostics);
-        }
-    }
     out
-}
-
-/// Binds the Gateway to its addresses of the families the packet path
-/// forwards (`snapshot::forwards`) and reports the others. The Gateway
-/// API's `status.addresses` lists "the network addresses that have been
-/// bound to the Gateway", every listener bound to each; a requested address
-/// that cannot be used is left out of it and named in the `Programmed`
-/// condition, `False` with reason `AddressNotUsable` (as the
-/// GatewayStaticAddresses conformance test expects of a Gateway with one
-/// usable and one unusable address), or `AddressNotAssigned` for an
-/// address a pool allocated. The Gateway stays served on the addresses it
-/// is bound to: a dual-stack Gateway keeps its IPv4 traffic. An address
-/// allocated from a pool stays the Gateway's, so that it does not change
-/// once its family is forwarded.
-fn bind(
-    gateway: &Gateway,
-    class: &Class<'_>,
-    assignment: &mut Assignment,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let (bound, unbound): (Vec<IpAddr>, Vec<IpAddr>) =
-        assignment.addresses.iter().partition(|&&a| forwards(a));
-    if unbound.is_empty() {
-        return;
-    }
-    let served = if bound.is_empty() {
-        "on no address".to_owned()
-    } else {
-        format!("on {} only", list(&bound))
-    };
-    let (requested, allocated): (Vec<IpAddr>, Vec<IpAddr>) = unbound
-        .iter()
-        .partition(|&&ip| gateway.spec.addresses.iter().any(|a| a.ip() == Some(ip)));
-    if !requested.is_empty() {
-        diagnostics.push(Diagnostic::about_gateway(
-            gateway,
-            Reason::AddressNotUsable,
-            format!(
-                "{} cannot be used: Switchyard does not forward {} yet, so the Gateway is \
-                 served {served}; remove {} from spec.addresses to have it programmed",
-                list(&requested),
-                families(&requested),
-                if requested.len() == 1 { "it" } else { "them" },
-            ),
-        ));
-    }
-    if !allocated.is_empty() {
-        let pool = class.pool.map_or(String::new(), |p| {
-            format!(" from AddressPool {}", p.metadata.name)
-        });
-        diagnostics.push(Diagnostic::about_gateway(
-            gateway,
-            Reason::AddressNotAssigned,
-            format!(
-                "{} was allocated{pool}, but Switchyard does not forward {} yet, so the Gateway \
-                 is served {served}; the address stays reserved for it. Request an IPv4 address \
-                 (spec.addresses) to have it programmed",
-                list(&allocated),
-                families(&allocated),
-            ),
-        ));
-    }
-    assignment.addresses = bound;
-}
-
-/// `a, b and c`.
-fn list(addresses: &[IpAddr]) -> String {
-    let text: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
-    match text.as_slice() {
-        [] => String::new(),
-        [only] => only.clone(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
-    }
-}
-
-/// The families of `addresses`, as the Service API spells them.
-fn families(addresses: &[IpAddr]) -> &'static str {
-    match (
-        addresses.iter().any(IpAddr::is_ipv4),
-        addresses.iter().any(IpAddr::is_ipv6),
-    ) {
-        (true, true) => "IPv4 and IPv6",
-        (true, false) => "IPv4",
-        _ => "IPv6",
-    }
 }
 
 enum Request {
@@ -589,15 +499,7 @@ fn node_ports(
         if refused[i] {
             continue;
         }
-        // Node ports are served on the node addresses the packet path
-        // forwards; the others are the node's, not the Gateway's, so they
-        // are left out without a word about the Gateway.
-        out[i].node_addresses = class
-            .node_addresses
-            .iter()
-            .copied()
-            .filter(|&a| forwards(a))
-            .collect();
+        out[i].node_addresses = class.node_addresses.to_vec();
         let mut wanted = false;
         for listener in &gateway.spec.listeners {
             let protocol = listener.protocol.as_str();
@@ -632,22 +534,6 @@ fn node_ports(
                 format!(
                     "no address: the Gateway has no VIP and no listener got a node port in \
                      {range}"
-                ),
-            ));
-        } else if wanted
-            && out[i].addresses.is_empty()
-            && out[i].node_addresses.is_empty()
-            && !class.node_addresses.is_empty()
-        {
-            diagnostics.push(Diagnostic::about_gateway(
-                gateway,
-                Reason::AddressNotAssigned,
-                format!(
-                    "no address: the Gateway has no VIP, and the node addresses of GatewayClass \
-                     {} ({}) are {}, which Switchyard does not forward yet",
-                    gateway.spec.gateway_class_name,
-                    list(class.node_addresses),
-                    families(class.node_addresses)
                 ),
             ));
         }

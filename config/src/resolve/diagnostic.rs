@@ -33,9 +33,7 @@ impl ConditionType {
 pub enum Reason {
     /// Gateway `Accepted`: an address type Switchyard cannot serve.
     UnsupportedAddress,
-    /// Gateway `Programmed`: no address to serve on, or an address
-    /// allocated from a pool is of a family the packet path does not
-    /// forward (IPv6).
+    /// Gateway `Programmed`: no address to serve on.
     AddressNotAssigned,
     /// Listener `Accepted`: a protocol other than TCP or UDP.
     UnsupportedProtocol,
@@ -81,8 +79,7 @@ pub enum Reason {
     /// Gateway `Programmed`: a requested address is already another
     /// Gateway's, a node address, or one no host can use (unspecified,
     /// loopback, multicast, link-local, broadcast, a pool's network or
-    /// broadcast address); or it is of a family the packet path does not
-    /// forward (IPv6), when the Gateway is still served on its others.
+    /// broadcast address); the Gateway is still served on its others.
     AddressNotUsable,
     /// GatewayClass `Accepted`: `spec.parametersRef` names no
     /// GatewayClassConfig, or a config whose AddressPool does not exist.

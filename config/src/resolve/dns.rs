@@ -1,8 +1,6 @@
 //! The DNS records of Switchyard's Gateways (GEP-3539): each Gateway with
 //! an address is `<gateway>.<namespace>.gw.<cluster-domain>`, with an A or
-//! AAAA record per virtual IP it is bound to; an address of a family the
-//! packet path does not forward is not bound and has no record, since a
-//! client would reach nothing there. A Headless Gateway's name has instead
+//! AAAA record per virtual IP it is bound to. A Headless Gateway's name has instead
 //! the ready endpoints of the routes its listeners carry, of both families
 //! (clients reach them directly), and each endpoint also has the pod form
 //! `<a-b-c-d>.<gateway>.<namespace>.gw.<domain>` (IPv6 with `:` as `-`, as
