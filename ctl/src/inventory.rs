@@ -7,10 +7,11 @@ use switchyard_proto::{BackendsReport, DrainReport, ListenersReport};
 
 // Column names are the JSON field names in capitals; AFFINITY TIMEOUT is
 // the ClientIP session affinity's.
-const LISTENER_COLUMNS: [&str; 9] = [
+const LISTENER_COLUMNS: [&str; 10] = [
     "LISTENER",
     "PROTOCOL",
     "VIP",
+    "MODE",
     "LISTENER PORT",
     "ROUTE",
     "BACKENDS",
@@ -37,6 +38,11 @@ pub fn render_listeners(r: &ListenersReport) -> String {
             l.listener.clone(),
             l.protocol.clone(),
             l.vip.clone(),
+            if l.mode.is_empty() {
+                "-".to_owned()
+            } else {
+                l.mode.clone()
+            },
             l.listener_port.to_string(),
             if l.route.is_empty() {
                 "-".to_owned()
@@ -50,7 +56,7 @@ pub fn render_listeners(r: &ListenersReport) -> String {
             l.active_flows.to_string(),
         ]);
     }
-    right_align(&mut rows, 5);
+    right_align(&mut rows, 6);
     let mut out = String::new();
     let _ = writeln!(out, "{rows}");
     let _ = writeln!(
@@ -153,6 +159,7 @@ mod tests {
                     table_size: 65537,
                     affinity_timeout_secs: Some(600),
                     active_flows: 9,
+                    mode: "fullnat".into(),
                 },
                 ListenerInfo {
                     listener: "demo/edge/idle".into(),
@@ -167,6 +174,7 @@ mod tests {
                 "demo/edge/web",
                 "TCP",
                 "198.18.100.10:80",
+                "fullnat",
                 "demo/web",
                 "65537",
                 "600s",

@@ -511,10 +511,12 @@ const WORKER_STATS_COLUMNS: [&str; 10] = [
     "ICMP TO BACKEND",
     "ICMP TO CLIENT",
 ];
-const FLOW_COLUMNS: [&str; 9] = [
+const FLOW_COLUMNS: [&str; 11] = [
     "PROTOCOL",
     "CLIENT",
     "VIP",
+    "MODE",
+    "SNAT",
     "BACKEND",
     "PACKETS",
     "BYTES",
@@ -617,6 +619,8 @@ fn render_flows(r: &FlowsReport) -> String {
             f.protocol.clone(),
             f.client.clone(),
             f.vip.clone(),
+            f.mode.clone(),
+            f.snat.clone().unwrap_or_else(|| "-".to_owned()),
             // An encapsulated flow's backend, and the header it is sent in.
             match &f.outer {
                 Some(outer) => format!("{} ({outer})", f.backend),
@@ -629,7 +633,7 @@ fn render_flows(r: &FlowsReport) -> String {
             format!("{:.1}s", f.idle_secs),
         ]);
     }
-    right_align(&mut flows, 4);
+    right_align(&mut flows, 6);
     let _ = writeln!(out, "{flows}");
     let _ = writeln!(out, "{} flows", r.flows.len());
     out
@@ -654,8 +658,16 @@ fn render_explain(r: &ExplainReport) -> String {
             rows.add_row(vec![
                 "existing flow".to_owned(),
                 format!(
-                    "backend {} on worker queue {}{}",
+                    "{}backend {}{} on worker queue {}{}",
+                    if e.mode.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", e.mode)
+                    },
                     e.backend,
+                    e.snat
+                        .as_ref()
+                        .map_or_else(String::new, |s| format!(" from SNAT {s}")),
                     e.queue,
                     if e.stale {
                         " (decided under an older config: kept while the VIP still has this backend)"
@@ -1060,6 +1072,8 @@ mod tests {
                 idle_secs: 0.5,
                 workers: vec![0],
                 outer: None,
+                mode: "fullnat".into(),
+                snat: Some("198.18.2.1:10007".into()),
             }],
         });
         row(
@@ -1068,6 +1082,8 @@ mod tests {
                 "UDP",
                 "198.18.1.10:40000",
                 "198.18.100.10:53",
+                "fullnat",
+                "198.18.2.1:10007",
                 "198.18.2.22:5353",
                 "2",
                 "120",
@@ -1110,6 +1126,8 @@ mod tests {
             config_generation: 2,
             existing: Some(ExistingFlow {
                 queue: 1,
+                mode: "fullnat".into(),
+                snat: Some("198.18.2.1:10007".into()),
                 backend: "198.18.2.21:8080".into(),
                 age_secs: 3.0,
                 idle_secs: 1.0,
@@ -1138,7 +1156,9 @@ mod tests {
             &text,
             &[
                 "existing flow",
+                "fullnat",
                 "198.18.2.21:8080",
+                "from SNAT 198.18.2.1:10007",
                 "queue 1",
                 "older config",
             ],

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
-use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
+use switchyard_config::snapshot::{Endpoint, Listener, Protocol, ServiceKey, Snapshot};
 use switchyard_proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
     FastPathStatus, FlowInfo, FlowQuery, FlowsReport, InterfaceStatus, LatencyReport,
@@ -25,7 +25,7 @@ use crate::drain;
 use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::drop_reason::DropReason;
 use switchyard_dataplane::fast_path::{CacheView, FastPath};
-use switchyard_dataplane::flow::{Cached, Direction};
+use switchyard_dataplane::flow::{Cached, Direction, FlowEntry};
 use switchyard_dataplane::flow_scan::FlowRecord;
 use switchyard_dataplane::latency::{Distribution, LatencySnapshot};
 use switchyard_dataplane::packet::FlowKey;
@@ -511,6 +511,11 @@ pub fn stats_report(
             },
             too_big_answered: w.too_big_answered,
             encapsulated: w.encapsulated,
+            snat_exhausted: w
+                .snat_exhausted
+                .iter()
+                .map(|(address, n)| (address.to_string(), *n))
+                .collect(),
         });
     }
     report
@@ -542,25 +547,35 @@ pub fn flows_report(
         last_seen_ns: u64,
         workers: BTreeSet<u32>,
         outer: Option<String>,
+        mode: String,
+        snat: Option<String>,
     }
     let mut merged: HashMap<(u8, String, String, String), Merged> = HashMap::new();
     for record in records {
         let (k, r) = (&record.key, &record.entry.rewrite);
-        let (client, vip, backend) = match record.entry.direction {
-            Direction::ToBackend => {
-                let (address, port) = record.entry.backend_of(k);
-                (
-                    endpoint(k.src, k.src_port),
-                    endpoint(k.dst, k.dst_port),
-                    endpoint(address, port),
-                )
-            }
-            Direction::ToClient => (
+        // The client is where the flow's answers go (for `fullnat` not the
+        // reply's destination, the SNAT binding); a `dsr` flow's backend is
+        // not in its rewrite (only MACs change) but in the snapshot, and an
+        // encapsulated flow's rewrite is its outer header.
+        let tunnelled = record.entry.outer_header().is_some();
+        let (client, vip, backend, snat) = match record.entry.direction {
+            Direction::ToBackend => (
+                endpoint(k.src, k.src_port),
                 endpoint(k.dst, k.dst_port),
+                backend_of(snapshot, k, &record.entry),
+                !tunnelled && (r.ip_src, r.src_port) != (k.src, k.src_port),
+            ),
+            Direction::ToClient => (
+                endpoint(r.ip_dst, r.dst_port),
                 endpoint(r.ip_src, r.src_port),
                 endpoint(k.src, k.src_port),
+                (r.ip_dst, r.dst_port) != (k.dst, k.dst_port),
             ),
         };
+        let snat = snat.then(|| match record.entry.direction {
+            Direction::ToBackend => endpoint(r.ip_src, r.src_port),
+            Direction::ToClient => endpoint(k.dst, k.dst_port),
+        });
         let row = merged
             .entry((k.protocol, client, vip, backend))
             .or_insert_with(|| Merged {
@@ -585,7 +600,11 @@ pub fn flows_report(
             });
             if let Some(l) = listener {
                 row.listener = l.name().to_string();
+                row.mode = l.forwarding().name().to_owned();
             }
+        }
+        if snat.is_some() {
+            row.snat = snat;
         }
         row.packets += record.entry.packets;
         row.bytes += record.entry.bytes;
@@ -632,6 +651,8 @@ pub fn flows_report(
             idle_secs: seconds(now_ns.saturating_sub(m.last_seen_ns)),
             workers: m.workers.into_iter().collect(),
             outer: m.outer,
+            mode: m.mode,
+            snat: m.snat,
         })
         .collect();
     flows.sort_by(|a, b| {
@@ -640,6 +661,41 @@ pub fn flows_report(
             .then_with(|| a.client.cmp(&b.client))
     });
     FlowsReport { flows }
+}
+
+/// The listener serving client flow `key`'s VIP.
+fn listener_of<'s>(snapshot: &'s Snapshot, key: &FlowKey) -> Option<&'s Listener> {
+    let protocol = Protocol::from_ip_proto(key.protocol)?;
+    snapshot
+        .listener_for_vip(&ServiceKey {
+            endpoint: Endpoint {
+                address: key.dst,
+                port: key.dst_port,
+            },
+            protocol,
+        })
+        .map(|l| l.get())
+}
+
+/// `address:port` of the backend client flow `key` (decided as `entry`)
+/// goes to: its rewrite's destination (an encapsulated flow's outer
+/// destination, at the VIP's port), or for `dsr`, whose rewrite keeps
+/// the VIP, its backend in the snapshot it was decided under (`?` once
+/// that is gone).
+fn backend_of(snapshot: &Snapshot, key: &FlowKey, entry: &FlowEntry) -> String {
+    if entry.outer_header().is_some() {
+        let (address, port) = entry.backend_of(key);
+        return endpoint(address, port);
+    }
+    let r = &entry.rewrite;
+    if (r.ip_dst, r.dst_port) != (key.dst, key.dst_port) {
+        return endpoint(r.ip_dst, r.dst_port);
+    }
+    snapshot
+        .listener(entry.listener)
+        .filter(|_| entry.generation == snapshot.generation())
+        .and_then(|l| l.get().backends().get(entry.backend as usize))
+        .map_or_else(|| "?".to_owned(), |b| b.endpoint.to_string())
 }
 
 /// The 5-tuple of a client's packets to a VIP, from `yardctl explain`'s
@@ -695,11 +751,13 @@ pub fn explain_report(
         .max_by_key(|r| r.entry.last_seen_ns)
         .map(|r| ExistingFlow {
             queue: r.queue,
-            backend: {
-                let (address, port) = r.entry.backend_of(key);
-                endpoint(address, port)
-            },
             outer: r.entry.outer_header(),
+            mode: listener_of(snapshot, key)
+                .map_or_else(String::new, |l| l.forwarding().name().to_owned()),
+            snat: (r.entry.outer_header().is_none()
+                && (r.entry.rewrite.ip_src != key.src || r.entry.rewrite.src_port != key.src_port))
+                .then(|| endpoint(r.entry.rewrite.ip_src, r.entry.rewrite.src_port)),
+            backend: backend_of(snapshot, key, &r.entry),
             age_secs: seconds(now_ns.saturating_sub(r.entry.created_ns)),
             idle_secs: seconds(now_ns.saturating_sub(r.entry.last_seen_ns)),
             packets: r.entry.packets,

@@ -229,6 +229,34 @@ pub fn local_ipv6_addresses() -> Result<Vec<Ipv6Addr>, InterfaceError> {
     Ok(out)
 }
 
+/// The addresses of interface `name`, with their prefix lengths, a flow
+/// leaving by it can take as its source: IPv4, and IPv6 other than
+/// link-local.
+pub fn addresses_of(name: &str) -> Result<Vec<(IpAddr, u8)>, InterfaceError> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| InterfaceError::Addresses(e.into()))?;
+    let mut out: Vec<(IpAddr, u8)> = addrs
+        .filter(|ifa| ifa.interface_name == name)
+        .filter_map(|ifa| {
+            let address = ifa.address?;
+            let netmask = ifa.netmask;
+            let prefix = |bits: u128| bits.count_ones() as u8;
+            if let Some(v4) = address.as_sockaddr_in() {
+                let mask = netmask.and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip())));
+                return Some((IpAddr::V4(v4.ip()), prefix(mask.unwrap_or(u32::MAX).into())));
+            }
+            let v6 = address.as_sockaddr_in6()?.ip();
+            if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                return None;
+            }
+            let mask = netmask.and_then(|m| m.as_sockaddr_in6().map(|m| u128::from(m.ip())));
+            Some((IpAddr::V6(v6), prefix(mask.unwrap_or(u128::MAX))))
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Every address of this node, IPv4 then IPv6, each family sorted.
 pub fn local_addresses() -> Result<Vec<IpAddr>, InterfaceError> {
     let v4 = local_ipv4_addresses()?;

@@ -457,6 +457,18 @@ impl Collector for Scrape {
         )?;
         counters(
             e,
+            "switchyard_snat_exhausted",
+            "New fullnat flows a worker refused for want of a free SNAT port, by SNAT address.",
+            workers.iter().flat_map(|w| {
+                w.snat_exhausted.iter().map(|(address, &count)| {
+                    let mut labels = queue(w.queue);
+                    labels.push(("snat_address", address.clone()));
+                    (labels, count)
+                })
+            }),
+        )?;
+        counters(
+            e,
             "switchyard_xdp_steer",
             "Frames the XDP steering program steered to a worker (steer_*) or passed to the kernel, by reason.",
             s.stats
@@ -640,6 +652,7 @@ mod tests {
                         retagged: 6,
                     },
                     too_big_answered: 2,
+                    snat_exhausted: BTreeMap::from([("198.18.2.1".into(), 3)]),
                     ..WorkerStats::default()
                 }],
                 drops: BTreeMap::new(),
@@ -690,6 +703,7 @@ mod tests {
             r#"switchyard_worker_vlan_popped_total{queue="0"} 0"#,
             r#"switchyard_worker_vlan_retagged_total{queue="0"} 6"#,
             r#"switchyard_worker_too_big_answered_total{queue="0"} 2"#,
+            r#"switchyard_snat_exhausted_total{queue="0",snat_address="198.18.2.1"} 3"#,
             r#"switchyard_drops_total{queue="0",reason="no_route"} 5"#,
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,

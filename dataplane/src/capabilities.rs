@@ -9,9 +9,21 @@ use switchyard_config::snapshot::{Forwarding, Listener};
 /// Why the packet path cannot serve `listener` as its snapshot says, if
 /// it cannot.
 pub fn unsupported(listener: &Listener) -> Option<String> {
+    if let Forwarding::FullNat(full) = listener.forwarding() {
+        if full.proxy_protocol.is_some() {
+            return Some(format!(
+                "listener {}: the PROXY protocol header of fullnat is not implemented by this build",
+                listener.name()
+            ));
+        }
+    }
     let mode_served = matches!(
         listener.forwarding(),
-        Forwarding::Nat | Forwarding::Ipip | Forwarding::Gue(_)
+        Forwarding::Nat
+            | Forwarding::FullNat(_)
+            | Forwarding::Dsr
+            | Forwarding::Ipip
+            | Forwarding::Gue(_)
     );
     if !mode_served {
         return Some(format!(
@@ -57,11 +69,12 @@ mod tests {
                  [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge}}]\n  {spec}\n"
             )
         };
-        // Encapsulation keeps the VIP's port: the backends listen on it.
+        // Modes that keep the packet keep the VIP's port: the backends
+        // listen on it.
         let same_ports = policy("forwarding: {mode: ipip}")
             .replace("8080", "80")
             .replace("5353", "53");
-        for mode in ["ipip", "gue"] {
+        for mode in ["ipip", "gue", "dsr"] {
             let served = same_ports.replace("mode: ipip", &format!("mode: {mode}"));
             let resources = switchyard_config::load_str("demo.yaml", &served).expect("loads");
             let snapshot = switchyard_config::resolve(&resources, 1).snapshot;
@@ -72,10 +85,11 @@ mod tests {
             );
             assert_eq!(first_refusal(&served), None, "{mode}");
         }
-        let why = first_refusal(&policy("forwarding: {mode: fullnat}"));
+        assert_eq!(first_refusal(&policy("forwarding: {mode: fullnat}")), None);
+        let why = first_refusal(&policy("forwarding: {mode: fullnat, proxyProtocol: V2}"));
         assert!(
             why.as_deref()
-                .is_some_and(|w| w.contains("mode fullnat is not implemented")),
+                .is_some_and(|w| w.contains("PROXY protocol header of fullnat is not implemented")),
             "{why:?}"
         );
     }

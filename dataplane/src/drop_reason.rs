@@ -65,10 +65,20 @@ pub enum DropReason {
     /// A new flow while this worker holds its share of its listener's
     /// `maxFlows`; a TCP one is answered with a reset.
     MaxFlowsReached,
+    /// A new `fullnat` flow for which the worker's slice of the SNAT port
+    /// range had no free port for its SNAT address (also counted per
+    /// address, `snat_exhausted`), or the daemon runs without one.
+    SnatPortsExhausted,
+    /// A new `fullnat` flow with no SNAT address of its backend's family:
+    /// none configured, and none on the interface it would leave by.
+    NoSnatAddress,
+    /// A new `dsr` flow whose backend is behind a router: only the
+    /// destination MAC changes in this mode, so the backend must be on-link.
+    DsrBackendNotOnLink,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 23] = [
+    pub const ALL: [DropReason; 26] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -92,6 +102,9 @@ impl DropReason {
         Self::SourceDenied,
         Self::NewFlowRateLimited,
         Self::MaxFlowsReached,
+        Self::SnatPortsExhausted,
+        Self::NoSnatAddress,
+        Self::DsrBackendNotOnLink,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -120,6 +133,9 @@ impl DropReason {
             Self::SourceDenied => "source_denied",
             Self::NewFlowRateLimited => "new_flow_rate_limited",
             Self::MaxFlowsReached => "max_flows_reached",
+            Self::SnatPortsExhausted => "snat_ports_exhausted",
+            Self::NoSnatAddress => "no_snat_address",
+            Self::DsrBackendNotOnLink => "dsr_backend_not_on_link",
         }
     }
 }

@@ -722,6 +722,14 @@ impl FlowTable {
         (!self.is_expired(Class::of(&s.key, &s.entry), &s.entry, now_ns)).then_some(&s.entry)
     }
 
+    /// The entry for `key` while the table holds it, expired or not: what
+    /// a full-NAT port's owner checks before it gives the port to another
+    /// flow (an expired entry the cache may still carry is not gone yet).
+    pub fn stored(&self, key: &FlowKey) -> Option<&FlowEntry> {
+        let (_, slot) = self.find(key, self.hash(key))?;
+        Some(&self.slots[slot as usize].entry)
+    }
+
     #[inline]
     fn hash(&self, key: &FlowKey) -> u32 {
         flow_hash(key, self.seed)

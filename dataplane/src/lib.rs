@@ -26,4 +26,5 @@ pub mod neighbor;
 pub mod packet;
 pub mod policy;
 pub mod replies;
+pub mod snat;
 pub mod worker;

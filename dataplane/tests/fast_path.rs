@@ -134,6 +134,31 @@ fn from_backend() -> Rewrite {
     }
 }
 
+/// `fullnat`'s SNAT binding of the client's flow in these cases.
+const SNAT: (Ipv4Addr, u16) = (Ipv4Addr::new(198, 18, 2, 1), 20000);
+
+/// `fullnat`, client to backend: the source becomes the SNAT binding.
+fn full_nat_to_backend() -> Rewrite {
+    Rewrite {
+        eth_src: [0x02, 0, 0, 0, 0, 0x2b],
+        ip_src: SNAT.0.into(),
+        src_port: SNAT.1,
+        ..to_backend()
+    }
+}
+
+/// `dsr`: only the MACs change.
+fn dsr_to_backend() -> Rewrite {
+    Rewrite {
+        eth_src: [0x02, 0, 0, 0, 0, 0x2b],
+        ip_src: CLIENT.into(),
+        ip_dst: VIP.into(),
+        src_port: 40000,
+        dst_port: 80,
+        ..to_backend()
+    }
+}
+
 fn tcp_frame(
     src: (Ipv4Addr, u16),
     dst: (Ipv4Addr, u16),
@@ -194,14 +219,45 @@ fn both_paths_emit_the_same_bytes_for_a_table_of_frames() {
             to_backend(),
         ),
         ("UDP behind an 802.1Q tag", vlan, to_backend()),
+        (
+            "fullnat: TCP data to the VIP, from the SNAT binding to the backend",
+            tcp_frame((CLIENT, 40000), (VIP, 80), b"GET /", false),
+            full_nat_to_backend(),
+        ),
+        (
+            "fullnat: the backend's TCP answer to the SNAT binding, from the VIP",
+            tcp_frame((BACKEND, 8080), SNAT, b"200 OK", false),
+            from_backend(),
+        ),
+        (
+            "fullnat: UDP to the VIP, from the SNAT binding",
+            udp_frame((CLIENT, 40000), (VIP, 80), b"query"),
+            full_nat_to_backend(),
+        ),
+        (
+            "fullnat: the backend's UDP answer to the SNAT binding",
+            udp_frame((BACKEND, 8080), SNAT, b"answer"),
+            from_backend(),
+        ),
+        (
+            "dsr: TCP data to the VIP, MACs only",
+            tcp_frame((CLIENT, 40000), (VIP, 80), b"GET /", false),
+            dsr_to_backend(),
+        ),
+        (
+            "dsr: UDP to the VIP, MACs only",
+            udp_frame((CLIENT, 40000), (VIP, 80), b"query"),
+            dsr_to_backend(),
+        ),
     ];
+    let count = cases.len() as u64;
     for (description, frame, rewrite) in cases {
         let (verdict, out) = run(&steering, &frame, &entry(rewrite), LOOPBACK);
         assert_eq!(verdict, XdpAction::Tx, "{description}");
         assert_eq!(out, worker_output(&frame, &rewrite), "{description}");
     }
     let counters = steering.counters().unwrap();
-    assert_eq!(counters.get(SteerCounter::FastTx), 5);
+    assert_eq!(counters.get(SteerCounter::FastTx), count);
 }
 
 #[test]

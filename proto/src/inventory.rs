@@ -36,6 +36,9 @@ pub struct ListenerInfo {
     pub affinity_timeout_secs: Option<u32>,
     /// Client-to-backend flows the workers track for this VIP.
     pub active_flows: u64,
+    /// Forwarding mode: `nat`, `fullnat`, `dsr`, `ipip` or `gue`.
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// `yardctl backends`: every backend of every listener (or of one).

@@ -323,6 +323,11 @@ pub struct WorkerStats {
     /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
     #[serde(default)]
     pub encapsulated: u64,
+    /// New `fullnat` flows refused because this worker's share of the SNAT
+    /// port range had no free port, by SNAT address (each also a
+    /// `snat_ports_exhausted` drop); addresses with none are omitted.
+    #[serde(default)]
+    pub snat_exhausted: BTreeMap<String, u64>,
 }
 
 /// A worker's VLAN tag changes: a frame leaves with its next hop's tag
@@ -445,6 +450,12 @@ pub struct FlowInfo {
     /// SRC:PORT -> DST:PORT`); absent for the modes that rewrite in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outer: Option<String>,
+    /// The listener's forwarding mode: `nat`, `fullnat`, `dsr`, ...
+    #[serde(default)]
+    pub mode: String,
+    /// `fullnat`: the `address:port` the backend sees the flow come from.
+    #[serde(default)]
+    pub snat: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -475,6 +486,12 @@ pub struct ExplainReport {
 pub struct ExistingFlow {
     /// Queue of the worker whose flow table holds it.
     pub queue: u32,
+    /// The listener's forwarding mode: `nat`, `fullnat`, `dsr`, ...
+    #[serde(default)]
+    pub mode: String,
+    /// `fullnat`: the `address:port` the backend sees the flow come from.
+    #[serde(default)]
+    pub snat: Option<String>,
     /// `address:port` the flow is translated to.
     pub backend: String,
     pub age_secs: f64,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod encap;
+pub mod fullnat;
 pub mod link;
 pub mod netns;
 pub mod policy;

@@ -50,6 +50,10 @@ pub const FAST_STATE_L2_EPOCH: u32 = 2;
 /// (`FAST_STATE_EGRESS_CLOSED`).
 pub const FAST_STATE_EGRESS_CLOSED: u32 = 3;
 
+/// Index of the full-NAT source port range in `fast_state`
+/// (`FAST_STATE_SNAT_PORTS`): first << 16 | last, 0 for none.
+pub const FAST_STATE_SNAT_PORTS: u32 = 4;
+
 /// IPv6 extension headers the program walks before it gives up on a
 /// packet (`MAX_IPV6_EXT_HEADERS`); the workers' bound is
 /// `switchyard_wire::ipv6::MAX_EXT_HEADERS`, which must be the same.
@@ -98,6 +102,7 @@ mod tests {
             ("FAST_STATE_GENERATION", FAST_STATE_GENERATION),
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
             ("FAST_STATE_EGRESS_CLOSED", FAST_STATE_EGRESS_CLOSED),
+            ("FAST_STATE_SNAT_PORTS", FAST_STATE_SNAT_PORTS),
             ("MAX_IPV6_EXT_HEADERS", MAX_IPV6_EXT_HEADERS),
             ("TUNNEL_NONE", u32::from(crate::TUNNEL_NONE)),
             ("TUNNEL_IPIP", u32::from(crate::TUNNEL_IPIP)),

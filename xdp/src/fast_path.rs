@@ -22,7 +22,7 @@ use aya::Pod;
 use crate::bpf_sys;
 use crate::consts::{
     FAST_STATE_EGRESS_CLOSED, FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH,
-    LAST_SEEN_SHIFT,
+    FAST_STATE_SNAT_PORTS, LAST_SEEN_SHIFT,
 };
 use crate::error::XdpError;
 
@@ -658,6 +658,14 @@ impl FastPathMaps {
     /// none (the state before the first call).
     pub fn set_egress_closed(&self, mask: u64) -> Result<(), XdpError> {
         self.set_state(FAST_STATE_EGRESS_CLOSED, mask)
+    }
+
+    /// Steers answers from backend endpoints to the node's own addresses
+    /// on ports `first..=last` to the workers (full-NAT bindings) instead
+    /// of the kernel; `None` steers none.
+    pub fn set_snat_ports(&self, ports: Option<(u16, u16)>) -> Result<(), XdpError> {
+        let value = ports.map_or(0, |(first, last)| u64::from(first) << 16 | u64::from(last));
+        self.set_state(FAST_STATE_SNAT_PORTS, value)
     }
 
     /// The slots closed by `set_egress_closed`.

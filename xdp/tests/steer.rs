@@ -292,3 +292,39 @@ fn a_cached_flow_whose_egress_is_closed_is_steered_not_sent() {
         );
     });
 }
+
+/// A backend's answer to one of the node's own addresses goes to the
+/// kernel, unless its destination port is in the SNAT range: then it
+/// answers a full-NAT binding and goes to the workers.
+#[test]
+fn answers_to_the_snat_port_range_are_steered_and_the_rest_stays_local() {
+    with_scenario_steering(|steering, rx| {
+        let answer = |port| frames::tcp_frame(BACKEND, BACKEND_TCP_PORT, LB_BACKEND_ARM, port);
+        let before = run_frame(steering, &answer(20000), Some(rx));
+        assert_eq!(
+            (before.verdict, before.bumped),
+            (XdpAction::Pass, vec![(SteerCounter::PassLocal, 1)]),
+            "no SNAT range yet"
+        );
+        steering
+            .fast_path()
+            .set_snat_ports(Some((20000, 20999)))
+            .unwrap();
+        for (port, verdict, counter) in [
+            (20000, XdpAction::Redirect, SteerCounter::SteerReply),
+            (20999, XdpAction::Redirect, SteerCounter::SteerReply),
+            (19999, XdpAction::Pass, SteerCounter::PassLocal),
+            (21000, XdpAction::Pass, SteerCounter::PassLocal),
+        ] {
+            let ran = run_frame(steering, &answer(port), Some(rx));
+            assert_eq!(
+                (ran.verdict, ran.bumped),
+                (verdict, vec![(counter, 1)]),
+                "port {port}"
+            );
+        }
+        steering.fast_path().set_snat_ports(None).unwrap();
+        let after = run_frame(steering, &answer(20000), Some(rx));
+        assert_eq!(after.verdict, XdpAction::Pass, "range withdrawn");
+    });
+}

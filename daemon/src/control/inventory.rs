@@ -34,6 +34,7 @@ pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersR
                 table_size: l.slots().len(),
                 affinity_timeout_secs: l.affinity().map(|a| a.timeout_secs),
                 active_flows: active.on_listener(l),
+                mode: l.forwarding().name().to_owned(),
             })
             .collect(),
     }

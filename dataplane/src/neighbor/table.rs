@@ -491,6 +491,18 @@ impl L2Table {
         }
     }
 
+    /// Whether `dst` is reached on-link (its route names no gateway): the
+    /// only backends L2 direct server return can reach, since nothing but
+    /// the destination MAC changes on the way.
+    pub fn is_on_link(&self, dst: IpAddr) -> bool {
+        let hop = match dst {
+            IpAddr::V4(addr) => self.routes4.lookup(u32::from(addr)),
+            IpAddr::V6(addr) if is_link_local(addr) => None,
+            IpAddr::V6(addr) => self.routes6.lookup(u128::from(addr)),
+        };
+        matches!(hop, Some(Hop::Forward { gateway: None, .. }))
+    }
+
     /// The MTU of owned link `ifindex` (an interface Switchyard runs on, or
     /// a VLAN link on one); 0 when unknown or not owned.
     pub fn link_mtu(&self, ifindex: u32) -> u32 {

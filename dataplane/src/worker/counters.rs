@@ -91,6 +91,10 @@ pub struct WorkerStats {
     pub too_big_answered: u64,
     /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
     pub encapsulated: u64,
+    /// New `fullnat` flows refused because this worker's slice of the SNAT
+    /// port range had no free port, per SNAT address (the last entry also
+    /// counts any address beyond `MAX_COUNTED_SNAT_ADDRESSES`).
+    pub snat_exhausted: Vec<(std::net::IpAddr, u64)>,
 }
 
 impl WorkerStats {
@@ -107,6 +111,18 @@ impl WorkerStats {
             .and_then(|b| b.get_mut(backend))
         {
             c.count(bytes);
+        }
+    }
+
+    /// A full-NAT flow refused for want of a port of `address`; counted
+    /// without allocating past `MAX_COUNTED_SNAT_ADDRESSES` addresses.
+    pub(super) fn count_snat_exhausted(&mut self, address: std::net::IpAddr) {
+        if let Some((_, n)) = self.snat_exhausted.iter_mut().find(|(a, _)| *a == address) {
+            *n += 1;
+        } else if self.snat_exhausted.len() < super::MAX_COUNTED_SNAT_ADDRESSES {
+            self.snat_exhausted.push((address, 1));
+        } else if let Some((_, n)) = self.snat_exhausted.last_mut() {
+            *n += 1;
         }
     }
 

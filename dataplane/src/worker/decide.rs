@@ -16,10 +16,11 @@ use super::path::{
     answering_address, destination_key, exceeds, mtu16, reply_key, secs, service_key, PathState,
     PROVISIONAL_L2, TCP, TCP_CLOSING, TCP_CONTROL,
 };
+use super::plan::{Plan, Shape};
 use super::Worker;
 use crate::affinity::{address_tag, AffinityEntry, AffinityKey, AffinityTable};
 use crate::drop_reason::DropReason;
-use crate::flow::{Cached, Direction, FlowEntry};
+use crate::flow::{Cached, Direction, FlowEntry, FlowTable};
 use crate::io::Verdict;
 use crate::neighbor::{L2Table, Unresolved, VlanTag};
 use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite, Tunnel};
@@ -82,6 +83,10 @@ pub fn choose<'s>(
 /// A new flow's translation before its next hop is known.
 struct Translation {
     direction: Direction,
+    plan: Plan,
+    /// Where the packet is sent at L2: the backend, even when (`dsr`) its
+    /// destination address stays the VIP.
+    next_hop: IpAddr,
     /// Indices into the snapshot the translation was decided under.
     listener: u32,
     backend: u32,
@@ -116,7 +121,10 @@ impl Worker {
                 return self.path.refuse(snapshot, frame, parsed, ingress, reason);
             }
         }
-        let entry = match self.path.decide(snapshot, l2, now, parsed, bytes) {
+        let entry = match self
+            .path
+            .decide(snapshot, &self.flows, l2, now, parsed, bytes)
+        {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
@@ -132,20 +140,28 @@ impl Worker {
             self.path.stats.partial_checksums += 1;
         }
         let (listener, backend) = (entry.listener as usize, entry.backend as usize);
-        if entry.direction == Direction::ToBackend {
+        let foreign = self.path.of_foreign_port(&parsed.key, &entry);
+        if entry.direction == Direction::ToBackend && !foreign {
             self.path.stats.count_flow(listener, backend);
         }
         self.path.stats.count(listener, backend, bytes);
-        // An encapsulated flow's backend answers the client itself.
-        if entry.direction == Direction::ToBackend && !entry.tunnel.is_some() {
+        let arrived = (frame_macs, frame_tag);
+        // An encapsulated flow's backend answers the client itself, and so
+        // does a `dsr` one's.
+        let shape = Shape::of(&parsed.key, &entry);
+        if entry.direction == Direction::ToBackend && shape == Shape::Nat {
             self.path.remember_reply(&parsed.key, &entry, now);
-            let arrived = (frame_macs, frame_tag);
             self.expect_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
         }
         // A full table evicts its least recently used flow; an evicted
         // flow's next packet is decided again, the same way while its
         // backend set is unchanged.
-        self.flows.insert(parsed.key, entry);
+        if !foreign {
+            self.flows.insert(parsed.key, entry);
+        }
+        if entry.direction == Direction::ToBackend && shape == Shape::FullNat && !foreign {
+            self.expect_snat_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
+        }
         self.path
             .send_flow(frame, parsed.l3_offset, parsed.ip_total_len, &entry)
     }
@@ -200,15 +216,15 @@ impl Worker {
 
 /// The L2 header a client's frame arrived with: its (destination, source)
 /// MACs, and its tag.
-type ArrivedL2 = (Option<([u8; 6], [u8; 6])>, Option<VlanTag>);
+pub(super) type ArrivedL2 = (Option<([u8; 6], [u8; 6])>, Option<VlanTag>);
 
 /// The L2 header and port a pre-installed reply leaves with.
-struct ReplyHop {
-    eth_src: [u8; 6],
-    eth_dst: [u8; 6],
-    egress_port: usize,
-    vlan: Option<VlanTag>,
-    l2_version: u64,
+pub(super) struct ReplyHop {
+    pub(super) eth_src: [u8; 6],
+    pub(super) eth_dst: [u8; 6],
+    pub(super) egress_port: usize,
+    pub(super) vlan: Option<VlanTag>,
+    pub(super) l2_version: u64,
 }
 
 impl PathState {
@@ -216,6 +232,7 @@ impl PathState {
     fn decide(
         &mut self,
         snapshot: &Snapshot,
+        flows: &FlowTable,
         l2: &L2Table,
         now: u64,
         parsed: &Parsed,
@@ -225,12 +242,41 @@ impl PathState {
         // A client's new flow writes its reply's bucket once decided: fetch
         // it while the slot table and next hop are looked up.
         self.replies.prefetch_for(key);
-        let translation = match choose(snapshot, key, self.hash_seed) {
+        let mut translation = match choose(snapshot, key, self.hash_seed) {
             Ok(choice) => self.to_backend(key, &choice, now)?,
             Err(DropReason::NotAService) => self.reverse_reply(snapshot, key, now)?,
             Err(reason) => return Err(reason),
         };
-        let (egress_port, hop) = self.next_hop(l2, translation.dst.0)?;
+        let full_nat =
+            (translation.direction, translation.plan) == (Direction::ToBackend, Plan::FullNat);
+        let mut bound = false;
+        if full_nat {
+            if let Some((src, backend, dst)) =
+                self.existing_binding(snapshot, key, translation.listener, now)
+            {
+                (translation.src, translation.backend, translation.dst) = (src, backend, dst);
+                translation.next_hop = dst.0;
+                bound = true;
+            }
+        }
+        let (egress_port, hop) = self.next_hop(l2, translation.next_hop)?;
+        match (translation.direction, translation.plan) {
+            (Direction::ToBackend, Plan::FullNat) if !bound => {
+                translation.src = self.bind_snat(
+                    snapshot,
+                    flows,
+                    key,
+                    translation.listener,
+                    translation.dst,
+                    hop.ifindex,
+                    now,
+                )?;
+            }
+            (Direction::ToBackend, Plan::Dsr) if !l2.is_on_link(translation.next_hop) => {
+                return Err(DropReason::DsrBackendNotOnLink);
+            }
+            _ => {}
+        }
         Ok(FlowEntry {
             rewrite: Rewrite {
                 eth_src: hop.src_mac,
@@ -284,13 +330,20 @@ impl PathState {
             return Err(DropReason::UnsupportedAddressFamily);
         }
         let forwarding = listener.forwarding();
+        let plan = Plan::of(forwarding);
         let tunnel = tunnel_of(forwarding);
-        let (src, dst) = match tunnel {
-            Tunnel::None => ((key.src, key.src_port), (endpoint.address, endpoint.port)),
+        let (src, dst) = match (tunnel, plan) {
+            // `dsr` leaves the packet addressed to the VIP, which the
+            // backend holds itself (config refuses a port translation in
+            // this mode).
+            (Tunnel::None, Plan::Dsr) => ((key.src, key.src_port), (key.dst, key.dst_port)),
+            (Tunnel::None, _) => ((key.src, key.src_port), (endpoint.address, endpoint.port)),
             _ => tunnel_endpoints(forwarding, key, endpoint.address, self.hash_seed),
         };
         Ok(Translation {
             direction: Direction::ToBackend,
+            plan,
+            next_hop: endpoint.address,
             listener: choice.listener.id().as_u32(),
             backend,
             src,
@@ -330,7 +383,7 @@ impl PathState {
     /// leaves, if this worker should pre-install it (see `expect_reply`):
     /// back out of the port the client's frame came in on, with that
     /// frame's MACs reversed and its tag.
-    fn provisional_reply_hop(
+    pub(super) fn provisional_reply_hop(
         &self,
         l2: &L2Table,
         ingress: usize,
@@ -374,6 +427,18 @@ impl PathState {
         if snapshot.owner_of_backend(&source_key).is_none() {
             return Err(DropReason::NotAService);
         }
+        if let Some(reply) = self.reverse_snat(snapshot, key, now) {
+            return Ok(Translation {
+                direction: Direction::ToClient,
+                plan: Plan::FullNat,
+                next_hop: reply.client.0,
+                listener: reply.listener,
+                backend: reply.backend,
+                src: reply.vip,
+                dst: reply.client,
+                tunnel: Tunnel::None,
+            });
+        }
         let (vip, vip_port) = self
             .replies
             .get(key, secs(now))
@@ -388,6 +453,8 @@ impl PathState {
             .ok_or(DropReason::ReplyWithoutFlow)? as u32;
         Ok(Translation {
             direction: Direction::ToClient,
+            plan: Plan::Nat,
+            next_hop: key.dst,
             listener: listener.id().as_u32(),
             backend,
             src: (vip, vip_port),
@@ -433,4 +500,62 @@ fn ethernet_addresses(frame: &[u8]) -> Option<([u8; 6], [u8; 6])> {
         frame.get(0..6)?.try_into().ok()?,
         frame.get(6..12)?.try_into().ok()?,
     ))
+}
+
+impl Worker {
+    /// The port owner's entry for the answers of its new full-NAT flow
+    /// `key`, decided as `forward`: both directions live and leave the
+    /// table together on this worker, so the cache can carry both and the
+    /// port is only free once neither is left. Toward the client's next
+    /// hop, or (while the kernel has no neighbour entry for it yet) back
+    /// the way the client's frame came.
+    pub(super) fn expect_snat_reply(
+        &mut self,
+        snapshot: &Snapshot,
+        l2: &L2Table,
+        ingress: usize,
+        arrived: ArrivedL2,
+        key: &FlowKey,
+        forward: &FlowEntry,
+    ) {
+        let hop = match self.path.next_hop(l2, key.src) {
+            Ok((port, hop)) => Some((
+                port,
+                hop.src_mac,
+                hop.dst_mac,
+                hop.vlan,
+                mtu16(hop.mtu),
+                l2.version(),
+            )),
+            Err(_) => self
+                .path
+                .provisional_reply_hop(l2, ingress, arrived, key)
+                .map(|h| (h.egress_port, h.eth_src, h.eth_dst, h.vlan, 0, h.l2_version)),
+        };
+        let Some((egress_port, eth_src, eth_dst, vlan, egress_mtu, l2_version)) = hop else {
+            return;
+        };
+        let reply = FlowEntry {
+            rewrite: Rewrite {
+                eth_src,
+                eth_dst,
+                ip_src: key.dst,
+                ip_dst: key.src,
+                src_port: key.dst_port,
+                dst_port: key.src_port,
+            },
+            egress_port,
+            egress_vlan: vlan.into(),
+            egress_mtu,
+            direction: Direction::ToClient,
+            generation: snapshot.generation(),
+            l2_version,
+            packets: 0,
+            bytes: 0,
+            closing: false,
+            cached: Cached::No,
+            ..*forward
+        };
+        self.flows.insert(reply_key(key, forward), reply);
+    }
 }

@@ -14,10 +14,12 @@ use switchyard_wire::tcp;
 
 use super::admit::denied_after_reload;
 use super::encap::inner_mtu;
+use super::modes::{carry_over_dsr, dsr_backend};
 use super::path::{
     answering_address, destination_key, exceeds, mtu16, PathState, NS_PER_SEC, PROVISIONAL_L2, TCP,
     TCP_CLOSING, TCP_CONTROL,
 };
+use super::plan::Shape;
 use super::Worker;
 use crate::drop_reason::DropReason;
 use crate::fast_path::wants_install;
@@ -55,7 +57,7 @@ impl Worker {
             return Followed::Undecided;
         }
         if entry.generation != snapshot.generation() {
-            if !carry_over(snapshot, &parsed.key, entry) {
+            if !carry_over_any(snapshot, l2, parsed, entry) {
                 return orphaned(snapshot, parsed, entry, now);
             }
             if denied_after_reload(&self.admission, snapshot, &parsed.key, entry) {
@@ -63,6 +65,16 @@ impl Worker {
                     self.path
                         .refuse(snapshot, frame, parsed, ingress, DropReason::SourceDenied);
                 return Followed::Forwarded(verdict);
+            }
+        }
+        // A `dsr` entry's rewrite names the VIP, not the backend its next
+        // hop is for: that comes from the snapshot.
+        if entry.l2_version != l2.version() && Shape::of(&parsed.key, entry) == Shape::Dsr {
+            let Some(backend) = dsr_backend(snapshot, entry) else {
+                return Followed::Undecided;
+            };
+            if let Err(reason) = self.path.relearn_toward(l2, entry, backend) {
+                return Followed::Forwarded(self.path.drop_packet(reason));
             }
         }
         Followed::Forwarded(self.path.forward(l2, now, ingress, frame, parsed, entry))
@@ -122,7 +134,19 @@ impl PathState {
     /// may have moved.
     #[inline(never)]
     fn relearn_next_hop(&mut self, l2: &L2Table, entry: &mut FlowEntry) -> Result<(), DropReason> {
-        match self.next_hop(l2, entry.rewrite.ip_dst) {
+        self.relearn_toward(l2, entry, entry.rewrite.ip_dst)
+    }
+
+    /// `relearn_next_hop` toward `destination` (for `dsr`, the backend the
+    /// VIP-addressed packet goes to).
+    #[inline(never)]
+    fn relearn_toward(
+        &mut self,
+        l2: &L2Table,
+        entry: &mut FlowEntry,
+        destination: IpAddr,
+    ) -> Result<(), DropReason> {
+        match self.next_hop(l2, destination) {
             Ok((egress, hop)) => {
                 entry.egress_port = egress;
                 entry.egress_vlan = hop.vlan.into();
@@ -229,6 +253,21 @@ fn orphaned(snapshot: &Snapshot, parsed: &Parsed, entry: &mut FlowEntry, now: u6
     entry.closing = true;
     entry.last_seen_ns = now;
     Followed::BackendRemoved
+}
+
+/// `carry_over`, or for a `dsr` flow (whose rewrite does not name its
+/// backend) `modes::carry_over_dsr`.
+#[inline(never)]
+fn carry_over_any(
+    snapshot: &Snapshot,
+    l2: &L2Table,
+    parsed: &Parsed,
+    entry: &mut FlowEntry,
+) -> bool {
+    if Shape::of(&parsed.key, entry) == Shape::Dsr && entry.direction == Direction::ToBackend {
+        return carry_over_dsr(snapshot, l2, &parsed.key, entry);
+    }
+    carry_over(snapshot, &parsed.key, entry)
 }
 
 /// A flow decided under an older snapshot keeps its translation when the

@@ -22,7 +22,9 @@ mod encap;
 mod forward;
 mod fragment;
 mod icmp;
+mod modes;
 mod path;
+mod plan;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +52,7 @@ pub use self::decide::{affine_backend, affinity_key, choose, Choice};
 pub use self::forward::carry_over;
 use self::forward::Followed;
 use self::path::{PathState, SharedTables};
+pub use self::plan::{SnatSetup, MAX_COUNTED_SNAT_ADDRESSES};
 
 /// How long an idle worker sleeps in poll(): also the worst-case latency of
 /// a control request to an idle worker.
@@ -209,6 +212,18 @@ impl Worker {
     /// flow a client opened on another.
     pub fn with_reply_table(mut self, table: Arc<ReplyTable>) -> Self {
         self.path.replies = table;
+        self
+    }
+
+    /// Makes this worker hand out full-NAT source ports from its slice of
+    /// the node's SNAT range; without it, `fullnat` flows are refused
+    /// (`snat_ports_exhausted`).
+    pub fn with_snat(mut self, setup: SnatSetup) -> Self {
+        self.path.snat = Some(plan::SnatState::new(setup));
+        self.path
+            .stats
+            .snat_exhausted
+            .reserve_exact(MAX_COUNTED_SNAT_ADDRESSES);
         self
     }
 

@@ -11,6 +11,7 @@ use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_wire::tcp;
 
 use super::counters::WorkerStats;
+use super::plan::{forward_key, Shape, SnatState};
 use crate::affinity::AffinityTable;
 use crate::drop_reason::DropReason;
 use crate::fast_path::{CacheWriter, StatsSlots};
@@ -118,6 +119,14 @@ impl ReplyTtl {
             (false, _) => self.udp,
         }
     }
+
+    pub(super) fn of_protocol(self, protocol: u8) -> u32 {
+        if protocol == TCP {
+            self.tcp
+        } else {
+            self.udp
+        }
+    }
 }
 
 const EXPIRY_SLACK_SECS: u32 = 5;
@@ -131,7 +140,10 @@ pub(super) struct PathState {
     /// Shared with the other workers: the replies each one's flows expect.
     pub(super) replies: Arc<ReplyTable>,
     /// How long a reply entry outlives its flow's last sign of life.
-    reply_ttl: ReplyTtl,
+    pub(super) reply_ttl: ReplyTtl,
+    /// Full-NAT bindings and this worker's ports, when the node has an
+    /// SNAT port range.
+    pub(super) snat: Option<SnatState>,
     pub(super) hash_seed: u32,
     pub(super) stats: WorkerStats,
     /// The XDP flow cache, when the fast path is on.
@@ -159,6 +171,7 @@ impl PathState {
             affinity: shared.affinity,
             replies: shared.replies,
             reply_ttl: ReplyTtl::of(timeouts),
+            snat: None,
             hash_seed,
             stats: WorkerStats {
                 queue,
@@ -237,11 +250,12 @@ impl PathState {
         };
         fast.begin_expiry(now);
         let (replies, reply_ttl) = (&self.replies, self.reply_ttl);
+        let snat = self.snat.as_ref();
         flows.expire_with(now, &mut |key, entry| {
             let activity = fast.activity(key, entry);
             if let CacheActivity::SeenAt(_) = activity {
                 if entry.direction == Direction::ToBackend {
-                    keep_reply_in(replies, reply_ttl, key, entry, now);
+                    keep_reply_in(replies, snat, reply_ttl, key, entry, now);
                 }
             }
             activity
@@ -266,7 +280,8 @@ impl PathState {
     /// Keeps the reply of a live client flow expected.
     #[inline(never)]
     pub(super) fn keep_reply(&self, key: &FlowKey, forward: &FlowEntry, now: u64) {
-        keep_reply_in(&self.replies, self.reply_ttl, key, forward, now);
+        let snat = self.snat.as_ref();
+        keep_reply_in(&self.replies, snat, self.reply_ttl, key, forward, now);
     }
 
     /// Egress port and L2 header for a packet to `destination`; a missing
@@ -400,15 +415,36 @@ impl PathState {
 }
 
 /// Extends the reply entry of the live client flow `key`, or puts it again
-/// if the shared table gave its slot to another flow meanwhile.
+/// if the shared table gave its slot to another flow meanwhile; for a
+/// full-NAT flow, its SNAT binding; for `dsr`, nothing (no answer comes
+/// back).
 fn keep_reply_in(
     replies: &ReplyTable,
+    snat: Option<&SnatState>,
     ttl: ReplyTtl,
     key: &FlowKey,
     forward: &FlowEntry,
     now: u64,
 ) {
     let ttl = ttl.of_flow(key, forward);
+    match Shape::of(key, forward) {
+        Shape::Nat => {}
+        Shape::FullNat => {
+            if let Some(snat) = snat {
+                let rewrite = &forward.rewrite;
+                let binding = (rewrite.ip_src, rewrite.src_port);
+                snat.table
+                    .refresh(binding.0, binding.1, key.protocol, secs(now), ttl);
+                let forward_key = forward_key(key);
+                if !snat.forwards.refresh(&forward_key, secs(now), ttl) {
+                    snat.forwards.put(&forward_key, binding, secs(now), ttl);
+                }
+            }
+            return;
+        }
+        // Their answers never come back through the node.
+        Shape::Dsr | Shape::Tunnel => return,
+    }
     let reply = reply_key(key, forward);
     if !replies.refresh(&reply, secs(now), ttl) {
         replies.put(&reply, (key.dst, key.dst_port), secs(now), ttl);
@@ -416,13 +452,14 @@ fn keep_reply_in(
 }
 
 /// The 5-tuple the reply of client flow `key`, decided as `forward`,
-/// arrives with: from the backend endpoint to the client.
+/// arrives with: from the backend endpoint to the source the flow left
+/// with (the client, or for `fullnat` its SNAT binding).
 pub(super) fn reply_key(key: &FlowKey, forward: &FlowEntry) -> FlowKey {
     FlowKey {
         src: forward.rewrite.ip_dst,
-        dst: key.src,
+        dst: forward.rewrite.ip_src,
         src_port: forward.rewrite.dst_port,
-        dst_port: key.src_port,
+        dst_port: forward.rewrite.src_port,
         protocol: key.protocol,
     }
 }

@@ -5,9 +5,9 @@
 //! Baselines: `parse` (the least any path does to a frame) and `copy` (a
 //! frame-sized memcpy). Measured: established flows (flow-table hit, rewrite)
 //! and new flows (hash, slot lookup, next hop, insert), for IPv4 and for
-//! IPv6 side by side, in `nat` and beside it in each encapsulating mode
-//! (`ipip`, `gue`: the outer header built and put in place of the L2
-//! header, as the I/O does), and new flows to a listener with a traffic
+//! IPv6 side by side, in `nat` and beside it in each other mode (`fullnat`
+//! with its SNAT port, `dsr`, and `ipip`, `gue`: the outer header built and
+//! put in place of the L2 header, as the I/O does), and new flows to a listener with a traffic
 //! policy (source ranges, a rate and a flow limit that never refuse).
 
 use std::hint::black_box;
@@ -20,15 +20,17 @@ use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::PacketBuilder;
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Forwarding, Gue, Listener, ListenerName, ListenerParts,
-    ListenerPolicy, Protocol, Slot, Snapshot, SourceRanges,
+    Backend, BackendGroup, Endpoint, Forwarding, FullNat, Gue, Listener, ListenerName,
+    ListenerParts, ListenerPolicy, Protocol, Slot, Snapshot, SourceRanges,
 };
 use switchyard_dataplane::io::{BatchOutcome, Handler, PacketIo, Verdict};
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, Neighbors, NeighbourEntry, NeighbourState, RouteAction, RouteEntry,
 };
 use switchyard_dataplane::packet;
-use switchyard_dataplane::worker::{Worker, WorkerSettings};
+use switchyard_dataplane::replies::ReplyTable;
+use switchyard_dataplane::snat::{SnatPorts, SnatTable};
+use switchyard_dataplane::worker::{SnatSetup, Worker, WorkerSettings};
 use switchyard_perf::summary::Summary;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
@@ -221,8 +223,30 @@ fn l2_table() -> L2Table {
     )
 }
 
+/// The SNAT port range of the `fullnat` rows (one worker: all of it).
+const SNAT_PORTS: SnatPorts = SnatPorts {
+    first: 10000,
+    last: 60999,
+};
+
 fn worker(flow_capacity: usize, mode: &Forwarding) -> Worker {
-    worker_with(flow_capacity, snapshot(mode))
+    let worker = worker_with(flow_capacity, snapshot(mode));
+    if !matches!(mode, Forwarding::FullNat(_)) {
+        return worker;
+    }
+    worker.with_snat(SnatSetup {
+        table: Arc::new(SnatTable::new(SNAT_PORTS)),
+        forwards: Arc::new(ReplyTable::new(flow_capacity)),
+        slice: SNAT_PORTS.first..=SNAT_PORTS.last,
+        interface_addresses: vec![
+            (1, Ipv4Addr::new(198, 18, 2, 254).into(), 24),
+            (
+                1,
+                Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0xfe).into(),
+                64,
+            ),
+        ],
+    })
 }
 
 fn worker_with(flow_capacity: usize, snapshot: Snapshot) -> Worker {
@@ -325,7 +349,13 @@ fn main() {
     let (established, new_flows) = worker_costs(packets, false, &nat);
     let (established6, new_flows6) = worker_costs(packets, true, &nat);
     let gue = Forwarding::Gue(Gue::default());
-    let encap: Vec<(&str, [f64; 4])> = [("ipip", Forwarding::Ipip), ("gue", gue)]
+    let modes = [
+        ("fullnat", Forwarding::FullNat(FullNat::default())),
+        ("dsr", Forwarding::Dsr),
+        ("ipip", Forwarding::Ipip),
+        ("gue", gue),
+    ];
+    let other_modes: Vec<(&str, [f64; 4])> = modes
         .iter()
         .map(|(name, mode)| {
             let (e4, n4) = worker_costs(packets, false, mode);
@@ -360,7 +390,7 @@ fn main() {
             ns / parse
         );
     }
-    for (mode, [e4, n4, e6, n6]) in &encap {
+    for (mode, [e4, n4, e6, n6]) in &other_modes {
         for (what, ns) in [
             ("established", e4),
             ("new flows", n4),
@@ -402,7 +432,7 @@ fn main() {
     summary.record("worker_new_flow_v6_ns", new_flows6);
     summary.record("worker_v6_established_ratio", established6 / established);
     summary.record("worker_v6_new_flow_ratio", new_flows6 / new_flows);
-    for (mode, [e4, n4, e6, n6]) in &encap {
+    for (mode, [e4, n4, e6, n6]) in &other_modes {
         summary.record(format!("worker_{mode}_established_ns"), *e4);
         summary.record(format!("worker_{mode}_new_flow_ns"), *n4);
         summary.record(format!("worker_{mode}_established_v6_ns"), *e6);

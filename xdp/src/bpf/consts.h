@@ -90,7 +90,9 @@
  * 0, the array's initial value, closes nothing.
  */
 #define FAST_STATE_EGRESS_CLOSED 3
-#define FAST_STATE_MAX 4
+/* The node's full-NAT source ports, first << 16 | last; 0: none. */
+#define FAST_STATE_SNAT_PORTS 4
+#define FAST_STATE_MAX 5
 
 /* flow_action.tunnel: how a cached flow's packets are wrapped (encap.h). */
 #define TUNNEL_NONE 0

@@ -87,6 +87,20 @@ static __always_inline bool src_is_backend_addr(const struct packet_desc *pkt)
 			   pkt->saddr6);
 }
 
+/* Whether a backend's packet to one of the node's own addresses answers a
+ * full-NAT binding: its destination port is in the SNAT range, which the
+ * node's own connections never draw from (the daemon refuses a range
+ * that overlaps the kernel's ephemeral ports).
+ */
+static __always_inline bool to_snat_port(__be16 dport)
+{
+	__u64 range = fast_state_get(FAST_STATE_SNAT_PORTS);
+	__u16 port = bpf_ntohs(dport);
+
+	return range && port >= ((range >> 16) & 0xffff) &&
+	       port <= (range & 0xffff);
+}
+
 /* Slot of the interface with this ifindex, or MAX_IFACES if it has none. */
 static __always_inline __u32 ifindex_slot(__u32 ifindex)
 {
@@ -242,7 +256,7 @@ static __always_inline int on_l4_ipv6(struct xdp_md *ctx,
 	if (is_listener6(&vip_map6, pkt->daddr6, pkt->dport, pkt->proto))
 		return steer(ctx, STEER_VIP);
 	if (is_listener6(&backend_map6, pkt->saddr6, pkt->sport, pkt->proto)) {
-		if (dst_is_local(pkt))
+		if (dst_is_local(pkt) && !to_snat_port(pkt->dport))
 			return pass(PASS_LOCAL);
 		return steer(ctx, STEER_REPLY);
 	}
@@ -305,7 +319,7 @@ int switchyard_steer(struct xdp_md *ctx)
 	 * the request: workers derive reverse translation from the snapshot.
 	 */
 	if (is_listener(&backend_map, pkt.saddr, pkt.sport, pkt.proto)) {
-		if (is_local_addr(pkt.daddr))
+		if (is_local_addr(pkt.daddr) && !to_snat_port(pkt.dport))
 			return pass(PASS_LOCAL);
 		return steer(ctx, STEER_REPLY);
 	}

@@ -110,6 +110,13 @@ pub struct RunArgs {
     /// receive XDP_TX frames), where it redirects.
     #[arg(long, value_enum, default_value_t = HairpinTx::Auto)]
     fast_path_tx: HairpinTx,
+    /// Source ports `fullnat` listeners rewrite clients' flows to, e.g.
+    /// `10000-32767`, split evenly among the workers. Must not overlap the
+    /// kernel's ephemeral range (`net.ipv4.ip_local_port_range`): answers
+    /// to the node's own connections would be taken for full-NAT ones.
+    /// Without it, `fullnat` flows are refused (`snat_ports_exhausted`).
+    #[arg(long, value_name = "FIRST-LAST")]
+    snat_ports: Option<switchyard_dataplane::snat::SnatPorts>,
     /// Flows the XDP flow cache holds, over all workers (about 150 bytes
     /// each, allocated at start).
     #[arg(long, default_value_t = switchyard_xdp::consts::MAX_CACHED_FLOWS)]

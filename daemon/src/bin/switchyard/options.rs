@@ -50,6 +50,9 @@ pub fn validate(args: &RunArgs) -> Result<()> {
             bail!("{option} 0: it must be at least 1");
         }
     }
+    if let Some(ports) = args.snat_ports {
+        check_snat_ports(ports, &read_ephemeral_range()?)?;
+    }
     if args.fast_path == OnOff::On && args.fast_path_capacity == 0 {
         bail!("--fast-path-capacity 0 with the fast path on: give it room, or --fast-path off");
     }
@@ -160,5 +163,54 @@ mod tests {
         );
         let message = refusal(&["--dns-listen", &addr]);
         assert!(message.contains("--dns-listen"), "{message}");
+    }
+}
+
+const EPHEMERAL_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The kernel's ephemeral port range, as `net.ipv4.ip_local_port_range`
+/// says in this network namespace (IPv6 sockets use the same sysctl).
+fn read_ephemeral_range() -> Result<std::ops::RangeInclusive<u16>> {
+    let text = std::fs::read_to_string(EPHEMERAL_RANGE)
+        .with_context(|| format!("reading {EPHEMERAL_RANGE}"))?;
+    let mut fields = text.split_whitespace().map(str::parse::<u16>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(first)), Some(Ok(last))) => Ok(first..=last),
+        _ => bail!("{EPHEMERAL_RANGE}: expected two ports, read {text:?}"),
+    }
+}
+
+/// Refuses an SNAT port range the node's own connections draw from:
+/// their answers come from backends too, and would be taken for full-NAT
+/// answers.
+fn check_snat_ports(
+    ports: switchyard_dataplane::snat::SnatPorts,
+    ephemeral: &std::ops::RangeInclusive<u16>,
+) -> Result<()> {
+    if ports.overlaps(ephemeral.clone()) {
+        bail!(
+            "--snat-ports {ports} overlaps the kernel's ephemeral ports {}-{} \
+             (net.ipv4.ip_local_port_range): answers to the node's own connections \
+             would be taken; choose ports outside it, or narrow the sysctl",
+            ephemeral.start(),
+            ephemeral.end()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod snat_tests {
+    use super::*;
+
+    #[test]
+    fn an_snat_range_inside_the_ephemeral_one_is_refused_naming_the_sysctl() {
+        let ports = "30000-40000".parse().unwrap();
+        let err = check_snat_ports(ports, &(32768..=60999)).unwrap_err();
+        assert!(
+            err.to_string().contains("net.ipv4.ip_local_port_range"),
+            "{err}"
+        );
+        assert!(check_snat_ports("10000-32767".parse().unwrap(), &(32768..=60999)).is_ok());
     }
 }

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use switchyard_config::snapshot::Forwarding;
 use switchyard_daemon::config_watch::ConfigWatch;
 use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
@@ -27,7 +28,8 @@ use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::fast_path::{ActivityReader, CacheWriter, Egress, FastPath};
 use switchyard_dataplane::flow::FlowTimeouts;
 use switchyard_dataplane::replies::ReplyTable;
-use switchyard_dataplane::worker::{Worker, WorkerSettings};
+use switchyard_dataplane::snat::SnatTable;
+use switchyard_dataplane::worker::{SnatSetup, Worker, WorkerSettings};
 use switchyard_proto::InterfaceStatus;
 use switchyard_xdp::{AttachMode, AttachedMode, LoadOptions, Steering};
 
@@ -201,6 +203,42 @@ pub fn run(args: RunArgs) -> Result<()> {
     let replies = Arc::new(ReplyTable::new(
         (settings.flow_capacity + args.embryonic_capacity).saturating_mul(queues as usize),
     ));
+    // Full-NAT ports: one table of bindings every worker reads, each
+    // worker handing out ports of its own slice (see dataplane::snat).
+    let snat = match args.snat_ports {
+        Some(range) => {
+            range
+                .slice(0, queues)
+                .with_context(|| format!("--snat-ports {range}"))?;
+            Some((
+                Arc::new(SnatTable::new(range)),
+                Arc::new(ReplyTable::new(
+                    settings.flow_capacity.saturating_mul(queues as usize),
+                )),
+            ))
+        }
+        None => {
+            if config
+                .load()
+                .listeners()
+                .iter()
+                .any(|l| matches!(l.forwarding(), Forwarding::FullNat(_)))
+            {
+                log::warn!("fullnat listeners without --snat-ports: their flows are refused");
+            }
+            None
+        }
+    };
+    steering
+        .fast_path()
+        .set_snat_ports(args.snat_ports.map(|r| (r.first, r.last)))
+        .context("programming the SNAT port range")?;
+    let mut snat_sources = Vec::new();
+    for port in &ports {
+        let addresses = interfaces::addresses_of(&port.name)
+            .with_context(|| format!("reading the addresses of {}", port.name))?;
+        snat_sources.extend(addresses.into_iter().map(|(a, len)| (port.ifindex, a, len)));
+    }
     let xsk_config = XskConfig {
         batch_size: args.batch_size as usize,
         ring_size: args.ring_size,
@@ -288,6 +326,15 @@ pub fn run(args: RunArgs) -> Result<()> {
         )
         .with_affinity_table(affinity.clone())
         .with_reply_table(replies.clone());
+        let worker = match (&snat, args.snat_ports) {
+            (Some((table, forwards)), Some(range)) => worker.with_snat(SnatSetup {
+                table: table.clone(),
+                forwards: forwards.clone(),
+                slice: range.slice(queue, queues)?,
+                interface_addresses: snat_sources.clone(),
+            }),
+            _ => worker,
+        };
         let worker = if args.fast_path == OnOff::On {
             worker.with_fast_path(CacheWriter::new(fast_path.clone(), egress.clone()))
         } else {

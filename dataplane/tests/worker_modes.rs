@@ -1,0 +1,718 @@
+//! `fullnat` and `dsr` in the worker, IPv4 and IPv6, TCP and UDP: what
+//! leaves for the backend, what comes back to the client, and what is
+//! refused and counted.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use switchyard_config::snapshot::{
+    Backend, BackendGroup, Endpoint, Forwarding, FullNat, Listener, ListenerName, ListenerParts,
+    Protocol, Slot, Snapshot,
+};
+use switchyard_dataplane::neighbor::{
+    L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, NeighbourState, RouteAction,
+    RouteEntry,
+};
+use switchyard_dataplane::replies::ReplyTable;
+use switchyard_dataplane::snat::{SnatPorts, SnatTable};
+use switchyard_dataplane::worker::SnatSetup;
+
+mod harness;
+mod two_arm;
+use harness::{harness_with, Harness};
+use two_arm::*;
+
+const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
+const SNAT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+const RANGE: SnatPorts = SnatPorts {
+    first: 20000,
+    last: 20007,
+};
+const FROM_CLIENT: ([u8; 6], [u8; 6]) = (CLIENT_MAC, LB_CLIENT_SIDE_MAC);
+
+fn listener(
+    protocol: Protocol,
+    vip: IpAddr,
+    port: u16,
+    backends: &[(IpAddr, u16)],
+    forwarding: Forwarding,
+) -> ListenerParts {
+    let endpoints: Vec<Endpoint> = backends
+        .iter()
+        .map(|&(address, port)| Endpoint { address, port })
+        .collect();
+    let name = format!(
+        "{}-{}",
+        format!("{protocol:?}").to_lowercase(),
+        if vip.is_ipv6() { 6 } else { 4 }
+    );
+    ListenerParts {
+        name: ListenerName {
+            namespace: "demo".into(),
+            gateway: "edge".into(),
+            listener: name.clone(),
+        },
+        route: format!("demo/{name}"),
+        address: vip,
+        port,
+        listener_port: port,
+        protocol,
+        groups: vec![BackendGroup {
+            terminating: false,
+            service: "demo/echo".into(),
+            weight: 1,
+            endpoints: endpoints.clone(),
+        }],
+        backends: endpoints
+            .iter()
+            .map(|&endpoint| Backend {
+                endpoint,
+                group: 0,
+                effective_weight: 1.0 / endpoints.len() as f64,
+            })
+            .collect(),
+        // A slot table's length is prime: one backend owns both of two.
+        slots: match endpoints.len() {
+            1 => vec![Slot::Backend(0); 2],
+            n => (0..n as u32).map(Slot::Backend).collect(),
+        },
+        affinity: None,
+        forwarding,
+        policy: Default::default(),
+    }
+}
+
+fn build(parts: Vec<ListenerParts>) -> Snapshot {
+    let listeners = parts
+        .into_iter()
+        .map(|p| Listener::new(p).expect("valid listener"))
+        .collect();
+    Snapshot::new(1, listeners).expect("one listener per VIP")
+}
+
+fn full_nat(addresses: &[IpAddr]) -> Forwarding {
+    Forwarding::FullNat(FullNat {
+        addresses: addresses.to_vec(),
+        proxy_protocol: None,
+    })
+}
+
+/// Every listener of the lab in `forwarding`: TCP 80 and UDP 53 on both
+/// VIPs, backends on port 8080/5353 (`nat`, `fullnat`) or the VIP's port
+/// (`dsr`).
+fn snapshot(forwarding: Forwarding) -> Snapshot {
+    let same_port = forwarding == Forwarding::Dsr;
+    let (tcp_port, udp_port) = if same_port { (80, 53) } else { (8080, 5353) };
+    let pair = |a: IpAddr, b: IpAddr, port| vec![(a, port), (b, port)];
+    build(vec![
+        listener(
+            Protocol::Tcp,
+            VIP.into(),
+            80,
+            &pair(BE1.into(), BE2.into(), tcp_port),
+            forwarding.clone(),
+        ),
+        listener(
+            Protocol::Udp,
+            VIP.into(),
+            53,
+            &pair(BE1.into(), BE2.into(), udp_port),
+            forwarding.clone(),
+        ),
+        listener(
+            Protocol::Tcp,
+            VIP6.into(),
+            80,
+            &pair(BE1_6.into(), BE2_6.into(), tcp_port),
+            forwarding.clone(),
+        ),
+        listener(
+            Protocol::Udp,
+            VIP6.into(),
+            53,
+            &pair(BE1_6.into(), BE2_6.into(), udp_port),
+            forwarding,
+        ),
+    ])
+}
+
+/// Worker `queue` of two, with its half of `RANGE`, sharing `table` (and
+/// the forward table that goes with it).
+fn with_snat(h: Harness, table: &Arc<SnatTable>, queue: u32) -> Harness {
+    let setup = SnatSetup {
+        table: table.clone(),
+        forwards: forwards_of(table),
+        slice: RANGE.slice(queue, 2).unwrap(),
+        interface_addresses: vec![
+            (20, Ipv4Addr::new(198, 18, 9, 1).into(), 24),
+            (20, SNAT.into(), 24),
+            (20, SNAT6.into(), 64),
+        ],
+    };
+    Harness {
+        worker: h.worker.with_snat(setup),
+        ..h
+    }
+}
+
+/// One forward table per SNAT table, as a daemon has.
+fn forwards_of(table: &Arc<SnatTable>) -> Arc<ReplyTable> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TABLES: Mutex<Option<HashMap<usize, Arc<ReplyTable>>>> = Mutex::new(None);
+    let mut tables = TABLES.lock().unwrap();
+    tables
+        .get_or_insert_with(HashMap::new)
+        .entry(Arc::as_ptr(table) as usize)
+        .or_insert_with(|| Arc::new(ReplyTable::new(1024)))
+        .clone()
+}
+
+fn frame(
+    macs: ([u8; 6], [u8; 6]),
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    tcp: bool,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ethernet = PacketBuilder::ethernet2(macs.0, macs.1);
+    let ip = match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut out = Vec::new();
+    if tcp {
+        ip.tcp(src.1, dst.1, 1000, 65535)
+            .ack(1)
+            .write(&mut out, payload)
+            .unwrap();
+    } else {
+        ip.udp(src.1, dst.1).write(&mut out, payload).unwrap();
+    }
+    out
+}
+
+/// What a receiving host sees: MACs, addresses, ports, payload; with the
+/// IPv4 header and the TCP/UDP checksums recomputed from scratch.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    payload: Vec<u8>,
+}
+
+fn inspect(frame: &[u8]) -> Seen {
+    let packet = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(etherparse::LinkSlice::Ethernet2(eth)) = &packet.link else {
+        panic!("not ethernet")
+    };
+    let (src, dst): (IpAddr, IpAddr) = match &packet.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            let header = ip.header().to_header();
+            assert_eq!(header.header_checksum, header.calc_header_checksum());
+            (header.source.into(), header.destination.into())
+        }
+        Some(etherparse::NetSlice::Ipv6(ip)) => {
+            let header = ip.header().to_header();
+            (header.source.into(), header.destination.into())
+        }
+        _ => panic!("not IP"),
+    };
+    let (ports, payload) = match packet.transport.as_ref().expect("transport") {
+        TransportSlice::Tcp(tcp) => {
+            let header = tcp.to_header();
+            let expected = match &packet.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => header
+                    .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
+                    .unwrap(),
+                Some(etherparse::NetSlice::Ipv6(ip)) => header
+                    .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+                    .unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(header.checksum, expected, "TCP checksum");
+            (
+                (tcp.source_port(), tcp.destination_port()),
+                tcp.payload().to_vec(),
+            )
+        }
+        TransportSlice::Udp(udp) => {
+            let header = udp.to_header();
+            let expected = match &packet.net {
+                Some(etherparse::NetSlice::Ipv4(ip)) => header
+                    .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
+                    .unwrap(),
+                Some(etherparse::NetSlice::Ipv6(ip)) => header
+                    .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
+                    .unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(header.checksum, expected, "UDP checksum");
+            (
+                (udp.source_port(), udp.destination_port()),
+                udp.payload().to_vec(),
+            )
+        }
+        _ => panic!("not TCP or UDP"),
+    };
+    Seen {
+        eth_dst: eth.destination(),
+        eth_src: eth.source(),
+        src: (src, ports.0),
+        dst: (dst, ports.1),
+        payload,
+    }
+}
+
+struct Family {
+    client: IpAddr,
+    vip: IpAddr,
+    backends: [(IpAddr, [u8; 6]); 2],
+    snat: IpAddr,
+}
+
+const V4: Family = Family {
+    client: IpAddr::V4(CLIENT),
+    vip: IpAddr::V4(VIP),
+    backends: [(IpAddr::V4(BE1), BE1_MAC), (IpAddr::V4(BE2), BE2_MAC)],
+    snat: IpAddr::V4(SNAT),
+};
+
+const V6: Family = Family {
+    client: IpAddr::V6(CLIENT6),
+    vip: IpAddr::V6(VIP6),
+    backends: [(IpAddr::V6(BE1_6), BE1_MAC), (IpAddr::V6(BE2_6), BE2_MAC)],
+    snat: IpAddr::V6(SNAT6),
+};
+
+fn backend_mac(family: &Family, address: IpAddr) -> [u8; 6] {
+    family
+        .backends
+        .iter()
+        .find(|(a, _)| *a == address)
+        .map(|(_, mac)| *mac)
+        .expect("one of the lab's backends")
+}
+
+/// A client flow through a `fullnat` worker and the backend's answer back:
+/// the backend sees the SNAT address and a port of the worker's slice, the
+/// client sees the VIP, every checksum holds.
+fn full_nat_round_trip(family: &Family, tcp: bool) {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut h = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let (vip_port, backend_port) = if tcp { (80, 8080) } else { (53, 5353) };
+    let request = frame(
+        FROM_CLIENT,
+        (family.client, 40000),
+        (family.vip, vip_port),
+        tcp,
+        b"ping",
+    );
+    let (port, out) = h.send(0, request).expect("forwarded");
+    let seen = inspect(&out);
+    assert_eq!(port, 1, "out of the backend side");
+    assert_eq!(
+        seen.src.0, family.snat,
+        "source rewritten to the SNAT address"
+    );
+    assert!(RANGE.slice(0, 2).unwrap().contains(&seen.src.1), "{seen:?}");
+    assert_eq!(seen.dst.1, backend_port);
+    assert_eq!(seen.eth_dst, backend_mac(family, seen.dst.0));
+    assert_eq!(seen.eth_src, LB_BACKEND_SIDE_MAC);
+    assert_eq!(seen.payload, b"ping");
+
+    let answer = frame(
+        (backend_mac(family, seen.dst.0), LB_BACKEND_SIDE_MAC),
+        seen.dst,
+        seen.src,
+        tcp,
+        b"pong",
+    );
+    let (port, back) = h.send(1, answer).expect("answer forwarded");
+    let back = inspect(&back);
+    assert_eq!(port, 0, "out of the client side");
+    assert_eq!(
+        (back.src, back.dst),
+        ((family.vip, vip_port), (family.client, 40000))
+    );
+    assert_eq!(
+        (back.eth_dst, back.eth_src),
+        (CLIENT_MAC, LB_CLIENT_SIDE_MAC)
+    );
+    assert_eq!(back.payload, b"pong");
+    let stats = h.stats();
+    let listener = usize::from(!tcp) + if family.vip.is_ipv6() { 2 } else { 0 };
+    assert_eq!(stats.listeners[listener].flows, 1);
+    assert_eq!(stats.listeners[listener].packets, 2);
+}
+
+#[test]
+fn full_nat_tcp_ipv4_leaves_from_the_snat_address_and_returns_from_the_vip() {
+    full_nat_round_trip(&V4, true);
+}
+
+#[test]
+fn full_nat_udp_ipv4_leaves_from_the_snat_address_and_returns_from_the_vip() {
+    full_nat_round_trip(&V4, false);
+}
+
+#[test]
+fn full_nat_tcp_ipv6_leaves_from_the_snat_address_and_returns_from_the_vip() {
+    full_nat_round_trip(&V6, true);
+}
+
+#[test]
+fn full_nat_udp_ipv6_leaves_from_the_snat_address_and_returns_from_the_vip() {
+    full_nat_round_trip(&V6, false);
+}
+
+#[test]
+fn a_configured_snat_address_of_the_backends_family_is_used() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let chosen: IpAddr = Ipv4Addr::new(198, 18, 2, 200).into();
+    let other_family: IpAddr = SNAT6.into();
+    let snapshot = snapshot(full_nat(&[other_family, chosen]));
+    let mut h = with_snat(harness_with(snapshot), &table, 0);
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 40000),
+        (VIP.into(), 80),
+        true,
+        b"",
+    );
+    let (_, out) = h.send(0, request).expect("forwarded");
+    assert_eq!(inspect(&out).src.0, chosen);
+}
+
+#[test]
+fn an_answer_reaching_another_worker_is_reversed_from_the_shared_binding() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut owner = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let mut other = with_snat(owner.another_worker(), &table, 1);
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 40000),
+        (VIP.into(), 53),
+        false,
+        b"q",
+    );
+    let seen = inspect(&owner.send(0, request).expect("forwarded").1);
+    for _ in 0..3 {
+        let answer = frame(
+            (backend_mac(&V4, seen.dst.0), LB_BACKEND_SIDE_MAC),
+            seen.dst,
+            seen.src,
+            false,
+            b"a",
+        );
+        let back = inspect(&other.send(1, answer).expect("reversed").1);
+        assert_eq!(
+            (back.src, back.dst),
+            ((VIP.into(), 53), (CLIENT.into(), 40000))
+        );
+    }
+    // The other worker keeps no entry of its own: the owner alone decides
+    // when the port is free.
+    assert_eq!(other.stats().listeners[1].packets, 3);
+}
+
+#[test]
+fn an_answer_from_another_backend_or_to_an_unbound_port_is_dropped() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut h = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 40000),
+        (VIP.into(), 53),
+        false,
+        b"q",
+    );
+    let seen = inspect(&h.send(0, request).expect("forwarded").1);
+    let other_backend = if seen.dst.0 == IpAddr::from(BE1) {
+        BE2
+    } else {
+        BE1
+    };
+    let forged = frame(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        (other_backend.into(), 5353),
+        seen.src,
+        false,
+        b"x",
+    );
+    assert_eq!(h.send(1, forged), None);
+    let unbound = frame(
+        (BE1_MAC, LB_BACKEND_SIDE_MAC),
+        seen.dst,
+        (SNAT.into(), seen.src.1 + 1),
+        false,
+        b"x",
+    );
+    assert_eq!(h.send(1, unbound), None);
+    assert_eq!(h.drops("reply_without_flow"), 2);
+}
+
+#[test]
+fn one_client_gets_a_distinct_port_per_flow_until_the_slice_runs_out() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut h = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let slice = RANGE.slice(0, 2).unwrap();
+    let mut ports = Vec::new();
+    for client_port in 0..slice.len() as u16 {
+        let request = frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000 + client_port),
+            (VIP.into(), 80),
+            true,
+            b"",
+        );
+        ports.push(inspect(&h.send(0, request).expect("forwarded").1).src.1);
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports, slice.clone().collect::<Vec<_>>(), "every port once");
+    let one_more = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 50000),
+        (VIP.into(), 80),
+        true,
+        b"",
+    );
+    assert_eq!(h.send(0, one_more), None);
+    let stats = h.stats();
+    assert_eq!(stats.snat_exhausted, vec![(IpAddr::from(SNAT), 1)]);
+    assert_eq!(h.drops("snat_ports_exhausted"), 1);
+}
+
+#[test]
+fn a_port_is_given_again_once_its_flow_has_expired() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut h = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let slice_len = RANGE.slice(0, 2).unwrap().len() as u16;
+    for client_port in 0..slice_len {
+        let request = frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000 + client_port),
+            (VIP.into(), 53),
+            false,
+            b"",
+        );
+        h.send(0, request).expect("forwarded");
+    }
+    // Both directions of every flow leave the table.
+    h.worker.expire(3600 * 1_000_000_000);
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 50000),
+        (VIP.into(), 53),
+        false,
+        b"",
+    );
+    assert!(h.send(0, request).is_some(), "a freed port is taken again");
+}
+
+#[test]
+fn full_nat_without_snat_ports_is_refused_and_counted() {
+    let mut h = harness_with(snapshot(full_nat(&[])));
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 40000),
+        (VIP.into(), 80),
+        true,
+        b"",
+    );
+    assert_eq!(h.send(0, request), None);
+    assert_eq!(h.drops("snat_ports_exhausted"), 1);
+}
+
+/// A `dsr` flow leaves with its IP packet as the client sent it, byte for
+/// byte; only the MACs change, toward the chosen backend.
+fn direct_server_return(family: &Family, tcp: bool) {
+    let mut h = harness_with(snapshot(Forwarding::Dsr));
+    let vip_port = if tcp { 80 } else { 53 };
+    let mut used = Vec::new();
+    for client_port in 40000..40016 {
+        let request = frame(
+            FROM_CLIENT,
+            (family.client, client_port),
+            (family.vip, vip_port),
+            tcp,
+            b"hello",
+        );
+        let (port, out) = h.send(0, request.clone()).expect("forwarded");
+        assert_eq!(port, 1);
+        assert_eq!(out[12..], request[12..], "IP and L4 bytes untouched");
+        assert_eq!(out[6..12], LB_BACKEND_SIDE_MAC);
+        let mac: [u8; 6] = out[0..6].try_into().unwrap();
+        assert!(family.backends.iter().any(|(_, m)| *m == mac), "{mac:?}");
+        used.push(mac);
+        // The flow's next packet follows the same backend.
+        let again = h.send(0, request).expect("forwarded").1;
+        assert_eq!(again[0..6], mac);
+    }
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), 2, "both backends used");
+}
+
+#[test]
+fn dsr_tcp_ipv4_changes_only_the_macs() {
+    direct_server_return(&V4, true);
+}
+
+#[test]
+fn dsr_udp_ipv4_changes_only_the_macs() {
+    direct_server_return(&V4, false);
+}
+
+#[test]
+fn dsr_tcp_ipv6_changes_only_the_macs() {
+    direct_server_return(&V6, true);
+}
+
+#[test]
+fn dsr_udp_ipv6_changes_only_the_macs() {
+    direct_server_return(&V6, false);
+}
+
+#[test]
+fn dsr_to_a_backend_behind_a_router_is_refused_and_counted() {
+    let far: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 5);
+    let router: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 254);
+    let snapshot = build(vec![listener(
+        Protocol::Tcp,
+        VIP.into(),
+        80,
+        &[(far.into(), 80)],
+        Forwarding::Dsr,
+    )]);
+    let l2 = L2Table::new(
+        &[10, 20],
+        &[
+            LinkEntry::ethernet(10, LB_CLIENT_SIDE_MAC),
+            LinkEntry::ethernet(20, LB_BACKEND_SIDE_MAC),
+        ],
+        &[
+            RouteEntry {
+                dst: Ipv4Addr::new(198, 18, 2, 0).into(),
+                prefix_len: 24,
+                metric: 0,
+                action: RouteAction::Forward {
+                    ifindex: 20,
+                    gateway: None,
+                },
+            },
+            RouteEntry {
+                dst: Ipv4Addr::new(198, 18, 3, 0).into(),
+                prefix_len: 24,
+                metric: 0,
+                action: RouteAction::Forward {
+                    ifindex: 20,
+                    gateway: Some(router.into()),
+                },
+            },
+        ],
+        &[NeighbourEntry {
+            ifindex: 20,
+            ip: router.into(),
+            mac: Some([2, 0, 0, 0, 2, 254]),
+            state: NeighbourState::Reachable,
+        }],
+    );
+    let h = harness_with(snapshot.clone());
+    let mut h = Harness {
+        neighbors: Neighbors::fixed(l2.clone()),
+        ..harness::worker_of(
+            0,
+            h.config.clone(),
+            Neighbors::fixed(l2),
+            h.replies.clone(),
+            h.epoch,
+        )
+    };
+    let request = frame(
+        FROM_CLIENT,
+        (CLIENT.into(), 40000),
+        (VIP.into(), 80),
+        true,
+        b"",
+    );
+    assert_eq!(h.send(0, request), None);
+    assert_eq!(h.drops("dsr_backend_not_on_link"), 1);
+}
+
+/// Snapshot `generation` of `forwarding`, the same listeners and backends.
+fn snapshot_at(generation: u64, forwarding: Forwarding) -> Snapshot {
+    let parts = snapshot(forwarding)
+        .listeners()
+        .iter()
+        .map(|l| l.clone().into_parts())
+        .collect::<Vec<_>>();
+    let listeners = parts
+        .into_iter()
+        .map(|p| Listener::new(p).expect("valid listener"))
+        .collect();
+    Snapshot::new(generation, listeners).expect("one listener per VIP")
+}
+
+#[test]
+fn a_dsr_connection_keeps_its_backend_across_a_reload_and_a_new_neighbour_table() {
+    let (feed, neighbors) = NeighborFeed::new(l2_table());
+    let h = harness_with(snapshot(Forwarding::Dsr));
+    let mut h = harness::worker_of(0, h.config.clone(), neighbors, h.replies.clone(), h.epoch);
+    let segment = || {
+        frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000),
+            (VIP.into(), 80),
+            true,
+            b"x",
+        )
+    };
+    let first = h.send(0, segment()).expect("forwarded").1;
+    let backend_mac = &first[0..6];
+    // A reload that keeps the listener and its backends.
+    h.config.store(Arc::new(snapshot_at(2, Forwarding::Dsr)));
+    let after_reload = h.send(0, segment()).expect("still forwarded, not reset").1;
+    assert_eq!(&after_reload[0..6], backend_mac);
+    assert_eq!(after_reload[12..], segment()[12..], "not a reset");
+    // The kernel's table changes: the next hop is learnt again, toward
+    // the backend (not the VIP the packet is addressed to).
+    feed.publish(Arc::new(l2_table().with_version(7)));
+    let after_l2 = h.send(0, segment()).expect("still forwarded").1;
+    assert_eq!(&after_l2[0..6], backend_mac);
+    let stats = h.stats();
+    assert_eq!(stats.listeners[0].flows, 1, "one connection, one flow");
+    assert_eq!(stats.listeners[0].packets, 3);
+}
+
+#[test]
+fn a_client_packet_reaching_another_worker_keeps_its_flows_port() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut owner = with_snat(harness_with(snapshot(full_nat(&[]))), &table, 0);
+    let mut other = with_snat(owner.another_worker(), &table, 1);
+    let packet = || {
+        frame(
+            FROM_CLIENT,
+            (CLIENT.into(), 40000),
+            (VIP.into(), 80),
+            true,
+            b"x",
+        )
+    };
+    let first = inspect(&owner.send(0, packet()).expect("forwarded").1);
+    for _ in 0..3 {
+        let again = inspect(&other.send(0, packet()).expect("forwarded").1);
+        assert_eq!(
+            (again.src, again.dst),
+            (first.src, first.dst),
+            "same binding"
+        );
+    }
+    assert_eq!(other.stats().listeners[0].flows, 0, "no new flow");
+    assert_eq!(other.stats().listeners[0].packets, 3);
+}
