@@ -26,5 +26,6 @@ pub mod neighbor;
 pub mod packet;
 pub mod policy;
 pub mod replies;
+mod seqlock;
 pub mod snat;
 pub mod worker;

@@ -25,14 +25,12 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::packet::{flow_hash, FlowKey};
+use crate::seqlock::Sequence;
 
 const WAYS: usize = 4;
-/// Reads a slot this many times while writers keep changing it, then calls
-/// it a miss (a reply's next packet looks again).
-const READ_ATTEMPTS: usize = 4;
 
 /// One entry: the reply's 5-tuple, the VIP it answers for, its expiry.
 /// Addresses of both families are held as 128-bit numbers, an IPv4 one
@@ -42,8 +40,7 @@ const READ_ATTEMPTS: usize = 4;
 #[derive(Default)]
 #[repr(align(64))]
 struct Slot {
-    /// Even while the slot is stable, odd while a writer holds it.
-    seq: AtomicU32,
+    seq: Sequence,
     /// Seconds on the workers' clock after which the entry is gone; 0 is
     /// an empty slot.
     expires_secs: AtomicU32,
@@ -108,57 +105,20 @@ impl Slot {
     /// The slot's words as one writer left them, or `None` while writers
     /// keep it changing.
     fn read(&self) -> Option<Stable> {
-        for _ in 0..READ_ATTEMPTS {
-            // Acquire: the words read below are at least as new as the
-            // write that published this sequence.
-            let seq = self.seq.load(Ordering::Acquire);
-            if seq & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let stable = Stable {
+        self.seq
+            .read(|| {
+                (
+                    self.expires_secs.load(Ordering::Relaxed),
+                    std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed)),
+                    std::array::from_fn(|i| self.vip[i].load(Ordering::Relaxed)),
+                )
+            })
+            .map(|(seq, (expires_secs, key, vip))| Stable {
                 seq,
-                expires_secs: self.expires_secs.load(Ordering::Relaxed),
-                key: std::array::from_fn(|i| self.key[i].load(Ordering::Relaxed)),
-                vip: std::array::from_fn(|i| self.vip[i].load(Ordering::Relaxed)),
-            };
-            // Acquire fence: the word loads above happen before the second
-            // sequence load, so an unchanged sequence proves no write
-            // overlapped them (the seqlock reader of crossbeam's AtomicCell).
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == seq {
-                return Some(stable);
-            }
-        }
-        None
-    }
-
-    /// Holds the slot for writing if it is still as `seen` left it; the
-    /// caller then writes and calls `release`.
-    fn claim(&self, seen: u32) -> bool {
-        // Acquire on success: this writer's stores come after any reader's
-        // view of the previous contents is complete.
-        let claimed = self
-            .seq
-            .compare_exchange(
-                seen,
-                seen.wrapping_add(1),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_ok();
-        if claimed {
-            // Release fence: a reader that sees any word stored after this
-            // also sees the odd sequence, and retries.
-            fence(Ordering::Release);
-        }
-        claimed
-    }
-
-    fn release(&self, seen: u32) {
-        // Release: the words stored before are visible with the new
-        // sequence.
-        self.seq.store(seen.wrapping_add(2), Ordering::Release);
+                expires_secs,
+                key,
+                vip,
+            })
     }
 
     fn holds(stable: &Stable, words: &[u64; KEY_WORDS], now_secs: u32) -> bool {
@@ -277,7 +237,7 @@ impl ReplyTable {
         let (slot, Some(view)) = (&bucket[index], seen[index]) else {
             return false;
         };
-        if !slot.claim(view.seq) {
+        if !slot.seq.claim(view.seq) {
             return false;
         }
         words[KEY_WORDS - 1] |= u64::from(vip.1);
@@ -288,7 +248,7 @@ impl ReplyTable {
             word.store(value, Ordering::Relaxed);
         }
         slot.expires_secs.store(expires, Ordering::Relaxed);
-        slot.release(view.seq);
+        slot.seq.release(view.seq);
         true
     }
 
@@ -301,11 +261,11 @@ impl ReplyTable {
             let Some(stable) = slot.read() else {
                 return false;
             };
-            if !Slot::holds(&stable, &words, now_secs) || !slot.claim(stable.seq) {
+            if !Slot::holds(&stable, &words, now_secs) || !slot.seq.claim(stable.seq) {
                 return false;
             }
             slot.expires_secs.store(expires, Ordering::Relaxed);
-            slot.release(stable.seq);
+            slot.seq.release(stable.seq);
             true
         })
     }

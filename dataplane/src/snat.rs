@@ -24,16 +24,15 @@
 //!
 //! Lock-free and allocation-free after `new`.
 
+use crate::seqlock::Sequence;
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::RangeInclusive;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Bindings one port can hold at once (SNAT addresses times protocols).
 pub const WAYS: usize = 4;
 /// Ports an allocation looks at before it calls the slice exhausted.
 pub const MAX_PROBES: usize = 128;
-/// Reads a way this many times while its writer keeps changing it.
-const READ_ATTEMPTS: usize = 4;
 
 /// The node-wide SNAT port range, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +135,7 @@ const WORDS: usize = 9;
 #[derive(Default)]
 #[repr(align(128))]
 struct Way {
-    seq: AtomicU32,
+    seq: Sequence,
     /// Seconds on the workers' clock after which the binding no longer
     /// translates answers; 0 is an empty way.
     expires_secs: AtomicU32,
@@ -211,57 +210,18 @@ impl Stable {
 
 impl Way {
     fn read(&self) -> Option<Stable> {
-        for _ in 0..READ_ATTEMPTS {
-            // Acquire: the words read below are at least as new as the
-            // write that published this sequence.
-            let seq = self.seq.load(Ordering::Acquire);
-            if seq & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let stable = Stable {
+        self.seq
+            .read(|| {
+                (
+                    self.expires_secs.load(Ordering::Relaxed),
+                    std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)),
+                )
+            })
+            .map(|(seq, (expires_secs, words))| Stable {
                 seq,
-                expires_secs: self.expires_secs.load(Ordering::Relaxed),
-                words: std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)),
-            };
-            // Acquire fence: the loads above happen before the second
-            // sequence load, so an unchanged sequence proves no write
-            // overlapped them (as in `replies`).
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == seq {
-                return Some(stable);
-            }
-        }
-        None
-    }
-
-    /// Holds the way for writing if it is still as `seen` left it. Only
-    /// the port's owner writes, so this fails only when a table is shared
-    /// by workers given overlapping slices (a misuse, refused as a miss).
-    fn claim(&self, seen: u32) -> bool {
-        // Acquire on success: these stores come after any reader's view of
-        // the previous contents is complete.
-        let claimed = self
-            .seq
-            .compare_exchange(
-                seen,
-                seen.wrapping_add(1),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .is_ok();
-        if claimed {
-            // Release fence: a reader that sees any word stored after this
-            // also sees the odd sequence, and retries.
-            fence(Ordering::Release);
-        }
-        claimed
-    }
-
-    fn release(&self, seen: u32) {
-        // Release: the words stored before are visible with the new
-        // sequence.
-        self.seq.store(seen.wrapping_add(2), Ordering::Release);
+                expires_secs,
+                words,
+            })
     }
 }
 
@@ -314,11 +274,11 @@ impl SnatTable {
             let Some(stable) = way.read() else {
                 return false;
             };
-            if !stable.is_for(snat, protocol) || !way.claim(stable.seq) {
+            if !stable.is_for(snat, protocol) || !way.seq.claim(stable.seq) {
                 return false;
             }
             way.expires_secs.store(expires, Ordering::Relaxed);
-            way.release(stable.seq);
+            way.seq.release(stable.seq);
             true
         })
     }
@@ -368,9 +328,9 @@ impl SnatTable {
         };
         for way in row {
             let Some(stable) = way.read() else { continue };
-            if stable.is_for(snat, protocol) && way.claim(stable.seq) {
+            if stable.is_for(snat, protocol) && way.seq.claim(stable.seq) {
                 way.expires_secs.store(0, Ordering::Relaxed);
-                way.release(stable.seq);
+                way.seq.release(stable.seq);
             }
         }
     }
@@ -402,7 +362,7 @@ fn free_way<'r>(
 }
 
 fn write((way, seen): (&Way, u32), binding: &Binding, now_secs: u32, ttl_secs: u32) -> bool {
-    if !way.claim(seen) {
+    if !way.seq.claim(seen) {
         return false;
     }
     for (word, value) in way.words.iter().zip(words_of(binding)) {
@@ -410,7 +370,7 @@ fn write((way, seen): (&Way, u32), binding: &Binding, now_secs: u32, ttl_secs: u
     }
     way.expires_secs
         .store(now_secs.saturating_add(ttl_secs).max(1), Ordering::Relaxed);
-    way.release(seen);
+    way.seq.release(seen);
     true
 }
 
