@@ -18,7 +18,7 @@ use comfy_table::{presets, Cell, Table};
 use switchyard_proto::client;
 use switchyard_proto::{
     ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport,
-    Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
+    ForwardingStatus, Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
 };
 
 mod config_check;
@@ -377,6 +377,36 @@ fn refused(r: &ConfigCheckReport) -> Result<()> {
     )
 }
 
+/// `forwarding nat 2 listeners, fullnat 1 (SNAT ports 10000-32767: queue 0
+/// 10000-21383, queue 1 21384-32767)`.
+fn render_forwarding(out: &mut String, f: &ForwardingStatus) {
+    if f.listeners.is_empty() {
+        return;
+    }
+    let modes: Vec<String> = f
+        .listeners
+        .iter()
+        .map(|(mode, n)| {
+            let what = if *n == 1 { "listener" } else { "listeners" };
+            format!("{mode} {n} {what}")
+        })
+        .collect();
+    let snat = match (&f.snat_ports, f.listeners.contains_key("fullnat")) {
+        (Some(ports), _) => {
+            let slices: Vec<String> = f
+                .snat_slices
+                .iter()
+                .enumerate()
+                .map(|(q, slice)| format!("queue {q} {slice}"))
+                .collect();
+            format!(" (SNAT ports {ports}: {})", slices.join(", "))
+        }
+        (None, true) => " (no --snat-ports: new fullnat flows are refused)".to_owned(),
+        (None, false) => String::new(),
+    };
+    let _ = writeln!(out, "forwarding {}{snat}", modes.join(", "));
+}
+
 fn render_status(r: &StatusReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -391,6 +421,7 @@ fn render_status(r: &StatusReport) -> String {
         r.config_path, r.config_generation, r.reload.file_generation
     );
     render_reloads(&mut out, &r.reload, false);
+    render_forwarding(&mut out, &r.forwarding);
     let mut interfaces = table(&INTERFACE_COLUMNS);
     for i in &r.interfaces {
         interfaces.add_row(vec![
@@ -931,8 +962,20 @@ mod tests {
                 generation: 5,
                 l2_epoch: 2,
             }),
+            forwarding: ForwardingStatus {
+                listeners: [("fullnat".to_owned(), 2), ("nat".to_owned(), 1)].into(),
+                snat_ports: Some("10000-32767".into()),
+                snat_slices: vec!["10000-21383".into(), "21384-32767".into()],
+            },
         });
         assert!(text.starts_with("switchyard 0.1.0  up 42s"), "{text}");
+        row(
+            &text,
+            &[
+                "forwarding fullnat 2 listeners, nat 1 listener",
+                "SNAT ports 10000-32767: queue 0 10000-21383, queue 1 21384-32767",
+            ],
+        );
         row(
             &text,
             &[

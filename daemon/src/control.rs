@@ -16,8 +16,9 @@ use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::{Endpoint, Listener, Protocol, ServiceKey, Snapshot};
 use switchyard_proto::{
     AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
-    FastPathStatus, FlowInfo, FlowQuery, FlowsReport, InterfaceStatus, LatencyReport,
-    ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport, WorkerStatus,
+    FastPathStatus, FlowInfo, FlowQuery, FlowsReport, ForwardingStatus, InterfaceStatus,
+    LatencyReport, ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport,
+    WorkerStatus,
 };
 use switchyard_xdp::SteerCounters;
 
@@ -105,6 +106,8 @@ pub struct ControlState {
     pub config: Arc<ArcSwap<Snapshot>>,
     /// Written by the reloader, read here; neither is on the packet path.
     pub config_status: Arc<Mutex<ConfigStatusReport>>,
+    /// `--snat-ports`, if given.
+    pub snat_ports: Option<switchyard_dataplane::snat::SnatPorts>,
     pub interfaces: Vec<InterfaceStatus>,
     /// Each interface's veth peer and fast-path egress, as the egress
     /// watch last read them; none in tests without interfaces.
@@ -296,6 +299,7 @@ pub fn status(state: &ControlState) -> StatusReport {
         config_path: state.config_path.clone(),
         config_generation: config.generation,
         fast_path: state.fast_path.as_deref().map(fast_path_status),
+        forwarding: forwarding_status(state),
         interfaces: {
             let mut interfaces = state.interfaces.clone();
             if let Some(egress) = &state.egress {
@@ -313,6 +317,30 @@ pub fn status(state: &ControlState) -> StatusReport {
                 afxdp_modes: w.afxdp_modes.clone(),
             })
             .collect(),
+    }
+}
+
+/// The running listeners per mode, and each worker's SNAT ports.
+fn forwarding_status(state: &ControlState) -> ForwardingStatus {
+    let mut listeners = BTreeMap::new();
+    for listener in state.config.load().listeners() {
+        *listeners
+            .entry(listener.forwarding().name().to_owned())
+            .or_insert(0) += 1;
+    }
+    let workers = state.workers.len() as u32;
+    ForwardingStatus {
+        listeners,
+        snat_ports: state.snat_ports.map(|ports| ports.to_string()),
+        snat_slices: state
+            .snat_ports
+            .map(|ports| {
+                (0..workers)
+                    .filter_map(|w| ports.slice(w, workers).ok())
+                    .map(|slice| format!("{}-{}", slice.start(), slice.end()))
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -20,3 +20,4 @@ pub mod interfaces;
 pub mod metrics;
 pub mod neighbor;
 mod netlink;
+pub mod refusals;

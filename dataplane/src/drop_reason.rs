@@ -67,7 +67,8 @@ pub enum DropReason {
     MaxFlowsReached,
     /// A new `fullnat` flow for which the worker's slice of the SNAT port
     /// range had no free port for its SNAT address (also counted per
-    /// address, `snat_exhausted`), or the daemon runs without one.
+    /// address, `snat_exhausted`), or the worker was given no SNAT ports
+    /// (the daemon refuses such a config).
     SnatPortsExhausted,
     /// A new `fullnat` flow with no SNAT address of its backend's family:
     /// none configured, and none on the interface it would leave by.

@@ -45,6 +45,7 @@ fn state() -> ControlState {
     let config = Arc::new(ArcSwap::from_pointee(snapshot.clone()));
     ControlState {
         config_path: "demo.yaml".to_owned(),
+        snat_ports: None,
         drains: Arc::new(Publisher::new(config.clone(), options.maglev_seed)),
         config,
         config_status: Arc::new(Mutex::new(ConfigStatusReport {

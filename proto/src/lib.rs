@@ -120,6 +120,24 @@ pub struct StatusReport {
     /// The XDP flow cache; absent when it is off.
     #[serde(default)]
     pub fast_path: Option<FastPathStatus>,
+    /// How the running config's listeners forward, and the node's SNAT
+    /// ports.
+    #[serde(default)]
+    pub forwarding: ForwardingStatus,
+}
+
+/// The forwarding modes in use, as `yardctl status` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ForwardingStatus {
+    /// Listeners of the running config per mode (`nat`, `fullnat`, ...).
+    pub listeners: BTreeMap<String, u64>,
+    /// `switchyard run --snat-ports`, as `FIRST-LAST`; absent without one
+    /// (new `fullnat` flows are then refused).
+    #[serde(default)]
+    pub snat_ports: Option<String>,
+    /// Each worker's slice of it, by queue, as `FIRST-LAST`.
+    #[serde(default)]
+    pub snat_slices: Vec<String>,
 }
 
 /// The XDP flow cache (fast path) as `yardctl status` shows it.

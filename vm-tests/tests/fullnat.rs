@@ -157,6 +157,21 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
         flow.mode == "fullnat" && snat.starts_with(&format!("{LB_BACKEND_SIDE_ADDR}:")),
         "{flow:?}"
     );
+    // `yardctl status` names the modes in use and the SNAT ports.
+    let status = daemon.status()?;
+    ensure!(
+        status
+            .forwarding
+            .listeners
+            .get("fullnat")
+            .copied()
+            .unwrap_or(0)
+            > 0
+            && status.forwarding.snat_ports.as_deref() == Some(SNAT_PORTS)
+            && status.forwarding.snat_slices.len() == topo.queues as usize,
+        "{:?}",
+        status.forwarding
+    );
     Ok(())
 }
 
@@ -406,5 +421,27 @@ fn ten_thousand_concurrent_connections_from_one_address_never_share_a_port() -> 
         );
     }
     drop(streams);
+    Ok(())
+}
+
+/// A fullnat listener on a node started without `--snat-ports` would drop
+/// every flow: the daemon refuses the config at start, naming the flag.
+#[test]
+fn fullnat_without_snat_ports_is_refused_at_start() -> Result<()> {
+    let topo = Topology::single_arm(1)?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write(
+        "gateway.yaml",
+        &with_forwarding(&GatewaySpec::demo(), "{mode: fullnat}"),
+    )?;
+    let opts = DaemonOptions::new(topo.lb_interfaces()).queues(topo.queues);
+    let Err(error) = Daemon::start(&topo.lb, &config, &opts) else {
+        anyhow::bail!("switchyard started fullnat listeners without --snat-ports");
+    };
+    let text = format!("{error:#}");
+    ensure!(
+        text.contains("forwards in mode fullnat") && text.contains("--snat-ports FIRST-LAST"),
+        "{text}"
+    );
     Ok(())
 }

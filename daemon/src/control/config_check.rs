@@ -14,6 +14,7 @@ use switchyard_proto::{
 
 use super::{inventory, ControlState};
 use crate::config_diff;
+use crate::refusals::{refusal, NodeSetup};
 
 struct Compiled {
     snapshot: Snapshot,
@@ -29,12 +30,10 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
     let resolution =
         switchyard_config::resolve_with(&resources, generation, &state.resolve_options);
     switchyard_config::refuse(&resources, &resolution).map_err(|err| err.to_string())?;
-    if let Some(why) = resolution
-        .snapshot
-        .listeners()
-        .iter()
-        .find_map(switchyard_dataplane::capabilities::unsupported)
-    {
+    let node = NodeSetup {
+        snat_ports: state.snat_ports.is_some(),
+    };
+    if let Some(why) = refusal(&resolution.snapshot, node) {
         return Err(why);
     }
     // A reload re-applies the drains in force, so the comparison does too:

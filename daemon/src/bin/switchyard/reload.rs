@@ -39,6 +39,7 @@ use switchyard_config::snapshot::Snapshot;
 use switchyard_config::Options;
 use switchyard_daemon::drain::Publisher;
 use switchyard_daemon::neighbor::NeighborResolver;
+use switchyard_daemon::refusals::{refusal, NodeSetup};
 use switchyard_proto::{ConfigError, ConfigStatusReport};
 use switchyard_xdp::{ListenerRanges, Prefix, ServiceMatch, Steering};
 
@@ -88,8 +89,16 @@ fn read(path: &Path) -> Result<(String, [u8; 32])> {
     Ok((text, sha256))
 }
 
+/// How a config is compiled: resolution's options, and what the node was
+/// started with that listeners depend on.
+#[derive(Debug, Clone)]
+pub struct CompileOptions {
+    pub resolve: Options,
+    pub node: NodeSetup,
+}
+
 /// Reads and compiles `path` as generation `generation`.
-pub fn compile(path: &Path, generation: u64, options: &Options) -> Result<Compiled> {
+pub fn compile(path: &Path, generation: u64, options: &CompileOptions) -> Result<Compiled> {
     let (text, sha256) = read(path)?;
     compile_text(path, &text, sha256, generation, options)
 }
@@ -102,12 +111,12 @@ fn compile_text(
     text: &str,
     sha256: [u8; 32],
     generation: u64,
-    options: &Options,
+    options: &CompileOptions,
 ) -> Result<Compiled> {
     let resources = switchyard_config::load_str(&path.display().to_string(), text)?;
-    let resolution = switchyard_config::resolve_with(&resources, generation, options);
+    let resolution = switchyard_config::resolve_with(&resources, generation, &options.resolve);
     switchyard_config::refuse(&resources, &resolution)?;
-    if let Some(why) = unsupported(&resolution.snapshot) {
+    if let Some(why) = refusal(&resolution.snapshot, options.node) {
         anyhow::bail!("{}: {why}", path.display());
     }
     Ok(Compiled {
@@ -120,15 +129,6 @@ fn compile_text(
         sha256,
         no_objects: resources.is_empty(),
     })
-}
-
-/// Why the packet path cannot serve `snapshot` as it says, if it cannot
-/// (see `switchyard_dataplane::capabilities`).
-fn unsupported(snapshot: &switchyard_config::snapshot::Snapshot) -> Option<String> {
-    snapshot
-        .listeners()
-        .iter()
-        .find_map(switchyard_dataplane::capabilities::unsupported)
 }
 
 /// Why a compiled file that would serve nothing is refused; none when it
@@ -187,7 +187,7 @@ struct Loader {
 }
 
 impl Loader {
-    fn start(path: PathBuf, options: Options) -> Result<Self> {
+    fn start(path: PathBuf, options: CompileOptions) -> Result<Self> {
         let (requests, incoming) = channel::unbounded::<LoadRequest>();
         let (done, results) = channel::unbounded();
         let (wake, waker) = UnixStream::pair().context("creating the config loader's wake-up")?;
@@ -227,7 +227,7 @@ impl Loader {
     }
 }
 
-fn load(path: &Path, options: &Options, request: &LoadRequest) -> Result<Option<Compiled>> {
+fn load(path: &Path, options: &CompileOptions, request: &LoadRequest) -> Result<Option<Compiled>> {
     let (text, sha256) = read(path)?;
     if request.trigger == Trigger::FileChanged && sha256 == request.running_sha256 {
         return Ok(None);
@@ -240,7 +240,7 @@ impl Reloader {
     /// programmed and published in `config`.
     pub fn new(
         path: &Path,
-        options: Options,
+        options: CompileOptions,
         config: Arc<ArcSwap<Snapshot>>,
         publisher: Arc<Publisher>,
         initial: &Compiled,
@@ -521,7 +521,11 @@ mod tests {
     }
 
     fn compiled(path: &Path) -> Compiled {
-        compile(path, 2, &Options::default()).unwrap()
+        let options = CompileOptions {
+            resolve: Options::default(),
+            node: NodeSetup::default(),
+        };
+        compile(path, 2, &options).unwrap()
     }
 
     #[test]

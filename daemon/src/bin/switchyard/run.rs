@@ -14,7 +14,6 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use switchyard_config::snapshot::Forwarding;
 use switchyard_daemon::config_watch::ConfigWatch;
 use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
@@ -23,6 +22,7 @@ use switchyard_daemon::egress::{EgressWatch, Port as EgressPort};
 use switchyard_daemon::interfaces;
 use switchyard_daemon::metrics::MetricsServer;
 use switchyard_daemon::neighbor::NeighborResolver;
+use switchyard_daemon::refusals::NodeSetup;
 use switchyard_dataplane::affinity::AffinityTable;
 use switchyard_dataplane::afxdp::{BusyPoll, PortSpec, XskConfig, XskPorts};
 use switchyard_dataplane::fast_path::{ActivityReader, CacheWriter, Egress, FastPath};
@@ -65,7 +65,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     switchyard_daemon::control::claim_path(&args.control_socket)?;
 
     // Its errors name the file, and the line where there is one.
-    let initial = reload::compile(&args.config, 1, &args.resolve.options())?;
+    let compile_options = reload::CompileOptions {
+        resolve: args.resolve.options(),
+        node: NodeSetup {
+            snat_ports: args.snat_ports.is_some(),
+        },
+    };
+    let initial = reload::compile(&args.config, 1, &compile_options)?;
     for diagnostic in &initial.diagnostics {
         log::warn!("config: {diagnostic}");
     }
@@ -177,7 +183,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     );
     let mut reloader = Reloader::new(
         &args.config,
-        args.resolve.options(),
+        compile_options,
         config.clone(),
         drains.clone(),
         &initial,
@@ -217,17 +223,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 )),
             ))
         }
-        None => {
-            if config
-                .load()
-                .listeners()
-                .iter()
-                .any(|l| matches!(l.forwarding(), Forwarding::FullNat(_)))
-            {
-                log::warn!("fullnat listeners without --snat-ports: their flows are refused");
-            }
-            None
-        }
+        // Refused at load without it (see `refusals`).
+        None => None,
     };
     steering
         .fast_path()
@@ -395,6 +392,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         config_path: args.config.display().to_string(),
         config: config.clone(),
         config_status: reloader.status(),
+        snat_ports: args.snat_ports,
         interfaces: interface_status,
         egress: Some(egress_watch.report()),
         workers: handles,
