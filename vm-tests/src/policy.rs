@@ -182,10 +182,11 @@ pub fn is_refused(error: &anyhow::Error) -> bool {
 /// for answers.
 pub fn udp_datagrams(
     ns: &Netns,
-    from: Ipv4Addr,
+    from: impl Into<std::net::IpAddr>,
     to: std::net::SocketAddr,
     count: u32,
 ) -> Result<()> {
+    let from: std::net::IpAddr = from.into();
     in_netns(ns, move || -> Result<()> {
         for n in 0..count {
             let socket = std::net::UdpSocket::bind((from, 0))?;

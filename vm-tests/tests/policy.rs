@@ -6,7 +6,7 @@
 //! dropped, each counted on the listener). Denied TCP clients are raw SYNs
 //! from chosen sources, so every frame sent is one frame counted.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -18,13 +18,15 @@ use switchyard_vm_tests::config::{
 };
 use switchyard_vm_tests::policy::{is_refused, udp_datagrams, SynFlood, TrafficPolicy};
 use switchyard_vm_tests::poll::poll_until;
-use switchyard_vm_tests::topology::{CLIENT_ADDR, VIP};
+use switchyard_vm_tests::topology::{BACKENDS6, CLIENT_ADDR, VIP, VIP6};
 use switchyard_vm_tests::{
     tcp_exchange, udp_exchange, Daemon, EchoPair, GatewaySpec, TempDir, Topology, IO_TIMEOUT,
 };
 
 const DENIED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 66);
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 3, 5);
+/// A second address of the client, inside the allowed IPv6 range.
+const DENIED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x66);
 
 struct Lab {
     topo: Topology,
@@ -237,5 +239,71 @@ fn at_the_flow_limit_a_new_connection_is_reset_until_one_closes() -> Result<()> 
     );
     // The UDP listener has no limit.
     udp_exchange(&lab.topo.client, SocketAddr::from((VIP, UDP_PORT)), "free|")?;
+    Ok(())
+}
+
+/// The same rules over IPv6, on a dual-stack Gateway: a range admits the
+/// client's address and denies another address of the same client, whose
+/// datagrams the steering program drops, each counted once on the IPv6
+/// listener; IPv4 clients in their own allowed range stay served.
+#[test]
+fn ipv6_source_ranges_admit_the_allowed_and_drop_the_denied_in_xdp() -> Result<()> {
+    let mut p = policy();
+    p.allow = Some(vec!["198.18.1.0/24".into(), "2001:db8:1::/64".into()]);
+    p.deny = vec![format!("{DENIED6}/128")];
+    let topo = Topology::single_arm(1)?.with_ipv6()?;
+    let spec = GatewaySpec::demo_dual_stack();
+    let dir = TempDir::new("config")?;
+    let config = dir.write(
+        "gateway.yaml",
+        &format!("{}{}", spec.to_yaml(), p.to_yaml()),
+    )?;
+    let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
+        servers.push(EchoPair::start_on(
+            &backend.ns,
+            &backend.name,
+            IpAddr::V6(addr6),
+            TCP_TARGET_PORT,
+            UDP_TARGET_PORT,
+        )?);
+    }
+    let daemon = topo.start_daemon(&config)?;
+    // Allowed: the client's own addresses, both families and protocols.
+    for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {
+        tcp_exchange(&topo.client, (vip, TCP_PORT).into(), "allowed|")?;
+        udp_exchange(&topo.client, (vip, UDP_PORT).into(), "allowed|")?;
+    }
+    // Denied: its other IPv6 address (added only now: the kernel would
+    // pick the newer address as the source of the exchanges above).
+    topo.client.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{DENIED6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
+    let udp6 = SocketAddr::from((VIP6, UDP_PORT));
+    udp_datagrams(&topo.client, DENIED6, udp6, 4)?;
+    let stats = poll_until(Duration::from_secs(10), "the drops counted", || {
+        let stats = daemon.stats()?;
+        let done = stats.xdp_steering.get("drop_source_denied").copied() == Some(4);
+        Ok(done.then_some(stats))
+    })?;
+    let udp6_listener = stats
+        .listeners
+        .iter()
+        .find(|l| l.vip == udp6.to_string())
+        .with_context(|| format!("no listener on {udp6} in {:?}", stats.listeners))?;
+    ensure!(
+        drops(udp6_listener, "source_denied") == 4 && udp6_listener.counters.flows == 1,
+        "{udp6_listener:?}"
+    );
+    // Nothing the client sent from its allowed addresses was dropped.
+    let served: u64 = stats.listeners.iter().map(|l| l.counters.flows).sum();
+    ensure!(served == 4, "four flows served: {:?}", stats.listeners);
+    drop(servers);
     Ok(())
 }
