@@ -183,7 +183,32 @@ pub fn tcp_exchange_keep_open(
 /// flow) and waits for one reply, reporting its source address.
 pub fn udp_exchange(ns: &Netns, to: SocketAddr, payload: &str) -> Result<Reply> {
     let socket = udp_socket_towards(ns, to)?;
-    udp_exchange_on(&socket, to, payload)
+    let reply = udp_exchange_on(&socket, to, payload);
+    hold_open(socket);
+    reply
+}
+
+/// Sockets of this thread's recent `udp_exchange`s, at most.
+const HELD_UDP_SOCKETS: usize = 256;
+
+thread_local! {
+    /// The sockets of this thread's recent `udp_exchange`s, held open so
+    /// that the kernel, which picks a UDP source port at random, cannot
+    /// give one of their ports to the next exchange: two exchanges from one
+    /// port are one flow to the load balancer, and tests count flows.
+    /// Closed when the test's thread ends.
+    static HELD_UDP: std::cell::RefCell<std::collections::VecDeque<UdpSocket>> =
+        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
+}
+
+fn hold_open(socket: UdpSocket) {
+    HELD_UDP.with(|held| {
+        let mut held = held.borrow_mut();
+        if held.len() == HELD_UDP_SOCKETS {
+            held.pop_front();
+        }
+        held.push_back(socket);
+    });
 }
 
 /// An unconnected UDP socket in `ns`, bound to the source address the
