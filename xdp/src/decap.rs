@@ -4,8 +4,7 @@
 //! counters read, and detached. It holds no state of the load balancer's;
 //! whatever it does not recognise as a tunnel to this host passes.
 
-use std::collections::HashMap as StdHashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray},
@@ -16,7 +15,7 @@ use aya::{
 use crate::{
     attach::{AttachMode, AttachedMode},
     error::XdpError,
-    maps::{addr6_key, addr_key, sync_map},
+    maps::AddressSets,
     steering::XdpAction,
 };
 
@@ -137,29 +136,12 @@ impl Decap {
 
     /// Makes the program take tunnels to exactly `addrs` (the host's).
     pub fn set_addresses(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
-        let mut v4: StdHashMap<u32, u8> = StdHashMap::new();
-        let mut v6: StdHashMap<[u8; 16], u8> = StdHashMap::new();
-        for addr in addrs {
-            match addr {
-                IpAddr::V4(addr) => v4.insert(addr_key(*addr), 1),
-                IpAddr::V6(addr) => v6.insert(addr6_key(*addr), 1),
-            };
+        AddressSets {
+            v4: (&mut self.addrs, ADDRS),
+            v6: (&mut self.addrs6, ADDRS6),
+            capacity: MAX_DECAP_ADDRS,
         }
-        for (map, count) in [(ADDRS, v4.len()), (ADDRS6, v6.len())] {
-            if count > MAX_DECAP_ADDRS as usize {
-                return Err(XdpError::TooMany {
-                    map,
-                    count,
-                    capacity: MAX_DECAP_ADDRS,
-                });
-            }
-        }
-        sync_map(&mut self.addrs, ADDRS, MAX_DECAP_ADDRS, &v4, |key| {
-            Ipv4Addr::from(key.to_ne_bytes()).to_string()
-        })?;
-        sync_map(&mut self.addrs6, ADDRS6, MAX_DECAP_ADDRS, &v6, |key| {
-            Ipv6Addr::from(*key).to_string()
-        })
+        .sync(addrs)
     }
 
     /// The GUE port the program takes (0: none).

@@ -105,6 +105,46 @@ pub(crate) fn service_entries(
     Ok(entries)
 }
 
+/// A pair of per-family address sets (an IPv4 map and an IPv6 map, keys
+/// as `addr_key` and `addr6_key` write them).
+pub(crate) struct AddressSets<'m> {
+    pub v4: (&'m mut HashMap<MapData, u32, u8>, &'static str),
+    pub v6: (&'m mut HashMap<MapData, [u8; 16], u8>, &'static str),
+    /// Entries each map holds at most.
+    pub capacity: u32,
+}
+
+impl AddressSets<'_> {
+    /// Makes the two maps hold exactly `addrs`. Both families are checked
+    /// against the capacity before either map is touched.
+    pub(crate) fn sync(self, addrs: &[IpAddr]) -> Result<(), XdpError> {
+        let mut v4: StdHashMap<u32, u8> = StdHashMap::new();
+        let mut v6: StdHashMap<[u8; 16], u8> = StdHashMap::new();
+        for addr in addrs {
+            match addr {
+                IpAddr::V4(addr) => v4.insert(addr_key(*addr), 1),
+                IpAddr::V6(addr) => v6.insert(addr6_key(*addr), 1),
+            };
+        }
+        let ((map4, name4), (map6, name6)) = (self.v4, self.v6);
+        for (map, count) in [(name4, v4.len()), (name6, v6.len())] {
+            if count > self.capacity as usize {
+                return Err(XdpError::TooMany {
+                    map,
+                    count,
+                    capacity: self.capacity,
+                });
+            }
+        }
+        sync_map(map4, name4, self.capacity, &v4, |key| {
+            Ipv4Addr::from(key.to_ne_bytes()).to_string()
+        })?;
+        sync_map(map6, name6, self.capacity, &v6, |key| {
+            Ipv6Addr::from(*key).to_string()
+        })
+    }
+}
+
 /// Makes `map` hold exactly `wanted`.
 ///
 /// New and changed entries are written before stale ones are deleted, so

@@ -3,7 +3,6 @@
 //! registered for them. It never reads or writes packets; workers do.
 
 use std::{
-    collections::HashMap as StdHashMap,
     ffi::CString,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, BorrowedFd, RawFd},
@@ -24,7 +23,7 @@ use crate::{
         FastCounters, FastPathMaps, FlowAction, FlowAction6, FlowCacheKey, FlowCacheKey6,
         FAST_EPOCHS, FAST_STATE, FAST_STATS, FLOW_CACHE, FLOW_CACHE6,
     },
-    maps::{addr6_key, addr_key, service_entries, sync_map},
+    maps::{service_entries, sync_map, AddressSets},
     policy::{
         ListenerRanges, PolicyMaps, POLICY_STATE, SOURCE_DENIED, SOURCE_DENIED6, SOURCE_RANGES,
         SOURCE_RANGES6,
@@ -362,37 +361,12 @@ impl Steering {
     /// kernel stack. Both families are checked before either map is
     /// touched.
     pub fn set_local_addrs(&mut self, addrs: &[IpAddr]) -> Result<(), XdpError> {
-        let mut v4: StdHashMap<u32, u8> = StdHashMap::new();
-        let mut v6: StdHashMap<[u8; 16], u8> = StdHashMap::new();
-        for addr in addrs {
-            match addr {
-                IpAddr::V4(addr) => v4.insert(addr_key(*addr), 1),
-                IpAddr::V6(addr) => v6.insert(addr6_key(*addr), 1),
-            };
+        AddressSets {
+            v4: (&mut self.local_addrs, LOCAL_ADDRS),
+            v6: (&mut self.local_addrs6, LOCAL_ADDRS6),
+            capacity: MAX_LOCAL_ADDRS,
         }
-        for (map, count) in [(LOCAL_ADDRS, v4.len()), (LOCAL_ADDRS6, v6.len())] {
-            if count > MAX_LOCAL_ADDRS as usize {
-                return Err(XdpError::TooMany {
-                    map,
-                    count,
-                    capacity: MAX_LOCAL_ADDRS,
-                });
-            }
-        }
-        sync_map(
-            &mut self.local_addrs,
-            LOCAL_ADDRS,
-            MAX_LOCAL_ADDRS,
-            &v4,
-            |key| Ipv4Addr::from(key.to_ne_bytes()).to_string(),
-        )?;
-        sync_map(
-            &mut self.local_addrs6,
-            LOCAL_ADDRS6,
-            MAX_LOCAL_ADDRS,
-            &v6,
-            |key| Ipv6Addr::from(*key).to_string(),
-        )
+        .sync(addrs)
     }
 
     /// Registers the AF_XDP socket `fd`, bound to rx `queue` of the attached
