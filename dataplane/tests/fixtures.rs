@@ -32,9 +32,9 @@ const PORT_IFINDEXES: [u32; 2] = [CLIENT_ARM_IFINDEX, BACKEND_ARM_IFINDEX];
 
 /// The scenario's listeners as an operator writes them: a Gateway on the
 /// VIP with a TCP and a UDP listener, each routed to one Service whose only
-/// endpoint is the backend, on the backend's ports; and an `ipip` and a
-/// `gue` listener (TrafficPolicies on those listeners) routed to a Service
-/// on the listeners' own ports.
+/// endpoint is the backend, on the backend's ports; and an `ipip`, a `gue`
+/// and a `dsr` listener (TrafficPolicies on those listeners) routed to a
+/// Service on the listeners' own ports.
 fn scenario_yaml() -> String {
     format!(
         "\
@@ -54,6 +54,7 @@ spec:
   - {{name: udp, protocol: UDP, port: {UDP_PORT}}}
   - {{name: tcp-ipip, protocol: TCP, port: {IPIP_TCP_PORT}}}
   - {{name: udp-gue, protocol: UDP, port: {GUE_UDP_PORT}}}
+  - {{name: udp-dsr, protocol: UDP, port: {DSR_UDP_PORT}}}
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -115,6 +116,13 @@ spec:
   parentRefs: [{{name: edge, sectionName: udp-gue}}]
   rules: [{{backendRefs: [{{name: encap, port: {GUE_UDP_PORT}}}]}}]
 ---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: udp-dsr, namespace: fixtures}}
+spec:
+  parentRefs: [{{name: edge, sectionName: udp-dsr}}]
+  rules: [{{backendRefs: [{{name: encap, port: {DSR_UDP_PORT}}}]}}]
+---
 apiVersion: v1
 kind: Service
 metadata: {{name: encap, namespace: fixtures}}
@@ -122,6 +130,7 @@ spec:
   ports:
   - {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
   - {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+  - {{name: dsr, protocol: UDP, port: {DSR_UDP_PORT}}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -134,6 +143,7 @@ endpoints: [{{addresses: [\"{BACKEND}\"], conditions: {{ready: true}}}}]
 ports:
 - {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
 - {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+- {{name: dsr, protocol: UDP, port: {DSR_UDP_PORT}}}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -146,6 +156,7 @@ endpoints: [{{addresses: [\"{BACKEND6}\"], conditions: {{ready: true}}}}]
 ports:
 - {{name: tcp, protocol: TCP, port: {IPIP_TCP_PORT}}}
 - {{name: udp, protocol: UDP, port: {GUE_UDP_PORT}}}
+- {{name: dsr, protocol: UDP, port: {DSR_UDP_PORT}}}
 ---
 apiVersion: switchyard.io/v1alpha1
 kind: TrafficPolicy
@@ -160,6 +171,13 @@ metadata: {{name: gue, namespace: fixtures}}
 spec:
   targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: udp-gue}}]
   forwarding: {{mode: gue, guePort: {GUE_PORT}}}
+---
+apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: dsr, namespace: fixtures}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: udp-dsr}}]
+  forwarding: {{mode: dsr}}
 "
     )
 }

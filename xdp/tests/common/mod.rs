@@ -16,8 +16,9 @@ use std::{
 };
 
 use switchyard_wire::fixtures::scenario::{
-    BACKEND, BACKEND6, BACKEND_TCP_PORT, BACKEND_UDP_PORT, GUE_UDP_PORT, IPIP_TCP_PORT,
-    LB_BACKEND_ARM, LB_BACKEND_ARM6, LB_CLIENT_ARM, LB_CLIENT_ARM6, TCP_PORT, UDP_PORT, VIP, VIP6,
+    BACKEND, BACKEND6, BACKEND_TCP_PORT, BACKEND_UDP_PORT, DSR_UDP_PORT, GUE_UDP_PORT,
+    IPIP_TCP_PORT, LB_BACKEND_ARM, LB_BACKEND_ARM6, LB_CLIENT_ARM, LB_CLIENT_ARM6, TCP_PORT,
+    UDP_PORT, VIP, VIP6,
 };
 use switchyard_xdp::{
     AttachMode, RxQueue, ServiceMatch, SteerCounter, SteerCounters, Steering, XdpAction,
@@ -170,6 +171,7 @@ pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) ->
                     ServiceMatch::udp(VIP.into(), GUE_UDP_PORT, 6),
                     ServiceMatch::tcp(VIP6.into(), IPIP_TCP_PORT, 7),
                     ServiceMatch::udp(VIP6.into(), GUE_UDP_PORT, 8),
+                    ServiceMatch::udp(VIP.into(), DSR_UDP_PORT, 9),
                 ],
                 &[
                     ServiceMatch::tcp(BACKEND.into(), BACKEND_TCP_PORT, 1),
@@ -180,6 +182,7 @@ pub fn with_scenario_steering<T: Send>(f: impl FnOnce(&mut Steering, RxQueue) ->
                     ServiceMatch::udp(BACKEND.into(), GUE_UDP_PORT, 6),
                     ServiceMatch::tcp(BACKEND6.into(), IPIP_TCP_PORT, 7),
                     ServiceMatch::udp(BACKEND6.into(), GUE_UDP_PORT, 8),
+                    ServiceMatch::udp(BACKEND.into(), DSR_UDP_PORT, 9),
                 ],
             )
             .expect("setting services");
