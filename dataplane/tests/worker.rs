@@ -9,10 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use crossbeam::channel;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use switchyard_config::snapshot::{
-    Affinity, Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol,
-    Slot, Snapshot,
-};
+use switchyard_config::snapshot::{Affinity, Endpoint, ListenerParts, Protocol, Slot, Snapshot};
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::Neighbors;
 use switchyard_dataplane::packet::FlowKey;
@@ -20,7 +17,7 @@ use switchyard_dataplane::worker::{choose, Worker, WorkerRequest, WorkerSettings
 
 mod harness;
 mod two_arm;
-use harness::{harness_with, Harness};
+use harness::{build, harness_with, listener_at, Harness};
 use two_arm::*;
 
 const UNRESOLVED_BE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 99);
@@ -36,63 +33,6 @@ fn listener(
 ) -> ListenerParts {
     let backends: Vec<(IpAddr, u16)> = backends.iter().map(|&(a, p)| (a.into(), p)).collect();
     listener_at(name, protocol, VIP.into(), port, &backends)
-}
-
-/// `listener` on any VIP, with backends of its family.
-fn listener_at(
-    name: &str,
-    protocol: Protocol,
-    vip: IpAddr,
-    port: u16,
-    backends: &[(IpAddr, u16)],
-) -> ListenerParts {
-    let endpoints: Vec<Endpoint> = backends
-        .iter()
-        .map(|&(address, port)| Endpoint { address, port })
-        .collect();
-    ListenerParts {
-        name: ListenerName {
-            namespace: "demo".into(),
-            gateway: "edge".into(),
-            listener: name.into(),
-        },
-        route: format!("demo/{name}"),
-        address: vip,
-        port,
-        listener_port: port,
-        protocol,
-        groups: vec![BackendGroup {
-            terminating: false,
-            service: "demo/echo".into(),
-            weight: 1,
-            endpoints: endpoints.clone(),
-        }],
-        backends: endpoints
-            .iter()
-            .map(|&endpoint| Backend {
-                endpoint,
-                group: 0,
-                effective_weight: 1.0 / endpoints.len() as f64,
-            })
-            .collect(),
-        slots: match endpoints.len() {
-            0 => vec![Slot::Unavailable; 2],
-            1 => vec![Slot::Backend(0); 2],
-            n => (0..n as u32).map(Slot::Backend).collect(),
-        },
-        affinity: None,
-        forwarding: Default::default(),
-        policy: Default::default(),
-    }
-}
-
-/// A snapshot of listeners built from `parts`.
-fn build(generation: u64, parts: Vec<ListenerParts>) -> Snapshot {
-    let listeners = parts
-        .into_iter()
-        .map(|parts| Listener::new(parts).expect("valid listener"))
-        .collect();
-    Snapshot::new(generation, listeners).expect("one listener per VIP")
 }
 
 /// The parts of `snapshot`'s listeners, to change some and build anew.

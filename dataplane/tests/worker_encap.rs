@@ -18,6 +18,8 @@ use switchyard_dataplane::neighbor::{
 };
 use switchyard_dataplane::replies::ReplyTable;
 
+// Shared with the other worker suites, which use what this one does not.
+#[allow(dead_code)]
 mod harness;
 mod two_arm;
 use harness::{harness_with, worker_of, Harness};

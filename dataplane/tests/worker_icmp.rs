@@ -21,6 +21,8 @@ use switchyard_dataplane::packet::FlowKey;
 use switchyard_dataplane::replies::ReplyTable;
 use switchyard_dataplane::worker::WorkerRequest;
 
+// Shared with the other worker suites, which use what this one does not.
+#[allow(dead_code)]
 mod harness;
 mod two_arm;
 use harness::{harness_with, worker_of, Harness};

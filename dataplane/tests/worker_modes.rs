@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Forwarding, FullNat, Listener, ListenerName, ListenerParts,
-    Protocol, Slot, Snapshot,
+    Forwarding, FullNat, Listener, ListenerParts, Protocol, Snapshot,
 };
 use switchyard_dataplane::neighbor::{
     L2Table, LinkEntry, NeighborFeed, Neighbors, NeighbourEntry, NeighbourState, RouteAction,
@@ -20,7 +19,7 @@ use switchyard_dataplane::worker::SnatSetup;
 
 mod harness;
 mod two_arm;
-use harness::{harness_with, Harness};
+use harness::{harness_with, listener_at, Harness};
 use two_arm::*;
 
 const SNAT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
@@ -38,57 +37,19 @@ fn listener(
     backends: &[(IpAddr, u16)],
     forwarding: Forwarding,
 ) -> ListenerParts {
-    let endpoints: Vec<Endpoint> = backends
-        .iter()
-        .map(|&(address, port)| Endpoint { address, port })
-        .collect();
     let name = format!(
         "{}-{}",
         format!("{protocol:?}").to_lowercase(),
         if vip.is_ipv6() { 6 } else { 4 }
     );
     ListenerParts {
-        name: ListenerName {
-            namespace: "demo".into(),
-            gateway: "edge".into(),
-            listener: name.clone(),
-        },
-        route: format!("demo/{name}"),
-        address: vip,
-        port,
-        listener_port: port,
-        protocol,
-        groups: vec![BackendGroup {
-            terminating: false,
-            service: "demo/echo".into(),
-            weight: 1,
-            endpoints: endpoints.clone(),
-        }],
-        backends: endpoints
-            .iter()
-            .map(|&endpoint| Backend {
-                endpoint,
-                group: 0,
-                effective_weight: 1.0 / endpoints.len() as f64,
-            })
-            .collect(),
-        // A slot table's length is prime: one backend owns both of two.
-        slots: match endpoints.len() {
-            1 => vec![Slot::Backend(0); 2],
-            n => (0..n as u32).map(Slot::Backend).collect(),
-        },
-        affinity: None,
         forwarding,
-        policy: Default::default(),
+        ..listener_at(&name, protocol, vip, port, backends)
     }
 }
 
 fn build(parts: Vec<ListenerParts>) -> Snapshot {
-    let listeners = parts
-        .into_iter()
-        .map(|p| Listener::new(p).expect("valid listener"))
-        .collect();
-    Snapshot::new(1, listeners).expect("one listener per VIP")
+    harness::build(1, parts)
 }
 
 fn full_nat(addresses: &[IpAddr]) -> Forwarding {

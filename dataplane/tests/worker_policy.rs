@@ -14,8 +14,7 @@ use crossbeam::channel;
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use ipnet::IpNet;
 use switchyard_config::snapshot::{
-    Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, ListenerPolicy,
-    Protocol, Slot, Snapshot, SourceRanges,
+    ListenerParts, ListenerPolicy, Protocol, Snapshot, SourceRanges,
 };
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::Neighbors;
@@ -27,7 +26,7 @@ use switchyard_dataplane::worker::{Worker, WorkerSettings};
 mod harness;
 #[allow(dead_code)]
 mod two_arm;
-use harness::{harness_with, Harness};
+use harness::{build, harness_with, listener_at, Harness};
 use two_arm::*;
 
 fn listener(name: &str, protocol: Protocol, port: u16, policy: ListenerPolicy) -> ListenerParts {
@@ -49,51 +48,11 @@ fn listener_on(
     port: u16,
     policy: ListenerPolicy,
 ) -> ListenerParts {
-    let endpoints: Vec<Endpoint> = backends
-        .iter()
-        .map(|&address| Endpoint {
-            address,
-            port: port + 8000,
-        })
-        .collect();
+    let endpoints: Vec<(IpAddr, u16)> = backends.iter().map(|&a| (a, port + 8000)).collect();
     ListenerParts {
-        name: ListenerName {
-            namespace: "demo".into(),
-            gateway: "edge".into(),
-            listener: name.into(),
-        },
-        route: format!("demo/{name}"),
-        address: vip,
-        port,
-        listener_port: port,
-        protocol,
-        groups: vec![BackendGroup {
-            terminating: false,
-            service: "demo/echo".into(),
-            weight: 1,
-            endpoints: endpoints.clone(),
-        }],
-        backends: endpoints
-            .iter()
-            .map(|&endpoint| Backend {
-                endpoint,
-                group: 0,
-                effective_weight: 0.5,
-            })
-            .collect(),
-        slots: vec![Slot::Backend(0), Slot::Backend(1)],
-        affinity: None,
-        forwarding: Default::default(),
         policy,
+        ..listener_at(name, protocol, vip, port, &endpoints)
     }
-}
-
-fn build(generation: u64, parts: Vec<ListenerParts>) -> Snapshot {
-    let listeners = parts
-        .into_iter()
-        .map(|parts| Listener::new(parts).expect("valid listener"))
-        .collect();
-    Snapshot::new(generation, listeners).expect("one listener per VIP")
 }
 
 fn nets(list: &[&str]) -> Vec<IpNet> {

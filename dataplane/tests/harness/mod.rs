@@ -9,7 +9,12 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use crossbeam::channel;
-use switchyard_config::snapshot::Snapshot;
+use std::net::IpAddr;
+
+use switchyard_config::snapshot::{
+    Backend, BackendGroup, Endpoint, Listener, ListenerName, ListenerParts, Protocol, Slot,
+    Snapshot,
+};
 use switchyard_dataplane::drop_reason::DropReason;
 use switchyard_dataplane::io::MemoryIo;
 use switchyard_dataplane::neighbor::Neighbors;
@@ -105,4 +110,64 @@ impl Harness {
             .map(|r| stats.drops[*r as usize])
             .unwrap_or_else(|| panic!("no drop reason is named {reason}"))
     }
+}
+
+/// A `nat` listener `demo/edge/NAME` on `vip:port` with an open policy,
+/// spreading flows evenly over `backends` (one backendRef). A slot table's
+/// length is prime: one backend owns both of two, none leaves both
+/// unavailable.
+pub fn listener_at(
+    name: &str,
+    protocol: Protocol,
+    vip: IpAddr,
+    port: u16,
+    backends: &[(IpAddr, u16)],
+) -> ListenerParts {
+    let endpoints: Vec<Endpoint> = backends
+        .iter()
+        .map(|&(address, port)| Endpoint { address, port })
+        .collect();
+    ListenerParts {
+        name: ListenerName {
+            namespace: "demo".into(),
+            gateway: "edge".into(),
+            listener: name.into(),
+        },
+        route: format!("demo/{name}"),
+        address: vip,
+        port,
+        listener_port: port,
+        protocol,
+        groups: vec![BackendGroup {
+            terminating: false,
+            service: "demo/echo".into(),
+            weight: 1,
+            endpoints: endpoints.clone(),
+        }],
+        backends: endpoints
+            .iter()
+            .map(|&endpoint| Backend {
+                endpoint,
+                group: 0,
+                effective_weight: 1.0 / endpoints.len() as f64,
+            })
+            .collect(),
+        slots: match endpoints.len() {
+            0 => vec![Slot::Unavailable; 2],
+            1 => vec![Slot::Backend(0); 2],
+            n => (0..n as u32).map(Slot::Backend).collect(),
+        },
+        affinity: None,
+        forwarding: Default::default(),
+        policy: Default::default(),
+    }
+}
+
+/// A snapshot of generation `generation` of listeners built from `parts`.
+pub fn build(generation: u64, parts: Vec<ListenerParts>) -> Snapshot {
+    let listeners = parts
+        .into_iter()
+        .map(|parts| Listener::new(parts).expect("valid listener"))
+        .collect();
+    Snapshot::new(generation, listeners).expect("one listener per VIP")
 }
