@@ -599,6 +599,7 @@ mod tests {
                 closing,
                 cached: Default::default(),
                 cached_at: 0,
+                proxy: None,
             },
         }
     }

@@ -539,6 +539,7 @@ pub fn stats_report(
             },
             too_big_answered: w.too_big_answered,
             encapsulated: w.encapsulated,
+            proxy_headers: w.proxy_headers,
             snat_exhausted: w
                 .snat_exhausted
                 .iter()
@@ -1029,6 +1030,7 @@ mod tests {
                 closing: false,
                 cached: Default::default(),
                 cached_at: 0,
+                proxy: None,
             },
         }
     }

@@ -435,6 +435,11 @@ impl Collector for Scrape {
                 "Packets a worker sent encapsulated toward their backend (ipip, gue).",
                 |w| w.encapsulated,
             ),
+            (
+                "switchyard_worker_proxy_headers",
+                "PROXY protocol headers a worker spliced into client segments toward their backend (fullnat with proxyProtocol).",
+                |w| w.proxy_headers,
+            ),
         ] {
             counters(
                 e,

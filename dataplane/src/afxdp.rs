@@ -480,6 +480,22 @@ impl XskPorts {
                         }
                     }
                 }
+                // As for a tag: the tail moves. A header takes at most 52
+                // bytes (plus a tag's 4) of the 256 past a full frame.
+                Verdict::TransmitSpliced { port, splice } if port < port_count => {
+                    let len = data.contents().len();
+                    data.cursor().set_pos(len + splice.header.len() + 4);
+                    match crate::packet::proxy::splice(data.contents_mut(), len, &splice) {
+                        Some(new_len) => {
+                            data.cursor().set_pos(new_len);
+                            self.tx_pending[port].push(desc)
+                        }
+                        None => {
+                            outcome.no_room += 1;
+                            self.free.push(desc);
+                        }
+                    }
+                }
                 Verdict::TransmitPopped { port } if port < port_count => {
                     let len = data.contents().len();
                     match crate::packet::pop_tag(data.contents_mut(), len) {

@@ -9,14 +9,6 @@ use switchyard_config::snapshot::{Forwarding, Listener};
 /// Why the packet path cannot serve `listener` as its snapshot says, if
 /// it cannot.
 pub fn unsupported(listener: &Listener) -> Option<String> {
-    if let Forwarding::FullNat(full) = listener.forwarding() {
-        if full.proxy_protocol.is_some() {
-            return Some(format!(
-                "listener {}: the PROXY protocol header of fullnat is not implemented by this build",
-                listener.name()
-            ));
-        }
-    }
     let mode_served = matches!(
         listener.forwarding(),
         Forwarding::Nat
@@ -33,7 +25,8 @@ pub fn unsupported(listener: &Listener) -> Option<String> {
         ));
     }
     // Source ranges (the steering program and the workers) and limits
-    // (the workers' shares, `policy`) are enforced in every mode.
+    // (the workers' shares, `policy`) are enforced in every mode, and the
+    // PROXY header of `fullnat` by the workers (`packet::proxy`).
     None
 }
 
@@ -86,11 +79,9 @@ mod tests {
             assert_eq!(first_refusal(&served), None, "{mode}");
         }
         assert_eq!(first_refusal(&policy("forwarding: {mode: fullnat}")), None);
-        let why = first_refusal(&policy("forwarding: {mode: fullnat, proxyProtocol: V2}"));
-        assert!(
-            why.as_deref()
-                .is_some_and(|w| w.contains("PROXY protocol header of fullnat is not implemented")),
-            "{why:?}"
+        assert_eq!(
+            first_refusal(&policy("forwarding: {mode: fullnat, proxyProtocol: V2}")),
+            None
         );
     }
 }

@@ -76,10 +76,15 @@ pub enum DropReason {
     /// A new `dsr` flow whose backend is behind a router: only the
     /// destination MAC changes in this mode, so the backend must be on-link.
     DsrBackendNotOnLink,
+    /// A TCP segment opening no connection (no SYN) of a `fullnat` flow
+    /// with PROXY protocol that no worker has bound: where the client's
+    /// stream starts, and so where the header goes, is unknown. Answered
+    /// with a reset, as the backend would answer a stranger's segment.
+    ProxyStartUnseen,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         Self::Truncated,
         Self::NotIp,
         Self::BadIpHeader,
@@ -106,6 +111,7 @@ impl DropReason {
         Self::SnatPortsExhausted,
         Self::NoSnatAddress,
         Self::DsrBackendNotOnLink,
+        Self::ProxyStartUnseen,
     ];
     pub const COUNT: usize = Self::ALL.len();
 
@@ -137,6 +143,7 @@ impl DropReason {
             Self::SnatPortsExhausted => "snat_ports_exhausted",
             Self::NoSnatAddress => "no_snat_address",
             Self::DsrBackendNotOnLink => "dsr_backend_not_on_link",
+            Self::ProxyStartUnseen => "proxy_start_unseen",
         }
     }
 }

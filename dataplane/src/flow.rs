@@ -63,7 +63,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
 use crate::neighbor::PackedVlan;
-use crate::packet::{flow_hash, FlowKey, Rewrite, Tunnel};
+use crate::packet::{flow_hash, FlowKey, ProxyStream, Rewrite, Tunnel};
 
 /// Which way a tracked 5-tuple travels through the NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +119,11 @@ pub struct FlowEntry {
     /// the table's clock: a packet that reaches the worker soon after was
     /// already on its way.
     pub cached_at: u32,
+    /// A `fullnat` TCP flow whose backend reads a PROXY protocol header
+    /// ahead of the client's bytes: where that header sits in the client's
+    /// stream (`packet::proxy`). Such a flow is never cached: its sequence
+    /// numbers change on every segment.
+    pub proxy: Option<ProxyStream>,
 }
 
 /// Units of [`FlowEntry::cached_at`]: 2^20 ns, about a millisecond, so 32
@@ -1062,6 +1067,7 @@ mod tests {
             closing: false,
             cached: Cached::No,
             cached_at: 0,
+            proxy: None,
         }
     }
 

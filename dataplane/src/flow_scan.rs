@@ -548,6 +548,7 @@ mod tests {
             closing: false,
             cached: Default::default(),
             cached_at: 0,
+            proxy: None,
         }
     }
 

@@ -34,6 +34,15 @@ pub enum Verdict {
         port: usize,
         head: crate::packet::EncapHead,
     },
+    /// Send the frame out of `port` with a PROXY protocol header inserted
+    /// into its TCP payload (and then the tag edit its link wants): the
+    /// segment that starts a `fullnat` flow's stream. The frame grows by
+    /// the header; one whose buffer has no room is dropped and counted
+    /// (`BatchOutcome::no_room`).
+    TransmitSpliced {
+        port: usize,
+        splice: crate::packet::Splice,
+    },
     Drop,
 }
 
@@ -46,7 +55,8 @@ impl Verdict {
             Verdict::Transmit(port)
             | Verdict::TransmitPushed { port, .. }
             | Verdict::TransmitPopped { port }
-            | Verdict::TransmitEncapsulated { port, .. } => Some(port),
+            | Verdict::TransmitEncapsulated { port, .. }
+            | Verdict::TransmitSpliced { port, .. } => Some(port),
             Verdict::TransmitPrefix { .. } | Verdict::Drop => None,
         }
     }
@@ -146,6 +156,18 @@ impl PacketIo for MemoryIo {
                     let len = frame.len();
                     frame.resize(len + head.growth(), 0);
                     match crate::packet::replace_head(&mut frame, len, &head) {
+                        Some(len) => frame.truncate(len),
+                        None => {
+                            outcome.no_room += 1;
+                            continue;
+                        }
+                    }
+                    port
+                }
+                Verdict::TransmitSpliced { port, splice } => {
+                    let len = frame.len();
+                    frame.resize(len + splice.header.len() + 4, 0);
+                    match crate::packet::proxy::splice(&mut frame, len, &splice) {
                         Some(len) => frame.truncate(len),
                         None => {
                             outcome.no_room += 1;

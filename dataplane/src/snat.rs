@@ -24,6 +24,7 @@
 //!
 //! Lock-free and allocation-free after `new`.
 
+use crate::packet::ProxyStream;
 use crate::seqlock::Sequence;
 use std::net::{IpAddr, Ipv6Addr};
 use std::ops::RangeInclusive;
@@ -124,11 +125,18 @@ pub struct Binding {
     pub client: (IpAddr, u16),
     pub vip: (IpAddr, u16),
     pub backend: (IpAddr, u16),
+    /// A TCP flow of a listener with PROXY protocol: where the header sits
+    /// in the client's stream, and (as read) whether the backend has
+    /// acknowledged it.
+    pub proxy: Option<ProxyStream>,
 }
 
 /// Words of a way after its sequence and expiry: SNAT address, client,
-/// VIP, backend (two each), then the ports and protocol.
-const WORDS: usize = 9;
+/// VIP, backend (two each), the ports and protocol, the PROXY header's
+/// place.
+const WORDS: usize = 10;
+/// In a way's last word: the flow has a PROXY header, at the low 32 bits.
+const PROXY_PRESENT: u64 = 1 << 32;
 
 /// One binding under a sequence lock (even: stable, odd: being written).
 /// Two cache lines: a row of `WAYS` is read whole only when allocating.
@@ -140,6 +148,12 @@ struct Way {
     /// translates answers; 0 is an empty way.
     expires_secs: AtomicU32,
     words: [AtomicU64; WORDS],
+    /// `PROXY_PRESENT | first_seq` once the backend acknowledged the
+    /// flow's PROXY header. Written outside the sequence lock by whichever
+    /// worker sees that acknowledgment (a reply reaches any queue), so one
+    /// word, compared with the binding's own place: a late write for the
+    /// port's previous flow names another sequence number.
+    delivered: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -147,7 +161,13 @@ struct Stable {
     seq: u32,
     expires_secs: u32,
     words: [u64; WORDS],
+    delivered: u64,
 }
+
+/// Indices of the tail word (ports, protocol, family) and of the PROXY
+/// header's place among a way's words.
+const TAIL: usize = 8;
+const PROXY: usize = 9;
 
 fn address_words(address: IpAddr) -> [u64; 2] {
     let n = u128::from(match address {
@@ -176,7 +196,10 @@ fn words_of(binding: &Binding) -> [u64; WORDS] {
     let [c0, c1] = address_words(binding.client.0);
     let [v0, v1] = address_words(binding.vip.0);
     let [b0, b1] = address_words(binding.backend.0);
-    [s0, s1, c0, c1, v0, v1, b0, b1, tail_word(binding)]
+    let proxy = binding
+        .proxy
+        .map_or(0, |p| PROXY_PRESENT | u64::from(p.first_seq));
+    [s0, s1, c0, c1, v0, v1, b0, b1, tail_word(binding), proxy]
 }
 
 impl Stable {
@@ -186,7 +209,7 @@ impl Stable {
 
     fn is_for(&self, snat: IpAddr, protocol: u8) -> bool {
         let [high, low] = address_words(snat);
-        let tail = self.words[WORDS - 1];
+        let tail = self.words[TAIL];
         self.expires_secs != 0
             && self.words[0] == high
             && self.words[1] == low
@@ -196,7 +219,11 @@ impl Stable {
 
     fn binding(&self, port: u16) -> Binding {
         let w = &self.words;
-        let tail = w[WORDS - 1];
+        let tail = w[TAIL];
+        let proxy = (w[PROXY] & PROXY_PRESENT != 0).then(|| ProxyStream {
+            first_seq: w[PROXY] as u32,
+            delivered: self.delivered == w[PROXY],
+        });
         Binding {
             snat: address_of(w[0], w[1]),
             port,
@@ -204,6 +231,7 @@ impl Stable {
             client: (address_of(w[2], w[3]), (tail >> 48) as u16),
             vip: (address_of(w[4], w[5]), (tail >> 32) as u16),
             backend: (address_of(w[6], w[7]), (tail >> 16) as u16),
+            proxy,
         }
     }
 }
@@ -215,12 +243,14 @@ impl Way {
                 (
                     self.expires_secs.load(Ordering::Relaxed),
                     std::array::from_fn(|i| self.words[i].load(Ordering::Relaxed)),
+                    self.delivered.load(Ordering::Relaxed),
                 )
             })
-            .map(|(seq, (expires_secs, words))| Stable {
+            .map(|(seq, (expires_secs, words, delivered))| Stable {
                 seq,
                 expires_secs,
                 words,
+                delivered,
             })
     }
 }
@@ -321,6 +351,24 @@ impl SnatTable {
         None
     }
 
+    /// Records that the backend acknowledged the PROXY header of the flow
+    /// bound to `snat`:`port` whose header sits at `first_seq`; any worker
+    /// may, once per flow and worker.
+    pub fn header_delivered(&self, snat: IpAddr, port: u16, protocol: u8, first_seq: u32) {
+        let Some(row) = self.row(port) else {
+            return;
+        };
+        let place = PROXY_PRESENT | u64::from(first_seq);
+        for way in row {
+            if way
+                .read()
+                .is_some_and(|stable| stable.is_for(snat, protocol) && stable.words[PROXY] == place)
+            {
+                way.delivered.store(place, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Empties the binding of `snat`:`port` (the owner gives the port up).
     pub fn clear(&self, snat: IpAddr, port: u16, protocol: u8) {
         let Some(row) = self.row(port) else {
@@ -368,6 +416,7 @@ fn write((way, seen): (&Way, u32), binding: &Binding, now_secs: u32, ttl_secs: u
     for (word, value) in way.words.iter().zip(words_of(binding)) {
         word.store(value, Ordering::Relaxed);
     }
+    way.delivered.store(0, Ordering::Relaxed);
     way.expires_secs
         .store(now_secs.saturating_add(ttl_secs).max(1), Ordering::Relaxed);
     way.seq.release(seen);
@@ -390,6 +439,7 @@ mod tests {
             client: (Ipv4Addr::new(198, 18, 1, 10).into(), client_port),
             vip: (Ipv4Addr::new(198, 18, 100, 10).into(), 80),
             backend: (Ipv4Addr::new(198, 18, 2, 21).into(), 8080),
+            proxy: None,
         }
     }
 
@@ -511,6 +561,7 @@ mod tests {
             client: (v6("2001:db8:1::10"), 5353),
             vip: (v6("2001:db8:100::10"), 53),
             backend: (v6("2001:db8:2::21"), 53),
+            proxy: None,
         };
         let mut cursor = 0;
         let port = table
@@ -523,5 +574,39 @@ mod tests {
             Some(Binding { port, ..binding })
         );
         assert_eq!(table.get(SNAT, port, 17, 0), None);
+    }
+
+    #[test]
+    fn a_proxy_header_s_delivery_is_one_flow_s_and_cleared_with_the_port() {
+        let table = SnatTable::new(ports(10000, 10000));
+        let stream = ProxyStream::starting_after(41);
+        let proxied = Binding {
+            proxy: Some(stream),
+            ..template(40000)
+        };
+        let mut cursor = 0;
+        let port = table
+            .allocate(&(10000..=10000), &mut cursor, &proxied, 0, 30, &mut |_| {
+                true
+            })
+            .unwrap();
+        let read = |table: &SnatTable| table.get(SNAT, port, 6, 0).unwrap().proxy.unwrap();
+        assert_eq!(read(&table), stream);
+        // Another flow's place (a late answer of the port's previous flow)
+        // marks nothing.
+        table.header_delivered(SNAT, port, 6, 7);
+        assert!(!read(&table).delivered);
+        table.header_delivered(SNAT, port, 6, stream.first_seq);
+        assert!(read(&table).delivered);
+        // The port's next flow starts undelivered.
+        let next = Binding {
+            proxy: Some(ProxyStream::starting_after(9)),
+            ..template(40001)
+        };
+        assert_eq!(
+            table.allocate(&(10000..=10000), &mut cursor, &next, 0, 30, &mut |_| false),
+            Some(port)
+        );
+        assert_eq!(read(&table), ProxyStream::starting_after(9));
     }
 }

@@ -57,6 +57,7 @@ fn entry(rewrite: Rewrite) -> FlowEntry {
         closing: false,
         cached: Cached::Current,
         cached_at: 0,
+        proxy: None,
     }
 }
 

@@ -82,6 +82,7 @@ fn entry(
         syn_only: false,
         cached: Cached::Current,
         cached_at: 0,
+        proxy: None,
     }
 }
 

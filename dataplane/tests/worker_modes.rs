@@ -677,3 +677,250 @@ fn a_client_packet_reaching_another_worker_keeps_its_flows_port() {
     assert_eq!(other.stats().listeners[0].flows, 0, "no new flow");
     assert_eq!(other.stats().listeners[0].packets, 3);
 }
+
+// PROXY protocol v2 on `fullnat` TCP listeners: the header spliced into the
+// client's stream, sequence numbers and acknowledgments moved, across the
+// two workers a flow's directions may reach.
+
+use etherparse::TcpOptionElement;
+
+fn proxied(addresses: &[IpAddr]) -> Forwarding {
+    Forwarding::FullNat(FullNat {
+        addresses: addresses.to_vec(),
+        proxy_protocol: Some(switchyard_config::snapshot::ProxyProtocol::V2),
+    })
+}
+
+/// A TCP segment with the given sequence numbers, flags (`S`, `A`, `P`,
+/// `R`, `F`) and options.
+#[allow(clippy::too_many_arguments)]
+fn segment(
+    macs: ([u8; 6], [u8; 6]),
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: Option<u32>,
+    flags: &str,
+    options: &[TcpOptionElement],
+    payload: &[u8],
+) -> Vec<u8> {
+    let ethernet = PacketBuilder::ethernet2(macs.0, macs.1);
+    let ip = match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ethernet.ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ethernet.ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    };
+    let mut tcp = ip.tcp(src.1, dst.1, seq, 65535);
+    for flag in flags.chars() {
+        tcp = match flag {
+            'S' => tcp.syn(),
+            'P' => tcp.psh(),
+            'R' => tcp.rst(),
+            'F' => tcp.fin(),
+            other => panic!("flag {other}"),
+        };
+    }
+    if let Some(ack) = ack {
+        tcp = tcp.ack(ack);
+    }
+    let tcp = tcp.options(options).expect("options fit");
+    let mut out = Vec::new();
+    tcp.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A segment as its receiver reads it (checksums verified by `inspect`).
+#[derive(Debug, PartialEq, Eq)]
+struct Tcp {
+    seen: Seen,
+    seq: u32,
+    ack: u32,
+    rst: bool,
+    mss: Option<u16>,
+    sack: Vec<(u32, u32)>,
+}
+
+fn read_tcp(frame: &[u8]) -> Tcp {
+    let seen = inspect(frame);
+    let packet = SlicedPacket::from_ethernet(frame).unwrap();
+    let Some(TransportSlice::Tcp(tcp)) = packet.transport else {
+        panic!("not TCP")
+    };
+    let (mut mss, mut sack) = (None, vec![]);
+    for option in tcp.options_iterator() {
+        match option.expect("options parse") {
+            TcpOptionElement::MaximumSegmentSize(m) => mss = Some(m),
+            TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
+                sack.push(first);
+                sack.extend(rest.iter().flatten());
+            }
+            _ => {}
+        }
+    }
+    Tcp {
+        seen,
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        rst: tcp.rst(),
+        mss,
+        sack,
+    }
+}
+
+/// The header the specification (§2.2) lays out for a TCP client at
+/// `client` reaching `vip`, byte by byte.
+fn expected_header(client: (IpAddr, u16), vip: (IpAddr, u16)) -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(0x21);
+    let addresses = match (client.0, vip.0) {
+        (IpAddr::V4(c), IpAddr::V4(v)) => {
+            header.extend_from_slice(&[0x11, 0, 12]);
+            [c.octets().to_vec(), v.octets().to_vec()].concat()
+        }
+        (IpAddr::V6(c), IpAddr::V6(v)) => {
+            header.extend_from_slice(&[0x21, 0, 36]);
+            [c.octets().to_vec(), v.octets().to_vec()].concat()
+        }
+        _ => panic!("mixed families"),
+    };
+    header.extend_from_slice(&addresses);
+    header.extend_from_slice(&client.1.to_be_bytes());
+    header.extend_from_slice(&vip.1.to_be_bytes());
+    header
+}
+
+/// One connection through a PROXY listener, its two directions on two
+/// workers as RSS may put them: the handshake, the header on the ACK, the
+/// client's first data again behind it until the backend acknowledges it,
+/// then only moved sequence numbers; acknowledgments and SACK edges moved
+/// back, and the SYN-ACK's MSS lowered by the header.
+fn proxied_connection(family: &Family) {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut owner = with_snat(harness_with(snapshot(proxied(&[]))), &table, 0);
+    let mut other = with_snat(owner.another_worker(), &table, 1);
+    let client = (family.client, 40000);
+    let vip = (family.vip, 80);
+    let header = expected_header(client, vip);
+    let len = header.len() as u32;
+    let from_client = |seq, ack, flags, payload: &[u8]| {
+        segment(FROM_CLIENT, client, vip, seq, ack, flags, &[], payload)
+    };
+
+    let syn = read_tcp(&owner.send(0, from_client(1000, None, "S", &[])).unwrap().1);
+    assert_eq!(
+        (syn.seq, syn.seen.payload.len()),
+        (1000, 0),
+        "a SYN goes as it came"
+    );
+    let (snat, backend) = (syn.seen.src, syn.seen.dst);
+    let from_backend = |seq, ack, flags, options: &[TcpOptionElement]| {
+        let macs = (backend_mac(family, backend.0), LB_BACKEND_SIDE_MAC);
+        segment(macs, backend, snat, seq, Some(ack), flags, options, &[])
+    };
+
+    let mss = [TcpOptionElement::MaximumSegmentSize(1460)];
+    let syn_ack = read_tcp(
+        &other
+            .send(1, from_backend(5000, 1001, "S", &mss))
+            .unwrap()
+            .1,
+    );
+    assert_eq!((syn_ack.seen.src, syn_ack.seen.dst), (vip, client));
+    assert_eq!(syn_ack.ack, 1001, "the SYN-ACK acknowledges the SYN alone");
+    assert_eq!(syn_ack.mss, Some(1460 - len as u16));
+
+    let hello = read_tcp(
+        &owner
+            .send(0, from_client(1001, Some(5001), "", &[]))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(hello.seq, 1001);
+    assert_eq!(
+        hello.seen.payload, header,
+        "the handshake's ACK carries the header"
+    );
+
+    // Not yet acknowledged: the client's first data carries it again.
+    let data = read_tcp(
+        &owner
+            .send(0, from_client(1001, Some(5001), "P", b"GET"))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(data.seq, 1001);
+    assert_eq!(data.seen.payload, [header.as_slice(), b"GET"].concat());
+
+    // The backend acknowledges the header and the data; the client hears
+    // of its own three bytes. The other worker says so for the owner.
+    let acked = read_tcp(
+        &other
+            .send(1, from_backend(5001, 1001 + len + 3, "", &[]))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(acked.ack, 1004);
+    let again = read_tcp(
+        &owner
+            .send(0, from_client(1001, Some(5001), "P", b"GET"))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(
+        (again.seq, again.seen.payload.as_slice()),
+        (1001 + len, b"GET".as_slice()),
+        "delivered: a resent first segment only moves on"
+    );
+    let more = read_tcp(
+        &owner
+            .send(0, from_client(1004, Some(5001), "P", b"more"))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(more.seq, 1004 + len);
+
+    let sack = [TcpOptionElement::SelectiveAcknowledgement(
+        (1010 + len, 1020 + len),
+        [Some((1030 + len, 1040 + len)), None, None],
+    )];
+    let sacked = read_tcp(
+        &owner
+            .send(1, from_backend(5001, 1004 + len, "", &sack))
+            .unwrap()
+            .1,
+    );
+    assert_eq!(sacked.ack, 1004);
+    assert_eq!(sacked.sack, vec![(1010, 1020), (1030, 1040)]);
+
+    assert_eq!(owner.stats().proxy_headers, 2);
+    assert_eq!(other.stats().proxy_headers, 0);
+}
+
+#[test]
+fn proxy_protocol_ipv4_splices_the_header_and_moves_the_stream() {
+    proxied_connection(&V4);
+}
+
+#[test]
+fn proxy_protocol_ipv6_splices_the_header_and_moves_the_stream() {
+    proxied_connection(&V6);
+}
+
+#[test]
+fn a_proxy_listener_resets_a_connection_it_never_saw_open() {
+    let table = Arc::new(SnatTable::new(RANGE));
+    let mut h = with_snat(harness_with(snapshot(proxied(&[]))), &table, 0);
+    let client = (IpAddr::V4(CLIENT), 40001);
+    let vip = (IpAddr::V4(VIP), 80);
+    let stray = segment(FROM_CLIENT, client, vip, 7000, Some(9), "P", &[], b"late");
+    let (port, reset) = h.send(0, stray).expect("answered");
+    let reset = read_tcp(&reset);
+    assert_eq!(port, 0, "back to the client");
+    assert!(reset.rst && reset.seq == 9, "{reset:?}");
+    assert_eq!((reset.seen.src, reset.seen.dst), (vip, client));
+    assert_eq!(h.drops("proxy_start_unseen"), 1);
+    // UDP listeners of the same mode send no header.
+    let request = frame(FROM_CLIENT, client, (VIP.into(), 53), false, b"q");
+    let (_, out) = h.send(0, request).expect("forwarded");
+    assert_eq!(inspect(&out).payload, b"q");
+}

@@ -341,6 +341,10 @@ pub struct WorkerStats {
     /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
     #[serde(default)]
     pub encapsulated: u64,
+    /// PROXY protocol headers spliced into client segments (`fullnat`
+    /// listeners with `proxyProtocol`).
+    #[serde(default)]
+    pub proxy_headers: u64,
     /// New `fullnat` flows refused because this worker's share of the SNAT
     /// port range had no free port, by SNAT address (each also a
     /// `snat_ports_exhausted` drop); addresses with none are omitted.

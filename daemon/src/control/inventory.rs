@@ -383,6 +383,7 @@ mod tests {
                 closing: false,
                 cached: Default::default(),
                 cached_at: 0,
+                proxy: None,
             },
         }
     }

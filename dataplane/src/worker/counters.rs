@@ -91,6 +91,10 @@ pub struct WorkerStats {
     pub too_big_answered: u64,
     /// Packets sent encapsulated toward their backend (`ipip`, `gue`).
     pub encapsulated: u64,
+    /// PROXY protocol headers spliced into client segments toward their
+    /// backend (`fullnat` with `proxyProtocol`): one per connection, more
+    /// when a segment carrying one is sent again.
+    pub proxy_headers: u64,
     /// New `fullnat` flows refused because this worker's slice of the SNAT
     /// port range had no free port, per SNAT address (the last entry also
     /// counts any address beyond `MAX_COUNTED_SNAT_ADDRESSES`).

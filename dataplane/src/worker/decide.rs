@@ -23,7 +23,9 @@ use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry, FlowTable};
 use crate::io::Verdict;
 use crate::neighbor::{L2Table, Unresolved, VlanTag};
-use crate::packet::{self, FlowKey, L4Checksum, Parsed, Rewrite, Tunnel};
+use crate::packet::{self, FlowKey, L4Checksum, Parsed, ProxyStream, Rewrite, Tunnel};
+use switchyard_config::snapshot::Forwarding;
+use switchyard_wire::tcp;
 
 /// Where the slot table sends a new flow to a VIP: the one decision both
 /// the packet path and `yardctl explain` take, so they cannot disagree.
@@ -96,6 +98,8 @@ struct Translation {
     /// For an encapsulating listener: `src` and `dst` are the outer
     /// header's, and the packet itself is left as it is.
     tunnel: Tunnel,
+    /// A `fullnat` TCP flow whose backend reads a PROXY header.
+    proxy: Option<ProxyStream>,
 }
 
 impl Worker {
@@ -121,24 +125,30 @@ impl Worker {
                 return self.path.refuse(snapshot, frame, parsed, ingress, reason);
             }
         }
-        let entry = match self
+        let mut entry = match self
             .path
-            .decide(snapshot, &self.flows, l2, now, parsed, bytes)
+            .decide(snapshot, &self.flows, l2, now, frame, parsed, bytes)
         {
             Ok(entry) => entry,
             Err(reason) => return self.path.refuse(snapshot, frame, parsed, ingress, reason),
         };
         // Not remembered: the next packet is decided alike.
         let mtu = inner_mtu(&entry, &parsed.key);
-        if exceeds(mtu, parsed.ip_total_len) {
+        let grows = self.path.proxy_growth(frame, parsed, &entry);
+        if exceeds(mtu, parsed.ip_total_len + grows) {
             let from = answering_address(&parsed.key, &entry);
+            let fits = mtu.saturating_sub(grows as u16);
             return self
                 .path
-                .refuse_too_big(frame, parsed, ingress, mtu, from, now);
+                .refuse_too_big(frame, parsed, ingress, fits, from, now);
         }
         if self.path.rewrite_frame(frame, parsed, &entry) == L4Checksum::Completed {
             self.path.stats.partial_checksums += 1;
         }
+        let spliced = match entry.proxy {
+            Some(_) => self.path.edit_proxied(frame, parsed, &mut entry, now),
+            None => None,
+        };
         let (listener, backend) = (entry.listener as usize, entry.backend as usize);
         let foreign = self.path.of_foreign_port(&parsed.key, &entry);
         if entry.direction == Direction::ToBackend && !foreign {
@@ -162,8 +172,12 @@ impl Worker {
         if entry.direction == Direction::ToBackend && shape == Shape::FullNat && !foreign {
             self.expect_snat_reply(snapshot, l2, ingress, arrived, &parsed.key, &entry);
         }
-        self.path
-            .send_flow(frame, parsed.l3_offset, parsed.ip_total_len, &entry)
+        match spliced {
+            Some(splice) => self.path.send_spliced(frame, parsed, &entry, splice),
+            None => self
+                .path
+                .send_flow(frame, parsed.l3_offset, parsed.ip_total_len, &entry),
+        }
     }
 
     /// A new client whose MAC the kernel's table does not have yet: the
@@ -229,12 +243,14 @@ pub(super) struct ReplyHop {
 
 impl PathState {
     /// The translation and next hop of a new flow, as its entry.
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         snapshot: &Snapshot,
         flows: &FlowTable,
         l2: &L2Table,
         now: u64,
+        frame: &[u8],
         parsed: &Parsed,
         bytes: u64,
     ) -> Result<FlowEntry, DropReason> {
@@ -251,12 +267,17 @@ impl PathState {
             (translation.direction, translation.plan) == (Direction::ToBackend, Plan::FullNat);
         let mut bound = false;
         if full_nat {
-            if let Some((src, backend, dst)) =
-                self.existing_binding(snapshot, key, translation.listener, now)
-            {
-                (translation.src, translation.backend, translation.dst) = (src, backend, dst);
-                translation.next_hop = dst.0;
+            if let Some(binding) = self.existing_binding(snapshot, key, translation.listener, now) {
+                translation.src = binding.snat;
+                translation.backend = binding.backend;
+                translation.dst = binding.endpoint;
+                translation.next_hop = binding.endpoint.0;
+                // The flow keeps what it was opened with, whatever a
+                // reload did to its listener's PROXY setting since.
+                translation.proxy = binding.proxy;
                 bound = true;
+            } else if sends_proxy_header(snapshot, translation.listener, key) {
+                translation.proxy = Some(opening_stream(frame, parsed)?);
             }
         }
         let (egress_port, hop) = self.next_hop(l2, translation.next_hop)?;
@@ -269,6 +290,7 @@ impl PathState {
                     translation.listener,
                     translation.dst,
                     hop.ifindex,
+                    translation.proxy,
                     now,
                 )?;
             }
@@ -303,6 +325,7 @@ impl PathState {
             closing: parsed.tcp_flags & TCP_CLOSING != 0,
             cached: Cached::No,
             cached_at: 0,
+            proxy: translation.proxy,
         })
     }
 
@@ -349,6 +372,7 @@ impl PathState {
             src,
             dst,
             tunnel,
+            proxy: None,
         })
     }
 
@@ -437,6 +461,7 @@ impl PathState {
                 src: reply.vip,
                 dst: reply.client,
                 tunnel: Tunnel::None,
+                proxy: reply.proxy,
             });
         }
         let (vip, vip_port) = self
@@ -460,7 +485,29 @@ impl PathState {
             src: (vip, vip_port),
             dst: (key.dst, key.dst_port),
             tunnel: Tunnel::None,
+            proxy: None,
         })
+    }
+}
+
+/// Whether new TCP flows of `listener` carry a PROXY header to their
+/// backends.
+fn sends_proxy_header(snapshot: &Snapshot, listener: u32, key: &FlowKey) -> bool {
+    key.protocol == TCP
+        && snapshot.listener(listener).is_some_and(|l| {
+            matches!(l.get().forwarding(), Forwarding::FullNat(full) if full.proxy_protocol.is_some())
+        })
+}
+
+/// Where a new PROXY flow's client stream starts: after its SYN. A segment
+/// of a connection opened before (no SYN, or the SYN-ACK's ACK) cannot be
+/// placed.
+fn opening_stream(frame: &[u8], parsed: &Parsed) -> Result<ProxyStream, DropReason> {
+    let opening =
+        parsed.tcp_flags & (tcp::FLAG_SYN | tcp::FLAG_ACK | tcp::FLAG_RST) == tcp::FLAG_SYN;
+    match packet::proxy::tcp_seq(frame, parsed) {
+        Some(seq) if opening => Ok(ProxyStream::starting_after(seq)),
+        _ => Err(DropReason::ProxyStartUnseen),
     }
 }
 

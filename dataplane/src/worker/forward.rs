@@ -98,9 +98,15 @@ impl PathState {
             }
         }
         let mtu = inner_mtu(entry, &parsed.key);
-        if exceeds(mtu, parsed.ip_total_len) {
+        let grows = if entry.proxy.is_some() {
+            self.proxy_growth(frame, parsed, entry)
+        } else {
+            0
+        };
+        if exceeds(mtu, parsed.ip_total_len + grows) {
             let from = answering_address(&parsed.key, entry);
-            return self.refuse_too_big(frame, parsed, ingress, mtu, from, now);
+            let fits = mtu.saturating_sub(grows as u16);
+            return self.refuse_too_big(frame, parsed, ingress, fits, from, now);
         }
         // A client's flow keeps its reply expected on every worker; once a
         // second is enough (the entry outlives the flow's idle timeout).
@@ -127,6 +133,9 @@ impl PathState {
             L4Checksum::Completed => self.stats.partial_checksums += 1,
         }
         self.count(entry.listener, entry.backend, bytes);
+        if entry.proxy.is_some() {
+            return self.send_proxied(frame, parsed, entry, now);
+        }
         self.send_flow(frame, parsed.l3_offset, parsed.ip_total_len, entry)
     }
 
@@ -330,6 +339,7 @@ pub fn carry_over(snapshot: &Snapshot, key: &FlowKey, entry: &mut FlowEntry) -> 
 #[inline]
 fn cacheable(parsed: &Parsed, entry: &FlowEntry) -> bool {
     entry.packets >= 2
+        && entry.proxy.is_none()
         && !entry.closing
         && !entry.syn_only
         && entry.l2_version != PROVISIONAL_L2

@@ -25,6 +25,7 @@ mod icmp;
 mod modes;
 mod path;
 mod plan;
+mod proxy;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};

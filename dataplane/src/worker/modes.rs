@@ -22,7 +22,7 @@ use super::plan::{binding_held, forward_key, Shape};
 use crate::drop_reason::DropReason;
 use crate::flow::{Cached, Direction, FlowEntry, FlowTable};
 use crate::neighbor::L2Table;
-use crate::packet::{self, FlowKey};
+use crate::packet::{self, FlowKey, ProxyStream};
 use crate::snat::{Binding, SnatTable};
 
 impl PathState {
@@ -39,6 +39,7 @@ impl PathState {
         listener: u32,
         backend: (IpAddr, u16),
         ifindex: u32,
+        proxy: Option<ProxyStream>,
         now: u64,
     ) -> Result<(IpAddr, u16), DropReason> {
         let Some(snat) = &mut self.snat else {
@@ -66,6 +67,7 @@ impl PathState {
             client: (key.src, key.src_port),
             vip: (key.dst, key.dst_port),
             backend,
+            proxy,
         };
         let ttl = self.reply_ttl.of_protocol(key.protocol);
         let port = snat.table.allocate(
@@ -110,7 +112,12 @@ impl PathState {
         let index = backends
             .iter()
             .position(|b| (b.endpoint.address, b.endpoint.port) == binding.backend)?;
-        Some(((address, port), index as u32, binding.backend))
+        Some(ExistingBinding {
+            snat: (address, port),
+            backend: index as u32,
+            endpoint: binding.backend,
+            proxy: binding.proxy,
+        })
     }
 
     /// A backend's answer to an SNAT binding, reversed, when a live
@@ -149,9 +156,14 @@ impl PathState {
     }
 }
 
-/// A client flow's binding found in the shared tables: its SNAT
-/// (address, port), its backend's index in the listener, the backend.
-pub(super) type ExistingBinding = ((IpAddr, u16), u32, (IpAddr, u16));
+/// A client flow's binding found in the shared tables.
+pub(super) struct ExistingBinding {
+    pub(super) snat: (IpAddr, u16),
+    /// Index into the listener's backends.
+    pub(super) backend: u32,
+    pub(super) endpoint: (IpAddr, u16),
+    pub(super) proxy: Option<ProxyStream>,
+}
 
 /// A backend's answer to a full-NAT flow, reversed.
 pub(super) struct SnatReply {
@@ -159,6 +171,7 @@ pub(super) struct SnatReply {
     pub(super) client: (IpAddr, u16),
     pub(super) listener: u32,
     pub(super) backend: u32,
+    pub(super) proxy: Option<ProxyStream>,
 }
 
 fn reverse_binding(
@@ -185,6 +198,7 @@ fn reverse_binding(
         client: binding.client,
         listener: listener.id().as_u32(),
         backend,
+        proxy: binding.proxy,
     })
 }
 

@@ -409,6 +409,12 @@ impl PathState {
                     Verdict::Drop
                 }
             }
+            // The backend would answer a segment of a connection it does
+            // not know with a reset; so does the node, for the backend.
+            DropReason::ProxyStartUnseen => {
+                self.drop_for_listener(snapshot, &parsed.key, reason);
+                reset(frame, parsed, ingress)
+            }
             reason => self.drop_packet(reason),
         }
     }

@@ -74,6 +74,13 @@ impl PacketIo for ReplayIo {
                         outcome.transmitted += 1;
                     }
                 }
+                Verdict::TransmitSpliced { splice, .. } => {
+                    let len = self.scratch.len();
+                    self.scratch.resize(len + splice.header.len() + 4, 0);
+                    if packet::proxy::splice(&mut self.scratch, len, &splice).is_some() {
+                        outcome.transmitted += 1;
+                    }
+                }
                 _ => {}
             }
         }

@@ -62,6 +62,7 @@ fn entry(i: usize) -> FlowEntry {
         closing: false,
         cached: Default::default(),
         cached_at: 0,
+        proxy: None,
     }
 }
 
