@@ -8,8 +8,9 @@ RELEASE := target/release
 # What the build and the tests need from Debian (see the README and
 # docs/operations.md): clang/llvm/libbpf for the XDP program,
 # libelf/zlib/m4/pkg-config for libxdp (built from source by xsk-rs),
-# iproute2 for the namespace tests.
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping
+# iproute2 for the namespace tests; curl and nginx (with its stream
+# module) as the PROXY protocol client and backends of vm-tests.
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping curl nginx libnginx-mod-stream
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 

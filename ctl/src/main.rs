@@ -650,7 +650,10 @@ fn render_flows(r: &FlowsReport) -> String {
             f.protocol.clone(),
             f.client.clone(),
             f.vip.clone(),
-            f.mode.clone(),
+            match &f.proxy {
+                Some(proxy) => format!("{} (proxy {proxy})", f.mode),
+                None => f.mode.clone(),
+            },
             f.snat.clone().unwrap_or_else(|| "-".to_owned()),
             // An encapsulated flow's backend, and the header it is sent in.
             match &f.outer {
@@ -716,6 +719,12 @@ fn render_explain(r: &ExplainReport) -> String {
             ]);
             if let Some(outer) = &e.outer {
                 rows.add_row(vec![String::new(), format!("sent inside {outer}")]);
+            }
+            if let Some(proxy) = &e.proxy {
+                rows.add_row(vec![
+                    String::new(),
+                    format!("PROXY protocol header {proxy}"),
+                ]);
             }
         }
         None => {
@@ -1117,6 +1126,7 @@ mod tests {
                 outer: None,
                 mode: "fullnat".into(),
                 snat: Some("198.18.2.1:10007".into()),
+                proxy: None,
             }],
         });
         row(
@@ -1160,6 +1170,20 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_with_a_proxy_header_says_whether_the_backend_has_it() {
+        let text = render_flows(&FlowsReport {
+            flows: vec![FlowInfo {
+                protocol: "TCP".into(),
+                mode: "fullnat".into(),
+                snat: Some("198.18.2.1:10007".into()),
+                proxy: Some("v2 sent".into()),
+                ..FlowInfo::default()
+            }],
+        });
+        row(&text, &["fullnat (proxy v2 sent)", "198.18.2.1:10007"]);
+    }
+
+    #[test]
     fn explain_shows_the_tracked_flow_the_new_decision_and_why() {
         let text = render_explain(&ExplainReport {
             protocol: "TCP".into(),
@@ -1178,6 +1202,7 @@ mod tests {
                 bytes: 700,
                 stale: true,
                 outer: Some("ipip 172.16.18.52 -> 198.18.2.21".into()),
+                proxy: Some("v2 acknowledged".into()),
             }),
             new_flow: NewFlowDecision {
                 backend: Some("198.18.2.22:8080".into()),
@@ -1208,6 +1233,7 @@ mod tests {
         );
         row(&text, &["age 3.0s", "7 packets", "700 bytes"]);
         row(&text, &["sent inside ipip 172.16.18.52 -> 198.18.2.21"]);
+        row(&text, &["PROXY protocol header v2 acknowledged"]);
         row(&text, &["new flow", "198.18.2.22:8080"]);
         row(&text, &["slot", "5 of 7", "0xdeadbeef"]);
         row(

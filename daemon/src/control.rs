@@ -29,7 +29,7 @@ use switchyard_dataplane::fast_path::{CacheView, FastPath};
 use switchyard_dataplane::flow::{Cached, Direction, FlowEntry};
 use switchyard_dataplane::flow_scan::FlowRecord;
 use switchyard_dataplane::latency::{Distribution, LatencySnapshot};
-use switchyard_dataplane::packet::FlowKey;
+use switchyard_dataplane::packet::{FlowKey, ProxyStream};
 use switchyard_dataplane::worker::{self, WorkerRequest, WorkerStats};
 use switchyard_xdp::FastCounters;
 
@@ -578,6 +578,7 @@ pub fn flows_report(
         outer: Option<String>,
         mode: String,
         snat: Option<String>,
+        proxy: Option<ProxyStream>,
     }
     let mut merged: HashMap<(u8, String, String, String), Merged> = HashMap::new();
     for record in records {
@@ -643,6 +644,13 @@ pub fn flows_report(
         if row.outer.is_none() {
             row.outer = record.entry.outer_header();
         }
+        // Either direction may have seen the backend acknowledge it.
+        if let Some(stream) = record.entry.proxy {
+            row.proxy = Some(match row.proxy {
+                Some(seen) if seen.delivered => seen,
+                _ => stream,
+            });
+        }
         // Two workers can hold one 5-tuple (a reply pre-installed on one);
         // the cache entry is counted with the worker that installed it.
         if record.entry.cached != Cached::No {
@@ -682,6 +690,7 @@ pub fn flows_report(
             outer: m.outer,
             mode: m.mode,
             snat: m.snat,
+            proxy: m.proxy.map(proxy_state),
         })
         .collect();
     flows.sort_by(|a, b| {
@@ -690,6 +699,15 @@ pub fn flows_report(
             .then_with(|| a.client.cmp(&b.client))
     });
     FlowsReport { flows }
+}
+
+/// How `yardctl` names where a flow's PROXY header is.
+fn proxy_state(stream: ProxyStream) -> String {
+    if stream.delivered {
+        "v2 acknowledged".to_owned()
+    } else {
+        "v2 sent".to_owned()
+    }
 }
 
 /// The listener serving client flow `key`'s VIP.
@@ -792,6 +810,7 @@ pub fn explain_report(
             packets: r.entry.packets,
             bytes: r.entry.bytes,
             stale: r.entry.generation != snapshot.generation(),
+            proxy: r.entry.proxy.map(proxy_state),
         });
     let vip = endpoint(key.dst, key.dst_port);
     let mut report = ExplainReport {

@@ -806,11 +806,18 @@ fn proxied_connection(family: &Family) {
         segment(FROM_CLIENT, client, vip, seq, ack, flags, &[], payload)
     };
 
-    let syn = read_tcp(&owner.send(0, from_client(1000, None, "S", &[])).unwrap().1);
+    // Data on the SYN (TCP Fast Open) would go ahead of the header: the
+    // SYN goes without it, and the client sends it again after.
+    let syn = read_tcp(
+        &owner
+            .send(0, from_client(1000, None, "S", b"tfo"))
+            .unwrap()
+            .1,
+    );
     assert_eq!(
         (syn.seq, syn.seen.payload.len()),
         (1000, 0),
-        "a SYN goes as it came"
+        "a SYN without its data"
     );
     let (snat, backend) = (syn.seen.src, syn.seen.dst);
     let from_backend = |seq, ack, flags, options: &[TcpOptionElement]| {

@@ -478,6 +478,11 @@ pub struct FlowInfo {
     /// `fullnat`: the `address:port` the backend sees the flow come from.
     #[serde(default)]
     pub snat: Option<String>,
+    /// A `fullnat` TCP flow whose backend reads a PROXY protocol header:
+    /// whether the backend has acknowledged it (`v2 acknowledged`) or not
+    /// yet (`v2 sent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -528,6 +533,9 @@ pub struct ExistingFlow {
     /// The outer header of an encapsulated flow, as in `FlowInfo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outer: Option<String>,
+    /// The PROXY protocol header, as in `FlowInfo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub mod encap;
 pub mod fullnat;
 pub mod link;
 pub mod netns;
+pub mod nginx;
 pub mod policy;
 pub mod poll;
 pub mod process;

@@ -115,6 +115,14 @@ impl ProxyHeader {
         })
     }
 
+    /// No bytes: a splice that only cuts the frame short.
+    pub const fn none() -> Self {
+        Self {
+            bytes: [0; MAX_LEN],
+            len: 0,
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }
@@ -209,7 +217,7 @@ pub fn to_backend(
         return None;
     }
     if carries_header(frame, parsed, stream) {
-        grow_ip_length(frame, parsed, header.len())?;
+        change_ip_length(frame, parsed, header.len() as isize)?;
         let segment = frame.get_mut(l4..)?;
         let fixed = segment.first_chunk_mut::<{ tcp::MIN_HEADER_LEN }>()?;
         // The payload starts on an even offset of the segment and the
@@ -230,6 +238,27 @@ pub fn to_backend(
     let checksum = read_u16::<{ tcp::CHECKSUM }, _>(fixed);
     write_u16::<{ tcp::CHECKSUM }, _>(fixed, adjust(checksum, diff_u32(seq, moved)));
     None
+}
+
+/// A client's SYN carrying data (TCP Fast Open), already translated to
+/// leave from `src` to `dst`: its data would reach the backend ahead of the
+/// header, so the SYN goes without it (IP length and checksum made ready
+/// for the frame to end at the returned offset). The backend's SYN-ACK then
+/// acknowledges the SYN alone, and the client sends its data again, after
+/// the handshake, where the header goes. `None` for any other segment.
+pub fn drop_syn_data(frame: &mut [u8], parsed: &Parsed, src: IpAddr, dst: IpAddr) -> Option<usize> {
+    if parsed.tcp_flags & tcp::FLAG_SYN == 0 {
+        return None;
+    }
+    let (l4, len) = tcp_header(frame, parsed)?;
+    let ip_end = parsed.l3_offset + parsed.ip_total_len;
+    let data = ip_end - (l4 + len);
+    if data == 0 {
+        return None;
+    }
+    change_ip_length(frame, parsed, -(data as isize))?;
+    super::partial::complete(frame.get_mut(l4..)?, ipv4::PROTOCOL_TCP, len, src, dst);
+    Some(l4 + len)
 }
 
 /// Edits a backend's segment, already translated, for its client's stream
@@ -339,18 +368,19 @@ fn read_at16(bytes: &[u8], at: usize) -> u16 {
         .map_or(0, u16::from_be_bytes)
 }
 
-/// Grows the IP packet's length field by `by` bytes (and the IPv4 header
-/// checksum with it).
-fn grow_ip_length(frame: &mut [u8], parsed: &Parsed, by: usize) -> Option<()> {
+/// Changes the IP packet's length field by `by` bytes (and the IPv4
+/// header checksum with it).
+fn change_ip_length(frame: &mut [u8], parsed: &Parsed, by: isize) -> Option<()> {
     let ip = frame.get_mut(parsed.l3_offset..)?;
+    let changed = |old: u16| u16::try_from(i64::from(old) + by as i64).ok();
     if parsed.key.is_ipv6() {
         let hdr = ip.first_chunk_mut::<{ ipv6::HEADER_LEN }>()?;
         let old = read_u16::<{ ipv6::PAYLOAD_LEN }, _>(hdr);
-        write_u16::<{ ipv6::PAYLOAD_LEN }, _>(hdr, old.checked_add(by as u16)?);
+        write_u16::<{ ipv6::PAYLOAD_LEN }, _>(hdr, changed(old)?);
     } else {
         let hdr = ip.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()?;
         let old = read_u16::<{ ipv4::TOTAL_LEN }, _>(hdr);
-        let new = old.checked_add(by as u16)?;
+        let new = changed(old)?;
         write_u16::<{ ipv4::TOTAL_LEN }, _>(hdr, new);
         let checksum = read_u16::<{ ipv4::CHECKSUM }, _>(hdr);
         write_u16::<{ ipv4::CHECKSUM }, _>(hdr, update_u16(checksum, old, new));

@@ -131,6 +131,28 @@ fn syns_and_resets_carry_no_header() {
 }
 
 #[test]
+fn a_syn_s_data_stays_behind_for_the_stream_after_the_header() {
+    let mss = vec![2, 4, 5, 0xb4];
+    let mut frame = tcp(1000, 0, 0x02, mss.clone(), b"early data").build();
+    let parsed = parse(&frame).unwrap();
+    let (src, dst) = (parsed.key.src, parsed.key.dst);
+    let at = drop_syn_data(&mut frame, &parsed, src, dst).expect("a SYN with data");
+    let len = frame.len();
+    let cut = Splice {
+        at: at as u16,
+        end: at as u16,
+        header: ProxyHeader::none(),
+        tag: TagEdit::Kept,
+    };
+    let new_len = splice(&mut frame, len, &cut).unwrap();
+    frame.truncate(new_len);
+    assert_eq!(frame, tcp(1000, 0, 0x02, mss.clone(), &[]).build());
+    let mut plain = tcp(1000, 0, 0x02, mss, &[]).build();
+    let parsed = parse(&plain).unwrap();
+    assert_eq!(drop_syn_data(&mut plain, &parsed, src, dst), None);
+}
+
+#[test]
 fn a_syn_ack_announces_an_mss_the_header_fits_beside() {
     // NOP NOP, MSS 1460, window scale 7, NOP.
     let options = vec![1, 1, 2, 4, 0x05, 0xb4, 3, 3, 7, 1, 1, 1];

@@ -11,6 +11,8 @@
 //! carries it again (a client that only acknowledges the backend's data
 //! sends nothing else at the stream's start).
 
+use switchyard_wire::tcp;
+
 use super::path::{secs, Egress, PathState, TCP};
 use crate::flow::{Direction, FlowEntry};
 use crate::io::Verdict;
@@ -44,10 +46,19 @@ impl PathState {
         parsed: &Parsed,
         entry: &mut FlowEntry,
         now: u64,
-    ) -> Option<(usize, ProxyHeader)> {
+    ) -> Option<Spliced> {
         let stream = entry.proxy.as_mut()?;
         let key = &parsed.key;
         match entry.direction {
+            Direction::ToBackend if parsed.tcp_flags & tcp::FLAG_SYN != 0 => {
+                let (src, dst) = (entry.rewrite.ip_src, entry.rewrite.ip_dst);
+                let at = proxy::drop_syn_data(frame, parsed, src, dst)?;
+                Some(Spliced {
+                    at,
+                    end: at,
+                    header: ProxyHeader::none(),
+                })
+            }
             Direction::ToBackend => {
                 if !stream.delivered && proxy::carries_header(frame, parsed, stream) {
                     // The answers may have reached another worker, which
@@ -62,7 +73,11 @@ impl PathState {
                 }
                 let header = ProxyHeader::new((key.src, key.src_port), (key.dst, key.dst_port))?;
                 let at = proxy::to_backend(frame, parsed, stream, &header)?;
-                Some((at, header))
+                Some(Spliced {
+                    at,
+                    end: parsed.l3_offset + parsed.ip_total_len,
+                    header,
+                })
             }
             Direction::ToClient => {
                 let acked = proxy::to_client(frame, parsed, stream, header_len(key.is_ipv6()));
@@ -93,18 +108,17 @@ impl PathState {
         }
     }
 
-    /// Sends a segment `edit_proxied` readied for `header` at `at`: out of
-    /// the flow's egress, the header inserted by the packet I/O.
+    /// Sends a segment `edit_proxied` readied: out of the flow's egress,
+    /// the header inserted (or the frame cut short) by the packet I/O.
     #[inline(never)]
     pub(super) fn send_spliced(
         &mut self,
         frame: &mut [u8],
         parsed: &Parsed,
         entry: &FlowEntry,
-        (at, header): (usize, ProxyHeader),
+        Spliced { at, end, header }: Spliced,
     ) -> Verdict {
-        let end = parsed.l3_offset + parsed.ip_total_len;
-        let ip_len = parsed.ip_total_len + header.len();
+        let ip_len = end - parsed.l3_offset + header.len();
         let (port, tag) = match self.send(frame, parsed.l3_offset, ip_len, Egress::of(entry)) {
             Verdict::Transmit(port) => (port, TagEdit::Kept),
             Verdict::TransmitPushed { port, tag } => (port, TagEdit::Push(tag)),
@@ -114,7 +128,9 @@ impl PathState {
         let (Ok(at), Ok(end)) = (u16::try_from(at), u16::try_from(end)) else {
             return self.drop_packet(crate::drop_reason::DropReason::FrameTooBig);
         };
-        self.stats.proxy_headers += 1;
+        if !header.is_empty() {
+            self.stats.proxy_headers += 1;
+        }
         Verdict::TransmitSpliced {
             port,
             splice: Splice {
@@ -125,4 +141,12 @@ impl PathState {
             },
         }
     }
+}
+
+/// A segment's bytes from `at` to `end` (the end of its IP packet, or `at`
+/// itself to cut the frame short there) go after `header`.
+pub(super) struct Spliced {
+    at: usize,
+    end: usize,
+    header: ProxyHeader,
 }
