@@ -299,6 +299,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::ConfigCheck(r) => serde_json::to_string_pretty(r),
             Response::ConfigDiff(r) => serde_json::to_string_pretty(r),
             Response::Latency(r) => serde_json::to_string_pretty(r),
+            Response::ApplyCluster(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -323,6 +324,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Response::ConfigDiff(r) => config_check::render_diff(&r),
         Response::Latency(r) => latency::render_latency(&r),
+        // yardctl never asks for it: switchyard-kube does.
+        Response::ApplyCluster(r) => format!("{:?}: generation {}\n", r.outcome, r.generation),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)

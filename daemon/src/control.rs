@@ -155,6 +155,9 @@ fn answer(state: &ControlState, request: &Request) -> Response {
             config_check::diff(state, candidate).map(Response::ConfigDiff)
         }
         Request::Stats => stats(state).map(Response::Stats),
+        Request::ApplyCluster(_) => Err(
+            "this daemon reads its config from a file: start it with --cluster to take a cluster's objects from switchyard-kube".to_owned(),
+        ),
         Request::Flows => inventory::query_flows(state, &FlowQuery::default()).map(Response::Flows),
         Request::Latency => latency(state).map(|snapshots| {
             Response::Latency(LatencyReport {

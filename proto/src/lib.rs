@@ -65,6 +65,9 @@ pub enum Request {
     /// Per-worker batch latency, packets per batch and control-serving
     /// time distributions.
     Latency,
+    /// A cluster's objects, from `switchyard-kube`: resolved and applied as
+    /// a config file's would be, answered with the statuses to write back.
+    ApplyCluster(ClusterConfig),
 }
 
 /// Largest config file `config check` and `config diff` send. The contents
@@ -77,6 +80,62 @@ pub const MAX_CANDIDATE_CONFIG_BYTES: usize = 4 << 20;
 /// error naming this limit. Room for the largest candidate config after JSON
 /// escaping (a newline escapes to two bytes; YAML is mostly plain text).
 pub const MAX_REQUEST_BYTES: usize = 2 * MAX_CANDIDATE_CONFIG_BYTES + (64 << 10);
+
+/// Largest resource set `ApplyCluster` carries: a cluster's objects of the
+/// kinds Switchyard reads (EndpointSlices and Pods of a large cluster take
+/// most of it).
+pub const MAX_CLUSTER_CONFIG_BYTES: usize = 16 << 20;
+
+/// A cluster's objects as `switchyard-kube` sees them, complete (every
+/// watch has listed since it last started): the text a config file would
+/// hold for them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    /// Where the objects come from, for `yardctl config status` and in
+    /// errors: e.g. `cluster https://10.96.0.1:443`.
+    pub source: String,
+    /// The objects as one multi-document YAML text (a JSON object is a
+    /// YAML document), each with `apiVersion`, `kind`, `metadata` (name,
+    /// namespace, labels, generation) and `spec` (and what else a config
+    /// file's object of that kind reads, e.g. an EndpointSlice's
+    /// `endpoints`).
+    pub contents: String,
+}
+
+/// What became of an `ApplyCluster` request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterApplyOutcome {
+    /// Resolved, programmed and running as `generation`.
+    Applied,
+    /// The same objects as running: nothing changed.
+    Unchanged,
+    /// Invalid, or could not be programmed: the running config stays
+    /// (`error` says why).
+    Refused,
+}
+
+/// The daemon's answer to `ApplyCluster`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterApplyReport {
+    pub outcome: ClusterApplyOutcome,
+    /// Generation of the config running after the request.
+    pub generation: u64,
+    /// Why the update was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// What resolution had to say about the running config (one line each).
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+    /// The status of every object Switchyard is responsible for under the
+    /// running config, one `{apiVersion, kind, metadata: {namespace, name},
+    /// status}` each, as `switchyard_config::status::ResourceStatus`
+    /// serializes (conditions carry `observedGeneration`, never
+    /// `lastTransitionTime`: the writer stamps it when a condition
+    /// changes).
+    #[serde(default)]
+    pub statuses: Vec<serde_json::Value>,
+}
 
 /// A config file as the operator named it, with its contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +160,7 @@ pub enum Response {
     ConfigCheck(ConfigCheckReport),
     ConfigDiff(ConfigDiffReport),
     Latency(LatencyReport),
+    ApplyCluster(ClusterApplyReport),
     Error {
         message: String,
     },
