@@ -27,13 +27,33 @@ pub const RULES: &[Rule] = &[
     Rule::NoWorkspaceDeps("switchyard-proto"),
     Rule::ClosureExcludes(
         "switchyard-daemon",
-        &["yardctl", "ratatui", "crossterm", "comfy-table"],
+        &[
+            "yardctl",
+            "ratatui",
+            "crossterm",
+            "comfy-table",
+            // The appliance builds and runs without the kube sidecar.
+            "switchyard-kube",
+            "kube",
+            "k8s-openapi",
+        ],
     ),
     Rule::ClosureExcludes(
         "switchyard-dataplane",
         &["switchyard-daemon", "yardctl", "switchyard-proto"],
     ),
     Rule::NoDependents("yardctl"),
+    Rule::NoDependents("switchyard-kube"),
+    // The sidecar hands objects to the daemon, which resolves them: one
+    // resolution path, so the sidecar never links the resolver.
+    Rule::ClosureExcludes(
+        "switchyard-kube",
+        &[
+            "switchyard-config",
+            "switchyard-daemon",
+            "switchyard-dataplane",
+        ],
+    ),
     Rule::AcyclicWorkspace,
 ];
 
