@@ -88,6 +88,13 @@ pub async fn watch_kind(
                 }
                 to_change(event)
             }
+            Err(error) if is_gone(&error) => {
+                // Routine: the watch fell behind the server's history. The
+                // watcher relists; the kind's last complete set stands in
+                // until that list completes.
+                log::info!("watch of {} expired (410 Gone): relisting", kind.kind);
+                continue;
+            }
             Err(error) => {
                 // Once per outage at warn: the stream retries with backoff,
                 // and every failed attempt would log again.
@@ -125,6 +132,14 @@ async fn discover(client: &Client, kind: &WatchedKind) -> Result<Option<ApiResou
         }
     }
     Ok(None)
+}
+
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
 }
 
 fn to_change(event: Event<DynamicObject>) -> Option<Change> {
