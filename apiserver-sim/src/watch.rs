@@ -163,7 +163,8 @@ pub(crate) fn serve(
                         }
                     }
                 }
-                cursor = state.store.revision();
+                // A start newer than the store waits for it to catch up.
+                cursor = cursor.max(state.store.revision());
                 let now = Instant::now();
                 if !batch.is_empty() {
                     break;
