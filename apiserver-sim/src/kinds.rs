@@ -330,6 +330,69 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Aggregated discovery (`apidiscovery.k8s.io/v2`): every group with
+    /// its versions and resources in one document, `/api` for the core
+    /// group and `/apis` for the others.
+    pub fn aggregated(&self, core: bool) -> Value {
+        let mut groups: Vec<(&'static str, Vec<&'static str>)> = if core {
+            vec![("", vec!["v1"])]
+        } else {
+            self.groups()
+        };
+        groups.retain(|(group, _)| group.is_empty() == core);
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .into_iter()
+                    .map(|version| {
+                        json!({
+                            "version": version,
+                            "resources": self.resource_discovery(group, version),
+                            "freshness": "Current",
+                        })
+                    })
+                    .collect();
+                json!({"metadata": {"name": group}, "versions": versions})
+            })
+            .collect();
+        json!({
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        })
+    }
+
+    fn resource_discovery(&self, group: &str, version: &str) -> Vec<Value> {
+        self.kinds
+            .iter()
+            .filter(|k| k.group == group && k.serves(version))
+            .map(|kind| {
+                let response_kind = json!({"group": group, "version": version, "kind": kind.kind});
+                let subresources: Vec<Value> = if kind.status_subresource {
+                    vec![json!({
+                        "subresource": "status",
+                        "responseKind": response_kind,
+                        "verbs": ["get", "patch", "update"],
+                    })]
+                } else {
+                    Vec::new()
+                };
+                json!({
+                    "resource": kind.plural,
+                    "responseKind": response_kind,
+                    "scope": if kind.namespaced { "Namespaced" } else { "Cluster" },
+                    "singularResource": kind.singular,
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    "subresources": subresources,
+                })
+            })
+            .collect()
+    }
+}
+
 fn group_document(group: &str, versions: &[&str]) -> Value {
     let versions: Vec<Value> = versions
         .iter()

@@ -31,7 +31,17 @@ enum Target<'a> {
 }
 
 impl Shared {
-    fn target(&self, path: &str) -> Result<Target<'_>, ApiError> {
+    fn target(&self, request: &Request) -> Result<Target<'_>, ApiError> {
+        // Aggregated discovery is asked for by media type, on the same paths.
+        let aggregated = request
+            .header("accept")
+            .is_some_and(|accept| accept.contains("as=APIGroupDiscoveryList"));
+        match request.path.trim_end_matches('/') {
+            "/api" if aggregated => return Ok(Target::Document(self.catalog.aggregated(true))),
+            "/apis" if aggregated => return Ok(Target::Document(self.catalog.aggregated(false))),
+            _ => {}
+        }
+        let path = request.path.as_str();
         let segments: Vec<&str> = path
             .trim_matches('/')
             .split('/')
@@ -124,7 +134,7 @@ impl Shared {
         request: &Request,
         responder: &mut Responder,
     ) -> io::Result<Result<(u16, Value), ApiError>> {
-        let target = match self.target(&request.path) {
+        let target = match self.target(request) {
             Ok(target) => target,
             Err(error) => return Ok(Err(error)),
         };

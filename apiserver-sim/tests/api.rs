@@ -171,6 +171,56 @@ fn discovery_names_every_served_kind_with_its_status_subresource() {
 }
 
 #[test]
+fn aggregated_discovery_lists_groups_versions_and_resources_at_once() {
+    let server = server();
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let ask = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .unwrap_or("");
+        serde_json::from_str::<Value>(body).unwrap()
+    };
+    let apis = ask("/apis");
+    assert_eq!(apis["kind"], "APIGroupDiscoveryList");
+    let gateway = apis["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "gateway.networking.k8s.io")
+        .expect("the Gateway API group");
+    assert_eq!(gateway["versions"][0]["version"], "v1");
+    let gateways = gateway["versions"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resource"] == "gateways")
+        .expect("gateways");
+    assert_eq!(gateways["scope"], "Namespaced");
+    assert_eq!(gateways["responseKind"]["kind"], "Gateway");
+    assert_eq!(gateways["subresources"][0]["subresource"], "status");
+    let core = ask("/api");
+    assert_eq!(core["items"][0]["metadata"]["name"], "");
+    assert_eq!(
+        core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[test]
 fn routes_served_as_v1alpha2_only_are_absent_from_v1() {
     let server = server_with(Options {
         catalog: CatalogOptions {
