@@ -105,6 +105,7 @@ impl ApiServer {
             bookmark_interval: options.bookmark_interval,
             state_file: options.state_file.clone(),
             server_url: Mutex::new(String::new()),
+            delay: Mutex::new(Duration::ZERO),
         });
         let mut server = ApiServer {
             shared,
@@ -210,6 +211,12 @@ impl ApiServer {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Makes every API answer (not the `/_sim` controls) wait `delay`
+    /// first, as an overloaded server does; zero ends it.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().unwrap_or_else(|p| p.into_inner()) = delay;
     }
 
     /// Cuts every open connection (watches included) and keeps serving, as

@@ -2,6 +2,7 @@
 //! subresources, and the `/_sim` controls, answered from the shared state.
 
 use std::io;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -312,6 +313,16 @@ impl Shared {
         .map(|(code, object)| (code, kind.typed(version, object)))
     }
 
+    fn delayed_api(
+        &self,
+        request: &Request,
+        responder: &mut Responder,
+    ) -> io::Result<Result<(u16, Value), ApiError>> {
+        let delay = *self.delay.lock().unwrap_or_else(|p| p.into_inner());
+        std::thread::sleep(delay);
+        self.api(request, responder)
+    }
+
     fn simulator(&self, request: &Request) -> Result<(u16, Value), ApiError> {
         match (request.method.as_str(), request.path.trim_end_matches('/')) {
             ("POST", "/_sim/compact") => Ok((200, json!({"compactedAt": self.compact()}))),
@@ -342,6 +353,15 @@ impl Shared {
                 self.connections.disconnect_all(Some(request.connection));
                 Ok((200, json!({})))
             }
+            ("POST", "/_sim/delay") => {
+                let milliseconds = request
+                    .param("ms")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .ok_or_else(|| ApiError::BadRequest("POST /_sim/delay?ms=N".to_owned()))?;
+                *self.delay.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Duration::from_millis(milliseconds);
+                Ok((200, json!({"delayMs": milliseconds})))
+            }
             ("GET", "/_sim/state") => {
                 let state = self.lock();
                 Ok((
@@ -369,7 +389,7 @@ impl Handler for Shared {
             )),
             "/healthz" | "/readyz" | "/livez" => return responder.send(200, "text/plain", b"ok"),
             path if path.starts_with("/_sim/") => self.simulator(request),
-            _ => match self.api(request, responder)? {
+            _ => match self.delayed_api(request, responder)? {
                 Ok((0, _)) => return Ok(()),
                 other => other,
             },

@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub bookmark_interval: Duration,
     pub state_file: Option<PathBuf>,
     pub server_url: Mutex<String>,
+    /// How long every API answer waits first: a slow server.
+    pub delay: Mutex<Duration>,
 }
 
 impl Shared {

@@ -20,6 +20,9 @@ use crate::store::{Change, ChangeType};
 /// sets no timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Longer timeouts are cut to this, so that no deadline overflows.
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+
 /// The annotation on the bookmark that ends a watch's initial events
 /// (KEP-3157, `sendInitialEvents=true`).
 const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
@@ -87,7 +90,7 @@ pub(crate) fn serve(
     };
     let bookmarks = request.flag("allowWatchBookmarks");
     let initial_events = request.flag("sendInitialEvents");
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + timeout.min(MAX_TIMEOUT);
     let event = |kind_of: &str, object: Value| json!({"type": kind_of, "object": kind.typed(version, object)});
     let bookmark = |revision: u64, initial_end: bool| {
         let mut metadata = json!({"resourceVersion": revision.to_string()});

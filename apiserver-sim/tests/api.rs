@@ -541,6 +541,23 @@ fn bookmarks_carry_the_latest_resource_version() {
 }
 
 #[test]
+fn absurd_watch_parameters_are_answered_not_fatal() {
+    let server = server();
+    let mut endless = server
+        .client()
+        .watch(&format!("{GATEWAYS}?watch=1&timeoutSeconds={}", u64::MAX))
+        .unwrap();
+    assert_eq!(endless.status, 200);
+    server.apply(gateway("a", 80)).unwrap();
+    assert_eq!(events(&mut endless, 1)[0]["type"], "ADDED");
+    let bad = server
+        .client()
+        .watch(&format!("{GATEWAYS}?watch=1&resourceVersion=abc"))
+        .unwrap();
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
 fn watch_older_than_the_history_gets_a_410_expired_error_event() {
     let server = server();
     let created = server.apply(gateway("a", 80)).unwrap();

@@ -226,5 +226,19 @@ fn sim_controls_compact_and_report_writes() {
             .status,
         200
     );
+
+    let delayed = client
+        .request("POST", "/_sim/delay?ms=300", None, b"")
+        .unwrap();
+    assert_eq!(delayed.json()["delayMs"], 300);
+    let started = std::time::Instant::now();
+    assert_eq!(client.get(LEASES).unwrap().status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "a slow server answers late"
+    );
+    client
+        .request("POST", "/_sim/delay?ms=0", None, b"")
+        .unwrap();
     assert_eq!(client.get("/_sim/requests").unwrap().json(), json!([]));
 }
