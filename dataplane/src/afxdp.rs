@@ -451,49 +451,19 @@ impl XskPorts {
                 // The tail moves rather than the head: xsk-rs keeps a
                 // descriptor's address private, so the frame cannot start
                 // in the headroom. A frame ends at least the XDP headroom
-                // (256 bytes) short of its chunk, so a frame of the
-                // link's MTU always has the 4 bytes.
-                Verdict::TransmitPushed { port, tag } if port < port_count => {
-                    let len = data.contents().len();
-                    data.cursor().set_pos(len + tag.len());
-                    match crate::packet::push_tag(data.contents_mut(), len, tag) {
-                        Some(_) => self.tx_pending[port].push(desc),
-                        None => {
-                            outcome.no_room += 1;
-                            self.free.push(desc);
-                        }
-                    }
-                }
-                // As for a tag: the tail moves. Outer headers take at most
-                // 66 bytes of the 256 the chunk has past a full frame.
-                Verdict::TransmitEncapsulated { port, head } if port < port_count => {
-                    let len = data.contents().len();
-                    data.cursor().set_pos(len + head.growth());
-                    match crate::packet::replace_head(data.contents_mut(), len, &head) {
-                        Some(new_len) => {
-                            data.cursor().set_pos(new_len);
-                            self.tx_pending[port].push(desc)
-                        }
-                        None => {
-                            outcome.no_room += 1;
-                            self.free.push(desc);
-                        }
-                    }
-                }
-                // As for a tag: the tail moves. A header takes at most 52
-                // bytes (plus a tag's 4) of the 256 past a full frame.
-                Verdict::TransmitSpliced { port, splice } if port < port_count => {
-                    let len = data.contents().len();
-                    data.cursor().set_pos(len + splice.header.len() + 4);
-                    match crate::packet::proxy::splice(data.contents_mut(), len, &splice) {
-                        Some(new_len) => {
-                            data.cursor().set_pos(new_len);
-                            self.tx_pending[port].push(desc)
-                        }
-                        None => {
-                            outcome.no_room += 1;
-                            self.free.push(desc);
-                        }
+                // (256 bytes) short of its chunk, so a frame of the link's
+                // MTU always has room for a tag (4 bytes), outer headers
+                // (at most 66) or a PROXY header (52, plus a tag's 4).
+                grows @ (Verdict::TransmitPushed { port, .. }
+                | Verdict::TransmitEncapsulated { port, .. }
+                | Verdict::TransmitSpliced { port, .. })
+                    if port < port_count =>
+                {
+                    if grow_tail(&mut data, grows) {
+                        self.tx_pending[port].push(desc)
+                    } else {
+                        outcome.no_room += 1;
+                        self.free.push(desc);
                     }
                 }
                 Verdict::TransmitPopped { port } if port < port_count => {
@@ -509,6 +479,35 @@ impl XskPorts {
                 _ => self.free.push(desc),
             }
         }
+    }
+}
+
+/// Lets a frame grow at its tail by what `verdict` adds (a tag, outer
+/// headers, a PROXY header) and applies it; false (the frame is not to be
+/// sent) when its chunk has no room.
+#[inline(always)]
+fn grow_tail(data: &mut xsk_rs::umem::frame::DataMut<'_>, verdict: Verdict) -> bool {
+    let len = data.contents().len();
+    let room = match verdict {
+        Verdict::TransmitPushed { tag, .. } => tag.len(),
+        Verdict::TransmitEncapsulated { head, .. } => head.growth(),
+        Verdict::TransmitSpliced { splice, .. } => splice.header.len() + 4,
+        _ => return true,
+    };
+    data.cursor().set_pos(len + room);
+    let buf = data.contents_mut();
+    let edited = match verdict {
+        Verdict::TransmitPushed { tag, .. } => crate::packet::push_tag(buf, len, tag),
+        Verdict::TransmitEncapsulated { head, .. } => crate::packet::replace_head(buf, len, &head),
+        Verdict::TransmitSpliced { splice, .. } => crate::packet::proxy::splice(buf, len, &splice),
+        _ => Some(len),
+    };
+    match edited {
+        Some(new_len) => {
+            data.cursor().set_pos(new_len);
+            true
+        }
+        None => false,
     }
 }
 

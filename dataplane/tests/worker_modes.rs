@@ -740,6 +740,11 @@ struct Tcp {
     sack: Vec<(u32, u32)>,
 }
 
+/// Sends `frame` in on `port` and reads the segment that leaves.
+fn passes(h: &mut Harness, port: usize, frame: Vec<u8>) -> Tcp {
+    read_tcp(&h.send(port, frame).expect("forwarded").1)
+}
+
 fn read_tcp(frame: &[u8]) -> Tcp {
     let seen = inspect(frame);
     let packet = SlicedPacket::from_ethernet(frame).unwrap();
@@ -808,12 +813,7 @@ fn proxied_connection(family: &Family) {
 
     // Data on the SYN (TCP Fast Open) would go ahead of the header: the
     // SYN goes without it, and the client sends it again after.
-    let syn = read_tcp(
-        &owner
-            .send(0, from_client(1000, None, "S", b"tfo"))
-            .unwrap()
-            .1,
-    );
+    let syn = passes(&mut owner, 0, from_client(1000, None, "S", b"tfo"));
     assert_eq!(
         (syn.seq, syn.seen.payload.len()),
         (1000, 0),
@@ -826,22 +826,12 @@ fn proxied_connection(family: &Family) {
     };
 
     let mss = [TcpOptionElement::MaximumSegmentSize(1460)];
-    let syn_ack = read_tcp(
-        &other
-            .send(1, from_backend(5000, 1001, "S", &mss))
-            .unwrap()
-            .1,
-    );
+    let syn_ack = passes(&mut other, 1, from_backend(5000, 1001, "S", &mss));
     assert_eq!((syn_ack.seen.src, syn_ack.seen.dst), (vip, client));
     assert_eq!(syn_ack.ack, 1001, "the SYN-ACK acknowledges the SYN alone");
     assert_eq!(syn_ack.mss, Some(1460 - len as u16));
 
-    let hello = read_tcp(
-        &owner
-            .send(0, from_client(1001, Some(5001), "", &[]))
-            .unwrap()
-            .1,
-    );
+    let hello = passes(&mut owner, 0, from_client(1001, Some(5001), "", &[]));
     assert_eq!(hello.seq, 1001);
     assert_eq!(
         hello.seen.payload, header,
@@ -849,53 +839,28 @@ fn proxied_connection(family: &Family) {
     );
 
     // Not yet acknowledged: the client's first data carries it again.
-    let data = read_tcp(
-        &owner
-            .send(0, from_client(1001, Some(5001), "P", b"GET"))
-            .unwrap()
-            .1,
-    );
+    let data = passes(&mut owner, 0, from_client(1001, Some(5001), "P", b"GET"));
     assert_eq!(data.seq, 1001);
     assert_eq!(data.seen.payload, [header.as_slice(), b"GET"].concat());
 
     // The backend acknowledges the header and the data; the client hears
     // of its own three bytes. The other worker says so for the owner.
-    let acked = read_tcp(
-        &other
-            .send(1, from_backend(5001, 1001 + len + 3, "", &[]))
-            .unwrap()
-            .1,
-    );
+    let acked = passes(&mut other, 1, from_backend(5001, 1001 + len + 3, "", &[]));
     assert_eq!(acked.ack, 1004);
-    let again = read_tcp(
-        &owner
-            .send(0, from_client(1001, Some(5001), "P", b"GET"))
-            .unwrap()
-            .1,
-    );
+    let again = passes(&mut owner, 0, from_client(1001, Some(5001), "P", b"GET"));
     assert_eq!(
         (again.seq, again.seen.payload.as_slice()),
         (1001 + len, b"GET".as_slice()),
         "delivered: a resent first segment only moves on"
     );
-    let more = read_tcp(
-        &owner
-            .send(0, from_client(1004, Some(5001), "P", b"more"))
-            .unwrap()
-            .1,
-    );
+    let more = passes(&mut owner, 0, from_client(1004, Some(5001), "P", b"more"));
     assert_eq!(more.seq, 1004 + len);
 
     let sack = [TcpOptionElement::SelectiveAcknowledgement(
         (1010 + len, 1020 + len),
         [Some((1030 + len, 1040 + len)), None, None],
     )];
-    let sacked = read_tcp(
-        &owner
-            .send(1, from_backend(5001, 1004 + len, "", &sack))
-            .unwrap()
-            .1,
-    );
+    let sacked = passes(&mut owner, 1, from_backend(5001, 1004 + len, "", &sack));
     assert_eq!(sacked.ack, 1004);
     assert_eq!(sacked.sack, vec![(1010, 1020), (1030, 1040)]);
 
