@@ -19,10 +19,12 @@ pub struct ApiResource {
     /// The resource name in URLs and RBAC rules.
     pub plural: &'static str,
     pub namespaced: bool,
-    /// The daemon reports status on objects of this kind (see
-    /// `switchyard_config::status`), which the sidecar writes through the
-    /// status subresource: RBAC grants `patch` and `update` on
-    /// `<plural>/status`, and nothing else that writes.
+    /// The sidecar writes the status the daemon reports on objects of this
+    /// kind (see `switchyard_config::status`) through the status
+    /// subresource: RBAC grants `patch` and `update` on `<plural>/status`,
+    /// and nothing else that writes. Kinds other controllers own (Service,
+    /// ServiceImport) are not written: what the daemon finds wrong with
+    /// them stays in its diagnostics.
     pub writes_status: bool,
 }
 
@@ -70,13 +72,20 @@ const fn resource(
 pub const WATCHED: &[ApiResource] = &[
     resource(
         GATEWAY_GROUP,
-        &["v1"],
+        &["v1", "v1beta1"],
         "GatewayClass",
         "gatewayclasses",
         false,
         true,
     ),
-    resource(GATEWAY_GROUP, &["v1"], "Gateway", "gateways", true, true),
+    resource(
+        GATEWAY_GROUP,
+        &["v1", "v1beta1"],
+        "Gateway",
+        "gateways",
+        true,
+        true,
+    ),
     // v1alpha2 where only the experimental channel's CRDs are installed.
     resource(
         GATEWAY_GROUP,
@@ -104,8 +113,7 @@ pub const WATCHED: &[ApiResource] = &[
     ),
     // Labels, for allowedRoutes namespace selectors.
     resource("", &["v1"], "Namespace", "namespaces", false, false),
-    // Conditions when resolution has a problem with one (externalIPs).
-    resource("", &["v1"], "Service", "services", true, true),
+    resource("", &["v1"], "Service", "services", true, false),
     resource(
         "discovery.k8s.io",
         &["v1"],
@@ -122,7 +130,7 @@ pub const WATCHED: &[ApiResource] = &[
         "ServiceImport",
         "serviceimports",
         true,
-        true,
+        false,
     ),
     resource(
         SWITCHYARD_GROUP,
