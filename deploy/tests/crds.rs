@@ -550,6 +550,7 @@ fn cel_cases() -> Vec<(CelCase, String)> {
         case("EndpointSelector", "values: must be empty", "{selector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}, ports: [{port: 80}]}"),
         case("EndpointSelector", "at least one matchLabels or matchExpressions", "{selector: {matchLabels: {}}, ports: [{port: 80}]}"),
         case("EndpointSelector", "a port number 1..65535 or a non-empty port name", "{selector: {matchLabels: {a: b}}, ports: [{port: 80, targetPort: 0}]}"),
+        case("EndpointSelector", "a port number 1..65535 or a non-empty port name", "{selector: {matchLabels: {a: b}}, ports: [{port: 80, targetPort: 65536}]}"),
         case("EndpointSelector", "a port number 1..65535 or a non-empty port name", "{selector: {matchLabels: {a: b}}, ports: [{port: 80, targetPort: \"\"}]}"),
         case("EndpointSelector", "name: required when there is more than one port", "{selector: {matchLabels: {a: b}}, ports: [{name: a, port: 80}, {port: 81}]}"),
         case("EndpointSelector", "name: port names must be unique", "{selector: {matchLabels: {a: b}}, ports: [{name: a, port: 80}, {name: a, port: 81}]}"),
@@ -574,9 +575,10 @@ fn cel_cases() -> Vec<(CelCase, String)> {
     out
 }
 
-/// The CEL rules are evaluated by the API server only; each stands for a
-/// check of the loader. An object breaking the rule alone must fit the
-/// rest of the schema and be refused by the loader with the same reason.
+/// Each CEL rule stands for a check of the loader. An object breaking the
+/// rule alone must fit the rest of the schema, break that rule when the
+/// rules are evaluated as an API server does (Kubernetes' CEL libraries,
+/// defaults applied first), and be refused by the loader.
 #[test]
 fn each_cel_rule_has_a_case_the_loader_refuses_and_the_schema_alone_accepts() {
     let crds = crds();
@@ -588,6 +590,16 @@ fn each_cel_rule_has_a_case_the_loader_refuses_and_the_schema_alone_accepts() {
         assert!(
             errors.is_empty(),
             "{} {:?}: the case breaks more than the rule: {errors:#?}\n{text}",
+            case.kind,
+            case.message
+        );
+        let broken: Vec<String> = match kube_cel::validate(schema, &docs[0], None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        };
+        assert!(
+            broken.iter().any(|e| e.contains(case.message)),
+            "{} {:?}: the CEL rules do not refuse it for that reason: {broken:#?}\n{text}",
             case.kind,
             case.message
         );
@@ -626,4 +638,65 @@ fn each_cel_rule_has_a_case_the_loader_refuses_and_the_schema_alone_accepts() {
         uncovered.is_empty(),
         "CEL rules without a case: {uncovered:#?}"
     );
+}
+
+/// An API server refuses a CRD whose rules do not compile, and runs the
+/// rules on every write: each valid example must pass them all.
+#[test]
+fn the_cel_rules_compile_and_every_example_passes_them() {
+    let crds = crds();
+    for kind in switchyard_kinds() {
+        let compiled = kube_cel::compile_schema(schema_of(crd_of(&crds, kind)));
+        let errors: Vec<String> = compiled
+            .compilation_errors()
+            .iter()
+            .map(|e| format!("{e:?}"))
+            .collect();
+        assert!(errors.is_empty(), "{kind}: {errors:#?}");
+    }
+    for (name, doc) in corpus() {
+        let schema = schema_of(crd_of(&crds, kind_of(&doc)));
+        if let Err(errors) = kube_cel::validate(schema, &doc, None) {
+            let errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+            panic!(
+                "{name}: {} {} breaks CEL rules: {errors:#?}",
+                kind_of(&doc),
+                doc["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// An API server refuses a CRD whose rules may cost more than its budget
+/// (lists and strings without maxItems and maxLength make that
+/// unbounded); this is kube-cel's estimate of it, coarser than the API
+/// server's.
+#[test]
+fn the_cel_rules_stay_within_the_cost_budget() {
+    let crds = crds();
+    let mut warnings = Vec::new();
+    for kind in switchyard_kinds() {
+        let schema = schema_of(crd_of(&crds, kind));
+        let compiled = kube_cel::compile_schema(schema);
+        for (path, node) in schema_nodes(schema) {
+            let mut at = &compiled;
+            for step in &path {
+                at = match step {
+                    Step::Field(f) => &at.properties[f],
+                    Step::Item => at.items.as_deref().expect("items"),
+                };
+            }
+            for rule in node["x-kubernetes-validations"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let rule = rule["rule"].as_str().expect("a rule");
+                for w in kube_cel::estimate_rule_cost(rule, at) {
+                    warnings.push(format!("{kind} {}: {}", show(&path), w.message));
+                }
+            }
+        }
+    }
+    assert!(warnings.is_empty(), "{warnings:#?}");
 }
