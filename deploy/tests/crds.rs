@@ -513,6 +513,10 @@ fn cel_cases() -> Vec<(CelCase, String)> {
             "{mode: dsr, proxyProtocol: V2}",
         ),
         ("guePort: only mode gue", "{mode: ipip, guePort: 6080}"),
+        (
+            "an address is listed twice",
+            "{mode: fullnat, snatAddresses: [\"2001:db8::1\", \"2001:0db8::1\"]}",
+        ),
     ];
     let mut out: Vec<(CelCase, String)> = Vec::new();
     for (message, spec) in forwarding {
@@ -539,6 +543,7 @@ fn cel_cases() -> Vec<(CelCase, String)> {
         case("GatewayClassConfig", "nodeAddresses: required", "{type: LoadBalancer, allocateLoadBalancerNodePorts: true}"),
         case("GatewayClassConfig", "allocateLoadBalancerNodePorts: only valid", "{type: NodePort, nodeAddresses: [198.18.1.1], allocateLoadBalancerNodePorts: false}"),
         case("GatewayClassConfig", "addressPool: types Headless", "{type: Headless, addressPool: vips}"),
+        case("GatewayClassConfig", "an address is listed twice", "{type: NodePort, nodeAddresses: [\"2001:db8::1\", \"2001:db8:0::1\"]}"),
         case("GatewayClassConfig", "addressPool: types Headless", "{type: ExternalName, addressPool: vips}"),
         case("TrafficPolicy", "targetRefs must be unique", "targetRefs: [{group: g.io, kind: Gateway, name: a, sectionName: x}, {group: g.io, kind: Gateway, name: a, sectionName: x}]"),
         case("TrafficPolicy", "must be a prime", "{targetRefs: [{group: g.io, kind: Gateway, name: a}], maglev: {tableSize: 4095}}"),
