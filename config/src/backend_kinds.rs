@@ -68,6 +68,11 @@ pub enum ServiceImportType {
 
 // ------------------------------------------------------------ EndpointSelector
 
+/// Ports an EndpointSelector lists, at most: the CRD checks that port
+/// names are unique with a rule whose cost grows with the square of the
+/// list, which an API server refuses to run on a list of 1024.
+pub const MAX_SELECTOR_PORTS: usize = 64;
+
 /// `switchyard.io/v1alpha1` `EndpointSelector`: the Pods of its namespace
 /// matching `selector`, reached on `ports`. A Service without the VIP.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -84,7 +89,8 @@ pub struct EndpointSelectorSpec {
     pub selector: LabelSelector,
     /// `port` is what backendRefs name; `targetPort` (a number or a
     /// container port name) is where the Pods listen, `port` if absent.
-    #[serde(deserialize_with = "schema::checked_list::<_, _, 1, 1024>")]
+    /// At most `MAX_SELECTOR_PORTS`.
+    #[serde(deserialize_with = "schema::checked_list::<_, _, 1, MAX_SELECTOR_PORTS>")]
     pub ports: Vec<ServicePort>,
     /// Serve Pods that are not ready, as a Service with the same field.
     #[serde(default)]
@@ -407,6 +413,15 @@ spec:
         );
         let twice = format!("{SELECTOR}  - {{name: http, port: 81}}\n");
         assert!(err(&twice).contains("port name \"http\" is used twice"));
+        let ports: String = (0..=super::MAX_SELECTOR_PORTS)
+            .map(|i| format!("  - {{name: p{i}, port: {}}}\n", 1000 + i))
+            .collect();
+        let many = SELECTOR.replace("  - {name: http, port: 80, targetPort: http}\n", &ports);
+        assert!(
+            err(&many).contains("spec.ports: more than 64 items"),
+            "{}",
+            err(&many)
+        );
     }
 
     const IMPORT: &str = "\

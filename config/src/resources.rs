@@ -747,7 +747,7 @@ pub struct PolicyTargetReference {
     #[serde(deserialize_with = "schema::name")]
     pub name: String,
     /// For a Gateway, a listener name; absent: the whole object.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "schema::opt_section_name")]
     pub section_name: Option<String>,
 }
 

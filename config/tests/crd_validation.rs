@@ -371,3 +371,24 @@ fn a_route_rule_needs_at_least_one_backend_ref() {
         );
     }
 }
+
+#[test]
+fn a_policy_target_section_name_is_a_section_name() {
+    // GEP-713's LocalPolicyTargetReferenceWithSectionName: sectionName is
+    // a SectionName, as a listener's name is.
+    let policy = |section: &str| {
+        format!(
+            "apiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+             metadata: {{name: t, namespace: lb}}\nspec:\n  targetRefs:\n  \
+             - {{group: gateway.networking.k8s.io, kind: Gateway, name: edge, sectionName: {section}}}\n"
+        )
+    };
+    assert!(load_str("t.yaml", &policy("tcp-1")).is_ok());
+    for bad in ["\"Tcp\"", "\"tcp_1\"", "\"\""] {
+        let e = err(&policy(bad));
+        assert!(
+            e.starts_with("t.yaml:6: TrafficPolicy \"lb/t\": spec.targetRefs[0].sectionName:"),
+            "{e}"
+        );
+    }
+}

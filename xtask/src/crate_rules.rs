@@ -25,6 +25,8 @@ pub enum Rule {
 pub const RULES: &[Rule] = &[
     Rule::NoWorkspaceDeps("switchyard-wire"),
     Rule::NoWorkspaceDeps("switchyard-proto"),
+    // Constants the sidecar reads; the manifests' tests alone use config.
+    Rule::NoWorkspaceDeps("switchyard-deploy"),
     Rule::ClosureExcludes(
         "switchyard-daemon",
         &[
