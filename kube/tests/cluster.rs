@@ -566,3 +566,33 @@ fn a_daemon_that_starts_later_gets_the_objects_when_it_is_up() {
     assert_eq!(kinds_in(&first.config.contents), DEMO_OBJECTS);
     sidecar.stop();
 }
+
+#[test]
+fn a_slow_api_server_delays_updates_but_sends_only_complete_sets() {
+    let dir = temp_dir("slow");
+    let server = server_with(&demo(), CatalogOptions::default());
+    let daemon = FakeDaemon::start(&dir, "");
+    let sidecar = Sidecar::start(options(&server, &dir, &daemon.path, "node-a"));
+    poll_until(DEADLINE, "the first update", || {
+        (daemon.count() == 1).then_some(())
+    });
+
+    // Every answer takes a second; the watches are cut and start again
+    // (lists, discovery) against the slow server.
+    server.set_delay(Duration::from_secs(1));
+    server.disconnect_all();
+    server
+        .apply(endpoint_slice(&["198.18.2.21", "198.18.2.40"]))
+        .unwrap();
+    let converged = poll_until(DEADLINE, "the change from the slow server", || {
+        daemon
+            .last_applied()
+            .filter(|c| slice_addresses(c).contains(&"198.18.2.40".to_owned()))
+    });
+    assert_eq!(kinds_in(&converged), DEMO_OBJECTS);
+    for received in daemon.received() {
+        assert_eq!(kinds_in(&received.config.contents), DEMO_OBJECTS);
+    }
+    server.set_delay(Duration::ZERO);
+    sidecar.stop();
+}
