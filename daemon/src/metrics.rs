@@ -183,6 +183,22 @@ impl Collector for Scrape {
             "Generation of the running config snapshot (reloads and drains bump it).",
             [(Labels::new(), gauge_value(s.status.config_generation))],
         )?;
+        gauges(
+            e,
+            "switchyard_config_source",
+            "Always 1; where the config comes from as a label: file (--config) or cluster (--cluster).",
+            [(
+                vec![(
+                    "source",
+                    match s.status.config_source {
+                        switchyard_proto::ConfigSource::File => "file",
+                        switchyard_proto::ConfigSource::Cluster => "cluster",
+                    }
+                    .to_owned(),
+                )],
+                1,
+            )],
+        )?;
         counters(
             e,
             "switchyard_config_reloads",
@@ -713,6 +729,7 @@ mod tests {
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,
             "switchyard_config_generation 3",
+            r#"switchyard_config_source{source="file"} 1"#,
             r#"switchyard_config_reloads_total{result="refused"} 0"#,
             r#"switchyard_build_info{version="0.1.0"} 1"#,
             r#"switchyard_worker_pinned{queue="0",core="1"} 1"#,
