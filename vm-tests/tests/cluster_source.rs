@@ -3,7 +3,8 @@
 //! it would a config file: traffic follows each applied update, flows
 //! established before it keep their backend, an invalid update is refused
 //! naming its line while traffic goes on, the same objects again change
-//! nothing, and the answer carries the statuses to write back. With
+//! nothing, the answer carries the statuses to write back, and the largest
+//! update allowed goes through while a larger one is refused. With
 //! `--cluster-cache`, a restarted daemon serves the last applied objects
 //! before any cluster has sent them again.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
-use switchyard_proto::{ClusterApplyOutcome, ConfigSource};
+use switchyard_proto::{ClusterApplyOutcome, ConfigSource, MAX_CLUSTER_CONFIG_BYTES};
 use switchyard_vm_tests::client::{self, tcp_connect, tcp_exchange, udp_exchange};
 use switchyard_vm_tests::cluster::{apply_cluster, condition, status_of};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
@@ -209,7 +210,51 @@ fn a_cluster_daemon_applies_the_objects_it_is_sent_as_a_file_would_be() -> Resul
     );
     let text = client::echo(&mut established, "end|", client::IO_TIMEOUT)?;
     ensure!(text.starts_with(be1.0), "at the end: {text:?}");
+
+    // The largest update there may be goes through the socket; one byte
+    // more is refused naming the limit, and the running config stays.
+    let largest = padded(&valid, MAX_CLUSTER_CONFIG_BYTES);
+    let applied = apply_cluster(&socket, SOURCE, &largest)?;
+    ensure!(
+        applied.outcome == ClusterApplyOutcome::Applied,
+        "{} bytes: {:?} {:?}",
+        largest.len(),
+        applied.outcome,
+        applied.error
+    );
+    let err = apply_cluster(
+        &socket,
+        SOURCE,
+        &padded(&valid, MAX_CLUSTER_CONFIG_BYTES + 1),
+    )
+    .err()
+    .context("contents over the limit were taken")?;
+    ensure!(
+        format!("{err:#}").contains(&MAX_CLUSTER_CONFIG_BYTES.to_string()),
+        "{err:#}"
+    );
+    ensure!(
+        daemon.config_status()?.generation == applied.generation,
+        "the refusal changed the config"
+    );
+    new_connections_reach(&topo, &[be1.0, be2.0])?;
     Ok(())
+}
+
+/// `objects` followed by comment lines up to exactly `bytes`.
+fn padded(objects: &str, bytes: usize) -> String {
+    let mut text = String::with_capacity(bytes);
+    text.push_str(objects);
+    let line = format!("# {}\n", "x".repeat(97));
+    while text.len() + line.len() <= bytes {
+        text.push_str(&line);
+    }
+    let rest = bytes - text.len();
+    if rest > 0 {
+        text.push('#');
+        text.push_str(&"x".repeat(rest - 1));
+    }
+    text
 }
 
 #[test]
