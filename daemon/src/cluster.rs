@@ -11,7 +11,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver, Sender};
@@ -32,8 +31,19 @@ pub struct ClusterInbox {
     requests: Sender<ClusterApply>,
     /// One update at a time from the socket to its answer: each is
     /// compared with the config the one before it left running, and at
-    /// most one set of objects (up to 16 MiB) waits in memory.
-    applying: Mutex<()>,
+    /// most one set of objects (up to 16 MiB) waits in the loader. Holding
+    /// the turn is having sent into this channel of one; waiting for it
+    /// keeps to the request's deadline, as a lock could not.
+    turn: (Sender<()>, Receiver<()>),
+}
+
+/// Gives the turn back however the request ends.
+struct Turn<'a>(&'a Receiver<()>);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.try_recv();
+    }
 }
 
 impl ClusterInbox {
@@ -43,7 +53,7 @@ impl ClusterInbox {
         (
             Self {
                 requests,
-                applying: Mutex::new(()),
+                turn: channel::bounded(1),
             },
             incoming,
         )
@@ -60,10 +70,15 @@ impl ClusterInbox {
             return Err(why);
         }
         let deadline = received + CLUSTER_APPLY_DEADLINE;
-        // Held only by requests waiting for their answer; nothing is left
-        // half-done by a panic while it is held.
-        let _one = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
         let name = config.name();
+        self.turn.0.send_deadline((), deadline).map_err(|_| {
+            format!(
+                "{name}: another update was still being applied {}s (CLUSTER_APPLY_DEADLINE) \
+                 after this one arrived; send it again",
+                CLUSTER_APPLY_DEADLINE.as_secs()
+            )
+        })?;
+        let _turn = Turn(&self.turn.1);
         let (reply, answer) = channel::bounded(1);
         self.requests
             .send(ClusterApply {
@@ -272,6 +287,43 @@ mod tests {
         assert!(err.contains(&MAX_CLUSTER_CONFIG_BYTES.to_string()), "{err}");
         assert!(err.contains("cluster https://10.96.0.1:443"), "{err}");
         assert!(incoming.try_recv().is_err(), "never sent on");
+    }
+
+    #[test]
+    fn an_update_waits_for_the_one_before_it_only_until_its_deadline() {
+        let (inbox, incoming) = ClusterInbox::new();
+        let inbox = std::sync::Arc::new(inbox);
+        let first = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || inbox.apply(config("first"), Instant::now()))
+        };
+        // The first holds the turn while the loader has it.
+        let held = incoming.recv().unwrap();
+        let late = Instant::now() - CLUSTER_APPLY_DEADLINE;
+        let err = inbox.apply(config("second"), late).unwrap_err();
+        assert!(err.contains("another update"), "{err}");
+        assert!(
+            incoming.try_recv().is_err(),
+            "the second never reached the loader"
+        );
+        let _ = held.reply.send(ClusterApplyReport {
+            outcome: ClusterApplyOutcome::Applied,
+            generation: 2,
+            error: None,
+            diagnostics: Vec::new(),
+            statuses: Vec::new(),
+        });
+        assert_eq!(
+            first.join().unwrap().unwrap().outcome,
+            ClusterApplyOutcome::Applied
+        );
+        // The turn is free again.
+        let third = {
+            let inbox = inbox.clone();
+            std::thread::spawn(move || inbox.apply(config("third"), Instant::now()))
+        };
+        drop(incoming.recv().unwrap());
+        assert!(third.join().unwrap().is_err(), "dropped without an answer");
     }
 
     #[test]
