@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use nix::sys::signal::Signal;
-use switchyard_proto::{ClusterApplyOutcome, ConfigSource, MAX_CLUSTER_CONFIG_BYTES};
+use switchyard_proto::{
+    ClusterApplyOutcome, ConfigSource, ExplainReport, MAX_CLUSTER_CONFIG_BYTES,
+};
 use switchyard_vm_tests::client::{self, tcp_connect, tcp_exchange, udp_exchange};
 use switchyard_vm_tests::cluster::{apply_cluster, condition, status_of};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
@@ -30,6 +32,9 @@ const GATEWAY_GENERATION: u64 = 7;
 /// Generous: new flows follow an applied update at once; the machine is
 /// shared.
 const FOLLOW_DEADLINE: Duration = Duration::from_secs(20);
+/// Flows established before a backend is added; the chance that none of
+/// them would be sent to the new backend if new is 2^-16.
+const ESTABLISHED: usize = 16;
 
 /// The demo's objects with `backends` behind both listeners, the Gateway
 /// at generation `GATEWAY_GENERATION`.
@@ -106,28 +111,47 @@ fn a_cluster_daemon_applies_the_objects_it_is_sent_as_a_file_would_be() -> Resul
     let reply = udp_exchange(&topo.client, SocketAddr::from((VIP, UDP_PORT)), "hello")?;
     ensure!(reply.server() == be1.0, "UDP answered by {reply:?}");
 
-    // A flow established on be1 before the next update.
-    let mut established = tcp_connect(
-        &topo.client,
-        SocketAddr::from((VIP, TCP_PORT)),
-        client::IO_TIMEOUT,
-    )?;
-    let text = client::echo(&mut established, "before|", client::IO_TIMEOUT)?;
-    ensure!(text.starts_with(be1.0), "established on {text:?}");
+    // Flows established on be1 before the next update: enough that some
+    // would go to be2 if they were new (checked below), so that keeping
+    // be1 is the flow table's doing, not the hash's.
+    let mut flows = Vec::new();
+    for _ in 0..ESTABLISHED {
+        let mut flow = tcp_connect(
+            &topo.client,
+            SocketAddr::from((VIP, TCP_PORT)),
+            client::IO_TIMEOUT,
+        )?;
+        let text = client::echo(&mut flow, "before|", client::IO_TIMEOUT)?;
+        ensure!(text.starts_with(be1.0), "established on {text:?}");
+        flows.push(flow);
+    }
 
-    // A backend added: new flows reach it, the established one stays.
+    // A backend added: new flows reach it, the established ones stay.
     let second = apply_cluster(&socket, SOURCE, &objects(&[be1.1, be2.1]))?;
     ensure!(
         second.outcome == ClusterApplyOutcome::Applied && second.generation > first.generation,
         "the added backend was not applied: {second:?}"
     );
     new_connections_reach(&topo, &[be1.0, be2.0])?;
-    let text = client::echo(&mut established, "after|", client::IO_TIMEOUT)
-        .context("the connection established before the update")?;
+    let be2_endpoint = format!("{}:{TCP_TARGET_PORT}", be2.1);
+    let mut would_move = 0;
+    for flow in &mut flows {
+        let local = flow.local_addr()?.to_string();
+        let explained: ExplainReport =
+            daemon.yardctl_as(&["explain", "tcp", &local, &format!("{VIP}:{TCP_PORT}")])?;
+        would_move += usize::from(explained.new_flow.backend.as_deref() == Some(&be2_endpoint));
+        let text = client::echo(flow, "after|", client::IO_TIMEOUT)
+            .context("a connection established before the update")?;
+        ensure!(
+            text.starts_with(be1.0),
+            "an established flow moved: {text:?}"
+        );
+    }
     ensure!(
-        text.starts_with(be1.0),
-        "the established flow moved: {text:?}"
+        would_move > 0,
+        "none of the {ESTABLISHED} established flows would go to be2 if new: the test shows nothing"
     );
+    let established = &mut flows[0];
 
     // An invalid update: refused, naming the line; nothing changes.
     let valid = objects(&[be1.1, be2.1]);
@@ -162,7 +186,7 @@ fn a_cluster_daemon_applies_the_objects_it_is_sent_as_a_file_would_be() -> Resul
         status_of(&refused, "Gateway", "demo", "edge").is_ok(),
         "a refusal still answers with the running config's statuses"
     );
-    let text = client::echo(&mut established, "refused|", client::IO_TIMEOUT)?;
+    let text = client::echo(established, "refused|", client::IO_TIMEOUT)?;
     ensure!(text.starts_with(be1.0), "after the refusal: {text:?}");
     new_connections_reach(&topo, &[be1.0, be2.0])?;
 
@@ -208,7 +232,7 @@ fn a_cluster_daemon_applies_the_objects_it_is_sent_as_a_file_would_be() -> Resul
         daemon.config_status()?.generation == second.generation,
         "SIGHUP changed the config"
     );
-    let text = client::echo(&mut established, "end|", client::IO_TIMEOUT)?;
+    let text = client::echo(established, "end|", client::IO_TIMEOUT)?;
     ensure!(text.starts_with(be1.0), "at the end: {text:?}");
 
     // The largest update there may be goes through the socket; one byte
