@@ -955,6 +955,52 @@ mod tests {
     }
 
     #[test]
+    fn a_cached_cluster_compiles_with_its_sha_and_its_errors_name_the_cache_lines() {
+        let options = CompileOptions {
+            resolve: Options::default(),
+            node: NodeSetup::default(),
+        };
+        let path = std::env::temp_dir().join(format!("swy-reload-{}-cache", std::process::id()));
+        let demo = std::fs::read_to_string(DEMO).unwrap();
+        let config = ClusterConfig {
+            source: "https://10.96.0.1:443".into(),
+            contents: demo.clone(),
+        };
+        cluster::write_cache(&path, &config).unwrap();
+        let cached = compile_cached(&path, 1, &options).unwrap().expect("cached");
+        assert_eq!(cached.name(), "cluster https://10.96.0.1:443");
+        assert_eq!(
+            cached.sha256,
+            Some(Sha256::digest(demo.as_bytes()).into()),
+            "the sidecar's same objects are then unchanged"
+        );
+
+        let broken = ClusterConfig {
+            contents: demo.replacen("value: 198.18.100.10", "value: not-an-address", 1),
+            ..config
+        };
+        cluster::write_cache(&path, &broken).unwrap();
+        let file_line = cluster::cache_text(&broken)
+            .lines()
+            .position(|l| l.contains("not-an-address"))
+            .unwrap()
+            + 1;
+        let err = format!(
+            "{:#}",
+            compile_cached(&path, 1, &options).err().expect("refused")
+        );
+        std::fs::remove_file(&path).unwrap();
+        let prefix = format!("{}:", path.display());
+        let line: usize = err
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix}LINE in {err}"));
+        // The Gateway's document: its first line at most, in the file's lines.
+        assert!(line <= file_line && line + 12 > file_line, "{err}");
+    }
+
+    #[test]
     fn a_compiled_cluster_carries_the_statuses_to_write_back() {
         let demo = cluster(&std::fs::read_to_string(DEMO).unwrap()).unwrap();
         let gateway = demo
