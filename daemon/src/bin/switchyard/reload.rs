@@ -425,7 +425,6 @@ impl Reloader {
     /// `Compiled::nothing_yet`) produced and the daemon has programmed and
     /// published in `config`. A cluster daemon's updates arrive on
     /// `updates` (the other end of the control socket's `ClusterInbox`).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         source: Source,
         options: CompileOptions,
