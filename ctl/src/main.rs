@@ -17,8 +17,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets, Cell, Table};
 use switchyard_proto::client;
 use switchyard_proto::{
-    ConfigCheckReport, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort, FlowsReport,
-    ForwardingStatus, Request, Response, StatsReport, StatusReport, DEFAULT_CONTROL_SOCKET,
+    ConfigCheckReport, ConfigSource, ConfigStatusReport, ExplainReport, FlowQuery, FlowSort,
+    FlowsReport, ForwardingStatus, Request, Response, StatsReport, StatusReport,
+    DEFAULT_CONTROL_SOCKET,
 };
 
 mod config_check;
@@ -420,10 +421,16 @@ fn render_status(r: &StatusReport) -> String {
     );
     let _ = writeln!(
         out,
-        "config     {} (generation {}; file applied as generation {})",
-        r.config_path, r.config_generation, r.reload.file_generation
+        "config     {} (generation {}; {} applied as generation {})",
+        r.config_path,
+        r.config_generation,
+        match r.config_source {
+            ConfigSource::File => "file",
+            ConfigSource::Cluster => "objects",
+        },
+        r.reload.file_generation
     );
-    render_reloads(&mut out, &r.reload, false);
+    render_reloads(&mut out, &r.reload, false, None);
     render_forwarding(&mut out, &r.forwarding);
     let mut interfaces = table(&INTERFACE_COLUMNS);
     for i in &r.interfaces {
@@ -784,20 +791,51 @@ fn render_explain(r: &ExplainReport) -> String {
     out
 }
 
+/// What the last update did: `applied generation 4 at DATE (AGE)`,
+/// `unchanged at ...`, `refused at ...`; the bare result from daemons that
+/// do not say more.
+fn last_update(reload: &switchyard_proto::ReloadSummary) -> String {
+    match &reload.last_update {
+        Some(update) if update.outcome == switchyard_proto::RELOAD_APPLIED => format!(
+            "applied generation {} at {}",
+            update.generation,
+            when::date_and_age(update.at_unix)
+        ),
+        Some(update) => format!(
+            "{} at {}",
+            update.outcome,
+            when::date_and_age(update.at_unix)
+        ),
+        None if reload.last_result.is_empty() => "-".to_owned(),
+        None => reload.last_result.clone(),
+    }
+}
+
 /// The reload lines `status` and `config status` share; `status` keeps a
-/// refusal to its first line.
-fn render_reloads(out: &mut String, reload: &switchyard_proto::ReloadSummary, whole: bool) {
-    let _ = writeln!(
-        out,
-        "reloads    {} applied, {} refused; last reload: {}",
-        reload.reloads,
-        reload.failed_reloads,
-        if reload.last_result.is_empty() {
-            "-"
-        } else {
-            &reload.last_result
-        },
-    );
+/// refusal to its first line. A cluster's updates are counted as updates,
+/// unchanged ones too.
+fn render_reloads(
+    out: &mut String,
+    reload: &switchyard_proto::ReloadSummary,
+    whole: bool,
+    unchanged: Option<u64>,
+) {
+    let _ = match unchanged {
+        None => writeln!(
+            out,
+            "reloads    {} applied, {} refused; last reload: {}",
+            reload.reloads,
+            reload.failed_reloads,
+            last_update(reload),
+        ),
+        Some(unchanged) => writeln!(
+            out,
+            "updates    {} applied, {unchanged} unchanged, {} refused; last update: {}",
+            reload.reloads,
+            reload.failed_reloads,
+            last_update(reload),
+        ),
+    };
     if let Some(error) = &reload.last_error {
         let _ = writeln!(
             out,
@@ -816,19 +854,28 @@ fn render_reloads(out: &mut String, reload: &switchyard_proto::ReloadSummary, wh
 
 fn render_config_status(r: &ConfigStatusReport) -> String {
     let mut out = String::new();
+    let cluster = r.source_kind == ConfigSource::Cluster;
     let _ = writeln!(
         out,
-        "config     {} (generation {}; file applied as generation {})",
-        r.path, r.generation, r.file_generation
+        "config     {} (generation {}; {} applied as generation {})",
+        r.source_name(),
+        r.generation,
+        if cluster { "objects" } else { "file" },
+        r.file_generation
     );
     let _ = writeln!(
         out,
         "running    {} listeners, applied {}, sha256 {}",
         r.listeners,
         when::date_and_age(r.applied_at_unix),
-        r.sha256
+        if r.sha256.is_empty() { "-" } else { &r.sha256 }
     );
-    render_reloads(&mut out, &r.summary(), true);
+    render_reloads(
+        &mut out,
+        &r.summary(),
+        true,
+        cluster.then_some(r.unchanged_updates),
+    );
     if r.diagnostics.is_empty() {
         let _ = writeln!(out, "warnings   none");
     } else {
@@ -845,9 +892,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use switchyard_proto::{
-        BackendStats, ConfigError, Counters, ExistingFlow, FastPathEgress, FastPathStatus,
-        FlowInfo, InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary, VethPeer,
-        WorkerStats, WorkerStatus,
+        BackendStats, ConfigError, ConfigUpdate, Counters, ExistingFlow, FastPathEgress,
+        FastPathStatus, FlowInfo, InterfaceStatus, ListenerStats, NewFlowDecision, ReloadSummary,
+        VethPeer, WorkerStats, WorkerStatus,
     };
 
     use super::*;
@@ -907,6 +954,7 @@ mod tests {
             version: "0.1.0".into(),
             uptime_secs: 42,
             config_path: "/etc/switchyard/gw.yaml".into(),
+            config_source: ConfigSource::File,
             config_generation: 5,
             interfaces: vec![
                 InterfaceStatus {
@@ -967,6 +1015,7 @@ mod tests {
                     message: "gw.yaml:3: bad\nmore".into(),
                 }),
                 last_result: "refused".into(),
+                last_update: None,
             },
             fast_path: Some(FastPathStatus {
                 capacity: 262_144,
@@ -1268,6 +1317,7 @@ mod tests {
                 message: "gw.yaml:9: bad\nsecond line".into(),
             }),
             last_result: String::new(),
+            ..ConfigStatusReport::default()
         };
         let text = render_config_status(&report);
         row(
@@ -1288,5 +1338,82 @@ mod tests {
         report.reloads = 0;
         let text = render_config_status(&report);
         row(&text, &["last reload: none"]);
+    }
+
+    #[test]
+    fn config_status_of_a_cluster_names_it_and_says_what_the_last_update_did() {
+        let mut report = ConfigStatusReport {
+            path: "cluster https://10.96.0.1:443".into(),
+            source_kind: ConfigSource::Cluster,
+            source: "cluster https://10.96.0.1:443".into(),
+            generation: 5,
+            file_generation: 4,
+            applied_at_unix: 1600,
+            sha256: "ab12".into(),
+            listeners: 2,
+            reloads: 3,
+            failed_reloads: 1,
+            unchanged_updates: 7,
+            last_update: Some(ConfigUpdate {
+                outcome: "applied".into(),
+                at_unix: 1600,
+                generation: 4,
+                error: None,
+            }),
+            ..ConfigStatusReport::default()
+        };
+        let text = render_config_status(&report);
+        row(
+            &text,
+            &[
+                "cluster https://10.96.0.1:443",
+                "generation 5",
+                "objects applied as generation 4",
+            ],
+        );
+        row(
+            &text,
+            &[
+                "3 applied",
+                "7 unchanged",
+                "1 refused",
+                "last update: applied generation 4 at 1970-01-01 00:26:40 UTC",
+            ],
+        );
+        report.last_update = Some(ConfigUpdate {
+            outcome: "unchanged".into(),
+            at_unix: 1700,
+            generation: 4,
+            error: None,
+        });
+        row(
+            &render_config_status(&report),
+            &["last update: unchanged at 1970-01-01 00:28:20 UTC"],
+        );
+        report.last_update = Some(ConfigUpdate {
+            outcome: "refused".into(),
+            at_unix: 1700,
+            generation: 4,
+            error: Some("cluster https://10.96.0.1:443:12: bad".into()),
+        });
+        report.last_error = Some(ConfigError {
+            at_unix: 1700,
+            message: "cluster https://10.96.0.1:443:12: bad".into(),
+        });
+        let text = render_config_status(&report);
+        row(&text, &["last update: refused at 1970-01-01 00:28:20 UTC"]);
+        row(&text, &["cluster https://10.96.0.1:443:12: bad"]);
+    }
+
+    #[test]
+    fn a_config_status_from_a_daemon_that_does_not_name_its_source_still_reads() {
+        let old = r#"{"path":"gw.yaml","generation":2,"applied_at_unix":1600,"sha256":"ab",
+            "listeners":1,"diagnostics":[],"reloads":1,"failed_reloads":0,"last_error":null}"#;
+        let report: ConfigStatusReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.source_kind, ConfigSource::File);
+        assert_eq!(report.source_name(), "gw.yaml");
+        let text = render_config_status(&report);
+        row(&text, &["gw.yaml", "file applied as generation 0"]);
+        row(&text, &["1 applied", "0 refused", "last reload: applied"]);
     }
 }

@@ -15,10 +15,10 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Sender};
 use switchyard_config::snapshot::{Endpoint, Listener, Protocol, ServiceKey, Snapshot};
 use switchyard_proto::{
-    AffinityEntryInfo, BackendStats, ConfigStatusReport, Counters, ExistingFlow, ExplainReport,
-    FastPathStatus, FlowInfo, FlowQuery, FlowsReport, ForwardingStatus, InterfaceStatus,
-    LatencyReport, ListenerStats, NewFlowDecision, Request, Response, StatsReport, StatusReport,
-    WorkerStatus,
+    AffinityEntryInfo, BackendStats, ClusterConfig, ConfigStatusReport, Counters, ExistingFlow,
+    ExplainReport, FastPathStatus, FlowInfo, FlowQuery, FlowsReport, ForwardingStatus,
+    InterfaceStatus, LatencyReport, ListenerStats, NewFlowDecision, Request, Response, StatsReport,
+    StatusReport, WorkerStatus,
 };
 use switchyard_xdp::SteerCounters;
 
@@ -131,12 +131,16 @@ pub struct ControlState {
     /// The steering program's per-listener source-range drops; none in
     /// tests without XDP.
     pub source_denied: Option<SourceDeniedSource>,
+    /// Where `ApplyCluster` requests go: none unless the daemon was started
+    /// with `--cluster`.
+    pub cluster: Option<crate::cluster::ClusterInbox>,
 }
 
 /// The answer to one request line as read from the socket; a line that is
 /// no request is answered with why.
 pub fn respond(state: &ControlState, line: &[u8]) -> Response {
     match serde_json::from_slice::<Request>(line) {
+        Ok(Request::ApplyCluster(config)) => apply_cluster(state, config),
         Ok(request) => answer(state, &request),
         Err(err) => Response::Error {
             message: format!("malformed request: {err}"),
@@ -155,9 +159,7 @@ fn answer(state: &ControlState, request: &Request) -> Response {
             config_check::diff(state, candidate).map(Response::ConfigDiff)
         }
         Request::Stats => stats(state).map(Response::Stats),
-        Request::ApplyCluster(_) => Err(
-            "this daemon reads its config from a file: start it with --cluster to take a cluster's objects from switchyard-kube".to_owned(),
-        ),
+        Request::ApplyCluster(config) => return apply_cluster(state, config.clone()),
         Request::Flows => inventory::query_flows(state, &FlowQuery::default()).map(Response::Flows),
         Request::Latency => latency(state).map(|snapshots| {
             Response::Latency(LatencyReport {
@@ -197,6 +199,24 @@ fn answer(state: &ControlState, request: &Request) -> Response {
         }),
     };
     result.unwrap_or_else(|message| Response::Error { message })
+}
+
+/// An `ApplyCluster` answered once the loader and the main thread have
+/// applied (or refused) it; a daemon that reads a file takes none.
+fn apply_cluster(state: &ControlState, config: ClusterConfig) -> Response {
+    let Some(inbox) = &state.cluster else {
+        return Response::Error {
+            message: format!(
+                "this daemon reads its config from the file {}: only a daemon started with \
+                 --cluster (instead of --config) takes a cluster's objects from switchyard-kube",
+                state.config_path
+            ),
+        };
+    };
+    inbox.apply(config, Instant::now()).map_or_else(
+        |message| Response::Error { message },
+        Response::ApplyCluster,
+    )
 }
 
 /// `yardctl stats`: the workers' counters merged over the running config,
@@ -299,7 +319,8 @@ pub fn status(state: &ControlState) -> StatusReport {
         reload: config.summary(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_secs: state.epoch.elapsed().as_secs(),
-        config_path: state.config_path.clone(),
+        config_path: config.source_name().to_owned(),
+        config_source: config.source_kind,
         config_generation: config.generation,
         fast_path: state.fast_path.as_deref().map(fast_path_status),
         forwarding: forwarding_status(state),

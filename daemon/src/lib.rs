@@ -1,6 +1,7 @@
 //! The Switchyard appliance around the packet path: the `switchyard`
-//! binary's run, check and reload, the config file watch, the control
-//! socket and what it reports (inventory, config diffs, drains), the
+//! binary's run, check and reload, the config file watch, the way a
+//! cluster's objects come in from `switchyard-kube` (and their cache), the
+//! control socket and what it reports (inventory, config diffs, drains), the
 //! Prometheus endpoint, the DNS server for Gateway names, the neighbour
 //! resolver that keeps the workers' next hops true to the kernel, and the
 //! egress watch that keeps the fast path from sending where the kernel
@@ -8,6 +9,7 @@
 //! through their request channels and published snapshots; it must never
 //! sit on the packet path, and nothing here runs per packet.
 
+pub mod cluster;
 pub mod config_diff;
 pub mod config_watch;
 pub mod control;

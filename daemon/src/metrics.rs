@@ -183,6 +183,31 @@ impl Collector for Scrape {
             "Generation of the running config snapshot (reloads and drains bump it).",
             [(Labels::new(), gauge_value(s.status.config_generation))],
         )?;
+        gauges(
+            e,
+            "switchyard_config_source",
+            "Always 1; where the config comes from as a label: file (--config) or cluster (--cluster).",
+            [(
+                vec![(
+                    "source",
+                    match s.status.config_source {
+                        switchyard_proto::ConfigSource::File => "file",
+                        switchyard_proto::ConfigSource::Cluster => "cluster",
+                    }
+                    .to_owned(),
+                )],
+                1,
+            )],
+        )?;
+        gauges(
+            e,
+            "switchyard_config_stale",
+            "1 when the last config update (a reload or a cluster's) was refused: the daemon serves an older config than its source holds.",
+            [(
+                Labels::new(),
+                i64::from(s.status.reload.last_result == switchyard_proto::RELOAD_REFUSED),
+            )],
+        )?;
         counters(
             e,
             "switchyard_config_reloads",
@@ -713,6 +738,8 @@ mod tests {
             r#"switchyard_drops_total{queue="0",reason="tx_ring_full"} 0"#,
             r#"switchyard_xdp_steer_total{reason="steer_vip"} 40"#,
             "switchyard_config_generation 3",
+            r#"switchyard_config_source{source="file"} 1"#,
+            "switchyard_config_stale 0",
             r#"switchyard_config_reloads_total{result="refused"} 0"#,
             r#"switchyard_build_info{version="0.1.0"} 1"#,
             r#"switchyard_worker_pinned{queue="0",core="1"} 1"#,
@@ -724,6 +751,23 @@ mod tests {
             r#"switchyard_worker_batch_packets_sum{queue="0"} 64.0"#,
             r#"switchyard_worker_batch_packets_count{queue="0"} 2"#,
             r#"switchyard_worker_control_duration_seconds_count{queue="0"} 1"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "no line {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cluster_daemon_whose_last_update_was_refused_says_so() {
+        let mut refused = sample();
+        refused.status.config_source = switchyard_proto::ConfigSource::Cluster;
+        refused.status.reload.last_result = switchyard_proto::RELOAD_REFUSED.to_owned();
+        let text = encode(refused).unwrap();
+        for line in [
+            r#"switchyard_config_source{source="cluster"} 1"#,
+            "switchyard_config_stale 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -15,12 +15,6 @@ use switchyard_deploy::{LEASE_NAME, LEASE_NAMESPACE, WATCHED};
 
 const SOCKET_DIR: &str = "/run/switchyard";
 
-/// Flags the DaemonSet passes that the daemon's command line gains in
-/// work that lands beside this: each must still be missing from the
-/// source (so the entry is removed once it lands, and checked from then
-/// on like every other flag).
-const PENDING_RUN_FLAGS: &[&str] = &["--cluster"];
-
 fn daemon_set() -> Value {
     let docs = documents(
         &read(&deploy_dir().join("daemonset.yaml")),
@@ -170,15 +164,9 @@ fn the_appliance_flags_are_switchyard_run_options() {
     let main = read(&workspace_dir().join("daemon/src/bin/switchyard/main.rs"));
     let defined = long_options(&main, "RunArgs");
     assert!(defined.contains("--interface") && defined.contains("--maglev-seed"));
-    for flag in PENDING_RUN_FLAGS {
-        assert!(
-            !defined.contains(*flag),
-            "{flag} has landed in switchyard run: take it off PENDING_RUN_FLAGS"
-        );
-    }
     for flag in flags(&args) {
         assert!(
-            defined.contains(flag) || PENDING_RUN_FLAGS.contains(&flag),
+            defined.contains(flag),
             "switchyard run has no option {flag} (it has {defined:?})"
         );
     }

@@ -64,5 +64,6 @@ fn state() -> ControlState {
         fast_path: None,
         steer_counters: None,
         source_denied: None,
+        cluster: None,
     }
 }

@@ -5,7 +5,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Request, Response};
+use super::{Request, Response, CLUSTER_APPLY_DEADLINE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -15,8 +15,8 @@ pub enum ClientError {
     NotRunning { path: PathBuf },
     #[error("cannot open the control socket {path}: permission denied (it is mode 0600, owned by the daemon's user: run yardctl as that user, usually root, e.g. with sudo)")]
     PermissionDenied { path: PathBuf },
-    #[error("the daemon on {path} did not answer within {}s (it answers between packet batches: a wedged worker or control thread?)", REQUEST_TIMEOUT.as_secs())]
-    Timeout { path: PathBuf },
+    #[error("the daemon on {path} did not answer within {}s (it answers between packet batches: a wedged worker or control thread?)", .waited.as_secs())]
+    Timeout { path: PathBuf, waited: Duration },
     #[error("talking to the daemon on {path}")]
     Io {
         path: PathBuf,
@@ -37,6 +37,15 @@ pub enum ClientError {
 /// between packet batches, so anything near this means it is wedged.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long to wait for the answer to `request`: an `ApplyCluster` is
+/// answered once applied, within the daemon's own deadline.
+fn answer_timeout(request: &Request) -> Duration {
+    match request {
+        Request::ApplyCluster(_) => CLUSTER_APPLY_DEADLINE + REQUEST_TIMEOUT,
+        _ => REQUEST_TIMEOUT,
+    }
+}
+
 pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> {
     let io_err = |source: io::Error| ClientError::Io {
         path: path.to_owned(),
@@ -55,7 +64,7 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> 
         _ => io_err(e),
     })?;
     stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .set_read_timeout(Some(answer_timeout(request)))
         .map_err(io_err)?;
     let mut line = serde_json::to_vec(request).expect("requests always serialize");
     line.push(b'\n');
@@ -66,6 +75,7 @@ pub fn request(path: &Path, request: &Request) -> Result<Response, ClientError> 
         .map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout {
                 path: path.to_owned(),
+                waited: answer_timeout(request),
             },
             _ => io_err(e),
         })?;

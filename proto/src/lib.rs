@@ -77,14 +77,25 @@ pub enum Request {
 pub const MAX_CANDIDATE_CONFIG_BYTES: usize = 4 << 20;
 
 /// Longest request line the daemon reads; a longer one is answered with an
-/// error naming this limit. Room for the largest candidate config after JSON
-/// escaping (a newline escapes to two bytes; YAML is mostly plain text).
-pub const MAX_REQUEST_BYTES: usize = 2 * MAX_CANDIDATE_CONFIG_BYTES + (64 << 10);
+/// error naming this limit. Room for the largest cluster config (the largest
+/// contents any request carries) after JSON escaping: a quote, a backslash
+/// or a newline escapes to two bytes, and objects sent as JSON documents are
+/// full of quotes, so twice the contents plus the envelope.
+pub const MAX_REQUEST_BYTES: usize = 2 * MAX_CLUSTER_CONFIG_BYTES + (64 << 10);
 
 /// Largest resource set `ApplyCluster` carries: a cluster's objects of the
 /// kinds Switchyard reads (EndpointSlices and Pods of a large cluster take
-/// most of it).
+/// most of it). Larger contents are refused with an error naming this
+/// limit.
 pub const MAX_CLUSTER_CONFIG_BYTES: usize = 16 << 20;
+
+/// How long the daemon may take to answer `ApplyCluster`: the contents are
+/// compiled, the XDP maps programmed and new backends' MACs resolved before
+/// it answers. Past it the daemon answers an error (the update may still be
+/// applied: `yardctl config status` says, and the next update is compared
+/// with whatever runs). Compiling the largest contents takes a fraction of
+/// this (measured in `switchyard`'s tests).
+pub const CLUSTER_APPLY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A cluster's objects as `switchyard-kube` sees them, complete (every
 /// watch has listed since it last started): the text a config file would
@@ -100,6 +111,44 @@ pub struct ClusterConfig {
     /// file's object of that kind reads, e.g. an EndpointSlice's
     /// `endpoints`).
     pub contents: String,
+}
+
+impl ClusterConfig {
+    /// How the config is named in `yardctl config status` and in errors:
+    /// `cluster <source>` (a source that already says `cluster` is taken
+    /// as it is).
+    pub fn name(&self) -> String {
+        cluster_name(&self.source)
+    }
+
+    /// Why the daemon refuses these contents before reading them: larger
+    /// than `MAX_CLUSTER_CONFIG_BYTES`.
+    pub fn too_large(&self) -> Option<String> {
+        (self.contents.len() > MAX_CLUSTER_CONFIG_BYTES).then(|| {
+            format!(
+                "{}: {} bytes of objects, more than the {MAX_CLUSTER_CONFIG_BYTES} bytes \
+                 (MAX_CLUSTER_CONFIG_BYTES) one update may carry",
+                self.name(),
+                self.contents.len()
+            )
+        })
+    }
+}
+
+/// `cluster <source>`, one line, whatever the sender put in `source`.
+pub fn cluster_name(source: &str) -> String {
+    let source: String = source
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if source.is_empty() {
+        "cluster".to_owned()
+    } else if source == "cluster" || source.starts_with("cluster ") {
+        source
+    } else {
+        format!("cluster {source}")
+    }
 }
 
 /// What became of an `ApplyCluster` request.
@@ -170,7 +219,11 @@ pub enum Response {
 pub struct StatusReport {
     pub version: String,
     pub uptime_secs: u64,
+    /// The config file, or `cluster <source>` (see `ConfigStatusReport`).
     pub config_path: String,
+    /// `file` or `cluster`; daemons that do not say read files.
+    #[serde(default)]
+    pub config_source: ConfigSource,
     pub config_generation: u64,
     pub interfaces: Vec<InterfaceStatus>,
     pub workers: Vec<WorkerStatus>,
@@ -230,12 +283,43 @@ pub struct ReloadSummary {
     /// `applied` or `refused`.
     #[serde(default)]
     pub last_result: String,
+    /// What the last update (a reload, or a cluster's `ApplyCluster`) did;
+    /// absent before the first, and from daemons that do not say.
+    #[serde(default)]
+    pub last_update: Option<ConfigUpdate>,
 }
 
 /// `ReloadSummary::last_result` values.
 pub const RELOAD_NONE: &str = "none";
 pub const RELOAD_APPLIED: &str = "applied";
 pub const RELOAD_REFUSED: &str = "refused";
+/// A cluster update with the objects already running: nothing to do.
+pub const RELOAD_UNCHANGED: &str = "unchanged";
+
+/// Where the running config comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// `switchyard run --config FILE`, reloaded when it changes.
+    #[default]
+    File,
+    /// `switchyard run --cluster`: objects sent by `switchyard-kube`.
+    Cluster,
+}
+
+/// One update of the config and what it did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigUpdate {
+    /// `applied`, `unchanged` or `refused`.
+    pub outcome: String,
+    /// Unix time it was decided.
+    pub at_unix: u64,
+    /// Generation running after it.
+    pub generation: u64,
+    /// Why it was refused.
+    #[serde(default)]
+    pub error: Option<String>,
+}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -631,7 +715,16 @@ pub struct NewFlowDecision {
 /// in place, so both are reported.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConfigStatusReport {
+    /// The config file; for a cluster, its name as `source` says it.
     pub path: String,
+    /// `file` or `cluster`; daemons that do not say read files.
+    #[serde(default)]
+    pub source_kind: ConfigSource,
+    /// What the running config came from, as shown: the file path, or
+    /// `cluster <source>` (`cluster (none yet)` before a cluster sent any);
+    /// empty from daemons that do not say (`path` names the file then).
+    #[serde(default)]
+    pub source: String,
     /// Generation of the running snapshot, as `yardctl status` shows it:
     /// every applied reload and every drain publishes one.
     pub generation: u64,
@@ -656,11 +749,24 @@ pub struct ConfigStatusReport {
     /// How the last reload attempt ended, as in `ReloadSummary`.
     #[serde(default)]
     pub last_result: String,
+    /// Cluster updates that carried the objects already running.
+    #[serde(default)]
+    pub unchanged_updates: u64,
+    /// What the last update did, as in `ReloadSummary`.
+    #[serde(default)]
+    pub last_update: Option<ConfigUpdate>,
 }
 
 impl ConfigStatusReport {
-    /// How the last reload attempt ended: `none`, `applied` or `refused`.
+    /// How the last update ended: `none`, `applied`, `unchanged` (a
+    /// cluster's) or `refused`.
     pub fn last_result(&self) -> &'static str {
+        match self.last_update.as_ref().map(|u| u.outcome.as_str()) {
+            Some(RELOAD_UNCHANGED) => return RELOAD_UNCHANGED,
+            Some(RELOAD_APPLIED) => return RELOAD_APPLIED,
+            Some(RELOAD_REFUSED) => return RELOAD_REFUSED,
+            _ => {}
+        }
         if self.last_error.is_some() {
             RELOAD_REFUSED
         } else if self.reloads > 0 {
@@ -679,6 +785,17 @@ impl ConfigStatusReport {
             failed_reloads: self.failed_reloads,
             last_error: self.last_error.clone(),
             last_result: self.last_result().to_owned(),
+            last_update: self.last_update.clone(),
+        }
+    }
+
+    /// What the running config came from: `source`, or `path` from a
+    /// daemon that does not say.
+    pub fn source_name(&self) -> &str {
+        if self.source.is_empty() {
+            &self.path
+        } else {
+            &self.source
         }
     }
 }
@@ -809,4 +926,57 @@ pub struct Reweight {
     /// the backendRef's endpoints).
     pub from: f64,
     pub to: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_named_once_whatever_the_sender_put_in_source() {
+        assert_eq!(
+            cluster_name("https://10.96.0.1:443"),
+            "cluster https://10.96.0.1:443"
+        );
+        assert_eq!(
+            cluster_name("cluster https://10.96.0.1:443"),
+            "cluster https://10.96.0.1:443"
+        );
+        assert_eq!(cluster_name(""), "cluster");
+        assert_eq!(cluster_name("a\nb"), "cluster a b");
+    }
+
+    #[test]
+    fn contents_over_the_limit_are_named_with_the_limit() {
+        let mut config = ClusterConfig {
+            source: "https://10.96.0.1:443".into(),
+            contents: "#".repeat(MAX_CLUSTER_CONFIG_BYTES),
+        };
+        assert_eq!(config.too_large(), None);
+        config.contents.push('#');
+        let why = config.too_large().expect("refused");
+        assert!(why.contains(&MAX_CLUSTER_CONFIG_BYTES.to_string()), "{why}");
+        assert!(why.starts_with("cluster https://10.96.0.1:443: "), "{why}");
+    }
+
+    #[test]
+    fn the_largest_cluster_config_fits_a_request_line_even_all_quotes() {
+        let request = Request::ApplyCluster(ClusterConfig {
+            source: "https://10.96.0.1:443".into(),
+            contents: "\"".repeat(MAX_CLUSTER_CONFIG_BYTES),
+        });
+        let line = serde_json::to_vec(&request).unwrap();
+        assert!(line.len() <= MAX_REQUEST_BYTES, "{}", line.len());
+    }
+
+    #[test]
+    fn reports_from_daemons_that_do_not_name_their_source_still_parse() {
+        let old = r#"{"path":"gw.yaml","generation":2,"applied_at_unix":1,"sha256":"ab",
+            "listeners":1,"diagnostics":[],"reloads":1,"failed_reloads":0,"last_error":null}"#;
+        let report: ConfigStatusReport = serde_json::from_str(old).unwrap();
+        assert_eq!(report.source_kind, ConfigSource::File);
+        assert_eq!(report.source_name(), "gw.yaml");
+        assert_eq!(report.last_update, None);
+        assert_eq!(report.last_result(), RELOAD_APPLIED);
+    }
 }

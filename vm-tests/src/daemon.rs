@@ -112,6 +112,24 @@ impl Daemon {
     /// Starts the daemon in `lb` on `config` and waits until it answers
     /// `yardctl status`.
     pub fn start(lb: &Netns, config: &Path, opts: &DaemonOptions) -> Result<Daemon> {
+        let config = config
+            .canonicalize()
+            .with_context(|| format!("config file {}", config.display()))?;
+        Daemon::start_with(lb, &["--config".as_ref(), config.as_os_str()], opts)
+    }
+
+    /// Starts the daemon in `lb` with `--cluster` (it serves nothing until
+    /// sent a cluster's objects, see `crate::cluster`) and waits until it
+    /// answers `yardctl status`.
+    pub fn start_cluster(lb: &Netns, opts: &DaemonOptions) -> Result<Daemon> {
+        Daemon::start_with(lb, &["--cluster".as_ref()], opts)
+    }
+
+    fn start_with(
+        lb: &Netns,
+        config_source: &[&std::ffi::OsStr],
+        opts: &DaemonOptions,
+    ) -> Result<Daemon> {
         let switchyard = match &opts.switchyard {
             Some(p) => p.clone(),
             None => switchyard_bin()?,
@@ -120,9 +138,6 @@ impl Daemon {
             Some(p) => p.clone(),
             None => yardctl_bin()?,
         };
-        let config = config
-            .canonicalize()
-            .with_context(|| format!("config file {}", config.display()))?;
         let one_daemon = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
@@ -131,7 +146,7 @@ impl Daemon {
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
 
         let mut cmd = lb.command(&switchyard);
-        cmd.arg("run").arg("--config").arg(&config);
+        cmd.arg("run").args(config_source);
         for dev in &opts.interfaces {
             cmd.arg("--interface").arg(dev);
         }

@@ -13,6 +13,7 @@
 //! release binaries: `make test` builds them first.
 
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dns;

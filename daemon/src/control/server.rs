@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use switchyard_proto::{Response, MAX_REQUEST_BYTES};
+use switchyard_proto::{Response, MAX_CLUSTER_CONFIG_BYTES, MAX_REQUEST_BYTES};
 
 use super::{respond, ControlError, ControlState};
 
@@ -237,7 +237,7 @@ impl Drop for Answering<'_> {
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ReadError {
-    #[error("request longer than {MAX_REQUEST_BYTES} bytes (the limit of one request line)")]
+    #[error("request longer than {MAX_REQUEST_BYTES} bytes (the limit of one request line, room for a cluster update of {MAX_CLUSTER_CONFIG_BYTES} bytes of objects once JSON-escaped)")]
     TooLong,
     #[error("no complete request line within {}s", REQUEST_DEADLINE.as_secs())]
     Deadline,

@@ -53,10 +53,21 @@ pub struct DecapArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("config_source").required(true).args(["config", "cluster"])))]
 pub struct RunArgs {
-    /// Gateway API YAML (multi-document).
+    /// Gateway API YAML (multi-document), reloaded when it changes.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// Take the config from a cluster instead of a file: start serving
+    /// nothing and apply the objects `switchyard-kube` sends over the
+    /// control socket, as a file's would be.
+    #[arg(long)]
+    cluster: bool,
+    /// With --cluster: keep the last applied cluster objects in FILE
+    /// (replaced whole on every applied update) and serve them at start,
+    /// before `switchyard-kube` has sent anything.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    cluster_cache: Option<PathBuf>,
     /// Interface to serve on; repeat for a client side and a backend side.
     #[arg(long = "interface", required = true)]
     interfaces: Vec<String>,
@@ -75,7 +86,8 @@ pub struct RunArgs {
     /// Accept a config (at a reload) that serves no listener: a file with
     /// no objects, or one that removes every listener. Without it such a
     /// file is refused, since an empty or truncated file is nearly always
-    /// a mistake, and the running config stays.
+    /// a mistake, and the running config stays. With --cluster, only a
+    /// cluster update with no objects at all is refused without it.
     #[arg(long)]
     allow_no_listeners: bool,
     /// AF_XDP zero-copy: `auto` falls back to copy mode where the driver lacks it.

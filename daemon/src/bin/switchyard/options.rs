@@ -153,6 +153,30 @@ mod tests {
     }
 
     #[test]
+    fn the_config_comes_from_exactly_one_of_a_file_and_a_cluster() {
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["switchyard", "run", "--interface", "eth0"];
+            all.extend(argv);
+            Cli::try_parse_from(all).map(|_| ())
+        };
+        parse(&["--config", "gw.yaml"]).unwrap();
+        parse(&["--cluster"]).unwrap();
+        parse(&[
+            "--cluster",
+            "--cluster-cache",
+            "/var/lib/switchyard/cluster.yaml",
+        ])
+        .unwrap();
+        for refused in [
+            &[][..],
+            &["--config", "gw.yaml", "--cluster"],
+            &["--config", "gw.yaml", "--cluster-cache", "c.yaml"],
+        ] {
+            assert!(parse(refused).is_err(), "{refused:?} accepted");
+        }
+    }
+
+    #[test]
     fn a_listen_address_already_taken_is_refused() {
         let held = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap().to_string();

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use switchyard_daemon::cluster::ClusterInbox;
 use switchyard_daemon::config_watch::ConfigWatch;
 use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
@@ -33,7 +34,7 @@ use switchyard_dataplane::worker::{SnatSetup, Worker, WorkerSettings};
 use switchyard_proto::InterfaceStatus;
 use switchyard_xdp::{AttachMode, AttachedMode, LoadOptions, Steering};
 
-use crate::reload::{self, Reloader, Trigger};
+use crate::reload::{self, Compiled, Reloader, Source, Trigger};
 use crate::{OnOff, RunArgs, XdpModeArg};
 
 /// How long startup waits for the kernel to resolve backends' MACs; flows
@@ -71,18 +72,47 @@ pub fn run(args: RunArgs) -> Result<()> {
             snat_ports: args.snat_ports.is_some(),
         },
     };
-    let initial = reload::compile(&args.config, 1, &compile_options)?;
+    let source = match (&args.config, args.cluster) {
+        (Some(path), false) => Source::File(path.clone()),
+        (None, true) => Source::Cluster {
+            cache: args.cluster_cache.clone(),
+        },
+        _ => anyhow::bail!("give exactly one of --config FILE and --cluster"),
+    };
+    // A cache that no longer compiles (this daemon started with other
+    // options, say) must not keep the node down: it starts serving nothing,
+    // says why, and the cluster's next update replaces it.
+    let mut unusable_cache = None;
+    let initial = match &source {
+        Source::File(path) => reload::compile(path, 1, &compile_options)?,
+        Source::Cluster { cache: None } => Compiled::nothing_yet(),
+        Source::Cluster { cache: Some(path) } => {
+            match reload::compile_cached(path, 1, &compile_options) {
+                Ok(Some(cached)) => cached,
+                Ok(None) => Compiled::nothing_yet(),
+                Err(err) => {
+                    let message = format!("--cluster-cache: {err:#}");
+                    log::warn!("{message}; serving nothing until the cluster sends its objects");
+                    unusable_cache = Some(message);
+                    Compiled::nothing_yet()
+                }
+            }
+        }
+    };
     for diagnostic in &initial.diagnostics {
         log::warn!("config: {diagnostic}");
     }
     log::info!(
         "config {}: {} listeners",
-        args.config.display(),
+        initial.name(),
         initial.snapshot.listeners().len()
     );
     // Watching starts before anything is programmed, so an edit made while
     // the daemon comes up is not missed.
-    let mut watch = ConfigWatch::new(&args.config)?;
+    let mut watch = match &source {
+        Source::File(path) => Some(ConfigWatch::new(path)?),
+        Source::Cluster { .. } => None,
+    };
 
     let mut ports = Vec::new();
     for name in &args.interfaces {
@@ -181,14 +211,29 @@ pub fn run(args: RunArgs) -> Result<()> {
         Publisher::new(config.clone(), args.resolve.options().maglev_seed)
             .with_hook(fast_path.clone() as Arc<dyn PublishHook>),
     );
+    let (cluster_inbox, cluster_updates) = match source {
+        Source::Cluster { .. } => {
+            let (inbox, updates) = ClusterInbox::new();
+            (Some(inbox), Some(updates))
+        }
+        Source::File(_) => (None, None),
+    };
+    let config_path = match &source {
+        Source::File(path) => path.display().to_string(),
+        Source::Cluster { .. } => "(none: --cluster)".to_owned(),
+    };
     let mut reloader = Reloader::new(
-        &args.config,
+        source,
         compile_options,
         config.clone(),
         drains.clone(),
         &initial,
         args.allow_no_listeners,
+        cluster_updates,
     )?;
+    if let Some(message) = unusable_cache {
+        reloader.refused_at_start(message);
+    }
     drop(initial);
     let stop = Arc::new(AtomicBool::new(false));
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
@@ -389,7 +434,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let counters_of = steering.clone();
     let denied_of = steering.clone();
     let state = Arc::new(ControlState {
-        config_path: args.config.display().to_string(),
+        config_path,
         config: config.clone(),
         config_status: reloader.status(),
         snat_ports: args.snat_ports,
@@ -416,6 +461,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .source_denied()
                 .map_err(|err| format!("{err:#}"))
         })),
+        cluster: cluster_inbox,
     });
     let control = ControlServer::start(&args.control_socket, state.clone())?;
     let metrics = match args.metrics_listen {
@@ -442,19 +488,22 @@ pub fn run(args: RunArgs) -> Result<()> {
         {
             let mut fds = vec![
                 PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
-                PollFd::new(watch.as_fd(), PollFlags::POLLIN),
                 PollFd::new(reloader.loaded_fd(), PollFlags::POLLIN),
             ];
-            if let Some(fd) = egress_watch.fd() {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            if let Some(watch) = &watch {
+                fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
             }
+            let egress_fd = egress_watch.fd().map(|fd| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
             // Wake at least as often as the node's own addresses are
             // checked, and when a written config has been quiet long enough.
             let now = Instant::now();
             let mut wait = next_egress_check
                 .saturating_duration_since(now)
                 .min(LOCAL_ADDRESS_CHECK);
-            if let Some(settle) = watch.wait(now) {
+            if let Some(settle) = watch.as_ref().and_then(|w| w.wait(now)) {
                 wait = wait.min(settle);
             }
             let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
@@ -462,7 +511,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(err) => return Err(err).context("waiting for signals and config changes"),
             }
-            if let Some(fd) = fds.get(3) {
+            if let Some(fd) = egress_fd.and_then(|i| fds.get(i)) {
                 egress_changed = fd.revents().is_some_and(|r| !r.is_empty());
             }
         }
@@ -478,9 +527,11 @@ pub fn run(args: RunArgs) -> Result<()> {
                 Err(_) => {}
             }
         }
-        watch.read_events(Instant::now());
-        if watch.take_settled(Instant::now()) {
-            reloader.request(Trigger::FileChanged);
+        if let Some(watch) = &mut watch {
+            watch.read_events(Instant::now());
+            if watch.take_settled(Instant::now()) {
+                reloader.request(Trigger::FileChanged);
+            }
         }
         reloader.apply_loaded(&steering, &resolver);
         if egress_changed {
