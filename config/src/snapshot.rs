@@ -318,6 +318,7 @@ mod tests {
                 weight: 1,
                 endpoints: vec![endpoint(21, 8080)],
                 terminating: false,
+                draining: Vec::new(),
             }],
             backends: vec![Backend {
                 endpoint: endpoint(21, 8080),

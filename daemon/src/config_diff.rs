@@ -541,6 +541,7 @@ mod tests {
             protocol: Protocol::Tcp,
             groups: vec![BackendGroup {
                 terminating: false,
+                draining: Vec::new(),
                 service: "demo/echo".into(),
                 weight: 1,
                 endpoints: endpoints.clone(),

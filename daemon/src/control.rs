@@ -1000,12 +1000,14 @@ mod tests {
             groups: vec![
                 BackendGroup {
                     terminating: false,
+                    draining: Vec::new(),
                     service: "demo/echo".into(),
                     weight: 3,
                     endpoints: echo.clone(),
                 },
                 BackendGroup {
                     terminating: false,
+                    draining: Vec::new(),
                     service: "demo/empty".into(),
                     weight: 1,
                     endpoints: vec![],

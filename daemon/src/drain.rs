@@ -414,12 +414,14 @@ mod tests {
         let groups = vec![
             BackendGroup {
                 terminating: false,
+                draining: Vec::new(),
                 service: "demo/a".into(),
                 weight: 2,
                 endpoints: vec![endpoint(21), endpoint(22)],
             },
             BackendGroup {
                 terminating: false,
+                draining: Vec::new(),
                 service: "demo/b".into(),
                 weight: 1,
                 endpoints: vec![endpoint(23)],

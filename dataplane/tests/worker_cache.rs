@@ -60,6 +60,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
         protocol,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: endpoints.clone(),

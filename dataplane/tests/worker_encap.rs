@@ -49,6 +49,7 @@ fn listener(name: &str, vip: IpAddr, protocol: Protocol, port: u16, mode: Forwar
         protocol,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: backends.clone(),

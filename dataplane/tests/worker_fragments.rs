@@ -56,6 +56,7 @@ fn snapshot() -> Snapshot {
         protocol: Protocol::Udp,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: vec![endpoint],

@@ -66,6 +66,7 @@ fn listener(
         protocol,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: backends.to_vec(),

@@ -109,6 +109,7 @@ fn listener(protocol: Protocol, port: u16) -> Listener {
         protocol,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: vec![endpoint],

@@ -2,8 +2,9 @@
 //! simulator hands an EndpointSlice change to `switchyard run --cluster`,
 //! and new connections follow it while established ones keep their
 //! backend: a backend added takes new flows while the established ones
-//! stay, a terminating backend takes no new flow beside a ready one, and
-//! removing it changes nothing for the other. The API server restarted
+//! stay, a terminating backend takes no new flow beside a ready one but
+//! keeps its established ones, and removing it changes nothing for the
+//! other. The API server restarted
 //! meanwhile: the traffic goes on, and the sidecar converges after.
 
 use std::net::SocketAddr;
@@ -121,6 +122,15 @@ fn endpoint_slice_changes_reach_the_dataplane_and_established_flows_stay() -> Re
             .all(|a| a.as_deref() == Some(be2.0))
             .then_some(()))
     })?;
+    // ... and connections established on be1 keep it while it drains.
+    for flow in &mut flows {
+        let text = client::echo(flow, "terminating|", client::IO_TIMEOUT)
+            .context("a connection established before be1 began terminating")?;
+        ensure!(
+            text.starts_with(be1.0),
+            "a flow of the terminating backend moved: {text:?}"
+        );
+    }
 
     let before_removal = daemon.config_status()?.generation;
     ensure!(

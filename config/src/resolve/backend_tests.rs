@@ -119,10 +119,22 @@ fn listener<'a>(res: &'a Resolution, name: &str) -> &'a Listener {
         .unwrap_or_else(|| panic!("no listener {name}; diagnostics: {:#?}", res.diagnostics))
 }
 
+/// The backends taking new flows (a draining one has weight 0).
 fn served(res: &Resolution, name: &str) -> Vec<String> {
     listener(res, name)
         .backends()
         .iter()
+        .filter(|b| b.effective_weight > 0.0)
+        .map(|b| b.endpoint.to_string())
+        .collect()
+}
+
+/// The backends that keep their established flows and take no new one.
+fn draining(res: &Resolution, name: &str) -> Vec<String> {
+    listener(res, name)
+        .backends()
+        .iter()
+        .filter(|b| b.effective_weight == 0.0)
         .map(|b| b.endpoint.to_string())
         .collect()
 }
@@ -752,6 +764,8 @@ fn backend_kinds_example_serves_pods_and_the_imported_service() {
         served(&res, "demo/kinds/web"),
         ["198.18.2.31:8080", "198.18.2.32:8080"]
     );
+    // The Pod being deleted beside ready ones keeps its connections.
+    assert_eq!(draining(&res, "demo/kinds/web"), ["198.18.2.34:8080"]);
     assert_eq!(web.affinity(), None);
     let store = listener(&res, "demo/kinds/store");
     assert_eq!(

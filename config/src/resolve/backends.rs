@@ -208,6 +208,7 @@ pub(super) fn groups(
                 let all_terminating = !chosen.endpoints.is_empty()
                     && chosen.terminating.len() == chosen.endpoints.len();
                 terminating.extend(chosen.terminating);
+                terminating.extend(chosen.draining.iter().copied());
                 let groups = match family {
                     IpFamily::IPv4 => &mut out.ipv4,
                     IpFamily::IPv6 => &mut out.ipv6,
@@ -217,6 +218,7 @@ pub(super) fn groups(
                     weight: backend.weight,
                     endpoints: chosen.endpoints,
                     terminating: all_terminating,
+                    draining: chosen.draining,
                 });
             }
         }
@@ -451,14 +453,18 @@ struct Chosen {
     /// Of `endpoints`, those whose conditions say terminating (the Pod is
     /// being deleted); sorted.
     terminating: Vec<Endpoint>,
+    /// Serving, terminating endpoints left out of `endpoints` because
+    /// ready ones serve: sorted.
+    draining: Vec<Endpoint>,
 }
 
 /// The endpoints kube-proxy would use, among `candidates` (of one
 /// family): ready ones; if none, the serving ones that are terminating (so
 /// connections drain instead of failing); all of them when not-ready
 /// addresses are published (then terminating ones may sit beside ready
-/// ones). An address listed twice is terminating only if every listing
-/// says so.
+/// ones). Serving, terminating ones beside ready ones are `draining`: no
+/// new flow goes to them, but their established flows continue. An
+/// address listed twice is terminating only if every listing says so.
 fn choose(candidates: impl IntoIterator<Item = Candidate>, everything: bool) -> Chosen {
     let mut ready = Vec::new();
     let mut serving_terminating = Vec::new();
@@ -476,13 +482,16 @@ fn choose(candidates: impl IntoIterator<Item = Candidate>, everything: bool) -> 
             serving_terminating.push(endpoint);
         }
     }
-    let mut endpoints = if ready.is_empty() {
-        serving_terminating
+    let (mut endpoints, mut draining) = if ready.is_empty() {
+        (serving_terminating, Vec::new())
     } else {
-        ready
+        (ready, serving_terminating)
     };
     endpoints.sort();
     endpoints.dedup();
+    draining.sort();
+    draining.dedup();
+    draining.retain(|e| endpoints.binary_search(e).is_err());
     let terminating = endpoints
         .iter()
         .filter(|e| leaving.contains(e) && !staying.contains(e))
@@ -491,6 +500,7 @@ fn choose(candidates: impl IntoIterator<Item = Candidate>, everything: bool) -> 
     Chosen {
         endpoints,
         terminating,
+        draining,
     }
 }
 

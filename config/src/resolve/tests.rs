@@ -104,9 +104,11 @@ fn listener<'a>(res: &'a Resolution, name: &str) -> &'a Listener {
         .unwrap_or_else(|| panic!("no listener {name}; diagnostics: {:#?}", res.diagnostics))
 }
 
+/// The backends taking new flows (a draining one has weight 0).
 fn endpoints(l: &Listener) -> Vec<String> {
     l.backends()
         .iter()
+        .filter(|b| b.effective_weight > 0.0)
         .map(|b| b.endpoint.to_string())
         .collect()
 }
@@ -806,16 +808,31 @@ fn serving_terminating_endpoints_are_marked_terminating_and_their_group_too() {
 }
 
 #[test]
-fn ready_endpoints_are_not_terminating() {
+fn a_terminating_endpoint_beside_ready_ones_drains() {
     let res = conditions_world(
         "[{addresses: [10.1.0.1]}, \
           {addresses: [10.1.0.4], conditions: {ready: false, serving: true, terminating: true}}]",
         false,
     );
     let l = listener(&res, "lb/edge/tcp");
-    assert_eq!(endpoints(l), ["10.1.0.1:80"]);
-    assert!(terminating(&res, l).is_empty());
+    assert_eq!(
+        endpoints(l),
+        ["10.1.0.1:80"],
+        "new flows go to the ready one"
+    );
+    // Still a backend, of weight 0: its established flows carry over.
+    let draining = l
+        .backends()
+        .iter()
+        .find(|b| b.endpoint.to_string() == "10.1.0.4:80")
+        .expect("the terminating endpoint stays a backend");
+    assert_eq!(draining.effective_weight, 0.0);
+    assert_eq!(terminating(&res, l), ["10.1.0.4:80"]);
     assert!(!l.groups()[0].terminating);
+    assert!(
+        l.slots().iter().all(|slot| slot != Slot::Backend(1)),
+        "no slot goes to it"
+    );
 }
 
 #[test]
@@ -929,8 +946,13 @@ fn slot_shares_follow_backend_ref_weights() {
         &web("lb", "c", &["10.3.0.1"]),
     ]);
     let tcp = listener(&res, "lb/edge/tcp");
+    let all: Vec<String> = tcp
+        .backends()
+        .iter()
+        .map(|b| b.endpoint.to_string())
+        .collect();
     assert_eq!(
-        endpoints(tcp),
+        all,
         [
             "10.1.0.1:8080",
             "10.1.0.2:8080",

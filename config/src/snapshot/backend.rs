@@ -38,6 +38,12 @@ pub struct BackendGroup {
     /// kube-proxy does so connections drain instead of failing. Per
     /// endpoint: `Snapshot::is_terminating`.
     pub terminating: bool,
+    /// Serving but terminating endpoints beside ready ones: backends of
+    /// weight 0, so they take no new flow and their established flows
+    /// continue until they end, as kube-proxy keeps a terminating
+    /// endpoint's connections (a Pod being deleted still answers).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub draining: Vec<Endpoint>,
 }
 
 /// A backend endpoint as the dataplane sees it: flattened over groups,
@@ -68,6 +74,11 @@ pub(crate) fn flatten(groups: &[BackendGroup]) -> Vec<Backend> {
                 .entry(*endpoint)
                 .or_insert((index as u32, 0.0))
                 .1 += share;
+        }
+    }
+    for (index, group) in groups.iter().enumerate() {
+        for endpoint in &group.draining {
+            by_endpoint.entry(*endpoint).or_insert((index as u32, 0.0));
         }
     }
     by_endpoint

@@ -485,6 +485,7 @@ mod tests {
                 weight: 2,
                 endpoints: vec![endpoint(21), endpoint(22)],
                 terminating: false,
+                draining: Vec::new(),
             }],
             backends: [21, 22]
                 .map(|last| Backend {

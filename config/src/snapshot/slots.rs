@@ -340,6 +340,7 @@ mod tests {
     fn group(weight: u32, endpoints: &[&str]) -> BackendGroup {
         BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "ns/s".into(),
             weight,
             endpoints: endpoints

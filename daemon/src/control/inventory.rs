@@ -294,6 +294,7 @@ mod tests {
             protocol: Protocol::Tcp,
             groups: vec![BackendGroup {
                 terminating: false,
+                draining: Vec::new(),
                 service: "demo/echo".into(),
                 weight: 2,
                 endpoints: vec![endpoint(BE1), endpoint(BE2)],

@@ -140,6 +140,7 @@ pub fn listener_at(
         protocol,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "demo/echo".into(),
             weight: 1,
             endpoints: endpoints.clone(),

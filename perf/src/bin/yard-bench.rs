@@ -178,6 +178,7 @@ fn listener(v6: bool, mode: &Forwarding, policy: ListenerPolicy) -> Listener {
         protocol: Protocol::Udp,
         groups: vec![BackendGroup {
             terminating: false,
+            draining: Vec::new(),
             service: "bench/svc".into(),
             weight: 1,
             endpoints: endpoints.clone(),
