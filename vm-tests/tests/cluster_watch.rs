@@ -4,8 +4,9 @@
 //! backend: a backend added takes new flows while the established ones
 //! stay, a terminating backend takes no new flow beside a ready one but
 //! keeps its established ones, and removing it changes nothing for the
-//! other. The API server restarted
-//! meanwhile: the traffic goes on, and the sidecar converges after.
+//! other. The API server restarted meanwhile, its watches answered 410
+//! Gone, an invalid object: the traffic goes on on the last good config,
+//! and the sidecar converges after.
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use switchyard_apiserver_sim::ApiServer;
+use switchyard_proto::RELOAD_REFUSED;
 use switchyard_vm_tests::client::{self, tcp_connect, tcp_exchange};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::poll::poll_until;
@@ -163,5 +165,54 @@ fn endpoint_slice_changes_reach_the_dataplane_and_established_flows_stay() -> Re
             "after be1 was removed, a new connection went to {server}"
         );
     }
+
+    // The history compacted and every watch cut (they resume into 410
+    // Gone and relist), then an invalid object: it is refused, the running
+    // config stays and carries the traffic; fixed, the sidecar converges.
+    let good = daemon.config_status()?.generation;
+    server.compact();
+    server.disconnect_all();
+    server.load_yaml(INVALID_POLICY)?;
+    poll_until(DEADLINE, "the invalid update refused", || {
+        let status = daemon.config_status()?;
+        Ok((status.last_result() == RELOAD_REFUSED).then_some(status))
+    })?;
+    for _ in 0..8 {
+        let server = new_connection(&topo)?;
+        ensure!(
+            server == be2.0,
+            "on the last good config, {server} answered"
+        );
+    }
+    ensure!(
+        daemon.config_status()?.generation == good,
+        "the running config stays"
+    );
+    server
+        .delete(
+            "switchyard.io/v1alpha1",
+            "TrafficPolicy",
+            "demo",
+            "teleport",
+        )
+        .context("deleting the invalid policy")?;
+    poll_until(
+        DEADLINE,
+        "the sidecar to converge on the fixed objects",
+        || {
+            let status = daemon.config_status()?;
+            Ok((status.last_result() != RELOAD_REFUSED).then_some(()))
+        },
+    )?;
+    ensure!(new_connection(&topo)? == be2.0);
     Ok(())
 }
+
+/// A policy the loader refuses (no such forwarding mode).
+const INVALID_POLICY: &str = "apiVersion: switchyard.io/v1alpha1
+kind: TrafficPolicy
+metadata: {name: teleport, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: edge}]
+  forwarding: {mode: teleport}
+";
