@@ -183,43 +183,28 @@ fn inspect(frame: &[u8]) -> Seen {
         }
         _ => panic!("not IP"),
     };
-    let (ports, payload) = match packet.transport.as_ref().expect("transport") {
-        TransportSlice::Tcp(tcp) => {
-            let header = tcp.to_header();
-            let expected = match &packet.net {
-                Some(etherparse::NetSlice::Ipv4(ip)) => header
-                    .calc_checksum_ipv4(&ip.header().to_header(), tcp.payload())
-                    .unwrap(),
-                Some(etherparse::NetSlice::Ipv6(ip)) => header
-                    .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
-                    .unwrap(),
-                _ => unreachable!(),
-            };
-            assert_eq!(header.checksum, expected, "TCP checksum");
-            (
-                (tcp.source_port(), tcp.destination_port()),
-                tcp.payload().to_vec(),
-            )
-        }
-        TransportSlice::Udp(udp) => {
-            let header = udp.to_header();
-            let expected = match &packet.net {
-                Some(etherparse::NetSlice::Ipv4(ip)) => header
-                    .calc_checksum_ipv4(&ip.header().to_header(), udp.payload())
-                    .unwrap(),
-                Some(etherparse::NetSlice::Ipv6(ip)) => header
-                    .calc_checksum_ipv6(&ip.header().to_header(), udp.payload())
-                    .unwrap(),
-                _ => unreachable!(),
-            };
-            assert_eq!(header.checksum, expected, "UDP checksum");
-            (
-                (udp.source_port(), udp.destination_port()),
-                udp.payload().to_vec(),
-            )
-        }
+    let (ports, protocol, payload) = match packet.transport.as_ref().expect("transport") {
+        TransportSlice::Tcp(tcp) => (
+            (tcp.source_port(), tcp.destination_port()),
+            6u8,
+            tcp.payload().to_vec(),
+        ),
+        TransportSlice::Udp(udp) => (
+            (udp.source_port(), udp.destination_port()),
+            17u8,
+            udp.payload().to_vec(),
+        ),
         _ => panic!("not TCP or UDP"),
     };
+    let segment = match &packet.net {
+        Some(etherparse::NetSlice::Ipv4(ip)) => ip.payload().payload,
+        Some(etherparse::NetSlice::Ipv6(ip)) => ip.payload().payload,
+        _ => unreachable!(),
+    };
+    assert!(
+        l4_checksum_verifies(src, dst, protocol, segment),
+        "L4 checksum of protocol {protocol}"
+    );
     Seen {
         eth_dst: eth.destination(),
         eth_src: eth.source(),
@@ -227,6 +212,29 @@ fn inspect(frame: &[u8]) -> Seen {
         dst: (dst, ports.1),
         payload,
     }
+}
+
+/// Whether a TCP segment or UDP datagram from `src` to `dst` sums, with
+/// its pseudo-header, to all ones (RFC 1071), summed here the slow way.
+fn l4_checksum_verifies(src: IpAddr, dst: IpAddr, protocol: u8, segment: &[u8]) -> bool {
+    let mut bytes = Vec::new();
+    for address in [src, dst] {
+        match address {
+            IpAddr::V4(a) => bytes.extend_from_slice(&a.octets()),
+            IpAddr::V6(a) => bytes.extend_from_slice(&a.octets()),
+        }
+    }
+    bytes.extend_from_slice(&[0, protocol]);
+    bytes.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(segment);
+    let mut sum: u64 = bytes
+        .chunks(2)
+        .map(|pair| u64::from(pair[0]) << 8 | pair.get(1).copied().map_or(0, u64::from))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
 }
 
 struct Family {
