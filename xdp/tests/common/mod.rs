@@ -38,7 +38,18 @@ impl NetNs {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("swy-xdp-{}-{n}", std::process::id());
         run("ip", &["netns", "add", &name]);
-        Self { name }
+        let ns = Self { name };
+        // No IPv6 on its links: a link coming up sends Neighbor Discovery
+        // and MLD frames on its own, which the attached program would count
+        // between a test's two counter readings.
+        ns.run(|| {
+            // /proc/sys/net resolves against the opening thread's namespace.
+            for scope in ["all", "default"] {
+                std::fs::write(format!("/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"), "1")
+                    .unwrap_or_else(|err| panic!("disabling IPv6 ({scope}): {err}"));
+            }
+        });
+        ns
     }
 
     pub fn name(&self) -> &str {
