@@ -14,6 +14,7 @@
 //! costs one compact table per distinct backend set.
 
 mod backend;
+mod health;
 mod listener;
 mod plan;
 mod slots;
@@ -26,6 +27,7 @@ use std::ops::Deref;
 
 pub(crate) use backend::flatten;
 pub use backend::{Backend, BackendGroup, Endpoint};
+pub use health::{HealthCheck, Probe, WhenAllUnhealthy};
 pub use listener::{Affinity, Listener, ListenerError, ListenerName, ListenerParts, Protocol};
 pub use plan::{ListenerPlan, SnapshotPlan};
 pub use slots::{Slot, SlotIter, SlotTable, SlotTableError, SlotTableSize, SLOT_TABLE_SIZE};
@@ -319,6 +321,7 @@ mod tests {
                 endpoints: vec![endpoint(21, 8080)],
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
             }],
             backends: vec![Backend {
                 endpoint: endpoint(21, 8080),

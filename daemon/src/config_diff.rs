@@ -542,6 +542,7 @@ mod tests {
             groups: vec![BackendGroup {
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
                 service: "demo/echo".into(),
                 weight: 1,
                 endpoints: endpoints.clone(),

@@ -1001,6 +1001,7 @@ mod tests {
                 BackendGroup {
                     terminating: false,
                     draining: Vec::new(),
+                    health_check: None,
                     service: "demo/echo".into(),
                     weight: 3,
                     endpoints: echo.clone(),
@@ -1008,6 +1009,7 @@ mod tests {
                 BackendGroup {
                     terminating: false,
                     draining: Vec::new(),
+                    health_check: None,
                     service: "demo/empty".into(),
                     weight: 1,
                     endpoints: vec![],

@@ -415,6 +415,7 @@ mod tests {
             BackendGroup {
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
                 service: "demo/a".into(),
                 weight: 2,
                 endpoints: vec![endpoint(21), endpoint(22)],
@@ -422,6 +423,7 @@ mod tests {
             BackendGroup {
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
                 service: "demo/b".into(),
                 weight: 1,
                 endpoints: vec![endpoint(23)],

@@ -18,6 +18,7 @@ pub mod drain;
 pub mod egress;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod interfaces;
 pub mod metrics;
 pub mod neighbor;

@@ -61,6 +61,7 @@ fn listener(name: &str, protocol: Protocol, port: u16, backends: &[(Ipv4Addr, u1
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: endpoints.clone(),

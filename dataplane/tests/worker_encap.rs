@@ -50,6 +50,7 @@ fn listener(name: &str, vip: IpAddr, protocol: Protocol, port: u16, mode: Forwar
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: backends.clone(),

@@ -57,6 +57,7 @@ fn snapshot() -> Snapshot {
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: vec![endpoint],

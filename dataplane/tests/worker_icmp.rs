@@ -67,6 +67,7 @@ fn listener(
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: backends.to_vec(),

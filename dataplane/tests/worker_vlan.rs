@@ -110,6 +110,7 @@ fn listener(protocol: Protocol, port: u16) -> Listener {
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: vec![endpoint],

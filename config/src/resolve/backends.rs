@@ -219,6 +219,7 @@ pub(super) fn groups(
                     endpoints: chosen.endpoints,
                     terminating: all_terminating,
                     draining: chosen.draining,
+                    health_check: None,
                 });
             }
         }

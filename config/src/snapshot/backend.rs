@@ -7,6 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::health::HealthCheck;
 
 /// An address:port a backend serves on, as the dataplane rewrites to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -44,6 +47,10 @@ pub struct BackendGroup {
     /// endpoint's connections (a Pod being deleted still answers).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub draining: Vec<Endpoint>,
+    /// How the endpoints are probed (a TrafficPolicy's `healthCheck`);
+    /// `None`: they are not, and serve as the config says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<Arc<HealthCheck>>,
 }
 
 /// A backend endpoint as the dataplane sees it: flattened over groups,

@@ -486,6 +486,7 @@ mod tests {
                 endpoints: vec![endpoint(21), endpoint(22)],
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
             }],
             backends: [21, 22]
                 .map(|last| Backend {

@@ -341,6 +341,7 @@ mod tests {
         BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "ns/s".into(),
             weight,
             endpoints: endpoints

@@ -295,6 +295,7 @@ mod tests {
             groups: vec![BackendGroup {
                 terminating: false,
                 draining: Vec::new(),
+                health_check: None,
                 service: "demo/echo".into(),
                 weight: 2,
                 endpoints: vec![endpoint(BE1), endpoint(BE2)],

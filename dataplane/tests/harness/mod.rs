@@ -141,6 +141,7 @@ pub fn listener_at(
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "demo/echo".into(),
             weight: 1,
             endpoints: endpoints.clone(),

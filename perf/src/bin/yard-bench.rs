@@ -179,6 +179,7 @@ fn listener(v6: bool, mode: &Forwarding, policy: ListenerPolicy) -> Listener {
         groups: vec![BackendGroup {
             terminating: false,
             draining: Vec::new(),
+            health_check: None,
             service: "bench/svc".into(),
             weight: 1,
             endpoints: endpoints.clone(),
