@@ -272,3 +272,17 @@ fn missing_targets_and_other_kinds_are_reported() {
     assert_eq!(reason("imp"), vec![Reason::Invalid]);
     assert_eq!(checked_by(&res, "tcp-echo"), vec![None]);
 }
+
+#[test]
+fn the_example_resolves_as_its_comments_say() {
+    let res = resolve_text(include_str!("../../examples/health-check.yaml"));
+    assert!(res.diagnostics.is_empty(), "{:#?}", res.diagnostics);
+    assert_eq!(
+        checked_by(&res, "tcp-echo"),
+        vec![Some("demo/echo-http".into())]
+    );
+    assert_eq!(
+        checked_by(&res, "udp-echo"),
+        vec![Some("demo/echo-udp".into())]
+    );
+}
