@@ -286,3 +286,23 @@ fn the_example_resolves_as_its_comments_say() {
         vec![Some("demo/echo-udp".into())]
     );
 }
+
+#[test]
+fn a_service_target_does_not_match_an_endpoint_selector_of_its_name() {
+    let text = include_str!("../../examples/backend-kinds.yaml").to_owned()
+        + "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: demo}\n\
+           spec:\n  ports: [{name: http, port: 80, protocol: TCP}]\n"
+        + &policy(
+            "svc",
+            "2026-06-01T00:00:00Z",
+            "{group: \"\", kind: Service, name: web}",
+        )
+        + &policy(
+            "ls",
+            "2026-01-01T00:00:00Z",
+            "{group: gateway.networking.k8s.io, kind: Gateway, name: kinds, sectionName: web}",
+        );
+    let res = resolve_text(&text);
+    // The route's only backendRef is EndpointSelector demo/web.
+    assert_eq!(checked_by(&res, "web"), vec![Some("demo/ls".into())]);
+}
