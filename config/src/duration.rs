@@ -65,9 +65,9 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
 /// `duration` as a GEP-2257 text, largest units first (`1m30s`, `0s`),
 /// for messages that quote a value back. Below a millisecond is dropped:
 /// no value read from a config has it.
-pub struct Display(pub Duration);
+pub struct Shown(pub Duration);
 
-impl fmt::Display for Display {
+impl fmt::Display for Shown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
         if millis == 0 {
@@ -153,10 +153,10 @@ mod tests {
     fn display_writes_a_text_parse_reads_back() {
         for millis in [0, 1, 999, 1000, 1500, 60_000, 3_600_000, 3_661_001] {
             let d = Duration::from_millis(millis);
-            assert_eq!(parse(&Display(d).to_string()), Ok(d), "{millis}");
+            assert_eq!(parse(&Shown(d).to_string()), Ok(d), "{millis}");
         }
         assert_eq!(
-            Display(Duration::from_millis(90_500)).to_string(),
+            Shown(Duration::from_millis(90_500)).to_string(),
             "1m30s500ms"
         );
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration::{self, Display as Shown};
+use crate::duration::{self, Shown};
 use crate::excerpt::Quoted;
 use crate::schema;
 use crate::snapshot::{HealthCheck, Probe, WhenAllUnhealthy};
