@@ -7,13 +7,15 @@
 //! verdict reaches the workers is a republished snapshot.
 
 pub mod monitor;
+pub mod probe;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use switchyard_config::snapshot::{Endpoint, HealthCheck, Snapshot};
 
-pub use monitor::{Monitor, MonitorOptions};
+pub use monitor::{Monitor, MonitorOptions, ProbeStats};
 
 /// One endpoint checked one way. An endpoint behind two listeners whose
 /// backendRefs carry the same check is probed once.
