@@ -10,6 +10,9 @@ pub mod monitor;
 pub mod probe;
 pub mod state;
 
+#[cfg(test)]
+mod netns_tests;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

@@ -127,10 +127,12 @@ async fn tcp(to: SocketAddr, send: &[u8], receive: &[u8], stage: &mut Stage) -> 
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("receive: {}", describe(&e)))?;
+        let n = match stream.read(&mut buf).await {
+            Ok(n) => n,
+            // What came before the reset is the more telling half.
+            Err(_) if !seen.is_empty() => 0,
+            Err(e) => return Err(format!("receive: {}", describe(&e))),
+        };
         if n == 0 {
             return Err(if seen.is_empty() {
                 "connection closed without a reply".into()
