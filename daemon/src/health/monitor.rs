@@ -283,7 +283,9 @@ async fn probe_loop(
             slot = now + jittered(interval, &mut random);
             continue;
         }
-        let (outcome, verdict) = probe::run(&check.probe, to, check.timeout).await;
+        // Boxed: a probe's buffers live only while it runs, instead of
+        // in every target's task for as long as the target is probed.
+        let (outcome, verdict) = Box::pin(probe::run(&check.probe, to, check.timeout)).await;
         drop(permit);
         counters.record(verdict, outcome.latency);
         let change = lock(&state).record(&check, outcome, std::time::Instant::now());

@@ -642,3 +642,59 @@ fn monitor_caps_probes_in_flight() {
     eprintln!("most connections at once: {most}, accepted {accepted}, skipped {skipped}");
     assert!(most <= CAP, "{most} probes in flight at once");
 }
+
+#[test]
+fn a_flapping_server_is_held_out_rather_than_toggled() {
+    if !is_root() {
+        return;
+    }
+    in_netns(|| {
+        let check = check(tcp_probe(), 100, 1, 1);
+        let mut server = TcpServer::start(accept_only);
+        let addr = server.addr;
+        let flapper = target(addr, &check);
+        let changes = Arc::new(AtomicUsize::new(0));
+        let counted = changes.clone();
+        let monitor = Monitor::start(
+            MonitorOptions::default(),
+            Arc::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+        monitor.set_targets(vec![flapper.clone()]);
+        wait_for(&monitor, "healthy", |o| {
+            health_of(o, &flapper) == Some(Health::Healthy)
+        });
+        // Down 300 ms, up 300 ms: three probes each way, a change of
+        // health every time with thresholds of one.
+        let mut flap = || {
+            server.stop();
+            std::thread::sleep(Duration::from_millis(300));
+            server = TcpServer::start_at(addr, accept_only);
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        let start = Instant::now();
+        while health_of(&monitor.observations(), &flapper) != Some(Health::Flapping) {
+            assert!(start.elapsed() < DEADLINE, "never flapping");
+            flap();
+        }
+        let flips = changes.load(Ordering::SeqCst);
+        for _ in 0..4 {
+            flap();
+            let observation = &monitor.observations()[&flapper];
+            assert_eq!(observation.health, Health::Flapping, "{observation:?}");
+            assert!(observation.penalty >= 1.0, "{observation:?}");
+        }
+        assert_eq!(
+            changes.load(Ordering::SeqCst),
+            flips,
+            "toggled while flapping"
+        );
+        let reason = &monitor.observations()[&flapper].reason;
+        assert!(
+            reason.ends_with("flapping, held out until stable"),
+            "{reason}"
+        );
+    });
+}

@@ -172,17 +172,17 @@ async fn udp(to: SocketAddr, send: &[u8], receive: &[u8], stage: &mut Stage) -> 
         .map_err(|e| format!("connect: {}", describe(&e)))?;
     socket.send(send).await.map_err(|e| udp_error("send", &e))?;
     *stage = Stage::AwaitingReply(None);
-    let mut buf = vec![0u8; MAX_READ];
+    let mut reply = Vec::with_capacity(MAX_READ);
     loop {
-        let n = socket
-            .recv(&mut buf)
+        reply.clear();
+        socket
+            .recv_buf(&mut reply)
             .await
             .map_err(|e| udp_error("receive", &e))?;
-        let reply = &buf[..n];
         if receive.is_empty() {
             return Ok("replied".into());
         }
-        if contains(reply, receive) {
+        if contains(&reply, receive) {
             return Ok(format!("reply contained {}", quoted(receive)));
         }
         // Another datagram may still carry it (a late reply to an
@@ -440,4 +440,93 @@ fn reset_on_close(stream: &TcpStream) {
     };
     // Best effort: a socket that keeps its TIME_WAIT is still correct.
     let _ = nix::sys::socket::setsockopt(&stream.as_fd(), linger, &now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn judge(raw: &[u8], body: &str, at_end: bool) -> Result<Option<String>, String> {
+        let response = Response { raw: raw.to_vec() };
+        match response.judge(&[200], body.as_bytes(), at_end)? {
+            Judged::Done(detail) => Ok(Some(detail)),
+            Judged::NeedMore(_) => Ok(None),
+        }
+    }
+
+    #[test]
+    fn a_partial_response_waits_for_more() {
+        assert_eq!(judge(b"HTTP/1.1 200 OK\r\nContent-Le", "", false), Ok(None));
+        assert_eq!(
+            judge(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nall",
+                "ok",
+                false
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            judge(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nall",
+                "ok",
+                true
+            ),
+            Err("HTTP 200, body did not contain \"ok\"".into())
+        );
+    }
+
+    #[test]
+    fn content_length_bounds_the_body() {
+        // Bytes past the declared length are not the body.
+        assert_eq!(
+            judge(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nallok",
+                "ok",
+                false
+            ),
+            Err("HTTP 200, body did not contain \"ok\"".into())
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined_across_chunks() {
+        assert_eq!(
+            dechunk(b"1\r\nok\r\n"),
+            Err("chunk not followed by CRLF".into())
+        );
+        assert_eq!(
+            dechunk(b"1\r\no\r\n1;ext=1\r\nk\r\n0\r\n\r\n"),
+            Ok((b"ok".to_vec(), true))
+        );
+        assert_eq!(dechunk(b"5\r\nhel"), Ok((b"hel".to_vec(), false)));
+        assert_eq!(dechunk(b"zz\r\n"), Err("bad chunk size".into()));
+    }
+
+    #[test]
+    fn statuses_read_as_a_sentence() {
+        assert_eq!(one_of(&[200]), "200");
+        assert_eq!(one_of(&[200, 204]), "200 or 204");
+        assert_eq!(one_of(&[200, 204, 301]), "200, 204 or 301");
+    }
+
+    proptest! {
+        #[test]
+        fn any_response_bytes_get_a_verdict_without_panic(
+            raw in proptest::collection::vec(any::<u8>(), 0..512),
+            at_end in any::<bool>(),
+        ) {
+            let _ = judge(&raw, "ok", at_end);
+            let _ = dechunk(&raw);
+        }
+
+        #[test]
+        fn any_chunked_response_gets_a_verdict_without_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let mut raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(&body);
+            let _ = judge(&raw, "ok", true);
+        }
+    }
 }
