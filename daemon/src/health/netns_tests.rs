@@ -698,3 +698,109 @@ fn a_flapping_server_is_held_out_rather_than_toggled() {
         );
     });
 }
+
+/// User and system CPU time of this process's threads named like the
+/// monitor's (`comm` holds 15 bytes of the name).
+fn monitor_cpu() -> (Duration, Duration) {
+    let ticks_per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let (mut user, mut system) = (0u64, 0u64);
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("switchyard-heal") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: utime and stime are the
+        // 14th and 15th of the line, the 12th and 13th after it.
+        let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let field = |i: usize| -> u64 {
+            rest.split_whitespace()
+                .nth(i)
+                .and_then(|f| f.parse().ok())
+                .unwrap_or(0)
+        };
+        user += field(11);
+        system += field(12);
+    }
+    let seconds = |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second);
+    (seconds(user), seconds(system))
+}
+
+/// The monitor alone (no daemon) probing N loopback endpoints by TCP
+/// connect every second: its threads' CPU per second and probe latency.
+/// A measurement, not a check: `cargo test --release -p
+/// switchyard-daemon probing_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn probing_cost_for_one_and_ten_thousand_targets() {
+    if !is_root() {
+        return;
+    }
+    in_netns(|| {
+        // The endpoints' server on a runtime of its own: one listener on
+        // every loopback address, accepting and closing.
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("endpoint-server")
+            .enable_io()
+            .build()
+            .unwrap();
+        let port = server.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            socket.bind((Ipv4Addr::UNSPECIFIED, 0).into()).unwrap();
+            let listener = socket.listen(4096).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                loop {
+                    let _ = listener.accept().await;
+                }
+            });
+            port
+        });
+        for count in [1000u32, 10_000] {
+            let check = check(tcp_probe(), 1000, 1, 3);
+            let targets: Vec<Target> = (0..count)
+                .map(|i| {
+                    let [_, _, x, y] = (i + 256).to_be_bytes();
+                    target((Ipv4Addr::new(127, 1, x, y), port).into(), &check)
+                })
+                .collect();
+            let monitor = Monitor::start(MonitorOptions::default(), Arc::new(|| {})).unwrap();
+            monitor.set_targets(targets);
+            wait_for(&monitor, "every target probed", |o| {
+                o.values().all(|o| o.passes + o.failures > 0)
+            });
+            let window = Duration::from_secs(5);
+            let (cpu_before, stats_before) = (monitor_cpu(), monitor.probe_stats());
+            let start = Instant::now();
+            std::thread::sleep(window);
+            let (cpu_after, elapsed) = (monitor_cpu(), start.elapsed());
+            let system = cpu_after.1 - cpu_before.1;
+            let cpu = cpu_after.0 - cpu_before.0 + system;
+            let stats = monitor.probe_stats();
+            let tcp = &stats[0];
+            let probes = tcp.passed + tcp.failed + tcp.timed_out
+                - (stats_before[0].passed + stats_before[0].failed + stats_before[0].timed_out);
+            let h = &tcp.latency_ns.histogram;
+            println!(
+                "{count} targets: {:.1} ms CPU/s ({:.0}% system), {:.0} probes/s, failed {}, timed out {}, \
+                 skipped {}, latency p50 {:?} p99 {:?} max {:?}",
+                cpu.as_secs_f64() * 1000.0 / elapsed.as_secs_f64(),
+                100.0 * system.as_secs_f64() / cpu.as_secs_f64().max(1e-9),
+                probes as f64 / elapsed.as_secs_f64(),
+                tcp.failed,
+                tcp.timed_out,
+                tcp.skipped,
+                Duration::from_nanos(h.value_at_quantile(0.5)),
+                Duration::from_nanos(h.value_at_quantile(0.99)),
+                Duration::from_nanos(h.max()),
+            );
+            drop(monitor);
+        }
+        server.shutdown_background();
+    });
+}
