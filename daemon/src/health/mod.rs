@@ -97,8 +97,8 @@ impl Health {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutcome {
     pub passed: bool,
-    /// What was seen, e.g. `connected`, `HTTP 200`, `HTTP 500 (expected
-    /// 200)`, `connect: Connection refused`, `timed out after 500ms`.
+    /// What was seen, e.g. `connected`, `HTTP 200`, `HTTP 500, expected
+    /// 200`, `connect: Connection refused`, `no reply within 500ms`.
     pub detail: String,
     /// From the probe's start to its verdict.
     pub latency: Duration,

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -182,6 +182,47 @@ fn tcp_probe_passes_on_connect() {
     assert_eq!(verdict, Verdict::Pass, "{outcome:?}");
     assert_eq!(outcome.detail, "connected");
     assert!(outcome.passed);
+}
+
+#[test]
+fn probes_reach_ipv6_endpoints() {
+    if !is_root() {
+        return;
+    }
+    let (tcp, udp, heads, addr) = in_netns(|| {
+        let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).expect("::1 in the namespace");
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let (server, heads) = {
+            let heads = Arc::new(Mutex::new(Vec::new()));
+            let seen = heads.clone();
+            let server = TcpServer::start_at(addr, move |mut stream| {
+                seen.lock().unwrap().push(read_head(&mut stream));
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            });
+            (server, heads)
+        };
+        let tcp = run_probe(&http_probe(""), server.addr);
+        let closed = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let udp = run_probe(
+            &Probe::Udp {
+                send: b"ping".to_vec(),
+                receive: Vec::new(),
+            },
+            closed,
+        );
+        let heads = heads.lock().unwrap().clone();
+        (tcp, udp, heads, addr)
+    });
+    assert_eq!(tcp.1, Verdict::Pass, "{tcp:?}");
+    assert!(
+        heads[0].contains(&format!("\r\nHost: [::1]:{}\r\n", addr.port())),
+        "{heads:?}"
+    );
+    assert_eq!(udp.1, Verdict::Fail, "{udp:?}");
 }
 
 #[test]
@@ -641,6 +682,9 @@ fn monitor_caps_probes_in_flight() {
     });
     eprintln!("most connections at once: {most}, accepted {accepted}, skipped {skipped}");
     assert!(most <= CAP, "{most} probes in flight at once");
+    // Twenty probes a second wanted, ten served (three at a time, 300 ms
+    // each): the rest are skipped, not queued ever later.
+    assert!(skipped > 0, "none skipped");
 }
 
 #[test]
