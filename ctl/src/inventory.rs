@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::tables::{right_align, table};
-use switchyard_proto::{BackendsReport, DrainReport, ListenersReport};
+use switchyard_proto::{BackendInfo, BackendsReport, DrainReport, ListenersReport};
 
 // Column names are the JSON field names in capitals; AFFINITY TIMEOUT is
 // the ClientIP session affinity's.
@@ -103,6 +103,14 @@ pub fn render_backends(r: &BackendsReport) -> String {
         rows.add_row(row);
     }
     right_align(&mut rows, 5);
+    if checked {
+        // Words, left as the other text columns are.
+        for index in BACKEND_COLUMNS.len()..BACKEND_COLUMNS.len() + 2 {
+            if let Some(column) = rows.column_mut(index) {
+                column.set_cell_alignment(comfy_table::CellAlignment::Left);
+            }
+        }
+    }
     let mut out = String::new();
     let _ = writeln!(out, "{rows}");
     let _ = writeln!(
@@ -111,7 +119,12 @@ pub fn render_backends(r: &BackendsReport) -> String {
         r.backends.len(),
         r.generation
     );
-    for b in r.backends.iter().filter(|b| b.health_reason.is_some()) {
+    // Why a backend is out (or back), for those whose health is news.
+    let noteworthy = |b: &&BackendInfo| {
+        b.health_reason.is_some()
+            && !matches!(b.health.as_deref(), Some("healthy" | "unknown") | None)
+    };
+    for b in r.backends.iter().filter(noteworthy) {
         let _ = writeln!(
             out,
             "{} on {}: {} ({}): {}",
@@ -213,7 +226,7 @@ mod tests {
              probes failed in a row"
         ));
     }
-    use switchyard_proto::{BackendInfo, ListenerInfo};
+    use switchyard_proto::ListenerInfo;
 
     fn row<'a>(text: &'a str, cells: &[&str]) -> &'a str {
         text.lines()

@@ -6,7 +6,14 @@ use super::*;
 use crate::load::load_str;
 use crate::snapshot::{Probe, WhenAllUnhealthy};
 
-const DEMO: &str = include_str!("../../examples/demo.yaml");
+/// The demo's objects without its own health checks, so each test's
+/// policies are the only ones.
+fn demo() -> &'static str {
+    const FILE: &str = include_str!("../../examples/demo.yaml");
+    FILE.split("---\n# Active health checks")
+        .next()
+        .unwrap_or(FILE)
+}
 
 const SERVICE: &str = "{group: \"\", kind: Service, name: echo}";
 const ROUTE: &str = "{group: gateway.networking.k8s.io, kind: TCPRoute, name: echo-tcp}";
@@ -55,10 +62,23 @@ fn conflicted(res: &Resolution) -> Vec<&str> {
 
 #[test]
 fn without_a_health_check_no_backend_ref_carries_one() {
-    let res = resolve_text(DEMO);
+    let res = resolve_text(demo());
     for listener in ["tcp-echo", "udp-echo"] {
         assert_eq!(checked_by(&res, listener), vec![None]);
     }
+}
+
+#[test]
+fn the_bundled_demo_checks_tcp_endpoints_by_connect_and_udp_ones_by_datagram() {
+    let res = resolve_text(include_str!("../../examples/demo.yaml"));
+    assert_eq!(
+        checked_by(&res, "tcp-echo"),
+        vec![Some("demo/echo-tcp-health".to_owned())]
+    );
+    assert_eq!(
+        checked_by(&res, "udp-echo"),
+        vec![Some("demo/echo-udp-health".to_owned())]
+    );
 }
 
 /// Policies as (name, created, target).
@@ -121,7 +141,7 @@ fn the_target_closest_to_the_endpoints_wins_then_the_oldest() {
         ),
     ];
     for (policies, winner, losers) in cases {
-        let mut text = DEMO.to_owned();
+        let mut text = demo().to_owned();
         for (name, created, target) in *policies {
             text += &policy(name, created, target);
         }
@@ -162,20 +182,20 @@ fn the_target_closest_to_the_endpoints_wins_then_the_oldest() {
 #[test]
 fn a_service_check_applies_on_every_route_using_it_and_a_route_check_on_its_own() {
     let res = resolve_text(
-        &(DEMO.to_owned()
+        &(demo().to_owned()
             + &policy("rt", "2026-01-01T00:00:00Z", ROUTE)
             + &policy("ls", "2026-01-01T00:00:00Z", LISTENER)),
     );
     assert_eq!(checked_by(&res, "tcp-echo"), vec![Some("demo/rt".into())]);
     assert_eq!(checked_by(&res, "udp-echo"), vec![None]);
-    let res = resolve_text(&(DEMO.to_owned() + &policy("svc", "2026-01-01T00:00:00Z", SERVICE)));
+    let res = resolve_text(&(demo().to_owned() + &policy("svc", "2026-01-01T00:00:00Z", SERVICE)));
     assert_eq!(checked_by(&res, "tcp-echo"), vec![Some("demo/svc".into())]);
     assert_eq!(checked_by(&res, "udp-echo"), vec![Some("demo/svc".into())]);
 }
 
 #[test]
 fn the_check_carries_the_policys_settings_and_changes_nothing_else() {
-    let text = DEMO.to_owned()
+    let text = demo().to_owned()
         + "---\napiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
            metadata: {name: web-health, namespace: demo}\n\
            spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: UDPRoute, name: echo-udp}]\n\
@@ -183,7 +203,7 @@ fn the_check_carries_the_policys_settings_and_changes_nothing_else() {
            \x20     interval: 1s\n      timeout: 500ms\n      port: 8081\n\
            \x20     http: {path: /healthz}\n";
     let with = resolve_text(&text);
-    let without = resolve_text(DEMO);
+    let without = resolve_text(demo());
     let listener = |res: &Resolution| {
         res.snapshot
             .listeners()
@@ -206,7 +226,7 @@ fn the_check_carries_the_policys_settings_and_changes_nothing_else() {
 
 #[test]
 fn a_health_check_alone_is_accepted_on_each_of_the_four_target_kinds() {
-    let mut text = DEMO.to_owned();
+    let mut text = demo().to_owned();
     for (name, target) in [
         ("svc", SERVICE),
         ("rt", ROUTE),
@@ -231,7 +251,7 @@ fn a_health_check_alone_is_accepted_on_each_of_the_four_target_kinds() {
 
 #[test]
 fn missing_targets_and_other_kinds_are_reported() {
-    let mut text = DEMO.to_owned();
+    let mut text = demo().to_owned();
     for (name, target) in [
         ("svc", "{group: \"\", kind: Service, name: nope}"),
         (

@@ -9,11 +9,14 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use switchyard_proto::BackendsReport;
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
+use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::process::{switchyard_bin, workspace_root, yardctl_bin};
 use switchyard_vm_tests::topology::{CLIENT_ADDR, LB_BACKEND_SIDE_ADDR, LB_CLIENT_SIDE_ADDR, VIP};
 use switchyard_vm_tests::{
@@ -225,6 +228,24 @@ fn traffic_and_report(topo: &Topology, daemon: &Daemon) -> Result<usize> {
         tally(&per_backend)
     );
     failed += udp_failed;
+
+    check_interrupted()?;
+    heading("Backends and their health checks: `yardctl backends`");
+    // The demo config probes every endpoint each second; wait for the
+    // verdicts so the table shows them rather than `unknown`.
+    let checked = poll_until(Duration::from_secs(10), "health verdicts", || {
+        let report: BackendsReport = daemon.yardctl_as(&["backends"])?;
+        let pending = report
+            .backends
+            .iter()
+            .any(|b| b.health.as_deref() == Some("unknown"));
+        Ok((!pending).then_some(report.backends.iter().any(|b| b.health.is_some())))
+    });
+    if let Ok(false) = checked {
+        println!("  (this config has no health checks)");
+    }
+    std::io::stdout().flush()?;
+    daemon.yardctl_print(&["backends", "-o", "table"])?;
 
     check_interrupted()?;
     heading("The flow table: `yardctl flows` (TCP connections still open)");
