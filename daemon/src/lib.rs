@@ -2,6 +2,7 @@
 //! binary's run, check and reload, the config file watch, the way a
 //! cluster's objects come in from `switchyard-kube` (and their cache), the
 //! control socket and what it reports (inventory, config diffs, drains), the
+//! active health checks that take dead backends out as a drain does, the
 //! Prometheus endpoint, the DNS server for Gateway names, the neighbour
 //! resolver that keeps the workers' next hops true to the kernel, and the
 //! egress watch that keeps the fast path from sending where the kernel

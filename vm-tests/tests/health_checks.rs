@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use switchyard_proto::ExplainReport;
 use switchyard_vm_tests::client::{self, tcp_exchange_keep_open};
 use switchyard_vm_tests::config::{
     DEMO_NAMESPACE, TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT,
@@ -20,7 +21,9 @@ use switchyard_vm_tests::config::{
 };
 use switchyard_vm_tests::health::{backend_info, health_of, health_policy, HealthEndpoint};
 use switchyard_vm_tests::poll::poll_until;
-use switchyard_vm_tests::topology::{BACKENDS, LB_BACKEND_SIDE_ADDR, VIP};
+use switchyard_vm_tests::topology::{
+    BACKENDS, BACKENDS6, CLIENT_ADDR, LB_BACKEND_SIDE_ADDR, VIP, VIP6,
+};
 use switchyard_vm_tests::{
     tcp_exchange, udp_exchange, Daemon, GatewaySpec, TcpEchoServer, TempDir, Topology,
     UdpEchoServer,
@@ -46,8 +49,10 @@ struct Lab {
 }
 
 fn lab(policies: &str) -> Result<Lab> {
-    let topo = Topology::single_arm(1)?;
-    let spec = GatewaySpec::demo();
+    lab_on(Topology::single_arm(1)?, GatewaySpec::demo(), policies)
+}
+
+fn lab_on(topo: Topology, spec: GatewaySpec, policies: &str) -> Result<Lab> {
     let dir = TempDir::new("config")?;
     let config = dir.write("gateway.yaml", &format!("{}{policies}", spec.to_yaml()))?;
     let daemon = topo.start_daemon(&config)?;
@@ -110,6 +115,34 @@ impl Lab {
                     .to_owned())
             })
             .collect()
+    }
+
+    /// `yardctl explain` of a 5-tuple whose slot is `skipped`'s in the
+    /// config says that health moved it, and to which backend.
+    fn explain_names_the_skipped_backend(&self, skipped: &str) -> Result<()> {
+        let vip = SocketAddr::new(IpAddr::V4(VIP), TCP_PORT).to_string();
+        for port in 40000..40200u16 {
+            let client = format!("{CLIENT_ADDR}:{port}");
+            let report: ExplainReport =
+                self.daemon.yardctl_as(&["explain", "tcp", &client, &vip])?;
+            let Some(found) = &report.new_flow.skipped else {
+                continue;
+            };
+            ensure!(
+                found.backend == skipped && found.health == "unhealthy",
+                "{report:?}"
+            );
+            ensure!(
+                report.new_flow.backend.as_deref() != Some(skipped)
+                    && report
+                        .new_flow
+                        .reason
+                        .contains("health checks gave it to another"),
+                "{report:?}"
+            );
+            return Ok(());
+        }
+        anyhow::bail!("no client port of 200 explained as moved off {skipped}")
     }
 
     /// No flow of the workers comes from one of the LB's own addresses:
@@ -182,6 +215,7 @@ fn a_tcp_probe_takes_a_stopped_backend_out_and_brings_it_back() -> Result<()> {
         "reason {reason:?}"
     );
     all_from(&lab.tcp_answers()?, &be1.name)?;
+    lab.explain_names_the_skipped_backend(&b2)?;
     let text = client::echo(&mut established, "still|", client::IO_TIMEOUT)
         .context("the connection established to be1 before be2 went down")?;
     ensure!(text.starts_with(&be1.name), "{text:?}");
@@ -352,4 +386,95 @@ fn a_flapping_backend_is_held_out_and_the_others_connections_stay() -> Result<()
     ensure!(text.starts_with(&be1.name), "{text:?}");
     all_from(&lab.tcp_answers()?, &be1.name)?;
     lab.no_probe_flows()
+}
+
+/// Every endpoint of the backendRef failing: by default it fails open and
+/// both backends serve as the config says (`fail-open`); with
+/// `whenAllUnhealthy: Refuse` new connections are refused, as for a
+/// backendRef without endpoints.
+#[test]
+fn a_backend_ref_all_unhealthy_fails_open_or_refuses_as_its_check_says() -> Result<()> {
+    // HTTP on a port where nothing listens: every probe fails.
+    let check = |when: &str| {
+        format!(
+            "whenAllUnhealthy: {when}\n{}",
+            active(
+                "HTTP",
+                &format!("  port: {HEALTH_PORT}\n  http: {{path: /healthz}}\n")
+            )
+        )
+    };
+    for (when, serves) in [("FailOpen", true), ("Refuse", false)] {
+        let lab = lab(&health_policy(
+            "echo-health",
+            DEMO_NAMESPACE,
+            "TCPRoute",
+            "echo-tcp",
+            &check(when),
+        ))?;
+        let servers: Vec<TcpEchoServer> = lab
+            .topo
+            .backends
+            .iter()
+            .map(|be| TcpEchoServer::start(&be.ns, &be.name, TCP_TARGET_PORT))
+            .collect::<Result<_>>()?;
+        for i in 0..2 {
+            lab.await_health(TCP_LISTENER, &backend(i, TCP_TARGET_PORT), "unhealthy")?;
+        }
+        let state = backend_info(
+            &lab.daemon,
+            &lab.listener(TCP_LISTENER),
+            &backend(0, TCP_TARGET_PORT),
+        )?
+        .state;
+        let vip = SocketAddr::new(IpAddr::V4(VIP), TCP_PORT);
+        if serves {
+            ensure!(state == "fail-open", "{when}: state {state}");
+            let answers = lab.tcp_answers()?;
+            some_from(&answers, &servers[0].name().to_owned())?;
+            some_from(&answers, &servers[1].name().to_owned())?;
+        } else {
+            ensure!(state == "unhealthy", "{when}: state {state}");
+            let refused = tcp_exchange(&lab.topo.client, vip, "refused?");
+            ensure!(
+                refused.is_err(),
+                "{when}: a new connection was served: {refused:?}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// IPv6 endpoints are probed over IPv6 and taken out like IPv4 ones.
+#[test]
+fn an_ipv6_endpoint_is_probed_and_taken_out() -> Result<()> {
+    let topo = Topology::single_arm(1)?.with_ipv6()?;
+    let lab = lab_on(
+        topo,
+        GatewaySpec::demo_dual_stack(),
+        &health_policy(
+            "echo-health",
+            DEMO_NAMESPACE,
+            "TCPRoute",
+            "echo-tcp",
+            &active("TCP", ""),
+        ),
+    )?;
+    let (be1, be2) = (&lab.topo.backends[0], &lab.topo.backends[1]);
+    let at = |i: usize| SocketAddr::new(IpAddr::V6(BACKENDS6[i].1), TCP_TARGET_PORT);
+    let _s1 = TcpEchoServer::start_on(&be1.ns, &be1.name, at(0))?;
+    let s2 = TcpEchoServer::start_on(&be2.ns, &be2.name, at(1))?;
+    lab.await_health(TCP_LISTENER, &at(0).to_string(), "healthy")?;
+    lab.await_health(TCP_LISTENER, &at(1).to_string(), "healthy")?;
+    drop(s2);
+    lab.await_health(TCP_LISTENER, &at(1).to_string(), "unhealthy")?;
+    let vip = SocketAddr::new(IpAddr::V6(VIP6), TCP_PORT);
+    let answers: Vec<String> = (0..PROBE_FLOWS)
+        .map(|i| {
+            Ok(tcp_exchange(&lab.topo.client, vip, &format!("v6-{i}"))?
+                .server()
+                .to_owned())
+        })
+        .collect::<Result<_>>()?;
+    all_from(&answers, &be1.name)
 }
