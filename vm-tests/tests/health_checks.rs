@@ -431,8 +431,8 @@ fn a_backend_ref_all_unhealthy_fails_open_or_refuses_as_its_check_says() -> Resu
         if serves {
             ensure!(state == "fail-open", "{when}: state {state}");
             let answers = lab.tcp_answers()?;
-            some_from(&answers, &servers[0].name().to_owned())?;
-            some_from(&answers, &servers[1].name().to_owned())?;
+            some_from(&answers, servers[0].name())?;
+            some_from(&answers, servers[1].name())?;
         } else {
             ensure!(state == "unhealthy", "{when}: state {state}");
             let refused = tcp_exchange(&lab.topo.client, vip, "refused?");
