@@ -24,4 +24,6 @@ pub mod interfaces;
 pub mod metrics;
 pub mod neighbor;
 mod netlink;
+#[cfg(test)]
+mod netns_testing;
 pub mod refusals;

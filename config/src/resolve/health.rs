@@ -20,6 +20,7 @@ use std::sync::Arc;
 use super::backends::BackendKind;
 use super::gateways::GatewayView;
 use super::{Diagnostic, Index, Reason, RouteId};
+use crate::resources::PolicyTargetReference;
 use crate::snapshot::{BackendGroup, HealthCheck};
 
 /// The winning check of each target, keyed by what a backendRef is
@@ -82,6 +83,16 @@ impl HealthChecks {
                 )
                 .on_parent(parent)
             };
+            let not_found = |target: &PolicyTargetReference, scope: String| {
+                diagnostic(
+                    Reason::TargetNotFound,
+                    format!(
+                        "{} {}/{} does not exist",
+                        target.kind, meta.namespace, target.name
+                    ),
+                    scope,
+                )
+            };
             let check = match spec.health_check(meta.key()) {
                 Ok(check) => Arc::new(check),
                 // The loader refuses such a policy; one built otherwise is
@@ -102,14 +113,7 @@ impl HealthChecks {
                 let key = if target.is_service() {
                     let key = (meta.namespace.as_str(), target.name.as_str());
                     if !index.services.contains_key(&key) {
-                        diagnostics.push(diagnostic(
-                            Reason::TargetNotFound,
-                            format!(
-                                "{} {}/{} does not exist",
-                                target.kind, meta.namespace, target.name
-                            ),
-                            scope,
-                        ));
+                        diagnostics.push(not_found(target, scope));
                         continue;
                     }
                     Target::Service(meta.namespace.clone(), target.name.clone())
@@ -119,14 +123,7 @@ impl HealthChecks {
                             && r.metadata.namespace == meta.namespace
                             && r.metadata.name == target.name
                     }) else {
-                        diagnostics.push(diagnostic(
-                            Reason::TargetNotFound,
-                            format!(
-                                "{} {}/{} does not exist",
-                                target.kind, meta.namespace, target.name
-                            ),
-                            scope,
-                        ));
+                        diagnostics.push(not_found(target, scope));
                         continue;
                     };
                     Target::Route(RouteId(r))

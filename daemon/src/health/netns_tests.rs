@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,23 +23,7 @@ use super::{Health, Monitor, MonitorOptions, Observation, ProbeOutcome, Target};
 const SILENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn is_root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: network namespaces need root");
-    }
-    root
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::netns_testing::{ip, is_root};
 
 /// Runs `test` on a thread moved into a fresh network namespace (gone
 /// with its last socket and thread). Threads it spawns, and commands it

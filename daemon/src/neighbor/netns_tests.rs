@@ -22,24 +22,7 @@ const B_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 2);
 const B_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 const DEADLINE: Duration = Duration::from_secs(5);
 
-fn is_root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        eprintln!("skipped: network namespaces need root");
-    }
-    root
-}
-
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use crate::netns_testing::{ip, is_root};
 
 /// Namespaces `swy-nb-<pid>-<n>-a` and `-b`, a veth `veth0`(a) -- `veth1`(b)
 /// with 198.18.0.1/24 and 198.18.0.2/24, 2001:db8:18::1/64 and ::2/64, and
