@@ -57,14 +57,7 @@ impl HealthChecks {
         gateways: &[GatewayView<'_>],
         diagnostics: &mut Vec<Diagnostic>,
     ) -> Self {
-        let position: HashMap<(&str, &str), usize> = gateways
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let m = &g.gateway.metadata;
-                ((m.namespace.as_str(), m.name.as_str()), i)
-            })
-            .collect();
+        let position = super::policy::gateway_positions(gateways);
         // Per target: the winning check and its policy's `namespace/name`.
         let mut won: HashMap<Target, (Arc<HealthCheck>, String)> = HashMap::new();
         // Policies come oldest first, so the first to claim a target wins.

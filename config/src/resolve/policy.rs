@@ -77,14 +77,7 @@ pub(super) fn listener_claims(
     gateways: &[GatewayView<'_>],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> ListenerClaims {
-    let position: HashMap<(&str, &str), usize> = gateways
-        .iter()
-        .enumerate()
-        .map(|(i, g)| {
-            let m = &g.gateway.metadata;
-            ((m.namespace.as_str(), m.name.as_str()), i)
-        })
-        .collect();
+    let position = gateway_positions(gateways);
 
     // (listener) -> (section-specific?, rank in `index.policies`), where
     // rank orders policies oldest first.
@@ -224,6 +217,20 @@ pub(super) fn listener_claims(
     }
 
     candidates
+}
+
+/// Each Gateway's position in `gateways`, by `(namespace, name)`.
+pub(super) fn gateway_positions<'g>(
+    gateways: &'g [GatewayView<'_>],
+) -> HashMap<(&'g str, &'g str), usize> {
+    gateways
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let m = &g.gateway.metadata;
+            ((m.namespace.as_str(), m.name.as_str()), i)
+        })
+        .collect()
 }
 
 /// Per listener, the policies naming it (see `listener_claims`).
