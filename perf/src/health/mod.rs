@@ -41,6 +41,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause between two `yardctl backends` reads while warming up: each one
 /// lists every endpoint.
 const WARMUP_POLL: Duration = Duration::from_millis(250);
+/// Beyond the probe intervals, how long the first probes of every
+/// endpoint may take to show (a loaded machine, a slow `yardctl`).
+const PROBED_SLACK: Duration = Duration::from_secs(20);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +112,9 @@ pub struct Window {
     pub last_probe_latency_ms: Option<Latency>,
     /// Endpoints by health after the window (`unchecked`: no health shown).
     pub health: BTreeMap<String, usize>,
+    /// Why the daemon's metrics could not be read, if they could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
 }
 
 impl Window {
@@ -210,14 +216,18 @@ fn describe(n: usize, mode: &str, w: &Window) -> String {
         .filter(|(_, ms)| **ms >= 0.05)
         .map(|(kind, ms)| format!("{kind} {ms:.1}"))
         .collect();
-    format!(
+    let mut line = format!(
         "{n:>6} endpoints, {mode:<7}: {:.1} ms/s CPU [{}], warm-up {:.1} s, {:.0} connections/s accepted, health {:?}",
         w.cpu_ms_per_s,
         threads.join(", "),
         w.warmup_secs,
         w.accepted_per_s,
         w.health
-    )
+    );
+    if let Some(e) = &w.metrics_error {
+        line.push_str(&format!("; no metrics: {e}"));
+    }
+    line
 }
 
 /// Starts the daemon on `chosen` (probing them with `check`), waits out
@@ -248,21 +258,18 @@ fn measure(
     let started = Instant::now();
     let mut daemon = Daemon::start(&lab.lb, &file, &opts)
         .with_context(|| format!("starting switchyard on {} endpoints ({mode})", chosen.len()))?;
-    let warmup = match check {
-        Some(check) => {
-            let interval = duration_secs(&check.interval)?;
-            Duration::from_secs_f64(interval * 3.0) + START_TIMEOUT
-        }
-        None => START_TIMEOUT,
+    let interval = match check {
+        Some(check) => Some(Duration::from_secs_f64(duration_secs(&check.interval)?)),
+        None => None,
     };
-    warm_up(&daemon, chosen.len(), check.is_some(), warmup)
+    warm_up(&daemon, chosen.len(), interval, START_TIMEOUT)
         .with_context(|| format!("warming up on {} endpoints ({mode})", chosen.len()))?;
     std::thread::sleep(Duration::from_secs_f64(options.settle));
     let warmup_secs = started.elapsed().as_secs_f64();
 
     // The scrapes and `yardctl backends` cost the daemon CPU too: they are
     // taken outside the window.
-    let metrics_before = scrape(lab).ok();
+    let metrics_before = scrape(lab);
     let scraped_at = Instant::now();
     let t0 = Instant::now();
     let cpu0 = CpuSample::read(daemon.pid())?;
@@ -271,7 +278,7 @@ fn measure(
     let accepted1 = server.accepted();
     let cpu1 = CpuSample::read(daemon.pid())?;
     let seconds = t0.elapsed().as_secs_f64();
-    let metrics_after = scrape(lab).ok();
+    let metrics_after = scrape(lab);
     let scrape_secs = scraped_at.elapsed().as_secs_f64();
     let rows = backend_rows(&daemon)?;
     server.check()?;
@@ -289,10 +296,13 @@ fn measure(
         health: BTreeMap::new(),
         ..Window::default()
     };
-    if let (Some(before), Some(after)) = (metrics_before, metrics_after) {
-        let (probes, latency) = probe_figures(&before, &after);
-        window.probes_per_s = probes.map(|p| p / scrape_secs);
-        window.latency_ms = latency;
+    match (metrics_before, metrics_after) {
+        (Ok(before), Ok(after)) => {
+            let (probes, latency) = probe_figures(&before, &after);
+            window.probes_per_s = probes.map(|p| p / scrape_secs);
+            window.latency_ms = latency;
+        }
+        (Err(e), _) | (_, Err(e)) => window.metrics_error = Some(format!("{e:#}")),
     }
     let mut last: Vec<f64> = Vec::new();
     for row in &rows {
@@ -371,28 +381,48 @@ fn backend_rows(daemon: &Daemon) -> Result<Vec<BackendRow>> {
     parse_backend_rows(&report)
 }
 
-/// Polls `yardctl backends` until every endpoint is listed and, with
-/// `probing`, has been probed once.
-fn warm_up(daemon: &Daemon, endpoints: usize, probing: bool, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+/// Polls `yardctl backends` until every endpoint is listed (within
+/// `listed_within`) and, with `probe_interval`, has been probed once:
+/// within three intervals and [`PROBED_SLACK`] of being listed, or two
+/// intervals and the slack if no endpoint shows a health at all.
+fn warm_up(
+    daemon: &Daemon,
+    endpoints: usize,
+    probe_interval: Option<Duration>,
+    listed_within: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut listed_at: Option<Instant> = None;
     loop {
         let rows = backend_rows(daemon)?;
         let checked = rows.iter().filter(|r| r.health != "unchecked").count();
         let probed = rows.iter().filter(|r| r.probe_latency_ms.is_some()).count();
-        if rows.len() >= endpoints && (!probing || probed >= endpoints) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let seen = format!(
-                "{} endpoints listed, {checked} with a health, {probed} probed",
+        let seen = || {
+            format!(
+                "{} of {endpoints} endpoints listed, {checked} with a health, {probed} probed",
                 rows.len()
-            );
-            let hint = if probing && checked == 0 && rows.len() >= endpoints {
-                ": this daemon shows no health for its backends (does it probe?)"
-            } else {
-                ""
+            )
+        };
+        if rows.len() >= endpoints {
+            let Some(interval) = probe_interval else {
+                return Ok(());
             };
-            bail!("after {timeout:?}, {seen} of {endpoints}{hint}");
+            if probed >= endpoints {
+                return Ok(());
+            }
+            let since = listed_at.get_or_insert_with(Instant::now).elapsed();
+            if checked == 0 && since > interval * 2 + PROBED_SLACK {
+                bail!(
+                    "{:.0?} after listing them, {}: this daemon shows no health for its backends (does it probe?)",
+                    since,
+                    seen()
+                );
+            }
+            if since > interval * 3 + PROBED_SLACK {
+                bail!("{:.0?} after listing them, {}", since, seen());
+            }
+        } else if started.elapsed() > listed_within {
+            bail!("after {listed_within:?}, {}", seen());
         }
         std::thread::sleep(WARMUP_POLL);
     }
