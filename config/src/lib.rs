@@ -8,7 +8,9 @@
 mod backend_kinds;
 mod depth;
 pub mod dns;
+pub mod duration;
 mod excerpt;
+pub mod health_spec;
 pub mod load;
 pub mod maglev;
 mod meta;

@@ -351,10 +351,10 @@ impl<'de> Visitor<'de> for HeaderProbe<'_> {
             merge: false,
         };
         let mut merged: Option<Value> = None;
-        while let Some(key) = map.next_key::<Text>()? {
+        while let Some(key) = map.next_key::<StringOrSkipped>()? {
             match key.0.as_deref() {
-                Some("apiVersion") => header.api_version = map.next_value::<Text>()?.0,
-                Some("kind") => header.kind = map.next_value::<Text>()?.0,
+                Some("apiVersion") => header.api_version = map.next_value::<StringOrSkipped>()?.0,
+                Some("kind") => header.kind = map.next_value::<StringOrSkipped>()?.0,
                 Some("metadata") => {
                     let meta: MetaProbe = map.next_value()?;
                     header.name = meta.name;
@@ -433,24 +433,24 @@ fn merged_fields(merged: Value) -> Value {
 }
 
 /// A string, or `None` for any other value, which is skipped unread.
-struct Text(Option<String>);
+struct StringOrSkipped(Option<String>);
 
-impl<'de> Deserialize<'de> for Text {
+impl<'de> Deserialize<'de> for StringOrSkipped {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Text;
+            type Value = StringOrSkipped;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any value")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
-                Ok(Text(Some(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringOrSkipped, E> {
+                Ok(StringOrSkipped(Some(v.to_owned())))
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Text, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrSkipped, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Text(None))
+                Ok(StringOrSkipped(None))
             }
-            skip_the_rest!(Text, Text(None));
+            skip_the_rest!(StringOrSkipped, StringOrSkipped(None));
         }
         d.deserialize_any(V)
     }
@@ -475,10 +475,12 @@ impl<'de> Deserialize<'de> for MetaProbe {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetaProbe, A::Error> {
                 let mut meta = MetaProbe::default();
                 let mut merged = None;
-                while let Some(key) = map.next_key::<Text>()? {
+                while let Some(key) = map.next_key::<StringOrSkipped>()? {
                     match key.0.as_deref() {
-                        Some("name") => meta.name = map.next_value::<Text>()?.0,
-                        Some("namespace") => meta.namespace = map.next_value::<Text>()?.0,
+                        Some("name") => meta.name = map.next_value::<StringOrSkipped>()?.0,
+                        Some("namespace") => {
+                            meta.namespace = map.next_value::<StringOrSkipped>()?.0
+                        }
                         Some("<<") => merged = Some(map.next_value::<Value>()?),
                         _ => {
                             map.next_value::<IgnoredAny>()?;

@@ -20,6 +20,9 @@ mod dns;
 #[cfg(test)]
 mod family_tests;
 mod gateways;
+mod health;
+#[cfg(test)]
+mod health_tests;
 mod policy;
 mod status;
 #[cfg(test)]
@@ -136,6 +139,7 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
     let claims = policy::listener_claims(&index, &gateways, &mut diagnostics);
     let table_sizes = policy::table_sizes(&index, &gateways, &claims, &mut diagnostics);
     let traffic = traffic::TrafficSettings::new(&index, &gateways, &claims, &mut diagnostics);
+    let health_checks = health::HealthChecks::new(&index, &gateways, &mut diagnostics);
     let endpoint_settings = policy::endpoint_settings(&index, &mut diagnostics);
     backends::service_diagnostics(&index, &mut diagnostics);
 
@@ -194,9 +198,12 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
                 let table = match tables.iter().position(|(f, _)| *f == family) {
                     Some(i) => &tables[i].1,
                     None => {
-                        let groups = route_groups
+                        let mut groups = route_groups
                             .map(|all| all.of(family).to_vec())
                             .unwrap_or_default();
+                        if let Some(r) = carrier {
+                            health_checks.apply(&index, (g, l), r, &mut groups);
+                        }
                         if let (Some(r), Some(all)) = (carrier, route_groups) {
                             backends::family_gaps(
                                 index.routes[r.0],

@@ -21,6 +21,7 @@ pub use crate::backend_kinds::{
     EndpointSelector, EndpointSelectorSpec, Pod, ServiceImport, ServiceImportSpec,
     ServiceImportType, MULTICLUSTER_GROUP, MULTICLUSTER_SERVICE_NAME_LABEL,
 };
+use crate::health_spec::HealthCheckSpec;
 pub use crate::meta::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, SelectorOperator, Timestamp,
 };
@@ -651,6 +652,11 @@ pub struct TrafficPolicySpec {
     /// Applies to the listeners of targeted Gateways.
     #[serde(default)]
     pub limits: Option<LimitsSpec>,
+    /// Active health checks of the endpoints behind the targets: a
+    /// Service's, a route's backendRefs', or those of a Gateway's (or one
+    /// listener's) routes. See `resolve::health` for which one applies.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 impl TrafficPolicySpec {
@@ -690,11 +696,15 @@ impl TrafficPolicySpec {
 }
 
 impl Checked for TrafficPolicySpec {
-    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`, and
-    /// which forwarding fields go with which mode.
+    /// The Service API's rules for `ipFamilies` and `ipFamilyPolicy`,
+    /// which forwarding fields go with which mode, and the health check's
+    /// cross-field rules.
     fn check(&self, _: &[Self]) -> Result<(), String> {
         if let Some(forwarding) = &self.forwarding {
             forwarding.check()?;
+        }
+        if let Some(health_check) = &self.health_check {
+            health_check.check()?;
         }
         if let [a, b] = self.ip_families.as_slice() {
             if a == b {

@@ -44,7 +44,7 @@ macro_rules! unchecked {
 pub(crate) use unchecked;
 
 /// An integer field with an inclusive range, e.g. `port` (1..=65535).
-fn ranged<'de, D: Deserializer<'de>>(
+pub(crate) fn ranged<'de, D: Deserializer<'de>>(
     d: D,
     min: i64,
     max: i64,

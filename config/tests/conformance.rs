@@ -1817,3 +1817,58 @@ fn every_vendored_conformance_manifest_has_a_test_here() {
     missing.sort();
     assert!(missing.is_empty(), "manifests without a test: {missing:?}");
 }
+
+// ------------------------------------------------------------ health checks
+
+#[test]
+fn health_checks_on_the_upstream_weighted_route_follow_the_closest_target() {
+    // TCPRouteWeightedRouting's manifests, plus a check on the route and a
+    // newer one on its second Service: that Service's endpoints take the
+    // Service's check, the others the route's, and the traffic split is
+    // the upstream test's, unchanged.
+    let policies = format!(
+        "apiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+         metadata: {{name: route-health, namespace: {INFRA}, creationTimestamp: \"2026-01-01T00:00:00Z\"}}\n\
+         spec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: TCPRoute, name: tcp-weighted-route}}]\n\
+         \x20 healthCheck: {{active: {{type: TCP, interval: 1s, timeout: 500ms}}}}\n\
+         ---\napiVersion: switchyard.io/v1alpha1\nkind: TrafficPolicy\n\
+         metadata: {{name: v2-health, namespace: {INFRA}, creationTimestamp: \"2026-02-01T00:00:00Z\"}}\n\
+         spec:\n  targetRefs: [{{group: \"\", kind: Service, name: tcp-backend-v2}}]\n\
+         \x20 healthCheck:\n    whenAllUnhealthy: Refuse\n    active:\n      type: HTTP\n      \
+         http: {{path: /healthz, expectedStatuses: [200]}}\n"
+    );
+    let mut resources = world("tcproute-weighted-routing.yaml");
+    resources.extend(load("health.yaml", &policies));
+    let res = resolve(&resources, 1);
+    let gateway = "tcp-weighted-gateway";
+    assert_gateway_and_routes_accepted(&res, gateway, "TCPRoute", &["tcp-weighted-route"]);
+    let listener = snapshot_listener(&res, gateway, "tcp");
+    assert_weighted(listener, "tcp-backend");
+    let by_service: BTreeMap<String, Option<String>> = listener
+        .groups()
+        .iter()
+        .map(|g| {
+            let policy = g.health_check.as_ref().map(|c| c.policy.clone());
+            (g.service.clone(), policy)
+        })
+        .collect();
+    let route = Some(format!("{INFRA}/route-health"));
+    let v2 = Some(format!("{INFRA}/v2-health"));
+    assert_eq!(
+        by_service,
+        BTreeMap::from([
+            (format!("{INFRA}/tcp-backend-v1"), route.clone()),
+            (format!("{INFRA}/tcp-backend-v2"), v2),
+            (format!("{INFRA}/tcp-backend-v3"), route),
+        ])
+    );
+    for name in ["route-health", "v2-health"] {
+        let status = resource(&res, "TrafficPolicy", name);
+        let Status::Policy(policy) = &status.status else {
+            panic!("{name}: {status:?}");
+        };
+        for ancestor in &policy.ancestors {
+            assert_condition(&ancestor.conditions, "Accepted", true, "Accepted");
+        }
+    }
+}

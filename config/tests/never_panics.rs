@@ -6,6 +6,7 @@ use proptest::prelude::*;
 const DEMO: &str = include_str!("../examples/demo.yaml");
 const POLICY: &str = include_str!("../examples/traffic-policy.yaml");
 const POOL: &str = include_str!("../examples/address-pool.yaml");
+const HEALTH: &str = include_str!("../examples/health-check.yaml");
 
 /// Whatever the file, resolution returns, and its status repeats no
 /// condition type in one list.
@@ -51,6 +52,27 @@ proptest! {
             .replace("      port: 53\n", &format!("      port: 53\n      weight: {weight}\n"))
             .replace("198.18.2.21", &format!("198.18.2.{octet}"));
         assert!(text.contains("weight:"), "the weight edit must land");
+        load_and_resolve(&text);
+    }
+
+    /// Any duration, threshold, path and payload in the health check
+    /// example: each is read byte by byte, by code of Switchyard's own.
+    #[test]
+    fn any_values_in_the_health_check_example_never_panic(
+        interval in "[0-9hms]{0,24}",
+        timeout in "[0-9hms]{0,24}",
+        threshold in any::<i64>(),
+        path in "\\PC{0,24}",
+        binary in "[A-Za-z0-9+/=]{0,16}",
+    ) {
+        let quoted = |s: &str| serde_json::to_string(s).expect("a string serializes");
+        let text = HEALTH
+            .replacen("interval: 1s", &format!("interval: {}", quoted(&interval)), 1)
+            .replacen("timeout: 500ms", &format!("timeout: {}", quoted(&timeout)), 1)
+            .replacen("healthyThreshold: 2", &format!("healthyThreshold: {threshold}"), 1)
+            .replacen("path: /healthz", &format!("path: {}", quoted(&path)), 1)
+            .replacen("{type: Text, text: ok}", &format!("{{type: Binary, binary: {}}}", quoted(&binary)), 1);
+        assert!(text.contains("binary:"), "the payload edit must land");
         load_and_resolve(&text);
     }
 

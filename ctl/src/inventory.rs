@@ -68,10 +68,20 @@ pub fn render_listeners(r: &ListenersReport) -> String {
     out
 }
 
+/// Shown when some backend is health-checked.
+const HEALTH_COLUMNS: [&str; 4] = ["HEALTH", "LAST PROBE", "PROBE LATENCY", "HEALTH CHANGED"];
+
 pub fn render_backends(r: &BackendsReport) -> String {
-    let mut rows = table(&BACKEND_COLUMNS);
+    let checked = r.backends.iter().any(|b| b.health.is_some());
+    let columns: Vec<&str> = BACKEND_COLUMNS
+        .iter()
+        .chain(checked.then_some(&HEALTH_COLUMNS).into_iter().flatten())
+        .copied()
+        .collect();
+    let mut rows = table(&columns);
+    let or_dash = |text: Option<String>| text.unwrap_or_else(|| "-".to_owned());
     for b in &r.backends {
-        rows.add_row(vec![
+        let mut row = vec![
             b.listener.clone(),
             b.vip.clone(),
             b.backend.clone(),
@@ -81,7 +91,16 @@ pub fn render_backends(r: &BackendsReport) -> String {
             format!("{:.3}", b.effective_weight),
             b.slots.to_string(),
             b.active_flows.to_string(),
-        ]);
+        ];
+        if checked {
+            row.extend([
+                or_dash(b.health.clone()),
+                or_dash(b.last_probe.clone()),
+                or_dash(b.probe_latency_ms.map(|ms| format!("{ms:.1}ms"))),
+                or_dash(b.health_changed_secs.map(|s| format!("{s:.0}s ago"))),
+            ]);
+        }
+        rows.add_row(row);
     }
     right_align(&mut rows, 5);
     let mut out = String::new();
@@ -92,6 +111,17 @@ pub fn render_backends(r: &BackendsReport) -> String {
         r.backends.len(),
         r.generation
     );
+    for b in r.backends.iter().filter(|b| b.health_reason.is_some()) {
+        let _ = writeln!(
+            out,
+            "{} on {}: {} ({}): {}",
+            b.backend,
+            b.listener,
+            b.health.as_deref().unwrap_or("-"),
+            b.health_check.as_deref().unwrap_or("-"),
+            b.health_reason.as_deref().unwrap_or_default()
+        );
+    }
     out
 }
 
@@ -135,6 +165,53 @@ mod tests {
         };
         check(&LISTENER_COLUMNS, &listener, &[]);
         check(&BACKEND_COLUMNS, &BackendInfo::default(), &[]);
+        let checked = BackendInfo {
+            health: Some("healthy".into()),
+            last_probe: Some("pass: connected".into()),
+            probe_latency_ms: Some(0.4),
+            health_changed_secs: Some(3.0),
+            ..BackendInfo::default()
+        };
+        check(&HEALTH_COLUMNS, &checked, &[]);
+    }
+
+    #[test]
+    fn health_columns_and_reasons_show_only_for_checked_backends() {
+        let plain = BackendInfo {
+            listener: "demo/edge/web".into(),
+            backend: "198.18.2.21:8080".into(),
+            state: "ready".into(),
+            ..BackendInfo::default()
+        };
+        let text = render_backends(&BackendsReport {
+            generation: 3,
+            backends: vec![plain.clone()],
+        });
+        assert!(!text.contains("HEALTH"), "{text}");
+        let sick = BackendInfo {
+            backend: "198.18.2.22:8080".into(),
+            state: "unhealthy".into(),
+            health: Some("unhealthy".into()),
+            health_check: Some("TCP connect every 1s (demo/hc)".into()),
+            health_reason: Some("3 probes failed in a row: connect: Connection refused".into()),
+            health_changed_secs: Some(12.4),
+            last_probe: Some("fail: connect: Connection refused".into()),
+            probe_latency_ms: Some(0.25),
+            ..plain.clone()
+        };
+        let text = render_backends(&BackendsReport {
+            generation: 4,
+            backends: vec![plain, sick],
+        });
+        assert!(text.contains("HEALTH CHANGED"), "{text}");
+        let line = row(&text, &["198.18.2.22:8080", "unhealthy"]);
+        assert!(line.contains("fail: connect: Connection refused"), "{line}");
+        assert!(line.contains("0.2ms") && line.contains("12s ago"), "{line}");
+        assert!(row(&text, &["198.18.2.21:8080"]).contains(" - "), "{text}");
+        assert!(text.contains(
+            "198.18.2.22:8080 on demo/edge/web: unhealthy (TCP connect every 1s (demo/hc)): 3 \
+             probes failed in a row"
+        ));
     }
     use switchyard_proto::{BackendInfo, ListenerInfo};
 
@@ -200,6 +277,7 @@ mod tests {
                 state: "terminating".into(),
                 slots: 32768,
                 active_flows: 4,
+                ..BackendInfo::default()
             }],
         });
         row(

@@ -49,7 +49,9 @@ pub fn assert_columns_are_fields(columns: &[&str], row: &impl serde::Serialize, 
             .replace("/s", "_per_sec")
             .replace(' ', "_");
         assert!(
-            fields.contains(&name) || fields.contains(&format!("{name}_secs")),
+            fields.contains(&name)
+                || fields.contains(&format!("{name}_secs"))
+                || fields.contains(&format!("{name}_ms")),
             "column {column:?} is no JSON field ({name}); fields: {fields:?}"
         );
     }

@@ -21,6 +21,7 @@ use switchyard_dataplane::flow_scan::{ActiveEntry, FlowRecord};
 use switchyard_dataplane::packet::FlowKey;
 
 use crate::drain::{self, Drain, DrainError};
+use crate::health::Target;
 
 /// Hashes sampled, evenly over the 32-bit hash space, when the two tables
 /// differ in size and slot `i` of one is not slot `i` of the other.
@@ -146,6 +147,7 @@ pub fn diff_plan(
     running: &Snapshot,
     candidate: &SnapshotPlan,
     drains: &BTreeSet<Drain>,
+    unhealthy: &BTreeSet<Target>,
     flows: &ActiveFlows,
 ) -> Result<Vec<ListenerDiff>, DrainError> {
     let sides = Sides {
@@ -161,7 +163,7 @@ pub fn diff_plan(
         |l| identity(l.name(), l.protocol(), l.vip()),
         |new| added(new.name(), new.protocol(), new.vip(), new.backends()),
         |old, new| {
-            let new = drain::apply_to(&new.build(seed), drains, seed)?;
+            let new = drain::overlay_listener(&new.build(seed), drains, unhealthy, seed)?;
             Ok(compare(&sides, old, &new, flows))
         },
     )
@@ -1035,7 +1037,7 @@ mod tests {
         );
         let records = [flow(40000, 80, BE2, false), flow(40001, 82, BE3, false)];
         let flows = ActiveFlows::count(&records);
-        let planned = diff_plan(&running, &candidate, &drains, &flows).unwrap();
+        let planned = diff_plan(&running, &candidate, &drains, &BTreeSet::new(), &flows).unwrap();
         let built = drain::apply(&candidate.clone().build(), &drains, 2, 5).unwrap();
         assert_eq!(planned, diff(&running, &built, &drains, &flows));
         let changes: Vec<(&str, ListenerChange)> = planned

@@ -187,14 +187,23 @@ fn answer(state: &ControlState, request: &Request) -> Response {
             // current.
             let snapshot = state.config.load_full();
             ask_workers(state, |reply| WorkerRequest::Lookup(key, reply)).map(|found| {
-                Response::Explain(Box::new(explain_report(
+                let mut report = explain_report(
                     &snapshot,
                     state.hash_seed,
                     &state.affinity,
                     &key,
                     found.into_iter().flatten(),
                     state.epoch.elapsed().as_nanos() as u64,
-                )))
+                );
+                crate::health::explain::annotate(
+                    &mut report,
+                    &state.drains.compiled(),
+                    &snapshot,
+                    &inventory::observations(state),
+                    &key,
+                    state.hash_seed,
+                );
+                Response::Explain(Box::new(report))
             })
         }),
     };

@@ -17,9 +17,12 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use switchyard_config::snapshot::{
-    Backend, Endpoint, Listener, ListenerError, Snapshot, SnapshotError,
+    Backend, BackendGroup, Endpoint, Listener, ListenerError, Snapshot, SnapshotError,
+    WhenAllUnhealthy,
 };
 use switchyard_dataplane::fast_path::FastPath;
+
+use crate::health::{Monitor, Target};
 
 /// One drain: `endpoint` on the listener named `listener`
 /// (`namespace/gateway/listener`), or on every listener when `None`.
@@ -132,10 +135,25 @@ pub fn apply(
     generation: u64,
     maglev_seed: u32,
 ) -> Result<Snapshot, DrainError> {
+    overlay(snapshot, drains, &BTreeSet::new(), generation, maglev_seed)
+}
+
+/// `apply`, and the endpoints whose health checks failed (`unhealthy`)
+/// are taken out as drained ones are, except when every endpoint of a
+/// backendRef that is not drained is unhealthy: its check's
+/// `WhenAllUnhealthy` then serves them all (`FailOpen`) or refuses the
+/// backendRef's share (`Refuse`).
+pub fn overlay(
+    snapshot: &Snapshot,
+    drains: &BTreeSet<Drain>,
+    unhealthy: &BTreeSet<Target>,
+    generation: u64,
+    maglev_seed: u32,
+) -> Result<Snapshot, DrainError> {
     let listeners = snapshot
         .listeners()
         .iter()
-        .map(|listener| apply_to(listener, drains, maglev_seed))
+        .map(|listener| overlay_listener(listener, drains, unhealthy, maglev_seed))
         .collect::<Result<Vec<Listener>, _>>()?;
     Ok(Snapshot::new(generation, listeners)?
         .with_dns(snapshot.dns().to_vec())
@@ -149,27 +167,77 @@ pub fn apply_to(
     drains: &BTreeSet<Drain>,
     maglev_seed: u32,
 ) -> Result<Listener, DrainError> {
+    overlay_listener(listener, drains, &BTreeSet::new(), maglev_seed)
+}
+
+/// Whether health checks take `endpoint` of `group` out.
+pub fn is_unhealthy(
+    unhealthy: &BTreeSet<Target>,
+    group: &BackendGroup,
+    endpoint: Endpoint,
+) -> bool {
+    !unhealthy.is_empty()
+        && group.health_check.as_ref().is_some_and(|check| {
+            unhealthy.contains(&Target {
+                endpoint,
+                check: check.clone(),
+            })
+        })
+}
+
+/// `overlay` to one listener: a copy (sharing its table) when none of its
+/// backends is drained or unhealthy.
+pub fn overlay_listener(
+    listener: &Listener,
+    drains: &BTreeSet<Drain>,
+    unhealthy: &BTreeSet<Target>,
+    maglev_seed: u32,
+) -> Result<Listener, DrainError> {
     let backends = listener.backends();
     let drained: Vec<bool> = backends
         .iter()
         .map(|b| is_drained(drains, listener, &b.endpoint))
         .collect();
-    if !drained.contains(&true) {
+    let any_unhealthy = listener
+        .groups()
+        .iter()
+        .any(|g| g.endpoints.iter().any(|e| is_unhealthy(unhealthy, g, *e)));
+    if !drained.contains(&true) && !any_unhealthy {
         return Ok(listener.clone());
     }
     let mut weights = vec![0.0; backends.len()];
-    for group in listener.groups() {
-        let serving: Vec<usize> = group
+    let mut refused = vec![false; listener.groups().len()];
+    for (index, group) in listener.groups().iter().enumerate() {
+        let members: Vec<(usize, bool)> = group
             .endpoints
             .iter()
-            .filter_map(|e| backends.iter().position(|b| b.endpoint == *e))
-            .filter(|&i| !drained[i])
+            .filter_map(|e| {
+                let i = backends.iter().position(|b| b.endpoint == *e)?;
+                (!drained[i]).then(|| (i, is_unhealthy(unhealthy, group, *e)))
+            })
             .collect();
+        let healthy: Vec<usize> = members
+            .iter()
+            .filter(|(_, sick)| !sick)
+            .map(|(i, _)| *i)
+            .collect();
+        let serving = match group.health_check.as_deref() {
+            Some(check) if healthy.is_empty() && !members.is_empty() => {
+                match check.when_all_unhealthy {
+                    WhenAllUnhealthy::FailOpen => members.iter().map(|(i, _)| *i).collect(),
+                    WhenAllUnhealthy::Refuse => {
+                        refused[index] = true;
+                        Vec::new()
+                    }
+                }
+            }
+            _ => healthy,
+        };
         for &i in &serving {
             weights[i] += f64::from(group.weight) / serving.len() as f64;
         }
     }
-    Ok(listener.with_effective_weights(&weights, maglev_seed)?)
+    Ok(listener.with_overlay(&weights, &refused, maglev_seed)?)
 }
 
 /// What must happen around every snapshot swap, beside the swap itself
@@ -191,20 +259,24 @@ impl PublishHook for FastPath {
     }
 }
 
-/// Publishes snapshots: the compiled config with the drains applied. The
-/// reloader and the control socket both publish through it, under one
-/// lock, so neither overwrites the other's change.
+/// Publishes snapshots: the compiled config with the drains and health
+/// verdicts applied. The reloader, the control socket and the health
+/// monitor all publish through it, under one lock, so none overwrites
+/// another's change.
 pub struct Publisher {
     config: Arc<ArcSwap<Snapshot>>,
     maglev_seed: u32,
     state: Mutex<State>,
     hook: Option<Arc<dyn PublishHook>>,
+    health: Option<Arc<Monitor>>,
 }
 
 struct State {
     /// The compiled config, without drains.
     compiled: Arc<Snapshot>,
     drains: BTreeSet<Drain>,
+    /// The targets the published snapshot takes out for their health.
+    unhealthy: BTreeSet<Target>,
 }
 
 /// What a drain or undrain did.
@@ -228,9 +300,64 @@ impl Publisher {
             state: Mutex::new(State {
                 compiled,
                 drains: BTreeSet::new(),
+                unhealthy: BTreeSet::new(),
             }),
             hook: None,
+            health: None,
         }
+    }
+
+    /// Probes the compiled config's health-checked endpoints with
+    /// `monitor` from now on (the current snapshot's at once), and applies
+    /// its verdicts whenever `health_changed` is called.
+    pub fn with_health(mut self, monitor: Arc<Monitor>) -> Self {
+        monitor.set_targets(crate::health::targets(&self.lock().compiled));
+        self.health = Some(monitor);
+        self
+    }
+
+    /// The monitor probing the endpoints, if health checks run.
+    pub fn health(&self) -> Option<&Arc<Monitor>> {
+        self.health.as_ref()
+    }
+
+    /// The compiled config, before drains and health verdicts: what
+    /// `yardctl explain` compares a choice with.
+    pub fn compiled(&self) -> Arc<Snapshot> {
+        self.lock().compiled.clone()
+    }
+
+    /// The targets taken out for their health in the published snapshot.
+    pub fn unhealthy(&self) -> BTreeSet<Target> {
+        self.lock().unhealthy.clone()
+    }
+
+    /// What the monitor says is not serving now.
+    fn verdicts(&self) -> BTreeSet<Target> {
+        self.health.as_ref().map_or_else(BTreeSet::new, |monitor| {
+            monitor
+                .observations()
+                .into_iter()
+                .filter(|(_, observation)| !observation.health.serving())
+                .map(|(target, _)| target)
+                .collect()
+        })
+    }
+
+    /// Republishes when the monitor's verdicts differ from the published
+    /// ones, as the next generation; returns it, or `None` when nothing
+    /// changed. Established flows to an endpoint taken out continue: the
+    /// backend stays in its listener with weight 0.
+    pub fn health_changed(&self) -> Result<Option<u64>, DrainError> {
+        let mut state = self.lock();
+        let unhealthy = self.verdicts();
+        if unhealthy == state.unhealthy {
+            return Ok(None);
+        }
+        let next = self.config.load().generation() + 1;
+        let generation = self.republish(&state.compiled, &state.drains, &unhealthy, next)?;
+        state.unhealthy = unhealthy;
+        Ok(Some(generation))
     }
 
     /// Runs `hook` around every publication from now on; the current
@@ -256,20 +383,34 @@ impl Publisher {
         let generation = compiled
             .generation()
             .max(self.config.load().generation() + 1);
-        self.republish(&compiled, &state.drains, generation)?;
+        if let Some(monitor) = &self.health {
+            // Kept targets keep their verdicts, so a reload neither
+            // forgets a dead backend nor waits for it to fail again.
+            monitor.set_targets(crate::health::targets(&compiled));
+        }
+        let unhealthy = self.verdicts();
+        self.republish(&compiled, &state.drains, &unhealthy, generation)?;
         state.compiled = Arc::new(compiled);
+        state.unhealthy = unhealthy;
         Ok(generation)
     }
 
-    /// Publishes `compiled` with `drains` applied; the caller keeps both in
-    /// its state only once this succeeded.
+    /// Publishes `compiled` with `drains` and `unhealthy` applied; the
+    /// caller keeps them in its state only once this succeeded.
     fn republish(
         &self,
         compiled: &Snapshot,
         drains: &BTreeSet<Drain>,
+        unhealthy: &BTreeSet<Target>,
         generation: u64,
     ) -> Result<u64, DrainError> {
-        let next = Arc::new(apply(compiled, drains, generation, self.maglev_seed)?);
+        let next = Arc::new(overlay(
+            compiled,
+            drains,
+            unhealthy,
+            generation,
+            self.maglev_seed,
+        )?);
         if let Some(hook) = &self.hook {
             hook.before(&next);
         }
@@ -311,7 +452,7 @@ impl Publisher {
         let mut drains = state.drains.clone();
         drains.insert(drain);
         let next = self.config.load().generation() + 1;
-        let generation = self.republish(&state.compiled, &drains, next)?;
+        let generation = self.republish(&state.compiled, &drains, &state.unhealthy, next)?;
         state.drains = drains;
         Ok(DrainOutcome {
             listeners,
@@ -350,7 +491,7 @@ impl Publisher {
         // A backend the config no longer has can still be undrained.
         let listeners = owners(&state.compiled, &endpoint, listener.as_deref()).unwrap_or_default();
         let next = self.config.load().generation() + 1;
-        let generation = self.republish(&state.compiled, &drains, next)?;
+        let generation = self.republish(&state.compiled, &drains, &state.unhealthy, next)?;
         state.drains = drains;
         Ok(DrainOutcome {
             listeners,
@@ -393,7 +534,8 @@ mod tests {
     use std::net::{IpAddr, Ipv4Addr};
 
     use switchyard_config::snapshot::{
-        BackendGroup, ListenerName, ListenerParts, Protocol, Slot, SlotTable, SlotTableSize,
+        BackendGroup, HealthCheck, ListenerName, ListenerParts, Probe, Protocol, Slot, SlotTable,
+        SlotTableSize,
     };
 
     use super::*;
@@ -638,6 +780,138 @@ mod tests {
             .undrain(endpoint(22), Some("demo/edge/web".into()))
             .unwrap();
         assert_eq!(publisher.drains().len(), 1);
+    }
+
+    fn check(when_all_unhealthy: WhenAllUnhealthy) -> Arc<HealthCheck> {
+        Arc::new(HealthCheck {
+            policy: "demo/hc".into(),
+            probe: Probe::Tcp {
+                send: Vec::new(),
+                receive: Vec::new(),
+            },
+            port: None,
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_millis(500),
+            healthy_threshold: 1,
+            unhealthy_threshold: 3,
+            when_all_unhealthy,
+        })
+    }
+
+    /// `snapshot()` with `check` on every backendRef.
+    fn checked(check: &Arc<HealthCheck>) -> Snapshot {
+        let listeners = snapshot()
+            .listeners()
+            .iter()
+            .map(|l| {
+                let mut parts = l.clone().into_parts();
+                for group in &mut parts.groups {
+                    group.health_check = Some(check.clone());
+                }
+                Listener::new(parts).unwrap()
+            })
+            .collect();
+        Snapshot::new(4, listeners).unwrap()
+    }
+
+    fn sick(check: &Arc<HealthCheck>, lasts: &[u8]) -> BTreeSet<Target> {
+        lasts
+            .iter()
+            .map(|&last| Target {
+                endpoint: endpoint(last),
+                check: check.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unhealthy_backend_owns_no_slot_and_keeps_its_place_in_the_listener() {
+        let check = check(WhenAllUnhealthy::FailOpen);
+        let out = overlay(
+            &checked(&check),
+            &BTreeSet::new(),
+            &sick(&check, &[21]),
+            5,
+            9,
+        )
+        .unwrap();
+        for l in out.listeners() {
+            assert_eq!(slots_of(l, 0), 0);
+            assert_eq!(l.backends().len(), 3, "established flows need it listed");
+            let weights: Vec<f64> = l.backends().iter().map(|b| b.effective_weight).collect();
+            assert_eq!(weights, [0.0, 2.0, 1.0]);
+        }
+    }
+
+    #[test]
+    fn a_check_of_another_shape_or_an_unchecked_group_takes_nothing_out() {
+        let check = check(WhenAllUnhealthy::FailOpen);
+        let other = Arc::new(HealthCheck {
+            port: Some(9),
+            ..(*check).clone()
+        });
+        let original = checked(&check);
+        let out = overlay(&original, &BTreeSet::new(), &sick(&other, &[21]), 5, 9).unwrap();
+        assert_eq!(out.listeners(), original.listeners());
+        let plain = overlay(&snapshot(), &BTreeSet::new(), &sick(&check, &[21]), 5, 9).unwrap();
+        assert_eq!(plain.listeners(), snapshot().listeners());
+    }
+
+    #[test]
+    fn a_backend_ref_all_unhealthy_fails_open_by_default() {
+        let check = check(WhenAllUnhealthy::FailOpen);
+        let original = checked(&check);
+        let out = overlay(&original, &BTreeSet::new(), &sick(&check, &[23]), 5, 9).unwrap();
+        assert_eq!(out.listeners(), original.listeners());
+        // One of its two endpoints alive: that one takes the whole share.
+        let out = overlay(
+            &original,
+            &BTreeSet::new(),
+            &sick(&check, &[21, 22, 23]),
+            5,
+            9,
+        )
+        .unwrap();
+        assert_eq!(out.listeners(), original.listeners());
+    }
+
+    #[test]
+    fn a_backend_ref_all_unhealthy_refuses_its_share_when_its_check_says_so() {
+        let check = check(WhenAllUnhealthy::Refuse);
+        let out = overlay(
+            &checked(&check),
+            &BTreeSet::new(),
+            &sick(&check, &[23]),
+            5,
+            9,
+        )
+        .unwrap();
+        let l = &out.listeners()[0];
+        assert_eq!(slots_of(l, 2), 0);
+        let refused = l.slots().iter().filter(|s| *s == Slot::Unavailable).count();
+        assert!(refused.abs_diff(SIZE / 3) <= 1, "{refused} slots refused");
+        assert!(slots_of(l, 0).abs_diff(SIZE / 3) <= 1);
+    }
+
+    #[test]
+    fn a_drained_backend_stays_out_whatever_its_health_and_counts_for_fail_open() {
+        let check = check(WhenAllUnhealthy::FailOpen);
+        // .21 drained, .22 unhealthy: the backendRef has no healthy
+        // endpoint left that is not drained, so it fails open on .22 alone.
+        let out = overlay(
+            &checked(&check),
+            &drains(&[(None, endpoint(21))]),
+            &sick(&check, &[22]),
+            5,
+            9,
+        )
+        .unwrap();
+        let weights: Vec<f64> = out.listeners()[0]
+            .backends()
+            .iter()
+            .map(|b| b.effective_weight)
+            .collect();
+        assert_eq!(weights, [0.0, 2.0, 1.0]);
     }
 
     #[test]

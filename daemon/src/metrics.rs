@@ -81,7 +81,13 @@ pub fn sample(state: &ControlState) -> Result<MetricsSample, String> {
     Ok(MetricsSample {
         stats: control::stats(state)?,
         listeners: inventory::listeners_report(&snapshot, &active),
-        backends: inventory::backends_report(&snapshot, &state.drains.drains(), &active, None)?,
+        backends: inventory::backends_report(
+            &snapshot,
+            &state.drains.drains(),
+            &inventory::observations(state),
+            &active,
+            None,
+        )?,
         latency: control::latency(state)?,
         status: control::status(state),
     })
@@ -97,6 +103,9 @@ pub fn encode(sample: MetricsSample) -> Result<String, fmt::Error> {
 }
 
 type Labels = Vec<(&'static str, String)>;
+
+/// `switchyard_backend_health`'s states, as `Health::name` spells them.
+const HEALTH_STATES: [&str; 4] = ["unknown", "healthy", "unhealthy", "flapping"];
 
 fn counters(
     encoder: &mut DescriptorEncoder,
@@ -359,6 +368,27 @@ impl Collector for Scrape {
                     backend_labels(&b.listener, &b.backend, &b.service),
                     gauge_value(b.active_flows),
                 )
+            }),
+        )?;
+        // One row per health state, 1 for the current one (as
+        // kube-state-metrics shows phases), so an alert can say
+        // `switchyard_backend_health{state="unhealthy"} == 1`.
+        gauges(
+            e,
+            "switchyard_backend_health",
+            "1 for a health-checked backend's current health (state: unknown, healthy, \
+             unhealthy, flapping), 0 for the others; backends without a check have no rows.",
+            s.backends.backends.iter().flat_map(|b| {
+                let states: &[&str] = if b.health.is_some() {
+                    &HEALTH_STATES
+                } else {
+                    &[]
+                };
+                states.iter().map(move |state| {
+                    let mut labels = backend_labels(&b.listener, &b.backend, &b.service);
+                    labels.push(("state", (*state).to_owned()));
+                    (labels, i64::from(b.health.as_deref() == Some(*state)))
+                })
             }),
         )?;
 
@@ -700,13 +730,22 @@ mod tests {
             },
             backends: BackendsReport {
                 generation: 3,
-                backends: vec![BackendInfo {
-                    listener: "demo/edge/tcp".into(),
-                    backend: "198.18.2.21:8080".into(),
-                    service: "demo/echo".into(),
-                    active_flows: 1,
-                    ..BackendInfo::default()
-                }],
+                backends: vec![
+                    BackendInfo {
+                        listener: "demo/edge/tcp".into(),
+                        backend: "198.18.2.21:8080".into(),
+                        service: "demo/echo".into(),
+                        active_flows: 1,
+                        ..BackendInfo::default()
+                    },
+                    BackendInfo {
+                        listener: "demo/edge/tcp".into(),
+                        backend: "198.18.2.22:8080".into(),
+                        service: "demo/echo".into(),
+                        health: Some("unhealthy".into()),
+                        ..BackendInfo::default()
+                    },
+                ],
             },
             latency: vec![recorder.snapshot(0)],
         }
@@ -722,6 +761,8 @@ mod tests {
             r#"switchyard_listener_drops_total{listener="demo/edge/tcp",protocol="TCP",vip="198.18.100.10:80",reason="backend_removed"} 0"#,
             r#"switchyard_backend_flows_total{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 2"#,
             r#"switchyard_backend_active_flows{listener="demo/edge/tcp",backend="198.18.2.21:8080",service="demo/echo"} 1"#,
+            r#"switchyard_backend_health{listener="demo/edge/tcp",backend="198.18.2.22:8080",service="demo/echo",state="unhealthy"} 1"#,
+            r#"switchyard_backend_health{listener="demo/edge/tcp",backend="198.18.2.22:8080",service="demo/echo",state="healthy"} 0"#,
             r#"switchyard_worker_rx_packets_total{queue="0"} 64"#,
             r#"switchyard_worker_partial_checksums_total{queue="0"} 9"#,
             r#"switchyard_worker_first_fragments_total{queue="0"} 2"#,

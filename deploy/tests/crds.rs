@@ -529,6 +529,68 @@ fn cel_cases() -> Vec<(CelCase, String)> {
             format!("{POLICY}spec:\n{TARGET}  forwarding: {spec}\n"),
         ));
     }
+    // Each an `active` mapping breaking one rule of the health check.
+    let wide_text = "\u{e9}".repeat(600);
+    let long_binary = "A".repeat(1368);
+    let health = [
+        (
+            "text: set with type Text",
+            "{type: UDP, udp: {send: {type: Text, binary: AAEC}}}".to_owned(),
+        ),
+        (
+            "binary: set with type Binary",
+            "{type: UDP, udp: {send: {type: Binary, text: a}}}".to_owned(),
+        ),
+        (
+            "at most 1024 bytes",
+            format!("{{type: TCP, tcp: {{send: {{type: Text, text: \"{wide_text}\"}}}}}}"),
+        ),
+        (
+            "decodes to more than 1024 bytes",
+            format!("{{type: TCP, tcp: {{receive: {{type: Binary, binary: {long_binary}}}}}}}"),
+        ),
+        (
+            "from 100ms to 1h",
+            "{type: TCP, interval: 50ms, timeout: 10ms}".to_owned(),
+        ),
+        (
+            "from 100ms to 1h",
+            "{type: TCP, interval: 1h1s, timeout: 1s}".to_owned(),
+        ),
+        ("must be above 0s", "{type: TCP, timeout: 0s}".to_owned()),
+        (
+            "http: only type HTTP",
+            "{type: TCP, http: {path: /}}".to_owned(),
+        ),
+        (
+            "tcp: only type TCP",
+            "{type: HTTP, http: {path: /}, tcp: {}}".to_owned(),
+        ),
+        (
+            "udp: only type UDP",
+            "{type: TCP, udp: {send: {type: Text, text: a}}}".to_owned(),
+        ),
+        ("http: required with type HTTP", "{type: HTTP}".to_owned()),
+        ("udp: required with type UDP", "{type: UDP}".to_owned()),
+        (
+            "timeout: must be below interval",
+            "{type: TCP, interval: 1s, timeout: 2s}".to_owned(),
+        ),
+        (
+            "timeout: must be below interval",
+            "{type: TCP, timeout: 3s}".to_owned(),
+        ),
+        (
+            "must be a lower-case DNS name or an IP address",
+            "{type: HTTP, http: {path: /, hostname: Web_Example}}".to_owned(),
+        ),
+    ];
+    for (message, active) in health {
+        out.push((
+            case("TrafficPolicy", message, ""),
+            format!("{POLICY}spec:\n{TARGET}  healthCheck: {{active: {active}}}\n"),
+        ));
+    }
     let cases = [
         case("AddressPool", "must be a CIDR", "cidrs: [198.18.100.0/33]"),
         case("AddressPool", "has host bits set", "cidrs: [198.18.100.5/24]"),

@@ -68,12 +68,38 @@ pub struct BackendInfo {
     /// Maglev slots it owns.
     pub slots: usize,
     pub active_flows: u64,
+    /// The endpoint's health as its active health check decides it:
+    /// `unknown` (not probed to a verdict yet; serves), `healthy`,
+    /// `unhealthy` or `flapping`; absent when no check applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The check, e.g. `HTTP GET /healthz on port 8081 every 1s (demo/web-health)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<String>,
+    /// Why the health last changed, e.g. `3 probes failed in a row: connect:
+    /// Connection refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+    /// Seconds since the health last changed; absent while it never has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_changed_secs: Option<f64>,
+    /// The last probe: `pass: HTTP 200` or `fail: connect: Connection refused`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
+    /// The last probe's latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_latency_ms: Option<f64>,
 }
 
 /// Backend states as `BackendInfo::state` spells them.
 pub const STATE_READY: &str = "ready";
 pub const STATE_DRAINING: &str = "draining";
 pub const STATE_TERMINATING: &str = "terminating";
+/// Taken out by its health check: no new flows, established ones continue.
+pub const STATE_UNHEALTHY: &str = "unhealthy";
+/// Failing its health check, but so is every endpoint of its backendRef,
+/// whose check says to serve them all then (`whenAllUnhealthy: FailOpen`).
+pub const STATE_FAIL_OPEN: &str = "fail-open";
 
 /// `yardctl flows` with filters: applied by the daemon, so a big flow
 /// table does not cross the socket whole.

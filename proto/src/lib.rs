@@ -708,6 +708,21 @@ pub struct NewFlowDecision {
     pub affinity_entry: Option<AffinityEntryInfo>,
     /// One human sentence saying why.
     pub reason: String,
+    /// The backend that owns the slot in the config but fails its health
+    /// check, so the flow went elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<SkippedBackend>,
+}
+
+/// A backend a new flow would have had, were it healthy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkippedBackend {
+    /// `address:port`.
+    pub backend: String,
+    /// `unhealthy` or `flapping`.
+    pub health: String,
+    /// Why, e.g. `3 probes failed in a row: connect: Connection refused`.
+    pub reason: String,
 }
 
 /// `yardctl config status`: the config the workers run, and the outcome of

@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod dns;
 pub mod encap;
 pub mod fullnat;
+pub mod health;
 pub mod link;
 pub mod netns;
 pub mod nginx;

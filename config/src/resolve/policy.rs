@@ -42,6 +42,10 @@
 //!   client's node". An LB node has no endpoints of its own and does not
 //!   know its clients' nodes, so honouring it would refuse all traffic; it
 //!   is reported `Accepted=False/UnsupportedValue` and `Cluster` is used.
+//!
+//! `spec.healthCheck` applies to all four target kinds (Service, TCPRoute,
+//! UDPRoute, Gateway or listener); `health` says which check each
+//! backendRef takes.
 
 use std::collections::HashMap;
 
@@ -99,6 +103,8 @@ pub(super) fn listener_claims(
         };
         let sets_affinity = policy.spec.session_affinity.is_some();
         let sets_route = policy.spec.sets_route_endpoints();
+        // Applies to all four target kinds; resolved by `health`.
+        let sets_health = policy.spec.health_check.is_some();
         for target in &policy.spec.target_refs {
             let affinity_target = target.route_kind().is_some() || target.is_service();
             // Scoped to the target, so status reports it on that ancestor.
@@ -106,9 +112,9 @@ pub(super) fn listener_claims(
             if let Some(section) = &target.section_name {
                 scope = format!("{scope}/{section}");
             }
-            if affinity_target && (sets_affinity || sets_route) {
-                // Resolved by `affinities` and `endpoint_settings`; what
-                // else the policy sets does not apply here.
+            if affinity_target && (sets_affinity || sets_route || sets_health) {
+                // Resolved by `affinities`, `endpoint_settings` and
+                // `health`; what else the policy sets does not apply here.
                 if sets_size {
                     diagnostics.push(
                         diagnostic(
@@ -136,7 +142,8 @@ pub(super) fn listener_claims(
                          spec.sessionAffinity to TCPRoutes, UDPRoutes (group \
                          gateway.networking.k8s.io) and Services (group \"\"), the Service \
                          settings (publishNotReadyAddresses, ipFamilies, ipFamilyPolicy, \
-                         externalTrafficPolicy, internalTrafficPolicy) to TCPRoutes and UDPRoutes",
+                         externalTrafficPolicy, internalTrafficPolicy) to TCPRoutes and \
+                         UDPRoutes, spec.healthCheck to all four",
                         target.kind, target.name, target.group
                     ),
                     )

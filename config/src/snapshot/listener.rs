@@ -297,6 +297,17 @@ impl Listener {
         weights: &[f64],
         maglev_seed: u32,
     ) -> Result<Self, ListenerError> {
+        self.with_overlay(weights, &[], maglev_seed)
+    }
+
+    /// `with_effective_weights`, and each backendRef `i` with `refused[i]`
+    /// keeps its weight as an unavailable share (`SlotTable::maglev_refusing`).
+    pub fn with_overlay(
+        &self,
+        weights: &[f64],
+        refused: &[bool],
+        maglev_seed: u32,
+    ) -> Result<Self, ListenerError> {
         if weights.len() != self.backends.len() {
             return Err(ListenerError::WeightCount {
                 listener: self.name.to_string(),
@@ -316,7 +327,13 @@ impl Listener {
         for backend in &backends {
             check_weight(&self.name, backend)?;
         }
-        let slots = SlotTable::maglev(&self.groups, &backends, self.slots.size(), maglev_seed);
+        let slots = SlotTable::maglev_refusing(
+            &self.groups,
+            &backends,
+            self.slots.size(),
+            maglev_seed,
+            refused,
+        );
         Ok(Self {
             name: self.name.clone(),
             route: self.route.clone(),

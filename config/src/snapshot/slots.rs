@@ -132,6 +132,20 @@ impl SlotTable {
         size: SlotTableSize,
         seed: u32,
     ) -> Self {
+        Self::maglev_refusing(groups, backends, size, seed, &[])
+    }
+
+    /// `maglev`, where each group `i` with `refused[i]` also keeps an
+    /// `Unavailable` share although it has endpoints: how a backendRef
+    /// whose endpoints all fail their health checks refuses its share
+    /// (`WhenAllUnhealthy::Refuse`) instead of giving it to the others.
+    pub fn maglev_refusing(
+        groups: &[BackendGroup],
+        backends: &[Backend],
+        size: SlotTableSize,
+        seed: u32,
+        refused: &[bool],
+    ) -> Self {
         // Keys are identities, not positions: a backend keeps its permutation
         // (and so most of its slots) when others are added or removed.
         let mut owners: Vec<Slot> = Vec::with_capacity(backends.len() + groups.len());
@@ -141,7 +155,8 @@ impl SlotTable {
             entries.push(MaglevEntry::new(b.endpoint.to_string(), b.effective_weight));
         }
         for (i, g) in groups.iter().enumerate() {
-            if g.endpoints.is_empty() && g.weight > 0 {
+            let unavailable = g.endpoints.is_empty() || refused.get(i).copied().unwrap_or(false);
+            if unavailable && g.weight > 0 {
                 owners.push(Slot::Unavailable);
                 entries.push(MaglevEntry::new(
                     format!("unavailable:{i}:{}", g.service),

@@ -36,11 +36,13 @@ fn compile(state: &ControlState, candidate: &CandidateConfig) -> Result<Compiled
     if let Some(why) = refusal(&resolution.snapshot, node) {
         return Err(why);
     }
-    // A reload re-applies the drains in force, so the comparison does too:
-    // a drained backend is not a change the file makes.
-    let snapshot = crate::drain::apply(
+    // A reload re-applies the drains and health verdicts in force, so the
+    // comparison does too: a drained or dead backend is not a change the
+    // file makes.
+    let snapshot = crate::drain::overlay(
         &resolution.snapshot,
         &state.drains.drains(),
+        &state.drains.unhealthy(),
         generation,
         state.resolve_options.maglev_seed,
     )
@@ -148,8 +150,14 @@ pub(super) fn diff(
     drop(resources);
     let flows = inventory::active_flows(state)?;
     let drains = state.drains.drains();
-    let listeners = config_diff::diff_plan(&running, &planned.plan, &drains, &flows)
-        .map_err(|err| refused(err.to_string()))?;
+    let listeners = config_diff::diff_plan(
+        &running,
+        &planned.plan,
+        &drains,
+        &state.drains.unhealthy(),
+        &flows,
+    )
+    .map_err(|err| refused(err.to_string()))?;
     Ok(ConfigDiffReport {
         file: candidate.file.clone(),
         running_generation: running.generation(),

@@ -3,18 +3,20 @@
 //! works on copies (the snapshot `Arc`, what the workers' flow-table jobs
 //! hand back), off the packet path.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
+use std::time::SystemTime;
 
 use switchyard_config::snapshot::{Slot, Snapshot};
 use switchyard_proto::{
     BackendInfo, BackendsReport, Cidr, DrainReport, FlowFilter, FlowQuery, FlowsReport,
-    ListenerInfo, ListenersReport,
+    ListenerInfo, ListenersReport, STATE_FAIL_OPEN, STATE_UNHEALTHY,
 };
 
 use super::{ask_workers, flows_report, ControlState};
 use crate::config_diff::ActiveFlows;
 use crate::drain::{self, Drain};
+use crate::health::{self, Observation, Target};
 use switchyard_dataplane::flow_scan::{Connection, FlowRecord, FlowScan, FlowSelect, FlowSort};
 use switchyard_dataplane::worker::WorkerRequest;
 
@@ -44,9 +46,11 @@ pub fn listeners_report(snapshot: &Snapshot, active: &ActiveFlows) -> ListenersR
 pub fn backends_report(
     snapshot: &Snapshot,
     drains: &BTreeSet<Drain>,
+    health: &BTreeMap<Target, Observation>,
     active: &ActiveFlows,
     listener: Option<&str>,
 ) -> Result<BackendsReport, String> {
+    let now = SystemTime::now();
     if let Some(name) = listener {
         if snapshot.find_listener(name).is_none() {
             return Err(format!(
@@ -71,6 +75,25 @@ pub fn backends_report(
         }
         for (b, backend) in l.backends().iter().enumerate() {
             let group = l.groups().get(backend.group as usize);
+            let check = group.and_then(|g| g.health_check.clone());
+            let observed = check.as_ref().map(|check| {
+                let target = Target {
+                    endpoint: backend.endpoint,
+                    check: check.clone(),
+                };
+                health.get(&target).cloned().unwrap_or_default()
+            });
+            let mut state = drain::backend_state(snapshot, drains, l, backend);
+            if let Some(observed) = &observed {
+                if !observed.health.serving() && !drain::is_drained(drains, l, &backend.endpoint) {
+                    state = if backend.effective_weight > 0.0 {
+                        STATE_FAIL_OPEN
+                    } else {
+                        STATE_UNHEALTHY
+                    };
+                }
+            }
+            let last = observed.as_ref().and_then(|o| o.last.as_ref());
             backends.push(BackendInfo {
                 listener: name.clone(),
                 vip: l.vip().to_string(),
@@ -78,9 +101,22 @@ pub fn backends_report(
                 service: group.map(|g| g.service.clone()).unwrap_or_default(),
                 group_weight: group.map_or(0, |g| g.weight),
                 effective_weight: backend.effective_weight,
-                state: drain::backend_state(snapshot, drains, l, backend).to_owned(),
+                state: state.to_owned(),
                 slots: slots[b],
                 active_flows: active.on(l, backend.endpoint),
+                health: observed.as_ref().map(|o| o.health.name().to_owned()),
+                health_check: check.as_deref().map(health::describe),
+                health_reason: observed
+                    .as_ref()
+                    .filter(|o| !o.reason.is_empty())
+                    .map(|o| o.reason.clone()),
+                health_changed_secs: observed
+                    .as_ref()
+                    .and_then(|o| o.changed_at)
+                    .map(|at| now.duration_since(at).unwrap_or_default().as_secs_f64()),
+                last_probe: last
+                    .map(|p| format!("{}: {}", if p.passed { "pass" } else { "fail" }, p.detail)),
+                probe_latency_ms: last.map(|p| p.latency.as_secs_f64() * 1e3),
             });
         }
     }
@@ -108,9 +144,19 @@ pub fn backends(state: &ControlState, listener: Option<&str>) -> Result<Backends
     backends_report(
         &state.config.load_full(),
         &state.drains.drains(),
+        &observations(state),
         &active,
         listener,
     )
+}
+
+/// What the health monitor knows now; nothing when no check runs.
+pub fn observations(state: &ControlState) -> BTreeMap<Target, Observation> {
+    state
+        .drains
+        .health()
+        .map(|monitor| monitor.observations())
+        .unwrap_or_default()
 }
 
 /// What the workers filter on for `query` under `snapshot`: the listener
@@ -415,7 +461,8 @@ mod tests {
         assert_eq!(l.vip, "198.18.100.10:30080");
         assert_eq!((l.listener_port, l.table_size, l.backends), (80, 5, 2));
         assert_eq!(l.active_flows, 4, "a backend the config lost still counts");
-        let backends = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
+        let backends =
+            backends_report(&snapshot, &BTreeSet::new(), &BTreeMap::new(), &active, None).unwrap();
         let flows: Vec<u64> = backends.backends.iter().map(|b| b.active_flows).collect();
         assert_eq!(flows, [2, 1]);
     }
@@ -436,7 +483,8 @@ mod tests {
     fn backends_show_slots_weights_and_draining_state() {
         let snapshot = snapshot();
         let active = ActiveFlows::count(&[record(40000, BE1, Direction::ToBackend)]);
-        let report = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
+        let report =
+            backends_report(&snapshot, &BTreeSet::new(), &BTreeMap::new(), &active, None).unwrap();
         let [be1, be2] = report.backends.as_slice() else {
             panic!("two backends: {report:?}")
         };
@@ -451,7 +499,7 @@ mod tests {
             listener: Some("demo/edge/web".into()),
             endpoint: endpoint(BE1),
         }]);
-        let report = backends_report(&snapshot, &drains, &active, None).unwrap();
+        let report = backends_report(&snapshot, &drains, &BTreeMap::new(), &active, None).unwrap();
         assert_eq!(report.backends[0].state, STATE_DRAINING);
     }
 
@@ -459,14 +507,15 @@ mod tests {
     fn a_terminating_endpoint_keeps_its_slots_unless_the_operator_drains_it() {
         let snapshot = snapshot().with_terminating([endpoint(BE1)]);
         let active = ActiveFlows::default();
-        let report = backends_report(&snapshot, &BTreeSet::new(), &active, None).unwrap();
+        let report =
+            backends_report(&snapshot, &BTreeSet::new(), &BTreeMap::new(), &active, None).unwrap();
         assert_eq!(report.backends[0].state, STATE_TERMINATING);
         assert_eq!(report.backends[0].slots, 3);
         let drains = BTreeSet::from([Drain {
             listener: None,
             endpoint: endpoint(BE1),
         }]);
-        let report = backends_report(&snapshot, &drains, &active, None).unwrap();
+        let report = backends_report(&snapshot, &drains, &BTreeMap::new(), &active, None).unwrap();
         assert_eq!(report.backends[0].state, STATE_DRAINING, "drained wins");
     }
 
@@ -531,11 +580,23 @@ mod tests {
     fn backends_of_an_unknown_listener_are_refused() {
         let snapshot = snapshot();
         let active = ActiveFlows::default();
-        let err =
-            backends_report(&snapshot, &BTreeSet::new(), &active, Some("demo/edge/x")).unwrap_err();
+        let err = backends_report(
+            &snapshot,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+            &active,
+            Some("demo/edge/x"),
+        )
+        .unwrap_err();
         assert!(err.contains("demo/edge/x"), "{err}");
-        let only =
-            backends_report(&snapshot, &BTreeSet::new(), &active, Some("demo/edge/web")).unwrap();
+        let only = backends_report(
+            &snapshot,
+            &BTreeSet::new(),
+            &BTreeMap::new(),
+            &active,
+            Some("demo/edge/web"),
+        )
+        .unwrap();
         assert_eq!(only.backends.len(), 2);
     }
 }

@@ -6,6 +6,7 @@
 //! drain). It never touches packets or the XDP maps; the only way a
 //! verdict reaches the workers is a republished snapshot.
 
+pub mod explain;
 pub mod monitor;
 
 use std::sync::Arc;
@@ -114,4 +115,17 @@ pub struct Observation {
     pub failures: u64,
     /// Flap damping's penalty now (see `state`).
     pub penalty: f64,
+}
+
+/// `check` in one line, as `yardctl backends` shows it: e.g. `HTTP GET
+/// /healthz on port 8081 every 1s (demo/web-health)`.
+pub fn describe(check: &HealthCheck) -> String {
+    let port = check
+        .port
+        .map(|p| format!(" on port {p}"))
+        .unwrap_or_default();
+    format!(
+        "{}{port} every {:?} ({})",
+        check.probe, check.interval, check.policy
+    )
 }

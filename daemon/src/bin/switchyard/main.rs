@@ -164,6 +164,14 @@ pub struct RunArgs {
     /// a bucket gives way and that client is hashed afresh.
     #[arg(long, default_value_t = 262_144)]
     affinity_capacity: usize,
+    /// Health probes in flight at once, over all endpoints: bounds the
+    /// sockets and CPU active health checks take however many endpoints
+    /// there are (a probe waiting for its turn past its slot is skipped).
+    #[arg(long, default_value_t = 256)]
+    health_max_concurrent: usize,
+    /// Threads running the health probes (off the packet path).
+    #[arg(long, default_value_t = 1)]
+    health_threads: usize,
     /// Answer DNS (UDP and TCP) for the Gateways' names on this address,
     /// e.g. `198.18.1.1:53`.
     #[arg(long, value_name = "ADDR:PORT")]

@@ -41,6 +41,8 @@ pub fn validate(args: &RunArgs) -> Result<()> {
         ("--flow-capacity", args.flow_capacity as u64),
         ("--embryonic-capacity", args.embryonic_capacity as u64),
         ("--affinity-capacity", args.affinity_capacity as u64),
+        ("--health-max-concurrent", args.health_max_concurrent as u64),
+        ("--health-threads", args.health_threads as u64),
         ("--tcp-timeout", args.tcp_timeout),
         ("--tcp-syn-timeout", args.tcp_syn_timeout),
         ("--tcp-closing-timeout", args.tcp_closing_timeout),

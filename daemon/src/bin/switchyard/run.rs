@@ -20,6 +20,7 @@ use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
 use switchyard_daemon::drain::{PublishHook, Publisher};
 use switchyard_daemon::egress::{EgressWatch, Port as EgressPort};
+use switchyard_daemon::health::{Monitor, MonitorOptions};
 use switchyard_daemon::interfaces;
 use switchyard_daemon::metrics::MetricsServer;
 use switchyard_daemon::neighbor::NeighborResolver;
@@ -207,10 +208,44 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let config = Arc::new(ArcSwap::new(first));
+    // Health verdicts are applied on a thread of their own: a monitor
+    // thread only signals, so probes never wait for a Maglev rebuild, and
+    // flips that come together are published as one generation.
+    let (health_flipped, health_flips) = crossbeam::channel::bounded::<()>(1);
+    let monitor = Arc::new(
+        Monitor::start(
+            MonitorOptions {
+                max_concurrent: args.health_max_concurrent,
+                threads: args.health_threads,
+            },
+            Arc::new(move || {
+                let _ = health_flipped.try_send(());
+            }),
+        )
+        .context("starting the health monitor")?,
+    );
     let drains = Arc::new(
         Publisher::new(config.clone(), args.resolve.options().maglev_seed)
-            .with_hook(fast_path.clone() as Arc<dyn PublishHook>),
+            .with_hook(fast_path.clone() as Arc<dyn PublishHook>)
+            .with_health(monitor),
     );
+    {
+        let drains = drains.clone();
+        thread::Builder::new()
+            .name("health-publish".into())
+            .spawn(move || {
+                for () in health_flips {
+                    match drains.health_changed() {
+                        Ok(Some(generation)) => {
+                            log::info!("health changed: published generation {generation}")
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::error!("health verdicts not applied: {e}"),
+                    }
+                }
+            })
+            .context("starting the health publisher thread")?;
+    }
     let (cluster_inbox, cluster_updates) = match source {
         Source::Cluster { .. } => {
             let (inbox, updates) = ClusterInbox::new();
