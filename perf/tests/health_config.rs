@@ -1,13 +1,16 @@
 //! The configuration `yard-health` runs the daemon on, checked without a
 //! daemon: every endpoint lands in an EndpointSlice of at most 1,000, the
 //! file resolves to one listener over all of them, and only the probing
-//! runs carry a health check.
+//! runs carry a health check: a TCP connect to each endpoint.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use switchyard_config::snapshot::{Probe, WhenAllUnhealthy};
 
 use switchyard_perf::health::config::{
-    config_yaml, endpoints, slices, table_size, MAX_ENDPOINTS_PER_SLICE,
+    config_yaml, endpoints, slices, table_size, ActiveCheck, MAX_ENDPOINTS_PER_SLICE,
 };
 
 fn resolve(yaml: &str) -> switchyard_config::Resolution {
@@ -79,4 +82,42 @@ fn tables_are_the_next_prime_with_100_slots_per_endpoint() {
     assert_eq!(table_size(1000), Some(100_003));
     assert_eq!(table_size(10_000), Some(1_000_003));
     assert_eq!(table_size(20_000), Some(1_048_573));
+}
+
+#[test]
+fn the_probing_config_checks_every_endpoint_with_a_tcp_connect() {
+    let chosen = endpoints(1000);
+    let check = ActiveCheck::default();
+    let resolution = resolve(&config_yaml(&chosen, Some(&check)));
+    assert!(
+        resolution.diagnostics.is_empty(),
+        "{:#?}",
+        resolution.diagnostics
+    );
+    let listeners = resolution.snapshot.listeners();
+    assert_eq!(listeners.len(), 1);
+    assert_eq!(listeners[0].backends().len(), chosen.len());
+    let groups = listeners[0].groups();
+    assert!(!groups.is_empty());
+    for group in groups {
+        let health = group
+            .health_check
+            .as_deref()
+            .expect("the Service's endpoints are checked");
+        assert_eq!(
+            health.probe,
+            Probe::Tcp {
+                send: Vec::new(),
+                receive: Vec::new()
+            }
+        );
+        assert_eq!(health.port, None);
+        assert_eq!(health.interval, Duration::from_secs(1));
+        assert_eq!(health.timeout, Duration::from_millis(500));
+        assert_eq!(
+            (health.healthy_threshold, health.unhealthy_threshold),
+            (check.healthy_threshold, check.unhealthy_threshold)
+        );
+        assert_eq!(health.when_all_unhealthy, WhenAllUnhealthy::FailOpen);
+    }
 }
