@@ -26,10 +26,30 @@ use crate::control::{self, inventory, ControlState, LISTENER_DROPS};
 use switchyard_dataplane::drop_reason::DropReason;
 use switchyard_dataplane::latency::{LatencySnapshot, Recorded};
 
+use crate::health::monitor::ProbeStats;
+
 /// `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the duration histograms, in nanoseconds: 1 µs to 1 s.
+/// Health probe latency bounds: a probe on a LAN answers in well under a
+/// millisecond, one that times out takes its timeout (up to an hour).
+const PROBE_BOUNDS_NS: [u64; 14] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    5_000_000_000,
+];
 const DURATION_BOUNDS_NS: [u64; 16] = [
     1_000,
     2_000,
@@ -71,6 +91,8 @@ pub struct MetricsSample {
     pub listeners: ListenersReport,
     pub backends: BackendsReport,
     pub latency: Vec<LatencySnapshot>,
+    /// The health monitor's probes per kind; empty when no check runs.
+    pub probes: Vec<ProbeStats>,
 }
 
 /// Reads a sample through the control socket's functions; one walk of
@@ -90,6 +112,11 @@ pub fn sample(state: &ControlState) -> Result<MetricsSample, String> {
         )?,
         latency: control::latency(state)?,
         status: control::status(state),
+        probes: state
+            .drains
+            .health()
+            .map(|monitor| monitor.probe_stats())
+            .unwrap_or_default(),
     })
 }
 
@@ -538,6 +565,36 @@ impl Collector for Scrape {
                 .collect::<BTreeMap<_, _>>(),
         )?;
 
+        counters(
+            e,
+            "switchyard_health_probes",
+            "Health probes by type (TCP, UDP, HTTP) and result: pass, fail, timeout, or \
+             skipped (held past its slot by --health-max-concurrent).",
+            s.probes.iter().flat_map(|p| {
+                [
+                    ("pass", p.passed),
+                    ("fail", p.failed),
+                    ("timeout", p.timed_out),
+                    ("skipped", p.skipped),
+                ]
+                .map(|(result, count)| {
+                    (
+                        vec![("type", p.kind.to_owned()), ("result", result.to_owned())],
+                        count,
+                    )
+                })
+            }),
+        )?;
+        histograms(
+            e,
+            "switchyard_health_probe_duration_seconds",
+            "Time from a health probe's start to its verdict.",
+            &PROBE_BOUNDS_NS,
+            1e9,
+            s.probes
+                .iter()
+                .map(|p| (vec![("type", p.kind.to_owned())], &p.latency_ns)),
+        )?;
         histograms(
             e,
             "switchyard_worker_batch_duration_seconds",
@@ -747,6 +804,14 @@ mod tests {
                     },
                 ],
             },
+            probes: vec![ProbeStats {
+                kind: "TCP",
+                passed: 5,
+                failed: 2,
+                timed_out: 1,
+                skipped: 0,
+                latency_ns: recorder.snapshot(0).recorded.batch_ns,
+            }],
             latency: vec![recorder.snapshot(0)],
         }
     }
@@ -792,6 +857,10 @@ mod tests {
             r#"switchyard_worker_batch_packets_sum{queue="0"} 64.0"#,
             r#"switchyard_worker_batch_packets_count{queue="0"} 2"#,
             r#"switchyard_worker_control_duration_seconds_count{queue="0"} 1"#,
+            r#"switchyard_health_probes_total{type="TCP",result="fail"} 2"#,
+            r#"switchyard_health_probes_total{type="TCP",result="timeout"} 1"#,
+            "# TYPE switchyard_health_probe_duration_seconds histogram",
+            r#"switchyard_health_probe_duration_seconds_bucket{type="TCP",le="0.0001"} 2"#,
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -27,6 +27,16 @@ impl fmt::Display for Endpoint {
     }
 }
 
+impl HealthCheck {
+    /// Where the probe of `endpoint` goes: its address, the check's port.
+    pub fn target(&self, endpoint: Endpoint) -> Endpoint {
+        Endpoint {
+            address: endpoint.address,
+            port: self.port.unwrap_or(endpoint.port),
+        }
+    }
+}
+
 /// One backendRef of the route attached to a listener, with its ready
 /// endpoints. A group with no endpoints keeps its weighted share of the
 /// slot table: traffic hashed there is refused, as the Gateway API asks of

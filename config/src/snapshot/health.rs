@@ -7,8 +7,6 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::backend::Endpoint;
-
 /// One active health check: a probe, its timing and its thresholds.
 /// Equality is by value, so two listeners whose backendRefs are checked
 /// the same way share one probe per endpoint.
@@ -28,16 +26,6 @@ pub struct HealthCheck {
     /// Probes failed in a row that take an endpoint out.
     pub unhealthy_threshold: u32,
     pub when_all_unhealthy: WhenAllUnhealthy,
-}
-
-impl HealthCheck {
-    /// Where the probe of `endpoint` goes.
-    pub fn target(&self, endpoint: Endpoint) -> Endpoint {
-        Endpoint {
-            address: endpoint.address,
-            port: self.port.unwrap_or(endpoint.port),
-        }
-    }
 }
 
 /// What a probe does and what makes it pass.

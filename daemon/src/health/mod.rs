@@ -8,13 +8,18 @@
 
 pub mod explain;
 pub mod monitor;
+pub mod probe;
+pub mod state;
+
+#[cfg(test)]
+mod netns_tests;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use switchyard_config::snapshot::{Endpoint, HealthCheck, Snapshot};
 
-pub use monitor::{Monitor, MonitorOptions};
+pub use monitor::{Monitor, MonitorOptions, ProbeStats};
 
 /// One endpoint checked one way. An endpoint behind two listeners whose
 /// backendRefs carry the same check is probed once.
@@ -93,8 +98,8 @@ impl Health {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOutcome {
     pub passed: bool,
-    /// What was seen, e.g. `connected`, `HTTP 200`, `HTTP 500 (expected
-    /// 200)`, `connect: Connection refused`, `timed out after 500ms`.
+    /// What was seen, e.g. `connected`, `HTTP 200`, `HTTP 500, expected
+    /// 200`, `connect: Connection refused`, `no reply within 500ms`.
     pub detail: String,
     /// From the probe's start to its verdict.
     pub latency: Duration,

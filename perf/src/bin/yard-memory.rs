@@ -224,13 +224,11 @@ fn child_snapshots(n: usize, backends: Backends) -> Result<()> {
     let options = switchyard_config::Options::default();
     let planned = switchyard_config::plan_with(&resources, generation + 1, &options);
     drop(resources);
-    // No endpoint is health-checked here, so none is unhealthy.
-    let unhealthy = BTreeSet::new();
     let diffs = config_diff::diff_plan(
         &published,
         &planned.plan,
         &none,
-        &unhealthy,
+        &Default::default(),
         &ActiveFlows::default(),
     )?;
     drop(planned);
