@@ -81,10 +81,11 @@ fn main() -> Result<()> {
     let sizes = health::run(&options, |line| println!("{line}"))?;
 
     println!(
-        "\n{:>9}  {:>10}  {:>13}  {:>6}  {:>14}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
+        "\n{:>9}  {:>10}  {:>13}  {:>9}  {:>6}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
         "endpoints",
         "idle ms/s",
         "probing ms/s",
+        "(system)",
         "ratio",
         "prober ms/s",
         "probes/s",
@@ -98,10 +99,11 @@ fn main() -> Result<()> {
         let p = s.probing.as_ref();
         let latency = p.and_then(|p| p.latency());
         println!(
-            "{:>9}  {:>10.1}  {:>13}  {:>6}  {:>14}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
+            "{:>9}  {:>10.1}  {:>13}  {:>9}  {:>6}  {:>12}  {:>8}  {:>8}  {:>8}  {:>8}  {:>8}",
             s.endpoints,
             s.idle.cpu_ms_per_s,
             p.map_or_else(dash, |p| format!("{:.1}", p.cpu_ms_per_s)),
+            p.map_or_else(dash, |p| format!("{:.1}", p.system_ms_per_s)),
             s.cpu_ratio().map_or_else(dash, |r| format!("{r:.1}x")),
             p.and_then(|p| p.health_thread_ms_per_s())
                 .map_or_else(dash, |ms| format!("{ms:.1}")),
@@ -115,7 +117,8 @@ fn main() -> Result<()> {
     }
     let probing: Vec<_> = sizes.iter().filter_map(|s| s.probing.as_ref()).collect();
     println!(
-        "ms/s: the daemon's CPU (user + system) per second of wall time; ratio: probing over idle, \
+        "ms/s: the daemon's CPU (user + system) per second of wall time; (system): its kernel part, \
+         which on veths includes the backends' side of each handshake; ratio: probing over idle, \
          same size, same run; prober ms/s: its `switchyard-health` threads"
     );
     if !probing.is_empty() {

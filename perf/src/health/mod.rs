@@ -96,6 +96,11 @@ pub struct Window {
     pub seconds: f64,
     /// The daemon process's CPU (user + system) per second.
     pub cpu_ms_per_s: f64,
+    /// Its system part. On these veths it includes the backends' side of
+    /// each handshake, which the kernel runs in the sender's context: a
+    /// real network would take that to the backends' own machines.
+    #[serde(default)]
+    pub system_ms_per_s: f64,
     /// The same by thread kind (`worker`, `control`, `switchyard-health`,
     /// ...), over the threads alive through the window.
     pub threads_ms_per_s: BTreeMap<String, f64>,
@@ -105,6 +110,11 @@ pub struct Window {
     /// histogram's count, else its probe counters); `None` when it
     /// exports neither.
     pub probes_per_s: Option<f64>,
+    /// Probes per second by result (`pass`, `fail`, `timeout`, `skipped`:
+    /// held past its slot by the cap on probes in flight), from the
+    /// daemon's counters.
+    #[serde(default)]
+    pub results_per_s: BTreeMap<String, f64>,
     /// Over the window, from the daemon's histogram.
     pub latency_ms: Option<Latency>,
     /// Each endpoint's last probe, from `yardctl backends` after the
@@ -217,13 +227,22 @@ fn describe(n: usize, mode: &str, w: &Window) -> String {
         .map(|(kind, ms)| format!("{kind} {ms:.1}"))
         .collect();
     let mut line = format!(
-        "{n:>6} endpoints, {mode:<7}: {:.1} ms/s CPU [{}], warm-up {:.1} s, {:.0} connections/s accepted, health {:?}",
+        "{n:>6} endpoints, {mode:<7}: {:.1} ms/s CPU ({:.1} system) [{}], warm-up {:.1} s, {:.0} connections/s accepted, health {:?}",
         w.cpu_ms_per_s,
+        w.system_ms_per_s,
         threads.join(", "),
         w.warmup_secs,
         w.accepted_per_s,
         w.health
     );
+    if w.results_per_s.values().any(|rate| *rate > 0.0) {
+        let results: Vec<String> = w
+            .results_per_s
+            .iter()
+            .map(|(result, rate)| format!("{result} {rate:.0}"))
+            .collect();
+        line.push_str(&format!("; probes/s by result: {}", results.join(", ")));
+    }
     if let Some(e) = &w.metrics_error {
         line.push_str(&format!("; no metrics: {e}"));
     }
@@ -286,11 +305,12 @@ fn measure(
         .stop()
         .with_context(|| format!("stopping switchyard ({mode})"))?;
 
-    let (cpu_ms_per_s, threads_ms_per_s) = cpu0.rates(&cpu1, seconds);
+    let (cpu_ms_per_s, system_ms_per_s, threads_ms_per_s) = cpu0.rates(&cpu1, seconds);
     let mut window = Window {
         warmup_secs,
         seconds,
         cpu_ms_per_s,
+        system_ms_per_s,
         threads_ms_per_s,
         accepted_per_s: accepted1.saturating_sub(accepted0) as f64 / seconds,
         health: BTreeMap::new(),
@@ -301,6 +321,10 @@ fn measure(
             let (probes, latency) = probe_figures(&before, &after);
             window.probes_per_s = probes.map(|p| p / scrape_secs);
             window.latency_ms = latency;
+            window.results_per_s = by_result(&before, &after)
+                .into_iter()
+                .map(|(result, n)| (result, n / scrape_secs))
+                .collect();
         }
         (Err(e), _) | (_, Err(e)) => window.metrics_error = Some(format!("{e:#}")),
     }
@@ -337,6 +361,26 @@ fn probe_figures(before: &[Sample], after: &[Sample]) -> (Option<f64>, Option<La
         })
     });
     (probes, latency)
+}
+
+/// Probes counted between two scrapes, by their `result` label.
+fn by_result(before: &[Sample], after: &[Sample]) -> BTreeMap<String, f64> {
+    let count = |samples: &[Sample]| {
+        let mut by: BTreeMap<String, f64> = BTreeMap::new();
+        for s in samples.iter().filter(|s| s.name == PROBES_TOTAL) {
+            let result = s.labels.get("result").cloned().unwrap_or_default();
+            *by.entry(result).or_default() += s.value;
+        }
+        by
+    };
+    let earlier = count(before);
+    count(after)
+        .into_iter()
+        .map(|(result, n)| {
+            let was = earlier.get(&result).copied().unwrap_or(0.0);
+            (result, (n - was).max(0.0))
+        })
+        .collect()
 }
 
 fn exact_latency(values: &mut [f64]) -> Option<Latency> {

@@ -17,6 +17,10 @@ pub struct CpuSample {
     /// utime + stime of /proc/PID/stat, in clock ticks: every thread's,
     /// the exited ones' included.
     pub process: u64,
+    /// The stime part: the kernel's work in the process's context, which
+    /// on a veth includes the receiving side's softirq processing of what
+    /// the process sends.
+    pub system: u64,
     /// Nanoseconds on a CPU of each live thread (the first field of its
     /// schedstat: precise where ticks are 10 ms), with its name.
     pub threads: BTreeMap<u32, (String, u64)>,
@@ -24,7 +28,9 @@ pub struct CpuSample {
 
 impl CpuSample {
     pub fn read(pid: u32) -> Result<CpuSample> {
-        let process = ticks(&format!("/proc/{pid}/stat"))?;
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let (user, system) = parse_stat_ticks(&stat).with_context(|| format!("parsing {path}"))?;
         let mut threads = BTreeMap::new();
         let dir = format!("/proc/{pid}/task");
         for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {dir}"))? {
@@ -41,13 +47,18 @@ impl CpuSample {
             };
             threads.insert(tid, (name.trim().to_owned(), t));
         }
-        Ok(CpuSample { process, threads })
+        Ok(CpuSample {
+            process: user + system,
+            system,
+            threads,
+        })
     }
 
     /// Milliseconds of CPU per second of wall time between `self` (earlier)
-    /// and `later`, `seconds` apart: the process's, and by thread kind
-    /// ([`thread_kind`]) over the threads alive at both reads.
-    pub fn rates(&self, later: &CpuSample, seconds: f64) -> (f64, BTreeMap<String, f64>) {
+    /// and `later`, `seconds` apart: the process's, its system part, and
+    /// by thread kind ([`thread_kind`]) over the threads alive at both
+    /// reads.
+    pub fn rates(&self, later: &CpuSample, seconds: f64) -> (f64, f64, BTreeMap<String, f64>) {
         let ms = |ticks: u64| ticks as f64 * 1000.0 / clock_ticks_per_second() / seconds;
         let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
         for (tid, (name, after)) in &later.threads {
@@ -55,19 +66,18 @@ impl CpuSample {
             *kinds.entry(thread_kind(name)).or_default() +=
                 after.saturating_sub(before) as f64 / 1e6 / seconds;
         }
-        (ms(later.process.saturating_sub(self.process)), kinds)
+        (
+            ms(later.process.saturating_sub(self.process)),
+            ms(later.system.saturating_sub(self.system)),
+            kinds,
+        )
     }
 }
 
-/// utime + stime (fields 14 and 15) of a /proc stat file.
-fn ticks(path: &str) -> Result<u64> {
-    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-    parse_stat_ticks(&stat).with_context(|| format!("parsing {path}"))
-}
-
-/// utime + stime of one /proc/PID/stat line. The name field may hold
-/// spaces and parentheses, so fields are counted after its last `)`.
-pub fn parse_stat_ticks(stat: &str) -> Result<u64> {
+/// utime and stime (fields 14 and 15) of one /proc/PID/stat line. The
+/// name field may hold spaces and parentheses, so fields are counted after
+/// its last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Result<(u64, u64)> {
     let rest = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
@@ -81,7 +91,7 @@ pub fn parse_stat_ticks(stat: &str) -> Result<u64> {
             .parse()
             .with_context(|| format!("field {n}"))
     };
-    Ok(field(14)? + field(15)?)
+    Ok((field(14)?, field(15)?))
 }
 
 /// The time on a CPU of a /proc schedstat file, in nanoseconds.
@@ -305,7 +315,7 @@ mod tests {
     #[test]
     fn stat_ticks_are_counted_after_the_last_parenthesis() {
         let line = "4242 (sw (x) y) S 1 4242 4242 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 9 0 1 2 3";
-        assert_eq!(parse_stat_ticks(line).unwrap(), 22);
+        assert_eq!(parse_stat_ticks(line).unwrap(), (17, 5));
     }
 
     #[test]
