@@ -14,7 +14,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make g
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps install-missing build demo test lint bench bench-memory docs fuzz fuzz-targets fuzz-props soak soak-rounds clean bench-compare
+.PHONY: deps bench-deps install-missing build demo test lint bench bench-memory bench-health docs fuzz fuzz-targets fuzz-props soak soak-rounds clean bench-compare
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -64,6 +64,13 @@ bench: bench-deps build
 bench-memory: deps
 	$(CARGO) build --release -p switchyard-perf --bin yard-memory
 	$(RELEASE)/yard-memory
+
+# The CPU and probe latency of active health checks at 1,000 and 10,000
+# TCP endpoints, against an idle daemon measured in the same run
+# (docs/performance.md, "Active health checks"); writes
+# perf/results/health.json.
+bench-health: build
+	$(RELEASE)/yard-health
 
 # Re-renders the generated block of docs/performance.md from the existing
 # perf/results/latest.json, measuring nothing (`cargo test -p

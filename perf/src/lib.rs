@@ -9,6 +9,7 @@
 
 pub mod generator;
 pub mod goals;
+pub mod health;
 pub mod memory;
 pub mod netbench;
 pub mod pktgen;
