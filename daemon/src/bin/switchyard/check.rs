@@ -432,7 +432,17 @@ mod tests {
             .iter()
             .map(|r| r["kind"].as_str().unwrap())
             .collect();
-        assert_eq!(kinds, ["GatewayClass", "Gateway", "TCPRoute", "UDPRoute"]);
+        assert_eq!(
+            kinds,
+            [
+                "GatewayClass",
+                "Gateway",
+                "TCPRoute",
+                "UDPRoute",
+                "TrafficPolicy",
+                "TrafficPolicy"
+            ]
+        );
         let backend = &value["listeners"][0]["backends"][0];
         assert_eq!(backend["backendRef"], "demo/echo");
         assert_eq!(backend["effectiveWeight"], 0.5);
