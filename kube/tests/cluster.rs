@@ -81,6 +81,8 @@ const DEMO_OBJECTS: &[&str] = &[
     "Namespace demo",
     "Service echo",
     "TCPRoute echo-tcp",
+    "TrafficPolicy echo-tcp-health",
+    "TrafficPolicy echo-udp-health",
     "UDPRoute echo-udp",
 ];
 
