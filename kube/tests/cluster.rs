@@ -509,6 +509,19 @@ fn only_the_lease_holder_writes_status_and_the_other_takes_over_when_it_stops() 
     assert_eq!(lease_holder(&server), None, "released on a clean stop");
 }
 
+/// The sidecar binary, killed and reaped should its test fail before it
+/// exits, so no failed run leaves it behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn the_binary_takes_its_flags_hands_the_objects_over_and_releases_the_lease_on_sigterm() {
     let dir = temp_dir("binary");
@@ -516,17 +529,19 @@ fn the_binary_takes_its_flags_hands_the_objects_over_and_releases_the_lease_on_s
     let daemon = FakeDaemon::start(&dir, "");
     let kubeconfig = dir.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-kube"))
-        .arg("--control-socket")
-        .arg(&daemon.path)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["--identity", "lb-7", "--lease-namespace", "lb-system"])
-        .args(["--lease-name", "yard", "--debounce", "100ms"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting switchyard-kube");
-    let pid = child.id();
+    let mut child = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-kube"))
+            .arg("--control-socket")
+            .arg(&daemon.path)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--identity", "lb-7", "--lease-namespace", "lb-system"])
+            .args(["--lease-name", "yard", "--debounce", "100ms"])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting switchyard-kube"),
+    );
+    let pid = child.0.id();
     let first = poll_until(DEADLINE, "a first update", || {
         daemon.received().into_iter().next()
     });
@@ -543,7 +558,7 @@ fn the_binary_takes_its_flags_hands_the_objects_over_and_releases_the_lease_on_s
     let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
     assert_eq!(sent, 0, "signalling switchyard-kube");
     let status = poll_until(DEADLINE, "switchyard-kube to exit", || {
-        child.try_wait().unwrap()
+        child.0.try_wait().unwrap()
     });
     assert!(status.success(), "{status}");
     let lease = server
