@@ -387,7 +387,7 @@ fn compare(sides: &Sides, old: &Listener, new: &Listener, flows: &ActiveFlows) -
         else {
             continue;
         };
-        let from = drain::backend_state(sides.running, sides.drains, old, was);
+        let from = drain::backend_state(sides.running, sides.drains, old, was, None);
         let to = drain::state_of(
             (sides.terminating)(&backend.endpoint),
             sides.drains,

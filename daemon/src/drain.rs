@@ -22,7 +22,7 @@ use switchyard_config::snapshot::{
 };
 use switchyard_dataplane::fast_path::FastPath;
 
-use crate::health::{Monitor, Target};
+use crate::health::{Health, Monitor, Target};
 
 /// One drain: `endpoint` on the listener named `listener`
 /// (`namespace/gateway/listener`), or on every listener when `None`.
@@ -88,16 +88,29 @@ pub fn is_drained(drains: &BTreeSet<Drain>, listener: &Listener, endpoint: &Endp
 
 /// What `yardctl backends` calls a backend's state, `STATE_*` in
 /// `switchyard_proto`: drained by the operator is `draining` whatever the
-/// endpoint says; a terminating endpoint is `terminating` (it still owns
-/// its slots and takes new flows, as kube-proxy keeps using serving,
-/// terminating endpoints while none is ready); any other endpoint without
-/// weight (a backendRef of weight 0) is `draining`; else `ready`.
+/// endpoint says; one its health check (`health`) takes out is
+/// `unhealthy`, or `fail-open` while its backendRef serves it anyway
+/// (every endpoint failing, `WhenAllUnhealthy::FailOpen`); a terminating
+/// endpoint is `terminating` (it still owns its slots and takes new flows,
+/// as kube-proxy keeps using serving, terminating endpoints while none is
+/// ready); any other endpoint without weight (a backendRef of weight 0) is
+/// `draining`; else `ready`.
 pub fn backend_state(
     snapshot: &Snapshot,
     drains: &BTreeSet<Drain>,
     listener: &Listener,
     backend: &Backend,
+    health: Option<Health>,
 ) -> &'static str {
+    use switchyard_proto::{STATE_FAIL_OPEN, STATE_UNHEALTHY};
+    let out_for_health = health.is_some_and(|h| !h.serving());
+    if out_for_health && !is_drained(drains, listener, &backend.endpoint) {
+        return if backend.effective_weight > 0.0 {
+            STATE_FAIL_OPEN
+        } else {
+            STATE_UNHEALTHY
+        };
+    }
     let terminating = snapshot.is_terminating(&backend.endpoint);
     state_of(terminating, drains, listener, backend)
 }
@@ -158,16 +171,6 @@ pub fn overlay(
     Ok(Snapshot::new(generation, listeners)?
         .with_dns(snapshot.dns().to_vec())
         .with_terminating(snapshot.terminating()))
-}
-
-/// `apply` to one listener: a copy (sharing its table) when none of its
-/// backends is drained.
-pub fn apply_to(
-    listener: &Listener,
-    drains: &BTreeSet<Drain>,
-    maglev_seed: u32,
-) -> Result<Listener, DrainError> {
-    overlay_listener(listener, drains, &BTreeSet::new(), maglev_seed)
 }
 
 /// Whether health checks take `endpoint` of `group` out.

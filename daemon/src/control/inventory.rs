@@ -10,13 +10,13 @@ use std::time::SystemTime;
 use switchyard_config::snapshot::{Slot, Snapshot};
 use switchyard_proto::{
     BackendInfo, BackendsReport, Cidr, DrainReport, FlowFilter, FlowQuery, FlowsReport,
-    ListenerInfo, ListenersReport, STATE_FAIL_OPEN, STATE_UNHEALTHY,
+    ListenerInfo, ListenersReport,
 };
 
 use super::{ask_workers, flows_report, ControlState};
 use crate::config_diff::ActiveFlows;
 use crate::drain::{self, Drain};
-use crate::health::{self, Observation, Target};
+use crate::health::{Observation, Target};
 use switchyard_dataplane::flow_scan::{Connection, FlowRecord, FlowScan, FlowSelect, FlowSort};
 use switchyard_dataplane::worker::WorkerRequest;
 
@@ -75,24 +75,17 @@ pub fn backends_report(
         }
         for (b, backend) in l.backends().iter().enumerate() {
             let group = l.groups().get(backend.group as usize);
-            let check = group.and_then(|g| g.health_check.clone());
-            let observed = check.as_ref().map(|check| {
-                let target = Target {
+            let target = group
+                .and_then(|g| g.health_check.clone())
+                .map(|check| Target {
                     endpoint: backend.endpoint,
-                    check: check.clone(),
-                };
-                health.get(&target).cloned().unwrap_or_default()
-            });
-            let mut state = drain::backend_state(snapshot, drains, l, backend);
-            if let Some(observed) = &observed {
-                if !observed.health.serving() && !drain::is_drained(drains, l, &backend.endpoint) {
-                    state = if backend.effective_weight > 0.0 {
-                        STATE_FAIL_OPEN
-                    } else {
-                        STATE_UNHEALTHY
-                    };
-                }
-            }
+                    check,
+                });
+            let observed = target
+                .as_ref()
+                .map(|t| health.get(t).cloned().unwrap_or_default());
+            let health = observed.as_ref().map(|o| o.health);
+            let state = drain::backend_state(snapshot, drains, l, backend, health);
             let last = observed.as_ref().and_then(|o| o.last.as_ref());
             backends.push(BackendInfo {
                 listener: name.clone(),
@@ -105,7 +98,7 @@ pub fn backends_report(
                 slots: slots[b],
                 active_flows: active.on(l, backend.endpoint),
                 health: observed.as_ref().map(|o| o.health.name().to_owned()),
-                health_check: check.as_deref().map(health::describe),
+                health_check: target.as_ref().map(Target::describe),
                 health_reason: observed
                     .as_ref()
                     .filter(|o| !o.reason.is_empty())

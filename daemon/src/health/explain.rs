@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use switchyard_config::snapshot::{Snapshot, WhenAllUnhealthy};
+use switchyard_config::snapshot::{BackendGroup, Endpoint, Listener, Snapshot, WhenAllUnhealthy};
 use switchyard_dataplane::packet::FlowKey;
 use switchyard_dataplane::worker;
 use switchyard_proto::{ExplainReport, SkippedBackend};
@@ -26,14 +26,10 @@ pub fn annotate(
     if observations.is_empty() || report.new_flow.affinity_entry.is_some() {
         return;
     }
-    let observed = |listener: &switchyard_config::snapshot::Listener, backend: u32| {
+    let observed = |listener: &Listener, backend: u32| {
         let backend = listener.backends().get(backend as usize)?;
         let group = listener.groups().get(backend.group as usize)?;
-        let target = Target {
-            endpoint: backend.endpoint,
-            check: group.health_check.clone()?,
-        };
-        observations.get(&target).map(|o| (backend.endpoint, o))
+        observation(observations, group, backend.endpoint).map(|o| (backend.endpoint, o))
     };
     let Ok(now) = worker::choose(published, key, hash_seed) else {
         return;
@@ -81,14 +77,7 @@ pub fn annotate(
                     .is_some_and(|c| c.when_all_unhealthy == WhenAllUnhealthy::Refuse)
                     && !g.endpoints.is_empty()
                     && g.endpoints.iter().all(|e| {
-                        g.health_check.clone().is_some_and(|check| {
-                            observations
-                                .get(&Target {
-                                    endpoint: *e,
-                                    check,
-                                })
-                                .is_some_and(|o| !o.health.serving())
-                        })
+                        observation(observations, g, *e).is_some_and(|o| !o.health.serving())
                     })
             })
             .map(|g| g.service.as_str())
@@ -102,4 +91,16 @@ pub fn annotate(
             );
         }
     }
+}
+
+/// What the monitor knows of `endpoint` as `group` checks it.
+fn observation<'o>(
+    observations: &'o BTreeMap<Target, Observation>,
+    group: &BackendGroup,
+    endpoint: Endpoint,
+) -> Option<&'o Observation> {
+    observations.get(&Target {
+        endpoint,
+        check: group.health_check.clone()?,
+    })
 }

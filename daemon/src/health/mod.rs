@@ -35,6 +35,19 @@ impl Target {
     pub fn probed(&self) -> Endpoint {
         self.check.target(self.endpoint)
     }
+
+    /// The check in one line, as the log and `yardctl backends` show it:
+    /// e.g. `HTTP GET /healthz on port 8081 every 1s, policy demo/web-health`.
+    pub fn describe(&self) -> String {
+        let check = &self.check;
+        format!(
+            "{} on port {} every {:?}, policy {}",
+            check.probe,
+            self.probed().port,
+            check.interval,
+            check.policy
+        )
+    }
 }
 
 /// Every target of `snapshot`: each endpoint of each backendRef that
@@ -120,17 +133,4 @@ pub struct Observation {
     pub failures: u64,
     /// Flap damping's penalty now (see `state`).
     pub penalty: f64,
-}
-
-/// `check` in one line, as `yardctl backends` shows it: e.g. `HTTP GET
-/// /healthz on port 8081 every 1s (demo/web-health)`.
-pub fn describe(check: &HealthCheck) -> String {
-    let port = check
-        .port
-        .map(|p| format!(" on port {p}"))
-        .unwrap_or_default();
-    format!(
-        "{}{port} every {:?} ({})",
-        check.probe, check.interval, check.policy
-    )
 }

@@ -301,15 +301,12 @@ async fn probe_loop(
 
 /// Logs a change of health, once, where it happens.
 fn report(target: &Target, change: &Change) {
-    let check = &target.check;
     let message = format!(
-        "backend {} {} -> {} ({} on port {}, policy {}): {}",
+        "backend {} {} -> {} ({}): {}",
         target.endpoint,
         change.from.name(),
         change.to.name(),
-        check.probe,
-        target.probed().port,
-        check.policy,
+        target.describe(),
         change.reason,
     );
     if change.to.serving() {
