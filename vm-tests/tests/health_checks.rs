@@ -7,7 +7,8 @@
 //! out as `flapping` instead of taken in and out with every probe. The
 //! probes' own answers never reach the workers: no flow of the LB's own
 //! address ever shows, and probes pass (an answer the workers took would
-//! never reach the probing socket).
+//! never reach the probing socket). The UDP and IPv6 cases run on veths
+//! with the kernel's default offloads, the lab a user builds.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use switchyard_vm_tests::config::{
 use switchyard_vm_tests::health::{backend_info, health_of, health_policy, HealthEndpoint};
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::{
-    BACKENDS, BACKENDS6, CLIENT_ADDR, LB_BACKEND_SIDE_ADDR, VIP, VIP6,
+    Offloads, BACKENDS, BACKENDS6, CLIENT_ADDR, LB_BACKEND_SIDE_ADDR, VIP, VIP6,
 };
 use switchyard_vm_tests::{
     tcp_exchange, udp_exchange, Daemon, GatewaySpec, TcpEchoServer, TempDir, Topology,
@@ -236,13 +237,18 @@ fn a_udp_probe_takes_a_stopped_backend_out_and_brings_it_back() -> Result<()> {
         "UDP",
         "  udp:\n    send: {type: Text, text: ping}\n    receive: {type: Text, text: ping}\n",
     );
-    let lab = lab(&health_policy(
-        "echo-health",
-        DEMO_NAMESPACE,
-        "UDPRoute",
-        "echo-udp",
-        &check,
-    ))?;
+    // The lab a user builds: veths as the kernel makes them.
+    let lab = lab_on(
+        Topology::single_arm_with(1, Offloads::KernelDefaults)?,
+        GatewaySpec::demo(),
+        &health_policy(
+            "echo-health",
+            DEMO_NAMESPACE,
+            "UDPRoute",
+            "echo-udp",
+            &check,
+        ),
+    )?;
     let (be1, be2) = (&lab.topo.backends[0], &lab.topo.backends[1]);
     let _s1 = UdpEchoServer::start(&be1.ns, &be1.name, UDP_TARGET_PORT)?;
     let s2 = UdpEchoServer::start(&be2.ns, &be2.name, UDP_TARGET_PORT)?;
@@ -448,7 +454,7 @@ fn a_backend_ref_all_unhealthy_fails_open_or_refuses_as_its_check_says() -> Resu
 /// IPv6 endpoints are probed over IPv6 and taken out like IPv4 ones.
 #[test]
 fn an_ipv6_endpoint_is_probed_and_taken_out() -> Result<()> {
-    let topo = Topology::single_arm(1)?.with_ipv6()?;
+    let topo = Topology::single_arm_with(1, Offloads::KernelDefaults)?.with_ipv6()?;
     let lab = lab_on(
         topo,
         GatewaySpec::demo_dual_stack(),
