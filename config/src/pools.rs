@@ -329,6 +329,11 @@ pub struct GatewayClassConfigSpec {
     /// unless a TrafficPolicy says otherwise; absent: `nat`.
     #[serde(default)]
     pub forwarding: Option<ForwardingSpec>,
+    /// How the network learns where the class's VIPs live: `L2` (ARP and
+    /// neighbour advertisements) or `BGP` (routes in the node's BIRD);
+    /// absent: not announced (routes are the operator's).
+    #[serde(default)]
+    pub announce: Option<crate::snapshot::AnnounceMode>,
 }
 
 impl GatewayClassConfigSpec {

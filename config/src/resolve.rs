@@ -43,8 +43,8 @@ use crate::resources::{
     ReferenceGrant, Resources, Route, Service, TrafficPolicy, NAMESPACE_NAME_LABEL,
 };
 use crate::snapshot::{
-    flatten, BackendGroup, ListenerName, ListenerParts, ListenerPlan, ServiceKey, SlotTableSize,
-    Snapshot, SnapshotError, SnapshotPlan,
+    flatten, Announcement, BackendGroup, ListenerName, ListenerParts, ListenerPlan, ServiceKey,
+    SlotTableSize, Snapshot, SnapshotError, SnapshotPlan,
 };
 use crate::status::ResourceStatus;
 // What the tests below `use super::*` for.
@@ -336,6 +336,7 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
     listeners.retain(|l| !conflicted.contains(&l.key()));
     listeners.sort_by(|a, b| (a.name(), a.address()).cmp(&(b.name(), b.address())));
     let plan = plan(generation, options.maglev_seed, listeners, &mut diagnostics);
+    let announcements = announcements(&gateways, plan.listeners());
 
     let records = dns::records(
         &gateways,
@@ -354,10 +355,43 @@ pub fn plan_with(resources: &Resources, generation: u64, options: &Options) -> P
         diagnostics: &diagnostics,
     });
     Planned {
-        plan: plan.with_dns(records).with_terminating(terminating),
+        plan: plan
+            .with_dns(records)
+            .with_terminating(terminating)
+            .with_announcements(announcements),
         diagnostics,
         statuses,
     }
+}
+
+/// The VIPs of announcing Gateways that some served listener is on; a
+/// node address (node ports) is the node's own and never announced.
+fn announcements(
+    gateways: &[gateways::GatewayView<'_>],
+    served: &[ListenerPlan],
+) -> Vec<Announcement> {
+    let mut out = Vec::new();
+    for gateway in gateways {
+        let Some(mode) = gateway.announce else {
+            continue;
+        };
+        let meta = &gateway.gateway.metadata;
+        for &address in &gateway.addresses {
+            let is_served = served.iter().any(|l| {
+                l.address() == address
+                    && l.name().namespace == meta.namespace
+                    && l.name().gateway == meta.name
+            });
+            if is_served {
+                out.push(Announcement {
+                    address,
+                    mode,
+                    gateway: meta.key(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// What the listeners of one Gateway listener on the addresses of one

@@ -13,6 +13,7 @@
 //! one built from it or from the same backends (`tables`), so a snapshot
 //! costs one compact table per distinct backend set.
 
+mod announce;
 mod backend;
 mod health;
 mod listener;
@@ -25,6 +26,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::ops::Deref;
 
+pub use announce::{AnnounceMode, Announcement};
 pub(crate) use backend::flatten;
 pub use backend::{Backend, BackendGroup, Endpoint};
 pub use health::{HealthCheck, Probe, WhenAllUnhealthy};
@@ -145,6 +147,8 @@ pub struct Snapshot {
     /// because terminating is the endpoint's own state (its Pod is being
     /// deleted), the same in every Service that lists it.
     terminating: BTreeSet<Endpoint>,
+    /// The VIPs to announce, sorted (see `announce`).
+    announcements: Vec<Announcement>,
 }
 
 impl Snapshot {
@@ -196,6 +200,7 @@ impl Snapshot {
             by_backend,
             addresses,
             terminating: BTreeSet::new(),
+            announcements: Vec::new(),
         }
     }
 
@@ -223,6 +228,16 @@ impl Snapshot {
         records.dedup();
         self.dns = records;
         self
+    }
+
+    pub fn with_announcements(mut self, announcements: Vec<Announcement>) -> Self {
+        self.announcements = announce::normalized(announcements);
+        self
+    }
+
+    /// The VIPs to announce, by address then mode.
+    pub fn announcements(&self) -> &[Announcement] {
+        &self.announcements
     }
 
     /// Bumped by the control plane on every successful load.

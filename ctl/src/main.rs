@@ -26,6 +26,7 @@ mod config_check;
 mod exit;
 mod inventory;
 mod latency;
+mod node;
 mod output;
 mod rates;
 mod tables;
@@ -134,6 +135,12 @@ enum Command {
         /// VIP address:port, e.g. 198.18.100.10:80 or [2001:db8:100::10]:80.
         vip: String,
     },
+    /// This LB node: its announcements (L2, BGP) and its peers; drain it
+    /// from the network or take it back.
+    Node {
+        #[command(subcommand)]
+        command: Option<NodeCommand>,
+    },
     /// The running configuration.
     Config {
         #[command(subcommand)]
@@ -164,6 +171,19 @@ fn interval(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(interval)
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// The node's name, what it announces (and which peer announces what
+    /// it does not), and the LB nodes it hears on its segment.
+    Status,
+    /// Withdraw every announcement, so the network sends new traffic to
+    /// the other LB nodes; flows that still arrive are served. Kept until
+    /// `undrain` or the daemon restarts.
+    Drain,
+    /// Announce again what the config asks for.
+    Undrain,
 }
 
 #[derive(Subcommand)]
@@ -276,6 +296,11 @@ fn run(cli: Cli) -> Result<()> {
             client: socket_address("client", &client)?,
             vip: socket_address("VIP", &vip)?,
         },
+        Command::Node { command } => match command.unwrap_or(NodeCommand::Status) {
+            NodeCommand::Status => Request::Node,
+            NodeCommand::Drain => Request::NodeDrain,
+            NodeCommand::Undrain => Request::NodeUndrain,
+        },
         Command::Config {
             command: ConfigCommand::Status,
         } => Request::ConfigStatus,
@@ -301,6 +326,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::ConfigDiff(r) => serde_json::to_string_pretty(r),
             Response::Latency(r) => serde_json::to_string_pretty(r),
             Response::ApplyCluster(r) => serde_json::to_string_pretty(r),
+            Response::Node(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -327,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
         Response::Latency(r) => latency::render_latency(&r),
         // yardctl never asks for it: switchyard-kube does.
         Response::ApplyCluster(r) => format!("{:?}: generation {}\n", r.outcome, r.generation),
+        Response::Node(r) => node::render_node(&r),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)

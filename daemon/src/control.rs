@@ -134,6 +134,8 @@ pub struct ControlState {
     /// Where `ApplyCluster` requests go: none unless the daemon was started
     /// with `--cluster`.
     pub cluster: Option<crate::cluster::ClusterInbox>,
+    /// The node's announcements; none in tests without a daemon.
+    pub node: Option<Arc<crate::announce::Announcer>>,
 }
 
 /// The answer to one request line as read from the socket; a line that is
@@ -146,6 +148,18 @@ pub fn respond(state: &ControlState, line: &[u8]) -> Response {
             message: format!("malformed request: {err}"),
         },
     }
+}
+
+/// `Node`, `NodeDrain` (`drain` true) and `NodeUndrain`.
+fn node(state: &ControlState, drain: Option<bool>) -> Result<Response, String> {
+    let announcer = state
+        .node
+        .as_ref()
+        .ok_or("this daemon announces nothing (no node state)")?;
+    Ok(Response::Node(match drain {
+        Some(drained) => announcer.set_drained(drained),
+        None => announcer.status(),
+    }))
 }
 
 fn answer(state: &ControlState, request: &Request) -> Response {
@@ -171,6 +185,9 @@ fn answer(state: &ControlState, request: &Request) -> Response {
             inventory::backends(state, listener.as_deref()).map(Response::Backends)
         }
         Request::QueryFlows(query) => inventory::query_flows(state, query).map(Response::Flows),
+        Request::Node => node(state, None),
+        Request::NodeDrain => node(state, Some(true)),
+        Request::NodeUndrain => node(state, Some(false)),
         Request::Drain { backend, listener } => {
             inventory::set_drain(state, backend, listener.as_deref(), true).map(Response::Drain)
         }

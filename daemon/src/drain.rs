@@ -170,7 +170,8 @@ pub fn overlay(
         .collect::<Result<Vec<Listener>, _>>()?;
     Ok(Snapshot::new(generation, listeners)?
         .with_dns(snapshot.dns().to_vec())
-        .with_terminating(snapshot.terminating()))
+        .with_terminating(snapshot.terminating())
+        .with_announcements(snapshot.announcements().to_vec()))
 }
 
 /// Whether health checks take `endpoint` of `group` out.
@@ -270,7 +271,7 @@ pub struct Publisher {
     config: Arc<ArcSwap<Snapshot>>,
     maglev_seed: u32,
     state: Mutex<State>,
-    hook: Option<Arc<dyn PublishHook>>,
+    hooks: Vec<Arc<dyn PublishHook>>,
     health: Option<Arc<Monitor>>,
 }
 
@@ -305,7 +306,7 @@ impl Publisher {
                 drains: BTreeSet::new(),
                 unhealthy: BTreeSet::new(),
             }),
-            hook: None,
+            hooks: Vec::new(),
             health: None,
         }
     }
@@ -363,10 +364,10 @@ impl Publisher {
         Ok(Some(generation))
     }
 
-    /// Runs `hook` around every publication from now on; the current
-    /// snapshot is the caller's to announce.
+    /// Runs `hook` around every publication from now on, after the hooks
+    /// given before; the current snapshot is the caller's to hand it.
     pub fn with_hook(mut self, hook: Arc<dyn PublishHook>) -> Self {
-        self.hook = Some(hook);
+        self.hooks.push(hook);
         self
     }
 
@@ -414,11 +415,11 @@ impl Publisher {
             generation,
             self.maglev_seed,
         )?);
-        if let Some(hook) = &self.hook {
+        for hook in &self.hooks {
             hook.before(&next);
         }
         self.config.store(next.clone());
-        if let Some(hook) = &self.hook {
+        for hook in &self.hooks {
             hook.after(&next);
         }
         Ok(generation)

@@ -10,6 +10,7 @@
 //! through their request channels and published snapshots; it must never
 //! sit on the packet path, and nothing here runs per packet.
 
+pub mod announce;
 pub mod cluster;
 pub mod config_diff;
 pub mod config_watch;

@@ -65,5 +65,6 @@ fn state() -> ControlState {
         steer_counters: None,
         source_denied: None,
         cluster: None,
+        node: None,
     }
 }

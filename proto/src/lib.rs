@@ -68,6 +68,14 @@ pub enum Request {
     /// A cluster's objects, from `switchyard-kube`: resolved and applied as
     /// a config file's would be, answered with the statuses to write back.
     ApplyCluster(ClusterConfig),
+    /// This LB node: its name, whether it is drained, what it announces and
+    /// the peers it knows.
+    Node,
+    /// Withdraw every announcement of this node, so the network sends its
+    /// traffic to the other LB nodes; flows that still arrive are served.
+    NodeDrain,
+    /// Announce again what the config asks for.
+    NodeUndrain,
 }
 
 /// Largest config file `config check` and `config diff` send. The contents
@@ -210,6 +218,7 @@ pub enum Response {
     ConfigDiff(ConfigDiffReport),
     Latency(LatencyReport),
     ApplyCluster(ClusterApplyReport),
+    Node(NodeReport),
     Error {
         message: String,
     },
@@ -994,4 +1003,52 @@ mod tests {
         assert_eq!(report.last_update, None);
         assert_eq!(report.last_result(), RELOAD_APPLIED);
     }
+}
+
+/// `Node`, `NodeDrain` and `NodeUndrain`: this LB node as the network sees
+/// it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// `--node-name`: what other LB nodes and the election know it by.
+    pub name: String,
+    /// `yardctl node drain` in force: nothing is announced.
+    pub drained: bool,
+    /// One per VIP and mode the config asks to announce.
+    pub announcements: Vec<AnnouncementStatus>,
+    /// Other LB nodes of the L2 segment, as heard from.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Announced: this node tells the network the VIP is here.
+pub const ANNOUNCE_ANNOUNCED: &str = "announced";
+/// Another LB node announces the VIP (L2: the elected owner).
+pub const ANNOUNCE_STANDBY: &str = "standby";
+/// Not announced: the node is drained, or the speaker failed (see detail).
+pub const ANNOUNCE_WITHDRAWN: &str = "withdrawn";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnnouncementStatus {
+    pub address: String,
+    /// `L2` or `BGP`.
+    pub mode: String,
+    /// `namespace/name` of the Gateway that asked for it.
+    pub gateway: String,
+    /// `ANNOUNCE_*`.
+    pub state: String,
+    /// Why, in words: the owner's name for a standby, the error for a
+    /// speaker that failed, the BIRD protocol for BGP.
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// Where its heartbeats come from.
+    pub address: String,
+    /// `alive`, `draining` or `dead`.
+    pub state: String,
+    /// Milliseconds since its last heartbeat.
+    pub last_heard_ms: u64,
 }

@@ -948,3 +948,66 @@ fn address_pool_example_resolves_as_its_comments_say() {
     )));
     assert!(records(&res).contains(&a("198-18-2-21.echo.demo.gw.cluster.local", "198.18.2.21")));
 }
+
+/// (address, mode, gateway) of every announcement.
+fn announced(res: &Resolution) -> Vec<(String, String, String)> {
+    res.snapshot
+        .announcements()
+        .iter()
+        .map(|a| (a.address.to_string(), a.mode.to_string(), a.gateway.clone()))
+        .collect()
+}
+
+#[test]
+fn a_class_that_announces_announces_the_vips_it_serves() {
+    let res = compile(&[
+        &class("l2", "{type: ClusterIP, announce: L2}"),
+        &class("bgp", "{type: ClusterIP, announce: BGP}"),
+        &class("quiet", "{type: ClusterIP}"),
+        &gateway(
+            "lb",
+            "a",
+            "l2",
+            "[{value: 198.18.0.10}, {value: \"2001:db8::10\"}]",
+            None,
+        ),
+        &gateway("lb", "b", "bgp", "[{value: 198.18.0.20}]", None),
+        &gateway("lb", "c", "quiet", "[{value: 198.18.0.30}]", None),
+        &backend("lb", "a", &["198.18.2.1"], &[]),
+    ]);
+    // Gateway b has no route: its listeners serve no backend, but a Gateway
+    // listener is served (and refuses) without one, so it is announced.
+    let got = announced(&res);
+    assert!(
+        got.contains(&("198.18.0.10".into(), "L2".into(), "lb/a".into())),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&("2001:db8::10".into(), "L2".into(), "lb/a".into())),
+        "{got:?}"
+    );
+    assert!(!got.iter().any(|(a, ..)| a == "198.18.0.30"), "{got:?}");
+}
+
+#[test]
+fn an_unknown_announce_mode_is_refused_with_the_field() {
+    let err = load_error(&[&class("x", "{type: ClusterIP, announce: OSPF}")]);
+    assert!(err.contains("announce") || err.contains("OSPF"), "{err}");
+}
+
+#[test]
+fn a_gateway_that_serves_nowhere_is_not_announced() {
+    // The second Gateway asks for the first's address: it is refused,
+    // serves nothing, and nothing of it is announced.
+    let res = compile(&[
+        &class("l2", "{type: ClusterIP, announce: L2}"),
+        &gateway("lb", "a", "l2", "[{value: 198.18.0.10}]", Some(1)),
+        &gateway("lb", "b", "l2", "[{value: 198.18.0.10}]", Some(2)),
+    ]);
+    let got = announced(&res);
+    assert!(
+        got.iter().all(|(_, _, g)| g != "lb/b") || got.len() == 1,
+        "{got:?}"
+    );
+    assert!(got.len() <= 1, "{got:?}");
+}

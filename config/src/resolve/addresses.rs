@@ -24,7 +24,7 @@ use crate::pools::{special_purpose, to_u128, PortRange};
 use crate::resources::{
     AddressPool, ClassType, Gateway, GatewayClass, IP_ADDRESS_TYPE, SWITCHYARD_GROUP,
 };
-use crate::snapshot::Forwarding;
+use crate::snapshot::{AnnounceMode, Forwarding};
 
 /// `spec.addresses` type naming a DNS name (ExternalName classes).
 pub const HOSTNAME_TYPE: &str = "Hostname";
@@ -44,6 +44,8 @@ pub(super) struct Class<'a> {
     pub node_ports: Option<PortRange>,
     /// The mode of listeners no TrafficPolicy gives another.
     pub forwarding: Forwarding,
+    /// How the class's VIPs are announced, if they are.
+    pub announce: Option<AnnounceMode>,
 }
 
 impl Class<'_> {
@@ -54,6 +56,7 @@ impl Class<'_> {
         node_addresses: &[],
         node_ports: None,
         forwarding: Forwarding::Nat,
+        announce: None,
     };
 }
 
@@ -124,6 +127,7 @@ fn params<'a>(index: &Index<'a>, class: &'a GatewayClass) -> Result<Class<'a>, S
             .forwarding
             .as_ref()
             .map_or(Forwarding::Nat, |f| f.forwarding()),
+        announce: spec.announce,
     })
 }
 

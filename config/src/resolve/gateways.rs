@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::{addresses, Diagnostic, Index, Reason};
 use crate::resources::{ClassType, Gateway, Listener, RouteKind, GATEWAY_GROUP};
-use crate::snapshot::{Forwarding, Protocol};
+use crate::snapshot::{AnnounceMode, Forwarding, Protocol};
 
 pub(super) struct GatewayView<'a> {
     pub gateway: &'a Gateway,
@@ -21,6 +21,8 @@ pub(super) struct GatewayView<'a> {
     pub class_type: ClassType,
     /// The class's forwarding mode (see `traffic`).
     pub forwarding: Forwarding,
+    /// How the class's VIPs are announced (see `snapshot::announce`).
+    pub announce: Option<AnnounceMode>,
     /// Served nowhere: see `addresses::Assignment::refused`.
     pub refused: bool,
     /// The Gateway's `status.addresses`.
@@ -76,6 +78,7 @@ pub(super) fn ours<'a>(
             gateway,
             class_type: class.class_type,
             forwarding: class.forwarding.clone(),
+            announce: class.announce,
             refused: assignment.refused,
             status_addresses: assignment.status(),
             addresses: assignment.addresses,

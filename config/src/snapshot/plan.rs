@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use super::listener::{check_parts, ListenerParts};
 use super::{
-    duplicate_vip, Backend, BackendGroup, Endpoint, Listener, ListenerError, ListenerName,
-    Protocol, ServiceKey, SlotTable, SlotTableSize, Snapshot, SnapshotError,
+    duplicate_vip, Announcement, Backend, BackendGroup, Endpoint, Listener, ListenerError,
+    ListenerName, Protocol, ServiceKey, SlotTable, SlotTableSize, Snapshot, SnapshotError,
 };
 
 /// A listener whose table Maglev fills, at `size`, when it is built.
@@ -91,6 +91,7 @@ pub struct SnapshotPlan {
     listeners: Vec<ListenerPlan>,
     dns: Vec<crate::dns::DnsRecord>,
     terminating: BTreeSet<Endpoint>,
+    announcements: Vec<Announcement>,
 }
 
 impl SnapshotPlan {
@@ -110,6 +111,7 @@ impl SnapshotPlan {
             listeners,
             dns: Vec::new(),
             terminating: BTreeSet::new(),
+            announcements: Vec::new(),
         })
     }
 
@@ -125,6 +127,11 @@ impl SnapshotPlan {
         endpoints: impl IntoIterator<Item = Endpoint>,
     ) -> Self {
         self.terminating = endpoints.into_iter().collect();
+        self
+    }
+
+    pub(crate) fn with_announcements(mut self, announcements: Vec<Announcement>) -> Self {
+        self.announcements = announcements;
         self
     }
 
@@ -153,5 +160,6 @@ impl SnapshotPlan {
         Snapshot::indexed(self.generation, listeners)
             .with_dns(self.dns)
             .with_terminating(self.terminating)
+            .with_announcements(self.announcements)
     }
 }

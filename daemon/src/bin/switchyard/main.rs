@@ -172,6 +172,28 @@ pub struct RunArgs {
     /// Threads running the health probes (off the packet path).
     #[arg(long, default_value_t = 1)]
     health_threads: usize,
+    /// This LB node's name among the others: what the L2 election hashes
+    /// and `yardctl node` shows. Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    node_name: Option<String>,
+    /// UDP port of the heartbeats LB nodes of one segment send each other
+    /// (L2 announcements only).
+    #[arg(long, value_name = "PORT", default_value_t = switchyard_daemon::announce::l2::DEFAULT_HEARTBEAT_PORT)]
+    l2_heartbeat_port: u16,
+    /// Milliseconds between two heartbeats (L2 announcements only).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    l2_heartbeat_ms: u64,
+    /// A peer not heard from for this many milliseconds is dead, and the
+    /// VIPs it owned are elected again among the others.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    l2_dead_after_ms: u64,
+    /// BIRD's control socket (BGP announcements only).
+    #[arg(long, value_name = "PATH", default_value = switchyard_daemon::announce::bgp::DEFAULT_BIRD_SOCKET)]
+    bird_socket: PathBuf,
+    /// Folder of the route files BIRD's configuration includes (BGP
+    /// announcements only).
+    #[arg(long, value_name = "DIR", default_value = switchyard_daemon::announce::bgp::DEFAULT_ROUTE_DIR)]
+    bird_routes: PathBuf,
     /// Answer DNS (UDP and TCP) for the Gateways' names on this address,
     /// e.g. `198.18.1.1:53`.
     #[arg(long, value_name = "ADDR:PORT")]

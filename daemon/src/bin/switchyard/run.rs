@@ -14,6 +14,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use switchyard_config::snapshot::AnnounceMode;
+use switchyard_daemon::announce::bgp::BgpOptions;
+use switchyard_daemon::announce::l2::L2Options;
+use switchyard_daemon::announce::{self, Announcer, SpeakerFactory};
 use switchyard_daemon::cluster::ClusterInbox;
 use switchyard_daemon::config_watch::ConfigWatch;
 use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
@@ -224,9 +228,11 @@ pub fn run(args: RunArgs) -> Result<()> {
         )
         .context("starting the health monitor")?,
     );
+    let announcer = Arc::new(announcer(&args, &ports)?);
     let drains = Arc::new(
         Publisher::new(config.clone(), args.resolve.options().maglev_seed)
             .with_hook(fast_path.clone() as Arc<dyn PublishHook>)
+            .with_hook(announcer.clone() as Arc<dyn PublishHook>)
             .with_health(monitor),
     );
     {
@@ -497,6 +503,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .map_err(|err| format!("{err:#}"))
         })),
         cluster: cluster_inbox,
+        node: Some(announcer.clone()),
     });
     let control = ControlServer::start(&args.control_socket, state.clone())?;
     let metrics = match args.metrics_listen {
@@ -514,6 +521,10 @@ pub fn run(args: RunArgs) -> Result<()> {
         args.interfaces.join(","),
         args.control_socket.display()
     );
+
+    // Only now that the workers serve them: a VIP announced before would
+    // draw traffic nothing forwards.
+    announcer.update(&config.load());
 
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("opening a signalfd")?;
@@ -578,6 +589,8 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         follow_local_addresses(&steering, &mut local_addrs);
     }
+    // The network stops sending here before anything stops forwarding.
+    announcer.shutdown();
     // Detach first so traffic falls back to the kernel at once, then let the
     // workers drain what is already in their rings.
     steering
@@ -628,6 +641,42 @@ fn follow_local_addresses(steering: &Mutex<Steering>, known: &mut Vec<std::net::
         }
         Err(err) => log::warn!("programming the node's own addresses {now:?}: {err:#}"),
     }
+}
+
+/// The node's announcer: its name, and a speaker of each mode, started
+/// when the config first asks for that mode.
+fn announcer(args: &RunArgs, ports: &[PortSpec]) -> Result<Announcer> {
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("reading the host name for --node-name")?
+            .trim()
+            .to_owned(),
+    };
+    anyhow::ensure!(!node_name.is_empty(), "--node-name: empty");
+    let l2_options = L2Options {
+        node_name: node_name.clone(),
+        interfaces: ports.iter().map(|p| (p.name.clone(), p.ifindex)).collect(),
+        heartbeat_port: args.l2_heartbeat_port,
+        heartbeat_interval: Duration::from_millis(args.l2_heartbeat_ms),
+        dead_after: Duration::from_millis(args.l2_dead_after_ms),
+    };
+    let bgp_options = BgpOptions {
+        node_name: node_name.clone(),
+        bird_socket: args.bird_socket.clone(),
+        route_dir: args.bird_routes.clone(),
+    };
+    let factories: Vec<(AnnounceMode, SpeakerFactory)> = vec![
+        (
+            AnnounceMode::L2,
+            Box::new(move || announce::l2::start(l2_options.clone())),
+        ),
+        (
+            AnnounceMode::Bgp,
+            Box::new(move || announce::bgp::start(bgp_options.clone())),
+        ),
+    ];
+    Ok(Announcer::new(node_name, factories))
 }
 
 pub(crate) fn attach_mode(arg: XdpModeArg) -> AttachMode {
