@@ -1,7 +1,7 @@
-//! deploy/daemonset.yaml against the binaries it runs: every flag it
-//! passes is one their command lines define, the two containers meet at
-//! one control socket, and each has the privileges the design gives it
-//! and no more.
+//! deploy/daemonset.yaml and the systemd unit of deploy/systemd/ against
+//! the binaries they run: every flag they pass is one their command lines
+//! define, the two containers meet at one control socket, and each has the
+//! privileges the design gives it and no more.
 
 mod common;
 
@@ -421,4 +421,37 @@ fn each_container_has_the_capabilities_it_needs_and_no_more() {
     }
     assert!(pod["securityContext"]["privileged"].is_null());
     assert!(pod.get("hostPID").is_none() && pod.get("hostIPC").is_none());
+}
+
+/// `ExecStart=` of a systemd unit, continuation lines joined, split into
+/// words.
+fn exec_start(unit: &str) -> Vec<String> {
+    let joined = unit.replace("\\\n", " ");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the unit has an ExecStart line");
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+#[test]
+fn the_systemd_unit_runs_switchyard_with_its_own_options() {
+    let unit = read(&deploy_dir().join("systemd/switchyard.service"));
+    let words = exec_start(&unit);
+    assert!(words[0].ends_with("/switchyard"), "{words:?}");
+    assert_eq!(words[1], "run");
+    let args: Vec<&str> = words[2..].iter().map(String::as_str).collect();
+    let main = read(&workspace_dir().join("daemon/src/bin/switchyard/main.rs"));
+    let defined = long_options(&main, "RunArgs");
+    for flag in flags(&args) {
+        assert!(
+            defined.contains(flag),
+            "switchyard run has no option {flag} (it has {defined:?})"
+        );
+    }
+    assert!(value_of(&args, "--config").is_some() && value_of(&args, "--interface").is_some());
+    // The control socket lives where the unit's runtime directory is.
+    let socket = value_of(&args, "--control-socket").expect("a control socket");
+    assert!(socket.starts_with(SOCKET_DIR), "{socket}");
+    assert!(unit.contains("RuntimeDirectory=switchyard"), "{unit}");
 }
