@@ -75,6 +75,9 @@ struct State {
     errors: Vec<(AnnounceMode, String)>,
     wanted: Vec<Announcement>,
     drained: bool,
+    /// Set by `start`, once the workers serve: until then snapshots are
+    /// only remembered.
+    started: bool,
     stopped: bool,
 }
 
@@ -88,6 +91,7 @@ impl Announcer {
                 errors: Vec::new(),
                 wanted: Vec::new(),
                 drained: false,
+                started: false,
                 stopped: false,
             }),
         }
@@ -97,9 +101,19 @@ impl Announcer {
         &self.name
     }
 
-    /// Announces what `snapshot` asks for.
+    /// Announces what `snapshot` asks for (once started).
     pub fn update(&self, snapshot: &Snapshot) {
         let mut state = self.lock();
+        state.wanted = snapshot.announcements().to_vec();
+        state.apply();
+    }
+
+    /// The workers serve: announce what the last snapshot asks for, and
+    /// every snapshot's from now on. A VIP announced before would draw
+    /// traffic nothing forwards.
+    pub fn start(&self, snapshot: &Snapshot) {
+        let mut state = self.lock();
+        state.started = true;
         state.wanted = snapshot.announcements().to_vec();
         state.apply();
     }
@@ -198,7 +212,7 @@ impl Announcer {
 
 impl State {
     fn apply(&mut self) {
-        if self.stopped {
+        if !self.started || self.stopped {
             return;
         }
         self.errors.clear();

@@ -78,7 +78,9 @@ fn announcer(calls: &Calls, starts: &Arc<Mutex<u32>>) -> Announcer {
             drained: false,
         }) as Box<dyn Speaker>)
     });
-    Announcer::new("lb-a", vec![(AnnounceMode::L2, factory)])
+    let announcer = Announcer::new("lb-a", vec![(AnnounceMode::L2, factory)]);
+    announcer.start(&Snapshot::default());
+    announcer
 }
 
 #[test]
@@ -160,4 +162,27 @@ fn a_hand_over_withdraws_nothing() {
     announcer.update(&announcing(&[("198.18.0.10", AnnounceMode::L2)]));
     announcer.hand_over();
     assert!(!calls.lock().unwrap().iter().any(|c| c == "withdraw_all"));
+}
+
+#[test]
+fn nothing_is_announced_before_the_workers_serve() {
+    let (calls, starts) = (Calls::default(), Arc::new(Mutex::new(0)));
+    let (c, s) = (calls.clone(), starts.clone());
+    let factory: SpeakerFactory = Box::new(move || {
+        *s.lock().unwrap() += 1;
+        Ok(Box::new(Fake {
+            calls: c.clone(),
+            vips: Vec::new(),
+            drained: false,
+        }) as Box<dyn Speaker>)
+    });
+    let announcer = Announcer::new("lb-a", vec![(AnnounceMode::L2, factory)]);
+    let wanted = announcing(&[("198.18.0.10", AnnounceMode::L2)]);
+    announcer.update(&wanted);
+    assert_eq!(*starts.lock().unwrap(), 0);
+    announcer.start(&wanted);
+    assert_eq!(
+        calls.lock().unwrap().as_slice(),
+        ["set [198.18.0.10] drained=false"]
+    );
 }

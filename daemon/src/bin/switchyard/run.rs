@@ -524,7 +524,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     // Only now that the workers serve them: a VIP announced before would
     // draw traffic nothing forwards.
-    announcer.update(&config.load());
+    announcer.start(&config.load());
 
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("opening a signalfd")?;
