@@ -70,6 +70,12 @@ impl Peers {
         if !self.by_name.contains_key(&heard.name) && self.by_name.len() >= MAX_PEERS {
             return false;
         }
+        // Heartbeats come over both families: show the IPv4 source once
+        // one was heard, rather than one address, then the other.
+        let from = match self.by_name.get(&heard.name) {
+            Some(known) if known.from.is_ipv4() && from.is_ipv6() => known.from,
+            _ => from,
+        };
         self.by_name.insert(
             heard.name.clone(),
             Peer {
