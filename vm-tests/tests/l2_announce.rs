@@ -97,6 +97,14 @@ fn one_node_answers_each_vip_and_the_other_takes_over_on_drain_and_kill() -> Res
         owners.push(owner);
     }
 
+    // An address of the segment no listener is on is answered by nobody.
+    for unserved in ["198.18.1.101", "2001:db8:1::101"] {
+        let unserved: IpAddr = unserved.parse()?;
+        ensure!(!connects(&lab, unserved, "nobody"), "{unserved} answered");
+        let neighbour = lab.client_neighbour(unserved)?;
+        ensure!(neighbour.is_none(), "{unserved} is at {neighbour:?}");
+    }
+
     // Drain the owner of the IPv4 VIP: the other node announces it at once
     // and the client's neighbour entry moves to it.
     let (first, second) = (owners[0], 1 - owners[0]);
