@@ -160,10 +160,24 @@ impl L2Lab {
 /// The demo Gateway, dual stack, at [`VIP4`] and [`VIP6`] on the segment,
 /// forwarded `fullnat` to both backends and announced `L2` by its class.
 pub fn announced_config() -> String {
+    config_with(true)
+}
+
+/// [`announced_config`] without its IPv6 address: the config of a node
+/// that does not (yet) serve [`VIP6`].
+pub fn announced_config_ipv4_only() -> String {
+    config_with(false)
+}
+
+fn config_with(ipv6: bool) -> String {
     let spec = GatewaySpec {
         vip: VIP4,
-        vip6: Some(VIP6),
-        backends6: BACKENDS.iter().map(|b| b.2).collect(),
+        vip6: ipv6.then_some(VIP6),
+        backends6: if ipv6 {
+            BACKENDS.iter().map(|b| b.2).collect()
+        } else {
+            Vec::new()
+        },
         ..GatewaySpec::demo()
     };
     let mut spec = spec;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use switchyard_vm_tests::client::{echo, tcp_connect};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_TARGET_PORT};
-use switchyard_vm_tests::l2lab::{announced_config, role, L2Lab, BACKENDS, NODES, VIP4, VIP6};
+use switchyard_vm_tests::l2lab::{
+    announced_config, announced_config_ipv4_only, role, L2Lab, BACKENDS, NODES, VIP4, VIP6,
+};
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::{Daemon, EchoPair, TempDir};
 
@@ -54,15 +56,12 @@ fn connects(lab: &L2Lab, vip: IpAddr, payload: &str) -> bool {
     echo(&mut stream, payload, ECHO_TIMEOUT).is_ok_and(|text| text.ends_with(payload))
 }
 
-#[test]
-fn one_node_answers_each_vip_and_the_other_takes_over_on_drain_and_kill() -> Result<()> {
-    let lab = L2Lab::new()?;
-    let dir = TempDir::new("config")?;
-    let config = dir.write("gateway.yaml", &announced_config())?;
-    let mut _servers = Vec::new();
+/// Echo servers on both backends' IPv4 and IPv6 addresses.
+fn start_backends(lab: &L2Lab) -> Result<Vec<EchoPair>> {
+    let mut servers = Vec::new();
     for (ns, (name, v4, v6)) in lab.backends.iter().zip(BACKENDS) {
         for ip in [IpAddr::V4(v4), IpAddr::V6(v6)] {
-            _servers.push(EchoPair::start_on(
+            servers.push(EchoPair::start_on(
                 ns,
                 name,
                 ip,
@@ -71,6 +70,15 @@ fn one_node_answers_each_vip_and_the_other_takes_over_on_drain_and_kill() -> Res
             )?);
         }
     }
+    Ok(servers)
+}
+
+#[test]
+fn one_node_answers_each_vip_and_the_other_takes_over_on_drain_and_kill() -> Result<()> {
+    let lab = L2Lab::new()?;
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &announced_config())?;
+    let _servers = start_backends(&lab)?;
     let mut a = lab.start_node(0, &config)?;
     let mut b = lab.start_node(1, &config)?;
     let macs = [lab.node_mac(0)?, lab.node_mac(1)?];
@@ -183,6 +191,44 @@ fn one_node_answers_each_vip_and_the_other_takes_over_on_drain_and_kill() -> Res
             .any(|p| p["name"] == NODES[first].0 && p["state"] == "dead")),
         "the survivor should list {} as dead: {peers}",
         NODES[first].0
+    );
+    Ok(())
+}
+
+/// lb-a would own the IPv6 VIP (it does in the test above), but its config
+/// does not serve it: its heartbeats do not list it, so lb-b announces it
+/// alone and the client reaches it there, while lb-a keeps the IPv4 VIP.
+#[test]
+fn a_node_whose_config_lacks_a_vip_leaves_it_to_one_that_serves_it() -> Result<()> {
+    let lab = L2Lab::new()?;
+    let dir = TempDir::new("config")?;
+    let both = dir.write("both.yaml", &announced_config())?;
+    let ipv4_only = dir.write("ipv4-only.yaml", &announced_config_ipv4_only())?;
+    let _servers = start_backends(&lab)?;
+    let a = lab.start_node(0, &ipv4_only)?;
+    let b = lab.start_node(1, &both)?;
+    let mac_b = lab.node_mac(1)?;
+    let vip6 = IpAddr::V6(VIP6);
+    poll_until(ELECTION_TIMEOUT, "lb-b to announce the IPv6 VIP", || {
+        Ok((role(&b, vip6)?.state == "announced").then_some(()))
+    })?;
+    poll_until(
+        ELECTION_TIMEOUT,
+        "lb-a to announce the IPv4 VIP alone",
+        || sole_announcer(&[&a, &b], IpAddr::V4(VIP4)).map(|o| (o == Some(0)).then_some(())),
+    )?;
+    poll_until(ELECTION_TIMEOUT, "a connection to the IPv6 VIP", || {
+        Ok(connects(&lab, vip6, "hello").then_some(()))
+    })?;
+    let neighbour = lab.client_neighbour(vip6)?;
+    ensure!(
+        neighbour.as_deref() == Some(mac_b.as_str()),
+        "the client has {vip6} at {neighbour:?}, not at lb-b's {mac_b}"
+    );
+    let report = a.yardctl_json("node")?;
+    ensure!(
+        !report.to_string().contains(&VIP6.to_string()),
+        "lb-a does not serve {vip6}, yet reports it: {report}"
     );
     Ok(())
 }
