@@ -230,5 +230,30 @@ fn a_node_whose_config_lacks_a_vip_leaves_it_to_one_that_serves_it() -> Result<(
         !report.to_string().contains(&VIP6.to_string()),
         "lb-a does not serve {vip6}, yet reports it: {report}"
     );
+
+    // lb-a stops (SIGTERM): its last heartbeat says it leaves, so lb-b
+    // takes the IPv4 VIP at once rather than after the dead time.
+    let vip4 = IpAddr::V4(VIP4);
+    poll_until(ELECTION_TIMEOUT, "a connection to the IPv4 VIP", || {
+        Ok(connects(&lab, vip4, "hello").then_some(()))
+    })?;
+    let mac_a = lab.node_mac(0)?;
+    let neighbour = lab.client_neighbour(vip4)?;
+    ensure!(
+        neighbour.as_deref() == Some(mac_a.as_str()),
+        "the client has {vip4} at {neighbour:?}, not at lb-a's {mac_a}"
+    );
+    let mut a = a;
+    let started = Instant::now();
+    a.stop()?;
+    poll_until(DRAIN_TAKEOVER_TIMEOUT, "the client to move to lb-b", || {
+        Ok((lab.client_neighbour(vip4)?.as_deref() == Some(mac_b.as_str())).then_some(()))
+    })?;
+    println!(
+        "L2 shutdown takeover: {} ms (from SIGTERM of lb-a to the client's entry at lb-b, \
+         lb-a's own shutdown included)",
+        started.elapsed().as_millis()
+    );
+    ensure!(role(&b, vip4)?.state == "announced");
     Ok(())
 }
