@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::socket::{
     bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6,
@@ -40,8 +41,10 @@ pub struct Link {
     pub mac: Mac,
     pub arp: PacketSocket,
     pub nd: PacketSocket,
-    pub beat4: UdpSocket,
-    pub beat6: UdpSocket,
+    /// The heartbeat sockets of each family; a node without IPv6 (or,
+    /// rarer, IPv4) has one only.
+    pub beat4: Option<UdpSocket>,
+    pub beat6: Option<UdpSocket>,
     /// The solicited-node groups joined on `nd`.
     pub joined: BTreeSet<Mac>,
     /// Whether the last heartbeat failed to go out (logged once).
@@ -54,6 +57,20 @@ impl Link {
             let what = format!("{name}: {what}");
             move |source| AnnounceError::Io { what, source }
         };
+        let beat4 = heartbeat_socket(name, port, false);
+        let beat6 = heartbeat_socket(name, port, true);
+        if let (Err(v4), Err(v6)) = (&beat4, &beat6) {
+            return Err(AnnounceError::Refused(format!(
+                "{name}: no heartbeat socket on UDP port {port}: IPv4: {v4}; IPv6: {v6}"
+            )));
+        }
+        let usable = |family: &str, socket: std::io::Result<UdpSocket>| match socket {
+            Ok(socket) => Some(socket),
+            Err(err) => {
+                log::warn!("L2: {name}: no {family} heartbeats on UDP port {port}: {err}");
+                None
+            }
+        };
         Ok(Link {
             name: name.to_owned(),
             ifindex,
@@ -62,12 +79,8 @@ impl Link {
                 .map_err(io("opening a packet socket for ARP"))?,
             nd: PacketSocket::open(ifindex, ETHERTYPE_IPV6, &SOLICITATIONS_ONLY)
                 .map_err(io("opening a packet socket for neighbour solicitations"))?,
-            beat4: heartbeat_socket(name, port, false).map_err(io(&format!(
-                "opening the IPv4 heartbeat socket on UDP port {port}"
-            )))?,
-            beat6: heartbeat_socket(name, port, true).map_err(io(&format!(
-                "opening the IPv6 heartbeat socket on UDP port {port}"
-            )))?,
+            beat4: usable("IPv4", beat4),
+            beat6: usable("IPv6", beat6),
             joined: BTreeSet::new(),
             beat_failing: false,
         })
@@ -76,19 +89,40 @@ impl Link {
     /// Sends a heartbeat to every node of the link. An interface without
     /// an address of one family fails on that family only.
     pub fn send_heartbeat(&mut self, message: &[u8], port: u16) -> io::Result<()> {
-        let v4 = self.beat4.send_to(
-            message,
-            SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, port)),
-        );
+        let broadcast = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, port));
         let all_nodes = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-        let v6 = self.beat6.send_to(
-            message,
-            SocketAddr::V6(SocketAddrV6::new(all_nodes, port, 0, self.ifindex)),
-        );
-        match (v4, v6) {
-            (Err(err), Err(_)) => Err(err),
-            _ => Ok(()),
+        let all_nodes = SocketAddr::V6(SocketAddrV6::new(all_nodes, port, 0, self.ifindex));
+        let mut result = Err(io::Error::other("no heartbeat socket"));
+        for (socket, to) in [(&self.beat4, broadcast), (&self.beat6, all_nodes)] {
+            if let Some(socket) = socket {
+                match socket.send_to(message, to) {
+                    Ok(_) => result = Ok(()),
+                    Err(err) if result.is_err() => result = Err(err),
+                    Err(_) => {}
+                }
+            }
         }
+        result
+    }
+
+    /// The next heartbeat waiting on either socket, if any.
+    pub fn recv_heartbeat(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        [&self.beat4, &self.beat6]
+            .into_iter()
+            .flatten()
+            .find_map(|socket| socket.recv_from(buf).ok())
+    }
+
+    /// Every socket to wait on.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        let mut fds = vec![self.arp.as_fd(), self.nd.as_fd()];
+        fds.extend(
+            [&self.beat4, &self.beat6]
+                .into_iter()
+                .flatten()
+                .map(|s| s.as_fd()),
+        );
+        fds
     }
 }
 

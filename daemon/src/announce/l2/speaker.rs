@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -168,12 +167,7 @@ impl Thread {
         let mut buf = [0u8; FRAME_BUFFER];
         for i in 0..self.links.len() {
             for _ in 0..READ_BUDGET {
-                let link = &self.links[i];
-                let Ok((n, from)) = link
-                    .beat4
-                    .recv_from(&mut buf)
-                    .or_else(|_| link.beat6.recv_from(&mut buf))
-                else {
+                let Some((n, from)) = self.links[i].recv_heartbeat(&mut buf) else {
                     break;
                 };
                 self.heard(&buf[..n.min(MAX_MESSAGE + 1)], from, now);
@@ -409,14 +403,11 @@ impl Thread {
         let timeout = until.saturating_duration_since(now);
         let mut fds = Vec::with_capacity(self.links.len() * 4);
         for link in &self.links {
-            for fd in [
-                link.arp.as_fd(),
-                link.nd.as_fd(),
-                link.beat4.as_fd(),
-                link.beat6.as_fd(),
-            ] {
-                fds.push(PollFd::new(fd, PollFlags::POLLIN));
-            }
+            fds.extend(
+                link.fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
         }
         let timeout = PollTimeout::from(timeout.as_millis().min(1000) as u16);
         // An error (EINTR) only means looking again sooner.
