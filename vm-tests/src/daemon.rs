@@ -57,6 +57,9 @@ pub struct DaemonOptions {
     pub log_on_drop: bool,
     /// More `switchyard run` arguments, appended as given.
     pub extra_args: Vec<String>,
+    /// Run beside the daemon another guard of this process holds (LB
+    /// nodes of one segment), instead of waiting for it to stop.
+    pub alongside: bool,
 }
 
 impl DaemonOptions {
@@ -70,6 +73,7 @@ impl DaemonOptions {
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
             extra_args: Vec::new(),
+            alongside: false,
         }
     }
 
@@ -105,7 +109,7 @@ pub struct Daemon {
     /// Holds the log and the socket; removed after the process is gone.
     _dir: TempDir,
     /// Released last, after the process is gone.
-    _one_daemon: MutexGuard<'static, ()>,
+    _one_daemon: Option<MutexGuard<'static, ()>>,
 }
 
 impl Daemon {
@@ -138,7 +142,8 @@ impl Daemon {
             Some(p) => p.clone(),
             None => yardctl_bin()?,
         };
-        let one_daemon = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let one_daemon =
+            (!opts.alongside).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
         let log_path = dir.path().join("switchyard.log");

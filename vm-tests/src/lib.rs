@@ -20,6 +20,7 @@ pub mod dns;
 pub mod encap;
 pub mod fullnat;
 pub mod health;
+pub mod l2lab;
 pub mod link;
 pub mod netns;
 pub mod nginx;
