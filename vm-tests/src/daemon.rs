@@ -57,6 +57,9 @@ pub struct DaemonOptions {
     pub log_on_drop: bool,
     /// More `switchyard run` arguments, appended as given.
     pub extra_args: Vec<String>,
+    /// One of several LB nodes of one test, running side by side: skips
+    /// the one-daemon-per-test-process lock.
+    pub beside_others: bool,
 }
 
 impl DaemonOptions {
@@ -70,7 +73,14 @@ impl DaemonOptions {
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
             extra_args: Vec::new(),
+            beside_others: false,
         }
+    }
+
+    /// Runs beside the test's other LB nodes ([`DaemonOptions::beside_others`]).
+    pub fn beside_others(mut self) -> DaemonOptions {
+        self.beside_others = true;
+        self
     }
 
     pub fn queues(mut self, queues: u32) -> DaemonOptions {
@@ -105,7 +115,7 @@ pub struct Daemon {
     /// Holds the log and the socket; removed after the process is gone.
     _dir: TempDir,
     /// Released last, after the process is gone.
-    _one_daemon: MutexGuard<'static, ()>,
+    _one_daemon: Option<MutexGuard<'static, ()>>,
 }
 
 impl Daemon {
@@ -138,7 +148,8 @@ impl Daemon {
             Some(p) => p.clone(),
             None => yardctl_bin()?,
         };
-        let one_daemon = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let one_daemon =
+            (!opts.beside_others).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
         let log_path = dir.path().join("switchyard.log");
