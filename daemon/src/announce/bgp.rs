@@ -70,6 +70,17 @@ pub fn start(options: BgpOptions) -> Result<Box<dyn Speaker>, AnnounceError> {
         what: format!("creating the route device {device_name} (/dev/net/tun)"),
         source,
     })?;
+    let speaker = spawn(&options, device_name, Some(device))?;
+    Ok(Box::new(speaker))
+}
+
+/// The speaker, its files prepared and its thread started, holding
+/// `device` (tests pass none: they create no interface).
+fn spawn(
+    options: &BgpOptions,
+    device_name: String,
+    device: Option<RouteDevice>,
+) -> Result<BgpSpeaker, AnnounceError> {
     let routes = RouteDir::prepare(&options.route_dir).map_err(|source| AnnounceError::Io {
         what: format!(
             "preparing the route files in {}",
@@ -101,18 +112,24 @@ pub fn start(options: BgpOptions) -> Result<Box<dyn Speaker>, AnnounceError> {
         routes.path(routes::IPV6_FILE).display(),
         options.bird_socket.display()
     );
-    Ok(Box::new(BgpSpeaker {
+    Ok(BgpSpeaker {
         shared,
-        device: Some(device),
+        _device: device,
         device_name,
-    }))
+        stopped: false,
+        handed_over: false,
+    })
 }
 
 struct BgpSpeaker {
     shared: Arc<Shared>,
     /// Held open for as long as the routes through it should stand.
-    device: Option<RouteDevice>,
+    _device: Option<RouteDevice>,
     device_name: String,
+    /// `withdraw_all` or `hand_over` ran: this speaker changes nothing
+    /// from now on.
+    stopped: bool,
+    handed_over: bool,
 }
 
 struct Shared {
@@ -129,8 +146,10 @@ struct State {
     /// What BIRD last accepted, and for which revision.
     applied: Vec<IpAddr>,
     applied_revision: u64,
-    /// Why the latest revision is not applied yet.
+    /// Why the latest revision is not applied yet, and the revision that
+    /// last failed.
     error: Option<String>,
+    failed_revision: u64,
     stop: bool,
 }
 
@@ -158,9 +177,14 @@ impl Shared {
 
 impl Speaker for BgpSpeaker {
     fn set(&mut self, vips: &[IpAddr], drained: bool) -> Result<(), AnnounceError> {
-        if self.device.is_none() {
+        if self.stopped {
             return Err(AnnounceError::Refused(
                 "the BGP speaker has stopped".to_owned(),
+            ));
+        }
+        if self.handed_over {
+            return Err(AnnounceError::Refused(
+                "the BGP announcements were handed over to another process".to_owned(),
             ));
         }
         self.shared.want(vips, drained);
@@ -168,14 +192,18 @@ impl Speaker for BgpSpeaker {
     }
 
     fn withdraw_all(&mut self) {
+        if self.handed_over {
+            return;
+        }
         // Closing the device withdraws every route through it at once; the
         // empty files then keep a BIRD that reads them again from bringing
         // the VIPs back.
-        self.device = None;
+        self._device = None;
+        self.stopped = true;
         self.shared.want(&[], true);
         let deadline = Instant::now() + WITHDRAW_WAIT;
         let mut state = self.shared.lock();
-        while state.applied_revision != state.revision && state.error.is_none() {
+        while state.applied_revision != state.revision && state.failed_revision != state.revision {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
@@ -196,6 +224,7 @@ impl Speaker for BgpSpeaker {
     fn hand_over(&mut self) {
         // The files and BIRD now belong to the process taking over; this
         // one's device goes when it exits, with no route left through it.
+        self.handed_over = true;
         self.shared.stop();
     }
 
@@ -204,7 +233,9 @@ impl Speaker for BgpSpeaker {
         wanted
             .iter()
             .map(|a| {
-                let (announced, detail) = if self.device.is_none() {
+                let (announced, detail) = if self.handed_over {
+                    (false, "handed over to another process".to_owned())
+                } else if self.stopped {
                     (false, "the BGP speaker has stopped".to_owned())
                 } else if state.drained {
                     (false, "node drained".to_owned())
@@ -285,6 +316,7 @@ impl Worker {
                         log::warn!("BGP: {error}; trying again every {RETRY_AFTER:?}");
                     }
                     state.error = Some(error);
+                    state.failed_revision = revision;
                     self.shared.changed.notify_all();
                     if state.stop {
                         return;
@@ -310,3 +342,6 @@ impl Worker {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests;
