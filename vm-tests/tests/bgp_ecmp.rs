@@ -7,7 +7,7 @@
 //! send every flow to the backend that serves it; a drained node's routes
 //! go and its connections carry on through the other node, to the same
 //! backend; a node whose switchyard is killed -9 is withdrawn by its BIRD,
-//! and the failover is measured. Needs root, bird2 and the release
+//! and the failover is measured; a node stopped with SIGTERM withdraws. Needs root, bird2 and the release
 //! binaries.
 
 use std::collections::BTreeMap;
@@ -450,8 +450,12 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     // kill -9 lb2's switchyard: its device goes, its BIRD withdraws.
     // The connections send at once, while the router may still route to
     // the dead node: what they measure includes TCP's retransmission.
+    let probe = Instant::now();
+    vip_next_hops(&router)?;
+    let probe = probe.elapsed();
     let killed = Instant::now();
     nodes[1].daemon.kill()?;
+    let reaped = killed.elapsed();
     let survivor = nodes[0].address;
     let (withdrawn, echoed) = std::thread::scope(|scope| {
         let watch = scope.spawn(|| {
@@ -472,10 +476,23 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     let new_connection = killed.elapsed();
     println!(
         "BGP failover: {} ms (kill -9 -> route gone on the router); all {CONNECTIONS} \
-         established connections echo again after {} ms; a new connection succeeds after {} ms",
+         established connections echo again after {} ms; a new connection succeeds after {} ms \
+         (resolution: the process was reaped after {} ms, one look at the router's route takes {} ms)",
         withdrawn.as_millis(),
         all_echoed.as_millis(),
-        new_connection.as_millis()
+        new_connection.as_millis(),
+        reaped.as_millis(),
+        probe.as_millis()
+    );
+
+    // SIGTERM on the last node: it withdraws before it stops forwarding.
+    let stopping = Instant::now();
+    let status = nodes[0].daemon.stop()?;
+    ensure!(status.success(), "lb1 exited with {status}");
+    wait_next_hops(&router, &[], WITHDRAW_DEADLINE)?;
+    println!(
+        "BGP shutdown: {} ms (SIGTERM -> no route left on the router)",
+        stopping.elapsed().as_millis()
     );
     drop(connections);
     drop(nodes);
