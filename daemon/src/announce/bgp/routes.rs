@@ -15,6 +15,12 @@ pub const IPV6_FILE: &str = "vips6.conf";
 
 /// The two files' contents for `vips`, routed through `device`.
 pub fn render(vips: &[IpAddr], device: &str, node: &str) -> (String, String) {
+    // The name ends up in a BIRD comment: a line break in it would start
+    // configuration of the operator's choosing.
+    let node: String = node
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     let header = format!(
         "# Written by switchyard on node {node}: the VIPs it serves, routed\n\
          # through its device {device}, which goes away with the process.\n"
@@ -106,6 +112,12 @@ mod tests {
             ]
         );
         assert_eq!(routes(&v6), ["route 2001:db8::10/128 via \"syv42\";"]);
+    }
+
+    #[test]
+    fn a_node_name_cannot_break_out_of_its_comment() {
+        let (v4, _) = render(&[], "syv42", "lb\nprotocol static evil {}\r");
+        assert!(v4.lines().all(|l| l.starts_with('#')), "{v4}");
     }
 
     #[test]
