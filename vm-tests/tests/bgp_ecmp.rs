@@ -363,6 +363,20 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
             node.name,
             report.announcements
         );
+        let what = format!(
+            "{}: `yardctl node` to show the session to the router",
+            node.name
+        );
+        poll_until(WITHDRAW_DEADLINE, &what, || {
+            let report: NodeReport = node.daemon.yardctl_as(&["node"])?;
+            Ok(report
+                .peers
+                .iter()
+                .any(|p| {
+                    p.name == "router4" && p.address == ROUTER.to_string() && p.state == "alive"
+                })
+                .then_some(()))
+        })?;
     }
 
     // Many flows from one client: the router spreads them by their ports.

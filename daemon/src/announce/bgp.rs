@@ -25,6 +25,7 @@
 mod birdc;
 mod device;
 mod routes;
+mod sessions;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -32,11 +33,12 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use switchyard_config::snapshot::Announcement;
-use switchyard_proto::{AnnouncementStatus, ANNOUNCE_ANNOUNCED, ANNOUNCE_WITHDRAWN};
+use switchyard_proto::{AnnouncementStatus, PeerStatus, ANNOUNCE_ANNOUNCED, ANNOUNCE_WITHDRAWN};
 
 use self::birdc::Birdc;
 use self::device::RouteDevice;
 use self::routes::RouteDir;
+use self::sessions::Session;
 use super::{AnnounceError, Speaker};
 
 /// Default of `--bird-socket`: where Debian's bird2 puts its control socket.
@@ -48,6 +50,8 @@ pub const DEFAULT_ROUTE_DIR: &str = "/run/switchyard/bird";
 const BIRD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How soon a failed update is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often BIRD is asked about its BGP sessions, for `yardctl node`.
+const SESSIONS_EVERY: Duration = Duration::from_secs(2);
 /// How long a stopping node waits for BIRD to confirm the withdrawal. The
 /// device is gone by then, so BIRD has withdrawn the routes either way.
 const WITHDRAW_WAIT: Duration = Duration::from_secs(3);
@@ -118,6 +122,7 @@ fn spawn(
         device_name,
         stopped: false,
         handed_over: false,
+        started: Instant::now(),
     })
 }
 
@@ -130,6 +135,7 @@ struct BgpSpeaker {
     /// from now on.
     stopped: bool,
     handed_over: bool,
+    started: Instant,
 }
 
 struct Shared {
@@ -150,6 +156,9 @@ struct State {
     /// last failed.
     error: Option<String>,
     failed_revision: u64,
+    /// BIRD's BGP sessions as last heard, each with when it was last
+    /// seen established.
+    sessions: Vec<(Session, Option<Instant>)>,
     stop: bool,
 }
 
@@ -228,6 +237,33 @@ impl Speaker for BgpSpeaker {
         self.shared.stop();
     }
 
+    /// BIRD's BGP sessions: `alive` when established; `last_heard_ms`
+    /// since BIRD last reported it established (or since the speaker
+    /// started, if never).
+    fn peers(&self) -> Vec<PeerStatus> {
+        let state = self.shared.lock();
+        state
+            .sessions
+            .iter()
+            .map(|(session, established_at)| PeerStatus {
+                name: session.protocol.clone(),
+                address: session.neighbor.clone(),
+                state: if session.established() {
+                    "alive"
+                } else {
+                    "dead"
+                }
+                .to_owned(),
+                last_heard_ms: established_at
+                    .unwrap_or(self.started)
+                    .elapsed()
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
     fn status(&self, wanted: &[Announcement]) -> Vec<AnnouncementStatus> {
         let state = self.shared.lock();
         wanted
@@ -284,17 +320,44 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
+        let mut sessions_due = Instant::now();
         let mut state = self.shared.lock();
         loop {
             if state.stop {
                 return;
             }
             if state.applied_revision == state.revision {
-                state = self
-                    .shared
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(PoisonError::into_inner);
+                let now = Instant::now();
+                if now < sessions_due {
+                    state = self
+                        .shared
+                        .changed
+                        .wait_timeout(state, sessions_due - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    continue;
+                }
+                drop(state);
+                let sessions = self.sessions();
+                state = self.shared.lock();
+                if let Some(sessions) = sessions {
+                    state.sessions = sessions
+                        .into_iter()
+                        .map(|session| {
+                            let seen = if session.established() {
+                                Some(now)
+                            } else {
+                                state
+                                    .sessions
+                                    .iter()
+                                    .find(|(s, _)| s.protocol == session.protocol)
+                                    .and_then(|(_, seen)| *seen)
+                            };
+                            (session, seen)
+                        })
+                        .collect();
+                }
+                sessions_due = Instant::now() + SESSIONS_EVERY;
                 continue;
             }
             let (revision, vips) = (state.revision, state.wanted.clone());
@@ -309,6 +372,7 @@ impl Worker {
                     if state.revision == revision {
                         state.error = None;
                     }
+                    sessions_due = Instant::now();
                     self.shared.changed.notify_all();
                 }
                 Err(error) => {
@@ -328,6 +392,18 @@ impl Worker {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
+            }
+        }
+    }
+
+    /// BIRD's BGP sessions, or nothing if BIRD did not answer (the
+    /// announcements' status says why when it matters).
+    fn sessions(&self) -> Option<Vec<Session>> {
+        match self.birdc.run("show protocols all") {
+            Ok(reply) => Some(sessions::parse(&reply)),
+            Err(err) => {
+                log::debug!("BGP: asking BIRD for its sessions: {err}");
+                None
             }
         }
     }

@@ -45,26 +45,36 @@ pub enum BirdError {
 pub struct Reply {
     pub code: u16,
     pub lines: Vec<String>,
+    /// The code of each line; a continuation line has its opener's.
+    pub codes: Vec<u16>,
 }
 
 impl Reply {
     pub fn text(&self) -> String {
         self.lines.join("; ")
     }
+
+    /// Each line with its code.
+    pub fn coded_lines(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.codes
+            .iter()
+            .copied()
+            .zip(self.lines.iter().map(String::as_str))
+    }
 }
 
 /// One line of a reply, as BIRD frames it.
 #[derive(Debug, PartialEq, Eq)]
 enum Line<'a> {
-    /// `DDDD-text` or ` text`: the reply goes on.
-    More(&'a str),
+    /// `DDDD-text`, or ` text` (no code of its own): the reply goes on.
+    More(Option<u16>, &'a str),
     /// `DDDD text`: the reply ends with this code.
     Last(u16, &'a str),
 }
 
 fn parse_line(line: &str) -> Option<Line<'_>> {
     if let Some(text) = line.strip_prefix(' ') {
-        return Some(Line::More(text));
+        return Some(Line::More(None, text));
     }
     let code = line.get(..4)?;
     if !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -72,7 +82,7 @@ fn parse_line(line: &str) -> Option<Line<'_>> {
     }
     let code: u16 = code.parse().ok()?;
     match line.as_bytes().get(4) {
-        Some(b'-') => Some(Line::More(&line[5..])),
+        Some(b'-') => Some(Line::More(Some(code), &line[5..])),
         Some(b' ') => Some(Line::Last(code, &line[5..])),
         None => Some(Line::Last(code, "")),
         Some(_) => None,
@@ -126,8 +136,11 @@ impl Birdc {
         }
     }
 
-    fn read_reply(&self, reader: &mut impl BufRead) -> Result<Reply, BirdError> {
+    /// One whole reply from `reader`.
+    pub(super) fn read_reply(&self, reader: &mut impl BufRead) -> Result<Reply, BirdError> {
         let mut lines = Vec::new();
+        let mut codes = Vec::new();
+        let mut current = 0;
         let mut total = 0;
         loop {
             let mut raw = Vec::new();
@@ -158,10 +171,15 @@ impl Birdc {
             }
             let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).into_owned();
             match parse_line(&line) {
-                Some(Line::More(text)) => lines.push(text.to_owned()),
-                Some(Line::Last(code, text)) => {
+                Some(Line::More(code, text)) => {
+                    current = code.unwrap_or(current);
+                    codes.push(current);
                     lines.push(text.to_owned());
-                    return Ok(Reply { code, lines });
+                }
+                Some(Line::Last(code, text)) => {
+                    codes.push(code);
+                    lines.push(text.to_owned());
+                    return Ok(Reply { code, lines, codes });
                 }
                 None => {
                     return Err(BirdError::Garbled {
@@ -215,6 +233,7 @@ mod tests {
         let reply = read("1002-first\n second\n0000 \n").unwrap();
         assert_eq!(reply.code, 0);
         assert_eq!(reply.lines, ["first", "second", ""]);
+        assert_eq!(reply.codes, [1002, 1002, 0]);
     }
 
     #[test]

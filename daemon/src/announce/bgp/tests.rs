@@ -36,7 +36,15 @@ impl FakeBird {
                 if BufReader::new(&stream).read_line(&mut line).is_err() {
                     continue;
                 }
-                let reply = if line.trim() != "configure" {
+                let reply = if line.trim() == "show protocols all" {
+                    "2002-Name Proto Table State Since Info\n\
+                     1002-router4 BGP --- up 02:19:31.001 Established\n\
+                     1006-  BGP state:          Established\n     Neighbor address: 198.18.2.1\n\
+                     1002-router6 BGP --- start 02:19:29.226 Active\n\
+                     1006-  BGP state:          Active\n     Neighbor address: 2001:db8:2::1\n\
+                     0000 \n"
+                        .to_owned()
+                } else if line.trim() != "configure" {
                     "9001 syntax error\n".to_owned()
                 } else if *refusing.lock().unwrap() {
                     "0002-Reading configuration from bird.conf\n\
@@ -248,4 +256,32 @@ fn a_hand_over_leaves_the_routes_to_the_next_process() {
     lab.speaker.withdraw_all();
     assert_eq!(lab.routes(), ["route 198.18.0.10/32 via \"syvtest\";"]);
     assert_eq!(lab.bird.as_ref().unwrap().configured().len(), before);
+}
+
+#[test]
+fn birds_bgp_sessions_are_the_peers() {
+    let mut lab = Lab::new("sessions", true);
+    let a = ip("198.18.0.10");
+    lab.speaker.set(&[a], false).unwrap();
+    lab.wait_for(&[a], ANNOUNCE_ANNOUNCED);
+    let start = Instant::now();
+    let peers = loop {
+        let peers = lab.speaker.peers();
+        if !peers.is_empty() {
+            break peers;
+        }
+        assert!(start.elapsed() < DEADLINE, "no peers");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let summary: Vec<(&str, &str, &str)> = peers
+        .iter()
+        .map(|p| (p.name.as_str(), p.address.as_str(), p.state.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("router4", "198.18.2.1", "alive"),
+            ("router6", "2001:db8:2::1", "dead")
+        ]
+    );
 }
