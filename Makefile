@@ -10,7 +10,7 @@ RELEASE := target/release
 # libelf/zlib/m4/pkg-config for libxdp (built from source by xsk-rs),
 # iproute2 for the namespace tests; curl and nginx (with its stream
 # module) as the PROXY protocol client and backends of vm-tests.
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping curl nginx libnginx-mod-stream
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping curl nginx libnginx-mod-stream bird2
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 

@@ -57,9 +57,9 @@ pub struct DaemonOptions {
     pub log_on_drop: bool,
     /// More `switchyard run` arguments, appended as given.
     pub extra_args: Vec<String>,
-    /// Run beside the daemon another guard of this process holds (LB
-    /// nodes of one segment), instead of waiting for it to stop.
-    pub alongside: bool,
+    /// One of several LB nodes of one test, running side by side: skips
+    /// the one-daemon-per-test-process lock.
+    pub beside_others: bool,
 }
 
 impl DaemonOptions {
@@ -73,8 +73,14 @@ impl DaemonOptions {
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
             extra_args: Vec::new(),
-            alongside: false,
+            beside_others: false,
         }
+    }
+
+    /// Runs beside the test's other LB nodes ([`DaemonOptions::beside_others`]).
+    pub fn beside_others(mut self) -> DaemonOptions {
+        self.beside_others = true;
+        self
     }
 
     pub fn queues(mut self, queues: u32) -> DaemonOptions {
@@ -143,7 +149,7 @@ impl Daemon {
             None => yardctl_bin()?,
         };
         let one_daemon =
-            (!opts.alongside).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
+            (!opts.beside_others).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
         let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
         let log_path = dir.path().join("switchyard.log");

@@ -123,7 +123,7 @@ impl L2Lab {
             .arg(NODES[i].0)
             .arg("--snat-ports")
             .arg(SNAT_PORTS);
-        options.alongside = i > 0;
+        options.beside_others = i > 0;
         Daemon::start(&self.nodes[i], config, &options)
     }
 

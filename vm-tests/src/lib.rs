@@ -12,6 +12,7 @@
 //! Running it needs root (namespaces, setns) and, for the daemon tests, the
 //! release binaries: `make test` builds them first.
 
+pub mod bird;
 pub mod client;
 pub mod cluster;
 pub mod config;
