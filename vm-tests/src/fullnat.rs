@@ -72,18 +72,7 @@ pub fn hairpin_client(topo: &Topology, ipv6: bool) -> Result<Netns> {
     ns.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
     ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
     let peer = format!("hp{}", std::process::id() % 100_000);
-    ns.ip(&[
-        "link",
-        "add",
-        "eth0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        topo.switch.name(),
-    ])?;
+    ns.veth("eth0", &topo.switch, &peer)?;
     topo.switch
         .ip(&["link", "set", "dev", &peer, "master", "br0"])?;
     topo.switch.ip(&["link", "set", "dev", &peer, "up"])?;

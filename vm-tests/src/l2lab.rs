@@ -77,18 +77,7 @@ impl L2Lab {
             // Addresses usable at once, not tentative for a second or two.
             ns.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
             ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
-            ns.ip(&[
-                "link",
-                "add",
-                "eth0",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                role,
-                "netns",
-                segment.name(),
-            ])?;
+            ns.veth("eth0", &segment, role)?;
             ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
             ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", "eth0"])?;
             ns.ip(&["link", "set", "dev", "eth0", "up"])?;

@@ -79,6 +79,15 @@ impl Netns {
         run_ip(&full)
     }
 
+    /// A one-queue veth pair, `dev` here and `peer_dev` in `peer`, made
+    /// inside the namespaces so no name appears in the host's.
+    pub fn veth(&self, dev: &str, peer: &Netns, peer_dev: &str) -> Result<()> {
+        self.ip(&[
+            "link", "add", dev, "type", "veth", "peer", "name", peer_dev, "netns", &peer.name,
+        ])?;
+        Ok(())
+    }
+
     /// A `Command` that runs `program` inside this namespace through
     /// `ip netns exec` (which also gives it a /sys of this namespace).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

@@ -102,7 +102,7 @@ impl VlanLab {
 
         // The trunk, tagged on both ends: the switch's own VLAN links on it
         // are its access to each VLAN.
-        veth(&self.lb, "eth0", sw, "lb")?;
+        self.lb.veth("eth0", sw, "lb")?;
         sw.ip(&["link", "set", "dev", "lb", "up"])?;
         // A switch port receives in NAPI (GRO on), as the XDP program's
         // transmitted frames need on a veth.
@@ -130,7 +130,7 @@ impl VlanLab {
             lb.ip(&["link", "set", "dev", &dev, "up"])?;
         }
 
-        veth(&self.client, "eth0", sw, "client")?;
+        self.client.veth("eth0", sw, "client")?;
         self.port("client", "br10", None)?;
         let c = &self.client;
         c.ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
@@ -145,7 +145,7 @@ impl VlanLab {
         ])?;
 
         for be in &self.backends {
-            veth(&be.ns, "eth0", sw, &be.name)?;
+            be.ns.veth("eth0", sw, &be.name)?;
             self.port(&be.name, "br20", backend_mtu)?;
             let ns = &be.ns;
             if let Some(mtu) = backend_mtu {
@@ -203,24 +203,6 @@ fn vlan_link(ns: &Netns, parent: &str, name: &str, vid: u16) -> Result<()> {
         "vlan",
         "id",
         &vid.to_string(),
-    ])?;
-    Ok(())
-}
-
-/// A one-queue veth pair with `a_dev` in `a` and `b_dev` in `b`, made
-/// inside the namespaces so no name appears in the host's.
-fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
-    a.ip(&[
-        "link",
-        "add",
-        a_dev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_dev,
-        "netns",
-        b.name(),
     ])?;
     Ok(())
 }

@@ -67,22 +67,6 @@ struct Connection {
     backend: String,
 }
 
-fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) -> Result<()> {
-    a.ip(&[
-        "link",
-        "add",
-        a_dev,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        b_dev,
-        "netns",
-        b.name(),
-    ])?;
-    Ok(())
-}
-
 fn address(ns: &Netns, cidr: &str, dev: &str) -> Result<()> {
     let family = if cidr.contains(':') { "-6" } else { "-4" };
     let mut args = vec![family, "addr", "add", cidr, "dev", dev];
@@ -212,7 +196,7 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     switch.ip(&["link", "set", "br0", "up"])?;
     let mut ports = vec!["rt"];
 
-    veth(&client, "eth0", &router, "c0")?;
+    client.veth("eth0", &router, "c0")?;
     address(&client, &format!("{CLIENT}/24"), "eth0")?;
     client.ip(&[
         "route",
@@ -225,7 +209,7 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     // segments as sent (partial checksums would survive the forwarding).
     set_tx_checksum(&client, "eth0", false)?;
     address(&router, &format!("{ROUTER_CLIENT_SIDE}/24"), "c0")?;
-    veth(&router, "eth0", &switch, "rt")?;
+    router.veth("eth0", &switch, "rt")?;
     address(&router, &format!("{ROUTER}/24"), "eth0")?;
     address(&router, &format!("{ROUTER6}/64"), "eth0")?;
     router.sysctl("net/ipv4/ip_forward", "1")?;
@@ -235,7 +219,7 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     let mut servers = Vec::new();
     for (name, addr) in BACKENDS {
         let ns = Netns::new(name)?;
-        veth(&ns, "eth0", &switch, name)?;
+        ns.veth("eth0", &switch, name)?;
         ports.push(name);
         address(&ns, &format!("{addr}/24"), "eth0")?;
         ns.ip(&["route", "add", "default", "via", &ROUTER.to_string()])?;
@@ -285,7 +269,7 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     let mut node_namespaces = Vec::new();
     for (name, addr, addr6) in LB_NODES {
         let ns = Netns::new(name)?;
-        veth(&ns, "eth0", &switch, name)?;
+        ns.veth("eth0", &switch, name)?;
         ports.push(name);
         address(&ns, &format!("{addr}/24"), "eth0")?;
         address(&ns, &format!("{addr6}/64"), "eth0")?;
