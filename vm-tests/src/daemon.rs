@@ -57,6 +57,9 @@ pub struct DaemonOptions {
     pub log_on_drop: bool,
     /// More `switchyard run` arguments, appended as given.
     pub extra_args: Vec<String>,
+    /// `--pin-dir` (a bpffs directory the test mounted); `None` runs with
+    /// `--no-pin`, so a stopped daemon leaves nothing attached behind it.
+    pub pin_dir: Option<PathBuf>,
 }
 
 impl DaemonOptions {
@@ -70,7 +73,14 @@ impl DaemonOptions {
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
             extra_args: Vec::new(),
+            pin_dir: None,
         }
+    }
+
+    /// Pins the XDP program in `dir` (see [`DaemonOptions::pin_dir`]).
+    pub fn pin_dir(mut self, dir: &Path) -> DaemonOptions {
+        self.pin_dir = Some(dir.to_owned());
+        self
     }
 
     pub fn queues(mut self, queues: u32) -> DaemonOptions {
@@ -102,10 +112,11 @@ pub struct Daemon {
     yardctl: PathBuf,
     log_on_drop: bool,
     started: Instant,
-    /// Holds the log and the socket; removed after the process is gone.
-    _dir: TempDir,
-    /// Released last, after the process is gone.
-    _one_daemon: MutexGuard<'static, ()>,
+    /// Holds the log and the socket; removed after the process is gone
+    /// (or passed on to a successor, which serves the same socket).
+    dir: Option<TempDir>,
+    /// Released last, after the process is gone (or passed on).
+    one_daemon: Option<MutexGuard<'static, ()>>,
 }
 
 impl Daemon {
@@ -130,6 +141,72 @@ impl Daemon {
         config_source: &[&std::ffi::OsStr],
         opts: &DaemonOptions,
     ) -> Result<Daemon> {
+        let one_daemon = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = TempDir::new("daemon")?;
+        let mut daemon = Daemon::spawn(lb, config_source, opts, dir, one_daemon, "switchyard")?;
+        if let Err(e) = daemon.wait_ready(opts.ready_timeout) {
+            if let Some(child) = daemon.child.as_mut() {
+                kill_and_reap(child);
+            }
+            daemon.child = None;
+            daemon.log_on_drop = false;
+            return Err(e.context(format!(
+                "switchyard did not become ready\n--- switchyard log ---\n{}",
+                daemon.log_tail()
+            )));
+        }
+        Ok(daemon)
+    }
+
+    /// Starts `switchyard run --takeover` on this daemon's control socket
+    /// and config; returns as soon as it runs. The successor asks this
+    /// daemon to hand over, and this one exits: wait for that with
+    /// [`Daemon::wait_exit`], then for the successor with
+    /// [`Daemon::wait_until_ready`].
+    pub fn take_over(&mut self, lb: &Netns, config: &Path, opts: &DaemonOptions) -> Result<Daemon> {
+        let dir = self
+            .dir
+            .take()
+            .context("this daemon was taken over already")?;
+        let one_daemon = self.one_daemon.take();
+        let opts = opts.clone().arg("--takeover");
+        let config = config.canonicalize()?;
+        let successor = Daemon::spawn(
+            lb,
+            &["--config".as_ref(), config.as_os_str()],
+            &opts,
+            dir,
+            one_daemon.unwrap_or_else(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner())),
+            &format!("successor-of-{}", self.pid),
+        );
+        // This daemon's log stays where it is: in the directory the
+        // successor now holds.
+        successor
+    }
+
+    /// Waits (up to `timeout`) for the daemon to exit on its own, and
+    /// reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("switchyard already reaped")?;
+        let status = poll_until(timeout, "switchyard to exit", || Ok(child.try_wait()?))?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Waits until the daemon answers `yardctl status`.
+    pub fn wait_until_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout)
+            .with_context(|| format!("--- switchyard log ---\n{}", self.log_tail()))
+    }
+
+    fn spawn(
+        lb: &Netns,
+        config_source: &[&std::ffi::OsStr],
+        opts: &DaemonOptions,
+        dir: TempDir,
+        one_daemon: MutexGuard<'static, ()>,
+        log_name: &str,
+    ) -> Result<Daemon> {
         let switchyard = match &opts.switchyard {
             Some(p) => p.clone(),
             None => switchyard_bin()?,
@@ -138,10 +215,8 @@ impl Daemon {
             Some(p) => p.clone(),
             None => yardctl_bin()?,
         };
-        let one_daemon = ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner());
-        let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
-        let log_path = dir.path().join("switchyard.log");
+        let log_path = dir.path().join(format!("{log_name}.log"));
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
 
@@ -157,6 +232,10 @@ impl Daemon {
             cmd.arg("--cores").arg(cores);
         }
         cmd.arg("--control-socket").arg(&socket);
+        match &opts.pin_dir {
+            Some(dir) => cmd.arg("--pin-dir").arg(dir),
+            None => cmd.arg("--no-pin"),
+        };
         cmd.args(&opts.extra_args);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -167,7 +246,7 @@ impl Daemon {
         let shown = format!("{cmd:?}");
         let child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
 
-        let mut daemon = Daemon {
+        Ok(Daemon {
             pid: child.id(),
             child: Some(child),
             lb: lb.name().to_owned(),
@@ -176,21 +255,9 @@ impl Daemon {
             yardctl,
             log_on_drop: opts.log_on_drop,
             started: Instant::now(),
-            _dir: dir,
-            _one_daemon: one_daemon,
-        };
-        if let Err(e) = daemon.wait_ready(opts.ready_timeout) {
-            if let Some(child) = daemon.child.as_mut() {
-                kill_and_reap(child);
-            }
-            daemon.child = None;
-            daemon.log_on_drop = false;
-            return Err(e.context(format!(
-                "switchyard did not become ready: {shown}\n--- switchyard log ---\n{}",
-                daemon.log_tail()
-            )));
-        }
-        Ok(daemon)
+            dir: Some(dir),
+            one_daemon: Some(one_daemon),
+        })
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {

@@ -22,7 +22,7 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt,
+    os::{fd::AsFd, unix::ffi::OsStrExt},
     path::{Path, PathBuf},
 };
 
@@ -93,6 +93,18 @@ impl PinDir {
             Err(err) => return Err(err),
         }
         Ok(other)
+    }
+
+    /// The config generation the running program's maps of `capacity`
+    /// last published, if they exist: a daemon taking them over numbers
+    /// its own past it, so no cache entry of the previous daemon carries
+    /// an epoch the new one publishes.
+    pub fn published_generation(&self, capacity: u32) -> Option<u64> {
+        let map = aya::maps::MapData::from_pin(self.maps(capacity).join("fast_state")).ok()?;
+        let mut value = [0u8; 8];
+        let key = crate::consts::FAST_STATE_GENERATION.to_ne_bytes();
+        let found = crate::bpf_sys::lookup(map.fd().as_fd(), &key, &mut value).ok()?;
+        found.then_some(u64::from_ne_bytes(value))
     }
 
     /// Removes every pin and directory under the root, and the root.
