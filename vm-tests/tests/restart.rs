@@ -12,8 +12,8 @@
 //! SIGTERM to the next daemon answering, and the takeover's gap with no
 //! worker bound (the successor's own measurement). Asserted: the TCP
 //! connection carries on without a retransmission, no datagram of the
-//! cached UDP flow is lost, and each new daemon lists both flows from the
-//! cache.
+//! cached UDP flow is lost, each flow is answered by one backend
+//! throughout, and each new daemon lists both flows from the cache.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -85,6 +85,8 @@ impl Drop for Bpffs {
 
 /// What the TCP connection went through.
 struct TcpOutcome {
+    /// The backends that answered.
+    servers: BTreeSet<String>,
     echoes: u64,
     longest: Duration,
     retransmissions: u32,
@@ -101,7 +103,7 @@ struct Streams {
     stop: Arc<AtomicBool>,
     tcp: JoinHandle<Result<TcpOutcome>>,
     udp_sender: JoinHandle<Result<u64>>,
-    udp_receiver: JoinHandle<BTreeSet<u64>>,
+    udp_receiver: JoinHandle<(BTreeSet<u64>, BTreeSet<String>)>,
     tcp_client: String,
     udp_client: String,
 }
@@ -117,15 +119,20 @@ impl Streams {
             std::thread::spawn(move || -> Result<TcpOutcome> {
                 let mut echoes = 0u64;
                 let mut longest = Duration::ZERO;
+                let mut servers = BTreeSet::new();
                 while !stop.load(Ordering::Relaxed) {
                     let began = Instant::now();
-                    echo(&mut stream, &format!("t{echoes}|"), SETTLE)
+                    let text = echo(&mut stream, &format!("t{echoes}|"), SETTLE)
                         .with_context(|| format!("TCP echo {echoes}"))?;
+                    if let Some(server) = text.split(' ').next() {
+                        servers.insert(server.to_owned());
+                    }
                     longest = longest.max(began.elapsed());
                     echoes += 1;
                     std::thread::sleep(TCP_EVERY);
                 }
                 Ok(TcpOutcome {
+                    servers,
                     echoes,
                     longest,
                     retransmissions: total_retransmissions(&stream)?,
@@ -159,12 +166,16 @@ impl Streams {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut received = BTreeSet::new();
+                let mut servers = BTreeSet::new();
                 let mut buf = [0u8; 2048];
                 let mut quiet_since_stop = false;
                 loop {
                     match receiving.recv_from(&mut buf) {
                         Ok((n, _)) => {
                             let text = String::from_utf8_lossy(&buf[..n]);
+                            if let Some(server) = text.split(' ').next() {
+                                servers.insert(server.to_owned());
+                            }
                             if let Some(n) = text
                                 .split_once(" u")
                                 .and_then(|(_, rest)| rest.strip_suffix('|'))
@@ -175,7 +186,7 @@ impl Streams {
                         }
                         // Quiet for UDP_LATE after the stop: every echo
                         // that will come has come.
-                        Err(_) if quiet_since_stop => return received,
+                        Err(_) if quiet_since_stop => return (received, servers),
                         Err(_) => {}
                     }
                     quiet_since_stop = stop.load(Ordering::Relaxed);
@@ -192,19 +203,19 @@ impl Streams {
         })
     }
 
-    fn finish(self) -> Result<(TcpOutcome, UdpOutcome)> {
+    fn finish(self) -> Result<(TcpOutcome, UdpOutcome, BTreeSet<String>)> {
         self.stop.store(true, Ordering::Relaxed);
         let tcp = self.tcp.join().expect("the TCP thread does not panic")?;
         let sent = self
             .udp_sender
             .join()
             .expect("the UDP sender does not panic")?;
-        let received = self
+        let (received, udp_servers) = self
             .udp_receiver
             .join()
             .expect("the UDP receiver does not panic");
         let lost = (0..sent).filter(|n| !received.contains(n)).collect();
-        Ok((tcp, UdpOutcome { sent, lost }))
+        Ok((tcp, UdpOutcome { sent, lost }, udp_servers))
     }
 }
 
@@ -297,7 +308,7 @@ fn cached_flows_survive_a_restart_and_a_takeover_without_loss() -> Result<()> {
         "both streams cached after the takeover",
     )?;
 
-    let (tcp, udp) = streams.finish()?;
+    let (tcp, udp, udp_servers) = streams.finish()?;
     println!(
         "restart (SIGTERM + start): {:.0} ms to exit, {:.0} ms until the new daemon answered",
         no_daemon.as_secs_f64() * 1e3,
@@ -315,6 +326,11 @@ fn cached_flows_survive_a_restart_and_a_takeover_without_loss() -> Result<()> {
         udp.sent,
         udp.lost.len(),
         udp.lost.iter().take(20).collect::<Vec<_>>()
+    );
+    ensure!(
+        tcp.servers.len() == 1 && udp_servers.len() == 1,
+        "each flow keeps its backend: TCP answered by {:?}, UDP by {udp_servers:?}",
+        tcp.servers
     );
     ensure!(
         tcp.retransmissions == 0,

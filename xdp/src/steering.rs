@@ -193,7 +193,9 @@ impl XdpAction {
 ///
 /// Interfaces are attached through bpf_link where the kernel supports it, so
 /// the program leaves every interface when the process exits, even without
-/// [`Steering::detach_all`]. Dropping a `Steering` detaches it as well.
+/// [`Steering::detach_all`]. Dropping a `Steering` detaches it as well,
+/// except from links pinned by [`Steering::load_pinned`], which stay until
+/// [`Steering::detach_and_unpin`] (or the removal of their pins).
 pub struct Steering {
     ebpf: Ebpf,
     vips: HashMap<MapData, ServiceKey, u32>,
@@ -633,20 +635,25 @@ impl Steering {
         if self.pins.is_some() {
             self.fast_path.set_handing_over(true)?;
         }
-        for slot in 0..self.attachments.len() {
-            let pinned = matches!(
-                self.attachments[slot],
+        self.forget_pinned();
+        self.detach_all()
+    }
+
+    /// Forgets the interfaces whose link is pinned, leaving the program
+    /// and their slots and sockets as they are: closing this process's fd
+    /// leaves the pin's reference.
+    fn forget_pinned(&mut self) {
+        for attachment in &mut self.attachments {
+            if matches!(
+                attachment,
                 Some(Attachment {
                     link: LinkHandle::Pinned(_),
                     ..
                 })
-            );
-            if pinned {
-                // Closing this process's fd leaves the pin's reference.
-                self.attachments[slot] = None;
+            ) {
+                *attachment = None;
             }
         }
-        self.detach_all()
     }
 
     /// [`Steering::detach_all`], then removes every pin of this instance:
@@ -914,6 +921,10 @@ impl Steering {
 
 impl Drop for Steering {
     fn drop(&mut self) {
+        // A pinned link stays: a process that fails or unwinds midway
+        // through a takeover must not take the node down with it. Only
+        // `detach_and_unpin` removes pins.
+        self.forget_pinned();
         if let Err(err) = self.detach_all() {
             log::warn!("detaching the steering program: {err}");
         }
