@@ -275,7 +275,15 @@ impl Steering {
             maps_reused,
             ..Takeover::default()
         };
-        Self::load_from(&mut loader, capacity, Some(pins), takeover)
+        let steering = Self::load_from(&mut loader, capacity, Some(pins), takeover)?;
+        if !maps_reused && !links.is_empty() {
+            // Fresh maps under a running link (another layout or size):
+            // once this program replaces the old one, every flow needs a
+            // worker, and until the workers are bound a dropped frame is
+            // retransmitted where one passed to the kernel could be reset.
+            steering.fast_path.set_handing_over(true)?;
+        }
+        Ok(steering)
     }
 
     /// What [`Steering::load_pinned`] and [`Steering::attach`] took over.
