@@ -91,16 +91,16 @@ pub fn run(args: RunArgs) -> Result<()> {
     let mut unusable_cache = None;
     let initial = match &source {
         Source::File(path) => reload::compile(path, start.first_generation, &compile_options)?,
-        Source::Cluster { cache: None } => Compiled::nothing_yet(),
+        Source::Cluster { cache: None } => Compiled::nothing_yet(start.first_generation),
         Source::Cluster { cache: Some(path) } => {
             match reload::compile_cached(path, start.first_generation, &compile_options) {
                 Ok(Some(cached)) => cached,
-                Ok(None) => Compiled::nothing_yet(),
+                Ok(None) => Compiled::nothing_yet(start.first_generation),
                 Err(err) => {
                     let message = format!("--cluster-cache: {err:#}");
                     log::warn!("{message}; serving nothing until the cluster sends its objects");
                     unusable_cache = Some(message);
-                    Compiled::nothing_yet()
+                    Compiled::nothing_yet(start.first_generation)
                 }
             }
         }
