@@ -41,7 +41,6 @@ use crate::neighbor::L2Table;
 use crate::packet::{checksum_deltas, encap, FlowKey, Tunnel};
 
 mod activity;
-pub mod seed;
 
 pub use self::activity::{ActivityReader, ActivityView};
 

@@ -737,7 +737,7 @@ fn a_worker_seeded_from_the_cache_keeps_each_flow_on_its_backend_under_a_changed
             ifindex: 20,
         },
     ];
-    let seeds = switchyard_dataplane::fast_path::seed::read(&first.maps, &turned, &egress, 0)
+    let seeds = switchyard_dataplane::rebuild::read(&first.maps, &turned, &egress, 0)
         .expect("reading the cache");
     assert_eq!((seeds.flows.len(), seeds.full_nat), (1, 0));
     let build = |seeded: bool| {

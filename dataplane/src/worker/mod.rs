@@ -194,9 +194,9 @@ impl Worker {
         self
     }
 
-    /// Starts this worker's flow table with `flows` (read back from the
-    /// fast path's cache by [`crate::fast_path::seed`] when a daemon takes
-    /// over), so they keep their backends.
+    /// Starts this worker's flow table with `flows`, read back from the
+    /// fast path's cache when a daemon takes over ([`crate::rebuild`]), so
+    /// they keep their backends.
     pub fn with_seeded_flows(mut self, flows: &[(FlowKey, FlowEntry)]) -> Self {
         for (key, entry) in flows {
             self.flows.insert(*key, *entry);

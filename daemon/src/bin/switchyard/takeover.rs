@@ -30,7 +30,8 @@ use anyhow::{bail, Context, Result};
 use crossbeam::channel::{self, Receiver, Sender};
 use switchyard_config::snapshot::Snapshot;
 use switchyard_daemon::control::{ControlError, ControlServer, ControlState, HandOverHook};
-use switchyard_dataplane::fast_path::{monotonic_ns, seed, Egress, FastPath};
+use switchyard_dataplane::fast_path::{monotonic_ns, Egress, FastPath};
+use switchyard_dataplane::rebuild;
 use switchyard_proto::{client, HandOverReport, Request, Response};
 use switchyard_xdp::{pins::PinDir, LoadOptions, Steering};
 
@@ -194,12 +195,12 @@ pub fn seeds(
     snapshot: &Snapshot,
     egress: &[Egress],
     epoch: Instant,
-) -> seed::Seeds {
+) -> rebuild::Seeds {
     if !steering.takeover().maps_reused {
-        return seed::Seeds::default();
+        return rebuild::Seeds::default();
     }
     let now = epoch.elapsed().as_nanos() as u64;
-    match seed::read(fast_path.maps(), snapshot, egress, now) {
+    match rebuild::read(fast_path.maps(), snapshot, egress, now) {
         Ok(seeds) => {
             log::info!(
                 "rebuilt {} flows from the fast path's cache ({} full-NAT flows left to be decided afresh, {} out of interfaces not served)",
@@ -211,7 +212,7 @@ pub fn seeds(
         }
         Err(err) => {
             log::warn!("reading the fast path's cache: {err}; its flows are decided afresh");
-            seed::Seeds::default()
+            rebuild::Seeds::default()
         }
     }
 }

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
 use switchyard_xdp::{EncapSpec, FastPathMaps, XdpError, TUNNEL_GUE, TUNNEL_IPIP};
 
-use super::Egress;
+use crate::fast_path::Egress;
 use crate::flow::{Cached, Direction, FlowEntry};
 use crate::neighbor::PackedVlan;
 use crate::packet::{FlowKey, Rewrite, Tunnel};
