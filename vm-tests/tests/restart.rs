@@ -397,5 +397,14 @@ fn a_changed_map_layout_starts_on_fresh_maps_and_keeps_connections_on_their_back
         "each flow keeps its backend: TCP answered by {:?}, UDP by {udp_servers:?}",
         tcp.servers
     );
+    // The old program forwards from its own cache until the new one, with
+    // its sockets in, replaces it on the link.
+    ensure!(
+        tcp.retransmissions == 0 && udp.lost.is_empty(),
+        "{} TCP retransmissions, {} datagrams lost: {:?}",
+        tcp.retransmissions,
+        udp.lost.len(),
+        udp.lost
+    );
     Ok(())
 }

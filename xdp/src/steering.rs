@@ -137,6 +137,13 @@ enum LinkHandle {
     /// A link pinned in bpffs: it outlives the process, until its pin is
     /// removed.
     Pinned(PinnedLink),
+    /// A pinned link still running the previous program, on maps of
+    /// another layout: [`Steering::finish_takeover`] replaces it, once this
+    /// instance's sockets are in its own maps.
+    Deferred {
+        path: std::path::PathBuf,
+        mode: AttachMode,
+    },
 }
 
 #[derive(Debug)]
@@ -275,15 +282,7 @@ impl Steering {
             maps_reused,
             ..Takeover::default()
         };
-        let steering = Self::load_from(&mut loader, capacity, Some(pins), takeover)?;
-        if !maps_reused && !links.is_empty() {
-            // Fresh maps under a running link (another layout or size):
-            // once this program replaces the old one, every flow needs a
-            // worker, and until the workers are bound a dropped frame is
-            // retransmitted where one passed to the kernel could be reset.
-            steering.fast_path.set_handing_over(true)?;
-        }
-        Ok(steering)
+        Self::load_from(&mut loader, capacity, Some(pins), takeover)
     }
 
     /// What [`Steering::load_pinned`] and [`Steering::attach`] took over.
@@ -611,6 +610,7 @@ impl Steering {
             let path = path.to_owned();
             move |source| XdpError::Pin { op, path, source }
         };
+        self.replace_deferred()?;
         let mut removed = Vec::new();
         let linked = pins
             .linked_interfaces()
@@ -634,6 +634,46 @@ impl Steering {
         Ok(removed)
     }
 
+    /// Puts this program on the links [`Steering::attach`] deferred (the
+    /// maps were fresh), or attaches anew where such a link is gone.
+    fn replace_deferred(&mut self) -> Result<(), XdpError> {
+        for slot in 0..self.attachments.len() {
+            let Some(Attachment {
+                link: LinkHandle::Deferred { path, mode },
+                interface,
+                ..
+            }) = &self.attachments[slot]
+            else {
+                continue;
+            };
+            let (path, mode, interface) = (path.clone(), *mode, interface.clone());
+            let link = match self.replace_on_link(&path) {
+                Ok(link) => {
+                    self.takeover.links_replaced.push(interface.name.clone());
+                    LinkHandle::Pinned(link)
+                }
+                Err(err) => {
+                    log::warn!(
+                        "{}: the pinned link {} cannot be taken over ({err}); attaching anew",
+                        interface.name,
+                        path.display()
+                    );
+                    std::fs::remove_file(&path).map_err(|source| XdpError::Pin {
+                        op: "removing",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    self.attach_and_pin(&interface.name, interface.ifindex, mode, &path)?
+                        .0
+                }
+            };
+            if let Some(attachment) = &mut self.attachments[slot] {
+                attachment.link = link;
+            }
+        }
+        Ok(())
+    }
+
     /// Leaves the program running on every interface with a pinned link,
     /// and its maps as they are, for the next daemon to take over; VIP
     /// frames that find no socket are dropped meanwhile (see
@@ -655,7 +695,7 @@ impl Steering {
             if matches!(
                 attachment,
                 Some(Attachment {
-                    link: LinkHandle::Pinned(_),
+                    link: LinkHandle::Pinned(_) | LinkHandle::Deferred { .. },
                     ..
                 })
             ) {
@@ -742,17 +782,16 @@ impl Steering {
             return Ok((LinkHandle::Owned(link), mode));
         };
         let path = pins.link(ifname);
+        if path.exists() && !self.takeover.maps_reused {
+            // The previous program keeps forwarding its cached flows from
+            // its own maps until this one has sockets to steer to.
+            return Ok((LinkHandle::Deferred { path, mode }, attached_mode(mode)));
+        }
         if path.exists() {
             match self.replace_on_link(&path) {
                 Ok(link) => {
                     self.takeover.links_replaced.push(ifname.to_owned());
-                    // The link keeps the mode it was created in; the one
-                    // asked for is what it was created with.
-                    let mode = match mode {
-                        AttachMode::Generic => AttachedMode::Generic,
-                        AttachMode::Auto | AttachMode::Native => AttachedMode::Native,
-                    };
-                    return Ok((LinkHandle::Pinned(link), mode));
+                    return Ok((LinkHandle::Pinned(link), attached_mode(mode)));
                 }
                 Err(err) => {
                     // A link whose interface went away (ENOLINK), or a pin
@@ -769,6 +808,18 @@ impl Steering {
                 }
             }
         }
+        self.attach_and_pin(ifname, ifindex, mode, &path)
+    }
+
+    /// Attaches anew and pins the link at `path`.
+    fn attach_and_pin(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+        path: &std::path::Path,
+    ) -> Result<(LinkHandle, AttachedMode), XdpError> {
+        let path = path.to_owned();
         let (link, mode) = self.attach_fresh(ifname, ifindex, mode)?;
         let program = steer_program_mut(&mut self.ebpf)?;
         let link = program
@@ -869,6 +920,8 @@ impl Steering {
             }
             // The pin goes first: the fd closed after it is the link's last
             // reference, which detaches it.
+            // Never taken over: the previous program stays on it.
+            LinkHandle::Deferred { .. } => Ok(()),
             LinkHandle::Pinned(link) => link.unpin().map(drop).map_err(|source| XdpError::Pin {
                 op: "unpinning the link of",
                 path: std::path::PathBuf::from(&interface.name),
@@ -944,6 +997,15 @@ impl std::fmt::Debug for Steering {
         f.debug_struct("Steering")
             .field("attached", &self.attached().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+/// The mode a pinned link runs in: the one it was created with, which
+/// was asked for as `mode` (the kernel keeps a link's mode on update).
+fn attached_mode(mode: AttachMode) -> AttachedMode {
+    match mode {
+        AttachMode::Generic => AttachedMode::Generic,
+        AttachMode::Auto | AttachMode::Native => AttachedMode::Native,
     }
 }
 
