@@ -769,3 +769,23 @@ fn a_worker_seeded_from_the_cache_keeps_each_flow_on_its_backend_under_a_changed
     // Without the seeds the turned table would have moved it.
     assert_ne!(forward(build(false)), backend);
 }
+
+#[test]
+fn a_held_fast_path_writes_its_epochs_only_when_released() {
+    let steering = Steering::load().expect("loading the XDP program (needs root)");
+    let maps = steering.fast_path().clone();
+    let fast = FastPath::new(maps.clone(), Instant::now());
+    let snapshot = Arc::new(snapshot());
+    fast.hold();
+    fast.prepare(&snapshot);
+    fast.published(&snapshot);
+    let slot = fast.slots().slot(0, 0);
+    assert_ne!(slot, 0, "the first backend has a stats slot");
+    // The previous daemon's entries keep applying meanwhile.
+    assert_eq!(maps.epoch(slot).unwrap(), 0);
+    assert_eq!(maps.published().unwrap().0, 0);
+
+    fast.release().unwrap();
+    assert_eq!(maps.epoch(slot).unwrap(), 1);
+    assert_eq!(maps.published().unwrap().0, snapshot.generation());
+}

@@ -8,7 +8,9 @@
 //! finds it. With `--takeover` the new daemon starts beside a running one,
 //! loads and programs everything, puts its program on the pinned links
 //! (the old one's sockets keep receiving meanwhile: the socket map is
-//! shared), then asks the old one over the control socket (`HandOver`) to
+//! shared; under maps of another layout the old program stays on the links
+//! until the new sockets are in, see `Steering::finish_takeover`), then
+//! asks the old one over the control socket (`HandOver`) to
 //! close its AF_XDP sockets and exit, since two sockets cannot bind one
 //! queue; it binds its own at once. Either way the new workers start with
 //! the flows read back from the cache, and only then is the new daemon's
