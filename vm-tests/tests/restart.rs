@@ -5,7 +5,10 @@
 //! by a second process (`--takeover`) while the first runs. The program and
 //! its maps stay pinned in a bpffs the test mounts, so the kernel carries
 //! the cached flows while no worker is bound, and each new daemon rebuilds
-//! its flow table from the cache.
+//! its flow table from the cache. Between the SIGTERM and the start, the
+//! config changes: the TCP flow's backend starts terminating (no new flow,
+//! established ones kept), so only the rebuilt flow table keeps the
+//! connection on it.
 //!
 //! Reported (printed): the TCP connection's retransmissions (TCP_INFO),
 //! the longest wait for one TCP echo, UDP datagrams lost, the time from
@@ -260,11 +263,31 @@ fn cached_flows_survive_a_restart_and_a_takeover_without_loss() -> Result<()> {
     let streams = Streams::start(&topo)?;
     wait_cached(&daemon, &streams, "both streams cached, both ways")?;
 
-    // 1. SIGTERM, then a fresh start: nothing runs in between.
+    // 1. SIGTERM, then a fresh start: nothing runs in between. Meanwhile
+    // the TCP flow's backend starts terminating: it keeps its established
+    // connections but takes no new one, so only a flow table rebuilt from
+    // the cache keeps the connection there (a fresh decision would send
+    // its next segment to the other backend, which would reset it).
+    let flows: FlowsReport = daemon.flows()?;
+    let tcp_backend: SocketAddr = flows
+        .flows
+        .iter()
+        .find(|f| f.client == streams.tcp_client)
+        .context("the TCP flow is listed")?
+        .backend
+        .parse()?;
+    let std::net::IpAddr::V4(tcp_backend) = tcp_backend.ip() else {
+        bail!("an IPv4 backend: {tcp_backend}");
+    };
     let stopped_at = Instant::now();
     daemon.stop()?;
     let no_daemon = stopped_at.elapsed();
     drop(daemon);
+    let changed = GatewaySpec {
+        terminating: vec![tcp_backend],
+        ..GatewaySpec::demo()
+    };
+    dir.write("gateway.yaml", &changed.to_yaml())?;
     let mut daemon = Daemon::start(&topo.lb, &config, &opts)?;
     let restart = stopped_at.elapsed();
     let (rebuilt, _) = listed(&daemon, &streams)?;
