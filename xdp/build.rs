@@ -27,6 +27,48 @@ fn main() {
             &out_dir.join(format!("{name}.o")),
         );
     }
+    println!(
+        "cargo:rustc-env=SWITCHYARD_MAP_LAYOUT={:016x}",
+        map_layout_hash(&bpf_dir)
+    );
+}
+
+/// FNV-1a over the headers that define the steering program's maps, the
+/// structs they hold and the constants that size and index them, in name
+/// order. Pinned maps are taken over only by a build with the same hash
+/// (src/pins.rs). Any edit of those files changes it, comments included:
+/// a false "changed" costs one pass of cached flows through the workers,
+/// a false "unchanged" would misread the maps.
+fn map_layout_hash(bpf_dir: &std::path::Path) -> u64 {
+    let mut headers: Vec<PathBuf> = std::fs::read_dir(bpf_dir)
+        .unwrap_or_else(|err| {
+            eprintln!("error: reading {}: {err}", bpf_dir.display());
+            exit(1);
+        })
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "h"))
+        .collect();
+    headers.sort();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for path in headers {
+        let text = std::fs::read(&path).unwrap_or_else(|err| {
+            eprintln!("error: reading {}: {err}", path.display());
+            exit(1);
+        });
+        let name = path.file_name().map(|n| n.as_encoded_bytes().to_vec());
+        let defines_layout = matches!(
+            name.as_deref(),
+            Some(b"structs.h" | b"consts.h" | b"maps.h")
+        ) || text.windows(14).any(|w| w == b"SEC(\".maps\")");
+        if !defines_layout {
+            continue;
+        }
+        for byte in name.unwrap_or_default().iter().chain(&text) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 fn compile(bpf_dir: &std::path::Path, source: &std::path::Path, object: &std::path::Path) {

@@ -327,6 +327,7 @@ fn run(cli: Cli) -> Result<()> {
             Response::Latency(r) => serde_json::to_string_pretty(r),
             Response::ApplyCluster(r) => serde_json::to_string_pretty(r),
             Response::Node(r) => serde_json::to_string_pretty(r),
+            Response::HandOver(r) => serde_json::to_string_pretty(r),
             Response::Error { message } => bail!("{message}"),
         }?;
         json.push('\n');
@@ -354,6 +355,8 @@ fn run(cli: Cli) -> Result<()> {
         // yardctl never asks for it: switchyard-kube does.
         Response::ApplyCluster(r) => format!("{:?}: generation {}\n", r.outcome, r.generation),
         Response::Node(r) => node::render_node(&r),
+        // yardctl never asks for it: `switchyard run --takeover` does.
+        Response::HandOver(r) => format!("daemon {} handed over\n", r.pid),
         Response::Error { message } => bail!("{message}"),
     };
     Ok(emit(&text)?)

@@ -101,6 +101,10 @@ pub type SteerCounterSource = Box<dyn Fn() -> Result<SteerCounters, String> + Se
 pub type SourceDeniedSource =
     Box<dyn Fn() -> Result<Vec<(std::net::IpAddr, u16, u8, u64)>, String> + Send + Sync>;
 
+/// See [`ControlState::hand_over`]: returns once the sockets are closed.
+pub type HandOverHook =
+    Box<dyn Fn() -> Result<switchyard_proto::HandOverReport, String> + Send + Sync>;
+
 pub struct ControlState {
     pub config_path: String,
     pub config: Arc<ArcSwap<Snapshot>>,
@@ -136,6 +140,9 @@ pub struct ControlState {
     pub cluster: Option<crate::cluster::ClusterInbox>,
     /// The node's announcements; none in tests without a daemon.
     pub node: Option<Arc<crate::announce::Announcer>>,
+    /// Releases the workers' sockets for a daemon taking over, and makes
+    /// this one exit; none: `HandOver` is refused.
+    pub hand_over: Option<HandOverHook>,
 }
 
 /// The answer to one request line as read from the socket; a line that is
@@ -188,6 +195,10 @@ fn answer(state: &ControlState, request: &Request) -> Response {
         Request::Node => node(state, None),
         Request::NodeDrain => node(state, Some(true)),
         Request::NodeUndrain => node(state, Some(false)),
+        Request::HandOver => match &state.hand_over {
+            Some(hand_over) => hand_over().map(Response::HandOver),
+            None => Err("this daemon cannot hand over".to_owned()),
+        },
         Request::Drain { backend, listener } => {
             inventory::set_drain(state, backend, listener.as_deref(), true).map(Response::Drain)
         }

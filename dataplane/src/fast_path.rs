@@ -305,6 +305,18 @@ pub struct FastPath {
     /// as the program's `FAST_STATE_EGRESS_CLOSED` says; workers read it
     /// to install no entry there.
     egress_closed: AtomicU64,
+    /// Set while taking over a running program: what would invalidate
+    /// the previous daemon's cache entries waits until this daemon's
+    /// workers are bound (see [`FastPath::hold`]).
+    held: Mutex<Option<Held>>,
+}
+
+/// Publications deferred by [`FastPath::hold`].
+#[derive(Default)]
+struct Held {
+    epochs: Vec<(u32, u32)>,
+    generation: Option<u64>,
+    l2_epoch: Option<u64>,
 }
 
 impl std::fmt::Debug for FastPath {
@@ -342,6 +354,52 @@ impl FastPath {
             l2_epoch: AtomicU64::new(0),
             monotonic_at_epoch: monotonic_ns().saturating_sub(since_epoch),
             egress_closed: AtomicU64::new(0),
+            held: Mutex::new(None),
+        }
+    }
+
+    /// Defers writing listener epochs, the generation and the L2 epoch to
+    /// the program until [`FastPath::release`]. A daemon taking over a
+    /// running program calls it first: those writes would stop the cached
+    /// flows of the previous daemon from applying, sending them to workers
+    /// that are not bound yet. Everything else (slots, listings) proceeds.
+    pub fn hold(&self) {
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(Held::default());
+    }
+
+    /// Writes what [`FastPath::hold`] deferred, in order, and stops
+    /// deferring. From here cached flows whose epoch changed go to the
+    /// workers once, which install them again.
+    pub fn release(&self) -> Result<(), XdpError> {
+        let Some(held) = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        let (slots, epochs): (Vec<u32>, Vec<u32>) = held.epochs.into_iter().unzip();
+        self.maps.publish_epochs(&slots, &epochs)?;
+        if let Some(generation) = held.generation {
+            self.maps.publish_generation(generation)?;
+        }
+        if let Some(epoch) = held.l2_epoch {
+            self.maps.publish_l2_epoch(epoch)?;
+        }
+        Ok(())
+    }
+
+    /// Whether writes are deferred by [`FastPath::hold`]; if so, `defer`
+    /// records this one.
+    fn deferred(&self, defer: impl FnOnce(&mut Held)) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        match held.as_mut() {
+            Some(held) => {
+                defer(held);
+                true
+            }
+            None => false,
         }
     }
 
@@ -470,7 +528,13 @@ impl FastPath {
             .unwrap_or_else(PoisonError::into_inner);
         let pending = std::mem::take(&mut allocator.pending);
         let (slots, epochs): (Vec<u32>, Vec<u32>) = pending.iter().copied().unzip();
-        if let Err(err) = self.maps.publish_epochs(&slots, &epochs) {
+        let held = self.deferred(|held| {
+            held.epochs.extend(pending.iter().copied());
+            held.generation = Some(next.generation());
+        });
+        if held {
+            // Recorded as published below: listings and slots move on.
+        } else if let Err(err) = self.maps.publish_epochs(&slots, &epochs) {
             log::error!(
                 "fast path: publishing listener epochs of generation {}: {err}",
                 next.generation()
@@ -485,6 +549,9 @@ impl FastPath {
         }
         self.published_epochs
             .store(Arc::new(allocator.epochs.clone()));
+        if held {
+            return;
+        }
         if let Err(err) = self.maps.publish_generation(next.generation()) {
             log::error!(
                 "fast path: publishing generation {}: {err}",
@@ -495,7 +562,9 @@ impl FastPath {
 
     /// Makes entries with MACs of older L2 epochs stop applying.
     pub fn l2_published(&self, table: &L2Table) {
-        if let Err(err) = self.maps.publish_l2_epoch(table.epoch()) {
+        if self.deferred(|held| held.l2_epoch = Some(table.epoch())) {
+            // Deferred.
+        } else if let Err(err) = self.maps.publish_l2_epoch(table.epoch()) {
             log::error!("fast path: publishing L2 epoch {}: {err}", table.epoch());
         }
         // Relaxed: read only to label cache entries in listings.

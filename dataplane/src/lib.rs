@@ -25,6 +25,7 @@ pub mod latency;
 pub mod neighbor;
 pub mod packet;
 pub mod policy;
+pub mod rebuild;
 pub mod replies;
 mod seqlock;
 pub mod snat;

@@ -700,3 +700,92 @@ fn a_flow_toward_a_link_of_smaller_mtu_than_its_ingress_stays_with_the_workers()
         assert_eq!(h.in_cache(&udp_key(client)), cached, "MTU {backend_mtu}");
     }
 }
+
+/// `snapshot()` as generation `generation`, the TCP listener's Maglev table
+/// turned around, so every new flow goes to the other backend.
+fn snapshot_turned_around(generation: u64) -> Snapshot {
+    let mut tcp =
+        listener("tcp", Protocol::Tcp, TCP_PORT, &[(BE1, 8080), (BE2, 8080)]).into_parts();
+    tcp.slots.reverse();
+    Snapshot::new(
+        generation,
+        vec![Listener::new(tcp).expect("valid listener")],
+    )
+    .expect("one listener per VIP")
+}
+
+#[test]
+fn a_worker_seeded_from_the_cache_keeps_each_flow_on_its_backend_under_a_changed_table() {
+    let mut first = harness();
+    let client = (CLIENT, 42000);
+    let vip = (VIP, TCP_PORT);
+    first.send(0, tcp(FROM_CLIENT, client, vip, "A")).unwrap();
+    let (_, out) = first.send(0, tcp(FROM_CLIENT, client, vip, "A")).unwrap();
+    let backend = destination(&out);
+    assert_eq!(first.maps.entries().unwrap().len(), 1, "the flow is cached");
+
+    // The next daemon: the same maps, a table that sends new flows to the
+    // other backend, and its workers' flow tables read back from the cache.
+    let turned = Arc::new(snapshot_turned_around(2));
+    let egress = [
+        Egress {
+            slot: 0,
+            ifindex: 10,
+        },
+        Egress {
+            slot: 1,
+            ifindex: 20,
+        },
+    ];
+    let seeds = switchyard_dataplane::rebuild::read(&first.maps, &turned, &egress, 0)
+        .expect("reading the cache");
+    assert_eq!((seeds.flows.len(), seeds.full_nat), (1, 0));
+    let build = |seeded: bool| {
+        let (_requests, control) = channel::bounded(4);
+        let worker = Worker::new(
+            0,
+            vec![10, 20],
+            Arc::new(ArcSwap::new(turned.clone())),
+            Neighbors::fixed(l2_table()),
+            control,
+            Arc::new(AtomicBool::new(false)),
+            Instant::now(),
+            WorkerSettings::default(),
+        );
+        if seeded {
+            worker.with_seeded_flows(&seeds.flows)
+        } else {
+            worker
+        }
+    };
+    let forward = |mut worker: Worker| {
+        let mut io = MemoryIo::new(64);
+        io.rx.push_back((0, tcp(FROM_CLIENT, client, vip, "A")));
+        worker.run_once(&mut io);
+        let (_, out) = io.tx.pop().expect("forwarded");
+        destination(&out)
+    };
+    assert_eq!(forward(build(true)), backend);
+    // Without the seeds the turned table would have moved it.
+    assert_ne!(forward(build(false)), backend);
+}
+
+#[test]
+fn a_held_fast_path_writes_its_epochs_only_when_released() {
+    let steering = Steering::load().expect("loading the XDP program (needs root)");
+    let maps = steering.fast_path().clone();
+    let fast = FastPath::new(maps.clone(), Instant::now());
+    let snapshot = Arc::new(snapshot());
+    fast.hold();
+    fast.prepare(&snapshot);
+    fast.published(&snapshot);
+    let slot = fast.slots().slot(0, 0);
+    assert_ne!(slot, 0, "the first backend has a stats slot");
+    // The previous daemon's entries keep applying meanwhile.
+    assert_eq!(maps.epoch(slot).unwrap(), 0);
+    assert_eq!(maps.published().unwrap().0, 0);
+
+    fast.release().unwrap();
+    assert_eq!(maps.epoch(slot).unwrap(), 1);
+    assert_eq!(maps.published().unwrap().0, snapshot.generation());
+}

@@ -66,5 +66,6 @@ fn state() -> ControlState {
         source_denied: None,
         cluster: None,
         node: None,
+        hand_over: None,
     }
 }

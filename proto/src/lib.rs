@@ -76,6 +76,12 @@ pub enum Request {
     NodeDrain,
     /// Announce again what the config asks for.
     NodeUndrain,
+    /// From a `switchyard run --takeover` starting on the same node: stop
+    /// the workers and close their AF_XDP sockets (so the new daemon can
+    /// bind the same queues), leave announcements, the pinned XDP program
+    /// and its maps as they are, and exit. Answered once the sockets are
+    /// closed.
+    HandOver,
 }
 
 /// Largest config file `config check` and `config diff` send. The contents
@@ -219,6 +225,7 @@ pub enum Response {
     Latency(LatencyReport),
     ApplyCluster(ClusterApplyReport),
     Node(NodeReport),
+    HandOver(HandOverReport),
     Error {
         message: String,
     },
@@ -1051,4 +1058,16 @@ pub struct PeerStatus {
     pub state: String,
     /// Milliseconds since its last heartbeat.
     pub last_heard_ms: u64,
+}
+
+/// `HandOver`: the daemon that released its sockets for a successor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandOverReport {
+    /// Its process id; it exits once it has answered.
+    pub pid: u32,
+    /// When its last AF_XDP socket was closed, on CLOCK_MONOTONIC in ns:
+    /// from then on no worker is bound until the successor's are.
+    pub released_monotonic_ns: u64,
+    /// Flows its workers held, for the log.
+    pub flows: u64,
 }

@@ -38,6 +38,11 @@ const LOG_TAIL_BYTES: usize = 16 * 1024;
 /// Switchyard, decide a test. Tests may still build topologies in parallel.
 static ONE_DAEMON: Mutex<()> = Mutex::new(());
 
+/// The one-daemon lock, unless `opts` runs beside other LB nodes.
+fn one_daemon_lock(opts: &DaemonOptions) -> Option<MutexGuard<'static, ()>> {
+    (!opts.beside_others).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
 /// How to run the daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -57,6 +62,9 @@ pub struct DaemonOptions {
     pub log_on_drop: bool,
     /// More `switchyard run` arguments, appended as given.
     pub extra_args: Vec<String>,
+    /// `--pin-dir` (a bpffs directory the test mounted); `None` runs with
+    /// `--no-pin`, so a stopped daemon leaves nothing attached behind it.
+    pub pin_dir: Option<PathBuf>,
     /// One of several LB nodes of one test, running side by side: skips
     /// the one-daemon-per-test-process lock.
     pub beside_others: bool,
@@ -73,6 +81,7 @@ impl DaemonOptions {
             ready_timeout: READY_TIMEOUT,
             log_on_drop: true,
             extra_args: Vec::new(),
+            pin_dir: None,
             beside_others: false,
         }
     }
@@ -80,6 +89,12 @@ impl DaemonOptions {
     /// Runs beside the test's other LB nodes ([`DaemonOptions::beside_others`]).
     pub fn beside_others(mut self) -> DaemonOptions {
         self.beside_others = true;
+        self
+    }
+
+    /// Pins the XDP program in `dir` (see [`DaemonOptions::pin_dir`]).
+    pub fn pin_dir(mut self, dir: &Path) -> DaemonOptions {
+        self.pin_dir = Some(dir.to_owned());
         self
     }
 
@@ -112,10 +127,11 @@ pub struct Daemon {
     yardctl: PathBuf,
     log_on_drop: bool,
     started: Instant,
-    /// Holds the log and the socket; removed after the process is gone.
-    _dir: TempDir,
-    /// Released last, after the process is gone.
-    _one_daemon: Option<MutexGuard<'static, ()>>,
+    /// Holds the log and the socket; removed after the process is gone
+    /// (or passed on to a successor, which serves the same socket).
+    dir: Option<TempDir>,
+    /// Released last, after the process is gone (or passed on).
+    one_daemon: Option<MutexGuard<'static, ()>>,
 }
 
 impl Daemon {
@@ -140,6 +156,72 @@ impl Daemon {
         config_source: &[&std::ffi::OsStr],
         opts: &DaemonOptions,
     ) -> Result<Daemon> {
+        let one_daemon = one_daemon_lock(opts);
+        let dir = TempDir::new("daemon")?;
+        let mut daemon = Daemon::spawn(lb, config_source, opts, dir, one_daemon, "switchyard")?;
+        if let Err(e) = daemon.wait_ready(opts.ready_timeout) {
+            if let Some(child) = daemon.child.as_mut() {
+                kill_and_reap(child);
+            }
+            daemon.child = None;
+            daemon.log_on_drop = false;
+            return Err(e.context(format!(
+                "switchyard did not become ready\n--- switchyard log ---\n{}",
+                daemon.log_tail()
+            )));
+        }
+        Ok(daemon)
+    }
+
+    /// Starts `switchyard run --takeover` on this daemon's control socket
+    /// and config; returns as soon as it runs. The successor asks this
+    /// daemon to hand over, and this one exits: wait for that with
+    /// [`Daemon::wait_exit`], then for the successor with
+    /// [`Daemon::wait_until_ready`].
+    pub fn take_over(&mut self, lb: &Netns, config: &Path, opts: &DaemonOptions) -> Result<Daemon> {
+        let dir = self
+            .dir
+            .take()
+            .context("this daemon was taken over already")?;
+        let one_daemon = self.one_daemon.take();
+        let opts = opts.clone().arg("--takeover");
+        let config = config.canonicalize()?;
+        let successor = Daemon::spawn(
+            lb,
+            &["--config".as_ref(), config.as_os_str()],
+            &opts,
+            dir,
+            one_daemon.or_else(|| one_daemon_lock(&opts)),
+            &format!("successor-of-{}", self.pid),
+        );
+        // This daemon's log stays where it is: in the directory the
+        // successor now holds.
+        successor
+    }
+
+    /// Waits (up to `timeout`) for the daemon to exit on its own, and
+    /// reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().context("switchyard already reaped")?;
+        let status = poll_until(timeout, "switchyard to exit", || Ok(child.try_wait()?))?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Waits until the daemon answers `yardctl status`.
+    pub fn wait_until_ready(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_ready(timeout)
+            .with_context(|| format!("--- switchyard log ---\n{}", self.log_tail()))
+    }
+
+    fn spawn(
+        lb: &Netns,
+        config_source: &[&std::ffi::OsStr],
+        opts: &DaemonOptions,
+        dir: TempDir,
+        one_daemon: Option<MutexGuard<'static, ()>>,
+        log_name: &str,
+    ) -> Result<Daemon> {
         let switchyard = match &opts.switchyard {
             Some(p) => p.clone(),
             None => switchyard_bin()?,
@@ -148,11 +230,8 @@ impl Daemon {
             Some(p) => p.clone(),
             None => yardctl_bin()?,
         };
-        let one_daemon =
-            (!opts.beside_others).then(|| ONE_DAEMON.lock().unwrap_or_else(|e| e.into_inner()));
-        let dir = TempDir::new("daemon")?;
         let socket = dir.path().join("control.sock");
-        let log_path = dir.path().join("switchyard.log");
+        let log_path = dir.path().join(format!("{log_name}.log"));
         let log =
             File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
 
@@ -168,6 +247,10 @@ impl Daemon {
             cmd.arg("--cores").arg(cores);
         }
         cmd.arg("--control-socket").arg(&socket);
+        match &opts.pin_dir {
+            Some(dir) => cmd.arg("--pin-dir").arg(dir),
+            None => cmd.arg("--no-pin"),
+        };
         cmd.args(&opts.extra_args);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -178,7 +261,7 @@ impl Daemon {
         let shown = format!("{cmd:?}");
         let child = cmd.spawn().with_context(|| format!("starting {shown}"))?;
 
-        let mut daemon = Daemon {
+        Ok(Daemon {
             pid: child.id(),
             child: Some(child),
             lb: lb.name().to_owned(),
@@ -187,21 +270,9 @@ impl Daemon {
             yardctl,
             log_on_drop: opts.log_on_drop,
             started: Instant::now(),
-            _dir: dir,
-            _one_daemon: one_daemon,
-        };
-        if let Err(e) = daemon.wait_ready(opts.ready_timeout) {
-            if let Some(child) = daemon.child.as_mut() {
-                kill_and_reap(child);
-            }
-            daemon.child = None;
-            daemon.log_on_drop = false;
-            return Err(e.context(format!(
-                "switchyard did not become ready: {shown}\n--- switchyard log ---\n{}",
-                daemon.log_tail()
-            )));
-        }
-        Ok(daemon)
+            dir: Some(dir),
+            one_daemon,
+        })
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {

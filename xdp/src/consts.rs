@@ -54,6 +54,10 @@ pub const FAST_STATE_EGRESS_CLOSED: u32 = 3;
 /// (`FAST_STATE_SNAT_PORTS`): first << 16 | last, 0 for none.
 pub const FAST_STATE_SNAT_PORTS: u32 = 4;
 
+/// Index of the hand-over flag in `fast_state` (`FAST_STATE_HANDING_OVER`):
+/// non-zero, a VIP frame without a socket is dropped instead of passed.
+pub const FAST_STATE_HANDING_OVER: u32 = 5;
+
 /// IPv6 extension headers the program walks before it gives up on a
 /// packet (`MAX_IPV6_EXT_HEADERS`); the workers' bound is
 /// `switchyard_wire::ipv6::MAX_EXT_HEADERS`, which must be the same.
@@ -103,6 +107,7 @@ mod tests {
             ("FAST_STATE_L2_EPOCH", FAST_STATE_L2_EPOCH),
             ("FAST_STATE_EGRESS_CLOSED", FAST_STATE_EGRESS_CLOSED),
             ("FAST_STATE_SNAT_PORTS", FAST_STATE_SNAT_PORTS),
+            ("FAST_STATE_HANDING_OVER", FAST_STATE_HANDING_OVER),
             ("MAX_IPV6_EXT_HEADERS", MAX_IPV6_EXT_HEADERS),
             ("TUNNEL_NONE", u32::from(crate::TUNNEL_NONE)),
             ("TUNNEL_IPIP", u32::from(crate::TUNNEL_IPIP)),

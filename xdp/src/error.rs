@@ -15,6 +15,36 @@ use crate::{attach::AttachedMode, service::ServiceMatch};
 /// An error from loading, attaching or configuring the steering program.
 #[derive(Debug, Error)]
 pub enum XdpError {
+    /// A pin or pin directory in bpffs could not be made, read or removed.
+    #[error("{op} {}", path.display())]
+    Pin {
+        /// What was being done.
+        op: &'static str,
+        /// The pin or directory.
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The link of an interface is not a bpf_link, so it cannot be pinned
+    /// (kernels before 5.9 attach XDP by netlink only).
+    #[error("the XDP attachment of {ifname} is no bpf_link and cannot be pinned")]
+    PinLink {
+        /// The interface.
+        ifname: String,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+
+    /// The program could not replace the one on a pinned link.
+    #[error("taking over the pinned link {}", path.display())]
+    TakeOver {
+        /// The link's pin.
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The embedded object could not be parsed or its maps created.
     #[error("loading the embedded XDP object")]
     LoadObject(#[source] Box<EbpfError>),

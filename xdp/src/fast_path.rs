@@ -21,8 +21,8 @@ use aya::Pod;
 
 use crate::bpf_sys;
 use crate::consts::{
-    FAST_STATE_EGRESS_CLOSED, FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_L2_EPOCH,
-    FAST_STATE_SNAT_PORTS, LAST_SEEN_SHIFT,
+    FAST_STATE_EGRESS_CLOSED, FAST_STATE_ENABLED, FAST_STATE_GENERATION, FAST_STATE_HANDING_OVER,
+    FAST_STATE_L2_EPOCH, FAST_STATE_SNAT_PORTS, LAST_SEEN_SHIFT,
 };
 use crate::error::XdpError;
 
@@ -658,6 +658,12 @@ impl FastPathMaps {
     /// none (the state before the first call).
     pub fn set_egress_closed(&self, mask: u64) -> Result<(), XdpError> {
         self.set_state(FAST_STATE_EGRESS_CLOSED, mask)
+    }
+
+    /// Whether a VIP frame that finds no AF_XDP socket is dropped (a
+    /// daemon is handing over to its successor) or passed to the kernel.
+    pub fn set_handing_over(&self, handing_over: bool) -> Result<(), XdpError> {
+        self.set_state(FAST_STATE_HANDING_OVER, u64::from(handing_over))
     }
 
     /// Steers answers from backend endpoints to the node's own addresses

@@ -22,6 +22,7 @@ pub mod decap;
 mod error;
 mod fast_path;
 mod maps;
+pub mod pins;
 mod policy;
 mod service;
 mod steering;
@@ -36,4 +37,4 @@ pub use fast_path::{
 };
 pub use policy::{compile as compile_source_ranges, ListenerRanges, Prefix, MAX_SOURCE_RANGES};
 pub use service::{ServiceKey, ServiceKey6, ServiceMatch, IPPROTO_TCP, IPPROTO_UDP};
-pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, XdpAction};
+pub use steering::{AttachedInterface, LoadOptions, RxQueue, Steering, Takeover, XdpAction};

@@ -10,7 +10,11 @@ use std::{
 
 use aya::{
     maps::{xdp::DevMap, Array, HashMap, IterableMap, MapData, PerCpuArray, XskMap},
-    programs::{xdp::XdpLinkId, ProgramError, TestRun, TestRunOptions, Xdp},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramError, TestRun, TestRunOptions, Xdp,
+    },
     Ebpf, EbpfLoader,
 };
 
@@ -24,6 +28,7 @@ use crate::{
         FAST_EPOCHS, FAST_STATE, FAST_STATS, FLOW_CACHE, FLOW_CACHE6,
     },
     maps::{service_entries, sync_map, AddressSets},
+    pins::{self, PinDir},
     policy::{
         ListenerRanges, PolicyMaps, POLICY_STATE, SOURCE_DENIED, SOURCE_DENIED6, SOURCE_RANGES,
         SOURCE_RANGES6,
@@ -49,6 +54,48 @@ const IF_SLOTS: &str = "if_slots";
 const XSKS_MAP: &str = "xsks_map";
 const COUNTERS: &str = "counters";
 const TX_PORTS: &str = "tx_ports";
+
+/// Every map of the object, pinned by name when the loader pins.
+const MAP_NAMES: [&str; 24] = [
+    VIP_MAP,
+    VIP_MAP6,
+    BACKEND_MAP,
+    BACKEND_MAP6,
+    LOCAL_ADDRS,
+    LOCAL_ADDRS6,
+    VIP_ADDRS,
+    VIP_ADDRS6,
+    BACKEND_ADDRS,
+    BACKEND_ADDRS6,
+    IF_SLOTS,
+    XSKS_MAP,
+    COUNTERS,
+    TX_PORTS,
+    FLOW_CACHE,
+    FLOW_CACHE6,
+    FAST_STATE,
+    FAST_STATS,
+    FAST_EPOCHS,
+    SOURCE_RANGES,
+    SOURCE_RANGES6,
+    SOURCE_DENIED,
+    SOURCE_DENIED6,
+    POLICY_STATE,
+];
+
+/// What a pinned load found and took over.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Takeover {
+    /// The maps of a running instance of this layout were reused (the
+    /// flow cache above all); false: fresh maps.
+    pub maps_reused: bool,
+    /// Interfaces whose pinned link had another program, replaced
+    /// atomically by this one.
+    pub links_replaced: Vec<String>,
+    /// Map directories of other layouts or capacities, removed once every
+    /// link runs this program.
+    pub stale_maps_removed: Vec<std::path::PathBuf>,
+}
 
 /// What can be chosen before the program is loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,10 +129,27 @@ pub struct AttachedInterface {
     pub mode: AttachedMode,
 }
 
+/// How an interface runs the program.
+#[derive(Debug)]
+enum LinkHandle {
+    /// A link of this process: it ends with the process.
+    Owned(XdpLinkId),
+    /// A link pinned in bpffs: it outlives the process, until its pin is
+    /// removed.
+    Pinned(PinnedLink),
+    /// A pinned link still running the previous program, on maps of
+    /// another layout: [`Steering::finish_takeover`] replaces it, once this
+    /// instance's sockets are in its own maps.
+    Deferred {
+        path: std::path::PathBuf,
+        mode: AttachMode,
+    },
+}
+
 #[derive(Debug)]
 struct Attachment {
     interface: AttachedInterface,
-    link: XdpLinkId,
+    link: LinkHandle,
     /// Bit q set: a socket is registered for rx queue q.
     sockets: u64,
 }
@@ -136,7 +200,9 @@ impl XdpAction {
 ///
 /// Interfaces are attached through bpf_link where the kernel supports it, so
 /// the program leaves every interface when the process exits, even without
-/// [`Steering::detach_all`]. Dropping a `Steering` detaches it as well.
+/// [`Steering::detach_all`]. Dropping a `Steering` detaches it as well,
+/// except from links pinned by [`Steering::load_pinned`], which stay until
+/// [`Steering::detach_and_unpin`] (or the removal of their pins).
 pub struct Steering {
     ebpf: Ebpf,
     vips: HashMap<MapData, ServiceKey, u32>,
@@ -157,6 +223,9 @@ pub struct Steering {
     policy: PolicyMaps,
     /// Indexed by slot.
     attachments: [Option<Attachment>; MAX_IFACES as usize],
+    /// Where links and maps are pinned; `None`: nothing is.
+    pins: Option<PinDir>,
+    takeover: Takeover,
 }
 
 impl Steering {
@@ -169,9 +238,70 @@ impl Steering {
     /// [`Steering::load`] with map sizes of the caller's choosing.
     pub fn load_with(options: &LoadOptions) -> Result<Self, XdpError> {
         let capacity = options.flow_cache_capacity.max(1);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(FLOW_CACHE, capacity)
-            .map_max_entries(FLOW_CACHE6, capacity)
+            .map_max_entries(FLOW_CACHE6, capacity);
+        Self::load_from(&mut loader, capacity, None, Takeover::default())
+    }
+
+    /// [`Steering::load_with`], its maps pinned under `pins` (see
+    /// [`crate::pins`]): the maps of a running instance with this build's
+    /// layout and capacity are reused, with every entry they hold; else
+    /// fresh ones are created and pinned. [`Steering::attach`] then takes
+    /// over each interface's pinned link, and the program and its maps
+    /// outlive the process unless [`Steering::detach_all`] runs.
+    ///
+    /// Maps are reused only while some link is pinned: maps that nothing
+    /// runs on are what a crashed host or a deleted namespace left, and
+    /// are replaced.
+    pub fn load_pinned(options: &LoadOptions, pins: PinDir) -> Result<Self, XdpError> {
+        let capacity = options.flow_cache_capacity.max(1);
+        let maps_dir = pins.maps(capacity);
+        let pin_error = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| XdpError::Pin { op, path, source }
+        };
+        let links = pins
+            .linked_interfaces()
+            .map_err(pin_error("listing links in", pins.root()))?;
+        if links.is_empty() && maps_dir.exists() {
+            std::fs::remove_dir_all(&maps_dir)
+                .map_err(pin_error("removing unused maps in", &maps_dir))?;
+        }
+        let maps_reused = maps_dir.exists();
+        pins::prepare(&maps_dir).map_err(pin_error("preparing", &maps_dir))?;
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(FLOW_CACHE, capacity)
+            .map_max_entries(FLOW_CACHE6, capacity);
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, maps_dir.join(name));
+        }
+        let takeover = Takeover {
+            maps_reused,
+            ..Takeover::default()
+        };
+        Self::load_from(&mut loader, capacity, Some(pins), takeover)
+    }
+
+    /// What [`Steering::load_pinned`] and [`Steering::attach`] took over.
+    pub fn takeover(&self) -> &Takeover {
+        &self.takeover
+    }
+
+    /// Where links and maps are pinned, if they are.
+    pub fn pins(&self) -> Option<&PinDir> {
+        self.pins.as_ref()
+    }
+
+    fn load_from(
+        loader: &mut EbpfLoader<'_>,
+        capacity: u32,
+        pins: Option<PinDir>,
+        takeover: Takeover,
+    ) -> Result<Self, XdpError> {
+        let mut ebpf = loader
             .load(OBJECT)
             .map_err(|err| XdpError::LoadObject(Box::new(err)))?;
         let program = steer_program_mut(&mut ebpf)?;
@@ -219,6 +349,8 @@ impl Steering {
             },
             ebpf,
             attachments: Default::default(),
+            pins,
+            takeover,
         })
     }
 
@@ -465,6 +597,127 @@ impl Steering {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Once every interface is attached: removes the pins that no longer
+    /// serve, the links of interfaces this instance does not attach (their
+    /// interfaces leave the program) and the maps of other layouts or
+    /// capacities (freed with the last program that used them). Returns
+    /// what it removed, for the log.
+    pub fn finish_takeover(&mut self) -> Result<Vec<std::path::PathBuf>, XdpError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(Vec::new());
+        };
+        let pin_error = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| XdpError::Pin { op, path, source }
+        };
+        self.replace_deferred()?;
+        let mut removed = Vec::new();
+        let linked = pins
+            .linked_interfaces()
+            .map_err(pin_error("listing links in", pins.root()))?;
+        for ifname in linked {
+            if self.attachment_by_name(&ifname).is_none() {
+                let path = pins.link(&ifname);
+                std::fs::remove_file(&path).map_err(pin_error("removing", &path))?;
+                removed.push(path);
+            }
+        }
+        let keep = pins.maps(self.fast_path.capacity());
+        for dir in pins
+            .other_maps(&keep)
+            .map_err(pin_error("listing maps in", pins.root()))?
+        {
+            std::fs::remove_dir_all(&dir).map_err(pin_error("removing", &dir))?;
+            removed.push(dir);
+        }
+        self.takeover.stale_maps_removed = removed.clone();
+        Ok(removed)
+    }
+
+    /// Puts this program on the links [`Steering::attach`] deferred (the
+    /// maps were fresh), or attaches anew where such a link is gone.
+    fn replace_deferred(&mut self) -> Result<(), XdpError> {
+        for slot in 0..self.attachments.len() {
+            let Some(Attachment {
+                link: LinkHandle::Deferred { path, mode },
+                interface,
+                ..
+            }) = &self.attachments[slot]
+            else {
+                continue;
+            };
+            let (path, mode, interface) = (path.clone(), *mode, interface.clone());
+            let link = match self.replace_on_link(&path) {
+                Ok(link) => {
+                    self.takeover.links_replaced.push(interface.name.clone());
+                    LinkHandle::Pinned(link)
+                }
+                Err(err) => {
+                    log::warn!(
+                        "{}: the pinned link {} cannot be taken over ({err}); attaching anew",
+                        interface.name,
+                        path.display()
+                    );
+                    std::fs::remove_file(&path).map_err(|source| XdpError::Pin {
+                        op: "removing",
+                        path: path.clone(),
+                        source,
+                    })?;
+                    self.attach_and_pin(&interface.name, interface.ifindex, mode, &path)?
+                        .0
+                }
+            };
+            if let Some(attachment) = &mut self.attachments[slot] {
+                attachment.link = link;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the program running on every interface with a pinned link,
+    /// and its maps as they are, for the next daemon to take over; VIP
+    /// frames that find no socket are dropped meanwhile (see
+    /// `FAST_STATE_HANDING_OVER`). Interfaces without a pinned link are
+    /// detached as by [`Steering::detach_all`].
+    pub fn leave_pinned(&mut self) -> Result<(), XdpError> {
+        if self.pins.is_some() {
+            self.fast_path.set_handing_over(true)?;
+        }
+        self.forget_pinned();
+        self.detach_all()
+    }
+
+    /// Forgets the interfaces whose link is pinned, leaving the program
+    /// and their slots and sockets as they are: closing this process's fd
+    /// leaves the pin's reference.
+    fn forget_pinned(&mut self) {
+        for attachment in &mut self.attachments {
+            if matches!(
+                attachment,
+                Some(Attachment {
+                    link: LinkHandle::Pinned(_) | LinkHandle::Deferred { .. },
+                    ..
+                })
+            ) {
+                *attachment = None;
+            }
+        }
+    }
+
+    /// [`Steering::detach_all`], then removes every pin of this instance:
+    /// the program and its maps are gone for good.
+    pub fn detach_and_unpin(&mut self) -> Result<(), XdpError> {
+        let detached = self.detach_all();
+        if let Some(pins) = &self.pins {
+            pins.remove_all().map_err(|source| XdpError::Pin {
+                op: "removing",
+                path: pins.root().to_owned(),
+                source,
+            })?;
+        }
+        detached
+    }
+
     /// The loaded program's fd, e.g. for `BPF_PROG_TEST_RUN` or bpftool.
     pub fn program_fd(&self) -> Result<BorrowedFd<'_>, XdpError> {
         let program = steer_program(&self.ebpf)?;
@@ -523,6 +776,105 @@ impl Steering {
         ifname: &str,
         ifindex: u32,
         mode: AttachMode,
+    ) -> Result<(LinkHandle, AttachedMode), XdpError> {
+        let Some(pins) = self.pins.clone() else {
+            let (link, mode) = self.attach_fresh(ifname, ifindex, mode)?;
+            return Ok((LinkHandle::Owned(link), mode));
+        };
+        let path = pins.link(ifname);
+        if path.exists() && !self.takeover.maps_reused {
+            // The previous program keeps forwarding its cached flows from
+            // its own maps until this one has sockets to steer to.
+            return Ok((LinkHandle::Deferred { path, mode }, attached_mode(mode)));
+        }
+        if path.exists() {
+            match self.replace_on_link(&path) {
+                Ok(link) => {
+                    self.takeover.links_replaced.push(ifname.to_owned());
+                    return Ok((LinkHandle::Pinned(link), attached_mode(mode)));
+                }
+                Err(err) => {
+                    // A link whose interface went away (ENOLINK), or a pin
+                    // that is no link: nothing runs there to take over.
+                    log::warn!(
+                        "{ifname}: the pinned link {} cannot be taken over ({err}); attaching anew",
+                        path.display()
+                    );
+                    std::fs::remove_file(&path).map_err(|source| XdpError::Pin {
+                        op: "removing",
+                        path: path.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        self.attach_and_pin(ifname, ifindex, mode, &path)
+    }
+
+    /// Attaches anew and pins the link at `path`.
+    fn attach_and_pin(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+        path: &std::path::Path,
+    ) -> Result<(LinkHandle, AttachedMode), XdpError> {
+        let path = path.to_owned();
+        let (link, mode) = self.attach_fresh(ifname, ifindex, mode)?;
+        let program = steer_program_mut(&mut self.ebpf)?;
+        let link = program
+            .take_link(link)
+            .map_err(|source| XdpError::LoadProgram {
+                name: PROGRAM,
+                source: Box::new(source),
+            })?;
+        let link = FdLink::try_from(link).map_err(|source| XdpError::PinLink {
+            ifname: ifname.to_owned(),
+            source: Box::new(source),
+        })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| XdpError::Pin {
+                op: "creating",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let pinned = link.pin(&path).map_err(|source| XdpError::Pin {
+            op: "pinning the link at",
+            path: path.clone(),
+            source: std::io::Error::other(source.to_string()),
+        })?;
+        Ok((LinkHandle::Pinned(pinned), mode))
+    }
+
+    /// Puts this program on the pinned link at `path` in place of the one
+    /// it runs (`bpf_link_update`): frames never meet an interface without
+    /// a program.
+    fn replace_on_link(&mut self, path: &std::path::Path) -> Result<PinnedLink, XdpError> {
+        let link_error = |source: aya::programs::links::LinkError| XdpError::TakeOver {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let pinned = PinnedLink::from_pin(path).map_err(link_error)?;
+        let link = XdpLink::try_from(FdLink::from(pinned)).map_err(link_error)?;
+        let program = steer_program_mut(&mut self.ebpf)?;
+        let take_over_error = |source: ProgramError| XdpError::TakeOver {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let id = program.attach_to_link(link).map_err(take_over_error)?;
+        let link = program.take_link(id).map_err(take_over_error)?;
+        let link = FdLink::try_from(link).map_err(link_error)?;
+        // Pinned already: re-open the pin to hold it as such.
+        drop(link);
+        PinnedLink::from_pin(path).map_err(link_error)
+    }
+
+    fn attach_fresh(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
     ) -> Result<(XdpLinkId, AttachedMode), XdpError> {
         match mode {
             AttachMode::Native => self.attach_in(ifname, ifindex, AttachedMode::Native),
@@ -558,11 +910,24 @@ impl Steering {
             link,
             sockets,
         } = attachment;
-        let program = steer_program_mut(&mut self.ebpf)?;
-        let detached = program.detach(link).map_err(|source| XdpError::Detach {
-            ifname: interface.name.clone(),
-            source: Box::new(source),
-        });
+        let detached = match link {
+            LinkHandle::Owned(link) => {
+                let program = steer_program_mut(&mut self.ebpf)?;
+                program.detach(link).map_err(|source| XdpError::Detach {
+                    ifname: interface.name.clone(),
+                    source: Box::new(source),
+                })
+            }
+            // The pin goes first: the fd closed after it is the link's last
+            // reference, which detaches it.
+            // Never taken over: the previous program stays on it.
+            LinkHandle::Deferred { .. } => Ok(()),
+            LinkHandle::Pinned(link) => link.unpin().map(drop).map_err(|source| XdpError::Pin {
+                op: "unpinning the link of",
+                path: std::path::PathBuf::from(&interface.name),
+                source,
+            }),
+        };
 
         // The program no longer runs there: forget its sockets and slot.
         for queue in (0..MAX_QUEUES).filter(|queue| sockets & (1 << queue) != 0) {
@@ -617,6 +982,10 @@ impl Steering {
 
 impl Drop for Steering {
     fn drop(&mut self) {
+        // A pinned link stays: a process that fails or unwinds midway
+        // through a takeover must not take the node down with it. Only
+        // `detach_and_unpin` removes pins.
+        self.forget_pinned();
         if let Err(err) = self.detach_all() {
             log::warn!("detaching the steering program: {err}");
         }
@@ -628,6 +997,15 @@ impl std::fmt::Debug for Steering {
         f.debug_struct("Steering")
             .field("attached", &self.attached().collect::<Vec<_>>())
             .finish_non_exhaustive()
+    }
+}
+
+/// The mode a pinned link runs in: the one it was created with, which
+/// was asked for as `mode` (the kernel keeps a link's mode on update).
+fn attached_mode(mode: AttachMode) -> AttachedMode {
+    match mode {
+        AttachMode::Generic => AttachedMode::Generic,
+        AttachMode::Auto | AttachMode::Native => AttachedMode::Native,
     }
 }
 

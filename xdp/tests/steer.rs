@@ -177,6 +177,23 @@ fn unregistered_socket_makes_its_queue_pass() {
     });
 }
 
+#[test]
+fn while_handing_over_a_vip_frame_without_a_socket_is_dropped_and_counted() {
+    with_scenario_steering(|steering, rx| {
+        steering.unregister_socket(rx.ifindex, rx.queue).unwrap();
+        steering.fast_path().set_handing_over(true).unwrap();
+        let ran = run_frame(steering, &TCP_SYN, Some(rx));
+        assert_eq!(ran.verdict, XdpAction::Drop);
+        assert_eq!(ran.bumped, vec![(SteerCounter::NoSocket, 1)]);
+
+        steering.fast_path().set_handing_over(false).unwrap();
+        assert_eq!(
+            steering.test_run(&TCP_SYN, Some(rx)).unwrap(),
+            XdpAction::Pass
+        );
+    });
+}
+
 /// Publishes fast-path state and installs, for `frame`'s flow (client to
 /// the VIP's `port`), an entry that sends it to the backend out of the
 /// interface it came in on (slot 0, XDP_TX).

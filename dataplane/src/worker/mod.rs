@@ -38,7 +38,7 @@ use switchyard_config::snapshot::Snapshot;
 
 use crate::affinity::AffinityTable;
 use crate::fast_path::CacheWriter;
-use crate::flow::{FlowTable, FlowTimeouts};
+use crate::flow::{FlowEntry, FlowTable, FlowTimeouts};
 use crate::flow_scan::{ActiveEntry, FlowRecord, FlowScan, Job};
 use crate::fragments::{FragmentTable, DEFAULT_FRAGMENT_CAPACITY};
 use crate::io::{PacketIo, Verdict};
@@ -191,6 +191,16 @@ impl Worker {
     /// in flight (`DEFAULT_FRAGMENT_CAPACITY` otherwise).
     pub fn with_fragment_capacity(mut self, capacity: usize) -> Self {
         self.fragments = FragmentTable::new(capacity);
+        self
+    }
+
+    /// Starts this worker's flow table with `flows`, read back from the
+    /// fast path's cache when a daemon takes over ([`crate::rebuild`]), so
+    /// they keep their backends.
+    pub fn with_seeded_flows(mut self, flows: &[(FlowKey, FlowEntry)]) -> Self {
+        for (key, entry) in flows {
+            self.flows.insert(*key, *entry);
+        }
         self
     }
 

@@ -92,7 +92,15 @@
 #define FAST_STATE_EGRESS_CLOSED 3
 /* The node's full-NAT source ports, first << 16 | last; 0: none. */
 #define FAST_STATE_SNAT_PORTS 4
-#define FAST_STATE_MAX 5
+/* Non-zero while the daemon is being restarted or replaced and no worker
+ * may be bound: a VIP frame that finds no socket is dropped, not passed.
+ * The kernel would answer it for the node (a reset, an unreachable) and
+ * end a connection a worker resumes a moment later; a drop is
+ * retransmitted by the client. Set by a daemon that exits leaving its
+ * pins, cleared by the one that takes them over once its sockets are in.
+ */
+#define FAST_STATE_HANDING_OVER 5
+#define FAST_STATE_MAX 6
 
 /* flow_action.tunnel: how a cached flow's packets are wrapped (encap.h). */
 #define TUNNEL_NONE 0

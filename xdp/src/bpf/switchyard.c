@@ -111,10 +111,21 @@ static __always_inline __u32 ifindex_slot(__u32 ifindex)
 	return *slot;
 }
 
-/* Redirects to the AF_XDP socket bound to this frame's (interface, queue).
- * Without one the frame goes to the kernel, so a missing worker degrades to
- * "not load-balanced", never to "dropped".
+/* No socket for a steerable frame. Normally it goes to the kernel, so a
+ * missing worker degrades to "not load-balanced", never to "dropped"; while
+ * the daemon hands over to its successor it is dropped instead (see
+ * FAST_STATE_HANDING_OVER), so the kernel does not end a connection the
+ * next worker carries on.
  */
+static __always_inline int no_socket(void)
+{
+	count(NO_SOCKET);
+	if (unlikely(fast_state_get(FAST_STATE_HANDING_OVER)))
+		return XDP_DROP;
+	return XDP_PASS;
+}
+
+/* Redirects to the AF_XDP socket bound to this frame's (interface, queue). */
 static __always_inline int steer(struct xdp_md *ctx, __u32 counter)
 {
 	__u32 slot = ifindex_slot(ctx->ingress_ifindex);
@@ -123,11 +134,11 @@ static __always_inline int steer(struct xdp_md *ctx, __u32 counter)
 
 	/* A queue beyond MAX_QUEUES would alias the next interface's slot. */
 	if (unlikely(slot >= MAX_IFACES || queue >= MAX_QUEUES))
-		return pass(NO_SOCKET);
+		return no_socket();
 
 	index = slot * MAX_QUEUES + queue;
 	if (unlikely(!bpf_map_lookup_elem(&xsks_map, &index)))
-		return pass(NO_SOCKET);
+		return no_socket();
 
 	count(counter);
 	/* The socket may be removed between lookup and redirect; the flags

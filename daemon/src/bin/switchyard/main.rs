@@ -5,6 +5,7 @@ mod decap;
 mod options;
 mod reload;
 mod run;
+mod takeover;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ enum Command {
     /// On a backend host of `ipip` or `gue` forwarding: strip the outer
     /// headers of tunnel packets to this host in XDP, until SIGINT/SIGTERM.
     Decap(DecapArgs),
+    /// Detach the XDP program that `run` left pinned in this network
+    /// namespace and remove its pins and maps: the node stops forwarding.
+    Detach(takeover::DetachArgs),
 }
 
 #[derive(clap::Args)]
@@ -204,6 +208,8 @@ pub struct RunArgs {
     metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     resolve: ResolveArgs,
+    #[command(flatten)]
+    restart: takeover::RestartArgs,
 }
 
 /// Inputs of resolution besides the file.
@@ -264,6 +270,7 @@ fn main() {
         Command::Run(args) => run::run(*args),
         Command::Check(args) => check::check(args),
         Command::Decap(args) => decap::decap(args),
+        Command::Detach(args) => takeover::detach(args),
     };
     if let Err(err) = result {
         // A config error is `FILE:LINE: what and why`, as compilers print

@@ -107,7 +107,9 @@ mod tests {
         argv.extend(extra);
         match Cli::parse_from(argv).command {
             Command::Run(args) => *args,
-            Command::Check(_) | Command::Decap(_) => unreachable!("parsed as run"),
+            Command::Check(_) | Command::Decap(_) | Command::Detach(_) => {
+                unreachable!("parsed as run")
+            }
         }
     }
 

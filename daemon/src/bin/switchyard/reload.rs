@@ -113,10 +113,11 @@ impl Compiled {
     }
 
     /// What a cluster daemon serves before any cluster has sent objects:
-    /// nothing.
-    pub fn nothing_yet() -> Self {
+    /// nothing, as generation `generation`.
+    pub fn nothing_yet(generation: u64) -> Self {
         Self {
-            snapshot: Snapshot::new(1, Vec::new()).expect("a snapshot without listeners is valid"),
+            snapshot: Snapshot::new(generation, Vec::new())
+                .expect("a snapshot without listeners is valid"),
             diagnostics: Vec::new(),
             statuses: Vec::new(),
             sha256: None,

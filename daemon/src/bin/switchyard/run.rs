@@ -20,7 +20,7 @@ use switchyard_daemon::announce::l2::L2Options;
 use switchyard_daemon::announce::{self, Announcer, SpeakerFactory};
 use switchyard_daemon::cluster::ClusterInbox;
 use switchyard_daemon::config_watch::ConfigWatch;
-use switchyard_daemon::control::{ControlServer, ControlState, WorkerHandle};
+use switchyard_daemon::control::{ControlState, WorkerHandle};
 use switchyard_daemon::dns::{DnsServer, Zone};
 use switchyard_daemon::drain::{PublishHook, Publisher};
 use switchyard_daemon::egress::{EgressWatch, Port as EgressPort};
@@ -40,6 +40,7 @@ use switchyard_proto::InterfaceStatus;
 use switchyard_xdp::{AttachMode, AttachedMode, LoadOptions, Steering};
 
 use crate::reload::{self, Compiled, Reloader, Source, Trigger};
+use crate::takeover;
 use crate::{OnOff, RunArgs, XdpModeArg};
 
 /// How long startup waits for the kernel to resolve backends' MACs; flows
@@ -68,7 +69,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // path that is not ours to take, fails the start at once, with nothing
     // to undo.
     crate::options::validate(&args)?;
-    switchyard_daemon::control::claim_path(&args.control_socket)?;
+    let mut start = takeover::begin(&args.restart, &args.control_socket, args.fast_path_capacity)?;
 
     // Its errors name the file, and the line where there is one.
     let compile_options = reload::CompileOptions {
@@ -89,17 +90,17 @@ pub fn run(args: RunArgs) -> Result<()> {
     // says why, and the cluster's next update replaces it.
     let mut unusable_cache = None;
     let initial = match &source {
-        Source::File(path) => reload::compile(path, 1, &compile_options)?,
-        Source::Cluster { cache: None } => Compiled::nothing_yet(),
+        Source::File(path) => reload::compile(path, start.first_generation, &compile_options)?,
+        Source::Cluster { cache: None } => Compiled::nothing_yet(start.first_generation),
         Source::Cluster { cache: Some(path) } => {
-            match reload::compile_cached(path, 1, &compile_options) {
+            match reload::compile_cached(path, start.first_generation, &compile_options) {
                 Ok(Some(cached)) => cached,
-                Ok(None) => Compiled::nothing_yet(),
+                Ok(None) => Compiled::nothing_yet(start.first_generation),
                 Err(err) => {
                     let message = format!("--cluster-cache: {err:#}");
                     log::warn!("{message}; serving nothing until the cluster sends its objects");
                     unusable_cache = Some(message);
-                    Compiled::nothing_yet()
+                    Compiled::nothing_yet(start.first_generation)
                 }
             }
         }
@@ -147,10 +148,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
 
     let epoch = Instant::now();
-    let mut steering = Steering::load_with(&LoadOptions {
-        flow_cache_capacity: args.fast_path_capacity,
-    })
-    .context("loading the XDP steering program")?;
+    let mut steering = takeover::load(
+        &start,
+        &LoadOptions {
+            flow_cache_capacity: args.fast_path_capacity,
+        },
+    )?;
     let mut interface_status = Vec::new();
     let mut native = false;
     let drivers: Vec<Option<String>> = ports.iter().map(|p| interfaces::driver(&p.name)).collect();
@@ -185,6 +188,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The fast path starts off and is turned on once the first generation
     // and L2 epoch are published, so no zero-filled state ever matches.
     let fast_path = Arc::new(FastPath::new(steering.fast_path().clone(), epoch));
+    takeover::hold(&steering, &fast_path);
     let first = Arc::new(initial.snapshot.clone());
     fast_path.prepare(&first);
     fast_path.published(&first);
@@ -368,11 +372,14 @@ pub fn run(args: RunArgs) -> Result<()> {
         (args.fast_path == OnOff::On).then(|| fast_path.clone()),
     )
     .context("finding the interfaces the XDP fast path may send out of")?;
+    let seeds = takeover::seeds(&steering, &fast_path, &config.load(), &egress, epoch);
+    takeover::release_predecessor(&mut start)?;
     let mut handles = Vec::new();
     let mut threads = Vec::new();
     for queue in 0..queues {
-        let mut io = XskPorts::open(&ports, queue, &xsk_config)
-            .with_context(|| format!("opening AF_XDP sockets for queue {queue}"))?;
+        let mut io =
+            takeover::while_queue_busy(&start, || XskPorts::open(&ports, queue, &xsk_config))
+                .with_context(|| format!("opening AF_XDP sockets for queue {queue}"))?;
         for (port, fd) in ports.iter().zip(io.socket_fds()) {
             steering
                 .register_socket(port.ifindex, queue, fd)
@@ -408,7 +415,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             settings,
         )
         .with_affinity_table(affinity.clone())
-        .with_reply_table(replies.clone());
+        .with_reply_table(replies.clone())
+        .with_seeded_flows(&seeds.flows);
         let worker = match (&snat, args.snat_ports) {
             (Some((table, forwards)), Some(range)) => worker.with_snat(SnatSetup {
                 table: table.clone(),
@@ -445,6 +453,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
 
+    drop(seeds);
+    takeover::resume(&start, &mut steering, &fast_path)?;
+
     // The workers' expiry passes read what the cache saw from memory; this
     // thread reads the cache for them, in batches, once a second.
     let activity = match args.fast_path {
@@ -471,6 +482,8 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     // The main thread reprograms the maps on reloads; the control socket
     // and the metrics endpoint read the counters. Neither is per packet.
+    let steering_pinned = steering.pins().is_some();
+    let (hand_over_hook, hand_over) = takeover::hand_over_channel()?;
     let steering = Arc::new(Mutex::new(steering));
     let counters_of = steering.clone();
     let denied_of = steering.clone();
@@ -504,8 +517,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         })),
         cluster: cluster_inbox,
         node: Some(announcer.clone()),
+        hand_over: steering_pinned.then_some(hand_over_hook),
     });
-    let control = ControlServer::start(&args.control_socket, state.clone())?;
+    let control = takeover::serve_control(&start, state.clone())?;
     let metrics = match args.metrics_listen {
         Some(addr) => {
             let server = MetricsServer::start(addr, state.clone())
@@ -529,12 +543,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     let signal_fd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .context("opening a signalfd")?;
     let mut next_egress_check = Instant::now() + EGRESS_RECHECK;
-    'serve: loop {
+    let exit = 'serve: loop {
         let mut egress_changed = false;
+        let hand_over_asked;
         {
             let mut fds = vec![
                 PollFd::new(signal_fd.as_fd(), PollFlags::POLLIN),
                 PollFd::new(reloader.loaded_fd(), PollFlags::POLLIN),
+                PollFd::new(hand_over.fd(), PollFlags::POLLIN),
             ];
             if let Some(watch) = &watch {
                 fds.push(PollFd::new(watch.as_fd(), PollFlags::POLLIN));
@@ -560,6 +576,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             if let Some(fd) = egress_fd.and_then(|i| fds.get(i)) {
                 egress_changed = fd.revents().is_some_and(|r| !r.is_empty());
             }
+            hand_over_asked = fds[2].revents().is_some_and(|r| !r.is_empty());
+        }
+        if hand_over_asked {
+            if let Some(exit) = hand_over.take() {
+                log::info!("a successor asked for the sockets: handing over");
+                break 'serve exit;
+            }
         }
         // Signals first: a shutdown never waits behind a reload, and the
         // loader thread is left to end with the process.
@@ -568,7 +591,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 Ok(Signal::SIGHUP) => reloader.request(Trigger::Signal),
                 Ok(signal) => {
                     log::info!("{signal}: shutting down");
-                    break 'serve;
+                    break 'serve takeover::Exit::Signal;
                 }
                 Err(_) => {}
             }
@@ -588,19 +611,35 @@ pub fn run(args: RunArgs) -> Result<()> {
             next_egress_check = Instant::now() + EGRESS_RECHECK;
         }
         follow_local_addresses(&steering, &mut local_addrs);
-    }
-    // The network stops sending here before anything stops forwarding.
-    announcer.shutdown();
-    // Detach first so traffic falls back to the kernel at once, then let the
-    // workers drain what is already in their rings.
-    steering
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .detach_all()
-        .context("detaching XDP")?;
-    stop.store(true, Ordering::Relaxed);
-    for thread in threads {
-        let _ = thread.join();
+    };
+    match exit {
+        takeover::Exit::Signal => {
+            // The network stops sending here before anything stops forwarding.
+            announcer.shutdown();
+            // Detached first (unless left pinned) so traffic falls back to
+            // the kernel at once, then the workers drain their rings.
+            takeover::leave_on_signal(
+                &start,
+                &mut steering.lock().unwrap_or_else(PoisonError::into_inner),
+            )?;
+            stop.store(true, Ordering::Relaxed);
+            for thread in threads {
+                let _ = thread.join();
+            }
+        }
+        takeover::Exit::HandOver(reply) => {
+            // The successor announces what it serves; nothing is withdrawn.
+            announcer.hand_over();
+            stop.store(true, Ordering::Relaxed);
+            for thread in threads {
+                let _ = thread.join();
+            }
+            takeover::hand_over(
+                &mut steering.lock().unwrap_or_else(PoisonError::into_inner),
+                &fast_path,
+                reply,
+            );
+        }
     }
     drop(activity);
     resolver.stop();
