@@ -81,9 +81,9 @@ fn long_options(source: &str, name: &str) -> BTreeSet<String> {
         if let Some(field) = field_name(line) {
             if attributes.contains("flatten") {
                 let ty = line
-                    .split(':')
-                    .nth(1)
-                    .map(|t| t.trim().trim_end_matches(','))
+                    .split_once(':')
+                    .map(|(_, t)| t.trim().trim_end_matches(','))
+                    .and_then(|t| t.rsplit("::").next())
                     .expect("a type");
                 out.extend(long_options(source, ty));
             } else if let Some(at) = attributes.find("long") {
@@ -102,6 +102,19 @@ fn long_options(source: &str, name: &str) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Every source file of the `switchyard` binary, one after the other: its
+/// `RunArgs` flattens option structs of other modules.
+fn switchyard_sources() -> String {
+    let dir = workspace_dir().join("daemon/src/bin/switchyard");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    files.sort();
+    files.iter().map(|path| read(path)).collect::<Vec<_>>().join("\n")
 }
 
 fn is_field(line: &str) -> bool {
@@ -135,6 +148,13 @@ struct Demo {
     positional: String,
     #[command(flatten)]
     resolve: Inner,
+    #[command(flatten)]
+    restart: other::Restart,
+}
+
+struct Restart {
+    #[arg(long)]
+    pin_dir: String,
 }
 
 struct Inner {
@@ -149,6 +169,7 @@ struct Inner {
             "--batch-size",
             "--cluster-domain",
             "--interface",
+            "--pin-dir",
             "--snat-ports"
         ]
     );
@@ -161,7 +182,7 @@ fn the_appliance_flags_are_switchyard_run_options() {
     assert_eq!(appliance["command"], serde_json::json!(["switchyard"]));
     let args = args(appliance);
     assert_eq!(args[0], "run");
-    let main = read(&workspace_dir().join("daemon/src/bin/switchyard/main.rs"));
+    let main = switchyard_sources();
     let defined = long_options(&main, "RunArgs");
     assert!(defined.contains("--interface") && defined.contains("--maglev-seed"));
     for flag in flags(&args) {
@@ -441,7 +462,7 @@ fn the_systemd_unit_runs_switchyard_with_its_own_options() {
     assert!(words[0].ends_with("/switchyard"), "{words:?}");
     assert_eq!(words[1], "run");
     let args: Vec<&str> = words[2..].iter().map(String::as_str).collect();
-    let main = read(&workspace_dir().join("daemon/src/bin/switchyard/main.rs"));
+    let main = switchyard_sources();
     let defined = long_options(&main, "RunArgs");
     for flag in flags(&args) {
         assert!(
