@@ -114,7 +114,11 @@ fn switchyard_sources() -> String {
         .filter(|path| path.extension().is_some_and(|e| e == "rs"))
         .collect();
     files.sort();
-    files.iter().map(|path| read(path)).collect::<Vec<_>>().join("\n")
+    files
+        .iter()
+        .map(|path| read(path))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn is_field(line: &str) -> bool {
