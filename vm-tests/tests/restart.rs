@@ -17,6 +17,9 @@
 //! connection carries on without a retransmission, no datagram of the
 //! cached UDP flow is lost, each flow is answered by one backend
 //! throughout, and each new daemon lists both flows from the cache.
+//!
+//! Taking the node down for good is tested too: `switchyard detach` after a
+//! stop, and `--detach-on-exit`, each leave no program and no pin.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -32,9 +35,10 @@ use switchyard_proto::FlowsReport;
 use switchyard_vm_tests::client::{echo, tcp_connect, udp_socket_towards};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::poll::poll_until;
+use switchyard_vm_tests::process::switchyard_bin;
 use switchyard_vm_tests::tcp_info::total_retransmissions;
 use switchyard_vm_tests::topology::VIP;
-use switchyard_vm_tests::{Daemon, DaemonOptions, GatewaySpec, TempDir, Topology};
+use switchyard_vm_tests::{xdp_attached, Daemon, DaemonOptions, GatewaySpec, TempDir, Topology};
 
 /// Between two TCP echoes.
 const TCP_EVERY: Duration = Duration::from_millis(2);
@@ -428,6 +432,90 @@ fn a_changed_map_layout_starts_on_fresh_maps_and_keeps_connections_on_their_back
         tcp.retransmissions,
         udp.lost.len(),
         udp.lost
+    );
+    Ok(())
+}
+
+/// The entries of `bpffs` that hold some network namespace's pins.
+fn pinned_namespaces(bpffs: &Bpffs) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(bpffs.path())? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("netns-") {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn detach_takes_the_pinned_program_down_and_detach_on_exit_leaves_nothing() -> Result<()> {
+    let bpffs = Bpffs::mount()?;
+    let topo = Topology::single_arm(1)?;
+    let dev = topo.lb_interfaces()[0].clone();
+    let dir = TempDir::new("config")?;
+    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    let opts = DaemonOptions::new(topo.lb_interfaces())
+        .queues(topo.queues)
+        .pin_dir(bpffs.path());
+
+    // A plain stop leaves the program forwarding; `switchyard detach`
+    // takes it down.
+    let mut daemon = Daemon::start(&topo.lb, &config, &opts)?;
+    daemon.stop()?;
+    drop(daemon);
+    ensure!(
+        xdp_attached(&topo.lb, &dev)?,
+        "a stopped daemon leaves its program on {dev}"
+    );
+    ensure!(!pinned_namespaces(&bpffs)?.is_empty(), "and its pins");
+    let detach = topo
+        .lb
+        .command(switchyard_bin()?)
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(bpffs.path())
+        .output()
+        .context("running switchyard detach")?;
+    ensure!(
+        detach.status.success(),
+        "switchyard detach: {}\n{}",
+        detach.status,
+        String::from_utf8_lossy(&detach.stderr)
+    );
+    poll_until(SETTLE, "the program to leave the interface", || {
+        Ok((!xdp_attached(&topo.lb, &dev)?).then_some(()))
+    })?;
+    ensure!(
+        pinned_namespaces(&bpffs)?.is_empty(),
+        "switchyard detach leaves pins: {:?}",
+        pinned_namespaces(&bpffs)?
+    );
+    // Nothing pinned: nothing to do, and no error.
+    let again = topo
+        .lb
+        .command(switchyard_bin()?)
+        .args(["detach", "--pin-dir"])
+        .arg(bpffs.path())
+        .status()?;
+    ensure!(again.success(), "a second detach: {again}");
+
+    // --detach-on-exit: a stop takes everything down.
+    let mut daemon = Daemon::start(&topo.lb, &config, &opts.clone().arg("--detach-on-exit"))?;
+    ensure!(
+        xdp_attached(&topo.lb, &dev)?,
+        "the daemon attached to {dev}"
+    );
+    daemon.stop()?;
+    drop(daemon);
+    ensure!(
+        !xdp_attached(&topo.lb, &dev)?,
+        "--detach-on-exit left the program on {dev}"
+    );
+    ensure!(
+        pinned_namespaces(&bpffs)?.is_empty(),
+        "--detach-on-exit left pins: {:?}",
+        pinned_namespaces(&bpffs)?
     );
     Ok(())
 }
