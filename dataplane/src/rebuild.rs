@@ -43,6 +43,34 @@ struct CachedRewrite {
     encap: Option<EncapSpec>,
 }
 
+/// A cached flow of either family in the workers' terms: the two
+/// families' keys and actions are different types with the same accessors.
+macro_rules! cached_rewrite {
+    ($key:expr, $action:expr) => {{
+        let (key, action) = ($key, $action);
+        let spec = action.spec();
+        CachedRewrite {
+            key: FlowKey {
+                src: key.src().into(),
+                dst: key.dst().into(),
+                src_port: key.src_port(),
+                dst_port: key.dst_port(),
+                protocol: key.protocol(),
+            },
+            rewrite: Rewrite {
+                eth_src: spec.eth_src,
+                eth_dst: spec.eth_dst,
+                ip_src: spec.ip_src.into(),
+                ip_dst: spec.ip_dst.into(),
+                src_port: spec.src_port,
+                dst_port: spec.dst_port,
+            },
+            egress_slot: spec.egress_slot,
+            encap: action.encap(),
+        }
+    }};
+}
+
 /// Reads both caches and builds the flow entries that replay them under
 /// `snapshot`, leaving by the worker port of `egress` whose slot the entry
 /// names. `now_ns` is the workers' clock.
@@ -53,51 +81,17 @@ pub fn read(
     now_ns: u64,
 ) -> Result<Seeds, XdpError> {
     let mut seeds = Seeds::default();
-    let mut cached = Vec::new();
-    for (key, action) in maps.entries()? {
-        let spec = action.spec();
-        cached.push(CachedRewrite {
-            key: FlowKey {
-                src: key.src().into(),
-                dst: key.dst().into(),
-                src_port: key.src_port(),
-                dst_port: key.dst_port(),
-                protocol: key.protocol(),
-            },
-            rewrite: Rewrite {
-                eth_src: spec.eth_src,
-                eth_dst: spec.eth_dst,
-                ip_src: spec.ip_src.into(),
-                ip_dst: spec.ip_dst.into(),
-                src_port: spec.src_port,
-                dst_port: spec.dst_port,
-            },
-            egress_slot: spec.egress_slot,
-            encap: action.encap(),
-        });
-    }
-    for (key, action) in maps.entries6()? {
-        let spec = action.spec();
-        cached.push(CachedRewrite {
-            key: FlowKey {
-                src: key.src().into(),
-                dst: key.dst().into(),
-                src_port: key.src_port(),
-                dst_port: key.dst_port(),
-                protocol: key.protocol(),
-            },
-            rewrite: Rewrite {
-                eth_src: spec.eth_src,
-                eth_dst: spec.eth_dst,
-                ip_src: spec.ip_src.into(),
-                ip_dst: spec.ip_dst.into(),
-                src_port: spec.src_port,
-                dst_port: spec.dst_port,
-            },
-            egress_slot: spec.egress_slot,
-            encap: action.encap(),
-        });
-    }
+    let mut cached: Vec<CachedRewrite> = Vec::new();
+    cached.extend(
+        maps.entries()?
+            .into_iter()
+            .map(|(k, a)| cached_rewrite!(k, a)),
+    );
+    cached.extend(
+        maps.entries6()?
+            .into_iter()
+            .map(|(k, a)| cached_rewrite!(k, a)),
+    );
     for flow in cached {
         let Some(egress_port) = egress.iter().position(|e| e.slot == flow.egress_slot) else {
             seeds.unknown_egress += 1;

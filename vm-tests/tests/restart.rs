@@ -90,6 +90,36 @@ impl Drop for Bpffs {
     }
 }
 
+/// A one-arm lab on the demo's config whose daemons pin in a bpffs of the
+/// test's own. Tests bind the bpffs first, so it is dropped last and its
+/// unmount takes whatever the test left pinned with it.
+struct PinnedLab {
+    topo: Topology,
+    dir: TempDir,
+    config: PathBuf,
+    opts: DaemonOptions,
+    bpffs: Bpffs,
+}
+
+impl PinnedLab {
+    fn new() -> Result<PinnedLab> {
+        let bpffs = Bpffs::mount()?;
+        let topo = Topology::single_arm(1)?;
+        let dir = TempDir::new("config")?;
+        let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+        let opts = DaemonOptions::new(topo.lb_interfaces())
+            .queues(topo.queues)
+            .pin_dir(bpffs.path());
+        Ok(PinnedLab {
+            topo,
+            dir,
+            config,
+            opts,
+            bpffs,
+        })
+    }
+}
+
 /// What the TCP connection went through.
 struct TcpOutcome {
     /// The backends that answered.
@@ -255,14 +285,15 @@ fn takeover_gap_ms(log: &str) -> Option<f64> {
 
 #[test]
 fn cached_flows_survive_a_restart_and_a_takeover_without_loss() -> Result<()> {
-    let bpffs = Bpffs::mount()?;
-    let topo = Topology::single_arm(1)?;
-    let dir = TempDir::new("config")?;
-    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    // Bound in this order so the bpffs is dropped last.
+    let PinnedLab {
+        bpffs: _bpffs,
+        dir,
+        topo,
+        config,
+        opts,
+    } = PinnedLab::new()?;
     let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-    let opts = DaemonOptions::new(topo.lb_interfaces())
-        .queues(topo.queues)
-        .pin_dir(bpffs.path());
     let mut daemon = Daemon::start(&topo.lb, &config, &opts)?;
     let streams = Streams::start(&topo)?;
     wait_cached(&daemon, &streams, "both streams cached, both ways")?;
@@ -379,14 +410,15 @@ fn cached_flows_survive_a_restart_and_a_takeover_without_loss() -> Result<()> {
 #[test]
 fn a_changed_map_layout_starts_on_fresh_maps_and_keeps_connections_on_their_backends() -> Result<()>
 {
-    let bpffs = Bpffs::mount()?;
-    let topo = Topology::single_arm(1)?;
-    let dir = TempDir::new("config")?;
-    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
+    // Bound in this order so the bpffs is dropped last.
+    let PinnedLab {
+        bpffs: _bpffs,
+        dir: _dir,
+        topo,
+        config,
+        opts,
+    } = PinnedLab::new()?;
     let _servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-    let opts = DaemonOptions::new(topo.lb_interfaces())
-        .queues(topo.queues)
-        .pin_dir(bpffs.path());
     let mut daemon = Daemon::start(&topo.lb, &config, &opts)?;
     let streams = Streams::start(&topo)?;
     wait_cached(&daemon, &streams, "both streams cached, both ways")?;
@@ -450,14 +482,15 @@ fn pinned_namespaces(bpffs: &Bpffs) -> Result<Vec<String>> {
 
 #[test]
 fn detach_takes_the_pinned_program_down_and_detach_on_exit_leaves_nothing() -> Result<()> {
-    let bpffs = Bpffs::mount()?;
-    let topo = Topology::single_arm(1)?;
+    // Bound in this order so the bpffs is dropped last.
+    let PinnedLab {
+        bpffs,
+        dir: _dir,
+        topo,
+        config,
+        opts,
+    } = PinnedLab::new()?;
     let dev = topo.lb_interfaces()[0].clone();
-    let dir = TempDir::new("config")?;
-    let config = dir.write("gateway.yaml", &GatewaySpec::demo().to_yaml())?;
-    let opts = DaemonOptions::new(topo.lb_interfaces())
-        .queues(topo.queues)
-        .pin_dir(bpffs.path());
 
     // A plain stop leaves the program forwarding; `switchyard detach`
     // takes it down.
