@@ -13,6 +13,7 @@
 //! release binaries: `make test` builds them first.
 
 pub mod bird;
+pub mod bpffs;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -7,17 +7,20 @@
 //! send every flow to the backend that serves it; a drained node's routes
 //! go and its connections carry on through the other node, to the same
 //! backend; a node whose switchyard is killed -9 is withdrawn by its BIRD,
-//! and the failover is measured; a node stopped with SIGTERM withdraws. Needs root, bird2 and the release
-//! binaries.
+//! and the failover is measured; a node upgraded in place (`--takeover`)
+//! keeps its route on the router throughout; a node stopped with SIGTERM
+//! withdraws. Needs root, bird2 and the release binaries.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use switchyard_proto::{ExplainReport, NodeReport};
 use switchyard_vm_tests::bird::{self, Bird, SAMPLE_ROUTE_DIR};
+use switchyard_vm_tests::bpffs::Bpffs;
 use switchyard_vm_tests::client::tcp_exchange_keep_open;
 use switchyard_vm_tests::config::TCP_PORT;
 use switchyard_vm_tests::fullnat::with_forwarding;
@@ -55,9 +58,11 @@ struct LbNode {
     name: &'static str,
     address: Ipv4Addr,
     daemon: Daemon,
+    /// What the daemon was started with, for a successor to take over.
+    opts: DaemonOptions,
     bird: Bird,
     _routes: TempDir,
-    _ns: Netns,
+    ns: Netns,
 }
 
 /// A client connection and the backend that answered it.
@@ -188,6 +193,8 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
         println!("skipped: {reason}");
         return Ok(());
     }
+    // First, so that it is unmounted last, taking lb1's pins with it.
+    let bpffs = Bpffs::mount()?;
     let setup = Instant::now();
     let client = Netns::new("client")?;
     let router = Netns::new("router")?;
@@ -309,14 +316,21 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
             .arg(node_bird.socket().display().to_string())
             .arg("--bird-routes")
             .arg(routes.path().display().to_string());
+        // lb1 pins its program, so that a successor can take it over.
+        let opts = if name == "lb1" {
+            opts.pin_dir(bpffs.path())
+        } else {
+            opts
+        };
         let daemon = Daemon::start(&ns, &config, &opts)?;
         nodes.push(LbNode {
             name,
             address: addr,
             daemon,
+            opts,
             bird: node_bird,
             _routes: routes,
-            _ns: ns,
+            ns,
         });
     }
     let both: Vec<Ipv4Addr> = LB_NODES.iter().map(|n| n.1).collect();
@@ -444,6 +458,55 @@ fn vips_spread_over_lb_nodes_by_bgp_ecmp_and_flows_keep_their_backend_when_moved
     ensure!(out.status.success(), "yardctl node undrain: {}", out.stderr);
     wait_next_hops(&router, &both, WITHDRAW_DEADLINE)?;
     echo_on_all(&mut connections, "undrained", ECHO_DEADLINE)?;
+
+    // Upgrade lb1 in place (`--takeover`): the router keeps its route via
+    // lb1 throughout, since the successor's routes are in BIRD before the
+    // predecessor, and the device its routes go through, are gone.
+    let lb1 = nodes[0].address;
+    let took_over = Instant::now();
+    let done = AtomicBool::new(false);
+    let (samples, missing) = std::thread::scope(|scope| -> Result<(u32, u32)> {
+        let sampler = scope.spawn(|| -> Result<(u32, u32)> {
+            let (mut samples, mut missing) = (0, 0);
+            // Sampled on past the successor's start for as long again:
+            // BIRD would withdraw the predecessor's routes only then.
+            let mut until = None;
+            while until.is_none_or(|t| Instant::now() < t) {
+                if until.is_none() && done.load(Ordering::Relaxed) {
+                    until = Some(Instant::now() + took_over.elapsed());
+                }
+                samples += 1;
+                if !vip_next_hops(&router)?.contains(&lb1) {
+                    missing += 1;
+                }
+            }
+            Ok((samples, missing))
+        });
+        let node = &mut nodes[0];
+        let upgraded = (|| -> Result<()> {
+            let mut successor = node.daemon.take_over(&node.ns, &config, &node.opts)?;
+            node.daemon.wait_exit(WITHDRAW_DEADLINE)?;
+            successor.wait_until_ready(WITHDRAW_DEADLINE)?;
+            node.daemon = successor;
+            Ok(())
+        })();
+        done.store(true, Ordering::Relaxed);
+        let sampled = sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("the route sampler panicked"))?;
+        upgraded?;
+        sampled
+    })?;
+    println!(
+        "BGP takeover: lb1 upgraded in place in {} ms; the router's route via lb1 was \
+         missing in {missing} of {samples} samples",
+        took_over.elapsed().as_millis()
+    );
+    ensure!(
+        missing == 0,
+        "the router lost its route via lb1 during the takeover ({missing} of {samples} samples)"
+    );
+    echo_on_all(&mut connections, "taken over", ECHO_DEADLINE)?;
 
     // kill -9 lb2's switchyard: its device goes, its BIRD withdraws.
     // The connections send at once, while the router may still route to

@@ -23,8 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -32,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use switchyard_proto::FlowsReport;
+use switchyard_vm_tests::bpffs::Bpffs;
 use switchyard_vm_tests::client::{echo, tcp_connect, udp_socket_towards};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
 use switchyard_vm_tests::poll::poll_until;
@@ -48,47 +48,6 @@ const UDP_EVERY: Duration = Duration::from_millis(1);
 const UDP_LATE: Duration = Duration::from_millis(500);
 /// A generous bound for anything that should take milliseconds.
 const SETTLE: Duration = Duration::from_secs(10);
-
-/// A bpffs mounted on a fresh directory in the test's own mount
-/// namespace (the daemons see it through `ip netns exec`, which copies the
-/// mount table), unmounted on drop: that drops whatever is still pinned,
-/// so the program leaves the interfaces even when the test fails.
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn mount() -> Result<Bpffs> {
-        let dir = std::env::temp_dir().join(format!(
-            "swy-restart-bpffs-{}-{}",
-            std::process::id(),
-            switchyard_vm_tests::netns::next_id()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let status = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&dir)
-            .status()
-            .context("running mount")?;
-        ensure!(
-            status.success(),
-            "mount -t bpf bpf {}: {status}",
-            dir.display()
-        );
-        Ok(Bpffs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 /// A one-arm lab on the demo's config whose daemons pin in a bpffs of the
 /// test's own. Tests bind the bpffs first, so it is dropped last and its

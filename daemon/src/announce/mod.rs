@@ -21,9 +21,16 @@ pub mod l2;
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often `wait_announced` looks: a speaker's thread takes a few
+/// milliseconds to have BIRD read a file.
+const ANNOUNCED_POLL: Duration = Duration::from_millis(5);
 
 use switchyard_config::snapshot::{AnnounceMode, Announcement, Snapshot};
-use switchyard_proto::{AnnouncementStatus, NodeReport, PeerStatus, ANNOUNCE_WITHDRAWN};
+use switchyard_proto::{
+    AnnouncementStatus, NodeReport, PeerStatus, ANNOUNCE_ANNOUNCED, ANNOUNCE_WITHDRAWN,
+};
 
 use crate::drain::PublishHook;
 
@@ -139,6 +146,29 @@ impl Announcer {
 
     pub fn status(&self) -> NodeReport {
         self.report(&self.lock())
+    }
+
+    /// Waits until every VIP of `mode` is announced (a speaker applies
+    /// its changes on a thread of its own), at most `timeout`; whether
+    /// they all were.
+    pub fn wait_announced(&self, mode: AnnounceMode, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mode = mode.to_string();
+        loop {
+            let report = self.status();
+            if report
+                .announcements
+                .iter()
+                .filter(|a| a.mode == mode)
+                .all(|a| a.state == ANNOUNCE_ANNOUNCED)
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(ANNOUNCED_POLL);
+        }
     }
 
     /// The daemon stops: every speaker withdraws.

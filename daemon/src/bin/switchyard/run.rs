@@ -51,6 +51,10 @@ const NEIGHBOUR_PRIME_DEADLINE: Duration = Duration::from_secs(3);
 /// expiry passes, which run about as often.
 const CACHE_ACTIVITY_EVERY: Duration = Duration::from_secs(1);
 
+/// How long a takeover waits for BIRD to have this daemon's routes before
+/// it asks the predecessor, whose routes then go, to hand over.
+const TAKEOVER_ANNOUNCE_WAIT: Duration = Duration::from_secs(3);
+
 /// How often the egress watch reads every interface again, in case a
 /// change went unannounced (a lost notification, or a kernel before 6.3
 /// that announces none).
@@ -373,6 +377,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     )
     .context("finding the interfaces the XDP fast path may send out of")?;
     let seeds = takeover::seeds(&steering, &fast_path, &config.load(), &egress, epoch);
+    if start.is_takeover() {
+        // The predecessor's announcements go with it (its BGP routes run
+        // through a device of its own): this daemon's must be in place
+        // first, so the network never sees the VIPs withdrawn. Its workers
+        // are not bound yet; the predecessor's serve until the hand-over.
+        announcer.start(&config.load());
+        if !announcer.wait_announced(AnnounceMode::Bgp, TAKEOVER_ANNOUNCE_WAIT) {
+            log::warn!(
+                "--takeover: BIRD has not confirmed this daemon's routes within \
+                 {TAKEOVER_ANNOUNCE_WAIT:?}; taking over anyway (see yardctl node)"
+            );
+        }
+    }
     takeover::release_predecessor(&mut start)?;
     let mut handles = Vec::new();
     let mut threads = Vec::new();

@@ -123,6 +123,13 @@ pub struct Start {
     handed_over: Option<HandOverReport>,
 }
 
+impl Start {
+    /// Whether this daemon takes over from a running one (`--takeover`).
+    pub fn is_takeover(&self) -> bool {
+        self.takeover
+    }
+}
+
 /// The first step, before anything is loaded: checks the predecessor a
 /// takeover needs (or claims the control socket path otherwise) and reads
 /// the generation the pinned program is at.
