@@ -272,6 +272,22 @@ fn a_drain_on_one_listener_leaves_the_cached_flows_of_another_on_the_fast_path()
         let flow = flow_of(&flows, client)?;
         ensure!(flow.fast_path, "cached before the drain: {flow:?}");
     }
+    // The listing says the client's direction is cached; the reply's entry
+    // may follow later on a loaded machine. Both must be in the cache
+    // before the drain, or a reply the program has no entry for yet would
+    // pass for one the drain sent back: an exchange no worker sees.
+    poll_until(
+        Duration::from_secs(10),
+        "the UDP flow cached both ways",
+        || {
+            let before = daemon.stats()?;
+            udp_exchanges_n(&udp, EXCHANGES, 1)?;
+            let after = daemon.stats()?;
+            let to_workers =
+                |stats: &StatsReport| steering(stats, "steer_vip") + steering(stats, "steer_reply");
+            Ok((to_workers(&after) == to_workers(&before)).then_some(()))
+        },
+    )?;
 
     // Drain the TCP listener's other backend, on that listener only.
     let other = topo
