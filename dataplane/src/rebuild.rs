@@ -14,9 +14,7 @@
 //! cache does not hold, so they are decided afresh (new port) instead of
 //! half-restored. This module reads the cache; it never writes it.
 
-use std::net::IpAddr;
-
-use switchyard_config::snapshot::{Endpoint, Protocol, ServiceKey, Snapshot};
+use switchyard_config::snapshot::Snapshot;
 use switchyard_xdp::{EncapSpec, FastPathMaps, XdpError, TUNNEL_GUE, TUNNEL_IPIP};
 
 use crate::fast_path::Egress;
@@ -154,17 +152,9 @@ fn direction(
     rewrite: &Rewrite,
     tunnel: Tunnel,
 ) -> Option<Direction> {
-    let to_vip = Protocol::from_ip_proto(key.protocol).is_some_and(|protocol| {
-        snapshot
-            .listener_for_vip(&ServiceKey {
-                endpoint: Endpoint {
-                    address: key.dst,
-                    port: key.dst_port,
-                },
-                protocol,
-            })
-            .is_some()
-    }) || is_vip_address(snapshot, key.dst);
+    // Some listener's address, on any port: a flow to a port a reload
+    // removed is still one toward a backend.
+    let to_vip = snapshot.serves_address(key.dst);
     if to_vip {
         let source_kept = tunnel != Tunnel::None
             || (rewrite.ip_src == key.src && rewrite.src_port == key.src_port);
@@ -172,13 +162,4 @@ fn direction(
     }
     let destination_kept = rewrite.ip_dst == key.dst && rewrite.dst_port == key.dst_port;
     destination_kept.then_some(Direction::ToClient)
-}
-
-/// Whether some listener of `snapshot` is on `address` (a flow to a port
-/// a reload removed is still one toward a backend).
-fn is_vip_address(snapshot: &Snapshot, address: IpAddr) -> bool {
-    snapshot
-        .listeners()
-        .iter()
-        .any(|listener| listener.vip().address == address)
 }
