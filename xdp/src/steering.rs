@@ -258,10 +258,6 @@ impl Steering {
     pub fn load_pinned(options: &LoadOptions, pins: PinDir) -> Result<Self, XdpError> {
         let capacity = options.flow_cache_capacity.max(1);
         let maps_dir = pins.maps(capacity);
-        let pin_error = |op: &'static str, path: &std::path::Path| {
-            let path = path.to_owned();
-            move |source| XdpError::Pin { op, path, source }
-        };
         let links = pins
             .linked_interfaces()
             .map_err(pin_error("listing links in", pins.root()))?;
@@ -606,10 +602,6 @@ impl Steering {
         let Some(pins) = self.pins.clone() else {
             return Ok(Vec::new());
         };
-        let pin_error = |op: &'static str, path: &std::path::Path| {
-            let path = path.to_owned();
-            move |source| XdpError::Pin { op, path, source }
-        };
         self.replace_deferred()?;
         let mut removed = Vec::new();
         let linked = pins
@@ -647,26 +639,7 @@ impl Steering {
                 continue;
             };
             let (path, mode, interface) = (path.clone(), *mode, interface.clone());
-            let link = match self.replace_on_link(&path) {
-                Ok(link) => {
-                    self.takeover.links_replaced.push(interface.name.clone());
-                    LinkHandle::Pinned(link)
-                }
-                Err(err) => {
-                    log::warn!(
-                        "{}: the pinned link {} cannot be taken over ({err}); attaching anew",
-                        interface.name,
-                        path.display()
-                    );
-                    std::fs::remove_file(&path).map_err(|source| XdpError::Pin {
-                        op: "removing",
-                        path: path.clone(),
-                        source,
-                    })?;
-                    self.attach_and_pin(&interface.name, interface.ifindex, mode, &path)?
-                        .0
-                }
-            };
+            let (link, _) = self.take_over_link(&interface.name, interface.ifindex, mode, &path)?;
             if let Some(attachment) = &mut self.attachments[slot] {
                 attachment.link = link;
             }
@@ -788,27 +761,36 @@ impl Steering {
             return Ok((LinkHandle::Deferred { path, mode }, attached_mode(mode)));
         }
         if path.exists() {
-            match self.replace_on_link(&path) {
-                Ok(link) => {
-                    self.takeover.links_replaced.push(ifname.to_owned());
-                    return Ok((LinkHandle::Pinned(link), attached_mode(mode)));
-                }
-                Err(err) => {
-                    // A link whose interface went away (ENOLINK), or a pin
-                    // that is no link: nothing runs there to take over.
-                    log::warn!(
-                        "{ifname}: the pinned link {} cannot be taken over ({err}); attaching anew",
-                        path.display()
-                    );
-                    std::fs::remove_file(&path).map_err(|source| XdpError::Pin {
-                        op: "removing",
-                        path: path.clone(),
-                        source,
-                    })?;
-                }
-            }
+            return self.take_over_link(ifname, ifindex, mode, &path);
         }
         self.attach_and_pin(ifname, ifindex, mode, &path)
+    }
+
+    /// Puts this program on the link pinned at `path`, or, where that
+    /// link cannot be taken over, removes the pin and attaches anew.
+    fn take_over_link(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+        mode: AttachMode,
+        path: &std::path::Path,
+    ) -> Result<(LinkHandle, AttachedMode), XdpError> {
+        match self.replace_on_link(path) {
+            Ok(link) => {
+                self.takeover.links_replaced.push(ifname.to_owned());
+                Ok((LinkHandle::Pinned(link), attached_mode(mode)))
+            }
+            Err(err) => {
+                // A link whose interface went away (ENOLINK), or a pin
+                // that is no link: nothing runs there to take over.
+                log::warn!(
+                    "{ifname}: the pinned link {} cannot be taken over ({err}); attaching anew",
+                    path.display()
+                );
+                std::fs::remove_file(path).map_err(pin_error("removing", path))?;
+                self.attach_and_pin(ifname, ifindex, mode, path)
+            }
+        }
     }
 
     /// Attaches anew and pins the link at `path`.
@@ -1087,6 +1069,12 @@ where
         name,
         source: Box::new(source),
     })
+}
+
+/// The error of a pin operation `op` on `path`, for `map_err`.
+fn pin_error(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> XdpError {
+    let path = path.to_owned();
+    move |source| XdpError::Pin { op, path, source }
 }
 
 #[cfg(test)]

@@ -7,12 +7,7 @@
 
 mod common;
 
-use std::{
-    ffi::CString,
-    net::Ipv4Addr,
-    os::unix::ffi::OsStrExt,
-    path::{Path, PathBuf},
-};
+use std::{ffi::CString, net::Ipv4Addr, os::unix::ffi::OsStrExt, path::PathBuf};
 
 use common::NetNs;
 use switchyard_xdp::{
@@ -89,10 +84,6 @@ fn attached(ns: &NetNs, ifname: &str) -> bool {
     ns.ip(&["link", "show", "dev", ifname]).contains("prog/xdp")
 }
 
-fn exists(path: &Path) -> bool {
-    path.exists()
-}
-
 #[test]
 fn a_second_loader_takes_over_the_pinned_link_and_the_flow_cache() {
     let bpffs = Bpffs::mount();
@@ -110,7 +101,7 @@ fn a_second_loader_takes_over_the_pinned_link_and_the_flow_cache() {
     });
     // No process holds the program: the pin keeps it on the interface.
     assert!(attached(&ns, "lb0"), "{}", ns.ip(&["link", "show"]));
-    assert!(exists(&bpffs.pins().link("lb0")));
+    assert!(bpffs.pins().link("lb0").exists());
 
     ns.run(|| {
         let mut second = Steering::load_pinned(&options(), bpffs.pins()).unwrap();
@@ -123,7 +114,7 @@ fn a_second_loader_takes_over_the_pinned_link_and_the_flow_cache() {
         second.detach_and_unpin().unwrap();
     });
     assert!(!attached(&ns, "lb0"), "{}", ns.ip(&["link", "show"]));
-    assert!(!exists(bpffs.pins().root()));
+    assert!(!bpffs.pins().root().exists());
 }
 
 #[test]
@@ -139,7 +130,7 @@ fn maps_of_another_capacity_are_not_reused_and_are_removed_once_taken_over() {
         first.leave_pinned().unwrap();
     });
     let old_maps = bpffs.pins().maps(options().flow_cache_capacity);
-    assert!(exists(&old_maps));
+    assert!(old_maps.exists());
     ns.run(|| {
         let other = LoadOptions {
             flow_cache_capacity: 2048,
@@ -158,7 +149,7 @@ fn maps_of_another_capacity_are_not_reused_and_are_removed_once_taken_over() {
         assert_eq!(second.takeover().links_replaced, ["lb0"]);
         second.detach_and_unpin().unwrap();
     });
-    assert!(!exists(&old_maps));
+    assert!(!old_maps.exists());
     assert!(!attached(&ns, "lb0"));
 }
 
