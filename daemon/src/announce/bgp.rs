@@ -210,19 +210,13 @@ impl Speaker for BgpSpeaker {
         self._device = None;
         self.stopped = true;
         self.shared.want(&[], true);
-        let deadline = Instant::now() + WITHDRAW_WAIT;
-        let mut state = self.shared.lock();
-        while state.applied_revision != state.revision && state.failed_revision != state.revision {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                break;
-            };
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(self.shared.lock(), WITHDRAW_WAIT, |state| {
+                state.applied_revision != state.revision && state.failed_revision != state.revision
+            })
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(error) = &state.error {
             log::warn!("BGP: withdrawing through BIRD: {error} (the routes went with the device)");
         }
