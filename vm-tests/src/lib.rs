@@ -34,6 +34,7 @@ pub mod tcp_info;
 pub mod tempdir;
 pub mod topology;
 pub mod vlan;
+pub mod vm;
 
 pub use client::{tcp_exchange, tcp_exchange_keep_open, udp_exchange, Reply, IO_TIMEOUT};
 pub use config::{GatewaySpec, ListenerSpec, Protocol};
