@@ -109,7 +109,10 @@ static __always_inline int fast_encap(struct xdp_md *ctx,
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 	head = data;
-	if ((void *)(head + l2) > data_end)
+	/* A constant bound: the verifier of older kernels (6.1) does not
+	 * carry a variable one over to the fixed offsets written below.
+	 */
+	if ((void *)(head + ETH_TAGGED_HLEN) > data_end)
 		return -1;
 	__builtin_memcpy(head, plan->eth_dst, ETH_ALEN);
 	__builtin_memcpy(head + ETH_ALEN, plan->eth_src, ETH_ALEN);
