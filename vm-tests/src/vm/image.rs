@@ -2,6 +2,10 @@
 //! packages pinned in `vm-tests/vm/packages.lock` and the project's release
 //! binaries, cached under `target/vm/`.
 
+pub mod cpio;
+pub mod lockfile;
+pub mod modules;
+
 use std::path::PathBuf;
 
 use anyhow::Result;
