@@ -14,6 +14,7 @@ pub mod debs;
 pub mod host;
 pub mod lockfile;
 pub mod modules;
+pub mod relock;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
