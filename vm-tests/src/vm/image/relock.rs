@@ -81,7 +81,7 @@ fn old_entries(text: &str) -> Vec<(String, String, String)> {
             let mut fields = line.split_whitespace();
             let name = fields.next()?.to_owned();
             let version = fields.next().unwrap_or_default().to_owned();
-            let sha256 = fields.next().unwrap_or_default().to_ascii_lowercase();
+            let sha256 = fields.next().unwrap_or_default().to_owned();
             Some((name, version, sha256))
         })
         .collect()
