@@ -193,6 +193,11 @@ pub fn build_in(spec: &ImageSpec, paths: &Paths) -> Result<Image> {
     Ok(image)
 }
 
+/// The key [`build_in`] would give `spec`'s image, without building it.
+pub fn key_in(spec: &ImageSpec, paths: &Paths) -> Result<String> {
+    Ok(Inputs::gather(spec, paths)?.key)
+}
+
 /// Everything an image is made of that can be known without the packages;
 /// enough to compute the key.
 #[derive(Debug)]

@@ -80,23 +80,24 @@ impl ModuleTree {
     }
 }
 
-/// The `depends=` entry of a module's `.modinfo`: NUL-separated
-/// `key=value` strings (include/linux/moduleparam.h, `__MODULE_INFO`).
+/// The `depends=` entry of a module file's `.modinfo`.
 pub fn depends(ko: &Path) -> Result<Vec<String>> {
     let bytes = std::fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
-    let file = object::File::parse(&*bytes)
-        .with_context(|| format!("{} is not an ELF object", ko.display()))?;
+    depends_in(&bytes).with_context(|| format!("reading the dependencies of {}", ko.display()))
+}
+
+/// The `depends=` entry of a module's `.modinfo`: NUL-separated
+/// `key=value` strings (include/linux/moduleparam.h, `__MODULE_INFO`).
+pub fn depends_in(ko: &[u8]) -> Result<Vec<String>> {
+    let file = object::File::parse(ko).context("not an ELF object")?;
     let section = file
         .section_by_name(".modinfo")
-        .with_context(|| format!("{} has no .modinfo section", ko.display()))?;
-    let data = section
-        .data()
-        .with_context(|| format!("reading .modinfo of {}", ko.display()))?;
+        .context("no .modinfo section")?;
+    let data = section.data().context("reading .modinfo")?;
     let mut deps = Vec::new();
     for entry in data.split(|b| *b == 0) {
         if let Some(list) = entry.strip_prefix(b"depends=") {
-            let list = std::str::from_utf8(list)
-                .with_context(|| format!("the depends= of {} is not UTF-8", ko.display()))?;
+            let list = std::str::from_utf8(list).context("depends= is not UTF-8")?;
             deps.extend(list.split(',').filter(|d| !d.is_empty()).map(canonical));
         }
     }
