@@ -222,16 +222,19 @@ pub fn unpack(pkg: &Locked, deb: &Path, pkgs_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(pkgs_dir)
         .with_context(|| format!("creating {}", pkgs_dir.display()))?;
     let dest = pkgs_dir.join(format!("{}_{}", pkg.name, pkg.version));
-    if let Ok(stamp) = std::fs::read_to_string(dest.join(UNPACKED_STAMP)) {
-        if stamp.trim() == pkg.sha256 {
-            return Ok(dest);
-        }
+    if has_stamp(&dest, &pkg.sha256) {
+        return Ok(dest);
     }
     let part = pkgs_dir.join(format!(".part-{}", unique_suffix()));
     let unpacked = unpack_into(pkg, deb, &part).and_then(|()| {
+        // Another process unpacked the same .deb meanwhile and may be
+        // reading it: keep its tree, drop this one.
+        if has_stamp(&dest, &pkg.sha256) {
+            return Ok(());
+        }
         if dest.exists() {
-            // A stale tree (another .deb of this version): only this
-            // process's own rename below may put one in its place.
+            // The tree of another .deb of this version: the lock's hash
+            // changed since it was unpacked.
             let stale = pkgs_dir.join(format!(".stale-{}", unique_suffix()));
             if std::fs::rename(&dest, &stale).is_ok() {
                 std::fs::remove_dir_all(&stale)
