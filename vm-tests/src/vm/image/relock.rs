@@ -21,8 +21,13 @@ pub fn relock(path: &Path, kernel_package: Option<&str>) -> Result<Vec<String>> 
     let mut names: Vec<String> = old.iter().map(|(name, _, _)| name.clone()).collect();
     let mut changes = Vec::new();
     if let Some(kernel) = kernel_package {
-        if !lockfile::is_package_name(kernel) || !kernel.starts_with("linux-image-") {
-            bail!("{kernel:?} is not a linux-image-* package name");
+        // The metapackages (`linux-image-cloud-amd64`) only depend on an
+        // ABI package and hold no kernel themselves.
+        let abi = kernel
+            .strip_prefix("linux-image-")
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+        if !lockfile::is_package_name(kernel) || !abi {
+            bail!("{kernel:?} is not a kernel ABI package (linux-image-<version>-<flavour>)");
         }
         match names.iter_mut().find(|n| n.starts_with("linux-image-")) {
             Some(current) if current == kernel => {}
