@@ -9,8 +9,10 @@ RELEASE := target/release
 # docs/operations.md): clang/llvm/libbpf for the XDP program,
 # libelf/zlib/m4/pkg-config for libxdp (built from source by xsk-rs),
 # iproute2 for the namespace tests; curl and nginx (with its stream
-# module) as the PROXY protocol client and backends of vm-tests.
-APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping curl nginx libnginx-mod-stream bird2
+# module) as the PROXY protocol client and backends of vm-tests; BIRD for
+# the BGP tests; qemu-system-x86 boots the guest LB node of vm-tests/vm/
+# (its kernel and busybox are downloaded, pinned, not installed).
+APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make gcc libc6-dev iproute2 iputils-ping curl nginx libnginx-mod-stream bird2 qemu-system-x86
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 

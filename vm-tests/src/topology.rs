@@ -84,6 +84,10 @@ pub enum Shape {
     /// LB `eth0` on a point-to-point veth to the client, LB `eth1` on the
     /// backends' bridge.
     TwoArm,
+    /// As `SingleArm`, but the LB node is a virtual machine: its NIC's
+    /// host end is the tap `lb` on the bridge, in the switch namespace,
+    /// where qemu runs (`crate::vm`). The `lb` namespace stays empty.
+    SingleArmGuest,
 }
 
 #[derive(Debug)]
@@ -135,6 +139,22 @@ impl Topology {
         topo.napi_on(&[(&topo.switch, "lb")])?;
         topo.spread_lb_queues(&[(&topo.switch, "lb")])?;
         topo.finish(&["client", "lb", "be1", "be2"])?;
+        Ok(topo)
+    }
+
+    /// `single_arm` for an LB node that is a guest ([`Shape::SingleArmGuest`]):
+    /// the tap `lb` (multi-queue with `queues` > 1) takes the LB veth's
+    /// place on the bridge. The guest's own addressing is the caller's
+    /// ([`LB_CLIENT_SIDE_ADDR`] and [`LB_BACKEND_SIDE_ADDR`] on its NIC),
+    /// and so is waiting for the tap's carrier, which comes with qemu.
+    pub fn single_arm_guest(queues: u32, offloads: Offloads) -> Result<Topology> {
+        let topo = Topology::namespaces(Shape::SingleArmGuest, offloads, queues)?;
+        veth(&topo.client, "eth0", &topo.switch, "client", queues)?;
+        crate::vm::qemu::create_tap(&topo.switch, "lb", queues)?;
+        topo.wire_backends()?;
+        topo.client_addressing()?;
+        topo.attach_to_bridge(&["client", "lb"])?;
+        topo.finish(&["client", "be1", "be2"])?;
         Ok(topo)
     }
 

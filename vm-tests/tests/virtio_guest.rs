@@ -1,0 +1,197 @@
+//! End to end in a virtual machine: Switchyard as a guest LB node on a
+//! virtio-net NIC, the real XDP program attached in native mode to
+//! virtio_net, AF_XDP workers on both of its queues, the fast path on.
+//! Client and backends are namespaces on the host side of the guest's
+//! multi-queue tap, in the lab a user builds (kernel-default offloads).
+//!
+//! TCP connections and a UDP flow go through the VIP, and the guest's own
+//! counters must match that traffic exactly: one flow per connection, the
+//! backends' accepts adding up to the connections, every UDP datagram
+//! counted once in each direction, and the settled UDP flow carried by the
+//! XDP flow cache in the guest.
+//!
+//! The guest runs under KVM where it works and software emulation (TCG)
+//! otherwise; the test is skipped, saying why, only where qemu cannot run
+//! at all.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use switchyard_proto::{FlowsReport, StatsReport};
+use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
+use switchyard_vm_tests::config::{
+    TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
+};
+use switchyard_vm_tests::poll::poll_until;
+use switchyard_vm_tests::topology::VIP;
+use switchyard_vm_tests::vm::image::{self, ImageSpec};
+use switchyard_vm_tests::vm::lab::{GuestLab, GUEST_NIC};
+use switchyard_vm_tests::vm::qemu::{qemu_binary, GuestOptions};
+use switchyard_vm_tests::{tcp_exchange, GatewaySpec, Offloads};
+
+const TCP_CONNECTIONS: usize = 12;
+const UDP_EXCHANGES: u64 = 40;
+/// Settling a flow in the guest's cache takes an ARP exchange and the
+/// neighbour resolver; under emulation everything is slower.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn listener_counters(stats: &StatsReport, listener: &str) -> Result<(u64, u64, u64)> {
+    let l = stats
+        .listeners
+        .iter()
+        .find(|l| l.listener.ends_with(listener))
+        .with_context(|| format!("no listener {listener} in {:?}", stats.listeners))?;
+    Ok((l.counters.flows, l.counters.packets, l.fast_path_packets))
+}
+
+#[test]
+fn tcp_and_udp_through_the_vip_on_virtio_net_with_native_xdp_and_the_fast_path() -> Result<()> {
+    if let Err(why) = qemu_binary() {
+        eprintln!("skipped: {why:#}");
+        return Ok(());
+    }
+    let image = image::build(&ImageSpec::lb_guest()?)?;
+    let opts = GuestOptions::default();
+    let mut lab = GuestLab::start(&image, Offloads::KernelDefaults, &opts)?;
+    eprintln!(
+        "guest: {} vCPUs, {} queues, {} (vhost {}), booted in {:?}",
+        opts.vcpus,
+        opts.queues,
+        lab.guest.accel(),
+        if lab.guest.vhost() { "on" } else { "off" },
+        lab.guest.booted_in()
+    );
+    let servers = lab.topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
+    lab.start_daemon(&GatewaySpec::demo().to_yaml(), opts.queues, &[])?;
+
+    let status = lab.status()?;
+    let nic = status
+        .interfaces
+        .iter()
+        .find(|i| i.name == GUEST_NIC)
+        .with_context(|| format!("{GUEST_NIC} not in {:?}", status.interfaces))?;
+    ensure!(nic.driver == "virtio_net", "driver {:?}", nic.driver);
+    ensure!(nic.xdp_mode == "native", "XDP mode {:?}", nic.xdp_mode);
+    ensure!(
+        nic.queues == opts.queues,
+        "{} queues served of {}",
+        nic.queues,
+        opts.queues
+    );
+    ensure!(
+        status.workers.len() == opts.queues as usize
+            && status.workers.iter().all(|w| !w.afxdp_modes.is_empty()),
+        "one AF_XDP worker per queue: {:?}",
+        status.workers
+    );
+    ensure!(status.fast_path.is_some(), "the fast path is on");
+    let egress = nic.fast_path_egress.as_ref();
+    ensure!(
+        egress.is_some_and(|e| e.open),
+        "the fast path sends out of {GUEST_NIC}: {egress:?}"
+    );
+    eprintln!("{}", lab.yardctl_text(&["status"])?);
+
+    // TCP: each connection a new flow, all answered by a backend.
+    let vip_tcp = SocketAddr::from((VIP, TCP_PORT));
+    let mut tcp_backends = BTreeSet::new();
+    for i in 0..TCP_CONNECTIONS {
+        let payload = format!("t{i}|");
+        let reply = tcp_exchange(&lab.topo.client, vip_tcp, &payload)?;
+        ensure!(reply.echoed() == payload, "echo of {payload}: {:?}", reply);
+        tcp_backends.insert(reply.server().to_owned());
+    }
+    let accepted: usize = servers.iter().map(|s| s.tcp.peers().len()).sum();
+    ensure!(
+        accepted == TCP_CONNECTIONS,
+        "the backends accepted {accepted} connections of {TCP_CONNECTIONS}"
+    );
+
+    // UDP: one socket, one flow; exchanges until the guest's cache holds
+    // both directions, then a counted run that the cache carries.
+    let vip_udp = SocketAddr::from((VIP, UDP_PORT));
+    let socket = udp_socket_towards(&lab.topo.client, vip_udp)?;
+    let client = socket.local_addr()?.to_string();
+    let mut sent = 0u64;
+    let mut udp_backends = BTreeSet::new();
+    poll_until(SETTLE_TIMEOUT, "the UDP flow cached both ways", || {
+        let reply = udp_exchange_on(&socket, vip_udp, &format!("u{sent}|"))?;
+        udp_backends.insert(reply.server().to_owned());
+        sent += 1;
+        let flows: FlowsReport = lab.yardctl_as(&["flows"])?;
+        let flow = flows.flows.iter().find(|f| f.client == client);
+        Ok(flow.is_some_and(|f| f.fast_path).then_some(()))
+    })?;
+    let before: StatsReport = lab.stats()?;
+    for i in 0..UDP_EXCHANGES {
+        let reply = udp_exchange_on(&socket, vip_udp, &format!("u{}|", sent + i))?;
+        udp_backends.insert(reply.server().to_owned());
+    }
+    sent += UDP_EXCHANGES;
+    ensure!(
+        udp_backends.len() == 1,
+        "one flow, one backend: {udp_backends:?}"
+    );
+
+    let stats = lab.stats()?;
+    let (tcp_flows, tcp_packets, _) = listener_counters(&stats, TCP_LISTENER)?;
+    let (udp_flows, udp_packets, udp_fast) = listener_counters(&stats, UDP_LISTENER)?;
+    let (_, _, udp_fast_before) = listener_counters(&before, UDP_LISTENER)?;
+    eprintln!(
+        "tcp: {tcp_flows} flows, {tcp_packets} packets; udp: {udp_flows} flows, {udp_packets} \
+         packets ({udp_fast} by the fast path); tcp backends {tcp_backends:?}"
+    );
+    // At least one flow per connection: a last ACK that arrives after its
+    // connection's flow ended is taken as a new mid-connection flow (to the
+    // same backend), as on any node that has no entry for it.
+    ensure!(
+        tcp_flows >= TCP_CONNECTIONS as u64,
+        "{tcp_flows} TCP flows for {TCP_CONNECTIONS} connections"
+    );
+    let backend_flows: u64 = stats
+        .backends
+        .iter()
+        .filter(|b| b.listener.ends_with(TCP_LISTENER))
+        .map(|b| b.counters.flows)
+        .sum();
+    ensure!(
+        backend_flows == tcp_flows,
+        "the backends' TCP flows add up to {backend_flows}, the listener's to {tcp_flows}"
+    );
+    // A connection is at least SYN, ACK, data and FIN each way.
+    ensure!(
+        tcp_packets >= 6 * TCP_CONNECTIONS as u64,
+        "{tcp_packets} TCP packets for {TCP_CONNECTIONS} connections"
+    );
+    ensure!(udp_flows == 1, "{udp_flows} UDP flows for one socket");
+    ensure!(
+        udp_packets == 2 * sent,
+        "{udp_packets} UDP packets counted for {sent} exchanges (2 each)"
+    );
+    ensure!(
+        udp_fast - udp_fast_before == 2 * UDP_EXCHANGES,
+        "the fast path carried {} of the {} packets of the settled flow",
+        udp_fast - udp_fast_before,
+        2 * UDP_EXCHANGES
+    );
+    let fast_sent = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
+        + stats
+            .xdp_steering
+            .get("fast_redirect")
+            .copied()
+            .unwrap_or(0);
+    ensure!(
+        fast_sent >= 2 * UDP_EXCHANGES,
+        "the XDP program sent {fast_sent} frames itself: {:?}",
+        stats.xdp_steering
+    );
+    ensure!(
+        stats.drops.values().all(|&n| n == 0),
+        "no drops in the workers: {:?}",
+        stats.drops
+    );
+    eprintln!("{}", lab.yardctl_text(&["stats"])?);
+    Ok(())
+}
