@@ -71,15 +71,39 @@ pub fn ifindex(name: &str) -> Result<u32, InterfaceError> {
 
 /// Receive queues the kernel exposes for `name` (at least 1).
 pub fn rx_queue_count(name: &str) -> u32 {
+    queue_count(name, "rx-")
+}
+
+/// Transmit queues the kernel's stack uses for `name` (at least 1): an
+/// AF_XDP socket in copy mode sends through the one of its queue's number.
+pub fn tx_queue_count(name: &str) -> u32 {
+    queue_count(name, "tx-")
+}
+
+fn queue_count(name: &str, prefix: &str) -> u32 {
     fs::read_dir(format!("/sys/class/net/{name}/queues"))
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
                 .count() as u32
         })
         .unwrap_or(1)
         .max(1)
+}
+
+/// Every served receive queue needs a transmit queue of its number: a
+/// worker sends what it received through its own socket's queue. Takes
+/// `(name, receive queues, transmit queues)` with XDP attached.
+pub fn check_transmit_queues(interfaces: &[(&str, u32, u32)]) -> Result<(), QueueError> {
+    match interfaces.iter().find(|&&(_, rx, tx)| tx < rx) {
+        Some(&(name, rx_queues, tx_queues)) => Err(QueueError::NoTransmitQueue {
+            name: name.to_owned(),
+            rx_queues,
+            tx_queues,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Why the workers cannot serve every receive queue of the interfaces.
@@ -110,6 +134,20 @@ pub enum QueueError {
     Unequal { counts: String },
     #[error("--queues 0: at least one queue must be served")]
     Zero,
+    #[error(
+        "{name} receives on {rx_queues} queues but transmits on {tx_queues} with XDP attached: \
+         the workers of queues {tx_queues} and up could not send what they receive. On \
+         virtio_net these are the queue pairs the driver takes for XDP's own transmits when \
+         the device has more than the guest has CPUs: give the VM's NIC as many queue pairs \
+         as vCPUs (qemu: `-netdev tap,queues=N` and `-device virtio-net-pci,mq=on`; \
+         libvirt: `<driver queues='N'/>`). Elsewhere, give {name} as many transmit queues \
+         as receive queues (`ethtool -L {name} combined N`)"
+    )]
+    NoTransmitQueue {
+        name: String,
+        rx_queues: u32,
+        tx_queues: u32,
+    },
 }
 
 /// How many queues (and workers) serve `interfaces`, each `(name, receive
@@ -343,6 +381,18 @@ mod tests {
             let want: IpAddr = want.parse().unwrap();
             assert!(addrs.contains(&want), "{want} missing from {addrs:?}");
         }
+    }
+
+    #[test]
+    fn a_receive_queue_without_a_transmit_queue_is_refused_with_the_fix() {
+        assert!(check_transmit_queues(&[("eth0", 4, 4), ("eth1", 2, 8)]).is_ok());
+        let err = check_transmit_queues(&[("eth0", 2, 2), ("eth1", 4, 2)]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("eth1 receives on 4 queues but transmits on 2"),
+            "{text}"
+        );
+        assert!(text.contains("as many queue pairs as vCPUs"), "{text}");
     }
 
     #[test]

@@ -53,6 +53,16 @@ impl Console {
         })
     }
 
+    /// A console over an already connected stream (a shell's stdin and
+    /// stdout).
+    pub fn over(stream: UnixStream) -> Console {
+        Console {
+            stream,
+            pending: Vec::new(),
+            sequence: 0,
+        }
+    }
+
     /// Runs `script` (any shell text, here-documents included) in a
     /// subshell of the guest and returns what it printed and its status.
     pub fn run(&mut self, script: &str, timeout: Duration) -> Result<Ran> {
@@ -61,7 +71,8 @@ impl Console {
         // The marker's text is split in the command so that the command
         // itself, were it ever echoed, cannot end the wait.
         let framed = format!(
-            "(\n{script}\n) </dev/null\necho \"\"; echo \"@@yard-\"\"done-{} $?@@\"\n",
+            "(\n{script}\n) </dev/null\nyard_status=$?; echo \"\"; \
+             echo \"@@yard-\"\"done-{} $yard_status@@\"\n",
             self.sequence
         );
         self.stream
@@ -186,6 +197,42 @@ mod tests {
     fn another_scripts_marker_does_not_end_the_wait() {
         let mut c = console_with("@@yard-done-1 0@@\n");
         assert!(c.take_reply("@@yard-done-2").unwrap().is_none());
+    }
+
+    /// The framing against a real shell on the host, as the guest's runs
+    /// it: stdin and stdout on one stream.
+    fn host_shell() -> (Console, std::process::Child) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let stdin =
+            std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()));
+        let stdout = std::process::Stdio::from(std::os::fd::OwnedFd::from(theirs));
+        let child = std::process::Command::new("sh")
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        (Console::over(ours), child)
+    }
+
+    #[test]
+    fn a_script_returns_what_it_printed_and_its_own_exit_status() {
+        let (mut c, mut child) = host_shell();
+        let t = Duration::from_secs(10);
+        let ran = c.run("echo one; echo two; exit 3", t).unwrap();
+        assert_eq!((ran.output.as_str(), ran.status), ("one\ntwo\n", 3));
+        let ran = c.run("printf 'no newline'", t).unwrap();
+        assert_eq!((ran.output.as_str(), ran.status), ("no newline", 0));
+        assert!(c.check("false", t).is_err());
+        let dir = std::env::temp_dir().join(format!("swy-console-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        let contents = "a: 1\nYARD_EOF\n$HOME `x`\n";
+        c.check(&write_file_script(file.to_str().unwrap(), contents), t)
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), contents);
+        std::fs::remove_dir_all(&dir).unwrap();
+        crate::process::kill_and_reap(&mut child);
     }
 
     #[test]

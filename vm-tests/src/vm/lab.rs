@@ -66,15 +66,21 @@ impl GuestLab {
     }
 
     /// Writes `config` into the guest and starts `switchyard run` on the
-    /// guest's NIC with as many queues as it has, plus `extra_args`; waits
-    /// until it answers `yardctl status`.
-    pub fn start_daemon(&mut self, config: &str, queues: u32, extra_args: &[&str]) -> Result<()> {
+    /// guest's NIC with `--queues queues` (all its receive queues when
+    /// `None`), plus `extra_args`; waits until it answers `yardctl status`.
+    pub fn start_daemon(
+        &mut self,
+        config: &str,
+        queues: Option<u32>,
+        extra_args: &[&str],
+    ) -> Result<()> {
         if self.daemon_started {
             bail!("the guest already runs switchyard");
         }
         self.guest
             .check("mkdir -p /etc/switchyard", COMMAND_TIMEOUT)?;
         self.guest.write_file(CONFIG_PATH, config)?;
+        let queues = queues.map(|q| format!("--queues {q}")).unwrap_or_default();
         let extra = extra_args
             .iter()
             .map(|a| shell_quote(a))
@@ -83,7 +89,7 @@ impl GuestLab {
         self.guest.check(
             &format!(
                 "RUST_LOG=info switchyard run --config {CONFIG_PATH} --interface {GUEST_NIC} \
-                 --queues {queues} --no-pin --control-socket {CONTROL_SOCKET} {extra} \
+                 {queues} --no-pin --control-socket {CONTROL_SOCKET} {extra} \
                  </dev/null >{DAEMON_LOG} 2>&1 &"
             ),
             COMMAND_TIMEOUT,
@@ -153,6 +159,30 @@ impl GuestLab {
         self.yardctl_as(&["stats"])
     }
 
+    /// What to read when a test fails: the daemon's counters and log and
+    /// the guest's console.
+    pub fn diagnostics(&mut self) -> String {
+        let stats = if self.daemon_started {
+            self.yardctl_text(&["stats"])
+                .unwrap_or_else(|e| format!("(no stats: {e:#})"))
+        } else {
+            String::from("(switchyard not started)")
+        };
+        let queues = self
+            .guest
+            .run(
+                &format!("ls /sys/class/net/{GUEST_NIC}/queues | tr '\\n' ' '"),
+                COMMAND_TIMEOUT,
+            )
+            .map_or_else(|e| format!("({e:#})"), |ran| ran.output);
+        format!(
+            "--- yardctl stats (guest) ---\n{stats}\n--- {GUEST_NIC} queues (guest) ---\n{queues}\n\
+             --- switchyard log (guest) ---\n{}\n--- guest console ---\n{}",
+            self.daemon_log(),
+            self.guest.console_tail()
+        )
+    }
+
     /// The daemon's log so far, or why it cannot be read.
     pub fn daemon_log(&mut self) -> String {
         match self
@@ -161,14 +191,6 @@ impl GuestLab {
         {
             Ok(ran) => ran.output,
             Err(e) => format!("(cannot read {DAEMON_LOG}: {e:#})"),
-        }
-    }
-}
-
-impl Drop for GuestLab {
-    fn drop(&mut self) {
-        if std::thread::panicking() && self.daemon_started {
-            eprintln!("--- switchyard log (guest) ---\n{}", self.daemon_log());
         }
     }
 }

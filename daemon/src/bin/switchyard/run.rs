@@ -144,7 +144,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .zip(&rx_queues)
         .map(|(port, &n)| (port.name.as_str(), n))
         .collect();
-    let queues = interfaces::queues_to_serve(&counts, args.queues)?;
+    let mut queues = interfaces::queues_to_serve(&counts, args.queues)?;
     if let Err(err) = switchyard_dataplane::afxdp::raise_memlock_limit() {
         // Kernels since 5.11 charge BPF maps and UMEM to the memory cgroup,
         // so a low limit only matters on older ones; UMEM creation says so.
@@ -177,6 +177,44 @@ pub fn run(args: RunArgs) -> Result<()> {
             ..InterfaceStatus::default()
         });
     }
+    // virtio_net turns on a spare queue pair per CPU for XDP_TX when the
+    // device has them, and the host then delivers frames on those queues
+    // too: what needs a worker is only known with the program attached.
+    let attached_rx_queues: Vec<u32> = ports
+        .iter()
+        .map(|p| interfaces::rx_queue_count(&p.name))
+        .collect();
+    if attached_rx_queues != rx_queues {
+        for (port, (before, after)) in ports.iter().zip(rx_queues.iter().zip(&attached_rx_queues)) {
+            if before != after {
+                log::info!(
+                    "{}: {after} receive queues with XDP attached ({before} before): \
+                     the driver added queues for XDP's own transmits",
+                    port.name
+                );
+            }
+        }
+        let counts: Vec<(&str, u32)> = ports
+            .iter()
+            .zip(&attached_rx_queues)
+            .map(|(port, &n)| (port.name.as_str(), n))
+            .collect();
+        queues = interfaces::queues_to_serve(&counts, args.queues)
+            .context("counting receive queues again with XDP attached")?;
+        for (status, &n) in interface_status.iter_mut().zip(&attached_rx_queues) {
+            status.queues = queues;
+            status.rx_queues = n;
+        }
+    }
+    let queue_counts: Vec<(&str, u32, u32)> = ports
+        .iter()
+        .zip(&attached_rx_queues)
+        .map(|(port, &rx)| {
+            let tx = interfaces::tx_queue_count(&port.name);
+            (port.name.as_str(), rx, tx)
+        })
+        .collect();
+    interfaces::check_transmit_queues(&queue_counts)?;
     let mut local_addrs = interfaces::local_addresses()?;
     steering
         .set_local_addrs(&local_addrs)
