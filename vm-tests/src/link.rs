@@ -246,3 +246,15 @@ fn ethtool_value(dev: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
     }
     Ok(value.data)
 }
+
+/// Creates the multi-queue tap `dev` in `ns` for a guest with `queues`
+/// queue pairs, up, with no address: it is a switch port.
+pub fn create_tap(ns: &Netns, dev: &str, queues: u32) -> Result<()> {
+    let mut args = vec!["tuntap", "add", "dev", dev, "mode", "tap"];
+    if queues > 1 {
+        args.push("multi_queue");
+    }
+    ns.ip(&args)?;
+    ns.ip(&["link", "set", "dev", dev, "up"])?;
+    Ok(())
+}

@@ -86,7 +86,7 @@ pub enum Shape {
     TwoArm,
     /// As `SingleArm`, but the LB node is a virtual machine: its NIC's
     /// host end is the tap `lb` on the bridge, in the switch namespace,
-    /// where qemu runs (`crate::vm`). The `lb` namespace stays empty.
+    /// where qemu runs (see `vm`). The `lb` namespace stays empty.
     SingleArmGuest,
 }
 
@@ -150,7 +150,7 @@ impl Topology {
     pub fn single_arm_guest(queues: u32, offloads: Offloads) -> Result<Topology> {
         let topo = Topology::namespaces(Shape::SingleArmGuest, offloads, queues)?;
         veth(&topo.client, "eth0", &topo.switch, "client", queues)?;
-        crate::vm::qemu::create_tap(&topo.switch, "lb", queues)?;
+        crate::link::create_tap(&topo.switch, "lb", queues)?;
         topo.wire_backends()?;
         topo.client_addressing()?;
         topo.attach_to_bridge(&["client", "lb"])?;

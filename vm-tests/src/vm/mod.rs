@@ -15,5 +15,6 @@
 
 pub mod console;
 pub mod image;
+pub mod kvm;
 pub mod lab;
 pub mod qemu;

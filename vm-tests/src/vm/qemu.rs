@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ use anyhow::{bail, Context, Result};
 
 use super::console::{write_file_script, Console, Ran};
 use super::image::Image;
+use super::kvm;
+pub use crate::link::create_tap;
 use crate::netns::Netns;
 use crate::poll::poll_until;
 use crate::process::{kill_and_reap, workspace_root};
@@ -37,9 +38,6 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const SHELL_TIMEOUT: Duration = Duration::from_secs(30);
 const PROBE_MARKER: &str = "YARD-PROBE-OK";
 const READY_MARKER: &str = "YARD-GUEST-READY";
-/// `KVM_GET_API_VERSION`, `_IO(0xAE, 0)`; the only API version there is.
-const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
-const KVM_API_VERSION: libc::c_int = 12;
 
 /// How the guest's CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,18 +108,6 @@ impl Default for GuestOptions {
             iommu_platform: false,
         }
     }
-}
-
-/// Creates the multi-queue tap `dev` in `ns` for a guest with `queues`
-/// queue pairs, up, with no address: it is a switch port.
-pub fn create_tap(ns: &Netns, dev: &str, queues: u32) -> Result<()> {
-    let mut args = vec!["tuntap", "add", "dev", dev, "mode", "tap"];
-    if queues > 1 {
-        args.push("multi_queue");
-    }
-    ns.ip(&args)?;
-    ns.ip(&["link", "set", "dev", dev, "up"])?;
-    Ok(())
 }
 
 /// A running guest, killed on drop.
@@ -407,13 +393,14 @@ fn probe_kvm(image: &Image) -> Result<(Accel, String)> {
         Ok(kvm) => kvm,
         Err(e) => return Ok((Accel::Tcg, format!("/dev/kvm: {e}"))),
     };
-    // SAFETY: KVM_GET_API_VERSION takes no argument and only returns an
-    // int; the fd is open for the duration of the call.
-    let version = unsafe { libc::ioctl(kvm.as_raw_fd(), KVM_GET_API_VERSION, 0) };
-    if version != KVM_API_VERSION {
+    let version = kvm::api_version(&kvm);
+    if version != kvm::API_VERSION {
         return Ok((
             Accel::Tcg,
-            format!("/dev/kvm answers API version {version}, not {KVM_API_VERSION}"),
+            format!(
+                "/dev/kvm answers API version {version}, not {}",
+                kvm::API_VERSION
+            ),
         ));
     }
     let dir = TempDir::new("kvm-probe")?;
