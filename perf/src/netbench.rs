@@ -163,10 +163,16 @@ pub fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
     let text = link["address"]
         .as_str()
         .ok_or_else(|| anyhow!("{dev} in {} has no address", ns.name()))?;
+    parse_mac(text)
+}
+
+/// A MAC address as `ip` prints it, `52:54:00:5a:00:01`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
     let bytes: Vec<u8> = text
         .split(':')
         .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC {text}"))?;
     bytes.try_into().map_err(|_| anyhow!("bad MAC {text}"))
 }
 

@@ -32,8 +32,8 @@ use switchyard_vm_tests::Netns;
 
 use crate::generator::Generator;
 use crate::netbench::{
-    bench_config, flow_spec, mac_of, mac_text, nftables_rules, ratio, Options, PathResult,
-    Placement, Traffic, BACKENDS, LB_ADDR, PATHS, RATIOS,
+    bench_config, flow_spec, mac_of, mac_text, nftables_rules, parse_mac, ratio, Options,
+    PathResult, Placement, Traffic, BACKENDS, LB_ADDR, PATHS, RATIOS,
 };
 use crate::pktgen::template;
 use crate::report::Machine;
@@ -284,17 +284,6 @@ pub fn run(options: &VmOptions, mut progress: impl FnMut(&str)) -> Result<VmRepo
     })
 }
 
-fn parse_mac(text: &str) -> Result<[u8; 6]> {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("bad MAC {text}"))?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("bad MAC {text}"))
-}
-
 /// The guest as netbench's lb namespace: the LB address on eth0, the
 /// backends on-link behind it with permanent neighbour entries pointing at
 /// the tap (busybox `ip` cannot add neighbours; `arp -s` without `temp`
@@ -315,11 +304,10 @@ fn setup_guest(guest: &mut Guest, tap_mac: [u8; 6]) -> Result<()> {
     for (key, value) in [
         ("ipv4/ip_forward", "1"),
         ("ipv4/conf/all/send_redirects", "0"),
-        ("ipv4/conf/{GUEST_NIC}/send_redirects", "0"),
+        ("ipv4/conf/eth0/send_redirects", "0"),
         ("ipv4/conf/all/rp_filter", "0"),
-        ("ipv4/conf/{GUEST_NIC}/rp_filter", "0"),
+        ("ipv4/conf/eth0/rp_filter", "0"),
     ] {
-        let key = key.replace("{GUEST_NIC}", GUEST_NIC);
         script.push_str(&format!("echo {value} > /proc/sys/net/{key}\n"));
     }
     script.push_str(&wait_in_guest(
