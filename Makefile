@@ -16,7 +16,7 @@ APT_PACKAGES := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4 make g
 # `make bench` also measures kube-proxy-style nftables DNAT.
 BENCH_PACKAGES := nftables
 
-.PHONY: deps bench-deps install-missing build demo test lint bench bench-memory bench-health docs fuzz fuzz-targets fuzz-props soak soak-rounds clean bench-compare
+.PHONY: deps bench-deps install-missing build demo test lint bench bench-vm bench-memory bench-health docs fuzz fuzz-targets fuzz-props soak soak-rounds clean bench-compare
 
 deps:
 	@$(MAKE) --no-print-directory install-missing PACKAGES="$(APT_PACKAGES)"
@@ -59,6 +59,13 @@ test: build lint
 # and latest.svg, and rewrites the generated block of docs/performance.md.
 bench: bench-deps build
 	$(RELEASE)/yard-netbench
+
+# make bench's paths with the LB node a qemu guest on virtio-net (one NIC:
+# no redirect paths); writes perf/results/vm-latest.json. Under software
+# emulation (TCG) the rates measure the emulator and it says so
+# (docs/performance.md, "In virtual machines").
+bench-vm: bench-deps build
+	$(RELEASE)/yard-vmbench
 
 # Resident memory per listener of the daemon's snapshots at 10, 1,000 and
 # 4,096 listeners, against compact tables measured in the same run

@@ -15,3 +15,4 @@ pub mod netbench;
 pub mod pktgen;
 pub mod report;
 pub mod summary;
+pub mod vmbench;

@@ -41,11 +41,11 @@ use crate::generator::{
 };
 use crate::pktgen::{template, FlowSpec, Proto, Template};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 10);
 const VIP_PORT: u16 = 53;
 const BACKEND_PORT: u16 = 5353;
-const BACKENDS: u8 = 16;
-const LB_ADDR: &str = "198.18.1.1/24";
+pub const BACKENDS: u8 = 16;
+pub const LB_ADDR: &str = "198.18.1.1/24";
 const GEN_ADDR: &str = "198.18.1.10/24";
 const CLIENTS: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 10);
 const REDIRECT_ADDR: &str = "198.18.3.1/24";
@@ -155,30 +155,35 @@ struct Net {
     lb: Netns,
     g0_mac: [u8; 6],
     l0_mac: [u8; 6],
-    g0: u32,
     l1_in_lb: u32,
 }
 
-fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
+pub fn mac_of(ns: &Netns, dev: &str) -> Result<[u8; 6]> {
     let link = link_json(ns, dev)?;
     let text = link["address"]
         .as_str()
         .ok_or_else(|| anyhow!("{dev} in {} has no address", ns.name()))?;
+    parse_mac(text)
+}
+
+/// A MAC address as `ip` prints it, `52:54:00:5a:00:01`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
     let bytes: Vec<u8> = text
         .split(':')
         .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad MAC {text}"))?;
     bytes.try_into().map_err(|_| anyhow!("bad MAC {text}"))
 }
 
-fn ifindex_in(ns: &Netns, dev: &str) -> Result<u32> {
+pub fn ifindex_in(ns: &Netns, dev: &str) -> Result<u32> {
     link_json(ns, dev)?["ifindex"]
         .as_u64()
         .map(|i| i as u32)
         .ok_or_else(|| anyhow!("{dev} in {} has no ifindex", ns.name()))
 }
 
-fn mac_text(mac: [u8; 6]) -> String {
+pub fn mac_text(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
@@ -295,7 +300,6 @@ impl Net {
         set_gro(&lb, "l0", true)?;
         Ok(Net {
             l0_mac: mac_of(&lb, "l0")?,
-            g0: ifindex_in(&gen, "g0")?,
             l1_in_lb: ifindex_in(&lb, "l1")?,
             g0_mac,
             gen,
@@ -304,20 +308,27 @@ impl Net {
     }
 
     fn spec(&self, options: &Options, flows: u64) -> FlowSpec {
-        FlowSpec {
-            src_mac: self.g0_mac,
-            dst_mac: self.l0_mac,
-            src: CLIENTS.into(),
-            src_count: if flows == 0 { 256 } else { 16 },
-            sport_base: 1024,
-            sport_count: if flows == 0 { 64_000 } else { 4096 },
-            flows,
-            new_every: 0,
-            dst: SocketAddr::from((VIP, VIP_PORT)),
-            proto: Proto::Udp,
-            syn_every: 0,
-            frame_len: options.frame_len,
-        }
+        flow_spec(self.g0_mac, self.l0_mac, options, flows)
+    }
+}
+
+/// The benchmark's UDP frames from `src_mac` to the LB at `dst_mac`:
+/// sources on the generator's subnet, the VIP as destination; `flows` 0
+/// makes every frame a new flow.
+pub fn flow_spec(src_mac: [u8; 6], dst_mac: [u8; 6], options: &Options, flows: u64) -> FlowSpec {
+    FlowSpec {
+        src_mac,
+        dst_mac,
+        src: CLIENTS.into(),
+        src_count: if flows == 0 { 256 } else { 16 },
+        sport_base: 1024,
+        sport_count: if flows == 0 { 64_000 } else { 4096 },
+        flows,
+        new_every: 0,
+        dst: SocketAddr::from((VIP, VIP_PORT)),
+        proto: Proto::Udp,
+        syn_every: 0,
+        frame_len: options.frame_len,
     }
 }
 
@@ -353,7 +364,7 @@ impl Drop for Lb {
 /// endpoints (pkg/proxy/nftables): a verdict map from (address, protocol,
 /// port) to the service chain, a random choice among endpoint chains, a
 /// DNAT per endpoint.
-fn nftables_rules() -> String {
+pub fn nftables_rules() -> String {
     let mut rules = String::from(
         "table ip swy-kube-proxy {\n\
          \x20 map service-ips {\n\
@@ -382,7 +393,7 @@ fn nftables_rules() -> String {
     rules
 }
 
-fn bench_config() -> GatewaySpec {
+pub fn bench_config() -> GatewaySpec {
     GatewaySpec {
         namespace: "bench".into(),
         gateway: "edge".into(),
@@ -406,15 +417,30 @@ fn bench_config() -> GatewaySpec {
 }
 
 struct Bench<'a> {
-    net: Net,
-    /// pktgen and the sink, on the gen side.
-    gen_tools: Tools,
-    /// The paced sender on g0, opened once; also the throughput generator
-    /// where live frames are refused.
-    sender: std::sync::Mutex<AfxdpSender>,
-    generator: Generator,
+    net: &'a Net,
+    traffic: Traffic<'a>,
     options: &'a Options,
     config_dir: TempDir,
+}
+
+/// The generator side of a run, shared by `make bench` and `make bench-vm`
+/// ([`crate::vmbench`]): pktgen and the sink loaded in the generator's
+/// namespace, the AF_XDP sender opened once on its interface, and which
+/// generator sends the throughput runs. It owns sending and counting; what
+/// forwards the frames back is the caller's.
+pub struct Traffic<'a> {
+    pub ns: &'a Netns,
+    /// The interface frames leave by.
+    pub ifindex: u32,
+    /// pktgen and the sink.
+    pub tools: Tools,
+    /// The paced sender, opened once; also the throughput generator
+    /// where live frames are refused.
+    sender: std::sync::Mutex<AfxdpSender>,
+    pub generator: Generator,
+    pub options: &'a Options,
+    /// How long a path may take to send the first frame back.
+    pub ready_timeout: Duration,
 }
 
 impl Bench<'_> {
@@ -509,26 +535,81 @@ impl Bench<'_> {
             (placement == Placement::LbCore).then_some(self.options.lb_cpu),
         )
     }
+}
+
+impl<'a> Traffic<'a> {
+    /// Loads pktgen and the sink in `ns`, attaches the sink to each of
+    /// `sinks`, opens the AF_XDP sender on queue 0 of `dev`, and picks the
+    /// generator: live frames if the kernel lets this process send them
+    /// (a short burst of `probe`, which the sink counts before anything is
+    /// measured), else AF_XDP, said on stderr.
+    pub fn open(
+        ns: &'a Netns,
+        dev: &str,
+        sinks: &[&str],
+        probe: &Template,
+        options: &'a Options,
+    ) -> Result<Traffic<'a>> {
+        let mut tools = Tools::load().context("loading the generator's XDP programs")?;
+        let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
+        let mut tools = in_netns(ns, move || -> Result<Tools> {
+            for sink in &sinks {
+                tools
+                    .attach(Tool::Sink, sink)
+                    .with_context(|| format!("attaching the sink to {sink}"))?;
+            }
+            Ok(tools)
+        })??;
+        let sender = in_netns(ns, || AfxdpSender::open(dev, 0))??;
+        let ifindex = ifindex_in(ns, dev)?;
+        tools.configure_pktgen(&probe.config)?;
+        let sent = in_netns(ns, || {
+            // One chunk (the smallest a live run sends), then stop.
+            let pace = Pace {
+                duration: Duration::from_secs(1),
+                rate: Some(1000),
+                batch: 64,
+            };
+            run_live(&tools, probe, ifindex, &pace, |_| false)
+        })?;
+        let generator = match sent {
+            Ok(_) => Generator::LiveFrames,
+            Err(error) if live_frames_refused(&error) => {
+                eprintln!("{LIVE_FRAMES_REFUSED}");
+                Generator::Afxdp
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Traffic {
+            ns,
+            ifindex,
+            tools,
+            sender: std::sync::Mutex::new(sender),
+            generator,
+            options,
+            ready_timeout: READY_TIMEOUT,
+        })
+    }
 
     /// Sends until the sink sees stamped frames: the path is up.
-    fn wait_ready(&self, template: &Template) -> Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    pub fn wait_ready(&self, template: &Template) -> Result<()> {
+        let deadline = Instant::now() + self.ready_timeout;
         let pace = Pace {
             duration: Duration::from_millis(50),
             rate: Some(100_000),
             batch: 64,
         };
         loop {
-            let before = self.gen_tools.sink()?.stamped;
+            let before = self.tools.sink()?.stamped;
             self.sender
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .send(template, &pace, |_| {})?;
-            if self.gen_tools.sink()?.stamped > before {
+            if self.tools.sink()?.stamped > before {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("no frame reached the sink within {READY_TIMEOUT:?}");
+                bail!("no frame reached the sink within {:?}", self.ready_timeout);
             }
         }
     }
@@ -537,15 +618,15 @@ impl Bench<'_> {
     /// it can, after a warm-up; and what the generator offered. The sink is
     /// sampled on the wall clock from another thread: live-frames calls are
     /// long (each pays a setup of tens of milliseconds, so they are large).
-    fn throughput(&self, template: &Template) -> Result<(f64, f64)> {
+    pub fn throughput(&self, template: &Template) -> Result<(f64, f64)> {
         let options = self.options;
         let gen_cpu = options.gen_cpu;
-        let tools = &self.gen_tools;
-        let ifindex = self.net.g0;
+        let tools = &self.tools;
+        let ifindex = self.ifindex;
         let stop = AtomicBool::new(false);
         std::thread::scope(|scope| -> Result<(f64, f64)> {
             let generator = scope.spawn(|| {
-                in_netns(&self.net.gen, || -> Result<(u64, Duration)> {
+                in_netns(self.ns, || -> Result<(u64, Duration)> {
                     core_affinity::set_for_current(core_affinity::CoreId { id: gen_cpu });
                     let start = Instant::now();
                     let sent = match self.generator {
@@ -602,11 +683,11 @@ impl Bench<'_> {
     /// stamps, and read as milliseconds of latency.
     fn quiesce(&self) -> Result<()> {
         let deadline = Instant::now() + QUIESCE_TIMEOUT;
-        let mut last = self.gen_tools.sink()?.packets;
+        let mut last = self.tools.sink()?.packets;
         let mut quiet = 0;
         while quiet < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            let now = self.gen_tools.sink()?.packets;
+            let now = self.tools.sink()?.packets;
             quiet = if now == last { quiet + 1 } else { 0 };
             last = now;
         }
@@ -615,9 +696,9 @@ impl Bench<'_> {
 
     /// One-way latency percentiles at a paced rate well under every path's
     /// capacity.
-    fn latency(&self, template: &Template) -> Result<Latency> {
+    pub fn latency(&self, template: &Template) -> Result<Latency> {
         self.quiesce()?;
-        let before = self.gen_tools.latency()?;
+        let before = self.tools.latency()?;
         let pace = Pace {
             duration: Duration::from_secs_f64(self.options.latency_seconds),
             rate: Some(self.options.latency_rate),
@@ -637,7 +718,7 @@ impl Bench<'_> {
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
-        let h = self.gen_tools.latency()?.since(&before);
+        let h = self.tools.latency()?.since(&before);
         let q = |q: f64| h.quantile(q).unwrap_or(0.0);
         let max = h
             .counts
@@ -792,26 +873,16 @@ pub struct AfxdpVariant {
 /// Runs every measurement; `progress` gets a line per step.
 pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResults> {
     let net = Net::build().context("building the benchmark namespaces")?;
-    let mut gen_tools = Tools::load().context("loading the generator's XDP programs")?;
-    let gen_tools = in_netns(&net.gen, move || -> Result<Tools> {
-        gen_tools.attach(Tool::Sink, "g0")?;
-        gen_tools.attach(Tool::Sink, "g1")?;
-        Ok(gen_tools)
-    })??;
-    let sender = in_netns(&net.gen, || AfxdpSender::open("g0", 0))??;
-    let mut gen_tools = gen_tools;
-    let generator = live_frames_or_afxdp(&net, &mut gen_tools, options)?;
-    progress(&format!("generator: {}", generator.describe()));
+    let established = template(&net.spec(options, options.flows))?;
+    let fresh = template(&net.spec(options, 0))?;
+    let traffic = Traffic::open(&net.gen, "g0", &["g0", "g1"], &established, options)?;
+    progress(&format!("generator: {}", traffic.generator.describe()));
     let mut bench = Bench {
-        sender: std::sync::Mutex::new(sender),
-        generator,
-        gen_tools,
+        traffic,
         options,
         config_dir: TempDir::new("bench")?,
-        net,
+        net: &net,
     };
-    let established = template(&bench.net.spec(options, options.flows))?;
-    let fresh = template(&bench.net.spec(options, 0))?;
     let mut new_flows = Vec::new();
     let wanted = |name: &str| options.only.is_empty() || options.only.iter().any(|o| o == name);
     let chosen: Vec<(&str, &str, Placement)> = PATHS
@@ -828,9 +899,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         for (i, (name, note, placement)) in chosen.iter().enumerate() {
             let lb = bench.start(name)?;
             bench.place(*placement)?;
-            bench.gen_tools.configure_pktgen(&established.config)?;
-            bench.wait_ready(&established)?;
-            let (mpps, offered) = bench.throughput(&established)?;
+            bench.traffic.tools.configure_pktgen(&established.config)?;
+            bench.traffic.wait_ready(&established)?;
+            let (mpps, offered) = bench.traffic.throughput(&established)?;
             if let Lb::Switchyard { _daemon: daemon } = &lb {
                 if options.show_counters {
                     let stats = daemon.stats()?;
@@ -849,7 +920,7 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
                 // would run it: a kernel thread's wake-up would be most of
                 // what is measured.
                 bench.place(Placement::GenCore)?;
-                let latency = bench.latency(&established)?;
+                let latency = bench.traffic.latency(&established)?;
                 line.push_str(&format!(
                     "; latency p50 {:.1} us, p99 {:.1} us  [{note}]",
                     latency.p50 / 1e3,
@@ -894,9 +965,9 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
             let mut run = |variant: &[&str]| -> Result<f64> {
                 let _lb = bench.start_with("switchyard_afxdp", variant)?;
                 bench.place(Placement::GenCore)?;
-                bench.gen_tools.configure_pktgen(&established.config)?;
-                bench.wait_ready(&established)?;
-                Ok(bench.throughput(&established)?.0)
+                bench.traffic.tools.configure_pktgen(&established.config)?;
+                bench.traffic.wait_ready(&established)?;
+                Ok(bench.traffic.throughput(&established)?.0)
             };
             let defaults = run(&[])?;
             progress(&format!(
@@ -938,10 +1009,10 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         }
         let lb = bench.start(path)?;
         bench.place(placement)?;
-        bench.gen_tools.configure_pktgen(&established.config)?;
-        bench.wait_ready(&established)?;
-        bench.gen_tools.configure_pktgen(&fresh.config)?;
-        let (mpps, _) = bench.throughput(&fresh)?;
+        bench.traffic.tools.configure_pktgen(&established.config)?;
+        bench.traffic.wait_ready(&established)?;
+        bench.traffic.tools.configure_pktgen(&fresh.config)?;
+        let (mpps, _) = bench.traffic.throughput(&fresh)?;
         progress(&format!(
             "new flows: {name:<14} {placement:?}: {:.0} per second",
             mpps * 1e6
@@ -962,37 +1033,12 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
         }
     }
     Ok(NetResults {
-        generator: bench.generator,
+        generator: bench.traffic.generator,
         paths,
         afxdp_options,
         new_flows,
         options: options.clone(),
     })
-}
-
-/// Live frames if the kernel lets this process send them (a short burst of
-/// a throwaway template, which the sink counts before anything is measured),
-/// else AF_XDP.
-fn live_frames_or_afxdp(net: &Net, tools: &mut Tools, options: &Options) -> Result<Generator> {
-    let probe = template(&net.spec(options, options.flows))?;
-    tools.configure_pktgen(&probe.config)?;
-    let sent = in_netns(&net.gen, || {
-        // One chunk (the smallest a live run sends), then stop.
-        let pace = Pace {
-            duration: Duration::from_secs(1),
-            rate: Some(1000),
-            batch: 64,
-        };
-        run_live(tools, &probe, net.g0, &pace, |_| false)
-    })?;
-    match sent {
-        Ok(_) => Ok(Generator::LiveFrames),
-        Err(error) if live_frames_refused(&error) => {
-            eprintln!("yard-netbench: {LIVE_FRAMES_REFUSED}");
-            Ok(Generator::Afxdp)
-        }
-        Err(error) => Err(error),
-    }
 }
 
 /// Where `make bench` writes its results.

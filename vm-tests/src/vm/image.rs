@@ -88,7 +88,8 @@ impl ImageSpec {
     pub fn bench_guest() -> Result<ImageSpec> {
         let mut spec = ImageSpec::lb_guest()?
             .with_executable(crate::process::release_bin("yard-hairpin")?)
-            .with_executable(crate::process::release_bin("yard-pktgen")?);
+            .with_executable(crate::process::release_bin("yard-pktgen")?)
+            .with_executable(crate::process::release_bin("yard-xdp-limit")?);
         if Path::new(HOST_NFT).is_file() {
             spec = spec.with_executable(HOST_NFT);
         }

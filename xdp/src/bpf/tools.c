@@ -166,9 +166,15 @@ int pktgen(struct xdp_md *ctx)
 	 * (a 32-bit one is zero-extended into a copy the verifier does not
 	 * connect to it).
 	 */
-	head_len = cfg->head_len;
-	if (head_len == 0 || head_len > HEAD_MAX)
+	head_len = cfg->head_len - 1;
+	/* Checked as one unsigned range (1..=HEAD_MAX) and rebuilt after a
+	 * barrier: Linux 6.1's verifier learns no lower bound from a failed
+	 * `== 0` test, and the helper refuses a size that may be 0.
+	 */
+	barrier_var(head_len);
+	if (head_len >= HEAD_MAX)
 		return XDP_ABORTED;
+	head_len += 1;
 	if (bpf_xdp_store_bytes(ctx, 0, cfg->head, head_len) < 0)
 		return XDP_ABORTED;
 	/* Stored bytes may move the packet: read its bounds again. */
