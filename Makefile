@@ -63,9 +63,10 @@ bench: bench-deps build
 # make bench's paths with the LB node a qemu guest on virtio-net (one NIC:
 # no redirect paths); writes perf/results/vm-latest.json. Under software
 # emulation (TCG) the rates measure the emulator and it says so
-# (docs/performance.md, "In virtual machines").
+# (docs/performance.md, "In virtual machines"). Options go in ARGS, e.g.
+# make bench-vm ARGS="--gen-cpu 0 --vcpu-cpus 2-5 --vcpus 2 --queues 2".
 bench-vm: bench-deps build
-	$(RELEASE)/yard-vmbench
+	$(RELEASE)/yard-vmbench $(ARGS)
 
 # Resident memory per listener of the daemon's snapshots at 10, 1,000 and
 # 4,096 listeners, against compact tables measured in the same run

@@ -180,6 +180,7 @@ pub fn run(options: &VmOptions, mut progress: impl FnMut(&str)) -> Result<VmRepo
         accel: None,
         mac: GUEST_MAC.into(),
         host_cpus: options.vcpu_cpus.clone(),
+        ..GuestOptions::default()
     };
     let mut guest = Guest::boot(&image, &ns, TAP, &guest_opts).context("booting the guest")?;
     progress(&format!(
