@@ -131,6 +131,35 @@ pub struct PathResult {
     pub note: String,
 }
 
+impl PathResult {
+    /// A path's result from its rounds' `(delivered, offered)` figures:
+    /// the medians, and every round's delivered figure.
+    pub fn from_rounds(
+        (name, note, placement): (&str, &str, Placement),
+        rounds: &[(f64, f64)],
+        latency_ns: Option<Latency>,
+    ) -> PathResult {
+        PathResult {
+            name: name.into(),
+            placement,
+            mpps: median(rounds.iter().map(|r| r.0).collect()),
+            offered_mpps: median(rounds.iter().map(|r| r.1).collect()),
+            rounds_mpps: rounds.iter().map(|r| r.0).collect(),
+            latency_ns,
+            note: note.into(),
+        }
+    }
+}
+
+/// The median of `figures` (the upper one of an even count); 0 for none.
+pub fn median(mut figures: Vec<f64>) -> f64 {
+    if figures.is_empty() {
+        return 0.0;
+    }
+    figures.sort_by(f64::total_cmp);
+    figures[figures.len() / 2]
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewFlows {
     pub name: String,
@@ -941,22 +970,10 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
             }
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let paths: Vec<PathResult> = chosen
         .iter()
         .enumerate()
-        .map(|(i, (name, note, placement))| PathResult {
-            name: (*name).into(),
-            placement: *placement,
-            mpps: median(rounds[i].iter().map(|r| r.0).collect()),
-            offered_mpps: median(rounds[i].iter().map(|r| r.1).collect()),
-            rounds_mpps: rounds[i].iter().map(|r| r.0).collect(),
-            latency_ns: latencies[i].clone(),
-            note: (*note).into(),
-        })
+        .map(|(i, &path)| PathResult::from_rounds(path, &rounds[i], latencies[i].clone()))
         .collect();
     let mut afxdp_options = Vec::new();
     if wanted("afxdp_options") {
@@ -983,10 +1000,6 @@ pub fn run(options: &Options, mut progress: impl FnMut(&str)) -> Result<NetResul
                 figures[i].push((mpps, mpps / defaults.max(1e-9)));
             }
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         for (i, (name, _)) in AFXDP_VARIANTS.iter().enumerate() {
             afxdp_options.push(AfxdpVariant {
                 args: (*name).into(),

@@ -237,22 +237,10 @@ pub fn run(options: &VmOptions, mut progress: impl FnMut(&str)) -> Result<VmRepo
             rounds[i].push((mpps, offered));
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let paths: Vec<PathResult> = chosen
         .iter()
         .enumerate()
-        .map(|(i, (name, note, placement))| PathResult {
-            name: (*name).into(),
-            placement: *placement,
-            mpps: median(rounds[i].iter().map(|r| r.0).collect()),
-            offered_mpps: median(rounds[i].iter().map(|r| r.1).collect()),
-            rounds_mpps: rounds[i].iter().map(|r| r.0).collect(),
-            latency_ns: None,
-            note: (*note).into(),
-        })
+        .map(|(i, &path)| PathResult::from_rounds(path, &rounds[i], None))
         .collect();
     let mut ratios = BTreeMap::new();
     for (name, a, b, _) in RATIOS {

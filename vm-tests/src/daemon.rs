@@ -536,3 +536,12 @@ fn parse_json_output(command: &str, out: &crate::process::Output) -> Result<Valu
         )
     })
 }
+
+/// Frames the XDP fast path sent itself (XDP_TX and redirects), by the
+/// steering program's counters.
+pub fn fast_path_sent(stats: &StatsReport) -> u64 {
+    ["fast_tx", "fast_redirect"]
+        .iter()
+        .map(|counter| stats.xdp_steering.get(*counter).copied().unwrap_or(0))
+        .sum()
+}

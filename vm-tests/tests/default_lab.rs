@@ -16,6 +16,7 @@ use anyhow::{ensure, Context, Result};
 use switchyard_proto::{InterfaceStatus, StatsReport, StatusReport};
 use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT};
+use switchyard_vm_tests::daemon::fast_path_sent;
 use switchyard_vm_tests::link::{gro, set_gro, set_tx_checksum, tx_checksum};
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::VIP;
@@ -165,12 +166,7 @@ fn explains_the_closed_egress(lab: &Lab) -> Result<()> {
 /// path sent nothing.
 fn workers_carried_it_all(stats: &StatsReport) -> Result<()> {
     let partial: u64 = stats.workers.iter().map(|w| w.partial_checksums).sum();
-    let fast = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
-        + stats
-            .xdp_steering
-            .get("fast_redirect")
-            .copied()
-            .unwrap_or(0);
+    let fast = fast_path_sent(stats);
     ensure!(
         partial >= 4 * EXCHANGES as u64 && stats.drops.is_empty() && fast == 0,
         "partial checksums {partial}, drops {:?}, fast-path sends {fast}",

@@ -19,6 +19,7 @@ use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_PORT, UDP_TARGET_PORT,
 };
+use switchyard_vm_tests::daemon::fast_path_sent;
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::VIP;
 use switchyard_vm_tests::{
@@ -74,11 +75,6 @@ fn steering(stats: &StatsReport, counter: &str) -> u64 {
     stats.xdp_steering.get(counter).copied().unwrap_or(0)
 }
 
-/// Frames the fast path sent.
-fn sent_fast(stats: &StatsReport) -> u64 {
-    steering(stats, "fast_tx") + steering(stats, "fast_redirect")
-}
-
 /// One message on a kept-open TCP connection, and its echo.
 fn tcp_message(stream: &mut std::net::TcpStream, i: usize) -> Result<String> {
     stream.write_all(format!("m{i}|").as_bytes())?;
@@ -132,12 +128,7 @@ fn a_settled_udp_flow_rides_the_fast_path_and_every_packet_is_counted_once() -> 
         2 * EXCHANGES
     );
     let stats: StatsReport = daemon.stats()?;
-    let sent_fast = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
-        + stats
-            .xdp_steering
-            .get("fast_redirect")
-            .copied()
-            .unwrap_or(0);
+    let sent_fast = fast_path_sent(&stats);
     ensure!(
         sent_fast == flow.fast_path_packets,
         "steering counted {sent_fast} fast-path sends, the flow {}",
@@ -310,7 +301,7 @@ fn a_drain_on_one_listener_leaves_the_cached_flows_of_another_on_the_fast_path()
         delta("fast_stale") == 0
             && delta("steer_vip") == 0
             && delta("steer_reply") == 0
-            && sent_fast(&after) - sent_fast(&before) == 2 * EXCHANGES,
+            && fast_path_sent(&after) - fast_path_sent(&before) == 2 * EXCHANGES,
         "the UDP listener's flow left the fast path on a drain of the TCP listener: \
          before {:?}, after {:?}",
         before.xdp_steering,

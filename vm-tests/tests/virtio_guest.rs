@@ -24,9 +24,10 @@ use switchyard_vm_tests::client::{udp_exchange_on, udp_socket_towards};
 use switchyard_vm_tests::config::{
     TCP_LISTENER, TCP_PORT, TCP_TARGET_PORT, UDP_LISTENER, UDP_PORT, UDP_TARGET_PORT,
 };
+use switchyard_vm_tests::daemon::fast_path_sent;
 use switchyard_vm_tests::poll::poll_until;
 use switchyard_vm_tests::topology::VIP;
-use switchyard_vm_tests::vm::image::{self, ImageSpec};
+use switchyard_vm_tests::vm::image::{self, Image, ImageSpec};
 use switchyard_vm_tests::vm::lab::{GuestLab, GUEST_NIC};
 use switchyard_vm_tests::vm::qemu::{qemu_binary, GuestOptions};
 use switchyard_vm_tests::{tcp_exchange, GatewaySpec, Offloads};
@@ -46,13 +47,21 @@ fn listener_counters(stats: &StatsReport, listener: &str) -> Result<(u64, u64, u
     Ok((l.counters.flows, l.counters.packets, l.fast_path_packets))
 }
 
-#[test]
-fn tcp_and_udp_through_the_vip_on_virtio_net_with_native_xdp_and_the_fast_path() -> Result<()> {
+/// The LB guest's image, or `None` (the test skipped, saying why) where
+/// qemu cannot run at all.
+fn lb_guest_image() -> Result<Option<Image>> {
     if let Err(why) = qemu_binary() {
         eprintln!("skipped: {why:#}");
-        return Ok(());
+        return Ok(None);
     }
-    let image = image::build(&ImageSpec::lb_guest()?)?;
+    Ok(Some(image::build(&ImageSpec::lb_guest()?)?))
+}
+
+#[test]
+fn tcp_and_udp_through_the_vip_on_virtio_net_with_native_xdp_and_the_fast_path() -> Result<()> {
+    let Some(image) = lb_guest_image()? else {
+        return Ok(());
+    };
     let opts = GuestOptions::default();
     let mut lab = GuestLab::start(&image, Offloads::KernelDefaults, &opts)?;
     eprintln!(
@@ -185,12 +194,7 @@ fn serve_and_count(lab: &mut GuestLab, opts: &GuestOptions) -> Result<()> {
         udp_fast - udp_fast_before,
         2 * UDP_EXCHANGES
     );
-    let fast_sent = stats.xdp_steering.get("fast_tx").copied().unwrap_or(0)
-        + stats
-            .xdp_steering
-            .get("fast_redirect")
-            .copied()
-            .unwrap_or(0);
+    let fast_sent = fast_path_sent(&stats);
     ensure!(
         fast_sent >= 2 * UDP_EXCHANGES,
         "the XDP program sent {fast_sent} frames itself: {:?}",
@@ -212,11 +216,9 @@ fn serve_and_count(lab: &mut GuestLab, opts: &GuestOptions) -> Result<()> {
 /// the daemon refuses, naming the fix, rather than lose those flows.
 #[test]
 fn spare_virtio_queue_pairs_are_refused_with_the_fix() -> Result<()> {
-    if let Err(why) = qemu_binary() {
-        eprintln!("skipped: {why:#}");
+    let Some(image) = lb_guest_image()? else {
         return Ok(());
-    }
-    let image = image::build(&ImageSpec::lb_guest()?)?;
+    };
     let opts = GuestOptions {
         queues: 4,
         ..GuestOptions::default()
