@@ -188,9 +188,11 @@ impl Topology {
     /// route to the VIP prefix via the LB, as for IPv4.
     pub fn with_ipv6(self) -> Result<Topology> {
         let cidr = |a: Ipv6Addr| format!("{a}/64");
-        let (client_side, backend_side) = match self.lb_interfaces.as_slice() {
-            [one] => (one.clone(), one.clone()),
-            [first, .., last] => (first.clone(), last.clone()),
+        // A guest LB node addresses its own NIC (`vm::lab`).
+        let lb_sides = match self.lb_interfaces.as_slice() {
+            [one] => Some((one.clone(), one.clone())),
+            [first, .., last] => Some((first.clone(), last.clone())),
+            [] if self.shape == Shape::SingleArmGuest => None,
             [] => return Err(anyhow!("a topology without LB interfaces")),
         };
         let add = |ns: &Netns, addr: Ipv6Addr, dev: &str| {
@@ -205,8 +207,10 @@ impl Topology {
             "via",
             &LB_CLIENT_SIDE_ADDR6.to_string(),
         ])?;
-        add(&self.lb, LB_CLIENT_SIDE_ADDR6, &client_side)?;
-        add(&self.lb, LB_BACKEND_SIDE_ADDR6, &backend_side)?;
+        if let Some((client_side, backend_side)) = lb_sides {
+            add(&self.lb, LB_CLIENT_SIDE_ADDR6, &client_side)?;
+            add(&self.lb, LB_BACKEND_SIDE_ADDR6, &backend_side)?;
+        }
         for (be, (_, addr)) in self.backends.iter().zip(BACKENDS6) {
             add(&be.ns, addr, "eth0")?;
             be.ns.ip(&[

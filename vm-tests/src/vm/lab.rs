@@ -14,7 +14,10 @@ use switchyard_proto::{StatsReport, StatusReport};
 
 use super::image::Image;
 use super::qemu::{Guest, GuestOptions};
-use crate::topology::{Offloads, Topology, LB_BACKEND_SIDE_ADDR, LB_CLIENT_SIDE_ADDR};
+use crate::topology::{
+    Offloads, Topology, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, LB_CLIENT_SIDE_ADDR,
+    LB_CLIENT_SIDE_ADDR6,
+};
 
 /// The guest's NIC.
 pub const GUEST_NIC: &str = "eth0";
@@ -37,26 +40,32 @@ pub struct GuestLab {
 }
 
 impl GuestLab {
-    /// Builds the network, boots `image` as the LB node with one NIC on the
-    /// bridge carrying both LB addresses, and waits for the NIC's link.
+    /// Builds the dual-stack network ([`Topology::with_ipv6`]), boots
+    /// `image` as the LB node with one NIC on the bridge carrying both LB
+    /// addresses of each family, and waits for the NIC's link.
     pub fn start(image: &Image, offloads: Offloads, opts: &GuestOptions) -> Result<GuestLab> {
-        let topo = Topology::single_arm_guest(opts.queues, offloads)?;
+        let topo = Topology::single_arm_guest(opts.queues, offloads)?.with_ipv6()?;
         let mut guest = Guest::boot(image, &topo.switch, "lb", opts)?;
-        guest
-            .check(
-                &format!(
-                    "ip addr add {LB_CLIENT_SIDE_ADDR}/24 dev {GUEST_NIC}\n\
-                 ip addr add {LB_BACKEND_SIDE_ADDR}/24 dev {GUEST_NIC}\n\
-                 ip link set dev {GUEST_NIC} up\n\
-                 echo 0 > /proc/sys/net/ipv4/ip_forward\n\
-                 {}",
-                    wait_in_guest(
-                        &format!("[ \"$(cat /sys/class/net/{GUEST_NIC}/operstate)\" = up ]"),
-                        Duration::from_secs(20),
-                    )
-                ),
-                COMMAND_TIMEOUT,
+        // Without duplicate address detection, as in the namespaces: an
+        // IPv6 address is usable at once, not tentative for a second.
+        let addressing = format!(
+            "for conf in all default {GUEST_NIC}; do\n\
+             \x20 echo 0 > /proc/sys/net/ipv6/conf/$conf/accept_dad\n\
+             done\n\
+             ip addr add {LB_CLIENT_SIDE_ADDR}/24 dev {GUEST_NIC}\n\
+             ip addr add {LB_BACKEND_SIDE_ADDR}/24 dev {GUEST_NIC}\n\
+             ip addr add {LB_CLIENT_SIDE_ADDR6}/64 dev {GUEST_NIC}\n\
+             ip addr add {LB_BACKEND_SIDE_ADDR6}/64 dev {GUEST_NIC}\n\
+             ip link set dev {GUEST_NIC} up\n\
+             echo 0 > /proc/sys/net/ipv4/ip_forward\n\
+             {}",
+            wait_in_guest(
+                &format!("[ \"$(cat /sys/class/net/{GUEST_NIC}/operstate)\" = up ]"),
+                Duration::from_secs(20),
             )
+        );
+        guest
+            .check(&addressing, COMMAND_TIMEOUT)
             .context("addressing the guest's NIC")?;
         Ok(GuestLab {
             guest,
