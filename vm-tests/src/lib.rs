@@ -59,6 +59,23 @@ impl Topology {
             .collect()
     }
 
+    /// [`Topology::start_backends`] and, on each backend's IPv6 address
+    /// ([`topology::BACKENDS6`], with [`Topology::with_ipv6`]), a second
+    /// pair: the backends of a dual-stack Gateway.
+    pub fn start_backends_dual_stack(&self, tcp_port: u16, udp_port: u16) -> Result<Vec<EchoPair>> {
+        let mut servers = self.start_backends(tcp_port, udp_port)?;
+        for (backend, (_, addr6)) in self.backends.iter().zip(topology::BACKENDS6) {
+            servers.push(EchoPair::start_on(
+                &backend.ns,
+                &backend.name,
+                std::net::IpAddr::V6(addr6),
+                tcp_port,
+                udp_port,
+            )?);
+        }
+        Ok(servers)
+    }
+
     /// Starts the daemon on all LB interfaces with as many queues as the
     /// topology's veths have.
     pub fn start_daemon(&self, config: &Path) -> Result<Daemon> {

@@ -9,7 +9,7 @@
 //! everything down through guards. Needs root and the release binaries.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use anyhow::{bail, Context, Result};
 use switchyard_vm_tests::client::{
@@ -47,16 +47,7 @@ impl Lab {
         let spec = GatewaySpec::demo_dual_stack();
         let dir = TempDir::new("config")?;
         let config = dir.write("gateway.yaml", &spec.to_yaml())?;
-        let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-        for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
-            servers.push(EchoPair::start_on(
-                &backend.ns,
-                &backend.name,
-                IpAddr::V6(addr6),
-                TCP_TARGET_PORT,
-                UDP_TARGET_PORT,
-            )?);
-        }
+        let servers = topo.start_backends_dual_stack(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
         let mut opts = DaemonOptions::new(topo.lb_interfaces()).queues(queues);
         for arg in daemon_args {
             opts = opts.arg(*arg);

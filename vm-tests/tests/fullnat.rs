@@ -20,12 +20,9 @@ use switchyard_vm_tests::fullnat::{
     backends_without_route_through_lb, hairpin_client, with_forwarding, SNAT_PORTS,
 };
 use switchyard_vm_tests::poll::poll_until;
-use switchyard_vm_tests::topology::{
-    BACKENDS6, LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP, VIP6,
-};
+use switchyard_vm_tests::topology::{LB_BACKEND_SIDE_ADDR, LB_BACKEND_SIDE_ADDR6, VIP, VIP6};
 use switchyard_vm_tests::{
-    tcp_exchange, udp_exchange, Daemon, DaemonOptions, EchoPair, GatewaySpec, Netns, TempDir,
-    Topology,
+    tcp_exchange, udp_exchange, Daemon, DaemonOptions, GatewaySpec, Netns, TempDir, Topology,
 };
 
 const EXCHANGES: usize = 12;
@@ -71,16 +68,7 @@ fn fullnat_serves_backends_without_a_route_to_any_client_and_a_hairpin_client() 
     let spec = GatewaySpec::demo_dual_stack();
     let dir = TempDir::new("config")?;
     let config = dir.write("gateway.yaml", &with_forwarding(&spec, "{mode: fullnat}"))?;
-    let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-    for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
-        servers.push(EchoPair::start_on(
-            &backend.ns,
-            &backend.name,
-            IpAddr::V6(addr6),
-            TCP_TARGET_PORT,
-            UDP_TARGET_PORT,
-        )?);
-    }
+    let servers = topo.start_backends_dual_stack(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
     let daemon = Daemon::start(&topo.lb, &config, &daemon_options(&topo))?;
 
     let mut answered: BTreeMap<String, usize> = BTreeMap::new();

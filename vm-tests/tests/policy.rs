@@ -18,7 +18,7 @@ use switchyard_vm_tests::config::{
 };
 use switchyard_vm_tests::policy::{is_refused, udp_datagrams, SynFlood, TrafficPolicy};
 use switchyard_vm_tests::poll::poll_until;
-use switchyard_vm_tests::topology::{BACKENDS6, CLIENT_ADDR, VIP, VIP6};
+use switchyard_vm_tests::topology::{CLIENT_ADDR, VIP, VIP6};
 use switchyard_vm_tests::{
     tcp_exchange, udp_exchange, Daemon, EchoPair, GatewaySpec, TempDir, Topology, IO_TIMEOUT,
 };
@@ -258,16 +258,7 @@ fn ipv6_source_ranges_admit_the_allowed_and_drop_the_denied_in_xdp() -> Result<(
         "gateway.yaml",
         &format!("{}{}", spec.to_yaml(), p.to_yaml()),
     )?;
-    let mut servers = topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-    for (backend, (_, addr6)) in topo.backends.iter().zip(BACKENDS6) {
-        servers.push(EchoPair::start_on(
-            &backend.ns,
-            &backend.name,
-            IpAddr::V6(addr6),
-            TCP_TARGET_PORT,
-            UDP_TARGET_PORT,
-        )?);
-    }
+    let servers = topo.start_backends_dual_stack(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
     let daemon = topo.start_daemon(&config)?;
     // Allowed: the client's own addresses, both families and protocols.
     for vip in [IpAddr::V4(VIP), IpAddr::V6(VIP6)] {

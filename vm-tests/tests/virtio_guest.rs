@@ -27,7 +27,7 @@ use switchyard_vm_tests::config::{
 };
 use switchyard_vm_tests::daemon::fast_path_sent;
 use switchyard_vm_tests::poll::poll_until;
-use switchyard_vm_tests::topology::{BACKENDS6, VIP, VIP6};
+use switchyard_vm_tests::topology::{VIP, VIP6};
 use switchyard_vm_tests::vm::image::{self, Image, ImageSpec};
 use switchyard_vm_tests::vm::lab::{GuestLab, GUEST_NIC};
 use switchyard_vm_tests::vm::qemu::{qemu_binary, GuestOptions};
@@ -85,16 +85,9 @@ fn tcp_and_udp_through_the_vip_on_virtio_net_with_native_xdp_and_the_fast_path()
 }
 
 fn serve_and_count(lab: &mut GuestLab, opts: &GuestOptions) -> Result<()> {
-    let mut servers = lab.topo.start_backends(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
-    for (backend, (_, addr6)) in lab.topo.backends.iter().zip(BACKENDS6) {
-        servers.push(EchoPair::start_on(
-            &backend.ns,
-            &backend.name,
-            IpAddr::V6(addr6),
-            TCP_TARGET_PORT,
-            UDP_TARGET_PORT,
-        )?);
-    }
+    let servers = lab
+        .topo
+        .start_backends_dual_stack(TCP_TARGET_PORT, UDP_TARGET_PORT)?;
     lab.start_daemon(&GatewaySpec::demo_dual_stack().to_yaml(), None, &[])?;
 
     let status = lab.status()?;
