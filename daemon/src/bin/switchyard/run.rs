@@ -144,7 +144,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         .zip(&rx_queues)
         .map(|(port, &n)| (port.name.as_str(), n))
         .collect();
-    let mut queues = interfaces::queues_to_serve(&counts, args.queues)?;
+    // Refuses a bad --queues before anything is attached; the count that
+    // decides is taken again with the program attached, below.
+    interfaces::queues_to_serve(&counts, args.queues)?;
     if let Err(err) = switchyard_dataplane::afxdp::raise_memlock_limit() {
         // Kernels since 5.11 charge BPF maps and UMEM to the memory cgroup,
         // so a low limit only matters on older ones; UMEM creation says so.
@@ -158,63 +160,57 @@ pub fn run(args: RunArgs) -> Result<()> {
             flow_cache_capacity: args.fast_path_capacity,
         },
     )?;
-    let mut interface_status = Vec::new();
     let mut native = false;
-    let drivers: Vec<Option<String>> = ports.iter().map(|p| interfaces::driver(&p.name)).collect();
-    for ((port, &rx_queues), driver) in ports.iter().zip(&rx_queues).zip(&drivers) {
+    let mut modes = Vec::new();
+    for port in &ports {
         let mode = steering
             .attach(&port.name, attach_mode(args.xdp_mode))
             .with_context(|| format!("attaching XDP to {}", port.name))?;
         log::info!("{}: XDP attached in {mode} mode", port.name);
         native |= mode == AttachedMode::Native;
-        interface_status.push(InterfaceStatus {
-            name: port.name.clone(),
-            ifindex: port.ifindex,
-            xdp_mode: mode.to_string(),
-            queues,
-            rx_queues,
-            driver: driver.clone().unwrap_or_default(),
-            ..InterfaceStatus::default()
-        });
+        modes.push(mode);
     }
     // virtio_net turns on a spare queue pair per CPU for XDP_TX when the
     // device has them, and the host then delivers frames on those queues
     // too: what needs a worker is only known with the program attached.
-    let attached_rx_queues: Vec<u32> = ports
-        .iter()
-        .map(|p| interfaces::rx_queue_count(&p.name))
-        .collect();
-    if attached_rx_queues != rx_queues {
-        for (port, (before, after)) in ports.iter().zip(rx_queues.iter().zip(&attached_rx_queues)) {
-            if before != after {
-                log::info!(
-                    "{}: {after} receive queues with XDP attached ({before} before): \
-                     the driver added queues for XDP's own transmits",
-                    port.name
-                );
-            }
+    let mut queue_counts: Vec<(&str, u32, u32)> = Vec::new();
+    for (port, &before) in ports.iter().zip(&rx_queues) {
+        let rx = interfaces::rx_queue_count(&port.name);
+        if rx != before {
+            log::info!(
+                "{}: {rx} receive queues with XDP attached ({before} before): \
+                 the driver added queues for XDP's own transmits",
+                port.name
+            );
         }
-        let counts: Vec<(&str, u32)> = ports
-            .iter()
-            .zip(&attached_rx_queues)
-            .map(|(port, &n)| (port.name.as_str(), n))
-            .collect();
-        queues = interfaces::queues_to_serve(&counts, args.queues)
-            .context("counting receive queues again with XDP attached")?;
-        for (status, &n) in interface_status.iter_mut().zip(&attached_rx_queues) {
-            status.queues = queues;
-            status.rx_queues = n;
-        }
+        let tx = interfaces::tx_queue_count(&port.name);
+        queue_counts.push((port.name.as_str(), rx, tx));
     }
-    let queue_counts: Vec<(&str, u32, u32)> = ports
+    let counts: Vec<(&str, u32)> = queue_counts
         .iter()
-        .zip(&attached_rx_queues)
-        .map(|(port, &rx)| {
-            let tx = interfaces::tx_queue_count(&port.name);
-            (port.name.as_str(), rx, tx)
-        })
+        .map(|&(name, rx, _)| (name, rx))
         .collect();
+    let queues = interfaces::queues_to_serve(&counts, args.queues)
+        .context("counting receive queues again with XDP attached")?;
     interfaces::check_transmit_queues(&queue_counts)?;
+    let drivers: Vec<Option<String>> = ports.iter().map(|p| interfaces::driver(&p.name)).collect();
+    let interface_status: Vec<InterfaceStatus> = ports
+        .iter()
+        .zip(&modes)
+        .zip(&queue_counts)
+        .zip(&drivers)
+        .map(
+            |(((port, mode), &(_, rx_queues, _)), driver)| InterfaceStatus {
+                name: port.name.clone(),
+                ifindex: port.ifindex,
+                xdp_mode: mode.to_string(),
+                queues,
+                rx_queues,
+                driver: driver.clone().unwrap_or_default(),
+                ..InterfaceStatus::default()
+            },
+        )
+        .collect();
     let mut local_addrs = interfaces::local_addresses()?;
     steering
         .set_local_addrs(&local_addrs)
