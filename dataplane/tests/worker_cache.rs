@@ -134,6 +134,19 @@ fn harness_with(settings: WorkerSettings) -> Harness {
     harness_over(steering, maps, settings, l2_table())
 }
 
+/// The two egress slots the tests' caches send through: ifindex 10 and 20.
+fn egress_slots() -> [Egress; 2] {
+    [
+        Egress {
+            slot: 0,
+            ifindex: 10,
+        },
+        Egress {
+            slot: 1,
+            ifindex: 20,
+        },
+    ]
+}
 /// A worker whose cache writer writes into `maps`.
 fn harness_over(
     steering: Steering,
@@ -161,19 +174,7 @@ fn harness_over(
         epoch,
         settings,
     )
-    .with_fast_path(CacheWriter::new(
-        fast.clone(),
-        vec![
-            Egress {
-                slot: 0,
-                ifindex: 10,
-            },
-            Egress {
-                slot: 1,
-                ifindex: 20,
-            },
-        ],
-    ));
+    .with_fast_path(CacheWriter::new(fast.clone(), egress_slots().to_vec()));
     Harness {
         _steering: steering,
         maps,
@@ -727,16 +728,7 @@ fn a_worker_seeded_from_the_cache_keeps_each_flow_on_its_backend_under_a_changed
     // The next daemon: the same maps, a table that sends new flows to the
     // other backend, and its workers' flow tables read back from the cache.
     let turned = Arc::new(snapshot_turned_around(2));
-    let egress = [
-        Egress {
-            slot: 0,
-            ifindex: 10,
-        },
-        Egress {
-            slot: 1,
-            ifindex: 20,
-        },
-    ];
+    let egress = egress_slots();
     let seeds = switchyard_dataplane::rebuild::read(&first.maps, &turned, &egress, 0)
         .expect("reading the cache");
     assert_eq!((seeds.flows.len(), seeds.full_nat), (1, 0));
